@@ -1,0 +1,299 @@
+//! Kafka v2 record batches: header parsing, validation and the two fields the broker rewrites.
+//!
+//! Contract: [`validate`] accepts a byte slice only if it is exactly one magic-2 batch whose
+//! length field matches and whose CRC-32C (covering `attributes` to the end) is correct. The
+//! broker rewrites only `baseOffset` and `partitionLeaderEpoch` (and, for LogAppendTime,
+//! nothing yet), which lie outside the CRC, so a stored batch stays verifiable byte for byte.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+/// Bytes of a v2 batch header before the first record.
+pub const HEADER_LEN: usize = 61;
+/// Bytes before and including the `batchLength` field.
+pub const LOG_OVERHEAD: usize = 12;
+const CRC_OFFSET: usize = 17;
+const CRC_COVERED_FROM: usize = 21;
+
+/// What is wrong with a batch.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("record batch truncated: {have} bytes, need {need}")]
+    Truncated { have: usize, need: usize },
+    #[error("unsupported record batch magic {0} (only v2 batches are accepted)")]
+    BadMagic(i8),
+    #[error("record batch CRC-32C mismatch: header says {expected:#010x}, content is {actual:#010x}")]
+    CrcMismatch { expected: u32, actual: u32 },
+    #[error("invalid record batch header: {0}")]
+    InvalidHeader(&'static str),
+    #[error("record batch of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
+/// The decoded fixed-size header of a v2 batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Bytes after the `batchLength` field.
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Total bytes of the batch on the wire and on disk.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x7
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    /// Parses the header without checking the CRC. Needs at least [`HEADER_LEN`] bytes.
+    pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: HEADER_LEN,
+            });
+        }
+        let i64_at = |o: usize| i64::from_be_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
+        let i32_at = |o: usize| i32::from_be_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
+        let i16_at = |o: usize| i16::from_be_bytes(buf[o..o + 2].try_into().expect("2 bytes"));
+        let header = BatchHeader {
+            base_offset: i64_at(0),
+            batch_length: i32_at(8),
+            partition_leader_epoch: i32_at(12),
+            magic: buf[16] as i8,
+            crc: u32::from_be_bytes(buf[CRC_OFFSET..CRC_OFFSET + 4].try_into().expect("4")),
+            attributes: i16_at(21),
+            last_offset_delta: i32_at(23),
+            base_timestamp: i64_at(27),
+            max_timestamp: i64_at(35),
+            producer_id: i64_at(43),
+            producer_epoch: i16_at(51),
+            base_sequence: i32_at(53),
+            records_count: i32_at(57),
+        };
+        if header.magic != 2 {
+            return Err(BatchError::BadMagic(header.magic));
+        }
+        if (header.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
+            return Err(BatchError::InvalidHeader("batchLength shorter than the header"));
+        }
+        if header.last_offset_delta < 0 {
+            return Err(BatchError::InvalidHeader("negative lastOffsetDelta"));
+        }
+        if header.records_count < 0 {
+            return Err(BatchError::InvalidHeader("negative record count"));
+        }
+        Ok(header)
+    }
+}
+
+/// CRC-32C of the part of a batch the checksum covers.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[CRC_COVERED_FROM..])
+}
+
+/// Checks that `buf` is exactly one valid v2 batch and returns its header.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    if header.total_len() != buf.len() {
+        return Err(BatchError::Truncated {
+            have: buf.len(),
+            need: header.total_len(),
+        });
+    }
+    let actual = compute_crc(buf);
+    if actual != header.crc {
+        return Err(BatchError::CrcMismatch {
+            expected: header.crc,
+            actual,
+        });
+    }
+    Ok(header)
+}
+
+/// Splits a produce request's `records` blob into validated batches, sharing its memory.
+pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < records.len() {
+        let rest = &records[pos..];
+        if rest.len() < LOG_OVERHEAD {
+            return Err(BatchError::Truncated {
+                have: rest.len(),
+                need: LOG_OVERHEAD,
+            });
+        }
+        let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+        if len < 0 {
+            return Err(BatchError::InvalidHeader("negative batchLength"));
+        }
+        let total = LOG_OVERHEAD + len as usize;
+        if total > max_batch {
+            return Err(BatchError::TooLarge(total));
+        }
+        if total > rest.len() {
+            return Err(BatchError::Truncated {
+                have: rest.len(),
+                need: total,
+            });
+        }
+        let header = validate(&rest[..total])?;
+        out.push((header, records.slice(pos..pos + total)));
+        pos += total;
+    }
+    if out.is_empty() {
+        return Err(BatchError::InvalidHeader("no record batch in produce data"));
+    }
+    Ok(out)
+}
+
+/// One record for [`build`].
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+}
+
+/// Builds an uncompressed v2 batch (base offset 0, no producer id) whose records all carry
+/// `timestamp`. Used by the load generator and by tests; the broker never builds batches.
+pub fn build(records: &[Record<'_>], timestamp: i64) -> Vec<u8> {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.value.len() + 16).sum());
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0u8); // attributes
+        put_varint(&mut rec, 0); // timestamp delta
+        put_varint(&mut rec, i as i64); // offset delta
+        match r.key {
+            None => put_varint(&mut rec, -1),
+            Some(k) => {
+                put_varint(&mut rec, k.len() as i64);
+                rec.extend_from_slice(k);
+            }
+        }
+        put_varint(&mut rec, r.value.len() as i64);
+        rec.extend_from_slice(r.value);
+        put_varint(&mut rec, 0); // no headers
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let n = records.len() as i32;
+    let mut b = Vec::with_capacity(HEADER_LEN + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(n - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&body);
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// Writes `baseOffset` and `partitionLeaderEpoch` into a batch (fields outside the CRC).
+pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    assert!(buf.len() >= HEADER_LEN, "stamping a truncated batch");
+    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    buf[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make_batch(n: i32, payload: &[u8]) -> Vec<u8> {
+        let recs: Vec<Record<'_>> = (0..n).map(|_| Record { key: None, value: payload }).collect();
+        build(&recs, 1000)
+    }
+
+    #[test]
+    fn valid_batch_round_trips() {
+        let b = make_batch(3, b"hello");
+        let h = validate(&b).unwrap();
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.total_len(), b.len());
+    }
+
+    #[test]
+    fn crc_mismatch_is_detected() {
+        let mut b = make_batch(1, b"x");
+        let last = b.len() - 2;
+        b[last] ^= 0xff;
+        assert!(matches!(validate(&b), Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn stamping_keeps_crc_valid() {
+        let mut b = make_batch(2, b"abc");
+        stamp(&mut b, 42, 7);
+        let h = validate(&b).unwrap();
+        assert_eq!(h.base_offset, 42);
+        assert_eq!(h.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn split_rejects_truncated_and_accepts_many() {
+        let mut two = make_batch(1, b"a");
+        two.extend_from_slice(&make_batch(4, b"bb"));
+        let all = Bytes::from(two.clone());
+        let parts = split_batches(&all, MAX).unwrap();
+        assert_eq!(parts.len(), 2);
+        let cut = Bytes::from(two[..two.len() - 1].to_vec());
+        assert!(split_batches(&cut, MAX).is_err());
+        assert!(split_batches(&Bytes::new(), MAX).is_err());
+    }
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn rejects_old_magic() {
+        let mut b = make_batch(1, b"a");
+        b[16] = 1;
+        assert_eq!(validate(&b), Err(BatchError::BadMagic(1)));
+    }
+}

@@ -1,0 +1,151 @@
+//! Broker configuration: embedded defaults, the TOML file, and validation.
+//!
+//! Contract: a [`BrokerConfig`] that left [`BrokerConfig::validate`] is usable as is; every
+//! error names the key, the value and what was expected. Command-line flags are applied by the
+//! binary on top of the file (flags win).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+use crate::limits::MAX_PARTITIONS_PER_TOPIC;
+
+/// Everything the broker needs to start. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Address every shard listens on (SO_REUSEPORT); also the address advertised to clients.
+    pub listen: String,
+    /// Directory holding metadata and partition logs; created if missing.
+    pub data_dir: PathBuf,
+    /// Number of shards (one pinned executor per core); `None` means every available core.
+    pub cores: Option<usize>,
+    /// Create unknown topics on Metadata and Produce (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics_enable: bool,
+    /// Partitions of an auto-created topic, and the default for CreateTopics with -1.
+    pub num_partitions: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".to_string(),
+            data_dir: PathBuf::from("./data"),
+            cores: None,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {value:?} ({expected})")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+}
+
+impl BrokerConfig {
+    /// Reads and parses a TOML file; keys absent from it keep their defaults.
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error message carries line and column where the parser knows them.
+    pub fn from_toml_str(text: &str) -> Result<BrokerConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            value: self.listen.clone(),
+            expected: "an IP:port socket address such as 127.0.0.1:9092".into(),
+        })
+    }
+
+    /// Checks every field against its allowed range. `available_cores` bounds `cores`.
+    pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if let Some(c) = self.cores {
+            if c == 0 || c > available_cores {
+                return Err(ConfigError::Invalid {
+                    key: "cores",
+                    value: c.to_string(),
+                    expected: format!("between 1 and {available_cores} (the cores available)"),
+                });
+            }
+        }
+        if self.num_partitions < 1 || self.num_partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(ConfigError::Invalid {
+                key: "num_partitions",
+                value: self.num_partitions.to_string(),
+                expected: format!("between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                value: String::new(),
+                expected: "a directory path".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BrokerConfig::default().validate(2).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = BrokerConfig::from_toml_str("listen = \"127.0.0.1:1\"\nbogus = 3\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        assert!(BrokerConfig::from_toml_str("cores = \"two\"").is_err());
+    }
+
+    #[test]
+    fn out_of_range_names_the_key() {
+        let c = BrokerConfig {
+            cores: Some(64),
+            ..Default::default()
+        };
+        let e = c.validate(2).unwrap_err().to_string();
+        assert!(e.contains("`cores`"), "{e}");
+        let c = BrokerConfig {
+            num_partitions: 0,
+            ..Default::default()
+        };
+        assert!(c.validate(2).unwrap_err().to_string().contains("num_partitions"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Every bound of the broker, in one place, with compile-time checks of how they relate.
+//!
+//! Contract: no other file hard-codes a size, count or duration that bounds resource use; it
+//! names a constant here (or a config field whose default is here).
+
+/// Largest request frame accepted (Kafka's `socket.request.max.bytes` default).
+pub const MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
+/// Largest record batch accepted (Kafka's `message.max.bytes` default, 1 MiB + overhead).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024 + 12;
+/// Requests read from one connection but not yet answered.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 32;
+/// Capacity of each cross-core channel (messages, per ordered pair of shards).
+pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
+/// Upper bound on partitions a single topic may have.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+/// Upper bound on a fetch's max_wait_ms that the broker honours.
+pub const MAX_FETCH_WAIT_MS: i32 = 60_000;
+/// Largest byte count one Fetch response may carry, whatever the client asks.
+pub const MAX_FETCH_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Upper bound on how many bytes one partition read returns (besides the first batch).
+pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
+/// Longest topic name (Kafka's limit).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// How long a graceful shutdown waits for in-flight requests before giving up.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Size of the aligned write buffer a partition appender fills before issuing a DMA write.
+pub const APPEND_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
+const _: () = assert!(MAX_PARTITION_READ_BYTES <= MAX_FETCH_RESPONSE_BYTES);
+const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
+const _: () = assert!(APPEND_WRITE_CHUNK_BYTES % 4096 == 0);

@@ -1,0 +1,44 @@
+//! Errors of the storage crate; `net` maps each variant to a Kafka error code in one match.
+
+use sluice_core::batch::BatchError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// An I/O operation on a log or its directory failed (disk full, permissions, EIO).
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    /// The requested offset lies outside [log start, log end].
+    #[error("offset {requested} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { requested: i64, start: i64, end: i64 },
+    /// A batch failed validation.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// The write covering an append failed; the append was rolled back.
+    #[error("write failed, append rolled back: {0}")]
+    WriteFailed(String),
+    /// The log is closing or closed.
+    #[error("partition log is closed")]
+    Closed,
+    /// The data directory was written by a format this build does not know.
+    #[error("data directory {path} has format {found:?}; this sluice understands format {expected}")]
+    UnknownFormat {
+        path: String,
+        found: String,
+        expected: u32,
+    },
+}
+
+impl StorageError {
+    pub fn io(op: &'static str, path: impl std::fmt::Display, source: impl Into<std::io::Error>) -> Self {
+        StorageError::Io {
+            op,
+            path: path.to_string(),
+            source: source.into(),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! sluice-storage: the per-partition append-only log and the data directory layout.
+//!
+//! Owns: segment files (Kafka v2 record batches stored verbatim, written with glommio DMA,
+//! i.e. O_DIRECT through io_uring), the in-memory batch index, recovery of a log at open, the
+//! data-dir format marker, and the durability watermarks producers wait on.
+//!
+//! Contract: a [`PartitionLog`] belongs to exactly one shard (it is `!Send`); only that shard
+//! appends to it and reads it. Appends are ordered: offsets are assigned synchronously in
+//! [`PartitionLog::append`], and the bytes reach the disk in that order. A batch is visible to
+//! readers only once it is durable (fdatasync'd), so nothing a crash could take back is served.
+
+pub mod error;
+pub mod format;
+pub mod log;
+pub mod probe;
+mod recovery;
+pub mod watermark;
+
+pub use error::StorageError;
+pub use log::{AppendInfo, LogConfig, LogRead, PartitionLog};
+pub use probe::probe_direct_io;

@@ -1,0 +1,160 @@
+//! Real-file tests of the partition log: append, durability waits, reads, reopen, torn tails.
+
+use glommio::LocalExecutorBuilder;
+use sluice_core::batch::{self, Record};
+use sluice_core::Offset;
+use sluice_storage::{LogConfig, PartitionLog};
+use std::path::Path;
+
+fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    LocalExecutorBuilder::default()
+        .spawn(move || async move { f().await })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn batch_of(n: usize, tag: u8) -> Vec<u8> {
+    let payload = vec![tag; 100 + tag as usize];
+    let recs: Vec<Record<'_>> = (0..n).map(|_| Record { key: Some(b"k"), value: &payload }).collect();
+    batch::build(&recs, 1_700_000_000_000 + tag as i64)
+}
+
+async fn append_all(log: &PartitionLog, count: u8) -> Vec<Vec<u8>> {
+    let mut sent = Vec::new();
+    let mut last = Offset(0);
+    for tag in 0..count {
+        let b = batch_of(3, tag);
+        let h = batch::validate(&b).unwrap();
+        let info = log.append(&b, &h).unwrap();
+        assert_eq!(info.base_offset, Offset(tag as i64 * 3));
+        last = info.last_offset;
+        sent.push(b);
+    }
+    log.wait_durable(last).await.unwrap();
+    sent
+}
+
+fn check_read(all: &[u8], sent: &[Vec<u8>]) {
+    let mut pos = 0;
+    for (i, s) in sent.iter().enumerate() {
+        let h = batch::validate(&all[pos..pos + s.len()]).unwrap();
+        assert_eq!(h.base_offset, i as i64 * 3);
+        // Identical apart from the stamped base offset.
+        assert_eq!(&all[pos + 8..pos + s.len()], &s[8..]);
+        pos += s.len();
+    }
+    assert_eq!(pos, all.len());
+}
+
+#[test]
+fn append_read_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        assert_eq!(cut, 0);
+        let sent = append_all(&log, 50).await;
+        assert_eq!(log.high_watermark(), Offset(150));
+        let r = log.read(Offset(0), usize::MAX).await.unwrap();
+        check_read(&r.records, &sent);
+        // A read from the middle starts at the batch containing the offset.
+        let r = log.read(Offset(4), 1).await.unwrap();
+        assert_eq!(batch::validate(&r.records).unwrap().base_offset, 3);
+        assert!(log.read(Offset(151), 10).await.is_err());
+        assert!(log.read(Offset(150), 10).await.unwrap().records.is_empty());
+        log.close().await.unwrap();
+        drop(log);
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        assert_eq!(cut, 0);
+        assert_eq!(log.high_watermark(), Offset(150));
+        let r = log.read(Offset(0), usize::MAX).await.unwrap();
+        check_read(&r.records, &sent);
+        let more = batch_of(2, 77);
+        let h = batch::validate(&more).unwrap();
+        assert_eq!(log.append(&more, &h).unwrap().base_offset, Offset(150));
+        log.close().await.unwrap();
+    });
+}
+
+fn corrupt_tail(d: &Path, keep: u64, garbage: &[u8]) {
+    let f = d.join("00000000000000000000.log");
+    let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    file.set_len(keep).unwrap();
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = file;
+    file.seek(SeekFrom::Start(keep)).unwrap();
+    file.write_all(garbage).unwrap();
+}
+
+#[test]
+fn torn_tail_is_cut_at_the_last_valid_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let sent = append_all(&log, 10).await;
+        log.close().await.unwrap();
+        drop(log);
+        let sizes: Vec<u64> = sent.iter().map(|b| b.len() as u64).collect();
+        let nine: u64 = sizes[..9].iter().sum();
+        // Cut the last batch in half and add garbage.
+        corrupt_tail(&d, nine + sizes[9] / 2, b"\x01\x02garbage");
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        assert!(cut > 0);
+        assert_eq!(log.high_watermark(), Offset(27));
+        let r = log.read(Offset(0), usize::MAX).await.unwrap();
+        check_read(&r.records, &sent[..9]);
+        // Appends continue right after the last valid batch.
+        let b = batch_of(1, 200);
+        let h = batch::validate(&b).unwrap();
+        let info = log.append(&b, &h).unwrap();
+        assert_eq!(info.base_offset, Offset(27));
+        log.wait_durable(info.last_offset).await.unwrap();
+        log.close().await.unwrap();
+        drop(log);
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        assert_eq!(cut, 0);
+        assert_eq!(log.high_watermark(), Offset(28));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn flipped_byte_inside_a_batch_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let sent = append_all(&log, 4).await;
+        log.close().await.unwrap();
+        drop(log);
+        let f = d.join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let at = sent[0].len() + sent[1].len() + 70;
+        bytes[at] ^= 0x40;
+        std::fs::write(&f, &bytes).unwrap();
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        assert!(cut > 0);
+        assert_eq!(log.high_watermark(), Offset(6));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_to_drops_the_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let sent = append_all(&log, 6).await;
+        log.truncate_to(Offset(9)).await.unwrap();
+        assert_eq!(log.high_watermark(), Offset(9));
+        let r = log.read(Offset(0), usize::MAX).await.unwrap();
+        check_read(&r.records, &sent[..3]);
+        let b = batch_of(2, 9);
+        let h = batch::validate(&b).unwrap();
+        assert_eq!(log.append(&b, &h).unwrap().base_offset, Offset(9));
+        log.close().await.unwrap();
+    });
+}
