@@ -1,0 +1,74 @@
+//! ListOffsets (key 2), versions 1–10: earliest, latest, max timestamp and by timestamp.
+//!
+//! Contract: see `sluice_shard::offsets` for what each timestamp means; answers come from the
+//! partitions' owners, one message per remote owner.
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::errors::code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+use sluice_core::TopicPartition;
+use sluice_shard::msg::ListOffsetsItem;
+use sluice_shard::offsets::list_offsets;
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::ListOffsets,
+    min_version: 1,
+    max_version: 10,
+    handle,
+};
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: ListOffsetsRequest = decode_body(&req)?;
+        let mut items = Vec::new();
+        for t in &body.topics {
+            for p in &t.partitions {
+                items.push(ListOffsetsItem {
+                    index: items.len(),
+                    tp: TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                    timestamp: p.timestamp,
+                });
+            }
+        }
+        let mut results = list_offsets(&ctx.shard, items).await.into_iter();
+        let topics = body
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let (_, r) = results.next().expect("one result per partition");
+                        let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                        match r {
+                            Ok((offset, ts)) => base
+                                .with_error_code(0)
+                                .with_offset(offset.0)
+                                .with_timestamp(ts)
+                                .with_leader_epoch(if req.version >= 4 { 0 } else { -1 }),
+                            Err(e) => base
+                                .with_error_code(code(&e))
+                                .with_offset(-1)
+                                .with_timestamp(-1)
+                                .with_leader_epoch(-1),
+                        }
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let resp = ListOffsetsResponse::default()
+            .with_throttle_time_ms(0)
+            .with_topics(topics);
+        Ok(reply_now(respond(&req, &resp)))
+    }
+    .boxed_local()
+}

@@ -1,0 +1,121 @@
+//! Metadata (key 3), versions 0–13: brokers (this one), topics, partitions, leaders, topic ids.
+//!
+//! Contract: topics named in the request that do not exist are auto-created first when the
+//! broker allows it (`auto_create_topics_enable`) and the request does (v4+ flag), and the
+//! answer then describes them fully. A null topic list (or an empty one at v0) means all
+//! topics. This broker is node 0, leader of every partition, with leader epoch 0.
+
+use super::{reply_now, respond, topic_name, uuid, ApiSpec, Ctx, Reply};
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_shard::admin::auto_create;
+use sluice_shard::metadata::validate_topic_name;
+use sluice_shard::TopicMeta;
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::Metadata,
+    min_version: 0,
+    max_version: 13,
+    handle,
+};
+
+const NODE: BrokerId = BrokerId(0);
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: MetadataRequest = decode_body(&req)?;
+        let all = body.topics.is_none() || (req.version == 0 && body.topics.as_ref().is_some_and(|t| t.is_empty()));
+        // Requested topics: (name if resolvable, requested id).
+        let requested: Vec<(Option<String>, uuid::Uuid)> = body
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                let name = t.name.map(|n| n.0.to_string()).unwrap_or_default();
+                (topic_name(&ctx, &name, &t.topic_id), t.topic_id)
+            })
+            .collect();
+        let may_create = ctx.shard.config.auto_create_topics_enable && (req.version < 4 || body.allow_auto_topic_creation);
+        if may_create && !all {
+            let meta = ctx.shard.metadata();
+            let missing: Vec<String> = requested
+                .iter()
+                .filter_map(|(n, _)| n.clone())
+                .filter(|n| !meta.topics.contains_key(n) && validate_topic_name(n).is_ok())
+                .collect();
+            if !missing.is_empty() {
+                auto_create(&ctx.shard, missing).await;
+            }
+        }
+        let meta = ctx.shard.metadata();
+        let topics = if all {
+            meta.topics.iter().map(|(n, t)| describe(n, t, req.version)).collect()
+        } else {
+            requested
+                .iter()
+                .map(|(name, id)| match name.as_deref().and_then(|n| meta.topics.get(n).map(|t| (n, t))) {
+                    Some((n, t)) => describe(n, t, req.version),
+                    None => missing_topic(name.as_deref(), id, req.version),
+                })
+                .collect()
+        };
+        let broker = MetadataResponseBroker::default()
+            .with_node_id(NODE)
+            .with_host(StrBytes::from_string(ctx.advertised_host.clone()))
+            .with_port(ctx.advertised_port)
+            .with_rack(None);
+        let resp = MetadataResponse::default()
+            .with_throttle_time_ms(0)
+            .with_brokers(vec![broker])
+            .with_cluster_id((req.version >= 2).then(|| StrBytes::from_string(meta.cluster_id.clone())))
+            .with_controller_id(if req.version >= 1 { NODE } else { BrokerId(-1) })
+            .with_topics(topics)
+            .with_cluster_authorized_operations(i32::MIN);
+        Ok(reply_now(respond(&req, &resp)))
+    }
+    .boxed_local()
+}
+
+fn describe(name: &str, t: &TopicMeta, v: i16) -> MetadataResponseTopic {
+    let partitions = (0..t.shards.len() as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_error_code(0)
+                .with_partition_index(p)
+                .with_leader_id(NODE)
+                .with_leader_epoch(if v >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![NODE])
+                .with_isr_nodes(vec![NODE])
+                .with_offline_replicas(vec![])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(0)
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(if v >= 10 { uuid(t.id) } else { uuid::Uuid::nil() })
+        .with_is_internal(false)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+fn missing_topic(name: Option<&str>, id: &uuid::Uuid, v: i16) -> MetadataResponseTopic {
+    let code = match name {
+        Some(n) if validate_topic_name(n).is_err() => ResponseError::InvalidTopicException,
+        Some(_) => ResponseError::UnknownTopicOrPartition,
+        None => ResponseError::UnknownTopicId,
+    };
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_string()))))
+        .with_topic_id(if v >= 10 { *id } else { uuid::Uuid::nil() })
+        .with_partitions(vec![])
+        .with_topic_authorized_operations(i32::MIN)
+}

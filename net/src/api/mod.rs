@@ -1,0 +1,110 @@
+//! The API table: one entry per implemented Kafka API, with the versions it supports.
+//!
+//! Contract: [`APIS`] is the single source of truth. Dispatch looks handlers up here, and the
+//! ApiVersions answer is generated from it, so the broker advertises exactly what it
+//! implements. A handler runs in two phases: the future it returns is awaited before the next
+//! request of the same connection is read (so appends keep the connection's order), and the
+//! [`Reply`] inside resolves to the response frame (`None` for acks=0 produce, which gets no
+//! answer). Responses are written in request order.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use crate::frame::{encode_response, FrameError, Request};
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, HeaderVersion};
+use sluice_shard::Shard;
+use std::rc::Rc;
+
+/// What a connection's handlers can reach.
+pub struct Ctx {
+    pub shard: Rc<Shard>,
+    /// Host and port advertised in Metadata (the listen address).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+/// The second phase of a handler: the response frame, or none.
+pub type Reply = LocalBoxFuture<'static, Result<Option<Bytes>, FrameError>>;
+
+/// The first phase of a handler.
+pub type Handler = fn(Rc<Ctx>, Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>>;
+
+/// One implemented API.
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    pub handle: Handler,
+}
+
+/// Every implemented API.
+pub const APIS: &[ApiSpec] = &[
+    produce::SPEC,
+    fetch::SPEC,
+    list_offsets::SPEC,
+    metadata::SPEC,
+    api_versions::SPEC,
+    create_topics::SPEC,
+    delete_topics::SPEC,
+];
+
+/// The handler entry for an API key, if implemented (whatever the version).
+pub fn lookup(api_key: i16) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|a| a.key as i16 == api_key)
+}
+
+impl ApiSpec {
+    pub fn supports(&self, version: i16) -> bool {
+        (self.min_version..=self.max_version).contains(&version)
+    }
+}
+
+/// A reply that is already known.
+pub fn reply_now(frame: Result<Bytes, FrameError>) -> Reply {
+    async move { frame.map(Some) }.boxed_local()
+}
+
+/// Encodes `body` as the response to `req`.
+pub fn respond<T: Encodable + HeaderVersion>(req: &Request, body: &T) -> Result<Bytes, FrameError> {
+    encode_response(req.correlation_id, req.version, body)
+}
+
+/// Kafka's "no error" topic id.
+pub fn uuid(bytes: [u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(bytes)
+}
+
+/// The name of a topic given by name, or by id when the name is empty (newer versions).
+pub fn topic_name(ctx: &Ctx, name: &str, id: &uuid::Uuid) -> Option<String> {
+    if !name.is_empty() || id.is_nil() {
+        return Some(name.to_string());
+    }
+    ctx.shard.metadata().topic_by_id(id.as_bytes()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_versions_are_within_what_the_codec_knows() {
+        for api in APIS {
+            let known = api.key.valid_versions();
+            assert!(api.min_version >= known.min && api.max_version <= known.max, "{:?}", api.key);
+            assert!(api.min_version <= api.max_version);
+        }
+        let mut keys: Vec<i16> = APIS.iter().map(|a| a.key as i16).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), APIS.len(), "an API is registered twice");
+    }
+}

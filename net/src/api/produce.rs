@@ -1,0 +1,154 @@
+//! Produce (key 0), versions 3–13: validate batches, route them to their owners, answer at
+//! the requested ack level.
+//!
+//! Contract: every batch's length, magic and CRC-32C are checked before anything is appended;
+//! a partition with an invalid batch gets CORRUPT_MESSAGE (or MESSAGE_TOO_LARGE) and none of
+//! its batches are stored. Appends are issued in the first phase, so pipelined produce
+//! requests on one connection land in order. acks=0 requests get no response.
+
+use super::{topic_name, ApiSpec, Ctx, Reply};
+use crate::errors::code_and_message;
+use crate::frame::{decode_body, encode_response, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_core::batch::{split_batches, BatchError};
+use sluice_core::limits::MAX_BATCH_BYTES;
+use sluice_core::TopicPartition;
+use sluice_shard::admin::auto_create;
+use sluice_shard::msg::{Acks, Appended, ProduceItem};
+use sluice_shard::produce::produce;
+use sluice_shard::PartitionError;
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::Produce,
+    min_version: 3,
+    max_version: 13,
+    handle,
+};
+
+/// One topic of the request, as it will appear in the response.
+struct TopicSlot {
+    name: TopicName,
+    id: uuid::Uuid,
+    /// (partition index, position in the flat result list)
+    partitions: Vec<(i32, usize)>,
+}
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: ProduceRequest = decode_body(&req)?;
+        let acks = match body.acks {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Leader),
+            -1 => Ok(Acks::All),
+            other => Err(PartitionError::InvalidRequiredAcks(other)),
+        };
+        let names: Vec<Option<String>> = body
+            .topic_data
+            .iter()
+            .map(|t| topic_name(&ctx, &t.name.0, &t.topic_id))
+            .collect();
+        if ctx.shard.config.auto_create_topics_enable && acks.is_ok() {
+            let meta = ctx.shard.metadata();
+            let mut missing: Vec<String> = names
+                .iter()
+                .flatten()
+                .filter(|n| !meta.topics.contains_key(*n))
+                .cloned()
+                .collect();
+            missing.dedup();
+            if !missing.is_empty() {
+                auto_create(&ctx.shard, missing).await;
+            }
+        }
+
+        let mut slots = Vec::with_capacity(body.topic_data.len());
+        let mut early: Vec<Option<PartitionError>> = Vec::new();
+        let mut items = Vec::new();
+        for (topic, name) in body.topic_data.into_iter().zip(names) {
+            let mut slot = TopicSlot {
+                name: topic.name.clone(),
+                id: topic.topic_id,
+                partitions: Vec::with_capacity(topic.partition_data.len()),
+            };
+            for p in topic.partition_data {
+                let index = early.len();
+                slot.partitions.push((p.index, index));
+                let prepared = match (&acks, &name, p.records) {
+                    (Err(e), _, _) => Err(e.clone()),
+                    (_, None, _) => Err(PartitionError::UnknownTopicId),
+                    (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
+                    (Ok(_), Some(name), Some(records)) => match split_batches(&records, MAX_BATCH_BYTES) {
+                        Ok(batches) => Ok(ProduceItem {
+                            index,
+                            tp: TopicPartition::new(name.clone(), p.index),
+                            batches,
+                        }),
+                        Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
+                        Err(e) => Err(PartitionError::CorruptBatch(e)),
+                    },
+                };
+                match prepared {
+                    Ok(item) => {
+                        items.push(item);
+                        early.push(None);
+                    }
+                    Err(e) => early.push(Some(e)),
+                }
+            }
+            slots.push(slot);
+        }
+        let acks = acks.unwrap_or(Acks::All);
+        let pending = produce(&ctx.shard, acks, items).await;
+        let (correlation_id, version) = (req.correlation_id, req.version);
+        let reply = async move {
+            let mut results: Vec<Option<Result<Appended, PartitionError>>> =
+                early.into_iter().map(|e| e.map(Err)).collect();
+            for (index, r) in pending.await {
+                results[index] = Some(r);
+            }
+            if acks == Acks::None {
+                return Ok(None);
+            }
+            let responses = slots
+                .into_iter()
+                .map(|slot| {
+                    let partition_responses = slot
+                        .partitions
+                        .iter()
+                        .map(|(partition, at)| {
+                            let r = results[*at].take().expect("every partition has a result");
+                            let (code, message) = code_and_message(&r);
+                            let (base, start) = match &r {
+                                Ok(a) => (a.base_offset.0, a.log_start.0),
+                                Err(_) => (-1, -1),
+                            };
+                            PartitionProduceResponse::default()
+                                .with_index(*partition)
+                                .with_error_code(code)
+                                .with_base_offset(base)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(if version >= 5 { start } else { -1 })
+                                .with_error_message(if version >= 8 { message.map(StrBytes::from_string) } else { None })
+                        })
+                        .collect();
+                    TopicProduceResponse::default()
+                        .with_name(slot.name)
+                        .with_topic_id(slot.id)
+                        .with_partition_responses(partition_responses)
+                })
+                .collect();
+            let resp = ProduceResponse::default()
+                .with_responses(responses)
+                .with_throttle_time_ms(0);
+            encode_response(correlation_id, version, &resp).map(Some)
+        }
+        .boxed_local();
+        Ok(reply)
+    }
+    .boxed_local()
+}

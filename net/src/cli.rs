@@ -1,0 +1,58 @@
+//! The command line: `sluice [serve]` runs the broker; flags override the config file.
+//!
+//! Contract: a bad flag or value prints one line on stderr naming it and exits non-zero.
+
+use clap::{Args, Parser, Subcommand};
+use sluice_core::config::BrokerConfig;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A Kafka-compatible, thread-per-core event-streaming broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (the default when no subcommand is given).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on and advertise [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory for metadata and logs, created if missing [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards, one pinned thread per core [default: every available core]
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// TOML configuration file; flags override it
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The effective configuration: defaults, then the file, then flags.
+    pub fn resolve(&self) -> Result<BrokerConfig, String> {
+        let mut config = match &self.config {
+            Some(path) => BrokerConfig::from_file(path).map_err(|e| e.to_string())?,
+            None => BrokerConfig::default(),
+        };
+        if let Some(l) = &self.listen {
+            config.listen = l.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(c) = self.cores {
+            config.cores = Some(c);
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,123 @@
+//! One client connection: read frames, dispatch in order, write responses in order.
+//!
+//! Contract: a connection lives on the shard that accepted it. The reader decodes a frame,
+//! runs the handler's first phase to completion (so work is issued in request order), and
+//! queues the second phase; the writer awaits queued replies in order and writes them. At most
+//! `MAX_IN_FLIGHT_PER_CONNECTION` replies are queued: past that the reader stops reading.
+//! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
+//! connection only (after logging why); an unknown API key or version is answered with
+//! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
+//! boundary and the writer finishes what was queued.
+
+use crate::api::{self, Ctx, Reply};
+use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError};
+use bytes::BytesMut;
+use futures::future::{select, Either};
+use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use futures::FutureExt;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::ApiKey;
+use sluice_core::limits::{MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use tracing::Instrument;
+
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Serves one connection until the client leaves, it misbehaves, or the shard stops.
+pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.split();
+    let (tx, rx) = local_channel::new_bounded::<Reply>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let writer = glommio::spawn_local(write_loop(writer, rx, peer));
+    if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), &tx, peer).await {
+        tracing::warn!(client = ?peer, shard = %ctx.shard.id, error = %why, "closing connection");
+    }
+    drop(tx);
+    writer.await;
+}
+
+/// Why a connection is closed by the broker.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("request size {0} is out of range (1..={MAX_REQUEST_BYTES})")]
+    BadSize(i32),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn read_loop(
+    ctx: &Rc<Ctx>,
+    mut reader: BufReader<ReadHalf<TcpStream>>,
+    tx: &LocalSender<Reply>,
+    peer: Option<SocketAddr>,
+) -> Result<(), ConnError> {
+    loop {
+        let mut size = [0u8; 4];
+        // Stop at a frame boundary when the shard stops; a client that leaves ends here too.
+        let read = reader.read_exact(&mut size).boxed_local();
+        match select(read, ctx.shard.stopping().boxed_local()).await {
+            Either::Left((Ok(()), _)) => {}
+            Either::Left((Err(e), _)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Either::Left((Err(e), _)) => return Err(e.into()),
+            Either::Right(_) => return Ok(()),
+        }
+        let size = i32::from_be_bytes(size);
+        if size <= 0 || size as usize > MAX_REQUEST_BYTES {
+            return Err(ConnError::BadSize(size));
+        }
+        let mut frame = BytesMut::zeroed(size as usize);
+        reader.read_exact(&mut frame).await?;
+        let frame = frame.freeze();
+        let prefix = peek_prefix(&frame)?;
+        let spec = api::lookup(prefix.api_key).filter(|s| s.supports(prefix.version));
+        let reply: Reply = match spec {
+            None if prefix.api_key == ApiKey::ApiVersions as i16 => {
+                api::reply_now(api::api_versions::unsupported_version(prefix.correlation_id))
+            }
+            None => {
+                tracing::debug!(client = ?peer, api_key = prefix.api_key, version = prefix.version, "unsupported API or version");
+                api::reply_now(Ok(unsupported_response(prefix.correlation_id)))
+            }
+            Some(spec) => {
+                let req = parse_header(spec.key, frame)?;
+                let span = tracing::debug_span!(
+                    "request",
+                    shard = %ctx.shard.id,
+                    api = ?spec.key,
+                    v = req.version,
+                    corr = req.correlation_id,
+                    client = req.client_id.as_deref().unwrap_or(""),
+                );
+                (spec.handle)(ctx.clone(), req).instrument(span).await?
+            }
+        };
+        if tx.send(reply).await.is_err() {
+            return Ok(()); // the writer is gone (write error): nothing left to do
+        }
+    }
+}
+
+async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Reply>, peer: Option<SocketAddr>) {
+    while let Some(reply) = rx.recv().await {
+        match reply.await {
+            Ok(Some(frame)) => {
+                if let Err(e) = writer.write_all(&frame).await {
+                    tracing::debug!(client = ?peer, error = %e, "write failed");
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(client = ?peer, error = %e, "cannot answer request; closing connection");
+                let _ = writer.close().await;
+                return;
+            }
+        }
+    }
+    let _ = writer.close().await;
+}

@@ -1,0 +1,52 @@
+//! The one mapping from sluice's typed errors to Kafka error codes.
+//!
+//! Contract: every variant of every error that can reach a client is matched here, with no
+//! catch-all arm, so adding a variant does not compile until it has a Kafka code.
+
+use kafka_protocol::ResponseError as K;
+use sluice_shard::PartitionError;
+
+/// Kafka error code and message for a partition- or topic-level failure.
+pub fn code(e: &PartitionError) -> i16 {
+    let k = match e {
+        PartitionError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
+        PartitionError::UnknownTopicId => K::UnknownTopicId,
+        PartitionError::CorruptBatch(_) => K::CorruptMessage,
+        PartitionError::BatchTooLarge(_) => K::MessageTooLarge,
+        PartitionError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,
+        PartitionError::Storage(_) => K::KafkaStorageError,
+        PartitionError::InvalidTopic(_) => K::InvalidTopicException,
+        PartitionError::TopicAlreadyExists(_) => K::TopicAlreadyExists,
+        PartitionError::InvalidPartitions(_) => K::InvalidPartitions,
+        PartitionError::InvalidReplicationFactor(_) => K::InvalidReplicationFactor,
+        PartitionError::InvalidConfig(_) => K::InvalidConfig,
+        PartitionError::InvalidRequest(_) => K::InvalidRequest,
+        PartitionError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
+        PartitionError::ShuttingDown => K::NotLeaderOrFollower,
+    };
+    k.code()
+}
+
+/// The code and the message for a result.
+pub fn code_and_message<T>(r: &Result<T, PartitionError>) -> (i16, Option<String>) {
+    match r {
+        Ok(_) => (0, None),
+        Err(e) => (code(e), Some(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_kafkas() {
+        assert_eq!(code(&PartitionError::UnknownTopicOrPartition), 3);
+        assert_eq!(
+            code(&PartitionError::CorruptBatch(sluice_core::batch::BatchError::BadMagic(1))),
+            2
+        );
+        assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
+        assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
+    }
+}

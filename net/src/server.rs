@@ -1,0 +1,154 @@
+//! Starting the broker: validate, prepare the data dir, load metadata, bind the listeners,
+//! run the shards, and accept connections on every one of them.
+//!
+//! Contract: every start-up failure returns a one-line message naming the problem (bad config
+//! value, unusable data dir, port in use, missing kernel facility); nothing is left running.
+//! The listen port is checked with a plain bind first, so a second broker cannot silently
+//! share a port through SO_REUSEPORT; then one SO_REUSEPORT socket per shard is bound.
+
+use crate::api::Ctx;
+use glommio::net::TcpListener;
+use sluice_core::config::BrokerConfig;
+use sluice_core::limits::SHUTDOWN_GRACE_MS;
+use sluice_shard::{runtime, MetadataSnapshot, Shard};
+use socket2::{Domain, Socket, Type};
+use std::cell::Cell;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes into the zeroed cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+    }
+}
+
+/// Starts the broker and blocks until it stops. `Err` carries a one-line reason.
+pub fn run(config: BrokerConfig) -> Result<(), String> {
+    let cpus_allowed = allowed_cpus();
+    config.validate(cpus_allowed.len()).map_err(|e| e.to_string())?;
+    let cores = config.cores.unwrap_or(cpus_allowed.len());
+    let cpus: Vec<usize> = cpus_allowed[..cores].to_vec();
+    let listen = config.listen_addr().map_err(|e| e.to_string())?;
+
+    sluice_storage::format::ensure_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
+    let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
+    let moved = snapshot.reassign_for(cores);
+    if moved > 0 {
+        tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
+        snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
+    }
+
+    let (port, sockets) = bind_all(listen, cores)?;
+    let advertised_host = listen.ip().to_string();
+    let shown = SocketAddr::new(listen.ip(), port);
+    let data_dir = config.data_dir.display().to_string();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        cores,
+        cpus = ?cpus,
+        listen = %shown,
+        data_dir = %data_dir,
+        topics = snapshot.topics.len(),
+        "starting sluice"
+    );
+    let serve = move |shard: Rc<Shard>, socket: Socket| {
+        let host = advertised_host.clone();
+        async move {
+            let ctx = Rc::new(Ctx {
+                shard,
+                advertised_host: host,
+                advertised_port: port as i32,
+            });
+            accept_loop(ctx, socket).await;
+        }
+    };
+    let started = Instant::now();
+    runtime::run(config, cpus, snapshot, sockets, serve, || {
+        tracing::info!(listen = %shown, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
+        let _ = out.flush();
+    })
+    .map_err(|e| e.to_string())?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Checks the port is free, then binds one SO_REUSEPORT listener per shard.
+fn bind_all(addr: SocketAddr, n: usize) -> Result<(u16, Vec<Socket>), String> {
+    let in_use = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let probe = new_socket(addr, false).map_err(in_use)?;
+    probe.bind(&addr.into()).map_err(in_use)?;
+    let port = probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .ok_or_else(|| format!("cannot listen on {addr}: no local address"))?;
+    drop(probe);
+    let bound = SocketAddr::new(addr.ip(), port);
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = new_socket(bound, true).map_err(in_use)?;
+        s.bind(&bound.into()).map_err(in_use)?;
+        s.listen(1024).map_err(in_use)?;
+        sockets.push(s);
+    }
+    Ok((port, sockets))
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    Ok(s)
+}
+
+/// Accepts on this shard's listener until shutdown, then waits for its connections to finish.
+async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
+    // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
+    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    let live = Rc::new(Cell::new(0usize));
+    loop {
+        use futures::future::{select, Either};
+        use futures::FutureExt;
+        let accepted = match select(listener.accept().boxed_local(), ctx.shard.stopping().boxed_local()).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => break,
+        };
+        match accepted {
+            Ok(stream) => {
+                let (ctx, live) = (ctx.clone(), live.clone());
+                live.set(live.get() + 1);
+                glommio::spawn_local(async move {
+                    crate::conn::serve(ctx, stream).await;
+                    live.set(live.get() - 1);
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = %ctx.shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    while live.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if live.get() > 0 {
+        tracing::warn!(shard = %ctx.shard.id, connections = live.get(), "connections still open after the grace period");
+    }
+}

@@ -1,0 +1,191 @@
+//! Metadata changes: CreateTopics, DeleteTopics and auto-creation, all executed on shard 0.
+//!
+//! Contract: shard 0 is the single writer. It applies one change at a time (a semaphore),
+//! persists the new snapshot durably, then publishes it to every shard and waits until each
+//! has installed it (opened or removed its logs) before answering. So once a client sees
+//! CreateTopics or DeleteTopics answered, every shard agrees, and concurrent changes to the
+//! same topic end in one consistent state.
+
+use crate::error::PartitionError;
+use crate::metadata::{new_topic_id, validate_topic_name, MetadataSnapshot, TopicMeta};
+use crate::msg::{AdminOp, AdminResult, CreatedTopic, NewTopic, ShardMsg};
+use crate::placement::place;
+use crate::shard::Shard;
+use futures::channel::oneshot;
+use sluice_core::config::KNOWN_TOPIC_CONFIGS;
+use sluice_core::limits::MAX_PARTITIONS_PER_TOPIC;
+use sluice_core::ShardId;
+use std::rc::Rc;
+
+/// Creates topics (or only validates them). One result per topic, in order.
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<Result<CreatedTopic, PartitionError>> {
+    let n = topics.len();
+    match run(shard, AdminOp::CreateTopics { topics, validate_only }).await {
+        Ok(AdminResult::Created(v)) => v,
+        Ok(AdminResult::Deleted(_)) => unreachable!("create answered with a delete result"),
+        Err(e) => vec![Err(e); n],
+    }
+}
+
+/// Deletes topics by name. One result (the deleted topic's id) per name, in order.
+pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<[u8; 16], PartitionError>> {
+    let n = names.len();
+    match run(shard, AdminOp::DeleteTopics { names }).await {
+        Ok(AdminResult::Deleted(v)) => v,
+        Ok(AdminResult::Created(_)) => unreachable!("delete answered with a create result"),
+        Err(e) => vec![Err(e); n],
+    }
+}
+
+/// Creates, with the broker defaults, those of `names` that do not exist yet.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+    let topics = names
+        .into_iter()
+        .map(|name| NewTopic {
+            name,
+            partitions: -1,
+            replication_factor: -1,
+            configs: Default::default(),
+        })
+        .collect();
+    for r in create_topics(shard, topics, false).await {
+        if let Err(e) = r {
+            if !matches!(e, PartitionError::TopicAlreadyExists(_)) {
+                tracing::debug!(error = %e, "auto-creation of a topic failed");
+            }
+        }
+    }
+}
+
+async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<AdminResult, PartitionError> {
+    if shard.id == ShardId(0) {
+        return Ok(execute(shard, op).await);
+    }
+    let (reply, rx) = oneshot::channel();
+    shard.send(ShardId(0), ShardMsg::Admin { op, reply }).await?;
+    rx.await.map_err(|_| PartitionError::ShuttingDown)
+}
+
+/// Runs a metadata change on shard 0.
+pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
+    assert_eq!(shard.id, ShardId(0), "only shard 0 writes metadata");
+    let _permit = shard.admin_lock.acquire_permit(1).await.expect("admin semaphore never closes");
+    let mut snap = (*shard.metadata()).clone();
+    let (result, changed) = match op {
+        AdminOp::CreateTopics { topics, validate_only } => {
+            let results: Vec<_> = topics
+                .into_iter()
+                .map(|t| create_one(shard, &mut snap, t, validate_only))
+                .collect();
+            let changed = !validate_only && results.iter().any(|r| r.is_ok());
+            (AdminResult::Created(results), changed)
+        }
+        AdminOp::DeleteTopics { names } => {
+            let results: Vec<_> = names
+                .into_iter()
+                .map(|name| {
+                    snap.topics
+                        .remove(&name)
+                        .map(|t| t.id)
+                        .ok_or(PartitionError::UnknownTopicOrPartition)
+                })
+                .collect();
+            let changed = results.iter().any(|r| r.is_ok());
+            (AdminResult::Deleted(results), changed)
+        }
+    };
+    if !changed {
+        return result;
+    }
+    snap.version += 1;
+    let to_save = snap.clone();
+    let dir = shard.config.data_dir.clone();
+    let saved = glommio::executor()
+        .spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string()))
+        .await;
+    if let Err(e) = saved {
+        tracing::error!(error = %e, "persisting metadata failed; change not applied");
+        let err = PartitionError::Storage(e);
+        return match result {
+            AdminResult::Created(v) => AdminResult::Created(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
+            AdminResult::Deleted(v) => AdminResult::Deleted(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
+        };
+    }
+    publish(shard, snap).await;
+    result
+}
+
+fn create_one(
+    shard: &Shard,
+    snap: &mut MetadataSnapshot,
+    t: NewTopic,
+    validate_only: bool,
+) -> Result<CreatedTopic, PartitionError> {
+    validate_topic_name(&t.name).map_err(PartitionError::InvalidTopic)?;
+    if snap.topics.contains_key(&t.name) {
+        return Err(PartitionError::TopicAlreadyExists(t.name));
+    }
+    let partitions = if t.partitions == -1 {
+        shard.config.num_partitions
+    } else {
+        t.partitions
+    };
+    if partitions < 1 || partitions > MAX_PARTITIONS_PER_TOPIC {
+        return Err(PartitionError::InvalidPartitions(format!(
+            "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
+        )));
+    }
+    if t.replication_factor != -1 && t.replication_factor != 1 {
+        return Err(PartitionError::InvalidReplicationFactor(format!(
+            "replication factor {} is larger than the number of brokers (1)",
+            t.replication_factor
+        )));
+    }
+    if let Some(key) = t.configs.keys().find(|k| !KNOWN_TOPIC_CONFIGS.contains(&k.as_str())) {
+        return Err(PartitionError::InvalidConfig(format!("unknown topic config `{key}`")));
+    }
+    let load = snap.partitions_per_shard(shard.n_shards);
+    let shards = place(&load, partitions as usize).into_iter().map(|s| s.0).collect();
+    let meta = TopicMeta {
+        id: new_topic_id(),
+        shards,
+        configs: t.configs.clone(),
+    };
+    let created = CreatedTopic {
+        id: meta.id,
+        partitions,
+        configs: t.configs,
+    };
+    if !validate_only {
+        snap.topics.insert(t.name, meta);
+    }
+    Ok(created)
+}
+
+/// Sends the snapshot to every other shard, installs it here, and waits for all.
+async fn publish(shard: &Rc<Shard>, snap: MetadataSnapshot) {
+    let mut acks = Vec::new();
+    for other in 0..shard.n_shards {
+        if other == shard.id.index() {
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        let msg = ShardMsg::Publish {
+            snapshot: Box::new(snap.clone()),
+            reply,
+        };
+        if shard.send(ShardId(other as u16), msg).await.is_ok() {
+            acks.push(rx);
+        }
+    }
+    if let Err(e) = shard.install(snap).await {
+        tracing::error!(error = %e, "installing metadata on shard 0 failed");
+    }
+    for rx in acks {
+        let _ = rx.await;
+    }
+}

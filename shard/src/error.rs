@@ -1,0 +1,50 @@
+//! Errors of the shard crate. They cross cores inside replies, so they are `Send + Clone`;
+//! `net` maps every variant to a Kafka error code in one exhaustive match.
+
+use sluice_core::batch::BatchError;
+use thiserror::Error;
+
+/// Why one partition's (or one topic's) part of a request failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum PartitionError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(BatchError),
+    #[error("record batch too large: {0} bytes")]
+    BatchTooLarge(usize),
+    #[error("offset {requested} out of range [{start}, {end}]")]
+    OffsetOutOfRange { requested: i64, start: i64, end: i64 },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(String),
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid required acks {0}: only 0, 1 and -1 are valid")]
+    InvalidRequiredAcks(i16),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+impl From<sluice_storage::StorageError> for PartitionError {
+    fn from(e: sluice_storage::StorageError) -> Self {
+        use sluice_storage::StorageError as S;
+        match e {
+            S::OffsetOutOfRange { requested, start, end } => PartitionError::OffsetOutOfRange { requested, start, end },
+            S::InvalidBatch(b) => PartitionError::CorruptBatch(b),
+            S::Closed => PartitionError::ShuttingDown,
+            other => PartitionError::Storage(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The fetch path: reads on the owners, long polls woken by the owners' logs, and the
+//! response size budget.
+//!
+//! Contract: [`fetch`] reads every partition (one message per remote owner). If fewer than
+//! `min_bytes` came back and `max_wait` has not passed, it asks each owner to answer as soon
+//! as any of its partitions has data beyond the fetch offset (no timers polling logs), then
+//! reads again. The answer never exceeds `max_bytes` except for the first batch, which is
+//! always returned whole so a consumer can make progress.
+
+use crate::error::PartitionError;
+use crate::msg::{FetchItem, FetchResult, ShardMsg};
+use crate::route::{self, group_by_owner};
+use crate::shard::Shard;
+use futures::channel::oneshot;
+use futures::future::{join_all, select_all, LocalBoxFuture};
+use futures::FutureExt;
+use sluice_core::batch::LOG_OVERHEAD;
+use sluice_core::{Offset, TopicPartition};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What a Fetch request asks for.
+#[derive(Debug, Clone)]
+pub struct FetchPlan {
+    pub items: Vec<FetchItem>,
+    pub max_wait: Duration,
+    pub min_bytes: usize,
+    pub max_bytes: usize,
+}
+
+/// Reads owned partitions (on the owner).
+pub async fn read_local(shard: &Shard, items: Vec<FetchItem>) -> Vec<FetchResult> {
+    let reads = items.into_iter().map(|item| {
+        let log = shard.log(&item.tp);
+        async move {
+            match log {
+                None => (item.index, Err(PartitionError::UnknownTopicOrPartition)),
+                Some(log) => (
+                    item.index,
+                    log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from),
+                ),
+            }
+        }
+    });
+    join_all(reads).await
+}
+
+/// On the owner: completes when any listed partition has data beyond its offset, when one
+/// is unknown, at `deadline`, or when the shard stops.
+pub async fn wait_local(shard: &Shard, items: &[(TopicPartition, Offset)], deadline: Instant) {
+    let mut waits: Vec<LocalBoxFuture<'static, ()>> = Vec::with_capacity(items.len() + 2);
+    for (tp, offset) in items {
+        match shard.log(tp) {
+            Some(log) if log.high_watermark() <= *offset => waits.push(log.wait_beyond(*offset).boxed_local()),
+            _ => return,
+        }
+    }
+    let now = Instant::now();
+    if deadline <= now {
+        return;
+    }
+    waits.push(glommio::timer::sleep(deadline - now).boxed_local());
+    waits.push(shard.stopping().boxed_local());
+    select_all(waits).await;
+}
+
+async fn read_all(shard: &Rc<Shard>, items: &[FetchItem]) -> Vec<FetchResult> {
+    let grouped = group_by_owner(shard, items.to_vec(), |i| &i.tp);
+    let mut out = route::unknown(grouped.unknown, |i| i.index);
+    let mut parts: Vec<LocalBoxFuture<'_, Vec<FetchResult>>> = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        if owner == shard.id {
+            parts.push(read_local(shard, items).boxed_local());
+        } else {
+            let indexes = items.iter().map(|i| i.index).collect();
+            parts.push(route::ask(shard, owner, indexes, |reply| ShardMsg::Fetch { items, reply }).await);
+        }
+    }
+    for part in join_all(parts).await {
+        out.extend(part);
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// Waits until any owner reports new data for the request's partitions, or `deadline`.
+async fn wait_any(shard: &Rc<Shard>, items: &[FetchItem], deadline: Instant) {
+    let grouped = group_by_owner(shard, items.to_vec(), |i| &i.tp);
+    if !grouped.unknown.is_empty() {
+        return;
+    }
+    let mut waits: Vec<LocalBoxFuture<'_, ()>> = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        let items: Vec<(TopicPartition, Offset)> = items.into_iter().map(|i| (i.tp, i.offset)).collect();
+        if owner == shard.id {
+            let shard = shard.clone();
+            waits.push(async move { wait_local(&shard, &items, deadline).await }.boxed_local());
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        if shard
+            .send(owner, ShardMsg::WaitForData { items, deadline, reply })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        waits.push(
+            async move {
+                let _ = rx.await;
+            }
+            .boxed_local(),
+        );
+    }
+    if !waits.is_empty() {
+        select_all(waits).await;
+    }
+}
+
+/// Runs a whole Fetch: read, long-poll if short of `min_bytes`, trim to `max_bytes`.
+pub async fn fetch(shard: &Rc<Shard>, plan: FetchPlan) -> Vec<FetchResult> {
+    let deadline = Instant::now() + plan.max_wait;
+    loop {
+        let results = read_all(shard, &plan.items).await;
+        let bytes: usize = results
+            .iter()
+            .map(|(_, r)| r.as_ref().map(|r| r.records.len()).unwrap_or(0))
+            .sum();
+        let failed = results.iter().any(|(_, r)| r.is_err());
+        if bytes >= plan.min_bytes.max(1) || failed || Instant::now() >= deadline || shard.is_stopping() {
+            return trim(results, plan.max_bytes);
+        }
+        wait_any(shard, &plan.items, deadline).await;
+    }
+}
+
+/// Applies the response-wide byte budget in request order, cutting at batch boundaries and
+/// always keeping the first batch of the first non-empty partition.
+pub fn trim(mut results: Vec<FetchResult>, max_bytes: usize) -> Vec<FetchResult> {
+    let mut remaining = max_bytes;
+    let mut taken_any = false;
+    for (_, r) in results.iter_mut() {
+        let Ok(read) = r else { continue };
+        if read.records.is_empty() {
+            continue;
+        }
+        let keep = batch_prefix(&read.records, remaining, !taken_any);
+        if keep < read.records.len() {
+            read.records.truncate(keep);
+        }
+        remaining = remaining.saturating_sub(keep);
+        taken_any |= keep > 0;
+    }
+    results
+}
+
+/// Length of the longest prefix of whole batches within `budget` (at least one if `at_least_one`).
+fn batch_prefix(records: &[u8], budget: usize, at_least_one: bool) -> usize {
+    let mut pos = 0usize;
+    while pos + LOG_OVERHEAD <= records.len() {
+        let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().expect("4 bytes"));
+        let next = pos + LOG_OVERHEAD + len.max(0) as usize;
+        if next > records.len() || (next > budget && !(at_least_one && pos == 0)) {
+            break;
+        }
+        pos = next;
+    }
+    pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use sluice_core::batch::{build, Record};
+    use sluice_storage::LogRead;
+
+    fn read_of(batches: usize, size: usize) -> LogRead {
+        let mut all = Vec::new();
+        for _ in 0..batches {
+            all.extend(build(&[Record { key: None, value: &vec![1u8; size] }], 0));
+        }
+        LogRead {
+            records: Bytes::from(all),
+            high_watermark: Offset(10),
+            log_start: Offset(0),
+        }
+    }
+
+    #[test]
+    fn budget_keeps_first_batch_and_whole_batches() {
+        let one = read_of(1, 100).records.len();
+        let results = vec![(0, Ok(read_of(3, 100))), (1, Ok(read_of(3, 100)))];
+        let t = trim(results, one * 4);
+        assert_eq!(t[0].1.as_ref().unwrap().records.len(), one * 3);
+        assert_eq!(t[1].1.as_ref().unwrap().records.len(), one);
+        // A budget smaller than the first batch still returns that batch.
+        let t = trim(vec![(0, Ok(read_of(2, 1000))), (1, Ok(read_of(1, 10)))], 10);
+        assert_eq!(t[0].1.as_ref().unwrap().records.len(), read_of(1, 1000).records.len());
+        assert!(t[1].1.as_ref().unwrap().records.is_empty());
+    }
+}

@@ -1,0 +1,285 @@
+//! Cluster metadata: topics, topic ids, partition counts, configs and placement.
+//!
+//! Contract: shard 0 is the only writer (see [`crate::admin`]); it persists a new snapshot
+//! (write to a temporary file, fsync, rename, fsync the directory) before publishing it, and
+//! every shard holds its own copy, replaced whole on publish. The file is rkyv-encoded behind
+//! a header carrying a magic, a format version and a CRC-32 (crc32fast) of the payload, so a
+//! damaged file is refused instead of misread.
+
+use rkyv::rancor;
+use sluice_core::{limits::MAX_TOPIC_NAME_LEN, PartitionId, ShardId};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One topic.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Kafka topic id (a UUID).
+    pub id: [u8; 16],
+    /// Owner shard of each partition, indexed by partition id.
+    pub shards: Vec<u16>,
+    /// Topic-level configs explicitly set (Kafka names, e.g. `retention.ms`).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Everything the metadata writer decides; every shard holds a copy.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataSnapshot {
+    /// Increases with every published change.
+    pub version: u64,
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+const MAGIC: &[u8; 4] = b"SLMD";
+const FILE_VERSION: u32 = 1;
+const HEADER: usize = 4 + 4 + 4 + 8;
+
+/// Why metadata could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("metadata file {path} is damaged: {why}")]
+    Damaged { path: PathBuf, why: String },
+}
+
+impl MetadataSnapshot {
+    /// Owner of a partition, if the topic and partition exist.
+    pub fn owner(&self, topic: &str, partition: PartitionId) -> Option<ShardId> {
+        let t = self.topics.get(topic)?;
+        usize::try_from(partition.0)
+            .ok()
+            .and_then(|p| t.shards.get(p))
+            .map(|s| ShardId(*s))
+    }
+
+    /// Name of the topic with this id.
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&str> {
+        self.topics.iter().find(|(_, t)| &t.id == id).map(|(n, _)| n.as_str())
+    }
+
+    /// Partitions owned by each of `n_shards` shards.
+    pub fn partitions_per_shard(&self, n_shards: usize) -> Vec<usize> {
+        let mut v = vec![0usize; n_shards];
+        for t in self.topics.values() {
+            for s in &t.shards {
+                if let Some(c) = v.get_mut(*s as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        v
+    }
+
+    /// Moves partitions recorded on shards that no longer exist (the broker was restarted with
+    /// fewer cores) onto existing shards. Returns how many moved.
+    pub fn reassign_for(&mut self, n_shards: usize) -> usize {
+        let mut load = self.partitions_per_shard(n_shards);
+        let mut moved = 0;
+        for t in self.topics.values_mut() {
+            for s in t.shards.iter_mut() {
+                if *s as usize >= n_shards {
+                    let to = crate::placement::place(&load, 1)[0];
+                    load[to.index()] += 1;
+                    *s = to.0;
+                    moved += 1;
+                }
+            }
+        }
+        if moved > 0 {
+            self.version += 1;
+        }
+        moved
+    }
+
+    fn file(data_dir: &Path) -> PathBuf {
+        data_dir.join("meta").join("metadata.bin")
+    }
+
+    /// Loads the snapshot of a data directory, or creates a new one with a fresh cluster id.
+    pub fn load_or_init(data_dir: &Path) -> Result<MetadataSnapshot, MetadataError> {
+        let path = Self::file(data_dir);
+        let mut bytes = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(mut f) => f
+                .read_to_end(&mut bytes)
+                .map_err(|source| MetadataError::Io { path: path.clone(), source })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let snap = MetadataSnapshot {
+                    version: 0,
+                    cluster_id: new_cluster_id(),
+                    topics: BTreeMap::new(),
+                };
+                snap.save(data_dir)?;
+                return Ok(snap);
+            }
+            Err(source) => return Err(MetadataError::Io { path, source }),
+        };
+        Self::decode(&bytes).map_err(|why| MetadataError::Damaged { path, why })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<MetadataSnapshot, String> {
+        if bytes.len() < HEADER || &bytes[0..4] != MAGIC {
+            return Err("bad magic".into());
+        }
+        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
+        if version != FILE_VERSION {
+            return Err(format!("unknown metadata format {version}, expected {FILE_VERSION}"));
+        }
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8")) as usize;
+        let payload = bytes.get(HEADER..HEADER + len).ok_or("truncated")?;
+        if crc32fast::hash(payload) != crc {
+            return Err("checksum mismatch".into());
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        rkyv::from_bytes::<MetadataSnapshot, rancor::Error>(&aligned).map_err(|e| e.to_string())
+    }
+
+    /// Writes the snapshot durably (temporary file, fsync, rename, fsync directory).
+    pub fn save(&self, data_dir: &Path) -> Result<(), MetadataError> {
+        let path = Self::file(data_dir);
+        let dir = path.parent().expect("metadata file has a parent");
+        let io = |source| MetadataError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let payload = rkyv::to_bytes::<rancor::Error>(self).map_err(|e| MetadataError::Damaged {
+            path: path.clone(),
+            why: format!("cannot encode: {e}"),
+        })?;
+        let mut out = Vec::with_capacity(HEADER + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&payload);
+        let tmp = dir.join("metadata.bin.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&out).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+}
+
+/// Kafka's rules for topic names.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is illegal"));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(format!("topic name is longer than {MAX_TOPIC_NAME_LEN} characters"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-')) {
+        return Err(format!(
+            "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// 16 random bytes from the kernel.
+pub fn random_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // Fall back to time and address entropy; ids only need to be unique, not secret.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t ^ (&b as *const _ as u128)).to_le_bytes();
+    }
+    b
+}
+
+/// A random version-4 UUID for a new topic.
+pub fn new_topic_id() -> [u8; 16] {
+    let mut b = random_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b
+}
+
+/// A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+pub fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b = new_topic_id();
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::with_capacity(22);
+    for byte in b {
+        bits = (bits << 8) | byte as u32;
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_round_trip_and_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!(s.cluster_id.len(), 22);
+        s.topics.insert(
+            "orders".into(),
+            TopicMeta {
+                id: new_topic_id(),
+                shards: vec![0, 1, 0],
+                configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+            },
+        );
+        s.version = 3;
+        s.save(d.path()).unwrap();
+        let back = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.owner("orders", PartitionId(1)), Some(ShardId(1)));
+        assert_eq!(back.owner("orders", PartitionId(3)), None);
+        let f = d.path().join("meta/metadata.bin");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 1;
+        std::fs::write(&f, bytes).unwrap();
+        assert!(MetadataSnapshot::load_or_init(d.path()).is_err());
+    }
+
+    #[test]
+    fn reassign_moves_only_missing_shards() {
+        let mut s = MetadataSnapshot::default();
+        s.topics.insert(
+            "t".into(),
+            TopicMeta {
+                id: [1; 16],
+                shards: vec![0, 1, 2, 3],
+                configs: BTreeMap::new(),
+            },
+        );
+        assert_eq!(s.reassign_for(2), 2);
+        assert!(s.topics["t"].shards.iter().all(|s| *s < 2));
+        assert_eq!(s.partitions_per_shard(2), vec![2, 2]);
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        assert!(validate_topic_name("bad name").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! ListOffsets: earliest, latest, max timestamp and by-timestamp lookups, on the owners.
+//!
+//! Contract: answers follow Kafka: -2 earliest (log start), -1 latest (high watermark),
+//! -3 the batch with the largest timestamp, -4 earliest local (= log start here), a timestamp
+//! ≥ 0 the first batch whose max timestamp is at or after it; (-1, -1) when nothing matches.
+//! Timestamp lookups have batch precision: the offset is the matching batch's base offset.
+
+use crate::error::PartitionError;
+use crate::msg::{ListOffsetsItem, ListOffsetsResult, ShardMsg};
+use crate::route::{self, group_by_owner};
+use futures::future::join_all;
+use crate::shard::Shard;
+use sluice_core::Offset;
+use std::rc::Rc;
+
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
+pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
+pub const LATEST_TIERED: i64 = -6;
+
+/// Answers on the owner.
+pub fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
+    items
+        .into_iter()
+        .map(|item| {
+            let Some(log) = shard.log(&item.tp) else {
+                return (item.index, Err(PartitionError::UnknownTopicOrPartition));
+            };
+            let none = (Offset(-1), -1);
+            let answer = match item.timestamp {
+                LATEST | LATEST_TIERED => (log.high_watermark(), -1),
+                EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => (log.log_start(), -1),
+                MAX_TIMESTAMP => log.max_timestamp().unwrap_or(none),
+                ts if ts >= 0 => log.offset_for_timestamp(ts).unwrap_or(none),
+                other => {
+                    return (
+                        item.index,
+                        Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))),
+                    )
+                }
+            };
+            (item.index, Ok(answer))
+        })
+        .collect()
+}
+
+/// Routes a ListOffsets request to the owners and merges the answers in `index` order.
+pub async fn list_offsets(shard: &Rc<Shard>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
+    let grouped = group_by_owner(shard, items, |i| &i.tp);
+    let mut out = route::unknown(grouped.unknown, |i| i.index);
+    let mut remote = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        if owner == shard.id {
+            out.extend(list_local(shard, items));
+        } else {
+            let indexes = items.iter().map(|i| i.index).collect();
+            remote.push(route::ask(shard, owner, indexes, |reply| ShardMsg::ListOffsets { items, reply }).await);
+        }
+    }
+    for part in join_all(remote).await {
+        out.extend(part);
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}

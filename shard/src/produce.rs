@@ -1,0 +1,96 @@
+//! The produce path: split by owner, append on the owner in order, wait for the ack level.
+//!
+//! Contract: [`produce`] performs every append (local ones directly, remote ones by sending
+//! one message per owner) before it returns; the future it returns only waits. Callers that
+//! await `produce` for request N before calling it for request N+1 therefore keep the
+//! connection's order in every partition log.
+
+use crate::error::PartitionError;
+use crate::msg::{Acks, Appended, ProduceItem, ProduceResult, ShardMsg};
+use crate::route::{self, group_by_owner};
+use crate::shard::Shard;
+use futures::future::{join_all, LocalBoxFuture};
+use futures::FutureExt;
+use sluice_core::Offset;
+use std::rc::Rc;
+
+/// Appends on the owner (this shard) synchronously; the returned future waits for `acks`.
+pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> LocalBoxFuture<'static, Vec<ProduceResult>> {
+    let mut waits = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(log) = shard.log(&item.tp) else {
+            waits.push(async move { (item.index, Err(PartitionError::UnknownTopicOrPartition)) }.boxed_local());
+            continue;
+        };
+        let mut first: Option<Offset> = None;
+        let mut last = Offset(0);
+        let mut log_start = Offset(0);
+        let mut failed = None;
+        for (header, bytes) in &item.batches {
+            match log.append(bytes, header) {
+                Ok(info) => {
+                    first.get_or_insert(info.base_offset);
+                    last = info.last_offset;
+                    log_start = info.log_start;
+                }
+                Err(e) => {
+                    failed = Some(PartitionError::from(e));
+                    break;
+                }
+            }
+        }
+        let index = item.index;
+        waits.push(
+            async move {
+                if let Some(e) = failed {
+                    return (index, Err(e));
+                }
+                let Some(base_offset) = first else {
+                    return (index, Err(PartitionError::InvalidRequest("no record batch".into())));
+                };
+                let waited = match acks {
+                    Acks::None => Ok(()),
+                    Acks::Leader => log.wait_written(last).await,
+                    Acks::All => log.wait_durable(last).await,
+                };
+                (
+                    index,
+                    waited
+                        .map(|()| Appended { base_offset, log_start })
+                        .map_err(PartitionError::from),
+                )
+            }
+            .boxed_local(),
+        );
+    }
+    join_all(waits).boxed_local()
+}
+
+/// Routes a produce request's partitions to their owners. Appends are issued before this
+/// returns; the returned future resolves with one result per item, in `index` order.
+pub async fn produce(
+    shard: &Rc<Shard>,
+    acks: Acks,
+    items: Vec<ProduceItem>,
+) -> LocalBoxFuture<'static, Vec<ProduceResult>> {
+    let grouped = group_by_owner(shard, items, |i| &i.tp);
+    let unknown = route::unknown(grouped.unknown, |i| i.index);
+    let mut parts: Vec<LocalBoxFuture<'static, Vec<ProduceResult>>> = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        if owner == shard.id {
+            parts.push(append_local(shard, acks, items));
+        } else {
+            let indexes = items.iter().map(|i| i.index).collect();
+            parts.push(route::ask(shard, owner, indexes, |reply| ShardMsg::Produce { acks, items, reply }).await);
+        }
+    }
+    async move {
+        let mut all = unknown;
+        for part in join_all(parts).await {
+            all.extend(part);
+        }
+        all.sort_by_key(|(i, _)| *i);
+        all
+    }
+    .boxed_local()
+}

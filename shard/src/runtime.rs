@@ -1,0 +1,185 @@
+//! Starting and stopping the shards: one glommio executor pinned per core, the cross-core
+//! mesh, start-up readiness, and the ordered shutdown.
+//!
+//! Contract: [`run`] returns only after every shard has stopped. Start-up: every shard joins
+//! the mesh, probes direct I/O, opens the logs it owns, and reports; `on_ready` runs once all
+//! reported success (a failure stops the whole broker with the shard's message). Shutdown, on
+//! SIGTERM or SIGINT: every shard stops accepting and finishes its in-flight requests (the
+//! `serve` future returns); once all have drained, every shard closes its logs (everything
+//! appended becomes durable) while still answering peers; once all have closed, all exit.
+
+use crate::metadata::MetadataSnapshot;
+use crate::msg::ShardMsg;
+use crate::shard::Shard;
+use futures::channel::oneshot;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_core::config::BrokerConfig;
+use sluice_core::limits::CROSS_CORE_CHANNEL_CAPACITY;
+use sluice_core::ShardId;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Why the broker could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start shard {shard} on cpu {cpu}: {why}")]
+    Spawn { shard: usize, cpu: usize, why: String },
+    #[error("shard {shard}: {why}")]
+    Startup { shard: usize, why: String },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("shard {0} panicked")]
+    Panicked(usize),
+}
+
+/// Barrier that executors reach without blocking their threads (they keep serving peers).
+struct Phase(AtomicUsize);
+
+impl Phase {
+    async fn arrive_and_wait(&self, n: usize) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        while self.0.load(Ordering::Acquire) < n {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Runs the broker: one shard per entry of `cpus`, `payloads[i]` handed to shard i's `serve`.
+pub fn run<P, F, Fut>(
+    config: BrokerConfig,
+    cpus: Vec<usize>,
+    snapshot: MetadataSnapshot,
+    payloads: Vec<P>,
+    serve: F,
+    on_ready: impl FnOnce(),
+) -> Result<(), RuntimeError>
+where
+    P: Send + 'static,
+    F: Fn(Rc<Shard>, P) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let n = cpus.len();
+    assert_eq!(payloads.len(), n, "one payload per shard");
+    assert!(n > 0 && n <= u16::MAX as usize, "shard count out of range");
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(RuntimeError::Signals)?;
+    let mesh = MeshBuilder::<ShardMsg, _>::full(n, CROSS_CORE_CHANNEL_CAPACITY);
+    let drained = Arc::new(Phase(AtomicUsize::new(0)));
+    let closed = Arc::new(Phase(AtomicUsize::new(0)));
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut stops = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+
+    for (i, (cpu, payload)) in cpus.iter().copied().zip(payloads).enumerate() {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        stops.push(stop_tx);
+        let (mesh, config, snapshot, serve) = (mesh.clone(), config.clone(), snapshot.clone(), serve.clone());
+        let (ready_tx, drained, closed) = (ready_tx.clone(), drained.clone(), closed.clone());
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name("sluice")
+            .spawn(move || async move {
+                name_thread(&format!("sluice-shard-{i}"));
+                let id = ShardId(i as u16);
+                let (senders, receivers) = match mesh.join().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = ready_tx.send((i, Err(format!("cannot join the cross-core mesh: {e}"))));
+                        return;
+                    }
+                };
+                let shard = Shard::new(id, n, config.clone(), MetadataSnapshot::default(), senders);
+                shard.serve_peers(receivers);
+                {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        let _ = stop_rx.await;
+                        shard.begin_shutdown();
+                    })
+                    .detach();
+                }
+                let setup = async {
+                    sluice_storage::probe_direct_io(&config.data_dir)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    shard.install(snapshot).await.map_err(|e| e.to_string())
+                };
+                let ok = setup.await;
+                let failed = ok.is_err();
+                let _ = ready_tx.send((i, ok));
+                if !failed {
+                    serve(shard.clone(), payload).await;
+                }
+                drained.arrive_and_wait(n).await;
+                shard.close_all().await;
+                closed.arrive_and_wait(n).await;
+            })
+            .map_err(|e| RuntimeError::Spawn {
+                shard: i,
+                cpu,
+                why: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+
+    let mut startup_error = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((shard, Err(why))) => {
+                startup_error.get_or_insert(RuntimeError::Startup { shard, why });
+            }
+            Err(_) => {
+                startup_error.get_or_insert(RuntimeError::Startup {
+                    shard: 0,
+                    why: "a shard exited during start-up".into(),
+                });
+                break;
+            }
+        }
+    }
+    let stop_all = move |stops: Vec<oneshot::Sender<()>>| {
+        for s in stops {
+            let _ = s.send(());
+        }
+    };
+    if startup_error.is_some() {
+        stop_all(stops);
+    } else {
+        on_ready();
+        let handle = signals.handle();
+        std::thread::Builder::new()
+            .name("sluice-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(signal = sig, "shutting down");
+                }
+                stop_all(stops);
+            })
+            .expect("spawn the signal thread");
+        let _ = handle;
+    }
+    let mut panicked = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            panicked.get_or_insert(RuntimeError::Panicked(i));
+        }
+    }
+    match (startup_error, panicked) {
+        (Some(e), _) | (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    }
+}
+
+fn name_thread(name: &str) {
+    let mut bytes: Vec<u8> = name.bytes().take(15).collect();
+    bytes.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}

@@ -1,0 +1,269 @@
+//! One shard: the state an executor owns, and the dispatcher of messages from other shards.
+//!
+//! Contract: a `Shard` lives on one executor thread (`!Send`). It alone opens, appends to,
+//! reads and closes the logs of the partitions metadata assigns to it. Its metadata copy is
+//! replaced whole by [`Shard::install`]; readers take an `Rc` to the current snapshot and never
+//! hold a `RefCell` borrow across an `.await`.
+
+use crate::error::PartitionError;
+use crate::metadata::MetadataSnapshot;
+use crate::msg::{AdminResult, ShardMsg};
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
+use sluice_core::config::BrokerConfig;
+use sluice_core::{ShardId, TopicPartition};
+use sluice_storage::format::partition_dir;
+use sluice_storage::watermark::Watermark;
+use sluice_storage::{LogConfig, PartitionLog};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// An open log and the id of the topic it belongs to (a re-created topic gets a new id).
+struct OwnedLog {
+    topic_id: [u8; 16],
+    log: Rc<PartitionLog>,
+}
+
+/// Counters this shard keeps about itself.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub messages_sent: Cell<u64>,
+    pub messages_received: Cell<u64>,
+    pub truncated_bytes_at_open: Cell<u64>,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub n_shards: usize,
+    pub config: BrokerConfig,
+    data_dir: PathBuf,
+    metadata: RefCell<Rc<MetadataSnapshot>>,
+    logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
+    senders: Senders<ShardMsg>,
+    /// Serialises metadata changes; used on shard 0 only.
+    pub(crate) admin_lock: glommio::sync::Semaphore,
+    /// 0 while running, 1 once shutdown began.
+    stopping: Watermark,
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        id: ShardId,
+        n_shards: usize,
+        config: BrokerConfig,
+        snapshot: MetadataSnapshot,
+        senders: Senders<ShardMsg>,
+    ) -> Rc<Shard> {
+        assert_eq!(senders.peer_id(), id.index(), "mesh peer id must equal the shard id");
+        assert_eq!(senders.nr_consumers(), n_shards, "mesh size must equal the shard count");
+        Rc::new(Shard {
+            id,
+            n_shards,
+            data_dir: config.data_dir.clone(),
+            config,
+            metadata: RefCell::new(Rc::new(snapshot)),
+            logs: RefCell::new(HashMap::new()),
+            senders,
+            admin_lock: glommio::sync::Semaphore::new(1),
+            stopping: Watermark::new(0),
+            stats: ShardStats::default(),
+        })
+    }
+
+    /// The current metadata snapshot.
+    pub fn metadata(&self) -> Rc<MetadataSnapshot> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The log of an owned partition.
+    pub fn log(&self, tp: &TopicPartition) -> Option<Rc<PartitionLog>> {
+        self.logs.borrow().get(tp).map(|o| o.log.clone())
+    }
+
+    /// Partitions this shard has open.
+    pub fn owned_partitions(&self) -> usize {
+        self.logs.borrow().len()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get() > 0
+    }
+
+    /// Completes when shutdown begins.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> {
+        let f = self.stopping.wait_for(1);
+        async move {
+            let _ = f.await;
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        if !self.is_stopping() {
+            self.stopping.advance(1);
+        }
+    }
+
+    /// Sends a message to another shard (in order with every other message to it).
+    pub(crate) async fn send(&self, to: ShardId, msg: ShardMsg) -> Result<(), PartitionError> {
+        debug_assert_ne!(to, self.id, "local work never crosses the mesh");
+        self.stats.messages_sent.set(self.stats.messages_sent.get() + 1);
+        self.senders
+            .send_to(to.index(), msg)
+            .await
+            .map_err(|_| PartitionError::ShuttingDown)
+    }
+
+    /// Installs a snapshot: opens logs newly owned here, closes and deletes logs of topics
+    /// that are gone (or were re-created under a new id).
+    pub async fn install(&self, snapshot: MetadataSnapshot) -> Result<(), PartitionError> {
+        {
+            let current = self.metadata.borrow();
+            assert!(
+                snapshot.version >= current.version,
+                "metadata versions only move forward ({} < {})",
+                snapshot.version,
+                current.version
+            );
+        }
+        let snapshot = Rc::new(snapshot);
+        *self.metadata.borrow_mut() = snapshot.clone();
+
+        // Logs to drop: topic gone, or same name with another id.
+        let gone: Vec<(TopicPartition, Rc<PartitionLog>)> = {
+            let mut logs = self.logs.borrow_mut();
+            let dead: Vec<TopicPartition> = logs
+                .iter()
+                .filter(|(tp, o)| snapshot.topics.get(&tp.topic).is_none_or(|t| t.id != o.topic_id))
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            dead.into_iter()
+                .filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log)))
+                .collect()
+        };
+        for (tp, log) in gone {
+            let _ = log.close().await;
+            let dir = log.dir().to_path_buf();
+            drop(log);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
+            }
+        }
+
+        // Logs to open.
+        let mut first_error = None;
+        for (name, t) in snapshot.topics.iter() {
+            for (p, owner) in t.shards.iter().enumerate() {
+                if *owner as usize != self.id.index() {
+                    continue;
+                }
+                let tp = TopicPartition::new(name.clone(), p as i32);
+                if self.logs.borrow().contains_key(&tp) {
+                    continue;
+                }
+                let dir = partition_dir(&self.data_dir, name, p as i32);
+                match PartitionLog::open(&dir, &tp.to_string(), LogConfig::default()).await {
+                    Ok((log, cut)) => {
+                        if cut > 0 {
+                            tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");
+                            let s = &self.stats.truncated_bytes_at_open;
+                            s.set(s.get() + cut);
+                        }
+                        self.logs.borrow_mut().insert(tp, OwnedLog { topic_id: t.id, log });
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = %tp, error = %e, "cannot open partition log");
+                        first_error.get_or_insert(PartitionError::from(e));
+                    }
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Closes every log, waiting until everything appended is durable.
+    pub async fn close_all(&self) {
+        let logs: Vec<(TopicPartition, Rc<PartitionLog>)> = self
+            .logs
+            .borrow_mut()
+            .drain()
+            .map(|(tp, o)| (tp, o.log))
+            .collect();
+        for (tp, log) in logs {
+            if let Err(e) = log.close().await {
+                tracing::error!(partition = %tp, error = %e, "closing partition log failed");
+            }
+        }
+    }
+
+    /// Spawns one task per peer that receives its messages, in order.
+    pub(crate) fn serve_peers(self: &Rc<Self>, mut receivers: Receivers<ShardMsg>) {
+        for (peer, rx) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.serve_peer(peer, rx).await }).detach();
+        }
+    }
+
+    async fn serve_peer(self: Rc<Self>, peer: usize, rx: ConnectedReceiver<ShardMsg>) {
+        while let Some(msg) = rx.recv().await {
+            self.stats.messages_received.set(self.stats.messages_received.get() + 1);
+            self.dispatch(msg);
+        }
+        tracing::trace!(shard = %self.id, peer, "peer channel closed");
+    }
+
+    /// Handles one message. Appends happen synchronously here, so they keep the order in
+    /// which the peer sent them; everything that waits runs in its own task.
+    fn dispatch(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Produce { acks, items, reply } => {
+                let done = crate::produce::append_local(self, acks, items);
+                glommio::spawn_local(async move {
+                    let _ = reply.send(done.await);
+                })
+                .detach();
+            }
+            ShardMsg::Fetch { items, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(crate::fetch::read_local(&shard, items).await);
+                })
+                .detach();
+            }
+            ShardMsg::WaitForData { items, deadline, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    crate::fetch::wait_local(&shard, &items, deadline).await;
+                    let _ = reply.send(());
+                })
+                .detach();
+            }
+            ShardMsg::ListOffsets { items, reply } => {
+                let _ = reply.send(crate::offsets::list_local(self, items));
+            }
+            ShardMsg::Admin { op, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let result: AdminResult = crate::admin::execute(&shard, op).await;
+                    let _ = reply.send(result);
+                })
+                .detach();
+            }
+            ShardMsg::Publish { snapshot, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    if let Err(e) = shard.install(*snapshot).await {
+                        tracing::error!(shard = %shard.id, error = %e, "installing metadata failed");
+                    }
+                    let _ = reply.send(());
+                })
+                .detach();
+            }
+        }
+    }
+}
