@@ -71,10 +71,7 @@ impl BatchHeader {
     /// Parses the header without checking the CRC. Needs at least [`HEADER_LEN`] bytes.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated {
-                have: buf.len(),
-                need: HEADER_LEN,
-            });
+            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
         }
         let i64_at = |o: usize| i64::from_be_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
         let i32_at = |o: usize| i32::from_be_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
@@ -119,17 +116,11 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     if header.total_len() != buf.len() {
-        return Err(BatchError::Truncated {
-            have: buf.len(),
-            need: header.total_len(),
-        });
+        return Err(BatchError::Truncated { have: buf.len(), need: header.total_len() });
     }
     let actual = compute_crc(buf);
     if actual != header.crc {
-        return Err(BatchError::CrcMismatch {
-            expected: header.crc,
-            actual,
-        });
+        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
     }
     Ok(header)
 }
@@ -141,10 +132,7 @@ pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHead
     while pos < records.len() {
         let rest = &records[pos..];
         if rest.len() < LOG_OVERHEAD {
-            return Err(BatchError::Truncated {
-                have: rest.len(),
-                need: LOG_OVERHEAD,
-            });
+            return Err(BatchError::Truncated { have: rest.len(), need: LOG_OVERHEAD });
         }
         let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
         if len < 0 {
@@ -155,10 +143,7 @@ pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHead
             return Err(BatchError::TooLarge(total));
         }
         if total > rest.len() {
-            return Err(BatchError::Truncated {
-                have: rest.len(),
-                need: total,
-            });
+            return Err(BatchError::Truncated { have: rest.len(), need: total });
         }
         let header = validate(&rest[..total])?;
         out.push((header, records.slice(pos..pos + total)));

@@ -43,31 +43,19 @@ impl Default for BrokerConfig {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for `{key}`: {value:?} ({expected})")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        expected: String,
-    },
+    Invalid { key: &'static str, value: String, expected: String },
 }
 
 impl BrokerConfig {
     /// Reads and parses a TOML file; keys absent from it keep their defaults.
     pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml_str(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
     /// Parses TOML text; the error message carries line and column where the parser knows them.
@@ -96,7 +84,7 @@ impl BrokerConfig {
                 });
             }
         }
-        if self.num_partitions < 1 || self.num_partitions > MAX_PARTITIONS_PER_TOPIC {
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&self.num_partitions) {
             return Err(ConfigError::Invalid {
                 key: "num_partitions",
                 value: self.num_partitions.to_string(),
@@ -111,42 +99,6 @@ impl BrokerConfig {
             });
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid() {
-        BrokerConfig::default().validate(2).unwrap();
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = BrokerConfig::from_toml_str("listen = \"127.0.0.1:1\"\nbogus = 3\n").unwrap_err();
-        assert!(e.contains("bogus"), "{e}");
-    }
-
-    #[test]
-    fn wrong_type_is_refused() {
-        assert!(BrokerConfig::from_toml_str("cores = \"two\"").is_err());
-    }
-
-    #[test]
-    fn out_of_range_names_the_key() {
-        let c = BrokerConfig {
-            cores: Some(64),
-            ..Default::default()
-        };
-        let e = c.validate(2).unwrap_err().to_string();
-        assert!(e.contains("`cores`"), "{e}");
-        let c = BrokerConfig {
-            num_partitions: 0,
-            ..Default::default()
-        };
-        assert!(c.validate(2).unwrap_err().to_string().contains("num_partitions"));
     }
 }
 
@@ -177,3 +129,33 @@ pub const KNOWN_TOPIC_CONFIGS: &[&str] = &[
     "segment.ms",
     "unclean.leader.election.enable",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BrokerConfig::default().validate(2).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = BrokerConfig::from_toml_str("listen = \"127.0.0.1:1\"\nbogus = 3\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        assert!(BrokerConfig::from_toml_str("cores = \"two\"").is_err());
+    }
+
+    #[test]
+    fn out_of_range_names_the_key() {
+        let c = BrokerConfig { cores: Some(64), ..Default::default() };
+        let e = c.validate(2).unwrap_err().to_string();
+        assert!(e.contains("`cores`"), "{e}");
+        let c = BrokerConfig { num_partitions: 0, ..Default::default() };
+        assert!(c.validate(2).unwrap_err().to_string().contains("num_partitions"));
+    }
+}

@@ -23,10 +23,7 @@ pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// How long a graceful shutdown waits for in-flight requests before giving up.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
-/// Size of the aligned write buffer a partition appender fills before issuing a DMA write.
-pub const APPEND_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
 const _: () = assert!(MAX_PARTITION_READ_BYTES <= MAX_FETCH_RESPONSE_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
-const _: () = assert!(APPEND_WRITE_CHUNK_BYTES % 4096 == 0);

@@ -42,10 +42,7 @@ mod tests {
     #[test]
     fn codes_are_kafkas() {
         assert_eq!(code(&PartitionError::UnknownTopicOrPartition), 3);
-        assert_eq!(
-            code(&PartitionError::CorruptBatch(sluice_core::batch::BatchError::BadMagic(1))),
-            2
-        );
+        assert_eq!(code(&PartitionError::CorruptBatch(sluice_core::batch::BatchError::BadMagic(1))), 2);
         assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
         assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
     }

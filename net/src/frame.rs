@@ -55,10 +55,8 @@ pub fn peek_prefix(frame: &[u8]) -> Result<HeaderPrefix, FrameError> {
 pub fn parse_header(key: ApiKey, mut frame: Bytes) -> Result<Request, FrameError> {
     let prefix = peek_prefix(&frame)?;
     let header_version = key.request_header_version(prefix.version);
-    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::Decode {
-        what: "request header",
-        why: e.to_string(),
-    })?;
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| FrameError::Decode { what: "request header", why: e.to_string() })?;
     Ok(Request {
         api_key: header.request_api_key,
         version: header.request_api_version,
@@ -71,10 +69,7 @@ pub fn parse_header(key: ApiKey, mut frame: Bytes) -> Result<Request, FrameError
 /// Decodes a request body of type `T` at the request's version.
 pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, FrameError> {
     let mut body = req.body.clone();
-    T::decode(&mut body, req.version).map_err(|e| FrameError::Decode {
-        what: "request body",
-        why: e.to_string(),
-    })
+    T::decode(&mut body, req.version).map_err(|e| FrameError::Decode { what: "request body", why: e.to_string() })
 }
 
 /// Encodes a whole response frame (size prefix, header, body).
@@ -88,9 +83,7 @@ pub fn encode_response<T: Encodable + HeaderVersion>(
     let mut buf = BytesMut::with_capacity(size_hint + 16);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    header.encode(&mut buf, header_version).map_err(|e| FrameError::Encode(e.to_string()))?;
     body.encode(&mut buf, version).map_err(|e| FrameError::Encode(e.to_string()))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());

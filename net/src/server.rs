@@ -63,11 +63,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let serve = move |shard: Rc<Shard>, socket: Socket| {
         let host = advertised_host.clone();
         async move {
-            let ctx = Rc::new(Ctx {
-                shard,
-                advertised_host: host,
-                advertised_port: port as i32,
-            });
+            let ctx = Rc::new(Ctx { shard, advertised_host: host, advertised_port: port as i32 });
             accept_loop(ctx, socket).await;
         }
     };

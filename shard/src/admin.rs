@@ -45,12 +45,7 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     let topics = names
         .into_iter()
-        .map(|name| NewTopic {
-            name,
-            partitions: -1,
-            replication_factor: -1,
-            configs: Default::default(),
-        })
+        .map(|name| NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() })
         .collect();
     for r in create_topics(shard, topics, false).await {
         if let Err(e) = r {
@@ -77,22 +72,14 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     let mut snap = (*shard.metadata()).clone();
     let (result, changed) = match op {
         AdminOp::CreateTopics { topics, validate_only } => {
-            let results: Vec<_> = topics
-                .into_iter()
-                .map(|t| create_one(shard, &mut snap, t, validate_only))
-                .collect();
+            let results: Vec<_> = topics.into_iter().map(|t| create_one(shard, &mut snap, t, validate_only)).collect();
             let changed = !validate_only && results.iter().any(|r| r.is_ok());
             (AdminResult::Created(results), changed)
         }
         AdminOp::DeleteTopics { names } => {
             let results: Vec<_> = names
                 .into_iter()
-                .map(|name| {
-                    snap.topics
-                        .remove(&name)
-                        .map(|t| t.id)
-                        .ok_or(PartitionError::UnknownTopicOrPartition)
-                })
+                .map(|name| snap.topics.remove(&name).map(|t| t.id).ok_or(PartitionError::UnknownTopicOrPartition))
                 .collect();
             let changed = results.iter().any(|r| r.is_ok());
             (AdminResult::Deleted(results), changed)
@@ -104,9 +91,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     snap.version += 1;
     let to_save = snap.clone();
     let dir = shard.config.data_dir.clone();
-    let saved = glommio::executor()
-        .spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string()))
-        .await;
+    let saved = glommio::executor().spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string())).await;
     if let Err(e) = saved {
         tracing::error!(error = %e, "persisting metadata failed; change not applied");
         let err = PartitionError::Storage(e);
@@ -129,12 +114,8 @@ fn create_one(
     if snap.topics.contains_key(&t.name) {
         return Err(PartitionError::TopicAlreadyExists(t.name));
     }
-    let partitions = if t.partitions == -1 {
-        shard.config.num_partitions
-    } else {
-        t.partitions
-    };
-    if partitions < 1 || partitions > MAX_PARTITIONS_PER_TOPIC {
+    let partitions = if t.partitions == -1 { shard.config.num_partitions } else { t.partitions };
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(PartitionError::InvalidPartitions(format!(
             "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
         )));
@@ -150,16 +131,8 @@ fn create_one(
     }
     let load = snap.partitions_per_shard(shard.n_shards);
     let shards = place(&load, partitions as usize).into_iter().map(|s| s.0).collect();
-    let meta = TopicMeta {
-        id: new_topic_id(),
-        shards,
-        configs: t.configs.clone(),
-    };
-    let created = CreatedTopic {
-        id: meta.id,
-        partitions,
-        configs: t.configs,
-    };
+    let meta = TopicMeta { id: new_topic_id(), shards, configs: t.configs.clone() };
+    let created = CreatedTopic { id: meta.id, partitions, configs: t.configs };
     if !validate_only {
         snap.topics.insert(t.name, meta);
     }
@@ -174,10 +147,7 @@ async fn publish(shard: &Rc<Shard>, snap: MetadataSnapshot) {
             continue;
         }
         let (reply, rx) = oneshot::channel();
-        let msg = ShardMsg::Publish {
-            snapshot: Box::new(snap.clone()),
-            reply,
-        };
+        let msg = ShardMsg::Publish { snapshot: Box::new(snap.clone()), reply };
         if shard.send(ShardId(other as u16), msg).await.is_ok() {
             acks.push(rx);
         }

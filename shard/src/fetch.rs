@@ -35,10 +35,7 @@ pub async fn read_local(shard: &Shard, items: Vec<FetchItem>) -> Vec<FetchResult
         async move {
             match log {
                 None => (item.index, Err(PartitionError::UnknownTopicOrPartition)),
-                Some(log) => (
-                    item.index,
-                    log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from),
-                ),
+                Some(log) => (item.index, log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from)),
             }
         }
     });
@@ -98,11 +95,7 @@ async fn wait_any(shard: &Rc<Shard>, items: &[FetchItem], deadline: Instant) {
             continue;
         }
         let (reply, rx) = oneshot::channel();
-        if shard
-            .send(owner, ShardMsg::WaitForData { items, deadline, reply })
-            .await
-            .is_err()
-        {
+        if shard.send(owner, ShardMsg::WaitForData { items, deadline, reply }).await.is_err() {
             return;
         }
         waits.push(
@@ -122,10 +115,7 @@ pub async fn fetch(shard: &Rc<Shard>, plan: FetchPlan) -> Vec<FetchResult> {
     let deadline = Instant::now() + plan.max_wait;
     loop {
         let results = read_all(shard, &plan.items).await;
-        let bytes: usize = results
-            .iter()
-            .map(|(_, r)| r.as_ref().map(|r| r.records.len()).unwrap_or(0))
-            .sum();
+        let bytes: usize = results.iter().map(|(_, r)| r.as_ref().map(|r| r.records.len()).unwrap_or(0)).sum();
         let failed = results.iter().any(|(_, r)| r.is_err());
         if bytes >= plan.min_bytes.max(1) || failed || Instant::now() >= deadline || shard.is_stopping() {
             return trim(results, plan.max_bytes);
@@ -180,11 +170,7 @@ mod tests {
         for _ in 0..batches {
             all.extend(build(&[Record { key: None, value: &vec![1u8; size] }], 0));
         }
-        LogRead {
-            records: Bytes::from(all),
-            high_watermark: Offset(10),
-            log_start: Offset(0),
-        }
+        LogRead { records: Bytes::from(all), high_watermark: Offset(10), log_start: Offset(0) }
     }
 
     #[test]

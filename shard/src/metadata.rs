@@ -49,10 +49,7 @@ impl MetadataSnapshot {
     /// Owner of a partition, if the topic and partition exist.
     pub fn owner(&self, topic: &str, partition: PartitionId) -> Option<ShardId> {
         let t = self.topics.get(topic)?;
-        usize::try_from(partition.0)
-            .ok()
-            .and_then(|p| t.shards.get(p))
-            .map(|s| ShardId(*s))
+        usize::try_from(partition.0).ok().and_then(|p| t.shards.get(p)).map(|s| ShardId(*s))
     }
 
     /// Name of the topic with this id.
@@ -103,15 +100,11 @@ impl MetadataSnapshot {
         let path = Self::file(data_dir);
         let mut bytes = Vec::new();
         match std::fs::File::open(&path) {
-            Ok(mut f) => f
-                .read_to_end(&mut bytes)
-                .map_err(|source| MetadataError::Io { path: path.clone(), source })?,
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes).map_err(|source| MetadataError::Io { path: path.clone(), source })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let snap = MetadataSnapshot {
-                    version: 0,
-                    cluster_id: new_cluster_id(),
-                    topics: BTreeMap::new(),
-                };
+                let snap = MetadataSnapshot { version: 0, cluster_id: new_cluster_id(), topics: BTreeMap::new() };
                 snap.save(data_dir)?;
                 return Ok(snap);
             }
@@ -145,10 +138,8 @@ impl MetadataSnapshot {
         let dir = path.parent().expect("metadata file has a parent");
         let io = |source| MetadataError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let payload = rkyv::to_bytes::<rancor::Error>(self).map_err(|e| MetadataError::Damaged {
-            path: path.clone(),
-            why: format!("cannot encode: {e}"),
-        })?;
+        let payload = rkyv::to_bytes::<rancor::Error>(self)
+            .map_err(|e| MetadataError::Damaged { path: path.clone(), why: format!("cannot encode: {e}") })?;
         let mut out = Vec::with_capacity(HEADER + payload.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FILE_VERSION.to_le_bytes());
@@ -190,10 +181,7 @@ pub fn random_bytes() -> [u8; 16] {
     let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
     if ok.is_err() {
         // Fall back to time and address entropy; ids only need to be unique, not secret.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         b = (t ^ (&b as *const _ as u128)).to_le_bytes();
     }
     b
@@ -262,14 +250,7 @@ mod tests {
     #[test]
     fn reassign_moves_only_missing_shards() {
         let mut s = MetadataSnapshot::default();
-        s.topics.insert(
-            "t".into(),
-            TopicMeta {
-                id: [1; 16],
-                shards: vec![0, 1, 2, 3],
-                configs: BTreeMap::new(),
-            },
-        );
+        s.topics.insert("t".into(), TopicMeta { id: [1; 16], shards: vec![0, 1, 2, 3], configs: BTreeMap::new() });
         assert_eq!(s.reassign_for(2), 2);
         assert!(s.topics["t"].shards.iter().all(|s| *s < 2));
         assert_eq!(s.partitions_per_shard(2), vec![2, 2]);

@@ -8,8 +8,8 @@
 use crate::error::PartitionError;
 use crate::msg::{ListOffsetsItem, ListOffsetsResult, ShardMsg};
 use crate::route::{self, group_by_owner};
-use futures::future::join_all;
 use crate::shard::Shard;
+use futures::future::join_all;
 use sluice_core::Offset;
 use std::rc::Rc;
 
@@ -35,10 +35,7 @@ pub fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListOffsets
                 MAX_TIMESTAMP => log.max_timestamp().unwrap_or(none),
                 ts if ts >= 0 => log.offset_for_timestamp(ts).unwrap_or(none),
                 other => {
-                    return (
-                        item.index,
-                        Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))),
-                    )
+                    return (item.index, Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))))
                 }
             };
             (item.index, Ok(answer))

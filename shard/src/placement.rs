@@ -12,11 +12,7 @@ pub fn place(existing_per_shard: &[usize], count: usize) -> Vec<ShardId> {
     let mut load = existing_per_shard.to_vec();
     (0..count)
         .map(|_| {
-            let (best, _) = load
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, l)| (**l, *i))
-                .expect("at least one shard");
+            let (best, _) = load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)).expect("at least one shard");
             load[best] += 1;
             ShardId(best as u16)
         })

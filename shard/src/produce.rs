@@ -53,12 +53,7 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
                     Acks::Leader => log.wait_written(last).await,
                     Acks::All => log.wait_durable(last).await,
                 };
-                (
-                    index,
-                    waited
-                        .map(|()| Appended { base_offset, log_start })
-                        .map_err(PartitionError::from),
-                )
+                (index, waited.map(|()| Appended { base_offset, log_start }).map_err(PartitionError::from))
             }
             .boxed_local(),
         );

@@ -58,8 +58,5 @@ pub async fn ask<R: 'static>(
 
 /// Items no shard owns, answered with UnknownTopicOrPartition.
 pub fn unknown<T, R>(items: Vec<T>, index: impl Fn(&T) -> usize) -> Vec<Tagged<R>> {
-    items
-        .iter()
-        .map(|i| (index(i), Err(PartitionError::UnknownTopicOrPartition)))
-        .collect()
+    items.iter().map(|i| (index(i), Err(PartitionError::UnknownTopicOrPartition))).collect()
 }

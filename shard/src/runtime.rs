@@ -102,9 +102,7 @@ where
                     .detach();
                 }
                 let setup = async {
-                    sluice_storage::probe_direct_io(&config.data_dir)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
                     shard.install(snapshot).await.map_err(|e| e.to_string())
                 };
                 let ok = setup.await;
@@ -117,11 +115,7 @@ where
                 shard.close_all().await;
                 closed.arrive_and_wait(n).await;
             })
-            .map_err(|e| RuntimeError::Spawn {
-                shard: i,
-                cpu,
-                why: e.to_string(),
-            })?;
+            .map_err(|e| RuntimeError::Spawn { shard: i, cpu, why: e.to_string() })?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -134,10 +128,8 @@ where
                 startup_error.get_or_insert(RuntimeError::Startup { shard, why });
             }
             Err(_) => {
-                startup_error.get_or_insert(RuntimeError::Startup {
-                    shard: 0,
-                    why: "a shard exited during start-up".into(),
-                });
+                startup_error
+                    .get_or_insert(RuntimeError::Startup { shard: 0, why: "a shard exited during start-up".into() });
                 break;
             }
         }

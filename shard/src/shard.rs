@@ -110,10 +110,7 @@ impl Shard {
     pub(crate) async fn send(&self, to: ShardId, msg: ShardMsg) -> Result<(), PartitionError> {
         debug_assert_ne!(to, self.id, "local work never crosses the mesh");
         self.stats.messages_sent.set(self.stats.messages_sent.get() + 1);
-        self.senders
-            .send_to(to.index(), msg)
-            .await
-            .map_err(|_| PartitionError::ShuttingDown)
+        self.senders.send_to(to.index(), msg).await.map_err(|_| PartitionError::ShuttingDown)
     }
 
     /// Installs a snapshot: opens logs newly owned here, closes and deletes logs of topics
@@ -139,9 +136,7 @@ impl Shard {
                 .filter(|(tp, o)| snapshot.topics.get(&tp.topic).is_none_or(|t| t.id != o.topic_id))
                 .map(|(tp, _)| tp.clone())
                 .collect();
-            dead.into_iter()
-                .filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log)))
-                .collect()
+            dead.into_iter().filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log))).collect()
         };
         for (tp, log) in gone {
             let _ = log.close().await;
@@ -188,12 +183,8 @@ impl Shard {
 
     /// Closes every log, waiting until everything appended is durable.
     pub async fn close_all(&self) {
-        let logs: Vec<(TopicPartition, Rc<PartitionLog>)> = self
-            .logs
-            .borrow_mut()
-            .drain()
-            .map(|(tp, o)| (tp, o.log))
-            .collect();
+        let logs: Vec<(TopicPartition, Rc<PartitionLog>)> =
+            self.logs.borrow_mut().drain().map(|(tp, o)| (tp, o.log)).collect();
         for (tp, log) in logs {
             if let Err(e) = log.close().await {
                 tracing::error!(partition = %tp, error = %e, "closing partition log failed");

@@ -7,11 +7,7 @@ use thiserror::Error;
 pub enum StorageError {
     /// An I/O operation on a log or its directory failed (disk full, permissions, EIO).
     #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, path: String, source: std::io::Error },
     /// The requested offset lies outside [log start, log end].
     #[error("offset {requested} is out of range [{start}, {end}]")]
     OffsetOutOfRange { requested: i64, start: i64, end: i64 },
@@ -26,19 +22,11 @@ pub enum StorageError {
     Closed,
     /// The data directory was written by a format this build does not know.
     #[error("data directory {path} has format {found:?}; this sluice understands format {expected}")]
-    UnknownFormat {
-        path: String,
-        found: String,
-        expected: u32,
-    },
+    UnknownFormat { path: String, found: String, expected: u32 },
 }
 
 impl StorageError {
     pub fn io(op: &'static str, path: impl std::fmt::Display, source: impl Into<std::io::Error>) -> Self {
-        StorageError::Io {
-            op,
-            path: path.to_string(),
-            source: source.into(),
-        }
+        StorageError::Io { op, path: path.to_string(), source: source.into() }
     }
 }

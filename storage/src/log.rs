@@ -35,9 +35,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            leader_epoch: LeaderEpoch(0),
-        }
+        LogConfig { leader_epoch: LeaderEpoch(0) }
     }
 }
 
@@ -199,23 +197,13 @@ impl PartitionLog {
         st.tail.extend_from_slice(batch);
         batch::stamp(&mut st.tail[at..], base, self.config.leader_epoch.0);
         let last = base + header.last_offset_delta as i64;
-        st.index.push(Entry {
-            base,
-            last,
-            pos,
-            len: batch.len() as u32,
-            max_ts: header.max_timestamp,
-        });
+        st.index.push(Entry { base, last, pos, len: batch.len() as u32, max_ts: header.max_timestamp });
         st.end_pos += batch.len() as u64;
         st.next_offset = last + 1;
         let log_start = st.log_start;
         drop(st);
         let _ = self.kick.try_send(());
-        Ok(AppendInfo {
-            base_offset: Offset(base),
-            last_offset: Offset(last),
-            log_start: Offset(log_start),
-        })
+        Ok(AppendInfo { base_offset: Offset(base), last_offset: Offset(last), log_start: Offset(log_start) })
     }
 
     /// Completes when every append up to `last` has been written (acks=1).
@@ -249,11 +237,7 @@ impl PartitionLog {
         let (pos, len, log_start) = {
             let st = self.state.borrow();
             if from.0 < st.log_start || from.0 > hwm {
-                return Err(StorageError::OffsetOutOfRange {
-                    requested: from.0,
-                    start: st.log_start,
-                    end: hwm,
-                });
+                return Err(StorageError::OffsetOutOfRange { requested: from.0, start: st.log_start, end: hwm });
             }
             let first = st.index.partition_point(|e| e.last < from.0);
             let mut end = first;
@@ -284,11 +268,7 @@ impl PartitionLog {
             }
             (pos, total, st.log_start)
         };
-        let data = self
-            .file
-            .read_at(pos, len)
-            .await
-            .map_err(|e| StorageError::io("read", &self.path, e))?;
+        let data = self.file.read_at(pos, len).await.map_err(|e| StorageError::io("read", &self.path, e))?;
         if data.len() != len {
             return Err(StorageError::io("read", &self.path, std::io::Error::other("short read")));
         }
@@ -304,11 +284,7 @@ impl PartitionLog {
     pub fn offset_for_timestamp(&self, ts: i64) -> Option<(Offset, i64)> {
         let hwm = self.durable.get();
         let st = self.state.borrow();
-        st.index
-            .iter()
-            .take_while(|e| e.last < hwm)
-            .find(|e| e.max_ts >= ts)
-            .map(|e| (Offset(e.base), e.max_ts))
+        st.index.iter().take_while(|e| e.last < hwm).find(|e| e.max_ts >= ts).map(|e| (Offset(e.base), e.max_ts))
     }
 
     /// The batch with the largest max timestamp: (its base offset, timestamp).
@@ -329,10 +305,7 @@ impl PartitionLog {
     pub async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
         let (end_pos, tail_start) = {
             let mut st = self.state.borrow_mut();
-            assert!(
-                st.next_offset == self.durable.get(),
-                "truncate_to with appends in flight"
-            );
+            assert!(st.next_offset == self.durable.get(), "truncate_to with appends in flight");
             assert!(offset.0 <= st.next_offset, "truncate beyond the end");
             let keep = st.index.partition_point(|e| e.base < offset.0);
             assert!(
@@ -348,14 +321,8 @@ impl PartitionLog {
             st.tail.clear();
             (end_pos, st.tail_start)
         };
-        self.file
-            .truncate(end_pos)
-            .await
-            .map_err(|e| StorageError::io("truncate", &self.path, e))?;
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+        self.file.truncate(end_pos).await.map_err(|e| StorageError::io("truncate", &self.path, e))?;
+        self.file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
         if tail_start < end_pos {
             let page = self
                 .file
@@ -416,15 +383,9 @@ async fn flush_round(log: &PartitionLog) {
         (buf, st.tail_start, st.end_pos, st.next_offset)
     };
     let result = async {
-        log.file
-            .write_at(buf, tail_start)
-            .await
-            .map_err(|e| StorageError::io("write", &log.path, e))?;
+        log.file.write_at(buf, tail_start).await.map_err(|e| StorageError::io("write", &log.path, e))?;
         log.written.advance(end_offset);
-        log.file
-            .fdatasync()
-            .await
-            .map_err(|e| StorageError::io("fdatasync", &log.path, e))?;
+        log.file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.path, e))?;
         Ok::<(), StorageError>(())
     }
     .await;

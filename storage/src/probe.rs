@@ -29,22 +29,11 @@ pub async fn probe_direct_io(dir: &Path) -> Result<(), StorageError> {
     std::fs::write(&path, vec![0x5a; PROBE_BYTES]).map_err(|e| StorageError::io("write probe file", &shown, e))?;
     let result = async {
         let file = DmaFile::open(&path).await.map_err(|e| {
-            StorageError::io(
-                "open with O_DIRECT (the data directory's filesystem must support direct I/O)",
-                &shown,
-                e,
-            )
+            StorageError::io("open with O_DIRECT (the data directory's filesystem must support direct I/O)", &shown, e)
         })?;
-        let data = file
-            .read_at(0, 4096)
-            .await
-            .map_err(|e| StorageError::io("direct-I/O read", &shown, e))?;
+        let data = file.read_at(0, 4096).await.map_err(|e| StorageError::io("direct-I/O read", &shown, e))?;
         if data.len() != 4096 || data.iter().any(|b| *b != 0x5a) {
-            return Err(StorageError::io(
-                "direct-I/O read",
-                &shown,
-                std::io::Error::other("read back wrong bytes"),
-            ));
+            return Err(StorageError::io("direct-I/O read", &shown, std::io::Error::other("read back wrong bytes")));
         }
         file.close().await.map_err(|e| StorageError::io("close", &shown, e))?;
         Ok(())

@@ -57,10 +57,7 @@ pub(crate) async fn scan(file: &DmaFile, path: &str, base_offset: i64) -> Result
                 buf_pos = cursor;
             }
             let want = SCAN_CHUNK.max((need - have) as usize);
-            let chunk = file
-                .read_at(read_pos, want)
-                .await
-                .map_err(|e| StorageError::io("read", path, e))?;
+            let chunk = file.read_at(read_pos, want).await.map_err(|e| StorageError::io("read", path, e))?;
             if chunk.is_empty() {
                 break;
             }
@@ -101,10 +98,5 @@ pub(crate) async fn scan(file: &DmaFile, path: &str, base_offset: i64) -> Result
             truncated_bytes = size - cursor;
         }
     }
-    Ok(Recovered {
-        index,
-        end_pos: cursor,
-        next_offset,
-        truncated_bytes,
-    })
+    Ok(Recovered { index, end_pos: cursor, next_offset, truncated_bytes })
 }

@@ -7,6 +7,8 @@
 use futures::channel::oneshot;
 use std::cell::{Cell, RefCell};
 
+const PRUNE_AT: usize = 16;
+
 #[derive(Debug, Default)]
 pub struct Watermark {
     value: Cell<i64>,
@@ -19,10 +21,7 @@ pub struct WaitFailed;
 
 impl Watermark {
     pub fn new(value: i64) -> Self {
-        Watermark {
-            value: Cell::new(value),
-            waiters: RefCell::new(Vec::new()),
-        }
+        Watermark { value: Cell::new(value), waiters: RefCell::new(Vec::new()) }
     }
 
     pub fn get(&self) -> i64 {
@@ -66,7 +65,13 @@ impl Watermark {
             None
         } else {
             let (tx, rx) = oneshot::channel();
-            self.waiters.borrow_mut().push((target, tx));
+            let mut waiters = self.waiters.borrow_mut();
+            // Waiters that gave up (a long poll that timed out) are dropped here, so an idle
+            // log polled forever keeps a bounded list.
+            if waiters.len() >= PRUNE_AT && waiters.len().is_power_of_two() {
+                waiters.retain(|(_, tx)| !tx.is_canceled());
+            }
+            waiters.push((target, tx));
             Some(rx)
         };
         async move {
@@ -95,5 +100,14 @@ mod tests {
         w.fail_waiters();
         assert_eq!(b.as_mut().now_or_never(), Some(Err(WaitFailed)));
         assert_eq!(w.wait_for(3).now_or_never(), Some(Ok(())));
+    }
+
+    #[test]
+    fn abandoned_waiters_do_not_accumulate() {
+        let w = Watermark::new(0);
+        for _ in 0..10_000 {
+            drop(w.wait_for(100));
+        }
+        assert!(w.waiting() <= 2 * PRUNE_AT, "{} waiters kept", w.waiting());
     }
 }

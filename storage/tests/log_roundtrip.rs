@@ -7,11 +7,7 @@ use sluice_storage::{LogConfig, PartitionLog};
 use std::path::Path;
 
 fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    LocalExecutorBuilder::default()
-        .spawn(move || async move { f().await })
-        .unwrap()
-        .join()
-        .unwrap();
+    LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap();
 }
 
 fn batch_of(n: usize, tag: u8) -> Vec<u8> {

@@ -11,12 +11,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec {
-    key: ApiKey::ApiVersions,
-    min_version: 0,
-    max_version: 4,
-    handle,
-};
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ApiVersions, min_version: 0, max_version: 4, handle };
 
 /// The advertised list.
 pub fn advertised() -> Vec<ApiVersion> {
@@ -41,10 +36,8 @@ pub fn unsupported_version(correlation_id: i32) -> Result<bytes::Bytes, FrameErr
 fn handle(_ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         // The body carries only the client's software name and version; we do not need them.
-        let body = ApiVersionsResponse::default()
-            .with_error_code(0)
-            .with_api_keys(advertised())
-            .with_throttle_time_ms(0);
+        let body =
+            ApiVersionsResponse::default().with_error_code(0).with_api_keys(advertised()).with_throttle_time_ms(0);
         Ok(reply_now(respond(&req, &body)))
     }
     .boxed_local()

@@ -17,12 +17,7 @@ use sluice_shard::admin::create_topics;
 use sluice_shard::msg::NewTopic;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec {
-    key: ApiKey::CreateTopics,
-    min_version: 2,
-    max_version: 7,
-    handle,
-};
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::CreateTopics, min_version: 2, max_version: 7, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
@@ -33,11 +28,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .into_iter()
             .map(|t| NewTopic {
                 name: t.name.0.to_string(),
-                partitions: if t.assignments.is_empty() {
-                    t.num_partitions
-                } else {
-                    t.assignments.len() as i32
-                },
+                partitions: if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 },
                 replication_factor: if t.assignments.is_empty() {
                     t.replication_factor
                 } else {
@@ -71,9 +62,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 }
             })
             .collect();
-        let resp = CreateTopicsResponse::default()
-            .with_throttle_time_ms(0)
-            .with_topics(topics);
+        let resp = CreateTopicsResponse::default().with_throttle_time_ms(0).with_topics(topics);
         Ok(reply_now(respond(&req, &resp)))
     }
     .boxed_local()

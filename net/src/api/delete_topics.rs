@@ -14,12 +14,7 @@ use sluice_shard::admin::delete_topics;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec {
-    key: ApiKey::DeleteTopics,
-    min_version: 1,
-    max_version: 6,
-    handle,
-};
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DeleteTopics, min_version: 1, max_version: 6, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
@@ -34,10 +29,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 })
                 .collect()
         } else {
-            body.topic_names
-                .iter()
-                .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
-                .collect()
+            body.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
         };
         let known: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
         let mut results = delete_topics(&ctx.shard, known).await.into_iter();
@@ -61,9 +53,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .with_error_message(if v >= 5 { message.map(StrBytes::from_string) } else { None })
             })
             .collect();
-        let resp = DeleteTopicsResponse::default()
-            .with_throttle_time_ms(0)
-            .with_responses(responses);
+        let resp = DeleteTopicsResponse::default().with_throttle_time_ms(0).with_responses(responses);
         Ok(reply_now(respond(&req, &resp)))
     }
     .boxed_local()

@@ -15,12 +15,7 @@ use sluice_shard::msg::ListOffsetsItem;
 use sluice_shard::offsets::list_offsets;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec {
-    key: ApiKey::ListOffsets,
-    min_version: 1,
-    max_version: 10,
-    handle,
-};
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ListOffsets, min_version: 1, max_version: 10, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
@@ -52,22 +47,16 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                 .with_offset(offset.0)
                                 .with_timestamp(ts)
                                 .with_leader_epoch(if req.version >= 4 { 0 } else { -1 }),
-                            Err(e) => base
-                                .with_error_code(code(&e))
-                                .with_offset(-1)
-                                .with_timestamp(-1)
-                                .with_leader_epoch(-1),
+                            Err(e) => {
+                                base.with_error_code(code(&e)).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1)
+                            }
                         }
                     })
                     .collect();
-                ListOffsetsTopicResponse::default()
-                    .with_name(t.name)
-                    .with_partitions(partitions)
+                ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
             })
             .collect();
-        let resp = ListOffsetsResponse::default()
-            .with_throttle_time_ms(0)
-            .with_topics(topics);
+        let resp = ListOffsetsResponse::default().with_throttle_time_ms(0).with_topics(topics);
         Ok(reply_now(respond(&req, &resp)))
     }
     .boxed_local()

@@ -20,12 +20,7 @@ use sluice_shard::metadata::validate_topic_name;
 use sluice_shard::TopicMeta;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec {
-    key: ApiKey::Metadata,
-    min_version: 0,
-    max_version: 13,
-    handle,
-};
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Metadata, min_version: 0, max_version: 13, handle };
 
 const NODE: BrokerId = BrokerId(0);
 
@@ -43,7 +38,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 (topic_name(&ctx, &name, &t.topic_id), t.topic_id)
             })
             .collect();
-        let may_create = ctx.shard.config.auto_create_topics_enable && (req.version < 4 || body.allow_auto_topic_creation);
+        let may_create =
+            ctx.shard.config.auto_create_topics_enable && (req.version < 4 || body.allow_auto_topic_creation);
         if may_create && !all {
             let meta = ctx.shard.metadata();
             let missing: Vec<String> = requested

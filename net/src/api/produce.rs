@@ -23,12 +23,7 @@ use sluice_shard::produce::produce;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec {
-    key: ApiKey::Produce,
-    min_version: 3,
-    max_version: 13,
-    handle,
-};
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, min_version: 3, max_version: 13, handle };
 
 /// One topic of the request, as it will appear in the response.
 struct TopicSlot {
@@ -47,19 +42,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             -1 => Ok(Acks::All),
             other => Err(PartitionError::InvalidRequiredAcks(other)),
         };
-        let names: Vec<Option<String>> = body
-            .topic_data
-            .iter()
-            .map(|t| topic_name(&ctx, &t.name.0, &t.topic_id))
-            .collect();
+        let names: Vec<Option<String>> =
+            body.topic_data.iter().map(|t| topic_name(&ctx, &t.name.0, &t.topic_id)).collect();
         if ctx.shard.config.auto_create_topics_enable && acks.is_ok() {
             let meta = ctx.shard.metadata();
-            let mut missing: Vec<String> = names
-                .iter()
-                .flatten()
-                .filter(|n| !meta.topics.contains_key(*n))
-                .cloned()
-                .collect();
+            let mut missing: Vec<String> =
+                names.iter().flatten().filter(|n| !meta.topics.contains_key(*n)).cloned().collect();
             missing.dedup();
             if !missing.is_empty() {
                 auto_create(&ctx.shard, missing).await;
@@ -83,11 +71,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     (_, None, _) => Err(PartitionError::UnknownTopicId),
                     (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
                     (Ok(_), Some(name), Some(records)) => match split_batches(&records, MAX_BATCH_BYTES) {
-                        Ok(batches) => Ok(ProduceItem {
-                            index,
-                            tp: TopicPartition::new(name.clone(), p.index),
-                            batches,
-                        }),
+                        Ok(batches) => {
+                            Ok(ProduceItem { index, tp: TopicPartition::new(name.clone(), p.index), batches })
+                        }
                         Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
                         Err(e) => Err(PartitionError::CorruptBatch(e)),
                     },
@@ -133,7 +119,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                 .with_base_offset(base)
                                 .with_log_append_time_ms(-1)
                                 .with_log_start_offset(if version >= 5 { start } else { -1 })
-                                .with_error_message(if version >= 8 { message.map(StrBytes::from_string) } else { None })
+                                .with_error_message(if version >= 8 {
+                                    message.map(StrBytes::from_string)
+                                } else {
+                                    None
+                                })
                         })
                         .collect();
                     TopicProduceResponse::default()
@@ -142,9 +132,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         .with_partition_responses(partition_responses)
                 })
                 .collect();
-            let resp = ProduceResponse::default()
-                .with_responses(responses)
-                .with_throttle_time_ms(0);
+            let resp = ProduceResponse::default().with_responses(responses).with_throttle_time_ms(0);
             encode_response(correlation_id, version, &resp).map(Some)
         }
         .boxed_local();
