@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Load generator: produce or consume against any Kafka-compatible broker.
+    Bench(sluice_bench::BenchArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]

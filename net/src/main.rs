@@ -24,6 +24,7 @@ fn main() {
         .init();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Bench(b)) => std::process::exit(sluice_bench::run(b)),
         None => cli.serve,
     };
     let result = args.resolve().and_then(sluice_net::server::run);

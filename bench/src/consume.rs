@@ -1,0 +1,175 @@
+//! The consume workload: T threads, one connection each, fetching their share of a topic's
+//! partitions from offset 0 until the expected number of records arrived.
+//!
+//! Latency is end-to-end from each batch's max timestamp (set by the producer at send time,
+//! millisecond precision) to its arrival; when run after the producer finished it measures
+//! the age of the data instead.
+
+use crate::client::{self, ClientError};
+use crate::report::{histogram, Progress, Report};
+use clap::Args;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_core::batch::{BatchHeader, LOG_OVERHEAD};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const FETCH_VERSION: i16 = 12;
+const METADATA_VERSION: i16 = 12;
+
+#[derive(Debug, Args, Clone)]
+pub struct ConsumeArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub broker: String,
+    #[arg(long, default_value = "sluice-bench")]
+    pub topic: String,
+    /// Records to consume in total before stopping.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Consumer threads (one connection each).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Fetch max_bytes.
+    #[arg(long, default_value_t = 52_428_800)]
+    pub max_bytes: i32,
+    /// Fetch per-partition max bytes.
+    #[arg(long, default_value_t = 4_194_304)]
+    pub partition_max_bytes: i32,
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn partition_count(broker: &str, topic: &str) -> Result<i32, ClientError> {
+    let (mut tx, mut rx) = client::connect(broker).await?;
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let resp = client::call(&mut tx, &mut rx, &req, METADATA_VERSION).await?;
+    let t = resp.topics.first().ok_or_else(|| ClientError::Protocol("no topic in metadata".into()))?;
+    if t.error_code != 0 {
+        return Err(ClientError::Protocol(format!("topic {topic}: error code {}", t.error_code)));
+    }
+    Ok(t.partitions.len() as i32)
+}
+
+pub fn run(args: ConsumeArgs) -> Result<Report, String> {
+    let (broker, topic) = (args.broker.clone(), args.topic.clone());
+    let partitions = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move { partition_count(&broker, &topic).await })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let threads = args.threads.clamp(1, partitions as usize);
+    let progress = Arc::new(Progress::default());
+    let printer = progress.spawn_printer("consume", args.records);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let mine: Vec<i32> = (0..partitions).filter(|p| *p as usize % threads == t).collect();
+        let (args, progress) = (args.clone(), progress.clone());
+        handles.push(
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .spawn(move || async move { consume_conn(args, mine, progress, deadline).await })
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut h = histogram();
+    for t in handles {
+        match t.join().map_err(|e| e.to_string())? {
+            Ok(part) => h.add(part).expect("same bounds"),
+            Err(e) => {
+                eprintln!("sluice bench: consumer failed: {e}");
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    progress.done.store(true, Ordering::Relaxed);
+    let _ = printer.join();
+    let mut report = Report::new(
+        "consume",
+        progress.records.load(Ordering::Relaxed),
+        progress.bytes.load(Ordering::Relaxed),
+        elapsed,
+        &h,
+        "batch timestamp → fetched (end to end, ms precision)",
+    );
+    report.errors = progress.errors.load(Ordering::Relaxed);
+    report.json = args.json;
+    if report.records < args.records {
+        eprintln!("sluice bench: consumed {} of {} records before the deadline", report.records, args.records);
+    }
+    Ok(report)
+}
+
+async fn consume_conn(
+    args: ConsumeArgs,
+    partitions: Vec<i32>,
+    progress: Arc<Progress>,
+    deadline: Instant,
+) -> Result<Histogram<u64>, ClientError> {
+    let (mut tx, mut rx) = client::connect(&args.broker).await?;
+    let mut offsets = vec![0i64; partitions.len()];
+    let mut h = histogram();
+    let topic = TopicName(StrBytes::from_string(args.topic.clone()));
+    while progress.records.load(Ordering::Relaxed) < args.records && Instant::now() < deadline {
+        let parts = partitions
+            .iter()
+            .zip(&offsets)
+            .map(|(p, o)| {
+                FetchPartition::default()
+                    .with_partition(*p)
+                    .with_fetch_offset(*o)
+                    .with_partition_max_bytes(args.partition_max_bytes)
+            })
+            .collect();
+        let req = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(args.max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(parts)]);
+        let resp = client::call(&mut tx, &mut rx, &req, FETCH_VERSION).await?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        for t in &resp.responses {
+            for p in &t.partitions {
+                if p.error_code != 0 {
+                    return Err(ClientError::Protocol(format!(
+                        "fetch partition {}: error {}",
+                        p.partition_index, p.error_code
+                    )));
+                }
+                let Some(i) = partitions.iter().position(|x| *x == p.partition_index) else { continue };
+                let Some(records) = &p.records else { continue };
+                let mut pos = 0;
+                while pos + LOG_OVERHEAD <= records.len() {
+                    let Ok(hd) = BatchHeader::parse(&records[pos..]) else { break };
+                    if pos + hd.total_len() > records.len() {
+                        break;
+                    }
+                    if hd.last_offset() >= offsets[i] {
+                        let n = hd.records_count.max(0) as u64;
+                        progress.add(n, hd.total_len() as u64);
+                        let lat_us = (now - hd.max_timestamp).max(0) as u64 * 1000;
+                        h.saturating_record_n(lat_us, n);
+                        offsets[i] = hd.last_offset() + 1;
+                    }
+                    pos += hd.total_len();
+                }
+            }
+        }
+    }
+    Ok(h)
+}

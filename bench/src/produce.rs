@@ -1,0 +1,265 @@
+//! The produce workload: C connections over T glommio threads, each pipelining up to
+//! `in_flight` Produce requests of one prebuilt batch each, optionally paced to a total rate.
+//!
+//! Latency is measured from the moment a request was *scheduled* to be sent (not when it was
+//! sent), so a broker that falls behind a fixed rate is charged for the queueing it causes.
+
+use crate::client::{self, ClientError};
+use crate::report::{histogram, Progress, Report};
+use bytes::Bytes;
+use clap::Args;
+use glommio::channels::local_channel;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_core::batch::{self, Record};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PRODUCE_VERSION: i16 = 9;
+const CREATE_TOPICS_VERSION: i16 = 5;
+
+#[derive(Debug, Args, Clone)]
+pub struct ProduceArgs {
+    /// Broker address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub broker: String,
+    #[arg(long, default_value = "sluice-bench")]
+    pub topic: String,
+    /// Partitions of the topic (created if missing).
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records to produce in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Records per second in total; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// Records per batch (one batch per request).
+    #[arg(long, default_value_t = 64)]
+    pub batch_records: usize,
+    /// Producer connections in total.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 5)]
+    pub in_flight: usize,
+    /// Load-generator threads (glommio executors, not pinned).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Creates the topic (an existing one is fine).
+pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32) -> Result<(), ClientError> {
+    let (mut tx, mut rx) = client::connect(broker).await?;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)])
+        .with_timeout_ms(30_000);
+    let resp = client::call(&mut tx, &mut rx, &req, CREATE_TOPICS_VERSION).await?;
+    for t in resp.topics {
+        if t.error_code != 0 && t.error_code != 36 {
+            return Err(ClientError::Protocol(format!("creating topic {topic}: error code {}", t.error_code)));
+        }
+    }
+    Ok(())
+}
+
+struct Conn {
+    partitions: Vec<i32>,
+    requests: u64,
+    /// Seconds between this connection's requests when paced.
+    interval: Option<Duration>,
+}
+
+pub fn run(args: ProduceArgs) -> Result<Report, String> {
+    let acks: i16 = match args.acks.as_str() {
+        "0" => 0,
+        "1" => 1,
+        "all" | "-1" => -1,
+        other => return Err(format!("--acks must be 0, 1 or all, not {other:?}")),
+    };
+    if args.connections == 0 || args.threads == 0 || args.batch_records == 0 || args.partitions < 1 {
+        return Err("--connections, --threads, --batch-records and --partitions must be at least 1".into());
+    }
+    let threads = args.threads.min(args.connections);
+    {
+        let (broker, topic, parts) = (args.broker.clone(), args.topic.clone(), args.partitions);
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move { ensure_topic(&broker, &topic, parts).await })
+            .map_err(|e| e.to_string())?
+            .join()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let total_requests = args.records.div_ceil(args.batch_records as u64);
+    let conns: Vec<Conn> = (0..args.connections)
+        .map(|c| Conn {
+            partitions: (0..args.partitions).filter(|p| *p as usize % args.connections == c).collect(),
+            requests: total_requests / args.connections as u64
+                + u64::from((c as u64) < total_requests % args.connections as u64),
+            interval: (args.rate > 0).then(|| {
+                Duration::from_secs_f64(args.batch_records as f64 * args.connections as f64 / args.rate as f64)
+            }),
+        })
+        .map(|mut c| {
+            if c.partitions.is_empty() {
+                c.partitions.push((c.requests as i32) % args.partitions);
+            }
+            c
+        })
+        .collect();
+    let progress = Arc::new(Progress::default());
+    let printer = progress.spawn_printer("produce", total_requests * args.batch_records as u64);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let mut per_thread: Vec<Vec<Conn>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, c) in conns.into_iter().enumerate() {
+        per_thread[i % threads].push(c);
+    }
+    let mut handles = Vec::new();
+    for conns in per_thread {
+        let (args, progress) = (args.clone(), progress.clone());
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let tasks: Vec<_> = conns
+                    .into_iter()
+                    .map(|c| {
+                        glommio::spawn_local(produce_conn(args.clone(), acks, c, progress.clone(), start, deadline))
+                    })
+                    .collect();
+                let mut h = histogram();
+                for t in tasks {
+                    match t.await {
+                        Ok(part) => h.add(part).expect("same bounds"),
+                        Err(e) => {
+                            eprintln!("sluice bench: producer connection failed: {e}");
+                            progress.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                h
+            })
+            .map_err(|e| e.to_string())?;
+        handles.push(h);
+    }
+    let mut h = histogram();
+    for t in handles {
+        h.add(t.join().map_err(|e| e.to_string())?).expect("same bounds");
+    }
+    let elapsed = start.elapsed();
+    progress.done.store(true, Ordering::Relaxed);
+    let _ = printer.join();
+    let records = progress.records.load(Ordering::Relaxed);
+    let bytes = records * args.record_size as u64;
+    let what = if acks == 0 { "none (acks=0)" } else { "produce request scheduled → acknowledged" };
+    let mut report = Report::new(&format!("produce/acks={}", args.acks), records, bytes, elapsed, &h, what);
+    report.errors = progress.errors.load(Ordering::Relaxed);
+    report.json = args.json;
+    Ok(report)
+}
+
+async fn produce_conn(
+    args: ProduceArgs,
+    acks: i16,
+    conn: Conn,
+    progress: Arc<Progress>,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Histogram<u64>, ClientError> {
+    let (mut tx, mut rx) = client::connect(&args.broker).await?;
+    let mut value = vec![0u8; args.record_size];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (conn.partitions[0] as u64);
+    for b in value.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let records: Vec<Record<'_>> = (0..args.batch_records).map(|_| Record { key: None, value: &value }).collect();
+    let mut batch = batch::build(&records, now_ms());
+    let n = args.batch_records as u64;
+    let (qtx, qrx) = local_channel::new_bounded::<(i32, Instant)>(args.in_flight.max(1));
+    let receiver = (acks != 0).then(|| {
+        let progress = progress.clone();
+        let record_size = args.record_size as u64;
+        glommio::spawn_local(async move {
+            let mut h = histogram();
+            while let Some((corr, scheduled)) = qrx.recv().await {
+                let resp = rx.recv::<ProduceRequest>(corr, PRODUCE_VERSION).await?;
+                let failed =
+                    resp.responses.iter().flat_map(|t| t.partition_responses.iter()).any(|p| p.error_code != 0);
+                if failed {
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    progress.add(n, n * record_size);
+                }
+                h.saturating_record(scheduled.elapsed().as_micros() as u64);
+            }
+            Ok::<_, ClientError>(h)
+        })
+    });
+    let topic = TopicName(StrBytes::from_string(args.topic.clone()));
+    for i in 0..conn.requests {
+        let scheduled = match conn.interval {
+            Some(iv) => {
+                let at = start + iv.mul_f64(i as f64);
+                let now = Instant::now();
+                if at > now {
+                    glommio::timer::sleep(at - now).await;
+                }
+                at
+            }
+            None => Instant::now(),
+        };
+        if scheduled > deadline {
+            break;
+        }
+        let ts = now_ms();
+        batch[27..35].copy_from_slice(&ts.to_be_bytes());
+        batch[35..43].copy_from_slice(&ts.to_be_bytes());
+        let crc = batch::compute_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let partition = conn.partitions[(i as usize) % conn.partitions.len()];
+        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(topic.clone()).with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(Bytes::copy_from_slice(&batch))),
+            ]),
+        ]);
+        let corr = tx.send(&req, PRODUCE_VERSION).await?;
+        if acks == 0 {
+            progress.add(n, n * args.record_size as u64);
+        } else if qtx.send((corr, scheduled)).await.is_err() {
+            break; // the receiver failed; its error is returned below
+        }
+    }
+    drop(qtx);
+    match receiver {
+        Some(r) => r.await,
+        None => Ok(histogram()),
+    }
+}
