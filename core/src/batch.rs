@@ -219,6 +219,86 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
     }
 }
 
+/// One record read back from an uncompressed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Decodes the records of an uncompressed batch (header included in `batch`). Compressed
+/// batches and malformed records are refused.
+pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::InvalidHeader("compressed batch: records cannot be read in place"));
+    }
+    let end = header.total_len().min(batch.len());
+    let mut cur = Cursor { buf: &batch[..end], pos: HEADER_LEN };
+    let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
+    for _ in 0..header.records_count {
+        let len = cur.varint()?;
+        let start = cur.pos;
+        let _attributes = cur.bytes(1)?;
+        let timestamp_delta = cur.varint()?;
+        let offset_delta = cur.varint()? as i32;
+        let key = cur.nullable()?;
+        let value = cur.nullable()?;
+        let headers = cur.varint()?;
+        for _ in 0..headers {
+            let klen = cur.varint()?;
+            cur.bytes(usize::try_from(klen).map_err(|_| BatchError::InvalidHeader("negative header key length"))?)?;
+            cur.nullable()?;
+        }
+        if cur.pos - start != len as usize {
+            return Err(BatchError::InvalidHeader("record length does not match its content"));
+        }
+        out.push(RecordView { offset_delta, timestamp_delta, key, value });
+    }
+    Ok(out)
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn varint(&mut self) -> Result<i64, BatchError> {
+        let mut z: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or(BatchError::InvalidHeader("record truncated"))?;
+            self.pos += 1;
+            z |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+            }
+        }
+        Err(BatchError::InvalidHeader("varint too long"))
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(BatchError::InvalidHeader("record truncated"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn nullable(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        self.bytes(len as usize).map(Some)
+    }
+}
+
 /// Writes `baseOffset` and `partitionLeaderEpoch` into a batch (fields outside the CRC).
 pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
     assert!(buf.len() >= HEADER_LEN, "stamping a truncated batch");
@@ -274,6 +354,20 @@ mod tests {
     }
 
     const MAX: usize = 1 << 20;
+
+    #[test]
+    fn records_read_back() {
+        let b = build(&[Record { key: Some(b"k1"), value: b"v1" }, Record { key: None, value: b"" }], 5);
+        let r = records(&b).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].key, Some(&b"k1"[..]));
+        assert_eq!(r[0].value, Some(&b"v1"[..]));
+        assert_eq!(r[1].key, None);
+        assert_eq!(r[1].offset_delta, 1);
+        let mut cut = b.clone();
+        cut.truncate(b.len() - 1);
+        assert!(records(&cut).is_err());
+    }
 
     #[test]
     fn rejects_old_magic() {

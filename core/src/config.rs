@@ -25,6 +25,17 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// Partitions of an auto-created topic, and the default for CreateTopics with -1.
     pub num_partitions: i32,
+    /// How long a new group waits for more members before its first rebalance completes
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a member may ask for (`group.min.session.timeout.ms`).
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a member may ask for (`group.max.session.timeout.ms`).
+    pub group_max_session_timeout_ms: i32,
+    /// Committed offsets of a group without members expire after this (`offsets.retention.minutes`).
+    pub offsets_retention_minutes: u64,
+    /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
+    pub offsets_topic_num_partitions: i32,
 }
 
 impl Default for BrokerConfig {
@@ -35,6 +46,11 @@ impl Default for BrokerConfig {
             cores: None,
             auto_create_topics_enable: true,
             num_partitions: 1,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_topic_num_partitions: 16,
         }
     }
 }
@@ -89,6 +105,29 @@ impl BrokerConfig {
                 key: "num_partitions",
                 value: self.num_partitions.to_string(),
                 expected: format!("between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
+            });
+        }
+        if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
+            return Err(ConfigError::Invalid {
+                key: "offsets_topic_num_partitions",
+                value: self.offsets_topic_num_partitions.to_string(),
+                expected: "between 1 and 1000".into(),
+            });
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(ConfigError::Invalid {
+                key: "group_min_session_timeout_ms",
+                value: self.group_min_session_timeout_ms.to_string(),
+                expected: format!("between 1 and group_max_session_timeout_ms ({})", self.group_max_session_timeout_ms),
+            });
+        }
+        if self.group_initial_rebalance_delay_ms > 300_000 {
+            return Err(ConfigError::Invalid {
+                key: "group_initial_rebalance_delay_ms",
+                value: self.group_initial_rebalance_delay_ms.to_string(),
+                expected: "at most 300000".into(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -84,7 +84,8 @@ async fn read_loop(
                 api::reply_now(Ok(unsupported_response(prefix.correlation_id)))
             }
             Some(spec) => {
-                let req = parse_header(spec.key, frame)?;
+                let mut req = parse_header(spec.key, frame)?;
+                req.peer = peer;
                 let span = tracing::debug_span!(
                     "request",
                     shard = %ctx.shard.id,

@@ -4,6 +4,7 @@
 //! catch-all arm, so adding a variant does not compile until it has a Kafka code.
 
 use kafka_protocol::ResponseError as K;
+use sluice_shard::groups::GroupError;
 use sluice_shard::PartitionError;
 
 /// Kafka error code and message for a partition- or topic-level failure.
@@ -25,6 +26,33 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::ShuttingDown => K::NotLeaderOrFollower,
     };
     k.code()
+}
+
+/// Kafka error code for a group-level failure.
+pub fn group_code(e: &GroupError) -> i16 {
+    let k = match e {
+        GroupError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
+        GroupError::UnknownMemberId => K::UnknownMemberId,
+        GroupError::IllegalGeneration => K::IllegalGeneration,
+        GroupError::RebalanceInProgress => K::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => K::InconsistentGroupProtocol,
+        GroupError::MemberIdRequired(_) => K::MemberIdRequired,
+        GroupError::InvalidSessionTimeout(_) => K::InvalidSessionTimeout,
+        GroupError::FencedInstanceId => K::FencedInstanceId,
+        GroupError::GroupIdNotFound => K::GroupIdNotFound,
+        GroupError::NonEmptyGroup => K::NonEmptyGroup,
+        GroupError::GroupSubscribedToTopic => K::GroupSubscribedToTopic,
+        GroupError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
+        GroupError::InvalidGroupId => K::InvalidGroupId,
+        // A commit that could not be made durable is retriable for clients.
+        GroupError::Storage(_) => K::CoordinatorNotAvailable,
+    };
+    k.code()
+}
+
+/// The code of a group result (0 for success).
+pub fn group_result_code<T>(r: &Result<T, GroupError>) -> i16 {
+    r.as_ref().err().map(group_code).unwrap_or(0)
 }
 
 /// The code and the message for a result.

@@ -18,6 +18,8 @@ pub struct Request {
     pub correlation_id: i32,
     pub client_id: Option<String>,
     pub body: Bytes,
+    /// The client's address, when known (DescribeGroups shows it).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// Why a frame could not be handled; the connection is closed after logging it.
@@ -63,6 +65,7 @@ pub fn parse_header(key: ApiKey, mut frame: Bytes) -> Result<Request, FrameError
         correlation_id: header.correlation_id,
         client_id: header.client_id.map(|s| s.to_string()),
         body: frame,
+        peer: None,
     })
 }
 

@@ -44,6 +44,9 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let moved = snapshot.reassign_for(cores);
     if moved > 0 {
         tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
+    }
+    let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
+    if moved > 0 || added {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }
 

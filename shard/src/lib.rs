@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod error;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod msg;
 pub mod offsets;

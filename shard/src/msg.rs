@@ -125,6 +125,11 @@ pub enum ShardMsg {
         op: AdminOp,
         reply: oneshot::Sender<AdminResult>,
     },
+    /// To a group's coordinator shard: run a group operation.
+    Group {
+        op: crate::groups::GroupOp,
+        reply: oneshot::Sender<crate::groups::GroupAnswer>,
+    },
     /// From shard 0: install this snapshot (open/close owned logs), then answer.
     Publish {
         snapshot: Box<MetadataSnapshot>,

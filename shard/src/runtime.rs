@@ -109,6 +109,7 @@ where
                 let failed = ok.is_err();
                 let _ = ready_tx.send((i, ok));
                 if !failed {
+                    crate::groups::coordinator::spawn_sweeper(shard.clone());
                     serve(shard.clone(), payload).await;
                 }
                 drained.arrive_and_wait(n).await;

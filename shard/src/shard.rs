@@ -44,6 +44,8 @@ pub struct Shard {
     senders: Senders<ShardMsg>,
     /// Serialises metadata changes; used on shard 0 only.
     pub(crate) admin_lock: glommio::sync::Semaphore,
+    /// Consumer groups coordinated by this shard.
+    pub(crate) groups: crate::groups::coordinator::Coordinator,
     /// 0 while running, 1 once shutdown began.
     stopping: Watermark,
     pub stats: ShardStats,
@@ -68,6 +70,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             senders,
             admin_lock: glommio::sync::Semaphore::new(1),
+            groups: Default::default(),
             stopping: Watermark::new(0),
             stats: ShardStats::default(),
         })
@@ -166,6 +169,12 @@ impl Shard {
                             let s = &self.stats.truncated_bytes_at_open;
                             s.set(s.get() + cut);
                         }
+                        if name == crate::groups::OFFSETS_TOPIC {
+                            if let Err(e) = self.groups.load(&log).await {
+                                tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
+                                first_error.get_or_insert(PartitionError::from(e));
+                            }
+                        }
                         self.logs.borrow_mut().insert(tp, OwnedLog { topic_id: t.id, log });
                     }
                     Err(e) => {
@@ -242,6 +251,14 @@ impl Shard {
                 glommio::spawn_local(async move {
                     let result: AdminResult = crate::admin::execute(&shard, op).await;
                     let _ = reply.send(result);
+                })
+                .detach();
+            }
+            ShardMsg::Group { op, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = shard.groups.handle(&shard, op).await;
+                    let _ = reply.send(answer);
                 })
                 .detach();
             }

@@ -97,7 +97,7 @@ fn describe(name: &str, t: &TopicMeta, v: i16) -> MetadataResponseTopic {
         .with_error_code(0)
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
         .with_topic_id(if v >= 10 { uuid(t.id) } else { uuid::Uuid::nil() })
-        .with_is_internal(false)
+        .with_is_internal(sluice_shard::admin::is_internal(name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }

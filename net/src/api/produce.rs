@@ -69,6 +69,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 let prepared = match (&acks, &name, p.records) {
                     (Err(e), _, _) => Err(e.clone()),
                     (_, None, _) => Err(PartitionError::UnknownTopicId),
+                    (_, Some(n), _) if sluice_shard::admin::is_internal(n) => {
+                        Err(PartitionError::InvalidTopic(format!("{n} is an internal topic")))
+                    }
                     (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
                     (Ok(_), Some(name), Some(records)) => match split_batches(&records, MAX_BATCH_BYTES) {
                         Ok(batches) => {

@@ -1,0 +1,30 @@
+//! DeleteGroups (key 42), versions 0–2: removes empty groups and their committed offsets.
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::errors::group_result_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
+use sluice_shard::groups::{self, GroupAnswer, GroupOp};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DeleteGroups, min_version: 0, max_version: 2, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: DeleteGroupsRequest = decode_body(&req)?;
+        let mut results = Vec::with_capacity(body.groups_names.len());
+        for g in body.groups_names {
+            let r = match groups::call(&ctx.shard, &g.0, GroupOp::Delete(g.0.to_string())).await {
+                Ok(GroupAnswer::Delete(r)) => r,
+                Ok(_) => unreachable!("delete answered with another operation's result"),
+                Err(e) => Err(e),
+            };
+            results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(group_result_code(&r)));
+        }
+        Ok(reply_now(respond(&req, &DeleteGroupsResponse::default().with_results(results))))
+    }
+    .boxed_local()
+}

@@ -1,0 +1,55 @@
+//! FindCoordinator (key 10), versions 0–6: this broker coordinates every group.
+//!
+//! Contract: group keys (type 0) are answered with node 0 at the advertised address, batched
+//! from v4. Transaction keys (type 1) get COORDINATOR_NOT_AVAILABLE: transactions are not
+//! implemented.
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::FindCoordinator, min_version: 0, max_version: 6, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: FindCoordinatorRequest = decode_body(&req)?;
+        let (code, message) = if body.key_type == 0 {
+            (0, None)
+        } else {
+            (ResponseError::CoordinatorNotAvailable.code(), Some("transactions are not supported".to_string()))
+        };
+        let host = StrBytes::from_string(ctx.advertised_host.clone());
+        let (node, port) = if code == 0 { (BrokerId(0), ctx.advertised_port) } else { (BrokerId(-1), -1) };
+        let resp = if req.version >= 4 {
+            let coordinators = body
+                .coordinator_keys
+                .into_iter()
+                .map(|key| {
+                    Coordinator::default()
+                        .with_key(key)
+                        .with_node_id(node)
+                        .with_host(if code == 0 { host.clone() } else { StrBytes::default() })
+                        .with_port(port)
+                        .with_error_code(code)
+                        .with_error_message(message.clone().map(StrBytes::from_string))
+                })
+                .collect();
+            FindCoordinatorResponse::default().with_coordinators(coordinators)
+        } else {
+            FindCoordinatorResponse::default()
+                .with_error_code(code)
+                .with_error_message(if req.version >= 1 { message.map(StrBytes::from_string) } else { None })
+                .with_node_id(node)
+                .with_host(if code == 0 { host } else { StrBytes::default() })
+                .with_port(port)
+        };
+        Ok(reply_now(respond(&req, &resp)))
+    }
+    .boxed_local()
+}

@@ -1,0 +1,33 @@
+//! Heartbeat (key 12), versions 0–4: keeps a member alive; tells it when to rejoin.
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::errors::group_result_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
+use sluice_shard::groups::{self, GroupAnswer, GroupOp, MemberRef};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Heartbeat, min_version: 0, max_version: 4, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: HeartbeatRequest = decode_body(&req)?;
+        let group_id = body.group_id.0.to_string();
+        let member = MemberRef {
+            group_id: group_id.clone(),
+            generation_id: body.generation_id,
+            member_id: body.member_id.to_string(),
+            group_instance_id: body.group_instance_id.map(|s| s.to_string()),
+        };
+        let result = match groups::call(&ctx.shard, &group_id, GroupOp::Heartbeat(member)).await {
+            Ok(GroupAnswer::Heartbeat(r)) => r,
+            Ok(_) => unreachable!("heartbeat answered with another operation's result"),
+            Err(e) => Err(e),
+        };
+        let resp = HeartbeatResponse::default().with_error_code(group_result_code(&result));
+        Ok(reply_now(respond(&req, &resp)))
+    }
+    .boxed_local()
+}

@@ -1,0 +1,75 @@
+//! OffsetCommit (key 8), versions 2–9: durable commits to `__consumer_offsets`.
+//!
+//! Contract: answered after the commit's records are fdatasync'd. A commit from a member
+//! checks its generation; a commit with generation -1 and no member id is accepted for groups
+//! without members (consumers that assign partitions themselves).
+
+use super::{respond, ApiSpec, Ctx, Reply};
+use crate::errors::group_result_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
+use sluice_shard::groups::{self, GroupAnswer, GroupOp, MemberRef, OffsetToCommit};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetCommit, min_version: 2, max_version: 9, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: OffsetCommitRequest = decode_body(&req)?;
+        let group_id = body.group_id.0.to_string();
+        let member = MemberRef {
+            group_id: group_id.clone(),
+            generation_id: body.generation_id_or_member_epoch,
+            member_id: body.member_id.to_string(),
+            group_instance_id: body.group_instance_id.map(|s| s.to_string()),
+        };
+        let offsets: Vec<OffsetToCommit> = body
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| OffsetToCommit {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+            })
+            .collect();
+        let reply = async move {
+            let n = offsets.len();
+            let result = match groups::call(&ctx.shard, &group_id, GroupOp::Commit { member, offsets }).await {
+                Ok(GroupAnswer::Commit(r)) => r,
+                Ok(_) => unreachable!("commit answered with another operation's result"),
+                Err(e) => Err(e),
+            };
+            let codes: Vec<i16> = match result {
+                Ok(each) => each.iter().map(group_result_code).collect(),
+                Err(e) => vec![group_result_code::<()>(&Err(e)); n],
+            };
+            let mut codes = codes.into_iter();
+            let topics = body
+                .topics
+                .into_iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(codes.next().unwrap_or(0))
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            respond(&req, &OffsetCommitResponse::default().with_topics(topics)).map(Some)
+        };
+        Ok(reply.boxed_local() as Reply)
+    }
+    .boxed_local()
+}

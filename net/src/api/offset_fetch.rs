@@ -1,0 +1,119 @@
+//! OffsetFetch (key 9), versions 1–9: committed offsets of one group (v1–7) or several (v8+).
+//!
+//! Contract: a partition without a committed offset answers offset -1 and no error, as Kafka
+//! does; a null topic list means every partition the group has committed.
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::errors::group_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_shard::groups::{self, GroupAnswer, GroupError, GroupOp, OffsetList};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetFetch, min_version: 1, max_version: 9, handle };
+
+async fn fetch_one(
+    ctx: &Ctx,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<OffsetList, GroupError> {
+    match groups::call(&ctx.shard, group_id, GroupOp::FetchOffsets { group_id: group_id.to_string(), topics }).await {
+        Ok(GroupAnswer::FetchOffsets(r)) => r,
+        Ok(_) => unreachable!("offset fetch answered with another operation's result"),
+        Err(e) => Err(e),
+    }
+}
+
+/// (partition, offset, leader epoch, metadata)
+type Row = (i32, i64, i32, Option<String>);
+
+/// Groups (topic, partition, committed) rows by topic, keeping first-seen order.
+fn by_topic(list: OffsetList) -> Vec<(String, Vec<Row>)> {
+    let mut out: Vec<(String, Vec<Row>)> = Vec::new();
+    for (t, p, c) in list {
+        let row = match c {
+            Some(c) => (p, c.offset, c.leader_epoch, c.metadata),
+            None => (p, -1, -1, Some(String::new())),
+        };
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, rows)) => rows.push(row),
+            None => out.push((t, vec![row])),
+        }
+    }
+    out
+}
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: OffsetFetchRequest = decode_body(&req)?;
+        let v = req.version;
+        let resp = if v >= 8 {
+            let mut groups_out = Vec::with_capacity(body.groups.len());
+            for g in body.groups {
+                let topics =
+                    g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+                let result = fetch_one(&ctx, &g.group_id.0, topics).await;
+                let group = match result {
+                    Ok(list) => OffsetFetchResponseGroup::default().with_error_code(0).with_topics(
+                        by_topic(list)
+                            .into_iter()
+                            .map(|(t, rows)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(t)))
+                                    .with_partitions(
+                                        rows.into_iter()
+                                            .map(|(p, o, e, m)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(m.map(StrBytes::from_string))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => OffsetFetchResponseGroup::default().with_error_code(group_code(&e)),
+                };
+                groups_out.push(group.with_group_id(GroupId(g.group_id.0)));
+            }
+            OffsetFetchResponse::default().with_groups(groups_out)
+        } else {
+            let topics =
+                body.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+            match fetch_one(&ctx, &body.group_id.0, topics).await {
+                Ok(list) => OffsetFetchResponse::default().with_error_code(0).with_topics(
+                    by_topic(list)
+                        .into_iter()
+                        .map(|(t, rows)| {
+                            OffsetFetchResponseTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(t)))
+                                .with_partitions(
+                                    rows.into_iter()
+                                        .map(|(p, o, e, m)| {
+                                            OffsetFetchResponsePartition::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(o)
+                                                .with_committed_leader_epoch(if v >= 5 { e } else { -1 })
+                                                .with_metadata(m.map(StrBytes::from_string))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+                Err(e) => OffsetFetchResponse::default().with_error_code(if v >= 2 { group_code(&e) } else { 0 }),
+            }
+        };
+        Ok(reply_now(respond(&req, &resp)))
+    }
+    .boxed_local()
+}

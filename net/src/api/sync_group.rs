@@ -1,0 +1,48 @@
+//! SyncGroup (key 14), versions 0–5: the leader hands out assignments; every member gets its own.
+
+use super::{respond, ApiSpec, Ctx, Reply};
+use crate::errors::group_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_shard::groups::{self, GroupAnswer, GroupOp, SyncRequest};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::SyncGroup, min_version: 0, max_version: 5, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: SyncGroupRequest = decode_body(&req)?;
+        let v = req.version;
+        let group_id = body.group_id.0.to_string();
+        let sync = SyncRequest {
+            group_id: group_id.clone(),
+            generation_id: body.generation_id,
+            member_id: body.member_id.to_string(),
+            group_instance_id: body.group_instance_id.map(|s| s.to_string()),
+            protocol_type: body.protocol_type.map(|s| s.to_string()),
+            protocol_name: body.protocol_name.map(|s| s.to_string()),
+            assignments: body.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+        };
+        let reply = async move {
+            let result = match groups::call(&ctx.shard, &group_id, GroupOp::Sync(sync)).await {
+                Ok(GroupAnswer::Sync(r)) => r,
+                Ok(_) => unreachable!("sync answered with another operation's result"),
+                Err(e) => Err(e),
+            };
+            let resp = match result {
+                Ok(s) => SyncGroupResponse::default()
+                    .with_error_code(0)
+                    .with_protocol_type(if v >= 5 { s.protocol_type.map(StrBytes::from_string) } else { None })
+                    .with_protocol_name(if v >= 5 { s.protocol_name.map(StrBytes::from_string) } else { None })
+                    .with_assignment(s.assignment),
+                Err(e) => SyncGroupResponse::default().with_error_code(group_code(&e)),
+            };
+            respond(&req, &resp).map(Some)
+        };
+        Ok(reply.boxed_local() as Reply)
+    }
+    .boxed_local()
+}

@@ -1,0 +1,254 @@
+//! Consumer groups (the classic protocol): routing to the coordinator shard, the operations
+//! and their answers.
+//!
+//! Contract: every group belongs to the shard that owns its partition of the internal
+//! `__consumer_offsets` topic (`abs(java hashCode(group id)) % partitions`, as Kafka places
+//! groups); every operation on a group runs there, in [`coordinator::Coordinator`]. Committed
+//! offsets and group records are appended to that partition with the same storage engine and
+//! durability as user data (acknowledged after fdatasync) and replayed when the shard opens
+//! the partition. ListGroups asks every shard.
+
+pub mod coordinator;
+mod group;
+pub mod store;
+
+use crate::msg::ShardMsg;
+use crate::shard::Shard;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use sluice_core::{PartitionId, ShardId};
+use std::rc::Rc;
+use thiserror::Error;
+
+/// Name of the internal topic holding committed offsets and group records.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Group-level failures, each a Kafka error code (mapped in `net::errors`).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum GroupError {
+    #[error("the group coordinator is not available")]
+    CoordinatorNotAvailable,
+    #[error("unknown member id")]
+    UnknownMemberId,
+    #[error("illegal generation")]
+    IllegalGeneration,
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("the member's protocol type or protocols are not compatible with the group's")]
+    InconsistentGroupProtocol,
+    #[error("a member id is required: rejoin with the one given")]
+    MemberIdRequired(String),
+    #[error("session timeout {0} ms is outside the broker's allowed range")]
+    InvalidSessionTimeout(i32),
+    #[error("the static member was replaced by a newer instance")]
+    FencedInstanceId,
+    #[error("group not found")]
+    GroupIdNotFound,
+    #[error("the group still has members")]
+    NonEmptyGroup,
+    #[error("the group is subscribed to the topic")]
+    GroupSubscribedToTopic,
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("invalid group id")]
+    InvalidGroupId,
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// JoinGroup, as the coordinator needs it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Version 4+: a new member first gets MEMBER_ID_REQUIRED with its id.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinResponse {
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Filled for the leader only.
+    pub members: Vec<JoinMember>,
+    /// The leader of a stable group rejoined (static member): it need not assign again.
+    pub skip_assignment: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncResponse {
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberRef {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+}
+
+/// Offsets of a group: (topic, partition, committed or none).
+pub type OffsetList = Vec<(String, i32, Option<Committed>)>;
+
+/// An operation on one group (or, for `List`, on every group of a shard).
+#[derive(Debug)]
+pub enum GroupOp {
+    Join(JoinRequest),
+    Sync(SyncRequest),
+    Heartbeat(MemberRef),
+    Leave { group_id: String, members: Vec<(String, Option<String>)> },
+    Commit { member: MemberRef, offsets: Vec<OffsetToCommit> },
+    FetchOffsets { group_id: String, topics: Option<Vec<(String, Vec<i32>)>> },
+    Describe(String),
+    Delete(String),
+    DeleteOffsets { group_id: String, partitions: Vec<(String, i32)> },
+    List,
+}
+
+/// The answer to a [`GroupOp`], same variant order.
+#[derive(Debug)]
+pub enum GroupAnswer {
+    Join(Result<JoinResponse, GroupError>),
+    Sync(Result<SyncResponse, GroupError>),
+    Heartbeat(Result<(), GroupError>),
+    Leave(Result<Vec<Result<(), GroupError>>, GroupError>),
+    Commit(Result<Vec<Result<(), GroupError>>, GroupError>),
+    FetchOffsets(Result<OffsetList, GroupError>),
+    Describe(Option<GroupDescription>),
+    Delete(Result<(), GroupError>),
+    DeleteOffsets(Result<Vec<Result<(), GroupError>>, GroupError>),
+    List(Vec<GroupListing>),
+}
+
+/// Java's `String.hashCode`, which Kafka uses to place groups.
+pub fn java_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The `__consumer_offsets` partition of a group.
+pub fn offsets_partition(group_id: &str, partitions: usize) -> i32 {
+    ((java_hash(group_id) & 0x7fff_ffff) as usize % partitions.max(1)) as i32
+}
+
+/// The shard coordinating a group, if the offsets topic exists.
+pub fn coordinator_shard(shard: &Shard, group_id: &str) -> Option<ShardId> {
+    let meta = shard.metadata();
+    let t = meta.topics.get(OFFSETS_TOPIC)?;
+    let p = offsets_partition(group_id, t.shards.len());
+    meta.owner(OFFSETS_TOPIC, PartitionId(p))
+}
+
+/// Runs an operation on the group's coordinator shard.
+pub async fn call(shard: &Rc<Shard>, group_id: &str, op: GroupOp) -> Result<GroupAnswer, GroupError> {
+    let owner = coordinator_shard(shard, group_id).ok_or(GroupError::CoordinatorNotAvailable)?;
+    on_shard(shard, owner, op).await
+}
+
+async fn on_shard(shard: &Rc<Shard>, owner: ShardId, op: GroupOp) -> Result<GroupAnswer, GroupError> {
+    if owner == shard.id {
+        return Ok(shard.groups.handle(shard, op).await);
+    }
+    let (reply, rx) = oneshot::channel();
+    shard.send(owner, ShardMsg::Group { op, reply }).await.map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    rx.await.map_err(|_| GroupError::CoordinatorNotAvailable)
+}
+
+/// Every group of every shard.
+pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
+    let mut all = Vec::new();
+    for s in 0..shard.n_shards {
+        if let Ok(GroupAnswer::List(l)) = on_shard(shard, ShardId(s as u16), GroupOp::List).await {
+            all.extend(l);
+        }
+    }
+    all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_matches_java() {
+        // "hello".hashCode() == 99162322 in Java.
+        assert_eq!(java_hash("hello"), 99_162_322);
+        assert_eq!(java_hash(""), 0);
+        assert!(offsets_partition("any-group", 16) < 16);
+    }
+}
