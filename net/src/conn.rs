@@ -62,7 +62,16 @@ async fn read_loop(
         let read = reader.read_exact(&mut size).boxed_local();
         match select(read, ctx.shard.stopping().boxed_local()).await {
             Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(e), _)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Either::Left((Err(e), _))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Ok(()); // the client went away between requests
+            }
             Either::Left((Err(e), _)) => return Err(e.into()),
             Either::Right(_) => return Ok(()),
         }

@@ -23,6 +23,8 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::InvalidConfig(_) => K::InvalidConfig,
         PartitionError::InvalidRequest(_) => K::InvalidRequest,
         PartitionError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
+        PartitionError::OutOfOrderSequence(_) => K::OutOfOrderSequenceNumber,
+        PartitionError::InvalidProducerEpoch(_) => K::InvalidProducerEpoch,
         PartitionError::ShuttingDown => K::NotLeaderOrFollower,
     };
     k.code()

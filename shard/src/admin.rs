@@ -26,7 +26,7 @@ pub async fn create_topics(
     let n = topics.len();
     match run(shard, AdminOp::CreateTopics { topics, validate_only }).await {
         Ok(AdminResult::Created(v)) => v,
-        Ok(AdminResult::Deleted(_)) => unreachable!("create answered with a delete result"),
+        Ok(_) => unreachable!("create answered with another result"),
         Err(e) => vec![Err(e); n],
     }
 }
@@ -36,8 +36,20 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<
     let n = names.len();
     match run(shard, AdminOp::DeleteTopics { names }).await {
         Ok(AdminResult::Deleted(v)) => v,
-        Ok(AdminResult::Created(_)) => unreachable!("delete answered with a create result"),
+        Ok(_) => unreachable!("delete answered with another result"),
         Err(e) => vec![Err(e); n],
+    }
+}
+
+/// Producer ids reserved per metadata write.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// A producer id never handed out before (also across restarts): shard 0 reserves blocks
+/// of ids in metadata and hands them out one by one.
+pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, PartitionError> {
+    match run(shard, AdminOp::AllocateProducerId).await? {
+        AdminResult::ProducerId(r) => r,
+        _ => unreachable!("producer id answered with another result"),
     }
 }
 
@@ -70,6 +82,25 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     assert_eq!(shard.id, ShardId(0), "only shard 0 writes metadata");
     let _permit = shard.admin_lock.acquire_permit(1).await.expect("admin semaphore never closes");
     let mut snap = (*shard.metadata()).clone();
+    if let AdminOp::AllocateProducerId = op {
+        let (next, end) = shard.producer_ids.get();
+        if next < end {
+            shard.producer_ids.set((next + 1, end));
+            return AdminResult::ProducerId(Ok(next));
+        }
+        let start = snap.next_producer_id_block;
+        snap.next_producer_id_block = start + PRODUCER_ID_BLOCK;
+        snap.version += 1;
+        let dir = shard.config.data_dir.clone();
+        let to_save = snap.clone();
+        let saved = glommio::executor().spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string())).await;
+        if let Err(e) = saved {
+            return AdminResult::ProducerId(Err(PartitionError::Storage(e)));
+        }
+        publish(shard, snap).await;
+        shard.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK));
+        return AdminResult::ProducerId(Ok(start));
+    }
     let (result, changed) = match op {
         AdminOp::CreateTopics { topics, validate_only } => {
             let results: Vec<_> = topics.into_iter().map(|t| create_one(shard, &mut snap, t, validate_only)).collect();
@@ -84,6 +115,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             let changed = results.iter().any(|r| r.is_ok());
             (AdminResult::Deleted(results), changed)
         }
+        AdminOp::AllocateProducerId => unreachable!("handled above"),
     };
     if !changed {
         return result;
@@ -98,6 +130,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         return match result {
             AdminResult::Created(v) => AdminResult::Created(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
             AdminResult::Deleted(v) => AdminResult::Deleted(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
+            AdminResult::ProducerId(_) => AdminResult::ProducerId(Err(err)),
         };
     }
     publish(shard, snap).await;

@@ -33,6 +33,10 @@ pub enum PartitionError {
     InvalidRequest(String),
     #[error("invalid required acks {0}: only 0, 1 and -1 are valid")]
     InvalidRequiredAcks(i16),
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -44,6 +48,12 @@ impl From<sluice_storage::StorageError> for PartitionError {
             S::OffsetOutOfRange { requested, start, end } => PartitionError::OffsetOutOfRange { requested, start, end },
             S::InvalidBatch(b) => PartitionError::CorruptBatch(b),
             S::Closed => PartitionError::ShuttingDown,
+            S::Sequence(e @ sluice_storage::producers::SeqError::OutOfOrder { .. }) => {
+                PartitionError::OutOfOrderSequence(e.to_string())
+            }
+            S::Sequence(e @ sluice_storage::producers::SeqError::FencedEpoch { .. }) => {
+                PartitionError::InvalidProducerEpoch(e.to_string())
+            }
             other => PartitionError::Storage(other.to_string()),
         }
     }

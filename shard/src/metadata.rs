@@ -30,6 +30,8 @@ pub struct MetadataSnapshot {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this were handed out (in blocks) by an earlier run.
+    pub next_producer_id_block: i64,
 }
 
 const MAGIC: &[u8; 4] = b"SLMD";
@@ -104,7 +106,12 @@ impl MetadataSnapshot {
                 f.read_to_end(&mut bytes).map_err(|source| MetadataError::Io { path: path.clone(), source })?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let snap = MetadataSnapshot { version: 0, cluster_id: new_cluster_id(), topics: BTreeMap::new() };
+                let snap = MetadataSnapshot {
+                    version: 0,
+                    cluster_id: new_cluster_id(),
+                    topics: BTreeMap::new(),
+                    next_producer_id_block: 0,
+                };
                 snap.save(data_dir)?;
                 return Ok(snap);
             }

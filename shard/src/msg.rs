@@ -88,14 +88,22 @@ pub struct CreatedTopic {
 /// A metadata change, executed by shard 0 only.
 #[derive(Debug)]
 pub enum AdminOp {
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    DeleteTopics { names: Vec<String> },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    /// Hand out a new idempotent-producer id.
+    AllocateProducerId,
 }
 
 #[derive(Debug)]
 pub enum AdminResult {
     Created(Vec<Result<CreatedTopic, PartitionError>>),
     Deleted(Vec<Result<[u8; 16], PartitionError>>),
+    ProducerId(Result<i64, PartitionError>),
 }
 
 /// Everything that crosses cores.

@@ -42,6 +42,8 @@ pub struct Shard {
     metadata: RefCell<Rc<MetadataSnapshot>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
     senders: Senders<ShardMsg>,
+    /// Producer ids shard 0 may still hand out: [next, end).
+    pub(crate) producer_ids: Cell<(i64, i64)>,
     /// Serialises metadata changes; used on shard 0 only.
     pub(crate) admin_lock: glommio::sync::Semaphore,
     /// Consumer groups coordinated by this shard.
@@ -70,6 +72,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             senders,
             admin_lock: glommio::sync::Semaphore::new(1),
+            producer_ids: Cell::new((0, 0)),
             groups: Default::default(),
             stopping: Watermark::new(0),
             stats: ShardStats::default(),

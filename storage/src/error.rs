@@ -17,6 +17,9 @@ pub enum StorageError {
     /// The write covering an append failed; the append was rolled back.
     #[error("write failed, append rolled back: {0}")]
     WriteFailed(String),
+    /// An idempotent producer's batch is out of sequence or from a fenced epoch.
+    #[error("{0}")]
+    Sequence(#[from] crate::producers::SeqError),
     /// The log is closing or closed.
     #[error("partition log is closed")]
     Closed,

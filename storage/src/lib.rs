@@ -13,6 +13,7 @@ pub mod error;
 pub mod format;
 pub mod log;
 pub mod probe;
+pub mod producers;
 mod recovery;
 pub mod watermark;
 

@@ -13,6 +13,7 @@
 //! - A failed write or sync rolls the log back to the last durable batch and fails every
 //!   waiter; the log stays readable and accepts new appends.
 
+use crate::producers::{Producers, SeqCheck};
 use crate::recovery;
 use crate::watermark::Watermark;
 use crate::StorageError;
@@ -45,6 +46,9 @@ pub struct AppendInfo {
     pub base_offset: Offset,
     pub last_offset: Offset,
     pub log_start: Offset,
+    /// The batch was a producer's retry of one already in the log: nothing was appended and
+    /// the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// The result of a read.
@@ -64,6 +68,33 @@ pub(crate) struct Entry {
     pub pos: u64,
     pub len: u32,
     pub max_ts: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl Entry {
+    pub fn new(h: &BatchHeader, base: i64, pos: u64) -> Entry {
+        Entry {
+            base,
+            last: base + h.last_offset_delta as i64,
+            pos,
+            len: h.total_len() as u32,
+            max_ts: h.max_timestamp,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+        }
+    }
+}
+
+/// Rebuilds idempotent-producer state from the index (after recovery or a rollback).
+fn producers_from(index: &[Entry]) -> Producers {
+    let mut p = Producers::default();
+    for e in index {
+        p.record(e.producer_id, e.producer_epoch, e.base_sequence, (e.last - e.base) as i32, e.base, e.last);
+    }
+    p
 }
 
 struct State {
@@ -78,6 +109,7 @@ struct State {
     tail_start: u64,
     /// File bytes `[tail_start, end_pos)`: the partial last page plus everything unwritten.
     tail: Vec<u8>,
+    producers: Producers,
     closing: bool,
 }
 
@@ -144,6 +176,7 @@ impl PartitionLog {
             state: RefCell::new(State {
                 next_offset: rec.next_offset,
                 log_start: rec.index.first().map(|e| e.base).unwrap_or(rec.next_offset),
+                producers: producers_from(&rec.index),
                 index: rec.index,
                 end_pos: rec.end_pos,
                 flushed_pos: rec.end_pos,
@@ -190,6 +223,14 @@ impl PartitionLog {
         if st.closing {
             return Err(StorageError::Closed);
         }
+        if let SeqCheck::Duplicate { base_offset, last_offset } = st.producers.check(header)? {
+            return Ok(AppendInfo {
+                base_offset: Offset(base_offset),
+                last_offset: Offset(last_offset),
+                log_start: Offset(st.log_start),
+                duplicate: true,
+            });
+        }
         let base = st.next_offset;
         let pos = st.end_pos;
         assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with end");
@@ -197,13 +238,26 @@ impl PartitionLog {
         st.tail.extend_from_slice(batch);
         batch::stamp(&mut st.tail[at..], base, self.config.leader_epoch.0);
         let last = base + header.last_offset_delta as i64;
-        st.index.push(Entry { base, last, pos, len: batch.len() as u32, max_ts: header.max_timestamp });
+        st.index.push(Entry::new(header, base, pos));
+        st.producers.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_offset_delta,
+            base,
+            last,
+        );
         st.end_pos += batch.len() as u64;
         st.next_offset = last + 1;
         let log_start = st.log_start;
         drop(st);
         let _ = self.kick.try_send(());
-        Ok(AppendInfo { base_offset: Offset(base), last_offset: Offset(last), log_start: Offset(log_start) })
+        Ok(AppendInfo {
+            base_offset: Offset(base),
+            last_offset: Offset(last),
+            log_start: Offset(log_start),
+            duplicate: false,
+        })
     }
 
     /// Completes when every append up to `last` has been written (acks=1).
@@ -314,6 +368,7 @@ impl PartitionLog {
             );
             let end_pos = st.index.get(keep).map(|e| e.pos).unwrap_or(st.end_pos);
             st.index.truncate(keep);
+            st.producers = producers_from(&st.index);
             st.next_offset = offset.0;
             st.end_pos = end_pos;
             st.flushed_pos = end_pos;
@@ -407,6 +462,7 @@ async fn flush_round(log: &PartitionLog) {
             let end = st.index.get(keep).map(|x| x.pos).unwrap_or(st.end_pos);
             let lost = st.next_offset - durable;
             st.index.truncate(keep);
+            st.producers = producers_from(&st.index);
             st.next_offset = durable;
             st.end_pos = end;
             st.flushed_pos = end;

@@ -24,7 +24,9 @@ pub async fn probe_direct_io(dir: &Path) -> Result<(), StorageError> {
     if PROBED.with(|p| p.get()) {
         return Ok(());
     }
-    let path = dir.join(format!(".direct-io-probe-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".direct-io-probe-{}-{n}", std::process::id()));
     let shown = path.display().to_string();
     std::fs::write(&path, vec![0x5a; PROBE_BYTES]).map_err(|e| StorageError::io("write probe file", &shown, e))?;
     let result = async {

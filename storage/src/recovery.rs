@@ -74,13 +74,7 @@ pub(crate) async fn scan(file: &DmaFile, path: &str, base_offset: i64) -> Result
         if h.base_offset != next_offset {
             break;
         }
-        index.push(Entry {
-            base: h.base_offset,
-            last: h.last_offset(),
-            pos: cursor,
-            len: need as u32,
-            max_ts: h.max_timestamp,
-        });
+        index.push(Entry::new(&h, h.base_offset, cursor));
         next_offset = h.last_offset() + 1;
         cursor += need;
     }
