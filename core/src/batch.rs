@@ -306,6 +306,17 @@ pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
     buf[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Marks a batch as LogAppendTime with `time` as its max timestamp and recomputes the CRC
+/// (both fields are covered by it).
+pub fn set_log_append_time(buf: &mut [u8], time: i64) {
+    assert!(buf.len() >= HEADER_LEN, "stamping a truncated batch");
+    let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
+    buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+    buf[35..43].copy_from_slice(&time.to_be_bytes());
+    let crc = compute_crc(buf);
+    buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +365,15 @@ mod tests {
     }
 
     const MAX: usize = 1 << 20;
+
+    #[test]
+    fn log_append_time_keeps_the_batch_valid() {
+        let mut b = make_batch(2, b"z");
+        set_log_append_time(&mut b, 123_456);
+        let h = validate(&b).unwrap();
+        assert_eq!(h.max_timestamp, 123_456);
+        assert_eq!(h.attributes & 0x08, 0x08);
+    }
 
     #[test]
     fn records_read_back() {

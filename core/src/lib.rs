@@ -9,5 +9,6 @@ pub mod batch;
 pub mod config;
 pub mod ids;
 pub mod limits;
+pub mod topic_config;
 
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId, TopicPartition};

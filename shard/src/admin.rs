@@ -8,12 +8,12 @@
 
 use crate::error::PartitionError;
 use crate::metadata::{new_topic_id, validate_topic_name, MetadataSnapshot, TopicMeta};
-use crate::msg::{AdminOp, AdminResult, CreatedTopic, NewTopic, ShardMsg};
+use crate::msg::{AdminOp, AdminResult, ConfigChange, ConfigOp, CreatedTopic, NewTopic, ShardMsg};
 use crate::placement::place;
 use crate::shard::Shard;
 use futures::channel::oneshot;
-use sluice_core::config::KNOWN_TOPIC_CONFIGS;
 use sluice_core::limits::MAX_PARTITIONS_PER_TOPIC;
+use sluice_core::topic_config;
 use sluice_core::ShardId;
 use std::rc::Rc;
 
@@ -116,6 +116,16 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             (AdminResult::Deleted(results), changed)
         }
         AdminOp::AllocateProducerId => unreachable!("handled above"),
+        AdminOp::AlterConfigs { topic, changes, replace_all, validate_only } => {
+            let r = alter_configs(&mut snap, &topic, &changes, replace_all);
+            let changed = r.is_ok() && !validate_only;
+            (AdminResult::Changed(r), changed)
+        }
+        AdminOp::CreatePartitions { topic, count, validate_only } => {
+            let r = add_partitions(shard, &mut snap, &topic, count);
+            let changed = r.is_ok() && !validate_only;
+            (AdminResult::Changed(r), changed)
+        }
     };
     if !changed {
         return result;
@@ -131,10 +141,85 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             AdminResult::Created(v) => AdminResult::Created(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
             AdminResult::Deleted(v) => AdminResult::Deleted(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
             AdminResult::ProducerId(_) => AdminResult::ProducerId(Err(err)),
+            AdminResult::Changed(_) => AdminResult::Changed(Err(err)),
         };
     }
     publish(shard, snap).await;
     result
+}
+
+/// Changes the configs of a topic in `snap`.
+pub async fn change(shard: &Rc<Shard>, op: AdminOp) -> Result<(), PartitionError> {
+    match run(shard, op).await? {
+        AdminResult::Changed(r) => r,
+        _ => unreachable!("a change answered with another result"),
+    }
+}
+
+fn alter_configs(
+    snap: &mut MetadataSnapshot,
+    topic: &str,
+    changes: &[ConfigChange],
+    replace_all: bool,
+) -> Result<(), PartitionError> {
+    let t = snap.topics.get_mut(topic).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let mut configs = if replace_all { Default::default() } else { t.configs.clone() };
+    for c in changes {
+        let def = topic_config::lookup(&c.key)
+            .ok_or_else(|| PartitionError::InvalidConfig(format!("unknown topic config `{}`", c.key)))?;
+        match c.op {
+            ConfigOp::Set => {
+                let v = c.value.clone().unwrap_or_default();
+                configs.insert(c.key.clone(), v);
+            }
+            ConfigOp::Delete => {
+                configs.remove(&c.key);
+            }
+            ConfigOp::Append | ConfigOp::Subtract => {
+                if !matches!(def.kind, topic_config::Kind::ListOf(_)) {
+                    return Err(PartitionError::InvalidConfig(format!(
+                        "`{}` is not a list: APPEND and SUBTRACT do not apply",
+                        c.key
+                    )));
+                }
+                let current = topic_config::effective(&configs, &c.key).unwrap_or_default().to_string();
+                let mut items: Vec<String> =
+                    current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                for v in c.value.as_deref().unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if c.op == ConfigOp::Append && !items.iter().any(|i| i == v) {
+                        items.push(v.to_string());
+                    } else if c.op == ConfigOp::Subtract {
+                        items.retain(|i| i != v);
+                    }
+                }
+                configs.insert(c.key.clone(), items.join(","));
+            }
+        }
+        if let Some(v) = configs.get(&c.key) {
+            topic_config::validate(&c.key, v).map_err(PartitionError::InvalidConfig)?;
+        }
+    }
+    t.configs = configs;
+    Ok(())
+}
+
+fn add_partitions(shard: &Shard, snap: &mut MetadataSnapshot, topic: &str, count: i32) -> Result<(), PartitionError> {
+    if is_internal(topic) {
+        return Err(PartitionError::InvalidTopic(format!("{topic} is an internal topic")));
+    }
+    let current = snap.topics.get(topic).ok_or(PartitionError::UnknownTopicOrPartition)?.shards.len() as i32;
+    if count <= current {
+        return Err(PartitionError::InvalidPartitions(format!(
+            "topic {topic} has {current} partitions; the new count must be larger, got {count}"
+        )));
+    }
+    if count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(PartitionError::InvalidPartitions(format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions")));
+    }
+    let load = snap.partitions_per_shard(shard.n_shards);
+    let added: Vec<u16> = place(&load, (count - current) as usize).into_iter().map(|s| s.0).collect();
+    snap.topics.get_mut(topic).expect("checked above").shards.extend(added);
+    Ok(())
 }
 
 fn create_one(
@@ -159,8 +244,8 @@ fn create_one(
             t.replication_factor
         )));
     }
-    if let Some(key) = t.configs.keys().find(|k| !KNOWN_TOPIC_CONFIGS.contains(&k.as_str())) {
-        return Err(PartitionError::InvalidConfig(format!("unknown topic config `{key}`")));
+    for (k, v) in &t.configs {
+        topic_config::validate(k, v).map_err(PartitionError::InvalidConfig)?;
     }
     let load = snap.partitions_per_shard(shard.n_shards);
     let shards = place(&load, partitions as usize).into_iter().map(|s| s.0).collect();

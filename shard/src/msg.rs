@@ -39,6 +39,8 @@ pub struct ProduceItem {
 pub struct Appended {
     pub base_offset: Offset,
     pub log_start: Offset,
+    /// The time written into the batches (LogAppendTime topics), or -1.
+    pub log_append_time: i64,
 }
 
 pub type ProduceResult = (usize, Result<Appended, PartitionError>);
@@ -97,6 +99,35 @@ pub enum AdminOp {
     },
     /// Hand out a new idempotent-producer id.
     AllocateProducerId,
+    /// Change a topic's configs (all of them when `replace_all`, as AlterConfigs does).
+    AlterConfigs {
+        topic: String,
+        changes: Vec<ConfigChange>,
+        replace_all: bool,
+        validate_only: bool,
+    },
+    /// Grow a topic to `count` partitions.
+    CreatePartitions {
+        topic: String,
+        count: i32,
+        validate_only: bool,
+    },
+}
+
+/// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigChange {
+    pub key: String,
+    pub op: ConfigOp,
+    pub value: Option<String>,
 }
 
 #[derive(Debug)]
@@ -104,6 +135,8 @@ pub enum AdminResult {
     Created(Vec<Result<CreatedTopic, PartitionError>>),
     Deleted(Vec<Result<[u8; 16], PartitionError>>),
     ProducerId(Result<i64, PartitionError>),
+    /// AlterConfigs or CreatePartitions.
+    Changed(Result<(), PartitionError>),
 }
 
 /// Everything that crosses cores.
@@ -137,6 +170,15 @@ pub enum ShardMsg {
     Group {
         op: crate::groups::GroupOp,
         reply: oneshot::Sender<crate::groups::GroupAnswer>,
+    },
+    /// Move the log start offsets of owned partitions forward (DeleteRecords).
+    DeleteRecords {
+        items: Vec<(usize, TopicPartition, Offset)>,
+        reply: oneshot::Sender<Vec<(usize, Result<Offset, PartitionError>)>>,
+    },
+    /// Sizes of every log this shard owns (DescribeLogDirs).
+    LogSizes {
+        reply: oneshot::Sender<Vec<(TopicPartition, u64)>>,
     },
     /// From shard 0: install this snapshot (open/close owned logs), then answer.
     Publish {

@@ -10,7 +10,7 @@ use crate::msg::{ListOffsetsItem, ListOffsetsResult, ShardMsg};
 use crate::route::{self, group_by_owner};
 use crate::shard::Shard;
 use futures::future::join_all;
-use sluice_core::Offset;
+use sluice_core::{Offset, TopicPartition};
 use std::rc::Rc;
 
 pub const LATEST: i64 = -1;
@@ -41,6 +41,64 @@ pub fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListOffsets
             (item.index, Ok(answer))
         })
         .collect()
+}
+
+/// DeleteRecords on the owner: -1 means the high watermark.
+pub async fn delete_records_local(
+    shard: &Shard,
+    items: Vec<(usize, TopicPartition, Offset)>,
+) -> Vec<(usize, Result<Offset, PartitionError>)> {
+    let mut out = Vec::with_capacity(items.len());
+    for (index, tp, offset) in items {
+        let r = match shard.log(&tp) {
+            None => Err(PartitionError::UnknownTopicOrPartition),
+            Some(log) => {
+                let to = if offset.0 == -1 { log.high_watermark() } else { offset };
+                log.delete_records_before(to).await.map_err(PartitionError::from)
+            }
+        };
+        out.push((index, r));
+    }
+    out
+}
+
+/// Routes DeleteRecords to the owners; answers in `index` order with the new low watermarks.
+pub async fn delete_records(
+    shard: &Rc<Shard>,
+    items: Vec<(usize, TopicPartition, Offset)>,
+) -> Vec<(usize, Result<Offset, PartitionError>)> {
+    let grouped = group_by_owner(shard, items, |i| &i.1);
+    let mut out = route::unknown(grouped.unknown, |i| i.0);
+    let mut remote = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        if owner == shard.id {
+            out.extend(delete_records_local(shard, items).await);
+        } else {
+            let indexes = items.iter().map(|i| i.0).collect();
+            remote.push(route::ask(shard, owner, indexes, |reply| ShardMsg::DeleteRecords { items, reply }).await);
+        }
+    }
+    for part in join_all(remote).await {
+        out.extend(part);
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// Sizes of every partition log on every shard.
+pub async fn log_sizes(shard: &Rc<Shard>) -> Vec<(TopicPartition, u64)> {
+    let mut all = shard.log_sizes();
+    for s in 0..shard.n_shards {
+        if s == shard.id.index() {
+            continue;
+        }
+        let (reply, rx) = futures::channel::oneshot::channel();
+        if shard.send(sluice_core::ShardId(s as u16), ShardMsg::LogSizes { reply }).await.is_ok() {
+            all.extend(rx.await.unwrap_or_default());
+        }
+    }
+    all.sort();
+    all
 }
 
 /// Routes a ListOffsets request to the owners and merges the answers in `index` order.

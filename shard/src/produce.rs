@@ -14,9 +14,14 @@ use futures::FutureExt;
 use sluice_core::Offset;
 use std::rc::Rc;
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Appends on the owner (this shard) synchronously; the returned future waits for `acks`.
 pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> LocalBoxFuture<'static, Vec<ProduceResult>> {
     let mut waits = Vec::with_capacity(items.len());
+    let meta = shard.metadata();
     for item in items {
         let Some(log) = shard.log(&item.tp) else {
             waits.push(async move { (item.index, Err(PartitionError::UnknownTopicOrPartition)) }.boxed_local());
@@ -26,8 +31,14 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         let mut last = Offset(0);
         let mut log_start = Offset(0);
         let mut failed = None;
+        let log_append_time = meta
+            .topics
+            .get(&item.tp.topic)
+            .and_then(|t| t.configs.get("message.timestamp.type"))
+            .filter(|v| v.eq_ignore_ascii_case("LogAppendTime"))
+            .map(|_| now_ms());
         for (header, bytes) in &item.batches {
-            match log.append(bytes, header) {
+            match log.append(bytes, header, log_append_time) {
                 Ok(info) => {
                     first.get_or_insert(info.base_offset);
                     last = info.last_offset;
@@ -53,7 +64,12 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
                     Acks::Leader => log.wait_written(last).await,
                     Acks::All => log.wait_durable(last).await,
                 };
-                (index, waited.map(|()| Appended { base_offset, log_start }).map_err(PartitionError::from))
+                (
+                    index,
+                    waited
+                        .map(|()| Appended { base_offset, log_start, log_append_time: log_append_time.unwrap_or(-1) })
+                        .map_err(PartitionError::from),
+                )
             }
             .boxed_local(),
         );

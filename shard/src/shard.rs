@@ -89,6 +89,11 @@ impl Shard {
         self.logs.borrow().get(tp).map(|o| o.log.clone())
     }
 
+    /// Size in bytes of every log this shard owns.
+    pub fn log_sizes(&self) -> Vec<(TopicPartition, u64)> {
+        self.logs.borrow().iter().map(|(tp, o)| (tp.clone(), o.log.size_bytes())).collect()
+    }
+
     /// Partitions this shard has open.
     pub fn owned_partitions(&self) -> usize {
         self.logs.borrow().len()
@@ -264,6 +269,16 @@ impl Shard {
                     let _ = reply.send(answer);
                 })
                 .detach();
+            }
+            ShardMsg::DeleteRecords { items, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(crate::offsets::delete_records_local(&shard, items).await);
+                })
+                .detach();
+            }
+            ShardMsg::LogSizes { reply } => {
+                let _ = reply.send(self.log_sizes());
             }
             ShardMsg::Publish { snapshot, reply } => {
                 let shard = self.clone();

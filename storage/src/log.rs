@@ -166,6 +166,8 @@ impl PartitionLog {
         } else {
             Vec::new()
         };
+        let first = rec.index.first().map(|e| e.base).unwrap_or(rec.next_offset);
+        let log_start = read_log_start(dir).unwrap_or(first).clamp(first, rec.next_offset);
         let (kick, rx) = local_channel::new_bounded(1);
         let log = Rc::new(PartitionLog {
             name: name.to_string(),
@@ -175,7 +177,7 @@ impl PartitionLog {
             file,
             state: RefCell::new(State {
                 next_offset: rec.next_offset,
-                log_start: rec.index.first().map(|e| e.base).unwrap_or(rec.next_offset),
+                log_start,
                 producers: producers_from(&rec.index),
                 index: rec.index,
                 end_pos: rec.end_pos,
@@ -211,13 +213,49 @@ impl PartitionLog {
         Offset(self.state.borrow().log_start)
     }
 
+    /// Bytes the log occupies on disk (its segment's logical size).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().end_pos
+    }
+
+    /// DeleteRecords: makes every offset below `to` unreadable by moving the log start
+    /// offset forward (durably, in `log-start-offset`). `to` may be at most the high
+    /// watermark. Returns the new log start offset.
+    pub async fn delete_records_before(&self, to: Offset) -> Result<Offset, StorageError> {
+        let hwm = self.durable.get();
+        let start = self.state.borrow().log_start;
+        if to.0 < 0 || to.0 > hwm {
+            return Err(StorageError::OffsetOutOfRange { requested: to.0, start, end: hwm });
+        }
+        if to.0 <= start {
+            return Ok(Offset(start));
+        }
+        let path = self.dir.join(LOG_START_FILE);
+        let value = to.0;
+        glommio::executor()
+            .spawn_blocking(move || write_durably(&path, format!("{value}\n").as_bytes()))
+            .await
+            .map_err(|e| StorageError::io("write", self.dir.join(LOG_START_FILE).display(), e))?;
+        let mut st = self.state.borrow_mut();
+        st.log_start = st.log_start.max(value);
+        Ok(Offset(st.log_start))
+    }
+
     /// Next offset to be assigned (end of the log, unwritten appends included).
     pub fn log_end(&self) -> Offset {
         Offset(self.state.borrow().next_offset)
     }
 
-    /// Appends one validated batch; ordered with every other append on this log.
-    pub fn append(&self, batch: &[u8], header: &BatchHeader) -> Result<AppendInfo, StorageError> {
+    /// Appends one validated batch; ordered with every other append on this log. With
+    /// `log_append_time` (topics with `message.timestamp.type=LogAppendTime`) the stored
+    /// batch carries that time as its max timestamp and the LogAppendTime attribute, and
+    /// its CRC is recomputed.
+    pub fn append(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        log_append_time: Option<i64>,
+    ) -> Result<AppendInfo, StorageError> {
         debug_assert_eq!(batch.len(), header.total_len());
         let mut st = self.state.borrow_mut();
         if st.closing {
@@ -237,8 +275,13 @@ impl PartitionLog {
         let at = st.tail.len();
         st.tail.extend_from_slice(batch);
         batch::stamp(&mut st.tail[at..], base, self.config.leader_epoch.0);
+        let mut header = *header;
+        if let Some(t) = log_append_time {
+            batch::set_log_append_time(&mut st.tail[at..], t);
+            header.max_timestamp = t;
+        }
         let last = base + header.last_offset_delta as i64;
-        st.index.push(Entry::new(header, base, pos));
+        st.index.push(Entry::new(&header, base, pos));
         st.producers.record(
             header.producer_id,
             header.producer_epoch,
@@ -475,6 +518,27 @@ async fn flush_round(log: &PartitionLog) {
             tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");
         }
     }
+}
+
+/// File holding a partition's log start offset once DeleteRecords moved it.
+const LOG_START_FILE: &str = "log-start-offset";
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?.trim().parse().ok()
+}
+
+/// Writes a small file so that a crash leaves either the old or the new content.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {

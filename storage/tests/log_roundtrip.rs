@@ -22,7 +22,7 @@ async fn append_all(log: &PartitionLog, count: u8) -> Vec<Vec<u8>> {
     for tag in 0..count {
         let b = batch_of(3, tag);
         let h = batch::validate(&b).unwrap();
-        let info = log.append(&b, &h).unwrap();
+        let info = log.append(&b, &h, None).unwrap();
         assert_eq!(info.base_offset, Offset(tag as i64 * 3));
         last = info.last_offset;
         sent.push(b);
@@ -68,7 +68,7 @@ fn append_read_reopen() {
         check_read(&r.records, &sent);
         let more = batch_of(2, 77);
         let h = batch::validate(&more).unwrap();
-        assert_eq!(log.append(&more, &h).unwrap().base_offset, Offset(150));
+        assert_eq!(log.append(&more, &h, None).unwrap().base_offset, Offset(150));
         log.close().await.unwrap();
     });
 }
@@ -104,7 +104,7 @@ fn torn_tail_is_cut_at_the_last_valid_batch() {
         // Appends continue right after the last valid batch.
         let b = batch_of(1, 200);
         let h = batch::validate(&b).unwrap();
-        let info = log.append(&b, &h).unwrap();
+        let info = log.append(&b, &h, None).unwrap();
         assert_eq!(info.base_offset, Offset(27));
         log.wait_durable(info.last_offset).await.unwrap();
         log.close().await.unwrap();
@@ -150,7 +150,7 @@ fn truncate_to_drops_the_suffix() {
         check_read(&r.records, &sent[..3]);
         let b = batch_of(2, 9);
         let h = batch::validate(&b).unwrap();
-        assert_eq!(log.append(&b, &h).unwrap().base_offset, Offset(9));
+        assert_eq!(log.append(&b, &h, None).unwrap().base_offset, Offset(9));
         log.close().await.unwrap();
     });
 }

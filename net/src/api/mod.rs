@@ -7,14 +7,21 @@
 //! [`Reply`] inside resolves to the response frame (`None` for acks=0 produce, which gets no
 //! answer). Responses are written in request order.
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -24,6 +31,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -79,6 +87,14 @@ pub const APIS: &[ApiSpec] = &[
     delete_groups::SPEC,
     offset_delete::SPEC,
     init_producer_id::SPEC,
+    delete_records::SPEC,
+    offset_for_leader_epoch::SPEC,
+    describe_configs::SPEC,
+    alter_configs::SPEC,
+    describe_log_dirs::SPEC,
+    create_partitions::SPEC,
+    incremental_alter_configs::SPEC,
+    describe_cluster::SPEC,
 ];
 
 /// The handler entry for an API key, if implemented (whatever the version).

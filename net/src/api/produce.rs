@@ -15,7 +15,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{split_batches, BatchError};
-use sluice_core::limits::MAX_BATCH_BYTES;
+use sluice_core::limits::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
 use sluice_core::TopicPartition;
 use sluice_shard::admin::auto_create;
 use sluice_shard::msg::{Acks, Appended, ProduceItem};
@@ -24,6 +24,16 @@ use sluice_shard::PartitionError;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, min_version: 3, max_version: 13, handle };
+
+/// The topic's `max.message.bytes` (bounded by the broker's limit).
+fn max_batch(ctx: &Ctx, topic: &str) -> usize {
+    let meta = ctx.shard.metadata();
+    let set = meta.topics.get(topic).map(|t| &t.configs);
+    set.and_then(|c| sluice_core::topic_config::effective(c, "max.message.bytes"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_BATCH_BYTES)
+        .min(MAX_REQUEST_BYTES)
+}
 
 /// One topic of the request, as it will appear in the response.
 struct TopicSlot {
@@ -73,7 +83,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         Err(PartitionError::InvalidTopic(format!("{n} is an internal topic")))
                     }
                     (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
-                    (Ok(_), Some(name), Some(records)) => match split_batches(&records, MAX_BATCH_BYTES) {
+                    (Ok(_), Some(name), Some(records)) => match split_batches(&records, max_batch(&ctx, name)) {
                         Ok(batches) => {
                             Ok(ProduceItem { index, tp: TopicPartition::new(name.clone(), p.index), batches })
                         }
@@ -112,15 +122,15 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         .map(|(partition, at)| {
                             let r = results[*at].take().expect("every partition has a result");
                             let (code, message) = code_and_message(&r);
-                            let (base, start) = match &r {
-                                Ok(a) => (a.base_offset.0, a.log_start.0),
-                                Err(_) => (-1, -1),
+                            let (base, start, append_time) = match &r {
+                                Ok(a) => (a.base_offset.0, a.log_start.0, a.log_append_time),
+                                Err(_) => (-1, -1, -1),
                             };
                             PartitionProduceResponse::default()
                                 .with_index(*partition)
                                 .with_error_code(code)
                                 .with_base_offset(base)
-                                .with_log_append_time_ms(-1)
+                                .with_log_append_time_ms(append_time)
                                 .with_log_start_offset(if version >= 5 { start } else { -1 })
                                 .with_error_message(if version >= 8 {
                                     message.map(StrBytes::from_string)

@@ -1,0 +1,273 @@
+//! Topic-level configs: names, Kafka's defaults, the broker-level synonym, and validation.
+//!
+//! Contract: [`lookup`] knows every config a topic may carry; [`validate`] refuses a value
+//! with a message naming the key, the value and what was expected. Values are kept as the
+//! strings clients sent (Kafka's model); typed accessors parse them.
+
+/// How a value is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A signed 64-bit integer at least `min`.
+    Long {
+        min: i64,
+    },
+    /// A signed 32-bit integer at least `min`.
+    Int {
+        min: i32,
+    },
+    Bool,
+    /// A number between 0 and 1.
+    Ratio,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of these words.
+    ListOf(&'static [&'static str]),
+}
+
+/// One topic config.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub default: &'static str,
+    /// The broker config that supplies the default (shown as a synonym).
+    pub broker_synonym: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+const LMAX: &str = "9223372036854775807";
+
+/// Every topic config, with Kafka 4.x's defaults.
+pub const DEFS: &[Def] = &[
+    Def {
+        name: "cleanup.policy",
+        default: "delete",
+        broker_synonym: "log.cleanup.policy",
+        kind: Kind::ListOf(&["delete", "compact"]),
+        doc: "delete old segments, or compact (compaction not implemented: kept as delete)",
+    },
+    Def {
+        name: "compression.type",
+        default: "producer",
+        broker_synonym: "compression.type",
+        kind: Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        doc: "batches are stored as the producer compressed them",
+    },
+    Def {
+        name: "delete.retention.ms",
+        default: "86400000",
+        broker_synonym: "log.cleaner.delete.retention.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "tombstone retention for compacted topics",
+    },
+    Def {
+        name: "file.delete.delay.ms",
+        default: "60000",
+        broker_synonym: "log.segment.delete.delay.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "delay before a deleted segment file is removed",
+    },
+    Def {
+        name: "flush.messages",
+        default: LMAX,
+        broker_synonym: "log.flush.interval.messages",
+        kind: Kind::Long { min: 1 },
+        doc: "sluice fsyncs every write round; acks=all always waits for fdatasync",
+    },
+    Def {
+        name: "flush.ms",
+        default: LMAX,
+        broker_synonym: "log.flush.interval.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "sluice fsyncs every write round; acks=all always waits for fdatasync",
+    },
+    Def {
+        name: "index.interval.bytes",
+        default: "4096",
+        broker_synonym: "log.index.interval.bytes",
+        kind: Kind::Int { min: 0 },
+        doc: "bytes between offset index entries",
+    },
+    Def {
+        name: "max.compaction.lag.ms",
+        default: LMAX,
+        broker_synonym: "log.cleaner.max.compaction.lag.ms",
+        kind: Kind::Long { min: 1 },
+        doc: "compaction lag bound",
+    },
+    Def {
+        name: "max.message.bytes",
+        default: "1048588",
+        broker_synonym: "message.max.bytes",
+        kind: Kind::Int { min: 0 },
+        doc: "largest record batch accepted (MESSAGE_TOO_LARGE above)",
+    },
+    Def {
+        name: "message.timestamp.after.max.ms",
+        default: "3600000",
+        broker_synonym: "log.message.timestamp.after.max.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "how far in the future a CreateTime timestamp may be",
+    },
+    Def {
+        name: "message.timestamp.before.max.ms",
+        default: LMAX,
+        broker_synonym: "log.message.timestamp.before.max.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "how far in the past a CreateTime timestamp may be",
+    },
+    Def {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        broker_synonym: "log.message.timestamp.type",
+        kind: Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        doc: "LogAppendTime: the broker writes the append time into each batch",
+    },
+    Def {
+        name: "min.cleanable.dirty.ratio",
+        default: "0.5",
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+        kind: Kind::Ratio,
+        doc: "compaction trigger",
+    },
+    Def {
+        name: "min.compaction.lag.ms",
+        default: "0",
+        broker_synonym: "log.cleaner.min.compaction.lag.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "compaction lag bound",
+    },
+    Def {
+        name: "min.insync.replicas",
+        default: "1",
+        broker_synonym: "min.insync.replicas",
+        kind: Kind::Int { min: 1 },
+        doc: "one broker: always 1 in sync",
+    },
+    Def {
+        name: "preallocate",
+        default: "false",
+        broker_synonym: "log.preallocate",
+        kind: Kind::Bool,
+        doc: "preallocate segment files",
+    },
+    Def {
+        name: "retention.bytes",
+        default: "-1",
+        broker_synonym: "log.retention.bytes",
+        kind: Kind::Long { min: -1 },
+        doc: "size bound per partition (-1: none)",
+    },
+    Def {
+        name: "retention.ms",
+        default: "604800000",
+        broker_synonym: "log.retention.ms",
+        kind: Kind::Long { min: -1 },
+        doc: "time bound (-1: none)",
+    },
+    Def {
+        name: "segment.bytes",
+        default: "1073741824",
+        broker_synonym: "log.segment.bytes",
+        kind: Kind::Int { min: 14 },
+        doc: "segment size",
+    },
+    Def {
+        name: "segment.index.bytes",
+        default: "10485760",
+        broker_synonym: "log.index.size.max.bytes",
+        kind: Kind::Int { min: 4 },
+        doc: "index size",
+    },
+    Def {
+        name: "segment.jitter.ms",
+        default: "0",
+        broker_synonym: "log.roll.jitter.ms",
+        kind: Kind::Long { min: 0 },
+        doc: "roll jitter",
+    },
+    Def {
+        name: "segment.ms",
+        default: "604800000",
+        broker_synonym: "log.roll.ms",
+        kind: Kind::Long { min: 1 },
+        doc: "segment age before rolling",
+    },
+    Def {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        broker_synonym: "unclean.leader.election.enable",
+        kind: Kind::Bool,
+        doc: "one broker: no effect",
+    },
+];
+
+/// The definition of a config, if it is a topic config.
+pub fn lookup(name: &str) -> Option<&'static Def> {
+    DEFS.iter().find(|d| d.name == name)
+}
+
+/// Checks a value for a key; the error names both.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let def = lookup(name).ok_or_else(|| format!("unknown topic config `{name}`"))?;
+    let bad = |expected: String| Err(format!("invalid value {value:?} for topic config `{name}`: expected {expected}"));
+    match def.kind {
+        Kind::Long { min } => match value.trim().parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            _ => bad(format!("an integer at least {min}")),
+        },
+        Kind::Int { min } => match value.trim().parse::<i32>() {
+            Ok(v) if v >= min => Ok(()),
+            _ => bad(format!("a 32-bit integer at least {min}")),
+        },
+        Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(()),
+            _ => bad("true or false".into()),
+        },
+        Kind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => bad("a number between 0 and 1".into()),
+        },
+        Kind::OneOf(words) => {
+            if words.iter().any(|w| w.eq_ignore_ascii_case(value.trim())) {
+                Ok(())
+            } else {
+                bad(format!("one of {}", words.join(", ")))
+            }
+        }
+        Kind::ListOf(words) => {
+            let ok = value.split(',').all(|v| words.iter().any(|w| w.eq_ignore_ascii_case(v.trim())));
+            if ok && !value.trim().is_empty() {
+                Ok(())
+            } else {
+                bad(format!("a comma-separated list of {}", words.join(", ")))
+            }
+        }
+    }
+}
+
+/// A topic's effective value for `name`: its own, or the default.
+pub fn effective<'a>(set: &'a std::collections::BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    set.get(name).map(String::as_str).or_else(|| lookup(name).map(|d| d.default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_key() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("retention.ms", "-1").is_ok());
+        let e = validate("retention.ms", "soon").unwrap_err();
+        assert!(e.contains("retention.ms") && e.contains("soon"), "{e}");
+        assert!(validate("nope.ms", "1").unwrap_err().contains("nope.ms"));
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate("message.timestamp.type", "Now").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        for d in DEFS {
+            assert!(validate(d.name, d.default).is_ok(), "default of {} must be valid", d.name);
+        }
+    }
+}

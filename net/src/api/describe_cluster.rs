@@ -1,0 +1,32 @@
+//! DescribeCluster (key 60), versions 0–2: the cluster id and its one broker, node 0, which
+//! is also the controller.
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeCluster, min_version: 0, max_version: 2, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: DescribeClusterRequest = decode_body(&req)?;
+        let broker = DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(0))
+            .with_host(StrBytes::from_string(ctx.advertised_host.clone()))
+            .with_port(ctx.advertised_port);
+        let resp = DescribeClusterResponse::default()
+            .with_error_code(0)
+            .with_endpoint_type(if req.version >= 1 { body.endpoint_type.max(1) } else { 1 })
+            .with_cluster_id(StrBytes::from_string(ctx.shard.metadata().cluster_id.clone()))
+            .with_controller_id(BrokerId(0))
+            .with_brokers(vec![broker])
+            .with_cluster_authorized_operations(i32::MIN);
+        Ok(reply_now(respond(&req, &resp)))
+    }
+    .boxed_local()
+}

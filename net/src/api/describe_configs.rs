@@ -1,0 +1,222 @@
+//! DescribeConfigs (key 32), versions 1–4: topic configs (set or default, with their broker
+//! synonyms and sources) and the broker's configs.
+//!
+//! Contract: every topic config Kafka defines is listed (filtered by the requested keys);
+//! a value set on the topic has source TOPIC_CONFIG (1), otherwise DEFAULT_CONFIG (5) with the
+//! broker-level synonym; broker configs that come from sluice's configuration have source
+//! STATIC_BROKER_CONFIG (4).
+
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_core::config::BrokerConfig;
+use sluice_core::topic_config::{self, Kind};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeConfigs, min_version: 1, max_version: 4, handle };
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn config_type(kind: Kind) -> i8 {
+    match kind {
+        Kind::Bool => 1,
+        Kind::OneOf(_) => 2,
+        Kind::Int { .. } => 3,
+        Kind::Long { .. } => 5,
+        Kind::Ratio => 6,
+        Kind::ListOf(_) => 7,
+    }
+}
+
+struct Entry {
+    name: String,
+    value: String,
+    source: i8,
+    synonyms: Vec<(String, String, i8)>,
+    kind: i8,
+    doc: &'static str,
+}
+
+fn topic_entries(configs: &std::collections::BTreeMap<String, String>) -> Vec<Entry> {
+    topic_config::DEFS
+        .iter()
+        .map(|d| {
+            let default = (d.broker_synonym.to_string(), d.default.to_string(), SOURCE_DEFAULT);
+            match configs.get(d.name) {
+                Some(v) => Entry {
+                    name: d.name.into(),
+                    value: v.clone(),
+                    source: SOURCE_TOPIC,
+                    synonyms: vec![(d.name.into(), v.clone(), SOURCE_TOPIC), default],
+                    kind: config_type(d.kind),
+                    doc: d.doc,
+                },
+                None => Entry {
+                    name: d.name.into(),
+                    value: d.default.into(),
+                    source: SOURCE_DEFAULT,
+                    synonyms: vec![default],
+                    kind: config_type(d.kind),
+                    doc: d.doc,
+                },
+            }
+        })
+        .collect()
+}
+
+fn broker_entries(c: &BrokerConfig, listen: String) -> Vec<Entry> {
+    let fixed = |name: &str, value: String, kind: i8, doc: &'static str| Entry {
+        name: name.into(),
+        value: value.clone(),
+        source: SOURCE_STATIC_BROKER,
+        synonyms: vec![(name.into(), value, SOURCE_STATIC_BROKER)],
+        kind,
+        doc,
+    };
+    let mut out = vec![
+        fixed("node.id", "0".into(), 3, "this broker's id"),
+        fixed("broker.id", "0".into(), 3, "this broker's id"),
+        fixed("listeners", format!("PLAINTEXT://{listen}"), 7, "sluice `listen`"),
+        fixed("log.dirs", c.data_dir.display().to_string(), 2, "sluice `data_dir`"),
+        fixed("num.partitions", c.num_partitions.to_string(), 3, "sluice `num_partitions`"),
+        fixed(
+            "auto.create.topics.enable",
+            c.auto_create_topics_enable.to_string(),
+            1,
+            "sluice `auto_create_topics_enable`",
+        ),
+        fixed(
+            "group.initial.rebalance.delay.ms",
+            c.group_initial_rebalance_delay_ms.to_string(),
+            3,
+            "sluice `group_initial_rebalance_delay_ms`",
+        ),
+        fixed(
+            "group.min.session.timeout.ms",
+            c.group_min_session_timeout_ms.to_string(),
+            3,
+            "sluice `group_min_session_timeout_ms`",
+        ),
+        fixed(
+            "group.max.session.timeout.ms",
+            c.group_max_session_timeout_ms.to_string(),
+            3,
+            "sluice `group_max_session_timeout_ms`",
+        ),
+        fixed(
+            "offsets.retention.minutes",
+            c.offsets_retention_minutes.to_string(),
+            3,
+            "sluice `offsets_retention_minutes`",
+        ),
+        fixed(
+            "offsets.topic.num.partitions",
+            c.offsets_topic_num_partitions.to_string(),
+            3,
+            "sluice `offsets_topic_num_partitions`",
+        ),
+        fixed("default.replication.factor", "1".into(), 3, "one broker"),
+    ];
+    for d in topic_config::DEFS {
+        if !out.iter().any(|e| e.name == d.broker_synonym) {
+            out.push(Entry {
+                name: d.broker_synonym.into(),
+                value: d.default.into(),
+                source: SOURCE_DEFAULT,
+                synonyms: vec![(d.broker_synonym.into(), d.default.into(), SOURCE_DEFAULT)],
+                kind: config_type(d.kind),
+                doc: d.doc,
+            });
+        }
+    }
+    out
+}
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: DescribeConfigsRequest = decode_body(&req)?;
+        let v = req.version;
+        let meta = ctx.shard.metadata();
+        let results = body
+            .resources
+            .into_iter()
+            .map(|r| {
+                let base = DescribeConfigsResult::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name.clone());
+                let entries = match r.resource_type {
+                    RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
+                        Some(t) => Ok(topic_entries(&t.configs)),
+                        None => Err((
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("topic {} does not exist", &*r.resource_name),
+                        )),
+                    },
+                    RESOURCE_BROKER if r.resource_name.is_empty() || &*r.resource_name == "0" => Ok(broker_entries(
+                        &ctx.shard.config,
+                        format!("{}:{}", ctx.advertised_host, ctx.advertised_port),
+                    )),
+                    RESOURCE_BROKER => Err((
+                        ResponseError::InvalidRequest,
+                        format!("no broker {}; this is broker 0", &*r.resource_name),
+                    )),
+                    other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+                };
+                match entries {
+                    Err((code, message)) => {
+                        base.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)))
+                    }
+                    Ok(entries) => base.with_error_code(0).with_configs(
+                        entries
+                            .into_iter()
+                            .filter(|e| {
+                                r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| **k == *e.name))
+                            })
+                            .map(|e| {
+                                let synonyms = if body.include_synonyms {
+                                    e.synonyms
+                                        .into_iter()
+                                        .map(|(n, val, s)| {
+                                            DescribeConfigsSynonym::default()
+                                                .with_name(StrBytes::from_string(n))
+                                                .with_value(Some(StrBytes::from_string(val)))
+                                                .with_source(s)
+                                        })
+                                        .collect()
+                                } else {
+                                    vec![]
+                                };
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_string(e.name))
+                                    .with_value(Some(StrBytes::from_string(e.value)))
+                                    .with_read_only(e.source == SOURCE_STATIC_BROKER)
+                                    .with_config_source(e.source)
+                                    .with_is_sensitive(false)
+                                    .with_synonyms(synonyms)
+                                    .with_config_type(if v >= 3 { e.kind } else { 0 })
+                                    .with_documentation(if v >= 3 && body.include_documentation {
+                                        Some(StrBytes::from_static_str(e.doc))
+                                    } else {
+                                        None
+                                    })
+                            })
+                            .collect(),
+                    ),
+                }
+            })
+            .collect();
+        Ok(reply_now(respond(&req, &DescribeConfigsResponse::default().with_results(results))))
+    }
+    .boxed_local()
+}

@@ -1,0 +1,68 @@
+//! IncrementalAlterConfigs (key 44), versions 0–1: SET, DELETE, APPEND and SUBTRACT on topic
+//! configs; other keys keep their values.
+
+use super::describe_configs::RESOURCE_TOPIC;
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::errors::code_and_message;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_shard::admin::change;
+use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
+use sluice_shard::PartitionError;
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::IncrementalAlterConfigs, min_version: 0, max_version: 1, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: IncrementalAlterConfigsRequest = decode_body(&req)?;
+        let mut responses = Vec::with_capacity(body.resources.len());
+        for r in body.resources {
+            let changes: Result<Vec<ConfigChange>, PartitionError> = r
+                .configs
+                .iter()
+                .map(|c| {
+                    let op = match c.config_operation {
+                        0 => ConfigOp::Set,
+                        1 => ConfigOp::Delete,
+                        2 => ConfigOp::Append,
+                        3 => ConfigOp::Subtract,
+                        other => {
+                            return Err(PartitionError::InvalidRequest(format!("unknown config operation {other}")))
+                        }
+                    };
+                    Ok(ConfigChange { key: c.name.to_string(), op, value: c.value.as_ref().map(|v| v.to_string()) })
+                })
+                .collect();
+            let result = match (r.resource_type, changes) {
+                (RESOURCE_TOPIC, Ok(changes)) => {
+                    let op = AdminOp::AlterConfigs {
+                        topic: r.resource_name.to_string(),
+                        changes,
+                        replace_all: false,
+                        validate_only: body.validate_only,
+                    };
+                    change(&ctx.shard, op).await
+                }
+                (RESOURCE_TOPIC, Err(e)) => Err(e),
+                _ => Err(PartitionError::InvalidRequest(
+                    "only topic configs can be altered; broker configs come from the config file".into(),
+                )),
+            };
+            let (code, message) = code_and_message(&result);
+            responses.push(
+                AlterConfigsResourceResponse::default()
+                    .with_error_code(code)
+                    .with_error_message(message.map(StrBytes::from_string))
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name),
+            );
+        }
+        Ok(reply_now(respond(&req, &IncrementalAlterConfigsResponse::default().with_responses(responses))))
+    }
+    .boxed_local()
+}
