@@ -140,8 +140,11 @@ where
             let _ = s.send(());
         }
     };
-    if startup_error.is_some() {
+    if let Some(e) = startup_error {
+        // Shards that failed before joining the mesh leave the others waiting in the join,
+        // so they cannot be joined; the caller exits the process.
         stop_all(stops);
+        return Err(e);
     } else {
         on_ready();
         let handle = signals.handle();
@@ -162,9 +165,9 @@ where
             panicked.get_or_insert(RuntimeError::Panicked(i));
         }
     }
-    match (startup_error, panicked) {
-        (Some(e), _) | (None, Some(e)) => Err(e),
-        (None, None) => Ok(()),
+    match panicked {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

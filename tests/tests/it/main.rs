@@ -1,0 +1,15 @@
+//! Black-box integration tests: each test starts its own `sluice` broker
+//! (see `sluice_tests::Broker`) on a loopback port with a private data dir
+//! and talks to it with rdkafka or raw Kafka frames.
+
+mod common;
+
+mod acks;
+mod admin;
+mod affinity;
+mod long_poll;
+mod malformed;
+mod offsets;
+mod produce_consume;
+mod restart;
+mod wire;
