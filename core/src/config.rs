@@ -36,6 +36,9 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
     pub offsets_topic_num_partitions: i32,
+    /// How often each shard deletes segments retention no longer keeps
+    /// (`log.retention.check.interval.ms`).
+    pub log_retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +54,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
+            log_retention_check_interval_ms: 300_000,
         }
     }
 }

@@ -50,6 +50,15 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }
 
+    // A marker left by a clean shutdown lets logs trust their indexes; it is removed now so
+    // that a crash of this run is never mistaken for a clean stop.
+    let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean_start = marker.exists();
+    if clean_start {
+        std::fs::remove_file(&marker)
+            .map_err(|e| format!("data directory: cannot remove {}: {e}", marker.display()))?;
+        sync_dir(&config.data_dir)?;
+    }
     let (port, sockets) = bind_all(listen, cores)?;
     let advertised_host = listen.ip().to_string();
     let shown = SocketAddr::new(listen.ip(), port);
@@ -61,6 +70,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         listen = %shown,
         data_dir = %data_dir,
         topics = snapshot.topics.len(),
+        clean_start,
         "starting sluice"
     );
     let serve = move |shard: Rc<Shard>, socket: Socket| {
@@ -71,15 +81,30 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         }
     };
     let started = Instant::now();
-    runtime::run(config, cpus, snapshot, sockets, serve, || {
+    let data_path = config.data_dir.clone();
+    let clean_stop = runtime::run(config, clean_start, cpus, snapshot, sockets, serve, || {
         tracing::info!(listen = %shown, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
         let _ = out.flush();
     })
     .map_err(|e| e.to_string())?;
-    tracing::info!("stopped cleanly");
+    if clean_stop {
+        std::fs::write(data_path.join(CLEAN_SHUTDOWN_MARKER), b"clean\n")
+            .and_then(|()| std::fs::File::open(&data_path)?.sync_all())
+            .map_err(|e| format!("cannot write the clean-shutdown marker: {e}"))?;
+        tracing::info!("stopped cleanly");
+    } else {
+        tracing::warn!("stopped, but some logs did not close cleanly; the next start scans them");
+    }
     Ok(())
+}
+
+/// File left in the data dir by a clean shutdown.
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+
+fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
 /// Checks the port is free, then binds one SO_REUSEPORT listener per shard.

@@ -21,26 +21,26 @@ pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
 pub const LATEST_TIERED: i64 = -6;
 
 /// Answers on the owner.
-pub fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
-    items
-        .into_iter()
-        .map(|item| {
-            let Some(log) = shard.log(&item.tp) else {
-                return (item.index, Err(PartitionError::UnknownTopicOrPartition));
-            };
-            let none = (Offset(-1), -1);
-            let answer = match item.timestamp {
-                LATEST | LATEST_TIERED => (log.high_watermark(), -1),
-                EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => (log.log_start(), -1),
-                MAX_TIMESTAMP => log.max_timestamp().unwrap_or(none),
-                ts if ts >= 0 => log.offset_for_timestamp(ts).unwrap_or(none),
-                other => {
-                    return (item.index, Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))))
-                }
-            };
-            (item.index, Ok(answer))
-        })
-        .collect()
+pub async fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(log) = shard.log(&item.tp) else {
+            out.push((item.index, Err(PartitionError::UnknownTopicOrPartition)));
+            continue;
+        };
+        let none = (Offset(-1), -1);
+        let answer = match item.timestamp {
+            LATEST | LATEST_TIERED => Ok((log.high_watermark(), -1)),
+            EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => Ok((log.log_start(), -1)),
+            MAX_TIMESTAMP => Ok(log.max_timestamp().unwrap_or(none)),
+            ts if ts >= 0 => {
+                log.offset_for_timestamp(ts).await.map(|r| r.unwrap_or(none)).map_err(PartitionError::from)
+            }
+            other => Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))),
+        };
+        out.push((item.index, answer));
+    }
+    out
 }
 
 /// DeleteRecords on the owner: -1 means the high watermark.
@@ -108,7 +108,7 @@ pub async fn list_offsets(shard: &Rc<Shard>, items: Vec<ListOffsetsItem>) -> Vec
     let mut remote = Vec::new();
     for (owner, items) in grouped.by_owner {
         if owner == shard.id {
-            out.extend(list_local(shard, items));
+            out.extend(list_local(shard, items).await);
         } else {
             let indexes = items.iter().map(|i| i.index).collect();
             remote.push(route::ask(shard, owner, indexes, |reply| ShardMsg::ListOffsets { items, reply }).await);

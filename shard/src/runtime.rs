@@ -1,7 +1,8 @@
 //! Starting and stopping the shards: one glommio executor pinned per core, the cross-core
 //! mesh, start-up readiness, and the ordered shutdown.
 //!
-//! Contract: [`run`] returns only after every shard has stopped. Start-up: every shard joins
+//! Contract: [`run`] returns only after every shard has stopped, with `true` when every log
+//! closed cleanly (the caller then leaves the clean-shutdown marker). Start-up: every shard joins
 //! the mesh, probes direct I/O, opens the logs it owns, and reports; `on_ready` runs once all
 //! reported success (a failure stops the whole broker with the shard's message). Shutdown, on
 //! SIGTERM or SIGINT: every shard stops accepting and finishes its in-flight requests (the
@@ -51,12 +52,13 @@ impl Phase {
 /// Runs the broker: one shard per entry of `cpus`, `payloads[i]` handed to shard i's `serve`.
 pub fn run<P, F, Fut>(
     config: BrokerConfig,
+    clean_start: bool,
     cpus: Vec<usize>,
     snapshot: MetadataSnapshot,
     payloads: Vec<P>,
     serve: F,
     on_ready: impl FnOnce(),
-) -> Result<(), RuntimeError>
+) -> Result<bool, RuntimeError>
 where
     P: Send + 'static,
     F: Fn(Rc<Shard>, P) -> Fut + Send + Clone + 'static,
@@ -70,6 +72,7 @@ where
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, CROSS_CORE_CHANNEL_CAPACITY);
     let drained = Arc::new(Phase(AtomicUsize::new(0)));
     let closed = Arc::new(Phase(AtomicUsize::new(0)));
+    let close_failures = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut stops = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
@@ -79,6 +82,7 @@ where
         stops.push(stop_tx);
         let (mesh, config, snapshot, serve) = (mesh.clone(), config.clone(), snapshot.clone(), serve.clone());
         let (ready_tx, drained, closed) = (ready_tx.clone(), drained.clone(), closed.clone());
+        let close_failures = close_failures.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("sluice")
             .spawn(move || async move {
@@ -91,7 +95,7 @@ where
                         return;
                     }
                 };
-                let shard = Shard::new(id, n, config.clone(), MetadataSnapshot::default(), senders);
+                let shard = Shard::new(id, n, config.clone(), MetadataSnapshot::default(), senders, clean_start);
                 shard.serve_peers(receivers);
                 {
                     let shard = shard.clone();
@@ -110,10 +114,12 @@ where
                 let _ = ready_tx.send((i, ok));
                 if !failed {
                     crate::groups::coordinator::spawn_sweeper(shard.clone());
+                    spawn_retention(shard.clone());
                     serve(shard.clone(), payload).await;
                 }
                 drained.arrive_and_wait(n).await;
-                shard.close_all().await;
+                let failed = shard.close_all().await;
+                close_failures.fetch_add(failed, Ordering::AcqRel);
                 closed.arrive_and_wait(n).await;
             })
             .map_err(|e| RuntimeError::Spawn { shard: i, cpu, why: e.to_string() })?;
@@ -167,8 +173,25 @@ where
     }
     match panicked {
         Some(e) => Err(e),
-        None => Ok(()),
+        // Clean when every log closed with everything durable and its indexes written.
+        None => Ok(close_failures.load(Ordering::Acquire) == 0),
     }
+}
+
+/// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops.
+fn spawn_retention(shard: Rc<Shard>) {
+    glommio::spawn_local(async move {
+        let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(10));
+        loop {
+            use futures::future::{select, Either};
+            use futures::FutureExt;
+            match select(glommio::timer::sleep(every).boxed_local(), shard.stopping().boxed_local()).await {
+                Either::Left(_) => shard.enforce_retention().await,
+                Either::Right(_) => return,
+            }
+        }
+    })
+    .detach();
 }
 
 fn name_thread(name: &str) {

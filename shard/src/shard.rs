@@ -26,6 +26,20 @@ struct OwnedLog {
     log: Rc<PartitionLog>,
 }
 
+/// A log's settings from its topic's configs (defaults where unset).
+pub fn log_config(configs: &std::collections::BTreeMap<String, String>) -> LogConfig {
+    let get = |k: &str| sluice_core::topic_config::effective(configs, k).and_then(|v| v.trim().parse::<i64>().ok());
+    let d = LogConfig::default();
+    LogConfig {
+        leader_epoch: d.leader_epoch,
+        segment_bytes: get("segment.bytes").map(|v| v.max(1) as u64).unwrap_or(d.segment_bytes),
+        segment_ms: get("segment.ms").map(|v| v.max(1) as u64).unwrap_or(d.segment_ms),
+        index_interval_bytes: get("index.interval.bytes").map(|v| v.max(1) as u64).unwrap_or(d.index_interval_bytes),
+        retention_ms: get("retention.ms").unwrap_or(d.retention_ms),
+        retention_bytes: get("retention.bytes").unwrap_or(d.retention_bytes),
+    }
+}
+
 /// Counters this shard keeps about itself.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -39,6 +53,8 @@ pub struct Shard {
     pub n_shards: usize,
     pub config: BrokerConfig,
     data_dir: PathBuf,
+    /// The previous run shut down cleanly: logs may trust their indexes.
+    clean_start: bool,
     metadata: RefCell<Rc<MetadataSnapshot>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
     senders: Senders<ShardMsg>,
@@ -60,6 +76,7 @@ impl Shard {
         config: BrokerConfig,
         snapshot: MetadataSnapshot,
         senders: Senders<ShardMsg>,
+        clean_start: bool,
     ) -> Rc<Shard> {
         assert_eq!(senders.peer_id(), id.index(), "mesh peer id must equal the shard id");
         assert_eq!(senders.nr_consumers(), n_shards, "mesh size must equal the shard count");
@@ -67,6 +84,7 @@ impl Shard {
             id,
             n_shards,
             data_dir: config.data_dir.clone(),
+            clean_start,
             config,
             metadata: RefCell::new(Rc::new(snapshot)),
             logs: RefCell::new(HashMap::new()),
@@ -158,6 +176,16 @@ impl Shard {
             }
         }
 
+        // Configs of logs already open may have changed.
+        for (tp, o) in self.logs.borrow().iter() {
+            if let Some(t) = snapshot.topics.get(&tp.topic) {
+                let cfg = log_config(&t.configs);
+                if o.log.config() != cfg {
+                    o.log.set_config(cfg);
+                }
+            }
+        }
+
         // Logs to open.
         let mut first_error = None;
         for (name, t) in snapshot.topics.iter() {
@@ -170,7 +198,7 @@ impl Shard {
                     continue;
                 }
                 let dir = partition_dir(&self.data_dir, name, p as i32);
-                match PartitionLog::open(&dir, &tp.to_string(), LogConfig::default()).await {
+                match PartitionLog::open(&dir, &tp.to_string(), log_config(&t.configs), self.clean_start).await {
                     Ok((log, cut)) => {
                         if cut > 0 {
                             tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");
@@ -199,12 +227,30 @@ impl Shard {
     }
 
     /// Closes every log, waiting until everything appended is durable.
-    pub async fn close_all(&self) {
+    /// Returns how many logs failed to close cleanly.
+    pub async fn close_all(&self) -> usize {
         let logs: Vec<(TopicPartition, Rc<PartitionLog>)> =
             self.logs.borrow_mut().drain().map(|(tp, o)| (tp, o.log)).collect();
+        let mut failed = 0;
         for (tp, log) in logs {
             if let Err(e) = log.close().await {
                 tracing::error!(partition = %tp, error = %e, "closing partition log failed");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Deletes segments that retention no longer keeps, on every owned log.
+    pub async fn enforce_retention(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().map(|o| o.log.clone()).collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for log in logs {
+            if let Err(e) = log.enforce_retention(now).await {
+                tracing::warn!(partition = log.name(), error = %e, "retention failed");
             }
         }
     }
@@ -252,7 +298,11 @@ impl Shard {
                 .detach();
             }
             ShardMsg::ListOffsets { items, reply } => {
-                let _ = reply.send(crate::offsets::list_local(self, items));
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(crate::offsets::list_local(&shard, items).await);
+                })
+                .detach();
             }
             ShardMsg::Admin { op, reply } => {
                 let shard = self.clone();

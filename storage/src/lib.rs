@@ -11,10 +11,12 @@
 
 pub mod error;
 pub mod format;
+pub mod index;
 pub mod log;
 pub mod probe;
 pub mod producers;
 mod recovery;
+mod segment;
 pub mod watermark;
 
 pub use error::StorageError;

@@ -1,42 +1,64 @@
-//! One partition's log: ordered appends, a group-committing flusher, and reads.
+//! One partition's log: segments, ordered appends, a group-committing flusher, reads,
+//! retention and recovery.
 //!
 //! Contract:
 //! - Only one shard touches a `PartitionLog`; every `RefCell` borrow ends before an `.await`.
 //! - [`PartitionLog::append`] assigns offsets synchronously, so appends are ordered exactly as
-//!   they are called. It copies the batch once into the in-memory tail and stamps the base
-//!   offset and leader epoch (outside the CRC-covered bytes).
+//!   they are called. It copies the batch once into the in-memory tail of the active segment
+//!   and stamps the base offset and leader epoch (outside the CRC-covered bytes).
 //! - One flusher task per log writes the whole unwritten tail with one aligned DMA write
 //!   (re-writing the partial last page from memory, never reading it back), then one
 //!   fdatasync. Everything appended while a round is in flight goes in the next round: that
-//!   is the group commit. `written` advances after the write, `durable` after the sync.
+//!   is the group commit. `written` advances after the write, `durable` after the sync. After
+//!   a round, the flusher rolls the active segment when it reached `segment.bytes` or
+//!   `segment.ms`; batches appended meanwhile move to the new segment.
 //! - Readers see only durable batches (`durable` is the high watermark).
 //! - A failed write or sync rolls the log back to the last durable batch and fails every
 //!   waiter; the log stays readable and accepts new appends.
+//! - Retention deletes whole sealed segments, never the active one, and moves the log start.
 
 use crate::producers::{Producers, SeqCheck};
-use crate::recovery;
+use crate::segment::{self, Segment};
 use crate::watermark::Watermark;
 use crate::StorageError;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::DmaFile;
 use glommio::task::JoinHandle;
-use sluice_core::batch::{self, BatchHeader};
+use sluice_core::batch::{self, BatchHeader, LOG_OVERHEAD};
 use sluice_core::{LeaderEpoch, Offset};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Settings of one partition log.
-#[derive(Debug, Clone, Copy)]
+/// Settings of one partition log (from its topic's configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// Epoch written into every appended batch.
     pub leader_epoch: LeaderEpoch,
+    /// Roll the active segment at this size (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll the active segment at this age (`segment.ms`).
+    pub segment_ms: u64,
+    /// Bytes between sparse index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u64,
+    /// Delete segments whose newest batch is older (`retention.ms`, -1: never).
+    pub retention_ms: i64,
+    /// Delete old segments while the log is larger (`retention.bytes`, -1: never).
+    pub retention_bytes: i64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { leader_epoch: LeaderEpoch(0) }
+        LogConfig {
+            leader_epoch: LeaderEpoch(0),
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+        }
     }
 }
 
@@ -60,7 +82,7 @@ pub struct LogRead {
     pub log_start: Offset,
 }
 
-/// One stored batch, as the in-memory index knows it.
+/// One stored batch, as a dense index knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub base: i64,
@@ -88,37 +110,52 @@ impl Entry {
     }
 }
 
-/// Rebuilds idempotent-producer state from the index (after recovery or a rollback).
-fn producers_from(index: &[Entry]) -> Producers {
-    let mut p = Producers::default();
-    for e in index {
-        p.record(e.producer_id, e.producer_epoch, e.base_sequence, (e.last - e.base) as i32, e.base, e.last);
-    }
-    p
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 struct State {
+    /// Sorted by base offset; the last one is active.
+    segments: Vec<Segment>,
     next_offset: i64,
     log_start: i64,
-    index: Vec<Entry>,
-    /// Logical end of the segment, unwritten bytes included.
-    end_pos: u64,
-    /// End of the bytes a completed write has put on disk.
+    /// End of the bytes a completed write has put into the active segment.
     flushed_pos: u64,
-    /// Aligned file position of `tail[0]`.
+    /// Aligned position (in the active segment) of `tail[0]`.
     tail_start: u64,
-    /// File bytes `[tail_start, end_pos)`: the partial last page plus everything unwritten.
+    /// Active-segment bytes `[tail_start, size)`: the partial last page plus everything unwritten.
     tail: Vec<u8>,
     producers: Producers,
     closing: bool,
 }
 
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    /// Index of the segment holding `offset` (the last one whose base is at or below it).
+    fn segment_for(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.base <= offset).saturating_sub(1)
+    }
+
+    fn rebuild_producers(&mut self) {
+        let mut p = Producers::default();
+        for e in &self.active().dense {
+            p.record(e.producer_id, e.producer_epoch, e.base_sequence, (e.last - e.base) as i32, e.base, e.last);
+        }
+        self.producers = p;
+    }
+}
+
 pub struct PartitionLog {
     name: String,
     dir: PathBuf,
-    path: String,
-    config: LogConfig,
-    file: DmaFile,
+    config: Cell<LogConfig>,
     state: RefCell<State>,
     written: Watermark,
     durable: Watermark,
@@ -126,74 +163,103 @@ pub struct PartitionLog {
     flusher: RefCell<Option<JoinHandle<()>>>,
 }
 
+/// What a read must fetch once the state borrow is released.
+enum ReadPlan {
+    Done(LogRead),
+    Exact { file: Rc<DmaFile>, pos: u64, len: usize },
+    Scan { file: Rc<DmaFile>, pos: u64, end: u64 },
+}
+
 impl PartitionLog {
-    /// Opens (creating if needed) the log in `dir` and recovers it. Returns the log and the
-    /// number of corrupt or torn tail bytes that recovery cut off.
-    pub async fn open(dir: &Path, name: &str, config: LogConfig) -> Result<(Rc<PartitionLog>, u64), StorageError> {
+    /// Opens (creating if needed) the log in `dir` and recovers it. `clean` says the broker
+    /// shut down cleanly, so the active segment's index can be trusted and only its tail is
+    /// scanned. Returns the log and the bytes of torn or corrupt tail that recovery cut off.
+    pub async fn open(
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<(Rc<PartitionLog>, u64), StorageError> {
         let created = !dir.exists();
         if let Some(parent) = dir.parent() {
             crate::probe_direct_io(parent).await?;
         }
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
-        let seg = dir.join(crate::format::segment_file_name(0));
-        let path = seg.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(&seg)
-            .await
-            .map_err(|e| StorageError::io("open", &path, e))?;
         if created {
             sync_dir(dir)?;
         }
-        let rec = recovery::scan(&file, &path, 0).await?;
-        if rec.truncated_bytes > 0 {
-            file.truncate(rec.end_pos).await.map_err(|e| StorageError::io("truncate", &path, e))?;
-            file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+        let now = now_ms();
+        let bases = segment::list(dir)?;
+        let interval = config.index_interval_bytes.max(1);
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut cut = 0;
+        if bases.is_empty() {
+            segments.push(Segment::create(dir, read_log_start(dir).unwrap_or(0).max(0), now).await?);
+        } else {
+            for (i, base) in bases.iter().enumerate() {
+                if i + 1 < bases.len() {
+                    segments.push(Segment::open_sealed(dir, *base, bases[i + 1], interval, now).await?);
+                } else {
+                    let (seg, truncated) = Segment::open_active(dir, *base, clean, interval, now).await?;
+                    cut = truncated;
+                    segments.push(seg);
+                }
+            }
         }
-        let tail_start = file.align_down(rec.end_pos);
-        let tail = if tail_start < rec.end_pos {
-            let page = file
-                .read_at(tail_start, (rec.end_pos - tail_start) as usize)
+        let active = segments.last().expect("at least one segment");
+        let next_offset = active.next_offset;
+        let first = segments[0].base;
+        let log_start = read_log_start(dir).unwrap_or(first).clamp(first, next_offset);
+        let tail_start = active.file.align_down(active.size);
+        let tail = if tail_start < active.size {
+            let want = (active.size - tail_start) as usize;
+            let page = active
+                .file
+                .read_at(tail_start, want)
                 .await
-                .map_err(|e| StorageError::io("read", &path, e))?;
-            let want = (rec.end_pos - tail_start) as usize;
+                .map_err(|e| StorageError::io("read", active.path.display(), e))?;
             if page.len() < want {
-                return Err(StorageError::io("read", &path, std::io::Error::other("short read of the last page")));
+                return Err(StorageError::io(
+                    "read",
+                    active.path.display(),
+                    std::io::Error::other("short read of the last page"),
+                ));
             }
             page[..want].to_vec()
         } else {
             Vec::new()
         };
-        let first = rec.index.first().map(|e| e.base).unwrap_or(rec.next_offset);
-        let log_start = read_log_start(dir).unwrap_or(first).clamp(first, rec.next_offset);
+        let flushed_pos = active.size;
         let (kick, rx) = local_channel::new_bounded(1);
+        let mut state = State {
+            segments,
+            next_offset,
+            log_start,
+            flushed_pos,
+            tail_start,
+            tail,
+            producers: Producers::default(),
+            closing: false,
+        };
+        state.rebuild_producers();
+        if clean {
+            if let Some(p) = crate::producers::load_snapshot(dir, next_offset) {
+                state.producers = p;
+            }
+        }
         let log = Rc::new(PartitionLog {
             name: name.to_string(),
             dir: dir.to_path_buf(),
-            path,
-            config,
-            file,
-            state: RefCell::new(State {
-                next_offset: rec.next_offset,
-                log_start,
-                producers: producers_from(&rec.index),
-                index: rec.index,
-                end_pos: rec.end_pos,
-                flushed_pos: rec.end_pos,
-                tail_start,
-                tail,
-                closing: false,
-            }),
-            written: Watermark::new(rec.next_offset),
-            durable: Watermark::new(rec.next_offset),
+            config: Cell::new(config),
+            state: RefCell::new(state),
+            written: Watermark::new(next_offset),
+            durable: Watermark::new(next_offset),
             kick,
             flusher: RefCell::new(None),
         });
         let handle = glommio::spawn_local(flusher(log.clone(), rx)).detach();
         *log.flusher.borrow_mut() = Some(handle);
-        Ok((log, rec.truncated_bytes))
+        Ok((log, cut))
     }
 
     pub fn name(&self) -> &str {
@@ -202,6 +268,15 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.get()
+    }
+
+    /// Applies new topic configs (retention, rolling) from the next decision on.
+    pub fn set_config(&self, config: LogConfig) {
+        self.config.set(config);
     }
 
     /// The high watermark: end of the durable (and therefore visible) log.
@@ -213,37 +288,24 @@ impl PartitionLog {
         Offset(self.state.borrow().log_start)
     }
 
-    /// Bytes the log occupies on disk (its segment's logical size).
-    pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().end_pos
-    }
-
-    /// DeleteRecords: makes every offset below `to` unreadable by moving the log start
-    /// offset forward (durably, in `log-start-offset`). `to` may be at most the high
-    /// watermark. Returns the new log start offset.
-    pub async fn delete_records_before(&self, to: Offset) -> Result<Offset, StorageError> {
-        let hwm = self.durable.get();
-        let start = self.state.borrow().log_start;
-        if to.0 < 0 || to.0 > hwm {
-            return Err(StorageError::OffsetOutOfRange { requested: to.0, start, end: hwm });
-        }
-        if to.0 <= start {
-            return Ok(Offset(start));
-        }
-        let path = self.dir.join(LOG_START_FILE);
-        let value = to.0;
-        glommio::executor()
-            .spawn_blocking(move || write_durably(&path, format!("{value}\n").as_bytes()))
-            .await
-            .map_err(|e| StorageError::io("write", self.dir.join(LOG_START_FILE).display(), e))?;
-        let mut st = self.state.borrow_mut();
-        st.log_start = st.log_start.max(value);
-        Ok(Offset(st.log_start))
-    }
-
     /// Next offset to be assigned (end of the log, unwritten appends included).
     pub fn log_end(&self) -> Offset {
         Offset(self.state.borrow().next_offset)
+    }
+
+    /// Bytes the log's segments occupy.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Size of each segment, oldest first.
+    pub fn segment_sizes(&self) -> Vec<u64> {
+        self.state.borrow().segments.iter().map(|s| s.size).collect()
     }
 
     /// Appends one validated batch; ordered with every other append on this log. With
@@ -252,11 +314,12 @@ impl PartitionLog {
     /// its CRC is recomputed.
     pub fn append(
         &self,
-        batch: &[u8],
+        bytes: &[u8],
         header: &BatchHeader,
         log_append_time: Option<i64>,
     ) -> Result<AppendInfo, StorageError> {
-        debug_assert_eq!(batch.len(), header.total_len());
+        debug_assert_eq!(bytes.len(), header.total_len());
+        let interval = self.config.get().index_interval_bytes.max(1);
         let mut st = self.state.borrow_mut();
         if st.closing {
             return Err(StorageError::Closed);
@@ -270,18 +333,26 @@ impl PartitionLog {
             });
         }
         let base = st.next_offset;
-        let pos = st.end_pos;
-        assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with end");
+        let pos = st.active().size;
+        assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
         let at = st.tail.len();
-        st.tail.extend_from_slice(batch);
-        batch::stamp(&mut st.tail[at..], base, self.config.leader_epoch.0);
+        st.tail.extend_from_slice(bytes);
+        batch::stamp(&mut st.tail[at..], base, self.config.get().leader_epoch.0);
         let mut header = *header;
         if let Some(t) = log_append_time {
             batch::set_log_append_time(&mut st.tail[at..], t);
             header.max_timestamp = t;
         }
-        let last = base + header.last_offset_delta as i64;
-        st.index.push(Entry::new(&header, base, pos));
+        let entry = Entry::new(&header, base, pos);
+        let last = entry.last;
+        let seg = st.active_mut();
+        let rel = (base - seg.base) as u32;
+        let Segment { index, cursor, .. } = seg;
+        cursor.add(index, interval, rel, pos as u32, entry.max_ts, entry.len);
+        seg.note_timestamp(&entry);
+        seg.dense.push(entry);
+        seg.size += bytes.len() as u64;
+        seg.next_offset = last + 1;
         st.producers.record(
             header.producer_id,
             header.producer_epoch,
@@ -290,7 +361,6 @@ impl PartitionLog {
             base,
             last,
         );
-        st.end_pos += batch.len() as u64;
         st.next_offset = last + 1;
         let log_start = st.log_start;
         drop(st);
@@ -328,114 +398,252 @@ impl PartitionLog {
     }
 
     /// Reads whole durable batches starting with the one containing `from`, up to `max_bytes`
-    /// (at least one batch, however large).
+    /// (at least one batch, however large), from one segment.
     pub async fn read(&self, from: Offset, max_bytes: usize) -> Result<LogRead, StorageError> {
         let hwm = self.durable.get();
-        let (pos, len, log_start) = {
+        let (plan, log_start) = {
             let st = self.state.borrow();
             if from.0 < st.log_start || from.0 > hwm {
                 return Err(StorageError::OffsetOutOfRange { requested: from.0, start: st.log_start, end: hwm });
             }
-            let first = st.index.partition_point(|e| e.last < from.0);
-            let mut end = first;
-            let mut total = 0usize;
-            while end < st.index.len() && st.index[end].last < hwm {
-                let l = st.index[end].len as usize;
-                if end > first && total + l > max_bytes {
-                    break;
+            let empty = LogRead { records: Bytes::new(), high_watermark: Offset(hwm), log_start: Offset(st.log_start) };
+            if from.0 == hwm {
+                return Ok(empty);
+            }
+            let i = st.segment_for(from.0);
+            let seg = &st.segments[i];
+            let active = i + 1 == st.segments.len();
+            let plan = match seg.dense.first() {
+                Some(first) if from.0 >= first.base => {
+                    let d = &seg.dense;
+                    let start = d.partition_point(|e| e.last < from.0);
+                    let mut end = start;
+                    let mut total = 0usize;
+                    while end < d.len() && d[end].last < hwm {
+                        let l = d[end].len as usize;
+                        if end > start && total + l > max_bytes {
+                            break;
+                        }
+                        total += l;
+                        end += 1;
+                    }
+                    if end == start {
+                        ReadPlan::Done(empty)
+                    } else {
+                        let pos = d[start].pos;
+                        if active && pos >= st.tail_start {
+                            let at = (pos - st.tail_start) as usize;
+                            ReadPlan::Done(LogRead {
+                                records: Bytes::copy_from_slice(&st.tail[at..at + total]),
+                                high_watermark: Offset(hwm),
+                                log_start: Offset(st.log_start),
+                            })
+                        } else {
+                            ReadPlan::Exact { file: seg.file.clone(), pos, len: total }
+                        }
+                    }
                 }
-                total += l;
-                end += 1;
-            }
-            if end == first {
-                return Ok(LogRead {
-                    records: Bytes::new(),
-                    high_watermark: Offset(hwm),
-                    log_start: Offset(st.log_start),
-                });
-            }
-            let pos = st.index[first].pos;
-            if pos >= st.tail_start {
-                let at = (pos - st.tail_start) as usize;
-                return Ok(LogRead {
-                    records: Bytes::copy_from_slice(&st.tail[at..at + total]),
-                    high_watermark: Offset(hwm),
-                    log_start: Offset(st.log_start),
-                });
-            }
-            (pos, total, st.log_start)
+                _ => {
+                    let pos = seg.index.position_for((from.0 - seg.base) as u32) as u64;
+                    // Everything before the dense part (or a sealed segment) is durable.
+                    let end = seg.dense.first().map(|e| e.pos).unwrap_or(seg.size);
+                    ReadPlan::Scan { file: seg.file.clone(), pos, end }
+                }
+            };
+            (plan, st.log_start)
         };
-        let data = self.file.read_at(pos, len).await.map_err(|e| StorageError::io("read", &self.path, e))?;
-        if data.len() != len {
-            return Err(StorageError::io("read", &self.path, std::io::Error::other("short read")));
+        let done = |records: Bytes| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(log_start) };
+        match plan {
+            ReadPlan::Done(r) => Ok(r),
+            ReadPlan::Exact { file, pos, len } => Ok(done(read_exact(&file, &self.name, pos, len).await?)),
+            ReadPlan::Scan { file, pos, end } => {
+                Ok(done(scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await?))
+            }
         }
-        Ok(LogRead {
-            records: Bytes::copy_from_slice(&data[..]),
-            high_watermark: Offset(hwm),
-            log_start: Offset(log_start),
-        })
     }
 
-    /// The first offset whose batch has a max timestamp at or after `ts` (batch precision),
-    /// with that batch's max timestamp; `None` when every batch is older.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Option<(Offset, i64)> {
+    /// The first offset whose timestamp is at or after `ts`, with that timestamp. Record
+    /// precision for uncompressed CreateTime batches, batch precision otherwise.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, StorageError> {
         let hwm = self.durable.get();
-        let st = self.state.borrow();
-        st.index.iter().take_while(|e| e.last < hwm).find(|e| e.max_ts >= ts).map(|e| (Offset(e.base), e.max_ts))
+        let start = self.log_start().0;
+        let mut from = start;
+        loop {
+            // Find the next segment whose newest batch reaches `ts`.
+            let plan = {
+                let st = self.state.borrow();
+                st.segments
+                    .iter()
+                    .find(|s| s.next_offset > from && s.max_ts >= ts)
+                    .map(|s| (s.base + s.index.offset_for_time(ts) as i64).max(from).max(s.base))
+            };
+            let Some(scan_from) = plan else { return Ok(None) };
+            if scan_from >= hwm {
+                return Ok(None);
+            }
+            let read = self.read(Offset(scan_from), 1 << 20).await?;
+            if read.records.is_empty() {
+                return Ok(None);
+            }
+            let mut pos = 0;
+            while pos + LOG_OVERHEAD <= read.records.len() {
+                let Ok(h) = BatchHeader::parse(&read.records[pos..]) else { break };
+                let end = (pos + h.total_len()).min(read.records.len());
+                if h.last_offset() >= start && h.max_timestamp >= ts {
+                    return Ok(Some(first_record_at(&read.records[pos..end], &h, ts, start)));
+                }
+                from = h.last_offset() + 1;
+                pos += h.total_len();
+            }
+            if from >= hwm {
+                return Ok(None);
+            }
+        }
     }
 
     /// The batch with the largest max timestamp: (its base offset, timestamp).
     pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
-        let hwm = self.durable.get();
         let st = self.state.borrow();
-        let mut best: Option<&Entry> = None;
-        for e in st.index.iter().take_while(|e| e.last < hwm) {
-            if best.is_none_or(|b| e.max_ts > b.max_ts) {
-                best = Some(e);
-            }
-        }
-        best.map(|e| (Offset(e.base), e.max_ts))
+        st.segments
+            .iter()
+            .filter(|s| s.max_ts >= 0 && s.max_ts_offset < self.durable.get() && s.max_ts_offset >= st.log_start)
+            .max_by_key(|s| s.max_ts)
+            .map(|s| (Offset(s.max_ts_offset), s.max_ts))
     }
 
-    /// Removes every batch at or after `offset`, which must be a batch boundary at or below the
-    /// high watermark, with no write in flight. Kept for replication (leader change).
-    pub async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
-        let (end_pos, tail_start) = {
+    /// DeleteRecords: makes every offset below `to` unreadable by moving the log start
+    /// offset forward (durably, in `log-start-offset`). `to` may be at most the high
+    /// watermark. Returns the new log start offset.
+    pub async fn delete_records_before(&self, to: Offset) -> Result<Offset, StorageError> {
+        let hwm = self.durable.get();
+        let start = self.state.borrow().log_start;
+        if to.0 < 0 || to.0 > hwm {
+            return Err(StorageError::OffsetOutOfRange { requested: to.0, start, end: hwm });
+        }
+        if to.0 <= start {
+            return Ok(Offset(start));
+        }
+        self.persist_log_start(to.0).await?;
+        let mut st = self.state.borrow_mut();
+        st.log_start = st.log_start.max(to.0);
+        Ok(Offset(st.log_start))
+    }
+
+    async fn persist_log_start(&self, value: i64) -> Result<(), StorageError> {
+        let path = self.dir.join(LOG_START_FILE);
+        let shown = path.display().to_string();
+        glommio::executor()
+            .spawn_blocking(move || write_durably(&path, format!("{value}\n").as_bytes()))
+            .await
+            .map_err(|e| StorageError::io("write", shown, e))
+    }
+
+    /// Deletes sealed segments that retention (`retention.ms` against each segment's newest
+    /// timestamp, `retention.bytes` against the log's size) or DeleteRecords no longer keep.
+    /// Returns the number of segments deleted.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let cfg = self.config.get();
+        let (removed, new_start) = {
             let mut st = self.state.borrow_mut();
+            let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();
+            let mut removed = Vec::new();
+            while st.segments.len() > 1 {
+                let s = &st.segments[0];
+                let by_time = cfg.retention_ms >= 0 && s.max_ts >= 0 && s.max_ts < now_ms - cfg.retention_ms;
+                let by_size = cfg.retention_bytes >= 0 && total - s.size as i64 >= cfg.retention_bytes;
+                let below_start = s.next_offset <= st.log_start;
+                if !(by_time || by_size || below_start) {
+                    break;
+                }
+                total -= s.size as i64;
+                removed.push(st.segments.remove(0));
+            }
+            if removed.is_empty() {
+                return Ok(0);
+            }
+            let first = st.segments[0].base;
+            st.log_start = st.log_start.max(first);
+            (removed, st.log_start)
+        };
+        self.persist_log_start(new_start).await?;
+        for s in &removed {
+            tracing::info!(partition = %self.name, segment = s.base, bytes = s.size, "retention deleted a segment");
+            s.remove_files();
+        }
+        Ok(removed.len())
+    }
+
+    /// Removes every batch at or after `offset`, which must be a batch boundary at or below
+    /// the high watermark, with no write in flight. Kept for replication (leader change).
+    pub async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
+        // Find the position of `offset` in its segment.
+        let (file, seg_base, from_pos, seg_end) = {
+            let st = self.state.borrow();
             assert!(st.next_offset == self.durable.get(), "truncate_to with appends in flight");
             assert!(offset.0 <= st.next_offset, "truncate beyond the end");
-            let keep = st.index.partition_point(|e| e.base < offset.0);
-            assert!(
-                keep == st.index.len() || st.index[keep].base == offset.0,
-                "truncate_to must cut at a batch boundary"
-            );
-            let end_pos = st.index.get(keep).map(|e| e.pos).unwrap_or(st.end_pos);
-            st.index.truncate(keep);
-            st.producers = producers_from(&st.index);
-            st.next_offset = offset.0;
-            st.end_pos = end_pos;
-            st.flushed_pos = end_pos;
-            st.tail_start = self.file.align_down(end_pos);
-            st.tail.clear();
-            (end_pos, st.tail_start)
+            let i = st.segment_for(offset.0);
+            let s = &st.segments[i];
+            (s.file.clone(), s.base, s.index.position_for((offset.0 - s.base).max(0) as u32) as u64, s.size)
         };
-        self.file.truncate(end_pos).await.map_err(|e| StorageError::io("truncate", &self.path, e))?;
-        self.file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
-        if tail_start < end_pos {
-            let page = self
-                .file
-                .read_at(tail_start, (end_pos - tail_start) as usize)
-                .await
-                .map_err(|e| StorageError::io("read", &self.path, e))?;
-            self.state.borrow_mut().tail = page[..(end_pos - tail_start) as usize].to_vec();
+        let pos = if offset.0 == self.log_end().0 {
+            None
+        } else {
+            let data = read_exact(&file, &self.name, from_pos, (seg_end - from_pos) as usize).await?;
+            let mut p = 0usize;
+            let mut found = None;
+            while p + LOG_OVERHEAD <= data.len() {
+                let h = BatchHeader::parse(&data[p..]).map_err(StorageError::InvalidBatch)?;
+                if h.base_offset == offset.0 {
+                    found = Some(from_pos + p as u64);
+                    break;
+                }
+                assert!(h.base_offset < offset.0, "truncate_to must cut at a batch boundary");
+                p += h.total_len();
+            }
+            Some(found.expect("truncate_to must cut at a batch boundary"))
+        };
+        let Some(pos) = pos else { return Ok(()) };
+        let (drop_segments, active_file) = {
+            let mut st = self.state.borrow_mut();
+            let keep = st.segments.partition_point(|s| s.base <= seg_base);
+            let dropped: Vec<Segment> = st.segments.drain(keep..).collect();
+            let seg = st.active_mut();
+            seg.size = pos;
+            seg.next_offset = offset.0;
+            seg.dense.retain(|e| e.base < offset.0);
+            seg.index.offsets.retain(|(_, p)| (*p as u64) < pos);
+            let base = seg.base;
+            seg.index.times.retain(|(_, r)| base + (*r as i64) < offset.0);
+            st.next_offset = offset.0;
+            st.flushed_pos = pos;
+            st.tail.clear();
+            st.rebuild_producers();
+            (dropped, st.active().file.clone())
+        };
+        for s in &drop_segments {
+            s.remove_files();
+        }
+        active_file.truncate(pos).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
+        active_file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.name, e))?;
+        let tail_start = active_file.align_down(pos);
+        let tail = if tail_start < pos {
+            read_exact(&active_file, &self.name, tail_start, (pos - tail_start) as usize).await?.to_vec()
+        } else {
+            Vec::new()
+        };
+        {
+            let mut st = self.state.borrow_mut();
+            st.tail_start = tail_start;
+            st.tail = tail;
         }
         self.written.reset(offset.0);
         self.durable.reset(offset.0);
         Ok(())
     }
 
-    /// Stops accepting appends, waits until everything appended is durable, and stops the
-    /// flusher. Idempotent.
+    /// Stops accepting appends, waits until everything appended is durable, stops the flusher,
+    /// and writes the active segment's indexes and the producer snapshot (so a clean restart
+    /// need not scan). Idempotent.
     pub async fn close(&self) -> Result<(), StorageError> {
         self.state.borrow_mut().closing = true;
         let _ = self.kick.try_send(());
@@ -451,39 +659,137 @@ impl PartitionLog {
                 st.next_offset - self.durable.get()
             )));
         }
+        st.active().write_indexes()?;
+        crate::producers::save_snapshot(&self.dir, st.next_offset, &st.producers)
+            .map_err(|e| StorageError::io("write producer snapshot in", self.dir.display(), e))?;
         Ok(())
     }
 }
 
-/// The flusher: one aligned write of the whole unwritten tail, then one fdatasync, per round.
+/// Reads exactly `len` bytes at `pos`.
+async fn read_exact(file: &DmaFile, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+    let data = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", name, e))?;
+    if data.len() != len {
+        return Err(StorageError::io("read", name, std::io::Error::other("short read")));
+    }
+    Ok(Bytes::copy_from_slice(&data[..]))
+}
+
+/// The short scan of a read: from an index position, skip batches before `from`, then take
+/// whole batches below `hwm` up to `max_bytes` (at least one).
+async fn scan_read(
+    file: &DmaFile,
+    name: &str,
+    pos: u64,
+    end: u64,
+    from: i64,
+    hwm: i64,
+    max_bytes: usize,
+) -> Result<Bytes, StorageError> {
+    const SLACK: usize = 64 * 1024;
+    let mut at = pos;
+    let mut want = (max_bytes.saturating_add(SLACK)).min((end - pos) as usize).max(LOG_OVERHEAD);
+    for _ in 0..64 {
+        let chunk = file.read_at(at, want).await.map_err(|e| StorageError::io("read", name, e))?;
+        let mut p = 0usize;
+        let mut start = None;
+        let mut stop = 0usize;
+        while p + LOG_OVERHEAD <= chunk.len() && (at + p as u64) < end {
+            let Ok(h) = BatchHeader::parse(&chunk[p..]) else { break };
+            let len = h.total_len();
+            if p + len > chunk.len() {
+                if start.is_none() || stop == 0 {
+                    break; // need a bigger read
+                }
+                break;
+            }
+            if h.last_offset() < from {
+                p += len;
+                continue;
+            }
+            if h.last_offset() >= hwm {
+                break;
+            }
+            let s = *start.get_or_insert(p);
+            if p > s && p + len - s > max_bytes {
+                break;
+            }
+            stop = p + len;
+            p += len;
+        }
+        match start {
+            Some(s) if stop > s => return Ok(Bytes::copy_from_slice(&chunk[s..stop])),
+            _ => {}
+        }
+        if p + LOG_OVERHEAD > chunk.len() || (at + p as u64) >= end {
+            // Skipped everything in this chunk, or hit the end: continue after what was skipped.
+            if (at + p as u64) >= end || p == 0 && chunk.len() < want {
+                return Ok(Bytes::new());
+            }
+        }
+        if p > 0 {
+            at += p as u64;
+            want = want.min((end - at) as usize).max(LOG_OVERHEAD);
+        } else {
+            // The next batch is larger than the read: read it whole.
+            let h = BatchHeader::parse(&chunk[..]).map_err(StorageError::InvalidBatch)?;
+            want = h.total_len().min((end - at) as usize);
+        }
+    }
+    Err(StorageError::io("scan", name, std::io::Error::other("scan did not converge")))
+}
+
+/// The first record of a batch with timestamp ≥ `ts` (record precision when readable).
+fn first_record_at(bytes: &[u8], h: &BatchHeader, ts: i64, start: i64) -> (Offset, i64) {
+    let log_append = h.attributes & 0x08 != 0;
+    if !log_append && h.compression() == 0 {
+        if let Ok(recs) = batch::records(bytes) {
+            for r in recs {
+                let t = h.base_timestamp + r.timestamp_delta;
+                let o = h.base_offset + r.offset_delta as i64;
+                if t >= ts && o >= start {
+                    return (Offset(o), t);
+                }
+            }
+        }
+    }
+    (Offset(h.base_offset.max(start)), h.max_timestamp)
+}
+
+/// The flusher: one aligned write of the whole unwritten tail, then one fdatasync, per round;
+/// rolls the active segment when due.
 async fn flusher(log: Rc<PartitionLog>, rx: LocalReceiver<()>) {
     loop {
         let (pending, closing) = {
             let st = log.state.borrow();
-            (st.end_pos > st.flushed_pos, st.closing)
+            (st.active().size > st.flushed_pos, st.closing)
         };
         if pending {
-            flush_round(&log).await;
+            if flush_round(&log).await {
+                maybe_roll(&log).await;
+            }
         } else if closing || rx.recv().await.is_none() {
             return;
         }
     }
 }
 
-async fn flush_round(log: &PartitionLog) {
-    let (buf, tail_start, end_pos, end_offset) = {
+/// Returns true when the round succeeded.
+async fn flush_round(log: &PartitionLog) -> bool {
+    let (file, buf, tail_start, end_pos, end_offset) = {
         let st = log.state.borrow();
+        let file = st.active().file.clone();
         let len = st.tail.len();
-        let mut buf = log.file.alloc_dma_buffer(log.file.align_up(len as u64) as usize);
+        let mut buf = file.alloc_dma_buffer(file.align_up(len as u64) as usize);
         let bytes = buf.as_bytes_mut();
         bytes[..len].copy_from_slice(&st.tail);
         bytes[len..].fill(0);
-        (buf, st.tail_start, st.end_pos, st.next_offset)
+        (file, buf, st.tail_start, st.active().size, st.next_offset)
     };
     let result = async {
-        log.file.write_at(buf, tail_start).await.map_err(|e| StorageError::io("write", &log.path, e))?;
+        file.write_at(buf, tail_start).await.map_err(|e| StorageError::io("write", &log.name, e))?;
         log.written.advance(end_offset);
-        log.file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.path, e))?;
+        file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.name, e))?;
         Ok::<(), StorageError>(())
     }
     .await;
@@ -491,36 +797,108 @@ async fn flush_round(log: &PartitionLog) {
         Ok(()) => {
             let mut st = log.state.borrow_mut();
             st.flushed_pos = end_pos;
-            let new_start = log.file.align_down(end_pos);
+            let new_start = file.align_down(end_pos);
             let drop_bytes = (new_start - st.tail_start) as usize;
             st.tail.drain(..drop_bytes);
             st.tail_start = new_start;
             drop(st);
             log.durable.advance(end_offset);
+            true
         }
         Err(e) => {
             let durable = log.durable.get();
             let mut st = log.state.borrow_mut();
-            let keep = st.index.partition_point(|x| x.base < durable);
-            let end = st.index.get(keep).map(|x| x.pos).unwrap_or(st.end_pos);
             let lost = st.next_offset - durable;
-            st.index.truncate(keep);
-            st.producers = producers_from(&st.index);
+            let seg = st.active_mut();
+            let keep = seg.dense.partition_point(|x| x.base < durable);
+            let end = seg.dense.get(keep).map(|x| x.pos).unwrap_or(seg.size);
+            seg.dense.truncate(keep);
+            seg.size = end;
+            seg.next_offset = durable;
+            seg.index.offsets.retain(|(_, p)| (*p as u64) < end);
+            let base = seg.base;
+            seg.index.times.retain(|(_, r)| base + (*r as i64) < durable);
             st.next_offset = durable;
-            st.end_pos = end;
             st.flushed_pos = end;
             let tail_len = (end - st.tail_start) as usize;
             st.tail.truncate(tail_len);
+            st.rebuild_producers();
             drop(st);
             log.written.reset(durable);
             log.written.fail_waiters();
             log.durable.fail_waiters();
             tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");
+            false
         }
     }
 }
 
-/// File holding a partition's log start offset once DeleteRecords moved it.
+/// Rolls the active segment when it reached `segment.bytes` or `segment.ms`.
+async fn maybe_roll(log: &PartitionLog) {
+    let cfg = log.config.get();
+    let (due, roll_pos, roll_base) = {
+        let st = log.state.borrow();
+        let a = st.active();
+        let flushed = st.flushed_pos;
+        let by_size = flushed >= cfg.segment_bytes;
+        let by_age = flushed > 0 && now_ms() - a.created_ms >= cfg.segment_ms as i64;
+        // Roll at the end of what is on disk; batches appended later move to the new segment.
+        let base = a.dense.iter().find(|e| e.pos >= flushed).map(|e| e.base).unwrap_or(st.next_offset);
+        (by_size || by_age, flushed, base)
+    };
+    if !due || roll_pos == 0 {
+        return;
+    }
+    let new = match Segment::create(&log.dir, roll_base, now_ms()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(partition = %log.name, error = %e, "cannot roll to a new segment; appending to the old one");
+            return;
+        }
+    };
+    let old_file = {
+        let mut st = log.state.borrow_mut();
+        let old = st.active_mut();
+        assert_eq!(old.dense.iter().find(|e| e.pos >= roll_pos).map(|e| e.base).unwrap_or(old.next_offset), roll_base);
+        // Batches appended during the roll move to the new segment.
+        let moved: Vec<Entry> = old.dense.iter().filter(|e| e.pos >= roll_pos).copied().collect();
+        old.dense.clear();
+        old.size = roll_pos;
+        old.next_offset = roll_base;
+        old.index.offsets.retain(|(_, p)| (*p as u64) < roll_pos);
+        let base = old.base;
+        old.index.times.retain(|(_, r)| base + (*r as i64) < roll_base);
+        if let Err(e) = old.write_indexes() {
+            tracing::warn!(partition = %log.name, error = %e, "could not write a sealed segment's index; it will be rebuilt");
+        }
+        let old_file = old.file.clone();
+        let unwritten_from = (roll_pos - st.tail_start) as usize;
+        let unwritten = st.tail.split_off(unwritten_from);
+        let interval = log.config.get().index_interval_bytes.max(1);
+        let mut seg = new;
+        for mut e in moved {
+            e.pos -= roll_pos;
+            let Segment { index, cursor, .. } = &mut seg;
+            cursor.add(index, interval, (e.base - roll_base) as u32, e.pos as u32, e.max_ts, e.len);
+            seg.note_timestamp(&e);
+            seg.next_offset = e.last + 1;
+            seg.dense.push(e);
+        }
+        seg.size = unwritten.len() as u64;
+        st.segments.push(seg);
+        st.tail = unwritten;
+        st.tail_start = 0;
+        st.flushed_pos = 0;
+        old_file
+    };
+    // Cut the sealed file to its logical size (drop the zero padding of the last page).
+    if let Err(e) = old_file.truncate(roll_pos).await {
+        tracing::warn!(partition = %log.name, error = %e, "could not trim a sealed segment");
+    }
+    tracing::debug!(partition = %log.name, base = roll_base, "rolled to a new segment");
+}
+
+/// File holding a partition's log start offset once DeleteRecords or retention moved it.
 const LOG_START_FILE: &str = "log-start-offset";
 
 fn read_log_start(dir: &Path) -> Option<i64> {
@@ -528,9 +906,11 @@ fn read_log_start(dir: &Path) -> Option<i64> {
 }
 
 /// Writes a small file so that a crash leaves either the old or the new content.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -541,7 +921,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let d = std::fs::File::open(dir).map_err(|e| StorageError::io("open directory", dir.display(), e))?;
     d.sync_all().map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
     if let Some(parent) = dir.parent() {

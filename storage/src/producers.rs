@@ -134,6 +134,70 @@ impl Producers {
     }
 }
 
+const SNAPSHOT_FILE: &str = "producers.snapshot";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
+
+/// Writes the producer state as of `next_offset` (at a clean close).
+pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(16 + p.map.len() * 64);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&next_offset.to_be_bytes());
+    out.extend_from_slice(&(p.map.len() as u32).to_be_bytes());
+    for (pid, e) in &p.map {
+        out.extend_from_slice(&pid.to_be_bytes());
+        out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.push(e.batches.len() as u8);
+        for b in &e.batches {
+            out.extend_from_slice(&b.first.to_be_bytes());
+            out.extend_from_slice(&b.last.to_be_bytes());
+            out.extend_from_slice(&b.base_offset.to_be_bytes());
+            out.extend_from_slice(&b.last_offset.to_be_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    crate::log::write_durably(&dir.join(SNAPSHOT_FILE), &out)
+}
+
+/// Loads the snapshot if it was taken at `next_offset` and is intact.
+pub fn load_snapshot(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
+    let b = std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
+    if b.len() < 20 || &b[..4] != SNAPSHOT_MAGIC {
+        return None;
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut r = body.get(4..)?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (a, rest) = (r.get(..n)?, r.get(n..)?);
+        r = rest;
+        Some(a)
+    };
+    let at = i64::from_be_bytes(take(8)?.try_into().ok()?);
+    if at != next_offset {
+        return None;
+    }
+    let n = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let mut p = Producers::default();
+    for _ in 0..n {
+        let pid = i64::from_be_bytes(take(8)?.try_into().ok()?);
+        let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let k = take(1)?[0];
+        let mut e = Entry { epoch, batches: VecDeque::new() };
+        for _ in 0..k {
+            let first = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            let last = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            let base_offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let last_offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            e.batches.push_back(SeqRange { first, last, base_offset, last_offset });
+        }
+        p.map.insert(pid, e);
+    }
+    Some(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +232,19 @@ mod tests {
         p.record(7, 1, 0, 0, 103, 103);
         assert!(matches!(p.check(&header(7, 0, 4, 1)), Err(SeqError::FencedEpoch { current: 1, .. })));
         assert_eq!(p.check(&header(-1, -1, -1, 5)), Ok(SeqCheck::Append));
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Producers::default();
+        p.record(9, 2, 10, 4, 100, 104);
+        p.record(11, 0, 0, 0, 105, 105);
+        save_snapshot(d.path(), 106, &p).unwrap();
+        assert!(load_snapshot(d.path(), 107).is_none(), "a snapshot of another log end is ignored");
+        let back = load_snapshot(d.path(), 106).unwrap();
+        assert_eq!(back.check(&header(9, 2, 10, 5)), Ok(SeqCheck::Duplicate { base_offset: 100, last_offset: 104 }));
+        assert_eq!(back.len(), 2);
     }
 
     #[test]

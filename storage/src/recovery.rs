@@ -1,10 +1,12 @@
-//! Recovery of a segment at open: scan batches from the start, stop at the first invalid one.
+//! Scanning a segment: recovery at open, rebuilding indexes, and the short scans of reads.
 //!
-//! Contract: every batch in the returned index has a valid length, magic and CRC-32C and the
-//! base offset that follows its predecessor. Bytes after the last valid batch are either zero
-//! padding (from the partial last page of a direct-I/O write, harmless) or a torn or corrupt
-//! write, which is reported in [`Recovered::truncated_bytes`] and cut off by the caller.
+//! Contract: [`scan`] reads batches from `start` and accepts one only if its length is sane,
+//! its magic is 2, its CRC-32C matches and its base offset is the one expected; it stops at the
+//! first batch that fails (or at the end). Bytes after the last valid batch are either zero
+//! padding (the partial last page of a direct-I/O write, harmless) or a torn or corrupt write,
+//! reported in [`Scanned::truncated_bytes`] for the caller to cut off.
 
+use crate::index::{IndexCursor, SparseIndex};
 use crate::log::Entry;
 use crate::StorageError;
 use glommio::io::DmaFile;
@@ -13,22 +15,39 @@ use sluice_core::limits::MAX_REQUEST_BYTES;
 
 const SCAN_CHUNK: usize = 4 * 1024 * 1024;
 
-pub(crate) struct Recovered {
-    pub index: Vec<Entry>,
+pub(crate) struct Scanned {
+    /// Every valid batch from `start`, in order.
+    pub entries: Vec<Entry>,
     pub end_pos: u64,
     pub next_offset: i64,
     /// Non-zero bytes found after the last valid batch (a torn or corrupt tail).
     pub truncated_bytes: u64,
 }
 
-pub(crate) async fn scan(file: &DmaFile, path: &str, base_offset: i64) -> Result<Recovered, StorageError> {
+/// Where to start and what to expect there.
+pub(crate) struct ScanFrom {
+    pub pos: u64,
+    pub offset: i64,
+    /// Base offset of the segment (index entries are relative to it).
+    pub segment_base: i64,
+}
+
+/// Scans from `from` to the end of the file, extending `index` as batches pass.
+pub(crate) async fn scan(
+    file: &DmaFile,
+    path: &str,
+    from: ScanFrom,
+    index: &mut SparseIndex,
+    interval: u64,
+) -> Result<Scanned, StorageError> {
     let size = file.file_size().await.map_err(|e| StorageError::io("stat", path, e))?;
-    let mut index = Vec::new();
+    let mut entries = Vec::new();
+    let mut cursor_idx = IndexCursor::new();
     let mut buf: Vec<u8> = Vec::new();
-    let mut buf_pos: u64 = 0; // file position of buf[0]
-    let mut read_pos: u64 = 0; // file position up to which buf is filled
-    let mut cursor: u64 = 0; // file position of the next batch
-    let mut next_offset = base_offset;
+    let mut buf_pos: u64 = from.pos; // file position of buf[0]
+    let mut read_pos: u64 = from.pos; // file position up to which buf is filled
+    let mut cursor: u64 = from.pos; // file position of the next batch
+    let mut next_offset = from.offset;
 
     loop {
         // Buffer the next length field, then the whole batch it announces.
@@ -69,12 +88,13 @@ pub(crate) async fn scan(file: &DmaFile, path: &str, base_offset: i64) -> Result
             break;
         }
         let at = (cursor - buf_pos) as usize;
-        let bytes = &buf[at..at + need as usize];
-        let Ok(h) = batch::validate(bytes) else { break };
+        let Ok(h) = batch::validate(&buf[at..at + need as usize]) else { break };
         if h.base_offset != next_offset {
             break;
         }
-        index.push(Entry::new(&h, h.base_offset, cursor));
+        let rel = (h.base_offset - from.segment_base) as u32;
+        cursor_idx.add(index, interval, rel, cursor as u32, h.max_timestamp, need as u32);
+        entries.push(Entry::new(&h, h.base_offset, cursor));
         next_offset = h.last_offset() + 1;
         cursor += need;
     }
@@ -84,13 +104,10 @@ pub(crate) async fn scan(file: &DmaFile, path: &str, base_offset: i64) -> Result
     if cursor < size {
         let at = (cursor.saturating_sub(buf_pos)) as usize;
         let rest_in_buf = buf.get(at..).unwrap_or(&[]);
-        let mut dirty = rest_in_buf.iter().any(|b| *b != 0);
-        if !dirty && read_pos < size {
-            dirty = true; // unread remainder: be conservative
-        }
+        let dirty = rest_in_buf.iter().any(|b| *b != 0) || read_pos < size;
         if dirty {
             truncated_bytes = size - cursor;
         }
     }
-    Ok(Recovered { index, end_pos: cursor, next_offset, truncated_bytes })
+    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes })
 }

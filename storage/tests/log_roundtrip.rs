@@ -48,7 +48,7 @@ fn append_read_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         assert_eq!(cut, 0);
         let sent = append_all(&log, 50).await;
         assert_eq!(log.high_watermark(), Offset(150));
@@ -61,7 +61,7 @@ fn append_read_reopen() {
         assert!(log.read(Offset(150), 10).await.unwrap().records.is_empty());
         log.close().await.unwrap();
         drop(log);
-        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         assert_eq!(cut, 0);
         assert_eq!(log.high_watermark(), Offset(150));
         let r = log.read(Offset(0), usize::MAX).await.unwrap();
@@ -88,7 +88,7 @@ fn torn_tail_is_cut_at_the_last_valid_batch() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         let sent = append_all(&log, 10).await;
         log.close().await.unwrap();
         drop(log);
@@ -96,7 +96,7 @@ fn torn_tail_is_cut_at_the_last_valid_batch() {
         let nine: u64 = sizes[..9].iter().sum();
         // Cut the last batch in half and add garbage.
         corrupt_tail(&d, nine + sizes[9] / 2, b"\x01\x02garbage");
-        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         assert!(cut > 0);
         assert_eq!(log.high_watermark(), Offset(27));
         let r = log.read(Offset(0), usize::MAX).await.unwrap();
@@ -109,7 +109,7 @@ fn torn_tail_is_cut_at_the_last_valid_batch() {
         log.wait_durable(info.last_offset).await.unwrap();
         log.close().await.unwrap();
         drop(log);
-        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         assert_eq!(cut, 0);
         assert_eq!(log.high_watermark(), Offset(28));
         log.close().await.unwrap();
@@ -121,7 +121,7 @@ fn flipped_byte_inside_a_batch_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         let sent = append_all(&log, 4).await;
         log.close().await.unwrap();
         drop(log);
@@ -130,7 +130,7 @@ fn flipped_byte_inside_a_batch_is_detected() {
         let at = sent[0].len() + sent[1].len() + 70;
         bytes[at] ^= 0x40;
         std::fs::write(&f, &bytes).unwrap();
-        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         assert!(cut > 0);
         assert_eq!(log.high_watermark(), Offset(6));
         log.close().await.unwrap();
@@ -142,7 +142,7 @@ fn truncate_to_drops_the_suffix() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default()).await.unwrap();
+        let (log, _) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
         let sent = append_all(&log, 6).await;
         log.truncate_to(Offset(9)).await.unwrap();
         assert_eq!(log.high_watermark(), Offset(9));

@@ -1,0 +1,241 @@
+//! One segment of a partition log: its file, its sparse indexes and what is known about it.
+//!
+//! Contract: a segment covers offsets `[base, next_offset)` contiguously, and the next
+//! segment starts at `next_offset`. Only the last segment of a log (the active one) is
+//! written; the others are sealed: their file is cut to its logical size and their indexes
+//! are on disk (`<base>.index`, `<base>.timeindex`). `dense` holds one entry per batch for
+//! the part of the active segment appended or scanned in this run; sealed segments and the
+//! earlier part of the active one are reached through the sparse index and a short scan.
+
+use crate::format::segment_file_name;
+use crate::index::{IndexCursor, SparseIndex};
+use crate::log::Entry;
+use crate::recovery::{scan, ScanFrom};
+use crate::StorageError;
+use glommio::io::{DmaFile, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+pub(crate) struct Segment {
+    pub base: i64,
+    pub next_offset: i64,
+    pub file: Rc<DmaFile>,
+    pub path: PathBuf,
+    /// Logical size: the end of the last batch (unwritten bytes included for the active one).
+    pub size: u64,
+    pub index: SparseIndex,
+    pub cursor: IndexCursor,
+    /// Largest batch max timestamp, and the base offset of that batch (-1, -1 when empty).
+    pub max_ts: i64,
+    pub max_ts_offset: i64,
+    /// Wall-clock ms when this segment was created or opened (for `segment.ms`).
+    pub created_ms: i64,
+    pub dense: Vec<Entry>,
+}
+
+fn index_paths(log: &Path) -> (PathBuf, PathBuf) {
+    (log.with_extension("index"), log.with_extension("timeindex"))
+}
+
+/// Base offsets of the segments in `dir`, sorted.
+pub(crate) fn list(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir.display(), e))?;
+    let mut bases: Vec<i64> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".log")?;
+            (stem.len() == 20).then(|| stem.parse().ok()).flatten()
+        })
+        .collect();
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+async fn open_file(path: &Path, create_new: bool) -> Result<DmaFile, StorageError> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if create_new {
+        o.create_new(true);
+    }
+    o.dma_open(path).await.map_err(|e| StorageError::io("open", path.display(), e))
+}
+
+impl Segment {
+    /// Creates a new, empty segment file starting at `base`.
+    pub async fn create(dir: &Path, base: i64, now_ms: i64) -> Result<Segment, StorageError> {
+        let path = dir.join(segment_file_name(base));
+        let file = open_file(&path, true).await?;
+        crate::log::sync_dir(dir)?;
+        Ok(Segment {
+            base,
+            next_offset: base,
+            file: Rc::new(file),
+            path,
+            size: 0,
+            index: SparseIndex::default(),
+            cursor: IndexCursor::new(),
+            max_ts: -1,
+            max_ts_offset: -1,
+            created_ms: now_ms,
+            dense: Vec::new(),
+        })
+    }
+
+    /// Opens a sealed segment whose offsets end at `next_offset` (the next segment's base):
+    /// loads its indexes, or rebuilds them by scanning when missing or inconsistent.
+    pub async fn open_sealed(
+        dir: &Path,
+        base: i64,
+        next_offset: i64,
+        interval: u64,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let path = dir.join(segment_file_name(base));
+        let file = open_file(&path, false).await?;
+        let size = file.file_size().await.map_err(|e| StorageError::io("stat", path.display(), e))?;
+        let (ip, tp) = index_paths(&path);
+        let last_rel = (next_offset - base - 1).max(0) as u32;
+        let loaded = match (std::fs::read(&ip), std::fs::read(&tp)) {
+            (Ok(o), Ok(t)) => SparseIndex::decode(&o, &t, size.max(1), last_rel).ok(),
+            _ => None,
+        };
+        let mut seg = Segment {
+            base,
+            next_offset,
+            file: Rc::new(file),
+            path,
+            size,
+            index: SparseIndex::default(),
+            cursor: IndexCursor::new(),
+            max_ts: -1,
+            max_ts_offset: -1,
+            created_ms: now_ms,
+            dense: Vec::new(),
+        };
+        match loaded {
+            Some(idx) => {
+                if let Some((t, rel)) = idx.times.last() {
+                    seg.max_ts = *t;
+                    seg.max_ts_offset = base + *rel as i64;
+                }
+                seg.index = idx;
+            }
+            None => {
+                tracing::info!(segment = %seg.path.display(), "rebuilding a missing or corrupt index");
+                let shown = seg.path.display().to_string();
+                let mut idx = SparseIndex::default();
+                let s =
+                    scan(&seg.file, &shown, ScanFrom { pos: 0, offset: base, segment_base: base }, &mut idx, interval)
+                        .await?;
+                for e in &s.entries {
+                    seg.note_timestamp(e);
+                }
+                seg.index = idx;
+                seg.size = s.end_pos;
+                seg.write_indexes()?;
+            }
+        }
+        Ok(seg)
+    }
+
+    /// Opens the active (last) segment. With `trust_index` (after a clean shutdown) only the
+    /// part after its last index entry is scanned; otherwise the whole segment is. Returns the
+    /// segment and the bytes of torn or corrupt tail cut off.
+    pub async fn open_active(
+        dir: &Path,
+        base: i64,
+        trust_index: bool,
+        interval: u64,
+        now_ms: i64,
+    ) -> Result<(Segment, u64), StorageError> {
+        let path = dir.join(segment_file_name(base));
+        let file = open_file(&path, false).await?;
+        let shown = path.display().to_string();
+        let size = file.file_size().await.map_err(|e| StorageError::io("stat", &shown, e))?;
+        let (ip, tp) = index_paths(&path);
+        let mut index = SparseIndex::default();
+        let mut from = ScanFrom { pos: 0, offset: base, segment_base: base };
+        if trust_index {
+            if let (Ok(o), Ok(t)) = (std::fs::read(&ip), std::fs::read(&tp)) {
+                if let Ok(idx) = SparseIndex::decode(&o, &t, size.max(1), u32::MAX) {
+                    if let Some((rel, pos)) = idx.offsets.last() {
+                        from = ScanFrom { pos: *pos as u64, offset: base + *rel as i64, segment_base: base };
+                    }
+                    index = idx;
+                }
+            }
+        }
+        let mut s = scan(&file, &shown, from, &mut index, interval).await?;
+        if s.entries.is_empty() && s.end_pos > 0 && trust_index {
+            // The trusted entry did not lead to a valid batch: scan everything.
+            index = SparseIndex::default();
+            s = scan(&file, &shown, ScanFrom { pos: 0, offset: base, segment_base: base }, &mut index, interval)
+                .await?;
+        }
+        if s.truncated_bytes > 0 {
+            file.truncate(s.end_pos).await.map_err(|e| StorageError::io("truncate", &shown, e))?;
+            file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &shown, e))?;
+        }
+        // Index entries can only point at batches that survived.
+        index.offsets.retain(|(_, p)| (*p as u64) < s.end_pos);
+        let next = s.next_offset;
+        index.times.retain(|(_, r)| base + (*r as i64) < next);
+        let mut seg = Segment {
+            base,
+            next_offset: s.next_offset,
+            file: Rc::new(file),
+            path,
+            size: s.end_pos,
+            index,
+            cursor: IndexCursor::new(),
+            max_ts: -1,
+            max_ts_offset: -1,
+            created_ms: now_ms,
+            dense: Vec::new(),
+        };
+        if let Some((t, rel)) = seg.index.times.last() {
+            seg.max_ts = *t;
+            seg.max_ts_offset = base + *rel as i64;
+        }
+        for e in &s.entries {
+            seg.note_timestamp(e);
+        }
+        seg.dense = s.entries;
+        // Old index files describe a previous state of this segment: remove them until sealed.
+        let _ = std::fs::remove_file(&ip);
+        let _ = std::fs::remove_file(&tp);
+        Ok((seg, s.truncated_bytes))
+    }
+
+    pub fn note_timestamp(&mut self, e: &Entry) {
+        if e.max_ts > self.max_ts {
+            self.max_ts = e.max_ts;
+            self.max_ts_offset = e.base;
+        }
+    }
+
+    /// Writes both index files (durably enough: a bad index is rebuilt at the next start).
+    pub fn write_indexes(&self) -> Result<(), StorageError> {
+        let (ip, tp) = index_paths(&self.path);
+        let mut times = self.index.clone();
+        if self.max_ts >= 0 && times.times.last().is_none_or(|(t, _)| self.max_ts > *t) {
+            times.times.push((self.max_ts, (self.max_ts_offset - self.base).max(0) as u32));
+        }
+        crate::log::write_durably(&ip, &self.index.encode_offsets())
+            .and_then(|()| crate::log::write_durably(&tp, &times.encode_times()))
+            .map_err(|e| StorageError::io("write index of", self.path.display(), e))
+    }
+
+    /// Removes the segment's files.
+    pub fn remove_files(&self) {
+        let (ip, tp) = index_paths(&self.path);
+        for p in [&self.path, &ip, &tp] {
+            if let Err(e) = std::fs::remove_file(p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %p.display(), error = %e, "could not remove a deleted segment's file");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Real-file tests of segment rolling, sparse-index reads, clean restarts, retention and
+//! timestamp lookups.
+
+use glommio::LocalExecutorBuilder;
+use sluice_core::batch::{self, Record};
+use sluice_core::Offset;
+use sluice_storage::{LogConfig, PartitionLog};
+
+fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap();
+}
+
+/// A batch of `n` records of 500 bytes, all stamped `ts`.
+fn batch_at(n: usize, tag: u8, ts: i64) -> Vec<u8> {
+    let payload = vec![tag; 500];
+    let recs: Vec<Record<'_>> = (0..n).map(|_| Record { key: None, value: &payload }).collect();
+    batch::build(&recs, ts)
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig { segment_bytes: 8 * 1024, index_interval_bytes: 1024, ..LogConfig::default() }
+}
+
+async fn append_n(log: &PartitionLog, count: usize, ts0: i64) -> Offset {
+    let mut last = Offset(0);
+    for i in 0..count {
+        let b = batch_at(2, i as u8, ts0 + i as i64 * 1000);
+        let h = batch::validate(&b).unwrap();
+        last = log.append(&b, &h, None).unwrap().last_offset;
+        if i % 7 == 0 {
+            log.wait_durable(last).await.unwrap();
+        }
+    }
+    log.wait_durable(last).await.unwrap();
+    last
+}
+
+async fn read_all(log: &PartitionLog) -> Vec<i64> {
+    let mut next = log.log_start().0;
+    let mut bases = Vec::new();
+    for _ in 0..10_000 {
+        if next >= log.high_watermark().0 {
+            break;
+        }
+        let r = log.read(Offset(next), 3000).await.unwrap();
+        assert!(!r.records.is_empty(), "no progress at {next}");
+        let mut pos = 0;
+        while pos < r.records.len() {
+            let h = batch::validate(
+                &r.records[pos..pos + batch::BatchHeader::parse(&r.records[pos..]).unwrap().total_len()],
+            )
+            .unwrap();
+            if h.last_offset() >= next {
+                bases.push(h.base_offset);
+                next = h.last_offset() + 1;
+            }
+            pos += h.total_len();
+        }
+    }
+    bases
+}
+
+#[test]
+fn rolls_reads_across_segments_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
+        let last = append_n(&log, 60, 1_700_000_000_000).await;
+        assert_eq!(last, Offset(119));
+        assert!(log.segment_count() > 3, "segments: {}", log.segment_count());
+        let bases = read_all(&log).await;
+        assert_eq!(bases, (0..60).map(|i| i * 2).collect::<Vec<i64>>());
+        // Reads from the middle of a sealed segment go through the sparse index.
+        let r = log.read(Offset(31), 1).await.unwrap();
+        assert_eq!(batch::BatchHeader::parse(&r.records).unwrap().base_offset, 30);
+        log.close().await.unwrap();
+        drop(log);
+        for clean in [true, false] {
+            let (log, cut) = PartitionLog::open(&d, "t-0", small_segments(), clean).await.unwrap();
+            assert_eq!(cut, 0);
+            assert_eq!(log.high_watermark(), Offset(120), "clean={clean}");
+            assert_eq!(read_all(&log).await.len(), 60, "clean={clean}");
+            let b = batch_at(1, 9, 1_700_000_100_000);
+            let h = batch::validate(&b).unwrap();
+            let info = log.append(&b, &h, None).unwrap();
+            log.wait_durable(info.last_offset).await.unwrap();
+            log.truncate_to(Offset(120)).await.unwrap();
+            log.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn missing_or_corrupt_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
+        append_n(&log, 40, 1_700_000_000_000).await;
+        log.close().await.unwrap();
+        drop(log);
+        let mut indexes: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "index"))
+            .collect();
+        indexes.sort();
+        assert!(indexes.len() >= 3);
+        std::fs::remove_file(&indexes[0]).unwrap();
+        std::fs::write(&indexes[1], b"\xff\xff\xff\xff\x00\x00\x00\x01garbage").unwrap();
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), true).await.unwrap();
+        assert_eq!(read_all(&log).await.len(), 40);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_size_and_time_deletes_whole_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let cfg = LogConfig { retention_bytes: 20 * 1024, retention_ms: -1, ..small_segments() };
+        let (log, _) = PartitionLog::open(&d, "t-0", cfg, false).await.unwrap();
+        let now = 1_700_000_000_000;
+        append_n(&log, 80, now).await;
+        let before = log.segment_count();
+        let deleted = log.enforce_retention(now).await.unwrap();
+        assert!(deleted > 0 && log.segment_count() == before - deleted);
+        // Kafka's rule: no more segments are kept than needed to hold retention.bytes.
+        let sizes = log.segment_sizes();
+        assert!(log.size_bytes() - sizes[0] < 20 * 1024, "sizes {sizes:?}");
+        assert!(log.size_bytes() >= 20 * 1024, "deleted too much: {sizes:?}");
+        let start = log.log_start();
+        assert!(start.0 > 0);
+        assert!(log.read(Offset(0), 100).await.is_err(), "below the log start is out of range");
+        assert_eq!(read_all(&log).await.first().copied(), Some(start.0));
+        // Time: everything is older than 1 s before "now + 1 day"; only the active segment stays.
+        log.set_config(LogConfig { retention_bytes: -1, retention_ms: 1000, ..cfg });
+        log.enforce_retention(now + 86_400_000).await.unwrap();
+        assert_eq!(log.segment_count(), 1);
+        log.close().await.unwrap();
+        drop(log);
+        let (log, _) = PartitionLog::open(&d, "t-0", cfg, true).await.unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert!(log.log_start().0 > start.0, "the log start survives a restart");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn timestamp_lookup_has_record_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
+        let t0 = 1_700_000_000_000;
+        append_n(&log, 30, t0).await; // batch i (offsets 2i, 2i+1) at t0 + 1000 i
+        assert_eq!(log.offset_for_timestamp(t0).await.unwrap(), Some((Offset(0), t0)));
+        assert_eq!(log.offset_for_timestamp(t0 + 10_500).await.unwrap(), Some((Offset(22), t0 + 11_000)));
+        assert_eq!(log.offset_for_timestamp(t0 + 29_000).await.unwrap(), Some((Offset(58), t0 + 29_000)));
+        assert_eq!(log.offset_for_timestamp(t0 + 29_001).await.unwrap(), None);
+        assert_eq!(log.max_timestamp(), Some((Offset(58), t0 + 29_000)));
+        log.close().await.unwrap();
+    });
+}
