@@ -9,6 +9,10 @@ pub const MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 + 12;
 /// Requests read from one connection but not yet answered.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 32;
+/// Bytes of request frames one connection may have read but not yet answered.
+pub const MAX_IN_FLIGHT_BYTES_PER_CONNECTION: usize = 64 * 1024 * 1024;
+/// Bytes of request frames all connections of one shard may have read but not yet answered.
+pub const MAX_IN_FLIGHT_BYTES_PER_SHARD: usize = 512 * 1024 * 1024;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
 /// Upper bound on partitions a single topic may have.
@@ -25,5 +29,8 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
+const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_PER_SHARD);
+const _: () =
+    assert!(MAX_BATCH_BYTES <= MAX_IN_FLIGHT_BYTES_PER_CONNECTION, "one batch must fit a connection's budget");
 const _: () = assert!(MAX_PARTITION_READ_BYTES <= MAX_FETCH_RESPONSE_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");

@@ -4,6 +4,11 @@
 //! runs the handler's first phase to completion (so work is issued in request order), and
 //! queues the second phase; the writer awaits queued replies in order and writes them. At most
 //! `MAX_IN_FLIGHT_PER_CONNECTION` replies are queued: past that the reader stops reading.
+//! Memory: besides the count, the request bytes read but not answered are bounded per
+//! connection and per shard (`MAX_IN_FLIGHT_BYTES_*`); the reader waits for room before it
+//! reads a frame's body. Replies are driven one at a time, in order, by the writer, so a
+//! client that stops reading holds at most one response and its own budget, never the
+//! shard's other connections.
 //! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
 //! connection only (after logging why); an unknown API key or version is answered with
 //! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
@@ -17,20 +22,27 @@ use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::ApiKey;
-use sluice_core::limits::{MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES};
+use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use tracing::Instrument;
 
 const READ_BUFFER: usize = 64 * 1024;
 
+/// A reply queued for the writer, with the budget its request holds until it is written.
+struct Queued {
+    reply: Reply,
+    _budget: (StaticPermit, StaticPermit),
+}
+
 /// Serves one connection until the client leaves, it misbehaves, or the shard stops.
 pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
-    let (tx, rx) = local_channel::new_bounded::<Reply>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (tx, rx) = local_channel::new_bounded::<Queued>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer = glommio::spawn_local(write_loop(writer, rx, peer));
     if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), &tx, peer).await {
         tracing::warn!(client = ?peer, shard = %ctx.shard.id, error = %why, "closing connection");
@@ -53,9 +65,10 @@ enum ConnError {
 async fn read_loop(
     ctx: &Rc<Ctx>,
     mut reader: BufReader<ReadHalf<TcpStream>>,
-    tx: &LocalSender<Reply>,
+    tx: &LocalSender<Queued>,
     peer: Option<SocketAddr>,
 ) -> Result<(), ConnError> {
+    let budget = Rc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64));
     loop {
         let mut size = [0u8; 4];
         // Stop at a frame boundary when the shard stops; a client that leaves ends here too.
@@ -79,6 +92,9 @@ async fn read_loop(
         if size <= 0 || size as usize > MAX_REQUEST_BYTES {
             return Err(ConnError::BadSize(size));
         }
+        let units = (size as u64).min(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64);
+        let mine = budget.acquire_static_permit(units).await.map_err(|e| ConnError::Io(e.into()))?;
+        let shards = ctx.in_flight.acquire_static_permit(units).await.map_err(|e| ConnError::Io(e.into()))?;
         let mut frame = BytesMut::zeroed(size as usize);
         reader.read_exact(&mut frame).await?;
         let frame = frame.freeze();
@@ -106,15 +122,15 @@ async fn read_loop(
                 (spec.handle)(ctx.clone(), req).instrument(span).await?
             }
         };
-        if tx.send(reply).await.is_err() {
+        if tx.send(Queued { reply, _budget: (mine, shards) }).await.is_err() {
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
     }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Reply>, peer: Option<SocketAddr>) {
-    while let Some(reply) = rx.recv().await {
-        match reply.await {
+async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>, peer: Option<SocketAddr>) {
+    while let Some(queued) = rx.recv().await {
+        match queued.reply.await {
             Ok(Some(frame)) => {
                 if let Err(e) = writer.write_all(&frame).await {
                     tracing::debug!(client = ?peer, error = %e, "write failed");

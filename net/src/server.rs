@@ -9,7 +9,7 @@
 use crate::api::Ctx;
 use glommio::net::TcpListener;
 use sluice_core::config::BrokerConfig;
-use sluice_core::limits::SHUTDOWN_GRACE_MS;
+use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
 use sluice_shard::{runtime, MetadataSnapshot, Shard};
 use socket2::{Domain, Socket, Type};
 use std::cell::Cell;
@@ -40,6 +40,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let listen = config.listen_addr().map_err(|e| e.to_string())?;
 
     sluice_storage::format::ensure_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
+    let _lock = sluice_storage::format::lock_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
     let moved = snapshot.reassign_for(cores);
     if moved > 0 {
@@ -59,6 +60,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
             .map_err(|e| format!("data directory: cannot remove {}: {e}", marker.display()))?;
         sync_dir(&config.data_dir)?;
     }
+    raise_open_file_limit();
     let (port, sockets) = bind_all(listen, cores)?;
     let advertised_host = listen.ip().to_string();
     let shown = SocketAddr::new(listen.ip(), port);
@@ -76,7 +78,12 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let serve = move |shard: Rc<Shard>, socket: Socket| {
         let host = advertised_host.clone();
         async move {
-            let ctx = Rc::new(Ctx { shard, advertised_host: host, advertised_port: port as i32 });
+            let ctx = Rc::new(Ctx {
+                shard,
+                in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
+                advertised_host: host,
+                advertised_port: port as i32,
+            });
             accept_loop(ctx, socket).await;
         }
     };
@@ -90,6 +97,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     if clean_stop {
+        syncfs(&data_path)?;
         std::fs::write(data_path.join(CLEAN_SHUTDOWN_MARKER), b"clean\n")
             .and_then(|()| std::fs::File::open(&data_path)?.sync_all())
             .map_err(|e| format!("cannot write the clean-shutdown marker: {e}"))?;
@@ -100,8 +108,40 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Segment files and connections each take a descriptor: lift the soft limit to the hard one.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit read and write the rlimit struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                tracing::debug!(from = r.rlim_cur, to = r.rlim_max, "raised the open-file limit");
+            }
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < 4096 {
+            tracing::warn!(
+                limit = r.rlim_cur,
+                "the open-file limit is low: each partition segment and connection takes one; raise it (ulimit -n, LimitNOFILE=)"
+            );
+        }
+    }
+}
+
 /// File left in the data dir by a clean shutdown.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+
+/// Flushes everything written to the data dir's filesystem (the index files and producer
+/// snapshots written without fsync at close) before the marker vouches for them.
+fn syncfs(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(format!("syncfs {}: {}", dir.display(), std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
 
 fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))

@@ -44,6 +44,38 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Holds an exclusive lock on the data directory for the life of the process, so two
+/// brokers never share one. Returns the open lock file (keep it alive).
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StorageError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StorageError::io("open lock file", path.display(), e))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        return Err(StorageError::io(
+            "lock",
+            dir.display(),
+            std::io::Error::other(format!(
+                "the data directory is in use by another sluice process (pid {})",
+                holder.trim()
+            )),
+        ));
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
+}
+
 /// Directory of one partition's segments.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))

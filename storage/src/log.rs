@@ -659,9 +659,15 @@ impl PartitionLog {
                 st.next_offset - self.durable.get()
             )));
         }
-        st.active().write_indexes()?;
-        crate::producers::save_snapshot(&self.dir, st.next_offset, &st.producers)
-            .map_err(|e| StorageError::io("write producer snapshot in", self.dir.display(), e))?;
+        // A small active segment is cheaper to scan at the next start than to index now
+        // (this keeps shutdown fast with many partitions).
+        if st.active().size >= INDEX_AT_CLOSE_MIN_BYTES {
+            st.active().write_indexes(false)?;
+        }
+        if !st.producers.is_empty() {
+            crate::producers::save_snapshot(&self.dir, st.next_offset, &st.producers)
+                .map_err(|e| StorageError::io("write producer snapshot in", self.dir.display(), e))?;
+        }
         Ok(())
     }
 }
@@ -801,6 +807,11 @@ async fn flush_round(log: &PartitionLog) -> bool {
             let drop_bytes = (new_start - st.tail_start) as usize;
             st.tail.drain(..drop_bytes);
             st.tail_start = new_start;
+            // A burst leaves a large buffer behind; idle partitions must not keep it.
+            if st.tail.capacity() > TAIL_KEEP_CAPACITY && st.tail.len() < TAIL_KEEP_CAPACITY / 4 {
+                let keep = st.tail.len().max(8192);
+                st.tail.shrink_to(keep);
+            }
             drop(st);
             log.durable.advance(end_offset);
             true
@@ -868,7 +879,7 @@ async fn maybe_roll(log: &PartitionLog) {
         old.index.offsets.retain(|(_, p)| (*p as u64) < roll_pos);
         let base = old.base;
         old.index.times.retain(|(_, r)| base + (*r as i64) < roll_base);
-        if let Err(e) = old.write_indexes() {
+        if let Err(e) = old.write_indexes(true) {
             tracing::warn!(partition = %log.name, error = %e, "could not write a sealed segment's index; it will be rebuilt");
         }
         let old_file = old.file.clone();
@@ -898,6 +909,12 @@ async fn maybe_roll(log: &PartitionLog) {
     tracing::debug!(partition = %log.name, base = roll_base, "rolled to a new segment");
 }
 
+/// Active segments smaller than this are not indexed at close: scanning them is cheap.
+const INDEX_AT_CLOSE_MIN_BYTES: u64 = 1 << 20;
+
+/// Tail buffer capacity kept after a flush; more is released.
+const TAIL_KEEP_CAPACITY: usize = 256 * 1024;
+
 /// File holding a partition's log start offset once DeleteRecords or retention moved it.
 const LOG_START_FILE: &str = "log-start-offset";
 
@@ -907,16 +924,25 @@ fn read_log_start(dir: &Path) -> Option<i64> {
 
 /// Writes a small file so that a crash leaves either the old or the new content.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Writes a file through a temporary name and a rename; `durable` adds the fsyncs.
+pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)?;
-    if let Some(d) = path.parent() {
-        std::fs::File::open(d)?.sync_all()?;
+    if durable {
+        if let Some(d) = path.parent() {
+            std::fs::File::open(d)?.sync_all()?;
+        }
     }
     Ok(())
 }

@@ -137,7 +137,8 @@ impl Producers {
 const SNAPSHOT_FILE: &str = "producers.snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
 
-/// Writes the producer state as of `next_offset` (at a clean close).
+/// Writes the producer state as of `next_offset` (at a clean close; not fsync'd: it is trusted
+/// only with the clean-shutdown marker, written after a filesystem sync).
 pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(16 + p.map.len() * 64);
     out.extend_from_slice(SNAPSHOT_MAGIC);
@@ -156,11 +157,15 @@ pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> 
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
-    crate::log::write_durably(&dir.join(SNAPSHOT_FILE), &out)
+    crate::log::write_file(&dir.join(SNAPSHOT_FILE), &out, false)
 }
 
 /// Loads the snapshot if it was taken at `next_offset` and is intact.
 pub fn load_snapshot(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
+    load_snapshot_file(dir, next_offset)
+}
+
+fn load_snapshot_file(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
     let b = std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
     if b.len() < 20 || &b[..4] != SNAPSHOT_MAGIC {
         return None;

@@ -133,7 +133,7 @@ impl Segment {
                 }
                 seg.index = idx;
                 seg.size = s.end_pos;
-                seg.write_indexes()?;
+                seg.write_indexes(true)?;
             }
         }
         Ok(seg)
@@ -215,15 +215,17 @@ impl Segment {
         }
     }
 
-    /// Writes both index files (durably enough: a bad index is rebuilt at the next start).
-    pub fn write_indexes(&self) -> Result<(), StorageError> {
+    /// Writes both index files. `durable`: each is fsync'd (at seal time). Otherwise (at a
+    /// clean close) the caller syncs the filesystem once before leaving the clean-shutdown
+    /// marker, without which these files are not trusted.
+    pub fn write_indexes(&self, durable: bool) -> Result<(), StorageError> {
         let (ip, tp) = index_paths(&self.path);
         let mut times = self.index.clone();
         if self.max_ts >= 0 && times.times.last().is_none_or(|(t, _)| self.max_ts > *t) {
             times.times.push((self.max_ts, (self.max_ts_offset - self.base).max(0) as u32));
         }
-        crate::log::write_durably(&ip, &self.index.encode_offsets())
-            .and_then(|()| crate::log::write_durably(&tp, &times.encode_times()))
+        crate::log::write_file(&ip, &self.index.encode_offsets(), durable)
+            .and_then(|()| crate::log::write_file(&tp, &times.encode_times(), durable))
             .map_err(|e| StorageError::io("write index of", self.path.display(), e))
     }
 

@@ -47,6 +47,8 @@ use std::rc::Rc;
 /// What a connection's handlers can reach.
 pub struct Ctx {
     pub shard: Rc<Shard>,
+    /// Request bytes read but not yet answered on this shard (`MAX_IN_FLIGHT_BYTES_PER_SHARD`).
+    pub in_flight: Rc<glommio::sync::Semaphore>,
     /// Host and port advertised in Metadata (the listen address).
     pub advertised_host: String,
     pub advertised_port: i32,
