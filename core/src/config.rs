@@ -17,6 +17,8 @@ use crate::limits::MAX_PARTITIONS_PER_TOPIC;
 pub struct BrokerConfig {
     /// Address every shard listens on (SO_REUSEPORT); also the address advertised to clients.
     pub listen: String,
+    /// Address of the metrics and readiness endpoint (HTTP); empty disables it.
+    pub metrics_listen: String,
     /// Directory holding metadata and partition logs; created if missing.
     pub data_dir: PathBuf,
     /// Number of shards (one pinned executor per core); `None` means every available core.
@@ -45,6 +47,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: "127.0.0.1:9092".to_string(),
+            metrics_listen: "127.0.0.1:9644".to_string(),
             data_dir: PathBuf::from("./data"),
             cores: None,
             auto_create_topics_enable: true,
@@ -92,9 +95,22 @@ impl BrokerConfig {
         })
     }
 
+    /// The metrics address, parsed (`None` when disabled).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics_listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            key: "metrics_listen",
+            value: self.metrics_listen.clone(),
+            expected: "an IP:port socket address such as 127.0.0.1:9644, or \"\" to disable".into(),
+        })
+    }
+
     /// Checks every field against its allowed range. `available_cores` bounds `cores`.
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.metrics_addr()?;
         if let Some(c) = self.cores {
             if c == 0 || c > available_cores {
                 return Err(ConfigError::Invalid {

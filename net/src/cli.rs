@@ -21,6 +21,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load generator: produce or consume against any Kafka-compatible broker.
     Bench(sluice_bench::BenchArgs),
+    /// Topics: create, list, describe, delete, alter-config (any Kafka-compatible broker).
+    Topic(crate::admin::topic::TopicArgs),
+    /// Consumer groups: list, describe (offsets and lag), delete.
+    Group(crate::admin::group::GroupArgs),
+    /// Produce stdin lines as records.
+    Produce(crate::admin::produce::ProduceArgs),
+    /// Print records of a topic, optionally as a consumer group member.
+    Consume(crate::admin::consume::ConsumeArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -28,6 +36,10 @@ pub struct ServeArgs {
     /// Address to listen on and advertise [default: 127.0.0.1:9092]
     #[arg(long)]
     pub listen: Option<String>,
+    /// Address of the Prometheus metrics and readiness endpoint; "" disables it
+    /// [default: 127.0.0.1:9644]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Directory for metadata and logs, created if missing [default: ./data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -48,6 +60,9 @@ impl ServeArgs {
         };
         if let Some(l) = &self.listen {
             config.listen = l.clone();
+        }
+        if let Some(m) = &self.metrics_listen {
+            config.metrics_listen = m.clone();
         }
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();

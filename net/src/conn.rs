@@ -25,6 +25,7 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::ApiKey;
 use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES};
+use sluice_shard::metrics::{self, Stage};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use tracing::Instrument;
@@ -33,12 +34,26 @@ const READ_BUFFER: usize = 64 * 1024;
 
 /// A reply queued for the writer, with the budget its request holds until it is written.
 struct Queued {
-    reply: Reply,
+    reply: Option<Reply>,
     _budget: (StaticPermit, StaticPermit),
+    api: &'static str,
+    received: std::time::Instant,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        metrics::inflight(-1);
+    }
 }
 
 /// Serves one connection until the client leaves, it misbehaves, or the shard stops.
 pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
+    metrics::connection(1);
+    serve_inner(ctx, stream).await;
+    metrics::connection(-1);
+}
+
+async fn serve_inner(ctx: Rc<Ctx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
@@ -98,6 +113,7 @@ async fn read_loop(
         let mut frame = BytesMut::zeroed(size as usize);
         reader.read_exact(&mut frame).await?;
         let frame = frame.freeze();
+        let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;
         let spec = api::lookup(prefix.api_key).filter(|s| s.supports(prefix.version));
         let reply: Reply = match spec {
@@ -122,20 +138,26 @@ async fn read_loop(
                 (spec.handle)(ctx.clone(), req).instrument(span).await?
             }
         };
-        if tx.send(Queued { reply, _budget: (mine, shards) }).await.is_err() {
+        let api = spec.map(|s| s.name).unwrap_or("Unsupported");
+        metrics::inflight(1);
+        if tx.send(Queued { reply: Some(reply), _budget: (mine, shards), api, received }).await.is_err() {
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
     }
 }
 
 async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>, peer: Option<SocketAddr>) {
-    while let Some(queued) = rx.recv().await {
-        match queued.reply.await {
+    while let Some(mut queued) = rx.recv().await {
+        let answered = queued.reply.take().expect("a queued reply is awaited once").await;
+        metrics::record_request(queued.api, queued.received.elapsed(), answered.is_err());
+        match answered {
             Ok(Some(frame)) => {
+                let started = std::time::Instant::now();
                 if let Err(e) = writer.write_all(&frame).await {
                     tracing::debug!(client = ?peer, error = %e, "write failed");
                     return;
                 }
+                metrics::record_stage(Stage::Response, started.elapsed());
             }
             Ok(None) => {}
             Err(e) => {

@@ -5,9 +5,11 @@
 //! table that also answers ApiVersions ([`api`]), and the one mapping from every typed error to
 //! a Kafka error code ([`errors`]).
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod conn;
 pub mod errors;
 pub mod frame;
+pub mod metrics_http;
 pub mod server;

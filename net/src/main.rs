@@ -21,10 +21,15 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         Some(Command::Bench(b)) => std::process::exit(sluice_bench::run(b)),
+        Some(Command::Topic(a)) => std::process::exit(sluice_net::admin::topic::run(a)),
+        Some(Command::Group(a)) => std::process::exit(sluice_net::admin::group::run(a)),
+        Some(Command::Produce(a)) => std::process::exit(sluice_net::admin::produce::run(a)),
+        Some(Command::Consume(a)) => std::process::exit(sluice_net::admin::consume::run(a)),
         None => cli.serve,
     };
     let result = args.resolve().and_then(sluice_net::server::run);

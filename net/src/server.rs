@@ -62,6 +62,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     }
     raise_open_file_limit();
     let (port, sockets) = bind_all(listen, cores)?;
+    let mut metrics = bind_metrics(&config)?;
     let advertised_host = listen.ip().to_string();
     let shown = SocketAddr::new(listen.ip(), port);
     let data_dir = config.data_dir.display().to_string();
@@ -75,9 +76,16 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         clean_start,
         "starting sluice"
     );
-    let serve = move |shard: Rc<Shard>, socket: Socket| {
+    let payloads: Vec<(Socket, Option<Socket>)> =
+        sockets.into_iter().enumerate().map(|(i, s)| (s, if i == 0 { metrics.take() } else { None })).collect();
+    let serve = move |shard: Rc<Shard>, (socket, metrics): (Socket, Option<Socket>)| {
         let host = advertised_host.clone();
         async move {
+            if let Some(m) = metrics {
+                // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
+                let listener = unsafe { TcpListener::from_raw_fd(m.into_raw_fd()) };
+                glommio::spawn_local(crate::metrics_http::serve(shard.clone(), listener)).detach();
+            }
             let ctx = Rc::new(Ctx {
                 shard,
                 in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
@@ -89,7 +97,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     };
     let started = Instant::now();
     let data_path = config.data_dir.clone();
-    let clean_stop = runtime::run(config, clean_start, cpus, snapshot, sockets, serve, || {
+    let clean_stop = runtime::run(config, clean_start, cpus, snapshot, payloads, serve, || {
         tracing::info!(listen = %shown, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
@@ -145,6 +153,28 @@ fn syncfs(dir: &std::path::Path) -> Result<(), String> {
 
 fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+}
+
+/// Binds the metrics endpoint (shard 0 serves it). A port in use is reported, not fatal:
+/// metrics are auxiliary and several brokers on one host may share the default.
+fn bind_metrics(config: &BrokerConfig) -> Result<Option<Socket>, String> {
+    let Some(addr) = config.metrics_addr().map_err(|e| e.to_string())? else { return Ok(None) };
+    let bound = new_socket(addr, false).and_then(|s| {
+        s.bind(&addr.into())?;
+        s.listen(128)?;
+        Ok(s)
+    });
+    match bound {
+        Ok(s) => {
+            let at = s.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
+            tracing::info!(metrics = %at, "metrics endpoint listening (/metrics, /ready)");
+            Ok(Some(s))
+        }
+        Err(e) => {
+            tracing::warn!(address = %addr, error = %e, "metrics endpoint disabled: cannot listen");
+            Ok(None)
+        }
+    }
 }
 
 /// Checks the port is free, then binds one SO_REUSEPORT listener per shard.

@@ -35,7 +35,13 @@ pub async fn read_local(shard: &Shard, items: Vec<FetchItem>) -> Vec<FetchResult
         async move {
             match log {
                 None => (item.index, Err(PartitionError::UnknownTopicOrPartition)),
-                Some(log) => (item.index, log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from)),
+                Some(log) => {
+                    let r = log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from);
+                    if let Ok(read) = &r {
+                        crate::metrics::add_topic_bytes(&item.tp.topic, read.records.len() as u64, false);
+                    }
+                    (item.index, r)
+                }
             }
         }
     });

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod groups;
 pub mod metadata;
+pub mod metrics;
 pub mod msg;
 pub mod offsets;
 pub mod placement;

@@ -139,6 +139,13 @@ pub enum AdminResult {
     Changed(Result<(), PartitionError>),
 }
 
+/// A message on the mesh, stamped when sent (the cross-core hop latency).
+#[derive(Debug)]
+pub struct Envelope {
+    pub sent: Instant,
+    pub msg: ShardMsg,
+}
+
 /// Everything that crosses cores.
 #[derive(Debug)]
 pub enum ShardMsg {
@@ -179,6 +186,10 @@ pub enum ShardMsg {
     /// Sizes of every log this shard owns (DescribeLogDirs).
     LogSizes {
         reply: oneshot::Sender<Vec<(TopicPartition, u64)>>,
+    },
+    /// This shard's metrics (for the metrics endpoint).
+    Metrics {
+        reply: oneshot::Sender<crate::metrics::ShardMetrics>,
     },
     /// From shard 0: install this snapshot (open/close owned logs), then answer.
     Publish {

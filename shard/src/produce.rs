@@ -31,6 +31,7 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         let mut last = Offset(0);
         let mut log_start = Offset(0);
         let mut failed = None;
+        let started = std::time::Instant::now();
         let log_append_time = meta
             .topics
             .get(&item.tp.topic)
@@ -50,6 +51,9 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
                 }
             }
         }
+        crate::metrics::record_stage(crate::metrics::Stage::Append, started.elapsed());
+        let appended: u64 = item.batches.iter().map(|(_, b)| b.len() as u64).sum();
+        crate::metrics::add_topic_bytes(&item.tp.topic, appended, true);
         let index = item.index;
         waits.push(
             async move {

@@ -10,7 +10,7 @@
 //! appended becomes durable) while still answering peers; once all have closed, all exit.
 
 use crate::metadata::MetadataSnapshot;
-use crate::msg::ShardMsg;
+use crate::msg::Envelope;
 use crate::shard::Shard;
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -69,7 +69,7 @@ where
     assert!(n > 0 && n <= u16::MAX as usize, "shard count out of range");
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(RuntimeError::Signals)?;
-    let mesh = MeshBuilder::<ShardMsg, _>::full(n, CROSS_CORE_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<Envelope, _>::full(n, CROSS_CORE_CHANNEL_CAPACITY);
     let drained = Arc::new(Phase(AtomicUsize::new(0)));
     let closed = Arc::new(Phase(AtomicUsize::new(0)));
     let close_failures = Arc::new(AtomicUsize::new(0));
@@ -118,6 +118,7 @@ where
                     serve(shard.clone(), payload).await;
                 }
                 drained.arrive_and_wait(n).await;
+                tracing::debug!(shard = %shard.id, stages = %crate::metrics::stage_summary(), "per-stage latency");
                 let failed = shard.close_all().await;
                 close_failures.fetch_add(failed, Ordering::AcqRel);
                 closed.arrive_and_wait(n).await;

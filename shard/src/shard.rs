@@ -7,7 +7,7 @@
 
 use crate::error::PartitionError;
 use crate::metadata::MetadataSnapshot;
-use crate::msg::{AdminResult, ShardMsg};
+use crate::msg::{AdminResult, Envelope, ShardMsg};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use sluice_core::config::BrokerConfig;
@@ -57,7 +57,7 @@ pub struct Shard {
     clean_start: bool,
     metadata: RefCell<Rc<MetadataSnapshot>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
-    senders: Senders<ShardMsg>,
+    senders: Senders<Envelope>,
     /// Producer ids shard 0 may still hand out: [next, end).
     pub(crate) producer_ids: Cell<(i64, i64)>,
     /// Serialises metadata changes; used on shard 0 only.
@@ -75,7 +75,7 @@ impl Shard {
         n_shards: usize,
         config: BrokerConfig,
         snapshot: MetadataSnapshot,
-        senders: Senders<ShardMsg>,
+        senders: Senders<Envelope>,
         clean_start: bool,
     ) -> Rc<Shard> {
         assert_eq!(senders.peer_id(), id.index(), "mesh peer id must equal the shard id");
@@ -139,7 +139,8 @@ impl Shard {
     pub(crate) async fn send(&self, to: ShardId, msg: ShardMsg) -> Result<(), PartitionError> {
         debug_assert_ne!(to, self.id, "local work never crosses the mesh");
         self.stats.messages_sent.set(self.stats.messages_sent.get() + 1);
-        self.senders.send_to(to.index(), msg).await.map_err(|_| PartitionError::ShuttingDown)
+        let envelope = Envelope { sent: std::time::Instant::now(), msg };
+        self.senders.send_to(to.index(), envelope).await.map_err(|_| PartitionError::ShuttingDown)
     }
 
     /// Installs a snapshot: opens logs newly owned here, closes and deletes logs of topics
@@ -256,15 +257,16 @@ impl Shard {
     }
 
     /// Spawns one task per peer that receives its messages, in order.
-    pub(crate) fn serve_peers(self: &Rc<Self>, mut receivers: Receivers<ShardMsg>) {
+    pub(crate) fn serve_peers(self: &Rc<Self>, mut receivers: Receivers<Envelope>) {
         for (peer, rx) in receivers.streams() {
             let shard = self.clone();
             glommio::spawn_local(async move { shard.serve_peer(peer, rx).await }).detach();
         }
     }
 
-    async fn serve_peer(self: Rc<Self>, peer: usize, rx: ConnectedReceiver<ShardMsg>) {
-        while let Some(msg) = rx.recv().await {
+    async fn serve_peer(self: Rc<Self>, peer: usize, rx: ConnectedReceiver<Envelope>) {
+        while let Some(Envelope { sent, msg }) = rx.recv().await {
+            crate::metrics::record_stage(crate::metrics::Stage::CrossCoreHop, sent.elapsed());
             self.stats.messages_received.set(self.stats.messages_received.get() + 1);
             self.dispatch(msg);
         }
@@ -326,6 +328,9 @@ impl Shard {
                     let _ = reply.send(crate::offsets::delete_records_local(&shard, items).await);
                 })
                 .detach();
+            }
+            ShardMsg::Metrics { reply } => {
+                let _ = reply.send(crate::metrics::local(self));
             }
             ShardMsg::LogSizes { reply } => {
                 let _ = reply.send(self.log_sizes());

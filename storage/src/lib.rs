@@ -17,6 +17,7 @@ pub mod probe;
 pub mod producers;
 mod recovery;
 mod segment;
+pub mod stats;
 pub mod watermark;
 
 pub use error::StorageError;

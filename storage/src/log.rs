@@ -453,6 +453,10 @@ impl PartitionLog {
             (plan, st.log_start)
         };
         let done = |records: Bytes| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(log_start) };
+        crate::stats::with(|s| match plan {
+            ReadPlan::Done(_) => s.memory_reads += 1,
+            _ => s.disk_reads += 1,
+        });
         match plan {
             ReadPlan::Done(r) => Ok(r),
             ReadPlan::Exact { file, pos, len } => Ok(done(read_exact(&file, &self.name, pos, len).await?)),
@@ -793,9 +797,14 @@ async fn flush_round(log: &PartitionLog) -> bool {
         (file, buf, st.tail_start, st.active().size, st.next_offset)
     };
     let result = async {
-        file.write_at(buf, tail_start).await.map_err(|e| StorageError::io("write", &log.name, e))?;
+        let n = file.write_at(buf, tail_start).await.map_err(|e| StorageError::io("write", &log.name, e))?;
         log.written.advance(end_offset);
+        let t = std::time::Instant::now();
         file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.name, e))?;
+        crate::stats::with(|s| {
+            s.fsync_us.saturating_record(t.elapsed().as_micros() as u64);
+            s.bytes_written += n as u64;
+        });
         Ok::<(), StorageError>(())
     }
     .await;

@@ -18,7 +18,8 @@ use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::AlterConfigs, min_version: 0, max_version: 2, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::AlterConfigs, name: "AlterConfigs", min_version: 0, max_version: 2, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -11,7 +11,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ApiVersions, min_version: 0, max_version: 4, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::ApiVersions, name: "ApiVersions", min_version: 0, max_version: 4, handle };
 
 /// The advertised list.
 pub fn advertised() -> Vec<ApiVersion> {

@@ -13,7 +13,8 @@ use sluice_shard::admin::change;
 use sluice_shard::msg::AdminOp;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::CreatePartitions, min_version: 0, max_version: 3, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::CreatePartitions, name: "CreatePartitions", min_version: 0, max_version: 3, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -17,7 +17,8 @@ use sluice_shard::admin::create_topics;
 use sluice_shard::msg::NewTopic;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::CreateTopics, min_version: 2, max_version: 7, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::CreateTopics, name: "CreateTopics", min_version: 2, max_version: 7, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -10,7 +10,8 @@ use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse
 use sluice_shard::groups::{self, GroupAnswer, GroupOp};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DeleteGroups, min_version: 0, max_version: 2, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DeleteGroups, name: "DeleteGroups", min_version: 0, max_version: 2, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -13,7 +13,8 @@ use sluice_core::{Offset, TopicPartition};
 use sluice_shard::offsets::delete_records;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DeleteRecords, min_version: 0, max_version: 2, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DeleteRecords, name: "DeleteRecords", min_version: 0, max_version: 2, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

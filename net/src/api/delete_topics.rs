@@ -14,7 +14,8 @@ use sluice_shard::admin::delete_topics;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DeleteTopics, min_version: 1, max_version: 6, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DeleteTopics, name: "DeleteTopics", min_version: 1, max_version: 6, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

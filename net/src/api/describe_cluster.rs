@@ -10,7 +10,8 @@ use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, Describ
 use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeCluster, min_version: 0, max_version: 2, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DescribeCluster, name: "DescribeCluster", min_version: 0, max_version: 2, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

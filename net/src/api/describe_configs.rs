@@ -20,7 +20,8 @@ use sluice_core::config::BrokerConfig;
 use sluice_core::topic_config::{self, Kind};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeConfigs, min_version: 1, max_version: 4, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DescribeConfigs, name: "DescribeConfigs", min_version: 1, max_version: 4, handle };
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;

@@ -14,7 +14,8 @@ use kafka_protocol::ResponseError;
 use sluice_shard::groups::{self, GroupAnswer, GroupOp};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeGroups, min_version: 0, max_version: 6, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DescribeGroups, name: "DescribeGroups", min_version: 0, max_version: 6, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -13,7 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::offsets::log_sizes;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeLogDirs, min_version: 1, max_version: 4, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::DescribeLogDirs, name: "DescribeLogDirs", min_version: 1, max_version: 4, handle };
 
 /// (total, free) bytes of the filesystem holding `dir`.
 fn fs_space(dir: &std::path::Path) -> (i64, i64) {

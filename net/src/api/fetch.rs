@@ -21,7 +21,7 @@ use sluice_shard::PartitionError;
 use std::rc::Rc;
 use std::time::Duration;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Fetch, min_version: 4, max_version: 18, handle };
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Fetch, name: "Fetch", min_version: 4, max_version: 18, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

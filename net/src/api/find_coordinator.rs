@@ -14,7 +14,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::FindCoordinator, min_version: 0, max_version: 6, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::FindCoordinator, name: "FindCoordinator", min_version: 0, max_version: 6, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 use sluice_shard::groups::{self, GroupAnswer, GroupOp, MemberRef};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Heartbeat, min_version: 0, max_version: 4, handle };
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Heartbeat, name: "Heartbeat", min_version: 0, max_version: 4, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

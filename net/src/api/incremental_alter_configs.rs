@@ -15,7 +15,13 @@ use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::IncrementalAlterConfigs, min_version: 0, max_version: 1, handle };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::IncrementalAlterConfigs,
+    name: "IncrementalAlterConfigs",
+    min_version: 0,
+    max_version: 1,
+    handle,
+};
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -15,7 +15,8 @@ use kafka_protocol::ResponseError;
 use sluice_shard::admin::allocate_producer_id;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::InitProducerId, min_version: 0, max_version: 5, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::InitProducerId, name: "InitProducerId", min_version: 0, max_version: 5, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

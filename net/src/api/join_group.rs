@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::groups::{self, GroupAnswer, GroupError, GroupOp, JoinRequest};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::JoinGroup, min_version: 0, max_version: 9, handle };
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::JoinGroup, name: "JoinGroup", min_version: 0, max_version: 9, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -11,7 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::groups::{self, GroupAnswer, GroupOp};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::LeaveGroup, min_version: 0, max_version: 5, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::LeaveGroup, name: "LeaveGroup", min_version: 0, max_version: 5, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

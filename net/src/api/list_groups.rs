@@ -11,7 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::groups;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ListGroups, min_version: 0, max_version: 5, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::ListGroups, name: "ListGroups", min_version: 0, max_version: 5, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -15,7 +15,8 @@ use sluice_shard::msg::ListOffsetsItem;
 use sluice_shard::offsets::list_offsets;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ListOffsets, min_version: 1, max_version: 10, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::ListOffsets, name: "ListOffsets", min_version: 1, max_version: 10, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

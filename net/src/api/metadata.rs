@@ -20,7 +20,7 @@ use sluice_shard::metadata::validate_topic_name;
 use sluice_shard::TopicMeta;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Metadata, min_version: 0, max_version: 13, handle };
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Metadata, name: "Metadata", min_version: 0, max_version: 13, handle };
 
 const NODE: BrokerId = BrokerId(0);
 

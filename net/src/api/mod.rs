@@ -63,6 +63,8 @@ pub type Handler = fn(Rc<Ctx>, Request) -> LocalBoxFuture<'static, Result<Reply,
 /// One implemented API.
 pub struct ApiSpec {
     pub key: ApiKey,
+    /// The API's name in metrics and logs.
+    pub name: &'static str,
     pub min_version: i16,
     pub max_version: i16,
     pub handle: Handler,

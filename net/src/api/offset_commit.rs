@@ -14,7 +14,8 @@ use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse
 use sluice_shard::groups::{self, GroupAnswer, GroupOp, MemberRef, OffsetToCommit};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetCommit, min_version: 2, max_version: 9, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::OffsetCommit, name: "OffsetCommit", min_version: 2, max_version: 9, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -11,7 +11,8 @@ use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse
 use sluice_shard::groups::{self, GroupAnswer, GroupOp};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetDelete, min_version: 0, max_version: 0, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::OffsetDelete, name: "OffsetDelete", min_version: 0, max_version: 0, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -17,7 +17,8 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::groups::{self, GroupAnswer, GroupError, GroupOp, OffsetList};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetFetch, min_version: 1, max_version: 9, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::OffsetFetch, name: "OffsetFetch", min_version: 1, max_version: 9, handle };
 
 async fn fetch_one(
     ctx: &Ctx,

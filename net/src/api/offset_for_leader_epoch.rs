@@ -17,7 +17,8 @@ use sluice_shard::msg::ListOffsetsItem;
 use sluice_shard::offsets::{list_offsets, LATEST};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetForLeaderEpoch, min_version: 2, max_version: 4, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::OffsetForLeaderEpoch, name: "OffsetForLeaderEpoch", min_version: 2, max_version: 4, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

@@ -23,7 +23,7 @@ use sluice_shard::produce::produce;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, min_version: 3, max_version: 13, handle };
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, name: "Produce", min_version: 3, max_version: 13, handle };
 
 /// The topic's `max.message.bytes` (bounded by the broker's limit).
 fn max_batch(ctx: &Ctx, topic: &str) -> usize {

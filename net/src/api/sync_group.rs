@@ -10,7 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::groups::{self, GroupAnswer, GroupOp, SyncRequest};
 use std::rc::Rc;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::SyncGroup, min_version: 0, max_version: 5, handle };
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::SyncGroup, name: "SyncGroup", min_version: 0, max_version: 5, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {

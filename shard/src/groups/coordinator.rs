@@ -316,6 +316,12 @@ impl Coordinator {
             .collect()
     }
 
+    /// (groups, members) coordinated here.
+    pub fn counts(&self) -> (u64, u64) {
+        let g = self.groups.borrow();
+        (g.len() as u64, g.values().map(|g| g.members.len() as u64).sum())
+    }
+
     /// Replays one `__consumer_offsets` partition into memory (when the shard opens it).
     pub async fn load(&self, log: &PartitionLog) -> Result<(), sluice_storage::StorageError> {
         let mut offset = log.log_start();

@@ -1,0 +1,195 @@
+//! The metrics endpoint: Prometheus text format on `/metrics`, readiness on `/ready`.
+//!
+//! Contract: served by shard 0 on its own address (`metrics_listen`), separate from the
+//! Kafka listener; every scrape gathers one snapshot from each shard over the mesh. Minimal
+//! HTTP/1.1: one request per connection, `GET` only, bounded request size.
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use hdrhistogram::Histogram;
+use sluice_shard::metrics::{gather, ShardMetrics};
+use sluice_shard::Shard;
+use std::fmt::Write;
+use std::rc::Rc;
+
+const MAX_HTTP_REQUEST: usize = 8 * 1024;
+
+/// Serves until the shard stops.
+pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        use futures::future::{select, Either};
+        use futures::FutureExt;
+        let accepted = match select(listener.accept().boxed_local(), shard.stopping().boxed_local()).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => return,
+        };
+        if let Ok(stream) = accepted {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = answer(&shard, stream).await {
+                    tracing::debug!(error = %e, "metrics request failed");
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_HTTP_REQUEST];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        let r = stream.read(&mut buf[n..]).await?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render(&gather(shard).await)),
+        ("GET", "/ready") if shard.is_stopping() => ("503 Service Unavailable", "text/plain", "stopping\n".into()),
+        ("GET", "/ready") => ("200 OK", "text/plain", "ready\n".into()),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found: try /metrics or /ready\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.close().await
+}
+
+fn quantiles(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let _ = writeln!(out, "{name}{{{labels},quantile=\"{q}\"}} {}", h.value_at_quantile(q) as f64 * scale);
+    }
+    let sum: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum * scale);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition of every shard's metrics.
+pub fn render(shards: &[ShardMetrics]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let us = 1e-6;
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(&mut out, "sluice_requests_total", "counter", "Requests answered, per shard and API.");
+    for s in shards {
+        for (api, a) in &s.apis {
+            let _ = writeln!(out, "sluice_requests_total{{shard=\"{}\",api=\"{api}\"}} {}", s.shard, a.count);
+        }
+    }
+    family(&mut out, "sluice_request_errors_total", "counter", "Requests that could not be answered.");
+    for s in shards {
+        for (api, a) in &s.apis {
+            let _ = writeln!(out, "sluice_request_errors_total{{shard=\"{}\",api=\"{api}\"}} {}", s.shard, a.errors);
+        }
+    }
+    family(&mut out, "sluice_request_latency_seconds", "summary", "Request latency, read to answer ready.");
+    for s in shards {
+        for (api, a) in &s.apis {
+            quantiles(
+                &mut out,
+                "sluice_request_latency_seconds",
+                &format!("shard=\"{}\",api=\"{api}\"", s.shard),
+                &a.latency_us,
+                us,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sluice_stage_latency_seconds",
+        "summary",
+        "Time spent per stage: decode, cross_core_hop, append, response.",
+    );
+    for s in shards {
+        for (stage, h) in &s.stages {
+            quantiles(
+                &mut out,
+                "sluice_stage_latency_seconds",
+                &format!("shard=\"{}\",stage=\"{stage}\"", s.shard),
+                h,
+                us,
+            );
+        }
+    }
+    family(&mut out, "sluice_fsync_latency_seconds", "summary", "fdatasync latency of partition logs.");
+    for s in shards {
+        quantiles(&mut out, "sluice_fsync_latency_seconds", &format!("shard=\"{}\"", s.shard), &s.fsync_us, us);
+    }
+    family(
+        &mut out,
+        "sluice_topic_bytes_in_total",
+        "counter",
+        "Record batch bytes produced, per topic (counted on the owner).",
+    );
+    family(
+        &mut out,
+        "sluice_topic_bytes_out_total",
+        "counter",
+        "Record batch bytes fetched, per topic (counted on the owner).",
+    );
+    let mut topics: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for s in shards {
+        for (t, i, o) in &s.topics {
+            let e = topics.entry(t.as_str()).or_default();
+            e.0 += i;
+            e.1 += o;
+        }
+    }
+    for (t, (i, o)) in topics {
+        let t = escape(t);
+        let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
+        let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
+    }
+    let gauges: [(&str, &str, &str, fn(&ShardMetrics) -> f64); 12] = [
+        ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
+        ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
+        ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
+            s.connections_total as f64
+        }),
+        ("sluice_inflight_requests", "gauge", "Requests read and not yet answered (queue depth).", |s| {
+            s.inflight_requests as f64
+        }),
+        ("sluice_reads_from_memory_total", "counter", "Partition reads served from memory.", |s| s.memory_reads as f64),
+        ("sluice_reads_from_disk_total", "counter", "Partition reads served with a direct-I/O read.", |s| {
+            s.disk_reads as f64
+        }),
+        ("sluice_read_memory_hit_ratio", "gauge", "Share of reads served from memory.", |s| {
+            let t = s.memory_reads + s.disk_reads;
+            if t == 0 {
+                0.0
+            } else {
+                s.memory_reads as f64 / t as f64
+            }
+        }),
+        ("sluice_bytes_written_total", "counter", "Bytes written to segment files.", |s| s.bytes_written as f64),
+        ("sluice_cross_core_messages_sent_total", "counter", "Messages sent to other shards.", |s| {
+            s.messages_sent as f64
+        }),
+        ("sluice_cross_core_messages_received_total", "counter", "Messages received from other shards.", |s| {
+            s.messages_received as f64
+        }),
+        ("sluice_groups", "gauge", "Consumer groups coordinated by the shard.", |s| s.groups as f64),
+        ("sluice_group_members", "gauge", "Members of the groups coordinated by the shard.", |s| s.members as f64),
+    ];
+    for (name, kind, help, get) in gauges {
+        family(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+    }
+    out
+}

@@ -1,0 +1,43 @@
+//! Storage counters of the current thread (one shard per thread, so these are per shard):
+//! fdatasync latency, and reads served from memory versus disk.
+//!
+//! Contract: only the thread's own logs update them; readers (metrics) take a copy.
+
+use hdrhistogram::Histogram;
+use std::cell::RefCell;
+
+/// Counters and latencies of this thread's logs.
+#[derive(Debug, Clone)]
+pub struct StorageStats {
+    /// fdatasync latency, microseconds.
+    pub fsync_us: Histogram<u64>,
+    /// Reads answered from the in-memory tail.
+    pub memory_reads: u64,
+    /// Reads answered with a DMA read.
+    pub disk_reads: u64,
+    /// Bytes written to segment files (aligned writes, padding included).
+    pub bytes_written: u64,
+}
+
+impl Default for StorageStats {
+    fn default() -> Self {
+        StorageStats {
+            fsync_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            memory_reads: 0,
+            disk_reads: 0,
+            bytes_written: 0,
+        }
+    }
+}
+
+thread_local!(static STATS: RefCell<StorageStats> = RefCell::new(StorageStats::default()));
+
+/// Updates this thread's counters.
+pub fn with<R>(f: impl FnOnce(&mut StorageStats) -> R) -> R {
+    STATS.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// A copy of this thread's counters.
+pub fn snapshot() -> StorageStats {
+    STATS.with(|s| s.borrow().clone())
+}

@@ -1,0 +1,98 @@
+"""The metrics endpoint: Prometheus text that a real parser accepts, figures that move under
+load, readiness, and the per-shard view (partitions per shard, fsync latency, queue depth)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+from support import unique_topic, wait_until
+
+
+def metrics_address(broker) -> str:
+    def find():
+        m = re.search(r"metrics=(127\.0\.0\.1:\d+)", broker.stderr_path.read_text(errors="replace"))
+        return m.group(1) if m else None
+    return wait_until(find, timeout=10, what="the metrics address in the broker log")
+
+
+def scrape(addr: str) -> dict:
+    """{(name, frozenset(labels)): value} for every sample."""
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def test_metrics_parse_and_move_under_load(broker_factory):
+    broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
+    addr = metrics_address(broker)
+    with urllib.request.urlopen(f"http://{addr}/ready", timeout=10) as r:
+        assert r.status == 200 and r.read() == b"ready\n"
+
+    topic = unique_topic("metrics")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(timeout=30)
+    before = scrape(addr)
+    # Partitions are spread over both shards (plus the internal offsets topic).
+    per_shard = [total(before, "sluice_partitions", shard=str(s)) for s in (0, 1)]
+    assert sum(per_shard) >= 4 and all(p > 0 for p in per_shard), per_shard
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2})
+    for i in range(2000):
+        producer.produce(topic, key=str(i), value=b"x" * 200, partition=i % 4)
+        if i % 500 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("g"),
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
+    got, deadline = 0, time.monotonic() + 30
+    while got < 2000 and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            got += 1
+    assert got == 2000
+    during = scrape(addr)
+    assert total(during, "sluice_connections") >= 1, "the consumer is connected"
+    consumer.close()
+
+    after = scrape(addr)
+    assert total(after, "sluice_requests_total", api="Produce") > total(before, "sluice_requests_total", api="Produce")
+    assert total(after, "sluice_requests_total", api="Fetch") > 0
+    assert total(after, "sluice_topic_bytes_in_total", topic=topic) >= 2000 * 200
+    assert total(after, "sluice_topic_bytes_out_total", topic=topic) >= 2000 * 200
+    assert total(after, "sluice_fsync_latency_seconds_count") > total(before, "sluice_fsync_latency_seconds_count")
+    assert total(after, "sluice_bytes_written_total") > 0
+    assert total(after, "sluice_request_latency_seconds_count", api="Produce") > 0
+    # Partitions on shard 1 were produced through connections on shard 0 or the reverse.
+    assert total(after, "sluice_cross_core_messages_sent_total") > 0
+    assert total(after, "sluice_stage_latency_seconds_count", stage="append") > 0
+    assert total(after, "sluice_inflight_requests") >= 0
+    hits = total(after, "sluice_read_memory_hit_ratio")
+    assert 0.0 <= hits <= 2.0
+
+
+def test_metrics_endpoint_rejects_other_paths(broker_factory):
+    broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
+    addr = metrics_address(broker)
+    try:
+        urllib.request.urlopen(f"http://{addr}/nope", timeout=10)
+        raise AssertionError("expected a 404")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
