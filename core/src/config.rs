@@ -5,6 +5,7 @@
 //! binary on top of the file (flags win).
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -41,6 +42,9 @@ pub struct BrokerConfig {
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
+    /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
+    /// Kafka's broker name for it (`log.retention.ms`); a topic's own setting wins.
+    pub topic_defaults: BTreeMap<String, toml::Value>,
 }
 
 impl Default for BrokerConfig {
@@ -58,6 +62,7 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             log_retention_check_interval_ms: 300_000,
+            topic_defaults: BTreeMap::new(),
         }
     }
 }
@@ -83,7 +88,20 @@ impl BrokerConfig {
 
     /// Parses TOML text; the error message carries line and column where the parser knows them.
     pub fn from_toml_str(text: &str) -> Result<BrokerConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+        toml::from_str(text).map_err(|e| {
+            // toml's message: "TOML parse error at line L, column C", a source excerpt, the reason.
+            let text = e.to_string();
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let source = lines.iter().find_map(|l| {
+                let (n, rest) = l.split_once('|')?;
+                (!n.trim().is_empty() && n.trim().chars().all(|c| c.is_ascii_digit())).then(|| rest.trim())
+            });
+            match (lines.first(), lines.last(), source) {
+                (Some(first), Some(last), Some(src)) => format!("{first} (`{src}`): {last}"),
+                (Some(first), Some(last), None) if lines.len() > 1 => format!("{first}: {last}"),
+                _ => text.trim().to_string(),
+            }
+        })
     }
 
     /// The listen address, parsed.
@@ -93,6 +111,36 @@ impl BrokerConfig {
             value: self.listen.clone(),
             expected: "an IP:port socket address such as 127.0.0.1:9092".into(),
         })
+    }
+
+    /// The topic-config defaults, normalised to topic config names and validated.
+    pub fn topic_defaults(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in &self.topic_defaults {
+            let name = crate::topic_config::DEFS
+                .iter()
+                .find(|d| d.name == key || d.broker_synonym == key)
+                .map(|d| d.name)
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "topic_defaults",
+                    value: key.clone(),
+                    expected: "a Kafka topic config name (retention.ms) or its broker name (log.retention.ms)".into(),
+                })?;
+            let v = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            };
+            crate::topic_config::validate(name, &v).map_err(|why| ConfigError::Invalid {
+                key: "topic_defaults",
+                value: format!("{key} = {v}"),
+                expected: why,
+            })?;
+            out.insert(name.to_string(), v);
+        }
+        Ok(out)
     }
 
     /// The metrics address, parsed (`None` when disabled).
@@ -150,6 +198,7 @@ impl BrokerConfig {
                 expected: "at most 300000".into(),
             });
         }
+        self.topic_defaults()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -177,8 +226,25 @@ mod tests {
     }
 
     #[test]
-    fn wrong_type_is_refused() {
-        assert!(BrokerConfig::from_toml_str("cores = \"two\"").is_err());
+    fn wrong_type_is_refused_naming_the_key() {
+        let e = BrokerConfig::from_toml_str("listen = \"127.0.0.1:1\"\ncores = \"two\"").unwrap_err();
+        assert!(e.contains("cores") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn topic_defaults_accept_both_names_and_validate() {
+        let c = BrokerConfig::from_toml_str(
+            "[topic_defaults]\n\"log.retention.ms\" = 1000\n\"segment.bytes\" = \"2048\"\n",
+        )
+        .unwrap();
+        let d = c.topic_defaults().unwrap();
+        assert_eq!(d.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(d.get("segment.bytes").map(String::as_str), Some("2048"));
+        let bad = BrokerConfig::from_toml_str("[topic_defaults]\n\"retention.ms\" = \"soon\"\n").unwrap();
+        let e = bad.validate(2).unwrap_err().to_string();
+        assert!(e.contains("retention.ms") && e.contains("soon"), "{e}");
+        let unknown = BrokerConfig::from_toml_str("[topic_defaults]\n\"nope\" = 1\n").unwrap();
+        assert!(unknown.validate(2).unwrap_err().to_string().contains("nope"));
     }
 
     #[test]

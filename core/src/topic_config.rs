@@ -251,6 +251,16 @@ pub fn effective<'a>(set: &'a std::collections::BTreeMap<String, String>, name: 
     set.get(name).map(String::as_str).or_else(|| lookup(name).map(|d| d.default))
 }
 
+/// Like [`effective`], with the broker's `topic_defaults` between the topic's own value and
+/// Kafka's default.
+pub fn effective_with<'a>(
+    set: &'a std::collections::BTreeMap<String, String>,
+    broker: &'a std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    set.get(name).or_else(|| broker.get(name)).map(String::as_str).or_else(|| lookup(name).map(|d| d.default))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,12 +11,26 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Log format on stderr (filter with RUST_LOG, default info)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub serve: ServeArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Configuration files: `sluice config check FILE` validates one without starting.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Run the broker (the default when no subcommand is given).
     Serve(ServeArgs),
     /// Load generator: produce or consume against any Kafka-compatible broker.
@@ -29,6 +43,31 @@ pub enum Command {
     Produce(crate::admin::produce::ProduceArgs),
     /// Print records of a topic, optionally as a consumer group member.
     Consume(crate::admin::consume::ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Parse and validate a TOML config file; print the effective configuration.
+    Check { file: PathBuf },
+}
+
+/// `sluice config check FILE`: 0 when valid (prints the effective settings), 1 otherwise.
+pub fn config_check(file: &std::path::Path) -> i32 {
+    let cores = crate::server::allowed_cpus().len();
+    match BrokerConfig::from_file(file).map_err(|e| e.to_string()).and_then(|c| {
+        c.validate(cores).map_err(|e| format!("{}: {e}", file.display()))?;
+        Ok(c)
+    }) {
+        Ok(c) => {
+            println!("{}: ok", file.display());
+            println!("{c:#?}");
+            0
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            1
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -1,7 +1,7 @@
 //! The `sluice` binary: parse the command line, set up logging, run.
 
 use clap::Parser;
-use sluice_net::cli::{Cli, Command};
+use sluice_net::cli::{config_check, Cli, Command, ConfigAction, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -18,13 +18,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Pretty => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Config { action: ConfigAction::Check { file } }) => std::process::exit(config_check(&file)),
         Some(Command::Bench(b)) => std::process::exit(sluice_bench::run(b)),
         Some(Command::Topic(a)) => std::process::exit(sluice_net::admin::topic::run(a)),
         Some(Command::Group(a)) => std::process::exit(sluice_net::admin::group::run(a)),

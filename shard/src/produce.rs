@@ -35,7 +35,9 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         let log_append_time = meta
             .topics
             .get(&item.tp.topic)
-            .and_then(|t| t.configs.get("message.timestamp.type"))
+            .and_then(|t| {
+                sluice_core::topic_config::effective_with(&t.configs, &shard.topic_defaults, "message.timestamp.type")
+            })
             .filter(|v| v.eq_ignore_ascii_case("LogAppendTime"))
             .map(|_| now_ms());
         for (header, bytes) in &item.batches {

@@ -26,9 +26,14 @@ struct OwnedLog {
     log: Rc<PartitionLog>,
 }
 
-/// A log's settings from its topic's configs (defaults where unset).
-pub fn log_config(configs: &std::collections::BTreeMap<String, String>) -> LogConfig {
-    let get = |k: &str| sluice_core::topic_config::effective(configs, k).and_then(|v| v.trim().parse::<i64>().ok());
+/// A log's settings from its topic's configs (broker defaults, then Kafka's, where unset).
+pub fn log_config(
+    configs: &std::collections::BTreeMap<String, String>,
+    broker: &std::collections::BTreeMap<String, String>,
+) -> LogConfig {
+    let get = |k: &str| {
+        sluice_core::topic_config::effective_with(configs, broker, k).and_then(|v| v.trim().parse::<i64>().ok())
+    };
     let d = LogConfig::default();
     LogConfig {
         leader_epoch: d.leader_epoch,
@@ -55,6 +60,8 @@ pub struct Shard {
     data_dir: PathBuf,
     /// The previous run shut down cleanly: logs may trust their indexes.
     clean_start: bool,
+    /// The broker's `topic_defaults`, normalised (validated at start).
+    pub topic_defaults: std::collections::BTreeMap<String, String>,
     metadata: RefCell<Rc<MetadataSnapshot>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
     senders: Senders<Envelope>,
@@ -85,6 +92,7 @@ impl Shard {
             n_shards,
             data_dir: config.data_dir.clone(),
             clean_start,
+            topic_defaults: config.topic_defaults().unwrap_or_default(),
             config,
             metadata: RefCell::new(Rc::new(snapshot)),
             logs: RefCell::new(HashMap::new()),
@@ -180,7 +188,7 @@ impl Shard {
         // Configs of logs already open may have changed.
         for (tp, o) in self.logs.borrow().iter() {
             if let Some(t) = snapshot.topics.get(&tp.topic) {
-                let cfg = log_config(&t.configs);
+                let cfg = log_config(&t.configs, &self.topic_defaults);
                 if o.log.config() != cfg {
                     o.log.set_config(cfg);
                 }
@@ -199,7 +207,14 @@ impl Shard {
                     continue;
                 }
                 let dir = partition_dir(&self.data_dir, name, p as i32);
-                match PartitionLog::open(&dir, &tp.to_string(), log_config(&t.configs), self.clean_start).await {
+                match PartitionLog::open(
+                    &dir,
+                    &tp.to_string(),
+                    log_config(&t.configs, &self.topic_defaults),
+                    self.clean_start,
+                )
+                .await
+                {
                     Ok((log, cut)) => {
                         if cut > 0 {
                             tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");

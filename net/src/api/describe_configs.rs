@@ -49,11 +49,17 @@ struct Entry {
     doc: &'static str,
 }
 
-fn topic_entries(configs: &std::collections::BTreeMap<String, String>) -> Vec<Entry> {
+fn topic_entries(
+    configs: &std::collections::BTreeMap<String, String>,
+    broker: &std::collections::BTreeMap<String, String>,
+) -> Vec<Entry> {
     topic_config::DEFS
         .iter()
         .map(|d| {
-            let default = (d.broker_synonym.to_string(), d.default.to_string(), SOURCE_DEFAULT);
+            let default = match broker.get(d.name) {
+                Some(v) => (d.broker_synonym.to_string(), v.clone(), SOURCE_STATIC_BROKER),
+                None => (d.broker_synonym.to_string(), d.default.to_string(), SOURCE_DEFAULT),
+            };
             match configs.get(d.name) {
                 Some(v) => Entry {
                     name: d.name.into(),
@@ -65,8 +71,8 @@ fn topic_entries(configs: &std::collections::BTreeMap<String, String>) -> Vec<En
                 },
                 None => Entry {
                     name: d.name.into(),
-                    value: d.default.into(),
-                    source: SOURCE_DEFAULT,
+                    value: default.1.clone(),
+                    source: default.2,
                     synonyms: vec![default],
                     kind: config_type(d.kind),
                     doc: d.doc,
@@ -76,7 +82,11 @@ fn topic_entries(configs: &std::collections::BTreeMap<String, String>) -> Vec<En
         .collect()
 }
 
-fn broker_entries(c: &BrokerConfig, listen: String) -> Vec<Entry> {
+fn broker_entries(
+    c: &BrokerConfig,
+    defaults: &std::collections::BTreeMap<String, String>,
+    listen: String,
+) -> Vec<Entry> {
     let fixed = |name: &str, value: String, kind: i8, doc: &'static str| Entry {
         name: name.into(),
         value: value.clone(),
@@ -131,11 +141,15 @@ fn broker_entries(c: &BrokerConfig, listen: String) -> Vec<Entry> {
     ];
     for d in topic_config::DEFS {
         if !out.iter().any(|e| e.name == d.broker_synonym) {
+            let (value, source) = match defaults.get(d.name) {
+                Some(v) => (v.clone(), SOURCE_STATIC_BROKER),
+                None => (d.default.to_string(), SOURCE_DEFAULT),
+            };
             out.push(Entry {
                 name: d.broker_synonym.into(),
-                value: d.default.into(),
-                source: SOURCE_DEFAULT,
-                synonyms: vec![(d.broker_synonym.into(), d.default.into(), SOURCE_DEFAULT)],
+                value: value.clone(),
+                source,
+                synonyms: vec![(d.broker_synonym.into(), value, source)],
                 kind: config_type(d.kind),
                 doc: d.doc,
             });
@@ -158,7 +172,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .with_resource_name(r.resource_name.clone());
                 let entries = match r.resource_type {
                     RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
-                        Some(t) => Ok(topic_entries(&t.configs)),
+                        Some(t) => Ok(topic_entries(&t.configs, &ctx.shard.topic_defaults)),
                         None => Err((
                             ResponseError::UnknownTopicOrPartition,
                             format!("topic {} does not exist", &*r.resource_name),
@@ -166,6 +180,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     },
                     RESOURCE_BROKER if r.resource_name.is_empty() || &*r.resource_name == "0" => Ok(broker_entries(
                         &ctx.shard.config,
+                        &ctx.shard.topic_defaults,
                         format!("{}:{}", ctx.advertised_host, ctx.advertised_port),
                     )),
                     RESOURCE_BROKER => Err((

@@ -29,7 +29,8 @@ pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, name: "Produce", min_v
 fn max_batch(ctx: &Ctx, topic: &str) -> usize {
     let meta = ctx.shard.metadata();
     let set = meta.topics.get(topic).map(|t| &t.configs);
-    set.and_then(|c| sluice_core::topic_config::effective(c, "max.message.bytes"))
+    let none = Default::default();
+    sluice_core::topic_config::effective_with(set.unwrap_or(&none), &ctx.shard.topic_defaults, "max.message.bytes")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(MAX_BATCH_BYTES)
         .min(MAX_REQUEST_BYTES)
