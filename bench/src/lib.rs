@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod consume;
+pub mod limits;
 pub mod produce;
 pub mod report;
 
@@ -28,6 +29,9 @@ pub enum Workload {
     /// Consume records from the beginning of a topic; reports end-to-end latency from each
     /// batch's timestamp.
     Consume(consume::ConsumeArgs),
+    /// Measure this machine's ceilings: O_DIRECT write throughput, fdatasync latency and
+    /// loopback TCP throughput (bounded; cleans up its files).
+    Limits(limits::LimitsArgs),
 }
 
 /// Runs a workload; returns the process exit code.
@@ -35,6 +39,7 @@ pub fn run(args: BenchArgs) -> i32 {
     let result = match args.workload {
         Workload::Produce(a) => produce::run(a),
         Workload::Consume(a) => consume::run(a),
+        Workload::Limits(a) => return limits::run(a),
     };
     match result {
         Ok(report) => {

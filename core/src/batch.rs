@@ -237,7 +237,10 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
     }
     let end = header.total_len().min(batch.len());
     let mut cur = Cursor { buf: &batch[..end], pos: HEADER_LEN };
-    let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
+    // The count comes from the producer: never trust it for an allocation (a record takes at
+    // least 7 bytes).
+    let cap = (header.records_count.max(0) as usize).min(end.saturating_sub(HEADER_LEN) / 7);
+    let mut out = Vec::with_capacity(cap);
     for _ in 0..header.records_count {
         let len = cur.varint()?;
         let start = cur.pos;

@@ -13,6 +13,10 @@ pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 32;
 pub const MAX_IN_FLIGHT_BYTES_PER_CONNECTION: usize = 64 * 1024 * 1024;
 /// Bytes of request frames all connections of one shard may have read but not yet answered.
 pub const MAX_IN_FLIGHT_BYTES_PER_SHARD: usize = 512 * 1024 * 1024;
+/// How long a client may take to send the rest of a frame once its size arrived.
+pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Frame bodies are read (and their memory allocated) this much at a time.
+pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
 /// Upper bound on partitions a single topic may have.

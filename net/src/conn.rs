@@ -24,10 +24,14 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::ApiKey;
-use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES};
+use sluice_core::limits::{
+    FRAME_READ_CHUNK, MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES,
+    REQUEST_BODY_TIMEOUT_MS,
+};
 use sluice_shard::metrics::{self, Stage};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 use tracing::Instrument;
 
 const READ_BUFFER: usize = 64 * 1024;
@@ -75,6 +79,21 @@ enum ConnError {
     Frame(#[from] FrameError),
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "the body of a {0}-byte request did not arrive within {REQUEST_BODY_TIMEOUT_MS} ms (or the broker is stopping)"
+    )]
+    SlowBody(i32),
+}
+
+/// Reads a frame body of `size` bytes, allocating at most one chunk ahead of the data.
+async fn read_body(reader: &mut BufReader<ReadHalf<TcpStream>>, size: usize) -> std::io::Result<BytesMut> {
+    let mut frame = BytesMut::with_capacity(size.min(FRAME_READ_CHUNK));
+    while frame.len() < size {
+        let old = frame.len();
+        frame.resize(old + (size - old).min(FRAME_READ_CHUNK), 0);
+        reader.read_exact(&mut frame[old..]).await?;
+    }
+    Ok(frame)
 }
 
 async fn read_loop(
@@ -109,9 +128,20 @@ async fn read_loop(
         }
         let units = (size as u64).min(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64);
         let mine = budget.acquire_static_permit(units).await.map_err(|e| ConnError::Io(e.into()))?;
+        // The body is read (and allocated) as it arrives, within a deadline; only a complete
+        // frame takes from the shard's budget, so clients that stall mid-frame hold nothing
+        // but their own connection's budget.
+        let deadline = glommio::timer::sleep(Duration::from_millis(REQUEST_BODY_TIMEOUT_MS));
+        let frame = match select(
+            read_body(&mut reader, size as usize).boxed_local(),
+            select(deadline.boxed_local(), ctx.shard.stopping().boxed_local()),
+        )
+        .await
+        {
+            Either::Left((r, _)) => r?,
+            Either::Right(_) => return Err(ConnError::SlowBody(size)),
+        };
         let shards = ctx.in_flight.acquire_static_permit(units).await.map_err(|e| ConnError::Io(e.into()))?;
-        let mut frame = BytesMut::zeroed(size as usize);
-        reader.read_exact(&mut frame).await?;
         let frame = frame.freeze();
         let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;

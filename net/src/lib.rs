@@ -11,5 +11,6 @@ pub mod cli;
 pub mod conn;
 pub mod errors;
 pub mod frame;
+pub mod huge_alloc;
 pub mod metrics_http;
 pub mod server;

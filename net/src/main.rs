@@ -4,6 +4,10 @@ use clap::Parser;
 use sluice_net::cli::{config_check, Cli, Command, ConfigAction, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// See `huge_alloc`: huge reservations from the wire codec must not abort the broker.
+#[global_allocator]
+static ALLOCATOR: sluice_net::huge_alloc::HugeAlloc = sluice_net::huge_alloc::HugeAlloc;
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,

@@ -77,6 +77,9 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// (name, type, help, value of one shard)
+type Gauge = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> f64);
+
 /// Prometheus text exposition of every shard's metrics.
 pub fn render(shards: &[ShardMetrics]) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -154,7 +157,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
         let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
     }
-    let gauges: [(&str, &str, &str, fn(&ShardMetrics) -> f64); 12] = [
+    let gauges: [Gauge; 12] = [
         ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
         ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
         ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {

@@ -214,6 +214,7 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
     // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let live = Rc::new(Cell::new(0usize));
+    let mut last_warning: Option<Instant> = None;
     loop {
         use futures::future::{select, Either};
         use futures::FutureExt;
@@ -232,8 +233,12 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
                 .detach();
             }
             Err(e) => {
-                tracing::warn!(shard = %ctx.shard.id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors (or similar): back off, and say so at most once a second.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(shard = %ctx.shard.id, error = %e, "accept failed");
+                    last_warning = Some(Instant::now());
+                }
+                glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
     }

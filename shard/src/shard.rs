@@ -26,6 +26,9 @@ struct OwnedLog {
     log: Rc<PartitionLog>,
 }
 
+/// Partition logs opened at once by `install`.
+const OPEN_CONCURRENCY: usize = 64;
+
 /// A log's settings from its topic's configs (broker defaults, then Kafka's, where unset).
 pub fn log_config(
     configs: &std::collections::BTreeMap<String, String>,
@@ -195,45 +198,54 @@ impl Shard {
             }
         }
 
-        // Logs to open.
+        // Logs to open, several at a time (their I/O overlaps in io_uring).
         let mut first_error = None;
+        let mut wanted = Vec::new();
         for (name, t) in snapshot.topics.iter() {
             for (p, owner) in t.shards.iter().enumerate() {
-                if *owner as usize != self.id.index() {
-                    continue;
-                }
                 let tp = TopicPartition::new(name.clone(), p as i32);
-                if self.logs.borrow().contains_key(&tp) {
-                    continue;
+                if *owner as usize == self.id.index() && !self.logs.borrow().contains_key(&tp) {
+                    wanted.push((tp, t.id, log_config(&t.configs, &self.topic_defaults)));
                 }
-                let dir = partition_dir(&self.data_dir, name, p as i32);
-                match PartitionLog::open(
-                    &dir,
-                    &tp.to_string(),
-                    log_config(&t.configs, &self.topic_defaults),
-                    self.clean_start,
-                )
-                .await
-                {
+            }
+        }
+        let created = !wanted.is_empty();
+        for chunk in wanted.chunks(OPEN_CONCURRENCY) {
+            let opens = chunk.iter().map(|(tp, _, cfg)| {
+                let dir = partition_dir(&self.data_dir, &tp.topic, tp.partition.0);
+                let name = tp.to_string();
+                let clean = self.clean_start;
+                let cfg = *cfg;
+                async move { PartitionLog::open(&dir, &name, cfg, clean).await }
+            });
+            let opened = futures::future::join_all(opens).await;
+            for ((tp, topic_id, _), result) in chunk.iter().zip(opened) {
+                match result {
                     Ok((log, cut)) => {
                         if cut > 0 {
                             tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");
                             let s = &self.stats.truncated_bytes_at_open;
                             s.set(s.get() + cut);
                         }
-                        if name == crate::groups::OFFSETS_TOPIC {
+                        if tp.topic == crate::groups::OFFSETS_TOPIC {
                             if let Err(e) = self.groups.load(&log).await {
                                 tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
                                 first_error.get_or_insert(PartitionError::from(e));
                             }
                         }
-                        self.logs.borrow_mut().insert(tp, OwnedLog { topic_id: t.id, log });
+                        self.logs.borrow_mut().insert(tp.clone(), OwnedLog { topic_id: *topic_id, log });
                     }
                     Err(e) => {
                         tracing::error!(partition = %tp, error = %e, "cannot open partition log");
                         first_error.get_or_insert(PartitionError::from(e));
                     }
                 }
+            }
+        }
+        // New partition directories become durable entries of the data dir with one fsync.
+        if created {
+            if let Err(e) = std::fs::File::open(&self.data_dir).and_then(|d| d.sync_all()) {
+                first_error.get_or_insert(PartitionError::Storage(format!("fsync data directory: {e}")));
             }
         }
         match first_error {

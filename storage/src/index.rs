@@ -73,7 +73,7 @@ impl SparseIndex {
                     return Err("offset index entries are not increasing".into());
                 }
             }
-            if p as u64 >= segment_size || o > last_rel {
+            if p as u64 >= segment_size || o > last_rel || (p == 0) != (o == 0) {
                 return Err("offset index entry points past the end of the segment".into());
             }
             idx.offsets.push((o, p));

@@ -171,7 +171,8 @@ enum ReadPlan {
 }
 
 impl PartitionLog {
-    /// Opens (creating if needed) the log in `dir` and recovers it. `clean` says the broker
+    /// Opens (creating if needed) the log in `dir` and recovers it. A new `dir` is not yet a
+    /// durable entry of its parent: the caller fsyncs the parent (once for many logs). `clean` says the broker
     /// shut down cleanly, so the active segment's index can be trusted and only its tail is
     /// scanned. Returns the log and the bytes of torn or corrupt tail that recovery cut off.
     pub async fn open(
@@ -185,9 +186,7 @@ impl PartitionLog {
             crate::probe_direct_io(parent).await?;
         }
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
-        if created {
-            sync_dir(dir)?;
-        }
+        let _ = created; // the new directory's own entry is synced by the caller (one fsync of the data dir)
         let now = now_ms();
         let bases = segment::list(dir)?;
         let interval = config.index_interval_bytes.max(1);
@@ -956,13 +955,8 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::R
     Ok(())
 }
 
+/// Makes the entries of `dir` (a new segment file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let d = std::fs::File::open(dir).map_err(|e| StorageError::io("open directory", dir.display(), e))?;
-    d.sync_all().map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
-    if let Some(parent) = dir.parent() {
-        if let Ok(p) = std::fs::File::open(parent) {
-            let _ = p.sync_all();
-        }
-    }
-    Ok(())
+    d.sync_all().map_err(|e| StorageError::io("fsync directory", dir.display(), e))
 }

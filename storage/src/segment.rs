@@ -166,8 +166,9 @@ impl Segment {
                 }
             }
         }
+        let trusted_start = from.pos != 0 || from.offset != base;
         let mut s = scan(&file, &shown, from, &mut index, interval).await?;
-        if s.entries.is_empty() && s.end_pos > 0 && trust_index {
+        if s.entries.is_empty() && trusted_start {
             // The trusted entry did not lead to a valid batch: scan everything.
             index = SparseIndex::default();
             s = scan(&file, &shown, ScanFrom { pos: 0, offset: base, segment_base: base }, &mut index, interval)

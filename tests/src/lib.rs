@@ -174,6 +174,10 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_within(START_TIMEOUT, false)
+    }
+
+    fn spawn_within(&mut self, start_timeout: Duration, diagnose: bool) {
         assert!(self.child.is_none(), "broker already running");
         let bin = sluice_bin();
         let data_dir = self.data_dir();
@@ -232,7 +236,7 @@ impl Broker {
             })
             .expect("spawn stdout reader thread");
 
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + start_timeout;
         let line = loop {
             match rx.recv_timeout(POLL_STEP * 5) {
                 Ok(line) => break line,
@@ -243,8 +247,9 @@ impl Broker {
                     }
                     if Instant::now() >= deadline {
                         let tail = self.log_tail(8192);
+                        let threads = if diagnose { thread_states(self.pid) } else { String::new() };
                         self.kill();
-                        panic!("broker not ready within {START_TIMEOUT:?}{tail}");
+                        panic!("broker not ready within {start_timeout:?}{threads}{tail}");
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -344,6 +349,14 @@ impl Broker {
         self.spawn();
     }
 
+    /// Like [`start_again`](Broker::start_again) but waits up to `timeout`
+    /// for the ready line; on timeout the panic message also lists the
+    /// broker's threads with their state, wchan and kernel stack.
+    pub fn start_again_within(&mut self, timeout: Duration) {
+        assert!(self.child.is_none(), "start_again_within(): broker still running");
+        self.spawn_within(timeout, true);
+    }
+
     /// Graceful [`stop`](Broker::stop) (asserting exit 0) followed by
     /// [`start_again`](Broker::start_again) on the same data dir.
     pub fn restart(&mut self) {
@@ -413,6 +426,46 @@ pub fn parse_ready_line(line: &str, cores: usize, data_dir: &Path) -> Result<u16
         return Err(format!("data_dir={got_dir}, expected {}", data_dir.display()));
     }
     Ok(port)
+}
+
+/// Every thread of `pid` with its name, state, wchan and kernel stack (root only), for diagnostics.
+pub fn thread_states(pid: i32) -> String {
+    let mut out = format!("\n----- threads of pid {pid} -----\n");
+    let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for e in rd.flatten().take(256) {
+        let p = e.path();
+        let comm = fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let stat = fs::read_to_string(p.join("stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("?").to_string();
+        let wchan = fs::read_to_string(p.join("wchan")).unwrap_or_default();
+        let stack = fs::read_to_string(p.join("stack")).unwrap_or_default();
+        out.push_str(&format!(
+            "tid {} {} state={state} wchan={wchan}\n{}",
+            e.file_name().to_string_lossy(),
+            comm.trim(),
+            stack.lines().take(12).map(|l| format!("    {l}\n")).collect::<String>()
+        ));
+    }
+    out
+}
+
+/// Resident set size (`VmRSS`) of process `pid` in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Broker {
+    /// The broker's stderr (its logs) of its current (latest) start.
+    pub fn current_stderr(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.stderr_path(self.starts)).unwrap_or_default()).into_owned()
+    }
+
+    /// How many times the process has been started.
+    pub fn start_count(&self) -> u32 {
+        self.starts
+    }
 }
 
 /// Runs `f` until it returns `Some`, at most `max_tries` times and until

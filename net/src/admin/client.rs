@@ -7,15 +7,15 @@
 //! [`AdminError::Other`] naming the API.
 
 use super::{check, AdminError, Result};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
-};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::ListOffsetsRequest;
-use std::collections::BTreeMap;
+use kafka_protocol::messages::{
+    ApiVersionsRequest, BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::{Request, StrBytes};
 use sluice_bench::client::{self, ClientError, Receiver, Sender};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -151,7 +151,9 @@ impl Cluster {
         let req = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
                 ts.iter()
-                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone())))))
+                    .map(|t| {
+                        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
                     .collect()
             }))
             .with_allow_auto_topic_creation(auto_create);
@@ -249,7 +251,10 @@ impl Cluster {
                 AdminError::broker(format!("partition {topic}-{p}"), 3, Some("not in the topic's metadata"))
             })?;
             by_leader.entry(leader).or_default().push(
-                ListOffsetsPartition::default().with_partition_index(*p).with_current_leader_epoch(-1).with_timestamp(timestamp),
+                ListOffsetsPartition::default()
+                    .with_partition_index(*p)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(timestamp),
             );
         }
         let mut out = BTreeMap::new();

@@ -14,7 +14,9 @@
 
 use super::client::{sb, topic_name, Cluster};
 use super::output::{base64, Json};
-use super::records::{decode_assignment, decode_subscription, encode_assignment, encode_subscription, parse_batches, InRecord};
+use super::records::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription, parse_batches, InRecord,
+};
 use super::{check, AdminError, CommonArgs, Result};
 use clap::{Args, ValueEnum};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -176,7 +178,8 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
         }
     }
 
-    let mut out = Out { w: std::io::BufWriter::new(std::io::stdout()), format: args.format, topic: topic.clone(), closed: false };
+    let mut out =
+        Out { w: std::io::BufWriter::new(std::io::stdout()), format: args.format, topic: topic.clone(), closed: false };
     if args.common.json {
         out.format = Format::Json;
     }
@@ -269,7 +272,9 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
                             let earliest = c.list_offsets(&topic, &leaders, &[p], -2).await?;
                             let latest = c.list_offsets(&topic, &leaders, &[p], -1).await?;
                             let to = if pos < earliest[&p] { earliest[&p] } else { latest[&p] };
-                            eprintln!("sluice consume: offset {pos} of {topic}-{p} is out of range; continuing at {to}");
+                            eprintln!(
+                                "sluice consume: offset {pos} of {topic}-{p} is out of range; continuing at {to}"
+                            );
                             positions.insert(p, to);
                             continue;
                         }
@@ -374,7 +379,11 @@ impl Member {
         loop {
             attempts += 1;
             if attempts > 30 {
-                return Err(AdminError::Other(format!("could not join group '{}' after {} attempts", self.group, attempts - 1)));
+                return Err(AdminError::Other(format!(
+                    "could not join group '{}' after {} attempts",
+                    self.group,
+                    attempts - 1
+                )));
             }
             if self.coord < 0 {
                 self.coord = c.coordinator(&self.group).await?;
@@ -387,7 +396,7 @@ impl Member {
                 .with_protocol_type(sb("consumer"))
                 .with_protocols(vec![JoinGroupRequestProtocol::default()
                     .with_name(sb("range"))
-                    .with_metadata(encode_subscription(&[self.topic.clone()]).into())]);
+                    .with_metadata(encode_subscription(std::slice::from_ref(&self.topic)).into())]);
             let extra = Duration::from_millis(self.rebalance_timeout_ms as u64);
             let resp = c.node(self.coord).await?.call_wait(&req, 7, extra).await?;
             match resp.error_code {
@@ -457,7 +466,11 @@ impl Member {
     /// The range assignment, as Kafka's RangeAssignor computes it: per topic, the members
     /// subscribed to it in member-id order each get a contiguous run of partitions, the first
     /// `partitions % members` one extra.
-    async fn assign(&self, c: &mut Cluster, subs: Vec<(String, Vec<String>)>) -> Result<Vec<SyncGroupRequestAssignment>> {
+    async fn assign(
+        &self,
+        c: &mut Cluster,
+        subs: Vec<(String, Vec<String>)>,
+    ) -> Result<Vec<SyncGroupRequestAssignment>> {
         let mut topics: Vec<String> = subs.iter().flat_map(|(_, ts)| ts.iter().cloned()).collect();
         topics.sort();
         topics.dedup();
@@ -490,17 +503,28 @@ impl Member {
         }
         Ok(plan
             .into_iter()
-            .map(|(m, a)| SyncGroupRequestAssignment::default().with_member_id(sb(&m)).with_assignment(encode_assignment(&a).into()))
+            .map(|(m, a)| {
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(sb(&m))
+                    .with_assignment(encode_assignment(&a).into())
+            })
             .collect())
     }
 
     /// Where to start on each assigned partition: the committed offset, else `reset_ts`.
-    async fn start_positions(&mut self, c: &mut Cluster, leaders: &BTreeMap<i32, i32>, reset_ts: i64) -> Result<BTreeMap<i32, i64>> {
+    async fn start_positions(
+        &mut self,
+        c: &mut Cluster,
+        leaders: &BTreeMap<i32, i32>,
+        reset_ts: i64,
+    ) -> Result<BTreeMap<i32, i64>> {
         if self.assigned.is_empty() {
             return Ok(BTreeMap::new());
         }
         let req = OffsetFetchRequest::default().with_group_id(self.gid()).with_topics(Some(vec![
-            OffsetFetchRequestTopic::default().with_name(topic_name(&self.topic)).with_partition_indexes(self.assigned.clone()),
+            OffsetFetchRequestTopic::default()
+                .with_name(topic_name(&self.topic))
+                .with_partition_indexes(self.assigned.clone()),
         ]));
         let resp = c.node(self.coord).await?.call(&req, 7).await?;
         check(resp.error_code, || format!("committed offsets of group '{}'", self.group), None)?;
@@ -566,7 +590,9 @@ impl Member {
             .with_group_id(self.gid())
             .with_generation_id_or_member_epoch(self.generation)
             .with_member_id(sb(&self.member_id))
-            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic_name(&self.topic)).with_partitions(parts)]);
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic_name(&self.topic))
+                .with_partitions(parts)]);
         let resp = c.node(self.coord).await?.call(&req, 8).await?;
         for t in &resp.topics {
             for p in &t.partitions {

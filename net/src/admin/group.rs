@@ -10,7 +10,9 @@ use super::output::{print, table, Json};
 use super::records::decode_assignment;
 use super::{check, AdminError, CommonArgs, Result};
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::{DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetFetchRequest};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetFetchRequest,
+};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Args)]
@@ -69,8 +71,7 @@ async fn list(c: &mut Cluster, json: bool) -> Result<()> {
             .collect();
         print(&format!("{}\n", Json::Arr(arr).render()));
     } else {
-        let rows: Vec<Vec<String>> =
-            groups.iter().map(|(g, (s, pt))| vec![g.clone(), s.clone(), pt.clone()]).collect();
+        let rows: Vec<Vec<String>> = groups.iter().map(|(g, (s, pt))| vec![g.clone(), s.clone(), pt.clone()]).collect();
         print(&table(&["GROUP", "STATE", "PROTOCOL-TYPE"], &rows));
     }
     Ok(())
@@ -88,9 +89,7 @@ struct MemberInfo {
 async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
     let coord = c.coordinator(group).await?;
     let conn = c.node(coord).await?;
-    let resp = conn
-        .call(&DescribeGroupsRequest::default().with_groups(vec![gid(group)]), 5)
-        .await?;
+    let resp = conn.call(&DescribeGroupsRequest::default().with_groups(vec![gid(group)]), 5).await?;
     let g = resp
         .groups
         .into_iter()
@@ -121,9 +120,7 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
         });
     }
 
-    let resp = conn
-        .call(&OffsetFetchRequest::default().with_group_id(gid(group)).with_topics(None), 7)
-        .await?;
+    let resp = conn.call(&OffsetFetchRequest::default().with_group_id(gid(group)).with_topics(None), 7).await?;
     check(resp.error_code, || format!("offsets of group '{group}'"), None)?;
     // (topic, partition) → (committed offset, owning member index)
     let mut rows: BTreeMap<(String, i32), (Option<i64>, Option<usize>)> = BTreeMap::new();
@@ -180,12 +177,20 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
                     ("client_id", Json::str(&m.client_id)),
                     ("host", Json::str(&m.host)),
                     ("assignment_version", m.assignment_version.map(|v| Json::Int(v as i64)).unwrap_or(Json::Null)),
-                    ("assignment", Json::Arr(m.assignment.iter().map(|(t, ps)| {
-                        Json::obj([
-                            ("topic", Json::str(t)),
-                            ("partitions", Json::Arr(ps.iter().map(|p| Json::Int(*p as i64)).collect())),
-                        ])
-                    }).collect())),
+                    (
+                        "assignment",
+                        Json::Arr(
+                            m.assignment
+                                .iter()
+                                .map(|(t, ps)| {
+                                    Json::obj([
+                                        ("topic", Json::str(t)),
+                                        ("partitions", Json::Arr(ps.iter().map(|p| Json::Int(*p as i64)).collect())),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ),
                 ])
             })
             .collect();
@@ -277,11 +282,8 @@ async fn delete(c: &mut Cluster, json: bool, groups: Vec<String>) -> Result<()> 
     for g in &groups {
         let outcome = async {
             let coord = c.coordinator(g).await?;
-            let resp = c
-                .node(coord)
-                .await?
-                .call(&DeleteGroupsRequest::default().with_groups_names(vec![gid(g)]), 2)
-                .await?;
+            let resp =
+                c.node(coord).await?.call(&DeleteGroupsRequest::default().with_groups_names(vec![gid(g)]), 2).await?;
             for r in &resp.results {
                 check(r.error_code, || format!("cannot delete group '{g}'"), None)?;
             }

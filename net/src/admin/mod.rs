@@ -120,7 +120,8 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<()>> + 'static,
 {
-    let spawned = LocalExecutorBuilder::new(Placement::Unbound).name("sluice-cli").spawn(move || async move { f().await });
+    let spawned =
+        LocalExecutorBuilder::new(Placement::Unbound).name("sluice-cli").spawn(move || async move { f().await });
     let outcome = match spawned {
         Ok(handle) => match handle.join() {
             Ok(r) => r,

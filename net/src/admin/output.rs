@@ -146,7 +146,11 @@ mod tests {
 
     #[test]
     fn json_escapes() {
-        let j = Json::obj([("a\"", Json::str("x\n\u{1}é")), ("n", Json::Null), ("l", Json::Arr(vec![Json::Int(-1), Json::Bool(true)]))]);
+        let j = Json::obj([
+            ("a\"", Json::str("x\n\u{1}é")),
+            ("n", Json::Null),
+            ("l", Json::Arr(vec![Json::Int(-1), Json::Bool(true)])),
+        ]);
         assert_eq!(j.render(), r#"{"a\"":"x\n\u0001é","n":null,"l":[-1,true]}"#);
     }
 

@@ -192,10 +192,8 @@ async fn send(
     by_partition: BTreeMap<i32, Vec<OutRecord>>,
     acks: i16,
 ) -> Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut by_leader: BTreeMap<i32, Vec<PartitionProduceData>> = BTreeMap::new();
     for (p, recs) in by_partition {
         let batch = build_batch(&recs, now);
@@ -218,11 +216,11 @@ async fn send(
         for t in &resp.responses {
             for p in &t.partition_responses {
                 if p.error_code != 0 {
-                    let detail = p
-                        .error_message
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .or_else(|| p.record_errors.first().and_then(|r| r.batch_index_error_message.as_ref().map(|m| m.to_string())));
+                    let detail = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
+                        p.record_errors
+                            .first()
+                            .and_then(|r| r.batch_index_error_message.as_ref().map(|m| m.to_string()))
+                    });
                     return Err(AdminError::broker(
                         format!("produce to {}-{}", t.name.0, p.index),
                         p.error_code,

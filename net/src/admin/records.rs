@@ -278,8 +278,11 @@ pub fn encode_assignment(assigned: &[(String, Vec<i32>)]) -> Vec<u8> {
     b
 }
 
-/// Decodes a ConsumerProtocolAssignment: (version, [(topic, partitions)], user data).
-pub fn decode_assignment(data: &[u8]) -> Result<(i16, Vec<(String, Vec<i32>)>, Option<Vec<u8>>), String> {
+/// A decoded ConsumerProtocolAssignment: (version, [(topic, partitions)], user data).
+pub type Assignment = (i16, Vec<(String, Vec<i32>)>, Option<Vec<u8>>);
+
+/// Decodes a ConsumerProtocolAssignment (any version: later versions only append).
+pub fn decode_assignment(data: &[u8]) -> Result<Assignment, String> {
     if data.is_empty() {
         return Ok((0, Vec::new(), None));
     }
@@ -359,7 +362,11 @@ mod tests {
     #[test]
     fn batch_round_trips_with_headers() {
         let recs = vec![
-            OutRecord { key: Some(b"k".to_vec()), value: Some(b"v1".to_vec()), headers: vec![("h".into(), Some(b"x".to_vec())), ("h".into(), None)] },
+            OutRecord {
+                key: Some(b"k".to_vec()),
+                value: Some(b"v1".to_vec()),
+                headers: vec![("h".into(), Some(b"x".to_vec())), ("h".into(), None)],
+            },
             OutRecord { key: None, value: Some(Vec::new()), headers: vec![] },
         ];
         let mut b = build_batch(&recs, 1234);

@@ -11,7 +11,9 @@ use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+};
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -87,7 +89,14 @@ pub fn topic_id_text(id: &uuid::Uuid) -> String {
     super::output::base64(id.as_bytes()).trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
 
-async fn create(c: &mut Cluster, json: bool, name: String, partitions: i32, rf: i16, configs: Vec<String>) -> Result<()> {
+async fn create(
+    c: &mut Cluster,
+    json: bool,
+    name: String,
+    partitions: i32,
+    rf: i16,
+    configs: Vec<String>,
+) -> Result<()> {
     if partitions == 0 || partitions < -1 {
         return Err(AdminError::Usage(format!("--partitions must be at least 1, got {partitions}")));
     }
@@ -140,7 +149,10 @@ async fn list(c: &mut Cluster, json: bool, exclude_internal: bool) -> Result<()>
                     ("topic", Json::str(name(t))),
                     ("topic_id", Json::str(topic_id_text(&t.topic_id))),
                     ("partitions", Json::Int(t.partitions.len() as i64)),
-                    ("replication_factor", Json::Int(t.partitions.first().map(|p| p.replica_nodes.len()).unwrap_or(0) as i64)),
+                    (
+                        "replication_factor",
+                        Json::Int(t.partitions.first().map(|p| p.replica_nodes.len()).unwrap_or(0) as i64),
+                    ),
                     ("internal", Json::Bool(t.is_internal)),
                 ])
             })
@@ -196,13 +208,22 @@ async fn describe(c: &mut Cluster, json: bool, names: Vec<String>, all_configs: 
         let req = DescribeConfigsRequest::default().with_resources(
             topics
                 .iter()
-                .map(|(n, _)| DescribeConfigsResource::default().with_resource_type(2).with_resource_name(sb(n)).with_configuration_keys(None))
+                .map(|(n, _)| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(sb(n))
+                        .with_configuration_keys(None)
+                })
                 .collect(),
         );
         let resp = c.boot.call(&req, 4).await?;
         for r in resp.results {
             if r.error_code != 0 {
-                let e = AdminError::broker(format!("configs of topic '{}'", r.resource_name), r.error_code, r.error_message.as_deref());
+                let e = AdminError::broker(
+                    format!("configs of topic '{}'", r.resource_name),
+                    r.error_code,
+                    r.error_message.as_deref(),
+                );
                 errs.push(e);
                 continue;
             }
@@ -223,24 +244,42 @@ async fn describe(c: &mut Cluster, json: bool, names: Vec<String>, all_configs: 
                     ("topic", Json::str(name)),
                     ("topic_id", Json::str(topic_id_text(&t.topic_id))),
                     ("internal", Json::Bool(t.is_internal)),
-                    ("partitions", Json::Arr(parts.iter().map(|p| {
-                        Json::obj([
-                            ("partition", Json::Int(p.partition_index as i64)),
-                            ("leader", Json::Int(p.leader_id.0 as i64)),
-                            ("leader_epoch", Json::Int(p.leader_epoch as i64)),
-                            ("replicas", Json::Arr(p.replica_nodes.iter().map(|b| Json::Int(b.0 as i64)).collect())),
-                            ("isr", Json::Arr(p.isr_nodes.iter().map(|b| Json::Int(b.0 as i64)).collect())),
-                        ])
-                    }).collect())),
-                    ("configs", Json::Arr(cfgs.iter().map(|cf| {
-                        Json::obj([
-                            ("name", Json::str(cf.name.to_string())),
-                            ("value", Json::opt_str(cf.value.as_ref().map(|v| v.to_string()))),
-                            ("source", Json::str(source_name(cf.config_source))),
-                            ("read_only", Json::Bool(cf.read_only)),
-                            ("sensitive", Json::Bool(cf.is_sensitive)),
-                        ])
-                    }).collect())),
+                    (
+                        "partitions",
+                        Json::Arr(
+                            parts
+                                .iter()
+                                .map(|p| {
+                                    Json::obj([
+                                        ("partition", Json::Int(p.partition_index as i64)),
+                                        ("leader", Json::Int(p.leader_id.0 as i64)),
+                                        ("leader_epoch", Json::Int(p.leader_epoch as i64)),
+                                        (
+                                            "replicas",
+                                            Json::Arr(p.replica_nodes.iter().map(|b| Json::Int(b.0 as i64)).collect()),
+                                        ),
+                                        ("isr", Json::Arr(p.isr_nodes.iter().map(|b| Json::Int(b.0 as i64)).collect())),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ),
+                    (
+                        "configs",
+                        Json::Arr(
+                            cfgs.iter()
+                                .map(|cf| {
+                                    Json::obj([
+                                        ("name", Json::str(cf.name.to_string())),
+                                        ("value", Json::opt_str(cf.value.as_ref().map(|v| v.to_string()))),
+                                        ("source", Json::str(source_name(cf.config_source))),
+                                        ("read_only", Json::Bool(cf.read_only)),
+                                        ("sensitive", Json::Bool(cf.is_sensitive)),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ),
                 ])
             })
             .collect();
@@ -306,8 +345,10 @@ async fn delete(c: &mut Cluster, json: bool, names: Vec<String>) -> Result<()> {
     for r in &resp.responses {
         let name = r.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
         if r.error_code != 0 {
-            let e = AdminError::broker(format!("cannot delete topic '{name}'"), r.error_code, r.error_message.as_deref());
-            results.push(Json::obj([("topic", Json::str(&name)), ("error", Json::str(super::error_name(r.error_code)))]));
+            let e =
+                AdminError::broker(format!("cannot delete topic '{name}'"), r.error_code, r.error_message.as_deref());
+            results
+                .push(Json::obj([("topic", Json::str(&name)), ("error", Json::str(super::error_name(r.error_code)))]));
             errs.push(e);
         } else {
             results.push(Json::obj([("topic", Json::str(&name)), ("error", Json::Null)]));

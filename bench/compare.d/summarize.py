@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Summarises bench/compare's results.tsv into markdown tables of medians with sluice/Kafka ratios.
+
+usage: summarize.py results.tsv
+Columns of results.tsv (tab separated, header line first):
+  round side client workload partitions records rec_s mb_s p50_ms p99_ms p999_ms status
+side: sluice | kafka | kafka-fsync.  A row whose status is not "ok" is listed but not used.
+"""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+SIDES = ["sluice", "kafka", "kafka-fsync"]
+CLIENTS = [("sluice-bench", "`sluice bench` (Rust, pipelined, 64-record batches)"),
+           ("kafka-perf", "Kafka's ProducerPerformance / ConsumerPerformance (Java client)")]
+WORKLOADS = ["produce acks=1", "produce acks=all", "fixed rate acks=all", "consume"]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt_rate(r, mb):
+    if r is None:
+        return "—"
+    return f"{r:,.0f} ({mb:.0f} MB/s)"
+
+
+def fmt_ms(v):
+    return "—" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}×"
+
+
+def main(path):
+    rows = list(csv.DictReader(open(path), delimiter="\t"))
+    cells = defaultdict(lambda: defaultdict(list))
+    failed = []
+    rounds = set()
+    for r in rows:
+        rounds.add(r["round"])
+        if r["status"] != "ok":
+            failed.append(r)
+            continue
+        key = (r["client"], r["workload"], int(r["partitions"]), r["side"])
+        for f in ("rec_s", "mb_s", "p50_ms", "p99_ms", "p999_ms"):
+            try:
+                cells[key][f].append(float(r[f]))
+            except ValueError:
+                pass
+    get = lambda k, f: med(cells[k][f]) if k in cells else None
+    n = lambda k: len(cells[k]["rec_s"]) if k in cells else 0
+    out = [f"Medians of {len(rounds)} round(s); ratios are sluice ÷ Kafka "
+           "(throughput: above 1 = sluice faster; latency: below 1 = sluice faster)."]
+    for client, title in CLIENTS:
+        if not any(k[0] == client for k in cells) and not any(r["client"] == client for r in failed):
+            continue
+        out += ["", f"### Throughput, records/s (MB/s) — client: {title}", "",
+                "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | sluice/Kafka | sluice/Kafka-fsync |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for parts in (6, 1000):
+            for w in WORKLOADS:
+                ks = {s: (client, w, parts, s) for s in SIDES}
+                if not any(k in cells for k in ks.values()):
+                    continue
+                v = {s: get(ks[s], "rec_s") for s in SIDES}
+                mb = {s: get(ks[s], "mb_s") for s in SIDES}
+                out.append(f"| {w} | {parts} | " + " | ".join(fmt_rate(v[s], mb[s] or 0) for s in SIDES)
+                           + f" | {ratio(v['sluice'], v['kafka'])} | {ratio(v['sluice'], v['kafka-fsync'])} |")
+        out += ["", f"### Produce latency p50 / p99 / p99.9 ms — client: {title}", "",
+                "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | p99 sluice/Kafka | p99 sluice/Kafka-fsync |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for parts in (6, 1000):
+            for w in WORKLOADS[:3]:
+                ks = {s: (client, w, parts, s) for s in SIDES}
+                if not any(k in cells for k in ks.values()):
+                    continue
+                cell = lambda s: ("—" if ks[s] not in cells else
+                                  " / ".join(fmt_ms(get(ks[s], f)) for f in ("p50_ms", "p99_ms", "p999_ms")))
+                p99 = {s: get(ks[s], "p99_ms") for s in SIDES}
+                out.append(f"| {w} | {parts} | " + " | ".join(cell(s) for s in SIDES)
+                           + f" | {ratio(p99['sluice'], p99['kafka'])} | {ratio(p99['sluice'], p99['kafka-fsync'])} |")
+    if failed:
+        out += ["", "### Failed or timed-out runs (not in the medians)", "",
+                "| round | side | client | workload | partitions | status |", "|---|---|---|---|---:|---|"]
+        for r in failed:
+            out.append(f"| {r['round']} | {r['side']} | {r['client']} | {r['workload']} | {r['partitions']} | {r['status']} |")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
