@@ -17,6 +17,8 @@ pub const MAX_IN_FLIGHT_BYTES_PER_SHARD: usize = 512 * 1024 * 1024;
 pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 /// Frame bodies are read (and their memory allocated) this much at a time.
 pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
+/// Bytes of segment-file chunks each shard keeps in its read cache.
+pub const READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
 /// Upper bound on partitions a single topic may have.

@@ -9,6 +9,7 @@
 //! [`PartitionLog::append`], and the bytes reach the disk in that order. A batch is visible to
 //! readers only once it is durable (fdatasync'd), so nothing a crash could take back is served.
 
+pub mod cache;
 pub mod error;
 pub mod format;
 pub mod index;

@@ -166,7 +166,7 @@ pub struct PartitionLog {
 /// What a read must fetch once the state borrow is released.
 enum ReadPlan {
     Done(LogRead),
-    Exact { file: Rc<DmaFile>, pos: u64, len: usize },
+    Exact { file: Rc<DmaFile>, pos: u64, len: usize, final_end: u64 },
     Scan { file: Rc<DmaFile>, pos: u64, end: u64 },
 }
 
@@ -418,9 +418,13 @@ impl PartitionLog {
                     let start = d.partition_point(|e| e.last < from.0);
                     let mut end = start;
                     let mut total = 0usize;
+                    // Stay within one cache chunk when more than one batch is taken.
+                    let chunk = crate::cache::chunk_of(d[start].pos);
                     while end < d.len() && d[end].last < hwm {
                         let l = d[end].len as usize;
-                        if end > start && total + l > max_bytes {
+                        if end > start
+                            && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk)
+                        {
                             break;
                         }
                         total += l;
@@ -438,7 +442,8 @@ impl PartitionLog {
                                 log_start: Offset(st.log_start),
                             })
                         } else {
-                            ReadPlan::Exact { file: seg.file.clone(), pos, len: total }
+                            let final_end = if active { st.flushed_pos } else { seg.size };
+                            ReadPlan::Exact { file: seg.file.clone(), pos, len: total, final_end }
                         }
                     }
                 }
@@ -452,13 +457,14 @@ impl PartitionLog {
             (plan, st.log_start)
         };
         let done = |records: Bytes| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(log_start) };
-        crate::stats::with(|s| match plan {
-            ReadPlan::Done(_) => s.memory_reads += 1,
-            _ => s.disk_reads += 1,
-        });
+        if let ReadPlan::Done(_) = plan {
+            crate::stats::with(|s| s.memory_reads += 1);
+        }
         match plan {
             ReadPlan::Done(r) => Ok(r),
-            ReadPlan::Exact { file, pos, len } => Ok(done(read_exact(&file, &self.name, pos, len).await?)),
+            ReadPlan::Exact { file, pos, len, final_end } => {
+                Ok(done(crate::cache::read(&file, &self.name, pos, len, final_end).await?))
+            }
             ReadPlan::Scan { file, pos, end } => {
                 Ok(done(scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await?))
             }
@@ -626,6 +632,7 @@ impl PartitionLog {
         for s in &drop_segments {
             s.remove_files();
         }
+        crate::cache::invalidate(crate::cache::file_key(&active_file));
         active_file.truncate(pos).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
         active_file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.name, e))?;
         let tail_start = active_file.align_down(pos);
@@ -677,15 +684,12 @@ impl PartitionLog {
 
 /// Reads exactly `len` bytes at `pos`.
 async fn read_exact(file: &DmaFile, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
-    let data = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", name, e))?;
-    if data.len() != len {
-        return Err(StorageError::io("read", name, std::io::Error::other("short read")));
-    }
-    Ok(Bytes::copy_from_slice(&data[..]))
+    crate::cache::read_direct(file, name, pos, len).await
 }
 
 /// The short scan of a read: from an index position, skip batches before `from`, then take
-/// whole batches below `hwm` up to `max_bytes` (at least one).
+/// whole batches below `hwm` up to `max_bytes` (at least one). Reads go through the chunk
+/// cache, one chunk at a time; a batch that crosses a chunk boundary is read directly.
 async fn scan_read(
     file: &DmaFile,
     name: &str,
@@ -695,20 +699,33 @@ async fn scan_read(
     hwm: i64,
     max_bytes: usize,
 ) -> Result<Bytes, StorageError> {
-    const SLACK: usize = 64 * 1024;
+    use crate::cache::{self, CHUNK};
     let mut at = pos;
-    let mut want = (max_bytes.saturating_add(SLACK)).min((end - pos) as usize).max(LOG_OVERHEAD);
-    for _ in 0..64 {
-        let chunk = file.read_at(at, want).await.map_err(|e| StorageError::io("read", name, e))?;
+    let mut exact: Option<usize> = None;
+    for _ in 0..1024 {
+        if at >= end {
+            return Ok(Bytes::new());
+        }
+        let data = match exact.take() {
+            Some(len) => {
+                crate::stats::with(|s| s.disk_reads += 1);
+                cache::read_direct(file, name, at, len).await?
+            }
+            None => {
+                let w = ((CHUNK - at % CHUNK).min(end - at)) as usize;
+                cache::read(file, name, at, w, end).await?
+            }
+        };
         let mut p = 0usize;
-        let mut start = None;
+        let mut first: Option<usize> = None;
         let mut stop = 0usize;
-        while p + LOG_OVERHEAD <= chunk.len() && (at + p as u64) < end {
-            let Ok(h) = BatchHeader::parse(&chunk[p..]) else { break };
+        let mut need: Option<usize> = None;
+        while p + LOG_OVERHEAD <= data.len() {
+            let Ok(h) = BatchHeader::parse(&data[p..]) else { break };
             let len = h.total_len();
-            if p + len > chunk.len() {
-                if start.is_none() || stop == 0 {
-                    break; // need a bigger read
+            if p + len > data.len() {
+                if first.is_none() {
+                    need = Some(len); // the next useful batch crosses the chunk: read it whole
                 }
                 break;
             }
@@ -719,31 +736,37 @@ async fn scan_read(
             if h.last_offset() >= hwm {
                 break;
             }
-            let s = *start.get_or_insert(p);
-            if p > s && p + len - s > max_bytes {
+            let f = *first.get_or_insert(p);
+            if p > f && p + len - f > max_bytes {
                 break;
             }
             stop = p + len;
             p += len;
         }
-        match start {
-            Some(s) if stop > s => return Ok(Bytes::copy_from_slice(&chunk[s..stop])),
-            _ => {}
+        if let Some(f) = first {
+            if stop > f {
+                return Ok(data.slice(f..stop));
+            }
         }
-        if p + LOG_OVERHEAD > chunk.len() || (at + p as u64) >= end {
-            // Skipped everything in this chunk, or hit the end: continue after what was skipped.
-            if (at + p as u64) >= end || p == 0 && chunk.len() < want {
+        if p == 0 && need.is_none() {
+            // Not even one header parsed: a header split by the chunk edge, or nothing left.
+            if data.len() < LOG_OVERHEAD || (data.len() as u64) < (end - at).min(CHUNK) {
+                let rest = (end - at) as usize;
+                if rest < LOG_OVERHEAD {
+                    return Ok(Bytes::new());
+                }
+                let h = cache::read_direct(file, name, at, LOG_OVERHEAD.max(rest.min(crate::cache::CHUNK as usize)))
+                    .await?;
+                match BatchHeader::parse(&h) {
+                    Ok(hd) => need = Some(hd.total_len().min(rest)),
+                    Err(_) => return Ok(Bytes::new()),
+                }
+            } else {
                 return Ok(Bytes::new());
             }
         }
-        if p > 0 {
-            at += p as u64;
-            want = want.min((end - at) as usize).max(LOG_OVERHEAD);
-        } else {
-            // The next batch is larger than the read: read it whole.
-            let h = BatchHeader::parse(&chunk[..]).map_err(StorageError::InvalidBatch)?;
-            want = h.total_len().min((end - at) as usize);
-        }
+        at += p as u64;
+        exact = need;
     }
     Err(StorageError::io("scan", name, std::io::Error::other("scan did not converge")))
 }

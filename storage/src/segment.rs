@@ -230,8 +230,9 @@ impl Segment {
             .map_err(|e| StorageError::io("write index of", self.path.display(), e))
     }
 
-    /// Removes the segment's files.
+    /// Removes the segment's files (and its chunks from the read cache).
     pub fn remove_files(&self) {
+        crate::cache::invalidate(crate::cache::file_key(&self.file));
         let (ip, tp) = index_paths(&self.path);
         for p in [&self.path, &ip, &tp] {
             if let Err(e) = std::fs::remove_file(p) {
