@@ -107,7 +107,17 @@ where
                 }
                 let setup = async {
                     sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
-                    shard.install(snapshot).await.map_err(|e| e.to_string())
+                    let started = std::time::Instant::now();
+                    shard.install(snapshot).await.map_err(|e| e.to_string())?;
+                    tracing::info!(
+                        shard = %shard.id,
+                        partitions = shard.owned_partitions(),
+                        truncated_bytes = shard.stats.truncated_bytes_at_open.get(),
+                        clean_start,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "recovered"
+                    );
+                    Ok::<(), String>(())
                 };
                 let ok = setup.await;
                 let failed = ok.is_err();

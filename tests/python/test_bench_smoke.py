@@ -1,0 +1,35 @@
+"""A short smoke of `sluice bench` (the full comparison is `bench/compare`, see BENCHMARKS.md):
+limits, produce and consume run, finish quickly and report sane JSON. Speed is not asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import SLUICE_BIN
+from support import unique_topic
+
+
+def bench(args, timeout=60) -> dict:
+    r = subprocess.run([str(SLUICE_BIN), "bench", *args, "--json"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def test_bench_limits_produce_consume(broker, tmp_path):
+    scratch = tmp_path / "limits"
+    scratch.mkdir()
+    limits = bench(["limits", "--dir", str(scratch), "--write-mib", "32", "--syncs", "50",
+                    "--tcp-mib", "64", "--max-secs", "5"])
+    assert isinstance(limits, dict) and limits, limits
+    assert not list(scratch.iterdir()), "limits must clean up its files"
+
+    topic = unique_topic("bench")
+    produced = bench(["produce", "--broker", broker.bootstrap, "--topic", topic, "--partitions", "4",
+                      "--records", "20000", "--record-size", "512", "--acks", "all", "--timeout-secs", "40"])
+    assert produced["records"] >= 20000 and produced["errors"] == 0, produced
+    assert produced["p50_ms"] > 0 and produced["p99_ms"] >= produced["p50_ms"], produced
+    consumed = bench(["consume", "--broker", broker.bootstrap, "--topic", topic, "--records", "20000",
+                      "--timeout-secs", "40"])
+    assert consumed["records"] >= 20000 and consumed["errors"] == 0, consumed
