@@ -39,6 +39,14 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
     pub offsets_topic_num_partitions: i32,
+    /// Connections the broker accepts in total (0: unlimited); each shard admits its share
+    /// (`ceil(max / shards)`), since shards share nothing.
+    pub max_connections: usize,
+    /// Connections accepted from one IP address (0: unlimited, Kafka's default); enforced per
+    /// shard as `ceil(max / shards)`.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request for this long is closed (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
@@ -62,6 +70,9 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             log_retention_check_interval_ms: 300_000,
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
+            connections_max_idle_ms: 600_000,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -199,6 +210,13 @@ impl BrokerConfig {
             });
         }
         self.topic_defaults()?;
+        if self.connections_max_idle_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "connections_max_idle_ms",
+                value: "0".into(),
+                expected: "a positive number of milliseconds".into(),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",

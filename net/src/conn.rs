@@ -105,9 +105,16 @@ async fn read_loop(
     let budget = Rc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64));
     loop {
         let mut size = [0u8; 4];
-        // Stop at a frame boundary when the shard stops; a client that leaves ends here too.
+        // Stop at a frame boundary when the shard stops, or when the client stays idle for
+        // `connections_max_idle_ms`; a client that leaves ends here too.
         let read = reader.read_exact(&mut size).boxed_local();
-        match select(read, ctx.shard.stopping().boxed_local()).await {
+        let idle = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.connections_max_idle_ms));
+        let stop_or_idle = select(ctx.shard.stopping().boxed_local(), idle.boxed_local());
+        match select(read, stop_or_idle).await {
+            Either::Right((Either::Right(_), _)) => {
+                tracing::debug!(client = ?peer, "closing an idle connection");
+                return Ok(());
+            }
             Either::Left((Ok(()), _)) => {}
             Either::Left((Err(e), _))
                 if matches!(

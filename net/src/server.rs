@@ -214,7 +214,12 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
     // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let live = Rc::new(Cell::new(0usize));
+    let per_ip: Rc<std::cell::RefCell<std::collections::HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let share = |limit: usize| if limit == 0 { usize::MAX } else { limit.div_ceil(ctx.shard.n_shards) };
+    let (max_live, max_per_ip) =
+        (share(ctx.shard.config.max_connections), share(ctx.shard.config.max_connections_per_ip));
     let mut last_warning: Option<Instant> = None;
+    let mut last_refusal: Option<Instant> = None;
     loop {
         use futures::future::{select, Either};
         use futures::FutureExt;
@@ -224,11 +229,36 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
         };
         match accepted {
             Ok(stream) => {
-                let (ctx, live) = (ctx.clone(), live.clone());
+                let ip = stream.peer_addr().ok().map(|a| a.ip());
+                let from_ip = ip.map(|ip| per_ip.borrow().get(&ip).copied().unwrap_or(0)).unwrap_or(0);
+                if live.get() >= max_live || from_ip >= max_per_ip {
+                    if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(
+                            shard = %ctx.shard.id, client = ?ip, connections = live.get(), from_ip,
+                            "connection refused: max_connections or max_connections_per_ip reached"
+                        );
+                        last_refusal = Some(Instant::now());
+                    }
+                    drop(stream);
+                    continue;
+                }
+                if let Some(ip) = ip {
+                    *per_ip.borrow_mut().entry(ip).or_default() += 1;
+                }
+                let (ctx, live, per_ip) = (ctx.clone(), live.clone(), per_ip.clone());
                 live.set(live.get() + 1);
                 glommio::spawn_local(async move {
                     crate::conn::serve(ctx, stream).await;
                     live.set(live.get() - 1);
+                    if let Some(ip) = ip {
+                        let mut m = per_ip.borrow_mut();
+                        if let Some(n) = m.get_mut(&ip) {
+                            *n -= 1;
+                            if *n == 0 {
+                                m.remove(&ip);
+                            }
+                        }
+                    }
                 })
                 .detach();
             }
