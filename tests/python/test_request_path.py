@@ -594,10 +594,12 @@ def test_clients_that_never_read_do_not_stall_others(broker_factory):
             f"pair throughput {with_bad:.0f} msg/s with stalled clients < 30% of {baseline:.0f} msg/s without"
         print(f"pair throughput {baseline:.0f} -> {with_bad:.0f} msg/s; RSS {rss_before} -> peak {rss_peak} KiB")
 
-        # The stalled answers were real: the first one is large and well formed.
+        # The stalled answers were real: the first one is large and well formed. (A partition
+        # read stops at a 1 MiB read-cache chunk boundary, so an answer carries about 1 MiB
+        # per partition rather than filling max_bytes; Kafka does not promise to fill it either.)
         first = recv_frame_into(bad[0], timeout=60)
         assert struct.unpack_from(">i", first, 0)[0] == 0, "first stalled answer has the wrong correlation id"
-        assert len(first) > 16 * MIB, f"first stalled Fetch answer only {len(first)} bytes"
+        assert len(first) > MIB, f"first stalled Fetch answer only {len(first)} bytes"
     finally:
         for s in bad:
             s.close()
