@@ -181,12 +181,10 @@ impl PartitionLog {
         config: LogConfig,
         clean: bool,
     ) -> Result<(Rc<PartitionLog>, u64), StorageError> {
-        let created = !dir.exists();
         if let Some(parent) = dir.parent() {
             crate::probe_direct_io(parent).await?;
         }
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
-        let _ = created; // the new directory's own entry is synced by the caller (one fsync of the data dir)
         let now = now_ms();
         let bases = segment::list(dir)?;
         let interval = config.index_interval_bytes.max(1);

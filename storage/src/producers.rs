@@ -162,10 +162,6 @@ pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> 
 
 /// Loads the snapshot if it was taken at `next_offset` and is intact.
 pub fn load_snapshot(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
-    load_snapshot_file(dir, next_offset)
-}
-
-fn load_snapshot_file(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
     let b = std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
     if b.len() < 20 || &b[..4] != SNAPSHOT_MAGIC {
         return None;
