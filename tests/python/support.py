@@ -157,3 +157,37 @@ def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 15
         return t is not None and t.error is None and len(t.partitions) == partitions
 
     wait_until(ready, timeout, what=f"topic {name} with {partitions} partitions in metadata")
+
+
+# --- the metrics endpoint ----------------------------------------------------
+
+def metrics_address(broker) -> str:
+    """The metrics address a broker started with `--metrics-listen 127.0.0.1:0` logged."""
+    import re
+
+    def find():
+        m = re.search(r"metrics=(127\.0\.0\.1:\d+)", broker.stderr_path.read_text(errors="replace"))
+        return m.group(1) if m else None
+    return wait_until(find, timeout=10, what="the metrics address in the broker log")
+
+
+def scrape(addr: str) -> dict:
+    """{(name, frozenset(labels)): value} for every sample of /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    """Sum of the samples named `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))

@@ -8,40 +8,15 @@ import socket
 import struct
 import time
 
-from support import wait_until
-
-
-def recv_n(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    for _ in range(n + 1):
-        if len(buf) >= n:
-            break
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
+from support import connection_closed, recv_frame, wait_until
 
 
 def api_versions_ok(sock: socket.socket, corr: int) -> bool:
     """Sends ApiVersions v0 and reads the whole answer; true if it carries `corr`."""
     req = struct.pack(">hhih", 18, 0, corr, 4) + b"test"
     sock.sendall(struct.pack(">i", len(req)) + req)
-    head = recv_n(sock, 4)
-    if len(head) != 4:
-        return False
-    body = recv_n(sock, struct.unpack(">i", head)[0])
-    return len(body) >= 4 and struct.unpack(">i", body[:4])[0] == corr
-
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1) == b""
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except socket.timeout:
-        return False
+    body = recv_frame(sock)
+    return body is not None and len(body) >= 4 and struct.unpack(">i", body[:4])[0] == corr
 
 
 def test_per_ip_limit_refuses_extra_connections(broker_factory, tmp_path):
@@ -52,7 +27,7 @@ def test_per_ip_limit_refuses_extra_connections(broker_factory, tmp_path):
     for i, s in enumerate(admitted):
         assert api_versions_ok(s, 100 + i)
     extra = socket.create_connection((broker.host, broker.port), timeout=5)
-    assert closed_by_peer(extra, 5), "the 4th connection from one IP must be closed"
+    assert connection_closed(extra, 5), "the 4th connection from one IP must be closed"
     # The admitted ones still work; closing one makes room.
     assert api_versions_ok(admitted[0], 200)
     admitted.pop().close()
@@ -84,7 +59,7 @@ def test_idle_connections_are_closed(broker_factory, tmp_path):
     for i in range(6):  # the busy one sends a request every 0.5 s: never idle
         assert api_versions_ok(busy, i)
         time.sleep(0.5)
-    assert closed_by_peer(idle, 10), "an idle connection must be closed"
+    assert connection_closed(idle, 10), "an idle connection must be closed"
     assert time.monotonic() - started >= 1.4
     assert api_versions_ok(busy, 99), "a busy connection stays open"
     busy.close()

@@ -3,40 +3,14 @@ load, readiness, and the per-shard view (partitions per shard, fsync latency, qu
 
 from __future__ import annotations
 
-import re
 import time
+import urllib.error
 import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
 
-from support import unique_topic, wait_until
-
-
-def metrics_address(broker) -> str:
-    def find():
-        m = re.search(r"metrics=(127\.0\.0\.1:\d+)", broker.stderr_path.read_text(errors="replace"))
-        return m.group(1) if m else None
-    return wait_until(find, timeout=10, what="the metrics address in the broker log")
-
-
-def scrape(addr: str) -> dict:
-    """{(name, frozenset(labels)): value} for every sample."""
-    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
-        assert r.status == 200
-        assert r.headers["Content-Type"].startswith("text/plain")
-        text = r.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def total(samples: dict, name: str, **labels) -> float:
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+from support import metrics_address, scrape, total, unique_topic
 
 
 def test_metrics_parse_and_move_under_load(broker_factory):

@@ -23,42 +23,20 @@ import socket
 import struct
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
 
-from support import create_topic, kstr, recv_frame, request_frame, unique_topic, wait_until
+from support import (
+    create_topic, kstr, metrics_address, recv_frame, request_frame, scrape, total, unique_topic, wait_until,
+)
 
 MIB = 1024 * 1024
 
 
 # --- helpers -------------------------------------------------------------------
-
-def metrics_address(broker) -> str:
-    def find():
-        m = re.search(r"metrics=(127\.0\.0\.1:\d+)", broker.stderr_path.read_text(errors="replace"))
-        return m.group(1) if m else None
-    return wait_until(find, timeout=10, what="the metrics address in the broker log")
-
-
-def scrape(addr: str) -> dict:
-    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def total(samples: dict, name: str, **labels) -> float:
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
-
 
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
