@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::RequestHeader;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -651,4 +651,18 @@ pub fn wait_closed(s: &mut TcpStream, timeout: Duration) -> Result<usize, String
 /// Client-level errors the producer reported so far.
 pub fn producer_errors(p: &TestProducer) -> Vec<String> {
     p.context().base.client_errors.lock().unwrap().clone()
+}
+
+/// Checks an ApiVersions v3 response frame (header v0 + body): the correlation id and no error.
+pub fn check_api_versions(resp: &[u8], corr: i32) -> Result<(), String> {
+    let mut buf = bytes::Bytes::copy_from_slice(resp);
+    let h = kafka_protocol::messages::ResponseHeader::decode(&mut buf, 0).map_err(|e| e.to_string())?;
+    if h.correlation_id != corr {
+        return Err(format!("correlation id {} != {corr}", h.correlation_id));
+    }
+    let r = kafka_protocol::messages::ApiVersionsResponse::decode(&mut buf, 3).map_err(|e| e.to_string())?;
+    if r.error_code != 0 {
+        return Err(format!("ApiVersions error code {}", r.error_code));
+    }
+    Ok(())
 }

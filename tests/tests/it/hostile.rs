@@ -13,8 +13,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, MetadataRequest, ProduceRequest, ProduceResponse,
-    ResponseHeader, TopicName,
+    ApiVersionsRequest, BrokerId, FetchRequest, MetadataRequest, ProduceRequest, ProduceResponse, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -37,19 +37,6 @@ fn api_versions_frame(corr: i32) -> Vec<u8> {
         .with_client_software_name(StrBytes::from_static_str("sluice-hostile"))
         .with_client_software_version(StrBytes::from_static_str("1"));
     encode_request(18, 3, 2, corr, &req)
-}
-
-fn check_api_versions(resp: &[u8], corr: i32) -> Result<(), String> {
-    let mut buf = Bytes::copy_from_slice(resp);
-    let h = ResponseHeader::decode(&mut buf, 0).map_err(|e| e.to_string())?;
-    if h.correlation_id != corr {
-        return Err(format!("correlation id {} != {corr}", h.correlation_id));
-    }
-    let r = ApiVersionsResponse::decode(&mut buf, 3).map_err(|e| e.to_string())?;
-    if r.error_code != 0 {
-        return Err(format!("ApiVersions error code {}", r.error_code));
-    }
-    Ok(())
 }
 
 fn api_versions_ok(s: &mut TcpStream, corr: i32) -> Result<(), String> {

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::messages::ApiVersionsRequest;
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::Offset;
 use sluice_tests::Broker;
 
@@ -17,16 +17,7 @@ fn api_versions_ok(s: &mut std::net::TcpStream, corr: i32) -> Result<(), String>
         .with_client_software_version(StrBytes::from_static_str("1"));
     let frame = encode_request(18, 3, 2, corr, &req);
     let resp = roundtrip(s, &frame).map_err(|e| format!("ApiVersions roundtrip: {e}"))?;
-    let mut buf = bytes::Bytes::from(resp);
-    let h = ResponseHeader::decode(&mut buf, 0).map_err(|e| e.to_string())?;
-    if h.correlation_id != corr {
-        return Err(format!("correlation id {} != {corr}", h.correlation_id));
-    }
-    let r = ApiVersionsResponse::decode(&mut buf, 3).map_err(|e| e.to_string())?;
-    if r.error_code != 0 {
-        return Err(format!("ApiVersions error code {}", r.error_code));
-    }
-    Ok(())
+    check_api_versions(&resp, corr)
 }
 
 #[test]
