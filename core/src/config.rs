@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     pub max_connections_per_ip: usize,
     /// A connection with no request for this long is closed (Kafka's `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
+    /// Segment files each shard keeps open at most; idle ones are closed (least recently used
+    /// first) and reopened when used, so descriptors stay bounded with many partitions.
+    pub max_open_files_per_shard: usize,
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
@@ -73,6 +76,7 @@ impl Default for BrokerConfig {
             max_connections: 100_000,
             max_connections_per_ip: 0,
             connections_max_idle_ms: 600_000,
+            max_open_files_per_shard: crate::limits::DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -184,6 +188,13 @@ impl BrokerConfig {
                 key: "num_partitions",
                 value: self.num_partitions.to_string(),
                 expected: format!("between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
+            });
+        }
+        if !(16..=1_000_000).contains(&self.max_open_files_per_shard) {
+            return Err(ConfigError::Invalid {
+                key: "max_open_files_per_shard",
+                value: self.max_open_files_per_shard.to_string(),
+                expected: "between 16 and 1000000".into(),
             });
         }
         if !(1..=1000).contains(&self.offsets_topic_num_partitions) {

@@ -19,6 +19,13 @@ pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
 /// Bytes of segment-file chunks each shard keeps in its read cache.
 pub const READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
+/// Segment files one shard keeps open by default (`max_open_files_per_shard`); idle ones are
+/// closed, least recently used first, and reopened when used.
+pub const DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD: usize = 2048;
+/// Smallest step of space reserved ahead of a segment's writes (fallocate, size kept).
+pub const SEGMENT_RESERVE_MIN_BYTES: u64 = 64 * 1024;
+/// Largest step of space reserved ahead of a segment's writes; steps grow with the segment.
+pub const SEGMENT_RESERVE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
 /// Upper bound on partitions a single topic may have.
@@ -39,4 +46,6 @@ const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_
 const _: () =
     assert!(MAX_BATCH_BYTES <= MAX_IN_FLIGHT_BYTES_PER_CONNECTION, "one batch must fit a connection's budget");
 const _: () = assert!(MAX_PARTITION_READ_BYTES <= MAX_FETCH_RESPONSE_BYTES);
+const _: () =
+    assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");

@@ -106,6 +106,7 @@ where
                     .detach();
                 }
                 let setup = async {
+                    sluice_storage::set_open_file_limit(config.max_open_files_per_shard);
                     sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
                     let started = std::time::Instant::now();
                     shard.install(snapshot).await.map_err(|e| e.to_string())?;

@@ -7,12 +7,13 @@
 //! thread-local (one shard per thread) and bounded by `READ_CACHE_BYTES_PER_SHARD`; hits are
 //! served as `Bytes` slices of the chunk, without copying.
 
+use crate::file::SegFile;
 use crate::StorageError;
 use bytes::Bytes;
-use glommio::io::DmaFile;
 use sluice_core::limits::READ_CACHE_BYTES_PER_SHARD;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// Size and alignment of a cached chunk.
 pub const CHUNK: u64 = 1 << 20;
@@ -30,11 +31,6 @@ struct Cache {
 }
 
 thread_local!(static CACHE: RefCell<Cache> = RefCell::new(Cache::default()));
-
-/// Identity of a file for the cache (device and inode).
-pub fn file_key(file: &DmaFile) -> u64 {
-    file.inode() ^ ((file.dev_major() as u64) << 48) ^ ((file.dev_minor() as u64) << 40)
-}
 
 /// Forgets every chunk of a file (it was truncated or deleted).
 pub fn invalidate(key: u64) {
@@ -62,7 +58,13 @@ pub fn chunk_of(pos: u64) -> u64 {
 
 /// Reads `len` bytes at `pos`, all below `final_end` (content that can no longer change),
 /// through the cache when the range lies within one chunk.
-pub async fn read(file: &DmaFile, name: &str, pos: u64, len: usize, final_end: u64) -> Result<Bytes, StorageError> {
+pub(crate) async fn read(
+    file: &Rc<SegFile>,
+    name: &str,
+    pos: u64,
+    len: usize,
+    final_end: u64,
+) -> Result<Bytes, StorageError> {
     debug_assert!(pos + len as u64 <= final_end, "reading bytes that are not final");
     let idx = chunk_of(pos);
     // Ranges that cross a chunk, or reach bytes not known to be final, bypass the cache.
@@ -70,7 +72,7 @@ pub async fn read(file: &DmaFile, name: &str, pos: u64, len: usize, final_end: u
         crate::stats::with(|s| s.disk_reads += 1);
         return read_direct(file, name, pos, len).await;
     }
-    let key = (file_key(file), idx);
+    let key = (file.key(), idx);
     let start = idx * CHUNK;
     let at = (pos - start) as usize;
     let hit = CACHE.with(|c| {
@@ -94,7 +96,7 @@ pub async fn read(file: &DmaFile, name: &str, pos: u64, len: usize, final_end: u
     if data.len() < at + len {
         return Err(StorageError::io("read", name, std::io::Error::other("short read")));
     }
-    let data = Bytes::copy_from_slice(&data[..want.min(data.len())]);
+    let data = data.slice(..want.min(data.len()));
     let out = data.slice(at..at + len);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
@@ -115,12 +117,12 @@ pub async fn read(file: &DmaFile, name: &str, pos: u64, len: usize, final_end: u
 }
 
 /// Reads exactly `len` bytes at `pos` without the cache.
-pub async fn read_direct(file: &DmaFile, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+pub(crate) async fn read_direct(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
     let data = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", name, e))?;
     if data.len() != len {
         return Err(StorageError::io("read", name, std::io::Error::other("short read")));
     }
-    Ok(Bytes::copy_from_slice(&data[..]))
+    Ok(data)
 }
 
 /// Bytes held (for metrics and tests).

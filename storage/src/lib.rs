@@ -10,7 +10,9 @@
 //! readers only once it is durable (fdatasync'd), so nothing a crash could take back is served.
 
 pub mod cache;
+pub mod disk;
 pub mod error;
+mod file;
 pub mod format;
 pub mod index;
 pub mod log;
@@ -21,6 +23,8 @@ mod segment;
 pub mod stats;
 pub mod watermark;
 
+pub use disk::Disk;
 pub use error::StorageError;
+pub use file::{open_file_stats, set_open_file_limit};
 pub use log::{AppendInfo, LogConfig, LogRead, PartitionLog};
 pub use probe::probe_direct_io;

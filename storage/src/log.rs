@@ -17,13 +17,14 @@
 //!   waiter; the log stays readable and accepts new appends.
 //! - Retention deletes whole sealed segments, never the active one, and moves the log start.
 
+use crate::disk::{align_down, Disk};
+use crate::file::SegFile;
 use crate::producers::{Producers, SeqCheck};
 use crate::segment::{self, Segment};
 use crate::watermark::Watermark;
 use crate::StorageError;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::io::DmaFile;
 use glommio::task::JoinHandle;
 use sluice_core::batch::{self, BatchHeader, LOG_OVERHEAD};
 use sluice_core::{LeaderEpoch, Offset};
@@ -155,6 +156,7 @@ impl State {
 pub struct PartitionLog {
     name: String,
     dir: PathBuf,
+    disk: Disk,
     config: Cell<LogConfig>,
     state: RefCell<State>,
     written: Watermark,
@@ -166,8 +168,8 @@ pub struct PartitionLog {
 /// What a read must fetch once the state borrow is released.
 enum ReadPlan {
     Done(LogRead),
-    Exact { file: Rc<DmaFile>, pos: u64, len: usize, final_end: u64 },
-    Scan { file: Rc<DmaFile>, pos: u64, end: u64 },
+    Exact { file: Rc<SegFile>, pos: u64, len: usize, final_end: u64 },
+    Scan { file: Rc<SegFile>, pos: u64, end: u64 },
 }
 
 impl PartitionLog {
@@ -181,23 +183,34 @@ impl PartitionLog {
         config: LogConfig,
         clean: bool,
     ) -> Result<(Rc<PartitionLog>, u64), StorageError> {
-        if let Some(parent) = dir.parent() {
+        Self::open_on(&Disk::Real, dir, name, config, clean).await
+    }
+
+    /// [`PartitionLog::open`] on a given disk (the simulated one in crash tests).
+    pub async fn open_on(
+        disk: &Disk,
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<(Rc<PartitionLog>, u64), StorageError> {
+        if let (Some(parent), true) = (dir.parent(), disk.is_real()) {
             crate::probe_direct_io(parent).await?;
         }
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
+        disk.create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
         let now = now_ms();
-        let bases = segment::list(dir)?;
+        let bases = segment::list(disk, dir)?;
         let interval = config.index_interval_bytes.max(1);
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut cut = 0;
         if bases.is_empty() {
-            segments.push(Segment::create(dir, read_log_start(dir).unwrap_or(0).max(0), now).await?);
+            segments.push(Segment::create(disk, dir, read_log_start(disk, dir).unwrap_or(0).max(0), now).await?);
         } else {
             for (i, base) in bases.iter().enumerate() {
                 if i + 1 < bases.len() {
-                    segments.push(Segment::open_sealed(dir, *base, bases[i + 1], interval, now).await?);
+                    segments.push(Segment::open_sealed(disk, dir, *base, bases[i + 1], interval, now).await?);
                 } else {
-                    let (seg, truncated) = Segment::open_active(dir, *base, clean, interval, now).await?;
+                    let (seg, truncated) = Segment::open_active(disk, dir, *base, clean, interval, now).await?;
                     cut = truncated;
                     segments.push(seg);
                 }
@@ -206,8 +219,8 @@ impl PartitionLog {
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
         let first = segments[0].base;
-        let log_start = read_log_start(dir).unwrap_or(first).clamp(first, next_offset);
-        let tail_start = active.file.align_down(active.size);
+        let log_start = read_log_start(disk, dir).unwrap_or(first).clamp(first, next_offset);
+        let tail_start = align_down(active.size);
         let tail = if tail_start < active.size {
             let want = (active.size - tail_start) as usize;
             let page = active
@@ -240,13 +253,15 @@ impl PartitionLog {
         };
         state.rebuild_producers();
         if clean {
-            if let Some(p) = crate::producers::load_snapshot(dir, next_offset) {
+            let snapshot = disk.read(&dir.join(crate::producers::SNAPSHOT_FILE)).ok();
+            if let Some(p) = snapshot.and_then(|b| crate::producers::decode_snapshot(&b, next_offset)) {
                 state.producers = p;
             }
         }
         let log = Rc::new(PartitionLog {
             name: name.to_string(),
             dir: dir.to_path_buf(),
+            disk: disk.clone(),
             config: Cell::new(config),
             state: RefCell::new(state),
             written: Watermark::new(next_offset),
@@ -538,11 +553,10 @@ impl PartitionLog {
 
     async fn persist_log_start(&self, value: i64) -> Result<(), StorageError> {
         let path = self.dir.join(LOG_START_FILE);
-        let shown = path.display().to_string();
-        glommio::executor()
-            .spawn_blocking(move || write_durably(&path, format!("{value}\n").as_bytes()))
+        self.disk
+            .write_durably(&path, format!("{value}\n").into_bytes())
             .await
-            .map_err(|e| StorageError::io("write", shown, e))
+            .map_err(|e| StorageError::io("write", path.display(), e))
     }
 
     /// Deletes sealed segments that retention (`retention.ms` against each segment's newest
@@ -550,12 +564,14 @@ impl PartitionLog {
     /// Returns the number of segments deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let cfg = self.config.get();
-        let (removed, new_start) = {
-            let mut st = self.state.borrow_mut();
+        // Decide first; change nothing until the new log start is durable, so that the log
+        // start in memory (which DeleteRecords answers from) is never ahead of the disk.
+        let (keep_base, new_start) = {
+            let st = self.state.borrow();
             let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();
-            let mut removed = Vec::new();
-            while st.segments.len() > 1 {
-                let s = &st.segments[0];
+            let mut n = 0;
+            while n + 1 < st.segments.len() {
+                let s = &st.segments[n];
                 let by_time = cfg.retention_ms >= 0 && s.max_ts >= 0 && s.max_ts < now_ms - cfg.retention_ms;
                 let by_size = cfg.retention_bytes >= 0 && total - s.size as i64 >= cfg.retention_bytes;
                 let below_start = s.next_offset <= st.log_start;
@@ -563,16 +579,22 @@ impl PartitionLog {
                     break;
                 }
                 total -= s.size as i64;
-                removed.push(st.segments.remove(0));
+                n += 1;
             }
-            if removed.is_empty() {
+            if n == 0 {
                 return Ok(0);
             }
-            let first = st.segments[0].base;
-            st.log_start = st.log_start.max(first);
-            (removed, st.log_start)
+            let keep_base = st.segments[n].base;
+            (keep_base, st.log_start.max(keep_base))
         };
         self.persist_log_start(new_start).await?;
+        let removed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            // Only segments wholly below the kept one go, and never the active one.
+            let n = st.segments.partition_point(|s| s.base < keep_base).min(st.segments.len() - 1);
+            st.log_start = st.log_start.max(new_start);
+            st.segments.drain(..n).collect()
+        };
         for s in &removed {
             tracing::info!(partition = %self.name, segment = s.base, bytes = s.size, "retention deleted a segment");
             s.remove_files();
@@ -630,10 +652,10 @@ impl PartitionLog {
         for s in &drop_segments {
             s.remove_files();
         }
-        crate::cache::invalidate(crate::cache::file_key(&active_file));
+        crate::cache::invalidate(active_file.key());
         active_file.truncate(pos).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
         active_file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.name, e))?;
-        let tail_start = active_file.align_down(pos);
+        let tail_start = align_down(pos);
         let tail = if tail_start < pos {
             read_exact(&active_file, &self.name, tail_start, (pos - tail_start) as usize).await?.to_vec()
         } else {
@@ -673,7 +695,9 @@ impl PartitionLog {
             st.active().write_indexes(false)?;
         }
         if !st.producers.is_empty() {
-            crate::producers::save_snapshot(&self.dir, st.next_offset, &st.producers)
+            let bytes = crate::producers::encode_snapshot(st.next_offset, &st.producers);
+            self.disk
+                .write_file(&self.dir.join(crate::producers::SNAPSHOT_FILE), &bytes, false)
                 .map_err(|e| StorageError::io("write producer snapshot in", self.dir.display(), e))?;
         }
         Ok(())
@@ -681,7 +705,7 @@ impl PartitionLog {
 }
 
 /// Reads exactly `len` bytes at `pos`.
-async fn read_exact(file: &DmaFile, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
     crate::cache::read_direct(file, name, pos, len).await
 }
 
@@ -689,7 +713,7 @@ async fn read_exact(file: &DmaFile, name: &str, pos: u64, len: usize) -> Result<
 /// whole batches below `hwm` up to `max_bytes` (at least one). Reads go through the chunk
 /// cache, one chunk at a time; a batch that crosses a chunk boundary is read directly.
 async fn scan_read(
-    file: &DmaFile,
+    file: &Rc<SegFile>,
     name: &str,
     pos: u64,
     end: u64,
@@ -806,33 +830,36 @@ async fn flusher(log: Rc<PartitionLog>, rx: LocalReceiver<()>) {
 
 /// Returns true when the round succeeded.
 async fn flush_round(log: &PartitionLog) -> bool {
-    let (file, buf, tail_start, end_pos, end_offset) = {
-        let st = log.state.borrow();
-        let file = st.active().file.clone();
-        let len = st.tail.len();
-        let mut buf = file.alloc_dma_buffer(file.align_up(len as u64) as usize);
-        let bytes = buf.as_bytes_mut();
-        bytes[..len].copy_from_slice(&st.tail);
-        bytes[len..].fill(0);
-        (file, buf, st.tail_start, st.active().size, st.next_offset)
-    };
+    let file = log.state.borrow().active().file.clone();
     let result = async {
-        let n = file.write_at(buf, tail_start).await.map_err(|e| StorageError::io("write", &log.name, e))?;
+        let h = file.writer().await.map_err(|e| StorageError::io("open", &log.name, e))?;
+        // No await between here and the write: the tail copied is the tail written.
+        let (buf, len, tail_start, end_pos, end_offset) = {
+            let st = log.state.borrow();
+            assert!(Rc::ptr_eq(&st.active().file, &file), "the active segment changed during a flush");
+            let len = st.tail.len();
+            let mut buf = h.alloc(crate::disk::align_up(len as u64) as usize);
+            let bytes = buf.as_mut();
+            bytes[..len].copy_from_slice(&st.tail);
+            bytes[len..].fill(0);
+            (buf, len, st.tail_start, st.active().size, st.next_offset)
+        };
+        let n = file.write_buf(&h, tail_start, buf, len).await.map_err(|e| StorageError::io("write", &log.name, e))?;
         log.written.advance(end_offset);
         let t = std::time::Instant::now();
-        file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.name, e))?;
+        h.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.name, e))?;
         crate::stats::with(|s| {
             s.fsync_us.saturating_record(t.elapsed().as_micros() as u64);
             s.bytes_written += n as u64;
         });
-        Ok::<(), StorageError>(())
+        Ok::<(u64, i64), StorageError>((end_pos, end_offset))
     }
     .await;
     match result {
-        Ok(()) => {
+        Ok((end_pos, end_offset)) => {
             let mut st = log.state.borrow_mut();
             st.flushed_pos = end_pos;
-            let new_start = file.align_down(end_pos);
+            let new_start = align_down(end_pos);
             let drop_bytes = (new_start - st.tail_start) as usize;
             st.tail.drain(..drop_bytes);
             st.tail_start = new_start;
@@ -889,7 +916,7 @@ async fn maybe_roll(log: &PartitionLog) {
     if !due || roll_pos == 0 {
         return;
     }
-    let new = match Segment::create(&log.dir, roll_base, now_ms()).await {
+    let new = match Segment::create(&log.disk, &log.dir, roll_base, now_ms()).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(partition = %log.name, error = %e, "cannot roll to a new segment; appending to the old one");
@@ -947,37 +974,6 @@ const TAIL_KEEP_CAPACITY: usize = 256 * 1024;
 /// File holding a partition's log start offset once DeleteRecords or retention moved it.
 const LOG_START_FILE: &str = "log-start-offset";
 
-fn read_log_start(dir: &Path) -> Option<i64> {
-    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?.trim().parse().ok()
-}
-
-/// Writes a small file so that a crash leaves either the old or the new content.
-pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_file(path, bytes, true)
-}
-
-/// Writes a file through a temporary name and a rename; `durable` adds the fsyncs.
-pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if durable {
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if durable {
-        if let Some(d) = path.parent() {
-            std::fs::File::open(d)?.sync_all()?;
-        }
-    }
-    Ok(())
-}
-
-/// Makes the entries of `dir` (a new segment file) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let d = std::fs::File::open(dir).map_err(|e| StorageError::io("open directory", dir.display(), e))?;
-    d.sync_all().map_err(|e| StorageError::io("fsync directory", dir.display(), e))
+fn read_log_start(disk: &Disk, dir: &Path) -> Option<i64> {
+    String::from_utf8(disk.read(&dir.join(LOG_START_FILE)).ok()?).ok()?.trim().parse().ok()
 }

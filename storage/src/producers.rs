@@ -134,12 +134,17 @@ impl Producers {
     }
 }
 
-const SNAPSHOT_FILE: &str = "producers.snapshot";
+pub(crate) const SNAPSHOT_FILE: &str = "producers.snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
 
 /// Writes the producer state as of `next_offset` (at a clean close; not fsync'd: it is trusted
 /// only with the clean-shutdown marker, written after a filesystem sync).
 pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> std::io::Result<()> {
+    crate::disk::Disk::Real.write_file(&dir.join(SNAPSHOT_FILE), &encode_snapshot(next_offset, p), false)
+}
+
+/// The snapshot file's bytes: magic, next offset, producers, CRC-32.
+pub(crate) fn encode_snapshot(next_offset: i64, p: &Producers) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + p.map.len() * 64);
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&next_offset.to_be_bytes());
@@ -157,12 +162,16 @@ pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> 
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
-    crate::log::write_file(&dir.join(SNAPSHOT_FILE), &out, false)
+    out
 }
 
 /// Loads the snapshot if it was taken at `next_offset` and is intact.
 pub fn load_snapshot(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
-    let b = std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
+    decode_snapshot(&std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?, next_offset)
+}
+
+/// Decodes snapshot bytes taken at `next_offset`; None when from another offset or damaged.
+pub(crate) fn decode_snapshot(b: &[u8], next_offset: i64) -> Option<Producers> {
     if b.len() < 20 || &b[..4] != SNAPSHOT_MAGIC {
         return None;
     }

@@ -6,12 +6,13 @@
 //! padding (the partial last page of a direct-I/O write, harmless) or a torn or corrupt write,
 //! reported in [`Scanned::truncated_bytes`] for the caller to cut off.
 
+use crate::file::SegFile;
 use crate::index::{IndexCursor, SparseIndex};
 use crate::log::Entry;
 use crate::StorageError;
-use glommio::io::DmaFile;
 use sluice_core::batch::{self, LOG_OVERHEAD};
 use sluice_core::limits::MAX_REQUEST_BYTES;
+use std::rc::Rc;
 
 const SCAN_CHUNK: usize = 4 * 1024 * 1024;
 
@@ -34,13 +35,13 @@ pub(crate) struct ScanFrom {
 
 /// Scans from `from` to the end of the file, extending `index` as batches pass.
 pub(crate) async fn scan(
-    file: &DmaFile,
+    file: &Rc<SegFile>,
     path: &str,
     from: ScanFrom,
     index: &mut SparseIndex,
     interval: u64,
 ) -> Result<Scanned, StorageError> {
-    let size = file.file_size().await.map_err(|e| StorageError::io("stat", path, e))?;
+    let size = file.size().await.map_err(|e| StorageError::io("stat", path, e))?;
     let mut entries = Vec::new();
     let mut cursor_idx = IndexCursor::new();
     let mut buf: Vec<u8> = Vec::new();

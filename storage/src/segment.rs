@@ -7,19 +7,20 @@
 //! the part of the active segment appended or scanned in this run; sealed segments and the
 //! earlier part of the active one are reached through the sparse index and a short scan.
 
+use crate::disk::Disk;
+use crate::file::SegFile;
 use crate::format::segment_file_name;
 use crate::index::{IndexCursor, SparseIndex};
 use crate::log::Entry;
 use crate::recovery::{scan, ScanFrom};
 use crate::StorageError;
-use glommio::io::{DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 pub(crate) struct Segment {
     pub base: i64,
     pub next_offset: i64,
-    pub file: Rc<DmaFile>,
+    pub file: Rc<SegFile>,
     pub path: PathBuf,
     /// Logical size: the end of the last batch (unwritten bytes included for the active one).
     pub size: u64,
@@ -38,12 +39,11 @@ fn index_paths(log: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Base offsets of the segments in `dir`, sorted.
-pub(crate) fn list(dir: &Path) -> Result<Vec<i64>, StorageError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir.display(), e))?;
-    let mut bases: Vec<i64> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
+pub(crate) fn list(disk: &Disk, dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let names = disk.list(dir).map_err(|e| StorageError::io("list", dir.display(), e))?;
+    let mut bases: Vec<i64> = names
+        .iter()
+        .filter_map(|name| {
             let stem = name.strip_suffix(".log")?;
             (stem.len() == 20).then(|| stem.parse().ok()).flatten()
         })
@@ -52,25 +52,17 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<i64>, StorageError> {
     Ok(bases)
 }
 
-async fn open_file(path: &Path, create_new: bool) -> Result<DmaFile, StorageError> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true);
-    if create_new {
-        o.create_new(true);
-    }
-    o.dma_open(path).await.map_err(|e| StorageError::io("open", path.display(), e))
-}
-
 impl Segment {
     /// Creates a new, empty segment file starting at `base`.
-    pub async fn create(dir: &Path, base: i64, now_ms: i64) -> Result<Segment, StorageError> {
+    pub async fn create(disk: &Disk, dir: &Path, base: i64, now_ms: i64) -> Result<Segment, StorageError> {
         let path = dir.join(segment_file_name(base));
-        let file = open_file(&path, true).await?;
-        crate::log::sync_dir(dir)?;
+        let file =
+            SegFile::create(disk, path.clone()).await.map_err(|e| StorageError::io("create", path.display(), e))?;
+        disk.sync_dir(dir).map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
         Ok(Segment {
             base,
             next_offset: base,
-            file: Rc::new(file),
+            file,
             path,
             size: 0,
             index: SparseIndex::default(),
@@ -85,6 +77,7 @@ impl Segment {
     /// Opens a sealed segment whose offsets end at `next_offset` (the next segment's base):
     /// loads its indexes, or rebuilds them by scanning when missing or inconsistent.
     pub async fn open_sealed(
+        disk: &Disk,
         dir: &Path,
         base: i64,
         next_offset: i64,
@@ -92,18 +85,18 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
         let path = dir.join(segment_file_name(base));
-        let file = open_file(&path, false).await?;
-        let size = file.file_size().await.map_err(|e| StorageError::io("stat", path.display(), e))?;
+        let file = SegFile::existing(disk, path.clone());
+        let size = file.size().await.map_err(|e| StorageError::io("stat", path.display(), e))?;
         let (ip, tp) = index_paths(&path);
         let last_rel = (next_offset - base - 1).max(0) as u32;
-        let loaded = match (std::fs::read(&ip), std::fs::read(&tp)) {
+        let loaded = match (disk.read(&ip), disk.read(&tp)) {
             (Ok(o), Ok(t)) => SparseIndex::decode(&o, &t, size.max(1), last_rel).ok(),
             _ => None,
         };
         let mut seg = Segment {
             base,
             next_offset,
-            file: Rc::new(file),
+            file,
             path,
             size,
             index: SparseIndex::default(),
@@ -143,6 +136,7 @@ impl Segment {
     /// part after its last index entry is scanned; otherwise the whole segment is. Returns the
     /// segment and the bytes of torn or corrupt tail cut off.
     pub async fn open_active(
+        disk: &Disk,
         dir: &Path,
         base: i64,
         trust_index: bool,
@@ -150,14 +144,14 @@ impl Segment {
         now_ms: i64,
     ) -> Result<(Segment, u64), StorageError> {
         let path = dir.join(segment_file_name(base));
-        let file = open_file(&path, false).await?;
+        let file = SegFile::existing(disk, path.clone());
         let shown = path.display().to_string();
-        let size = file.file_size().await.map_err(|e| StorageError::io("stat", &shown, e))?;
+        let size = file.size().await.map_err(|e| StorageError::io("stat", &shown, e))?;
         let (ip, tp) = index_paths(&path);
         let mut index = SparseIndex::default();
         let mut from = ScanFrom { pos: 0, offset: base, segment_base: base };
         if trust_index {
-            if let (Ok(o), Ok(t)) = (std::fs::read(&ip), std::fs::read(&tp)) {
+            if let (Ok(o), Ok(t)) = (disk.read(&ip), disk.read(&tp)) {
                 if let Ok(idx) = SparseIndex::decode(&o, &t, size.max(1), u32::MAX) {
                     if let Some((rel, pos)) = idx.offsets.last() {
                         from = ScanFrom { pos: *pos as u64, offset: base + *rel as i64, segment_base: base };
@@ -185,7 +179,7 @@ impl Segment {
         let mut seg = Segment {
             base,
             next_offset: s.next_offset,
-            file: Rc::new(file),
+            file,
             path,
             size: s.end_pos,
             index,
@@ -204,8 +198,13 @@ impl Segment {
         }
         seg.dense = s.entries;
         // Old index files describe a previous state of this segment: remove them until sealed.
-        let _ = std::fs::remove_file(&ip);
-        let _ = std::fs::remove_file(&tp);
+        for p in [&ip, &tp] {
+            if let Err(e) = disk.remove_file(p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StorageError::io("remove stale index", p.display(), e));
+                }
+            }
+        }
         Ok((seg, s.truncated_bytes))
     }
 
@@ -225,17 +224,19 @@ impl Segment {
         if self.max_ts >= 0 && times.times.last().is_none_or(|(t, _)| self.max_ts > *t) {
             times.times.push((self.max_ts, (self.max_ts_offset - self.base).max(0) as u32));
         }
-        crate::log::write_file(&ip, &self.index.encode_offsets(), durable)
-            .and_then(|()| crate::log::write_file(&tp, &times.encode_times(), durable))
+        let disk = self.file.disk();
+        disk.write_file(&ip, &self.index.encode_offsets(), durable)
+            .and_then(|()| disk.write_file(&tp, &times.encode_times(), durable))
             .map_err(|e| StorageError::io("write index of", self.path.display(), e))
     }
 
     /// Removes the segment's files (and its chunks from the read cache).
     pub fn remove_files(&self) {
-        crate::cache::invalidate(crate::cache::file_key(&self.file));
+        crate::cache::invalidate(self.file.key());
+        self.file.close();
         let (ip, tp) = index_paths(&self.path);
         for p in [&self.path, &ip, &tp] {
-            if let Err(e) = std::fs::remove_file(p) {
+            if let Err(e) = self.file.disk().remove_file(p) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(file = %p.display(), error = %e, "could not remove a deleted segment's file");
                 }

@@ -1,0 +1,221 @@
+//! The file layer under the storage engine: the real disk (glommio DMA files, O_DIRECT through
+//! io_uring, plus small metadata files through `std::fs`), or a [`sim::SimDisk`] for the crash
+//! tests. Every file operation of the engine goes through here, so the simulated disk sees
+//! exactly what the real one would.
+//!
+//! Contract: [`Handle::write_buf`] writes whole [`ALIGN`]-sized blocks at an aligned position;
+//! reads may be unaligned. Small files (indexes,
+//! snapshots, the log start) are replaced whole and atomically by [`Disk::write_file`].
+
+pub mod sim;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+use sim::{SimDisk, SimFile};
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Alignment of direct-I/O writes and of the in-memory tail (a multiple of any device's
+/// logical block size).
+pub const ALIGN: u64 = sim::ALIGN;
+
+pub fn align_down(v: u64) -> u64 {
+    v - v % ALIGN
+}
+
+pub fn align_up(v: u64) -> u64 {
+    v.div_ceil(ALIGN) * ALIGN
+}
+
+/// Which disk a log lives on.
+#[derive(Clone, Default)]
+pub enum Disk {
+    #[default]
+    Real,
+    Sim(Rc<SimDisk>),
+}
+
+impl Disk {
+    pub fn is_real(&self) -> bool {
+        matches!(self, Disk::Real)
+    }
+
+    pub(crate) fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => std::fs::create_dir_all(dir),
+            Disk::Sim(d) => d.create_dir_all(dir),
+        }
+    }
+
+    /// Names of the files in `dir`.
+    pub(crate) fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        match self {
+            Disk::Real => Ok(std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()),
+            Disk::Sim(d) => d.list(dir),
+        }
+    }
+
+    /// The whole content of a small file.
+    pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        match self {
+            Disk::Real => std::fs::read(path),
+            Disk::Sim(d) => d.read(path),
+        }
+    }
+
+    /// Replaces a small file so that a crash leaves the old or the new content: a temporary
+    /// file and a rename; `durable` adds the fsyncs of file and directory.
+    pub(crate) fn write_file(&self, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+        match self {
+            Disk::Real => write_real_file(path, bytes, durable),
+            Disk::Sim(d) => d.write_file(path, bytes, durable),
+        }
+    }
+
+    /// [`Disk::write_file`] with `durable`, off the executor thread for the real disk.
+    pub(crate) async fn write_durably(&self, path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+        match self {
+            Disk::Real => {
+                let path = path.to_path_buf();
+                glommio::executor().spawn_blocking(move || write_real_file(&path, &bytes, true)).await
+            }
+            Disk::Sim(d) => d.write_file(path, &bytes, true),
+        }
+    }
+
+    pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => std::fs::remove_file(path),
+            Disk::Sim(d) => d.remove_file(path),
+        }
+    }
+
+    /// Makes the entries of `dir` durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => std::fs::File::open(dir)?.sync_all(),
+            Disk::Sim(d) => d.sync_dir(dir),
+        }
+    }
+
+    /// Opens a file for reading and writing; `create_new` creates it and fails if it exists.
+    pub(crate) async fn open(&self, path: &Path, create_new: bool) -> io::Result<Handle> {
+        match self {
+            Disk::Real => {
+                let mut o = OpenOptions::new();
+                o.read(true).write(true);
+                if create_new {
+                    o.create_new(true);
+                }
+                Ok(Handle::Real(o.dma_open(path).await.map_err(io::Error::from)?))
+            }
+            Disk::Sim(d) => Ok(Handle::Sim(d.open(path, create_new)?)),
+        }
+    }
+}
+
+fn write_real_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        if let Some(d) = path.parent() {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+/// Memory a write is issued from: aligned DMA memory for the real disk.
+pub(crate) enum WriteBuf {
+    Dma(glommio::io::DmaBuffer),
+    Mem(Vec<u8>),
+}
+
+impl WriteBuf {
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        match self {
+            WriteBuf::Dma(b) => b.as_bytes_mut(),
+            WriteBuf::Mem(v) => v,
+        }
+    }
+}
+
+/// An open file.
+pub(crate) enum Handle {
+    Real(DmaFile),
+    Sim(SimFile),
+}
+
+impl Handle {
+    pub async fn size(&self) -> io::Result<u64> {
+        match self {
+            Handle::Real(f) => f.file_size().await.map_err(io::Error::from),
+            Handle::Sim(f) => f.size(),
+        }
+    }
+
+    /// Up to `len` bytes at `pos` (fewer only at the end of the file).
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        match self {
+            Handle::Real(f) => {
+                let r = f.read_at(pos, len).await.map_err(io::Error::from)?;
+                Ok(Bytes::copy_from_slice(&r[..]))
+            }
+            Handle::Sim(f) => f.read_at(pos, len),
+        }
+    }
+
+    /// A buffer for [`Handle::write_buf`] of `len` bytes (a multiple of [`ALIGN`]).
+    pub fn alloc(&self, len: usize) -> WriteBuf {
+        debug_assert_eq!(len as u64 % ALIGN, 0, "unaligned write buffer");
+        match self {
+            Handle::Real(f) => WriteBuf::Dma(f.alloc_dma_buffer(len)),
+            Handle::Sim(_) => WriteBuf::Mem(vec![0; len]),
+        }
+    }
+
+    /// Writes the whole buffer at the aligned `pos`; returns the bytes written.
+    pub async fn write_buf(&self, pos: u64, buf: WriteBuf) -> io::Result<usize> {
+        debug_assert_eq!(pos % ALIGN, 0, "unaligned write position");
+        match (self, buf) {
+            (Handle::Real(f), WriteBuf::Dma(b)) => f.write_at(b, pos).await.map_err(io::Error::from),
+            (Handle::Sim(f), WriteBuf::Mem(b)) => f.write_at(pos, &b),
+            _ => Err(io::Error::other("a write buffer of another disk")),
+        }
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        match self {
+            Handle::Real(f) => f.fdatasync().await.map_err(io::Error::from),
+            Handle::Sim(f) => f.fdatasync(),
+        }
+    }
+
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        match self {
+            Handle::Real(f) => f.truncate(len).await.map_err(io::Error::from),
+            Handle::Sim(f) => f.truncate(len),
+        }
+    }
+
+    /// Reserves blocks up to `len` without changing the file size (fallocate KEEP_SIZE), so
+    /// that later appends do not allocate blocks one write at a time.
+    pub async fn reserve(&self, len: u64) -> io::Result<()> {
+        match self {
+            Handle::Real(f) => f.pre_allocate(len, true).await.map_err(io::Error::from),
+            Handle::Sim(_) => Ok(()),
+        }
+    }
+}
