@@ -139,13 +139,6 @@ impl SegFile {
         }
     }
 
-    /// Closes the descriptor now (it is reopened at the next use).
-    pub fn close(&self) {
-        if self.handle.borrow_mut().take().is_some() {
-            OPEN.with(|o| o.borrow_mut().files.remove(&self.key));
-        }
-    }
-
     pub async fn size(self: &Rc<Self>) -> io::Result<u64> {
         self.handle().await?.size().await
     }

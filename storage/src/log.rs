@@ -473,14 +473,22 @@ impl PartitionLog {
         if let ReadPlan::Done(_) = plan {
             crate::stats::with(|s| s.memory_reads += 1);
         }
-        match plan {
-            ReadPlan::Done(r) => Ok(r),
+        let read = match plan {
+            ReadPlan::Done(r) => return Ok(r),
             ReadPlan::Exact { file, pos, len, final_end } => {
-                Ok(done(crate::cache::read(&file, &self.name, pos, len, final_end).await?))
+                crate::cache::read(&file, &self.name, pos, len, final_end).await
             }
-            ReadPlan::Scan { file, pos, end } => {
-                Ok(done(scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await?))
-            }
+            ReadPlan::Scan { file, pos, end } => scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await,
+        };
+        match read {
+            Ok(records) => Ok(done(records)),
+            // Retention deleted the segment meanwhile (its closed file cannot be reopened).
+            Err(_) if from.0 < self.log_start().0 => Err(StorageError::OffsetOutOfRange {
+                requested: from.0,
+                start: self.log_start().0,
+                end: self.durable.get(),
+            }),
+            Err(e) => Err(e),
         }
     }
 

@@ -232,8 +232,8 @@ impl Segment {
 
     /// Removes the segment's files (and its chunks from the read cache).
     pub fn remove_files(&self) {
+        // An open descriptor stays open for readers in flight (it outlives the unlink).
         crate::cache::invalidate(self.file.key());
-        self.file.close();
         let (ip, tp) = index_paths(&self.path);
         for p in [&self.path, &ip, &tp] {
             if let Err(e) = self.file.disk().remove_file(p) {
