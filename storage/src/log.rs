@@ -562,7 +562,7 @@ impl PartitionLog {
     async fn persist_log_start(&self, value: i64) -> Result<(), StorageError> {
         let path = self.dir.join(LOG_START_FILE);
         self.disk
-            .write_durably(&path, format!("{value}\n").into_bytes())
+            .write_file_off_thread(&path, format!("{value}\n").into_bytes(), true)
             .await
             .map_err(|e| StorageError::io("write", path.display(), e))
     }
@@ -700,7 +700,7 @@ impl PartitionLog {
         // A small active segment is cheaper to scan at the next start than to index now
         // (this keeps shutdown fast with many partitions).
         if st.active().size >= INDEX_AT_CLOSE_MIN_BYTES {
-            st.active().write_indexes(false)?;
+            st.active().index_files().write_now()?;
         }
         if !st.producers.is_empty() {
             let bytes = crate::producers::encode_snapshot(st.next_offset, &st.producers);
@@ -931,7 +931,7 @@ async fn maybe_roll(log: &PartitionLog) {
             return;
         }
     };
-    let old_file = {
+    let (old_file, index_files) = {
         let mut st = log.state.borrow_mut();
         let old = st.active_mut();
         assert_eq!(old.dense.iter().find(|e| e.pos >= roll_pos).map(|e| e.base).unwrap_or(old.next_offset), roll_base);
@@ -943,9 +943,7 @@ async fn maybe_roll(log: &PartitionLog) {
         old.index.offsets.retain(|(_, p)| (*p as u64) < roll_pos);
         let base = old.base;
         old.index.times.retain(|(_, r)| base + (*r as i64) < roll_base);
-        if let Err(e) = old.write_indexes(true) {
-            tracing::warn!(partition = %log.name, error = %e, "could not write a sealed segment's index; it will be rebuilt");
-        }
+        let index_files = old.index_files();
         let old_file = old.file.clone();
         let unwritten_from = (roll_pos - st.tail_start) as usize;
         let unwritten = st.tail.split_off(unwritten_from);
@@ -964,8 +962,12 @@ async fn maybe_roll(log: &PartitionLog) {
         st.tail = unwritten;
         st.tail_start = 0;
         st.flushed_pos = 0;
-        old_file
+        (old_file, index_files)
     };
+    // The sealed segment's indexes, fsync'd off the shard's thread (rebuilt at start if lost).
+    if let Err(e) = index_files.write(true).await {
+        tracing::warn!(partition = %log.name, error = %e, "could not write a sealed segment's index; it will be rebuilt");
+    }
     // Cut the sealed file to its logical size (drop the zero padding of the last page).
     if let Err(e) = old_file.truncate(roll_pos).await {
         tracing::warn!(partition = %log.name, error = %e, "could not trim a sealed segment");

@@ -58,7 +58,7 @@ impl Segment {
         let path = dir.join(segment_file_name(base));
         let file =
             SegFile::create(disk, path.clone()).await.map_err(|e| StorageError::io("create", path.display(), e))?;
-        disk.sync_dir(dir).map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
+        disk.sync_dir_off_thread(dir).await.map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
         Ok(Segment {
             base,
             next_offset: base,
@@ -126,7 +126,7 @@ impl Segment {
                 }
                 seg.index = idx;
                 seg.size = s.end_pos;
-                seg.write_indexes(true)?;
+                seg.index_files().write(true).await?;
             }
         }
         Ok(seg)
@@ -215,19 +215,18 @@ impl Segment {
         }
     }
 
-    /// Writes both index files. `durable`: each is fsync'd (at seal time). Otherwise (at a
-    /// clean close) the caller syncs the filesystem once before leaving the clean-shutdown
-    /// marker, without which these files are not trusted.
-    pub fn write_indexes(&self, durable: bool) -> Result<(), StorageError> {
+    /// Both index files' paths and bytes, to write once no state is borrowed.
+    pub fn index_files(&self) -> IndexFiles {
         let (ip, tp) = index_paths(&self.path);
         let mut times = self.index.clone();
         if self.max_ts >= 0 && times.times.last().is_none_or(|(t, _)| self.max_ts > *t) {
             times.times.push((self.max_ts, (self.max_ts_offset - self.base).max(0) as u32));
         }
-        let disk = self.file.disk();
-        disk.write_file(&ip, &self.index.encode_offsets(), durable)
-            .and_then(|()| disk.write_file(&tp, &times.encode_times(), durable))
-            .map_err(|e| StorageError::io("write index of", self.path.display(), e))
+        IndexFiles {
+            disk: self.file.disk().clone(),
+            segment: self.path.clone(),
+            files: [(ip, self.index.encode_offsets()), (tp, times.encode_times())],
+        }
     }
 
     /// Removes the segment's files (and its chunks from the read cache).
@@ -242,5 +241,37 @@ impl Segment {
                 }
             }
         }
+    }
+}
+
+/// A segment's index files, encoded.
+pub(crate) struct IndexFiles {
+    disk: Disk,
+    segment: PathBuf,
+    files: [(PathBuf, Vec<u8>); 2],
+}
+
+impl IndexFiles {
+    /// Writes them fsync'd, off the shard's thread (at seal time).
+    pub async fn write(self, durable: bool) -> Result<(), StorageError> {
+        for (path, bytes) in self.files {
+            self.disk
+                .write_file_off_thread(&path, bytes, durable)
+                .await
+                .map_err(|e| StorageError::io("write index of", self.segment.display(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes them on this thread without fsync (at a clean close: the caller syncs the
+    /// filesystem once before leaving the clean-shutdown marker, without which these files are
+    /// not trusted).
+    pub fn write_now(&self) -> Result<(), StorageError> {
+        for (path, bytes) in &self.files {
+            self.disk
+                .write_file(path, bytes, false)
+                .map_err(|e| StorageError::io("write index of", self.segment.display(), e))?;
+        }
+        Ok(())
     }
 }

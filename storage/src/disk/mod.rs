@@ -76,14 +76,26 @@ impl Disk {
         }
     }
 
-    /// [`Disk::write_file`] with `durable`, off the executor thread for the real disk.
-    pub(crate) async fn write_durably(&self, path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+    /// [`Disk::write_file`] off the executor thread (for the real disk), so its fsyncs do not
+    /// stall the shard.
+    pub(crate) async fn write_file_off_thread(&self, path: &Path, bytes: Vec<u8>, durable: bool) -> io::Result<()> {
         match self {
             Disk::Real => {
                 let path = path.to_path_buf();
-                glommio::executor().spawn_blocking(move || write_real_file(&path, &bytes, true)).await
+                glommio::executor().spawn_blocking(move || write_real_file(&path, &bytes, durable)).await
             }
-            Disk::Sim(d) => d.write_file(path, &bytes, true),
+            Disk::Sim(d) => d.write_file(path, &bytes, durable),
+        }
+    }
+
+    /// [`Disk::sync_dir`] off the executor thread (for the real disk).
+    pub(crate) async fn sync_dir_off_thread(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => {
+                let dir = dir.to_path_buf();
+                glommio::executor().spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await
+            }
+            Disk::Sim(d) => d.sync_dir(dir),
         }
     }
 
@@ -91,14 +103,6 @@ impl Disk {
         match self {
             Disk::Real => std::fs::remove_file(path),
             Disk::Sim(d) => d.remove_file(path),
-        }
-    }
-
-    /// Makes the entries of `dir` durable.
-    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        match self {
-            Disk::Real => std::fs::File::open(dir)?.sync_all(),
-            Disk::Sim(d) => d.sync_dir(dir),
         }
     }
 
