@@ -605,7 +605,7 @@ impl PartitionLog {
         };
         for s in &removed {
             tracing::info!(partition = %self.name, segment = s.base, bytes = s.size, "retention deleted a segment");
-            s.remove_files();
+            s.remove_files().await;
         }
         Ok(removed.len())
     }
@@ -658,7 +658,7 @@ impl PartitionLog {
             (dropped, st.active().file.clone())
         };
         for s in &drop_segments {
-            s.remove_files();
+            s.remove_files().await;
         }
         crate::cache::invalidate(active_file.key());
         active_file.truncate(pos).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;

@@ -230,12 +230,14 @@ impl Segment {
     }
 
     /// Removes the segment's files (and its chunks from the read cache).
-    pub fn remove_files(&self) {
+    /// Unlinking a large file frees its extents, which can take milliseconds: it runs off
+    /// the shard's thread.
+    pub async fn remove_files(&self) {
         // An open descriptor stays open for readers in flight (it outlives the unlink).
         crate::cache::invalidate(self.file.key());
         let (ip, tp) = index_paths(&self.path);
         for p in [&self.path, &ip, &tp] {
-            if let Err(e) = self.file.disk().remove_file(p) {
+            if let Err(e) = self.file.disk().remove_file_off_thread(p).await {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(file = %p.display(), error = %e, "could not remove a deleted segment's file");
                 }

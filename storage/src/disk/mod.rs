@@ -99,6 +99,17 @@ impl Disk {
         }
     }
 
+    /// [`Disk::remove_file`] off the executor thread (for the real disk).
+    pub(crate) async fn remove_file_off_thread(&self, path: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => {
+                let path = path.to_path_buf();
+                glommio::executor().spawn_blocking(move || std::fs::remove_file(&path)).await
+            }
+            Disk::Sim(d) => d.remove_file(path),
+        }
+    }
+
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
         match self {
             Disk::Real => std::fs::remove_file(path),
