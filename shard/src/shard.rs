@@ -183,7 +183,8 @@ impl Shard {
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
             drop(log);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
+            // Freeing a large partition's extents can take a while: off the shard's thread.
+            if let Err(e) = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
                 tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
             }
         }
