@@ -18,6 +18,9 @@ use crate::limits::MAX_PARTITIONS_PER_TOPIC;
 pub struct BrokerConfig {
     /// Address every shard listens on (SO_REUSEPORT); also the address advertised to clients.
     pub listen: String,
+    /// Host and port given to clients in Metadata, FindCoordinator and DescribeCluster (Kafka's
+    /// `advertised.listeners`); empty: the listen address. For a proxy, NAT or container.
+    pub advertised_listen: String,
     /// Address of the metrics and readiness endpoint (HTTP); empty disables it.
     pub metrics_listen: String,
     /// Directory holding metadata and partition logs; created if missing.
@@ -62,6 +65,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: "127.0.0.1:9092".to_string(),
+            advertised_listen: String::new(),
             metrics_listen: "127.0.0.1:9644".to_string(),
             data_dir: PathBuf::from("./data"),
             cores: None,
@@ -170,10 +174,30 @@ impl BrokerConfig {
         })
     }
 
+    /// The advertised host and port, when set.
+    pub fn advertised(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let a = self.advertised_listen.trim();
+        if a.is_empty() {
+            return Ok(None);
+        }
+        let bad = || ConfigError::Invalid {
+            key: "advertised_listen",
+            value: self.advertised_listen.clone(),
+            expected: "host:port with a port from 1 to 65535, such as broker1.example.com:9092, or \"\"".into(),
+        };
+        let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 && !host.is_empty() => Ok(Some((host.to_string(), p))),
+            _ => Err(bad()),
+        }
+    }
+
     /// Checks every field against its allowed range. `available_cores` bounds `cores`.
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.metrics_addr()?;
+        self.advertised()?;
         if let Some(c) = self.cores {
             if c == 0 || c > available_cores {
                 return Err(ConfigError::Invalid {
@@ -246,6 +270,16 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         BrokerConfig::default().validate(2).unwrap();
+    }
+
+    #[test]
+    fn advertised_listen_is_host_and_port() {
+        let c = BrokerConfig { advertised_listen: "kafka.example.com:19092".into(), ..BrokerConfig::default() };
+        assert_eq!(c.advertised().unwrap(), Some(("kafka.example.com".to_string(), 19092)));
+        for bad in ["nohost", ":9092", "h:0", "h:99999"] {
+            let c = BrokerConfig { advertised_listen: bad.into(), ..BrokerConfig::default() };
+            assert!(c.validate(2).unwrap_err().to_string().contains("advertised_listen"), "{bad}");
+        }
     }
 
     #[test]

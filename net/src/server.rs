@@ -63,7 +63,10 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     raise_open_file_limit();
     let (port, sockets) = bind_all(listen, cores)?;
     let mut metrics = bind_metrics(&config)?;
-    let advertised_host = listen.ip().to_string();
+    let (advertised_host, advertised_port) = match config.advertised().map_err(|e| e.to_string())? {
+        Some((h, p)) => (h, p),
+        None => (listen.ip().to_string(), port),
+    };
     let shown = SocketAddr::new(listen.ip(), port);
     let data_dir = config.data_dir.display().to_string();
     tracing::info!(
@@ -90,7 +93,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
                 shard,
                 in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
                 advertised_host: host,
-                advertised_port: port as i32,
+                advertised_port: advertised_port as i32,
             });
             accept_loop(ctx, socket).await;
         }
