@@ -9,13 +9,42 @@ use std::process::Command;
 
 const CHILD_ENV: &str = "SLUICE_FUZZ_REGRESSION_CHILD";
 
+// The broker's allocator (net/src/main.rs): huge allocations reserve address space with
+// MAP_NORESERVE instead of aborting, so wire-length pre-allocations behave here as in sluice.
+#[global_allocator]
+static ALLOCATOR: sluice_net::huge_alloc::HugeAlloc = sluice_net::huge_alloc::HugeAlloc;
+
 /// Re-runs this test binary for just `test`, in a child with RLIMIT_AS = 2 GiB; the child
 /// (seeing CHILD_ENV) runs `body`. Returns in the parent only when the child succeeded.
 fn isolated(test: &str, body: impl FnOnce()) {
+    isolated_with(test, true, body)
+}
+
+/// Peak resident memory of this process, from /proc/self/status.
+fn peak_rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A request decoded as the broker decodes it: with the broker's allocator and no
+/// address-space cap (the broker has none), a hostile array length may reserve address space
+/// but must not make the process use real memory or abort.
+fn request_case(test: &str, name: &'static str) {
+    isolated_with(test, false, move || {
+        sluice_fuzz::request(&input("request", name));
+        let peak = peak_rss_bytes();
+        assert!(peak < 512 << 20, "decoding {name} used {} MiB of real memory", peak >> 20);
+    });
+}
+
+fn isolated_with(test: &str, cap_address_space: bool, body: impl FnOnce()) {
     if std::env::var_os(CHILD_ENV).is_some() {
-        let lim = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
-        // SAFETY: plain setrlimit on our own process.
-        unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        if cap_address_space {
+            let lim = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+            // SAFETY: plain setrlimit on our own process.
+            unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        }
         body();
         return;
     }
@@ -55,17 +84,13 @@ fn batch_records_count_i32_max() {
 /// frame whose topics array claims 0x10000000 entries allocates ~21 GB up front and aborts.
 #[test]
 fn request_offset_fetch_v1_array_len() {
-    isolated("request_offset_fetch_v1_array_len", || {
-        sluice_fuzz::request(&input("request", "offset_fetch_v1_array_len"));
-    });
+    request_case("request_offset_fetch_v1_array_len", "offset_fetch_v1_array_len");
 }
 
 /// Bug 2, another decoder path: DeleteTopics v5 (compact array of compact strings).
 #[test]
 fn request_delete_topics_v5_string_array() {
-    isolated("request_delete_topics_v5_string_array", || {
-        sluice_fuzz::request(&input("request", "delete_topics_v5_string_array"));
-    });
+    request_case("request_delete_topics_v5_string_array", "delete_topics_v5_string_array");
 }
 
 /// Bug 3: PartitionLog::open(clean = true) trusting an index whose last offset entry is
