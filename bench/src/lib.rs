@@ -9,6 +9,7 @@
 //! their timestamps and CRC are rewritten per request: no per-record allocation while running.
 
 pub mod client;
+pub mod codec;
 pub mod consume;
 pub mod limits;
 pub mod produce;

@@ -63,6 +63,63 @@ pub struct ProduceArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Compression of each batch's records (as Kafka clients compress them).
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: crate::codec::Codec,
+    /// Record values: random bytes (incompressible) or text (words, compresses about 3-5x).
+    #[arg(long, value_enum, default_value = "random")]
+    pub payload: Payload,
+}
+
+/// `--payload` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    Random,
+    Text,
+}
+
+/// A record value of `size` bytes: xorshift noise, or words drawn by it.
+fn payload(kind: Payload, size: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "order ",
+        "customer ",
+        "amount ",
+        "status ",
+        "shipped ",
+        "pending ",
+        "id=",
+        "2026-11-25 ",
+        "eur ",
+        "usd ",
+        "warehouse ",
+        "sku-",
+        "true ",
+        "false ",
+        "null ",
+        "event ",
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut v = Vec::with_capacity(size + 16);
+    match kind {
+        Payload::Random => v.extend((0..size).map(|_| next() as u8)),
+        Payload::Text => {
+            while v.len() < size {
+                let r = next();
+                v.extend_from_slice(WORDS[(r % 16) as usize].as_bytes());
+                if r % 5 == 0 {
+                    v.extend_from_slice(format!("{} ", r % 100_000).as_bytes());
+                }
+            }
+        }
+    }
+    v.truncate(size);
+    v
 }
 
 fn now_ms() -> i64 {
@@ -175,7 +232,11 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     let records = progress.records.load(Ordering::Relaxed);
     let bytes = records * args.record_size as u64;
     let what = if acks == 0 { "none (acks=0)" } else { "produce request scheduled → acknowledged" };
-    let mut report = Report::new(&format!("produce/acks={}", args.acks), records, bytes, elapsed, &h, what);
+    let mut name = format!("produce/acks={}", args.acks);
+    if args.compression != crate::codec::Codec::None {
+        name.push_str(&format!("/compression={:?}", args.compression).to_lowercase());
+    }
+    let mut report = Report::new(&name, records, bytes, elapsed, &h, what);
     report.errors = progress.errors.load(Ordering::Relaxed);
     report.json = args.json;
     Ok(report)
@@ -190,16 +251,10 @@ async fn produce_conn(
     deadline: Instant,
 ) -> Result<Histogram<u64>, ClientError> {
     let (mut tx, mut rx) = client::connect(&args.broker).await?;
-    let mut value = vec![0u8; args.record_size];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (conn.partitions[0] as u64);
-    for b in value.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let value = payload(args.payload, args.record_size, conn.partitions[0] as u64);
     let records: Vec<Record<'_>> = (0..args.batch_records).map(|_| Record { key: None, value: &value }).collect();
-    let mut batch = batch::build(&records, now_ms());
+    let mut batch = crate::codec::compress_batch(batch::build(&records, now_ms()), args.compression)
+        .map_err(|e| ClientError::Protocol(format!("compressing a batch: {e}")))?;
     let n = args.batch_records as u64;
     let (qtx, qrx) = local_channel::new_bounded::<(i32, Instant)>(args.in_flight.max(1));
     let receiver = (acks != 0).then(|| {
