@@ -312,7 +312,12 @@ async fn read_all(log: &sluice_storage::PartitionLog, start: i64, end: i64) -> u
     let mut n = 0;
     let mut first = true;
     while next < end {
-        let r = log.read(Offset(next), 1 << 20).await.expect("read of a recovered offset");
+        let r = match log.read(Offset(next), 1 << 20).await {
+            Ok(r) => r,
+            // A batch damaged before a trusted index entry is refused when read, not served.
+            Err(e) if e.to_string().contains("fails its CRC-32C check") => return n,
+            Err(e) => panic!("read of a recovered offset {next}: {e}"),
+        };
         assert!(!r.records.is_empty(), "empty read at {next} below the high watermark {end}");
         let mut pos = 0;
         while pos < r.records.len() {

@@ -154,9 +154,9 @@ fn log_recovery_trusted_index_pos0_empty_segment() {
     });
 }
 
-/// Finding 4 (design): with clean = true, bytes before the trusted index entry are never
-/// CRC-checked at open, and reads (scan_read) only parse headers, so a corrupted batch there
-/// is served to consumers with a bad CRC.
+/// Finding 4: with clean = true, bytes before the trusted index entry are not CRC-checked at
+/// open. Fixed: every batch read back from a segment file has its CRC-32C checked
+/// (storage log.rs `check_stored`); a damaged one is answered with a storage error.
 #[test]
 fn log_recovery_trusted_index_unvalidated_prefix() {
     isolated("log_recovery_trusted_index_unvalidated_prefix", || {
