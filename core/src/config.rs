@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use crate::limits::MAX_PARTITIONS_PER_TOPIC;
+use crate::limits::{MAX_PARTITIONS_PER_TOPIC, MIN_RESPONSE_BYTES_PER_SHARD};
 
 /// Everything the broker needs to start. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -42,17 +42,19 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
     pub offsets_topic_num_partitions: i32,
-    /// Connections the broker accepts in total (0: unlimited); each shard admits its share
-    /// (`ceil(max / shards)`), since shards share nothing.
+    /// Connections the broker accepts in total (0: unlimited), counted across all shards.
     pub max_connections: usize,
-    /// Connections accepted from one IP address (0: unlimited, Kafka's default); enforced per
-    /// shard as `ceil(max / shards)`.
+    /// Connections accepted from one IP address (0: unlimited, Kafka's default), counted
+    /// across all shards.
     pub max_connections_per_ip: usize,
     /// A connection with no request for this long is closed (Kafka's `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
     /// Segment files each shard keeps open at most; idle ones are closed (least recently used
     /// first) and reopened when used, so descriptors stay bounded with many partitions.
     pub max_open_files_per_shard: usize,
+    /// Bytes of responses each shard holds built but not yet written to their sockets; Fetch
+    /// answers shrink to what is left (the first batch always whole).
+    pub max_response_bytes_per_shard: usize,
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
@@ -81,6 +83,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: 0,
             connections_max_idle_ms: 600_000,
             max_open_files_per_shard: crate::limits::DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD,
+            max_response_bytes_per_shard: crate::limits::DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -221,6 +224,13 @@ impl BrokerConfig {
                 expected: "between 16 and 1000000".into(),
             });
         }
+        if self.max_response_bytes_per_shard < MIN_RESPONSE_BYTES_PER_SHARD {
+            return Err(ConfigError::Invalid {
+                key: "max_response_bytes_per_shard",
+                value: self.max_response_bytes_per_shard.to_string(),
+                expected: format!("at least {MIN_RESPONSE_BYTES_PER_SHARD} (one batch of the default maximum size)"),
+            });
+        }
         if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
             return Err(ConfigError::Invalid {
                 key: "offsets_topic_num_partitions",
@@ -317,5 +327,7 @@ mod tests {
         assert!(e.contains("`cores`"), "{e}");
         let c = BrokerConfig { num_partitions: 0, ..Default::default() };
         assert!(c.validate(2).unwrap_err().to_string().contains("num_partitions"));
+        let c = BrokerConfig { max_response_bytes_per_shard: 1000, ..Default::default() };
+        assert!(c.validate(2).unwrap_err().to_string().contains("max_response_bytes_per_shard"));
     }
 }

@@ -36,6 +36,17 @@ pub const MAX_FETCH_WAIT_MS: i32 = 60_000;
 pub const MAX_FETCH_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Upper bound on how many bytes one partition read returns (besides the first batch).
 pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
+/// Default of `max_response_bytes_per_shard`: bytes of responses one shard may hold built but
+/// not yet written to their sockets (clients that do not read). A Fetch answer is cut to what
+/// is left, except its first batch, so the total can exceed this by one batch per connection.
+pub const DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
+/// Smallest accepted `max_response_bytes_per_shard` (one batch of the default maximum size).
+pub const MIN_RESPONSE_BYTES_PER_SHARD: usize = MAX_BATCH_BYTES;
+/// Placement averages each shard's appended bytes over this many seconds.
+pub const PLACEMENT_LOAD_WINDOW_SECS: u64 = 10;
+/// Below this many appended bytes per second (whole broker, over the window) placement ignores
+/// load and balances partition counts only.
+pub const PLACEMENT_MIN_LOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
 /// Longest topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// How long a graceful shutdown waits for in-flight requests before giving up.
@@ -46,6 +57,11 @@ const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_
 const _: () =
     assert!(MAX_BATCH_BYTES <= MAX_IN_FLIGHT_BYTES_PER_CONNECTION, "one batch must fit a connection's budget");
 const _: () = assert!(MAX_PARTITION_READ_BYTES <= MAX_FETCH_RESPONSE_BYTES);
+const _: () = assert!(
+    DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD >= MAX_FETCH_RESPONSE_BYTES,
+    "by default one client can be given a whole maximal Fetch answer"
+);
+const _: () = assert!(PLACEMENT_LOAD_WINDOW_SECS >= 1);
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");

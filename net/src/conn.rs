@@ -8,7 +8,10 @@
 //! connection and per shard (`MAX_IN_FLIGHT_BYTES_*`); the reader waits for room before it
 //! reads a frame's body. Replies are driven one at a time, in order, by the writer, so a
 //! client that stops reading holds at most one response and its own budget, never the
-//! shard's other connections.
+//! shard's other connections. Every response frame counts in the shard's
+//! `metrics::response_bytes_held` from the moment the writer has it until it is written or
+//! the connection closes; Fetch answers are cut to what `max_response_bytes_per_shard` leaves
+//! (`api/fetch.rs`), so the frames held for clients that do not read stay bounded per shard.
 //! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
 //! connection only (after logging why); an unknown API key or version is answered with
 //! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
@@ -189,6 +192,8 @@ async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>,
         metrics::record_request(queued.api, queued.received.elapsed(), answered.is_err());
         match answered {
             Ok(Some(frame)) => {
+                // Taken in the same step as the handler finished (no await in between).
+                let _held = metrics::HeldResponse::new(frame.len() as u64);
                 let started = std::time::Instant::now();
                 if let Err(e) = writer.write_all(&frame).await {
                     tracing::debug!(client = ?peer, error = %e, "write failed");

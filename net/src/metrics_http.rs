@@ -157,12 +157,18 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
         let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
     }
-    let gauges: [Gauge; 12] = [
+    let gauges: [Gauge; 16] = [
         ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
         ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
         ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
             s.connections_total as f64
         }),
+        (
+            "sluice_connections_refused_total",
+            "counter",
+            "Connections closed at accept by max_connections or max_connections_per_ip (broker-wide limits).",
+            |s| s.connections_refused as f64,
+        ),
         ("sluice_inflight_requests", "gauge", "Requests read and not yet answered (queue depth).", |s| {
             s.inflight_requests as f64
         }),
@@ -187,6 +193,24 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         }),
         ("sluice_groups", "gauge", "Consumer groups coordinated by the shard.", |s| s.groups as f64),
         ("sluice_group_members", "gauge", "Members of the groups coordinated by the shard.", |s| s.members as f64),
+        (
+            "sluice_response_bytes_held",
+            "gauge",
+            "Response bytes built but not yet written to client sockets (max_response_bytes_per_shard).",
+            |s| s.response_bytes_held as f64,
+        ),
+        (
+            "sluice_fetch_responses_shrunk_total",
+            "counter",
+            "Fetches whose max_bytes the shard's response budget lowered (max_response_bytes_per_shard).",
+            |s| s.fetch_shrunk as f64,
+        ),
+        (
+            "sluice_append_bytes_per_second",
+            "gauge",
+            "Bytes appended per second, averaged over the placement window; placement weighs it.",
+            |s| s.append_bytes_per_sec as f64,
+        ),
     ];
     for (name, kind, help, get) in gauges {
         family(&mut out, name, kind, help);

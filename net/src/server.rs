@@ -5,6 +5,9 @@
 //! value, unusable data dir, port in use, missing kernel facility); nothing is left running.
 //! The listen port is checked with a plain bind first, so a second broker cannot silently
 //! share a port through SO_REUSEPORT; then one SO_REUSEPORT socket per shard is bound.
+//! `max_connections` and `max_connections_per_ip` hold for the whole broker: every shard's
+//! accept loop admits through one shared [`Connections`] count, touched only when a
+//! connection is accepted or closed, never on the request path.
 
 use crate::api::Ctx;
 use glommio::net::TcpListener;
@@ -13,10 +16,12 @@ use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
 use sluice_shard::{runtime, MetadataSnapshot, Shard};
 use socket2::{Domain, Socket, Type};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// CPUs this process may run on, in order.
@@ -79,10 +84,12 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         clean_start,
         "starting sluice"
     );
+    let connections = Arc::new(Connections::new(config.max_connections, config.max_connections_per_ip));
     let payloads: Vec<(Socket, Option<Socket>)> =
         sockets.into_iter().enumerate().map(|(i, s)| (s, if i == 0 { metrics.take() } else { None })).collect();
     let serve = move |shard: Rc<Shard>, (socket, metrics): (Socket, Option<Socket>)| {
         let host = advertised_host.clone();
+        let connections = connections.clone();
         async move {
             if let Some(m) = metrics {
                 // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
@@ -95,7 +102,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
                 advertised_host: host,
                 advertised_port: advertised_port as i32,
             });
-            accept_loop(ctx, socket).await;
+            accept_loop(ctx, socket, connections).await;
         }
     };
     let started = Instant::now();
@@ -212,15 +219,84 @@ fn new_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     Ok(s)
 }
 
+/// Connections open on the whole broker, in total and per client IP, against
+/// `max_connections` and `max_connections_per_ip`.
+///
+/// One value shared by every shard's accept loop. Its lock is taken once when a connection is
+/// accepted and once when it closes (a map lookup, never held across an await); requests never
+/// touch it, so the request path stays free of shared state.
+struct Connections {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was refused: the counts it met.
+#[derive(Debug)]
+struct Refused {
+    total: usize,
+    from_ip: usize,
+}
+
+/// An admitted connection's place in [`Connections`]; freed when dropped.
+struct Slot {
+    connections: Arc<Connections>,
+    ip: Option<IpAddr>,
+}
+
+impl Connections {
+    /// Limits of 0 mean unlimited.
+    fn new(max_total: usize, max_per_ip: usize) -> Connections {
+        let unlimited = |l: usize| if l == 0 { usize::MAX } else { l };
+        Connections { max_total: unlimited(max_total), max_per_ip: unlimited(max_per_ip), open: Default::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // The counts stay consistent even if a holder panicked: each update is one statement.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a slot for a connection from `ip`, or says which limit it met.
+    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Slot, Refused> {
+        let mut open = self.lock();
+        let from_ip = ip.and_then(|ip| open.per_ip.get(&ip).copied()).unwrap_or(0);
+        if open.total >= self.max_total || from_ip >= self.max_per_ip {
+            return Err(Refused { total: open.total, from_ip });
+        }
+        open.total += 1;
+        if let Some(ip) = ip {
+            *open.per_ip.entry(ip).or_default() += 1;
+        }
+        Ok(Slot { connections: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.connections.lock();
+        open.total -= 1;
+        if let Some(ip) = self.ip {
+            if let Some(n) = open.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
 /// Accepts on this shard's listener until shutdown, then waits for its connections to finish.
-async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
+async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>) {
     // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let live = Rc::new(Cell::new(0usize));
-    let per_ip: Rc<std::cell::RefCell<std::collections::HashMap<std::net::IpAddr, usize>>> = Default::default();
-    let share = |limit: usize| if limit == 0 { usize::MAX } else { limit.div_ceil(ctx.shard.n_shards) };
-    let (max_live, max_per_ip) =
-        (share(ctx.shard.config.max_connections), share(ctx.shard.config.max_connections_per_ip));
     let mut last_warning: Option<Instant> = None;
     let mut last_refusal: Option<Instant> = None;
     loop {
@@ -233,35 +309,28 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
         match accepted {
             Ok(stream) => {
                 let ip = stream.peer_addr().ok().map(|a| a.ip());
-                let from_ip = ip.map(|ip| per_ip.borrow().get(&ip).copied().unwrap_or(0)).unwrap_or(0);
-                if live.get() >= max_live || from_ip >= max_per_ip {
-                    if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        tracing::warn!(
-                            shard = %ctx.shard.id, client = ?ip, connections = live.get(), from_ip,
-                            "connection refused: max_connections or max_connections_per_ip reached"
-                        );
-                        last_refusal = Some(Instant::now());
+                let slot = match connections.admit(ip) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        sluice_shard::metrics::connection_refused();
+                        if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(
+                                shard = %ctx.shard.id, client = ?ip, connections = refused.total,
+                                from_ip = refused.from_ip,
+                                "connection refused: max_connections or max_connections_per_ip reached"
+                            );
+                            last_refusal = Some(Instant::now());
+                        }
+                        drop(stream);
+                        continue;
                     }
-                    drop(stream);
-                    continue;
-                }
-                if let Some(ip) = ip {
-                    *per_ip.borrow_mut().entry(ip).or_default() += 1;
-                }
-                let (ctx, live, per_ip) = (ctx.clone(), live.clone(), per_ip.clone());
+                };
+                let (ctx, live) = (ctx.clone(), live.clone());
                 live.set(live.get() + 1);
                 glommio::spawn_local(async move {
                     crate::conn::serve(ctx, stream).await;
+                    drop(slot);
                     live.set(live.get() - 1);
-                    if let Some(ip) = ip {
-                        let mut m = per_ip.borrow_mut();
-                        if let Some(n) = m.get_mut(&ip) {
-                            *n -= 1;
-                            if *n == 0 {
-                                m.remove(&ip);
-                            }
-                        }
-                    }
                 })
                 .detach();
             }
@@ -282,5 +351,30 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket) {
     }
     if live.get() > 0 {
         tracing::warn!(shard = %ctx.shard.id, connections = live.get(), "connections still open after the grace period");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_hold_across_holders_and_free_on_drop() {
+        let c = Arc::new(Connections::new(3, 2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let s1 = c.admit(Some(a)).unwrap();
+        let s2 = c.admit(Some(a)).unwrap();
+        assert_eq!(c.admit(Some(a)).err().expect("refused").from_ip, 2);
+        let s3 = c.admit(Some(b)).unwrap();
+        assert_eq!(c.admit(Some(b)).err().expect("refused").total, 3);
+        drop(s1);
+        let s4 = c.admit(Some(a)).unwrap();
+        drop((s2, s3, s4));
+        assert_eq!(c.lock().total, 0);
+        assert!(c.lock().per_ip.is_empty());
+        let unlimited = Arc::new(Connections::new(0, 0));
+        let many: Vec<_> = (0..100).map(|_| unlimited.admit(Some(a)).unwrap()).collect();
+        assert_eq!(unlimited.lock().per_ip[&a], many.len());
     }
 }

@@ -9,7 +9,7 @@
 use crate::error::PartitionError;
 use crate::metadata::{new_topic_id, validate_topic_name, MetadataSnapshot, TopicMeta};
 use crate::msg::{AdminOp, AdminResult, ConfigChange, ConfigOp, CreatedTopic, NewTopic, ShardMsg};
-use crate::placement::place;
+use crate::placement::{place, place_by_load, recent_load};
 use crate::shard::Shard;
 use futures::channel::oneshot;
 use sluice_core::limits::MAX_PARTITIONS_PER_TOPIC;
@@ -81,6 +81,11 @@ async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<AdminResult, PartitionErr
 pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     assert_eq!(shard.id, ShardId(0), "only shard 0 writes metadata");
     let _permit = shard.admin_lock.acquire_permit(1).await.expect("admin semaphore never closes");
+    // Placement weighs each shard's recent append rate, asked for only when partitions are added.
+    let rates = match &op {
+        AdminOp::CreateTopics { .. } | AdminOp::CreatePartitions { .. } => recent_load(shard).await,
+        _ => Vec::new(),
+    };
     let mut snap = (*shard.metadata()).clone();
     if let AdminOp::AllocateProducerId = op {
         let (next, end) = shard.producer_ids.get();
@@ -103,7 +108,8 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     }
     let (result, changed) = match op {
         AdminOp::CreateTopics { topics, validate_only } => {
-            let results: Vec<_> = topics.into_iter().map(|t| create_one(shard, &mut snap, t, validate_only)).collect();
+            let results: Vec<_> =
+                topics.into_iter().map(|t| create_one(shard, &mut snap, t, validate_only, &rates)).collect();
             let changed = !validate_only && results.iter().any(|r| r.is_ok());
             (AdminResult::Created(results), changed)
         }
@@ -122,7 +128,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             (AdminResult::Changed(r), changed)
         }
         AdminOp::CreatePartitions { topic, count, validate_only } => {
-            let r = add_partitions(shard, &mut snap, &topic, count);
+            let r = add_partitions(shard, &mut snap, &topic, count, &rates);
             let changed = r.is_ok() && !validate_only;
             (AdminResult::Changed(r), changed)
         }
@@ -203,7 +209,13 @@ fn alter_configs(
     Ok(())
 }
 
-fn add_partitions(shard: &Shard, snap: &mut MetadataSnapshot, topic: &str, count: i32) -> Result<(), PartitionError> {
+fn add_partitions(
+    shard: &Shard,
+    snap: &mut MetadataSnapshot,
+    topic: &str,
+    count: i32,
+    rates: &[u64],
+) -> Result<(), PartitionError> {
     if is_internal(topic) {
         return Err(PartitionError::InvalidTopic(format!("{topic} is an internal topic")));
     }
@@ -217,7 +229,7 @@ fn add_partitions(shard: &Shard, snap: &mut MetadataSnapshot, topic: &str, count
         return Err(PartitionError::InvalidPartitions(format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions")));
     }
     let load = snap.partitions_per_shard(shard.n_shards);
-    let added: Vec<u16> = place(&load, (count - current) as usize).into_iter().map(|s| s.0).collect();
+    let added: Vec<u16> = place_by_load(&load, rates, (count - current) as usize).into_iter().map(|s| s.0).collect();
     snap.topics.get_mut(topic).expect("checked above").shards.extend(added);
     Ok(())
 }
@@ -227,6 +239,7 @@ fn create_one(
     snap: &mut MetadataSnapshot,
     t: NewTopic,
     validate_only: bool,
+    rates: &[u64],
 ) -> Result<CreatedTopic, PartitionError> {
     validate_topic_name(&t.name).map_err(PartitionError::InvalidTopic)?;
     if snap.topics.contains_key(&t.name) {
@@ -248,7 +261,7 @@ fn create_one(
         topic_config::validate(k, v).map_err(PartitionError::InvalidConfig)?;
     }
     let load = snap.partitions_per_shard(shard.n_shards);
-    let shards = place(&load, partitions as usize).into_iter().map(|s| s.0).collect();
+    let shards = place_by_load(&load, rates, partitions as usize).into_iter().map(|s| s.0).collect();
     let meta = TopicMeta { id: new_topic_id(), shards, configs: t.configs.clone() };
     let created = CreatedTopic { id: meta.id, partitions, configs: t.configs };
     if !validate_only {

@@ -1,16 +1,20 @@
 //! This shard's metrics: requests per API with latency, per-stage latencies, bytes per topic,
-//! connections and queue depths; and gathering every shard's copy for the metrics endpoint.
+//! connections and queue depths, response bytes held for clients, the recent append rate; and
+//! gathering every shard's copy for the metrics endpoint and for placement.
 //!
 //! Contract: the registry is thread-local (one shard per thread), updated only by its shard;
-//! [`gather`] asks every shard for a snapshot (one message each) and never shares state.
+//! [`gather`] asks every shard for a snapshot (one message each) and never shares state. Two
+//! values here also steer the broker: [`response_bytes_held`] bounds Fetch answers
+//! (`max_response_bytes_per_shard`) and [`append_bytes_per_sec`] weighs placement.
 
 use crate::msg::ShardMsg;
 use crate::shard::Shard;
 use hdrhistogram::Histogram;
-use std::cell::RefCell;
+use sluice_core::limits::PLACEMENT_LOAD_WINDOW_SECS;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The stages a request can spend time in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,9 +63,91 @@ struct Registry {
     connections: i64,
     connections_total: u64,
     inflight_requests: i64,
+    appended: AppendRate,
+    fetch_shrunk: u64,
+    connections_refused: u64,
+}
+
+/// Bytes appended per whole second (since the shard's first append), for the last
+/// `PLACEMENT_LOAD_WINDOW_SECS` seconds: a ring of per-second counts.
+#[derive(Debug, Default)]
+struct AppendRate {
+    origin: Option<Instant>,
+    /// The second the newest bucket counts.
+    second: u64,
+    buckets: [u64; PLACEMENT_LOAD_WINDOW_SECS as usize],
+}
+
+impl AppendRate {
+    const W: u64 = PLACEMENT_LOAD_WINDOW_SECS;
+
+    fn now(&mut self, at: Instant) -> u64 {
+        at.saturating_duration_since(*self.origin.get_or_insert(at)).as_secs()
+    }
+
+    fn add(&mut self, bytes: u64, at: Instant) {
+        let sec = self.now(at);
+        if sec > self.second {
+            // Clear the buckets of the seconds that passed without appends.
+            for s in (self.second + 1)..=sec.min(self.second + Self::W) {
+                self.buckets[(s % Self::W) as usize] = 0;
+            }
+            self.second = sec;
+        }
+        self.buckets[(self.second % Self::W) as usize] += bytes;
+    }
+
+    /// Bytes appended during the window ending now, divided by its length.
+    fn per_sec(&mut self, at: Instant) -> u64 {
+        if self.origin.is_none() {
+            return 0;
+        }
+        let sec = self.now(at);
+        let sum: u64 = (sec.saturating_sub(Self::W - 1)..=sec)
+            .filter(|s| *s <= self.second && self.second - *s < Self::W)
+            .map(|s| self.buckets[(s % Self::W) as usize])
+            .sum();
+        sum / Self::W
+    }
 }
 
 thread_local!(static REG: RefCell<Registry> = RefCell::new(Registry::default()));
+thread_local!(static RESPONSE_BYTES_HELD: Cell<u64> = const { Cell::new(0) });
+
+/// Response bytes this shard holds built but not yet written to their sockets.
+pub fn response_bytes_held() -> u64 {
+    RESPONSE_BYTES_HELD.with(Cell::get)
+}
+
+/// Counts `bytes` of a response as held on this shard until it is dropped (or resized).
+/// Create and drop it on the shard's own thread.
+#[derive(Debug)]
+pub struct HeldResponse(u64);
+
+impl HeldResponse {
+    pub fn new(bytes: u64) -> HeldResponse {
+        RESPONSE_BYTES_HELD.with(|h| h.set(h.get() + bytes));
+        HeldResponse(bytes)
+    }
+
+    /// Changes the count to `bytes` (the response turned out larger or smaller).
+    pub fn resize(&mut self, bytes: u64) {
+        RESPONSE_BYTES_HELD.with(|h| h.set(h.get() - self.0 + bytes));
+        self.0 = bytes;
+    }
+}
+
+impl Drop for HeldResponse {
+    fn drop(&mut self) {
+        RESPONSE_BYTES_HELD.with(|h| h.set(h.get() - self.0));
+    }
+}
+
+/// Bytes appended on this shard per second, averaged over the last
+/// `PLACEMENT_LOAD_WINDOW_SECS` seconds.
+pub fn append_bytes_per_sec() -> u64 {
+    REG.with(|r| r.borrow_mut().appended.per_sec(Instant::now()))
+}
 
 /// Records one answered request.
 pub fn record_request(api: &'static str, latency: Duration, failed: bool) {
@@ -94,6 +180,9 @@ pub fn add_topic_bytes(topic: &str, bytes: u64, inbound: bool) {
         } else {
             e.1 += bytes;
         }
+        if inbound {
+            r.appended.add(bytes, Instant::now());
+        }
     });
 }
 
@@ -113,6 +202,16 @@ pub fn inflight(delta: i64) {
     REG.with(|r| r.borrow_mut().inflight_requests += delta);
 }
 
+/// A connection was closed at accept (`max_connections`, `max_connections_per_ip`).
+pub fn connection_refused() {
+    REG.with(|r| r.borrow_mut().connections_refused += 1);
+}
+
+/// A Fetch had its `max_bytes` lowered by the shard's response budget.
+pub fn fetch_shrunk() {
+    REG.with(|r| r.borrow_mut().fetch_shrunk += 1);
+}
+
 /// One shard's metrics at a point in time.
 #[derive(Debug, Clone)]
 pub struct ShardMetrics {
@@ -124,6 +223,7 @@ pub struct ShardMetrics {
     pub partitions: u64,
     pub connections: i64,
     pub connections_total: u64,
+    pub connections_refused: u64,
     pub inflight_requests: i64,
     pub memory_reads: u64,
     pub disk_reads: u64,
@@ -132,12 +232,19 @@ pub struct ShardMetrics {
     pub messages_received: u64,
     pub groups: u64,
     pub members: u64,
+    /// Response bytes built but not yet written to sockets.
+    pub response_bytes_held: u64,
+    /// Fetches whose `max_bytes` the response budget lowered.
+    pub fetch_shrunk: u64,
+    /// Bytes appended per second over the last `PLACEMENT_LOAD_WINDOW_SECS` seconds.
+    pub append_bytes_per_sec: u64,
 }
 
 /// This shard's snapshot.
 pub fn local(shard: &Shard) -> ShardMetrics {
     let storage = sluice_storage::stats::snapshot();
     let (groups, members) = shard.groups.counts();
+    let append_bytes_per_sec = append_bytes_per_sec();
     REG.with(|r| {
         let r = r.borrow();
         ShardMetrics {
@@ -149,6 +256,7 @@ pub fn local(shard: &Shard) -> ShardMetrics {
             partitions: shard.owned_partitions() as u64,
             connections: r.connections,
             connections_total: r.connections_total,
+            connections_refused: r.connections_refused,
             inflight_requests: r.inflight_requests,
             memory_reads: storage.memory_reads,
             disk_reads: storage.disk_reads,
@@ -157,6 +265,9 @@ pub fn local(shard: &Shard) -> ShardMetrics {
             messages_received: shard.stats.messages_received.get(),
             groups,
             members,
+            response_bytes_held: response_bytes_held(),
+            fetch_shrunk: r.fetch_shrunk,
+            append_bytes_per_sec,
         }
     })
 }
@@ -196,4 +307,42 @@ pub fn stage_summary() -> String {
         }
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_rate_averages_the_window_and_forgets_older_seconds() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_millis(s * 1000 + 500);
+        let mut r = AppendRate::default();
+        assert_eq!(r.per_sec(t0), 0);
+        let w = PLACEMENT_LOAD_WINDOW_SECS;
+        r.add(0, t0);
+        for s in 0..w {
+            r.add(1000, at(s));
+        }
+        assert_eq!(r.per_sec(at(w - 1)), 1000);
+        // Half the window later, half of it is gone.
+        assert_eq!(r.per_sec(at(w - 1 + w / 2)), 1000 * (w - w / 2) / w);
+        // A window later nothing is left, and new appends count alone.
+        assert_eq!(r.per_sec(at(2 * w)), 0);
+        r.add(w * 7, at(3 * w));
+        assert_eq!(r.per_sec(at(3 * w)), 7);
+    }
+
+    #[test]
+    fn held_response_bytes_follow_their_guards() {
+        let before = response_bytes_held();
+        let mut a = HeldResponse::new(100);
+        let b = HeldResponse::new(50);
+        assert_eq!(response_bytes_held(), before + 150);
+        a.resize(10);
+        assert_eq!(response_bytes_held(), before + 60);
+        drop(b);
+        drop(a);
+        assert_eq!(response_bytes_held(), before);
+    }
 }

@@ -5,6 +5,14 @@
 //! UNKNOWN_TOPIC_ID. Fetch sessions (KIP-227) are not kept: session id 0 tells clients to send
 //! full requests. Everything happens in the second phase, so a waiting fetch never holds up
 //! the connection's other requests.
+//!
+//! Memory: an answer is also cut to what is left of the shard's response budget
+//! (`max_response_bytes_per_shard` minus the response bytes the shard already holds unwritten,
+//! `metrics::response_bytes_held`), checked when the reads start (bounding them) and again when
+//! they are done, in the same step as the answer is encoded and handed to the connection's
+//! writer, which holds it in the count until written. As always in Kafka, the first batch of
+//! the first partition with data is kept whole even when nothing is left, so every Fetch makes
+//! progress and the shard holds at most the budget plus one batch per connection.
 
 use super::{topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code;
@@ -15,7 +23,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use sluice_core::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS, MAX_PARTITION_READ_BYTES};
 use sluice_core::{Offset, TopicPartition};
-use sluice_shard::fetch::{fetch, FetchPlan};
+use sluice_shard::fetch::{fetch, trim, FetchPlan};
+use sluice_shard::metrics;
 use sluice_shard::msg::FetchItem;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
@@ -27,6 +36,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: FetchRequest = decode_body(&req)?;
         let reply = async move {
+            let asked = (body.max_bytes.max(0) as usize).min(MAX_FETCH_RESPONSE_BYTES);
+            let max_bytes = asked.min(budget_left(&ctx));
+            let mut shrunk = max_bytes < asked;
             let mut items = Vec::new();
             let mut early: Vec<Option<PartitionError>> = Vec::new();
             let mut layout = Vec::with_capacity(body.topics.len());
@@ -44,7 +56,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                 index,
                                 tp: TopicPartition::new(n.clone(), p.partition),
                                 offset: Offset(p.fetch_offset),
-                                max_bytes: (p.partition_max_bytes.max(0) as usize).min(MAX_PARTITION_READ_BYTES),
+                                max_bytes: (p.partition_max_bytes.max(0) as usize)
+                                    .min(MAX_PARTITION_READ_BYTES)
+                                    .min(max_bytes),
                             });
                         }
                     }
@@ -54,12 +68,29 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             let plan = FetchPlan {
                 items,
                 max_wait: Duration::from_millis(body.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64),
-                min_bytes: body.min_bytes.max(0) as usize,
-                max_bytes: (body.max_bytes.max(0) as usize).min(MAX_FETCH_RESPONSE_BYTES),
+                // A budget-cut answer does not wait for more than it may carry.
+                min_bytes: (body.min_bytes.max(0) as usize).min(max_bytes.max(1)),
+                max_bytes,
             };
             let mut results: Vec<Option<Result<sluice_storage::LogRead, PartitionError>>> =
                 early.into_iter().map(|e| e.map(Err)).collect();
-            for (index, r) in fetch(&ctx.shard, plan).await {
+            let read = fetch(&ctx.shard, plan).await;
+            // From here to the writer taking the frame nothing awaits, so no other response
+            // can take the budget in between.
+            let before = records_len(&read);
+            let read = trim(read, budget_left(&ctx));
+            let kept = records_len(&read);
+            shrunk |= kept < before;
+            if shrunk {
+                metrics::fetch_shrunk();
+                tracing::debug!(
+                    asked,
+                    kept,
+                    held = metrics::response_bytes_held(),
+                    "fetch answer cut to the shard's response budget"
+                );
+            }
+            for (index, r) in read {
                 results[index] = Some(r);
             }
             let v = req.version;
@@ -106,4 +137,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply)
     }
     .boxed_local()
+}
+
+/// Bytes of the shard's response budget not held by unwritten responses.
+fn budget_left(ctx: &Ctx) -> usize {
+    (ctx.shard.config.max_response_bytes_per_shard as u64).saturating_sub(metrics::response_bytes_held()) as usize
+}
+
+fn records_len(read: &[sluice_shard::msg::FetchResult]) -> usize {
+    read.iter().map(|(_, r)| r.as_ref().map(|r| r.records.len()).unwrap_or(0)).sum()
 }
