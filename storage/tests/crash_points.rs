@@ -9,24 +9,13 @@
 //! and show nothing after a torn write: whatever it keeps beyond the acknowledged point must be
 //! exactly a prefix of what was appended.
 
-use glommio::LocalExecutorBuilder;
 use sluice_core::batch::{self, Record};
 use sluice_core::Offset;
 use sluice_storage::{LogConfig, PartitionLog};
 use std::path::Path;
 
-fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap();
-}
-
-/// Deterministic sizes and sync points (seeded LCG).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
+mod common;
+use common::{run, Lcg};
 
 const SEG: &str = "00000000000000000000.log";
 

@@ -16,7 +16,6 @@
 //!   workload asked for;
 //! - accept, sync and serve a new append.
 
-use glommio::LocalExecutorBuilder;
 use sluice_core::batch::{self, Record};
 use sluice_core::Offset;
 use sluice_storage::disk::sim::{SimDisk, Survival, Tear};
@@ -24,17 +23,8 @@ use sluice_storage::{Disk, LogConfig, PartitionLog};
 use std::path::Path;
 use std::rc::Rc;
 
-fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap();
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
+mod common;
+use common::{run, Lcg};
 
 const DIR: &str = "/sim/t-0";
 
