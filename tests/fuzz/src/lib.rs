@@ -314,8 +314,9 @@ async fn read_all(log: &sluice_storage::PartitionLog, start: i64, end: i64) -> u
     while next < end {
         let r = match log.read(Offset(next), 1 << 20).await {
             Ok(r) => r,
-            // A batch damaged before a trusted index entry is refused when read, not served.
-            Err(e) if e.to_string().contains("fails its CRC-32C check") => return n,
+            // A batch damaged before a trusted index entry (bad CRC, or a length past the end of the
+            // segment) is refused when read, not served.
+            Err(e) if e.to_string().contains("segment damaged on disk") => return n,
             Err(e) => panic!("read of a recovered offset {next}: {e}"),
         };
         assert!(!r.records.is_empty(), "empty read at {next} below the high watermark {end}");
@@ -338,4 +339,3 @@ async fn read_all(log: &sluice_storage::PartitionLog, start: i64, end: i64) -> u
     }
     n
 }
-

@@ -163,3 +163,12 @@ fn log_recovery_trusted_index_unvalidated_prefix() {
         sluice_fuzz::log_recovery(&input("log_recovery", "trusted_index_unvalidated_prefix"));
     });
 }
+
+/// Finding 5 (log_recovery, 2026-11-25): after recovering this fuzzed segment a read of
+/// offset 0 below the high watermark failed with "short read".
+#[test]
+fn log_recovery_short_read_after_recovery() {
+    isolated("log_recovery_short_read_after_recovery", || {
+        sluice_fuzz::log_recovery(&input("log_recovery", "short_read_after_recovery"));
+    });
+}

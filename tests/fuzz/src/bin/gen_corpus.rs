@@ -108,8 +108,10 @@ fn main() {
             put("request", &format!("produce_records_v{v}"), &f);
         }
     }
-    let metadata = MetadataRequest::default()
-        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic.clone().into()))]));
+    let metadata =
+        MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(topic.clone().into()))
+        ]));
     for v in [1i16, 12] {
         if let Some(f) = frame(ApiKey::Metadata, v, &RequestKind::Metadata(metadata.clone())) {
             put("request", &format!("metadata_topic_v{v}"), &f);
