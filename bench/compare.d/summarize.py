@@ -15,6 +15,7 @@ SIDES = ["sluice", "kafka", "kafka-fsync"]
 CLIENTS = [("sluice-bench", "`sluice bench` (Rust, pipelined, 64-record batches)"),
            ("kafka-perf", "Kafka's ProducerPerformance / ConsumerPerformance (Java client)")]
 WORKLOADS = ["produce acks=1", "produce acks=all", "fixed rate acks=all", "consume"]
+# Compressed produce workloads are named "produce acks=all <codec>" and listed after these.
 
 
 def med(xs):
@@ -53,6 +54,9 @@ def main(path):
                 cells[key][f].append(float(r[f]))
             except ValueError:
                 pass
+    extra = sorted({k[1] for k in cells} - set(WORKLOADS))
+    workloads = WORKLOADS + extra
+    latency_workloads = [w for w in workloads if w != "consume"]
     get = lambda k, f: med(cells[k][f]) if k in cells else None
     n = lambda k: len(cells[k]["rec_s"]) if k in cells else 0
     out = [f"Medians of {len(rounds)} round(s); ratios are sluice ÷ Kafka "
@@ -64,7 +68,7 @@ def main(path):
                 "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | sluice/Kafka | sluice/Kafka-fsync |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
         for parts in (6, 1000):
-            for w in WORKLOADS:
+            for w in workloads:
                 ks = {s: (client, w, parts, s) for s in SIDES}
                 if not any(k in cells for k in ks.values()):
                     continue
@@ -76,7 +80,7 @@ def main(path):
                 "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | p99 sluice/Kafka | p99 sluice/Kafka-fsync |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
         for parts in (6, 1000):
-            for w in WORKLOADS[:3]:
+            for w in latency_workloads:
                 ks = {s: (client, w, parts, s) for s in SIDES}
                 if not any(k in cells for k in ks.values()):
                     continue
