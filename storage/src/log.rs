@@ -26,7 +26,7 @@ use crate::StorageError;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::task::JoinHandle;
-use sluice_core::batch::{self, BatchHeader, LOG_OVERHEAD};
+use sluice_core::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use sluice_core::{LeaderEpoch, Offset};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -734,7 +734,7 @@ fn check_stored(records: &Bytes, name: &str) -> Result<(), StorageError> {
             Err(_) => Some(-1),
         };
         if let Some(offset) = bad {
-            return Err(damaged(name, offset, "fails its CRC-32C check"));
+            return Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check")));
         }
     }
     Ok(())
@@ -742,16 +742,25 @@ fn check_stored(records: &Bytes, name: &str) -> Result<(), StorageError> {
 
 /// The error for a stored batch that cannot be what was written (its CRC fails, or its length
 /// runs past the end of its segment): logged, and answered as a storage error, never served.
-fn damaged(name: &str, offset: i64, what: &str) -> StorageError {
-    tracing::error!(partition = %name, offset, what, "a stored batch fails its checks: the segment is damaged on disk");
+fn damaged(name: &str, what: String) -> StorageError {
+    tracing::error!(partition = %name, %what, "a stored batch fails its checks: the segment is damaged on disk");
     StorageError::io(
         "read",
         name,
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("the batch at offset {offset} {what}: segment damaged on disk"),
-        ),
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: segment damaged on disk")),
     )
+}
+
+fn past_end(name: &str, offset: i64) -> StorageError {
+    damaged(name, format!("the batch at offset {offset} runs past the end of its segment"))
+}
+
+fn missing(name: &str, from: i64, pos: u64) -> StorageError {
+    damaged(name, format!("offset {from} is below the high watermark but its segment's batches end at byte {pos}"))
+}
+
+fn bad_header(name: &str, pos: u64, e: batch::BatchError) -> StorageError {
+    damaged(name, format!("the batch header at byte {pos} does not parse ({e})"))
 }
 
 /// Reads exactly `len` bytes at `pos`.
@@ -762,6 +771,15 @@ async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Res
 /// The short scan of a read: from an index position, skip batches before `from`, then take
 /// whole batches below `hwm` up to `max_bytes` (at least one). Reads go through the chunk
 /// cache, one chunk at a time; a batch that crosses a chunk boundary is read directly.
+///
+/// `end` is a batch boundary below which every byte is durable and was written as whole
+/// batches with contiguous offsets, the first at or before `from` (segments start at their
+/// base, index positions point at batch starts; a sealed segment may end in the zero padding
+/// of its last aligned write when its trim was lost in a crash), so a header that does not
+/// parse, a length
+/// that runs past `end`, a first batch after `from` or a jump in offsets can only be damage (in
+/// a prefix trusted at a clean start and not rescanned): it is answered with [`damaged`],
+/// never served, and never turned into an empty or short read.
 async fn scan_read(
     file: &Rc<SegFile>,
     name: &str,
@@ -774,9 +792,15 @@ async fn scan_read(
     use crate::cache::{self, CHUNK};
     let mut at = pos;
     let mut exact: Option<usize> = None;
+    // The last offset of the batch before `at` in this scan (None before the first one).
+    let mut prev_last: Option<i64> = None;
     for _ in 0..1024 {
         if at >= end {
-            return Ok(Bytes::new());
+            // Every batch from the index position on was before `from`: it is not here.
+            return match prev_last {
+                Some(_) => Err(missing(name, from, at)),
+                None => Ok(Bytes::new()),
+            };
         }
         let data = match exact.take() {
             Some(len) => {
@@ -792,13 +816,37 @@ async fn scan_read(
         let mut first: Option<usize> = None;
         let mut stop = 0usize;
         let mut need: Option<usize> = None;
+        let mut padding = false;
         while p + LOG_OVERHEAD <= data.len() {
-            let Ok(h) = BatchHeader::parse(&data[p..]) else { break };
+            let h = match BatchHeader::parse(&data[p..]) {
+                Ok(h) => h,
+                // Too few bytes here, but more before `end`: the header crosses the chunk edge.
+                Err(batch::BatchError::Truncated { .. }) if at + (data.len() as u64) < end => break,
+                // Zeros: the padding of the last aligned write, kept in a sealed segment whose
+                // trim was lost in a crash. The data of this segment ends here.
+                Err(_) if data[p..(p + HEADER_LEN).min(data.len())].iter().all(|b| *b == 0) => {
+                    padding = true;
+                    break;
+                }
+                Err(e) => return Err(bad_header(name, at + p as u64, e)),
+            };
+            let expected = match prev_last {
+                Some(last) => h.base_offset == last.saturating_add(1),
+                None => h.base_offset <= from,
+            };
+            if !expected {
+                let after =
+                    prev_last.map_or(format!("the first batch read for offset {from}"), |l| format!("after {l}"));
+                return Err(damaged(
+                    name,
+                    format!("the batch at byte {} has base offset {} ({after})", at + p as u64, h.base_offset),
+                ));
+            }
             let len = h.total_len();
             if at + (p + len) as u64 > end {
                 // Recovery keeps only whole batches, so a length past the end is damage in a
                 // prefix trusted at a clean start (finding 5 of the log_recovery fuzz target).
-                return Err(damaged(name, h.base_offset, "runs past the end of its segment"));
+                return Err(past_end(name, h.base_offset));
             }
             if p + len > data.len() {
                 if first.is_none() {
@@ -808,6 +856,7 @@ async fn scan_read(
             }
             if h.last_offset() < from {
                 p += len;
+                prev_last = Some(h.last_offset());
                 continue;
             }
             if h.last_offset() >= hwm {
@@ -819,27 +868,25 @@ async fn scan_read(
             }
             stop = p + len;
             p += len;
+            prev_last = Some(h.last_offset());
         }
         if let Some(f) = first {
             if stop > f {
                 return Ok(data.slice(f..stop));
             }
         }
+        if padding {
+            return Err(missing(name, from, at + p as u64));
+        }
         if p == 0 && need.is_none() {
             // Not even one header parsed: a header split by the chunk edge, or nothing left.
             if data.len() < LOG_OVERHEAD || (data.len() as u64) < (end - at).min(CHUNK) {
                 let rest = (end - at) as usize;
-                if rest < LOG_OVERHEAD {
-                    return Ok(Bytes::new());
-                }
-                let h = cache::read_direct(file, name, at, LOG_OVERHEAD.max(rest.min(crate::cache::CHUNK as usize)))
-                    .await?;
+                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK as usize)).await?;
                 match BatchHeader::parse(&h) {
-                    Ok(hd) if hd.total_len() > rest => {
-                        return Err(damaged(name, hd.base_offset, "runs past the end of its segment"))
-                    }
+                    Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
-                    Err(_) => return Ok(Bytes::new()),
+                    Err(e) => return Err(bad_header(name, at, e)),
                 }
             } else {
                 return Ok(Bytes::new());

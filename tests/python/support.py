@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -191,3 +192,43 @@ def total(samples: dict, name: str, **labels) -> float:
     """Sum of the samples named `name` whose labels include `labels`."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of process `pid` in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class RssSampler:
+    """Samples a process's RSS every `interval` seconds on a thread while the `with` block runs;
+    `peak` is the highest sample (taken at least once at entry and once at exit)."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval = pid, interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(rss_kib(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self.samples.append(rss_kib(self.pid))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.samples.append(rss_kib(self.pid))
+        return False
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples)

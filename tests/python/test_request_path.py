@@ -30,21 +30,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from support import (
-    create_topic, kstr, metrics_address, recv_frame, request_frame, scrape, total, unique_topic, wait_until,
+    RssSampler, create_topic, kstr, metrics_address, recv_frame, request_frame, rss_kib, scrape, total, unique_topic,
+    wait_until,
 )
 
 MIB = 1024 * 1024
 
 
 # --- helpers -------------------------------------------------------------------
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
 
 def new_consumer(bootstrap: str, **extra) -> Consumer:
     conf = {"bootstrap.servers": bootstrap, "group.id": "sluice-tests-unused",
@@ -542,22 +535,9 @@ def test_clients_that_never_read_do_not_stall_others(broker_factory):
     try:
         time.sleep(1.0)  # let the broker read what it will and block on the writes
         rss_peak = max(rss_peak, rss_kib(pid))
-        samples = []
-        sampler_stop = threading.Event()
-
-        def sample():
-            while not sampler_stop.is_set():
-                samples.append(rss_kib(pid))
-                time.sleep(0.1)
-
-        st = threading.Thread(target=sample, daemon=True)
-        st.start()
-        try:
+        with RssSampler(pid, interval=0.1) as rss:
             with_bad = pair_throughput(broker.bootstrap, pair, window=3.0)
-        finally:
-            sampler_stop.set()
-            st.join(5)
-        rss_peak = max([rss_peak] + samples)
+        rss_peak = max(rss_peak, rss.peak)
         assert broker.alive()
         # Bound: a stalled connection holds the one answer being written (Fetch answers are capped
         # at 64 MiB) and, while it is built, the reads it is assembled from: 2 x 64 MiB each, for 4

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from support import create_topic, kstr, metrics_address, request_frame, scrape, total, unique_topic, wait_until
+from support import (
+    RssSampler, create_topic, kstr, metrics_address, request_frame, rss_kib, scrape, total, unique_topic, wait_until,
+)
 
 MIB = 1024 * 1024
 BUDGET = 32 * MIB          # max_response_bytes_per_shard in this test
@@ -33,14 +34,6 @@ MAX_BATCH = MIB            # the producer's batch.size bounds every stored batch
 HELD_BOUND = BUDGET + STALLED * MAX_BATCH
 # RSS may also grow by reads in flight, allocator slack and the normal consumer's traffic.
 RSS_SLACK = 64 * MIB
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def fetch_everything(correlation_id: int, topic: str, partitions: int) -> bytes:
@@ -120,39 +113,26 @@ def test_stalled_fetchers_are_held_to_the_budget(broker_factory, tmp_path):
     rss_bound = rss_before + (CORES * BUDGET + STALLED * MAX_BATCH + RSS_SLACK) // 1024
 
     stalled = []
-    samples: list[int] = []
     try:
         stalled = stall(broker, big)
         # The broker builds answers until every stalled connection is blocked writing one.
         wait_until(lambda: sum(held_per_shard(scrape(addr))) >= BUDGET / 2, 30, interval=0.2,
                    what="stalled answers held by the broker")
 
-        stop = threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                samples.append(rss_kib(pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            # A normal client produces and consumes next to them: it gets everything in time.
+        # A normal client produces and consumes next to them: it gets everything in time.
+        with RssSampler(pid) as rss:
             n = 2000
             produce(broker.bootstrap, pair, 1, n, b"p" * 1024)
             started = time.monotonic()
             got = consume_all(broker.bootstrap, pair, 1, n, 30)
             took = time.monotonic() - started
             m = scrape(addr)
-        finally:
-            stop.set()
-            sampler.join(5)
         assert got == n, f"the normal consumer got {got} of {n} messages within 30 s next to stalled clients"
         assert broker.alive()
         held = held_per_shard(m)
         assert all(h <= HELD_BOUND for h in held), f"held {held} bytes per shard > {HELD_BOUND}"
         assert total(m, "sluice_fetch_responses_shrunk_total") > 0, "no Fetch answer was cut to the budget"
-        rss_peak = max(samples + [rss_kib(pid)])
+        rss_peak = rss.peak
         print(f"RSS {rss_before} KiB before, peak {rss_peak} KiB (bound {rss_bound} KiB) with {STALLED} "
               f"stalled connections; held per shard {held}; normal consumer read {n} in {took:.1f} s")
         assert rss_peak <= rss_bound, f"RSS {rss_peak} KiB > bound {rss_bound} KiB (before: {rss_before} KiB)"

@@ -172,3 +172,13 @@ fn log_recovery_short_read_after_recovery() {
         sluice_fuzz::log_recovery(&input("log_recovery", "short_read_after_recovery"));
     });
 }
+
+/// Finding 6 (log_recovery, 2026-11-25): the same kind of damage with a length shorter than a
+/// batch header: the header did not parse and the read of offset 0 answered nothing, below the
+/// high watermark. Fixed: a header that does not parse before the durable end is damage.
+#[test]
+fn log_recovery_header_shorter_than_minimum() {
+    isolated("log_recovery_header_shorter_than_minimum", || {
+        sluice_fuzz::log_recovery(&input("log_recovery", "header_shorter_than_minimum"));
+    });
+}
