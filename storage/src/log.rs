@@ -797,10 +797,7 @@ async fn scan_read(
     for _ in 0..1024 {
         if at >= end {
             // Every batch from the index position on was before `from`: it is not here.
-            return match prev_last {
-                Some(_) => Err(missing(name, from, at)),
-                None => Ok(Bytes::new()),
-            };
+            return Err(missing(name, from, at));
         }
         let data = match exact.take() {
             Some(len) => {
@@ -860,6 +857,18 @@ async fn scan_read(
                 continue;
             }
             if h.last_offset() >= hwm {
+                if first.is_none() {
+                    // Batches end at the high watermark: one containing `from` cannot cross it.
+                    return Err(damaged(
+                        name,
+                        format!(
+                            "the batch at byte {} (offsets {}..={}) crosses the high watermark {hwm}",
+                            at + p as u64,
+                            h.base_offset,
+                            h.last_offset()
+                        ),
+                    ));
+                }
                 break;
             }
             let f = *first.get_or_insert(p);
@@ -879,17 +888,21 @@ async fn scan_read(
             return Err(missing(name, from, at + p as u64));
         }
         if p == 0 && need.is_none() {
-            // Not even one header parsed: a header split by the chunk edge, or nothing left.
-            if data.len() < LOG_OVERHEAD || (data.len() as u64) < (end - at).min(CHUNK) {
+            // Not even one header parsed: a header split by the chunk edge, or a remainder
+            // too short for one.
+            if (data.len() as u64) < (end - at).min(CHUNK) {
                 let rest = (end - at) as usize;
                 let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK as usize)).await?;
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
+                    Err(_) if h[..HEADER_LEN.min(h.len())].iter().all(|b| *b == 0) => {
+                        return Err(missing(name, from, at))
+                    }
                     Err(e) => return Err(bad_header(name, at, e)),
                 }
             } else {
-                return Ok(Bytes::new());
+                return Err(missing(name, from, at));
             }
         }
         at += p as u64;

@@ -182,3 +182,13 @@ fn log_recovery_header_shorter_than_minimum() {
         sluice_fuzz::log_recovery(&input("log_recovery", "header_shorter_than_minimum"));
     });
 }
+
+/// Finding 7 (log_recovery, 2026-11-25): a damaged lastOffsetDelta in the trusted prefix made
+/// the batch holding offset 0 reach past the high watermark; the read answered nothing.
+/// Fixed: a first batch crossing the high watermark is damage (batches end at it).
+#[test]
+fn log_recovery_batch_crossing_high_watermark() {
+    isolated("log_recovery_batch_crossing_high_watermark", || {
+        sluice_fuzz::log_recovery(&input("log_recovery", "batch_crossing_high_watermark"));
+    });
+}
