@@ -19,6 +19,8 @@ pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
 /// Bytes of segment-file chunks each shard keeps in its read cache.
 pub const READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
+/// Chunks a shard's read cache may hold loaded ahead and not yet read, loads included.
+pub const READ_AHEAD_CHUNKS_PER_SHARD: usize = 16;
 /// Segment files one shard keeps open by default (`max_open_files_per_shard`); idle ones are
 /// closed, least recently used first, and reopened when used.
 pub const DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD: usize = 2048;

@@ -5,12 +5,16 @@
 //! range lies below that point, so a cached chunk never serves bytes that a later write could
 //! still change. Files that are truncated or deleted are invalidated. The cache is
 //! thread-local (one shard per thread) and bounded by `READ_CACHE_BYTES_PER_SHARD`; hits are
-//! served as `Bytes` slices of the chunk, without copying.
+//! served as `Bytes` slices of the chunk, without copying. A miss joins the load of its chunk
+//! already in flight; every cached read loads the next chunk ahead (sequential consumers read
+//! from memory while their previous answer is sent). A load that an invalidation overtook
+//! does not cache what it read.
 
 use crate::file::SegFile;
 use crate::StorageError;
 use bytes::Bytes;
-use sluice_core::limits::READ_CACHE_BYTES_PER_SHARD;
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use sluice_core::limits::{READ_AHEAD_CHUNKS_PER_SHARD, READ_CACHE_BYTES_PER_SHARD};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -21,6 +25,8 @@ pub const CHUNK: u64 = 1 << 20;
 struct Chunk {
     data: Bytes,
     last_use: u64,
+    /// Loaded ahead and not read yet.
+    ahead: bool,
 }
 
 #[derive(Default)]
@@ -28,6 +34,16 @@ struct Cache {
     chunks: HashMap<(u64, u64), Chunk>,
     bytes: usize,
     clock: u64,
+    /// Bumped by every invalidation: a load that started before one does not cache its chunk.
+    epoch: u64,
+    /// Loads in flight, by (file key, chunk index).
+    loading: HashMap<(u64, u64), Load>,
+    /// Recent read-ahead outcomes (halved as they grow): chunks read after being loaded ahead,
+    /// and chunks evicted before anyone read them.
+    ahead_used: u32,
+    ahead_wasted: u32,
+    /// Read-aheads skipped while they were being wasted (every 16th goes ahead as a probe).
+    ahead_skipped: u32,
 }
 
 thread_local!(static CACHE: RefCell<Cache> = RefCell::new(Cache::default()));
@@ -36,6 +52,8 @@ thread_local!(static CACHE: RefCell<Cache> = RefCell::new(Cache::default()));
 pub fn invalidate(key: u64) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
+        c.epoch += 1;
+        c.loading.retain(|(k, _), _| *k != key);
         let before = c.chunks.len();
         let mut freed = 0;
         c.chunks.retain(|(k, _), ch| {
@@ -57,7 +75,10 @@ pub fn chunk_of(pos: u64) -> u64 {
 }
 
 /// Reads `len` bytes at `pos`, all below `final_end` (content that can no longer change),
-/// through the cache when the range lies within one chunk.
+/// through the cache when the range lies within one chunk. A miss joins a load of the chunk
+/// already in flight, or starts one; every cached read also starts loading the next chunk
+/// (read-ahead, when it is wholly final), so a sequential reader finds it in memory while its
+/// previous answer is still being sent.
 pub(crate) async fn read(
     file: &Rc<SegFile>,
     name: &str,
@@ -73,8 +94,8 @@ pub(crate) async fn read(
         return read_direct(file, name, pos, len).await;
     }
     let key = (file.key(), idx);
-    let start = idx * CHUNK;
-    let at = (pos - start) as usize;
+    let at = (pos - idx * CHUNK) as usize;
+    read_ahead(file, idx + 1, final_end);
     let hit = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.clock += 1;
@@ -84,36 +105,134 @@ pub(crate) async fn read(
             return None;
         }
         ch.last_use = now;
-        Some(ch.data.slice(at..at + len))
+        let (out, was_ahead) = (ch.data.slice(at..at + len), std::mem::take(&mut ch.ahead));
+        if was_ahead {
+            c.note_ahead(true);
+        }
+        Some(out)
     });
     if let Some(b) = hit {
         crate::stats::with(|s| s.memory_reads += 1);
         return Ok(b);
     }
     crate::stats::with(|s| s.disk_reads += 1);
-    let want = (final_end.min(start + CHUNK) - start) as usize;
-    let data = file.read_at(start, want).await.map_err(|e| StorageError::io("read", name, e))?;
-    if data.len() < at + len {
-        return Err(StorageError::io("read", name, std::io::Error::other("short read")));
-    }
-    let data = data.slice(..want.min(data.len()));
-    let out = data.slice(at..at + len);
+    let loaded = load(file, idx, final_end, false).await;
+    // A read that joined a load started ahead used it.
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        c.clock += 1;
-        let now = c.clock;
-        c.bytes += data.len();
-        if let Some(old) = c.chunks.insert(key, Chunk { data, last_use: now }) {
-            c.bytes -= old.data.len();
-        }
-        while c.bytes > READ_CACHE_BYTES_PER_SHARD {
-            let Some(victim) = c.chunks.iter().min_by_key(|(_, ch)| ch.last_use).map(|(k, _)| *k) else { break };
-            if let Some(ch) = c.chunks.remove(&victim) {
-                c.bytes -= ch.data.len();
-            }
+        if let Some(true) = c.chunks.get_mut(&key).map(|ch| std::mem::take(&mut ch.ahead)) {
+            c.note_ahead(true);
         }
     });
-    Ok(out)
+    match loaded {
+        Some(data) if at + len <= data.len() => Ok(data.slice(at..at + len)),
+        // A failed load, or one started for a shorter final part: read directly, which also
+        // reports the error.
+        _ => read_direct(file, name, pos, len).await,
+    }
+}
+
+/// A chunk load in flight, shared by every reader that misses on it (None if it failed).
+type Load = Shared<LocalBoxFuture<'static, Option<Bytes>>>;
+
+/// The load of chunk `idx` (its final part, up to `final_end`): the one in flight, or a new
+/// one. On completion the chunk is cached, unless its file was invalidated meanwhile.
+fn load(file: &Rc<SegFile>, idx: u64, final_end: u64, ahead: bool) -> Load {
+    let key = (file.key(), idx);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(l) = c.loading.get(&key) {
+            return l.clone();
+        }
+        let start = idx * CHUNK;
+        let want = (final_end.min(start + CHUNK) - start) as usize;
+        let epoch = c.epoch;
+        let file = file.clone();
+        let l = async move {
+            let data = file.read_at(start, want).await.ok().map(|d| d.slice(..want.min(d.len())));
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                // After an invalidation this load is no longer listed (a newer one may be).
+                if c.epoch == epoch {
+                    c.loading.remove(&key);
+                    if let Some(d) = &data {
+                        c.insert(key, d.clone(), ahead);
+                    }
+                }
+            });
+            data
+        }
+        .boxed_local()
+        .shared();
+        c.loading.insert(key, l.clone());
+        l
+    })
+}
+
+/// Starts loading chunk `idx` in the background when it is wholly final, neither cached nor
+/// loading, fewer than `READ_AHEAD_CHUNKS_PER_SHARD` chunks are loaded ahead and unread, and
+/// read-ahead is paying off on this shard: when more chunks loaded ahead are evicted unread
+/// than are read (readers cycle over more data than the cache holds, as with a consumer of a
+/// thousand partitions), read-ahead only adds disk reads, so it stops, but for one probe in 64.
+fn read_ahead(file: &Rc<SegFile>, idx: u64, final_end: u64) {
+    let key = (file.key(), idx);
+    let due = (idx + 1) * CHUNK <= final_end
+        && CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.chunks.contains_key(&key) || c.loading.contains_key(&key) {
+                return false;
+            }
+            let unread = c.loading.len() + c.chunks.values().filter(|ch| ch.ahead).count();
+            if unread >= READ_AHEAD_CHUNKS_PER_SHARD {
+                return false;
+            }
+            if c.ahead_wasted <= c.ahead_used + 4 {
+                return true;
+            }
+            c.ahead_skipped = c.ahead_skipped.wrapping_add(1);
+            c.ahead_skipped.is_multiple_of(64)
+        });
+    if due {
+        let l = load(file, idx, final_end, true);
+        glommio::spawn_local(async move {
+            let _ = l.await;
+        })
+        .detach();
+    }
+}
+
+impl Cache {
+    /// Caches a chunk, evicting the least recently used beyond the per-shard bound.
+    fn insert(&mut self, key: (u64, u64), data: Bytes, ahead: bool) {
+        self.clock += 1;
+        let now = self.clock;
+        self.bytes += data.len();
+        if let Some(old) = self.chunks.insert(key, Chunk { data, last_use: now, ahead }) {
+            self.bytes -= old.data.len();
+        }
+        while self.bytes > READ_CACHE_BYTES_PER_SHARD {
+            let Some(victim) = self.chunks.iter().min_by_key(|(_, ch)| ch.last_use).map(|(k, _)| *k) else { break };
+            if let Some(ch) = self.chunks.remove(&victim) {
+                self.bytes -= ch.data.len();
+                if ch.ahead {
+                    self.note_ahead(false);
+                }
+            }
+        }
+    }
+
+    /// Counts a chunk loaded ahead as read (`used`) or evicted unread.
+    fn note_ahead(&mut self, used: bool) {
+        if used {
+            self.ahead_used += 1;
+        } else {
+            self.ahead_wasted += 1;
+        }
+        if self.ahead_used + self.ahead_wasted > 64 {
+            self.ahead_used /= 2;
+            self.ahead_wasted /= 2;
+        }
+    }
 }
 
 /// Reads exactly `len` bytes at `pos` without the cache.
@@ -128,4 +247,34 @@ pub(crate) async fn read_direct(file: &Rc<SegFile>, name: &str, pos: u64, len: u
 /// Bytes held (for metrics and tests).
 pub fn held_bytes() -> usize {
     CACHE.with(|c| c.borrow().bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::Disk;
+
+    #[test]
+    fn a_load_overtaken_by_an_invalidation_does_not_cache_its_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        std::fs::write(&path, vec![5u8; 3 * CHUNK as usize]).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let file = SegFile::existing(&Disk::Real, path);
+                // Started (epoch taken) before the invalidation, completed after it.
+                let stale = load(&file, 0, 3 * CHUNK, false);
+                invalidate(file.key());
+                assert_eq!(stale.await.map(|d| d.len()), Some(CHUNK as usize), "the load still answers its reader");
+                assert_eq!(held_bytes(), 0, "but does not cache what an invalidation overtook");
+                // A reader joining a load in flight gets the same bytes; one chunk is cached.
+                let (a, b) = (load(&file, 1, 3 * CHUNK, false), load(&file, 1, 3 * CHUNK, false));
+                let (a, b) = futures::join!(a, b);
+                assert_eq!(a.unwrap().as_ptr(), b.unwrap().as_ptr(), "one load, shared");
+                assert_eq!(held_bytes(), CHUNK as usize);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
