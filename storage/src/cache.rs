@@ -34,10 +34,11 @@ struct Cache {
     chunks: HashMap<(u64, u64), Chunk>,
     bytes: usize,
     clock: u64,
-    /// Bumped by every invalidation: a load that started before one does not cache its chunk.
-    epoch: u64,
-    /// Loads in flight, by (file key, chunk index).
-    loading: HashMap<(u64, u64), Load>,
+    /// Numbers the loads.
+    next_load: u64,
+    /// Loads in flight, by (file key, chunk index), with their number. Invalidating a file drops
+    /// its entries: a load that finds its entry gone does not cache what it read.
+    loading: HashMap<(u64, u64), (u64, Load)>,
     /// Recent read-ahead outcomes (halved as they grow): chunks read after being loaded ahead,
     /// and chunks evicted before anyone read them.
     ahead_used: u32,
@@ -52,7 +53,6 @@ thread_local!(static CACHE: RefCell<Cache> = RefCell::new(Cache::default()));
 pub fn invalidate(key: u64) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        c.epoch += 1;
         c.loading.retain(|(k, _), _| *k != key);
         let before = c.chunks.len();
         let mut freed = 0;
@@ -141,19 +141,21 @@ fn load(file: &Rc<SegFile>, idx: u64, final_end: u64, ahead: bool) -> Load {
     let key = (file.key(), idx);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if let Some(l) = c.loading.get(&key) {
+        if let Some((_, l)) = c.loading.get(&key) {
             return l.clone();
         }
         let start = idx * CHUNK;
         let want = (final_end.min(start + CHUNK) - start) as usize;
-        let epoch = c.epoch;
+        c.next_load += 1;
+        let id = c.next_load;
         let file = file.clone();
         let l = async move {
             let data = file.read_at(start, want).await.ok().map(|d| d.slice(..want.min(d.len())));
             CACHE.with(|c| {
                 let mut c = c.borrow_mut();
-                // After an invalidation this load is no longer listed (a newer one may be).
-                if c.epoch == epoch {
+                // After an invalidation of its file this load is no longer listed (a newer one
+                // may be): then what it read may be stale and is not cached.
+                if c.loading.get(&key).is_some_and(|(n, _)| *n == id) {
                     c.loading.remove(&key);
                     if let Some(d) = &data {
                         c.insert(key, d.clone(), ahead);
@@ -164,7 +166,7 @@ fn load(file: &Rc<SegFile>, idx: u64, final_end: u64, ahead: bool) -> Load {
         }
         .boxed_local()
         .shared();
-        c.loading.insert(key, l.clone());
+        c.loading.insert(key, (id, l.clone()));
         l
     })
 }
@@ -262,11 +264,18 @@ mod tests {
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 let file = SegFile::existing(&Disk::Real, path);
-                // Started (epoch taken) before the invalidation, completed after it.
+                // Started before the invalidation of its file, completed after it.
                 let stale = load(&file, 0, 3 * CHUNK, false);
                 invalidate(file.key());
                 assert_eq!(stale.await.map(|d| d.len()), Some(CHUNK as usize), "the load still answers its reader");
                 assert_eq!(held_bytes(), 0, "but does not cache what an invalidation overtook");
+                // The invalidation of another file changes nothing for this one's load.
+                let other = load(&file, 2, 3 * CHUNK, false);
+                invalidate(file.key() + 1_000_000);
+                assert!(other.await.is_some());
+                assert_eq!(held_bytes(), CHUNK as usize, "cached despite another file's invalidation");
+                assert!(CACHE.with(|c| c.borrow().loading.is_empty()), "a finished load left its entry");
+                invalidate(file.key());
                 // A reader joining a load in flight gets the same bytes; one chunk is cached.
                 let (a, b) = (load(&file, 1, 3 * CHUNK, false), load(&file, 1, 3 * CHUNK, false));
                 let (a, b) = futures::join!(a, b);
