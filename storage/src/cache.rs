@@ -105,10 +105,8 @@ pub(crate) async fn read(
             return None;
         }
         ch.last_use = now;
-        let (out, was_ahead) = (ch.data.slice(at..at + len), std::mem::take(&mut ch.ahead));
-        if was_ahead {
-            c.note_ahead(true);
-        }
+        let out = ch.data.slice(at..at + len);
+        c.first_read(key);
         Some(out)
     });
     if let Some(b) = hit {
@@ -118,12 +116,7 @@ pub(crate) async fn read(
     crate::stats::with(|s| s.disk_reads += 1);
     let loaded = load(file, idx, final_end, false).await;
     // A read that joined a load started ahead used it.
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some(true) = c.chunks.get_mut(&key).map(|ch| std::mem::take(&mut ch.ahead)) {
-            c.note_ahead(true);
-        }
-    });
+    CACHE.with(|c| c.borrow_mut().first_read(key));
     match loaded {
         Some(data) if at + len <= data.len() => Ok(data.slice(at..at + len)),
         // A failed load, or one started for a shorter final part: read directly, which also
@@ -220,6 +213,13 @@ impl Cache {
                     self.note_ahead(false);
                 }
             }
+        }
+    }
+
+    /// A chunk was read: if it was loaded ahead, that read-ahead was used.
+    fn first_read(&mut self, key: (u64, u64)) {
+        if let Some(true) = self.chunks.get_mut(&key).map(|ch| std::mem::take(&mut ch.ahead)) {
+            self.note_ahead(true);
         }
     }
 

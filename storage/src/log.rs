@@ -751,6 +751,11 @@ fn damaged(name: &str, what: String) -> StorageError {
     )
 }
 
+/// Whether the header-sized start of `b` is all zeros: the padding of an aligned write.
+fn is_padding(b: &[u8]) -> bool {
+    b[..HEADER_LEN.min(b.len())].iter().all(|x| *x == 0)
+}
+
 fn past_end(name: &str, offset: i64) -> StorageError {
     damaged(name, format!("the batch at offset {offset} runs past the end of its segment"))
 }
@@ -821,7 +826,7 @@ async fn scan_read(
                 Err(batch::BatchError::Truncated { .. }) if at + (data.len() as u64) < end => break,
                 // Zeros: the padding of the last aligned write, kept in a sealed segment whose
                 // trim was lost in a crash. The data of this segment ends here.
-                Err(_) if data[p..(p + HEADER_LEN).min(data.len())].iter().all(|b| *b == 0) => {
+                Err(_) if is_padding(&data[p..]) => {
                     padding = true;
                     break;
                 }
@@ -896,9 +901,7 @@ async fn scan_read(
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
-                    Err(_) if h[..HEADER_LEN.min(h.len())].iter().all(|b| *b == 0) => {
-                        return Err(missing(name, from, at))
-                    }
+                    Err(_) if is_padding(&h) => return Err(missing(name, from, at)),
                     Err(e) => return Err(bad_header(name, at, e)),
                 }
             } else {
