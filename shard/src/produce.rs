@@ -28,7 +28,7 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
             continue;
         };
         let mut first: Option<Offset> = None;
-        let mut last = Offset(0);
+        let mut last = None;
         let mut log_start = Offset(0);
         let mut failed = None;
         let started = std::time::Instant::now();
@@ -44,7 +44,7 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
             match log.append(bytes, header, log_append_time) {
                 Ok(info) => {
                     first.get_or_insert(info.base_offset);
-                    last = info.last_offset;
+                    last = Some(info);
                     log_start = info.log_start;
                 }
                 Err(e) => {
@@ -62,13 +62,15 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
                 if let Some(e) = failed {
                     return (index, Err(e));
                 }
-                let Some(base_offset) = first else {
+                let (Some(base_offset), Some(last)) = (first, last) else {
                     return (index, Err(PartitionError::InvalidRequest("no record batch".into())));
                 };
+                // The wait may start after a failed flush rolled this append back: it names
+                // the append (with its write generation) so that case fails, never acks.
                 let waited = match acks {
                     Acks::None => Ok(()),
-                    Acks::Leader => log.wait_written(last).await,
-                    Acks::All => log.wait_durable(last).await,
+                    Acks::Leader => log.wait_written(&last).await,
+                    Acks::All => log.wait_durable(&last).await,
                 };
                 (
                     index,

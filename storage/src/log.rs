@@ -13,8 +13,11 @@
 //!   a round, the flusher rolls the active segment when it reached `segment.bytes` or
 //!   `segment.ms`; batches appended meanwhile move to the new segment.
 //! - Readers see only durable batches (`durable` is the high watermark).
-//! - A failed write or sync rolls the log back to the last durable batch and fails every
-//!   waiter; the log stays readable and accepts new appends.
+//! - A failed write or sync rolls the log back to the last durable batch, fails every
+//!   waiter and starts a new write generation; the log stays readable and accepts new
+//!   appends (which reuse the rolled-back offsets). A wait names the append it waits for
+//!   ([`AppendInfo`], carrying its generation), so a wait that starts after the rollback of
+//!   its append fails instead of being satisfied by a later batch at the same offsets.
 //! - Retention deletes whole sealed segments, never the active one, and moves the log start.
 
 use crate::disk::{align_down, Disk};
@@ -72,7 +75,14 @@ pub struct AppendInfo {
     /// The batch was a producer's retry of one already in the log: nothing was appended and
     /// the offsets are the original ones.
     pub duplicate: bool,
+    /// The log's write generation when the batch was appended (see [`PartitionLog::wait_durable`]).
+    pub generation: WriteGeneration,
 }
+
+/// Counts the rollbacks of a log: a failed write or sync starts a new generation, and the
+/// offsets appended in the old one are given out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct WriteGeneration(pub u64);
 
 /// The result of a read.
 #[derive(Debug, Clone)]
@@ -161,6 +171,8 @@ pub struct PartitionLog {
     state: RefCell<State>,
     written: Watermark,
     durable: Watermark,
+    /// Bumped by every rollback (failed write or sync, truncation).
+    generation: Cell<WriteGeneration>,
     kick: LocalSender<()>,
     flusher: RefCell<Option<JoinHandle<()>>>,
 }
@@ -266,6 +278,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             written: Watermark::new(next_offset),
             durable: Watermark::new(next_offset),
+            generation: Cell::new(WriteGeneration(0)),
             kick,
             flusher: RefCell::new(None),
         });
@@ -342,6 +355,7 @@ impl PartitionLog {
                 last_offset: Offset(last_offset),
                 log_start: Offset(st.log_start),
                 duplicate: true,
+                generation: self.generation.get(),
             });
         }
         let base = st.next_offset;
@@ -382,23 +396,29 @@ impl PartitionLog {
             last_offset: Offset(last),
             log_start: Offset(log_start),
             duplicate: false,
+            generation: self.generation.get(),
         })
     }
 
-    /// Completes when every append up to `last` has been written (acks=1).
-    pub async fn wait_written(&self, last: Offset) -> Result<(), StorageError> {
-        self.written
-            .wait_for(last.0 + 1)
-            .await
-            .map_err(|_| StorageError::WriteFailed(format!("write of {} failed", self.name)))
+    /// Completes when every append up to `appended` has been written (acks=1); fails when a
+    /// write failed after the append, even if the wait starts later.
+    pub async fn wait_written(&self, appended: &AppendInfo) -> Result<(), StorageError> {
+        self.wait(&self.written, appended, "write").await
     }
 
-    /// Completes when every append up to `last` is fdatasync'd (acks=all).
-    pub async fn wait_durable(&self, last: Offset) -> Result<(), StorageError> {
-        self.durable
-            .wait_for(last.0 + 1)
-            .await
-            .map_err(|_| StorageError::WriteFailed(format!("sync of {} failed", self.name)))
+    /// Completes when every append up to `appended` is fdatasync'd (acks=all); fails when a
+    /// write or sync failed after the append, even if the wait starts later.
+    pub async fn wait_durable(&self, appended: &AppendInfo) -> Result<(), StorageError> {
+        self.wait(&self.durable, appended, "sync").await
+    }
+
+    async fn wait(&self, mark: &Watermark, appended: &AppendInfo, what: &str) -> Result<(), StorageError> {
+        let failed = || StorageError::WriteFailed(format!("{what} of {} failed", self.name));
+        // Checked and registered in one step: a later rollback fails the registered waiter.
+        if self.generation.get() != appended.generation {
+            return Err(failed());
+        }
+        mark.wait_for(appended.last_offset.0 + 1).await.map_err(|_| failed())
     }
 
     /// Completes when the high watermark passes `offset` (or a write fails). Used by long polls.
@@ -679,6 +699,7 @@ impl PartitionLog {
         }
         self.written.reset(offset.0);
         self.durable.reset(offset.0);
+        self.generation.set(WriteGeneration(self.generation.get().0 + 1));
         Ok(())
     }
 
@@ -966,6 +987,14 @@ async fn flush_round(log: &PartitionLog) -> bool {
             (buf, len, st.tail_start, st.active().size, st.next_offset)
         };
         let n = file.write_buf(&h, tail_start, buf, len).await.map_err(|e| StorageError::io("write", &log.name, e))?;
+        // A direct-I/O write that runs out of space part way reports the bytes it wrote.
+        if n < len {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {len} bytes at {tail_start} (disk full?)"),
+            );
+            return Err(StorageError::io("write", &log.name, e));
+        }
         log.written.advance(end_offset);
         let t = std::time::Instant::now();
         h.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.name, e))?;
@@ -1013,6 +1042,7 @@ async fn flush_round(log: &PartitionLog) -> bool {
             st.rebuild_producers();
             drop(st);
             log.written.reset(durable);
+            log.generation.set(WriteGeneration(log.generation.get().0 + 1));
             log.written.fail_waiters();
             log.durable.fail_waiters();
             tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");

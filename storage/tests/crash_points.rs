@@ -55,16 +55,16 @@ fn every_sync_point_and_torn_write_recovers_exactly_the_acknowledged_prefix() {
         let mut appended = 0usize;
         for _ in 0..40 {
             let n = 1 + rng.next(6) as usize;
-            let mut last = Offset(0);
+            let mut last = None;
             for _ in 0..n {
                 let size = 1 + rng.next(3000) as usize;
                 let payload: Vec<u8> = (0..size).map(|i| (i as u64 ^ rng.next(256)) as u8).collect();
                 let b = batch::build(&[Record { key: Some(b"k"), value: &payload }], 1_700_000_000_000);
                 let h = batch::validate(&b).unwrap();
-                last = log.append(&b, &h, None).unwrap().last_offset;
+                last = Some(log.append(&b, &h, None).unwrap());
                 appended += 1;
             }
-            log.wait_durable(last).await.unwrap();
+            log.wait_durable(&last.unwrap()).await.unwrap();
             captures.push((appended, std::fs::read(live.join(SEG)).unwrap()));
         }
         log.close().await.unwrap();

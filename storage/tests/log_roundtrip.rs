@@ -18,16 +18,16 @@ fn batch_of(n: usize, tag: u8) -> Vec<u8> {
 
 async fn append_all(log: &PartitionLog, count: u8) -> Vec<Vec<u8>> {
     let mut sent = Vec::new();
-    let mut last = Offset(0);
+    let mut last = None;
     for tag in 0..count {
         let b = batch_of(3, tag);
         let h = batch::validate(&b).unwrap();
         let info = log.append(&b, &h, None).unwrap();
         assert_eq!(info.base_offset, Offset(tag as i64 * 3));
-        last = info.last_offset;
+        last = Some(info);
         sent.push(b);
     }
-    log.wait_durable(last).await.unwrap();
+    log.wait_durable(&last.unwrap()).await.unwrap();
     sent
 }
 
@@ -106,7 +106,7 @@ fn torn_tail_is_cut_at_the_last_valid_batch() {
         let h = batch::validate(&b).unwrap();
         let info = log.append(&b, &h, None).unwrap();
         assert_eq!(info.base_offset, Offset(27));
-        log.wait_durable(info.last_offset).await.unwrap();
+        log.wait_durable(&info).await.unwrap();
         log.close().await.unwrap();
         drop(log);
         let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();

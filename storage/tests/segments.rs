@@ -22,17 +22,19 @@ fn small_segments() -> LogConfig {
 }
 
 async fn append_n(log: &PartitionLog, count: usize, ts0: i64) -> Offset {
-    let mut last = Offset(0);
+    let mut last = None;
     for i in 0..count {
         let b = batch_at(2, i as u8, ts0 + i as i64 * 1000);
         let h = batch::validate(&b).unwrap();
-        last = log.append(&b, &h, None).unwrap().last_offset;
+        let info = log.append(&b, &h, None).unwrap();
         if i % 7 == 0 {
-            log.wait_durable(last).await.unwrap();
+            log.wait_durable(&info).await.unwrap();
         }
+        last = Some(info);
     }
-    log.wait_durable(last).await.unwrap();
-    last
+    let last = last.expect("count > 0");
+    log.wait_durable(&last).await.unwrap();
+    last.last_offset
 }
 
 async fn read_all(log: &PartitionLog) -> Vec<i64> {
@@ -84,7 +86,7 @@ fn rolls_reads_across_segments_and_restarts() {
             let b = batch_at(1, 9, 1_700_000_100_000);
             let h = batch::validate(&b).unwrap();
             let info = log.append(&b, &h, None).unwrap();
-            log.wait_durable(info.last_offset).await.unwrap();
+            log.wait_durable(&info).await.unwrap();
             log.truncate_to(Offset(120)).await.unwrap();
             log.close().await.unwrap();
         }
@@ -181,7 +183,7 @@ fn reads_across_cache_chunks_after_a_clean_restart() {
             let b = batch::build(&[Record { key: None, value: &p }], 1_700_000_000_000 + i as i64);
             let h = batch::validate(&b).unwrap();
             let info = log.append(&b, &h, None).unwrap();
-            log.wait_durable(info.last_offset).await.unwrap();
+            log.wait_durable(&info).await.unwrap();
             sent.push(b);
         }
         log.close().await.unwrap();
@@ -233,7 +235,7 @@ fn read_ahead_loads_the_next_chunk_and_never_outlives_a_truncation() {
         for i in 0..32u8 {
             let b = batch_of(i);
             let info = log.append(&b, &batch::validate(&b).unwrap(), None).unwrap();
-            log.wait_durable(info.last_offset).await.unwrap();
+            log.wait_durable(&info).await.unwrap();
         }
         log.close().await.unwrap();
         drop(log);
@@ -261,7 +263,7 @@ fn read_ahead_loads_the_next_chunk_and_never_outlives_a_truncation() {
         for i in 0..23u8 {
             let b = batch_of(100 + i);
             let info = log.append(&b, &batch::validate(&b).unwrap(), None).unwrap();
-            log.wait_durable(info.last_offset).await.unwrap();
+            log.wait_durable(&info).await.unwrap();
             want.push(b);
         }
         // Read back in this instance (where a stale cached chunk would be served), then after a

@@ -90,7 +90,7 @@ async fn phase_steps(log: &PartitionLog, steps: std::ops::Range<u64>, rng: &mut 
                     let mut stored = b.clone();
                     batch::stamp(&mut stored, info.base_offset.0, 0);
                     out.appended.push((info.base_offset.0, stored));
-                    last = Some(info.last_offset);
+                    last = Some(info);
                 }
                 Err(_) => break,
             }
@@ -98,12 +98,12 @@ async fn phase_steps(log: &PartitionLog, steps: std::ops::Range<u64>, rng: &mut 
         let Some(last) = last else { continue };
         match step % 5 {
             0 | 2 | 3 => {
-                if log.wait_durable(last).await.is_ok() {
-                    out.acked_end = out.acked_end.max(last.0 + 1);
+                if log.wait_durable(&last).await.is_ok() {
+                    out.acked_end = out.acked_end.max(last.last_offset.0 + 1);
                 }
             }
             1 => {
-                let _ = log.wait_written(last).await;
+                let _ = log.wait_written(&last).await;
             }
             _ => {
                 // DeleteRecords up to a third of the durable log, then retention.
@@ -186,7 +186,7 @@ async fn check(disk: &Disk, seen: &Outcome, what: &str) {
     let b = batch::build(&[Record { key: None, value: b"after the crash" }], 1_800_000_000_000);
     let h = batch::validate(&b).unwrap();
     let info = log.append(&b, &h, None).unwrap_or_else(|e| panic!("{what}: append after recovery: {e}"));
-    log.wait_durable(info.last_offset).await.unwrap_or_else(|e| panic!("{what}: sync after recovery: {e}"));
+    log.wait_durable(&info).await.unwrap_or_else(|e| panic!("{what}: sync after recovery: {e}"));
     let r = log.read(info.base_offset, 1 << 20).await.unwrap();
     assert_eq!(batch::validate(&r.records).unwrap().base_offset, info.base_offset.0, "{what}");
     log.close().await.unwrap();

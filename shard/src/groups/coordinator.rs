@@ -438,7 +438,7 @@ async fn write(shard: &Shard, group_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) 
     let bytes = batch::build(&recs, now_ms());
     let header = batch::validate(&bytes).map_err(|e| GroupError::Storage(e.to_string()))?;
     let info = log.append(&bytes, &header, None).map_err(|e| GroupError::Storage(e.to_string()))?;
-    log.wait_durable(info.last_offset).await.map_err(|e| GroupError::Storage(e.to_string()))
+    log.wait_durable(&info).await.map_err(|e| GroupError::Storage(e.to_string()))
 }
 
 /// Runs the coordinator's periodic sweep until the shard stops.

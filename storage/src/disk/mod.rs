@@ -3,9 +3,10 @@
 //! tests. Every file operation of the engine goes through here, so the simulated disk sees
 //! exactly what the real one would.
 //!
-//! Contract: [`Handle::write_buf`] writes whole [`ALIGN`]-sized blocks at an aligned position;
-//! reads may be unaligned. Small files (indexes,
-//! snapshots, the log start) are replaced whole and atomically by [`Disk::write_file`].
+//! Contract: [`Handle::write_buf`] writes whole [`ALIGN`]-sized blocks at an aligned position
+//! and returns the count written, which is short when the disk filled part way (the caller
+//! checks it); reads may be unaligned. Small files (indexes, snapshots, the log start) are
+//! replaced whole and atomically by [`Disk::write_file`].
 
 pub mod sim;
 

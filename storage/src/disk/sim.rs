@@ -16,6 +16,10 @@
 //!   machine stopped there; a crash point on a write may first apply a prefix of it (a torn
 //!   write). [`SimDisk::after_crash`] then gives the disk as a restart would find it, keeping
 //!   none, or all, of the pending operations (the two extremes a real disk may show).
+//! - [`SimDisk::fail_once`] makes one operation fail with ENOSPC and have no effect, while
+//!   the operations after it work again: a transiently full disk. [`SimDisk::short_once`]
+//!   makes one write put only a prefix on the disk and report that count, as a direct-I/O
+//!   write that ran out of space part way does.
 
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -63,6 +67,9 @@ pub enum Tear {
     None,
     /// The first `n` bytes of the write reach the file (pending, like any unsynced write).
     Prefix(usize),
+    /// Not a crash: the first `n` bytes are written and the write reports `n` (see
+    /// [`SimDisk::short_once`]).
+    Short(usize),
 }
 
 /// What survives a crash of the pending (unsynced) operations and names.
@@ -84,6 +91,8 @@ struct State {
     ops: u64,
     crash: Option<(u64, Tear)>,
     crashed: bool,
+    fail_once: Option<u64>,
+    short_once: Option<(u64, usize)>,
 }
 
 /// The simulated disk (one per test run; shared by every file opened on it).
@@ -109,6 +118,17 @@ impl SimDisk {
     /// as `tear` says when it is a write.
     pub fn crash_at(&self, op: u64, tear: Tear) {
         self.state.borrow_mut().crash = Some((op, tear));
+    }
+
+    /// Makes operation number `op` fail with ENOSPC, without effect; later ones work.
+    pub fn fail_once(&self, op: u64) {
+        self.state.borrow_mut().fail_once = Some(op);
+    }
+
+    /// Makes operation number `op`, a write, write only its first `keep` bytes and return
+    /// that count; later operations work.
+    pub fn short_once(&self, op: u64, keep: usize) {
+        self.state.borrow_mut().short_once = Some((op, keep));
     }
 
     /// Mutating operations issued so far (the crash points a run went through).
@@ -151,6 +171,12 @@ impl SimDisk {
         }
         let n = st.ops;
         st.ops += 1;
+        if st.fail_once == Some(n) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if let Some((_, keep)) = st.short_once.filter(|(at, _)| *at == n) {
+            return Ok(Some(Tear::Short(keep)));
+        }
         match st.crash {
             Some((at, tear)) if at == n => {
                 st.crashed = true;
@@ -307,6 +333,11 @@ impl SimFile {
             Some(Tear::Prefix(n)) => {
                 self.push(Pending::Write { pos, data: data[..n.min(data.len())].to_vec() });
                 Err(crashed_error())
+            }
+            Some(Tear::Short(n)) => {
+                let n = n.min(data.len());
+                self.push(Pending::Write { pos, data: data[..n].to_vec() });
+                Ok(n)
             }
             Some(Tear::None) => Err(crashed_error()),
         }

@@ -1,6 +1,9 @@
 //! Helpers shared by the storage crash tests: a one-thread glommio executor and a seeded LCG
 //! for deterministic workloads.
 
+// Each test binary includes this module and uses part of it.
+#![allow(dead_code)]
+
 use glommio::LocalExecutorBuilder;
 
 /// Runs `f` to completion on a fresh glommio executor.

@@ -293,7 +293,7 @@ fn recovery_run(
             let h = batch::validate(&b).unwrap();
             let info = log.append(&b, &h, None).expect("append after recovery");
             assert_eq!(info.base_offset.0, end);
-            log.wait_durable(info.last_offset).await.expect("durable");
+            log.wait_durable(&info).await.expect("durable");
             let r = log.read(Offset(end), 1 << 20).await.expect("read appended");
             assert_eq!(r.records.len(), b.len());
             assert_eq!(batch::validate(&r.records).unwrap().base_offset, end);
