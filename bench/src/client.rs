@@ -23,6 +23,7 @@ pub struct Sender {
     w: WriteHalf<TcpStream>,
     next_corr: i32,
     buf: BytesMut,
+    client_id: &'static str,
 }
 
 /// The reading half: reads responses in order.
@@ -34,10 +35,15 @@ pub async fn connect(addr: &str) -> Result<(Sender, Receiver), ClientError> {
     let s = TcpStream::connect(addr).await.map_err(|e| ClientError::Io(e.into()))?;
     s.set_nodelay(true).map_err(|e| ClientError::Io(e.into()))?;
     let (r, w) = s.split();
-    Ok((Sender { w, next_corr: 1, buf: BytesMut::with_capacity(1 << 20) }, Receiver { r }))
+    Ok((Sender { w, next_corr: 1, buf: BytesMut::with_capacity(1 << 20), client_id: "sluice-bench" }, Receiver { r }))
 }
 
 impl Sender {
+    /// The client id sent in every request header (default `sluice-bench`).
+    pub fn set_client_id(&mut self, id: &'static str) {
+        self.client_id = id;
+    }
+
     /// Sends a request at `version`; returns its correlation id.
     pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> Result<i32, ClientError> {
         let corr = self.next_corr;
@@ -48,7 +54,7 @@ impl Sender {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(corr)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-bench")));
+            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
         header.encode(&mut self.buf, R::header_version(version)).map_err(|e| ClientError::Protocol(e.to_string()))?;
         req.encode(&mut self.buf, version).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let len = (self.buf.len() - 4) as i32;

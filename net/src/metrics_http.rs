@@ -68,7 +68,8 @@ fn quantiles(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, sca
     for q in [0.5, 0.9, 0.99, 0.999] {
         let _ = writeln!(out, "{name}{{{labels},quantile=\"{q}\"}} {}", h.value_at_quantile(q) as f64 * scale);
     }
-    let sum: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+    // fold from +0.0: an empty f64 `sum()` is -0.0, which would print as "-0".
+    let sum = h.iter_recorded().fold(0.0, |s, v| s + v.value_iterated_to() as f64 * v.count_at_value() as f64);
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum * scale);
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
 }
@@ -157,7 +158,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
         let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
     }
-    let gauges: [Gauge; 16] = [
+    let gauges: [Gauge; 17] = [
         ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
         ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
         ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
@@ -185,6 +186,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             }
         }),
         ("sluice_bytes_written_total", "counter", "Bytes written to segment files.", |s| s.bytes_written as f64),
+        ("sluice_bytes_read_total", "counter", "Bytes read from segment files (direct I/O).", |s| s.bytes_read as f64),
         ("sluice_cross_core_messages_sent_total", "counter", "Messages sent to other shards.", |s| {
             s.messages_sent as f64
         }),

@@ -8,7 +8,8 @@
 //! served as `Bytes` slices of the chunk, without copying. A miss joins the load of its chunk
 //! already in flight; every cached read loads the next chunk ahead (sequential consumers read
 //! from memory while their previous answer is sent). A load that an invalidation overtook
-//! does not cache what it read.
+//! does not cache what it read. A miss in a chunk that is not wholly final (the growing end of
+//! an active segment) reads just its range and caches nothing.
 
 use crate::file::SegFile;
 use crate::StorageError;
@@ -74,8 +75,9 @@ pub fn chunk_of(pos: u64) -> u64 {
     pos / CHUNK
 }
 
-/// Reads `len` bytes at `pos`, all below `final_end` (content that can no longer change),
-/// through the cache when the range lies within one chunk. A miss joins a load of the chunk
+/// Reads `len` bytes at `pos`, all below `final_end` (content that can no longer change;
+/// `growing` when it is an active segment's flushed end, which moves on), through the cache
+/// when the range lies within one chunk. A miss joins a load of the chunk
 /// already in flight, or starts one; every cached read also starts loading the next chunk
 /// (read-ahead, when it is wholly final), so a sequential reader finds it in memory while its
 /// previous answer is still being sent.
@@ -85,6 +87,7 @@ pub(crate) async fn read(
     pos: u64,
     len: usize,
     final_end: u64,
+    growing: bool,
 ) -> Result<Bytes, StorageError> {
     debug_assert!(pos + len as u64 <= final_end, "reading bytes that are not final");
     let idx = chunk_of(pos);
@@ -114,6 +117,13 @@ pub(crate) async fn read(
         return Ok(b);
     }
     crate::stats::with(|s| s.disk_reads += 1);
+    // With `growing`, `final_end` is the flushed end of an active segment, which moves with
+    // every flush: loading its last chunk would re-read the chunk's whole final part for each
+    // read of new data (a consumer at the tail read the device ~55x over what was produced).
+    // Such a read takes just its range from the device; the chunk is cached once it is whole.
+    if growing && final_end < (idx + 1) * CHUNK {
+        return read_direct(file, name, pos, len).await;
+    }
     let loaded = load(file, idx, final_end, false).await;
     // A read that joined a load started ahead used it.
     CACHE.with(|c| c.borrow_mut().first_read(key));
@@ -281,6 +291,38 @@ mod tests {
                 let (a, b) = futures::join!(a, b);
                 assert_eq!(a.unwrap().as_ptr(), b.unwrap().as_ptr(), "one load, shared");
                 assert_eq!(held_bytes(), CHUNK as usize);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_growing_end_of_an_active_segment_is_read_by_range_not_by_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        let content: Vec<u8> = (0..2 * CHUNK as usize).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let file = SegFile::existing(&Disk::Real, path);
+                let read_bytes = || crate::stats::snapshot().bytes_read;
+                // The second chunk is final up to 600 KiB and growing: 100 reads of new data
+                // each read about their own range, and nothing is cached.
+                let flushed = CHUNK + 600 * 1024;
+                let before = read_bytes();
+                for i in 0..100u64 {
+                    let pos = CHUNK + 500 * 1024 + i * 1000;
+                    let got = read(&file, "t-0", pos, 1000, flushed, true).await.unwrap();
+                    assert_eq!(&got[..], &content[pos as usize..pos as usize + 1000]);
+                }
+                let read = read_bytes() - before;
+                assert!(read <= 100 * 3 * 4096, "{read} bytes read from the device for 100 reads of 1000 bytes");
+                assert_eq!(held_bytes(), 0, "a chunk that is not wholly final was cached");
+                // The same part of a sealed segment (its end does not move) is cached.
+                let got = super::read(&file, "t-0", CHUNK + 1000, 1000, flushed, false).await.unwrap();
+                assert_eq!(&got[..], &content[CHUNK as usize + 1000..CHUNK as usize + 2000]);
+                assert_eq!(held_bytes(), 600 * 1024);
             })
             .unwrap()
             .join()

@@ -144,7 +144,9 @@ impl SegFile {
     }
 
     pub async fn read_at(self: &Rc<Self>, pos: u64, len: usize) -> io::Result<bytes::Bytes> {
-        self.handle().await?.read_at(pos, len).await
+        let data = self.handle().await?.read_at(pos, len).await?;
+        crate::stats::with(|s| s.bytes_read += data.len() as u64);
+        Ok(data)
     }
 
     /// The open descriptor, for [`SegFile::write_buf`] (allocating its buffer without holding

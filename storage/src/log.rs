@@ -180,7 +180,7 @@ pub struct PartitionLog {
 /// What a read must fetch once the state borrow is released.
 enum ReadPlan {
     Done(LogRead),
-    Exact { file: Rc<SegFile>, pos: u64, len: usize, final_end: u64 },
+    Exact { file: Rc<SegFile>, pos: u64, len: usize, final_end: u64, growing: bool },
     Scan { file: Rc<SegFile>, pos: u64, end: u64 },
 }
 
@@ -476,7 +476,7 @@ impl PartitionLog {
                             })
                         } else {
                             let final_end = if active { st.flushed_pos } else { seg.size };
-                            ReadPlan::Exact { file: seg.file.clone(), pos, len: total, final_end }
+                            ReadPlan::Exact { file: seg.file.clone(), pos, len: total, final_end, growing: active }
                         }
                     }
                 }
@@ -495,8 +495,8 @@ impl PartitionLog {
         }
         let read = match plan {
             ReadPlan::Done(r) => return Ok(r),
-            ReadPlan::Exact { file, pos, len, final_end } => {
-                crate::cache::read(&file, &self.name, pos, len, final_end).await
+            ReadPlan::Exact { file, pos, len, final_end, growing } => {
+                crate::cache::read(&file, &self.name, pos, len, final_end, growing).await
             }
             ReadPlan::Scan { file, pos, end } => scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await,
         };
@@ -832,7 +832,7 @@ async fn scan_read(
             }
             None => {
                 let w = ((CHUNK - at % CHUNK).min(end - at)) as usize;
-                cache::read(file, name, at, w, end).await?
+                cache::read(file, name, at, w, end, false).await?
             }
         };
         let mut p = 0usize;

@@ -17,6 +17,8 @@ pub struct StorageStats {
     pub disk_reads: u64,
     /// Bytes written to segment files (aligned writes, padding included).
     pub bytes_written: u64,
+    /// Bytes read from segment files (direct-I/O reads: cache loads, read-ahead, scans).
+    pub bytes_read: u64,
 }
 
 impl Default for StorageStats {
@@ -26,6 +28,7 @@ impl Default for StorageStats {
             memory_reads: 0,
             disk_reads: 0,
             bytes_written: 0,
+            bytes_read: 0,
         }
     }
 }

@@ -39,11 +39,12 @@ fn lost(addr: &str, e: ClientError) -> AdminError {
 impl Conn {
     /// Connects and asks for the supported versions.
     pub async fn open(addr: &str, timeout: Duration) -> Result<Conn> {
-        let (tx, rx) = match with_timeout(timeout, client::connect(addr)).await {
+        let (mut tx, rx) = match with_timeout(timeout, client::connect(addr)).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return Err(AdminError::Connect(format!("cannot connect to {addr}: {}", io_text(e)))),
             None => return Err(AdminError::Connect(format!("cannot connect to {addr}: timed out"))),
         };
+        tx.set_client_id("sluice-admin");
         let mut conn = Conn { tx, rx, addr: addr.to_string(), versions: HashMap::new(), timeout };
         // v0 is answered by every broker generation.
         let resp = conn.call_at(&ApiVersionsRequest::default(), 0).await?;

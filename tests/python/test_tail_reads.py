@@ -1,0 +1,64 @@
+"""A consumer at the tail of a partition that is being written reads about what is produced
+from the device, not the growing last chunk of the active segment again for every fetch
+(which read ~55x the produced bytes before the cache read such chunks by range).
+
+Counted with `sluice_bytes_read_total` (direct-I/O bytes read from segment files) around a
+run of a confluent-kafka producer (acks=all, small batches) and a consumer following it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from support import metrics_address, scrape, total, unique_topic
+
+MESSAGES = 4000
+VALUE = b"t" * 1000
+
+
+def test_tail_consumer_does_not_reread_the_active_chunk(broker_factory):
+    broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
+    addr = metrics_address(broker)
+    topic = unique_topic("tail")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("g"),
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = [0]
+    done = threading.Event()
+
+    def follow():
+        deadline = time.monotonic() + 60
+        while got[0] < MESSAGES and time.monotonic() < deadline:
+            m = consumer.poll(0.1)
+            if m is not None and m.error() is None:
+                got[0] += 1
+        done.set()
+
+    before = scrape(addr)
+    t = threading.Thread(target=follow)
+    t.start()
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(MESSAGES):
+        producer.produce(topic, value=VALUE, partition=0)
+        if i % 20 == 19:
+            # Small flush rounds, each followed by the consumer's fetch of what it added.
+            assert producer.flush(30) == 0
+    assert producer.flush(30) == 0
+    assert done.wait(70), "the consumer did not finish"
+    t.join(10)
+    consumer.close()
+    assert got[0] == MESSAGES, f"consumed {got[0]} of {MESSAGES}"
+
+    after = scrape(addr)
+    produced = MESSAGES * len(VALUE)
+    read = total(after, "sluice_bytes_read_total") - total(before, "sluice_bytes_read_total")
+    fetches = total(after, "sluice_requests_total", api="Fetch") - total(before, "sluice_requests_total", api="Fetch")
+    print(f"produced {produced} B, device bytes read {read:.0f} ({read / produced:.2f}x), fetches {fetches:.0f}")
+    assert fetches >= 50, f"only {fetches} fetches: the consumer did not follow the tail"
+    assert read <= 4 * produced, f"a tail consumer made the broker read {read:.0f} B for {produced} B produced"
