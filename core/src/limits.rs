@@ -21,6 +21,9 @@ pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
 pub const READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
 /// Chunks a shard's read cache may hold loaded ahead and not yet read, loads included.
 pub const READ_AHEAD_CHUNKS_PER_SHARD: usize = 16;
+/// Chunks of active segments a shard's read cache may be filling from flushed writes
+/// (write-through; each holds up to one 1 MiB chunk, counted in the cache's bytes).
+pub const WRITE_THROUGH_CHUNKS_PER_SHARD: usize = 32;
 /// Segment files one shard keeps open by default (`max_open_files_per_shard`); idle ones are
 /// closed, least recently used first, and reopened when used.
 pub const DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD: usize = 2048;
@@ -64,6 +67,10 @@ const _: () = assert!(
     "by default one client can be given a whole maximal Fetch answer"
 );
 const _: () = assert!(PLACEMENT_LOAD_WINDOW_SECS >= 1);
+const _: () = assert!(
+    (READ_AHEAD_CHUNKS_PER_SHARD + WRITE_THROUGH_CHUNKS_PER_SHARD) * 1024 * 1024 <= READ_CACHE_BYTES_PER_SHARD / 2,
+    "chunks read ahead and filling leave most of the cache to chunks already read"
+);
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");

@@ -10,12 +10,19 @@
 //! from memory while their previous answer is sent). A load that an invalidation overtook
 //! does not cache what it read. A miss in a chunk that is not wholly final (the growing end of
 //! an active segment) reads just its range and caches nothing.
+//!
+//! Write-through: the flusher hands over the bytes each successful round made final
+//! ([`write_through`]); they fill their file's current chunk in memory (at most
+//! `WRITE_THROUGH_CHUNKS_PER_SHARD` files at once, a fill starting only at a chunk boundary),
+//! which serves reads of the growing end by copy and enters the cache when whole — or when
+//! its segment is sealed ([`seal`]) — without a device read. A consumer following producers
+//! reads from memory.
 
 use crate::file::SegFile;
 use crate::StorageError;
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
-use sluice_core::limits::{READ_AHEAD_CHUNKS_PER_SHARD, READ_CACHE_BYTES_PER_SHARD};
+use sluice_core::limits::{READ_AHEAD_CHUNKS_PER_SHARD, READ_CACHE_BYTES_PER_SHARD, WRITE_THROUGH_CHUNKS_PER_SHARD};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -30,8 +37,18 @@ struct Chunk {
     ahead: bool,
 }
 
+/// A chunk being filled from flushed writes: `data` holds the chunk's first `data.len()`
+/// bytes, all final.
+struct Filling {
+    idx: u64,
+    data: Vec<u8>,
+    last_use: u64,
+}
+
 #[derive(Default)]
 struct Cache {
+    /// Chunks being filled, by file key (counted in `bytes` at a whole chunk each).
+    filling: HashMap<u64, Filling>,
     chunks: HashMap<(u64, u64), Chunk>,
     bytes: usize,
     clock: u64,
@@ -55,6 +72,9 @@ pub fn invalidate(key: u64) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.loading.retain(|(k, _), _| *k != key);
+        if c.filling.remove(&key).is_some() {
+            c.bytes -= CHUNK as usize;
+        }
         let before = c.chunks.len();
         let mut freed = 0;
         c.chunks.retain(|(k, _), ch| {
@@ -120,8 +140,24 @@ pub(crate) async fn read(
     // With `growing`, `final_end` is the flushed end of an active segment, which moves with
     // every flush: loading its last chunk would re-read the chunk's whole final part for each
     // read of new data (a consumer at the tail read the device ~55x over what was produced).
-    // Such a read takes just its range from the device; the chunk is cached once it is whole.
+    // Such a read is served from the chunk being filled by write-through, or else takes just
+    // its range from the device; the chunk is cached once it is whole.
     if growing && final_end < (idx + 1) * CHUNK {
+        let filled = CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.clock += 1;
+            let now = c.clock;
+            let f = c.filling.get_mut(&file.key()).filter(|f| f.idx == idx && at + len <= f.data.len())?;
+            f.last_use = now;
+            Some(Bytes::copy_from_slice(&f.data[at..at + len]))
+        });
+        if let Some(b) = filled {
+            crate::stats::with(|s| {
+                s.disk_reads -= 1;
+                s.memory_reads += 1;
+            });
+            return Ok(b);
+        }
         return read_direct(file, name, pos, len).await;
     }
     let loaded = load(file, idx, final_end, false).await;
@@ -133,6 +169,40 @@ pub(crate) async fn read(
         // reports the error.
         _ => read_direct(file, name, pos, len).await,
     }
+}
+
+/// Bytes `[pos, pos + bytes.len())` of file `key` became final (a flush round's write and
+/// fdatasync completed): they continue the file's chunk being filled, start one at a chunk
+/// boundary, and a chunk filled whole is cached. Bytes that continue nothing are dropped
+/// (the chunk will be read from the device if anyone wants it).
+pub(crate) fn write_through(key: u64, pos: u64, bytes: &[u8]) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let mut p = pos;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let idx = chunk_of(p);
+            let n = (((idx + 1) * CHUNK - p) as usize).min(rest.len());
+            c.fill(key, idx, p, &rest[..n]);
+            p += n as u64;
+            rest = &rest[n..];
+        }
+    });
+}
+
+/// File `key` stops growing (its segment was sealed): a chunk being filled is cached as it is.
+pub(crate) fn seal(key: u64) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(f) = c.filling.remove(&key) {
+            c.bytes -= CHUNK as usize;
+            if !f.data.is_empty() {
+                let mut data = f.data;
+                data.shrink_to_fit();
+                c.insert((key, f.idx), Bytes::from(data), false);
+            }
+        }
+    });
 }
 
 /// A chunk load in flight, shared by every reader that misses on it (None if it failed).
@@ -207,6 +277,39 @@ fn read_ahead(file: &Rc<SegFile>, idx: u64, final_end: u64) {
 }
 
 impl Cache {
+    /// One piece of [`write_through`], within chunk `idx`.
+    fn fill(&mut self, key: u64, idx: u64, pos: u64, piece: &[u8]) {
+        self.clock += 1;
+        let now = self.clock;
+        let continues =
+            self.filling.get(&key).is_some_and(|f| f.idx == idx && idx * CHUNK + f.data.len() as u64 == pos);
+        if !continues {
+            if self.filling.remove(&key).is_some() {
+                self.bytes -= CHUNK as usize;
+            }
+            if pos != idx * CHUNK {
+                return;
+            }
+            if self.filling.len() >= WRITE_THROUGH_CHUNKS_PER_SHARD {
+                // The file filled least recently gives its place up.
+                let Some(old) = self.filling.iter().min_by_key(|(_, f)| f.last_use).map(|(k, _)| *k) else { return };
+                self.filling.remove(&old);
+                self.bytes -= CHUNK as usize;
+            }
+            self.filling.insert(key, Filling { idx, data: Vec::with_capacity(CHUNK as usize), last_use: now });
+            self.bytes += CHUNK as usize;
+        }
+        let f = self.filling.get_mut(&key).expect("a chunk being filled");
+        f.data.extend_from_slice(piece);
+        f.last_use = now;
+        assert!(f.data.len() <= CHUNK as usize, "a chunk filled past its end");
+        if f.data.len() == CHUNK as usize {
+            let f = self.filling.remove(&key).expect("a chunk being filled");
+            self.bytes -= CHUNK as usize;
+            self.insert((key, idx), Bytes::from(f.data), false);
+        }
+    }
+
     /// Caches a chunk, evicting the least recently used beyond the per-shard bound.
     fn insert(&mut self, key: (u64, u64), data: Bytes, ahead: bool) {
         self.clock += 1;
@@ -291,6 +394,48 @@ mod tests {
                 let (a, b) = futures::join!(a, b);
                 assert_eq!(a.unwrap().as_ptr(), b.unwrap().as_ptr(), "one load, shared");
                 assert_eq!(held_bytes(), CHUNK as usize);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn flushed_writes_fill_chunks_that_are_read_without_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        let content: Vec<u8> = (0..3 * CHUNK as usize).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let file = SegFile::existing(&Disk::Real, path);
+                let key = file.key();
+                let read_bytes = || crate::stats::snapshot().bytes_read;
+                let before = read_bytes();
+                // Rounds of 100,000 bytes from a chunk boundary make the file final up to `end`.
+                let mut end = 0u64;
+                while end + 100_000 <= 2 * CHUNK + 300_000 {
+                    write_through(key, end, &content[end as usize..end as usize + 100_000]);
+                    end += 100_000;
+                }
+                assert_eq!(held_bytes(), 3 * CHUNK as usize, "two whole chunks and one being filled");
+                // Whole chunks and the growing end are served from memory.
+                for pos in [0, CHUNK - 500, CHUNK + 7, 2 * CHUNK + 1000, end - 1000] {
+                    let len = 1000.min((end - pos) as usize);
+                    let got = read(&file, "t-0", pos, len, end, true).await.unwrap();
+                    assert_eq!(&got[..], &content[pos as usize..pos as usize + len], "at {pos}");
+                }
+                assert_eq!(read_bytes() - before, 1000, "only the read crossing a chunk boundary reached the device");
+                // Bytes that continue nothing (a gap) are dropped, and so is the chunk being filled.
+                write_through(key, end + 4096, &content[end as usize + 4096..end as usize + 8192]);
+                assert_eq!(held_bytes(), 2 * CHUNK as usize);
+                // Sealing caches the part filled; invalidation forgets everything.
+                write_through(key + 1, 0, &content[..5000]);
+                seal(key + 1);
+                assert_eq!(held_bytes(), 2 * CHUNK as usize + 5000);
+                invalidate(key);
+                invalidate(key + 1);
+                assert_eq!(held_bytes(), 0);
             })
             .unwrap()
             .join()

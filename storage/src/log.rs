@@ -1008,6 +1008,9 @@ async fn flush_round(log: &PartitionLog) -> bool {
     match result {
         Ok((end_pos, end_offset)) => {
             let mut st = log.state.borrow_mut();
+            // The bytes this round made final go to the read cache (write-through).
+            let (from, to) = ((st.flushed_pos - st.tail_start) as usize, (end_pos - st.tail_start) as usize);
+            crate::cache::write_through(file.key(), st.flushed_pos, &st.tail[from..to]);
             st.flushed_pos = end_pos;
             let new_start = align_down(end_pos);
             let drop_bytes = (new_start - st.tail_start) as usize;
@@ -1107,6 +1110,7 @@ async fn maybe_roll(log: &PartitionLog) {
         st.flushed_pos = 0;
         (old_file, index_files)
     };
+    crate::cache::seal(old_file.key());
     // The sealed segment's indexes, fsync'd off the shard's thread (rebuilt at start if lost).
     if let Err(e) = index_files.write(true).await {
         tracing::warn!(partition = %log.name, error = %e, "could not write a sealed segment's index; it will be rebuilt");

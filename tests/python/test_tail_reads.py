@@ -1,6 +1,7 @@
-"""A consumer at the tail of a partition that is being written reads about what is produced
-from the device, not the growing last chunk of the active segment again for every fetch
-(which read ~55x the produced bytes before the cache read such chunks by range).
+"""A consumer at the tail of a partition that is being written is served from memory: the
+flusher's writes fill the read cache (write-through), so the broker reads next to nothing from
+the device. Before, the growing last chunk of the active segment was re-read from the device
+for every fetch (~28-55x the produced bytes); reading such chunks by range alone gives ~1.3x.
 
 Counted with `sluice_bytes_read_total` (direct-I/O bytes read from segment files) around a
 run of a confluent-kafka producer (acks=all, small batches) and a consumer following it."""
@@ -19,7 +20,7 @@ MESSAGES = 4000
 VALUE = b"t" * 1000
 
 
-def test_tail_consumer_does_not_reread_the_active_chunk(broker_factory):
+def test_tail_consumer_is_served_from_memory(broker_factory):
     broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
     addr = metrics_address(broker)
     topic = unique_topic("tail")
@@ -61,4 +62,4 @@ def test_tail_consumer_does_not_reread_the_active_chunk(broker_factory):
     fetches = total(after, "sluice_requests_total", api="Fetch") - total(before, "sluice_requests_total", api="Fetch")
     print(f"produced {produced} B, device bytes read {read:.0f} ({read / produced:.2f}x), fetches {fetches:.0f}")
     assert fetches >= 50, f"only {fetches} fetches: the consumer did not follow the tail"
-    assert read <= 4 * produced, f"a tail consumer made the broker read {read:.0f} B for {produced} B produced"
+    assert read <= produced / 4, f"a tail consumer made the broker read {read:.0f} B for {produced} B produced"
