@@ -41,6 +41,10 @@ pub const MAX_FETCH_WAIT_MS: i32 = 60_000;
 pub const MAX_FETCH_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Upper bound on how many bytes one partition read returns (besides the first batch).
 pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
+/// Partition reads one owner shard runs at once for one Fetch; it starts no more once the
+/// response's `max_bytes` came back, so a fetch reads at most about `max_bytes` plus this
+/// many partition reads per owner.
+pub const FETCH_READS_IN_FLIGHT: usize = 8;
 /// Default of `max_response_bytes_per_shard`: bytes of responses one shard may hold built but
 /// not yet written to their sockets (clients that do not read). A Fetch answer is cut to what
 /// is left, except its first batch, so the total can exceed this by one batch per connection.

@@ -1,7 +1,11 @@
 //! The fetch path: reads on the owners, long polls woken by the owners' logs, and the
 //! response size budget.
 //!
-//! Contract: [`fetch`] reads every partition (one message per remote owner). If fewer than
+//! Contract: [`fetch`] reads the partitions (one message per remote owner); each owner reads
+//! its partitions in request order, a few at a time, and starts no more reads once
+//! `max_bytes` came back — the rest are answered empty, with their watermarks, as Kafka does
+//! once a response is full, so a consumer of a thousand partitions does not make the broker
+//! read a chunk of each for a 50 MB answer. If fewer than
 //! `min_bytes` came back and `max_wait` has not passed, it asks each owner to answer as soon
 //! as any of its partitions has data beyond the fetch offset (no timers polling logs), then
 //! reads again. The answer never exceeds `max_bytes` except for the first batch, which is
@@ -11,11 +15,16 @@ use crate::error::PartitionError;
 use crate::msg::{FetchItem, FetchResult, ShardMsg};
 use crate::route::{self, group_by_owner};
 use crate::shard::Shard;
+use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{join_all, select_all, LocalBoxFuture};
+use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use sluice_core::batch::LOG_OVERHEAD;
+use sluice_core::limits::FETCH_READS_IN_FLIGHT;
 use sluice_core::{Offset, TopicPartition};
+use sluice_storage::cache::CHUNK;
+use sluice_storage::{LogRead, PartitionLog};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -28,24 +37,57 @@ pub struct FetchPlan {
     pub max_bytes: usize,
 }
 
-/// Reads owned partitions (on the owner).
-pub async fn read_local(shard: &Shard, items: Vec<FetchItem>) -> Vec<FetchResult> {
-    let reads = items.into_iter().map(|item| {
-        let log = shard.log(&item.tp);
-        async move {
-            match log {
-                None => (item.index, Err(PartitionError::UnknownTopicOrPartition)),
-                Some(log) => {
-                    let r = log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from);
-                    if let Ok(read) = &r {
-                        crate::metrics::add_topic_bytes(&item.tp.topic, read.records.len() as u64, false);
-                    }
-                    (item.index, r)
-                }
+/// Reads owned partitions (on the owner) in request order. A read is started while less than
+/// `budget` bytes came back and either none is in flight or, at most `FETCH_READS_IN_FLIGHT`
+/// in flight, what they may return (each at most its partition's max bytes, within one cache
+/// chunk) still fits the budget; so a fetch reads about `max_bytes` plus one partition read per
+/// owner. The partitions not read are answered empty, with their watermarks (an unknown one
+/// still as unknown).
+pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> Vec<FetchResult> {
+    let bound = |item: &FetchItem| item.max_bytes.min(CHUNK as usize);
+    let mut out = Vec::with_capacity(items.len());
+    let mut items = items.into_iter().peekable();
+    let mut reads = FuturesOrdered::new();
+    let (mut got, mut in_flight) = (0usize, 0usize);
+    loop {
+        while let Some(next) = items.peek() {
+            let fits = reads.len() < FETCH_READS_IN_FLIGHT && got + in_flight + bound(next) <= budget;
+            if got >= budget || !(reads.is_empty() || fits) {
+                break;
             }
+            let item = items.next().expect("peeked");
+            let b = bound(&item);
+            in_flight += b;
+            reads.push_back(read_one(shard.log(&item.tp), item).map(move |r| (r, b)));
         }
-    });
-    join_all(reads).await
+        let Some((r, b)) = reads.next().await else { break };
+        in_flight -= b;
+        got += r.1.as_ref().map(|r| r.records.len()).unwrap_or(0);
+        out.push(r);
+    }
+    for item in items {
+        let r = match shard.log(&item.tp) {
+            None => Err(PartitionError::UnknownTopicOrPartition),
+            Some(log) => {
+                Ok(LogRead { records: Bytes::new(), high_watermark: log.high_watermark(), log_start: log.log_start() })
+            }
+        };
+        out.push((item.index, r));
+    }
+    out
+}
+
+async fn read_one(log: Option<Rc<PartitionLog>>, item: FetchItem) -> FetchResult {
+    match log {
+        None => (item.index, Err(PartitionError::UnknownTopicOrPartition)),
+        Some(log) => {
+            let r = log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from);
+            if let Ok(read) = &r {
+                crate::metrics::partition_read(read.records.len() as u64);
+            }
+            (item.index, r)
+        }
+    }
 }
 
 /// On the owner: completes when any listed partition has data beyond its offset, when one
@@ -67,16 +109,16 @@ pub async fn wait_local(shard: &Shard, items: &[(TopicPartition, Offset)], deadl
     select_all(waits).await;
 }
 
-async fn read_all(shard: &Rc<Shard>, items: &[FetchItem]) -> Vec<FetchResult> {
+async fn read_all(shard: &Rc<Shard>, items: &[FetchItem], budget: usize) -> Vec<FetchResult> {
     let grouped = group_by_owner(shard, items.to_vec(), |i| &i.tp);
     let mut out = route::unknown(grouped.unknown, |i| i.index);
     let mut parts: Vec<LocalBoxFuture<'_, Vec<FetchResult>>> = Vec::new();
     for (owner, items) in grouped.by_owner {
         if owner == shard.id {
-            parts.push(read_local(shard, items).boxed_local());
+            parts.push(read_local(shard, items, budget).boxed_local());
         } else {
             let indexes = items.iter().map(|i| i.index).collect();
-            parts.push(route::ask(shard, owner, indexes, |reply| ShardMsg::Fetch { items, reply }).await);
+            parts.push(route::ask(shard, owner, indexes, |reply| ShardMsg::Fetch { items, budget, reply }).await);
         }
     }
     for part in join_all(parts).await {
@@ -120,7 +162,7 @@ async fn wait_any(shard: &Rc<Shard>, items: &[FetchItem], deadline: Instant) {
 pub async fn fetch(shard: &Rc<Shard>, plan: FetchPlan) -> Vec<FetchResult> {
     let deadline = Instant::now() + plan.max_wait;
     loop {
-        let results = read_all(shard, &plan.items).await;
+        let results = read_all(shard, &plan.items, plan.max_bytes).await;
         let bytes: usize = results.iter().map(|(_, r)| r.as_ref().map(|r| r.records.len()).unwrap_or(0)).sum();
         let failed = results.iter().any(|(_, r)| r.is_err());
         if bytes >= plan.min_bytes.max(1) || failed || Instant::now() >= deadline || shard.is_stopping() {

@@ -66,6 +66,8 @@ struct Registry {
     appended: AppendRate,
     fetch_shrunk: u64,
     connections_refused: u64,
+    /// Bytes partition reads returned to fetches (before the response was cut to max_bytes).
+    partition_read_bytes: u64,
 }
 
 /// Bytes appended per whole second (since the shard's first append), for the last
@@ -202,6 +204,11 @@ pub fn inflight(delta: i64) {
     REG.with(|r| r.borrow_mut().inflight_requests += delta);
 }
 
+/// Bytes a fetch's partition read returned on this (owner) shard.
+pub fn partition_read(bytes: u64) {
+    REG.with(|r| r.borrow_mut().partition_read_bytes += bytes);
+}
+
 /// A connection was closed at accept (`max_connections`, `max_connections_per_ip`).
 pub fn connection_refused() {
     REG.with(|r| r.borrow_mut().connections_refused += 1);
@@ -224,6 +231,7 @@ pub struct ShardMetrics {
     pub connections: i64,
     pub connections_total: u64,
     pub connections_refused: u64,
+    pub partition_read_bytes: u64,
     pub inflight_requests: i64,
     pub memory_reads: u64,
     pub disk_reads: u64,
@@ -258,6 +266,7 @@ pub fn local(shard: &Shard) -> ShardMetrics {
             connections: r.connections,
             connections_total: r.connections_total,
             connections_refused: r.connections_refused,
+            partition_read_bytes: r.partition_read_bytes,
             inflight_requests: r.inflight_requests,
             memory_reads: storage.memory_reads,
             disk_reads: storage.disk_reads,

@@ -156,6 +156,8 @@ pub enum ShardMsg {
     },
     Fetch {
         items: Vec<FetchItem>,
+        /// The response's `max_bytes`: reads stop starting once this much came back.
+        budget: usize,
         reply: oneshot::Sender<Vec<FetchResult>>,
     },
     /// Answer once any listed partition has data beyond its offset, or at `deadline`.

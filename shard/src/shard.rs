@@ -312,10 +312,10 @@ impl Shard {
                 })
                 .detach();
             }
-            ShardMsg::Fetch { items, reply } => {
+            ShardMsg::Fetch { items, budget, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
-                    let _ = reply.send(crate::fetch::read_local(&shard, items).await);
+                    let _ = reply.send(crate::fetch::read_local(&shard, items, budget).await);
                 })
                 .detach();
             }

@@ -63,7 +63,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         }
                     }
                 }
-                layout.push((t.topic.clone(), t.topic_id, parts));
+                layout.push((t.topic.clone(), t.topic_id, name, parts));
             }
             let plan = FetchPlan {
                 items,
@@ -93,10 +93,23 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             for (index, r) in read {
                 results[index] = Some(r);
             }
+            // Bytes out per topic: what the answer carries.
+            for (_, _, name, parts) in &layout {
+                let sent: usize = parts
+                    .iter()
+                    .filter_map(|(_, at)| match &results[*at] {
+                        Some(Ok(r)) => Some(r.records.len()),
+                        _ => None,
+                    })
+                    .sum();
+                if let (Some(name), true) = (name, sent > 0) {
+                    metrics::add_topic_bytes(name, sent as u64, false);
+                }
+            }
             let v = req.version;
             let responses = layout
                 .into_iter()
-                .map(|(topic, topic_id, parts)| {
+                .map(|(topic, topic_id, _, parts)| {
                     let partitions = parts
                         .into_iter()
                         .map(|(partition, at)| {
