@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     /// Bytes of responses each shard holds built but not yet written to their sockets; Fetch
     /// answers shrink to what is left (the first batch always whole).
     pub max_response_bytes_per_shard: usize,
+    /// Bytes of segment-file chunks each shard keeps in memory for reads (filled by reads,
+    /// read-ahead and the flusher's writes; least recently used out).
+    pub read_cache_bytes_per_shard: usize,
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
@@ -84,6 +87,7 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             max_open_files_per_shard: crate::limits::DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD,
             max_response_bytes_per_shard: crate::limits::DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD,
+            read_cache_bytes_per_shard: crate::limits::DEFAULT_READ_CACHE_BYTES_PER_SHARD,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -231,6 +235,13 @@ impl BrokerConfig {
                 expected: format!("at least {MIN_RESPONSE_BYTES_PER_SHARD} (one batch of the default maximum size)"),
             });
         }
+        if self.read_cache_bytes_per_shard < crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD {
+            return Err(ConfigError::Invalid {
+                key: "read_cache_bytes_per_shard",
+                value: self.read_cache_bytes_per_shard.to_string(),
+                expected: format!("at least {}", crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD),
+            });
+        }
         if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
             return Err(ConfigError::Invalid {
                 key: "offsets_topic_num_partitions",
@@ -329,5 +340,7 @@ mod tests {
         assert!(c.validate(2).unwrap_err().to_string().contains("num_partitions"));
         let c = BrokerConfig { max_response_bytes_per_shard: 1000, ..Default::default() };
         assert!(c.validate(2).unwrap_err().to_string().contains("max_response_bytes_per_shard"));
+        let c = BrokerConfig { read_cache_bytes_per_shard: 1 << 20, ..Default::default() };
+        assert!(c.validate(2).unwrap_err().to_string().contains("read_cache_bytes_per_shard"));
     }
 }

@@ -17,8 +17,11 @@ pub const MAX_IN_FLIGHT_BYTES_PER_SHARD: usize = 512 * 1024 * 1024;
 pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 /// Frame bodies are read (and their memory allocated) this much at a time.
 pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
-/// Bytes of segment-file chunks each shard keeps in its read cache.
-pub const READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
+/// Bytes of segment-file chunks each shard keeps in its read cache by default
+/// (`read_cache_bytes_per_shard`).
+pub const DEFAULT_READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
+/// Smallest `read_cache_bytes_per_shard` accepted.
+pub const MIN_READ_CACHE_BYTES_PER_SHARD: usize = 128 * 1024 * 1024;
 /// Chunks a shard's read cache may hold loaded ahead and not yet read, loads included.
 pub const READ_AHEAD_CHUNKS_PER_SHARD: usize = 16;
 /// Chunks of active segments a shard's read cache may be filling from flushed writes
@@ -72,7 +75,7 @@ const _: () = assert!(
 );
 const _: () = assert!(PLACEMENT_LOAD_WINDOW_SECS >= 1);
 const _: () = assert!(
-    (READ_AHEAD_CHUNKS_PER_SHARD + WRITE_THROUGH_CHUNKS_PER_SHARD) * 1024 * 1024 <= READ_CACHE_BYTES_PER_SHARD / 2,
+    (READ_AHEAD_CHUNKS_PER_SHARD + WRITE_THROUGH_CHUNKS_PER_SHARD) * 1024 * 1024 <= MIN_READ_CACHE_BYTES_PER_SHARD / 2,
     "chunks read ahead and filling leave most of the cache to chunks already read"
 );
 const _: () =

@@ -158,7 +158,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
         let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
     }
-    let gauges: [Gauge; 18] = [
+    let gauges: [Gauge; 19] = [
         ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
         ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
         ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
@@ -187,6 +187,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         }),
         ("sluice_bytes_written_total", "counter", "Bytes written to segment files.", |s| s.bytes_written as f64),
         ("sluice_bytes_read_total", "counter", "Bytes read from segment files (direct I/O).", |s| s.bytes_read as f64),
+        ("sluice_read_cache_bytes", "gauge", "Bytes held by the shard's read cache.", |s| s.read_cache_bytes as f64),
         (
             "sluice_partition_read_bytes_total",
             "counter",

@@ -4,7 +4,8 @@
 //! (durable batches of a sealed or active segment), and a lookup hits only when the whole
 //! range lies below that point, so a cached chunk never serves bytes that a later write could
 //! still change. Files that are truncated or deleted are invalidated. The cache is
-//! thread-local (one shard per thread) and bounded by `READ_CACHE_BYTES_PER_SHARD`; hits are
+//! thread-local (one shard per thread) and bounded by [`set_capacity`] (the broker's
+//! `read_cache_bytes_per_shard`, default `DEFAULT_READ_CACHE_BYTES_PER_SHARD`); hits are
 //! served as `Bytes` slices of the chunk, without copying. A miss joins the load of its chunk
 //! already in flight; every cached read loads the next chunk ahead (sequential consumers read
 //! from memory while their previous answer is sent). A load that an invalidation overtook
@@ -22,7 +23,10 @@ use crate::file::SegFile;
 use crate::StorageError;
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
-use sluice_core::limits::{READ_AHEAD_CHUNKS_PER_SHARD, READ_CACHE_BYTES_PER_SHARD, WRITE_THROUGH_CHUNKS_PER_SHARD};
+use sluice_core::limits::{
+    DEFAULT_READ_CACHE_BYTES_PER_SHARD, READ_AHEAD_CHUNKS_PER_SHARD, WRITE_THROUGH_CHUNKS_PER_SHARD,
+};
+use std::cell::Cell;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -66,6 +70,12 @@ struct Cache {
 }
 
 thread_local!(static CACHE: RefCell<Cache> = RefCell::new(Cache::default()));
+thread_local!(static CAPACITY: Cell<usize> = const { Cell::new(DEFAULT_READ_CACHE_BYTES_PER_SHARD) });
+
+/// Bounds this shard's cache (set once at shard start, before any read).
+pub fn set_capacity(bytes: usize) {
+    CAPACITY.with(|c| c.set(bytes));
+}
 
 /// Forgets every chunk of a file (it was truncated or deleted).
 pub fn invalidate(key: u64) {
@@ -305,6 +315,7 @@ impl Cache {
             }
             self.filling.insert(key, Filling { idx, data: Vec::with_capacity(CHUNK as usize), last_use: now });
             self.bytes += CHUNK as usize;
+            self.evict();
         }
         let f = self.filling.get_mut(&key).expect("a chunk being filled");
         f.data.extend_from_slice(piece);
@@ -325,7 +336,14 @@ impl Cache {
         if let Some(old) = self.chunks.insert(key, Chunk { data, last_use: now, ahead }) {
             self.bytes -= old.data.len();
         }
-        while self.bytes > READ_CACHE_BYTES_PER_SHARD {
+        self.evict();
+    }
+
+    /// Evicts cached chunks, least recently used first, while the cache is over its bound
+    /// (chunks being filled are not evicted; there are few of them).
+    fn evict(&mut self) {
+        let capacity = CAPACITY.with(Cell::get);
+        while self.bytes > capacity {
             let Some(victim) = self.chunks.iter().min_by_key(|(_, ch)| ch.last_use).map(|(k, _)| *k) else { break };
             if let Some(ch) = self.chunks.remove(&victim) {
                 self.bytes -= ch.data.len();

@@ -63,3 +63,29 @@ def test_tail_consumer_is_served_from_memory(broker_factory):
     print(f"produced {produced} B, device bytes read {read:.0f} ({read / produced:.2f}x), fetches {fetches:.0f}")
     assert fetches >= 50, f"only {fetches} fetches: the consumer did not follow the tail"
     assert read <= produced / 4, f"a tail consumer made the broker read {read:.0f} B for {produced} B produced"
+
+
+def test_read_cache_is_bounded_by_its_setting(broker_factory, tmp_path):
+    """`read_cache_bytes_per_shard` bounds each shard's cache, which the flusher's writes fill:
+    after 400 MB produced over 2 shards each holds more than half its bound and not more."""
+    import json
+    import subprocess
+
+    from conftest import SLUICE_BIN
+
+    bound = 128 * 1024 * 1024
+    cfg = tmp_path / "cache.toml"
+    cfg.write_text(f"read_cache_bytes_per_shard = {bound}\n")
+    broker = broker_factory.start(config=cfg, extra_args=("--metrics-listen", "127.0.0.1:0"))
+    addr = metrics_address(broker)
+    r = subprocess.run([str(SLUICE_BIN), "bench", "produce", "--broker", broker.bootstrap,
+                        "--topic", unique_topic("cache"), "--partitions", "4", "--records", "400000",
+                        "--record-size", "1000", "--acks", "1", "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    assert json.loads(r.stdout.decode().strip().splitlines()[-1])["errors"] == 0
+    samples = scrape(addr)
+    held = [total(samples, "sluice_read_cache_bytes", shard=str(s)) for s in (0, 1)]
+    print(f"read cache bytes per shard: {held}")
+    for h in held:
+        assert bound / 2 < h <= bound, f"a shard's read cache holds {h:.0f} B with a bound of {bound}"
