@@ -41,8 +41,9 @@ pub struct FetchPlan {
 /// `budget` bytes came back and either none is in flight or, at most `FETCH_READS_IN_FLIGHT`
 /// in flight, what they may return (each at most its partition's max bytes, within one cache
 /// chunk) still fits the budget; so a fetch reads about `max_bytes` plus one partition read per
-/// owner. The partitions not read are answered empty, with their watermarks (an unknown one
-/// still as unknown).
+/// owner. While nothing came back, one read at a time goes on past the budget (even 0), so the
+/// first batch with data is found. The partitions not read are answered empty, with their
+/// watermarks (an unknown one still as unknown).
 pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> Vec<FetchResult> {
     let bound = |item: &FetchItem| item.max_bytes.min(CHUNK as usize);
     let mut out = Vec::with_capacity(items.len());
@@ -52,7 +53,10 @@ pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> 
     loop {
         while let Some(next) = items.peek() {
             let fits = reads.len() < FETCH_READS_IN_FLIGHT && got + in_flight + bound(next) <= budget;
-            if got >= budget || !(reads.is_empty() || fits) {
+            // Until some data came back, partitions are read one at a time even past the
+            // budget (a budget of 0 included): the first batch is always answered whole.
+            let start = if reads.is_empty() { got < budget || got == 0 } else { got < budget && fits };
+            if !start {
                 break;
             }
             let item = items.next().expect("peeked");
