@@ -10,6 +10,7 @@ use sluice_core::Offset;
 use sluice_storage::disk::sim::SimDisk;
 use sluice_storage::{Disk, LogConfig, PartitionLog};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 mod common;
@@ -19,16 +20,22 @@ fn batch_with(value: &[u8]) -> Vec<u8> {
     batch::build(&[Record { key: None, value }], 1_700_000_000_000)
 }
 
+/// A log on a fresh simulated disk holding one durable batch (offset 0).
+async fn log_with_one_durable_batch() -> (Rc<SimDisk>, Rc<PartitionLog>) {
+    let sim = SimDisk::new();
+    let disk = Disk::Sim(sim.clone());
+    let (log, _) =
+        PartitionLog::open_on(&disk, Path::new("/sim/t-0"), "t-0", LogConfig::default(), false).await.unwrap();
+    let a = batch_with(b"a");
+    let info = log.append(&a, &batch::validate(&a).unwrap(), None).unwrap();
+    log.wait_durable(&info).await.unwrap();
+    (sim, log)
+}
+
 #[test]
 fn a_wait_started_after_the_rollback_of_its_append_fails() {
     run(|| async {
-        let sim = SimDisk::new();
-        let disk = Disk::Sim(sim.clone());
-        let (log, _) =
-            PartitionLog::open_on(&disk, Path::new("/sim/t-0"), "t-0", LogConfig::default(), false).await.unwrap();
-        let a = batch_with(b"a");
-        let info_a = log.append(&a, &batch::validate(&a).unwrap(), None).unwrap();
-        log.wait_durable(&info_a).await.unwrap();
+        let (sim, log) = log_with_one_durable_batch().await;
 
         // The next disk operation (the flusher's write of `b`) fails.
         sim.fail_once(sim.ops());
@@ -64,13 +71,7 @@ fn a_wait_started_after_the_rollback_of_its_append_fails() {
 #[test]
 fn a_short_write_is_a_failed_write() {
     run(|| async {
-        let sim = SimDisk::new();
-        let disk = Disk::Sim(sim.clone());
-        let (log, _) =
-            PartitionLog::open_on(&disk, Path::new("/sim/t-0"), "t-0", LogConfig::default(), false).await.unwrap();
-        let a = batch_with(b"a");
-        let info_a = log.append(&a, &batch::validate(&a).unwrap(), None).unwrap();
-        log.wait_durable(&info_a).await.unwrap();
+        let (sim, log) = log_with_one_durable_batch().await;
 
         // `b` spans three pages; its write puts only the first on the disk.
         sim.short_once(sim.ops(), 4096);
