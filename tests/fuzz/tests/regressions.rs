@@ -128,7 +128,8 @@ fn log_recovery_trusted_index_pos0_fuzzed() {
 fn seed_corpora_pass() {
     isolated("seed_corpora_pass", || {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-        let run: [(&str, fn(&[u8])); 5] = [
+        type Check = fn(&[u8]);
+        let run: [(&str, Check); 5] = [
             ("batch", sluice_fuzz::batch),
             ("request", sluice_fuzz::request),
             ("storage_files", sluice_fuzz::storage_files),
