@@ -25,7 +25,7 @@ pub fn batch(data: &[u8]) {
         assert_eq!(Ok(h), parsed);
     }
     // `records` is called by the broker on stored (CRC-valid) batches: ListOffsets by
-    // timestamp (log.rs first_record_at) and the group coordinator's replay of
+    // timestamp (storage/src/log/read.rs first_record_at) and the group coordinator's replay of
     // __consumer_offsets. It must refuse malformed input without panicking or huge allocations.
     if let Ok(recs) = batch::records(data) {
         let h = parsed.expect("records() succeeded so the header parses");

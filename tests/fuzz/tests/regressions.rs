@@ -70,7 +70,7 @@ fn input(target: &str, name: &str) -> Vec<u8> {
 /// Bug 1: sluice_core::batch::records pre-allocates `records_count` (an untrusted i32 from the
 /// batch, inside the CRC so a producer chooses it) entries: 61 bytes with recordsCount =
 /// i32::MAX ask for ~100 GB and abort. Reached by ListOffsets-by-timestamp
-/// (storage log.rs first_record_at) and the group coordinator's replay of __consumer_offsets.
+/// (storage/src/log/read.rs first_record_at) and the group coordinator's replay of __consumer_offsets.
 #[test]
 fn batch_records_count_i32_max() {
     isolated("batch_records_count_i32_max", || {
@@ -157,7 +157,7 @@ fn log_recovery_trusted_index_pos0_empty_segment() {
 
 /// Finding 4: with clean = true, bytes before the trusted index entry are not CRC-checked at
 /// open. Fixed: every batch read back from a segment file has its CRC-32C checked
-/// (storage log.rs `check_stored`); a damaged one is answered with a storage error.
+/// (storage/src/log/read.rs `check_stored`); a damaged one is answered with a storage error.
 #[test]
 fn log_recovery_trusted_index_unvalidated_prefix() {
     isolated("log_recovery_trusted_index_unvalidated_prefix", || {

@@ -1,0 +1,484 @@
+//! One partition's log: segments, ordered appends, a group-committing flusher, reads,
+//! retention and recovery. This file holds the types, `open`, appends, the waits on them and
+//! `close`; the flusher is in `flush.rs`, reads in `read.rs`, DeleteRecords, retention and
+//! `truncate_to` in `retention.rs`.
+//!
+//! Contract:
+//! - Only one shard touches a `PartitionLog`; every `RefCell` borrow ends before an `.await`.
+//! - [`PartitionLog::append`] assigns offsets synchronously, so appends are ordered exactly as
+//!   they are called. It copies the batch once into the in-memory tail of the active segment
+//!   and stamps the base offset and leader epoch (outside the CRC-covered bytes).
+//! - One flusher task per log writes the whole unwritten tail with one aligned DMA write
+//!   (re-writing the partial last page from memory, never reading it back), then one
+//!   fdatasync. Everything appended while a round is in flight goes in the next round: that
+//!   is the group commit. `written` advances after the write, `durable` after the sync. After
+//!   a round, the flusher rolls the active segment when it reached `segment.bytes` or
+//!   `segment.ms`; batches appended meanwhile move to the new segment.
+//! - Readers see only durable batches (`durable` is the high watermark).
+//! - A failed write or sync rolls the log back to the last durable batch, fails every
+//!   waiter and starts a new write generation; the log stays readable and accepts new
+//!   appends (which reuse the rolled-back offsets). A wait names the append it waits for
+//!   ([`AppendInfo`], carrying its generation), so a wait that starts after the rollback of
+//!   its append fails instead of being satisfied by a later batch at the same offsets.
+//! - Retention deletes whole sealed segments, never the active one, and moves the log start.
+
+mod flush;
+mod read;
+mod retention;
+
+use flush::flusher;
+
+use crate::disk::{align_down, Disk};
+use crate::file::SegFile;
+use crate::producers::{Producers, SeqCheck};
+use crate::segment::{self, Segment};
+use crate::watermark::Watermark;
+use crate::StorageError;
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::task::JoinHandle;
+use sluice_core::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use sluice_core::{LeaderEpoch, Offset};
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Settings of one partition log (from its topic's configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Epoch written into every appended batch.
+    pub leader_epoch: LeaderEpoch,
+    /// Roll the active segment at this size (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll the active segment at this age (`segment.ms`).
+    pub segment_ms: u64,
+    /// Bytes between sparse index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u64,
+    /// Delete segments whose newest batch is older (`retention.ms`, -1: never).
+    pub retention_ms: i64,
+    /// Delete old segments while the log is larger (`retention.bytes`, -1: never).
+    pub retention_bytes: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            leader_epoch: LeaderEpoch(0),
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub log_start: Offset,
+    /// The batch was a producer's retry of one already in the log: nothing was appended and
+    /// the offsets are the original ones.
+    pub duplicate: bool,
+    /// The log's write generation when the batch was appended (see [`PartitionLog::wait_durable`]).
+    pub generation: WriteGeneration,
+}
+
+/// Counts the rollbacks of a log: a failed write or sync starts a new generation, and the
+/// offsets appended in the old one are given out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct WriteGeneration(pub u64);
+
+/// The result of a read.
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    /// Whole batches, contiguous, possibly empty.
+    pub records: Bytes,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+}
+
+/// One stored batch, as a dense index knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub base: i64,
+    pub last: i64,
+    pub pos: u64,
+    pub len: u32,
+    pub max_ts: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl Entry {
+    pub fn new(h: &BatchHeader, base: i64, pos: u64) -> Entry {
+        Entry {
+            base,
+            last: base + h.last_offset_delta as i64,
+            pos,
+            len: h.total_len() as u32,
+            max_ts: h.max_timestamp,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct State {
+    /// Sorted by base offset; the last one is active.
+    segments: Vec<Segment>,
+    next_offset: i64,
+    log_start: i64,
+    /// End of the bytes a completed write has put into the active segment.
+    flushed_pos: u64,
+    /// Aligned position (in the active segment) of `tail[0]`.
+    tail_start: u64,
+    /// Active-segment bytes `[tail_start, size)`: the partial last page plus everything unwritten.
+    tail: Vec<u8>,
+    producers: Producers,
+    closing: bool,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    /// Index of the segment holding `offset` (the last one whose base is at or below it).
+    fn segment_for(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.base <= offset).saturating_sub(1)
+    }
+
+    fn rebuild_producers(&mut self) {
+        let mut p = Producers::default();
+        for e in &self.active().dense {
+            p.record(e.producer_id, e.producer_epoch, e.base_sequence, (e.last - e.base) as i32, e.base, e.last);
+        }
+        self.producers = p;
+    }
+}
+
+pub struct PartitionLog {
+    name: String,
+    dir: PathBuf,
+    disk: Disk,
+    config: Cell<LogConfig>,
+    state: RefCell<State>,
+    written: Watermark,
+    durable: Watermark,
+    /// Bumped by every rollback (failed write or sync, truncation).
+    generation: Cell<WriteGeneration>,
+    kick: LocalSender<()>,
+    flusher: RefCell<Option<JoinHandle<()>>>,
+}
+
+/// What a read must fetch once the state borrow is released.
+enum ReadPlan {
+    Done(LogRead),
+    Exact { file: Rc<SegFile>, pos: u64, len: usize, final_end: u64, growing: bool },
+    Scan { file: Rc<SegFile>, pos: u64, end: u64 },
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir` and recovers it. A new `dir` is not yet a
+    /// durable entry of its parent: the caller fsyncs the parent (once for many logs). `clean` says the broker
+    /// shut down cleanly, so the active segment's index can be trusted and only its tail is
+    /// scanned. Returns the log and the bytes of torn or corrupt tail that recovery cut off.
+    pub async fn open(
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<(Rc<PartitionLog>, u64), StorageError> {
+        Self::open_on(&Disk::Real, dir, name, config, clean).await
+    }
+
+    /// [`PartitionLog::open`] on a given disk (the simulated one in crash tests).
+    pub async fn open_on(
+        disk: &Disk,
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<(Rc<PartitionLog>, u64), StorageError> {
+        if let (Some(parent), true) = (dir.parent(), disk.is_real()) {
+            crate::probe_direct_io(parent).await?;
+        }
+        disk.create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
+        let now = now_ms();
+        let bases = segment::list(disk, dir)?;
+        let interval = config.index_interval_bytes.max(1);
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut cut = 0;
+        if bases.is_empty() {
+            segments.push(Segment::create(disk, dir, read_log_start(disk, dir).unwrap_or(0).max(0), now).await?);
+        } else {
+            for (i, base) in bases.iter().enumerate() {
+                if i + 1 < bases.len() {
+                    segments.push(Segment::open_sealed(disk, dir, *base, bases[i + 1], interval, now).await?);
+                } else {
+                    let (seg, truncated) = Segment::open_active(disk, dir, *base, clean, interval, now).await?;
+                    cut = truncated;
+                    segments.push(seg);
+                }
+            }
+        }
+        let active = segments.last().expect("at least one segment");
+        let next_offset = active.next_offset;
+        let first = segments[0].base;
+        let log_start = read_log_start(disk, dir).unwrap_or(first).clamp(first, next_offset);
+        let tail_start = align_down(active.size);
+        let tail = if tail_start < active.size {
+            let want = (active.size - tail_start) as usize;
+            let page = active
+                .file
+                .read_at(tail_start, want)
+                .await
+                .map_err(|e| StorageError::io("read", active.path.display(), e))?;
+            if page.len() < want {
+                return Err(StorageError::io(
+                    "read",
+                    active.path.display(),
+                    std::io::Error::other("short read of the last page"),
+                ));
+            }
+            page[..want].to_vec()
+        } else {
+            Vec::new()
+        };
+        let flushed_pos = active.size;
+        let (kick, rx) = local_channel::new_bounded(1);
+        let mut state = State {
+            segments,
+            next_offset,
+            log_start,
+            flushed_pos,
+            tail_start,
+            tail,
+            producers: Producers::default(),
+            closing: false,
+        };
+        state.rebuild_producers();
+        if clean {
+            let snapshot = disk.read(&dir.join(crate::producers::SNAPSHOT_FILE)).ok();
+            if let Some(p) = snapshot.and_then(|b| crate::producers::decode_snapshot(&b, next_offset)) {
+                state.producers = p;
+            }
+        }
+        let log = Rc::new(PartitionLog {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            disk: disk.clone(),
+            config: Cell::new(config),
+            state: RefCell::new(state),
+            written: Watermark::new(next_offset),
+            durable: Watermark::new(next_offset),
+            generation: Cell::new(WriteGeneration(0)),
+            kick,
+            flusher: RefCell::new(None),
+        });
+        let handle = glommio::spawn_local(flusher(log.clone(), rx)).detach();
+        *log.flusher.borrow_mut() = Some(handle);
+        Ok((log, cut))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.get()
+    }
+
+    /// Applies new topic configs (retention, rolling) from the next decision on.
+    pub fn set_config(&self, config: LogConfig) {
+        self.config.set(config);
+    }
+
+    /// The high watermark: end of the durable (and therefore visible) log.
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.durable.get())
+    }
+
+    pub fn log_start(&self) -> Offset {
+        Offset(self.state.borrow().log_start)
+    }
+
+    /// Next offset to be assigned (end of the log, unwritten appends included).
+    pub fn log_end(&self) -> Offset {
+        Offset(self.state.borrow().next_offset)
+    }
+
+    /// Bytes the log's segments occupy.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Size of each segment, oldest first.
+    pub fn segment_sizes(&self) -> Vec<u64> {
+        self.state.borrow().segments.iter().map(|s| s.size).collect()
+    }
+
+    /// Appends one validated batch; ordered with every other append on this log. With
+    /// `log_append_time` (topics with `message.timestamp.type=LogAppendTime`) the stored
+    /// batch carries that time as its max timestamp and the LogAppendTime attribute, and
+    /// its CRC is recomputed.
+    pub fn append(
+        &self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        log_append_time: Option<i64>,
+    ) -> Result<AppendInfo, StorageError> {
+        debug_assert_eq!(bytes.len(), header.total_len());
+        let interval = self.config.get().index_interval_bytes.max(1);
+        let mut st = self.state.borrow_mut();
+        if st.closing {
+            return Err(StorageError::Closed);
+        }
+        if let SeqCheck::Duplicate { base_offset, last_offset } = st.producers.check(header)? {
+            return Ok(AppendInfo {
+                base_offset: Offset(base_offset),
+                last_offset: Offset(last_offset),
+                log_start: Offset(st.log_start),
+                duplicate: true,
+                generation: self.generation.get(),
+            });
+        }
+        let base = st.next_offset;
+        let pos = st.active().size;
+        assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
+        let at = st.tail.len();
+        st.tail.extend_from_slice(bytes);
+        batch::stamp(&mut st.tail[at..], base, self.config.get().leader_epoch.0);
+        let mut header = *header;
+        if let Some(t) = log_append_time {
+            batch::set_log_append_time(&mut st.tail[at..], t);
+            header.max_timestamp = t;
+        }
+        let entry = Entry::new(&header, base, pos);
+        let last = entry.last;
+        let seg = st.active_mut();
+        let rel = (base - seg.base) as u32;
+        let Segment { index, cursor, .. } = seg;
+        cursor.add(index, interval, rel, pos as u32, entry.max_ts, entry.len);
+        seg.note_timestamp(&entry);
+        seg.dense.push(entry);
+        seg.size += bytes.len() as u64;
+        seg.next_offset = last + 1;
+        st.producers.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_offset_delta,
+            base,
+            last,
+        );
+        st.next_offset = last + 1;
+        let log_start = st.log_start;
+        drop(st);
+        let _ = self.kick.try_send(());
+        Ok(AppendInfo {
+            base_offset: Offset(base),
+            last_offset: Offset(last),
+            log_start: Offset(log_start),
+            duplicate: false,
+            generation: self.generation.get(),
+        })
+    }
+
+    /// Completes when every append up to `appended` has been written (acks=1); fails when a
+    /// write failed after the append, even if the wait starts later.
+    pub async fn wait_written(&self, appended: &AppendInfo) -> Result<(), StorageError> {
+        self.wait(&self.written, appended, "write").await
+    }
+
+    /// Completes when every append up to `appended` is fdatasync'd (acks=all); fails when a
+    /// write or sync failed after the append, even if the wait starts later.
+    pub async fn wait_durable(&self, appended: &AppendInfo) -> Result<(), StorageError> {
+        self.wait(&self.durable, appended, "sync").await
+    }
+
+    async fn wait(&self, mark: &Watermark, appended: &AppendInfo, what: &str) -> Result<(), StorageError> {
+        let failed = || StorageError::WriteFailed(format!("{what} of {} failed", self.name));
+        // Checked and registered in one step: a later rollback fails the registered waiter.
+        if self.generation.get() != appended.generation {
+            return Err(failed());
+        }
+        mark.wait_for(appended.last_offset.0 + 1).await.map_err(|_| failed())
+    }
+
+    /// Completes when the high watermark passes `offset` (or a write fails). Used by long polls.
+    pub fn wait_beyond(&self, offset: Offset) -> impl std::future::Future<Output = ()> {
+        let fut = self.durable.wait_for(offset.0 + 1);
+        async move {
+            let _ = fut.await;
+        }
+    }
+
+    /// Stops accepting appends, waits until everything appended is durable, stops the flusher,
+    /// and writes the active segment's indexes and the producer snapshot (so a clean restart
+    /// need not scan). Idempotent.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.state.borrow_mut().closing = true;
+        let _ = self.kick.try_send(());
+        let handle = self.flusher.borrow_mut().take();
+        if let Some(h) = handle {
+            h.await;
+        }
+        let st = self.state.borrow();
+        if self.durable.get() != st.next_offset {
+            return Err(StorageError::WriteFailed(format!(
+                "{}: {} appended offsets not durable at close",
+                self.name,
+                st.next_offset - self.durable.get()
+            )));
+        }
+        // A small active segment is cheaper to scan at the next start than to index now
+        // (this keeps shutdown fast with many partitions).
+        if st.active().size >= INDEX_AT_CLOSE_MIN_BYTES {
+            st.active().index_files().write_now()?;
+        }
+        if !st.producers.is_empty() {
+            let bytes = crate::producers::encode_snapshot(st.next_offset, &st.producers);
+            self.disk
+                .write_file(&self.dir.join(crate::producers::SNAPSHOT_FILE), &bytes, false)
+                .map_err(|e| StorageError::io("write producer snapshot in", self.dir.display(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Active segments smaller than this are not indexed at close: scanning them is cheap.
+const INDEX_AT_CLOSE_MIN_BYTES: u64 = 1 << 20;
+
+/// Tail buffer capacity kept after a flush; more is released.
+const TAIL_KEEP_CAPACITY: usize = 256 * 1024;
+
+/// File holding a partition's log start offset once DeleteRecords or retention moved it.
+const LOG_START_FILE: &str = "log-start-offset";
+
+fn read_log_start(disk: &Disk, dir: &Path) -> Option<i64> {
+    String::from_utf8(disk.read(&dir.join(LOG_START_FILE)).ok()?).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,151 @@
+//! Moving a [`PartitionLog`]'s start and end: DeleteRecords (`delete_records_before`),
+//! retention (`enforce_retention`) and `truncate_to` (for replication and recovery).
+//!
+//! Contract: the log start offset is made durable (`log-start-offset`) before anything in
+//! memory moves past it; retention deletes whole sealed segments, never the active one;
+//! `truncate_to` rolls the log back to an offset and starts a new write generation, so no
+//! wait for a truncated append can be satisfied by a later batch at the same offsets.
+
+use super::read::read_exact;
+use super::*;
+
+impl PartitionLog {
+    /// DeleteRecords: makes every offset below `to` unreadable by moving the log start
+    /// offset forward (durably, in `log-start-offset`). `to` may be at most the high
+    /// watermark. Returns the new log start offset.
+    pub async fn delete_records_before(&self, to: Offset) -> Result<Offset, StorageError> {
+        let hwm = self.durable.get();
+        let start = self.state.borrow().log_start;
+        if to.0 < 0 || to.0 > hwm {
+            return Err(StorageError::OffsetOutOfRange { requested: to.0, start, end: hwm });
+        }
+        if to.0 <= start {
+            return Ok(Offset(start));
+        }
+        self.persist_log_start(to.0).await?;
+        let mut st = self.state.borrow_mut();
+        st.log_start = st.log_start.max(to.0);
+        Ok(Offset(st.log_start))
+    }
+
+    async fn persist_log_start(&self, value: i64) -> Result<(), StorageError> {
+        let path = self.dir.join(LOG_START_FILE);
+        self.disk
+            .write_file_off_thread(&path, format!("{value}\n").into_bytes(), true)
+            .await
+            .map_err(|e| StorageError::io("write", path.display(), e))
+    }
+
+    /// Deletes sealed segments that retention (`retention.ms` against each segment's newest
+    /// timestamp, `retention.bytes` against the log's size) or DeleteRecords no longer keep.
+    /// Returns the number of segments deleted.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let cfg = self.config.get();
+        // Decide first; change nothing until the new log start is durable, so that the log
+        // start in memory (which DeleteRecords answers from) is never ahead of the disk.
+        let (keep_base, new_start) = {
+            let st = self.state.borrow();
+            let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();
+            let mut n = 0;
+            while n + 1 < st.segments.len() {
+                let s = &st.segments[n];
+                let by_time = cfg.retention_ms >= 0 && s.max_ts >= 0 && s.max_ts < now_ms - cfg.retention_ms;
+                let by_size = cfg.retention_bytes >= 0 && total - s.size as i64 >= cfg.retention_bytes;
+                let below_start = s.next_offset <= st.log_start;
+                if !(by_time || by_size || below_start) {
+                    break;
+                }
+                total -= s.size as i64;
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+            let keep_base = st.segments[n].base;
+            (keep_base, st.log_start.max(keep_base))
+        };
+        self.persist_log_start(new_start).await?;
+        let removed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            // Only segments wholly below the kept one go, and never the active one.
+            let n = st.segments.partition_point(|s| s.base < keep_base).min(st.segments.len() - 1);
+            st.log_start = st.log_start.max(new_start);
+            st.segments.drain(..n).collect()
+        };
+        for s in &removed {
+            tracing::info!(partition = %self.name, segment = s.base, bytes = s.size, "retention deleted a segment");
+            s.remove_files().await;
+        }
+        Ok(removed.len())
+    }
+
+    /// Removes every batch at or after `offset`, which must be a batch boundary at or below
+    /// the high watermark, with no write in flight. Kept for replication (leader change).
+    pub async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
+        // Find the position of `offset` in its segment.
+        let (file, seg_base, from_pos, seg_end) = {
+            let st = self.state.borrow();
+            assert!(st.next_offset == self.durable.get(), "truncate_to with appends in flight");
+            assert!(offset.0 <= st.next_offset, "truncate beyond the end");
+            let i = st.segment_for(offset.0);
+            let s = &st.segments[i];
+            (s.file.clone(), s.base, s.index.position_for((offset.0 - s.base).max(0) as u32) as u64, s.size)
+        };
+        let pos = if offset.0 == self.log_end().0 {
+            None
+        } else {
+            let data = read_exact(&file, &self.name, from_pos, (seg_end - from_pos) as usize).await?;
+            let mut p = 0usize;
+            let mut found = None;
+            while p + LOG_OVERHEAD <= data.len() {
+                let h = BatchHeader::parse(&data[p..]).map_err(StorageError::InvalidBatch)?;
+                if h.base_offset == offset.0 {
+                    found = Some(from_pos + p as u64);
+                    break;
+                }
+                assert!(h.base_offset < offset.0, "truncate_to must cut at a batch boundary");
+                p += h.total_len();
+            }
+            Some(found.expect("truncate_to must cut at a batch boundary"))
+        };
+        let Some(pos) = pos else { return Ok(()) };
+        let (drop_segments, active_file) = {
+            let mut st = self.state.borrow_mut();
+            let keep = st.segments.partition_point(|s| s.base <= seg_base);
+            let dropped: Vec<Segment> = st.segments.drain(keep..).collect();
+            let seg = st.active_mut();
+            seg.size = pos;
+            seg.next_offset = offset.0;
+            seg.dense.retain(|e| e.base < offset.0);
+            seg.index.offsets.retain(|(_, p)| (*p as u64) < pos);
+            let base = seg.base;
+            seg.index.times.retain(|(_, r)| base + (*r as i64) < offset.0);
+            st.next_offset = offset.0;
+            st.flushed_pos = pos;
+            st.tail.clear();
+            st.rebuild_producers();
+            (dropped, st.active().file.clone())
+        };
+        for s in &drop_segments {
+            s.remove_files().await;
+        }
+        crate::cache::invalidate(active_file.key());
+        active_file.truncate(pos).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
+        active_file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.name, e))?;
+        let tail_start = align_down(pos);
+        let tail = if tail_start < pos {
+            read_exact(&active_file, &self.name, tail_start, (pos - tail_start) as usize).await?.to_vec()
+        } else {
+            Vec::new()
+        };
+        {
+            let mut st = self.state.borrow_mut();
+            st.tail_start = tail_start;
+            st.tail = tail;
+        }
+        self.written.reset(offset.0);
+        self.durable.reset(offset.0);
+        self.generation.set(WriteGeneration(self.generation.get().0 + 1));
+        Ok(())
+    }
+}
