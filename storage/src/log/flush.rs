@@ -7,6 +7,7 @@
 //! its last durable batch, fails every waiter and starts a new write generation.
 
 use super::*;
+use glommio::channels::local_channel::LocalReceiver;
 
 /// The flusher: one aligned write of the whole unwritten tail, then one fdatasync, per round;
 /// rolls the active segment when due.

@@ -8,6 +8,7 @@
 //! empty read below the high watermark.
 
 use super::*;
+use sluice_core::batch::{HEADER_LEN, LOG_OVERHEAD};
 
 impl PartitionLog {
     /// Reads whole durable batches starting with the one containing `from`, up to `max_bytes`

@@ -8,6 +8,7 @@
 
 use super::read::read_exact;
 use super::*;
+use sluice_core::batch::LOG_OVERHEAD;
 
 impl PartitionLog {
     /// DeleteRecords: makes every offset below `to` unreadable by moving the log start
