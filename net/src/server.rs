@@ -59,8 +59,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     // A marker left by a clean shutdown lets logs trust their indexes; it is removed now so
     // that a crash of this run is never mistaken for a clean stop.
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
-    let clean_start = marker.exists();
-    if clean_start {
+    let clean_start = marker_is_valid(&marker);
+    if marker.exists() {
         std::fs::remove_file(&marker)
             .map_err(|e| format!("data directory: cannot remove {}: {e}", marker.display()))?;
         sync_dir(&config.data_dir)?;
@@ -114,16 +114,45 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         let _ = out.flush();
     })
     .map_err(|e| e.to_string())?;
-    if clean_stop {
-        syncfs(&data_path)?;
-        std::fs::write(data_path.join(CLEAN_SHUTDOWN_MARKER), b"clean\n")
-            .and_then(|()| std::fs::File::open(&data_path)?.sync_all())
-            .map_err(|e| format!("cannot write the clean-shutdown marker: {e}"))?;
-        tracing::info!("stopped cleanly");
-    } else {
+    if !clean_stop {
         tracing::warn!("stopped, but some logs did not close cleanly; the next start scans them");
+        return Ok(());
+    }
+    // Every acknowledged batch was fdatasync'ed before its ack; what the marker vouches for
+    // beyond that (indexes, producer snapshots) can be rebuilt. So a marker that cannot be
+    // written (a full disk) costs the next start a scan, not data: warn and exit 0.
+    match syncfs(&data_path).and_then(|()| write_marker(&data_path)) {
+        Ok(()) => tracing::info!("stopped cleanly"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "stopped without the clean-shutdown marker; acknowledged data is on disk and the next start scans the logs"
+        ),
     }
     Ok(())
+}
+
+/// Contents of a complete marker; an empty or partial file (a write cut short) does not count.
+const MARKER_CONTENTS: &[u8] = b"clean\n";
+
+fn marker_is_valid(marker: &std::path::Path) -> bool {
+    std::fs::read(marker).is_ok_and(|b| b == MARKER_CONTENTS)
+}
+
+/// Writes the marker and syncs the directory. On failure the marker is removed (a file created
+/// before the write failed must not vouch for anything).
+fn write_marker(dir: &std::path::Path) -> Result<(), String> {
+    let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
+    let written = std::fs::File::create(&marker)
+        .and_then(|mut f| {
+            f.write_all(MARKER_CONTENTS)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::File::open(dir)?.sync_all());
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        format!("cannot write the clean-shutdown marker {}: {e}", marker.display())
+    })
 }
 
 /// Segment files and connections each take a descriptor: lift the soft limit to the hard one.

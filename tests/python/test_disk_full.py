@@ -2,7 +2,8 @@
 works there; tmpfs is not used).  A filler file next to the data dir leaves a
 few MiB free; producing (acks=all, no retries) until requests fail must give
 KAFKA_STORAGE_ERROR (code 56) rather than a hang or a crash, the broker keeps
-serving reads, SIGTERM exits 0, and after the filler is deleted and the broker
+serving reads, SIGTERM exits 0 even with no block left for the clean-shutdown
+marker (and leaves no marker), and after the filler is deleted and the broker
 restarted everything acknowledged is readable exactly once, nothing corrupt is
 there, and producing works again.
 
@@ -74,6 +75,24 @@ def small_fs(tmp_path: Path):
             time.sleep(0.5)
         else:
             sh("umount", "-l", str(mnt))
+
+
+def fill_completely(path: Path) -> int:
+    """Writes `path` until the filesystem refuses (ENOSPC); returns the bytes it took."""
+    total = 0
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 64 << 10, 4 << 10, 512):
+            chunk = b"\1" * size
+            for _ in range(IMAGE_MB * 1024 * 1024 // size + 1):
+                try:
+                    total += f.write(chunk)
+                except OSError:
+                    break
+        try:
+            os.fsync(f.fileno())
+        except OSError:
+            pass
+    return total
 
 
 def consume_all(bootstrap: str, topic: str, expect_at_least: int, timeout: float = 60) -> list:
@@ -180,10 +199,22 @@ def test_disk_full_gives_storage_error_and_recovers(broker_factory, small_fs: Pa
     before = consume_all(b.bootstrap, topic, expect_at_least=max(acked.values()) + 1)
     check_log(before, acked)
 
+    # Take the last free block too, so the clean-shutdown marker cannot be written: the stop
+    # must still exit 0 (everything acknowledged is fdatasync'ed), say so, and leave no marker
+    # (a half-written one would make the next start trust indexes it should rebuild).
+    topped = fill_completely(small_fs / "filler2")
     code = b.stop()
     assert code == 0, f"exit code after SIGTERM with a full disk: {code}\n{b.stderr_tail()}"
+    stopped = b.stderr_tail(20)
+    print(f"topped up {topped} B; broker stderr after SIGTERM:\n{stopped}")
+    # Either a log could not write its index at close, or the marker itself failed.
+    assert ("without the clean-shutdown marker" in stopped or "did not close cleanly" in stopped), \
+        f"no warning that the stop left no marker:\n{stopped}"
+    assert not (data_dir / ".clean-shutdown").exists(), "a clean-shutdown marker was left on a full disk"
     filler.unlink()
+    (small_fs / "filler2").unlink()
     b2 = broker_factory.start(data_dir)
+    assert "clean_start=false" in b2.stderr_tail(), f"restart after a stop without marker:\n{b2.stderr_tail()}"
     after = consume_all(b2.bootstrap, topic, expect_at_least=max(acked.values()) + 1)
     present = check_log(after, acked)
     assert len(after) >= len(before), f"records readable before the restart are gone: {len(before)} -> {len(after)}"

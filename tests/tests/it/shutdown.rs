@@ -3,7 +3,8 @@
 //! SIGTERM while an idempotent acks=all producer writes continuously: the
 //! broker exits 0 within a bound, leaves `<data_dir>/.clean-shutdown`, and
 //! after a restart every acknowledged record is there (same offsets, in
-//! order, intact, contiguous). SIGKILL under load: the restart logs no panic
+//! order, intact, contiguous); only a complete marker is trusted at the next
+//! start. SIGKILL under load: the restart logs no panic
 //! and the data is intact; what recovery logs is printed.
 
 use std::time::{Duration, Instant};
@@ -187,6 +188,18 @@ fn sigterm_with_hostile_connections_exits_within_bound() {
     assert!(broker.data_dir().join(CLEAN_MARKER).exists(), "no clean-shutdown marker\n{stderr}");
     drop((half, flood, stalled));
     broker.start_again();
+    let started = broker.current_stderr();
+    assert!(started.contains("clean_start=true"), "the marker of a clean exit was not trusted\n{started}");
+    consume_and_verify(&broker.addr(), &topic, 2, &sent, None, Duration::from_secs(60));
+
+    // A marker cut short (created, then the write failed) must not vouch for the indexes.
+    broker.stop();
+    let marker = broker.data_dir().join(CLEAN_MARKER);
+    std::fs::write(&marker, b"").expect("truncate the marker");
+    broker.start_again();
+    let started = broker.current_stderr();
+    assert!(started.contains("clean_start=false"), "an empty marker was trusted\n{started}");
+    assert!(!marker.exists(), "the empty marker was left in place");
     consume_and_verify(&broker.addr(), &topic, 2, &sent, None, Duration::from_secs(60));
     broker.stop();
 }
