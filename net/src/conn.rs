@@ -195,9 +195,11 @@ async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>,
                 // Taken in the same step as the handler finished (no await in between).
                 let _held = metrics::HeldResponse::new(frame.len() as u64);
                 let started = std::time::Instant::now();
-                if let Err(e) = writer.write_all(&frame).await {
-                    tracing::debug!(client = ?peer, error = %e, "write failed");
-                    return;
+                for part in frame.parts() {
+                    if let Err(e) = writer.write_all(part).await {
+                        tracing::debug!(client = ?peer, error = %e, "write failed");
+                        return;
+                    }
                 }
                 metrics::record_stage(Stage::Response, started.elapsed());
             }

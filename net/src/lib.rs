@@ -13,4 +13,5 @@ pub mod errors;
 pub mod frame;
 pub mod huge_alloc;
 pub mod metrics_http;
+pub mod response;
 pub mod server;

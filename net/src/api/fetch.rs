@@ -16,7 +16,8 @@
 
 use super::{topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code;
-use crate::frame::{decode_body, encode_response, FrameError, Request};
+use crate::frame::{decode_body, FrameError, Request};
+use crate::response::encode_with_records;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -107,6 +108,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 }
             }
             let v = req.version;
+            let mut records = Vec::new();
             let responses = layout
                 .into_iter()
                 .map(|(topic, topic_id, _, parts)| {
@@ -123,7 +125,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                     .with_high_watermark(read.high_watermark.0)
                                     .with_last_stable_offset(read.high_watermark.0)
                                     .with_log_start_offset(if v >= 5 { read.log_start.0 } else { -1 })
-                                    .with_records(Some(read.records)),
+                                    .with_records(Some({
+                                        records.push(read.records.clone());
+                                        read.records
+                                    })),
                                 Err(e) => base
                                     .with_error_code(code(&e))
                                     .with_high_watermark(-1)
@@ -144,7 +149,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .with_error_code(0)
                 .with_session_id(0)
                 .with_responses(responses);
-            encode_response(req.correlation_id, req.version, &resp).map(Some)
+            // The record sets are written from where the reads left them, not copied.
+            encode_with_records(req.correlation_id, req.version, &resp, &records).map(Some)
         }
         .boxed_local();
         Ok(reply)

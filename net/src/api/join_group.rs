@@ -77,7 +77,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         .with_member_id(StrBytes::from_string(member))
                 }
             };
-            respond(&req, &resp).map(Some)
+            respond(&req, &resp).map(|f| Some(f.into()))
         };
         Ok(reply.boxed_local() as Reply)
     }

@@ -36,6 +36,7 @@ pub mod produce;
 pub mod sync_group;
 
 use crate::frame::{encode_response, FrameError, Request};
+use crate::response::Frame;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -55,7 +56,7 @@ pub struct Ctx {
 }
 
 /// The second phase of a handler: the response frame, or none.
-pub type Reply = LocalBoxFuture<'static, Result<Option<Bytes>, FrameError>>;
+pub type Reply = LocalBoxFuture<'static, Result<Option<Frame>, FrameError>>;
 
 /// The first phase of a handler.
 pub type Handler = fn(Rc<Ctx>, Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>>;
@@ -114,7 +115,7 @@ impl ApiSpec {
 
 /// A reply that is already known.
 pub fn reply_now(frame: Result<Bytes, FrameError>) -> Reply {
-    async move { frame.map(Some) }.boxed_local()
+    async move { frame.map(|f| Some(f.into())) }.boxed_local()
 }
 
 /// Encodes `body` as the response to `req`.

@@ -68,7 +68,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     )
                 })
                 .collect();
-            respond(&req, &OffsetCommitResponse::default().with_topics(topics)).map(Some)
+            respond(&req, &OffsetCommitResponse::default().with_topics(topics)).map(|f| Some(f.into()))
         };
         Ok(reply.boxed_local() as Reply)
     }

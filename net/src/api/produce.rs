@@ -147,7 +147,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 })
                 .collect();
             let resp = ProduceResponse::default().with_responses(responses).with_throttle_time_ms(0);
-            encode_response(correlation_id, version, &resp).map(Some)
+            encode_response(correlation_id, version, &resp).map(|f| Some(f.into()))
         }
         .boxed_local();
         Ok(reply)

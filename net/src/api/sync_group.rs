@@ -40,7 +40,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .with_assignment(s.assignment),
                 Err(e) => SyncGroupResponse::default().with_error_code(group_code(&e)),
             };
-            respond(&req, &resp).map(Some)
+            respond(&req, &resp).map(|f| Some(f.into()))
         };
         Ok(reply.boxed_local() as Reply)
     }
