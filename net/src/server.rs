@@ -142,17 +142,17 @@ fn marker_is_valid(marker: &std::path::Path) -> bool {
 /// before the write failed must not vouch for anything).
 fn write_marker(dir: &std::path::Path) -> Result<(), String> {
     let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
-    let written = std::fs::File::create(&marker)
+    std::fs::File::create(&marker)
         .and_then(|mut f| {
             f.write_all(MARKER_CONTENTS)?;
             f.sync_all()
         })
-        .and_then(|()| std::fs::File::open(dir)?.sync_all());
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&marker);
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        format!("cannot write the clean-shutdown marker {}: {e}", marker.display())
-    })
+        .map_err(|e| format!("cannot write the clean-shutdown marker {}: {e}", marker.display()))
+        .and_then(|()| sync_dir(dir))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&marker);
+            let _ = sync_dir(dir);
+        })
 }
 
 /// Segment files and connections each take a descriptor: lift the soft limit to the hard one.
