@@ -1,9 +1,15 @@
 //! Kafka v2 record batches: header parsing, validation and the two fields the broker rewrites.
 //!
 //! Contract: [`validate`] accepts a byte slice only if it is exactly one magic-2 batch whose
-//! length field matches and whose CRC-32C (covering `attributes` to the end) is correct. The
-//! broker rewrites only `baseOffset` and `partitionLeaderEpoch` (and, for LogAppendTime,
-//! nothing yet), which lie outside the CRC, so a stored batch stays verifiable byte for byte.
+//! length field matches and whose CRC-32C (covering `attributes` to the end) is correct.
+//! [`split_batches`] (the Produce path) also applies Kafka's `LogValidator` checks for a batch
+//! that comes from a client: exactly one batch per partition, `baseOffset` 0, a record count
+//! above 0 equal to `lastOffsetDelta + 1`, no control batch, no negative base sequence with a
+//! producer id, and — for an uncompressed batch — exactly that many well-formed records filling
+//! the batch. A compressed batch's records are not decompressed, so only its header is
+//! checked (Kafka also counts the records after decompression). The broker rewrites only
+//! `baseOffset` and `partitionLeaderEpoch` (and, for LogAppendTime topics, the timestamp type
+//! and `maxTimestamp`, recomputing the CRC), so a stored batch stays verifiable byte for byte.
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -28,6 +34,43 @@ pub enum BatchError {
     InvalidHeader(&'static str),
     #[error("record batch of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    /// An intact batch Kafka refuses (`InvalidRecordException`, INVALID_RECORD on the wire).
+    #[error("{0}")]
+    Invalid(InvalidRecord),
+}
+
+/// Why an intact (CRC-valid) batch is refused: Kafka's `LogValidator` throws
+/// `InvalidRecordException` for each of these, answered as INVALID_RECORD. Messages follow
+/// Kafka's wording.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum InvalidRecord {
+    #[error("Batch has an invalid offset range: lastOffsetDelta {0}")]
+    NegativeOffsetDelta(i32),
+    #[error("Invalid reported count for record batch: {0}")]
+    NonPositiveCount(i32),
+    #[error(
+        "Inconsistent batch offset range [0, {last_offset_delta}] and count of records {count} \
+         (lastOffsetDelta + 1 must equal the record count)"
+    )]
+    CountMismatch { last_offset_delta: i32, count: i32 },
+    #[error("The baseOffset of the record batch should be 0, but it is {0}")]
+    BaseOffsetNotZero(i64),
+    #[error("Clients are not allowed to write control records")]
+    ControlBatch,
+    #[error("Invalid sequence number {base_sequence} in record batch with producerId {producer_id}")]
+    NegativeSequence { producer_id: i64, base_sequence: i32 },
+    #[error("Compressed outer record has more than one batch (a partition takes one v2 batch per request)")]
+    MoreThanOneBatch,
+    #[error("Incorrect declared batch size: {0}")]
+    RecordCount(&'static str),
+    #[error("Found invalid record structure: {0}")]
+    RecordStructure(&'static str),
+}
+
+impl From<InvalidRecord> for BatchError {
+    fn from(e: InvalidRecord) -> Self {
+        BatchError::Invalid(e)
+    }
 }
 
 /// The decoded fixed-size header of a v2 batch.
@@ -70,6 +113,13 @@ impl BatchHeader {
 
     /// Parses the header without checking the CRC. Needs at least [`HEADER_LEN`] bytes.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        let header = Self::decode(buf)?;
+        header.check_ranges()?;
+        Ok(header)
+    }
+
+    /// The fixed fields, with the magic and the length checked (what locating the batch needs).
+    fn decode(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_LEN {
             return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
         }
@@ -97,13 +147,44 @@ impl BatchHeader {
         if (header.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
             return Err(BatchError::InvalidHeader("batchLength shorter than the header"));
         }
-        if header.last_offset_delta < 0 {
-            return Err(BatchError::InvalidHeader("negative lastOffsetDelta"));
-        }
-        if header.records_count < 0 {
-            return Err(BatchError::InvalidHeader("negative record count"));
-        }
         Ok(header)
+    }
+
+    /// Fields no batch may hold, whoever wrote it.
+    fn check_ranges(&self) -> Result<(), InvalidRecord> {
+        if self.last_offset_delta < 0 {
+            return Err(InvalidRecord::NegativeOffsetDelta(self.last_offset_delta));
+        }
+        if self.records_count < 0 {
+            return Err(InvalidRecord::NonPositiveCount(self.records_count));
+        }
+        Ok(())
+    }
+
+    /// Kafka's `LogValidator.validateBatch` for a batch from a client (origin CLIENT, magic 2).
+    pub fn check_from_client(&self) -> Result<(), InvalidRecord> {
+        if self.base_offset != 0 {
+            return Err(InvalidRecord::BaseOffsetNotZero(self.base_offset));
+        }
+        if self.records_count <= 0 {
+            return Err(InvalidRecord::NonPositiveCount(self.records_count));
+        }
+        if i64::from(self.last_offset_delta) + 1 != i64::from(self.records_count) {
+            return Err(InvalidRecord::CountMismatch {
+                last_offset_delta: self.last_offset_delta,
+                count: self.records_count,
+            });
+        }
+        if self.is_control() {
+            return Err(InvalidRecord::ControlBatch);
+        }
+        if self.producer_id >= 0 && self.base_sequence < 0 {
+            return Err(InvalidRecord::NegativeSequence {
+                producer_id: self.producer_id,
+                base_sequence: self.base_sequence,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -112,9 +193,11 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_COVERED_FROM..])
 }
 
-/// Checks that `buf` is exactly one valid v2 batch and returns its header.
+/// Checks that `buf` is exactly one valid v2 batch and returns its header. The CRC is checked
+/// before the header's values (as Kafka does: a damaged batch is CORRUPT_MESSAGE, an intact
+/// but invalid one INVALID_RECORD).
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = BatchHeader::parse(buf)?;
+    let header = BatchHeader::decode(buf)?;
     if header.total_len() != buf.len() {
         return Err(BatchError::Truncated { have: buf.len(), need: header.total_len() });
     }
@@ -122,10 +205,44 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if actual != header.crc {
         return Err(BatchError::CrcMismatch { expected: header.crc, actual });
     }
+    header.check_ranges()?;
     Ok(header)
 }
 
-/// Splits a produce request's `records` blob into validated batches, sharing its memory.
+/// [`validate`] plus every check Kafka applies to a batch a client produces
+/// ([`BatchHeader::check_from_client`]; for an uncompressed batch also [`check_records`]).
+pub fn validate_from_client(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate(buf)?;
+    header.check_from_client()?;
+    if header.compression() == 0 {
+        check_records(buf, header.records_count)?;
+    }
+    Ok(header)
+}
+
+/// Walks the records of an uncompressed batch without copying them: exactly `count`
+/// well-formed records must fill the batch (Kafka's record iterator: "premature EOF" or
+/// "records still remaining").
+pub fn check_records(batch: &[u8], count: i32) -> Result<(), InvalidRecord> {
+    let mut cur = Cursor { buf: batch, pos: HEADER_LEN.min(batch.len()) };
+    for _ in 0..count {
+        if cur.pos == batch.len() {
+            return Err(InvalidRecord::RecordCount("premature EOF reached"));
+        }
+        next_record(&mut cur).map_err(|e| match e {
+            BatchError::InvalidHeader(why) => InvalidRecord::RecordStructure(why),
+            _ => InvalidRecord::RecordStructure("unreadable record"),
+        })?;
+    }
+    if cur.pos != batch.len() {
+        return Err(InvalidRecord::RecordCount("records still remaining in the batch"));
+    }
+    Ok(())
+}
+
+/// Splits a produce request's `records` blob for one partition into its batch, sharing its
+/// memory. As in Kafka, the blob must hold exactly one v2 batch, valid for a client
+/// ([`validate_from_client`]); the result is a list so that callers need not care.
 pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
@@ -145,7 +262,10 @@ pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHead
         if total > rest.len() {
             return Err(BatchError::Truncated { have: rest.len(), need: total });
         }
-        let header = validate(&rest[..total])?;
+        if !out.is_empty() {
+            return Err(InvalidRecord::MoreThanOneBatch.into());
+        }
+        let header = validate_from_client(&rest[..total])?;
         out.push((header, records.slice(pos..pos + total)));
         pos += total;
     }
@@ -242,25 +362,33 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
     let cap = (header.records_count.max(0) as usize).min(end.saturating_sub(HEADER_LEN) / 7);
     let mut out = Vec::with_capacity(cap);
     for _ in 0..header.records_count {
-        let len = cur.varint()?;
-        let start = cur.pos;
-        let _attributes = cur.bytes(1)?;
-        let timestamp_delta = cur.varint()?;
-        let offset_delta = cur.varint()? as i32;
-        let key = cur.nullable()?;
-        let value = cur.nullable()?;
-        let headers = cur.varint()?;
-        for _ in 0..headers {
-            let klen = cur.varint()?;
-            cur.bytes(usize::try_from(klen).map_err(|_| BatchError::InvalidHeader("negative header key length"))?)?;
-            cur.nullable()?;
-        }
-        if cur.pos - start != len as usize {
-            return Err(BatchError::InvalidHeader("record length does not match its content"));
-        }
-        out.push(RecordView { offset_delta, timestamp_delta, key, value });
+        out.push(next_record(&mut cur)?);
     }
     Ok(out)
+}
+
+/// Reads one record (its length varint, then its body, which must be exactly that long).
+fn next_record<'a>(cur: &mut Cursor<'a>) -> Result<RecordView<'a>, BatchError> {
+    let len = usize::try_from(cur.varint()?).map_err(|_| BatchError::InvalidHeader("negative record length"))?;
+    let start = cur.pos;
+    let _attributes = cur.bytes(1)?;
+    let timestamp_delta = cur.varint()?;
+    let offset_delta = i32::try_from(cur.varint()?).map_err(|_| BatchError::InvalidHeader("offset delta overflows"))?;
+    let key = cur.nullable()?;
+    let value = cur.nullable()?;
+    let headers = cur.varint()?;
+    if headers < 0 {
+        return Err(BatchError::InvalidHeader("negative number of record headers"));
+    }
+    for _ in 0..headers {
+        let klen = cur.varint()?;
+        cur.bytes(usize::try_from(klen).map_err(|_| BatchError::InvalidHeader("negative header key length"))?)?;
+        cur.nullable()?;
+    }
+    if cur.pos - start != len {
+        return Err(BatchError::InvalidHeader("record length does not match its content"));
+    }
+    Ok(RecordView { offset_delta, timestamp_delta, key, value })
 }
 
 struct Cursor<'a> {
@@ -356,13 +484,15 @@ mod tests {
     }
 
     #[test]
-    fn split_rejects_truncated_and_accepts_many() {
+    fn split_rejects_truncated_and_more_than_one() {
         let mut two = make_batch(1, b"a");
         two.extend_from_slice(&make_batch(4, b"bb"));
-        let all = Bytes::from(two.clone());
-        let parts = split_batches(&all, MAX).unwrap();
-        assert_eq!(parts.len(), 2);
-        let cut = Bytes::from(two[..two.len() - 1].to_vec());
+        let one = Bytes::from(two[..make_batch(1, b"a").len()].to_vec());
+        let parts = split_batches(&one, MAX).unwrap();
+        assert_eq!(parts.len(), 1);
+        // Kafka takes one v2 batch per partition and request.
+        assert!(split_batches(&Bytes::from(two.clone()), MAX).is_err());
+        let cut = Bytes::from(two[..one.len() - 1].to_vec());
         assert!(split_batches(&cut, MAX).is_err());
         assert!(split_batches(&Bytes::new(), MAX).is_err());
     }
@@ -390,6 +520,102 @@ mod tests {
         let mut cut = b.clone();
         cut.truncate(b.len() - 1);
         assert!(records(&cut).is_err());
+    }
+
+    /// `b` with the i32 at `at` set to `v` and its CRC recomputed (still intact).
+    fn with_i32(mut b: Vec<u8>, at: usize, v: i32) -> Vec<u8> {
+        b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn client_check(b: &[u8]) -> Result<(), BatchError> {
+        split_batches(&Bytes::copy_from_slice(b), MAX).map(|_| ())
+    }
+
+    #[test]
+    fn count_must_match_last_offset_delta() {
+        // lastOffsetDelta 5 with 3 records: Kafka's "Inconsistent batch offset range".
+        let b = with_i32(make_batch(3, b"x"), 23, 5);
+        assert!(validate(&b).is_ok(), "intact: storage-level validation accepts it");
+        assert_eq!(
+            client_check(&b),
+            Err(BatchError::Invalid(InvalidRecord::CountMismatch { last_offset_delta: 5, count: 3 }))
+        );
+        // recordCount 6 to match: the records no longer fill the declared count.
+        let b = with_i32(b, 57, 6);
+        assert_eq!(client_check(&b), Err(BatchError::Invalid(InvalidRecord::RecordCount("premature EOF reached"))));
+        // Fewer declared than present.
+        let b = with_i32(with_i32(make_batch(3, b"x"), 23, 1), 57, 2);
+        assert_eq!(
+            client_check(&b),
+            Err(BatchError::Invalid(InvalidRecord::RecordCount("records still remaining in the batch")))
+        );
+    }
+
+    #[test]
+    fn zero_and_negative_counts_are_invalid_records() {
+        let b = with_i32(with_i32(make_batch(1, b"x"), 57, 0), 23, -1);
+        assert_eq!(validate(&b), Err(BatchError::Invalid(InvalidRecord::NegativeOffsetDelta(-1))));
+        let b = with_i32(make_batch(1, b"x"), 57, 0);
+        assert!(matches!(client_check(&b), Err(BatchError::Invalid(InvalidRecord::NonPositiveCount(0)))));
+        let b = with_i32(make_batch(1, b"x"), 57, -4);
+        assert_eq!(validate(&b), Err(BatchError::Invalid(InvalidRecord::NonPositiveCount(-4))));
+    }
+
+    #[test]
+    fn a_damaged_crc_is_reported_before_the_header_values() {
+        let mut b = with_i32(make_batch(1, b"x"), 57, -4);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(validate(&b), Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn client_batches_follow_kafkas_header_rules() {
+        let mut b = make_batch(1, b"x");
+        b[0..8].copy_from_slice(&7i64.to_be_bytes()); // baseOffset is outside the CRC
+        assert_eq!(client_check(&b), Err(BatchError::Invalid(InvalidRecord::BaseOffsetNotZero(7))));
+        // Control bit (0x20) in the attributes.
+        let mut c = make_batch(1, b"x");
+        c[22] |= 0x20;
+        let crc = compute_crc(&c);
+        c[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(client_check(&c), Err(BatchError::Invalid(InvalidRecord::ControlBatch)));
+        // A producer id with a negative base sequence.
+        let mut p = make_batch(1, b"x");
+        p[43..51].copy_from_slice(&9i64.to_be_bytes());
+        let p = with_i32(p, 53, -1);
+        assert!(matches!(client_check(&p), Err(BatchError::Invalid(InvalidRecord::NegativeSequence { .. }))));
+        // Two batches for one partition.
+        let mut two = make_batch(1, b"a");
+        two.extend_from_slice(&make_batch(1, b"b"));
+        assert_eq!(client_check(&two), Err(BatchError::Invalid(InvalidRecord::MoreThanOneBatch)));
+    }
+
+    #[test]
+    fn malformed_records_of_an_uncompressed_batch_are_refused() {
+        // The first record's length varint (byte 61) claims one more byte than its body has.
+        let b = make_batch(2, b"abc");
+        let mut bad = b.clone();
+        bad[HEADER_LEN] += 2; // zigzag: +1 in value
+        let crc = compute_crc(&bad);
+        bad[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(client_check(&bad), Err(BatchError::Invalid(InvalidRecord::RecordStructure(_)))));
+        assert!(client_check(&b).is_ok());
+    }
+
+    #[test]
+    fn compressed_batches_are_checked_at_the_header_only() {
+        // gzip attribute on an uncompressed body: the records are not walked.
+        let mut b = make_batch(2, b"abc");
+        b[22] |= 1;
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(client_check(&b).is_ok());
+        let b = with_i32(b, 23, 4);
+        assert!(matches!(client_check(&b), Err(BatchError::Invalid(InvalidRecord::CountMismatch { .. }))));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! catch-all arm, so adding a variant does not compile until it has a Kafka code.
 
 use kafka_protocol::ResponseError as K;
+use sluice_core::batch::BatchError;
 use sluice_shard::groups::GroupError;
 use sluice_shard::PartitionError;
 
@@ -12,7 +13,15 @@ pub fn code(e: &PartitionError) -> i16 {
     let k = match e {
         PartitionError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
         PartitionError::UnknownTopicId => K::UnknownTopicId,
-        PartitionError::CorruptBatch(_) => K::CorruptMessage,
+        PartitionError::CorruptBatch(b) => match b {
+            // Intact but refused by Kafka's LogValidator (InvalidRecordException).
+            BatchError::Invalid(_) => K::InvalidRecord,
+            BatchError::Truncated { .. }
+            | BatchError::BadMagic(_)
+            | BatchError::CrcMismatch { .. }
+            | BatchError::InvalidHeader(_)
+            | BatchError::TooLarge(_) => K::CorruptMessage,
+        },
         PartitionError::BatchTooLarge(_) => K::MessageTooLarge,
         PartitionError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,
         PartitionError::Storage(_) => K::KafkaStorageError,
@@ -72,7 +81,9 @@ mod tests {
     #[test]
     fn codes_are_kafkas() {
         assert_eq!(code(&PartitionError::UnknownTopicOrPartition), 3);
-        assert_eq!(code(&PartitionError::CorruptBatch(sluice_core::batch::BatchError::BadMagic(1))), 2);
+        assert_eq!(code(&PartitionError::CorruptBatch(BatchError::BadMagic(1))), 2);
+        let mismatch = sluice_core::batch::InvalidRecord::CountMismatch { last_offset_delta: 5, count: 1 };
+        assert_eq!(code(&PartitionError::CorruptBatch(BatchError::Invalid(mismatch))), 87);
         assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
         assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
     }

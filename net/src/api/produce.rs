@@ -1,9 +1,13 @@
 //! Produce (key 0), versions 3–13: validate batches, route them to their owners, answer at
 //! the requested ack level.
 //!
-//! Contract: every batch's length, magic and CRC-32C are checked before anything is appended;
-//! a partition with an invalid batch gets CORRUPT_MESSAGE (or MESSAGE_TOO_LARGE) and none of
-//! its batches are stored. Appends are issued in the first phase, so pipelined produce
+//! Contract: every batch's length, magic and CRC-32C are checked before anything is appended,
+//! then what Kafka's LogValidator checks for a client's batch (one batch per partition,
+//! `lastOffsetDelta + 1` = record count > 0, baseOffset 0, no control batch, the records of an
+//! uncompressed batch: `sluice_core::batch::split_batches`). A partition whose data fails gets
+//! CORRUPT_MESSAGE (damaged), INVALID_RECORD (intact but invalid) or MESSAGE_TOO_LARGE, with the
+//! reason as error message (v8+; Kafka sends none for these), and nothing of it is stored; the
+//! request's other partitions are unaffected. Appends are issued in the first phase, so pipelined produce
 //! requests on one connection land in order. acks=0 requests get no response.
 
 use super::{topic_name, ApiSpec, Ctx, Reply};

@@ -35,8 +35,17 @@ pub fn batch(data: &[u8]) {
     if let Ok(parts) = batch::split_batches(&blob, MAX_BATCH_BYTES) {
         let total: usize = parts.iter().map(|(_, b)| b.len()).sum();
         assert_eq!(total, data.len(), "split_batches must cover its input exactly");
+        assert_eq!(parts.len(), 1, "a partition takes exactly one batch");
         for (h, b) in &parts {
             assert_eq!(batch::validate(b).as_ref(), Ok(h));
+            // What Kafka's LogValidator requires of a client's batch (INVALID_RECORD otherwise).
+            assert!(h.records_count > 0);
+            assert_eq!(i64::from(h.last_offset_delta) + 1, i64::from(h.records_count), "count != lastOffsetDelta + 1");
+            assert_eq!(h.base_offset, 0);
+            if h.compression() == 0 {
+                let recs = batch::records(b).expect("an accepted uncompressed batch's records read back");
+                assert_eq!(recs.len(), h.records_count as usize);
+            }
         }
     }
 }

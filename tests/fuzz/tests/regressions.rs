@@ -193,3 +193,35 @@ fn log_recovery_batch_crossing_high_watermark() {
         sluice_fuzz::log_recovery(&input("log_recovery", "batch_crossing_high_watermark"));
     });
 }
+
+/// Finding 8 (robustness issue, not the fuzzer): a CRC-valid batch of one record whose
+/// lastOffsetDelta is 2^31 - 1 was accepted and stored, taking 2^31 offsets; Kafka refuses it
+/// (LogValidator: "Inconsistent batch offset range ... and count of records", INVALID_RECORD).
+/// Fixed: `split_batches` (the Produce path) refuses it with `InvalidRecord::CountMismatch`.
+#[test]
+fn batch_count_below_last_offset_delta() {
+    isolated("batch_count_below_last_offset_delta", || {
+        use sluice_core::batch::{self, BatchError, InvalidRecord};
+        let data = input("batch", "count_below_last_offset_delta");
+        assert!(batch::validate(&data).is_ok(), "the input is an intact batch");
+        let got = batch::split_batches(&bytes::Bytes::from(data.clone()), sluice_core::limits::MAX_BATCH_BYTES);
+        assert_eq!(
+            got.map(|_| ()),
+            Err(BatchError::Invalid(InvalidRecord::CountMismatch { last_offset_delta: i32::MAX, count: 1 }))
+        );
+        sluice_fuzz::batch(&data);
+    });
+}
+
+/// Finding 8, header-consistent form: lastOffsetDelta 2 and recordCount 3, but one record in
+/// an uncompressed batch (Kafka's record iterator: "Incorrect declared batch size").
+#[test]
+fn batch_declared_count_above_records() {
+    isolated("batch_declared_count_above_records", || {
+        use sluice_core::batch::{self, BatchError, InvalidRecord};
+        let data = input("batch", "declared_count_above_records");
+        let got = batch::split_batches(&bytes::Bytes::from(data.clone()), sluice_core::limits::MAX_BATCH_BYTES);
+        assert_eq!(got.map(|_| ()), Err(BatchError::Invalid(InvalidRecord::RecordCount("premature EOF reached"))));
+        sluice_fuzz::batch(&data);
+    });
+}

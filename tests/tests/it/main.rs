@@ -8,6 +8,7 @@ mod acks;
 mod admin;
 mod affinity;
 mod hostile;
+mod invalid_batch;
 mod long_poll;
 mod malformed;
 mod offsets;
