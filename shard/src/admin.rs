@@ -4,17 +4,23 @@
 //! persists the new snapshot durably, then publishes it to every shard and waits until each
 //! has installed it (opened or removed its logs) before answering. So once a client sees
 //! CreateTopics or DeleteTopics answered, every shard agrees, and concurrent changes to the
-//! same topic end in one consistent state.
+//! same topic end in one consistent state. A change is all or nothing per topic: when a shard
+//! cannot open a partition of a topic this change created (or grew), shard 0 takes that part
+//! of the change back ([`rollback`]: the topic removed, or its partition count restored),
+//! saves and publishes the result, which closes and deletes the logs the other shards opened,
+//! and answers KAFKA_STORAGE_ERROR for that topic with the reason. No change starts before
+//! shard 0 has recovered its own logs at start.
 
 use crate::error::PartitionError;
 use crate::metadata::{new_topic_id, validate_topic_name, MetadataSnapshot, TopicMeta};
 use crate::msg::{AdminOp, AdminResult, ConfigChange, ConfigOp, CreatedTopic, NewTopic, ShardMsg};
 use crate::placement::{place, place_by_load, recent_load};
-use crate::shard::Shard;
+use crate::shard::{InstallError, Shard};
 use futures::channel::oneshot;
 use sluice_core::limits::MAX_PARTITIONS_PER_TOPIC;
 use sluice_core::topic_config;
 use sluice_core::ShardId;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 /// Creates topics (or only validates them). One result per topic, in order.
@@ -80,13 +86,17 @@ async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<AdminResult, PartitionErr
 /// Runs a metadata change on shard 0.
 pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     assert_eq!(shard.id, ShardId(0), "only shard 0 writes metadata");
+    // Another shard may already serve while this one still opens its logs: a change must start
+    // from the recovered snapshot, not the empty one a shard starts with.
+    shard.recovered().await;
     let _permit = shard.admin_lock.acquire_permit(1).await.expect("admin semaphore never closes");
     // Placement weighs each shard's recent append rate, asked for only when partitions are added.
     let rates = match &op {
         AdminOp::CreateTopics { .. } | AdminOp::CreatePartitions { .. } => recent_load(shard).await,
         _ => Vec::new(),
     };
-    let mut snap = (*shard.metadata()).clone();
+    let before = shard.metadata();
+    let mut snap = (*before).clone();
     if let AdminOp::AllocateProducerId = op {
         let (next, end) = shard.producer_ids.get();
         if next < end {
@@ -102,7 +112,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         if let Err(e) = saved {
             return AdminResult::ProducerId(Err(PartitionError::Storage(e)));
         }
-        publish(shard, snap).await;
+        log_failures(&publish(shard, snap).await, "after reserving producer ids");
         shard.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK));
         return AdminResult::ProducerId(Ok(start));
     }
@@ -150,8 +160,96 @@ pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             AdminResult::Changed(_) => AdminResult::Changed(Err(err)),
         };
     }
-    publish(shard, snap).await;
-    result
+    let failures = publish(shard, snap.clone()).await;
+    if failures.is_empty() {
+        return result;
+    }
+    let failed_topics: BTreeSet<String> =
+        failures.iter().flat_map(|f| f.failed.iter().map(|(tp, _)| tp.topic.clone())).collect();
+    let Some((back, undone)) = rollback(&before, &snap, &failed_topics) else {
+        log_failures(&failures, "of topics this change did not create or grow");
+        return result;
+    };
+    tracing::error!(topics = ?undone, "a shard could not open the new partitions; rolling the change back");
+    let to_save = back.clone();
+    let dir = shard.config.data_dir.clone();
+    let saved = glommio::executor().spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string())).await;
+    if let Err(e) = saved {
+        // Published anyway: every shard then agrees, and the next change saves from it.
+        tracing::error!(error = %e, "persisting the rolled-back metadata failed");
+    }
+    log_failures(&publish(shard, back).await, "while rolling back");
+    let reason = |topic: &str| PartitionError::Storage(rollback_reason(&failures, topic));
+    match result {
+        AdminResult::Created(v) => AdminResult::Created(
+            v.into_iter()
+                .map(|r| match r {
+                    Ok(c) => match undone.iter().find(|t| snap.topics.get(*t).is_some_and(|m| m.id == c.id)) {
+                        Some(t) => Err(reason(t)),
+                        None => Ok(c),
+                    },
+                    Err(e) => Err(e),
+                })
+                .collect(),
+        ),
+        AdminResult::Changed(r) => AdminResult::Changed(match undone.iter().next() {
+            Some(t) => r.and(Err(reason(t))),
+            None => r,
+        }),
+        other => other,
+    }
+}
+
+/// The snapshot that takes back the part of the change `before` → `after` that touched a topic
+/// in `failed` (a shard could not open one of its partitions), and the topics it takes back:
+/// a topic the change created is removed, a topic it grew gets its old partitions back. A
+/// failed topic the change did not create or grow is left as it is. `None` when nothing is
+/// taken back. The result's version follows `after`'s.
+pub(crate) fn rollback(
+    before: &MetadataSnapshot,
+    after: &MetadataSnapshot,
+    failed: &BTreeSet<String>,
+) -> Option<(MetadataSnapshot, BTreeSet<String>)> {
+    let mut back = after.clone();
+    let mut undone = BTreeSet::new();
+    for name in failed {
+        let Some(now) = after.topics.get(name) else { continue };
+        match before.topics.get(name) {
+            Some(old) if old.id == now.id && old.shards.len() < now.shards.len() => {
+                back.topics.get_mut(name).expect("in after").shards.truncate(old.shards.len());
+            }
+            Some(old) if old.id == now.id => continue,
+            _ => {
+                back.topics.remove(name);
+            }
+        }
+        undone.insert(name.clone());
+    }
+    if undone.is_empty() {
+        return None;
+    }
+    back.version = after.version + 1;
+    Some((back, undone))
+}
+
+/// What a client is told about a topic whose change was taken back.
+fn rollback_reason(failures: &[InstallError], topic: &str) -> String {
+    let why: Vec<String> = failures
+        .iter()
+        .flat_map(|f| {
+            f.failed
+                .iter()
+                .filter(|(tp, _)| tp.topic == topic)
+                .map(move |(tp, e)| format!("partition {tp} could not be created on shard {}: {e}", f.shard))
+        })
+        .collect();
+    format!("{}; the change to topic {topic} was rolled back", why.join("; "))
+}
+
+fn log_failures(failures: &[InstallError], when: &str) {
+    for f in failures {
+        tracing::error!(error = %f, "installing metadata failed {when}");
+    }
 }
 
 /// Changes the configs of a topic in `snap`.
@@ -296,8 +394,9 @@ pub fn is_internal(topic: &str) -> bool {
     topic == crate::groups::OFFSETS_TOPIC
 }
 
-/// Sends the snapshot to every other shard, installs it here, and waits for all.
-async fn publish(shard: &Rc<Shard>, snap: MetadataSnapshot) {
+/// Sends the snapshot to every other shard, installs it here, and waits for all; returns what
+/// each shard could not install.
+async fn publish(shard: &Rc<Shard>, snap: MetadataSnapshot) -> Vec<InstallError> {
     let mut acks = Vec::new();
     for other in 0..shard.n_shards {
         if other == shard.id.index() {
@@ -309,10 +408,92 @@ async fn publish(shard: &Rc<Shard>, snap: MetadataSnapshot) {
             acks.push(rx);
         }
     }
+    let mut failures = Vec::new();
     if let Err(e) = shard.install(snap).await {
-        tracing::error!(error = %e, "installing metadata on shard 0 failed");
+        failures.push(e);
     }
     for rx in acks {
-        let _ = rx.await;
+        // A dropped reply means that shard is stopping: nothing more to learn from it.
+        if let Ok(Err(e)) = rx.await {
+            failures.push(e);
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::TopicMeta;
+
+    fn topic(id: u8, shards: &[u16]) -> TopicMeta {
+        TopicMeta { id: [id; 16], shards: shards.to_vec(), configs: Default::default() }
+    }
+
+    fn snap(version: u64, topics: &[(&str, TopicMeta)]) -> MetadataSnapshot {
+        MetadataSnapshot {
+            version,
+            topics: topics.iter().map(|(n, t)| (n.to_string(), t.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn names(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_created_topic_that_failed_is_removed_and_the_others_stay() {
+        let before = snap(4, &[("old", topic(1, &[0]))]);
+        let after = snap(5, &[("old", topic(1, &[0])), ("a", topic(2, &[0, 1])), ("b", topic(3, &[1, 0]))]);
+        let (back, undone) = rollback(&before, &after, &names(&["a"])).expect("a is taken back");
+        assert_eq!(undone, names(&["a"]));
+        assert_eq!(back.version, 6, "a rollback is a new version");
+        assert!(!back.topics.contains_key("a"));
+        assert_eq!(back.topics["b"], after.topics["b"]);
+        assert_eq!(back.topics["old"], before.topics["old"]);
+    }
+
+    #[test]
+    fn grown_partitions_are_taken_back_and_unrelated_failures_ignored() {
+        let before = snap(7, &[("t", topic(1, &[0, 1])), ("u", topic(2, &[1]))]);
+        let after = snap(8, &[("t", topic(1, &[0, 1, 0, 1])), ("u", topic(2, &[1]))]);
+        let (back, undone) = rollback(&before, &after, &names(&["t", "u"])).expect("t is taken back");
+        assert_eq!(undone, names(&["t"]), "u was not changed: its failure is not this change's");
+        assert_eq!(back.topics["t"].shards, vec![0, 1]);
+        assert_eq!(back.topics["u"], before.topics["u"]);
+        // Only a failure of an unchanged topic: nothing to undo.
+        assert_eq!(rollback(&before, &after, &names(&["u"])), None);
+        // A failed topic that the change deleted (absent after): nothing to undo.
+        assert_eq!(rollback(&after, &before, &names(&["gone"])), None);
+    }
+
+    #[test]
+    fn a_recreated_topic_counts_as_created() {
+        let before = snap(1, &[("t", topic(1, &[0]))]);
+        let after = snap(2, &[("t", topic(9, &[0, 1]))]);
+        let (back, undone) = rollback(&before, &after, &names(&["t"])).unwrap();
+        assert_eq!(undone, names(&["t"]));
+        assert!(!back.topics.contains_key("t"));
+    }
+
+    #[test]
+    fn the_reason_names_each_failed_partition_of_the_topic() {
+        let e = PartitionError::Storage("File exists".into());
+        let failures = vec![
+            InstallError {
+                shard: ShardId(1),
+                failed: vec![
+                    (sluice_core::TopicPartition::new("a", 1), e.clone()),
+                    (sluice_core::TopicPartition::new("b", 0), e.clone()),
+                ],
+            },
+            InstallError { shard: ShardId(0), failed: vec![(sluice_core::TopicPartition::new("a", 2), e)] },
+        ];
+        let r = rollback_reason(&failures, "a");
+        assert!(r.contains("a-1 could not be created on shard 1"), "{r}");
+        assert!(r.contains("a-2 could not be created on shard 0"), "{r}");
+        assert!(!r.contains("b-0"), "{r}");
+        assert!(r.ends_with("the change to topic a was rolled back"), "{r}");
     }
 }

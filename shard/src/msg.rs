@@ -193,9 +193,10 @@ pub enum ShardMsg {
     Metrics {
         reply: oneshot::Sender<crate::metrics::ShardMetrics>,
     },
-    /// From shard 0: install this snapshot (open/close owned logs), then answer.
+    /// From shard 0: install this snapshot (open/close owned logs), then answer with the
+    /// partitions that could not be opened.
     Publish {
         snapshot: Box<MetadataSnapshot>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), crate::shard::InstallError>>,
     },
 }

@@ -3,7 +3,12 @@
 //! Contract: a `Shard` lives on one executor thread (`!Send`). It alone opens, appends to,
 //! reads and closes the logs of the partitions metadata assigns to it. Its metadata copy is
 //! replaced whole by [`Shard::install`]; readers take an `Rc` to the current snapshot and never
-//! hold a `RefCell` borrow across an `.await`.
+//! hold a `RefCell` borrow across an `.await`. Installs on one shard run one at a time (a
+//! semaphore taken before the first await), the first being the start-up recovery: a Publish
+//! that arrives while the shard still recovers waits for it ([`Shard::recovered`]), so no
+//! partition is ever opened twice and snapshots are installed in version order. An install
+//! reports every partition it could not open ([`InstallError`]); shard 0 then rolls the
+//! change back (`admin.rs`).
 
 use crate::error::PartitionError;
 use crate::metadata::MetadataSnapshot;
@@ -28,6 +33,26 @@ struct OwnedLog {
 
 /// Partition logs opened at once by `install`.
 const OPEN_CONCURRENCY: usize = 64;
+
+/// The partitions one shard could not open (or make durable) while installing a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallError {
+    pub shard: ShardId,
+    pub failed: Vec<(TopicPartition, PartitionError)>,
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sep = "";
+        for (tp, e) in &self.failed {
+            write!(f, "{sep}cannot open partition {tp} on shard {}: {e}", self.shard)?;
+            sep = "; ";
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InstallError {}
 
 /// A log's settings from its topic's configs (broker defaults, then Kafka's, where unset).
 pub fn log_config(
@@ -76,6 +101,10 @@ pub struct Shard {
     pub(crate) groups: crate::groups::coordinator::Coordinator,
     /// 0 while running, 1 once shutdown began.
     stopping: Watermark,
+    /// Taken by every install for its whole run: installs on this shard never overlap.
+    install_lock: glommio::sync::Semaphore,
+    /// 0 until the first install (start-up recovery) finished, then 1.
+    recovered: Watermark,
     pub stats: ShardStats,
 }
 
@@ -104,6 +133,8 @@ impl Shard {
             producer_ids: Cell::new((0, 0)),
             groups: Default::default(),
             stopping: Watermark::new(0),
+            install_lock: glommio::sync::Semaphore::new(1),
+            recovered: Watermark::new(0),
             stats: ShardStats::default(),
         })
     }
@@ -140,6 +171,14 @@ impl Shard {
         }
     }
 
+    /// Completes once this shard's start-up recovery (its first install) has finished.
+    pub fn recovered(&self) -> impl std::future::Future<Output = ()> {
+        let f = self.recovered.wait_for(1);
+        async move {
+            let _ = f.await;
+        }
+    }
+
     pub(crate) fn begin_shutdown(&self) {
         if !self.is_stopping() {
             self.stopping.advance(1);
@@ -154,9 +193,21 @@ impl Shard {
         self.senders.send_to(to.index(), envelope).await.map_err(|_| PartitionError::ShuttingDown)
     }
 
-    /// Installs a snapshot: opens logs newly owned here, closes and deletes logs of topics
-    /// that are gone (or were re-created under a new id).
-    pub async fn install(&self, snapshot: MetadataSnapshot) -> Result<(), PartitionError> {
+    /// Installs a snapshot: opens logs newly owned here, closes and deletes logs this shard no
+    /// longer owns (topic gone or re-created under a new id, or a partition beyond the topic's
+    /// count after a rolled-back CreatePartitions). Every partition that cannot be opened is
+    /// reported; the others stay installed. The first call is the start-up recovery; later
+    /// calls wait for it and for each other.
+    pub async fn install(&self, snapshot: MetadataSnapshot) -> Result<(), InstallError> {
+        let _permit = self.install_lock.acquire_permit(1).await.expect("the install semaphore never closes");
+        let result = self.install_exclusive(snapshot).await;
+        if self.recovered.get() == 0 {
+            self.recovered.advance(1);
+        }
+        result
+    }
+
+    async fn install_exclusive(&self, snapshot: MetadataSnapshot) -> Result<(), InstallError> {
         {
             let current = self.metadata.borrow();
             assert!(
@@ -169,12 +220,12 @@ impl Shard {
         let snapshot = Rc::new(snapshot);
         *self.metadata.borrow_mut() = snapshot.clone();
 
-        // Logs to drop: topic gone, or same name with another id.
+        // Logs to drop: no longer owned here under the same topic id.
         let gone: Vec<(TopicPartition, Rc<PartitionLog>)> = {
             let mut logs = self.logs.borrow_mut();
             let dead: Vec<TopicPartition> = logs
                 .iter()
-                .filter(|(tp, o)| snapshot.topics.get(&tp.topic).is_none_or(|t| t.id != o.topic_id))
+                .filter(|(tp, o)| !owns(&snapshot, self.id, tp, &o.topic_id))
                 .map(|(tp, _)| tp.clone())
                 .collect();
             dead.into_iter().filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log))).collect()
@@ -200,29 +251,25 @@ impl Shard {
         }
 
         // Logs to open, several at a time (their I/O overlaps in io_uring).
-        let mut first_error = None;
-        let mut wanted = Vec::new();
-        for (name, t) in snapshot.topics.iter() {
-            for (p, owner) in t.shards.iter().enumerate() {
-                let tp = TopicPartition::new(name.clone(), p as i32);
-                if *owner as usize == self.id.index() && !self.logs.borrow().contains_key(&tp) {
-                    wanted.push((tp, t.id, log_config(&t.configs, &self.topic_defaults)));
-                }
-            }
-        }
-        let created = !wanted.is_empty();
+        let mut failed = Vec::new();
+        let wanted = {
+            let logs = self.logs.borrow();
+            to_open(&snapshot, self.id, |tp| logs.contains_key(tp))
+        };
+        let mut opened_any = false;
         for chunk in wanted.chunks(OPEN_CONCURRENCY) {
-            let opens = chunk.iter().map(|(tp, _, cfg)| {
+            let opens = chunk.iter().map(|(tp, _)| {
                 let dir = partition_dir(&self.data_dir, &tp.topic, tp.partition.0);
                 let name = tp.to_string();
                 let clean = self.clean_start;
-                let cfg = *cfg;
-                async move { PartitionLog::open(&dir, &name, cfg, clean).await }
+                let cfg = snapshot.topics.get(&tp.topic).map(|t| log_config(&t.configs, &self.topic_defaults));
+                async move { PartitionLog::open(&dir, &name, cfg.expect("wanted topics exist"), clean).await }
             });
             let opened = futures::future::join_all(opens).await;
-            for ((tp, topic_id, _), result) in chunk.iter().zip(opened) {
+            for ((tp, topic_id), result) in chunk.iter().zip(opened) {
                 match result {
                     Ok((log, cut)) => {
+                        opened_any = true;
                         if cut > 0 {
                             tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");
                             let s = &self.stats.truncated_bytes_at_open;
@@ -231,27 +278,34 @@ impl Shard {
                         if tp.topic == crate::groups::OFFSETS_TOPIC {
                             if let Err(e) = self.groups.load(&log).await {
                                 tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
-                                first_error.get_or_insert(PartitionError::from(e));
+                                failed.push((tp.clone(), PartitionError::from(e)));
                             }
                         }
                         self.logs.borrow_mut().insert(tp.clone(), OwnedLog { topic_id: *topic_id, log });
                     }
                     Err(e) => {
                         tracing::error!(partition = %tp, error = %e, "cannot open partition log");
-                        first_error.get_or_insert(PartitionError::from(e));
+                        failed.push((tp.clone(), PartitionError::from(e)));
                     }
                 }
             }
         }
-        // New partition directories become durable entries of the data dir with one fsync.
-        if created {
+        // New partition directories become durable entries of the data dir with one fsync;
+        // when it fails, none of them is known to survive a crash.
+        if opened_any {
             if let Err(e) = std::fs::File::open(&self.data_dir).and_then(|d| d.sync_all()) {
-                first_error.get_or_insert(PartitionError::Storage(format!("fsync data directory: {e}")));
+                let e = PartitionError::Storage(format!("fsync of the data directory: {e}"));
+                for (tp, _) in &wanted {
+                    if !failed.iter().any(|(f, _)| f == tp) {
+                        failed.push((tp.clone(), e.clone()));
+                    }
+                }
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(e) => Err(e),
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError { shard: self.id, failed })
         }
     }
 
@@ -366,13 +420,76 @@ impl Shard {
             ShardMsg::Publish { snapshot, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
-                    if let Err(e) = shard.install(*snapshot).await {
+                    // A shard still recovering at start installs this after its recovery.
+                    shard.recovered().await;
+                    let result = shard.install(*snapshot).await;
+                    if let Err(e) = &result {
                         tracing::error!(shard = %shard.id, error = %e, "installing metadata failed");
                     }
-                    let _ = reply.send(());
+                    let _ = reply.send(result);
                 })
                 .detach();
             }
         }
+    }
+}
+
+/// Whether `shard` owns `tp` under `topic_id` in `snapshot`.
+fn owns(snapshot: &MetadataSnapshot, shard: ShardId, tp: &TopicPartition, topic_id: &[u8; 16]) -> bool {
+    snapshot.topics.get(&tp.topic).is_some_and(|t| &t.id == topic_id)
+        && snapshot.owner(&tp.topic, tp.partition) == Some(shard)
+}
+
+/// The partitions `shard` owns in `snapshot` but has no log for yet, with their topic ids.
+fn to_open(
+    snapshot: &MetadataSnapshot,
+    shard: ShardId,
+    is_open: impl Fn(&TopicPartition) -> bool,
+) -> Vec<(TopicPartition, [u8; 16])> {
+    let mut wanted = Vec::new();
+    for (name, t) in snapshot.topics.iter() {
+        for (p, owner) in t.shards.iter().enumerate() {
+            let Ok(p) = i32::try_from(p) else { break };
+            let tp = TopicPartition::new(name.clone(), p);
+            if *owner == shard.0 && !is_open(&tp) {
+                wanted.push((tp, t.id));
+            }
+        }
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::TopicMeta;
+
+    fn snapshot() -> MetadataSnapshot {
+        let mut s = MetadataSnapshot::default();
+        s.topics.insert("t".into(), TopicMeta { id: [1; 16], shards: vec![0, 1, 0], configs: Default::default() });
+        s.topics.insert("u".into(), TopicMeta { id: [2; 16], shards: vec![1], configs: Default::default() });
+        s
+    }
+
+    #[test]
+    fn to_open_lists_owned_partitions_without_a_log() {
+        let s = snapshot();
+        let all = to_open(&s, ShardId(0), |_| false);
+        assert_eq!(all, vec![(TopicPartition::new("t", 0), [1; 16]), (TopicPartition::new("t", 2), [1; 16])]);
+        let rest = to_open(&s, ShardId(0), |tp| tp.partition.0 == 0);
+        assert_eq!(rest, vec![(TopicPartition::new("t", 2), [1; 16])]);
+        assert_eq!(to_open(&s, ShardId(1), |_| false).len(), 2);
+    }
+
+    #[test]
+    fn a_log_is_dropped_when_its_topic_its_id_or_its_partition_goes() {
+        let mut s = snapshot();
+        assert!(owns(&s, ShardId(0), &TopicPartition::new("t", 2), &[1; 16]));
+        assert!(!owns(&s, ShardId(0), &TopicPartition::new("t", 2), &[7; 16]), "re-created topic");
+        assert!(!owns(&s, ShardId(1), &TopicPartition::new("t", 2), &[1; 16]), "another shard's");
+        s.topics.get_mut("t").unwrap().shards.truncate(2);
+        assert!(!owns(&s, ShardId(0), &TopicPartition::new("t", 2), &[1; 16]), "partition count rolled back");
+        s.topics.remove("t");
+        assert!(!owns(&s, ShardId(0), &TopicPartition::new("t", 0), &[1; 16]), "topic deleted");
     }
 }

@@ -7,6 +7,7 @@ mod common;
 mod acks;
 mod admin;
 mod affinity;
+mod create_rollback;
 mod hostile;
 mod invalid_batch;
 mod long_poll;
