@@ -63,6 +63,13 @@ pub const PLACEMENT_MIN_LOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// How long a graceful shutdown waits for in-flight requests before giving up.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Largest offset, relative to its segment's base, a segment may hold: the sparse indexes
+/// store relative offsets in 32 bits, and a segment rolls before a batch would end past this
+/// (Kafka: `LogSegment.canConvertToRelativeOffset`, `offset - baseOffset <= Int.MaxValue`).
+pub const MAX_SEGMENT_RELATIVE_OFFSET: i64 = i32::MAX as i64;
+/// Largest byte position (end of a batch) within one segment: index positions are 32-bit,
+/// and a segment rolls before a batch would end past this.
+pub const MAX_SEGMENT_POSITION: u64 = u32::MAX as u64;
 
 const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_PER_SHARD);
@@ -81,3 +88,11 @@ const _: () = assert!(
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
+const _: () = assert!(
+    MAX_SEGMENT_RELATIVE_OFFSET >= i32::MAX as i64 && MAX_SEGMENT_RELATIVE_OFFSET <= u32::MAX as i64,
+    "any one batch (lastOffsetDelta is an i32) fits an empty segment, and the index field holds the rest"
+);
+const _: () = assert!(
+    MAX_REQUEST_BYTES as u64 <= MAX_SEGMENT_POSITION && MAX_SEGMENT_POSITION <= u32::MAX as u64,
+    "any one batch fits an empty segment, and the index field holds the position"
+);

@@ -9,7 +9,48 @@
 //! the previous one; a time entry whenever the segment's max timestamp grew and the same
 //! interval passed. Contract: [`SparseIndex::decode`] accepts a file only if its entries are
 //! strictly increasing in offset and position and lie inside the segment; anything else is
-//! reported as corrupt so the caller rebuilds the index by scanning.
+//! reported as corrupt so the caller rebuilds the index by scanning. Offsets and positions
+//! enter the 32-bit fields only through [`relative_offset`] and [`position`], which refuse what
+//! does not fit; a log rolls its segment before a batch would not fit ([`fits`],
+//! `MAX_SEGMENT_RELATIVE_OFFSET`, `MAX_SEGMENT_POSITION`), so that refusal only meets segments
+//! written by an older build (whose batches then get no index entry and are found by scanning).
+
+use sluice_core::limits::{MAX_SEGMENT_POSITION, MAX_SEGMENT_RELATIVE_OFFSET};
+
+/// An offset or a position the index's 32-bit fields cannot hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    #[error(
+        "offset {offset} lies {} past its segment's base {base}: beyond the index's relative-offset \
+         range 0..={MAX_SEGMENT_RELATIVE_OFFSET}",
+        offset.saturating_sub(*base)
+    )]
+    RelativeOffset { base: i64, offset: i64 },
+    #[error("byte position {0} lies beyond the index's position range 0..={MAX_SEGMENT_POSITION}")]
+    Position(u64),
+}
+
+/// `offset` relative to the segment base `base`, as the index stores it.
+pub fn relative_offset(base: i64, offset: i64) -> Result<u32, IndexError> {
+    offset
+        .checked_sub(base)
+        .filter(|rel| (0..=MAX_SEGMENT_RELATIVE_OFFSET).contains(rel))
+        .and_then(|rel| u32::try_from(rel).ok())
+        .ok_or(IndexError::RelativeOffset { base, offset })
+}
+
+/// A byte position within a segment, as the index stores it.
+pub fn position(pos: u64) -> Result<u32, IndexError> {
+    u32::try_from(pos).ok().filter(|p| u64::from(*p) <= MAX_SEGMENT_POSITION).ok_or(IndexError::Position(pos))
+}
+
+/// Whether a batch ending at offset `last` and byte `end` can go into the segment based at
+/// `base` (otherwise the segment must roll first).
+pub fn fits(base: i64, last: i64, end: u64) -> Result<(), IndexError> {
+    relative_offset(base, last)?;
+    position(end)?;
+    Ok(())
+}
 
 /// The in-memory sparse indexes of one segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +70,13 @@ impl SparseIndex {
         } else {
             self.offsets[i - 1].1
         }
+    }
+
+    /// Byte position to start scanning from to find the absolute `offset` in the segment based
+    /// at `base` (an offset beyond the relative range starts from the last entry).
+    pub fn position_for_offset(&self, base: i64, offset: i64) -> u64 {
+        let rel = offset.saturating_sub(base).clamp(0, i64::from(u32::MAX));
+        u64::from(self.position_for(u32::try_from(rel).unwrap_or(u32::MAX)))
     }
 
     /// Relative offset to start scanning from for the first batch with timestamp ≥ `ts`.
@@ -73,7 +121,7 @@ impl SparseIndex {
                     return Err("offset index entries are not increasing".into());
                 }
             }
-            if p as u64 >= segment_size || o > last_rel || (p == 0) != (o == 0) {
+            if u64::from(p) >= segment_size || o > last_rel || (p == 0) != (o == 0) {
                 return Err("offset index entry points past the end of the segment".into());
             }
             idx.offsets.push((o, p));
@@ -119,7 +167,7 @@ impl IndexCursor {
             self.bytes_since = 0;
         }
         self.max_ts = self.max_ts.max(ts);
-        self.bytes_since += len as u64;
+        self.bytes_since += u64::from(len);
     }
 }
 
@@ -163,6 +211,32 @@ mod tests {
         assert!(SparseIndex::decode(&swapped, &[], 150_000, 499).is_err());
         // Entries beyond the segment (e.g. an index left from a longer segment) are refused.
         assert!(SparseIndex::decode(&idx.encode_offsets(), &[], 3000, 499).is_err());
+    }
+
+    #[test]
+    fn conversions_refuse_what_the_fields_cannot_hold() {
+        assert_eq!(relative_offset(100, 100), Ok(0));
+        assert_eq!(relative_offset(100, 100 + i32::MAX as i64), Ok(i32::MAX as u32));
+        let past = 101 + i32::MAX as i64;
+        assert_eq!(relative_offset(100, past), Err(IndexError::RelativeOffset { base: 100, offset: past }));
+        assert!(relative_offset(100, 99).is_err(), "below the base");
+        assert!(relative_offset(i64::MIN, i64::MAX).is_err(), "no overflow in the subtraction");
+        assert_eq!(position(u32::MAX as u64), Ok(u32::MAX));
+        assert_eq!(position(1 << 32), Err(IndexError::Position(1 << 32)));
+        assert!(fits(0, i32::MAX as i64, 4096).is_ok());
+        assert!(fits(0, i32::MAX as i64 + 1, 4096).is_err());
+        assert!(fits(0, 5, (1 << 32) + 1).is_err());
+        let msg = relative_offset(0, 1 << 33).unwrap_err().to_string();
+        assert!(msg.contains("8589934592 past its segment's base 0"), "{msg}");
+    }
+
+    #[test]
+    fn lookup_by_absolute_offset_clamps() {
+        let idx = build(100, 1000, 4096);
+        let last = idx.offsets.last().unwrap().1 as u64;
+        assert_eq!(idx.position_for_offset(1000, 1000 + (1 << 40)), last, "far past the range: last entry");
+        assert_eq!(idx.position_for_offset(1000, 5), 0, "below the base: the start");
+        assert_eq!(idx.position_for_offset(1000, 1000 + 333), idx.position_for(333) as u64);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub(crate) async fn scan(
     let mut read_pos: u64 = from.pos; // file position up to which buf is filled
     let mut cursor: u64 = from.pos; // file position of the next batch
     let mut next_offset = from.offset;
+    let mut beyond_index = false;
 
     loop {
         // Buffer the next length field, then the whole batch it announces.
@@ -62,10 +63,10 @@ pub(crate) async fn scan(
                 }
                 let at = (cursor - buf_pos) as usize;
                 let len = i32::from_be_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
-                if len <= 0 || len as usize > MAX_REQUEST_BYTES {
+                let Some(len) = usize::try_from(len).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
                     break;
-                }
-                total = Some(LOG_OVERHEAD as u64 + len as u64);
+                };
+                total = Some((LOG_OVERHEAD + len) as u64);
                 continue;
             }
             if read_pos >= size {
@@ -93,8 +94,18 @@ pub(crate) async fn scan(
         if h.base_offset != next_offset {
             break;
         }
-        let rel = (h.base_offset - from.segment_base) as u32;
-        cursor_idx.add(index, interval, rel, cursor as u32, h.max_timestamp, need as u32);
+        let len = u32::try_from(need).expect("a batch length is at most MAX_REQUEST_BYTES");
+        // A segment written by an older build may hold batches the index cannot address: they
+        // get no entry (a read or a lookup reaches them by scanning from an earlier one).
+        match (crate::index::relative_offset(from.segment_base, h.base_offset), crate::index::position(cursor)) {
+            (Ok(rel), Ok(pos)) => cursor_idx.add(index, interval, rel, pos, h.max_timestamp, len),
+            (Err(e), _) | (_, Err(e)) => {
+                if !beyond_index {
+                    tracing::warn!(segment = path, error = %e, "segment spans more than its index can address");
+                    beyond_index = true;
+                }
+            }
+        }
         entries.push(Entry::new(&h, h.base_offset, cursor));
         next_offset = h.last_offset() + 1;
         cursor += need;

@@ -88,7 +88,9 @@ impl Segment {
         let file = SegFile::existing(disk, path.clone());
         let size = file.size().await.map_err(|e| StorageError::io("stat", path.display(), e))?;
         let (ip, tp) = index_paths(&path);
-        let last_rel = (next_offset - base - 1).max(0) as u32;
+        // A segment written by an older build may span more offsets than the index holds: its
+        // entries are then all below the limit.
+        let last_rel = u32::try_from((next_offset - base - 1).max(0)).unwrap_or(u32::MAX);
         let loaded = match (disk.read(&ip), disk.read(&tp)) {
             (Ok(o), Ok(t)) => SparseIndex::decode(&o, &t, size.max(1), last_rel).ok(),
             _ => None,
@@ -110,7 +112,7 @@ impl Segment {
             Some(idx) => {
                 if let Some((t, rel)) = idx.times.last() {
                     seg.max_ts = *t;
-                    seg.max_ts_offset = base + *rel as i64;
+                    seg.max_ts_offset = base + i64::from(*rel);
                 }
                 seg.index = idx;
             }
@@ -154,7 +156,7 @@ impl Segment {
             if let (Ok(o), Ok(t)) = (disk.read(&ip), disk.read(&tp)) {
                 if let Ok(idx) = SparseIndex::decode(&o, &t, size.max(1), u32::MAX) {
                     if let Some((rel, pos)) = idx.offsets.last() {
-                        from = ScanFrom { pos: *pos as u64, offset: base + *rel as i64, segment_base: base };
+                        from = ScanFrom { pos: u64::from(*pos), offset: base + i64::from(*rel), segment_base: base };
                     }
                     index = idx;
                 }
@@ -173,9 +175,9 @@ impl Segment {
             file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &shown, e))?;
         }
         // Index entries can only point at batches that survived.
-        index.offsets.retain(|(_, p)| (*p as u64) < s.end_pos);
+        index.offsets.retain(|(_, p)| u64::from(*p) < s.end_pos);
         let next = s.next_offset;
-        index.times.retain(|(_, r)| base + (*r as i64) < next);
+        index.times.retain(|(_, r)| base + i64::from(*r) < next);
         let mut seg = Segment {
             base,
             next_offset: s.next_offset,
@@ -191,7 +193,7 @@ impl Segment {
         };
         if let Some((t, rel)) = seg.index.times.last() {
             seg.max_ts = *t;
-            seg.max_ts_offset = base + *rel as i64;
+            seg.max_ts_offset = base + i64::from(*rel);
         }
         for e in &s.entries {
             seg.note_timestamp(e);
@@ -220,7 +222,12 @@ impl Segment {
         let (ip, tp) = index_paths(&self.path);
         let mut times = self.index.clone();
         if self.max_ts >= 0 && times.times.last().is_none_or(|(t, _)| self.max_ts > *t) {
-            times.times.push((self.max_ts, (self.max_ts_offset - self.base).max(0) as u32));
+            match crate::index::relative_offset(self.base, self.max_ts_offset.max(self.base)) {
+                Ok(rel) => times.times.push((self.max_ts, rel)),
+                // Only a segment written by an older build spans that far: a lookup by time then
+                // starts from an earlier entry.
+                Err(e) => tracing::warn!(segment = %self.path.display(), error = %e, "max timestamp not indexed"),
+            }
         }
         IndexFiles {
             disk: self.file.disk().clone(),

@@ -4,7 +4,10 @@
 //!
 //! Contract: `written` advances only after a complete write, `durable` only after the
 //! fdatasync that covers it; a failed or short write or a failed sync rolls the log back to
-//! its last durable batch, fails every waiter and starts a new write generation.
+//! its last durable batch, fails every waiter and starts a new write generation. A round never
+//! writes past a roll point (a batch that does not fit the active segment's index): the
+//! segment rolls there first, and a roll point that cannot be rolled to (the new segment
+//! cannot be created) fails the batches after it like a failed write.
 
 use super::*;
 use glommio::channels::local_channel::LocalReceiver;
@@ -13,11 +16,14 @@ use glommio::channels::local_channel::LocalReceiver;
 /// rolls the active segment when due.
 pub(super) async fn flusher(log: Rc<PartitionLog>, rx: LocalReceiver<()>) {
     loop {
-        let (pending, closing) = {
+        let (pending, closing, roll_now) = {
             let st = log.state.borrow();
-            (st.active().size > st.flushed_pos, st.closing)
+            (st.active().size > st.flushed_pos, st.closing, st.roll_at == Some(st.flushed_pos))
         };
-        if pending {
+        if roll_now {
+            // Everything before the roll point is written: the next batch starts a segment.
+            maybe_roll(&log).await;
+        } else if pending {
             if flush_round(&log).await {
                 maybe_roll(&log).await;
             }
@@ -36,12 +42,13 @@ async fn flush_round(log: &PartitionLog) -> bool {
         let (buf, len, tail_start, end_pos, end_offset) = {
             let st = log.state.borrow();
             assert!(Rc::ptr_eq(&st.active().file, &file), "the active segment changed during a flush");
-            let len = st.tail.len();
+            let (end_pos, end_offset) = st.write_end();
+            let len = usize::try_from(end_pos - st.tail_start).expect("the tail is in memory");
             let mut buf = h.alloc(crate::disk::align_up(len as u64) as usize);
             let bytes = buf.as_mut();
-            bytes[..len].copy_from_slice(&st.tail);
+            bytes[..len].copy_from_slice(&st.tail[..len]);
             bytes[len..].fill(0);
-            (buf, len, st.tail_start, st.active().size, st.next_offset)
+            (buf, len, st.tail_start, end_pos, end_offset)
         };
         let n = file.write_buf(&h, tail_start, buf, len).await.map_err(|e| StorageError::io("write", &log.name, e))?;
         // A direct-I/O write that runs out of space part way reports the bytes it wrote.
@@ -83,52 +90,74 @@ async fn flush_round(log: &PartitionLog) -> bool {
             true
         }
         Err(e) => {
-            let durable = log.durable.get();
-            let mut st = log.state.borrow_mut();
-            let lost = st.next_offset - durable;
-            let seg = st.active_mut();
-            let keep = seg.dense.partition_point(|x| x.base < durable);
-            let end = seg.dense.get(keep).map(|x| x.pos).unwrap_or(seg.size);
-            seg.dense.truncate(keep);
-            seg.size = end;
-            seg.next_offset = durable;
-            seg.index.offsets.retain(|(_, p)| (*p as u64) < end);
-            let base = seg.base;
-            seg.index.times.retain(|(_, r)| base + (*r as i64) < durable);
-            st.next_offset = durable;
-            st.flushed_pos = end;
-            let tail_len = (end - st.tail_start) as usize;
-            st.tail.truncate(tail_len);
-            st.rebuild_producers();
-            drop(st);
-            log.written.reset(durable);
-            log.generation.set(WriteGeneration(log.generation.get().0 + 1));
-            log.written.fail_waiters();
-            log.durable.fail_waiters();
-            tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");
+            roll_back_to_durable(log, &e);
             false
         }
     }
 }
 
-/// Rolls the active segment when it reached `segment.bytes` or `segment.ms`.
+/// Drops every batch after the last durable one (they are in memory only, or written but not
+/// synced), fails their waiters and starts a new write generation.
+fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
+    let durable = log.durable.get();
+    let mut st = log.state.borrow_mut();
+    let lost = st.next_offset - durable;
+    let seg = st.active_mut();
+    let keep = seg.dense.partition_point(|x| x.base < durable);
+    let end = seg.dense.get(keep).map(|x| x.pos).unwrap_or(seg.size);
+    seg.dense.truncate(keep);
+    seg.size = end;
+    seg.next_offset = durable;
+    seg.index.offsets.retain(|(_, p)| u64::from(*p) < end);
+    let base = seg.base;
+    seg.index.times.retain(|(_, r)| base + i64::from(*r) < durable);
+    st.next_offset = durable;
+    st.flushed_pos = end;
+    // A roll point is never durable: it went with the batches.
+    st.roll_at = None;
+    let tail_len = usize::try_from(end - st.tail_start).expect("the tail is in memory");
+    st.tail.truncate(tail_len);
+    st.rebuild_producers();
+    drop(st);
+    log.written.reset(durable);
+    log.generation.set(WriteGeneration(log.generation.get().0 + 1));
+    log.written.fail_waiters();
+    log.durable.fail_waiters();
+    tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");
+}
+
+/// Rolls the active segment when it reached `segment.bytes` or `segment.ms`, or when what is
+/// written reached its roll point (the next batch does not fit its index).
 async fn maybe_roll(log: &PartitionLog) {
     let cfg = log.config.get();
-    let (due, roll_pos, roll_base) = {
+    let (due, forced, roll_pos, roll_base) = {
         let st = log.state.borrow();
         let a = st.active();
         let flushed = st.flushed_pos;
         let by_size = flushed >= cfg.segment_bytes;
-        let by_age = flushed > 0 && now_ms() - a.created_ms >= cfg.segment_ms as i64;
+        let by_age = flushed > 0 && now_ms() - a.created_ms >= i64::try_from(cfg.segment_ms).unwrap_or(i64::MAX);
+        let forced = st.roll_at == Some(flushed);
         // Roll at the end of what is on disk; batches appended later move to the new segment.
         let base = a.dense.iter().find(|e| e.pos >= flushed).map(|e| e.base).unwrap_or(st.next_offset);
-        (by_size || by_age, flushed, base)
+        (by_size || by_age || forced, forced, flushed, base)
     };
+    if forced && roll_pos == 0 {
+        // Any one batch fits an empty segment (limits.rs): never reached. Do not loop on it.
+        debug_assert!(false, "a roll point at the start of a segment");
+        tracing::error!(partition = %log.name, "a roll point at the start of a segment; ignored");
+        log.state.borrow_mut().roll_at = None;
+        return;
+    }
     if !due || roll_pos == 0 {
         return;
     }
     let new = match Segment::create(&log.disk, &log.dir, roll_base, now_ms()).await {
         Ok(s) => s,
+        Err(e) if forced => {
+            // The batches after the roll point cannot go into this segment: fail them.
+            roll_back_to_durable(log, &e);
+            return;
+        }
         Err(e) => {
             tracing::error!(partition = %log.name, error = %e, "cannot roll to a new segment; appending to the old one");
             return;
@@ -143,24 +172,35 @@ async fn maybe_roll(log: &PartitionLog) {
         old.dense.clear();
         old.size = roll_pos;
         old.next_offset = roll_base;
-        old.index.offsets.retain(|(_, p)| (*p as u64) < roll_pos);
+        old.index.offsets.retain(|(_, p)| u64::from(*p) < roll_pos);
         let base = old.base;
-        old.index.times.retain(|(_, r)| base + (*r as i64) < roll_base);
+        old.index.times.retain(|(_, r)| base + i64::from(*r) < roll_base);
         let index_files = old.index_files();
         let old_file = old.file.clone();
-        let unwritten_from = (roll_pos - st.tail_start) as usize;
+        let unwritten_from = usize::try_from(roll_pos - st.tail_start).expect("the tail is in memory");
         let unwritten = st.tail.split_off(unwritten_from);
         let interval = log.config.get().index_interval_bytes.max(1);
         let mut seg = new;
+        // The moved batches are indexed against the new base, up to the next roll point if
+        // they do not all fit (a run of batches spanning more offsets than one segment holds).
+        let mut roll_at = None;
         for mut e in moved {
             e.pos -= roll_pos;
-            let Segment { index, cursor, .. } = &mut seg;
-            cursor.add(index, interval, (e.base - roll_base) as u32, e.pos as u32, e.max_ts, e.len);
-            seg.note_timestamp(&e);
+            if roll_at.is_none() && crate::index::fits(roll_base, e.last, e.pos + u64::from(e.len)).is_err() {
+                roll_at = Some(e.pos);
+            }
+            if roll_at.is_none() {
+                let rel = crate::index::relative_offset(roll_base, e.base).expect("fits the index");
+                let at = crate::index::position(e.pos).expect("fits the index");
+                let Segment { index, cursor, .. } = &mut seg;
+                cursor.add(index, interval, rel, at, e.max_ts, e.len);
+                seg.note_timestamp(&e);
+            }
             seg.next_offset = e.last + 1;
             seg.dense.push(e);
         }
         seg.size = unwritten.len() as u64;
+        st.roll_at = roll_at;
         st.segments.push(seg);
         st.tail = unwritten;
         st.tail_start = 0;

@@ -14,6 +14,12 @@
 //!   is the group commit. `written` advances after the write, `durable` after the sync. After
 //!   a round, the flusher rolls the active segment when it reached `segment.bytes` or
 //!   `segment.ms`; batches appended meanwhile move to the new segment.
+//! - A segment never holds a batch whose last offset lies more than
+//!   `MAX_SEGMENT_RELATIVE_OFFSET` past its base or whose end lies past
+//!   `MAX_SEGMENT_POSITION` (the 32-bit index fields): the append of such a batch marks its
+//!   position as a roll point (`State::roll_at`), the flusher writes only up to it, rolls, and
+//!   the batch starts the new segment. Batches past a roll point get no index entry until
+//!   they are moved.
 //! - Readers see only durable batches (`durable` is the high watermark).
 //! - A failed write or sync rolls the log back to the last durable batch, fails every
 //!   waiter and starts a new write generation; the log stays readable and accepts new
@@ -118,9 +124,9 @@ impl Entry {
     pub fn new(h: &BatchHeader, base: i64, pos: u64) -> Entry {
         Entry {
             base,
-            last: base + h.last_offset_delta as i64,
+            last: base + i64::from(h.last_offset_delta),
             pos,
-            len: h.total_len() as u32,
+            len: u32::try_from(h.total_len()).expect("a parsed batch length (i32) fits u32"),
             max_ts: h.max_timestamp,
             producer_id: h.producer_id,
             producer_epoch: h.producer_epoch,
@@ -146,6 +152,10 @@ struct State {
     tail: Vec<u8>,
     producers: Producers,
     closing: bool,
+    /// Position in the active segment of the first batch that must go into the next segment
+    /// (its offsets or its end do not fit this one's index); the flusher writes up to here,
+    /// then rolls.
+    roll_at: Option<u64>,
 }
 
 impl State {
@@ -165,9 +175,25 @@ impl State {
     fn rebuild_producers(&mut self) {
         let mut p = Producers::default();
         for e in &self.active().dense {
-            p.record(e.producer_id, e.producer_epoch, e.base_sequence, (e.last - e.base) as i32, e.base, e.last);
+            let delta = i32::try_from(e.last - e.base).expect("a batch spans at most its i32 lastOffsetDelta");
+            p.record(e.producer_id, e.producer_epoch, e.base_sequence, delta, e.base, e.last);
         }
         self.producers = p;
+    }
+
+    /// Where the next flush round ends: the roll point if any, else the end of the segment;
+    /// with the offset that follows what it writes.
+    fn write_end(&self) -> (u64, i64) {
+        let a = self.active();
+        match self.roll_at {
+            None => (a.size, self.next_offset),
+            Some(at) => {
+                let i = a.dense.partition_point(|e| e.pos < at);
+                let entry = a.dense.get(i).expect("a roll point is the position of an appended batch");
+                debug_assert_eq!(entry.pos, at, "a roll point is a batch boundary");
+                (at, entry.base)
+            }
+        }
     }
 }
 
@@ -270,6 +296,7 @@ impl PartitionLog {
             tail,
             producers: Producers::default(),
             closing: false,
+            roll_at: None,
         };
         state.rebuild_producers();
         if clean {
@@ -379,13 +406,25 @@ impl PartitionLog {
         }
         let entry = Entry::new(&header, base, pos);
         let last = entry.last;
+        let end = pos + u64::from(entry.len);
+        if st.roll_at.is_none() {
+            if let Err(e) = crate::index::fits(st.active().base, last, end) {
+                tracing::debug!(partition = %self.name, reason = %e, "the next segment starts at this batch");
+                st.roll_at = Some(pos);
+            }
+        }
+        let before_roll = st.roll_at.is_none();
         let seg = st.active_mut();
-        let rel = (base - seg.base) as u32;
-        let Segment { index, cursor, .. } = seg;
-        cursor.add(index, interval, rel, pos as u32, entry.max_ts, entry.len);
-        seg.note_timestamp(&entry);
+        if before_roll {
+            // Checked by `fits` above: both conversions succeed.
+            let rel = crate::index::relative_offset(seg.base, base).expect("fits the index");
+            let at = crate::index::position(pos).expect("fits the index");
+            let Segment { index, cursor, .. } = seg;
+            cursor.add(index, interval, rel, at, entry.max_ts, entry.len);
+            seg.note_timestamp(&entry);
+        }
         seg.dense.push(entry);
-        seg.size += bytes.len() as u64;
+        seg.size = end;
         seg.next_offset = last + 1;
         st.producers.record(
             header.producer_id,

@@ -63,7 +63,7 @@ impl PartitionLog {
                     }
                 }
                 _ => {
-                    let pos = seg.index.position_for((from.0 - seg.base) as u32) as u64;
+                    let pos = seg.index.position_for_offset(seg.base, from.0);
                     // Everything before the dense part (or a sealed segment) is durable.
                     let end = seg.dense.first().map(|e| e.pos).unwrap_or(seg.size);
                     ReadPlan::Scan { file: seg.file.clone(), pos, end }

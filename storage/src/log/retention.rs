@@ -90,7 +90,7 @@ impl PartitionLog {
             assert!(offset.0 <= st.next_offset, "truncate beyond the end");
             let i = st.segment_for(offset.0);
             let s = &st.segments[i];
-            (s.file.clone(), s.base, s.index.position_for((offset.0 - s.base).max(0) as u32) as u64, s.size)
+            (s.file.clone(), s.base, s.index.position_for_offset(s.base, offset.0), s.size)
         };
         let pos = if offset.0 == self.log_end().0 {
             None
@@ -118,9 +118,11 @@ impl PartitionLog {
             seg.size = pos;
             seg.next_offset = offset.0;
             seg.dense.retain(|e| e.base < offset.0);
-            seg.index.offsets.retain(|(_, p)| (*p as u64) < pos);
+            seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
             let base = seg.base;
-            seg.index.times.retain(|(_, r)| base + (*r as i64) < offset.0);
+            seg.index.times.retain(|(_, r)| base + i64::from(*r) < offset.0);
+            debug_assert!(st.roll_at.is_none(), "a roll point means appends not yet durable");
+            st.roll_at = None;
             st.next_offset = offset.0;
             st.flushed_pos = pos;
             st.tail.clear();
