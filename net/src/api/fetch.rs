@@ -18,6 +18,7 @@ use super::{topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code;
 use crate::frame::{decode_body, FrameError, Request};
 use crate::response::encode_with_records;
+use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -117,7 +118,6 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         .map(|(partition, at)| {
                             let base = PartitionData::default()
                                 .with_partition_index(partition)
-                                .with_aborted_transactions(Some(vec![]))
                                 .with_preferred_read_replica(BrokerId(-1));
                             match results[at].take().expect("every partition has a result") {
                                 Ok(read) => base
@@ -125,16 +125,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                     .with_high_watermark(read.high_watermark.0)
                                     .with_last_stable_offset(read.high_watermark.0)
                                     .with_log_start_offset(if v >= 5 { read.log_start.0 } else { -1 })
+                                    // READ_UNCOMMITTED: Kafka answers null, not an empty list.
+                                    .with_aborted_transactions(None)
                                     .with_records(Some({
                                         records.push(read.records.clone());
                                         read.records
                                     })),
-                                Err(e) => base
-                                    .with_error_code(code(&e))
-                                    .with_high_watermark(-1)
-                                    .with_last_stable_offset(-1)
-                                    .with_log_start_offset(-1)
-                                    .with_records(None),
+                                Err(e) => error_partition(base, &e),
                             }
                         })
                         .collect();
@@ -156,6 +153,22 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply)
     }
     .boxed_local()
+}
+
+/// A partition answered with an error, field for field as Kafka 4.x answers it: watermarks
+/// and log start offset -1 and an empty record set, never a null one (librdkafka rejects the
+/// whole response on a record set of length -1, so a consumer could never see
+/// OFFSET_OUT_OF_RANGE and reset). Aborted transactions are an empty list for a partition
+/// Kafka refuses before reading (unknown topic, partition or topic id) and null for one whose
+/// read failed (`ReplicaManager.createLogReadResult`).
+fn error_partition(base: PartitionData, e: &PartitionError) -> PartitionData {
+    let refused_before_read = matches!(e, PartitionError::UnknownTopicOrPartition | PartitionError::UnknownTopicId);
+    base.with_error_code(code(e))
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_aborted_transactions(refused_before_read.then(Vec::new))
+        .with_records(Some(Bytes::new()))
 }
 
 /// Bytes of the shard's response budget not held by unwritten responses.

@@ -1,0 +1,135 @@
+"""Protocol answers real clients must be able to use (librdkafka, the Java client and tools).
+
+Covers: a Fetch of an out-of-range offset answered with OFFSET_OUT_OF_RANGE and an empty record
+set (not a null one, which librdkafka rejects as a parse failure of the whole response), so
+`auto.offset.reset=earliest` and `latest` reset and consume.
+
+The `check_*` functions take only a bootstrap address, so they can be run against Apache Kafka
+too (`KAFKA_BOOTSTRAP=127.0.0.1:9092 python tests/python/test_protocol_answers.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from support import create_topic, unique_topic, wait_until
+
+# librdkafka's words for the failure this file guards against.
+PARSE_FAILURE = ("Protocol parse failure", "invalid MessageSetSize", "MessageSetSize -1")
+
+
+def produce(bootstrap: str, topic: str, values: list, partition: int = 0) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    failed = []
+    for v in values:
+        p.produce(topic, v, partition=partition, on_delivery=lambda err, _m: err and failed.append(err))
+    assert p.flush(30) == 0, "produce did not complete"
+    assert not failed, f"delivery errors: {failed[:3]}"
+
+
+class LoggedConsumer:
+    """A librdkafka consumer whose logs and error callbacks are kept for assertions."""
+
+    def __init__(self, bootstrap: str, reset: str):
+        self.logs: list[str] = []
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+        class Log:
+            def __init__(self, sink):
+                self.sink = sink
+
+            def log(self, _level, msg, *args, **_kw):
+                self.sink.append(msg % args if args else str(msg))
+
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g"),
+                           "enable.auto.commit": False, "auto.offset.reset": reset,
+                           "fetch.wait.max.ms": 100, "debug": "fetch,protocol",
+                           "error_cb": lambda e: self.errors.append(str(e))},
+                          logger=Log(self.logs))
+
+    def parse_failures(self) -> list[str]:
+        return [line for line in self.logs + self.errors if any(w in line for w in PARSE_FAILURE)]
+
+    def take(self, expected: int, timeout: float) -> list:
+        got = []
+
+        def more():
+            for m in self.c.consume(num_messages=1000, timeout=0.3):
+                if m.error() is None:
+                    got.append(m)
+                elif m.error().code() != KafkaError._PARTITION_EOF:
+                    self.errors.append(str(m.error()))
+            # Fail fast rather than spin for the whole timeout.
+            assert not self.parse_failures(), f"parse failures: {self.parse_failures()[:3]}"
+            return len(got) >= expected
+
+        wait_until(more, timeout, interval=0, what=f"{expected} messages (have {len(got)}); "
+                   f"errors {self.errors[:3]}")
+        return got
+
+    def close(self):
+        self.c.close()
+
+
+def check_out_of_range_resets(bootstrap: str, reset: str) -> None:
+    """A consumer assigned far beyond the log end resets per `auto.offset.reset` and consumes."""
+    topic = unique_topic("oor")
+    create_topic(bootstrap, topic, 1)
+    first = [b"early-%d" % i for i in range(50)]
+    produce(bootstrap, topic, first)
+    c = LoggedConsumer(bootstrap, reset)
+    try:
+        c.c.assign([TopicPartition(topic, 0, 10_000)])
+        if reset == "earliest":
+            got = c.take(len(first), 30)
+            assert [m.value() for m in got] == first
+            assert [m.offset() for m in got] == list(range(len(first)))
+        else:
+            # latest: the reset lands on the log end, after which only new records arrive.
+            def reset_done():
+                c.c.consume(num_messages=100, timeout=0.2)
+                assert not c.parse_failures(), f"parse failures: {c.parse_failures()[:3]}"
+                # librdkafka's position stays unset until a message arrives; its fetch log
+                # shows where the reset landed.
+                mark = f"Fetch topic {topic} [0] at offset {len(first)} "
+                return any(mark in line for line in list(c.logs))
+
+            wait_until(reset_done, 30, interval=0, what="position reset to the log end")
+            later = [b"late-%d" % i for i in range(20)]
+            produce(bootstrap, topic, later)
+            got = c.take(len(later), 30)
+            assert [m.value() for m in got] == later
+            assert got[0].offset() == len(first)
+        extra = [m for m in c.c.consume(num_messages=100, timeout=0.5) if m.error() is None]
+        assert not extra, f"{len(extra)} unexpected extra messages"
+        assert not c.parse_failures(), c.parse_failures()[:3]
+        # The out-of-range answer is seen once or a few times, not in a flood.
+        oor = [line for line in c.logs if "out of range" in line.lower()]
+        assert len(oor) <= 10, f"{len(oor)} out-of-range log lines: {oor[:3]}"
+        assert not c.errors, f"consumer errors: {c.errors[:5]}"
+    finally:
+        c.close()
+
+
+def test_out_of_range_fetch_resets_to_earliest(broker):
+    check_out_of_range_resets(broker.bootstrap, "earliest")
+
+
+def test_out_of_range_fetch_resets_to_latest(broker):
+    check_out_of_range_resets(broker.bootstrap, "latest")
+
+
+if __name__ == "__main__":
+    # Runs the checks against any broker, e.g. Apache Kafka, for comparison.
+    boot = os.environ.get("KAFKA_BOOTSTRAP") or sys.argv[1]
+    for name, fn in [("oor earliest", lambda: check_out_of_range_resets(boot, "earliest")),
+                     ("oor latest", lambda: check_out_of_range_resets(boot, "latest"))]:
+        t0 = time.monotonic()
+        fn()
+        print(f"ok {name} ({time.monotonic() - t0:.1f}s)")
