@@ -2,7 +2,9 @@
 
 Covers: a Fetch of an out-of-range offset answered with OFFSET_OUT_OF_RANGE and an empty record
 set (not a null one, which librdkafka rejects as a parse failure of the whole response), so
-`auto.offset.reset=earliest` and `latest` reset and consume.
+`auto.offset.reset=earliest` and `latest` reset and consume; the Java consumer (Kafka's console
+consumer) over 50 partitions of three topics, with records produced while it reads, through
+fetch sessions, with no "invalid full fetch response" (extraIds) in its FetchSessionHandler log.
 
 The `check_*` functions take only a bootstrap address, so they can be run against Apache Kafka
 too (`KAFKA_BOOTSTRAP=127.0.0.1:9092 python tests/python/test_protocol_answers.py`).
@@ -11,13 +13,15 @@ too (`KAFKA_BOOTSTRAP=127.0.0.1:9092 python tests/python/test_protocol_answers.p
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from support import create_topic, unique_topic, wait_until
+from support import KAFKA_LIBS, create_topic, unique_topic, wait_until
 
 # librdkafka's words for the failure this file guards against.
 PARSE_FAILURE = ("Protocol parse failure", "invalid MessageSetSize", "MessageSetSize -1")
@@ -125,11 +129,75 @@ def test_out_of_range_fetch_resets_to_latest(broker):
     check_out_of_range_resets(broker.bootstrap, "latest")
 
 
+def java_cmd(main_class: str, *args, debug_loggers=()) -> list:
+    java = shutil.which("java")
+    assert java, "java not on PATH"
+    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
+    props = [f"-Dorg.slf4j.simpleLogger.log.{name}=debug" for name in debug_loggers]
+    return [java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", *props,
+            "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args]
+
+
+def check_java_consumer_many_partitions(bootstrap: str) -> None:
+    """Kafka's console consumer reads 50 partitions of three topics, half of it produced once
+    it has read the first half; its fetch session handler never finds an answer invalid."""
+    prefix = unique_topic("jmany")
+    shape = {f"{prefix}-a": 40, f"{prefix}-b": 9, f"{prefix}-c": 1}
+    per = 10
+
+    def produce_all(label: bytes):
+        for topic, parts in shape.items():
+            for p in range(parts):
+                produce(bootstrap, topic, [b"%s-%d-%s-%d" % (topic.encode(), p, label, i) for i in range(per)], p)
+
+    for topic, parts in shape.items():
+        create_topic(bootstrap, topic, parts)
+    produce_all(b"first")
+    half = per * sum(shape.values())
+    cmd = java_cmd("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap,
+                   "--include", f"{prefix}-.*", "--from-beginning", "--max-messages", str(2 * half),
+                   "--timeout-ms", "60000", debug_loggers=["org.apache.kafka.clients.FetchSessionHandler"])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    out: list = []
+    err: list = []
+    readers = [threading.Thread(target=lambda: out.extend(l.decode(errors="replace").rstrip("\n") for l in proc.stdout),
+                                daemon=True),
+               threading.Thread(target=lambda: err.extend(l.decode(errors="replace") for l in proc.stderr),
+                                daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        wait_until(lambda: len(out) >= half or proc.poll() is not None, 90, what=f"{half} records read")
+        assert len(out) == half, f"read {len(out)} of the first {half}; exit {proc.poll()}\n{''.join(err)[-3000:]}"
+        # More records while the consumer polls: incremental fetches now carry data.
+        produce_all(b"later")
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    for r in readers:
+        r.join(10)
+    log = "".join(err)
+    assert code == 0, f"exit {code}\n{log[-3000:]}"
+    assert len(out) == 2 * half and len(set(out)) == 2 * half, f"{len(out)} lines ({len(set(out))} distinct)"
+    bad = [line for line in log.splitlines() if "invalid" in line.lower() and "fetch response" in line]
+    assert not bad, f"{len(bad)} invalid fetch responses: {bad[:2]}"
+    assert "extraIds" not in log and "extraPartitions" not in log and "omittedPartitions" not in log
+    # The reads went through a fetch session, as against Kafka.
+    assert "Built incremental fetch" in log, log[-2000:]
+
+
+def test_java_consumer_many_partitions_fetch_sessions(broker):
+    check_java_consumer_many_partitions(broker.bootstrap)
+
+
 if __name__ == "__main__":
     # Runs the checks against any broker, e.g. Apache Kafka, for comparison.
     boot = os.environ.get("KAFKA_BOOTSTRAP") or sys.argv[1]
     for name, fn in [("oor earliest", lambda: check_out_of_range_resets(boot, "earliest")),
-                     ("oor latest", lambda: check_out_of_range_resets(boot, "latest"))]:
+                     ("oor latest", lambda: check_out_of_range_resets(boot, "latest")),
+                     ("java many partitions", lambda: check_java_consumer_many_partitions(boot))]:
         t0 = time.monotonic()
         fn()
         print(f"ok {name} ({time.monotonic() - t0:.1f}s)")
