@@ -4,7 +4,10 @@ Covers: a Fetch of an out-of-range offset answered with OFFSET_OUT_OF_RANGE and 
 set (not a null one, which librdkafka rejects as a parse failure of the whole response), so
 `auto.offset.reset=earliest` and `latest` reset and consume; the Java consumer (Kafka's console
 consumer) over 50 partitions of three topics, with records produced while it reads, through
-fetch sessions, with no "invalid full fetch response" (extraIds) in its FetchSessionHandler log.
+fetch sessions, with no "invalid full fetch response" (extraIds) in its FetchSessionHandler log;
+ListOffsets MAX_TIMESTAMP (-3) with Kafka's GetOffsetShell and raw ListOffsets v9 (kafka-python's
+protocol classes): the offset of the first record with the largest timestamp, inside a batch, for
+every codec; offset, timestamp and leader epoch -1 on an empty partition.
 
 The `check_*` functions take only a bootstrap address, so they can be run against Apache Kafka
 too (`KAFKA_BOOTSTRAP=127.0.0.1:9092 python tests/python/test_protocol_answers.py`).
@@ -192,12 +195,70 @@ def test_java_consumer_many_partitions_fetch_sessions(broker):
     check_java_consumer_many_partitions(broker.bootstrap)
 
 
+def raw_list_offsets(bootstrap: str, topic: str, partitions: list, timestamp: int, version: int = 9) -> dict:
+    """partition -> (error, offset, timestamp, leader epoch) of a raw ListOffsets request."""
+    import socket
+    import struct
+
+    from kafka.protocol.consumer.offsets import ListOffsetsRequest, ListOffsetsResponse
+
+    host, port = bootstrap.rsplit(":", 1)
+    t = ListOffsetsRequest.ListOffsetsTopic
+    req = ListOffsetsRequest(replica_id=-1, isolation_level=0, timeout_ms=5000, topics=[t(name=topic, partitions=[
+        t.ListOffsetsPartition(partition_index=p, current_leader_epoch=-1, timestamp=timestamp, max_num_offsets=1)
+        for p in partitions])])
+    req.with_header(correlation_id=7)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(req.encode(version=version, header=True, framed=True))
+        (n,) = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))
+        buf = s.recv(n, socket.MSG_WAITALL)
+    r = ListOffsetsResponse.decode(buf, version=version, header=True)
+    return {p.partition_index: (p.error_code, p.offset, p.timestamp, p.leader_epoch) for p in r.topics[0].partitions}
+
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def check_max_timestamp(bootstrap: str) -> None:
+    """Records with out-of-order timestamps, the largest twice and not last, in one batch, then
+    a later batch with smaller ones: MAX_TIMESTAMP answers the first record with the largest."""
+    base = 1_700_000_000_000
+    prefix = unique_topic("mts")
+    for codec in CODECS:
+        topic = f"{prefix}-{codec}"
+        create_topic(bootstrap, topic, 2)
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 500, "compression.type": codec,
+                      "acks": "all"})
+        for i, ts in enumerate([1000, 5000, 3000, 5000, 2000]):
+            p.produce(topic, b"v%d" % i, partition=0, timestamp=base + ts)
+        assert p.flush(30) == 0
+        for i, ts in enumerate([1500, 1600]):
+            p.produce(topic, b"w%d" % i, partition=0, timestamp=base + ts)
+            assert p.flush(30) == 0
+        got = raw_list_offsets(bootstrap, topic, [0, 1], -3)
+        assert got[0][:3] == (0, 1, base + 5000), f"{codec}: {got[0]}"
+        assert got[0][3] >= 0, f"{codec}: leader epoch {got[0][3]}"
+        assert got[1] == (0, -1, -1, -1), f"{codec}: empty partition answered {got[1]}"
+    res = subprocess.run(java_cmd("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", bootstrap,
+                                  "--topic", f"{prefix}-.*", "--time", "-3"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    lines = sorted(res.stdout.decode().split())
+    # GetOffsetShell leaves out partitions without an offset (the empty ones), as with Kafka.
+    assert lines == sorted(f"{prefix}-{c}:0:1" for c in CODECS), lines
+
+
+def test_list_offsets_max_timestamp(broker):
+    check_max_timestamp(broker.bootstrap)
+
+
 if __name__ == "__main__":
     # Runs the checks against any broker, e.g. Apache Kafka, for comparison.
     boot = os.environ.get("KAFKA_BOOTSTRAP") or sys.argv[1]
     for name, fn in [("oor earliest", lambda: check_out_of_range_resets(boot, "earliest")),
                      ("oor latest", lambda: check_out_of_range_resets(boot, "latest")),
-                     ("java many partitions", lambda: check_java_consumer_many_partitions(boot))]:
+                     ("java many partitions", lambda: check_java_consumer_many_partitions(boot)),
+                     ("max timestamp", lambda: check_max_timestamp(boot))]:
         t0 = time.monotonic()
         fn()
         print(f"ok {name} ({time.monotonic() - t0:.1f}s)")
