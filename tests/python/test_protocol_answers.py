@@ -7,7 +7,10 @@ consumer) over 50 partitions of three topics, with records produced while it rea
 fetch sessions, with no "invalid full fetch response" (extraIds) in its FetchSessionHandler log;
 ListOffsets MAX_TIMESTAMP (-3) with Kafka's GetOffsetShell and raw ListOffsets v9 (kafka-python's
 protocol classes): the offset of the first record with the largest timestamp, inside a batch, for
-every codec; offset, timestamp and leader epoch -1 on an empty partition.
+every codec; offset, timestamp and leader epoch -1 on an empty partition; config resources with
+Kafka's Java Admin client (ConfigResources.java, compiled here) and raw legacy AlterConfigs:
+DescribeConfigs of a GROUP answers Kafka's group configs at their defaults, and altering BROKER
+or GROUP configs (which sluice never applies) is refused with Kafka's error and message.
 
 The `check_*` functions take only a bootstrap address, so they can be run against Apache Kafka
 too (`KAFKA_BOOTSTRAP=127.0.0.1:9092 python tests/python/test_protocol_answers.py`).
@@ -132,13 +135,15 @@ def test_out_of_range_fetch_resets_to_latest(broker):
     check_out_of_range_resets(broker.bootstrap, "latest")
 
 
-def java_cmd(main_class: str, *args, debug_loggers=()) -> list:
+def java_cmd(main_class: str, *args, debug_loggers=(), extra_classpath=None) -> list:
     java = shutil.which("java")
     assert java, "java not on PATH"
     assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
     props = [f"-Dorg.slf4j.simpleLogger.log.{name}=debug" for name in debug_loggers]
-    return [java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", *props,
-            "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args]
+    cp = f"{KAFKA_LIBS}{os.sep}*"
+    if extra_classpath:
+        cp = f"{extra_classpath}{os.pathsep}{cp}"
+    return [java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", *props, "-cp", cp, main_class, *args]
 
 
 def check_java_consumer_many_partitions(bootstrap: str) -> None:
@@ -252,13 +257,96 @@ def test_list_offsets_max_timestamp(broker):
     check_max_timestamp(broker.bootstrap)
 
 
+# Kafka 4.4's group configs and defaults, as its DescribeConfigs answers a GROUP resource.
+GROUP_DEFAULTS = {
+    "consumer.assignment.interval.ms": "1000", "consumer.heartbeat.interval.ms": "5000",
+    "consumer.session.timeout.ms": "45000", "errors.deadletterqueue.copy.record.enable": "false",
+    "errors.deadletterqueue.topic.name": "", "share.assignment.interval.ms": "1000",
+    "share.auto.offset.reset": "latest", "share.delivery.count.limit": "5",
+    "share.heartbeat.interval.ms": "5000", "share.isolation.level": "read_uncommitted",
+    "share.partition.max.record.locks": "2000", "share.record.lock.duration.ms": "30000",
+    "share.renew.acknowledge.enable": "true", "share.session.timeout.ms": "45000",
+    "streams.assignment.interval.ms": "1000", "streams.assignor.name": "sticky",
+    "streams.heartbeat.interval.ms": "5000", "streams.initial.rebalance.delay.ms": "3000",
+    "streams.num.standby.replicas": "0", "streams.rack.aware.assignment.tags": "",
+    "streams.session.timeout.ms": "45000",
+}
+
+
+def run_config_resources(bootstrap: str, broker_id: str, workdir) -> list:
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ConfigResources.java")
+    javac = shutil.which("javac")
+    assert javac, "javac not on PATH"
+    cp = f"{KAFKA_LIBS}{os.sep}*"
+    res = subprocess.run([javac, "-d", str(workdir), "-cp", cp, src], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, timeout=120)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    res = subprocess.run(java_cmd("ConfigResources", bootstrap, broker_id, extra_classpath=workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    return res.stdout.decode().splitlines()
+
+
+def raw_alter_configs(bootstrap: str, resource_type: int, name: str, configs: dict) -> tuple:
+    """(error code, message) of a legacy AlterConfigs v1 request, validate only."""
+    import socket
+    import struct
+
+    from kafka.protocol.admin import AlterConfigsRequest, AlterConfigsResponse
+
+    host, port = bootstrap.rsplit(":", 1)
+    r = AlterConfigsRequest.AlterConfigsResource
+    req = AlterConfigsRequest(validate_only=True, resources=[r(resource_type=resource_type, resource_name=name,
+                              configs=[r.AlterableConfig(name=k, value=v) for k, v in configs.items()])])
+    req.with_header(correlation_id=3)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(req.encode(version=1, header=True, framed=True))
+        (n,) = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))
+        buf = s.recv(n, socket.MSG_WAITALL)
+    x = AlterConfigsResponse.decode(buf, version=1, header=True).responses[0]
+    return x.error_code, x.error_message
+
+
+def check_config_resources(bootstrap: str, broker_id: str, workdir, sluice: bool = True) -> None:
+    lines = run_config_resources(bootstrap, broker_id, workdir)
+    described = {}
+    for line in lines:
+        if line.startswith("describe "):
+            name, rest = line[len("describe "):].split("=", 1)
+            value, source, synonym = rest.rsplit(" ", 2)
+            described[name] = (value, source, synonym)
+    assert {k: v[0] for k, v in described.items()} == GROUP_DEFAULTS, described
+    assert all(v[1] == "source=DEFAULT_CONFIG" for v in described.values()), described
+    assert described["consumer.session.timeout.ms"][2] == "synonym=group.consumer.session.timeout.ms"
+    alters = {" ".join(line.split()[1:3]): line.split(" -> ", 1)[1] for line in lines if line.startswith("alter ")}
+    static = "InvalidRequestException: Cannot update these configs dynamically: [auto.create.topics.enable]"
+    assert alters["BROKER auto.create.topics.enable"].startswith(static), alters
+    assert alters["GROUP no.such.group.config"] == \
+        "InvalidConfigurationException: Unknown group config name: no.such.group.config", alters
+    code, msg = raw_alter_configs(bootstrap, 4, broker_id, {"auto.create.topics.enable": "false"})
+    assert code == 42 and msg.startswith("Cannot update these configs dynamically: [auto.create.topics.enable]")
+    code, msg = raw_alter_configs(bootstrap, 4, "7", {"log.retention.ms": "100000"})
+    assert (code, msg) == (42, f"Unexpected broker id, expected {broker_id}, but received 7"), (code, msg)
+    if sluice:
+        # Kafka applies these; sluice cannot, and says so instead of claiming it did.
+        assert alters["BROKER log.retention.ms"].startswith(
+            "InvalidRequestException: Cannot update these configs dynamically: [log.retention.ms]"), alters
+        assert alters["GROUP consumer.session.timeout.ms"].startswith(
+            "InvalidConfigurationException: Cannot set group configs [consumer.session.timeout.ms]"), alters
+
+
+def test_config_resources_group_and_broker(broker, tmp_path):
+    check_config_resources(broker.bootstrap, "0", tmp_path)
+
+
 if __name__ == "__main__":
     # Runs the checks against any broker, e.g. Apache Kafka, for comparison.
     boot = os.environ.get("KAFKA_BOOTSTRAP") or sys.argv[1]
     for name, fn in [("oor earliest", lambda: check_out_of_range_resets(boot, "earliest")),
                      ("oor latest", lambda: check_out_of_range_resets(boot, "latest")),
                      ("java many partitions", lambda: check_java_consumer_many_partitions(boot)),
-                     ("max timestamp", lambda: check_max_timestamp(boot))]:
+                     ("max timestamp", lambda: check_max_timestamp(boot)),
+                     ("config resources", lambda: check_config_resources(
+                         boot, os.environ.get("KAFKA_BROKER_ID", "1"), __import__("tempfile").mkdtemp(), False))]:
         t0 = time.monotonic()
         fn()
         print(f"ok {name} ({time.monotonic() - t0:.1f}s)")
