@@ -48,6 +48,12 @@ pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
 /// response's `max_bytes` came back, so a fetch reads at most about `max_bytes` plus this
 /// many partition reads per owner.
 pub const FETCH_READS_IN_FLIGHT: usize = 8;
+/// Fetch sessions (KIP-227) one shard keeps; the least recently used is evicted beyond this
+/// (Kafka's `max.incremental.fetch.session.cache.slots` default is 1000 per broker).
+pub const FETCH_SESSIONS_PER_SHARD: usize = 1000;
+/// Largest records section the broker decompresses to read records in a compressed batch
+/// (ListOffsets MAX_TIMESTAMP); a larger one is an error, never an allocation.
+pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// Default of `max_response_bytes_per_shard`: bytes of responses one shard may hold built but
 /// not yet written to their sockets (clients that do not read). A Fetch answer is cut to what
 /// is left, except its first batch, so the total can exceed this by one batch per connection.

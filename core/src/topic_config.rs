@@ -35,6 +35,160 @@ pub struct Def {
     pub doc: &'static str,
 }
 
+/// Group configs (KIP-848 consumer groups, KIP-932 share groups, KIP-1071 streams groups) with
+/// Apache Kafka 4.4's defaults and broker synonyms, as its DescribeConfigs answers them for a
+/// GROUP resource. sluice has classic groups only: none of these applies to it, so they are
+/// described (at their defaults) but cannot be set.
+pub const GROUP_DEFS: &[Def] = &[
+    Def {
+        name: "consumer.assignment.interval.ms",
+        default: "1000",
+        broker_synonym: "group.consumer.assignment.interval.ms",
+        kind: Kind::Int { min: 0 },
+        doc: "The interval between assignment updates for a consumer group.",
+    },
+    Def {
+        name: "consumer.heartbeat.interval.ms",
+        default: "5000",
+        broker_synonym: "group.consumer.heartbeat.interval.ms",
+        kind: Kind::Int { min: 1 },
+        doc: "The heartbeat interval given to the members of a consumer group.",
+    },
+    Def {
+        name: "consumer.session.timeout.ms",
+        default: "45000",
+        broker_synonym: "group.consumer.session.timeout.ms",
+        kind: Kind::Int { min: 1 },
+        doc: "The timeout to detect client failures when using the consumer group protocol.",
+    },
+    Def {
+        name: "errors.deadletterqueue.copy.record.enable",
+        default: "false",
+        broker_synonym: "errors.deadletterqueue.copy.record.enable",
+        kind: Kind::Bool,
+        doc: "When writing onto the dead-letter queue topic, whether to copy the record's key, value and headers.",
+    },
+    Def {
+        name: "errors.deadletterqueue.topic.name",
+        default: "",
+        broker_synonym: "errors.deadletterqueue.topic.name",
+        kind: Kind::OneOf(&[]),
+        doc: "The name of the topic to be used as the dead-letter queue (DLQ) for share groups.",
+    },
+    Def {
+        name: "share.assignment.interval.ms",
+        default: "1000",
+        broker_synonym: "group.share.assignment.interval.ms",
+        kind: Kind::Int { min: 0 },
+        doc: "The interval between assignment updates for a share group.",
+    },
+    Def {
+        name: "share.auto.offset.reset",
+        default: "latest",
+        broker_synonym: "share.auto.offset.reset",
+        kind: Kind::OneOf(&["latest", "earliest", "by_duration"]),
+        doc: "The strategy to initialize the share-partition start offset.",
+    },
+    Def {
+        name: "share.delivery.count.limit",
+        default: "5",
+        broker_synonym: "group.share.delivery.count.limit",
+        kind: Kind::Int { min: 2 },
+        doc: "The maximum number of delivery attempts for a record delivered to a share group.",
+    },
+    Def {
+        name: "share.heartbeat.interval.ms",
+        default: "5000",
+        broker_synonym: "group.share.heartbeat.interval.ms",
+        kind: Kind::Int { min: 1 },
+        doc: "The heartbeat interval given to the members of a share group.",
+    },
+    Def {
+        name: "share.isolation.level",
+        default: "read_uncommitted",
+        broker_synonym: "share.isolation.level",
+        kind: Kind::OneOf(&["read_uncommitted", "read_committed"]),
+        doc: "Controls how to read records written transactionally.",
+    },
+    Def {
+        name: "share.partition.max.record.locks",
+        default: "2000",
+        broker_synonym: "group.share.partition.max.record.locks",
+        kind: Kind::Int { min: 100 },
+        doc: "Share-group record lock limit per share-partition.",
+    },
+    Def {
+        name: "share.record.lock.duration.ms",
+        default: "30000",
+        broker_synonym: "group.share.record.lock.duration.ms",
+        kind: Kind::Int { min: 1000 },
+        doc: "The record acquisition lock duration in milliseconds for share groups.",
+    },
+    Def {
+        name: "share.renew.acknowledge.enable",
+        default: "true",
+        broker_synonym: "share.renew.acknowledge.enable",
+        kind: Kind::Bool,
+        doc: "Whether the renew acknowledge type is enabled for the share group.",
+    },
+    Def {
+        name: "share.session.timeout.ms",
+        default: "45000",
+        broker_synonym: "group.share.session.timeout.ms",
+        kind: Kind::Int { min: 1 },
+        doc: "The timeout to detect client failures when using the share group protocol.",
+    },
+    Def {
+        name: "streams.assignment.interval.ms",
+        default: "1000",
+        broker_synonym: "group.streams.assignment.interval.ms",
+        kind: Kind::Int { min: 0 },
+        doc: "The interval between assignment updates for a streams group.",
+    },
+    Def {
+        name: "streams.assignor.name",
+        default: "sticky",
+        broker_synonym: "group.streams.assignors",
+        kind: Kind::OneOf(&["sticky"]),
+        doc: "The task assignor to use for this streams group.",
+    },
+    Def {
+        name: "streams.heartbeat.interval.ms",
+        default: "5000",
+        broker_synonym: "group.streams.heartbeat.interval.ms",
+        kind: Kind::Int { min: 1 },
+        doc: "The heartbeat interval given to the members.",
+    },
+    Def {
+        name: "streams.initial.rebalance.delay.ms",
+        default: "3000",
+        broker_synonym: "group.streams.initial.rebalance.delay.ms",
+        kind: Kind::Int { min: 0 },
+        doc: "The amount of time the group coordinator will wait for more streams clients to join a new group.",
+    },
+    Def {
+        name: "streams.num.standby.replicas",
+        default: "0",
+        broker_synonym: "group.streams.num.standby.replicas",
+        kind: Kind::Int { min: 0 },
+        doc: "The number of standby replicas for each task.",
+    },
+    Def {
+        name: "streams.rack.aware.assignment.tags",
+        default: "",
+        broker_synonym: "group.streams.rack.aware.assignment.tags",
+        kind: Kind::ListOf(&[]),
+        doc: "List of client tag keys used to distribute standby replicas across Kafka Streams clients.",
+    },
+    Def {
+        name: "streams.session.timeout.ms",
+        default: "45000",
+        broker_synonym: "group.streams.session.timeout.ms",
+        kind: Kind::Int { min: 1 },
+        doc: "The timeout to detect client failures when using the streams group protocol.",
+    },
+];
+
 const LMAX: &str = "9223372036854775807";
 
 /// Every topic config, with Kafka 4.x's defaults.

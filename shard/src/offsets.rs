@@ -1,9 +1,11 @@
 //! ListOffsets: earliest, latest, max timestamp and by-timestamp lookups, on the owners.
 //!
 //! Contract: answers follow Kafka: -2 earliest (log start), -1 latest (high watermark),
-//! -3 the batch with the largest timestamp, -4 earliest local (= log start here), a timestamp
-//! ≥ 0 the first batch whose max timestamp is at or after it; (-1, -1) when nothing matches.
-//! Timestamp lookups have batch precision: the offset is the matching batch's base offset.
+//! -3 the record with the largest timestamp (the first one with it; records of compressed
+//! batches are decompressed to find it, as Kafka 4.x does), -4 earliest local (= log start
+//! here), a timestamp ≥ 0 the first record whose timestamp is at or after it (record precision
+//! for uncompressed CreateTime batches, the batch's base offset otherwise); (-1, -1) when
+//! nothing matches.
 
 use crate::error::PartitionError;
 use crate::msg::{ListOffsetsItem, ListOffsetsResult, ShardMsg};
@@ -32,7 +34,11 @@ pub async fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListO
         let answer = match item.timestamp {
             LATEST | LATEST_TIERED => Ok((log.high_watermark(), -1)),
             EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => Ok((log.log_start(), -1)),
-            MAX_TIMESTAMP => Ok(log.max_timestamp().unwrap_or(none)),
+            MAX_TIMESTAMP => log
+                .max_timestamp()
+                .await
+                .map(|m| m.map(|(o, t, _)| (o, t)).unwrap_or(none))
+                .map_err(PartitionError::from),
             ts if ts >= 0 => {
                 log.offset_for_timestamp(ts).await.map(|r| r.unwrap_or(none)).map_err(PartitionError::from)
             }

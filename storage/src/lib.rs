@@ -10,6 +10,7 @@
 //! readers only once it is durable (fdatasync'd), so nothing a crash could take back is served.
 
 pub mod cache;
+pub mod codec;
 pub mod disk;
 pub mod error;
 mod file;

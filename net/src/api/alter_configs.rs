@@ -1,10 +1,18 @@
 //! AlterConfigs (key 33), versions 0–2: replaces a topic's whole set of configs.
 //!
 //! Contract: every key is validated first (INVALID_CONFIG names the key); keys not in the
-//! request return to their defaults, as Kafka's non-incremental AlterConfigs does. Broker
-//! configs are static (the TOML file): altering them is refused with INVALID_REQUEST.
+//! request return to their defaults, as Kafka's non-incremental AlterConfigs does.
+//!
+//! BROKER and GROUP resources (here and in IncrementalAlterConfigs, [`not_alterable`]): sluice
+//! applies neither, so every key is refused with the error Kafka 4.x gives a key it cannot
+//! apply. A broker's keys: INVALID_REQUEST "Cannot update these configs dynamically: [keys]"
+//! (sluice's broker configs all come from its config file; Kafka accepts its dynamic ones); a
+//! broker id other than 0: INVALID_REQUEST "Unexpected broker id, expected 0, but received N".
+//! A group's keys: INVALID_CONFIG "Unknown group config name: k" for a key Kafka does not know,
+//! else INVALID_CONFIG naming the keys (sluice has classic groups only: the KIP-848/932/1071
+//! group configs do not apply). No keys: nothing to change, no error.
 
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
 use crate::frame::{decode_body, FrameError, Request};
@@ -13,9 +21,10 @@ use futures::FutureExt;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_core::topic_config::GROUP_DEFS;
 use sluice_shard::admin::change;
 use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
-use sluice_shard::PartitionError;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -26,10 +35,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: AlterConfigsRequest = decode_body(&req)?;
         let mut responses = Vec::with_capacity(body.resources.len());
         for r in body.resources {
-            let result = if r.resource_type != RESOURCE_TOPIC {
-                Err(PartitionError::InvalidRequest(
-                    "only topic configs can be altered; broker configs come from the config file".into(),
-                ))
+            let (code, message) = if r.resource_type != RESOURCE_TOPIC {
+                let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
+                not_alterable(r.resource_type, &r.resource_name, &keys)
             } else {
                 let changes = r
                     .configs
@@ -46,9 +54,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     replace_all: true,
                     validate_only: body.validate_only,
                 };
-                change(&ctx.shard, op).await
+                code_and_message(&change(&ctx.shard, op).await)
             };
-            let (code, message) = code_and_message(&result);
             responses.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)
@@ -60,4 +67,63 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply_now(respond(&req, &AlterConfigsResponse::default().with_responses(responses))))
     }
     .boxed_local()
+}
+
+/// The answer to altering `keys` of a non-topic resource, which sluice never applies: Kafka's
+/// error code and message for keys it cannot apply, or no error when there is nothing to do.
+pub fn not_alterable(resource_type: i8, name: &str, keys: &[String]) -> (i16, Option<String>) {
+    let refuse = |e: ResponseError, m: String| (e.code(), Some(m));
+    let list = || format!("[{}]", keys.join(", "));
+    match resource_type {
+        RESOURCE_BROKER if !name.is_empty() && name != "0" => {
+            refuse(ResponseError::InvalidRequest, format!("Unexpected broker id, expected 0, but received {name}"))
+        }
+        RESOURCE_BROKER if keys.is_empty() => (0, None),
+        RESOURCE_BROKER => refuse(
+            ResponseError::InvalidRequest,
+            format!(
+                "Cannot update these configs dynamically: {} (sluice's broker configs are read from its config file)",
+                list()
+            ),
+        ),
+        RESOURCE_GROUP if name.is_empty() => {
+            refuse(ResponseError::InvalidRequest, "Group name must not be empty".into())
+        }
+        RESOURCE_GROUP => match keys.iter().find(|k| !GROUP_DEFS.iter().any(|d| d.name == k.as_str())) {
+            Some(unknown) => refuse(ResponseError::InvalidConfig, format!("Unknown group config name: {unknown}")),
+            None if keys.is_empty() => (0, None),
+            None => refuse(
+                ResponseError::InvalidConfig,
+                format!(
+                    "Cannot set group configs {}: sluice has classic groups only (no KIP-848 consumer, share or \
+                     streams groups), to which they do not apply",
+                    list()
+                ),
+            ),
+        },
+        other => refuse(ResponseError::InvalidRequest, format!("resource type {other} cannot be altered")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn broker_and_group_answers_are_kafkas() {
+        let (code, msg) = not_alterable(RESOURCE_BROKER, "0", &keys(&["auto.create.topics.enable"]));
+        assert_eq!(code, 42);
+        assert!(msg.unwrap().starts_with("Cannot update these configs dynamically: [auto.create.topics.enable]"));
+        assert_eq!(not_alterable(RESOURCE_BROKER, "", &[]), (0, None));
+        let (code, msg) = not_alterable(RESOURCE_BROKER, "7", &keys(&["log.retention.ms"]));
+        assert_eq!((code, msg.unwrap()), (42, "Unexpected broker id, expected 0, but received 7".to_string()));
+        let (code, msg) = not_alterable(RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms", "foo"]));
+        assert_eq!((code, msg.unwrap()), (40, "Unknown group config name: foo".to_string()));
+        assert_eq!(not_alterable(RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms"])).0, 40);
+        assert_eq!(not_alterable(RESOURCE_GROUP, "", &[]).0, 42);
+    }
 }

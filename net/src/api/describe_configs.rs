@@ -4,7 +4,9 @@
 //! Contract: every topic config Kafka defines is listed (filtered by the requested keys);
 //! a value set on the topic has source TOPIC_CONFIG (1), otherwise DEFAULT_CONFIG (5) with the
 //! broker-level synonym; broker configs that come from sluice's configuration have source
-//! STATIC_BROKER_CONFIG (4).
+//! STATIC_BROKER_CONFIG (4). A GROUP resource (any group name, as Kafka answers) lists Kafka
+//! 4.4's group configs (KIP-848/932/1071) at their defaults, DEFAULT_CONFIG with the broker
+//! synonym; sluice has classic groups only, so they are marked read-only (they cannot be set).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -25,6 +27,7 @@ pub const SPEC: ApiSpec =
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_GROUP: i8 = 32;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
@@ -47,6 +50,7 @@ struct Entry {
     synonyms: Vec<(String, String, i8)>,
     kind: i8,
     doc: &'static str,
+    read_only: bool,
 }
 
 fn topic_entries(
@@ -68,6 +72,7 @@ fn topic_entries(
                     synonyms: vec![(d.name.into(), v.clone(), SOURCE_TOPIC), default],
                     kind: config_type(d.kind),
                     doc: d.doc,
+                    read_only: false,
                 },
                 None => Entry {
                     name: d.name.into(),
@@ -76,6 +81,7 @@ fn topic_entries(
                     synonyms: vec![default],
                     kind: config_type(d.kind),
                     doc: d.doc,
+                    read_only: false,
                 },
             }
         })
@@ -94,6 +100,7 @@ fn broker_entries(
         synonyms: vec![(name.into(), value, SOURCE_STATIC_BROKER)],
         kind,
         doc,
+        read_only: true,
     };
     let mut out = vec![
         fixed("node.id", "0".into(), 3, "this broker's id"),
@@ -152,10 +159,28 @@ fn broker_entries(
                 synonyms: vec![(d.broker_synonym.into(), value, source)],
                 kind: config_type(d.kind),
                 doc: d.doc,
+                read_only: source == SOURCE_STATIC_BROKER,
             });
         }
     }
     out
+}
+
+/// A group's configs: Kafka's group configs at their defaults (none applies to sluice's
+/// classic groups, so none can be set: read-only).
+fn group_entries() -> Vec<Entry> {
+    topic_config::GROUP_DEFS
+        .iter()
+        .map(|d| Entry {
+            name: d.name.into(),
+            value: d.default.into(),
+            source: SOURCE_DEFAULT,
+            synonyms: vec![(d.broker_synonym.into(), d.default.into(), SOURCE_DEFAULT)],
+            kind: config_type(d.kind),
+            doc: d.doc,
+            read_only: true,
+        })
+        .collect()
 }
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
@@ -187,6 +212,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         ResponseError::InvalidRequest,
                         format!("no broker {}; this is broker 0", &*r.resource_name),
                     )),
+                    RESOURCE_GROUP if r.resource_name.is_empty() => {
+                        Err((ResponseError::InvalidRequest, "Group name must not be empty".to_string()))
+                    }
+                    RESOURCE_GROUP => Ok(group_entries()),
                     other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
                 };
                 match entries {
@@ -216,7 +245,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                 DescribeConfigsResourceResult::default()
                                     .with_name(StrBytes::from_string(e.name))
                                     .with_value(Some(StrBytes::from_string(e.value)))
-                                    .with_read_only(e.source == SOURCE_STATIC_BROKER)
+                                    .with_read_only(e.read_only)
                                     .with_config_source(e.source)
                                     .with_is_sensitive(false)
                                     .with_synonyms(synonyms)

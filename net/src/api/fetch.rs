@@ -2,9 +2,10 @@
 //! `max_wait_ms`, answer within `max_bytes` (the first batch always whole).
 //!
 //! Contract: topics are named by name (v4–12) or by topic id (v13+); an unknown id gets
-//! UNKNOWN_TOPIC_ID. Fetch sessions (KIP-227) are not kept: session id 0 tells clients to send
-//! full requests. Everything happens in the second phase, so a waiting fetch never holds up
-//! the connection's other requests.
+//! UNKNOWN_TOPIC_ID. Fetch sessions (KIP-227) are kept per shard (see `session`): a full fetch
+//! with epoch 0 opens one, incremental fetches are answered with the changed partitions only.
+//! Apart from the session lookup (first phase, in request order), everything happens in the
+//! second phase, so a waiting fetch never holds up the connection's other requests.
 //!
 //! Memory: an answer is also cut to what is left of the shard's response budget
 //! (`max_response_bytes_per_shard` minus the response bytes the shard already holds unwritten,
@@ -14,14 +15,18 @@
 //! the first partition with data is kept whole even when nothing is left, so every Fetch makes
 //! progress and the shard holds at most the budget plus one batch per connection.
 
+mod session;
+
 use super::{topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code;
 use crate::frame::{decode_body, FrameError, Request};
 use crate::response::encode_with_records;
+use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use session::{Answered, Plan, Wanted, FINAL_EPOCH};
 use sluice_core::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS, MAX_PARTITION_READ_BYTES};
 use sluice_core::{Offset, TopicPartition};
 use sluice_shard::fetch::{fetch, trim, FetchPlan};
@@ -36,35 +41,53 @@ pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Fetch, name: "Fetch", min_versi
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: FetchRequest = decode_body(&req)?;
+        let v = req.version;
+        // Sessions exist from v7 on; older clients always send full fetches. The session is
+        // looked up and advanced here, in the first phase, so pipelined fetches of one
+        // connection see it in request order.
+        let (session_id, epoch) = if v >= 7 { (body.session_id, body.session_epoch) } else { (0, FINAL_EPOCH) };
+        let plan = session::plan(ctx.shard.id.index(), session_id, epoch, &body.topics, &body.forgotten_topics_data);
         let reply = async move {
+            let (session_id, incremental, wanted) = match plan {
+                Plan::Full { session_id, wanted } => {
+                    (session_id, None, wanted.into_iter().map(|w| (w, None)).collect::<Vec<_>>())
+                }
+                Plan::Incremental { session_id, wanted } => (session_id, Some(()), wanted),
+                Plan::Refused(error) => {
+                    let resp = FetchResponse::default().with_error_code(error).with_session_id(0);
+                    return encode_with_records(req.correlation_id, v, &resp, &[]).map(Some);
+                }
+            };
             let asked = (body.max_bytes.max(0) as usize).min(MAX_FETCH_RESPONSE_BYTES);
             let max_bytes = asked.min(budget_left(&ctx));
             let mut shrunk = max_bytes < asked;
             let mut items = Vec::new();
             let mut early: Vec<Option<PartitionError>> = Vec::new();
-            let mut layout = Vec::with_capacity(body.topics.len());
-            for t in &body.topics {
-                let name = topic_name(&ctx, &t.topic.0, &t.topic_id);
-                let mut parts = Vec::with_capacity(t.partitions.len());
-                for p in &t.partitions {
-                    let index = early.len();
-                    parts.push((p.partition, index));
-                    match &name {
-                        None => early.push(Some(PartitionError::UnknownTopicId)),
-                        Some(n) => {
-                            early.push(None);
-                            items.push(FetchItem {
-                                index,
-                                tp: TopicPartition::new(n.clone(), p.partition),
-                                offset: Offset(p.fetch_offset),
-                                max_bytes: (p.partition_max_bytes.max(0) as usize)
-                                    .min(MAX_PARTITION_READ_BYTES)
-                                    .min(max_bytes),
-                            });
-                        }
+            // Topics in the order first wanted, each with its partitions' (wanted, result index).
+            let mut layout: Vec<(Option<String>, Vec<(Wanted, Option<Answered>, usize)>)> = Vec::new();
+            for (w, before) in wanted {
+                let index = early.len();
+                let same = layout.last().is_some_and(|(_, parts)| {
+                    let first = &parts[0].0;
+                    first.topic == w.topic && first.topic_id == w.topic_id
+                });
+                if !same {
+                    layout.push((topic_name(&ctx, &w.topic.0, &w.topic_id), Vec::new()));
+                }
+                let (name, parts) = layout.last_mut().expect("pushed");
+                match name {
+                    None => early.push(Some(PartitionError::UnknownTopicId)),
+                    Some(n) => {
+                        early.push(None);
+                        items.push(FetchItem {
+                            index,
+                            tp: TopicPartition::new(n.clone(), w.partition),
+                            offset: Offset(w.fetch_offset),
+                            max_bytes: (w.max_bytes.max(0) as usize).min(MAX_PARTITION_READ_BYTES).min(max_bytes),
+                        });
                     }
                 }
-                layout.push((t.topic.clone(), t.topic_id, name, parts));
+                parts.push((w, before, index));
             }
             let plan = FetchPlan {
                 items,
@@ -95,10 +118,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 results[index] = Some(r);
             }
             // Bytes out per topic: what the answer carries.
-            for (_, _, name, parts) in &layout {
+            for (name, parts) in &layout {
                 let sent: usize = parts
                     .iter()
-                    .filter_map(|(_, at)| match &results[*at] {
+                    .filter_map(|(_, _, at)| match &results[*at] {
                         Some(Ok(r)) => Some(r.records.len()),
                         _ => None,
                     })
@@ -107,47 +130,55 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     metrics::add_topic_bytes(name, sent as u64, false);
                 }
             }
-            let v = req.version;
             let mut records = Vec::new();
-            let responses = layout
-                .into_iter()
-                .map(|(topic, topic_id, _, parts)| {
-                    let partitions = parts
-                        .into_iter()
-                        .map(|(partition, at)| {
-                            let base = PartitionData::default()
-                                .with_partition_index(partition)
-                                .with_aborted_transactions(Some(vec![]))
-                                .with_preferred_read_replica(BrokerId(-1));
-                            match results[at].take().expect("every partition has a result") {
-                                Ok(read) => base
-                                    .with_error_code(0)
-                                    .with_high_watermark(read.high_watermark.0)
-                                    .with_last_stable_offset(read.high_watermark.0)
-                                    .with_log_start_offset(if v >= 5 { read.log_start.0 } else { -1 })
-                                    .with_records(Some({
-                                        records.push(read.records.clone());
-                                        read.records
-                                    })),
-                                Err(e) => base
-                                    .with_error_code(code(&e))
-                                    .with_high_watermark(-1)
-                                    .with_last_stable_offset(-1)
-                                    .with_log_start_offset(-1)
-                                    .with_records(None),
-                            }
-                        })
-                        .collect();
-                    FetchableTopicResponse::default()
-                        .with_topic(topic)
-                        .with_topic_id(topic_id)
-                        .with_partitions(partitions)
-                })
-                .collect();
+            let mut answers = Vec::new();
+            let mut responses = Vec::with_capacity(layout.len());
+            for (_, parts) in layout {
+                let (topic, topic_id) = (parts[0].0.topic.clone(), parts[0].0.topic_id);
+                let mut partitions = Vec::with_capacity(parts.len());
+                for (w, before, at) in parts {
+                    let r = results[at].take().expect("every partition has a result");
+                    let now = match &r {
+                        Ok(read) => Answered { high_watermark: read.high_watermark.0, log_start: read.log_start.0 },
+                        Err(_) => Answered { high_watermark: -1, log_start: -1 },
+                    };
+                    let has_records = r.as_ref().is_ok_and(|read| !read.records.is_empty());
+                    if incremental.is_some() && !session::changed(before, now, has_records, r.is_err()) {
+                        continue;
+                    }
+                    answers.push((w.clone(), now));
+                    let base = PartitionData::default()
+                        .with_partition_index(w.partition)
+                        .with_preferred_read_replica(BrokerId(-1));
+                    partitions.push(match r {
+                        Ok(read) => base
+                            .with_error_code(0)
+                            .with_high_watermark(read.high_watermark.0)
+                            .with_last_stable_offset(read.high_watermark.0)
+                            .with_log_start_offset(if v >= 5 { read.log_start.0 } else { -1 })
+                            // READ_UNCOMMITTED: Kafka answers null, not an empty list.
+                            .with_aborted_transactions(None)
+                            .with_records(Some({
+                                records.push(read.records.clone());
+                                read.records
+                            })),
+                        Err(e) => error_partition(base, &e),
+                    });
+                }
+                if !partitions.is_empty() || incremental.is_none() {
+                    responses.push(
+                        FetchableTopicResponse::default()
+                            .with_topic(topic)
+                            .with_topic_id(topic_id)
+                            .with_partitions(partitions),
+                    );
+                }
+            }
+            session::answered(session_id, &answers);
             let resp = FetchResponse::default()
                 .with_throttle_time_ms(0)
                 .with_error_code(0)
-                .with_session_id(0)
+                .with_session_id(session_id)
                 .with_responses(responses);
             // The record sets are written from where the reads left them, not copied.
             encode_with_records(req.correlation_id, req.version, &resp, &records).map(Some)
@@ -156,6 +187,22 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply)
     }
     .boxed_local()
+}
+
+/// A partition answered with an error, field for field as Kafka 4.x answers it: watermarks
+/// and log start offset -1 and an empty record set, never a null one (librdkafka rejects the
+/// whole response on a record set of length -1, so a consumer could never see
+/// OFFSET_OUT_OF_RANGE and reset). Aborted transactions are an empty list for a partition
+/// Kafka refuses before reading (unknown topic, partition or topic id) and null for one whose
+/// read failed (`ReplicaManager.createLogReadResult`).
+fn error_partition(base: PartitionData, e: &PartitionError) -> PartitionData {
+    let refused_before_read = matches!(e, PartitionError::UnknownTopicOrPartition | PartitionError::UnknownTopicId);
+    base.with_error_code(code(e))
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_aborted_transactions(refused_before_read.then(Vec::new))
+        .with_records(Some(Bytes::new()))
 }
 
 /// Bytes of the shard's response budget not held by unwritten responses.

@@ -1,6 +1,8 @@
 //! IncrementalAlterConfigs (key 44), versions 0–1: SET, DELETE, APPEND and SUBTRACT on topic
-//! configs; other keys keep their values.
+//! configs; other keys keep their values. BROKER and GROUP resources: see
+//! `alter_configs::not_alterable` (refused with Kafka's errors; sluice applies neither).
 
+use super::alter_configs::not_alterable;
 use super::describe_configs::RESOURCE_TOPIC;
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -52,14 +54,18 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         replace_all: false,
                         validate_only: body.validate_only,
                     };
-                    change(&ctx.shard, op).await
+                    Ok(code_and_message(&change(&ctx.shard, op).await))
                 }
                 (RESOURCE_TOPIC, Err(e)) => Err(e),
-                _ => Err(PartitionError::InvalidRequest(
-                    "only topic configs can be altered; broker configs come from the config file".into(),
-                )),
+                (other, _) => {
+                    let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
+                    Ok(not_alterable(other, &r.resource_name, &keys))
+                }
             };
-            let (code, message) = code_and_message(&result);
+            let (code, message) = match result {
+                Ok(answer) => answer,
+                Err(e) => code_and_message::<()>(&Err(e)),
+            };
             responses.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)

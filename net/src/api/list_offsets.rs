@@ -43,11 +43,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         let (_, r) = results.next().expect("one result per partition");
                         let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                         match r {
+                            // Nothing found (an empty log for MAX_TIMESTAMP, no record at or
+                            // after a timestamp): Kafka answers offset, timestamp and epoch -1.
                             Ok((offset, ts)) => base
                                 .with_error_code(0)
                                 .with_offset(offset.0)
                                 .with_timestamp(ts)
-                                .with_leader_epoch(if req.version >= 4 { 0 } else { -1 }),
+                                .with_leader_epoch(if req.version >= 4 && offset.0 >= 0 { 0 } else { -1 }),
                             Err(e) => {
                                 base.with_error_code(code(&e)).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1)
                             }

@@ -136,15 +136,56 @@ impl PartitionLog {
         }
     }
 
-    /// The batch with the largest max timestamp: (its base offset, timestamp).
-    pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
-        let st = self.state.borrow();
-        st.segments
-            .iter()
-            .filter(|s| s.max_ts >= 0 && s.max_ts_offset < self.durable.get() && s.max_ts_offset >= st.log_start)
-            .max_by_key(|s| s.max_ts)
-            .map(|s| (Offset(s.max_ts_offset), s.max_ts))
+    /// The record with the largest timestamp (KIP-734, as Kafka 4.x answers ListOffsets
+    /// MAX_TIMESTAMP): the first segment holding the largest batch max timestamp, the first
+    /// batch there with it, and the first record of that batch with it (read from the records,
+    /// decompressed when the batch is compressed; a LogAppendTime batch's first record). Its
+    /// offset, timestamp and the batch's leader epoch; `None` for an empty log.
+    pub async fn max_timestamp(&self) -> Result<Option<(Offset, i64, LeaderEpoch)>, StorageError> {
+        let found = {
+            let st = self.state.borrow();
+            let mut best: Option<(i64, i64)> = None;
+            for s in &st.segments {
+                let live = s.max_ts >= 0 && s.max_ts_offset < self.durable.get() && s.max_ts_offset >= st.log_start;
+                if live && best.is_none_or(|(t, _)| s.max_ts > t) {
+                    best = Some((s.max_ts, s.max_ts_offset));
+                }
+            }
+            best
+        };
+        let Some((ts, batch_base)) = found else { return Ok(None) };
+        let read = self.read(Offset(batch_base), 1).await?;
+        let mut pos = 0;
+        while pos + LOG_OVERHEAD <= read.records.len() {
+            let h = BatchHeader::parse(&read.records[pos..]).map_err(StorageError::InvalidBatch)?;
+            let end = (pos + h.total_len()).min(read.records.len());
+            if h.max_timestamp == ts {
+                let offset = record_with_timestamp(&read.records[pos..end], &h, &self.name)?;
+                return Ok(Some((Offset(offset), ts, LeaderEpoch(h.partition_leader_epoch))));
+            }
+            pos = end;
+        }
+        // The index named a batch the read did not return (retention removed it meanwhile).
+        Ok(None)
     }
+}
+
+/// The offset of the first record of `bytes` (one batch) whose timestamp is the batch's max
+/// timestamp (the first record of a LogAppendTime batch: all its records carry that time).
+fn record_with_timestamp(bytes: &[u8], h: &BatchHeader, name: &str) -> Result<i64, StorageError> {
+    if h.attributes & 0x08 != 0 {
+        return Ok(h.base_offset);
+    }
+    let plain = crate::codec::uncompressed(bytes, h).map_err(|e| {
+        StorageError::io("decompress", name, std::io::Error::other(format!("batch at offset {}: {e}", h.base_offset)))
+    })?;
+    let recs = batch::records(&plain).map_err(StorageError::InvalidBatch)?;
+    Ok(recs
+        .iter()
+        .find(|r| h.base_timestamp + r.timestamp_delta == h.max_timestamp)
+        .map(|r| h.base_offset + r.offset_delta as i64)
+        // A max timestamp no record carries (a producer's mistake): the batch, as before.
+        .unwrap_or(h.base_offset))
 }
 
 /// Checks the CRC-32C of every batch read back from a segment file. Recovery checks the tail
