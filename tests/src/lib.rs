@@ -75,6 +75,8 @@ pub struct Broker {
     child: Option<Child>,
     pid: i32,
     port: u16,
+    /// Port to ask for on the next start (0: any free port).
+    listen_port: u16,
     cores: usize,
     extra_args: Vec<String>,
     ready_line: String,
@@ -98,6 +100,7 @@ impl Broker {
             child: None,
             pid: 0,
             port: 0,
+            listen_port: 0,
             cores,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             ready_line: String::new(),
@@ -188,7 +191,7 @@ impl Broker {
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.listen_port))
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--cores")
@@ -346,7 +349,32 @@ impl Broker {
     /// change), same cores and arguments. It must not be running.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again(): broker still running");
+        self.listen_port = 0;
         self.spawn();
+    }
+
+    /// Starts the broker again on the same data dir and the port it listened
+    /// on before (clients keep their bootstrap address), same cores and
+    /// arguments. Right after a SIGKILL the port may still be held by the
+    /// dead process's sockets for a moment: the broker waits for it
+    /// (`listen_retry_ms`).
+    pub fn start_again_same_port(&mut self) {
+        assert!(self.child.is_none(), "start_again_same_port(): broker still running");
+        assert!(self.port != 0, "start_again_same_port(): the broker never listened");
+        self.listen_port = self.port;
+        self.spawn();
+        self.listen_port = 0;
+    }
+
+    /// Waits up to `timeout` for the broker to exit on its own (no signal
+    /// sent); `None` if it is still running then.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.wait_exit(timeout)
+    }
+
+    /// The broker's stderr of start number `start` (1-based).
+    pub fn stderr_of(&self, start: u32) -> String {
+        String::from_utf8_lossy(&fs::read(self.stderr_path(start)).unwrap_or_default()).into_owned()
     }
 
     /// Like [`start_again`](Broker::start_again) but waits up to `timeout`

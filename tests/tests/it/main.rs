@@ -14,5 +14,6 @@ mod offsets;
 mod produce_consume;
 mod restart;
 mod shutdown;
+mod startup;
 mod torture;
 mod wire;
