@@ -79,6 +79,8 @@ pub struct Broker {
     listen_port: u16,
     cores: usize,
     extra_args: Vec<String>,
+    /// Extra environment variables of the process (fault hooks); see [`Broker::set_env`].
+    env: Vec<(String, String)>,
     ready_line: String,
     /// Number of times the process has been started (1 after `start`).
     starts: u32,
@@ -96,6 +98,13 @@ impl Broker {
     /// Starts a broker whose data dir is `dir/data`, with extra command-line
     /// arguments appended after the standard ones.
     pub fn start_with(dir: TempDir, cores: usize, extra_args: &[&str]) -> Broker {
+        Broker::start_with_env(dir, cores, extra_args, &[])
+    }
+
+    /// Like [`start_with`](Broker::start_with), with extra environment
+    /// variables for the process (kept for restarts until [`set_env`](Broker::set_env)).
+    /// A broker with extra variables never dumps core (a fault test aborts it).
+    pub fn start_with_env(dir: TempDir, cores: usize, extra_args: &[&str], env: &[(&str, &str)]) -> Broker {
         let mut b = Broker {
             child: None,
             pid: 0,
@@ -103,12 +112,18 @@ impl Broker {
             listen_port: 0,
             cores,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ready_line: String::new(),
             starts: 0,
             dir,
         };
         b.spawn();
         b
+    }
+
+    /// Replaces the extra environment variables used by the next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// Port the broker listens on (loopback).
@@ -201,6 +216,18 @@ impl Broker {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
         cmd.env("NO_COLOR", "1");
+        if !self.env.is_empty() {
+            cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::setrlimit(libc::RLIMIT_CORE, &none);
+                    Ok(())
+                });
+            }
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

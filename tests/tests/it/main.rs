@@ -4,6 +4,8 @@
 
 mod common;
 
+mod failure;
+
 mod acks;
 mod admin;
 mod affinity;
