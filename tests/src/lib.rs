@@ -386,10 +386,17 @@ impl Broker {
     /// dead process's sockets for a moment: the broker waits for it
     /// (`listen_retry_ms`).
     pub fn start_again_same_port(&mut self) {
+        self.start_again_same_port_within(START_TIMEOUT);
+    }
+
+    /// Like [`start_again_same_port`](Broker::start_again_same_port) but waits
+    /// up to `timeout` for the ready line (thread states on timeout, as
+    /// [`start_again_within`](Broker::start_again_within)).
+    pub fn start_again_same_port_within(&mut self, timeout: Duration) {
         assert!(self.child.is_none(), "start_again_same_port(): broker still running");
         assert!(self.port != 0, "start_again_same_port(): the broker never listened");
         self.listen_port = self.port;
-        self.spawn();
+        self.spawn_within(timeout, true);
         self.listen_port = 0;
     }
 
