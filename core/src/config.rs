@@ -61,6 +61,10 @@ pub struct BrokerConfig {
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
+    /// How long start-up retries binding a listen port that is in use before it gives up
+    /// (0: fail at once). Covers a restart right after a crash, while the kernel still holds
+    /// the dead broker's sockets.
+    pub listen_retry_ms: u64,
     /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
     /// Kafka's broker name for it (`log.retention.ms`); a topic's own setting wins.
     pub topic_defaults: BTreeMap<String, toml::Value>,
@@ -82,6 +86,7 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             log_retention_check_interval_ms: 300_000,
+            listen_retry_ms: crate::limits::DEFAULT_LISTEN_RETRY_MS,
             max_connections: 100_000,
             max_connections_per_ip: 0,
             connections_max_idle_ms: 600_000,
@@ -271,6 +276,13 @@ impl BrokerConfig {
                 key: "connections_max_idle_ms",
                 value: "0".into(),
                 expected: "a positive number of milliseconds".into(),
+            });
+        }
+        if self.listen_retry_ms > crate::limits::MAX_LISTEN_RETRY_MS {
+            return Err(ConfigError::Invalid {
+                key: "listen_retry_ms",
+                value: self.listen_retry_ms.to_string(),
+                expected: format!("between 0 and {}", crate::limits::MAX_LISTEN_RETRY_MS),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

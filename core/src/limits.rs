@@ -76,6 +76,15 @@ pub const MAX_SEGMENT_RELATIVE_OFFSET: i64 = i32::MAX as i64;
 /// Largest byte position (end of a batch) within one segment: index positions are 32-bit,
 /// and a segment rolls before a batch would end past this.
 pub const MAX_SEGMENT_POSITION: u64 = u32::MAX as u64;
+/// Default of `listen_retry_ms`: how long start-up keeps retrying a listen port in use (a
+/// broker killed a moment ago still holds it while the kernel tears its sockets down).
+pub const DEFAULT_LISTEN_RETRY_MS: u64 = 10_000;
+/// Largest `listen_retry_ms` accepted.
+pub const MAX_LISTEN_RETRY_MS: u64 = 600_000;
+/// First pause between binds of a port in use; it doubles up to the maximum below.
+pub const LISTEN_RETRY_FIRST_PAUSE_MS: u64 = 10;
+/// Longest pause between binds of a port in use.
+pub const LISTEN_RETRY_MAX_PAUSE_MS: u64 = 250;
 
 const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_PER_SHARD);
@@ -93,6 +102,8 @@ const _: () = assert!(
 );
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
+const _: () = assert!(DEFAULT_LISTEN_RETRY_MS <= MAX_LISTEN_RETRY_MS);
+const _: () = assert!(LISTEN_RETRY_FIRST_PAUSE_MS > 0 && LISTEN_RETRY_FIRST_PAUSE_MS <= LISTEN_RETRY_MAX_PAUSE_MS);
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
 const _: () = assert!(
     MAX_SEGMENT_RELATIVE_OFFSET >= i32::MAX as i64 && MAX_SEGMENT_RELATIVE_OFFSET <= u32::MAX as i64,

@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Number of shards, one pinned thread per core [default: every available core]
     #[arg(long)]
     pub cores: Option<usize>,
+    /// How long to retry a listen port in use before giving up, in ms (0: fail at once)
+    /// [default: 10000]
+    #[arg(long)]
+    pub listen_retry_ms: Option<u64>,
     /// TOML configuration file; flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -108,6 +112,9 @@ impl ServeArgs {
         }
         if let Some(c) = self.cores {
             config.cores = Some(c);
+        }
+        if let Some(r) = self.listen_retry_ms {
+            config.listen_retry_ms = r;
         }
         Ok(config)
     }

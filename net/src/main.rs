@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: sluice_net::huge_alloc::HugeAlloc = sluice_net::huge_alloc::HugeAlloc;
 
 fn main() {
+    // Failure policy: a panic on any thread aborts the whole process (see ARCHITECTURE.md).
+    sluice_shard::runtime::install_abort_on_panic();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

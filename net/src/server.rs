@@ -4,7 +4,8 @@
 //! Contract: every start-up failure returns a one-line message naming the problem (bad config
 //! value, unusable data dir, port in use, missing kernel facility); nothing is left running.
 //! The listen port is checked with a plain bind first, so a second broker cannot silently
-//! share a port through SO_REUSEPORT; then one SO_REUSEPORT socket per shard is bound.
+//! share a port through SO_REUSEPORT; then one SO_REUSEPORT socket per shard is bound. A port
+//! in use is retried for `listen_retry_ms` (a broker killed a moment ago still holds it).
 //! `max_connections` and `max_connections_per_ip` hold for the whole broker: every shard's
 //! accept loop admits through one shared [`Connections`] count, touched only when a
 //! connection is accepted or closed, never on the request path.
@@ -66,7 +67,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         sync_dir(&config.data_dir)?;
     }
     raise_open_file_limit();
-    let (port, sockets) = bind_all(listen, cores)?;
+    let (port, sockets) = bind_all_retrying(listen, cores, Duration::from_millis(config.listen_retry_ms))?;
     let mut metrics = bind_metrics(&config)?;
     let (advertised_host, advertised_port) = match config.advertised().map_err(|e| e.to_string())? {
         Some((h, p)) => (h, p),
@@ -216,24 +217,53 @@ fn bind_metrics(config: &BrokerConfig) -> Result<Option<Socket>, String> {
     }
 }
 
+/// Binds the listeners, retrying a port in use for up to `retry` (with growing pauses, logged):
+/// a broker killed a moment ago still holds its sockets while the kernel tears down its
+/// io_uring instance. Any other error, or a port still in use after `retry`, fails at once
+/// with the one-line `cannot listen on ADDR: ...`.
+fn bind_all_retrying(addr: SocketAddr, n: usize, retry: Duration) -> Result<(u16, Vec<Socket>), String> {
+    use sluice_core::limits::{LISTEN_RETRY_FIRST_PAUSE_MS, LISTEN_RETRY_MAX_PAUSE_MS};
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(LISTEN_RETRY_FIRST_PAUSE_MS);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match bind_all(addr, n) {
+            Ok(bound) => {
+                if tries > 1 {
+                    tracing::info!(listen = %addr, tries, waited_ms = started.elapsed().as_millis() as u64, "listen port free");
+                }
+                return Ok(bound);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() + pause <= retry => {
+                if tries == 1 {
+                    tracing::warn!(
+                        listen = %addr,
+                        retry_ms = retry.as_millis() as u64,
+                        "listen port in use (a broker that just stopped may still hold it); retrying"
+                    );
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(LISTEN_RETRY_MAX_PAUSE_MS));
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        }
+    }
+}
+
 /// Checks the port is free, then binds one SO_REUSEPORT listener per shard.
-fn bind_all(addr: SocketAddr, n: usize) -> Result<(u16, Vec<Socket>), String> {
-    let in_use = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
-    let probe = new_socket(addr, false).map_err(in_use)?;
-    probe.bind(&addr.into()).map_err(in_use)?;
-    let port = probe
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.port())
-        .ok_or_else(|| format!("cannot listen on {addr}: no local address"))?;
+fn bind_all(addr: SocketAddr, n: usize) -> std::io::Result<(u16, Vec<Socket>)> {
+    let probe = new_socket(addr, false)?;
+    probe.bind(&addr.into())?;
+    let port =
+        probe.local_addr()?.as_socket().map(|a| a.port()).ok_or_else(|| std::io::Error::other("no local address"))?;
     drop(probe);
     let bound = SocketAddr::new(addr.ip(), port);
     let mut sockets = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = new_socket(bound, true).map_err(in_use)?;
-        s.bind(&bound.into()).map_err(in_use)?;
-        s.listen(1024).map_err(in_use)?;
+        let s = new_socket(bound, true)?;
+        s.bind(&bound.into())?;
+        s.listen(1024)?;
         sockets.push(s);
     }
     Ok((port, sockets))

@@ -171,6 +171,9 @@ pub fn record_stage(stage: Stage, took: Duration) {
 
 /// Counts bytes produced to (`inbound`) or fetched from a topic.
 pub fn add_topic_bytes(topic: &str, bytes: u64, inbound: bool) {
+    if inbound {
+        fault::produce_append();
+    }
     REG.with(|r| {
         let mut r = r.borrow_mut();
         let e = match r.topics.get_mut(topic) {
@@ -320,6 +323,46 @@ pub fn stage_summary() -> String {
         }
         out
     })
+}
+
+/// Test-only fault injection (cargo feature `fault-injection` of sluice-shard, enabled through
+/// sluice-net's feature of the same name by the tests crate; absent from `cargo build -p
+/// sluice-net`). `SLUICE_FAULT_PANIC_SHARD=<n>:<after>`, read when each shard starts, makes
+/// shard `n` panic in its produce path (a partition append, before the ack) once it has
+/// appended `after` produce items, to prove the failure policy: the whole process aborts.
+pub mod fault {
+    #[cfg(feature = "fault-injection")]
+    thread_local!(static LEFT: std::cell::Cell<Option<(u16, u64)>> = const { std::cell::Cell::new(None) });
+
+    /// Arms the fault on this shard's thread when the variable names it.
+    pub fn arm(shard: sluice_core::ShardId) {
+        #[cfg(feature = "fault-injection")]
+        {
+            let Ok(spec) = std::env::var("SLUICE_FAULT_PANIC_SHARD") else { return };
+            let parsed = spec.split_once(':').and_then(|(n, a)| Some((n.parse::<u16>().ok()?, a.parse::<u64>().ok()?)));
+            match parsed {
+                Some((n, after)) if n == shard.0 => {
+                    tracing::warn!(shard = %shard, after, "fault injection armed: this shard will panic");
+                    LEFT.with(|l| l.set(Some((n, after))));
+                }
+                Some(_) => {}
+                None => tracing::warn!(spec = %spec, "SLUICE_FAULT_PANIC_SHARD ignored: expected <shard>:<appends>"),
+            }
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = shard;
+    }
+
+    /// One produce append on this shard: panics when the armed count is used up.
+    #[inline]
+    pub(super) fn produce_append() {
+        #[cfg(feature = "fault-injection")]
+        LEFT.with(|l| match l.get() {
+            Some((n, 0)) => panic!("injected fault: shard {n} panics in its produce path (SLUICE_FAULT_PANIC_SHARD)"),
+            Some((n, left)) => l.set(Some((n, left - 1))),
+            None => {}
+        });
+    }
 }
 
 #[cfg(test)]

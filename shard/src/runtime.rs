@@ -8,6 +8,12 @@
 //! SIGTERM or SIGINT: every shard stops accepting and finishes its in-flight requests (the
 //! `serve` future returns); once all have drained, every shard closes its logs (everything
 //! appended becomes durable) while still answering peers; once all have closed, all exit.
+//!
+//! Failure policy: a panic (a failed assertion included) on any thread aborts the whole process
+//! at once (the hook installed by [`install_abort_on_panic`], called by [`run`]), after one
+//! line on stderr and in the log naming the thread and the panic. There is no half-alive
+//! broker: a dead shard would leave its partitions unserved and its peers waiting forever in
+//! the shutdown barriers. Acknowledged data is on disk; the next start recovers the rest.
 
 use crate::metadata::MetadataSnapshot;
 use crate::msg::Envelope;
@@ -33,8 +39,44 @@ pub enum RuntimeError {
     Startup { shard: usize, why: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("shard {0} panicked")]
-    Panicked(usize),
+}
+
+/// Installs (once) the process-wide panic hook of the failure policy: print the thread's name
+/// (`sluice-shard-<n>` for a shard) and the panic on stderr and in the log, then abort.
+pub fn install_abort_on_panic() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let thread = thread_name();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_string());
+            let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+            eprintln!("sluice: fatal: thread {thread} panicked at {at}: {what}; aborting the whole process");
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                eprintln!("{backtrace}");
+            }
+            tracing::error!(thread = %thread, at = %at, panic = %what, "fatal: panic; aborting the whole process");
+            std::process::abort();
+        }));
+    });
+}
+
+/// The OS name of the calling thread (`sluice-shard-<n>` on a shard, set by `name_thread`).
+fn thread_name() -> String {
+    let mut buf = [0u8; 17];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL-terminated, into the buffer we own.
+    let ok = unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr() as libc::c_ulong, 0, 0, 0) } == 0;
+    let os = if ok {
+        std::ffi::CStr::from_bytes_until_nul(&buf).ok().map(|c| c.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    os.or_else(|| std::thread::current().name().map(str::to_string)).unwrap_or_else(|| "<unnamed>".to_string())
 }
 
 /// Barrier that executors reach without blocking their threads (they keep serving peers).
@@ -64,6 +106,7 @@ where
     F: Fn(Rc<Shard>, P) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    install_abort_on_panic();
     let n = cpus.len();
     assert_eq!(payloads.len(), n, "one payload per shard");
     assert!(n > 0 && n <= u16::MAX as usize, "shard count out of range");
@@ -88,6 +131,7 @@ where
             .spawn(move || async move {
                 name_thread(&format!("sluice-shard-{i}"));
                 let id = ShardId(i as u16);
+                crate::metrics::fault::arm(id);
                 let (senders, receivers) = match mesh.join().await {
                     Ok(x) => x,
                     Err(e) => {
@@ -178,17 +222,12 @@ where
             .expect("spawn the signal thread");
         let _ = handle;
     }
-    let mut panicked = None;
-    for (i, h) in handles.into_iter().enumerate() {
-        if h.join().is_err() {
-            panicked.get_or_insert(RuntimeError::Panicked(i));
-        }
+    for h in handles {
+        // A shard that panicked aborted the process in the panic hook: join returns Ok only.
+        let _ = h.join();
     }
-    match panicked {
-        Some(e) => Err(e),
-        // Clean when every log closed with everything durable and its indexes written.
-        None => Ok(close_failures.load(Ordering::Acquire) == 0),
-    }
+    // Clean when every log closed with everything durable and its indexes written.
+    Ok(close_failures.load(Ordering::Acquire) == 0)
 }
 
 /// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops.

@@ -75,8 +75,12 @@ pub struct Broker {
     child: Option<Child>,
     pid: i32,
     port: u16,
+    /// Port to ask for on the next start (0: any free port).
+    listen_port: u16,
     cores: usize,
     extra_args: Vec<String>,
+    /// Extra environment variables of the process (fault hooks); see [`Broker::set_env`].
+    env: Vec<(String, String)>,
     ready_line: String,
     /// Number of times the process has been started (1 after `start`).
     starts: u32,
@@ -94,18 +98,32 @@ impl Broker {
     /// Starts a broker whose data dir is `dir/data`, with extra command-line
     /// arguments appended after the standard ones.
     pub fn start_with(dir: TempDir, cores: usize, extra_args: &[&str]) -> Broker {
+        Broker::start_with_env(dir, cores, extra_args, &[])
+    }
+
+    /// Like [`start_with`](Broker::start_with), with extra environment
+    /// variables for the process (kept for restarts until [`set_env`](Broker::set_env)).
+    /// A broker with extra variables never dumps core (a fault test aborts it).
+    pub fn start_with_env(dir: TempDir, cores: usize, extra_args: &[&str], env: &[(&str, &str)]) -> Broker {
         let mut b = Broker {
             child: None,
             pid: 0,
             port: 0,
+            listen_port: 0,
             cores,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ready_line: String::new(),
             starts: 0,
             dir,
         };
         b.spawn();
         b
+    }
+
+    /// Replaces the extra environment variables used by the next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// Port the broker listens on (loopback).
@@ -188,7 +206,7 @@ impl Broker {
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.listen_port))
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--cores")
@@ -198,6 +216,18 @@ impl Broker {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
         cmd.env("NO_COLOR", "1");
+        if !self.env.is_empty() {
+            cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::setrlimit(libc::RLIMIT_CORE, &none);
+                    Ok(())
+                });
+            }
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -346,7 +376,39 @@ impl Broker {
     /// change), same cores and arguments. It must not be running.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again(): broker still running");
+        self.listen_port = 0;
         self.spawn();
+    }
+
+    /// Starts the broker again on the same data dir and the port it listened
+    /// on before (clients keep their bootstrap address), same cores and
+    /// arguments. Right after a SIGKILL the port may still be held by the
+    /// dead process's sockets for a moment: the broker waits for it
+    /// (`listen_retry_ms`).
+    pub fn start_again_same_port(&mut self) {
+        self.start_again_same_port_within(START_TIMEOUT);
+    }
+
+    /// Like [`start_again_same_port`](Broker::start_again_same_port) but waits
+    /// up to `timeout` for the ready line (thread states on timeout, as
+    /// [`start_again_within`](Broker::start_again_within)).
+    pub fn start_again_same_port_within(&mut self, timeout: Duration) {
+        assert!(self.child.is_none(), "start_again_same_port(): broker still running");
+        assert!(self.port != 0, "start_again_same_port(): the broker never listened");
+        self.listen_port = self.port;
+        self.spawn_within(timeout, true);
+        self.listen_port = 0;
+    }
+
+    /// Waits up to `timeout` for the broker to exit on its own (no signal
+    /// sent); `None` if it is still running then.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.wait_exit(timeout)
+    }
+
+    /// The broker's stderr of start number `start` (1-based).
+    pub fn stderr_of(&self, start: u32) -> String {
+        String::from_utf8_lossy(&fs::read(self.stderr_path(start)).unwrap_or_default()).into_owned()
     }
 
     /// Like [`start_again`](Broker::start_again) but waits up to `timeout`

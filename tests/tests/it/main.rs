@@ -4,6 +4,8 @@
 
 mod common;
 
+mod failure;
+
 mod acks;
 mod admin;
 mod affinity;
@@ -16,5 +18,6 @@ mod offsets;
 mod produce_consume;
 mod restart;
 mod shutdown;
+mod startup;
 mod torture;
 mod wire;

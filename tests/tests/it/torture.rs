@@ -1,11 +1,25 @@
 //! Crash torture: an idempotent `acks=all` producer writes as fast as it can
-//! to a 4-partition topic (two partitions per shard with `--cores 2`), the
-//! broker is SIGKILLed after a random delay, restarted on the same data dir,
-//! and the log is checked: every acknowledged record is present exactly once
-//! at its acknowledged offset, records are in per-partition sequence order,
-//! offsets are contiguous from 0, every record that is present (acknowledged
-//! or not) is intact, the high watermark never goes back, and no start of the
-//! broker logged a panic.
+//! to a 4-partition topic (two partitions per shard with `--cores 2`) whose
+//! segments roll every 256 KiB (`segment.bytes`) and whose retention
+//! (`retention.bytes` 1 MiB, checked every 100 ms) deletes old segments while
+//! it runs; the broker is SIGKILLed after a random delay and restarted at once
+//! on the same data dir and the SAME port (start-up waits for the dead
+//! process's sockets), and the log is checked.
+//!
+//! What retention may take and what must stay: records below the log start
+//! offset may be gone (acknowledged or not: retention deletes whole old
+//! segments). The log start offset never goes back and never passes the high
+//! watermark. Every acknowledged record at or above the log start offset is
+//! present exactly once at its acknowledged offset; records are in
+//! per-partition sequence order; offsets are contiguous from the log start;
+//! every record that is present (acknowledged or not) is intact; the high
+//! watermark never goes back; no start of the broker logged a panic. The
+//! check waits until retention has settled after the restart (the log start
+//! unchanged over several check intervals, nothing being produced), so a
+//! deletion during the read is not mistaken for a gap.
+//!
+//! Replay: every run prints `seed=N`; the seed fixes the kill delays, so
+//! `SLUICE_TORTURE_SEED=N` repeats a run's schedule (timing still varies).
 //!
 //! Environment:
 //!   SLUICE_TORTURE_ITERATIONS   kill/restart cycles (default 3)
@@ -41,6 +55,12 @@ type Seen = (i64, Option<(i32, u64)>, bool);
 
 const PARTS: i32 = 4;
 const SEQ_BITS: u32 = 48;
+/// Topic configs of the torture topic: small segments that roll under load, and retention by
+/// size that deletes old ones while the broker is being killed.
+const SEGMENT_BYTES: &str = "262144";
+const RETENTION_BYTES: &str = "1048576";
+/// The broker's `log_retention_check_interval_ms` in the torture run.
+const RETENTION_CHECK_MS: u64 = 100;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -143,8 +163,10 @@ pub struct PartState {
     verified_end: i64,
     /// Sequence of the record at `verified_end - 1`.
     last_seq: Option<u64>,
-    /// Every acknowledged record: offset -> seq.
+    /// Every acknowledged record at or above `log_start`: offset -> seq.
     acked: BTreeMap<i64, u64>,
+    /// Log start offset seen at the last check (retention moves it up, never down).
+    log_start: i64,
 }
 
 pub struct TortureSummary {
@@ -155,6 +177,8 @@ pub struct TortureSummary {
     pub unacked_present: u64,
     pub recovery_cuts: Vec<String>,
     pub max_restart: Duration,
+    /// Restarts that found the port still held by the killed broker and waited for it.
+    pub port_waits: u64,
 }
 
 /// Runs `iterations` kill/restart cycles; panics with a precise message on
@@ -162,9 +186,19 @@ pub struct TortureSummary {
 pub fn run_torture(iterations: u64, seed: u64, full_every: u64, max_msgs: u64) -> TortureSummary {
     eprintln!("torture: iterations={iterations} seed={seed} full_every={full_every} max_msgs={max_msgs}");
     let mut rng = seed | 1;
-    let mut broker = Broker::start(2);
+    let dir = tempfile::Builder::new().prefix("sluice-it-").tempdir().expect("temp dir");
+    let config = dir.path().join("torture.toml");
+    std::fs::write(&config, format!("log_retention_check_interval_ms = {RETENTION_CHECK_MS}\n")).expect("write config");
+    let config = config.display().to_string();
+    let mut broker = Broker::start_with(dir, 2, &["--config", &config]);
+    let port = broker.port();
     let topic = topic_name("torture");
-    create_topic(&broker.addr(), &topic, PARTS);
+    create_topic_with(
+        &broker.addr(),
+        &topic,
+        PARTS,
+        &[("segment.bytes", SEGMENT_BYTES), ("retention.bytes", RETENTION_BYTES)],
+    );
     let mut parts: Vec<PartState> = vec![PartState::default(); PARTS as usize];
     let mut summary = TortureSummary {
         iterations: 0,
@@ -174,6 +208,7 @@ pub fn run_torture(iterations: u64, seed: u64, full_every: u64, max_msgs: u64) -
         unacked_present: 0,
         recovery_cuts: Vec::new(),
         max_restart: Duration::ZERO,
+        port_waits: 0,
     };
     let started = Instant::now();
 
@@ -194,27 +229,31 @@ pub fn run_torture(iterations: u64, seed: u64, full_every: u64, max_msgs: u64) -
         summary.sent += sent;
 
         let t_restart = Instant::now();
-        broker.start_again_within(Duration::from_secs(300));
+        broker.start_again_same_port_within(Duration::from_secs(300));
+        assert_eq!(broker.port(), port, "iteration {it} (seed {seed}): restarted on another port");
         let restart_took = t_restart.elapsed();
         summary.max_restart = summary.max_restart.max(restart_took);
         let restart_stderr = broker.current_stderr();
         assert_no_panic(&killed_stderr, &format!("iteration {it} (seed {seed}), killed run"));
         assert_no_panic(&restart_stderr, &format!("iteration {it} (seed {seed}), restart"));
+        summary.port_waits += u64::from(restart_stderr.contains("listen port in use"));
         for l in restart_stderr.lines().filter(|l| l.contains("recovery cut")) {
             summary.recovery_cuts.push(format!("iteration {it}: {l}"));
         }
 
         let full = (it + 1) % full_every == 0 || it + 1 == iterations;
+        wait_retention_settled(&broker.addr(), &topic, it, seed);
         let checked = verify_log(&broker.addr(), &topic, &mut parts, full, it, seed);
         summary.records_checked += checked.0;
         summary.unacked_present += checked.1;
         summary.iterations += 1;
         eprintln!(
             "torture iteration {it}: delay {delay_ms} ms, sent {sent}, acked {acked_now}, restart {restart_took:?}, \
-             checked {} records ({}), unacked-but-present {}, ends {:?}, elapsed {:.1}s",
+             checked {} records ({}), unacked-but-present {}, log starts {:?}, ends {:?}, elapsed {:.1}s",
             checked.0,
             if full { "full" } else { "incremental" },
             checked.1,
+            parts.iter().map(|s| s.log_start).collect::<Vec<_>>(),
             parts.iter().map(|s| s.verified_end).collect::<Vec<_>>(),
             started.elapsed().as_secs_f64()
         );
@@ -354,7 +393,16 @@ pub fn verify_log(addr: &str, topic: &str, parts: &mut [PartState], full: bool, 
         let (lo, hi) = c
             .fetch_watermarks(topic, p, OP_TIMEOUT)
             .unwrap_or_else(|e| panic!("iteration {it}: watermarks of {topic}/{p} after restart: {e}"));
-        assert_eq!(lo, 0, "iteration {it} (seed {seed}): {topic}/{p} log start offset after restart");
+        let st = &mut parts[p as usize];
+        assert!(
+            lo >= st.log_start && lo <= hi,
+            "iteration {it} (seed {seed}): {topic}/{p} log start offset {lo} after restart: it was {} before \
+             and must stay at or below the high watermark {hi}",
+            st.log_start
+        );
+        // Retention may have deleted whatever is below the log start, acknowledged or not.
+        st.acked = st.acked.split_off(&lo);
+        st.log_start = lo;
         let st = &parts[p as usize];
         assert!(
             hi >= st.verified_end,
@@ -372,7 +420,9 @@ pub fn verify_log(addr: &str, topic: &str, parts: &mut [PartState], full: bool, 
         lows.push(lo);
         highs.push(hi);
     }
-    let from: Vec<i64> = parts.iter().map(|s| if full { 0 } else { (s.verified_end - 1).max(0) }).collect();
+    // Incremental passes re-read the last verified record, unless retention deleted it.
+    let from: Vec<i64> =
+        parts.iter().zip(&lows).map(|(s, &lo)| if full { lo } else { (s.verified_end - 1).max(lo) }).collect();
     assign(&c, topic, &(0..PARTS).map(|p| (p, Offset::Offset(from[p as usize]))).collect::<Vec<_>>());
     let want: i64 = (0..PARTS as usize).map(|p| highs[p] - from[p]).sum();
     let mut got: Vec<Vec<Seen>> = vec![Vec::new(); PARTS as usize];
@@ -403,7 +453,7 @@ pub fn verify_log(addr: &str, topic: &str, parts: &mut [PartState], full: bool, 
     assert_eq!(
         total, want,
         "iteration {it} (seed {seed}): read {total} of {want} records up to the high watermarks {highs:?} \
-         (from {from:?}); consumer errors {errors:?}"
+         (from {from:?}, log starts {lows:?}); consumer errors {errors:?}"
     );
     let mut unacked_present = 0u64;
     for p in 0..PARTS as usize {
@@ -423,7 +473,7 @@ pub fn verify_log(addr: &str, topic: &str, parts: &mut [PartState], full: bool, 
                 *intact,
                 "iteration {it} (seed {seed}): {topic}/{p} offset {off}: record seq {seq} is corrupt (wrong partition or value)"
             );
-            if !full && j == 0 && st.verified_end > 0 {
+            if !full && j == 0 && st.verified_end > 0 && from[p] == st.verified_end - 1 {
                 assert_eq!(
                     Some(*seq),
                     st.last_seq,
@@ -464,6 +514,48 @@ pub fn verify_log(addr: &str, topic: &str, parts: &mut [PartState], full: bool, 
     (total as u64, unacked_present)
 }
 
+/// Creates `topic` with topic configs.
+fn create_topic_with(addr: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let admin = admin(addr);
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(20)));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let res = block_on(admin.create_topics([&new], &opts), OP_TIMEOUT)
+        .unwrap_or_else(|| panic!("CreateTopics({topic}) did not complete within {OP_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("CreateTopics({topic}) failed: {e}"));
+    if let Some(Err((t, e))) = res.first() {
+        panic!("CreateTopics({t}) returned error {e:?}");
+    }
+    wait_for_partitions(addr, topic, partitions as usize);
+}
+
+/// Waits until no partition's log start offset moved over several retention check intervals
+/// (nothing is produced now, so once retention caught up with the restarted log it stays).
+fn wait_retention_settled(addr: &str, topic: &str, it: u64, seed: u64) {
+    let c = consumer(addr);
+    let lows = || -> Vec<i64> {
+        (0..PARTS)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, OP_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("iteration {it} (seed {seed}): watermarks of {topic}/{p}: {e}"))
+                    .0
+            })
+            .collect()
+    };
+    let mut last = lows();
+    let settled = sluice_tests::retry_until(Duration::from_secs(30), 100, Duration::ZERO, || {
+        thread::sleep(Duration::from_millis(RETENTION_CHECK_MS * 4));
+        let now = lows();
+        let same = now == last;
+        last = now;
+        same.then_some(())
+    });
+    assert!(settled.is_some(), "iteration {it} (seed {seed}): log start offsets still moving after 30 s: {last:?}");
+}
+
 #[test]
 fn crash_torture_sigkill_keeps_acknowledged_records() {
     let _slot = exclusive_slot();
@@ -478,7 +570,8 @@ fn crash_torture_sigkill_keeps_acknowledged_records() {
     let s = run_torture(iterations, seed, full_every, max_msgs);
     eprintln!(
         "torture done: seed {seed}, {} iterations passed, {} records sent, {} acknowledged, {} records checked, \
-         {} unacknowledged-but-present, {} recovery cuts logged, slowest restart {:?}, {:.1}s",
+         {} unacknowledged-but-present, {} recovery cuts logged, slowest restart {:?}, {} restarts waited for \
+         the port, {:.1}s",
         s.iterations,
         s.sent,
         s.acked,
@@ -486,6 +579,7 @@ fn crash_torture_sigkill_keeps_acknowledged_records() {
         s.unacked_present,
         s.recovery_cuts.len(),
         s.max_restart,
+        s.port_waits,
         t0.elapsed().as_secs_f64()
     );
     for l in s.recovery_cuts.iter().take(20) {
