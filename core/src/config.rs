@@ -49,6 +49,12 @@ pub struct BrokerConfig {
     pub max_connections_per_ip: usize,
     /// A connection with no request for this long is closed (Kafka's `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
+    /// How long a client may take to send the rest of a request frame once its size arrived;
+    /// past it the connection is closed and the frame's reserved budget freed.
+    pub request_body_timeout_ms: u64,
+    /// Tasks each shard runs at once for messages from other shards that do local work
+    /// (produce, fetch reads, offsets); more wait in the bounded cross-core channels.
+    pub max_mesh_tasks_per_shard: usize,
     /// Segment files each shard keeps open at most; idle ones are closed (least recently used
     /// first) and reopened when used, so descriptors stay bounded with many partitions.
     pub max_open_files_per_shard: usize,
@@ -90,6 +96,8 @@ impl Default for BrokerConfig {
             max_connections: 100_000,
             max_connections_per_ip: 0,
             connections_max_idle_ms: 600_000,
+            request_body_timeout_ms: crate::limits::REQUEST_BODY_TIMEOUT_MS,
+            max_mesh_tasks_per_shard: crate::limits::DEFAULT_MAX_MESH_TASKS_PER_SHARD,
             max_open_files_per_shard: crate::limits::DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD,
             max_response_bytes_per_shard: crate::limits::DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD,
             read_cache_bytes_per_shard: crate::limits::DEFAULT_READ_CACHE_BYTES_PER_SHARD,
@@ -283,6 +291,20 @@ impl BrokerConfig {
                 key: "listen_retry_ms",
                 value: self.listen_retry_ms.to_string(),
                 expected: format!("between 0 and {}", crate::limits::MAX_LISTEN_RETRY_MS),
+            });
+        }
+        if !(100..=3_600_000).contains(&self.request_body_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "request_body_timeout_ms",
+                value: self.request_body_timeout_ms.to_string(),
+                expected: "between 100 and 3600000 milliseconds".into(),
+            });
+        }
+        if !(1..=65_536).contains(&self.max_mesh_tasks_per_shard) {
+            return Err(ConfigError::Invalid {
+                key: "max_mesh_tasks_per_shard",
+                value: self.max_mesh_tasks_per_shard.to_string(),
+                expected: "between 1 and 65536".into(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

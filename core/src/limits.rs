@@ -13,7 +13,15 @@ pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 32;
 pub const MAX_IN_FLIGHT_BYTES_PER_CONNECTION: usize = 64 * 1024 * 1024;
 /// Bytes of request frames all connections of one shard may have read but not yet answered.
 pub const MAX_IN_FLIGHT_BYTES_PER_SHARD: usize = 512 * 1024 * 1024;
-/// How long a client may take to send the rest of a frame once its size arrived.
+/// Frames larger than this are large: together they may hold at most
+/// `MAX_IN_FLIGHT_BYTES_PER_SHARD - SMALL_REQUESTS_RESERVE_PER_SHARD` of a shard's in-flight
+/// budget, so clients sending (or stalling in) huge frames leave room for ordinary requests
+/// (librdkafka and the Java client send at most about 1 MB per request by default).
+pub const LARGE_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+/// Part of each shard's in-flight budget that large frames cannot take.
+pub const SMALL_REQUESTS_RESERVE_PER_SHARD: usize = 64 * 1024 * 1024;
+/// Default of `request_body_timeout_ms`: how long a client may take to send the rest of a
+/// frame once its size arrived and its budget was reserved.
 pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 /// Frame bodies are read (and their memory allocated) this much at a time.
 pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
@@ -36,6 +44,18 @@ pub const SEGMENT_RESERVE_MIN_BYTES: u64 = 64 * 1024;
 pub const SEGMENT_RESERVE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
+/// Default of `max_mesh_tasks_per_shard`: tasks one shard runs at once for messages from
+/// other shards that do local work (produce, fetch reads, offsets, log sizes, metadata
+/// installs); further messages wait in the cross-core channels, whose senders then wait.
+pub const DEFAULT_MAX_MESH_TASKS_PER_SHARD: usize = 1024;
+/// Connections the metrics endpoint serves at once. When a new one arrives at the cap, the
+/// oldest one still sending its request is closed (a scraper sends its request at once, so
+/// idle or slow connections make room); if every one is being answered, the new one is closed.
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
+/// How long a metrics client may take to send its request, and then to take the answer.
+pub const METRICS_IO_TIMEOUT_MS: u64 = 5_000;
+/// Largest metrics request read (request line and headers).
+pub const MAX_METRICS_REQUEST_BYTES: usize = 8 * 1024;
 /// Upper bound on partitions a single topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 /// Upper bound on a fetch's max_wait_ms that the broker honours.
@@ -90,6 +110,12 @@ const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_PER_SHARD);
 const _: () =
     assert!(MAX_BATCH_BYTES <= MAX_IN_FLIGHT_BYTES_PER_CONNECTION, "one batch must fit a connection's budget");
+const _: () = assert!(
+    MAX_REQUEST_BYTES <= MAX_IN_FLIGHT_BYTES_PER_SHARD - SMALL_REQUESTS_RESERVE_PER_SHARD,
+    "a frame of the largest size fits what large frames may hold of a shard's budget: it waits, never fails"
+);
+const _: () =
+    assert!(LARGE_REQUEST_BYTES <= SMALL_REQUESTS_RESERVE_PER_SHARD && MAX_BATCH_BYTES <= LARGE_REQUEST_BYTES);
 const _: () = assert!(MAX_PARTITION_READ_BYTES <= MAX_FETCH_RESPONSE_BYTES);
 const _: () = assert!(
     DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD >= MAX_FETCH_RESPONSE_BYTES,

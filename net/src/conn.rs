@@ -5,10 +5,13 @@
 //! queues the second phase; the writer awaits queued replies in order and writes them. At most
 //! `MAX_IN_FLIGHT_PER_CONNECTION` replies are queued: past that the reader stops reading.
 //! Memory: besides the count, the request bytes read but not answered are bounded per
-//! connection and per shard (`MAX_IN_FLIGHT_BYTES_*`); the reader waits for room before it
-//! reads a frame's body. Replies are driven one at a time, in order, by the writer, so a
-//! client that stops reading holds at most one response and its own budget, never the
-//! shard's other connections. Every response frame counts in the shard's
+//! connection and per shard (`MAX_IN_FLIGHT_BYTES_*`): the reader reserves the budget for a
+//! frame's announced size (waiting for room) before it reads or allocates any of its body,
+//! and frees it when the reply is written, the body stalls past `request_body_timeout_ms`, or
+//! the client leaves. Large frames (> `LARGE_REQUEST_BYTES`) may hold only part of the
+//! shard's budget, so ordinary requests are served while huge ones wait or stall. Replies
+//! are driven one at a time, in order, by the writer, so a client that stops reading holds
+//! at most one response and its own budget, never the shard's other connections. Every response frame counts in the shard's
 //! `metrics::response_bytes_held` from the moment the writer has it until it is written or
 //! the connection closes; Fetch answers are cut to what `max_response_bytes_per_shard` leaves
 //! (`api/fetch.rs`), so the frames held for clients that do not read stay bounded per shard.
@@ -28,8 +31,8 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::ApiKey;
 use sluice_core::limits::{
-    FRAME_READ_CHUNK, MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES,
-    REQUEST_BODY_TIMEOUT_MS,
+    FRAME_READ_CHUNK, LARGE_REQUEST_BYTES, MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_BYTES_PER_SHARD,
+    MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES, SMALL_REQUESTS_RESERVE_PER_SHARD,
 };
 use sluice_shard::metrics::{self, Stage};
 use std::net::SocketAddr;
@@ -42,7 +45,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// A reply queued for the writer, with the budget its request holds until it is written.
 struct Queued {
     reply: Option<Reply>,
-    _budget: (StaticPermit, StaticPermit),
+    _budget: Reserved,
     api: &'static str,
     received: std::time::Instant,
 }
@@ -50,6 +53,60 @@ struct Queued {
 impl Drop for Queued {
     fn drop(&mut self) {
         metrics::inflight(-1);
+    }
+}
+
+thread_local! {
+    /// The part of this shard's in-flight budget large frames may hold together (one shard
+    /// per thread): a large frame takes from it first, then from the shard's whole budget.
+    static LARGE_FRAMES: Rc<Semaphore> =
+        Rc::new(Semaphore::new((MAX_IN_FLIGHT_BYTES_PER_SHARD - SMALL_REQUESTS_RESERVE_PER_SHARD) as u64));
+}
+
+/// The in-flight budget one request frame holds, from before its body is read until its
+/// reply is written (or the connection closes): its connection's, the large frames' share
+/// when it is large, and the shard's, for the announced size.
+struct Reserved {
+    _connection: StaticPermit,
+    _large: Option<StaticPermit>,
+    _shard: StaticPermit,
+    bytes: u64,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        metrics::request_bytes_reserved(-(self.bytes as i64));
+    }
+}
+
+/// Reserves the budget of a frame of `size` bytes (at most `MAX_REQUEST_BYTES`), waiting for
+/// it. Always in the same order (connection, large frames, shard); the frames that hold shard
+/// budget are being read (until `request_body_timeout_ms` at most) or answered, never waiting
+/// for more, so the waiters get their turn, first come first served. A large frame queues for
+/// the large frames' share first, so ordinary requests never queue behind one.
+async fn reserve(ctx: &Ctx, connection: &Rc<Semaphore>, size: usize) -> Result<Reserved, ConnError> {
+    debug_assert!(size <= MAX_REQUEST_BYTES);
+    let closed = |e: glommio::GlommioError<()>| ConnError::Io(e.into());
+    let mine =
+        connection.acquire_static_permit(size.min(MAX_IN_FLIGHT_BYTES_PER_CONNECTION) as u64).await.map_err(closed)?;
+    let large = match size > LARGE_REQUEST_BYTES {
+        true => Some(LARGE_FRAMES.with(Rc::clone).acquire_static_permit(size as u64).await.map_err(closed)?),
+        false => None,
+    };
+    let shard = ctx.in_flight.acquire_static_permit(size as u64).await.map_err(closed)?;
+    metrics::request_bytes_reserved(size as i64);
+    Ok(Reserved { _connection: mine, _large: large, _shard: shard, bytes: size as u64 })
+}
+
+/// Runs `work` unless the shard stops first (then `None`).
+async fn stop_or<T>(
+    ctx: &Ctx,
+    work: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<Option<T>, ConnError> {
+    let work = std::pin::pin!(work);
+    match select(work, ctx.shard.stopping().boxed_local()).await {
+        Either::Left((r, _)) => r.map(Some),
+        Either::Right(_) => Ok(None),
     }
 }
 
@@ -83,14 +140,16 @@ enum ConnError {
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
     #[error(
-        "the body of a {0}-byte request did not arrive within {REQUEST_BODY_TIMEOUT_MS} ms (or the broker is stopping)"
+        "the body of a {0}-byte request did not arrive within request_body_timeout_ms (or the broker is stopping)"
     )]
     SlowBody(i32),
 }
 
-/// Reads a frame body of `size` bytes, allocating at most one chunk ahead of the data.
+/// Reads a frame body of `size` bytes (its budget reserved), touching its memory at most one
+/// chunk ahead of the data (the buffer is allocated whole, so it never moves; pages not yet
+/// written are not resident).
 async fn read_body(reader: &mut BufReader<ReadHalf<TcpStream>>, size: usize) -> std::io::Result<BytesMut> {
-    let mut frame = BytesMut::with_capacity(size.min(FRAME_READ_CHUNK));
+    let mut frame = BytesMut::with_capacity(size);
     while frame.len() < size {
         let old = frame.len();
         frame.resize(old + (size - old).min(FRAME_READ_CHUNK), 0);
@@ -136,12 +195,14 @@ async fn read_loop(
         if size <= 0 || size as usize > MAX_REQUEST_BYTES {
             return Err(ConnError::BadSize(size));
         }
-        let units = (size as u64).min(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64);
-        let mine = budget.acquire_static_permit(units).await.map_err(|e| ConnError::Io(e.into()))?;
-        // The body is read (and allocated) as it arrives, within a deadline; only a complete
-        // frame takes from the shard's budget, so clients that stall mid-frame hold nothing
-        // but their own connection's budget.
-        let deadline = glommio::timer::sleep(Duration::from_millis(REQUEST_BODY_TIMEOUT_MS));
+        // The budget for the whole announced frame is reserved before any of its body is read
+        // or allocated (waiting while other frames hold it), so the bodies in memory on this
+        // shard never exceed its budget; the client then has `request_body_timeout_ms` to send
+        // the body, and leaving or stalling frees what it reserved.
+        let Some(reserved) = stop_or(ctx, reserve(ctx, &budget, size as usize)).await? else {
+            return Ok(()); // the shard is stopping
+        };
+        let deadline = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.request_body_timeout_ms));
         let frame = match select(
             read_body(&mut reader, size as usize).boxed_local(),
             select(deadline.boxed_local(), ctx.shard.stopping().boxed_local()),
@@ -151,7 +212,6 @@ async fn read_loop(
             Either::Left((r, _)) => r?,
             Either::Right(_) => return Err(ConnError::SlowBody(size)),
         };
-        let shards = ctx.in_flight.acquire_static_permit(units).await.map_err(|e| ConnError::Io(e.into()))?;
         let frame = frame.freeze();
         let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;
@@ -180,7 +240,7 @@ async fn read_loop(
         };
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
         metrics::inflight(1);
-        if tx.send(Queued { reply: Some(reply), _budget: (mine, shards), api, received }).await.is_err() {
+        if tx.send(Queued { reply: Some(reply), _budget: reserved, api, received }).await.is_err() {
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
     }

@@ -2,41 +2,98 @@
 //!
 //! Contract: served by shard 0 on its own address (`metrics_listen`), separate from the
 //! Kafka listener; every scrape gathers one snapshot from each shard over the mesh. Minimal
-//! HTTP/1.1: one request per connection, `GET` only, bounded request size.
+//! HTTP/1.1: one request per connection, `GET` only, bounded request size. Bounded use: at
+//! most `MAX_METRICS_CONNECTIONS` open (a new one closes the oldest still sending its request),
+//! each with `METRICS_IO_TIMEOUT_MS` to send its request and again to take the answer.
 
+use futures::channel::oneshot;
+use futures::future::{select, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use hdrhistogram::Histogram;
+use sluice_core::limits::{MAX_METRICS_CONNECTIONS, MAX_METRICS_REQUEST_BYTES, METRICS_IO_TIMEOUT_MS};
 use sluice_shard::metrics::{gather, ShardMetrics};
 use sluice_shard::Shard;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::rc::Rc;
+use std::time::Duration;
 
-const MAX_HTTP_REQUEST: usize = 8 * 1024;
+/// The endpoint's open connections: how many, and a way to close each one that is still
+/// reading its request, oldest first (by accept order).
+#[derive(Default)]
+struct Open {
+    count: usize,
+    next_id: u64,
+    reading: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Open {
+    /// Makes room for one more connection: at the cap, closes the oldest one still reading
+    /// its request. False when there is no room (every open one is being answered).
+    fn admit(&mut self) -> bool {
+        if self.count >= MAX_METRICS_CONNECTIONS {
+            let Some((_, close)) = self.reading.pop_first() else { return false };
+            let _ = close.send(());
+        }
+        self.count += 1;
+        true
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct Slot(Rc<RefCell<Open>>, u64);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.0.borrow_mut();
+        open.reading.remove(&self.1);
+        open.count -= 1;
+    }
+}
 
 /// Serves until the shard stops.
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+    let open = Rc::new(RefCell::new(Open::default()));
     loop {
-        use futures::future::{select, Either};
-        use futures::FutureExt;
         let accepted = match select(listener.accept().boxed_local(), shard.stopping().boxed_local()).await {
             Either::Left((r, _)) => r,
             Either::Right(_) => return,
         };
-        if let Ok(stream) = accepted {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                if let Err(e) = answer(&shard, stream).await {
-                    tracing::debug!(error = %e, "metrics request failed");
-                }
-            })
-            .detach();
+        let Ok(stream) = accepted else { continue };
+        if !open.borrow_mut().admit() {
+            tracing::debug!("metrics endpoint at its connection cap; closing a new connection");
+            continue; // dropping the stream closes it
         }
+        let (close, closed) = oneshot::channel();
+        let id = {
+            let mut o = open.borrow_mut();
+            o.next_id += 1;
+            let id = o.next_id;
+            o.reading.insert(id, close);
+            id
+        };
+        let slot = Slot(open.clone(), id);
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = answer(&shard, stream, &slot, closed).await {
+                tracing::debug!(error = %e, "metrics request failed");
+            }
+            drop(slot);
+        })
+        .detach();
     }
 }
 
-async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_HTTP_REQUEST];
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "metrics client too slow")
+}
+
+/// Reads a request (up to the blank line, at most `MAX_METRICS_REQUEST_BYTES`).
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_METRICS_REQUEST_BYTES];
     let mut n = 0;
     while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
         let r = stream.read(&mut buf[n..]).await?;
@@ -45,7 +102,28 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
         }
         n += r;
     }
-    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string();
+    buf.truncate(n);
+    Ok(buf)
+}
+
+async fn answer(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    slot: &Slot,
+    closed: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let timeout = Duration::from_millis(METRICS_IO_TIMEOUT_MS);
+    let read = read_request(&mut stream).boxed_local();
+    let buf = match select(read, select(glommio::timer::sleep(timeout).boxed_local(), closed)).await {
+        Either::Left((r, _)) => r?,
+        Either::Right((Either::Left(_), _)) => return Err(timed_out()),
+        Either::Right((Either::Right(_), _)) => {
+            return Err(std::io::Error::other("closed to make room for a newer metrics connection"))
+        }
+    };
+    // Being answered now: no longer among the connections closed to make room.
+    slot.0.borrow_mut().reading.remove(&slot.1);
+    let line = String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_string();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, ctype, body) = match (method, path) {
@@ -59,9 +137,16 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.close().await
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.close().await
+    };
+    let written = match select(write.boxed_local(), glommio::timer::sleep(timeout).boxed_local()).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(timed_out()),
+    };
+    written
 }
 
 fn quantiles(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
@@ -158,7 +243,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
         let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
     }
-    let gauges: [Gauge; 19] = [
+    let gauges: [Gauge; 23] = [
         ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
         ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
         ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
@@ -213,6 +298,25 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             "counter",
             "Fetches whose max_bytes the shard's response budget lowered (max_response_bytes_per_shard).",
             |s| s.fetch_shrunk as f64,
+        ),
+        (
+            "sluice_request_bytes_reserved",
+            "gauge",
+            "Request bytes reserved from the shard's in-flight budget: frames being read (by announced size) or answered.",
+            |s| s.request_bytes_reserved as f64,
+        ),
+        (
+            "sluice_fetch_waiters",
+            "gauge",
+            "Long-poll waits the shard runs for Fetches served by other shards.",
+            |s| s.fetch_waiters as f64,
+        ),
+        ("sluice_mesh_tasks", "gauge", "Tasks the shard runs for messages from other shards.", |s| s.mesh_tasks as f64),
+        (
+            "sluice_mesh_tasks_peak",
+            "gauge",
+            "Most tasks the shard ran at once for messages from other shards since start.",
+            |s| s.mesh_tasks_peak as f64,
         ),
         (
             "sluice_append_bytes_per_second",

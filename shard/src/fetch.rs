@@ -8,7 +8,8 @@
 //! read a chunk of each for a 50 MB answer. If fewer than
 //! `min_bytes` came back and `max_wait` has not passed, it asks each owner to answer as soon
 //! as any of its partitions has data beyond the fetch offset (no timers polling logs), then
-//! reads again. The answer never exceeds `max_bytes` except for the first batch, which is
+//! reads again; once one owner answers, the waits on the others are dropped, which ends them
+//! on their owners too ([`serve_wait`]). The answer never exceeds `max_bytes` except for the first batch, which is
 //! always returned whole so a consumer can make progress.
 
 use crate::error::PartitionError;
@@ -17,7 +18,7 @@ use crate::route::{self, group_by_owner};
 use crate::shard::Shard;
 use bytes::Bytes;
 use futures::channel::oneshot;
-use futures::future::{join_all, select_all, LocalBoxFuture};
+use futures::future::{join_all, select, select_all, Either, LocalBoxFuture};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use sluice_core::batch::LOG_OVERHEAD;
@@ -111,6 +112,25 @@ pub async fn wait_local(shard: &Shard, items: &[(TopicPartition, Offset)], deadl
     waits.push(glommio::timer::sleep(deadline - now).boxed_local());
     waits.push(shard.stopping().boxed_local());
     select_all(waits).await;
+}
+
+/// On the owner, for another shard's fetch: waits as [`wait_local`] and answers, unless that
+/// fetch stops waiting first (it dropped its reply receiver: another owner answered, or the
+/// fetch ended); then it stops at once. So a shard runs at most one waiter per fetch that is
+/// still waiting on it, never one per past wait (each would otherwise live up to `max_wait`).
+pub async fn serve_wait(
+    shard: Rc<Shard>,
+    items: Vec<(TopicPartition, Offset)>,
+    deadline: Instant,
+    mut reply: oneshot::Sender<()>,
+) {
+    crate::metrics::fetch_waiter(1);
+    let data = wait_local(&shard, &items, deadline).boxed_local();
+    let answered = matches!(select(data, reply.cancellation()).await, Either::Left(_));
+    if answered {
+        let _ = reply.send(());
+    }
+    crate::metrics::fetch_waiter(-1);
 }
 
 async fn read_all(shard: &Rc<Shard>, items: &[FetchItem], budget: usize) -> Vec<FetchResult> {

@@ -68,6 +68,13 @@ struct Registry {
     connections_refused: u64,
     /// Bytes partition reads returned to fetches (before the response was cut to max_bytes).
     partition_read_bytes: u64,
+    /// Request bytes reserved from the shard's in-flight budget (frames being read or answered).
+    request_bytes_reserved: i64,
+    /// Long-poll waits (WaitForData) this shard runs for fetches of other shards.
+    fetch_waiters: i64,
+    /// Tasks this shard runs for mesh messages, now and at most so far.
+    mesh_tasks: i64,
+    mesh_tasks_peak: i64,
 }
 
 /// Bytes appended per whole second (since the shard's first append), for the last
@@ -212,6 +219,25 @@ pub fn partition_read(bytes: u64) {
     REG.with(|r| r.borrow_mut().partition_read_bytes += bytes);
 }
 
+/// Request bytes reserved from (+) or returned to (-) the shard's in-flight budget.
+pub fn request_bytes_reserved(delta: i64) {
+    REG.with(|r| r.borrow_mut().request_bytes_reserved += delta);
+}
+
+/// A long-poll wait for another shard's fetch started (+1) or ended (-1).
+pub fn fetch_waiter(delta: i64) {
+    REG.with(|r| r.borrow_mut().fetch_waiters += delta);
+}
+
+/// A task for a mesh message started (+1) or ended (-1).
+pub fn mesh_task(delta: i64) {
+    REG.with(|r| {
+        let mut r = r.borrow_mut();
+        r.mesh_tasks += delta;
+        r.mesh_tasks_peak = r.mesh_tasks_peak.max(r.mesh_tasks);
+    });
+}
+
 /// A connection was closed at accept (`max_connections`, `max_connections_per_ip`).
 pub fn connection_refused() {
     REG.with(|r| r.borrow_mut().connections_refused += 1);
@@ -251,6 +277,13 @@ pub struct ShardMetrics {
     pub fetch_shrunk: u64,
     /// Bytes appended per second over the last `PLACEMENT_LOAD_WINDOW_SECS` seconds.
     pub append_bytes_per_sec: u64,
+    /// Request bytes reserved from the shard's in-flight budget.
+    pub request_bytes_reserved: i64,
+    /// Long-poll waits running for other shards' fetches.
+    pub fetch_waiters: i64,
+    /// Tasks running for mesh messages, and the most at once since start.
+    pub mesh_tasks: i64,
+    pub mesh_tasks_peak: i64,
 }
 
 /// This shard's snapshot.
@@ -284,6 +317,10 @@ pub fn local(shard: &Shard) -> ShardMetrics {
             response_bytes_held: response_bytes_held(),
             fetch_shrunk: r.fetch_shrunk,
             append_bytes_per_sec,
+            request_bytes_reserved: r.request_bytes_reserved,
+            fetch_waiters: r.fetch_waiters,
+            mesh_tasks: r.mesh_tasks,
+            mesh_tasks_peak: r.mesh_tasks_peak,
         }
     })
 }

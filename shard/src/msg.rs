@@ -3,15 +3,25 @@
 //! Contract: every message that expects an answer carries its own oneshot reply sender; a
 //! request touching several partitions on one remote shard is one message. Record batches
 //! travel as `Bytes` (reference-counted slices of the request frame), never copied.
+//! Backpressure: the receiving shard takes a [`TaskSlot`] (at most `max_mesh_tasks_per_shard`
+//! at once) before it starts the work of a message that does only local work; while none is
+//! free it stops receiving, so further messages wait in the bounded channels and their
+//! senders wait in turn. Such work never waits for another shard (replies travel on oneshots,
+//! not on the mesh), so slots are always given back and two shards cannot hold each other's.
+//! Messages whose work may wait on other shards or for long (long polls, group and admin
+//! operations) take no slot: they are bounded by the client requests in flight that sent them.
 
 use crate::error::PartitionError;
 use crate::metadata::MetadataSnapshot;
 use bytes::Bytes;
 use futures::channel::oneshot;
+use glommio::sync::{Semaphore, StaticPermit};
 use sluice_core::batch::BatchHeader;
 use sluice_core::{Offset, TopicPartition};
 use sluice_storage::LogRead;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// What a producer waits for (Kafka `acks`).
@@ -199,4 +209,83 @@ pub enum ShardMsg {
         snapshot: Box<MetadataSnapshot>,
         reply: oneshot::Sender<Result<(), crate::shard::InstallError>>,
     },
+}
+
+impl ShardMsg {
+    /// Whether the work this message starts is local and ends on its own (it never waits for
+    /// another shard or a client), so it runs under a bounded [`TaskSlot`].
+    pub fn takes_slot(&self) -> bool {
+        match self {
+            ShardMsg::Produce { .. }
+            | ShardMsg::Fetch { .. }
+            | ShardMsg::ListOffsets { .. }
+            | ShardMsg::DeleteRecords { .. }
+            | ShardMsg::LogSizes { .. }
+            | ShardMsg::Metrics { .. }
+            | ShardMsg::Publish { .. } => true,
+            // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);
+            // group and admin operations wait for members or send to other shards.
+            ShardMsg::WaitForData { .. } | ShardMsg::Admin { .. } | ShardMsg::Group { .. } => false,
+        }
+    }
+}
+
+thread_local!(static SLOTS: RefCell<Option<Rc<Semaphore>>> = const { RefCell::new(None) });
+
+/// The right to run one mesh message's work; given back when dropped.
+#[derive(Debug)]
+pub struct TaskSlot(Option<StaticPermit>);
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            crate::metrics::mesh_task(-1);
+        }
+    }
+}
+
+/// Waits for a slot for `msg`'s work (none needed when it takes none); `limit` is this shard's
+/// `max_mesh_tasks_per_shard` (the same on every call). Call on the shard's own thread.
+pub async fn task_slot(limit: usize, msg: &ShardMsg) -> TaskSlot {
+    if !msg.takes_slot() {
+        return TaskSlot(None);
+    }
+    let slots = SLOTS.with(|s| s.borrow_mut().get_or_insert_with(|| Rc::new(Semaphore::new(limit as u64))).clone());
+    match slots.acquire_static_permit(1).await {
+        Ok(permit) => {
+            crate::metrics::mesh_task(1);
+            TaskSlot(Some(permit))
+        }
+        // The semaphore is never closed; should it be, the work runs unbounded rather than lost.
+        Err(_) => TaskSlot(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_bound_local_work_and_are_given_back() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let (reply, _rx) = oneshot::channel();
+                let msg = ShardMsg::LogSizes { reply };
+                let a = task_slot(2, &msg).await;
+                let _b = task_slot(2, &msg).await;
+                // A third waits until one is given back.
+                let mut third = Box::pin(task_slot(2, &msg));
+                assert!(futures::poll!(third.as_mut()).is_pending());
+                drop(a);
+                let c = third.await;
+                assert!(c.0.is_some());
+                // A long poll takes none, even with every slot held.
+                let (reply, _rx) = oneshot::channel();
+                let wait = ShardMsg::WaitForData { items: Vec::new(), deadline: Instant::now(), reply };
+                assert!(task_slot(2, &wait).await.0.is_none());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

@@ -350,18 +350,21 @@ impl Shard {
         while let Some(Envelope { sent, msg }) = rx.recv().await {
             crate::metrics::record_stage(crate::metrics::Stage::CrossCoreHop, sent.elapsed());
             self.stats.messages_received.set(self.stats.messages_received.get() + 1);
-            self.dispatch(msg);
+            // Waits while this shard runs `max_mesh_tasks_per_shard` tasks (crate::msg).
+            let slot = crate::msg::task_slot(self.config.max_mesh_tasks_per_shard, &msg).await;
+            self.dispatch(msg, slot);
         }
         tracing::trace!(shard = %self.id, peer, "peer channel closed");
     }
 
     /// Handles one message. Appends happen synchronously here, so they keep the order in
     /// which the peer sent them; everything that waits runs in its own task.
-    fn dispatch(self: &Rc<Self>, msg: ShardMsg) {
+    fn dispatch(self: &Rc<Self>, msg: ShardMsg, slot: crate::msg::TaskSlot) {
         match msg {
             ShardMsg::Produce { acks, items, reply } => {
                 let done = crate::produce::append_local(self, acks, items);
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     let _ = reply.send(done.await);
                 })
                 .detach();
@@ -369,21 +372,18 @@ impl Shard {
             ShardMsg::Fetch { items, budget, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     let _ = reply.send(crate::fetch::read_local(&shard, items, budget).await);
                 })
                 .detach();
             }
             ShardMsg::WaitForData { items, deadline, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    crate::fetch::wait_local(&shard, &items, deadline).await;
-                    let _ = reply.send(());
-                })
-                .detach();
+                glommio::spawn_local(crate::fetch::serve_wait(self.clone(), items, deadline, reply)).detach();
             }
             ShardMsg::ListOffsets { items, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     let _ = reply.send(crate::offsets::list_local(&shard, items).await);
                 })
                 .detach();
@@ -391,6 +391,7 @@ impl Shard {
             ShardMsg::Admin { op, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     let result: AdminResult = crate::admin::execute(&shard, op).await;
                     let _ = reply.send(result);
                 })
@@ -399,6 +400,7 @@ impl Shard {
             ShardMsg::Group { op, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     let answer = shard.groups.handle(&shard, op).await;
                     let _ = reply.send(answer);
                 })
@@ -407,6 +409,7 @@ impl Shard {
             ShardMsg::DeleteRecords { items, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     let _ = reply.send(crate::offsets::delete_records_local(&shard, items).await);
                 })
                 .detach();
@@ -420,6 +423,7 @@ impl Shard {
             ShardMsg::Publish { snapshot, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
+                    let _slot = slot;
                     // A shard still recovering at start installs this after its recovery.
                     shard.recovered().await;
                     let result = shard.install(*snapshot).await;

@@ -1,0 +1,274 @@
+"""Memory bounds under hostile patterns (core/src/limits.rs), each measured with RSS or the
+metric that counts what is bounded, while normal clients keep being served.
+
+- Request bodies: the in-flight budget is reserved for a frame's announced size before its
+  body is read, so clients that announce 100 MiB, send 90 MiB and stall cannot make a shard
+  hold more than its budget (512 MiB); before, 30 of them took the broker to 2.5 GiB.
+- Long polls: a Fetch answered by one owner ends its waits on the other owners at once.
+- The metrics endpoint: a connection cap and a read timeout.
+- Mesh messages: at most `max_mesh_tasks_per_shard` tasks per shard for cross-shard work.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from support import (
+    RssSampler, create_topic, metrics_address, request_frame, rss_kib, scrape, total, unique_topic, wait_until,
+)
+
+MIB = 1024 * 1024
+CORES = 2
+SHARD_BUDGET = 512 * MIB       # MAX_IN_FLIGHT_BYTES_PER_SHARD
+ANNOUNCED = 100 * MIB          # MAX_REQUEST_BYTES
+SENT = 90 * MIB
+STALLERS = 30
+BODY_TIMEOUT_MS = 3000         # request_body_timeout_ms in these tests (default 30000)
+# Allocator slack, the normal clients' traffic, read cache of their small topic.
+RSS_SLACK = 256 * MIB
+
+
+def start(broker_factory, tmp_path, config: str = ""):
+    cfg = tmp_path / "memory-bounds.toml"
+    cfg.write_text(config)
+    broker = broker_factory.start(config=cfg, cores=CORES, extra_args=("--metrics-listen", "127.0.0.1:0"))
+    return broker, metrics_address(broker)
+
+
+def per_shard(samples: dict, name: str) -> list:
+    assert any(n == name for n, _ in samples), f"no metric {name}"
+    return [total(samples, name, shard=str(s)) for s in range(CORES)]
+
+
+def produce_and_consume(bootstrap: str, topic: str, n: int, timeout: float, start: int = 0) -> int:
+    """A normal producer (acks=all) then consumer of `n` 1 KiB messages to partition 0 of `topic`,
+    read back from offset `start` (what was there before); returns how many came back."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "message.timeout.ms": int(timeout * 1000)})
+    for i in range(n):
+        p.produce(topic, partition=0, value=b"n" * 1024, key=str(i).encode())
+        p.poll(0)
+    assert p.flush(timeout) == 0, "the normal producer did not complete"
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "sluice-tests-unused",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    got = 0
+    try:
+        c.assign([TopicPartition(topic, 0, start)])
+        deadline = time.monotonic() + timeout
+        while got < n and time.monotonic() < deadline:
+            for m in c.consume(num_messages=1000, timeout=0.5):
+                assert m.error() is None, f"consume error: {m.error()}"
+                got += 1
+    finally:
+        c.close()
+    return got
+
+
+class Staller(threading.Thread):
+    """Announces a 100 MiB Produce, sends 90 MiB of its body (as fast as the broker reads),
+    then stalls holding the socket open until `release` is set."""
+
+    def __init__(self, host: str, port: int, index: int, deadline: float, release: threading.Event):
+        super().__init__(daemon=True)
+        self.host, self.port, self.index, self.deadline, self.release = host, port, index, deadline, release
+        self.sent = 0
+        self.error = None
+
+    def run(self):
+        chunk = bytes(MIB)
+        try:
+            with socket.create_connection((self.host, self.port), timeout=10) as s:
+                head = request_frame(0, 3, self.index, b"", client_id="staller")
+                # request_frame sized the frame for its (empty) body: announce 100 MiB instead.
+                s.sendall(struct.pack(">i", ANNOUNCED) + head[4:])
+                self.sent = len(head) - 4
+                s.settimeout(0.5)
+                for _ in range(SENT // MIB):
+                    while time.monotonic() < self.deadline:
+                        try:
+                            s.sendall(chunk)
+                            break
+                        except socket.timeout:
+                            continue  # the broker is not reading this frame yet (no budget)
+                    else:
+                        break
+                    self.sent += MIB
+                # Stall: keep the connection until told (the broker closes it after its timeout).
+                self.release.wait(max(0.0, self.deadline - time.monotonic()))
+        except OSError as e:
+            self.error = e
+
+
+def test_stalled_request_bodies_are_held_to_the_shard_budget(broker_factory, tmp_path):
+    broker, addr = start(broker_factory, tmp_path, f"request_body_timeout_ms = {BODY_TIMEOUT_MS}\n")
+    pid = broker.proc.pid
+    side = unique_topic("side")
+    create_topic(broker.bootstrap, side, 1)
+    assert produce_and_consume(broker.bootstrap, side, 100, 30) == 100
+    rss_before = rss_kib(pid)
+    rss_bound = rss_before + (CORES * SHARD_BUDGET + RSS_SLACK) // 1024
+
+    release = threading.Event()
+    deadline = time.monotonic() + 90
+    stallers = [Staller(broker.host, broker.port, i, deadline, release) for i in range(STALLERS)]
+    with RssSampler(pid) as rss:
+        for t in stallers:
+            t.start()
+        # The broker reads frames while it has budget: wait until some are fully sent.
+        wait_until(lambda: sum(t.sent >= SENT for t in stallers) >= 4, 60, interval=0.2,
+                   what="stalled 90 MiB bodies read by the broker")
+        reserved = per_shard(scrape(addr), "sluice_request_bytes_reserved")
+        # A normal client is served meanwhile (its small requests do not queue behind large frames).
+        started = time.monotonic()
+        got = produce_and_consume(broker.bootstrap, side, 500, 60, start=100)
+        took = time.monotonic() - started
+        assert got == 500, f"the normal client got {got} of 500 messages back while clients stalled in 100 MiB frames"
+        # Every staller gets its turn: budget freed by the stall timeout goes to the next frame.
+        wait_until(lambda: all(t.sent >= SENT or not t.is_alive() for t in stallers), 80, interval=0.5,
+                   what="every staller's body read (budget passed on after each stall timeout)")
+        release.set()
+        for t in stallers:
+            t.join(10)
+    # Once they are gone, the budget is free again.
+    wait_until(lambda: sum(per_shard(scrape(addr), "sluice_request_bytes_reserved")) == 0, 2 * BODY_TIMEOUT_MS / 1000 + 5,
+               what="request budget released after the stall timeout")
+    print(f"{STALLERS} clients announcing 100 MiB, sending 90 MiB and stalling: RSS {rss_before} KiB before, "
+          f"peak {rss.peak} KiB (bound {rss_bound} KiB); reserved per shard while stalled {reserved}; "
+          f"normal client's 500 round trips took {took:.1f} s; bodies fully sent {sum(t.sent >= SENT for t in stallers)}")
+    assert all(r <= SHARD_BUDGET for r in reserved), f"reserved {reserved} > shard budget"
+    assert rss.peak <= rss_bound, f"RSS peak {rss.peak} KiB > bound {rss_bound} KiB (before {rss_before} KiB)"
+    assert produce_and_consume(broker.bootstrap, side, 10, 30, start=600) == 10
+    assert broker.alive()
+
+
+def fetch_v4(correlation_id: int, topic: str, offsets: list, max_wait_ms: int) -> bytes:
+    """Fetch v4 of partitions 0..len(offsets) of `topic` from `offsets`, min_bytes 1."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, MIB, 0)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic.encode()
+    body += struct.pack(">i", len(offsets))
+    for q, offset in enumerate(offsets):
+        body += struct.pack(">iqi", q, offset, MIB)
+    return request_frame(1, 4, correlation_id, body)
+
+
+def test_long_polls_end_on_every_owner_when_one_answers(broker_factory, tmp_path):
+    from support import recv_frame
+
+    broker, addr = start(broker_factory, tmp_path)
+    topic = unique_topic("poll")
+    parts = 4
+    create_topic(broker.bootstrap, topic, parts)
+    owned = per_shard(scrape(addr), "sluice_partitions")
+    assert all(o > 0 for o in owned), f"partitions per shard {owned}: the test needs owners on both shards"
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
+    offsets = [0] * parts
+    rounds, stale = 24, []
+    with socket.create_connection((broker.host, broker.port), timeout=10) as s:
+        for i in range(rounds):
+            # A long poll over every partition (owners on both shards), answered by one produce.
+            s.sendall(fetch_v4(i, topic, offsets, 20_000))
+            time.sleep(0.2)
+            q = i % parts
+            p.produce(topic, partition=q, value=b"wake")
+            assert p.flush(10) == 0
+            resp = recv_frame(s)
+            assert resp is not None and struct.unpack_from(">i", resp)[0] == i, "fetch not answered"
+            offsets[q] += 1
+            # The waits on the owners that did not answer end with the fetch, not at max_wait.
+            try:
+                wait_until(lambda: sum(per_shard(scrape(addr), "sluice_fetch_waiters")) == 0, 2, interval=0.05,
+                           what="no waiter left once the fetch was answered")
+            except AssertionError:
+                stale.append((i, per_shard(scrape(addr), "sluice_fetch_waiters")))
+    print(f"{rounds} long polls over {parts} partitions on {CORES} shards: rounds that left waiters: {stale}")
+    assert not stale, f"waiters still alive after their fetch was answered (round, per shard): {stale}"
+    assert broker.alive()
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_metrics_endpoint_caps_idle_and_slow_connections(broker_factory, tmp_path):
+    from support import connection_closed
+
+    broker, addr = start(broker_factory, tmp_path)
+    host, port = addr.split(":")
+    pid = broker.proc.pid
+    scrape(addr)
+    fds_before, rss_before = fd_count(pid), rss_kib(pid)
+    cap, n = 64, 400  # MAX_METRICS_CONNECTIONS; idle and slow clients
+    conns = []
+    try:
+        for i in range(n):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            if i % 2:
+                s.sendall(b"GET /metr")  # a slow client: part of a request line, then nothing
+            conns.append(s)
+        time.sleep(1)
+        fds = fd_count(pid)
+        # A fresh client is answered while they are open.
+        started = time.monotonic()
+        m = scrape(addr)
+        took = time.monotonic() - started
+        assert total(m, "sluice_partitions") >= 0
+        rss = rss_kib(pid)
+        print(f"{n} idle/slow metrics connections: broker fds {fds_before} -> {fds}, RSS {rss_before} -> {rss} KiB; "
+              f"a fresh scrape took {took:.2f} s")
+        assert fds - fds_before <= cap + 8, f"broker holds {fds - fds_before} more fds with {n} idle metrics connections"
+        assert rss - rss_before <= 64 * 1024, f"RSS grew {rss - rss_before} KiB"
+        # The ones still open are closed after the read timeout (5 s).
+        last = conns[-cap // 2:]
+        assert all(connection_closed(s, 10) for s in last), "idle metrics connections not closed after the timeout"
+    finally:
+        for s in conns:
+            s.close()
+    assert broker.alive()
+
+
+def test_cross_shard_work_runs_in_bounded_tasks(broker_factory, tmp_path):
+    limit = 4
+    broker, addr = start(broker_factory, tmp_path, f"max_mesh_tasks_per_shard = {limit}\n")
+    topic = unique_topic("mesh")
+    parts, producers, per_producer = 8, 16, 1500
+    create_topic(broker.bootstrap, topic, parts)
+    # One connection per producer, spread over both shards; half the partitions are on the other shard.
+    ps = [Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0,
+                    "max.in.flight.requests.per.connection": 5, "enable.idempotence": False})
+          for _ in range(producers)]
+    errors = []
+
+    def report(err, _msg):
+        if err is not None:
+            errors.append(err)
+
+    for i in range(per_producer):
+        for k, p in enumerate(ps):
+            p.produce(topic, partition=(i + k) % parts, value=b"m" * 100, on_delivery=report)
+            p.poll(0)
+    for p in ps:
+        assert p.flush(60) == 0, "producer did not complete"
+    assert not errors, f"delivery errors: {errors[:5]}"
+    m = scrape(addr)
+    peaks = per_shard(m, "sluice_mesh_tasks_peak")
+    received = per_shard(m, "sluice_cross_core_messages_received_total")
+    now = per_shard(m, "sluice_mesh_tasks")
+    print(f"{producers} producers x {per_producer} messages over {parts} partitions on {CORES} shards: "
+          f"mesh tasks peak per shard {peaks} (limit {limit}), messages received {received}")
+    assert all(r > 0 for r in received), "no cross-shard produce happened"
+    assert all(pk <= limit for pk in peaks), f"mesh tasks peaked at {peaks} > {limit}"
+    assert max(peaks) == limit, f"the load never filled the {limit} slots ({peaks}): the test proves nothing"
+    # The scrape's own Metrics message runs in a slot on every shard but shard 0 (which serves it).
+    assert sum(now) <= CORES - 1, f"mesh tasks still running after the load: {now}"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "sluice-tests-unused", "enable.auto.commit": False})
+    try:
+        highs = [c.get_watermark_offsets(TopicPartition(topic, q), timeout=10)[1] for q in range(parts)]
+    finally:
+        c.close()
+    assert sum(highs) == producers * per_producer, f"high watermarks {highs}"
