@@ -378,3 +378,260 @@ fn static_member_leave() {
     assert_eq!(g.state, State::Empty);
     assert!(g.members.is_empty());
 }
+
+// ---------------------------------------------------------------- the classic protocol's transitions
+
+fn dyn_req(member: &str) -> JoinRequest {
+    join_req(member, &["range"])
+}
+
+/// Joins a dynamic member the v4+ way (MEMBER_ID_REQUIRED, then the join with its id).
+fn join_dynamic(g: &mut Group, id: &str, now: Instant, l: &Limits) -> Step<JoinResponse> {
+    let Step::Now(Err(GroupError::MemberIdRequired(given))) = g.join(dyn_req(""), id.into(), now, l) else {
+        panic!("a v4+ join without a member id must get MEMBER_ID_REQUIRED")
+    };
+    assert_eq!(given, id);
+    g.join(dyn_req(id), "unused".into(), now, l)
+}
+
+#[test]
+fn empty_preparing_completing_stable_with_initial_delay() {
+    let now = Instant::now();
+    let l = Limits { initial_delay: Duration::from_secs(3), ..limits() };
+    let mut g = Group::new("g");
+    assert_eq!((g.state, g.generation), (State::Empty, 0));
+    let mut ja = join_dynamic(&mut g, "a", now, &l);
+    assert_eq!(g.state, State::PreparingRebalance, "Empty -> PreparingRebalance on the first join");
+    g.tick(now + Duration::from_millis(2900), &l);
+    assert!(pending(&mut ja), "the initial delay holds the join phase");
+    let jb = join_dynamic(&mut g, "b", now + Duration::from_secs(1), &l);
+    g.tick(now + Duration::from_secs(3), &l);
+    assert_eq!(g.state, State::CompletingRebalance, "PreparingRebalance -> CompletingRebalance");
+    let (ja, jb) = (wait(ja).unwrap(), wait(jb).unwrap());
+    assert_eq!((ja.generation_id, jb.generation_id, ja.leader.as_str()), (1, 1, "a"));
+    assert_eq!(g.heartbeat("b", None, 1, now), Ok(()), "heartbeats are fine while assignments are pending");
+    let (mut sb, stable) = g.sync(sync_req("b", None, 1, &[]), now);
+    assert!(!stable && pending(&mut sb), "a follower's sync waits for the leader's");
+    let (sa, stable) = g.sync(sync_req("a", None, 1, &[("a", b"A")]), now);
+    assert!(stable);
+    assert_eq!(g.state, State::Stable, "CompletingRebalance -> Stable on the leader's sync");
+    assert_eq!(&wait(sa).unwrap().assignment[..], b"A");
+    assert!(wait(sb).unwrap().assignment.is_empty(), "a member the leader left out gets an empty assignment");
+    // Stable: a sync is answered at once with the member's assignment.
+    assert_eq!(&wait(g.sync(sync_req("a", None, 1, &[]), now).0).unwrap().assignment[..], b"A");
+    // Stable -> PreparingRebalance -> Empty when everyone leaves.
+    assert_eq!(g.leave(&[("a".into(), None), ("b".into(), None)], now, &l), vec![Ok(()), Ok(())]);
+    assert_eq!(g.state, State::Empty);
+    assert_eq!(g.generation, 2, "the generation moves on even when the group empties");
+    assert!(g.leader.is_none() && g.protocol.is_none());
+}
+
+#[test]
+fn member_id_required_and_pending_ids() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = Group::new("g");
+    let Step::Now(Err(GroupError::MemberIdRequired(id))) = g.join(dyn_req(""), "p1".into(), now, &l) else {
+        panic!("MEMBER_ID_REQUIRED expected")
+    };
+    assert_eq!(g.state, State::Empty, "a pending id alone starts nothing");
+    assert!(g.member(&id).is_none());
+    // Before v4 a member joins at once, but the join phase waits for the pending id too...
+    let mut r = dyn_req("");
+    r.require_known_member_id = false;
+    let mut j = g.join(r, "old".into(), now, &l);
+    assert!(pending(&mut j));
+    assert_eq!(g.state, State::PreparingRebalance);
+    // ...until it expires, unused, after the session timeout; then it is unknown.
+    g.tick(now + Duration::from_secs(11), &l);
+    assert!(g.pending.is_empty());
+    let j = wait(j).unwrap();
+    assert_eq!((j.member_id.as_str(), j.generation_id), ("old", 1));
+    let r = wait(g.join(dyn_req("p1"), "x".into(), now + Duration::from_secs(11), &l));
+    assert_eq!(r.map(|_| ()), Err(GroupError::UnknownMemberId));
+    // An unknown member id is refused; so is a pending id that left.
+    let Step::Now(Err(GroupError::MemberIdRequired(p2))) = g.join(dyn_req(""), "p2".into(), now, &l) else { panic!() };
+    assert_eq!(g.leave(&[(p2.clone(), None)], now, &l), vec![Ok(())], "a pending member can leave");
+    assert_eq!(wait(g.join(dyn_req(&p2), "x".into(), now, &l)).map(|_| ()), Err(GroupError::UnknownMemberId));
+    assert_eq!(wait(g.join(dyn_req("never-given"), "x".into(), now, &l)).map(|_| ()), Err(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn a_pending_member_holds_the_join_phase() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = Group::new("g");
+    let _ = wait(join_dynamic(&mut g, "a", now, &l)).unwrap();
+    let _ = wait(g.sync(sync_req("a", None, 1, &[("a", b"A")]), now).0).unwrap();
+    // b is told its id, then a rejoins (leader): the phase waits for the pending b too.
+    let Step::Now(Err(GroupError::MemberIdRequired(_))) = g.join(dyn_req(""), "b".into(), now, &l) else { panic!() };
+    let mut ja = g.join(dyn_req("a"), "x".into(), now, &l);
+    assert!(pending(&mut ja), "the pending member has not joined yet");
+    let jb = g.join(dyn_req("b"), "x".into(), now, &l);
+    assert_eq!((wait(ja).unwrap().generation_id, wait(jb).unwrap().generation_id), (2, 2));
+}
+
+#[test]
+fn rebalance_timeout_removes_members_that_did_not_rejoin() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = stable_static_pair(now);
+    let mut ja = g.join(static_req("a", "i1", b"m1"), "x".into(), now, &l);
+    let deadline = g.rebalance_deadline.expect("a rebalance deadline");
+    assert_eq!(deadline, now + Duration::from_secs(10), "the largest rebalance timeout of the members");
+    // b keeps heartbeating (REBALANCE_IN_PROGRESS) but never rejoins.
+    g.tick(now + Duration::from_millis(9_999), &l);
+    assert!(pending(&mut ja));
+    assert_eq!(g.heartbeat("b", Some("i2"), 1, now + Duration::from_secs(9)), Err(GroupError::RebalanceInProgress));
+    g.tick(deadline, &l);
+    let ja = wait(ja).unwrap();
+    assert_eq!((ja.generation_id, ja.members.len()), (2, 1), "b was dropped at the rebalance timeout");
+    assert_eq!(g.heartbeat("b", Some("i2"), 1, deadline), Err(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn the_leader_missing_at_the_rebalance_timeout_hands_leadership_over() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = stable_static_pair(now);
+    let jb = g.join(static_req("b", "i2", b"changed"), "x".into(), now, &l);
+    g.tick(now + Duration::from_secs(10), &l);
+    let jb = wait(jb).unwrap();
+    assert_eq!((jb.leader.as_str(), jb.generation_id, jb.members.len()), ("b", 2, 1));
+}
+
+#[test]
+fn session_expiry_only_for_silent_members_not_waiting_ones() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = stable_static_pair(now);
+    // a heartbeats, b is silent.
+    for s in 1..=10 {
+        assert_eq!(g.heartbeat("a", Some("i1"), 1, now + Duration::from_secs(s)), Ok(()));
+        g.tick(now + Duration::from_secs(s), &l);
+    }
+    assert_eq!(g.state, State::Stable, "10 s is the session timeout: not expired yet");
+    g.tick(now + Duration::from_millis(10_001), &l);
+    assert_eq!(g.state, State::PreparingRebalance, "b expired: rebalance");
+    assert!(g.member("b").is_none());
+    // a waits in the join phase longer than its session timeout: not expired while waiting.
+    let t = now + Duration::from_secs(11);
+    let ja = g.join(static_req("a", "i1", b"m1"), "x".into(), t, &l);
+    let ja = wait(ja).unwrap();
+    assert_eq!(ja.generation_id, 2);
+    let (mut sa, _) = g.sync(sync_req("a", Some("i1"), 2, &[]), t);
+    // Not the leader's sync? a is the only member, so it is the leader: Stable at once.
+    assert!(!pending(&mut sa));
+    assert_eq!(g.state, State::Stable);
+}
+
+#[test]
+fn generation_and_member_fencing() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = stable_static_pair(now);
+    assert_eq!(g.heartbeat("a", Some("i1"), 0, now), Err(GroupError::IllegalGeneration));
+    assert_eq!(g.heartbeat("a", Some("i1"), 2, now), Err(GroupError::IllegalGeneration));
+    assert_eq!(g.heartbeat("zz", None, 1, now), Err(GroupError::UnknownMemberId));
+    let r = wait(g.sync(sync_req("a", Some("i1"), 0, &[]), now).0);
+    assert_eq!(r.map(|_| ()), Err(GroupError::IllegalGeneration));
+    let r = wait(g.sync(sync_req("zz", None, 1, &[]), now).0);
+    assert_eq!(r.map(|_| ()), Err(GroupError::UnknownMemberId));
+    let mut s = sync_req("a", Some("i1"), 1, &[]);
+    s.protocol_name = Some("range".into());
+    assert_eq!(wait(g.sync(s, now).0).map(|_| ()), Err(GroupError::InconsistentGroupProtocol));
+    assert_eq!(g.validate_commit("a", Some("i1"), 0), Err(GroupError::IllegalGeneration));
+    assert_eq!(g.validate_commit("", None, -1), Err(GroupError::UnknownMemberId), "the group has members");
+    assert_eq!(g.leave(&[("zz".into(), None)], now, &l), vec![Err(GroupError::UnknownMemberId)]);
+    assert_eq!(g.state, State::Stable);
+}
+
+#[test]
+fn heartbeat_and_sync_during_a_rebalance() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = stable_static_pair(now);
+    let ja = g.join(static_req("a", "i1", b"m1"), "x".into(), now, &l);
+    assert_eq!(g.heartbeat("b", Some("i2"), 1, now), Err(GroupError::RebalanceInProgress));
+    let r = wait(g.sync(sync_req("b", Some("i2"), 1, &[]), now).0);
+    assert_eq!(r.map(|_| ()), Err(GroupError::RebalanceInProgress));
+    let jb = g.join(static_req("b", "i2", b"m2"), "y".into(), now, &l);
+    let _ = (wait(ja).unwrap(), wait(jb).unwrap());
+    assert_eq!(g.state, State::CompletingRebalance);
+    assert_eq!(g.validate_commit("a", Some("i1"), 2), Err(GroupError::RebalanceInProgress));
+    // b waits for its assignment; a new member arrives: the waiting sync is told to rejoin.
+    let (mut sb, _) = g.sync(sync_req("b", Some("i2"), 2, &[]), now);
+    assert!(pending(&mut sb));
+    let mut c = static_req("", "unused", b"m3");
+    c.group_instance_id = None;
+    c.require_known_member_id = false;
+    let mut jc = g.join(c, "c".into(), now, &l);
+    assert!(pending(&mut jc));
+    assert_eq!(wait(sb).map(|_| ()), Err(GroupError::RebalanceInProgress));
+    assert_eq!(g.state, State::PreparingRebalance);
+}
+
+#[test]
+fn the_leader_leaving_while_completing_elects_another() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = stable_static_pair(now);
+    let ja = g.join(static_req("a", "i1", b"m1"), "x".into(), now, &l);
+    let jb = g.join(static_req("b", "i2", b"m2"), "y".into(), now, &l);
+    let _ = (wait(ja).unwrap(), wait(jb).unwrap());
+    let (mut sb, _) = g.sync(sync_req("b", Some("i2"), 2, &[]), now);
+    assert!(pending(&mut sb));
+    assert_eq!(g.leave(&[("a".into(), Some("i1".into()))], now, &l), vec![Ok(())]);
+    assert_eq!(wait(sb).map(|_| ()), Err(GroupError::RebalanceInProgress));
+    let jb = wait(g.join(static_req("b", "i2", b"m2"), "z".into(), now, &l)).unwrap();
+    assert_eq!((jb.generation_id, jb.leader.as_str(), jb.members.len()), (3, "b", 1));
+}
+
+#[test]
+fn join_request_checks() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = Group::new("g");
+    let mut r = dyn_req("");
+    r.session_timeout_ms = 999;
+    assert_eq!(wait(g.join(r, "x".into(), now, &l)).map(|_| ()), Err(GroupError::InvalidSessionTimeout(999)));
+    let mut r = dyn_req("");
+    r.session_timeout_ms = 600_001;
+    assert_eq!(wait(g.join(r, "x".into(), now, &l)).map(|_| ()), Err(GroupError::InvalidSessionTimeout(600_001)));
+    let mut r = dyn_req("");
+    r.protocols.clear();
+    assert_eq!(wait(g.join(r, "x".into(), now, &l)).map(|_| ()), Err(GroupError::InconsistentGroupProtocol));
+    let _ = wait(join_dynamic(&mut g, "a", now, &l)).unwrap();
+    let mut r = join_req("", &["roundrobin"]);
+    r.require_known_member_id = false;
+    assert_eq!(wait(g.join(r, "x".into(), now, &l)).map(|_| ()), Err(GroupError::InconsistentGroupProtocol));
+    let mut r = dyn_req("");
+    r.protocol_type = "connect".into();
+    assert_eq!(wait(g.join(r, "x".into(), now, &l)).map(|_| ()), Err(GroupError::InconsistentGroupProtocol));
+    assert_eq!(g.members.len(), 1);
+}
+
+#[test]
+fn dynamic_rejoins_follow_kafka() {
+    let now = Instant::now();
+    let l = limits();
+    let mut g = Group::new("g");
+    let _ = wait(join_dynamic(&mut g, "a", now, &l)).unwrap();
+    let jb = join_dynamic(&mut g, "b", now, &l);
+    let ja = g.join(dyn_req("a"), "x".into(), now, &l);
+    let (ja, _) = (wait(ja).unwrap(), wait(jb).unwrap());
+    assert_eq!(ja.generation_id, 2);
+    // CompletingRebalance: a rejoin with the same metadata (a lost answer) gets it again.
+    let again = wait(g.join(dyn_req("a"), "x".into(), now, &l)).unwrap();
+    assert_eq!((again.generation_id, again.members.len()), (2, 2));
+    assert_eq!(g.state, State::CompletingRebalance);
+    let _ = g.sync(sync_req("b", None, 2, &[]), now);
+    let _ = g.sync(sync_req("a", None, 2, &[("a", b"A"), ("b", b"B")]), now);
+    assert_eq!(g.state, State::Stable);
+    // Stable: an unchanged follower gets the generation; the leader rebalances.
+    let jb = wait(g.join(dyn_req("b"), "x".into(), now, &l)).unwrap();
+    assert_eq!((jb.generation_id, g.state), (2, State::Stable));
+    let mut ja = g.join(dyn_req("a"), "x".into(), now, &l);
+    assert!(pending(&mut ja));
+    assert_eq!(g.state, State::PreparingRebalance);
+}
