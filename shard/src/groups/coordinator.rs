@@ -153,18 +153,7 @@ impl Coordinator {
                     if member.generation_id < 0 && member.member_id.is_empty() => {}
                 None => return Err(GroupError::UnknownMemberId),
                 Some(g) => {
-                    if member.generation_id < 0 && member.member_id.is_empty() {
-                        return Err(GroupError::UnknownMemberId);
-                    }
-                    if g.member(&member.member_id).is_none() {
-                        return Err(GroupError::UnknownMemberId);
-                    }
-                    if member.generation_id != g.generation {
-                        return Err(GroupError::IllegalGeneration);
-                    }
-                    if g.state == State::CompletingRebalance {
-                        return Err(GroupError::RebalanceInProgress);
-                    }
+                    g.validate_commit(&member.member_id, member.group_instance_id.as_deref(), member.generation_id)?
                 }
             }
         }

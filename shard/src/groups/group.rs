@@ -1,8 +1,14 @@
 //! One group's state machine (classic protocol): Empty → PreparingRebalance →
 //! CompletingRebalance → Stable, as Kafka's GroupCoordinator runs it.
 //!
-//! Contract: everything here is synchronous; waiting members hold oneshot senders that the
-//! transitions fire. Invariants checked where state changes: a Stable or CompletingRebalance
+//! Joins follow Kafka's `GroupMetadataManager` (`classicGroupJoinNewMember`,
+//! `classicGroupJoinExistingMember`, `updateStaticMemberThenRebalanceOrCompleteJoin`): in a
+//! Stable group the leader rejoining or a member rejoining with changed protocol metadata
+//! starts a rebalance, a follower with unchanged metadata gets the current generation back,
+//! and a static member rejoining without its member id replaces (and fences) its old id.
+//!
+//! Contract: everything here is synchronous and the time is an argument (`now`), never read
+//! from the clock; waiting members hold oneshot senders that the transitions fire. Invariants checked where state changes: a Stable or CompletingRebalance
 //! group has a leader that is a member and a protocol every member supports; an Empty group
 //! has no members.
 
@@ -108,6 +114,7 @@ impl Group {
         self.members.iter().position(|m| m.id == member_id)
     }
 
+    #[cfg(test)]
     pub fn member(&self, member_id: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.id == member_id)
     }
@@ -223,7 +230,8 @@ impl Group {
         }
     }
 
-    /// JoinGroup.
+    /// JoinGroup: checks the request, then a new member (no member id), a pending member (the
+    /// id handed out with MEMBER_ID_REQUIRED) or an existing member joins.
     pub fn join(&mut self, req: JoinRequest, new_id: String, now: Instant, limits: &Limits) -> Step<JoinResponse> {
         if req.session_timeout_ms < limits.min_session || req.session_timeout_ms > limits.max_session {
             return Step::Now(Err(GroupError::InvalidSessionTimeout(req.session_timeout_ms)));
@@ -239,82 +247,120 @@ impl Group {
                 return Step::Now(Err(GroupError::InconsistentGroupProtocol));
             }
         }
-        let session_timeout = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
-        let rebalance_timeout =
-            Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64);
-
-        // A static member coming back (a restart within the session timeout).
-        if let Some(instance) = req.group_instance_id.clone() {
-            if let Some(i) = self.static_member(&instance) {
-                if !req.member_id.is_empty() && req.member_id != self.members[i].id {
-                    return Step::Now(Err(GroupError::FencedInstanceId));
-                }
-                let old_id = self.members[i].id.clone();
-                let id = if req.member_id.is_empty() { new_id } else { old_id.clone() };
-                let same_protocol = self.protocol.as_ref().is_some_and(|p| req.protocols.iter().any(|(n, _)| n == p));
-                let m = &mut self.members[i];
-                m.id = id.clone();
-                m.protocols = req.protocols;
-                m.session_timeout = session_timeout;
-                m.rebalance_timeout = rebalance_timeout;
-                m.client_id = req.client_id;
-                m.client_host = req.client_host;
-                m.last_seen = now;
-                if let Some(w) = m.join_waiter.take() {
-                    let _ = w.send(Err(GroupError::FencedInstanceId));
-                }
-                if self.leader.as_deref() == Some(old_id.as_str()) {
-                    self.leader = Some(id.clone());
-                }
-                if self.state == State::Stable && same_protocol {
-                    let is_leader = self.leader.as_deref() == Some(id.as_str());
-                    return Step::Now(Ok(self.response_for(&id, is_leader)));
-                }
+        if req.member_id.is_empty() {
+            return self.join_new(req, new_id, now, limits);
+        }
+        if req.group_instance_id.is_none() {
+            if let Some(p) = self.pending.iter().position(|(p, _)| *p == req.member_id) {
+                self.pending.swap_remove(p);
+                let id = req.member_id.clone();
+                self.add_member(id.clone(), req, now);
                 return self.await_join(&id, now, limits);
             }
         }
+        self.join_existing(req, now, limits)
+    }
 
-        let id = if req.member_id.is_empty() {
-            if req.require_known_member_id && req.group_instance_id.is_none() {
-                self.pending.push((new_id.clone(), now + session_timeout));
-                return Step::Now(Err(GroupError::MemberIdRequired(new_id)));
-            }
-            new_id
-        } else {
-            req.member_id.clone()
-        };
-        if let Some(i) = self.index_of(&id) {
-            let m = &mut self.members[i];
-            m.protocols = req.protocols;
-            m.session_timeout = session_timeout;
-            m.rebalance_timeout = rebalance_timeout;
-            m.last_seen = now;
-        } else {
-            let was_pending = self.pending.iter().position(|(p, _)| *p == id);
-            if !req.member_id.is_empty() && was_pending.is_none() {
-                return Step::Now(Err(GroupError::UnknownMemberId));
-            }
-            if let Some(p) = was_pending {
-                self.pending.swap_remove(p);
-            }
-            if self.members.is_empty() {
-                self.protocol_type = Some(req.protocol_type.clone());
-            }
-            self.members.push(Member {
-                id: id.clone(),
-                instance_id: req.group_instance_id,
-                client_id: req.client_id,
-                client_host: req.client_host,
-                session_timeout,
-                rebalance_timeout,
-                protocols: req.protocols,
-                assignment: Bytes::new(),
-                last_seen: now,
-                join_waiter: None,
-                sync_waiter: None,
-            });
+    /// A join without a member id: a static member whose instance id is known takes its place
+    /// back; any other static member is added; a dynamic member is added, or (v4+) first told
+    /// its id with MEMBER_ID_REQUIRED.
+    fn join_new(&mut self, req: JoinRequest, new_id: String, now: Instant, limits: &Limits) -> Step<JoinResponse> {
+        if let Some(i) = req.group_instance_id.as_deref().and_then(|s| self.static_member(s)) {
+            return self.replace_static_member(i, req, new_id, now, limits);
         }
-        self.await_join(&id, now, limits)
+        if req.require_known_member_id && req.group_instance_id.is_none() {
+            self.pending.push((new_id.clone(), now + session_timeout(&req)));
+            return Step::Now(Err(GroupError::MemberIdRequired(new_id)));
+        }
+        self.add_member(new_id.clone(), req, now);
+        self.await_join(&new_id, now, limits)
+    }
+
+    /// A member of the group joins again (as Kafka's `classicGroupJoinExistingMember`): while a
+    /// rebalance is being prepared it waits for it; otherwise the leader, or a member whose
+    /// protocols changed, starts a rebalance, and a follower with unchanged protocols gets the
+    /// current generation back at once.
+    fn join_existing(&mut self, req: JoinRequest, now: Instant, limits: &Limits) -> Step<JoinResponse> {
+        let i = match self.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
+            Ok(i) => i,
+            Err(e) => return Step::Now(Err(e)),
+        };
+        let id = req.member_id.clone();
+        let is_leader = self.leader.as_deref() == Some(id.as_str());
+        let unchanged = self.members[i].protocols == req.protocols;
+        match self.state {
+            State::Empty => Step::Now(Err(GroupError::UnknownMemberId)),
+            State::CompletingRebalance | State::Stable
+                if unchanged && (self.state == State::CompletingRebalance || !is_leader) =>
+            {
+                self.members[i].last_seen = now;
+                Step::Now(Ok(self.response_for(&id, false)))
+            }
+            State::PreparingRebalance | State::CompletingRebalance | State::Stable => {
+                self.update_member(i, req, now);
+                self.await_join(&id, now, limits)
+            }
+        }
+    }
+
+    /// A static member came back without its member id (a restart): it replaces the old member
+    /// id, which is fenced (its waiting join or sync gets FENCED_INSTANCE_ID, its later requests
+    /// too). In a Stable group whose protocol stays the same it gets its assignment back without
+    /// a rebalance (the leader with `skip_assignment`); otherwise the group rebalances.
+    fn replace_static_member(
+        &mut self,
+        i: usize,
+        req: JoinRequest,
+        new_id: String,
+        now: Instant,
+        limits: &Limits,
+    ) -> Step<JoinResponse> {
+        let m = &mut self.members[i];
+        let old_id = std::mem::replace(&mut m.id, new_id.clone());
+        if let Some(w) = m.join_waiter.take() {
+            let _ = w.send(Err(GroupError::FencedInstanceId));
+        }
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(Err(GroupError::FencedInstanceId));
+        }
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        if self.leader.as_deref() == Some(old_id.as_str()) {
+            self.leader = Some(new_id.clone());
+        }
+        self.update_member(i, req, now);
+        if self.state == State::Stable && self.select_protocol() == self.protocol {
+            let is_leader = self.leader.as_deref() == Some(new_id.as_str());
+            return Step::Now(Ok(self.response_for(&new_id, is_leader)));
+        }
+        self.await_join(&new_id, now, limits)
+    }
+
+    fn add_member(&mut self, id: String, req: JoinRequest, now: Instant) {
+        if self.members.is_empty() {
+            self.protocol_type = Some(req.protocol_type.clone());
+        }
+        self.members.push(Member {
+            id,
+            instance_id: req.group_instance_id.clone(),
+            client_id: req.client_id.clone(),
+            client_host: req.client_host.clone(),
+            session_timeout: session_timeout(&req),
+            rebalance_timeout: rebalance_timeout(&req),
+            protocols: req.protocols,
+            assignment: Bytes::new(),
+            last_seen: now,
+            join_waiter: None,
+            sync_waiter: None,
+        });
+    }
+
+    fn update_member(&mut self, i: usize, req: JoinRequest, now: Instant) {
+        let m = &mut self.members[i];
+        m.session_timeout = session_timeout(&req);
+        m.rebalance_timeout = rebalance_timeout(&req);
+        m.protocols = req.protocols;
+        m.last_seen = now;
     }
 
     fn await_join(&mut self, id: &str, now: Instant, limits: &Limits) -> Step<JoinResponse> {
@@ -328,15 +374,45 @@ impl Group {
         Step::Wait(rx)
     }
 
+    /// The member a request names (Kafka's `validateMember`): with an instance id, that static
+    /// member must exist (else UNKNOWN_MEMBER_ID) and have this member id (else
+    /// FENCED_INSTANCE_ID: a newer instance replaced it); the member id must be a member.
+    pub fn validate_member(&self, member_id: &str, instance: Option<&str>) -> Result<usize, GroupError> {
+        if let Some(instance) = instance {
+            let i = self.static_member(instance).ok_or(GroupError::UnknownMemberId)?;
+            if self.members[i].id != member_id {
+                return Err(GroupError::FencedInstanceId);
+            }
+            return Ok(i);
+        }
+        self.index_of(member_id).ok_or(GroupError::UnknownMemberId)
+    }
+
     fn check_member(&self, member_id: &str, instance: Option<&str>, generation: i32) -> Result<usize, GroupError> {
-        let i = self.index_of(member_id).ok_or_else(|| match instance.and_then(|s| self.static_member(s)) {
-            Some(_) => GroupError::FencedInstanceId,
-            None => GroupError::UnknownMemberId,
-        })?;
+        let i = self.validate_member(member_id, instance)?;
         if generation != self.generation {
             return Err(GroupError::IllegalGeneration);
         }
         Ok(i)
+    }
+
+    /// OffsetCommit's checks (Kafka's `validateOffsetCommit`): a commit without a generation
+    /// is taken only while the group is Empty; otherwise the member must be the current one
+    /// (a replaced static member is fenced) of the current generation, and not in the middle
+    /// of a rebalance's sync phase.
+    pub fn validate_commit(&self, member_id: &str, instance: Option<&str>, generation: i32) -> Result<(), GroupError> {
+        if generation < 0 && self.state == State::Empty {
+            return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            self.check_member(member_id, instance, generation)?;
+        } else if self.state != State::Empty {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if self.state == State::CompletingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        Ok(())
     }
 
     /// SyncGroup. Returns true in the second field when the group became Stable.
@@ -418,7 +494,9 @@ impl Group {
         }
     }
 
-    /// LeaveGroup for (member id, instance id) pairs; one result each.
+    /// LeaveGroup for (member id, instance id) pairs; one result each. Without a member id the
+    /// static member of that instance id leaves (an admin removing it); a pending member id is
+    /// forgotten; otherwise the member is checked as [`Group::validate_member`] does.
     pub fn leave(
         &mut self,
         members: &[(String, Option<String>)],
@@ -428,19 +506,20 @@ impl Group {
         members
             .iter()
             .map(|(id, instance)| {
-                let i = if id.is_empty() {
-                    instance.as_deref().and_then(|s| self.static_member(s))
-                } else {
-                    self.index_of(id)
-                };
-                match i {
-                    Some(i) if instance.is_none() || self.members[i].instance_id == *instance => {
-                        self.remove_member(i, now, limits);
-                        Ok(())
-                    }
-                    Some(_) => Err(GroupError::FencedInstanceId),
-                    None => Err(GroupError::UnknownMemberId),
+                if id.is_empty() {
+                    let i =
+                        instance.as_deref().and_then(|s| self.static_member(s)).ok_or(GroupError::UnknownMemberId)?;
+                    self.remove_member(i, now, limits);
+                    return Ok(());
                 }
+                if let Some(p) = self.pending.iter().position(|(p, _)| p == id) {
+                    self.pending.swap_remove(p);
+                    self.try_complete_join(now, false);
+                    return Ok(());
+                }
+                let i = self.validate_member(id, instance.as_deref())?;
+                self.remove_member(i, now, limits);
+                Ok(())
             })
             .collect()
     }
@@ -477,6 +556,15 @@ impl Group {
     }
 }
 
+fn session_timeout(req: &JoinRequest) -> Duration {
+    Duration::from_millis(u64::try_from(req.session_timeout_ms).unwrap_or(0))
+}
+
+/// At least the session timeout (JoinGroup v0 has no rebalance timeout).
+fn rebalance_timeout(req: &JoinRequest) -> Duration {
+    Duration::from_millis(u64::try_from(req.rebalance_timeout_ms.max(req.session_timeout_ms)).unwrap_or(0))
+}
+
 /// Topics of a ConsumerProtocolSubscription (version i16, then an array of i16-length strings).
 fn parse_subscription(meta: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
@@ -496,136 +584,6 @@ fn parse_subscription(meta: &[u8]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> Limits {
-        Limits { initial_delay: Duration::ZERO, min_session: 1000, max_session: 600_000 }
-    }
-
-    fn join_req(member: &str, protocols: &[&str]) -> JoinRequest {
-        JoinRequest {
-            group_id: "g".into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 10_000,
-            member_id: member.into(),
-            group_instance_id: None,
-            protocol_type: "consumer".into(),
-            protocols: protocols.iter().map(|p| (p.to_string(), Bytes::from_static(b"m"))).collect(),
-            client_id: "c".into(),
-            client_host: "/127.0.0.1".into(),
-            require_known_member_id: true,
-        }
-    }
-
-    fn wait<T>(step: Step<T>) -> Result<T, GroupError> {
-        match step {
-            Step::Now(r) => r,
-            Step::Wait(mut rx) => rx.try_recv().ok().flatten().expect("answered"),
-        }
-    }
-
-    #[test]
-    fn two_members_join_sync_and_one_leaves() {
-        let mut g = Group::new("g");
-        let now = Instant::now();
-        let l = limits();
-        let Step::Now(Err(GroupError::MemberIdRequired(a))) = g.join(join_req("", &["range"]), "a".into(), now, &l)
-        else {
-            panic!("first join must ask for a member id")
-        };
-        let ra = match g.join(join_req(&a, &["range"]), "x".into(), now, &l) {
-            Step::Wait(rx) => rx,
-            Step::Now(r) => panic!("{r:?}"),
-        };
-        let ja = wait(Step::Wait(ra)).unwrap();
-        assert_eq!((ja.generation_id, ja.leader.as_str()), (1, "a"));
-        assert_eq!(g.state, State::CompletingRebalance);
-        // Second member triggers a rebalance: the first must rejoin.
-        let _ = g.join(join_req("", &["roundrobin", "range"]), "b".into(), now, &l);
-        let rb = g.join(join_req("b", &["roundrobin", "range"]), "y".into(), now, &l);
-        assert_eq!(g.state, State::PreparingRebalance);
-        assert_eq!(g.heartbeat("a", None, 1, now), Err(GroupError::RebalanceInProgress));
-        let ra = g.join(join_req("a", &["range"]), "z".into(), now, &l);
-        let (ja, jb) = (wait(ra).unwrap(), wait(rb).unwrap());
-        assert_eq!(ja.generation_id, 2);
-        assert_eq!(ja.protocol_name.as_deref(), Some("range"), "only range is shared");
-        assert_eq!(ja.members.len(), 2, "the leader sees every member");
-        assert!(jb.members.is_empty());
-        let sync = |member: &str, assignments: Vec<(String, Bytes)>| super::super::SyncRequest {
-            group_id: "g".into(),
-            generation_id: 2,
-            member_id: member.into(),
-            group_instance_id: None,
-            protocol_type: None,
-            protocol_name: None,
-            assignments,
-        };
-        let (sb, _) = g.sync(sync("b", vec![]), now);
-        let (sa, stable) = g
-            .sync(sync("a", vec![("a".into(), Bytes::from_static(b"A")), ("b".into(), Bytes::from_static(b"B"))]), now);
-        assert!(stable);
-        assert_eq!(&wait(sb).unwrap().assignment[..], b"B");
-        assert_eq!(&wait(sa).unwrap().assignment[..], b"A");
-        assert_eq!(g.heartbeat("a", None, 1, now), Err(GroupError::IllegalGeneration));
-        assert_eq!(g.heartbeat("a", None, 2, now), Ok(()));
-        // b leaves: a must rejoin alone.
-        assert_eq!(g.leave(&[("b".into(), None)], now, &l), vec![Ok(())]);
-        assert_eq!(g.state, State::PreparingRebalance);
-        let ja = wait(g.join(join_req("a", &["range"]), "q".into(), now, &l)).unwrap();
-        assert_eq!((ja.generation_id, ja.members.len()), (3, 1));
-    }
-
-    #[test]
-    fn silent_members_expire() {
-        let mut g = Group::new("g");
-        let now = Instant::now();
-        let l = limits();
-        let mut r = join_req("", &["range"]);
-        r.require_known_member_id = false;
-        let j = wait(g.join(r, "a".into(), now, &l)).unwrap();
-        assert_eq!(j.member_id, "a");
-        g.tick(now + Duration::from_secs(11), &l);
-        assert_eq!(g.state, State::Empty);
-        assert!(g.members.is_empty());
-    }
-
-    #[test]
-    fn static_member_rejoins_without_rebalance() {
-        let mut g = Group::new("g");
-        let now = Instant::now();
-        let l = limits();
-        let mut r = join_req("", &["range"]);
-        r.group_instance_id = Some("i1".into());
-        let j = wait(g.join(r.clone(), "a".into(), now, &l)).unwrap();
-        let s = super::super::SyncRequest {
-            group_id: "g".into(),
-            generation_id: j.generation_id,
-            member_id: "a".into(),
-            group_instance_id: Some("i1".into()),
-            protocol_type: None,
-            protocol_name: None,
-            assignments: vec![("a".into(), Bytes::from_static(b"P"))],
-        };
-        let (step, _) = g.sync(s, now);
-        assert!(wait(step).is_ok());
-        let gen = g.generation;
-        // Restart: new join without member id, same instance id.
-        let j2 = wait(g.join(r, "a2".into(), now, &l)).unwrap();
-        assert_eq!(g.generation, gen, "no rebalance");
-        assert_eq!(j2.member_id, "a2");
-        assert_eq!(g.state, State::Stable);
-        assert_eq!(&g.member("a2").unwrap().assignment[..], b"P");
-        assert!(g.member("a").is_none());
-    }
-
-    #[test]
-    fn subscription_parse() {
-        let mut m = vec![0, 1, 0, 0, 0, 2];
-        for t in ["a", "bc"] {
-            m.extend_from_slice(&(t.len() as i16).to_be_bytes());
-            m.extend_from_slice(t.as_bytes());
-        }
-        assert_eq!(parse_subscription(&m), vec!["a".to_string(), "bc".to_string()]);
-    }
-}
+mod proptests;
+#[cfg(test)]
+mod tests;
