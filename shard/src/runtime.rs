@@ -230,7 +230,8 @@ where
     Ok(close_failures.load(Ordering::Acquire) == 0)
 }
 
-/// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops.
+/// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops, and
+/// drops the metrics series of deleted topics.
 fn spawn_retention(shard: Rc<Shard>) {
     glommio::spawn_local(async move {
         let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(10));
@@ -238,7 +239,10 @@ fn spawn_retention(shard: Rc<Shard>) {
             use futures::future::{select, Either};
             use futures::FutureExt;
             match select(glommio::timer::sleep(every).boxed_local(), shard.stopping().boxed_local()).await {
-                Either::Left(_) => shard.enforce_retention().await,
+                Either::Left(_) => {
+                    shard.enforce_retention().await;
+                    crate::metrics::drop_deleted_topics(&shard);
+                }
                 Either::Right(_) => return,
             }
         }
