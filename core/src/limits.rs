@@ -66,6 +66,15 @@ pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default of `listen_retry_ms`: how long start-up keeps retrying a listen port in use (a
 /// broker killed a moment ago still holds it while the kernel tears its sockets down).
 pub const DEFAULT_LISTEN_RETRY_MS: u64 = 10_000;
+/// Default of `producer_id_expiration_ms`: a producer's idempotence state in a partition is
+/// forgotten this long after its last write there (Kafka's `producer.id.expiration.ms`, 1 day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = 86_400_000;
+/// Largest `producer_id_expiration_ms` accepted (about 10 years).
+pub const MAX_PRODUCER_ID_EXPIRATION_MS: u64 = 315_360_000_000;
+/// How often each shard removes expired producer state (Kafka's
+/// `producer.id.expiration.check.interval.ms`, 10 minutes; more often when the expiration is
+/// shorter).
+pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS: u64 = 600_000;
 /// Largest `listen_retry_ms` accepted.
 pub const MAX_LISTEN_RETRY_MS: u64 = 600_000;
 /// First pause between binds of a port in use; it doubles up to the maximum below.
@@ -90,5 +99,7 @@ const _: () = assert!(
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(DEFAULT_LISTEN_RETRY_MS <= MAX_LISTEN_RETRY_MS);
+const _: () = assert!(DEFAULT_PRODUCER_ID_EXPIRATION_MS <= MAX_PRODUCER_ID_EXPIRATION_MS);
+const _: () = assert!(MAX_PRODUCER_ID_EXPIRATION_MS <= i64::MAX as u64);
 const _: () = assert!(LISTEN_RETRY_FIRST_PAUSE_MS > 0 && LISTEN_RETRY_FIRST_PAUSE_MS <= LISTEN_RETRY_MAX_PAUSE_MS);
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
