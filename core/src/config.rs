@@ -71,6 +71,9 @@ pub struct BrokerConfig {
     /// (0: fail at once). Covers a restart right after a crash, while the kernel still holds
     /// the dead broker's sockets.
     pub listen_retry_ms: u64,
+    /// A producer's idempotence state in a partition is forgotten this long after its last
+    /// write there (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
     /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
     /// Kafka's broker name for it (`log.retention.ms`); a topic's own setting wins.
     pub topic_defaults: BTreeMap<String, toml::Value>,
@@ -93,6 +96,7 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 16,
             log_retention_check_interval_ms: 300_000,
             listen_retry_ms: crate::limits::DEFAULT_LISTEN_RETRY_MS,
+            producer_id_expiration_ms: crate::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             max_connections: 100_000,
             max_connections_per_ip: 0,
             connections_max_idle_ms: 600_000,
@@ -293,18 +297,29 @@ impl BrokerConfig {
                 expected: format!("between 0 and {}", crate::limits::MAX_LISTEN_RETRY_MS),
             });
         }
-        if !(100..=3_600_000).contains(&self.request_body_timeout_ms) {
+        if !(crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS).contains(&self.request_body_timeout_ms) {
             return Err(ConfigError::Invalid {
                 key: "request_body_timeout_ms",
                 value: self.request_body_timeout_ms.to_string(),
-                expected: "between 100 and 3600000 milliseconds".into(),
+                expected: format!(
+                    "between {} and {} milliseconds",
+                    crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS,
+                    crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS
+                ),
             });
         }
-        if !(1..=65_536).contains(&self.max_mesh_tasks_per_shard) {
+        if !(1..=crate::limits::MAX_MESH_TASKS_PER_SHARD).contains(&self.max_mesh_tasks_per_shard) {
             return Err(ConfigError::Invalid {
                 key: "max_mesh_tasks_per_shard",
                 value: self.max_mesh_tasks_per_shard.to_string(),
-                expected: "between 1 and 65536".into(),
+                expected: format!("between 1 and {}", crate::limits::MAX_MESH_TASKS_PER_SHARD),
+            });
+        }
+        if !(1..=crate::limits::MAX_PRODUCER_ID_EXPIRATION_MS).contains(&self.producer_id_expiration_ms) {
+            return Err(ConfigError::Invalid {
+                key: "producer_id_expiration_ms",
+                value: self.producer_id_expiration_ms.to_string(),
+                expected: format!("between 1 and {}", crate::limits::MAX_PRODUCER_ID_EXPIRATION_MS),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -23,6 +23,10 @@ pub const SMALL_REQUESTS_RESERVE_PER_SHARD: usize = 64 * 1024 * 1024;
 /// Default of `request_body_timeout_ms`: how long a client may take to send the rest of a
 /// frame once its size arrived and its budget was reserved.
 pub const REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Smallest `request_body_timeout_ms` accepted.
+pub const MIN_REQUEST_BODY_TIMEOUT_MS: u64 = 100;
+/// Largest `request_body_timeout_ms` accepted (a stalled body holds its budget this long).
+pub const MAX_REQUEST_BODY_TIMEOUT_MS: u64 = 3_600_000;
 /// Frame bodies are read (and their memory allocated) this much at a time.
 pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
 /// Bytes of segment-file chunks each shard keeps in its read cache by default
@@ -48,6 +52,8 @@ pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
 /// other shards that do local work (produce, fetch reads, offsets, log sizes, metadata
 /// installs); further messages wait in the cross-core channels, whose senders then wait.
 pub const DEFAULT_MAX_MESH_TASKS_PER_SHARD: usize = 1024;
+/// Largest `max_mesh_tasks_per_shard` accepted.
+pub const MAX_MESH_TASKS_PER_SHARD: usize = 65_536;
 /// Connections the metrics endpoint serves at once. When a new one arrives at the cap, the
 /// oldest one still sending its request is closed (a scraper sends its request at once, so
 /// idle or slow connections make room); if every one is being answered, the new one is closed.
@@ -99,6 +105,15 @@ pub const MAX_SEGMENT_POSITION: u64 = u32::MAX as u64;
 /// Default of `listen_retry_ms`: how long start-up keeps retrying a listen port in use (a
 /// broker killed a moment ago still holds it while the kernel tears its sockets down).
 pub const DEFAULT_LISTEN_RETRY_MS: u64 = 10_000;
+/// Default of `producer_id_expiration_ms`: a producer's idempotence state in a partition is
+/// forgotten this long after its last write there (Kafka's `producer.id.expiration.ms`, 1 day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = 86_400_000;
+/// Largest `producer_id_expiration_ms` accepted (about 10 years).
+pub const MAX_PRODUCER_ID_EXPIRATION_MS: u64 = 315_360_000_000;
+/// How often each shard removes expired producer state (Kafka's
+/// `producer.id.expiration.check.interval.ms`, 10 minutes; more often when the expiration is
+/// shorter).
+pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS: u64 = 600_000;
 /// Largest `listen_retry_ms` accepted.
 pub const MAX_LISTEN_RETRY_MS: u64 = 600_000;
 /// First pause between binds of a port in use; it doubles up to the maximum below.
@@ -129,7 +144,13 @@ const _: () = assert!(
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(DEFAULT_LISTEN_RETRY_MS <= MAX_LISTEN_RETRY_MS);
+const _: () = assert!(DEFAULT_PRODUCER_ID_EXPIRATION_MS <= MAX_PRODUCER_ID_EXPIRATION_MS);
+const _: () = assert!(MAX_PRODUCER_ID_EXPIRATION_MS <= i64::MAX as u64);
 const _: () = assert!(LISTEN_RETRY_FIRST_PAUSE_MS > 0 && LISTEN_RETRY_FIRST_PAUSE_MS <= LISTEN_RETRY_MAX_PAUSE_MS);
+const _: () = assert!(
+    MIN_REQUEST_BODY_TIMEOUT_MS <= REQUEST_BODY_TIMEOUT_MS && REQUEST_BODY_TIMEOUT_MS <= MAX_REQUEST_BODY_TIMEOUT_MS
+);
+const _: () = assert!(DEFAULT_MAX_MESH_TASKS_PER_SHARD >= 1 && DEFAULT_MAX_MESH_TASKS_PER_SHARD <= MAX_MESH_TASKS_PER_SHARD);
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
 const _: () = assert!(
     MAX_SEGMENT_RELATIVE_OFFSET >= i32::MAX as i64 && MAX_SEGMENT_RELATIVE_OFFSET <= u32::MAX as i64,

@@ -3,6 +3,8 @@
 //! gathering every shard's copy for the metrics endpoint and for placement.
 //!
 //! Contract: the registry is thread-local (one shard per thread), updated only by its shard;
+//! per-topic series live only while the shard's metadata has the topic (a deleted topic's are
+//! dropped on every shard before each snapshot and on the retention timer);
 //! [`gather`] asks every shard for a snapshot (one message each) and never shares state. Two
 //! values here also steer the broker: [`response_bytes_held`] bounds Fetch answers
 //! (`max_response_bytes_per_shard`) and [`append_bytes_per_sec`] weighs placement.
@@ -198,6 +200,18 @@ pub fn add_topic_bytes(topic: &str, bytes: u64, inbound: bool) {
     });
 }
 
+/// Drops the per-topic series of every topic `keep` refuses (topics deleted since they were
+/// counted), so deleted topics leave the endpoint and the registry stays bounded.
+pub fn retain_topics(keep: impl Fn(&str) -> bool) {
+    REG.with(|r| r.borrow_mut().topics.retain(|t, _| keep(t)));
+}
+
+/// Drops the series of topics this shard's metadata no longer has.
+pub fn drop_deleted_topics(shard: &Shard) {
+    let metadata = shard.metadata();
+    retain_topics(|t| metadata.topics.contains_key(t));
+}
+
 /// A connection opened (+1) or closed (-1).
 pub fn connection(delta: i64) {
     REG.with(|r| {
@@ -288,6 +302,7 @@ pub struct ShardMetrics {
 
 /// This shard's snapshot.
 pub fn local(shard: &Shard) -> ShardMetrics {
+    drop_deleted_topics(shard);
     let storage = sluice_storage::stats::snapshot();
     let (groups, members) = shard.groups.counts();
     let append_bytes_per_sec = append_bytes_per_sec();

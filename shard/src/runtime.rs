@@ -152,6 +152,7 @@ where
                 let setup = async {
                     sluice_storage::set_open_file_limit(config.max_open_files_per_shard);
                     sluice_storage::cache::set_capacity(config.read_cache_bytes_per_shard);
+                    sluice_storage::producers::set_expiration_ms(config.producer_id_expiration_ms);
                     sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
                     let started = std::time::Instant::now();
                     shard.install(snapshot).await.map_err(|e| e.to_string())?;
@@ -171,6 +172,7 @@ where
                 if !failed {
                     crate::groups::coordinator::spawn_sweeper(shard.clone());
                     spawn_retention(shard.clone());
+                    spawn_producer_expiry(shard.clone());
                     serve(shard.clone(), payload).await;
                 }
                 drained.arrive_and_wait(n).await;
@@ -230,7 +232,8 @@ where
     Ok(close_failures.load(Ordering::Acquire) == 0)
 }
 
-/// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops.
+/// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops, and
+/// drops the metrics series of deleted topics.
 fn spawn_retention(shard: Rc<Shard>) {
     glommio::spawn_local(async move {
         let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(10));
@@ -238,7 +241,34 @@ fn spawn_retention(shard: Rc<Shard>) {
             use futures::future::{select, Either};
             use futures::FutureExt;
             match select(glommio::timer::sleep(every).boxed_local(), shard.stopping().boxed_local()).await {
-                Either::Left(_) => shard.enforce_retention().await,
+                Either::Left(_) => {
+                    shard.enforce_retention().await;
+                    crate::metrics::drop_deleted_topics(&shard);
+                }
+                Either::Right(_) => return,
+            }
+        }
+    })
+    .detach();
+}
+
+/// Removes producer state older than `producer_id_expiration_ms` from this shard's partitions
+/// every `PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS` (or the expiration, when shorter).
+fn spawn_producer_expiry(shard: Rc<Shard>) {
+    use sluice_core::limits::PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS;
+    glommio::spawn_local(async move {
+        let ms = PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS.min(shard.config.producer_id_expiration_ms).max(10);
+        let every = Duration::from_millis(ms);
+        loop {
+            use futures::future::{select, Either};
+            use futures::FutureExt;
+            match select(glommio::timer::sleep(every).boxed_local(), shard.stopping().boxed_local()).await {
+                Either::Left(_) => {
+                    let removed = sluice_storage::producers::expire_all();
+                    if removed > 0 {
+                        tracing::debug!(shard = %shard.id, removed, "expired producer state removed");
+                    }
+                }
                 Either::Right(_) => return,
             }
         }

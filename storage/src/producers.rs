@@ -5,9 +5,26 @@
 //! next in sequence (append it), a retry of one of the last five (answer with the original
 //! offsets, append nothing), out of order, or from a fenced (older) epoch. The state is
 //! derived from the batches in the log, so recovery and rollback rebuild it from the index.
+//!
+//! Expiration (Kafka's `producer.id.expiration.ms`, broker config `producer_id_expiration_ms`,
+//! default one day): a producer whose last write here is that old is forgotten, as Kafka
+//! removes it from the partition's producer state. A forgotten producer is an unknown one, and
+//! Kafka (`ProducerAppendInfo.checkSequence`) accepts any sequence from a producer it has no
+//! state for, so its next batch is appended and a very late retry is no longer deduplicated.
+//! Expired entries are treated as absent by [`Producers::check`] at once, removed from the map
+//! by [`expire_all`] (each shard's periodic timer, every
+//! `PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS`), and left out of snapshots and dropped when one
+//! is loaded. "Last write" is the wall-clock time the batch was recorded (appended, or found in
+//! the log by a recovery scan), where Kafka uses the batch's max timestamp: a recovery scan
+//! therefore restarts the clock of the producers it finds (state is kept longer, never less).
+//! The state of every partition of a shard is reachable by [`expire_all`] through a
+//! thread-local list of weak references (one shard per thread).
 
 use sluice_core::batch::BatchHeader;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Batches remembered per producer (Kafka: 5, the client's max in-flight requests).
 pub const REMEMBERED_BATCHES: usize = 5;
@@ -24,6 +41,72 @@ struct SeqRange {
 struct Entry {
     epoch: i16,
     batches: VecDeque<SeqRange>,
+    /// Wall-clock time of this producer's last write here (ms since the epoch).
+    last_ms: i64,
+}
+
+impl Entry {
+    fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        now_ms.saturating_sub(self.last_ms) >= expiration_ms
+    }
+}
+
+/// `producer_id_expiration_ms` of this process (set by each shard at start).
+static EXPIRATION_MS: AtomicI64 = AtomicI64::new(sluice_core::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS as i64);
+
+/// Sets how long a producer's state outlives its last write (`producer_id_expiration_ms`).
+pub fn set_expiration_ms(ms: u64) {
+    assert!(ms > 0, "producer id expiration must be positive");
+    EXPIRATION_MS.store(i64::try_from(ms).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
+
+fn expiration_ms() -> i64 {
+    EXPIRATION_MS.load(Ordering::Relaxed)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+type Map = HashMap<i64, Entry>;
+
+thread_local! {
+    /// Every partition's producer map on this thread, for [`expire_all`].
+    static LIVE: RefCell<Vec<Weak<RefCell<Map>>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn register(map: &Rc<RefCell<Map>>) {
+    LIVE.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() >= 64 && l.len().is_power_of_two() {
+            l.retain(|w| w.strong_count() > 0);
+        }
+        l.push(Rc::downgrade(map));
+    });
+}
+
+/// Removes expired producers from every partition of this shard; returns how many.
+pub fn expire_all() -> usize {
+    expire_all_at(now_ms(), expiration_ms())
+}
+
+fn expire_all_at(now_ms: i64, expiration_ms: i64) -> usize {
+    let maps: Vec<Rc<RefCell<Map>>> = LIVE.with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|w| w.strong_count() > 0);
+        l.iter().filter_map(Weak::upgrade).collect()
+    });
+    let mut removed = 0;
+    for m in maps {
+        let mut m = m.borrow_mut();
+        let before = m.len();
+        m.retain(|_, e| !e.expired(now_ms, expiration_ms));
+        removed += before - m.len();
+    }
+    removed
 }
 
 /// What to do with a batch.
@@ -55,18 +138,33 @@ pub fn add_seq(base: i32, delta: i32) -> i32 {
     }
 }
 
-#[derive(Debug, Default)]
+/// One partition's producer state. Not `Send`: it lives on its shard's thread.
+#[derive(Debug)]
 pub struct Producers {
-    map: HashMap<i64, Entry>,
+    map: Rc<RefCell<Map>>,
+}
+
+impl Default for Producers {
+    fn default() -> Self {
+        let map = Rc::new(RefCell::new(Map::new()));
+        register(&map);
+        Producers { map }
+    }
 }
 
 impl Producers {
     pub fn check(&self, h: &BatchHeader) -> Result<SeqCheck, SeqError> {
+        self.check_at(h, now_ms(), expiration_ms())
+    }
+
+    fn check_at(&self, h: &BatchHeader, now_ms: i64, expiration_ms: i64) -> Result<SeqCheck, SeqError> {
         if h.producer_id < 0 {
             return Ok(SeqCheck::Append);
         }
-        let Some(e) = self.map.get(&h.producer_id) else {
-            // A producer we hold no state for (new, or its state predates this log).
+        let map = self.map.borrow();
+        let Some(e) = map.get(&h.producer_id).filter(|e| !e.expired(now_ms, expiration_ms)) else {
+            // A producer we hold no state for (new, expired, or its state predates this log):
+            // Kafka accepts any sequence from it.
             return Ok(SeqCheck::Append);
         };
         if h.producer_epoch < e.epoch {
@@ -101,41 +199,50 @@ impl Producers {
         base_offset: i64,
         last_offset: i64,
     ) {
+        let range =
+            SeqRange { first: base_sequence, last: add_seq(base_sequence, count_delta), base_offset, last_offset };
+        self.record_at(producer_id, epoch, range, now_ms(), expiration_ms());
+    }
+
+    fn record_at(&mut self, producer_id: i64, epoch: i16, range: SeqRange, now_ms: i64, expiration_ms: i64) {
         if producer_id < 0 {
             return;
         }
-        let e = self.map.entry(producer_id).or_default();
+        let mut map = self.map.borrow_mut();
+        let e = map.entry(producer_id).or_default();
+        if e.expired(now_ms, expiration_ms) {
+            // Forgotten: start afresh, as for a producer never seen.
+            *e = Entry::default();
+        }
+        e.last_ms = e.last_ms.max(now_ms);
         if epoch != e.epoch {
             e.epoch = epoch;
             e.batches.clear();
         }
-        e.batches.push_back(SeqRange {
-            first: base_sequence,
-            last: add_seq(base_sequence, count_delta),
-            base_offset,
-            last_offset,
-        });
+        e.batches.push_back(range);
         while e.batches.len() > REMEMBERED_BATCHES {
             e.batches.pop_front();
         }
     }
 
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.map.borrow_mut().clear();
     }
 
-    /// Producers with state.
+    /// Producers with state (expired ones included until [`expire_all`] removes them).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.borrow().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.borrow().is_empty()
     }
 }
 
 pub(crate) const SNAPSHOT_FILE: &str = "producers.snapshot";
-const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
+/// Version 2 ("SLP2") adds each producer's last-write time; a version-1 file is ignored (the
+/// state is rebuilt from the log, as without a snapshot).
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLP2";
 
 /// Writes the producer state as of `next_offset` (at a clean close; not fsync'd: it is trusted
 /// only with the clean-shutdown marker, written after a filesystem sync).
@@ -144,14 +251,22 @@ pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> 
 }
 
 /// The snapshot file's bytes: magic, next offset, producers, CRC-32.
+/// Expired producers are left out.
 pub(crate) fn encode_snapshot(next_offset: i64, p: &Producers) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + p.map.len() * 64);
+    encode_snapshot_at(next_offset, p, now_ms(), expiration_ms())
+}
+
+fn encode_snapshot_at(next_offset: i64, p: &Producers, now_ms: i64, expiration_ms: i64) -> Vec<u8> {
+    let map = p.map.borrow();
+    let live: Vec<(&i64, &Entry)> = map.iter().filter(|(_, e)| !e.expired(now_ms, expiration_ms)).collect();
+    let mut out = Vec::with_capacity(16 + live.len() * 64);
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&next_offset.to_be_bytes());
-    out.extend_from_slice(&(p.map.len() as u32).to_be_bytes());
-    for (pid, e) in &p.map {
+    out.extend_from_slice(&u32::try_from(live.len()).expect("producers per partition fit u32").to_be_bytes());
+    for (pid, e) in live {
         out.extend_from_slice(&pid.to_be_bytes());
         out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.extend_from_slice(&e.last_ms.to_be_bytes());
         out.push(e.batches.len() as u8);
         for b in &e.batches {
             out.extend_from_slice(&b.first.to_be_bytes());
@@ -171,7 +286,12 @@ pub fn load_snapshot(dir: &std::path::Path, next_offset: i64) -> Option<Producer
 }
 
 /// Decodes snapshot bytes taken at `next_offset`; None when from another offset or damaged.
+/// Producers expired by now are dropped.
 pub(crate) fn decode_snapshot(b: &[u8], next_offset: i64) -> Option<Producers> {
+    decode_snapshot_at(b, next_offset, now_ms(), expiration_ms())
+}
+
+fn decode_snapshot_at(b: &[u8], next_offset: i64, now_ms: i64, expiration_ms: i64) -> Option<Producers> {
     if b.len() < 20 || &b[..4] != SNAPSHOT_MAGIC {
         return None;
     }
@@ -190,12 +310,13 @@ pub(crate) fn decode_snapshot(b: &[u8], next_offset: i64) -> Option<Producers> {
         return None;
     }
     let n = u32::from_be_bytes(take(4)?.try_into().ok()?);
-    let mut p = Producers::default();
+    let mut map = Map::new();
     for _ in 0..n {
         let pid = i64::from_be_bytes(take(8)?.try_into().ok()?);
         let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let last_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
         let k = take(1)?[0];
-        let mut e = Entry { epoch, batches: VecDeque::new() };
+        let mut e = Entry { epoch, batches: VecDeque::new(), last_ms };
         for _ in 0..k {
             let first = i32::from_be_bytes(take(4)?.try_into().ok()?);
             let last = i32::from_be_bytes(take(4)?.try_into().ok()?);
@@ -203,8 +324,12 @@ pub(crate) fn decode_snapshot(b: &[u8], next_offset: i64) -> Option<Producers> {
             let last_offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
             e.batches.push_back(SeqRange { first, last, base_offset, last_offset });
         }
-        p.map.insert(pid, e);
+        if !e.expired(now_ms, expiration_ms) {
+            map.insert(pid, e);
+        }
     }
+    let p = Producers::default();
+    *p.map.borrow_mut() = map;
     Some(p)
 }
 
@@ -255,6 +380,68 @@ mod tests {
         let back = load_snapshot(d.path(), 106).unwrap();
         assert_eq!(back.check(&header(9, 2, 10, 5)), Ok(SeqCheck::Duplicate { base_offset: 100, last_offset: 104 }));
         assert_eq!(back.len(), 2);
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    fn range(seq: i32, n: i32, base: i64) -> SeqRange {
+        SeqRange { first: seq, last: add_seq(seq, n - 1), base_offset: base, last_offset: base + n as i64 - 1 }
+    }
+
+    #[test]
+    fn an_expired_producer_is_unknown_and_accepted_at_any_sequence() {
+        let mut p = Producers::default();
+        let t0 = 1_000_000;
+        p.record_at(7, 0, range(0, 3, 100), t0, DAY);
+        // Within the expiration: a retry is a duplicate, a gap is refused.
+        let dup = Ok(SeqCheck::Duplicate { base_offset: 100, last_offset: 102 });
+        assert_eq!(p.check_at(&header(7, 0, 0, 3), t0 + DAY - 1, DAY), dup);
+        assert!(p.check_at(&header(7, 0, 9, 1), t0 + DAY - 1, DAY).is_err());
+        // At the expiration: forgotten, so the old retry and any sequence are appended (Kafka).
+        assert_eq!(p.check_at(&header(7, 0, 0, 3), t0 + DAY, DAY), Ok(SeqCheck::Append));
+        assert_eq!(p.check_at(&header(7, 0, 9, 1), t0 + DAY, DAY), Ok(SeqCheck::Append));
+        // A write after expiry starts afresh (old batches gone) and restarts the clock.
+        p.record_at(7, 0, range(9, 1, 200), t0 + DAY, DAY);
+        assert!(p.check_at(&header(7, 0, 0, 3), t0 + DAY + 1, DAY).is_err(), "seq 0 after seq 9 is out of order");
+        assert_eq!(p.check_at(&header(7, 0, 10, 1), t0 + 2 * DAY - 1, DAY), Ok(SeqCheck::Append));
+    }
+
+    #[test]
+    fn expire_all_removes_expired_producers_of_every_partition_on_this_thread() {
+        let mut a = Producers::default();
+        let mut b = Producers::default();
+        let t0 = 5_000_000;
+        a.record_at(1, 0, range(0, 1, 0), t0, DAY);
+        a.record_at(2, 0, range(0, 1, 1), t0 + 10, DAY);
+        b.record_at(3, 0, range(0, 1, 0), t0, DAY);
+        {
+            let dropped = Producers::default();
+            dropped.map.borrow_mut().insert(4, Entry::default());
+        }
+        assert_eq!(expire_all_at(t0 + DAY - 1, DAY), 0);
+        assert_eq!(expire_all_at(t0 + DAY, DAY), 2, "producers 1 and 3; the dropped map is skipped");
+        assert_eq!((a.len(), b.len()), (1, 0));
+        assert_eq!(expire_all_at(t0 + DAY + 10, DAY), 1);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn snapshots_leave_out_and_drop_expired_producers() {
+        let mut p = Producers::default();
+        let t0 = 9_000_000;
+        p.record_at(1, 0, range(0, 2, 0), t0, DAY);
+        p.record_at(2, 0, range(0, 2, 2), t0 + 100, DAY);
+        let bytes = encode_snapshot_at(4, &p, t0 + DAY, DAY);
+        let back = decode_snapshot_at(&bytes, 4, t0 + DAY, DAY).unwrap();
+        assert_eq!(back.len(), 1, "the expired producer is not written");
+        let back = decode_snapshot_at(&bytes, 4, t0 + DAY + 100, DAY).unwrap();
+        assert_eq!(back.len(), 0, "a producer expired by load time is dropped");
+        let back = decode_snapshot_at(&encode_snapshot_at(4, &p, t0, DAY), 4, t0 + 50, DAY).unwrap();
+        let dup = Ok(SeqCheck::Duplicate { base_offset: 2, last_offset: 3 });
+        assert_eq!(back.check_at(&header(2, 0, 0, 2), t0 + 50, DAY), dup);
+        let mut v1 = bytes.clone();
+        v1[..4].copy_from_slice(b"SLPS");
+        assert!(decode_snapshot_at(&v1, 4, t0, DAY).is_none(), "a version-1 snapshot is ignored");
     }
 
     #[test]

@@ -4,7 +4,8 @@ Covers: InitProducerId v0 over a raw socket; hand-built v2 record batches
 (varints, CRC-32C) sent with Produce v3 acks=-1 — a replay of the same
 producer id/epoch/sequence answers with the original base offset and no error
 and is stored once, a sequence gap answers OUT_OF_ORDER_SEQUENCE_NUMBER (45);
-the same replay after a SIGTERM restart; and a confluent-kafka idempotent
+the same replay after a SIGTERM restart; producer state expiring after
+producer_id_expiration_ms; and a confluent-kafka idempotent
 producer replaced by a new one mid-stream (10,000 distinct values, no
 duplicates, per-partition order).
 """
@@ -256,3 +257,37 @@ def test_idempotent_producer_restart_midstream(broker_factory):
         assert s == sorted(s), f"partition {part} out of order"
         offs = [o for o, _ in in_part]
         assert offs == list(range(len(offs))), f"partition {part} offsets not dense from 0"
+
+
+def test_producer_state_expires(broker_factory, tmp_path):
+    """producer_id_expiration_ms (Kafka's producer.id.expiration.ms): within it a replay is
+    deduplicated and a gap refused; after it the producer is unknown, and, as Kafka's
+    ProducerAppendInfo.checkSequence does for a producer without state, its batch is accepted at
+    any sequence, so a replay that late is appended again."""
+    cfg = tmp_path / "sluice.toml"
+    cfg.write_text("producer_id_expiration_ms = 3000\n")
+    broker = broker_factory.start(config=cfg)
+    topic = unique_topic("idem-expiry")
+    create_topic(broker.bootstrap, topic, 1)
+
+    raw = Raw(broker.bootstrap)
+    try:
+        pid, epoch = raw.init_producer_id()
+        b0 = record_batch(pid, epoch, 0, [(b"k0", b"v0"), (b"k1", b"v1")])
+        assert raw.produce(topic, 0, b0) == (0, 0)
+        assert raw.produce(topic, 0, b0) == (0, 0), "a replay within the expiration is deduplicated"
+        err, _ = raw.produce(topic, 0, record_batch(pid, epoch, 5, [(b"kg", b"gap")]))
+        assert err == OUT_OF_ORDER_SEQUENCE_NUMBER, f"a gap within the expiration answered {err}"
+
+        time.sleep(3.5)
+        err, base = raw.produce(topic, 0, b0)
+        assert (err, base) == (0, 2), f"replay after expiry: error {err} base {base} (want appended at 2)"
+        # The producer has state again: in-order continues, a gap is refused.
+        assert raw.produce(topic, 0, record_batch(pid, epoch, 2, [(b"k2", b"v2")])) == (0, 4)
+        err, _ = raw.produce(topic, 0, record_batch(pid, epoch, 9, [(b"kx", b"gap")]))
+        assert err == OUT_OF_ORDER_SEQUENCE_NUMBER, f"a gap after the restart of state answered {err}"
+    finally:
+        raw.close()
+
+    got = consume_values(broker.bootstrap, topic, 1, 5)
+    assert [v for _, _, _, v in got] == [b"v0", b"v1", b"v0", b"v1", b"v2"]

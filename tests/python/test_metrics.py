@@ -10,7 +10,7 @@ import urllib.request
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from support import metrics_address, scrape, total, unique_topic
+from support import metrics_address, scrape, total, unique_topic, wait_until
 
 
 def test_metrics_parse_and_move_under_load(broker_factory):
@@ -60,6 +60,36 @@ def test_metrics_parse_and_move_under_load(broker_factory):
     assert total(after, "sluice_inflight_requests") >= 0
     hits = total(after, "sluice_read_memory_hit_ratio")
     assert 0.0 <= hits <= 2.0
+
+
+def test_deleted_topic_series_are_dropped(broker_factory):
+    """A deleted topic's per-topic series leave the endpoint on every shard (it is not listed
+    forever); the other topic's stay."""
+    broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
+    addr = metrics_address(broker)
+    doomed, kept = unique_topic("metrics-del"), unique_topic("metrics-keep")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(doomed, 4, 1), NewTopic(kept, 2, 1)]).values():
+        f.result(timeout=30)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2})
+    for i in range(400):
+        producer.produce(doomed, value=b"d" * 100, partition=i % 4)
+        producer.produce(kept, value=b"k" * 100, partition=i % 2)
+    assert producer.flush(30) == 0
+    before = scrape(addr)
+    assert total(before, "sluice_topic_bytes_in_total", topic=doomed) >= 400 * 100
+    assert total(before, "sluice_topic_bytes_in_total", topic=kept) >= 400 * 100
+
+    admin.delete_topics([doomed])[doomed].result(timeout=30)
+
+    def gone():
+        names = {dict(labels).get("topic") for (name, labels) in scrape(addr)
+                 if name.startswith("sluice_topic_bytes")}
+        return names if doomed not in names else None
+    names = wait_until(gone, timeout=15, what=f"the series of deleted topic {doomed} to leave /metrics")
+    assert kept in names, names
+    after = scrape(addr)
+    assert total(after, "sluice_topic_bytes_in_total", topic=kept) >= 400 * 100
 
 
 def test_metrics_endpoint_rejects_other_paths(broker_factory):

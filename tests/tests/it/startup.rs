@@ -4,7 +4,8 @@
 //! up (it waits up to `listen_retry_ms` for the dead process's sockets to go) and keeps every
 //! acknowledged record; a second broker on a port held by a live broker still fails, after the
 //! wait, with the one-line `cannot listen on ADDR: Address already in use`; a second broker on
-//! a data dir locked by a live broker fails at once naming the holder.
+//! a data dir locked by a live broker fails at once naming the holder; a port held at start and
+//! released within the wait is taken.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,4 +122,48 @@ fn second_broker_on_a_locked_data_dir_fails() {
     assert!(!stdout.contains("sluice ready"));
     assert!(stderr.contains("in use by another sluice process"), "{stderr}");
     broker.stop();
+}
+
+#[test]
+fn start_waits_for_a_port_that_is_released() {
+    use std::io::{BufRead, BufReader};
+    let _slot = shared_slot();
+    // Hold the port as a dying broker's sockets would, then let it go after a moment.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
+    let addr = holder.local_addr().expect("held address").to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(sluice_bin())
+        .args(["serve", "--listen", &addr, "--listen-retry-ms", "20000", "--cores", "1", "--metrics-listen", ""])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a broker");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(child.try_wait().expect("try_wait").is_none(), "the broker gave up while the port was held");
+    drop(holder);
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = BufReader::new(stdout).lines().next().and_then(Result::ok);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+    // SAFETY: signalling the child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("broker output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = line.unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("sluice ready listen={addr} ")),
+        "ready on the released port: {line:?}\n{stderr}"
+    );
+    assert!(stderr.contains("listen port in use"), "it logged why it waited\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
