@@ -1,23 +1,24 @@
 //! One shard's group coordinator: the groups whose `__consumer_offsets` partition this shard
-//! owns, their committed offsets, persistence and the periodic sweep.
+//! owns, their committed offsets, persistence and the periodic sweep. The decisions are in
+//! [`super::table`] (no I/O); this file reads the clock, holds the table and writes records.
 //!
 //! Contract: every `RefCell` borrow of the group map ends before an `.await`; waiting joins
 //! and syncs hold oneshot receivers, not borrows. A commit is answered only after its records
 //! are durable in the offsets partition; the in-memory offsets change after that, so a fetch
 //! never returns an offset a crash could lose.
 
-use super::group::{Group, Limits, State, Step};
-use super::store::{self, Entry, GroupRecord};
+use super::group::{Limits, Step};
+use super::store;
+use super::table::{self, Groups, Records};
 use super::{
-    Committed, GroupAnswer, GroupDescription, GroupError, GroupListing, GroupOp, JoinRequest, JoinResponse,
-    MemberDescription, MemberRef, OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
+    GroupAnswer, GroupDescription, GroupError, GroupListing, GroupOp, JoinRequest, JoinResponse, MemberRef, OffsetList,
+    OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
 use crate::shard::Shard;
 use sluice_core::batch::{self, Record};
 use sluice_core::{Offset, PartitionId, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +31,7 @@ fn now_ms() -> i64 {
 
 #[derive(Default)]
 pub struct Coordinator {
-    groups: RefCell<HashMap<String, Group>>,
+    groups: RefCell<Groups>,
     next_member: Cell<u64>,
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
@@ -49,6 +50,18 @@ async fn wait<T>(step: Step<T>) -> Result<T, GroupError> {
         Step::Now(r) => r,
         Step::Wait(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
     }
+}
+
+/// Writes records in the background (a group record, expired offsets' tombstones): a failure
+/// is logged, nothing waits for it.
+fn write_later(shard: &Rc<Shard>, group_id: String, records: Records, what: &'static str) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        if let Err(e) = write(&shard, &group_id, records).await {
+            tracing::warn!(group = %group_id, error = %e, "could not record {what}");
+        }
+    })
+    .detach();
 }
 
 impl Coordinator {
@@ -78,52 +91,23 @@ impl Coordinator {
     }
 
     async fn join(&self, shard: &Shard, req: JoinRequest) -> Result<JoinResponse, GroupError> {
-        if req.group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
-        let step = {
-            let mut groups = self.groups.borrow_mut();
-            if !req.member_id.is_empty() && !groups.contains_key(&req.group_id) {
-                return Err(GroupError::UnknownMemberId);
-            }
-            let new_id = self.new_member_id(shard, &req.client_id);
-            let g = groups.entry(req.group_id.clone()).or_insert_with(|| Group::new(&req.group_id));
-            g.join(req, new_id, Instant::now(), &limits(shard))
-        };
+        let new_id = self.new_member_id(shard, &req.client_id);
+        let step = table::join(&mut self.groups.borrow_mut(), req, new_id, Instant::now(), &limits(shard));
         wait(step).await
     }
 
     async fn sync(&self, shard: &Rc<Shard>, req: SyncRequest) -> Result<SyncResponse, GroupError> {
         let group_id = req.group_id.clone();
-        let (step, stable) = {
-            let mut groups = self.groups.borrow_mut();
-            let g = groups.get_mut(&req.group_id).ok_or(GroupError::UnknownMemberId)?;
-            g.sync(req, Instant::now())
-        };
-        if stable {
-            let record = self.groups.borrow().get(&group_id).map(|g| GroupRecord {
-                generation: g.generation,
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                protocol: g.protocol.clone().unwrap_or_default(),
-            });
-            if let Some(r) = record {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let records = vec![(store::group_key(&group_id), store::group_value(&r))];
-                    if let Err(e) = write(&shard, &group_id, records).await {
-                        tracing::warn!(group = %group_id, error = %e, "could not record the group's generation");
-                    }
-                })
-                .detach();
-            }
+        let (step, record) = table::sync(&mut self.groups.borrow_mut(), req, Instant::now());
+        if let Some(r) = record {
+            let records = vec![(store::group_key(&group_id), store::group_value(&r))];
+            write_later(shard, group_id, records, "the group's generation");
         }
         wait(step).await
     }
 
     fn heartbeat(&self, m: MemberRef) -> Result<(), GroupError> {
-        let mut groups = self.groups.borrow_mut();
-        let g = groups.get_mut(&m.group_id).ok_or(GroupError::UnknownMemberId)?;
-        g.heartbeat(&m.member_id, m.group_instance_id.as_deref(), m.generation_id, Instant::now())
+        table::heartbeat(&mut self.groups.borrow_mut(), &m, Instant::now())
     }
 
     fn leave(
@@ -132,9 +116,7 @@ impl Coordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let mut groups = self.groups.borrow_mut();
-        let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
-        Ok(g.leave(members, Instant::now(), &limits(shard)))
+        table::leave(&mut self.groups.borrow_mut(), group_id, members, Instant::now(), &limits(shard))
     }
 
     async fn commit(
@@ -143,119 +125,29 @@ impl Coordinator {
         member: MemberRef,
         offsets: Vec<OffsetToCommit>,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        if member.group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
-        {
-            let groups = self.groups.borrow();
-            match groups.get(&member.group_id) {
-                None | Some(Group { state: State::Empty, .. })
-                    if member.generation_id < 0 && member.member_id.is_empty() => {}
-                None => return Err(GroupError::UnknownMemberId),
-                Some(g) => {
-                    g.validate_commit(&member.member_id, member.group_instance_id.as_deref(), member.generation_id)?
-                }
-            }
-        }
+        table::check_commit(&self.groups.borrow(), &member)?;
         let meta = shard.metadata();
-        let ts = now_ms();
-        let mut results = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for o in offsets {
-            if meta.owner(&o.topic, PartitionId(o.partition)).is_none() {
-                results.push(Err(GroupError::UnknownTopicOrPartition));
-                continue;
-            }
-            let c = Committed {
-                offset: o.offset,
-                leader_epoch: o.leader_epoch,
-                metadata: o.metadata,
-                commit_timestamp_ms: ts,
-            };
-            records.push((store::offset_key(&member.group_id, &o.topic, o.partition), store::offset_value(&c)));
-            accepted.push(((o.topic, o.partition), c));
-            results.push(Ok(()));
+        let plan =
+            table::plan_commit(&member.group_id, offsets, now_ms(), |t, p| meta.owner(t, PartitionId(p)).is_some());
+        if !plan.records.is_empty() {
+            write(shard, &member.group_id, plan.records).await?;
+            table::apply_commit(&mut self.groups.borrow_mut(), &member.group_id, plan.accepted);
         }
-        if !records.is_empty() {
-            write(shard, &member.group_id, records).await?;
-            let mut groups = self.groups.borrow_mut();
-            let g = groups.entry(member.group_id.clone()).or_insert_with(|| Group::new(&member.group_id));
-            g.offsets.extend(accepted);
-        }
-        Ok(results)
+        Ok(plan.results)
     }
 
     fn fetch(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> OffsetList {
-        let groups = self.groups.borrow();
-        let g = groups.get(group_id);
-        match topics {
-            Some(topics) => topics
-                .into_iter()
-                .flat_map(|(t, ps)| {
-                    ps.into_iter()
-                        .map(|p| {
-                            let c = g.and_then(|g| g.offsets.get(&(t.clone(), p))).cloned();
-                            (t.clone(), p, c)
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
-            None => {
-                let mut all: OffsetList = g
-                    .map(|g| g.offsets.iter().map(|((t, p), c)| (t.clone(), *p, Some(c.clone()))).collect())
-                    .unwrap_or_default();
-                all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-                all
-            }
-        }
+        table::fetch(&self.groups.borrow(), group_id, topics)
     }
 
     fn describe(&self, group_id: &str) -> Option<GroupDescription> {
-        let groups = self.groups.borrow();
-        let g = groups.get(group_id)?;
-        let protocol = g.protocol.clone().unwrap_or_default();
-        Some(GroupDescription {
-            state: g.state.name(),
-            protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            protocol: protocol.clone(),
-            members: g
-                .members
-                .iter()
-                .map(|m| MemberDescription {
-                    member_id: m.id.clone(),
-                    group_instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default(),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
-        })
+        table::describe(&self.groups.borrow(), group_id)
     }
 
     async fn delete(&self, shard: &Rc<Shard>, group_id: &str) -> Result<(), GroupError> {
-        let keys: Vec<(String, i32)> = {
-            let groups = self.groups.borrow();
-            let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-            if !g.members.is_empty() || g.state != State::Empty {
-                return Err(GroupError::NonEmptyGroup);
-            }
-            g.offsets.keys().cloned().collect()
-        };
-        let mut records: Vec<(Vec<u8>, Vec<u8>)> =
-            keys.iter().map(|(t, p)| (store::offset_key(group_id, t, *p), Vec::new())).collect();
-        records.push((store::group_key(group_id), Vec::new()));
+        let records = table::plan_delete(&self.groups.borrow(), group_id)?;
         write(shard, group_id, records).await?;
-        let mut groups = self.groups.borrow_mut();
-        if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
-            groups.remove(group_id);
-        }
+        table::finish_delete(&mut self.groups.borrow_mut(), group_id);
         Ok(())
     }
 
@@ -265,44 +157,16 @@ impl Coordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let subscribed = {
-            let groups = self.groups.borrow();
-            let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-            g.subscribed_topics()
-        };
-        let results: Vec<Result<(), GroupError>> = partitions
-            .iter()
-            .map(|(t, _)| if subscribed.contains(t) { Err(GroupError::GroupSubscribedToTopic) } else { Ok(()) })
-            .collect();
-        let records: Vec<(Vec<u8>, Vec<u8>)> = partitions
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|((t, p), _)| (store::offset_key(group_id, t, *p), Vec::new()))
-            .collect();
+        let (results, records) = table::plan_delete_offsets(&self.groups.borrow(), group_id, &partitions)?;
         if !records.is_empty() {
             write(shard, group_id, records).await?;
-            if let Some(g) = self.groups.borrow_mut().get_mut(group_id) {
-                for ((t, p), r) in partitions.iter().zip(&results) {
-                    if r.is_ok() {
-                        g.offsets.remove(&(t.clone(), *p));
-                    }
-                }
-            }
+            table::finish_delete_offsets(&mut self.groups.borrow_mut(), group_id, &partitions, &results);
         }
         Ok(results)
     }
 
     fn list(&self) -> Vec<GroupListing> {
-        self.groups
-            .borrow()
-            .values()
-            .map(|g| GroupListing {
-                group_id: g.id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                state: g.state.name(),
-            })
-            .collect()
+        table::list(&self.groups.borrow())
     }
 
     /// (groups, members) coordinated here.
@@ -330,7 +194,7 @@ impl Coordinator {
                         for r in recs {
                             match r.key.and_then(|k| store::decode(k, r.value)) {
                                 Some(e) => {
-                                    self.apply(e);
+                                    table::apply(&mut self.groups.borrow_mut(), e);
                                     applied += 1;
                                 }
                                 None => self.skipped_records.set(self.skipped_records.get() + 1),
@@ -347,70 +211,15 @@ impl Coordinator {
         Ok(())
     }
 
-    fn apply(&self, e: Entry) {
-        let mut groups = self.groups.borrow_mut();
-        match e {
-            Entry::Offset { group, topic, partition, value } => {
-                let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group));
-                match value {
-                    Some(c) => {
-                        g.offsets.insert((topic, partition), c);
-                    }
-                    None => {
-                        g.offsets.remove(&(topic, partition));
-                    }
-                }
-            }
-            Entry::Group { group, value: Some(r) } => {
-                let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group));
-                g.generation = r.generation;
-                g.protocol_type = (!r.protocol_type.is_empty()).then_some(r.protocol_type);
-            }
-            Entry::Group { group, value: None } => {
-                groups.remove(&group);
-            }
-        }
-    }
-
     /// Expires silent members and finishes rebalances; every minute also expires the offsets
     /// of groups without members (`offsets_retention_minutes`).
     fn tick(&self, shard: &Rc<Shard>, expire_offsets: bool) {
-        let now = Instant::now();
-        let l = limits(shard);
-        let mut expired: Vec<(String, Vec<(String, i32)>)> = Vec::new();
-        {
-            let mut groups = self.groups.borrow_mut();
-            for g in groups.values_mut() {
-                g.tick(now, &l);
-            }
-            if expire_offsets {
-                let horizon = now_ms() - (shard.config.offsets_retention_minutes as i64).saturating_mul(60_000);
-                for g in groups.values_mut().filter(|g| g.state == State::Empty) {
-                    let old: Vec<(String, i32)> = g
-                        .offsets
-                        .iter()
-                        .filter(|(_, c)| c.commit_timestamp_ms < horizon)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in &old {
-                        g.offsets.remove(k);
-                    }
-                    if !old.is_empty() {
-                        expired.push((g.id.clone(), old));
-                    }
-                }
-                groups.retain(|_, g| !(g.state == State::Empty && g.offsets.is_empty() && g.members.is_empty()));
-            }
-        }
+        let horizon =
+            expire_offsets.then(|| now_ms() - (shard.config.offsets_retention_minutes as i64).saturating_mul(60_000));
+        let expired = table::tick(&mut self.groups.borrow_mut(), Instant::now(), &limits(shard), horizon);
         for (group, keys) in expired {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let records = keys.iter().map(|(t, p)| (store::offset_key(&group, t, *p), Vec::new())).collect();
-                if let Err(e) = write(&shard, &group, records).await {
-                    tracing::warn!(group = %group, error = %e, "could not record expired offsets");
-                }
-            })
-            .detach();
+            let records = table::expiry_records(&group, &keys);
+            write_later(shard, group, records, "expired offsets");
         }
     }
 }

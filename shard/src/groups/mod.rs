@@ -11,6 +11,7 @@
 pub mod coordinator;
 mod group;
 pub mod store;
+mod table;
 
 use crate::msg::ShardMsg;
 use crate::shard::Shard;

@@ -41,6 +41,10 @@ enum Op {
     Tick {
         ms: u32,
     },
+    /// Well-behaved clients: every client that has a member id and no join in flight rejoins
+    /// with what it last sent (a rebalance still waiting after that runs to its timeout), then
+    /// every client syncs, the leader last.
+    Round,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,7 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (c.clone(), prop_oneof![4 => Just(0i8), 1 => -1i8..=1]).prop_map(|(c, skew)| Op::Sync { c, skew }),
         2 => (c.clone(), prop_oneof![4 => Just(0i8), 1 => -1i8..=1]).prop_map(|(c, skew)| Op::Heartbeat { c, skew }),
         1 => (c, any::<bool>()).prop_map(|(c, by_instance)| Op::Leave { c, by_instance }),
-        2 => prop_oneof![0u32..2_000, 5_000u32..40_000].prop_map(|ms| Op::Tick { ms }),
+        2 => prop_oneof![4 => 0u32..2_000, 1 => 5_000u32..40_000].prop_map(|ms| Op::Tick { ms }),
+        1 => Just(Op::Round),
     ]
 }
 
@@ -61,6 +66,8 @@ struct Client {
     generation: i32,
     /// The members a leader was told about (empty for followers).
     members: Vec<JoinMember>,
+    /// The metadata byte and protocol choice of its last join.
+    last_join: (u8, u8),
     join: Option<oneshot::Receiver<Result<JoinResponse, GroupError>>>,
     sync: Option<oneshot::Receiver<Result<SyncResponse, GroupError>>>,
 }
@@ -118,6 +125,7 @@ impl World {
                 if fresh {
                     self.clients[c].member_id.clear();
                 }
+                self.clients[c].last_join = (meta, protocols);
                 self.next_id += 1;
                 let new_id = format!("m{}", self.next_id);
                 let names: &[&str] = if protocols == 0 { &["range"] } else { &["roundrobin", "range"] };
@@ -181,9 +189,30 @@ impl World {
                 self.now += Duration::from_millis(u64::from(ms));
                 self.g.tick(self.now, &self.limits);
             }
+            Op::Round => self.round(),
         }
         self.poll();
         self.check();
+    }
+
+    fn round(&mut self) {
+        for c in 0..CLIENTS {
+            let cl = &self.clients[c];
+            if !cl.member_id.is_empty() && cl.join.is_none() {
+                let (meta, protocols) = cl.last_join;
+                self.apply(&Op::Join { c, fresh: false, meta, protocols });
+            }
+        }
+        if let (State::PreparingRebalance, Some(deadline)) = (self.g.state, self.g.rebalance_deadline) {
+            let ms = deadline.saturating_duration_since(self.now).as_millis();
+            self.apply(&Op::Tick { ms: u32::try_from(ms).expect("a rebalance timeout fits") });
+        }
+        let leader = self.g.leader.clone();
+        let mut order: Vec<usize> = (0..CLIENTS).collect();
+        order.sort_by_key(|c| Some(&self.clients[*c].member_id) == leader.as_ref());
+        for c in order {
+            self.apply(&Op::Sync { c, skew: 0 });
+        }
     }
 
     fn joined(&mut self, c: usize, r: Result<JoinResponse, GroupError>) {

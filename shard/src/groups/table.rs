@@ -1,0 +1,305 @@
+//! The groups of one coordinator shard and every decision about them, without I/O: what a
+//! join, sync, heartbeat, leave, commit, fetch, describe, delete, offset delete, replay or
+//! sweep does to the table, and which `__consumer_offsets` records it needs written.
+//! [`super::coordinator::Coordinator`] holds a [`Groups`] in a `RefCell`, calls these and does
+//! the writes (waiting for them to be durable before applying what depends on them).
+//!
+//! Contract: nothing here reads the clock or touches storage; time comes in as `now`
+//! (monotonic, for sessions and rebalances) and `now_ms` (wall clock, for commit timestamps
+//! and offset retention), so every path is unit-tested.
+
+use super::group::{Group, Limits, State, Step};
+use super::store::{self, Entry, GroupRecord};
+use super::{
+    Committed, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberDescription, MemberRef,
+    OffsetList, OffsetToCommit, SyncRequest, SyncResponse,
+};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// The groups coordinated by one shard, by group id.
+pub(crate) type Groups = HashMap<String, Group>;
+
+/// Records for `__consumer_offsets`: (key, value); an empty value is a tombstone.
+pub(crate) type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// JoinGroup: a member id for a group that does not exist is unknown; a group is created by
+/// its first join without a member id.
+pub(crate) fn join(
+    groups: &mut Groups,
+    req: JoinRequest,
+    new_id: String,
+    now: Instant,
+    limits: &Limits,
+) -> Step<JoinResponse> {
+    if req.group_id.is_empty() {
+        return Step::Now(Err(GroupError::InvalidGroupId));
+    }
+    if !req.member_id.is_empty() && !groups.contains_key(&req.group_id) {
+        return Step::Now(Err(GroupError::UnknownMemberId));
+    }
+    let g = groups.entry(req.group_id.clone()).or_insert_with(|| Group::new(&req.group_id));
+    g.join(req, new_id, now, limits)
+}
+
+/// SyncGroup; when the leader's sync made the group Stable, also the group record to persist.
+pub(crate) fn sync(groups: &mut Groups, req: SyncRequest, now: Instant) -> (Step<SyncResponse>, Option<GroupRecord>) {
+    let Some(g) = groups.get_mut(&req.group_id) else {
+        return (Step::Now(Err(GroupError::UnknownMemberId)), None);
+    };
+    let (step, stable) = g.sync(req, now);
+    let record = stable.then(|| GroupRecord {
+        generation: g.generation,
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol: g.protocol.clone().unwrap_or_default(),
+    });
+    (step, record)
+}
+
+pub(crate) fn heartbeat(groups: &mut Groups, m: &MemberRef, now: Instant) -> Result<(), GroupError> {
+    let g = groups.get_mut(&m.group_id).ok_or(GroupError::UnknownMemberId)?;
+    g.heartbeat(&m.member_id, m.group_instance_id.as_deref(), m.generation_id, now)
+}
+
+pub(crate) fn leave(
+    groups: &mut Groups,
+    group_id: &str,
+    members: &[(String, Option<String>)],
+    now: Instant,
+    limits: &Limits,
+) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+    Ok(g.leave(members, now, limits))
+}
+
+/// May this OffsetCommit be taken at all? A group that does not exist takes commits without
+/// a generation and member id (a consumer that assigns partitions itself, or an admin).
+pub(crate) fn check_commit(groups: &Groups, member: &MemberRef) -> Result<(), GroupError> {
+    if member.group_id.is_empty() {
+        return Err(GroupError::InvalidGroupId);
+    }
+    match groups.get(&member.group_id) {
+        None if member.generation_id < 0 && member.member_id.is_empty() => Ok(()),
+        None => Err(GroupError::UnknownMemberId),
+        Some(g) => g.validate_commit(&member.member_id, member.group_instance_id.as_deref(), member.generation_id),
+    }
+}
+
+/// What an accepted commit writes and, once durable, applies.
+pub(crate) struct CommitPlan {
+    /// One per offset, in request order.
+    pub results: Vec<Result<(), GroupError>>,
+    pub records: Records,
+    pub accepted: Vec<((String, i32), Committed)>,
+}
+
+/// The records of a commit; offsets of partitions that do not exist (`exists` says) are
+/// refused one by one.
+pub(crate) fn plan_commit(
+    group_id: &str,
+    offsets: Vec<OffsetToCommit>,
+    now_ms: i64,
+    exists: impl Fn(&str, i32) -> bool,
+) -> CommitPlan {
+    let mut plan = CommitPlan { results: Vec::with_capacity(offsets.len()), records: Vec::new(), accepted: Vec::new() };
+    for o in offsets {
+        if !exists(&o.topic, o.partition) {
+            plan.results.push(Err(GroupError::UnknownTopicOrPartition));
+            continue;
+        }
+        let c = Committed {
+            offset: o.offset,
+            leader_epoch: o.leader_epoch,
+            metadata: o.metadata,
+            commit_timestamp_ms: now_ms,
+        };
+        plan.records.push((store::offset_key(group_id, &o.topic, o.partition), store::offset_value(&c)));
+        plan.accepted.push(((o.topic, o.partition), c));
+        plan.results.push(Ok(()));
+    }
+    plan
+}
+
+/// Applies durable commits (creating the group if it does not exist).
+pub(crate) fn apply_commit(groups: &mut Groups, group_id: &str, accepted: Vec<((String, i32), Committed)>) {
+    let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
+    g.offsets.extend(accepted);
+}
+
+/// OffsetFetch: the asked partitions (none committed → `None`), or every committed offset
+/// sorted by topic and partition.
+pub(crate) fn fetch(groups: &Groups, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> OffsetList {
+    let g = groups.get(group_id);
+    match topics {
+        Some(topics) => topics
+            .into_iter()
+            .flat_map(|(t, ps)| {
+                ps.into_iter()
+                    .map(|p| {
+                        let c = g.and_then(|g| g.offsets.get(&(t.clone(), p))).cloned();
+                        (t.clone(), p, c)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        None => {
+            let mut all: OffsetList = g
+                .map(|g| g.offsets.iter().map(|((t, p), c)| (t.clone(), *p, Some(c.clone()))).collect())
+                .unwrap_or_default();
+            all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            all
+        }
+    }
+}
+
+pub(crate) fn describe(groups: &Groups, group_id: &str) -> Option<GroupDescription> {
+    let g = groups.get(group_id)?;
+    let protocol = g.protocol.clone().unwrap_or_default();
+    Some(GroupDescription {
+        state: g.state.name(),
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol: protocol.clone(),
+        members: g
+            .members
+            .iter()
+            .map(|m| MemberDescription {
+                member_id: m.id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// DeleteGroups, first half: only an Empty group can be deleted; the tombstones of its
+/// offsets and of its group record.
+pub(crate) fn plan_delete(groups: &Groups, group_id: &str) -> Result<Records, GroupError> {
+    let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+    if !g.members.is_empty() || g.state != State::Empty {
+        return Err(GroupError::NonEmptyGroup);
+    }
+    let mut records: Records =
+        g.offsets.keys().map(|(t, p)| (store::offset_key(group_id, t, *p), Vec::new())).collect();
+    records.push((store::group_key(group_id), Vec::new()));
+    Ok(records)
+}
+
+/// DeleteGroups, second half (the tombstones are durable): the group goes (Kafka's Dead),
+/// unless a member joined meanwhile.
+pub(crate) fn finish_delete(groups: &mut Groups, group_id: &str) {
+    if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
+        groups.remove(group_id);
+    }
+}
+
+/// OffsetDelete, first half: partitions of topics the group is subscribed to are refused;
+/// the tombstones of the others.
+pub(crate) fn plan_delete_offsets(
+    groups: &Groups,
+    group_id: &str,
+    partitions: &[(String, i32)],
+) -> Result<(Vec<Result<(), GroupError>>, Records), GroupError> {
+    let subscribed = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?.subscribed_topics();
+    let results: Vec<Result<(), GroupError>> = partitions
+        .iter()
+        .map(|(t, _)| if subscribed.contains(t) { Err(GroupError::GroupSubscribedToTopic) } else { Ok(()) })
+        .collect();
+    let records = partitions
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|((t, p), _)| (store::offset_key(group_id, t, *p), Vec::new()))
+        .collect();
+    Ok((results, records))
+}
+
+/// OffsetDelete, second half (the tombstones are durable).
+pub(crate) fn finish_delete_offsets(
+    groups: &mut Groups,
+    group_id: &str,
+    partitions: &[(String, i32)],
+    results: &[Result<(), GroupError>],
+) {
+    if let Some(g) = groups.get_mut(group_id) {
+        for ((t, p), r) in partitions.iter().zip(results) {
+            if r.is_ok() {
+                g.offsets.remove(&(t.clone(), *p));
+            }
+        }
+    }
+}
+
+pub(crate) fn list(groups: &Groups) -> Vec<GroupListing> {
+    groups
+        .values()
+        .map(|g| GroupListing {
+            group_id: g.id.clone(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            state: g.state.name(),
+        })
+        .collect()
+}
+
+/// Replays one record of `__consumer_offsets`.
+pub(crate) fn apply(groups: &mut Groups, e: Entry) {
+    match e {
+        Entry::Offset { group, topic, partition, value } => {
+            let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group));
+            match value {
+                Some(c) => {
+                    g.offsets.insert((topic, partition), c);
+                }
+                None => {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        Entry::Group { group, value: Some(r) } => {
+            let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group));
+            g.generation = r.generation;
+            g.protocol_type = (!r.protocol_type.is_empty()).then_some(r.protocol_type);
+        }
+        Entry::Group { group, value: None } => {
+            groups.remove(&group);
+        }
+    }
+}
+
+/// The sweep: expires silent members and finishes rebalances; with `expire_before_ms`, also
+/// drops the offsets of Empty groups committed before then and groups left with nothing.
+/// Returns the expired offsets, whose tombstones the caller writes.
+pub(crate) fn tick(
+    groups: &mut Groups,
+    now: Instant,
+    limits: &Limits,
+    expire_before_ms: Option<i64>,
+) -> Vec<(String, Vec<(String, i32)>)> {
+    for g in groups.values_mut() {
+        g.tick(now, limits);
+    }
+    let Some(horizon) = expire_before_ms else { return Vec::new() };
+    let mut expired = Vec::new();
+    for g in groups.values_mut().filter(|g| g.state == State::Empty) {
+        let old: Vec<(String, i32)> =
+            g.offsets.iter().filter(|(_, c)| c.commit_timestamp_ms < horizon).map(|(k, _)| k.clone()).collect();
+        for k in &old {
+            g.offsets.remove(k);
+        }
+        if !old.is_empty() {
+            expired.push((g.id.clone(), old));
+        }
+    }
+    groups.retain(|_, g| !(g.state == State::Empty && g.offsets.is_empty() && g.members.is_empty()));
+    expired
+}
+
+/// Tombstones of expired offsets.
+pub(crate) fn expiry_records(group_id: &str, keys: &[(String, i32)]) -> Records {
+    keys.iter().map(|(t, p)| (store::offset_key(group_id, t, *p), Vec::new())).collect()
+}
+
+#[cfg(test)]
+mod tests;
