@@ -253,7 +253,7 @@ async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>,
         match answered {
             Ok(Some(frame)) => {
                 // Taken in the same step as the handler finished (no await in between).
-                let _held = metrics::HeldResponse::new(frame.len() as u64);
+                let _held = metrics::HeldResponse::new(frame.held_bytes() as u64);
                 let started = std::time::Instant::now();
                 for part in frame.parts() {
                     if let Err(e) = writer.write_all(part).await {

@@ -31,6 +31,20 @@ impl Frame {
         self.parts.iter().map(Bytes::len).sum()
     }
 
+    /// Bytes this frame keeps in memory, as counted in the response budget: a part of at least
+    /// half a read-cache chunk and less than a chunk may be a slice of a cached chunk and then
+    /// keeps the whole chunk alive (the cache and the fetch cut copy shorter ranges out:
+    /// `sluice_storage::cache::SHARED_SLICE_MIN`), so it counts as a chunk; any other part
+    /// counts as its length.
+    pub fn held_bytes(&self) -> usize {
+        let chunk = sluice_storage::cache::CHUNK as usize;
+        let held = |p: &Bytes| match p.len() {
+            n if (sluice_storage::cache::SHARED_SLICE_MIN..chunk).contains(&n) => chunk,
+            n => n,
+        };
+        self.parts.iter().map(held).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -220,6 +234,18 @@ mod tests {
                 .count();
             assert_eq!(shared, 4, "v{version}: parts {:?}", framed.parts().iter().map(Bytes::len).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn held_bytes_count_what_a_part_may_keep_alive() {
+        let chunk = sluice_storage::cache::CHUNK as usize;
+        let min = sluice_storage::cache::SHARED_SLICE_MIN;
+        let f = Frame {
+            parts: vec![Bytes::from(vec![0u8; 100]), Bytes::from(vec![0u8; min]), Bytes::from(vec![0u8; 2 * chunk])],
+        };
+        // A part that may be a slice of a cache chunk counts as the chunk; others as themselves.
+        assert_eq!(f.held_bytes(), 100 + chunk + 2 * chunk);
+        assert_eq!(f.len(), 100 + min + 2 * chunk);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use futures::FutureExt;
 use sluice_core::batch::LOG_OVERHEAD;
 use sluice_core::limits::FETCH_READS_IN_FLIGHT;
 use sluice_core::{Offset, TopicPartition};
-use sluice_storage::cache::CHUNK;
+use sluice_storage::cache::{CHUNK, SHARED_SLICE_MIN};
 use sluice_storage::{LogRead, PartitionLog};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -208,12 +208,23 @@ pub fn trim(mut results: Vec<FetchResult>, max_bytes: usize) -> Vec<FetchResult>
         }
         let keep = batch_prefix(&read.records, remaining, !taken_any);
         if keep < read.records.len() {
-            read.records.truncate(keep);
+            read.records = cut(&read.records, keep);
         }
         remaining = remaining.saturating_sub(keep);
         taken_any |= keep > 0;
     }
     results
+}
+
+/// The first `keep` bytes of `records`: a slice when that is at least half of them and half a
+/// cache chunk, a copy otherwise, so a cut answer does not keep a whole read (or chunk) in
+/// memory for its few bytes while a client is slow to take it.
+fn cut(records: &Bytes, keep: usize) -> Bytes {
+    if keep >= records.len() / 2 && keep >= SHARED_SLICE_MIN {
+        records.slice(..keep)
+    } else {
+        Bytes::copy_from_slice(&records[..keep])
+    }
 }
 
 /// Length of the longest prefix of whole batches within `budget` (at least one if `at_least_one`).
@@ -243,6 +254,19 @@ mod tests {
             all.extend(build(&[Record { key: None, value: &vec![1u8; size] }], 0));
         }
         LogRead { records: Bytes::from(all), high_watermark: Offset(10), log_start: Offset(0) }
+    }
+
+    #[test]
+    fn a_cut_keeps_its_own_bytes_unless_it_is_most_of_a_large_read() {
+        let big = Bytes::from(vec![7u8; CHUNK as usize]);
+        // Cut to a little: a copy, so the read's buffer is not kept alive by it.
+        let small = cut(&big, 40_000);
+        assert_eq!(&small[..], &big[..40_000]);
+        assert!(!std::ptr::eq(small.as_ptr(), big.as_ptr()));
+        // Cut to most of it: a slice (no copy).
+        let most = cut(&big, SHARED_SLICE_MIN + 10);
+        assert_eq!(most.len(), SHARED_SLICE_MIN + 10);
+        assert!(std::ptr::eq(most.as_ptr(), big.as_ptr()));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! range lies below that point, so a cached chunk never serves bytes that a later write could
 //! still change. Files that are truncated or deleted are invalidated. The cache is
 //! thread-local (one shard per thread) and bounded by [`set_capacity`] (the broker's
-//! `read_cache_bytes_per_shard`, default `DEFAULT_READ_CACHE_BYTES_PER_SHARD`); hits are
-//! served as `Bytes` slices of the chunk, without copying. A miss joins the load of its chunk
+//! `read_cache_bytes_per_shard`, default `DEFAULT_READ_CACHE_BYTES_PER_SHARD`); hits of at
+//! least half a chunk are served as `Bytes` slices of the chunk, without copying, and shorter
+//! ones as copies, so a reader that holds its bytes (a response to a stalled client) never
+//! keeps a chunk alive for much less than the chunk ([`SHARED_SLICE_MIN`]). A miss joins the load of its chunk
 //! already in flight; every cached read loads the next chunk ahead (sequential consumers read
 //! from memory while their previous answer is sent). A load that an invalidation overtook
 //! does not cache what it read. In a chunk that is not wholly final (the growing end of an
@@ -33,6 +35,22 @@ use std::rc::Rc;
 
 /// Size and alignment of a cached chunk.
 pub const CHUNK: u64 = 1 << 20;
+
+/// Ranges of a chunk at least this long are handed out as slices of it (a reference count);
+/// shorter ones are copied, so a reader's bytes keep at most twice their length in memory.
+pub const SHARED_SLICE_MIN: usize = CHUNK as usize / 2;
+
+/// `len` bytes at `at` of `chunk` for a reader: a slice when it is at least half the chunk,
+/// a copy otherwise. A slice keeps the whole chunk in memory for as long as the reader holds
+/// it (a response to a client that does not read), cached or evicted; a copy keeps only
+/// itself, so what responses hold is what they count (`SHARED_SLICE_MIN`).
+fn hand_out(chunk: &Bytes, at: usize, len: usize) -> Bytes {
+    if len >= SHARED_SLICE_MIN {
+        chunk.slice(at..at + len)
+    } else {
+        Bytes::copy_from_slice(&chunk[at..at + len])
+    }
+}
 
 struct Chunk {
     data: Bytes,
@@ -138,7 +156,7 @@ pub(crate) async fn read(
             return None;
         }
         ch.last_use = now;
-        let out = ch.data.slice(at..at + len);
+        let out = hand_out(&ch.data, at, len);
         c.first_read(key);
         Some(out)
     });
@@ -181,7 +199,7 @@ pub(crate) async fn read(
     // A read that joined a load started ahead used it.
     CACHE.with(|c| c.borrow_mut().first_read(key));
     match loaded {
-        Some(data) if at + len <= data.len() => Ok(data.slice(at..at + len)),
+        Some(data) if at + len <= data.len() => Ok(hand_out(&data, at, len)),
         // A failed load, or one started for a shorter final part: read directly, which also
         // reports the error.
         _ => read_direct(file, name, pos, len).await,

@@ -272,3 +272,73 @@ def test_cross_shard_work_runs_in_bounded_tasks(broker_factory, tmp_path):
     finally:
         c.close()
     assert sum(highs) == producers * per_producer, f"high watermarks {highs}"
+
+
+CHUNK = MIB                    # storage/src/cache.rs CHUNK
+
+
+def fetch_first_batches(correlation_id: int, topic: str, offsets: list) -> bytes:
+    """Fetch v4, max_wait 0, of partitions 0..len(offsets) from `offsets`, 1 byte per partition
+    (so each answers its first batch whole), max_bytes unlimited."""
+    body = struct.pack(">iiiib", -1, 0, 1, 0x7FFFFFFF, 0)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic.encode()
+    body += struct.pack(">i", len(offsets))
+    for q, offset in enumerate(offsets):
+        body += struct.pack(">iqi", q, offset, 1)
+    return request_frame(1, 4, correlation_id, body)
+
+
+def test_stalled_fetchers_cannot_pin_evicted_chunks(broker_factory, tmp_path):
+    """Each stalled connection (which pipelined a dozen Fetches, so that the socket buffers are
+    full) holds one Fetch answer made of one ~40 KiB batch per partition, every batch in a
+    different 1 MiB cache chunk. Counted by their length (~2.5 MiB per answer)
+    they fit the 32 MiB budget; had they stayed slices of their chunks, they would keep every
+    chunk they touch in memory after the cache evicted it (up to 1 MiB per batch)."""
+    budget, parts, per_part, value = 32 * MIB, 64, 200, 40 * 1024    # 8 MiB per partition
+    stalled_n, pipelined = 32, 12
+    broker, addr = start(broker_factory, tmp_path, f"max_response_bytes_per_shard = {budget}\n"
+                                                   f"read_cache_bytes_per_shard = {128 * MIB}\n")
+    pid = broker.proc.pid
+    topic = unique_topic("pin")
+    create_topic(broker.bootstrap, topic, parts)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1", "linger.ms": 0,
+                  "batch.size": value + 1024, "message.max.bytes": 2 * MIB})
+    payload = os.urandom(value)
+    for i in range(per_part):
+        for q in range(parts):
+            for _ in range(2000):
+                try:
+                    p.produce(topic, partition=q, value=payload)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            p.poll(0)
+    assert p.flush(120) == 0
+    rss_before = rss_kib(pid)
+    # Held by the budget on each shard, plus one batch per connection, plus slack for reads in
+    # flight and the allocator; the cache is already full from the writes.
+    rss_bound = rss_before + (CORES * budget + stalled_n * 2 * value + 96 * MIB) // 1024
+    stalled = []
+    try:
+        with RssSampler(pid) as rss:
+            for i in range(stalled_n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect((broker.host, broker.port))
+                # Fetch k of connection i starts partition q in chunk (i + q + k) % 8: every chunk
+                # is touched. The first answers fill the socket buffers; a later one is held.
+                s.sendall(b"".join(
+                    fetch_first_batches(i * 100 + k, topic, [((i + q + k) % 8) * 25 + i // 8 for q in range(parts)])
+                    for k in range(pipelined)))
+                stalled.append(s)
+            time.sleep(3)
+            m = scrape(addr)
+        held = per_shard(m, "sluice_response_bytes_held")
+        print(f"{stalled_n} stalled fetchers of {parts} first batches each: RSS {rss_before} KiB before, "
+              f"peak {rss.peak} KiB (bound {rss_bound} KiB); held per shard {held}")
+        assert sum(held) > 0, "no answer held"
+        assert rss.peak <= rss_bound, f"RSS peak {rss.peak} KiB > bound {rss_bound} KiB (before {rss_before} KiB)"
+    finally:
+        for s in stalled:
+            s.close()
+    assert broker.alive()
