@@ -56,7 +56,9 @@ fn record_batch(n: usize, tag: &str) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol puts records in one batch only when `offset - sequence` is the
+            // same for all; one v2 batch per partition is all Kafka (and sluice) accept.
+            sequence: i32::try_from(i).expect("record index fits an i32"),
             timestamp: 1_700_000_000_000,
             key: Some(Bytes::from(format!("{tag}-k{i}"))),
             value: Some(Bytes::from(format!("{tag}-v{i}"))),
