@@ -77,6 +77,11 @@ pub const FETCH_READS_IN_FLIGHT: usize = 8;
 /// Fetch sessions (KIP-227) one shard keeps; the least recently used is evicted beyond this
 /// (Kafka's `max.incremental.fetch.session.cache.slots` default is 1000 per broker).
 pub const FETCH_SESSIONS_PER_SHARD: usize = 1000;
+/// Partitions all of one shard's fetch sessions may list together (about 150 bytes each). A full
+/// fetch listing more than fits even after evicting every other session gets no session (it is
+/// answered sessionless, as Kafka does when its cache is full); an incremental fetch that would
+/// grow past it closes its session (FETCH_SESSION_ID_NOT_FOUND: the client starts over).
+pub const FETCH_SESSION_PARTITIONS_PER_SHARD: usize = 200_000;
 /// Largest records section the broker decompresses to read records in a compressed batch
 /// (ListOffsets MAX_TIMESTAMP); a larger one is an error, never an allocation.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;

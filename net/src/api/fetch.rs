@@ -36,6 +36,10 @@ use sluice_shard::PartitionError;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// A topic of the answer: its name when known, and its partitions (what was wanted, what was
+/// last answered in the session, the index of its result).
+type TopicLayout = (Option<String>, Vec<(Wanted, Option<Answered>, usize)>);
+
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Fetch, name: "Fetch", min_version: 4, max_version: 18, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
@@ -64,7 +68,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             let mut items = Vec::new();
             let mut early: Vec<Option<PartitionError>> = Vec::new();
             // Topics in the order first wanted, each with its partitions' (wanted, result index).
-            let mut layout: Vec<(Option<String>, Vec<(Wanted, Option<Answered>, usize)>)> = Vec::new();
+            let mut layout: Vec<TopicLayout> = Vec::new();
             for (w, before) in wanted {
                 let index = early.len();
                 let same = layout.last().is_some_and(|(_, parts)| {

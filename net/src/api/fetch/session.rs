@@ -16,14 +16,16 @@
 //! empty session and logs "invalid full fetch response with extraIds" (FetchSessionHandler).
 //!
 //! Sessions live on the shard that accepted the connection, at most `FETCH_SESSIONS_PER_SHARD`
-//! (the least recently used is evicted, as Kafka's cache evicts). Session ids carry the shard
+//! listing at most `FETCH_SESSION_PARTITIONS_PER_SHARD` partitions together (the least
+//! recently used are evicted, as Kafka's cache evicts; a full fetch too large for the cache is
+//! answered without a session; an incremental one that would outgrow it closes its session). Session ids carry the shard
 //! index in their low byte, so an id is never valid on two shards; a client that reconnects to
 //! another shard is told its session is not found and starts again. State is only borrowed in
 //! synchronous sections, never across an await.
 
 use kafka_protocol::messages::fetch_request::{FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::TopicName;
-use sluice_core::limits::FETCH_SESSIONS_PER_SHARD;
+use sluice_core::limits::{FETCH_SESSIONS_PER_SHARD, FETCH_SESSION_PARTITIONS_PER_SHARD};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -74,6 +76,8 @@ const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 #[derive(Default)]
 struct Cache {
     sessions: HashMap<i32, Session>,
+    /// Partitions listed by all sessions together.
+    partitions: usize,
     clock: u64,
 }
 
@@ -148,11 +152,11 @@ impl Cache {
         self.clock += 1;
         match epoch {
             FINAL_EPOCH => {
-                self.sessions.remove(&session_id);
+                self.close(session_id);
                 Plan::Full { session_id: 0, wanted: wanted(topics) }
             }
             INITIAL_EPOCH => {
-                self.sessions.remove(&session_id);
+                self.close(session_id);
                 let wanted = wanted(topics);
                 let id = self.open(shard_index, &wanted);
                 Plan::Full { session_id: id, wanted }
@@ -168,6 +172,7 @@ impl Cache {
                 }
                 s.next_epoch = if e == i32::MAX { 1 } else { e + 1 };
                 s.last_used = clock;
+                let had = s.partitions.len();
                 for f in forgotten {
                     for p in &f.partitions {
                         s.partitions.remove(&(f.topic_id, f.topic.0.to_string(), *p));
@@ -178,17 +183,30 @@ impl Cache {
                     let before = s.partitions.get(&k).and_then(|(_, a)| *a);
                     s.partitions.insert(k, (w, before));
                 }
-                Plan::Incremental { session_id, wanted: s.partitions.values().cloned().collect() }
+                let now = s.partitions.len();
+                let wanted = s.partitions.values().cloned().collect();
+                self.partitions = self.partitions - had + now;
+                if self.partitions > FETCH_SESSION_PARTITIONS_PER_SHARD {
+                    self.close(session_id);
+                    return Plan::Refused(FETCH_SESSION_ID_NOT_FOUND);
+                }
+                Plan::Incremental { session_id, wanted }
             }
         }
     }
 
-    /// Opens a session for `wanted`, evicting the least recently used one when full.
+    /// Opens a session for `wanted` (0: none, when it is larger than the whole cache).
     fn open(&mut self, shard_index: usize, wanted: &[Wanted]) -> i32 {
-        if self.sessions.len() >= FETCH_SESSIONS_PER_SHARD {
-            if let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) {
-                self.sessions.remove(&oldest);
-            }
+        if wanted.len() > FETCH_SESSION_PARTITIONS_PER_SHARD {
+            return 0;
+        }
+        while self.sessions.len() >= FETCH_SESSIONS_PER_SHARD
+            || self.partitions + wanted.len() > FETCH_SESSION_PARTITIONS_PER_SHARD
+        {
+            let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) else {
+                break;
+            };
+            self.close(oldest);
         }
         let id = loop {
             let id = new_id(shard_index);
@@ -196,10 +214,18 @@ impl Cache {
                 break id;
             }
         };
-        let partitions = wanted.iter().map(|w| (key(w), (w.clone(), None))).collect();
+        let partitions: BTreeMap<_, _> = wanted.iter().map(|w| (key(w), (w.clone(), None))).collect();
+        self.partitions += partitions.len();
         self.sessions.insert(id, Session { next_epoch: 1, partitions, last_used: self.clock });
         assert!(self.sessions.len() <= FETCH_SESSIONS_PER_SHARD, "fetch session cache over its bound");
+        assert!(self.partitions <= FETCH_SESSION_PARTITIONS_PER_SHARD, "fetch session partitions over their bound");
         id
+    }
+
+    fn close(&mut self, session_id: i32) {
+        if let Some(s) = self.sessions.remove(&session_id) {
+            self.partitions -= s.partitions.len();
+        }
     }
 }
 
@@ -270,6 +296,30 @@ mod tests {
         }
         assert_eq!(c.sessions.len(), FETCH_SESSIONS_PER_SHARD);
         assert_eq!(c.plan(0, first, 1, &[], &[]), Plan::Refused(FETCH_SESSION_ID_NOT_FOUND));
+        assert_eq!(c.partitions, FETCH_SESSIONS_PER_SHARD);
+    }
+
+    #[test]
+    fn partitions_are_bounded() {
+        let mut c = Cache::default();
+        let big: Vec<(i32, i64)> = (0..FETCH_SESSION_PARTITIONS_PER_SHARD as i32 + 1).map(|p| (p, 0)).collect();
+        // Too large for the whole cache: answered without a session.
+        assert!(matches!(c.plan(0, 0, INITIAL_EPOCH, &[topic("a", &big)], &[]), Plan::Full { session_id: 0, .. }));
+        assert_eq!(c.partitions, 0);
+        // Half the cache twice, then a third half evicts the oldest.
+        let half = &big[..FETCH_SESSION_PARTITIONS_PER_SHARD / 2];
+        let open = |c: &mut Cache| match c.plan(0, 0, INITIAL_EPOCH, &[topic("a", half)], &[]) {
+            Plan::Full { session_id, .. } => session_id,
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (open(&mut c), open(&mut c));
+        assert!(matches!(c.plan(0, b, 1, &[], &[]), Plan::Incremental { .. }));
+        let _ = open(&mut c);
+        assert_eq!(c.plan(0, a, 1, &[], &[]), Plan::Refused(FETCH_SESSION_ID_NOT_FOUND));
+        assert_eq!(c.partitions, FETCH_SESSION_PARTITIONS_PER_SHARD);
+        // Growing a session past the bound closes it.
+        assert_eq!(c.plan(0, b, 2, &[topic("b", &[(0, 0)])], &[]), Plan::Refused(FETCH_SESSION_ID_NOT_FOUND));
+        assert_eq!(c.partitions, FETCH_SESSION_PARTITIONS_PER_SHARD / 2);
     }
 
     #[test]
