@@ -488,20 +488,22 @@ impl PartitionLog {
         if let Some(h) = handle {
             h.await;
         }
-        let st = self.state.borrow();
-        if self.durable.get() != st.next_offset {
-            return Err(StorageError::WriteFailed(format!(
-                "{}: {} appended offsets not durable at close",
-                self.name,
-                st.next_offset - self.durable.get()
-            )));
-        }
-        // A small active segment is cheaper to scan at the next start than to index now
-        // (this keeps shutdown fast with many partitions).
-        let index_files = (st.active().size >= INDEX_AT_CLOSE_MIN_BYTES).then(|| st.active().index_files());
-        let snapshot =
-            (!st.producers.is_empty()).then(|| crate::producers::encode_snapshot(st.next_offset, &st.producers));
-        drop(st);
+        let (index_files, snapshot) = {
+            let st = self.state.borrow();
+            if self.durable.get() != st.next_offset {
+                return Err(StorageError::WriteFailed(format!(
+                    "{}: {} appended offsets not durable at close",
+                    self.name,
+                    st.next_offset - self.durable.get()
+                )));
+            }
+            // A small active segment is cheaper to scan at the next start than to index now
+            // (this keeps shutdown fast with many partitions).
+            let index_files = (st.active().size >= INDEX_AT_CLOSE_MIN_BYTES).then(|| st.active().index_files());
+            let snapshot =
+                (!st.producers.is_empty()).then(|| crate::producers::encode_snapshot(st.next_offset, &st.producers));
+            (index_files, snapshot)
+        };
         // Without per-file fsync: the caller syncs the filesystem once before leaving the
         // clean-shutdown marker, without which these files are not trusted.
         if let Some(files) = index_files {
