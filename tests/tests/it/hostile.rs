@@ -56,7 +56,9 @@ fn record_batch(n: usize, tag: &str) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol starts a new batch where offset - sequence changes; Kafka takes
+            // one batch per partition (no producer id: the sequence is not checked).
+            sequence: i as i32,
             timestamp: 1_700_000_000_000,
             key: Some(Bytes::from(format!("{tag}-k{i}"))),
             value: Some(Bytes::from(format!("{tag}-v{i}"))),
