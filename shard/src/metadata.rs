@@ -182,11 +182,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// 16 random bytes from the kernel.
+/// 16 random bytes from the kernel (getrandom(2): no file, and it does not block once the
+/// kernel's pool is initialised, which it is long before a broker serves).
 pub fn random_bytes() -> [u8; 16] {
     let mut b = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if ok.is_err() {
+    // SAFETY: the kernel writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if usize::try_from(n).ok() != Some(b.len()) {
         // Fall back to time and address entropy; ids only need to be unique, not secret.
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         b = (t ^ (&b as *const _ as u128)).to_le_bytes();

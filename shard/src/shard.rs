@@ -293,7 +293,7 @@ impl Shard {
         // New partition directories become durable entries of the data dir with one fsync;
         // when it fails, none of them is known to survive a crash.
         if opened_any {
-            if let Err(e) = std::fs::File::open(&self.data_dir).and_then(|d| d.sync_all()) {
+            if let Err(e) = sluice_storage::Disk::Real.sync_dir(&self.data_dir).await {
                 let e = PartitionError::Storage(format!("fsync of the data directory: {e}"));
                 for (tp, _) in &wanted {
                     if !failed.iter().any(|(f, _)| f == tp) {

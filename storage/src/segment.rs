@@ -39,8 +39,8 @@ fn index_paths(log: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Base offsets of the segments in `dir`, sorted.
-pub(crate) fn list(disk: &Disk, dir: &Path) -> Result<Vec<i64>, StorageError> {
-    let names = disk.list(dir).map_err(|e| StorageError::io("list", dir.display(), e))?;
+pub(crate) async fn list(disk: &Disk, dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let names = disk.list(dir).await.map_err(|e| StorageError::io("list", dir.display(), e))?;
     let mut bases: Vec<i64> = names
         .iter()
         .filter_map(|name| {
@@ -58,7 +58,7 @@ impl Segment {
         let path = dir.join(segment_file_name(base));
         let file =
             SegFile::create(disk, path.clone()).await.map_err(|e| StorageError::io("create", path.display(), e))?;
-        disk.sync_dir_off_thread(dir).await.map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
+        disk.sync_dir(dir).await.map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
         Ok(Segment {
             base,
             next_offset: base,
@@ -91,8 +91,8 @@ impl Segment {
         // A segment written by an older build may span more offsets than the index holds: its
         // entries are then all below the limit.
         let last_rel = u32::try_from((next_offset - base - 1).max(0)).unwrap_or(u32::MAX);
-        let loaded = match (disk.read(&ip), disk.read(&tp)) {
-            (Ok(o), Ok(t)) => SparseIndex::decode(&o, &t, size.max(1), last_rel).ok(),
+        let loaded = match disk.read_files([ip, tp]).await {
+            [Ok(o), Ok(t)] => SparseIndex::decode(&o, &t, size.max(1), last_rel).ok(),
             _ => None,
         };
         let mut seg = Segment {
@@ -153,7 +153,7 @@ impl Segment {
         let mut index = SparseIndex::default();
         let mut from = ScanFrom { pos: 0, offset: base, segment_base: base };
         if trust_index {
-            if let (Ok(o), Ok(t)) = (disk.read(&ip), disk.read(&tp)) {
+            if let [Ok(o), Ok(t)] = disk.read_files([ip.clone(), tp.clone()]).await {
                 if let Ok(idx) = SparseIndex::decode(&o, &t, size.max(1), u32::MAX) {
                     if let Some((rel, pos)) = idx.offsets.last() {
                         from = ScanFrom { pos: u64::from(*pos), offset: base + i64::from(*rel), segment_base: base };
@@ -201,7 +201,7 @@ impl Segment {
         seg.dense = s.entries;
         // Old index files describe a previous state of this segment: remove them until sealed.
         for p in [&ip, &tp] {
-            if let Err(e) = disk.remove_file(p) {
+            if let Err(e) = disk.remove_file_off_thread(p).await {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(StorageError::io("remove stale index", p.display(), e));
                 }
@@ -261,24 +261,14 @@ pub(crate) struct IndexFiles {
 }
 
 impl IndexFiles {
-    /// Writes them fsync'd, off the shard's thread (at seal time).
+    /// Writes them off the shard's thread: fsync'd at seal time (`durable`), without fsync at a
+    /// clean close (the caller syncs the filesystem once before leaving the clean-shutdown
+    /// marker, without which these files are not trusted).
     pub async fn write(self, durable: bool) -> Result<(), StorageError> {
         for (path, bytes) in self.files {
             self.disk
                 .write_file_off_thread(&path, bytes, durable)
                 .await
-                .map_err(|e| StorageError::io("write index of", self.segment.display(), e))?;
-        }
-        Ok(())
-    }
-
-    /// Writes them on this thread without fsync (at a clean close: the caller syncs the
-    /// filesystem once before leaving the clean-shutdown marker, without which these files are
-    /// not trusted).
-    pub fn write_now(&self) -> Result<(), StorageError> {
-        for (path, bytes) in &self.files {
-            self.disk
-                .write_file(path, bytes, false)
                 .map_err(|e| StorageError::io("write index of", self.segment.display(), e))?;
         }
         Ok(())

@@ -6,7 +6,12 @@
 //! Contract: [`Handle::write_buf`] writes whole [`ALIGN`]-sized blocks at an aligned position
 //! and returns the count written, which is short when the disk filled part way (the caller
 //! checks it); reads may be unaligned. Small files (indexes, snapshots, the log start) are
-//! replaced whole and atomically by [`Disk::write_file`].
+//! replaced whole and atomically by [`Disk::write_file_off_thread`]. Nothing here blocks the
+//! executor's thread on the real disk: segment files go through io_uring, a directory fsync
+//! too ([`Disk::sync_dir`], glommio `Directory`), and every `std::fs` call (small files,
+//! directory creation, listing, removal) runs on glommio's blocking thread pool
+//! (`spawn_blocking`). On the simulated disk every operation completes at once, in the order
+//! issued.
 
 pub mod sim;
 
@@ -14,7 +19,7 @@ use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 use sim::{SimDisk, SimFile};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Alignment of direct-I/O writes and of the in-memory tail (a multiple of any device's
@@ -42,34 +47,71 @@ impl Disk {
         matches!(self, Disk::Real)
     }
 
-    pub(crate) fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    /// Creates `dir` and its missing parents.
+    pub(crate) async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         match self {
-            Disk::Real => std::fs::create_dir_all(dir),
+            Disk::Real => {
+                let dir = dir.to_path_buf();
+                blocking(move || std::fs::create_dir_all(&dir)).await
+            }
             Disk::Sim(d) => d.create_dir_all(dir),
         }
     }
 
     /// Names of the files in `dir`.
-    pub(crate) fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+    pub(crate) async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         match self {
-            Disk::Real => Ok(std::fs::read_dir(dir)?
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()),
+            Disk::Real => {
+                let dir = dir.to_path_buf();
+                blocking(move || {
+                    Ok(std::fs::read_dir(&dir)?
+                        .filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .collect())
+                })
+                .await
+            }
             Disk::Sim(d) => d.list(dir),
         }
     }
 
-    /// The whole content of a small file.
-    pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    /// The whole content of each of a few small files, read in one trip to the blocking pool.
+    pub(crate) async fn read_files<const N: usize>(&self, paths: [PathBuf; N]) -> [io::Result<Vec<u8>>; N] {
         match self {
-            Disk::Real => std::fs::read(path),
-            Disk::Sim(d) => d.read(path),
+            Disk::Real => blocking(move || paths.map(std::fs::read)).await,
+            Disk::Sim(d) => paths.map(|p| d.read(&p)),
         }
     }
 
     /// Replaces a small file so that a crash leaves the old or the new content: a temporary
-    /// file and a rename; `durable` adds the fsyncs of file and directory.
+    /// file and a rename; `durable` adds the fsyncs of file and directory. Off the executor
+    /// thread for the real disk, so its syscalls (and fsyncs) do not stall the shard.
+    pub(crate) async fn write_file_off_thread(&self, path: &Path, bytes: Vec<u8>, durable: bool) -> io::Result<()> {
+        match self {
+            Disk::Real => {
+                let path = path.to_path_buf();
+                blocking(move || write_real_file(&path, &bytes, durable)).await
+            }
+            Disk::Sim(d) => d.write_file(path, &bytes, durable),
+        }
+    }
+
+    /// Makes the entries of `dir` durable (fsync of the directory, through io_uring for the
+    /// real disk).
+    pub async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => {
+                let d = glommio::io::Directory::open(dir).await.map_err(io::Error::from)?;
+                let synced = d.sync().await.map_err(io::Error::from);
+                let closed = d.close().await.map_err(io::Error::from);
+                synced.and(closed)
+            }
+            Disk::Sim(d) => d.sync_dir(dir),
+        }
+    }
+
+    /// [`Disk::write_file_off_thread`] on the calling thread: blocking, for tools and tests
+    /// (`producers::save_snapshot`), never called by a running log.
     pub(crate) fn write_file(&self, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
         match self {
             Disk::Real => write_real_file(path, bytes, durable),
@@ -77,43 +119,14 @@ impl Disk {
         }
     }
 
-    /// [`Disk::write_file`] off the executor thread (for the real disk), so its fsyncs do not
-    /// stall the shard.
-    pub(crate) async fn write_file_off_thread(&self, path: &Path, bytes: Vec<u8>, durable: bool) -> io::Result<()> {
-        match self {
-            Disk::Real => {
-                let path = path.to_path_buf();
-                glommio::executor().spawn_blocking(move || write_real_file(&path, &bytes, durable)).await
-            }
-            Disk::Sim(d) => d.write_file(path, &bytes, durable),
-        }
-    }
-
-    /// [`Disk::sync_dir`] off the executor thread (for the real disk).
-    pub(crate) async fn sync_dir_off_thread(&self, dir: &Path) -> io::Result<()> {
-        match self {
-            Disk::Real => {
-                let dir = dir.to_path_buf();
-                glommio::executor().spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await
-            }
-            Disk::Sim(d) => d.sync_dir(dir),
-        }
-    }
-
-    /// [`Disk::remove_file`] off the executor thread (for the real disk).
+    /// Removes a file (off the executor thread for the real disk: unlinking a large file frees
+    /// its extents, which can take milliseconds).
     pub(crate) async fn remove_file_off_thread(&self, path: &Path) -> io::Result<()> {
         match self {
             Disk::Real => {
                 let path = path.to_path_buf();
-                glommio::executor().spawn_blocking(move || std::fs::remove_file(&path)).await
+                blocking(move || std::fs::remove_file(&path)).await
             }
-            Disk::Sim(d) => d.remove_file(path),
-        }
-    }
-
-    pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match self {
-            Disk::Real => std::fs::remove_file(path),
             Disk::Sim(d) => d.remove_file(path),
         }
     }
@@ -132,6 +145,11 @@ impl Disk {
             Disk::Sim(d) => Ok(Handle::Sim(d.open(path, create_new)?)),
         }
     }
+}
+
+/// Runs `f` on the executor's blocking thread pool.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
 }
 
 fn write_real_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {

@@ -243,14 +243,17 @@ impl PartitionLog {
         if let (Some(parent), true) = (dir.parent(), disk.is_real()) {
             crate::probe_direct_io(parent).await?;
         }
-        disk.create_dir_all(dir).map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
+        disk.create_dir_all(dir).await.map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
         let now = now_ms();
-        let bases = segment::list(disk, dir)?;
+        let bases = segment::list(disk, dir).await?;
+        let [log_start_file, producers_file] =
+            disk.read_files([dir.join(LOG_START_FILE), dir.join(crate::producers::SNAPSHOT_FILE)]).await;
+        let stored_log_start = parse_log_start(log_start_file.ok());
         let interval = config.index_interval_bytes.max(1);
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut cut = 0;
         if bases.is_empty() {
-            segments.push(Segment::create(disk, dir, read_log_start(disk, dir).unwrap_or(0).max(0), now).await?);
+            segments.push(Segment::create(disk, dir, stored_log_start.unwrap_or(0).max(0), now).await?);
         } else {
             for (i, base) in bases.iter().enumerate() {
                 if i + 1 < bases.len() {
@@ -265,7 +268,7 @@ impl PartitionLog {
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
         let first = segments[0].base;
-        let log_start = read_log_start(disk, dir).unwrap_or(first).clamp(first, next_offset);
+        let log_start = stored_log_start.unwrap_or(first).clamp(first, next_offset);
         let tail_start = align_down(active.size);
         let tail = if tail_start < active.size {
             let want = (active.size - tail_start) as usize;
@@ -300,8 +303,7 @@ impl PartitionLog {
         };
         state.rebuild_producers();
         if clean {
-            let snapshot = disk.read(&dir.join(crate::producers::SNAPSHOT_FILE)).ok();
-            if let Some(p) = snapshot.and_then(|b| crate::producers::decode_snapshot(&b, next_offset)) {
+            if let Some(p) = producers_file.ok().and_then(|b| crate::producers::decode_snapshot(&b, next_offset)) {
                 state.producers = p;
             }
         }
@@ -486,23 +488,31 @@ impl PartitionLog {
         if let Some(h) = handle {
             h.await;
         }
-        let st = self.state.borrow();
-        if self.durable.get() != st.next_offset {
-            return Err(StorageError::WriteFailed(format!(
-                "{}: {} appended offsets not durable at close",
-                self.name,
-                st.next_offset - self.durable.get()
-            )));
+        let (index_files, snapshot) = {
+            let st = self.state.borrow();
+            if self.durable.get() != st.next_offset {
+                return Err(StorageError::WriteFailed(format!(
+                    "{}: {} appended offsets not durable at close",
+                    self.name,
+                    st.next_offset - self.durable.get()
+                )));
+            }
+            // A small active segment is cheaper to scan at the next start than to index now
+            // (this keeps shutdown fast with many partitions).
+            let index_files = (st.active().size >= INDEX_AT_CLOSE_MIN_BYTES).then(|| st.active().index_files());
+            let snapshot =
+                (!st.producers.is_empty()).then(|| crate::producers::encode_snapshot(st.next_offset, &st.producers));
+            (index_files, snapshot)
+        };
+        // Without per-file fsync: the caller syncs the filesystem once before leaving the
+        // clean-shutdown marker, without which these files are not trusted.
+        if let Some(files) = index_files {
+            files.write(false).await?;
         }
-        // A small active segment is cheaper to scan at the next start than to index now
-        // (this keeps shutdown fast with many partitions).
-        if st.active().size >= INDEX_AT_CLOSE_MIN_BYTES {
-            st.active().index_files().write_now()?;
-        }
-        if !st.producers.is_empty() {
-            let bytes = crate::producers::encode_snapshot(st.next_offset, &st.producers);
+        if let Some(bytes) = snapshot {
             self.disk
-                .write_file(&self.dir.join(crate::producers::SNAPSHOT_FILE), &bytes, false)
+                .write_file_off_thread(&self.dir.join(crate::producers::SNAPSHOT_FILE), bytes, false)
+                .await
                 .map_err(|e| StorageError::io("write producer snapshot in", self.dir.display(), e))?;
         }
         Ok(())
@@ -518,6 +528,6 @@ const TAIL_KEEP_CAPACITY: usize = 256 * 1024;
 /// File holding a partition's log start offset once DeleteRecords or retention moved it.
 const LOG_START_FILE: &str = "log-start-offset";
 
-fn read_log_start(disk: &Disk, dir: &Path) -> Option<i64> {
-    String::from_utf8(disk.read(&dir.join(LOG_START_FILE)).ok()?).ok()?.trim().parse().ok()
+fn parse_log_start(file: Option<Vec<u8>>) -> Option<i64> {
+    String::from_utf8(file?).ok()?.trim().parse().ok()
 }
