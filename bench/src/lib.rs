@@ -1,13 +1,21 @@
-//! sluice-bench: a Kafka load generator (`sluice bench`), thread-per-core on glommio.
+//! sluice-client: the client side of sluice — the tools that run against a broker. The
+//! broker's serving code (sluice-net) does not depend on it; the `sluice` binary (net/bin/)
+//! dispatches its subcommands here.
 //!
-//! Owns: a minimal pipelined Kafka client ([`client`]), the produce and consume workloads
-//! ([`produce`], [`consume`]), and the report ([`report`]): records/s, MB/s and latency
-//! percentiles from hdrhistogram, a live progress line, a table and optional JSON.
+//! Owns: a minimal pipelined Kafka client ([`client`]); the admin commands `sluice
+//! topic|group|produce|consume` ([`admin`]); the load generator `sluice bench`,
+//! thread-per-core on glommio: the produce and consume workloads ([`produce`], [`consume`]),
+//! batch compression ([`codec`]), the machine's ceilings ([`limits`]) and the report
+//! ([`report`]): records/s, MB/s and latency percentiles from hdrhistogram, a live progress
+//! line, a table and optional JSON.
 //!
-//! Contract: it speaks only the Kafka protocol, so it measures any Kafka-compatible broker
-//! (sluice or Apache Kafka) the same way. Batches are built once per connection and only
-//! their timestamps and CRC are rewritten per request: no per-record allocation while running.
+//! Contract: client side only. It speaks only the Kafka protocol, so it works against and
+//! measures any Kafka-compatible broker (sluice or Apache Kafka) the same way; of the broker
+//! it uses only sluice-core's batch format ([`sluice_core::batch`]). The load generator builds
+//! batches once per connection and only rewrites their timestamps and CRC per request: no
+//! per-record allocation while running.
 
+pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod consume;

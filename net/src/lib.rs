@@ -1,13 +1,16 @@
-//! sluice-net: the Kafka protocol server and the `sluice` binary.
+//! sluice-net: the Kafka protocol server (the broker's serving side).
 //!
-//! Owns: the command line ([`cli`]), starting the broker ([`server`]), connections and
-//! request framing ([`conn`], [`frame`]), one handler file per Kafka API registered in one
-//! table that also answers ApiVersions ([`api`]), and the one mapping from every typed error to
-//! a Kafka error code ([`errors`]).
+//! Owns: starting the broker ([`server`]), connections and request framing ([`conn`],
+//! [`frame`]), one handler file per Kafka API registered in one table that also answers
+//! ApiVersions ([`api`]), encoding responses ([`response`]), the one mapping from every typed
+//! error to a Kafka error code ([`errors`]), the metrics and readiness endpoint
+//! ([`metrics_http`]) and the allocator the binary installs ([`huge_alloc`]).
+//!
+//! Contract: server side only. It does not depend on the client side (sluice-client in bench/:
+//! the Kafka client, the admin commands, the load generator and its compression codecs); the
+//! `sluice` binary that puts both behind one command line is the `sluice` package in net/bin/.
 
-pub mod admin;
 pub mod api;
-pub mod cli;
 pub mod conn;
 pub mod errors;
 pub mod frame;

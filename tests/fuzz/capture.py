@@ -13,7 +13,7 @@ Then writes, deduplicated by content hash:
                              storage_files layout (u32 size | u32 last_rel | u16 len | .index | .timeindex)
   corpus/group_store/cap-*   key/value records of __consumer_offsets (0 | u16 klen | key | value)
 
-Usage (from the repository root, after `cargo build --release -p sluice-net` and with the test
+Usage (from the repository root, after `cargo build --release -p sluice` and with the test
 venv): .venv/bin/python tests/fuzz/capture.py
 Every broker started is stopped by its PID; only 127.0.0.1 is used.
 """

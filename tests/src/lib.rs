@@ -60,7 +60,7 @@ pub fn sluice_bin() -> PathBuf {
         return debug;
     }
     panic!(
-        "sluice binary not found: set SLUICE_BIN or run `cargo build --release -p sluice-net` \
+        "sluice binary not found: set SLUICE_BIN or run `cargo build --release -p sluice` \
          (looked for {} and {})",
         release.display(),
         debug.display()

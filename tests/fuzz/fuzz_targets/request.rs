@@ -1,7 +1,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-// The broker's allocator: decode under the same rules as sluice (net/src/main.rs).
+// The broker's allocator: decode under the same rules as sluice (net/bin/src/main.rs).
 #[global_allocator]
 static ALLOCATOR: sluice_net::huge_alloc::HugeAlloc = sluice_net::huge_alloc::HugeAlloc;
 

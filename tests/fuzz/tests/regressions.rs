@@ -9,7 +9,7 @@ use std::process::Command;
 
 const CHILD_ENV: &str = "SLUICE_FUZZ_REGRESSION_CHILD";
 
-// The broker's allocator (net/src/main.rs): huge allocations reserve address space with
+// The broker's allocator (net/bin/src/main.rs): huge allocations reserve address space with
 // MAP_NORESERVE instead of aborting, so wire-length pre-allocations behave here as in sluice.
 #[global_allocator]
 static ALLOCATOR: sluice_net::huge_alloc::HugeAlloc = sluice_net::huge_alloc::HugeAlloc;

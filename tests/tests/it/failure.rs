@@ -2,7 +2,7 @@
 //! started again on the same data dir and port recovers every acknowledged record.
 //!
 //! Needs the `fault-injection` feature of sluice-net in the binary under test (this crate
-//! enables it, so a workspace build has it; alone: `cargo build --release -p sluice-net
+//! enables it, so a workspace build has it; alone: `cargo build --release -p sluice
 //! --features fault-injection`). `SLUICE_FAULT_PANIC_SHARD=1:<n>` makes shard 1 panic in its
 //! produce path after `n` partition appends while an acks=all producer keeps it busy.
 
@@ -67,7 +67,7 @@ fn shard_panic_aborts_the_process_and_a_restart_recovers_acked_records() {
     assert!(
         broker.current_stderr().contains("fault injection armed"),
         "the binary under test lacks the fault-injection feature \
-         (build it with `cargo build --release -p sluice-net --features fault-injection`)"
+         (build it with `cargo build --release -p sluice --features fault-injection`)"
     );
     let topic = topic_name("shard-panic");
     create_topic(&broker.addr(), &topic, PARTITIONS);

@@ -1,7 +1,13 @@
-//! The `sluice` binary: parse the command line, set up logging, run.
+//! The `sluice` binary: parse the command line, set up logging, run the broker (sluice-net) or
+//! a client-side command (sluice-client: `bench`, `topic`, `group`, `produce`, `consume`).
+//!
+//! Contract: the one place where the server and the client side meet; each subcommand's exit
+//! code is the process's exit code, a command-line error exits 2 with one line on stderr.
+
+mod cli;
 
 use clap::Parser;
-use sluice_net::cli::{config_check, Cli, Command, ConfigAction, LogFormat};
+use cli::{config_check, Cli, Command, ConfigAction, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// See `huge_alloc`: huge reservations from the wire codec must not abort the broker.
@@ -33,11 +39,11 @@ fn main() {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         Some(Command::Config { action: ConfigAction::Check { file } }) => std::process::exit(config_check(&file)),
-        Some(Command::Bench(b)) => std::process::exit(sluice_bench::run(b)),
-        Some(Command::Topic(a)) => std::process::exit(sluice_net::admin::topic::run(a)),
-        Some(Command::Group(a)) => std::process::exit(sluice_net::admin::group::run(a)),
-        Some(Command::Produce(a)) => std::process::exit(sluice_net::admin::produce::run(a)),
-        Some(Command::Consume(a)) => std::process::exit(sluice_net::admin::consume::run(a)),
+        Some(Command::Bench(b)) => std::process::exit(sluice_client::run(b)),
+        Some(Command::Topic(a)) => std::process::exit(sluice_client::admin::topic::run(a)),
+        Some(Command::Group(a)) => std::process::exit(sluice_client::admin::group::run(a)),
+        Some(Command::Produce(a)) => std::process::exit(sluice_client::admin::produce::run(a)),
+        Some(Command::Consume(a)) => std::process::exit(sluice_client::admin::consume::run(a)),
         None => cli.serve,
     };
     let result = args.resolve().and_then(sluice_net::server::run);

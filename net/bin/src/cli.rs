@@ -1,4 +1,5 @@
-//! The command line: `sluice [serve]` runs the broker; flags override the config file.
+//! The command line: `sluice [serve]` runs the broker (flags override the config file); the
+//! other subcommands are the client side's (sluice-client) or check a config file.
 //!
 //! Contract: a bad flag or value prints one line on stderr naming it and exits non-zero.
 
@@ -34,15 +35,15 @@ pub enum Command {
     /// Run the broker (the default when no subcommand is given).
     Serve(ServeArgs),
     /// Load generator: produce or consume against any Kafka-compatible broker.
-    Bench(sluice_bench::BenchArgs),
+    Bench(sluice_client::BenchArgs),
     /// Topics: create, list, describe, delete, alter-config (any Kafka-compatible broker).
-    Topic(crate::admin::topic::TopicArgs),
+    Topic(sluice_client::admin::topic::TopicArgs),
     /// Consumer groups: list, describe (offsets and lag), delete.
-    Group(crate::admin::group::GroupArgs),
+    Group(sluice_client::admin::group::GroupArgs),
     /// Produce stdin lines as records.
-    Produce(crate::admin::produce::ProduceArgs),
+    Produce(sluice_client::admin::produce::ProduceArgs),
     /// Print records of a topic, optionally as a consumer group member.
-    Consume(crate::admin::consume::ConsumeArgs),
+    Consume(sluice_client::admin::consume::ConsumeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,7 +54,7 @@ pub enum ConfigAction {
 
 /// `sluice config check FILE`: 0 when valid (prints the effective settings), 1 otherwise.
 pub fn config_check(file: &std::path::Path) -> i32 {
-    let cores = crate::server::allowed_cpus().len();
+    let cores = sluice_net::server::allowed_cpus().len();
     match BrokerConfig::from_file(file).map_err(|e| e.to_string()).and_then(|c| {
         c.validate(cores).map_err(|e| format!("{}: {e}", file.display()))?;
         Ok(c)

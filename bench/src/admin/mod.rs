@@ -1,5 +1,6 @@
 //! The admin CLI: `sluice topic|group|produce|consume`, speaking only the Kafka protocol, so it
-//! works against any Kafka-compatible broker.
+//! works against any Kafka-compatible broker. Client side (sluice-client): the broker's
+//! serving code never links it.
 //!
 //! Owns: the shared flags ([`CommonArgs`]), the error type and its exit codes ([`AdminError`]),
 //! running a command on one unbound glommio executor ([`run`]), the connections

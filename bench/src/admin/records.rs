@@ -1,13 +1,16 @@
 //! Record batches with headers for `produce`/`consume`, Kafka's default partitioner
-//! (murmur2), and the consumer protocol's subscription and assignment bytes.
+//! (murmur2), and the consumer protocol's subscription and assignment bytes. Client side: the
+//! batch format itself (header fields, length, CRC-32C) is sluice-core's [`batch`]; this file
+//! keeps what only a client needs, writing records with headers and reading them back to print.
 //!
 //! Contract: [`build_batch`] writes one uncompressed magic-2 batch (base offset 0, no producer
 //! id) whose CRC-32C is correct; [`parse_batches`] reads every complete batch of a Fetch
-//! answer, checks its CRC, and returns its records with absolute offsets and timestamps
-//! (LogAppendTime batches report the batch's max timestamp). Control batches are skipped;
-//! compressed batches are skipped and reported (this client decodes no compression codec).
+//! answer, checks it with [`batch::validate`] (header and CRC), and returns its records with
+//! absolute offsets and timestamps (LogAppendTime batches report the batch's max timestamp).
+//! Control batches are skipped; compressed batches are skipped and reported (this client
+//! decodes no compression codec).
 
-use sluice_core::batch::{compute_crc, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use sluice_core::batch::{self, compute_crc, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 
 /// A record to produce.
 #[derive(Debug, Clone)]
@@ -102,26 +105,9 @@ pub struct Parsed {
 pub fn parse_batches(data: &[u8], from: i64) -> Result<Parsed, String> {
     let mut out = Parsed::default();
     let mut pos = 0usize;
-    while data.len() - pos >= LOG_OVERHEAD {
-        let rest = &data[pos..];
-        let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
-        if len < 0 {
-            return Err("negative batch length in fetch answer".into());
-        }
-        let total = LOG_OVERHEAD + len as usize;
-        if total > rest.len() {
-            break; // a partial batch at the end of a fetch answer is normal
-        }
-        let batch = &rest[..total];
-        pos += total;
-        if batch.len() > 16 && batch[16] != 2 {
-            return Err(format!("record batch with magic {} (only v2 batches are supported)", batch[16]));
-        }
-        let h = BatchHeader::parse(batch).map_err(|e| e.to_string())?;
-        let crc = compute_crc(batch);
-        if crc != h.crc {
-            return Err(format!("CRC-32C mismatch in the batch at offset {}", h.base_offset));
-        }
+    while let Some(batch) = next_batch(&data[pos..])? {
+        pos += batch.len();
+        let h = check_batch(batch)?;
         out.next_offset = Some(h.last_offset() + 1);
         if h.is_control() || h.last_offset() < from {
             continue;
@@ -130,39 +116,73 @@ pub fn parse_batches(data: &[u8], from: i64) -> Result<Parsed, String> {
             out.skipped_compressed.push((h.base_offset, h.compression()));
             continue;
         }
-        let log_append = h.attributes & 0x08 != 0;
-        let mut cur = Cursor { buf: batch, pos: HEADER_LEN };
-        for _ in 0..h.records_count {
-            let len = cur.varint()?;
-            let start = cur.pos;
-            cur.bytes(1)?; // attributes
-            let ts_delta = cur.varint()?;
-            let off_delta = cur.varint()?;
-            let key = cur.nullable()?.map(<[u8]>::to_vec);
-            let value = cur.nullable()?.map(<[u8]>::to_vec);
-            let nh = cur.varint()?;
-            let mut headers = Vec::new();
-            for _ in 0..nh.max(0) {
-                let klen = cur.varint()?;
-                if klen < 0 {
-                    return Err("negative header key length".into());
-                }
-                let k = cur.bytes(klen as usize)?.to_vec();
-                let v = cur.nullable()?.map(<[u8]>::to_vec);
-                headers.push((k, v));
-            }
-            if (cur.pos - start) as i64 != len {
-                return Err("record length does not match its content".into());
-            }
-            let offset = h.base_offset + off_delta;
-            if offset < from {
-                continue;
-            }
-            let timestamp = if log_append { h.max_timestamp } else { h.base_timestamp + ts_delta };
-            out.records.push(InRecord { offset, timestamp, key, value, headers });
-        }
+        decode_records(batch, &h, from, &mut out.records)?;
     }
     Ok(out)
+}
+
+/// The first complete batch of `rest` by its length field; `None` when only a partial batch
+/// (normal at the end of a fetch answer) or nothing is left.
+fn next_batch(rest: &[u8]) -> Result<Option<&[u8]>, String> {
+    if rest.len() < LOG_OVERHEAD {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+    let len = usize::try_from(len).map_err(|_| "negative batch length in fetch answer".to_string())?;
+    let total = LOG_OVERHEAD.saturating_add(len);
+    Ok(rest.get(..total))
+}
+
+/// One batch's header and CRC-32C, checked by sluice-core's [`batch::validate`], with this
+/// client's messages for an old magic and a damaged batch.
+fn check_batch(batch: &[u8]) -> Result<BatchHeader, String> {
+    if batch.len() > 16 && batch[16] != 2 {
+        return Err(format!("record batch with magic {} (only v2 batches are supported)", batch[16]));
+    }
+    batch::validate(batch).map_err(|e| match e {
+        BatchError::CrcMismatch { .. } => {
+            let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+            format!("CRC-32C mismatch in the batch at offset {base_offset}")
+        }
+        e => e.to_string(),
+    })
+}
+
+/// Appends the records (with their headers, which sluice-core's reader skips) of one
+/// uncompressed batch at or after `from`.
+fn decode_records(batch: &[u8], h: &BatchHeader, from: i64, out: &mut Vec<InRecord>) -> Result<(), String> {
+    let log_append = h.attributes & 0x08 != 0;
+    let mut cur = Cursor { buf: batch, pos: HEADER_LEN };
+    for _ in 0..h.records_count {
+        let len = cur.varint()?;
+        let start = cur.pos;
+        cur.bytes(1)?; // attributes
+        let ts_delta = cur.varint()?;
+        let off_delta = cur.varint()?;
+        let key = cur.nullable()?.map(<[u8]>::to_vec);
+        let value = cur.nullable()?.map(<[u8]>::to_vec);
+        let nh = cur.varint()?;
+        let mut headers = Vec::new();
+        for _ in 0..nh.max(0) {
+            let klen = cur.varint()?;
+            if klen < 0 {
+                return Err("negative header key length".into());
+            }
+            let k = cur.bytes(klen as usize)?.to_vec();
+            let v = cur.nullable()?.map(<[u8]>::to_vec);
+            headers.push((k, v));
+        }
+        if (cur.pos - start) as i64 != len {
+            return Err("record length does not match its content".into());
+        }
+        let offset = h.base_offset + off_delta;
+        if offset < from {
+            continue;
+        }
+        let timestamp = if log_append { h.max_timestamp } else { h.base_timestamp + ts_delta };
+        out.push(InRecord { offset, timestamp, key, value, headers });
+    }
+    Ok(())
 }
 
 struct Cursor<'a> {
@@ -380,6 +400,26 @@ mod tests {
         assert_eq!(p.records[0].headers, vec![(b"h".to_vec(), Some(b"x".to_vec())), (b"h".to_vec(), None)]);
         assert_eq!(p.records[0].timestamp, 1234);
         assert_eq!(p.records[1].key, None);
+    }
+
+    #[test]
+    fn damaged_old_and_partial_batches() {
+        let one = OutRecord { key: None, value: Some(b"v".to_vec()), headers: vec![] };
+        let mut b = build_batch(&[one], 1);
+        b[0..8].copy_from_slice(&7i64.to_be_bytes());
+        let mut two = b.clone();
+        two.extend_from_slice(&b[..b.len() - 1]);
+        let p = parse_batches(&two, 0).unwrap();
+        assert_eq!((p.records.len(), p.next_offset), (1, Some(8)), "a partial last batch is left for the next fetch");
+        let mut damaged = b.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert_eq!(parse_batches(&damaged, 0).unwrap_err(), "CRC-32C mismatch in the batch at offset 7");
+        let mut old = b.clone();
+        old[16] = 1;
+        assert_eq!(parse_batches(&old, 0).unwrap_err(), "record batch with magic 1 (only v2 batches are supported)");
+        let mut negative = b;
+        negative[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(parse_batches(&negative, 0).unwrap_err(), "negative batch length in fetch answer");
     }
 
     #[test]

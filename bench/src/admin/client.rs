@@ -1,4 +1,4 @@
-//! Connections for the admin CLI: one [`Conn`] per broker over `sluice_bench::client`, with
+//! Connections for the admin CLI: one [`Conn`] per broker over [`crate::client`], with
 //! the versions the broker announced in ApiVersions, and a [`Cluster`] that finds partition
 //! leaders and group coordinators and connects to them.
 //!
@@ -7,6 +7,7 @@
 //! [`AdminError::Other`] naming the API.
 
 use super::{check, AdminError, Result};
+use crate::client::{self, ClientError, Receiver, Sender};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::ListOffsetsRequest;
@@ -14,7 +15,6 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
-use sluice_bench::client::{self, ClientError, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
