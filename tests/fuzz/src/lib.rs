@@ -296,7 +296,7 @@ fn recovery_run(
             assert_eq!(n, exp_n, "read back a different number of batches than recovery kept");
         }
         let _ = log.offset_for_timestamp(ts).await;
-        let _ = log.max_timestamp();
+        let _ = log.max_timestamp().await;
         if flags & 2 == 2 {
             let b = batch::build(&[batch::Record { key: Some(b"k"), value: b"fuzz" }], 1_000);
             let h = batch::validate(&b).unwrap();
