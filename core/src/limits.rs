@@ -74,11 +74,16 @@ pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
 /// response's `max_bytes` came back, so a fetch reads at most about `max_bytes` plus this
 /// many partition reads per owner.
 pub const FETCH_READS_IN_FLIGHT: usize = 8;
-/// Fetch sessions (KIP-227) one shard keeps; the least recently used is evicted beyond this
-/// (Kafka's `max.incremental.fetch.session.cache.slots` default is 1000 per broker).
+/// Fetch sessions (KIP-227) one shard keeps (Kafka's `max.incremental.fetch.session.cache.slots`
+/// default is 1000 per broker); beyond this only a session idle longer than
+/// `FETCH_SESSION_EVICTION_IDLE_MS` is evicted, else the new fetch is answered sessionless.
 pub const FETCH_SESSIONS_PER_SHARD: usize = 1000;
+/// How long a fetch session must have been unused before a new session may evict it (Kafka's
+/// `min.incremental.fetch.session.eviction.ms` default), so clients opening sessions over and
+/// over cannot evict the sessions of active consumers.
+pub const FETCH_SESSION_EVICTION_IDLE_MS: u64 = 120_000;
 /// Partitions all of one shard's fetch sessions may list together (about 150 bytes each). A full
-/// fetch listing more than fits even after evicting every other session gets no session (it is
+/// fetch listing more than fits even after evicting every idle session gets no session (it is
 /// answered sessionless, as Kafka does when its cache is full); an incremental fetch that would
 /// grow past it closes its session (FETCH_SESSION_ID_NOT_FOUND: the client starts over).
 pub const FETCH_SESSION_PARTITIONS_PER_SHARD: usize = 200_000;

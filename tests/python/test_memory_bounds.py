@@ -7,6 +7,8 @@ metric that counts what is bounded, while normal clients keep being served.
 - Long polls: a Fetch answered by one owner ends its waits on the other owners at once.
 - The metrics endpoint: a connection cap and a read timeout.
 - Mesh messages: at most `max_mesh_tasks_per_shard` tasks per shard for cross-shard work.
+- Fetch sessions and group members keep owned copies of what they store (topic names, member
+  metadata), never slices of the request frame, so trailing bytes in a frame are freed with it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from support import (
-    RssSampler, create_topic, metrics_address, request_frame, rss_kib, scrape, total, unique_topic, wait_until,
+    RssSampler, create_topic, metrics_address, recv_frame, request_frame, rss_kib, scrape, total, unique_topic, wait_until,
 )
 
 MIB = 1024 * 1024
@@ -341,4 +343,108 @@ def test_stalled_fetchers_cannot_pin_evicted_chunks(broker_factory, tmp_path):
     finally:
         for s in stalled:
             s.close()
+    assert broker.alive()
+
+
+def uvarint(n: int) -> bytes:
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def compact_str(s: str) -> bytes:
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def fetch_v12_new_session(correlation_id: int, topic: str, trailing: int) -> bytes:
+    """Fetch v12 (flexible, topic names) opening a session (id 0, epoch 0) on partition 0 of
+    `topic`, with `trailing` garbage bytes after the body, inside the frame."""
+    cid = b"sluice-raw-test"
+    header = struct.pack(">hhih", 1, 12, correlation_id, len(cid)) + cid + b"\x00"
+    body = struct.pack(">iiiibii", -1, 0, 1, MIB, 0, 0, 0)
+    body += uvarint(2) + compact_str(topic)
+    body += uvarint(2) + struct.pack(">iiqiqi", 0, -1, 0, -1, -1, MIB) + b"\x00"
+    body += b"\x00"                           # topic tagged fields
+    body += uvarint(1) + compact_str("") + b"\x00"   # no forgotten topics, rack id, tagged fields
+    payload = header + body + b"\xab" * trailing
+    return struct.pack(">i", len(payload)) + payload
+
+
+def test_fetch_sessions_do_not_keep_request_frames(broker_factory, tmp_path):
+    """20 Fetch v12 each opening a session and carrying 20 MiB of trailing bytes in its frame.
+    Had sessions kept the decoded topic name (a slice of the frame), every frame would stay in
+    memory with its session: 400 MiB."""
+    n, trailing = 20, 20 * MIB
+    broker, _addr = start(broker_factory, tmp_path)
+    pid = broker.proc.pid
+    topic = unique_topic("sess")
+    create_topic(broker.bootstrap, topic, 1)
+    assert produce_and_consume(broker.bootstrap, topic, 10, 30) == 10
+    rss_before = rss_kib(pid)
+    sessions = []
+    with socket.create_connection((broker.host, broker.port), timeout=30) as s:
+        for i in range(n):
+            s.sendall(fetch_v12_new_session(i, topic, trailing))
+            resp = recv_frame(s)
+            assert resp is not None, f"fetch {i} not answered"
+            corr, _tags, _throttle, err, session_id = struct.unpack_from(">ibihi", resp, 0)
+            assert corr == i and err == 0, f"fetch {i}: correlation {corr}, error {err}"
+            sessions.append(session_id)
+    # Every fetch opened a session (else nothing would have kept its frame).
+    assert all(sid != 0 for sid in sessions) and len(set(sessions)) == n, f"session ids {sessions}"
+    time.sleep(1)
+    rss_after = rss_kib(pid)
+    grown = (rss_after - rss_before) * 1024
+    print(f"{n} Fetch v12 opening sessions with {trailing // MIB} MiB trailing bytes each: RSS {rss_before} KiB "
+          f"before, {rss_after} KiB after (grew {grown / MIB:.0f} MiB; {n * trailing // MIB} MiB if frames were kept)")
+    assert grown < n * trailing // 4, f"RSS grew {grown / MIB:.0f} MiB: sessions keep request frames"
+    assert produce_and_consume(broker.bootstrap, topic, 10, 30, start=10) == 10
+    assert broker.alive()
+
+
+def join_group_v0(correlation_id: int, group: str, trailing: int) -> bytes:
+    """JoinGroup v0 of a new member to `group` (consumer protocol "range", 16 bytes of
+    metadata), with `trailing` garbage bytes after the body, inside the frame."""
+    body = struct.pack(">h", len(group)) + group.encode() + struct.pack(">i", 30_000)
+    body += struct.pack(">h", 0) + struct.pack(">h", 8) + b"consumer"
+    body += struct.pack(">i", 1) + struct.pack(">h", 5) + b"range" + struct.pack(">i", 16) + b"m" * 16
+    return request_frame(11, 0, correlation_id, body + b"\xab" * trailing)
+
+
+def test_group_members_do_not_keep_request_frames(broker_factory, tmp_path):
+    """20 JoinGroup, each the only member of its own group, each frame with 20 MiB of trailing
+    bytes. Had members kept their metadata as a slice of the frame, every frame would stay in
+    memory as long as the member: 400 MiB."""
+    n, trailing = 20, 20 * MIB
+    broker, _addr = start(broker_factory, tmp_path)
+    pid = broker.proc.pid
+    topic = unique_topic("join")
+    create_topic(broker.bootstrap, topic, 1)
+    assert produce_and_consume(broker.bootstrap, topic, 10, 30) == 10
+    rss_before = rss_kib(pid)
+    socks = [socket.create_connection((broker.host, broker.port), timeout=30) for _ in range(n)]
+    try:
+        for i, s in enumerate(socks):
+            s.sendall(join_group_v0(i, unique_topic("g"), trailing))
+        for i, s in enumerate(socks):
+            resp = recv_frame(s)
+            assert resp is not None, f"join {i} not answered"
+            corr, err = struct.unpack_from(">ih", resp, 0)
+            assert corr == i and err == 0, f"join {i}: correlation {corr}, error {err}"
+        time.sleep(1)
+        rss_after = rss_kib(pid)
+    finally:
+        for s in socks:
+            s.close()
+    grown = (rss_after - rss_before) * 1024
+    print(f"{n} JoinGroup with {trailing // MIB} MiB trailing bytes each: RSS {rss_before} KiB before, "
+          f"{rss_after} KiB with the members alive (grew {grown / MIB:.0f} MiB; {n * trailing // MIB} MiB if kept)")
+    assert grown < n * trailing // 4, f"RSS grew {grown / MIB:.0f} MiB: group members keep request frames"
+    assert produce_and_consume(broker.bootstrap, topic, 10, 30, start=10) == 10
     assert broker.alive()

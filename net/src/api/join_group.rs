@@ -3,7 +3,8 @@
 //! Contract: from v4 a member without an id gets MEMBER_ID_REQUIRED with its id and must
 //! rejoin with it; static members (group.instance.id) skip that and, when they come back to a
 //! stable group, get their place back without a rebalance. The answer arrives in phase 2, so
-//! a join waiting for other members never blocks the connection.
+//! a join waiting for other members never blocks the connection. What the group keeps
+//! (protocol metadata, ids) is copied out of the request frame, never sliced from it.
 
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
@@ -30,7 +31,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             member_id: body.member_id.to_string(),
             group_instance_id: body.group_instance_id.map(|s| s.to_string()),
             protocol_type: body.protocol_type.to_string(),
-            protocols: body.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+            // Copied: decoded metadata is a slice of the request frame, and a member keeps it
+            // as long as it lives (trailing bytes in the frame would stay with it).
+            protocols: body
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.to_string(), bytes::Bytes::copy_from_slice(&p.metadata)))
+                .collect(),
             client_id: req.client_id.clone().unwrap_or_default(),
             client_host: req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
             require_known_member_id: v >= 4,

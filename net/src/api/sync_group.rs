@@ -1,4 +1,7 @@
 //! SyncGroup (key 14), versions 0–5: the leader hands out assignments; every member gets its own.
+//!
+//! Contract: the assignments the group keeps are copied out of the request frame, never
+//! sliced from it, so a frame's trailing bytes do not live as long as the member.
 
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
@@ -24,7 +27,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             group_instance_id: body.group_instance_id.map(|s| s.to_string()),
             protocol_type: body.protocol_type.map(|s| s.to_string()),
             protocol_name: body.protocol_name.map(|s| s.to_string()),
-            assignments: body.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+            // Copied: a decoded assignment is a slice of the request frame, and the member
+            // keeps it until the next rebalance.
+            assignments: body
+                .assignments
+                .into_iter()
+                .map(|a| (a.member_id.to_string(), bytes::Bytes::copy_from_slice(&a.assignment)))
+                .collect(),
         };
         let reply = async move {
             let result = match groups::call(&ctx.shard, &group_id, GroupOp::Sync(sync)).await {
