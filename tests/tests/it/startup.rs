@@ -143,8 +143,29 @@ fn start_waits_for_a_port_that_is_released() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn a broker");
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(child.try_wait().expect("try_wait").is_none(), "the broker gave up while the port was held");
+    // Release the port only once the broker said it is waiting for it (bounded).
+    let stderr = child.stderr.take().expect("stderr");
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let err_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = false;
+    while !waiting && std::time::Instant::now() < deadline {
+        match err_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                waiting = line.contains("listen port in use");
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let gave_up = child.try_wait().expect("try_wait").is_some();
     drop(holder);
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -152,18 +173,21 @@ fn start_waits_for_a_port_that_is_released() {
         let line = BufReader::new(stdout).lines().next().and_then(Result::ok);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+    let line = if waiting && !gave_up { rx.recv_timeout(Duration::from_secs(30)).ok().flatten() } else { None };
     // SAFETY: signalling the child we spawned and have not reaped.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let out = child.wait_with_output().expect("broker output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().expect("broker exit");
+    let _ = err_reader.join();
+    log.extend(err_rx.try_iter().map(|l| l + "\n"));
+    let stderr = log;
+    assert!(waiting, "it logged why it waited (listen port in use)\n{stderr}");
+    assert!(!gave_up, "the broker gave up while the port was held\n{stderr}");
     let line = line.unwrap_or_default();
     assert!(
         line.starts_with(&format!("sluice ready listen={addr} ")),
         "ready on the released port: {line:?}\n{stderr}"
     );
-    assert!(stderr.contains("listen port in use"), "it logged why it waited\n{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }
