@@ -2,8 +2,9 @@
 //!
 //! Contract: a connection lives on the shard that accepted it. The reader decodes a frame,
 //! runs the handler's first phase to completion (so work is issued in request order), and
-//! starts the second phase as its own task; the writer awaits those answers in order and
-//! writes them. At most `MAX_IN_FLIGHT_PER_CONNECTION` requests are read but not answered:
+//! starts the second phase as its own task, except a Fetch's, which the writer runs when it
+//! gets to it (so a connection runs one fetch at a time: its reads in flight and its answer
+//! held); the writer awaits the answers in order and writes them. At most `MAX_IN_FLIGHT_PER_CONNECTION` requests are read but not answered:
 //! past that the reader stops reading.
 //! Memory: the reader reserves budget for a frame's announced size (waiting for room) before
 //! it reads or allocates any of its body, in two parts held for different times:
@@ -17,9 +18,10 @@
 //! Both parts are freed when the body stalls past `request_body_timeout_ms`. Large frames
 //! (> `LARGE_REQUEST_BYTES`) may hold only part of the shard's budget, so ordinary requests are
 //! served while huge ones wait or stall. A client that stops reading therefore holds its own
-//! connection budget, never the shard's request budget, whatever it pipelines behind a reply
-//! the writer cannot write. Its answered-but-unwritten responses (at most its in-flight count)
-//! count in the shard's `metrics::response_bytes_held` from the moment the second phase
+//! connection budget and, of the shard's request budget, only the Fetch frames it pipelined
+//! behind a reply the writer cannot write (their second phases have not run; Fetch frames are
+//! small in practice, but nothing else bounds them). Its answered-but-unwritten responses (at
+//! most its in-flight count, at most one of them a Fetch answer) count in the shard's `metrics::response_bytes_held` from the moment the second phase
 //! finishes until they are written or the connection closes; Fetch answers are cut to what
 //! `max_response_bytes_per_shard` leaves (`api/fetch.rs`), so the frames held for clients
 //! that do not read stay bounded per shard. There is no write timeout: such a client keeps its
@@ -33,7 +35,7 @@ use crate::api::{self, Ctx, Reply};
 use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError};
 use crate::response::Frame;
 use bytes::BytesMut;
-use futures::future::{select, Either};
+use futures::future::{select, Either, LocalBoxFuture};
 use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -52,10 +54,11 @@ use tracing::Instrument;
 
 const READ_BUFFER: usize = 64 * 1024;
 
-/// A request read but not yet answered: the task running its second phase, and the
+/// A request read but not yet answered: its second phase (a task already running, or for a
+/// Fetch the future the writer runs when it gets to it), and the
 /// connection's part of its budget, held until the reply is written.
 struct Queued {
-    answer: glommio::Task<Answer>,
+    answer: LocalBoxFuture<'static, Answer>,
     _connection: StaticPermit,
 }
 
@@ -261,7 +264,13 @@ async fn read_loop(
         };
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
         let Reserved { connection, shard } = reserved;
-        let answer = glommio::spawn_local(second_phase(reply, shard, api, received));
+        let second = second_phase(reply, shard, api, received);
+        // A Fetch runs when the writer gets to it, so a connection runs one fetch at a time
+        // (reads in flight, answers held); any other second phase runs now.
+        let answer = match spec.map(|s| s.key) {
+            Some(ApiKey::Fetch) => second.boxed_local(),
+            _ => glommio::spawn_local(second).boxed_local(),
+        };
         metrics::inflight(1);
         if tx.send(Queued { answer, _connection: connection }).await.is_err() {
             return Ok(()); // the writer is gone (write error): nothing left to do

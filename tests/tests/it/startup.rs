@@ -5,7 +5,8 @@
 //! acknowledged record; a second broker on a port held by a live broker still fails, after the
 //! wait, with the one-line `cannot listen on ADDR: Address already in use`; a second broker on
 //! a data dir locked by a live broker fails at once naming the holder; a port held at start and
-//! released within the wait is taken.
+//! released within the wait is taken. The restarted broker also serves /metrics on its old
+//! metrics port (retried in the background the same way).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +18,11 @@ use crate::common::*;
 #[test]
 fn restart_right_after_sigkill_on_the_same_port() {
     let _slot = shared_slot();
-    let mut broker = Broker::start(2);
+    // A fixed metrics port, as a deployment has (a free one, picked now).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    let metrics = metrics.to_string();
+    let dir = tempfile::Builder::new().prefix("sluice-it-").tempdir().expect("create temp dir");
+    let mut broker = Broker::start_with(dir, 2, &["--metrics-listen", &metrics]);
     let port = broker.port();
     let topic = topic_name("restart-same-port");
     create_topic(&broker.addr(), &topic, 2);
@@ -41,10 +46,36 @@ fn restart_right_after_sigkill_on_the_same_port() {
         if log.contains("listen port in use") {
             waited += 1;
         }
+        let scraped = scrape_within(&metrics, Duration::from_secs(20));
+        assert!(
+            scraped.contains("sluice_"),
+            "round {round}: no /metrics on {metrics} after the restart: {scraped:?}\n{}",
+            broker.current_stderr()
+        );
     }
     eprintln!("{waited} of {ROUNDS} restarts waited for the port");
     consume_and_verify(&broker.addr(), &topic, 2, &sent, None, Duration::from_secs(60));
     broker.stop();
+}
+
+/// The body of `GET /metrics` at `addr`, retried until it answers or `within` passes ("" then).
+fn scrape_within(addr: &str, within: Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let got = std::net::TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sluice\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        });
+        match got {
+            Ok(body) if body.starts_with("HTTP/1.") && body.contains(" 200 ") => return body,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    String::new()
 }
 
 /// Runs a second broker with `args` (a fresh data dir unless `args` names one) and returns
