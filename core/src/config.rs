@@ -290,6 +290,14 @@ impl BrokerConfig {
                 expected: "a positive number of milliseconds".into(),
             });
         }
+        let retention = crate::limits::MIN_OFFSETS_RETENTION_MINUTES..=crate::limits::MAX_OFFSETS_RETENTION_MINUTES;
+        if !retention.contains(&self.offsets_retention_minutes) {
+            return Err(ConfigError::Invalid {
+                key: "offsets_retention_minutes",
+                value: self.offsets_retention_minutes.to_string(),
+                expected: format!("between {} and {}", retention.start(), retention.end()),
+            });
+        }
         if self.listen_retry_ms > crate::limits::MAX_LISTEN_RETRY_MS {
             return Err(ConfigError::Invalid {
                 key: "listen_retry_ms",
@@ -297,7 +305,9 @@ impl BrokerConfig {
                 expected: format!("between 0 and {}", crate::limits::MAX_LISTEN_RETRY_MS),
             });
         }
-        if !(crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS).contains(&self.request_body_timeout_ms) {
+        if !(crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS)
+            .contains(&self.request_body_timeout_ms)
+        {
             return Err(ConfigError::Invalid {
                 key: "request_body_timeout_ms",
                 value: self.request_body_timeout_ms.to_string(),
@@ -340,6 +350,19 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         BrokerConfig::default().validate(2).unwrap();
+    }
+
+    #[test]
+    fn offsets_retention_minutes_is_bounded() {
+        for bad in [0, crate::limits::MAX_OFFSETS_RETENTION_MINUTES + 1, u64::MAX] {
+            let c = BrokerConfig { offsets_retention_minutes: bad, ..BrokerConfig::default() };
+            assert!(c.validate(2).is_err(), "{bad} accepted");
+        }
+        let c = BrokerConfig {
+            offsets_retention_minutes: crate::limits::MAX_OFFSETS_RETENTION_MINUTES,
+            ..BrokerConfig::default()
+        };
+        c.validate(2).unwrap();
     }
 
     #[test]

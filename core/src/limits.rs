@@ -124,6 +124,10 @@ pub const MAX_PRODUCER_ID_EXPIRATION_MS: u64 = 315_360_000_000;
 /// `producer.id.expiration.check.interval.ms`, 10 minutes; more often when the expiration is
 /// shorter).
 pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS: u64 = 600_000;
+/// Range of `offsets_retention_minutes` accepted (Kafka's `offsets.retention.minutes` is a
+/// positive int); in milliseconds it fits an i64 with room to spare.
+pub const MIN_OFFSETS_RETENTION_MINUTES: u64 = 1;
+pub const MAX_OFFSETS_RETENTION_MINUTES: u64 = i32::MAX as u64;
 /// Largest `listen_retry_ms` accepted.
 pub const MAX_LISTEN_RETRY_MS: u64 = 600_000;
 /// First pause between binds of a port in use; it doubles up to the maximum below.
@@ -154,13 +158,15 @@ const _: () = assert!(
 const _: () =
     assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
 const _: () = assert!(DEFAULT_LISTEN_RETRY_MS <= MAX_LISTEN_RETRY_MS);
+const _: () = assert!(MAX_OFFSETS_RETENTION_MINUTES.checked_mul(60_000).is_some());
 const _: () = assert!(DEFAULT_PRODUCER_ID_EXPIRATION_MS <= MAX_PRODUCER_ID_EXPIRATION_MS);
 const _: () = assert!(MAX_PRODUCER_ID_EXPIRATION_MS <= i64::MAX as u64);
 const _: () = assert!(LISTEN_RETRY_FIRST_PAUSE_MS > 0 && LISTEN_RETRY_FIRST_PAUSE_MS <= LISTEN_RETRY_MAX_PAUSE_MS);
 const _: () = assert!(
     MIN_REQUEST_BODY_TIMEOUT_MS <= REQUEST_BODY_TIMEOUT_MS && REQUEST_BODY_TIMEOUT_MS <= MAX_REQUEST_BODY_TIMEOUT_MS
 );
-const _: () = assert!(DEFAULT_MAX_MESH_TASKS_PER_SHARD >= 1 && DEFAULT_MAX_MESH_TASKS_PER_SHARD <= MAX_MESH_TASKS_PER_SHARD);
+const _: () =
+    assert!(DEFAULT_MAX_MESH_TASKS_PER_SHARD >= 1 && DEFAULT_MAX_MESH_TASKS_PER_SHARD <= MAX_MESH_TASKS_PER_SHARD);
 const _: () = assert!(MAX_IN_FLIGHT_PER_CONNECTION >= 5, "librdkafka pipelines 5 produce requests");
 const _: () = assert!(
     MAX_SEGMENT_RELATIVE_OFFSET >= i32::MAX as i64 && MAX_SEGMENT_RELATIVE_OFFSET <= u32::MAX as i64,

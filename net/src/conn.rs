@@ -2,19 +2,30 @@
 //!
 //! Contract: a connection lives on the shard that accepted it. The reader decodes a frame,
 //! runs the handler's first phase to completion (so work is issued in request order), and
-//! queues the second phase; the writer awaits queued replies in order and writes them. At most
-//! `MAX_IN_FLIGHT_PER_CONNECTION` replies are queued: past that the reader stops reading.
-//! Memory: besides the count, the request bytes read but not answered are bounded per
-//! connection and per shard (`MAX_IN_FLIGHT_BYTES_*`): the reader reserves the budget for a
-//! frame's announced size (waiting for room) before it reads or allocates any of its body,
-//! and frees it when the reply is written, the body stalls past `request_body_timeout_ms`, or
-//! the client leaves. Large frames (> `LARGE_REQUEST_BYTES`) may hold only part of the
-//! shard's budget, so ordinary requests are served while huge ones wait or stall. Replies
-//! are driven one at a time, in order, by the writer, so a client that stops reading holds
-//! at most one response and its own budget, never the shard's other connections. Every response frame counts in the shard's
-//! `metrics::response_bytes_held` from the moment the writer has it until it is written or
-//! the connection closes; Fetch answers are cut to what `max_response_bytes_per_shard` leaves
-//! (`api/fetch.rs`), so the frames held for clients that do not read stay bounded per shard.
+//! starts the second phase as its own task, except a Fetch's, which the writer runs when it
+//! gets to it (so a connection runs one fetch at a time: its reads in flight and its answer
+//! held); the writer awaits the answers in order and writes them. At most `MAX_IN_FLIGHT_PER_CONNECTION` requests are read but not answered:
+//! past that the reader stops reading.
+//! Memory: the reader reserves budget for a frame's announced size (waiting for room) before
+//! it reads or allocates any of its body, in two parts held for different times:
+//! - the connection's part (`MAX_IN_FLIGHT_BYTES_PER_CONNECTION`) until the reply is written
+//!   (or the client leaves), so one connection never has more than that read but unanswered;
+//! - the shard's part (`MAX_IN_FLIGHT_BYTES_PER_SHARD`, and the large frames' share of it)
+//!   until the second phase has finished: by then the frame's memory is gone (the handler's
+//!   phases, which hold the decoded request and its `Bytes` slices of the frame, are dropped;
+//!   Produce batches were copied into their logs' tails, a remote owner's before it answered).
+//!
+//! Both parts are freed when the body stalls past `request_body_timeout_ms`. Large frames
+//! (> `LARGE_REQUEST_BYTES`) may hold only part of the shard's budget, so ordinary requests are
+//! served while huge ones wait or stall. A client that stops reading therefore holds its own
+//! connection budget and, of the shard's request budget, only the Fetch frames it pipelined
+//! behind a reply the writer cannot write (their second phases have not run; Fetch frames are
+//! small in practice, but nothing else bounds them). Its answered-but-unwritten responses (at
+//! most its in-flight count, at most one of them a Fetch answer) count in the shard's `metrics::response_bytes_held` from the moment the second phase
+//! finishes until they are written or the connection closes; Fetch answers are cut to what
+//! `max_response_bytes_per_shard` leaves (`api/fetch.rs`), so the frames held for clients
+//! that do not read stay bounded per shard. There is no write timeout: such a client keeps its
+//! connection, and what it holds, until it leaves.
 //! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
 //! connection only (after logging why); an unknown API key or version is answered with
 //! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
@@ -22,8 +33,9 @@
 
 use crate::api::{self, Ctx, Reply};
 use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError};
+use crate::response::Frame;
 use bytes::BytesMut;
-use futures::future::{select, Either};
+use futures::future::{select, Either, LocalBoxFuture};
 use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -42,12 +54,18 @@ use tracing::Instrument;
 
 const READ_BUFFER: usize = 64 * 1024;
 
-/// A reply queued for the writer, with the budget its request holds until it is written.
+/// A request read but not yet answered: its second phase (a task already running, or for a
+/// Fetch the future the writer runs when it gets to it), and the
+/// connection's part of its budget, held until the reply is written.
 struct Queued {
-    reply: Option<Reply>,
-    _budget: Reserved,
-    api: &'static str,
-    received: std::time::Instant,
+    answer: LocalBoxFuture<'static, Answer>,
+    _connection: StaticPermit,
+}
+
+/// A finished second phase: the response frame (counted as held until it is written).
+struct Answer {
+    frame: Result<Option<Frame>, FrameError>,
+    _held: Option<metrics::HeldResponse>,
 }
 
 impl Drop for Queued {
@@ -63,17 +81,22 @@ thread_local! {
         Rc::new(Semaphore::new((MAX_IN_FLIGHT_BYTES_PER_SHARD - SMALL_REQUESTS_RESERVE_PER_SHARD) as u64));
 }
 
-/// The in-flight budget one request frame holds, from before its body is read until its
-/// reply is written (or the connection closes): its connection's, the large frames' share
-/// when it is large, and the shard's, for the announced size.
+/// The in-flight budget one request frame holds from before its body is read, for the
+/// announced size: its connection's (until its reply is written) and the shard's.
 struct Reserved {
-    _connection: StaticPermit,
+    connection: StaticPermit,
+    shard: ShardReserved,
+}
+
+/// The shard's part of a frame's budget (and the large frames' share when it is large), held
+/// while the frame's memory may be: until the request's second phase has finished.
+struct ShardReserved {
     _large: Option<StaticPermit>,
     _shard: StaticPermit,
     bytes: u64,
 }
 
-impl Drop for Reserved {
+impl Drop for ShardReserved {
     fn drop(&mut self) {
         metrics::request_bytes_reserved(-(self.bytes as i64));
     }
@@ -95,7 +118,7 @@ async fn reserve(ctx: &Ctx, connection: &Rc<Semaphore>, size: usize) -> Result<R
     };
     let shard = ctx.in_flight.acquire_static_permit(size as u64).await.map_err(closed)?;
     metrics::request_bytes_reserved(size as i64);
-    Ok(Reserved { _connection: mine, _large: large, _shard: shard, bytes: size as u64 })
+    Ok(Reserved { connection: mine, shard: ShardReserved { _large: large, _shard: shard, bytes: size as u64 } })
 }
 
 /// Runs `work` unless the shard stops first (then `None`).
@@ -216,15 +239,16 @@ async fn read_loop(
         let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;
         let spec = api::lookup(prefix.api_key).filter(|s| s.supports(prefix.version));
-        let reply: Reply = match spec {
-            None if prefix.api_key == ApiKey::ApiVersions as i16 => {
+        // `frame` is moved into this block, so the reader keeps none of it past the first phase.
+        let reply: Reply = match (spec, frame) {
+            (None, _) if prefix.api_key == ApiKey::ApiVersions as i16 => {
                 api::reply_now(api::api_versions::unsupported_version(prefix.correlation_id))
             }
-            None => {
+            (None, _) => {
                 tracing::debug!(client = ?peer, api_key = prefix.api_key, version = prefix.version, "unsupported API or version");
                 api::reply_now(Ok(unsupported_response(prefix.correlation_id)))
             }
-            Some(spec) => {
+            (Some(spec), frame) => {
                 let mut req = parse_header(spec.key, frame)?;
                 req.peer = peer;
                 let span = tracing::debug_span!(
@@ -239,21 +263,41 @@ async fn read_loop(
             }
         };
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
+        let Reserved { connection, shard } = reserved;
+        let second = second_phase(reply, shard, api, received);
+        // A Fetch runs when the writer gets to it, so a connection runs one fetch at a time
+        // (reads in flight, answers held); any other second phase runs now.
+        let answer = match spec.map(|s| s.key) {
+            Some(ApiKey::Fetch) => second.boxed_local(),
+            _ => glommio::spawn_local(second).boxed_local(),
+        };
         metrics::inflight(1);
-        if tx.send(Queued { reply: Some(reply), _budget: reserved, api, received }).await.is_err() {
+        if tx.send(Queued { answer, _connection: connection }).await.is_err() {
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
     }
 }
 
+/// Runs a request's second phase (its own task, so it finishes even while the writer waits
+/// for a client that does not read), then frees the shard's part of its budget: the phases,
+/// and with them every slice of the request frame, are dropped by then.
+async fn second_phase(reply: Reply, shard: ShardReserved, api: &'static str, received: std::time::Instant) -> Answer {
+    let frame = reply.await;
+    drop(shard);
+    metrics::record_request(api, received.elapsed(), frame.is_err());
+    // Counted in the same step as the handler finished (no await in between).
+    let held = match &frame {
+        Ok(Some(f)) => Some(metrics::HeldResponse::new(f.held_bytes() as u64)),
+        _ => None,
+    };
+    Answer { frame, _held: held }
+}
+
 async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>, peer: Option<SocketAddr>) {
     while let Some(mut queued) = rx.recv().await {
-        let answered = queued.reply.take().expect("a queued reply is awaited once").await;
-        metrics::record_request(queued.api, queued.received.elapsed(), answered.is_err());
-        match answered {
+        let answer = (&mut queued.answer).await;
+        match answer.frame {
             Ok(Some(frame)) => {
-                // Taken in the same step as the handler finished (no await in between).
-                let _held = metrics::HeldResponse::new(frame.held_bytes() as u64);
                 let started = std::time::Instant::now();
                 for part in frame.parts() {
                     if let Err(e) = writer.write_all(part).await {

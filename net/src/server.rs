@@ -6,6 +6,11 @@
 //! The listen port is checked with a plain bind first, so a second broker cannot silently
 //! share a port through SO_REUSEPORT; then one SO_REUSEPORT socket per shard is bound. A port
 //! in use is retried for `listen_retry_ms` (a broker killed a moment ago still holds it).
+//! The metrics endpoint's port is retried the same way, but on its own thread while the broker
+//! starts and serves, and giving up only disables the endpoint (logged): metrics are
+//! auxiliary, and several brokers on one host may share the default address, so a taken
+//! metrics port neither delays nor stops the Kafka listener. A restart right after a kill gets
+//! its /metrics and /ready as soon as the old process has let go of the port.
 //! `max_connections` and `max_connections_per_ip` hold for the whole broker: every shard's
 //! accept loop admits through one shared [`Connections`] count, touched only when a
 //! connection is accepted or closed, never on the request path.
@@ -86,16 +91,21 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         "starting sluice"
     );
     let connections = Arc::new(Connections::new(config.max_connections, config.max_connections_per_ip));
-    let payloads: Vec<(Socket, Option<Socket>)> =
+    let payloads: Vec<(Socket, Option<MetricsSocket>)> =
         sockets.into_iter().enumerate().map(|(i, s)| (s, if i == 0 { metrics.take() } else { None })).collect();
-    let serve = move |shard: Rc<Shard>, (socket, metrics): (Socket, Option<Socket>)| {
+    let serve = move |shard: Rc<Shard>, (socket, metrics): (Socket, Option<MetricsSocket>)| {
         let host = advertised_host.clone();
         let connections = connections.clone();
         async move {
-            if let Some(m) = metrics {
-                // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
-                let listener = unsafe { TcpListener::from_raw_fd(m.into_raw_fd()) };
-                glommio::spawn_local(crate::metrics_http::serve(shard.clone(), listener)).detach();
+            if let Some(bound) = metrics {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let Ok(Some(m)) = bound.await else { return };
+                    // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
+                    let listener = unsafe { TcpListener::from_raw_fd(m.into_raw_fd()) };
+                    crate::metrics_http::serve(shard, listener).await;
+                })
+                .detach();
             }
             let ctx = Rc::new(Ctx {
                 shard,
@@ -195,52 +205,76 @@ fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
-/// Binds the metrics endpoint (shard 0 serves it). A port in use is reported, not fatal:
-/// metrics are auxiliary and several brokers on one host may share the default.
-fn bind_metrics(config: &BrokerConfig) -> Result<Option<Socket>, String> {
+/// The metrics endpoint's socket, once its own thread has bound it (`None`: disabled).
+type MetricsSocket = futures::channel::oneshot::Receiver<Option<Socket>>;
+
+/// Starts binding the metrics endpoint (shard 0 serves it) on its own thread, retrying a port
+/// in use for `listen_retry_ms` like the listen port. Failing is reported, not fatal.
+fn bind_metrics(config: &BrokerConfig) -> Result<Option<MetricsSocket>, String> {
     let Some(addr) = config.metrics_addr().map_err(|e| e.to_string())? else { return Ok(None) };
-    let bound = new_socket(addr, false).and_then(|s| {
-        s.bind(&addr.into())?;
-        s.listen(128)?;
-        Ok(s)
-    });
-    match bound {
-        Ok(s) => {
-            let at = s.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
-            tracing::info!(metrics = %at, "metrics endpoint listening (/metrics, /ready)");
-            Ok(Some(s))
-        }
-        Err(e) => {
-            tracing::warn!(address = %addr, error = %e, "metrics endpoint disabled: cannot listen");
-            Ok(None)
-        }
-    }
+    let retry = Duration::from_millis(config.listen_retry_ms);
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let bind = move || {
+        let bound = bind_retrying("metrics", addr, retry, || {
+            let s = new_socket(addr, false)?;
+            s.bind(&addr.into())?;
+            s.listen(128)?;
+            Ok(s)
+        });
+        let bound = match bound {
+            Ok(s) => {
+                let at = s.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
+                tracing::info!(metrics = %at, "metrics endpoint listening (/metrics, /ready)");
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(address = %addr, error = %e, "metrics endpoint disabled: cannot listen");
+                None
+            }
+        };
+        let _ = tx.send(bound); // the broker may have stopped meanwhile
+    };
+    std::thread::Builder::new()
+        .name("sluice-metrics-bind".into())
+        .spawn(bind)
+        .map_err(|e| format!("cannot start the metrics endpoint's thread: {e}"))?;
+    Ok(Some(rx))
 }
 
-/// Binds the listeners, retrying a port in use for up to `retry` (with growing pauses, logged):
-/// a broker killed a moment ago still holds its sockets while the kernel tears down its
+/// Binds the listeners, retrying a port in use (see [`bind_retrying`]).
+fn bind_all_retrying(addr: SocketAddr, n: usize, retry: Duration) -> Result<(u16, Vec<Socket>), String> {
+    bind_retrying("listen", addr, retry, || bind_all(addr, n))
+}
+
+/// Runs `bind`, retrying a port in use for up to `retry` (with growing pauses, logged): a
+/// broker killed a moment ago still holds its sockets while the kernel tears down its
 /// io_uring instance. Any other error, or a port still in use after `retry`, fails at once
 /// with the one-line `cannot listen on ADDR: ...`.
-fn bind_all_retrying(addr: SocketAddr, n: usize, retry: Duration) -> Result<(u16, Vec<Socket>), String> {
+fn bind_retrying<T>(
+    what: &'static str,
+    addr: SocketAddr,
+    retry: Duration,
+    mut bind: impl FnMut() -> std::io::Result<T>,
+) -> Result<T, String> {
     use sluice_core::limits::{LISTEN_RETRY_FIRST_PAUSE_MS, LISTEN_RETRY_MAX_PAUSE_MS};
     let started = Instant::now();
     let mut pause = Duration::from_millis(LISTEN_RETRY_FIRST_PAUSE_MS);
     let mut tries = 0u32;
     loop {
         tries += 1;
-        match bind_all(addr, n) {
+        match bind() {
             Ok(bound) => {
                 if tries > 1 {
-                    tracing::info!(listen = %addr, tries, waited_ms = started.elapsed().as_millis() as u64, "listen port free");
+                    tracing::info!(address = %addr, tries, waited_ms = started.elapsed().as_millis() as u64, "{what} port free");
                 }
                 return Ok(bound);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() + pause <= retry => {
                 if tries == 1 {
                     tracing::warn!(
-                        listen = %addr,
+                        address = %addr,
                         retry_ms = retry.as_millis() as u64,
-                        "listen port in use (a broker that just stopped may still hold it); retrying"
+                        "{what} port in use (a broker that just stopped may still hold it); retrying"
                     );
                 }
                 std::thread::sleep(pause);

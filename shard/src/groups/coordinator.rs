@@ -214,8 +214,10 @@ impl Coordinator {
     /// Expires silent members and finishes rebalances; every minute also expires the offsets
     /// of groups without members (`offsets_retention_minutes`).
     fn tick(&self, shard: &Rc<Shard>, expire_offsets: bool) {
-        let horizon =
-            expire_offsets.then(|| now_ms() - (shard.config.offsets_retention_minutes as i64).saturating_mul(60_000));
+        // Validated (`limits::MAX_OFFSETS_RETENTION_MINUTES`); saturating all the same.
+        let retention_ms =
+            i64::try_from(shard.config.offsets_retention_minutes).unwrap_or(i64::MAX).saturating_mul(60_000);
+        let horizon = expire_offsets.then(|| now_ms().saturating_sub(retention_ms));
         let expired = table::tick(&mut self.groups.borrow_mut(), Instant::now(), &limits(shard), horizon);
         for (group, keys) in expired {
             let records = table::expiry_records(&group, &keys);

@@ -5,7 +5,8 @@
 //! acknowledged record; a second broker on a port held by a live broker still fails, after the
 //! wait, with the one-line `cannot listen on ADDR: Address already in use`; a second broker on
 //! a data dir locked by a live broker fails at once naming the holder; a port held at start and
-//! released within the wait is taken.
+//! released within the wait is taken. The restarted broker also serves /metrics on its old
+//! metrics port (retried in the background the same way).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +18,11 @@ use crate::common::*;
 #[test]
 fn restart_right_after_sigkill_on_the_same_port() {
     let _slot = shared_slot();
-    let mut broker = Broker::start(2);
+    // A fixed metrics port, as a deployment has (a free one, picked now).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    let metrics = metrics.to_string();
+    let dir = tempfile::Builder::new().prefix("sluice-it-").tempdir().expect("create temp dir");
+    let mut broker = Broker::start_with(dir, 2, &["--metrics-listen", &metrics]);
     let port = broker.port();
     let topic = topic_name("restart-same-port");
     create_topic(&broker.addr(), &topic, 2);
@@ -41,10 +46,36 @@ fn restart_right_after_sigkill_on_the_same_port() {
         if log.contains("listen port in use") {
             waited += 1;
         }
+        let scraped = scrape_within(&metrics, Duration::from_secs(20));
+        assert!(
+            scraped.contains("sluice_"),
+            "round {round}: no /metrics on {metrics} after the restart: {scraped:?}\n{}",
+            broker.current_stderr()
+        );
     }
     eprintln!("{waited} of {ROUNDS} restarts waited for the port");
     consume_and_verify(&broker.addr(), &topic, 2, &sent, None, Duration::from_secs(60));
     broker.stop();
+}
+
+/// The body of `GET /metrics` at `addr`, retried until it answers or `within` passes ("" then).
+fn scrape_within(addr: &str, within: Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let got = std::net::TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sluice\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        });
+        match got {
+            Ok(body) if body.starts_with("HTTP/1.") && body.contains(" 200 ") => return body,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    String::new()
 }
 
 /// Runs a second broker with `args` (a fresh data dir unless `args` names one) and returns
@@ -143,8 +174,29 @@ fn start_waits_for_a_port_that_is_released() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn a broker");
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(child.try_wait().expect("try_wait").is_none(), "the broker gave up while the port was held");
+    // Release the port only once the broker said it is waiting for it (bounded).
+    let stderr = child.stderr.take().expect("stderr");
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let err_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = false;
+    while !waiting && std::time::Instant::now() < deadline {
+        match err_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                waiting = line.contains("listen port in use");
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let gave_up = child.try_wait().expect("try_wait").is_some();
     drop(holder);
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -152,18 +204,21 @@ fn start_waits_for_a_port_that_is_released() {
         let line = BufReader::new(stdout).lines().next().and_then(Result::ok);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+    let line = if waiting && !gave_up { rx.recv_timeout(Duration::from_secs(30)).ok().flatten() } else { None };
     // SAFETY: signalling the child we spawned and have not reaped.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let out = child.wait_with_output().expect("broker output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().expect("broker exit");
+    let _ = err_reader.join();
+    log.extend(err_rx.try_iter().map(|l| l + "\n"));
+    let stderr = log;
+    assert!(waiting, "it logged why it waited (listen port in use)\n{stderr}");
+    assert!(!gave_up, "the broker gave up while the port was held\n{stderr}");
     let line = line.unwrap_or_default();
     assert!(
         line.starts_with(&format!("sluice ready listen={addr} ")),
         "ready on the released port: {line:?}\n{stderr}"
     );
-    assert!(stderr.contains("listen port in use"), "it logged why it waited\n{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }
