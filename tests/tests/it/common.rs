@@ -12,9 +12,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -665,4 +666,36 @@ pub fn check_api_versions(resp: &[u8], corr: i32) -> Result<(), String> {
         return Err(format!("ApiVersions error code {}", r.error_code));
     }
     Ok(())
+}
+
+/// One uncompressed Kafka v2 record batch (CRC-32C computed by kafka-protocol, base offset 0)
+/// holding one small record per entry of `offsets`, keyed `{tag}-k{offset}`. The encoder writes
+/// lastOffsetDelta = max - min and recordCount = offsets.len(), so offsets with a gap give an
+/// intact batch whose count does not match its offset range. No producer id, so the base
+/// sequence is not checked; each record's sequence equals its offset because kafka-protocol
+/// starts a new batch where `offset - sequence` changes, and Kafka (and sluice) take one v2
+/// batch per partition.
+pub fn record_batch_at(offsets: &[i64], tag: &str) -> Bytes {
+    let records: Vec<Record> = offsets
+        .iter()
+        .map(|&offset| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: i32::try_from(offset).expect("test offsets fit an i32"),
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(format!("{tag}-k{offset}"))),
+            value: Some(Bytes::from(format!("{tag}-v{offset}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode record batch");
+    buf.freeze()
 }

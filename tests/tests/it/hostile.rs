@@ -8,7 +8,7 @@ use std::io::{self, ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -17,7 +17,6 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use sluice_tests::{rss_kib, Broker};
@@ -44,31 +43,10 @@ fn api_versions_ok(s: &mut TcpStream, corr: i32) -> Result<(), String> {
     check_api_versions(&resp, corr)
 }
 
-/// A Kafka v2 record batch of `n` small records (CRC-32C computed by kafka-protocol).
+/// A Kafka v2 record batch of `n` small records at offsets 0..n.
 fn record_batch(n: usize, tag: &str) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol puts records in one batch only when `offset - sequence` is the
-            // same for all; one v2 batch per partition is all Kafka (and sluice) accept.
-            sequence: i32::try_from(i).expect("record index fits an i32"),
-            timestamp: 1_700_000_000_000,
-            key: Some(Bytes::from(format!("{tag}-k{i}"))),
-            value: Some(Bytes::from(format!("{tag}-v{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode record batch");
-    buf.freeze()
+    let offsets: Vec<i64> = (0..n).map(|i| i64::try_from(i).expect("record count fits an i64")).collect();
+    record_batch_at(&offsets, tag)
 }
 
 fn produce_frame(corr: i32, topic: &str, partition: i32, batch: Bytes) -> Vec<u8> {

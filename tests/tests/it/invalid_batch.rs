@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
@@ -12,43 +12,12 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use sluice_tests::Broker;
 
 use crate::common::*;
 
 const INVALID_RECORD: i16 = 87;
 const PRODUCE_VERSION: i16 = 9;
-
-/// An uncompressed v2 batch (base offset 0) holding one record per entry of `offsets`; the
-/// encoder writes lastOffsetDelta = max - min and recordCount = offsets.len(), so offsets with
-/// a gap give an intact batch whose count does not match its offset range. (No producer id:
-/// the base sequence it writes is not checked.)
-fn batch_with_offsets(offsets: &[i64], tag: &str) -> Bytes {
-    let records: Vec<Record> = offsets
-        .iter()
-        .map(|&offset| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            // The encoder starts a new batch where offset - sequence changes.
-            sequence: offset as i32,
-            timestamp: 1_700_000_000_000,
-            key: Some(Bytes::from(format!("{tag}-k{offset}"))),
-            value: Some(Bytes::from(format!("{tag}-v{offset}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode record batch");
-    buf.freeze()
-}
 
 fn produce(s: &mut TcpStream, corr: i32, topic: &str, parts: Vec<(i32, Bytes)>) -> Vec<PartitionProduceResponse> {
     let data = parts
@@ -105,9 +74,9 @@ fn batch_whose_count_does_not_match_its_offset_range_is_refused_and_not_stored()
 
     // Two records claiming offsets 0 and 2^31 - 1 (lastOffsetDelta i32::MAX, count 2) on
     // partition 0, a valid batch on partition 1, in one request.
-    let gap = batch_with_offsets(&[0, i32::MAX as i64], "gap");
+    let gap = record_batch_at(&[0, i32::MAX as i64], "gap");
     assert_eq!(i32::from_be_bytes(gap[23..27].try_into().unwrap()), i32::MAX, "lastOffsetDelta of the test batch");
-    let good = batch_with_offsets(&[0, 1, 2], "good");
+    let good = record_batch_at(&[0, 1, 2], "good");
     let r = produce(&mut s, 1, &topic, vec![(0, gap), (1, good.clone())]);
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].error_code, INVALID_RECORD, "count/offset-range mismatch: {:?}", r[0]);
@@ -119,7 +88,7 @@ fn batch_whose_count_does_not_match_its_offset_range_is_refused_and_not_stored()
 
     // Header consistent (lastOffsetDelta 1, count 2) is still refused when the batch has more
     // records than it declares; and two batches for one partition are refused.
-    let mut more = batch_with_offsets(&[0, 1, 2], "more").to_vec();
+    let mut more = record_batch_at(&[0, 1, 2], "more").to_vec();
     more[23..27].copy_from_slice(&1i32.to_be_bytes());
     more[57..61].copy_from_slice(&2i32.to_be_bytes());
     let crc = crc32c(&more[21..]);
