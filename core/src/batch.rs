@@ -224,7 +224,7 @@ pub fn validate_from_client(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// well-formed records must fill the batch (Kafka's record iterator: "premature EOF" or
 /// "records still remaining").
 pub fn check_records(batch: &[u8], count: i32) -> Result<(), InvalidRecord> {
-    let mut cur = Cursor { buf: batch, pos: HEADER_LEN.min(batch.len()) };
+    let mut cur = RecordCursor::new(batch, HEADER_LEN.min(batch.len()));
     for _ in 0..count {
         if cur.pos == batch.len() {
             return Err(InvalidRecord::RecordCount("premature EOF reached"));
@@ -356,7 +356,7 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
         return Err(BatchError::InvalidHeader("compressed batch: records cannot be read in place"));
     }
     let end = header.total_len().min(batch.len());
-    let mut cur = Cursor { buf: &batch[..end], pos: HEADER_LEN };
+    let mut cur = RecordCursor::new(&batch[..end], HEADER_LEN);
     // The count comes from the producer: never trust it for an allocation (a record takes at
     // least 7 bytes).
     let cap = (header.records_count.max(0) as usize).min(end.saturating_sub(HEADER_LEN) / 7);
@@ -368,7 +368,7 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
 }
 
 /// Reads one record (its length varint, then its body, which must be exactly that long).
-fn next_record<'a>(cur: &mut Cursor<'a>) -> Result<RecordView<'a>, BatchError> {
+fn next_record<'a>(cur: &mut RecordCursor<'a>) -> Result<RecordView<'a>, BatchError> {
     let len = usize::try_from(cur.varint()?).map_err(|_| BatchError::InvalidHeader("negative record length"))?;
     let start = cur.pos;
     let _attributes = cur.bytes(1)?;
@@ -391,13 +391,28 @@ fn next_record<'a>(cur: &mut Cursor<'a>) -> Result<RecordView<'a>, BatchError> {
     Ok(RecordView { offset_delta, timestamp_delta, key, value })
 }
 
-struct Cursor<'a> {
+/// Reads the fields of a v2 record (zig-zag varints, length-prefixed byte strings) from a
+/// batch's bytes, refusing anything past their end. Shared with the client side, which also
+/// decodes record headers.
+pub struct RecordCursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Cursor<'a> {
-    fn varint(&mut self) -> Result<i64, BatchError> {
+impl<'a> RecordCursor<'a> {
+    /// A cursor over `buf` starting at byte `pos` (the first record of a batch is at
+    /// [`HEADER_LEN`]).
+    pub fn new(buf: &'a [u8], pos: usize) -> Self {
+        RecordCursor { buf, pos }
+    }
+
+    /// The byte position of the next field.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// A zig-zag varint (as Kafka's `ByteUtils.readVarlong`).
+    pub fn varint(&mut self) -> Result<i64, BatchError> {
         let mut z: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = *self.buf.get(self.pos).ok_or(BatchError::InvalidHeader("record truncated"))?;
@@ -410,7 +425,8 @@ impl<'a> Cursor<'a> {
         Err(BatchError::InvalidHeader("varint too long"))
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
+    /// The next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
         let end = self
             .pos
             .checked_add(n)
@@ -421,7 +437,8 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    fn nullable(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
+    /// A varint length then that many bytes; a negative length is null.
+    pub fn nullable(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
         let len = self.varint()?;
         if len < 0 {
             return Ok(None);

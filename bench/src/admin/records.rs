@@ -10,7 +10,7 @@
 //! Control batches are skipped; compressed batches are skipped and reported (this client
 //! decodes no compression codec).
 
-use sluice_core::batch::{self, compute_crc, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use sluice_core::batch::{self, compute_crc, BatchError, BatchHeader, RecordCursor, HEADER_LEN, LOG_OVERHEAD};
 
 /// A record to produce.
 #[derive(Debug, Clone)]
@@ -152,27 +152,27 @@ fn check_batch(batch: &[u8]) -> Result<BatchHeader, String> {
 /// uncompressed batch at or after `from`.
 fn decode_records(batch: &[u8], h: &BatchHeader, from: i64, out: &mut Vec<InRecord>) -> Result<(), String> {
     let log_append = h.attributes & 0x08 != 0;
-    let mut cur = Cursor { buf: batch, pos: HEADER_LEN };
+    let mut cur = RecordCursor::new(batch, HEADER_LEN);
     for _ in 0..h.records_count {
-        let len = cur.varint()?;
-        let start = cur.pos;
-        cur.bytes(1)?; // attributes
-        let ts_delta = cur.varint()?;
-        let off_delta = cur.varint()?;
-        let key = cur.nullable()?.map(<[u8]>::to_vec);
-        let value = cur.nullable()?.map(<[u8]>::to_vec);
-        let nh = cur.varint()?;
+        let len = cur.varint().map_err(why)?;
+        let start = cur.pos();
+        cur.bytes(1).map_err(why)?; // attributes
+        let ts_delta = cur.varint().map_err(why)?;
+        let off_delta = cur.varint().map_err(why)?;
+        let key = cur.nullable().map_err(why)?.map(<[u8]>::to_vec);
+        let value = cur.nullable().map_err(why)?.map(<[u8]>::to_vec);
+        let nh = cur.varint().map_err(why)?;
         let mut headers = Vec::new();
         for _ in 0..nh.max(0) {
-            let klen = cur.varint()?;
+            let klen = cur.varint().map_err(why)?;
             if klen < 0 {
                 return Err("negative header key length".into());
             }
-            let k = cur.bytes(klen as usize)?.to_vec();
-            let v = cur.nullable()?.map(<[u8]>::to_vec);
+            let k = cur.bytes(klen as usize).map_err(why)?.to_vec();
+            let v = cur.nullable().map_err(why)?.map(<[u8]>::to_vec);
             headers.push((k, v));
         }
-        if (cur.pos - start) as i64 != len {
+        if (cur.pos() - start) as i64 != len {
             return Err("record length does not match its content".into());
         }
         let offset = h.base_offset + off_delta;
@@ -185,38 +185,12 @@ fn decode_records(batch: &[u8], h: &BatchHeader, from: i64, out: &mut Vec<InReco
     Ok(())
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn varint(&mut self) -> Result<i64, String> {
-        let mut z: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or("record truncated")?;
-            self.pos += 1;
-            z |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
-            }
-        }
-        Err("varint too long".into())
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or("record truncated")?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn nullable(&mut self) -> Result<Option<&'a [u8]>, String> {
-        let len = self.varint()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        self.bytes(len as usize).map(Some)
+/// The client's messages for a malformed record: the reason alone, as before the cursor was
+/// shared with sluice-core.
+fn why(e: BatchError) -> String {
+    match e {
+        BatchError::InvalidHeader(why) => why.to_string(),
+        other => other.to_string(),
     }
 }
 
