@@ -3,7 +3,8 @@
 
 usage: summarize.py results.tsv
 Columns of results.tsv (tab separated, header line first):
-  round side client workload partitions records rec_s mb_s p50_ms p99_ms p999_ms status
+  round side client workload partitions records rec_s mb_s p50_ms p99_ms p999_ms status [cpu_s cpu_s_per_gb]
+cpu_s is the broker process's CPU time (user + system, all threads) during the workload.
 side: sluice | kafka | kafka-fsync.  A row whose status is not "ok" is listed but not used.
 """
 import csv
@@ -14,7 +15,7 @@ from collections import defaultdict
 SIDES = ["sluice", "kafka", "kafka-fsync"]
 CLIENTS = [("sluice-bench", "`sluice bench` (Rust, pipelined, 64-record batches)"),
            ("kafka-perf", "Kafka's ProducerPerformance / ConsumerPerformance (Java client)")]
-WORKLOADS = ["produce acks=1", "produce acks=all", "fixed rate acks=all", "consume"]
+WORKLOADS = ["produce acks=1", "produce acks=all", "fixed rate acks=all", "fixed rate acks=1", "consume"]
 # Compressed produce workloads are named "produce acks=all <codec>" and listed after these.
 
 
@@ -49,9 +50,9 @@ def main(path):
             failed.append(r)
             continue
         key = (r["client"], r["workload"], int(r["partitions"]), r["side"])
-        for f in ("rec_s", "mb_s", "p50_ms", "p99_ms", "p999_ms"):
+        for f in ("rec_s", "mb_s", "p50_ms", "p99_ms", "p999_ms", "cpu_s_per_gb"):
             try:
-                cells[key][f].append(float(r[f]))
+                cells[key][f].append(float(r.get(f) or ""))
             except ValueError:
                 pass
     extra = sorted({k[1] for k in cells} - set(WORKLOADS))
@@ -67,7 +68,7 @@ def main(path):
         out += ["", f"### Throughput, records/s (MB/s) — client: {title}", "",
                 "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | sluice/Kafka | sluice/Kafka-fsync |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
-        for parts in (6, 1000):
+        for parts in sorted({k[2] for k in cells}):
             for w in workloads:
                 ks = {s: (client, w, parts, s) for s in SIDES}
                 if not any(k in cells for k in ks.values()):
@@ -79,7 +80,7 @@ def main(path):
         out += ["", f"### Produce latency p50 / p99 / p99.9 ms — client: {title}", "",
                 "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | p99 sluice/Kafka | p99 sluice/Kafka-fsync |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
-        for parts in (6, 1000):
+        for parts in sorted({k[2] for k in cells}):
             for w in latency_workloads:
                 ks = {s: (client, w, parts, s) for s in SIDES}
                 if not any(k in cells for k in ks.values()):
@@ -89,6 +90,17 @@ def main(path):
                 p99 = {s: get(ks[s], "p99_ms") for s in SIDES}
                 out.append(f"| {w} | {parts} | " + " | ".join(cell(s) for s in SIDES)
                            + f" | {ratio(p99['sluice'], p99['kafka'])} | {ratio(p99['sluice'], p99['kafka-fsync'])} |")
+        out += ["", f"### Broker CPU-seconds per GB of records — client: {title}", "",
+                "| workload | partitions | sluice | Kafka | Kafka flush.messages=1 | sluice/Kafka | sluice/Kafka-fsync |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for parts in sorted({k[2] for k in cells}):
+            for w in workloads:
+                ks = {s: (client, w, parts, s) for s in SIDES}
+                c = {s: get(ks[s], "cpu_s_per_gb") for s in SIDES}
+                if not any(v is not None for v in c.values()):
+                    continue
+                out.append(f"| {w} | {parts} | " + " | ".join("—" if c[s] is None else f"{c[s]:.2f}" for s in SIDES)
+                           + f" | {ratio(c['sluice'], c['kafka'])} | {ratio(c['sluice'], c['kafka-fsync'])} |")
     if failed:
         out += ["", "### Failed or timed-out runs (not in the medians)", "",
                 "| round | side | client | workload | partitions | status |", "|---|---|---|---|---:|---|"]
