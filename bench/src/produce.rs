@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{self, Record};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const PRODUCE_VERSION: i16 = 9;
 const CREATE_TOPICS_VERSION: i16 = 5;
@@ -122,9 +122,7 @@ fn payload(kind: Payload, size: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+use sluice_core::clock::now_ms;
 
 /// Creates the topic (an existing one is fine).
 pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32) -> Result<(), ClientError> {

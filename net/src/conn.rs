@@ -52,7 +52,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tracing::Instrument;
 
-const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = sluice_core::limits::CONNECTION_READ_BUFFER_BYTES;
 
 /// A request read but not yet answered: its second phase (a task already running, or for a
 /// Fetch the future the writer runs when it gets to it), and the

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use std::ops::Range;
 
 /// Byte strings shorter than this are copied: a part costs a write call of its own.
-pub const SHARE_MIN_BYTES: usize = 16 * 1024;
+pub const SHARE_MIN_BYTES: usize = sluice_core::limits::RESPONSE_SHARE_MIN_BYTES;
 
 /// One response frame: its parts, written in order.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +106,7 @@ fn encode_err(e: impl std::fmt::Display) -> FrameError {
 }
 
 /// Initial capacity of the part being written (large shared record sets are not in it).
-const HEAD_CAPACITY: usize = 64 * 1024;
+const HEAD_CAPACITY: usize = sluice_core::limits::RESPONSE_HEAD_CAPACITY_BYTES;
 
 /// The encoder's buffer: finished parts, then the part being written.
 struct PartsBuf<'a> {

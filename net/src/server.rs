@@ -177,7 +177,7 @@ fn raise_open_file_limit() {
                 tracing::debug!(from = r.rlim_cur, to = r.rlim_max, "raised the open-file limit");
             }
         }
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < 4096 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < sluice_core::limits::LOW_OPEN_FILE_LIMIT {
             tracing::warn!(
                 limit = r.rlim_cur,
                 "the open-file limit is low: each partition segment and connection takes one; raise it (ulimit -n, LimitNOFILE=)"
@@ -218,7 +218,7 @@ fn bind_metrics(config: &BrokerConfig) -> Result<Option<MetricsSocket>, String> 
         let bound = bind_retrying("metrics", addr, retry, || {
             let s = new_socket(addr, false)?;
             s.bind(&addr.into())?;
-            s.listen(128)?;
+            s.listen(sluice_core::limits::METRICS_LISTEN_BACKLOG)?;
             Ok(s)
         });
         let bound = match bound {
@@ -297,7 +297,7 @@ fn bind_all(addr: SocketAddr, n: usize) -> std::io::Result<(u16, Vec<Socket>)> {
     for _ in 0..n {
         let s = new_socket(bound, true)?;
         s.bind(&bound.into())?;
-        s.listen(1024)?;
+        s.listen(sluice_core::limits::LISTEN_BACKLOG)?;
         sockets.push(s);
     }
     Ok((port, sockets))
@@ -406,7 +406,9 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>
                     Ok(slot) => slot,
                     Err(refused) => {
                         sluice_shard::metrics::connection_refused();
-                        if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        if last_refusal.is_none_or(|t| {
+                            t.elapsed() >= Duration::from_millis(sluice_core::limits::ACCEPT_WARNING_INTERVAL_MS)
+                        }) {
                             tracing::warn!(
                                 shard = %ctx.shard.id, client = ?ip, connections = refused.total,
                                 from_ip = refused.from_ip,
@@ -429,18 +431,20 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>
             }
             Err(e) => {
                 // Out of descriptors (or similar): back off, and say so at most once a second.
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                if last_warning.is_none_or(|t| {
+                    t.elapsed() >= Duration::from_millis(sluice_core::limits::ACCEPT_WARNING_INTERVAL_MS)
+                }) {
                     tracing::warn!(shard = %ctx.shard.id, error = %e, "accept failed");
                     last_warning = Some(Instant::now());
                 }
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                glommio::timer::sleep(Duration::from_millis(sluice_core::limits::ACCEPT_RETRY_PAUSE_MS)).await;
             }
         }
     }
     drop(listener);
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
     while live.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        glommio::timer::sleep(Duration::from_millis(sluice_core::limits::SHUTDOWN_POLL_MS)).await;
     }
     if live.get() > 0 {
         tracing::warn!(shard = %ctx.shard.id, connections = live.get(), "connections still open after the grace period");

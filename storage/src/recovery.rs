@@ -14,7 +14,7 @@ use sluice_core::batch::{self, LOG_OVERHEAD};
 use sluice_core::limits::MAX_REQUEST_BYTES;
 use std::rc::Rc;
 
-const SCAN_CHUNK: usize = 4 * 1024 * 1024;
+const SCAN_CHUNK: usize = sluice_core::limits::RECOVERY_SCAN_CHUNK_BYTES;
 
 pub(crate) struct Scanned {
     /// Every valid batch from `start`, in order.

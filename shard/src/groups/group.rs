@@ -183,7 +183,12 @@ impl Group {
         }
         let was_empty = self.state == State::Empty;
         self.state = State::PreparingRebalance;
-        let timeout = self.members.iter().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(300));
+        let timeout = self
+            .members
+            .iter()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_millis(sluice_core::limits::DEFAULT_REBALANCE_TIMEOUT_MS));
         self.rebalance_deadline = Some(now + timeout);
         self.initial_delay_until =
             (was_empty && !limits.initial_delay.is_zero()).then(|| now + limits.initial_delay.min(timeout));
