@@ -6,6 +6,9 @@
 //! ([`batch`]). It performs no I/O (besides reading the clock) and depends
 //! on no other sluice crate.
 
+// Integers from the wire or the disk are converted with `try_from` (or a lossless `From`).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 pub mod batch;
 pub mod clock;
 pub mod config;
