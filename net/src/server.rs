@@ -119,7 +119,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let started = Instant::now();
     let data_path = config.data_dir.clone();
     let clean_stop = runtime::run(config, clean_start, cpus, snapshot, payloads, serve, || {
-        tracing::info!(listen = %shown, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+        tracing::info!(listen = %shown, elapsed_ms = millis(started.elapsed()), "ready");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
         let _ = out.flush();
@@ -265,7 +265,7 @@ fn bind_retrying<T>(
         match bind() {
             Ok(bound) => {
                 if tries > 1 {
-                    tracing::info!(address = %addr, tries, waited_ms = started.elapsed().as_millis() as u64, "{what} port free");
+                    tracing::info!(address = %addr, tries, waited_ms = millis(started.elapsed()), "{what} port free");
                 }
                 return Ok(bound);
             }
@@ -273,7 +273,7 @@ fn bind_retrying<T>(
                 if tries == 1 {
                     tracing::warn!(
                         address = %addr,
-                        retry_ms = retry.as_millis() as u64,
+                        retry_ms = millis(retry),
                         "{what} port in use (a broker that just stopped may still hold it); retrying"
                     );
                 }
@@ -449,6 +449,12 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>
     if live.get() > 0 {
         tracing::warn!(shard = %ctx.shard.id, connections = live.get(), "connections still open after the grace period");
     }
+}
+
+/// A duration in whole milliseconds for logs (saturating: no duration here comes near 584
+/// million years).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
