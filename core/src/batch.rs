@@ -1,4 +1,6 @@
-//! Kafka v2 record batches: header parsing, validation and the two fields the broker rewrites.
+//! Kafka v2 record batches: header parsing, validation, the one walk over a batch's records
+//! ([`RecordCursor`], used by the broker and by the client side), building an uncompressed
+//! batch ([`build`]), and the fields the broker rewrites ([`stamp`], [`set_log_append_time`]).
 //!
 //! Contract: [`validate`] accepts a byte slice only if it is exactly one magic-2 batch whose
 //! length field matches and whose CRC-32C (covering `attributes` to the end) is correct.
