@@ -136,7 +136,7 @@ async fn consume_conn(
             .collect();
         let req = FetchRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_max_wait_ms(500)
+            .with_max_wait_ms(sluice_core::limits::CLIENT_FETCH_MAX_WAIT_MS)
             .with_min_bytes(1)
             .with_max_bytes(args.max_bytes)
             .with_session_epoch(-1)

@@ -192,6 +192,16 @@ pub const STAGE_HISTOGRAM_MAX_US: u64 = 600_000_000;
 pub const MAX_CLIENT_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 /// Capacity the client side reserves up front for encoding one request.
 pub const CLIENT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
+/// `timeout_ms` the load generator puts in its CreateTopics and Produce requests (Kafka's
+/// client `request.timeout.ms` default).
+pub const CLIENT_REQUEST_TIMEOUT_MS: i32 = 30_000;
+/// `max_wait_ms` of the load generator's fetches (Kafka's consumer `fetch.max.wait.ms` default).
+pub const CLIENT_FETCH_MAX_WAIT_MS: i32 = 500;
+/// Largest latency the load generator's histograms record (µs); longer ones count as this.
+pub const CLIENT_LATENCY_HISTOGRAM_MAX_US: u64 = 600_000_000;
+/// Allocations at least this large are reserved with mmap(MAP_NORESERVE) by the broker's
+/// allocator (`net/src/huge_alloc.rs`), so address space is not committed memory.
+pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
 
 const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_PER_SHARD);
@@ -251,6 +261,11 @@ const _: () = assert!(RESPONSE_SHARE_MIN_BYTES <= RESPONSE_HEAD_CAPACITY_BYTES);
 const _: () = assert!(LISTEN_BACKLOG >= 1 && METRICS_LISTEN_BACKLOG >= 1);
 const _: () = assert!(ACCEPT_RETRY_PAUSE_MS < ACCEPT_WARNING_INTERVAL_MS);
 const _: () = assert!(SHUTDOWN_POLL_MS < SHUTDOWN_GRACE_MS);
+const _: () = assert!(CLIENT_FETCH_MAX_WAIT_MS >= 0 && CLIENT_FETCH_MAX_WAIT_MS <= MAX_FETCH_WAIT_MS);
+const _: () = assert!(
+    HUGE_ALLOCATION_BYTES > MAX_REQUEST_BYTES,
+    "request frames and ordinary buffers stay in the system allocator"
+);
 const _: () = assert!(
     MAX_CLIENT_RESPONSE_BYTES >= MAX_FETCH_RESPONSE_BYTES && MAX_CLIENT_RESPONSE_BYTES <= i32::MAX as usize,
     "the client takes any Fetch answer the broker gives, and the size field is an i32"
