@@ -65,11 +65,13 @@ pub fn log_config(
         sluice_core::topic_config::effective_with(configs, broker, k).and_then(|v| v.trim().parse::<i64>().ok())
     };
     let d = LogConfig::default();
+    // A value below 1 counts as 1.
+    let at_least_one = |v: i64| u64::try_from(v).unwrap_or(0).max(1);
     LogConfig {
         leader_epoch: d.leader_epoch,
-        segment_bytes: get("segment.bytes").map(|v| v.max(1) as u64).unwrap_or(d.segment_bytes),
-        segment_ms: get("segment.ms").map(|v| v.max(1) as u64).unwrap_or(d.segment_ms),
-        index_interval_bytes: get("index.interval.bytes").map(|v| v.max(1) as u64).unwrap_or(d.index_interval_bytes),
+        segment_bytes: get("segment.bytes").map(at_least_one).unwrap_or(d.segment_bytes),
+        segment_ms: get("segment.ms").map(at_least_one).unwrap_or(d.segment_ms),
+        index_interval_bytes: get("index.interval.bytes").map(at_least_one).unwrap_or(d.index_interval_bytes),
         retention_ms: get("retention.ms").unwrap_or(d.retention_ms),
         retention_bytes: get("retention.bytes").unwrap_or(d.retention_bytes),
         producer_id_expiration_ms,

@@ -581,9 +581,11 @@ fn parse_subscription(meta: &[u8]) -> Vec<String> {
     for _ in 0..n.max(0) {
         let Some(len) = meta.get(pos..pos + 2).map(|b| i16::from_be_bytes([b[0], b[1]])) else { break };
         pos += 2;
-        let Some(name) = meta.get(pos..pos + len.max(0) as usize) else { break };
+        // A negative length reads as empty.
+        let len = usize::try_from(len).unwrap_or(0);
+        let Some(name) = meta.get(pos..pos + len) else { break };
         out.push(String::from_utf8_lossy(name).into_owned());
-        pos += len.max(0) as usize;
+        pos += len;
     }
     out
 }
