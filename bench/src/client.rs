@@ -35,7 +35,15 @@ pub async fn connect(addr: &str) -> Result<(Sender, Receiver), ClientError> {
     let s = TcpStream::connect(addr).await.map_err(|e| ClientError::Io(e.into()))?;
     s.set_nodelay(true).map_err(|e| ClientError::Io(e.into()))?;
     let (r, w) = s.split();
-    Ok((Sender { w, next_corr: 1, buf: BytesMut::with_capacity(1 << 20), client_id: "sluice-bench" }, Receiver { r }))
+    Ok((
+        Sender {
+            w,
+            next_corr: 1,
+            buf: BytesMut::with_capacity(sluice_core::limits::CLIENT_REQUEST_BUFFER_BYTES),
+            client_id: "sluice-bench",
+        },
+        Receiver { r },
+    ))
 }
 
 impl Sender {
@@ -70,10 +78,12 @@ impl Receiver {
         let mut size = [0u8; 4];
         self.r.read_exact(&mut size).await?;
         let size = i32::from_be_bytes(size);
-        if size <= 0 || size > 512 * 1024 * 1024 {
+        let Some(size) =
+            usize::try_from(size).ok().filter(|s| (1..=sluice_core::limits::MAX_CLIENT_RESPONSE_BYTES).contains(s))
+        else {
             return Err(ClientError::Protocol(format!("response size {size}")));
-        }
-        let mut frame = BytesMut::zeroed(size as usize);
+        };
+        let mut frame = BytesMut::zeroed(size);
         self.r.read_exact(&mut frame).await?;
         let mut frame: Bytes = frame.freeze();
         let hv = <R::Response as HeaderVersion>::header_version(version);

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{BatchHeader, LOG_OVERHEAD};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const FETCH_VERSION: i16 = 12;
 const METADATA_VERSION: i16 = 12;
@@ -136,13 +136,13 @@ async fn consume_conn(
             .collect();
         let req = FetchRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_max_wait_ms(500)
+            .with_max_wait_ms(sluice_core::limits::CLIENT_FETCH_MAX_WAIT_MS)
             .with_min_bytes(1)
             .with_max_bytes(args.max_bytes)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(parts)]);
         let resp = client::call(&mut tx, &mut rx, &req, FETCH_VERSION).await?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let now = sluice_core::clock::now_ms();
         for t in &resp.responses {
             for p in &t.partitions {
                 if p.error_code != 0 {

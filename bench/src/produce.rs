@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{self, Record};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const PRODUCE_VERSION: i16 = 9;
 const CREATE_TOPICS_VERSION: i16 = 5;
@@ -122,9 +122,7 @@ fn payload(kind: Payload, size: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+use sluice_core::clock::now_ms;
 
 /// Creates the topic (an existing one is fine).
 pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32) -> Result<(), ClientError> {
@@ -134,7 +132,7 @@ pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32) -> Result<
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_num_partitions(partitions)
             .with_replication_factor(1)])
-        .with_timeout_ms(30_000);
+        .with_timeout_ms(sluice_core::limits::CLIENT_REQUEST_TIMEOUT_MS);
     let resp = client::call(&mut tx, &mut rx, &req, CREATE_TOPICS_VERSION).await?;
     for t in resp.topics {
         if t.error_code != 0 && t.error_code != 36 {
@@ -298,13 +296,14 @@ async fn produce_conn(
         let crc = batch::compute_crc(&batch);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
         let partition = conn.partitions[(i as usize) % conn.partitions.len()];
-        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
-            TopicProduceData::default().with_name(topic.clone()).with_partition_data(vec![
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(sluice_core::limits::CLIENT_REQUEST_TIMEOUT_MS)
+            .with_topic_data(vec![TopicProduceData::default().with_name(topic.clone()).with_partition_data(vec![
                 PartitionProduceData::default()
                     .with_index(partition)
                     .with_records(Some(Bytes::copy_from_slice(&batch))),
-            ]),
-        ]);
+            ])]);
         let corr = tx.send(&req, PRODUCE_VERSION).await?;
         if acks == 0 {
             progress.add(n, n * args.record_size as u64);

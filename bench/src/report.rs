@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 /// Latency histogram in microseconds, 1 µs to 10 min, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, sluice_core::limits::CLIENT_LATENCY_HISTOGRAM_MAX_US, 3)
+        .expect("valid histogram bounds")
 }
 
 /// What a run measured.

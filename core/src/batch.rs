@@ -1,4 +1,6 @@
-//! Kafka v2 record batches: header parsing, validation and the two fields the broker rewrites.
+//! Kafka v2 record batches: header parsing, validation, the one walk over a batch's records
+//! ([`RecordCursor`], used by the broker and by the client side), building an uncompressed
+//! batch ([`build`]), and the fields the broker rewrites ([`stamp`], [`set_log_append_time`]).
 //!
 //! Contract: [`validate`] accepts a byte slice only if it is exactly one magic-2 batch whose
 //! length field matches and whose CRC-32C (covering `attributes` to the end) is correct.
@@ -95,7 +97,7 @@ pub struct BatchHeader {
 impl BatchHeader {
     /// Total bytes of the batch on the wire and on disk.
     pub fn total_len(&self) -> usize {
-        LOG_OVERHEAD + self.batch_length as usize
+        LOG_OVERHEAD + usize::try_from(self.batch_length).expect("batchLength is checked when a header is decoded")
     }
 
     pub fn last_offset(&self) -> i64 {
@@ -255,7 +257,7 @@ pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHead
         if len < 0 {
             return Err(BatchError::InvalidHeader("negative batchLength"));
         }
-        let total = LOG_OVERHEAD + len as usize;
+        let total = LOG_OVERHEAD + usize::try_from(len).expect("checked not negative");
         if total > max_batch {
             return Err(BatchError::TooLarge(total));
         }
@@ -300,16 +302,17 @@ pub fn build(records: &[Record<'_>], timestamp: i64) -> Vec<u8> {
                 rec.extend_from_slice(k);
             }
         }
-        put_varint(&mut rec, r.value.len() as i64);
+        put_varint(&mut rec, len_i64(r.value.len()));
         rec.extend_from_slice(r.value);
         put_varint(&mut rec, 0); // no headers
-        put_varint(&mut body, rec.len() as i64);
+        put_varint(&mut body, len_i64(rec.len()));
         body.extend_from_slice(&rec);
     }
-    let n = records.len() as i32;
+    let n = i32::try_from(records.len()).expect("a batch holds at most i32::MAX records");
     let mut b = Vec::with_capacity(HEADER_LEN + body.len());
     b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    let batch_length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + body.len()).expect("a batch is at most 2 GiB");
+    b.extend_from_slice(&batch_length.to_be_bytes());
     b.extend_from_slice(&0i32.to_be_bytes());
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes());
@@ -327,14 +330,22 @@ pub fn build(records: &[Record<'_>], timestamp: i64) -> Vec<u8> {
     b
 }
 
+/// A length as a varint value (lengths of slices in memory are below `isize::MAX`).
+fn len_i64(len: usize) -> i64 {
+    i64::try_from(len).expect("a slice length fits i64")
+}
+
+/// Zigzag varint (Kafka's record fields).
 fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    // Zigzag maps the sign to the low bit: a reinterpretation of the bits, not a conversion.
+    let mut z = ((v << 1) ^ (v >> 63)).cast_unsigned();
     loop {
+        let low = u8::try_from(z & 0x7f).expect("seven bits");
         if z < 0x80 {
-            out.push(z as u8);
+            out.push(low);
             return;
         }
-        out.push((z as u8 & 0x7f) | 0x80);
+        out.push(low | 0x80);
         z >>= 7;
     }
 }
@@ -359,7 +370,7 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
     let mut cur = RecordCursor::new(&batch[..end], HEADER_LEN);
     // The count comes from the producer: never trust it for an allocation (a record takes at
     // least 7 bytes).
-    let cap = (header.records_count.max(0) as usize).min(end.saturating_sub(HEADER_LEN) / 7);
+    let cap = usize::try_from(header.records_count).unwrap_or(0).min(end.saturating_sub(HEADER_LEN) / 7);
     let mut out = Vec::with_capacity(cap);
     for _ in 0..header.records_count {
         out.push(next_record(&mut cur)?);
@@ -443,7 +454,8 @@ impl<'a> RecordCursor<'a> {
         if len < 0 {
             return Ok(None);
         }
-        self.bytes(len as usize).map(Some)
+        // A length past the address space cannot be present: the same error as one past the end.
+        self.bytes(usize::try_from(len).unwrap_or(usize::MAX)).map(Some)
     }
 }
 

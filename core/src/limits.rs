@@ -135,6 +135,74 @@ pub const LISTEN_RETRY_FIRST_PAUSE_MS: u64 = 10;
 /// Longest pause between binds of a port in use.
 pub const LISTEN_RETRY_MAX_PAUSE_MS: u64 = 250;
 
+/// Batches remembered per producer and partition for deduplicating retries (Kafka: 5, the
+/// client's max in-flight requests per connection with idempotence).
+pub const REMEMBERED_BATCHES_PER_PRODUCER: usize = 5;
+/// Bytes a segment scan (recovery at open, index rebuilds, short read scans) reads at a time
+/// (more when one batch is larger).
+pub const RECOVERY_SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Partition logs one shard opens at once when it installs metadata (their I/O overlaps in
+/// io_uring; each open holds its last page and a scan buffer).
+pub const LOG_OPENS_IN_FLIGHT: usize = 64;
+/// Producer ids shard 0 reserves in metadata per write (it hands them out one by one).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+/// How often each shard checks its groups' deadlines (session timeouts, rebalance timeouts,
+/// the initial rebalance delay): the precision of those timeouts.
+pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
+/// How often each shard removes committed offsets older than `offsets_retention_minutes`.
+pub const OFFSETS_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
+/// Bytes read at a time when a shard replays a `__consumer_offsets` partition at open.
+pub const OFFSETS_LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
+/// Rebalance timeout used when a group has no member to take it from (Kafka's consumer default
+/// `max.poll.interval.ms`, 5 minutes).
+pub const DEFAULT_REBALANCE_TIMEOUT_MS: u64 = 300_000;
+/// Shortest period of a shard's periodic timers (retention, producer expiry), whatever the
+/// configuration asks.
+pub const MIN_TIMER_INTERVAL_MS: u64 = 10;
+/// Pause between checks while shards wait for each other at start or stop.
+pub const SHARD_BARRIER_POLL_MS: u64 = 2;
+/// Buffer each connection reads its socket through.
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Response parts (records) at least this large are sent from the bytes they share with the
+/// read cache instead of being copied into the response buffer.
+pub const RESPONSE_SHARE_MIN_BYTES: usize = 16 * 1024;
+/// Largest capacity reserved up front for a response's copied bytes (headers, small parts).
+pub const RESPONSE_HEAD_CAPACITY_BYTES: usize = 64 * 1024;
+/// Capacity reserved up front for the metrics text (it grows as needed).
+pub const METRICS_RENDER_CAPACITY_BYTES: usize = 16 * 1024;
+/// Backlog of each shard's Kafka listening socket.
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// Backlog of the metrics listening socket.
+pub const METRICS_LISTEN_BACKLOG: i32 = 128;
+/// Below this open-file limit the broker warns at start (each segment and connection takes one).
+pub const LOW_OPEN_FILE_LIMIT: u64 = 4096;
+/// Shortest interval between two warnings of the same kind from the accept loop (refused
+/// connections, failed accepts).
+pub const ACCEPT_WARNING_INTERVAL_MS: u64 = 1_000;
+/// Pause after a failed accept (out of descriptors, or similar) before accepting again.
+pub const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
+/// Pause between checks while a graceful shutdown waits for connections to finish.
+pub const SHUTDOWN_POLL_MS: u64 = 5;
+/// Largest fsync latency the storage histograms record (µs); longer ones count as this.
+pub const FSYNC_HISTOGRAM_MAX_US: u64 = 60_000_000;
+/// Largest per-stage latency the shard histograms record (µs); longer ones count as this.
+pub const STAGE_HISTOGRAM_MAX_US: u64 = 600_000_000;
+/// Largest response frame the client side (`sluice-client`: admin commands, load generator)
+/// accepts from a broker.
+pub const MAX_CLIENT_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+/// Capacity the client side reserves up front for encoding one request.
+pub const CLIENT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
+/// `timeout_ms` the load generator puts in its CreateTopics and Produce requests (Kafka's
+/// client `request.timeout.ms` default).
+pub const CLIENT_REQUEST_TIMEOUT_MS: i32 = 30_000;
+/// `max_wait_ms` of the load generator's fetches (Kafka's consumer `fetch.max.wait.ms` default).
+pub const CLIENT_FETCH_MAX_WAIT_MS: i32 = 500;
+/// Largest latency the load generator's histograms record (µs); longer ones count as this.
+pub const CLIENT_LATENCY_HISTOGRAM_MAX_US: u64 = 600_000_000;
+/// Allocations at least this large are reserved with mmap(MAP_NORESERVE) by the broker's
+/// allocator (`net/src/huge_alloc.rs`), so address space is not committed memory.
+pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
+
 const _: () = assert!(MAX_BATCH_BYTES < MAX_REQUEST_BYTES);
 const _: () = assert!(MAX_IN_FLIGHT_BYTES_PER_CONNECTION <= MAX_IN_FLIGHT_BYTES_PER_SHARD);
 const _: () =
@@ -175,4 +243,30 @@ const _: () = assert!(
 const _: () = assert!(
     MAX_REQUEST_BYTES as u64 <= MAX_SEGMENT_POSITION && MAX_SEGMENT_POSITION <= u32::MAX as u64,
     "any one batch fits an empty segment, and the index field holds the position"
+);
+const _: () = assert!(
+    REMEMBERED_BATCHES_PER_PRODUCER >= 1 && REMEMBERED_BATCHES_PER_PRODUCER <= u8::MAX as usize,
+    "the producer snapshot stores the count of remembered batches in one byte"
+);
+const _: () = assert!(RECOVERY_SCAN_CHUNK_BYTES >= 4096 && LOG_OPENS_IN_FLIGHT >= 1);
+const _: () = assert!(PRODUCER_ID_BLOCK >= 1);
+const _: () = assert!(GROUP_SWEEP_INTERVAL_MS >= 1 && GROUP_SWEEP_INTERVAL_MS < OFFSETS_EXPIRY_CHECK_INTERVAL_MS);
+const _: () = assert!(
+    OFFSETS_EXPIRY_CHECK_INTERVAL_MS <= MIN_OFFSETS_RETENTION_MINUTES * 60_000,
+    "expired offsets are removed at least once per shortest retention"
+);
+const _: () = assert!(OFFSETS_LOAD_READ_BYTES >= MAX_BATCH_BYTES, "a replay read returns at least one whole batch");
+const _: () = assert!(MIN_TIMER_INTERVAL_MS >= 1 && SHARD_BARRIER_POLL_MS >= 1 && SHUTDOWN_POLL_MS >= 1);
+const _: () = assert!(RESPONSE_SHARE_MIN_BYTES <= RESPONSE_HEAD_CAPACITY_BYTES);
+const _: () = assert!(LISTEN_BACKLOG >= 1 && METRICS_LISTEN_BACKLOG >= 1);
+const _: () = assert!(ACCEPT_RETRY_PAUSE_MS < ACCEPT_WARNING_INTERVAL_MS);
+const _: () = assert!(SHUTDOWN_POLL_MS < SHUTDOWN_GRACE_MS);
+const _: () = assert!(CLIENT_FETCH_MAX_WAIT_MS >= 0 && CLIENT_FETCH_MAX_WAIT_MS <= MAX_FETCH_WAIT_MS);
+const _: () = assert!(
+    HUGE_ALLOCATION_BYTES > MAX_REQUEST_BYTES,
+    "request frames and ordinary buffers stay in the system allocator"
+);
+const _: () = assert!(
+    MAX_CLIENT_RESPONSE_BYTES >= MAX_FETCH_RESPONSE_BYTES && MAX_CLIENT_RESPONSE_BYTES <= i32::MAX as usize,
+    "the client takes any Fetch answer the broker gives, and the size field is an i32"
 );

@@ -361,6 +361,17 @@ pub fn lookup(name: &str) -> Option<&'static Def> {
     DEFS.iter().find(|d| d.name == name)
 }
 
+/// Kafka's default of an integer topic config, parsed from its definition (the one place the
+/// default is written; the storage crate's `LogConfig::default` takes its values from here).
+///
+/// Panics when `name` is not an integer topic config (a programming error, tested for every
+/// integer config below).
+pub fn default_i64(name: &str) -> i64 {
+    let def = lookup(name).unwrap_or_else(|| panic!("`{name}` is not a topic config"));
+    assert!(matches!(def.kind, Kind::Long { .. } | Kind::Int { .. }), "`{name}` is not an integer config");
+    def.default.parse().unwrap_or_else(|_| panic!("the default of `{name}` is an integer"))
+}
+
 /// Checks a value for a key; the error names both.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let def = lookup(name).ok_or_else(|| format!("unknown topic config `{name}`"))?;
@@ -433,5 +444,14 @@ mod tests {
         for d in DEFS {
             assert!(validate(d.name, d.default).is_ok(), "default of {} must be valid", d.name);
         }
+    }
+
+    #[test]
+    fn integer_defaults_parse() {
+        for d in DEFS.iter().filter(|d| matches!(d.kind, Kind::Long { .. } | Kind::Int { .. })) {
+            let _ = default_i64(d.name);
+        }
+        assert_eq!(default_i64("segment.bytes"), 1 << 30);
+        assert_eq!(default_i64("retention.bytes"), -1);
     }
 }

@@ -52,7 +52,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tracing::Instrument;
 
-const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = sluice_core::limits::CONNECTION_READ_BUFFER_BYTES;
 
 /// A request read but not yet answered: its second phase (a task already running, or for a
 /// Fetch the future the writer runs when it gets to it), and the
@@ -215,19 +215,19 @@ async fn read_loop(
             Either::Right(_) => return Ok(()),
         }
         let size = i32::from_be_bytes(size);
-        if size <= 0 || size as usize > MAX_REQUEST_BYTES {
+        let Some(len) = usize::try_from(size).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
             return Err(ConnError::BadSize(size));
-        }
+        };
         // The budget for the whole announced frame is reserved before any of its body is read
         // or allocated (waiting while other frames hold it), so the bodies in memory on this
         // shard never exceed its budget; the client then has `request_body_timeout_ms` to send
         // the body, and leaving or stalling frees what it reserved.
-        let Some(reserved) = stop_or(ctx, reserve(ctx, &budget, size as usize)).await? else {
+        let Some(reserved) = stop_or(ctx, reserve(ctx, &budget, len)).await? else {
             return Ok(()); // the shard is stopping
         };
         let deadline = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.request_body_timeout_ms));
         let frame = match select(
-            read_body(&mut reader, size as usize).boxed_local(),
+            read_body(&mut reader, len).boxed_local(),
             select(deadline.boxed_local(), ctx.shard.stopping().boxed_local()),
         )
         .await

@@ -88,7 +88,7 @@ pub fn encode_response<T: Encodable + HeaderVersion>(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header.encode(&mut buf, header_version).map_err(|e| FrameError::Encode(e.to_string()))?;
     body.encode(&mut buf, version).map_err(|e| FrameError::Encode(e.to_string()))?;
-    let len = (buf.len() - 4) as i32;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| FrameError::Encode("a response over 2 GiB".into()))?;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
 }

@@ -16,7 +16,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// Allocations at least this large are reserved with mmap(MAP_NORESERVE).
-pub const HUGE: usize = 1 << 30;
+pub const HUGE: usize = sluice_core::limits::HUGE_ALLOCATION_BYTES;
 const PAGE: usize = 4096;
 
 pub struct HugeAlloc;

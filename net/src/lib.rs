@@ -10,6 +10,9 @@
 //! the Kafka client, the admin commands, the load generator and its compression codecs); the
 //! `sluice` binary that puts both behind one command line is the `sluice` package in net/bin/.
 
+// Integers from the wire are converted with `try_from` (or a lossless `From`).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 pub mod api;
 pub mod conn;
 pub mod errors;

@@ -168,7 +168,7 @@ type Gauge = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> f64
 
 /// Prometheus text exposition of every shard's metrics.
 pub fn render(shards: &[ShardMetrics]) -> String {
-    let mut out = String::with_capacity(16 * 1024);
+    let mut out = String::with_capacity(sluice_core::limits::METRICS_RENDER_CAPACITY_BYTES);
     let us = 1e-6;
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use std::ops::Range;
 
 /// Byte strings shorter than this are copied: a part costs a write call of its own.
-pub const SHARE_MIN_BYTES: usize = 16 * 1024;
+pub const SHARE_MIN_BYTES: usize = sluice_core::limits::RESPONSE_SHARE_MIN_BYTES;
 
 /// One response frame: its parts, written in order.
 #[derive(Debug, Clone, Default)]
@@ -37,7 +37,7 @@ impl Frame {
     /// `sluice_storage::cache::SHARED_SLICE_MIN`), so it counts as a chunk; any other part
     /// counts as its length.
     pub fn held_bytes(&self) -> usize {
-        let chunk = sluice_storage::cache::CHUNK as usize;
+        let chunk = usize::try_from(sluice_storage::cache::CHUNK).expect("a read-cache chunk fits usize");
         let held = |p: &Bytes| match p.len() {
             n if (sluice_storage::cache::SHARED_SLICE_MIN..chunk).contains(&n) => chunk,
             n => n,
@@ -106,7 +106,7 @@ fn encode_err(e: impl std::fmt::Display) -> FrameError {
 }
 
 /// Initial capacity of the part being written (large shared record sets are not in it).
-const HEAD_CAPACITY: usize = 64 * 1024;
+const HEAD_CAPACITY: usize = sluice_core::limits::RESPONSE_HEAD_CAPACITY_BYTES;
 
 /// The encoder's buffer: finished parts, then the part being written.
 struct PartsBuf<'a> {
@@ -200,7 +200,7 @@ mod tests {
             .enumerate()
             .map(|(i, r)| {
                 PartitionData::default()
-                    .with_partition_index(i as i32)
+                    .with_partition_index(i32::try_from(i).unwrap())
                     .with_high_watermark(7)
                     .with_records(if r.is_empty() { None } else { Some(r.clone()) })
             })
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn held_bytes_count_what_a_part_may_keep_alive() {
-        let chunk = sluice_storage::cache::CHUNK as usize;
+        let chunk = usize::try_from(sluice_storage::cache::CHUNK).unwrap();
         let min = sluice_storage::cache::SHARED_SLICE_MIN;
         let f = Frame {
             parts: vec![Bytes::from(vec![0u8; 100]), Bytes::from(vec![0u8; min]), Bytes::from(vec![0u8; 2 * chunk])],

@@ -119,7 +119,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let started = Instant::now();
     let data_path = config.data_dir.clone();
     let clean_stop = runtime::run(config, clean_start, cpus, snapshot, payloads, serve, || {
-        tracing::info!(listen = %shown, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+        tracing::info!(listen = %shown, elapsed_ms = millis(started.elapsed()), "ready");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
         let _ = out.flush();
@@ -177,7 +177,7 @@ fn raise_open_file_limit() {
                 tracing::debug!(from = r.rlim_cur, to = r.rlim_max, "raised the open-file limit");
             }
         }
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < 4096 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < sluice_core::limits::LOW_OPEN_FILE_LIMIT {
             tracing::warn!(
                 limit = r.rlim_cur,
                 "the open-file limit is low: each partition segment and connection takes one; raise it (ulimit -n, LimitNOFILE=)"
@@ -218,7 +218,7 @@ fn bind_metrics(config: &BrokerConfig) -> Result<Option<MetricsSocket>, String> 
         let bound = bind_retrying("metrics", addr, retry, || {
             let s = new_socket(addr, false)?;
             s.bind(&addr.into())?;
-            s.listen(128)?;
+            s.listen(sluice_core::limits::METRICS_LISTEN_BACKLOG)?;
             Ok(s)
         });
         let bound = match bound {
@@ -265,7 +265,7 @@ fn bind_retrying<T>(
         match bind() {
             Ok(bound) => {
                 if tries > 1 {
-                    tracing::info!(address = %addr, tries, waited_ms = started.elapsed().as_millis() as u64, "{what} port free");
+                    tracing::info!(address = %addr, tries, waited_ms = millis(started.elapsed()), "{what} port free");
                 }
                 return Ok(bound);
             }
@@ -273,7 +273,7 @@ fn bind_retrying<T>(
                 if tries == 1 {
                     tracing::warn!(
                         address = %addr,
-                        retry_ms = retry.as_millis() as u64,
+                        retry_ms = millis(retry),
                         "{what} port in use (a broker that just stopped may still hold it); retrying"
                     );
                 }
@@ -297,7 +297,7 @@ fn bind_all(addr: SocketAddr, n: usize) -> std::io::Result<(u16, Vec<Socket>)> {
     for _ in 0..n {
         let s = new_socket(bound, true)?;
         s.bind(&bound.into())?;
-        s.listen(1024)?;
+        s.listen(sluice_core::limits::LISTEN_BACKLOG)?;
         sockets.push(s);
     }
     Ok((port, sockets))
@@ -406,7 +406,9 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>
                     Ok(slot) => slot,
                     Err(refused) => {
                         sluice_shard::metrics::connection_refused();
-                        if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        if last_refusal.is_none_or(|t| {
+                            t.elapsed() >= Duration::from_millis(sluice_core::limits::ACCEPT_WARNING_INTERVAL_MS)
+                        }) {
                             tracing::warn!(
                                 shard = %ctx.shard.id, client = ?ip, connections = refused.total,
                                 from_ip = refused.from_ip,
@@ -429,22 +431,30 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>
             }
             Err(e) => {
                 // Out of descriptors (or similar): back off, and say so at most once a second.
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                if last_warning.is_none_or(|t| {
+                    t.elapsed() >= Duration::from_millis(sluice_core::limits::ACCEPT_WARNING_INTERVAL_MS)
+                }) {
                     tracing::warn!(shard = %ctx.shard.id, error = %e, "accept failed");
                     last_warning = Some(Instant::now());
                 }
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                glommio::timer::sleep(Duration::from_millis(sluice_core::limits::ACCEPT_RETRY_PAUSE_MS)).await;
             }
         }
     }
     drop(listener);
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
     while live.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        glommio::timer::sleep(Duration::from_millis(sluice_core::limits::SHUTDOWN_POLL_MS)).await;
     }
     if live.get() > 0 {
         tracing::warn!(shard = %ctx.shard.id, connections = live.get(), "connections still open after the grace period");
     }
+}
+
+/// A duration in whole milliseconds for logs (saturating: no duration here comes near 584
+/// million years).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -47,8 +47,7 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<
     }
 }
 
-/// Producer ids reserved per metadata write.
-const PRODUCER_ID_BLOCK: i64 = 1000;
+use sluice_core::limits::PRODUCER_ID_BLOCK;
 
 /// A producer id never handed out before (also across restarts): shard 0 reserves blocks
 /// of ids in metadata and hands them out one by one.

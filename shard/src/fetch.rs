@@ -232,7 +232,7 @@ fn batch_prefix(records: &[u8], budget: usize, at_least_one: bool) -> usize {
     let mut pos = 0usize;
     while pos + LOG_OVERHEAD <= records.len() {
         let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().expect("4 bytes"));
-        let next = pos + LOG_OVERHEAD + len.max(0) as usize;
+        let next = pos + LOG_OVERHEAD + usize::try_from(len).unwrap_or(0);
         if next > records.len() || (next > budget && !(at_least_one && pos == 0)) {
             break;
         }

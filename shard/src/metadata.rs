@@ -129,8 +129,9 @@ impl MetadataSnapshot {
             return Err(format!("unknown metadata format {version}, expected {FILE_VERSION}"));
         }
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
-        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8")) as usize;
-        let payload = bytes.get(HEADER..HEADER + len).ok_or("truncated")?;
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8"));
+        let end = usize::try_from(len).ok().and_then(|l| HEADER.checked_add(l)).ok_or("truncated")?;
+        let payload = bytes.get(HEADER..end).ok_or("truncated")?;
         if crc32fast::hash(payload) != crc {
             return Err("checksum mismatch".into());
         }

@@ -45,7 +45,7 @@ impl Stage {
 }
 
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+    Histogram::new_with_bounds(1, sluice_core::limits::STAGE_HISTOGRAM_MAX_US, 3).expect("valid bounds")
 }
 
 /// Per-API request statistics (latency in µs).

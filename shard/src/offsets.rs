@@ -2,10 +2,14 @@
 //!
 //! Contract: answers follow Kafka: -2 earliest (log start), -1 latest (high watermark),
 //! -3 the record with the largest timestamp (the first one with it; records of compressed
-//! batches are decompressed to find it, as Kafka 4.x does), -4 earliest local (= log start
-//! here), a timestamp ≥ 0 the first record whose timestamp is at or after it (record precision
-//! for uncompressed CreateTime batches, the batch's base offset otherwise); (-1, -1) when
-//! nothing matches.
+//! batches are decompressed to find it, as Kafka 4.x does), -4 earliest local and -5 earliest
+//! pending upload (= log start here: no tiered storage), -6 latest tiered (= high watermark
+//! here), a timestamp ≥ 0 the first record whose timestamp is at or after it. That lookup
+//! walks the records of an uncompressed CreateTime batch (record precision); in a LogAppendTime
+//! batch every record carries the batch's time, so its base offset is that record; in a
+//! compressed CreateTime batch it answers the batch's base offset with the batch's max
+//! timestamp, where Kafka decompresses and answers the record (batch precision, not record).
+//! Offsets before the log start are never answered. (-1, -1) when nothing matches.
 
 use crate::error::PartitionError;
 use crate::msg::{ListOffsetsItem, ListOffsetsResult, ShardMsg};

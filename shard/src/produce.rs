@@ -14,9 +14,7 @@ use futures::FutureExt;
 use sluice_core::Offset;
 use std::rc::Rc;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+use sluice_core::clock::now_ms;
 
 /// Appends on the owner (this shard) synchronously; the returned future waits for `acks`.
 pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> LocalBoxFuture<'static, Vec<ProduceResult>> {

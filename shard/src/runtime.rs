@@ -86,7 +86,7 @@ impl Phase {
     async fn arrive_and_wait(&self, n: usize) {
         self.0.fetch_add(1, Ordering::AcqRel);
         while self.0.load(Ordering::Acquire) < n {
-            glommio::timer::sleep(Duration::from_millis(2)).await;
+            glommio::timer::sleep(Duration::from_millis(sluice_core::limits::SHARD_BARRIER_POLL_MS)).await;
         }
     }
 }
@@ -152,7 +152,6 @@ where
                 let setup = async {
                     sluice_storage::set_open_file_limit(config.max_open_files_per_shard);
                     sluice_storage::cache::set_capacity(config.read_cache_bytes_per_shard);
-                    sluice_storage::producers::set_expiration_ms(config.producer_id_expiration_ms);
                     sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
                     let started = std::time::Instant::now();
                     shard.install(snapshot).await.map_err(|e| e.to_string())?;
@@ -236,7 +235,9 @@ where
 /// drops the metrics series of deleted topics.
 fn spawn_retention(shard: Rc<Shard>) {
     glommio::spawn_local(async move {
-        let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(10));
+        let every = Duration::from_millis(
+            shard.config.log_retention_check_interval_ms.max(sluice_core::limits::MIN_TIMER_INTERVAL_MS),
+        );
         loop {
             use futures::future::{select, Either};
             use futures::FutureExt;
@@ -257,14 +258,16 @@ fn spawn_retention(shard: Rc<Shard>) {
 fn spawn_producer_expiry(shard: Rc<Shard>) {
     use sluice_core::limits::PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS;
     glommio::spawn_local(async move {
-        let ms = PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS.min(shard.config.producer_id_expiration_ms).max(10);
+        let ms = PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS
+            .min(shard.config.producer_id_expiration_ms)
+            .max(sluice_core::limits::MIN_TIMER_INTERVAL_MS);
         let every = Duration::from_millis(ms);
         loop {
             use futures::future::{select, Either};
             use futures::FutureExt;
             match select(glommio::timer::sleep(every).boxed_local(), shard.stopping().boxed_local()).await {
                 Either::Left(_) => {
-                    let removed = sluice_storage::producers::expire_all();
+                    let removed = shard.expire_producers();
                     if removed > 0 {
                         tracing::debug!(shard = %shard.id, removed, "expired producer state removed");
                     }

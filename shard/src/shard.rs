@@ -32,7 +32,7 @@ struct OwnedLog {
 }
 
 /// Partition logs opened at once by `install`.
-const OPEN_CONCURRENCY: usize = 64;
+const OPEN_CONCURRENCY: usize = sluice_core::limits::LOG_OPENS_IN_FLIGHT;
 
 /// The partitions one shard could not open (or make durable) while installing a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,22 +54,27 @@ impl std::fmt::Display for InstallError {
 
 impl std::error::Error for InstallError {}
 
-/// A log's settings from its topic's configs (broker defaults, then Kafka's, where unset).
+/// A log's settings from its topic's configs (broker defaults, then Kafka's, where unset), and
+/// the broker's `producer_id_expiration_ms`.
 pub fn log_config(
     configs: &std::collections::BTreeMap<String, String>,
     broker: &std::collections::BTreeMap<String, String>,
+    producer_id_expiration_ms: u64,
 ) -> LogConfig {
     let get = |k: &str| {
         sluice_core::topic_config::effective_with(configs, broker, k).and_then(|v| v.trim().parse::<i64>().ok())
     };
     let d = LogConfig::default();
+    // A value below 1 counts as 1.
+    let at_least_one = |v: i64| u64::try_from(v).unwrap_or(0).max(1);
     LogConfig {
         leader_epoch: d.leader_epoch,
-        segment_bytes: get("segment.bytes").map(|v| v.max(1) as u64).unwrap_or(d.segment_bytes),
-        segment_ms: get("segment.ms").map(|v| v.max(1) as u64).unwrap_or(d.segment_ms),
-        index_interval_bytes: get("index.interval.bytes").map(|v| v.max(1) as u64).unwrap_or(d.index_interval_bytes),
+        segment_bytes: get("segment.bytes").map(at_least_one).unwrap_or(d.segment_bytes),
+        segment_ms: get("segment.ms").map(at_least_one).unwrap_or(d.segment_ms),
+        index_interval_bytes: get("index.interval.bytes").map(at_least_one).unwrap_or(d.index_interval_bytes),
         retention_ms: get("retention.ms").unwrap_or(d.retention_ms),
         retention_bytes: get("retention.bytes").unwrap_or(d.retention_bytes),
+        producer_id_expiration_ms,
     }
 }
 
@@ -243,7 +248,7 @@ impl Shard {
         // Configs of logs already open may have changed.
         for (tp, o) in self.logs.borrow().iter() {
             if let Some(t) = snapshot.topics.get(&tp.topic) {
-                let cfg = log_config(&t.configs, &self.topic_defaults);
+                let cfg = log_config(&t.configs, &self.topic_defaults, self.config.producer_id_expiration_ms);
                 if o.log.config() != cfg {
                     o.log.set_config(cfg);
                 }
@@ -262,7 +267,10 @@ impl Shard {
                 let dir = partition_dir(&self.data_dir, &tp.topic, tp.partition.0);
                 let name = tp.to_string();
                 let clean = self.clean_start;
-                let cfg = snapshot.topics.get(&tp.topic).map(|t| log_config(&t.configs, &self.topic_defaults));
+                let cfg = snapshot
+                    .topics
+                    .get(&tp.topic)
+                    .map(|t| log_config(&t.configs, &self.topic_defaults, self.config.producer_id_expiration_ms));
                 async move { PartitionLog::open(&dir, &name, cfg.expect("wanted topics exist"), clean).await }
             });
             let opened = futures::future::join_all(opens).await;
@@ -324,13 +332,16 @@ impl Shard {
         failed
     }
 
+    /// Removes expired producer state from every log of this shard; returns how many producers.
+    pub fn expire_producers(&self) -> usize {
+        let now = sluice_core::clock::now_ms();
+        self.logs.borrow().values().map(|o| o.log.expire_producers(now)).sum()
+    }
+
     /// Deletes segments that retention no longer keeps, on every owned log.
     pub async fn enforce_retention(&self) {
         let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().map(|o| o.log.clone()).collect();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = sluice_core::clock::now_ms();
         for log in logs {
             if let Err(e) = log.enforce_retention(now).await {
                 tracing::warn!(partition = log.name(), error = %e, "retention failed");

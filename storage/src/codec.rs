@@ -104,7 +104,7 @@ mod tests {
     fn with_codec(codec: i16, compressed: Vec<u8>, plain: &[u8]) -> Vec<u8> {
         let mut b = plain[..HEADER_LEN].to_vec();
         b.extend_from_slice(&compressed);
-        let len = (b.len() - sluice_core::batch::LOG_OVERHEAD) as i32;
+        let len = i32::try_from(b.len() - sluice_core::batch::LOG_OVERHEAD).unwrap();
         b[8..12].copy_from_slice(&len.to_be_bytes());
         let attributes = i16::from_be_bytes([b[21], b[22]]) | codec;
         b[21..23].copy_from_slice(&attributes.to_be_bytes());
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn every_codec_gives_back_the_records() {
-        let values: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; 100 + i]).collect();
+        let values: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
         let recs: Vec<Record> = values.iter().map(|v| Record { key: None, value: v }).collect();
         let plain = build(&recs, 0);
         let body = &plain[HEADER_LEN..];
@@ -125,7 +125,7 @@ mod tests {
         let sn = snap::raw::Encoder::new().compress_vec(body).unwrap();
         let mut xerial = XERIAL_MAGIC.to_vec();
         xerial.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
-        xerial.extend_from_slice(&(sn.len() as u32).to_be_bytes());
+        xerial.extend_from_slice(&u32::try_from(sn.len()).unwrap().to_be_bytes());
         xerial.extend_from_slice(&sn);
         let lz = {
             let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());

@@ -1,4 +1,10 @@
-//! Errors of the storage crate; `net` maps each variant to a Kafka error code in one match.
+//! Errors of the storage crate.
+//!
+//! Contract: every failure of a log reaches its caller as one of these variants. The shard
+//! crate turns them into its `PartitionError` (`shard/src/error.rs`: out of range, invalid
+//! batch, closed and the two sequence errors keep their meaning; I/O, write failures and an
+//! unknown data-dir format become `Storage`), and `net/src/errors.rs` maps that to a Kafka
+//! error code in one exhaustive match (`Storage` is KAFKA_STORAGE_ERROR).
 
 use sluice_core::batch::BatchError;
 use thiserror::Error;

@@ -9,17 +9,30 @@
 //! [`PartitionLog::append`], and the bytes reach the disk in that order. A batch is visible to
 //! readers only once it is durable (fdatasync'd), so nothing a crash could take back is served.
 
+// Integers from the disk are converted with `try_from` (or a lossless `From`).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+// TODO(lead): remove after merge
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod cache;
 pub mod codec;
+// TODO(lead): remove after merge
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod disk;
 pub mod error;
 mod file;
 pub mod format;
+// TODO(lead): remove after merge
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod index;
+// TODO(lead): remove after merge
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod log;
 pub mod probe;
 pub mod producers;
 mod recovery;
+// TODO(lead): remove after merge
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod segment;
 pub mod stats;
 pub mod watermark;

@@ -11,23 +11,20 @@
 //! removes it from the partition's producer state. A forgotten producer is an unknown one, and
 //! Kafka (`ProducerAppendInfo.checkSequence`) accepts any sequence from a producer it has no
 //! state for, so its next batch is appended and a very late retry is no longer deduplicated.
-//! Expired entries are treated as absent by [`Producers::check`] at once, removed from the map
-//! by [`expire_all`] (each shard's periodic timer, every
-//! `PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS`), and left out of snapshots and dropped when one
-//! is loaded. "Last write" is the wall-clock time the batch was recorded (appended, or found in
+//! Each partition's state carries its expiration (from [`crate::LogConfig`]). Expired entries are
+//! treated as absent by [`Producers::check`] at once, removed from the map by
+//! [`Producers::expire`] (which `PartitionLog::expire_producers` calls from each shard's periodic
+//! timer, every `PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS`), and left out of snapshots and
+//! dropped when one is loaded. "Last write" is the wall-clock time the batch was recorded (appended, or found in
 //! the log by a recovery scan), where Kafka uses the batch's max timestamp: a recovery scan
 //! therefore restarts the clock of the producers it finds (state is kept longer, never less).
-//! The state of every partition of a shard is reachable by [`expire_all`] through a
-//! thread-local list of weak references (one shard per thread).
 
 use sluice_core::batch::BatchHeader;
-use std::cell::RefCell;
+use sluice_core::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Batches remembered per producer (Kafka: 5, the client's max in-flight requests).
-pub const REMEMBERED_BATCHES: usize = 5;
+pub const REMEMBERED_BATCHES: usize = sluice_core::limits::REMEMBERED_BATCHES_PER_PRODUCER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SeqRange {
@@ -51,63 +48,7 @@ impl Entry {
     }
 }
 
-/// `producer_id_expiration_ms` of this process (set by each shard at start).
-static EXPIRATION_MS: AtomicI64 = AtomicI64::new(sluice_core::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS as i64);
-
-/// Sets how long a producer's state outlives its last write (`producer_id_expiration_ms`).
-pub fn set_expiration_ms(ms: u64) {
-    assert!(ms > 0, "producer id expiration must be positive");
-    EXPIRATION_MS.store(i64::try_from(ms).unwrap_or(i64::MAX), Ordering::Relaxed);
-}
-
-fn expiration_ms() -> i64 {
-    EXPIRATION_MS.load(Ordering::Relaxed)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 type Map = HashMap<i64, Entry>;
-
-thread_local! {
-    /// Every partition's producer map on this thread, for [`expire_all`].
-    static LIVE: RefCell<Vec<Weak<RefCell<Map>>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn register(map: &Rc<RefCell<Map>>) {
-    LIVE.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.len() >= 64 && l.len().is_power_of_two() {
-            l.retain(|w| w.strong_count() > 0);
-        }
-        l.push(Rc::downgrade(map));
-    });
-}
-
-/// Removes expired producers from every partition of this shard; returns how many.
-pub fn expire_all() -> usize {
-    expire_all_at(now_ms(), expiration_ms())
-}
-
-fn expire_all_at(now_ms: i64, expiration_ms: i64) -> usize {
-    let maps: Vec<Rc<RefCell<Map>>> = LIVE.with(|l| {
-        let mut l = l.borrow_mut();
-        l.retain(|w| w.strong_count() > 0);
-        l.iter().filter_map(Weak::upgrade).collect()
-    });
-    let mut removed = 0;
-    for m in maps {
-        let mut m = m.borrow_mut();
-        let before = m.len();
-        m.retain(|_, e| !e.expired(now_ms, expiration_ms));
-        removed += before - m.len();
-    }
-    removed
-}
 
 /// What to do with a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,31 +79,52 @@ pub fn add_seq(base: i32, delta: i32) -> i32 {
     }
 }
 
-/// One partition's producer state. Not `Send`: it lives on its shard's thread.
+/// One partition's producer state.
 #[derive(Debug)]
 pub struct Producers {
-    map: Rc<RefCell<Map>>,
+    map: Map,
+    /// How long a producer's state outlives its last write here (`producer_id_expiration_ms`).
+    expiration_ms: i64,
 }
 
 impl Default for Producers {
+    /// No producers, with the default expiration.
     fn default() -> Self {
-        let map = Rc::new(RefCell::new(Map::new()));
-        register(&map);
-        Producers { map }
+        Producers::new(sluice_core::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS)
     }
 }
 
 impl Producers {
-    pub fn check(&self, h: &BatchHeader) -> Result<SeqCheck, SeqError> {
-        self.check_at(h, now_ms(), expiration_ms())
+    /// No producers; a producer's state is forgotten `expiration_ms` after its last write here
+    /// (`producer_id_expiration_ms`, validated positive by the broker config).
+    pub fn new(expiration_ms: u64) -> Producers {
+        assert!(expiration_ms > 0, "producer id expiration must be positive");
+        Producers { map: Map::new(), expiration_ms: i64::try_from(expiration_ms).unwrap_or(i64::MAX) }
     }
 
-    fn check_at(&self, h: &BatchHeader, now_ms: i64, expiration_ms: i64) -> Result<SeqCheck, SeqError> {
+    /// The expiration this state was made with (in ms; for a state rebuilt in its place).
+    pub fn expiration_ms(&self) -> u64 {
+        u64::try_from(self.expiration_ms).expect("the expiration is positive")
+    }
+
+    /// Removes the producers whose last write here is at least the expiration older than
+    /// `now_ms` (wall clock, ms since the epoch); returns how many.
+    pub fn expire(&mut self, now_ms: i64) -> usize {
+        let before = self.map.len();
+        let expiration_ms = self.expiration_ms;
+        self.map.retain(|_, e| !e.expired(now_ms, expiration_ms));
+        before - self.map.len()
+    }
+
+    pub fn check(&self, h: &BatchHeader) -> Result<SeqCheck, SeqError> {
+        self.check_at(h, now_ms())
+    }
+
+    fn check_at(&self, h: &BatchHeader, now_ms: i64) -> Result<SeqCheck, SeqError> {
         if h.producer_id < 0 {
             return Ok(SeqCheck::Append);
         }
-        let map = self.map.borrow();
-        let Some(e) = map.get(&h.producer_id).filter(|e| !e.expired(now_ms, expiration_ms)) else {
+        let Some(e) = self.map.get(&h.producer_id).filter(|e| !e.expired(now_ms, self.expiration_ms)) else {
             // A producer we hold no state for (new, expired, or its state predates this log):
             // Kafka accepts any sequence from it.
             return Ok(SeqCheck::Append);
@@ -201,16 +163,15 @@ impl Producers {
     ) {
         let range =
             SeqRange { first: base_sequence, last: add_seq(base_sequence, count_delta), base_offset, last_offset };
-        self.record_at(producer_id, epoch, range, now_ms(), expiration_ms());
+        self.record_at(producer_id, epoch, range, now_ms());
     }
 
-    fn record_at(&mut self, producer_id: i64, epoch: i16, range: SeqRange, now_ms: i64, expiration_ms: i64) {
+    fn record_at(&mut self, producer_id: i64, epoch: i16, range: SeqRange, now_ms: i64) {
         if producer_id < 0 {
             return;
         }
-        let mut map = self.map.borrow_mut();
-        let e = map.entry(producer_id).or_default();
-        if e.expired(now_ms, expiration_ms) {
+        let e = self.map.entry(producer_id).or_default();
+        if e.expired(now_ms, self.expiration_ms) {
             // Forgotten: start afresh, as for a producer never seen.
             *e = Entry::default();
         }
@@ -226,16 +187,16 @@ impl Producers {
     }
 
     pub fn clear(&mut self) {
-        self.map.borrow_mut().clear();
+        self.map.clear();
     }
 
-    /// Producers with state (expired ones included until [`expire_all`] removes them).
+    /// Producers with state (expired ones included until [`Producers::expire`] removes them).
     pub fn len(&self) -> usize {
-        self.map.borrow().len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.borrow().is_empty()
+        self.map.is_empty()
     }
 }
 
@@ -253,12 +214,11 @@ pub fn save_snapshot(dir: &std::path::Path, next_offset: i64, p: &Producers) -> 
 /// The snapshot file's bytes: magic, next offset, producers, CRC-32.
 /// Expired producers are left out.
 pub(crate) fn encode_snapshot(next_offset: i64, p: &Producers) -> Vec<u8> {
-    encode_snapshot_at(next_offset, p, now_ms(), expiration_ms())
+    encode_snapshot_at(next_offset, p, now_ms())
 }
 
-fn encode_snapshot_at(next_offset: i64, p: &Producers, now_ms: i64, expiration_ms: i64) -> Vec<u8> {
-    let map = p.map.borrow();
-    let live: Vec<(&i64, &Entry)> = map.iter().filter(|(_, e)| !e.expired(now_ms, expiration_ms)).collect();
+fn encode_snapshot_at(next_offset: i64, p: &Producers, now_ms: i64) -> Vec<u8> {
+    let live: Vec<(&i64, &Entry)> = p.map.iter().filter(|(_, e)| !e.expired(now_ms, p.expiration_ms)).collect();
     let mut out = Vec::with_capacity(16 + live.len() * 64);
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&next_offset.to_be_bytes());
@@ -267,7 +227,7 @@ fn encode_snapshot_at(next_offset: i64, p: &Producers, now_ms: i64, expiration_m
         out.extend_from_slice(&pid.to_be_bytes());
         out.extend_from_slice(&e.epoch.to_be_bytes());
         out.extend_from_slice(&e.last_ms.to_be_bytes());
-        out.push(e.batches.len() as u8);
+        out.push(u8::try_from(e.batches.len()).expect("at most REMEMBERED_BATCHES batches per producer"));
         for b in &e.batches {
             out.extend_from_slice(&b.first.to_be_bytes());
             out.extend_from_slice(&b.last.to_be_bytes());
@@ -280,18 +240,20 @@ fn encode_snapshot_at(next_offset: i64, p: &Producers, now_ms: i64, expiration_m
     out
 }
 
-/// Loads the snapshot if it was taken at `next_offset` and is intact.
+/// Loads the snapshot if it was taken at `next_offset` and is intact (default expiration).
 pub fn load_snapshot(dir: &std::path::Path, next_offset: i64) -> Option<Producers> {
-    decode_snapshot(&std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?, next_offset)
+    let expiration_ms = sluice_core::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS;
+    decode_snapshot(&std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?, next_offset, expiration_ms)
 }
 
 /// Decodes snapshot bytes taken at `next_offset`; None when from another offset or damaged.
-/// Producers expired by now are dropped.
-pub(crate) fn decode_snapshot(b: &[u8], next_offset: i64) -> Option<Producers> {
-    decode_snapshot_at(b, next_offset, now_ms(), expiration_ms())
+/// Producers expired by now (after `expiration_ms`) are dropped.
+pub(crate) fn decode_snapshot(b: &[u8], next_offset: i64, expiration_ms: u64) -> Option<Producers> {
+    decode_snapshot_at(b, next_offset, now_ms(), Producers::new(expiration_ms))
 }
 
-fn decode_snapshot_at(b: &[u8], next_offset: i64, now_ms: i64, expiration_ms: i64) -> Option<Producers> {
+/// Decodes into `p` (empty, with its expiration).
+fn decode_snapshot_at(b: &[u8], next_offset: i64, now_ms: i64, mut p: Producers) -> Option<Producers> {
     if b.len() < 20 || &b[..4] != SNAPSHOT_MAGIC {
         return None;
     }
@@ -310,7 +272,6 @@ fn decode_snapshot_at(b: &[u8], next_offset: i64, now_ms: i64, expiration_ms: i6
         return None;
     }
     let n = u32::from_be_bytes(take(4)?.try_into().ok()?);
-    let mut map = Map::new();
     for _ in 0..n {
         let pid = i64::from_be_bytes(take(8)?.try_into().ok()?);
         let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
@@ -324,12 +285,10 @@ fn decode_snapshot_at(b: &[u8], next_offset: i64, now_ms: i64, expiration_ms: i6
             let last_offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
             e.batches.push_back(SeqRange { first, last, base_offset, last_offset });
         }
-        if !e.expired(now_ms, expiration_ms) {
-            map.insert(pid, e);
+        if !e.expired(now_ms, p.expiration_ms) {
+            p.map.insert(pid, e);
         }
     }
-    let p = Producers::default();
-    *p.map.borrow_mut() = map;
     Some(p)
 }
 
@@ -388,60 +347,59 @@ mod tests {
         SeqRange { first: seq, last: add_seq(seq, n - 1), base_offset: base, last_offset: base + n as i64 - 1 }
     }
 
-    #[test]
-    fn an_expired_producer_is_unknown_and_accepted_at_any_sequence() {
-        let mut p = Producers::default();
-        let t0 = 1_000_000;
-        p.record_at(7, 0, range(0, 3, 100), t0, DAY);
-        // Within the expiration: a retry is a duplicate, a gap is refused.
-        let dup = Ok(SeqCheck::Duplicate { base_offset: 100, last_offset: 102 });
-        assert_eq!(p.check_at(&header(7, 0, 0, 3), t0 + DAY - 1, DAY), dup);
-        assert!(p.check_at(&header(7, 0, 9, 1), t0 + DAY - 1, DAY).is_err());
-        // At the expiration: forgotten, so the old retry and any sequence are appended (Kafka).
-        assert_eq!(p.check_at(&header(7, 0, 0, 3), t0 + DAY, DAY), Ok(SeqCheck::Append));
-        assert_eq!(p.check_at(&header(7, 0, 9, 1), t0 + DAY, DAY), Ok(SeqCheck::Append));
-        // A write after expiry starts afresh (old batches gone) and restarts the clock.
-        p.record_at(7, 0, range(9, 1, 200), t0 + DAY, DAY);
-        assert!(p.check_at(&header(7, 0, 0, 3), t0 + DAY + 1, DAY).is_err(), "seq 0 after seq 9 is out of order");
-        assert_eq!(p.check_at(&header(7, 0, 10, 1), t0 + 2 * DAY - 1, DAY), Ok(SeqCheck::Append));
+    fn day() -> Producers {
+        Producers::new(u64::try_from(DAY).unwrap())
     }
 
     #[test]
-    fn expire_all_removes_expired_producers_of_every_partition_on_this_thread() {
-        let mut a = Producers::default();
-        let mut b = Producers::default();
+    fn an_expired_producer_is_unknown_and_accepted_at_any_sequence() {
+        let mut p = day();
+        let t0 = 1_000_000;
+        p.record_at(7, 0, range(0, 3, 100), t0);
+        // Within the expiration: a retry is a duplicate, a gap is refused.
+        let dup = Ok(SeqCheck::Duplicate { base_offset: 100, last_offset: 102 });
+        assert_eq!(p.check_at(&header(7, 0, 0, 3), t0 + DAY - 1), dup);
+        assert!(p.check_at(&header(7, 0, 9, 1), t0 + DAY - 1).is_err());
+        // At the expiration: forgotten, so the old retry and any sequence are appended (Kafka).
+        assert_eq!(p.check_at(&header(7, 0, 0, 3), t0 + DAY), Ok(SeqCheck::Append));
+        assert_eq!(p.check_at(&header(7, 0, 9, 1), t0 + DAY), Ok(SeqCheck::Append));
+        // A write after expiry starts afresh (old batches gone) and restarts the clock.
+        p.record_at(7, 0, range(9, 1, 200), t0 + DAY);
+        assert!(p.check_at(&header(7, 0, 0, 3), t0 + DAY + 1).is_err(), "seq 0 after seq 9 is out of order");
+        assert_eq!(p.check_at(&header(7, 0, 10, 1), t0 + 2 * DAY - 1), Ok(SeqCheck::Append));
+    }
+
+    #[test]
+    fn expire_removes_expired_producers_only() {
+        let mut a = day();
         let t0 = 5_000_000;
-        a.record_at(1, 0, range(0, 1, 0), t0, DAY);
-        a.record_at(2, 0, range(0, 1, 1), t0 + 10, DAY);
-        b.record_at(3, 0, range(0, 1, 0), t0, DAY);
-        {
-            let dropped = Producers::default();
-            dropped.map.borrow_mut().insert(4, Entry::default());
-        }
-        assert_eq!(expire_all_at(t0 + DAY - 1, DAY), 0);
-        assert_eq!(expire_all_at(t0 + DAY, DAY), 2, "producers 1 and 3; the dropped map is skipped");
-        assert_eq!((a.len(), b.len()), (1, 0));
-        assert_eq!(expire_all_at(t0 + DAY + 10, DAY), 1);
+        a.record_at(1, 0, range(0, 1, 0), t0);
+        a.record_at(2, 0, range(0, 1, 1), t0 + 10);
+        a.record_at(3, 0, range(0, 1, 2), t0);
+        assert_eq!(a.expire(t0 + DAY - 1), 0);
+        assert_eq!(a.expire(t0 + DAY), 2, "producers 1 and 3");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a.expire(t0 + DAY + 10), 1);
         assert!(a.is_empty());
     }
 
     #[test]
     fn snapshots_leave_out_and_drop_expired_producers() {
-        let mut p = Producers::default();
+        let mut p = day();
         let t0 = 9_000_000;
-        p.record_at(1, 0, range(0, 2, 0), t0, DAY);
-        p.record_at(2, 0, range(0, 2, 2), t0 + 100, DAY);
-        let bytes = encode_snapshot_at(4, &p, t0 + DAY, DAY);
-        let back = decode_snapshot_at(&bytes, 4, t0 + DAY, DAY).unwrap();
+        p.record_at(1, 0, range(0, 2, 0), t0);
+        p.record_at(2, 0, range(0, 2, 2), t0 + 100);
+        let bytes = encode_snapshot_at(4, &p, t0 + DAY);
+        let back = decode_snapshot_at(&bytes, 4, t0 + DAY, day()).unwrap();
         assert_eq!(back.len(), 1, "the expired producer is not written");
-        let back = decode_snapshot_at(&bytes, 4, t0 + DAY + 100, DAY).unwrap();
+        let back = decode_snapshot_at(&bytes, 4, t0 + DAY + 100, day()).unwrap();
         assert_eq!(back.len(), 0, "a producer expired by load time is dropped");
-        let back = decode_snapshot_at(&encode_snapshot_at(4, &p, t0, DAY), 4, t0 + 50, DAY).unwrap();
+        let back = decode_snapshot_at(&encode_snapshot_at(4, &p, t0), 4, t0 + 50, day()).unwrap();
         let dup = Ok(SeqCheck::Duplicate { base_offset: 2, last_offset: 3 });
-        assert_eq!(back.check_at(&header(2, 0, 0, 2), t0 + 50, DAY), dup);
+        assert_eq!(back.check_at(&header(2, 0, 0, 2), t0 + 50), dup);
         let mut v1 = bytes.clone();
         v1[..4].copy_from_slice(b"SLPS");
-        assert!(decode_snapshot_at(&v1, 4, t0, DAY).is_none(), "a version-1 snapshot is ignored");
+        assert!(decode_snapshot_at(&v1, 4, t0, day()).is_none(), "a version-1 snapshot is ignored");
     }
 
     #[test]

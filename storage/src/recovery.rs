@@ -14,7 +14,13 @@ use sluice_core::batch::{self, LOG_OVERHEAD};
 use sluice_core::limits::MAX_REQUEST_BYTES;
 use std::rc::Rc;
 
-const SCAN_CHUNK: usize = 4 * 1024 * 1024;
+const SCAN_CHUNK: usize = sluice_core::limits::RECOVERY_SCAN_CHUNK_BYTES;
+
+/// A distance within the scan buffer, or a batch length already checked against
+/// `MAX_REQUEST_BYTES`, as a `usize`: the buffer is in memory, so either fits.
+fn in_buffer(n: u64) -> usize {
+    usize::try_from(n).expect("a distance within an in-memory buffer fits usize")
+}
 
 pub(crate) struct Scanned {
     /// Every valid batch from `start`, in order.
@@ -61,7 +67,7 @@ pub(crate) async fn scan(
                 if total.is_some() {
                     break;
                 }
-                let at = (cursor - buf_pos) as usize;
+                let at = in_buffer(cursor - buf_pos);
                 let len = i32::from_be_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
                 let Some(len) = usize::try_from(len).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
                     break;
@@ -72,12 +78,12 @@ pub(crate) async fn scan(
             if read_pos >= size {
                 break;
             }
-            let consumed = (cursor - buf_pos) as usize;
+            let consumed = in_buffer(cursor - buf_pos);
             if consumed > 0 {
                 buf.drain(..consumed);
                 buf_pos = cursor;
             }
-            let want = SCAN_CHUNK.max((need - have) as usize);
+            let want = SCAN_CHUNK.max(in_buffer(need - have));
             let chunk = file.read_at(read_pos, want).await.map_err(|e| StorageError::io("read", path, e))?;
             if chunk.is_empty() {
                 break;
@@ -89,8 +95,8 @@ pub(crate) async fn scan(
         if read_pos - cursor < need {
             break;
         }
-        let at = (cursor - buf_pos) as usize;
-        let Ok(h) = batch::validate(&buf[at..at + need as usize]) else { break };
+        let at = in_buffer(cursor - buf_pos);
+        let Ok(h) = batch::validate(&buf[at..at + in_buffer(need)]) else { break };
         if h.base_offset != next_offset {
             break;
         }
@@ -114,7 +120,7 @@ pub(crate) async fn scan(
     // Anything after `cursor` that is not zero padding is a torn or corrupt write.
     let mut truncated_bytes = 0;
     if cursor < size {
-        let at = (cursor.saturating_sub(buf_pos)) as usize;
+        let at = in_buffer(cursor.saturating_sub(buf_pos));
         let rest_in_buf = buf.get(at..).unwrap_or(&[]);
         let dirty = rest_in_buf.iter().any(|b| *b != 0) || read_pos < size;
         if dirty {

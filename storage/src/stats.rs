@@ -24,7 +24,8 @@ pub struct StorageStats {
 impl Default for StorageStats {
     fn default() -> Self {
         StorageStats {
-            fsync_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            fsync_us: Histogram::new_with_bounds(1, sluice_core::limits::FSYNC_HISTOGRAM_MAX_US, 3)
+                .expect("valid bounds"),
             memory_reads: 0,
             disk_reads: 0,
             bytes_written: 0,

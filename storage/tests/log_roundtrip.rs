@@ -154,3 +154,39 @@ fn truncate_to_drops_the_suffix() {
         log.close().await.unwrap();
     });
 }
+
+/// `batch_of(n, tag)` from an idempotent producer: its id, epoch 0, base sequence `seq`.
+fn idempotent_batch(n: usize, tag: u8, producer_id: i64, seq: i32) -> Vec<u8> {
+    let mut b = batch_of(n, tag);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn expire_producers_forgets_state_older_than_the_configured_expiration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig { producer_id_expiration_ms: 60_000, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&d, "t-0", config, false).await.unwrap();
+        let b = idempotent_batch(2, 1, 7, 0);
+        let h = batch::validate(&b).unwrap();
+        let first = log.append(&b, &h, None).unwrap();
+        assert!(!first.duplicate);
+        assert!(log.append(&b, &h, None).unwrap().duplicate, "a retry is deduplicated");
+        let now = sluice_core::clock::now_ms();
+        assert_eq!(log.expire_producers(now), 0, "within the expiration nothing is removed");
+        assert_eq!(log.expire_producers(now + 60_000), 1, "the producer's state is removed at the expiration");
+        assert_eq!(log.expire_producers(now + 60_000), 0);
+        // Forgotten: the same batch is now a producer without state, so it is appended again.
+        let again = log.append(&b, &h, None).unwrap();
+        assert!(!again.duplicate);
+        assert_eq!(again.base_offset, Offset(2));
+        log.wait_durable(&again).await.unwrap();
+        log.close().await.unwrap();
+    });
+}

@@ -192,8 +192,7 @@ async fn send(
     by_partition: BTreeMap<i32, Vec<OutRecord>>,
     acks: i16,
 ) -> Result<()> {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = sluice_core::clock::now_ms();
     let mut by_leader: BTreeMap<i32, Vec<PartitionProduceData>> = BTreeMap::new();
     for (p, recs) in by_partition {
         let batch = build_batch(&recs, now);

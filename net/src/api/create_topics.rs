@@ -29,11 +29,16 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .into_iter()
             .map(|t| NewTopic {
                 name: t.name.0.to_string(),
-                partitions: if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 },
+                partitions: if t.assignments.is_empty() {
+                    t.num_partitions
+                } else {
+                    i32::try_from(t.assignments.len()).unwrap_or(i32::MAX)
+                },
                 replication_factor: if t.assignments.is_empty() {
                     t.replication_factor
                 } else {
-                    t.assignments[0].broker_ids.len() as i16
+                    // More broker ids than an i16 holds is an invalid factor, not a wrapped one.
+                    i16::try_from(t.assignments[0].broker_ids.len()).unwrap_or(i16::MAX)
                 },
                 configs: t
                     .configs

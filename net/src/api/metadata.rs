@@ -81,7 +81,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
 }
 
 fn describe(name: &str, t: &TopicMeta, v: i16) -> MetadataResponseTopic {
-    let partitions = (0..t.shards.len() as i32)
+    let count = i32::try_from(t.shards.len()).expect("partitions per topic are at most MAX_PARTITIONS_PER_TOPIC");
+    let partitions = (0..count)
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_error_code(0)

@@ -20,14 +20,12 @@ use sluice_core::{Offset, PartitionId, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-const SWEEP_EVERY: Duration = Duration::from_millis(100);
-const EXPIRE_OFFSETS_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_millis(sluice_core::limits::GROUP_SWEEP_INTERVAL_MS);
+const EXPIRE_OFFSETS_EVERY: Duration = Duration::from_millis(sluice_core::limits::OFFSETS_EXPIRY_CHECK_INTERVAL_MS);
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+use sluice_core::clock::now_ms;
 
 #[derive(Default)]
 pub struct Coordinator {
@@ -181,7 +179,7 @@ impl Coordinator {
         let end = log.high_watermark();
         let mut applied = 0u64;
         while offset < end {
-            let read = log.read(offset, 8 << 20).await?;
+            let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
             if read.records.is_empty() {
                 break;
             }

@@ -183,7 +183,12 @@ impl Group {
         }
         let was_empty = self.state == State::Empty;
         self.state = State::PreparingRebalance;
-        let timeout = self.members.iter().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(300));
+        let timeout = self
+            .members
+            .iter()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_millis(sluice_core::limits::DEFAULT_REBALANCE_TIMEOUT_MS));
         self.rebalance_deadline = Some(now + timeout);
         self.initial_delay_until =
             (was_empty && !limits.initial_delay.is_zero()).then(|| now + limits.initial_delay.min(timeout));
@@ -576,9 +581,11 @@ fn parse_subscription(meta: &[u8]) -> Vec<String> {
     for _ in 0..n.max(0) {
         let Some(len) = meta.get(pos..pos + 2).map(|b| i16::from_be_bytes([b[0], b[1]])) else { break };
         pos += 2;
-        let Some(name) = meta.get(pos..pos + len.max(0) as usize) else { break };
+        // A negative length reads as empty.
+        let len = usize::try_from(len).unwrap_or(0);
+        let Some(name) = meta.get(pos..pos + len) else { break };
         out.push(String::from_utf8_lossy(name).into_owned());
-        pos += len.max(0) as usize;
+        pos += len;
     }
     out
 }

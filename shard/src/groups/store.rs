@@ -30,7 +30,7 @@ pub struct GroupRecord {
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(&u16::try_from(b.len()).expect("cut to u16::MAX bytes").to_be_bytes());
     out.extend_from_slice(b);
 }
 
@@ -50,7 +50,8 @@ pub fn offset_value(c: &Committed) -> Vec<u8> {
     match &c.metadata {
         None => v.extend_from_slice(&(-1i32).to_be_bytes()),
         Some(m) => {
-            v.extend_from_slice(&(m.len() as i32).to_be_bytes());
+            // A string from a request: bounded by MAX_REQUEST_BYTES.
+            v.extend_from_slice(&i32::try_from(m.len()).expect("metadata shorter than a request").to_be_bytes());
             v.extend_from_slice(m.as_bytes());
         }
     }
@@ -111,8 +112,11 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
                     let leader_epoch = r.i32()?;
                     let commit_timestamp_ms = r.i64()?;
                     let len = r.i32()?;
-                    let metadata =
-                        if len < 0 { None } else { Some(String::from_utf8_lossy(r.take(len as usize)?).into_owned()) };
+                    let metadata = if len < 0 {
+                        None
+                    } else {
+                        Some(String::from_utf8_lossy(r.take(usize::try_from(len).ok()?)?).into_owned())
+                    };
                     Some(Committed { offset, leader_epoch, metadata, commit_timestamp_ms })
                 }
             };

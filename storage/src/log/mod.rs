@@ -48,7 +48,6 @@ use sluice_core::{LeaderEpoch, Offset};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Settings of one partition log (from its topic's configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,17 +64,24 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// Delete old segments while the log is larger (`retention.bytes`, -1: never).
     pub retention_bytes: i64,
+    /// Forget a producer's state this long after its last write (`producer_id_expiration_ms`,
+    /// fixed when the log opens).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for LogConfig {
+    /// Kafka's topic defaults, as `sluice_core::topic_config` defines them.
     fn default() -> Self {
+        use sluice_core::topic_config::default_i64;
+        let positive = |k| u64::try_from(default_i64(k)).expect("a positive topic default");
         LogConfig {
             leader_epoch: LeaderEpoch(0),
-            segment_bytes: 1 << 30,
-            segment_ms: 7 * 24 * 3600 * 1000,
-            index_interval_bytes: 4096,
-            retention_ms: 7 * 24 * 3600 * 1000,
-            retention_bytes: -1,
+            segment_bytes: positive("segment.bytes"),
+            segment_ms: positive("segment.ms"),
+            index_interval_bytes: positive("index.interval.bytes"),
+            retention_ms: default_i64("retention.ms"),
+            retention_bytes: default_i64("retention.bytes"),
+            producer_id_expiration_ms: sluice_core::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -135,9 +141,7 @@ impl Entry {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+use sluice_core::clock::now_ms;
 
 struct State {
     /// Sorted by base offset; the last one is active.
@@ -173,7 +177,7 @@ impl State {
     }
 
     fn rebuild_producers(&mut self) {
-        let mut p = Producers::default();
+        let mut p = Producers::new(self.producers.expiration_ms());
         for e in &self.active().dense {
             let delta = i32::try_from(e.last - e.base).expect("a batch spans at most its i32 lastOffsetDelta");
             p.record(e.producer_id, e.producer_epoch, e.base_sequence, delta, e.base, e.last);
@@ -297,13 +301,16 @@ impl PartitionLog {
             flushed_pos,
             tail_start,
             tail,
-            producers: Producers::default(),
+            producers: Producers::new(config.producer_id_expiration_ms),
             closing: false,
             roll_at: None,
         };
         state.rebuild_producers();
         if clean {
-            if let Some(p) = producers_file.ok().and_then(|b| crate::producers::decode_snapshot(&b, next_offset)) {
+            if let Some(p) = producers_file
+                .ok()
+                .and_then(|b| crate::producers::decode_snapshot(&b, next_offset, config.producer_id_expiration_ms))
+            {
                 state.producers = p;
             }
         }
@@ -339,6 +346,12 @@ impl PartitionLog {
     /// Applies new topic configs (retention, rolling) from the next decision on.
     pub fn set_config(&self, config: LogConfig) {
         self.config.set(config);
+    }
+
+    /// Removes the state of producers whose last write here is `producer_id_expiration_ms`
+    /// older than `now_ms`; returns how many (the shard's periodic expiry calls it).
+    pub fn expire_producers(&self, now_ms: i64) -> usize {
+        self.state.borrow_mut().producers.expire(now_ms)
     }
 
     /// The high watermark: end of the durable (and therefore visible) log.

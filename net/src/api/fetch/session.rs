@@ -256,9 +256,11 @@ fn new_id(shard_index: usize) -> i32 {
     });
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(n);
-    let high = (h.finish() as u32) & 0x007f_ffff;
+    let high = u32::try_from(h.finish() & 0x007f_ffff).expect("23 bits");
     let high = if high == 0 { 1 } else { high };
-    ((high << 8) | (shard_index as u32 & 0xff)) as i32
+    let low = u32::try_from(shard_index & 0xff).expect("8 bits");
+    // At most 31 bits: positive.
+    i32::try_from((high << 8) | low).expect("31 bits")
 }
 
 #[cfg(test)]
@@ -365,7 +367,8 @@ mod tests {
     fn partitions_are_bounded() {
         let t0 = Instant::now();
         let mut c = Cache::default();
-        let big: Vec<(i32, i64)> = (0..FETCH_SESSION_PARTITIONS_PER_SHARD as i32 + 1).map(|p| (p, 0)).collect();
+        let big: Vec<(i32, i64)> =
+            (0..i32::try_from(FETCH_SESSION_PARTITIONS_PER_SHARD).unwrap() + 1).map(|p| (p, 0)).collect();
         // Too large for the whole cache: answered without a session.
         assert_eq!(open_at(&mut c, t0, &[topic("a", &big)]), 0);
         assert_eq!(c.partitions, 0);
