@@ -5,7 +5,9 @@ sizes, a truncated frame followed by EOF, and a 0x7fffffff size each get their
 connection closed; a half-sent frame that just stalls does not block anyone;
 throughout, separate confluent-kafka and kafka-python clients keep producing
 and consuming.  An unknown API key (9999 v0) is answered with the same
-correlation id and the connection stays usable for an ApiVersions v0 request.
+correlation id and the connection stays usable for an ApiVersions v0 request.  A CreateTopics
+whose manual assignment lists more broker ids than an i16 holds is refused and creates nothing
+(the count once wrapped: 65,537 ids read as replication factor 1).
 """
 
 import socket
@@ -124,3 +126,34 @@ def test_unknown_api_key_answered_and_connection_kept(broker):
         versions = api_versions(s, 77)
         assert 18 in versions and 0 in versions, f"ApiVersions listed {sorted(versions)}"
     check_clients_work(broker.bootstrap, "unknown")
+
+
+def test_create_topics_with_more_broker_ids_than_an_i16_is_refused(broker):
+    topic = unique_topic("rf-wrap")
+    name = topic.encode()
+    ids = 65537  # 65537 as an i16 is 1
+    body = (
+        struct.pack(">i", 1)  # topics
+        + struct.pack(">h", len(name)) + name
+        + struct.pack(">ih", -1, -1)  # num_partitions, replication_factor: from the assignment
+        + struct.pack(">i", 1)  # assignments
+        + struct.pack(">i", 0)  # partition_index
+        + struct.pack(">i", ids) + struct.pack(">i", 0) * ids  # broker_ids
+        + struct.pack(">i", 0)  # configs
+        + struct.pack(">i", 10_000)  # timeout_ms
+        + b"\x00"  # validate_only
+    )
+    with socket.create_connection((broker.host, broker.port), timeout=10) as s:
+        s.sendall(request_frame(19, 2, 5150, body))
+        resp = recv_frame(s)
+    assert resp is not None, "connection closed instead of answering CreateTopics"
+    corr, _throttle, n = struct.unpack_from(">iii", resp, 0)
+    assert (corr, n) == (5150, 1), f"correlation {corr}, {n} topics"
+    (name_len,) = struct.unpack_from(">h", resp, 12)
+    (err,) = struct.unpack_from(">h", resp, 14 + name_len)
+    assert err != 0, "a CreateTopics with 65,537 replicas per partition was accepted"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "md"})
+    try:
+        assert topic not in c.list_topics(timeout=10).topics, "the refused topic exists"
+    finally:
+        c.close()
