@@ -83,6 +83,9 @@ pub(crate) fn request(target: Rc<dyn SyncTarget>) {
 /// Runs rounds until no target is registered.
 async fn rounds(s: Rc<Syncer>) {
     loop {
+        // Let the tasks that are ready now (writers whose writes completed in the same reactor
+        // poll) register first, so that this round covers them too.
+        futures_lite::future::yield_now().await;
         let targets = std::mem::take(&mut *s.dirty.borrow_mut());
         if targets.is_empty() {
             s.running.set(false);
@@ -97,7 +100,11 @@ async fn rounds(s: Rc<Syncer>) {
         // All submitted before the first is awaited: one io_uring submission for the round.
         let results = join_all(points.iter().map(|(_, p)| p.file.fdatasync())).await;
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        crate::stats::with(|st| st.fsync_us.saturating_record(us));
+        crate::stats::with(|st| {
+            st.fsync_us.saturating_record(us);
+            st.sync_rounds += 1;
+            st.syncs += u64::try_from(points.len()).unwrap_or(u64::MAX);
+        });
         for ((target, point), result) in points.into_iter().zip(results) {
             target.synced(point, result);
         }
