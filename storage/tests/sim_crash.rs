@@ -83,11 +83,11 @@ async fn workload(sim: &Rc<SimDisk>) -> Outcome {
 
 async fn phase_steps(log: &PartitionLog, steps: std::ops::Range<u64>, rng: &mut Lcg, out: &mut Outcome) {
     for step in steps {
-        let n = 1 + rng.next(4) as usize;
+        let n = 1 + rng.next(4);
         let mut last = None;
         for _ in 0..n {
-            let size = 1 + rng.next(2500) as usize;
-            let payload: Vec<u8> = (0..size).map(|i| (i as u64 ^ rng.next(256)) as u8).collect();
+            let size = 1 + rng.next(2500);
+            let payload: Vec<u8> = (0..size).map(|i| (i ^ rng.next(256)).to_le_bytes()[0]).collect();
             let b = batch::build(&[Record { key: Some(b"k"), value: &payload }], 1_700_000_000_000 + step as i64);
             let h = batch::validate(&b).unwrap();
             match log.append(&b, &h, None) {
@@ -214,7 +214,7 @@ fn every_write_and_sync_point_recovers_every_acknowledged_batch_and_nothing_torn
         assert!(rolls > 60, "only {rolls} batches appended");
         check(&Disk::Sim(sim.after_crash(Survival::SyncedOnly)), &seen, "clean run").await;
 
-        let mut images = 0;
+        let mut images = 0u64;
         for op in 0..total_ops {
             for tear in [Tear::None, Tear::Prefix(1), Tear::Prefix(61), Tear::Prefix(4095), Tear::Prefix(6000)] {
                 let sim: Rc<SimDisk> = SimDisk::new();
@@ -234,7 +234,7 @@ fn every_write_and_sync_point_recovers_every_acknowledged_batch_and_nothing_torn
             }
         }
         eprintln!("{total_ops} crash points, {images} crash images recovered");
-        assert!(images as u64 >= total_ops * 6);
+        assert!(images >= total_ops * 6);
     });
 }
 

@@ -51,13 +51,14 @@ struct Inode {
 fn apply(data: &mut Vec<u8>, op: &Pending) {
     match op {
         Pending::Write { pos, data: bytes } => {
-            let end = *pos as usize + bytes.len();
+            let pos = usize::try_from(*pos).expect("a simulated file fits memory");
+            let end = pos + bytes.len();
             if data.len() < end {
                 data.resize(end, 0);
             }
-            data[*pos as usize..end].copy_from_slice(bytes);
+            data[pos..end].copy_from_slice(bytes);
         }
-        Pending::Truncate { len } => data.resize(*len as usize, 0),
+        Pending::Truncate { len } => data.resize(usize::try_from(*len).expect("a simulated file fits memory"), 0),
     }
 }
 
@@ -103,7 +104,7 @@ fn some_of(durable: &[u8], pending: &[Pending], coin: &mut Coin) -> Vec<u8> {
     for op in pending {
         match op {
             Pending::Write { pos, data: bytes } => {
-                for (i, block) in bytes.chunks(ALIGN as usize).enumerate() {
+                for (i, block) in bytes.chunks(usize::try_from(ALIGN).expect("4096 fits usize")).enumerate() {
                     if coin.flip() {
                         let at = *pos + i as u64 * ALIGN;
                         apply(&mut data, &Pending::Write { pos: at, data: block.to_vec() });
@@ -364,7 +365,7 @@ impl SimFile {
             return Err(crashed_error());
         }
         let i = self.inode.borrow();
-        let start = (pos as usize).min(i.current.len());
+        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(i.current.len());
         let end = (start + len).min(i.current.len());
         Ok(Bytes::copy_from_slice(&i.current[start..end]))
     }

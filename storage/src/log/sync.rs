@@ -96,16 +96,21 @@ async fn rounds(s: Rc<Syncer>) {
         if points.is_empty() {
             continue;
         }
-        let started = std::time::Instant::now();
         // All submitted before the first is awaited: one io_uring submission for the round.
-        let results = join_all(points.iter().map(|(_, p)| p.file.fdatasync())).await;
-        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let results = join_all(points.iter().map(|(_, p)| async {
+            let started = std::time::Instant::now();
+            let r = p.file.fdatasync().await;
+            (r, u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+        }))
+        .await;
         crate::stats::with(|st| {
-            st.fsync_us.saturating_record(us);
+            for (_, us) in &results {
+                st.fsync_us.saturating_record(*us);
+            }
             st.sync_rounds += 1;
             st.syncs += u64::try_from(points.len()).unwrap_or(u64::MAX);
         });
-        for ((target, point), result) in points.into_iter().zip(results) {
+        for ((target, point), (result, _)) in points.into_iter().zip(results) {
             target.synced(point, result);
         }
     }
