@@ -19,6 +19,8 @@
 //!   subset of them ([`Survival::Subset`]: each unsynced [`ALIGN`]-sized block of each write,
 //!   each truncation and each unsynced name change kept or lost at random, as a disk that
 //!   reorders its writes may show).
+//! - [`SimDisk::hold_syncs`] makes every fdatasync wait until released (the only operation
+//!   that does not complete at once), to test what the engine does while a sync is in flight.
 //! - [`SimDisk::fail_once`] makes one operation fail with ENOSPC and have no effect, while
 //!   the operations after it work again: a transiently full disk. [`SimDisk::short_once`]
 //!   makes one write put only a prefix on the disk and report that count, as a direct-I/O
@@ -133,6 +135,8 @@ struct State {
     crashed: bool,
     fail_once: Option<u64>,
     short_once: Option<(u64, usize)>,
+    /// fdatasync calls wait (in [`crate::disk::Handle::fdatasync`]) while this is set.
+    syncs_held: bool,
 }
 
 /// The simulated disk (one per test run; shared by every file opened on it).
@@ -169,6 +173,16 @@ impl SimDisk {
     /// that count; later operations work.
     pub fn short_once(&self, op: u64, keep: usize) {
         self.state.borrow_mut().short_once = Some((op, keep));
+    }
+
+    /// Holds every fdatasync (issued or to come) until called again with false: a sync that
+    /// takes as long as the test wants, to see what proceeds meanwhile.
+    pub fn hold_syncs(&self, hold: bool) {
+        self.state.borrow_mut().syncs_held = hold;
+    }
+
+    pub fn syncs_held(&self) -> bool {
+        self.state.borrow().syncs_held
     }
 
     /// Mutating operations issued so far (the crash points a run went through).
@@ -408,6 +422,10 @@ impl SimFile {
         }
         self.push(Pending::Truncate { len });
         Ok(())
+    }
+
+    pub fn disk(&self) -> &Rc<SimDisk> {
+        &self.disk
     }
 
     pub fn fdatasync(&self) -> io::Result<()> {
