@@ -36,6 +36,10 @@ pub const DEFAULT_READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
 pub const MIN_READ_CACHE_BYTES_PER_SHARD: usize = 128 * 1024 * 1024;
 /// Chunks a shard's read cache may hold loaded ahead and not yet read, loads included.
 pub const READ_AHEAD_CHUNKS_PER_SHARD: usize = 16;
+/// How far ahead of a cached read the chunks of its file are loaded (read-ahead depth, in
+/// 1 MiB chunks): a consumer catching up finds its next fetch's chunk loaded and the ones
+/// behind it in flight, so it does not wait on the device between fetches.
+pub const READ_AHEAD_DEPTH: u64 = 4;
 /// Chunks of active segments a shard's read cache may be filling from flushed writes
 /// (write-through; each holds up to one 1 MiB chunk, counted in the cache's bytes).
 pub const WRITE_THROUGH_CHUNKS_PER_SHARD: usize = 32;
@@ -151,6 +155,7 @@ const _: () = assert!(
     "by default one client can be given a whole maximal Fetch answer"
 );
 const _: () = assert!(PLACEMENT_LOAD_WINDOW_SECS >= 1);
+const _: () = assert!(READ_AHEAD_DEPTH >= 1 && READ_AHEAD_DEPTH as usize <= READ_AHEAD_CHUNKS_PER_SHARD);
 const _: () = assert!(
     (READ_AHEAD_CHUNKS_PER_SHARD + WRITE_THROUGH_CHUNKS_PER_SHARD) * 1024 * 1024 <= MIN_READ_CACHE_BYTES_PER_SHARD / 2,
     "chunks read ahead and filling leave most of the cache to chunks already read"

@@ -5,7 +5,11 @@
 //! Contract: a read returns whole, CRC-valid batches with contiguous offsets, the first at or
 //! before the offset asked for, never beyond the high watermark; bytes that break that are a
 //! storage error naming the position ("segment damaged on disk"), never served and never an
-//! empty read below the high watermark.
+//! empty read below the high watermark. A batch's CRC-32C is checked once per copy in memory,
+//! not on every read: bytes this process wrote (the in-memory tail, chunks filled by the
+//! flusher's writes) were validated by produce; bytes read from the device are checked the
+//! first time they are read, and their cached chunk remembers the range checked
+//! ([`crate::cache::Got`]), so only a chunk loaded again from the device is checked again.
 
 use super::*;
 use sluice_core::batch::{HEADER_LEN, LOG_OVERHEAD};
@@ -83,10 +87,7 @@ impl PartitionLog {
             ReadPlan::Scan { file, pos, end } => scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await,
         };
         match read {
-            Ok(records) => {
-                check_stored(&records, &self.name)?;
-                Ok(done(records))
-            }
+            Ok(got) => Ok(done(checked(got, &self.name)?)),
             // Retention deleted the segment meanwhile (its closed file cannot be reopened).
             Err(_) if from.0 < self.log_start().0 => Err(StorageError::OffsetOutOfRange {
                 requested: from.0,
@@ -188,6 +189,18 @@ fn record_with_timestamp(bytes: &[u8], h: &BatchHeader, name: &str) -> Result<i6
         .unwrap_or(h.base_offset))
 }
 
+/// The bytes of a read, their CRC-32Cs checked unless they were known valid ([`check_stored`]);
+/// a check that passes is remembered by their cached chunk.
+fn checked(got: crate::cache::Got, name: &str) -> Result<Bytes, StorageError> {
+    let (pos, len) = (got.pos(), got.bytes.len());
+    if !got.is_verified(pos, len) {
+        check_stored(&got.bytes, name)?;
+        crate::stats::with(|s| s.bytes_crc_checked += len as u64);
+        got.mark_verified(pos, len);
+    }
+    Ok(got.bytes)
+}
+
 /// Checks the CRC-32C of every batch read back from a segment file. Recovery checks the tail
 /// it scans, but batches before a trusted index entry (after a clean shutdown) and sealed
 /// segments are not rescanned at start: a batch damaged on disk since it was written is found
@@ -266,7 +279,7 @@ async fn scan_read(
     from: i64,
     hwm: i64,
     max_bytes: usize,
-) -> Result<Bytes, StorageError> {
+) -> Result<crate::cache::Got, StorageError> {
     use crate::cache::{self, CHUNK};
     let mut at = pos;
     let mut exact: Option<usize> = None;
@@ -277,16 +290,17 @@ async fn scan_read(
             // Every batch from the index position on was before `from`: it is not here.
             return Err(missing(name, from, at));
         }
-        let data = match exact.take() {
+        let got = match exact.take() {
             Some(len) => {
                 crate::stats::with(|s| s.disk_reads += 1);
-                cache::read_direct(file, name, at, len).await?
+                cache::Got::unverified(cache::read_direct(file, name, at, len).await?, at)
             }
             None => {
-                let w = ((CHUNK - at % CHUNK).min(end - at)) as usize;
+                let w = usize::try_from((CHUNK - at % CHUNK).min(end - at)).expect("at most a chunk");
                 cache::read(file, name, at, w, end, false).await?
             }
         };
+        let data = &got.bytes;
         let mut p = 0usize;
         let mut first: Option<usize> = None;
         let mut stop = 0usize;
@@ -359,7 +373,7 @@ async fn scan_read(
         }
         if let Some(f) = first {
             if stop > f {
-                return Ok(data.slice(f..stop));
+                return Ok(got.slice(f..stop));
             }
         }
         if padding {
