@@ -143,9 +143,10 @@ pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
 async fn serve_inner(ctx: Rc<Ctx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Queued>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = glommio::spawn_local(write_loop(writer, rx, peer));
+    let writer = glommio::spawn_local(write_loop(writer, fd, rx, peer));
     if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), &tx, peer).await {
         tracing::warn!(client = ?peer, shard = %ctx.shard.id, error = %why, "closing connection");
     }
@@ -215,25 +216,27 @@ async fn read_loop(
             Either::Right(_) => return Ok(()),
         }
         let size = i32::from_be_bytes(size);
-        if size <= 0 || size as usize > MAX_REQUEST_BYTES {
-            return Err(ConnError::BadSize(size));
-        }
+        let announced = size;
+        let size = match usize::try_from(size) {
+            Ok(s) if (1..=MAX_REQUEST_BYTES).contains(&s) => s,
+            _ => return Err(ConnError::BadSize(announced)),
+        };
         // The budget for the whole announced frame is reserved before any of its body is read
         // or allocated (waiting while other frames hold it), so the bodies in memory on this
         // shard never exceed its budget; the client then has `request_body_timeout_ms` to send
         // the body, and leaving or stalling frees what it reserved.
-        let Some(reserved) = stop_or(ctx, reserve(ctx, &budget, size as usize)).await? else {
+        let Some(reserved) = stop_or(ctx, reserve(ctx, &budget, size)).await? else {
             return Ok(()); // the shard is stopping
         };
         let deadline = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.request_body_timeout_ms));
         let frame = match select(
-            read_body(&mut reader, size as usize).boxed_local(),
+            read_body(&mut reader, size).boxed_local(),
             select(deadline.boxed_local(), ctx.shard.stopping().boxed_local()),
         )
         .await
         {
             Either::Left((r, _)) => r?,
-            Either::Right(_) => return Err(ConnError::SlowBody(size)),
+            Either::Right(_) => return Err(ConnError::SlowBody(announced)),
         };
         let frame = frame.freeze();
         let received = std::time::Instant::now();
@@ -293,17 +296,21 @@ async fn second_phase(reply: Reply, shard: ShardReserved, api: &'static str, rec
     Answer { frame, _held: held }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>, peer: Option<SocketAddr>) {
+/// Writes the answers in order; `fd` is the socket of `writer`, for vectored sends.
+async fn write_loop(
+    mut writer: WriteHalf<TcpStream>,
+    fd: std::os::fd::RawFd,
+    rx: LocalReceiver<Queued>,
+    peer: Option<SocketAddr>,
+) {
     while let Some(mut queued) = rx.recv().await {
         let answer = (&mut queued.answer).await;
         match answer.frame {
             Ok(Some(frame)) => {
                 let started = std::time::Instant::now();
-                for part in frame.parts() {
-                    if let Err(e) = writer.write_all(part).await {
-                        tracing::debug!(client = ?peer, error = %e, "write failed");
-                        return;
-                    }
+                if let Err(e) = crate::send::write_parts(&mut writer, fd, frame.parts()).await {
+                    tracing::debug!(client = ?peer, error = %e, "write failed");
+                    return;
                 }
                 metrics::record_stage(Stage::Response, started.elapsed());
             }

@@ -16,7 +16,8 @@
 //!
 //! Write-through: the flusher hands over the bytes each successful round made final
 //! ([`write_through`]); they fill their file's current chunk in memory (at most
-//! `WRITE_THROUGH_CHUNKS_PER_SHARD` files at once, a fill starting only at a chunk boundary),
+//! `WRITE_THROUGH_CHUNKS_PER_SHARD` files at once, or a `WRITE_THROUGH_CACHE_DIVISOR`th of the
+//! cache when that is more, a fill starting only at a chunk boundary),
 //! which serves reads of the growing end by copy and enters the cache when whole — or when
 //! its segment is sealed ([`seal`]) — without a device read. A consumer following producers
 //! reads from memory.
@@ -26,7 +27,8 @@ use crate::StorageError;
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use sluice_core::limits::{
-    DEFAULT_READ_CACHE_BYTES_PER_SHARD, READ_AHEAD_CHUNKS_PER_SHARD, READ_AHEAD_DEPTH, WRITE_THROUGH_CHUNKS_PER_SHARD,
+    DEFAULT_READ_CACHE_BYTES_PER_SHARD, READ_AHEAD_CHUNKS_PER_SHARD, READ_AHEAD_DEPTH, WRITE_THROUGH_CACHE_DIVISOR,
+    WRITE_THROUGH_CHUNKS_PER_SHARD,
 };
 use std::cell::Cell;
 use std::cell::RefCell;
@@ -35,11 +37,13 @@ use std::ops::Range;
 use std::rc::Rc;
 
 /// Size and alignment of a cached chunk.
-pub const CHUNK: u64 = 1 << 20;
+pub const CHUNK: u64 = CHUNK_BYTES as u64;
+/// [`CHUNK`] as a length in memory.
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Ranges of a chunk at least this long are handed out as slices of it (a reference count);
 /// shorter ones are copied, so a reader's bytes keep at most twice their length in memory.
-pub const SHARED_SLICE_MIN: usize = CHUNK as usize / 2;
+pub const SHARED_SLICE_MIN: usize = CHUNK_BYTES / 2;
 
 /// `len` bytes at `at` of `chunk` for a reader: a slice when it is at least half the chunk,
 /// a copy otherwise. A slice keeps the whole chunk in memory for as long as the reader holds
@@ -175,7 +179,7 @@ pub fn invalidate(key: u64) {
         let mut c = c.borrow_mut();
         c.loading.retain(|(k, _), _| *k != key);
         if c.filling.remove(&key).is_some() {
-            c.bytes -= CHUNK as usize;
+            c.bytes -= CHUNK_BYTES;
         }
         let before = c.chunks.len();
         let mut freed = 0;
@@ -303,6 +307,12 @@ pub(crate) async fn read(
     }
 }
 
+/// Chunks this shard may be filling from flushed writes at once.
+fn filling_limit() -> usize {
+    let share = CAPACITY.with(Cell::get) / WRITE_THROUGH_CACHE_DIVISOR / CHUNK_BYTES;
+    share.max(WRITE_THROUGH_CHUNKS_PER_SHARD)
+}
+
 /// Where `pos` lies in its chunk.
 fn offset_in_chunk(pos: u64) -> usize {
     usize::try_from(pos % CHUNK).expect("a chunk offset fits in usize")
@@ -319,7 +329,7 @@ pub(crate) fn write_through(key: u64, pos: u64, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
             let idx = chunk_of(p);
-            let n = (((idx + 1) * CHUNK - p) as usize).min(rest.len());
+            let n = usize::try_from((idx + 1) * CHUNK - p).map_or(rest.len(), |n| n.min(rest.len()));
             c.fill(key, idx, p, &rest[..n]);
             p += n as u64;
             rest = &rest[n..];
@@ -332,7 +342,7 @@ pub(crate) fn seal(key: u64) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if let Some(f) = c.filling.remove(&key) {
-            c.bytes -= CHUNK as usize;
+            c.bytes -= CHUNK_BYTES;
             if !f.data.is_empty() {
                 let mut data = f.data;
                 data.shrink_to_fit();
@@ -433,30 +443,30 @@ impl Cache {
             self.filling.get(&key).is_some_and(|f| f.idx == idx && idx * CHUNK + f.data.len() as u64 == pos);
         if !continues {
             if self.filling.remove(&key).is_some() {
-                self.bytes -= CHUNK as usize;
+                self.bytes -= CHUNK_BYTES;
             }
             if pos != idx * CHUNK {
                 return;
             }
-            if self.filling.len() >= WRITE_THROUGH_CHUNKS_PER_SHARD {
+            if self.filling.len() >= filling_limit() {
                 // The file filled least recently gives its place up.
                 let Some(old) = self.filling.iter().min_by_key(|(_, f)| f.last_use).map(|(k, _)| *k) else { return };
                 self.filling.remove(&old);
-                self.bytes -= CHUNK as usize;
+                self.bytes -= CHUNK_BYTES;
             }
-            self.filling.insert(key, Filling { idx, data: Vec::with_capacity(CHUNK as usize), last_use: now });
-            self.bytes += CHUNK as usize;
+            self.filling.insert(key, Filling { idx, data: Vec::with_capacity(CHUNK_BYTES), last_use: now });
+            self.bytes += CHUNK_BYTES;
             self.evict();
         }
         let f = self.filling.get_mut(&key).expect("a chunk being filled");
         f.data.extend_from_slice(piece);
         f.last_use = now;
-        assert!(f.data.len() <= CHUNK as usize, "a chunk filled past its end");
-        if f.data.len() == CHUNK as usize {
+        assert!(f.data.len() <= CHUNK_BYTES, "a chunk filled past its end");
+        if f.data.len() == CHUNK_BYTES {
             let f = self.filling.remove(&key).expect("a chunk being filled");
-            self.bytes -= CHUNK as usize;
+            self.bytes -= CHUNK_BYTES;
             // Written by this process: produce validated every batch in it.
-            self.insert((key, idx), Bytes::from(f.data), false, 0..CHUNK as usize);
+            self.insert((key, idx), Bytes::from(f.data), false, 0..CHUNK_BYTES);
         }
     }
 
@@ -547,27 +557,27 @@ mod tests {
     fn a_load_overtaken_by_an_invalidation_does_not_cache_its_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000000.log");
-        std::fs::write(&path, vec![5u8; 3 * CHUNK as usize]).unwrap();
+        std::fs::write(&path, vec![5u8; 3 * CHUNK_BYTES]).unwrap();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 let file = SegFile::existing(&Disk::Real, path);
                 // Started before the invalidation of its file, completed after it.
                 let stale = load(&file, 0, 3 * CHUNK, false);
                 invalidate(file.key());
-                assert_eq!(stale.await.map(|d| d.0.len()), Some(CHUNK as usize), "the load still answers its reader");
+                assert_eq!(stale.await.map(|d| d.0.len()), Some(CHUNK_BYTES), "the load still answers its reader");
                 assert_eq!(held_bytes(), 0, "but does not cache what an invalidation overtook");
                 // The invalidation of another file changes nothing for this one's load.
                 let other = load(&file, 2, 3 * CHUNK, false);
                 invalidate(file.key() + 1_000_000);
                 assert!(other.await.is_some());
-                assert_eq!(held_bytes(), CHUNK as usize, "cached despite another file's invalidation");
+                assert_eq!(held_bytes(), CHUNK_BYTES, "cached despite another file's invalidation");
                 assert!(CACHE.with(|c| c.borrow().loading.is_empty()), "a finished load left its entry");
                 invalidate(file.key());
                 // A reader joining a load in flight gets the same bytes; one chunk is cached.
                 let (a, b) = (load(&file, 1, 3 * CHUNK, false), load(&file, 1, 3 * CHUNK, false));
                 let (a, b) = futures::join!(a, b);
                 assert_eq!(a.unwrap().0.as_ptr(), b.unwrap().0.as_ptr(), "one load, shared");
-                assert_eq!(held_bytes(), CHUNK as usize);
+                assert_eq!(held_bytes(), CHUNK_BYTES);
             })
             .unwrap()
             .join()
@@ -578,7 +588,7 @@ mod tests {
     fn flushed_writes_fill_chunks_that_are_read_without_the_device() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000000.log");
-        let content: Vec<u8> = (0..3 * CHUNK as usize).map(|i| (i % 249) as u8).collect();
+        let content: Vec<u8> = (0..3 * CHUNK_BYTES).map(|i| (i % 249) as u8).collect();
         std::fs::write(&path, &content).unwrap();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
@@ -592,7 +602,7 @@ mod tests {
                     write_through(key, end, &content[end as usize..end as usize + 100_000]);
                     end += 100_000;
                 }
-                assert_eq!(held_bytes(), 3 * CHUNK as usize, "two whole chunks and one being filled");
+                assert_eq!(held_bytes(), 3 * CHUNK_BYTES, "two whole chunks and one being filled");
                 // Whole chunks and the growing end are served from memory.
                 for pos in [0, CHUNK - 500, CHUNK + 7, 2 * CHUNK + 1000, end - 1000] {
                     let len = 1000.min((end - pos) as usize);
@@ -602,11 +612,11 @@ mod tests {
                 assert_eq!(read_bytes() - before, 1000, "only the read crossing a chunk boundary reached the device");
                 // Bytes that continue nothing (a gap) are dropped, and so is the chunk being filled.
                 write_through(key, end + 4096, &content[end as usize + 4096..end as usize + 8192]);
-                assert_eq!(held_bytes(), 2 * CHUNK as usize);
+                assert_eq!(held_bytes(), 2 * CHUNK_BYTES);
                 // Sealing caches the part filled; invalidation forgets everything.
                 write_through(key + 1, 0, &content[..5000]);
                 seal(key + 1);
-                assert_eq!(held_bytes(), 2 * CHUNK as usize + 5000);
+                assert_eq!(held_bytes(), 2 * CHUNK_BYTES + 5000);
                 invalidate(key);
                 invalidate(key + 1);
                 assert_eq!(held_bytes(), 0);
@@ -620,7 +630,7 @@ mod tests {
     fn the_growing_end_of_an_active_segment_is_loaded_once_then_read_by_range() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000000.log");
-        let content: Vec<u8> = (0..2 * CHUNK as usize).map(|i| (i % 251) as u8).collect();
+        let content: Vec<u8> = (0..2 * CHUNK_BYTES).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
@@ -644,7 +654,7 @@ mod tests {
                 assert_eq!(held_bytes(), 600 * 1024, "the final part was loaded again");
                 // Once the chunk is wholly final it is loaded whole.
                 check(super::read(&file, "t-0", flushed, 1000, 2 * CHUNK, true).await.unwrap().bytes, flushed);
-                assert_eq!(held_bytes(), CHUNK as usize);
+                assert_eq!(held_bytes(), CHUNK_BYTES);
             })
             .unwrap()
             .join()

@@ -62,7 +62,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     return encode_with_records(req.correlation_id, v, &resp, &[]).map(Some);
                 }
             };
-            let asked = (body.max_bytes.max(0) as usize).min(MAX_FETCH_RESPONSE_BYTES);
+            let asked = usize::try_from(body.max_bytes).unwrap_or(0).min(MAX_FETCH_RESPONSE_BYTES);
             let max_bytes = asked.min(budget_left(&ctx));
             let mut shrunk = max_bytes < asked;
             let mut items = Vec::new();
@@ -87,7 +87,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                             index,
                             tp: TopicPartition::new(n.clone(), w.partition),
                             offset: Offset(w.fetch_offset),
-                            max_bytes: (w.max_bytes.max(0) as usize).min(MAX_PARTITION_READ_BYTES).min(max_bytes),
+                            max_bytes: usize::try_from(w.max_bytes)
+                                .unwrap_or(0)
+                                .min(MAX_PARTITION_READ_BYTES)
+                                .min(max_bytes),
                         });
                     }
                 }
@@ -95,9 +98,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             }
             let plan = FetchPlan {
                 items,
-                max_wait: Duration::from_millis(body.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64),
+                max_wait: Duration::from_millis(
+                    u64::try_from(body.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS)).unwrap_or(0),
+                ),
                 // A budget-cut answer does not wait for more than it may carry.
-                min_bytes: (body.min_bytes.max(0) as usize).min(max_bytes.max(1)),
+                min_bytes: usize::try_from(body.min_bytes).unwrap_or(0).min(max_bytes.max(1)),
                 max_bytes,
             };
             let mut results: Vec<Option<Result<sluice_storage::LogRead, PartitionError>>> =
@@ -211,7 +216,8 @@ fn error_partition(base: PartitionData, e: &PartitionError) -> PartitionData {
 
 /// Bytes of the shard's response budget not held by unwritten responses.
 fn budget_left(ctx: &Ctx) -> usize {
-    (ctx.shard.config.max_response_bytes_per_shard as u64).saturating_sub(metrics::response_bytes_held()) as usize
+    let held = usize::try_from(metrics::response_bytes_held()).unwrap_or(usize::MAX);
+    ctx.shard.config.max_response_bytes_per_shard.saturating_sub(held)
 }
 
 fn records_len(read: &[sluice_shard::msg::FetchResult]) -> usize {

@@ -40,7 +40,7 @@ impl PartitionLog {
                     // Stay within one cache chunk when more than one batch is taken.
                     let chunk = crate::cache::chunk_of(d[start].pos);
                     while end < d.len() && d[end].last < hwm {
-                        let l = d[end].len as usize;
+                        let l = usize::try_from(d[end].len).expect("a batch length fits in usize");
                         if end > start
                             && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk)
                         {
@@ -54,7 +54,7 @@ impl PartitionLog {
                     } else {
                         let pos = d[start].pos;
                         if active && pos >= st.tail_start {
-                            let at = (pos - st.tail_start) as usize;
+                            let at = usize::try_from(pos - st.tail_start).expect("a tail position fits in usize");
                             ReadPlan::Done(LogRead {
                                 records: Bytes::copy_from_slice(&st.tail[at..at + total]),
                                 high_watermark: Offset(hwm),
@@ -383,8 +383,8 @@ async fn scan_read(
             // Not even one header parsed: a header split by the chunk edge, or a remainder
             // too short for one.
             if (data.len() as u64) < (end - at).min(CHUNK) {
-                let rest = (end - at) as usize;
-                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK as usize)).await?;
+                let rest = usize::try_from(end - at).unwrap_or(usize::MAX);
+                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK_BYTES)).await?;
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),

@@ -256,9 +256,11 @@ fn new_id(shard_index: usize) -> i32 {
     });
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(n);
-    let high = (h.finish() as u32) & 0x007f_ffff;
+    // 23 random bits above the shard's byte: positive, never 0.
+    let high = u32::try_from(h.finish() & 0x007f_ffff).expect("23 bits");
     let high = if high == 0 { 1 } else { high };
-    ((high << 8) | (shard_index as u32 & 0xff)) as i32
+    let low = u32::try_from(shard_index & 0xff).expect("8 bits");
+    i32::try_from((high << 8) | low).expect("31 bits")
 }
 
 #[cfg(test)]
