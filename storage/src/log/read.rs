@@ -190,40 +190,45 @@ fn record_with_timestamp(bytes: &[u8], h: &BatchHeader, name: &str) -> Result<i6
 }
 
 /// The bytes of a read, their CRC-32Cs checked unless they were known valid ([`check_stored`]);
-/// a check that passes is remembered by their cached chunk.
+/// a check that passes is remembered by their cached chunk. When a batch fails, the whole
+/// batches before it are answered (a consumer gets them and its next read starts at the
+/// damaged batch); a read that starts at a damaged batch is a storage error.
 fn checked(got: crate::cache::Got, name: &str) -> Result<Bytes, StorageError> {
     let (pos, len) = (got.pos(), got.bytes.len());
-    if !got.is_verified(pos, len) {
-        check_stored(&got.bytes, name)?;
-        crate::stats::with(|s| s.bytes_crc_checked += len as u64);
-        got.mark_verified(pos, len);
+    if got.is_verified(pos, len) {
+        return Ok(got.bytes);
     }
-    Ok(got.bytes)
+    let (good, bad) = check_stored(&got.bytes);
+    crate::stats::with(|s| s.bytes_crc_checked += len as u64);
+    got.mark_verified(pos, good);
+    match bad {
+        None => Ok(got.bytes),
+        Some(_) if good > 0 => Ok(got.bytes.slice(..good)),
+        Some(offset) => Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check"))),
+    }
 }
 
 /// Checks the CRC-32C of every batch read back from a segment file. Recovery checks the tail
 /// it scans, but batches before a trusted index entry (after a clean shutdown) and sealed
 /// segments are not rescanned at start: a batch damaged on disk since it was written is found
-/// here, and answered with a storage error instead of being served.
-fn check_stored(records: &Bytes, name: &str) -> Result<(), StorageError> {
+/// here, and answered with a storage error instead of being served. Returns the length of
+/// the valid batches before the first that fails, and that one's base offset (-1 when its
+/// header does not parse).
+fn check_stored(records: &Bytes) -> (usize, Option<i64>) {
     let mut pos = 0;
     while pos + LOG_OVERHEAD <= records.len() {
-        let bad = match BatchHeader::parse(&records[pos..]) {
+        match BatchHeader::parse(&records[pos..]) {
             Ok(h)
                 if pos + h.total_len() <= records.len()
                     && batch::validate(&records[pos..pos + h.total_len()]).is_ok() =>
             {
                 pos += h.total_len();
-                None
             }
-            Ok(h) => Some(h.base_offset),
-            Err(_) => Some(-1),
-        };
-        if let Some(offset) = bad {
-            return Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check")));
+            Ok(h) => return (pos, Some(h.base_offset)),
+            Err(_) => return (pos, Some(-1)),
         }
     }
-    Ok(())
+    (pos, None)
 }
 
 /// The error for a stored batch that cannot be what was written (its CRC fails, or its length

@@ -36,7 +36,8 @@ fn a_batch_damaged_while_stopped_is_never_delivered() {
     create_topic_with_configs(&addr, &topic, 1, &[("segment.bytes", "262144")]);
     let sent: Vec<Msg> = (0..800).map(|i| make_msg(i, 1, 29)).collect();
     {
-        let p = producer(&addr, "all");
+        // Small batches, so the first segment holds many.
+        let p = producer_with(&addr, "all", &[("batch.num.messages", "20")]);
         send_all(&p, &topic, &sent, 0);
         let d = take_deliveries(&p, 0, sent.len());
         assert!(d.iter().all(|x| x.error.is_none() && x.offset == x.id as i64), "contiguous offsets from 0");
