@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
 use sluice_tests::Broker;
 
