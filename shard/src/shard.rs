@@ -12,7 +12,7 @@
 
 use crate::error::PartitionError;
 use crate::metadata::MetadataSnapshot;
-use crate::msg::{AdminResult, Envelope, ShardMsg};
+use crate::msg::{Envelope, ShardMsg};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use sluice_core::config::BrokerConfig;
@@ -388,21 +388,19 @@ impl Shard {
                 })
                 .detach();
             }
-            ShardMsg::Admin { op, reply } => {
+            ShardMsg::Admin(call) => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
                     let _slot = slot;
-                    let result: AdminResult = crate::admin::execute(&shard, op).await;
-                    let _ = reply.send(result);
+                    crate::admin::execute(&shard, call).await;
                 })
                 .detach();
             }
-            ShardMsg::Group { op, reply } => {
+            ShardMsg::Group(call) => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
                     let _slot = slot;
-                    let answer = shard.groups.handle(&shard, op).await;
-                    let _ = reply.send(answer);
+                    shard.groups.handle(&shard, call).await;
                 })
                 .detach();
             }

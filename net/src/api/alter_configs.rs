@@ -24,7 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::topic_config::GROUP_DEFS;
 use sluice_shard::admin::change;
-use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
+use sluice_shard::msg::{AlterConfigs, ConfigChange, ConfigOp};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -48,7 +48,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         value: c.value.as_ref().map(|v| v.to_string()),
                     })
                     .collect();
-                let op = AdminOp::AlterConfigs {
+                let op = AlterConfigs {
                     topic: r.resource_name.to_string(),
                     changes,
                     replace_all: true,

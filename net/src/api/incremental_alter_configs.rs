@@ -13,7 +13,7 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_shard::admin::change;
-use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
+use sluice_shard::msg::{AlterConfigs, ConfigChange, ConfigOp};
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
@@ -48,7 +48,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect();
             let result = match (r.resource_type, changes) {
                 (RESOURCE_TOPIC, Ok(changes)) => {
-                    let op = AdminOp::AlterConfigs {
+                    let op = AlterConfigs {
                         topic: r.resource_name.to_string(),
                         changes,
                         replace_all: false,

@@ -11,9 +11,10 @@ use super::group::{Limits, Step};
 use super::store;
 use super::table::{self, Groups, Records};
 use super::{
-    GroupAnswer, GroupDescription, GroupError, GroupListing, GroupOp, JoinRequest, JoinResponse, MemberRef, OffsetList,
-    OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
+    EachResult, GroupCall, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberRef,
+    OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
+use crate::msg::Call;
 use crate::shard::Shard;
 use sluice_core::batch::{self, Record};
 use sluice_core::{Offset, PartitionId, TopicPartition};
@@ -73,20 +74,23 @@ impl Coordinator {
         format!("{client}-{}-{n}-{:016x}", shard.id, u64::from_le_bytes(r[..8].try_into().expect("8")))
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, op: GroupOp) -> GroupAnswer {
-        match op {
-            GroupOp::Join(r) => GroupAnswer::Join(self.join(shard, r).await),
-            GroupOp::Sync(r) => GroupAnswer::Sync(self.sync(shard, r).await),
-            GroupOp::Heartbeat(m) => GroupAnswer::Heartbeat(self.heartbeat(m)),
-            GroupOp::Leave { group_id, members } => GroupAnswer::Leave(self.leave(shard, &group_id, &members)),
-            GroupOp::Commit { member, offsets } => GroupAnswer::Commit(self.commit(shard, member, offsets).await),
-            GroupOp::FetchOffsets { group_id, topics } => GroupAnswer::FetchOffsets(Ok(self.fetch(&group_id, topics))),
-            GroupOp::Describe(g) => GroupAnswer::Describe(self.describe(&g)),
-            GroupOp::Delete(g) => GroupAnswer::Delete(self.delete(shard, &g).await),
-            GroupOp::DeleteOffsets { group_id, partitions } => {
-                GroupAnswer::DeleteOffsets(self.delete_offsets(shard, &group_id, partitions).await)
+    /// Runs one operation and sends its reply (a dropped receiver: the client went away).
+    pub async fn handle(&self, shard: &Rc<Shard>, call: GroupCall) {
+        match call {
+            GroupCall::Join(Call { req, reply }) => drop(reply.send(self.join(shard, req).await)),
+            GroupCall::Sync(Call { req, reply }) => drop(reply.send(self.sync(shard, req).await)),
+            GroupCall::Heartbeat(Call { req, reply }) => drop(reply.send(self.heartbeat(req.0))),
+            GroupCall::Leave(Call { req, reply }) => drop(reply.send(self.leave(shard, &req.group_id, &req.members))),
+            GroupCall::Commit(Call { req, reply }) => {
+                drop(reply.send(self.commit(shard, req.member, req.offsets).await))
             }
-            GroupOp::List => GroupAnswer::List(self.list()),
+            GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(self.fetch(&req.group_id, req.topics))),
+            GroupCall::Describe(Call { req, reply }) => drop(reply.send(self.describe(&req.0))),
+            GroupCall::Delete(Call { req, reply }) => drop(reply.send(self.delete(shard, &req.0).await)),
+            GroupCall::DeleteOffsets(Call { req, reply }) => {
+                drop(reply.send(self.delete_offsets(shard, &req.group_id, req.partitions).await))
+            }
+            GroupCall::List(Call { reply, .. }) => drop(reply.send(self.list())),
         }
     }
 
@@ -110,21 +114,11 @@ impl Coordinator {
         table::heartbeat(&mut self.groups.borrow_mut(), &m, Instant::now())
     }
 
-    fn leave(
-        &self,
-        shard: &Shard,
-        group_id: &str,
-        members: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    fn leave(&self, shard: &Shard, group_id: &str, members: &[(String, Option<String>)]) -> EachResult {
         table::leave(&mut self.groups.borrow_mut(), group_id, members, Instant::now(), &limits(shard))
     }
 
-    async fn commit(
-        &self,
-        shard: &Rc<Shard>,
-        member: MemberRef,
-        offsets: Vec<OffsetToCommit>,
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    async fn commit(&self, shard: &Rc<Shard>, member: MemberRef, offsets: Vec<OffsetToCommit>) -> EachResult {
         table::check_commit(&self.groups.borrow(), &member)?;
         let meta = shard.metadata();
         let plan =
@@ -151,12 +145,7 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn delete_offsets(
-        &self,
-        shard: &Rc<Shard>,
-        group_id: &str,
-        partitions: Vec<(String, i32)>,
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    async fn delete_offsets(&self, shard: &Rc<Shard>, group_id: &str, partitions: Vec<(String, i32)>) -> EachResult {
         let (results, records) = table::plan_delete_offsets(&self.groups.borrow(), group_id, &partitions)?;
         if !records.is_empty() {
             write(shard, group_id, records).await?;
