@@ -603,3 +603,6 @@ mod tests {
         assert!(r.ends_with("the change to topic a was rolled back"), "{r}");
     }
 }
+
+#[cfg(test)]
+mod decision_tests;
