@@ -213,49 +213,24 @@ impl MetadataChange for DeleteTopics {
     }
 }
 
-/// The rollback answer of a change to one topic: the reason, when anything was taken back.
-fn one_topic_rolled_back(
-    reply: Result<(), PartitionError>,
-    undone: &BTreeSet<String>,
-    reason: impl Fn(&str) -> PartitionError,
-) -> Result<(), PartitionError> {
-    match undone.iter().next() {
-        Some(t) => reply.and(Err(reason(t))),
-        None => reply,
-    }
+/// A change to one existing topic (its configs or its partition count), whose reply is that
+/// topic's result.
+pub(crate) trait TopicChange {
+    /// Whether it places new partitions (and so needs the shards' recent load).
+    const ADDS_PARTITIONS: bool;
+    /// Checks the change and applies it to `snap`.
+    fn change(&self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> Result<(), PartitionError>;
+    /// Only checked, never saved.
+    fn validate_only(&self) -> bool;
 }
 
-impl MetadataChange for AlterConfigs {
+impl<T: TopicChange> MetadataChange for T {
     type Reply = Result<(), PartitionError>;
-    const ADDS_PARTITIONS: bool = false;
-
-    fn apply(self, snap: &mut MetadataSnapshot, _: &Placing<'_>) -> (Self::Reply, bool) {
-        let r = alter_configs(snap, &self.topic, &self.changes, self.replace_all);
-        let changed = r.is_ok() && !self.validate_only;
-        (r, changed)
-    }
-
-    fn not_saved(_: Self::Reply, err: &PartitionError) -> Self::Reply {
-        Err(err.clone())
-    }
-
-    fn rolled_back(
-        reply: Self::Reply,
-        _: &MetadataSnapshot,
-        undone: &BTreeSet<String>,
-        reason: impl Fn(&str) -> PartitionError,
-    ) -> Self::Reply {
-        one_topic_rolled_back(reply, undone, reason)
-    }
-}
-
-impl MetadataChange for CreatePartitions {
-    type Reply = Result<(), PartitionError>;
-    const ADDS_PARTITIONS: bool = true;
+    const ADDS_PARTITIONS: bool = T::ADDS_PARTITIONS;
 
     fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool) {
-        let r = add_partitions(snap, &self.topic, self.count, placing);
-        let changed = r.is_ok() && !self.validate_only;
+        let r = self.change(snap, placing);
+        let changed = r.is_ok() && !self.validate_only();
         (r, changed)
     }
 
@@ -263,13 +238,41 @@ impl MetadataChange for CreatePartitions {
         Err(err.clone())
     }
 
+    /// The reason, when anything was taken back.
     fn rolled_back(
         reply: Self::Reply,
         _: &MetadataSnapshot,
         undone: &BTreeSet<String>,
         reason: impl Fn(&str) -> PartitionError,
     ) -> Self::Reply {
-        one_topic_rolled_back(reply, undone, reason)
+        match undone.iter().next() {
+            Some(t) => reply.and(Err(reason(t))),
+            None => reply,
+        }
+    }
+}
+
+impl TopicChange for AlterConfigs {
+    const ADDS_PARTITIONS: bool = false;
+
+    fn change(&self, snap: &mut MetadataSnapshot, _: &Placing<'_>) -> Result<(), PartitionError> {
+        alter_configs(snap, &self.topic, &self.changes, self.replace_all)
+    }
+
+    fn validate_only(&self) -> bool {
+        self.validate_only
+    }
+}
+
+impl TopicChange for CreatePartitions {
+    const ADDS_PARTITIONS: bool = true;
+
+    fn change(&self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> Result<(), PartitionError> {
+        add_partitions(snap, &self.topic, self.count, placing)
+    }
+
+    fn validate_only(&self) -> bool {
+        self.validate_only
     }
 }
 
