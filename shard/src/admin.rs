@@ -150,6 +150,11 @@ pub(crate) trait MetadataChange {
     ) -> Self::Reply;
 }
 
+/// Per-topic replies once the change was not saved: what succeeded fails with `err`.
+fn each_failed<T>(reply: Vec<Result<T, PartitionError>>, err: &PartitionError) -> Vec<Result<T, PartitionError>> {
+    reply.into_iter().map(|r| r.and(Err(err.clone()))).collect()
+}
+
 impl MetadataChange for CreateTopics {
     type Reply = Vec<Result<CreatedTopic, PartitionError>>;
     const ADDS_PARTITIONS: bool = true;
@@ -162,7 +167,7 @@ impl MetadataChange for CreateTopics {
     }
 
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
-        reply.into_iter().map(|r| r.and(Err(err.clone()))).collect()
+        each_failed(reply, err)
     }
 
     fn rolled_back(
@@ -199,7 +204,7 @@ impl MetadataChange for DeleteTopics {
     }
 
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
-        reply.into_iter().map(|r| r.and(Err(err.clone()))).collect()
+        each_failed(reply, err)
     }
 
     /// A deletion opens nothing: a failure to install it is not this change's to take back.

@@ -389,80 +389,48 @@ impl Shard {
     /// Handles one message. Appends happen synchronously here, so they keep the order in
     /// which the peer sent them; everything that waits runs in its own task.
     fn dispatch(self: &Rc<Self>, msg: ShardMsg, slot: crate::msg::TaskSlot) {
+        let shard = self.clone();
         match msg {
             ShardMsg::Produce { acks, items, reply } => {
                 let done = crate::produce::append_local(self, acks, items);
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(done.await);
-                })
-                .detach();
+                run_with(slot, async move { drop(reply.send(done.await)) });
             }
-            ShardMsg::Fetch { items, budget, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(crate::fetch::read_local(&shard, items, budget).await);
-                })
-                .detach();
-            }
+            ShardMsg::Fetch { items, budget, reply } => run_with(slot, async move {
+                drop(reply.send(crate::fetch::read_local(&shard, items, budget).await));
+            }),
             ShardMsg::WaitForData { items, deadline, reply } => {
-                glommio::spawn_local(crate::fetch::serve_wait(self.clone(), items, deadline, reply)).detach();
+                glommio::spawn_local(crate::fetch::serve_wait(shard, items, deadline, reply)).detach();
             }
-            ShardMsg::ListOffsets { items, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(crate::offsets::list_local(&shard, items).await);
-                })
-                .detach();
-            }
-            ShardMsg::Admin(call) => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    crate::admin::execute(&shard, call).await;
-                })
-                .detach();
-            }
-            ShardMsg::Group(call) => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    shard.groups.handle(&shard, call).await;
-                })
-                .detach();
-            }
-            ShardMsg::DeleteRecords { items, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(crate::offsets::delete_records_local(&shard, items).await);
-                })
-                .detach();
-            }
-            ShardMsg::Metrics { reply } => {
-                let _ = reply.send(crate::metrics::local(self));
-            }
-            ShardMsg::LogSizes { reply } => {
-                let _ = reply.send(self.log_sizes());
-            }
-            ShardMsg::Publish { snapshot, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    // A shard still recovering at start installs this after its recovery.
-                    shard.recovered().await;
-                    let result = shard.install(*snapshot).await;
-                    if let Err(e) = &result {
-                        tracing::error!(shard = %shard.id, error = %e, "installing metadata failed");
-                    }
-                    let _ = reply.send(result);
-                })
-                .detach();
-            }
+            ShardMsg::ListOffsets { items, reply } => run_with(slot, async move {
+                drop(reply.send(crate::offsets::list_local(&shard, items).await));
+            }),
+            ShardMsg::Admin(call) => run_with(slot, async move { crate::admin::execute(&shard, call).await }),
+            ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
+            ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
+                drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
+            }),
+            ShardMsg::Metrics { reply } => drop(reply.send(crate::metrics::local(self))),
+            ShardMsg::LogSizes { reply } => drop(reply.send(self.log_sizes())),
+            ShardMsg::Publish { snapshot, reply } => run_with(slot, async move {
+                // A shard still recovering at start installs this after its recovery.
+                shard.recovered().await;
+                let result = shard.install(*snapshot).await;
+                if let Err(e) = &result {
+                    tracing::error!(shard = %shard.id, error = %e, "installing metadata failed");
+                }
+                drop(reply.send(result));
+            }),
         }
     }
+}
+
+/// Runs a message's work in its own task, holding its slot until the work ends.
+fn run_with(slot: crate::msg::TaskSlot, work: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(async move {
+        let _slot = slot;
+        work.await;
+    })
+    .detach();
 }
 
 /// Whether `shard` owns `tp` under `topic_id` in `snapshot`.
