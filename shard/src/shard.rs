@@ -104,6 +104,10 @@ pub struct Shard {
     pub(crate) admin_lock: glommio::sync::Semaphore,
     /// Consumer groups coordinated by this shard.
     pub(crate) groups: crate::groups::coordinator::Coordinator,
+    /// Transactional ids coordinated by this shard (and groups' staged transactional offsets).
+    pub(crate) txns: crate::txn::coordinator::TxnCoordinator,
+    /// Open and aborted transactions of the partitions this shard owns.
+    pub(crate) txn_partitions: crate::txn::partition::Registry,
     /// 0 while running, 1 once shutdown began.
     stopping: Watermark,
     /// Taken by every install for its whole run: installs on this shard never overlap.
@@ -137,6 +141,8 @@ impl Shard {
             admin_lock: glommio::sync::Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
             groups: Default::default(),
+            txns: Default::default(),
+            txn_partitions: Default::default(),
             stopping: Watermark::new(0),
             install_lock: glommio::sync::Semaphore::new(1),
             recovered: Watermark::new(0),
@@ -236,6 +242,7 @@ impl Shard {
             dead.into_iter().filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log))).collect()
         };
         for (tp, log) in gone {
+            self.txn_partitions.remove(&tp);
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
             drop(log);
@@ -283,6 +290,10 @@ impl Shard {
                             let s = &self.stats.truncated_bytes_at_open;
                             s.set(s.get() + cut);
                         }
+                        if let Err(e) = self.load_transactions(tp, &log).await {
+                            tracing::error!(partition = %tp, error = %e, "cannot rebuild transaction state");
+                            failed.push((tp.clone(), PartitionError::from(e)));
+                        }
                         if tp.topic == crate::groups::OFFSETS_TOPIC {
                             if let Err(e) = self.groups.load(&log).await {
                                 tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
@@ -315,6 +326,23 @@ impl Shard {
         } else {
             Err(InstallError { shard: self.id, failed })
         }
+    }
+
+    /// Rebuilds a partition's open and aborted transactions from its log, and replays the
+    /// transaction coordinator's state from a `__transaction_state` partition.
+    async fn load_transactions(
+        &self,
+        tp: &TopicPartition,
+        log: &PartitionLog,
+    ) -> Result<(), sluice_storage::StorageError> {
+        if tp.topic == crate::txn::TXN_TOPIC {
+            return self.txns.load(log).await;
+        }
+        if log.high_watermark() > log.log_start() {
+            let txns = crate::txn::partition::rebuild(log).await?;
+            self.txn_partitions.install(tp, txns);
+        }
+        Ok(())
     }
 
     /// Closes every log, waiting until everything appended is durable.
@@ -416,6 +444,17 @@ impl Shard {
                     let _ = reply.send(answer);
                 })
                 .detach();
+            }
+            ShardMsg::Txn(call) => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _slot = slot;
+                    shard.txns.handle(&shard, call).await;
+                })
+                .detach();
+            }
+            ShardMsg::TxnViews { items, reply } => {
+                let _ = reply.send(crate::txn::view::views_local(self, items));
             }
             ShardMsg::DeleteRecords { items, reply } => {
                 let shard = self.clone();
