@@ -8,7 +8,9 @@ confluent-kafka (librdkafka): a transactional producer's commit and abort, read_
 against read_uncommitted, and send_offsets_to_transaction in a consume-transform-produce step.
 A producer that dies mid-transaction, with the broker killed (SIGKILL) and restarted: the
 coordinator's state is replayed and the open transaction is aborted at its timeout, after which
-read_committed consumers read past it and never see its records.
+read_committed consumers read past it and never see its records. Kafka's
+kafka-transactions.sh (TransactionsCommand) lists and describes an open, then committed,
+transaction.
 """
 
 import os
@@ -178,3 +180,36 @@ def test_open_transaction_aborted_at_timeout_after_broker_kill(broker_factory, t
     seen = wait_until(committed_after, timeout=60, interval=1, what="the open transaction aborted by its timeout")
     assert seen == ["after"], seen
     assert sorted(read_values(b.bootstrap, topic, "read_uncommitted")) == sorted(["after"] + [f"hung{i}" for i in range(5)])
+
+
+def transactions_tool(broker, *args):
+    jvm = shutil.which("java")
+    assert jvm and any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no java or Kafka tools jars in {KAFKA_LIBS}"
+    cmd = [jvm, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", f"{KAFKA_LIBS}{os.sep}*",
+           "org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", broker.bootstrap, *args]
+    return subprocess.run(cmd, capture_output=True, timeout=JAVA_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+def test_kafka_transactions_tool_lists_and_describes(tbroker):
+    topic, txid = unique_topic("tool"), unique_topic("tooltx")
+    create_topic(tbroker.bootstrap, topic, 2)
+    p = txn_producer(tbroker.bootstrap, txid, timeout_ms=60000)
+    p.begin_transaction()
+    p.produce(topic, value=b"x", partition=1)
+    assert p.flush(15) == 0
+
+    res = transactions_tool(tbroker, "list")
+    assert res.returncode == 0, explain(res)
+    rows = [line.split() for line in res.stdout.decode().splitlines()]
+    assert any(r and r[0] == txid and "Ongoing" in r for r in rows), explain(res)
+
+    res = transactions_tool(tbroker, "describe", "--transactional-id", txid)
+    assert res.returncode == 0, explain(res)
+    out = res.stdout.decode()
+    assert "Ongoing" in out and f"{topic}-1" in out, explain(res)
+
+    p.commit_transaction(30)
+    res = transactions_tool(tbroker, "describe", "--transactional-id", txid)
+    assert res.returncode == 0 and "CompleteCommit" in res.stdout.decode(), explain(res)
+    res = transactions_tool(tbroker, "describe", "--transactional-id", "no-such-" + txid)
+    assert res.returncode != 0, explain(res)
