@@ -213,3 +213,37 @@ def test_kafka_transactions_tool_lists_and_describes(tbroker):
     assert res.returncode == 0 and "CompleteCommit" in res.stdout.decode(), explain(res)
     res = transactions_tool(tbroker, "describe", "--transactional-id", "no-such-" + txid)
     assert res.returncode != 0, explain(res)
+
+
+def test_read_committed_long_polls_behind_an_open_transaction(broker_factory, tmp_path):
+    from support import metrics_address, scrape, total
+
+    cfg = tmp_path / "sluice-txn.toml"
+    cfg.write_text(BROKER_CONFIG)
+    b = broker_factory.start(config=cfg, extra_args=("--metrics-listen", "127.0.0.1:0"))
+    addr = metrics_address(b)
+    topic = unique_topic("lp")
+    create_topic(b.bootstrap, topic, 1)
+    p = txn_producer(b.bootstrap, unique_topic("lptx"), timeout_ms=60000)
+    p.begin_transaction()
+    p.produce(topic, value=b"pending", partition=0)
+    assert p.flush(15) == 0
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique_topic("lpg"), "isolation.level": "read_committed",
+                  "fetch.wait.max.ms": 500, "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        for _ in range(4):  # let the consumer start fetching
+            assert c.poll(0.5) is None
+        before = total(scrape(addr), "sluice_requests_total", api="Fetch")
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            assert c.poll(0.2) is None, "nothing committed yet"
+        fetches = total(scrape(addr), "sluice_requests_total", api="Fetch") - before
+        # Each fetch waits up to 500 ms for the open transaction to end: about 6 in 3 s, not
+        # hundreds of empty answers.
+        assert fetches <= 20, f"{fetches} fetches in 3 s behind an open transaction"
+        p.commit_transaction(30)
+        got = wait_until(lambda: c.poll(0.5), timeout=20, what="the committed record")
+        assert got.value() == b"pending"
+    finally:
+        c.close()

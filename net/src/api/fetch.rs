@@ -115,11 +115,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             };
             let mut results: Vec<Option<Result<sluice_storage::LogRead, PartitionError>>> =
                 early.into_iter().map(|e| e.map(Err)).collect();
-            let mut read = fetch(&ctx.shard, plan).await;
-            let views = if read_committed {
-                committed::apply(&ctx.shard, wanted_views, &mut read, results.len()).await
+            let (read, views) = if read_committed {
+                committed::read(&ctx.shard, plan, wanted_views, results.len()).await
             } else {
-                vec![None; results.len()]
+                (fetch(&ctx.shard, plan).await, vec![None; results.len()])
             };
             // From here to the writer taking the frame nothing awaits, so no other response
             // can take the budget in between.

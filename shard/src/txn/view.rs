@@ -74,3 +74,38 @@ pub fn cut_at(records: &bytes::Bytes, lso: i64) -> bytes::Bytes {
     }
     records.slice(..pos)
 }
+
+/// Waits until any of the partitions' high watermarks passes the offset given (a marker or new
+/// data: what may move a read_committed answer forward), or `deadline`. One wait per owner,
+/// as a Fetch long poll.
+pub async fn wait_beyond(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, sluice_core::Offset)>,
+    deadline: std::time::Instant,
+) {
+    let grouped = group_by_owner(shard, items, |i| &i.0);
+    if !grouped.unknown.is_empty() {
+        return;
+    }
+    let mut waits: Vec<LocalBoxFuture<'_, ()>> = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        if owner == shard.id {
+            let shard = shard.clone();
+            waits.push(async move { crate::fetch::wait_local(&shard, &items, deadline).await }.boxed_local());
+            continue;
+        }
+        let (reply, rx) = futures::channel::oneshot::channel();
+        if shard.send(owner, ShardMsg::WaitForData { items, deadline, reply }).await.is_err() {
+            return;
+        }
+        waits.push(
+            async move {
+                let _ = rx.await;
+            }
+            .boxed_local(),
+        );
+    }
+    if !waits.is_empty() {
+        futures::future::select_all(waits).await;
+    }
+}
