@@ -151,7 +151,7 @@ where
                 }
                 let setup = async {
                     sluice_storage::set_open_file_limit(config.max_open_files_per_shard);
-                    sluice_storage::cache::set_capacity(config.read_cache_bytes_per_shard);
+                    sluice_storage::cache::set_capacity(config.read_cache_bytes_for(n));
                     sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
                     let started = std::time::Instant::now();
                     shard.install(snapshot).await.map_err(|e| e.to_string())?;

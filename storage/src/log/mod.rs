@@ -34,8 +34,6 @@
 //! - Retention deletes whole sealed segments, never the active one, and moves the log start.
 
 mod flush;
-// TODO(lead): remove after the read-path merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod read;
 mod retention;
 mod sync;

@@ -5,7 +5,11 @@
 //! Contract: a read returns whole, CRC-valid batches with contiguous offsets, the first at or
 //! before the offset asked for, never beyond the high watermark; bytes that break that are a
 //! storage error naming the position ("segment damaged on disk"), never served and never an
-//! empty read below the high watermark.
+//! empty read below the high watermark. A batch's CRC-32C is checked once per copy in memory,
+//! not on every read: bytes this process wrote (the in-memory tail, chunks filled by the
+//! flusher's writes) were validated by produce; bytes read from the device are checked the
+//! first time they are read, and their cached chunk remembers the range checked
+//! ([`crate::cache::Got`]), so only a chunk loaded again from the device is checked again.
 
 use super::*;
 use sluice_core::batch::{HEADER_LEN, LOG_OVERHEAD};
@@ -36,7 +40,7 @@ impl PartitionLog {
                     // Stay within one cache chunk when more than one batch is taken.
                     let chunk = crate::cache::chunk_of(d[start].pos);
                     while end < d.len() && d[end].last < hwm {
-                        let l = d[end].len as usize;
+                        let l = usize::try_from(d[end].len).expect("a batch length fits in usize");
                         if end > start
                             && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk)
                         {
@@ -50,7 +54,7 @@ impl PartitionLog {
                     } else {
                         let pos = d[start].pos;
                         if active && pos >= st.tail_start {
-                            let at = (pos - st.tail_start) as usize;
+                            let at = usize::try_from(pos - st.tail_start).expect("a tail position fits in usize");
                             ReadPlan::Done(LogRead {
                                 records: Bytes::copy_from_slice(&st.tail[at..at + total]),
                                 high_watermark: Offset(hwm),
@@ -83,10 +87,7 @@ impl PartitionLog {
             ReadPlan::Scan { file, pos, end } => scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await,
         };
         match read {
-            Ok(records) => {
-                check_stored(&records, &self.name)?;
-                Ok(done(records))
-            }
+            Ok(got) => Ok(done(checked(got, &self.name)?)),
             // Retention deleted the segment meanwhile (its closed file cannot be reopened).
             Err(_) if from.0 < self.log_start().0 => Err(StorageError::OffsetOutOfRange {
                 requested: from.0,
@@ -188,29 +189,46 @@ fn record_with_timestamp(bytes: &[u8], h: &BatchHeader, name: &str) -> Result<i6
         .unwrap_or(h.base_offset))
 }
 
+/// The bytes of a read, their CRC-32Cs checked unless they were known valid ([`check_stored`]);
+/// a check that passes is remembered by their cached chunk. When a batch fails, the whole
+/// batches before it are answered (a consumer gets them and its next read starts at the
+/// damaged batch); a read that starts at a damaged batch is a storage error.
+fn checked(got: crate::cache::Got, name: &str) -> Result<Bytes, StorageError> {
+    let (pos, len) = (got.pos(), got.bytes.len());
+    if got.is_verified(pos, len) {
+        return Ok(got.bytes);
+    }
+    let (good, bad) = check_stored(&got.bytes);
+    crate::stats::with(|s| s.bytes_crc_checked += len as u64);
+    got.mark_verified(pos, good);
+    match bad {
+        None => Ok(got.bytes),
+        Some(_) if good > 0 => Ok(got.bytes.slice(..good)),
+        Some(offset) => Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check"))),
+    }
+}
+
 /// Checks the CRC-32C of every batch read back from a segment file. Recovery checks the tail
 /// it scans, but batches before a trusted index entry (after a clean shutdown) and sealed
 /// segments are not rescanned at start: a batch damaged on disk since it was written is found
-/// here, and answered with a storage error instead of being served.
-fn check_stored(records: &Bytes, name: &str) -> Result<(), StorageError> {
+/// here, and answered with a storage error instead of being served. Returns the length of
+/// the valid batches before the first that fails, and that one's base offset (-1 when its
+/// header does not parse).
+fn check_stored(records: &Bytes) -> (usize, Option<i64>) {
     let mut pos = 0;
     while pos + LOG_OVERHEAD <= records.len() {
-        let bad = match BatchHeader::parse(&records[pos..]) {
+        match BatchHeader::parse(&records[pos..]) {
             Ok(h)
                 if pos + h.total_len() <= records.len()
                     && batch::validate(&records[pos..pos + h.total_len()]).is_ok() =>
             {
                 pos += h.total_len();
-                None
             }
-            Ok(h) => Some(h.base_offset),
-            Err(_) => Some(-1),
-        };
-        if let Some(offset) = bad {
-            return Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check")));
+            Ok(h) => return (pos, Some(h.base_offset)),
+            Err(_) => return (pos, Some(-1)),
         }
     }
-    Ok(())
+    (pos, None)
 }
 
 /// The error for a stored batch that cannot be what was written (its CRC fails, or its length
@@ -266,7 +284,7 @@ async fn scan_read(
     from: i64,
     hwm: i64,
     max_bytes: usize,
-) -> Result<Bytes, StorageError> {
+) -> Result<crate::cache::Got, StorageError> {
     use crate::cache::{self, CHUNK};
     let mut at = pos;
     let mut exact: Option<usize> = None;
@@ -277,16 +295,17 @@ async fn scan_read(
             // Every batch from the index position on was before `from`: it is not here.
             return Err(missing(name, from, at));
         }
-        let data = match exact.take() {
+        let got = match exact.take() {
             Some(len) => {
                 crate::stats::with(|s| s.disk_reads += 1);
-                cache::read_direct(file, name, at, len).await?
+                cache::Got::unverified(cache::read_direct(file, name, at, len).await?, at)
             }
             None => {
-                let w = ((CHUNK - at % CHUNK).min(end - at)) as usize;
+                let w = usize::try_from((CHUNK - at % CHUNK).min(end - at)).expect("at most a chunk");
                 cache::read(file, name, at, w, end, false).await?
             }
         };
+        let data = &got.bytes;
         let mut p = 0usize;
         let mut first: Option<usize> = None;
         let mut stop = 0usize;
@@ -359,7 +378,7 @@ async fn scan_read(
         }
         if let Some(f) = first {
             if stop > f {
-                return Ok(data.slice(f..stop));
+                return Ok(got.slice(f..stop));
             }
         }
         if padding {
@@ -369,8 +388,8 @@ async fn scan_read(
             // Not even one header parsed: a header split by the chunk edge, or a remainder
             // too short for one.
             if (data.len() as u64) < (end - at).min(CHUNK) {
-                let rest = (end - at) as usize;
-                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK as usize)).await?;
+                let rest = usize::try_from(end - at).unwrap_or(usize::MAX);
+                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK_BYTES)).await?;
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
