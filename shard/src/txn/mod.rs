@@ -17,7 +17,7 @@ pub mod store;
 pub mod view;
 
 use crate::groups::OffsetToCommit;
-use crate::msg::ShardMsg;
+use crate::msg::{operations, Call, Operation, ShardMsg};
 use crate::shard::Shard;
 use futures::channel::oneshot;
 use sluice_core::{PartitionId, ShardId};
@@ -124,30 +124,6 @@ pub struct CompleteOffsetsRequest {
     pub commit: bool,
 }
 
-/// One operation sent to a coordinator shard with the sender of its typed reply.
-#[derive(Debug)]
-pub struct Call<Req, Rep> {
-    pub req: Req,
-    pub reply: oneshot::Sender<Rep>,
-}
-
-/// An operation with one reply type, carried by one [`TxnCall`] variant.
-pub trait Operation: Sized {
-    type Reply;
-    fn into_call(self, reply: oneshot::Sender<Self::Reply>) -> TxnCall;
-}
-
-macro_rules! operations {
-    ($($req:ty => $variant:ident : $rep:ty),* $(,)?) => {
-        $(impl Operation for $req {
-            type Reply = $rep;
-            fn into_call(self, reply: oneshot::Sender<$rep>) -> TxnCall {
-                TxnCall::$variant(Call { req: self, reply })
-            }
-        })*
-    };
-}
-
 /// Results of staged offsets, one per offset.
 pub type StageResult = Result<Vec<Result<(), crate::groups::GroupError>>, TxnError>;
 
@@ -164,7 +140,7 @@ pub enum TxnCall {
     CompleteOffsets(Call<CompleteOffsetsRequest, Result<(), TxnError>>),
 }
 
-operations!(
+operations!(TxnCall {
     InitRequest => Init: Result<(i64, i16), TxnError>,
     AddRequest => Add: Result<(), TxnError>,
     EndRequest => End: Result<(), TxnError>,
@@ -172,7 +148,7 @@ operations!(
     ListRequest => List: Vec<TxnListing>,
     StageOffsetsRequest => StageOffsets: StageResult,
     CompleteOffsetsRequest => CompleteOffsets: Result<(), TxnError>,
-);
+});
 
 /// The `__transaction_state` partition of a transactional id.
 pub fn txn_partition(transactional_id: &str, partitions: usize) -> i32 {
@@ -188,7 +164,11 @@ pub fn coordinator_shard(shard: &Shard, transactional_id: &str) -> Option<ShardI
 }
 
 /// Runs an operation on the transactional id's coordinator shard.
-pub async fn call<O: Operation>(shard: &Rc<Shard>, transactional_id: &str, op: O) -> Result<O::Reply, TxnError> {
+pub async fn call<O: Operation<TxnCall>>(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    op: O,
+) -> Result<O::Reply, TxnError> {
     let owner = coordinator_shard(shard, transactional_id).ok_or(TxnError::CoordinatorNotAvailable)?;
     on_shard(shard, owner, op).await
 }
@@ -196,7 +176,7 @@ pub async fn call<O: Operation>(shard: &Rc<Shard>, transactional_id: &str, op: O
 /// [`call`] for an operation whose reply is itself a result: one error either way.
 pub async fn ask<T, O>(shard: &Rc<Shard>, transactional_id: &str, op: O) -> Result<T, TxnError>
 where
-    O: Operation<Reply = Result<T, TxnError>>,
+    O: Operation<TxnCall, Reply = Result<T, TxnError>>,
 {
     call(shard, transactional_id, op).await?
 }
@@ -204,13 +184,13 @@ where
 /// Runs an operation on a group's staged transactional offsets, on the group's coordinator.
 pub async fn on_group<T, O>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<T, TxnError>
 where
-    O: Operation<Reply = Result<T, TxnError>>,
+    O: Operation<TxnCall, Reply = Result<T, TxnError>>,
 {
     let owner = crate::groups::coordinator_shard(shard, group_id).ok_or(TxnError::CoordinatorNotAvailable)?;
     on_shard(shard, owner, op).await?
 }
 
-async fn on_shard<O: Operation>(shard: &Rc<Shard>, owner: ShardId, op: O) -> Result<O::Reply, TxnError> {
+async fn on_shard<O: Operation<TxnCall>>(shard: &Rc<Shard>, owner: ShardId, op: O) -> Result<O::Reply, TxnError> {
     let (reply, rx) = oneshot::channel();
     let call = op.into_call(reply);
     if owner == shard.id {
