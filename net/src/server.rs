@@ -58,7 +58,9 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
     }
     let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
-    if moved > 0 || added {
+    let added_txn =
+        sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
+    if moved > 0 || added || added_txn {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }
 
