@@ -436,6 +436,25 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
     Ok(out)
 }
 
+/// Like [`records`], with each record's byte range in `batch` (its length varint included), so
+/// that records can be copied verbatim into a new batch (log compaction).
+pub fn records_with_spans(batch: &[u8]) -> Result<Vec<(RecordView<'_>, std::ops::Range<usize>)>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::InvalidHeader("compressed batch: records cannot be read in place"));
+    }
+    let end = header.total_len().min(batch.len());
+    let mut cur = RecordCursor::new(&batch[..end], HEADER_LEN);
+    let cap = usize::try_from(header.records_count).unwrap_or(0).min(end.saturating_sub(HEADER_LEN) / 7);
+    let mut out = Vec::with_capacity(cap);
+    for _ in 0..header.records_count {
+        let start = cur.pos;
+        let r = next_record(&mut cur)?;
+        out.push((r, start..cur.pos));
+    }
+    Ok(out)
+}
+
 /// Reads one record (its length varint, then its body, which must be exactly that long).
 fn next_record<'a>(cur: &mut RecordCursor<'a>) -> Result<RecordView<'a>, BatchError> {
     let len = usize::try_from(cur.varint()?).map_err(|_| BatchError::InvalidHeader("negative record length"))?;

@@ -90,6 +90,12 @@ pub const FETCH_SESSION_PARTITIONS_PER_SHARD: usize = 200_000;
 /// Largest records section the broker decompresses to read records in a compressed batch
 /// (ListOffsets MAX_TIMESTAMP); a larger one is an error, never an allocation.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of keys (plus `COMPACTION_KEY_MAP_ENTRY_OVERHEAD` each) one compaction pass may hold
+/// in its key map (Kafka: `log.cleaner.dedupe.buffer.size`); a pass whose dirty keys do not fit
+/// cleans up to the last segment whose keys did, and the next pass goes on from there.
+pub const COMPACTION_KEY_MAP_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes counted per key-map entry besides the key (hash table slot, offset, allocation).
+pub const COMPACTION_KEY_MAP_ENTRY_OVERHEAD: usize = 48;
 /// Default of `max_response_bytes_per_shard`: bytes of responses one shard may hold built but
 /// not yet written to their sockets (clients that do not read). A Fetch answer is cut to what
 /// is left, except its first batch, so the total can exceed this by one batch per connection.
@@ -270,3 +276,5 @@ const _: () = assert!(
     MAX_CLIENT_RESPONSE_BYTES >= MAX_FETCH_RESPONSE_BYTES && MAX_CLIENT_RESPONSE_BYTES <= i32::MAX as usize,
     "the client takes any Fetch answer the broker gives, and the size field is an i32"
 );
+// A key map holds at least the keys of one largest batch, so every pass makes progress.
+const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);

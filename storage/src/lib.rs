@@ -16,6 +16,7 @@
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod cache;
 pub mod codec;
+pub mod compact;
 // TODO(lead): remove after merge
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod disk;
