@@ -17,10 +17,14 @@
 //!   is removed, unless it carries a producer id (kept empty, as Kafka keeps it, so the
 //!   producer's last sequence survives a restart). Control batches (transaction markers) are
 //!   kept untouched.
+//! - [`swap::swap_in`] replaces a pass's segments crash-safely (`.cleaned` files, a swap marker
+//!   as the commit point, renames), and [`swap::recover_swap`] finishes or discards a swap
+//!   interrupted by a crash.
 
 pub mod clean;
 pub mod keymap;
 pub mod plan;
+pub mod swap;
 
 pub use plan::{plan, CleanPlan, CompactionConfig, SegmentInfo};
 
