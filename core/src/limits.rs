@@ -46,6 +46,13 @@ pub const DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD: usize = 2048;
 pub const SEGMENT_RESERVE_MIN_BYTES: u64 = 64 * 1024;
 /// Largest step of space reserved ahead of a segment's writes; steps grow with the segment.
 pub const SEGMENT_RESERVE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Per-batch entries of the active segment a partition keeps once they are durable (recent
+/// reads find their batch through them; older ones through the sparse index and a short scan).
+/// A log trims back to this many when it holds twice as many, so its memory does not grow
+/// with its batch count (56 bytes an entry).
+pub const DENSE_ENTRIES_KEPT: usize = 256;
+/// Longest a simulated disk's fdatasync waits for a test to release held syncs (tests only).
+pub const SIM_SYNC_HOLD_MAX_MS: u64 = 60_000;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const CROSS_CORE_CHANNEL_CAPACITY: usize = 1024;
 /// Default of `max_mesh_tasks_per_shard`: tasks one shard runs at once for messages from

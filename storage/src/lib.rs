@@ -17,23 +17,15 @@
 pub mod cache;
 pub mod codec;
 pub mod compact;
-// TODO(lead): remove after merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod disk;
 pub mod error;
 mod file;
 pub mod format;
-// TODO(lead): remove after merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod index;
-// TODO(lead): remove after merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod log;
 pub mod probe;
 pub mod producers;
 mod recovery;
-// TODO(lead): remove after merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod segment;
 pub mod stats;
 pub mod watermark;

@@ -186,6 +186,16 @@ impl Producers {
         }
     }
 
+    /// Forgets every batch at or after `offset` (appends rolled back after a failed write or
+    /// sync, or cut by a truncation). A producer left with no batch is forgotten: its next
+    /// batch is accepted as from a producer never seen, as Kafka does.
+    pub fn forget_from(&mut self, offset: i64) {
+        self.map.retain(|_, e| {
+            e.batches.retain(|b| b.last_offset < offset);
+            !e.batches.is_empty()
+        });
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
     }

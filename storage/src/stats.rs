@@ -9,8 +9,13 @@ use std::cell::RefCell;
 /// Counters and latencies of this thread's logs.
 #[derive(Debug, Clone)]
 pub struct StorageStats {
-    /// fdatasync latency, microseconds.
+    /// Latency of the shard's sync rounds (all their fdatasyncs, submitted together),
+    /// microseconds.
     pub fsync_us: Histogram<u64>,
+    /// Sync rounds of this shard, and the fdatasyncs they issued (one per log with written
+    /// bytes): their ratio is the partitions one round covers.
+    pub sync_rounds: u64,
+    pub syncs: u64,
     /// Reads answered from the in-memory tail.
     pub memory_reads: u64,
     /// Reads answered with a DMA read.
@@ -26,6 +31,8 @@ impl Default for StorageStats {
         StorageStats {
             fsync_us: Histogram::new_with_bounds(1, sluice_core::limits::FSYNC_HISTOGRAM_MAX_US, 3)
                 .expect("valid bounds"),
+            sync_rounds: 0,
+            syncs: 0,
             memory_reads: 0,
             disk_reads: 0,
             bytes_written: 0,

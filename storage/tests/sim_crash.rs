@@ -15,6 +15,11 @@
 //! - keep the log start at or above every acknowledged DeleteRecords, and never above what the
 //!   workload asked for;
 //! - accept, sync and serve a new append.
+//!
+//! A second workload drives several partitions on one shard at once (their writes and
+//! fdatasyncs share the shard's sync rounds), with small segments so each rolls in the middle,
+//! and is checked the same way after a crash at each of its operations, with the disk keeping
+//! none, all, or random subsets of the unsynced blocks, truncations and names.
 
 use sluice_core::batch::{self, Record};
 use sluice_core::Offset;
@@ -78,11 +83,11 @@ async fn workload(sim: &Rc<SimDisk>) -> Outcome {
 
 async fn phase_steps(log: &PartitionLog, steps: std::ops::Range<u64>, rng: &mut Lcg, out: &mut Outcome) {
     for step in steps {
-        let n = 1 + rng.next(4) as usize;
+        let n = 1 + rng.next(4);
         let mut last = None;
         for _ in 0..n {
-            let size = 1 + rng.next(2500) as usize;
-            let payload: Vec<u8> = (0..size).map(|i| (i as u64 ^ rng.next(256)) as u8).collect();
+            let size = 1 + rng.next(2500);
+            let payload: Vec<u8> = (0..size).map(|i| (i ^ rng.next(256)).to_le_bytes()[0]).collect();
             let b = batch::build(&[Record { key: Some(b"k"), value: &payload }], 1_700_000_000_000 + step as i64);
             let h = batch::validate(&b).unwrap();
             match log.append(&b, &h, None) {
@@ -122,7 +127,11 @@ async fn phase_steps(log: &PartitionLog, steps: std::ops::Range<u64>, rng: &mut 
 
 /// Recovers the log from `disk` and checks it against what the workload saw.
 async fn check(disk: &Disk, seen: &Outcome, what: &str) {
-    let (log, _) = PartitionLog::open_on(disk, Path::new(DIR), "t-0", config(), seen.closed)
+    check_dir(disk, seen, what, DIR).await
+}
+
+async fn check_dir(disk: &Disk, seen: &Outcome, what: &str, dir: &str) {
+    let (log, _) = PartitionLog::open_on(disk, Path::new(dir), "t-0", config(), seen.closed)
         .await
         .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
     let start = log.log_start().0;
@@ -205,7 +214,7 @@ fn every_write_and_sync_point_recovers_every_acknowledged_batch_and_nothing_torn
         assert!(rolls > 60, "only {rolls} batches appended");
         check(&Disk::Sim(sim.after_crash(Survival::SyncedOnly)), &seen, "clean run").await;
 
-        let mut images = 0;
+        let mut images = 0u64;
         for op in 0..total_ops {
             for tear in [Tear::None, Tear::Prefix(1), Tear::Prefix(61), Tear::Prefix(4095), Tear::Prefix(6000)] {
                 let sim: Rc<SimDisk> = SimDisk::new();
@@ -225,6 +234,122 @@ fn every_write_and_sync_point_recovers_every_acknowledged_batch_and_nothing_torn
             }
         }
         eprintln!("{total_ops} crash points, {images} crash images recovered");
-        assert!(images as u64 >= total_ops * 6);
+        assert!(images >= total_ops * 6);
+    });
+}
+
+/// Partitions of the multi-partition workload, all on the test's one shard.
+const PARTS: usize = 3;
+
+fn part_dir(p: usize) -> String {
+    format!("/sim/m-{p}")
+}
+
+/// Several partitions appended to in turn and waited for together (acks=all: one sync round
+/// covers them; acks=1 at some steps), each rolling its small segments; then closed.
+async fn multi_workload(sim: &Rc<SimDisk>) -> Vec<Outcome> {
+    let disk = Disk::Sim(sim.clone());
+    let mut out: Vec<Outcome> = (0..PARTS).map(|_| Outcome::default()).collect();
+    let mut rng = Lcg(0x0dd_ba11);
+    let mut logs = Vec::new();
+    for p in 0..PARTS {
+        match PartitionLog::open_on(&disk, Path::new(&part_dir(p)), "m", config(), false).await {
+            Ok((log, _)) => logs.push(log),
+            Err(_) => return out,
+        }
+    }
+    for step in 0..24u64 {
+        let mut lasts = Vec::new();
+        for (p, log) in logs.iter().enumerate() {
+            let mut last = None;
+            for _ in 0..1 + rng.next(3) {
+                let size = 1 + usize::try_from(rng.next(3000)).unwrap();
+                let payload: Vec<u8> =
+                    (0..size).map(|i| u8::try_from((i as u64 ^ rng.next(256)) & 0xff).unwrap()).collect();
+                let b = batch::build(
+                    &[Record { key: Some(b"m"), value: &payload }],
+                    1_700_000_000_000 + i64::try_from(step).unwrap(),
+                );
+                let h = batch::validate(&b).unwrap();
+                let Ok(info) = log.append(&b, &h, None) else { break };
+                let mut stored = b.clone();
+                batch::stamp(&mut stored, info.base_offset.0, 0);
+                out[p].appended.push((info.base_offset.0, stored));
+                last = Some(info);
+            }
+            lasts.push(last);
+        }
+        let waits = logs.iter().zip(&lasts).map(|(log, last)| async move {
+            let last = (*last)?;
+            let ok = if step % 4 == 3 {
+                log.wait_written(&last).await.is_ok()
+            } else {
+                log.wait_durable(&last).await.is_ok()
+            };
+            (ok && step % 4 != 3).then_some(last.last_offset.0 + 1)
+        });
+        for (p, acked) in futures::future::join_all(waits).await.into_iter().enumerate() {
+            if let Some(end) = acked {
+                out[p].acked_end = out[p].acked_end.max(end);
+            }
+        }
+    }
+    for (p, log) in logs.iter().enumerate() {
+        out[p].closed = log.close().await.is_ok() && !sim.crashed();
+    }
+    out
+}
+
+#[test]
+fn several_partitions_share_sync_rounds_roll_and_recover_from_any_subset_of_unsynced_writes() {
+    run(|| async {
+        let sim = SimDisk::new();
+        let before = sluice_storage::stats::snapshot();
+        let seen = multi_workload(&sim).await;
+        let after = sluice_storage::stats::snapshot();
+        assert!(seen.iter().all(|o| o.closed) && !sim.crashed());
+        let (rounds, syncs) = (after.sync_rounds - before.sync_rounds, after.syncs - before.syncs);
+        assert!(syncs > rounds, "no sync round covered more than one partition ({rounds} rounds, {syncs} syncs)");
+        let total_ops = sim.ops();
+        for (p, o) in seen.iter().enumerate() {
+            let segments = sim.after_crash(Survival::SyncedOnly).list(Path::new(&part_dir(p))).unwrap();
+            let logs = segments.iter().filter(|n| n.ends_with(".log")).count();
+            assert!(logs >= 3, "partition {p} did not roll in the middle: {segments:?}");
+            check_dir(
+                &Disk::Sim(sim.after_crash(Survival::SyncedOnly)),
+                o,
+                &format!("clean run, partition {p}"),
+                &part_dir(p),
+            )
+            .await;
+        }
+        let mut images = 0u64;
+        for op in 0..total_ops {
+            for tear in [Tear::None, Tear::Prefix(61), Tear::Prefix(5000)] {
+                let sim: Rc<SimDisk> = SimDisk::new();
+                sim.crash_at(op, tear);
+                let mut seen = multi_workload(&sim).await;
+                assert!(sim.crashed(), "operation {op} was not reached");
+                for survival in [
+                    Survival::SyncedOnly,
+                    Survival::Everything,
+                    Survival::Subset(op),
+                    Survival::Subset(op ^ 0x9e37_79b9),
+                ] {
+                    if tear != Tear::None && survival == Survival::SyncedOnly {
+                        continue;
+                    }
+                    let image = sim.after_crash(survival);
+                    for (p, o) in seen.iter_mut().enumerate() {
+                        o.closed = false;
+                        let what = format!("crash at operation {op} ({tear:?}, {survival:?}), partition {p}");
+                        check_dir(&Disk::Sim(image.clone()), o, &what, &part_dir(p)).await;
+                    }
+                    images += 1;
+                }
+            }
+        }
+        eprintln!("{total_ops} crash points, {images} crash images of {PARTS} partitions recovered");
+        assert!(images >= total_ops * 10);
     });
 }

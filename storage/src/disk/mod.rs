@@ -11,7 +11,7 @@
 //! too ([`Disk::sync_dir`], glommio `Directory`), and every `std::fs` call (small files,
 //! directory creation, listing, removal) runs on glommio's blocking thread pool
 //! (`spawn_blocking`). On the simulated disk every operation completes at once, in the order
-//! issued.
+//! issued (an fdatasync waits first while a test holds syncs).
 
 pub mod sim;
 
@@ -245,7 +245,16 @@ impl Handle {
     pub async fn fdatasync(&self) -> io::Result<()> {
         match self {
             Handle::Real(f) => f.fdatasync().await.map_err(io::Error::from),
-            Handle::Sim(f) => f.fdatasync(),
+            Handle::Sim(f) => {
+                // Bounded: a test that forgets to release fails here after a minute.
+                for _ in 0..sluice_core::limits::SIM_SYNC_HOLD_MAX_MS {
+                    if !f.disk().syncs_held() {
+                        break;
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                f.fdatasync()
+            }
         }
     }
 

@@ -15,7 +15,12 @@
 //!   the operation with that number and every later one fail with an I/O error, as if the
 //!   machine stopped there; a crash point on a write may first apply a prefix of it (a torn
 //!   write). [`SimDisk::after_crash`] then gives the disk as a restart would find it, keeping
-//!   none, or all, of the pending operations (the two extremes a real disk may show).
+//!   none, or all, of the pending operations (the two extremes a real disk may show), or any
+//!   subset of them ([`Survival::Subset`]: each unsynced [`ALIGN`]-sized block of each write,
+//!   each truncation and each unsynced name change kept or lost at random, as a disk that
+//!   reorders its writes may show).
+//! - [`SimDisk::hold_syncs`] makes every fdatasync wait until released (the only operation
+//!   that does not complete at once), to test what the engine does while a sync is in flight.
 //! - [`SimDisk::fail_once`] makes one operation fail with ENOSPC and have no effect, while
 //!   the operations after it work again: a transiently full disk. [`SimDisk::short_once`]
 //!   makes one write put only a prefix on the disk and report that count, as a direct-I/O
@@ -48,13 +53,14 @@ struct Inode {
 fn apply(data: &mut Vec<u8>, op: &Pending) {
     match op {
         Pending::Write { pos, data: bytes } => {
-            let end = *pos as usize + bytes.len();
+            let pos = usize::try_from(*pos).expect("a simulated file fits memory");
+            let end = pos + bytes.len();
             if data.len() < end {
                 data.resize(end, 0);
             }
-            data[*pos as usize..end].copy_from_slice(bytes);
+            data[pos..end].copy_from_slice(bytes);
         }
-        Pending::Truncate { len } => data.resize(*len as usize, 0),
+        Pending::Truncate { len } => data.resize(usize::try_from(*len).expect("a simulated file fits memory"), 0),
     }
 }
 
@@ -79,6 +85,42 @@ pub enum Survival {
     SyncedOnly,
     /// Everything issued, including the torn part of the last write.
     Everything,
+    /// A random subset (from this seed) of the pending blocks, truncations and names, applied
+    /// in the order issued on top of what was synced.
+    Subset(u64),
+}
+
+/// A seeded coin for [`Survival::Subset`].
+struct Coin(u64);
+
+impl Coin {
+    fn flip(&mut self) -> bool {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 40) & 1 == 1
+    }
+}
+
+/// `durable` with a random subset of `pending` applied in order (writes block by block).
+fn some_of(durable: &[u8], pending: &[Pending], coin: &mut Coin) -> Vec<u8> {
+    let mut data = durable.to_vec();
+    for op in pending {
+        match op {
+            Pending::Write { pos, data: bytes } => {
+                for (i, block) in bytes.chunks(usize::try_from(ALIGN).expect("4096 fits usize")).enumerate() {
+                    if coin.flip() {
+                        let at = *pos + i as u64 * ALIGN;
+                        apply(&mut data, &Pending::Write { pos: at, data: block.to_vec() });
+                    }
+                }
+            }
+            Pending::Truncate { .. } => {
+                if coin.flip() {
+                    apply(&mut data, op);
+                }
+            }
+        }
+    }
+    data
 }
 
 #[derive(Default)]
@@ -93,6 +135,8 @@ struct State {
     crashed: bool,
     fail_once: Option<u64>,
     short_once: Option<(u64, usize)>,
+    /// fdatasync calls wait (in [`crate::disk::Handle::fdatasync`]) while this is set.
+    syncs_held: bool,
 }
 
 /// The simulated disk (one per test run; shared by every file opened on it).
@@ -131,6 +175,16 @@ impl SimDisk {
         self.state.borrow_mut().short_once = Some((op, keep));
     }
 
+    /// Holds every fdatasync (issued or to come) until called again with false: a sync that
+    /// takes as long as the test wants, to see what proceeds meanwhile.
+    pub fn hold_syncs(&self, hold: bool) {
+        self.state.borrow_mut().syncs_held = hold;
+    }
+
+    pub fn syncs_held(&self) -> bool {
+        self.state.borrow().syncs_held
+    }
+
     /// Mutating operations issued so far (the crash points a run went through).
     pub fn ops(&self) -> u64 {
         self.state.borrow().ops
@@ -144,16 +198,35 @@ impl SimDisk {
     /// The disk a restart finds after the crash (or after the process simply stopped).
     pub fn after_crash(&self, survival: Survival) -> Rc<SimDisk> {
         let st = self.state.borrow();
-        let names = match survival {
-            Survival::SyncedOnly => &st.durable_names,
-            Survival::Everything => &st.names,
+        let mut coin = Coin(match survival {
+            Survival::Subset(seed) => seed,
+            _ => 0,
+        });
+        let names: BTreeMap<PathBuf, InodeRef> = match survival {
+            Survival::SyncedOnly => st.durable_names.clone(),
+            Survival::Everything => st.names.clone(),
+            Survival::Subset(_) => {
+                // Each name whose durable and current states differ ends in one or the other.
+                let mut paths: BTreeSet<&PathBuf> = st.durable_names.keys().collect();
+                paths.extend(st.names.keys());
+                let mut out = BTreeMap::new();
+                for p in paths {
+                    let (d, c) = (st.durable_names.get(p), st.names.get(p));
+                    let same = matches!((d, c), (Some(a), Some(b)) if Rc::ptr_eq(a, b));
+                    if let Some(i) = if same || coin.flip() { c } else { d } {
+                        out.insert(p.clone(), i.clone());
+                    }
+                }
+                out
+            }
         };
         let mut out = State { dirs: st.dirs.clone(), ..State::default() };
-        for (path, inode) in names {
+        for (path, inode) in &names {
             let i = inode.borrow();
             let data = match survival {
                 Survival::SyncedOnly => i.durable.clone(),
                 Survival::Everything => i.current.clone(),
+                Survival::Subset(_) => some_of(&i.durable, &i.pending, &mut coin),
             };
             let copy = Rc::new(RefCell::new(Inode { durable: data.clone(), pending: Vec::new(), current: data }));
             out.names.insert(path.clone(), copy.clone());
@@ -317,7 +390,7 @@ impl SimFile {
             return Err(crashed_error());
         }
         let i = self.inode.borrow();
-        let start = (pos as usize).min(i.current.len());
+        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(i.current.len());
         let end = (start + len).min(i.current.len());
         Ok(Bytes::copy_from_slice(&i.current[start..end]))
     }
@@ -360,6 +433,10 @@ impl SimFile {
         }
         self.push(Pending::Truncate { len });
         Ok(())
+    }
+
+    pub fn disk(&self) -> &Rc<SimDisk> {
+        &self.disk
     }
 
     pub fn fdatasync(&self) -> io::Result<()> {

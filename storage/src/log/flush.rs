@@ -1,98 +1,179 @@
-//! The flusher of a [`PartitionLog`]: one task per log that writes the whole unwritten tail of
-//! the active segment with one aligned DMA write, then fdatasyncs it (group commit), feeds the
-//! bytes it made final to the read cache, and rolls the segment when due.
+//! The writer of a [`PartitionLog`] and its part in the shard's sync rounds.
 //!
-//! Contract: `written` advances only after a complete write, `durable` only after the
-//! fdatasync that covers it; a failed or short write or a failed sync rolls the log back to
-//! its last durable batch, fails every waiter and starts a new write generation. A round never
-//! writes past a roll point (a batch that does not fit the active segment's index): the
+//! The writer is one task per log: it writes the whole unwritten tail of the active segment
+//! with one aligned DMA write, advances `written`, registers the log for the shard's next sync
+//! round (`sync.rs`) and goes on with the next write at once, without waiting for the sync.
+//! The round's result ([`SyncTarget::synced`]) advances `durable`, feeds the bytes it made
+//! final to the read cache and drops them from the in-memory tail.
+//!
+//! Contract: `written` advances only after a complete write, `durable` only after an fdatasync
+//! that began after the write completed; a failed or short write or a failed sync rolls the
+//! log back to its last durable batch, fails every waiter and starts a new write generation,
+//! and the result of a write or sync begun in an earlier generation is discarded. A round
+//! never writes past a roll point (a batch that does not fit the active segment's index): the
 //! segment rolls there first, and a roll point that cannot be rolled to (the new segment
 //! cannot be created) fails the batches after it like a failed write.
+//!
+//! Rolling: the new segment file is created (and its directory synced) while the old
+//! segment's last bytes are synced, and no byte goes into the new segment before the old one
+//! is durable up to its end (so a crash never leaves a later segment past a hole; an empty
+//! last segment left by a crash is removed at open). The sealed segment's index files and
+//! its trim run in a background task, never before an ack.
 
+use super::sync::{self, SyncPoint, SyncTarget};
 use super::*;
 use glommio::channels::local_channel::LocalReceiver;
+use sluice_core::limits::DENSE_ENTRIES_KEPT;
 
-/// The flusher: one aligned write of the whole unwritten tail, then one fdatasync, per round;
-/// rolls the active segment when due.
+/// The writer: one aligned write of the whole unwritten tail per round, without waiting for
+/// its sync; rolls the active segment when due.
 pub(super) async fn flusher(log: Rc<PartitionLog>, rx: LocalReceiver<()>) {
     loop {
         let (pending, closing, roll_now) = {
             let st = log.state.borrow();
-            (st.active().size > st.flushed_pos, st.closing, st.roll_at == Some(st.flushed_pos))
+            (st.active().size > st.written_pos, st.closing, st.roll_at == Some(st.written_pos))
         };
         if roll_now {
             // Everything before the roll point is written: the next batch starts a segment.
-            maybe_roll(&log).await;
+            roll(&log, true).await;
         } else if pending {
-            if flush_round(&log).await {
-                maybe_roll(&log).await;
+            if write_round(&log).await && roll_due(&log) {
+                roll(&log, false).await;
             }
-        } else if closing || rx.recv().await.is_none() {
+        } else if closing {
+            let written = log.written.get();
+            if log.durable.get() >= written {
+                return;
+            }
+            // A failed sync rolls back and fails this wait: look again.
+            let _ = log.durable.wait_for(written).await;
+        } else if rx.recv().await.is_none() {
             return;
         }
     }
 }
 
-/// Returns true when the round succeeded.
-async fn flush_round(log: &PartitionLog) -> bool {
+/// One write of the unwritten tail. Returns true when it succeeded.
+async fn write_round(log: &Rc<PartitionLog>) -> bool {
+    let generation = log.generation.get();
     let file = log.state.borrow().active().file.clone();
-    let result = async {
-        let h = file.writer().await.map_err(|e| StorageError::io("open", &log.name, e))?;
-        // No await between here and the write: the tail copied is the tail written.
-        let (buf, len, tail_start, end_pos, end_offset) = {
-            let st = log.state.borrow();
-            assert!(Rc::ptr_eq(&st.active().file, &file), "the active segment changed during a flush");
-            let (end_pos, end_offset) = st.write_end();
-            let len = usize::try_from(end_pos - st.tail_start).expect("the tail is in memory");
-            let mut buf = h.alloc(crate::disk::align_up(len as u64) as usize);
-            let bytes = buf.as_mut();
-            bytes[..len].copy_from_slice(&st.tail[..len]);
-            bytes[len..].fill(0);
-            (buf, len, st.tail_start, end_pos, end_offset)
-        };
-        let n = file.write_buf(&h, tail_start, buf, len).await.map_err(|e| StorageError::io("write", &log.name, e))?;
-        // A direct-I/O write that runs out of space part way reports the bytes it wrote.
-        if n < len {
-            let e = std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {len} bytes at {tail_start} (disk full?)"),
-            );
-            return Err(StorageError::io("write", &log.name, e));
-        }
-        log.written.advance(end_offset);
-        let t = std::time::Instant::now();
-        h.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &log.name, e))?;
-        crate::stats::with(|s| {
-            s.fsync_us.saturating_record(t.elapsed().as_micros() as u64);
-            s.bytes_written += n as u64;
-        });
-        Ok::<(u64, i64), StorageError>((end_pos, end_offset))
-    }
-    .await;
-    match result {
-        Ok((end_pos, end_offset)) => {
-            let mut st = log.state.borrow_mut();
-            // The bytes this round made final go to the read cache (write-through).
-            let (from, to) = ((st.flushed_pos - st.tail_start) as usize, (end_pos - st.tail_start) as usize);
-            crate::cache::write_through(file.key(), st.flushed_pos, &st.tail[from..to]);
-            st.flushed_pos = end_pos;
-            let new_start = align_down(end_pos);
-            let drop_bytes = (new_start - st.tail_start) as usize;
-            st.tail.drain(..drop_bytes);
-            st.tail_start = new_start;
-            // A burst leaves a large buffer behind; idle partitions must not keep it.
-            if st.tail.capacity() > TAIL_KEEP_CAPACITY && st.tail.len() < TAIL_KEEP_CAPACITY / 4 {
-                let keep = st.tail.len().max(8192);
-                st.tail.shrink_to(keep);
-            }
-            drop(st);
-            log.durable.advance(end_offset);
-            true
-        }
+    let h = match file.writer().await {
+        Ok(h) => h,
         Err(e) => {
-            roll_back_to_durable(log, &e);
-            false
+            if log.generation.get() == generation {
+                roll_back_to_durable(log, &StorageError::io("open", &log.name, e));
+            }
+            return false;
         }
+    };
+    // No await between here and the write: the tail copied is the tail written.
+    let (buf, len, start, end_pos, end_offset) = {
+        let st = log.state.borrow();
+        if log.generation.get() != generation || !Rc::ptr_eq(&st.active().file, &file) {
+            return false; // rolled back or rolled while opening: look again
+        }
+        let (end_pos, end_offset) = st.write_end();
+        let start = align_down(st.written_pos);
+        let from = usize::try_from(start - st.tail_start).expect("the tail is in memory");
+        let len = usize::try_from(end_pos - start).expect("the tail is in memory");
+        let aligned = usize::try_from(crate::disk::align_up(end_pos - start)).expect("the tail is in memory");
+        let mut buf = h.alloc(aligned);
+        let bytes = buf.as_mut();
+        bytes[..len].copy_from_slice(&st.tail[from..from + len]);
+        bytes[len..].fill(0);
+        (buf, len, start, end_pos, end_offset)
+    };
+    let result = file.write_buf(&h, start, buf, len).await;
+    if log.generation.get() != generation {
+        // A failed sync rolled the log back while this write ran: its bytes are void (the
+        // next write starts again from the durable end).
+        return false;
+    }
+    let error = match result {
+        // A direct-I/O write that runs out of space part way reports the bytes it wrote.
+        Ok(n) if n < len => Some(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {n} of {len} bytes at {start} (disk full?)"),
+        )),
+        Ok(_) => None,
+        Err(e) => Some(e),
+    };
+    if let Some(e) = error {
+        roll_back_to_durable(log, &StorageError::io("write", &log.name, e));
+        return false;
+    }
+    crate::stats::with(|s| s.bytes_written += u64::try_from(len).unwrap_or(u64::MAX));
+    log.state.borrow_mut().written_pos = end_pos;
+    log.written.advance(end_offset);
+    if !log.sync_queued.replace(true) {
+        sync::request(log.clone());
+    }
+    true
+}
+
+impl SyncTarget for PartitionLog {
+    fn take_sync_point(&self) -> Option<SyncPoint> {
+        self.sync_queued.set(false);
+        let written = self.written.get();
+        if written <= self.durable.get() {
+            return None;
+        }
+        let st = self.state.borrow();
+        Some(SyncPoint {
+            file: st.active().file.clone(),
+            pos: st.written_pos,
+            offset: written,
+            generation: self.generation.get().0,
+        })
+    }
+
+    fn synced(&self, point: SyncPoint, result: std::io::Result<()>) {
+        if point.generation != self.generation.get().0 {
+            return; // rolled back since the point was taken: nothing of it counts
+        }
+        if let Err(e) = result {
+            roll_back_to_durable(self, &StorageError::io("fdatasync", &self.name, e));
+            return;
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            // A roll waits for its old segment's sync, so a point is always of the active one.
+            assert!(Rc::ptr_eq(&st.active().file, &point.file), "a sync point of a sealed segment");
+            if point.pos > st.flushed_pos {
+                // The bytes this sync made final go to the read cache (write-through).
+                let from = usize::try_from(st.flushed_pos - st.tail_start).expect("the tail is in memory");
+                let to = usize::try_from(point.pos - st.tail_start).expect("the tail is in memory");
+                crate::cache::write_through(point.file.key(), st.flushed_pos, &st.tail[from..to]);
+                st.flushed_pos = point.pos;
+                let new_start = align_down(point.pos);
+                let drop_bytes = usize::try_from(new_start - st.tail_start).expect("the tail is in memory");
+                st.tail.drain(..drop_bytes);
+                st.tail_start = new_start;
+                // A burst leaves a large buffer behind; idle partitions must not keep it.
+                if st.tail.capacity() > TAIL_KEEP_CAPACITY && st.tail.len() < TAIL_KEEP_CAPACITY / 4 {
+                    let keep = st.tail.len().max(8192);
+                    st.tail.shrink_to(keep);
+                }
+            }
+            st.trim_dense(point.offset);
+        }
+        if point.offset > self.durable.get() {
+            self.durable.advance(point.offset);
+        }
+    }
+}
+
+impl State {
+    /// Drops the oldest durable per-batch entries of the active segment when it holds twice
+    /// [`DENSE_ENTRIES_KEPT`] (amortised: one drain per `DENSE_ENTRIES_KEPT` batches).
+    pub(super) fn trim_dense(&mut self, durable: i64) {
+        let dense = &mut self.active_mut().dense;
+        if dense.len() < 2 * DENSE_ENTRIES_KEPT {
+            return;
+        }
+        let durable_entries = dense.partition_point(|e| e.last < durable);
+        let drop = durable_entries.min(dense.len() - DENSE_ENTRIES_KEPT);
+        dense.drain(..drop);
     }
 }
 
@@ -102,9 +183,12 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     let durable = log.durable.get();
     let mut st = log.state.borrow_mut();
     let lost = st.next_offset - durable;
+    // The durable end of the active segment (a roll waits for its old segment to be durable,
+    // so the durable end is always in the active one).
+    let end = st.flushed_pos;
     let seg = st.active_mut();
     let keep = seg.dense.partition_point(|x| x.base < durable);
-    let end = seg.dense.get(keep).map(|x| x.pos).unwrap_or(seg.size);
+    debug_assert!(seg.dense.get(keep).is_none_or(|x| x.pos == end), "the durable end is a batch boundary");
     seg.dense.truncate(keep);
     seg.size = end;
     seg.next_offset = durable;
@@ -112,12 +196,12 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     let base = seg.base;
     seg.index.times.retain(|(_, r)| base + i64::from(*r) < durable);
     st.next_offset = durable;
-    st.flushed_pos = end;
+    st.written_pos = end;
     // A roll point is never durable: it went with the batches.
     st.roll_at = None;
     let tail_len = usize::try_from(end - st.tail_start).expect("the tail is in memory");
     st.tail.truncate(tail_len);
-    st.rebuild_producers();
+    st.producers.forget_from(durable);
     drop(st);
     log.written.reset(durable);
     log.generation.set(WriteGeneration(log.generation.get().0 + 1));
@@ -126,32 +210,48 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");
 }
 
-/// Rolls the active segment when it reached `segment.bytes` or `segment.ms`, or when what is
-/// written reached its roll point (the next batch does not fit its index).
-async fn maybe_roll(log: &PartitionLog) {
+/// The active segment reached `segment.bytes` or `segment.ms`.
+fn roll_due(log: &PartitionLog) -> bool {
     let cfg = log.config.get();
-    let (due, forced, roll_pos, roll_base) = {
+    let st = log.state.borrow();
+    let written = st.written_pos;
+    let by_size = written >= cfg.segment_bytes;
+    let by_age = written > 0 && now_ms() - st.active().created_ms >= i64::try_from(cfg.segment_ms).unwrap_or(i64::MAX);
+    by_size || by_age
+}
+
+/// Rolls the active segment at the end of what is written (`forced`: that is its roll point,
+/// the next batch does not fit its index); batches appended later move to the new segment.
+async fn roll(log: &Rc<PartitionLog>, forced: bool) {
+    let generation = log.generation.get();
+    let (roll_pos, roll_base) = {
         let st = log.state.borrow();
         let a = st.active();
-        let flushed = st.flushed_pos;
-        let by_size = flushed >= cfg.segment_bytes;
-        let by_age = flushed > 0 && now_ms() - a.created_ms >= i64::try_from(cfg.segment_ms).unwrap_or(i64::MAX);
-        let forced = st.roll_at == Some(flushed);
-        // Roll at the end of what is on disk; batches appended later move to the new segment.
-        let base = a.dense.iter().find(|e| e.pos >= flushed).map(|e| e.base).unwrap_or(st.next_offset);
-        (by_size || by_age || forced, forced, flushed, base)
+        let pos = st.written_pos;
+        let i = a.dense.partition_point(|e| e.pos < pos);
+        (pos, a.dense.get(i).map(|e| e.base).unwrap_or(st.next_offset))
     };
-    if forced && roll_pos == 0 {
+    if roll_pos == 0 {
         // Any one batch fits an empty segment (limits.rs): never reached. Do not loop on it.
-        debug_assert!(false, "a roll point at the start of a segment");
-        tracing::error!(partition = %log.name, "a roll point at the start of a segment; ignored");
-        log.state.borrow_mut().roll_at = None;
+        debug_assert!(!forced, "a roll point at the start of a segment");
+        if forced {
+            tracing::error!(partition = %log.name, "a roll point at the start of a segment; ignored");
+            log.state.borrow_mut().roll_at = None;
+        }
         return;
     }
-    if !due || roll_pos == 0 {
+    // The old segment's bytes become durable (the shard's next round) while the new file is
+    // created: a crash between leaves an empty last segment, removed at open.
+    let (synced, created) =
+        futures::join!(log.durable.wait_for(roll_base), Segment::create(&log.disk, &log.dir, roll_base, now_ms()));
+    if synced.is_err() || log.generation.get() != generation {
+        // Rolled back: the roll point went with its batches.
+        if let Ok(seg) = created {
+            seg.remove_files().await;
+        }
         return;
     }
-    let new = match Segment::create(&log.disk, &log.dir, roll_base, now_ms()).await {
+    let new = match created {
         Ok(s) => s,
         Err(e) if forced => {
             // The batches after the roll point cannot go into this segment: fail them.
@@ -163,58 +263,92 @@ async fn maybe_roll(log: &PartitionLog) {
             return;
         }
     };
-    let (old_file, index_files) = {
-        let mut st = log.state.borrow_mut();
-        let old = st.active_mut();
-        assert_eq!(old.dense.iter().find(|e| e.pos >= roll_pos).map(|e| e.base).unwrap_or(old.next_offset), roll_base);
-        // Batches appended during the roll move to the new segment.
-        let moved: Vec<Entry> = old.dense.iter().filter(|e| e.pos >= roll_pos).copied().collect();
-        old.dense.clear();
-        old.size = roll_pos;
-        old.next_offset = roll_base;
-        old.index.offsets.retain(|(_, p)| u64::from(*p) < roll_pos);
-        let base = old.base;
-        old.index.times.retain(|(_, r)| base + i64::from(*r) < roll_base);
-        let index_files = old.index_files();
-        let old_file = old.file.clone();
-        let unwritten_from = usize::try_from(roll_pos - st.tail_start).expect("the tail is in memory");
-        let unwritten = st.tail.split_off(unwritten_from);
-        let interval = log.config.get().index_interval_bytes.max(1);
-        let mut seg = new;
-        // The moved batches are indexed against the new base, up to the next roll point if
-        // they do not all fit (a run of batches spanning more offsets than one segment holds).
-        let mut roll_at = None;
-        for mut e in moved {
-            e.pos -= roll_pos;
-            if roll_at.is_none() && crate::index::fits(roll_base, e.last, e.pos + u64::from(e.len)).is_err() {
-                roll_at = Some(e.pos);
-            }
-            if roll_at.is_none() {
-                let rel = crate::index::relative_offset(roll_base, e.base).expect("fits the index");
-                let at = crate::index::position(e.pos).expect("fits the index");
-                let Segment { index, cursor, .. } = &mut seg;
-                cursor.add(index, interval, rel, at, e.max_ts, e.len);
-                seg.note_timestamp(&e);
-            }
-            seg.next_offset = e.last + 1;
-            seg.dense.push(e);
+    let sealed = swap_segment(log, new, roll_pos, roll_base);
+    // The previous seal first (so close awaits only the last one), then this one.
+    let previous = log.sealing.borrow_mut().take();
+    let name = log.name.clone();
+    let handle = glommio::spawn_local(async move {
+        if let Some(p) = previous {
+            p.await;
         }
-        seg.size = unwritten.len() as u64;
-        st.roll_at = roll_at;
-        st.segments.push(seg);
-        st.tail = unwritten;
-        st.tail_start = 0;
-        st.flushed_pos = 0;
-        (old_file, index_files)
-    };
-    crate::cache::seal(old_file.key());
-    // The sealed segment's indexes, fsync'd off the shard's thread (rebuilt at start if lost).
-    if let Err(e) = index_files.write(true).await {
-        tracing::warn!(partition = %log.name, error = %e, "could not write a sealed segment's index; it will be rebuilt");
-    }
-    // Cut the sealed file to its logical size (drop the zero padding of the last page).
-    if let Err(e) = old_file.truncate(roll_pos).await {
-        tracing::warn!(partition = %log.name, error = %e, "could not trim a sealed segment");
-    }
+        seal(&name, sealed).await;
+    })
+    .detach();
+    *log.sealing.borrow_mut() = Some(handle);
     tracing::debug!(partition = %log.name, base = roll_base, "rolled to a new segment");
+}
+
+/// What sealing a segment leaves to do off the write path.
+struct Sealed {
+    file: Rc<crate::file::SegFile>,
+    index_files: crate::segment::IndexFiles,
+    size: u64,
+}
+
+/// Makes `new` the active segment; the old one ends at `roll_pos` (offset `roll_base`), which
+/// is durable. Batches appended after the roll point move to the new segment.
+fn swap_segment(log: &PartitionLog, new: Segment, roll_pos: u64, roll_base: i64) -> Sealed {
+    let mut st = log.state.borrow_mut();
+    assert_eq!(
+        st.flushed_pos,
+        roll_pos,
+        "a segment rolls once durable to its end (base {roll_base}, durable {}, written {} at {})",
+        log.durable.get(),
+        log.written.get(),
+        st.written_pos
+    );
+    let old = st.active_mut();
+    let split = old.dense.partition_point(|e| e.pos < roll_pos);
+    assert_eq!(old.dense.get(split).map(|e| e.base).unwrap_or(old.next_offset), roll_base);
+    let moved = old.dense.split_off(split);
+    old.dense.clear();
+    old.size = roll_pos;
+    old.next_offset = roll_base;
+    old.index.offsets.retain(|(_, p)| u64::from(*p) < roll_pos);
+    let base = old.base;
+    old.index.times.retain(|(_, r)| base + i64::from(*r) < roll_base);
+    let index_files = old.index_files();
+    let old_file = old.file.clone();
+    let unwritten_from = usize::try_from(roll_pos - st.tail_start).expect("the tail is in memory");
+    let unwritten = st.tail.split_off(unwritten_from);
+    let interval = log.config.get().index_interval_bytes.max(1);
+    let mut seg = new;
+    // The moved batches are indexed against the new base, up to the next roll point if they
+    // do not all fit (a run of batches spanning more offsets than one segment holds).
+    let mut roll_at = None;
+    for mut e in moved {
+        e.pos -= roll_pos;
+        if roll_at.is_none() && crate::index::fits(roll_base, e.last, e.pos + u64::from(e.len)).is_err() {
+            roll_at = Some(e.pos);
+        }
+        if roll_at.is_none() {
+            let rel = crate::index::relative_offset(roll_base, e.base).expect("fits the index");
+            let at = crate::index::position(e.pos).expect("fits the index");
+            let Segment { index, cursor, .. } = &mut seg;
+            cursor.add(index, interval, rel, at, e.max_ts, e.len);
+            seg.note_timestamp(&e);
+        }
+        seg.next_offset = e.last + 1;
+        seg.dense.push(e);
+    }
+    seg.size = u64::try_from(unwritten.len()).expect("usize fits u64");
+    st.roll_at = roll_at;
+    st.segments.push(seg);
+    st.tail = unwritten;
+    st.tail_start = 0;
+    st.flushed_pos = 0;
+    st.written_pos = 0;
+    Sealed { file: old_file, index_files, size: roll_pos }
+}
+
+/// Writes a sealed segment's indexes (fsync'd off the shard's thread; rebuilt at start if
+/// lost) and cuts its file to its logical size (drops the zero padding of the last page).
+async fn seal(name: &str, s: Sealed) {
+    crate::cache::seal(s.file.key());
+    if let Err(e) = s.index_files.write(true).await {
+        tracing::warn!(partition = %name, error = %e, "could not write a sealed segment's index; it will be rebuilt");
+    }
+    if let Err(e) = s.file.truncate(s.size).await {
+        tracing::warn!(partition = %name, error = %e, "could not trim a sealed segment");
+    }
 }

@@ -95,7 +95,13 @@ impl PartitionLog {
         let pos = if offset.0 == self.log_end().0 {
             None
         } else {
-            let data = read_exact(&file, &self.name, from_pos, (seg_end - from_pos) as usize).await?;
+            let data = read_exact(
+                &file,
+                &self.name,
+                from_pos,
+                usize::try_from(seg_end - from_pos).expect("a segment's tail fits memory"),
+            )
+            .await?;
             let mut p = 0usize;
             let mut found = None;
             while p + LOG_OVERHEAD <= data.len() {
@@ -125,8 +131,12 @@ impl PartitionLog {
             st.roll_at = None;
             st.next_offset = offset.0;
             st.flushed_pos = pos;
+            st.written_pos = pos;
             st.tail.clear();
-            st.rebuild_producers();
+            st.producers.forget_from(offset.0);
+            // A new generation from the moment the state moves: a roll or a write of the
+            // writer that awaits meanwhile sees it and gives up.
+            self.generation.set(WriteGeneration(self.generation.get().0 + 1));
             (dropped, st.active().file.clone())
         };
         for s in &drop_segments {
@@ -137,7 +147,14 @@ impl PartitionLog {
         active_file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.name, e))?;
         let tail_start = align_down(pos);
         let tail = if tail_start < pos {
-            read_exact(&active_file, &self.name, tail_start, (pos - tail_start) as usize).await?.to_vec()
+            read_exact(
+                &active_file,
+                &self.name,
+                tail_start,
+                usize::try_from(pos - tail_start).expect("less than a page"),
+            )
+            .await?
+            .to_vec()
         } else {
             Vec::new()
         };
@@ -148,7 +165,6 @@ impl PartitionLog {
         }
         self.written.reset(offset.0);
         self.durable.reset(offset.0);
-        self.generation.set(WriteGeneration(self.generation.get().0 + 1));
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! Crash torture: an idempotent `acks=all` producer writes as fast as it can
 //! to a 4-partition topic (two partitions per shard with `--cores 2`) whose
-//! segments roll every 256 KiB (`segment.bytes`) and whose retention
-//! (`retention.bytes` 1 MiB, checked every 100 ms) deletes old segments while
-//! it runs; the broker is SIGKILLed after a random delay and restarted at once
+//! segments roll every 64 KiB (`segment.bytes`, so every partition rolls many
+//! times under load while acks wait on the shard's sync rounds) and whose
+//! retention (`retention.bytes` 1 MiB, checked every 100 ms) deletes old
+//! segments while it runs; the broker is SIGKILLed after a random delay and restarted at once
 //! on the same data dir and the SAME port (start-up waits for the dead
 //! process's sockets), and the log is checked.
 //!
@@ -57,7 +58,7 @@ const PARTS: i32 = 4;
 const SEQ_BITS: u32 = 48;
 /// Topic configs of the torture topic: small segments that roll under load, and retention by
 /// size that deletes old ones while the broker is being killed.
-const SEGMENT_BYTES: &str = "262144";
+const SEGMENT_BYTES: &str = "65536";
 const RETENTION_BYTES: &str = "1048576";
 /// The broker's `log_retention_check_interval_ms` in the torture run.
 const RETENTION_CHECK_MS: u64 = 100;
@@ -179,6 +180,20 @@ pub struct TortureSummary {
     pub max_restart: Duration,
     /// Restarts that found the port still held by the killed broker and waited for it.
     pub port_waits: u64,
+    /// Some partition rolled a segment: its log start moved (retention deleted a rolled
+    /// segment) or it has more than one segment file at the end.
+    pub rolled: bool,
+}
+
+/// Segment files (`*.log`) of `topic` under the broker's data dir.
+fn segment_files(data_dir: &std::path::Path, topic: &str) -> usize {
+    let Ok(dirs) = std::fs::read_dir(data_dir) else { return 0 };
+    dirs.filter_map(|d| d.ok())
+        .filter(|d| d.file_name().to_string_lossy().starts_with(topic))
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|files| files.filter_map(|f| f.ok()))
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
+        .count()
 }
 
 /// Runs `iterations` kill/restart cycles; panics with a precise message on
@@ -209,6 +224,7 @@ pub fn run_torture(iterations: u64, seed: u64, full_every: u64, max_msgs: u64) -
         recovery_cuts: Vec::new(),
         max_restart: Duration::ZERO,
         port_waits: 0,
+        rolled: false,
     };
     let started = Instant::now();
 
@@ -258,6 +274,12 @@ pub fn run_torture(iterations: u64, seed: u64, full_every: u64, max_msgs: u64) -
             started.elapsed().as_secs_f64()
         );
     }
+    let files = segment_files(&broker.data_dir(), &topic);
+    summary.rolled = parts.iter().any(|s| s.log_start > 0) || files > PARTS as usize;
+    eprintln!(
+        "torture: {files} segment files at the end, log starts {:?}",
+        parts.iter().map(|s| s.log_start).collect::<Vec<_>>()
+    );
     broker.stop();
     summary
 }
@@ -587,4 +609,5 @@ fn crash_torture_sigkill_keeps_acknowledged_records() {
     }
     assert_eq!(s.iterations, iterations);
     assert!(s.acked > 0, "nothing was acknowledged in {iterations} iterations");
+    assert!(s.rolled, "no partition rolled a segment under load (log start still 0 and one segment each)");
 }
