@@ -15,8 +15,10 @@
 //! file. A crash before step 2 therefore leaves the old segments, from step 2 on the new ones.
 //! `.cleaned` names never end in `.log`, so segment listing never sees them.
 
+use super::{batches, CompactError};
 use crate::disk::Disk;
 use crate::format::segment_file_name;
+use crate::index::{position, relative_offset, IndexCursor, SparseIndex};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,25 @@ pub struct NewSegment {
     pub log: Vec<u8>,
     pub index: Vec<u8>,
     pub timeindex: Vec<u8>,
+}
+
+impl NewSegment {
+    /// The cleaned `log` bytes of the segment at `base`, with its sparse indexes built as the
+    /// append path builds them (an entry per `interval` bytes; offsets relative to `base`).
+    pub fn with_indexes(base: i64, log: Vec<u8>, interval: u64) -> Result<NewSegment, CompactError> {
+        let mut idx = SparseIndex::default();
+        let mut cursor = IndexCursor::new();
+        let mut pos = 0usize;
+        for (h, b) in batches(&log)? {
+            let too_large = || CompactError::TooLarge(pos);
+            let rel = relative_offset(base, h.base_offset).map_err(|_| too_large())?;
+            let at = position(u64::try_from(pos).map_err(|_| too_large())?).map_err(|_| too_large())?;
+            let len = u32::try_from(b.len()).map_err(|_| too_large())?;
+            cursor.add(&mut idx, interval.max(1), rel, at, h.max_timestamp, len);
+            pos += b.len();
+        }
+        Ok(NewSegment { base, index: idx.encode_offsets(), timeindex: idx.encode_times(), log })
+    }
 }
 
 /// What [`recover_swap`] found.
@@ -151,6 +172,28 @@ pub async fn recover_swap(disk: &Disk, dir: &Path) -> io::Result<SwapRecovery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cleaned_segments_indexes_decode_and_point_at_its_batches() {
+        use sluice_core::batch::{build, stamp, Record};
+        let mut log = Vec::new();
+        // Offsets with gaps: batches at 10, 15, 40, … (as compaction leaves them).
+        for i in 0..50i64 {
+            let v = vec![u8::try_from(i).unwrap(); 300];
+            let mut b = build(&[Record { key: Some(b"k"), value: &v }], 1_000 + i);
+            stamp(&mut b, 10 + i * 5, 0);
+            log.extend_from_slice(&b);
+        }
+        let seg = NewSegment::with_indexes(10, log.clone(), 1024).unwrap();
+        let size = u64::try_from(log.len()).unwrap();
+        let idx = SparseIndex::decode(&seg.index, &seg.timeindex, size, 49 * 5).unwrap();
+        assert!(idx.offsets.len() > 5);
+        for (rel, p) in &idx.offsets {
+            let at = usize::try_from(*p).unwrap();
+            let h = sluice_core::batch::BatchHeader::parse(&log[at..]).unwrap();
+            assert_eq!(h.base_offset, 10 + i64::from(*rel), "an entry points at its batch");
+        }
+    }
 
     #[test]
     fn markers_round_trip_and_damage_is_seen() {
