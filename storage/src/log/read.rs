@@ -2,8 +2,9 @@
 //! through the shard's read cache), `offset_for_timestamp`, `max_timestamp`, and the checks a
 //! read applies to bytes coming back from a segment file.
 //!
-//! Contract: a read returns whole, CRC-valid batches with contiguous offsets, the first at or
-//! before the offset asked for, never beyond the high watermark; bytes that break that are a
+//! Contract: a read returns whole, CRC-valid batches with contiguous offsets (increasing
+//! offsets, gaps allowed, in a sealed segment compaction rewrote), the first at or before the
+//! offset asked for (or the first after it left by compaction), never beyond the high watermark; bytes that break that are a
 //! storage error naming the position ("segment damaged on disk"), never served and never an
 //! empty read below the high watermark.
 
@@ -66,7 +67,8 @@ impl PartitionLog {
                     let pos = seg.index.position_for_offset(seg.base, from.0);
                     // Everything before the dense part (or a sealed segment) is durable.
                     let end = seg.dense.first().map(|e| e.pos).unwrap_or(seg.size);
-                    ReadPlan::Scan { file: seg.file.clone(), pos, end }
+                    let next = (!active).then(|| st.segments[i + 1].base);
+                    ReadPlan::Scan { file: seg.file.clone(), pos, end, next }
                 }
             };
             (plan, st.log_start)
@@ -80,7 +82,16 @@ impl PartitionLog {
             ReadPlan::Exact { file, pos, len, final_end, growing } => {
                 crate::cache::read(&file, &self.name, pos, len, final_end, growing).await
             }
-            ReadPlan::Scan { file, pos, end } => scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await,
+            ReadPlan::Scan { file, pos, end, next } => {
+                match scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes, next.is_some()).await {
+                    // Compaction left nothing at or after `from` in this sealed segment.
+                    Ok(b) if b.is_empty() => {
+                        let next = next.expect("only a sealed segment's scan comes back empty");
+                        return Box::pin(self.read(Offset(next.max(from.0 + 1)), max_bytes)).await;
+                    }
+                    other => other,
+                }
+            }
         };
         match read {
             Ok(records) => {
@@ -258,6 +269,11 @@ pub(super) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: us
 /// that runs past `end`, a first batch after `from` or a jump in offsets can only be damage (in
 /// a prefix trusted at a clean start and not rescanned): it is answered with [`damaged`],
 /// never served, and never turned into an empty or short read.
+///
+/// In a sealed segment (`sealed`), which compaction may have rewritten, offsets only have to
+/// increase (gaps are normal), the first batch may start after `from`, and finding no batch
+/// at or after `from` answers empty (the caller goes on with the next segment).
+#[allow(clippy::too_many_arguments)]
 async fn scan_read(
     file: &Rc<SegFile>,
     name: &str,
@@ -266,7 +282,10 @@ async fn scan_read(
     from: i64,
     hwm: i64,
     max_bytes: usize,
+    sealed: bool,
 ) -> Result<Bytes, StorageError> {
+    let not_here =
+        |name: &str, from: i64, at: u64| if sealed { Ok(Bytes::new()) } else { Err(missing(name, from, at)) };
     use crate::cache::{self, CHUNK};
     let mut at = pos;
     let mut exact: Option<usize> = None;
@@ -275,7 +294,7 @@ async fn scan_read(
     for _ in 0..1024 {
         if at >= end {
             // Every batch from the index position on was before `from`: it is not here.
-            return Err(missing(name, from, at));
+            return not_here(name, from, at);
         }
         let data = match exact.take() {
             Some(len) => {
@@ -306,8 +325,9 @@ async fn scan_read(
                 Err(e) => return Err(bad_header(name, at + p as u64, e)),
             };
             let expected = match prev_last {
+                Some(last) if sealed => h.base_offset > last,
                 Some(last) => h.base_offset == last.saturating_add(1),
-                None => h.base_offset <= from,
+                None => sealed || h.base_offset <= from,
             };
             if !expected {
                 let after =
@@ -363,7 +383,7 @@ async fn scan_read(
             }
         }
         if padding {
-            return Err(missing(name, from, at + p as u64));
+            return not_here(name, from, at + p as u64);
         }
         if p == 0 && need.is_none() {
             // Not even one header parsed: a header split by the chunk edge, or a remainder
@@ -374,11 +394,11 @@ async fn scan_read(
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
-                    Err(_) if is_padding(&h) => return Err(missing(name, from, at)),
+                    Err(_) if is_padding(&h) => return not_here(name, from, at),
                     Err(e) => return Err(bad_header(name, at, e)),
                 }
             } else {
-                return Err(missing(name, from, at));
+                return not_here(name, from, at);
             }
         }
         at += p as u64;
