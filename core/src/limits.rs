@@ -101,6 +101,10 @@ pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// in its key map (Kafka: `log.cleaner.dedupe.buffer.size`); a pass whose dirty keys do not fit
 /// cleans up to the last segment whose keys did, and the next pass goes on from there.
 pub const COMPACTION_KEY_MAP_BYTES: usize = 32 * 1024 * 1024;
+/// Largest segment a compaction pass reads (whole, into memory): a larger one ends the
+/// pass's dirty range before it and is left as it is (a topic compacted with the default
+/// 1 GiB `segment.bytes` is cleaned only up to its first such segment).
+pub const COMPACTION_MAX_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 /// Bytes counted per key-map entry besides the key (hash table slot, offset, allocation).
 pub const COMPACTION_KEY_MAP_ENTRY_OVERHEAD: usize = 48;
 /// Default of `max_response_bytes_per_shard`: bytes of responses one shard may hold built but
@@ -285,3 +289,4 @@ const _: () = assert!(
 );
 // A key map holds at least the keys of one largest batch, so every pass makes progress.
 const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
+const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);

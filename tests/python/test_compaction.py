@@ -9,6 +9,13 @@ decompressed to see their keys; the request's other partitions and topics are
 stored as usual.  Checked with raw Produce v8 frames (to see `record_errors`,
 which clients do not expose) and with confluent-kafka (librdkafka's delivery
 error, as its test 0011 expects from Kafka).
+
+Compaction: many updates of few keys and tombstones produced by confluent-kafka
+to a compacted topic with 4 KiB segments; the shard's compactor (on the
+retention timer, here every 200 ms) cleans the sealed segments; a consumer from
+the beginning (confluent-kafka, then kafka-python) sees one record per key with
+its latest value, no deleted key once past `delete.retention.ms`, offsets
+increasing with gaps; the same after a restart.
 """
 
 from __future__ import annotations
@@ -16,7 +23,11 @@ from __future__ import annotations
 import socket
 import struct
 
-from confluent_kafka import KafkaError, Producer
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -134,3 +145,102 @@ def test_librdkafka_gets_invalid_record_for_a_keyless_record(broker):
     assert err is not None and err.code() == KafkaError.INVALID_RECORD, reports
     err, offset = reports["keyed"]
     assert err is None and offset == 0, reports
+
+
+KEYS = 8
+UPDATES = 150
+FILLERS = 300
+
+
+def consume_all(bootstrap: str, topic: str, end: int) -> list:
+    """(offset, key, value) of every record of partition 0 up to `end`, from the beginning."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g"), "enable.auto.commit": False,
+                  "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        out = []
+        deadline = time.monotonic() + 20
+        for _ in range(10_000):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consumer did not reach offset {end}: {len(out)} records")
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    if m.offset() >= end:
+                        break
+                    continue
+                raise AssertionError(m.error())
+            out.append((m.offset(), m.key(), m.value()))
+        return out
+    finally:
+        c.close()
+
+
+def produce_updates(bootstrap: str, topic: str) -> int:
+    """Produces UPDATES rounds of KEYS keys (k3 deleted halfway and for good at the end), then
+    FILLERS unique keys so that the updates end up in sealed segments. Returns the log end."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2, "batch.num.messages": 5})
+    for r in range(UPDATES):
+        for k in range(KEYS):
+            tomb = k == 3 and (r == UPDATES // 2 or r == UPDATES - 1)
+            p.produce(topic, key=f"k{k}".encode(), value=None if tomb else f"k{k}-r{r}".encode(), partition=0)
+        p.poll(0)
+    for n in range(FILLERS):
+        p.produce(topic, key=f"filler-{n}".encode(), value=b"f" * 40, partition=0)
+    assert p.flush(30) == 0
+    return UPDATES * KEYS + FILLERS
+
+
+def check_compacted(records: list, end: int) -> None:
+    offsets = [o for o, _, _ in records]
+    assert offsets == sorted(set(offsets)), "offsets increase"
+    assert offsets[-1] == end - 1, "the last record stays"
+    keys = [k for _, k, _ in records]
+    assert len(keys) == len(set(keys)), f"one record per key: {len(keys)} records, {len(set(keys))} keys"
+    latest = {k: v for _, k, v in records}
+    for k in range(KEYS):
+        if k == 3:
+            assert f"k{k}".encode() not in latest, "a deleted key is gone after delete.retention.ms"
+        else:
+            assert latest[f"k{k}".encode()] == f"k{k}-r{UPDATES - 1}".encode()
+    assert sum(1 for k in keys if k.startswith(b"filler-")) == FILLERS
+
+
+def test_a_compacted_topic_keeps_the_latest_value_per_key(broker_factory, tmp_path):
+    cfg = tmp_path / "sluice-compaction.toml"
+    cfg.write_text("log_retention_check_interval_ms = 200\n")
+    broker = broker_factory.start(config=cfg)
+    topic = unique_topic("compacted")
+    create(broker.bootstrap, topic, 1, {
+        "cleanup.policy": "compact", "segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0", "delete.retention.ms": "0",
+    })
+    end = produce_updates(broker.bootstrap, topic)
+    assert len(consume_all(broker.bootstrap, topic, end)) <= end
+
+    def compacted():
+        recs = consume_all(broker.bootstrap, topic, end)
+        keys = [k for _, k, _ in recs]
+        return recs if len(keys) == len(set(keys)) and b"k3" not in keys else None
+    records = wait_until(compacted, 30, interval=0.5, what="one record per key")
+    check_compacted(records, end)
+    # Gaps: far fewer records than offsets.
+    assert len(records) == KEYS - 1 + FILLERS < end
+    # kafka-python reads the same from the beginning.
+    kc = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+    try:
+        kc.assign([KTopicPartition(topic, 0)])
+        kc.seek_to_beginning()
+        seen = []
+        for m in kc:
+            seen.append((m.offset, m.key, m.value))
+            if m.offset >= end - 1:
+                break
+    finally:
+        kc.close()
+    assert seen == records
+    # After a restart the log serves the same records.
+    broker = broker_factory.restart(broker, config=cfg)
+    assert consume_all(broker.bootstrap, topic, end) == records

@@ -3,7 +3,8 @@
 //! replaced.
 //!
 //! Contract: the active segment is never read or changed. Segments are read whole, one at a
-//! time (memory: one segment plus the key map). Only segments whose bytes changed are swapped.
+//! time (memory: one segment of at most `COMPACTION_MAX_SEGMENT_BYTES`, its cleaned copy and
+//! the key map; a larger segment ends the key map's range and is not rewritten). Only segments whose bytes changed are swapped.
 //! The caller runs passes one at a time per log, in turn with retention (the shard's timer
 //! runs both, one after the other); a segment that left the log while the pass ran (retention,
 //! DeleteRecords) is not replaced in memory, and its file, if the swap recreated it, lies below
@@ -18,6 +19,7 @@ use crate::compact::keymap::KeyMap;
 use crate::compact::plan::tombstone_horizon;
 use crate::compact::swap::{swap_in, NewSegment};
 use crate::compact::{plan, CompactError, CompactionConfig, SegmentInfo};
+use sluice_core::limits::COMPACTION_MAX_SEGMENT_BYTES;
 
 /// What a pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -82,7 +84,11 @@ impl PartitionLog {
         let mut map = KeyMap::new();
         let mut upto = p.first_dirty;
         for s in sealed.iter().filter(|s| s.next > p.first_dirty && s.next <= p.clean_upto) {
+            if s.size > COMPACTION_MAX_SEGMENT_BYTES {
+                break;
+            }
             let bytes = read(s).await?;
+            glommio::yield_if_needed().await;
             if !map.add_segment(&bytes).map_err(|e| compact_error(&self.name, e))? {
                 break;
             }
@@ -99,9 +105,11 @@ impl PartitionLog {
             ..CompactStats::default()
         };
         let mut news = Vec::new();
-        for s in sealed.iter().filter(|s| s.next <= upto) {
+        for s in sealed.iter().filter(|s| s.next <= upto && s.size <= COMPACTION_MAX_SEGMENT_BYTES) {
             let bytes = read(s).await?;
+            glommio::yield_if_needed().await;
             let out = clean_segment(&bytes, &ctx).map_err(|e| compact_error(&self.name, e))?;
+            glommio::yield_if_needed().await;
             if out.bytes[..] == bytes[..] {
                 continue;
             }
