@@ -62,8 +62,9 @@ pub struct BrokerConfig {
     /// answers shrink to what is left (the first batch always whole).
     pub max_response_bytes_per_shard: usize,
     /// Bytes of segment-file chunks each shard keeps in memory for reads (filled by reads,
-    /// read-ahead and the flusher's writes; least recently used out).
-    pub read_cache_bytes_per_shard: usize,
+    /// read-ahead and the flusher's writes; least recently used out). `None` (the default):
+    /// sized for the host, see [`BrokerConfig::read_cache_bytes_for`].
+    pub read_cache_bytes_per_shard: Option<usize>,
     /// How often each shard deletes segments retention no longer keeps
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
@@ -104,10 +105,33 @@ impl Default for BrokerConfig {
             max_mesh_tasks_per_shard: crate::limits::DEFAULT_MAX_MESH_TASKS_PER_SHARD,
             max_open_files_per_shard: crate::limits::DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD,
             max_response_bytes_per_shard: crate::limits::DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD,
-            read_cache_bytes_per_shard: crate::limits::DEFAULT_READ_CACHE_BYTES_PER_SHARD,
+            read_cache_bytes_per_shard: None,
             topic_defaults: BTreeMap::new(),
         }
     }
+}
+
+/// `MemTotal` of a /proc/meminfo text, in bytes.
+fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
+}
+
+/// The read cache per shard chosen for a host of `total` bytes of memory and `shards` shards.
+fn auto_read_cache_bytes(total: u64, shards: usize) -> usize {
+    use crate::limits::{
+        MAX_AUTO_READ_CACHE_BYTES_PER_SHARD, MIN_READ_CACHE_BYTES_PER_SHARD, READ_CACHE_MEMORY_PERCENT,
+    };
+    let shards = u64::try_from(shards.max(1)).unwrap_or(u64::MAX);
+    let share = total / 100 * READ_CACHE_MEMORY_PERCENT / shards;
+    let min = u64::try_from(MIN_READ_CACHE_BYTES_PER_SHARD).unwrap_or(u64::MAX);
+    let bytes = share.clamp(min, MAX_AUTO_READ_CACHE_BYTES_PER_SHARD);
+    usize::try_from(bytes).unwrap_or(MIN_READ_CACHE_BYTES_PER_SHARD)
 }
 
 /// Why a configuration was refused.
@@ -122,6 +146,22 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// Each shard's read cache with `shards` shards: `read_cache_bytes_per_shard` when set,
+    /// else `READ_CACHE_MEMORY_PERCENT` of the host's memory (MemTotal in /proc/meminfo)
+    /// divided among the shards, within `MIN_READ_CACHE_BYTES_PER_SHARD` and
+    /// `MAX_AUTO_READ_CACHE_BYTES_PER_SHARD`; `DEFAULT_READ_CACHE_BYTES_PER_SHARD` when the
+    /// host's memory cannot be read.
+    pub fn read_cache_bytes_for(&self, shards: usize) -> usize {
+        if let Some(bytes) = self.read_cache_bytes_per_shard {
+            return bytes;
+        }
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        match mem_total_bytes(&meminfo) {
+            Some(total) => auto_read_cache_bytes(total, shards),
+            None => crate::limits::DEFAULT_READ_CACHE_BYTES_PER_SHARD,
+        }
+    }
+
     /// Reads and parses a TOML file; keys absent from it keep their defaults.
     pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
         let text =
@@ -252,10 +292,12 @@ impl BrokerConfig {
                 expected: format!("at least {MIN_RESPONSE_BYTES_PER_SHARD} (one batch of the default maximum size)"),
             });
         }
-        if self.read_cache_bytes_per_shard < crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD {
+        if let Some(bytes) =
+            self.read_cache_bytes_per_shard.filter(|b| *b < crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD)
+        {
             return Err(ConfigError::Invalid {
                 key: "read_cache_bytes_per_shard",
-                value: self.read_cache_bytes_per_shard.to_string(),
+                value: bytes.to_string(),
                 expected: format!("at least {}", crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD),
             });
         }
@@ -412,7 +454,28 @@ mod tests {
         assert!(c.validate(2).unwrap_err().to_string().contains("num_partitions"));
         let c = BrokerConfig { max_response_bytes_per_shard: 1000, ..Default::default() };
         assert!(c.validate(2).unwrap_err().to_string().contains("max_response_bytes_per_shard"));
-        let c = BrokerConfig { read_cache_bytes_per_shard: 1 << 20, ..Default::default() };
+        let c = BrokerConfig { read_cache_bytes_per_shard: Some(1 << 20), ..Default::default() };
         assert!(c.validate(2).unwrap_err().to_string().contains("read_cache_bytes_per_shard"));
+    }
+
+    #[test]
+    fn the_read_cache_is_sized_from_the_host_memory_unless_set() {
+        let meminfo = "MemTotal:       24683792 kB\nMemFree:         1000 kB\n";
+        let total = mem_total_bytes(meminfo).unwrap();
+        assert_eq!(total, 24_683_792 * 1024);
+        // A quarter of 24 GiB over 2 shards: about 3 GiB each.
+        let each = auto_read_cache_bytes(total, 2);
+        assert_eq!(each as u64, total / 100 * 25 / 2);
+        // Bounded below and above.
+        assert_eq!(auto_read_cache_bytes(1 << 30, 64), crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD);
+        assert_eq!(auto_read_cache_bytes(u64::MAX / 2, 1) as u64, crate::limits::MAX_AUTO_READ_CACHE_BYTES_PER_SHARD);
+        assert_eq!(mem_total_bytes("MemFree: 12 kB\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal: x kB\n"), None);
+        // A setting wins; the default follows the host.
+        let set = BrokerConfig { read_cache_bytes_per_shard: Some(200 << 20), ..Default::default() };
+        assert_eq!(set.read_cache_bytes_for(2), 200 << 20);
+        assert!(BrokerConfig::default().read_cache_bytes_for(2) >= crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD);
+        let parsed = BrokerConfig::from_toml_str("read_cache_bytes_per_shard = 268435456\n").unwrap();
+        assert_eq!(parsed.read_cache_bytes_per_shard, Some(268_435_456));
     }
 }

@@ -32,13 +32,30 @@ pub const FRAME_READ_CHUNK: usize = 1024 * 1024;
 /// Bytes of segment-file chunks each shard keeps in its read cache by default
 /// (`read_cache_bytes_per_shard`).
 pub const DEFAULT_READ_CACHE_BYTES_PER_SHARD: usize = 256 * 1024 * 1024;
+/// Share of the host's memory (MemTotal in /proc/meminfo), in percent, that the read caches
+/// of all shards take together when `read_cache_bytes_per_shard` is not set: divided among the
+/// shards, at least `MIN_READ_CACHE_BYTES_PER_SHARD` and at most
+/// `MAX_AUTO_READ_CACHE_BYTES_PER_SHARD` each. Kafka serves consumers from the page cache, which
+/// may take all free memory; a quarter leaves the rest to the process and the host. Filled only
+/// as data is read or flushed, so an idle broker holds none of it.
+pub const READ_CACHE_MEMORY_PERCENT: u64 = 25;
+/// Largest read cache per shard chosen from the host's memory (64 GiB).
+pub const MAX_AUTO_READ_CACHE_BYTES_PER_SHARD: u64 = 64 << 30;
 /// Smallest `read_cache_bytes_per_shard` accepted.
 pub const MIN_READ_CACHE_BYTES_PER_SHARD: usize = 128 * 1024 * 1024;
 /// Chunks a shard's read cache may hold loaded ahead and not yet read, loads included.
 pub const READ_AHEAD_CHUNKS_PER_SHARD: usize = 16;
+/// How far ahead of a cached read the chunks of its file are loaded (read-ahead depth, in
+/// 1 MiB chunks): a consumer catching up finds its next fetch's chunk loaded and the ones
+/// behind it in flight, so it does not wait on the device between fetches.
+pub const READ_AHEAD_DEPTH: u64 = 4;
 /// Chunks of active segments a shard's read cache may be filling from flushed writes
 /// (write-through; each holds up to one 1 MiB chunk, counted in the cache's bytes).
 pub const WRITE_THROUGH_CHUNKS_PER_SHARD: usize = 32;
+/// A larger read cache fills more chunks from flushed writes at once: up to this fraction
+/// (1/N) of its bytes, when that is more than `WRITE_THROUGH_CHUNKS_PER_SHARD` chunks, so that
+/// consumers of many partitions written just before read them from memory.
+pub const WRITE_THROUGH_CACHE_DIVISOR: usize = 4;
 /// Segment files one shard keeps open by default (`max_open_files_per_shard`); idle ones are
 /// closed, least recently used first, and reopened when used.
 pub const DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD: usize = 2048;
@@ -81,6 +98,9 @@ pub const MAX_PARTITION_READ_BYTES: usize = 16 * 1024 * 1024;
 /// response's `max_bytes` came back, so a fetch reads at most about `max_bytes` plus this
 /// many partition reads per owner.
 pub const FETCH_READS_IN_FLIGHT: usize = 8;
+/// Parts of a response frame (header bytes, record sets) written by one `sendmsg` at most
+/// (Linux's IOV_MAX is 1024; a frame's parts beyond this go in further calls).
+pub const WRITE_PARTS_PER_CALL: usize = 64;
 /// Fetch sessions (KIP-227) one shard keeps (Kafka's `max.incremental.fetch.session.cache.slots`
 /// default is 1000 per broker); beyond this only a session idle longer than
 /// `FETCH_SESSION_EVICTION_IDLE_MS` is evicted, else the new fetch is answered sessionless.
@@ -236,6 +256,10 @@ const _: () = assert!(
     "by default one client can be given a whole maximal Fetch answer"
 );
 const _: () = assert!(PLACEMENT_LOAD_WINDOW_SECS >= 1);
+const _: () = assert!(WRITE_PARTS_PER_CALL >= 1 && WRITE_PARTS_PER_CALL <= 1024);
+const _: () = assert!(READ_CACHE_MEMORY_PERCENT >= 1 && READ_CACHE_MEMORY_PERCENT <= 50);
+const _: () = assert!(MAX_AUTO_READ_CACHE_BYTES_PER_SHARD >= MIN_READ_CACHE_BYTES_PER_SHARD as u64);
+const _: () = assert!(READ_AHEAD_DEPTH >= 1 && READ_AHEAD_DEPTH <= READ_AHEAD_CHUNKS_PER_SHARD as u64);
 const _: () = assert!(
     (READ_AHEAD_CHUNKS_PER_SHARD + WRITE_THROUGH_CHUNKS_PER_SHARD) * 1024 * 1024 <= MIN_READ_CACHE_BYTES_PER_SHARD / 2,
     "chunks read ahead and filling leave most of the cache to chunks already read"

@@ -143,9 +143,10 @@ pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
 async fn serve_inner(ctx: Rc<Ctx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Queued>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = glommio::spawn_local(write_loop(writer, rx, peer));
+    let writer = glommio::spawn_local(write_loop(writer, fd, rx, peer));
     if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), &tx, peer).await {
         tracing::warn!(client = ?peer, shard = %ctx.shard.id, error = %why, "closing connection");
     }
@@ -293,17 +294,21 @@ async fn second_phase(reply: Reply, shard: ShardReserved, api: &'static str, rec
     Answer { frame, _held: held }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Queued>, peer: Option<SocketAddr>) {
+/// Writes the answers in order; `fd` is the socket of `writer`, for vectored sends.
+async fn write_loop(
+    mut writer: WriteHalf<TcpStream>,
+    fd: std::os::fd::RawFd,
+    rx: LocalReceiver<Queued>,
+    peer: Option<SocketAddr>,
+) {
     while let Some(mut queued) = rx.recv().await {
         let answer = (&mut queued.answer).await;
         match answer.frame {
             Ok(Some(frame)) => {
                 let started = std::time::Instant::now();
-                for part in frame.parts() {
-                    if let Err(e) = writer.write_all(part).await {
-                        tracing::debug!(client = ?peer, error = %e, "write failed");
-                        return;
-                    }
+                if let Err(e) = crate::send::write_parts(&mut writer, fd, frame.parts()).await {
+                    tracing::debug!(client = ?peer, error = %e, "write failed");
+                    return;
                 }
                 metrics::record_stage(Stage::Response, started.elapsed());
             }

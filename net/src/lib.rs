@@ -20,4 +20,5 @@ pub mod frame;
 pub mod huge_alloc;
 pub mod metrics_http;
 pub mod response;
+pub mod send;
 pub mod server;

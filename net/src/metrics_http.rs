@@ -169,63 +169,77 @@ type Gauge = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> f64
 /// Prometheus text exposition of every shard's metrics.
 pub fn render(shards: &[ShardMetrics]) -> String {
     let mut out = String::with_capacity(sluice_core::limits::METRICS_RENDER_CAPACITY_BYTES);
-    let us = 1e-6;
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(&mut out, "sluice_requests_total", "counter", "Requests answered, per shard and API.");
+    render_requests(&mut out, shards);
+    render_latencies(&mut out, shards);
+    render_topics(&mut out, shards);
+    for (name, kind, help, get) in GAUGES {
+        family(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+const US: f64 = 1e-6;
+
+/// Requests answered and failed, per shard and API.
+fn render_requests(out: &mut String, shards: &[ShardMetrics]) {
+    family(out, "sluice_requests_total", "counter", "Requests answered, per shard and API.");
     for s in shards {
         for (api, a) in &s.apis {
             let _ = writeln!(out, "sluice_requests_total{{shard=\"{}\",api=\"{api}\"}} {}", s.shard, a.count);
         }
     }
-    family(&mut out, "sluice_request_errors_total", "counter", "Requests that could not be answered.");
+    family(out, "sluice_request_errors_total", "counter", "Requests that could not be answered.");
     for s in shards {
         for (api, a) in &s.apis {
             let _ = writeln!(out, "sluice_request_errors_total{{shard=\"{}\",api=\"{api}\"}} {}", s.shard, a.errors);
         }
     }
-    family(&mut out, "sluice_request_latency_seconds", "summary", "Request latency, read to answer ready.");
+}
+
+/// Latency summaries: per request API, per stage, and of fdatasync.
+fn render_latencies(out: &mut String, shards: &[ShardMetrics]) {
+    family(out, "sluice_request_latency_seconds", "summary", "Request latency, read to answer ready.");
     for s in shards {
         for (api, a) in &s.apis {
-            quantiles(
-                &mut out,
-                "sluice_request_latency_seconds",
-                &format!("shard=\"{}\",api=\"{api}\"", s.shard),
-                &a.latency_us,
-                us,
-            );
+            let labels = format!("shard=\"{}\",api=\"{api}\"", s.shard);
+            quantiles(out, "sluice_request_latency_seconds", &labels, &a.latency_us, US);
         }
     }
     family(
-        &mut out,
+        out,
         "sluice_stage_latency_seconds",
         "summary",
         "Time spent per stage: decode, cross_core_hop, append, response.",
     );
     for s in shards {
         for (stage, h) in &s.stages {
-            quantiles(
-                &mut out,
-                "sluice_stage_latency_seconds",
-                &format!("shard=\"{}\",stage=\"{stage}\"", s.shard),
-                h,
-                us,
-            );
+            let labels = format!("shard=\"{}\",stage=\"{stage}\"", s.shard);
+            quantiles(out, "sluice_stage_latency_seconds", &labels, h, US);
         }
     }
-    family(&mut out, "sluice_fsync_latency_seconds", "summary", "fdatasync latency of partition logs.");
+    family(out, "sluice_fsync_latency_seconds", "summary", "fdatasync latency of partition logs.");
     for s in shards {
-        quantiles(&mut out, "sluice_fsync_latency_seconds", &format!("shard=\"{}\"", s.shard), &s.fsync_us, us);
+        quantiles(out, "sluice_fsync_latency_seconds", &format!("shard=\"{}\"", s.shard), &s.fsync_us, US);
     }
+}
+
+/// Bytes in and out per topic, summed over the shards.
+fn render_topics(out: &mut String, shards: &[ShardMetrics]) {
     family(
-        &mut out,
+        out,
         "sluice_topic_bytes_in_total",
         "counter",
         "Record batch bytes produced, per topic (counted on the owner).",
     );
     family(
-        &mut out,
+        out,
         "sluice_topic_bytes_out_total",
         "counter",
         "Record batch bytes fetched, per topic (counted on the owner).",
@@ -243,93 +257,83 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         let _ = writeln!(out, "sluice_topic_bytes_in_total{{topic=\"{t}\"}} {i}");
         let _ = writeln!(out, "sluice_topic_bytes_out_total{{topic=\"{t}\"}} {o}");
     }
-    let gauges: [Gauge; 23] = [
-        ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
-        ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
-        ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
-            s.connections_total as f64
-        }),
-        (
-            "sluice_connections_refused_total",
-            "counter",
-            "Connections closed at accept by max_connections or max_connections_per_ip (broker-wide limits).",
-            |s| s.connections_refused as f64,
-        ),
-        ("sluice_inflight_requests", "gauge", "Requests read and not yet answered (queue depth).", |s| {
-            s.inflight_requests as f64
-        }),
-        ("sluice_reads_from_memory_total", "counter", "Partition reads served from memory.", |s| s.memory_reads as f64),
-        ("sluice_reads_from_disk_total", "counter", "Partition reads served with a direct-I/O read.", |s| {
-            s.disk_reads as f64
-        }),
-        ("sluice_read_memory_hit_ratio", "gauge", "Share of reads served from memory.", |s| {
-            let t = s.memory_reads + s.disk_reads;
-            if t == 0 {
-                0.0
-            } else {
-                s.memory_reads as f64 / t as f64
-            }
-        }),
-        ("sluice_bytes_written_total", "counter", "Bytes written to segment files.", |s| s.bytes_written as f64),
-        ("sluice_bytes_read_total", "counter", "Bytes read from segment files (direct I/O).", |s| s.bytes_read as f64),
-        ("sluice_read_cache_bytes", "gauge", "Bytes held by the shard's read cache.", |s| s.read_cache_bytes as f64),
-        (
-            "sluice_partition_read_bytes_total",
-            "counter",
-            "Bytes partition reads returned to fetches on the owner shard, before responses were cut to max_bytes.",
-            |s| s.partition_read_bytes as f64,
-        ),
-        ("sluice_cross_core_messages_sent_total", "counter", "Messages sent to other shards.", |s| {
-            s.messages_sent as f64
-        }),
-        ("sluice_cross_core_messages_received_total", "counter", "Messages received from other shards.", |s| {
-            s.messages_received as f64
-        }),
-        ("sluice_groups", "gauge", "Consumer groups coordinated by the shard.", |s| s.groups as f64),
-        ("sluice_group_members", "gauge", "Members of the groups coordinated by the shard.", |s| s.members as f64),
-        (
-            "sluice_response_bytes_held",
-            "gauge",
-            "Response bytes built but not yet written to client sockets (max_response_bytes_per_shard).",
-            |s| s.response_bytes_held as f64,
-        ),
-        (
-            "sluice_fetch_responses_shrunk_total",
-            "counter",
-            "Fetches whose max_bytes the shard's response budget lowered (max_response_bytes_per_shard).",
-            |s| s.fetch_shrunk as f64,
-        ),
-        (
-            "sluice_request_bytes_reserved",
-            "gauge",
-            "Request bytes reserved from the shard's in-flight budget: frames being read (by announced size) or answered.",
-            |s| s.request_bytes_reserved as f64,
-        ),
-        (
-            "sluice_fetch_waiters",
-            "gauge",
-            "Long-poll waits the shard runs for Fetches served by other shards.",
-            |s| s.fetch_waiters as f64,
-        ),
-        ("sluice_mesh_tasks", "gauge", "Tasks the shard runs for messages from other shards.", |s| s.mesh_tasks as f64),
-        (
-            "sluice_mesh_tasks_peak",
-            "gauge",
-            "Most tasks the shard ran at once for messages from other shards since start.",
-            |s| s.mesh_tasks_peak as f64,
-        ),
-        (
-            "sluice_append_bytes_per_second",
-            "gauge",
-            "Bytes appended per second, averaged over the placement window; placement weighs it.",
-            |s| s.append_bytes_per_sec as f64,
-        ),
-    ];
-    for (name, kind, help, get) in gauges {
-        family(&mut out, name, kind, help);
-        for s in shards {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
-        }
-    }
-    out
 }
+
+/// The per-shard gauges and counters, in exposition order.
+const GAUGES: [Gauge; 23] = [
+    ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
+    ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
+    ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
+        s.connections_total as f64
+    }),
+    (
+        "sluice_connections_refused_total",
+        "counter",
+        "Connections closed at accept by max_connections or max_connections_per_ip (broker-wide limits).",
+        |s| s.connections_refused as f64,
+    ),
+    ("sluice_inflight_requests", "gauge", "Requests read and not yet answered (queue depth).", |s| {
+        s.inflight_requests as f64
+    }),
+    ("sluice_reads_from_memory_total", "counter", "Partition reads served from memory.", |s| s.memory_reads as f64),
+    ("sluice_reads_from_disk_total", "counter", "Partition reads served with a direct-I/O read.", |s| {
+        s.disk_reads as f64
+    }),
+    ("sluice_read_memory_hit_ratio", "gauge", "Share of reads served from memory.", |s| {
+        let t = s.memory_reads + s.disk_reads;
+        if t == 0 {
+            0.0
+        } else {
+            s.memory_reads as f64 / t as f64
+        }
+    }),
+    ("sluice_bytes_written_total", "counter", "Bytes written to segment files.", |s| s.bytes_written as f64),
+    ("sluice_bytes_read_total", "counter", "Bytes read from segment files (direct I/O).", |s| s.bytes_read as f64),
+    ("sluice_read_cache_bytes", "gauge", "Bytes held by the shard's read cache.", |s| s.read_cache_bytes as f64),
+    (
+        "sluice_partition_read_bytes_total",
+        "counter",
+        "Bytes partition reads returned to fetches on the owner shard, before responses were cut to max_bytes.",
+        |s| s.partition_read_bytes as f64,
+    ),
+    ("sluice_cross_core_messages_sent_total", "counter", "Messages sent to other shards.", |s| s.messages_sent as f64),
+    ("sluice_cross_core_messages_received_total", "counter", "Messages received from other shards.", |s| {
+        s.messages_received as f64
+    }),
+    ("sluice_groups", "gauge", "Consumer groups coordinated by the shard.", |s| s.groups as f64),
+    ("sluice_group_members", "gauge", "Members of the groups coordinated by the shard.", |s| s.members as f64),
+    (
+        "sluice_response_bytes_held",
+        "gauge",
+        "Response bytes built but not yet written to client sockets (max_response_bytes_per_shard).",
+        |s| s.response_bytes_held as f64,
+    ),
+    (
+        "sluice_fetch_responses_shrunk_total",
+        "counter",
+        "Fetches whose max_bytes the shard's response budget lowered (max_response_bytes_per_shard).",
+        |s| s.fetch_shrunk as f64,
+    ),
+    (
+        "sluice_request_bytes_reserved",
+        "gauge",
+        "Request bytes reserved from the shard's in-flight budget: frames being read (by announced size) or answered.",
+        |s| s.request_bytes_reserved as f64,
+    ),
+    ("sluice_fetch_waiters", "gauge", "Long-poll waits the shard runs for Fetches served by other shards.", |s| {
+        s.fetch_waiters as f64
+    }),
+    ("sluice_mesh_tasks", "gauge", "Tasks the shard runs for messages from other shards.", |s| s.mesh_tasks as f64),
+    (
+        "sluice_mesh_tasks_peak",
+        "gauge",
+        "Most tasks the shard ran at once for messages from other shards since start.",
+        |s| s.mesh_tasks_peak as f64,
+    ),
+    (
+        "sluice_append_bytes_per_second",
+        "gauge",
+        "Bytes appended per second, averaged over the placement window; placement weighs it.",
+        |s| s.append_bytes_per_sec as f64,
+    ),
+];

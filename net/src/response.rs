@@ -37,7 +37,7 @@ impl Frame {
     /// `sluice_storage::cache::SHARED_SLICE_MIN`), so it counts as a chunk; any other part
     /// counts as its length.
     pub fn held_bytes(&self) -> usize {
-        let chunk = usize::try_from(sluice_storage::cache::CHUNK).expect("a read-cache chunk fits usize");
+        let chunk = sluice_storage::cache::CHUNK_BYTES;
         let held = |p: &Bytes| match p.len() {
             n if (sluice_storage::cache::SHARED_SLICE_MIN..chunk).contains(&n) => chunk,
             n => n,
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn held_bytes_count_what_a_part_may_keep_alive() {
-        let chunk = usize::try_from(sluice_storage::cache::CHUNK).unwrap();
+        let chunk = sluice_storage::cache::CHUNK_BYTES;
         let min = sluice_storage::cache::SHARED_SLICE_MIN;
         let f = Frame {
             parts: vec![Bytes::from(vec![0u8; 100]), Bytes::from(vec![0u8; min]), Bytes::from(vec![0u8; 2 * chunk])],

@@ -13,7 +13,10 @@
 
 use crate::error::PartitionError;
 use crate::metadata::{new_topic_id, validate_topic_name, MetadataSnapshot, TopicMeta};
-use crate::msg::{AdminOp, AdminResult, ConfigChange, ConfigOp, CreatedTopic, NewTopic, ShardMsg};
+use crate::msg::{
+    AdminCall, AllocateProducerId, AlterConfigs, Call, ConfigChange, ConfigOp, CreatePartitions, CreateTopics,
+    CreatedTopic, DeleteTopics, NewTopic, Operation, ShardMsg,
+};
 use crate::placement::{place, place_by_load, recent_load};
 use crate::shard::{InstallError, Shard};
 use futures::channel::oneshot;
@@ -30,21 +33,13 @@ pub async fn create_topics(
     validate_only: bool,
 ) -> Vec<Result<CreatedTopic, PartitionError>> {
     let n = topics.len();
-    match run(shard, AdminOp::CreateTopics { topics, validate_only }).await {
-        Ok(AdminResult::Created(v)) => v,
-        Ok(_) => unreachable!("create answered with another result"),
-        Err(e) => vec![Err(e); n],
-    }
+    run(shard, CreateTopics { topics, validate_only }).await.unwrap_or_else(|e| vec![Err(e); n])
 }
 
 /// Deletes topics by name. One result (the deleted topic's id) per name, in order.
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<[u8; 16], PartitionError>> {
     let n = names.len();
-    match run(shard, AdminOp::DeleteTopics { names }).await {
-        Ok(AdminResult::Deleted(v)) => v,
-        Ok(_) => unreachable!("delete answered with another result"),
-        Err(e) => vec![Err(e); n],
-    }
+    run(shard, DeleteTopics { names }).await.unwrap_or_else(|e| vec![Err(e); n])
 }
 
 use sluice_core::limits::PRODUCER_ID_BLOCK;
@@ -52,10 +47,15 @@ use sluice_core::limits::PRODUCER_ID_BLOCK;
 /// A producer id never handed out before (also across restarts): shard 0 reserves blocks
 /// of ids in metadata and hands them out one by one.
 pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, PartitionError> {
-    match run(shard, AdminOp::AllocateProducerId).await? {
-        AdminResult::ProducerId(r) => r,
-        _ => unreachable!("producer id answered with another result"),
-    }
+    run(shard, AllocateProducerId).await?
+}
+
+/// Changes a topic: its configs ([`AlterConfigs`]) or its partition count ([`CreatePartitions`]).
+pub async fn change<C>(shard: &Rc<Shard>, change: C) -> Result<(), PartitionError>
+where
+    C: Operation<AdminCall, Reply = Result<(), PartitionError>>,
+{
+    run(shard, change).await?
 }
 
 /// Creates, with the broker defaults, those of `names` that do not exist yet.
@@ -73,130 +73,253 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     }
 }
 
-async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<AdminResult, PartitionError> {
-    if shard.id == ShardId(0) {
-        return Ok(execute(shard, op).await);
-    }
+/// Runs `op` on shard 0 (here when this is shard 0) and waits for its reply.
+async fn run<O: Operation<AdminCall>>(shard: &Rc<Shard>, op: O) -> Result<O::Reply, PartitionError> {
     let (reply, rx) = oneshot::channel();
-    shard.send(ShardId(0), ShardMsg::Admin { op, reply }).await?;
+    let call = op.into_call(reply);
+    if shard.id == ShardId(0) {
+        execute(shard, call).await;
+    } else {
+        shard.send(ShardId(0), ShardMsg::Admin(call)).await?;
+    }
     rx.await.map_err(|_| PartitionError::ShuttingDown)
 }
 
-/// Runs a metadata change on shard 0.
-pub(crate) async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
+/// Runs a metadata change on shard 0 and sends its reply.
+pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
     assert_eq!(shard.id, ShardId(0), "only shard 0 writes metadata");
     // Another shard may already serve while this one still opens its logs: a change must start
     // from the recovered snapshot, not the empty one a shard starts with.
     shard.recovered().await;
     let _permit = shard.admin_lock.acquire_permit(1).await.expect("admin semaphore never closes");
+    // A dropped receiver: the asking client went away; the change stands all the same.
+    match call {
+        AdminCall::CreateTopics(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::DeleteTopics(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterConfigs(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::CreatePartitions(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AllocateProducerId(Call { reply, .. }) => drop(reply.send(next_producer_id(shard).await)),
+    }
+}
+
+/// Hands out the next reserved producer id, reserving (saving and publishing) a new block when
+/// the current one is used up.
+async fn next_producer_id(shard: &Rc<Shard>) -> Result<i64, PartitionError> {
+    let (next, end) = shard.producer_ids.get();
+    if next < end {
+        shard.producer_ids.set((next + 1, end));
+        return Ok(next);
+    }
+    let mut snap = (*shard.metadata()).clone();
+    let start = snap.next_producer_id_block;
+    snap.next_producer_id_block = start + PRODUCER_ID_BLOCK;
+    snap.version += 1;
+    save(shard, snap.clone()).await.map_err(PartitionError::Storage)?;
+    log_failures(&publish(shard, snap).await, "after reserving producer ids");
+    shard.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK));
+    Ok(start)
+}
+
+/// What a change places its new partitions with.
+pub(crate) struct Placing<'a> {
+    pub n_shards: usize,
+    /// The broker's `num_partitions` (a topic created with -1 partitions gets it).
+    pub default_partitions: i32,
+    /// Each shard's recent append rate (empty when the change adds no partitions).
+    pub rates: &'a [u64],
+}
+
+/// A metadata change, decided without I/O: what it does to a snapshot and what its reply
+/// becomes when the new snapshot cannot be saved or part of it is rolled back.
+pub(crate) trait MetadataChange {
+    type Reply;
+    /// Whether it places new partitions (and so needs the shards' recent load).
+    const ADDS_PARTITIONS: bool;
+    /// Applies the change to `snap`; true in the second field when `snap` changed.
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool);
+    /// The reply once saving the changed snapshot failed with `err`: nothing was applied.
+    fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply;
+    /// The reply once the change to the topics in `undone` was taken back (`after` is the
+    /// snapshot the change had made); `reason` is the error for such a topic.
+    fn rolled_back(
+        reply: Self::Reply,
+        after: &MetadataSnapshot,
+        undone: &BTreeSet<String>,
+        reason: impl Fn(&str) -> PartitionError,
+    ) -> Self::Reply;
+}
+
+/// Per-topic replies once the change was not saved: what succeeded fails with `err`.
+fn each_failed<T>(reply: Vec<Result<T, PartitionError>>, err: &PartitionError) -> Vec<Result<T, PartitionError>> {
+    reply.into_iter().map(|r| r.and(Err(err.clone()))).collect()
+}
+
+impl MetadataChange for CreateTopics {
+    type Reply = Vec<Result<CreatedTopic, PartitionError>>;
+    const ADDS_PARTITIONS: bool = true;
+
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool) {
+        let validate_only = self.validate_only;
+        let results: Vec<_> = self.topics.into_iter().map(|t| create_one(snap, t, validate_only, placing)).collect();
+        let changed = !validate_only && results.iter().any(|r| r.is_ok());
+        (results, changed)
+    }
+
+    fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
+        each_failed(reply, err)
+    }
+
+    fn rolled_back(
+        reply: Self::Reply,
+        after: &MetadataSnapshot,
+        undone: &BTreeSet<String>,
+        reason: impl Fn(&str) -> PartitionError,
+    ) -> Self::Reply {
+        reply
+            .into_iter()
+            .map(|r| {
+                let c = r?;
+                match undone.iter().find(|t| after.topics.get(*t).is_some_and(|m| m.id == c.id)) {
+                    Some(t) => Err(reason(t)),
+                    None => Ok(c),
+                }
+            })
+            .collect()
+    }
+}
+
+impl MetadataChange for DeleteTopics {
+    type Reply = Vec<Result<[u8; 16], PartitionError>>;
+    const ADDS_PARTITIONS: bool = false;
+
+    fn apply(self, snap: &mut MetadataSnapshot, _: &Placing<'_>) -> (Self::Reply, bool) {
+        let results: Vec<_> = self
+            .names
+            .into_iter()
+            .map(|name| snap.topics.remove(&name).map(|t| t.id).ok_or(PartitionError::UnknownTopicOrPartition))
+            .collect();
+        let changed = results.iter().any(|r| r.is_ok());
+        (results, changed)
+    }
+
+    fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
+        each_failed(reply, err)
+    }
+
+    /// A deletion opens nothing: a failure to install it is not this change's to take back.
+    fn rolled_back(
+        reply: Self::Reply,
+        _: &MetadataSnapshot,
+        _: &BTreeSet<String>,
+        _: impl Fn(&str) -> PartitionError,
+    ) -> Self::Reply {
+        reply
+    }
+}
+
+/// A change to one existing topic (its configs or its partition count), whose reply is that
+/// topic's result.
+pub(crate) trait TopicChange {
+    /// Whether it places new partitions (and so needs the shards' recent load).
+    const ADDS_PARTITIONS: bool;
+    /// Checks the change and applies it to `snap`.
+    fn change(&self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> Result<(), PartitionError>;
+    /// Only checked, never saved.
+    fn validate_only(&self) -> bool;
+}
+
+impl<T: TopicChange> MetadataChange for T {
+    type Reply = Result<(), PartitionError>;
+    const ADDS_PARTITIONS: bool = T::ADDS_PARTITIONS;
+
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool) {
+        let r = self.change(snap, placing);
+        let changed = r.is_ok() && !self.validate_only();
+        (r, changed)
+    }
+
+    fn not_saved(_: Self::Reply, err: &PartitionError) -> Self::Reply {
+        Err(err.clone())
+    }
+
+    /// The reason, when anything was taken back.
+    fn rolled_back(
+        reply: Self::Reply,
+        _: &MetadataSnapshot,
+        undone: &BTreeSet<String>,
+        reason: impl Fn(&str) -> PartitionError,
+    ) -> Self::Reply {
+        match undone.iter().next() {
+            Some(t) => reply.and(Err(reason(t))),
+            None => reply,
+        }
+    }
+}
+
+impl TopicChange for AlterConfigs {
+    const ADDS_PARTITIONS: bool = false;
+
+    fn change(&self, snap: &mut MetadataSnapshot, _: &Placing<'_>) -> Result<(), PartitionError> {
+        alter_configs(snap, &self.topic, &self.changes, self.replace_all)
+    }
+
+    fn validate_only(&self) -> bool {
+        self.validate_only
+    }
+}
+
+impl TopicChange for CreatePartitions {
+    const ADDS_PARTITIONS: bool = true;
+
+    fn change(&self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> Result<(), PartitionError> {
+        add_partitions(snap, &self.topic, self.count, placing)
+    }
+
+    fn validate_only(&self) -> bool {
+        self.validate_only
+    }
+}
+
+/// Saves a snapshot in the data directory (on the blocking pool).
+async fn save(shard: &Shard, snap: MetadataSnapshot) -> Result<(), String> {
+    let dir = shard.config.data_dir.clone();
+    glommio::executor().spawn_blocking(move || snap.save(&dir).map_err(|e| e.to_string())).await
+}
+
+/// Applies a change to the current snapshot; when it changed anything, saves and publishes
+/// the result, and takes back what a shard could not install.
+async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Reply {
     // Placement weighs each shard's recent append rate, asked for only when partitions are added.
-    let rates = match &op {
-        AdminOp::CreateTopics { .. } | AdminOp::CreatePartitions { .. } => recent_load(shard).await,
-        _ => Vec::new(),
-    };
+    let rates = if C::ADDS_PARTITIONS { recent_load(shard).await } else { Vec::new() };
+    let placing = Placing { n_shards: shard.n_shards, default_partitions: shard.config.num_partitions, rates: &rates };
     let before = shard.metadata();
     let mut snap = (*before).clone();
-    if let AdminOp::AllocateProducerId = op {
-        let (next, end) = shard.producer_ids.get();
-        if next < end {
-            shard.producer_ids.set((next + 1, end));
-            return AdminResult::ProducerId(Ok(next));
-        }
-        let start = snap.next_producer_id_block;
-        snap.next_producer_id_block = start + PRODUCER_ID_BLOCK;
-        snap.version += 1;
-        let dir = shard.config.data_dir.clone();
-        let to_save = snap.clone();
-        let saved = glommio::executor().spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string())).await;
-        if let Err(e) = saved {
-            return AdminResult::ProducerId(Err(PartitionError::Storage(e)));
-        }
-        log_failures(&publish(shard, snap).await, "after reserving producer ids");
-        shard.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK));
-        return AdminResult::ProducerId(Ok(start));
-    }
-    let (result, changed) = match op {
-        AdminOp::CreateTopics { topics, validate_only } => {
-            let results: Vec<_> =
-                topics.into_iter().map(|t| create_one(shard, &mut snap, t, validate_only, &rates)).collect();
-            let changed = !validate_only && results.iter().any(|r| r.is_ok());
-            (AdminResult::Created(results), changed)
-        }
-        AdminOp::DeleteTopics { names } => {
-            let results: Vec<_> = names
-                .into_iter()
-                .map(|name| snap.topics.remove(&name).map(|t| t.id).ok_or(PartitionError::UnknownTopicOrPartition))
-                .collect();
-            let changed = results.iter().any(|r| r.is_ok());
-            (AdminResult::Deleted(results), changed)
-        }
-        AdminOp::AllocateProducerId => unreachable!("handled above"),
-        AdminOp::AlterConfigs { topic, changes, replace_all, validate_only } => {
-            let r = alter_configs(&mut snap, &topic, &changes, replace_all);
-            let changed = r.is_ok() && !validate_only;
-            (AdminResult::Changed(r), changed)
-        }
-        AdminOp::CreatePartitions { topic, count, validate_only } => {
-            let r = add_partitions(shard, &mut snap, &topic, count, &rates);
-            let changed = r.is_ok() && !validate_only;
-            (AdminResult::Changed(r), changed)
-        }
-    };
+    let (reply, changed) = change.apply(&mut snap, &placing);
     if !changed {
-        return result;
+        return reply;
     }
     snap.version += 1;
-    let to_save = snap.clone();
-    let dir = shard.config.data_dir.clone();
-    let saved = glommio::executor().spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string())).await;
-    if let Err(e) = saved {
+    if let Err(e) = save(shard, snap.clone()).await {
         tracing::error!(error = %e, "persisting metadata failed; change not applied");
-        let err = PartitionError::Storage(e);
-        return match result {
-            AdminResult::Created(v) => AdminResult::Created(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
-            AdminResult::Deleted(v) => AdminResult::Deleted(v.into_iter().map(|r| r.and(Err(err.clone()))).collect()),
-            AdminResult::ProducerId(_) => AdminResult::ProducerId(Err(err)),
-            AdminResult::Changed(_) => AdminResult::Changed(Err(err)),
-        };
+        return C::not_saved(reply, &PartitionError::Storage(e));
     }
     let failures = publish(shard, snap.clone()).await;
     if failures.is_empty() {
-        return result;
+        return reply;
     }
     let failed_topics: BTreeSet<String> =
         failures.iter().flat_map(|f| f.failed.iter().map(|(tp, _)| tp.topic.clone())).collect();
     let Some((back, undone)) = rollback(&before, &snap, &failed_topics) else {
         log_failures(&failures, "of topics this change did not create or grow");
-        return result;
+        return reply;
     };
     tracing::error!(topics = ?undone, "a shard could not open the new partitions; rolling the change back");
-    let to_save = back.clone();
-    let dir = shard.config.data_dir.clone();
-    let saved = glommio::executor().spawn_blocking(move || to_save.save(&dir).map_err(|e| e.to_string())).await;
-    if let Err(e) = saved {
+    if let Err(e) = save(shard, back.clone()).await {
         // Published anyway: every shard then agrees, and the next change saves from it.
         tracing::error!(error = %e, "persisting the rolled-back metadata failed");
     }
     log_failures(&publish(shard, back).await, "while rolling back");
-    let reason = |topic: &str| PartitionError::Storage(rollback_reason(&failures, topic));
-    match result {
-        AdminResult::Created(v) => AdminResult::Created(
-            v.into_iter()
-                .map(|r| match r {
-                    Ok(c) => match undone.iter().find(|t| snap.topics.get(*t).is_some_and(|m| m.id == c.id)) {
-                        Some(t) => Err(reason(t)),
-                        None => Ok(c),
-                    },
-                    Err(e) => Err(e),
-                })
-                .collect(),
-        ),
-        AdminResult::Changed(r) => AdminResult::Changed(match undone.iter().next() {
-            Some(t) => r.and(Err(reason(t))),
-            None => r,
-        }),
-        other => other,
-    }
+    C::rolled_back(reply, &snap, &undone, |topic| PartitionError::Storage(rollback_reason(&failures, topic)))
 }
 
 /// The snapshot that takes back the part of the change `before` → `after` that touched a topic
@@ -251,14 +374,6 @@ fn log_failures(failures: &[InstallError], when: &str) {
     }
 }
 
-/// Changes the configs of a topic in `snap`.
-pub async fn change(shard: &Rc<Shard>, op: AdminOp) -> Result<(), PartitionError> {
-    match run(shard, op).await? {
-        AdminResult::Changed(r) => r,
-        _ => unreachable!("a change answered with another result"),
-    }
-}
-
 fn alter_configs(
     snap: &mut MetadataSnapshot,
     topic: &str,
@@ -307,11 +422,10 @@ fn alter_configs(
 }
 
 fn add_partitions(
-    shard: &Shard,
     snap: &mut MetadataSnapshot,
     topic: &str,
     count: i32,
-    rates: &[u64],
+    placing: &Placing<'_>,
 ) -> Result<(), PartitionError> {
     if is_internal(topic) {
         return Err(PartitionError::InvalidTopic(format!("{topic} is an internal topic")));
@@ -325,24 +439,24 @@ fn add_partitions(
     if count > MAX_PARTITIONS_PER_TOPIC {
         return Err(PartitionError::InvalidPartitions(format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions")));
     }
-    let load = snap.partitions_per_shard(shard.n_shards);
-    let added: Vec<u16> = place_by_load(&load, rates, (count - current) as usize).into_iter().map(|s| s.0).collect();
+    let load = snap.partitions_per_shard(placing.n_shards);
+    let added: Vec<u16> =
+        place_by_load(&load, placing.rates, (count - current) as usize).into_iter().map(|s| s.0).collect();
     snap.topics.get_mut(topic).expect("checked above").shards.extend(added);
     Ok(())
 }
 
 fn create_one(
-    shard: &Shard,
     snap: &mut MetadataSnapshot,
     t: NewTopic,
     validate_only: bool,
-    rates: &[u64],
+    placing: &Placing<'_>,
 ) -> Result<CreatedTopic, PartitionError> {
     validate_topic_name(&t.name).map_err(PartitionError::InvalidTopic)?;
     if snap.topics.contains_key(&t.name) {
         return Err(PartitionError::TopicAlreadyExists(t.name));
     }
-    let partitions = if t.partitions == -1 { shard.config.num_partitions } else { t.partitions };
+    let partitions = if t.partitions == -1 { placing.default_partitions } else { t.partitions };
     if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(PartitionError::InvalidPartitions(format!(
             "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
@@ -357,8 +471,8 @@ fn create_one(
     for (k, v) in &t.configs {
         topic_config::validate(k, v).map_err(PartitionError::InvalidConfig)?;
     }
-    let load = snap.partitions_per_shard(shard.n_shards);
-    let shards = place_by_load(&load, rates, partitions as usize).into_iter().map(|s| s.0).collect();
+    let load = snap.partitions_per_shard(placing.n_shards);
+    let shards = place_by_load(&load, placing.rates, partitions as usize).into_iter().map(|s| s.0).collect();
     let meta = TopicMeta { id: new_topic_id(), shards, configs: t.configs.clone() };
     let created = CreatedTopic { id: meta.id, partitions, configs: t.configs };
     if !validate_only {
@@ -496,3 +610,6 @@ mod tests {
         assert!(r.ends_with("the change to topic a was rolled back"), "{r}");
     }
 }
+
+#[cfg(test)]
+mod decision_tests;

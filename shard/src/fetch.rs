@@ -24,7 +24,7 @@ use futures::FutureExt;
 use sluice_core::batch::LOG_OVERHEAD;
 use sluice_core::limits::FETCH_READS_IN_FLIGHT;
 use sluice_core::{Offset, TopicPartition};
-use sluice_storage::cache::{CHUNK, SHARED_SLICE_MIN};
+use sluice_storage::cache::{CHUNK_BYTES, SHARED_SLICE_MIN};
 use sluice_storage::{LogRead, PartitionLog};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ pub struct FetchPlan {
 /// first batch with data is found. The partitions not read are answered empty, with their
 /// watermarks (an unknown one still as unknown).
 pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> Vec<FetchResult> {
-    let bound = |item: &FetchItem| item.max_bytes.min(CHUNK as usize);
+    let bound = |item: &FetchItem| item.max_bytes.min(CHUNK_BYTES);
     let mut out = Vec::with_capacity(items.len());
     let mut items = items.into_iter().peekable();
     let mut reads = FuturesOrdered::new();
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_cut_keeps_its_own_bytes_unless_it_is_most_of_a_large_read() {
-        let big = Bytes::from(vec![7u8; CHUNK as usize]);
+        let big = Bytes::from(vec![7u8; CHUNK_BYTES]);
         // Cut to a little: a copy, so the read's buffer is not kept alive by it.
         let small = cut(&big, 40_000);
         assert_eq!(&small[..], &big[..40_000]);

@@ -1,6 +1,7 @@
 //! The messages shards send one another over the cross-core mesh, and their payload types.
 //!
-//! Contract: every message that expects an answer carries its own oneshot reply sender; a
+//! Contract: every message that expects an answer carries its own oneshot reply sender, typed
+//! with that operation's reply (group and admin operations travel as [`Call`]s); a
 //! request touching several partitions on one remote shard is one message. Record batches
 //! travel as `Bytes` (reference-counted slices of the request frame), never copied.
 //! Backpressure: the receiving shard takes a [`TaskSlot`] (at most `max_mesh_tasks_per_shard`
@@ -97,32 +98,94 @@ pub struct CreatedTopic {
     pub configs: BTreeMap<String, String>,
 }
 
-/// A metadata change, executed by shard 0 only.
+/// One operation sent to another shard: its request and the sender of its reply, whose
+/// type is that operation's own (so a reply can never be another operation's).
 #[derive(Debug)]
-pub enum AdminOp {
-    CreateTopics {
-        topics: Vec<NewTopic>,
-        validate_only: bool,
-    },
-    DeleteTopics {
-        names: Vec<String>,
-    },
-    /// Hand out a new idempotent-producer id.
-    AllocateProducerId,
-    /// Change a topic's configs (all of them when `replace_all`, as AlterConfigs does).
-    AlterConfigs {
-        topic: String,
-        changes: Vec<ConfigChange>,
-        replace_all: bool,
-        validate_only: bool,
-    },
-    /// Grow a topic to `count` partitions.
-    CreatePartitions {
-        topic: String,
-        count: i32,
-        validate_only: bool,
-    },
+pub struct Call<Req, Rep> {
+    pub req: Req,
+    pub reply: oneshot::Sender<Rep>,
 }
+
+impl<Req, Rep> Call<Req, Rep> {
+    /// A call and the receiver its reply arrives on.
+    pub fn new(req: Req) -> (Call<Req, Rep>, oneshot::Receiver<Rep>) {
+        let (reply, rx) = oneshot::channel();
+        (Call { req, reply }, rx)
+    }
+}
+
+/// An operation with one reply type, carried across shards by the call enum `C`
+/// ([`AdminCall`], [`crate::groups::GroupCall`]).
+pub trait Operation<C>: Sized {
+    type Reply;
+    /// Wraps the operation and its reply sender into the enum that crosses shards.
+    fn into_call(self, reply: oneshot::Sender<Self::Reply>) -> C;
+}
+
+/// Implements [`Operation`] for request types: each is carried by one variant of the call enum.
+macro_rules! operations {
+    ($call:ty { $($req:ty => $variant:ident : $rep:ty),* $(,)? }) => {
+        $(impl $crate::msg::Operation<$call> for $req {
+            type Reply = $rep;
+            fn into_call(self, reply: futures::channel::oneshot::Sender<$rep>) -> $call {
+                <$call>::$variant($crate::msg::Call { req: self, reply })
+            }
+        })*
+    };
+}
+pub(crate) use operations;
+
+/// CreateTopics (or only validate them). One result per topic, in order.
+#[derive(Debug)]
+pub struct CreateTopics {
+    pub topics: Vec<NewTopic>,
+    pub validate_only: bool,
+}
+
+/// DeleteTopics by name. One result (the deleted topic's id) per name, in order.
+#[derive(Debug)]
+pub struct DeleteTopics {
+    pub names: Vec<String>,
+}
+
+/// Hand out a new idempotent-producer id.
+#[derive(Debug)]
+pub struct AllocateProducerId;
+
+/// Change a topic's configs (all of them when `replace_all`, as AlterConfigs does).
+#[derive(Debug)]
+pub struct AlterConfigs {
+    pub topic: String,
+    pub changes: Vec<ConfigChange>,
+    pub replace_all: bool,
+    pub validate_only: bool,
+}
+
+/// Grow a topic to `count` partitions.
+#[derive(Debug)]
+pub struct CreatePartitions {
+    pub topic: String,
+    pub count: i32,
+    pub validate_only: bool,
+}
+
+/// A metadata change for shard 0 (the only one that executes them), with its typed reply.
+#[derive(Debug)]
+pub enum AdminCall {
+    CreateTopics(Call<CreateTopics, Vec<Result<CreatedTopic, PartitionError>>>),
+    DeleteTopics(Call<DeleteTopics, Vec<Result<[u8; 16], PartitionError>>>),
+    AllocateProducerId(Call<AllocateProducerId, Result<i64, PartitionError>>),
+    AlterConfigs(Call<AlterConfigs, Result<(), PartitionError>>),
+    CreatePartitions(Call<CreatePartitions, Result<(), PartitionError>>),
+}
+
+operations!(AdminCall {
+    CreateTopics => CreateTopics: Vec<Result<CreatedTopic, PartitionError>>,
+    DeleteTopics => DeleteTopics: Vec<Result<[u8; 16], PartitionError>>,
+    AllocateProducerId => AllocateProducerId: Result<i64, PartitionError>,
+    AlterConfigs => AlterConfigs: Result<(), PartitionError>,
+    CreatePartitions => CreatePartitions: Result<(), PartitionError>,
+});
 
 /// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,15 +201,6 @@ pub struct ConfigChange {
     pub key: String,
     pub op: ConfigOp,
     pub value: Option<String>,
-}
-
-#[derive(Debug)]
-pub enum AdminResult {
-    Created(Vec<Result<CreatedTopic, PartitionError>>),
-    Deleted(Vec<Result<[u8; 16], PartitionError>>),
-    ProducerId(Result<i64, PartitionError>),
-    /// AlterConfigs or CreatePartitions.
-    Changed(Result<(), PartitionError>),
 }
 
 /// A message on the mesh, stamped when sent (the cross-core hop latency).
@@ -181,15 +235,9 @@ pub enum ShardMsg {
         reply: oneshot::Sender<Vec<ListOffsetsResult>>,
     },
     /// To shard 0: perform a metadata change.
-    Admin {
-        op: AdminOp,
-        reply: oneshot::Sender<AdminResult>,
-    },
+    Admin(AdminCall),
     /// To a group's coordinator shard: run a group operation.
-    Group {
-        op: crate::groups::GroupOp,
-        reply: oneshot::Sender<crate::groups::GroupAnswer>,
-    },
+    Group(crate::groups::GroupCall),
     /// Move the log start offsets of owned partitions forward (DeleteRecords).
     DeleteRecords {
         items: Vec<(usize, TopicPartition, Offset)>,
@@ -225,7 +273,7 @@ impl ShardMsg {
             | ShardMsg::Publish { .. } => true,
             // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);
             // group and admin operations wait for members or send to other shards.
-            ShardMsg::WaitForData { .. } | ShardMsg::Admin { .. } | ShardMsg::Group { .. } => false,
+            ShardMsg::WaitForData { .. } | ShardMsg::Admin(_) | ShardMsg::Group(_) => false,
         }
     }
 }

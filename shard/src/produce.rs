@@ -6,12 +6,14 @@
 //! connection's order in every partition log.
 
 use crate::error::PartitionError;
+use crate::metadata::MetadataSnapshot;
 use crate::msg::{Acks, Appended, ProduceItem, ProduceResult, ShardMsg};
 use crate::route::{self, group_by_owner};
 use crate::shard::Shard;
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use sluice_core::Offset;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use sluice_core::clock::now_ms;
@@ -30,14 +32,7 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         let mut log_start = Offset(0);
         let mut failed = None;
         let started = std::time::Instant::now();
-        let log_append_time = meta
-            .topics
-            .get(&item.tp.topic)
-            .and_then(|t| {
-                sluice_core::topic_config::effective_with(&t.configs, &shard.topic_defaults, "message.timestamp.type")
-            })
-            .filter(|v| v.eq_ignore_ascii_case("LogAppendTime"))
-            .map(|_| now_ms());
+        let log_append_time = stamps_append_time(&meta, &shard.topic_defaults, &item.tp.topic).then(now_ms);
         for (header, bytes) in &item.batches {
             match log.append(bytes, header, log_append_time) {
                 Ok(info) => {
@@ -101,13 +96,61 @@ pub async fn produce(
             parts.push(route::ask(shard, owner, indexes, |reply| ShardMsg::Produce { acks, items, reply }).await);
         }
     }
-    async move {
-        let mut all = unknown;
-        for part in join_all(parts).await {
-            all.extend(part);
-        }
-        all.sort_by_key(|(i, _)| *i);
-        all
+    async move { in_request_order(unknown, join_all(parts).await) }.boxed_local()
+}
+
+/// Whether the broker writes the append time into a topic's batches (its
+/// `message.timestamp.type`, or the broker default, is LogAppendTime).
+fn stamps_append_time(meta: &MetadataSnapshot, defaults: &BTreeMap<String, String>, topic: &str) -> bool {
+    meta.topics
+        .get(topic)
+        .and_then(|t| sluice_core::topic_config::effective_with(&t.configs, defaults, "message.timestamp.type"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("LogAppendTime"))
+}
+
+/// The answers of every owner (and the unknown partitions') merged, in request order.
+fn in_request_order(mut all: Vec<ProduceResult>, parts: Vec<Vec<ProduceResult>>) -> Vec<ProduceResult> {
+    for part in parts {
+        all.extend(part);
     }
-    .boxed_local()
+    all.sort_by_key(|(i, _)| *i);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::TopicMeta;
+
+    #[test]
+    fn append_time_comes_from_the_topic_then_the_broker_default() {
+        let mut meta = MetadataSnapshot::default();
+        let topic = |v: Option<&str>| TopicMeta {
+            id: [1; 16],
+            shards: vec![0],
+            configs: v.map(|v| ("message.timestamp.type".to_string(), v.to_string())).into_iter().collect(),
+        };
+        meta.topics.insert("log".into(), topic(Some("logappendtime")));
+        meta.topics.insert("create".into(), topic(Some("CreateTime")));
+        meta.topics.insert("plain".into(), topic(None));
+        let none = BTreeMap::new();
+        let broker: BTreeMap<String, String> =
+            [("message.timestamp.type".to_string(), "LogAppendTime".to_string())].into();
+        assert!(stamps_append_time(&meta, &none, "log"), "case does not matter");
+        assert!(!stamps_append_time(&meta, &broker, "create"), "the topic's setting wins");
+        assert!(!stamps_append_time(&meta, &none, "plain"));
+        assert!(stamps_append_time(&meta, &broker, "plain"), "the broker default applies");
+        assert!(!stamps_append_time(&meta, &broker, "missing"));
+    }
+
+    #[test]
+    fn answers_come_back_in_request_order() {
+        let ok =
+            |i: usize| (i, Ok(Appended { base_offset: Offset(i as i64), log_start: Offset(0), log_append_time: -1 }));
+        let unknown = vec![(1, Err(PartitionError::UnknownTopicOrPartition))];
+        let merged = in_request_order(unknown, vec![vec![ok(3), ok(0)], vec![], vec![ok(2)]]);
+        assert_eq!(merged.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(merged[1].1, Err(PartitionError::UnknownTopicOrPartition));
+        assert_eq!(merged[3], ok(3));
+    }
 }

@@ -19,7 +19,7 @@ use crate::metadata::MetadataSnapshot;
 use crate::msg::Envelope;
 use crate::shard::Shard;
 use futures::channel::oneshot;
-use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_core::config::BrokerConfig;
 use sluice_core::limits::CROSS_CORE_CHANNEL_CAPACITY;
@@ -91,6 +91,22 @@ impl Phase {
     }
 }
 
+/// What one shard's thread needs from [`run`]: its place, the shared mesh and barriers, and
+/// where to report start-up and close failures.
+struct ShardStart {
+    i: usize,
+    n: usize,
+    config: BrokerConfig,
+    clean_start: bool,
+    snapshot: MetadataSnapshot,
+    mesh: MeshBuilder<Envelope, Full>,
+    ready_tx: mpsc::Sender<(usize, Result<(), String>)>,
+    stop_rx: oneshot::Receiver<()>,
+    drained: Arc<Phase>,
+    closed: Arc<Phase>,
+    close_failures: Arc<AtomicUsize>,
+}
+
 /// Runs the broker: one shard per entry of `cpus`, `payloads[i]` handed to shard i's `serve`.
 pub fn run<P, F, Fut>(
     config: BrokerConfig,
@@ -110,7 +126,7 @@ where
     let n = cpus.len();
     assert_eq!(payloads.len(), n, "one payload per shard");
     assert!(n > 0 && n <= u16::MAX as usize, "shard count out of range");
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(RuntimeError::Signals)?;
     let mesh = MeshBuilder::<Envelope, _>::full(n, CROSS_CORE_CHANNEL_CAPACITY);
     let drained = Arc::new(Phase(AtomicUsize::new(0)));
@@ -123,112 +139,149 @@ where
     for (i, (cpu, payload)) in cpus.iter().copied().zip(payloads).enumerate() {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         stops.push(stop_tx);
-        let (mesh, config, snapshot, serve) = (mesh.clone(), config.clone(), snapshot.clone(), serve.clone());
-        let (ready_tx, drained, closed) = (ready_tx.clone(), drained.clone(), closed.clone());
-        let close_failures = close_failures.clone();
+        let start = ShardStart {
+            i,
+            n,
+            config: config.clone(),
+            clean_start,
+            snapshot: snapshot.clone(),
+            mesh: mesh.clone(),
+            ready_tx: ready_tx.clone(),
+            stop_rx,
+            drained: drained.clone(),
+            closed: closed.clone(),
+            close_failures: close_failures.clone(),
+        };
+        let serve = serve.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("sluice")
-            .spawn(move || async move {
-                name_thread(&format!("sluice-shard-{i}"));
-                let id = ShardId(i as u16);
-                crate::metrics::fault::arm(id);
-                let (senders, receivers) = match mesh.join().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = ready_tx.send((i, Err(format!("cannot join the cross-core mesh: {e}"))));
-                        return;
-                    }
-                };
-                let shard = Shard::new(id, n, config.clone(), MetadataSnapshot::default(), senders, clean_start);
-                shard.serve_peers(receivers);
-                {
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        let _ = stop_rx.await;
-                        shard.begin_shutdown();
-                    })
-                    .detach();
-                }
-                let setup = async {
-                    sluice_storage::set_open_file_limit(config.max_open_files_per_shard);
-                    sluice_storage::cache::set_capacity(config.read_cache_bytes_per_shard);
-                    sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
-                    let started = std::time::Instant::now();
-                    shard.install(snapshot).await.map_err(|e| e.to_string())?;
-                    tracing::info!(
-                        shard = %shard.id,
-                        partitions = shard.owned_partitions(),
-                        truncated_bytes = shard.stats.truncated_bytes_at_open.get(),
-                        clean_start,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "recovered"
-                    );
-                    Ok::<(), String>(())
-                };
-                let ok = setup.await;
-                let failed = ok.is_err();
-                let _ = ready_tx.send((i, ok));
-                if !failed {
-                    crate::groups::coordinator::spawn_sweeper(shard.clone());
-                    spawn_retention(shard.clone());
-                    spawn_producer_expiry(shard.clone());
-                    serve(shard.clone(), payload).await;
-                }
-                drained.arrive_and_wait(n).await;
-                tracing::debug!(shard = %shard.id, stages = %crate::metrics::stage_summary(), "per-stage latency");
-                let failed = shard.close_all().await;
-                close_failures.fetch_add(failed, Ordering::AcqRel);
-                closed.arrive_and_wait(n).await;
-            })
+            .spawn(move || shard_main(start, payload, serve))
             .map_err(|e| RuntimeError::Spawn { shard: i, cpu, why: e.to_string() })?;
         handles.push(handle);
     }
     drop(ready_tx);
 
-    let mut startup_error = None;
-    for _ in 0..n {
-        match ready_rx.recv() {
-            Ok((_, Ok(()))) => {}
-            Ok((shard, Err(why))) => {
-                startup_error.get_or_insert(RuntimeError::Startup { shard, why });
-            }
-            Err(_) => {
-                startup_error
-                    .get_or_insert(RuntimeError::Startup { shard: 0, why: "a shard exited during start-up".into() });
-                break;
-            }
-        }
-    }
-    let stop_all = move |stops: Vec<oneshot::Sender<()>>| {
-        for s in stops {
-            let _ = s.send(());
-        }
-    };
-    if let Some(e) = startup_error {
+    if let Some(e) = startup_error(&ready_rx, n) {
         // Shards that failed before joining the mesh leave the others waiting in the join,
         // so they cannot be joined; the caller exits the process.
         stop_all(stops);
         return Err(e);
-    } else {
-        on_ready();
-        let handle = signals.handle();
-        std::thread::Builder::new()
-            .name("sluice-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::info!(signal = sig, "shutting down");
-                }
-                stop_all(stops);
-            })
-            .expect("spawn the signal thread");
-        let _ = handle;
     }
+    on_ready();
+    stop_on_signal(signals, stops);
     for h in handles {
         // A shard that panicked aborted the process in the panic hook: join returns Ok only.
         let _ = h.join();
     }
     // Clean when every log closed with everything durable and its indexes written.
     Ok(close_failures.load(Ordering::Acquire) == 0)
+}
+
+/// One shard's life on its executor: join the mesh, recover, report, serve until stopped,
+/// then drain and close in step with the other shards.
+async fn shard_main<P, F, Fut>(start: ShardStart, payload: P, serve: F)
+where
+    F: Fn(Rc<Shard>, P) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let ShardStart { i, n, config, clean_start, snapshot, mesh, ready_tx, stop_rx, drained, closed, close_failures } =
+        start;
+    name_thread(&format!("sluice-shard-{i}"));
+    let id = ShardId(i as u16);
+    crate::metrics::fault::arm(id);
+    let (senders, receivers) = match mesh.join().await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready_tx.send((i, Err(format!("cannot join the cross-core mesh: {e}"))));
+            return;
+        }
+    };
+    let shard = Shard::new(id, n, config.clone(), MetadataSnapshot::default(), senders, clean_start);
+    shard.serve_peers(receivers);
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let _ = stop_rx.await;
+            shard.begin_shutdown();
+        })
+        .detach();
+    }
+    let ok = recover(&shard, &config, snapshot, clean_start).await;
+    let failed = ok.is_err();
+    let _ = ready_tx.send((i, ok));
+    if !failed {
+        crate::groups::coordinator::spawn_sweeper(shard.clone());
+        spawn_retention(shard.clone());
+        spawn_producer_expiry(shard.clone());
+        serve(shard.clone(), payload).await;
+    }
+    drained.arrive_and_wait(n).await;
+    tracing::debug!(shard = %shard.id, stages = %crate::metrics::stage_summary(), "per-stage latency");
+    let failed = shard.close_all().await;
+    close_failures.fetch_add(failed, Ordering::AcqRel);
+    closed.arrive_and_wait(n).await;
+}
+
+/// A shard's start-up: storage settings, the direct-I/O probe, then opening (recovering) the
+/// logs it owns in `snapshot`.
+async fn recover(
+    shard: &Shard,
+    config: &BrokerConfig,
+    snapshot: MetadataSnapshot,
+    clean_start: bool,
+) -> Result<(), String> {
+    sluice_storage::set_open_file_limit(config.max_open_files_per_shard);
+    sluice_storage::cache::set_capacity(config.read_cache_bytes_for(shard.n_shards));
+    sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    shard.install(snapshot).await.map_err(|e| e.to_string())?;
+    tracing::info!(
+        shard = %shard.id,
+        partitions = shard.owned_partitions(),
+        truncated_bytes = shard.stats.truncated_bytes_at_open.get(),
+        clean_start,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    Ok(())
+}
+
+/// Waits for the start-up report of each of the `n` shards; the first failure reported (or a
+/// shard gone before reporting), if any.
+fn startup_error(ready_rx: &mpsc::Receiver<(usize, Result<(), String>)>, n: usize) -> Option<RuntimeError> {
+    let mut error = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((shard, Err(why))) => {
+                error.get_or_insert(RuntimeError::Startup { shard, why });
+            }
+            Err(_) => {
+                error.get_or_insert(RuntimeError::Startup { shard: 0, why: "a shard exited during start-up".into() });
+                break;
+            }
+        }
+    }
+    error
+}
+
+fn stop_all(stops: Vec<oneshot::Sender<()>>) {
+    for s in stops {
+        let _ = s.send(());
+    }
+}
+
+/// Stops every shard on the first SIGTERM or SIGINT (from a thread of its own).
+fn stop_on_signal(mut signals: signal_hook::iterator::Signals, stops: Vec<oneshot::Sender<()>>) {
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down");
+            }
+            stop_all(stops);
+        })
+        .expect("spawn the signal thread");
 }
 
 /// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops, and
@@ -285,5 +338,31 @@ fn name_thread(name: &str) {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_reports_the_first_failure_or_a_shard_that_left() {
+        let (tx, rx) = mpsc::channel();
+        tx.send((0, Ok(()))).unwrap();
+        tx.send((2, Err("no direct I/O".to_string()))).unwrap();
+        tx.send((1, Err("later".to_string()))).unwrap();
+        match startup_error(&rx, 3) {
+            Some(RuntimeError::Startup { shard, why }) => assert_eq!((shard, why.as_str()), (2, "no direct I/O")),
+            other => panic!("{other:?}"),
+        }
+        tx.send((0, Ok(()))).unwrap();
+        tx.send((1, Ok(()))).unwrap();
+        assert!(startup_error(&rx, 2).is_none(), "all ready");
+        tx.send((0, Ok(()))).unwrap();
+        drop(tx);
+        match startup_error(&rx, 2) {
+            Some(RuntimeError::Startup { why, .. }) => assert!(why.contains("exited during start-up"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -12,7 +12,7 @@
 
 use crate::error::PartitionError;
 use crate::metadata::MetadataSnapshot;
-use crate::msg::{AdminResult, Envelope, ShardMsg};
+use crate::msg::{Envelope, ShardMsg};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use sluice_core::config::BrokerConfig;
@@ -267,13 +267,35 @@ impl Shard {
         }
         let snapshot = Rc::new(snapshot);
         *self.metadata.borrow_mut() = snapshot.clone();
+        self.drop_unowned(&snapshot).await;
+        self.update_configs(&snapshot);
+        let wanted = {
+            let logs = self.logs.borrow();
+            to_open(&snapshot, self.id, |tp| logs.contains_key(tp))
+        };
+        let (mut failed, opened_any) = self.open_logs(&snapshot, &wanted).await;
+        // New partition directories become durable entries of the data dir with one fsync;
+        // when it fails, none of them is known to survive a crash.
+        if opened_any {
+            if let Err(e) = sluice_storage::Disk::Real.sync_dir(&self.data_dir).await {
+                let e = PartitionError::Storage(format!("fsync of the data directory: {e}"));
+                fail_the_rest(&wanted, &mut failed, &e);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError { shard: self.id, failed })
+        }
+    }
 
-        // Logs to drop: no longer owned here under the same topic id.
+    /// Closes and deletes the logs no longer owned here under the same topic id.
+    async fn drop_unowned(&self, snapshot: &MetadataSnapshot) {
         let gone: Vec<(TopicPartition, Rc<PartitionLog>)> = {
             let mut logs = self.logs.borrow_mut();
             let dead: Vec<TopicPartition> = logs
                 .iter()
-                .filter(|(tp, o)| !owns(&snapshot, self.id, tp, &o.topic_id))
+                .filter(|(tp, o)| !owns(snapshot, self.id, tp, &o.topic_id))
                 .map(|(tp, _)| tp.clone())
                 .collect();
             dead.into_iter().filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log))).collect()
@@ -287,8 +309,10 @@ impl Shard {
                 tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
             }
         }
+    }
 
-        // Configs of logs already open may have changed.
+    /// Gives the logs already open their topic's configs, which may have changed.
+    fn update_configs(&self, snapshot: &MetadataSnapshot) {
         for (tp, o) in self.logs.borrow().iter() {
             if let Some(t) = snapshot.topics.get(&tp.topic) {
                 let cfg = log_config(&t.configs, &self.topic_defaults, self.config.producer_id_expiration_ms);
@@ -297,13 +321,17 @@ impl Shard {
                 }
             }
         }
+    }
 
-        // Logs to open, several at a time (their I/O overlaps in io_uring).
+    /// Opens the `wanted` logs, several at a time (their I/O overlaps in io_uring), and loads
+    /// the group state of `__consumer_offsets` partitions. Returns the partitions that failed
+    /// and whether any log was opened.
+    async fn open_logs(
+        &self,
+        snapshot: &MetadataSnapshot,
+        wanted: &[(TopicPartition, [u8; 16])],
+    ) -> (Vec<(TopicPartition, PartitionError)>, bool) {
         let mut failed = Vec::new();
-        let wanted = {
-            let logs = self.logs.borrow();
-            to_open(&snapshot, self.id, |tp| logs.contains_key(tp))
-        };
         let mut opened_any = false;
         for chunk in wanted.chunks(OPEN_CONCURRENCY) {
             let opens = chunk.iter().map(|(tp, _)| {
@@ -321,18 +349,9 @@ impl Shard {
                 match result {
                     Ok((log, cut)) => {
                         opened_any = true;
-                        if cut > 0 {
-                            tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");
-                            let s = &self.stats.truncated_bytes_at_open;
-                            s.set(s.get() + cut);
+                        if let Err(e) = self.adopt(tp, *topic_id, log, cut).await {
+                            failed.push((tp.clone(), e));
                         }
-                        if tp.topic == crate::groups::OFFSETS_TOPIC {
-                            if let Err(e) = self.groups.load(&log).await {
-                                tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
-                                failed.push((tp.clone(), PartitionError::from(e)));
-                            }
-                        }
-                        self.logs.borrow_mut().insert(tp.clone(), OwnedLog { topic_id: *topic_id, log });
                     }
                     Err(e) => {
                         tracing::error!(partition = %tp, error = %e, "cannot open partition log");
@@ -341,23 +360,33 @@ impl Shard {
                 }
             }
         }
-        // New partition directories become durable entries of the data dir with one fsync;
-        // when it fails, none of them is known to survive a crash.
-        if opened_any {
-            if let Err(e) = sluice_storage::Disk::Real.sync_dir(&self.data_dir).await {
-                let e = PartitionError::Storage(format!("fsync of the data directory: {e}"));
-                for (tp, _) in &wanted {
-                    if !failed.iter().any(|(f, _)| f == tp) {
-                        failed.push((tp.clone(), e.clone()));
-                    }
-                }
+        (failed, opened_any)
+    }
+
+    /// Takes an opened log into this shard (counting what recovery cut from its tail); an
+    /// `__consumer_offsets` partition is replayed into the group coordinator first, and stays
+    /// open even when that fails.
+    async fn adopt(
+        &self,
+        tp: &TopicPartition,
+        topic_id: [u8; 16],
+        log: Rc<PartitionLog>,
+        cut: u64,
+    ) -> Result<(), PartitionError> {
+        if cut > 0 {
+            tracing::warn!(partition = %tp, bytes = cut, "recovery cut a torn or corrupt tail");
+            let s = &self.stats.truncated_bytes_at_open;
+            s.set(s.get() + cut);
+        }
+        let mut result = Ok(());
+        if tp.topic == crate::groups::OFFSETS_TOPIC {
+            if let Err(e) = self.groups.load(&log).await {
+                tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
+                result = Err(PartitionError::from(e));
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(InstallError { shard: self.id, failed })
-        }
+        self.logs.borrow_mut().insert(tp.clone(), OwnedLog { topic_id, log });
+        result
     }
 
     /// Closes every log, waiting until everything appended is durable.
@@ -439,88 +468,68 @@ impl Shard {
     /// Handles one message. Appends happen synchronously here, so they keep the order in
     /// which the peer sent them; everything that waits runs in its own task.
     fn dispatch(self: &Rc<Self>, msg: ShardMsg, slot: crate::msg::TaskSlot) {
+        let shard = self.clone();
         match msg {
             ShardMsg::Produce { acks, items, reply } => {
                 let done = crate::produce::append_local(self, acks, items);
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(done.await);
-                })
-                .detach();
+                run_with(slot, async move { drop(reply.send(done.await)) });
             }
-            ShardMsg::Fetch { items, budget, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(crate::fetch::read_local(&shard, items, budget).await);
-                })
-                .detach();
-            }
+            ShardMsg::Fetch { items, budget, reply } => run_with(slot, async move {
+                drop(reply.send(crate::fetch::read_local(&shard, items, budget).await));
+            }),
             ShardMsg::WaitForData { items, deadline, reply } => {
-                glommio::spawn_local(crate::fetch::serve_wait(self.clone(), items, deadline, reply)).detach();
+                glommio::spawn_local(crate::fetch::serve_wait(shard, items, deadline, reply)).detach();
             }
-            ShardMsg::ListOffsets { items, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(crate::offsets::list_local(&shard, items).await);
-                })
-                .detach();
-            }
-            ShardMsg::Admin { op, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let result: AdminResult = crate::admin::execute(&shard, op).await;
-                    let _ = reply.send(result);
-                })
-                .detach();
-            }
-            ShardMsg::Group { op, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let answer = shard.groups.handle(&shard, op).await;
-                    let _ = reply.send(answer);
-                })
-                .detach();
-            }
-            ShardMsg::DeleteRecords { items, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    let _ = reply.send(crate::offsets::delete_records_local(&shard, items).await);
-                })
-                .detach();
-            }
-            ShardMsg::Metrics { reply } => {
-                let _ = reply.send(crate::metrics::local(self));
-            }
-            ShardMsg::LogSizes { reply } => {
-                let _ = reply.send(self.log_sizes());
-            }
-            ShardMsg::Publish { snapshot, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slot;
-                    // A shard still recovering at start installs this after its recovery.
-                    shard.recovered().await;
-                    let result = shard.install(*snapshot).await;
-                    if let Err(e) = &result {
-                        tracing::error!(shard = %shard.id, error = %e, "installing metadata failed");
-                    }
-                    let _ = reply.send(result);
-                })
-                .detach();
-            }
+            ShardMsg::ListOffsets { items, reply } => run_with(slot, async move {
+                drop(reply.send(crate::offsets::list_local(&shard, items).await));
+            }),
+            ShardMsg::Admin(call) => run_with(slot, async move { crate::admin::execute(&shard, call).await }),
+            ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
+            ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
+                drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
+            }),
+            ShardMsg::Metrics { reply } => drop(reply.send(crate::metrics::local(self))),
+            ShardMsg::LogSizes { reply } => drop(reply.send(self.log_sizes())),
+            ShardMsg::Publish { snapshot, reply } => run_with(slot, async move {
+                // A shard still recovering at start installs this after its recovery.
+                shard.recovered().await;
+                let result = shard.install(*snapshot).await;
+                if let Err(e) = &result {
+                    tracing::error!(shard = %shard.id, error = %e, "installing metadata failed");
+                }
+                drop(reply.send(result));
+            }),
         }
     }
+}
+
+/// Runs a message's work in its own task, holding its slot until the work ends.
+fn run_with(slot: crate::msg::TaskSlot, work: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(async move {
+        let _slot = slot;
+        work.await;
+    })
+    .detach();
 }
 
 /// Whether `shard` owns `tp` under `topic_id` in `snapshot`.
 fn owns(snapshot: &MetadataSnapshot, shard: ShardId, tp: &TopicPartition, topic_id: &[u8; 16]) -> bool {
     snapshot.topics.get(&tp.topic).is_some_and(|t| &t.id == topic_id)
         && snapshot.owner(&tp.topic, tp.partition) == Some(shard)
+}
+
+/// Marks every `wanted` partition not already in `failed` as failed with `e` (the data
+/// directory's fsync failed: none of the new directories is known to survive a crash).
+fn fail_the_rest(
+    wanted: &[(TopicPartition, [u8; 16])],
+    failed: &mut Vec<(TopicPartition, PartitionError)>,
+    e: &PartitionError,
+) {
+    for (tp, _) in wanted {
+        if !failed.iter().any(|(f, _)| f == tp) {
+            failed.push((tp.clone(), e.clone()));
+        }
+    }
 }
 
 /// The partitions `shard` owns in `snapshot` but has no log for yet, with their topic ids.
@@ -562,6 +571,21 @@ mod tests {
         let rest = to_open(&s, ShardId(0), |tp| tp.partition.0 == 0);
         assert_eq!(rest, vec![(TopicPartition::new("t", 2), [1; 16])]);
         assert_eq!(to_open(&s, ShardId(1), |_| false).len(), 2);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_fails_every_new_partition_once() {
+        let wanted = to_open(&snapshot(), ShardId(0), |_| false);
+        let mut failed = vec![(TopicPartition::new("t", 2), PartitionError::UnknownTopicId)];
+        fail_the_rest(&wanted, &mut failed, &PartitionError::Storage("fsync".into()));
+        assert_eq!(
+            failed,
+            vec![
+                (TopicPartition::new("t", 2), PartitionError::UnknownTopicId),
+                (TopicPartition::new("t", 0), PartitionError::Storage("fsync".into())),
+            ],
+            "the first error of a partition stays"
+        );
     }
 
     #[test]

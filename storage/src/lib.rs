@@ -12,8 +12,6 @@
 // Integers from the disk are converted with `try_from` (or a lossless `From`).
 #![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
-// TODO(lead): remove after merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod cache;
 pub mod codec;
 pub mod compact;

@@ -24,6 +24,8 @@ pub struct StorageStats {
     pub bytes_written: u64,
     /// Bytes read from segment files (direct-I/O reads: cache loads, read-ahead, scans).
     pub bytes_read: u64,
+    /// Bytes of batches read back whose CRC-32C was checked (each copy in memory once).
+    pub bytes_crc_checked: u64,
 }
 
 impl Default for StorageStats {
@@ -37,6 +39,7 @@ impl Default for StorageStats {
             disk_reads: 0,
             bytes_written: 0,
             bytes_read: 0,
+            bytes_crc_checked: 0,
         }
     }
 }

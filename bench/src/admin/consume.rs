@@ -161,21 +161,7 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
         positions = m.start_positions(&mut c, &leaders, reset_ts).await?;
         member = Some(m);
     } else {
-        let parts: Vec<i32> = match args.partition {
-            Some(p) if leaders.contains_key(&p) => vec![p],
-            Some(p) => {
-                return Err(AdminError::broker(
-                    format!("partition {p} of topic '{topic}' (it has {})", leaders.len()),
-                    3,
-                    None,
-                ))
-            }
-            None => leaders.keys().copied().collect(),
-        };
-        match args.offset {
-            Some(n) => positions = parts.iter().map(|p| (*p, n as i64)).collect(),
-            None => positions = c.list_offsets(&topic, &leaders, &parts, reset_ts).await?,
-        }
+        positions = positions_without_group(&mut c, &args, &leaders, reset_ts).await?;
     }
 
     let mut out =
@@ -231,34 +217,14 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
             glommio::timer::sleep(wait).await;
             continue;
         }
-        let mut by_leader: BTreeMap<i32, Vec<FetchPartition>> = BTreeMap::new();
-        for (p, off) in &positions {
-            let leader = leaders.get(p).copied().unwrap_or(-1);
-            by_leader.entry(leader).or_default().push(
-                FetchPartition::default()
-                    .with_partition(*p)
-                    .with_current_leader_epoch(-1)
-                    .with_fetch_offset(*off)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(1 << 20),
-            );
-        }
+        let by_leader = fetch_partitions_by_leader(&positions, &leaders);
         let mut refresh = false;
         for (leader, parts) in by_leader {
             if leader < 0 {
                 refresh = true;
                 continue;
             }
-            let req = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(wait.as_millis() as i32)
-                .with_min_bytes(1)
-                .with_max_bytes(50 << 20)
-                .with_isolation_level(0)
-                .with_session_id(0)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default().with_topic(topic_name(&topic)).with_partitions(parts)]);
+            let req = fetch_request(&topic, parts, wait);
             let resp = c.node(leader).await?.call_wait(&req, 12, wait).await?;
             check(resp.error_code, || format!("Fetch from broker {leader}"), None)?;
             for t in &resp.responses {
@@ -268,13 +234,7 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
                     match pd.error_code {
                         0 => {}
                         1 => {
-                            // OFFSET_OUT_OF_RANGE: back to the nearest end of the log.
-                            let earliest = c.list_offsets(&topic, &leaders, &[p], -2).await?;
-                            let latest = c.list_offsets(&topic, &leaders, &[p], -1).await?;
-                            let to = if pos < earliest[&p] { earliest[&p] } else { latest[&p] };
-                            eprintln!(
-                                "sluice consume: offset {pos} of {topic}-{p} is out of range; continuing at {to}"
-                            );
+                            let to = out_of_range_restart(&mut c, &topic, &leaders, p, pos).await?;
                             positions.insert(p, to);
                             continue;
                         }
@@ -287,28 +247,15 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
                     let Some(data) = pd.records.as_ref() else { continue };
                     let parsed = parse_batches(data, pos)
                         .map_err(|e| AdminError::Other(format!("Fetch {topic}-{p} at offset {pos}: {e}")))?;
-                    for (base, codec) in &parsed.skipped_compressed {
-                        let name = match codec {
-                            1 => "gzip",
-                            2 => "snappy",
-                            3 => "lz4",
-                            4 => "zstd",
-                            _ => "unknown",
-                        };
-                        eprintln!(
-                            "sluice consume: skipping the {name}-compressed batch at {topic}-{p} offset {base}: \
-                             this client reads uncompressed batches only"
-                        );
-                    }
-                    for r in &parsed.records {
-                        out.record(p, r);
-                        count += 1;
-                        positions.insert(p, r.offset + 1);
+                    warn_compressed(&topic, p, &parsed.skipped_compressed);
+                    let before = count;
+                    let full = emit(&mut out, p, &parsed.records, &mut positions, &mut count, max);
+                    if count > before {
                         last_activity = Instant::now();
-                        if count >= max || out.closed {
-                            out.flush();
-                            break 'outer;
-                        }
+                    }
+                    if full {
+                        out.flush();
+                        break 'outer;
                     }
                     if let Some(next) = parsed.next_offset {
                         if next > positions[&p] {
@@ -335,6 +282,124 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
     }
     eprintln!("Processed a total of {count} messages");
     Ok(())
+}
+
+/// Where to start without a group: `--offset` (or the log start or end) of `--partition` or of
+/// every partition.
+async fn positions_without_group(
+    c: &mut Cluster,
+    args: &ConsumeArgs,
+    leaders: &BTreeMap<i32, i32>,
+    reset_ts: i64,
+) -> Result<BTreeMap<i32, i64>> {
+    let topic = &args.topic;
+    let parts: Vec<i32> = match args.partition {
+        Some(p) if leaders.contains_key(&p) => vec![p],
+        Some(p) => {
+            return Err(AdminError::broker(
+                format!("partition {p} of topic '{topic}' (it has {})", leaders.len()),
+                3,
+                None,
+            ))
+        }
+        None => leaders.keys().copied().collect(),
+    };
+    match args.offset {
+        Some(n) => Ok(parts.iter().map(|p| (*p, n as i64)).collect()),
+        None => c.list_offsets(topic, leaders, &parts, reset_ts).await,
+    }
+}
+
+/// The partitions to fetch at their positions, grouped by leader (-1: leader unknown).
+fn fetch_partitions_by_leader(
+    positions: &BTreeMap<i32, i64>,
+    leaders: &BTreeMap<i32, i32>,
+) -> BTreeMap<i32, Vec<FetchPartition>> {
+    let mut by_leader: BTreeMap<i32, Vec<FetchPartition>> = BTreeMap::new();
+    for (p, off) in positions {
+        let leader = leaders.get(p).copied().unwrap_or(-1);
+        by_leader.entry(leader).or_default().push(
+            FetchPartition::default()
+                .with_partition(*p)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(*off)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(1 << 20),
+        );
+    }
+    by_leader
+}
+
+/// A consumer's Fetch of `parts` of `topic`, waiting up to `wait`.
+fn fetch_request(topic: &str, parts: Vec<FetchPartition>, wait: Duration) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(wait.as_millis() as i32)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(parts)])
+}
+
+/// OFFSET_OUT_OF_RANGE at `pos` of partition `p`: where to go on (the nearest end of the log).
+async fn out_of_range_restart(
+    c: &mut Cluster,
+    topic: &str,
+    leaders: &BTreeMap<i32, i32>,
+    p: i32,
+    pos: i64,
+) -> Result<i64> {
+    let earliest = c.list_offsets(topic, leaders, &[p], -2).await?;
+    let latest = c.list_offsets(topic, leaders, &[p], -1).await?;
+    let to = if pos < earliest[&p] { earliest[&p] } else { latest[&p] };
+    eprintln!("sluice consume: offset {pos} of {topic}-{p} is out of range; continuing at {to}");
+    Ok(to)
+}
+
+/// Says which compressed batches of `topic`-`p` were skipped.
+fn warn_compressed(topic: &str, p: i32, skipped: &[(i64, i16)]) {
+    for (base, codec) in skipped {
+        let name = codec_name(*codec);
+        eprintln!(
+            "sluice consume: skipping the {name}-compressed batch at {topic}-{p} offset {base}: \
+             this client reads uncompressed batches only"
+        );
+    }
+}
+
+/// Prints `records` of partition `p`, moving its position past each; true once `max` records
+/// were printed or the output closed (then the rest is not printed).
+fn emit(
+    out: &mut Out,
+    p: i32,
+    records: &[InRecord],
+    positions: &mut BTreeMap<i32, i64>,
+    count: &mut u64,
+    max: u64,
+) -> bool {
+    for r in records {
+        out.record(p, r);
+        *count += 1;
+        positions.insert(p, r.offset + 1);
+        if *count >= max || out.closed {
+            return true;
+        }
+    }
+    false
+}
+
+/// The name of a batch's compression codec (attributes & 7).
+fn codec_name(codec: i16) -> &'static str {
+    match codec {
+        1 => "gzip",
+        2 => "snappy",
+        3 => "lz4",
+        4 => "zstd",
+        _ => "unknown",
+    }
 }
 
 /// This process's membership in a consumer group (classic protocol).

@@ -10,8 +10,9 @@ use super::output::{print, table, Json};
 use super::records::decode_assignment;
 use super::{check, AdminError, CommonArgs, Result};
 use clap::{Args, Subcommand};
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetFetchRequest,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetFetchRequest, OffsetFetchResponse,
 };
 use std::collections::BTreeMap;
 
@@ -86,6 +87,21 @@ struct MemberInfo {
     assignment_version: Option<i16>,
 }
 
+/// (topic, partition) → (committed offset, owning member index)
+type Rows = BTreeMap<(String, i32), (Option<i64>, Option<usize>)>;
+
+/// What `sluice group describe` shows of one group.
+struct Description<'a> {
+    group: &'a str,
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<MemberInfo>,
+    rows: Rows,
+    /// Log end offsets of the partitions in `rows` whose leader is known.
+    leo: BTreeMap<(String, i32), i64>,
+}
+
 async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
     let coord = c.coordinator(group).await?;
     let conn = c.node(coord).await?;
@@ -96,6 +112,29 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
         .next()
         .ok_or_else(|| AdminError::Other("DescribeGroups answer without the group".into()))?;
     check(g.error_code, || format!("group '{group}'"), g.error_message.as_deref())?;
+    let members = members_of(&g);
+    let resp = conn.call(&OffsetFetchRequest::default().with_group_id(gid(group)).with_topics(None), 7).await?;
+    check(resp.error_code, || format!("offsets of group '{group}'"), None)?;
+    let rows = offset_rows(&resp, &members)?;
+    if g.group_state.as_str() == "Dead" && rows.is_empty() && members.is_empty() {
+        return Err(AdminError::broker(format!("group '{group}'"), 69, None));
+    }
+    let leo = log_end_offsets(c, &rows).await?;
+    let d = Description {
+        group,
+        state: g.group_state.to_string(),
+        protocol_type: g.protocol_type.to_string(),
+        protocol: g.protocol_data.to_string(),
+        members,
+        rows,
+        leo,
+    };
+    print(&if json { format!("{}\n", d.json().render()) } else { d.text() });
+    Ok(())
+}
+
+/// The members of a described group, with their assignments decoded (consumer groups).
+fn members_of(g: &DescribedGroup) -> Vec<MemberInfo> {
     let is_consumer = g.protocol_type.as_str() == "consumer" || g.protocol_type.is_empty();
     let mut members = Vec::new();
     for m in &g.members {
@@ -119,11 +158,12 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
             assignment_version: version,
         });
     }
+    members
+}
 
-    let resp = conn.call(&OffsetFetchRequest::default().with_group_id(gid(group)).with_topics(None), 7).await?;
-    check(resp.error_code, || format!("offsets of group '{group}'"), None)?;
-    // (topic, partition) → (committed offset, owning member index)
-    let mut rows: BTreeMap<(String, i32), (Option<i64>, Option<usize>)> = BTreeMap::new();
+/// The partitions with a committed offset or an owner among `members`.
+fn offset_rows(resp: &OffsetFetchResponse, members: &[MemberInfo]) -> Result<Rows> {
+    let mut rows = Rows::new();
     for t in &resp.topics {
         for p in &t.partitions {
             check(p.error_code, || format!("committed offset of {}-{}", t.name.0, p.partition_index), None)?;
@@ -139,11 +179,12 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
             }
         }
     }
-    if g.group_state.as_str() == "Dead" && rows.is_empty() && members.is_empty() {
-        return Err(AdminError::broker(format!("group '{group}'"), 69, None));
-    }
+    Ok(rows)
+}
 
-    // Log end offsets, per topic.
+/// Log end offsets of the partitions in `rows`, asked per topic (a topic whose leaders are
+/// unknown is reported and left out).
+async fn log_end_offsets(c: &mut Cluster, rows: &Rows) -> Result<BTreeMap<(String, i32), i64>> {
     let mut leo: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let topics: Vec<String> = {
         let mut t: Vec<String> = rows.keys().map(|(t, _)| t.clone()).collect();
@@ -162,13 +203,20 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
             Err(e) => eprintln!("sluice group: {e}"),
         }
     }
+    Ok(leo)
+}
 
-    let lag = |k: &(String, i32), committed: Option<i64>| match (committed, leo.get(k)) {
-        (Some(c), Some(e)) => Some((*e - c).max(0)),
-        _ => None,
-    };
-    if json {
-        let ms = members
+impl Description<'_> {
+    fn lag(&self, k: &(String, i32), committed: Option<i64>) -> Option<i64> {
+        match (committed, self.leo.get(k)) {
+            (Some(c), Some(e)) => Some((*e - c).max(0)),
+            _ => None,
+        }
+    }
+
+    fn json(&self) -> Json {
+        let ms = self
+            .members
             .iter()
             .map(|m| {
                 Json::obj([
@@ -194,7 +242,8 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
                 ])
             })
             .collect();
-        let offs = rows
+        let offs = self
+            .rows
             .iter()
             .map(|(k, (committed, owner))| {
                 let opt = |v: Option<i64>| v.map(Json::Int).unwrap_or(Json::Null);
@@ -202,56 +251,82 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
                     ("topic", Json::str(&k.0)),
                     ("partition", Json::Int(k.1 as i64)),
                     ("committed_offset", opt(*committed)),
-                    ("log_end_offset", opt(leo.get(k).copied())),
-                    ("lag", opt(lag(k, *committed))),
-                    ("member_id", Json::opt_str(owner.map(|i| members[i].member_id.clone()))),
+                    ("log_end_offset", opt(self.leo.get(k).copied())),
+                    ("lag", opt(self.lag(k, *committed))),
+                    ("member_id", Json::opt_str(owner.map(|i| self.members[i].member_id.clone()))),
                 ])
             })
             .collect();
-        let doc = Json::obj([
-            ("group", Json::str(group)),
-            ("state", Json::str(g.group_state.to_string())),
-            ("protocol_type", Json::str(g.protocol_type.to_string())),
-            ("protocol", Json::str(g.protocol_data.to_string())),
+        Json::obj([
+            ("group", Json::str(self.group)),
+            ("state", Json::str(self.state.clone())),
+            ("protocol_type", Json::str(self.protocol_type.clone())),
+            ("protocol", Json::str(self.protocol.clone())),
             ("members", Json::Arr(ms)),
             ("offsets", Json::Arr(offs)),
-        ]);
-        print(&format!("{}\n", doc.render()));
-        return Ok(());
+        ])
     }
-    let mut out = format!(
-        "Group: {group}  State: {}  ProtocolType: {}  Protocol: {}  Members: {}\n\n",
-        g.group_state,
-        if g.protocol_type.is_empty() { "-" } else { g.protocol_type.as_str() },
-        if g.protocol_data.is_empty() { "-" } else { g.protocol_data.as_str() },
-        members.len()
-    );
-    let dash = || "-".to_string();
-    let table_rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|(k, (committed, owner))| {
-            let m = owner.map(|i| &members[i]);
-            vec![
-                group.to_string(),
-                k.0.clone(),
-                k.1.to_string(),
-                committed.map(|v| v.to_string()).unwrap_or_else(dash),
-                leo.get(k).map(|v| v.to_string()).unwrap_or_else(dash),
-                lag(k, *committed).map(|v| v.to_string()).unwrap_or_else(dash),
-                m.map(|m| m.member_id.clone()).unwrap_or_else(dash),
-                m.map(|m| m.host.clone()).unwrap_or_else(dash),
-                m.map(|m| m.client_id.clone()).unwrap_or_else(dash),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"],
-        &table_rows,
-    ));
-    if members.is_empty() {
-        out.push_str(&format!("\nConsumer group '{group}' has no active members.\n"));
-    } else {
-        let mrows: Vec<Vec<String>> = members
+
+    fn text(&self) -> String {
+        let dash_if_empty = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+        let mut out = format!(
+            "Group: {}  State: {}  ProtocolType: {}  Protocol: {}  Members: {}\n\n",
+            self.group,
+            self.state,
+            dash_if_empty(&self.protocol_type),
+            dash_if_empty(&self.protocol),
+            self.members.len()
+        );
+        out.push_str(&self.offsets_table());
+        if self.members.is_empty() {
+            out.push_str(&format!("\nConsumer group '{}' has no active members.\n", self.group));
+        } else {
+            out.push('\n');
+            out.push_str(&self.members_table());
+        }
+        out
+    }
+
+    fn offsets_table(&self) -> String {
+        let dash = || "-".to_string();
+        let table_rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|(k, (committed, owner))| {
+                let m = owner.map(|i| &self.members[i]);
+                vec![
+                    self.group.to_string(),
+                    k.0.clone(),
+                    k.1.to_string(),
+                    committed.map(|v| v.to_string()).unwrap_or_else(dash),
+                    self.leo.get(k).map(|v| v.to_string()).unwrap_or_else(dash),
+                    self.lag(k, *committed).map(|v| v.to_string()).unwrap_or_else(dash),
+                    m.map(|m| m.member_id.clone()).unwrap_or_else(dash),
+                    m.map(|m| m.host.clone()).unwrap_or_else(dash),
+                    m.map(|m| m.client_id.clone()).unwrap_or_else(dash),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "GROUP",
+                "TOPIC",
+                "PARTITION",
+                "CURRENT-OFFSET",
+                "LOG-END-OFFSET",
+                "LAG",
+                "CONSUMER-ID",
+                "HOST",
+                "CLIENT-ID",
+            ],
+            &table_rows,
+        )
+    }
+
+    fn members_table(&self) -> String {
+        let dash = || "-".to_string();
+        let mrows: Vec<Vec<String>> = self
+            .members
             .iter()
             .map(|m| {
                 let a = m
@@ -269,11 +344,8 @@ async fn describe(c: &mut Cluster, json: bool, group: &str) -> Result<()> {
                 ]
             })
             .collect();
-        out.push('\n');
-        out.push_str(&table(&["MEMBER-ID", "INSTANCE-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"], &mrows));
+        table(&["MEMBER-ID", "INSTANCE-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"], &mrows)
     }
-    print(&out);
-    Ok(())
 }
 
 async fn delete(c: &mut Cluster, json: bool, groups: Vec<String>) -> Result<()> {

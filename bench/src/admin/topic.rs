@@ -10,10 +10,13 @@ use super::{check, parse_kv, AdminError, CommonArgs, Result};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
 };
+use std::collections::HashMap;
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -203,136 +206,142 @@ async fn describe(c: &mut Cluster, json: bool, names: Vec<String>, all_configs: 
         topics.push((name, t));
     }
     topics.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut configs = std::collections::HashMap::new();
-    if !topics.is_empty() {
-        let req = DescribeConfigsRequest::default().with_resources(
-            topics
-                .iter()
-                .map(|(n, _)| {
-                    DescribeConfigsResource::default()
-                        .with_resource_type(2)
-                        .with_resource_name(sb(n))
-                        .with_configuration_keys(None)
-                })
-                .collect(),
-        );
-        let resp = c.boot.call(&req, 4).await?;
-        for r in resp.results {
-            if r.error_code != 0 {
-                let e = AdminError::broker(
-                    format!("configs of topic '{}'", r.resource_name),
-                    r.error_code,
-                    r.error_message.as_deref(),
-                );
-                errs.push(e);
-                continue;
-            }
-            let mut cfgs = r.configs;
-            cfgs.sort_by(|a, b| a.name.cmp(&b.name));
-            configs.insert(r.resource_name.to_string(), cfgs);
-        }
-    }
+    let configs = if topics.is_empty() { Default::default() } else { topic_configs(c, &topics, &mut errs).await? };
     let empty = Vec::new();
     if json {
-        let arr = topics
-            .iter()
-            .map(|(name, t)| {
-                let mut parts: Vec<_> = t.partitions.iter().collect();
-                parts.sort_by_key(|p| p.partition_index);
-                let cfgs = configs.get(name).unwrap_or(&empty);
-                Json::obj([
-                    ("topic", Json::str(name)),
-                    ("topic_id", Json::str(topic_id_text(&t.topic_id))),
-                    ("internal", Json::Bool(t.is_internal)),
-                    (
-                        "partitions",
-                        Json::Arr(
-                            parts
-                                .iter()
-                                .map(|p| {
-                                    Json::obj([
-                                        ("partition", Json::Int(p.partition_index as i64)),
-                                        ("leader", Json::Int(p.leader_id.0 as i64)),
-                                        ("leader_epoch", Json::Int(p.leader_epoch as i64)),
-                                        (
-                                            "replicas",
-                                            Json::Arr(p.replica_nodes.iter().map(|b| Json::Int(b.0 as i64)).collect()),
-                                        ),
-                                        ("isr", Json::Arr(p.isr_nodes.iter().map(|b| Json::Int(b.0 as i64)).collect())),
-                                    ])
-                                })
-                                .collect(),
-                        ),
-                    ),
-                    (
-                        "configs",
-                        Json::Arr(
-                            cfgs.iter()
-                                .map(|cf| {
-                                    Json::obj([
-                                        ("name", Json::str(cf.name.to_string())),
-                                        ("value", Json::opt_str(cf.value.as_ref().map(|v| v.to_string()))),
-                                        ("source", Json::str(source_name(cf.config_source))),
-                                        ("read_only", Json::Bool(cf.read_only)),
-                                        ("sensitive", Json::Bool(cf.is_sensitive)),
-                                    ])
-                                })
-                                .collect(),
-                        ),
-                    ),
-                ])
-            })
-            .collect();
+        let arr = topics.iter().map(|(name, t)| topic_json(name, t, configs.get(name).unwrap_or(&empty))).collect();
         print(&format!("{}\n", Json::Arr(arr).render()));
     } else {
-        let mut out = String::new();
-        for (i, (name, t)) in topics.iter().enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            let rf = t.partitions.first().map(|p| p.replica_nodes.len()).unwrap_or(0);
-            out.push_str(&format!(
-                "Topic: {name}  TopicId: {}  PartitionCount: {}  ReplicationFactor: {rf}{}\n",
-                topic_id_text(&t.topic_id),
-                t.partitions.len(),
-                if t.is_internal { "  Internal: true" } else { "" }
-            ));
-            let mut parts: Vec<_> = t.partitions.iter().collect();
-            parts.sort_by_key(|p| p.partition_index);
-            let rows: Vec<Vec<String>> = parts
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.partition_index.to_string(),
-                        p.leader_id.0.to_string(),
-                        broker_ids(&p.replica_nodes),
-                        broker_ids(&p.isr_nodes),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(&["PARTITION", "LEADER", "REPLICAS", "ISR"], &rows));
-            let cfgs: Vec<_> =
-                configs.get(name).unwrap_or(&empty).iter().filter(|cf| all_configs || cf.config_source == 1).collect();
-            if cfgs.is_empty() {
-                out.push_str("Configs: no overrides (--all-configs shows every config)\n");
-            } else {
-                let rows: Vec<Vec<String>> = cfgs
-                    .iter()
-                    .map(|cf| {
-                        let value = if cf.is_sensitive {
-                            "(sensitive)".to_string()
-                        } else {
-                            cf.value.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(null)".into())
-                        };
-                        vec![cf.name.to_string(), value, source_name(cf.config_source).to_string()]
-                    })
-                    .collect();
-                out.push_str(&table(&["CONFIG", "VALUE", "SOURCE"], &rows));
-            }
-        }
-        print(&out);
+        let texts: Vec<String> = topics
+            .iter()
+            .map(|(name, t)| topic_text(name, t, configs.get(name).unwrap_or(&empty), all_configs))
+            .collect();
+        print(&texts.join("\n"));
     }
     super::finish("topic", errs)
+}
+
+/// Every config of each topic, sorted by name; a topic whose configs the broker refuses is
+/// added to `errs`.
+async fn topic_configs(
+    c: &mut Cluster,
+    topics: &[(String, &MetadataResponseTopic)],
+    errs: &mut Vec<AdminError>,
+) -> Result<HashMap<String, Vec<DescribeConfigsResourceResult>>> {
+    let req = DescribeConfigsRequest::default().with_resources(
+        topics
+            .iter()
+            .map(|(n, _)| {
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(sb(n))
+                    .with_configuration_keys(None)
+            })
+            .collect(),
+    );
+    let resp = c.boot.call(&req, 4).await?;
+    let mut configs = HashMap::new();
+    for r in resp.results {
+        if r.error_code != 0 {
+            let e = AdminError::broker(
+                format!("configs of topic '{}'", r.resource_name),
+                r.error_code,
+                r.error_message.as_deref(),
+            );
+            errs.push(e);
+            continue;
+        }
+        let mut cfgs = r.configs;
+        cfgs.sort_by(|a, b| a.name.cmp(&b.name));
+        configs.insert(r.resource_name.to_string(), cfgs);
+    }
+    Ok(configs)
+}
+
+fn topic_json(name: &str, t: &MetadataResponseTopic, cfgs: &[DescribeConfigsResourceResult]) -> Json {
+    let mut parts: Vec<_> = t.partitions.iter().collect();
+    parts.sort_by_key(|p| p.partition_index);
+    let ids = |v: &[BrokerId]| Json::Arr(v.iter().map(|b| Json::Int(b.0 as i64)).collect());
+    let partitions = parts
+        .iter()
+        .map(|p| {
+            Json::obj([
+                ("partition", Json::Int(p.partition_index as i64)),
+                ("leader", Json::Int(p.leader_id.0 as i64)),
+                ("leader_epoch", Json::Int(p.leader_epoch as i64)),
+                ("replicas", ids(&p.replica_nodes)),
+                ("isr", ids(&p.isr_nodes)),
+            ])
+        })
+        .collect();
+    let configs = cfgs
+        .iter()
+        .map(|cf| {
+            Json::obj([
+                ("name", Json::str(cf.name.to_string())),
+                ("value", Json::opt_str(cf.value.as_ref().map(|v| v.to_string()))),
+                ("source", Json::str(source_name(cf.config_source))),
+                ("read_only", Json::Bool(cf.read_only)),
+                ("sensitive", Json::Bool(cf.is_sensitive)),
+            ])
+        })
+        .collect();
+    Json::obj([
+        ("topic", Json::str(name)),
+        ("topic_id", Json::str(topic_id_text(&t.topic_id))),
+        ("internal", Json::Bool(t.is_internal)),
+        ("partitions", Json::Arr(partitions)),
+        ("configs", Json::Arr(configs)),
+    ])
+}
+
+/// A topic's header line, partition table and configs (the overrides, or all with
+/// `all_configs`).
+fn topic_text(
+    name: &str,
+    t: &MetadataResponseTopic,
+    cfgs: &[DescribeConfigsResourceResult],
+    all_configs: bool,
+) -> String {
+    let rf = t.partitions.first().map(|p| p.replica_nodes.len()).unwrap_or(0);
+    let mut out = format!(
+        "Topic: {name}  TopicId: {}  PartitionCount: {}  ReplicationFactor: {rf}{}\n",
+        topic_id_text(&t.topic_id),
+        t.partitions.len(),
+        if t.is_internal { "  Internal: true" } else { "" }
+    );
+    let mut parts: Vec<_> = t.partitions.iter().collect();
+    parts.sort_by_key(|p| p.partition_index);
+    let rows: Vec<Vec<String>> = parts
+        .iter()
+        .map(|p| {
+            vec![
+                p.partition_index.to_string(),
+                p.leader_id.0.to_string(),
+                broker_ids(&p.replica_nodes),
+                broker_ids(&p.isr_nodes),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["PARTITION", "LEADER", "REPLICAS", "ISR"], &rows));
+    let cfgs: Vec<_> = cfgs.iter().filter(|cf| all_configs || cf.config_source == 1).collect();
+    if cfgs.is_empty() {
+        out.push_str("Configs: no overrides (--all-configs shows every config)\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = cfgs
+        .iter()
+        .map(|cf| {
+            let value = if cf.is_sensitive {
+                "(sensitive)".to_string()
+            } else {
+                cf.value.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(null)".into())
+            };
+            vec![cf.name.to_string(), value, source_name(cf.config_source).to_string()]
+        })
+        .collect();
+    out.push_str(&table(&["CONFIG", "VALUE", "SOURCE"], &rows));
+    out
 }
 
 async fn delete(c: &mut Cluster, json: bool, names: Vec<String>) -> Result<()> {

@@ -24,7 +24,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::topic_config::GROUP_DEFS;
 use sluice_shard::admin::change;
-use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
+use sluice_shard::msg::{AlterConfigs, ConfigChange, ConfigOp};
+use sluice_shard::PartitionError;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -35,27 +36,18 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: AlterConfigsRequest = decode_body(&req)?;
         let mut responses = Vec::with_capacity(body.resources.len());
         for r in body.resources {
-            let (code, message) = if r.resource_type != RESOURCE_TOPIC {
-                let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
-                not_alterable(r.resource_type, &r.resource_name, &keys)
-            } else {
-                let changes = r
-                    .configs
-                    .iter()
-                    .map(|c| ConfigChange {
-                        key: c.name.to_string(),
-                        op: ConfigOp::Set,
-                        value: c.value.as_ref().map(|v| v.to_string()),
-                    })
-                    .collect();
-                let op = AdminOp::AlterConfigs {
-                    topic: r.resource_name.to_string(),
-                    changes,
-                    replace_all: true,
-                    validate_only: body.validate_only,
-                };
-                code_and_message(&change(&ctx.shard, op).await)
-            };
+            let changes = r
+                .configs
+                .iter()
+                .map(|c| ConfigChange {
+                    key: c.name.to_string(),
+                    op: ConfigOp::Set,
+                    value: c.value.as_ref().map(|v| v.to_string()),
+                })
+                .collect();
+            let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
+            let target = Resource { resource_type: r.resource_type, name: &r.resource_name, keys };
+            let (code, message) = alter(&ctx, target, Ok(changes), true, body.validate_only).await;
             responses.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)
@@ -67,6 +59,37 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply_now(respond(&req, &AlterConfigsResponse::default().with_responses(responses))))
     }
     .boxed_local()
+}
+
+/// A resource whose configs a request alters: its type, name and the keys it names.
+pub struct Resource<'a> {
+    pub resource_type: i8,
+    pub name: &'a str,
+    pub keys: Vec<String>,
+}
+
+/// The (error code, message) of altering one resource, for AlterConfigs and
+/// IncrementalAlterConfigs alike: a topic's `changes` are applied by shard 0 (all its configs
+/// replaced when `replace_all`), or refused with the error reading them gave; any other
+/// resource's keys are answered by [`not_alterable`].
+pub async fn alter(
+    ctx: &Ctx,
+    target: Resource<'_>,
+    changes: Result<Vec<ConfigChange>, PartitionError>,
+    replace_all: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    if target.resource_type != RESOURCE_TOPIC {
+        return not_alterable(target.resource_type, target.name, &target.keys);
+    }
+    let result = match changes {
+        Ok(changes) => {
+            let op = AlterConfigs { topic: target.name.to_string(), changes, replace_all, validate_only };
+            change(&ctx.shard, op).await
+        }
+        Err(e) => Err(e),
+    };
+    code_and_message(&result)
 }
 
 /// The answer to altering `keys` of a non-topic resource, which sluice never applies: Kafka's

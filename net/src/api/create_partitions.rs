@@ -10,7 +10,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_shard::admin::change;
-use sluice_shard::msg::AdminOp;
+use sluice_shard::msg::CreatePartitions;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -21,11 +21,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: CreatePartitionsRequest = decode_body(&req)?;
         let mut results = Vec::with_capacity(body.topics.len());
         for t in body.topics {
-            let op = AdminOp::CreatePartitions {
-                topic: t.name.0.to_string(),
-                count: t.count,
-                validate_only: body.validate_only,
-            };
+            let op =
+                CreatePartitions { topic: t.name.0.to_string(), count: t.count, validate_only: body.validate_only };
             let r = change(&ctx.shard, op).await;
             let (code, message) = code_and_message(&r);
             results.push(

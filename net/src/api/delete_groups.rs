@@ -7,7 +7,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
-use sluice_shard::groups::{self, GroupAnswer, GroupOp};
+use sluice_shard::groups::{self, DeleteRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -18,11 +18,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: DeleteGroupsRequest = decode_body(&req)?;
         let mut results = Vec::with_capacity(body.groups_names.len());
         for g in body.groups_names {
-            let r = match groups::call(&ctx.shard, &g.0, GroupOp::Delete(g.0.to_string())).await {
-                Ok(GroupAnswer::Delete(r)) => r,
-                Ok(_) => unreachable!("delete answered with another operation's result"),
-                Err(e) => Err(e),
-            };
+            let r = groups::ask(&ctx.shard, &g.0, DeleteRequest(g.0.to_string())).await;
             results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(group_result_code(&r)));
         }
         Ok(reply_now(respond(&req, &DeleteGroupsResponse::default().with_results(results))))

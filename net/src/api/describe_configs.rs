@@ -88,11 +88,36 @@ fn topic_entries(
         .collect()
 }
 
+/// The broker's configs: those sluice's config file sets, then each topic config's broker
+/// synonym (from `topic_defaults`, else Kafka's default).
 fn broker_entries(
     c: &BrokerConfig,
     defaults: &std::collections::BTreeMap<String, String>,
     listen: String,
 ) -> Vec<Entry> {
+    let mut out = fixed_broker_entries(c, listen);
+    for d in topic_config::DEFS {
+        if !out.iter().any(|e| e.name == d.broker_synonym) {
+            let (value, source) = match defaults.get(d.name) {
+                Some(v) => (v.clone(), SOURCE_STATIC_BROKER),
+                None => (d.default.to_string(), SOURCE_DEFAULT),
+            };
+            out.push(Entry {
+                name: d.broker_synonym.into(),
+                value: value.clone(),
+                source,
+                synonyms: vec![(d.broker_synonym.into(), value, source)],
+                kind: config_type(d.kind),
+                doc: d.doc,
+                read_only: source == SOURCE_STATIC_BROKER,
+            });
+        }
+    }
+    out
+}
+
+/// The broker configs that follow from sluice's own settings (read-only).
+fn fixed_broker_entries(c: &BrokerConfig, listen: String) -> Vec<Entry> {
     let fixed = |name: &str, value: String, kind: i8, doc: &'static str| Entry {
         name: name.into(),
         value: value.clone(),
@@ -102,7 +127,7 @@ fn broker_entries(
         doc,
         read_only: true,
     };
-    let mut out = vec![
+    vec![
         fixed("node.id", "0".into(), 3, "this broker's id"),
         fixed("broker.id", "0".into(), 3, "this broker's id"),
         fixed("listeners", format!("PLAINTEXT://{listen}"), 7, "sluice `listen`"),
@@ -145,25 +170,7 @@ fn broker_entries(
             "sluice `offsets_topic_num_partitions`",
         ),
         fixed("default.replication.factor", "1".into(), 3, "one broker"),
-    ];
-    for d in topic_config::DEFS {
-        if !out.iter().any(|e| e.name == d.broker_synonym) {
-            let (value, source) = match defaults.get(d.name) {
-                Some(v) => (v.clone(), SOURCE_STATIC_BROKER),
-                None => (d.default.to_string(), SOURCE_DEFAULT),
-            };
-            out.push(Entry {
-                name: d.broker_synonym.into(),
-                value: value.clone(),
-                source,
-                synonyms: vec![(d.broker_synonym.into(), value, source)],
-                kind: config_type(d.kind),
-                doc: d.doc,
-                read_only: source == SOURCE_STATIC_BROKER,
-            });
-        }
-    }
-    out
+    ]
 }
 
 /// A group's configs: Kafka's group configs at their defaults (none applies to sluice's
@@ -186,8 +193,7 @@ fn group_entries() -> Vec<Entry> {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: DescribeConfigsRequest = decode_body(&req)?;
-        let v = req.version;
-        let meta = ctx.shard.metadata();
+        let shape = Shape { version: req.version, synonyms: body.include_synonyms, docs: body.include_documentation };
         let results = body
             .resources
             .into_iter()
@@ -195,30 +201,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 let base = DescribeConfigsResult::default()
                     .with_resource_type(r.resource_type)
                     .with_resource_name(r.resource_name.clone());
-                let entries = match r.resource_type {
-                    RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
-                        Some(t) => Ok(topic_entries(&t.configs, &ctx.shard.topic_defaults)),
-                        None => Err((
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("topic {} does not exist", &*r.resource_name),
-                        )),
-                    },
-                    RESOURCE_BROKER if r.resource_name.is_empty() || &*r.resource_name == "0" => Ok(broker_entries(
-                        &ctx.shard.config,
-                        &ctx.shard.topic_defaults,
-                        format!("{}:{}", ctx.advertised_host, ctx.advertised_port),
-                    )),
-                    RESOURCE_BROKER => Err((
-                        ResponseError::InvalidRequest,
-                        format!("no broker {}; this is broker 0", &*r.resource_name),
-                    )),
-                    RESOURCE_GROUP if r.resource_name.is_empty() => {
-                        Err((ResponseError::InvalidRequest, "Group name must not be empty".to_string()))
-                    }
-                    RESOURCE_GROUP => Ok(group_entries()),
-                    other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
-                };
-                match entries {
+                match entries_of(&ctx, r.resource_type, &r.resource_name) {
                     Err((code, message)) => {
                         base.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)))
                     }
@@ -228,34 +211,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                             .filter(|e| {
                                 r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| **k == *e.name))
                             })
-                            .map(|e| {
-                                let synonyms = if body.include_synonyms {
-                                    e.synonyms
-                                        .into_iter()
-                                        .map(|(n, val, s)| {
-                                            DescribeConfigsSynonym::default()
-                                                .with_name(StrBytes::from_string(n))
-                                                .with_value(Some(StrBytes::from_string(val)))
-                                                .with_source(s)
-                                        })
-                                        .collect()
-                                } else {
-                                    vec![]
-                                };
-                                DescribeConfigsResourceResult::default()
-                                    .with_name(StrBytes::from_string(e.name))
-                                    .with_value(Some(StrBytes::from_string(e.value)))
-                                    .with_read_only(e.read_only)
-                                    .with_config_source(e.source)
-                                    .with_is_sensitive(false)
-                                    .with_synonyms(synonyms)
-                                    .with_config_type(if v >= 3 { e.kind } else { 0 })
-                                    .with_documentation(if v >= 3 && body.include_documentation {
-                                        Some(StrBytes::from_static_str(e.doc))
-                                    } else {
-                                        None
-                                    })
-                            })
+                            .map(|e| config_result(e, &shape))
                             .collect(),
                     ),
                 }
@@ -264,4 +220,61 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply_now(respond(&req, &DescribeConfigsResponse::default().with_results(results))))
     }
     .boxed_local()
+}
+
+/// The configs of one resource, or the error and message it is answered with.
+fn entries_of(ctx: &Ctx, resource_type: i8, name: &str) -> Result<Vec<Entry>, (ResponseError, String)> {
+    match resource_type {
+        RESOURCE_TOPIC => match ctx.shard.metadata().topics.get(name) {
+            Some(t) => Ok(topic_entries(&t.configs, &ctx.shard.topic_defaults)),
+            None => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist"))),
+        },
+        RESOURCE_BROKER if name.is_empty() || name == "0" => Ok(broker_entries(
+            &ctx.shard.config,
+            &ctx.shard.topic_defaults,
+            format!("{}:{}", ctx.advertised_host, ctx.advertised_port),
+        )),
+        RESOURCE_BROKER => Err((ResponseError::InvalidRequest, format!("no broker {name}; this is broker 0"))),
+        RESOURCE_GROUP if name.is_empty() => {
+            Err((ResponseError::InvalidRequest, "Group name must not be empty".to_string()))
+        }
+        RESOURCE_GROUP => Ok(group_entries()),
+        other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+    }
+}
+
+/// What the request asked each config to carry.
+struct Shape {
+    version: i16,
+    synonyms: bool,
+    docs: bool,
+}
+
+fn config_result(e: Entry, shape: &Shape) -> DescribeConfigsResourceResult {
+    let synonyms = if shape.synonyms {
+        e.synonyms
+            .into_iter()
+            .map(|(n, val, s)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_string(n))
+                    .with_value(Some(StrBytes::from_string(val)))
+                    .with_source(s)
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(e.name))
+        .with_value(Some(StrBytes::from_string(e.value)))
+        .with_read_only(e.read_only)
+        .with_config_source(e.source)
+        .with_is_sensitive(false)
+        .with_synonyms(synonyms)
+        .with_config_type(if shape.version >= 3 { e.kind } else { 0 })
+        .with_documentation(if shape.version >= 3 && shape.docs {
+            Some(StrBytes::from_static_str(e.doc))
+        } else {
+            None
+        })
 }

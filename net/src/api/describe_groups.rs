@@ -11,7 +11,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_shard::groups::{self, GroupAnswer, GroupOp};
+use sluice_shard::groups::{self, DescribeRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -23,10 +23,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let v = req.version;
         let mut described = Vec::with_capacity(body.groups.len());
         for g in body.groups {
-            let answer = groups::call(&ctx.shard, &g.0, GroupOp::Describe(g.0.to_string())).await;
+            let answer = groups::call(&ctx.shard, &g.0, DescribeRequest(g.0.to_string())).await;
             let base = DescribedGroup::default().with_group_id(g).with_authorized_operations(i32::MIN);
             let d = match answer {
-                Ok(GroupAnswer::Describe(Some(d))) => base
+                Ok(Some(d)) => base
                     .with_error_code(0)
                     .with_group_state(StrBytes::from_static_str(d.state))
                     .with_protocol_type(StrBytes::from_string(d.protocol_type))
@@ -49,14 +49,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                             })
                             .collect(),
                     ),
-                Ok(GroupAnswer::Describe(None)) if v >= 6 => base
+                Ok(None) if v >= 6 => base
                     .with_error_code(ResponseError::GroupIdNotFound.code())
                     .with_error_message(Some(StrBytes::from_static_str("group not found")))
                     .with_group_state(StrBytes::from_static_str("Dead")),
-                Ok(GroupAnswer::Describe(None)) => {
-                    base.with_error_code(0).with_group_state(StrBytes::from_static_str("Dead"))
-                }
-                Ok(_) => unreachable!("describe answered with another operation's result"),
+                Ok(None) => base.with_error_code(0).with_group_state(StrBytes::from_static_str("Dead")),
                 Err(e) => base.with_error_code(crate::errors::group_code(&e)),
             };
             described.push(d);

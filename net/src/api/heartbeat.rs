@@ -6,7 +6,7 @@ use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
-use sluice_shard::groups::{self, GroupAnswer, GroupOp, MemberRef};
+use sluice_shard::groups::{self, MemberRef};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Heartbeat, name: "Heartbeat", min_version: 0, max_version: 4, handle };
@@ -21,11 +21,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             member_id: body.member_id.to_string(),
             group_instance_id: body.group_instance_id.map(|s| s.to_string()),
         };
-        let result = match groups::call(&ctx.shard, &group_id, GroupOp::Heartbeat(member)).await {
-            Ok(GroupAnswer::Heartbeat(r)) => r,
-            Ok(_) => unreachable!("heartbeat answered with another operation's result"),
-            Err(e) => Err(e),
-        };
+        let result = groups::ask(&ctx.shard, &group_id, groups::HeartbeatRequest(member)).await;
         let resp = HeartbeatResponse::default().with_error_code(group_result_code(&result));
         Ok(reply_now(respond(&req, &resp)))
     }

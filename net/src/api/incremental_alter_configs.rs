@@ -2,18 +2,15 @@
 //! configs; other keys keep their values. BROKER and GROUP resources: see
 //! `alter_configs::not_alterable` (refused with Kafka's errors; sluice applies neither).
 
-use super::alter_configs::not_alterable;
-use super::describe_configs::RESOURCE_TOPIC;
+use super::alter_configs::{alter, Resource};
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
-use crate::errors::code_and_message;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_shard::admin::change;
-use sluice_shard::msg::{AdminOp, ConfigChange, ConfigOp};
+use sluice_shard::msg::{ConfigChange, ConfigOp};
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 
@@ -46,26 +43,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     Ok(ConfigChange { key: c.name.to_string(), op, value: c.value.as_ref().map(|v| v.to_string()) })
                 })
                 .collect();
-            let result = match (r.resource_type, changes) {
-                (RESOURCE_TOPIC, Ok(changes)) => {
-                    let op = AdminOp::AlterConfigs {
-                        topic: r.resource_name.to_string(),
-                        changes,
-                        replace_all: false,
-                        validate_only: body.validate_only,
-                    };
-                    Ok(code_and_message(&change(&ctx.shard, op).await))
-                }
-                (RESOURCE_TOPIC, Err(e)) => Err(e),
-                (other, _) => {
-                    let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
-                    Ok(not_alterable(other, &r.resource_name, &keys))
-                }
-            };
-            let (code, message) = match result {
-                Ok(answer) => answer,
-                Err(e) => code_and_message::<()>(&Err(e)),
-            };
+            let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
+            let target = Resource { resource_type: r.resource_type, name: &r.resource_name, keys };
+            let (code, message) = alter(&ctx, target, changes, false, body.validate_only).await;
             responses.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_shard::groups::{self, GroupAnswer, GroupError, GroupOp, JoinRequest};
+use sluice_shard::groups::{self, GroupError, JoinRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::JoinGroup, name: "JoinGroup", min_version: 0, max_version: 9, handle };
@@ -43,11 +43,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             require_known_member_id: v >= 4,
         };
         let reply = async move {
-            let result = match groups::call(&ctx.shard, &group_id, GroupOp::Join(join)).await {
-                Ok(GroupAnswer::Join(r)) => r,
-                Ok(_) => unreachable!("join answered with another operation's result"),
-                Err(e) => Err(e),
-            };
+            let result = groups::ask(&ctx.shard, &group_id, join).await;
             let resp = match result {
                 Ok(j) => JoinGroupResponse::default()
                     .with_error_code(0)

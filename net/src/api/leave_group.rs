@@ -8,7 +8,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_shard::groups::{self, GroupAnswer, GroupOp};
+use sluice_shard::groups::{self, LeaveRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -26,12 +26,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         } else {
             vec![(body.member_id.to_string(), None)]
         };
-        let op = GroupOp::Leave { group_id: group_id.clone(), members: members.clone() };
-        let result = match groups::call(&ctx.shard, &group_id, op).await {
-            Ok(GroupAnswer::Leave(r)) => r,
-            Ok(_) => unreachable!("leave answered with another operation's result"),
-            Err(e) => Err(e),
-        };
+        let op = LeaveRequest { group_id: group_id.clone(), members: members.clone() };
+        let result = groups::ask(&ctx.shard, &group_id, op).await;
         let resp = match result {
             Err(e) => LeaveGroupResponse::default().with_error_code(group_code(&e)),
             Ok(each) if req.version >= 3 => LeaveGroupResponse::default().with_error_code(0).with_members(

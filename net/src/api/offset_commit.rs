@@ -11,7 +11,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
-use sluice_shard::groups::{self, GroupAnswer, GroupOp, MemberRef, OffsetToCommit};
+use sluice_shard::groups::{self, CommitRequest, MemberRef, OffsetToCommit};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -42,11 +42,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .collect();
         let reply = async move {
             let n = offsets.len();
-            let result = match groups::call(&ctx.shard, &group_id, GroupOp::Commit { member, offsets }).await {
-                Ok(GroupAnswer::Commit(r)) => r,
-                Ok(_) => unreachable!("commit answered with another operation's result"),
-                Err(e) => Err(e),
-            };
+            let result = groups::ask(&ctx.shard, &group_id, CommitRequest { member, offsets }).await;
             let codes: Vec<i16> = match result {
                 Ok(each) => each.iter().map(group_result_code).collect(),
                 Err(e) => vec![group_result_code::<()>(&Err(e)); n],

@@ -8,7 +8,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse};
-use sluice_shard::groups::{self, GroupAnswer, GroupOp};
+use sluice_shard::groups;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -23,12 +23,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
             .collect();
-        let op = GroupOp::DeleteOffsets { group_id: group_id.clone(), partitions };
-        let result = match groups::call(&ctx.shard, &group_id, op).await {
-            Ok(GroupAnswer::DeleteOffsets(r)) => r,
-            Ok(_) => unreachable!("offset delete answered with another operation's result"),
-            Err(e) => Err(e),
-        };
+        let op = groups::OffsetDeleteRequest { group_id: group_id.clone(), partitions };
+        let result = groups::ask(&ctx.shard, &group_id, op).await;
         let resp = match result {
             Err(e) => OffsetDeleteResponse::default().with_error_code(group_code(&e)),
             Ok(each) => {

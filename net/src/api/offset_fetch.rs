@@ -14,7 +14,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use sluice_shard::groups::{self, GroupAnswer, GroupError, GroupOp, OffsetList};
+use sluice_shard::groups::{self, GroupError, OffsetList};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -25,11 +25,7 @@ async fn fetch_one(
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<OffsetList, GroupError> {
-    match groups::call(&ctx.shard, group_id, GroupOp::FetchOffsets { group_id: group_id.to_string(), topics }).await {
-        Ok(GroupAnswer::FetchOffsets(r)) => r,
-        Ok(_) => unreachable!("offset fetch answered with another operation's result"),
-        Err(e) => Err(e),
-    }
+    groups::call(&ctx.shard, group_id, groups::OffsetFetchRequest { group_id: group_id.to_string(), topics }).await
 }
 
 /// (partition, offset, leader epoch, metadata)

@@ -18,6 +18,7 @@ use crate::errors::code_and_message;
 use crate::frame::{decode_body, encode_response, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -100,56 +101,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let names: Vec<Option<String>> =
             body.topic_data.iter().map(|t| topic_name(&ctx, &t.name.0, &t.topic_id)).collect();
         if ctx.shard.config.auto_create_topics_enable && acks.is_ok() {
-            let meta = ctx.shard.metadata();
-            let mut missing: Vec<String> =
-                names.iter().flatten().filter(|n| !meta.topics.contains_key(*n)).cloned().collect();
-            missing.dedup();
-            if !missing.is_empty() {
-                auto_create(&ctx.shard, missing).await;
-            }
+            create_missing(&ctx, &names).await;
         }
-
-        let mut slots = Vec::with_capacity(body.topic_data.len());
-        let mut early: Vec<Option<PartitionError>> = Vec::new();
-        let mut items = Vec::new();
-        for (topic, name) in body.topic_data.into_iter().zip(names) {
-            let mut slot = TopicSlot {
-                name: topic.name.clone(),
-                id: topic.topic_id,
-                partitions: Vec::with_capacity(topic.partition_data.len()),
-            };
-            for p in topic.partition_data {
-                let index = early.len();
-                slot.partitions.push((p.index, index));
-                let prepared = match (&acks, &name, p.records) {
-                    (Err(e), _, _) => Err(e.clone()),
-                    (_, None, _) => Err(PartitionError::UnknownTopicId),
-                    (_, Some(n), _) if sluice_shard::admin::is_internal(n) => {
-                        Err(PartitionError::InvalidTopic(format!("{n} is an internal topic")))
-                    }
-                    (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
-                    (Ok(_), Some(name), Some(records)) => match split_batches(&records, max_batch(&ctx, name)) {
-                        Ok(batches) => {
-                            let tp = TopicPartition::new(name.clone(), p.index);
-                            match is_compacted(&ctx, name).then(|| check_keys(&batches, &tp)).transpose() {
-                                Ok(_) => Ok(ProduceItem { index, tp, batches }),
-                                Err(e) => Err(e),
-                            }
-                        }
-                        Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
-                        Err(e) => Err(PartitionError::CorruptBatch(e)),
-                    },
-                };
-                match prepared {
-                    Ok(item) => {
-                        items.push(item);
-                        early.push(None);
-                    }
-                    Err(e) => early.push(Some(e)),
-                }
-            }
-            slots.push(slot);
-        }
+        let Prepared { slots, early, items } = prepare(&ctx, &acks, body.topic_data, names);
         let acks = acks.unwrap_or(Acks::All);
         let pending = produce(&ctx.shard, acks, items).await;
         let (correlation_id, version) = (req.correlation_id, req.version);
@@ -162,58 +116,162 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             if acks == Acks::None {
                 return Ok(None);
             }
-            let responses = slots
-                .into_iter()
-                .map(|slot| {
-                    let partition_responses = slot
-                        .partitions
-                        .iter()
-                        .map(|(partition, at)| {
-                            let r = results[*at].take().expect("every partition has a result");
-                            let (code, message) = code_and_message(&r);
-                            let (base, start, append_time) = match &r {
-                                Ok(a) => (a.base_offset.0, a.log_start.0, a.log_append_time),
-                                Err(_) => (-1, -1, -1),
-                            };
-                            let record_errors = match &r {
-                                Err(PartitionError::InvalidRecords(errors)) if version >= 8 => errors
-                                    .errors()
-                                    .iter()
-                                    .map(|e| {
-                                        BatchIndexAndErrorMessage::default()
-                                            .with_batch_index(e.batch_index)
-                                            .with_batch_index_error_message(Some(StrBytes::from_string(
-                                                e.message.clone(),
-                                            )))
-                                    })
-                                    .collect(),
-                                _ => Vec::new(),
-                            };
-                            PartitionProduceResponse::default()
-                                .with_index(*partition)
-                                .with_record_errors(record_errors)
-                                .with_error_code(code)
-                                .with_base_offset(base)
-                                .with_log_append_time_ms(append_time)
-                                .with_log_start_offset(if version >= 5 { start } else { -1 })
-                                .with_error_message(if version >= 8 {
-                                    message.map(StrBytes::from_string)
-                                } else {
-                                    None
-                                })
-                        })
-                        .collect();
-                    TopicProduceResponse::default()
-                        .with_name(slot.name)
-                        .with_topic_id(slot.id)
-                        .with_partition_responses(partition_responses)
-                })
-                .collect();
-            let resp = ProduceResponse::default().with_responses(responses).with_throttle_time_ms(0);
+            let resp = response(slots, results, version);
             encode_response(correlation_id, version, &resp).map(|f| Some(f.into()))
         }
         .boxed_local();
         Ok(reply)
     }
     .boxed_local()
+}
+
+/// Auto-creates the named topics that do not exist yet.
+async fn create_missing(ctx: &Rc<Ctx>, names: &[Option<String>]) {
+    let meta = ctx.shard.metadata();
+    let mut missing: Vec<String> = names.iter().flatten().filter(|n| !meta.topics.contains_key(*n)).cloned().collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        auto_create(&ctx.shard, missing).await;
+    }
+}
+
+/// The request taken apart: the response's shape, the partitions refused before any append
+/// (by position in the flat result list) and the items to append.
+struct Prepared {
+    slots: Vec<TopicSlot>,
+    early: Vec<Option<PartitionError>>,
+    items: Vec<ProduceItem>,
+}
+
+fn prepare(
+    ctx: &Ctx,
+    acks: &Result<Acks, PartitionError>,
+    topic_data: Vec<TopicProduceData>,
+    names: Vec<Option<String>>,
+) -> Prepared {
+    let mut out = Prepared { slots: Vec::with_capacity(topic_data.len()), early: Vec::new(), items: Vec::new() };
+    for (topic, name) in topic_data.into_iter().zip(names) {
+        let mut slot = TopicSlot {
+            name: topic.name.clone(),
+            id: topic.topic_id,
+            partitions: Vec::with_capacity(topic.partition_data.len()),
+        };
+        for p in topic.partition_data {
+            let index = out.early.len();
+            slot.partitions.push((p.index, index));
+            match prepare_partition(ctx, acks, name.as_deref(), index, p) {
+                Ok(item) => {
+                    out.items.push(item);
+                    out.early.push(None);
+                }
+                Err(e) => out.early.push(Some(e)),
+            }
+        }
+        out.slots.push(slot);
+    }
+    out
+}
+
+/// One partition's batches, validated, or why the partition is refused.
+fn prepare_partition(
+    ctx: &Ctx,
+    acks: &Result<Acks, PartitionError>,
+    name: Option<&str>,
+    index: usize,
+    p: PartitionProduceData,
+) -> Result<ProduceItem, PartitionError> {
+    match (acks, name, p.records) {
+        (Err(e), _, _) => Err(e.clone()),
+        (_, None, _) => Err(PartitionError::UnknownTopicId),
+        (_, Some(n), _) if sluice_shard::admin::is_internal(n) => {
+            Err(PartitionError::InvalidTopic(format!("{n} is an internal topic")))
+        }
+        (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
+        (Ok(_), Some(name), Some(records)) => match split_batches(&records, max_batch(ctx, name)) {
+            Ok(batches) => {
+                let tp = TopicPartition::new(name, p.index);
+                if is_compacted(ctx, name) {
+                    check_keys(&batches, &tp)?;
+                }
+                Ok(ProduceItem { index, tp, batches })
+            }
+            Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
+            Err(e) => Err(PartitionError::CorruptBatch(e)),
+        },
+    }
+}
+
+/// The response, in the request's topic and partition order.
+fn response(
+    slots: Vec<TopicSlot>,
+    mut results: Vec<Option<Result<Appended, PartitionError>>>,
+    version: i16,
+) -> ProduceResponse {
+    let responses = slots
+        .into_iter()
+        .map(|slot| {
+            let partition_responses = slot
+                .partitions
+                .iter()
+                .map(|(partition, at)| {
+                    let r = results[*at].take().expect("every partition has a result");
+                    partition_response(*partition, &r, version)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(slot.name)
+                .with_topic_id(slot.id)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses).with_throttle_time_ms(0)
+}
+
+fn partition_response(partition: i32, r: &Result<Appended, PartitionError>, version: i16) -> PartitionProduceResponse {
+    let (code, message) = code_and_message(r);
+    let (base, start, append_time) = match r {
+        Ok(a) => (a.base_offset.0, a.log_start.0, a.log_append_time),
+        Err(_) => (-1, -1, -1),
+    };
+    let record_errors = match r {
+        Err(PartitionError::InvalidRecords(errors)) if version >= 8 => errors
+            .errors()
+            .iter()
+            .map(|e| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(e.batch_index)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(e.message.clone())))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    PartitionProduceResponse::default()
+        .with_index(partition)
+        .with_record_errors(record_errors)
+        .with_error_code(code)
+        .with_base_offset(base)
+        .with_log_append_time_ms(append_time)
+        .with_log_start_offset(if version >= 5 { start } else { -1 })
+        .with_error_message(if version >= 8 { message.map(StrBytes::from_string) } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::Offset;
+
+    #[test]
+    fn partition_answers_follow_the_version() {
+        let ok = Ok(Appended { base_offset: Offset(10), log_start: Offset(3), log_append_time: -1 });
+        let v4 = partition_response(2, &ok, 4);
+        assert_eq!((v4.index, v4.error_code, v4.base_offset, v4.log_start_offset), (2, 0, 10, -1));
+        let v5 = partition_response(2, &ok, 5);
+        assert_eq!(v5.log_start_offset, 3);
+        let err: Result<Appended, PartitionError> = Err(PartitionError::BatchTooLarge(9));
+        let v7 = partition_response(0, &err, 7);
+        assert_eq!((v7.base_offset, v7.error_message.is_none()), (-1, true), "no message before v8");
+        let v8 = partition_response(0, &err, 8);
+        assert_eq!(v8.error_code, crate::errors::code_and_message(&err).0);
+        assert!(v8.error_message.is_some_and(|m| m.contains('9')));
+    }
 }

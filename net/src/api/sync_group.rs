@@ -10,7 +10,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_shard::groups::{self, GroupAnswer, GroupOp, SyncRequest};
+use sluice_shard::groups::{self, SyncRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::SyncGroup, name: "SyncGroup", min_version: 0, max_version: 5, handle };
@@ -36,11 +36,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect(),
         };
         let reply = async move {
-            let result = match groups::call(&ctx.shard, &group_id, GroupOp::Sync(sync)).await {
-                Ok(GroupAnswer::Sync(r)) => r,
-                Ok(_) => unreachable!("sync answered with another operation's result"),
-                Err(e) => Err(e),
-            };
+            let result = groups::ask(&ctx.shard, &group_id, sync).await;
             let resp = match result {
                 Ok(s) => SyncGroupResponse::default()
                     .with_error_code(0)

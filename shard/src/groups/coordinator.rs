@@ -11,12 +11,13 @@ use super::group::{Limits, Step};
 use super::store;
 use super::table::{self, Groups, Records};
 use super::{
-    GroupAnswer, GroupDescription, GroupError, GroupListing, GroupOp, JoinRequest, JoinResponse, MemberRef, OffsetList,
-    OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
+    EachResult, GroupCall, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberRef,
+    OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
+use crate::msg::Call;
 use crate::shard::Shard;
 use sluice_core::batch::{self, Record};
-use sluice_core::{Offset, PartitionId, TopicPartition};
+use sluice_core::{PartitionId, ShardId, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -43,6 +44,15 @@ fn limits(shard: &Shard) -> Limits {
     }
 }
 
+/// A new member's id, as Kafka builds one (client id, then something unique): the client id
+/// (or "member"), the coordinator shard, a counter and a random part.
+fn member_id(client_id: &str, shard: ShardId, n: u64, random: u64) -> String {
+    let client = if client_id.is_empty() { "member" } else { client_id };
+    format!("{client}-{shard}-{n}-{random:016x}")
+}
+
+/// The answer of a join or sync; one whose rebalance was abandoned (its waiter dropped)
+/// is told to rejoin.
 async fn wait<T>(step: Step<T>) -> Result<T, GroupError> {
     match step {
         Step::Now(r) => r,
@@ -67,24 +77,26 @@ impl Coordinator {
         let n = self.next_member.get() + 1;
         self.next_member.set(n);
         let r = crate::metadata::random_bytes();
-        let client = if client_id.is_empty() { "member" } else { client_id };
-        format!("{client}-{}-{n}-{:016x}", shard.id, u64::from_le_bytes(r[..8].try_into().expect("8")))
+        member_id(client_id, shard.id, n, u64::from_le_bytes(r[..8].try_into().expect("8")))
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, op: GroupOp) -> GroupAnswer {
-        match op {
-            GroupOp::Join(r) => GroupAnswer::Join(self.join(shard, r).await),
-            GroupOp::Sync(r) => GroupAnswer::Sync(self.sync(shard, r).await),
-            GroupOp::Heartbeat(m) => GroupAnswer::Heartbeat(self.heartbeat(m)),
-            GroupOp::Leave { group_id, members } => GroupAnswer::Leave(self.leave(shard, &group_id, &members)),
-            GroupOp::Commit { member, offsets } => GroupAnswer::Commit(self.commit(shard, member, offsets).await),
-            GroupOp::FetchOffsets { group_id, topics } => GroupAnswer::FetchOffsets(Ok(self.fetch(&group_id, topics))),
-            GroupOp::Describe(g) => GroupAnswer::Describe(self.describe(&g)),
-            GroupOp::Delete(g) => GroupAnswer::Delete(self.delete(shard, &g).await),
-            GroupOp::DeleteOffsets { group_id, partitions } => {
-                GroupAnswer::DeleteOffsets(self.delete_offsets(shard, &group_id, partitions).await)
+    /// Runs one operation and sends its reply (a dropped receiver: the client went away).
+    pub async fn handle(&self, shard: &Rc<Shard>, call: GroupCall) {
+        match call {
+            GroupCall::Join(Call { req, reply }) => drop(reply.send(self.join(shard, req).await)),
+            GroupCall::Sync(Call { req, reply }) => drop(reply.send(self.sync(shard, req).await)),
+            GroupCall::Heartbeat(Call { req, reply }) => drop(reply.send(self.heartbeat(req.0))),
+            GroupCall::Leave(Call { req, reply }) => drop(reply.send(self.leave(shard, &req.group_id, &req.members))),
+            GroupCall::Commit(Call { req, reply }) => {
+                drop(reply.send(self.commit(shard, req.member, req.offsets).await))
             }
-            GroupOp::List => GroupAnswer::List(self.list()),
+            GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(self.fetch(&req.group_id, req.topics))),
+            GroupCall::Describe(Call { req, reply }) => drop(reply.send(self.describe(&req.0))),
+            GroupCall::Delete(Call { req, reply }) => drop(reply.send(self.delete(shard, &req.0).await)),
+            GroupCall::DeleteOffsets(Call { req, reply }) => {
+                drop(reply.send(self.delete_offsets(shard, &req.group_id, req.partitions).await))
+            }
+            GroupCall::List(Call { reply, .. }) => drop(reply.send(self.list())),
         }
     }
 
@@ -108,21 +120,11 @@ impl Coordinator {
         table::heartbeat(&mut self.groups.borrow_mut(), &m, Instant::now())
     }
 
-    fn leave(
-        &self,
-        shard: &Shard,
-        group_id: &str,
-        members: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    fn leave(&self, shard: &Shard, group_id: &str, members: &[(String, Option<String>)]) -> EachResult {
         table::leave(&mut self.groups.borrow_mut(), group_id, members, Instant::now(), &limits(shard))
     }
 
-    async fn commit(
-        &self,
-        shard: &Rc<Shard>,
-        member: MemberRef,
-        offsets: Vec<OffsetToCommit>,
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    async fn commit(&self, shard: &Rc<Shard>, member: MemberRef, offsets: Vec<OffsetToCommit>) -> EachResult {
         table::check_commit(&self.groups.borrow(), &member)?;
         let meta = shard.metadata();
         let plan =
@@ -149,12 +151,7 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn delete_offsets(
-        &self,
-        shard: &Rc<Shard>,
-        group_id: &str,
-        partitions: Vec<(String, i32)>,
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    async fn delete_offsets(&self, shard: &Rc<Shard>, group_id: &str, partitions: Vec<(String, i32)>) -> EachResult {
         let (results, records) = table::plan_delete_offsets(&self.groups.borrow(), group_id, &partitions)?;
         if !records.is_empty() {
             write(shard, group_id, records).await?;
@@ -183,27 +180,12 @@ impl Coordinator {
             if read.records.is_empty() {
                 break;
             }
-            let mut pos = 0;
-            while pos < read.records.len() {
-                let Ok(h) = batch::BatchHeader::parse(&read.records[pos..]) else { break };
-                let bytes = &read.records[pos..(pos + h.total_len()).min(read.records.len())];
-                match batch::records(bytes) {
-                    Ok(recs) => {
-                        for r in recs {
-                            match r.key.and_then(|k| store::decode(k, r.value)) {
-                                Some(e) => {
-                                    table::apply(&mut self.groups.borrow_mut(), e);
-                                    applied += 1;
-                                }
-                                None => self.skipped_records.set(self.skipped_records.get() + 1),
-                            }
-                        }
-                    }
-                    Err(_) => self.skipped_records.set(self.skipped_records.get() + 1),
-                }
-                offset = Offset(h.last_offset() + 1);
-                pos += h.total_len();
-            }
+            let chunk = table::replay_batches(&mut self.groups.borrow_mut(), &read.records);
+            applied += chunk.applied;
+            self.skipped_records.set(self.skipped_records.get() + chunk.skipped);
+            // No whole batch at the start of what was read: nothing more can be replayed.
+            let Some(next) = chunk.next else { break };
+            offset = next;
         }
         tracing::debug!(partition = log.name(), records = applied, "group coordinator state loaded");
         Ok(())
@@ -253,4 +235,29 @@ pub fn spawn_sweeper(shard: Rc<Shard>) {
         }
     })
     .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::oneshot;
+    use futures::executor::block_on;
+
+    #[test]
+    fn member_ids_name_the_client_and_are_unique_per_counter() {
+        assert_eq!(member_id("app", ShardId(2), 7, 0xab), "app-2-7-00000000000000ab");
+        assert!(member_id("", ShardId(0), 1, 1).starts_with("member-0-1-"));
+        assert_ne!(member_id("a", ShardId(0), 1, 5), member_id("a", ShardId(0), 2, 5));
+    }
+
+    #[test]
+    fn an_abandoned_wait_asks_to_rejoin() {
+        assert_eq!(block_on(wait(Step::Now(Ok(3)))), Ok(3));
+        let (tx, rx) = oneshot::channel::<Result<i32, GroupError>>();
+        tx.send(Err(GroupError::FencedInstanceId)).unwrap();
+        assert_eq!(block_on(wait(Step::Wait(rx))), Err(GroupError::FencedInstanceId));
+        let (tx, rx) = oneshot::channel::<Result<i32, GroupError>>();
+        drop(tx);
+        assert_eq!(block_on(wait(Step::Wait(rx))), Err(GroupError::RebalanceInProgress));
+    }
 }

@@ -13,7 +13,7 @@ mod group;
 pub mod store;
 mod table;
 
-use crate::msg::ShardMsg;
+use crate::msg::{operations, Call, Operation, ShardMsg};
 use crate::shard::Shard;
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -166,35 +166,80 @@ pub struct GroupListing {
 /// Offsets of a group: (topic, partition, committed or none).
 pub type OffsetList = Vec<(String, i32, Option<Committed>)>;
 
-/// An operation on one group (or, for `List`, on every group of a shard).
-#[derive(Debug)]
-pub enum GroupOp {
-    Join(JoinRequest),
-    Sync(SyncRequest),
-    Heartbeat(MemberRef),
-    Leave { group_id: String, members: Vec<(String, Option<String>)> },
-    Commit { member: MemberRef, offsets: Vec<OffsetToCommit> },
-    FetchOffsets { group_id: String, topics: Option<Vec<(String, Vec<i32>)>> },
-    Describe(String),
-    Delete(String),
-    DeleteOffsets { group_id: String, partitions: Vec<(String, i32)> },
-    List,
+/// Heartbeat of a member.
+#[derive(Debug, Clone)]
+pub struct HeartbeatRequest(pub MemberRef);
+
+/// LeaveGroup: (member id, instance id) pairs.
+#[derive(Debug, Clone)]
+pub struct LeaveRequest {
+    pub group_id: String,
+    pub members: Vec<(String, Option<String>)>,
 }
 
-/// The answer to a [`GroupOp`], same variant order.
-#[derive(Debug)]
-pub enum GroupAnswer {
-    Join(Result<JoinResponse, GroupError>),
-    Sync(Result<SyncResponse, GroupError>),
-    Heartbeat(Result<(), GroupError>),
-    Leave(Result<Vec<Result<(), GroupError>>, GroupError>),
-    Commit(Result<Vec<Result<(), GroupError>>, GroupError>),
-    FetchOffsets(Result<OffsetList, GroupError>),
-    Describe(Option<GroupDescription>),
-    Delete(Result<(), GroupError>),
-    DeleteOffsets(Result<Vec<Result<(), GroupError>>, GroupError>),
-    List(Vec<GroupListing>),
+/// OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub member: MemberRef,
+    pub offsets: Vec<OffsetToCommit>,
 }
+
+/// OffsetFetch: the listed partitions of the listed topics, or (`None`) every committed one.
+#[derive(Debug, Clone)]
+pub struct OffsetFetchRequest {
+    pub group_id: String,
+    pub topics: Option<Vec<(String, Vec<i32>)>>,
+}
+
+/// DescribeGroups of one group id.
+#[derive(Debug, Clone)]
+pub struct DescribeRequest(pub String);
+
+/// DeleteGroups of one group id.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest(pub String);
+
+/// OffsetDelete: (topic, partition) pairs.
+#[derive(Debug, Clone)]
+pub struct OffsetDeleteRequest {
+    pub group_id: String,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// ListGroups, of one shard's groups.
+#[derive(Debug, Clone)]
+pub struct ListRequest;
+
+/// One result per member, per offset or per partition, or an error for the whole request.
+pub type EachResult = Result<Vec<Result<(), GroupError>>, GroupError>;
+
+/// An operation on one group (or, for `List`, on every group of a shard), with its typed reply.
+#[derive(Debug)]
+pub enum GroupCall {
+    Join(Call<JoinRequest, Result<JoinResponse, GroupError>>),
+    Sync(Call<SyncRequest, Result<SyncResponse, GroupError>>),
+    Heartbeat(Call<HeartbeatRequest, Result<(), GroupError>>),
+    Leave(Call<LeaveRequest, EachResult>),
+    Commit(Call<CommitRequest, EachResult>),
+    FetchOffsets(Call<OffsetFetchRequest, OffsetList>),
+    Describe(Call<DescribeRequest, Option<GroupDescription>>),
+    Delete(Call<DeleteRequest, Result<(), GroupError>>),
+    DeleteOffsets(Call<OffsetDeleteRequest, EachResult>),
+    List(Call<ListRequest, Vec<GroupListing>>),
+}
+
+operations!(GroupCall {
+    JoinRequest => Join: Result<JoinResponse, GroupError>,
+    SyncRequest => Sync: Result<SyncResponse, GroupError>,
+    HeartbeatRequest => Heartbeat: Result<(), GroupError>,
+    LeaveRequest => Leave: EachResult,
+    CommitRequest => Commit: EachResult,
+    OffsetFetchRequest => FetchOffsets: OffsetList,
+    DescribeRequest => Describe: Option<GroupDescription>,
+    DeleteRequest => Delete: Result<(), GroupError>,
+    OffsetDeleteRequest => DeleteOffsets: EachResult,
+    ListRequest => List: Vec<GroupListing>,
+});
 
 /// Java's `String.hashCode`, which Kafka uses to place groups.
 pub fn java_hash(s: &str) -> i32 {
@@ -215,17 +260,27 @@ pub fn coordinator_shard(shard: &Shard, group_id: &str) -> Option<ShardId> {
 }
 
 /// Runs an operation on the group's coordinator shard.
-pub async fn call(shard: &Rc<Shard>, group_id: &str, op: GroupOp) -> Result<GroupAnswer, GroupError> {
+pub async fn call<O: Operation<GroupCall>>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<O::Reply, GroupError> {
     let owner = coordinator_shard(shard, group_id).ok_or(GroupError::CoordinatorNotAvailable)?;
     on_shard(shard, owner, op).await
 }
 
-async fn on_shard(shard: &Rc<Shard>, owner: ShardId, op: GroupOp) -> Result<GroupAnswer, GroupError> {
-    if owner == shard.id {
-        return Ok(shard.groups.handle(shard, op).await);
-    }
+/// [`call`] for an operation whose reply is itself a result: one error either way.
+pub async fn ask<T, O>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<T, GroupError>
+where
+    O: Operation<GroupCall, Reply = Result<T, GroupError>>,
+{
+    call(shard, group_id, op).await?
+}
+
+async fn on_shard<O: Operation<GroupCall>>(shard: &Rc<Shard>, owner: ShardId, op: O) -> Result<O::Reply, GroupError> {
     let (reply, rx) = oneshot::channel();
-    shard.send(owner, ShardMsg::Group { op, reply }).await.map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    let call = op.into_call(reply);
+    if owner == shard.id {
+        shard.groups.handle(shard, call).await;
+    } else {
+        shard.send(owner, ShardMsg::Group(call)).await.map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    }
     rx.await.map_err(|_| GroupError::CoordinatorNotAvailable)
 }
 
@@ -233,7 +288,7 @@ async fn on_shard(shard: &Rc<Shard>, owner: ShardId, op: GroupOp) -> Result<Grou
 pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
     let mut all = Vec::new();
     for s in 0..shard.n_shards {
-        if let Ok(GroupAnswer::List(l)) = on_shard(shard, ShardId(s as u16), GroupOp::List).await {
+        if let Ok(l) = on_shard(shard, ShardId(s as u16), ListRequest).await {
             all.extend(l);
         }
     }

@@ -14,6 +14,8 @@ use super::{
     Committed, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberDescription, MemberRef,
     OffsetList, OffsetToCommit, SyncRequest, SyncResponse,
 };
+use sluice_core::batch;
+use sluice_core::Offset;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -266,6 +268,45 @@ pub(crate) fn apply(groups: &mut Groups, e: Entry) {
             groups.remove(&group);
         }
     }
+}
+
+/// What replaying a chunk of `__consumer_offsets` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Records applied.
+    pub applied: u64,
+    /// Records (or whole batches) that could not be decoded: skipped, never half-applied.
+    pub skipped: u64,
+    /// The offset after the last batch walked; `None` when no batch header could be read.
+    pub next: Option<Offset>,
+}
+
+/// Replays the record batches in `bytes` (a read of the offsets partition, whole batches
+/// first; a cut last batch is walked as far as it goes).
+pub(crate) fn replay_batches(groups: &mut Groups, bytes: &[u8]) -> Replayed {
+    let mut done = Replayed::default();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Ok(h) = batch::BatchHeader::parse(&bytes[pos..]) else { break };
+        let one = &bytes[pos..(pos + h.total_len()).min(bytes.len())];
+        match batch::records(one) {
+            Ok(recs) => {
+                for r in recs {
+                    match r.key.and_then(|k| store::decode(k, r.value)) {
+                        Some(e) => {
+                            apply(groups, e);
+                            done.applied += 1;
+                        }
+                        None => done.skipped += 1,
+                    }
+                }
+            }
+            Err(_) => done.skipped += 1,
+        }
+        done.next = Some(Offset(h.last_offset() + 1));
+        pos += h.total_len();
+    }
+    done
 }
 
 /// The sweep: expires silent members and finishes rebalances; with `expire_before_ms`, also

@@ -35,8 +35,6 @@
 
 mod compaction;
 mod flush;
-// TODO(lead): remove after the read-path merge
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod read;
 mod retention;
 mod sync;

@@ -6,7 +6,11 @@
 //! offsets, gaps allowed, in a sealed segment compaction rewrote), the first at or before the
 //! offset asked for (or the first after it left by compaction), never beyond the high watermark; bytes that break that are a
 //! storage error naming the position ("segment damaged on disk"), never served and never an
-//! empty read below the high watermark.
+//! empty read below the high watermark. A batch's CRC-32C is checked once per copy in memory,
+//! not on every read: bytes this process wrote (the in-memory tail, chunks filled by the
+//! flusher's writes) were validated by produce; bytes read from the device are checked the
+//! first time they are read, and their cached chunk remembers the range checked
+//! ([`crate::cache::Got`]), so only a chunk loaded again from the device is checked again.
 
 use super::*;
 use sluice_core::batch::{HEADER_LEN, LOG_OVERHEAD};
@@ -37,7 +41,7 @@ impl PartitionLog {
                     // Stay within one cache chunk when more than one batch is taken.
                     let chunk = crate::cache::chunk_of(d[start].pos);
                     while end < d.len() && d[end].last < hwm {
-                        let l = d[end].len as usize;
+                        let l = usize::try_from(d[end].len).expect("a batch length fits in usize");
                         if end > start
                             && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk)
                         {
@@ -51,7 +55,7 @@ impl PartitionLog {
                     } else {
                         let pos = d[start].pos;
                         if active && pos >= st.tail_start {
-                            let at = (pos - st.tail_start) as usize;
+                            let at = usize::try_from(pos - st.tail_start).expect("a tail position fits in usize");
                             ReadPlan::Done(LogRead {
                                 records: Bytes::copy_from_slice(&st.tail[at..at + total]),
                                 high_watermark: Offset(hwm),
@@ -84,8 +88,10 @@ impl PartitionLog {
             }
             ReadPlan::Scan { file, pos, end, next } => {
                 match scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes, next.is_some()).await {
-                    // Compaction left nothing at or after `from` in this sealed segment.
-                    Ok(b) if b.is_empty() => {
+                    // The scan reached this sealed segment's end cleanly without a batch at
+                    // or after `from`: compaction removed the rest of it. (A damaged batch is
+                    // never skipped over: it comes back and fails its check below.)
+                    Ok(got) if got.bytes.is_empty() => {
                         let next = next.expect("only a sealed segment's scan comes back empty");
                         return Box::pin(self.read(Offset(next.max(from.0 + 1)), max_bytes)).await;
                     }
@@ -94,10 +100,7 @@ impl PartitionLog {
             }
         };
         match read {
-            Ok(records) => {
-                check_stored(&records, &self.name)?;
-                Ok(done(records))
-            }
+            Ok(got) => Ok(done(checked(got, &self.name)?)),
             // Retention deleted the segment meanwhile (its closed file cannot be reopened).
             Err(_) if from.0 < self.log_start().0 => Err(StorageError::OffsetOutOfRange {
                 requested: from.0,
@@ -199,29 +202,46 @@ fn record_with_timestamp(bytes: &[u8], h: &BatchHeader, name: &str) -> Result<i6
         .unwrap_or(h.base_offset))
 }
 
+/// The bytes of a read, their CRC-32Cs checked unless they were known valid ([`check_stored`]);
+/// a check that passes is remembered by their cached chunk. When a batch fails, the whole
+/// batches before it are answered (a consumer gets them and its next read starts at the
+/// damaged batch); a read that starts at a damaged batch is a storage error.
+fn checked(got: crate::cache::Got, name: &str) -> Result<Bytes, StorageError> {
+    let (pos, len) = (got.pos(), got.bytes.len());
+    if got.is_verified(pos, len) {
+        return Ok(got.bytes);
+    }
+    let (good, bad) = check_stored(&got.bytes);
+    crate::stats::with(|s| s.bytes_crc_checked += len as u64);
+    got.mark_verified(pos, good);
+    match bad {
+        None => Ok(got.bytes),
+        Some(_) if good > 0 => Ok(got.bytes.slice(..good)),
+        Some(offset) => Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check"))),
+    }
+}
+
 /// Checks the CRC-32C of every batch read back from a segment file. Recovery checks the tail
 /// it scans, but batches before a trusted index entry (after a clean shutdown) and sealed
 /// segments are not rescanned at start: a batch damaged on disk since it was written is found
-/// here, and answered with a storage error instead of being served.
-fn check_stored(records: &Bytes, name: &str) -> Result<(), StorageError> {
+/// here, and answered with a storage error instead of being served. Returns the length of
+/// the valid batches before the first that fails, and that one's base offset (-1 when its
+/// header does not parse).
+fn check_stored(records: &Bytes) -> (usize, Option<i64>) {
     let mut pos = 0;
     while pos + LOG_OVERHEAD <= records.len() {
-        let bad = match BatchHeader::parse(&records[pos..]) {
+        match BatchHeader::parse(&records[pos..]) {
             Ok(h)
                 if pos + h.total_len() <= records.len()
                     && batch::validate(&records[pos..pos + h.total_len()]).is_ok() =>
             {
                 pos += h.total_len();
-                None
             }
-            Ok(h) => Some(h.base_offset),
-            Err(_) => Some(-1),
-        };
-        if let Some(offset) = bad {
-            return Err(damaged(name, format!("the batch at offset {offset} fails its CRC-32C check")));
+            Ok(h) => return (pos, Some(h.base_offset)),
+            Err(_) => return (pos, Some(-1)),
         }
     }
-    Ok(())
+    (pos, None)
 }
 
 /// The error for a stored batch that cannot be what was written (its CRC fails, or its length
@@ -252,6 +272,34 @@ fn bad_header(name: &str, pos: u64, e: batch::BatchError) -> StorageError {
     damaged(name, format!("the batch header at byte {pos} does not parse ({e})"))
 }
 
+/// What a scan answers when no batch at or after `from` is before `end`: in a sealed segment,
+/// after checking the last batch skipped, nothing (the offsets after it were compacted away:
+/// the caller goes on with the next segment); elsewhere, an offset that should be here is not.
+async fn not_here(
+    file: &Rc<SegFile>,
+    name: &str,
+    sealed: bool,
+    skipped: Option<(u64, usize)>,
+    from: i64,
+    at: u64,
+) -> Result<crate::cache::Got, StorageError> {
+    if !sealed {
+        return Err(missing(name, from, at));
+    }
+    check_skipped(file, name, skipped).await?;
+    Ok(crate::cache::Got::unverified(Bytes::new(), at))
+}
+
+/// Checks the CRC-32C of the batch a scan skipped last, before a gap in offsets: only an
+/// intact batch's last offset says the offsets after it are gone (compacted), not damaged.
+async fn check_skipped(file: &Rc<SegFile>, name: &str, skipped: Option<(u64, usize)>) -> Result<(), StorageError> {
+    let Some((pos, len)) = skipped else { return Ok(()) };
+    let bytes = crate::cache::read_direct(file, name, pos, len).await?;
+    batch::validate(&bytes)
+        .map(|_| ())
+        .map_err(|e| damaged(name, format!("the batch at byte {pos}, before a gap in offsets, fails its check ({e})")))
+}
+
 /// Reads exactly `len` bytes at `pos`.
 pub(super) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
     crate::cache::read_direct(file, name, pos, len).await
@@ -272,7 +320,10 @@ pub(super) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: us
 ///
 /// In a sealed segment (`sealed`), which compaction may have rewritten, offsets only have to
 /// increase (gaps are normal), the first batch may start after `from`, and finding no batch
-/// at or after `from` answers empty (the caller goes on with the next segment).
+/// at or after `from` answers empty (the caller goes on with the next segment). A gap is
+/// taken as compaction's only when the batch skipped before it passes its CRC-32C check (its
+/// last offset is covered by it); the batches served are checked by the caller, so a read
+/// that starts at a damaged batch fails and one before it gets the valid batches before it.
 #[allow(clippy::too_many_arguments)]
 async fn scan_read(
     file: &Rc<SegFile>,
@@ -283,9 +334,11 @@ async fn scan_read(
     hwm: i64,
     max_bytes: usize,
     sealed: bool,
-) -> Result<Bytes, StorageError> {
-    let not_here =
-        |name: &str, from: i64, at: u64| if sealed { Ok(Bytes::new()) } else { Err(missing(name, from, at)) };
+) -> Result<crate::cache::Got, StorageError> {
+    // The last batch skipped as before `from` (file position, length): when the batches end
+    // before `from` or the next one starts after it, its CRC-32C decides between a gap
+    // compaction left and damage (a last offset damaged on disk would hide offsets).
+    let mut skipped: Option<(u64, usize)> = None;
     use crate::cache::{self, CHUNK};
     let mut at = pos;
     let mut exact: Option<usize> = None;
@@ -294,18 +347,19 @@ async fn scan_read(
     for _ in 0..1024 {
         if at >= end {
             // Every batch from the index position on was before `from`: it is not here.
-            return not_here(name, from, at);
+            return not_here(file, name, sealed, skipped, from, at).await;
         }
-        let data = match exact.take() {
+        let got = match exact.take() {
             Some(len) => {
                 crate::stats::with(|s| s.disk_reads += 1);
-                cache::read_direct(file, name, at, len).await?
+                cache::Got::unverified(cache::read_direct(file, name, at, len).await?, at)
             }
             None => {
-                let w = ((CHUNK - at % CHUNK).min(end - at)) as usize;
+                let w = usize::try_from((CHUNK - at % CHUNK).min(end - at)).expect("at most a chunk");
                 cache::read(file, name, at, w, end, false).await?
             }
         };
+        let data = &got.bytes;
         let mut p = 0usize;
         let mut first: Option<usize> = None;
         let mut stop = 0usize;
@@ -350,6 +404,7 @@ async fn scan_read(
                 break;
             }
             if h.last_offset() < from {
+                skipped = Some((at + p as u64, len));
                 p += len;
                 prev_last = Some(h.last_offset());
                 continue;
@@ -369,6 +424,10 @@ async fn scan_read(
                 }
                 break;
             }
+            if first.is_none() && h.base_offset > from {
+                // A gap before `from` (only a sealed segment gets here).
+                check_skipped(file, name, skipped).await?;
+            }
             let f = *first.get_or_insert(p);
             if p > f && p + len - f > max_bytes {
                 break;
@@ -379,26 +438,26 @@ async fn scan_read(
         }
         if let Some(f) = first {
             if stop > f {
-                return Ok(data.slice(f..stop));
+                return Ok(got.slice(f..stop));
             }
         }
         if padding {
-            return not_here(name, from, at + p as u64);
+            return not_here(file, name, sealed, skipped, from, at + p as u64).await;
         }
         if p == 0 && need.is_none() {
             // Not even one header parsed: a header split by the chunk edge, or a remainder
             // too short for one.
             if (data.len() as u64) < (end - at).min(CHUNK) {
-                let rest = (end - at) as usize;
-                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK as usize)).await?;
+                let rest = usize::try_from(end - at).unwrap_or(usize::MAX);
+                let h = cache::read_direct(file, name, at, rest.min(crate::cache::CHUNK_BYTES)).await?;
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
-                    Err(_) if is_padding(&h) => return not_here(name, from, at),
+                    Err(_) if is_padding(&h) => return not_here(file, name, sealed, skipped, from, at).await,
                     Err(e) => return Err(bad_header(name, at, e)),
                 }
             } else {
-                return not_here(name, from, at);
+                return not_here(file, name, sealed, skipped, from, at).await;
             }
         }
         at += p as u64;

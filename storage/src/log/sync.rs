@@ -1,17 +1,21 @@
 //! The shard's sync rounds: one task per shard (thread) that makes written bytes durable for
 //! every log of the shard at once. A log whose writer completed a write registers itself
 //! ([`request`]); a round takes every registered target's [`SyncPoint`] (what is written now),
-//! submits all their fdatasyncs together (glommio puts them in one io_uring submission), waits
-//! for all, and hands each target its own result. Writes that complete while a round is in
-//! flight register for the next round, so a sync never delays a write and one round covers
-//! every partition with pending bytes.
+//! submits all their fdatasyncs together (glommio puts them in one io_uring submission), and
+//! hands each target its own result as soon as that target's fdatasync returns, so no log's
+//! durable mark waits for the slowest file of its round. The next round starts when every sync
+//! of the current one returned: writes that complete meanwhile register for it, so a sync never
+//! delays a write, one round covers every partition with pending bytes, and the device gets
+//! the round's flushes together (measured better for throughput than letting rounds overlap:
+//! ARCHITECTURE.md).
 //!
 //! Contract: a target's durable mark advances only to the point its round snapshotted, after
 //! that point's fdatasync returned Ok; a failed sync is reported to its target alone (which
 //! rolls back to its last durable batch); a point taken before a rollback of its target is
 //! ignored by it (the generation it carries no longer matches). Rounds run one at a time per
-//! shard. The interface is the [`SyncTarget`] trait, so other logs of the shard (a Raft log of
-//! many partitions, later) can share the same rounds.
+//! shard, so a target has at most one point outstanding. The interface is the [`SyncTarget`]
+//! trait, so other logs of the shard (a Raft log of many partitions, later) can share the same
+//! rounds.
 
 use crate::file::SegFile;
 use futures::future::join_all;
@@ -97,21 +101,19 @@ async fn rounds(s: Rc<Syncer>) {
             continue;
         }
         // All submitted before the first is awaited: one io_uring submission for the round.
-        let results = join_all(points.iter().map(|(_, p)| async {
+        // Each target gets its result when its own sync returns, not when the round ends.
+        let issued = u64::try_from(points.len()).unwrap_or(u64::MAX);
+        join_all(points.into_iter().map(|(target, point)| async move {
             let started = std::time::Instant::now();
-            let r = p.file.fdatasync().await;
-            (r, u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+            let result = point.file.fdatasync().await;
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            crate::stats::with(|st| st.fsync_us.saturating_record(us));
+            target.synced(point, result);
         }))
         .await;
         crate::stats::with(|st| {
-            for (_, us) in &results {
-                st.fsync_us.saturating_record(*us);
-            }
             st.sync_rounds += 1;
-            st.syncs += u64::try_from(points.len()).unwrap_or(u64::MAX);
+            st.syncs += issued;
         });
-        for ((target, point), (result, _)) in points.into_iter().zip(results) {
-            target.synced(point, result);
-        }
     }
 }

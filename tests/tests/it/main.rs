@@ -10,6 +10,7 @@ mod acks;
 mod admin;
 mod affinity;
 mod create_rollback;
+mod damaged;
 mod hostile;
 mod invalid_batch;
 mod long_poll;

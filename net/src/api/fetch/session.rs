@@ -256,10 +256,10 @@ fn new_id(shard_index: usize) -> i32 {
     });
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(n);
+    // 23 random bits above the shard's byte: positive, never 0.
     let high = u32::try_from(h.finish() & 0x007f_ffff).expect("23 bits");
     let high = if high == 0 { 1 } else { high };
     let low = u32::try_from(shard_index & 0xff).expect("8 bits");
-    // At most 31 bits: positive.
     i32::try_from((high << 8) | low).expect("31 bits")
 }
 

@@ -245,3 +245,146 @@ fn sweep_expires_members_then_old_offsets_of_empty_groups() {
     assert!(groups.contains_key("g") && !groups.contains_key("other"));
     assert_eq!(expiry_records("g", &expired[0].1), vec![(store::offset_key("g", "t", 0), Vec::new())]);
 }
+
+/// An offsets operation of the property test below.
+#[derive(Debug, Clone)]
+enum OffsetOp {
+    Commit { group: usize, topic: usize, partition: i32, offset: i64 },
+    DeleteOffset { group: usize, topic: usize, partition: i32 },
+    DeleteGroup { group: usize },
+    Expire { before_step: u64 },
+}
+
+fn offset_op() -> impl proptest::strategy::Strategy<Value = OffsetOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..4usize, 0..2usize, 0..3i32, 0..1000i64)
+            .prop_map(|(group, topic, partition, offset)| OffsetOp::Commit { group, topic, partition, offset }),
+        2 => (0..4usize, 0..2usize, 0..3i32).prop_map(|(group, topic, partition)| OffsetOp::DeleteOffset { group, topic, partition }),
+        1 => (0..4usize).prop_map(|group| OffsetOp::DeleteGroup { group }),
+        1 => (0..40u64).prop_map(|before_step| OffsetOp::Expire { before_step }),
+    ]
+}
+
+/// Replays records into a second table, as a shard does when it opens `__consumer_offsets`.
+fn replay(replica: &mut Groups, records: &Records) {
+    for (k, v) in records {
+        apply(replica, store::decode(k, Some(v)).expect("our own records decode"));
+    }
+}
+
+proptest::proptest! {
+    /// Commits, offset deletes, group deletes and expiry by offset retention, with groups "g0"
+    /// to "g2" without members and "g" (a live member subscribed to "t") among them: the table
+    /// keeps what a plain map of offsets says it should (a live group refuses member-less
+    /// commits, deleting its subscribed topic's offsets and being deleted, and its offsets do
+    /// not expire), and replaying the records written so far rebuilds the same offsets.
+    #[test]
+    fn offsets_follow_a_model_and_replay_to_the_same_table(ops in proptest::collection::vec(offset_op(), 1..40)) {
+        let names = ["g0", "g1", "g2", "g"];
+        let topics = ["t", "u"];
+        let now = Instant::now();
+        let mut groups = Groups::new();
+        let mut replica = Groups::new();
+        stable_group(&mut groups, now);
+        let record = GroupRecord { generation: 1, protocol_type: "consumer".into(), protocol: "range".into() };
+        replay(&mut replica, &vec![(store::group_key("g"), store::group_value(&record))]);
+        // The model: (group, topic, partition) → (offset, commit time).
+        let mut model: std::collections::BTreeMap<(String, String, i32), (i64, i64)> = Default::default();
+        for (step, op) in ops.into_iter().enumerate() {
+            let now_ms = step as i64 * 1000;
+            match op {
+                OffsetOp::Commit { group, topic, partition, offset: o } => {
+                    let g = names[group];
+                    let r = check_commit(&groups, &member(g, "", -1));
+                    proptest::prop_assert_eq!(r.is_ok(), g != "g", "{:?}", r);
+                    if r.is_ok() {
+                        let plan = plan_commit(g, vec![offset(topics[topic], partition, o)], now_ms, |_, _| true);
+                        replay(&mut replica, &plan.records);
+                        apply_commit(&mut groups, g, plan.accepted);
+                        model.insert((g.into(), topics[topic].into(), partition), (o, now_ms));
+                    }
+                }
+                OffsetOp::DeleteOffset { group, topic, partition } => {
+                    let g = names[group];
+                    let key = (g.to_string(), topics[topic].to_string(), partition);
+                    let parts = vec![(topics[topic].to_string(), partition)];
+                    match plan_delete_offsets(&groups, g, &parts) {
+                        Err(e) => proptest::prop_assert_eq!(e, GroupError::GroupIdNotFound),
+                        Ok((results, records)) => {
+                            let refused = g == "g" && topics[topic] == "t";
+                            proptest::prop_assert_eq!(results[0].is_err(), refused);
+                            replay(&mut replica, &records);
+                            finish_delete_offsets(&mut groups, g, &parts, &results);
+                            if !refused {
+                                model.remove(&key);
+                            }
+                        }
+                    }
+                }
+                OffsetOp::DeleteGroup { group } => {
+                    let g = names[group];
+                    match plan_delete(&groups, g) {
+                        Err(e) if g == "g" => proptest::prop_assert_eq!(e, GroupError::NonEmptyGroup),
+                        Err(e) => proptest::prop_assert_eq!(e, GroupError::GroupIdNotFound),
+                        Ok(records) => {
+                            replay(&mut replica, &records);
+                            finish_delete(&mut groups, g);
+                            model.retain(|(mg, _, _), _| mg != g);
+                        }
+                    }
+                }
+                OffsetOp::Expire { before_step } => {
+                    let horizon = before_step as i64 * 1000;
+                    for (g, keys) in tick(&mut groups, now, &limits(), Some(horizon)) {
+                        replay(&mut replica, &expiry_records(&g, &keys));
+                    }
+                    model.retain(|(g, _, _), (_, at)| g == "g" || *at >= horizon);
+                }
+            }
+            for g in names {
+                let live = fetch(&groups, g, None);
+                let expected: Vec<(String, i32, i64, i64)> =
+                    model.iter().filter(|((mg, _, _), _)| mg == g).map(|((_, t, p), (o, at))| (t.clone(), *p, *o, *at)).collect();
+                let got: Vec<(String, i32, i64, i64)> = live
+                    .iter()
+                    .map(|(t, p, c)| {
+                        let c = c.as_ref().expect("every listed offset is committed");
+                        (t.clone(), *p, c.offset, c.commit_timestamp_ms)
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(&got, &expected, "group {}", g);
+                proptest::prop_assert_eq!(fetch(&replica, g, None), live, "replayed group {}", g);
+            }
+            proptest::prop_assert_eq!(groups["g"].state, State::Stable);
+        }
+    }
+}
+
+/// A v2 batch of `records` (key, value) placed at `base` offset.
+fn batch_at(base: i64, records: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let recs: Vec<sluice_core::batch::Record<'_>> =
+        records.iter().map(|(k, v)| sluice_core::batch::Record { key: Some(k), value: v }).collect();
+    let mut b = sluice_core::batch::build(&recs, 0);
+    b[..8].copy_from_slice(&base.to_be_bytes());
+    b
+}
+
+#[test]
+fn replay_applies_what_decodes_and_skips_the_rest() {
+    let c = Committed { offset: 42, leader_epoch: 1, metadata: None, commit_timestamp_ms: 7 };
+    let g = GroupRecord { generation: 3, protocol_type: "consumer".into(), protocol: "range".into() };
+    let (ok_key, ok_value) = (store::offset_key("g", "t", 0), store::offset_value(&c));
+    let mut bytes = batch_at(0, &[(&ok_key, &ok_value), (&[9], b"not ours")]);
+    let mut compressed = batch_at(2, &[(&ok_key, &ok_value)]);
+    compressed[22] |= 1; // gzip: records cannot be read in place
+    bytes.extend_from_slice(&compressed);
+    bytes.extend_from_slice(&batch_at(5, &[(&store::group_key("g"), &store::group_value(&g))]));
+    bytes.extend_from_slice(&[0, 0, 0]); // a cut tail: no header
+    let mut groups = Groups::new();
+    let done = replay_batches(&mut groups, &bytes);
+    assert_eq!(done, Replayed { applied: 2, skipped: 2, next: Some(sluice_core::Offset(6)) });
+    assert_eq!(groups["g"].offsets[&("t".to_string(), 0)], c);
+    assert_eq!(groups["g"].generation, 3);
+    assert_eq!(replay_batches(&mut groups, &[1, 2, 3]), Replayed::default(), "nothing to walk");
+}
