@@ -175,7 +175,7 @@ fn a_sealed_segments_time_index_points_inside_it() {
         for w in bases.windows(2) {
             let (base, next) = (w[0], w[1]);
             let times = std::fs::read(d.join(format!("{base:020}.timeindex"))).unwrap();
-            assert!(!times.is_empty() && times.len() % 12 == 0, "segment {base}: {} bytes", times.len());
+            assert!(!times.is_empty() && times.len().is_multiple_of(12), "segment {base}: {} bytes", times.len());
             let last = &times[times.len() - 12..];
             let ts = i64::from_be_bytes(last[..8].try_into().unwrap());
             let rel = i64::from(u32::from_be_bytes(last[8..].try_into().unwrap()));
