@@ -277,6 +277,64 @@ pub fn split_batches(records: &Bytes, max_batch: usize) -> Result<Vec<(BatchHead
     Ok(out)
 }
 
+/// One refused record of a batch, as Kafka's `ProduceResponse.RecordError`: the record's index
+/// in its batch and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
+
+/// The records of one batch that Kafka's `LogValidator` refuses one by one (it fails the whole
+/// batch: `RecordValidationException`, INVALID_RECORD with `record_errors`). Displayed as
+/// Kafka's partition-level error message. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordErrors(Vec<RecordError>);
+
+impl RecordErrors {
+    /// `None` when nothing was refused.
+    pub fn new(errors: Vec<RecordError>) -> Option<RecordErrors> {
+        (!errors.is_empty()).then_some(RecordErrors(errors))
+    }
+
+    pub fn errors(&self) -> &[RecordError] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RecordErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Kafka: "... only showing the first three errors at most: " + a Java List's toString
+        // of RecordError(batchIndex=i, message='m').
+        write!(
+            f,
+            "One or more records have been rejected due to {} record errors in total, and only showing the first \
+             three errors at most: [",
+            self.0.len()
+        )?;
+        for (i, e) in self.0.iter().take(3).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}RecordError(batchIndex={}, message='{}')", e.batch_index, e.message)?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// The records without a key in an uncompressed batch (header included), refused as Kafka
+/// refuses them on a compacted topic; `topic_partition` is Kafka's `topic-partition` text.
+pub fn keyless_records(batch: &[u8], topic_partition: &str) -> Result<Option<RecordErrors>, BatchError> {
+    let errors = records(batch)?
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| RecordError {
+            batch_index: i32::try_from(i).unwrap_or(i32::MAX),
+            message: format!("Compacted topic cannot accept message without key in topic partition {topic_partition}"),
+        })
+        .collect();
+    Ok(RecordErrors::new(errors))
+}
+
 /// One record for [`build`].
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
@@ -374,6 +432,25 @@ pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
     let mut out = Vec::with_capacity(cap);
     for _ in 0..header.records_count {
         out.push(next_record(&mut cur)?);
+    }
+    Ok(out)
+}
+
+/// Like [`records`], with each record's byte range in `batch` (its length varint included), so
+/// that records can be copied verbatim into a new batch (log compaction).
+pub fn records_with_spans(batch: &[u8]) -> Result<Vec<(RecordView<'_>, std::ops::Range<usize>)>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::InvalidHeader("compressed batch: records cannot be read in place"));
+    }
+    let end = header.total_len().min(batch.len());
+    let mut cur = RecordCursor::new(&batch[..end], HEADER_LEN);
+    let cap = usize::try_from(header.records_count).unwrap_or(0).min(end.saturating_sub(HEADER_LEN) / 7);
+    let mut out = Vec::with_capacity(cap);
+    for _ in 0..header.records_count {
+        let start = cur.pos;
+        let r = next_record(&mut cur)?;
+        out.push((r, start..cur.pos));
     }
     Ok(out)
 }
@@ -645,6 +722,32 @@ mod tests {
         assert!(client_check(&b).is_ok());
         let b = with_i32(b, 23, 4);
         assert!(matches!(client_check(&b), Err(BatchError::Invalid(InvalidRecord::CountMismatch { .. }))));
+    }
+
+    #[test]
+    fn keyless_records_are_listed_with_kafkas_messages() {
+        let b = build(
+            &[
+                Record { key: Some(b"k"), value: b"1" },
+                Record { key: None, value: b"2" },
+                Record { key: Some(b""), value: b"3" },
+                Record { key: None, value: b"4" },
+            ],
+            5,
+        );
+        let errs = keyless_records(&b, "t-0").unwrap().unwrap();
+        let idx: Vec<i32> = errs.errors().iter().map(|e| e.batch_index).collect();
+        assert_eq!(idx, vec![1, 3], "an empty key is a key; a null one is not");
+        assert_eq!(
+            errs.errors()[0].message,
+            "Compacted topic cannot accept message without key in topic partition t-0"
+        );
+        assert!(errs.to_string().starts_with(
+            "One or more records have been rejected due to 2 record errors in total, and only showing the first \
+             three errors at most: [RecordError(batchIndex=1, message='Compacted topic"
+        ));
+        let keyed = build(&[Record { key: Some(b"k"), value: b"1" }], 5);
+        assert_eq!(keyless_records(&keyed, "t-0").unwrap(), None);
     }
 
     #[test]

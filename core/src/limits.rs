@@ -117,6 +117,16 @@ pub const FETCH_SESSION_PARTITIONS_PER_SHARD: usize = 200_000;
 /// Largest records section the broker decompresses to read records in a compressed batch
 /// (ListOffsets MAX_TIMESTAMP); a larger one is an error, never an allocation.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of keys (plus `COMPACTION_KEY_MAP_ENTRY_OVERHEAD` each) one compaction pass may hold
+/// in its key map (Kafka: `log.cleaner.dedupe.buffer.size`); a pass whose dirty keys do not fit
+/// cleans up to the last segment whose keys did, and the next pass goes on from there.
+pub const COMPACTION_KEY_MAP_BYTES: usize = 32 * 1024 * 1024;
+/// Largest segment a compaction pass reads (whole, into memory): a larger one ends the
+/// pass's dirty range before it and is left as it is (a topic compacted with the default
+/// 1 GiB `segment.bytes` is cleaned only up to its first such segment).
+pub const COMPACTION_MAX_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
+/// Bytes counted per key-map entry besides the key (hash table slot, offset, allocation).
+pub const COMPACTION_KEY_MAP_ENTRY_OVERHEAD: usize = 48;
 /// Default of `max_response_bytes_per_shard`: bytes of responses one shard may hold built but
 /// not yet written to their sockets (clients that do not read). A Fetch answer is cut to what
 /// is left, except its first batch, so the total can exceed this by one batch per connection.
@@ -317,3 +327,6 @@ const _: () = assert!(
 );
 const _: () = assert!(TXN_SWEEP_INTERVAL_MS >= 1 && TXN_SWEEP_INTERVAL_MS <= DEFAULT_TRANSACTION_MAX_TIMEOUT_MS);
 const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "timeouts travel as i32");
+// A key map holds at least the keys of one largest batch, so every pass makes progress.
+const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
+const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);

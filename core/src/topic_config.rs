@@ -198,7 +198,7 @@ pub const DEFS: &[Def] = &[
         default: "delete",
         broker_synonym: "log.cleanup.policy",
         kind: Kind::ListOf(&["delete", "compact"]),
-        doc: "delete old segments, or compact (compaction not implemented: kept as delete)",
+        doc: "delete old segments, compact (keep the last record per key), or both",
     },
     Def {
         name: "compression.type",

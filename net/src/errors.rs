@@ -24,6 +24,7 @@ pub fn code(e: &PartitionError) -> i16 {
             | BatchError::TooLarge(_) => K::CorruptMessage,
         },
         PartitionError::BatchTooLarge(_) => K::MessageTooLarge,
+        PartitionError::InvalidRecords(_) => K::InvalidRecord,
         PartitionError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,
         PartitionError::Storage(_) => K::KafkaStorageError,
         PartitionError::InvalidTopic(_) => K::InvalidTopicException,

@@ -15,6 +15,10 @@ pub enum PartitionError {
     CorruptBatch(BatchError),
     #[error("record batch too large: {0} bytes")]
     BatchTooLarge(usize),
+    /// Records Kafka refuses one by one (INVALID_RECORD with `record_errors`), e.g. a record
+    /// without a key on a compacted topic; displayed as Kafka's message.
+    #[error("{0}")]
+    InvalidRecords(sluice_core::batch::RecordErrors),
     #[error("offset {requested} out of range [{start}, {end}]")]
     OffsetOutOfRange { requested: i64, start: i64, end: i64 },
     #[error("storage error: {0}")]

@@ -72,10 +72,53 @@ pub fn log_config(
         segment_bytes: get("segment.bytes").map(at_least_one).unwrap_or(d.segment_bytes),
         segment_ms: get("segment.ms").map(at_least_one).unwrap_or(d.segment_ms),
         index_interval_bytes: get("index.interval.bytes").map(at_least_one).unwrap_or(d.index_interval_bytes),
-        retention_ms: get("retention.ms").unwrap_or(d.retention_ms),
-        retention_bytes: get("retention.bytes").unwrap_or(d.retention_bytes),
+        // A topic whose cleanup.policy lacks `delete` (compact only) loses nothing to retention.
+        retention_ms: if deletes(configs, broker) { get("retention.ms").unwrap_or(d.retention_ms) } else { -1 },
+        retention_bytes: if deletes(configs, broker) {
+            get("retention.bytes").unwrap_or(d.retention_bytes)
+        } else {
+            -1
+        },
         producer_id_expiration_ms,
     }
+}
+
+/// The topic's effective `cleanup.policy` names `policy`.
+fn policy_has(
+    configs: &std::collections::BTreeMap<String, String>,
+    broker: &std::collections::BTreeMap<String, String>,
+    policy: &str,
+) -> bool {
+    sluice_core::topic_config::effective_with(configs, broker, "cleanup.policy")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == policy))
+}
+
+fn deletes(
+    configs: &std::collections::BTreeMap<String, String>,
+    broker: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    policy_has(configs, broker, "delete")
+}
+
+/// The compaction settings of a topic whose `cleanup.policy` contains `compact`, else `None`.
+pub fn compaction_config(
+    configs: &std::collections::BTreeMap<String, String>,
+    broker: &std::collections::BTreeMap<String, String>,
+) -> Option<sluice_storage::compact::CompactionConfig> {
+    if !policy_has(configs, broker, "compact") {
+        return None;
+    }
+    let d = sluice_storage::compact::CompactionConfig::default();
+    let get = |k: &str| sluice_core::topic_config::effective_with(configs, broker, k).map(str::trim);
+    let long = |k: &str, default: i64| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(default);
+    Some(sluice_storage::compact::CompactionConfig {
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(d.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", d.min_compaction_lag_ms),
+        max_compaction_lag_ms: long("max.compaction.lag.ms", d.max_compaction_lag_ms),
+        delete_retention_ms: long("delete.retention.ms", d.delete_retention_ms),
+    })
 }
 
 /// Counters this shard keeps about itself.
@@ -402,6 +445,31 @@ impl Shard {
         for log in logs {
             if let Err(e) = log.enforce_retention(now).await {
                 tracing::warn!(partition = log.name(), error = %e, "retention failed");
+            }
+        }
+        self.compact_logs().await;
+    }
+
+    /// One compaction pass, when due, on every owned log of a compacted topic (after
+    /// retention, on the same timer, so the two never overlap on a log). Passes run one log at
+    /// a time and yield to the shard's other tasks between segments.
+    async fn compact_logs(&self) {
+        let due: Vec<(Rc<PartitionLog>, sluice_storage::compact::CompactionConfig)> = {
+            let meta = self.metadata();
+            self.logs
+                .borrow()
+                .iter()
+                .filter_map(|(tp, o)| {
+                    let configs = &meta.topics.get(&tp.topic)?.configs;
+                    Some((o.log.clone(), compaction_config(configs, &self.topic_defaults)?))
+                })
+                .collect()
+        };
+        for (log, cfg) in due {
+            match log.compact(&cfg, sluice_core::clock::now_ms()).await {
+                Ok(Some(stats)) => tracing::debug!(partition = log.name(), ?stats, "compaction pass"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(partition = log.name(), error = %e, "compaction failed"),
             }
         }
     }

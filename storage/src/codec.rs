@@ -1,6 +1,7 @@
 //! Decompression of a v2 batch's records section, for the few reads that need records inside a
 //! compressed batch (ListOffsets MAX_TIMESTAMP: the offset of the record with the largest
-//! timestamp).
+//! timestamp; Produce to a compacted topic: the keys; log compaction), and compression of a
+//! records section with a batch's codec ([`compressed`], for batches compaction rebuilds).
 //!
 //! Contract: [`uncompressed`] returns the batch as an uncompressed batch holding the same
 //! records (header copied, codec bits cleared, `batchLength` fixed; the CRC is not recomputed,
@@ -47,6 +48,30 @@ pub fn uncompressed(batch: &[u8], h: &BatchHeader) -> Result<Vec<u8>, CodecError
     out[21..23].copy_from_slice(&attributes.to_be_bytes());
     out.extend_from_slice(&records);
     Ok(out)
+}
+
+/// `records` (a batch's uncompressed records section) compressed with `codec` as Kafka's
+/// clients write it (gzip, raw snappy, the LZ4 frame format, zstd), for batches the broker
+/// rebuilds (log compaction). Codec 0 returns the bytes as they are.
+pub fn compressed(records: &[u8], codec: i16) -> Result<Vec<u8>, CodecError> {
+    use std::io::Write;
+    let io = |c: &'static str| move |e: std::io::Error| corrupt(c, e);
+    match codec {
+        0 => Ok(records.to_vec()),
+        1 => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(records).map_err(io("gzip"))?;
+            e.finish().map_err(io("gzip"))
+        }
+        2 => snap::raw::Encoder::new().compress_vec(records).map_err(|e| corrupt("snappy", e)),
+        3 => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(records).map_err(io("lz4"))?;
+            e.finish().map_err(|e| corrupt("lz4", e))
+        }
+        4 => zstd::encode_all(records, 3).map_err(io("zstd")),
+        other => Err(CodecError::UnknownCodec(other)),
+    }
 }
 
 fn corrupt(codec: &'static str, e: impl std::fmt::Display) -> CodecError {

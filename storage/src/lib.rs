@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod codec;
+pub mod compact;
 pub mod disk;
 pub mod error;
 mod file;
@@ -30,5 +31,5 @@ pub mod watermark;
 pub use disk::Disk;
 pub use error::StorageError;
 pub use file::{open_file_stats, set_open_file_limit};
-pub use log::{AppendInfo, LogConfig, LogRead, PartitionLog, WriteGeneration};
+pub use log::{AppendInfo, CompactStats, LogConfig, LogRead, PartitionLog, WriteGeneration};
 pub use probe::probe_direct_io;

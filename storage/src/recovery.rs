@@ -37,6 +37,9 @@ pub(crate) struct ScanFrom {
     pub offset: i64,
     /// Base offset of the segment (index entries are relative to it).
     pub segment_base: i64,
+    /// Offsets may jump forward between batches (a sealed segment compaction rewrote); the
+    /// active segment is never compacted, so there a jump is damage.
+    pub gaps: bool,
 }
 
 /// Scans from `from` to the end of the file, extending `index` as batches pass.
@@ -97,7 +100,7 @@ pub(crate) async fn scan(
         }
         let at = in_buffer(cursor - buf_pos);
         let Ok(h) = batch::validate(&buf[at..at + in_buffer(need)]) else { break };
-        if h.base_offset != next_offset {
+        if h.base_offset != next_offset && !(from.gaps && h.base_offset > next_offset) {
             break;
         }
         let len = u32::try_from(need).expect("a batch length is at most MAX_REQUEST_BYTES");

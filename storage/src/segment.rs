@@ -126,9 +126,14 @@ impl Segment {
                 tracing::info!(segment = %seg.path.display(), "rebuilding a missing or corrupt index");
                 let shown = seg.path.display().to_string();
                 let mut idx = SparseIndex::default();
-                let s =
-                    scan(&seg.file, &shown, ScanFrom { pos: 0, offset: base, segment_base: base }, &mut idx, interval)
-                        .await?;
+                let s = scan(
+                    &seg.file,
+                    &shown,
+                    ScanFrom { pos: 0, offset: base, segment_base: base, gaps: true },
+                    &mut idx,
+                    interval,
+                )
+                .await?;
                 for e in &s.entries {
                     seg.note_timestamp(e);
                 }
@@ -157,12 +162,17 @@ impl Segment {
         let size = file.size().await.map_err(|e| StorageError::io("stat", &shown, e))?;
         let (ip, tp) = index_paths(&path);
         let mut index = SparseIndex::default();
-        let mut from = ScanFrom { pos: 0, offset: base, segment_base: base };
+        let mut from = ScanFrom { pos: 0, offset: base, segment_base: base, gaps: false };
         if trust_index {
             if let [Ok(o), Ok(t)] = disk.read_files([ip.clone(), tp.clone()]).await {
                 if let Ok(idx) = SparseIndex::decode(&o, &t, size.max(1), u32::MAX) {
                     if let Some((rel, pos)) = idx.offsets.last() {
-                        from = ScanFrom { pos: u64::from(*pos), offset: base + i64::from(*rel), segment_base: base };
+                        from = ScanFrom {
+                            pos: u64::from(*pos),
+                            offset: base + i64::from(*rel),
+                            segment_base: base,
+                            gaps: false,
+                        };
                     }
                     index = idx;
                 }
@@ -173,8 +183,14 @@ impl Segment {
         if s.entries.is_empty() && trusted_start {
             // The trusted entry did not lead to a valid batch: scan everything.
             index = SparseIndex::default();
-            s = scan(&file, &shown, ScanFrom { pos: 0, offset: base, segment_base: base }, &mut index, interval)
-                .await?;
+            s = scan(
+                &file,
+                &shown,
+                ScanFrom { pos: 0, offset: base, segment_base: base, gaps: false },
+                &mut index,
+                interval,
+            )
+            .await?;
         }
         if s.truncated_bytes > 0 {
             file.truncate(s.end_pos).await.map_err(|e| StorageError::io("truncate", &shown, e))?;

@@ -1,7 +1,8 @@
 //! Real-file tests of the CRC-32C checks on reads: a batch damaged on disk while the log was
 //! closed is never served (however often it is read, cached or not), and bytes checked once
 //! are not checked again while their chunk stays cached. A sealed segment's time index
-//! points inside it (else the next start rebuilds its index, stopping at damage).
+//! points inside it (else the next start rebuilds its index, stopping at damage). A damaged
+//! batch's last offset is not taken for a gap compaction left.
 
 use glommio::LocalExecutorBuilder;
 use sluice_core::batch::{self, Record};
@@ -88,6 +89,36 @@ fn a_batch_damaged_while_closed_is_never_served() {
         // Batches before it and after it are served.
         let r = log.read(Offset(0), 1).await.unwrap();
         assert_eq!(bases(&r.records), vec![0]);
+        let r = log.read(Offset(15), 1).await.unwrap();
+        assert_eq!(bases(&r.records)[0], 15);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_last_offset_is_not_taken_for_a_compacted_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
+        let sizes = append_all(&log).await;
+        log.close().await.unwrap();
+        drop(log);
+        // Batch 4 (offsets 12..=14), in the sealed first segment: its lastOffsetDelta (header
+        // bytes 23..27, covered by the CRC-32C) damaged from 2 to 0, so that it looks like
+        // offsets 12..=12 followed by a gap (13, 14) compaction could have left.
+        let first = d.join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&first).unwrap();
+        let at = sizes[..4].iter().sum::<usize>();
+        assert_eq!(bytes[at + 23..at + 27], [0, 0, 0, 2], "batch 4's lastOffsetDelta");
+        bytes[at + 26] = 0;
+        std::fs::write(&first, &bytes).unwrap();
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
+        for from in [13, 14] {
+            let r = log.read(Offset(from), usize::MAX).await;
+            let e = r.expect_err("offsets hidden by damage were skipped as compacted");
+            assert!(e.to_string().contains("damaged on disk"), "{e}");
+        }
         let r = log.read(Offset(15), 1).await.unwrap();
         assert_eq!(bases(&r.records)[0], 15);
         log.close().await.unwrap();

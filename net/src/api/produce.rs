@@ -4,7 +4,10 @@
 //! Contract: every batch's length, magic and CRC-32C are checked before anything is appended,
 //! then what Kafka's LogValidator checks for a client's batch (one batch per partition,
 //! `lastOffsetDelta + 1` = record count > 0, baseOffset 0, no control batch, the records of an
-//! uncompressed batch: `sluice_core::batch::split_batches`). A partition whose data fails gets
+//! uncompressed batch: `sluice_core::batch::split_batches`), and on a compacted topic
+//! (`cleanup.policy` containing `compact`) that every record has a key (a compressed batch is
+//! decompressed for it): keyless records fail their partition with INVALID_RECORD, one
+//! `record_errors` entry per record and Kafka's messages. A partition whose data fails gets
 //! CORRUPT_MESSAGE (damaged), INVALID_RECORD (intact but invalid) or MESSAGE_TOO_LARGE, with the
 //! reason as error message (v8+; Kafka sends none for these), and nothing of it is stored; the
 //! request's other partitions are unaffected. Appends are issued in the first phase, so pipelined produce
@@ -16,16 +19,19 @@ use crate::frame::{decode_body, encode_response, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use sluice_core::batch::{split_batches, BatchError};
+use sluice_core::batch::{keyless_records, split_batches, BatchError, BatchHeader};
 use sluice_core::limits::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
 use sluice_core::TopicPartition;
 use sluice_shard::admin::auto_create;
 use sluice_shard::msg::{Acks, Appended, ProduceItem};
 use sluice_shard::produce::produce;
 use sluice_shard::PartitionError;
+use sluice_storage::codec::{uncompressed, CodecError};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, name: "Produce", min_version: 3, max_version: 13, handle };
@@ -39,6 +45,40 @@ fn max_batch(ctx: &Ctx, topic: &str) -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(MAX_BATCH_BYTES)
         .min(MAX_REQUEST_BYTES)
+}
+
+/// Whether the topic's effective `cleanup.policy` contains `compact`.
+fn is_compacted(ctx: &Ctx, topic: &str) -> bool {
+    let meta = ctx.shard.metadata();
+    let set = meta.topics.get(topic).map(|t| &t.configs);
+    let none = Default::default();
+    sluice_core::topic_config::effective_with(set.unwrap_or(&none), &ctx.shard.topic_defaults, "cleanup.policy")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
+}
+
+/// Kafka's `LogValidator.validateKey` for a compacted topic: every record needs a key. A
+/// compressed batch is decompressed to see its records (with its codec); a batch that cannot be
+/// decompressed is CORRUPT_MESSAGE.
+fn check_keys(batches: &[(BatchHeader, bytes::Bytes)], tp: &TopicPartition) -> Result<(), PartitionError> {
+    let text = format!("{}-{}", tp.topic, tp.partition);
+    for (header, bytes) in batches {
+        let plain = match header.compression() {
+            0 => std::borrow::Cow::Borrowed(&bytes[..]),
+            _ => std::borrow::Cow::Owned(uncompressed(bytes, header).map_err(|e| {
+                PartitionError::CorruptBatch(BatchError::InvalidHeader(match e {
+                    CodecError::UnknownCodec(_) => "unknown compression codec",
+                    CodecError::Corrupt { .. } => "compressed records cannot be decompressed",
+                    CodecError::TooLarge(_) => "records decompress past the broker's bound",
+                }))
+            })?),
+        };
+        match keyless_records(&plain, &text) {
+            Ok(None) => {}
+            Ok(Some(errors)) => return Err(PartitionError::InvalidRecords(errors)),
+            Err(e) => return Err(PartitionError::CorruptBatch(e)),
+        }
+    }
+    Ok(())
 }
 
 /// One topic of the request, as it will appear in the response.
@@ -148,7 +188,13 @@ fn prepare_partition(
         }
         (_, _, None) => Err(PartitionError::InvalidRequest("null records".into())),
         (Ok(_), Some(name), Some(records)) => match split_batches(&records, max_batch(ctx, name)) {
-            Ok(batches) => Ok(ProduceItem { index, tp: TopicPartition::new(name, p.index), batches }),
+            Ok(batches) => {
+                let tp = TopicPartition::new(name, p.index);
+                if is_compacted(ctx, name) {
+                    check_keys(&batches, &tp)?;
+                }
+                Ok(ProduceItem { index, tp, batches })
+            }
             Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
             Err(e) => Err(PartitionError::CorruptBatch(e)),
         },
@@ -187,8 +233,21 @@ fn partition_response(partition: i32, r: &Result<Appended, PartitionError>, vers
         Ok(a) => (a.base_offset.0, a.log_start.0, a.log_append_time),
         Err(_) => (-1, -1, -1),
     };
+    let record_errors = match r {
+        Err(PartitionError::InvalidRecords(errors)) if version >= 8 => errors
+            .errors()
+            .iter()
+            .map(|e| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(e.batch_index)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(e.message.clone())))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     PartitionProduceResponse::default()
         .with_index(partition)
+        .with_record_errors(record_errors)
         .with_error_code(code)
         .with_base_offset(base)
         .with_log_append_time_ms(append_time)

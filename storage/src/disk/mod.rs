@@ -131,6 +131,18 @@ impl Disk {
         }
     }
 
+    /// Renames `from` to `to`, replacing `to` atomically (off the executor thread for the real
+    /// disk). Durable only after [`Disk::sync_dir`] of the directory.
+    pub(crate) async fn rename_off_thread(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match self {
+            Disk::Real => {
+                let (from, to) = (from.to_path_buf(), to.to_path_buf());
+                blocking(move || std::fs::rename(&from, &to)).await
+            }
+            Disk::Sim(d) => d.rename(from, to),
+        }
+    }
+
     /// Opens a file for reading and writing; `create_new` creates it and fails if it exists.
     pub(crate) async fn open(&self, path: &Path, create_new: bool) -> io::Result<Handle> {
         match self {

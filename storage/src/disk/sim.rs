@@ -323,6 +323,17 @@ impl SimDisk {
         self.state.borrow_mut().names.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
 
+    /// Renames `from` to `to`, replacing `to` (both names pending until `sync_dir`).
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.op()?.is_some() {
+            return Err(crashed_error());
+        }
+        let mut st = self.state.borrow_mut();
+        let inode = st.names.remove(from).ok_or_else(|| not_found(from))?;
+        st.names.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+
     /// Makes the names in `dir` durable.
     pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.op()?.is_some() {

@@ -33,11 +33,13 @@
 //!   its append fails instead of being satisfied by a later batch at the same offsets.
 //! - Retention deletes whole sealed segments, never the active one, and moves the log start.
 
+mod compaction;
 mod flush;
 mod read;
 mod retention;
 mod sync;
 
+pub use compaction::CompactStats;
 use flush::flusher;
 
 use crate::disk::{align_down, Disk};
@@ -229,13 +231,29 @@ pub struct PartitionLog {
     sync_queued: Cell<bool>,
     /// The last background seal of a rolled segment (each awaits the previous one).
     sealing: RefCell<Option<JoinHandle<()>>>,
+    /// Where the next compaction pass's dirty range starts (the previous pass's end; the log
+    /// start after open).
+    first_dirty: Cell<i64>,
 }
 
 /// What a read must fetch once the state borrow is released.
 enum ReadPlan {
     Done(LogRead),
-    Exact { file: Rc<SegFile>, pos: u64, len: usize, final_end: u64, growing: bool },
-    Scan { file: Rc<SegFile>, pos: u64, end: u64 },
+    Exact {
+        file: Rc<SegFile>,
+        pos: u64,
+        len: usize,
+        final_end: u64,
+        growing: bool,
+    },
+    /// `next`: the next segment's base when this one is sealed (a read that finds nothing at
+    /// or after its offset here, because compaction removed it, goes on there).
+    Scan {
+        file: Rc<SegFile>,
+        pos: u64,
+        end: u64,
+        next: Option<i64>,
+    },
 }
 
 impl PartitionLog {
@@ -265,6 +283,13 @@ impl PartitionLog {
         }
         disk.create_dir_all(dir).await.map_err(|e| StorageError::io("create partition directory", dir.display(), e))?;
         let now = now_ms();
+        // A compaction swap a crash interrupted is finished or discarded before segments are listed.
+        let swap = crate::compact::swap::recover_swap(disk, dir)
+            .await
+            .map_err(|e| StorageError::io("recover compaction swap", dir.display(), e))?;
+        if swap != crate::compact::swap::SwapRecovery::Nothing {
+            tracing::info!(partition = name, ?swap, "recovered an interrupted compaction swap");
+        }
         let mut bases = segment::list(disk, dir).await?;
         remove_empty_last_segment(disk, dir, &mut bases).await?;
         let [log_start_file, producers_file] =
@@ -346,6 +371,7 @@ impl PartitionLog {
             flusher: RefCell::new(None),
             sync_queued: Cell::new(false),
             sealing: RefCell::new(None),
+            first_dirty: Cell::new(log_start),
         });
         let handle = glommio::spawn_local(flusher(log.clone(), rx)).detach();
         *log.flusher.borrow_mut() = Some(handle);
@@ -569,13 +595,19 @@ const LOG_START_FILE: &str = "log-start-offset";
 /// A crash while rolling (the new segment created, nothing written to it yet) leaves an empty
 /// last segment after a previous one: it is removed, and the previous segment is the active
 /// one again (it is scanned as such). An empty only segment is kept (its name is the log's
-/// start).
+/// start). So is an empty last segment whose previous one was sealed (its index files exist):
+/// that one may have been compacted (offsets with gaps, which an active segment's scan would
+/// take for a torn tail), and the empty segment's base is where offsets go on.
 async fn remove_empty_last_segment(disk: &Disk, dir: &Path, bases: &mut Vec<i64>) -> Result<(), StorageError> {
-    let [.., _, last] = bases[..] else { return Ok(()) };
+    let [.., prev, last] = bases[..] else { return Ok(()) };
     let path = dir.join(crate::format::segment_file_name(last));
     let size =
         SegFile::existing(disk, path.clone()).size().await.map_err(|e| StorageError::io("stat", path.display(), e))?;
     if size > 0 {
+        return Ok(());
+    }
+    let prev_index = dir.join(crate::format::segment_file_name(prev)).with_extension("index");
+    if let [Ok(_)] = disk.read_files([prev_index]).await {
         return Ok(());
     }
     tracing::info!(segment = %path.display(), "removing an empty last segment left by an interrupted roll");

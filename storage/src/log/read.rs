@@ -2,8 +2,9 @@
 //! through the shard's read cache), `offset_for_timestamp`, `max_timestamp`, and the checks a
 //! read applies to bytes coming back from a segment file.
 //!
-//! Contract: a read returns whole, CRC-valid batches with contiguous offsets, the first at or
-//! before the offset asked for, never beyond the high watermark; bytes that break that are a
+//! Contract: a read returns whole, CRC-valid batches with contiguous offsets (increasing
+//! offsets, gaps allowed, in a sealed segment compaction rewrote), the first at or before the
+//! offset asked for (or the first after it left by compaction), never beyond the high watermark; bytes that break that are a
 //! storage error naming the position ("segment damaged on disk"), never served and never an
 //! empty read below the high watermark. A batch's CRC-32C is checked once per copy in memory,
 //! not on every read: bytes this process wrote (the in-memory tail, chunks filled by the
@@ -70,7 +71,8 @@ impl PartitionLog {
                     let pos = seg.index.position_for_offset(seg.base, from.0);
                     // Everything before the dense part (or a sealed segment) is durable.
                     let end = seg.dense.first().map(|e| e.pos).unwrap_or(seg.size);
-                    ReadPlan::Scan { file: seg.file.clone(), pos, end }
+                    let next = (!active).then(|| st.segments[i + 1].base);
+                    ReadPlan::Scan { file: seg.file.clone(), pos, end, next }
                 }
             };
             (plan, st.log_start)
@@ -84,7 +86,18 @@ impl PartitionLog {
             ReadPlan::Exact { file, pos, len, final_end, growing } => {
                 crate::cache::read(&file, &self.name, pos, len, final_end, growing).await
             }
-            ReadPlan::Scan { file, pos, end } => scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes).await,
+            ReadPlan::Scan { file, pos, end, next } => {
+                match scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes, next.is_some()).await {
+                    // The scan reached this sealed segment's end cleanly without a batch at
+                    // or after `from`: compaction removed the rest of it. (A damaged batch is
+                    // never skipped over: it comes back and fails its check below.)
+                    Ok(got) if got.bytes.is_empty() => {
+                        let next = next.expect("only a sealed segment's scan comes back empty");
+                        return Box::pin(self.read(Offset(next.max(from.0 + 1)), max_bytes)).await;
+                    }
+                    other => other,
+                }
+            }
         };
         match read {
             Ok(got) => Ok(done(checked(got, &self.name)?)),
@@ -259,6 +272,34 @@ fn bad_header(name: &str, pos: u64, e: batch::BatchError) -> StorageError {
     damaged(name, format!("the batch header at byte {pos} does not parse ({e})"))
 }
 
+/// What a scan answers when no batch at or after `from` is before `end`: in a sealed segment,
+/// after checking the last batch skipped, nothing (the offsets after it were compacted away:
+/// the caller goes on with the next segment); elsewhere, an offset that should be here is not.
+async fn not_here(
+    file: &Rc<SegFile>,
+    name: &str,
+    sealed: bool,
+    skipped: Option<(u64, usize)>,
+    from: i64,
+    at: u64,
+) -> Result<crate::cache::Got, StorageError> {
+    if !sealed {
+        return Err(missing(name, from, at));
+    }
+    check_skipped(file, name, skipped).await?;
+    Ok(crate::cache::Got::unverified(Bytes::new(), at))
+}
+
+/// Checks the CRC-32C of the batch a scan skipped last, before a gap in offsets: only an
+/// intact batch's last offset says the offsets after it are gone (compacted), not damaged.
+async fn check_skipped(file: &Rc<SegFile>, name: &str, skipped: Option<(u64, usize)>) -> Result<(), StorageError> {
+    let Some((pos, len)) = skipped else { return Ok(()) };
+    let bytes = crate::cache::read_direct(file, name, pos, len).await?;
+    batch::validate(&bytes)
+        .map(|_| ())
+        .map_err(|e| damaged(name, format!("the batch at byte {pos}, before a gap in offsets, fails its check ({e})")))
+}
+
 /// Reads exactly `len` bytes at `pos`.
 pub(super) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
     crate::cache::read_direct(file, name, pos, len).await
@@ -276,6 +317,14 @@ pub(super) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: us
 /// that runs past `end`, a first batch after `from` or a jump in offsets can only be damage (in
 /// a prefix trusted at a clean start and not rescanned): it is answered with [`damaged`],
 /// never served, and never turned into an empty or short read.
+///
+/// In a sealed segment (`sealed`), which compaction may have rewritten, offsets only have to
+/// increase (gaps are normal), the first batch may start after `from`, and finding no batch
+/// at or after `from` answers empty (the caller goes on with the next segment). A gap is
+/// taken as compaction's only when the batch skipped before it passes its CRC-32C check (its
+/// last offset is covered by it); the batches served are checked by the caller, so a read
+/// that starts at a damaged batch fails and one before it gets the valid batches before it.
+#[allow(clippy::too_many_arguments)]
 async fn scan_read(
     file: &Rc<SegFile>,
     name: &str,
@@ -284,7 +333,12 @@ async fn scan_read(
     from: i64,
     hwm: i64,
     max_bytes: usize,
+    sealed: bool,
 ) -> Result<crate::cache::Got, StorageError> {
+    // The last batch skipped as before `from` (file position, length): when the batches end
+    // before `from` or the next one starts after it, its CRC-32C decides between a gap
+    // compaction left and damage (a last offset damaged on disk would hide offsets).
+    let mut skipped: Option<(u64, usize)> = None;
     use crate::cache::{self, CHUNK};
     let mut at = pos;
     let mut exact: Option<usize> = None;
@@ -293,7 +347,7 @@ async fn scan_read(
     for _ in 0..1024 {
         if at >= end {
             // Every batch from the index position on was before `from`: it is not here.
-            return Err(missing(name, from, at));
+            return not_here(file, name, sealed, skipped, from, at).await;
         }
         let got = match exact.take() {
             Some(len) => {
@@ -325,8 +379,9 @@ async fn scan_read(
                 Err(e) => return Err(bad_header(name, at + p as u64, e)),
             };
             let expected = match prev_last {
+                Some(last) if sealed => h.base_offset > last,
                 Some(last) => h.base_offset == last.saturating_add(1),
-                None => h.base_offset <= from,
+                None => sealed || h.base_offset <= from,
             };
             if !expected {
                 let after =
@@ -349,6 +404,7 @@ async fn scan_read(
                 break;
             }
             if h.last_offset() < from {
+                skipped = Some((at + p as u64, len));
                 p += len;
                 prev_last = Some(h.last_offset());
                 continue;
@@ -368,6 +424,10 @@ async fn scan_read(
                 }
                 break;
             }
+            if first.is_none() && h.base_offset > from {
+                // A gap before `from` (only a sealed segment gets here).
+                check_skipped(file, name, skipped).await?;
+            }
             let f = *first.get_or_insert(p);
             if p > f && p + len - f > max_bytes {
                 break;
@@ -382,7 +442,7 @@ async fn scan_read(
             }
         }
         if padding {
-            return Err(missing(name, from, at + p as u64));
+            return not_here(file, name, sealed, skipped, from, at + p as u64).await;
         }
         if p == 0 && need.is_none() {
             // Not even one header parsed: a header split by the chunk edge, or a remainder
@@ -393,11 +453,11 @@ async fn scan_read(
                 match BatchHeader::parse(&h) {
                     Ok(hd) if hd.total_len() > rest => return Err(past_end(name, hd.base_offset)),
                     Ok(hd) => need = Some(hd.total_len()),
-                    Err(_) if is_padding(&h) => return Err(missing(name, from, at)),
+                    Err(_) if is_padding(&h) => return not_here(file, name, sealed, skipped, from, at).await,
                     Err(e) => return Err(bad_header(name, at, e)),
                 }
             } else {
-                return Err(missing(name, from, at));
+                return not_here(file, name, sealed, skipped, from, at).await;
             }
         }
         at += p as u64;

@@ -1,0 +1,210 @@
+//! Swapping cleaned segments in for the old ones so that a crash at any point leaves either
+//! every old segment or every new one of a pass, never a mix, with their index files.
+//!
+//! Contract, [`swap_in`] (the steps, in order):
+//! 1. each new segment's `.log`, `.index` and `.timeindex` is written as `<name>.cleaned`
+//!    and fsync'd; then the directory is fsync'd;
+//! 2. the swap marker (`compaction.swap`: the bases of the pass and a CRC-32) is written
+//!    durably (temporary file, fsync, rename, directory fsync): the commit point;
+//! 3. every `.cleaned` file is renamed over its final name; the directory is fsync'd;
+//! 4. the marker is removed and the directory fsync'd.
+//!
+//! [`recover_swap`] runs when a log opens, before its segments are listed: with a valid marker
+//! it finishes step 3 (renaming the `.cleaned` files still there) and removes the marker; with
+//! no marker (or one that fails its CRC: it never became durable) it removes every `.cleaned`
+//! file. A crash before step 2 therefore leaves the old segments, from step 2 on the new ones.
+//! `.cleaned` names never end in `.log`, so segment listing never sees them.
+
+use super::{batches, CompactError};
+use crate::disk::Disk;
+use crate::format::segment_file_name;
+use crate::index::{position, relative_offset, IndexCursor, SparseIndex};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The swap marker's name in a partition directory.
+pub const SWAP_MARKER: &str = "compaction.swap";
+/// Suffix of a cleaned file not swapped in yet.
+pub const CLEANED_SUFFIX: &str = ".cleaned";
+const MARKER_MAGIC: &str = "sluice-compaction-swap 1";
+
+/// One cleaned segment's three files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSegment {
+    pub base: i64,
+    pub log: Vec<u8>,
+    pub index: Vec<u8>,
+    pub timeindex: Vec<u8>,
+}
+
+impl NewSegment {
+    /// The cleaned `log` bytes of the segment at `base`, with its sparse indexes built as the
+    /// append path builds them (an entry per `interval` bytes; offsets relative to `base`).
+    pub fn with_indexes(base: i64, log: Vec<u8>, interval: u64) -> Result<NewSegment, CompactError> {
+        let mut idx = SparseIndex::default();
+        let mut cursor = IndexCursor::new();
+        let mut pos = 0usize;
+        for (h, b) in batches(&log)? {
+            let too_large = || CompactError::TooLarge(pos);
+            let rel = relative_offset(base, h.base_offset).map_err(|_| too_large())?;
+            let at = position(u64::try_from(pos).map_err(|_| too_large())?).map_err(|_| too_large())?;
+            let len = u32::try_from(b.len()).map_err(|_| too_large())?;
+            cursor.add(&mut idx, interval.max(1), rel, at, h.max_timestamp, len);
+            pos += b.len();
+        }
+        Ok(NewSegment { base, index: idx.encode_offsets(), timeindex: idx.encode_times(), log })
+    }
+}
+
+/// What [`recover_swap`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapRecovery {
+    /// No swap was under way.
+    Nothing,
+    /// A committed swap of this many segments was finished.
+    Completed(usize),
+    /// This many cleaned files of an uncommitted swap were removed.
+    Discarded(usize),
+}
+
+/// The three final names of the segment at `base`.
+fn final_names(base: i64) -> [String; 3] {
+    let log = segment_file_name(base);
+    let stem = log.trim_end_matches(".log").to_string();
+    [log, format!("{stem}.index"), format!("{stem}.timeindex")]
+}
+
+fn cleaned(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{CLEANED_SUFFIX}"))
+}
+
+fn encode_marker(bases: &[i64]) -> Vec<u8> {
+    let mut text = format!("{MARKER_MAGIC}\n");
+    for b in bases {
+        text.push_str(&format!("{b}\n"));
+    }
+    let crc = crc32fast::hash(text.as_bytes());
+    text.push_str(&format!("crc {crc:08x}\n"));
+    text.into_bytes()
+}
+
+/// The bases a marker names, or `None` when it is not a whole, valid marker.
+fn decode_marker(bytes: &[u8]) -> Option<Vec<i64>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (body, crc_line) = text.trim_end_matches('\n').rsplit_once('\n')?;
+    let crc = u32::from_str_radix(crc_line.strip_prefix("crc ")?, 16).ok()?;
+    let body = format!("{body}\n");
+    if crc32fast::hash(body.as_bytes()) != crc {
+        return None;
+    }
+    let mut lines = body.lines();
+    (lines.next()? == MARKER_MAGIC).then_some(())?;
+    lines.map(|l| l.parse().ok()).collect()
+}
+
+fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Replaces the segments at the bases of `segs` (which must exist, sealed) with `segs`.
+pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment]) -> io::Result<()> {
+    for s in segs {
+        let [log, index, time] = final_names(s.base);
+        for (name, bytes) in [(log, &s.log), (index, &s.index), (time, &s.timeindex)] {
+            let path = cleaned(dir, &name);
+            disk.write_file_off_thread(&path, bytes.clone(), true).await.map_err(io_at("write", &path))?;
+        }
+    }
+    disk.sync_dir(dir).await?;
+    let marker = dir.join(SWAP_MARKER);
+    let bases: Vec<i64> = segs.iter().map(|s| s.base).collect();
+    disk.write_file_off_thread(&marker, encode_marker(&bases), true).await.map_err(io_at("write", &marker))?;
+    finish(disk, dir, &bases).await
+}
+
+/// Steps 3 and 4: every `.cleaned` file still there over its final name, then the marker away.
+async fn finish(disk: &Disk, dir: &Path, bases: &[i64]) -> io::Result<()> {
+    let present = disk.list(dir).await?;
+    for base in bases {
+        for name in final_names(*base) {
+            let from = cleaned(dir, &name);
+            let listed = from.file_name().and_then(|f| f.to_str()).is_some_and(|f| present.iter().any(|p| p == f));
+            if listed {
+                disk.rename_off_thread(&from, &dir.join(&name)).await.map_err(io_at("rename", &from))?;
+            }
+        }
+    }
+    disk.sync_dir(dir).await?;
+    let marker = dir.join(SWAP_MARKER);
+    disk.remove_file_off_thread(&marker).await.map_err(io_at("remove", &marker))?;
+    disk.sync_dir(dir).await
+}
+
+/// Finishes a committed swap or discards an uncommitted one (see the module contract).
+pub async fn recover_swap(disk: &Disk, dir: &Path) -> io::Result<SwapRecovery> {
+    let names = disk.list(dir).await?;
+    let has_marker = names.iter().any(|n| n == SWAP_MARKER);
+    let marker = dir.join(SWAP_MARKER);
+    let bases = if has_marker {
+        let [bytes] = disk.read_files([marker.clone()]).await;
+        decode_marker(&bytes?)
+    } else {
+        None
+    };
+    if let Some(bases) = bases {
+        finish(disk, dir, &bases).await?;
+        return Ok(SwapRecovery::Completed(bases.len()));
+    }
+    let stale: Vec<&String> = names.iter().filter(|n| n.ends_with(CLEANED_SUFFIX)).collect();
+    for n in &stale {
+        disk.remove_file_off_thread(&dir.join(n)).await?;
+    }
+    if has_marker {
+        disk.remove_file_off_thread(&marker).await?;
+    }
+    if stale.is_empty() && !has_marker {
+        return Ok(SwapRecovery::Nothing);
+    }
+    disk.sync_dir(dir).await?;
+    Ok(SwapRecovery::Discarded(stale.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cleaned_segments_indexes_decode_and_point_at_its_batches() {
+        use sluice_core::batch::{build, stamp, Record};
+        let mut log = Vec::new();
+        // Offsets with gaps: batches at 10, 15, 40, … (as compaction leaves them).
+        for i in 0..50i64 {
+            let v = vec![u8::try_from(i).unwrap(); 300];
+            let mut b = build(&[Record { key: Some(b"k"), value: &v }], 1_000 + i);
+            stamp(&mut b, 10 + i * 5, 0);
+            log.extend_from_slice(&b);
+        }
+        let seg = NewSegment::with_indexes(10, log.clone(), 1024).unwrap();
+        let size = u64::try_from(log.len()).unwrap();
+        let idx = SparseIndex::decode(&seg.index, &seg.timeindex, size, 49 * 5).unwrap();
+        assert!(idx.offsets.len() > 5);
+        for (rel, p) in &idx.offsets {
+            let at = usize::try_from(*p).unwrap();
+            let h = sluice_core::batch::BatchHeader::parse(&log[at..]).unwrap();
+            assert_eq!(h.base_offset, 10 + i64::from(*rel), "an entry points at its batch");
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_and_damage_is_seen() {
+        let m = encode_marker(&[0, 4096, 9_000_000_000]);
+        assert_eq!(decode_marker(&m), Some(vec![0, 4096, 9_000_000_000]));
+        // (Only the final newline may go: the content is whole without it.)
+        for cut in 0..m.len() - 1 {
+            assert_eq!(decode_marker(&m[..cut]), None, "a prefix of {cut} bytes");
+        }
+        let mut bad = m.clone();
+        bad[26] ^= 1;
+        assert_eq!(decode_marker(&bad), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! One compaction pass over a live log ([`PartitionLog::compact`]): plan, key map, cleaning of
+//! the sealed segments up to the pass's end, crash-safe swap, then the in-memory segments
+//! replaced.
+//!
+//! Contract: the active segment is never read or changed. Segments are read whole, one at a
+//! time (memory: one segment of at most `COMPACTION_MAX_SEGMENT_BYTES`, its cleaned copy and
+//! the key map; a larger segment ends the key map's range and is not rewritten). Only segments whose bytes changed are swapped.
+//! The caller runs passes one at a time per log, in turn with retention (the shard's timer
+//! runs both, one after the other); a segment that left the log while the pass ran (retention,
+//! DeleteRecords) is not replaced in memory, and its file, if the swap recreated it, lies below
+//! the log start and goes at the next retention check. Readers that planned a read before the
+//! swap keep their old file (its descriptor outlives the rename). Its cached chunks are
+//! forgotten.
+
+use super::read::read_exact;
+use super::*;
+use crate::compact::clean::{clean_segment, CleanContext};
+use crate::compact::keymap::KeyMap;
+use crate::compact::plan::tombstone_horizon;
+use crate::compact::swap::{swap_in, NewSegment};
+use crate::compact::{plan, CompactError, CompactionConfig, SegmentInfo};
+use sluice_core::limits::COMPACTION_MAX_SEGMENT_BYTES;
+
+/// What a pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CompactStats {
+    /// Offsets `[first_dirty, cleaned_upto)` were deduplicated.
+    pub first_dirty: i64,
+    pub cleaned_upto: i64,
+    pub dirty_ratio: f64,
+    pub segments_rewritten: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+}
+
+/// A sealed segment as the pass sees it.
+struct Sealed {
+    base: i64,
+    next: i64,
+    size: u64,
+    max_ts: i64,
+    file: Rc<SegFile>,
+}
+
+fn compact_error(name: &str, e: CompactError) -> StorageError {
+    StorageError::io("compact", name, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+impl PartitionLog {
+    /// Runs one compaction pass if the log is due one (see `crate::compact::plan`).
+    pub async fn compact(&self, cfg: &CompactionConfig, now_ms: i64) -> Result<Option<CompactStats>, StorageError> {
+        let (sealed, sealed_end, interval) = {
+            let st = self.state.borrow();
+            let n = st.segments.len() - 1;
+            let sealed: Vec<Sealed> = st.segments[..n]
+                .iter()
+                .map(|s| Sealed {
+                    base: s.base,
+                    next: s.next_offset,
+                    size: s.size,
+                    max_ts: s.max_ts,
+                    file: s.file.clone(),
+                })
+                .collect();
+            (sealed, st.segments[n].base, self.config.get().index_interval_bytes.max(1))
+        };
+        let Some(first) = sealed.first() else { return Ok(None) };
+        let first_dirty = self.first_dirty.get().max(first.base);
+        let infos: Vec<SegmentInfo> = sealed
+            .iter()
+            .map(|s| SegmentInfo { base: s.base, bytes: s.size, first_ts: s.max_ts, max_ts: s.max_ts })
+            .collect();
+        let Some(p) = plan(&infos, sealed_end, first_dirty, None, now_ms, cfg) else { return Ok(None) };
+        let read = |s: &Sealed| {
+            let (file, size) = (s.file.clone(), s.size);
+            async move {
+                let len = usize::try_from(size)
+                    .map_err(|_| StorageError::io("read", &self.name, std::io::Error::other("segment too large")))?;
+                read_exact(&file, &self.name, 0, len).await
+            }
+        };
+        // The key map: whole dirty segments, as many as fit.
+        let mut map = KeyMap::new();
+        let mut upto = p.first_dirty;
+        for s in sealed.iter().filter(|s| s.next > p.first_dirty && s.next <= p.clean_upto) {
+            if s.size > COMPACTION_MAX_SEGMENT_BYTES {
+                break;
+            }
+            let bytes = read(s).await?;
+            glommio::yield_if_needed().await;
+            if !map.add_segment(&bytes).map_err(|e| compact_error(&self.name, e))? {
+                break;
+            }
+            upto = s.next;
+        }
+        if upto <= p.first_dirty {
+            return Ok(None);
+        }
+        let ctx = CleanContext { map: &map, tombstone_horizon: tombstone_horizon(now_ms, cfg) };
+        let mut stats = CompactStats {
+            first_dirty: p.first_dirty,
+            cleaned_upto: upto,
+            dirty_ratio: p.dirty_ratio,
+            ..CompactStats::default()
+        };
+        let mut news = Vec::new();
+        for s in sealed.iter().filter(|s| s.next <= upto && s.size <= COMPACTION_MAX_SEGMENT_BYTES) {
+            let bytes = read(s).await?;
+            glommio::yield_if_needed().await;
+            let out = clean_segment(&bytes, &ctx).map_err(|e| compact_error(&self.name, e))?;
+            glommio::yield_if_needed().await;
+            if out.bytes[..] == bytes[..] {
+                continue;
+            }
+            stats.bytes_before += s.size;
+            stats.bytes_after += u64::try_from(out.bytes.len()).unwrap_or(u64::MAX);
+            stats.records_removed += out.records_removed;
+            news.push((
+                s.next,
+                NewSegment::with_indexes(s.base, out.bytes, interval).map_err(|e| compact_error(&self.name, e))?,
+            ));
+        }
+        if !news.is_empty() {
+            let segs: Vec<NewSegment> = news.iter().map(|(_, n)| n.clone()).collect();
+            swap_in(&self.disk, &self.dir, &segs)
+                .await
+                .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
+            for (next, n) in &news {
+                let seg = Segment::open_sealed(&self.disk, &self.dir, n.base, *next, interval, now_ms).await?;
+                let mut st = self.state.borrow_mut();
+                let last = st.segments.len() - 1;
+                if let Some(i) = st.segments[..last].iter().position(|x| x.base == n.base) {
+                    let old = std::mem::replace(&mut st.segments[i], seg);
+                    crate::cache::invalidate(old.file.key());
+                }
+            }
+            stats.segments_rewritten = news.len();
+            tracing::info!(partition = %self.name, ?stats, "compacted");
+        }
+        self.first_dirty.set(upto);
+        Ok(Some(stats))
+    }
+}
