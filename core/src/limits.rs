@@ -226,6 +226,8 @@ pub const CLIENT_REQUEST_TIMEOUT_MS: i32 = 30_000;
 pub const CLIENT_FETCH_MAX_WAIT_MS: i32 = 500;
 /// Largest latency the load generator's histograms record (µs); longer ones count as this.
 pub const CLIENT_LATENCY_HISTOGRAM_MAX_US: u64 = 600_000_000;
+/// Lines read from stdin by `sluice produce` that may wait for the sender.
+pub const CLIENT_STDIN_LINES_QUEUED: usize = 4096;
 /// Allocations at least this large are reserved with mmap(MAP_NORESERVE) by the broker's
 /// allocator (`net/src/huge_alloc.rs`), so address space is not committed memory.
 pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
