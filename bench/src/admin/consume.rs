@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
+use sluice_core::limits;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,12 +165,12 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
                 }
                 t - e
             }
-            None => Duration::from_secs(3600),
+            None => Duration::MAX,
         };
         if s.group_upkeep().await? {
             continue;
         }
-        let wait = left.min(Duration::from_millis(500));
+        let wait = left.min(Duration::from_millis(limits::CLIENT_FETCH_MAX_WAIT_MS as u64));
         if s.positions.is_empty() {
             glommio::timer::sleep(wait).await;
             continue;
@@ -243,7 +244,10 @@ impl Session {
         if m.last_heartbeat.elapsed() >= m.heartbeat_interval() {
             rejoin = m.heartbeat(c).await?;
         }
-        if !rejoin && self.positions != self.committed && self.last_commit.elapsed() >= Duration::from_secs(1) {
+        if !rejoin
+            && self.positions != self.committed
+            && self.last_commit.elapsed() >= Duration::from_millis(limits::CLIENT_COMMIT_INTERVAL_MS)
+        {
             rejoin = m.commit(c, &self.positions).await?;
             if !rejoin {
                 self.committed = self.positions.clone();
@@ -290,7 +294,7 @@ impl Session {
             self.out.flush();
         }
         if refresh {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
+            glommio::timer::sleep(Duration::from_millis(limits::CLIENT_RETRY_PAUSE_MS)).await;
             self.leaders = self.c.leaders(&self.topic, false).await?;
         }
         Ok(false)
@@ -397,7 +401,7 @@ fn fetch_partitions_by_leader(
                 .with_fetch_offset(*off)
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(-1)
-                .with_partition_max_bytes(1 << 20),
+                .with_partition_max_bytes(limits::CLIENT_FETCH_PARTITION_MAX_BYTES),
         );
     }
     by_leader
@@ -409,7 +413,7 @@ fn fetch_request(topic: &str, parts: Vec<FetchPartition>, wait: Duration) -> Fet
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(wait.as_millis() as i32)
         .with_min_bytes(1)
-        .with_max_bytes(50 << 20)
+        .with_max_bytes(limits::CLIENT_FETCH_MAX_BYTES)
         .with_isolation_level(0)
         .with_session_id(0)
         .with_session_epoch(-1)
@@ -496,7 +500,7 @@ impl Member {
             generation: -1,
             coord: -1,
             session_timeout_ms,
-            rebalance_timeout_ms: 30_000,
+            rebalance_timeout_ms: limits::CLIENT_REBALANCE_TIMEOUT_MS,
             last_heartbeat: Instant::now(),
             assigned: Vec::new(),
         }
@@ -507,7 +511,7 @@ impl Member {
     }
 
     fn heartbeat_interval(&self) -> Duration {
-        Duration::from_millis((self.session_timeout_ms / 3).max(100) as u64)
+        Duration::from_millis(((self.session_timeout_ms / 3) as u64).max(limits::CLIENT_MIN_HEARTBEAT_INTERVAL_MS))
     }
 
     /// Joins (or rejoins) the group and learns this member's partitions of the topic.
@@ -515,7 +519,7 @@ impl Member {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            if attempts > 30 {
+            if attempts > limits::CLIENT_JOIN_ATTEMPTS {
                 return Err(AdminError::Other(format!(
                     "could not join group '{}' after {} attempts",
                     self.group,
@@ -576,7 +580,7 @@ impl Member {
             27 => Ok(None),
             14..=16 => {
                 self.coord = -1;
-                glommio::timer::sleep(Duration::from_millis(200)).await;
+                glommio::timer::sleep(Duration::from_millis(limits::CLIENT_RETRY_PAUSE_MS)).await;
                 Ok(None)
             }
             code => Err(AdminError::broker(format!("JoinGroup '{}'", self.group), code, None)),

@@ -229,7 +229,7 @@ async fn send(
     for (leader, parts) in by_leader {
         let req = ProduceRequest::default()
             .with_acks(acks)
-            .with_timeout_ms(30_000)
+            .with_timeout_ms(limits::CLIENT_REQUEST_TIMEOUT_MS)
             .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(parts)]);
         let conn = c.node(leader).await?;
         if acks == 0 {
