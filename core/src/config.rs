@@ -75,6 +75,14 @@ pub struct BrokerConfig {
     /// A producer's idempotence state in a partition is forgotten this long after its last
     /// write there (Kafka's `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
+    /// Largest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: u64,
+    /// A transactional id without an open transaction is forgotten this long after its last
+    /// update (Kafka's `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
+    /// Partitions of the internal `__transaction_state` topic; fixed once it exists.
+    pub transaction_state_num_partitions: i32,
     /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
     /// Kafka's broker name for it (`log.retention.ms`); a topic's own setting wins.
     pub topic_defaults: BTreeMap<String, toml::Value>,
@@ -106,6 +114,9 @@ impl Default for BrokerConfig {
             max_open_files_per_shard: crate::limits::DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD,
             max_response_bytes_per_shard: crate::limits::DEFAULT_MAX_RESPONSE_BYTES_PER_SHARD,
             read_cache_bytes_per_shard: None,
+            transaction_max_timeout_ms: crate::limits::DEFAULT_TRANSACTION_MAX_TIMEOUT_MS,
+            transactional_id_expiration_ms: crate::limits::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+            transaction_state_num_partitions: crate::limits::DEFAULT_TRANSACTION_STATE_NUM_PARTITIONS,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -299,6 +310,27 @@ impl BrokerConfig {
                 key: "read_cache_bytes_per_shard",
                 value: bytes.to_string(),
                 expected: format!("at least {}", crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD),
+            });
+        }
+        if !(1..=1000).contains(&self.transaction_state_num_partitions) {
+            return Err(ConfigError::Invalid {
+                key: "transaction_state_num_partitions",
+                value: self.transaction_state_num_partitions.to_string(),
+                expected: "between 1 and 1000".into(),
+            });
+        }
+        if !(1..=i32::MAX as u64).contains(&self.transaction_max_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "transaction_max_timeout_ms",
+                value: self.transaction_max_timeout_ms.to_string(),
+                expected: format!("between 1 and {}", i32::MAX),
+            });
+        }
+        if !(1..=crate::limits::MAX_TRANSACTIONAL_ID_EXPIRATION_MS).contains(&self.transactional_id_expiration_ms) {
+            return Err(ConfigError::Invalid {
+                key: "transactional_id_expiration_ms",
+                value: self.transactional_id_expiration_ms.to_string(),
+                expected: format!("between 1 and {}", crate::limits::MAX_TRANSACTIONAL_ID_EXPIRATION_MS),
             });
         }
         if !(1..=1000).contains(&self.offsets_topic_num_partitions) {

@@ -180,6 +180,20 @@ pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
 pub const OFFSETS_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Bytes read at a time when a shard replays a `__consumer_offsets` partition at open.
 pub const OFFSETS_LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
+/// How often each shard's transaction coordinator aborts timed-out transactions, completes
+/// unfinished ones and expires idle transactional ids (Kafka's
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s): the precision of
+/// transaction timeouts.
+pub const TXN_SWEEP_INTERVAL_MS: u64 = 1000;
+/// Default of `transaction_max_timeout_ms` (Kafka's `transaction.max.timeout.ms`, 15 minutes).
+pub const DEFAULT_TRANSACTION_MAX_TIMEOUT_MS: u64 = 900_000;
+/// Default of `transactional_id_expiration_ms` (Kafka's `transactional.id.expiration.ms`, 7 days).
+pub const DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS: u64 = 604_800_000;
+/// Largest `transactional_id_expiration_ms` accepted (about 10 years).
+pub const MAX_TRANSACTIONAL_ID_EXPIRATION_MS: u64 = 315_360_000_000;
+/// Default of `transaction_state_num_partitions` (Kafka's `transaction.state.log.num.partitions`
+/// is 50; sluice's offsets topic default, 16, serves one broker as well).
+pub const DEFAULT_TRANSACTION_STATE_NUM_PARTITIONS: i32 = 16;
 /// Rebalance timeout used when a group has no member to take it from (Kafka's consumer default
 /// `max.poll.interval.ms`, 5 minutes).
 pub const DEFAULT_REBALANCE_TIMEOUT_MS: u64 = 300_000;
@@ -335,3 +349,5 @@ const _: () = assert!(
     MAX_CLIENT_RESPONSE_BYTES >= MAX_FETCH_RESPONSE_BYTES && MAX_CLIENT_RESPONSE_BYTES <= i32::MAX as usize,
     "the client takes any Fetch answer the broker gives, and the size field is an i32"
 );
+const _: () = assert!(TXN_SWEEP_INTERVAL_MS >= 1 && TXN_SWEEP_INTERVAL_MS <= DEFAULT_TRANSACTION_MAX_TIMEOUT_MS);
+const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "timeouts travel as i32");

@@ -6,6 +6,7 @@
 use kafka_protocol::ResponseError as K;
 use sluice_core::batch::BatchError;
 use sluice_shard::groups::GroupError;
+use sluice_shard::txn::TxnError;
 use sluice_shard::PartitionError;
 
 /// Kafka error code and message for a partition- or topic-level failure.
@@ -59,6 +60,31 @@ pub fn group_code(e: &GroupError) -> i16 {
         GroupError::Storage(_) => K::CoordinatorNotAvailable,
     };
     k.code()
+}
+
+/// Kafka error code for a transaction-level failure. `fenced_code` says whether the request
+/// version knows PRODUCER_FENCED (KIP-588); older ones get INVALID_PRODUCER_EPOCH for it.
+pub fn txn_code(e: &TxnError, fenced_code: bool) -> i16 {
+    let k = match e {
+        TxnError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
+        TxnError::CoordinatorLoadInProgress => K::CoordinatorLoadInProgress,
+        TxnError::InvalidRequest(_) => K::InvalidRequest,
+        TxnError::InvalidTransactionTimeout(_) => K::InvalidTransactionTimeout,
+        TxnError::ProducerFenced if fenced_code => K::ProducerFenced,
+        TxnError::ProducerFenced => K::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => K::InvalidProducerIdMapping,
+        TxnError::ConcurrentTransactions => K::ConcurrentTransactions,
+        TxnError::InvalidTxnState(_) => K::InvalidTxnState,
+        TxnError::TransactionalIdNotFound => K::TransactionalIdNotFound,
+        // The transaction log could not be written: retriable for clients.
+        TxnError::Storage(_) => K::CoordinatorNotAvailable,
+    };
+    k.code()
+}
+
+/// The code of a transaction result (0 for success).
+pub fn txn_result_code<T>(r: &Result<T, TxnError>, fenced_code: bool) -> i16 {
+    r.as_ref().err().map(|e| txn_code(e, fenced_code)).unwrap_or(0)
 }
 
 /// The code of a group result (0 for success).

@@ -98,7 +98,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
 }
 
 /// The metadata snapshot, its partitions placed on the `cores` shards there are and the
-/// offsets topic present (saved if either changed it).
+/// offsets and transaction state topics present (saved if any of that changed it).
 fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot, String> {
     let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
     let moved = snapshot.reassign_for(cores);
@@ -106,7 +106,9 @@ fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot
         tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
     }
     let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
-    if moved > 0 || added {
+    let added_txn =
+        sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
+    if moved > 0 || added || added_txn {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }
     Ok(snapshot)

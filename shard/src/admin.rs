@@ -501,10 +501,31 @@ pub fn ensure_offsets_topic(snap: &mut MetadataSnapshot, n_shards: usize, partit
     true
 }
 
+/// Adds the internal `__transaction_state` topic to a snapshot that lacks it (at start-up,
+/// before the shards run). Returns true when it was added.
+pub fn ensure_transaction_topic(snap: &mut MetadataSnapshot, n_shards: usize, partitions: i32) -> bool {
+    if snap.topics.contains_key(crate::txn::TXN_TOPIC) {
+        return false;
+    }
+    let load = snap.partitions_per_shard(n_shards);
+    let count = usize::try_from(partitions).expect("validated: 1..=1000");
+    let shards = place(&load, count).into_iter().map(|s| s.0).collect();
+    snap.topics.insert(
+        crate::txn::TXN_TOPIC.to_string(),
+        TopicMeta {
+            id: new_topic_id(),
+            shards,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        },
+    );
+    snap.version += 1;
+    true
+}
+
 /// Internal topics (Kafka's double-underscore names) are not produced to, created or deleted
 /// by clients.
 pub fn is_internal(topic: &str) -> bool {
-    topic == crate::groups::OFFSETS_TOPIC
+    topic == crate::groups::OFFSETS_TOPIC || topic == crate::txn::TXN_TOPIC
 }
 
 /// Sends the snapshot to every other shard, installs it here, and waits for all; returns what

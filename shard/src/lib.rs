@@ -24,6 +24,7 @@ pub mod produce;
 pub mod route;
 pub mod runtime;
 pub mod shard;
+pub mod txn;
 
 pub use error::PartitionError;
 pub use metadata::{MetadataSnapshot, TopicMeta};

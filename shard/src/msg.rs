@@ -238,6 +238,13 @@ pub enum ShardMsg {
     Admin(AdminCall),
     /// To a group's coordinator shard: run a group operation.
     Group(crate::groups::GroupCall),
+    /// To a transaction (or group) coordinator shard: run a transaction operation.
+    Txn(crate::txn::TxnCall),
+    /// Read-committed views (last stable offset, aborted transactions) of owned partitions.
+    TxnViews {
+        items: Vec<crate::txn::view::ViewItem>,
+        reply: oneshot::Sender<Vec<crate::txn::view::ViewResult>>,
+    },
     /// Move the log start offsets of owned partitions forward (DeleteRecords).
     DeleteRecords {
         items: Vec<(usize, TopicPartition, Offset)>,
@@ -270,10 +277,12 @@ impl ShardMsg {
             | ShardMsg::DeleteRecords { .. }
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
+            | ShardMsg::TxnViews { .. }
             | ShardMsg::Publish { .. } => true,
             // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);
             // group and admin operations wait for members or send to other shards.
-            ShardMsg::WaitForData { .. } | ShardMsg::Admin(_) | ShardMsg::Group(_) => false,
+            // Transaction operations write markers on other shards.
+            ShardMsg::WaitForData { .. } | ShardMsg::Admin(_) | ShardMsg::Group(_) | ShardMsg::Txn(_) => false,
         }
     }
 }

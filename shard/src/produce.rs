@@ -36,6 +36,9 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         for (header, bytes) in &item.batches {
             match log.append(bytes, header, log_append_time) {
                 Ok(info) => {
+                    if !info.duplicate {
+                        shard.txn_partitions.observe(&item.tp, header, info.base_offset.0, bytes);
+                    }
                     first.get_or_insert(info.base_offset);
                     last = Some(info);
                     log_start = info.log_start;

@@ -211,6 +211,7 @@ where
     let _ = ready_tx.send((i, ok));
     if !failed {
         crate::groups::coordinator::spawn_sweeper(shard.clone());
+        crate::txn::coordinator::spawn_sweeper(shard.clone());
         spawn_retention(shard.clone());
         spawn_producer_expiry(shard.clone());
         serve(shard.clone(), payload).await;

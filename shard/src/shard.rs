@@ -104,6 +104,10 @@ pub struct Shard {
     pub(crate) admin_lock: glommio::sync::Semaphore,
     /// Consumer groups coordinated by this shard.
     pub(crate) groups: crate::groups::coordinator::Coordinator,
+    /// Transactional ids coordinated by this shard (and groups' staged transactional offsets).
+    pub(crate) txns: crate::txn::coordinator::TxnCoordinator,
+    /// Open and aborted transactions of the partitions this shard owns.
+    pub(crate) txn_partitions: crate::txn::partition::Registry,
     /// 0 while running, 1 once shutdown began.
     stopping: Watermark,
     /// Taken by every install for its whole run: installs on this shard never overlap.
@@ -137,6 +141,8 @@ impl Shard {
             admin_lock: glommio::sync::Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
             groups: Default::default(),
+            txns: Default::default(),
+            txn_partitions: Default::default(),
             stopping: Watermark::new(0),
             install_lock: glommio::sync::Semaphore::new(1),
             recovered: Watermark::new(0),
@@ -258,6 +264,7 @@ impl Shard {
             dead.into_iter().filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log))).collect()
         };
         for (tp, log) in gone {
+            self.txn_partitions.remove(&tp);
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
             drop(log);
@@ -336,6 +343,10 @@ impl Shard {
             s.set(s.get() + cut);
         }
         let mut result = Ok(());
+        if let Err(e) = self.load_transactions(tp, &log).await {
+            tracing::error!(partition = %tp, error = %e, "cannot rebuild transaction state");
+            result = Err(PartitionError::from(e));
+        }
         if tp.topic == crate::groups::OFFSETS_TOPIC {
             if let Err(e) = self.groups.load(&log).await {
                 tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
@@ -344,6 +355,23 @@ impl Shard {
         }
         self.logs.borrow_mut().insert(tp.clone(), OwnedLog { topic_id, log });
         result
+    }
+
+    /// Rebuilds a partition's open and aborted transactions from its log, and replays the
+    /// transaction coordinator's state from a `__transaction_state` partition.
+    async fn load_transactions(
+        &self,
+        tp: &TopicPartition,
+        log: &PartitionLog,
+    ) -> Result<(), sluice_storage::StorageError> {
+        if tp.topic == crate::txn::TXN_TOPIC {
+            return self.txns.load(log).await;
+        }
+        if log.high_watermark() > log.log_start() {
+            let txns = crate::txn::partition::rebuild(log).await?;
+            self.txn_partitions.install(tp, txns);
+        }
+        Ok(())
     }
 
     /// Closes every log, waiting until everything appended is durable.
@@ -417,6 +445,8 @@ impl Shard {
             }),
             ShardMsg::Admin(call) => run_with(slot, async move { crate::admin::execute(&shard, call).await }),
             ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
+            ShardMsg::Txn(call) => run_with(slot, async move { shard.txns.handle(&shard, call).await }),
+            ShardMsg::TxnViews { items, reply } => drop(reply.send(crate::txn::view::views_local(self, items))),
             ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
                 drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
             }),

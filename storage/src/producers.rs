@@ -3,7 +3,9 @@
 //!
 //! Contract: [`Producers::check`] decides, before anything is appended, whether a batch is
 //! next in sequence (append it), a retry of one of the last five (answer with the original
-//! offsets, append nothing), out of order, or from a fenced (older) epoch. The state is
+//! offsets, append nothing), out of order, or from a fenced (older) epoch. Transaction markers
+//! (control batches, no sequence) are always appended; they carry the producer's epoch, which
+//! a fencing abort bumps, so older epochs are refused after it. The state is
 //! derived from the batches in the log, so recovery and rollback rebuild it from the index.
 //!
 //! Expiration (Kafka's `producer.id.expiration.ms`, broker config `producer_id_expiration_ms`,
@@ -121,7 +123,8 @@ impl Producers {
     }
 
     fn check_at(&self, h: &BatchHeader, now_ms: i64) -> Result<SeqCheck, SeqError> {
-        if h.producer_id < 0 {
+        if h.producer_id < 0 || h.is_control() {
+            // Transaction markers carry no sequence (the coordinator writes them).
             return Ok(SeqCheck::Append);
         }
         let Some(e) = self.map.get(&h.producer_id).filter(|e| !e.expired(now_ms, self.expiration_ms)) else {
@@ -179,6 +182,11 @@ impl Producers {
         if epoch != e.epoch {
             e.epoch = epoch;
             e.batches.clear();
+        }
+        if range.first < 0 {
+            // A transaction marker (the only batch with a producer id and no sequence): it may
+            // bump the epoch (fencing the producer) but is no batch of the sequence.
+            return;
         }
         e.batches.push_back(range);
         while e.batches.len() > REMEMBERED_BATCHES {
@@ -336,6 +344,22 @@ mod tests {
         p.record(7, 1, 0, 0, 103, 103);
         assert!(matches!(p.check(&header(7, 0, 4, 1)), Err(SeqError::FencedEpoch { current: 1, .. })));
         assert_eq!(p.check(&header(-1, -1, -1, 5)), Ok(SeqCheck::Append));
+    }
+
+    #[test]
+    fn transaction_markers_skip_sequences_and_may_fence() {
+        let mut p = Producers::default();
+        p.record(7, 0, 0, 2, 100, 102);
+        let mut marker = header(7, 0, -1, 1);
+        marker.attributes = 0x30;
+        assert_eq!(p.check(&marker), Ok(SeqCheck::Append));
+        p.record(7, 0, -1, 0, 103, 103);
+        // The sequence continues across a marker of the same epoch (transaction version 1).
+        assert_eq!(p.check(&header(7, 0, 3, 1)), Ok(SeqCheck::Append));
+        assert!(matches!(p.check(&header(7, 0, 0, 1)), Err(SeqError::OutOfOrder { .. })));
+        // A fencing abort's marker carries a bumped epoch: the old epoch is refused after it.
+        p.record(7, 1, -1, 0, 104, 104);
+        assert!(matches!(p.check(&header(7, 0, 3, 1)), Err(SeqError::FencedEpoch { current: 1, .. })));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub(crate) struct Segment {
     /// Largest batch max timestamp, and the base offset of that batch (-1, -1 when empty).
     pub max_ts: i64,
     pub max_ts_offset: i64,
+    /// `(max_ts, max_ts_offset)` of the batches that are no longer in `dense` (found at open,
+    /// or dropped from it once durable): with the entries in `dense`, what
+    /// [`Segment::max_timestamp_before`] recomputes the maximum from when the segment is cut.
+    pub settled_max: (i64, i64),
     /// Wall-clock ms when this segment was created or opened (for `segment.ms`).
     pub created_ms: i64,
     pub dense: Vec<Entry>,
@@ -69,6 +73,7 @@ impl Segment {
             cursor: IndexCursor::new(),
             max_ts: -1,
             max_ts_offset: -1,
+            settled_max: (-1, -1),
             created_ms: now_ms,
             dense: Vec::new(),
         })
@@ -105,6 +110,7 @@ impl Segment {
             cursor: IndexCursor::new(),
             max_ts: -1,
             max_ts_offset: -1,
+            settled_max: (-1, -1),
             created_ms: now_ms,
             dense: Vec::new(),
         };
@@ -188,6 +194,7 @@ impl Segment {
             cursor: IndexCursor::new(),
             max_ts: -1,
             max_ts_offset: -1,
+            settled_max: (-1, -1),
             created_ms: now_ms,
             dense: Vec::new(),
         };
@@ -198,6 +205,8 @@ impl Segment {
         for e in &s.entries {
             seg.note_timestamp(e);
         }
+        // Every batch found at open is durable, so before any later roll point.
+        seg.settled_max = (seg.max_ts, seg.max_ts_offset);
         seg.dense = s.entries;
         // Old index files describe a previous state of this segment: remove them until sealed.
         for p in [&ip, &tp] {
@@ -215,6 +224,34 @@ impl Segment {
             self.max_ts = e.max_ts;
             self.max_ts_offset = e.base;
         }
+    }
+
+    /// Drops the first `n` entries of `dense` (durable ones), keeping their largest timestamp.
+    pub fn settle(&mut self, n: usize) {
+        for e in self.dense.drain(..n) {
+            if e.max_ts > self.settled_max.0 {
+                self.settled_max = (e.max_ts, e.base);
+            }
+        }
+    }
+
+    /// Makes `max_ts`/`max_ts_offset` those of the batches before offset `end` only (the
+    /// segment is cut there: sealed at a roll point, or rolled back to its durable end).
+    /// Batches appended after the cut were noted at append and must not name this segment's
+    /// largest timestamp (its time index would point past its end, and fail its checks at
+    /// the next start).
+    pub fn max_timestamp_before(&mut self, end: i64) {
+        if self.max_ts_offset < end {
+            return; // the first batch with the largest timestamp is kept, so it stays largest
+        }
+        let (mut ts, mut at) = self.settled_max;
+        for e in self.dense.iter().take_while(|e| e.base < end) {
+            if e.max_ts > ts {
+                (ts, at) = (e.max_ts, e.base);
+            }
+        }
+        self.max_ts = ts;
+        self.max_ts_offset = at;
     }
 
     /// Both index files' paths and bytes, to write once no state is borrowed.

@@ -1,6 +1,7 @@
 //! Real-file tests of the CRC-32C checks on reads: a batch damaged on disk while the log was
 //! closed is never served (however often it is read, cached or not), and bytes checked once
-//! are not checked again while their chunk stays cached.
+//! are not checked again while their chunk stays cached. A sealed segment's time index
+//! points inside it (else the next start rebuilds its index, stopping at damage).
 
 use glommio::LocalExecutorBuilder;
 use sluice_core::batch::{self, Record};
@@ -106,18 +107,51 @@ fn bytes_checked_once_are_not_checked_again_while_cached() {
         let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
         let checked = || sluice_storage::stats::snapshot().bytes_crc_checked;
         let before = checked();
-        let first = log.read(Offset(30), usize::MAX).await.unwrap();
+        // Offset 36 is in the second segment (11 batches of 6,091 bytes fill 64 KiB), not at
+        // its end: the read answers several batches of one segment.
+        let first = log.read(Offset(36), usize::MAX).await.unwrap();
+        let served = bases(&first.records);
+        assert!(served.len() >= 2, "one read answers several batches ({served:?})");
         let once = checked() - before;
         assert!(once >= first.records.len() as u64, "bytes read from the device were checked ({once})");
         for _ in 0..5 {
-            let again = log.read(Offset(30), usize::MAX).await.unwrap();
+            let again = log.read(Offset(36), usize::MAX).await.unwrap();
             assert_eq!(again.records, first.records);
         }
         assert_eq!(checked() - before, once, "bytes read again from the cache were checked again");
         // A read of a part of what was checked is not checked either.
-        let part = log.read(Offset(33), 1).await.unwrap();
-        assert_eq!(bases(&part.records), vec![33]);
+        let part = log.read(Offset(served[1]), 1).await.unwrap();
+        assert_eq!(bases(&part.records), vec![served[1]]);
         assert_eq!(checked() - before, once);
         log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_sealed_segments_time_index_points_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d, "t-0", small_segments(), false).await.unwrap();
+        append_all(&log).await;
+        log.close().await.unwrap();
+        let mut bases: Vec<i64> = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        bases.sort();
+        assert!(bases.len() > 2, "the log rolled");
+        for w in bases.windows(2) {
+            let (base, next) = (w[0], w[1]);
+            let times = std::fs::read(d.join(format!("{base:020}.timeindex"))).unwrap();
+            assert!(!times.is_empty() && times.len().is_multiple_of(12), "segment {base}: {} bytes", times.len());
+            let last = &times[times.len() - 12..];
+            let ts = i64::from_be_bytes(last[..8].try_into().unwrap());
+            let rel = i64::from(u32::from_be_bytes(last[8..].try_into().unwrap()));
+            assert!(base + rel < next, "segment {base}..{next}: its time index ends at offset {}", base + rel);
+            // Batch b holds offsets 3b..3b+2 with timestamp base + b: the last one's is largest.
+            let tag = (next - 1) / 3;
+            assert_eq!((ts, base + rel), (1_700_000_000_000 + tag, tag * 3), "segment {base}..{next}");
+        }
     });
 }

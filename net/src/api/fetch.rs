@@ -14,7 +14,11 @@
 //! writer, which holds it in the count until written. As always in Kafka, the first batch of
 //! the first partition with data is kept whole even when nothing is left, so every Fetch makes
 //! progress and the shard holds at most the budget plus one batch per connection.
+//!
+//! read_committed (isolation level 1, see `committed`): answers stop at each partition's last
+//! stable offset and list its aborted transactions.
 
+mod committed;
 mod session;
 
 use super::{topic_name, ApiSpec, Ctx, Reply};
@@ -32,6 +36,7 @@ use sluice_core::{Offset, TopicPartition};
 use sluice_shard::fetch::{fetch, trim, FetchPlan};
 use sluice_shard::metrics;
 use sluice_shard::msg::FetchItem;
+use sluice_shard::txn::view::ViewItem;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
 use std::time::Duration;
@@ -93,6 +98,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 }
                 parts.push((w, before, index));
             }
+            let read_committed = body.isolation_level == 1;
+            let wanted_views: Vec<ViewItem> = if read_committed {
+                items.iter().map(|i| ViewItem { index: i.index, tp: i.tp.clone(), from: i.offset.0 }).collect()
+            } else {
+                Vec::new()
+            };
             let plan = FetchPlan {
                 items,
                 max_wait: Duration::from_millis(
@@ -104,7 +115,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             };
             let mut results: Vec<Option<Result<sluice_storage::LogRead, PartitionError>>> =
                 early.into_iter().map(|e| e.map(Err)).collect();
-            let read = fetch(&ctx.shard, plan).await;
+            let (read, views) = if read_committed {
+                committed::read(&ctx.shard, plan, wanted_views, results.len()).await
+            } else {
+                (fetch(&ctx.shard, plan).await, vec![None; results.len()])
+            };
             // From here to the writer taking the frame nothing awaits, so no other response
             // can take the budget in between.
             let before = records_len(&read);
@@ -156,14 +171,17 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     let base = PartitionData::default()
                         .with_partition_index(w.partition)
                         .with_preferred_read_replica(BrokerId(-1));
+                    let view = &views[at];
                     partitions.push(match r {
                         Ok(read) => base
                             .with_error_code(0)
                             .with_high_watermark(read.high_watermark.0)
-                            .with_last_stable_offset(read.high_watermark.0)
+                            .with_last_stable_offset(
+                                view.as_ref().map_or(read.high_watermark.0, |v| v.last_stable_offset),
+                            )
                             .with_log_start_offset(if v >= 5 { read.log_start.0 } else { -1 })
                             // READ_UNCOMMITTED: Kafka answers null, not an empty list.
-                            .with_aborted_transactions(None)
+                            .with_aborted_transactions(view.as_ref().map(committed::aborted))
                             .with_records(Some({
                                 records.push(read.records.clone());
                                 read.records

@@ -1,8 +1,11 @@
-//! FindCoordinator (key 10), versions 0–6: this broker coordinates every group.
+//! FindCoordinator (key 10), versions 0–6: this broker coordinates every group and every
+//! transactional id.
 //!
-//! Contract: group keys (type 0) are answered with node 0 at the advertised address, batched
-//! from v4. Transaction keys (type 1) get COORDINATOR_NOT_AVAILABLE: transactions are not
-//! implemented.
+//! Contract: group keys (type 0) and transaction keys (type 1) are answered with node 0 at the
+//! advertised address, batched from v4 (the shard that runs the group or transaction is found
+//! by the broker when the request comes, not by the client). A transaction key before the
+//! `__transaction_state` topic exists gets COORDINATOR_NOT_AVAILABLE; other key types
+//! INVALID_REQUEST.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -20,10 +23,14 @@ pub const SPEC: ApiSpec =
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: FindCoordinatorRequest = decode_body(&req)?;
-        let (code, message) = if body.key_type == 0 {
-            (0, None)
-        } else {
-            (ResponseError::CoordinatorNotAvailable.code(), Some("transactions are not supported".to_string()))
+        let (code, message) = match body.key_type {
+            0 => (0, None),
+            1 if ctx.shard.metadata().topics.contains_key(sluice_shard::txn::TXN_TOPIC) => (0, None),
+            1 => (
+                ResponseError::CoordinatorNotAvailable.code(),
+                Some("the transaction log does not exist yet".to_string()),
+            ),
+            other => (ResponseError::InvalidRequest.code(), Some(format!("unknown coordinator key type {other}"))),
         };
         let host = StrBytes::from_string(ctx.advertised_host.clone());
         let (node, port) = if code == 0 { (BrokerId(0), ctx.advertised_port) } else { (BrokerId(-1), -1) };

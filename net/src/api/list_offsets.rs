@@ -1,7 +1,8 @@
 //! ListOffsets (key 2), versions 1–10: earliest, latest, max timestamp and by timestamp.
 //!
 //! Contract: see `sluice_shard::offsets` for what each timestamp means; answers come from the
-//! partitions' owners, one message per remote owner.
+//! partitions' owners, one message per remote owner. With isolation level read_committed (v2+),
+//! latest (-1) is the last stable offset, as Kafka answers.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code;
@@ -13,6 +14,7 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use sluice_core::TopicPartition;
 use sluice_shard::msg::ListOffsetsItem;
 use sluice_shard::offsets::list_offsets;
+use sluice_shard::txn::view::{views, ViewItem};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -31,7 +33,24 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 });
             }
         }
-        let mut results = list_offsets(&ctx.shard, items).await.into_iter();
+        let latest: Vec<ViewItem> = if req.version >= 2 && body.isolation_level == 1 {
+            items
+                .iter()
+                .filter(|i| i.timestamp == sluice_shard::offsets::LATEST)
+                .map(|i| ViewItem { index: i.index, tp: i.tp.clone(), from: i64::MAX })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut results = list_offsets(&ctx.shard, items).await;
+        if !latest.is_empty() {
+            for (index, view) in views(&ctx.shard, latest).await {
+                if let (Ok(view), Some((_, Ok((offset, _))))) = (view, results.iter_mut().find(|(i, _)| *i == index)) {
+                    offset.0 = offset.0.min(view.last_stable_offset);
+                }
+            }
+        }
+        let mut results = results.into_iter();
         let topics = body
             .topics
             .into_iter()

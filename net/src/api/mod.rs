@@ -7,6 +7,8 @@
 //! [`Reply`] inside resolves to the response frame (`None` for acks=0 produce, which gets no
 //! answer). Responses are written in request order.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -18,6 +20,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -27,6 +31,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -34,6 +39,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use crate::frame::{encode_response, FrameError, Request};
 use crate::response::Frame;
@@ -100,6 +106,12 @@ pub const APIS: &[ApiSpec] = &[
     create_partitions::SPEC,
     incremental_alter_configs::SPEC,
     describe_cluster::SPEC,
+    add_partitions_to_txn::SPEC,
+    add_offsets_to_txn::SPEC,
+    end_txn::SPEC,
+    txn_offset_commit::SPEC,
+    describe_transactions::SPEC,
+    list_transactions::SPEC,
 ];
 
 /// The handler entry for an API key, if implemented (whatever the version).

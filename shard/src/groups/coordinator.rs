@@ -136,6 +136,23 @@ impl Coordinator {
         Ok(plan.results)
     }
 
+    /// Commits offsets without a member check (a transaction's staged offsets, at its
+    /// COMMIT): durable first, then visible.
+    pub(crate) async fn commit_unchecked(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Result<(), GroupError> {
+        let meta = shard.metadata();
+        let plan = table::plan_commit(group_id, offsets, now_ms(), |t, p| meta.owner(t, PartitionId(p)).is_some());
+        if !plan.records.is_empty() {
+            write(shard, group_id, plan.records).await?;
+            table::apply_commit(&mut self.groups.borrow_mut(), group_id, plan.accepted);
+        }
+        Ok(())
+    }
+
     fn fetch(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> OffsetList {
         table::fetch(&self.groups.borrow(), group_id, topics)
     }

@@ -167,13 +167,14 @@ impl State {
     /// Drops the oldest durable per-batch entries of the active segment when it holds twice
     /// [`DENSE_ENTRIES_KEPT`] (amortised: one drain per `DENSE_ENTRIES_KEPT` batches).
     pub(super) fn trim_dense(&mut self, durable: i64) {
-        let dense = &mut self.active_mut().dense;
+        let seg = self.active_mut();
+        let dense = &seg.dense;
         if dense.len() < 2 * DENSE_ENTRIES_KEPT {
             return;
         }
         let durable_entries = dense.partition_point(|e| e.last < durable);
         let drop = durable_entries.min(dense.len() - DENSE_ENTRIES_KEPT);
-        dense.drain(..drop);
+        seg.settle(drop);
     }
 }
 
@@ -189,6 +190,7 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     let seg = st.active_mut();
     let keep = seg.dense.partition_point(|x| x.base < durable);
     debug_assert!(seg.dense.get(keep).is_none_or(|x| x.pos == end), "the durable end is a batch boundary");
+    seg.max_timestamp_before(durable);
     seg.dense.truncate(keep);
     seg.size = end;
     seg.next_offset = durable;
@@ -300,6 +302,9 @@ fn swap_segment(log: &PartitionLog, new: Segment, roll_pos: u64, roll_base: i64)
     let old = st.active_mut();
     let split = old.dense.partition_point(|e| e.pos < roll_pos);
     assert_eq!(old.dense.get(split).map(|e| e.base).unwrap_or(old.next_offset), roll_base);
+    // The batches moved on were noted at append: the sealed segment's largest timestamp (the
+    // last entry of its time index) is that of its own batches.
+    old.max_timestamp_before(roll_base);
     let moved = old.dense.split_off(split);
     old.dense.clear();
     old.size = roll_pos;

@@ -1,0 +1,81 @@
+//! AddPartitionsToTxn (key 24), versions 0–3: the client's partitions join its open
+//! transaction (the transaction starts with the first).
+//!
+//! Contract: answered after the coordinator's new state is durable in `__transaction_state`.
+//! Every partition gets the same code: success, or the transaction-level error (PRODUCER_FENCED
+//! from v2, INVALID_PRODUCER_EPOCH before; CONCURRENT_TRANSACTIONS while the previous end is
+//! being completed; INVALID_PRODUCER_ID_MAPPING). Unknown partitions get
+//! UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as Kafka answers. Version 4
+//! (batched, broker to broker, verify-only) is not offered.
+
+use super::{respond, ApiSpec, Ctx, Reply};
+use crate::errors::txn_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
+use kafka_protocol::ResponseError;
+use sluice_core::PartitionId;
+use sluice_shard::txn::{self, AddRequest};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::AddPartitionsToTxn, name: "AddPartitionsToTxn", min_version: 0, max_version: 3, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: AddPartitionsToTxnRequest = decode_body(&req)?;
+        let transactional_id = body.v3_and_below_transactional_id.0.to_string();
+        let partitions: Vec<(String, i32)> = body
+            .v3_and_below_topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
+            .collect();
+        let reply = async move {
+            let meta = ctx.shard.metadata();
+            let unknown: Vec<bool> = partitions.iter().map(|(t, p)| meta.owner(t, PartitionId(*p)).is_none()).collect();
+            let codes: Vec<i16> = if unknown.iter().any(|u| *u) {
+                let u = ResponseError::UnknownTopicOrPartition.code();
+                let skipped = ResponseError::OperationNotAttempted.code();
+                unknown.iter().map(|bad| if *bad { u } else { skipped }).collect()
+            } else {
+                let request = AddRequest {
+                    transactional_id: transactional_id.clone(),
+                    producer_id: body.v3_and_below_producer_id.0,
+                    epoch: body.v3_and_below_producer_epoch,
+                    partitions: partitions.clone(),
+                    group: None,
+                };
+                let code = match txn::ask(&ctx.shard, &transactional_id, request).await {
+                    Ok(()) => 0,
+                    Err(e) => txn_code(&e, req.version >= 2),
+                };
+                vec![code; partitions.len()]
+            };
+            let mut codes = codes.into_iter();
+            let results = body
+                .v3_and_below_topics
+                .into_iter()
+                .map(|t| {
+                    let parts = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect();
+                    AddPartitionsToTxnTopicResult::default().with_name(t.name).with_results_by_partition(parts)
+                })
+                .collect();
+            let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+            respond(&req, &resp).map(|f| Some(f.into()))
+        };
+        Ok(reply.boxed_local() as Reply)
+    }
+    .boxed_local()
+}

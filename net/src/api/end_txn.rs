@@ -1,0 +1,45 @@
+//! EndTxn (key 26), versions 0–4: commit or abort the open transaction (transaction version 1:
+//! the producer keeps its epoch; version 5, KIP-890's epoch bump per transaction, is not offered).
+//!
+//! Contract: answered once the Prepare state is durable, every partition's COMMIT/ABORT marker
+//! is durable (staged group offsets made visible at a commit), and the Complete state is
+//! durable; a read_committed consumer therefore sees the whole transaction once the producer
+//! has its answer. A retry after completion succeeds. PRODUCER_FENCED from v2,
+//! INVALID_PRODUCER_EPOCH before.
+
+use super::{respond, ApiSpec, Ctx, Reply};
+use crate::errors::txn_result_code;
+use crate::frame::{decode_body, FrameError, Request};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse, ProducerId};
+use sluice_shard::txn::{self, EndRequest};
+use std::rc::Rc;
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::EndTxn, name: "EndTxn", min_version: 0, max_version: 4, handle };
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+    async move {
+        let body: EndTxnRequest = decode_body(&req)?;
+        let reply = async move {
+            let transactional_id = body.transactional_id.0.to_string();
+            let request = EndRequest {
+                transactional_id: transactional_id.clone(),
+                producer_id: body.producer_id.0,
+                epoch: body.producer_epoch,
+                commit: body.committed,
+            };
+            let result = txn::ask(&ctx.shard, &transactional_id, request).await;
+            if let Err(e) = &result {
+                tracing::debug!(transactional_id = %transactional_id, error = %e, "EndTxn refused");
+            }
+            let resp = EndTxnResponse::default()
+                .with_error_code(txn_result_code(&result, req.version >= 2))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            respond(&req, &resp).map(|f| Some(f.into()))
+        };
+        Ok(reply.boxed_local() as Reply)
+    }
+    .boxed_local()
+}

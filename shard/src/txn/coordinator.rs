@@ -1,0 +1,391 @@
+//! One shard's transaction coordinator: the transactional ids whose `__transaction_state`
+//! partition this shard owns. The decisions are in [`super::state`] (no I/O); this file reads
+//! the clock, holds the table, writes the transaction log, sends the markers and runs the
+//! timeout sweep.
+//!
+//! Contract: a state change is appended to the id's `__transaction_state` partition and
+//! fdatasync'd before it enters the table, is answered, or is acted on (markers are sent only
+//! for a durable Prepare state; Complete is written only after every marker is durable). One
+//! operation per id runs at a time (`busy`); another one meanwhile gets
+//! CONCURRENT_TRANSACTIONS, which clients retry. Every `RefCell` borrow ends before an
+//! `.await`. A Prepare state left by a crash or a failed marker is completed by the sweep.
+
+use super::state::{self, Change, EndStep, InitInput, InitStep, TxnMeta, TxnState, Txns};
+use super::{
+    store, AddRequest, CompleteOffsetsRequest, DescribeRequest, EndRequest, InitRequest, ListRequest,
+    StageOffsetsRequest, StageResult, TxnCall, TxnDescription, TxnError, TxnListing, TXN_TOPIC,
+};
+use crate::groups::OffsetToCommit;
+use crate::msg::{Acks, ProduceItem};
+use crate::shard::Shard;
+use bytes::Bytes;
+use sluice_core::batch::{self, Record};
+use sluice_core::clock::now_ms;
+use sluice_core::{Offset, TopicPartition};
+use sluice_storage::PartitionLog;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+const SWEEP_EVERY: Duration = Duration::from_millis(sluice_core::limits::TXN_SWEEP_INTERVAL_MS);
+
+#[derive(Default)]
+pub struct TxnCoordinator {
+    txns: RefCell<Txns>,
+    /// Ids with an operation in flight.
+    busy: RefCell<HashSet<String>>,
+    /// Records that could not be decoded while loading (reported, never applied).
+    pub skipped_records: Cell<u64>,
+    /// Offsets TxnOffsetCommit staged, by (group, producer id), for the groups this shard
+    /// coordinates: committed or dropped when the transaction ends. In memory only (see
+    /// ARCHITECTURE.md: a crash between the commit's Prepare and its markers loses them).
+    staged: RefCell<HashMap<(String, i64), Vec<OffsetToCommit>>>,
+}
+
+/// Marks an id busy for as long as it lives.
+struct Busy<'a> {
+    set: &'a RefCell<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set.borrow_mut().remove(&self.id);
+    }
+}
+
+impl TxnCoordinator {
+    fn claim(&self, id: &str) -> Result<Busy<'_>, TxnError> {
+        if !self.busy.borrow_mut().insert(id.to_string()) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        Ok(Busy { set: &self.busy, id: id.to_string() })
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, call: TxnCall) {
+        match call {
+            TxnCall::Init(c) => drop(c.reply.send(self.init(shard, c.req).await)),
+            TxnCall::Add(c) => drop(c.reply.send(self.add(shard, c.req).await)),
+            TxnCall::End(c) => drop(c.reply.send(self.end(shard, c.req).await)),
+            TxnCall::Describe(c) => drop(c.reply.send(self.describe(c.req))),
+            TxnCall::List(c) => drop(c.reply.send(self.list(&c.req))),
+            TxnCall::StageOffsets(c) => drop(c.reply.send(self.stage_offsets(shard, c.req))),
+            TxnCall::CompleteOffsets(c) => drop(c.reply.send(self.complete_offsets(shard, c.req).await)),
+        }
+    }
+
+    /// TxnOffsetCommit on the group's coordinator: offsets of existing partitions are staged
+    /// (a later one for the same partition replaces the earlier).
+    fn stage_offsets(&self, shard: &Shard, req: StageOffsetsRequest) -> StageResult {
+        let meta = shard.metadata();
+        let mut results = Vec::with_capacity(req.offsets.len());
+        let mut staged = self.staged.borrow_mut();
+        let list = staged.entry((req.group_id.clone(), req.producer_id)).or_default();
+        for o in req.offsets {
+            if meta.owner(&o.topic, sluice_core::PartitionId(o.partition)).is_none() {
+                results.push(Err(crate::groups::GroupError::UnknownTopicOrPartition));
+                continue;
+            }
+            list.retain(|x| !(x.topic == o.topic && x.partition == o.partition));
+            list.push(o);
+            results.push(Ok(()));
+        }
+        Ok(results)
+    }
+
+    /// The transaction's end reached the group: its staged offsets are committed or dropped.
+    async fn complete_offsets(&self, shard: &Rc<Shard>, req: CompleteOffsetsRequest) -> Result<(), TxnError> {
+        let staged = self.staged.borrow_mut().remove(&(req.group_id.clone(), req.producer_id));
+        let Some(offsets) = staged.filter(|_| req.commit) else { return Ok(()) };
+        shard
+            .groups
+            .commit_unchecked(shard, &req.group_id, offsets)
+            .await
+            .map_err(|e| TxnError::Storage(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn init(&self, shard: &Rc<Shard>, req: InitRequest) -> Result<(i64, i16), TxnError> {
+        if !store::storable(&req.transactional_id) {
+            return Err(TxnError::InvalidRequest("transactional id too long".into()));
+        }
+        let _busy = self.claim(&req.transactional_id)?;
+        // At most two rounds: an open transaction is aborted (fencing its producer), then the
+        // epoch is bumped once more for the new producer.
+        for _ in 0..2 {
+            let fresh_id = self.needs_fresh_id(&req.transactional_id);
+            let new_producer_id = if fresh_id {
+                crate::admin::allocate_producer_id(shard).await.map_err(|e| TxnError::Storage(e.to_string()))?
+            } else {
+                -1
+            };
+            let input = InitInput {
+                transactional_id: &req.transactional_id,
+                timeout_ms: req.timeout_ms,
+                given: req.given,
+                new_producer_id,
+                now_ms: now_ms(),
+                max_timeout_ms: i32::try_from(shard.config.transaction_max_timeout_ms).unwrap_or(i32::MAX),
+            };
+            let step = state::init(&self.txns.borrow(), &input)?;
+            match step {
+                InitStep::Write(c) => {
+                    let answer = (c.meta.producer_id, c.meta.producer_epoch);
+                    assert!(answer.0 >= 0, "a transactional producer always gets an id");
+                    self.persist(shard, c).await?;
+                    tracing::info!(transactional_id = %req.transactional_id, producer_id = answer.0, epoch = answer.1, "transactional producer initialised");
+                    return Ok(answer);
+                }
+                InitStep::AbortFirst(c) => {
+                    tracing::info!(transactional_id = %req.transactional_id, "a new producer instance aborts the open transaction and fences the old one");
+                    self.persist(shard, c.clone()).await?;
+                    self.complete(shard, c).await?;
+                }
+            }
+        }
+        Err(TxnError::ConcurrentTransactions)
+    }
+
+    /// Whether InitProducerId needs a new producer id (unknown id, or epoch exhausted).
+    fn needs_fresh_id(&self, id: &str) -> bool {
+        self.txns.borrow().get(id).is_none_or(|m| m.producer_epoch >= i16::MAX - 1)
+    }
+
+    async fn add(&self, shard: &Rc<Shard>, req: AddRequest) -> Result<(), TxnError> {
+        if req.partitions.iter().any(|(t, _)| !store::storable(t))
+            || req.group.as_deref().is_some_and(|g| !store::storable(g))
+        {
+            return Err(TxnError::InvalidRequest("name too long".into()));
+        }
+        let _busy = self.claim(&req.transactional_id)?;
+        let change = state::add(
+            &self.txns.borrow(),
+            &req.transactional_id,
+            req.producer_id,
+            req.epoch,
+            &req.partitions,
+            req.group.as_deref(),
+            now_ms(),
+        )?;
+        if let Some(c) = change {
+            self.persist(shard, c).await?;
+        }
+        Ok(())
+    }
+
+    async fn end(&self, shard: &Rc<Shard>, req: EndRequest) -> Result<(), TxnError> {
+        let _busy = self.claim(&req.transactional_id)?;
+        let step =
+            state::end(&self.txns.borrow(), &req.transactional_id, req.producer_id, req.epoch, req.commit, now_ms())?;
+        match step {
+            EndStep::AlreadyDone => Ok(()),
+            EndStep::Prepare(c) => {
+                self.persist(shard, c.clone()).await?;
+                self.complete(shard, c).await
+            }
+        }
+    }
+
+    /// Sends the markers of a durable Prepare state, then makes its Complete state durable.
+    async fn complete(&self, shard: &Rc<Shard>, prepared: Change) -> Result<(), TxnError> {
+        let commit = prepared.meta.state == TxnState::PrepareCommit;
+        send_markers(shard, &prepared.meta, commit).await?;
+        let done = Change {
+            transactional_id: prepared.transactional_id.clone(),
+            meta: state::complete(&prepared.meta, now_ms()),
+        };
+        self.persist(shard, done).await?;
+        tracing::debug!(transactional_id = %prepared.transactional_id, commit, "transaction completed");
+        Ok(())
+    }
+
+    /// Makes a change durable, then installs it.
+    async fn persist(&self, shard: &Shard, c: Change) -> Result<(), TxnError> {
+        let records = vec![(store::key(&c.transactional_id), store::value(&c.meta))];
+        write(shard, &c.transactional_id, records).await?;
+        state::install(&mut self.txns.borrow_mut(), c, false);
+        Ok(())
+    }
+
+    fn describe(&self, req: DescribeRequest) -> Vec<TxnDescription> {
+        let txns = self.txns.borrow();
+        req.ids
+            .into_iter()
+            .map(|id| {
+                let result = txns.get(&id).cloned().ok_or(TxnError::TransactionalIdNotFound);
+                TxnDescription { transactional_id: id, result }
+            })
+            .collect()
+    }
+
+    fn list(&self, req: &ListRequest) -> Vec<TxnListing> {
+        let now = now_ms();
+        self.txns
+            .borrow()
+            .iter()
+            .filter(|(_, m)| req.states.is_empty() || req.states.iter().any(|s| s == m.state.name()))
+            .filter(|(_, m)| req.producer_ids.is_empty() || req.producer_ids.contains(&m.producer_id))
+            .filter(|(_, m)| {
+                req.duration_filter_ms < 0
+                    || (m.state == TxnState::Ongoing && now.saturating_sub(m.start_ms) > req.duration_filter_ms)
+            })
+            .map(|(id, m)| (id.clone(), m.producer_id, m.state.name()))
+            .collect()
+    }
+
+    /// Transactions this shard coordinates (for metrics and tests).
+    pub fn count(&self) -> usize {
+        self.txns.borrow().len()
+    }
+
+    /// A copy of one id's state.
+    pub fn get(&self, id: &str) -> Option<TxnMeta> {
+        self.txns.borrow().get(id).cloned()
+    }
+
+    /// Replays one `__transaction_state` partition into memory (when the shard opens it).
+    pub async fn load(&self, log: &PartitionLog) -> Result<(), sluice_storage::StorageError> {
+        let mut offset = log.log_start();
+        let end = log.high_watermark();
+        let mut applied = 0u64;
+        while offset < end {
+            let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut pos = 0;
+            while pos < read.records.len() {
+                let Ok(h) = batch::BatchHeader::parse(&read.records[pos..]) else { break };
+                let bytes = &read.records[pos..(pos + h.total_len()).min(read.records.len())];
+                match batch::records(bytes) {
+                    Ok(recs) => {
+                        for r in recs {
+                            match r.key.and_then(|k| store::decode(k, r.value.unwrap_or(&[]))) {
+                                Some((id, Some(meta))) => {
+                                    state::install(
+                                        &mut self.txns.borrow_mut(),
+                                        Change { transactional_id: id, meta },
+                                        true,
+                                    );
+                                    applied += 1;
+                                }
+                                Some((id, None)) => {
+                                    self.txns.borrow_mut().remove(&id);
+                                    applied += 1;
+                                }
+                                None => self.skipped_records.set(self.skipped_records.get() + 1),
+                            }
+                        }
+                    }
+                    Err(_) => self.skipped_records.set(self.skipped_records.get() + 1),
+                }
+                offset = Offset(h.last_offset() + 1);
+                pos += h.total_len();
+            }
+        }
+        tracing::debug!(partition = log.name(), records = applied, "transaction coordinator state loaded");
+        Ok(())
+    }
+
+    /// Aborts timed-out transactions, completes Prepare states left unfinished, and removes
+    /// ids idle past `transactional_id_expiration_ms`. Ids busy with a request are skipped.
+    async fn sweep(&self, shard: &Rc<Shard>) {
+        let now = now_ms();
+        let due = state::timed_out(&self.txns.borrow(), now);
+        for c in due {
+            let Ok(_busy) = self.claim(&c.transactional_id) else { continue };
+            // Re-check under the claim: the producer may have ended it meanwhile.
+            if !state::timed_out(&self.txns.borrow(), now).iter().any(|d| d.transactional_id == c.transactional_id) {
+                continue;
+            }
+            tracing::info!(transactional_id = %c.transactional_id, producer_id = c.meta.producer_id, "transaction timed out: aborting it and fencing its producer");
+            if let Err(e) = self.persist(shard, c.clone()).await {
+                tracing::warn!(transactional_id = %c.transactional_id, error = %e, "could not abort a timed-out transaction");
+                continue;
+            }
+            if let Err(e) = self.complete(shard, c.clone()).await {
+                tracing::warn!(transactional_id = %c.transactional_id, error = %e, "could not complete an abort; retried");
+            }
+        }
+        let pending = state::pending_completion(&self.txns.borrow());
+        for c in pending {
+            let Ok(_busy) = self.claim(&c.transactional_id) else { continue };
+            tracing::info!(transactional_id = %c.transactional_id, state = c.meta.state.name(), "completing an unfinished transaction");
+            if let Err(e) = self.complete(shard, c.clone()).await {
+                tracing::warn!(transactional_id = %c.transactional_id, error = %e, "could not complete a transaction; retried");
+            }
+        }
+        let expiration = i64::try_from(shard.config.transactional_id_expiration_ms).unwrap_or(i64::MAX);
+        let expired = state::expired(&self.txns.borrow(), now, expiration);
+        for id in expired {
+            let Ok(_busy) = self.claim(&id) else { continue };
+            if let Err(e) = write(shard, &id, vec![(store::key(&id), Vec::new())]).await {
+                tracing::warn!(transactional_id = %id, error = %e, "could not expire a transactional id");
+                continue;
+            }
+            tracing::debug!(transactional_id = %id, "transactional id expired");
+            self.txns.borrow_mut().remove(&id);
+        }
+    }
+}
+
+/// Appends COMMIT or ABORT markers to every partition of the transaction (through their owners'
+/// produce path, acks=all) and completes the groups' transactional offsets.
+async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result<(), TxnError> {
+    let marker =
+        Bytes::from(super::partition::build_marker(meta.producer_id, meta.producer_epoch, commit, 0, now_ms()));
+    let header = batch::validate(&marker).map_err(|e| TxnError::Storage(e.to_string()))?;
+    let items: Vec<ProduceItem> = meta
+        .partitions
+        .iter()
+        .filter(|(t, _)| t != crate::groups::OFFSETS_TOPIC)
+        .enumerate()
+        .map(|(index, (t, p))| ProduceItem {
+            index,
+            tp: TopicPartition::new(t.clone(), *p),
+            batches: vec![(header, marker.clone())],
+        })
+        .collect();
+    let results = crate::produce::produce(shard, Acks::All, items).await.await;
+    for (_, r) in results {
+        match r {
+            // A partition deleted since it was added has no data to mark.
+            Ok(_) | Err(crate::PartitionError::UnknownTopicOrPartition) => {}
+            Err(e) => return Err(TxnError::Storage(format!("writing a transaction marker: {e}"))),
+        }
+    }
+    for group in &meta.groups {
+        let request = CompleteOffsetsRequest { group_id: group.clone(), producer_id: meta.producer_id, commit };
+        super::on_group(shard, group, request)
+            .await
+            .map_err(|e| TxnError::Storage(format!("completing the offsets of group {group}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Appends records to the id's transaction-log partition and waits until they are durable.
+async fn write(shard: &Shard, transactional_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), TxnError> {
+    let partitions = shard.metadata().topics.get(TXN_TOPIC).map(|t| t.shards.len()).unwrap_or(0);
+    if partitions == 0 {
+        return Err(TxnError::CoordinatorNotAvailable);
+    }
+    let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(transactional_id, partitions));
+    let log = shard.log(&tp).ok_or(TxnError::CoordinatorNotAvailable)?;
+    let recs: Vec<Record<'_>> = records.iter().map(|(k, v)| Record { key: Some(k), value: v }).collect();
+    let bytes = batch::build(&recs, now_ms());
+    let header = batch::validate(&bytes).map_err(|e| TxnError::Storage(e.to_string()))?;
+    let info = log.append(&bytes, &header, None).map_err(|e| TxnError::Storage(e.to_string()))?;
+    log.wait_durable(&info).await.map_err(|e| TxnError::Storage(e.to_string()))
+}
+
+/// Runs the coordinator's periodic sweep until the shard stops.
+pub fn spawn_sweeper(shard: Rc<Shard>) {
+    glommio::spawn_local(async move {
+        while !shard.is_stopping() {
+            glommio::timer::sleep(SWEEP_EVERY).await;
+            shard.txns.sweep(&shard).await;
+        }
+    })
+    .detach();
+}

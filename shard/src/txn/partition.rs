@@ -1,0 +1,230 @@
+//! One partition's transactions, as its owner keeps them: the first offset of each producer's
+//! open transaction, the aborted transactions (producer, first offset, marker offset), and
+//! from them the last stable offset (LSO) that `read_committed` consumers read up to.
+//!
+//! Contract: [`PartitionTxns::observe`] is called for every batch the partition holds, in
+//! offset order — at append (data and markers alike) and, at open, for every batch of the log
+//! (the rebuild after a crash) — so the state is a function of the log. The LSO is the first
+//! offset of the oldest open transaction, or the high watermark when none is open; it never
+//! exceeds the high watermark. Aborted entries below the log start are dropped by
+//! [`PartitionTxns::forget_below`].
+
+use sluice_core::batch::{self, BatchHeader};
+use std::collections::BTreeMap;
+
+/// Attribute bit of a transactional batch.
+const TRANSACTIONAL: i16 = 0x10;
+
+/// An aborted transaction of one producer: its data lies in `[first, marker)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aborted {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub marker_offset: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PartitionTxns {
+    /// Producer id → first offset of its open transaction here.
+    open: BTreeMap<i64, i64>,
+    /// In marker order (so by marker offset).
+    aborted: Vec<Aborted>,
+}
+
+/// The marker type of a control batch (`Some(true)` commit, `Some(false)` abort), read from
+/// its one record's key (version i16, type i16).
+pub fn marker_type(batch_bytes: &[u8]) -> Option<bool> {
+    let recs = batch::records(batch_bytes).ok()?;
+    let key = recs.into_iter().next()?.key?;
+    let t = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
+    match t {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+impl PartitionTxns {
+    /// Takes one batch of the log (`base` is its stored base offset; `bytes` the whole batch,
+    /// needed for control batches only).
+    pub fn observe(&mut self, h: &BatchHeader, base: i64, bytes: &[u8]) {
+        if h.producer_id < 0 || h.attributes & TRANSACTIONAL == 0 {
+            return;
+        }
+        if !h.is_control() {
+            self.open.entry(h.producer_id).or_insert(base);
+            return;
+        }
+        let Some(first) = self.open.remove(&h.producer_id) else { return };
+        if marker_type(bytes) == Some(false) {
+            self.aborted.push(Aborted { producer_id: h.producer_id, first_offset: first, marker_offset: base });
+        }
+    }
+
+    /// The last stable offset, given the high watermark.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.open.values().copied().min().map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// Aborted transactions whose data overlaps `[from, to)` (Kafka's `collectAbortedTxns`).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<Aborted> {
+        self.aborted.iter().filter(|a| a.marker_offset >= from && a.first_offset < to).copied().collect()
+    }
+
+    /// Forgets aborted transactions whose marker is below `log_start` (deleted data).
+    pub fn forget_below(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.marker_offset >= log_start);
+    }
+
+    /// Open transactions here: (producer id, first offset).
+    pub fn open(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.open.iter().map(|(p, o)| (*p, *o))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.aborted.is_empty()
+    }
+}
+
+/// A COMMIT or ABORT control batch of a producer (Kafka's `EndTransactionMarker`: key version
+/// 0 and type, value version 0 and the coordinator epoch).
+pub fn build_marker(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32, timestamp: i64) -> Vec<u8> {
+    let key: [u8; 4] = {
+        let mut k = [0u8; 4];
+        k[2..4].copy_from_slice(&i16::from(commit).to_be_bytes());
+        k
+    };
+    let mut value = [0u8; 6];
+    value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut b = batch::build(&[batch::Record { key: Some(&key), value: &value }], timestamp);
+    // attributes (offset 21): transactional | control; producer id, epoch (43, 51); base
+    // sequence stays -1 as Kafka writes it. The CRC covers these: recomputed.
+    b[21..23].copy_from_slice(&(TRANSACTIONAL | 0x20).to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pid: i64) -> (BatchHeader, Vec<u8>) {
+        let mut b = batch::build(&[batch::Record { key: None, value: b"v" }], 0);
+        b[21..23].copy_from_slice(&TRANSACTIONAL.to_be_bytes());
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        (batch::validate(&b).expect("valid"), b)
+    }
+
+    #[test]
+    fn lso_follows_open_transactions_and_aborts_are_indexed() {
+        let mut p = PartitionTxns::default();
+        assert_eq!(p.last_stable_offset(10), 10);
+        let (h1, b1) = data(1);
+        p.observe(&h1, 3, &b1);
+        p.observe(&h1, 4, &b1);
+        let (h2, b2) = data(2);
+        p.observe(&h2, 5, &b2);
+        assert_eq!(p.last_stable_offset(6), 3, "the oldest open transaction holds the LSO");
+        let abort = build_marker(1, 0, false, 0, 0);
+        let ha = batch::validate(&abort).expect("a marker is a valid batch");
+        assert!(ha.is_control());
+        assert_eq!(marker_type(&abort), Some(false));
+        p.observe(&ha, 6, &abort);
+        assert_eq!(p.last_stable_offset(7), 5);
+        let commit = build_marker(2, 0, true, 0, 0);
+        let hc = batch::validate(&commit).expect("valid");
+        assert_eq!(marker_type(&commit), Some(true));
+        p.observe(&hc, 7, &commit);
+        assert_eq!(p.last_stable_offset(8), 8);
+        assert_eq!(p.aborted_between(0, 8), vec![Aborted { producer_id: 1, first_offset: 3, marker_offset: 6 }]);
+        assert!(p.aborted_between(7, 8).is_empty(), "data wholly before the range");
+        assert!(p.aborted_between(0, 3).is_empty(), "data wholly after the range");
+        p.forget_below(7);
+        assert!(p.is_empty());
+        // The LSO never passes the high watermark.
+        p.observe(&h1, 20, &b1);
+        assert_eq!(p.last_stable_offset(15), 15);
+    }
+}
+
+/// Every partition's transactions on one shard (its owned partitions only).
+#[derive(Debug, Default)]
+pub struct Registry {
+    parts: std::cell::RefCell<std::collections::HashMap<sluice_core::TopicPartition, PartitionTxns>>,
+}
+
+/// What a read_committed answer needs of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnView {
+    pub last_stable_offset: i64,
+    pub aborted: Vec<Aborted>,
+}
+
+impl Registry {
+    /// Takes an appended batch (see [`PartitionTxns::observe`]).
+    pub fn observe(&self, tp: &sluice_core::TopicPartition, h: &BatchHeader, base: i64, bytes: &[u8]) {
+        if h.producer_id < 0 || h.attributes & TRANSACTIONAL == 0 {
+            return;
+        }
+        self.parts.borrow_mut().entry(tp.clone()).or_default().observe(h, base, bytes);
+    }
+
+    /// Installs the state a scan of the log rebuilt (at open).
+    pub fn install(&self, tp: &sluice_core::TopicPartition, txns: PartitionTxns) {
+        if txns.is_empty() {
+            self.parts.borrow_mut().remove(tp);
+        } else {
+            self.parts.borrow_mut().insert(tp.clone(), txns);
+        }
+    }
+
+    /// Forgets a partition (closed or deleted).
+    pub fn remove(&self, tp: &sluice_core::TopicPartition) {
+        self.parts.borrow_mut().remove(tp);
+    }
+
+    /// The LSO (at most `high_watermark`) and the aborted transactions overlapping
+    /// `[from, lso)`; `log_start` prunes aborted entries of deleted data.
+    pub fn view(&self, tp: &sluice_core::TopicPartition, high_watermark: i64, log_start: i64, from: i64) -> TxnView {
+        let mut parts = self.parts.borrow_mut();
+        let Some(p) = parts.get_mut(tp) else {
+            return TxnView { last_stable_offset: high_watermark, aborted: Vec::new() };
+        };
+        p.forget_below(log_start);
+        let lso = p.last_stable_offset(high_watermark);
+        TxnView { last_stable_offset: lso, aborted: p.aborted_between(from, lso) }
+    }
+}
+
+/// Rebuilds a partition's transactions by reading its whole log (at open, after a crash or a
+/// clean stop alike: the state is not persisted). Reads whole batches up to the high watermark.
+pub async fn rebuild(log: &sluice_storage::PartitionLog) -> Result<PartitionTxns, sluice_storage::StorageError> {
+    let mut txns = PartitionTxns::default();
+    let mut offset = log.log_start();
+    let end = log.high_watermark();
+    while offset < end {
+        let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        while pos + batch::HEADER_LEN <= read.records.len() {
+            let Ok(h) = BatchHeader::parse(&read.records[pos..]) else { break };
+            let stop = (pos + h.total_len()).min(read.records.len());
+            txns.observe(&h, h.base_offset, &read.records[pos..stop]);
+            offset = sluice_core::Offset(h.last_offset() + 1);
+            pos += h.total_len();
+        }
+        if pos == 0 {
+            break;
+        }
+    }
+    Ok(txns)
+}

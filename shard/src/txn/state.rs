@@ -1,0 +1,357 @@
+//! The transactions of one coordinator shard and every decision about them, without I/O:
+//! what InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, the completion of the
+//! markers, the timeout sweep and replay do to the table (Kafka's `TransactionCoordinator` and
+//! `TransactionMetadata`, transaction version 1).
+//!
+//! Contract: nothing here reads the clock or touches storage; time comes in as `now_ms`.
+//! Every change is returned as the new [`TxnMeta`] to write ([`Change`]); the caller makes it
+//! durable in `__transaction_state` and only then installs it with [`install`], so what the
+//! table holds is always what a replay would rebuild. States move only along
+//! Empty → Ongoing → PrepareCommit/PrepareAbort → CompleteCommit/CompleteAbort → Ongoing/Empty
+//! (asserted in [`install`]).
+
+use super::TxnError;
+use std::collections::{BTreeSet, HashMap};
+
+/// Kafka's `TransactionState`, without the states a single broker never needs (Dead is a
+/// removed entry; a fence is an abort with the epoch bumped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// Kafka's names (DescribeTransactions, ListTransactions).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    pub fn to_byte(self) -> u8 {
+        match self {
+            TxnState::Empty => 0,
+            TxnState::Ongoing => 1,
+            TxnState::PrepareCommit => 2,
+            TxnState::PrepareAbort => 3,
+            TxnState::CompleteCommit => 4,
+            TxnState::CompleteAbort => 5,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<TxnState> {
+        Some(match b {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            _ => return None,
+        })
+    }
+
+    fn is_prepare(self) -> bool {
+        matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
+    }
+
+    /// Whether `self → next` is a transition Kafka allows.
+    pub fn may_become(self, next: TxnState) -> bool {
+        use TxnState::*;
+        match next {
+            Empty => matches!(self, Empty | CompleteCommit | CompleteAbort),
+            Ongoing => matches!(self, Empty | Ongoing | CompleteCommit | CompleteAbort),
+            PrepareCommit => self == Ongoing,
+            PrepareAbort => matches!(self, Ongoing),
+            CompleteCommit => self == PrepareCommit,
+            CompleteAbort => self == PrepareAbort,
+        }
+    }
+}
+
+/// One transactional id's state, exactly what its `__transaction_state` record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMeta {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The epoch before the last bump (KIP-360: a retried InitProducerId presents it).
+    pub last_producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// (topic, partition) of the open transaction, `__consumer_offsets` ones included.
+    pub partitions: BTreeSet<(String, i32)>,
+    /// Groups whose offsets the transaction commits (AddOffsetsToTxn).
+    pub groups: BTreeSet<String>,
+    /// When the open transaction started (its first AddPartitions), -1 when none.
+    pub start_ms: i64,
+    pub update_ms: i64,
+}
+
+/// Every transactional id of one coordinator shard.
+pub type Txns = HashMap<String, TxnMeta>;
+
+/// A state to make durable, then [`install`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub transactional_id: String,
+    pub meta: TxnMeta,
+}
+
+/// What InitProducerId needs done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitStep {
+    /// Write this, then answer with its producer id and epoch.
+    Write(Change),
+    /// An open transaction must be aborted first (this change is its PrepareAbort with the
+    /// epoch bumped, which fences the old producer); the client is told to retry.
+    AbortFirst(Change),
+}
+
+/// Producer ids and epochs handed out: a fresh id when needed (`None`: allocate one).
+pub struct InitInput<'a> {
+    pub transactional_id: &'a str,
+    pub timeout_ms: i32,
+    /// KIP-360: the producer id and epoch the client had, when it has one.
+    pub given: Option<(i64, i16)>,
+    pub new_producer_id: i64,
+    pub now_ms: i64,
+    pub max_timeout_ms: i32,
+}
+
+/// InitProducerId with a transactional id (Kafka `TransactionCoordinator.handleInitProducerId`).
+pub fn init(txns: &Txns, input: &InitInput<'_>) -> Result<InitStep, TxnError> {
+    if input.transactional_id.is_empty() {
+        return Err(TxnError::InvalidRequest("empty transactional id".into()));
+    }
+    if input.timeout_ms <= 0 || input.timeout_ms > input.max_timeout_ms {
+        return Err(TxnError::InvalidTransactionTimeout(input.timeout_ms));
+    }
+    let id = input.transactional_id.to_string();
+    let Some(m) = txns.get(input.transactional_id) else {
+        let meta = TxnMeta {
+            producer_id: input.new_producer_id,
+            producer_epoch: 0,
+            last_producer_epoch: -1,
+            timeout_ms: input.timeout_ms,
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            groups: BTreeSet::new(),
+            start_ms: -1,
+            update_ms: input.now_ms,
+        };
+        return Ok(InitStep::Write(Change { transactional_id: id, meta }));
+    };
+    if let Some((pid, epoch)) = input.given {
+        // KIP-360: only the current producer (or a retry of its last InitProducerId) may
+        // recover; anyone else is a zombie.
+        let current = pid == m.producer_id && (epoch == m.producer_epoch || epoch == m.last_producer_epoch);
+        if !current {
+            return Err(TxnError::ProducerFenced);
+        }
+        if epoch == m.last_producer_epoch && m.state == TxnState::Empty {
+            // A retry of the InitProducerId that already bumped: same answer again.
+            return Ok(InitStep::Write(Change { transactional_id: id, meta: m.clone() }));
+        }
+    }
+    match m.state {
+        TxnState::PrepareCommit | TxnState::PrepareAbort => Err(TxnError::ConcurrentTransactions),
+        TxnState::Ongoing => {
+            Ok(InitStep::AbortFirst(Change { transactional_id: id, meta: prepare_abort_fenced(m, input.now_ms) }))
+        }
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+            let mut meta = m.clone();
+            if m.producer_epoch >= i16::MAX - 1 {
+                meta.producer_id = input.new_producer_id;
+                meta.producer_epoch = 0;
+                meta.last_producer_epoch = -1;
+            } else {
+                meta.last_producer_epoch = m.producer_epoch;
+                meta.producer_epoch = m.producer_epoch + 1;
+            }
+            meta.timeout_ms = input.timeout_ms;
+            meta.state = TxnState::Empty;
+            meta.partitions.clear();
+            meta.groups.clear();
+            meta.start_ms = -1;
+            meta.update_ms = input.now_ms;
+            Ok(InitStep::Write(Change { transactional_id: id, meta }))
+        }
+    }
+}
+
+/// An abort of an open transaction that also fences its producer (the epoch is bumped, and
+/// the markers carry the new epoch): InitProducerId over an open transaction, or its timeout.
+fn prepare_abort_fenced(m: &TxnMeta, now_ms: i64) -> TxnMeta {
+    let mut meta = m.clone();
+    if m.producer_epoch < i16::MAX - 1 {
+        meta.last_producer_epoch = m.producer_epoch;
+        meta.producer_epoch = m.producer_epoch + 1;
+    }
+    meta.state = TxnState::PrepareAbort;
+    meta.update_ms = now_ms;
+    meta
+}
+
+fn check_producer(txns: &Txns, id: &str, producer_id: i64, epoch: i16) -> Result<TxnMeta, TxnError> {
+    let m = txns.get(id).ok_or(TxnError::InvalidProducerIdMapping)?;
+    if m.producer_id != producer_id {
+        return Err(TxnError::InvalidProducerIdMapping);
+    }
+    if m.producer_epoch != epoch {
+        return Err(TxnError::ProducerFenced);
+    }
+    Ok(m.clone())
+}
+
+/// AddPartitionsToTxn / AddOffsetsToTxn: `None` when nothing changes (already added).
+pub fn add(
+    txns: &Txns,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+    group: Option<&str>,
+    now_ms: i64,
+) -> Result<Option<Change>, TxnError> {
+    let m = check_producer(txns, id, producer_id, epoch)?;
+    if m.state.is_prepare() {
+        return Err(TxnError::ConcurrentTransactions);
+    }
+    let known = partitions.iter().all(|p| m.partitions.contains(p)) && group.is_none_or(|g| m.groups.contains(g));
+    if m.state == TxnState::Ongoing && known {
+        return Ok(None);
+    }
+    let mut meta = m;
+    if meta.state != TxnState::Ongoing {
+        meta.partitions.clear();
+        meta.groups.clear();
+        meta.start_ms = now_ms;
+    }
+    meta.state = TxnState::Ongoing;
+    meta.partitions.extend(partitions.iter().cloned());
+    if let Some(g) = group {
+        meta.groups.insert(g.to_string());
+    }
+    meta.update_ms = now_ms;
+    Ok(Some(Change { transactional_id: id.to_string(), meta }))
+}
+
+/// What EndTxn needs done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndStep {
+    /// Write this Prepare state, send the markers, then write [`complete`]'s state.
+    Prepare(Change),
+    /// A retry of an EndTxn that already completed the same way: answer success.
+    AlreadyDone,
+}
+
+/// EndTxn (Kafka `TransactionCoordinator.handleEndTransaction`, version 1).
+pub fn end(
+    txns: &Txns,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    now_ms: i64,
+) -> Result<EndStep, TxnError> {
+    let m = check_producer(txns, id, producer_id, epoch)?;
+    match (m.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let mut meta = m;
+            meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+            meta.update_ms = now_ms;
+            Ok(EndStep::Prepare(Change { transactional_id: id.to_string(), meta }))
+        }
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(EndStep::AlreadyDone),
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => Err(TxnError::ConcurrentTransactions),
+        _ => Err(TxnError::InvalidTxnState(format!(
+            "EndTxn({}) in state {}",
+            if commit { "commit" } else { "abort" },
+            m.state.name()
+        ))),
+    }
+}
+
+/// The Complete state following a Prepare one, once every marker is written.
+pub fn complete(prepared: &TxnMeta, now_ms: i64) -> TxnMeta {
+    let mut meta = prepared.clone();
+    meta.state = match prepared.state {
+        TxnState::PrepareCommit => TxnState::CompleteCommit,
+        TxnState::PrepareAbort => TxnState::CompleteAbort,
+        other => panic!("complete() of a transaction in state {}", other.name()),
+    };
+    meta.partitions.clear();
+    meta.groups.clear();
+    meta.start_ms = -1;
+    meta.update_ms = now_ms;
+    meta
+}
+
+/// Open transactions past their timeout, as the PrepareAbort (epoch bumped) to write for each.
+pub fn timed_out(txns: &Txns, now_ms: i64) -> Vec<Change> {
+    let mut out: Vec<Change> = txns
+        .iter()
+        .filter(|(_, m)| m.state == TxnState::Ongoing && now_ms.saturating_sub(m.start_ms) > i64::from(m.timeout_ms))
+        .map(|(id, m)| Change { transactional_id: id.clone(), meta: prepare_abort_fenced(m, now_ms) })
+        .collect();
+    out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    out
+}
+
+/// Ids without an open transaction whose last update is older than `expiration_ms`
+/// (`transactional.id.expiration.ms`): their entries are removed (a tombstone is written).
+pub fn expired(txns: &Txns, now_ms: i64, expiration_ms: i64) -> Vec<String> {
+    let mut out: Vec<String> = txns
+        .iter()
+        .filter(|(_, m)| {
+            matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort)
+                && now_ms.saturating_sub(m.update_ms) >= expiration_ms
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Installs a change that is now durable (or replayed). Panics on a transition Kafka does not
+/// allow, unless it is a replay (`replay`: the log is the truth).
+pub fn install(txns: &mut Txns, change: Change, replay: bool) {
+    if !replay {
+        if let Some(old) = txns.get(&change.transactional_id) {
+            let same = old.state == change.meta.state;
+            assert!(
+                same || old.state.may_become(change.meta.state),
+                "transaction {}: {} may not become {}",
+                change.transactional_id,
+                old.state.name(),
+                change.meta.state.name()
+            );
+        }
+    }
+    txns.insert(change.transactional_id, change.meta);
+}
+
+/// Transactions a replay left between Prepare and Complete: their markers must be sent again.
+pub fn pending_completion(txns: &Txns) -> Vec<Change> {
+    let mut out: Vec<Change> = txns
+        .iter()
+        .filter(|(_, m)| m.state.is_prepare())
+        .map(|(id, m)| Change { transactional_id: id.clone(), meta: m.clone() })
+        .collect();
+    out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    out
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,261 @@
+//! Unit and property tests of the transaction state machine.
+
+use super::*;
+use proptest::prelude::*;
+
+const MAX_TIMEOUT: i32 = 900_000;
+
+fn init_input(id: &str, given: Option<(i64, i16)>, new_pid: i64, now: i64) -> InitInput<'_> {
+    InitInput {
+        transactional_id: id,
+        timeout_ms: 60_000,
+        given,
+        new_producer_id: new_pid,
+        now_ms: now,
+        max_timeout_ms: MAX_TIMEOUT,
+    }
+}
+
+fn apply_init(
+    txns: &mut Txns,
+    id: &str,
+    given: Option<(i64, i16)>,
+    new_pid: i64,
+    now: i64,
+) -> Result<InitStep, TxnError> {
+    let step = init(txns, &init_input(id, given, new_pid, now))?;
+    let (InitStep::Write(c) | InitStep::AbortFirst(c)) = &step;
+    install(txns, c.clone(), false);
+    Ok(step)
+}
+
+fn tp(t: &str, p: i32) -> (String, i32) {
+    (t.to_string(), p)
+}
+
+fn write(txns: &mut Txns, c: Option<Change>) {
+    if let Some(c) = c {
+        install(txns, c, false);
+    }
+}
+
+/// Runs EndTxn to completion (prepare, markers assumed written, complete).
+fn finish(txns: &mut Txns, id: &str, pid: i64, epoch: i16, commit: bool, now: i64) -> Result<(), TxnError> {
+    match end(txns, id, pid, epoch, commit, now)? {
+        EndStep::AlreadyDone => Ok(()),
+        EndStep::Prepare(c) => {
+            let done = complete(&c.meta, now);
+            install(txns, c.clone(), false);
+            install(txns, Change { transactional_id: id.into(), meta: done }, false);
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn first_init_gives_epoch_zero_then_bumps() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    assert_eq!((t["a"].producer_id, t["a"].producer_epoch, t["a"].state), (7, 0, TxnState::Empty));
+    apply_init(&mut t, "a", None, 8, 1).unwrap();
+    assert_eq!((t["a"].producer_id, t["a"].producer_epoch), (7, 1), "same id, epoch bumped");
+}
+
+#[test]
+fn commit_walks_the_states() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, 10).unwrap();
+    write(&mut t, c);
+    assert_eq!(t["a"].state, TxnState::Ongoing);
+    assert_eq!(t["a"].start_ms, 10);
+    // Adding the same partition again changes nothing.
+    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 0)], None, 11).unwrap(), None);
+    let EndStep::Prepare(p) = end(&t, "a", 7, 0, true, 12).unwrap() else { panic!("prepare expected") };
+    assert_eq!(p.meta.state, TxnState::PrepareCommit);
+    install(&mut t, p.clone(), false);
+    // While markers are in flight: retries and new adds must wait.
+    assert_eq!(end(&t, "a", 7, 0, true, 13), Err(TxnError::ConcurrentTransactions));
+    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 1)], None, 13), Err(TxnError::ConcurrentTransactions));
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&p.meta, 14) }, false);
+    assert_eq!(t["a"].state, TxnState::CompleteCommit);
+    assert!(t["a"].partitions.is_empty());
+    // A retried commit succeeds; an abort now is a state error.
+    assert_eq!(end(&t, "a", 7, 0, true, 15), Ok(EndStep::AlreadyDone));
+    assert!(matches!(end(&t, "a", 7, 0, false, 15), Err(TxnError::InvalidTxnState(_))));
+    // The next transaction starts from CompleteCommit.
+    let c = add(&t, "a", 7, 0, &[tp("y", 0)], None, 20).unwrap();
+    write(&mut t, c);
+    assert_eq!(t["a"].partitions.iter().cloned().collect::<Vec<_>>(), vec![tp("y", 0)]);
+}
+
+#[test]
+fn end_without_a_transaction_is_a_state_error() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    assert!(matches!(end(&t, "a", 7, 0, true, 1), Err(TxnError::InvalidTxnState(_))));
+}
+
+#[test]
+fn a_second_init_fences_the_first_producer() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, 1).unwrap();
+    write(&mut t, c);
+    // The new instance finds an open transaction: it is aborted with the epoch bumped first.
+    let step = apply_init(&mut t, "a", None, 99, 2).unwrap();
+    let InitStep::AbortFirst(c) = step else { panic!("abort expected") };
+    assert_eq!((c.meta.state, c.meta.producer_epoch), (TxnState::PrepareAbort, 1));
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&c.meta, 3) }, false);
+    // The retry gets a bumped epoch again.
+    apply_init(&mut t, "a", None, 99, 4).unwrap();
+    assert_eq!((t["a"].producer_id, t["a"].producer_epoch, t["a"].state), (7, 2, TxnState::Empty));
+    // The old producer (epoch 0) is fenced everywhere.
+    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 0)], None, 5), Err(TxnError::ProducerFenced));
+    assert_eq!(end(&t, "a", 7, 0, true, 5), Err(TxnError::ProducerFenced));
+    assert_eq!(add(&t, "a", 8, 2, &[tp("x", 0)], None, 5), Err(TxnError::InvalidProducerIdMapping));
+}
+
+#[test]
+fn kip_360_recovery_with_the_current_epoch_bumps_and_zombies_are_fenced() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    apply_init(&mut t, "a", Some((7, 0)), 99, 1).unwrap();
+    assert_eq!(t["a"].producer_epoch, 1);
+    // A retry of that same call (it still presents epoch 0) is answered the same.
+    apply_init(&mut t, "a", Some((7, 0)), 99, 2).unwrap();
+    assert_eq!(t["a"].producer_epoch, 1);
+    // A wrong id or an older epoch is a zombie.
+    assert_eq!(init(&t, &init_input("a", Some((8, 1)), 99, 3)), Err(TxnError::ProducerFenced));
+    apply_init(&mut t, "a", Some((7, 1)), 99, 3).unwrap();
+    assert_eq!(init(&t, &init_input("a", Some((7, 0)), 99, 4)), Err(TxnError::ProducerFenced));
+}
+
+#[test]
+fn exhausted_epoch_takes_a_new_producer_id() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    t.get_mut("a").unwrap().producer_epoch = i16::MAX - 1;
+    apply_init(&mut t, "a", None, 42, 1).unwrap();
+    assert_eq!((t["a"].producer_id, t["a"].producer_epoch), (42, 0));
+}
+
+#[test]
+fn timeouts_abort_and_fence() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, 1_000).unwrap();
+    write(&mut t, c);
+    assert!(timed_out(&t, 61_000).is_empty(), "not past the 60 s timeout yet");
+    let due = timed_out(&t, 61_001);
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].meta.state, due[0].meta.producer_epoch), (TxnState::PrepareAbort, 1));
+    install(&mut t, due[0].clone(), false);
+    assert_eq!(pending_completion(&t).len(), 1);
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&due[0].meta, 61_002) }, false);
+    assert_eq!(t["a"].state, TxnState::CompleteAbort);
+    assert_eq!(end(&t, "a", 7, 0, true, 61_003), Err(TxnError::ProducerFenced));
+}
+
+#[test]
+fn invalid_timeouts_are_refused() {
+    let t = Txns::new();
+    let mut input = init_input("a", None, 1, 0);
+    input.timeout_ms = MAX_TIMEOUT + 1;
+    assert_eq!(init(&t, &input), Err(TxnError::InvalidTransactionTimeout(MAX_TIMEOUT + 1)));
+    input.timeout_ms = 0;
+    assert_eq!(init(&t, &input), Err(TxnError::InvalidTransactionTimeout(0)));
+}
+
+#[test]
+fn idle_ids_expire_but_open_transactions_do_not() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "idle", None, 1, 0).unwrap();
+    apply_init(&mut t, "open", None, 2, 0).unwrap();
+    let c = add(&t, "open", 2, 0, &[tp("x", 0)], None, 0).unwrap();
+    write(&mut t, c);
+    assert!(expired(&t, 999, 1_000).is_empty());
+    assert_eq!(expired(&t, 1_000, 1_000), vec!["idle".to_string()]);
+}
+
+#[test]
+#[should_panic(expected = "may not become")]
+fn illegal_transitions_are_caught() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let mut m = t["a"].clone();
+    m.state = TxnState::CompleteCommit;
+    install(&mut t, Change { transactional_id: "a".into(), meta: m }, false);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Init { fresh_instance: bool },
+    Add(i32),
+    End(bool),
+    Tick(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<bool>().prop_map(|f| Op::Init { fresh_instance: f }),
+        (0..4i32).prop_map(Op::Add),
+        any::<bool>().prop_map(Op::End),
+        (0..120_000i64).prop_map(Op::Tick),
+    ]
+}
+
+proptest! {
+    /// Whatever the producers do, the table only moves along allowed transitions (`install`
+    /// asserts it), the epoch never decreases for a producer id, an answered producer is
+    /// never older than the table's, and an Ongoing transaction always has partitions.
+    #[test]
+    fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut t = Txns::new();
+        let mut now = 0i64;
+        let mut client: Option<(i64, i16)> = None;
+        let mut next_pid = 100i64;
+        for o in ops {
+            now += 1;
+            let before = t.get("a").map(|m| (m.producer_id, m.producer_epoch));
+            match o {
+                Op::Init { fresh_instance } => {
+                    let given = if fresh_instance { None } else { client };
+                    next_pid += 1;
+                    match apply_init(&mut t, "a", given, next_pid, now) {
+                        Ok(InitStep::Write(c)) => client = Some((c.meta.producer_id, c.meta.producer_epoch)),
+                        Ok(InitStep::AbortFirst(c)) => {
+                            let done = complete(&c.meta, now);
+                            install(&mut t, Change { transactional_id: "a".into(), meta: done }, false);
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Op::Add(p) => if let Some((pid, e)) = client {
+                    if let Ok(c) = add(&t, "a", pid, e, &[tp("x", p)], None, now) { write(&mut t, c); }
+                },
+                Op::End(commit) => if let Some((pid, e)) = client {
+                    let _ = finish(&mut t, "a", pid, e, commit, now);
+                },
+                Op::Tick(d) => {
+                    now += d;
+                    for c in timed_out(&t, now) {
+                        let done = complete(&c.meta, now);
+                        install(&mut t, c, false);
+                        install(&mut t, Change { transactional_id: "a".into(), meta: done }, false);
+                    }
+                }
+            }
+            if let (Some((pid0, e0)), Some(m)) = (before, t.get("a")) {
+                if m.producer_id == pid0 { prop_assert!(m.producer_epoch >= e0); }
+            }
+            if let Some(m) = t.get("a") {
+                prop_assert_eq!(m.state == TxnState::Ongoing, !m.partitions.is_empty());
+                prop_assert!(!m.state.is_prepare(), "every prepare was completed");
+                if let Some((pid, e)) = client {
+                    if pid == m.producer_id { prop_assert!(e <= m.producer_epoch); }
+                }
+            }
+        }
+    }
+}

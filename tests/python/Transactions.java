@@ -1,0 +1,156 @@
+// Apache Kafka's Java transactional producer and read_committed consumer against sluice
+// (compiled and run by test_transactions.py). Every wait is bounded; the exit code is 0 only
+// when every check passed, and each check prints one line the test also reads.
+//
+//   Transactions commit-abort BOOTSTRAP TOPIC GROUP
+//   Transactions fence BOOTSTRAP TOPIC
+//   Transactions hang BOOTSTRAP TOPIC TXID      (begins a transaction, sends, then halts)
+
+import java.time.Duration;
+import java.util.*;
+import org.apache.kafka.clients.consumer.*;
+import org.apache.kafka.clients.producer.*;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.InvalidProducerEpochException;
+import org.apache.kafka.common.errors.ProducerFencedException;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+public class Transactions {
+    static KafkaProducer<String, String> producer(String bootstrap, String txid) {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, txid);
+        p.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "5000");
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "30000");
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        return new KafkaProducer<>(p);
+    }
+
+    /// Every value of partition 0 of `topic` as a consumer with `isolation` reads it, stopping
+    /// once it reached the end offset it sees for that isolation (bounded: 30 s).
+    static List<String> readAll(String bootstrap, String topic, String isolation) {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        List<String> out = new ArrayList<>();
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            c.assign(List.of(tp));
+            c.seekToBeginning(List.of(tp));
+            long end = c.endOffsets(List.of(tp)).get(tp);
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (c.position(tp) < end && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(500))) out.add(r.value());
+            }
+            System.out.println(isolation + " end offset " + end + " position " + c.position(tp));
+        }
+        return out;
+    }
+
+    static void send(KafkaProducer<String, String> p, String topic, String prefix, int n) {
+        for (int i = 0; i < n; i++) p.send(new ProducerRecord<>(topic, 0, "k" + i, prefix + i));
+    }
+
+    static boolean check(boolean ok, String what) {
+        System.out.println((ok ? "OK " : "FAILED ") + what);
+        return ok;
+    }
+
+    public static void main(String[] args) throws Exception {
+        String mode = args[0], bootstrap = args[1], topic = args[2];
+        boolean ok = true;
+        switch (mode) {
+            case "commit-abort": {
+                String group = args[3];
+                try (KafkaProducer<String, String> p = producer(bootstrap, "txn-ca-" + topic)) {
+                    p.initTransactions();
+                    p.beginTransaction();
+                    send(p, topic, "c", 10);
+                    p.sendOffsetsToTransaction(Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(7)),
+                            new ConsumerGroupMetadata(group));
+                    p.commitTransaction();
+                    p.beginTransaction();
+                    send(p, topic, "a", 10);
+                    p.sendOffsetsToTransaction(Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(99)),
+                            new ConsumerGroupMetadata(group));
+                    p.flush();
+                    p.abortTransaction();
+                    p.beginTransaction();
+                    send(p, topic, "d", 5);
+                    p.commitTransaction();
+                }
+                List<String> committed = readAll(bootstrap, topic, "read_committed");
+                List<String> all = readAll(bootstrap, topic, "read_uncommitted");
+                System.out.println("read_committed: " + committed);
+                ok &= check(committed.size() == 15 && committed.stream().noneMatch(v -> v.startsWith("a")),
+                        "read_committed sees the 15 committed records and none of the aborted ones");
+                ok &= check(all.size() == 25, "read_uncommitted sees all 25 records (got " + all.size() + ")");
+                Properties cp = new Properties();
+                cp.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+                cp.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+                cp.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+                cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+                try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+                    TopicPartition tp = new TopicPartition(topic, 0);
+                    OffsetAndMetadata o = c.committed(Set.of(tp), Duration.ofSeconds(20)).get(tp);
+                    ok &= check(o != null && o.offset() == 7,
+                            "the committed transaction's offset is the group's, the aborted one's is not (" + o + ")");
+                }
+                break;
+            }
+            case "fence": {
+                String txid = "txn-fence-" + topic;
+                KafkaProducer<String, String> first = producer(bootstrap, txid);
+                first.initTransactions();
+                first.beginTransaction();
+                send(first, topic, "zombie", 3);
+                first.flush();
+                try (KafkaProducer<String, String> second = producer(bootstrap, txid)) {
+                    second.initTransactions();
+                    boolean fenced = false;
+                    try {
+                        send(first, topic, "zombie-late", 1);
+                        first.commitTransaction();
+                    } catch (ProducerFencedException | InvalidProducerEpochException e) {
+                        fenced = true;
+                    } catch (KafkaException e) {
+                        fenced = e.getCause() instanceof ProducerFencedException
+                                || e.getCause() instanceof InvalidProducerEpochException;
+                        System.out.println("first producer: " + e);
+                    }
+                    ok &= check(fenced, "the first producer is fenced by the second");
+                    second.beginTransaction();
+                    send(second, topic, "live", 4);
+                    second.commitTransaction();
+                }
+                first.close(Duration.ofSeconds(5));
+                List<String> committed = readAll(bootstrap, topic, "read_committed");
+                System.out.println("read_committed: " + committed);
+                ok &= check(committed.size() == 4 && committed.stream().allMatch(v -> v.startsWith("live")),
+                        "read_committed sees only the second producer's transaction");
+                break;
+            }
+            case "hang": {
+                KafkaProducer<String, String> p = producer(bootstrap, args[3]);
+                p.initTransactions();
+                p.beginTransaction();
+                send(p, topic, "hung", 5);
+                p.flush();
+                System.out.println("OK sent and flushed in an open transaction");
+                System.out.flush();
+                Runtime.getRuntime().halt(0);
+            }
+            default:
+                throw new IllegalArgumentException(mode);
+        }
+        System.exit(ok ? 0 : 1);
+    }
+}
