@@ -8,8 +8,8 @@ use crate::client::{self, ClientError};
 use crate::report::{histogram, Progress, Report};
 use bytes::Bytes;
 use clap::Args;
-use glommio::channels::local_channel;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -170,22 +170,7 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
             .map_err(|e| e.to_string())?;
     }
     let total_requests = args.records.div_ceil(args.batch_records as u64);
-    let conns: Vec<Conn> = (0..args.connections)
-        .map(|c| Conn {
-            partitions: (0..args.partitions).filter(|p| *p as usize % args.connections == c).collect(),
-            requests: total_requests / args.connections as u64
-                + u64::from((c as u64) < total_requests % args.connections as u64),
-            interval: (args.rate > 0).then(|| {
-                Duration::from_secs_f64(args.batch_records as f64 * args.connections as f64 / args.rate as f64)
-            }),
-        })
-        .map(|mut c| {
-            if c.partitions.is_empty() {
-                c.partitions.push((c.requests as i32) % args.partitions);
-            }
-            c
-        })
-        .collect();
+    let conns = plan_conns(&args, total_requests);
     let progress = Arc::new(Progress::default());
     let printer = progress.spawn_printer("produce", total_requests * args.batch_records as u64);
     let start = Instant::now();
@@ -196,29 +181,8 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     }
     let mut handles = Vec::new();
     for conns in per_thread {
-        let (args, progress) = (args.clone(), progress.clone());
-        let h = LocalExecutorBuilder::new(Placement::Unbound)
-            .spawn(move || async move {
-                let tasks: Vec<_> = conns
-                    .into_iter()
-                    .map(|c| {
-                        glommio::spawn_local(produce_conn(args.clone(), acks, c, progress.clone(), start, deadline))
-                    })
-                    .collect();
-                let mut h = histogram();
-                for t in tasks {
-                    match t.await {
-                        Ok(part) => h.add(part).expect("same bounds"),
-                        Err(e) => {
-                            eprintln!("sluice bench: producer connection failed: {e}");
-                            progress.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                h
-            })
-            .map_err(|e| e.to_string())?;
-        handles.push(h);
+        let run = ConnRun { args: args.clone(), acks, progress: progress.clone(), start, deadline };
+        handles.push(spawn_thread(run, conns)?);
     }
     let mut h = histogram();
     for t in handles {
@@ -240,40 +204,68 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     Ok(report)
 }
 
-async fn produce_conn(
+/// The connections: each gets the partitions `p % connections == c` (or one, if there are
+/// fewer partitions than connections), its share of `total_requests` and its pace.
+fn plan_conns(args: &ProduceArgs, total_requests: u64) -> Vec<Conn> {
+    (0..args.connections)
+        .map(|c| Conn {
+            partitions: (0..args.partitions).filter(|p| *p as usize % args.connections == c).collect(),
+            requests: total_requests / args.connections as u64
+                + u64::from((c as u64) < total_requests % args.connections as u64),
+            interval: (args.rate > 0).then(|| {
+                Duration::from_secs_f64(args.batch_records as f64 * args.connections as f64 / args.rate as f64)
+            }),
+        })
+        .map(|mut c| {
+            if c.partitions.is_empty() {
+                c.partitions.push((c.requests as i32) % args.partitions);
+            }
+            c
+        })
+        .collect()
+}
+
+/// What every producer connection of a run shares.
+#[derive(Clone)]
+struct ConnRun {
     args: ProduceArgs,
     acks: i16,
-    conn: Conn,
     progress: Arc<Progress>,
     start: Instant,
     deadline: Instant,
-) -> Result<Histogram<u64>, ClientError> {
-    let (mut tx, mut rx) = client::connect(&args.broker).await?;
+}
+
+/// A load-generator thread running `conns`; it returns their latencies merged (a failed
+/// connection is reported and counted as an error).
+fn spawn_thread(run: ConnRun, conns: Vec<Conn>) -> Result<ExecutorJoinHandle<Histogram<u64>>, String> {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let tasks: Vec<_> = conns.into_iter().map(|c| glommio::spawn_local(produce_conn(run.clone(), c))).collect();
+            let mut h = histogram();
+            for t in tasks {
+                match t.await {
+                    Ok(part) => h.add(part).expect("same bounds"),
+                    Err(e) => {
+                        eprintln!("sluice bench: producer connection failed: {e}");
+                        run.progress.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            h
+        })
+        .map_err(|e| e.to_string())
+}
+
+async fn produce_conn(run: ConnRun, conn: Conn) -> Result<Histogram<u64>, ClientError> {
+    let ConnRun { args, acks, progress, start, deadline } = run;
+    let (mut tx, rx) = client::connect(&args.broker).await?;
     let value = payload(args.payload, args.record_size, conn.partitions[0] as u64);
     let records: Vec<Record<'_>> = (0..args.batch_records).map(|_| Record { key: None, value: &value }).collect();
     let mut batch = crate::codec::compress_batch(batch::build(&records, now_ms()), args.compression)
         .map_err(|e| ClientError::Protocol(format!("compressing a batch: {e}")))?;
     let n = args.batch_records as u64;
     let (qtx, qrx) = local_channel::new_bounded::<(i32, Instant)>(args.in_flight.max(1));
-    let receiver = (acks != 0).then(|| {
-        let progress = progress.clone();
-        let record_size = args.record_size as u64;
-        glommio::spawn_local(async move {
-            let mut h = histogram();
-            while let Some((corr, scheduled)) = qrx.recv().await {
-                let resp = rx.recv::<ProduceRequest>(corr, PRODUCE_VERSION).await?;
-                let failed =
-                    resp.responses.iter().flat_map(|t| t.partition_responses.iter()).any(|p| p.error_code != 0);
-                if failed {
-                    progress.errors.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    progress.add(n, n * record_size);
-                }
-                h.saturating_record(scheduled.elapsed().as_micros() as u64);
-            }
-            Ok::<_, ClientError>(h)
-        })
-    });
+    let receiver = (acks != 0).then(|| spawn_receiver(rx, qrx, progress.clone(), n, args.record_size as u64));
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
     for i in 0..conn.requests {
         let scheduled = match conn.interval {
@@ -290,11 +282,7 @@ async fn produce_conn(
         if scheduled > deadline {
             break;
         }
-        let ts = now_ms();
-        batch[27..35].copy_from_slice(&ts.to_be_bytes());
-        batch[35..43].copy_from_slice(&ts.to_be_bytes());
-        let crc = batch::compute_crc(&batch);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        restamp(&mut batch);
         let partition = conn.partitions[(i as usize) % conn.partitions.len()];
         let req = ProduceRequest::default()
             .with_acks(acks)
@@ -316,4 +304,39 @@ async fn produce_conn(
         Some(r) => r.await,
         None => Ok(histogram()),
     }
+}
+
+/// Sets the batch's first and max timestamps to now and recomputes its CRC.
+fn restamp(batch: &mut [u8]) {
+    let ts = now_ms();
+    batch[27..35].copy_from_slice(&ts.to_be_bytes());
+    batch[35..43].copy_from_slice(&ts.to_be_bytes());
+    let crc = batch::compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The task reading a connection's answers in the order `queue` names them (correlation id
+/// and when each request was scheduled), counting records of batches of `n` records of
+/// `record_size` bytes; it returns the latencies.
+fn spawn_receiver(
+    mut rx: client::Receiver,
+    queue: LocalReceiver<(i32, Instant)>,
+    progress: Arc<Progress>,
+    n: u64,
+    record_size: u64,
+) -> glommio::Task<Result<Histogram<u64>, ClientError>> {
+    glommio::spawn_local(async move {
+        let mut h = histogram();
+        while let Some((corr, scheduled)) = queue.recv().await {
+            let resp = rx.recv::<ProduceRequest>(corr, PRODUCE_VERSION).await?;
+            let failed = resp.responses.iter().flat_map(|t| t.partition_responses.iter()).any(|p| p.error_code != 0);
+            if failed {
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            } else {
+                progress.add(n, n * record_size);
+            }
+            h.saturating_record(scheduled.elapsed().as_micros() as u64);
+        }
+        Ok::<_, ClientError>(h)
+    })
 }

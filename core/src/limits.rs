@@ -243,13 +243,38 @@ pub const STAGE_HISTOGRAM_MAX_US: u64 = 600_000_000;
 pub const MAX_CLIENT_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 /// Capacity the client side reserves up front for encoding one request.
 pub const CLIENT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
-/// `timeout_ms` the load generator puts in its CreateTopics and Produce requests (Kafka's
-/// client `request.timeout.ms` default).
+/// `timeout_ms` the client side (load generator and admin commands) puts in its CreateTopics,
+/// CreatePartitions and Produce requests (Kafka's client `request.timeout.ms` default).
 pub const CLIENT_REQUEST_TIMEOUT_MS: i32 = 30_000;
-/// `max_wait_ms` of the load generator's fetches (Kafka's consumer `fetch.max.wait.ms` default).
+/// `max_wait_ms` of the load generator's and `sluice consume`'s fetches (Kafka's consumer
+/// `fetch.max.wait.ms` default).
 pub const CLIENT_FETCH_MAX_WAIT_MS: i32 = 500;
 /// Largest latency the load generator's histograms record (µs); longer ones count as this.
 pub const CLIENT_LATENCY_HISTOGRAM_MAX_US: u64 = 600_000_000;
+/// Lines read from stdin by `sluice produce` that may wait for the sender.
+pub const CLIENT_STDIN_LINES_QUEUED: usize = 4096;
+/// `partition_max_bytes` of `sluice consume`'s fetches (Kafka's consumer
+/// `max.partition.fetch.bytes` default).
+pub const CLIENT_FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
+/// `max_bytes` of `sluice consume`'s fetches (Kafka's consumer `fetch.max.bytes` default).
+pub const CLIENT_FETCH_MAX_BYTES: i32 = 50 << 20;
+/// Most often `sluice consume --group` commits what it printed.
+pub const CLIENT_COMMIT_INTERVAL_MS: u64 = 1_000;
+/// `rebalance_timeout_ms` of `sluice consume --group`'s JoinGroup (also how long it waits for
+/// the JoinGroup and SyncGroup answers beyond the request timeout).
+pub const CLIENT_REBALANCE_TIMEOUT_MS: i32 = 30_000;
+/// Shortest heartbeat interval of `sluice consume --group` (a third of the session timeout).
+pub const CLIENT_MIN_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// JoinGroup/SyncGroup rounds `sluice consume --group` tries before giving up.
+pub const CLIENT_JOIN_ATTEMPTS: u32 = 30;
+/// FindCoordinator attempts of the admin commands while the coordinator is not available.
+pub const CLIENT_FIND_COORDINATOR_ATTEMPTS: u32 = 50;
+/// Pause of the admin commands before asking again after a coordinator or leader moved.
+pub const CLIENT_RETRY_PAUSE_MS: u64 = 200;
+/// Metadata attempts of the admin commands while a topic's leaders are not known yet (a
+/// topic just auto-created), and the pause between them.
+pub const CLIENT_LEADER_ATTEMPTS: u32 = 20;
+pub const CLIENT_LEADER_PAUSE_MS: u64 = 100;
 /// Allocations at least this large are reserved with mmap(MAP_NORESERVE) by the broker's
 /// allocator (`net/src/huge_alloc.rs`), so address space is not committed memory.
 pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
@@ -317,6 +342,15 @@ const _: () = assert!(LISTEN_BACKLOG >= 1 && METRICS_LISTEN_BACKLOG >= 1);
 const _: () = assert!(ACCEPT_RETRY_PAUSE_MS < ACCEPT_WARNING_INTERVAL_MS);
 const _: () = assert!(SHUTDOWN_POLL_MS < SHUTDOWN_GRACE_MS);
 const _: () = assert!(CLIENT_FETCH_MAX_WAIT_MS >= 0 && CLIENT_FETCH_MAX_WAIT_MS <= MAX_FETCH_WAIT_MS);
+const _: () = assert!(
+    CLIENT_FETCH_PARTITION_MAX_BYTES >= 1
+        && CLIENT_FETCH_PARTITION_MAX_BYTES <= CLIENT_FETCH_MAX_BYTES
+        && CLIENT_FETCH_MAX_BYTES as usize <= MAX_CLIENT_RESPONSE_BYTES,
+    "a consumer fetch's answer fits what the client accepts"
+);
+const _: () =
+    assert!(CLIENT_JOIN_ATTEMPTS >= 1 && CLIENT_FIND_COORDINATOR_ATTEMPTS >= 1 && CLIENT_LEADER_ATTEMPTS >= 1);
+const _: () = assert!(CLIENT_REBALANCE_TIMEOUT_MS > 0 && CLIENT_MIN_HEARTBEAT_INTERVAL_MS >= 1);
 const _: () = assert!(
     HUGE_ALLOCATION_BYTES > MAX_REQUEST_BYTES,
     "request frames and ordinary buffers stay in the system allocator"

@@ -32,9 +32,9 @@
 //! boundary and the writer finishes what was queued.
 
 use crate::api::{self, Ctx, Reply};
-use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError};
+use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError, HeaderPrefix};
 use crate::response::Frame;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either, LocalBoxFuture};
 use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use futures::FutureExt;
@@ -190,32 +190,7 @@ async fn read_loop(
 ) -> Result<(), ConnError> {
     let budget = Rc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64));
     loop {
-        let mut size = [0u8; 4];
-        // Stop at a frame boundary when the shard stops, or when the client stays idle for
-        // `connections_max_idle_ms`; a client that leaves ends here too.
-        let read = reader.read_exact(&mut size).boxed_local();
-        let idle = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.connections_max_idle_ms));
-        let stop_or_idle = select(ctx.shard.stopping().boxed_local(), idle.boxed_local());
-        match select(read, stop_or_idle).await {
-            Either::Right((Either::Right(_), _)) => {
-                tracing::debug!(client = ?peer, "closing an idle connection");
-                return Ok(());
-            }
-            Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(e), _))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                ) =>
-            {
-                return Ok(()); // the client went away between requests
-            }
-            Either::Left((Err(e), _)) => return Err(e.into()),
-            Either::Right(_) => return Ok(()),
-        }
-        let size = i32::from_be_bytes(size);
+        let Some(size) = read_size(ctx, &mut reader, peer).await? else { return Ok(()) };
         let Some(len) = usize::try_from(size).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
             return Err(ConnError::BadSize(size));
         };
@@ -226,43 +201,16 @@ async fn read_loop(
         let Some(reserved) = stop_or(ctx, reserve(ctx, &budget, len)).await? else {
             return Ok(()); // the shard is stopping
         };
-        let deadline = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.request_body_timeout_ms));
-        let frame = match select(
-            read_body(&mut reader, len).boxed_local(),
-            select(deadline.boxed_local(), ctx.shard.stopping().boxed_local()),
-        )
-        .await
-        {
-            Either::Left((r, _)) => r?,
-            Either::Right(_) => return Err(ConnError::SlowBody(size)),
-        };
+        let frame = read_body_in_time(ctx, &mut reader, len).await.map_err(|e| match e {
+            BodyError::Io(e) => ConnError::Io(e),
+            BodyError::Late => ConnError::SlowBody(size),
+        })?;
         let frame = frame.freeze();
         let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;
         let spec = api::lookup(prefix.api_key).filter(|s| s.supports(prefix.version));
-        // `frame` is moved into this block, so the reader keeps none of it past the first phase.
-        let reply: Reply = match (spec, frame) {
-            (None, _) if prefix.api_key == ApiKey::ApiVersions as i16 => {
-                api::reply_now(api::api_versions::unsupported_version(prefix.correlation_id))
-            }
-            (None, _) => {
-                tracing::debug!(client = ?peer, api_key = prefix.api_key, version = prefix.version, "unsupported API or version");
-                api::reply_now(Ok(unsupported_response(prefix.correlation_id)))
-            }
-            (Some(spec), frame) => {
-                let mut req = parse_header(spec.key, frame)?;
-                req.peer = peer;
-                let span = tracing::debug_span!(
-                    "request",
-                    shard = %ctx.shard.id,
-                    api = ?spec.key,
-                    v = req.version,
-                    corr = req.correlation_id,
-                    client = req.client_id.as_deref().unwrap_or(""),
-                );
-                (spec.handle)(ctx.clone(), req).instrument(span).await?
-            }
-        };
+        // `frame` is moved into the first phase, so the reader keeps none of it past it.
+        let reply = first_phase(ctx, spec, prefix, frame, peer).await?;
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
         let Reserved { connection, shard } = reserved;
         let second = second_phase(reply, shard, api, received);
@@ -277,6 +225,101 @@ async fn read_loop(
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
     }
+}
+
+/// Reads the next frame's size prefix; `Ok(None)` when the connection ends at this frame
+/// boundary without an error (the client left, stayed idle too long, or the shard stops).
+async fn read_size(
+    ctx: &Ctx,
+    reader: &mut BufReader<ReadHalf<TcpStream>>,
+    peer: Option<SocketAddr>,
+) -> Result<Option<i32>, ConnError> {
+    let mut size = [0u8; 4];
+    // Stop at a frame boundary when the shard stops, or when the client stays idle for
+    // `connections_max_idle_ms`; a client that leaves ends here too.
+    let read = reader.read_exact(&mut size).boxed_local();
+    let idle = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.connections_max_idle_ms));
+    let stop_or_idle = select(ctx.shard.stopping().boxed_local(), idle.boxed_local());
+    let ended = match select(read, stop_or_idle).await {
+        Either::Right((Either::Right(_), _)) => {
+            tracing::debug!(client = ?peer, "closing an idle connection");
+            true
+        }
+        Either::Left((Ok(()), _)) => false,
+        Either::Left((Err(e), _))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            true // the client went away between requests
+        }
+        Either::Left((Err(e), _)) => return Err(e.into()),
+        Either::Right(_) => true,
+    };
+    Ok((!ended).then(|| i32::from_be_bytes(size)))
+}
+
+/// Why a frame body was not read.
+enum BodyError {
+    Io(std::io::Error),
+    /// Not all there within `request_body_timeout_ms`, or the shard is stopping.
+    Late,
+}
+
+/// Reads a frame body of `len` bytes (its budget reserved) if it arrives within
+/// `request_body_timeout_ms` and the shard does not stop first.
+async fn read_body_in_time(
+    ctx: &Ctx,
+    reader: &mut BufReader<ReadHalf<TcpStream>>,
+    len: usize,
+) -> Result<BytesMut, BodyError> {
+    let deadline = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.request_body_timeout_ms));
+    match select(
+        read_body(reader, len).boxed_local(),
+        select(deadline.boxed_local(), ctx.shard.stopping().boxed_local()),
+    )
+    .await
+    {
+        Either::Left((r, _)) => r.map_err(BodyError::Io),
+        Either::Right(_) => Err(BodyError::Late),
+    }
+}
+
+/// A request's first phase, run to completion before the next frame is read (so work is
+/// issued in request order); an unknown API or version is answered UNSUPPORTED_VERSION.
+/// Takes `frame` whole: nothing of it is kept past this but what the reply holds.
+async fn first_phase(
+    ctx: &Rc<Ctx>,
+    spec: Option<&'static api::ApiSpec>,
+    prefix: HeaderPrefix,
+    frame: Bytes,
+    peer: Option<SocketAddr>,
+) -> Result<Reply, ConnError> {
+    Ok(match spec {
+        None if prefix.api_key == ApiKey::ApiVersions as i16 => {
+            api::reply_now(api::api_versions::unsupported_version(prefix.correlation_id))
+        }
+        None => {
+            tracing::debug!(client = ?peer, api_key = prefix.api_key, version = prefix.version, "unsupported API or version");
+            api::reply_now(Ok(unsupported_response(prefix.correlation_id)))
+        }
+        Some(spec) => {
+            let mut req = parse_header(spec.key, frame)?;
+            req.peer = peer;
+            let span = tracing::debug_span!(
+                "request",
+                shard = %ctx.shard.id,
+                api = ?spec.key,
+                v = req.version,
+                corr = req.correlation_id,
+                client = req.client_id.as_deref().unwrap_or(""),
+            );
+            (spec.handle)(ctx.clone(), req).instrument(span).await?
+        }
+    })
 }
 
 /// Runs a request's second phase (its own task, so it finishes even while the writer waits

@@ -52,27 +52,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
 
     sluice_storage::format::ensure_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     let _lock = sluice_storage::format::lock_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
-    let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
-    let moved = snapshot.reassign_for(cores);
-    if moved > 0 {
-        tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
-    }
-    let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
-    let added_txn =
-        sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
-    if moved > 0 || added || added_txn {
-        snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
-    }
-
-    // A marker left by a clean shutdown lets logs trust their indexes; it is removed now so
-    // that a crash of this run is never mistaken for a clean stop.
-    let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
-    let clean_start = marker_is_valid(&marker);
-    if marker.exists() {
-        std::fs::remove_file(&marker)
-            .map_err(|e| format!("data directory: cannot remove {}: {e}", marker.display()))?;
-        sync_dir(&config.data_dir)?;
-    }
+    let snapshot = load_metadata(&config, cores)?;
+    let clean_start = take_clean_marker(&config.data_dir)?;
     raise_open_file_limit();
     let (port, sockets) = bind_all_retrying(listen, cores, Duration::from_millis(config.listen_retry_ms))?;
     let mut metrics = bind_metrics(&config)?;
@@ -96,27 +77,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let payloads: Vec<(Socket, Option<MetricsSocket>)> =
         sockets.into_iter().enumerate().map(|(i, s)| (s, if i == 0 { metrics.take() } else { None })).collect();
     let serve = move |shard: Rc<Shard>, (socket, metrics): (Socket, Option<MetricsSocket>)| {
-        let host = advertised_host.clone();
-        let connections = connections.clone();
-        async move {
-            if let Some(bound) = metrics {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let Ok(Some(m)) = bound.await else { return };
-                    // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
-                    let listener = unsafe { TcpListener::from_raw_fd(m.into_raw_fd()) };
-                    crate::metrics_http::serve(shard, listener).await;
-                })
-                .detach();
-            }
-            let ctx = Rc::new(Ctx {
-                shard,
-                in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
-                advertised_host: host,
-                advertised_port: advertised_port as i32,
-            });
-            accept_loop(ctx, socket, connections).await;
-        }
+        let advertised = (advertised_host.clone(), advertised_port);
+        serve_shard(shard, advertised, socket, metrics, connections.clone())
     };
     let started = Instant::now();
     let data_path = config.data_dir.clone();
@@ -127,21 +89,85 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         let _ = out.flush();
     })
     .map_err(|e| e.to_string())?;
-    if !clean_stop {
+    if clean_stop {
+        leave_clean_marker(&data_path);
+    } else {
         tracing::warn!("stopped, but some logs did not close cleanly; the next start scans them");
-        return Ok(());
     }
+    Ok(())
+}
+
+/// The metadata snapshot, its partitions placed on the `cores` shards there are and the
+/// offsets and transaction state topics present (saved if any of that changed it).
+fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot, String> {
+    let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
+    let moved = snapshot.reassign_for(cores);
+    if moved > 0 {
+        tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
+    }
+    let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
+    let added_txn =
+        sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
+    if moved > 0 || added || added_txn {
+        snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
+    }
+    Ok(snapshot)
+}
+
+/// Whether the last run stopped cleanly. A marker left by a clean shutdown lets logs trust
+/// their indexes; it is removed now so that a crash of this run is never mistaken for a clean
+/// stop.
+fn take_clean_marker(data_dir: &std::path::Path) -> Result<bool, String> {
+    let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean_start = marker_is_valid(&marker);
+    if marker.exists() {
+        std::fs::remove_file(&marker)
+            .map_err(|e| format!("data directory: cannot remove {}: {e}", marker.display()))?;
+        sync_dir(data_dir)?;
+    }
+    Ok(clean_start)
+}
+
+/// After a clean stop: syncs the file system and writes the marker.
+fn leave_clean_marker(data_path: &std::path::Path) {
     // Every acknowledged batch was fdatasync'ed before its ack; what the marker vouches for
     // beyond that (indexes, producer snapshots) can be rebuilt. So a marker that cannot be
     // written (a full disk) costs the next start a scan, not data: warn and exit 0.
-    match syncfs(&data_path).and_then(|()| write_marker(&data_path)) {
+    match syncfs(data_path).and_then(|()| write_marker(data_path)) {
         Ok(()) => tracing::info!("stopped cleanly"),
         Err(e) => tracing::warn!(
             error = %e,
             "stopped without the clean-shutdown marker; acknowledged data is on disk and the next start scans the logs"
         ),
     }
-    Ok(())
+}
+
+/// One shard's serving: the metrics endpoint (on the shard that got its socket, once it is
+/// bound) and the Kafka accept loop.
+async fn serve_shard(
+    shard: Rc<Shard>,
+    (advertised_host, advertised_port): (String, u16),
+    socket: Socket,
+    metrics: Option<MetricsSocket>,
+    connections: Arc<Connections>,
+) {
+    if let Some(bound) = metrics {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let Ok(Some(m)) = bound.await else { return };
+            // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
+            let listener = unsafe { TcpListener::from_raw_fd(m.into_raw_fd()) };
+            crate::metrics_http::serve(shard, listener).await;
+        })
+        .detach();
+    }
+    let ctx = Rc::new(Ctx {
+        shard,
+        in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
+        advertised_host,
+        advertised_port: advertised_port as i32,
+    });
+    accept_loop(ctx, socket, connections).await;
 }
 
 /// Contents of a complete marker; an empty or partial file (a write cut short) does not count.

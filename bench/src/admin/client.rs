@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
+use sluice_core::limits;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -203,14 +204,14 @@ impl Cluster {
             }
             // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
             attempt += 1;
-            if !matches!(resp.error_code, 14..=16) || attempt >= 50 {
+            if !matches!(resp.error_code, 14..=16) || attempt >= limits::CLIENT_FIND_COORDINATOR_ATTEMPTS {
                 return Err(AdminError::broker(
                     format!("FindCoordinator for group '{group}'"),
                     resp.error_code,
                     resp.error_message.as_deref(),
                 ));
             }
-            glommio::timer::sleep(Duration::from_millis(200)).await;
+            glommio::timer::sleep(Duration::from_millis(limits::CLIENT_RETRY_PAUSE_MS)).await;
         }
     }
 
@@ -230,11 +231,11 @@ impl Cluster {
             // LEADER_NOT_AVAILABLE, or UNKNOWN_TOPIC_OR_PARTITION while being auto-created
             let retriable = t.error_code == 5 || t.error_code == 0 || (auto_create && t.error_code == 3);
             attempt += 1;
-            if attempt >= 20 || !retriable {
+            if attempt >= limits::CLIENT_LEADER_ATTEMPTS || !retriable {
                 let code = if t.error_code == 0 { 5 } else { t.error_code };
                 return Err(AdminError::broker(format!("topic '{topic}'"), code, None));
             }
-            glommio::timer::sleep(Duration::from_millis(100)).await;
+            glommio::timer::sleep(Duration::from_millis(limits::CLIENT_LEADER_PAUSE_MS)).await;
         }
     }
 

@@ -20,15 +20,18 @@ use super::records::{
 use super::{check, AdminError, CommonArgs, Result};
 use clap::{Args, ValueEnum};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, SyncGroupRequest,
+    BrokerId, FetchRequest, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
+use kafka_protocol::protocol::StrBytes;
+use sluice_core::limits;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,140 +151,213 @@ async fn consume(args: ConsumeArgs) -> Result<()> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| AdminError::Other(format!("cannot handle signals: {e}")))?;
     }
-    let topic = args.topic.clone();
-    let mut c = Cluster::connect(&args.common).await?;
-    let mut leaders = c.leaders(&topic, false).await?;
-    let reset_ts = if args.from_beginning { -2 } else { -1 };
-
-    let mut member = None;
-    let mut positions: BTreeMap<i32, i64>;
-    if let Some(g) = &args.group {
-        let mut m = Member::new(g, &topic, args.session_timeout_ms);
-        m.join(&mut c).await?;
-        positions = m.start_positions(&mut c, &leaders, reset_ts).await?;
-        member = Some(m);
-    } else {
-        positions = positions_without_group(&mut c, &args, &leaders, reset_ts).await?;
-    }
-
-    let mut out =
-        Out { w: std::io::BufWriter::new(std::io::stdout()), format: args.format, topic: topic.clone(), closed: false };
-    if args.common.json {
-        out.format = Format::Json;
-    }
+    let mut s = Session::start(&args).await?;
     let idle = args.timeout_ms.map(Duration::from_millis);
-    let mut last_activity = Instant::now();
-    let mut count: u64 = 0;
-    let mut committed = positions.clone();
-    let mut last_commit = Instant::now();
-    let max = args.max_messages.unwrap_or(u64::MAX);
-
-    'outer: loop {
-        if stop.load(Ordering::Relaxed) || out.closed || count >= max {
+    loop {
+        if stop.load(Ordering::Relaxed) || s.out.closed || s.count >= s.max {
             break;
         }
         let left = match idle {
             Some(t) => {
-                let e = last_activity.elapsed();
+                let e = s.last_activity.elapsed();
                 if e >= t {
                     break;
                 }
                 t - e
             }
-            None => Duration::from_secs(3600),
+            None => Duration::MAX,
         };
-        if let Some(m) = member.as_mut() {
-            let mut rejoin = false;
-            if m.last_heartbeat.elapsed() >= m.heartbeat_interval() {
-                rejoin = m.heartbeat(&mut c).await?;
-            }
-            if !rejoin && positions != committed && last_commit.elapsed() >= Duration::from_secs(1) {
-                rejoin = m.commit(&mut c, &positions).await?;
-                if !rejoin {
-                    committed = positions.clone();
-                }
-                last_commit = Instant::now();
-            }
-            if rejoin {
-                let _ = m.commit(&mut c, &positions).await;
-                m.join(&mut c).await?;
-                leaders = c.leaders(&topic, false).await?;
-                positions = m.start_positions(&mut c, &leaders, reset_ts).await?;
-                committed = positions.clone();
-                last_activity = Instant::now();
-                continue;
-            }
+        if s.group_upkeep().await? {
+            continue;
         }
-        let wait = left.min(Duration::from_millis(500));
-        if positions.is_empty() {
+        let wait = left.min(Duration::from_millis(limits::CLIENT_FETCH_MAX_WAIT_MS as u64));
+        if s.positions.is_empty() {
             glommio::timer::sleep(wait).await;
             continue;
         }
-        let by_leader = fetch_partitions_by_leader(&positions, &leaders);
+        if s.fetch_round(wait).await? {
+            break;
+        }
+    }
+    s.finish().await;
+    Ok(())
+}
+
+/// The state of one `sluice consume` run: where each partition is, what was committed and
+/// printed, and the group membership (if any).
+struct Session {
+    c: Cluster,
+    topic: String,
+    leaders: BTreeMap<i32, i32>,
+    reset_ts: i64,
+    member: Option<Member>,
+    positions: BTreeMap<i32, i64>,
+    committed: BTreeMap<i32, i64>,
+    last_commit: Instant,
+    last_activity: Instant,
+    out: Out,
+    count: u64,
+    max: u64,
+}
+
+impl Session {
+    /// Connects, joins the group (with `--group`) and finds the start positions.
+    async fn start(args: &ConsumeArgs) -> Result<Session> {
+        let topic = args.topic.clone();
+        let mut c = Cluster::connect(&args.common).await?;
+        let leaders = c.leaders(&topic, false).await?;
+        let reset_ts = if args.from_beginning { -2 } else { -1 };
+        let mut member = None;
+        let positions = if let Some(g) = &args.group {
+            let mut m = Member::new(g, &topic, args.session_timeout_ms);
+            m.join(&mut c).await?;
+            let positions = m.start_positions(&mut c, &leaders, reset_ts).await?;
+            member = Some(m);
+            positions
+        } else {
+            positions_without_group(&mut c, args, &leaders, reset_ts).await?
+        };
+        let format = if args.common.json { Format::Json } else { args.format };
+        let out = Out { w: std::io::BufWriter::new(std::io::stdout()), format, topic: topic.clone(), closed: false };
+        Ok(Session {
+            c,
+            topic,
+            leaders,
+            reset_ts,
+            member,
+            committed: positions.clone(),
+            positions,
+            last_commit: Instant::now(),
+            last_activity: Instant::now(),
+            out,
+            count: 0,
+            max: args.max_messages.unwrap_or(u64::MAX),
+        })
+    }
+
+    /// With a group: heartbeats and commits when due, and rejoins when the group asks;
+    /// `Ok(true)` after a rejoin (the positions start over).
+    async fn group_upkeep(&mut self) -> Result<bool> {
+        let Some(m) = self.member.as_mut() else { return Ok(false) };
+        let c = &mut self.c;
+        let mut rejoin = false;
+        if m.last_heartbeat.elapsed() >= m.heartbeat_interval() {
+            rejoin = m.heartbeat(c).await?;
+        }
+        if !rejoin
+            && self.positions != self.committed
+            && self.last_commit.elapsed() >= Duration::from_millis(limits::CLIENT_COMMIT_INTERVAL_MS)
+        {
+            rejoin = m.commit(c, &self.positions).await?;
+            if !rejoin {
+                self.committed = self.positions.clone();
+            }
+            self.last_commit = Instant::now();
+        }
+        if !rejoin {
+            return Ok(false);
+        }
+        let _ = m.commit(c, &self.positions).await;
+        m.join(c).await?;
+        self.leaders = c.leaders(&self.topic, false).await?;
+        self.positions = m.start_positions(c, &self.leaders, self.reset_ts).await?;
+        self.committed = self.positions.clone();
+        self.last_activity = Instant::now();
+        Ok(true)
+    }
+
+    /// One Fetch to each leader, waiting up to `wait`, printing what comes back; `Ok(true)`
+    /// once `--max-messages` were printed or the output closed.
+    async fn fetch_round(&mut self, wait: Duration) -> Result<bool> {
+        let by_leader = fetch_partitions_by_leader(&self.positions, &self.leaders);
         let mut refresh = false;
         for (leader, parts) in by_leader {
             if leader < 0 {
                 refresh = true;
                 continue;
             }
-            let req = fetch_request(&topic, parts, wait);
-            let resp = c.node(leader).await?.call_wait(&req, 12, wait).await?;
+            let req = fetch_request(&self.topic, parts, wait);
+            let resp = self.c.node(leader).await?.call_wait(&req, 12, wait).await?;
             check(resp.error_code, || format!("Fetch from broker {leader}"), None)?;
             for t in &resp.responses {
                 for pd in &t.partitions {
-                    let p = pd.partition_index;
-                    let Some(pos) = positions.get(&p).copied() else { continue };
-                    match pd.error_code {
-                        0 => {}
-                        1 => {
-                            let to = out_of_range_restart(&mut c, &topic, &leaders, p, pos).await?;
-                            positions.insert(p, to);
-                            continue;
-                        }
-                        3 | 5 | 6 | 74 | 75 => {
-                            refresh = true;
-                            continue;
-                        }
-                        code => return Err(AdminError::broker(format!("Fetch {topic}-{p}"), code, None)),
-                    }
-                    let Some(data) = pd.records.as_ref() else { continue };
-                    let parsed = parse_batches(data, pos)
-                        .map_err(|e| AdminError::Other(format!("Fetch {topic}-{p} at offset {pos}: {e}")))?;
-                    warn_compressed(&topic, p, &parsed.skipped_compressed);
-                    let before = count;
-                    let full = emit(&mut out, p, &parsed.records, &mut positions, &mut count, max);
-                    if count > before {
-                        last_activity = Instant::now();
-                    }
-                    if full {
-                        out.flush();
-                        break 'outer;
-                    }
-                    if let Some(next) = parsed.next_offset {
-                        if next > positions[&p] {
-                            positions.insert(p, next);
+                    match self.partition_data(pd).await? {
+                        Step::Go => {}
+                        Step::Refresh => refresh = true,
+                        Step::Full => {
+                            self.out.flush();
+                            return Ok(true);
                         }
                     }
                 }
             }
-            out.flush();
+            self.out.flush();
         }
         if refresh {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            leaders = c.leaders(&topic, false).await?;
+            glommio::timer::sleep(Duration::from_millis(limits::CLIENT_RETRY_PAUSE_MS)).await;
+            self.leaders = self.c.leaders(&self.topic, false).await?;
         }
+        Ok(false)
     }
-    out.flush();
-    if let Some(mut m) = member {
-        if positions != committed {
-            if let Err(e) = m.commit(&mut c, &positions).await {
-                eprintln!("sluice consume: final offset commit failed: {e}");
+
+    /// One partition of a Fetch answer: prints its records and moves its position on.
+    async fn partition_data(&mut self, pd: &PartitionData) -> Result<Step> {
+        let topic = &self.topic;
+        let p = pd.partition_index;
+        let Some(pos) = self.positions.get(&p).copied() else { return Ok(Step::Go) };
+        match pd.error_code {
+            0 => {}
+            1 => {
+                let to = out_of_range_restart(&mut self.c, topic, &self.leaders, p, pos).await?;
+                self.positions.insert(p, to);
+                return Ok(Step::Go);
+            }
+            3 | 5 | 6 | 74 | 75 => return Ok(Step::Refresh),
+            code => return Err(AdminError::broker(format!("Fetch {topic}-{p}"), code, None)),
+        }
+        let Some(data) = pd.records.as_ref() else { return Ok(Step::Go) };
+        let parsed = parse_batches(data, pos)
+            .map_err(|e| AdminError::Other(format!("Fetch {topic}-{p} at offset {pos}: {e}")))?;
+        warn_compressed(topic, p, &parsed.skipped_compressed);
+        let before = self.count;
+        let full = emit(&mut self.out, p, &parsed.records, &mut self.positions, &mut self.count, self.max);
+        if self.count > before {
+            self.last_activity = Instant::now();
+        }
+        if full {
+            return Ok(Step::Full);
+        }
+        if let Some(next) = parsed.next_offset {
+            if next > self.positions[&p] {
+                self.positions.insert(p, next);
             }
         }
-        m.leave(&mut c).await;
+        Ok(Step::Go)
     }
-    eprintln!("Processed a total of {count} messages");
-    Ok(())
+
+    /// Flushes, commits what was printed, leaves the group, and says how many were printed.
+    async fn finish(mut self) {
+        self.out.flush();
+        if let Some(mut m) = self.member.take() {
+            if self.positions != self.committed {
+                if let Err(e) = m.commit(&mut self.c, &self.positions).await {
+                    eprintln!("sluice consume: final offset commit failed: {e}");
+                }
+            }
+            m.leave(&mut self.c).await;
+        }
+        eprintln!("Processed a total of {} messages", self.count);
+    }
+}
+
+/// What one partition of a Fetch answer asks of the loop.
+enum Step {
+    /// Go on with the next partition.
+    Go,
+    /// The leader moved: look the leaders up again after this round.
+    Refresh,
+    /// `--max-messages` printed or the output closed: stop.
+    Full,
 }
 
 /// Where to start without a group: `--offset` (or the log start or end) of `--partition` or of
@@ -325,7 +401,7 @@ fn fetch_partitions_by_leader(
                 .with_fetch_offset(*off)
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(-1)
-                .with_partition_max_bytes(1 << 20),
+                .with_partition_max_bytes(limits::CLIENT_FETCH_PARTITION_MAX_BYTES),
         );
     }
     by_leader
@@ -337,7 +413,7 @@ fn fetch_request(topic: &str, parts: Vec<FetchPartition>, wait: Duration) -> Fet
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(wait.as_millis() as i32)
         .with_min_bytes(1)
-        .with_max_bytes(50 << 20)
+        .with_max_bytes(limits::CLIENT_FETCH_MAX_BYTES)
         .with_isolation_level(0)
         .with_session_id(0)
         .with_session_epoch(-1)
@@ -424,7 +500,7 @@ impl Member {
             generation: -1,
             coord: -1,
             session_timeout_ms,
-            rebalance_timeout_ms: 30_000,
+            rebalance_timeout_ms: limits::CLIENT_REBALANCE_TIMEOUT_MS,
             last_heartbeat: Instant::now(),
             assigned: Vec::new(),
         }
@@ -435,7 +511,7 @@ impl Member {
     }
 
     fn heartbeat_interval(&self) -> Duration {
-        Duration::from_millis((self.session_timeout_ms / 3).max(100) as u64)
+        Duration::from_millis(((self.session_timeout_ms / 3) as u64).max(limits::CLIENT_MIN_HEARTBEAT_INTERVAL_MS))
     }
 
     /// Joins (or rejoins) the group and learns this member's partitions of the topic.
@@ -443,7 +519,7 @@ impl Member {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            if attempts > 30 {
+            if attempts > limits::CLIENT_JOIN_ATTEMPTS {
                 return Err(AdminError::Other(format!(
                     "could not join group '{}' after {} attempts",
                     self.group,
@@ -453,42 +529,13 @@ impl Member {
             if self.coord < 0 {
                 self.coord = c.coordinator(&self.group).await?;
             }
-            let req = JoinGroupRequest::default()
-                .with_group_id(self.gid())
-                .with_session_timeout_ms(self.session_timeout_ms)
-                .with_rebalance_timeout_ms(self.rebalance_timeout_ms)
-                .with_member_id(sb(&self.member_id))
-                .with_protocol_type(sb("consumer"))
-                .with_protocols(vec![JoinGroupRequestProtocol::default()
-                    .with_name(sb("range"))
-                    .with_metadata(encode_subscription(std::slice::from_ref(&self.topic)).into())]);
-            let extra = Duration::from_millis(self.rebalance_timeout_ms as u64);
-            let resp = c.node(self.coord).await?.call_wait(&req, 7, extra).await?;
-            match resp.error_code {
-                0 => {}
-                79 => {
-                    // MEMBER_ID_REQUIRED: rejoin with the id the coordinator handed out.
-                    self.member_id = resp.member_id.to_string();
-                    continue;
-                }
-                25 => {
-                    self.member_id.clear();
-                    continue;
-                }
-                27 => continue,
-                14..=16 => {
-                    self.coord = -1;
-                    glommio::timer::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                code => return Err(AdminError::broker(format!("JoinGroup '{}'", self.group), code, None)),
-            }
-            self.member_id = resp.member_id.to_string();
-            self.generation = resp.generation_id;
-            let protocol = resp.protocol_name.clone().unwrap_or_else(|| sb("range"));
-            let assignments = if resp.leader == resp.member_id {
+            let Some(joined) = self.join_group(c).await? else { continue };
+            self.member_id = joined.member_id.to_string();
+            self.generation = joined.generation_id;
+            let protocol = joined.protocol_name.clone().unwrap_or_else(|| sb("range"));
+            let assignments = if joined.leader == joined.member_id {
                 let mut subs = Vec::new();
-                for m in &resp.members {
+                for m in &joined.members {
                     let topics = decode_subscription(&m.metadata).map_err(|e| {
                         AdminError::Other(format!("member {} of group '{}': {e}", m.member_id, self.group))
                     })?;
@@ -498,34 +545,83 @@ impl Member {
             } else {
                 Vec::new()
             };
-            let req = SyncGroupRequest::default()
-                .with_group_id(self.gid())
-                .with_generation_id(self.generation)
-                .with_member_id(sb(&self.member_id))
-                .with_protocol_type(Some(sb("consumer")))
-                .with_protocol_name(Some(protocol))
-                .with_assignments(assignments);
-            let resp = c.node(self.coord).await?.call_wait(&req, 5, extra).await?;
-            match resp.error_code {
-                0 => {}
-                27 | 22 => continue,
-                25 => {
-                    self.member_id.clear();
-                    continue;
-                }
-                14..=16 => {
-                    self.coord = -1;
-                    continue;
-                }
-                code => return Err(AdminError::broker(format!("SyncGroup '{}'", self.group), code, None)),
+            if self.sync_group(c, protocol, assignments).await? {
+                self.last_heartbeat = Instant::now();
+                return Ok(());
             }
-            let (_, assignment, _) = decode_assignment(&resp.assignment)
-                .map_err(|e| AdminError::Other(format!("assignment from group '{}': {e}", self.group)))?;
-            self.assigned = assignment.into_iter().filter(|(t, _)| *t == self.topic).flat_map(|(_, ps)| ps).collect();
-            self.assigned.sort();
-            self.last_heartbeat = Instant::now();
-            return Ok(());
         }
+    }
+
+    /// One JoinGroup; `Ok(None)` when it has to be sent again (after the MEMBER_ID_REQUIRED
+    /// round trip, an unknown member id, a rebalance or a coordinator change).
+    async fn join_group(&mut self, c: &mut Cluster) -> Result<Option<JoinGroupResponse>> {
+        let req = JoinGroupRequest::default()
+            .with_group_id(self.gid())
+            .with_session_timeout_ms(self.session_timeout_ms)
+            .with_rebalance_timeout_ms(self.rebalance_timeout_ms)
+            .with_member_id(sb(&self.member_id))
+            .with_protocol_type(sb("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(sb("range"))
+                .with_metadata(encode_subscription(std::slice::from_ref(&self.topic)).into())]);
+        let extra = Duration::from_millis(self.rebalance_timeout_ms as u64);
+        let resp = c.node(self.coord).await?.call_wait(&req, 7, extra).await?;
+        match resp.error_code {
+            0 => Ok(Some(resp)),
+            79 => {
+                // MEMBER_ID_REQUIRED: rejoin with the id the coordinator handed out.
+                self.member_id = resp.member_id.to_string();
+                Ok(None)
+            }
+            25 => {
+                self.member_id.clear();
+                Ok(None)
+            }
+            27 => Ok(None),
+            14..=16 => {
+                self.coord = -1;
+                glommio::timer::sleep(Duration::from_millis(limits::CLIENT_RETRY_PAUSE_MS)).await;
+                Ok(None)
+            }
+            code => Err(AdminError::broker(format!("JoinGroup '{}'", self.group), code, None)),
+        }
+    }
+
+    /// SyncGroup with `assignments` (empty unless leader), keeping this member's partitions of
+    /// the topic; `Ok(false)` when the member has to join again.
+    async fn sync_group(
+        &mut self,
+        c: &mut Cluster,
+        protocol: StrBytes,
+        assignments: Vec<SyncGroupRequestAssignment>,
+    ) -> Result<bool> {
+        let req = SyncGroupRequest::default()
+            .with_group_id(self.gid())
+            .with_generation_id(self.generation)
+            .with_member_id(sb(&self.member_id))
+            .with_protocol_type(Some(sb("consumer")))
+            .with_protocol_name(Some(protocol))
+            .with_assignments(assignments);
+        let extra = Duration::from_millis(self.rebalance_timeout_ms as u64);
+        let resp = c.node(self.coord).await?.call_wait(&req, 5, extra).await?;
+        match resp.error_code {
+            0 => {}
+            27 | 22 => return Ok(false),
+            25 => {
+                self.member_id.clear();
+                return Ok(false);
+            }
+            14..=16 => {
+                self.coord = -1;
+                return Ok(false);
+            }
+            code => return Err(AdminError::broker(format!("SyncGroup '{}'", self.group), code, None)),
+        }
+        let (_, assignment, _) = decode_assignment(&resp.assignment)
+            .map_err(|e| AdminError::Other(format!("assignment from group '{}': {e}", self.group)))?;
+        self.assigned = assignment.into_iter().filter(|(t, _)| *t == self.topic).flat_map(|(_, ps)| ps).collect();
+        self.assigned.sort();
+        Ok(true)
     }
 
     /// The range assignment, as Kafka's RangeAssignor computes it: per topic, the members

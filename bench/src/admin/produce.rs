@@ -17,6 +17,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::ProduceRequest;
+use sluice_core::limits;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
@@ -79,8 +80,29 @@ async fn produce(args: ProduceArgs) -> Result<()> {
             ));
         }
     }
+    let mut rx = spawn_stdin_reader()?;
+    let mut router = Router { args: &args, headers, nparts, rr: 0, line_no: 0 };
+    let mut eof = false;
+    while !eof {
+        let Some((lines, closed)) = next_lines(&mut rx, args.batch_size as usize).await else { break };
+        eof = closed;
+        let (by_partition, pending_err) = router.route(lines);
+        eof |= pending_err.is_some();
+        if !by_partition.is_empty() {
+            send(&mut c, &args.topic, &leaders, by_partition, acks).await?;
+        }
+        if let Some(e) = pending_err {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
 
-    let (mut tx, mut rx) = mpsc::channel::<Line>(4096);
+/// Starts the thread that reads stdin line by line (without the `\n` and a `\r` before it);
+/// it stops at the end of stdin, after a read error (sent as the last line) or when the
+/// receiver is gone.
+fn spawn_stdin_reader() -> Result<mpsc::Receiver<Line>> {
+    let (mut tx, rx) = mpsc::channel::<Line>(limits::CLIENT_STDIN_LINES_QUEUED);
     std::thread::Builder::new()
         .name("sluice-stdin".into())
         .spawn(move || {
@@ -108,77 +130,80 @@ async fn produce(args: ProduceArgs) -> Result<()> {
             }
         })
         .map_err(|e| AdminError::Other(format!("cannot start the stdin reader: {e}")))?;
+    Ok(rx)
+}
 
-    let sep = args.key_separator.as_deref().map(str::as_bytes);
-    let mut line_no = 0u64;
-    let mut rr = 0i32;
-    let mut pending_err: Option<AdminError> = None;
-    let mut eof = false;
-    while !eof {
-        // Wait for one line, then take whatever else is already there.
-        let mut lines = Vec::new();
-        match rx.next().await {
-            Some(l) => lines.push(l),
-            None => break,
+/// Waits for one line, then takes whatever else is already there (at most `most` lines);
+/// `None` at the end of stdin, else the lines and whether stdin ended after them.
+async fn next_lines(rx: &mut mpsc::Receiver<Line>, most: usize) -> Option<(Vec<Line>, bool)> {
+    let mut lines = vec![rx.next().await?];
+    while lines.len() < most {
+        match rx.try_recv() {
+            Ok(l) => lines.push(l),
+            Err(mpsc::TryRecvError::Closed) => return Some((lines, true)),
+            Err(mpsc::TryRecvError::Empty) => break, // nothing ready yet
         }
-        while lines.len() < args.batch_size as usize {
-            match rx.try_recv() {
-                Ok(l) => lines.push(l),
-                Err(mpsc::TryRecvError::Closed) => {
-                    eof = true;
-                    break;
-                }
-                Err(mpsc::TryRecvError::Empty) => break, // nothing ready yet
-            }
-        }
+    }
+    Some((lines, false))
+}
+
+/// Turns lines into records and picks each one's partition.
+struct Router<'a> {
+    args: &'a ProduceArgs,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    nparts: i32,
+    /// The next partition for an unkeyed record.
+    rr: i32,
+    line_no: u64,
+}
+
+impl Router<'_> {
+    /// The records of `lines` by partition, up to the first failure (a read error or a line
+    /// without the key separator), which comes second.
+    fn route(&mut self, lines: Vec<Line>) -> (BTreeMap<i32, Vec<OutRecord>>, Option<AdminError>) {
         let mut by_partition: BTreeMap<i32, Vec<OutRecord>> = BTreeMap::new();
         for l in lines {
             let data = match l {
                 Line::Data(d) => d,
-                Line::Err(e) => {
-                    pending_err = Some(AdminError::Other(format!("reading stdin: {e}")));
-                    eof = true;
-                    break;
-                }
+                Line::Err(e) => return (by_partition, Some(AdminError::Other(format!("reading stdin: {e}")))),
             };
-            line_no += 1;
-            let (key, value) = match sep {
-                None => (None, data),
-                Some(sep) => match find(&data, sep) {
-                    Some(i) => (Some(data[..i].to_vec()), data[i + sep.len()..].to_vec()),
-                    None => {
-                        pending_err = Some(AdminError::Usage(format!(
-                            "line {line_no} has no key separator '{}'",
-                            args.key_separator.as_deref().unwrap_or_default()
-                        )));
-                        eof = true;
-                        break;
-                    }
-                },
+            self.line_no += 1;
+            let (key, value) = match self.split(data) {
+                Ok(kv) => kv,
+                Err(e) => return (by_partition, Some(e)),
             };
-            let partition = match (args.partition, &key) {
-                (Some(p), _) => p,
-                (None, Some(k)) => partition_for_key(k, nparts),
-                (None, None) => {
-                    let p = rr;
-                    rr = (rr + 1) % nparts;
-                    p
-                }
-            };
+            let partition = self.partition(&key);
             by_partition.entry(partition).or_default().push(OutRecord {
                 key,
                 value: Some(value),
-                headers: headers.clone(),
+                headers: self.headers.clone(),
             });
         }
-        if !by_partition.is_empty() {
-            send(&mut c, &args.topic, &leaders, by_partition, acks).await?;
-        }
-        if let Some(e) = pending_err.take() {
-            return Err(e);
+        (by_partition, None)
+    }
+
+    /// Key and value of a line: split at `--key-separator`, else all value.
+    fn split(&self, data: Vec<u8>) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
+        let Some(sep_text) = self.args.key_separator.as_deref() else { return Ok((None, data)) };
+        let sep = sep_text.as_bytes();
+        match find(&data, sep) {
+            Some(i) => Ok((Some(data[..i].to_vec()), data[i + sep.len()..].to_vec())),
+            None => Err(AdminError::Usage(format!("line {} has no key separator '{sep_text}'", self.line_no))),
         }
     }
-    Ok(())
+
+    /// `--partition`, else murmur2 of the key, else round-robin.
+    fn partition(&mut self, key: &Option<Vec<u8>>) -> i32 {
+        match (self.args.partition, key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, self.nparts),
+            (None, None) => {
+                let p = self.rr;
+                self.rr = (self.rr + 1) % self.nparts;
+                p
+            }
+        }
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -204,7 +229,7 @@ async fn send(
     for (leader, parts) in by_leader {
         let req = ProduceRequest::default()
             .with_acks(acks)
-            .with_timeout_ms(30_000)
+            .with_timeout_ms(limits::CLIENT_REQUEST_TIMEOUT_MS)
             .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(parts)]);
         let conn = c.node(leader).await?;
         if acks == 0 {

@@ -16,6 +16,7 @@ use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
 };
+use sluice_core::limits;
 use std::collections::HashMap;
 
 #[derive(Debug, Args)]
@@ -116,7 +117,8 @@ async fn create(
         .with_num_partitions(partitions)
         .with_replication_factor(rf)
         .with_configs(cfgs);
-    let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000);
+    let req =
+        CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(limits::CLIENT_REQUEST_TIMEOUT_MS);
     let resp = c.boot.call(&req, 7).await?;
     let r = resp.topics.first().ok_or_else(|| AdminError::Other("CreateTopics answer without the topic".into()))?;
     check(r.error_code, || format!("cannot create topic '{name}'"), r.error_message.as_deref())?;
@@ -347,7 +349,7 @@ fn topic_text(
 async fn delete(c: &mut Cluster, json: bool, names: Vec<String>) -> Result<()> {
     let req = DeleteTopicsRequest::default()
         .with_topic_names(names.iter().map(|n| topic_name(n)).collect())
-        .with_timeout_ms(30_000);
+        .with_timeout_ms(limits::CLIENT_REQUEST_TIMEOUT_MS);
     let resp = c.boot.call(&req, 5).await?;
     let mut errs: Vec<AdminError> = Vec::new();
     let mut results = Vec::new();
