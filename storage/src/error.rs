@@ -35,6 +35,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// A read found a stored batch damaged on disk (its checks failed: `InvalidData`).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidData)
+    }
+
     pub fn io(op: &'static str, path: impl std::fmt::Display, source: impl Into<std::io::Error>) -> Self {
         StorageError::Io { op, path: path.to_string(), source: source.into() }
     }

@@ -205,12 +205,22 @@ impl Registry {
 
 /// Rebuilds a partition's transactions by reading its whole log (at open, after a crash or a
 /// clean stop alike: the state is not persisted). Reads whole batches up to the high watermark.
+/// A batch damaged on disk ends the rebuild there (logged): the partition still opens, as it
+/// did before transactions existed, and reads report the damage to the consumers that reach it.
 pub async fn rebuild(log: &sluice_storage::PartitionLog) -> Result<PartitionTxns, sluice_storage::StorageError> {
     let mut txns = PartitionTxns::default();
     let mut offset = log.log_start();
     let end = log.high_watermark();
     while offset < end {
-        let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
+        let read = match log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await {
+            Ok(read) => read,
+            Err(e) if e.is_damage() => {
+                tracing::warn!(partition = log.name(), offset = offset.0, error = %e,
+                    "transaction state rebuilt only up to a damaged batch");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         if read.records.is_empty() {
             break;
         }
