@@ -20,62 +20,9 @@ impl PartitionLog {
     /// (at least one batch, however large), from one segment.
     pub async fn read(&self, from: Offset, max_bytes: usize) -> Result<LogRead, StorageError> {
         let hwm = self.durable.get();
-        let (plan, log_start) = {
-            let st = self.state.borrow();
-            if from.0 < st.log_start || from.0 > hwm {
-                return Err(StorageError::OffsetOutOfRange { requested: from.0, start: st.log_start, end: hwm });
-            }
-            let empty = LogRead { records: Bytes::new(), high_watermark: Offset(hwm), log_start: Offset(st.log_start) };
-            if from.0 == hwm {
-                return Ok(empty);
-            }
-            let i = st.segment_for(from.0);
-            let seg = &st.segments[i];
-            let active = i + 1 == st.segments.len();
-            let plan = match seg.dense.first() {
-                Some(first) if from.0 >= first.base => {
-                    let d = &seg.dense;
-                    let start = d.partition_point(|e| e.last < from.0);
-                    let mut end = start;
-                    let mut total = 0usize;
-                    // Stay within one cache chunk when more than one batch is taken.
-                    let chunk = crate::cache::chunk_of(d[start].pos);
-                    while end < d.len() && d[end].last < hwm {
-                        let l = usize::try_from(d[end].len).expect("a batch length fits in usize");
-                        if end > start
-                            && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk)
-                        {
-                            break;
-                        }
-                        total += l;
-                        end += 1;
-                    }
-                    if end == start {
-                        ReadPlan::Done(empty)
-                    } else {
-                        let pos = d[start].pos;
-                        if active && pos >= st.tail_start {
-                            let at = usize::try_from(pos - st.tail_start).expect("a tail position fits in usize");
-                            ReadPlan::Done(LogRead {
-                                records: Bytes::copy_from_slice(&st.tail[at..at + total]),
-                                high_watermark: Offset(hwm),
-                                log_start: Offset(st.log_start),
-                            })
-                        } else {
-                            let final_end = if active { st.flushed_pos } else { seg.size };
-                            ReadPlan::Exact { file: seg.file.clone(), pos, len: total, final_end, growing: active }
-                        }
-                    }
-                }
-                _ => {
-                    let pos = seg.index.position_for_offset(seg.base, from.0);
-                    // Everything before the dense part (or a sealed segment) is durable.
-                    let end = seg.dense.first().map(|e| e.pos).unwrap_or(seg.size);
-                    let next = (!active).then(|| st.segments[i + 1].base);
-                    ReadPlan::Scan { file: seg.file.clone(), pos, end, next }
-                }
-            };
-            (plan, st.log_start)
+        let Some((plan, log_start)) = self.plan_read(from.0, hwm, max_bytes)? else {
+            // `from` is the high watermark: nothing to read yet.
+            return Ok(LogRead { records: Bytes::new(), high_watermark: Offset(hwm), log_start: self.log_start() });
         };
         let done = |records: Bytes| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(log_start) };
         if let ReadPlan::Done(_) = plan {
@@ -109,6 +56,31 @@ impl PartitionLog {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// What a read of `from` must fetch once the state borrow is released, with the log start;
+    /// `None` when `from` is the high watermark (nothing to read).
+    fn plan_read(&self, from: i64, hwm: i64, max_bytes: usize) -> Result<Option<(ReadPlan, i64)>, StorageError> {
+        let st = self.state.borrow();
+        if from < st.log_start || from > hwm {
+            return Err(StorageError::OffsetOutOfRange { requested: from, start: st.log_start, end: hwm });
+        }
+        if from == hwm {
+            return Ok(None);
+        }
+        let i = st.segment_for(from);
+        let seg = &st.segments[i];
+        let plan = match seg.dense.first() {
+            Some(first) if from >= first.base => dense_plan(&st, i, from, hwm, max_bytes),
+            _ => {
+                let pos = seg.index.position_for_offset(seg.base, from);
+                // Everything before the dense part (or a sealed segment) is durable.
+                let end = seg.dense.first().map(|e| e.pos).unwrap_or(seg.size);
+                let next = (i + 1 < st.segments.len()).then(|| st.segments[i + 1].base);
+                ReadPlan::Scan { file: seg.file.clone(), pos, end, next }
+            }
+        };
+        Ok(Some((plan, st.log_start)))
     }
 
     /// The first offset whose timestamp is at or after `ts`, with that timestamp. Record
@@ -182,6 +154,46 @@ impl PartitionLog {
         // The index named a batch the read did not return (retention removed it meanwhile).
         Ok(None)
     }
+}
+
+/// The plan of a read of `from` in segment `i`, whose per-batch entries cover `from`: the
+/// batches from the one containing it, below `hwm`, up to `max_bytes` (at least one) and
+/// within one cache chunk; copied from the in-memory tail when they are there.
+fn dense_plan(st: &State, i: usize, from: i64, hwm: i64, max_bytes: usize) -> ReadPlan {
+    let seg = &st.segments[i];
+    let active = i + 1 == st.segments.len();
+    let d = &seg.dense;
+    let start = d.partition_point(|e| e.last < from);
+    let (end, total) = dense_run(d, start, hwm, max_bytes);
+    let read = |records| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(st.log_start) };
+    if end == start {
+        return ReadPlan::Done(read(Bytes::new()));
+    }
+    let pos = d[start].pos;
+    if active && pos >= st.tail_start {
+        let at = usize::try_from(pos - st.tail_start).expect("a tail position fits in usize");
+        return ReadPlan::Done(read(Bytes::copy_from_slice(&st.tail[at..at + total])));
+    }
+    let final_end = if active { st.flushed_pos } else { seg.size };
+    ReadPlan::Exact { file: seg.file.clone(), pos, len: total, final_end, growing: active }
+}
+
+/// The end (exclusive) and byte length of the run of entries from `start` that one read
+/// takes: below `hwm`, up to `max_bytes` (at least one), staying within one cache chunk when
+/// more than one is taken.
+fn dense_run(d: &[Entry], start: usize, hwm: i64, max_bytes: usize) -> (usize, usize) {
+    let mut end = start;
+    let mut total = 0usize;
+    let chunk = crate::cache::chunk_of(d[start].pos);
+    while end < d.len() && d[end].last < hwm {
+        let l = usize::try_from(d[end].len).expect("a batch length fits in usize");
+        if end > start && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk) {
+            break;
+        }
+        total += l;
+        end += 1;
+    }
+    (end, total)
 }
 
 /// The offset of the first record of `bytes` (one batch) whose timestamp is the batch's max
