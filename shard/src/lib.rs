@@ -15,6 +15,7 @@ pub mod admin;
 pub mod error;
 pub mod fetch;
 pub mod groups;
+pub mod internal;
 pub mod metadata;
 pub mod metrics;
 pub mod msg;

@@ -37,6 +37,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod per_partition;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
