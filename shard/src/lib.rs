@@ -11,6 +11,9 @@
 //! one message to each and gets one reply from each. Nothing on the request path is shared
 //! between threads except the messages themselves.
 
+// Integers from the wire or the disk are converted with `try_from` (or a lossless `From`).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 pub mod admin;
 pub mod error;
 pub mod fetch;
