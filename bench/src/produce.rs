@@ -168,7 +168,8 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     }
     let threads = args.threads.min(args.connections);
     let leaders = {
-        let (broker, topic, parts, rf) = (args.broker.clone(), args.topic.clone(), args.partitions, args.replication_factor);
+        let (broker, topic, parts, rf) =
+            (args.broker.clone(), args.topic.clone(), args.partitions, args.replication_factor);
         LocalExecutorBuilder::new(Placement::Unbound)
             .spawn(move || async move {
                 ensure_topic(&broker, &topic, parts, rf).await?;
