@@ -1,0 +1,1 @@
+//! Unit and property tests of KIP-848 consumer groups.
