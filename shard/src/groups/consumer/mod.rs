@@ -538,11 +538,14 @@ impl ConsumerGroup {
         s: &Settings,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
         let joining = req.member_epoch == MemberEpoch::JOIN.0;
+        let start = self.epoch;
         let id = if joining { self.admit(&req, new_id, now, s)? } else { self.check(&req)? };
         if self.update(&id, &req, regex, now) {
             self.bump();
         }
         self.refresh_metadata(topics);
+        // A join, a new subscription and new metadata in one heartbeat: one epoch.
+        self.epoch = self.epoch.min(start.bumped());
         self.maybe_assign();
         let changed = self.reconcile(&id, req.owned.as_ref(), now);
         let m = self.members.get(&id).ok_or(GroupError::UnknownMemberId)?;
