@@ -486,6 +486,26 @@ mod tests {
     }
 
     #[test]
+    fn consumer_group_settings_are_checked() {
+        let ok = BrokerConfig {
+            group_consumer_session_timeout_ms: 6000,
+            group_consumer_heartbeat_interval_ms: 500,
+            ..BrokerConfig::default()
+        };
+        ok.validate(2).unwrap();
+        let bad = [
+            BrokerConfig { group_consumer_session_timeout_ms: 0, ..ok.clone() },
+            BrokerConfig { group_consumer_heartbeat_interval_ms: 6000, ..ok.clone() },
+            BrokerConfig { group_consumer_heartbeat_interval_ms: 99, ..ok.clone() },
+            BrokerConfig { group_consumer_max_size: 0, ..ok.clone() },
+            BrokerConfig { group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS + 1, ..ok.clone() },
+        ];
+        for c in bad {
+            assert!(c.validate(2).unwrap_err().to_string().contains("group_consumer_"), "{c:?}");
+        }
+    }
+
+    #[test]
     fn advertised_listen_is_host_and_port() {
         let c = BrokerConfig { advertised_listen: "kafka.example.com:19092".into(), ..BrokerConfig::default() };
         assert_eq!(c.advertised().unwrap(), Some(("kafka.example.com".to_string(), 19092)));

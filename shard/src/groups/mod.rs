@@ -1,4 +1,4 @@
-//! Consumer groups (the classic protocol): routing to the coordinator shard, the operations
+//! Consumer groups (the classic protocol, and KIP-848 in [`consumer`]): routing to the coordinator shard, the operations
 //! and their answers.
 //!
 //! Contract: every group belongs to the shard that owns its partition of the internal
