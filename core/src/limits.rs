@@ -201,9 +201,6 @@ pub const MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 100;
 /// Members of one KIP-848 consumer group (the default and the largest `group_consumer_max_size`):
 /// each heartbeat's reconciliation walks every member's partitions.
 pub const MAX_CONSUMER_GROUP_MEMBERS: usize = 1_000;
-/// Largest rebalance timeout a KIP-848 member may give (Kafka takes `max.poll.interval.ms`,
-/// an int): longer ones are cut to this.
-pub const MAX_CONSUMER_GROUP_REBALANCE_TIMEOUT_MS: i32 = i32::MAX;
 /// Longest KIP-848 subscription regex accepted (bytes), and the compiled size cap handed to
 /// the `regex` crate, so one heartbeat cannot make the broker build a huge automaton.
 pub const MAX_SUBSCRIPTION_REGEX_BYTES: usize = 4096;

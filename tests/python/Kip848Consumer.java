@@ -6,6 +6,8 @@
 // It subscribes, polls and commits synchronously after every poll that returned records,
 // printing (flushed) one line per event the test reads:
 //   ASSIGNED p,p,...   REVOKED p,p,...   REC partition offset value   COMMITTED n   ERROR text
+//   TPS topic:p,...  (after each change: every topic-partition owned)
+// A TOPIC written re:REGEX subscribes with a broker-side regex (SubscriptionPattern, RE2/J).
 // It stops (closing the consumer, which leaves the group) when STOP_FILE exists or after
 // MAX_MS; the exit code is 0 unless an exception escaped.
 
@@ -27,6 +29,11 @@ public class Kip848Consumer {
         return tps.stream().map(TopicPartition::partition).sorted().map(String::valueOf).collect(Collectors.joining(","));
     }
 
+    static String topicParts(Set<TopicPartition> owned, Collection<TopicPartition> leaving) {
+        return owned.stream().filter(tp -> !leaving.contains(tp)).map(tp -> tp.topic() + ":" + tp.partition())
+            .sorted().collect(Collectors.joining(","));
+    }
+
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0], topic = args[1], group = args[2], assignor = args[3];
         Path stop = Paths.get(args[4]);
@@ -43,14 +50,18 @@ public class Kip848Consumer {
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
-            c.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+            ConsumerRebalanceListener listener = new ConsumerRebalanceListener() {
                 public void onPartitionsRevoked(Collection<TopicPartition> tps) {
                     say("REVOKED " + parts(tps));
+                    say("TPS " + topicParts(c.assignment(), tps));
                 }
                 public void onPartitionsAssigned(Collection<TopicPartition> tps) {
                     say("ASSIGNED " + parts(tps));
+                    say("TPS " + topicParts(c.assignment(), List.of()));
                 }
-            });
+            };
+            if (topic.startsWith("re:")) c.subscribe(new SubscriptionPattern(topic.substring(3)), listener);
+            else c.subscribe(List.of(topic), listener);
             long committed = 0;
             while (!Files.exists(stop) && System.currentTimeMillis() < deadline) {
                 ConsumerRecords<String, String> recs = c.poll(Duration.ofMillis(200));

@@ -89,6 +89,14 @@ class JavaMember:
                 out -= ps
         return out
 
+    def topic_partitions(self) -> set:
+        """(topic, partition) owned after the last change (the last TPS line)."""
+        last = [line for line in list(self.lines) if line.startswith("TPS")]
+        if not last:
+            return set()
+        items = last[-1][4:].split(",")
+        return {(t, int(p)) for t, _, p in (i.rpartition(":") for i in items if i)}
+
     def ever_assigned(self) -> set:
         return {int(p) for line in list(self.lines) if line.startswith("ASSIGNED ")
                 for p in line.split(" ", 1)[1].split(",") if p}
@@ -204,6 +212,32 @@ def test_java_static_member_comes_back_to_its_partitions(kbroker, tmp_path):
         for m in (a, b, a2):
             if m is not None:
                 m.stop()
+
+
+def test_java_regex_subscription_picks_up_new_topics_and_partitions(kbroker, tmp_path):
+    from confluent_kafka.admin import AdminClient, NewPartitions
+    base = unique_topic("rx")
+    a, b, other = f"{base}-a", f"{base}-b", f"x{base}-c"
+    create_topic(kbroker.bootstrap, a, 2)
+    create_topic(kbroker.bootstrap, other, 1)
+    cp = compile_member(tmp_path)
+    m = JavaMember(cp, tmp_path, kbroker.bootstrap, f"re:{base}-.*", unique_topic("g848x"), "x")
+    try:
+        want = {(a, 0), (a, 1)}
+        wait_until(lambda: m.topic_partitions() == want, WAIT, what=f"{want}")
+        create_topic(kbroker.bootstrap, b, 1)
+        admin = AdminClient({"bootstrap.servers": kbroker.bootstrap})
+        for f in admin.create_partitions([NewPartitions(a, 3)]).values():
+            f.result(30)
+        want = {(a, 0), (a, 1), (a, 2), (b, 0)}
+        try:
+            wait_until(lambda: m.topic_partitions() == want, WAIT, what=f"{want}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{m.explain()}") from None
+        sent = produce(kbroker.bootstrap, b, 1, 5, "late")
+        wait_until(lambda: set(sent.values()) <= m.values(), WAIT, what="the new topic's records")
+    finally:
+        assert m.stop() == 0, m.explain()
 
 
 def test_group_survives_broker_kill(broker_factory, kbroker, tmp_path):

@@ -214,7 +214,7 @@ pub struct ConsumerHeartbeatResponse {
     pub member_id: String,
     pub member_epoch: i32,
     pub heartbeat_interval_ms: i32,
-    /// The member's assignment, when it changed or the request was a full one.
+    /// The member's assignment, when it changed or the request was a full one (as Kafka).
     pub assignment: Option<Assignment>,
 }
 
@@ -549,7 +549,10 @@ impl ConsumerGroup {
         self.maybe_assign();
         let changed = self.reconcile(&id, req.owned.as_ref(), now);
         let m = self.members.get(&id).ok_or(GroupError::UnknownMemberId)?;
-        let full = joining || req.owned.is_some();
+        // Kafka's "full request": a join, or a heartbeat carrying everything (rebalance timeout,
+        // subscription and owned partitions), as a client sends after an error.
+        let subscription = req.subscribed_topic_names.is_some() || req.subscribed_topic_regex.is_some();
+        let full = joining || (req.rebalance_timeout_ms != -1 && subscription && req.owned.is_some());
         Ok(ConsumerHeartbeatResponse {
             member_id: id,
             member_epoch: m.epoch.0,
