@@ -11,6 +11,8 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -113,6 +115,8 @@ pub const APIS: &[ApiSpec] = &[
     txn_offset_commit::SPEC,
     describe_transactions::SPEC,
     list_transactions::SPEC,
+    consumer_group_heartbeat::SPEC,
+    consumer_group_describe::SPEC,
 ];
 
 /// The handler entry for an API key, if implemented (whatever the version).
