@@ -132,8 +132,7 @@ fn split_url<'s>(key: &'static str, item: &'s str) -> Result<(&'s str, &'s str, 
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = port.parse::<u16>().map_err(|_| bad())?;
-    if name.is_empty() || host.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if name.is_empty() || host.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(bad());
     }
     Ok((name, host, port))
@@ -151,7 +150,11 @@ fn protocol_map(map: &str) -> Result<BTreeMap<String, SecurityProtocol>, ConfigE
         .collect();
     for item in items(map) {
         let bad = || {
-            invalid("listener_security_protocol_map", item, "NAME:PROTOCOL with PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+            invalid(
+                "listener_security_protocol_map",
+                item,
+                "NAME:PROTOCOL with PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            )
         };
         let (name, proto) = item.split_once(':').ok_or_else(bad)?;
         out.insert(name.trim().to_string(), SecurityProtocol::parse(proto.trim()).ok_or_else(bad)?);
@@ -162,9 +165,10 @@ fn protocol_map(map: &str) -> Result<BTreeMap<String, SecurityProtocol>, ConfigE
 /// The listeners, validated (see the module contract).
 pub fn listener_specs(k: &ListenerKeys<'_>) -> Result<Vec<ListenerSpec>, ConfigError> {
     if k.listeners.trim().is_empty() {
-        let addr = k.listen.parse().map_err(|_| {
-            invalid("listen", k.listen, "an IP:port socket address such as 127.0.0.1:9092")
-        })?;
+        let addr = k
+            .listen
+            .parse()
+            .map_err(|_| invalid("listen", k.listen, "an IP:port socket address such as 127.0.0.1:9092"))?;
         let one = ListenerSpec {
             name: "PLAINTEXT".into(),
             protocol: SecurityProtocol::Plaintext,
@@ -226,7 +230,13 @@ fn check_security(k: &ListenerKeys<'_>, specs: &[ListenerSpec]) -> Result<(), Co
 mod tests {
     use super::*;
 
-    fn keys<'a>(listeners: &'a str, adv: &'a str, map: &'a str, tls: &'a TlsConfig, sasl: &'a SaslConfig) -> ListenerKeys<'a> {
+    fn keys<'a>(
+        listeners: &'a str,
+        adv: &'a str,
+        map: &'a str,
+        tls: &'a TlsConfig,
+        sasl: &'a SaslConfig,
+    ) -> ListenerKeys<'a> {
         ListenerKeys {
             listen: "127.0.0.1:9092",
             advertised_listen: None,

@@ -90,10 +90,9 @@ pub fn sasl_code(e: &crate::auth::SaslRefusal) -> (i16, String) {
         SaslRefusal::Unsupported => (K::UnsupportedSaslMechanism.code(), "unsupported SASL mechanism".into()),
         SaslRefusal::IllegalState(why) => (K::IllegalSaslState.code(), (*why).to_string()),
         // The client learns only that authentication failed (Kafka's wording), not why.
-        SaslRefusal::Failed(_) => (
-            K::SaslAuthenticationFailed.code(),
-            "Authentication failed: Invalid username or password".into(),
-        ),
+        SaslRefusal::Failed(_) => {
+            (K::SaslAuthenticationFailed.code(), "Authentication failed: Invalid username or password".into())
+        }
     }
 }
 

@@ -23,8 +23,8 @@ use crate::api::Ctx;
 use crate::auth;
 use glommio::net::TcpListener;
 use sluice_core::config::BrokerConfig;
-use sluice_core::listeners::{ListenerSpec, SecurityProtocol, TlsConfig};
 use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
+use sluice_core::listeners::{ListenerSpec, SecurityProtocol, TlsConfig};
 use sluice_shard::{runtime, MetadataSnapshot, Shard};
 use socket2::{Domain, Socket, Type};
 use std::cell::Cell;
@@ -146,8 +146,7 @@ fn sasl_settings(config: &BrokerConfig, specs: &[ListenerSpec]) -> Result<Arc<au
     if specs.iter().any(|s| s.protocol.tls()) {
         crate::tls::server_config(&config.tls).map_err(|e| e.to_string())?;
     }
-    let mechanisms =
-        config.sasl.enabled_mechanisms.iter().filter_map(|m| crate::sasl::Mechanism::parse(m)).collect();
+    let mechanisms = config.sasl.enabled_mechanisms.iter().filter_map(|m| crate::sasl::Mechanism::parse(m)).collect();
     let scram = auth::store::ScramStore::open(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     Ok(Arc::new(auth::SaslSettings {
         mechanisms,
@@ -243,10 +242,8 @@ async fn serve_shard(
         })
         .detach();
     }
-    let base = ShardBase {
-        shard,
-        in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
-    };
+    let base =
+        ShardBase { shard, in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)) };
     let mut loops = Vec::with_capacity(listeners.len());
     for l in listeners {
         let tls = match l.tls.map(crate::tls::TlsReloader::new).transpose() {

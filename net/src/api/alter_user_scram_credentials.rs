@@ -18,7 +18,7 @@ use crate::sasl::scram::{Credential, Hash};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
-use kafka_protocol::messages::{ApiKey, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse};
+use kafka_protocol::messages::{AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiKey};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as K;
 use std::collections::BTreeMap;
@@ -36,7 +36,13 @@ pub const SPEC: ApiSpec = ApiSpec {
 type PerUser = BTreeMap<String, Result<Vec<Change>, (i16, &'static str)>>;
 
 /// Adds one change for `user`, refusing the user on an unknown mechanism or a repeat.
-fn add(per_user: &mut PerUser, seen: &mut Vec<(String, i8)>, user: String, mechanism: i8, change: impl FnOnce(Hash) -> Change) {
+fn add(
+    per_user: &mut PerUser,
+    seen: &mut Vec<(String, i8)>,
+    user: String,
+    mechanism: i8,
+    change: impl FnOnce(Hash) -> Change,
+) {
     let refusal = match Hash::from_kafka_code(mechanism) {
         None => Some((K::UnsupportedSaslMechanism.code(), "Unknown SCRAM mechanism")),
         Some(_) if seen.contains(&(user.clone(), mechanism)) => {
@@ -88,13 +94,11 @@ fn apply(ctx: &Ctx, per_user: PerUser) -> Vec<AlterUserScramCredentialsResult> {
     per_user
         .into_iter()
         .map(|(user, changes)| {
-            let outcome = changes.and_then(|changes| {
-                match ctx.listener.sasl.scram.apply(changes) {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        tracing::info!(user = %user, error = %e, "SCRAM credential change refused");
-                        Err((crate::errors::scram_store_code(&e), "The credential change was refused"))
-                    }
+            let outcome = changes.and_then(|changes| match ctx.listener.sasl.scram.apply(changes) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::info!(user = %user, error = %e, "SCRAM credential change refused");
+                    Err((crate::errors::scram_store_code(&e), "The credential change was refused"))
                 }
             });
             let r = AlterUserScramCredentialsResult::default().with_user(StrBytes::from_string(user));

@@ -38,7 +38,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 let r = DescribeUserScramCredentialsResult::default().with_user(StrBytes::from_string(user.clone()));
                 if asked.iter().filter(|u| *u == user).count() > 1 {
                     return r.with_error_code(K::DuplicateResource.code()).with_error_message(Some(
-                        StrBytes::from_static_str("Cannot describe SCRAM credentials for the same user twice in a single request"),
+                        StrBytes::from_static_str(
+                            "Cannot describe SCRAM credentials for the same user twice in a single request",
+                        ),
                     ));
                 }
                 match all.get(user) {

@@ -91,7 +91,12 @@ impl Session {
     }
 
     /// SaslHandshake: chooses `mechanism` if the listener offers it.
-    pub fn handshake(&mut self, sasl: &SaslSettings, protocol: SecurityProtocol, name: &str) -> Result<(), SaslRefusal> {
+    pub fn handshake(
+        &mut self,
+        sasl: &SaslSettings,
+        protocol: SecurityProtocol,
+        name: &str,
+    ) -> Result<(), SaslRefusal> {
         if !protocol.sasl() {
             return Err(SaslRefusal::IllegalState("SASL is not enabled on this listener"));
         }
@@ -114,7 +119,9 @@ impl Session {
     /// SaslAuthenticate: one step of the chosen mechanism; the bytes to answer with.
     pub fn authenticate(&mut self, sasl: &SaslSettings, bytes: &[u8]) -> Result<Vec<u8>, SaslRefusal> {
         let step = match std::mem::take(&mut self.state) {
-            SaslState::Chosen(Mechanism::Plain) => plain::authenticate(bytes, &sasl.plain_users).map(|u| (u, Vec::new())),
+            SaslState::Chosen(Mechanism::Plain) => {
+                plain::authenticate(bytes, &sasl.plain_users).map(|u| (u, Vec::new()))
+            }
             SaslState::Chosen(m) => return self.scram_first(sasl, m, bytes),
             SaslState::ScramFirstSent(state) => state.finish(bytes),
             SaslState::Start | SaslState::Done | SaslState::Failed => {

@@ -116,9 +116,7 @@ fn apply_one(map: &mut BTreeMap<Key, Credential>, change: Change) -> Result<(), 
             map.insert(key, credential);
             Ok(())
         }
-        Change::Delete { user, hash } => {
-            map.remove(&(user, hash.kafka_code())).map(|_| ()).ok_or(StoreError::NotFound)
-        }
+        Change::Delete { user, hash } => map.remove(&(user, hash.kafka_code())).map(|_| ()).ok_or(StoreError::NotFound),
     }
 }
 

@@ -28,8 +28,7 @@ pub fn parse(bytes: &[u8]) -> Result<PlainMessage<'_>, SaslError> {
     if user.is_empty() || password.is_empty() {
         return Err(SaslError::Malformed("PLAIN"));
     }
-    if user.len() > MAX_SASL_NAME_BYTES || password.len() > MAX_SASL_NAME_BYTES || authzid.len() > MAX_SASL_NAME_BYTES
-    {
+    if user.len() > MAX_SASL_NAME_BYTES || password.len() > MAX_SASL_NAME_BYTES || authzid.len() > MAX_SASL_NAME_BYTES {
         return Err(SaslError::TooLong);
     }
     Ok(PlainMessage { authzid, user, password })

@@ -199,8 +199,7 @@ impl ServerFirst {
         let nonce = format!("{}{}", first.nonce, server_nonce()?);
         let message = format!("r={nonce},s={},i={}", B64.encode(&credential.salt), credential.iterations);
         let auth_start = format!("{},{message}", first.bare);
-        let state =
-            ServerFirst { hash, credential, user: first.user, gs2_header: first.gs2_header, nonce, auth_start };
+        let state = ServerFirst { hash, credential, user: first.user, gs2_header: first.gs2_header, nonce, auth_start };
         Ok((state, message.into_bytes()))
     }
 
@@ -298,8 +297,16 @@ mod tests {
     #[test]
     fn malformed_messages_are_refused() {
         for bad in [
-            &b""[..], b"n", b"n,,", b"x,,n=a,r=b", b"n,,r=b,n=a", b"n,,n=,r=b", b"n,,n=a,r=", b"n,,n=a=ZZ,r=b",
-            b"n,,n=a,r=b c", b"\xff,,n=a,r=b",
+            &b""[..],
+            b"n",
+            b"n,,",
+            b"x,,n=a,r=b",
+            b"n,,r=b,n=a",
+            b"n,,n=,r=b",
+            b"n,,n=a,r=",
+            b"n,,n=a=ZZ,r=b",
+            b"n,,n=a,r=b c",
+            b"\xff,,n=a,r=b",
         ] {
             assert!(ClientFirst::parse(bad).is_err(), "{bad:?}");
         }
@@ -310,7 +317,8 @@ mod tests {
         let cred = Credential::from_password(Hash::Sha256, b"pw", b"0123456789abcdef".to_vec(), 4096);
         for bad in [&b""[..], b"c=biws", b"c=biws,r=x,p=AAAA", b"c=!!,r=x,p=AAAA", b"r=x,c=biws,p=AAAA"] {
             let (state, _) =
-                ServerFirst::start(Hash::Sha256, ClientFirst::parse(b"n,,n=a,r=x").unwrap(), Some(cred.clone())).unwrap();
+                ServerFirst::start(Hash::Sha256, ClientFirst::parse(b"n,,n=a,r=x").unwrap(), Some(cred.clone()))
+                    .unwrap();
             assert!(state.finish(bad).is_err(), "{bad:?}");
         }
     }
