@@ -350,3 +350,27 @@ def test_java_client_over_sasl_ssl(broker_factory, tmp_path, certs, mechanism):
                     "--command-config", props("wrong"), input=b"x\n")
     out = (res.stdout + res.stderr).decode()
     assert "Authentication failed" in out or "SaslAuthenticationException" in out, out[-3000:]
+
+
+def test_java_admin_manages_scram_users(broker_factory, tmp_path, certs):
+    """Kafka's Java Admin (what kafka-configs --entity-type users calls) adds, describes and
+    deletes credentials; the user then authenticates with the Java console producer."""
+    b, lst = start(broker_factory, tmp_path, certs)
+    src = Path(__file__).resolve().parent / "ScramUsers.java"
+    res = java_tool(str(src), lst["PLAINTEXT"], "carol", "carol-pw")
+    out = res.stdout.decode().splitlines()
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert out == [
+        "altered carol",
+        "describe carol SCRAM_SHA_256 8192",
+        "describe carol SCRAM_SHA_512 4096",
+        "describe carol SCRAM_SHA_256 8192",
+        "delete nobody: ResourceNotFoundException",
+    ], out
+    p = tmp_path / "carol.properties"
+    p.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                 "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                 'username="carol" password="carol-pw";\nenable.idempotence=false\nmax.block.ms=20000\n')
+    res = java_tool("org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", lst["SASL_PLAINTEXT"],
+                    "--topic", unique_topic("carol"), "--command-config", str(p), input=b"hello\n")
+    assert res.returncode == 0, res.stderr.decode()[-3000:]

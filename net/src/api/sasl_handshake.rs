@@ -1,6 +1,8 @@
-//! SaslHandshake (key 17), version 1: chooses the SASL mechanism of the connection; the
-//! exchange itself follows in SaslAuthenticate frames (version 0, raw tokens after the
-//! handshake, is not supported: every client since Kafka 1.0 uses version 1).
+//! SaslHandshake (key 17), versions 0–1: chooses the SASL mechanism of the connection; the
+//! exchange itself follows in SaslAuthenticate frames. Version 0 is advertised because
+//! librdkafka requires it in the range to use SASL at all, but a version-0 handshake (raw SASL
+//! tokens after it, clients before Kafka 1.0) is answered with ILLEGAL_SASL_STATE and closes the
+//! connection: clients that know version 1 use it.
 //!
 //! Contract: answers the mechanisms this listener offers; an unknown or disabled mechanism is
 //! UNSUPPORTED_SASL_MECHANISM and closes the connection (Kafka does), a handshake on a
@@ -16,13 +18,16 @@ use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
-    ApiSpec { key: ApiKey::SaslHandshake, name: "SaslHandshake", min_version: 1, max_version: 1, handle };
+    ApiSpec { key: ApiKey::SaslHandshake, name: "SaslHandshake", min_version: 0, max_version: 1, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: SaslHandshakeRequest = decode_body(&req)?;
         let listener = &ctx.listener;
-        let result = ctx.session.borrow_mut().handshake(&listener.sasl, listener.protocol, body.mechanism.as_str());
+        let result = match req.version {
+            0 => Err(ctx.session.borrow_mut().refuse("SaslHandshake v0 (raw SASL tokens) is not supported")),
+            _ => ctx.session.borrow_mut().handshake(&listener.sasl, listener.protocol, body.mechanism.as_str()),
+        };
         let error_code = match &result {
             Ok(()) => 0,
             Err(e) => {

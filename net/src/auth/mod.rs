@@ -14,6 +14,7 @@
 //! Authenticated; any failure --> Failed (closing). Authenticated --Handshake--> Chosen.
 
 pub mod store;
+pub mod user_cmd;
 
 use crate::sasl::scram::{ClientFirst, ServerFirst};
 use crate::sasl::{plain, Mechanism, SaslError};
@@ -88,6 +89,12 @@ impl Session {
     /// Whether the connection must close after its pending answers.
     pub fn closing(&self) -> bool {
         matches!(self.state, SaslState::Failed)
+    }
+
+    /// Ends the exchange with `why` (ILLEGAL_SASL_STATE): the connection closes.
+    pub fn refuse(&mut self, why: &'static str) -> SaslRefusal {
+        self.state = SaslState::Failed;
+        SaslRefusal::IllegalState(why)
     }
 
     /// SaslHandshake: chooses `mechanism` if the listener offers it.

@@ -7,6 +7,8 @@
 //! [`ServerFirst::finish`] parses the client-final message, checks the channel binding, the
 //! nonce and the proof (constant time) and answers with the server signature. Channel binding
 //! (`p=`) is refused, as Kafka does; extensions in the client-first message are ignored.
+//! The client-final nonce must equal the server's exactly (RFC 5802, and Kafka 4.x): librdkafka
+//! before 2.6.1 repeats the client's nonce there (librdkafka#4895) and is refused, as by Kafka 4.x.
 
 use super::{secrets_equal, SaslError};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -180,11 +182,11 @@ pub struct ServerFirst {
     auth_start: String,
 }
 
-/// A random server nonce (printable base64).
+/// A random server nonce, in letters and digits only, as Kafka's.
 fn server_nonce() -> Result<String, SaslError> {
     let mut raw = [0u8; SCRAM_NONCE_BYTES];
     getrandom::getrandom(&mut raw).map_err(|_| SaslError::Malformed("random source unavailable"))?;
-    Ok(B64.encode(raw))
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl ServerFirst {
