@@ -201,7 +201,9 @@ fn start_waits_for_a_port_that_is_released() {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let line = BufReader::new(stdout).lines().next().and_then(Result::ok);
+        // The ready line; listener lines may come before it.
+        let line =
+            BufReader::new(stdout).lines().take(16).map_while(Result::ok).find(|l| l.starts_with("sluice ready"));
         let _ = tx.send(line);
     });
     let line = if waiting && !gave_up { rx.recv_timeout(Duration::from_secs(30)).ok().flatten() } else { None };
