@@ -16,6 +16,7 @@ pub mod cache;
 pub mod codec;
 pub mod compact;
 pub mod disk;
+pub mod epochs;
 pub mod error;
 mod file;
 pub mod format;

@@ -1,0 +1,344 @@
+//! One replica's Raft storage: the partition's Kafka log (behind [`ReplicaLog`]) seen as a Raft
+//! log through the index ↔ offset [`Window`], plus the small persisted Raft state.
+//!
+//! Contract:
+//! - Writes happen only in the driver's handling of a Ready ([`GroupStore::append_entries`],
+//!   [`GroupStore::apply_snapshot`], [`GroupStore::set_hard_state`]); raft-rs reads through
+//!   [`raft::Storage`]. Appends are written, not durable: the driver makes them durable with one
+//!   sync round of all groups before it reports them persisted to raft-rs.
+//! - An entry appended at an index the window already has first truncates the log there
+//!   (a follower's conflicting suffix, never at or below the floor, which is committed).
+//! - The persisted state ([`PersistedState`]: term, vote, commit, conf state, floor, epoch
+//!   history) is handed to the log ([`ReplicaLog::save_state`]) whenever term, vote, conf
+//!   state, floor or epochs change; the log makes it durable with its next sync. The commit
+//!   index alone is saved lazily (raft recomputes it), so a restarted replica may start with
+//!   an older commit, never a newer one than its durable entries.
+//! - The window trims its front only at or below the commit index, keeping at most `cap`
+//!   batches; a follower needing older entries gets a snapshot (below).
+//! - Snapshot: its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this
+//!   epoch history". A follower installs it by restarting its log empty at `next_offset` (as
+//!   Kafka's follower does when the leader's log start passed its end). Copying the leader's
+//!   batches below that offset (so the follower keeps a full copy) is not built yet.
+
+use super::control::{self, ControlError};
+use super::types::{RaftIndex, Term};
+use super::window::{BatchMeta, Floor, Window};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use sluice_core::{LeaderEpoch, Offset};
+use sluice_storage::epochs::EpochHistory;
+
+/// A write to the replica's log failed: the group stops and is reopened from what is durable
+/// (fail-stop, as a crash).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogFault {
+    #[error("log write failed: {0}")]
+    Io(String),
+    #[error(transparent)]
+    Entry(#[from] ControlError),
+}
+
+/// The state saved with the log (the raft-state file of a real partition).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PersistedState {
+    pub hard: HardState,
+    pub conf: ConfState,
+    pub floor: Floor,
+    pub epochs: EpochHistory,
+}
+
+/// A partition log as Raft storage needs it: the real `PartitionLog` in the broker, an
+/// in-memory log in the simulation.
+pub trait ReplicaLog {
+    /// Appends a stamped batch at the log end; returns its position.
+    fn append(&mut self, batch: Bytes) -> Result<u64, LogFault>;
+    /// Drops every batch at or after `offset` (a batch boundary).
+    fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault>;
+    /// The batch starting at `base` (at `pos`), when it can be read without waiting.
+    fn read(&self, base: Offset, pos: u64) -> Option<Bytes>;
+    /// Drops everything; the log restarts empty at `start` (a snapshot was installed).
+    fn reset_to(&mut self, start: Offset) -> Result<(), LogFault>;
+    /// Records the Raft state to make durable with the next sync.
+    fn save_state(&mut self, state: &PersistedState);
+}
+
+/// What a snapshot means: the leader's log below `next_offset`, with its epoch history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub next_offset: Offset,
+    pub epochs: EpochHistory,
+}
+
+impl SnapshotData {
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i64(self.next_offset.0);
+        b.put_u32(u32::try_from(self.epochs.entries().len()).expect("epochs are few"));
+        for &(e, o) in self.epochs.entries() {
+            b.put_i32(e.0);
+            b.put_i64(o.0);
+        }
+        b.freeze()
+    }
+
+    /// Checked decoding (the data comes from another broker).
+    pub fn decode(mut b: &[u8]) -> Option<SnapshotData> {
+        if b.remaining() < 12 {
+            return None;
+        }
+        let next_offset = Offset(b.get_i64());
+        let n = usize::try_from(b.get_u32()).ok()?;
+        if b.remaining() != n.checked_mul(12)? {
+            return None;
+        }
+        let entries = (0..n).map(|_| (LeaderEpoch(b.get_i32()), Offset(b.get_i64()))).collect();
+        Some(SnapshotData { next_offset, epochs: EpochHistory::from_entries(entries)? })
+    }
+}
+
+/// One replica's storage for raft-rs.
+pub struct GroupStore<L: ReplicaLog> {
+    log: L,
+    hard: HardState,
+    conf: ConfState,
+    window: Window,
+    epochs: EpochHistory,
+    cap: usize,
+    /// The state changed in a way that must be saved (not only the commit index).
+    dirty: bool,
+}
+
+impl<L: ReplicaLog> GroupStore<L> {
+    /// A brand-new replica of a group whose members are `voters` (every replica starts with
+    /// the same conf state and an empty log, so no bootstrap snapshot is needed).
+    pub fn create(mut log: L, voters: Vec<u64>, start: Offset, cap: usize) -> GroupStore<L> {
+        let mut conf = ConfState::default();
+        conf.voters = voters;
+        let floor = Floor { index: RaftIndex(0), term: Term(0), next_offset: start };
+        let state = PersistedState { conf: conf.clone(), floor, ..Default::default() };
+        log.save_state(&state);
+        GroupStore { log, hard: HardState::default(), conf, window: Window::new(floor), epochs: state.epochs, cap, dirty: false }
+    }
+
+    /// Reopens a replica from its durable state and the batches found in its log after the
+    /// saved floor (term, base, last, position), in order. Returns the store and the offset
+    /// its log must be truncated to when the scan stopped at a damaged batch.
+    pub fn open(
+        log: L,
+        state: PersistedState,
+        found: impl IntoIterator<Item = (Term, Offset, Offset, u64)>,
+        cap: usize,
+    ) -> Result<GroupStore<L>, LogFault> {
+        let (window, stop) = Window::rebuild(state.floor, found);
+        let mut s = GroupStore { log, hard: state.hard, conf: state.conf, window, epochs: state.epochs, cap, dirty: true };
+        if let Some(at) = stop {
+            s.log.truncate_to(at)?;
+        }
+        s.rebuild_epochs();
+        // The commit index is saved lazily: never ahead of the entries found.
+        s.hard.commit = s.hard.commit.clamp(s.window.floor().index.0, s.window.last_index().0);
+        s.save();
+        Ok(s)
+    }
+
+    /// Epochs past the log end go; epochs of the scanned batches are added.
+    fn rebuild_epochs(&mut self) {
+        self.epochs.truncate_from_end(self.window.next_offset());
+        let metas: Vec<BatchMeta> = self.window.iter_from(self.window.first_index()).copied().collect();
+        for m in metas {
+            self.assign_epoch(&m);
+        }
+    }
+
+    fn assign_epoch(&mut self, m: &BatchMeta) {
+        let epoch = m.term.epoch().expect("stored terms fit an epoch");
+        if self.epochs.latest() != Some(epoch) {
+            let ok = self.epochs.assign(epoch, m.base);
+            assert!(ok, "epochs increase along the log");
+            self.dirty = true;
+        }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.log
+    }
+
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+
+    pub fn epochs(&self) -> &EpochHistory {
+        &self.epochs
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard
+    }
+
+    /// The high watermark for commit index `commit` (None when it lies outside the window).
+    pub fn high_watermark(&self, commit: RaftIndex) -> Option<Offset> {
+        self.window.high_watermark(commit)
+    }
+
+    /// OffsetForLeaderEpoch on this replica.
+    pub fn end_offset_for(&self, epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
+        self.epochs.end_offset_for(epoch, self.window.next_offset())
+    }
+
+    /// Writes the entries of a Ready (not yet durable). Returns where each landed.
+    pub fn append_entries(&mut self, entries: &[Entry], timestamp: i64) -> Result<Vec<BatchMeta>, LogFault> {
+        let Some(first) = entries.first() else { return Ok(Vec::new()) };
+        if first.index <= self.window.last_index().0 {
+            self.truncate_from(RaftIndex(first.index))?;
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push(self.append_one(e, timestamp)?);
+        }
+        Ok(out)
+    }
+
+    fn truncate_from(&mut self, from: RaftIndex) -> Result<(), LogFault> {
+        assert!(from.0 > self.hard.commit.min(self.window.last_index().0), "never truncate committed entries");
+        let to = self.window.truncate_from(from);
+        self.log.truncate_to(to)?;
+        let before = self.epochs.clone();
+        self.epochs.truncate_from_end(to);
+        self.dirty |= before != self.epochs;
+        Ok(())
+    }
+
+    fn append_one(&mut self, e: &Entry, timestamp: i64) -> Result<BatchMeta, LogFault> {
+        assert_eq!(e.index, self.window.last_index().0 + 1, "entries are appended in order");
+        let base = self.window.next_offset();
+        let b = control::entry_to_batch(e, base, timestamp)?;
+        let h = sluice_core::batch::BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
+        let pos = self.log.append(b)?;
+        let meta = BatchMeta { index: RaftIndex(e.index), term: Term(e.term), base, last: Offset(h.last_offset()), pos };
+        self.window.push(meta);
+        self.assign_epoch(&meta);
+        Ok(meta)
+    }
+
+    /// A Ready's hard state; saved now when term or vote changed, else with the next change.
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        assert!(hs.term >= self.hard.term, "terms never go back");
+        self.dirty |= hs.term != self.hard.term || hs.vote != self.hard.vote;
+        self.hard = hs;
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf = cs;
+        self.dirty = true;
+    }
+
+    /// Installs a snapshot: the log restarts at its offset.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), LogFault> {
+        let md = snap.get_metadata();
+        let data = SnapshotData::decode(&snap.data).ok_or(LogFault::Entry(ControlError::BadControl("snapshot data")))?;
+        assert!(md.index >= self.hard.commit, "a snapshot never goes back past the commit index");
+        self.log.reset_to(data.next_offset)?;
+        self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
+        self.epochs = data.epochs;
+        self.conf = md.get_conf_state().clone();
+        self.hard.term = self.hard.term.max(md.term);
+        self.hard.commit = md.index;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Trims the window to its bound, never past `applied` (and so the commit index).
+    pub fn compact(&mut self, applied: RaftIndex) {
+        let over = self.window.len().saturating_sub(self.cap);
+        if over == 0 {
+            return;
+        }
+        let upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits")).min(applied);
+        if upto > self.window.floor().index {
+            self.window.trim_to(upto);
+            self.dirty = true;
+        }
+    }
+
+    /// Hands the state to the log when it changed; called once per Ready round.
+    pub fn save_if_dirty(&mut self) {
+        if self.dirty {
+            self.save();
+        }
+    }
+
+    fn save(&mut self) {
+        let state = PersistedState {
+            hard: self.hard.clone(),
+            conf: self.conf.clone(),
+            floor: self.window.floor(),
+            epochs: self.epochs.clone(),
+        };
+        self.log.save_state(&state);
+        self.dirty = false;
+    }
+
+    fn entry_at(&self, meta: &BatchMeta) -> raft::Result<Entry> {
+        let b = self.log.read(meta.base, meta.pos).ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        control::batch_to_entry(meta.index.0, meta.term, b)
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
+    }
+}
+
+impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard.clone(), self.conf.clone()))
+    }
+
+    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _: GetEntriesContext) -> raft::Result<Vec<Entry>> {
+        if low < self.window.first_index().0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(high <= self.window.last_index().0 + 1, "entries past the last index asked");
+        let mut out = Vec::new();
+        for m in self.window.iter_from(RaftIndex(low)).take_while(|m| m.index.0 < high) {
+            out.push(self.entry_at(m)?);
+        }
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.window.floor().index.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.window.term(RaftIndex(idx)).map(|t| t.0).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.window.first_index().0)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.window.last_index().0)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let index = RaftIndex(self.hard.commit.min(self.window.last_index().0));
+        if index.0 < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let term = self.window.term(index).expect("the commit index is in the window or its floor");
+        let next_offset = self.window.high_watermark(index).expect("in the window");
+        let mut epochs = self.epochs.clone();
+        epochs.truncate_from_end(next_offset);
+        let mut md = SnapshotMetadata::default();
+        md.index = index.0;
+        md.term = term.0;
+        md.set_conf_state(self.conf.clone());
+        let mut snap = Snapshot::default();
+        snap.data = SnapshotData { next_offset, epochs }.encode();
+        snap.set_metadata(md);
+        Ok(snap)
+    }
+}
