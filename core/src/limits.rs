@@ -389,5 +389,5 @@ pub const RAFT_WINDOW_BATCHES: usize = 4096;
 /// every follower matched and a follower hearing a leader stay active regardless).
 pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
-const _: () = assert!(RAFT_MAX_SIZE_PER_MSG as usize <= MAX_REQUEST_BYTES);
+const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
 const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);

@@ -10,9 +10,11 @@
 //! - [`entry_to_batch`] stamps the base offset and the leader epoch (= term), which lie
 //!   outside the CRC-covered bytes: a producer's batch is never re-checksummed.
 //! - A data batch from another broker is CRC-checked before it is stored.
+//! - A control batch is a function of its entry alone (timestamp 0, no producer), so every
+//!   replica stores the same bytes at the same offset.
 
-use super::wire::ConfChangeSpec;
 use super::types::Term;
+use super::wire::ConfChangeSpec;
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{Entry, EntryType};
 use sluice_core::batch::{self, BatchHeader};
@@ -37,17 +39,17 @@ pub enum ControlError {
 }
 
 /// The batch to store for `e`, stamped with `base` and its term as the leader epoch.
-pub fn entry_to_batch(e: &Entry, base: Offset, timestamp: i64) -> Result<Bytes, ControlError> {
+pub fn entry_to_batch(e: &Entry, base: Offset) -> Result<Bytes, ControlError> {
     let epoch = Term(e.term).epoch().ok_or(ControlError::TermTooLarge(e.term))?;
     let mut b = match e.entry_type {
-        EntryType::EntryNormal if e.data.is_empty() => control_batch(KIND_NOOP, &[], timestamp),
+        EntryType::EntryNormal if e.data.is_empty() => control_batch(KIND_NOOP, &[]),
         EntryType::EntryNormal => {
             batch::validate(&e.data).map_err(|x| ControlError::BadBatch(x.to_string()))?;
             BytesMut::from(&e.data[..])
         }
         EntryType::EntryConfChangeV2 => {
             let cc = ConfChangeSpec::from_local_entry_data(&e.data).ok_or(ControlError::BadControl("conf change"))?;
-            control_batch(KIND_CONF_CHANGE, &cc.to_bytes(), timestamp)
+            control_batch(KIND_CONF_CHANGE, &cc.to_bytes())
         }
         EntryType::EntryConfChange => return Err(ControlError::BadControl("v1 conf change")),
     };
@@ -55,13 +57,13 @@ pub fn entry_to_batch(e: &Entry, base: Offset, timestamp: i64) -> Result<Bytes, 
     Ok(b.freeze())
 }
 
-fn control_batch(kind: u8, payload: &[u8], timestamp: i64) -> BytesMut {
+fn control_batch(kind: u8, payload: &[u8]) -> BytesMut {
     let mut key = [0u8; 4];
     key[2..4].copy_from_slice(&SLUICE_RAFT_CONTROL_TYPE.to_be_bytes());
     let mut value = Vec::with_capacity(1 + payload.len());
     value.push(kind);
     value.extend_from_slice(payload);
-    let mut b = batch::build(&[batch::Record { key: Some(&key), value: &value }], timestamp);
+    let mut b = batch::build(&[batch::Record { key: Some(&key), value: &value }], 0);
     b[21..23].copy_from_slice(&0x20i16.to_be_bytes()); // attributes: control
     let crc = batch::compute_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -86,9 +88,7 @@ fn control_payload(b: &[u8]) -> Result<Vec<u8>, ControlError> {
 /// The Raft entry a stored batch stands for.
 pub fn batch_to_entry(index: u64, term: Term, b: Bytes) -> Result<Entry, ControlError> {
     let h = BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term.0;
+    let mut e = Entry { index, term: term.0, ..Default::default() };
     // Data, including Kafka's own control batches (transaction markers).
     let value = match (h.is_control(), control_payload(&b)) {
         (true, Ok(value)) => value,
@@ -122,11 +122,8 @@ mod tests {
 
     #[test]
     fn a_data_batch_is_stamped_without_touching_its_crc() {
-        let mut e = Entry::default();
-        e.term = 7;
-        e.index = 3;
-        e.data = data_batch(3);
-        let b = entry_to_batch(&e, Offset(40), 0).expect("valid");
+        let e = Entry { term: 7, index: 3, data: data_batch(3), ..Default::default() };
+        let b = entry_to_batch(&e, Offset(40)).expect("valid");
         let h = batch::validate(&b).expect("crc still valid");
         assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (40, 7, 42));
         let back = batch_to_entry(3, Term(7), b.clone()).expect("readable");
@@ -135,20 +132,21 @@ mod tests {
 
     #[test]
     fn noop_and_conf_change_entries_are_control_batches() {
-        let mut noop = Entry::default();
-        noop.term = 2;
-        let b = entry_to_batch(&noop, Offset(5), 0).expect("noop");
+        let noop = Entry { term: 2, ..Default::default() };
+        let b = entry_to_batch(&noop, Offset(5)).expect("noop");
         let h = batch::validate(&b).expect("valid control batch");
         assert!(h.is_control() && is_raft_control(&h, &b));
         assert_eq!((h.base_offset, h.last_offset()), (5, 5));
         assert!(batch_to_entry(1, Term(2), b).expect("noop back").data.is_empty());
 
         let spec = ConfChangeSpec { transition: Transition::Auto, changes: vec![(ChangeKind::AddVoter, NodeId(4))] };
-        let mut cc = Entry::default();
-        cc.term = 2;
-        cc.entry_type = EntryType::EntryConfChangeV2;
-        cc.data = spec.to_entry_data();
-        let b = entry_to_batch(&cc, Offset(6), 0).expect("conf change");
+        let cc = Entry {
+            term: 2,
+            entry_type: EntryType::EntryConfChangeV2,
+            data: spec.to_entry_data(),
+            ..Default::default()
+        };
+        let b = entry_to_batch(&cc, Offset(6)).expect("conf change");
         let back = batch_to_entry(2, Term(2), b).expect("back");
         assert_eq!(back.entry_type, EntryType::EntryConfChangeV2);
         assert_eq!(ConfChangeSpec::from_local_entry_data(&back.data), Some(spec));
@@ -156,16 +154,15 @@ mod tests {
 
     #[test]
     fn a_damaged_batch_or_huge_term_is_refused() {
-        let mut e = Entry::default();
-        e.term = 1;
+        let mut e = Entry { term: 1, ..Default::default() };
         let mut bad = data_batch(1).to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         e.data = Bytes::from(bad);
-        assert!(matches!(entry_to_batch(&e, Offset(0), 0), Err(ControlError::BadBatch(_))));
+        assert!(matches!(entry_to_batch(&e, Offset(0)), Err(ControlError::BadBatch(_))));
         e.data = data_batch(1);
         e.term = u64::from(u32::MAX);
-        assert!(matches!(entry_to_batch(&e, Offset(0), 0), Err(ControlError::TermTooLarge(_))));
+        assert!(matches!(entry_to_batch(&e, Offset(0)), Err(ControlError::TermTooLarge(_))));
         // A transaction marker (Kafka control type 0) is data, not a raft entry of ours.
         let h_bytes = crate::txn::partition::build_marker(1, 0, true, 0, 0);
         let h = batch::validate(&h_bytes).expect("valid");

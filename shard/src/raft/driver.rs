@@ -24,6 +24,9 @@
 //!   silence: every group with a replica on that broker wakes.
 //! - Proposals resolve exactly once: Ok when their index commits with their term, Err when
 //!   that index commits with another term (the entry was overwritten) or the group goes away.
+//! - Election timeouts are drawn from the driver's own seeded generator (in [election,
+//!   2 × election) ticks, as raft-rs does), redrawn whenever a group's election clock restarts,
+//!   so a run is replayable from its seeds (raft-rs's own draw uses the thread's RNG).
 //! - The high watermark of a group is the offset after the batch of its applied index (applied
 //!   ≤ committed and ≤ durable here); it is reported when it grows.
 
@@ -47,6 +50,8 @@ pub struct DriverConfig {
     pub max_size_per_msg: u64,
     pub window_batches: usize,
     pub idle_ticks_before_quiet: u32,
+    /// Seeds the driver's election-timeout draws (a simulation replays from it).
+    pub seed: u64,
 }
 
 impl Default for DriverConfig {
@@ -58,6 +63,7 @@ impl Default for DriverConfig {
             max_size_per_msg: limits::RAFT_MAX_SIZE_PER_MSG,
             window_batches: limits::RAFT_WINDOW_BATCHES,
             idle_ticks_before_quiet: limits::RAFT_IDLE_TICKS_BEFORE_QUIET,
+            seed: 0x5eed,
         }
     }
 }
@@ -157,6 +163,26 @@ pub struct Driver<L: ReplicaLog> {
     next_round: u64,
     /// Rounds collected and not yet synced, oldest first.
     rounds: VecDeque<u64>,
+    rng: SplitMix,
+}
+
+/// splitmix64: small, seeded, good enough to spread election timeouts.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A draw in [lo, hi).
+    fn below(&mut self, lo: usize, hi: usize) -> usize {
+        let span = u64::try_from(hi - lo).expect("small");
+        lo + usize::try_from(self.next() % span).expect("below span")
+    }
 }
 
 impl<L: ReplicaLog> Driver<L> {
@@ -173,6 +199,7 @@ impl<L: ReplicaLog> Driver<L> {
             now: 0,
             next_round: 1,
             rounds: VecDeque::new(),
+            rng: SplitMix(cfg.seed),
         }
     }
 
@@ -208,7 +235,17 @@ impl<L: ReplicaLog> Driver<L> {
         for m in members {
             self.add_peer(m);
         }
-        let g = Group { raw, pending: VecDeque::new(), quiet: false, idle_ticks: 0, hw, leader: None, term: Term(0), unsynced: VecDeque::new() };
+        let mut g = Group {
+            raw,
+            pending: VecDeque::new(),
+            quiet: false,
+            idle_ticks: 0,
+            hw,
+            leader: None,
+            term: Term(0),
+            unsynced: VecDeque::new(),
+        };
+        redraw_timeout(&mut g, &mut self.rng, self.cfg.election_ticks);
         self.groups.insert(group, g);
         self.events.push(Event::HighWatermark { group, hw });
         Ok(())
@@ -260,16 +297,12 @@ impl<L: ReplicaLog> Driver<L> {
 
     /// Proposes a Kafka batch on the leader; the handle resolves when it commits.
     pub fn propose(&mut self, group: GroupId, batch: Bytes) -> Result<ProposalHandle, ProposeError> {
-        let mut e = Entry::default();
-        e.data = batch;
-        self.propose_entry(group, e)
+        self.propose_entry(group, Entry { data: batch, ..Default::default() })
     }
 
     /// Proposes a membership change on the leader.
     pub fn propose_conf_change(&mut self, group: GroupId, cc: &ConfChangeSpec) -> Result<ProposalHandle, ProposeError> {
-        let mut e = Entry::default();
-        e.entry_type = EntryType::EntryConfChangeV2;
-        e.data = cc.to_entry_data();
+        let e = Entry { entry_type: EntryType::EntryConfChangeV2, data: cc.to_entry_data(), ..Default::default() };
         self.propose_entry(group, e)
     }
 
@@ -277,19 +310,20 @@ impl<L: ReplicaLog> Driver<L> {
         let id = self.id.0;
         let g = self.groups.get_mut(&group).ok_or(ProposeError::UnknownGroup(group))?;
         if g.raw.raft.state != StateRole::Leader {
-            return Err(ProposeError::NotLeader { leader: NodeId::new(g.raw.raft.leader_id), term: Term(g.raw.raft.term) });
+            return Err(ProposeError::NotLeader {
+                leader: NodeId::new(g.raw.raft.leader_id),
+                term: Term(g.raw.raft.term),
+            });
         }
         let before = g.raw.raft.raft_log.last_index();
-        let mut m = Message::default();
-        m.msg_type = MessageType::MsgPropose;
-        m.from = id;
-        m.entries = vec![e].into();
+        let m = Message { msg_type: MessageType::MsgPropose, from: id, entries: vec![e].into(), ..Default::default() };
         g.raw.step(m).map_err(|_| ProposeError::Dropped)?;
         let index = g.raw.raft.raft_log.last_index();
         assert_eq!(index, before + 1, "a proposal adds one entry");
         let (tx, rx) = oneshot::channel();
         g.pending.push_back(Pending { index: RaftIndex(index), term: Term(g.raw.raft.term), tx });
         wake(g);
+        redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
         Ok(rx)
     }
 
@@ -297,8 +331,10 @@ impl<L: ReplicaLog> Driver<L> {
     pub fn tick(&mut self) {
         self.now += 1;
         self.check_peers();
+        let e = self.cfg.election_ticks;
         for g in self.groups.values_mut().filter(|g| !g.quiet) {
             g.raw.tick();
+            redraw_timeout(g, &mut self.rng, e);
             let idle = can_be_quiet(g, &self.peers, self.now, self.cfg.election_ticks);
             g.idle_ticks = if idle { g.idle_ticks + 1 } else { 0 };
             if g.idle_ticks >= self.cfg.idle_ticks_before_quiet {
@@ -354,16 +390,17 @@ impl<L: ReplicaLog> Driver<L> {
             wake(g);
             // Errors: a response from a peer no longer in the group, or a local type; dropped.
             let _ = g.raw.step(m.to_raft());
+            redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
         }
     }
 
     /// Writes every group's Ready; returns the groups to sync, or None when nothing to do.
-    pub fn collect_ready(&mut self, now_ms: i64) -> Option<ReadyRound> {
+    pub fn collect_ready(&mut self) -> Option<ReadyRound> {
         let round = self.next_round;
         let mut sync = Vec::new();
         let ids: Vec<GroupId> = self.groups.iter().filter(|(_, g)| g.raw.has_ready()).map(|(&id, _)| id).collect();
         for id in ids {
-            match self.handle_ready(id, round, now_ms) {
+            match self.handle_ready(id, round) {
                 Ok(true) => sync.push(id),
                 Ok(false) => {}
                 Err(error) => self.fail_group(id, error),
@@ -378,14 +415,14 @@ impl<L: ReplicaLog> Driver<L> {
     }
 
     /// Returns whether the group waits for the round's sync.
-    fn handle_ready(&mut self, id: GroupId, round: u64, now_ms: i64) -> Result<bool, LogFault> {
+    fn handle_ready(&mut self, id: GroupId, round: u64) -> Result<bool, LogFault> {
         let g = self.groups.get_mut(&id).expect("listed");
         let mut rd = g.raw.ready();
         let mut out = rd.take_messages();
         if !rd.snapshot().is_empty() {
             g.raw.mut_store().apply_snapshot(rd.snapshot())?;
         }
-        g.raw.mut_store().append_entries(rd.entries(), now_ms)?;
+        g.raw.mut_store().append_entries(rd.entries())?;
         if let Some(hs) = rd.hs() {
             g.raw.mut_store().set_hard_state(hs.clone());
         }
@@ -421,6 +458,8 @@ impl<L: ReplicaLog> Driver<L> {
                 g.raw.on_persist_ready(number);
                 out.extend(msgs);
             }
+            let persisted = RaftIndex(g.raw.raft.raft_log.persisted);
+            g.raw.mut_store().mark_synced(persisted);
             self.route(gid, out);
         }
     }
@@ -502,6 +541,13 @@ impl<L: ReplicaLog> Driver<L> {
 /// Every replica of a conf state (voters, learners, incoming and outgoing).
 fn members(cs: &raft::eraftpb::ConfState) -> BTreeSet<u64> {
     cs.voters.iter().chain(&cs.learners).chain(&cs.voters_outgoing).chain(&cs.learners_next).copied().collect()
+}
+
+/// A fresh election timeout whenever the group's election clock restarted.
+fn redraw_timeout<L: ReplicaLog>(g: &mut Group<L>, rng: &mut SplitMix, election: usize) {
+    if g.raw.raft.election_elapsed == 0 {
+        g.raw.raft.set_randomized_election_timeout(rng.below(election, 2 * election));
+    }
 }
 
 fn wake<L: ReplicaLog>(g: &mut Group<L>) {

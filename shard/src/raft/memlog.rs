@@ -110,9 +110,10 @@ impl ReplicaLog for MemLog {
     fn append(&mut self, batch: Bytes) -> Result<u64, LogFault> {
         let mut d = self.0.borrow_mut();
         let h = BatchHeader::parse(&batch).map_err(|e| LogFault::Io(e.to_string()))?;
-        let end = d.current.last().map_or(d.start, |(_, b)| {
-            Offset(BatchHeader::parse(b).expect("parsed at append").last_offset() + 1)
-        });
+        let end = d
+            .current
+            .last()
+            .map_or(d.start, |(_, b)| Offset(BatchHeader::parse(b).expect("parsed at append").last_offset() + 1));
         assert_eq!(Offset(h.base_offset), end, "appends go at the log end");
         d.current.push((end, batch));
         Ok(u64::try_from(d.current.len() - 1).expect("fits"))

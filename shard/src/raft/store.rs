@@ -11,8 +11,11 @@
 //! - The persisted state ([`PersistedState`]: term, vote, commit, conf state, floor, epoch
 //!   history) is handed to the log ([`ReplicaLog::save_state`]) whenever term, vote, conf
 //!   state, floor or epochs change; the log makes it durable with its next sync. The commit
-//!   index alone is saved lazily (raft recomputes it), so a restarted replica may start with
-//!   an older commit, never a newer one than its durable entries.
+//!   index alone is saved lazily (raft recomputes it), and what is saved is at most the last
+//!   index known durable in the log as it is now ([`GroupStore::mark_synced`], lowered by a
+//!   truncation): the state file and the log are not synced in a fixed order, so after a crash
+//!   the saved state may be newer than the log, and a saved commit index must never cover
+//!   entries the log may not have (or may have in an older, overwritten form).
 //! - The window trims its front only at or below the commit index, keeping at most `cap`
 //!   batches; a follower needing older entries gets a snapshot (below).
 //! - Snapshot: its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this
@@ -105,6 +108,9 @@ pub struct GroupStore<L: ReplicaLog> {
     window: Window,
     epochs: EpochHistory,
     cap: usize,
+    /// The last index durable in the log as it is now (the driver reports raft-rs's persisted
+    /// index after each sync round; a truncation lowers it).
+    synced: RaftIndex,
     /// The state changed in a way that must be saved (not only the commit index).
     dirty: bool,
 }
@@ -113,12 +119,21 @@ impl<L: ReplicaLog> GroupStore<L> {
     /// A brand-new replica of a group whose members are `voters` (every replica starts with
     /// the same conf state and an empty log, so no bootstrap snapshot is needed).
     pub fn create(mut log: L, voters: Vec<u64>, start: Offset, cap: usize) -> GroupStore<L> {
-        let mut conf = ConfState::default();
-        conf.voters = voters;
+        let conf = ConfState { voters, ..Default::default() };
         let floor = Floor { index: RaftIndex(0), term: Term(0), next_offset: start };
         let state = PersistedState { conf: conf.clone(), floor, ..Default::default() };
         log.save_state(&state);
-        GroupStore { log, hard: HardState::default(), conf, window: Window::new(floor), epochs: state.epochs, cap, dirty: false }
+        let window = Window::new(floor);
+        GroupStore {
+            log,
+            hard: HardState::default(),
+            conf,
+            window,
+            epochs: state.epochs,
+            cap,
+            synced: floor.index,
+            dirty: false,
+        }
     }
 
     /// Reopens a replica from its durable state and the batches found in its log after the
@@ -131,7 +146,17 @@ impl<L: ReplicaLog> GroupStore<L> {
         cap: usize,
     ) -> Result<GroupStore<L>, LogFault> {
         let (window, stop) = Window::rebuild(state.floor, found);
-        let mut s = GroupStore { log, hard: state.hard, conf: state.conf, window, epochs: state.epochs, cap, dirty: true };
+        let synced = window.last_index();
+        let mut s = GroupStore {
+            log,
+            hard: state.hard,
+            conf: state.conf,
+            window,
+            epochs: state.epochs,
+            cap,
+            synced,
+            dirty: true,
+        };
         if let Some(at) = stop {
             s.log.truncate_to(at)?;
         }
@@ -142,9 +167,12 @@ impl<L: ReplicaLog> GroupStore<L> {
         Ok(s)
     }
 
-    /// Epochs past the log end go; epochs of the scanned batches are added.
+    /// Epochs above the floor are rebuilt from the scanned batches: the saved history may be
+    /// newer or older than the batches that survived a crash (the state file and the log are
+    /// synced together, but a crash may keep either's unsynced part); below the floor both are
+    /// durable and agree.
     fn rebuild_epochs(&mut self) {
-        self.epochs.truncate_from_end(self.window.next_offset());
+        self.epochs.truncate_from_end(self.window.floor().next_offset);
         let metas: Vec<BatchMeta> = self.window.iter_from(self.window.first_index()).copied().collect();
         for m in metas {
             self.assign_epoch(&m);
@@ -191,20 +219,21 @@ impl<L: ReplicaLog> GroupStore<L> {
     }
 
     /// Writes the entries of a Ready (not yet durable). Returns where each landed.
-    pub fn append_entries(&mut self, entries: &[Entry], timestamp: i64) -> Result<Vec<BatchMeta>, LogFault> {
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<Vec<BatchMeta>, LogFault> {
         let Some(first) = entries.first() else { return Ok(Vec::new()) };
         if first.index <= self.window.last_index().0 {
             self.truncate_from(RaftIndex(first.index))?;
         }
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            out.push(self.append_one(e, timestamp)?);
+            out.push(self.append_one(e)?);
         }
         Ok(out)
     }
 
     fn truncate_from(&mut self, from: RaftIndex) -> Result<(), LogFault> {
         assert!(from.0 > self.hard.commit.min(self.window.last_index().0), "never truncate committed entries");
+        self.synced = self.synced.min(RaftIndex(from.0 - 1));
         let to = self.window.truncate_from(from);
         self.log.truncate_to(to)?;
         let before = self.epochs.clone();
@@ -213,16 +242,22 @@ impl<L: ReplicaLog> GroupStore<L> {
         Ok(())
     }
 
-    fn append_one(&mut self, e: &Entry, timestamp: i64) -> Result<BatchMeta, LogFault> {
+    fn append_one(&mut self, e: &Entry) -> Result<BatchMeta, LogFault> {
         assert_eq!(e.index, self.window.last_index().0 + 1, "entries are appended in order");
         let base = self.window.next_offset();
-        let b = control::entry_to_batch(e, base, timestamp)?;
+        let b = control::entry_to_batch(e, base)?;
         let h = sluice_core::batch::BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
         let pos = self.log.append(b)?;
-        let meta = BatchMeta { index: RaftIndex(e.index), term: Term(e.term), base, last: Offset(h.last_offset()), pos };
+        let meta =
+            BatchMeta { index: RaftIndex(e.index), term: Term(e.term), base, last: Offset(h.last_offset()), pos };
         self.window.push(meta);
         self.assign_epoch(&meta);
         Ok(meta)
+    }
+
+    /// Entries up to `index` are durable in the log as it is now (after a sync round).
+    pub fn mark_synced(&mut self, index: RaftIndex) {
+        self.synced = index.min(self.window.last_index());
     }
 
     /// A Ready's hard state; saved now when term or vote changed, else with the next change.
@@ -240,7 +275,8 @@ impl<L: ReplicaLog> GroupStore<L> {
     /// Installs a snapshot: the log restarts at its offset.
     pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), LogFault> {
         let md = snap.get_metadata();
-        let data = SnapshotData::decode(&snap.data).ok_or(LogFault::Entry(ControlError::BadControl("snapshot data")))?;
+        let data =
+            SnapshotData::decode(&snap.data).ok_or(LogFault::Entry(ControlError::BadControl("snapshot data")))?;
         assert!(md.index >= self.hard.commit, "a snapshot never goes back past the commit index");
         self.log.reset_to(data.next_offset)?;
         self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
@@ -248,6 +284,7 @@ impl<L: ReplicaLog> GroupStore<L> {
         self.conf = md.get_conf_state().clone();
         self.hard.term = self.hard.term.max(md.term);
         self.hard.commit = md.index;
+        self.synced = RaftIndex(md.index);
         self.dirty = true;
         Ok(())
     }
@@ -273,12 +310,10 @@ impl<L: ReplicaLog> GroupStore<L> {
     }
 
     fn save(&mut self) {
-        let state = PersistedState {
-            hard: self.hard.clone(),
-            conf: self.conf.clone(),
-            floor: self.window.floor(),
-            epochs: self.epochs.clone(),
-        };
+        let mut hard = self.hard.clone();
+        hard.commit = hard.commit.min(self.synced.0).max(self.window.floor().index.0);
+        let state =
+            PersistedState { hard, conf: self.conf.clone(), floor: self.window.floor(), epochs: self.epochs.clone() };
         self.log.save_state(&state);
         self.dirty = false;
     }
@@ -295,7 +330,13 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
         Ok(RaftState::new(self.hard.clone(), self.conf.clone()))
     }
 
-    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _: GetEntriesContext) -> raft::Result<Vec<Entry>> {
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
         if low < self.window.first_index().0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
@@ -332,12 +373,9 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
         let next_offset = self.window.high_watermark(index).expect("in the window");
         let mut epochs = self.epochs.clone();
         epochs.truncate_from_end(next_offset);
-        let mut md = SnapshotMetadata::default();
-        md.index = index.0;
-        md.term = term.0;
+        let mut md = SnapshotMetadata { index: index.0, term: term.0, ..Default::default() };
         md.set_conf_state(self.conf.clone());
-        let mut snap = Snapshot::default();
-        snap.data = SnapshotData { next_offset, epochs }.encode();
+        let mut snap = Snapshot { data: SnapshotData { next_offset, epochs }.encode(), ..Default::default() };
         snap.set_metadata(md);
         Ok(snap)
     }

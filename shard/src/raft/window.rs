@@ -60,7 +60,10 @@ impl Window {
     /// batch gets the next index; its term is its epoch. A batch that does not start where the
     /// previous ended, or whose term goes back, ends the scan (the log is damaged past it):
     /// returns the window so far and the offset where the scan stopped.
-    pub fn rebuild(floor: Floor, found: impl IntoIterator<Item = (Term, Offset, Offset, u64)>) -> (Window, Option<Offset>) {
+    pub fn rebuild(
+        floor: Floor,
+        found: impl IntoIterator<Item = (Term, Offset, Offset, u64)>,
+    ) -> (Window, Option<Offset>) {
         let mut w = Window::new(floor);
         for (term, base, last, pos) in found {
             if base != w.next_offset() || last < base || term < w.last_term() {
@@ -195,7 +198,8 @@ mod tests {
 
     #[test]
     fn offsets_map_to_indexes_and_back() {
-        let w = build(Floor { index: RaftIndex(10), term: Term(2), next_offset: Offset(100) }, &[(2, 5), (3, 1), (3, 10)]);
+        let w =
+            build(Floor { index: RaftIndex(10), term: Term(2), next_offset: Offset(100) }, &[(2, 5), (3, 1), (3, 10)]);
         assert_eq!(w.first_index(), RaftIndex(11));
         assert_eq!(w.last_index(), RaftIndex(13));
         assert_eq!(w.index_of_offset(Offset(99)), None);
@@ -231,11 +235,14 @@ mod tests {
     #[test]
     fn rebuild_stops_at_a_gap_or_a_term_going_back() {
         let floor = Floor { index: RaftIndex(3), term: Term(1), next_offset: Offset(10) };
-        let (w, stop) = Window::rebuild(floor, [(Term(1), Offset(10), Offset(11), 0), (Term(2), Offset(12), Offset(12), 1)]);
+        let (w, stop) =
+            Window::rebuild(floor, [(Term(1), Offset(10), Offset(11), 0), (Term(2), Offset(12), Offset(12), 1)]);
         assert_eq!((w.last_index(), stop), (RaftIndex(5), None));
-        let (w, stop) = Window::rebuild(floor, [(Term(1), Offset(10), Offset(11), 0), (Term(2), Offset(13), Offset(13), 1)]);
+        let (w, stop) =
+            Window::rebuild(floor, [(Term(1), Offset(10), Offset(11), 0), (Term(2), Offset(13), Offset(13), 1)]);
         assert_eq!((w.last_index(), stop), (RaftIndex(4), Some(Offset(13))));
-        let (w, stop) = Window::rebuild(floor, [(Term(2), Offset(10), Offset(11), 0), (Term(1), Offset(12), Offset(12), 1)]);
+        let (w, stop) =
+            Window::rebuild(floor, [(Term(2), Offset(10), Offset(11), 0), (Term(1), Offset(12), Offset(12), 1)]);
         assert_eq!((w.last_index(), stop), (RaftIndex(4), Some(Offset(12))));
     }
 

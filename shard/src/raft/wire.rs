@@ -96,23 +96,20 @@ pub struct ConfChangeSpec {
 
 impl ConfChangeSpec {
     pub fn to_raft(&self) -> ConfChangeV2 {
-        let mut cc = ConfChangeV2::default();
-        cc.transition = match self.transition {
+        let transition = match self.transition {
             Transition::Auto => ConfChangeTransition::Auto,
             Transition::Implicit => ConfChangeTransition::Implicit,
             Transition::Explicit => ConfChangeTransition::Explicit,
         };
-        for &(kind, node) in &self.changes {
-            let mut s = ConfChangeSingle::default();
-            s.change_type = match kind {
+        let changes = self.changes.iter().map(|&(kind, node)| {
+            let change_type = match kind {
                 ChangeKind::AddVoter => ConfChangeType::AddNode,
                 ChangeKind::RemoveNode => ConfChangeType::RemoveNode,
                 ChangeKind::AddLearner => ConfChangeType::AddLearnerNode,
             };
-            s.node_id = node.0;
-            cc.changes.push(s);
-        }
-        cc
+            ConfChangeSingle { change_type, node_id: node.0, ..Default::default() }
+        });
+        ConfChangeV2 { transition, changes: changes.collect::<Vec<_>>().into(), ..Default::default() }
     }
 
     /// None when a node id is 0.
@@ -227,17 +224,11 @@ impl WireEntry {
     }
 
     pub fn to_raft(&self) -> Entry {
-        let mut e = Entry::default();
-        e.term = self.term;
-        e.index = self.index;
-        match &self.body {
-            EntryBody::Batch(b) => e.data = b.clone(),
-            EntryBody::ConfChange(cc) => {
-                e.entry_type = EntryType::EntryConfChangeV2;
-                e.data = cc.to_entry_data();
-            }
-        }
-        e
+        let (entry_type, data) = match &self.body {
+            EntryBody::Batch(b) => (EntryType::EntryNormal, b.clone()),
+            EntryBody::ConfChange(cc) => (EntryType::EntryConfChangeV2, cc.to_entry_data()),
+        };
+        Entry { entry_type, term: self.term, index: self.index, data, ..Default::default() }
     }
 }
 
@@ -313,20 +304,22 @@ impl RaftMsg {
     }
 
     pub fn to_raft(&self) -> Message {
-        let mut m = Message::default();
-        m.msg_type = self.kind.to_raft();
-        m.from = self.from.0;
-        m.to = self.to.0;
-        m.term = self.term;
-        m.log_term = self.log_term;
-        m.index = self.index;
-        m.commit = self.commit;
-        m.commit_term = self.commit_term;
-        m.reject = self.reject;
-        m.reject_hint = self.reject_hint;
-        m.request_snapshot = self.request_snapshot;
-        m.priority = self.priority;
-        m.entries = self.entries.iter().map(WireEntry::to_raft).collect::<Vec<_>>().into();
+        let mut m = Message {
+            msg_type: self.kind.to_raft(),
+            from: self.from.0,
+            to: self.to.0,
+            term: self.term,
+            log_term: self.log_term,
+            index: self.index,
+            commit: self.commit,
+            commit_term: self.commit_term,
+            reject: self.reject,
+            reject_hint: self.reject_hint,
+            request_snapshot: self.request_snapshot,
+            priority: self.priority,
+            entries: self.entries.iter().map(WireEntry::to_raft).collect::<Vec<_>>().into(),
+            ..Default::default()
+        };
         if let Some(s) = &self.snapshot {
             m.set_snapshot(snapshot_to_raft(s));
         }
@@ -335,18 +328,17 @@ impl RaftMsg {
 }
 
 fn snapshot_to_raft(s: &WireSnapshot) -> Snapshot {
-    let mut cs = ConfState::default();
-    cs.voters = s.voters.clone();
-    cs.learners = s.learners.clone();
-    cs.voters_outgoing = s.voters_outgoing.clone();
-    cs.learners_next = s.learners_next.clone();
-    cs.auto_leave = s.auto_leave;
-    let mut md = SnapshotMetadata::default();
-    md.index = s.index;
-    md.term = s.term;
+    let cs = ConfState {
+        voters: s.voters.clone(),
+        learners: s.learners.clone(),
+        voters_outgoing: s.voters_outgoing.clone(),
+        learners_next: s.learners_next.clone(),
+        auto_leave: s.auto_leave,
+        ..Default::default()
+    };
+    let mut md = SnapshotMetadata { index: s.index, term: s.term, ..Default::default() };
     md.set_conf_state(cs);
-    let mut snap = Snapshot::default();
-    snap.data = s.data.clone();
+    let mut snap = Snapshot { data: s.data.clone(), ..Default::default() };
     snap.set_metadata(md);
     snap
 }
@@ -434,7 +426,8 @@ pub fn encode_batch(msgs: &[RaftMsg]) -> Bytes {
 fn encode_msg(out: &mut BytesMut, m: &RaftMsg) {
     out.put_u64(m.group.0);
     out.put_u8(m.kind.code());
-    for v in [m.from.0, m.to.0, m.term, m.log_term, m.index, m.commit, m.commit_term, m.reject_hint, m.request_snapshot] {
+    for v in [m.from.0, m.to.0, m.term, m.log_term, m.index, m.commit, m.commit_term, m.reject_hint, m.request_snapshot]
+    {
         out.put_u64(v);
     }
     out.put_i64(m.priority);
