@@ -298,12 +298,41 @@ pub struct ShardMetrics {
     /// Tasks running for mesh messages, and the most at once since start.
     pub mesh_tasks: i64,
     pub mesh_tasks_peak: i64,
+    /// What compaction did on this shard (storage counters).
+    pub compaction: Compaction,
+}
+
+/// Compaction counters of a shard (see `sluice_storage::stats::StorageStats`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Compaction {
+    pub passes: u64,
+    pub failures: u64,
+    pub segments_rewritten: u64,
+    pub bytes_removed: u64,
+    pub records_removed: u64,
+    pub max_pass_us: u64,
+    pub last_dirty_ratio: f64,
+}
+
+impl Compaction {
+    fn of(s: &sluice_storage::stats::StorageStats) -> Compaction {
+        Compaction {
+            passes: s.compaction_passes,
+            failures: s.compaction_failures,
+            segments_rewritten: s.compaction_segments_rewritten,
+            bytes_removed: s.compaction_bytes_before.saturating_sub(s.compaction_bytes_after),
+            records_removed: s.compaction_records_removed,
+            max_pass_us: s.compaction_max_pass_us,
+            last_dirty_ratio: s.compaction_last_dirty_ratio,
+        }
+    }
 }
 
 /// This shard's snapshot.
 pub fn local(shard: &Shard) -> ShardMetrics {
     drop_deleted_topics(shard);
     let storage = sluice_storage::stats::snapshot();
+    let compaction = Compaction::of(&storage);
     let (groups, members) = shard.groups.counts();
     let append_bytes_per_sec = append_bytes_per_sec();
     REG.with(|r| {
@@ -336,6 +365,7 @@ pub fn local(shard: &Shard) -> ShardMetrics {
             fetch_waiters: r.fetch_waiters,
             mesh_tasks: r.mesh_tasks,
             mesh_tasks_peak: r.mesh_tasks_peak,
+            compaction,
         }
     })
 }

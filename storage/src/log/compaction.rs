@@ -50,6 +50,27 @@ fn compact_error(name: &str, e: CompactError) -> StorageError {
 impl PartitionLog {
     /// Runs one compaction pass if the log is due one (see `crate::compact::plan`).
     pub async fn compact(&self, cfg: &CompactionConfig, now_ms: i64) -> Result<Option<CompactStats>, StorageError> {
+        let started = std::time::Instant::now();
+        let result = self.compact_pass(cfg, now_ms).await;
+        crate::stats::with(|s| match &result {
+            Ok(Some(st)) => {
+                s.compaction_passes += 1;
+                s.compaction_segments_rewritten += u64::try_from(st.segments_rewritten).unwrap_or(u64::MAX);
+                s.compaction_bytes_before += st.bytes_before;
+                s.compaction_bytes_after += st.bytes_after;
+                s.compaction_records_removed += st.records_removed;
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                s.compaction_max_pass_us = s.compaction_max_pass_us.max(us);
+                s.compaction_last_dirty_ratio = st.dirty_ratio;
+            }
+            Ok(None) => {}
+            Err(_) => s.compaction_failures += 1,
+        });
+        result
+    }
+
+    /// [`PartitionLog::compact`] without its counters.
+    async fn compact_pass(&self, cfg: &CompactionConfig, now_ms: i64) -> Result<Option<CompactStats>, StorageError> {
         let (sealed, sealed_end, interval) = {
             let st = self.state.borrow();
             let n = st.segments.len() - 1;
