@@ -391,3 +391,5 @@ pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
 const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
+/// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).
+pub const MAX_RAFT_STATE_FILE_BYTES: usize = 1024 * 1024;

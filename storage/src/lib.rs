@@ -24,6 +24,7 @@ pub mod index;
 pub mod log;
 pub mod probe;
 pub mod producers;
+pub mod raft_state;
 mod recovery;
 mod segment;
 pub mod stats;

@@ -31,6 +31,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use sluice_core::{LeaderEpoch, Offset};
 use sluice_storage::epochs::EpochHistory;
+use sluice_storage::raft_state::RaftStateRecord;
 
 /// A write to the replica's log failed: the group stops and is reopened from what is durable
 /// (fail-stop, as a crash).
@@ -49,6 +50,46 @@ pub struct PersistedState {
     pub conf: ConfState,
     pub floor: Floor,
     pub epochs: EpochHistory,
+}
+
+impl PersistedState {
+    /// The raft-state file's record (`sluice_storage::raft_state`).
+    pub fn to_record(&self) -> RaftStateRecord {
+        RaftStateRecord {
+            term: self.hard.term,
+            vote: self.hard.vote,
+            commit: self.hard.commit,
+            floor_index: self.floor.index.0,
+            floor_term: self.floor.term.0,
+            floor_next_offset: self.floor.next_offset,
+            voters: self.conf.voters.clone(),
+            learners: self.conf.learners.clone(),
+            voters_outgoing: self.conf.voters_outgoing.clone(),
+            learners_next: self.conf.learners_next.clone(),
+            auto_leave: self.conf.auto_leave,
+            epochs: self.epochs.clone(),
+        }
+    }
+
+    pub fn from_record(r: RaftStateRecord) -> PersistedState {
+        PersistedState {
+            hard: HardState { term: r.term, vote: r.vote, commit: r.commit, ..Default::default() },
+            conf: ConfState {
+                voters: r.voters,
+                learners: r.learners,
+                voters_outgoing: r.voters_outgoing,
+                learners_next: r.learners_next,
+                auto_leave: r.auto_leave,
+                ..Default::default()
+            },
+            floor: Floor {
+                index: RaftIndex(r.floor_index),
+                term: Term(r.floor_term),
+                next_offset: r.floor_next_offset,
+            },
+            epochs: r.epochs,
+        }
+    }
 }
 
 /// A partition log as Raft storage needs it: the real `PartitionLog` in the broker, an
@@ -378,5 +419,167 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
         let mut snap = Snapshot { data: SnapshotData { next_offset, epochs }.encode(), ..Default::default() };
         snap.set_metadata(md);
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::memlog::{MemDisk, MemLog};
+    use raft::Storage as _;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// An entry holding a data batch of `records` records (0: a leader's empty entry).
+    fn entry(index: u64, term: u64, records: usize) -> Entry {
+        let data = if records == 0 {
+            Bytes::new()
+        } else {
+            let recs: Vec<_> = (0..records).map(|_| sluice_core::batch::Record { key: None, value: b"v" }).collect();
+            Bytes::from(sluice_core::batch::build(&recs, 0))
+        };
+        Entry { index, term, data, ..Default::default() }
+    }
+
+    fn new_store() -> (Rc<RefCell<MemDisk>>, GroupStore<MemLog>) {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let s = GroupStore::create(MemLog(disk.clone()), vec![1, 2, 3], Offset(0), 100);
+        (disk, s)
+    }
+
+    fn reopen(disk: &Rc<RefCell<MemDisk>>, cap: usize) -> GroupStore<MemLog> {
+        let rec = disk.borrow().recover();
+        GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, cap).expect("reopens")
+    }
+
+    #[test]
+    fn entries_map_to_offsets_and_epochs() {
+        let (_, mut s) = new_store();
+        let metas = s.append_entries(&[entry(1, 1, 0), entry(2, 1, 3), entry(3, 2, 2)]).expect("appends");
+        let spans: Vec<_> = metas.iter().map(|m| (m.index.0, m.base.0, m.last.0)).collect();
+        assert_eq!(spans, vec![(1, 0, 0), (2, 1, 3), (3, 4, 5)]);
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(4))]);
+        assert_eq!(s.high_watermark(RaftIndex(2)), Some(Offset(4)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(1)), (LeaderEpoch(1), Offset(4)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(2), Offset(6)));
+        // raft-rs reads back what was appended: the empty entry, then the batches as stamped.
+        let back = s.entries(1, 4, None, GetEntriesContext::empty(false)).expect("in the window");
+        assert!(back[0].data.is_empty());
+        let h = sluice_core::batch::validate(&back[2].data).expect("a valid stamped batch");
+        assert_eq!((h.base_offset, h.partition_leader_epoch, back[2].term), (4, 2, 2));
+    }
+
+    #[test]
+    fn a_conflicting_entry_truncates_the_log_and_the_epochs() {
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 1, 3), entry(3, 2, 2), entry(4, 2, 1)]).expect("appends");
+        s.append_entries(&[entry(3, 3, 1)]).expect("replaces index 3 on");
+        assert_eq!(s.last_index().expect("infallible"), 3);
+        assert_eq!(s.window().next_offset(), Offset(5));
+        assert_eq!(disk.borrow().batches().len(), 3);
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(4))]);
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(1), Offset(4)));
+    }
+
+    #[test]
+    fn reopening_rebuilds_the_window_from_the_saved_floor() {
+        let (disk, mut s) = new_store();
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1 + i / 4, 2)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.mark_synced(RaftIndex(10));
+        s.set_hard_state(HardState { term: 3, vote: 1, commit: 8, ..Default::default() });
+        s.compact(RaftIndex(8)); // cap 100: nothing to trim
+        s.save();
+        disk.borrow_mut().sync().expect("no fault");
+        s.append_entries(&[entry(11, 3, 1)]).expect("appends, never synced");
+        drop(s);
+        disk.borrow_mut().crash(0, false);
+        let r = reopen(&disk, 4);
+        assert_eq!((r.window().first_index(), r.last_index().expect("infallible")), (RaftIndex(1), 10));
+        assert_eq!(r.hard_state().commit, 8);
+        assert_eq!(r.window().next_offset(), Offset(20));
+        assert_eq!(r.window().index_of_offset(Offset(13)), Some(RaftIndex(7)));
+        assert_eq!(r.epochs(), s_epochs(&[(1, 0), (2, 6), (3, 14)]).as_ref().expect("ascending"));
+    }
+
+    fn s_epochs(e: &[(i32, i64)]) -> Option<EpochHistory> {
+        EpochHistory::from_entries(e.iter().map(|&(a, b)| (LeaderEpoch(a), Offset(b))).collect())
+    }
+
+    #[test]
+    fn the_window_trims_only_committed_entries_and_then_answers_compacted() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 3);
+        let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 1)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.compact(RaftIndex(2));
+        assert_eq!(s.first_index().expect("infallible"), 3, "never past the applied index");
+        s.compact(RaftIndex(8));
+        assert_eq!(s.first_index().expect("infallible"), 6);
+        assert_eq!(s.term(5).expect("the floor's term"), 1);
+        assert!(matches!(
+            s.entries(4, 6, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        // The saved floor lets a reopen scan from offset 5 only.
+        s.save();
+        let rec = disk.borrow().recover();
+        assert_eq!(rec.state.floor, Floor { index: RaftIndex(5), term: Term(1), next_offset: Offset(5) });
+        assert_eq!(rec.found.len(), 3);
+    }
+
+    #[test]
+    fn a_saved_commit_never_covers_entries_not_known_durable() {
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 1, 1), entry(3, 1, 1)]).expect("appends");
+        s.mark_synced(RaftIndex(2));
+        s.set_hard_state(HardState { term: 1, vote: 2, commit: 3, ..Default::default() });
+        s.save_if_dirty();
+        assert_eq!(disk.borrow().recover().state.hard.commit, 2);
+        // A truncation lowers what is known durable.
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 1, 1), entry(3, 1, 1)]).expect("appends");
+        s.mark_synced(RaftIndex(3));
+        s.set_hard_state(HardState { term: 1, vote: 2, commit: 1, ..Default::default() });
+        s.append_entries(&[entry(3, 2, 1), entry(4, 2, 1)]).expect("replaces index 3 on");
+        s.set_hard_state(HardState { term: 2, vote: 2, commit: 4, ..Default::default() });
+        s.save_if_dirty();
+        assert_eq!(disk.borrow().recover().state.hard.commit, 2);
+    }
+
+    #[test]
+    fn the_persisted_state_round_trips_through_the_state_file_record() {
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 3, 2)]).expect("appends");
+        s.mark_synced(RaftIndex(2));
+        s.set_hard_state(HardState { term: 3, vote: 1, commit: 2, ..Default::default() });
+        s.save_if_dirty();
+        let state = disk.borrow().recover().state;
+        let bytes = state.to_record().encode();
+        let back = RaftStateRecord::decode(&bytes).expect("decodes");
+        assert_eq!(PersistedState::from_record(back), state);
+    }
+
+    #[test]
+    fn a_snapshot_restarts_the_log_at_its_offset() {
+        let (_, mut leader) = new_store();
+        let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 2, 2)).collect();
+        leader.append_entries(&entries).expect("appends");
+        leader.set_hard_state(HardState { term: 2, vote: 1, commit: 4, ..Default::default() });
+        let snap = leader.snapshot(3, 2).expect("a snapshot at the commit index");
+        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (4, 2));
+        assert!(leader.snapshot(5, 2).is_err(), "nothing committed that far");
+
+        let (disk, mut follower) = new_store();
+        follower.append_entries(&[entry(1, 1, 1)]).expect("appends");
+        follower.apply_snapshot(&snap).expect("installs");
+        assert_eq!(disk.borrow().log_start(), Offset(8));
+        assert!(disk.borrow().batches().is_empty());
+        assert_eq!((follower.first_index().expect("infallible"), follower.last_index().expect("infallible")), (5, 4));
+        assert_eq!(follower.high_watermark(RaftIndex(4)), Some(Offset(8)));
+        assert_eq!(follower.epochs().entries(), &[(LeaderEpoch(2), Offset(0))]);
+        follower.append_entries(&[entry(5, 2, 1)]).expect("continues after the snapshot");
+        assert_eq!(follower.window().get(RaftIndex(5)).map(|m| m.base), Some(Offset(8)));
+        assert_eq!(SnapshotData::decode(&snap.data[..3]), None);
     }
 }
