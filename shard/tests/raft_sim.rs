@@ -145,6 +145,10 @@ impl World {
     fn new(seed: u64) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
         let p = Params::draw(&mut rng);
+        World::with(seed, rng, p)
+    }
+
+    fn with(seed: u64, rng: StdRng, p: Params) -> World {
         let groups: Vec<GroupId> =
             std::iter::once(GroupId::METADATA).chain((0..p.groups - 1).map(|i| GroupId::partition(1, i))).collect();
         let mut w = World {
@@ -467,8 +471,9 @@ impl World {
     /// Heals everything and runs without faults until every group commits a new proposal.
     fn settle(&mut self) {
         self.cut.clear();
-        for i in 0..self.nodes.len() {
-            self.nodes[i].down_until = self.now;
+        for n in &mut self.nodes {
+            n.down_until = self.now;
+            n.disks.values().for_each(|d| d.borrow_mut().fail_next_sync = false);
         }
         let mut need: BTreeSet<GroupId> = self.groups.iter().copied().collect();
         let mut mine: BTreeMap<GroupId, u64> = BTreeMap::new();
@@ -503,12 +508,13 @@ impl World {
     }
 
     fn converged(&self) -> bool {
-        self.groups.iter().all(|g| {
-            let hws: BTreeSet<Offset> =
-                self.nodes.iter().filter_map(|n| n.driver.as_ref()?.high_watermark(*g)).collect();
-            let ends: BTreeSet<Offset> = self.nodes.iter().map(|n| log_end(&n.disks[g].borrow())).collect();
-            hws.len() == 1 && ends.len() == 1 && hws == ends
-        })
+        self.nodes.iter().all(|n| n.driver.is_some())
+            && self.groups.iter().all(|g| {
+                let hws: BTreeSet<Offset> =
+                    self.nodes.iter().filter_map(|n| n.driver.as_ref()?.high_watermark(*g)).collect();
+                let ends: BTreeSet<Offset> = self.nodes.iter().map(|n| log_end(&n.disks[g].borrow())).collect();
+                hws.len() == 1 && ends.len() == 1 && hws == ends
+            })
     }
 
     /// Every broker's log holds every acknowledged proposal once, where it was acknowledged,
@@ -628,4 +634,68 @@ fn raft_sim() {
         seeds.len(),
         started.elapsed()
     );
+}
+
+/// A group with every voter matched goes quiet (not ticked, no heartbeats: brokers exchange
+/// only empty keepalive batches); a leader's broker dying wakes its groups on the others, which
+/// elect new leaders and commit again.
+#[test]
+fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
+    let p = Params {
+        nodes: 3,
+        groups: 12,
+        steps: 0,
+        p_drop: 0.0,
+        p_dup: 0.0,
+        max_delay: 1,
+        p_crash: 0.0,
+        p_cut: 0.0,
+        p_heal: 0.0,
+        p_disk_fault: 0.0,
+        p_propose: 0.0,
+        p_sync: 1.0,
+    };
+    let mut w = World::with(7, StdRng::seed_from_u64(7), p);
+    w.settle();
+    for _ in 0..200 {
+        w.step(false);
+    }
+    let active: Vec<usize> = w.nodes.iter().map(|n| n.driver.as_ref().expect("up").active_groups()).collect();
+    assert_eq!(active, vec![0, 0, 0], "every idle group is quiet");
+    w.step(false);
+    let idle_msgs: usize = w.net.iter().map(|f| wire::decode_batch(f.bytes.clone()).expect("ours").len()).sum();
+    assert_eq!(idle_msgs, 0, "quiet groups send nothing; brokers exchange empty keepalives only");
+
+    // Kill the broker leading the most groups for longer than the test runs.
+    let leads = |w: &World, i: usize| {
+        w.groups.iter().filter(|&&g| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))).count()
+    };
+    let victim = (0..3).max_by_key(|&i| leads(&w, i)).expect("three brokers");
+    assert!(leads(&w, victim) > 0);
+    w.crash(victim);
+    w.nodes[victim].down_until = u64::MAX;
+    let mut elected = false;
+    for _ in 0..400 {
+        w.step(false);
+        let covered = w
+            .groups
+            .iter()
+            .all(|&g| (0..3).any(|i| i != victim && w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))));
+        if covered {
+            elected = true;
+            break;
+        }
+    }
+    assert!(elected, "every group elected a leader among the surviving brokers");
+    let before = w.acked.values().map(Vec::len).sum::<usize>();
+    for _ in 0..200 {
+        w.step(false);
+        for g in w.groups.clone() {
+            if let Some(i) = (0..3).find(|&i| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))) {
+                w.propose_on(i, g);
+            }
+        }
+    }
+    let after = w.acked.values().map(Vec::len).sum::<usize>();
+    assert!(after >= before + w.groups.len(), "the surviving majority commits in every group");
 }

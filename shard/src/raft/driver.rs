@@ -18,7 +18,9 @@
 //!   for `idle_ticks_before_quiet` consecutive ticks it was a leader whose every voter matched
 //!   its last index with everything committed and no proposal pending, or a follower with a
 //!   known leader whose broker was heard within an election timeout. Any message or proposal
-//!   for a group wakes it; so does a peer broker falling silent for an election timeout (each
+//!   for a group wakes it (it ticks again); all but the traffic of an idle group (heartbeats,
+//!   their responses, appends without entries and accepted append responses) also restart its
+//!   idle count, so an idle group's last heartbeats do not keep it awake; so does a peer broker falling silent for an election timeout (each
 //!   batch, even empty, counts as hearing it; the driver sends an empty batch to each peer
 //!   every heartbeat interval it had nothing else to send) or being heard again after such a
 //!   silence: every group with a replica on that broker wakes.
@@ -32,7 +34,7 @@
 
 use super::store::{GroupStore, LogFault, ReplicaLog};
 use super::types::{GroupId, NodeId, RaftIndex, Term};
-use super::wire::{ConfChangeSpec, RaftMsg};
+use super::wire::{ConfChangeSpec, MsgKind, RaftMsg};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
@@ -387,7 +389,10 @@ impl<L: ReplicaLog> Driver<L> {
                 continue; // misaddressed: never step it
             }
             let Some(g) = self.groups.get_mut(&m.group) else { continue };
-            wake(g);
+            g.quiet = false;
+            if !is_idle_traffic(&m) {
+                g.idle_ticks = 0;
+            }
             // Errors: a response from a peer no longer in the group, or a local type; dropped.
             let _ = g.raw.step(m.to_raft());
             redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
@@ -547,6 +552,16 @@ fn members(cs: &raft::eraftpb::ConfState) -> BTreeSet<u64> {
 fn redraw_timeout<L: ReplicaLog>(g: &mut Group<L>, rng: &mut SplitMix, election: usize) {
     if g.raw.raft.election_elapsed == 0 {
         g.raw.raft.set_randomized_election_timeout(rng.below(election, 2 * election));
+    }
+}
+
+/// Messages an idle group still exchanges: they wake it without restarting its idle count.
+fn is_idle_traffic(m: &RaftMsg) -> bool {
+    match m.kind {
+        MsgKind::Heartbeat | MsgKind::HeartbeatResponse => true,
+        MsgKind::Append => m.entries.is_empty(),
+        MsgKind::AppendResponse => !m.reject,
+        _ => false,
     }
 }
 
