@@ -404,10 +404,14 @@ pub const RAFT_MAX_MSGS_PER_BATCH: usize = 65_536;
 /// Most entries one decoded append message may carry.
 pub const RAFT_MAX_ENTRIES_PER_MSG: usize = 4096;
 /// Recent batches per partition whose (index, term, offsets, position) stay in memory (the
-/// index ↔ offset window); below it a lagging follower gets a snapshot (copy by offset).
+/// index ↔ offset window, 48 bytes each); below it a lagging follower gets a snapshot (copy by
+/// offset). At 100,000 partitions this bound is too generous (about 20 GB): trimming to the
+/// slowest follower's matched index is the planned refinement.
 pub const RAFT_WINDOW_BATCHES: usize = 4096;
-/// Ticks a group stays ticking after its last event while nothing needs it (a leader with
-/// every follower matched and a follower hearing a leader stay active regardless).
+/// Consecutive idle ticks after which a Raft group goes quiet (is no longer ticked and sends no
+/// heartbeats): idle is a leader with every voter matched, everything committed and nothing
+/// pending, or a follower whose leader's broker was heard within an election timeout
+/// (shard/src/raft/driver.rs).
 pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
