@@ -404,8 +404,8 @@ pub const RAFT_MAX_MSGS_PER_BATCH: usize = 65_536;
 /// Most entries one decoded append message may carry.
 pub const RAFT_MAX_ENTRIES_PER_MSG: usize = 4096;
 /// Recent batches per partition whose (index, term, offsets, position) stay in memory (the
-/// index ↔ offset window, 48 bytes each); below it a lagging follower gets a snapshot (copy by
-/// offset). At 100,000 partitions this bound is too generous (about 20 GB): trimming to the
+/// index ↔ offset window, 40 bytes each); below it a lagging follower gets a snapshot (copy by
+/// offset). At 100,000 partitions this bound is too generous (about 16 GB): trimming to the
 /// slowest follower's matched index is the planned refinement.
 pub const RAFT_WINDOW_BATCHES: usize = 4096;
 /// Consecutive idle ticks after which a Raft group goes quiet (is no longer ticked and sends no
