@@ -386,6 +386,39 @@ const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "ti
 const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
 const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);
 
+// ---- Replication (Raft per partition, #18; shard/src/raft/) ----
+
+/// Ticks of the Raft clock (`RAFT_TICK_MS` each) a follower waits without hearing from a
+/// leader before it campaigns (raft-rs randomizes it in [this, 2 × this)).
+pub const RAFT_ELECTION_TICKS: usize = 10;
+/// Ticks between a leader's heartbeats.
+pub const RAFT_HEARTBEAT_TICKS: usize = 2;
+/// Length of one Raft tick in milliseconds (election timeout: 10 × 100 ms = 1 to 2 s).
+pub const RAFT_TICK_MS: u64 = 100;
+/// Append messages a leader may have unacknowledged per follower per group.
+pub const RAFT_MAX_INFLIGHT_MSGS: usize = 256;
+/// Largest total entry size of one append message (raft-rs `max_size_per_msg`).
+pub const RAFT_MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
+/// Most Raft messages the wire decoder accepts in one broker-to-broker batch.
+pub const RAFT_MAX_MSGS_PER_BATCH: usize = 65_536;
+/// Most entries one decoded append message may carry.
+pub const RAFT_MAX_ENTRIES_PER_MSG: usize = 4096;
+/// Recent batches per partition whose (index, term, offsets, position) stay in memory (the
+/// index ↔ offset window, 40 bytes each); below it a lagging follower gets a snapshot (copy by
+/// offset). At 100,000 partitions this bound is too generous (about 16 GB): trimming to the
+/// slowest follower's matched index is the planned refinement.
+pub const RAFT_WINDOW_BATCHES: usize = 4096;
+/// Consecutive idle ticks after which a Raft group goes quiet (is no longer ticked and sends no
+/// heartbeats): idle is a leader with every voter matched, everything committed and nothing
+/// pending, or a follower whose leader's broker was heard within an election timeout
+/// (shard/src/raft/driver.rs).
+pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
+const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
+const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
+const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
+/// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).
+pub const MAX_RAFT_STATE_FILE_BYTES: usize = 1024 * 1024;
+
 // --- Security (issue #24): listeners, TLS, SASL -------------------------------------------
 
 /// Listeners a broker may have (`listeners`).

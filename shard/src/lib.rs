@@ -25,6 +25,7 @@ pub mod msg;
 pub mod offsets;
 pub mod placement;
 pub mod produce;
+pub mod raft;
 pub mod route;
 pub mod runtime;
 pub mod shard;

@@ -1,0 +1,171 @@
+//! Raft entries as Kafka batches: every entry of a partition's Raft log is one batch of its
+//! Kafka log. A normal entry is the producer's batch itself; the two entries that are not Kafka
+//! data — a new leader's empty entry and a membership change — are control batches of one
+//! record whose key has a sluice-specific control type ([`SLUICE_RAFT_CONTROL_TYPE`]).
+//!
+//! Contract:
+//! - Each entry takes at least one offset, so index ↔ offset stays a simple walk and a rebuild
+//!   from the log's headers finds every entry. Fetch must skip control batches of this type (as
+//!   Kafka clients skip control batches they do not know; the broker filters them anyway).
+//! - [`entry_to_batch`] stamps the base offset and the leader epoch (= term), which lie
+//!   outside the CRC-covered bytes: a producer's batch is never re-checksummed.
+//! - A data batch from another broker is CRC-checked before it is stored.
+//! - A control batch is a function of its entry alone (timestamp 0, no producer), so every
+//!   replica stores the same bytes at the same offset.
+
+use super::types::Term;
+use super::wire::ConfChangeSpec;
+use bytes::{Bytes, BytesMut};
+use raft::eraftpb::{Entry, EntryType};
+use sluice_core::batch::{self, BatchHeader};
+use sluice_core::Offset;
+
+/// Control-record type of sluice's Raft control batches (Kafka uses 0–6; the value is far
+/// from Kafka's so a future Kafka type never collides).
+pub const SLUICE_RAFT_CONTROL_TYPE: i16 = 0x5352;
+
+const KIND_NOOP: u8 = 0;
+const KIND_CONF_CHANGE: u8 = 1;
+
+/// Why an entry could not become a batch, or a stored batch an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("entry data is not a valid record batch: {0}")]
+    BadBatch(String),
+    #[error("term {0} does not fit a Kafka leader epoch")]
+    TermTooLarge(u64),
+    #[error("unreadable raft control batch: {0}")]
+    BadControl(&'static str),
+}
+
+/// The batch to store for `e`, stamped with `base` and its term as the leader epoch.
+pub fn entry_to_batch(e: &Entry, base: Offset) -> Result<Bytes, ControlError> {
+    let epoch = Term(e.term).epoch().ok_or(ControlError::TermTooLarge(e.term))?;
+    let mut b = match e.entry_type {
+        EntryType::EntryNormal if e.data.is_empty() => control_batch(KIND_NOOP, &[]),
+        EntryType::EntryNormal => {
+            batch::validate(&e.data).map_err(|x| ControlError::BadBatch(x.to_string()))?;
+            BytesMut::from(&e.data[..])
+        }
+        EntryType::EntryConfChangeV2 => {
+            let cc = ConfChangeSpec::from_local_entry_data(&e.data).ok_or(ControlError::BadControl("conf change"))?;
+            control_batch(KIND_CONF_CHANGE, &cc.to_bytes())
+        }
+        EntryType::EntryConfChange => return Err(ControlError::BadControl("v1 conf change")),
+    };
+    batch::stamp(&mut b, base.0, epoch.0);
+    Ok(b.freeze())
+}
+
+fn control_batch(kind: u8, payload: &[u8]) -> BytesMut {
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&SLUICE_RAFT_CONTROL_TYPE.to_be_bytes());
+    let mut value = Vec::with_capacity(1 + payload.len());
+    value.push(kind);
+    value.extend_from_slice(payload);
+    let mut b = batch::build(&[batch::Record { key: Some(&key), value: &value }], 0);
+    b[21..23].copy_from_slice(&0x20i16.to_be_bytes()); // attributes: control
+    let crc = batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    BytesMut::from(&b[..])
+}
+
+/// Whether a stored batch is one of sluice's Raft control batches (fetch skips these).
+pub fn is_raft_control(h: &BatchHeader, batch_bytes: &[u8]) -> bool {
+    h.is_control() && control_payload(batch_bytes).is_ok()
+}
+
+fn control_payload(b: &[u8]) -> Result<Vec<u8>, ControlError> {
+    let recs = batch::records(b).map_err(|_| ControlError::BadControl("records"))?;
+    let [r] = recs.as_slice() else { return Err(ControlError::BadControl("record count")) };
+    let key = r.key.ok_or(ControlError::BadControl("no key"))?;
+    if key.len() != 4 || i16::from_be_bytes([key[2], key[3]]) != SLUICE_RAFT_CONTROL_TYPE {
+        return Err(ControlError::BadControl("not a sluice raft control record"));
+    }
+    Ok(r.value.ok_or(ControlError::BadControl("no value"))?.to_vec())
+}
+
+/// The Raft entry a stored batch stands for.
+pub fn batch_to_entry(index: u64, term: Term, b: Bytes) -> Result<Entry, ControlError> {
+    let h = BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
+    let mut e = Entry { index, term: term.0, ..Default::default() };
+    // Data, including Kafka's own control batches (transaction markers).
+    let value = match (h.is_control(), control_payload(&b)) {
+        (true, Ok(value)) => value,
+        _ => {
+            e.data = b;
+            return Ok(e);
+        }
+    };
+    match value.split_first() {
+        Some((&KIND_NOOP, [])) => {}
+        Some((&KIND_CONF_CHANGE, spec)) => {
+            let cc = ConfChangeSpec::from_bytes(spec).map_err(|_| ControlError::BadControl("conf change"))?;
+            e.entry_type = EntryType::EntryConfChangeV2;
+            e.data = cc.to_entry_data();
+        }
+        _ => return Err(ControlError::BadControl("kind")),
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::NodeId;
+    use crate::raft::wire::{ChangeKind, Transition};
+
+    fn data_batch(n: usize) -> Bytes {
+        let recs: Vec<_> = (0..n).map(|_| batch::Record { key: None, value: b"v" }).collect();
+        Bytes::from(batch::build(&recs, 1))
+    }
+
+    #[test]
+    fn a_data_batch_is_stamped_without_touching_its_crc() {
+        let e = Entry { term: 7, index: 3, data: data_batch(3), ..Default::default() };
+        let b = entry_to_batch(&e, Offset(40)).expect("valid");
+        let h = batch::validate(&b).expect("crc still valid");
+        assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (40, 7, 42));
+        let back = batch_to_entry(3, Term(7), b.clone()).expect("readable");
+        assert_eq!((back.entry_type, back.data), (EntryType::EntryNormal, b));
+    }
+
+    #[test]
+    fn noop_and_conf_change_entries_are_control_batches() {
+        let noop = Entry { term: 2, ..Default::default() };
+        let b = entry_to_batch(&noop, Offset(5)).expect("noop");
+        let h = batch::validate(&b).expect("valid control batch");
+        assert!(h.is_control() && is_raft_control(&h, &b));
+        assert_eq!((h.base_offset, h.last_offset()), (5, 5));
+        assert!(batch_to_entry(1, Term(2), b).expect("noop back").data.is_empty());
+
+        let spec = ConfChangeSpec { transition: Transition::Auto, changes: vec![(ChangeKind::AddVoter, NodeId(4))] };
+        let cc = Entry {
+            term: 2,
+            entry_type: EntryType::EntryConfChangeV2,
+            data: spec.to_entry_data(),
+            ..Default::default()
+        };
+        let b = entry_to_batch(&cc, Offset(6)).expect("conf change");
+        let back = batch_to_entry(2, Term(2), b).expect("back");
+        assert_eq!(back.entry_type, EntryType::EntryConfChangeV2);
+        assert_eq!(ConfChangeSpec::from_local_entry_data(&back.data), Some(spec));
+    }
+
+    #[test]
+    fn a_damaged_batch_or_huge_term_is_refused() {
+        let mut e = Entry { term: 1, ..Default::default() };
+        let mut bad = data_batch(1).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        e.data = Bytes::from(bad);
+        assert!(matches!(entry_to_batch(&e, Offset(0)), Err(ControlError::BadBatch(_))));
+        e.data = data_batch(1);
+        e.term = u64::from(u32::MAX);
+        assert!(matches!(entry_to_batch(&e, Offset(0)), Err(ControlError::TermTooLarge(_))));
+        // A transaction marker (Kafka control type 0) is data, not a raft entry of ours.
+        let h_bytes = crate::txn::partition::build_marker(1, 0, true, 0, 0);
+        let h = batch::validate(&h_bytes).expect("valid");
+        assert!(!is_raft_control(&h, &h_bytes));
+    }
+}

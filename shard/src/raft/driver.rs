@@ -1,0 +1,613 @@
+//! The per-shard multi-group Raft driver: every Raft group (partition replica, metadata log)
+//! this shard hosts, driven together.
+//!
+//! Contract:
+//! - Sans-I/O: the caller feeds ticks ([`Driver::tick`]), received message batches
+//!   ([`Driver::receive`]) and proposals ([`Driver::propose`]); it takes outgoing batches
+//!   ([`Driver::take_outbox`]: one batch per destination broker per round, every group's
+//!   messages to that broker in it), events ([`Driver::take_events`]) and Ready rounds.
+//! - Durability: [`Driver::collect_ready`] writes the entries, snapshots and hard states of
+//!   every group that has a Ready and names the groups whose logs must be synced; the caller
+//!   makes them all durable with ONE sync round (the shard's write pipeline) and then calls
+//!   [`Driver::on_synced`]. Only then are the messages that promise durability (votes,
+//!   follower acks) released and raft-rs told the entries are persisted — so a commit (and an
+//!   acks=all answer) means a majority has the batch durable. A leader's own appends go out
+//!   before its sync (Raft thesis 10.2.1); its own vote in the commit waits for the sync.
+//!   Rounds complete in order; several may be in flight.
+//! - Ticks: only active groups tick. A group is *quiet* (not ticked, sends no heartbeats) when
+//!   for `idle_ticks_before_quiet` consecutive ticks it was a leader whose every voter matched
+//!   its last index with everything committed and no proposal pending, or a follower with a
+//!   known leader whose broker was heard within an election timeout. Any message or proposal
+//!   for a group wakes it (it ticks again); all but the traffic of an idle group (heartbeats,
+//!   their responses, appends without entries and accepted append responses) also restart its
+//!   idle count, so an idle group's last heartbeats do not keep it awake; so does a peer broker falling silent for an election timeout (each
+//!   batch, even empty, counts as hearing it; the driver sends an empty batch to each peer
+//!   every heartbeat interval it had nothing else to send) or being heard again after such a
+//!   silence: every group with a replica on that broker wakes.
+//! - Proposals resolve exactly once: Ok when their index commits with their term, Err when
+//!   that index commits with another term (the entry was overwritten) or the group goes away.
+//! - Election timeouts are drawn from the driver's own seeded generator (in [election,
+//!   2 × election) ticks, as raft-rs does), redrawn whenever a group's election clock restarts,
+//!   so a run is replayable from its seeds (raft-rs's own draw uses the thread's RNG).
+//! - The high watermark of a group is the offset after the batch of its applied index (applied
+//!   ≤ committed and ≤ durable here); it is reported when it grows.
+
+use super::store::{GroupStore, LogFault, ReplicaLog};
+use super::types::{GroupId, NodeId, RaftIndex, Term};
+use super::wire::{ConfChangeSpec, MsgKind, RaftMsg};
+use bytes::Bytes;
+use futures::channel::oneshot;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use sluice_core::limits;
+use sluice_core::Offset;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The driver's bounds (defaults from `limits.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverConfig {
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub max_inflight_msgs: usize,
+    pub max_size_per_msg: u64,
+    pub window_batches: usize,
+    pub idle_ticks_before_quiet: u32,
+    /// Seeds the driver's election-timeout draws (a simulation replays from it).
+    pub seed: u64,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            election_ticks: limits::RAFT_ELECTION_TICKS,
+            heartbeat_ticks: limits::RAFT_HEARTBEAT_TICKS,
+            max_inflight_msgs: limits::RAFT_MAX_INFLIGHT_MSGS,
+            max_size_per_msg: limits::RAFT_MAX_SIZE_PER_MSG,
+            window_batches: limits::RAFT_WINDOW_BATCHES,
+            idle_ticks_before_quiet: limits::RAFT_IDLE_TICKS_BEFORE_QUIET,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// Where a committed proposal landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub index: RaftIndex,
+    pub term: Term,
+    pub base: Offset,
+    pub last: Offset,
+}
+
+/// Why a proposal was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// NOT_LEADER_OR_FOLLOWER, with what this replica knows of the leader (KIP-951).
+    #[error("not the leader (leader {leader:?}, term {term:?})")]
+    NotLeader { leader: Option<NodeId>, term: Term },
+    #[error("unknown raft group {0}")]
+    UnknownGroup(GroupId),
+    /// Raft refused it (leadership transfer in progress, uncommitted-size bound).
+    #[error("proposal dropped by raft")]
+    Dropped,
+    /// Its index was committed with another leader's entry.
+    #[error("proposal overwritten by a later leader")]
+    Overwritten,
+    /// The group was removed or failed before the proposal committed.
+    #[error("raft group stopped")]
+    GroupStopped,
+}
+
+/// Resolved when the proposal commits (or fails).
+pub type ProposalHandle = oneshot::Receiver<Result<Committed, ProposeError>>;
+
+/// What the caller learns from a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The group's high watermark grew (consumers may read below it; acks=all waiters at or
+    /// below it can be answered).
+    HighWatermark { group: GroupId, hw: Offset },
+    /// The group's leader or term changed.
+    Leader { group: GroupId, leader: Option<NodeId>, term: Term },
+    /// A log write failed: the group stopped; reopen it from its durable state.
+    Failed { group: GroupId, error: LogFault },
+}
+
+/// Messages of one round for one broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutBatch {
+    pub to: NodeId,
+    pub msgs: Vec<RaftMsg>,
+}
+
+/// Groups whose logs the caller must make durable before [`Driver::on_synced`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyRound {
+    pub id: u64,
+    pub sync: Vec<GroupId>,
+}
+
+struct Pending {
+    index: RaftIndex,
+    term: Term,
+    tx: oneshot::Sender<Result<Committed, ProposeError>>,
+}
+
+struct Group<L: ReplicaLog> {
+    raw: RawNode<GroupStore<L>>,
+    pending: VecDeque<Pending>,
+    quiet: bool,
+    idle_ticks: u32,
+    hw: Offset,
+    leader: Option<NodeId>,
+    term: Term,
+    /// Ready numbers handed to raft-rs but not yet persisted, with the messages to release then.
+    unsynced: VecDeque<(u64, u64, Vec<Message>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    last_heard: u64,
+    last_sent: u64,
+    silent: bool,
+}
+
+/// All the Raft groups of one shard.
+pub struct Driver<L: ReplicaLog> {
+    id: NodeId,
+    cfg: DriverConfig,
+    logger: slog::Logger,
+    groups: BTreeMap<GroupId, Group<L>>,
+    peers: BTreeMap<NodeId, Peer>,
+    outbox: BTreeMap<NodeId, Vec<RaftMsg>>,
+    events: Vec<Event>,
+    now: u64,
+    next_round: u64,
+    /// Rounds collected and not yet synced, oldest first.
+    rounds: VecDeque<u64>,
+    rng: SplitMix,
+}
+
+/// splitmix64: small, seeded, good enough to spread election timeouts.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A draw in [lo, hi).
+    fn below(&mut self, lo: usize, hi: usize) -> usize {
+        let span = u64::try_from(hi - lo).expect("small");
+        lo + usize::try_from(self.next() % span).expect("below span")
+    }
+}
+
+impl<L: ReplicaLog> Driver<L> {
+    pub fn new(id: NodeId, cfg: DriverConfig, logger: slog::Logger) -> Driver<L> {
+        assert!(cfg.heartbeat_ticks < cfg.election_ticks, "heartbeats come before elections");
+        Driver {
+            id,
+            cfg,
+            logger,
+            groups: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            events: Vec::new(),
+            now: 0,
+            next_round: 1,
+            rounds: VecDeque::new(),
+            rng: SplitMix(cfg.seed),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> DriverConfig {
+        self.cfg
+    }
+
+    fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.id.0,
+            election_tick: self.cfg.election_ticks,
+            heartbeat_tick: self.cfg.heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.cfg.max_size_per_msg,
+            max_inflight_msgs: self.cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        }
+    }
+
+    /// Hosts a group on this shard from its (created or reopened) store.
+    pub fn add_group(&mut self, group: GroupId, store: GroupStore<L>) -> Result<(), raft::Error> {
+        assert!(!self.groups.contains_key(&group), "a group is added once");
+        let applied = store.hard_state().commit;
+        let hw = store.high_watermark(RaftIndex(applied)).expect("the commit index is in the window");
+        let members = members(&store.initial_state()?.conf_state);
+        let raw = RawNode::new(&self.raft_config(applied), store, &self.logger)?;
+        for m in members {
+            self.add_peer(m);
+        }
+        let mut g = Group {
+            raw,
+            pending: VecDeque::new(),
+            quiet: false,
+            idle_ticks: 0,
+            hw,
+            leader: None,
+            term: Term(0),
+            unsynced: VecDeque::new(),
+        };
+        redraw_timeout(&mut g, &mut self.rng, self.cfg.election_ticks);
+        self.groups.insert(group, g);
+        self.events.push(Event::HighWatermark { group, hw });
+        Ok(())
+    }
+
+    fn add_peer(&mut self, m: u64) {
+        if m != self.id.0 {
+            let now = self.now;
+            self.peers.entry(NodeId(m)).or_insert(Peer { last_heard: now, last_sent: now, silent: false });
+        }
+    }
+
+    /// Stops hosting a group; its pending proposals fail. Returns whether it was hosted.
+    pub fn remove_group(&mut self, group: GroupId) -> bool {
+        let Some(mut g) = self.groups.remove(&group) else { return false };
+        fail_all(&mut g.pending, &ProposeError::GroupStopped);
+        true
+    }
+
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn store(&self, group: GroupId) -> Option<&GroupStore<L>> {
+        self.groups.get(&group).map(|g| g.raw.store())
+    }
+
+    pub fn store_mut(&mut self, group: GroupId) -> Option<&mut GroupStore<L>> {
+        self.groups.get_mut(&group).map(|g| g.raw.mut_store())
+    }
+
+    /// The leader this replica knows and the term.
+    pub fn leader(&self, group: GroupId) -> Option<(Option<NodeId>, Term)> {
+        self.groups.get(&group).map(|g| (NodeId::new(g.raw.raft.leader_id), Term(g.raw.raft.term)))
+    }
+
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(|g| g.raw.raft.state == StateRole::Leader)
+    }
+
+    pub fn high_watermark(&self, group: GroupId) -> Option<Offset> {
+        self.groups.get(&group).map(|g| g.hw)
+    }
+
+    /// Groups that tick now.
+    pub fn active_groups(&self) -> usize {
+        self.groups.values().filter(|g| !g.quiet).count()
+    }
+
+    /// Proposes a Kafka batch on the leader; the handle resolves when it commits.
+    pub fn propose(&mut self, group: GroupId, batch: Bytes) -> Result<ProposalHandle, ProposeError> {
+        self.propose_entry(group, Entry { data: batch, ..Default::default() })
+    }
+
+    /// Proposes a membership change on the leader.
+    pub fn propose_conf_change(&mut self, group: GroupId, cc: &ConfChangeSpec) -> Result<ProposalHandle, ProposeError> {
+        let e = Entry { entry_type: EntryType::EntryConfChangeV2, data: cc.to_entry_data(), ..Default::default() };
+        self.propose_entry(group, e)
+    }
+
+    fn propose_entry(&mut self, group: GroupId, e: Entry) -> Result<ProposalHandle, ProposeError> {
+        let id = self.id.0;
+        let g = self.groups.get_mut(&group).ok_or(ProposeError::UnknownGroup(group))?;
+        if g.raw.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: NodeId::new(g.raw.raft.leader_id),
+                term: Term(g.raw.raft.term),
+            });
+        }
+        let before = g.raw.raft.raft_log.last_index();
+        let m = Message { msg_type: MessageType::MsgPropose, from: id, entries: vec![e].into(), ..Default::default() };
+        g.raw.step(m).map_err(|_| ProposeError::Dropped)?;
+        let index = g.raw.raft.raft_log.last_index();
+        assert_eq!(index, before + 1, "a proposal adds one entry");
+        let (tx, rx) = oneshot::channel();
+        g.pending.push_back(Pending { index: RaftIndex(index), term: Term(g.raw.raft.term), tx });
+        wake(g);
+        redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
+        Ok(rx)
+    }
+
+    /// One tick of the Raft clock (`RAFT_TICK_MS`).
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.check_peers();
+        let e = self.cfg.election_ticks;
+        for g in self.groups.values_mut().filter(|g| !g.quiet) {
+            g.raw.tick();
+            redraw_timeout(g, &mut self.rng, e);
+            let idle = can_be_quiet(g, &self.peers, self.now, self.cfg.election_ticks);
+            g.idle_ticks = if idle { g.idle_ticks + 1 } else { 0 };
+            if g.idle_ticks >= self.cfg.idle_ticks_before_quiet {
+                g.quiet = true;
+            }
+        }
+        self.keepalives();
+    }
+
+    /// Peers silent for an election timeout, or heard again after one, wake their groups.
+    fn check_peers(&mut self) {
+        let timeout = u64::try_from(self.cfg.election_ticks).expect("small");
+        let mut changed = BTreeSet::new();
+        for (&id, p) in self.peers.iter_mut() {
+            let silent = self.now.saturating_sub(p.last_heard) >= timeout;
+            if silent != p.silent {
+                p.silent = silent;
+                changed.insert(id.0);
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        for g in self.groups.values_mut() {
+            let cs = g.raw.raft.prs().conf().to_conf_state();
+            if members(&cs).iter().any(|m| changed.contains(m)) {
+                wake(g);
+            }
+        }
+    }
+
+    /// An empty batch to every peer that got nothing for a heartbeat interval.
+    fn keepalives(&mut self) {
+        let every = u64::try_from(self.cfg.heartbeat_ticks).expect("small");
+        for (&id, p) in self.peers.iter() {
+            if self.now.saturating_sub(p.last_sent) >= every {
+                self.outbox.entry(id).or_default();
+            }
+        }
+    }
+
+    /// A batch received from broker `from` (possibly empty).
+    pub fn receive(&mut self, from: NodeId, msgs: Vec<RaftMsg>) {
+        let now = self.now;
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.last_heard = now;
+        }
+        for m in msgs {
+            if m.from != from || m.to != self.id {
+                continue; // misaddressed: never step it
+            }
+            let Some(g) = self.groups.get_mut(&m.group) else { continue };
+            g.quiet = false;
+            if !is_idle_traffic(&m) {
+                g.idle_ticks = 0;
+            }
+            // Errors: a response from a peer no longer in the group, or a local type; dropped.
+            let _ = g.raw.step(m.to_raft());
+            redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
+        }
+    }
+
+    /// Writes every group's Ready; returns the groups to sync, or None when nothing to do.
+    pub fn collect_ready(&mut self) -> Option<ReadyRound> {
+        let round = self.next_round;
+        let mut sync = Vec::new();
+        let ids: Vec<GroupId> = self.groups.iter().filter(|(_, g)| g.raw.has_ready()).map(|(&id, _)| id).collect();
+        for id in ids {
+            match self.handle_ready(id, round) {
+                Ok(true) => sync.push(id),
+                Ok(false) => {}
+                Err(error) => self.fail_group(id, error),
+            }
+        }
+        if sync.is_empty() {
+            return None;
+        }
+        self.next_round += 1;
+        self.rounds.push_back(round);
+        Some(ReadyRound { id: round, sync })
+    }
+
+    /// Returns whether the group waits for the round's sync.
+    fn handle_ready(&mut self, id: GroupId, round: u64) -> Result<bool, LogFault> {
+        let g = self.groups.get_mut(&id).expect("listed");
+        let mut rd = g.raw.ready();
+        let mut out = rd.take_messages();
+        if !rd.snapshot().is_empty() {
+            g.raw.mut_store().apply_snapshot(rd.snapshot())?;
+        }
+        g.raw.mut_store().append_entries(rd.entries())?;
+        if let Some(hs) = rd.hs() {
+            g.raw.mut_store().set_hard_state(hs.clone());
+        }
+        let needs_sync = rd.must_sync() || !rd.entries().is_empty() || !rd.snapshot().is_empty();
+        let committed = rd.take_committed_entries();
+        let persisted = rd.take_persisted_messages();
+        let number = rd.number();
+        g.raw.advance_append_async(rd);
+        g.raw.mut_store().save_if_dirty();
+        let waits = needs_sync || !g.unsynced.is_empty();
+        if waits {
+            g.unsynced.push_back((round, number, persisted));
+        } else {
+            g.raw.on_persist_ready(number);
+            out.extend(persisted);
+        }
+        self.apply(id, committed)?;
+        self.note_leader(id);
+        self.route(id, out);
+        Ok(waits)
+    }
+
+    /// The caller made every log of round `id` (and of every earlier round) durable.
+    pub fn on_synced(&mut self, id: u64) {
+        assert_eq!(self.rounds.front(), Some(&id), "rounds are synced in order");
+        self.rounds.pop_front();
+        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in ids {
+            let g = self.groups.get_mut(&gid).expect("listed");
+            let mut out = Vec::new();
+            while g.unsynced.front().is_some_and(|u| u.0 <= id) {
+                let (_, number, msgs) = g.unsynced.pop_front().expect("checked");
+                g.raw.on_persist_ready(number);
+                out.extend(msgs);
+            }
+            let persisted = RaftIndex(g.raw.raft.raft_log.persisted);
+            g.raw.mut_store().mark_synced(persisted);
+            self.route(gid, out);
+        }
+    }
+
+    /// Applies committed entries: conf changes, proposals, the high watermark.
+    fn apply(&mut self, id: GroupId, committed: Vec<Entry>) -> Result<(), LogFault> {
+        let Some(last) = committed.last().map(|e| e.index) else { return Ok(()) };
+        let g = self.groups.get_mut(&id).expect("listed");
+        for e in &committed {
+            if e.entry_type == EntryType::EntryConfChangeV2 {
+                apply_conf_change(g, e);
+            }
+            resolve(g, e);
+        }
+        g.raw.advance_apply_to(last);
+        let hw = g.raw.store().high_watermark(RaftIndex(last)).expect("applied entries are in the window");
+        assert!(hw >= g.hw, "the high watermark never goes back");
+        if hw > g.hw {
+            g.hw = hw;
+            self.events.push(Event::HighWatermark { group: id, hw });
+        }
+        g.raw.mut_store().compact(RaftIndex(last));
+        Ok(())
+    }
+
+    fn note_leader(&mut self, id: GroupId) {
+        let g = self.groups.get_mut(&id).expect("listed");
+        let (leader, term) = (NodeId::new(g.raw.raft.leader_id), Term(g.raw.raft.term));
+        if (leader, term) != (g.leader, g.term) {
+            g.leader = leader;
+            g.term = term;
+            self.events.push(Event::Leader { group: id, leader, term });
+        }
+    }
+
+    fn route(&mut self, id: GroupId, msgs: Vec<Message>) {
+        let now = self.now;
+        for m in msgs {
+            if m.msg_type == MessageType::MsgSnapshot {
+                // The snapshot carries no bulk data (store.rs): it is done once sent.
+                if let Some(g) = self.groups.get_mut(&id) {
+                    g.raw.report_snapshot(m.to, SnapshotStatus::Finish);
+                }
+            }
+            let Some(w) = RaftMsg::from_raft(id, &m) else { continue };
+            if let Some(p) = self.peers.get_mut(&w.to) {
+                p.last_sent = now;
+            }
+            self.outbox.entry(w.to).or_default().push(w);
+        }
+    }
+
+    fn fail_group(&mut self, id: GroupId, error: LogFault) {
+        if let Some(mut g) = self.groups.remove(&id) {
+            fail_all(&mut g.pending, &ProposeError::GroupStopped);
+        }
+        self.events.push(Event::Failed { group: id, error });
+    }
+
+    /// This round's batches, one per destination broker (empty ones are keepalives).
+    pub fn take_outbox(&mut self) -> Vec<OutBatch> {
+        let now = self.now;
+        let out = std::mem::take(&mut self.outbox);
+        out.into_iter()
+            .map(|(to, msgs)| {
+                if let Some(p) = self.peers.get_mut(&to) {
+                    p.last_sent = now;
+                }
+                OutBatch { to, msgs }
+            })
+            .collect()
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// Every replica of a conf state (voters, learners, incoming and outgoing).
+fn members(cs: &raft::eraftpb::ConfState) -> BTreeSet<u64> {
+    cs.voters.iter().chain(&cs.learners).chain(&cs.voters_outgoing).chain(&cs.learners_next).copied().collect()
+}
+
+/// A fresh election timeout whenever the group's election clock restarted.
+fn redraw_timeout<L: ReplicaLog>(g: &mut Group<L>, rng: &mut SplitMix, election: usize) {
+    if g.raw.raft.election_elapsed == 0 {
+        g.raw.raft.set_randomized_election_timeout(rng.below(election, 2 * election));
+    }
+}
+
+/// Messages an idle group still exchanges: they wake it without restarting its idle count.
+fn is_idle_traffic(m: &RaftMsg) -> bool {
+    match m.kind {
+        MsgKind::Heartbeat | MsgKind::HeartbeatResponse => true,
+        MsgKind::Append => m.entries.is_empty(),
+        MsgKind::AppendResponse => !m.reject,
+        _ => false,
+    }
+}
+
+fn wake<L: ReplicaLog>(g: &mut Group<L>) {
+    g.quiet = false;
+    g.idle_ticks = 0;
+}
+
+fn can_be_quiet<L: ReplicaLog>(g: &Group<L>, peers: &BTreeMap<NodeId, Peer>, now: u64, timeout: usize) -> bool {
+    let r = &g.raw.raft;
+    match r.state {
+        StateRole::Leader => {
+            let last = r.raft_log.last_index();
+            g.pending.is_empty() && r.raft_log.committed == last && r.prs().iter().all(|(_, p)| p.matched == last)
+        }
+        StateRole::Follower => NodeId::new(r.leader_id).is_some_and(|l| {
+            peers.get(&l).is_some_and(|p| now.saturating_sub(p.last_heard) < u64::try_from(timeout).expect("small"))
+        }),
+        StateRole::Candidate | StateRole::PreCandidate => false,
+    }
+}
+
+fn apply_conf_change<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {
+    let Some(spec) = ConfChangeSpec::from_local_entry_data(&e.data) else { return };
+    // A refused change (raft-rs validates) leaves the configuration as it is.
+    if let Ok(cs) = g.raw.apply_conf_change(&spec.to_raft()) {
+        g.raw.mut_store().set_conf_state(cs);
+    }
+}
+
+/// Resolves the proposals at or below a committed entry.
+fn resolve<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {
+    while g.pending.front().is_some_and(|p| p.index.0 <= e.index) {
+        let p = g.pending.pop_front().expect("checked");
+        let result = if p.index.0 == e.index && p.term.0 == e.term {
+            let meta = *g.raw.store().window().get(p.index).expect("a committed entry being applied is in the window");
+            Ok(Committed { index: p.index, term: p.term, base: meta.base, last: meta.last })
+        } else {
+            Err(ProposeError::Overwritten)
+        };
+        let _ = p.tx.send(result);
+    }
+}
+
+fn fail_all(pending: &mut VecDeque<Pending>, e: &ProposeError) {
+    for p in pending.drain(..) {
+        let _ = p.tx.send(Err(e.clone()));
+    }
+}

@@ -1,0 +1,585 @@
+//! One replica's Raft storage: the partition's Kafka log (behind [`ReplicaLog`]) seen as a Raft
+//! log through the index ↔ offset [`Window`], plus the small persisted Raft state.
+//!
+//! Contract:
+//! - Writes happen only in the driver's handling of a Ready ([`GroupStore::append_entries`],
+//!   [`GroupStore::apply_snapshot`], [`GroupStore::set_hard_state`]); raft-rs reads through
+//!   [`raft::Storage`]. Appends are written, not durable: the driver makes them durable with one
+//!   sync round of all groups before it reports them persisted to raft-rs.
+//! - An entry appended at an index the window already has first truncates the log there
+//!   (a follower's conflicting suffix, never at or below the floor, which is committed).
+//! - The persisted state ([`PersistedState`]: term, vote, commit, conf state, floor, epoch
+//!   history) is handed to the log ([`ReplicaLog::save_state`]) whenever term, vote, conf
+//!   state, floor or epochs change; the log makes it durable with its next sync. The commit
+//!   index alone is saved lazily (raft recomputes it), and what is saved is at most the last
+//!   index known durable in the log as it is now ([`GroupStore::mark_synced`], lowered by a
+//!   truncation): the state file and the log are not synced in a fixed order, so after a crash
+//!   the saved state may be newer than the log, and a saved commit index must never cover
+//!   entries the log may not have (or may have in an older, overwritten form).
+//! - The window trims its front only at or below the commit index, keeping at most `cap`
+//!   batches; a follower needing older entries gets a snapshot (below).
+//! - Snapshot: its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this
+//!   epoch history". A follower installs it by restarting its log empty at `next_offset` (as
+//!   Kafka's follower does when the leader's log start passed its end). Copying the leader's
+//!   batches below that offset (so the follower keeps a full copy) is not built yet.
+
+use super::control::{self, ControlError};
+use super::types::{RaftIndex, Term};
+use super::window::{BatchMeta, Floor, Window};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use sluice_core::{LeaderEpoch, Offset};
+use sluice_storage::epochs::EpochHistory;
+use sluice_storage::raft_state::RaftStateRecord;
+
+/// A write to the replica's log failed: the group stops and is reopened from what is durable
+/// (fail-stop, as a crash).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogFault {
+    #[error("log write failed: {0}")]
+    Io(String),
+    #[error(transparent)]
+    Entry(#[from] ControlError),
+}
+
+/// The state saved with the log (the raft-state file of a real partition).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PersistedState {
+    pub hard: HardState,
+    pub conf: ConfState,
+    pub floor: Floor,
+    pub epochs: EpochHistory,
+}
+
+impl PersistedState {
+    /// The raft-state file's record (`sluice_storage::raft_state`).
+    pub fn to_record(&self) -> RaftStateRecord {
+        RaftStateRecord {
+            term: self.hard.term,
+            vote: self.hard.vote,
+            commit: self.hard.commit,
+            floor_index: self.floor.index.0,
+            floor_term: self.floor.term.0,
+            floor_next_offset: self.floor.next_offset,
+            voters: self.conf.voters.clone(),
+            learners: self.conf.learners.clone(),
+            voters_outgoing: self.conf.voters_outgoing.clone(),
+            learners_next: self.conf.learners_next.clone(),
+            auto_leave: self.conf.auto_leave,
+            epochs: self.epochs.clone(),
+        }
+    }
+
+    pub fn from_record(r: RaftStateRecord) -> PersistedState {
+        PersistedState {
+            hard: HardState { term: r.term, vote: r.vote, commit: r.commit, ..Default::default() },
+            conf: ConfState {
+                voters: r.voters,
+                learners: r.learners,
+                voters_outgoing: r.voters_outgoing,
+                learners_next: r.learners_next,
+                auto_leave: r.auto_leave,
+                ..Default::default()
+            },
+            floor: Floor {
+                index: RaftIndex(r.floor_index),
+                term: Term(r.floor_term),
+                next_offset: r.floor_next_offset,
+            },
+            epochs: r.epochs,
+        }
+    }
+}
+
+/// A partition log as Raft storage needs it: the real `PartitionLog` in the broker, an
+/// in-memory log in the simulation.
+pub trait ReplicaLog {
+    /// Appends a stamped batch at the log end; returns its position.
+    fn append(&mut self, batch: Bytes) -> Result<u64, LogFault>;
+    /// Drops every batch at or after `offset` (a batch boundary).
+    fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault>;
+    /// The batch starting at `base` (at `pos`), when it can be read without waiting.
+    fn read(&self, base: Offset, pos: u64) -> Option<Bytes>;
+    /// Drops everything; the log restarts empty at `start` (a snapshot was installed).
+    fn reset_to(&mut self, start: Offset) -> Result<(), LogFault>;
+    /// Records the Raft state to make durable with the next sync.
+    fn save_state(&mut self, state: &PersistedState);
+}
+
+/// What a snapshot means: the leader's log below `next_offset`, with its epoch history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub next_offset: Offset,
+    pub epochs: EpochHistory,
+}
+
+impl SnapshotData {
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i64(self.next_offset.0);
+        b.put_u32(u32::try_from(self.epochs.entries().len()).expect("epochs are few"));
+        for &(e, o) in self.epochs.entries() {
+            b.put_i32(e.0);
+            b.put_i64(o.0);
+        }
+        b.freeze()
+    }
+
+    /// Checked decoding (the data comes from another broker).
+    pub fn decode(mut b: &[u8]) -> Option<SnapshotData> {
+        if b.remaining() < 12 {
+            return None;
+        }
+        let next_offset = Offset(b.get_i64());
+        let n = usize::try_from(b.get_u32()).ok()?;
+        if b.remaining() != n.checked_mul(12)? {
+            return None;
+        }
+        let entries = (0..n).map(|_| (LeaderEpoch(b.get_i32()), Offset(b.get_i64()))).collect();
+        Some(SnapshotData { next_offset, epochs: EpochHistory::from_entries(entries)? })
+    }
+}
+
+/// One replica's storage for raft-rs.
+pub struct GroupStore<L: ReplicaLog> {
+    log: L,
+    hard: HardState,
+    conf: ConfState,
+    window: Window,
+    epochs: EpochHistory,
+    cap: usize,
+    /// The last index durable in the log as it is now (the driver reports raft-rs's persisted
+    /// index after each sync round; a truncation lowers it).
+    synced: RaftIndex,
+    /// The state changed in a way that must be saved (not only the commit index).
+    dirty: bool,
+}
+
+impl<L: ReplicaLog> GroupStore<L> {
+    /// A brand-new replica of a group whose members are `voters` (every replica starts with
+    /// the same conf state and an empty log, so no bootstrap snapshot is needed).
+    pub fn create(mut log: L, voters: Vec<u64>, start: Offset, cap: usize) -> GroupStore<L> {
+        let conf = ConfState { voters, ..Default::default() };
+        let floor = Floor { index: RaftIndex(0), term: Term(0), next_offset: start };
+        let state = PersistedState { conf: conf.clone(), floor, ..Default::default() };
+        log.save_state(&state);
+        let window = Window::new(floor);
+        GroupStore {
+            log,
+            hard: HardState::default(),
+            conf,
+            window,
+            epochs: state.epochs,
+            cap,
+            synced: floor.index,
+            dirty: false,
+        }
+    }
+
+    /// Reopens a replica from its durable state and the batches found in its log after the
+    /// saved floor (term, base, last, position), in order. Returns the store and the offset
+    /// its log must be truncated to when the scan stopped at a damaged batch.
+    pub fn open(
+        log: L,
+        state: PersistedState,
+        found: impl IntoIterator<Item = (Term, Offset, Offset, u64)>,
+        cap: usize,
+    ) -> Result<GroupStore<L>, LogFault> {
+        let (window, stop) = Window::rebuild(state.floor, found);
+        let synced = window.last_index();
+        let mut s = GroupStore {
+            log,
+            hard: state.hard,
+            conf: state.conf,
+            window,
+            epochs: state.epochs,
+            cap,
+            synced,
+            dirty: true,
+        };
+        if let Some(at) = stop {
+            s.log.truncate_to(at)?;
+        }
+        s.rebuild_epochs();
+        // The commit index is saved lazily: never ahead of the entries found.
+        s.hard.commit = s.hard.commit.clamp(s.window.floor().index.0, s.window.last_index().0);
+        s.save();
+        Ok(s)
+    }
+
+    /// Epochs above the floor are rebuilt from the scanned batches: the saved history may be
+    /// newer or older than the batches that survived a crash (the state file and the log are
+    /// synced together, but a crash may keep either's unsynced part); below the floor both are
+    /// durable and agree.
+    fn rebuild_epochs(&mut self) {
+        self.epochs.truncate_from_end(self.window.floor().next_offset);
+        let metas: Vec<BatchMeta> = self.window.iter_from(self.window.first_index()).copied().collect();
+        for m in metas {
+            self.assign_epoch(&m);
+        }
+    }
+
+    fn assign_epoch(&mut self, m: &BatchMeta) {
+        let epoch = m.term.epoch().expect("stored terms fit an epoch");
+        if self.epochs.latest() != Some(epoch) {
+            let ok = self.epochs.assign(epoch, m.base);
+            assert!(ok, "epochs increase along the log");
+            self.dirty = true;
+        }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.log
+    }
+
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+
+    pub fn epochs(&self) -> &EpochHistory {
+        &self.epochs
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard
+    }
+
+    /// The high watermark for commit index `commit` (None when it lies outside the window).
+    pub fn high_watermark(&self, commit: RaftIndex) -> Option<Offset> {
+        self.window.high_watermark(commit)
+    }
+
+    /// OffsetForLeaderEpoch on this replica.
+    pub fn end_offset_for(&self, epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
+        self.epochs.end_offset_for(epoch, self.window.next_offset())
+    }
+
+    /// Writes the entries of a Ready (not yet durable). Returns where each landed.
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<Vec<BatchMeta>, LogFault> {
+        let Some(first) = entries.first() else { return Ok(Vec::new()) };
+        if first.index <= self.window.last_index().0 {
+            self.truncate_from(RaftIndex(first.index))?;
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push(self.append_one(e)?);
+        }
+        Ok(out)
+    }
+
+    fn truncate_from(&mut self, from: RaftIndex) -> Result<(), LogFault> {
+        assert!(from.0 > self.hard.commit.min(self.window.last_index().0), "never truncate committed entries");
+        self.synced = self.synced.min(RaftIndex(from.0 - 1));
+        let to = self.window.truncate_from(from);
+        self.log.truncate_to(to)?;
+        let before = self.epochs.clone();
+        self.epochs.truncate_from_end(to);
+        self.dirty |= before != self.epochs;
+        Ok(())
+    }
+
+    fn append_one(&mut self, e: &Entry) -> Result<BatchMeta, LogFault> {
+        assert_eq!(e.index, self.window.last_index().0 + 1, "entries are appended in order");
+        let base = self.window.next_offset();
+        let b = control::entry_to_batch(e, base)?;
+        let h = sluice_core::batch::BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
+        let pos = self.log.append(b)?;
+        let meta =
+            BatchMeta { index: RaftIndex(e.index), term: Term(e.term), base, last: Offset(h.last_offset()), pos };
+        self.window.push(meta);
+        self.assign_epoch(&meta);
+        Ok(meta)
+    }
+
+    /// Entries up to `index` are durable in the log as it is now (after a sync round).
+    pub fn mark_synced(&mut self, index: RaftIndex) {
+        self.synced = index.min(self.window.last_index());
+    }
+
+    /// A Ready's hard state; saved now when term or vote changed, else with the next change.
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        assert!(hs.term >= self.hard.term, "terms never go back");
+        self.dirty |= hs.term != self.hard.term || hs.vote != self.hard.vote;
+        self.hard = hs;
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf = cs;
+        self.dirty = true;
+    }
+
+    /// Installs a snapshot: the log restarts at its offset.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), LogFault> {
+        let md = snap.get_metadata();
+        let data =
+            SnapshotData::decode(&snap.data).ok_or(LogFault::Entry(ControlError::BadControl("snapshot data")))?;
+        assert!(md.index >= self.hard.commit, "a snapshot never goes back past the commit index");
+        self.log.reset_to(data.next_offset)?;
+        self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
+        self.epochs = data.epochs;
+        self.conf = md.get_conf_state().clone();
+        self.hard.term = self.hard.term.max(md.term);
+        self.hard.commit = md.index;
+        self.synced = RaftIndex(md.index);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Trims the window to its bound, never past `applied` (and so the commit index).
+    pub fn compact(&mut self, applied: RaftIndex) {
+        let over = self.window.len().saturating_sub(self.cap);
+        if over == 0 {
+            return;
+        }
+        let upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits")).min(applied);
+        if upto > self.window.floor().index {
+            self.window.trim_to(upto);
+            self.dirty = true;
+        }
+    }
+
+    /// Hands the state to the log when it changed; called once per Ready round.
+    pub fn save_if_dirty(&mut self) {
+        if self.dirty {
+            self.save();
+        }
+    }
+
+    fn save(&mut self) {
+        let mut hard = self.hard.clone();
+        hard.commit = hard.commit.min(self.synced.0).max(self.window.floor().index.0);
+        let state =
+            PersistedState { hard, conf: self.conf.clone(), floor: self.window.floor(), epochs: self.epochs.clone() };
+        self.log.save_state(&state);
+        self.dirty = false;
+    }
+
+    fn entry_at(&self, meta: &BatchMeta) -> raft::Result<Entry> {
+        let b = self.log.read(meta.base, meta.pos).ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        control::batch_to_entry(meta.index.0, meta.term, b)
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
+    }
+}
+
+impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard.clone(), self.conf.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.window.first_index().0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(high <= self.window.last_index().0 + 1, "entries past the last index asked");
+        let mut out = Vec::new();
+        for m in self.window.iter_from(RaftIndex(low)).take_while(|m| m.index.0 < high) {
+            out.push(self.entry_at(m)?);
+        }
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.window.floor().index.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.window.term(RaftIndex(idx)).map(|t| t.0).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.window.first_index().0)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.window.last_index().0)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let index = RaftIndex(self.hard.commit.min(self.window.last_index().0));
+        if index.0 < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let term = self.window.term(index).expect("the commit index is in the window or its floor");
+        let next_offset = self.window.high_watermark(index).expect("in the window");
+        let mut epochs = self.epochs.clone();
+        epochs.truncate_from_end(next_offset);
+        let mut md = SnapshotMetadata { index: index.0, term: term.0, ..Default::default() };
+        md.set_conf_state(self.conf.clone());
+        let mut snap = Snapshot { data: SnapshotData { next_offset, epochs }.encode(), ..Default::default() };
+        snap.set_metadata(md);
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::memlog::{MemDisk, MemLog};
+    use raft::Storage as _;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// An entry holding a data batch of `records` records (0: a leader's empty entry).
+    fn entry(index: u64, term: u64, records: usize) -> Entry {
+        let data = if records == 0 {
+            Bytes::new()
+        } else {
+            let recs: Vec<_> = (0..records).map(|_| sluice_core::batch::Record { key: None, value: b"v" }).collect();
+            Bytes::from(sluice_core::batch::build(&recs, 0))
+        };
+        Entry { index, term, data, ..Default::default() }
+    }
+
+    fn new_store() -> (Rc<RefCell<MemDisk>>, GroupStore<MemLog>) {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let s = GroupStore::create(MemLog(disk.clone()), vec![1, 2, 3], Offset(0), 100);
+        (disk, s)
+    }
+
+    fn reopen(disk: &Rc<RefCell<MemDisk>>, cap: usize) -> GroupStore<MemLog> {
+        let rec = disk.borrow().recover();
+        GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, cap).expect("reopens")
+    }
+
+    #[test]
+    fn entries_map_to_offsets_and_epochs() {
+        let (_, mut s) = new_store();
+        let metas = s.append_entries(&[entry(1, 1, 0), entry(2, 1, 3), entry(3, 2, 2)]).expect("appends");
+        let spans: Vec<_> = metas.iter().map(|m| (m.index.0, m.base.0, m.last.0)).collect();
+        assert_eq!(spans, vec![(1, 0, 0), (2, 1, 3), (3, 4, 5)]);
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(4))]);
+        assert_eq!(s.high_watermark(RaftIndex(2)), Some(Offset(4)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(1)), (LeaderEpoch(1), Offset(4)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(2), Offset(6)));
+        // raft-rs reads back what was appended: the empty entry, then the batches as stamped.
+        let back = s.entries(1, 4, None, GetEntriesContext::empty(false)).expect("in the window");
+        assert!(back[0].data.is_empty());
+        let h = sluice_core::batch::validate(&back[2].data).expect("a valid stamped batch");
+        assert_eq!((h.base_offset, h.partition_leader_epoch, back[2].term), (4, 2, 2));
+    }
+
+    #[test]
+    fn a_conflicting_entry_truncates_the_log_and_the_epochs() {
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 1, 3), entry(3, 2, 2), entry(4, 2, 1)]).expect("appends");
+        s.append_entries(&[entry(3, 3, 1)]).expect("replaces index 3 on");
+        assert_eq!(s.last_index().expect("infallible"), 3);
+        assert_eq!(s.window().next_offset(), Offset(5));
+        assert_eq!(disk.borrow().batches().len(), 3);
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(4))]);
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(1), Offset(4)));
+    }
+
+    #[test]
+    fn reopening_rebuilds_the_window_from_the_saved_floor() {
+        let (disk, mut s) = new_store();
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1 + i / 4, 2)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.mark_synced(RaftIndex(10));
+        s.set_hard_state(HardState { term: 3, vote: 1, commit: 8, ..Default::default() });
+        s.compact(RaftIndex(8)); // cap 100: nothing to trim
+        s.save();
+        disk.borrow_mut().sync().expect("no fault");
+        s.append_entries(&[entry(11, 3, 1)]).expect("appends, never synced");
+        drop(s);
+        disk.borrow_mut().crash(0, false);
+        let r = reopen(&disk, 4);
+        assert_eq!((r.window().first_index(), r.last_index().expect("infallible")), (RaftIndex(1), 10));
+        assert_eq!(r.hard_state().commit, 8);
+        assert_eq!(r.window().next_offset(), Offset(20));
+        assert_eq!(r.window().index_of_offset(Offset(13)), Some(RaftIndex(7)));
+        assert_eq!(r.epochs(), s_epochs(&[(1, 0), (2, 6), (3, 14)]).as_ref().expect("ascending"));
+    }
+
+    fn s_epochs(e: &[(i32, i64)]) -> Option<EpochHistory> {
+        EpochHistory::from_entries(e.iter().map(|&(a, b)| (LeaderEpoch(a), Offset(b))).collect())
+    }
+
+    #[test]
+    fn the_window_trims_only_committed_entries_and_then_answers_compacted() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 3);
+        let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 1)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.compact(RaftIndex(2));
+        assert_eq!(s.first_index().expect("infallible"), 3, "never past the applied index");
+        s.compact(RaftIndex(8));
+        assert_eq!(s.first_index().expect("infallible"), 6);
+        assert_eq!(s.term(5).expect("the floor's term"), 1);
+        assert!(matches!(
+            s.entries(4, 6, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        // The saved floor lets a reopen scan from offset 5 only.
+        s.save();
+        let rec = disk.borrow().recover();
+        assert_eq!(rec.state.floor, Floor { index: RaftIndex(5), term: Term(1), next_offset: Offset(5) });
+        assert_eq!(rec.found.len(), 3);
+    }
+
+    #[test]
+    fn a_saved_commit_never_covers_entries_not_known_durable() {
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 1, 1), entry(3, 1, 1)]).expect("appends");
+        s.mark_synced(RaftIndex(2));
+        s.set_hard_state(HardState { term: 1, vote: 2, commit: 3, ..Default::default() });
+        s.save_if_dirty();
+        assert_eq!(disk.borrow().recover().state.hard.commit, 2);
+        // A truncation lowers what is known durable.
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 1, 1), entry(3, 1, 1)]).expect("appends");
+        s.mark_synced(RaftIndex(3));
+        s.set_hard_state(HardState { term: 1, vote: 2, commit: 1, ..Default::default() });
+        s.append_entries(&[entry(3, 2, 1), entry(4, 2, 1)]).expect("replaces index 3 on");
+        s.set_hard_state(HardState { term: 2, vote: 2, commit: 4, ..Default::default() });
+        s.save_if_dirty();
+        assert_eq!(disk.borrow().recover().state.hard.commit, 2);
+    }
+
+    #[test]
+    fn the_persisted_state_round_trips_through_the_state_file_record() {
+        let (disk, mut s) = new_store();
+        s.append_entries(&[entry(1, 1, 0), entry(2, 3, 2)]).expect("appends");
+        s.mark_synced(RaftIndex(2));
+        s.set_hard_state(HardState { term: 3, vote: 1, commit: 2, ..Default::default() });
+        s.save_if_dirty();
+        let state = disk.borrow().recover().state;
+        let bytes = state.to_record().encode();
+        let back = RaftStateRecord::decode(&bytes).expect("decodes");
+        assert_eq!(PersistedState::from_record(back), state);
+    }
+
+    #[test]
+    fn a_snapshot_restarts_the_log_at_its_offset() {
+        let (_, mut leader) = new_store();
+        let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 2, 2)).collect();
+        leader.append_entries(&entries).expect("appends");
+        leader.set_hard_state(HardState { term: 2, vote: 1, commit: 4, ..Default::default() });
+        let snap = leader.snapshot(3, 2).expect("a snapshot at the commit index");
+        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (4, 2));
+        assert!(leader.snapshot(5, 2).is_err(), "nothing committed that far");
+
+        let (disk, mut follower) = new_store();
+        follower.append_entries(&[entry(1, 1, 1)]).expect("appends");
+        follower.apply_snapshot(&snap).expect("installs");
+        assert_eq!(disk.borrow().log_start(), Offset(8));
+        assert!(disk.borrow().batches().is_empty());
+        assert_eq!((follower.first_index().expect("infallible"), follower.last_index().expect("infallible")), (5, 4));
+        assert_eq!(follower.high_watermark(RaftIndex(4)), Some(Offset(8)));
+        assert_eq!(follower.epochs().entries(), &[(LeaderEpoch(2), Offset(0))]);
+        follower.append_entries(&[entry(5, 2, 1)]).expect("continues after the snapshot");
+        assert_eq!(follower.window().get(RaftIndex(5)).map(|m| m.base), Some(Offset(8)));
+        assert_eq!(SnapshotData::decode(&snap.data[..3]), None);
+    }
+}

@@ -1,0 +1,701 @@
+//! Deterministic simulation of the replication core (shard/src/raft): N brokers × G Raft
+//! groups on in-memory logs, driven by one seeded PRNG.
+//!
+//! Faults: messages lost, delayed (so reordered) and duplicated; links cut between brokers and
+//! healed; brokers crashed (each log keeps its synced image plus, at random, a prefix of what
+//! was written after it, and either the last synced or the newest Raft state) and restarted;
+//! sync failures (a disk fault stops the broker, as the driver's fail-stop policy says); Ready
+//! rounds left unsynced across steps. Every message crosses the real wire encoding.
+//!
+//! Checked, at every step and at the end:
+//! - no committed batch is ever lost or changed: whenever a broker's high watermark moves, its
+//!   log below it must equal the committed history seen so far (which only grows);
+//! - at most one leader per (group, term), and every broker's view of a term's leader agrees;
+//! - each broker's high watermark never goes back within one run of the broker (a restart may
+//!   start it lower, as Kafka's lazily checkpointed high watermark does);
+//! - after the faults stop and the cluster heals, every group commits a new proposal (liveness)
+//!   and every broker's log holds every acknowledged proposal exactly once, at the offset its
+//!   acknowledgement gave, and nothing twice.
+//!
+//! Contract: a run depends only on its seed: a failure prints the seed and the command that
+//! replays it. Seeds: `SLUICE_SIM_SEEDS` (count, default 150: about 8 s in release), `SLUICE_SIM_SEED` (one seed);
+//! a long run: `SLUICE_SIM_SEEDS=10000 cargo test --release -p sluice-shard --test raft_sim`.
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sluice_core::batch::{self, BatchHeader};
+use sluice_core::Offset;
+use sluice_shard::raft::driver::{Driver, DriverConfig, Event, ProposalHandle, ReadyRound};
+use sluice_shard::raft::memlog::{MemDisk, MemLog};
+use sluice_shard::raft::store::GroupStore;
+use sluice_shard::raft::{control, logger, wire, GroupId, NodeId, Term};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+/// The shape and fault rates of one run (drawn from the seed).
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    nodes: u64,
+    groups: u32,
+    steps: u64,
+    p_drop: f64,
+    p_dup: f64,
+    max_delay: u64,
+    p_crash: f64,
+    p_cut: f64,
+    p_heal: f64,
+    p_disk_fault: f64,
+    p_propose: f64,
+    p_sync: f64,
+}
+
+impl Params {
+    fn draw(rng: &mut StdRng) -> Params {
+        Params {
+            nodes: if rng.gen_bool(0.8) { 3 } else { 5 },
+            groups: rng.gen_range(2..=8),
+            steps: 1500,
+            p_drop: rng.gen_range(0.0..0.2),
+            p_dup: rng.gen_range(0.0..0.1),
+            max_delay: rng.gen_range(0..4),
+            p_crash: rng.gen_range(0.0..0.004),
+            p_cut: rng.gen_range(0.0..0.005),
+            p_heal: 0.02,
+            p_disk_fault: rng.gen_range(0.0..0.002),
+            p_propose: rng.gen_range(0.2..1.0),
+            p_sync: rng.gen_range(0.5..1.0),
+        }
+    }
+}
+
+struct Node {
+    id: NodeId,
+    driver: Option<Driver<MemLog>>,
+    disks: BTreeMap<GroupId, Rc<RefCell<MemDisk>>>,
+    down_until: u64,
+    incarnation: u64,
+    /// This incarnation's high watermark per group, and how far its log was checked.
+    hw: BTreeMap<GroupId, Offset>,
+    verified: BTreeMap<GroupId, usize>,
+    unsynced: VecDeque<ReadyRound>,
+}
+
+struct Flight {
+    at: u64,
+    from: NodeId,
+    to: NodeId,
+    bytes: Bytes,
+}
+
+struct Proposal {
+    group: GroupId,
+    id: u64,
+    handle: ProposalHandle,
+}
+
+struct World {
+    seed: u64,
+    rng: StdRng,
+    p: Params,
+    nodes: Vec<Node>,
+    groups: Vec<GroupId>,
+    now: u64,
+    net: Vec<Flight>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// The committed history of each group as observed so far: batches by base offset.
+    canon: BTreeMap<GroupId, Vec<(Offset, Bytes)>>,
+    leaders: BTreeMap<(GroupId, Term), NodeId>,
+    proposals: Vec<Proposal>,
+    acked: BTreeMap<GroupId, Vec<(u64, Offset)>>,
+    next_id: u64,
+    stats: Stats,
+}
+
+/// What a run exercised (printed, and checked to be non-trivial over many seeds).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    crashes: u64,
+    disk_faults: u64,
+    cuts: u64,
+    terms: u64,
+    failed_proposals: u64,
+    truncated_on_crash: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.crashes += o.crashes;
+        self.disk_faults += o.disk_faults;
+        self.cuts += o.cuts;
+        self.terms += o.terms;
+        self.failed_proposals += o.failed_proposals;
+        self.truncated_on_crash += o.truncated_on_crash;
+    }
+}
+
+const WINDOW: usize = 4096;
+
+fn voters(n: u64) -> Vec<u64> {
+    (1..=n).collect()
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let p = Params::draw(&mut rng);
+        World::with(seed, rng, p)
+    }
+
+    fn with(seed: u64, rng: StdRng, p: Params) -> World {
+        let groups: Vec<GroupId> =
+            std::iter::once(GroupId::METADATA).chain((0..p.groups - 1).map(|i| GroupId::partition(1, i))).collect();
+        let mut w = World {
+            seed,
+            rng,
+            p,
+            nodes: Vec::new(),
+            groups,
+            now: 0,
+            net: Vec::new(),
+            cut: BTreeSet::new(),
+            canon: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            proposals: Vec::new(),
+            acked: BTreeMap::new(),
+            next_id: 1,
+            stats: Stats::default(),
+        };
+        for i in 1..=p.nodes {
+            w.nodes.push(Node {
+                id: NodeId(i),
+                driver: None,
+                disks: BTreeMap::new(),
+                down_until: 0,
+                incarnation: 0,
+                hw: BTreeMap::new(),
+                verified: BTreeMap::new(),
+                unsynced: VecDeque::new(),
+            });
+            w.create(usize::try_from(i - 1).expect("small"));
+        }
+        w
+    }
+
+    fn driver_config(&self, n: &Node) -> DriverConfig {
+        DriverConfig { seed: self.seed ^ (n.id.0 << 48) ^ (n.incarnation << 32), ..DriverConfig::default() }
+    }
+
+    /// A brand-new broker: empty logs, every group with all brokers as voters.
+    fn create(&mut self, i: usize) {
+        let cfg = self.driver_config(&self.nodes[i]);
+        let n = &mut self.nodes[i];
+        let mut d = Driver::new(n.id, cfg, logger::logger());
+        for &g in &self.groups {
+            let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+            let store = GroupStore::create(MemLog(disk.clone()), voters(self.p.nodes), Offset(0), WINDOW);
+            disk.borrow_mut().sync().expect("no fault armed");
+            d.add_group(g, store).expect("a new group");
+            n.disks.insert(g, disk);
+        }
+        n.driver = Some(d);
+    }
+
+    /// Reopens a broker from its disks.
+    fn restart(&mut self, i: usize) {
+        self.nodes[i].incarnation += 1;
+        let cfg = self.driver_config(&self.nodes[i]);
+        let n = &mut self.nodes[i];
+        let mut d = Driver::new(n.id, cfg, logger::logger());
+        for (&g, disk) in &n.disks {
+            let rec = disk.borrow().recover();
+            let store =
+                GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, WINDOW).expect("memory logs do not fail");
+            d.add_group(g, store).expect("a reopened group");
+        }
+        n.driver = Some(d);
+        n.hw.clear();
+        n.verified.clear();
+    }
+
+    fn crash(&mut self, i: usize) {
+        let down = self.rng.gen_range(20..150);
+        let keeps: Vec<(usize, bool)> =
+            self.nodes[i].disks.keys().map(|_| (self.rng.gen_range(0..3), self.rng.gen_bool(0.5))).collect();
+        self.stats.crashes += 1;
+        let n = &mut self.nodes[i];
+        n.driver = None;
+        n.unsynced.clear();
+        for (disk, (keep, keep_state)) in n.disks.values().zip(keeps) {
+            let before = disk.borrow().batches().len();
+            disk.borrow_mut().crash(keep, keep_state);
+            self.stats.truncated_on_crash += u64::from(disk.borrow().batches().len() < before);
+        }
+        n.down_until = self.now + down;
+    }
+
+    fn fail(&self, what: String) -> ! {
+        panic!("seed {}: step {}: {what}", self.seed, self.now);
+    }
+
+    fn step(&mut self, faults: bool) {
+        self.now += 1;
+        if faults {
+            self.inject_faults();
+        }
+        self.restart_due();
+        self.deliver();
+        if faults || self.rng.gen_bool(0.3) {
+            self.maybe_propose();
+        }
+        for i in 0..self.nodes.len() {
+            self.run_node(i);
+        }
+        self.poll_proposals();
+    }
+
+    fn inject_faults(&mut self) {
+        let n = self.nodes.len();
+        for i in 0..n {
+            if self.nodes[i].driver.is_some() && self.rng.gen_bool(self.p.p_crash) {
+                self.crash(i);
+            }
+            if self.nodes[i].driver.is_some() && self.rng.gen_bool(self.p.p_disk_fault) {
+                let k = self.rng.gen_range(0..self.groups.len());
+                self.nodes[i].disks[&self.groups[k]].borrow_mut().fail_next_sync = true;
+            }
+        }
+        if self.rng.gen_bool(self.p.p_cut) {
+            self.stats.cuts += 1;
+            let a = NodeId(self.rng.gen_range(1..=self.p.nodes));
+            if self.rng.gen_bool(0.5) {
+                for b in 1..=self.p.nodes {
+                    self.cut.insert(pair(a, NodeId(b)));
+                }
+            } else {
+                let b = NodeId(self.rng.gen_range(1..=self.p.nodes));
+                self.cut.insert(pair(a, b));
+            }
+        }
+        if !self.cut.is_empty() && self.rng.gen_bool(self.p.p_heal) {
+            self.cut.clear();
+        }
+    }
+
+    fn restart_due(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].driver.is_none() && self.nodes[i].down_until <= self.now {
+                self.restart(i);
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<Flight>, Vec<Flight>) =
+            std::mem::take(&mut self.net).into_iter().partition(|f| f.at <= now);
+        self.net = later;
+        for f in due {
+            let i = usize::try_from(f.to.0 - 1).expect("small");
+            if self.cut.contains(&pair(f.from, f.to)) {
+                continue;
+            }
+            let Some(d) = self.nodes[i].driver.as_mut() else { continue };
+            let msgs =
+                wire::decode_batch(f.bytes).unwrap_or_else(|e| panic!("seed {}: a batch we encoded: {e}", self.seed));
+            d.receive(f.from, msgs);
+        }
+    }
+
+    fn maybe_propose(&mut self) {
+        if !self.rng.gen_bool(self.p.p_propose) {
+            return;
+        }
+        let g = self.groups[self.rng.gen_range(0..self.groups.len())];
+        let leaders: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))).collect();
+        if leaders.is_empty() {
+            return;
+        }
+        let i = leaders[self.rng.gen_range(0..leaders.len())];
+        self.propose_on(i, g);
+    }
+
+    fn propose_on(&mut self, i: usize, g: GroupId) -> bool {
+        let id = self.next_id;
+        self.next_id += 1;
+        let records = self.rng.gen_range(1..=4);
+        let b = data_batch(id, records);
+        let d = self.nodes[i].driver.as_mut().expect("up");
+        match d.propose(g, b) {
+            Ok(handle) => {
+                self.proposals.push(Proposal { group: g, id, handle });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn run_node(&mut self, i: usize) {
+        if self.nodes[i].driver.is_none() {
+            return;
+        }
+        self.nodes[i].driver.as_mut().expect("up").tick();
+        for _ in 0..4 {
+            let round = self.nodes[i].driver.as_mut().expect("up").collect_ready();
+            if let Some(r) = round {
+                self.nodes[i].unsynced.push_back(r);
+            }
+            if !self.sync_some(i) {
+                return;
+            }
+        }
+        self.drain_events(i);
+        self.send(i);
+    }
+
+    /// Syncs the pending rounds (all, or none this time). False when the broker crashed.
+    fn sync_some(&mut self, i: usize) -> bool {
+        if !self.rng.gen_bool(self.p.p_sync) {
+            return true;
+        }
+        while let Some(r) = self.nodes[i].unsynced.pop_front() {
+            for g in &r.sync {
+                if self.nodes[i].disks[g].borrow_mut().sync().is_err() {
+                    self.stats.disk_faults += 1;
+                    self.crash(i);
+                    return false;
+                }
+            }
+            self.nodes[i].driver.as_mut().expect("up").on_synced(r.id);
+        }
+        true
+    }
+
+    fn drain_events(&mut self, i: usize) {
+        let events = self.nodes[i].driver.as_mut().expect("up").take_events();
+        let me = self.nodes[i].id;
+        for e in events {
+            match e {
+                Event::HighWatermark { group, hw } => self.on_hw(i, group, hw),
+                Event::Leader { group, leader: Some(l), term } => {
+                    if !self.leaders.contains_key(&(group, term)) {
+                        self.stats.terms += 1;
+                    }
+                    let prev = *self.leaders.entry((group, term)).or_insert(l);
+                    if prev != l {
+                        self.fail(format!("{group} term {} has leaders {prev} and {l} (seen by {me})", term.0));
+                    }
+                }
+                Event::Leader { .. } => {}
+                Event::Failed { group, error } => self.fail(format!("{group} failed on {me}: {error}")),
+            }
+        }
+    }
+
+    fn on_hw(&mut self, i: usize, group: GroupId, hw: Offset) {
+        let before = self.nodes[i].hw.get(&group).copied().unwrap_or(Offset(0));
+        if hw < before {
+            self.fail(format!("{group}: hw went back from {before} to {hw} on {}", self.nodes[i].id));
+        }
+        self.nodes[i].hw.insert(group, hw);
+        let from = self.nodes[i].verified.get(&group).copied().unwrap_or(0);
+        let upto = self.check_log(i, group, hw, from);
+        self.nodes[i].verified.insert(group, upto);
+    }
+
+    /// Checks the broker's batches below `hw` (from its `from`th batch) against the committed
+    /// history, extending it. Returns how many batches are checked now.
+    fn check_log(&mut self, i: usize, group: GroupId, hw: Offset, from: usize) -> usize {
+        let disk = self.nodes[i].disks[&group].clone();
+        let disk = disk.borrow();
+        let canon = self.canon.entry(group).or_default();
+        let mut checked = from;
+        for (base, b) in disk.batches().iter().skip(from).take_while(|(base, _)| *base < hw) {
+            let at = canon.partition_point(|c| c.0 < *base);
+            match canon.get(at) {
+                Some((cb, cbytes)) if cb == base && cbytes == b => {}
+                Some((cb, cbytes)) => panic!(
+                    "seed {}: {group}: committed batch at {base} differs on {} (hw {hw}, incarnation {}): has {}, history has {} at {cb}",
+                    self.seed,
+                    self.nodes[i].id,
+                    self.nodes[i].incarnation,
+                    describe(b),
+                    describe(cbytes)
+                ),
+                None => {
+                    let next = canon.last().map_or(Offset(0), |(_, c)| next_offset(c));
+                    assert_eq!(*base, next, "seed {}: {group}: a hole in the committed history", self.seed);
+                    canon.push((*base, b.clone()));
+                }
+            }
+            checked += 1;
+        }
+        let end = disk.batches().get(checked.wrapping_sub(1)).map_or(disk.log_start(), |(_, b)| next_offset(b));
+        if checked > 0 && end != hw {
+            panic!(
+                "seed {}: {group}: hw {hw} is not a batch boundary on {} (ends at {end})",
+                self.seed, self.nodes[i].id
+            );
+        }
+        checked
+    }
+
+    fn send(&mut self, i: usize) {
+        let from = self.nodes[i].id;
+        let out = self.nodes[i].driver.as_mut().expect("up").take_outbox();
+        for b in out {
+            let kept: Vec<_> = b.msgs.into_iter().filter(|_| !self.rng.gen_bool(self.p.p_drop)).collect();
+            let bytes = wire::encode_batch(&kept);
+            let copies = if self.rng.gen_bool(self.p.p_dup) { 2 } else { 1 };
+            for _ in 0..copies {
+                let at = self.now + self.rng.gen_range(0..=self.p.max_delay);
+                self.net.push(Flight { at, from, to: b.to, bytes: bytes.clone() });
+            }
+        }
+    }
+
+    fn poll_proposals(&mut self) {
+        let mut still = Vec::new();
+        for mut p in std::mem::take(&mut self.proposals) {
+            match p.handle.try_recv() {
+                Ok(None) => still.push(p),
+                Ok(Some(Ok(c))) => self.acked.entry(p.group).or_default().push((p.id, c.base)),
+                Ok(Some(Err(_))) | Err(_) => self.stats.failed_proposals += 1,
+            }
+        }
+        self.proposals = still;
+    }
+
+    /// Heals everything and runs without faults until every group commits a new proposal.
+    fn settle(&mut self) {
+        self.cut.clear();
+        for n in &mut self.nodes {
+            n.down_until = self.now;
+            n.disks.values().for_each(|d| d.borrow_mut().fail_next_sync = false);
+        }
+        let mut need: BTreeSet<GroupId> = self.groups.iter().copied().collect();
+        let mut mine: BTreeMap<GroupId, u64> = BTreeMap::new();
+        for _ in 0..4000 {
+            self.step(false);
+            for &g in &need.clone() {
+                let acked =
+                    mine.get(&g).is_some_and(|id| self.acked.get(&g).is_some_and(|a| a.iter().any(|x| x.0 == *id)));
+                if acked {
+                    need.remove(&g);
+                    continue;
+                }
+                let pending = mine.get(&g).is_some_and(|id| self.proposals.iter().any(|p| p.id == *id));
+                if !pending {
+                    if let Some(i) =
+                        (0..self.nodes.len()).find(|&i| self.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g)))
+                    {
+                        let id = self.next_id;
+                        if self.propose_on(i, g) {
+                            mine.insert(g, id);
+                        }
+                    }
+                }
+            }
+            if need.is_empty() && self.converged() {
+                return;
+            }
+        }
+        self.fail(format!(
+            "no progress after healing: groups {need:?} never committed a new proposal (or brokers never converged)"
+        ));
+    }
+
+    fn converged(&self) -> bool {
+        self.nodes.iter().all(|n| n.driver.is_some())
+            && self.groups.iter().all(|g| {
+                let hws: BTreeSet<Offset> =
+                    self.nodes.iter().filter_map(|n| n.driver.as_ref()?.high_watermark(*g)).collect();
+                let ends: BTreeSet<Offset> = self.nodes.iter().map(|n| log_end(&n.disks[g].borrow())).collect();
+                hws.len() == 1 && ends.len() == 1 && hws == ends
+            })
+    }
+
+    /// Every broker's log holds every acknowledged proposal once, where it was acknowledged,
+    /// and no proposal twice; every batch matches the committed history.
+    fn final_check(&mut self) {
+        for i in 0..self.nodes.len() {
+            for g in self.groups.clone() {
+                let hw = self.nodes[i].driver.as_ref().and_then(|d| d.high_watermark(g)).expect("up after settle");
+                self.check_log(i, g, hw, 0);
+            }
+        }
+        for n in &self.nodes {
+            for (g, disk) in &n.disks {
+                let disk = disk.borrow();
+                assert_eq!(disk.log_start(), Offset(0), "seed {}: no snapshot is expected here", self.seed);
+                let mut seen: BTreeMap<u64, Offset> = BTreeMap::new();
+                for (base, b) in disk.batches() {
+                    let Some(id) = payload_id(b) else { continue };
+                    if let Some(prev) = seen.insert(id, *base) {
+                        panic!("seed {}: {g}: proposal {id} twice on {} (at {prev} and {base})", self.seed, n.id);
+                    }
+                }
+                for (id, base) in self.acked.get(g).into_iter().flatten() {
+                    if seen.get(id) != Some(base) {
+                        panic!(
+                            "seed {}: {g}: acknowledged proposal {id} (at {base}) is at {:?} on {}",
+                            self.seed,
+                            seen.get(id),
+                            n.id
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+    (a.min(b), a.max(b))
+}
+
+fn data_batch(id: u64, records: usize) -> Bytes {
+    let value = id.to_be_bytes();
+    let recs: Vec<_> = (0..records).map(|_| batch::Record { key: None, value: &value }).collect();
+    Bytes::from(batch::build(&recs, 0))
+}
+
+/// The proposal id in a data batch; None for sluice's Raft control batches.
+fn payload_id(b: &Bytes) -> Option<u64> {
+    let h = BatchHeader::parse(b).expect("stored batches parse");
+    if control::is_raft_control(&h, b) {
+        return None;
+    }
+    let recs = batch::records(b).expect("uncompressed");
+    let v = recs.first()?.value?;
+    Some(u64::from_be_bytes(v.try_into().expect("8-byte ids")))
+}
+
+fn describe(b: &Bytes) -> String {
+    let h = BatchHeader::parse(b).expect("stored batches parse");
+    format!(
+        "[epoch {} offsets {}..={} proposal {:?}]",
+        h.partition_leader_epoch,
+        h.base_offset,
+        h.last_offset(),
+        payload_id(b)
+    )
+}
+
+fn next_offset(b: &Bytes) -> Offset {
+    Offset(BatchHeader::parse(b).expect("stored batches parse").last_offset() + 1)
+}
+
+fn log_end(d: &MemDisk) -> Offset {
+    d.batches().last().map_or(d.log_start(), |(_, b)| next_offset(b))
+}
+
+fn run(seed: u64) -> (u64, usize, Stats) {
+    let mut w = World::new(seed);
+    for _ in 0..w.p.steps {
+        w.step(true);
+    }
+    w.settle();
+    w.final_check();
+    let acked = w.acked.values().map(Vec::len).sum();
+    (w.now, acked, w.stats)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+}
+
+#[test]
+fn raft_sim() {
+    let seeds: Vec<u64> = match env_u64("SLUICE_SIM_SEED") {
+        Some(s) => vec![s],
+        None => (0..env_u64("SLUICE_SIM_SEEDS").unwrap_or(150)).collect(),
+    };
+    let started = std::time::Instant::now();
+    let (mut steps, mut acked, mut stats) = (0, 0, Stats::default());
+    for &seed in &seeds {
+        let r = std::panic::catch_unwind(|| run(seed));
+        match r {
+            Ok((s, a, st)) => {
+                steps += s;
+                acked += a;
+                stats += st;
+            }
+            Err(e) => {
+                eprintln!("raft_sim failed at seed {seed}; replay: SLUICE_SIM_SEED={seed} cargo test --release -p sluice-shard --test raft_sim");
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+    eprintln!(
+        "raft_sim: {} seeds, {steps} steps, {acked} acknowledged proposals checked, {stats:?}, {:?}",
+        seeds.len(),
+        started.elapsed()
+    );
+}
+
+/// A group with every voter matched goes quiet (not ticked, no heartbeats: brokers exchange
+/// only empty keepalive batches); a leader's broker dying wakes its groups on the others, which
+/// elect new leaders and commit again.
+#[test]
+fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
+    let p = Params {
+        nodes: 3,
+        groups: 12,
+        steps: 0,
+        p_drop: 0.0,
+        p_dup: 0.0,
+        max_delay: 1,
+        p_crash: 0.0,
+        p_cut: 0.0,
+        p_heal: 0.0,
+        p_disk_fault: 0.0,
+        p_propose: 0.0,
+        p_sync: 1.0,
+    };
+    let mut w = World::with(7, StdRng::seed_from_u64(7), p);
+    w.settle();
+    for _ in 0..200 {
+        w.step(false);
+    }
+    let active: Vec<usize> = w.nodes.iter().map(|n| n.driver.as_ref().expect("up").active_groups()).collect();
+    assert_eq!(active, vec![0, 0, 0], "every idle group is quiet");
+    w.step(false);
+    let idle_msgs: usize = w.net.iter().map(|f| wire::decode_batch(f.bytes.clone()).expect("ours").len()).sum();
+    assert_eq!(idle_msgs, 0, "quiet groups send nothing; brokers exchange empty keepalives only");
+
+    // Kill the broker leading the most groups for longer than the test runs.
+    let leads = |w: &World, i: usize| {
+        w.groups.iter().filter(|&&g| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))).count()
+    };
+    let victim = (0..3).max_by_key(|&i| leads(&w, i)).expect("three brokers");
+    assert!(leads(&w, victim) > 0);
+    w.crash(victim);
+    w.nodes[victim].down_until = u64::MAX;
+    let mut elected = false;
+    for _ in 0..400 {
+        w.step(false);
+        let covered = w
+            .groups
+            .iter()
+            .all(|&g| (0..3).any(|i| i != victim && w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))));
+        if covered {
+            elected = true;
+            break;
+        }
+    }
+    assert!(elected, "every group elected a leader among the surviving brokers");
+    let before = w.acked.values().map(Vec::len).sum::<usize>();
+    for _ in 0..200 {
+        w.step(false);
+        for g in w.groups.clone() {
+            if let Some(i) = (0..3).find(|&i| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))) {
+                w.propose_on(i, g);
+            }
+        }
+    }
+    let after = w.acked.values().map(Vec::len).sum::<usize>();
+    assert!(after >= before + w.groups.len(), "the surviving majority commits in every group");
+}
