@@ -94,6 +94,19 @@ pub struct BrokerConfig {
     /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
     /// Kafka's broker name for it (`log.retention.ms`); a topic's own setting wins.
     pub topic_defaults: BTreeMap<String, toml::Value>,
+    /// Named listeners, Kafka's `listeners` (`NAME://ip:port,...`); empty: one PLAINTEXT
+    /// listener on `listen`. When set, `listen` and `advertised_listen` are not used.
+    pub listeners: String,
+    /// Kafka's `advertised.listeners` (`NAME://host:port,...`); a listener not named here
+    /// advertises its bound address.
+    pub advertised_listeners: String,
+    /// Kafka's `listener.security.protocol.map` (`NAME:PROTOCOL,...`), on top of the default
+    /// that maps PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL to themselves.
+    pub listener_security_protocol_map: String,
+    /// Certificate, key and CA files for SSL and SASL_SSL listeners.
+    pub tls: crate::listeners::TlsConfig,
+    /// SASL mechanisms and PLAIN users for SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: crate::listeners::SaslConfig,
 }
 
 impl Default for BrokerConfig {
@@ -129,6 +142,11 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: crate::limits::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
             transaction_state_num_partitions: crate::limits::DEFAULT_TRANSACTION_STATE_NUM_PARTITIONS,
             topic_defaults: BTreeMap::new(),
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            listener_security_protocol_map: String::new(),
+            tls: Default::default(),
+            sasl: Default::default(),
         }
     }
 }
@@ -313,9 +331,23 @@ impl BrokerConfig {
         }
     }
 
+    /// The listeners, validated (`crate::listeners`).
+    pub fn listener_specs(&self) -> Result<Vec<crate::listeners::ListenerSpec>, ConfigError> {
+        crate::listeners::listener_specs(&crate::listeners::ListenerKeys {
+            listen: &self.listen,
+            advertised_listen: self.advertised()?,
+            listeners: &self.listeners,
+            advertised_listeners: &self.advertised_listeners,
+            listener_security_protocol_map: &self.listener_security_protocol_map,
+            tls: &self.tls,
+            sasl: &self.sasl,
+        })
+    }
+
     /// Checks every field against its allowed range. `available_cores` bounds `cores`.
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.listener_specs()?;
         self.metrics_addr()?;
         self.advertised()?;
         if let Some(c) = self.cores {

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod ids;
 pub mod limits;
+pub mod listeners;
 pub mod topic_config;
 
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId, TopicPartition};

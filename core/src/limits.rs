@@ -385,3 +385,40 @@ const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "ti
 // A key map holds at least the keys of one largest batch, so every pass makes progress.
 const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
 const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);
+
+// --- Security (issue #24): listeners, TLS, SASL -------------------------------------------
+
+/// Listeners a broker may have (`listeners`).
+pub const MAX_LISTENERS: usize = 16;
+/// A TLS handshake (and for SASL listeners the SASL exchange) must finish within this, or the
+/// connection is closed: a client that sends garbage or nothing holds a shard's memory at most
+/// this long.
+pub const SECURITY_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Largest SaslHandshake/SaslAuthenticate request accepted before authentication (a SCRAM
+/// client-first or client-final message, a PLAIN token): anything larger closes the connection.
+pub const MAX_SASL_REQUEST_BYTES: usize = 64 * 1024;
+/// Longest user name and password accepted in PLAIN and SCRAM messages.
+pub const MAX_SASL_NAME_BYTES: usize = 1024;
+/// SCRAM iterations: Kafka's minimum (4096) and the most we accept to compute (a client-set
+/// count is never used: the stored one is).
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+pub const MAX_SCRAM_ITERATIONS: u32 = 16384;
+/// Iterations used when `sluice user add` stores a credential without a count.
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+/// Bytes of random salt stored per SCRAM credential.
+pub const SCRAM_SALT_BYTES: usize = 16;
+/// Bytes of random server nonce added to the client's.
+pub const SCRAM_NONCE_BYTES: usize = 24;
+/// SCRAM users the broker stores at most.
+pub const MAX_SCRAM_USERS: usize = 10_000;
+/// How often a shard checks whether the TLS certificate, key or CA files changed (their
+/// modification times), when it accepts a TLS connection; a change is loaded for the next
+/// handshakes.
+pub const TLS_RELOAD_CHECK_MS: u64 = 1_000;
+/// Largest PEM file (certificate chain, key or CA bundle) read.
+pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+
+const _: () = assert!(MAX_SASL_REQUEST_BYTES <= MAX_REQUEST_BYTES && MAX_SASL_NAME_BYTES < MAX_SASL_REQUEST_BYTES);
+const _: () =
+    assert!(MIN_SCRAM_ITERATIONS <= DEFAULT_SCRAM_ITERATIONS && DEFAULT_SCRAM_ITERATIONS <= MAX_SCRAM_ITERATIONS);
+const _: () = assert!(SCRAM_SALT_BYTES >= 16 && SCRAM_NONCE_BYTES >= 16);

@@ -90,6 +90,30 @@ pub fn txn_code(e: &TxnError, fenced_code: bool) -> i16 {
     k.code()
 }
 
+/// Kafka error code and message for a refused SASL request.
+pub fn sasl_code(e: &crate::auth::SaslRefusal) -> (i16, String) {
+    use crate::auth::SaslRefusal;
+    match e {
+        SaslRefusal::Unsupported => (K::UnsupportedSaslMechanism.code(), "unsupported SASL mechanism".into()),
+        SaslRefusal::IllegalState(why) => (K::IllegalSaslState.code(), (*why).to_string()),
+        // The client learns only that authentication failed (Kafka's wording), not why.
+        SaslRefusal::Failed(_) => {
+            (K::SaslAuthenticationFailed.code(), "Authentication failed: Invalid username or password".into())
+        }
+    }
+}
+
+/// Kafka error code for a refused SCRAM credential change.
+pub fn scram_store_code(e: &crate::auth::store::StoreError) -> i16 {
+    use crate::auth::store::StoreError;
+    let k = match e {
+        StoreError::NotFound => K::ResourceNotFound,
+        StoreError::Iterations(_) | StoreError::EmptyName | StoreError::TooManyUsers => K::UnacceptableCredential,
+        StoreError::Write { .. } | StoreError::Read { .. } | StoreError::Malformed { .. } => K::KafkaStorageError,
+    };
+    k.code()
+}
+
 /// The code of a transaction result (0 for success).
 pub fn txn_result_code<T>(r: &Result<T, TxnError>, fenced_code: bool) -> i16 {
     r.as_ref().err().map(|e| txn_code(e, fenced_code)).unwrap_or(0)

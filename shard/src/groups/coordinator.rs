@@ -15,10 +15,10 @@ use super::{
     EachResult, GroupCall, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberRef,
     OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
+use crate::internal::append_internal;
 use crate::msg::Call;
 use crate::shard::Shard;
-use sluice_core::batch::{self, Record};
-use sluice_core::{PartitionId, ShardId, TopicPartition};
+use sluice_core::{PartitionId, ShardId};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -295,17 +295,8 @@ impl Coordinator {
 
 /// Appends records to the group's offsets partition and waits until they are durable.
 async fn write(shard: &Shard, group_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), GroupError> {
-    let partitions = shard.metadata().topics.get(OFFSETS_TOPIC).map(|t| t.shards.len()).unwrap_or(0);
-    if partitions == 0 {
-        return Err(GroupError::CoordinatorNotAvailable);
-    }
-    let tp = TopicPartition::new(OFFSETS_TOPIC, super::offsets_partition(group_id, partitions));
-    let log = shard.log(&tp).ok_or(GroupError::CoordinatorNotAvailable)?;
-    let recs: Vec<Record<'_>> = records.iter().map(|(k, v)| Record { key: Some(k), value: v }).collect();
-    let bytes = batch::build(&recs, now_ms());
-    let header = batch::validate(&bytes).map_err(|e| GroupError::Storage(e.to_string()))?;
-    let info = log.append(&bytes, &header, None).map_err(|e| GroupError::Storage(e.to_string()))?;
-    log.wait_durable(&info).await.map_err(|e| GroupError::Storage(e.to_string()))
+    let partition = |partitions| super::offsets_partition(group_id, partitions);
+    Ok(append_internal(shard, OFFSETS_TOPIC, partition, &records).await?)
 }
 
 /// Runs the coordinator's periodic sweep until the shard stops.

@@ -273,7 +273,8 @@ pub fn java_hash(s: &str) -> i32 {
 
 /// The `__consumer_offsets` partition of a group.
 pub fn offsets_partition(group_id: &str, partitions: usize) -> i32 {
-    ((java_hash(group_id) & 0x7fff_ffff) as usize % partitions.max(1)) as i32
+    let hash = usize::try_from(java_hash(group_id) & 0x7fff_ffff).expect("masked to non-negative");
+    i32::try_from(hash % partitions.max(1)).expect("a partition index is below the partition count, an i32")
 }
 
 /// The shard coordinating a group, if the offsets topic exists.
@@ -313,7 +314,7 @@ async fn on_shard<O: Operation<GroupCall>>(shard: &Rc<Shard>, owner: ShardId, op
 pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
     let mut all = Vec::new();
     for s in 0..shard.n_shards {
-        if let Ok(l) = on_shard(shard, ShardId(s as u16), ListRequest).await {
+        if let Ok(l) = on_shard(shard, crate::shard::shard_id(s), ListRequest).await {
             all.extend(l);
         }
     }
