@@ -159,9 +159,12 @@ def test_java_members_split_partitions_and_a_killed_one_is_replaced(kbroker, tmp
         wait_until(lambda: victim.values(), WAIT, what="the victim consuming")
         lost = owned[0]
         victim.kill()
+        killed_at = time.monotonic()
         second = produce(kbroker.bootstrap, topic, n, 50, "two")
         # After the session timeout the victim's partitions go to the survivors.
         wait_split(survivors, n)
+        print(f"partitions of the killed member owned by the survivors {time.monotonic() - killed_at:.1f} s "
+              f"after SIGKILL (session timeout 6 s, heartbeat interval 0.5 s)")
         assert all(any(p in s.ever_assigned() for s in survivors) for p in lost), \
             "\n".join(m.explain() for m in members)
         ends = {p: 100 for p in range(n)}

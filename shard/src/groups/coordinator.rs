@@ -45,6 +45,11 @@ fn limits(shard: &Shard) -> Limits {
     }
 }
 
+/// Members of a KIP-848 group (0 for a classic group).
+fn consumer_members(g: &super::group::Group) -> usize {
+    g.consumer.as_ref().map_or(0, |c| c.members.len())
+}
+
 fn consumer_settings(shard: &Shard) -> consumer::Settings {
     let c = &shard.config;
     consumer::Settings {
@@ -243,7 +248,7 @@ impl Coordinator {
     /// (groups, members) coordinated here.
     pub fn counts(&self) -> (u64, u64) {
         let g = self.groups.borrow();
-        (g.len() as u64, g.values().map(|g| g.members.len() as u64).sum())
+        (g.len() as u64, g.values().map(|g| (g.members.len() + consumer_members(g)) as u64).sum())
     }
 
     /// Replays one `__consumer_offsets` partition into memory (when the shard opens it).

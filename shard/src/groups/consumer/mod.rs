@@ -494,13 +494,13 @@ pub(crate) fn heartbeat(
     let regex = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()).map(compile).transpose()?;
     let epoch = MemberEpoch(req.member_epoch);
     let g = group_of(groups, &req.group_id, epoch == MemberEpoch::JOIN)?;
-    let before = record::encode(g);
+    let before = record::fingerprint(g, &req.member_id);
     let response = match epoch {
         MemberEpoch::LEAVE | MemberEpoch::LEAVE_STATIC => g.leave(&req)?,
         _ => g.beat(req, regex, new_id, now, topics, s)?,
     };
     g.check_invariants();
-    let changed = record::encode(g) != before;
+    let changed = record::fingerprint(g, &response.member_id) != before;
     Ok(Beat { response, changed })
 }
 

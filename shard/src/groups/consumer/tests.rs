@@ -447,3 +447,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn classic_apis_see_a_consumer_group_as_kafka_does() {
+    use crate::groups::group::{Limits, Step};
+    use crate::groups::{table, JoinRequest};
+    let (mut gs, now, t) = (Groups::new(), Instant::now(), topics(&[("a", 1)]));
+    hb(&mut gs, join_req("m1", &["a"]), now, &t).unwrap();
+    let listed = table::list(&gs);
+    assert_eq!(
+        (listed[0].group_type, listed[0].protocol_type.as_str(), listed[0].state),
+        ("consumer", "consumer", "Stable")
+    );
+    assert!(table::describe(&gs, G).is_none(), "DescribeGroups: not a classic group");
+    assert!(describe(&gs, G).is_ok());
+    let join = JoinRequest {
+        group_id: G.into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        member_id: String::new(),
+        group_instance_id: None,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), bytes::Bytes::new())],
+        client_id: "c".into(),
+        client_host: "h".into(),
+        require_known_member_id: false,
+    };
+    let limits = Limits { initial_delay: Duration::ZERO, min_session: 1, max_session: 100_000 };
+    let step = table::join(&mut gs, join.clone(), "classic-1".into(), now, &limits);
+    assert!(matches!(step, Step::Now(Err(GroupError::InconsistentGroupProtocol))));
+    // A heartbeat of the KIP-848 protocol on a classic group with members: not a consumer group.
+    hb(&mut gs, beat_req("m1", -1, None), now, &t).unwrap();
+    let _ = table::join(&mut gs, join, "classic-1".into(), now, &limits);
+    assert!(gs[G].consumer.is_none(), "an empty consumer group became classic");
+    assert_eq!(hb(&mut gs, join_req("m2", &["a"]), now, &t), Err(GroupError::GroupIdNotFound));
+    assert_eq!(describe(&gs, G).map(|_| ()), Err(GroupError::GroupIdNotFound));
+}
