@@ -49,8 +49,12 @@ fn run_inner(data_dir: &Path, action: UserAction) -> Result<String, String> {
             let password = read_password()?;
             let mut salt = vec![0u8; SCRAM_SALT_BYTES];
             getrandom::getrandom(&mut salt).map_err(|e| format!("no random source: {e}"))?;
-            let credential =
-                Credential::from_password(hash, password.as_bytes(), salt, iterations.unwrap_or(DEFAULT_SCRAM_ITERATIONS));
+            let credential = Credential::from_password(
+                hash,
+                password.as_bytes(),
+                salt,
+                iterations.unwrap_or(DEFAULT_SCRAM_ITERATIONS),
+            );
             store.apply(vec![Change::Upsert { user: name.clone(), hash, credential }]).map_err(|e| e.to_string())?;
             Ok(format!("added {mechanism} credentials for {name}"))
         }
