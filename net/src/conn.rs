@@ -1,6 +1,12 @@
 //! One client connection: read frames, dispatch in order, write responses in order.
 //!
-//! Contract: a connection lives on the shard that accepted it. The reader decodes a frame,
+//! Contract: a connection lives on the shard that accepted it, which also runs its TLS
+//! handshake and encryption (TLS listeners: `tls.rs`) and SASL exchange (`auth`). Plaintext
+//! answers go out with vectored sends of their parts (`send.rs`); TLS answers through the TLS
+//! stream. Before SASL authentication only ApiVersions, SaslHandshake and SaslAuthenticate
+//! frames of at most `MAX_SASL_REQUEST_BYTES` are served, each within
+//! `SECURITY_HANDSHAKE_TIMEOUT_MS`; anything else, or a failed authentication (once its answer
+//! is written), closes the connection. The reader decodes a frame,
 //! runs the handler's first phase to completion (so work is issued in request order), and
 //! starts the second phase as its own task, except a Fetch's, which the writer runs when it
 //! gets to it (so a connection runs one fetch at a time: its reads in flight and its answer
