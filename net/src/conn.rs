@@ -217,6 +217,8 @@ enum ConnError {
     SlowBody(i32),
     #[error("{0:?} request (key {1}) before SASL authentication")]
     Unauthenticated(Option<ApiKey>, i16),
+    #[error("the SASL session expired without re-authentication (connections_max_reauth_ms)")]
+    SessionExpired,
     #[error("a {0}-byte request before SASL authentication (at most {MAX_SASL_REQUEST_BYTES})")]
     UnauthenticatedTooLarge(usize),
 }
@@ -268,6 +270,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if !authenticated && !allowed_before_authentication(prefix.api_key) {
             return Err(ConnError::Unauthenticated(spec.map(|s| s.key), prefix.api_key));
         }
+        if ctx.session.borrow().expired(received) && !is_sasl(prefix.api_key) {
+            return Err(ConnError::SessionExpired);
+        }
         // `frame` is moved into the first phase, so the reader keeps none of it past it.
         let reply = first_phase(ctx, spec, prefix, frame, peer).await?;
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
@@ -292,7 +297,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// What a SASL listener answers before authentication (Kafka's SaslServerAuthenticator):
 /// anything else closes the connection.
 fn allowed_before_authentication(api_key: i16) -> bool {
-    [ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate].iter().any(|k| *k as i16 == api_key)
+    api_key == ApiKey::ApiVersions as i16 || is_sasl(api_key)
+}
+
+/// Whether a request is part of a SASL exchange (re-authentication, KIP-368).
+fn is_sasl(api_key: i16) -> bool {
+    api_key == ApiKey::SaslHandshake as i16 || api_key == ApiKey::SaslAuthenticate as i16
 }
 
 /// Reads the next frame's size prefix; `Ok(None)` when the connection ends at this frame
