@@ -38,6 +38,14 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// Largest session timeout a member may ask for (`group.max.session.timeout.ms`).
     pub group_max_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: a member silent this long is removed
+    /// (`group.consumer.session.timeout.ms`).
+    pub group_consumer_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: the heartbeat interval given to members
+    /// (`group.consumer.heartbeat.interval.ms`); below the session timeout.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// KIP-848 consumer groups: members a group may have (`group.consumer.max.size`).
+    pub group_consumer_max_size: usize,
     /// Committed offsets of a group without members expire after this (`offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
@@ -118,6 +126,9 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            group_consumer_session_timeout_ms: crate::limits::DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS,
+            group_consumer_heartbeat_interval_ms: crate::limits::DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+            group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             log_retention_check_interval_ms: 300_000,
@@ -180,6 +191,40 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// The KIP-848 settings: heartbeat interval below the session timeout, both within
+    /// `limits`, and a group size between 1 and `MAX_CONSUMER_GROUP_MEMBERS`.
+    fn validate_consumer_groups(&self) -> Result<(), ConfigError> {
+        use crate::limits::{
+            MAX_CONSUMER_GROUP_MEMBERS, MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS, MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+        };
+        let session = self.group_consumer_session_timeout_ms;
+        if !(1..=MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS).contains(&session) {
+            return Err(ConfigError::Invalid {
+                key: "group_consumer_session_timeout_ms",
+                value: session.to_string(),
+                expected: format!("between 1 and {MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS}"),
+            });
+        }
+        let hb = self.group_consumer_heartbeat_interval_ms;
+        if hb < MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS || hb >= session {
+            return Err(ConfigError::Invalid {
+                key: "group_consumer_heartbeat_interval_ms",
+                value: hb.to_string(),
+                expected: format!(
+                    "at least {MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS} and below group_consumer_session_timeout_ms ({session})"
+                ),
+            });
+        }
+        if !(1..=MAX_CONSUMER_GROUP_MEMBERS).contains(&self.group_consumer_max_size) {
+            return Err(ConfigError::Invalid {
+                key: "group_consumer_max_size",
+                value: self.group_consumer_max_size.to_string(),
+                expected: format!("between 1 and {MAX_CONSUMER_GROUP_MEMBERS}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Each shard's read cache with `shards` shards: `read_cache_bytes_per_shard` when set,
     /// else `READ_CACHE_MEMORY_PERCENT` of the host's memory (MemTotal in /proc/meminfo)
     /// divided among the shards, within `MIN_READ_CACHE_BYTES_PER_SHARD` and
@@ -393,6 +438,7 @@ impl BrokerConfig {
                 expected: format!("between 1 and group_max_session_timeout_ms ({})", self.group_max_session_timeout_ms),
             });
         }
+        self.validate_consumer_groups()?;
         if self.group_initial_rebalance_delay_ms > 300_000 {
             return Err(ConfigError::Invalid {
                 key: "group_initial_rebalance_delay_ms",
@@ -481,6 +527,26 @@ mod tests {
             ..BrokerConfig::default()
         };
         c.validate(2).unwrap();
+    }
+
+    #[test]
+    fn consumer_group_settings_are_checked() {
+        let ok = BrokerConfig {
+            group_consumer_session_timeout_ms: 6000,
+            group_consumer_heartbeat_interval_ms: 500,
+            ..BrokerConfig::default()
+        };
+        ok.validate(2).unwrap();
+        let bad = [
+            BrokerConfig { group_consumer_session_timeout_ms: 0, ..ok.clone() },
+            BrokerConfig { group_consumer_heartbeat_interval_ms: 6000, ..ok.clone() },
+            BrokerConfig { group_consumer_heartbeat_interval_ms: 99, ..ok.clone() },
+            BrokerConfig { group_consumer_max_size: 0, ..ok.clone() },
+            BrokerConfig { group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS + 1, ..ok.clone() },
+        ];
+        for c in bad {
+            assert!(c.validate(2).unwrap_err().to_string().contains("group_consumer_"), "{c:?}");
+        }
     }
 
     #[test]

@@ -189,6 +189,22 @@ pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
 /// How often each shard removes committed offsets older than `offsets_retention_minutes`.
 pub const OFFSETS_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Bytes read at a time when a shard replays a `__consumer_offsets` partition at open.
+/// KIP-848 consumer groups (Kafka's defaults): `group.consumer.session.timeout.ms` 45 s,
+/// `group.consumer.heartbeat.interval.ms` 5 s; the largest session timeout accepted (Kafka's
+/// `group.consumer.max.session.timeout.ms` default, 60 s, widened to 30 min as for classic
+/// groups) and the smallest heartbeat interval (Kafka's minimum, 1 s, lowered to 100 ms so
+/// tests can run short rebalances).
+pub const DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 45_000;
+pub const DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 5_000;
+pub const MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 1_800_000;
+pub const MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 100;
+/// Members of one KIP-848 consumer group (the default and the largest `group_consumer_max_size`):
+/// each heartbeat's reconciliation walks every member's partitions.
+pub const MAX_CONSUMER_GROUP_MEMBERS: usize = 1_000;
+/// Longest KIP-848 subscription regex accepted (bytes), and the compiled size cap handed to
+/// the `regex` crate, so one heartbeat cannot make the broker build a huge automaton.
+pub const MAX_SUBSCRIPTION_REGEX_BYTES: usize = 4096;
+pub const MAX_SUBSCRIPTION_REGEX_COMPILED_BYTES: usize = 1 << 20;
 pub const OFFSETS_LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
 /// How often each shard's transaction coordinator aborts timed-out transactions, completes
 /// unfinished ones and expires idle transactional ids (Kafka's
@@ -334,6 +350,11 @@ const _: () = assert!(GROUP_SWEEP_INTERVAL_MS >= 1 && GROUP_SWEEP_INTERVAL_MS < 
 const _: () = assert!(
     OFFSETS_EXPIRY_CHECK_INTERVAL_MS <= MIN_OFFSETS_RETENTION_MINUTES * 60_000,
     "expired offsets are removed at least once per shortest retention"
+);
+const _: () = assert!(
+    MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS
+        && DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+        && DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS <= MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS
 );
 const _: () = assert!(OFFSETS_LOAD_READ_BYTES >= MAX_BATCH_BYTES, "a replay read returns at least one whole batch");
 const _: () = assert!(MIN_TIMER_INTERVAL_MS >= 1 && SHARD_BARRIER_POLL_MS >= 1 && SHUTDOWN_POLL_MS >= 1);

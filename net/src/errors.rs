@@ -59,6 +59,13 @@ pub fn group_code(e: &GroupError) -> i16 {
         GroupError::InvalidGroupId => K::InvalidGroupId,
         // A commit that could not be made durable is retriable for clients.
         GroupError::Storage(_) => K::CoordinatorNotAvailable,
+        GroupError::FencedMemberEpoch => K::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => K::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId => K::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor(_) => K::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression(_) => K::InvalidRegularExpression,
+        GroupError::GroupMaxSizeReached => K::GroupMaxSizeReached,
+        GroupError::InvalidRequest(_) => K::InvalidRequest,
     };
     k.code()
 }

@@ -12,6 +12,8 @@ pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -39,6 +41,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod per_partition;
 pub mod produce;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
@@ -120,6 +123,8 @@ pub const APIS: &[ApiSpec] = &[
     txn_offset_commit::SPEC,
     describe_transactions::SPEC,
     list_transactions::SPEC,
+    consumer_group_heartbeat::SPEC,
+    consumer_group_describe::SPEC,
     sasl_handshake::SPEC,
     sasl_authenticate::SPEC,
     describe_user_scram_credentials::SPEC,
