@@ -107,6 +107,10 @@ pub struct BrokerConfig {
     pub tls: crate::listeners::TlsConfig,
     /// SASL mechanisms and PLAIN users for SASL_PLAINTEXT and SASL_SSL listeners.
     pub sasl: crate::listeners::SaslConfig,
+    /// A SASL session lasts this long; the client must re-authenticate before (KIP-368), or
+    /// its connection is closed at its next request (Kafka's `connections.max.reauth.ms`;
+    /// 0: sessions never expire).
+    pub connections_max_reauth_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -147,6 +151,7 @@ impl Default for BrokerConfig {
             listener_security_protocol_map: String::new(),
             tls: Default::default(),
             sasl: Default::default(),
+            connections_max_reauth_ms: 0,
         }
     }
 }
@@ -348,6 +353,13 @@ impl BrokerConfig {
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.listener_specs()?;
+        if self.connections_max_reauth_ms > crate::limits::MAX_REAUTH_MS {
+            return Err(ConfigError::Invalid {
+                key: "connections_max_reauth_ms",
+                value: self.connections_max_reauth_ms.to_string(),
+                expected: format!("between 0 and {}", crate::limits::MAX_REAUTH_MS),
+            });
+        }
         self.metrics_addr()?;
         self.advertised()?;
         if let Some(c) = self.cores {

@@ -448,6 +448,8 @@ pub const MAX_SCRAM_USERS: usize = 10_000;
 /// modification times), when it accepts a TLS connection; a change is loaded for the next
 /// handshakes.
 pub const TLS_RELOAD_CHECK_MS: u64 = 1_000;
+/// Largest `connections_max_reauth_ms` (it travels as an i64, and a week is plenty).
+pub const MAX_REAUTH_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Largest PEM file (certificate chain, key or CA bundle) read.
 pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
 

@@ -1,6 +1,12 @@
 //! One client connection: read frames, dispatch in order, write responses in order.
 //!
-//! Contract: a connection lives on the shard that accepted it. The reader decodes a frame,
+//! Contract: a connection lives on the shard that accepted it, which also runs its TLS
+//! handshake and encryption (TLS listeners: `tls.rs`) and SASL exchange (`auth`). Plaintext
+//! answers go out with vectored sends of their parts (`send.rs`); TLS answers through the TLS
+//! stream. Before SASL authentication only ApiVersions, SaslHandshake and SaslAuthenticate
+//! frames of at most `MAX_SASL_REQUEST_BYTES` are served, each within
+//! `SECURITY_HANDSHAKE_TIMEOUT_MS`; anything else, or a failed authentication (once its answer
+//! is written), closes the connection. The reader decodes a frame,
 //! runs the handler's first phase to completion (so work is issued in request order), and
 //! starts the second phase as its own task, except a Fetch's, which the writer runs when it
 //! gets to it (so a connection runs one fetch at a time: its reads in flight and its answer
@@ -211,6 +217,8 @@ enum ConnError {
     SlowBody(i32),
     #[error("{0:?} request (key {1}) before SASL authentication")]
     Unauthenticated(Option<ApiKey>, i16),
+    #[error("the SASL session expired without re-authentication (connections_max_reauth_ms)")]
+    SessionExpired,
     #[error("a {0}-byte request before SASL authentication (at most {MAX_SASL_REQUEST_BYTES})")]
     UnauthenticatedTooLarge(usize),
 }
@@ -262,6 +270,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if !authenticated && !allowed_before_authentication(prefix.api_key) {
             return Err(ConnError::Unauthenticated(spec.map(|s| s.key), prefix.api_key));
         }
+        if ctx.session.borrow().expired(received) && !is_sasl(prefix.api_key) {
+            return Err(ConnError::SessionExpired);
+        }
         // `frame` is moved into the first phase, so the reader keeps none of it past it.
         let reply = first_phase(ctx, spec, prefix, frame, peer).await?;
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
@@ -286,7 +297,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// What a SASL listener answers before authentication (Kafka's SaslServerAuthenticator):
 /// anything else closes the connection.
 fn allowed_before_authentication(api_key: i16) -> bool {
-    [ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate].iter().any(|k| *k as i16 == api_key)
+    api_key == ApiKey::ApiVersions as i16 || is_sasl(api_key)
+}
+
+/// Whether a request is part of a SASL exchange (re-authentication, KIP-368).
+fn is_sasl(api_key: i16) -> bool {
+    api_key == ApiKey::SaslHandshake as i16 || api_key == ApiKey::SaslAuthenticate as i16
 }
 
 /// Reads the next frame's size prefix; `Ok(None)` when the connection ends at this frame

@@ -374,3 +374,43 @@ def test_java_admin_manages_scram_users(broker_factory, tmp_path, certs):
     res = java_tool("org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", lst["SASL_PLAINTEXT"],
                     "--topic", unique_topic("carol"), "--command-config", str(p), input=b"hello\n")
     assert res.returncode == 0, res.stderr.decode()[-3000:]
+
+
+def raw_plain_login(host: str, port: int, user: bytes, password: bytes) -> socket.socket:
+    """A connection authenticated with PLAIN through raw SaslHandshake v1 / SaslAuthenticate v0."""
+    s = socket.create_connection((host, port), timeout=5)
+    mech = b"PLAIN"
+    s.sendall(request_frame(17, 1, 1, body=len(mech).to_bytes(2, "big") + mech))
+    assert recv_frame(s) is not None
+    token = b"\0" + user + b"\0" + password
+    s.sendall(request_frame(36, 0, 2, body=len(token).to_bytes(4, "big") + token))
+    answer = recv_frame(s)
+    assert answer is not None and int.from_bytes(answer[4:6], "big") == 0, answer
+    return s
+
+
+def test_sessions_expire_without_reauthentication_and_clients_reauthenticate(broker_factory, tmp_path, certs):
+    b, lst = start(broker_factory, tmp_path, certs, extra="connections_max_reauth_ms = 2000")
+    host, port = lst["SASL_PLAINTEXT"].rsplit(":", 1)
+    # A client that never re-authenticates: served before the session ends, closed after.
+    s = raw_plain_login(host, int(port), b"alice", b"alice-secret")
+    s.sendall(request_frame(18, 0, 3))
+    assert recv_frame(s) is not None
+    time.sleep(2.5)
+    s.sendall(request_frame(18, 0, 4))
+    assert connection_closed(s, 10), "an expired session was still served"
+    s.close()
+    # librdkafka re-authenticates (KIP-368) on one connection while producing for 6 s.
+    conf = client_conf(lst["SASL_PLAINTEXT"], certs, "SASL_PLAINTEXT", **{
+        "sasl.mechanism": "PLAIN", "sasl.username": "alice", "sasl.password": "alice-secret"})
+    p = Producer(conf)
+    topic = unique_topic("reauth")
+    delivered = []
+    for i in range(20):
+        p.produce(topic, f"v{i}".encode(), on_delivery=lambda err, m: delivered.append(err is None))
+        p.poll(0)
+        time.sleep(0.3)
+    assert p.flush(TIMEOUT) == 0
+    assert len(delivered) == 20 and all(delivered)
+    log = b.stderr_path.read_text(errors="replace")
+    assert "reauthentication=true" in log, "no re-authentication seen in the broker's log"

@@ -3,9 +3,8 @@
 //! Contract: steps the session's state machine (`auth::Session`) with the client's bytes and
 //! answers the server's; a failure is SASL_AUTHENTICATION_FAILED with Kafka's message (never
 //! the reason, which is logged) and the connection closes once the answer is written.
-//! `session_lifetime_ms` is 0: the broker never asks for re-authentication (Kafka's default
-//! `connections.max.reauth.ms` = 0); a client that re-authenticates anyway (KIP-368) may,
-//! with the same user.
+//! `session_lifetime_ms` is `connections_max_reauth_ms` (0 by default, as Kafka's: no
+//! re-authentication asked); a client re-authenticates (KIP-368) with the same user.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -23,11 +22,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: SaslAuthenticateRequest = decode_body(&req)?;
         let result = ctx.session.borrow_mut().authenticate(&ctx.listener.sasl, &body.auth_bytes);
+        let mut lifetime_ms = 0i64;
         let resp = match result {
             Ok(answer) => {
-                if let Some(user) = ctx.session.borrow().principal.as_deref().filter(|_| ctx.session.borrow().authenticated()) {
-                    tracing::debug!(client = ?req.peer, user, "SASL step done");
-                }
+                lifetime_ms = start_session(&ctx, &req);
                 SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(answer))
             }
             Err(e) => {
@@ -38,7 +36,22 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .with_error_message(Some(StrBytes::from_string(message)))
             }
         };
-        Ok(reply_now(respond(&req, &resp.with_session_lifetime_ms(0))))
+        Ok(reply_now(respond(&req, &resp.with_session_lifetime_ms(lifetime_ms))))
     }
     .boxed_local()
+}
+
+/// When an exchange just completed: sets the session's end (`connections_max_reauth_ms`) and
+/// returns its lifetime for the answer (0: none, or the exchange goes on).
+fn start_session(ctx: &Ctx, req: &Request) -> i64 {
+    let mut session = ctx.session.borrow_mut();
+    if !session.completed() {
+        return 0;
+    }
+    let ms = ctx.shard.config.connections_max_reauth_ms;
+    let again = session.expires.is_some();
+    session.expires = (ms > 0).then(|| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+    tracing::info!(client = ?req.peer, listener = %ctx.listener.name, user = session.principal.as_deref().unwrap_or(""), reauthentication = again, "SASL authenticated");
+    // At most MAX_REAUTH_MS (validated), which fits an i64.
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }

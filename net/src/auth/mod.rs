@@ -8,7 +8,9 @@
 //! SaslAuthenticate succeeds; until then only ApiVersions, SaslHandshake and SaslAuthenticate
 //! are served (others close the connection, as Kafka does), and a failed authentication is
 //! answered and then closes the connection. A new SaslHandshake after authentication starts a
-//! re-authentication (KIP-368), which must keep the same user.
+//! re-authentication (KIP-368), which must keep the same user. With `connections_max_reauth_ms`
+//! set, a session expires that long after each authentication: past it, any request but
+//! SaslHandshake/SaslAuthenticate closes the connection (as Kafka).
 //! State machine: Start --Handshake(m)--> Chosen(m) --Authenticate(PLAIN ok)--> Authenticated
 //! Chosen(SCRAM) --Authenticate(client-first)--> ScramFirstSent --Authenticate(final ok)-->
 //! Authenticated; any failure --> Failed (closing). Authenticated --Handshake--> Chosen.
@@ -62,6 +64,8 @@ pub struct Session {
     /// The authenticated user (`None` before authentication on a SASL listener).
     pub principal: Option<String>,
     pub state: SaslState,
+    /// When the SASL session ends unless the client re-authenticates (KIP-368).
+    pub expires: Option<std::time::Instant>,
 }
 
 /// Why a SASL request was refused: Kafka's error, its message, and whether to close.
@@ -79,11 +83,21 @@ impl Session {
     /// A session on a listener of `protocol`: authenticated at once unless it is SASL.
     pub fn new(protocol: SecurityProtocol) -> Session {
         let principal = (!protocol.sasl()).then(|| "ANONYMOUS".to_string());
-        Session { principal, state: SaslState::Start }
+        Session { principal, state: SaslState::Start, expires: None }
     }
 
     pub fn authenticated(&self) -> bool {
         self.principal.is_some() && !matches!(self.state, SaslState::Failed)
+    }
+
+    /// Whether the session's lifetime is over (the client did not re-authenticate in time).
+    pub fn expired(&self, now: std::time::Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
+    /// Whether an exchange just completed (the last step succeeded and ended it).
+    pub fn completed(&self) -> bool {
+        matches!(self.state, SaslState::Done) && self.principal.is_some()
     }
 
     /// Whether the connection must close after its pending answers.
