@@ -4,7 +4,7 @@
 //! [`frame`]), one handler file per Kafka API registered in one table that also answers
 //! ApiVersions ([`api`]), encoding responses ([`response`]), the one mapping from every typed
 //! error to a Kafka error code ([`errors`]), the metrics and readiness endpoint
-//! ([`metrics_http`]) and the allocator the binary installs ([`huge_alloc`]).
+//! ([`metrics_http`]), the broker-to-broker transport and cluster view ([`peer`]) and the allocator the binary installs ([`huge_alloc`]).
 //!
 //! Contract: server side only. It does not depend on the client side (sluice-client in bench/:
 //! the Kafka client, the admin commands, the load generator and its compression codecs); the
@@ -19,6 +19,7 @@ pub mod errors;
 pub mod frame;
 pub mod huge_alloc;
 pub mod metrics_http;
+pub mod peer;
 pub mod response;
 pub mod send;
 pub mod server;

@@ -16,7 +16,10 @@
 //! connection is accepted or closed, never on the request path.
 
 use crate::api::Ctx;
+use crate::peer::{BrokerEndpoint, ClusterView, PeerNet, PeerSetup};
+use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
+use sluice_core::cluster::NodeId;
 use sluice_core::config::BrokerConfig;
 use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
 use sluice_shard::{runtime, MetadataSnapshot, Shard};
@@ -61,6 +64,14 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         Some((h, p)) => (h, p),
         None => (listen.ip().to_string(), port),
     };
+    let me = BrokerEndpoint { node_id: NodeId(config.node_id), host: advertised_host.clone(), port: advertised_port };
+    let voters = config.voters().map_err(|e| e.to_string())?;
+    let peers = bind_peers(&config, &snapshot.cluster_id, cores, &me)?;
+    let peer_shown = peers.as_ref().map(|(addr, _)| format!(" peer={addr}")).unwrap_or_default();
+    let mut peer_setups: Vec<Option<PeerSetup>> = match peers {
+        Some((_, setups)) => setups.into_iter().map(Some).collect(),
+        None => (0..cores).map(|_| None).collect(),
+    };
     let shown = SocketAddr::new(listen.ip(), port);
     let data_dir = config.data_dir.display().to_string();
     tracing::info!(
@@ -74,18 +85,27 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         "starting sluice"
     );
     let connections = Arc::new(Connections::new(config.max_connections, config.max_connections_per_ip));
-    let payloads: Vec<(Socket, Option<MetricsSocket>)> =
-        sockets.into_iter().enumerate().map(|(i, s)| (s, if i == 0 { metrics.take() } else { None })).collect();
-    let serve = move |shard: Rc<Shard>, (socket, metrics): (Socket, Option<MetricsSocket>)| {
-        let advertised = (advertised_host.clone(), advertised_port);
-        serve_shard(shard, advertised, socket, metrics, connections.clone())
+    let payloads: Vec<Payload> = sockets
+        .into_iter()
+        .zip(peer_setups.iter_mut())
+        .enumerate()
+        .map(|(i, (s, p))| Payload { socket: s, metrics: if i == 0 { metrics.take() } else { None }, peer: p.take() })
+        .collect();
+    let session = Duration::from_millis(config.peer_session_timeout_ms);
+    let serve = move |shard: Rc<Shard>, payload: Payload| {
+        let view = Rc::new(ClusterView::new(me.clone(), &voters, session));
+        serve_shard(shard, view, payload, connections.clone())
     };
     let started = Instant::now();
     let data_path = config.data_dir.clone();
+    let node_id = config.node_id;
     let clean_stop = runtime::run(config, clean_start, cpus, snapshot, payloads, serve, || {
         tracing::info!(listen = %shown, elapsed_ms = millis(started.elapsed()), "ready");
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
+        let _ = writeln!(
+            out,
+            "sluice ready listen={shown} cores={cores} node_id={node_id}{peer_shown} data_dir={data_dir}"
+        );
         let _ = out.flush();
     })
     .map_err(|e| e.to_string())?;
@@ -97,10 +117,77 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// What each shard's `serve` gets: its Kafka listener, the metrics socket (shard 0) and its
+/// part of the peer transport (brokers with peers).
+struct Payload {
+    socket: Socket,
+    metrics: Option<MetricsSocket>,
+    peer: Option<PeerSetup>,
+}
+
+/// For a broker with peers: binds the peer listener on every shard and prepares each shard's
+/// transport setup; `None` for a lone broker.
+fn bind_peers(
+    config: &BrokerConfig,
+    cluster_id: &str,
+    cores: usize,
+    me: &BrokerEndpoint,
+) -> Result<Option<(SocketAddr, Vec<PeerSetup>)>, String> {
+    let Some(addr) = config.peer_addr().map_err(|e| e.to_string())? else { return Ok(None) };
+    let voters = config.voters().map_err(|e| e.to_string())?;
+    let mut peer_addresses = std::collections::BTreeMap::new();
+    for v in voters.iter().filter(|v| v.id != me.node_id) {
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(&v.address())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("controller_quorum_voters: cannot resolve {} (node {})", v.address(), v.id))?;
+        peer_addresses.insert(v.id, resolved);
+    }
+    let (port, sockets) = bind_all_retrying(addr, cores, Duration::from_millis(config.listen_retry_ms))
+        .map_err(|e| format!("peer_listen: {e}"))?;
+    let identity = crate::peer::Identity {
+        cluster_id: cluster_id.to_string(),
+        node_id: me.node_id,
+        shards: u16::try_from(cores).map_err(|_| "too many cores".to_string())?,
+        client_host: me.host.clone(),
+        client_port: me.port,
+        voters,
+        peer_addresses,
+        heartbeat_interval: Duration::from_millis(config.peer_heartbeat_interval_ms),
+        session_timeout: Duration::from_millis(config.peer_session_timeout_ms),
+    };
+    let mesh = MeshBuilder::full(cores, sluice_core::limits::PEER_MESH_CHANNEL_CAPACITY);
+    let setups = sockets
+        .into_iter()
+        .map(|socket| PeerSetup { socket, mesh: mesh.clone(), identity: identity.clone() })
+        .collect();
+    Ok(Some((SocketAddr::new(addr.ip(), port), setups)))
+}
+
+/// Checks the data dir's cluster id against `cluster_id` when it is set: a new data dir takes
+/// it, an existing one of another cluster is refused.
+fn adopt_cluster_id(config: &BrokerConfig, snapshot: &mut MetadataSnapshot, fresh: bool) -> Result<bool, String> {
+    if config.cluster_id.is_empty() || snapshot.cluster_id == config.cluster_id {
+        return Ok(false);
+    }
+    if !fresh {
+        return Err(format!(
+            "data directory {} belongs to cluster {}, not to cluster_id {}",
+            config.data_dir.display(),
+            snapshot.cluster_id,
+            config.cluster_id
+        ));
+    }
+    snapshot.cluster_id = config.cluster_id.clone();
+    Ok(true)
+}
+
 /// The metadata snapshot, its partitions placed on the `cores` shards there are and the
 /// offsets and transaction state topics present (saved if any of that changed it).
 fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot, String> {
+    let fresh = !config.data_dir.join("meta").join("metadata.bin").exists();
     let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
+    let adopted = adopt_cluster_id(config, &mut snapshot, fresh)?;
     let moved = snapshot.reassign_for(cores);
     if moved > 0 {
         tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
@@ -108,7 +195,7 @@ fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot
     let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
     let added_txn =
         sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
-    if moved > 0 || added || added_txn {
+    if moved > 0 || added || added_txn || adopted {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }
     Ok(snapshot)
@@ -144,13 +231,18 @@ fn leave_clean_marker(data_path: &std::path::Path) {
 
 /// One shard's serving: the metrics endpoint (on the shard that got its socket, once it is
 /// bound) and the Kafka accept loop.
-async fn serve_shard(
-    shard: Rc<Shard>,
-    (advertised_host, advertised_port): (String, u16),
-    socket: Socket,
-    metrics: Option<MetricsSocket>,
-    connections: Arc<Connections>,
-) {
+async fn serve_shard(shard: Rc<Shard>, cluster: Rc<ClusterView>, payload: Payload, connections: Arc<Connections>) {
+    let Payload { socket, metrics, peer } = payload;
+    let peers = match peer {
+        Some(setup) => match PeerNet::start(shard.clone(), cluster.clone(), setup).await {
+            Ok(net) => Some(net),
+            Err(e) => {
+                tracing::error!(shard = %shard.id, error = %e, "broker-to-broker transport not started");
+                None
+            }
+        },
+        None => None,
+    };
     if let Some(bound) = metrics {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -164,8 +256,10 @@ async fn serve_shard(
     let ctx = Rc::new(Ctx {
         shard,
         in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
-        advertised_host,
-        advertised_port: advertised_port as i32,
+        advertised_host: cluster.me().host.clone(),
+        advertised_port: i32::from(cluster.me().port),
+        cluster,
+        peers,
     });
     accept_loop(ctx, socket, connections).await;
 }

@@ -59,6 +59,18 @@ pub struct Ctx {
     /// Host and port advertised in Metadata (the listen address).
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// This shard's view of the cluster: the live brokers Metadata, DescribeCluster and
+    /// FindCoordinator list (this broker alone when it has no peers).
+    pub cluster: Rc<crate::peer::ClusterView>,
+    /// This shard's part of the broker-to-broker transport (`None`: a lone broker).
+    pub peers: Option<Rc<crate::peer::PeerNet>>,
+}
+
+impl Ctx {
+    /// This broker's node id.
+    pub fn node_id(&self) -> kafka_protocol::messages::BrokerId {
+        kafka_protocol::messages::BrokerId(self.cluster.me().node_id.0)
+    }
 }
 
 /// The second phase of a handler: the response frame, or none.
