@@ -415,3 +415,17 @@ const _: () = assert!(PEER_MAX_HEADER_BYTES < PEER_MAX_FRAME_BYTES);
 const _: () = assert!(DEFAULT_PEER_HEARTBEAT_INTERVAL_MS >= MIN_PEER_HEARTBEAT_INTERVAL_MS);
 const _: () = assert!(DEFAULT_PEER_SESSION_TIMEOUT_MS >= 2 * DEFAULT_PEER_HEARTBEAT_INTERVAL_MS);
 const _: () = assert!(DEFAULT_PEER_SESSION_TIMEOUT_MS <= MAX_PEER_SESSION_TIMEOUT_MS);
+
+// ---- `sluice cluster start` (net/bin) ----
+
+/// Brokers `sluice cluster start` runs at most.
+pub const MAX_CLUSTER_START_BROKERS: u16 = 64;
+/// How long `sluice cluster start` waits for every broker's ready line.
+pub const CLUSTER_READY_TIMEOUT_MS: u64 = 120_000;
+/// How long it waits for the brokers to stop after SIGTERM before it kills them.
+pub const CLUSTER_STOP_GRACE_MS: u64 = 30_000;
+/// How often it checks for signals and exited children.
+pub const CLUSTER_POLL_MS: u64 = 100;
+
+const _: () = assert!(CLUSTER_STOP_GRACE_MS > SHUTDOWN_GRACE_MS, "a broker's own shutdown grace fits the cluster's");
+const _: () = assert!(MAX_CLUSTER_START_BROKERS as usize <= MAX_CLUSTER_MEMBERS && MAX_CLUSTER_START_BROKERS < 100);

@@ -34,6 +34,12 @@ pub enum Command {
     },
     /// Run the broker (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// A local cluster: `sluice cluster start --brokers 3 --data-dir DIR` runs that many
+    /// brokers on loopback in the foreground until Ctrl-C.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Load generator: produce or consume against any Kafka-compatible broker.
     Bench(sluice_client::BenchArgs),
     /// Topics: create, list, describe, delete, alter-config (any Kafka-compatible broker).
@@ -44,6 +50,12 @@ pub enum Command {
     Produce(sluice_client::admin::produce::ProduceArgs),
     /// Print records of a topic, optionally as a consumer group member.
     Consume(sluice_client::admin::consume::ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterAction {
+    /// Start N brokers (node ids 0..N) as child processes; print how to start each by hand.
+    Start(crate::cluster::StartArgs),
 }
 
 #[derive(Debug, Subcommand)]
