@@ -329,7 +329,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     within(limit, what, reader.read_exact(&mut prefix)).await?;
     let head = FrameHead::parse(prefix)?;
     if head.rest > max_rest {
-        return Err(WireError::BadLength(u32::try_from(head.rest + 4).unwrap_or(u32::MAX)).into());
+        return Err(WireError::Oversize { length: head.rest + 4, max: max_rest + 4 }.into());
     }
     let mut body = vec![0u8; head.rest];
     within(limit, what, reader.read_exact(&mut body)).await?;

@@ -79,6 +79,8 @@ pub enum WireError {
     BadPreamble([u8; 8]),
     #[error("frame length {0} is out of range (4..={PEER_MAX_FRAME_BYTES})")]
     BadLength(u32),
+    #[error("a {length}-byte frame is larger than the {max} bytes allowed here (before the handshake: a header only)")]
+    Oversize { length: usize, max: usize },
     #[error("header length {header} does not fit a {frame}-byte frame (at most {PEER_MAX_HEADER_BYTES})")]
     BadHeaderLength { header: u32, frame: u32 },
     #[error("undecodable frame header: {0}")]
