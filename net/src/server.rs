@@ -67,7 +67,9 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let me = BrokerEndpoint { node_id: NodeId(config.node_id), host: advertised_host.clone(), port: advertised_port };
     let voters = config.voters().map_err(|e| e.to_string())?;
     let peers = bind_peers(&config, &snapshot.cluster_id, cores, &me)?;
-    let peer_shown = peers.as_ref().map(|(addr, _)| format!(" peer={addr}")).unwrap_or_default();
+    // A lone broker's ready line stays as it always was (scripts parse it).
+    let peer_shown =
+        peers.as_ref().map(|(addr, _)| format!(" node_id={} peer={addr}", config.node_id)).unwrap_or_default();
     let mut peer_setups: Vec<Option<PeerSetup>> = match peers {
         Some((_, setups)) => setups.into_iter().map(Some).collect(),
         None => (0..cores).map(|_| None).collect(),
@@ -98,13 +100,12 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     };
     let started = Instant::now();
     let data_path = config.data_dir.clone();
-    let node_id = config.node_id;
     let clean_stop = runtime::run(config, clean_start, cpus, snapshot, payloads, serve, || {
         tracing::info!(listen = %shown, elapsed_ms = millis(started.elapsed()), "ready");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "sluice ready listen={shown} cores={cores} node_id={node_id}{peer_shown} data_dir={data_dir}"
+            "sluice ready listen={shown} cores={cores}{peer_shown} data_dir={data_dir}"
         );
         let _ = out.flush();
     })
