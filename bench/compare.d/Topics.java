@@ -1,6 +1,6 @@
 // Creates or deletes topics in one AdminClient call, for bench/compare (run as a single-file
 // source program: java -cp 'libs/*' Topics.java BOOTSTRAP create NAME:PARTITIONS[:k=v,...]...
-// or ... delete NAME...). Exits non-zero on any failure; an existing topic is an error too,
+// or ... delete NAME...; -Drf=N sets the replication factor, default 1). Exits non-zero on any failure; an existing topic is an error too,
 // so a run never measures leftovers.
 import java.util.*;
 import java.util.concurrent.TimeUnit;
@@ -22,7 +22,7 @@ public class Topics {
                 List<NewTopic> topics = new ArrayList<>();
                 for (String spec : rest) {
                     String[] f = spec.split(":", 3);
-                    NewTopic t = new NewTopic(f[0], Integer.parseInt(f[1]), (short) 1);
+                    NewTopic t = new NewTopic(f[0], Integer.parseInt(f[1]), Short.parseShort(System.getProperty("rf", "1")));
                     if (f.length == 3 && !f[2].isEmpty()) {
                         Map<String, String> cfg = new HashMap<>();
                         for (String kv : f[2].split(",")) {

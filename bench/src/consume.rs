@@ -11,8 +11,7 @@ use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{BatchHeader, LOG_OVERHEAD};
 use std::sync::atomic::Ordering;
@@ -20,10 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FETCH_VERSION: i16 = 12;
-const METADATA_VERSION: i16 = 12;
 
 #[derive(Debug, Args, Clone)]
 pub struct ConsumeArgs {
+    /// Broker address, or several separated by commas (bootstrap; fetches go to each
+    /// partition's leader).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker: String,
     #[arg(long, default_value = "sluice-bench")]
@@ -31,7 +31,7 @@ pub struct ConsumeArgs {
     /// Records to consume in total before stopping.
     #[arg(long, default_value_t = 1_000_000)]
     pub records: u64,
-    /// Consumer threads (one connection each).
+    /// Consumer threads (one connection each; at least one per leader of the topic).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Fetch max_bytes.
@@ -46,41 +46,25 @@ pub struct ConsumeArgs {
     pub json: bool,
 }
 
-async fn partition_count(broker: &str, topic: &str) -> Result<i32, ClientError> {
-    let (mut tx, mut rx) = client::connect(broker).await?;
-    let req = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))
-        ]))
-        .with_allow_auto_topic_creation(false);
-    let resp = client::call(&mut tx, &mut rx, &req, METADATA_VERSION).await?;
-    let t = resp.topics.first().ok_or_else(|| ClientError::Protocol("no topic in metadata".into()))?;
-    if t.error_code != 0 {
-        return Err(ClientError::Protocol(format!("topic {topic}: error code {}", t.error_code)));
-    }
-    Ok(t.partitions.len() as i32)
-}
-
 pub fn run(args: ConsumeArgs) -> Result<Report, String> {
     let (broker, topic) = (args.broker.clone(), args.topic.clone());
-    let partitions = LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move { partition_count(&broker, &topic).await })
+    let leaders = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move { crate::route::leader_addrs(&broker, &topic).await })
         .map_err(|e| e.to_string())?
         .join()
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let threads = args.threads.clamp(1, partitions as usize);
+    let threads = args.threads.clamp(1, leaders.len());
     let progress = Arc::new(Progress::default());
     let printer = progress.spawn_printer("consume", args.records);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout_secs);
     let mut handles = Vec::new();
-    for t in 0..threads {
-        let mine: Vec<i32> = (0..partitions).filter(|p| *p as usize % threads == t).collect();
+    for (addr, mine) in crate::route::split(&leaders, threads) {
         let (args, progress) = (args.clone(), progress.clone());
         handles.push(
             LocalExecutorBuilder::new(Placement::Unbound)
-                .spawn(move || async move { consume_conn(args, mine, progress, deadline).await })
+                .spawn(move || async move { consume_conn(args, addr, mine, progress, deadline).await })
                 .map_err(|e| e.to_string())?,
         );
     }
@@ -115,11 +99,12 @@ pub fn run(args: ConsumeArgs) -> Result<Report, String> {
 
 async fn consume_conn(
     args: ConsumeArgs,
+    addr: String,
     partitions: Vec<i32>,
     progress: Arc<Progress>,
     deadline: Instant,
 ) -> Result<Histogram<u64>, ClientError> {
-    let (mut tx, mut rx) = client::connect(&args.broker).await?;
+    let (mut tx, mut rx) = client::connect(&addr).await?;
     let mut offsets = vec![0i64; partitions.len()];
     let mut h = histogram();
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));

@@ -22,6 +22,7 @@ pub mod consume;
 pub mod limits;
 pub mod produce;
 pub mod report;
+pub mod route;
 
 use clap::{Args, Subcommand};
 

@@ -16,6 +16,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{self, Record};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +26,13 @@ const CREATE_TOPICS_VERSION: i16 = 5;
 
 #[derive(Debug, Args, Clone)]
 pub struct ProduceArgs {
-    /// Broker address.
+    /// Broker address, or several separated by commas (bootstrap; requests go to each
+    /// partition's leader).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker: String,
+    /// Replication factor of the topic when it is created.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i16,
     #[arg(long, default_value = "sluice-bench")]
     pub topic: String,
     /// Partitions of the topic (created if missing).
@@ -125,13 +130,13 @@ fn payload(kind: Payload, size: usize, seed: u64) -> Vec<u8> {
 use sluice_core::clock::now_ms;
 
 /// Creates the topic (an existing one is fine).
-pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32) -> Result<(), ClientError> {
-    let (mut tx, mut rx) = client::connect(broker).await?;
+pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32, rf: i16) -> Result<(), ClientError> {
+    let (mut tx, mut rx) = crate::route::connect_any(broker).await?;
     let req = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_num_partitions(partitions)
-            .with_replication_factor(1)])
+            .with_replication_factor(rf)])
         .with_timeout_ms(sluice_core::limits::CLIENT_REQUEST_TIMEOUT_MS);
     let resp = client::call(&mut tx, &mut rx, &req, CREATE_TOPICS_VERSION).await?;
     for t in resp.topics {
@@ -143,6 +148,8 @@ pub async fn ensure_topic(broker: &str, topic: &str, partitions: i32) -> Result<
 }
 
 struct Conn {
+    /// The leader of `partitions`.
+    addr: String,
     partitions: Vec<i32>,
     requests: u64,
     /// Seconds between this connection's requests when paced.
@@ -160,17 +167,22 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
         return Err("--connections, --threads, --batch-records and --partitions must be at least 1".into());
     }
     let threads = args.threads.min(args.connections);
-    {
-        let (broker, topic, parts) = (args.broker.clone(), args.topic.clone(), args.partitions);
+    let leaders = {
+        let (broker, topic, parts, rf) =
+            (args.broker.clone(), args.topic.clone(), args.partitions, args.replication_factor);
         LocalExecutorBuilder::new(Placement::Unbound)
-            .spawn(move || async move { ensure_topic(&broker, &topic, parts).await })
+            .spawn(move || async move {
+                ensure_topic(&broker, &topic, parts, rf).await?;
+                crate::route::leader_addrs(&broker, &topic).await
+            })
             .map_err(|e| e.to_string())?
             .join()
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-    }
+            .map_err(|e| e.to_string())?
+    };
     let total_requests = args.records.div_ceil(args.batch_records as u64);
-    let conns = plan_conns(&args, total_requests);
+    let conns = plan_conns(&args, total_requests, &leaders);
+    let threads = threads.min(conns.len());
     let progress = Arc::new(Progress::default());
     let printer = progress.spawn_printer("produce", total_requests * args.batch_records as u64);
     let start = Instant::now();
@@ -204,23 +216,20 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     Ok(report)
 }
 
-/// The connections: each gets the partitions `p % connections == c` (or one, if there are
-/// fewer partitions than connections), its share of `total_requests` and its pace.
-fn plan_conns(args: &ProduceArgs, total_requests: u64) -> Vec<Conn> {
-    (0..args.connections)
-        .map(|c| Conn {
-            partitions: (0..args.partitions).filter(|p| *p as usize % args.connections == c).collect(),
-            requests: total_requests / args.connections as u64
-                + u64::from((c as u64) < total_requests % args.connections as u64),
-            interval: (args.rate > 0).then(|| {
-                Duration::from_secs_f64(args.batch_records as f64 * args.connections as f64 / args.rate as f64)
-            }),
-        })
-        .map(|mut c| {
-            if c.partitions.is_empty() {
-                c.partitions.push((c.requests as i32) % args.partitions);
-            }
-            c
+/// The connections: split over the partitions' leaders ([`crate::route::split`]: with one
+/// broker, connection c gets the partitions `p % connections == c`, or one when there are
+/// fewer partitions than connections), each with its share of `total_requests` and its pace.
+fn plan_conns(args: &ProduceArgs, total_requests: u64, leaders: &BTreeMap<i32, String>) -> Vec<Conn> {
+    let plan = crate::route::split(leaders, args.connections);
+    let n = plan.len() as u64;
+    plan.into_iter()
+        .enumerate()
+        .map(|(c, (addr, partitions))| Conn {
+            addr,
+            partitions,
+            requests: total_requests / n + u64::from((c as u64) < total_requests % n),
+            interval: (args.rate > 0)
+                .then(|| Duration::from_secs_f64(args.batch_records as f64 * n as f64 / args.rate as f64)),
         })
         .collect()
 }
@@ -258,7 +267,7 @@ fn spawn_thread(run: ConnRun, conns: Vec<Conn>) -> Result<ExecutorJoinHandle<His
 
 async fn produce_conn(run: ConnRun, conn: Conn) -> Result<Histogram<u64>, ClientError> {
     let ConnRun { args, acks, progress, start, deadline } = run;
-    let (mut tx, rx) = client::connect(&args.broker).await?;
+    let (mut tx, rx) = client::connect(&conn.addr).await?;
     let value = payload(args.payload, args.record_size, conn.partitions[0] as u64);
     let records: Vec<Record<'_>> = (0..args.batch_records).map(|_| Record { key: None, value: &value }).collect();
     let mut batch = crate::codec::compress_batch(batch::build(&records, now_ms()), args.compression)

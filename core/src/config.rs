@@ -39,6 +39,14 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// Largest session timeout a member may ask for (`group.max.session.timeout.ms`).
     pub group_max_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: a member silent this long is removed
+    /// (`group.consumer.session.timeout.ms`).
+    pub group_consumer_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: the heartbeat interval given to members
+    /// (`group.consumer.heartbeat.interval.ms`); below the session timeout.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// KIP-848 consumer groups: members a group may have (`group.consumer.max.size`).
+    pub group_consumer_max_size: usize,
     /// Committed offsets of a group without members expire after this (`offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
@@ -104,6 +112,19 @@ pub struct BrokerConfig {
     /// A peer not heard from for this long is marked offline (left out of Metadata) and its
     /// connection dropped (Kafka's `broker.session.timeout.ms`).
     pub peer_session_timeout_ms: u64,
+    /// Named listeners, Kafka's `listeners` (`NAME://ip:port,...`); empty: one PLAINTEXT
+    /// listener on `listen`. When set, `listen` and `advertised_listen` are not used.
+    pub listeners: String,
+    /// Kafka's `advertised.listeners` (`NAME://host:port,...`); a listener not named here
+    /// advertises its bound address.
+    pub advertised_listeners: String,
+    /// Kafka's `listener.security.protocol.map` (`NAME:PROTOCOL,...`), on top of the default
+    /// that maps PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL to themselves.
+    pub listener_security_protocol_map: String,
+    /// Certificate, key and CA files for SSL and SASL_SSL listeners.
+    pub tls: crate::listeners::TlsConfig,
+    /// SASL mechanisms and PLAIN users for SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: crate::listeners::SaslConfig,
 }
 
 impl Default for BrokerConfig {
@@ -119,6 +140,9 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            group_consumer_session_timeout_ms: crate::limits::DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS,
+            group_consumer_heartbeat_interval_ms: crate::limits::DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+            group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             log_retention_check_interval_ms: 300_000,
@@ -142,6 +166,11 @@ impl Default for BrokerConfig {
             cluster_id: String::new(),
             peer_heartbeat_interval_ms: crate::limits::DEFAULT_PEER_HEARTBEAT_INTERVAL_MS,
             peer_session_timeout_ms: crate::limits::DEFAULT_PEER_SESSION_TIMEOUT_MS,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            listener_security_protocol_map: String::new(),
+            tls: Default::default(),
+            sasl: Default::default(),
         }
     }
 }
@@ -181,6 +210,40 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// The KIP-848 settings: heartbeat interval below the session timeout, both within
+    /// `limits`, and a group size between 1 and `MAX_CONSUMER_GROUP_MEMBERS`.
+    fn validate_consumer_groups(&self) -> Result<(), ConfigError> {
+        use crate::limits::{
+            MAX_CONSUMER_GROUP_MEMBERS, MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS, MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+        };
+        let session = self.group_consumer_session_timeout_ms;
+        if !(1..=MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS).contains(&session) {
+            return Err(ConfigError::Invalid {
+                key: "group_consumer_session_timeout_ms",
+                value: session.to_string(),
+                expected: format!("between 1 and {MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS}"),
+            });
+        }
+        let hb = self.group_consumer_heartbeat_interval_ms;
+        if hb < MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS || hb >= session {
+            return Err(ConfigError::Invalid {
+                key: "group_consumer_heartbeat_interval_ms",
+                value: hb.to_string(),
+                expected: format!(
+                    "at least {MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS} and below group_consumer_session_timeout_ms ({session})"
+                ),
+            });
+        }
+        if !(1..=MAX_CONSUMER_GROUP_MEMBERS).contains(&self.group_consumer_max_size) {
+            return Err(ConfigError::Invalid {
+                key: "group_consumer_max_size",
+                value: self.group_consumer_max_size.to_string(),
+                expected: format!("between 1 and {MAX_CONSUMER_GROUP_MEMBERS}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Each shard's read cache with `shards` shards: `read_cache_bytes_per_shard` when set,
     /// else `READ_CACHE_MEMORY_PERCENT` of the host's memory (MemTotal in /proc/meminfo)
     /// divided among the shards, within `MIN_READ_CACHE_BYTES_PER_SHARD` and
@@ -292,6 +355,19 @@ impl BrokerConfig {
         }
     }
 
+    /// The listeners, validated (`crate::listeners`).
+    pub fn listener_specs(&self) -> Result<Vec<crate::listeners::ListenerSpec>, ConfigError> {
+        crate::listeners::listener_specs(&crate::listeners::ListenerKeys {
+            listen: &self.listen,
+            advertised_listen: self.advertised()?,
+            listeners: &self.listeners,
+            advertised_listeners: &self.advertised_listeners,
+            listener_security_protocol_map: &self.listener_security_protocol_map,
+            tls: &self.tls,
+            sasl: &self.sasl,
+        })
+    }
+
     /// The peer listener's address, parsed (`None`: a lone broker).
     pub fn peer_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.peer_listen.trim().is_empty() {
@@ -383,6 +459,7 @@ impl BrokerConfig {
     /// Checks every field against its allowed range. `available_cores` bounds `cores`.
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.listener_specs()?;
         self.validate_cluster()?;
         self.metrics_addr()?;
         self.advertised()?;
@@ -462,6 +539,7 @@ impl BrokerConfig {
                 expected: format!("between 1 and group_max_session_timeout_ms ({})", self.group_max_session_timeout_ms),
             });
         }
+        self.validate_consumer_groups()?;
         if self.group_initial_rebalance_delay_ms > 300_000 {
             return Err(ConfigError::Invalid {
                 key: "group_initial_rebalance_delay_ms",
@@ -550,6 +628,26 @@ mod tests {
             ..BrokerConfig::default()
         };
         c.validate(2).unwrap();
+    }
+
+    #[test]
+    fn consumer_group_settings_are_checked() {
+        let ok = BrokerConfig {
+            group_consumer_session_timeout_ms: 6000,
+            group_consumer_heartbeat_interval_ms: 500,
+            ..BrokerConfig::default()
+        };
+        ok.validate(2).unwrap();
+        let bad = [
+            BrokerConfig { group_consumer_session_timeout_ms: 0, ..ok.clone() },
+            BrokerConfig { group_consumer_heartbeat_interval_ms: 6000, ..ok.clone() },
+            BrokerConfig { group_consumer_heartbeat_interval_ms: 99, ..ok.clone() },
+            BrokerConfig { group_consumer_max_size: 0, ..ok.clone() },
+            BrokerConfig { group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS + 1, ..ok.clone() },
+        ];
+        for c in bad {
+            assert!(c.validate(2).unwrap_err().to_string().contains("group_consumer_"), "{c:?}");
+        }
     }
 
     #[test]

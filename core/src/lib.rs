@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod ids;
 pub mod limits;
+pub mod listeners;
 pub mod topic_config;
 
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId, TopicPartition};

@@ -189,6 +189,22 @@ pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
 /// How often each shard removes committed offsets older than `offsets_retention_minutes`.
 pub const OFFSETS_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Bytes read at a time when a shard replays a `__consumer_offsets` partition at open.
+/// KIP-848 consumer groups (Kafka's defaults): `group.consumer.session.timeout.ms` 45 s,
+/// `group.consumer.heartbeat.interval.ms` 5 s; the largest session timeout accepted (Kafka's
+/// `group.consumer.max.session.timeout.ms` default, 60 s, widened to 30 min as for classic
+/// groups) and the smallest heartbeat interval (Kafka's minimum, 1 s, lowered to 100 ms so
+/// tests can run short rebalances).
+pub const DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 45_000;
+pub const DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 5_000;
+pub const MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 1_800_000;
+pub const MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 100;
+/// Members of one KIP-848 consumer group (the default and the largest `group_consumer_max_size`):
+/// each heartbeat's reconciliation walks every member's partitions.
+pub const MAX_CONSUMER_GROUP_MEMBERS: usize = 1_000;
+/// Longest KIP-848 subscription regex accepted (bytes), and the compiled size cap handed to
+/// the `regex` crate, so one heartbeat cannot make the broker build a huge automaton.
+pub const MAX_SUBSCRIPTION_REGEX_BYTES: usize = 4096;
+pub const MAX_SUBSCRIPTION_REGEX_COMPILED_BYTES: usize = 1 << 20;
 pub const OFFSETS_LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
 /// How often each shard's transaction coordinator aborts timed-out transactions, completes
 /// unfinished ones and expires idle transactional ids (Kafka's
@@ -335,6 +351,11 @@ const _: () = assert!(
     OFFSETS_EXPIRY_CHECK_INTERVAL_MS <= MIN_OFFSETS_RETENTION_MINUTES * 60_000,
     "expired offsets are removed at least once per shortest retention"
 );
+const _: () = assert!(
+    MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS
+        && DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+        && DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS <= MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+);
 const _: () = assert!(OFFSETS_LOAD_READ_BYTES >= MAX_BATCH_BYTES, "a replay read returns at least one whole batch");
 const _: () = assert!(MIN_TIMER_INTERVAL_MS >= 1 && SHARD_BARRIER_POLL_MS >= 1 && SHUTDOWN_POLL_MS >= 1);
 const _: () = assert!(RESPONSE_SHARE_MIN_BYTES <= RESPONSE_HEAD_CAPACITY_BYTES);
@@ -429,3 +450,39 @@ pub const CLUSTER_POLL_MS: u64 = 100;
 
 const _: () = assert!(CLUSTER_STOP_GRACE_MS > SHUTDOWN_GRACE_MS, "a broker's own shutdown grace fits the cluster's");
 const _: () = assert!(MAX_CLUSTER_START_BROKERS as usize <= MAX_CLUSTER_MEMBERS && MAX_CLUSTER_START_BROKERS < 100);
+// --- Security (issue #24): listeners, TLS, SASL -------------------------------------------
+
+/// Listeners a broker may have (`listeners`).
+pub const MAX_LISTENERS: usize = 16;
+/// A TLS handshake (and for SASL listeners the SASL exchange) must finish within this, or the
+/// connection is closed: a client that sends garbage or nothing holds a shard's memory at most
+/// this long.
+pub const SECURITY_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Largest SaslHandshake/SaslAuthenticate request accepted before authentication (a SCRAM
+/// client-first or client-final message, a PLAIN token): anything larger closes the connection.
+pub const MAX_SASL_REQUEST_BYTES: usize = 64 * 1024;
+/// Longest user name and password accepted in PLAIN and SCRAM messages.
+pub const MAX_SASL_NAME_BYTES: usize = 1024;
+/// SCRAM iterations: Kafka's minimum (4096) and the most we accept to compute (a client-set
+/// count is never used: the stored one is).
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+pub const MAX_SCRAM_ITERATIONS: u32 = 16384;
+/// Iterations used when `sluice user add` stores a credential without a count.
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+/// Bytes of random salt stored per SCRAM credential.
+pub const SCRAM_SALT_BYTES: usize = 16;
+/// Bytes of random server nonce added to the client's.
+pub const SCRAM_NONCE_BYTES: usize = 24;
+/// SCRAM users the broker stores at most.
+pub const MAX_SCRAM_USERS: usize = 10_000;
+/// How often a shard checks whether the TLS certificate, key or CA files changed (their
+/// modification times), when it accepts a TLS connection; a change is loaded for the next
+/// handshakes.
+pub const TLS_RELOAD_CHECK_MS: u64 = 1_000;
+/// Largest PEM file (certificate chain, key or CA bundle) read.
+pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+
+const _: () = assert!(MAX_SASL_REQUEST_BYTES <= MAX_REQUEST_BYTES && MAX_SASL_NAME_BYTES < MAX_SASL_REQUEST_BYTES);
+const _: () =
+    assert!(MIN_SCRAM_ITERATIONS <= DEFAULT_SCRAM_ITERATIONS && DEFAULT_SCRAM_ITERATIONS <= MAX_SCRAM_ITERATIONS);
+const _: () = assert!(SCRAM_SALT_BYTES >= 16 && SCRAM_NONCE_BYTES >= 16);

@@ -36,7 +36,7 @@ use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError, 
 use crate::response::Frame;
 use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either, LocalBoxFuture};
-use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, WriteHalf};
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
@@ -44,7 +44,8 @@ use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::ApiKey;
 use sluice_core::limits::{
     FRAME_READ_CHUNK, LARGE_REQUEST_BYTES, MAX_IN_FLIGHT_BYTES_PER_CONNECTION, MAX_IN_FLIGHT_BYTES_PER_SHARD,
-    MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES, SMALL_REQUESTS_RESERVE_PER_SHARD,
+    MAX_IN_FLIGHT_PER_CONNECTION, MAX_REQUEST_BYTES, MAX_SASL_REQUEST_BYTES, SECURITY_HANDSHAKE_TIMEOUT_MS,
+    SMALL_REQUESTS_RESERVE_PER_SHARD,
 };
 use sluice_shard::metrics::{self, Stage};
 use std::net::SocketAddr;
@@ -133,25 +134,66 @@ async fn stop_or<T>(
     }
 }
 
-/// Serves one connection until the client leaves, it misbehaves, or the shard stops.
+/// Serves one connection until the client leaves, it misbehaves, or the shard stops. On a
+/// TLS listener the handshake runs first (bounded by `SECURITY_HANDSHAKE_TIMEOUT_MS`); a
+/// failed one closes the connection.
 pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
     metrics::connection(1);
-    serve_inner(ctx, stream).await;
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    match ctx.listener.tls.as_ref().map(|t| t.acceptor()) {
+        None => {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+            let (reader, writer) = stream.split();
+            serve_stream(ctx, reader, Out::Plain { writer, fd }, peer).await;
+        }
+        Some(acceptor) => match crate::tls::handshake(acceptor, stream).await {
+            Ok(tls) => {
+                let (reader, writer) = tls.split();
+                serve_stream(ctx, reader, Out::Tls(writer), peer).await;
+            }
+            Err(e) => tracing::info!(client = ?peer, listener = %ctx.listener.name, error = %e, "closing connection"),
+        },
+    }
     metrics::connection(-1);
 }
 
-async fn serve_inner(ctx: Rc<Ctx>, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let (reader, writer) = stream.split();
+async fn serve_stream<R: AsyncRead + Unpin>(ctx: Rc<Ctx>, reader: R, out: Out, peer: Option<SocketAddr>) {
     let (tx, rx) = local_channel::new_bounded::<Queued>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = glommio::spawn_local(write_loop(writer, fd, rx, peer));
+    let writer = glommio::spawn_local(write_loop(out, rx, peer));
     if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), &tx, peer).await {
         tracing::warn!(client = ?peer, shard = %ctx.shard.id, error = %why, "closing connection");
     }
     drop(tx);
     writer.await;
+}
+
+/// Where a connection's answers go: the socket itself (vectored sends of the frames' parts),
+/// or the TLS stream over it (which encrypts into its own buffer).
+enum Out {
+    Plain { writer: WriteHalf<TcpStream>, fd: std::os::fd::RawFd },
+    Tls(WriteHalf<futures_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Out {
+    async fn write_frame(&mut self, parts: &[Bytes]) -> std::io::Result<()> {
+        match self {
+            Out::Plain { writer, fd } => crate::send::write_parts(writer, *fd, parts).await,
+            Out::Tls(writer) => {
+                for part in parts {
+                    writer.write_all(part).await?;
+                }
+                writer.flush().await
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = match self {
+            Out::Plain { writer, .. } => writer.close().await,
+            Out::Tls(writer) => writer.close().await,
+        };
+    }
 }
 
 /// Why a connection is closed by the broker.
@@ -167,12 +209,16 @@ enum ConnError {
         "the body of a {0}-byte request did not arrive within request_body_timeout_ms (or the broker is stopping)"
     )]
     SlowBody(i32),
+    #[error("{0:?} request (key {1}) before SASL authentication")]
+    Unauthenticated(Option<ApiKey>, i16),
+    #[error("a {0}-byte request before SASL authentication (at most {MAX_SASL_REQUEST_BYTES})")]
+    UnauthenticatedTooLarge(usize),
 }
 
 /// Reads a frame body of `size` bytes (its budget reserved), touching its memory at most one
 /// chunk ahead of the data (the buffer is allocated whole, so it never moves; pages not yet
 /// written are not resident).
-async fn read_body(reader: &mut BufReader<ReadHalf<TcpStream>>, size: usize) -> std::io::Result<BytesMut> {
+async fn read_body<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, size: usize) -> std::io::Result<BytesMut> {
     let mut frame = BytesMut::with_capacity(size);
     while frame.len() < size {
         let old = frame.len();
@@ -182,9 +228,9 @@ async fn read_body(reader: &mut BufReader<ReadHalf<TcpStream>>, size: usize) -> 
     Ok(frame)
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     ctx: &Rc<Ctx>,
-    mut reader: BufReader<ReadHalf<TcpStream>>,
+    mut reader: BufReader<R>,
     tx: &LocalSender<Queued>,
     peer: Option<SocketAddr>,
 ) -> Result<(), ConnError> {
@@ -194,6 +240,10 @@ async fn read_loop(
         let Some(len) = usize::try_from(size).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
             return Err(ConnError::BadSize(size));
         };
+        let authenticated = ctx.session.borrow().authenticated();
+        if !authenticated && len > MAX_SASL_REQUEST_BYTES {
+            return Err(ConnError::UnauthenticatedTooLarge(len));
+        }
         // The budget for the whole announced frame is reserved before any of its body is read
         // or allocated (waiting while other frames hold it), so the bodies in memory on this
         // shard never exceed its budget; the client then has `request_body_timeout_ms` to send
@@ -209,6 +259,9 @@ async fn read_loop(
         let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;
         let spec = api::lookup(prefix.api_key).filter(|s| s.supports(prefix.version));
+        if !authenticated && !allowed_before_authentication(prefix.api_key) {
+            return Err(ConnError::Unauthenticated(spec.map(|s| s.key), prefix.api_key));
+        }
         // `frame` is moved into the first phase, so the reader keeps none of it past it.
         let reply = first_phase(ctx, spec, prefix, frame, peer).await?;
         let api = spec.map(|s| s.name).unwrap_or("Unsupported");
@@ -224,21 +277,35 @@ async fn read_loop(
         if tx.send(Queued { answer, _connection: connection }).await.is_err() {
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
+        if ctx.session.borrow().closing() {
+            return Ok(()); // SASL failed: the answer is written, then the connection closes
+        }
     }
+}
+
+/// What a SASL listener answers before authentication (Kafka's SaslServerAuthenticator):
+/// anything else closes the connection.
+fn allowed_before_authentication(api_key: i16) -> bool {
+    [ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate].iter().any(|k| *k as i16 == api_key)
 }
 
 /// Reads the next frame's size prefix; `Ok(None)` when the connection ends at this frame
 /// boundary without an error (the client left, stayed idle too long, or the shard stops).
-async fn read_size(
+async fn read_size<R: AsyncRead + Unpin>(
     ctx: &Ctx,
-    reader: &mut BufReader<ReadHalf<TcpStream>>,
+    reader: &mut BufReader<R>,
     peer: Option<SocketAddr>,
 ) -> Result<Option<i32>, ConnError> {
     let mut size = [0u8; 4];
     // Stop at a frame boundary when the shard stops, or when the client stays idle for
     // `connections_max_idle_ms`; a client that leaves ends here too.
     let read = reader.read_exact(&mut size).boxed_local();
-    let idle = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.connections_max_idle_ms));
+    // Before authentication each step of the exchange must come within the handshake timeout.
+    let idle_ms = match ctx.session.borrow().authenticated() {
+        true => ctx.shard.config.connections_max_idle_ms,
+        false => SECURITY_HANDSHAKE_TIMEOUT_MS,
+    };
+    let idle = glommio::timer::sleep(Duration::from_millis(idle_ms));
     let stop_or_idle = select(ctx.shard.stopping().boxed_local(), idle.boxed_local());
     let ended = match select(read, stop_or_idle).await {
         Either::Right((Either::Right(_), _)) => {
@@ -271,9 +338,9 @@ enum BodyError {
 
 /// Reads a frame body of `len` bytes (its budget reserved) if it arrives within
 /// `request_body_timeout_ms` and the shard does not stop first.
-async fn read_body_in_time(
+async fn read_body_in_time<R: AsyncRead + Unpin>(
     ctx: &Ctx,
-    reader: &mut BufReader<ReadHalf<TcpStream>>,
+    reader: &mut BufReader<R>,
     len: usize,
 ) -> Result<BytesMut, BodyError> {
     let deadline = glommio::timer::sleep(Duration::from_millis(ctx.shard.config.request_body_timeout_ms));
@@ -337,19 +404,14 @@ async fn second_phase(reply: Reply, shard: ShardReserved, api: &'static str, rec
     Answer { frame, _held: held }
 }
 
-/// Writes the answers in order; `fd` is the socket of `writer`, for vectored sends.
-async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
-    fd: std::os::fd::RawFd,
-    rx: LocalReceiver<Queued>,
-    peer: Option<SocketAddr>,
-) {
+/// Writes the answers in order, then closes the connection's write side.
+async fn write_loop(mut out: Out, rx: LocalReceiver<Queued>, peer: Option<SocketAddr>) {
     while let Some(mut queued) = rx.recv().await {
         let answer = (&mut queued.answer).await;
         match answer.frame {
             Ok(Some(frame)) => {
                 let started = std::time::Instant::now();
-                if let Err(e) = crate::send::write_parts(&mut writer, fd, frame.parts()).await {
+                if let Err(e) = out.write_frame(frame.parts()).await {
                     tracing::debug!(client = ?peer, error = %e, "write failed");
                     return;
                 }
@@ -358,10 +420,10 @@ async fn write_loop(
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(client = ?peer, error = %e, "cannot answer request; closing connection");
-                let _ = writer.close().await;
+                out.close().await;
                 return;
             }
         }
     }
-    let _ = writer.close().await;
+    out.close().await;
 }

@@ -59,6 +59,13 @@ pub fn group_code(e: &GroupError) -> i16 {
         GroupError::InvalidGroupId => K::InvalidGroupId,
         // A commit that could not be made durable is retriable for clients.
         GroupError::Storage(_) => K::CoordinatorNotAvailable,
+        GroupError::FencedMemberEpoch => K::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => K::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId => K::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor(_) => K::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression(_) => K::InvalidRegularExpression,
+        GroupError::GroupMaxSizeReached => K::GroupMaxSizeReached,
+        GroupError::InvalidRequest(_) => K::InvalidRequest,
     };
     k.code()
 }
@@ -79,6 +86,30 @@ pub fn txn_code(e: &TxnError, fenced_code: bool) -> i16 {
         TxnError::TransactionalIdNotFound => K::TransactionalIdNotFound,
         // The transaction log could not be written: retriable for clients.
         TxnError::Storage(_) => K::CoordinatorNotAvailable,
+    };
+    k.code()
+}
+
+/// Kafka error code and message for a refused SASL request.
+pub fn sasl_code(e: &crate::auth::SaslRefusal) -> (i16, String) {
+    use crate::auth::SaslRefusal;
+    match e {
+        SaslRefusal::Unsupported => (K::UnsupportedSaslMechanism.code(), "unsupported SASL mechanism".into()),
+        SaslRefusal::IllegalState(why) => (K::IllegalSaslState.code(), (*why).to_string()),
+        // The client learns only that authentication failed (Kafka's wording), not why.
+        SaslRefusal::Failed(_) => {
+            (K::SaslAuthenticationFailed.code(), "Authentication failed: Invalid username or password".into())
+        }
+    }
+}
+
+/// Kafka error code for a refused SCRAM credential change.
+pub fn scram_store_code(e: &crate::auth::store::StoreError) -> i16 {
+    use crate::auth::store::StoreError;
+    let k = match e {
+        StoreError::NotFound => K::ResourceNotFound,
+        StoreError::Iterations(_) | StoreError::EmptyName | StoreError::TooManyUsers => K::UnacceptableCredential,
+        StoreError::Write { .. } | StoreError::Read { .. } | StoreError::Malformed { .. } => K::KafkaStorageError,
     };
     k.code()
 }

@@ -4,7 +4,9 @@
 //! [`frame`]), one handler file per Kafka API registered in one table that also answers
 //! ApiVersions ([`api`]), encoding responses ([`response`]), the one mapping from every typed
 //! error to a Kafka error code ([`errors`]), the metrics and readiness endpoint
-//! ([`metrics_http`]), the broker-to-broker transport and cluster view ([`peer`]) and the allocator the binary installs ([`huge_alloc`]).
+//! ([`metrics_http`]), the allocator the binary installs ([`huge_alloc`]), the broker-to-broker transport and
+//! cluster view ([`peer`]), and security:
+//! TLS ([`tls`]), SASL mechanisms ([`sasl`]) and connection sessions and credentials ([`auth`]).
 //!
 //! Contract: server side only. It does not depend on the client side (sluice-client in bench/:
 //! the Kafka client, the admin commands, the load generator and its compression codecs); the
@@ -14,6 +16,7 @@
 #![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 pub mod api;
+pub mod auth;
 pub mod conn;
 pub mod errors;
 pub mod frame;
@@ -21,5 +24,7 @@ pub mod huge_alloc;
 pub mod metrics_http;
 pub mod peer;
 pub mod response;
+pub mod sasl;
 pub mod send;
 pub mod server;
+pub mod tls;

@@ -260,7 +260,7 @@ fn render_topics(out: &mut String, shards: &[ShardMetrics]) {
 }
 
 /// The per-shard gauges and counters, in exposition order.
-const GAUGES: [Gauge; 23] = [
+const GAUGES: [Gauge; 30] = [
     ("sluice_partitions", "gauge", "Partitions owned by the shard.", |s| s.partitions as f64),
     ("sluice_connections", "gauge", "Open client connections on the shard.", |s| s.connections as f64),
     ("sluice_connections_accepted_total", "counter", "Connections accepted by the shard.", |s| {
@@ -329,6 +329,33 @@ const GAUGES: [Gauge; 23] = [
         "gauge",
         "Most tasks the shard ran at once for messages from other shards since start.",
         |s| s.mesh_tasks_peak as f64,
+    ),
+    ("sluice_compaction_passes_total", "counter", "Compaction passes run on the shard's compacted logs.", |s| {
+        s.compaction.passes as f64
+    }),
+    (
+        "sluice_compaction_failures_total",
+        "counter",
+        "Compaction passes that failed (the log is left as it was).",
+        |s| s.compaction.failures as f64,
+    ),
+    ("sluice_compaction_segments_rewritten_total", "counter", "Segments compaction rewrote.", |s| {
+        s.compaction.segments_rewritten as f64
+    }),
+    ("sluice_compaction_bytes_removed_total", "counter", "Segment bytes compaction removed.", |s| {
+        s.compaction.bytes_removed as f64
+    }),
+    ("sluice_compaction_records_removed_total", "counter", "Records compaction removed.", |s| {
+        s.compaction.records_removed as f64
+    }),
+    ("sluice_compaction_max_pass_seconds", "gauge", "The longest compaction pass on the shard so far.", |s| {
+        s.compaction.max_pass_us as f64 / 1e6
+    }),
+    (
+        "sluice_compaction_last_dirty_ratio",
+        "gauge",
+        "Dirty ratio of the log the shard compacted last, when its pass started.",
+        |s| s.compaction.last_dirty_ratio,
     ),
     (
         "sluice_append_bytes_per_second",

@@ -2,8 +2,12 @@
 //! run the shards, and accept connections on every one of them.
 //!
 //! Contract: every start-up failure returns a one-line message naming the problem (bad config
-//! value, unusable data dir, port in use, missing kernel facility); nothing is left running.
-//! The listen port is checked with a plain bind first, so a second broker cannot silently
+//! value, unusable data dir, port in use, a TLS file that does not load, missing kernel
+//! facility); nothing is left running. Every listener (`listeners`, or the one PLAINTEXT
+//! listener on `listen`) is bound on every shard; each connection gets its own handlers'
+//! context naming the listener it came in on (its advertised address, TLS, SASL session).
+//! Before the ready line, one `sluice listener name=... protocol=... listen=ip:port` line per
+//! listener is printed; the ready line names the first listener. Each listen port is checked with a plain bind first, so a second broker cannot silently
 //! share a port through SO_REUSEPORT; then one SO_REUSEPORT socket per shard is bound. A port
 //! in use is retried for `listen_retry_ms` (a broker killed a moment ago still holds it).
 //! The metrics endpoint's port is retried the same way, but on its own thread while the broker
@@ -16,12 +20,14 @@
 //! connection is accepted or closed, never on the request path.
 
 use crate::api::Ctx;
+use crate::auth;
 use crate::peer::{BrokerEndpoint, ClusterView, PeerNet, PeerSetup};
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
 use sluice_core::cluster::NodeId;
+use glommio::net::TcpListener;
 use sluice_core::config::BrokerConfig;
 use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
+use sluice_core::listeners::{ListenerSpec, SecurityProtocol, TlsConfig};
 use sluice_shard::{runtime, MetadataSnapshot, Shard};
 use socket2::{Domain, Socket, Type};
 use std::cell::Cell;
@@ -51,20 +57,20 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     config.validate(cpus_allowed.len()).map_err(|e| e.to_string())?;
     let cores = config.cores.unwrap_or(cpus_allowed.len());
     let cpus: Vec<usize> = cpus_allowed[..cores].to_vec();
-    let listen = config.listen_addr().map_err(|e| e.to_string())?;
+    let specs = config.listener_specs().map_err(|e| e.to_string())?;
 
     sluice_storage::format::ensure_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     let _lock = sluice_storage::format::lock_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     let snapshot = load_metadata(&config, cores)?;
+    let sasl = sasl_settings(&config, &specs)?;
     let clean_start = take_clean_marker(&config.data_dir)?;
     raise_open_file_limit();
-    let (port, sockets) = bind_all_retrying(listen, cores, Duration::from_millis(config.listen_retry_ms))?;
+    let bound = bind_listeners(&specs, cores, Duration::from_millis(config.listen_retry_ms))?;
     let mut metrics = bind_metrics(&config)?;
-    let (advertised_host, advertised_port) = match config.advertised().map_err(|e| e.to_string())? {
-        Some((h, p)) => (h, p),
-        None => (listen.ip().to_string(), port),
-    };
-    let me = BrokerEndpoint { node_id: NodeId(config.node_id), host: advertised_host.clone(), port: advertised_port };
+    let shown = bound[0].addr;
+    let first = &bound[0];
+    let (host, port) = first.spec.advertised.clone().unwrap_or_else(|| (first.addr.ip().to_string(), first.addr.port()));
+    let me = BrokerEndpoint { node_id: NodeId(config.node_id), host, port };
     let voters = config.voters().map_err(|e| e.to_string())?;
     let peers = bind_peers(&config, &snapshot.cluster_id, cores, &me)?;
     // A lone broker's ready line stays as it always was (scripts parse it).
@@ -74,24 +80,33 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         Some((_, setups)) => setups.into_iter().map(Some).collect(),
         None => (0..cores).map(|_| None).collect(),
     };
-    let shown = SocketAddr::new(listen.ip(), port);
+    let listener_lines: Vec<String> = bound
+        .iter()
+        .map(|b| format!("sluice listener name={} protocol={} listen={}", b.spec.name, b.spec.protocol.name(), b.addr))
+        .collect();
     let data_dir = config.data_dir.display().to_string();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         cores,
         cpus = ?cpus,
         listen = %shown,
+        listeners = ?listener_lines,
         data_dir = %data_dir,
         topics = snapshot.topics.len(),
         clean_start,
         "starting sluice"
     );
     let connections = Arc::new(Connections::new(config.max_connections, config.max_connections_per_ip));
-    let payloads: Vec<Payload> = sockets
+    let tls = config.tls.clone();
+    let payloads: Vec<Payload> = per_shard_listeners(bound, cores, &tls, &sasl)
         .into_iter()
         .zip(peer_setups.iter_mut())
         .enumerate()
-        .map(|(i, (s, p))| Payload { socket: s, metrics: if i == 0 { metrics.take() } else { None }, peer: p.take() })
+        .map(|(i, (listeners, p))| Payload {
+            listeners,
+            metrics: if i == 0 { metrics.take() } else { None },
+            peer: p.take(),
+        })
         .collect();
     let session = Duration::from_millis(config.peer_session_timeout_ms);
     let serve = move |shard: Rc<Shard>, payload: Payload| {
@@ -103,10 +118,10 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let clean_stop = runtime::run(config, clean_start, cpus, snapshot, payloads, serve, || {
         tracing::info!(listen = %shown, elapsed_ms = millis(started.elapsed()), "ready");
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "sluice ready listen={shown} cores={cores}{peer_shown} data_dir={data_dir}"
-        );
+        for line in &listener_lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "sluice ready listen={shown} cores={cores}{peer_shown} data_dir={data_dir}");
         let _ = out.flush();
     })
     .map_err(|e| e.to_string())?;
@@ -118,10 +133,78 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// What each shard's `serve` gets: its Kafka listener, the metrics socket (shard 0) and its
+/// A listener bound for every shard (one SO_REUSEPORT socket each).
+struct BoundListener {
+    spec: ListenerSpec,
+    /// The bound address (the port chosen by the kernel when 0 was asked).
+    addr: SocketAddr,
+    sockets: Vec<Socket>,
+}
+
+/// One listener as handed to one shard, which builds its [`auth::Listener`] from it.
+struct ShardListener {
+    name: String,
+    protocol: SecurityProtocol,
+    advertised: (String, u16),
+    tls: Option<TlsConfig>,
+    sasl: Arc<auth::SaslSettings>,
+    socket: Socket,
+}
+
+/// Binds every listener (port in use retried, see [`bind_retrying`]); TLS listeners' files are
+/// loaded once here so a bad certificate fails the start with its reason.
+fn bind_listeners(specs: &[ListenerSpec], cores: usize, retry: Duration) -> Result<Vec<BoundListener>, String> {
+    let mut bound = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (port, sockets) = bind_all_retrying(spec.addr, cores, retry)?;
+        bound.push(BoundListener { spec: spec.clone(), addr: SocketAddr::new(spec.addr.ip(), port), sockets });
+    }
+    Ok(bound)
+}
+
+/// The SASL settings of the broker (mechanisms, PLAIN users, the SCRAM store), and a check
+/// that TLS listeners' files load.
+fn sasl_settings(config: &BrokerConfig, specs: &[ListenerSpec]) -> Result<Arc<auth::SaslSettings>, String> {
+    if specs.iter().any(|s| s.protocol.tls()) {
+        crate::tls::server_config(&config.tls).map_err(|e| e.to_string())?;
+    }
+    let mechanisms = config.sasl.enabled_mechanisms.iter().filter_map(|m| crate::sasl::Mechanism::parse(m)).collect();
+    let scram = auth::store::ScramStore::open(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
+    Ok(Arc::new(auth::SaslSettings {
+        mechanisms,
+        plain_users: config.sasl.plain_users.clone(),
+        scram: Arc::new(scram),
+    }))
+}
+
+/// Deals the listeners' sockets out: shard `i` gets socket `i` of every listener.
+fn per_shard_listeners(
+    bound: Vec<BoundListener>,
+    cores: usize,
+    tls: &TlsConfig,
+    sasl: &Arc<auth::SaslSettings>,
+) -> Vec<Vec<ShardListener>> {
+    let mut shards: Vec<Vec<ShardListener>> = (0..cores).map(|_| Vec::with_capacity(bound.len())).collect();
+    for b in bound {
+        let advertised = b.spec.advertised.clone().unwrap_or_else(|| (b.addr.ip().to_string(), b.addr.port()));
+        for (shard, socket) in shards.iter_mut().zip(b.sockets) {
+            shard.push(ShardListener {
+                name: b.spec.name.clone(),
+                protocol: b.spec.protocol,
+                advertised: advertised.clone(),
+                tls: b.spec.protocol.tls().then(|| tls.clone()),
+                sasl: sasl.clone(),
+                socket,
+            });
+        }
+    }
+    shards
+}
+
+/// What each shard's `serve` gets: its Kafka listeners, the metrics socket (shard 0) and its
 /// part of the peer transport (brokers with peers).
 struct Payload {
-    socket: Socket,
+    listeners: Vec<ShardListener>,
     metrics: Option<MetricsSocket>,
     peer: Option<PeerSetup>,
 }
@@ -231,9 +314,9 @@ fn leave_clean_marker(data_path: &std::path::Path) {
 }
 
 /// One shard's serving: the metrics endpoint (on the shard that got its socket, once it is
-/// bound) and the Kafka accept loop.
+/// bound) and an accept loop per listener.
 async fn serve_shard(shard: Rc<Shard>, cluster: Rc<ClusterView>, payload: Payload, connections: Arc<Connections>) {
-    let Payload { socket, metrics, peer } = payload;
+    let Payload { listeners, metrics, peer } = payload;
     let peers = match peer {
         Some(setup) => match PeerNet::start(shard.clone(), cluster.clone(), setup).await {
             Ok(net) => Some(net),
@@ -254,15 +337,60 @@ async fn serve_shard(shard: Rc<Shard>, cluster: Rc<ClusterView>, payload: Payloa
         })
         .detach();
     }
-    let ctx = Rc::new(Ctx {
+    let base = ShardBase {
         shard,
         in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
-        advertised_host: cluster.me().host.clone(),
-        advertised_port: i32::from(cluster.me().port),
         cluster,
         peers,
-    });
-    accept_loop(ctx, socket, connections).await;
+    };
+    let mut loops = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        let tls = match l.tls.map(crate::tls::TlsReloader::new).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                // Loaded at start-up a moment ago: only a file changed since then gets here.
+                tracing::error!(shard = %base.shard.id, listener = %l.name, error = %e, "listener not served: TLS files do not load");
+                continue;
+            }
+        };
+        let listener = Rc::new(auth::Listener {
+            name: l.name,
+            protocol: l.protocol,
+            tls,
+            sasl: l.sasl,
+            advertised_host: l.advertised.0,
+            advertised_port: i32::from(l.advertised.1),
+        });
+        loops.push(accept_loop(base.clone(), listener, l.socket, connections.clone()));
+    }
+    futures::future::join_all(loops).await;
+}
+
+/// What every connection of a shard shares.
+#[derive(Clone)]
+struct ShardBase {
+    shard: Rc<Shard>,
+    /// Request bytes read but not yet answered on this shard, across its listeners.
+    in_flight: Rc<glommio::sync::Semaphore>,
+    /// This shard's cluster view and transport (see `Ctx`).
+    cluster: Rc<ClusterView>,
+    peers: Option<Rc<PeerNet>>,
+}
+
+impl ShardBase {
+    /// The handlers' context of a connection accepted on `listener`.
+    fn connection(&self, listener: &Rc<auth::Listener>) -> Rc<Ctx> {
+        Rc::new(Ctx {
+            shard: self.shard.clone(),
+            in_flight: self.in_flight.clone(),
+            advertised_host: listener.advertised_host.clone(),
+            advertised_port: listener.advertised_port,
+            listener: listener.clone(),
+            session: std::cell::RefCell::new(auth::Session::new(listener.protocol)),
+            cluster: self.cluster.clone(),
+            peers: self.peers.clone(),
+        })
+    }
 }
 
 /// Contents of a complete marker; an empty or partial file (a write cut short) does not count.
@@ -508,8 +636,10 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts on this shard's listener until shutdown, then waits for its connections to finish.
-async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>) {
+/// Accepts on this shard's socket of `on` until shutdown, then waits for its connections to
+/// finish.
+async fn accept_loop(base: ShardBase, on: Rc<auth::Listener>, socket: Socket, connections: Arc<Connections>) {
+    let ctx = &base;
     // SAFETY: the fd comes from a bound, listening socket we own and hand over whole.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let live = Rc::new(Cell::new(0usize));
@@ -543,7 +673,7 @@ async fn accept_loop(ctx: Rc<Ctx>, socket: Socket, connections: Arc<Connections>
                         continue;
                     }
                 };
-                let (ctx, live) = (ctx.clone(), live.clone());
+                let (ctx, live) = (base.connection(&on), live.clone());
                 live.set(live.get() + 1);
                 glommio::spawn_local(async move {
                     crate::conn::serve(ctx, stream).await;

@@ -430,7 +430,8 @@ fn add_partitions(
     if is_internal(topic) {
         return Err(PartitionError::InvalidTopic(format!("{topic} is an internal topic")));
     }
-    let current = snap.topics.get(topic).ok_or(PartitionError::UnknownTopicOrPartition)?.shards.len() as i32;
+    let current = snap.topics.get(topic).ok_or(PartitionError::UnknownTopicOrPartition)?.shards.len();
+    let current = i32::try_from(current).expect("a topic has at most MAX_PARTITIONS_PER_TOPIC partitions");
     if count <= current {
         return Err(PartitionError::InvalidPartitions(format!(
             "topic {topic} has {current} partitions; the new count must be larger, got {count}"
@@ -441,7 +442,10 @@ fn add_partitions(
     }
     let load = snap.partitions_per_shard(placing.n_shards);
     let added: Vec<u16> =
-        place_by_load(&load, placing.rates, (count - current) as usize).into_iter().map(|s| s.0).collect();
+        place_by_load(&load, placing.rates, usize::try_from(count - current).expect("count > current, checked above"))
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
     snap.topics.get_mut(topic).expect("checked above").shards.extend(added);
     Ok(())
 }
@@ -472,7 +476,8 @@ fn create_one(
         topic_config::validate(k, v).map_err(PartitionError::InvalidConfig)?;
     }
     let load = snap.partitions_per_shard(placing.n_shards);
-    let shards = place_by_load(&load, placing.rates, partitions as usize).into_iter().map(|s| s.0).collect();
+    let n = usize::try_from(partitions).expect("1..=MAX_PARTITIONS_PER_TOPIC, checked above");
+    let shards = place_by_load(&load, placing.rates, n).into_iter().map(|s| s.0).collect();
     let meta = TopicMeta { id: new_topic_id(), shards, configs: t.configs.clone() };
     let created = CreatedTopic { id: meta.id, partitions, configs: t.configs };
     if !validate_only {
@@ -488,7 +493,8 @@ pub fn ensure_offsets_topic(snap: &mut MetadataSnapshot, n_shards: usize, partit
         return false;
     }
     let load = snap.partitions_per_shard(n_shards);
-    let shards = place(&load, partitions as usize).into_iter().map(|s| s.0).collect();
+    let n = usize::try_from(partitions).expect("offsets_topic_num_partitions is validated to 1..=1000");
+    let shards = place(&load, n).into_iter().map(|s| s.0).collect();
     snap.topics.insert(
         crate::groups::OFFSETS_TOPIC.to_string(),
         TopicMeta {
@@ -538,7 +544,7 @@ async fn publish(shard: &Rc<Shard>, snap: MetadataSnapshot) -> Vec<InstallError>
         }
         let (reply, rx) = oneshot::channel();
         let msg = ShardMsg::Publish { snapshot: Box::new(snap.clone()), reply };
-        if shard.send(ShardId(other as u16), msg).await.is_ok() {
+        if shard.send(crate::shard::shard_id(other), msg).await.is_ok() {
             acks.push(rx);
         }
     }

@@ -11,10 +11,14 @@
 //! one message to each and gets one reply from each. Nothing on the request path is shared
 //! between threads except the messages themselves.
 
+// Integers from the wire or the disk are converted with `try_from` (or a lossless `From`).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 pub mod admin;
 pub mod error;
 pub mod fetch;
 pub mod groups;
+pub mod internal;
 pub mod metadata;
 pub mod metrics;
 pub mod msg;

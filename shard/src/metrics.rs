@@ -79,6 +79,10 @@ struct Registry {
     mesh_tasks_peak: i64,
 }
 
+/// The window's length in one-second buckets.
+#[allow(clippy::cast_possible_truncation)] // a compile-time constant of a few seconds
+const WINDOW_BUCKETS: usize = PLACEMENT_LOAD_WINDOW_SECS as usize;
+
 /// Bytes appended per whole second (since the shard's first append), for the last
 /// `PLACEMENT_LOAD_WINDOW_SECS` seconds: a ring of per-second counts.
 #[derive(Debug, Default)]
@@ -86,11 +90,16 @@ struct AppendRate {
     origin: Option<Instant>,
     /// The second the newest bucket counts.
     second: u64,
-    buckets: [u64; PLACEMENT_LOAD_WINDOW_SECS as usize],
+    buckets: [u64; WINDOW_BUCKETS],
 }
 
 impl AppendRate {
     const W: u64 = PLACEMENT_LOAD_WINDOW_SECS;
+
+    /// The bucket of second `s`.
+    fn slot(s: u64) -> usize {
+        usize::try_from(s % Self::W).expect("below the window length")
+    }
 
     fn now(&mut self, at: Instant) -> u64 {
         at.saturating_duration_since(*self.origin.get_or_insert(at)).as_secs()
@@ -101,11 +110,11 @@ impl AppendRate {
         if sec > self.second {
             // Clear the buckets of the seconds that passed without appends.
             for s in (self.second + 1)..=sec.min(self.second + Self::W) {
-                self.buckets[(s % Self::W) as usize] = 0;
+                self.buckets[Self::slot(s)] = 0;
             }
             self.second = sec;
         }
-        self.buckets[(self.second % Self::W) as usize] += bytes;
+        self.buckets[Self::slot(self.second)] += bytes;
     }
 
     /// Bytes appended during the window ending now, divided by its length.
@@ -116,7 +125,7 @@ impl AppendRate {
         let sec = self.now(at);
         let sum: u64 = (sec.saturating_sub(Self::W - 1)..=sec)
             .filter(|s| *s <= self.second && self.second - *s < Self::W)
-            .map(|s| self.buckets[(s % Self::W) as usize])
+            .map(|s| self.buckets[Self::slot(s)])
             .sum();
         sum / Self::W
     }
@@ -167,14 +176,18 @@ pub fn record_request(api: &'static str, latency: Duration, failed: bool) {
         let s = r.apis.entry(api).or_insert_with(|| ApiStats { count: 0, errors: 0, latency_us: histogram() });
         s.count += 1;
         s.errors += u64::from(failed);
-        s.latency_us.saturating_record(latency.as_micros() as u64);
+        s.latency_us.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
     });
 }
 
 /// Records time spent in a stage.
 pub fn record_stage(stage: Stage, took: Duration) {
     REG.with(|r| {
-        r.borrow_mut().stages.entry(stage).or_insert_with(histogram).saturating_record(took.as_micros() as u64);
+        r.borrow_mut()
+            .stages
+            .entry(stage)
+            .or_insert_with(histogram)
+            .saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     });
 }
 
@@ -218,7 +231,7 @@ pub fn connection(delta: i64) {
         let mut r = r.borrow_mut();
         r.connections += delta;
         if delta > 0 {
-            r.connections_total += delta as u64;
+            r.connections_total += delta.unsigned_abs();
         }
     });
 }
@@ -298,12 +311,41 @@ pub struct ShardMetrics {
     /// Tasks running for mesh messages, and the most at once since start.
     pub mesh_tasks: i64,
     pub mesh_tasks_peak: i64,
+    /// What compaction did on this shard (storage counters).
+    pub compaction: Compaction,
+}
+
+/// Compaction counters of a shard (see `sluice_storage::stats::StorageStats`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Compaction {
+    pub passes: u64,
+    pub failures: u64,
+    pub segments_rewritten: u64,
+    pub bytes_removed: u64,
+    pub records_removed: u64,
+    pub max_pass_us: u64,
+    pub last_dirty_ratio: f64,
+}
+
+impl Compaction {
+    fn of(s: &sluice_storage::stats::StorageStats) -> Compaction {
+        Compaction {
+            passes: s.compaction_passes,
+            failures: s.compaction_failures,
+            segments_rewritten: s.compaction_segments_rewritten,
+            bytes_removed: s.compaction_bytes_before.saturating_sub(s.compaction_bytes_after),
+            records_removed: s.compaction_records_removed,
+            max_pass_us: s.compaction_max_pass_us,
+            last_dirty_ratio: s.compaction_last_dirty_ratio,
+        }
+    }
 }
 
 /// This shard's snapshot.
 pub fn local(shard: &Shard) -> ShardMetrics {
     drop_deleted_topics(shard);
     let storage = sluice_storage::stats::snapshot();
+    let compaction = Compaction::of(&storage);
     let (groups, members) = shard.groups.counts();
     let append_bytes_per_sec = append_bytes_per_sec();
     REG.with(|r| {
@@ -336,6 +378,7 @@ pub fn local(shard: &Shard) -> ShardMetrics {
             fetch_waiters: r.fetch_waiters,
             mesh_tasks: r.mesh_tasks,
             mesh_tasks_peak: r.mesh_tasks_peak,
+            compaction,
         }
     })
 }
@@ -349,7 +392,7 @@ pub async fn gather(shard: &Rc<Shard>) -> Vec<ShardMetrics> {
             continue;
         }
         let (reply, rx) = futures::channel::oneshot::channel();
-        if shard.send(sluice_core::ShardId(s as u16), ShardMsg::Metrics { reply }).await.is_ok() {
+        if shard.send(crate::shard::shard_id(s), ShardMsg::Metrics { reply }).await.is_ok() {
             if let Ok(m) = rx.await {
                 all.push(m);
             }

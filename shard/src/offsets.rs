@@ -103,7 +103,7 @@ pub async fn log_sizes(shard: &Rc<Shard>) -> Vec<(TopicPartition, u64)> {
             continue;
         }
         let (reply, rx) = futures::channel::oneshot::channel();
-        if shard.send(sluice_core::ShardId(s as u16), ShardMsg::LogSizes { reply }).await.is_ok() {
+        if shard.send(crate::shard::shard_id(s), ShardMsg::LogSizes { reply }).await.is_ok() {
             all.extend(rx.await.unwrap_or_default());
         }
     }

@@ -53,7 +53,7 @@ pub fn place_by_load(existing_per_shard: &[usize], bytes_per_sec: &[u64], count:
             let (best, _) =
                 owned.iter().enumerate().min_by_key(|(i, n)| (score(*i, **n), **n, *i)).expect("at least one shard");
             owned[best] += 1;
-            ShardId(best as u16)
+            crate::shard::shard_id(best)
         })
         .collect()
 }

@@ -23,7 +23,6 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_core::config::BrokerConfig;
 use sluice_core::limits::CROSS_CORE_CHANNEL_CAPACITY;
-use sluice_core::ShardId;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,7 +186,7 @@ where
     let ShardStart { i, n, config, clean_start, snapshot, mesh, ready_tx, stop_rx, drained, closed, close_failures } =
         start;
     name_thread(&format!("sluice-shard-{i}"));
-    let id = ShardId(i as u16);
+    let id = crate::shard::shard_id(i);
     crate::metrics::fault::arm(id);
     let (senders, receivers) = match mesh.join().await {
         Ok(x) => x,
@@ -241,7 +240,7 @@ async fn recover(
         partitions = shard.owned_partitions(),
         truncated_bytes = shard.stats.truncated_bytes_at_open.get(),
         clean_start,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "recovered"
     );
     Ok(())

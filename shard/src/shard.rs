@@ -56,6 +56,12 @@ impl std::error::Error for InstallError {}
 
 /// A log's settings from its topic's configs (broker defaults, then Kafka's, where unset), and
 /// the broker's `producer_id_expiration_ms`.
+/// The id of the shard with this index (`0..n_shards`).
+pub fn shard_id(index: usize) -> ShardId {
+    ShardId(u16::try_from(index).expect("a shard index fits in u16 (the shard count is checked at start)"))
+}
+
+/// The storage settings of a partition log: the broker's, overridden by the topic's.
 pub fn log_config(
     configs: &std::collections::BTreeMap<String, String>,
     broker: &std::collections::BTreeMap<String, String>,

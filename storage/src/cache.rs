@@ -227,10 +227,30 @@ pub(crate) async fn read(
         return Ok(Got::unverified(read_direct(file, name, pos, len).await?, pos));
     }
     let key = (file.key(), idx);
-    let base = idx * CHUNK;
-    let at = offset_in_chunk(pos);
     read_ahead(file, idx, final_end);
-    let hit = CACHE.with(|c| {
+    if let Some(got) = cached(key, pos, len) {
+        crate::stats::with(|s| s.memory_reads += 1);
+        return Ok(got);
+    }
+    // With `growing`, `final_end` is the flushed end of an active segment, which moves with
+    // every flush. Such a read is served from the chunk being filled by write-through when it
+    // can be. Otherwise the chunk's final part so far is loaded and cached once; a read past
+    // what is cached or loading takes just its range from the device, since loading the final
+    // part again for each read of new data would make a consumer at the tail re-read the chunk
+    // on every fetch (~55x the bytes produced, measured). The chunk is loaded whole once final.
+    if growing && final_end < idx * CHUNK + CHUNK {
+        if let Some(got) = read_growing(file, name, key, pos, len).await? {
+            return Ok(got);
+        }
+    }
+    crate::stats::with(|s| s.disk_reads += 1);
+    load_and_read(file, name, key, pos, len, final_end).await
+}
+
+/// `len` bytes at `pos` from the cached chunk `key`, when it holds them.
+fn cached(key: (u64, u64), pos: u64, len: usize) -> Option<Got> {
+    let (base, at) = (key.1 * CHUNK, offset_in_chunk(pos));
+    CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.clock += 1;
         let now = c.clock;
@@ -247,44 +267,57 @@ pub(crate) async fn read(
         };
         c.first_read(key);
         Some(got)
+    })
+}
+
+/// A read of an active segment's chunk not wholly final yet (see [`read`]): from the chunk
+/// being filled by write-through when it holds the range, else directly from the device when
+/// the chunk is cached or loading already; `None` to load it.
+async fn read_growing(
+    file: &Rc<SegFile>,
+    name: &str,
+    key: (u64, u64),
+    pos: u64,
+    len: usize,
+) -> Result<Option<Got>, StorageError> {
+    let at = offset_in_chunk(pos);
+    let (filled, known) = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let known = c.chunks.contains_key(&key) || c.loading.contains_key(&key);
+        c.clock += 1;
+        let now = c.clock;
+        let f = c.filling.get_mut(&file.key()).filter(|f| f.idx == key.1 && at + len <= f.data.len());
+        (
+            f.map(|f| {
+                f.last_use = now;
+                Bytes::copy_from_slice(&f.data[at..at + len])
+            }),
+            known,
+        )
     });
-    if let Some(got) = hit {
+    if let Some(b) = filled {
         crate::stats::with(|s| s.memory_reads += 1);
-        return Ok(got);
+        // Bytes being filled were written by this process: produce validated them.
+        return Ok(Some(Got::all_verified(b, pos)));
     }
-    // With `growing`, `final_end` is the flushed end of an active segment, which moves with
-    // every flush. Such a read is served from the chunk being filled by write-through when it
-    // can be. Otherwise the chunk's final part so far is loaded and cached once; a read past
-    // what is cached or loading takes just its range from the device, since loading the final
-    // part again for each read of new data would make a consumer at the tail re-read the chunk
-    // on every fetch (~55x the bytes produced, measured). The chunk is loaded whole once final.
-    if growing && final_end < base + CHUNK {
-        let (filled, known) = CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            let known = c.chunks.contains_key(&key) || c.loading.contains_key(&key);
-            c.clock += 1;
-            let now = c.clock;
-            let f = c.filling.get_mut(&file.key()).filter(|f| f.idx == idx && at + len <= f.data.len());
-            (
-                f.map(|f| {
-                    f.last_use = now;
-                    Bytes::copy_from_slice(&f.data[at..at + len])
-                }),
-                known,
-            )
-        });
-        if let Some(b) = filled {
-            crate::stats::with(|s| s.memory_reads += 1);
-            // Bytes being filled were written by this process: produce validated them.
-            return Ok(Got::all_verified(b, pos));
-        }
-        if known {
-            crate::stats::with(|s| s.disk_reads += 1);
-            return Ok(Got::unverified(read_direct(file, name, pos, len).await?, pos));
-        }
+    if known {
+        crate::stats::with(|s| s.disk_reads += 1);
+        return Ok(Some(Got::unverified(read_direct(file, name, pos, len).await?, pos)));
     }
-    crate::stats::with(|s| s.disk_reads += 1);
-    let loaded = load(file, idx, final_end, false).await;
+    Ok(None)
+}
+
+/// Loads chunk `key` (or joins its load in flight) and answers `len` bytes at `pos` from it.
+async fn load_and_read(
+    file: &Rc<SegFile>,
+    name: &str,
+    key: (u64, u64),
+    pos: u64,
+    len: usize,
+    final_end: u64,
+) -> Result<Got, StorageError> {
+    let at = offset_in_chunk(pos);
+    let loaded = load(file, key.1, final_end, false).await;
     // A read that joined a load started ahead used it.
     let source = CACHE.with(|c| {
         let mut c = c.borrow_mut();

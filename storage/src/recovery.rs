@@ -51,55 +51,14 @@ pub(crate) async fn scan(
     interval: u64,
 ) -> Result<Scanned, StorageError> {
     let size = file.size().await.map_err(|e| StorageError::io("stat", path, e))?;
+    let mut reader = Reader { file, path, size, buf: Vec::new(), buf_pos: from.pos, read_pos: from.pos };
     let mut entries = Vec::new();
     let mut cursor_idx = IndexCursor::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut buf_pos: u64 = from.pos; // file position of buf[0]
-    let mut read_pos: u64 = from.pos; // file position up to which buf is filled
     let mut cursor: u64 = from.pos; // file position of the next batch
     let mut next_offset = from.offset;
     let mut beyond_index = false;
-
-    loop {
-        // Buffer the next length field, then the whole batch it announces.
-        let mut total: Option<u64> = None;
-        loop {
-            let have = read_pos - cursor;
-            let need = total.unwrap_or(LOG_OVERHEAD as u64);
-            if have >= need {
-                if total.is_some() {
-                    break;
-                }
-                let at = in_buffer(cursor - buf_pos);
-                let len = i32::from_be_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
-                let Some(len) = usize::try_from(len).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
-                    break;
-                };
-                total = Some((LOG_OVERHEAD + len) as u64);
-                continue;
-            }
-            if read_pos >= size {
-                break;
-            }
-            let consumed = in_buffer(cursor - buf_pos);
-            if consumed > 0 {
-                buf.drain(..consumed);
-                buf_pos = cursor;
-            }
-            let want = SCAN_CHUNK.max(in_buffer(need - have));
-            let chunk = file.read_at(read_pos, want).await.map_err(|e| StorageError::io("read", path, e))?;
-            if chunk.is_empty() {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..]);
-            read_pos += chunk.len() as u64;
-        }
-        let Some(need) = total else { break };
-        if read_pos - cursor < need {
-            break;
-        }
-        let at = in_buffer(cursor - buf_pos);
-        let Ok(h) = batch::validate(&buf[at..at + in_buffer(need)]) else { break };
+    while let Some(need) = reader.next_batch(cursor).await? {
+        let Ok(h) = batch::validate(reader.batch(cursor, need)) else { break };
         if h.base_offset != next_offset && !(from.gaps && h.base_offset > next_offset) {
             break;
         }
@@ -119,16 +78,82 @@ pub(crate) async fn scan(
         next_offset = h.last_offset() + 1;
         cursor += need;
     }
+    let truncated_bytes = reader.torn_after(cursor);
+    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes })
+}
 
-    // Anything after `cursor` that is not zero padding is a torn or corrupt write.
-    let mut truncated_bytes = 0;
-    if cursor < size {
-        let at = in_buffer(cursor.saturating_sub(buf_pos));
-        let rest_in_buf = buf.get(at..).unwrap_or(&[]);
-        let dirty = rest_in_buf.iter().any(|b| *b != 0) || read_pos < size;
+/// The part of a segment file a scan has read and not passed yet.
+struct Reader<'a> {
+    file: &'a Rc<SegFile>,
+    path: &'a str,
+    size: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+    /// File position up to which `buf` is filled.
+    read_pos: u64,
+}
+
+impl Reader<'_> {
+    /// Buffers the batch at file position `cursor`: its length field, then the whole batch it
+    /// announces. Its length (with the log overhead), or `None` where the batches end (the end
+    /// of the file, a length out of range, a batch cut short).
+    async fn next_batch(&mut self, cursor: u64) -> Result<Option<u64>, StorageError> {
+        let mut total: Option<u64> = None;
+        loop {
+            let have = self.read_pos - cursor;
+            let need = total.unwrap_or(LOG_OVERHEAD as u64);
+            if have >= need {
+                if total.is_some() {
+                    break;
+                }
+                let at = in_buffer(cursor - self.buf_pos);
+                let len = i32::from_be_bytes(self.buf[at + 8..at + 12].try_into().expect("4 bytes"));
+                let Some(len) = usize::try_from(len).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
+                    break;
+                };
+                total = Some((LOG_OVERHEAD + len) as u64);
+                continue;
+            }
+            if self.read_pos >= self.size {
+                break;
+            }
+            let consumed = in_buffer(cursor - self.buf_pos);
+            if consumed > 0 {
+                self.buf.drain(..consumed);
+                self.buf_pos = cursor;
+            }
+            let want = SCAN_CHUNK.max(in_buffer(need - have));
+            let chunk =
+                self.file.read_at(self.read_pos, want).await.map_err(|e| StorageError::io("read", self.path, e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..]);
+            self.read_pos += chunk.len() as u64;
+        }
+        Ok(total.filter(|need| self.read_pos - cursor >= *need))
+    }
+
+    /// The `need` bytes buffered at file position `cursor` (after [`Reader::next_batch`]).
+    fn batch(&self, cursor: u64, need: u64) -> &[u8] {
+        let at = in_buffer(cursor - self.buf_pos);
+        &self.buf[at..at + in_buffer(need)]
+    }
+
+    /// The bytes after `cursor` (the end of the valid batches) when any of them is not zero
+    /// padding: a torn or corrupt write; 0 otherwise.
+    fn torn_after(&self, cursor: u64) -> u64 {
+        if cursor >= self.size {
+            return 0;
+        }
+        let at = in_buffer(cursor.saturating_sub(self.buf_pos));
+        let rest_in_buf = self.buf.get(at..).unwrap_or(&[]);
+        let dirty = rest_in_buf.iter().any(|b| *b != 0) || self.read_pos < self.size;
         if dirty {
-            truncated_bytes = size - cursor;
+            self.size - cursor
+        } else {
+            0
         }
     }
-    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes })
 }

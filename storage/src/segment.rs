@@ -12,7 +12,7 @@ use crate::file::SegFile;
 use crate::format::segment_file_name;
 use crate::index::{IndexCursor, SparseIndex};
 use crate::log::Entry;
-use crate::recovery::{scan, ScanFrom};
+use crate::recovery::{scan, ScanFrom, Scanned};
 use crate::StorageError;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -42,6 +42,42 @@ fn index_paths(log: &Path) -> (PathBuf, PathBuf) {
     (log.with_extension("index"), log.with_extension("timeindex"))
 }
 
+/// A segment's sparse index from its index files (`ip`, `tp`), when both read and decode for
+/// a segment of `size` bytes.
+async fn read_index(disk: &Disk, ip: &Path, tp: &Path, size: u64) -> Option<SparseIndex> {
+    let [Ok(o), Ok(t)] = disk.read_files([ip.to_path_buf(), tp.to_path_buf()]).await else { return None };
+    SparseIndex::decode(&o, &t, size.max(1), u32::MAX).ok()
+}
+
+/// Scans the active segment `file` (based at `base`) for its valid batches, extending `index`
+/// (trusted from the index files, or empty): from its last entry when it has one, from the
+/// start when it has none or that entry does not lead to a valid batch. The index as extended
+/// and what the scan found.
+async fn scan_active(
+    file: &Rc<SegFile>,
+    shown: &str,
+    base: i64,
+    mut index: SparseIndex,
+    interval: u64,
+) -> Result<(SparseIndex, Scanned), StorageError> {
+    let whole = || ScanFrom { pos: 0, offset: base, segment_base: base, gaps: false };
+    let from = match index.offsets.last() {
+        Some((rel, pos)) => {
+            ScanFrom { pos: u64::from(*pos), offset: base + i64::from(*rel), segment_base: base, gaps: false }
+        }
+        None => whole(),
+    };
+    let trusted_start = from.pos != 0 || from.offset != base;
+    let s = scan(file, shown, from, &mut index, interval).await?;
+    if !(s.entries.is_empty() && trusted_start) {
+        return Ok((index, s));
+    }
+    // The trusted entry did not lead to a valid batch: scan everything.
+    let mut index = SparseIndex::default();
+    let s = scan(file, shown, whole(), &mut index, interval).await?;
+    Ok((index, s))
+}
+
 /// Base offsets of the segments in `dir`, sorted.
 pub(crate) async fn list(disk: &Disk, dir: &Path) -> Result<Vec<i64>, StorageError> {
     let names = disk.list(dir).await.map_err(|e| StorageError::io("list", dir.display(), e))?;
@@ -63,20 +99,7 @@ impl Segment {
         let file =
             SegFile::create(disk, path.clone()).await.map_err(|e| StorageError::io("create", path.display(), e))?;
         disk.sync_dir(dir).await.map_err(|e| StorageError::io("fsync directory", dir.display(), e))?;
-        Ok(Segment {
-            base,
-            next_offset: base,
-            file,
-            path,
-            size: 0,
-            index: SparseIndex::default(),
-            cursor: IndexCursor::new(),
-            max_ts: -1,
-            max_ts_offset: -1,
-            settled_max: (-1, -1),
-            created_ms: now_ms,
-            dense: Vec::new(),
-        })
+        Ok(Segment::blank(base, base, file, path, 0, now_ms))
     }
 
     /// Opens a sealed segment whose offsets end at `next_offset` (the next segment's base):
@@ -100,20 +123,7 @@ impl Segment {
             [Ok(o), Ok(t)] => SparseIndex::decode(&o, &t, size.max(1), last_rel).ok(),
             _ => None,
         };
-        let mut seg = Segment {
-            base,
-            next_offset,
-            file,
-            path,
-            size,
-            index: SparseIndex::default(),
-            cursor: IndexCursor::new(),
-            max_ts: -1,
-            max_ts_offset: -1,
-            settled_max: (-1, -1),
-            created_ms: now_ms,
-            dense: Vec::new(),
-        };
+        let mut seg = Segment::blank(base, next_offset, file, path, size, now_ms);
         match loaded {
             Some(idx) => {
                 if let Some((t, rel)) = idx.times.last() {
@@ -161,59 +171,17 @@ impl Segment {
         let shown = path.display().to_string();
         let size = file.size().await.map_err(|e| StorageError::io("stat", &shown, e))?;
         let (ip, tp) = index_paths(&path);
-        let mut index = SparseIndex::default();
-        let mut from = ScanFrom { pos: 0, offset: base, segment_base: base, gaps: false };
-        if trust_index {
-            if let [Ok(o), Ok(t)] = disk.read_files([ip.clone(), tp.clone()]).await {
-                if let Ok(idx) = SparseIndex::decode(&o, &t, size.max(1), u32::MAX) {
-                    if let Some((rel, pos)) = idx.offsets.last() {
-                        from = ScanFrom {
-                            pos: u64::from(*pos),
-                            offset: base + i64::from(*rel),
-                            segment_base: base,
-                            gaps: false,
-                        };
-                    }
-                    index = idx;
-                }
-            }
-        }
-        let trusted_start = from.pos != 0 || from.offset != base;
-        let mut s = scan(&file, &shown, from, &mut index, interval).await?;
-        if s.entries.is_empty() && trusted_start {
-            // The trusted entry did not lead to a valid batch: scan everything.
-            index = SparseIndex::default();
-            s = scan(
-                &file,
-                &shown,
-                ScanFrom { pos: 0, offset: base, segment_base: base, gaps: false },
-                &mut index,
-                interval,
-            )
-            .await?;
-        }
+        let trusted = if trust_index { read_index(disk, &ip, &tp, size).await } else { None };
+        let (index, s) = scan_active(&file, &shown, base, trusted.unwrap_or_default(), interval).await?;
         if s.truncated_bytes > 0 {
             file.truncate(s.end_pos).await.map_err(|e| StorageError::io("truncate", &shown, e))?;
             file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &shown, e))?;
         }
+        let mut seg = Segment::blank(base, s.next_offset, file, path, s.end_pos, now_ms);
+        seg.index = index;
         // Index entries can only point at batches that survived.
-        index.offsets.retain(|(_, p)| u64::from(*p) < s.end_pos);
-        let next = s.next_offset;
-        index.times.retain(|(_, r)| base + i64::from(*r) < next);
-        let mut seg = Segment {
-            base,
-            next_offset: s.next_offset,
-            file,
-            path,
-            size: s.end_pos,
-            index,
-            cursor: IndexCursor::new(),
-            max_ts: -1,
-            max_ts_offset: -1,
-            settled_max: (-1, -1),
-            created_ms: now_ms,
-            dense: Vec::new(),
-        };
+        seg.index.offsets.retain(|(_, p)| u64::from(*p) < s.end_pos);
+        seg.index.times.retain(|(_, r)| base + i64::from(*r) < s.next_offset);
         if let Some((t, rel)) = seg.index.times.last() {
             seg.max_ts = *t;
             seg.max_ts_offset = base + i64::from(*rel);
@@ -233,6 +201,24 @@ impl Segment {
             }
         }
         Ok((seg, s.truncated_bytes))
+    }
+
+    /// A segment of `file` with no index entries and no timestamps yet.
+    fn blank(base: i64, next_offset: i64, file: Rc<SegFile>, path: PathBuf, size: u64, now_ms: i64) -> Segment {
+        Segment {
+            base,
+            next_offset,
+            file,
+            path,
+            size,
+            index: SparseIndex::default(),
+            cursor: IndexCursor::new(),
+            max_ts: -1,
+            max_ts_offset: -1,
+            settled_max: (-1, -1),
+            created_ms: now_ms,
+            dense: Vec::new(),
+        }
     }
 
     pub fn note_timestamp(&mut self, e: &Entry) {

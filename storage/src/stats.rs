@@ -1,5 +1,5 @@
 //! Storage counters of the current thread (one shard per thread, so these are per shard):
-//! fdatasync latency, and reads served from memory versus disk.
+//! fdatasync latency, reads served from memory versus disk, and what compaction did.
 //!
 //! Contract: only the thread's own logs update them; readers (metrics) take a copy.
 
@@ -26,6 +26,17 @@ pub struct StorageStats {
     pub bytes_read: u64,
     /// Bytes of batches read back whose CRC-32C was checked (each copy in memory once).
     pub bytes_crc_checked: u64,
+    /// Compaction passes that ran (a log was due one), and those that failed.
+    pub compaction_passes: u64,
+    pub compaction_failures: u64,
+    /// Segments compaction rewrote, their bytes before and after, and the records it removed.
+    pub compaction_segments_rewritten: u64,
+    pub compaction_bytes_before: u64,
+    pub compaction_bytes_after: u64,
+    pub compaction_records_removed: u64,
+    /// The longest pass so far, microseconds, and the dirty ratio of the last pass.
+    pub compaction_max_pass_us: u64,
+    pub compaction_last_dirty_ratio: f64,
 }
 
 impl Default for StorageStats {
@@ -40,6 +51,14 @@ impl Default for StorageStats {
             bytes_written: 0,
             bytes_read: 0,
             bytes_crc_checked: 0,
+            compaction_passes: 0,
+            compaction_failures: 0,
+            compaction_segments_rewritten: 0,
+            compaction_bytes_before: 0,
+            compaction_bytes_after: 0,
+            compaction_records_removed: 0,
+            compaction_max_pass_us: 0,
+            compaction_last_dirty_ratio: 0.0,
         }
     }
 }

@@ -31,7 +31,7 @@ from kafka import TopicPartition as KTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from support import kstr, recv_frame, request_frame, unique_topic, wait_until
+from support import kstr, metrics_address, recv_frame, request_frame, scrape, total, unique_topic, wait_until
 
 MSG = "Compacted topic cannot accept message without key in topic partition {}"
 
@@ -211,7 +211,7 @@ def check_compacted(records: list, end: int) -> None:
 def test_a_compacted_topic_keeps_the_latest_value_per_key(broker_factory, tmp_path):
     cfg = tmp_path / "sluice-compaction.toml"
     cfg.write_text("log_retention_check_interval_ms = 200\n")
-    broker = broker_factory.start(config=cfg)
+    broker = broker_factory.start(config=cfg, extra_args=("--metrics-listen", "127.0.0.1:0"))
     topic = unique_topic("compacted")
     create(broker.bootstrap, topic, 1, {
         "cleanup.policy": "compact", "segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01",
@@ -228,6 +228,13 @@ def test_a_compacted_topic_keeps_the_latest_value_per_key(broker_factory, tmp_pa
     check_compacted(records, end)
     # Gaps: far fewer records than offsets.
     assert len(records) == KEYS - 1 + FILLERS < end
+    # The metrics count what compaction did: every offset without a record is one it removed.
+    m = scrape(metrics_address(broker))
+    assert total(m, "sluice_compaction_passes_total") >= 1
+    assert total(m, "sluice_compaction_failures_total") == 0
+    assert total(m, "sluice_compaction_segments_rewritten_total") >= 1
+    assert total(m, "sluice_compaction_bytes_removed_total") > 0
+    assert total(m, "sluice_compaction_records_removed_total") == end - len(records)
     # kafka-python reads the same from the beginning.
     kc = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
     try:

@@ -50,6 +50,49 @@ pub enum Command {
     Produce(sluice_client::admin::produce::ProduceArgs),
     /// Print records of a topic, optionally as a consumer group member.
     Consume(sluice_client::admin::consume::ConsumeArgs),
+    /// SCRAM users of a stopped broker's data dir (password from stdin): add, delete, list.
+    User(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub action: UserCommand,
+    /// The broker's data directory
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add or replace a user's credentials; the password is the first line of stdin.
+    Add {
+        name: String,
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
+    /// Delete a user's credentials for one mechanism.
+    Delete {
+        name: String,
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+    },
+    /// List users and their mechanisms.
+    List,
+}
+
+impl UserArgs {
+    pub fn run(self) -> i32 {
+        use sluice_net::auth::user_cmd::{run, UserAction};
+        let action = match self.action {
+            UserCommand::Add { name, mechanism, iterations } => UserAction::Add { name, mechanism, iterations },
+            UserCommand::Delete { name, mechanism } => UserAction::Delete { name, mechanism },
+            UserCommand::List => UserAction::List,
+        };
+        run(&self.data_dir, action)
+    }
 }
 
 #[derive(Debug, Subcommand)]

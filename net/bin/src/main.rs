@@ -47,6 +47,7 @@ fn main() {
         Some(Command::Group(a)) => std::process::exit(sluice_client::admin::group::run(a)),
         Some(Command::Produce(a)) => std::process::exit(sluice_client::admin::produce::run(a)),
         Some(Command::Consume(a)) => std::process::exit(sluice_client::admin::consume::run(a)),
+        Some(Command::User(a)) => std::process::exit(a.run()),
         None => cli.serve,
     };
     let result = args.resolve().and_then(sluice_net::server::run);

@@ -8,11 +8,13 @@
 //! UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as Kafka answers. Version 4
 //! (batched, broker to broker, verify-only) is not offered.
 
+use super::per_partition::answer_each;
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::txn_code;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
@@ -55,23 +57,15 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 };
                 vec![code; partitions.len()]
             };
-            let mut codes = codes.into_iter();
-            let results = body
-                .v3_and_below_topics
-                .into_iter()
-                .map(|t| {
-                    let parts = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*p)
-                                .with_partition_error_code(codes.next().unwrap_or(0))
-                        })
-                        .collect();
-                    AddPartitionsToTxnTopicResult::default().with_name(t.name).with_results_by_partition(parts)
-                })
-                .collect();
+            let partitions = |t: &AddPartitionsToTxnTopic| t.partitions.clone();
+            let results = answer_each(body.v3_and_below_topics, codes, partitions, |t, parts| {
+                let parts = parts.into_iter().map(|(index, code)| {
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(index)
+                        .with_partition_error_code(code)
+                });
+                AddPartitionsToTxnTopicResult::default().with_name(t.name).with_results_by_partition(parts.collect())
+            });
             let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
             respond(&req, &resp).map(|f| Some(f.into()))
         };

@@ -19,8 +19,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: DescribeClusterRequest = decode_body(&req)?;
         let brokers = ctx
-            .cluster
-            .brokers(std::time::Instant::now())
+            .brokers()
             .into_iter()
             .map(|b| {
                 DescribeClusterBroker::default()

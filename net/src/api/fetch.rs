@@ -24,7 +24,7 @@ mod session;
 use super::{topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code;
 use crate::frame::{decode_body, FrameError, Request};
-use crate::response::encode_with_records;
+use crate::response::{encode_with_records, Frame};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -35,7 +35,8 @@ use sluice_core::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS, MAX_PARTI
 use sluice_core::{Offset, TopicPartition};
 use sluice_shard::fetch::{fetch, trim, FetchPlan};
 use sluice_shard::metrics;
-use sluice_shard::msg::FetchItem;
+use sluice_shard::msg::{FetchItem, FetchResult};
+use sluice_shard::txn::partition::TxnView;
 use sluice_shard::txn::view::ViewItem;
 use sluice_shard::PartitionError;
 use std::rc::Rc;
@@ -50,167 +51,210 @@ pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Fetch, name: "Fetch", min_versi
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: FetchRequest = decode_body(&req)?;
-        let v = req.version;
         // Sessions exist from v7 on; older clients always send full fetches. The session is
         // looked up and advanced here, in the first phase, so pipelined fetches of one
         // connection see it in request order.
-        let (session_id, epoch) = if v >= 7 { (body.session_id, body.session_epoch) } else { (0, FINAL_EPOCH) };
+        let (session_id, epoch) =
+            if req.version >= 7 { (body.session_id, body.session_epoch) } else { (0, FINAL_EPOCH) };
         let plan = session::plan(ctx.shard.id.index(), session_id, epoch, &body.topics, &body.forgotten_topics_data);
-        let reply = async move {
-            let (session_id, incremental, wanted) = match plan {
-                Plan::Full { session_id, wanted } => {
-                    (session_id, None, wanted.into_iter().map(|w| (w, None)).collect::<Vec<_>>())
-                }
-                Plan::Incremental { session_id, wanted } => (session_id, Some(()), wanted),
-                Plan::Refused(error) => {
-                    let resp = FetchResponse::default().with_error_code(error).with_session_id(0);
-                    return encode_with_records(req.correlation_id, v, &resp, &[]).map(Some);
-                }
-            };
-            let asked = non_negative(body.max_bytes).min(MAX_FETCH_RESPONSE_BYTES);
-            let max_bytes = asked.min(budget_left(&ctx));
-            let mut shrunk = max_bytes < asked;
-            let mut items = Vec::new();
-            let mut early: Vec<Option<PartitionError>> = Vec::new();
-            // Topics in the order first wanted, each with its partitions' (wanted, result index).
-            let mut layout: Vec<TopicLayout> = Vec::new();
-            for (w, before) in wanted {
-                let index = early.len();
-                let same = layout.last().is_some_and(|(_, parts)| {
-                    let first = &parts[0].0;
-                    first.topic == w.topic && first.topic_id == w.topic_id
-                });
-                if !same {
-                    layout.push((topic_name(&ctx, &w.topic.0, &w.topic_id), Vec::new()));
-                }
-                let (name, parts) = layout.last_mut().expect("pushed");
-                match name {
-                    None => early.push(Some(PartitionError::UnknownTopicId)),
-                    Some(n) => {
-                        early.push(None);
-                        items.push(FetchItem {
-                            index,
-                            tp: TopicPartition::new(n.clone(), w.partition),
-                            offset: Offset(w.fetch_offset),
-                            max_bytes: non_negative(w.max_bytes).min(MAX_PARTITION_READ_BYTES).min(max_bytes),
-                        });
-                    }
-                }
-                parts.push((w, before, index));
-            }
-            let read_committed = body.isolation_level == 1;
-            let wanted_views: Vec<ViewItem> = if read_committed {
-                items.iter().map(|i| ViewItem { index: i.index, tp: i.tp.clone(), from: i.offset.0 }).collect()
-            } else {
-                Vec::new()
-            };
-            let plan = FetchPlan {
-                items,
-                max_wait: Duration::from_millis(
-                    u64::try_from(body.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS)).unwrap_or(0),
-                ),
-                // A budget-cut answer does not wait for more than it may carry.
-                min_bytes: non_negative(body.min_bytes).min(max_bytes.max(1)),
-                max_bytes,
-            };
-            let mut results: Vec<Option<Result<sluice_storage::LogRead, PartitionError>>> =
-                early.into_iter().map(|e| e.map(Err)).collect();
-            let (read, views) = if read_committed {
-                committed::read(&ctx.shard, plan, wanted_views, results.len()).await
-            } else {
-                (fetch(&ctx.shard, plan).await, vec![None; results.len()])
-            };
-            // From here to the writer taking the frame nothing awaits, so no other response
-            // can take the budget in between.
-            let before = records_len(&read);
-            let read = trim(read, budget_left(&ctx));
-            let kept = records_len(&read);
-            shrunk |= kept < before;
-            if shrunk {
-                metrics::fetch_shrunk();
-                tracing::debug!(
-                    asked,
-                    kept,
-                    held = metrics::response_bytes_held(),
-                    "fetch answer cut to the shard's response budget"
-                );
-            }
-            for (index, r) in read {
-                results[index] = Some(r);
-            }
-            // Bytes out per topic: what the answer carries.
-            for (name, parts) in &layout {
-                let sent: usize = parts
-                    .iter()
-                    .filter_map(|(_, _, at)| match &results[*at] {
-                        Some(Ok(r)) => Some(r.records.len()),
-                        _ => None,
-                    })
-                    .sum();
-                if let (Some(name), true) = (name, sent > 0) {
-                    metrics::add_topic_bytes(name, sent as u64, false);
-                }
-            }
-            let mut records = Vec::new();
-            let mut answers = Vec::new();
-            let mut responses = Vec::with_capacity(layout.len());
-            for (_, parts) in layout {
-                let (topic, topic_id) = (parts[0].0.topic.clone(), parts[0].0.topic_id);
-                let mut partitions = Vec::with_capacity(parts.len());
-                for (w, before, at) in parts {
-                    let r = results[at].take().expect("every partition has a result");
-                    let now = match &r {
-                        Ok(read) => Answered { high_watermark: read.high_watermark.0, log_start: read.log_start.0 },
-                        Err(_) => Answered { high_watermark: -1, log_start: -1 },
-                    };
-                    let has_records = r.as_ref().is_ok_and(|read| !read.records.is_empty());
-                    if incremental.is_some() && !session::changed(before, now, has_records, r.is_err()) {
-                        continue;
-                    }
-                    answers.push((w.clone(), now));
-                    let base = PartitionData::default()
-                        .with_partition_index(w.partition)
-                        .with_preferred_read_replica(BrokerId(-1));
-                    let view = &views[at];
-                    partitions.push(match r {
-                        Ok(read) => base
-                            .with_error_code(0)
-                            .with_high_watermark(read.high_watermark.0)
-                            .with_last_stable_offset(
-                                view.as_ref().map_or(read.high_watermark.0, |v| v.last_stable_offset),
-                            )
-                            .with_log_start_offset(if v >= 5 { read.log_start.0 } else { -1 })
-                            // READ_UNCOMMITTED: Kafka answers null, not an empty list.
-                            .with_aborted_transactions(view.as_ref().map(committed::aborted))
-                            .with_records(Some({
-                                records.push(read.records.clone());
-                                read.records
-                            })),
-                        Err(e) => error_partition(base, &e),
-                    });
-                }
-                if !partitions.is_empty() || incremental.is_none() {
-                    responses.push(
-                        FetchableTopicResponse::default()
-                            .with_topic(topic)
-                            .with_topic_id(topic_id)
-                            .with_partitions(partitions),
-                    );
-                }
-            }
-            session::answered(session_id, &answers);
-            let resp = FetchResponse::default()
-                .with_throttle_time_ms(0)
-                .with_error_code(0)
-                .with_session_id(session_id)
-                .with_responses(responses);
-            // The record sets are written from where the reads left them, not copied.
-            encode_with_records(req.correlation_id, req.version, &resp, &records).map(Some)
-        }
-        .boxed_local();
-        Ok(reply)
+        Ok(answer(ctx, req, body, plan).boxed_local())
     }
     .boxed_local()
+}
+
+/// The second phase: reads what the session plan wants (long-polling), cuts the reads to the
+/// shard's response budget, and encodes the answer.
+async fn answer(ctx: Rc<Ctx>, req: Request, body: FetchRequest, plan: Plan) -> Result<Option<Frame>, FrameError> {
+    let (session_id, incremental, wanted) = match plan {
+        Plan::Full { session_id, wanted } => (session_id, false, wanted.into_iter().map(|w| (w, None)).collect()),
+        Plan::Incremental { session_id, wanted } => (session_id, true, wanted),
+        Plan::Refused(error) => {
+            let resp = FetchResponse::default().with_error_code(error).with_session_id(0);
+            return encode_with_records(req.correlation_id, req.version, &resp, &[]).map(Some);
+        }
+    };
+    let asked = non_negative(body.max_bytes).min(MAX_FETCH_RESPONSE_BYTES);
+    let max_bytes = asked.min(budget_left(&ctx));
+    let Layout { topics, items, early } = lay_out(&ctx, wanted, max_bytes);
+    let mut results: Vec<Option<PartitionRead>> = early.into_iter().map(|e| e.map(Err)).collect();
+    let (read, views) = read(&ctx, &body, items, max_bytes, results.len()).await;
+    // From here to the writer taking the frame nothing awaits, so no other response
+    // can take the budget in between.
+    for (index, r) in cut_to_budget(&ctx, read, asked, max_bytes < asked) {
+        results[index] = Some(r);
+    }
+    count_topic_bytes(&topics, &results);
+    let mut out = Answer { results, views, incremental, version: req.version, ..Answer::default() };
+    let responses: Vec<_> = topics.into_iter().filter_map(|(_, parts)| out.topic(parts)).collect();
+    session::answered(session_id, &out.answers);
+    let resp = FetchResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(0)
+        .with_session_id(session_id)
+        .with_responses(responses);
+    // The record sets are written from where the reads left them, not copied.
+    encode_with_records(req.correlation_id, req.version, &resp, &out.records).map(Some)
+}
+
+/// One partition's read, or why it has none.
+type PartitionRead = Result<sluice_storage::LogRead, PartitionError>;
+
+/// The wanted partitions laid out for the answer: topics in the order first wanted, the reads
+/// to make, and the partitions refused before reading (by result index).
+struct Layout {
+    topics: Vec<TopicLayout>,
+    items: Vec<FetchItem>,
+    early: Vec<Option<PartitionError>>,
+}
+
+/// Groups the wanted partitions by topic (consecutive ones of the same topic share an entry)
+/// and names a read for each partition of a known topic, at most `max_bytes` each.
+fn lay_out(ctx: &Ctx, wanted: Vec<(Wanted, Option<Answered>)>, max_bytes: usize) -> Layout {
+    let mut out = Layout { topics: Vec::new(), items: Vec::new(), early: Vec::new() };
+    for (w, before) in wanted {
+        let index = out.early.len();
+        let same = out.topics.last().is_some_and(|(_, parts)| {
+            let first = &parts[0].0;
+            first.topic == w.topic && first.topic_id == w.topic_id
+        });
+        if !same {
+            out.topics.push((topic_name(ctx, &w.topic.0, &w.topic_id), Vec::new()));
+        }
+        let (name, parts) = out.topics.last_mut().expect("pushed");
+        match name {
+            None => out.early.push(Some(PartitionError::UnknownTopicId)),
+            Some(n) => {
+                out.early.push(None);
+                out.items.push(FetchItem {
+                    index,
+                    tp: TopicPartition::new(n.clone(), w.partition),
+                    offset: Offset(w.fetch_offset),
+                    max_bytes: non_negative(w.max_bytes).min(MAX_PARTITION_READ_BYTES).min(max_bytes),
+                });
+            }
+        }
+        parts.push((w, before, index));
+    }
+    out
+}
+
+/// Reads `items` from their owners (long-polling per the request), through the LSO cut for
+/// read_committed; the transaction view per result index (`slots` long, all `None` otherwise).
+async fn read(
+    ctx: &Rc<Ctx>,
+    body: &FetchRequest,
+    items: Vec<FetchItem>,
+    max_bytes: usize,
+    slots: usize,
+) -> (Vec<FetchResult>, Vec<Option<TxnView>>) {
+    let read_committed = body.isolation_level == 1;
+    let wanted_views: Vec<ViewItem> = if read_committed {
+        items.iter().map(|i| ViewItem { index: i.index, tp: i.tp.clone(), from: i.offset.0 }).collect()
+    } else {
+        Vec::new()
+    };
+    let plan = FetchPlan {
+        items,
+        max_wait: Duration::from_millis(u64::try_from(body.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS)).unwrap_or(0)),
+        // A budget-cut answer does not wait for more than it may carry.
+        min_bytes: non_negative(body.min_bytes).min(max_bytes.max(1)),
+        max_bytes,
+    };
+    if read_committed {
+        committed::read(&ctx.shard, plan, wanted_views, slots).await
+    } else {
+        (fetch(&ctx.shard, plan).await, vec![None; slots])
+    }
+}
+
+/// The reads cut to what is left of the shard's response budget now; counts (and logs) an
+/// answer that was cut, here or already when the reads started (`shrunk`).
+fn cut_to_budget(ctx: &Ctx, read: Vec<FetchResult>, asked: usize, shrunk: bool) -> Vec<FetchResult> {
+    let before = records_len(&read);
+    let read = trim(read, budget_left(ctx));
+    let kept = records_len(&read);
+    if shrunk || kept < before {
+        metrics::fetch_shrunk();
+        tracing::debug!(
+            asked,
+            kept,
+            held = metrics::response_bytes_held(),
+            "fetch answer cut to the shard's response budget"
+        );
+    }
+    read
+}
+
+/// Bytes out per topic: what the answer carries.
+fn count_topic_bytes(topics: &[TopicLayout], results: &[Option<PartitionRead>]) {
+    for (name, parts) in topics {
+        let sent: usize = parts
+            .iter()
+            .filter_map(|(_, _, at)| match &results[*at] {
+                Some(Ok(r)) => Some(r.records.len()),
+                _ => None,
+            })
+            .sum();
+        if let (Some(name), true) = (name, sent > 0) {
+            metrics::add_topic_bytes(name, sent as u64, false);
+        }
+    }
+}
+
+/// The answer being built: the results to take, and what the answer collects (the record sets
+/// to write, what the session is told was answered).
+#[derive(Default)]
+struct Answer {
+    results: Vec<Option<PartitionRead>>,
+    views: Vec<Option<TxnView>>,
+    incremental: bool,
+    version: i16,
+    records: Vec<Bytes>,
+    answers: Vec<(Wanted, Answered)>,
+}
+
+impl Answer {
+    /// A topic's entry: its partitions (an incremental fetch only those that changed since
+    /// last answered); `None` for an incremental fetch where none did.
+    fn topic(&mut self, parts: Vec<(Wanted, Option<Answered>, usize)>) -> Option<FetchableTopicResponse> {
+        let (topic, topic_id) = (parts[0].0.topic.clone(), parts[0].0.topic_id);
+        let mut partitions = Vec::with_capacity(parts.len());
+        for (w, before, at) in parts {
+            let r = self.results[at].take().expect("every partition has a result");
+            let now = match &r {
+                Ok(read) => Answered { high_watermark: read.high_watermark.0, log_start: read.log_start.0 },
+                Err(_) => Answered { high_watermark: -1, log_start: -1 },
+            };
+            let has_records = r.as_ref().is_ok_and(|read| !read.records.is_empty());
+            if self.incremental && !session::changed(before, now, has_records, r.is_err()) {
+                continue;
+            }
+            let base =
+                PartitionData::default().with_partition_index(w.partition).with_preferred_read_replica(BrokerId(-1));
+            self.answers.push((w, now));
+            partitions.push(match r {
+                Ok(read) => self.partition(base, read, at),
+                Err(e) => error_partition(base, &e),
+            });
+        }
+        (!partitions.is_empty() || !self.incremental).then(|| {
+            FetchableTopicResponse::default().with_topic(topic).with_topic_id(topic_id).with_partitions(partitions)
+        })
+    }
+
+    /// A partition answered with what was read (result index `at`); its record set is also
+    /// kept for the writer.
+    fn partition(&mut self, base: PartitionData, read: sluice_storage::LogRead, at: usize) -> PartitionData {
+        let view = &self.views[at];
+        self.records.push(read.records.clone());
+        base.with_error_code(0)
+            .with_high_watermark(read.high_watermark.0)
+            .with_last_stable_offset(view.as_ref().map_or(read.high_watermark.0, |v| v.last_stable_offset))
+            .with_log_start_offset(if self.version >= 5 { read.log_start.0 } else { -1 })
+            // READ_UNCOMMITTED: Kafka answers null, not an empty list.
+            .with_aborted_transactions(view.as_ref().map(committed::aborted))
+            .with_records(Some(read.records))
+    }
 }
 
 /// A partition answered with an error, field for field as Kafka 4.x answers it: watermarks
@@ -240,6 +284,6 @@ fn non_negative(v: i32) -> usize {
     usize::try_from(v).unwrap_or(0)
 }
 
-fn records_len(read: &[sluice_shard::msg::FetchResult]) -> usize {
+fn records_len(read: &[FetchResult]) -> usize {
     read.iter().map(|(_, r)| r.as_ref().map(|r| r.records.len()).unwrap_or(0)).sum()
 }

@@ -1,5 +1,5 @@
 //! ListGroups (key 16), versions 0–5: every group on every shard, filtered by state (v4+)
-//! and type (v5+; every group here is "classic").
+//! and type (v5+: "classic", or "consumer" for KIP-848 groups).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -24,13 +24,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .await
             .into_iter()
             .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
-            .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+            .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
             .map(|g| {
                 ListedGroup::default()
                     .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                     .with_protocol_type(StrBytes::from_string(g.protocol_type))
                     .with_group_state(if v >= 4 { StrBytes::from_static_str(g.state) } else { StrBytes::default() })
-                    .with_group_type(if v >= 5 { StrBytes::from_static_str("classic") } else { StrBytes::default() })
+                    .with_group_type(if v >= 5 { StrBytes::from_static_str(g.group_type) } else { StrBytes::default() })
             })
             .collect();
         let resp = ListGroupsResponse::default().with_error_code(0).with_groups(listed);

@@ -66,8 +66,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect()
         };
         let brokers = ctx
-            .cluster
-            .brokers(std::time::Instant::now())
+            .brokers()
             .into_iter()
             .map(|b| {
                 MetadataResponseBroker::default()

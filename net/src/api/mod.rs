@@ -10,7 +10,10 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -21,6 +24,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -37,7 +41,10 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod per_partition;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -56,9 +63,13 @@ pub struct Ctx {
     pub shard: Rc<Shard>,
     /// Request bytes read but not yet answered on this shard (`MAX_IN_FLIGHT_BYTES_PER_SHARD`).
     pub in_flight: Rc<glommio::sync::Semaphore>,
-    /// Host and port advertised in Metadata (the listen address).
+    /// Host and port advertised in Metadata: the listener's the client came in on.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// The listener the connection came in on.
+    pub listener: Rc<crate::auth::Listener>,
+    /// The connection's authentication (one `Ctx` per connection).
+    pub session: std::cell::RefCell<crate::auth::Session>,
     /// This shard's view of the cluster: the live brokers Metadata, DescribeCluster and
     /// FindCoordinator list (this broker alone when it has no peers).
     pub cluster: Rc<crate::peer::ClusterView>,
@@ -70,6 +81,18 @@ impl Ctx {
     /// This broker's node id.
     pub fn node_id(&self) -> kafka_protocol::messages::BrokerId {
         kafka_protocol::messages::BrokerId(self.cluster.me().node_id.0)
+    }
+
+    /// The live brokers for Metadata and DescribeCluster, in node-id order: this broker at the
+    /// address of the listener the client came in on, the others at their client address.
+    pub fn brokers(&self) -> Vec<crate::peer::BrokerEndpoint> {
+        let me = self.cluster.me().node_id;
+        let mut out = self.cluster.brokers(std::time::Instant::now());
+        for b in out.iter_mut().filter(|b| b.node_id == me) {
+            b.host = self.advertised_host.clone();
+            b.port = u16::try_from(self.advertised_port).unwrap_or(b.port);
+        }
+        out
     }
 }
 
@@ -124,6 +147,12 @@ pub const APIS: &[ApiSpec] = &[
     txn_offset_commit::SPEC,
     describe_transactions::SPEC,
     list_transactions::SPEC,
+    consumer_group_heartbeat::SPEC,
+    consumer_group_describe::SPEC,
+    sasl_handshake::SPEC,
+    sasl_authenticate::SPEC,
+    describe_user_scram_credentials::SPEC,
+    alter_user_scram_credentials::SPEC,
 ];
 
 /// The handler entry for an API key, if implemented (whatever the version).

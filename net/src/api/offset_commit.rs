@@ -4,14 +4,16 @@
 //! checks its generation; a commit with generation -1 and no member id is accepted for groups
 //! without members (consumers that assign partitions themselves).
 
+use super::per_partition::{answer_each, offsets_to_commit};
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_result_code;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
-use sluice_shard::groups::{self, CommitRequest, MemberRef, OffsetToCommit};
+use sluice_shard::groups::{self, CommitRequest, MemberRef};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -27,19 +29,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             member_id: body.member_id.to_string(),
             group_instance_id: body.group_instance_id.map(|s| s.to_string()),
         };
-        let offsets: Vec<OffsetToCommit> = body
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| OffsetToCommit {
-                    topic: t.name.0.to_string(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                })
-            })
-            .collect();
+        let offsets = offsets_to_commit(body.topics.iter().map(|t| (&t.name, &t.partitions[..])));
         let reply = async move {
             let n = offsets.len();
             let result = groups::ask(&ctx.shard, &group_id, CommitRequest { member, offsets }).await;
@@ -47,23 +37,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 Ok(each) => each.iter().map(group_result_code).collect(),
                 Err(e) => vec![group_result_code::<()>(&Err(e)); n],
             };
-            let mut codes = codes.into_iter();
-            let topics = body
-                .topics
-                .into_iter()
-                .map(|t| {
-                    OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(codes.next().unwrap_or(0))
-                            })
-                            .collect(),
-                    )
-                })
-                .collect();
+            let partitions = |t: &OffsetCommitRequestTopic| t.partitions.iter().map(|p| p.partition_index).collect();
+            let topics = answer_each(body.topics, codes, partitions, |t, parts| {
+                let parts = parts.into_iter().map(|(index, code)| {
+                    OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code)
+                });
+                OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(parts.collect())
+            });
             respond(&req, &OffsetCommitResponse::default().with_topics(topics)).map(|f| Some(f.into()))
         };
         Ok(reply.boxed_local() as Reply)

@@ -210,7 +210,7 @@ proptest! {
         for (topic, grow) in steps {
             let name = format!("t{topic}");
             let before = s.clone();
-            let r = match s.topics.get(&name).map(|t| t.shards.len() as i32) {
+            let r = match s.topics.get(&name).map(|t| i32::try_from(t.shards.len()).expect("a test topic has few partitions")) {
                 None => create_one(&mut s, new_topic(&name, grow), false, &placing).map(|_| ()),
                 Some(now) => add_partitions(&mut s, &name, now + grow, &placing),
             };

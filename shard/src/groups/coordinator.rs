@@ -7,6 +7,7 @@
 //! are durable in the offsets partition; the in-memory offsets change after that, so a fetch
 //! never returns an offset a crash could lose.
 
+use super::consumer::{self, ConsumerHeartbeatRequest, ConsumerHeartbeatResponse};
 use super::group::{Limits, Step};
 use super::store;
 use super::table::{self, Groups, Records};
@@ -14,10 +15,10 @@ use super::{
     EachResult, GroupCall, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberRef,
     OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
+use crate::internal::append_internal;
 use crate::msg::Call;
 use crate::shard::Shard;
-use sluice_core::batch::{self, Record};
-use sluice_core::{PartitionId, ShardId, TopicPartition};
+use sluice_core::{PartitionId, ShardId};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -42,6 +43,27 @@ fn limits(shard: &Shard) -> Limits {
         min_session: shard.config.group_min_session_timeout_ms,
         max_session: shard.config.group_max_session_timeout_ms,
     }
+}
+
+fn consumer_settings(shard: &Shard) -> consumer::Settings {
+    let c = &shard.config;
+    consumer::Settings {
+        session_timeout: Duration::from_millis(u64::try_from(c.group_consumer_session_timeout_ms).unwrap_or(0)),
+        heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
+        max_size: c.group_consumer_max_size,
+    }
+}
+
+/// Every topic of the metadata (name, id, partition count) for KIP-848 groups.
+fn consumer_topics(shard: &Shard) -> consumer::Topics {
+    let meta = shard.metadata();
+    meta.topics
+        .iter()
+        .filter_map(|(name, t)| {
+            let partitions = i32::try_from(t.shards.len()).ok()?;
+            Some((name.clone(), consumer::TopicInfo { id: t.id, partitions }))
+        })
+        .collect()
 }
 
 /// A new member's id, as Kafka builds one (client id, then something unique): the client id
@@ -97,6 +119,12 @@ impl Coordinator {
                 drop(reply.send(self.delete_offsets(shard, &req.group_id, req.partitions).await))
             }
             GroupCall::List(Call { reply, .. }) => drop(reply.send(self.list())),
+            GroupCall::ConsumerHeartbeat(Call { req, reply }) => {
+                drop(reply.send(self.consumer_heartbeat(shard, req).await))
+            }
+            GroupCall::ConsumerDescribe(Call { req, reply }) => {
+                drop(reply.send(consumer::describe(&self.groups.borrow(), &req.0)))
+            }
         }
     }
 
@@ -177,6 +205,37 @@ impl Coordinator {
         Ok(results)
     }
 
+    /// ConsumerGroupHeartbeat: decided in memory, answered once the group's record is durable
+    /// (when the heartbeat changed it).
+    async fn consumer_heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        req: ConsumerHeartbeatRequest,
+    ) -> Result<ConsumerHeartbeatResponse, GroupError> {
+        let group_id = req.group_id.clone();
+        let new_id = self.new_member_id(shard, &req.client_id);
+        let topics = consumer_topics(shard);
+        let beat = consumer::heartbeat(
+            &mut self.groups.borrow_mut(),
+            req,
+            new_id,
+            Instant::now(),
+            &topics,
+            &consumer_settings(shard),
+        )?;
+        if beat.changed {
+            write(shard, &group_id, self.consumer_record(&group_id)).await?;
+        }
+        Ok(beat.response)
+    }
+
+    /// The record of a KIP-848 group as it is now (a tombstone if it is gone).
+    fn consumer_record(&self, group_id: &str) -> Records {
+        let groups = self.groups.borrow();
+        let value = groups.get(group_id).and_then(|g| g.consumer.as_ref()).map(consumer::record::encode);
+        vec![(store::consumer_key(group_id), value.unwrap_or_default())]
+    }
+
     fn list(&self) -> Vec<GroupListing> {
         table::list(&self.groups.borrow())
     }
@@ -215,6 +274,12 @@ impl Coordinator {
         let retention_ms =
             i64::try_from(shard.config.offsets_retention_minutes).unwrap_or(i64::MAX).saturating_mul(60_000);
         let horizon = expire_offsets.then(|| now_ms().saturating_sub(retention_ms));
+        let session = consumer_settings(shard).session_timeout;
+        let changed = consumer::tick(&mut self.groups.borrow_mut(), Instant::now(), session);
+        for (group, value) in changed {
+            let records = vec![(store::consumer_key(&group), value)];
+            write_later(shard, group, records, "the consumer group's expired members");
+        }
         let expired = table::tick(&mut self.groups.borrow_mut(), Instant::now(), &limits(shard), horizon);
         for (group, keys) in expired {
             let records = table::expiry_records(&group, &keys);
@@ -225,17 +290,8 @@ impl Coordinator {
 
 /// Appends records to the group's offsets partition and waits until they are durable.
 async fn write(shard: &Shard, group_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), GroupError> {
-    let partitions = shard.metadata().topics.get(OFFSETS_TOPIC).map(|t| t.shards.len()).unwrap_or(0);
-    if partitions == 0 {
-        return Err(GroupError::CoordinatorNotAvailable);
-    }
-    let tp = TopicPartition::new(OFFSETS_TOPIC, super::offsets_partition(group_id, partitions));
-    let log = shard.log(&tp).ok_or(GroupError::CoordinatorNotAvailable)?;
-    let recs: Vec<Record<'_>> = records.iter().map(|(k, v)| Record { key: Some(k), value: v }).collect();
-    let bytes = batch::build(&recs, now_ms());
-    let header = batch::validate(&bytes).map_err(|e| GroupError::Storage(e.to_string()))?;
-    let info = log.append(&bytes, &header, None).map_err(|e| GroupError::Storage(e.to_string()))?;
-    log.wait_durable(&info).await.map_err(|e| GroupError::Storage(e.to_string()))
+    let partition = |partitions| super::offsets_partition(group_id, partitions);
+    Ok(append_internal(shard, OFFSETS_TOPIC, partition, &records).await?)
 }
 
 /// Runs the coordinator's periodic sweep until the shard stops.

@@ -78,6 +78,8 @@ pub(crate) struct Group {
     pub rebalance_deadline: Option<Instant>,
     pub initial_delay_until: Option<Instant>,
     pub offsets: HashMap<(String, i32), Committed>,
+    /// Set when this is a KIP-848 consumer group (the classic fields then stay Empty).
+    pub consumer: Option<super::consumer::ConsumerGroup>,
 }
 
 /// What a join or sync did: answered at once, or waits for the rebalance.
@@ -107,7 +109,13 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_until: None,
             offsets: HashMap::new(),
+            consumer: None,
         }
+    }
+
+    /// No member of either protocol.
+    pub fn has_no_members(&self) -> bool {
+        self.members.is_empty() && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
     }
 
     fn index_of(&self, member_id: &str) -> Option<usize> {

@@ -1,4 +1,4 @@
-//! Consumer groups (the classic protocol): routing to the coordinator shard, the operations
+//! Consumer groups (the classic protocol, and KIP-848 in [`consumer`]): routing to the coordinator shard, the operations
 //! and their answers.
 //!
 //! Contract: every group belongs to the shard that owns its partition of the internal
@@ -8,6 +8,7 @@
 //! durability as user data (acknowledged after fdatasync) and replayed when the shard opens
 //! the partition. ListGroups asks every shard.
 
+pub mod consumer;
 pub mod coordinator;
 mod group;
 pub mod store;
@@ -16,6 +17,10 @@ mod table;
 use crate::msg::{operations, Call, Operation, ShardMsg};
 use crate::shard::Shard;
 use bytes::Bytes;
+pub use consumer::{
+    Assignment, ConsumerDescribeRequest, ConsumerGroupDescription, ConsumerHeartbeatRequest, ConsumerHeartbeatResponse,
+    ConsumerMemberDescription,
+};
 use futures::channel::oneshot;
 use sluice_core::{PartitionId, ShardId};
 use std::rc::Rc;
@@ -55,6 +60,20 @@ pub enum GroupError {
     InvalidGroupId,
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("the member epoch is fenced: rejoin")]
+    FencedMemberEpoch,
+    #[error("the member epoch is stale")]
+    StaleMemberEpoch,
+    #[error("the instance id is still used by another member")]
+    UnreleasedInstanceId,
+    #[error("unsupported assignor {0}")]
+    UnsupportedAssignor(String),
+    #[error("invalid regular expression: {0}")]
+    InvalidRegularExpression(String),
+    #[error("the consumer group has reached its max size")]
+    GroupMaxSizeReached,
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// JoinGroup, as the coordinator needs it.
@@ -161,6 +180,8 @@ pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// Offsets of a group: (topic, partition, committed or none).
@@ -226,6 +247,8 @@ pub enum GroupCall {
     Delete(Call<DeleteRequest, Result<(), GroupError>>),
     DeleteOffsets(Call<OffsetDeleteRequest, EachResult>),
     List(Call<ListRequest, Vec<GroupListing>>),
+    ConsumerHeartbeat(Call<ConsumerHeartbeatRequest, Result<ConsumerHeartbeatResponse, GroupError>>),
+    ConsumerDescribe(Call<ConsumerDescribeRequest, Result<ConsumerGroupDescription, GroupError>>),
 }
 
 operations!(GroupCall {
@@ -239,6 +262,8 @@ operations!(GroupCall {
     DeleteRequest => Delete: Result<(), GroupError>,
     OffsetDeleteRequest => DeleteOffsets: EachResult,
     ListRequest => List: Vec<GroupListing>,
+    ConsumerHeartbeatRequest => ConsumerHeartbeat: Result<ConsumerHeartbeatResponse, GroupError>,
+    ConsumerDescribeRequest => ConsumerDescribe: Result<ConsumerGroupDescription, GroupError>,
 });
 
 /// Java's `String.hashCode`, which Kafka uses to place groups.
@@ -248,7 +273,8 @@ pub fn java_hash(s: &str) -> i32 {
 
 /// The `__consumer_offsets` partition of a group.
 pub fn offsets_partition(group_id: &str, partitions: usize) -> i32 {
-    ((java_hash(group_id) & 0x7fff_ffff) as usize % partitions.max(1)) as i32
+    let hash = usize::try_from(java_hash(group_id) & 0x7fff_ffff).expect("masked to non-negative");
+    i32::try_from(hash % partitions.max(1)).expect("a partition index is below the partition count, an i32")
 }
 
 /// The shard coordinating a group, if the offsets topic exists.
@@ -288,7 +314,7 @@ async fn on_shard<O: Operation<GroupCall>>(shard: &Rc<Shard>, owner: ShardId, op
 pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
     let mut all = Vec::new();
     for s in 0..shard.n_shards {
-        if let Ok(l) = on_shard(shard, ShardId(s as u16), ListRequest).await {
+        if let Ok(l) = on_shard(shard, crate::shard::shard_id(s), ListRequest).await {
             all.extend(l);
         }
     }

@@ -6,6 +6,8 @@
 //! offset value: offset i64 | leader epoch i32 | commit timestamp ms i64 | metadata (i32 len, -1 = null, bytes)
 //! group key:    1u8 | group (u16 len, bytes)
 //! group value:  generation i32 | protocol type (u16 len, bytes) | protocol (u16 len, bytes)
+//! consumer key: 2u8 | group (u16 len, bytes)
+//! consumer value: a KIP-848 consumer group, see `consumer::record`
 //! tombstone:    an empty value (offset deleted or expired; group deleted)
 //! ```
 //!
@@ -17,8 +19,21 @@ use super::Committed;
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Offset { group: String, topic: String, partition: i32, value: Option<Committed> },
-    Group { group: String, value: Option<GroupRecord> },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<Committed>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupRecord>,
+    },
+    /// A KIP-848 consumer group's record (decoded by `consumer::record`).
+    Consumer {
+        group: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +84,12 @@ pub fn group_value(g: &GroupRecord) -> Vec<u8> {
     put_str(&mut v, &g.protocol_type);
     put_str(&mut v, &g.protocol);
     v
+}
+
+pub fn consumer_key(group: &str) -> Vec<u8> {
+    let mut k = vec![2u8];
+    put_str(&mut k, group);
+    k
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -132,6 +153,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             };
             Some(Entry::Group { group, value })
         }
+        2 => Some(Entry::Consumer { group, value: value.map(<[u8]>::to_vec) }),
         _ => None,
     }
 }

@@ -41,6 +41,12 @@ pub(crate) fn join(
         return Step::Now(Err(GroupError::UnknownMemberId));
     }
     let g = groups.entry(req.group_id.clone()).or_insert_with(|| Group::new(&req.group_id));
+    // A KIP-848 group with members does not take classic members (sluice has no mixed
+    // groups); an empty one becomes classic again.
+    if g.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) {
+        return Step::Now(Err(GroupError::InconsistentGroupProtocol));
+    }
+    g.consumer = None;
     g.join(req, new_id, now, limits)
 }
 
@@ -83,6 +89,7 @@ pub(crate) fn check_commit(groups: &Groups, member: &MemberRef) -> Result<(), Gr
     match groups.get(&member.group_id) {
         None if member.generation_id < 0 && member.member_id.is_empty() => Ok(()),
         None => Err(GroupError::UnknownMemberId),
+        Some(Group { consumer: Some(c), .. }) => c.validate_commit(&member.member_id, member.generation_id),
         Some(g) => g.validate_commit(&member.member_id, member.group_instance_id.as_deref(), member.generation_id),
     }
 }
@@ -155,7 +162,8 @@ pub(crate) fn fetch(groups: &Groups, group_id: &str, topics: Option<Vec<(String,
 }
 
 pub(crate) fn describe(groups: &Groups, group_id: &str) -> Option<GroupDescription> {
-    let g = groups.get(group_id)?;
+    // A KIP-848 group is not a classic group: DescribeGroups does not find it (as Kafka).
+    let g = groups.get(group_id).filter(|g| g.consumer.is_none())?;
     let protocol = g.protocol.clone().unwrap_or_default();
     Some(GroupDescription {
         state: g.state.name(),
@@ -180,19 +188,22 @@ pub(crate) fn describe(groups: &Groups, group_id: &str) -> Option<GroupDescripti
 /// offsets and of its group record.
 pub(crate) fn plan_delete(groups: &Groups, group_id: &str) -> Result<Records, GroupError> {
     let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-    if !g.members.is_empty() || g.state != State::Empty {
+    if !g.has_no_members() || g.state != State::Empty {
         return Err(GroupError::NonEmptyGroup);
     }
     let mut records: Records =
         g.offsets.keys().map(|(t, p)| (store::offset_key(group_id, t, *p), Vec::new())).collect();
     records.push((store::group_key(group_id), Vec::new()));
+    if g.consumer.is_some() {
+        records.push((store::consumer_key(group_id), Vec::new()));
+    }
     Ok(records)
 }
 
 /// DeleteGroups, second half (the tombstones are durable): the group goes (Kafka's Dead),
 /// unless a member joined meanwhile.
 pub(crate) fn finish_delete(groups: &mut Groups, group_id: &str) {
-    if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
+    if groups.get(group_id).is_some_and(Group::has_no_members) {
         groups.remove(group_id);
     }
 }
@@ -204,7 +215,11 @@ pub(crate) fn plan_delete_offsets(
     group_id: &str,
     partitions: &[(String, i32)],
 ) -> Result<(Vec<Result<(), GroupError>>, Records), GroupError> {
-    let subscribed = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?.subscribed_topics();
+    let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+    let subscribed = match &g.consumer {
+        Some(c) => c.subscribed_topics(&c.metadata).into_iter().collect(),
+        None => g.subscribed_topics(),
+    };
     let results: Vec<Result<(), GroupError>> = partitions
         .iter()
         .map(|(t, _)| if subscribed.contains(t) { Err(GroupError::GroupSubscribedToTopic) } else { Ok(()) })
@@ -237,10 +252,19 @@ pub(crate) fn finish_delete_offsets(
 pub(crate) fn list(groups: &Groups) -> Vec<GroupListing> {
     groups
         .values()
-        .map(|g| GroupListing {
-            group_id: g.id.clone(),
-            protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            state: g.state.name(),
+        .map(|g| match &g.consumer {
+            Some(c) => GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: "consumer".to_string(),
+                state: c.state_name(),
+                group_type: "consumer",
+            },
+            None => GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state.name(),
+                group_type: "classic",
+            },
         })
         .collect()
 }
@@ -266,6 +290,20 @@ pub(crate) fn apply(groups: &mut Groups, e: Entry) {
         }
         Entry::Group { group, value: None } => {
             groups.remove(&group);
+        }
+        Entry::Consumer { group, value } => apply_consumer(groups, group, value),
+    }
+}
+
+/// Replays a KIP-848 group's record (a tombstone or an unreadable value drops the group part).
+fn apply_consumer(groups: &mut Groups, group: String, value: Option<Vec<u8>>) {
+    let consumer = value.and_then(|v| super::consumer::record::decode(&v, Instant::now()));
+    match consumer {
+        Some(c) => groups.entry(group.clone()).or_insert_with(|| Group::new(&group)).consumer = Some(c),
+        None => {
+            if let Some(g) = groups.get_mut(&group) {
+                g.consumer = None;
+            }
         }
     }
 }
@@ -323,7 +361,7 @@ pub(crate) fn tick(
     }
     let Some(horizon) = expire_before_ms else { return Vec::new() };
     let mut expired = Vec::new();
-    for g in groups.values_mut().filter(|g| g.state == State::Empty) {
+    for g in groups.values_mut().filter(|g| g.state == State::Empty && g.has_no_members()) {
         let old: Vec<(String, i32)> =
             g.offsets.iter().filter(|(_, c)| c.commit_timestamp_ms < horizon).map(|(k, _)| k.clone()).collect();
         for k in &old {
@@ -333,7 +371,7 @@ pub(crate) fn tick(
             expired.push((g.id.clone(), old));
         }
     }
-    groups.retain(|_, g| !(g.state == State::Empty && g.offsets.is_empty() && g.members.is_empty()));
+    groups.retain(|_, g| !(g.state == State::Empty && g.offsets.is_empty() && g.has_no_members()));
     expired
 }
 

@@ -16,10 +16,11 @@ use super::{
     StageOffsetsRequest, StageResult, TxnCall, TxnDescription, TxnError, TxnListing, TXN_TOPIC,
 };
 use crate::groups::OffsetToCommit;
+use crate::internal::append_internal;
 use crate::msg::{Acks, ProduceItem};
 use crate::shard::Shard;
 use bytes::Bytes;
-use sluice_core::batch::{self, Record};
+use sluice_core::batch;
 use sluice_core::clock::now_ms;
 use sluice_core::{Offset, TopicPartition};
 use sluice_storage::PartitionLog;
@@ -366,17 +367,8 @@ async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result
 
 /// Appends records to the id's transaction-log partition and waits until they are durable.
 async fn write(shard: &Shard, transactional_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), TxnError> {
-    let partitions = shard.metadata().topics.get(TXN_TOPIC).map(|t| t.shards.len()).unwrap_or(0);
-    if partitions == 0 {
-        return Err(TxnError::CoordinatorNotAvailable);
-    }
-    let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(transactional_id, partitions));
-    let log = shard.log(&tp).ok_or(TxnError::CoordinatorNotAvailable)?;
-    let recs: Vec<Record<'_>> = records.iter().map(|(k, v)| Record { key: Some(k), value: v }).collect();
-    let bytes = batch::build(&recs, now_ms());
-    let header = batch::validate(&bytes).map_err(|e| TxnError::Storage(e.to_string()))?;
-    let info = log.append(&bytes, &header, None).map_err(|e| TxnError::Storage(e.to_string()))?;
-    log.wait_durable(&info).await.map_err(|e| TxnError::Storage(e.to_string()))
+    let partition = |partitions| super::txn_partition(transactional_id, partitions);
+    Ok(append_internal(shard, TXN_TOPIC, partition, &records).await?)
 }
 
 /// Runs the coordinator's periodic sweep until the shard stops.

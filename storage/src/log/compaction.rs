@@ -50,21 +50,29 @@ fn compact_error(name: &str, e: CompactError) -> StorageError {
 impl PartitionLog {
     /// Runs one compaction pass if the log is due one (see `crate::compact::plan`).
     pub async fn compact(&self, cfg: &CompactionConfig, now_ms: i64) -> Result<Option<CompactStats>, StorageError> {
-        let (sealed, sealed_end, interval) = {
-            let st = self.state.borrow();
-            let n = st.segments.len() - 1;
-            let sealed: Vec<Sealed> = st.segments[..n]
-                .iter()
-                .map(|s| Sealed {
-                    base: s.base,
-                    next: s.next_offset,
-                    size: s.size,
-                    max_ts: s.max_ts,
-                    file: s.file.clone(),
-                })
-                .collect();
-            (sealed, st.segments[n].base, self.config.get().index_interval_bytes.max(1))
-        };
+        let started = std::time::Instant::now();
+        let result = self.compact_pass(cfg, now_ms).await;
+        crate::stats::with(|s| match &result {
+            Ok(Some(st)) => {
+                s.compaction_passes += 1;
+                s.compaction_segments_rewritten += u64::try_from(st.segments_rewritten).unwrap_or(u64::MAX);
+                s.compaction_bytes_before += st.bytes_before;
+                s.compaction_bytes_after += st.bytes_after;
+                s.compaction_records_removed += st.records_removed;
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                s.compaction_max_pass_us = s.compaction_max_pass_us.max(us);
+                s.compaction_last_dirty_ratio = st.dirty_ratio;
+            }
+            Ok(None) => {}
+            Err(_) => s.compaction_failures += 1,
+        });
+        result
+    }
+
+    /// [`PartitionLog::compact`] without its counters.
+    async fn compact_pass(&self, cfg: &CompactionConfig, now_ms: i64) -> Result<Option<CompactStats>, StorageError> {
+        let (sealed, sealed_end) = self.sealed_segments();
+        let interval = self.config.get().index_interval_bytes.max(1);
         let Some(first) = sealed.first() else { return Ok(None) };
         let first_dirty = self.first_dirty.get().max(first.base);
         let infos: Vec<SegmentInfo> = sealed
@@ -72,28 +80,7 @@ impl PartitionLog {
             .map(|s| SegmentInfo { base: s.base, bytes: s.size, first_ts: s.max_ts, max_ts: s.max_ts })
             .collect();
         let Some(p) = plan(&infos, sealed_end, first_dirty, None, now_ms, cfg) else { return Ok(None) };
-        let read = |s: &Sealed| {
-            let (file, size) = (s.file.clone(), s.size);
-            async move {
-                let len = usize::try_from(size)
-                    .map_err(|_| StorageError::io("read", &self.name, std::io::Error::other("segment too large")))?;
-                read_exact(&file, &self.name, 0, len).await
-            }
-        };
-        // The key map: whole dirty segments, as many as fit.
-        let mut map = KeyMap::new();
-        let mut upto = p.first_dirty;
-        for s in sealed.iter().filter(|s| s.next > p.first_dirty && s.next <= p.clean_upto) {
-            if s.size > COMPACTION_MAX_SEGMENT_BYTES {
-                break;
-            }
-            let bytes = read(s).await?;
-            glommio::yield_if_needed().await;
-            if !map.add_segment(&bytes).map_err(|e| compact_error(&self.name, e))? {
-                break;
-            }
-            upto = s.next;
-        }
+        let (map, upto) = self.key_map(&sealed, p.first_dirty, p.clean_upto).await?;
         if upto <= p.first_dirty {
             return Ok(None);
         }
@@ -104,11 +91,74 @@ impl PartitionLog {
             dirty_ratio: p.dirty_ratio,
             ..CompactStats::default()
         };
+        let news = self.clean_segments(&sealed, upto, &ctx, interval, &mut stats).await?;
+        if !news.is_empty() {
+            self.install(&news, interval, now_ms).await?;
+            stats.segments_rewritten = news.len();
+            tracing::info!(partition = %self.name, ?stats, "compacted");
+        }
+        self.first_dirty.set(upto);
+        Ok(Some(stats))
+    }
+
+    /// The sealed segments (every one but the active one), and the active one's base.
+    fn sealed_segments(&self) -> (Vec<Sealed>, i64) {
+        let st = self.state.borrow();
+        let n = st.segments.len() - 1;
+        let sealed = st.segments[..n]
+            .iter()
+            .map(|s| Sealed { base: s.base, next: s.next_offset, size: s.size, max_ts: s.max_ts, file: s.file.clone() })
+            .collect();
+        (sealed, st.segments[n].base)
+    }
+
+    /// A sealed segment's bytes, read whole.
+    async fn read_sealed(&self, s: &Sealed) -> Result<Bytes, StorageError> {
+        let len = usize::try_from(s.size)
+            .map_err(|_| StorageError::io("read", &self.name, std::io::Error::other("segment too large")))?;
+        read_exact(&s.file, &self.name, 0, len).await
+    }
+
+    /// The key map of the dirty segments after `first_dirty` up to `clean_upto`: whole
+    /// segments, as many as fit (a segment over `COMPACTION_MAX_SEGMENT_BYTES` ends it); with
+    /// the offset it reaches.
+    async fn key_map(
+        &self,
+        sealed: &[Sealed],
+        first_dirty: i64,
+        clean_upto: i64,
+    ) -> Result<(KeyMap, i64), StorageError> {
+        let mut map = KeyMap::new();
+        let mut upto = first_dirty;
+        for s in sealed.iter().filter(|s| s.next > first_dirty && s.next <= clean_upto) {
+            if s.size > COMPACTION_MAX_SEGMENT_BYTES {
+                break;
+            }
+            let bytes = self.read_sealed(s).await?;
+            glommio::yield_if_needed().await;
+            if !map.add_segment(&bytes).map_err(|e| compact_error(&self.name, e))? {
+                break;
+            }
+            upto = s.next;
+        }
+        Ok((map, upto))
+    }
+
+    /// Cleans the sealed segments that end at or below `upto` with `ctx`: the ones whose bytes
+    /// changed (with the offset each ends at), counted in `stats`.
+    async fn clean_segments(
+        &self,
+        sealed: &[Sealed],
+        upto: i64,
+        ctx: &CleanContext<'_>,
+        interval: u64,
+        stats: &mut CompactStats,
+    ) -> Result<Vec<(i64, NewSegment)>, StorageError> {
         let mut news = Vec::new();
         for s in sealed.iter().filter(|s| s.next <= upto && s.size <= COMPACTION_MAX_SEGMENT_BYTES) {
-            let bytes = read(s).await?;
+            let bytes = self.read_sealed(s).await?;
             glommio::yield_if_needed().await;
-            let out = clean_segment(&bytes, &ctx).map_err(|e| compact_error(&self.name, e))?;
+            let out = clean_segment(&bytes, ctx).map_err(|e| compact_error(&self.name, e))?;
             glommio::yield_if_needed().await;
             if out.bytes[..] == bytes[..] {
                 continue;
@@ -116,29 +166,30 @@ impl PartitionLog {
             stats.bytes_before += s.size;
             stats.bytes_after += u64::try_from(out.bytes.len()).unwrap_or(u64::MAX);
             stats.records_removed += out.records_removed;
-            news.push((
-                s.next,
-                NewSegment::with_indexes(s.base, out.bytes, interval).map_err(|e| compact_error(&self.name, e))?,
-            ));
+            let new =
+                NewSegment::with_indexes(s.base, out.bytes, interval).map_err(|e| compact_error(&self.name, e))?;
+            news.push((s.next, new));
         }
-        if !news.is_empty() {
-            let segs: Vec<NewSegment> = news.iter().map(|(_, n)| n.clone()).collect();
-            swap_in(&self.disk, &self.dir, &segs)
-                .await
-                .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
-            for (next, n) in &news {
-                let seg = Segment::open_sealed(&self.disk, &self.dir, n.base, *next, interval, now_ms).await?;
-                let mut st = self.state.borrow_mut();
-                let last = st.segments.len() - 1;
-                if let Some(i) = st.segments[..last].iter().position(|x| x.base == n.base) {
-                    let old = std::mem::replace(&mut st.segments[i], seg);
-                    crate::cache::invalidate(old.file.key());
-                }
+        Ok(news)
+    }
+
+    /// Swaps the cleaned segments in, on disk (crash-safe) and then in memory: each replaces
+    /// the segment with its base unless that one left the log meanwhile, and the replaced
+    /// file's cached chunks are forgotten.
+    async fn install(&self, news: &[(i64, NewSegment)], interval: u64, now_ms: i64) -> Result<(), StorageError> {
+        let segs: Vec<NewSegment> = news.iter().map(|(_, n)| n.clone()).collect();
+        swap_in(&self.disk, &self.dir, &segs)
+            .await
+            .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
+        for (next, n) in news {
+            let seg = Segment::open_sealed(&self.disk, &self.dir, n.base, *next, interval, now_ms).await?;
+            let mut st = self.state.borrow_mut();
+            let last = st.segments.len() - 1;
+            if let Some(i) = st.segments[..last].iter().position(|x| x.base == n.base) {
+                let old = std::mem::replace(&mut st.segments[i], seg);
+                crate::cache::invalidate(old.file.key());
             }
-            stats.segments_rewritten = news.len();
-            tracing::info!(partition = %self.name, ?stats, "compacted");
         }
-        self.first_dirty.set(upto);
-        Ok(Some(stats))
+        Ok(())
     }
 }

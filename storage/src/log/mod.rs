@@ -188,6 +188,37 @@ impl State {
         self.segments.partition_point(|s| s.base <= offset).saturating_sub(1)
     }
 
+    /// The state of a log just opened: its segments (the last active, its durable size
+    /// `flushed_pos`), its log start (the stored one, within the segments' offsets), the tail
+    /// read back, producers rebuilt from the active segment's batches.
+    fn recovered(
+        segments: Vec<Segment>,
+        stored_log_start: Option<i64>,
+        tail_start: u64,
+        tail: Vec<u8>,
+        producer_id_expiration_ms: u64,
+    ) -> State {
+        let active = segments.last().expect("at least one segment");
+        let (next_offset, flushed_pos) = (active.next_offset, active.size);
+        let first = segments[0].base;
+        let log_start = stored_log_start.unwrap_or(first).clamp(first, next_offset);
+        let mut state = State {
+            segments,
+            next_offset,
+            log_start,
+            flushed_pos,
+            written_pos: flushed_pos,
+            tail_start,
+            tail,
+            producers: Producers::new(producer_id_expiration_ms),
+            closing: false,
+            roll_at: None,
+        };
+        state.rebuild_producers();
+        state.trim_dense(next_offset);
+        state
+    }
+
     /// Producer state from the active segment's per-batch entries (at open, before they are
     /// trimmed).
     fn rebuild_producers(&mut self) {
@@ -296,61 +327,12 @@ impl PartitionLog {
             disk.read_files([dir.join(LOG_START_FILE), dir.join(crate::producers::SNAPSHOT_FILE)]).await;
         let stored_log_start = parse_log_start(log_start_file.ok());
         let interval = config.index_interval_bytes.max(1);
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        let mut cut = 0;
-        if bases.is_empty() {
-            segments.push(Segment::create(disk, dir, stored_log_start.unwrap_or(0).max(0), now).await?);
-        } else {
-            for (i, base) in bases.iter().enumerate() {
-                if i + 1 < bases.len() {
-                    segments.push(Segment::open_sealed(disk, dir, *base, bases[i + 1], interval, now).await?);
-                } else {
-                    let (seg, truncated) = Segment::open_active(disk, dir, *base, clean, interval, now).await?;
-                    cut = truncated;
-                    segments.push(seg);
-                }
-            }
-        }
-        let active = segments.last().expect("at least one segment");
-        let next_offset = active.next_offset;
-        let first = segments[0].base;
-        let log_start = stored_log_start.unwrap_or(first).clamp(first, next_offset);
-        let tail_start = align_down(active.size);
-        let tail = if tail_start < active.size {
-            let want = usize::try_from(active.size - tail_start).expect("less than a page");
-            let page = active
-                .file
-                .read_at(tail_start, want)
-                .await
-                .map_err(|e| StorageError::io("read", active.path.display(), e))?;
-            if page.len() < want {
-                return Err(StorageError::io(
-                    "read",
-                    active.path.display(),
-                    std::io::Error::other("short read of the last page"),
-                ));
-            }
-            page[..want].to_vec()
-        } else {
-            Vec::new()
-        };
-        let flushed_pos = active.size;
-        let (kick, rx) = local_channel::new_bounded(1);
-        let mut state = State {
-            segments,
-            next_offset,
-            log_start,
-            flushed_pos,
-            written_pos: flushed_pos,
-            tail_start,
-            tail,
-            producers: Producers::new(config.producer_id_expiration_ms),
-            closing: false,
-            roll_at: None,
-        };
-        state.rebuild_producers();
-        state.trim_dense(next_offset);
+        let (segments, cut) = open_segments(disk, dir, &bases, stored_log_start, clean, interval, now).await?;
+        let (tail_start, tail) = read_tail(segments.last().expect("at least one segment")).await?;
+        let mut state =
+            State::recovered(segments, stored_log_start, tail_start, tail, config.producer_id_expiration_ms);
         if clean {
+            let next_offset = state.next_offset;
             if let Some(p) = producers_file
                 .ok()
                 .and_then(|b| crate::producers::decode_snapshot(&b, next_offset, config.producer_id_expiration_ms))
@@ -358,6 +340,13 @@ impl PartitionLog {
                 state.producers = p;
             }
         }
+        Ok((Self::start(name, dir, disk, config, state), cut))
+    }
+
+    /// The log around its recovered state, with its flusher running.
+    fn start(name: &str, dir: &Path, disk: &Disk, config: LogConfig, state: State) -> Rc<PartitionLog> {
+        let (next_offset, log_start) = (state.next_offset, state.log_start);
+        let (kick, rx) = local_channel::new_bounded(1);
         let log = Rc::new(PartitionLog {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -375,7 +364,7 @@ impl PartitionLog {
         });
         let handle = glommio::spawn_local(flusher(log.clone(), rx)).detach();
         *log.flusher.borrow_mut() = Some(handle);
-        Ok((log, cut))
+        log
     }
 
     pub fn name(&self) -> &str {
@@ -441,7 +430,6 @@ impl PartitionLog {
         log_append_time: Option<i64>,
     ) -> Result<AppendInfo, StorageError> {
         debug_assert_eq!(bytes.len(), header.total_len());
-        let interval = self.config.get().index_interval_bytes.max(1);
         let mut st = self.state.borrow_mut();
         if st.closing {
             return Err(StorageError::Closed);
@@ -458,44 +446,13 @@ impl PartitionLog {
         let base = st.next_offset;
         let pos = st.active().size;
         assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
-        let at = st.tail.len();
-        st.tail.extend_from_slice(bytes);
-        batch::stamp(&mut st.tail[at..], base, self.config.get().leader_epoch.0);
-        let mut header = *header;
-        if let Some(t) = log_append_time {
-            batch::set_log_append_time(&mut st.tail[at..], t);
-            header.max_timestamp = t;
-        }
+        let header = self.stamp_into_tail(&mut st, bytes, header, base, log_append_time);
         let entry = Entry::new(&header, base, pos);
         let last = entry.last;
-        let end = pos + u64::from(entry.len);
-        if st.roll_at.is_none() {
-            if let Err(e) = crate::index::fits(st.active().base, last, end) {
-                tracing::debug!(partition = %self.name, reason = %e, "the next segment starts at this batch");
-                st.roll_at = Some(pos);
-            }
-        }
-        let before_roll = st.roll_at.is_none();
-        let seg = st.active_mut();
-        if before_roll {
-            // Checked by `fits` above: both conversions succeed.
-            let rel = crate::index::relative_offset(seg.base, base).expect("fits the index");
-            let at = crate::index::position(pos).expect("fits the index");
-            let Segment { index, cursor, .. } = seg;
-            cursor.add(index, interval, rel, at, entry.max_ts, entry.len);
-            seg.note_timestamp(&entry);
-        }
-        seg.dense.push(entry);
-        seg.size = end;
-        seg.next_offset = last + 1;
-        st.producers.record(
-            header.producer_id,
-            header.producer_epoch,
-            header.base_sequence,
-            header.last_offset_delta,
-            base,
-            last,
-        );
+        self.add_entry(&mut st, entry);
+        let (id, epoch, sequence, delta) =
+            (header.producer_id, header.producer_epoch, header.base_sequence, header.last_offset_delta);
+        st.producers.record(id, epoch, sequence, delta, base, last);
         st.next_offset = last + 1;
         let log_start = st.log_start;
         drop(st);
@@ -507,6 +464,55 @@ impl PartitionLog {
             duplicate: false,
             generation: self.generation.get(),
         })
+    }
+
+    /// Copies a batch to the end of the tail, stamped with its base offset and the leader
+    /// epoch (and with `log_append_time` when given); returns its header as stored.
+    fn stamp_into_tail(
+        &self,
+        st: &mut State,
+        bytes: &[u8],
+        header: &BatchHeader,
+        base: i64,
+        log_append_time: Option<i64>,
+    ) -> BatchHeader {
+        let at = st.tail.len();
+        st.tail.extend_from_slice(bytes);
+        batch::stamp(&mut st.tail[at..], base, self.config.get().leader_epoch.0);
+        let mut header = *header;
+        if let Some(t) = log_append_time {
+            batch::set_log_append_time(&mut st.tail[at..], t);
+            header.max_timestamp = t;
+        }
+        header
+    }
+
+    /// Adds an appended batch to the active segment: its per-batch entry, size and next
+    /// offset, and (unless it starts the next segment: the roll point is set when its offsets
+    /// or its end do not fit this one's index) its sparse index entry and max timestamp.
+    fn add_entry(&self, st: &mut State, entry: Entry) {
+        let interval = self.config.get().index_interval_bytes.max(1);
+        let (pos, last) = (entry.pos, entry.last);
+        let end = pos + u64::from(entry.len);
+        if st.roll_at.is_none() {
+            if let Err(e) = crate::index::fits(st.active().base, last, end) {
+                tracing::debug!(partition = %self.name, reason = %e, "the next segment starts at this batch");
+                st.roll_at = Some(pos);
+            }
+        }
+        let before_roll = st.roll_at.is_none();
+        let seg = st.active_mut();
+        if before_roll {
+            // Checked by `fits` above: both conversions succeed.
+            let rel = crate::index::relative_offset(seg.base, entry.base).expect("fits the index");
+            let at = crate::index::position(pos).expect("fits the index");
+            let Segment { index, cursor, .. } = seg;
+            cursor.add(index, interval, rel, at, entry.max_ts, entry.len);
+            seg.note_timestamp(&entry);
+        }
+        seg.dense.push(entry);
+        seg.size = end;
+        seg.next_offset = last + 1;
     }
 
     /// Completes when every append up to `appended` has been written (acks=1); fails when a
@@ -591,6 +597,53 @@ const TAIL_KEEP_CAPACITY: usize = 256 * 1024;
 
 /// File holding a partition's log start offset once DeleteRecords or retention moved it.
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// Opens a log's segments (`bases`, sorted): every one but the last sealed, the last active
+/// (recovered, `clean` as at open); a new empty segment at the stored log start when there is
+/// none. With the bytes recovery cut from the active segment.
+async fn open_segments(
+    disk: &Disk,
+    dir: &Path,
+    bases: &[i64],
+    stored_log_start: Option<i64>,
+    clean: bool,
+    interval: u64,
+    now: i64,
+) -> Result<(Vec<Segment>, u64), StorageError> {
+    let mut segments = Vec::with_capacity(bases.len().max(1));
+    let mut cut = 0;
+    if bases.is_empty() {
+        segments.push(Segment::create(disk, dir, stored_log_start.unwrap_or(0).max(0), now).await?);
+    } else {
+        for (i, base) in bases.iter().enumerate() {
+            if i + 1 < bases.len() {
+                segments.push(Segment::open_sealed(disk, dir, *base, bases[i + 1], interval, now).await?);
+            } else {
+                let (seg, truncated) = Segment::open_active(disk, dir, *base, clean, interval, now).await?;
+                cut = truncated;
+                segments.push(seg);
+            }
+        }
+    }
+    Ok((segments, cut))
+}
+
+/// The active segment's partial last page (its aligned start, and its bytes up to the
+/// segment's size), kept in memory as the start of the tail appends continue.
+async fn read_tail(active: &Segment) -> Result<(u64, Vec<u8>), StorageError> {
+    let tail_start = align_down(active.size);
+    if tail_start >= active.size {
+        return Ok((tail_start, Vec::new()));
+    }
+    let want = usize::try_from(active.size - tail_start).expect("less than a page");
+    let page =
+        active.file.read_at(tail_start, want).await.map_err(|e| StorageError::io("read", active.path.display(), e))?;
+    if page.len() < want {
+        let short = std::io::Error::other("short read of the last page");
+        return Err(StorageError::io("read", active.path.display(), short));
+    }
+    Ok((tail_start, page[..want].to_vec()))
+}
 
 /// A crash while rolling (the new segment created, nothing written to it yet) leaves an empty
 /// last segment after a previous one: it is removed, and the previous segment is the active

@@ -83,62 +83,8 @@ impl PartitionLog {
     /// Removes every batch at or after `offset`, which must be a batch boundary at or below
     /// the high watermark, with no write in flight. Kept for replication (leader change).
     pub async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
-        // Find the position of `offset` in its segment.
-        let (file, seg_base, from_pos, seg_end) = {
-            let st = self.state.borrow();
-            assert!(st.next_offset == self.durable.get(), "truncate_to with appends in flight");
-            assert!(offset.0 <= st.next_offset, "truncate beyond the end");
-            let i = st.segment_for(offset.0);
-            let s = &st.segments[i];
-            (s.file.clone(), s.base, s.index.position_for_offset(s.base, offset.0), s.size)
-        };
-        let pos = if offset.0 == self.log_end().0 {
-            None
-        } else {
-            let data = read_exact(
-                &file,
-                &self.name,
-                from_pos,
-                usize::try_from(seg_end - from_pos).expect("a segment's tail fits memory"),
-            )
-            .await?;
-            let mut p = 0usize;
-            let mut found = None;
-            while p + LOG_OVERHEAD <= data.len() {
-                let h = BatchHeader::parse(&data[p..]).map_err(StorageError::InvalidBatch)?;
-                if h.base_offset == offset.0 {
-                    found = Some(from_pos + p as u64);
-                    break;
-                }
-                assert!(h.base_offset < offset.0, "truncate_to must cut at a batch boundary");
-                p += h.total_len();
-            }
-            Some(found.expect("truncate_to must cut at a batch boundary"))
-        };
-        let Some(pos) = pos else { return Ok(()) };
-        let (drop_segments, active_file) = {
-            let mut st = self.state.borrow_mut();
-            let keep = st.segments.partition_point(|s| s.base <= seg_base);
-            let dropped: Vec<Segment> = st.segments.drain(keep..).collect();
-            let seg = st.active_mut();
-            seg.size = pos;
-            seg.next_offset = offset.0;
-            seg.dense.retain(|e| e.base < offset.0);
-            seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
-            let base = seg.base;
-            seg.index.times.retain(|(_, r)| base + i64::from(*r) < offset.0);
-            debug_assert!(st.roll_at.is_none(), "a roll point means appends not yet durable");
-            st.roll_at = None;
-            st.next_offset = offset.0;
-            st.flushed_pos = pos;
-            st.written_pos = pos;
-            st.tail.clear();
-            st.producers.forget_from(offset.0);
-            // A new generation from the moment the state moves: a roll or a write of the
-            // writer that awaits meanwhile sees it and gives up.
-            self.generation.set(WriteGeneration(self.generation.get().0 + 1));
-            (dropped, st.active().file.clone())
-        };
+        let Some((seg_base, pos)) = self.batch_position(offset.0).await? else { return Ok(()) };
+        let (drop_segments, active_file) = self.cut_state(offset.0, seg_base, pos);
         for s in &drop_segments {
             s.remove_files().await;
         }
@@ -147,14 +93,8 @@ impl PartitionLog {
         active_file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &self.name, e))?;
         let tail_start = align_down(pos);
         let tail = if tail_start < pos {
-            read_exact(
-                &active_file,
-                &self.name,
-                tail_start,
-                usize::try_from(pos - tail_start).expect("less than a page"),
-            )
-            .await?
-            .to_vec()
+            let len = usize::try_from(pos - tail_start).expect("less than a page");
+            read_exact(&active_file, &self.name, tail_start, len).await?.to_vec()
         } else {
             Vec::new()
         };
@@ -166,5 +106,61 @@ impl PartitionLog {
         self.written.reset(offset.0);
         self.durable.reset(offset.0);
         Ok(())
+    }
+
+    /// The base of the segment holding the batch that starts at `offset`, and that batch's
+    /// position in it; `None` when `offset` is the log's end (nothing to remove).
+    async fn batch_position(&self, offset: i64) -> Result<Option<(i64, u64)>, StorageError> {
+        let (file, seg_base, from_pos, seg_end) = {
+            let st = self.state.borrow();
+            assert!(st.next_offset == self.durable.get(), "truncate_to with appends in flight");
+            assert!(offset <= st.next_offset, "truncate beyond the end");
+            let i = st.segment_for(offset);
+            let s = &st.segments[i];
+            (s.file.clone(), s.base, s.index.position_for_offset(s.base, offset), s.size)
+        };
+        if offset == self.log_end().0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(seg_end - from_pos).expect("a segment's tail fits memory");
+        let data = read_exact(&file, &self.name, from_pos, len).await?;
+        let mut p = 0usize;
+        while p + LOG_OVERHEAD <= data.len() {
+            let h = BatchHeader::parse(&data[p..]).map_err(StorageError::InvalidBatch)?;
+            if h.base_offset == offset {
+                return Ok(Some((seg_base, from_pos + p as u64)));
+            }
+            assert!(h.base_offset < offset, "truncate_to must cut at a batch boundary");
+            p += h.total_len();
+        }
+        panic!("truncate_to must cut at a batch boundary");
+    }
+
+    /// Cuts the state at `offset`, at position `pos` of the segment based at `seg_base`: the
+    /// later segments are dropped (returned, with the file of the segment active now), the
+    /// batches, index entries and producer state from `offset` on are forgotten, and a new
+    /// write generation starts.
+    fn cut_state(&self, offset: i64, seg_base: i64, pos: u64) -> (Vec<Segment>, Rc<SegFile>) {
+        let mut st = self.state.borrow_mut();
+        let keep = st.segments.partition_point(|s| s.base <= seg_base);
+        let dropped: Vec<Segment> = st.segments.drain(keep..).collect();
+        let seg = st.active_mut();
+        seg.size = pos;
+        seg.next_offset = offset;
+        seg.dense.retain(|e| e.base < offset);
+        seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
+        let base = seg.base;
+        seg.index.times.retain(|(_, r)| base + i64::from(*r) < offset);
+        debug_assert!(st.roll_at.is_none(), "a roll point means appends not yet durable");
+        st.roll_at = None;
+        st.next_offset = offset;
+        st.flushed_pos = pos;
+        st.written_pos = pos;
+        st.tail.clear();
+        st.producers.forget_from(offset);
+        // A new generation from the moment the state moves: a roll or a write of the
+        // writer that awaits meanwhile sees it and gives up.
+        self.generation.set(WriteGeneration(self.generation.get().0 + 1));
+        (dropped, st.active().file.clone())
     }
 }

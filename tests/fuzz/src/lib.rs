@@ -348,3 +348,72 @@ async fn read_all(log: &sluice_storage::PartitionLog, start: i64, end: i64) -> u
     }
     n
 }
+
+thread_local! {
+    /// SASL settings for the `sasl` target: PLAIN user alice/pw and SCRAM-SHA-256/512 user
+    /// bob/pw, built once (the store lives in a temporary directory kept for the process).
+    static SASL: (sluice_net::auth::SaslSettings, tempfile::TempDir) = {
+        use sluice_net::auth::store::{Change, ScramStore};
+        use sluice_net::sasl::scram::{Credential, Hash};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ScramStore::open(dir.path()).expect("store");
+        let changes = [Hash::Sha256, Hash::Sha512]
+            .map(|hash| Change::Upsert { user: "bob".into(), hash, credential: Credential::from_password(hash, b"pw", vec![3; 16], 4096) });
+        store.apply(changes.into()).expect("credentials");
+        let settings = sluice_net::auth::SaslSettings {
+            mechanisms: vec![sluice_net::sasl::Mechanism::Plain, sluice_net::sasl::Mechanism::ScramSha256, sluice_net::sasl::Mechanism::ScramSha512],
+            plain_users: [("alice".to_string(), "pw".to_string())].into(),
+            scram: std::sync::Arc::new(store),
+        };
+        (settings, dir)
+    };
+}
+
+/// `sasl` target. Layout: byte 0 picks the mechanism (0 PLAIN, 1 SCRAM-SHA-256, 2
+/// SCRAM-SHA-512, else a name made of the next 8 bytes); then messages, each a big-endian u16
+/// length and that many bytes, fed to SaslAuthenticate in order (a message of length 0xFFFF
+/// is a new SaslHandshake instead). Checks: no panic; a refused step closes the session and
+/// nothing is accepted after; a session authenticated by PLAIN has exactly the message that
+/// carries alice's password; SCRAM never authenticates (the fuzzer cannot forge a proof).
+pub fn sasl(data: &[u8]) {
+    use sluice_core::listeners::SecurityProtocol;
+    use sluice_net::auth::Session;
+    let Some((&pick, mut rest)) = data.split_first() else { return };
+    let name = match pick {
+        0 => "PLAIN".to_string(),
+        1 => "SCRAM-SHA-256".to_string(),
+        2 => "SCRAM-SHA-512".to_string(),
+        _ => String::from_utf8_lossy(&rest[..rest.len().min(8)]).into_owned(),
+    };
+    SASL.with(|(settings, _)| {
+        let protocol = SecurityProtocol::SaslPlaintext;
+        let mut session = Session::new(protocol);
+        let mut ok = session.handshake(settings, protocol, &name).is_ok();
+        let mut last_plain: Option<Vec<u8>> = None;
+        while rest.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            rest = &rest[2..];
+            if len == 0xFFFF {
+                ok = session.handshake(settings, protocol, &name).is_ok() && ok;
+                continue;
+            }
+            let msg = &rest[..len.min(rest.len())];
+            rest = &rest[msg.len()..];
+            let was_closing = session.closing();
+            let step = session.authenticate(settings, msg);
+            assert!(!(was_closing && step.is_ok()), "a step accepted after a failure");
+            if step.is_err() {
+                assert!(session.closing() && !session.authenticated());
+                ok = false;
+            } else if name == "PLAIN" {
+                last_plain = Some(msg.to_vec());
+            }
+        }
+        if session.authenticated() {
+            assert!(ok);
+            assert_eq!(name, "PLAIN", "SCRAM authenticated without the password");
+            let m = last_plain.expect("authenticated by a PLAIN message");
+            assert!(m == b"\0alice\0pw" || m == b"alice\0alice\0pw", "{m:?}");
+        }
+    });
+}

@@ -225,3 +225,17 @@ fn batch_declared_count_above_records() {
         sluice_fuzz::batch(&data);
     });
 }
+
+/// The `sasl` target's seed corpus (corpus/sasl/), replayed through its checks: right and
+/// wrong PLAIN passwords, SCRAM client-first messages, garbage, re-handshakes.
+#[test]
+fn sasl_corpus_replays() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join("sasl");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        sluice_fuzz::sasl(&data);
+        n += 1;
+    }
+    assert!(n >= 5, "corpus/sasl has {n} inputs");
+}

@@ -127,7 +127,7 @@ fn static_member_rejoins_without_rebalance() {
 fn subscription_parse() {
     let mut m = vec![0, 1, 0, 0, 0, 2];
     for t in ["a", "bc"] {
-        m.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        m.extend_from_slice(&i16::try_from(t.len()).expect("a short topic name").to_be_bytes());
         m.extend_from_slice(t.as_bytes());
     }
     assert_eq!(parse_subscription(&m), vec!["a".to_string(), "bc".to_string()]);

@@ -12,9 +12,9 @@ fn limits() -> Limits {
 fn join_req(group: &str, member: &str, topics: &[&str]) -> JoinRequest {
     // A ConsumerProtocolSubscription v0: version, topics, no user data.
     let mut meta = vec![0u8, 0];
-    meta.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    meta.extend_from_slice(&i32::try_from(topics.len()).expect("a few topics").to_be_bytes());
     for t in topics {
-        meta.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        meta.extend_from_slice(&i16::try_from(t.len()).expect("a short topic name").to_be_bytes());
         meta.extend_from_slice(t.as_bytes());
     }
     meta.extend_from_slice(&(-1i32).to_be_bytes());

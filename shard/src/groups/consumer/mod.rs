@@ -1,0 +1,689 @@
+//! KIP-848 consumer groups (the "consumer" protocol): ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe decided on the coordinator shard, without I/O.
+//!
+//! A group has a group epoch (bumped when a member joins or leaves, a subscription or the
+//! chosen assignor changes, or the metadata of the subscribed topics changes), a target
+//! assignment computed by a server assignor at some epoch (the assignment epoch), and members,
+//! each with its own member epoch that reaches the assignment epoch through incremental
+//! reconciliation ([`reconcile`]): partitions are revoked before they are given to another
+//! member. Static members (an instance id) leave with epoch -2 and keep their partitions until
+//! they come back under a new member id or their session times out.
+//!
+//! Contract: everything here is synchronous, time comes in as `now`; the group lives in the
+//! coordinator's table ([`super::group::Group::consumer`]), shares its committed offsets, and
+//! [`ConsumerGroup::snapshot`] is what [`super::coordinator`] writes to `__consumer_offsets`
+//! (one record per group, key kind 2, see [`record`]) whenever it changes. Invariant checked
+//! after every change (debug builds): no partition is held by two members.
+
+pub(crate) mod assignor;
+pub(crate) mod reconcile;
+pub(crate) mod record;
+
+use super::group::Group;
+use super::table::Groups;
+use super::GroupError;
+use assignor::Assignor;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Partitions by topic name.
+pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
+pub(crate) type TopicPartition = (String, i32);
+
+/// A member's epoch: 0 to join, -1 to leave, -2 for a static member that will come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MemberEpoch(pub i32);
+
+impl MemberEpoch {
+    pub const JOIN: MemberEpoch = MemberEpoch(0);
+    pub const LEAVE: MemberEpoch = MemberEpoch(-1);
+    pub const LEAVE_STATIC: MemberEpoch = MemberEpoch(-2);
+}
+
+/// A group's epoch (also the epoch of its target assignment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GroupEpoch(pub i32);
+
+impl GroupEpoch {
+    fn bumped(self) -> GroupEpoch {
+        GroupEpoch(self.0.saturating_add(1))
+    }
+    fn as_member(self) -> MemberEpoch {
+        MemberEpoch(self.0)
+    }
+}
+
+/// A topic as the coordinator sees it in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub id: [u8; 16],
+    pub partitions: i32,
+}
+
+/// Every topic of the cluster, by name.
+pub type Topics = BTreeMap<String, TopicInfo>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberState {
+    Stable,
+    UnrevokedPartitions,
+    UnreleasedPartitions,
+}
+
+impl MemberState {
+    pub fn code(self) -> u8 {
+        match self {
+            MemberState::Stable => 0,
+            MemberState::UnrevokedPartitions => 1,
+            MemberState::UnreleasedPartitions => 2,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<MemberState> {
+        [MemberState::Stable, MemberState::UnrevokedPartitions, MemberState::UnreleasedPartitions]
+            .into_iter()
+            .find(|s| s.code() == c)
+    }
+}
+
+/// A subscription regex, as given and compiled (full match, ASCII classes: see [`compile`]).
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriptionRegex {
+    pub source: String,
+    pub compiled: regex::bytes::Regex,
+}
+
+impl PartialEq for SubscriptionRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+/// Compiles a subscription regex as Kafka matches it (RE2/J `matches()`: the whole topic name).
+/// The `regex` crate is, like RE2/J, a linear-time automaton engine without backreferences or
+/// look-around; with Unicode off, `\d`, `\w`, `\s` and `\b` are ASCII as in RE2/J. Differences
+/// left: RE2/J's `\pN`-style classes and `(?U)` are refused or read differently here (topic
+/// names are ASCII, so matching results agree for the patterns clients use).
+pub(crate) fn compile(source: &str) -> Result<SubscriptionRegex, GroupError> {
+    if source.len() > sluice_core::limits::MAX_SUBSCRIPTION_REGEX_BYTES {
+        return Err(GroupError::InvalidRegularExpression("the regex is too long".into()));
+    }
+    let compiled = regex::bytes::RegexBuilder::new(&format!("^(?:{source})$"))
+        .unicode(false)
+        .size_limit(sluice_core::limits::MAX_SUBSCRIPTION_REGEX_COMPILED_BYTES)
+        .build()
+        .map_err(|e| GroupError::InvalidRegularExpression(e.to_string()))?;
+    Ok(SubscriptionRegex { source: source.to_string(), compiled })
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    /// Subscribed topic names, sorted.
+    pub topics: Vec<String>,
+    pub regex: Option<SubscriptionRegex>,
+    pub assignor: Option<String>,
+    pub epoch: MemberEpoch,
+    pub previous_epoch: MemberEpoch,
+    pub state: MemberState,
+    /// Partitions the member owns (it may consume them).
+    pub assigned: Assignment,
+    /// Partitions the member must give up before others get them.
+    pub revoking: Assignment,
+    pub last_seen: Instant,
+    /// When a member that must revoke partitions is fenced if it has not (its rebalance timeout).
+    pub revoke_deadline: Option<Instant>,
+}
+
+impl ConsumerMember {
+    fn new(id: String, now: Instant) -> ConsumerMember {
+        ConsumerMember {
+            id,
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            rebalance_timeout_ms: 0,
+            topics: Vec::new(),
+            regex: None,
+            assignor: None,
+            epoch: MemberEpoch::JOIN,
+            previous_epoch: MemberEpoch::JOIN,
+            state: MemberState::Stable,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            last_seen: now,
+            revoke_deadline: None,
+        }
+    }
+
+    /// The existing topics this member subscribes to (by name or by regex).
+    fn subscribed(&self, topics: &Topics) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.topics.iter().filter(|t| topics.contains_key(*t)).cloned().collect();
+        if let Some(re) = &self.regex {
+            out.extend(topics.keys().filter(|t| re.compiled.is_match(t.as_bytes())).cloned());
+        }
+        out
+    }
+
+    /// Back to epoch 0 with nothing owned (a rejoin after being fenced).
+    fn reset(&mut self) {
+        self.epoch = MemberEpoch::JOIN;
+        self.previous_epoch = MemberEpoch::JOIN;
+        self.state = MemberState::Stable;
+        self.assigned.clear();
+        self.revoking.clear();
+        self.revoke_deadline = None;
+    }
+}
+
+/// Broker settings a heartbeat needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub session_timeout: Duration,
+    pub heartbeat_interval_ms: i32,
+    pub max_size: usize,
+}
+
+/// ConsumerGroupHeartbeat, as the coordinator needs it.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerHeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_topic_names: Option<Vec<String>>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// Owned partitions by topic name (`None`: unchanged since the last heartbeat).
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The request version (v1+: the client generates its member id).
+    pub version: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHeartbeatResponse {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's assignment, when it changed or the request was a full one (as Kafka).
+    pub assignment: Option<Assignment>,
+}
+
+/// ConsumerGroupDescribe of one group id.
+#[derive(Debug, Clone)]
+pub struct ConsumerDescribeRequest(pub String);
+
+#[derive(Debug, Clone)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub topics: Vec<String>,
+    pub regex: Option<String>,
+    pub assignment: Assignment,
+    pub target: Assignment,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupDescription {
+    pub state: &'static str,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: &'static str,
+    pub members: Vec<ConsumerMemberDescription>,
+}
+
+/// One KIP-848 consumer group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConsumerGroup {
+    pub epoch: GroupEpoch,
+    pub target_epoch: GroupEpoch,
+    pub members: BTreeMap<String, ConsumerMember>,
+    pub target: BTreeMap<String, Assignment>,
+    /// Metadata of the subscribed topics when the epoch was last bumped.
+    pub metadata: Topics,
+}
+
+impl ConsumerGroup {
+    /// "Empty", "Assigning", "Reconciling" or "Stable" (Kafka's ConsumerGroupState).
+    pub fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.epoch > self.target_epoch {
+            "Assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| m.epoch != self.target_epoch.as_member() || m.state != MemberState::Stable)
+        {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// The assignor most members ask for (ties: by name), else `uniform`.
+    pub fn assignor(&self) -> Assignor {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in self.members.values().filter_map(|m| m.assignor.as_deref()) {
+            *votes.entry(a).or_default() += 1;
+        }
+        let best = votes.iter().max_by_key(|(n, v)| (**v, std::cmp::Reverse(**n)));
+        best.and_then(|(n, _)| Assignor::from_name(n)).unwrap_or(Assignor::DEFAULT)
+    }
+
+    fn static_member(&self, instance: &str) -> Option<&ConsumerMember> {
+        self.members.values().find(|m| m.instance_id.as_deref() == Some(instance))
+    }
+
+    /// Topics subscribed by some member, by name (for OffsetDelete's GROUP_SUBSCRIBED_TO_TOPIC).
+    pub fn subscribed_topics(&self, topics: &Topics) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed(topics)).collect();
+        out.extend(self.members.values().flat_map(|m| m.topics.iter().cloned()));
+        out
+    }
+
+    fn bump(&mut self) {
+        self.epoch = self.epoch.bumped();
+    }
+
+    /// Bumps the epoch when the metadata of the subscribed topics changed.
+    fn refresh_metadata(&mut self, topics: &Topics) {
+        let subscribed: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed(topics)).collect();
+        let now: Topics = subscribed.into_iter().filter_map(|t| topics.get(&t).map(|i| (t, i.clone()))).collect();
+        if now != self.metadata {
+            self.metadata = now;
+            self.bump();
+        }
+    }
+
+    /// Computes a new target assignment when the group epoch moved past it.
+    fn maybe_assign(&mut self) {
+        if self.target_epoch >= self.epoch {
+            return;
+        }
+        let subs = self.members.iter().map(|(id, m)| (id.clone(), m.subscribed(&self.metadata))).collect();
+        let counts = self.metadata.iter().map(|(t, i)| (t.clone(), i.partitions)).collect();
+        self.target = assignor::assign(self.assignor(), &subs, &counts, &self.target);
+        self.target_epoch = self.epoch;
+    }
+
+    /// Partitions held (assigned or being revoked) by members other than `id`.
+    fn held_by_others(&self, id: &str) -> BTreeSet<TopicPartition> {
+        let mut out = BTreeSet::new();
+        for m in self.members.values().filter(|m| m.id != id) {
+            for (t, ps) in m.assigned.iter().chain(&m.revoking) {
+                out.extend(ps.iter().map(|p| (t.clone(), *p)));
+            }
+        }
+        out
+    }
+
+    /// One reconciliation step of a member; whether its assignment changed.
+    fn reconcile(&mut self, id: &str, owned: Option<&Assignment>, now: Instant) -> bool {
+        let held = self.held_by_others(id);
+        let partitions = self.target.get(id).cloned().unwrap_or_default();
+        let epoch = self.target_epoch.as_member();
+        let Some(m) = self.members.get_mut(id) else { return false };
+        let before = m.assigned.clone();
+        reconcile::step(m, &reconcile::Target { partitions: &partitions, epoch, held_by_others: &held, owned, now });
+        self.check_invariants();
+        self.members.get(id).is_some_and(|m| m.assigned != before)
+    }
+
+    /// No partition held by two members (debug builds).
+    pub fn check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            let mut seen = BTreeSet::new();
+            for m in self.members.values() {
+                for (t, ps) in m.assigned.iter().chain(&m.revoking) {
+                    for p in ps {
+                        assert!(seen.insert((t.clone(), *p)), "{t}-{p} held by two members");
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.members.remove(id).is_some() {
+            self.target.remove(id);
+            self.bump();
+        }
+    }
+
+    /// Removes members whose session or revocation deadline passed; whether any was.
+    pub fn tick(&mut self, now: Instant, session: Duration) -> bool {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| now > m.last_seen + session || m.revoke_deadline.is_some_and(|d| now > d))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            self.remove(id);
+        }
+        !expired.is_empty()
+    }
+
+    pub fn describe(&self) -> ConsumerGroupDescription {
+        ConsumerGroupDescription {
+            state: self.state_name(),
+            epoch: self.epoch.0,
+            assignment_epoch: self.target_epoch.0,
+            assignor: self.assignor().name(),
+            members: self
+                .members
+                .values()
+                .map(|m| ConsumerMemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.epoch.0,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    topics: m.topics.clone(),
+                    regex: m.regex.as_ref().map(|r| r.source.clone()),
+                    assignment: m.assigned.clone(),
+                    target: self.target.get(&m.id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// OffsetCommit from a member: with members, the committer must be one of them at its
+    /// current epoch (STALE_MEMBER_EPOCH otherwise); without, anyone may commit (an admin).
+    pub fn validate_commit(&self, member_id: &str, epoch: i32) -> Result<(), GroupError> {
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
+        if m.epoch.0 != epoch {
+            return Err(GroupError::StaleMemberEpoch);
+        }
+        Ok(())
+    }
+}
+
+/// The request's own checks, as Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`.
+fn validate(req: &ConsumerHeartbeatRequest) -> Result<(), GroupError> {
+    let invalid = |s: &str| Err(GroupError::InvalidRequest(s.to_string()));
+    if req.group_id.is_empty() {
+        return invalid("GroupId can't be empty.");
+    }
+    if req.instance_id.as_deref() == Some("") {
+        return invalid("InstanceId can't be empty.");
+    }
+    if req.rack_id.as_deref() == Some("") {
+        return invalid("RackId can't be empty.");
+    }
+    if req.member_id.is_empty() && (req.version >= 1 || req.member_epoch != 0) {
+        return invalid("MemberId can't be empty.");
+    }
+    match MemberEpoch(req.member_epoch) {
+        MemberEpoch::JOIN => validate_join(req),
+        MemberEpoch::LEAVE_STATIC if req.instance_id.is_none() => invalid("InstanceId can't be null."),
+        MemberEpoch(e) if e < MemberEpoch::LEAVE_STATIC.0 => invalid("MemberEpoch is invalid."),
+        _ => Ok(()),
+    }
+    .and_then(|()| match req.server_assignor.as_deref() {
+        Some(a) if Assignor::from_name(a).is_none() => Err(GroupError::UnsupportedAssignor(a.to_string())),
+        _ => Ok(()),
+    })
+}
+
+fn validate_join(req: &ConsumerHeartbeatRequest) -> Result<(), GroupError> {
+    let invalid = |s: &str| Err(GroupError::InvalidRequest(s.to_string()));
+    if req.rebalance_timeout_ms == -1 {
+        return invalid("RebalanceTimeoutMs must be provided in first request.");
+    }
+    if req.owned.as_ref().is_some_and(|o| o.values().any(|ps| !ps.is_empty())) {
+        return invalid("TopicPartitions must be empty when (re-)joining.");
+    }
+    if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
+        return invalid("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
+    }
+    Ok(())
+}
+
+/// The consumer group of an id; with `create`, made if missing, and an empty classic group
+/// becomes one (its offsets kept). A classic group with members is not a consumer group.
+fn group_of<'a>(groups: &'a mut Groups, id: &str, create: bool) -> Result<&'a mut ConsumerGroup, GroupError> {
+    if create && !groups.contains_key(id) {
+        groups.insert(id.to_string(), Group::new(id));
+    }
+    let g = groups.get_mut(id).ok_or(GroupError::GroupIdNotFound)?;
+    if g.consumer.is_none() {
+        if !create || !g.members.is_empty() {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        g.consumer = Some(ConsumerGroup::default());
+    }
+    g.consumer.as_mut().ok_or(GroupError::GroupIdNotFound)
+}
+
+/// What a heartbeat did: the answer, and whether the group's durable state changed.
+#[derive(Debug)]
+pub(crate) struct Beat {
+    pub response: ConsumerHeartbeatResponse,
+    pub changed: bool,
+}
+
+/// ConsumerGroupHeartbeat. `new_id` is used when a v0 client joins without a member id.
+pub(crate) fn heartbeat(
+    groups: &mut Groups,
+    req: ConsumerHeartbeatRequest,
+    new_id: String,
+    now: Instant,
+    topics: &Topics,
+    s: &Settings,
+) -> Result<Beat, GroupError> {
+    validate(&req)?;
+    let regex = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()).map(compile).transpose()?;
+    let epoch = MemberEpoch(req.member_epoch);
+    let g = group_of(groups, &req.group_id, epoch == MemberEpoch::JOIN)?;
+    let before = record::encode(g);
+    let response = match epoch {
+        MemberEpoch::LEAVE | MemberEpoch::LEAVE_STATIC => g.leave(&req)?,
+        _ => g.beat(req, regex, new_id, now, topics, s)?,
+    };
+    g.check_invariants();
+    let changed = record::encode(g) != before;
+    Ok(Beat { response, changed })
+}
+
+impl ConsumerGroup {
+    fn leave(&mut self, req: &ConsumerHeartbeatRequest) -> Result<ConsumerHeartbeatResponse, GroupError> {
+        let m = self.members.get(&req.member_id).ok_or(GroupError::UnknownMemberId)?;
+        if req.instance_id.is_some() && m.instance_id != req.instance_id {
+            return Err(GroupError::FencedInstanceId);
+        }
+        let epoch = MemberEpoch(req.member_epoch);
+        if epoch == MemberEpoch::LEAVE_STATIC {
+            let m = self.members.get_mut(&req.member_id).ok_or(GroupError::UnknownMemberId)?;
+            if m.epoch != MemberEpoch::LEAVE_STATIC {
+                m.previous_epoch = m.epoch;
+                m.epoch = MemberEpoch::LEAVE_STATIC;
+            }
+        } else {
+            self.remove(&req.member_id);
+        }
+        Ok(ConsumerHeartbeatResponse {
+            member_id: req.member_id.clone(),
+            member_epoch: epoch.0,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        })
+    }
+
+    fn beat(
+        &mut self,
+        req: ConsumerHeartbeatRequest,
+        regex: Option<SubscriptionRegex>,
+        new_id: String,
+        now: Instant,
+        topics: &Topics,
+        s: &Settings,
+    ) -> Result<ConsumerHeartbeatResponse, GroupError> {
+        let joining = req.member_epoch == MemberEpoch::JOIN.0;
+        let start = self.epoch;
+        let id = if joining { self.admit(&req, new_id, now, s)? } else { self.check(&req)? };
+        if self.update(&id, &req, regex, now) {
+            self.bump();
+        }
+        self.refresh_metadata(topics);
+        // A join, a new subscription and new metadata in one heartbeat: one epoch.
+        self.epoch = self.epoch.min(start.bumped());
+        self.maybe_assign();
+        let changed = self.reconcile(&id, req.owned.as_ref(), now);
+        let m = self.members.get(&id).ok_or(GroupError::UnknownMemberId)?;
+        // Kafka's "full request": a join, or a heartbeat carrying everything (rebalance timeout,
+        // subscription and owned partitions), as a client sends after an error.
+        let subscription = req.subscribed_topic_names.is_some() || req.subscribed_topic_regex.is_some();
+        let full = joining || (req.rebalance_timeout_ms != -1 && subscription && req.owned.is_some());
+        Ok(ConsumerHeartbeatResponse {
+            member_id: id,
+            member_epoch: m.epoch.0,
+            heartbeat_interval_ms: s.heartbeat_interval_ms,
+            assignment: (changed || full).then(|| m.assigned.clone()),
+        })
+    }
+
+    /// A heartbeat of a member in the group: known id, its own instance id, a valid epoch
+    /// (a lower one only if it is the previous epoch and the member owns no more than its
+    /// assignment: a lost response).
+    fn check(&self, req: &ConsumerHeartbeatRequest) -> Result<String, GroupError> {
+        if let Some(inst) = req.instance_id.as_deref() {
+            let m = self.static_member(inst).ok_or(GroupError::UnknownMemberId)?;
+            if m.id != req.member_id {
+                return Err(GroupError::FencedInstanceId);
+            }
+        }
+        let m = self.members.get(&req.member_id).ok_or(GroupError::UnknownMemberId)?;
+        let received = MemberEpoch(req.member_epoch);
+        let lost_response =
+            received == m.previous_epoch && req.owned.as_ref().is_some_and(|o| reconcile::is_subset(o, &m.assigned));
+        if received > m.epoch || (received < m.epoch && !lost_response) {
+            return Err(GroupError::FencedMemberEpoch);
+        }
+        Ok(m.id.clone())
+    }
+
+    /// A member joining (epoch 0): a new member, a known one starting over, or a static member
+    /// taking back its instance (which must have left with epoch -2).
+    fn admit(
+        &mut self,
+        req: &ConsumerHeartbeatRequest,
+        new_id: String,
+        now: Instant,
+        s: &Settings,
+    ) -> Result<String, GroupError> {
+        let id = if req.member_id.is_empty() { new_id } else { req.member_id.clone() };
+        if let Some(inst) = req.instance_id.as_deref() {
+            if let Some(old) = self.static_member(inst).map(|m| (m.id.clone(), m.epoch)) {
+                return self.replace_static(old, id);
+            }
+        }
+        if let Some(m) = self.members.get_mut(&id) {
+            m.reset();
+            return Ok(id);
+        }
+        if self.members.len() >= s.max_size {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let mut m = ConsumerMember::new(id.clone(), now);
+        m.instance_id = req.instance_id.clone();
+        self.members.insert(id.clone(), m);
+        self.bump();
+        Ok(id)
+    }
+
+    fn replace_static(&mut self, (old_id, old_epoch): (String, MemberEpoch), id: String) -> Result<String, GroupError> {
+        if old_id == id {
+            self.members.get_mut(&id).ok_or(GroupError::UnknownMemberId)?.reset();
+            return Ok(id);
+        }
+        if old_epoch != MemberEpoch::LEAVE_STATIC {
+            return Err(GroupError::UnreleasedInstanceId);
+        }
+        let mut m = self.members.remove(&old_id).ok_or(GroupError::UnknownMemberId)?;
+        m.id = id.clone();
+        m.epoch = m.previous_epoch;
+        self.members.insert(id.clone(), m);
+        if let Some(t) = self.target.remove(&old_id) {
+            self.target.insert(id.clone(), t);
+        }
+        Ok(id)
+    }
+
+    /// Takes what the heartbeat changed; whether the subscription or assignor did (an epoch bump).
+    fn update(
+        &mut self,
+        id: &str,
+        req: &ConsumerHeartbeatRequest,
+        regex: Option<SubscriptionRegex>,
+        now: Instant,
+    ) -> bool {
+        let Some(m) = self.members.get_mut(id) else { return false };
+        m.last_seen = now;
+        m.client_id.clone_from(&req.client_id);
+        m.client_host.clone_from(&req.client_host);
+        if req.rack_id.is_some() {
+            m.rack_id.clone_from(&req.rack_id);
+        }
+        if req.rebalance_timeout_ms >= 0 {
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
+        let mut changed = false;
+        if let Some(names) = &req.subscribed_topic_names {
+            let mut names = names.clone();
+            names.sort();
+            names.dedup();
+            changed |= names != m.topics;
+            m.topics = names;
+        }
+        if req.subscribed_topic_regex.is_some() {
+            changed |= regex != m.regex;
+            m.regex = regex;
+        }
+        if req.server_assignor.is_some() && req.server_assignor != m.assignor {
+            m.assignor.clone_from(&req.server_assignor);
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// ConsumerGroupDescribe: GROUP_ID_NOT_FOUND for a missing or classic group, as Kafka.
+pub(crate) fn describe(groups: &Groups, id: &str) -> Result<ConsumerGroupDescription, GroupError> {
+    let g = groups.get(id).and_then(|g| g.consumer.as_ref()).ok_or(GroupError::GroupIdNotFound)?;
+    Ok(g.describe())
+}
+
+/// The sweep of consumer groups: the groups whose members expired, with their new record.
+pub(crate) fn tick(groups: &mut Groups, now: Instant, session: Duration) -> Vec<(String, Vec<u8>)> {
+    let mut changed = Vec::new();
+    for g in groups.values_mut() {
+        if let Some(c) = g.consumer.as_mut() {
+            if c.tick(now, session) {
+                changed.push((g.id.clone(), record::encode(c)));
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests;
