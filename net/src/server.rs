@@ -23,8 +23,8 @@ use crate::api::Ctx;
 use crate::auth;
 use crate::peer::{BrokerEndpoint, ClusterView, PeerNet, PeerSetup};
 use glommio::channels::channel_mesh::MeshBuilder;
-use sluice_core::cluster::NodeId;
 use glommio::net::TcpListener;
+use sluice_core::cluster::NodeId;
 use sluice_core::config::BrokerConfig;
 use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
 use sluice_core::listeners::{ListenerSpec, SecurityProtocol, TlsConfig};
@@ -69,7 +69,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let mut metrics = bind_metrics(&config)?;
     let shown = bound[0].addr;
     let first = &bound[0];
-    let (host, port) = first.spec.advertised.clone().unwrap_or_else(|| (first.addr.ip().to_string(), first.addr.port()));
+    let (host, port) =
+        first.spec.advertised.clone().unwrap_or_else(|| (first.addr.ip().to_string(), first.addr.port()));
     let me = BrokerEndpoint { node_id: NodeId(config.node_id), host, port };
     let voters = config.voters().map_err(|e| e.to_string())?;
     let peers = bind_peers(&config, &snapshot.cluster_id, cores, &me)?;
