@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+use crate::cluster::{check_cluster_id, parse_voters, NodeId, Voter};
 use crate::limits::{MAX_PARTITIONS_PER_TOPIC, MIN_RESPONSE_BYTES_PER_SHARD};
 
 /// Everything the broker needs to start. Field names are the TOML keys.
@@ -94,6 +95,23 @@ pub struct BrokerConfig {
     /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
     /// Kafka's broker name for it (`log.retention.ms`); a topic's own setting wins.
     pub topic_defaults: BTreeMap<String, toml::Value>,
+    /// This broker's node id (Kafka's `node.id`), unique in the cluster.
+    pub node_id: i32,
+    /// Address of the broker-to-broker listener (every shard, SO_REUSEPORT); empty: a lone
+    /// broker with no peers.
+    pub peer_listen: String,
+    /// Every cluster member as `id@host:port` of its peer listener, comma-separated (KRaft's
+    /// `controller.quorum.voters`); empty: a lone broker.
+    pub controller_quorum_voters: String,
+    /// The cluster's id (22 URL-safe base64 characters, as Kafka's); empty: the data dir's own
+    /// (generated at its first start). A data dir of another cluster is refused at start, a
+    /// peer of another cluster in the handshake.
+    pub cluster_id: String,
+    /// How often a broker sends a heartbeat to each peer it is connected to.
+    pub peer_heartbeat_interval_ms: u64,
+    /// A peer not heard from for this long is marked offline (left out of Metadata) and its
+    /// connection dropped (Kafka's `broker.session.timeout.ms`).
+    pub peer_session_timeout_ms: u64,
     /// Named listeners, Kafka's `listeners` (`NAME://ip:port,...`); empty: one PLAINTEXT
     /// listener on `listen`. When set, `listen` and `advertised_listen` are not used.
     pub listeners: String,
@@ -146,6 +164,12 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: crate::limits::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
             transaction_state_num_partitions: crate::limits::DEFAULT_TRANSACTION_STATE_NUM_PARTITIONS,
             topic_defaults: BTreeMap::new(),
+            node_id: 0,
+            peer_listen: String::new(),
+            controller_quorum_voters: String::new(),
+            cluster_id: String::new(),
+            peer_heartbeat_interval_ms: crate::limits::DEFAULT_PEER_HEARTBEAT_INTERVAL_MS,
+            peer_session_timeout_ms: crate::limits::DEFAULT_PEER_SESSION_TIMEOUT_MS,
             listeners: String::new(),
             advertised_listeners: String::new(),
             listener_security_protocol_map: String::new(),
@@ -349,6 +373,94 @@ impl BrokerConfig {
         })
     }
 
+    /// The peer listener's address, parsed (`None`: a lone broker).
+    pub fn peer_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.peer_listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.peer_listen.trim().parse().map(Some).map_err(|_| ConfigError::Invalid {
+            key: "peer_listen",
+            value: self.peer_listen.clone(),
+            expected: "an IP:port socket address such as 127.0.0.1:9093, or \"\" for a lone broker".into(),
+        })
+    }
+
+    /// The cluster members, parsed and checked against `node_id` and `peer_listen`: either no
+    /// members (a lone broker, no peer listener) or a list that names this broker, with a peer
+    /// listener and a cluster id.
+    pub fn voters(&self) -> Result<Vec<Voter>, ConfigError> {
+        let invalid = |expected: String| ConfigError::Invalid {
+            key: "controller_quorum_voters",
+            value: self.controller_quorum_voters.clone(),
+            expected,
+        };
+        let voters = parse_voters(&self.controller_quorum_voters).map_err(invalid)?;
+        let peer = self.peer_addr()?;
+        if voters.is_empty() {
+            if peer.is_some() {
+                return Err(invalid("the cluster's members as id@host:port,... when peer_listen is set".into()));
+            }
+            return Ok(voters);
+        }
+        if !voters.iter().any(|v| v.id == NodeId(self.node_id)) {
+            return Err(invalid(format!("a list that includes this broker's node_id {}", self.node_id)));
+        }
+        if peer.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "peer_listen",
+                value: self.peer_listen.clone(),
+                expected: "the broker-to-broker address (IP:port) when controller_quorum_voters is set".into(),
+            });
+        }
+        if self.cluster_id.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "cluster_id",
+                value: String::new(),
+                expected: "the id every member shares when controller_quorum_voters is set".into(),
+            });
+        }
+        Ok(voters)
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if !(0..=crate::limits::MAX_NODE_ID).contains(&self.node_id) {
+            return Err(ConfigError::Invalid {
+                key: "node_id",
+                value: self.node_id.to_string(),
+                expected: format!("between 0 and {}", crate::limits::MAX_NODE_ID),
+            });
+        }
+        if !self.cluster_id.is_empty() {
+            check_cluster_id(&self.cluster_id).map_err(|expected| ConfigError::Invalid {
+                key: "cluster_id",
+                value: self.cluster_id.clone(),
+                expected,
+            })?;
+        }
+        self.voters()?;
+        let beat = crate::limits::MIN_PEER_HEARTBEAT_INTERVAL_MS..=crate::limits::MAX_PEER_SESSION_TIMEOUT_MS / 2;
+        if !beat.contains(&self.peer_heartbeat_interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "peer_heartbeat_interval_ms",
+                value: self.peer_heartbeat_interval_ms.to_string(),
+                expected: format!("between {} and {}", beat.start(), beat.end()),
+            });
+        }
+        let session = self.peer_heartbeat_interval_ms.saturating_mul(2)..=crate::limits::MAX_PEER_SESSION_TIMEOUT_MS;
+        if !session.contains(&self.peer_session_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "peer_session_timeout_ms",
+                value: self.peer_session_timeout_ms.to_string(),
+                expected: format!(
+                    "between twice peer_heartbeat_interval_ms ({}) and {}",
+                    session.start(),
+                    session.end()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks every field against its allowed range. `available_cores` bounds `cores`.
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
@@ -360,6 +472,7 @@ impl BrokerConfig {
                 expected: format!("between 0 and {}", crate::limits::MAX_REAUTH_MS),
             });
         }
+        self.validate_cluster()?;
         self.metrics_addr()?;
         self.advertised()?;
         if let Some(c) = self.cores {
@@ -557,6 +670,38 @@ mod tests {
             let c = BrokerConfig { advertised_listen: bad.into(), ..BrokerConfig::default() };
             assert!(c.validate(2).unwrap_err().to_string().contains("advertised_listen"), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_together() {
+        let id = "MkU3OEVBNTcwNTJENDM2Qk".to_string();
+        let member = BrokerConfig {
+            node_id: 2,
+            peer_listen: "127.0.0.1:9093".into(),
+            controller_quorum_voters: "1@127.0.0.1:9193,2@127.0.0.1:9093".into(),
+            cluster_id: id.clone(),
+            ..BrokerConfig::default()
+        };
+        member.validate(2).unwrap();
+        assert_eq!(member.voters().unwrap().len(), 2);
+        let cases = [
+            (BrokerConfig { node_id: 3, ..member.clone() }, "node_id 3"),
+            (BrokerConfig { node_id: -1, ..member.clone() }, "`node_id`"),
+            (BrokerConfig { peer_listen: String::new(), ..member.clone() }, "`peer_listen`"),
+            (BrokerConfig { peer_listen: "nowhere".into(), ..member.clone() }, "`peer_listen`"),
+            (BrokerConfig { cluster_id: String::new(), ..member.clone() }, "`cluster_id`"),
+            (BrokerConfig { cluster_id: "bad id".into(), ..member.clone() }, "`cluster_id`"),
+            (BrokerConfig { controller_quorum_voters: "2@h".into(), ..member.clone() }, "no ':port'"),
+            (BrokerConfig { controller_quorum_voters: String::new(), ..member.clone() }, "when peer_listen is set"),
+            (BrokerConfig { peer_heartbeat_interval_ms: 1, ..member.clone() }, "peer_heartbeat_interval_ms"),
+            (BrokerConfig { peer_session_timeout_ms: 600, ..member.clone() }, "peer_session_timeout_ms"),
+        ];
+        for (c, want) in cases {
+            let e = c.validate(2).unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // A lone broker needs none of it; a cluster id alone is allowed.
+        BrokerConfig { cluster_id: id, ..BrokerConfig::default() }.validate(2).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Owns the newtypes for offsets, epochs, shard and partition ids ([`ids`]), every numeric bound
 //! of the broker ([`limits`]), the wall clock ([`clock::now_ms`]), the broker configuration and
-//! its validation ([`config`]), and the parsing and validation of Kafka v2 record batches
+//! its validation ([`config`]), cluster identity (node ids, voters, cluster ids: [`cluster`]), and the parsing and validation of Kafka v2 record batches
 //! ([`batch`]). It performs no I/O (besides reading the clock) and depends
 //! on no other sluice crate.
 
@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod ids;
 pub mod limits;

@@ -419,6 +419,70 @@ const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
 /// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).
 pub const MAX_RAFT_STATE_FILE_BYTES: usize = 1024 * 1024;
 
+// ---- Cluster: broker-to-broker transport (net/src/peer) ----
+
+/// Largest node id (`node_id`, `controller_quorum_voters`); Kafka's node ids are non-negative
+/// 32-bit integers.
+pub const MAX_NODE_ID: i32 = i32::MAX;
+/// Members `controller_quorum_voters` may list.
+pub const MAX_CLUSTER_MEMBERS: usize = 256;
+/// Largest broker-to-broker frame (header and body); a larger announced length drops the
+/// connection before anything is allocated.
+pub const PEER_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Largest header of a broker-to-broker frame (the rest of the frame is the payload).
+pub const PEER_MAX_HEADER_BYTES: usize = 4096;
+/// Frames queued on one outbound link (one local shard to one remote broker) and not yet
+/// written; a full queue refuses `try_send` and makes `send` wait.
+pub const PEER_OUTBOUND_QUEUE_FRAMES: usize = 1024;
+/// Bytes of frames queued on one outbound link and not yet written.
+pub const PEER_OUTBOUND_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// A dial, or a handshake once connected, that takes longer fails (then backoff and retry).
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// First pause before redialling a broker; doubled after each failure up to the cap.
+pub const PEER_RECONNECT_MIN_BACKOFF_MS: u64 = 50;
+/// Longest pause between two dials of the same broker.
+pub const PEER_RECONNECT_MAX_BACKOFF_MS: u64 = 2_000;
+/// Default of `peer_heartbeat_interval_ms` (Kafka's `broker.heartbeat.interval.ms` is 2000;
+/// Redpanda's Raft heartbeat is 150).
+pub const DEFAULT_PEER_HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Default of `peer_session_timeout_ms` (Kafka's `broker.session.timeout.ms` is 9000).
+pub const DEFAULT_PEER_SESSION_TIMEOUT_MS: u64 = 3_000;
+/// Smallest `peer_heartbeat_interval_ms` accepted.
+pub const MIN_PEER_HEARTBEAT_INTERVAL_MS: u64 = 10;
+/// Largest `peer_session_timeout_ms` accepted.
+pub const MAX_PEER_SESSION_TIMEOUT_MS: u64 = 600_000;
+/// Inbound broker-to-broker connections one shard holds at once; more are closed at accept.
+pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 1024;
+/// Heartbeat answers an inbound connection holds unwritten; more are dropped (the peer is not
+/// reading, and its session will lapse).
+pub const PEER_PENDING_ACKS: usize = 16;
+/// Frames forwarded between the shards of one broker (an inbound frame for a partition another
+/// shard owns), per ordered pair of shards; a full channel makes the reading connection wait.
+pub const PEER_MESH_CHANNEL_CAPACITY: usize = 1024;
+
+const _: () =
+    assert!(PEER_RECONNECT_MIN_BACKOFF_MS >= 1 && PEER_RECONNECT_MIN_BACKOFF_MS <= PEER_RECONNECT_MAX_BACKOFF_MS);
+const _: () =
+    assert!(PEER_OUTBOUND_QUEUE_BYTES >= PEER_MAX_FRAME_BYTES, "one largest frame always fits an empty queue");
+const _: () = assert!(PEER_MAX_FRAME_BYTES <= u32::MAX as usize, "the frame length travels as a u32");
+const _: () = assert!(PEER_MAX_HEADER_BYTES < PEER_MAX_FRAME_BYTES);
+const _: () = assert!(DEFAULT_PEER_HEARTBEAT_INTERVAL_MS >= MIN_PEER_HEARTBEAT_INTERVAL_MS);
+const _: () = assert!(DEFAULT_PEER_SESSION_TIMEOUT_MS >= 2 * DEFAULT_PEER_HEARTBEAT_INTERVAL_MS);
+const _: () = assert!(DEFAULT_PEER_SESSION_TIMEOUT_MS <= MAX_PEER_SESSION_TIMEOUT_MS);
+
+// ---- `sluice cluster start` (net/bin) ----
+
+/// Brokers `sluice cluster start` runs at most.
+pub const MAX_CLUSTER_START_BROKERS: u16 = 64;
+/// How long `sluice cluster start` waits for every broker's ready line.
+pub const CLUSTER_READY_TIMEOUT_MS: u64 = 120_000;
+/// How long it waits for the brokers to stop after SIGTERM before it kills them.
+pub const CLUSTER_STOP_GRACE_MS: u64 = 30_000;
+/// How often it checks for signals and exited children.
+pub const CLUSTER_POLL_MS: u64 = 100;
+
+const _: () = assert!(CLUSTER_STOP_GRACE_MS > SHUTDOWN_GRACE_MS, "a broker's own shutdown grace fits the cluster's");
+const _: () = assert!(MAX_CLUSTER_START_BROKERS as usize <= MAX_CLUSTER_MEMBERS && MAX_CLUSTER_START_BROKERS < 100);
 // --- Security (issue #24): listeners, TLS, SASL -------------------------------------------
 
 /// Listeners a broker may have (`listeners`).

@@ -21,7 +21,10 @@
 
 use crate::api::Ctx;
 use crate::auth;
+use crate::peer::{BrokerEndpoint, ClusterView, PeerNet, PeerSetup};
+use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
+use sluice_core::cluster::NodeId;
 use sluice_core::config::BrokerConfig;
 use sluice_core::limits::{MAX_IN_FLIGHT_BYTES_PER_SHARD, SHUTDOWN_GRACE_MS};
 use sluice_core::listeners::{ListenerSpec, SecurityProtocol, TlsConfig};
@@ -65,6 +68,19 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let bound = bind_listeners(&specs, cores, Duration::from_millis(config.listen_retry_ms))?;
     let mut metrics = bind_metrics(&config)?;
     let shown = bound[0].addr;
+    let first = &bound[0];
+    let (host, port) =
+        first.spec.advertised.clone().unwrap_or_else(|| (first.addr.ip().to_string(), first.addr.port()));
+    let me = BrokerEndpoint { node_id: NodeId(config.node_id), host, port };
+    let voters = config.voters().map_err(|e| e.to_string())?;
+    let peers = bind_peers(&config, &snapshot.cluster_id, cores, &me)?;
+    // A lone broker's ready line stays as it always was (scripts parse it).
+    let peer_shown =
+        peers.as_ref().map(|(addr, _)| format!(" node_id={} peer={addr}", config.node_id)).unwrap_or_default();
+    let mut peer_setups: Vec<Option<PeerSetup>> = match peers {
+        Some((_, setups)) => setups.into_iter().map(Some).collect(),
+        None => (0..cores).map(|_| None).collect(),
+    };
     let listener_lines: Vec<String> = bound
         .iter()
         .map(|b| format!("sluice listener name={} protocol={} listen={}", b.spec.name, b.spec.protocol.name(), b.addr))
@@ -83,13 +99,20 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     );
     let connections = Arc::new(Connections::new(config.max_connections, config.max_connections_per_ip));
     let tls = config.tls.clone();
-    let payloads: Vec<(Vec<ShardListener>, Option<MetricsSocket>)> = per_shard_listeners(bound, cores, &tls, &sasl)
+    let payloads: Vec<Payload> = per_shard_listeners(bound, cores, &tls, &sasl)
         .into_iter()
+        .zip(peer_setups.iter_mut())
         .enumerate()
-        .map(|(i, l)| (l, if i == 0 { metrics.take() } else { None }))
+        .map(|(i, (listeners, p))| Payload {
+            listeners,
+            metrics: if i == 0 { metrics.take() } else { None },
+            peer: p.take(),
+        })
         .collect();
-    let serve = move |shard: Rc<Shard>, (listeners, metrics): (Vec<ShardListener>, Option<MetricsSocket>)| {
-        serve_shard(shard, listeners, metrics, connections.clone())
+    let session = Duration::from_millis(config.peer_session_timeout_ms);
+    let serve = move |shard: Rc<Shard>, payload: Payload| {
+        let view = Rc::new(ClusterView::new(me.clone(), &voters, session));
+        serve_shard(shard, view, payload, connections.clone())
     };
     let started = Instant::now();
     let data_path = config.data_dir.clone();
@@ -99,7 +122,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         for line in &listener_lines {
             let _ = writeln!(out, "{line}");
         }
-        let _ = writeln!(out, "sluice ready listen={shown} cores={cores} data_dir={data_dir}");
+        let _ = writeln!(out, "sluice ready listen={shown} cores={cores}{peer_shown} data_dir={data_dir}");
         let _ = out.flush();
     })
     .map_err(|e| e.to_string())?;
@@ -179,10 +202,77 @@ fn per_shard_listeners(
     shards
 }
 
+/// What each shard's `serve` gets: its Kafka listeners, the metrics socket (shard 0) and its
+/// part of the peer transport (brokers with peers).
+struct Payload {
+    listeners: Vec<ShardListener>,
+    metrics: Option<MetricsSocket>,
+    peer: Option<PeerSetup>,
+}
+
+/// For a broker with peers: binds the peer listener on every shard and prepares each shard's
+/// transport setup; `None` for a lone broker.
+fn bind_peers(
+    config: &BrokerConfig,
+    cluster_id: &str,
+    cores: usize,
+    me: &BrokerEndpoint,
+) -> Result<Option<(SocketAddr, Vec<PeerSetup>)>, String> {
+    let Some(addr) = config.peer_addr().map_err(|e| e.to_string())? else { return Ok(None) };
+    let voters = config.voters().map_err(|e| e.to_string())?;
+    let mut peer_addresses = std::collections::BTreeMap::new();
+    for v in voters.iter().filter(|v| v.id != me.node_id) {
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(&v.address())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("controller_quorum_voters: cannot resolve {} (node {})", v.address(), v.id))?;
+        peer_addresses.insert(v.id, resolved);
+    }
+    let (port, sockets) = bind_all_retrying(addr, cores, Duration::from_millis(config.listen_retry_ms))
+        .map_err(|e| format!("peer_listen: {e}"))?;
+    let identity = crate::peer::Identity {
+        cluster_id: cluster_id.to_string(),
+        node_id: me.node_id,
+        shards: u16::try_from(cores).map_err(|_| "too many cores".to_string())?,
+        client_host: me.host.clone(),
+        client_port: me.port,
+        voters,
+        peer_addresses,
+        heartbeat_interval: Duration::from_millis(config.peer_heartbeat_interval_ms),
+        session_timeout: Duration::from_millis(config.peer_session_timeout_ms),
+    };
+    let mesh = MeshBuilder::full(cores, sluice_core::limits::PEER_MESH_CHANNEL_CAPACITY);
+    let setups = sockets
+        .into_iter()
+        .map(|socket| PeerSetup { socket, mesh: mesh.clone(), identity: identity.clone() })
+        .collect();
+    Ok(Some((SocketAddr::new(addr.ip(), port), setups)))
+}
+
+/// Checks the data dir's cluster id against `cluster_id` when it is set: a new data dir takes
+/// it, an existing one of another cluster is refused.
+fn adopt_cluster_id(config: &BrokerConfig, snapshot: &mut MetadataSnapshot, fresh: bool) -> Result<bool, String> {
+    if config.cluster_id.is_empty() || snapshot.cluster_id == config.cluster_id {
+        return Ok(false);
+    }
+    if !fresh {
+        return Err(format!(
+            "data directory {} belongs to cluster {}, not to cluster_id {}",
+            config.data_dir.display(),
+            snapshot.cluster_id,
+            config.cluster_id
+        ));
+    }
+    snapshot.cluster_id = config.cluster_id.clone();
+    Ok(true)
+}
+
 /// The metadata snapshot, its partitions placed on the `cores` shards there are and the
 /// offsets and transaction state topics present (saved if any of that changed it).
 fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot, String> {
+    let fresh = !config.data_dir.join("meta").join("metadata.bin").exists();
     let mut snapshot = MetadataSnapshot::load_or_init(&config.data_dir).map_err(|e| e.to_string())?;
+    let adopted = adopt_cluster_id(config, &mut snapshot, fresh)?;
     let moved = snapshot.reassign_for(cores);
     if moved > 0 {
         tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
@@ -190,7 +280,7 @@ fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot
     let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
     let added_txn =
         sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
-    if moved > 0 || added || added_txn {
+    if moved > 0 || added || added_txn || adopted {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }
     Ok(snapshot)
@@ -226,12 +316,18 @@ fn leave_clean_marker(data_path: &std::path::Path) {
 
 /// One shard's serving: the metrics endpoint (on the shard that got its socket, once it is
 /// bound) and an accept loop per listener.
-async fn serve_shard(
-    shard: Rc<Shard>,
-    listeners: Vec<ShardListener>,
-    metrics: Option<MetricsSocket>,
-    connections: Arc<Connections>,
-) {
+async fn serve_shard(shard: Rc<Shard>, cluster: Rc<ClusterView>, payload: Payload, connections: Arc<Connections>) {
+    let Payload { listeners, metrics, peer } = payload;
+    let peers = match peer {
+        Some(setup) => match PeerNet::start(shard.clone(), cluster.clone(), setup).await {
+            Ok(net) => Some(net),
+            Err(e) => {
+                tracing::error!(shard = %shard.id, error = %e, "broker-to-broker transport not started");
+                None
+            }
+        },
+        None => None,
+    };
     if let Some(bound) = metrics {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -242,8 +338,12 @@ async fn serve_shard(
         })
         .detach();
     }
-    let base =
-        ShardBase { shard, in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)) };
+    let base = ShardBase {
+        shard,
+        in_flight: Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_SHARD as u64)),
+        cluster,
+        peers,
+    };
     let mut loops = Vec::with_capacity(listeners.len());
     for l in listeners {
         let tls = match l.tls.map(crate::tls::TlsReloader::new).transpose() {
@@ -273,6 +373,9 @@ struct ShardBase {
     shard: Rc<Shard>,
     /// Request bytes read but not yet answered on this shard, across its listeners.
     in_flight: Rc<glommio::sync::Semaphore>,
+    /// This shard's cluster view and transport (see `Ctx`).
+    cluster: Rc<ClusterView>,
+    peers: Option<Rc<PeerNet>>,
 }
 
 impl ShardBase {
@@ -285,6 +388,8 @@ impl ShardBase {
             advertised_port: listener.advertised_port,
             listener: listener.clone(),
             session: std::cell::RefCell::new(auth::Session::new(listener.protocol)),
+            cluster: self.cluster.clone(),
+            peers: self.peers.clone(),
         })
     }
 }

@@ -34,6 +34,12 @@ pub enum Command {
     },
     /// Run the broker (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// A local cluster: `sluice cluster start --brokers 3 --data-dir DIR` runs that many
+    /// brokers on loopback in the foreground until Ctrl-C.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Load generator: produce or consume against any Kafka-compatible broker.
     Bench(sluice_client::BenchArgs),
     /// Topics: create, list, describe, delete, alter-config (any Kafka-compatible broker).
@@ -90,6 +96,12 @@ impl UserArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ClusterAction {
+    /// Start N brokers (node ids 0..N) as child processes; print how to start each by hand.
+    Start(crate::cluster::StartArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Parse and validate a TOML config file; print the effective configuration.
     Check { file: PathBuf },
@@ -136,6 +148,25 @@ pub struct ServeArgs {
     /// TOML configuration file; flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// This broker's node id, unique in the cluster [default: 0]
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Broker-to-broker listen address (IP:port); unset: a lone broker
+    #[arg(long)]
+    pub peer_listen: Option<String>,
+    /// Cluster members as id@host:port of their peer listeners, comma-separated (KRaft's
+    /// controller.quorum.voters)
+    #[arg(long)]
+    pub controller_quorum_voters: Option<String>,
+    /// The cluster id every member shares (22 URL-safe base64 characters)
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Heartbeat interval to each peer, in ms [default: 500]
+    #[arg(long)]
+    pub peer_heartbeat_interval_ms: Option<u64>,
+    /// A peer silent this long is marked offline, in ms [default: 3000]
+    #[arg(long)]
+    pub peer_session_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -160,6 +191,29 @@ impl ServeArgs {
         if let Some(r) = self.listen_retry_ms {
             config.listen_retry_ms = r;
         }
+        self.apply_cluster(&mut config);
         Ok(config)
+    }
+
+    /// The cluster flags (node id, peer listener, members, cluster id, liveness timing).
+    fn apply_cluster(&self, config: &mut BrokerConfig) {
+        if let Some(n) = self.node_id {
+            config.node_id = n;
+        }
+        if let Some(p) = &self.peer_listen {
+            config.peer_listen = p.clone();
+        }
+        if let Some(v) = &self.controller_quorum_voters {
+            config.controller_quorum_voters = v.clone();
+        }
+        if let Some(c) = &self.cluster_id {
+            config.cluster_id = c.clone();
+        }
+        if let Some(h) = self.peer_heartbeat_interval_ms {
+            config.peer_heartbeat_interval_ms = h;
+        }
+        if let Some(t) = self.peer_session_timeout_ms {
+            config.peer_session_timeout_ms = t;
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! The `sluice` binary: parse the command line, set up logging, run the broker (sluice-net) or
-//! a client-side command (sluice-client: `bench`, `topic`, `group`, `produce`, `consume`).
+//! a client-side command (sluice-client: `bench`, `topic`, `group`, `produce`, `consume`), or a
+//! local cluster of brokers as child processes (`cluster start`).
 //!
 //! Contract: the one place where the server and the client side meet; each subcommand's exit
 //! code is the process's exit code, a command-line error exits 2 with one line on stderr.
 
 mod cli;
+mod cluster;
 
 use clap::Parser;
-use cli::{config_check, Cli, Command, ConfigAction, LogFormat};
+use cli::{config_check, Cli, ClusterAction, Command, ConfigAction, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// See `huge_alloc`: huge reservations from the wire codec must not abort the broker.
@@ -39,6 +41,7 @@ fn main() {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         Some(Command::Config { action: ConfigAction::Check { file } }) => std::process::exit(config_check(&file)),
+        Some(Command::Cluster { action: ClusterAction::Start(a) }) => std::process::exit(cluster::start(a)),
         Some(Command::Bench(b)) => std::process::exit(sluice_client::run(b)),
         Some(Command::Topic(a)) => std::process::exit(sluice_client::admin::topic::run(a)),
         Some(Command::Group(a)) => std::process::exit(sluice_client::admin::group::run(a)),

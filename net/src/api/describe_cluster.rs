@@ -1,5 +1,7 @@
-//! DescribeCluster (key 60), versions 0–2: the cluster id and its one broker, node 0, which
-//! is also the controller.
+//! DescribeCluster (key 60), versions 0–2: the cluster id and every live broker.
+//!
+//! Contract: the brokers are this shard's cluster view (this broker alone without peers), in
+//! node-id order, rack null; the controller is this broker (no metadata quorum runs yet).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -16,16 +18,23 @@ pub const SPEC: ApiSpec =
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: DescribeClusterRequest = decode_body(&req)?;
-        let broker = DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(0))
-            .with_host(StrBytes::from_string(ctx.advertised_host.clone()))
-            .with_port(ctx.advertised_port);
+        let brokers = ctx
+            .brokers()
+            .into_iter()
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.node_id.0))
+                    .with_host(StrBytes::from_string(b.host))
+                    .with_port(i32::from(b.port))
+                    .with_rack(None)
+            })
+            .collect();
         let resp = DescribeClusterResponse::default()
             .with_error_code(0)
             .with_endpoint_type(if req.version >= 1 { body.endpoint_type.max(1) } else { 1 })
             .with_cluster_id(StrBytes::from_string(ctx.shard.metadata().cluster_id.clone()))
-            .with_controller_id(BrokerId(0))
-            .with_brokers(vec![broker])
+            .with_controller_id(ctx.node_id())
+            .with_brokers(brokers)
             .with_cluster_authorized_operations(i32::MIN);
         Ok(reply_now(respond(&req, &resp)))
     }

@@ -1,8 +1,9 @@
 //! FindCoordinator (key 10), versions 0–6: this broker coordinates every group and every
 //! transactional id.
 //!
-//! Contract: group keys (type 0) and transaction keys (type 1) are answered with node 0 at the
-//! advertised address, batched from v4 (the shard that runs the group or transaction is found
+//! Contract: group keys (type 0) and transaction keys (type 1) are answered with this broker
+//! (its `node_id`) at the advertised address (its `__consumer_offsets` and
+//! `__transaction_state` are local until replication comes), batched from v4 (the shard that runs the group or transaction is found
 //! by the broker when the request comes, not by the client). A transaction key before the
 //! `__transaction_state` topic exists gets COORDINATOR_NOT_AVAILABLE; other key types
 //! INVALID_REQUEST.
@@ -33,7 +34,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             other => (ResponseError::InvalidRequest.code(), Some(format!("unknown coordinator key type {other}"))),
         };
         let host = StrBytes::from_string(ctx.advertised_host.clone());
-        let (node, port) = if code == 0 { (BrokerId(0), ctx.advertised_port) } else { (BrokerId(-1), -1) };
+        let (node, port) = if code == 0 { (ctx.node_id(), ctx.advertised_port) } else { (BrokerId(-1), -1) };
         let resp = if req.version >= 4 {
             let coordinators = body
                 .coordinator_keys

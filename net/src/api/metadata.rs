@@ -1,9 +1,12 @@
-//! Metadata (key 3), versions 0–13: brokers (this one), topics, partitions, leaders, topic ids.
+//! Metadata (key 3), versions 0–13: brokers, topics, partitions, leaders, topic ids.
 //!
 //! Contract: topics named in the request that do not exist are auto-created first when the
 //! broker allows it (`auto_create_topics_enable`) and the request does (v4+ flag), and the
 //! answer then describes them fully. A null topic list (or an empty one at v0) means all
-//! topics. This broker is node 0, leader of every partition, with leader epoch 0.
+//! topics. The brokers listed are every live cluster member in this shard's cluster view
+//! (this broker alone without peers), rack null. Replication is not there yet: this broker
+//! (its `node_id`) is the only replica and the leader of every partition it holds, with leader
+//! epoch 0, and it names itself as the controller (no metadata quorum runs yet).
 
 use super::{reply_now, respond, topic_name, uuid, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -21,8 +24,6 @@ use sluice_shard::TopicMeta;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Metadata, name: "Metadata", min_version: 0, max_version: 13, handle };
-
-const NODE: BrokerId = BrokerId(0);
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
@@ -52,27 +53,34 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             }
         }
         let meta = ctx.shard.metadata();
+        let node = ctx.node_id();
         let topics = if all {
-            meta.topics.iter().map(|(n, t)| describe(n, t, req.version)).collect()
+            meta.topics.iter().map(|(n, t)| describe(n, t, req.version, node)).collect()
         } else {
             requested
                 .iter()
                 .map(|(name, id)| match name.as_deref().and_then(|n| meta.topics.get(n).map(|t| (n, t))) {
-                    Some((n, t)) => describe(n, t, req.version),
+                    Some((n, t)) => describe(n, t, req.version, node),
                     None => missing_topic(name.as_deref(), id, req.version),
                 })
                 .collect()
         };
-        let broker = MetadataResponseBroker::default()
-            .with_node_id(NODE)
-            .with_host(StrBytes::from_string(ctx.advertised_host.clone()))
-            .with_port(ctx.advertised_port)
-            .with_rack(None);
+        let brokers = ctx
+            .brokers()
+            .into_iter()
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id.0))
+                    .with_host(StrBytes::from_string(b.host))
+                    .with_port(i32::from(b.port))
+                    .with_rack(None)
+            })
+            .collect();
         let resp = MetadataResponse::default()
             .with_throttle_time_ms(0)
-            .with_brokers(vec![broker])
+            .with_brokers(brokers)
             .with_cluster_id((req.version >= 2).then(|| StrBytes::from_string(meta.cluster_id.clone())))
-            .with_controller_id(if req.version >= 1 { NODE } else { BrokerId(-1) })
+            .with_controller_id(if req.version >= 1 { node } else { BrokerId(-1) })
             .with_topics(topics)
             .with_cluster_authorized_operations(i32::MIN);
         Ok(reply_now(respond(&req, &resp)))
@@ -80,17 +88,17 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     .boxed_local()
 }
 
-fn describe(name: &str, t: &TopicMeta, v: i16) -> MetadataResponseTopic {
+fn describe(name: &str, t: &TopicMeta, v: i16, node: BrokerId) -> MetadataResponseTopic {
     let count = i32::try_from(t.shards.len()).expect("partitions per topic are at most MAX_PARTITIONS_PER_TOPIC");
     let partitions = (0..count)
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_error_code(0)
                 .with_partition_index(p)
-                .with_leader_id(NODE)
+                .with_leader_id(node)
                 .with_leader_epoch(if v >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![NODE])
-                .with_isr_nodes(vec![NODE])
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
                 .with_offline_replicas(vec![])
         })
         .collect();

@@ -70,6 +70,30 @@ pub struct Ctx {
     pub listener: Rc<crate::auth::Listener>,
     /// The connection's authentication (one `Ctx` per connection).
     pub session: std::cell::RefCell<crate::auth::Session>,
+    /// This shard's view of the cluster: the live brokers Metadata, DescribeCluster and
+    /// FindCoordinator list (this broker alone when it has no peers).
+    pub cluster: Rc<crate::peer::ClusterView>,
+    /// This shard's part of the broker-to-broker transport (`None`: a lone broker).
+    pub peers: Option<Rc<crate::peer::PeerNet>>,
+}
+
+impl Ctx {
+    /// This broker's node id.
+    pub fn node_id(&self) -> kafka_protocol::messages::BrokerId {
+        kafka_protocol::messages::BrokerId(self.cluster.me().node_id.0)
+    }
+
+    /// The live brokers for Metadata and DescribeCluster, in node-id order: this broker at the
+    /// address of the listener the client came in on, the others at their client address.
+    pub fn brokers(&self) -> Vec<crate::peer::BrokerEndpoint> {
+        let me = self.cluster.me().node_id;
+        let mut out = self.cluster.brokers(std::time::Instant::now());
+        for b in out.iter_mut().filter(|b| b.node_id == me) {
+            b.host = self.advertised_host.clone();
+            b.port = u16::try_from(self.advertised_port).unwrap_or(b.port);
+        }
+        out
+    }
 }
 
 /// The second phase of a handler: the response frame, or none.

@@ -9,6 +9,7 @@ mod failure;
 mod acks;
 mod admin;
 mod affinity;
+mod cluster;
 mod create_rollback;
 mod damaged;
 mod hostile;
