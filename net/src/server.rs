@@ -60,6 +60,11 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let specs = config.listener_specs().map_err(|e| e.to_string())?;
 
     sluice_storage::format::ensure_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
+    // Absolute from here on: glommio opens a relative directory path for its fsync as a bad
+    // descriptor (EBADF), so `--data-dir ./data` (the default) failed every partition.
+    let mut config = config;
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
     let _lock = sluice_storage::format::lock_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     let snapshot = load_metadata(&config, cores)?;
     let sasl = sasl_settings(&config, &specs)?;
