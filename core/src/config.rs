@@ -465,16 +465,27 @@ impl BrokerConfig {
     pub fn validate(&self, available_cores: usize) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.listener_specs()?;
-        if self.connections_max_reauth_ms > crate::limits::MAX_REAUTH_MS {
-            return Err(ConfigError::Invalid {
-                key: "connections_max_reauth_ms",
-                value: self.connections_max_reauth_ms.to_string(),
-                expected: format!("between 0 and {}", crate::limits::MAX_REAUTH_MS),
-            });
-        }
         self.validate_cluster()?;
         self.metrics_addr()?;
         self.advertised()?;
+        self.validate_resources(available_cores)?;
+        self.validate_transactions()?;
+        self.validate_groups()?;
+        self.validate_consumer_groups()?;
+        self.topic_defaults()?;
+        self.validate_connections()?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                value: String::new(),
+                expected: "a directory path".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Cores, partitions per topic, open files, response budget and read cache.
+    fn validate_resources(&self, available_cores: usize) -> Result<(), ConfigError> {
         if let Some(c) = self.cores {
             if c == 0 || c > available_cores {
                 return Err(ConfigError::Invalid {
@@ -484,20 +495,8 @@ impl BrokerConfig {
                 });
             }
         }
-        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&self.num_partitions) {
-            return Err(ConfigError::Invalid {
-                key: "num_partitions",
-                value: self.num_partitions.to_string(),
-                expected: format!("between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
-            });
-        }
-        if !(16..=1_000_000).contains(&self.max_open_files_per_shard) {
-            return Err(ConfigError::Invalid {
-                key: "max_open_files_per_shard",
-                value: self.max_open_files_per_shard.to_string(),
-                expected: "between 16 and 1000000".into(),
-            });
-        }
+        in_range("num_partitions", self.num_partitions, 1..=MAX_PARTITIONS_PER_TOPIC)?;
+        in_range("max_open_files_per_shard", self.max_open_files_per_shard, 16..=1_000_000)?;
         if self.max_response_bytes_per_shard < MIN_RESPONSE_BYTES_PER_SHARD {
             return Err(ConfigError::Invalid {
                 key: "max_response_bytes_per_shard",
@@ -514,34 +513,28 @@ impl BrokerConfig {
                 expected: format!("at least {}", crate::limits::MIN_READ_CACHE_BYTES_PER_SHARD),
             });
         }
-        if !(1..=1000).contains(&self.transaction_state_num_partitions) {
-            return Err(ConfigError::Invalid {
-                key: "transaction_state_num_partitions",
-                value: self.transaction_state_num_partitions.to_string(),
-                expected: "between 1 and 1000".into(),
-            });
-        }
-        if !(1..=i32::MAX as u64).contains(&self.transaction_max_timeout_ms) {
-            return Err(ConfigError::Invalid {
-                key: "transaction_max_timeout_ms",
-                value: self.transaction_max_timeout_ms.to_string(),
-                expected: format!("between 1 and {}", i32::MAX),
-            });
-        }
-        if !(1..=crate::limits::MAX_TRANSACTIONAL_ID_EXPIRATION_MS).contains(&self.transactional_id_expiration_ms) {
-            return Err(ConfigError::Invalid {
-                key: "transactional_id_expiration_ms",
-                value: self.transactional_id_expiration_ms.to_string(),
-                expected: format!("between 1 and {}", crate::limits::MAX_TRANSACTIONAL_ID_EXPIRATION_MS),
-            });
-        }
-        if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
-            return Err(ConfigError::Invalid {
-                key: "offsets_topic_num_partitions",
-                value: self.offsets_topic_num_partitions.to_string(),
-                expected: "between 1 and 1000".into(),
-            });
-        }
+        in_range("max_mesh_tasks_per_shard", self.max_mesh_tasks_per_shard, 1..=crate::limits::MAX_MESH_TASKS_PER_SHARD)
+    }
+
+    /// The transaction log, transaction timeouts and producer-id expiry.
+    fn validate_transactions(&self) -> Result<(), ConfigError> {
+        in_range("transaction_state_num_partitions", self.transaction_state_num_partitions, 1..=1000)?;
+        in_range("transaction_max_timeout_ms", self.transaction_max_timeout_ms, 1..=i32::MAX as u64)?;
+        in_range(
+            "transactional_id_expiration_ms",
+            self.transactional_id_expiration_ms,
+            1..=crate::limits::MAX_TRANSACTIONAL_ID_EXPIRATION_MS,
+        )?;
+        in_range(
+            "producer_id_expiration_ms",
+            self.producer_id_expiration_ms,
+            1..=crate::limits::MAX_PRODUCER_ID_EXPIRATION_MS,
+        )
+    }
+
+    /// Classic groups and the offsets topic.
+    fn validate_groups(&self) -> Result<(), ConfigError> {
+        in_range("offsets_topic_num_partitions", self.offsets_topic_num_partitions, 1..=1000)?;
         if self.group_min_session_timeout_ms < 1
             || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
         {
@@ -551,7 +544,6 @@ impl BrokerConfig {
                 expected: format!("between 1 and group_max_session_timeout_ms ({})", self.group_max_session_timeout_ms),
             });
         }
-        self.validate_consumer_groups()?;
         if self.group_initial_rebalance_delay_ms > 300_000 {
             return Err(ConfigError::Invalid {
                 key: "group_initial_rebalance_delay_ms",
@@ -559,7 +551,15 @@ impl BrokerConfig {
                 expected: "at most 300000".into(),
             });
         }
-        self.topic_defaults()?;
+        in_range(
+            "offsets_retention_minutes",
+            self.offsets_retention_minutes,
+            crate::limits::MIN_OFFSETS_RETENTION_MINUTES..=crate::limits::MAX_OFFSETS_RETENTION_MINUTES,
+        )
+    }
+
+    /// Connection timeouts: idle, listen retry, request bodies, re-authentication.
+    fn validate_connections(&self) -> Result<(), ConfigError> {
         if self.connections_max_idle_ms == 0 {
             return Err(ConfigError::Invalid {
                 key: "connections_max_idle_ms",
@@ -567,57 +567,34 @@ impl BrokerConfig {
                 expected: "a positive number of milliseconds".into(),
             });
         }
-        let retention = crate::limits::MIN_OFFSETS_RETENTION_MINUTES..=crate::limits::MAX_OFFSETS_RETENTION_MINUTES;
-        if !retention.contains(&self.offsets_retention_minutes) {
-            return Err(ConfigError::Invalid {
-                key: "offsets_retention_minutes",
-                value: self.offsets_retention_minutes.to_string(),
-                expected: format!("between {} and {}", retention.start(), retention.end()),
-            });
-        }
-        if self.listen_retry_ms > crate::limits::MAX_LISTEN_RETRY_MS {
-            return Err(ConfigError::Invalid {
-                key: "listen_retry_ms",
-                value: self.listen_retry_ms.to_string(),
-                expected: format!("between 0 and {}", crate::limits::MAX_LISTEN_RETRY_MS),
-            });
-        }
-        if !(crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS)
-            .contains(&self.request_body_timeout_ms)
-        {
+        in_range("connections_max_reauth_ms", self.connections_max_reauth_ms, 0..=crate::limits::MAX_REAUTH_MS)?;
+        in_range("listen_retry_ms", self.listen_retry_ms, 0..=crate::limits::MAX_LISTEN_RETRY_MS)?;
+        let body = crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS;
+        if !body.contains(&self.request_body_timeout_ms) {
             return Err(ConfigError::Invalid {
                 key: "request_body_timeout_ms",
                 value: self.request_body_timeout_ms.to_string(),
-                expected: format!(
-                    "between {} and {} milliseconds",
-                    crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS,
-                    crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS
-                ),
-            });
-        }
-        if !(1..=crate::limits::MAX_MESH_TASKS_PER_SHARD).contains(&self.max_mesh_tasks_per_shard) {
-            return Err(ConfigError::Invalid {
-                key: "max_mesh_tasks_per_shard",
-                value: self.max_mesh_tasks_per_shard.to_string(),
-                expected: format!("between 1 and {}", crate::limits::MAX_MESH_TASKS_PER_SHARD),
-            });
-        }
-        if !(1..=crate::limits::MAX_PRODUCER_ID_EXPIRATION_MS).contains(&self.producer_id_expiration_ms) {
-            return Err(ConfigError::Invalid {
-                key: "producer_id_expiration_ms",
-                value: self.producer_id_expiration_ms.to_string(),
-                expected: format!("between 1 and {}", crate::limits::MAX_PRODUCER_ID_EXPIRATION_MS),
-            });
-        }
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "data_dir",
-                value: String::new(),
-                expected: "a directory path".into(),
+                expected: format!("between {} and {} milliseconds", body.start(), body.end()),
             });
         }
         Ok(())
     }
+}
+
+/// `value` of config `key` must lie in `range` ("between A and B" otherwise).
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        expected: format!("between {} and {}", range.start(), range.end()),
+    })
 }
 
 #[cfg(test)]

@@ -489,35 +489,26 @@ fn create_one(
 /// Adds the internal `__consumer_offsets` topic to a snapshot that lacks it (at start-up,
 /// before the shards run). Returns true when it was added.
 pub fn ensure_offsets_topic(snap: &mut MetadataSnapshot, n_shards: usize, partitions: i32) -> bool {
-    if snap.topics.contains_key(crate::groups::OFFSETS_TOPIC) {
-        return false;
-    }
-    let load = snap.partitions_per_shard(n_shards);
-    let n = usize::try_from(partitions).expect("offsets_topic_num_partitions is validated to 1..=1000");
-    let shards = place(&load, n).into_iter().map(|s| s.0).collect();
-    snap.topics.insert(
-        crate::groups::OFFSETS_TOPIC.to_string(),
-        TopicMeta {
-            id: new_topic_id(),
-            shards,
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
-        },
-    );
-    snap.version += 1;
-    true
+    ensure_compacted_topic(snap, n_shards, crate::groups::OFFSETS_TOPIC, partitions)
 }
 
 /// Adds the internal `__transaction_state` topic to a snapshot that lacks it (at start-up,
 /// before the shards run). Returns true when it was added.
 pub fn ensure_transaction_topic(snap: &mut MetadataSnapshot, n_shards: usize, partitions: i32) -> bool {
-    if snap.topics.contains_key(crate::txn::TXN_TOPIC) {
+    ensure_compacted_topic(snap, n_shards, crate::txn::TXN_TOPIC, partitions)
+}
+
+/// Adds internal topic `name` with `partitions` partitions (validated to 1..=1000 by the
+/// config) and `cleanup.policy=compact`, placed over the shards, unless it exists.
+fn ensure_compacted_topic(snap: &mut MetadataSnapshot, n_shards: usize, name: &str, partitions: i32) -> bool {
+    if snap.topics.contains_key(name) {
         return false;
     }
     let load = snap.partitions_per_shard(n_shards);
-    let count = usize::try_from(partitions).expect("validated: 1..=1000");
-    let shards = place(&load, count).into_iter().map(|s| s.0).collect();
+    let n = usize::try_from(partitions).expect("internal topic partition counts are validated to 1..=1000");
+    let shards = place(&load, n).into_iter().map(|s| s.0).collect();
     snap.topics.insert(
-        crate::txn::TXN_TOPIC.to_string(),
+        name.to_string(),
         TopicMeta {
             id: new_topic_id(),
             shards,
