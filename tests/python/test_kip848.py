@@ -153,11 +153,16 @@ def test_java_members_split_partitions_and_a_killed_one_is_replaced(kbroker, tmp
     first = produce(kbroker.bootstrap, topic, n, 50, "one")
     cp = compile_member(tmp_path)
     members = [JavaMember(cp, tmp_path, kbroker.bootstrap, topic, group, f"m{i}") for i in range(3)]
+    victim, survivors = members[0], members[1:]
     try:
         owned = wait_split(members, n)
-        victim, survivors = members[0], members[1:]
-        wait_until(lambda: victim.values(), WAIT, what="the victim consuming")
-        lost = owned[0]
+        # The victim is a member that consumed: which one did depends on the order the JVMs
+        # joined (the first takes every partition and may read all of `first` before the split).
+        consuming = wait_until(lambda: [i for i, m in enumerate(members) if m.values()], WAIT,
+                               what="a member consuming")
+        victim = members[consuming[0]]
+        survivors = [m for m in members if m is not victim]
+        lost = owned[consuming[0]]
         victim.kill()
         killed_at = time.monotonic()
         second = produce(kbroker.bootstrap, topic, n, 50, "two")
@@ -189,11 +194,11 @@ def test_java_members_split_partitions_and_a_killed_one_is_replaced(kbroker, tmp
         assert any(line.lower().split()[:2] == [group, "consumer"] for line in res.stdout.decode().splitlines()), \
             explain(res)
     finally:
-        codes = [m.stop() for m in members[1:]]
-        if members[0].proc.poll() is None:
-            members[0].kill()
+        codes = [m.stop() for m in survivors]
+        if victim.proc.poll() is None:
+            victim.kill()
     assert codes == [0, 0], "\n".join(m.explain() for m in members)
-    assert all("CLOSED" in m.lines for m in members[1:])
+    assert all("CLOSED" in m.lines for m in survivors)
 
 
 def test_java_static_member_comes_back_to_its_partitions(kbroker, tmp_path):
