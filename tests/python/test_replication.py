@@ -1,0 +1,575 @@
+"""Contract: issue #18's replication tests — three brokers on loopback (or in network namespaces
+the test creates), real clients, a history checker — run against sluice and, as the reference
+the harness is proven on, against a three-broker Apache Kafka 4.x KRaft cluster.
+
+  test_kill_leaders_librdkafka / test_kill_leaders_java: an idempotent acks=all producer
+    (confluent-kafka / the Java client) to an RF=3 min.insync.replicas=2 topic of 6 partitions
+    under load; the leader of each partition in turn is kill -9'd (the producer must get
+    acknowledgements again on every partition that broker led) and restarted with the same
+    flags; a consumer reads throughout and must reach the end. Checked: every acknowledged
+    record present exactly once, at its offset, in order; no offset read with two records.
+  test_cut_off_leader: a leader is cut off from the other two brokers (blackhole routes between
+    network namespaces); it must not acknowledge an acks=all produce; the majority must elect
+    another leader and acknowledge; after healing the old leader must be back in the ISR, the
+    record it was sent but never committed must be gone, and — made leader again by a preferred
+    election — it must serve every acknowledged record. Same history checks.
+  test_cli_describe / test_cli_leader_election / test_cli_reassign: Kafka's kafka-topics
+    --describe, kafka-leader-election and kafka-reassign-partitions against the cluster.
+
+Sides: "sluice" always; "kafka" only with SLUICE_COMPARE_KAFKA=1 (it needs Kafka's server jars
+from `bench/compare --quick`, or SLUICE_KAFKA_LIBS, and takes minutes). Bounds: every loop has a
+count and a deadline, every broker and client process is stopped by PID, namespaces are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from cluster_support import make_cluster, netns_available, raw_fetch_all, raw_produce
+from history_check import History, Value
+from support import KAFKA_LIBS, run, wait_until
+
+KAFKA_SIDE = os.environ.get("SLUICE_COMPARE_KAFKA") == "1"
+SIDES = [
+    pytest.param("sluice", marks=pytest.mark.timeout(300)),
+    pytest.param("kafka", marks=[
+        pytest.mark.skipif(not KAFKA_SIDE, reason="the Apache Kafka side runs with SLUICE_COMPARE_KAFKA=1"),
+        pytest.mark.timeout(900)]),
+]
+PARTITIONS = 6
+RATE = 300  # records/s over all partitions
+ACKS_AFTER_FAILOVER = 25  # new acknowledgements a partition must get after a kill or a cut
+HEALTH_TIMEOUT = 120.0
+FAILOVER_TIMEOUT = 60.0
+TOOL_TIMEOUT = 120
+
+
+# --- fixtures ------------------------------------------------------------------
+
+def _cluster(request, tmp_path, side, netns=False):
+    if netns:
+        why = netns_available()
+        if why:
+            pytest.skip(why)
+    c = make_cluster(side, tmp_path / f"{side}-cluster", netns=netns)
+    try:
+        c.start()
+    except BaseException:
+        c.stop_all()
+        raise
+    return c
+
+
+@pytest.fixture(params=SIDES)
+def side(request):
+    return request.param
+
+
+def _teardown(request, c):
+    crashed = c.crashed()
+    c.stop_all()
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed or crashed:
+        print(f"events: {c.events}")
+        for i in c.ids:
+            print(f"--- {c.side} node {i} log tail ---\n{c.log_tail(i)}")
+    if crashed:
+        pytest.fail(f"{c.side} nodes {crashed} died during the test without being killed")
+
+
+@pytest.fixture
+def cluster(request, tmp_path, side):
+    c = _cluster(request, tmp_path, side)
+    yield c
+    _teardown(request, c)
+
+
+@pytest.fixture
+def ns_cluster(request, tmp_path, side):
+    c = _cluster(request, tmp_path, side, netns=True)
+    yield c
+    _teardown(request, c)
+
+
+# --- clients -------------------------------------------------------------------
+
+def create_topic(cluster, name, partitions=PARTITIONS, rf=3, min_isr=2):
+    """CreateTopics through confluent-kafka's AdminClient, then waits for a healthy topic."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    fut = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf,
+                                        config={"min.insync.replicas": str(min_isr)})],
+                              operation_timeout=30, request_timeout=30)[name]
+    failure = None
+    try:
+        fut.result(timeout=60)
+    except Exception as e:  # the KafkaException carries the broker's error code and message
+        failure = str(e)
+    del admin, fut  # a failed test's traceback must not keep the client (and its reconnects) alive
+    if failure is not None:
+        raise AssertionError(f"{cluster.side}: CreateTopics {name} partitions={partitions} rf={rf} "
+                             f"min.insync.replicas={min_isr} failed: {failure}")
+    return wait_until(lambda: cluster.healthy(name, partitions, rf), HEALTH_TIMEOUT, interval=0.25,
+                      what=f"{name}: every partition led with a full ISR of {rf} "
+                           f"(now {cluster.partitions(name)})")
+
+
+class RdkafkaProducer:
+    """A confluent-kafka idempotent acks=all producer sending RATE records/s round-robin."""
+
+    def __init__(self, bootstrap, topic, history, name="rdk", partitions=PARTITIONS, rate=RATE):
+        from confluent_kafka import Producer
+        self.p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                           "linger.ms": 5, "message.timeout.ms": 120000, "request.timeout.ms": 10000,
+                           "retry.backoff.ms": 50, "topic.metadata.refresh.interval.ms": 5000})
+        self.topic, self.history, self.name, self.parts, self.rate = topic, history, name, partitions, rate
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        seq = [0] * self.parts
+        start = time.monotonic()
+        n = 0
+        for _ in range(100_000_000):
+            if self.stop.is_set():
+                break
+            wait = start + n / self.rate - time.monotonic()
+            if wait > 0:
+                self.p.poll(min(wait, 0.05))
+                continue
+            part = n % self.parts
+            n += 1
+            s = seq[part]
+            seq[part] += 1
+            value = Value.make(self.name, part, s)
+            self._produce(part, f"k{s}".encode(), value)
+            self.p.poll(0)
+
+    def _produce(self, part, key, value):
+        def done(err, msg, part=part, value=value):
+            if err is not None:
+                self.history.failed_write(part, value, str(err))
+            else:
+                self.history.acked(msg.partition(), msg.offset(), msg.key(), msg.value())
+        for _ in range(100):
+            try:
+                self.p.produce(self.topic, value=value, key=key, partition=part, on_delivery=done)
+                self.sent += 1
+                return
+            except BufferError:
+                self.p.poll(0.1)
+        raise AssertionError("librdkafka's queue stayed full for 10 s")
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def finish(self, timeout=150.0):
+        self.stop.set()
+        self.thread.join(30)
+        left = self.p.flush(timeout)
+        assert left == 0, f"{left} records still undelivered {timeout}s after the producer stopped"
+
+
+class JavaProducer:
+    """ReplProducer.java (Apache Kafka's Java client, idempotent, acks=all) as a process."""
+
+    def __init__(self, workdir, bootstrap, topic, history, name="java", partitions=PARTITIONS, rate=RATE):
+        javac, java = shutil.which("javac"), shutil.which("java")
+        assert javac and java, "java/javac not on PATH"
+        assert any(KAFKA_LIBS.glob("kafka-clients-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
+        cp = f"{KAFKA_LIBS}{os.sep}*"
+        if not (workdir / "ReplProducer.class").exists():
+            src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ReplProducer.java")
+            res = subprocess.run([javac, "-nowarn", "-d", str(workdir), "-cp", cp, src], capture_output=True,
+                                 timeout=120)
+            assert res.returncode == 0, res.stderr.decode()[-3000:]
+        self.stop_file = workdir / f"stop-{name}-{uuid.uuid4().hex[:6]}"
+        self.err_path = workdir / f"{name}.stderr"
+        self.history, self.done = history, None
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp",
+                 f"{workdir}{os.pathsep}{cp}", "ReplProducer", bootstrap, topic, str(partitions), str(rate),
+                 str(self.stop_file), "600000", name],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            kind, _, rest = line.partition(" ")
+            if kind == "ACK":
+                part, off, value = rest.split(" ", 2)
+                v = Value.parse(value.encode())
+                self.history.acked(int(part), int(off), f"k{v.seq}".encode(), value.encode())
+            elif kind == "ERR":
+                part, value, err = rest.split(" ", 2)
+                self.history.failed_write(int(part), value.encode(), err)
+            elif kind == "DONE":
+                self.done = rest
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def finish(self, timeout=180.0):
+        self.stop_file.touch()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"the Java producer did not finish within {timeout}s")
+        finally:
+            self.thread.join(10)
+        assert self.proc.returncode == 0, (f"Java producer exit {self.proc.returncode}\n"
+                                           f"{self.err_path.read_text(errors='replace')[-3000:]}")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Reader:
+    """A confluent-kafka consumer assigned every partition from the beginning (no group), reading
+    on a thread until stopped and recording every record in the history."""
+
+    def __init__(self, bootstrap, topic, history, name="consumer", partitions=PARTITIONS):
+        from confluent_kafka import Consumer
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"repl-{uuid.uuid4().hex[:8]}",
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                           "topic.metadata.refresh.interval.ms": 5000, "fetch.wait.max.ms": 100})
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+        self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.history, self.name = history, name
+        self.next = {p: 0 for p in range(partitions)}
+        self.stop = threading.Event()
+        self.errors: list = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        for _ in range(10_000_000):
+            if self.stop.is_set():
+                break
+            for m in self.c.consume(500, 0.2):
+                if m.error() is not None:
+                    if len(self.errors) < 50:
+                        self.errors.append(str(m.error()))
+                    continue
+                self.history.read(self.name, m.partition(), m.offset(), m.key(), m.value())
+                self.next[m.partition()] = m.offset() + 1
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(30)
+        self.c.close()
+
+
+def end_offsets(bootstrap, topic, partitions=PARTITIONS) -> dict:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:8]}"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def read_everything(bootstrap, topic, history, partitions=PARTITIONS, timeout=90.0) -> dict:
+    """Every record of every partition from the beginning to the high watermark now, read by a
+    fresh consumer; also recorded in the history as reader "final"."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    ends = end_offsets(bootstrap, topic, partitions)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"final-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    out = {p: [] for p in range(partitions)}
+    nxt = {p: 0 for p in range(partitions)}
+    deadline = time.monotonic() + timeout
+    try:
+        for _ in range(100_000):
+            if all(nxt[p] >= ends[p] for p in range(partitions)) or time.monotonic() > deadline:
+                break
+            for m in c.consume(1000, 0.5):
+                if m.error() is not None:
+                    continue
+                out[m.partition()].append((m.offset(), m.key(), m.value()))
+                history.read("final", m.partition(), m.offset(), m.key(), m.value())
+                nxt[m.partition()] = m.offset() + 1
+    finally:
+        c.close()
+    short = {p: (nxt[p], ends[p]) for p in range(partitions) if nxt[p] < ends[p]}
+    assert not short, f"final read stopped short of the high watermark (next, end): {short}"
+    return out
+
+
+def check_history(history, final, producer_name):
+    errors = history.check(final)
+    assert not errors, f"history check failed ({history.summary()}):\n" + "\n".join(errors[:60])
+    # a real run: each partition got acknowledged records and the final read holds them all
+    for p in final:
+        assert history.acked_in(p) > 0, f"no record of partition {p} was acknowledged"
+    assert not history.failed, (f"{len(history.failed)} writes failed (delivery timeout 120 s): "
+                                f"{history.failed[:5]}")
+
+
+def wait_acks(history, partitions, before, what, timeout=FAILOVER_TIMEOUT):
+    want = {p: before[p] + ACKS_AFTER_FAILOVER for p in partitions}
+    wait_until(lambda: all(history.acked_in(p) >= want[p] for p in partitions), timeout, interval=0.05,
+               what=f"{ACKS_AFTER_FAILOVER} new acknowledgements on partitions {sorted(partitions)} {what} "
+                    f"(now {({p: history.acked_in(p) - before[p] for p in partitions})})")
+
+
+# --- a. kill -9 the leader of each partition in turn -------------------------------
+
+def kill_each_leader(cluster, topic, history, producer_alive):
+    for p in range(PARTITIONS):
+        leaders = wait_until(lambda: cluster.healthy(topic, PARTITIONS, 3), HEALTH_TIMEOUT, interval=0.25,
+                             what=f"a healthy {topic} before kill {p + 1} (now {cluster.partitions(topic)})")
+        victim = leaders[p]
+        led = {q for q, leader in leaders.items() if leader == victim}
+        before = {q: history.acked_in(q) for q in range(PARTITIONS)}
+        cluster.kill(victim)
+        wait_acks(history, led, before, f"after kill -9 of node {victim}, leader of {sorted(led)}")
+        assert producer_alive(), "the producer died"
+        cluster.restart(victim)
+    wait_until(lambda: cluster.healthy(topic, PARTITIONS, 3), HEALTH_TIMEOUT, interval=0.25,
+               what=f"a healthy {topic} after the last restart (now {cluster.partitions(topic)})")
+
+
+def consumer_caught_up(cluster, topic, reader, timeout=60.0):
+    ends = end_offsets(cluster.bootstrap, topic)
+    wait_until(lambda: all(reader.next[p] >= ends[p] for p in range(PARTITIONS)), timeout, interval=0.2,
+               what=f"the consumer that ran through the kills reaching {ends} (at {reader.next}; "
+                    f"errors {reader.errors[-5:]})")
+
+
+def test_kill_leaders_librdkafka(cluster):
+    topic = f"repl-rdk-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic)
+    history = History()
+    reader = Reader(cluster.bootstrap, topic, history).start()
+    producer = RdkafkaProducer(cluster.bootstrap, topic, history).start()
+    try:
+        wait_acks(history, range(PARTITIONS), {p: 0 for p in range(PARTITIONS)}, "before any kill")
+        kill_each_leader(cluster, topic, history, producer.thread.is_alive)
+        before = {p: history.acked_in(p) for p in range(PARTITIONS)}
+        wait_acks(history, range(PARTITIONS), before, "after every broker is back")
+        producer.finish()
+        consumer_caught_up(cluster, topic, reader)
+    finally:
+        producer.stop.set()
+        reader.finish()
+    final = read_everything(cluster.bootstrap, topic, history)
+    check_history(history, final, "rdk")
+    print(f"{cluster.side}: {history.summary()}; events {cluster.events}")
+
+
+def test_kill_leaders_java(cluster, tmp_path):
+    topic = f"repl-java-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic)
+    history = History()
+    reader = Reader(cluster.bootstrap, topic, history).start()
+    producer = JavaProducer(tmp_path, cluster.bootstrap, topic, history).start()
+    try:
+        wait_acks(history, range(PARTITIONS), {p: 0 for p in range(PARTITIONS)}, "before any kill",
+                  timeout=FAILOVER_TIMEOUT + 30)
+        kill_each_leader(cluster, topic, history, lambda: producer.proc.poll() is None)
+        before = {p: history.acked_in(p) for p in range(PARTITIONS)}
+        wait_acks(history, range(PARTITIONS), before, "after every broker is back")
+        producer.finish()
+        assert producer.done is not None and "errors=0" in producer.done, producer.done
+        consumer_caught_up(cluster, topic, reader)
+    finally:
+        producer.kill()
+        reader.finish()
+    final = read_everything(cluster.bootstrap, topic, history)
+    check_history(history, final, "java")
+    print(f"{cluster.side}: {history.summary()}; events {cluster.events}")
+
+
+# --- b. a leader cut off from the others ---------------------------------------------
+
+def elect_preferred(bootstrap, topic, partition):
+    """ElectLeaders (PREFERRED) for one partition through confluent-kafka's AdminClient."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, ElectionType
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fut = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, partition)],
+                              request_timeout=30, operation_timeout=30)
+    return fut.result(timeout=60)
+
+
+def test_cut_off_leader(ns_cluster):
+    cluster = ns_cluster
+    parts = 3
+    topic = f"repl-cut-{uuid.uuid4().hex[:8]}"
+    leaders = create_topic(cluster, topic, partitions=parts)
+    history = History()
+    reader = Reader(cluster.bootstrap, topic, history, partitions=parts).start()
+    producer = RdkafkaProducer(cluster.bootstrap, topic, history, partitions=parts, rate=150).start()
+    old = leaders[0]
+    others = [i for i in cluster.ids if i != old]
+    node = cluster.nodes[old]
+    try:
+        wait_acks(history, range(parts), {p: 0 for p in range(parts)}, "before the cut")
+        cluster.cut(old)
+        # 1. the cut-off leader must not acknowledge acks=all
+        value = Value.make("cut", 0, 0)
+        res = raw_produce(node.host, node.port, topic, 0, [(b"cut", value)], acks=-1, timeout_ms=5000)
+        history.mark_never_committed(value)
+        assert res[0] != 0, (f"{cluster.side}: node {old}, cut off from {others}, acknowledged an acks=all "
+                             f"produce to partition 0 at offset {res[1]}")
+        # what it serves meanwhile must agree with everything else ever read
+        err, hw, recs = raw_fetch_all(node.host, node.port, topic, 0)
+        for off, k, v in recs:
+            history.read(f"cut-node-{old}", 0, off, k, v)
+        # 2. the majority elects another leader and acknowledges
+        new = wait_until(lambda: next((lead for lead in [cluster.leader_of(topic, 0, o) for o in others]
+                                       if lead in others), None),
+                         FAILOVER_TIMEOUT, interval=0.2,
+                         what=f"a leader of partition 0 among {others} (they say "
+                              f"{[cluster.leader_of(topic, 0, o) for o in others]})")
+        before = {p: history.acked_in(p) for p in range(parts)}
+        wait_acks(history, [0], before, f"from the majority's new leader {new} during the cut")
+        # 3. heal: the old leader catches up (back in the ISR) and the topic is whole again
+        cluster.heal(old)
+        wait_until(lambda: old in (cluster.partitions(topic, others[0]).get(0).isr
+                                   if cluster.partitions(topic, others[0]).get(0) else []),
+                   HEALTH_TIMEOUT, interval=0.25,
+                   what=f"node {old} back in partition 0's ISR after healing "
+                        f"(now {cluster.partitions(topic, others[0]).get(0)})")
+        wait_until(lambda: cluster.healthy(topic, parts, 3), HEALTH_TIMEOUT, interval=0.25,
+                   what=f"a healthy {topic} after healing (now {cluster.partitions(topic)})")
+        before = {p: history.acked_in(p) for p in range(parts)}
+        wait_acks(history, range(parts), before, "after healing")
+        producer.finish()
+    finally:
+        producer.stop.set()
+        reader.finish()
+    final = read_everything(cluster.bootstrap, topic, history, partitions=parts)
+    # 4. the old leader, leader again, serves exactly the committed history (it truncated the
+    #    record it was sent while cut off)
+    assert cluster.partitions(topic)[0].replicas[0] == old, "the first leader is the preferred replica"
+    elect_preferred(cluster.bootstrap, topic, 0)
+    wait_until(lambda: all(cluster.leader_of(topic, 0, i) == old for i in cluster.ids), 60, interval=0.2,
+               what=f"node {old} leading partition 0 again after a preferred election")
+    err, hw, recs = raw_fetch_all(node.host, node.port, topic, 0)
+    assert err == 0, f"Fetch from the old leader: error {err}"
+    for off, k, v in recs:
+        history.read(f"old-leader-{old}", 0, off, k, v)
+    assert [r[0] for r in recs] == [r[0] for r in final[0]], \
+        f"the old leader serves offsets {recs[:1]}..{recs[-1:]}, the final read {final[0][:1]}..{final[0][-1:]}"
+    check_history(history, final, "rdk")
+    print(f"{cluster.side}: {history.summary()}; cut produce answered {res}; events {cluster.events}")
+
+
+# --- c. Kafka's CLI against the cluster ------------------------------------------------
+
+def kafka_tool(main_class, *args, input=None):
+    java = shutil.which("java")
+    assert java, "java not on PATH"
+    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
+    return run([java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args], timeout=TOOL_TIMEOUT, input=input)
+
+
+def explain(res) -> str:
+    return f"exit {res.returncode}\nstdout:\n{res.stdout.decode()[-3000:]}\nstderr:\n{res.stderr.decode()[-3000:]}"
+
+
+def parse_describe(out: str) -> dict:
+    """{partition: (leader, replicas, isr)} from kafka-topics --describe."""
+    parts = {}
+    for line in out.splitlines():
+        fields = dict(f.split(": ", 1) for f in line.strip().split("\t") if ": " in f)
+        if "Partition" in fields and "Replicas" in fields:
+            ids = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
+            parts[int(fields["Partition"])] = (int(fields["Leader"]), ids(fields["Replicas"]), ids(fields.get("Isr", "")))
+    return parts
+
+
+def test_cli_describe(cluster):
+    topic = f"repl-cli-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, partitions=3)
+    res = kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster.bootstrap,
+                     "--describe", "--topic", topic)
+    assert res.returncode == 0, explain(res)
+    out = res.stdout.decode()
+    assert "ReplicationFactor: 3" in out, explain(res)
+    assert "min.insync.replicas=2" in out, explain(res)
+    described = parse_describe(out)
+    md = cluster.partitions(topic)
+    assert sorted(described) == [0, 1, 2], explain(res)
+    for p, (leader, replicas, isr) in described.items():
+        assert leader == md[p].leader and replicas == md[p].replicas, (p, described[p], md[p])
+        assert sorted(isr) == sorted(replicas) and len(set(replicas)) == 3, (p, described[p])
+    assert len({leader for leader, _, _ in described.values()}) > 1, f"all partitions led by one broker: {described}"
+
+
+def test_cli_leader_election(cluster):
+    topic = f"repl-elect-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, partitions=1)
+    preferred = cluster.partitions(topic)[0].replicas[0]
+    assert cluster.leader_of(topic, 0) == preferred
+    cluster.kill(preferred)
+    others = [i for i in cluster.ids if i != preferred]
+    wait_until(lambda: cluster.leader_of(topic, 0, others[0]) in others, FAILOVER_TIMEOUT, interval=0.2,
+               what=f"a new leader among {others}")
+    cluster.restart(preferred)
+    leaders = wait_until(lambda: cluster.healthy(topic, 1, 3), HEALTH_TIMEOUT, interval=0.25,
+                         what=f"node {preferred} back in the ISR (now {cluster.partitions(topic)})")
+    assert leaders[0] != preferred, f"node {preferred} leads again before any election: {leaders}"
+    res = kafka_tool("org.apache.kafka.tools.LeaderElectionCommand", "--bootstrap-server", cluster.bootstrap,
+                     "--election-type", "PREFERRED", "--topic", topic, "--partition", "0")
+    assert res.returncode == 0, explain(res)
+    assert f"Successfully completed leader election (PREFERRED) for partitions {topic}-0" in res.stdout.decode(), \
+        explain(res)
+    wait_until(lambda: all(cluster.leader_of(topic, 0, i) == preferred for i in cluster.ids), 30, interval=0.2,
+               what=f"every broker naming node {preferred} leader after the election")
+
+
+def test_cli_reassign(cluster, tmp_path):
+    from confluent_kafka import Producer
+    topic = f"repl-move-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, partitions=1, rf=2, min_isr=1)
+    replicas = cluster.partitions(topic)[0].replicas
+    spare = next(i for i in cluster.ids if i not in replicas)
+    target = [replicas[1], spare]
+    history = History()
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all"})
+    for s in range(200):
+        p.produce(topic, key=f"k{s}".encode(), value=Value.make("move", 0, s), partition=0,
+                  on_delivery=lambda err, m: history.acked(m.partition(), m.offset(), m.key(), m.value())
+                  if err is None else history.failed_write(0, m.value(), str(err)))
+    assert p.flush(60) == 0
+    plan = tmp_path / "reassign.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
+    tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+    res = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan), "--execute")
+    assert res.returncode == 0, explain(res)
+    assert "Successfully started partition reassignment" in res.stdout.decode(), explain(res)
+
+    def verified():
+        r = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan), "--verify")
+        return r.returncode == 0 and f"Reassignment of partition {topic}-0 is completed" in r.stdout.decode()
+    wait_until(verified, 90, interval=1, what=f"kafka-reassign-partitions --verify: {topic}-0 moved to {target}")
+    st = cluster.partitions(topic)[0]
+    assert sorted(st.replicas) == sorted(target) and sorted(st.isr) == sorted(target), st
+    final = read_everything(cluster.bootstrap, topic, history, partitions=1)
+    errors = history.check(final)
+    assert not errors and len(final[0]) == 200, (errors, len(final[0]))
