@@ -114,7 +114,7 @@ class History:
         for p, recs in final.items():
             for off, key, value in recs:
                 final_at[(p, off)] = (key, value)
-        for (p, off), (key, value) in reads.items():
+        for (p, off), (key, value, _reader) in reads.items():
             got = final_at.get((p, off))
             if got is not None and got != (key, value):
                 errors.append(f"offset {p}/{off} was read as {(key, value)!r}, now holds {got!r}")
