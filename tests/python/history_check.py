@@ -53,6 +53,7 @@ class History:
         self.acks: dict = {}  # (partition, offset) -> (key, value)
         self.ack_list: list = []  # (partition, offset, key, value) in ack order
         self.failed: list = []  # (partition, value, error)
+        self.unplaced: list = []  # (partition, key, value) acknowledged without an offset
         self.reads: dict = {}  # (partition, offset) -> (key, value, reader)
         self.conflicts: list = []
         self.reader_last: dict = {}  # (reader, partition) -> last offset
@@ -62,8 +63,14 @@ class History:
 
     # --- recording -----------------------------------------------------------
 
-    def acked(self, partition: int, offset: int, key: Optional[bytes], value: bytes) -> None:
+    def acked(self, partition: int, offset: Optional[int], key: Optional[bytes], value: bytes) -> None:
         with self._lock:
+            if offset is None or offset < 0:
+                # acknowledged without an offset (librdkafka gives none for a batch the broker
+                # reported as a duplicate of one already written): checked by value
+                self.unplaced.append((partition, key, value))
+                self.ack_list.append((partition, None, key, value))
+                return
             prev = self.acks.get((partition, offset))
             if prev is not None and prev != (key, value):
                 self.conflicts.append(f"offset {partition}/{offset} acknowledged twice: {prev!r} and {(key, value)!r}")
@@ -127,6 +134,14 @@ class History:
             r = reads.get((p, off))
             if r is not None and (r[0], r[1]) != kv:
                 errors.append(f"acknowledged {p}/{off} {kv!r} was read as {r[:2]!r} by {r[2]}")
+        with self._lock:
+            unplaced = list(self.unplaced)
+        final_kv = {p: {(k, v) for _off, k, v in recs} for p, recs in final.items()}
+        for p, key, value in unplaced:
+            if (key, value) not in final_kv.get(p, set()):
+                lost += 1
+                if lost <= 20:
+                    errors.append(f"acknowledged (without offset) {p} {(key, value)!r} is missing")
         if lost > 20:
             errors.append(f"... {lost} acknowledged records lost in all")
         seen: dict = {}
@@ -152,5 +167,6 @@ class History:
 
     def summary(self) -> str:
         with self._lock:
-            return (f"{len(self.acks)} acknowledged, {len(self.failed)} failed writes, "
-                    f"{self.read_count} records read ({len(self.reads)} distinct offsets)")
+            return (f"{len(self.ack_list)} acknowledged ({len(self.unplaced)} without an offset), "
+                    f"{len(self.failed)} failed writes, {self.read_count} records read "
+                    f"({len(self.reads)} distinct offsets)")

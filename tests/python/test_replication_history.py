@@ -80,3 +80,12 @@ def test_never_committed_record_survives():
     final[0].append((5, b"cut", cut))
     errs = h.check(final)
     assert any("never acknowledged" in e for e in errs), errs
+
+
+def test_acknowledged_without_offset_checked_by_value():
+    h, final = consistent()
+    h.acked(1, None, b"k5", v(1, 5))
+    errs = h.check(final)
+    assert any("without offset" in e and "missing" in e for e in errs), errs
+    final[1].append((5, b"k5", v(1, 5)))
+    assert h.check(final) == []
