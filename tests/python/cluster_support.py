@@ -46,12 +46,27 @@ KAFKA_START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 
 
+_PICKED: set = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    s = socket.socket()
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free now, below the kernel's ephemeral range (ip_local_port_range, 32768+ by
+    default), so that no client connection takes it as its source port while a killed node is
+    down and the node can bind it again when restarted."""
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        if port in _PICKED:
+            continue
+        s = socket.socket()
+        try:
+            s.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _PICKED.add(port)
+        return port
+    raise AssertionError("no free port in 20000..32000")
 
 
 def kafka_server_libs() -> Optional[Path]:
@@ -386,7 +401,7 @@ class Cluster:
         for p, st in parts.items():
             if st.error != 0 or st.leader < 0 or len(st.replicas) != rf or sorted(st.isr) != sorted(st.replicas):
                 return None
-            if not self.nodes[st.leader].alive():
+            if st.leader not in self.nodes or not self.nodes[st.leader].alive():
                 return None
             out[p] = st.leader
         return out

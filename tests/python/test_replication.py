@@ -406,12 +406,18 @@ def test_kill_leaders_java(cluster, tmp_path):
 
 def elect_preferred(bootstrap, topic, partition):
     """ElectLeaders (PREFERRED) for one partition through confluent-kafka's AdminClient."""
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import AdminClient, ElectionType
+    from confluent_kafka import ElectionType, TopicPartition
+    from confluent_kafka.admin import AdminClient
     admin = AdminClient({"bootstrap.servers": bootstrap})
     fut = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, partition)],
                               request_timeout=30, operation_timeout=30)
-    return fut.result(timeout=60)
+    try:
+        result = fut.result(timeout=60)
+    except Exception as e:
+        result = {None: e}
+    del admin, fut
+    errors = {str(tp): str(err) for tp, err in result.items() if err is not None}
+    assert not errors, f"ElectLeaders (PREFERRED) {topic}-{partition}: {errors}"
 
 
 def test_cut_off_leader(ns_cluster):
