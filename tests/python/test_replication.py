@@ -409,8 +409,9 @@ def elect_preferred(bootstrap, topic, partition):
     from confluent_kafka import ElectionType, TopicPartition
     from confluent_kafka.admin import AdminClient
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    # confluent-kafka 2.16's binding takes one keyword argument at most here
-    fut = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, partition)], request_timeout=30)
+    # confluent-kafka 2.16's binding fails on any timeout keyword here (TypeError with two,
+    # SystemError with one); its default request timeout is socket.timeout.ms (60 s)
+    fut = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, partition)])
     try:
         result = fut.result(timeout=60)
     except Exception as e:
