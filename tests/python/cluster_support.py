@@ -43,6 +43,7 @@ from support import REPO, kstr, recv_frame, request_frame
 SLUICE_BIN = Path(os.environ.get("SLUICE_BIN", REPO / "target" / "release" / "sluice"))
 START_TIMEOUT = float(os.environ.get("SLUICE_CLUSTER_START_TIMEOUT", "30"))
 KAFKA_START_TIMEOUT = 120.0
+CONTROLLER_SETTLE_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 
 
@@ -463,6 +464,33 @@ class SluiceCluster(Cluster):
                                      f"before ready\n{self.log_tail(node.node_id)}")
             if line.startswith("sluice ready"):
                 return
+
+    def start(self) -> "Cluster":
+        super().start()
+        self.settle_controller(CONTROLLER_SETTLE_TIMEOUT)
+        return self
+
+    def settle_controller(self, timeout: float) -> Optional[int]:
+        """Waits (at most `timeout`) until every node's Metadata names the same controller; the
+        ready line comes before the metadata log has elected a leader, and until then a broker
+        names itself and answers CreateTopics with NOT_CONTROLLER (a Kafka broker reports
+        started only once registered with the active controller, and forwards admin requests to
+        it). Returns the controller, or None if the nodes never agreed (the test goes on and
+        fails where the cluster falls short)."""
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.1) + 1):
+            try:
+                ctrl = {self.metadata(i).controller for i in self.ids}
+            except AssertionError:
+                ctrl = set()
+            if len(ctrl) == 1 and next(iter(ctrl)) in self.nodes:
+                self.note(f"controller {next(iter(ctrl))} named by every node")
+                return next(iter(ctrl))
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.note(f"nodes did not agree on a controller within {timeout}s")
+        return None
 
 
 class KafkaCluster(Cluster):

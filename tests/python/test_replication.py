@@ -179,6 +179,17 @@ class RdkafkaProducer:
         left = self.p.flush(timeout)
         assert left == 0, f"{left} records still undelivered {timeout}s after the producer stopped"
 
+    def close(self):
+        """Stops and destroys the client (a failed test's traceback keeps this object, and a
+        live librdkafka client would go on reconnecting to stopped brokers)."""
+        self.stop.set()
+        self.thread.join(30)
+        if self.p is not None:
+            self.p.purge()
+            self.p.flush(0)
+            self.p.close()
+            self.p = None
+
 
 class JavaProducer:
     """ReplProducer.java (Apache Kafka's Java client, idempotent, acks=all) as a process."""
@@ -277,7 +288,9 @@ class Reader:
     def finish(self):
         self.stop.set()
         self.thread.join(30)
-        self.c.close()
+        if self.c is not None:
+            self.c.close()
+            self.c = None
 
 
 def end_offsets(bootstrap, topic, partitions=PARTITIONS) -> dict:
@@ -372,7 +385,7 @@ def test_kill_leaders_librdkafka(cluster):
         producer.finish()
         consumer_caught_up(cluster, topic, reader)
     finally:
-        producer.stop.set()
+        producer.close()
         reader.finish()
     final = read_everything(cluster.bootstrap, topic, history)
     check_history(history, final, "rdk")
@@ -469,7 +482,7 @@ def test_cut_off_leader(ns_cluster):
         wait_acks(history, range(parts), before, "after healing")
         producer.finish()
     finally:
-        producer.stop.set()
+        producer.close()
         reader.finish()
     final = read_everything(cluster.bootstrap, topic, history, partitions=parts)
     # 4. the old leader, leader again, serves exactly the committed history (it truncated the
@@ -568,7 +581,10 @@ def test_cli_reassign(cluster, tmp_path):
         p.produce(topic, key=f"k{s}".encode(), value=Value.make("move", 0, s), partition=0,
                   on_delivery=lambda err, m: history.acked(m.partition(), m.offset(), m.key(), m.value())
                   if err is None else history.failed_write(0, m.value(), str(err)))
-    assert p.flush(60) == 0
+    left = p.flush(60)
+    p.close()
+    del p
+    assert left == 0, f"{left} of 200 records undelivered after 60 s"
     plan = tmp_path / "reassign.json"
     plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
     tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
