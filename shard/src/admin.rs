@@ -427,10 +427,14 @@ pub(crate) fn rollback(
         match before.topics.get(name) {
             Some(old) if old.id == now.id && old.shards.len() < now.shards.len() => {
                 back.topics.get_mut(name).expect("in after").shards.truncate(old.shards.len());
+                if let Some(r) = back.replication.get_mut(name) {
+                    r.partitions.truncate(old.shards.len());
+                }
             }
             Some(old) if old.id == now.id => continue,
             _ => {
                 back.topics.remove(name);
+                back.replication.remove(name);
             }
         }
         undone.insert(name.clone());
@@ -693,6 +697,24 @@ mod tests {
         assert!(!back.topics.contains_key("a"));
         assert_eq!(back.topics["b"], after.topics["b"]);
         assert_eq!(back.topics["old"], before.topics["old"]);
+    }
+
+    #[test]
+    fn a_rollback_takes_back_the_replication_state_too() {
+        use crate::metadata::{PartitionState, TopicReplication};
+        let repl = |number, n| TopicReplication { number, partitions: vec![PartitionState::new(vec![0]); n] };
+        let mut before = snap(1, &[("g", topic(1, &[0]))]);
+        before.replication.insert("g".into(), repl(1, 1));
+        before.next_topic_number = 2;
+        let mut after = snap(2, &[("g", topic(1, &[0, 1, 0])), ("a", topic(2, &[1]))]);
+        after.replication.insert("g".into(), repl(1, 3));
+        after.replication.insert("a".into(), repl(2, 1));
+        after.next_topic_number = 3;
+        let (back, _) = rollback(&before, &after, &names(&["a", "g"])).unwrap();
+        back.check().expect("a consistent snapshot");
+        assert!(!back.replication.contains_key("a"));
+        assert_eq!(back.replication["g"].partitions.len(), 1);
+        assert_eq!(back.next_topic_number, 3, "a number given is never given again");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! `HeartbeatAck` renews its session). A member is live while its last message is at most
 //! `session_timeout` old; this broker is always live. [`ClusterView::brokers`] lists the live
 //! members in node-id order, which is what Metadata, DescribeCluster and FindCoordinator
-//! answer. Borrows never cross an `.await`.
+//! answer, and [`ClusterView::controller`] the controller they name. Borrows never cross an
+//! `.await`.
 
 use sluice_core::cluster::{NodeId, Voter};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -43,13 +44,27 @@ pub struct ClusterView {
     me: BrokerEndpoint,
     session_timeout: Duration,
     members: RefCell<BTreeMap<NodeId, Member>>,
+    /// The leader of the metadata log as last known (None: this broker, which is the
+    /// controller of a lone broker, or no leader known yet in a cluster).
+    controller: Cell<Option<NodeId>>,
 }
 
 impl ClusterView {
     /// A view of `voters` (this broker among them or not: a lone broker lists none).
     pub fn new(me: BrokerEndpoint, voters: &[Voter], session_timeout: Duration) -> ClusterView {
         let members = voters.iter().filter(|v| v.id != me.node_id).map(|v| (v.id, Member::default())).collect();
-        ClusterView { me, session_timeout, members: RefCell::new(members) }
+        ClusterView { me, session_timeout, members: RefCell::new(members), controller: Cell::new(None) }
+    }
+
+    /// The controller as clients are told (Metadata's and DescribeCluster's controller id):
+    /// the metadata log's leader when known, else this broker.
+    pub fn controller(&self) -> NodeId {
+        self.controller.get().unwrap_or(self.me.node_id)
+    }
+
+    /// Records the metadata log's leader (None: unknown).
+    pub fn set_controller(&self, leader: Option<NodeId>) {
+        self.controller.set(leader);
     }
 
     pub fn me(&self) -> &BrokerEndpoint {

@@ -239,7 +239,7 @@ impl MetadataSnapshot {
 
     /// The invariants a loaded snapshot must keep: every replication entry names a topic and
     /// lists as many partitions as it has, and topic numbers are below `next_topic_number`.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         for (name, r) in &self.replication {
             let t = self.topics.get(name).ok_or_else(|| format!("replicas of unknown topic {name}"))?;
             if r.partitions.len() != t.shards.len() {
