@@ -539,3 +539,6 @@ const _: () = assert!(
         <= MAX_BATCH_BYTES,
     "the largest metadata record fits one batch"
 );
+/// How long the controller waits for the metadata log to be applied (before deciding a
+/// change, and after proposing it) before answering NOT_CONTROLLER (clients retry).
+pub const METADATA_APPLY_TIMEOUT_MS: u64 = 30_000;

@@ -21,6 +21,7 @@ use crate::msg::{
     CreatedTopic, DeleteTopics, NewTopic, Operation, ShardMsg,
 };
 use crate::placement::{place, recent_load};
+use crate::replica::Replicas;
 use crate::shard::{InstallError, Shard};
 use futures::channel::oneshot;
 use sluice_core::limits::{MAX_PARTITIONS_PER_TOPIC, METADATA_RECORD_MAX_CONFIGS, METADATA_RECORD_MAX_STRING_BYTES};
@@ -354,10 +355,14 @@ impl TopicChange for CreatePartitions {
     }
 }
 
-/// The brokers new replicas may go to. Without a metadata log replicated to the other
-/// brokers, they would never learn of a replica given to them: this broker alone, then.
-fn assignable_brokers(node: i32, _live: &[i32]) -> Vec<i32> {
-    vec![node]
+/// The brokers new replicas may go to: the live ones the asking shard saw (this broker
+/// alone when it named none, as auto-creation does).
+fn assignable_brokers(node: i32, live: &[i32]) -> Vec<i32> {
+    if live.is_empty() {
+        vec![node]
+    } else {
+        live.to_vec()
+    }
 }
 
 /// Saves a snapshot in the data directory (on the blocking pool).
@@ -380,6 +385,9 @@ async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Rep
         node,
         brokers: &brokers,
     };
+    if let Some(r) = shard.replicas() {
+        return in_cluster(shard, &r, change, &placing).await;
+    }
     let before = shard.metadata();
     let mut snap = (*before).clone();
     let (reply, records) = change.apply(&mut snap, &placing);
@@ -408,6 +416,24 @@ async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Rep
     }
     log_failures(&publish(shard, back).await, "while rolling back");
     C::rolled_back(reply, &snap, &undone, |topic| PartitionError::Storage(rollback_reason(&failures, topic)))
+}
+
+/// A change in a cluster: decided on the controller's caught-up snapshot, its records
+/// proposed to the metadata log; answered once applied here (or NOT_CONTROLLER).
+async fn in_cluster<C: MetadataChange>(shard: &Rc<Shard>, r: &Rc<Replicas>, change: C, placing: &Placing<'_>) -> C::Reply {
+    if let Err(e) = cluster::caught_up(r).await {
+        let (reply, _) = change.apply(&mut (*shard.metadata()).clone(), placing);
+        return C::not_saved(reply, &e);
+    }
+    let mut snap = (*shard.metadata()).clone();
+    let (reply, records) = change.apply(&mut snap, placing);
+    if records.is_empty() {
+        return reply;
+    }
+    match cluster::propose(r, &records).await {
+        Ok(()) => reply,
+        Err(e) => C::not_saved(reply, &e),
+    }
 }
 
 /// The snapshot that takes back the part of the change `before` → `after` that touched a topic
@@ -763,3 +789,5 @@ mod tests {
 
 #[cfg(test)]
 mod decision_tests;
+
+pub mod cluster;

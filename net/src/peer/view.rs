@@ -9,7 +9,7 @@
 //! `.await`.
 
 use sluice_core::cluster::{NodeId, Voter};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -44,27 +44,21 @@ pub struct ClusterView {
     me: BrokerEndpoint,
     session_timeout: Duration,
     members: RefCell<BTreeMap<NodeId, Member>>,
-    /// The leader of the metadata log as last known (None: this broker, which is the
-    /// controller of a lone broker, or no leader known yet in a cluster).
-    controller: Cell<Option<NodeId>>,
 }
 
 impl ClusterView {
     /// A view of `voters` (this broker among them or not: a lone broker lists none).
     pub fn new(me: BrokerEndpoint, voters: &[Voter], session_timeout: Duration) -> ClusterView {
         let members = voters.iter().filter(|v| v.id != me.node_id).map(|v| (v.id, Member::default())).collect();
-        ClusterView { me, session_timeout, members: RefCell::new(members), controller: Cell::new(None) }
+        ClusterView { me, session_timeout, members: RefCell::new(members) }
     }
 
     /// The controller as clients are told (Metadata's and DescribeCluster's controller id):
-    /// the metadata log's leader when known, else this broker.
+    /// the metadata log's leader when known (shard 0 follows it), else this broker (a lone
+    /// broker is its own controller; a cluster without a leader yet names this broker, whose
+    /// NOT_CONTROLLER answers make clients ask again).
     pub fn controller(&self) -> NodeId {
-        self.controller.get().unwrap_or(self.me.node_id)
-    }
-
-    /// Records the metadata log's leader (None: unknown).
-    pub fn set_controller(&self, leader: Option<NodeId>) {
-        self.controller.set(leader);
+        sluice_shard::admin::cluster::controller().map_or(self.me.node_id, NodeId)
     }
 
     pub fn me(&self) -> &BrokerEndpoint {
