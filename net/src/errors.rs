@@ -31,6 +31,7 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::TopicAlreadyExists(_) => K::TopicAlreadyExists,
         PartitionError::InvalidPartitions(_) => K::InvalidPartitions,
         PartitionError::InvalidReplicationFactor(_) => K::InvalidReplicationFactor,
+        PartitionError::NotController(_) => K::NotController,
         PartitionError::InvalidConfig(_) => K::InvalidConfig,
         PartitionError::InvalidRequest(_) => K::InvalidRequest,
         PartitionError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
@@ -150,5 +151,6 @@ mod tests {
         assert_eq!(code(&PartitionError::CorruptBatch(BatchError::Invalid(mismatch))), 87);
         assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
         assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
+        assert_eq!(code(&PartitionError::NotController(String::new())), 41);
     }
 }

@@ -31,6 +31,9 @@ pub enum PartitionError {
     InvalidPartitions(String),
     #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),
+    /// A metadata change reached a broker that does not lead the metadata log.
+    #[error("this broker is not the controller: {0}")]
+    NotController(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error("invalid request: {0}")]

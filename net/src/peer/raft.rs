@@ -61,6 +61,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
     }));
     if shard.id.index() == 0 {
         r.open_metadata(shard.data_dir(), &members, shard.clean_start()).await.map_err(|e| e.to_string())?;
+        sluice_shard::admin::cluster::start(&shard, &r);
     }
     #[cfg(feature = "fault-injection")]
     {
