@@ -420,20 +420,7 @@ pub struct RecordView<'a> {
 /// Decodes the records of an uncompressed batch (header included in `batch`). Compressed
 /// batches and malformed records are refused.
 pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    if header.compression() != 0 {
-        return Err(BatchError::InvalidHeader("compressed batch: records cannot be read in place"));
-    }
-    let end = header.total_len().min(batch.len());
-    let mut cur = RecordCursor::new(&batch[..end], HEADER_LEN);
-    // The count comes from the producer: never trust it for an allocation (a record takes at
-    // least 7 bytes).
-    let cap = usize::try_from(header.records_count).unwrap_or(0).min(end.saturating_sub(HEADER_LEN) / 7);
-    let mut out = Vec::with_capacity(cap);
-    for _ in 0..header.records_count {
-        out.push(next_record(&mut cur)?);
-    }
-    Ok(out)
+    Ok(records_with_spans(batch)?.into_iter().map(|(r, _)| r).collect())
 }
 
 /// Like [`records`], with each record's byte range in `batch` (its length varint included), so
@@ -445,6 +432,8 @@ pub fn records_with_spans(batch: &[u8]) -> Result<Vec<(RecordView<'_>, std::ops:
     }
     let end = header.total_len().min(batch.len());
     let mut cur = RecordCursor::new(&batch[..end], HEADER_LEN);
+    // The count comes from the producer: never trust it for an allocation (a record takes at
+    // least 7 bytes).
     let cap = usize::try_from(header.records_count).unwrap_or(0).min(end.saturating_sub(HEADER_LEN) / 7);
     let mut out = Vec::with_capacity(cap);
     for _ in 0..header.records_count {

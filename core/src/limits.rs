@@ -521,3 +521,24 @@ const _: () = assert!(MAX_SASL_REQUEST_BYTES <= MAX_REQUEST_BYTES && MAX_SASL_NA
 const _: () =
     assert!(MIN_SCRAM_ITERATIONS <= DEFAULT_SCRAM_ITERATIONS && DEFAULT_SCRAM_ITERATIONS <= MAX_SCRAM_ITERATIONS);
 const _: () = assert!(SCRAM_SALT_BYTES >= 16 && SCRAM_NONCE_BYTES >= 16);
+
+/// Partitions one metadata log record lists (a larger topic is split into a `TopicCreated`
+/// and `PartitionsAdded` records), so that a record with the most replicas per partition and
+/// the most configs still fits one batch.
+pub const METADATA_PARTITIONS_PER_RECORD: usize = 512;
+/// Topic configs one metadata record (a topic's explicitly set configs) holds at most.
+pub const METADATA_RECORD_MAX_CONFIGS: usize = 64;
+/// Longest config name or value a metadata record holds (bytes).
+pub const METADATA_RECORD_MAX_STRING_BYTES: usize = 2048;
+
+const _: () = assert!(
+    METADATA_PARTITIONS_PER_RECORD * (4 + 4 * MAX_CLUSTER_MEMBERS)
+        + METADATA_RECORD_MAX_CONFIGS * 2 * (4 + METADATA_RECORD_MAX_STRING_BYTES)
+        + 4 * MAX_TOPIC_NAME_LEN
+        + 1024
+        <= MAX_BATCH_BYTES,
+    "the largest metadata record fits one batch"
+);
+/// How long the controller waits for the metadata log to be applied (before deciding a
+/// change, and after proposing it) before answering NOT_CONTROLLER (clients retry).
+pub const METADATA_APPLY_TIMEOUT_MS: u64 = 30_000;

@@ -31,12 +31,19 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::TopicAlreadyExists(_) => K::TopicAlreadyExists,
         PartitionError::InvalidPartitions(_) => K::InvalidPartitions,
         PartitionError::InvalidReplicationFactor(_) => K::InvalidReplicationFactor,
+        PartitionError::NotController(_) => K::NotController,
         PartitionError::InvalidConfig(_) => K::InvalidConfig,
         PartitionError::InvalidRequest(_) => K::InvalidRequest,
         PartitionError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
         PartitionError::OutOfOrderSequence(_) => K::OutOfOrderSequenceNumber,
         PartitionError::InvalidProducerEpoch(_) => K::InvalidProducerEpoch,
         PartitionError::ShuttingDown => K::NotLeaderOrFollower,
+        PartitionError::NotLeaderOrFollower { .. } => K::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
+        PartitionError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
+        // Retriable: the client sends it again (to the new leader).
+        PartitionError::NotCommitted(_) => K::NotLeaderOrFollower,
     };
     k.code()
 }
@@ -144,5 +151,6 @@ mod tests {
         assert_eq!(code(&PartitionError::CorruptBatch(BatchError::Invalid(mismatch))), 87);
         assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
         assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
+        assert_eq!(code(&PartitionError::NotController(String::new())), 41);
     }
 }

@@ -325,7 +325,13 @@ async fn serve_shard(shard: Rc<Shard>, cluster: Rc<ClusterView>, payload: Payloa
     let Payload { listeners, metrics, peer } = payload;
     let peers = match peer {
         Some(setup) => match PeerNet::start(shard.clone(), cluster.clone(), setup).await {
-            Ok(net) => Some(net),
+            Ok(net) => {
+                if let Err(e) = crate::peer::start_replication(&net).await {
+                    // Without its metadata log a member cannot take part: fail whole.
+                    panic!("shard {}: replication not started: {e}", shard.id);
+                }
+                Some(net)
+            }
             Err(e) => {
                 tracing::error!(shard = %shard.id, error = %e, "broker-to-broker transport not started");
                 None

@@ -12,28 +12,34 @@
 //! shard 0 has recovered its own logs at start.
 
 use crate::error::PartitionError;
+use crate::metadata::apply::{apply, next_number, Local};
+use crate::metadata::assign::assign;
+use crate::metadata::records::{MetadataRecord, PartitionsAdded, TopicCreated};
 use crate::metadata::{new_topic_id, validate_topic_name, MetadataSnapshot, TopicMeta};
 use crate::msg::{
     AdminCall, AllocateProducerId, AlterConfigs, Call, ConfigChange, ConfigOp, CreatePartitions, CreateTopics,
     CreatedTopic, DeleteTopics, NewTopic, Operation, ShardMsg,
 };
-use crate::placement::{place, place_by_load, recent_load};
+use crate::placement::{place, recent_load};
+use crate::replica::Replicas;
 use crate::shard::{InstallError, Shard};
 use futures::channel::oneshot;
-use sluice_core::limits::MAX_PARTITIONS_PER_TOPIC;
+use sluice_core::limits::{MAX_PARTITIONS_PER_TOPIC, METADATA_RECORD_MAX_CONFIGS, METADATA_RECORD_MAX_STRING_BYTES};
 use sluice_core::topic_config;
 use sluice_core::ShardId;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
 /// Creates topics (or only validates them). One result per topic, in order.
+/// `brokers`: the live brokers replicas may go to (empty: this broker alone).
 pub async fn create_topics(
     shard: &Rc<Shard>,
     topics: Vec<NewTopic>,
     validate_only: bool,
+    brokers: Vec<i32>,
 ) -> Vec<Result<CreatedTopic, PartitionError>> {
     let n = topics.len();
-    run(shard, CreateTopics { topics, validate_only }).await.unwrap_or_else(|e| vec![Err(e); n])
+    run(shard, CreateTopics { topics, validate_only, brokers }).await.unwrap_or_else(|e| vec![Err(e); n])
 }
 
 /// Deletes topics by name. One result (the deleted topic's id) per name, in order.
@@ -64,7 +70,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
         .into_iter()
         .map(|name| NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() })
         .collect();
-    for r in create_topics(shard, topics, false).await {
+    for r in create_topics(shard, topics, false, Vec::new()).await {
         if let Err(e) = r {
             if !matches!(e, PartitionError::TopicAlreadyExists(_)) {
                 tracing::debug!(error = %e, "auto-creation of a topic failed");
@@ -112,7 +118,10 @@ async fn next_producer_id(shard: &Rc<Shard>) -> Result<i64, PartitionError> {
     }
     let mut snap = (*shard.metadata()).clone();
     let start = snap.next_producer_id_block;
-    snap.next_producer_id_block = start + PRODUCER_ID_BLOCK;
+    let block =
+        MetadataRecord::ProducerIdsAllocated { broker: shard.config.node_id, first: start, size: PRODUCER_ID_BLOCK };
+    let local = Local { node: shard.config.node_id, n_shards: shard.n_shards, rates: &[] };
+    apply(&mut snap, &block, &local).map_err(|e| PartitionError::Storage(e.to_string()))?;
     snap.version += 1;
     save(shard, snap.clone()).await.map_err(PartitionError::Storage)?;
     log_failures(&publish(shard, snap).await, "after reserving producer ids");
@@ -127,16 +136,48 @@ pub(crate) struct Placing<'a> {
     pub default_partitions: i32,
     /// Each shard's recent append rate (empty when the change adds no partitions).
     pub rates: &'a [u64],
+    /// This broker's node id.
+    pub node: i32,
+    /// The live brokers replicas may be assigned to (this one alone without a cluster).
+    pub brokers: &'a [i32],
 }
 
-/// A metadata change, decided without I/O: what it does to a snapshot and what its reply
-/// becomes when the new snapshot cannot be saved or part of it is rolled back.
+impl Placing<'_> {
+    fn local(&self) -> Local<'_> {
+        Local { node: self.node, n_shards: self.n_shards, rates: self.rates }
+    }
+}
+
+/// Applies the records a decision made to the working snapshot (so that the next topic of
+/// the same request sees them) and keeps them for the log.
+fn record(
+    snap: &mut MetadataSnapshot,
+    placing: &Placing<'_>,
+    records: &mut Vec<MetadataRecord>,
+    new: Vec<MetadataRecord>,
+) -> Result<(), PartitionError> {
+    for r in new {
+        apply(snap, &r, &placing.local())
+            .map_err(|e| PartitionError::Storage(format!("metadata record does not apply: {e}")))?;
+        records.push(r);
+    }
+    Ok(())
+}
+
+/// A metadata change, decided without I/O: the metadata records it makes (applied to the
+/// working snapshot as they are made), and what its reply becomes when the new snapshot
+/// cannot be saved or part of it is rolled back.
 pub(crate) trait MetadataChange {
     type Reply;
     /// Whether it places new partitions (and so needs the shards' recent load).
     const ADDS_PARTITIONS: bool;
-    /// Applies the change to `snap`; true in the second field when `snap` changed.
-    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool);
+    /// The live brokers its new replicas may go to, as the asking shard saw them.
+    fn brokers(&self) -> &[i32] {
+        &[]
+    }
+    /// Decides the change against `snap` and applies its records to it; returns the reply
+    /// and the records (none when nothing changed).
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, Vec<MetadataRecord>);
     /// The reply once saving the changed snapshot failed with `err`: nothing was applied.
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply;
     /// The reply once the change to the topics in `undone` was taken back (`after` is the
@@ -158,11 +199,23 @@ impl MetadataChange for CreateTopics {
     type Reply = Vec<Result<CreatedTopic, PartitionError>>;
     const ADDS_PARTITIONS: bool = true;
 
-    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool) {
+    fn brokers(&self) -> &[i32] {
+        &self.brokers
+    }
+
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, Vec<MetadataRecord>) {
         let validate_only = self.validate_only;
-        let results: Vec<_> = self.topics.into_iter().map(|t| create_one(snap, t, validate_only, placing)).collect();
-        let changed = !validate_only && results.iter().any(|r| r.is_ok());
-        (results, changed)
+        let mut records = Vec::new();
+        let results: Vec<_> = self
+            .topics
+            .into_iter()
+            .map(|t| {
+                let (created, new) = create_one(snap, t, validate_only, placing)?;
+                record(snap, placing, &mut records, new)?;
+                Ok(created)
+            })
+            .collect();
+        (results, records)
     }
 
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
@@ -192,14 +245,18 @@ impl MetadataChange for DeleteTopics {
     type Reply = Vec<Result<[u8; 16], PartitionError>>;
     const ADDS_PARTITIONS: bool = false;
 
-    fn apply(self, snap: &mut MetadataSnapshot, _: &Placing<'_>) -> (Self::Reply, bool) {
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, Vec<MetadataRecord>) {
+        let mut records = Vec::new();
         let results: Vec<_> = self
             .names
             .into_iter()
-            .map(|name| snap.topics.remove(&name).map(|t| t.id).ok_or(PartitionError::UnknownTopicOrPartition))
+            .map(|name| {
+                let id = snap.topics.get(&name).map(|t| t.id).ok_or(PartitionError::UnknownTopicOrPartition)?;
+                record(snap, placing, &mut records, vec![MetadataRecord::TopicDeleted { id }])?;
+                Ok(id)
+            })
             .collect();
-        let changed = results.iter().any(|r| r.is_ok());
-        (results, changed)
+        (results, records)
     }
 
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
@@ -222,8 +279,12 @@ impl MetadataChange for DeleteTopics {
 pub(crate) trait TopicChange {
     /// Whether it places new partitions (and so needs the shards' recent load).
     const ADDS_PARTITIONS: bool;
-    /// Checks the change and applies it to `snap`.
-    fn change(&self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> Result<(), PartitionError>;
+    /// The live brokers its new replicas may go to.
+    fn brokers(&self) -> &[i32] {
+        &[]
+    }
+    /// Checks the change against `snap` and returns its records.
+    fn change(&self, snap: &MetadataSnapshot, placing: &Placing<'_>) -> Result<Vec<MetadataRecord>, PartitionError>;
     /// Only checked, never saved.
     fn validate_only(&self) -> bool;
 }
@@ -232,10 +293,20 @@ impl<T: TopicChange> MetadataChange for T {
     type Reply = Result<(), PartitionError>;
     const ADDS_PARTITIONS: bool = T::ADDS_PARTITIONS;
 
-    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, bool) {
-        let r = self.change(snap, placing);
-        let changed = r.is_ok() && !self.validate_only();
-        (r, changed)
+    fn brokers(&self) -> &[i32] {
+        TopicChange::brokers(self)
+    }
+
+    fn apply(self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> (Self::Reply, Vec<MetadataRecord>) {
+        let mut records = Vec::new();
+        let r = self.change(snap, placing).and_then(|new| {
+            if self.validate_only() {
+                Ok(())
+            } else {
+                record(snap, placing, &mut records, new)
+            }
+        });
+        (r, records)
     }
 
     fn not_saved(_: Self::Reply, err: &PartitionError) -> Self::Reply {
@@ -259,7 +330,7 @@ impl<T: TopicChange> MetadataChange for T {
 impl TopicChange for AlterConfigs {
     const ADDS_PARTITIONS: bool = false;
 
-    fn change(&self, snap: &mut MetadataSnapshot, _: &Placing<'_>) -> Result<(), PartitionError> {
+    fn change(&self, snap: &MetadataSnapshot, _: &Placing<'_>) -> Result<Vec<MetadataRecord>, PartitionError> {
         alter_configs(snap, &self.topic, &self.changes, self.replace_all)
     }
 
@@ -271,12 +342,26 @@ impl TopicChange for AlterConfigs {
 impl TopicChange for CreatePartitions {
     const ADDS_PARTITIONS: bool = true;
 
-    fn change(&self, snap: &mut MetadataSnapshot, placing: &Placing<'_>) -> Result<(), PartitionError> {
+    fn brokers(&self) -> &[i32] {
+        &self.brokers
+    }
+
+    fn change(&self, snap: &MetadataSnapshot, placing: &Placing<'_>) -> Result<Vec<MetadataRecord>, PartitionError> {
         add_partitions(snap, &self.topic, self.count, placing)
     }
 
     fn validate_only(&self) -> bool {
         self.validate_only
+    }
+}
+
+/// The brokers new replicas may go to: the live ones the asking shard saw (this broker
+/// alone when it named none, as auto-creation does).
+fn assignable_brokers(node: i32, live: &[i32]) -> Vec<i32> {
+    if live.is_empty() {
+        vec![node]
+    } else {
+        live.to_vec()
     }
 }
 
@@ -291,11 +376,22 @@ async fn save(shard: &Shard, snap: MetadataSnapshot) -> Result<(), String> {
 async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Reply {
     // Placement weighs each shard's recent append rate, asked for only when partitions are added.
     let rates = if C::ADDS_PARTITIONS { recent_load(shard).await } else { Vec::new() };
-    let placing = Placing { n_shards: shard.n_shards, default_partitions: shard.config.num_partitions, rates: &rates };
+    let node = shard.config.node_id;
+    let brokers = assignable_brokers(node, change.brokers());
+    let placing = Placing {
+        n_shards: shard.n_shards,
+        default_partitions: shard.config.num_partitions,
+        rates: &rates,
+        node,
+        brokers: &brokers,
+    };
+    if let Some(r) = shard.replicas() {
+        return in_cluster(shard, &r, change, &placing).await;
+    }
     let before = shard.metadata();
     let mut snap = (*before).clone();
-    let (reply, changed) = change.apply(&mut snap, &placing);
-    if !changed {
+    let (reply, records) = change.apply(&mut snap, &placing);
+    if records.is_empty() {
         return reply;
     }
     snap.version += 1;
@@ -322,6 +418,24 @@ async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Rep
     C::rolled_back(reply, &snap, &undone, |topic| PartitionError::Storage(rollback_reason(&failures, topic)))
 }
 
+/// A change in a cluster: decided on the controller's caught-up snapshot, its records
+/// proposed to the metadata log; answered once applied here (or NOT_CONTROLLER).
+async fn in_cluster<C: MetadataChange>(shard: &Rc<Shard>, r: &Rc<Replicas>, change: C, placing: &Placing<'_>) -> C::Reply {
+    if let Err(e) = cluster::caught_up(r).await {
+        let (reply, _) = change.apply(&mut (*shard.metadata()).clone(), placing);
+        return C::not_saved(reply, &e);
+    }
+    let mut snap = (*shard.metadata()).clone();
+    let (reply, records) = change.apply(&mut snap, placing);
+    if records.is_empty() {
+        return reply;
+    }
+    match cluster::propose(r, &records).await {
+        Ok(()) => reply,
+        Err(e) => C::not_saved(reply, &e),
+    }
+}
+
 /// The snapshot that takes back the part of the change `before` → `after` that touched a topic
 /// in `failed` (a shard could not open one of its partitions), and the topics it takes back:
 /// a topic the change created is removed, a topic it grew gets its old partitions back. A
@@ -339,10 +453,14 @@ pub(crate) fn rollback(
         match before.topics.get(name) {
             Some(old) if old.id == now.id && old.shards.len() < now.shards.len() => {
                 back.topics.get_mut(name).expect("in after").shards.truncate(old.shards.len());
+                if let Some(r) = back.replication.get_mut(name) {
+                    r.partitions.truncate(old.shards.len());
+                }
             }
             Some(old) if old.id == now.id => continue,
             _ => {
                 back.topics.remove(name);
+                back.replication.remove(name);
             }
         }
         undone.insert(name.clone());
@@ -375,12 +493,12 @@ fn log_failures(failures: &[InstallError], when: &str) {
 }
 
 fn alter_configs(
-    snap: &mut MetadataSnapshot,
+    snap: &MetadataSnapshot,
     topic: &str,
     changes: &[ConfigChange],
     replace_all: bool,
-) -> Result<(), PartitionError> {
-    let t = snap.topics.get_mut(topic).ok_or(PartitionError::UnknownTopicOrPartition)?;
+) -> Result<Vec<MetadataRecord>, PartitionError> {
+    let t = snap.topics.get(topic).ok_or(PartitionError::UnknownTopicOrPartition)?;
     let mut configs = if replace_all { Default::default() } else { t.configs.clone() };
     for c in changes {
         let def = topic_config::lookup(&c.key)
@@ -417,45 +535,63 @@ fn alter_configs(
             topic_config::validate(&c.key, v).map_err(PartitionError::InvalidConfig)?;
         }
     }
-    t.configs = configs;
-    Ok(())
+    check_config_bounds(&configs)?;
+    Ok(vec![MetadataRecord::ConfigChanged { id: t.id, configs }])
+}
+
+/// A topic's configs must fit one metadata record.
+fn check_config_bounds(configs: &std::collections::BTreeMap<String, String>) -> Result<(), PartitionError> {
+    if configs.len() > METADATA_RECORD_MAX_CONFIGS {
+        return Err(PartitionError::InvalidConfig(format!(
+            "{} configs set on one topic, at most {METADATA_RECORD_MAX_CONFIGS}",
+            configs.len()
+        )));
+    }
+    match configs.iter().find(|(k, v)| k.len().max(v.len()) > METADATA_RECORD_MAX_STRING_BYTES) {
+        Some((k, _)) => Err(PartitionError::InvalidConfig(format!(
+            "config `{k}`: names and values are at most {METADATA_RECORD_MAX_STRING_BYTES} bytes"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn add_partitions(
-    snap: &mut MetadataSnapshot,
+    snap: &MetadataSnapshot,
     topic: &str,
     count: i32,
     placing: &Placing<'_>,
-) -> Result<(), PartitionError> {
+) -> Result<Vec<MetadataRecord>, PartitionError> {
     if is_internal(topic) {
         return Err(PartitionError::InvalidTopic(format!("{topic} is an internal topic")));
     }
-    let current = snap.topics.get(topic).ok_or(PartitionError::UnknownTopicOrPartition)?.shards.len();
-    let current = i32::try_from(current).expect("a topic has at most MAX_PARTITIONS_PER_TOPIC partitions");
-    if count <= current {
+    let t = snap.topics.get(topic).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let current = t.shards.len();
+    let current_i32 = i32::try_from(current).expect("a topic has at most MAX_PARTITIONS_PER_TOPIC partitions");
+    if count <= current_i32 {
         return Err(PartitionError::InvalidPartitions(format!(
-            "topic {topic} has {current} partitions; the new count must be larger, got {count}"
+            "topic {topic} has {current_i32} partitions; the new count must be larger, got {count}"
         )));
     }
     if count > MAX_PARTITIONS_PER_TOPIC {
         return Err(PartitionError::InvalidPartitions(format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions")));
     }
-    let load = snap.partitions_per_shard(placing.n_shards);
-    let added: Vec<u16> =
-        place_by_load(&load, placing.rates, usize::try_from(count - current).expect("count > current, checked above"))
-            .into_iter()
-            .map(|s| s.0)
-            .collect();
-    snap.topics.get_mut(topic).expect("checked above").shards.extend(added);
-    Ok(())
+    let added = usize::try_from(count - current_i32).expect("count > current, checked above");
+    // New partitions keep the topic's replication factor (that of its partition 0).
+    let (rf, seed) = match snap.replication.get(topic) {
+        Some(r) => (r.partitions.first().map_or(1, |p| p.replicas.len()), r.number),
+        None => (1, 0),
+    };
+    let replicas = assign(placing.brokers, rf, current, added, seed)
+        .map_err(|e| PartitionError::InvalidReplicationFactor(e.to_string()))?;
+    Ok(vec![MetadataRecord::PartitionsAdded(PartitionsAdded { id: t.id, first: current_i32, replicas })])
 }
 
 fn create_one(
-    snap: &mut MetadataSnapshot,
+    snap: &MetadataSnapshot,
     t: NewTopic,
     validate_only: bool,
     placing: &Placing<'_>,
-) -> Result<CreatedTopic, PartitionError> {
+) -> Result<(CreatedTopic, Vec<MetadataRecord>), PartitionError> {
     validate_topic_name(&t.name).map_err(PartitionError::InvalidTopic)?;
     if snap.topics.contains_key(&t.name) {
         return Err(PartitionError::TopicAlreadyExists(t.name));
@@ -466,24 +602,27 @@ fn create_one(
             "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
         )));
     }
-    if t.replication_factor != -1 && t.replication_factor != 1 {
-        return Err(PartitionError::InvalidReplicationFactor(format!(
-            "replication factor {} is larger than the number of brokers (1)",
-            t.replication_factor
-        )));
-    }
+    let rf = match t.replication_factor {
+        -1 => 1,
+        rf => usize::try_from(rf).map_err(|_| {
+            PartitionError::InvalidReplicationFactor("Replication factor must be larger than 0.".to_string())
+        })?,
+    };
     for (k, v) in &t.configs {
         topic_config::validate(k, v).map_err(PartitionError::InvalidConfig)?;
     }
-    let load = snap.partitions_per_shard(placing.n_shards);
+    check_config_bounds(&t.configs)?;
+    let number = next_number(snap);
     let n = usize::try_from(partitions).expect("1..=MAX_PARTITIONS_PER_TOPIC, checked above");
-    let shards = place_by_load(&load, placing.rates, n).into_iter().map(|s| s.0).collect();
-    let meta = TopicMeta { id: new_topic_id(), shards, configs: t.configs.clone() };
-    let created = CreatedTopic { id: meta.id, partitions, configs: t.configs };
-    if !validate_only {
-        snap.topics.insert(t.name, meta);
+    let replicas = assign(placing.brokers, rf, 0, n, number)
+        .map_err(|e| PartitionError::InvalidReplicationFactor(e.to_string()))?;
+    let id = new_topic_id();
+    let created = CreatedTopic { id, partitions, configs: t.configs.clone(), replicas: replicas.clone() };
+    if validate_only {
+        return Ok((created, Vec::new()));
     }
-    Ok(created)
+    let record = TopicCreated { name: t.name, id, number, replicas, configs: t.configs };
+    Ok((created, vec![MetadataRecord::TopicCreated(record)]))
 }
 
 /// Adds the internal `__consumer_offsets` topic to a snapshot that lacks it (at start-up,
@@ -499,7 +638,8 @@ pub fn ensure_transaction_topic(snap: &mut MetadataSnapshot, n_shards: usize, pa
 }
 
 /// Adds internal topic `name` with `partitions` partitions (validated to 1..=1000 by the
-/// config) and `cleanup.policy=compact`, placed over the shards, unless it exists.
+/// config) and `cleanup.policy=compact`, placed over the shards, unless it exists. This broker
+/// (`node`) is its only replica: at start-up a lone broker creates it itself.
 fn ensure_compacted_topic(snap: &mut MetadataSnapshot, n_shards: usize, name: &str, partitions: i32) -> bool {
     if snap.topics.contains_key(name) {
         return false;
@@ -586,6 +726,24 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_takes_back_the_replication_state_too() {
+        use crate::metadata::{PartitionState, TopicReplication};
+        let repl = |number, n| TopicReplication { number, partitions: vec![PartitionState::new(vec![0]); n] };
+        let mut before = snap(1, &[("g", topic(1, &[0]))]);
+        before.replication.insert("g".into(), repl(1, 1));
+        before.next_topic_number = 2;
+        let mut after = snap(2, &[("g", topic(1, &[0, 1, 0])), ("a", topic(2, &[1]))]);
+        after.replication.insert("g".into(), repl(1, 3));
+        after.replication.insert("a".into(), repl(2, 1));
+        after.next_topic_number = 3;
+        let (back, _) = rollback(&before, &after, &names(&["a", "g"])).unwrap();
+        back.check().expect("a consistent snapshot");
+        assert!(!back.replication.contains_key("a"));
+        assert_eq!(back.replication["g"].partitions.len(), 1);
+        assert_eq!(back.next_topic_number, 3, "a number given is never given again");
+    }
+
+    #[test]
     fn grown_partitions_are_taken_back_and_unrelated_failures_ignored() {
         let before = snap(7, &[("t", topic(1, &[0, 1])), ("u", topic(2, &[1]))]);
         let after = snap(8, &[("t", topic(1, &[0, 1, 0, 1])), ("u", topic(2, &[1]))]);
@@ -631,3 +789,5 @@ mod tests {
 
 #[cfg(test)]
 mod decision_tests;
+
+pub mod cluster;

@@ -26,6 +26,7 @@ pub mod offsets;
 pub mod placement;
 pub mod produce;
 pub mod raft;
+pub mod replica;
 pub mod route;
 pub mod runtime;
 pub mod shard;

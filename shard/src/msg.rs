@@ -96,6 +96,8 @@ pub struct CreatedTopic {
     pub id: [u8; 16],
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas (node ids, the preferred leader first).
+    pub replicas: Vec<Vec<i32>>,
 }
 
 /// One operation sent to another shard: its request and the sender of its reply, whose
@@ -140,6 +142,9 @@ pub(crate) use operations;
 pub struct CreateTopics {
     pub topics: Vec<NewTopic>,
     pub validate_only: bool,
+    /// The live brokers replicas may go to, as the asking shard sees them (empty: this
+    /// broker alone).
+    pub brokers: Vec<i32>,
 }
 
 /// DeleteTopics by name. One result (the deleted topic's id) per name, in order.
@@ -167,6 +172,8 @@ pub struct CreatePartitions {
     pub topic: String,
     pub count: i32,
     pub validate_only: bool,
+    /// The live brokers replicas may go to (empty: this broker alone).
+    pub brokers: Vec<i32>,
 }
 
 /// A metadata change for shard 0 (the only one that executes them), with its typed reply.

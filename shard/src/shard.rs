@@ -164,6 +164,8 @@ pub struct Shard {
     /// 0 until the first install (start-up recovery) finished, then 1.
     recovered: Watermark,
     pub stats: ShardStats,
+    /// This shard's replication runtime (brokers with peers; set once at start).
+    replicas: RefCell<Option<Rc<crate::replica::Replicas>>>,
 }
 
 impl Shard {
@@ -196,7 +198,29 @@ impl Shard {
             install_lock: glommio::sync::Semaphore::new(1),
             recovered: Watermark::new(0),
             stats: ShardStats::default(),
+            replicas: RefCell::new(None),
         })
+    }
+
+    /// This shard's replication runtime, when the broker has peers.
+    pub fn replicas(&self) -> Option<Rc<crate::replica::Replicas>> {
+        self.replicas.borrow().clone()
+    }
+
+    /// Installs the replication runtime (once, at start).
+    pub fn set_replicas(&self, r: Rc<crate::replica::Replicas>) {
+        assert!(self.replicas.borrow().is_none(), "one replication runtime per shard");
+        *self.replicas.borrow_mut() = Some(r);
+    }
+
+    /// Whether the previous run shut down cleanly.
+    pub fn clean_start(&self) -> bool {
+        self.clean_start
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// The current metadata snapshot.

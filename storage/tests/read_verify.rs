@@ -4,14 +4,12 @@
 //! points inside it (else the next start rebuilds its index, stopping at damage). A damaged
 //! batch's last offset is not taken for a gap compaction left.
 
-use glommio::LocalExecutorBuilder;
 use sluice_core::batch::{self, Record};
 use sluice_core::Offset;
 use sluice_storage::{LogConfig, PartitionLog};
 
-fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap();
-}
+mod common;
+use common::run;
 
 /// A batch of 3 records of 2,000 bytes each, all bytes `tag`.
 fn batch_of(tag: u8) -> Vec<u8> {

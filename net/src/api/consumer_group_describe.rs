@@ -76,17 +76,12 @@ fn member(ctx: &Ctx, m: ConsumerMemberDescription, version: i16) -> Member {
 }
 
 fn wire_assignment(ctx: &Ctx, a: &Assignment) -> WireAssignment {
-    let meta = ctx.shard.metadata();
-    let topic_partitions = a
-        .iter()
-        .filter_map(|(name, ps)| {
-            let id = meta.topics.get(name)?.id;
-            Some(
-                TopicPartitions::default()
-                    .with_topic_id(super::uuid(id))
-                    .with_topic_name(TopicName(StrBytes::from_string(name.clone())))
-                    .with_partitions(ps.iter().copied().collect()),
-            )
+    let topic_partitions = super::consumer_group_heartbeat::assigned_topics(ctx, a)
+        .map(|(id, name, ps)| {
+            TopicPartitions::default()
+                .with_topic_id(super::uuid(id))
+                .with_topic_name(TopicName(StrBytes::from_string(name.clone())))
+                .with_partitions(ps)
         })
         .collect();
     WireAssignment::default().with_topic_partitions(topic_partitions)

@@ -86,15 +86,18 @@ fn to_response(ctx: &Ctx, result: Result<ConsumerHeartbeatResponse, GroupError>)
 
 /// An assignment by topic id (a topic deleted meanwhile is left out).
 fn wire_assignment(ctx: &Ctx, a: &Assignment) -> WireAssignment {
-    let meta = ctx.shard.metadata();
-    let topic_partitions = a
-        .iter()
-        .filter_map(|(name, ps)| {
-            let id = meta.topics.get(name)?.id;
-            Some(
-                TopicPartitions::default().with_topic_id(super::uuid(id)).with_partitions(ps.iter().copied().collect()),
-            )
-        })
+    let topic_partitions = assigned_topics(ctx, a)
+        .map(|(id, _, ps)| TopicPartitions::default().with_topic_id(super::uuid(id)).with_partitions(ps))
         .collect();
     WireAssignment::default().with_topic_partitions(topic_partitions)
+}
+
+/// An assignment's topics this shard knows, as (topic id, name, partitions): the part of the
+/// answer that ConsumerGroupHeartbeat and ConsumerGroupDescribe share (their wire types differ).
+pub(super) fn assigned_topics<'a>(
+    ctx: &Ctx,
+    a: &'a Assignment,
+) -> impl Iterator<Item = ([u8; 16], &'a String, Vec<i32>)> + 'a {
+    let meta = ctx.shard.metadata();
+    a.iter().filter_map(move |(name, ps)| Some((meta.topics.get(name)?.id, name, ps.iter().copied().collect())))
 }

@@ -20,9 +20,14 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: CreatePartitionsRequest = decode_body(&req)?;
         let mut results = Vec::with_capacity(body.topics.len());
+        let brokers: Vec<i32> = ctx.brokers().into_iter().map(|b| b.node_id.0).collect();
         for t in body.topics {
-            let op =
-                CreatePartitions { topic: t.name.0.to_string(), count: t.count, validate_only: body.validate_only };
+            let op = CreatePartitions {
+                topic: t.name.0.to_string(),
+                count: t.count,
+                validate_only: body.validate_only,
+                brokers: brokers.clone(),
+            };
             let r = change(&ctx.shard, op).await;
             let (code, message) = code_and_message(&r);
             results.push(

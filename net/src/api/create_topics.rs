@@ -1,9 +1,11 @@
-//! CreateTopics (key 19), versions 2–7: validated on shard 0, persisted, published to every
-//! shard before the answer.
+//! CreateTopics (key 19), versions 2–7: decided on shard 0 as metadata records, applied,
+//! persisted, published to every shard before the answer.
 //!
-//! Contract: replication factor must be 1 or -1 (INVALID_REPLICATION_FACTOR otherwise, with a
-//! message); partitions -1 means `num_partitions`; unknown topic configs get INVALID_CONFIG
-//! naming the key; `validate_only` changes nothing.
+//! Contract: replication factor -1 means 1; a factor above the brokers replicas may be given
+//! to gets INVALID_REPLICATION_FACTOR with Kafka's message (replicas spread by Kafka's
+//! assignor, `sluice_shard::metadata::assign`); partitions -1 means `num_partitions`; unknown
+//! topic configs get INVALID_CONFIG naming the key; `validate_only` changes nothing. The
+//! answer (v5+) gives the replication factor assigned.
 
 use super::{reply_now, respond, uuid, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -16,6 +18,11 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_shard::admin::create_topics;
 use sluice_shard::msg::NewTopic;
 use std::rc::Rc;
+
+/// The replication factor of a created topic (that of its partitions).
+fn replication_factor(replicas: &[Vec<i32>]) -> i16 {
+    replicas.first().map_or(1, |r| i16::try_from(r.len()).expect("at most MAX_CLUSTER_MEMBERS replicas"))
+}
 
 pub const SPEC: ApiSpec =
     ApiSpec { key: ApiKey::CreateTopics, name: "CreateTopics", min_version: 2, max_version: 7, handle };
@@ -47,7 +54,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .collect(),
             })
             .collect();
-        let results = create_topics(&ctx.shard, topics, body.validate_only).await;
+        let brokers = ctx.brokers().into_iter().map(|b| b.node_id.0).collect();
+        let results = create_topics(&ctx.shard, topics, body.validate_only, brokers).await;
         let v = req.version;
         let topics = names
             .into_iter()
@@ -62,7 +70,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     Ok(c) if v >= 5 => base
                         .with_topic_id(if v >= 7 { uuid(c.id) } else { uuid::Uuid::nil() })
                         .with_num_partitions(c.partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(replication_factor(&c.replicas))
                         .with_configs(Some(vec![])),
                     _ => base.with_num_partitions(-1).with_replication_factor(-1),
                 }

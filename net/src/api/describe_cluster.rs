@@ -1,7 +1,8 @@
 //! DescribeCluster (key 60), versions 0–2: the cluster id and every live broker.
 //!
 //! Contract: the brokers are this shard's cluster view (this broker alone without peers), in
-//! node-id order, rack null; the controller is this broker (no metadata quorum runs yet).
+//! node-id order, rack null; the controller is the metadata log's leader as this shard's view
+//! knows it (this broker for a lone broker).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -33,7 +34,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .with_error_code(0)
             .with_endpoint_type(if req.version >= 1 { body.endpoint_type.max(1) } else { 1 })
             .with_cluster_id(StrBytes::from_string(ctx.shard.metadata().cluster_id.clone()))
-            .with_controller_id(ctx.node_id())
+            .with_controller_id(BrokerId(ctx.cluster.controller().0))
             .with_brokers(brokers)
             .with_cluster_authorized_operations(i32::MIN);
         Ok(reply_now(respond(&req, &resp)))

@@ -1,12 +1,13 @@
-//! FindCoordinator (key 10), versions 0–6: this broker coordinates every group and every
-//! transactional id.
+//! FindCoordinator (key 10), versions 0–6: the broker leading the key's partition of
+//! `__consumer_offsets` (groups) or `__transaction_state` (transactional ids).
 //!
-//! Contract: group keys (type 0) and transaction keys (type 1) are answered with this broker
-//! (its `node_id`) at the advertised address (its `__consumer_offsets` and
-//! `__transaction_state` are local until replication comes), batched from v4 (the shard that runs the group or transaction is found
-//! by the broker when the request comes, not by the client). A transaction key before the
-//! `__transaction_state` topic exists gets COORDINATOR_NOT_AVAILABLE; other key types
-//! INVALID_REQUEST.
+//! Contract: group keys (type 0) and transaction keys (type 1) are hashed to a partition of
+//! their topic as Kafka does (Java `hashCode` modulo the partition count), and answered with
+//! that partition's leader from the metadata snapshot at its client address (this broker at
+//! the address of the listener the client came in on), batched from v4 (the shard that runs
+//! the group or transaction is found by that broker when the request comes). A key whose
+//! topic does not exist yet, or whose partition has no live leader, gets
+//! COORDINATOR_NOT_AVAILABLE (clients retry); other key types INVALID_REQUEST.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -15,7 +16,12 @@ use futures::FutureExt;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
+use crate::peer::BrokerEndpoint;
 use kafka_protocol::ResponseError;
+use sluice_core::PartitionId;
+use sluice_shard::groups::{offsets_partition, OFFSETS_TOPIC};
+use sluice_shard::txn::TXN_TOPIC;
+use sluice_shard::MetadataSnapshot;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -24,41 +30,77 @@ pub const SPEC: ApiSpec =
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: FindCoordinatorRequest = decode_body(&req)?;
-        let (code, message) = match body.key_type {
-            0 => (0, None),
-            1 if ctx.shard.metadata().topics.contains_key(sluice_shard::txn::TXN_TOPIC) => (0, None),
-            1 => (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some("the transaction log does not exist yet".to_string()),
-            ),
-            other => (ResponseError::InvalidRequest.code(), Some(format!("unknown coordinator key type {other}"))),
-        };
-        let host = StrBytes::from_string(ctx.advertised_host.clone());
-        let (node, port) = if code == 0 { (ctx.node_id(), ctx.advertised_port) } else { (BrokerId(-1), -1) };
+        let brokers = ctx.brokers();
+        let meta = ctx.shard.metadata();
+        let find = |key: &str| coordinator(&meta, &brokers, ctx.node_id().0, body.key_type, key);
         let resp = if req.version >= 4 {
             let coordinators = body
                 .coordinator_keys
                 .into_iter()
                 .map(|key| {
+                    let found = find(&key);
                     Coordinator::default()
                         .with_key(key)
-                        .with_node_id(node)
-                        .with_host(if code == 0 { host.clone() } else { StrBytes::default() })
-                        .with_port(port)
-                        .with_error_code(code)
-                        .with_error_message(message.clone().map(StrBytes::from_string))
+                        .with_node_id(found.node)
+                        .with_host(found.host)
+                        .with_port(found.port)
+                        .with_error_code(found.code)
+                        .with_error_message(found.message.map(StrBytes::from_string))
                 })
                 .collect();
             FindCoordinatorResponse::default().with_coordinators(coordinators)
         } else {
+            let found = find(&body.key);
             FindCoordinatorResponse::default()
-                .with_error_code(code)
-                .with_error_message(if req.version >= 1 { message.map(StrBytes::from_string) } else { None })
-                .with_node_id(node)
-                .with_host(if code == 0 { host } else { StrBytes::default() })
-                .with_port(port)
+                .with_error_code(found.code)
+                .with_error_message(if req.version >= 1 { found.message.map(StrBytes::from_string) } else { None })
+                .with_node_id(found.node)
+                .with_host(found.host)
+                .with_port(found.port)
         };
         Ok(reply_now(respond(&req, &resp)))
     }
     .boxed_local()
+}
+
+/// One key's answer.
+struct Found {
+    code: i16,
+    message: Option<String>,
+    node: BrokerId,
+    host: StrBytes,
+    port: i32,
+}
+
+impl Found {
+    fn error(e: ResponseError, message: String) -> Found {
+        Found { code: e.code(), message: Some(message), node: BrokerId(-1), host: StrBytes::default(), port: -1 }
+    }
+}
+
+/// The coordinator of `key`: the live leader of its partition of the coordinator's topic.
+fn coordinator(meta: &MetadataSnapshot, brokers: &[BrokerEndpoint], me: i32, key_type: i8, key: &str) -> Found {
+    let topic = match key_type {
+        0 => OFFSETS_TOPIC,
+        1 => TXN_TOPIC,
+        other => return Found::error(ResponseError::InvalidRequest, format!("unknown coordinator key type {other}")),
+    };
+    let Some(t) = meta.topics.get(topic) else {
+        return Found::error(ResponseError::CoordinatorNotAvailable, format!("the topic {topic} does not exist yet"));
+    };
+    let p = offsets_partition(key, t.shards.len());
+    let leader = meta.partition(topic, PartitionId(p), me).map_or(-1, |s| s.leader);
+    match brokers.iter().find(|b| b.node_id.0 == leader) {
+        Some(b) => Found {
+            code: 0,
+            message: None,
+            node: BrokerId(leader),
+            host: StrBytes::from_string(b.host.clone()),
+            port: i32::from(b.port),
+        },
+        None => Found::error(
+            ResponseError::CoordinatorNotAvailable,
+            format!("partition {p} of {topic} has no live leader"),
+        ),
+    }
 }

@@ -4,9 +4,12 @@
 //! broker allows it (`auto_create_topics_enable`) and the request does (v4+ flag), and the
 //! answer then describes them fully. A null topic list (or an empty one at v0) means all
 //! topics. The brokers listed are every live cluster member in this shard's cluster view
-//! (this broker alone without peers), rack null. Replication is not there yet: this broker
-//! (its `node_id`) is the only replica and the leader of every partition it holds, with leader
-//! epoch 0, and it names itself as the controller (no metadata quorum runs yet).
+//! (this broker alone without peers), rack null. Each partition is described from the
+//! metadata snapshot: replicas, leader, leader epoch (v7+), ISR and, as offline replicas, the
+//! replicas not live in the view. A partition whose leader is unknown or not live is answered
+//! with leader -1 and LEADER_NOT_AVAILABLE (clients retry after a metadata refresh). A topic
+//! of a lone broker written before replication has this broker as its only replica, leader
+//! at epoch 0. The controller named is the view's (the metadata log's leader, or this broker).
 
 use super::{reply_now, respond, topic_name, uuid, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -20,7 +23,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_shard::admin::auto_create;
 use sluice_shard::metadata::validate_topic_name;
-use sluice_shard::TopicMeta;
+use sluice_core::cluster::NodeId;
+use sluice_core::PartitionId;
+use sluice_shard::{MetadataSnapshot, TopicMeta};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Metadata, name: "Metadata", min_version: 0, max_version: 13, handle };
@@ -53,18 +58,21 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             }
         }
         let meta = ctx.shard.metadata();
-        let node = ctx.node_id();
+        let now = std::time::Instant::now();
+        let live = |n: i32| ctx.cluster.is_live(NodeId(n), now);
+        let d = Describer { meta: &meta, v: req.version, me: ctx.node_id().0, live: &live };
         let topics = if all {
-            meta.topics.iter().map(|(n, t)| describe(n, t, req.version, node)).collect()
+            meta.topics.iter().map(|(n, t)| d.topic(n, t)).collect()
         } else {
             requested
                 .iter()
                 .map(|(name, id)| match name.as_deref().and_then(|n| meta.topics.get(n).map(|t| (n, t))) {
-                    Some((n, t)) => describe(n, t, req.version, node),
+                    Some((n, t)) => d.topic(n, t),
                     None => missing_topic(name.as_deref(), id, req.version),
                 })
                 .collect()
         };
+        let controller = BrokerId(ctx.cluster.controller().0);
         let brokers = ctx
             .brokers()
             .into_iter()
@@ -80,7 +88,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .with_throttle_time_ms(0)
             .with_brokers(brokers)
             .with_cluster_id((req.version >= 2).then(|| StrBytes::from_string(meta.cluster_id.clone())))
-            .with_controller_id(if req.version >= 1 { node } else { BrokerId(-1) })
+            .with_controller_id(if req.version >= 1 { controller } else { BrokerId(-1) })
             .with_topics(topics)
             .with_cluster_authorized_operations(i32::MIN);
         Ok(reply_now(respond(&req, &resp)))
@@ -88,27 +96,42 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     .boxed_local()
 }
 
-fn describe(name: &str, t: &TopicMeta, v: i16, node: BrokerId) -> MetadataResponseTopic {
-    let count = i32::try_from(t.shards.len()).expect("partitions per topic are at most MAX_PARTITIONS_PER_TOPIC");
-    let partitions = (0..count)
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_error_code(0)
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(if v >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
-                .with_offline_replicas(vec![])
-        })
-        .collect();
-    MetadataResponseTopic::default()
-        .with_error_code(0)
-        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-        .with_topic_id(if v >= 10 { uuid(t.id) } else { uuid::Uuid::nil() })
-        .with_is_internal(sluice_shard::admin::is_internal(name))
-        .with_partitions(partitions)
-        .with_topic_authorized_operations(i32::MIN)
+/// Describes topics of one snapshot to a client of version `v`.
+struct Describer<'a> {
+    meta: &'a MetadataSnapshot,
+    v: i16,
+    /// This broker's node id.
+    me: i32,
+    live: &'a dyn Fn(i32) -> bool,
+}
+
+impl Describer<'_> {
+    fn topic(&self, name: &str, t: &TopicMeta) -> MetadataResponseTopic {
+        let count = i32::try_from(t.shards.len()).expect("partitions per topic are at most MAX_PARTITIONS_PER_TOPIC");
+        let partitions = (0..count).map(|p| self.partition(name, p)).collect();
+        MetadataResponseTopic::default()
+            .with_error_code(0)
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+            .with_topic_id(if self.v >= 10 { uuid(t.id) } else { uuid::Uuid::nil() })
+            .with_is_internal(sluice_shard::admin::is_internal(name))
+            .with_partitions(partitions)
+            .with_topic_authorized_operations(i32::MIN)
+    }
+
+    fn partition(&self, topic: &str, p: i32) -> MetadataResponsePartition {
+        let state = self.meta.partition(topic, PartitionId(p), self.me).expect("p is below the partition count");
+        let ids = |v: &[i32]| v.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
+        let offline: Vec<i32> = state.replicas.iter().copied().filter(|n| !(self.live)(*n)).collect();
+        let led = state.leader >= 0 && (self.live)(state.leader);
+        MetadataResponsePartition::default()
+            .with_error_code(if led { 0 } else { ResponseError::LeaderNotAvailable.code() })
+            .with_partition_index(p)
+            .with_leader_id(BrokerId(if led { state.leader } else { -1 }))
+            .with_leader_epoch(if self.v >= 7 { state.leader_epoch } else { -1 })
+            .with_replica_nodes(ids(&state.replicas))
+            .with_isr_nodes(ids(&state.isr))
+            .with_offline_replicas(if self.v >= 5 { ids(&offline) } else { vec![] })
+    }
 }
 
 fn missing_topic(name: Option<&str>, id: &uuid::Uuid, v: i16) -> MetadataResponseTopic {

@@ -26,6 +26,7 @@
 
 pub mod accept;
 pub mod link;
+pub mod raft;
 pub mod view;
 pub mod wire;
 
@@ -33,6 +34,7 @@ use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+pub use raft::start_replication;
 use sluice_core::cluster::{NodeId, Voter};
 use sluice_core::PartitionId;
 use sluice_shard::Shard;

@@ -5,7 +5,8 @@
 //! `HeartbeatAck` renews its session). A member is live while its last message is at most
 //! `session_timeout` old; this broker is always live. [`ClusterView::brokers`] lists the live
 //! members in node-id order, which is what Metadata, DescribeCluster and FindCoordinator
-//! answer. Borrows never cross an `.await`.
+//! answer, and [`ClusterView::controller`] the controller they name. Borrows never cross an
+//! `.await`.
 
 use sluice_core::cluster::{NodeId, Voter};
 use std::cell::RefCell;
@@ -50,6 +51,14 @@ impl ClusterView {
     pub fn new(me: BrokerEndpoint, voters: &[Voter], session_timeout: Duration) -> ClusterView {
         let members = voters.iter().filter(|v| v.id != me.node_id).map(|v| (v.id, Member::default())).collect();
         ClusterView { me, session_timeout, members: RefCell::new(members) }
+    }
+
+    /// The controller as clients are told (Metadata's and DescribeCluster's controller id):
+    /// the metadata log's leader when known (shard 0 follows it), else this broker (a lone
+    /// broker is its own controller; a cluster without a leader yet names this broker, whose
+    /// NOT_CONTROLLER answers make clients ask again).
+    pub fn controller(&self) -> NodeId {
+        sluice_shard::admin::cluster::controller().map_or(self.me.node_id, NodeId)
     }
 
     pub fn me(&self) -> &BrokerEndpoint {

@@ -7,7 +7,47 @@ use crate::metadata::TopicMeta;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-const PLACING: Placing<'static> = Placing { n_shards: 3, default_partitions: 2, rates: &[] };
+const PLACING: Placing<'static> = Placing { n_shards: 3, default_partitions: 2, rates: &[], node: 0, brokers: &[0] };
+
+/// Applies a decision's records, as the lone broker does.
+fn applied(s: &mut MetadataSnapshot, records: Vec<MetadataRecord>, placing: &Placing<'_>) {
+    for r in &records {
+        apply(s, r, &placing.local()).expect("a decision's records apply");
+    }
+}
+
+fn create_one(
+    s: &mut MetadataSnapshot,
+    t: NewTopic,
+    validate_only: bool,
+    placing: &Placing<'_>,
+) -> Result<CreatedTopic, PartitionError> {
+    let (created, records) = super::create_one(s, t, validate_only, placing)?;
+    applied(s, records, placing);
+    Ok(created)
+}
+
+fn alter_configs(
+    s: &mut MetadataSnapshot,
+    topic: &str,
+    changes: &[ConfigChange],
+    replace_all: bool,
+) -> Result<(), PartitionError> {
+    let records = super::alter_configs(s, topic, changes, replace_all)?;
+    applied(s, records, &PLACING);
+    Ok(())
+}
+
+fn add_partitions(
+    s: &mut MetadataSnapshot,
+    topic: &str,
+    count: i32,
+    placing: &Placing<'_>,
+) -> Result<(), PartitionError> {
+    let records = super::add_partitions(s, topic, count, placing)?;
+    applied(s, records, placing);
+    Ok(())
+}
 
 fn new_topic(name: &str, partitions: i32) -> NewTopic {
     NewTopic { name: name.into(), partitions, replication_factor: -1, configs: BTreeMap::new() }
@@ -68,25 +108,27 @@ fn create_uses_the_default_count_and_validate_only_adds_nothing() {
 #[test]
 fn create_topics_changes_only_when_one_was_created_for_real() {
     let mut s = with_topic("t", &[0], &[]);
-    let change = CreateTopics { topics: vec![new_topic("t", 1), new_topic("a", 1)], validate_only: true };
-    let (r, changed) = change.apply(&mut s, &PLACING);
-    assert!(!changed && r[0].is_err() && r[1].is_ok());
-    let change = CreateTopics { topics: vec![new_topic("t", 1)], validate_only: false };
-    assert!(!change.apply(&mut s, &PLACING).1, "all refused: nothing to save");
-    let change = CreateTopics { topics: vec![new_topic("t", 1), new_topic("a", 1)], validate_only: false };
-    let (r, changed) = change.apply(&mut s, &PLACING);
-    assert!(changed && r[0].is_err() && r[1].is_ok() && s.topics.contains_key("a"));
+    let change =
+        CreateTopics { topics: vec![new_topic("t", 1), new_topic("a", 1)], validate_only: true, brokers: vec![] };
+    let (r, records) = change.apply(&mut s, &PLACING);
+    assert!(records.is_empty() && r[0].is_err() && r[1].is_ok());
+    let change = CreateTopics { topics: vec![new_topic("t", 1)], validate_only: false, brokers: vec![] };
+    assert!(change.apply(&mut s, &PLACING).1.is_empty(), "all refused: nothing to save");
+    let change =
+        CreateTopics { topics: vec![new_topic("t", 1), new_topic("a", 1)], validate_only: false, brokers: vec![] };
+    let (r, records) = change.apply(&mut s, &PLACING);
+    assert!(records.len() == 1 && r[0].is_err() && r[1].is_ok() && s.topics.contains_key("a"));
 }
 
 #[test]
 fn delete_topics_answers_ids_and_unknown_names() {
     let mut s = with_topic("t", &[0, 1], &[]);
-    let (r, changed) = DeleteTopics { names: vec!["x".into(), "t".into()] }.apply(&mut s, &PLACING);
-    assert!(changed);
+    let (r, records) = DeleteTopics { names: vec!["x".into(), "t".into()] }.apply(&mut s, &PLACING);
+    assert_eq!(records, vec![MetadataRecord::TopicDeleted { id: [7; 16] }]);
     assert_eq!(r, vec![Err(PartitionError::UnknownTopicOrPartition), Ok([7; 16])]);
     assert!(s.topics.is_empty());
-    let (_, changed) = DeleteTopics { names: vec!["t".into()] }.apply(&mut s, &PLACING);
-    assert!(!changed, "deleting nothing saves nothing");
+    let (_, records) = DeleteTopics { names: vec!["t".into()] }.apply(&mut s, &PLACING);
+    assert!(records.is_empty(), "deleting nothing saves nothing");
 }
 
 #[test]
@@ -148,14 +190,15 @@ fn add_partitions_checks_then_grows_keeping_the_old_placement() {
     assert_eq!(s, before);
     add_partitions(&mut s, "t", 4, &PLACING).unwrap();
     assert_eq!(s.topics["t"].shards, vec![0, 0, 2, 1], "the least loaded shards (2, then 1) take the new ones");
-    let (r, changed) = CreatePartitions { topic: "t".into(), count: 6, validate_only: true }.apply(&mut s, &PLACING);
-    assert_eq!((r, changed), (Ok(()), false), "validate_only: checked, not saved");
+    let op = CreatePartitions { topic: "t".into(), count: 6, validate_only: true, brokers: vec![] };
+    let (r, records) = op.apply(&mut s, &PLACING);
+    assert_eq!((r, records), (Ok(()), vec![]), "validate_only: checked, not saved");
 }
 
 #[test]
 fn replies_when_not_saved() {
     let err = PartitionError::Storage("disk full".into());
-    let created = CreatedTopic { id: [1; 16], partitions: 1, configs: BTreeMap::new() };
+    let created = CreatedTopic { id: [1; 16], partitions: 1, configs: BTreeMap::new(), replicas: vec![vec![0]] };
     let reply = vec![Ok(created), Err(PartitionError::TopicAlreadyExists("t".into()))];
     let r = CreateTopics::not_saved(reply, &err);
     assert_eq!(r[0].as_ref().unwrap_err(), &err, "created, but not saved: not created");
@@ -170,7 +213,8 @@ fn replies_when_not_saved() {
 fn replies_after_a_rollback_name_only_the_undone_topics() {
     let mut after = with_topic("a", &[0], &[]);
     after.topics.insert("b".into(), TopicMeta { id: [8; 16], shards: vec![1], configs: BTreeMap::new() });
-    let created = |id: u8| Ok(CreatedTopic { id: [id; 16], partitions: 1, configs: BTreeMap::new() });
+    let created =
+        |id: u8| Ok(CreatedTopic { id: [id; 16], partitions: 1, configs: BTreeMap::new(), replicas: vec![vec![0]] });
     let undone: BTreeSet<String> = ["a".to_string()].into();
     let reason = |t: &str| PartitionError::Storage(format!("{t} rolled back"));
     let r = CreateTopics::rolled_back(
@@ -205,7 +249,7 @@ proptest! {
     /// and keeps every count within bounds.
     #[test]
     fn placement_only_adds(n_shards in 1usize..6, steps in proptest::collection::vec((0u8..4, 1i32..9), 1..20)) {
-        let placing = Placing { n_shards, default_partitions: 1, rates: &[] };
+        let placing = Placing { n_shards, default_partitions: 1, rates: &[], node: 0, brokers: &[0] };
         let mut s = MetadataSnapshot::default();
         for (topic, grow) in steps {
             let name = format!("t{topic}");
@@ -223,4 +267,35 @@ proptest! {
             prop_assert!(load.iter().max().unwrap() - load.iter().min().unwrap() <= 1, "{:?}", load);
         }
     }
+}
+
+#[test]
+fn a_cluster_spreads_replicas_and_refuses_a_factor_above_its_brokers() {
+    let brokers = [1, 2, 3];
+    let placing = Placing { n_shards: 2, default_partitions: 1, rates: &[], node: 2, brokers: &brokers };
+    let mut s = MetadataSnapshot::default();
+    let t = NewTopic { replication_factor: 3, ..new_topic("r3", 3) };
+    let c = create_one(&mut s, t, false, &placing).unwrap();
+    assert_eq!(c.replicas.len(), 3);
+    let leaders: BTreeSet<i32> = c.replicas.iter().map(|r| r[0]).collect();
+    assert_eq!(leaders.len(), 3, "one preferred leader per broker: {:?}", c.replicas);
+    assert!(c.replicas.iter().all(|r| r.len() == 3));
+    assert_eq!(
+        s.replication["r3"].partitions.iter().map(|p| p.leader).collect::<Vec<_>>(),
+        c.replicas.iter().map(|r| r[0]).collect::<Vec<_>>()
+    );
+    assert!(s.topics["r3"].shards.iter().all(|sh| *sh < 2), "node 2 holds a replica of every partition");
+    let t = NewTopic { replication_factor: 4, ..new_topic("r4", 1) };
+    let e = create_one(&mut s, t, false, &placing).unwrap_err();
+    assert!(matches!(&e, PartitionError::InvalidReplicationFactor(m) if m.contains("only 3 broker(s)")), "{e:?}");
+    add_partitions(&mut s, "r3", 5, &placing).unwrap();
+    let parts = &s.replication["r3"].partitions;
+    assert_eq!(parts.len(), 5);
+    assert!(parts.iter().all(|p| p.replicas.len() == 3), "new partitions keep the factor");
+    let t = NewTopic { replication_factor: 1, ..new_topic("r1", 3) };
+    create_one(&mut s, t, false, &placing).unwrap();
+    let hosted = s.topics["r1"].shards.iter().filter(|sh| **sh != crate::metadata::NOT_HOSTED).count();
+    let mine = s.replication["r1"].partitions.iter().filter(|p| p.replicas == vec![2]).count();
+    assert_eq!(hosted, mine, "only this broker's replicas are placed here");
+    assert_eq!(s.replication["r1"].number, 2);
 }

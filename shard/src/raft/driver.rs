@@ -288,6 +288,28 @@ impl<L: ReplicaLog> Driver<L> {
         self.groups.get(&group).is_some_and(|g| g.raw.raft.state == StateRole::Leader)
     }
 
+    /// On the leader: itself and the voters recently active whose log matches up to the
+    /// commit index (Kafka's ISR); None when not the leader.
+    pub fn in_sync(&self, group: GroupId) -> Option<Vec<NodeId>> {
+        let g = self.groups.get(&group)?;
+        let r = &g.raw.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        let committed = r.raft_log.committed;
+        let voters = r.prs().conf().voters().ids();
+        let mut out: Vec<NodeId> = r
+            .prs()
+            .iter()
+            .filter(|(id, p)| {
+                voters.contains(**id) && (**id == self.id.0 || (p.recent_active && p.matched >= committed))
+            })
+            .map(|(id, _)| NodeId(*id))
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
     pub fn high_watermark(&self, group: GroupId) -> Option<Offset> {
         self.groups.get(&group).map(|g| g.hw)
     }

@@ -10,12 +10,14 @@
 //!   protobuf from the wire).
 //! - [`driver`]: the per-shard multi-group driver (ticks, Ready rounds with one sync round
 //!   for all groups, proposals, high watermarks, per-broker outgoing batches).
+//! - [`kafkalog`]: [`store::ReplicaLog`] over the real partition log.
 //! - [`logger`]: raft-rs's slog output forwarded to tracing.
 //!
 //! Contract: sans-I/O — nothing here opens sockets, files or timers; the shard drives it.
 
 pub mod control;
 pub mod driver;
+pub mod kafkalog;
 pub mod logger;
 pub mod memlog;
 pub mod store;

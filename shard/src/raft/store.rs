@@ -105,6 +105,9 @@ pub trait ReplicaLog {
     fn reset_to(&mut self, start: Offset) -> Result<(), LogFault>;
     /// Records the Raft state to make durable with the next sync.
     fn save_state(&mut self, state: &PersistedState);
+    /// The window no longer holds batches below `offset` (a log caching the window's batches
+    /// may drop them).
+    fn forget_below(&mut self, _offset: Offset) {}
 }
 
 /// What a snapshot means: the leader's log below `next_offset`, with its epoch history.
@@ -339,6 +342,7 @@ impl<L: ReplicaLog> GroupStore<L> {
         let upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits")).min(applied);
         if upto > self.window.floor().index {
             self.window.trim_to(upto);
+            self.log.forget_below(self.window.floor().next_offset);
             self.dirty = true;
         }
     }

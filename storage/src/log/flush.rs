@@ -31,7 +31,8 @@ pub(super) async fn flusher(log: Rc<PartitionLog>, rx: LocalReceiver<()>) {
     loop {
         let (pending, closing, roll_now) = {
             let st = log.state.borrow();
-            (st.active().size > st.written_pos, st.closing, st.roll_at == Some(st.written_pos))
+            let cut = st.pending_cut.is_some() || st.tail_hole.is_some();
+            (st.active().size > st.written_pos || cut, st.closing, st.roll_at == Some(st.written_pos))
         };
         if roll_now {
             // Everything before the roll point is written: the next batch starts a segment.
@@ -55,6 +56,20 @@ pub(super) async fn flusher(log: Rc<PartitionLog>, rx: LocalReceiver<()>) {
 
 /// One write of the unwritten tail. Returns true when it succeeded.
 async fn write_round(log: &Rc<PartitionLog>) -> bool {
+    let cut = {
+        let st = log.state.borrow();
+        st.pending_cut.is_some() || st.tail_hole.is_some()
+    };
+    if cut {
+        if let Err(e) = log.finish_cut().await {
+            // The file cannot be made to match the log in memory: fail whole (restart at once).
+            panic!("{}: cannot finish a replication cut: {e}", log.name);
+        }
+        let st = log.state.borrow();
+        if st.active().size <= st.written_pos {
+            return true;
+        }
+    }
     let generation = log.generation.get();
     let file = log.state.borrow().active().file.clone();
     let h = match file.writer().await {

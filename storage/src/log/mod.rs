@@ -36,6 +36,7 @@
 mod compaction;
 mod flush;
 mod read;
+mod replica;
 mod retention;
 mod sync;
 
@@ -172,6 +173,12 @@ struct State {
     /// (its offsets or its end do not fit this one's index); the flusher writes up to here,
     /// then rolls.
     roll_at: Option<u64>,
+    /// Replication cut the active segment at this position while its file may hold bytes past
+    /// it: the writer truncates the file there before its next write (`replica.rs`).
+    pending_cut: Option<u64>,
+    /// The tail's bytes `[tail_start, hole)` are not loaded (a cut below the in-memory tail):
+    /// reads take them from the file and the writer loads them before its next write.
+    tail_hole: Option<u64>,
 }
 
 impl State {
@@ -213,6 +220,8 @@ impl State {
             producers: Producers::new(producer_id_expiration_ms),
             closing: false,
             roll_at: None,
+            pending_cut: None,
+            tail_hole: None,
         };
         state.rebuild_producers();
         state.trim_dense(next_offset);
@@ -265,6 +274,10 @@ pub struct PartitionLog {
     /// Where the next compaction pass's dirty range starts (the previous pass's end; the log
     /// start after open).
     first_dirty: Cell<i64>,
+    /// A Raft replica's log (`replica.rs`): readers see up to `commit`, not `durable`.
+    replicated: Cell<bool>,
+    /// The replicated high watermark (Raft's applied index); unused otherwise.
+    commit: Watermark,
 }
 
 /// What a read must fetch once the state borrow is released.
@@ -361,6 +374,8 @@ impl PartitionLog {
             sync_queued: Cell::new(false),
             sealing: RefCell::new(None),
             first_dirty: Cell::new(log_start),
+            replicated: Cell::new(false),
+            commit: Watermark::new(next_offset),
         });
         let handle = glommio::spawn_local(flusher(log.clone(), rx)).detach();
         *log.flusher.borrow_mut() = Some(handle);
@@ -390,9 +405,19 @@ impl PartitionLog {
         self.state.borrow_mut().producers.expire(now_ms)
     }
 
-    /// The high watermark: end of the durable (and therefore visible) log.
+    /// The high watermark: end of the durable (and therefore visible) log; for a replicated
+    /// log, the end of the committed (applied) batches.
     pub fn high_watermark(&self) -> Offset {
-        Offset(self.durable.get())
+        Offset(self.visible().get())
+    }
+
+    /// What readers may see: `durable`, or `commit` for a replicated log.
+    fn visible(&self) -> &Watermark {
+        if self.replicated.get() {
+            &self.commit
+        } else {
+            &self.durable
+        }
     }
 
     pub fn log_start(&self) -> Offset {
@@ -538,7 +563,7 @@ impl PartitionLog {
 
     /// Completes when the high watermark passes `offset` (or a write fails). Used by long polls.
     pub fn wait_beyond(&self, offset: Offset) -> impl std::future::Future<Output = ()> {
-        let fut = self.durable.wait_for(offset.0 + 1);
+        let fut = self.visible().wait_for(offset.0 + 1);
         async move {
             let _ = fut.await;
         }

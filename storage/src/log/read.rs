@@ -19,7 +19,12 @@ impl PartitionLog {
     /// Reads whole durable batches starting with the one containing `from`, up to `max_bytes`
     /// (at least one batch, however large), from one segment.
     pub async fn read(&self, from: Offset, max_bytes: usize) -> Result<LogRead, StorageError> {
-        let hwm = self.durable.get();
+        self.read_below(from, max_bytes, self.visible().get()).await
+    }
+
+    /// [`PartitionLog::read`] below `hwm` (at most the durable end).
+    pub(super) async fn read_below(&self, from: Offset, max_bytes: usize, hwm: i64) -> Result<LogRead, StorageError> {
+        debug_assert!(hwm <= self.durable.get(), "reads stay below the durable end");
         let Some((plan, log_start)) = self.plan_read(from.0, hwm, max_bytes)? else {
             // `from` is the high watermark: nothing to read yet.
             return Ok(LogRead { records: Bytes::new(), high_watermark: Offset(hwm), log_start: self.log_start() });
@@ -40,7 +45,7 @@ impl PartitionLog {
                     // never skipped over: it comes back and fails its check below.)
                     Ok(got) if got.bytes.is_empty() => {
                         let next = next.expect("only a sealed segment's scan comes back empty");
-                        return Box::pin(self.read(Offset(next.max(from.0 + 1)), max_bytes)).await;
+                        return Box::pin(self.read_below(Offset(next.max(from.0 + 1)), max_bytes, hwm)).await;
                     }
                     other => other,
                 }
@@ -86,7 +91,7 @@ impl PartitionLog {
     /// The first offset whose timestamp is at or after `ts`, with that timestamp. Record
     /// precision for uncompressed CreateTime batches, batch precision otherwise.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, StorageError> {
-        let hwm = self.durable.get();
+        let hwm = self.visible().get();
         let start = self.log_start().0;
         let mut from = start;
         loop {
@@ -170,7 +175,7 @@ fn dense_plan(st: &State, i: usize, from: i64, hwm: i64, max_bytes: usize) -> Re
         return ReadPlan::Done(read(Bytes::new()));
     }
     let pos = d[start].pos;
-    if active && pos >= st.tail_start {
+    if active && pos >= st.tail_start && st.tail_hole.is_none_or(|hole| pos >= hole) {
         let at = usize::try_from(pos - st.tail_start).expect("a tail position fits in usize");
         return ReadPlan::Done(read(Bytes::copy_from_slice(&st.tail[at..at + total])));
     }
@@ -295,7 +300,7 @@ async fn check_skipped(file: &Rc<SegFile>, name: &str, skipped: Option<(u64, usi
 }
 
 /// Reads exactly `len` bytes at `pos`.
-pub(super) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+pub(crate) async fn read_exact(file: &Rc<SegFile>, name: &str, pos: u64, len: usize) -> Result<Bytes, StorageError> {
     crate::cache::read_direct(file, name, pos, len).await
 }
 

@@ -18,6 +18,7 @@ mod long_poll;
 mod malformed;
 mod offsets;
 mod produce_consume;
+mod replication;
 mod restart;
 mod shutdown;
 mod startup;

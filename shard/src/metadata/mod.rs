@@ -1,10 +1,22 @@
-//! Cluster metadata: topics, topic ids, partition counts, configs and placement.
+//! Cluster metadata: topics, topic ids, partition counts, configs, replicas, leaders and
+//! node-local placement.
 //!
 //! Contract: shard 0 is the only writer (see [`crate::admin`]); it persists a new snapshot
 //! (write to a temporary file, fsync, rename, fsync the directory) before publishing it, and
 //! every shard holds its own copy, replaced whole on publish. The file is rkyv-encoded behind
 //! a header carrying a magic, a format version and a CRC-32 (crc32fast) of the payload, so a
-//! damaged file is refused instead of misread.
+//! damaged file is refused instead of misread; a version-1 file (before replication) is read
+//! and converted. Changes are made by applying metadata log records ([`records`], [`apply`]):
+//! the cluster-wide part (topics, ids, numbers, replicas, leaders, epochs, ISR, configs,
+//! producer-id blocks) is the same on every broker that applied the same records; `shards`
+//! (which local shard owns each partition) is node-local, [`NOT_HOSTED`] for a partition of
+//! which this broker holds no replica. A topic without a [`TopicReplication`] entry (written
+//! by a lone broker before replication) is this broker's alone: one replica, this broker,
+//! leader at epoch 0.
+
+pub mod apply;
+pub mod assign;
+pub mod records;
 
 use rkyv::rancor;
 use sluice_core::{limits::MAX_TOPIC_NAME_LEN, PartitionId, ShardId};
@@ -12,15 +24,47 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// `TopicMeta::shards` of a partition this broker holds no replica of.
+pub const NOT_HOSTED: u16 = u16::MAX;
+
 /// One topic.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
     /// Kafka topic id (a UUID).
     pub id: [u8; 16],
-    /// Owner shard of each partition, indexed by partition id.
+    /// Owner shard of each partition on this broker, indexed by partition id ([`NOT_HOSTED`]
+    /// when this broker holds no replica of it). Its length is the partition count.
     pub shards: Vec<u16>,
     /// Topic-level configs explicitly set (Kafka names, e.g. `retention.ms`).
     pub configs: BTreeMap<String, String>,
+}
+
+/// One partition's replicas and leadership, as the metadata log says.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Node ids, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// -1: no leader known.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+impl PartitionState {
+    /// A new partition: its preferred leader leads at epoch 0, every replica in sync.
+    pub fn new(replicas: Vec<i32>) -> PartitionState {
+        let leader = *replicas.first().expect("a partition has at least one replica");
+        PartitionState { isr: replicas.clone(), replicas, leader, leader_epoch: 0 }
+    }
+}
+
+/// The cluster-wide part of a topic that a lone broker's snapshot may lack.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicReplication {
+    /// Cluster-wide topic number (the topic part of its partitions' Raft group ids).
+    pub number: u32,
+    /// Indexed by partition id; as long as the topic's `shards`.
+    pub partitions: Vec<PartitionState>,
 }
 
 /// Everything the metadata writer decides; every shard holds a copy.
@@ -32,10 +76,26 @@ pub struct MetadataSnapshot {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Producer ids below this were handed out (in blocks) by an earlier run.
     pub next_producer_id_block: i64,
+    /// Replicas and leaders of each topic, by name (see the module docs for topics without).
+    pub replication: BTreeMap<String, TopicReplication>,
+    /// The number the next created topic gets (numbers start at 1; 0 is the metadata log).
+    pub next_topic_number: u32,
+    /// Offset of the last metadata log record applied (-1: none; a lone broker's changes are
+    /// applied without a log and leave it as it is).
+    pub applied_offset: i64,
+}
+
+/// A version-1 snapshot (before replication), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct SnapshotV1 {
+    version: u64,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    next_producer_id_block: i64,
 }
 
 const MAGIC: &[u8; 4] = b"SLMD";
-const FILE_VERSION: u32 = 1;
+const FILE_VERSION: u32 = 2;
 const HEADER: usize = 4 + 4 + 4 + 8;
 
 /// Why metadata could not be loaded or saved.
@@ -48,10 +108,32 @@ pub enum MetadataError {
 }
 
 impl MetadataSnapshot {
-    /// Owner of a partition, if the topic and partition exist.
+    /// Owner shard of a partition here, if the topic and partition exist and this broker
+    /// holds a replica of it.
     pub fn owner(&self, topic: &str, partition: PartitionId) -> Option<ShardId> {
         let t = self.topics.get(topic)?;
-        usize::try_from(partition.0).ok().and_then(|p| t.shards.get(p)).map(|s| ShardId(*s))
+        usize::try_from(partition.0)
+            .ok()
+            .and_then(|p| t.shards.get(p))
+            .filter(|s| **s != NOT_HOSTED)
+            .map(|s| ShardId(*s))
+    }
+
+    /// A partition's replicas and leadership (`me`: this broker's node id, the only replica of
+    /// a topic without replication state). None when the topic or partition does not exist.
+    pub fn partition(&self, topic: &str, partition: PartitionId, me: i32) -> Option<PartitionState> {
+        let t = self.topics.get(topic)?;
+        let p = usize::try_from(partition.0).ok().filter(|p| *p < t.shards.len())?;
+        match self.replication.get(topic) {
+            Some(r) => r.partitions.get(p).cloned(),
+            None => Some(PartitionState::new(vec![me])),
+        }
+    }
+
+    /// The topic number of `topic`, if it has one (topics of a lone broker written before
+    /// replication have none).
+    pub fn topic_number(&self, topic: &str) -> Option<u32> {
+        self.replication.get(topic).map(|r| r.number)
     }
 
     /// Name of the topic with this id.
@@ -79,7 +161,7 @@ impl MetadataSnapshot {
         let mut moved = 0;
         for t in self.topics.values_mut() {
             for s in t.shards.iter_mut() {
-                if *s as usize >= n_shards {
+                if *s != NOT_HOSTED && *s as usize >= n_shards {
                     let to = crate::placement::place(&load, 1)[0];
                     load[to.index()] += 1;
                     *s = to.0;
@@ -109,8 +191,9 @@ impl MetadataSnapshot {
                 let snap = MetadataSnapshot {
                     version: 0,
                     cluster_id: new_cluster_id(),
-                    topics: BTreeMap::new(),
-                    next_producer_id_block: 0,
+                    next_topic_number: 1,
+                    applied_offset: -1,
+                    ..Default::default()
                 };
                 snap.save(data_dir)?;
                 return Ok(snap);
@@ -125,7 +208,7 @@ impl MetadataSnapshot {
             return Err("bad magic".into());
         }
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
-        if version != FILE_VERSION {
+        if version != FILE_VERSION && version != 1 {
             return Err(format!("unknown metadata format {version}, expected {FILE_VERSION}"));
         }
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
@@ -137,7 +220,40 @@ impl MetadataSnapshot {
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
-        rkyv::from_bytes::<MetadataSnapshot, rancor::Error>(&aligned).map_err(|e| e.to_string())
+        if version == 1 {
+            let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            return Ok(MetadataSnapshot {
+                version: v1.version,
+                cluster_id: v1.cluster_id,
+                topics: v1.topics,
+                next_producer_id_block: v1.next_producer_id_block,
+                replication: BTreeMap::new(),
+                next_topic_number: 1,
+                applied_offset: -1,
+            });
+        }
+        let snap = rkyv::from_bytes::<MetadataSnapshot, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+        snap.check()?;
+        Ok(snap)
+    }
+
+    /// The invariants a loaded snapshot must keep: every replication entry names a topic and
+    /// lists as many partitions as it has, and topic numbers are below `next_topic_number`.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for (name, r) in &self.replication {
+            let t = self.topics.get(name).ok_or_else(|| format!("replicas of unknown topic {name}"))?;
+            if r.partitions.len() != t.shards.len() {
+                return Err(format!(
+                    "topic {name}: {} partitions but {} replica lists",
+                    t.shards.len(),
+                    r.partitions.len()
+                ));
+            }
+            if r.number == 0 || r.number >= self.next_topic_number {
+                return Err(format!("topic {name}: number {} not below {}", r.number, self.next_topic_number));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the snapshot durably (temporary file, fsync, rename, fsync directory).
@@ -148,12 +264,7 @@ impl MetadataSnapshot {
         std::fs::create_dir_all(dir).map_err(io)?;
         let payload = rkyv::to_bytes::<rancor::Error>(self)
             .map_err(|e| MetadataError::Damaged { path: path.clone(), why: format!("cannot encode: {e}") })?;
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&payload);
+        let out = framed(FILE_VERSION, &payload);
         let tmp = dir.join("metadata.bin.tmp");
         {
             use std::io::Write;
@@ -165,6 +276,17 @@ impl MetadataSnapshot {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
+}
+
+/// A file's bytes: header (magic, format version, CRC-32 and length of the payload), payload.
+fn framed(version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Kafka's rules for topic names.
@@ -255,6 +377,30 @@ mod tests {
         bytes[n - 3] ^= 1;
         std::fs::write(&f, bytes).unwrap();
         assert!(MetadataSnapshot::load_or_init(d.path()).is_err());
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_as_a_lone_brokers_topics() {
+        let d = tempfile::tempdir().unwrap();
+        let topic = TopicMeta { id: [3; 16], shards: vec![1, 0], configs: BTreeMap::new() };
+        let v1 = SnapshotV1 {
+            version: 9,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            topics: BTreeMap::from([("old".to_string(), topic.clone())]),
+            next_producer_id_block: 2000,
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v1).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(1, &payload)).unwrap();
+        let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!((s.version, s.next_producer_id_block, s.topics["old"].clone()), (9, 2000, topic));
+        assert!(s.replication.is_empty());
+        let p = s.partition("old", PartitionId(1), 4).unwrap();
+        assert_eq!((p.replicas, p.leader, p.leader_epoch, p.isr), (vec![4], 4, 0, vec![4]));
+        assert_eq!(s.partition("old", PartitionId(2), 4), None);
+        // Saved again, it is a version-2 file that reads back the same.
+        s.save(d.path()).unwrap();
+        assert_eq!(MetadataSnapshot::load_or_init(d.path()).unwrap(), s);
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! [`ReplicaLog`] over the real [`PartitionLog`]: what a Raft group on a shard stores.
+//!
+//! Contract:
+//! - Appends go to the log at once (`append_replica`: offsets and epoch as stamped, producer
+//!   state recorded); the last one's [`AppendInfo`] is kept so the shard's runtime can wait
+//!   until it is durable (one sync round of the shard for every group of a Ready round).
+//! - Reads raft-rs asks for (entries to send to followers) never wait: every batch of the
+//!   window is kept in memory here (`cache`, by base offset) from its append (or, at open,
+//!   read back before the group starts) until the window trims it. raft-rs therefore never
+//!   sees `Unavailable` for an entry in the window, and below the window it gets `Compacted`
+//!   and sends a snapshot (store.rs). The cache is bounded by the window (`RAFT_WINDOW_BATCHES`
+//!   batches) — for a metadata log that is small; for data partitions a byte budget (and
+//!   raft-rs's async `LogTemporarilyUnavailable` fetch from the file) is left to do.
+//! - Truncation is the log's synchronous cut (`PartitionLog::cut_at`; the file work follows
+//!   in its writer). A reset (snapshot install) is refused (LogFault: the group stops):
+//!   copying a leader's log below its window is not built yet.
+//! - The Raft state handed over by the store is kept as `pending_state` until the runtime
+//!   writes it (tmp + fsync + rename + directory fsync) in the same round as the log sync.
+
+use super::store::{LogFault, PersistedState, ReplicaLog};
+use super::types::Term;
+use bytes::Bytes;
+use sluice_core::batch::BatchHeader;
+use sluice_core::{LeaderEpoch, Offset};
+use sluice_storage::log::{AppendInfo, PartitionLog};
+use sluice_storage::raft_state::RaftStateRecord;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// A partition log as a Raft replica's storage.
+pub struct KafkaLog {
+    pub log: Rc<PartitionLog>,
+    cache: BTreeMap<Offset, Bytes>,
+    last_append: Option<AppendInfo>,
+    pending_state: Option<RaftStateRecord>,
+}
+
+/// What the runtime must make durable for this log in a sync round.
+pub struct SyncWork {
+    pub log: Rc<PartitionLog>,
+    pub append: Option<AppendInfo>,
+    pub state: Option<RaftStateRecord>,
+}
+
+impl KafkaLog {
+    pub fn new(log: Rc<PartitionLog>) -> KafkaLog {
+        KafkaLog { log, cache: BTreeMap::new(), last_append: None, pending_state: None }
+    }
+
+    /// Reads every batch from `from` to the durable end into the cache; returns each batch's
+    /// (term, base, last, position) in order, as the window rebuild wants them.
+    pub async fn load_from(&mut self, from: Offset) -> Result<Vec<(Term, Offset, Offset, u64)>, LogFault> {
+        let mut found = Vec::new();
+        let mut at = from;
+        let end = self.log.durable_end();
+        while at < end {
+            let r = self.log.read_durable(at, 1 << 20).await.map_err(|e| LogFault::Io(e.to_string()))?;
+            if r.records.is_empty() {
+                break;
+            }
+            let mut rest = r.records;
+            while !rest.is_empty() {
+                let h = BatchHeader::parse(&rest).map_err(|e| LogFault::Io(e.to_string()))?;
+                let b = rest.split_to(h.total_len());
+                if h.base_offset >= at.0 {
+                    let term = Term::from_epoch(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
+                    let base = Offset(h.base_offset);
+                    found.push((term, base, Offset(h.last_offset()), 0));
+                    self.cache.insert(base, b);
+                }
+                at = Offset(h.last_offset() + 1);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Takes what the next sync round must cover for this log.
+    pub fn take_sync_work(&mut self) -> SyncWork {
+        SyncWork { log: self.log.clone(), append: self.last_append.take(), state: self.pending_state.take() }
+    }
+
+    /// Batches no longer in the window leave the cache.
+    pub fn forget_below(&mut self, offset: Offset) {
+        self.cache = self.cache.split_off(&offset);
+    }
+}
+
+impl ReplicaLog for KafkaLog {
+    fn append(&mut self, batch: Bytes) -> Result<u64, LogFault> {
+        let info = self.log.append_replica(&batch).map_err(|e| LogFault::Io(e.to_string()))?;
+        self.cache.insert(info.base_offset, batch);
+        self.last_append = Some(info);
+        Ok(0)
+    }
+
+    fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault> {
+        self.log.cut_at(offset).map_err(|e| LogFault::Io(e.to_string()))?;
+        let _ = self.cache.split_off(&offset);
+        if self.last_append.is_some_and(|a| a.base_offset >= offset) {
+            self.last_append = None;
+        }
+        Ok(())
+    }
+
+    fn read(&self, base: Offset, _pos: u64) -> Option<Bytes> {
+        self.cache.get(&base).cloned()
+    }
+
+    fn reset_to(&mut self, start: Offset) -> Result<(), LogFault> {
+        Err(LogFault::Io(format!("{}: installing a snapshot at {start} is not supported yet", self.log.name())))
+    }
+
+    fn save_state(&mut self, state: &PersistedState) {
+        self.pending_state = Some(state.to_record());
+    }
+
+    fn forget_below(&mut self, offset: Offset) {
+        KafkaLog::forget_below(self, offset);
+    }
+}

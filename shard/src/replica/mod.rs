@@ -1,0 +1,494 @@
+//! The replication runtime of one shard: the shard's Raft [`Driver`] over its partition logs,
+//! its clock, its Ready rounds and its traffic with other brokers; and the API the metadata
+//! layer uses (the metadata log, opening and closing data replicas, leaders, ISR).
+//!
+//! Contract:
+//! - One [`Replicas`] per shard, created by the server when the broker has peers
+//!   (`controller_quorum_voters` set); a lone broker has none and keeps the direct path.
+//! - Node ids: Raft ids are the cluster node id + 1 (raft-rs reserves 0); this module's API
+//!   speaks cluster node ids ([`sluice_core::cluster::NodeId`]).
+//! - Rounds: one task runs Ready rounds one after the other: it collects every group's Ready
+//!   (entries appended to their logs), sends the leaders' appends at once, then makes every
+//!   group's appends durable with the shard's sync round (each log's `wait_durable` for its
+//!   last append: the shard's sync task fdatasyncs all of them together) and writes the
+//!   changed Raft state files (tmp + fsync + rename + directory fsync, on the blocking pool)
+//!   before [`Driver::on_synced`] releases votes and acks. A failed sync or state write fails
+//!   the whole broker (panic: restart at once, reopen from what is durable).
+//! - Clock: a tick task ticks the driver every `RAFT_TICK_MS` (the driver ticks only active
+//!   groups). Peer liveness comes from the transport ([`RaftTransport::is_live`]: the peer
+//!   links' heartbeats), fed to the driver as an empty batch each tick, so the driver's empty
+//!   keepalive batches are not sent.
+//! - Traffic: each round's messages to one broker are split by the route of their group on the
+//!   receiving broker — `Shard(0)` for the metadata log (group 0, hosted by shard 0 of every
+//!   broker), the partition otherwise (the receiver's placement finds the owner shard) — and
+//!   every group's messages with the same route travel in one frame ([`wire::encode_batch`]).
+//!   A frame that cannot be queued is dropped (Raft retransmits).
+//! - High watermark: the driver's `HighWatermark` events advance the log's commit mark
+//!   (`PartitionLog::advance_commit`); readers see only below it.
+//!
+//! Metadata log API (shard 0 only, see [`Replicas::metadata`]):
+//! - [`Replicas::propose`]`(GroupId::METADATA, batch)`: `batch` is one valid Kafka v2 record
+//!   batch (any base offset and epoch: they are stamped). Resolves when it commits, with its
+//!   offsets, or `Err(ProposeError::NotLeader { leader, term })` at once on a follower (leader
+//!   as a Raft id: use [`Replicas::leader`] for the cluster node id), or another error when a
+//!   later leader overwrote it (it did not commit: propose again).
+//! - [`Replicas::read_committed`]`(group, from, max_bytes)`: committed data batches from
+//!   `from` in order (Raft's own control batches left out), and the offset to read next.
+//! - [`Replicas::wait_beyond`]`(group, offset)`: completes when the high watermark passes
+//!   `offset`.
+//! - [`Replicas::leader`]`(group)`: the known leader (cluster node id) and its epoch (term).
+//! - [`Replicas::on_leader_change`]: a callback called on every leader or term change of
+//!   any group of this shard (after the round that saw it).
+//!
+//! Data replicas (the shard owning the partition; its log must be installed already):
+//! [`Replicas::open_replica`], [`Replicas::close_replica`], [`Replicas::leader`],
+//! [`Replicas::isr`].
+
+pub mod produce;
+
+use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
+use crate::raft::kafkalog::{KafkaLog, SyncWork};
+use crate::raft::store::{GroupStore, PersistedState};
+use crate::raft::{wire, Driver, DriverConfig, GroupId, NodeId};
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use sluice_core::batch::BatchHeader;
+use sluice_core::cluster::NodeId as ClusterNode;
+use sluice_core::{limits, LeaderEpoch, Offset, TopicPartition};
+use sluice_storage::log::{LogConfig, PartitionLog};
+use sluice_storage::StorageError;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The directory (under the data dir) of the metadata log, as KRaft names it.
+pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
+
+/// Where a Raft frame goes on the receiving broker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RaftRoute {
+    Shard(u16),
+    Partition(TopicPartition),
+}
+
+/// What the runtime needs from the broker-to-broker transport (net implements it).
+pub trait RaftTransport {
+    /// Queues an encoded batch of Raft messages for broker `to`; false when it was dropped.
+    fn send(&self, to: ClusterNode, route: RaftRoute, payload: Bytes) -> bool;
+    /// The peer's links heard from it recently.
+    fn is_live(&self, node: ClusterNode) -> bool;
+}
+
+/// Called on every leader or term change: group, leader (cluster node id), epoch.
+pub type LeaderListener = Box<dyn Fn(GroupId, Option<ClusterNode>, LeaderEpoch)>;
+
+/// Why a replica could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("raft state: {0}")]
+    State(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("partition {0} has no log on this shard")]
+    NoLog(TopicPartition),
+    #[error("group {0} is already open")]
+    AlreadyOpen(GroupId),
+}
+
+struct GroupInfo {
+    tp: Option<TopicPartition>,
+    log: Rc<PartitionLog>,
+}
+
+/// One shard's replication runtime.
+pub struct Replicas {
+    me: ClusterNode,
+    peers: Vec<ClusterNode>,
+    driver: RefCell<Driver<KafkaLog>>,
+    transport: Rc<dyn RaftTransport>,
+    kick: LocalSender<()>,
+    groups: RefCell<BTreeMap<GroupId, GroupInfo>>,
+    listeners: RefCell<Vec<LeaderListener>>,
+    /// The group of each replicated partition of this shard.
+    by_tp: RefCell<HashMap<TopicPartition, GroupId>>,
+    /// Idempotent producers' proposals not yet resolved, by (group, producer id).
+    inflight: RefCell<HashMap<(GroupId, i64), VecDeque<produce::Inflight>>>,
+}
+
+/// Raft's id of a cluster node.
+pub fn raft_id(node: ClusterNode) -> NodeId {
+    let id = u64::try_from(node.0).expect("node ids are not negative");
+    NodeId(id + 1)
+}
+
+/// The cluster node of a Raft id.
+pub fn cluster_node(id: NodeId) -> ClusterNode {
+    ClusterNode(i32::try_from(id.0 - 1).expect("raft ids come from node ids"))
+}
+
+impl Replicas {
+    /// The runtime of this shard, its tasks started. `members`: every cluster member (the
+    /// controller quorum voters).
+    pub fn start(
+        me: ClusterNode,
+        members: &[ClusterNode],
+        shard: usize,
+        transport: Rc<dyn RaftTransport>,
+    ) -> Rc<Replicas> {
+        let cfg =
+            DriverConfig { seed: 0x5eed ^ (u64::from(me.0.unsigned_abs()) << 16) ^ shard as u64, ..Default::default() };
+        let logger = crate::raft::logger::logger();
+        let (kick, rx) = local_channel::new_bounded(1);
+        let r = Rc::new(Replicas {
+            me,
+            peers: members.iter().copied().filter(|m| *m != me).collect(),
+            driver: RefCell::new(Driver::new(raft_id(me), cfg, logger)),
+            transport,
+            kick,
+            groups: RefCell::new(BTreeMap::new()),
+            listeners: RefCell::new(Vec::new()),
+            by_tp: RefCell::new(HashMap::new()),
+            inflight: RefCell::new(HashMap::new()),
+        });
+        glommio::spawn_local(rounds(r.clone(), rx)).detach();
+        glommio::spawn_local(clock(Rc::downgrade(&r))).detach();
+        r
+    }
+
+    pub fn node(&self) -> ClusterNode {
+        self.me
+    }
+
+    fn wake(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    /// Opens the metadata log (group 0) in `data_dir`, its voters `voters` (shard 0 only).
+    pub async fn open_metadata(
+        &self,
+        data_dir: &std::path::Path,
+        voters: &[ClusterNode],
+        clean: bool,
+    ) -> Result<(), ReplicaError> {
+        let dir = data_dir.join(METADATA_LOG_DIR);
+        let (log, _) = PartitionLog::open(&dir, METADATA_LOG_DIR, LogConfig::default(), clean).await?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent.to_path_buf()).await?;
+        }
+        self.open_group(GroupId::METADATA, None, log, voters).await
+    }
+
+    /// Makes the installed log of `tp` the replica of `group` whose members are `replicas`.
+    pub async fn open_replica(
+        &self,
+        log: Rc<PartitionLog>,
+        tp: TopicPartition,
+        group: GroupId,
+        replicas: &[ClusterNode],
+    ) -> Result<(), ReplicaError> {
+        self.open_group(group, Some(tp), log, replicas).await
+    }
+
+    async fn open_group(
+        &self,
+        group: GroupId,
+        tp: Option<TopicPartition>,
+        log: Rc<PartitionLog>,
+        members: &[ClusterNode],
+    ) -> Result<(), ReplicaError> {
+        if self.groups.borrow().contains_key(&group) {
+            return Err(ReplicaError::AlreadyOpen(group));
+        }
+        let dir = log.dir().to_path_buf();
+        let saved = {
+            let d = dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || sluice_storage::raft_state::read(&d))
+                .await
+                .map_err(|e| ReplicaError::State(e.to_string()))?
+        };
+        let mut klog = KafkaLog::new(log.clone());
+        let cap = limits::RAFT_WINDOW_BATCHES;
+        let mut store = match saved {
+            Some(rec) => {
+                let state = PersistedState::from_record(rec);
+                let found =
+                    klog.load_from(state.floor.next_offset).await.map_err(|e| ReplicaError::Raft(e.to_string()))?;
+                GroupStore::open(klog, state, found, cap).map_err(|e| ReplicaError::Raft(e.to_string()))?
+            }
+            None => {
+                let voters = members.iter().map(|m| raft_id(*m).0).collect();
+                GroupStore::create(klog, voters, log.log_end(), cap)
+            }
+        };
+        // The state as opened is durable before the group speaks.
+        let work = store.log_mut().take_sync_work();
+        write_state(&dir, work.state).await?;
+        let commit = store.hard_state().commit;
+        let hw = store.high_watermark(crate::raft::RaftIndex(commit)).expect("the commit index is in the window");
+        log.set_replicated(hw.min(log.durable_end()));
+        self.driver.borrow_mut().add_group(group, store).map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        if let Some(tp) = &tp {
+            self.by_tp.borrow_mut().insert(tp.clone(), group);
+        }
+        self.groups.borrow_mut().insert(group, GroupInfo { tp, log });
+        tracing::info!(%group, members = ?members, "raft group opened");
+        self.wake();
+        Ok(())
+    }
+
+    /// Stops replicating `group` here (its log stays, readable up to its high watermark).
+    pub fn close_replica(&self, group: GroupId) -> bool {
+        let removed = self.driver.borrow_mut().remove_group(group);
+        if let Some(GroupInfo { tp: Some(tp), .. }) = self.groups.borrow_mut().remove(&group) {
+            self.by_tp.borrow_mut().remove(&tp);
+        }
+        self.inflight.borrow_mut().retain(|(g, _), _| *g != group);
+        removed
+    }
+
+    /// The Raft group of a replicated partition of this shard (None: not replicated here).
+    pub fn group_of(&self, tp: &TopicPartition) -> Option<GroupId> {
+        self.by_tp.borrow().get(tp).copied()
+    }
+
+    /// The leader this replica knows (cluster node id) and the epoch; None for no such group.
+    pub fn leader(&self, group: GroupId) -> Option<(Option<ClusterNode>, LeaderEpoch)> {
+        let (leader, term) = self.driver.borrow().leader(group)?;
+        Some((leader.map(cluster_node), term.epoch().unwrap_or(LeaderEpoch(-1))))
+    }
+
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.driver.borrow().is_leader(group)
+    }
+
+    /// On the leader: the replicas in sync (the leader, and followers recently active whose
+    /// log matches up to the commit index); None elsewhere.
+    pub fn isr(&self, group: GroupId) -> Option<Vec<ClusterNode>> {
+        self.driver.borrow().in_sync(group).map(|ids| ids.into_iter().map(cluster_node).collect())
+    }
+
+    /// The partition log of a group.
+    pub fn log(&self, group: GroupId) -> Option<Rc<PartitionLog>> {
+        self.groups.borrow().get(&group).map(|g| g.log.clone())
+    }
+
+    /// Registers a leader-change callback.
+    pub fn on_leader_change(&self, f: LeaderListener) {
+        self.listeners.borrow_mut().push(f);
+    }
+
+    /// Proposes `batch` on the leader; resolves at commit (module docs).
+    pub async fn propose(&self, group: GroupId, batch: Bytes) -> Result<Committed, ProposeError> {
+        let handle = self.driver.borrow_mut().propose(group, batch)?;
+        self.wake();
+        handle.await.unwrap_or(Err(ProposeError::GroupStopped))
+    }
+
+    /// Committed data batches from `from` (control batches left out) and the next offset.
+    pub async fn read_committed(
+        &self,
+        group: GroupId,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<(Vec<Bytes>, Offset), StorageError> {
+        let Some(log) = self.log(group) else { return Ok((Vec::new(), from)) };
+        let r = log.read(from, max_bytes).await?;
+        let mut out = Vec::new();
+        let mut next = from;
+        let mut rest = r.records;
+        while !rest.is_empty() {
+            let h = BatchHeader::parse(&rest)?;
+            let b = rest.split_to(h.total_len());
+            if h.last_offset() < from.0 {
+                continue;
+            }
+            next = Offset(h.last_offset() + 1);
+            if !crate::raft::control::is_raft_control(&h, &b) {
+                out.push(b);
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// Completes when the group's high watermark passes `offset`.
+    pub async fn wait_beyond(&self, group: GroupId, offset: Offset) {
+        if let Some(log) = self.log(group) {
+            log.wait_beyond(offset).await;
+        }
+    }
+
+    /// A frame of Raft messages from broker `from`.
+    pub fn receive(&self, from: ClusterNode, payload: Bytes) {
+        match wire::decode_batch(payload) {
+            Ok(msgs) => {
+                self.driver.borrow_mut().receive(raft_id(from), msgs);
+                self.wake();
+            }
+            Err(e) => tracing::debug!(%from, error = %e, "undecodable raft batch dropped"),
+        }
+    }
+
+    fn send_outbox(&self) {
+        let out = self.driver.borrow_mut().take_outbox();
+        for OutBatch { to, msgs } in out {
+            if msgs.is_empty() {
+                continue; // keepalive: the peer links' heartbeats stand for it
+            }
+            let mut by_route: BTreeMap<RaftRoute, Vec<wire::RaftMsg>> = BTreeMap::new();
+            {
+                let groups = self.groups.borrow();
+                for m in msgs {
+                    let route = match groups.get(&m.group).and_then(|g| g.tp.clone()) {
+                        Some(tp) => RaftRoute::Partition(tp),
+                        None => RaftRoute::Shard(0),
+                    };
+                    by_route.entry(route).or_default().push(m);
+                }
+            }
+            for (route, msgs) in by_route {
+                self.transport.send(cluster_node(to), route, wire::encode_batch(&msgs));
+            }
+        }
+    }
+
+    fn handle_events(&self) {
+        let events = self.driver.borrow_mut().take_events();
+        for e in events {
+            match e {
+                Event::HighWatermark { group, hw } => {
+                    if let Some(log) = self.log(group) {
+                        log.advance_commit(hw);
+                    }
+                }
+                Event::Leader { group, leader, term } => {
+                    let node = leader.map(cluster_node);
+                    let epoch = term.epoch().unwrap_or(LeaderEpoch(-1));
+                    tracing::info!(%group, leader = ?node.map(|n| n.0), epoch = epoch.0, "raft leader");
+                    for f in self.listeners.borrow().iter() {
+                        f(group, node, epoch);
+                    }
+                }
+                Event::Failed { group, error } => {
+                    tracing::error!(%group, %error, "raft group stopped after a log failure");
+                    self.close_replica(group);
+                }
+            }
+        }
+    }
+
+    fn sync_work(&self) -> Vec<(PathBuf, SyncWork)> {
+        let ids: Vec<GroupId> = self.groups.borrow().keys().copied().collect();
+        let mut d = self.driver.borrow_mut();
+        ids.into_iter()
+            .filter_map(|g| d.store_mut(g).map(|s| s.log_mut().take_sync_work()))
+            .map(|w| (w.log.dir().to_path_buf(), w))
+            .collect()
+    }
+}
+
+/// The Ready rounds (module docs).
+async fn rounds(r: Rc<Replicas>, rx: LocalReceiver<()>) {
+    while rx.recv().await.is_some() {
+        loop {
+            let round = r.driver.borrow_mut().collect_ready();
+            r.send_outbox();
+            r.handle_events();
+            let Some(round) = round else { break };
+            let work = r.sync_work();
+            let syncs = work.into_iter().map(|(dir, w)| async move {
+                if let Some(a) = w.append {
+                    if let Err(e) = w.log.wait_durable(&a).await {
+                        panic!("raft: sync of {} failed: {e}", w.log.name());
+                    }
+                }
+                if let Err(e) = write_state(&dir, w.state).await {
+                    panic!("raft: state of {} not written: {e}", w.log.name());
+                }
+            });
+            futures::future::join_all(syncs).await;
+            r.driver.borrow_mut().on_synced(round.id);
+            r.send_outbox();
+            r.handle_events();
+        }
+    }
+}
+
+/// The Raft clock; ends when the runtime is dropped.
+async fn clock(r: std::rc::Weak<Replicas>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(limits::RAFT_TICK_MS)).await;
+        let Some(r) = r.upgrade() else { return };
+        {
+            let mut d = r.driver.borrow_mut();
+            for p in &r.peers {
+                if r.transport.is_live(*p) {
+                    d.receive(raft_id(*p), Vec::new());
+                }
+            }
+            d.tick();
+        }
+        r.wake();
+    }
+}
+
+async fn write_state(
+    dir: &std::path::Path,
+    state: Option<sluice_storage::raft_state::RaftStateRecord>,
+) -> Result<(), ReplicaError> {
+    let Some(state) = state else { return Ok(()) };
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sluice_storage::raft_state::write(&dir, &state))
+        .await
+        .map_err(|e| ReplicaError::State(e.to_string()))
+}
+
+async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
+    glommio::executor()
+        .spawn_blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all()))
+        .await
+        .map_err(|e| ReplicaError::State(e.to_string()))
+}
+
+/// NOT_LEADER_OR_FOLLOWER (with the known leader) for a replicated partition this broker does
+/// not lead; Ok for any other partition.
+pub fn check_leader(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<(), crate::error::PartitionError> {
+    let Some(r) = shard.replicas() else { return Ok(()) };
+    let Some(group) = r.group_of(tp) else { return Ok(()) };
+    if r.is_leader(group) {
+        return Ok(());
+    }
+    let (leader, epoch) = r.leader(group).unwrap_or((None, LeaderEpoch(-1)));
+    Err(crate::error::PartitionError::NotLeaderOrFollower { leader: leader.map(|l| l.0), epoch: epoch.0 })
+}
+
+/// `records` (whole batches) without sluice's Raft control batches (type 0x5352); the bytes
+/// are copied only when there is one to drop.
+pub fn strip_raft_control(records: Bytes) -> Bytes {
+    let mut spans = Vec::new();
+    let mut p = 0usize;
+    let mut dropped = false;
+    while p < records.len() {
+        let Ok(h) = BatchHeader::parse(&records[p..]) else { break };
+        let end = (p + h.total_len()).min(records.len());
+        if h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]) {
+            dropped = true;
+        } else {
+            spans.push((p, end));
+        }
+        p = end;
+    }
+    if !dropped {
+        return records;
+    }
+    let mut out = bytes::BytesMut::with_capacity(records.len());
+    for (a, b) in spans {
+        out.extend_from_slice(&records[a..b]);
+    }
+    out.freeze()
+}

@@ -1,0 +1,183 @@
+//! What a Raft replica needs from a [`PartitionLog`]: appends of batches already stamped (by
+//! the leader's Raft append or received by a follower) keeping their offsets and epochs, a
+//! synchronous cut of the log's end (Raft's follower truncation, called from raft-rs's Ready
+//! handling, which cannot wait), reads up to the durable end (the replica's own view, for the
+//! window rebuild at open), and the replicated high watermark.
+//!
+//! Contract:
+//! - [`PartitionLog::append_replica`] appends a valid batch whose base offset is the log end
+//!   as it is (offsets and `partitionLeaderEpoch` untouched) and records its producer state,
+//!   so a new leader has the idempotent-producer state of every batch in its log.
+//! - [`PartitionLog::cut_at`] removes every batch at or after `offset` (a batch boundary in
+//!   the active segment, whose per-batch entry is still in memory) at once: offsets, index
+//!   entries, producer state, the tail and the `written`/`durable` marks move back, a new
+//!   write generation starts and the waiters of `written`/`durable` fail. The file work is
+//!   the writer's (`flush.rs`): before its next write it loads the part of the last page the
+//!   tail no longer holds and truncates the file at the cut, so stale bytes past the new end
+//!   never follow a batch written later. A cut that is not durable yet may be undone by a
+//!   crash (the old batches come back): Raft allows that (they were never committed, and the
+//!   leader cuts them again), and the replica's saved commit index never covers them.
+//! - [`PartitionLog::set_replicated`] makes readers, `wait_beyond`, ListOffsets and the
+//!   high watermark use the commit mark ([`PartitionLog::advance_commit`]: the offset after
+//!   Raft's applied index, which is at most the local durable end) instead of the durable end.
+//!   A log with one replica never calls it: its high watermark stays the durable end.
+
+use super::*;
+
+impl PartitionLog {
+    /// Appends a batch already stamped with its base offset (the log end) and leader epoch.
+    pub fn append_replica(&self, bytes: &[u8]) -> Result<AppendInfo, StorageError> {
+        let header = BatchHeader::parse(bytes)?;
+        if header.total_len() != bytes.len() {
+            return Err(StorageError::InvalidBatch(batch::BatchError::InvalidHeader(
+                "length does not match the bytes",
+            )));
+        }
+        let mut st = self.state.borrow_mut();
+        if st.closing {
+            return Err(StorageError::Closed);
+        }
+        let base = st.next_offset;
+        assert_eq!(header.base_offset, base, "{}: a replicated batch goes at the log end", self.name);
+        let pos = st.active().size;
+        assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
+        st.tail.extend_from_slice(bytes);
+        let entry = Entry::new(&header, base, pos);
+        let last = entry.last;
+        self.add_entry(&mut st, entry);
+        let (id, epoch, sequence, delta) =
+            (header.producer_id, header.producer_epoch, header.base_sequence, header.last_offset_delta);
+        st.producers.record(id, epoch, sequence, delta, base, last);
+        st.next_offset = last + 1;
+        let log_start = st.log_start;
+        drop(st);
+        let _ = self.kick.try_send(());
+        Ok(AppendInfo {
+            base_offset: Offset(base),
+            last_offset: Offset(last),
+            log_start: Offset(log_start),
+            duplicate: false,
+            generation: self.generation.get(),
+        })
+    }
+
+    /// The idempotent-producer check of `header` against the batches in this log (a leader
+    /// checks its own log, appended but uncommitted batches included).
+    pub fn check_producer(&self, header: &BatchHeader) -> Result<crate::producers::SeqCheck, StorageError> {
+        Ok(self.state.borrow().producers.check(header)?)
+    }
+
+    /// Cuts the log at `offset` now (see the module contract); the file follows in the writer.
+    pub fn cut_at(&self, offset: Offset) -> Result<(), StorageError> {
+        let off = offset.0;
+        let mut st = self.state.borrow_mut();
+        assert!(off <= st.next_offset, "{}: cut past the log end", self.name);
+        if off == st.next_offset {
+            return Ok(());
+        }
+        let unsupported = |why: &str| StorageError::WriteFailed(format!("{}: cut at {off}: {why}", self.name));
+        if off < st.active().base || off < st.log_start {
+            return Err(unsupported("before the active segment (not supported yet)"));
+        }
+        let seg = st.active();
+        let i = seg.dense.partition_point(|e| e.base < off);
+        let Some(entry) = seg.dense.get(i).filter(|e| e.base == off).copied() else {
+            return Err(unsupported("not a batch boundary known in memory"));
+        };
+        let pos = entry.pos;
+        let seg = st.active_mut();
+        seg.max_timestamp_before(off);
+        seg.dense.truncate(i);
+        seg.size = pos;
+        seg.next_offset = off;
+        seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
+        let base = seg.base;
+        seg.index.times.retain(|(_, r)| base + i64::from(*r) < off);
+        if st.roll_at.is_some_and(|at| at >= pos) {
+            st.roll_at = None;
+        }
+        st.next_offset = off;
+        st.producers.forget_from(off);
+        if pos >= st.tail_start {
+            let keep = usize::try_from(pos - st.tail_start).expect("the tail is in memory");
+            st.tail.truncate(keep);
+        } else {
+            let start = align_down(pos);
+            st.tail = vec![0; usize::try_from(pos - start).expect("less than a page")];
+            st.tail_start = start;
+            st.tail_hole = Some(pos);
+        }
+        st.written_pos = st.written_pos.min(pos);
+        st.flushed_pos = st.flushed_pos.min(pos);
+        st.pending_cut = Some(st.pending_cut.map_or(pos, |p| p.min(pos)));
+        drop(st);
+        crate::cache::invalidate(self.state.borrow().active().file.key());
+        self.generation.set(WriteGeneration(self.generation.get().0 + 1));
+        self.written.reset(self.written.get().min(off));
+        self.durable.reset(self.durable.get().min(off));
+        self.written.fail_waiters();
+        self.durable.fail_waiters();
+        assert!(!self.replicated.get() || self.commit.get() <= off, "{}: a cut below the committed end", self.name);
+        let _ = self.kick.try_send(());
+        Ok(())
+    }
+
+    /// Readers now see only what [`PartitionLog::advance_commit`] allows, starting at `commit`.
+    pub fn set_replicated(&self, commit: Offset) {
+        assert!(commit.0 <= self.durable.get(), "{}: a commit past the durable end", self.name);
+        self.replicated.set(true);
+        self.commit.reset(commit.0);
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.get()
+    }
+
+    /// Raft applied up to `to` (exclusive): readers and long polls see it.
+    pub fn advance_commit(&self, to: Offset) {
+        assert!(self.replicated.get(), "{}: a commit on a log that is not replicated", self.name);
+        if to.0 > self.commit.get() {
+            self.commit.advance(to.0);
+        }
+    }
+
+    /// The end of the durable log (what a sync round made durable here).
+    pub fn durable_end(&self) -> Offset {
+        Offset(self.durable.get())
+    }
+
+    /// Reads whole batches up to the durable end (the replica's own log, committed or not).
+    pub async fn read_durable(&self, from: Offset, max_bytes: usize) -> Result<LogRead, StorageError> {
+        self.read_below(from, max_bytes, self.durable.get()).await
+    }
+
+    /// The writer's part of a cut: loads the tail's missing bytes and truncates the file at the
+    /// cut. A second cut meanwhile leaves its own work pending.
+    pub(super) async fn finish_cut(&self) -> Result<(), StorageError> {
+        let (file, hole, cut, tail_start) = {
+            let st = self.state.borrow();
+            (st.active().file.clone(), st.tail_hole, st.pending_cut, st.tail_start)
+        };
+        let page = match hole {
+            Some(h) => {
+                let len = usize::try_from(h - tail_start).expect("less than a page");
+                Some(super::read::read_exact(&file, &self.name, tail_start, len).await?)
+            }
+            None => None,
+        };
+        if let Some(at) = cut {
+            file.truncate(at).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
+        }
+        let mut st = self.state.borrow_mut();
+        if let Some(page) = page {
+            if st.tail_hole == hole && st.tail_start == tail_start {
+                st.tail[..page.len()].copy_from_slice(&page);
+                st.tail_hole = None;
+            }
+        }
+        if st.pending_cut == cut {
+            st.pending_cut = None;
+        }
+        Ok(())
+    }
+}
