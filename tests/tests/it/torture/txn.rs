@@ -186,7 +186,9 @@ fn wait_no_open_transaction(addr: &str, topic: &str, what: &str) -> Vec<i64> {
     let uncommitted = consumer_with(addr, &[("isolation.level", "read_uncommitted")]);
     let marks = |c: &TestConsumer| -> Vec<i64> {
         (0..PARTS)
-            .map(|p| c.fetch_watermarks(topic, p, OP_TIMEOUT).unwrap_or_else(|e| panic!("{what}: watermarks {p}: {e}")).1)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, OP_TIMEOUT).unwrap_or_else(|e| panic!("{what}: watermarks {p}: {e}")).1
+            })
             .collect()
     };
     let started = Instant::now();
@@ -280,7 +282,13 @@ fn run_txn_torture(iterations: u64, seed: u64) {
         let workers: Vec<_> = (0..PRODUCERS)
             .map(|k| {
                 let txid = if k % 2 == 0 { format!("keep-{k}") } else { format!("it{it}-{k}") };
-                let w = Worker { addr: broker.addr(), topic: topic.clone(), txid, seed: xorshift(&mut rng), first_txn: it * 1_000_000 };
+                let w = Worker {
+                    addr: broker.addr(),
+                    topic: topic.clone(),
+                    txid,
+                    seed: xorshift(&mut rng),
+                    first_txn: it * 1_000_000,
+                };
                 let (stop, out) = (stop.clone(), out.clone());
                 thread::spawn(move || run_producer(w, stop, out))
             })
