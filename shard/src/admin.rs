@@ -420,7 +420,12 @@ async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Rep
 
 /// A change in a cluster: decided on the controller's caught-up snapshot, its records
 /// proposed to the metadata log; answered once applied here (or NOT_CONTROLLER).
-async fn in_cluster<C: MetadataChange>(shard: &Rc<Shard>, r: &Rc<Replicas>, change: C, placing: &Placing<'_>) -> C::Reply {
+async fn in_cluster<C: MetadataChange>(
+    shard: &Rc<Shard>,
+    r: &Rc<Replicas>,
+    change: C,
+    placing: &Placing<'_>,
+) -> C::Reply {
     if let Err(e) = cluster::caught_up(r).await {
         let (reply, _) = change.apply(&mut (*shard.metadata()).clone(), placing);
         return C::not_saved(reply, &e);

@@ -48,7 +48,7 @@ pub enum TopicCmd {
         #[arg(long)]
         exclude_internal: bool,
     },
-    /// Describe topics (all when none named): partitions, leaders, replicas, topic id, configs.
+    /// Describe topics (all when none named): partitions, leaders, replicas, ISR, offline replicas, topic id, configs.
     Describe {
         names: Vec<String>,
         /// Show every config, not only the topic's overrides
@@ -273,6 +273,7 @@ fn topic_json(name: &str, t: &MetadataResponseTopic, cfgs: &[DescribeConfigsReso
                 ("leader_epoch", Json::Int(p.leader_epoch as i64)),
                 ("replicas", ids(&p.replica_nodes)),
                 ("isr", ids(&p.isr_nodes)),
+                ("offline", ids(&p.offline_replicas)),
             ])
         })
         .collect();
@@ -322,10 +323,11 @@ fn topic_text(
                 p.leader_id.0.to_string(),
                 broker_ids(&p.replica_nodes),
                 broker_ids(&p.isr_nodes),
+                if p.offline_replicas.is_empty() { "-".to_string() } else { broker_ids(&p.offline_replicas) },
             ]
         })
         .collect();
-    out.push_str(&table(&["PARTITION", "LEADER", "REPLICAS", "ISR"], &rows));
+    out.push_str(&table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "OFFLINE"], &rows));
     let cfgs: Vec<_> = cfgs.iter().filter(|cf| all_configs || cf.config_source == 1).collect();
     if cfgs.is_empty() {
         out.push_str("Configs: no overrides (--all-configs shows every config)\n");

@@ -11,12 +11,12 @@
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
+use crate::peer::BrokerEndpoint;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-use crate::peer::BrokerEndpoint;
 use kafka_protocol::ResponseError;
 use sluice_core::PartitionId;
 use sluice_shard::groups::{offsets_partition, OFFSETS_TOPIC};
@@ -98,9 +98,8 @@ fn coordinator(meta: &MetadataSnapshot, brokers: &[BrokerEndpoint], me: i32, key
             host: StrBytes::from_string(b.host.clone()),
             port: i32::from(b.port),
         },
-        None => Found::error(
-            ResponseError::CoordinatorNotAvailable,
-            format!("partition {p} of {topic} has no live leader"),
-        ),
+        None => {
+            Found::error(ResponseError::CoordinatorNotAvailable, format!("partition {p} of {topic} has no live leader"))
+        }
     }
 }

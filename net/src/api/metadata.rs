@@ -21,10 +21,10 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_shard::admin::auto_create;
-use sluice_shard::metadata::validate_topic_name;
 use sluice_core::cluster::NodeId;
 use sluice_core::PartitionId;
+use sluice_shard::admin::auto_create;
+use sluice_shard::metadata::validate_topic_name;
 use sluice_shard::{MetadataSnapshot, TopicMeta};
 use std::rc::Rc;
 

@@ -41,6 +41,21 @@ impl sluice_shard::replica::RaftTransport for RaftLinks {
     }
 }
 
+/// Forwarded metadata proposals and their answers, to shard 0 of a member (queued at once or
+/// dropped: the waiting change then times out and is answered NOT_CONTROLLER).
+struct ForwardLinks(Rc<PeerNet>);
+
+impl sluice_shard::admin::cluster::ForwardLink for ForwardLinks {
+    fn send(&self, to: i32, kind: sluice_shard::admin::cluster::Forwarded, payload: Bytes) -> bool {
+        let kind = match kind {
+            sluice_shard::admin::cluster::Forwarded::Request => PayloadKind::MetadataForward,
+            sluice_shard::admin::cluster::Forwarded::Reply => PayloadKind::MetadataForwardReply,
+        };
+        let frame = PeerFrame { kind, route: Route::Shard(0), payload };
+        self.0.try_send(NodeId(to), frame).is_ok()
+    }
+}
+
 /// Starts this shard's replication runtime over `net`: installs the inbound handler and, on
 /// shard 0, opens the metadata log (group 0) with every member as a voter.
 pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::replica::Replicas>, String> {
@@ -51,9 +66,17 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
     let r = sluice_shard::replica::Replicas::start(net.identity.node_id, &members, shard.id.index(), transport);
     shard.set_replicas(r.clone());
     let weak = Rc::downgrade(&r);
+    let forwarded_to = shard.clone();
     net.set_handler(Box::new(move |d: Delivery| {
-        if d.frame.kind != PayloadKind::Raft {
-            return;
+        use sluice_shard::admin::cluster::{on_forwarded, Forwarded};
+        match d.frame.kind {
+            PayloadKind::Raft => {}
+            PayloadKind::MetadataForward => {
+                return on_forwarded(&forwarded_to, d.from.0, Forwarded::Request, d.frame.payload)
+            }
+            PayloadKind::MetadataForwardReply => {
+                return on_forwarded(&forwarded_to, d.from.0, Forwarded::Reply, d.frame.payload)
+            }
         }
         if let Some(r) = weak.upgrade() {
             r.receive(d.from, d.frame.payload);
@@ -61,6 +84,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
     }));
     if shard.id.index() == 0 {
         r.open_metadata(shard.data_dir(), &members, shard.clean_start()).await.map_err(|e| e.to_string())?;
+        sluice_shard::admin::cluster::set_link(Rc::new(ForwardLinks(net.clone())));
         sluice_shard::admin::cluster::start(&shard, &r);
     }
     #[cfg(feature = "fault-injection")]

@@ -25,6 +25,11 @@ pub const PREFIX_BYTES: usize = 8;
 pub enum PayloadKind {
     /// A batch of Raft messages (any number of groups), encoded by the Raft driver.
     Raft,
+    /// Metadata record batches a broker forwards to the controller to propose
+    /// (`sluice_shard::admin::cluster`).
+    MetadataForward,
+    /// The controller's answer to a `MetadataForward`.
+    MetadataForwardReply,
 }
 
 /// Where on the receiving broker a data frame goes.

@@ -3,12 +3,16 @@
 //!
 //! Contract (brokers with peers; a lone broker never comes here):
 //! - The controller is the leader of group 0 (`__cluster_metadata-0`, hosted by shard 0 of
-//!   every member). A metadata change reaching shard 0 of another broker is refused with
-//!   NOT_CONTROLLER, and Metadata / DescribeCluster name the controller, so clients (the Java
-//!   admin client, librdkafka) retry there. The controller decides a change against its
-//!   applied snapshot once that has caught up with everything committed before ([`propose`]
-//!   waits for it), proposes its records in order, and answers once it has applied them
-//!   itself.
+//!   every member); Metadata and DescribeCluster name it. A change may reach shard 0 of any
+//!   broker (Kafka 4 brokers forward admin requests to the controller, so clients send them
+//!   anywhere): that broker decides it against its applied snapshot (caught up with what its
+//!   log has committed), and proposes the records itself when it leads group 0, or forwards
+//!   the batches to the leader (`MetadataForward` over the peer transport, answered with the
+//!   committed offsets or an error), then answers once it has applied them itself. A decision
+//!   made on a stale snapshot is caught at apply: every broker refuses a record that does not
+//!   fit, the applier remembers the batches with a refused record, and the change is answered
+//!   NOT_CONTROLLER (retriable: the client asks again and the next decision sees the newer
+//!   state). No leader known: the change waits up to `METADATA_APPLY_TIMEOUT_MS` for one.
 //! - [`start`] spawns, on shard 0 of every member, the applier: it reads committed batches of
 //!   group 0 in order from the offset after the snapshot's `applied_offset`, applies their
 //!   records ([`crate::metadata::apply`]; a record that does not fit is skipped the same way
@@ -27,9 +31,13 @@ use crate::raft::GroupId;
 use crate::replica::Replicas;
 use crate::shard::Shard;
 use bytes::Bytes;
+use futures::channel::oneshot;
+use sluice_core::batch::BatchHeader;
 use sluice_core::limits::METADATA_APPLY_TIMEOUT_MS;
 use sluice_core::Offset;
 use sluice_storage::watermark::Watermark;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -44,6 +52,35 @@ thread_local! {
     /// The last metadata log offset applied on this shard (shard 0), for the controller's
     /// waits.
     static APPLIED: Rc<Watermark> = Rc::new(Watermark::new(-1));
+    /// Base offsets of recently applied batches with a refused record (bounded).
+    static REFUSED: RefCell<VecDeque<i64>> = const { RefCell::new(VecDeque::new()) };
+    /// How this shard sends forwarded proposals and their answers (set by net at start).
+    static LINK: RefCell<Option<Rc<dyn ForwardLink>>> = const { RefCell::new(None) };
+    /// Forwarded proposals waiting for the controller's answer, by request id.
+    static PENDING: RefCell<BTreeMap<u64, oneshot::Sender<Result<(Offset, Offset), String>>>> =
+        const { RefCell::new(BTreeMap::new()) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Refused batches remembered (a change waits for its own batches only briefly).
+const REFUSED_KEPT: usize = 1024;
+
+/// What kind of forwarded message a payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    Request,
+    Reply,
+}
+
+/// The peer transport as the metadata forwarding uses it (net implements it).
+pub trait ForwardLink {
+    /// Queues `payload` for shard 0 of broker `to`; false when it could not be queued.
+    fn send(&self, to: i32, kind: Forwarded, payload: Bytes) -> bool;
+}
+
+/// Installs the transport forwarded proposals use (shard 0, at start).
+pub fn set_link(link: Rc<dyn ForwardLink>) {
+    LINK.with(|l| *l.borrow_mut() = Some(link));
 }
 
 /// The controller (the metadata log's leader), if one is known.
@@ -99,20 +136,33 @@ async fn applier(shard: Rc<Shard>, r: Rc<Replicas>) {
 
 /// Applies `batches` (committed, in order, ending before `after`), saves and publishes.
 async fn apply_batches(shard: &Rc<Shard>, batches: &[Bytes], after: Offset) {
-    let mut records = Vec::new();
+    let mut decoded = Vec::new();
     for b in batches {
+        let base = BatchHeader::parse(b).map(|h| h.base_offset).unwrap_or(-1);
         match decode_batch(b) {
-            Ok(rs) => records.extend(rs),
+            Ok(rs) => decoded.push((base, rs)),
             // Every broker refuses the same committed bytes: skipping keeps them in step.
-            Err(e) => tracing::error!(error = %e, "an undecodable metadata batch was skipped"),
+            Err(e) => {
+                tracing::error!(error = %e, "an undecodable metadata batch was skipped");
+                refused(base);
+            }
         }
     }
-    let places = records.iter().any(|r| matches!(r, MetadataRecord::TopicCreated(_) | MetadataRecord::PartitionsAdded(_)));
+    let places = decoded
+        .iter()
+        .flat_map(|(_, rs)| rs)
+        .any(|r| matches!(r, MetadataRecord::TopicCreated(_) | MetadataRecord::PartitionsAdded(_)));
     let rates = if places { recent_load(shard).await } else { Vec::new() };
     let local = Local { node: shard.config.node_id, n_shards: shard.n_shards, rates: &rates };
     let mut snap = (*shard.metadata()).clone();
-    for (r, e) in apply_all(&mut snap, &records, &local) {
-        tracing::warn!(record = ?r, error = %e, "a committed metadata record does not apply; skipped");
+    for (base, rs) in &decoded {
+        let refusals = apply_all(&mut snap, rs, &local);
+        for (r, e) in &refusals {
+            tracing::warn!(record = ?r, error = %e, "a committed metadata record does not apply; skipped");
+        }
+        if !refusals.is_empty() {
+            refused(*base);
+        }
     }
     snap.applied_offset = after.0 - 1;
     snap.version += 1;
@@ -125,28 +175,170 @@ async fn apply_batches(shard: &Rc<Shard>, batches: &[Bytes], after: Offset) {
     applied().advance(after.0 - 1);
 }
 
-/// On the controller: proposes `records` to the metadata log and waits until this broker
-/// applied them. NOT_CONTROLLER on another broker.
-pub(super) async fn propose(r: &Rc<Replicas>, records: &[MetadataRecord]) -> Result<(), PartitionError> {
-    let mut last = None;
-    for batch in to_batches(records, sluice_core::clock::now_ms()) {
-        match r.propose(GroupId::METADATA, Bytes::from(batch)).await {
-            Ok(c) => last = Some(c.last),
-            Err(e) => return Err(not_controller(r, &e.to_string())),
+fn refused(base: i64) {
+    REFUSED.with(|q| {
+        let mut q = q.borrow_mut();
+        if q.len() == REFUSED_KEPT {
+            q.pop_front();
         }
-    }
-    if let Some(last) = last {
-        wait_applied(last).await?;
+        q.push_back(base);
+    });
+}
+
+/// Proposes `records` to the metadata log (here when this broker leads it, else through the
+/// leader) and waits until this broker applied them; NOT_CONTROLLER when they did not all
+/// apply or no leader answered.
+pub(super) async fn propose(r: &Rc<Replicas>, records: &[MetadataRecord]) -> Result<(), PartitionError> {
+    let batches: Vec<Bytes> = to_batches(records, sluice_core::clock::now_ms()).into_iter().map(Bytes::from).collect();
+    let (first, last) = if r.is_leader(GroupId::METADATA) {
+        propose_here(r, batches).await.map_err(|e| not_controller(r, &e))?
+    } else {
+        forward(r, batches).await?
+    };
+    wait_applied(last).await?;
+    let conflicted = REFUSED.with(|q| q.borrow().iter().any(|b| (first.0..=last.0).contains(b)));
+    if conflicted {
+        return Err(PartitionError::NotController("a concurrent metadata change decided first; retry".into()));
     }
     Ok(())
 }
 
-/// On the controller, before deciding: waits until everything committed so far is applied
-/// here, so decisions are made on the newest state.
-pub(super) async fn caught_up(r: &Rc<Replicas>) -> Result<(), PartitionError> {
-    if !r.is_leader(GroupId::METADATA) {
-        return Err(not_controller(r, "not the leader of the metadata log"));
+/// Proposes batches in order on the leader: the first batch's base offset and the last
+/// batch's last offset.
+async fn propose_here(r: &Replicas, batches: Vec<Bytes>) -> Result<(Offset, Offset), String> {
+    let mut range: Option<(Offset, Offset)> = None;
+    for b in batches {
+        let c = r.propose(GroupId::METADATA, b).await.map_err(|e| e.to_string())?;
+        range = Some((range.map_or(c.base, |(f, _)| f), c.last));
     }
+    range.ok_or_else(|| "nothing to propose".to_string())
+}
+
+/// Sends `batches` to the metadata log's leader and waits for its answer.
+async fn forward(r: &Replicas, batches: Vec<Bytes>) -> Result<(Offset, Offset), PartitionError> {
+    let leader = wait_leader(r).await?;
+    let link = LINK.with(|l| l.borrow().clone()).ok_or_else(|| not_controller(r, "no link to the controller"))?;
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    let (tx, rx) = oneshot::channel();
+    PENDING.with(|p| p.borrow_mut().insert(id, tx));
+    let mut payload = id.to_be_bytes().to_vec();
+    for b in &batches {
+        payload.extend_from_slice(&u32::try_from(b.len()).expect("batches are at most MAX_BATCH_BYTES").to_be_bytes());
+        payload.extend_from_slice(b);
+    }
+    let sent = link.send(leader, Forwarded::Request, Bytes::from(payload));
+    let answer = if sent { with_deadline(rx).await } else { None };
+    PENDING.with(|p| p.borrow_mut().remove(&id));
+    match answer {
+        Some(Ok(Ok(range))) => Ok(range),
+        Some(Ok(Err(why))) => {
+            Err(PartitionError::NotController(format!("the controller (node {leader}) refused: {why}")))
+        }
+        _ => Err(PartitionError::NotController(format!("the controller (node {leader}) did not answer in time"))),
+    }
+}
+
+/// The metadata log's leader, waiting (bounded) for an election.
+async fn wait_leader(r: &Replicas) -> Result<i32, PartitionError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(METADATA_APPLY_TIMEOUT_MS);
+    loop {
+        if let Some((Some(l), _)) = r.leader(GroupId::METADATA) {
+            return Ok(l.0);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PartitionError::NotController("no controller is known yet".into()));
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn with_deadline<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let deadline = glommio::timer::sleep(Duration::from_millis(METADATA_APPLY_TIMEOUT_MS));
+    futures::pin_mut!(deadline);
+    futures::pin_mut!(f);
+    match futures::future::select(f, deadline).await {
+        futures::future::Either::Left((v, _)) => Some(v),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// A forwarded message from broker `from` (on shard 0): a request is proposed here and
+/// answered; a reply resolves the waiting change. Malformed payloads are dropped.
+pub fn on_forwarded(shard: &Rc<Shard>, from: i32, kind: Forwarded, payload: Bytes) {
+    match kind {
+        Forwarded::Request => {
+            let Some(r) = shard.replicas() else { return };
+            glommio::spawn_local(async move {
+                let Some((id, answer)) = answer_forward(&r, &payload).await else { return };
+                let mut out = id.to_be_bytes().to_vec();
+                match answer {
+                    Ok((first, last)) => {
+                        out.push(0);
+                        out.extend_from_slice(&first.0.to_be_bytes());
+                        out.extend_from_slice(&last.0.to_be_bytes());
+                    }
+                    Err(why) => {
+                        out.push(1);
+                        out.extend_from_slice(why.as_bytes());
+                    }
+                }
+                if let Some(link) = LINK.with(|l| l.borrow().clone()) {
+                    link.send(from, Forwarded::Reply, Bytes::from(out));
+                }
+            })
+            .detach();
+        }
+        Forwarded::Reply => {
+            let Some((id, answer)) = parse_reply(&payload) else { return };
+            if let Some(tx) = PENDING.with(|p| p.borrow_mut().remove(&id)) {
+                let _ = tx.send(answer);
+            }
+        }
+    }
+}
+
+/// Checks a forwarded request (every batch a valid metadata batch) and proposes it.
+async fn answer_forward(r: &Replicas, payload: &[u8]) -> Option<(u64, Result<(Offset, Offset), String>)> {
+    let id = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let mut rest = &payload[8..];
+    let mut batches = Vec::new();
+    while !rest.is_empty() {
+        let len = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+        if len > sluice_core::limits::MAX_BATCH_BYTES {
+            return Some((id, Err("a forwarded batch is too large".into())));
+        }
+        let b = rest.get(4..4 + len)?;
+        if let Err(e) = decode_batch(b) {
+            return Some((id, Err(format!("a forwarded batch is not metadata: {e}"))));
+        }
+        batches.push(Bytes::copy_from_slice(b));
+        rest = &rest[4 + len..];
+    }
+    if !r.is_leader(GroupId::METADATA) {
+        return Some((id, Err("not the leader of the metadata log".into())));
+    }
+    Some((id, propose_here(r, batches).await))
+}
+
+fn parse_reply(payload: &[u8]) -> Option<(u64, Result<(Offset, Offset), String>)> {
+    let id = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    match *payload.get(8)? {
+        0 => {
+            let first = i64::from_be_bytes(payload.get(9..17)?.try_into().ok()?);
+            let last = i64::from_be_bytes(payload.get(17..25)?.try_into().ok()?);
+            Some((id, Ok((Offset(first), Offset(last)))))
+        }
+        _ => Some((id, Err(String::from_utf8_lossy(payload.get(9..)?).into_owned()))),
+    }
+}
+
+/// Before deciding: waits until everything this broker's metadata log has committed is
+/// applied here, so decisions are made on the newest state it knows.
+pub(super) async fn caught_up(r: &Rc<Replicas>) -> Result<(), PartitionError> {
     let Some(log) = r.log(GroupId::METADATA) else {
         return Err(PartitionError::NotController("the metadata log is not open".into()));
     };

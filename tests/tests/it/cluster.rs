@@ -3,12 +3,17 @@
 //!
 //! Contract: every broker and child is stopped by PID (the `Broker` harness, or SIGTERM to
 //! the cluster command and a check that its children are gone); every wait has a deadline.
-//! Partitions are not replicated yet: these tests check the brokers listed, not replicas.
+//! Topics go through the metadata log: an RF=3 topic created on one broker is described the
+//! same by every broker, survives a member's kill -9 (its replicas then listed offline) and
+//! is there again when it returns. Data is not replicated by these tests.
 
 use crate::common::*;
 use bytes::Bytes;
-use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse, ResponseHeader};
+use kafka_protocol::messages::{
+    DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, ResponseHeader,
+};
 use kafka_protocol::protocol::Decodable;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use sluice_net::peer::wire::{encode_frame, Header, Hello, PREAMBLE, WIRE_VERSION};
 use sluice_tests::{sluice_bin, Broker};
@@ -131,6 +136,105 @@ fn three_brokers_see_each_other_and_drop_a_killed_one_until_it_returns() {
     }
 }
 
+/// One partition as Metadata v12 describes it: error, leader, epoch, replicas, ISR, offline.
+type PartitionView = (i16, i32, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
+/// Metadata v12 of `topic` from the broker on `port` (raw, to see offline replicas), and the
+/// controller id; None when the topic is not (yet) known there.
+fn describe_topic(port: u16, topic: &str) -> Option<(i32, Vec<PartitionView>)> {
+    let mut s = raw_connect(port);
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(kafka_protocol::messages::TopicName(topic.to_string().into())))]));
+    let frame = encode_request(3, 12, 2, 9, &req);
+    let mut buf = Bytes::from(roundtrip(&mut s, &frame).ok()?);
+    ResponseHeader::decode(&mut buf, 1).ok()?;
+    let body = MetadataResponse::decode(&mut buf, 12).ok()?;
+    let t = body.topics.first().filter(|t| t.error_code == 0)?;
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+    let mut parts: Vec<PartitionView> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.error_code,
+                p.leader_id.0,
+                p.leader_epoch,
+                ids(&p.replica_nodes),
+                ids(&p.isr_nodes),
+                ids(&p.offline_replicas),
+            )
+        })
+        .collect();
+    parts.sort_by_key(|p| p.3.clone());
+    Some((body.controller_id.0, parts))
+}
+
+/// Waits until `f` holds for the topic's description on the broker on `port`.
+fn wait_described(
+    port: u16,
+    topic: &str,
+    what: &str,
+    f: impl Fn(&(i32, Vec<PartitionView>)) -> bool,
+) -> (i32, Vec<PartitionView>) {
+    let mut last = None;
+    sluice_tests::retry_until(CHANGE_DEADLINE, 300, Duration::from_millis(100), || {
+        last = describe_topic(port, topic);
+        last.clone().filter(|d| f(d))
+    })
+    .unwrap_or_else(|| panic!("{what}: topic {topic} on port {port}: last seen {last:?}"))
+}
+
+#[test]
+fn an_rf3_topic_is_described_alike_everywhere_and_survives_a_members_kill() {
+    let _slot = shared_slot();
+    let peers = free_ports(3);
+    let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &peers)).collect();
+    let all: BTreeSet<(i32, u16)> = brokers.iter().enumerate().map(|(i, b)| (i as i32, b.port())).collect();
+    for b in &brokers {
+        wait_for_brokers(&b.addr(), &all, "all three up");
+    }
+    // librdkafka sends CreateTopics to the controller Metadata names.
+    let topic = topic_name("rf3");
+    let admin = admin(&brokers[1].addr());
+    let opts = rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(20)));
+    let new = NewTopic::new(&topic, 3, TopicReplication::Fixed(3));
+    let res = block_on(admin.create_topics([&new], &opts), OP_TIMEOUT).expect("CreateTopics in time");
+    assert!(matches!(res.as_deref(), Ok([Ok(_)])), "CreateTopics: {res:?}");
+    let full = |d: &(i32, Vec<PartitionView>)| {
+        d.1.len() == 3 && d.1.iter().all(|p| p.0 == 0 && p.3.len() == 3 && p.4.len() == 3 && p.5.is_empty())
+    };
+    let seen: Vec<_> = brokers.iter().map(|b| wait_described(b.port(), &topic, "created", full)).collect();
+    assert!(seen.iter().all(|d| *d == seen[0]), "every broker says the same: {seen:?}");
+    let (controller, parts) = &seen[0];
+    assert!((0..3).contains(controller));
+    let leaders: BTreeSet<i32> = parts.iter().map(|p| p.1).collect();
+    assert_eq!(leaders, BTreeSet::from([0, 1, 2]), "one preferred leader per broker: {parts:?}");
+    assert!(parts.iter().all(|p| p.1 == p.3[0]), "the preferred leader leads: {parts:?}");
+    let (_, described) = describe_cluster(brokers[0].port());
+    assert_eq!(described.len(), 3);
+
+    brokers[2].kill();
+    let offline = |d: &(i32, Vec<PartitionView>)| {
+        d.1.len() == 3 && d.1.iter().all(|p| p.5 == vec![2] && (p.3[0] != 2 || (p.1 == -1 && p.0 == 5)))
+    };
+    let after = wait_described(brokers[0].port(), &topic, "after kill -9 of broker 2", offline);
+    assert_eq!(
+        after.1.iter().map(|p| p.3.clone()).collect::<Vec<_>>(),
+        parts.iter().map(|p| p.3.clone()).collect::<Vec<_>>()
+    );
+    wait_described(brokers[1].port(), &topic, "after kill -9 of broker 2", offline);
+
+    brokers[2].start_again_same_port();
+    for b in &brokers {
+        let back = wait_described(b.port(), &topic, "after broker 2 returned", full);
+        assert_eq!(back.1, *parts, "the same replicas and leaders as before");
+    }
+    for b in &mut brokers {
+        b.stop();
+    }
+}
+
 /// Reads until the broker closes `s`; what it sent first.
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -206,10 +310,9 @@ fn a_hostile_peer_is_refused_and_the_broker_keeps_serving() {
     assert!(read_until_closed(&mut s).is_empty());
     assert!(started.elapsed() >= Duration::from_secs(1), "closed before any timeout: {:?}", started.elapsed());
 
-    // The broker still serves clients, and said why it dropped each.
+    // The broker still serves clients (Metadata; not CreateTopics: with one member of two
+    // up, the metadata log has no majority), and said why it dropped each.
     assert!(b.is_running());
-    let topic = topic_name("hostile-peer");
-    create_topic(&b.addr(), &topic, 1);
     assert_eq!(metadata_brokers(&b.addr()), Some(BTreeSet::from([(0, b.port())])));
     let log = b.current_stderr();
     for why in [
