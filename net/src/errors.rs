@@ -38,6 +38,12 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::OutOfOrderSequence(_) => K::OutOfOrderSequenceNumber,
         PartitionError::InvalidProducerEpoch(_) => K::InvalidProducerEpoch,
         PartitionError::ShuttingDown => K::NotLeaderOrFollower,
+        PartitionError::NotLeaderOrFollower { .. } => K::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
+        PartitionError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
+        // Retriable: the client sends it again (to the new leader).
+        PartitionError::NotCommitted(_) => K::NotLeaderOrFollower,
     };
     k.code()
 }

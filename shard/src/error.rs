@@ -46,6 +46,22 @@ pub enum PartitionError {
     InvalidProducerEpoch(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// This broker does not lead the partition; what it knows of the leader (KIP-951).
+    #[error("not the leader (leader {leader:?}, epoch {epoch})")]
+    NotLeaderOrFollower { leader: Option<i32>, epoch: i32 },
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
+    #[error("{isr} in-sync replicas, min.insync.replicas is {min}")]
+    NotEnoughReplicas { isr: usize, min: usize },
+    /// The request's leader epoch is older than the partition's.
+    #[error("leader epoch {got} is older than the current {current}")]
+    FencedLeaderEpoch { got: i32, current: i32 },
+    /// The request's leader epoch is newer than this broker knows.
+    #[error("leader epoch {got} is newer than the current {current}")]
+    UnknownLeaderEpoch { got: i32, current: i32 },
+    /// A replicated write did not commit (a later leader overwrote it, or the group stopped):
+    /// the client retries.
+    #[error("replication: {0}")]
+    NotCommitted(String),
 }
 
 impl From<sluice_storage::StorageError> for PartitionError {

@@ -63,7 +63,12 @@ pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> 
             let item = items.next().expect("peeked");
             let b = bound(&item);
             in_flight += b;
-            reads.push_back(read_one(shard.log(&item.tp), item).map(move |r| (r, b)));
+            let log = shard.log(&item.tp);
+            let read = match crate::replica::check_leader(shard, &item.tp) {
+                Ok(()) => read_one(log, item).boxed_local(),
+                Err(e) => async move { (item.index, Err(e)) }.boxed_local(),
+            };
+            reads.push_back(read.map(move |r| (r, b)));
         }
         let Some((r, b)) = reads.next().await else { break };
         in_flight -= b;
@@ -86,7 +91,11 @@ async fn read_one(log: Option<Rc<PartitionLog>>, item: FetchItem) -> FetchResult
     match log {
         None => (item.index, Err(PartitionError::UnknownTopicOrPartition)),
         Some(log) => {
-            let r = log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from);
+            let mut r = log.read(item.offset, item.max_bytes).await.map_err(PartitionError::from);
+            if let (Ok(read), true) = (&mut r, log.is_replicated()) {
+                // Raft's own control batches are never returned to clients.
+                read.records = crate::replica::strip_raft_control(std::mem::take(&mut read.records));
+            }
             if let Ok(read) = &r {
                 crate::metrics::partition_read(read.records.len() as u64);
             }
@@ -100,6 +109,9 @@ async fn read_one(log: Option<Rc<PartitionLog>>, item: FetchItem) -> FetchResult
 pub async fn wait_local(shard: &Shard, items: &[(TopicPartition, Offset)], deadline: Instant) {
     let mut waits: Vec<LocalBoxFuture<'static, ()>> = Vec::with_capacity(items.len() + 2);
     for (tp, offset) in items {
+        if crate::replica::check_leader(shard, tp).is_err() {
+            return;
+        }
         match shard.log(tp) {
             Some(log) if log.high_watermark() <= *offset => waits.push(log.wait_beyond(*offset).boxed_local()),
             _ => return,

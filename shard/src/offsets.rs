@@ -34,6 +34,10 @@ pub async fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListO
             out.push((item.index, Err(PartitionError::UnknownTopicOrPartition)));
             continue;
         };
+        if let Err(e) = crate::replica::check_leader(shard, &item.tp) {
+            out.push((item.index, Err(e)));
+            continue;
+        }
         let none = (Offset(-1), -1);
         let answer = match item.timestamp {
             LATEST | LATEST_TIERED => Ok((log.high_watermark(), -1)),

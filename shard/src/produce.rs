@@ -22,11 +22,17 @@ use sluice_core::clock::now_ms;
 pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> LocalBoxFuture<'static, Vec<ProduceResult>> {
     let mut waits = Vec::with_capacity(items.len());
     let meta = shard.metadata();
+    let replicas = shard.replicas();
     for item in items {
         let Some(log) = shard.log(&item.tp) else {
             waits.push(async move { (item.index, Err(PartitionError::UnknownTopicOrPartition)) }.boxed_local());
             continue;
         };
+        if let Some((r, group)) = replicas.as_ref().and_then(|r| r.group_of(&item.tp).map(|g| (r, g))) {
+            let min_insync = min_insync_replicas(&meta, &shard.topic_defaults, &item.tp.topic);
+            waits.push(produce_replicated(r, group, acks, item, log, min_insync));
+            continue;
+        }
         let mut first: Option<Offset> = None;
         let mut last = None;
         let mut log_start = Offset(0);
@@ -79,6 +85,37 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         );
     }
     join_all(waits).boxed_local()
+}
+
+/// A replicated partition's batches, proposed on its leader (`replica/produce.rs`).
+fn produce_replicated(
+    r: &crate::replica::Replicas,
+    group: crate::raft::GroupId,
+    acks: Acks,
+    item: ProduceItem,
+    log: Rc<sluice_storage::PartitionLog>,
+    min_insync: usize,
+) -> LocalBoxFuture<'static, ProduceResult> {
+    let index = item.index;
+    let proposed = r.produce_on_leader(group, acks, &item.batches, min_insync);
+    async move {
+        let done = |base_offset| Appended { base_offset, log_start: log.log_start(), log_append_time: -1 };
+        match (proposed, acks) {
+            (Err(e), _) => (index, Err(e)),
+            (Ok(_), Acks::None) => (index, Ok(done(Offset(-1)))),
+            (Ok(wait), _) => (index, wait.await.map(done)),
+        }
+    }
+    .boxed_local()
+}
+
+/// The topic's `min.insync.replicas` (or the broker default; 1 when unset).
+fn min_insync_replicas(meta: &MetadataSnapshot, defaults: &BTreeMap<String, String>, topic: &str) -> usize {
+    let none = BTreeMap::new();
+    let set = meta.topics.get(topic).map(|t| &t.configs).unwrap_or(&none);
+    sluice_core::topic_config::effective_with(set, defaults, "min.insync.replicas")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Routes a produce request's partitions to their owners. Appends are issued before this

@@ -421,9 +421,12 @@ impl Shard {
             result = Err(PartitionError::from(e));
         }
         if tp.topic == crate::groups::OFFSETS_TOPIC {
-            if let Err(e) = self.groups.load(&log).await {
-                tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
-                result = Err(PartitionError::from(e));
+            match self.groups.load(&log).await {
+                Ok(pending) => self.txns.restore_staged(pending),
+                Err(e) => {
+                    tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
+                    result = Err(PartitionError::from(e));
+                }
             }
         }
         self.logs.borrow_mut().insert(tp.clone(), OwnedLog { topic_id, log });

@@ -20,7 +20,7 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from support import KAFKA_LIBS, create_topic, unique_topic, wait_until
 
@@ -247,3 +247,63 @@ def test_read_committed_long_polls_behind_an_open_transaction(broker_factory, tm
         assert got.value() == b"pending"
     finally:
         c.close()
+
+
+def committed_offset(bootstrap, group, topic, isolation, timeout):
+    """The group's committed offset of `topic`/0 as OffsetFetch answers it; librdkafka asks with
+    require_stable when read_committed and retries UNSTABLE_OFFSET_COMMIT until `timeout`
+    (then raises)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": isolation,
+                  "enable.auto.commit": False})
+    try:
+        [tp] = c.committed([TopicPartition(topic, 0)], timeout=timeout)
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        return tp.offset
+    finally:
+        c.close()
+
+
+def test_staged_offsets_are_unstable_durable_and_recovered(broker_factory, tbroker, tmp_path):
+    """TxnOffsetCommit's offsets: OffsetFetch require_stable answers UNSTABLE_OFFSET_COMMIT while
+    the transaction is open (librdkafka's read_committed committed() retries it until its
+    timeout), also after the broker was SIGKILLed and restarted (the staged offsets are durable
+    and replayed); the transaction aborted by its timeout drops them; a committed one commits."""
+    src, dst, group = unique_topic("ssrc"), unique_topic("sdst"), unique_topic("sgrp")
+    create_topic(tbroker.bootstrap, src, 1)
+    create_topic(tbroker.bootstrap, dst, 1)
+    member = Consumer({"bootstrap.servers": tbroker.bootstrap, "group.id": group})
+    p = txn_producer(tbroker.bootstrap, unique_topic("stx"), timeout_ms=15000)
+    try:
+        p.begin_transaction()
+        p.produce(dst, value=b"x", partition=0)
+        p.send_offsets_to_transaction([TopicPartition(src, 0, 7)], member.consumer_group_metadata(), 30)
+        assert committed_offset(tbroker.bootstrap, group, src, "read_uncommitted", 10) < 0
+        with pytest.raises(KafkaException):
+            committed_offset(tbroker.bootstrap, group, src, "read_committed", 3)
+    finally:
+        member.close()
+    # Dies with the transaction open and its offsets staged.
+    tbroker.stop(signal.SIGKILL)
+    b = broker_factory.start(tbroker.data_dir, config=tmp_path / "sluice-txn.toml")
+    with pytest.raises(KafkaException):
+        committed_offset(b.bootstrap, group, src, "read_committed", 3)
+    # The coordinator aborts it at its timeout: the staged offsets are dropped, nothing pending.
+    def stable():
+        try:
+            return committed_offset(b.bootstrap, group, src, "read_committed", 2) < 0
+        except KafkaException:
+            return None
+    wait_until(stable, timeout=60, interval=1, what="the timed-out transaction's staged offsets dropped")
+
+    # A committed transaction's offsets become the group's.
+    member = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group})
+    p2 = txn_producer(b.bootstrap, unique_topic("stx2"))
+    try:
+        p2.begin_transaction()
+        p2.produce(dst, value=b"y", partition=0)
+        p2.send_offsets_to_transaction([TopicPartition(src, 0, 9)], member.consumer_group_metadata(), 30)
+        p2.commit_transaction(30)
+    finally:
+        member.close()
+    assert committed_offset(b.bootstrap, group, src, "read_committed", 10) == 9

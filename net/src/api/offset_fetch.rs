@@ -1,7 +1,10 @@
 //! OffsetFetch (key 9), versions 1–9: committed offsets of one group (v1–7) or several (v8+).
 //!
 //! Contract: a partition without a committed offset answers offset -1 and no error, as Kafka
-//! does; a null topic list means every partition the group has committed.
+//! does; a null topic list means every partition the group has committed. With
+//! `require_stable` (v7+), a partition with offsets staged by a transaction not yet ended
+//! answers UNSTABLE_OFFSET_COMMIT and offset -1, as Kafka does (the client retries until the
+//! transaction ends).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
@@ -14,30 +17,48 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use sluice_shard::groups::{self, GroupError, OffsetList};
+use sluice_shard::txn::{self, PendingOffsetsRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
     ApiSpec { key: ApiKey::OffsetFetch, name: "OffsetFetch", min_version: 1, max_version: 9, handle };
 
+/// The group's committed offsets, and the partitions with transactional offsets pending
+/// (asked only when `require_stable`).
 async fn fetch_one(
     ctx: &Ctx,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<OffsetList, GroupError> {
-    groups::call(&ctx.shard, group_id, groups::OffsetFetchRequest { group_id: group_id.to_string(), topics }).await
+    require_stable: bool,
+) -> Result<(OffsetList, Vec<(String, i32)>), GroupError> {
+    let list =
+        groups::call(&ctx.shard, group_id, groups::OffsetFetchRequest { group_id: group_id.to_string(), topics })
+            .await?;
+    let pending = if require_stable {
+        let req = PendingOffsetsRequest { group_id: group_id.to_string() };
+        txn::on_group(&ctx.shard, group_id, req).await.map_err(|_| GroupError::CoordinatorNotAvailable)?
+    } else {
+        Vec::new()
+    };
+    Ok((list, pending))
 }
 
-/// (partition, offset, leader epoch, metadata)
-type Row = (i32, i64, i32, Option<String>);
+/// (partition, offset, leader epoch, metadata, error code)
+type Row = (i32, i64, i32, Option<String>, i16);
 
-/// Groups (topic, partition, committed) rows by topic, keeping first-seen order.
-fn by_topic(list: OffsetList) -> Vec<(String, Vec<Row>)> {
+/// Groups (topic, partition, committed) rows by topic, keeping first-seen order; a partition
+/// in `pending` answers UNSTABLE_OFFSET_COMMIT.
+fn by_topic((list, pending): (OffsetList, Vec<(String, i32)>)) -> Vec<(String, Vec<Row>)> {
     let mut out: Vec<(String, Vec<Row>)> = Vec::new();
     for (t, p, c) in list {
         let row = match c {
-            Some(c) => (p, c.offset, c.leader_epoch, c.metadata),
-            None => (p, -1, -1, Some(String::new())),
+            _ if pending.iter().any(|(pt, pp)| *pt == t && *pp == p) => {
+                (p, -1, -1, Some(String::new()), ResponseError::UnstableOffsetCommit.code())
+            }
+            Some(c) => (p, c.offset, c.leader_epoch, c.metadata, 0),
+            None => (p, -1, -1, Some(String::new()), 0),
         };
         match out.iter_mut().find(|(name, _)| *name == t) {
             Some((_, rows)) => rows.push(row),
@@ -56,7 +77,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             for g in body.groups {
                 let topics =
                     g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-                let result = fetch_one(&ctx, &g.group_id.0, topics).await;
+                let result = fetch_one(&ctx, &g.group_id.0, topics, body.require_stable).await;
                 let group = match result {
                     Ok(list) => OffsetFetchResponseGroup::default().with_error_code(0).with_topics(
                         by_topic(list)
@@ -66,8 +87,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                     .with_name(TopicName(StrBytes::from_string(t)))
                                     .with_partitions(
                                         rows.into_iter()
-                                            .map(|(p, o, e, m)| {
+                                            .map(|(p, o, e, m, code)| {
                                                 OffsetFetchResponsePartitions::default()
+                                                    .with_error_code(code)
                                                     .with_partition_index(p)
                                                     .with_committed_offset(o)
                                                     .with_committed_leader_epoch(e)
@@ -86,7 +108,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         } else {
             let topics =
                 body.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-            match fetch_one(&ctx, &body.group_id.0, topics).await {
+            match fetch_one(&ctx, &body.group_id.0, topics, v >= 7 && body.require_stable).await {
                 Ok(list) => OffsetFetchResponse::default().with_error_code(0).with_topics(
                     by_topic(list)
                         .into_iter()
@@ -95,8 +117,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                                 .with_name(TopicName(StrBytes::from_string(t)))
                                 .with_partitions(
                                     rows.into_iter()
-                                        .map(|(p, o, e, m)| {
+                                        .map(|(p, o, e, m, code)| {
                                             OffsetFetchResponsePartition::default()
+                                                .with_error_code(code)
                                                 .with_partition_index(p)
                                                 .with_committed_offset(o)
                                                 .with_committed_leader_epoch(if v >= 5 { e } else { -1 })

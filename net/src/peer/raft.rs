@@ -88,7 +88,10 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
         sluice_shard::admin::cluster::start(&shard, &r);
     }
     #[cfg(feature = "fault-injection")]
-    spawn_raft_probe(net, &r);
+    {
+        spawn_raft_probe(net, &r);
+        spawn_test_replication(net, &r);
+    }
     Ok(r)
 }
 
@@ -136,6 +139,43 @@ pub fn spawn_raft_probe(net: &Rc<PeerNet>, r: &Rc<sluice_shard::replica::Replica
                 Err(e) => {
                     tracing::warn!(error = %e, "raft probe read failed");
                     glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Test-only stand-in for replica lists in the metadata log (`SLUICE_TEST_REPLICATE_PREFIX`,
+/// fault-injection builds): every partition this shard owns of a topic whose name starts with
+/// the prefix becomes a Raft replica whose members are every cluster member, its group numbered
+/// from a hash of the topic name (so every broker that created the same topic agrees). The
+/// test creates the topic on every broker and waits before producing. Replaced by the
+/// metadata layer's `open_replica` calls for replication factor > 1.
+#[cfg(feature = "fault-injection")]
+pub fn spawn_test_replication(net: &Rc<PeerNet>, r: &Rc<sluice_shard::replica::Replicas>) {
+    let Ok(prefix) = std::env::var("SLUICE_TEST_REPLICATE_PREFIX") else { return };
+    let (shard, r) = (net.shard.clone(), r.clone());
+    let members: Vec<NodeId> = net.identity.voters.iter().map(|v| v.id).collect();
+    glommio::spawn_local(async move {
+        while !shard.is_stopping() {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let meta = shard.metadata();
+            for (name, t) in meta.topics.iter().filter(|(n, _)| n.starts_with(&prefix)) {
+                for (p, owner) in t.shards.iter().enumerate() {
+                    let part = i32::try_from(p).expect("few partitions");
+                    let tp =
+                        sluice_core::TopicPartition { topic: name.clone(), partition: sluice_core::PartitionId(part) };
+                    if usize::from(*owner) != shard.id.index() || r.group_of(&tp).is_some() {
+                        continue;
+                    }
+                    let Some(log) = shard.log(&tp) else { continue };
+                    let fnv = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+                    let number = 1 + fnv % (u32::MAX - 1);
+                    let group = sluice_shard::raft::GroupId::partition(number, u32::try_from(p).expect("few"));
+                    if let Err(e) = r.open_replica(log, tp, group, &members).await {
+                        tracing::error!(error = %e, "test replication: replica not opened");
+                    }
                 }
             }
         }

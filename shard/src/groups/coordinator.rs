@@ -171,14 +171,18 @@ impl Coordinator {
 
     /// Commits offsets without a member check (a transaction's staged offsets, at its
     /// COMMIT): durable first, then visible.
+    /// Commits `offsets` without member checks (a transaction's), with `extra` records (the
+    /// transaction's pending-offsets tombstone) in the same durable batch.
     pub(crate) async fn commit_unchecked(
         &self,
         shard: &Rc<Shard>,
         group_id: &str,
         offsets: Vec<OffsetToCommit>,
+        extra: Records,
     ) -> Result<(), GroupError> {
         let meta = shard.metadata();
-        let plan = table::plan_commit(group_id, offsets, now_ms(), |t, p| meta.owner(t, PartitionId(p)).is_some());
+        let mut plan = table::plan_commit(group_id, offsets, now_ms(), |t, p| meta.owner(t, PartitionId(p)).is_some());
+        plan.records.extend(extra);
         if !plan.records.is_empty() {
             write(shard, group_id, plan.records).await?;
             table::apply_commit(&mut self.groups.borrow_mut(), group_id, plan.accepted);
@@ -252,10 +256,16 @@ impl Coordinator {
     }
 
     /// Replays one `__consumer_offsets` partition into memory (when the shard opens it).
-    pub async fn load(&self, log: &PartitionLog) -> Result<(), sluice_storage::StorageError> {
+    /// Returns the pending transactional offsets records met, in log order, for the shard's
+    /// transaction coordinator.
+    pub async fn load(
+        &self,
+        log: &PartitionLog,
+    ) -> Result<Vec<table::PendingTxnOffsets>, sluice_storage::StorageError> {
         let mut offset = log.log_start();
         let end = log.high_watermark();
         let mut applied = 0u64;
+        let mut pending = Vec::new();
         while offset < end {
             let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
             if read.records.is_empty() {
@@ -263,13 +273,14 @@ impl Coordinator {
             }
             let chunk = table::replay_batches(&mut self.groups.borrow_mut(), &read.records);
             applied += chunk.applied;
+            pending.extend(chunk.pending);
             self.skipped_records.set(self.skipped_records.get() + chunk.skipped);
             // No whole batch at the start of what was read: nothing more can be replayed.
             let Some(next) = chunk.next else { break };
             offset = next;
         }
         tracing::debug!(partition = log.name(), records = applied, "group coordinator state loaded");
-        Ok(())
+        Ok(pending)
     }
 
     /// Expires silent members and finishes rebalances; every minute also expires the offsets
@@ -294,7 +305,7 @@ impl Coordinator {
 }
 
 /// Appends records to the group's offsets partition and waits until they are durable.
-async fn write(shard: &Shard, group_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), GroupError> {
+pub(crate) async fn write(shard: &Shard, group_id: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), GroupError> {
     let partition = |partitions| super::offsets_partition(group_id, partitions);
     Ok(append_internal(shard, OFFSETS_TOPIC, partition, &records).await?)
 }

@@ -14,6 +14,8 @@ mod group;
 pub mod store;
 mod table;
 
+pub use table::PendingTxnOffsets;
+
 use crate::msg::{operations, Call, Operation, ShardMsg};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -139,7 +141,7 @@ pub struct MemberRef {
 }
 
 /// One offset to commit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetToCommit {
     pub topic: String,
     pub partition: i32,

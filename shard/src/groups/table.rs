@@ -269,8 +269,16 @@ pub(crate) fn list(groups: &Groups) -> Vec<GroupListing> {
         .collect()
 }
 
-/// Replays one record of `__consumer_offsets`.
-pub(crate) fn apply(groups: &mut Groups, e: Entry) {
+/// Offsets a transaction staged for a group, as replayed: (group, producer id, the staged
+/// set, or None when the transaction ended).
+pub type PendingTxnOffsets = (String, i64, Option<Vec<super::OffsetToCommit>>);
+
+/// Replays one record of `__consumer_offsets`. Pending transactional offsets are not the
+/// groups' state: they are handed back (to the transaction coordinator of the shard).
+pub(crate) fn apply(groups: &mut Groups, e: Entry) -> Option<PendingTxnOffsets> {
+    if let Entry::TxnOffsets { group, producer_id, value } = e {
+        return Some((group, producer_id, value));
+    }
     match e {
         Entry::Offset { group, topic, partition, value } => {
             let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group));
@@ -292,7 +300,9 @@ pub(crate) fn apply(groups: &mut Groups, e: Entry) {
             groups.remove(&group);
         }
         Entry::Consumer { group, value } => apply_consumer(groups, group, value),
+        Entry::TxnOffsets { .. } => unreachable!("handed back above"),
     }
+    None
 }
 
 /// Replays a KIP-848 group's record (a tombstone or an unreadable value drops the group part).
@@ -317,6 +327,8 @@ pub(crate) struct Replayed {
     pub skipped: u64,
     /// The offset after the last batch walked; `None` when no batch header could be read.
     pub next: Option<Offset>,
+    /// Pending transactional offsets records, in log order.
+    pub pending: Vec<PendingTxnOffsets>,
 }
 
 /// Replays the record batches in `bytes` (a read of the offsets partition, whole batches
@@ -332,7 +344,7 @@ pub(crate) fn replay_batches(groups: &mut Groups, bytes: &[u8]) -> Replayed {
                 for r in recs {
                     match r.key.and_then(|k| store::decode(k, r.value)) {
                         Some(e) => {
-                            apply(groups, e);
+                            done.pending.extend(apply(groups, e));
                             done.applied += 1;
                         }
                         None => done.skipped += 1,

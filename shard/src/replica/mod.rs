@@ -44,6 +44,8 @@
 //! [`Replicas::open_replica`], [`Replicas::close_replica`], [`Replicas::leader`],
 //! [`Replicas::isr`].
 
+pub mod produce;
+
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
 use crate::raft::kafkalog::{KafkaLog, SyncWork};
 use crate::raft::store::{GroupStore, PersistedState};
@@ -56,7 +58,7 @@ use sluice_core::{limits, LeaderEpoch, Offset, TopicPartition};
 use sluice_storage::log::{LogConfig, PartitionLog};
 use sluice_storage::StorageError;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -111,6 +113,10 @@ pub struct Replicas {
     kick: LocalSender<()>,
     groups: RefCell<BTreeMap<GroupId, GroupInfo>>,
     listeners: RefCell<Vec<LeaderListener>>,
+    /// The group of each replicated partition of this shard.
+    by_tp: RefCell<HashMap<TopicPartition, GroupId>>,
+    /// Idempotent producers' proposals not yet resolved, by (group, producer id).
+    inflight: RefCell<HashMap<(GroupId, i64), VecDeque<produce::Inflight>>>,
 }
 
 /// Raft's id of a cluster node.
@@ -145,6 +151,8 @@ impl Replicas {
             kick,
             groups: RefCell::new(BTreeMap::new()),
             listeners: RefCell::new(Vec::new()),
+            by_tp: RefCell::new(HashMap::new()),
+            inflight: RefCell::new(HashMap::new()),
         });
         glommio::spawn_local(rounds(r.clone(), rx)).detach();
         glommio::spawn_local(clock(Rc::downgrade(&r))).detach();
@@ -224,6 +232,9 @@ impl Replicas {
         let hw = store.high_watermark(crate::raft::RaftIndex(commit)).expect("the commit index is in the window");
         log.set_replicated(hw.min(log.durable_end()));
         self.driver.borrow_mut().add_group(group, store).map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        if let Some(tp) = &tp {
+            self.by_tp.borrow_mut().insert(tp.clone(), group);
+        }
         self.groups.borrow_mut().insert(group, GroupInfo { tp, log });
         tracing::info!(%group, members = ?members, "raft group opened");
         self.wake();
@@ -233,8 +244,16 @@ impl Replicas {
     /// Stops replicating `group` here (its log stays, readable up to its high watermark).
     pub fn close_replica(&self, group: GroupId) -> bool {
         let removed = self.driver.borrow_mut().remove_group(group);
-        self.groups.borrow_mut().remove(&group);
+        if let Some(GroupInfo { tp: Some(tp), .. }) = self.groups.borrow_mut().remove(&group) {
+            self.by_tp.borrow_mut().remove(&tp);
+        }
+        self.inflight.borrow_mut().retain(|(g, _), _| *g != group);
         removed
+    }
+
+    /// The Raft group of a replicated partition of this shard (None: not replicated here).
+    pub fn group_of(&self, tp: &TopicPartition) -> Option<GroupId> {
+        self.by_tp.borrow().get(tp).copied()
     }
 
     /// The leader this replica knows (cluster node id) and the epoch; None for no such group.
@@ -356,7 +375,7 @@ impl Replicas {
                 }
                 Event::Failed { group, error } => {
                     tracing::error!(%group, %error, "raft group stopped after a log failure");
-                    self.groups.borrow_mut().remove(&group);
+                    self.close_replica(group);
                 }
             }
         }
@@ -434,4 +453,42 @@ async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
         .spawn_blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all()))
         .await
         .map_err(|e| ReplicaError::State(e.to_string()))
+}
+
+/// NOT_LEADER_OR_FOLLOWER (with the known leader) for a replicated partition this broker does
+/// not lead; Ok for any other partition.
+pub fn check_leader(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<(), crate::error::PartitionError> {
+    let Some(r) = shard.replicas() else { return Ok(()) };
+    let Some(group) = r.group_of(tp) else { return Ok(()) };
+    if r.is_leader(group) {
+        return Ok(());
+    }
+    let (leader, epoch) = r.leader(group).unwrap_or((None, LeaderEpoch(-1)));
+    Err(crate::error::PartitionError::NotLeaderOrFollower { leader: leader.map(|l| l.0), epoch: epoch.0 })
+}
+
+/// `records` (whole batches) without sluice's Raft control batches (type 0x5352); the bytes
+/// are copied only when there is one to drop.
+pub fn strip_raft_control(records: Bytes) -> Bytes {
+    let mut spans = Vec::new();
+    let mut p = 0usize;
+    let mut dropped = false;
+    while p < records.len() {
+        let Ok(h) = BatchHeader::parse(&records[p..]) else { break };
+        let end = (p + h.total_len()).min(records.len());
+        if h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]) {
+            dropped = true;
+        } else {
+            spans.push((p, end));
+        }
+        p = end;
+    }
+    if !dropped {
+        return records;
+    }
+    let mut out = bytes::BytesMut::with_capacity(records.len());
+    for (a, b) in spans {
+        out.extend_from_slice(&records[a..b]);
+    }
+    out.freeze()
 }

@@ -15,6 +15,7 @@ use super::{
     store, AddRequest, CompleteOffsetsRequest, DescribeRequest, EndRequest, InitRequest, ListRequest,
     StageOffsetsRequest, StageResult, TxnCall, TxnDescription, TxnError, TxnListing, TXN_TOPIC,
 };
+use crate::groups::store as groups_store;
 use crate::groups::OffsetToCommit;
 use crate::internal::append_internal;
 use crate::msg::{Acks, ProduceItem};
@@ -39,8 +40,9 @@ pub struct TxnCoordinator {
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
     /// Offsets TxnOffsetCommit staged, by (group, producer id), for the groups this shard
-    /// coordinates: committed or dropped when the transaction ends. In memory only (see
-    /// ARCHITECTURE.md: a crash between the commit's Prepare and its markers loses them).
+    /// coordinates: committed or dropped when the transaction ends. Each change is written to
+    /// the group's `__consumer_offsets` partition (the whole set, `groups::store`) before it is
+    /// answered, and replayed with the groups at start ([`Self::restore_staged`]).
     staged: RefCell<HashMap<(String, i64), Vec<OffsetToCommit>>>,
 }
 
@@ -71,40 +73,88 @@ impl TxnCoordinator {
             TxnCall::End(c) => drop(c.reply.send(self.end(shard, c.req).await)),
             TxnCall::Describe(c) => drop(c.reply.send(self.describe(c.req))),
             TxnCall::List(c) => drop(c.reply.send(self.list(&c.req))),
-            TxnCall::StageOffsets(c) => drop(c.reply.send(self.stage_offsets(shard, c.req))),
+            TxnCall::StageOffsets(c) => drop(c.reply.send(self.stage_offsets(shard, c.req).await)),
             TxnCall::CompleteOffsets(c) => drop(c.reply.send(self.complete_offsets(shard, c.req).await)),
+            TxnCall::PendingOffsets(c) => {
+                let pending = self.pending_offsets(&c.req.group_id);
+                tracing::debug!(group = %c.req.group_id, partitions = pending.len(), staged = self.staged.borrow().len(), "pending transactional offsets asked");
+                drop(c.reply.send(Ok(pending)))
+            }
         }
+    }
+
+    /// The partitions of `group` with offsets staged by an open transaction (any producer).
+    pub fn pending_offsets(&self, group: &str) -> Vec<(String, i32)> {
+        let staged = self.staged.borrow();
+        let mut out: Vec<(String, i32)> = staged
+            .iter()
+            .filter(|((g, _), _)| g == group)
+            .flat_map(|(_, list)| list.iter().map(|o| (o.topic.clone(), o.partition)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// TxnOffsetCommit on the group's coordinator: offsets of existing partitions are staged
-    /// (a later one for the same partition replaces the earlier).
-    fn stage_offsets(&self, shard: &Shard, req: StageOffsetsRequest) -> StageResult {
+    /// (a later one for the same partition replaces the earlier), and the producer's whole
+    /// staged set for the group is durable in `__consumer_offsets` before the answer.
+    async fn stage_offsets(&self, shard: &Shard, req: StageOffsetsRequest) -> StageResult {
         let meta = shard.metadata();
         let mut results = Vec::with_capacity(req.offsets.len());
-        let mut staged = self.staged.borrow_mut();
-        let list = staged.entry((req.group_id.clone(), req.producer_id)).or_default();
-        for o in req.offsets {
-            if meta.owner(&o.topic, sluice_core::PartitionId(o.partition)).is_none() {
-                results.push(Err(crate::groups::GroupError::UnknownTopicOrPartition));
-                continue;
+        let value = {
+            let mut staged = self.staged.borrow_mut();
+            let list = staged.entry((req.group_id.clone(), req.producer_id)).or_default();
+            for o in req.offsets {
+                if meta.owner(&o.topic, sluice_core::PartitionId(o.partition)).is_none() {
+                    results.push(Err(crate::groups::GroupError::UnknownTopicOrPartition));
+                    continue;
+                }
+                list.retain(|x| !(x.topic == o.topic && x.partition == o.partition));
+                list.push(o);
+                results.push(Ok(()));
             }
-            list.retain(|x| !(x.topic == o.topic && x.partition == o.partition));
-            list.push(o);
-            results.push(Ok(()));
-        }
+            groups_store::txn_offsets_value(list)
+        };
+        tracing::debug!(group = %req.group_id, producer_id = req.producer_id, "transactional offsets staged");
+        let key = groups_store::txn_offsets_key(&req.group_id, req.producer_id);
+        crate::groups::coordinator::write(shard, &req.group_id, vec![(key, value)])
+            .await
+            .map_err(|e| TxnError::Storage(e.to_string()))?;
         Ok(results)
     }
 
-    /// The transaction's end reached the group: its staged offsets are committed or dropped.
+    /// The transaction's end reached the group: its staged offsets are committed (with the
+    /// pending record's tombstone in the same batch) or dropped (the tombstone alone).
+    /// Idempotent: a repeated end finds nothing staged.
     async fn complete_offsets(&self, shard: &Rc<Shard>, req: CompleteOffsetsRequest) -> Result<(), TxnError> {
-        let staged = self.staged.borrow_mut().remove(&(req.group_id.clone(), req.producer_id));
-        let Some(offsets) = staged.filter(|_| req.commit) else { return Ok(()) };
-        shard
-            .groups
-            .commit_unchecked(shard, &req.group_id, offsets)
-            .await
-            .map_err(|e| TxnError::Storage(e.to_string()))?;
+        let key = (req.group_id.clone(), req.producer_id);
+        let Some(offsets) = self.staged.borrow().get(&key).cloned() else { return Ok(()) };
+        let tombstone = vec![(groups_store::txn_offsets_key(&req.group_id, req.producer_id), Vec::new())];
+        let written = if req.commit {
+            shard.groups.commit_unchecked(shard, &req.group_id, offsets, tombstone).await
+        } else {
+            crate::groups::coordinator::write(shard, &req.group_id, tombstone).await
+        };
+        written.map_err(|e| TxnError::Storage(e.to_string()))?;
+        self.staged.borrow_mut().remove(&key);
         Ok(())
+    }
+
+    /// Installs the pending transactional offsets replayed from a `__consumer_offsets`
+    /// partition (in log order: a later record of the same group and producer replaces the
+    /// earlier, an ended one removes it).
+    pub fn restore_staged(&self, replayed: Vec<crate::groups::PendingTxnOffsets>) {
+        let mut staged = self.staged.borrow_mut();
+        for (group, producer_id, value) in replayed {
+            match value {
+                Some(list) => staged.insert((group, producer_id), list),
+                None => staged.remove(&(group, producer_id)),
+            };
+        }
+        if !staged.is_empty() {
+            tracing::debug!(pending = staged.len(), "pending transactional offsets restored");
+        }
     }
 
     async fn init(&self, shard: &Rc<Shard>, req: InitRequest) -> Result<(i64, i16), TxnError> {
@@ -348,11 +398,16 @@ async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result
             batches: vec![(header, marker.clone())],
         })
         .collect();
+    let targets: Vec<TopicPartition> = items.iter().map(|i| i.tp.clone()).collect();
     let results = crate::produce::produce(shard, Acks::All, items).await.await;
-    for (_, r) in results {
+    for (index, r) in results {
         match r {
-            // A partition deleted since it was added has no data to mark.
-            Ok(_) | Err(crate::PartitionError::UnknownTopicOrPartition) => {}
+            Ok(_) => {}
+            // A partition deleted since it was added has no data to mark. One the metadata
+            // still has is not open yet (its shard still recovers at start): the marker must
+            // not be skipped, the transaction stays prepared and the sweep retries.
+            Err(crate::PartitionError::UnknownTopicOrPartition)
+                if targets.get(index).is_none_or(|tp| !partition_exists(shard, tp)) => {}
             Err(e) => return Err(TxnError::Storage(format!("writing a transaction marker: {e}"))),
         }
     }
@@ -363,6 +418,11 @@ async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result
             .map_err(|e| TxnError::Storage(format!("completing the offsets of group {group}: {e}")))?;
     }
     Ok(())
+}
+
+/// Whether the metadata has the partition (the marker's target).
+fn partition_exists(shard: &Shard, tp: &TopicPartition) -> bool {
+    shard.metadata().owner(&tp.topic, tp.partition).is_some()
 }
 
 /// Appends records to the id's transaction-log partition and waits until they are durable.

@@ -124,6 +124,13 @@ pub struct CompleteOffsetsRequest {
     pub commit: bool,
 }
 
+/// OffsetFetch with `require_stable` (v7+), on the group's coordinator shard: the partitions
+/// of the group with offsets staged by a transaction not yet ended.
+#[derive(Debug, Clone)]
+pub struct PendingOffsetsRequest {
+    pub group_id: String,
+}
+
 /// Results of staged offsets, one per offset.
 pub type StageResult = Result<Vec<Result<(), crate::groups::GroupError>>, TxnError>;
 
@@ -138,6 +145,7 @@ pub enum TxnCall {
     List(Call<ListRequest, Vec<TxnListing>>),
     StageOffsets(Call<StageOffsetsRequest, StageResult>),
     CompleteOffsets(Call<CompleteOffsetsRequest, Result<(), TxnError>>),
+    PendingOffsets(Call<PendingOffsetsRequest, Result<Vec<(String, i32)>, TxnError>>),
 }
 
 operations!(TxnCall {
@@ -148,6 +156,7 @@ operations!(TxnCall {
     ListRequest => List: Vec<TxnListing>,
     StageOffsetsRequest => StageOffsets: StageResult,
     CompleteOffsetsRequest => CompleteOffsets: Result<(), TxnError>,
+    PendingOffsetsRequest => PendingOffsets: Result<Vec<(String, i32)>, TxnError>,
 });
 
 /// The `__transaction_state` partition of a transactional id.

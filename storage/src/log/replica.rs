@@ -61,6 +61,12 @@ impl PartitionLog {
         })
     }
 
+    /// The idempotent-producer check of `header` against the batches in this log (a leader
+    /// checks its own log, appended but uncommitted batches included).
+    pub fn check_producer(&self, header: &BatchHeader) -> Result<crate::producers::SeqCheck, StorageError> {
+        Ok(self.state.borrow().producers.check(header)?)
+    }
+
     /// Cuts the log at `offset` now (see the module contract); the file follows in the writer.
     pub fn cut_at(&self, offset: Offset) -> Result<(), StorageError> {
         let off = offset.0;

@@ -8,7 +8,13 @@
 //! through the same API the metadata layer uses). Every broker is stopped by its harness;
 //! every wait has a deadline.
 
+use crate::common::*;
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice_tests::Broker;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
@@ -21,6 +27,10 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
+    member_with(node, peer_ports, &[("SLUICE_TEST_RAFT_PROBE", "1")])
+}
+
+fn member_with(node: usize, peer_ports: &[u16], env: &[(&str, &str)]) -> Broker {
     let dir = tempfile::Builder::new().prefix("sluice-it-repl-").tempdir().expect("temp dir");
     let voters = peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
     let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
@@ -40,7 +50,7 @@ fn member(node: usize, peer_ports: &[u16]) -> Broker {
         "--metrics-listen",
         "",
     ];
-    Broker::start_with_env(dir, 1, &args, &[("SLUICE_TEST_RAFT_PROBE", "1")])
+    Broker::start_with_env(dir, 1, &args, env)
 }
 
 /// The committed batches a broker's probe read in its latest run, in order: (offset, crc).
@@ -129,5 +139,100 @@ fn the_metadata_log_commits_on_every_broker_and_survives_the_leaders_kill() {
     assert_same_history(&brokers, &all);
     for b in &mut brokers {
         b.stop();
+    }
+}
+
+const PRODUCE_VERSION: i16 = 9;
+
+/// One acks=all produce of a one-record batch tagged `tag` to partition 0: (error code, base).
+fn produce_one(port: u16, topic: &str, tag: &str) -> Option<(i16, i64)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let data = vec![PartitionProduceData::default().with_index(0).with_records(Some(record_batch_at(&[0], tag)))];
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(data),
+    ]);
+    let resp = roundtrip(&mut s, &encode_request(0, PRODUCE_VERSION, 2, 1, &req)).ok()?;
+    let mut buf = Bytes::from(resp);
+    ResponseHeader::decode(&mut buf, 1).ok()?;
+    let r = ProduceResponse::decode(&mut buf, PRODUCE_VERSION).ok()?;
+    let p = r.responses.first()?.partition_responses.first()?.clone();
+    Some((p.error_code, p.base_offset))
+}
+
+/// Produces `tag` to whichever of `live` accepts it (the leader), until `deadline`; the others
+/// must answer NOT_LEADER_OR_FOLLOWER (6). Returns (leader index, base offset).
+fn produce_to_leader(brokers: &[Broker], live: &[usize], topic: &str, tag: &str) -> (usize, i64) {
+    let start = Instant::now();
+    loop {
+        for &i in live {
+            match produce_one(brokers[i].port(), topic, tag) {
+                Some((0, base)) => return (i, base),
+                Some((6, _)) | None => {}
+                Some((code, _)) => panic!("broker {i} answered produce with error {code}"),
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "no broker of {live:?} accepted {tag} as leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every record of `topic` partition 0 read from `addr` (librdkafka), by offset: its value.
+fn read_all(addr: &str, topic: &str, n: usize) -> BTreeMap<i64, String> {
+    let c = consumer(addr);
+    assign(&c, topic, &[(0, rdkafka::Offset::Beginning)]);
+    let (got, errors) = consume_n(&c, n, Duration::from_secs(20));
+    assert!(errors.is_empty(), "consumer errors: {errors:?}");
+    got.into_iter()
+        .map(|m| (m.offset, String::from_utf8_lossy(m.msg.payload.as_deref().unwrap_or_default()).into_owned()))
+        .collect()
+}
+
+#[test]
+fn a_replicated_partition_acks_on_the_leader_refuses_on_followers_and_fails_over() {
+    let _slot = crate::common::shared_slot();
+    let ports = free_ports(3);
+    let env = [("SLUICE_TEST_REPLICATE_PREFIX", "repl-")];
+    let mut brokers: Vec<Broker> = (0..3).map(|i| member_with(i, &ports, &env)).collect();
+    let topic = "repl-data";
+    for b in &brokers {
+        create_topic(&b.addr(), topic, 1);
+    }
+    let all = [0, 1, 2];
+    let mut acked: BTreeMap<i64, String> = BTreeMap::new();
+    let (leader, base) = produce_to_leader(&brokers, &all, topic, "first");
+    acked.insert(base, "first-v0".into());
+    for n in 0..20 {
+        let tag = format!("a{n}");
+        let (l, base) = produce_to_leader(&brokers, &all, topic, &tag);
+        assert_eq!(l, leader, "the leader does not change without a failure");
+        assert!(acked.keys().all(|&o| o < base), "offsets grow");
+        acked.insert(base, format!("{tag}-v0"));
+    }
+    for &f in all.iter().filter(|&&i| i != leader) {
+        assert_eq!(produce_one(brokers[f].port(), topic, "x").map(|r| r.0), Some(6), "a follower refuses produce");
+    }
+    let got = read_all(&brokers[leader].addr(), topic, acked.len());
+    assert_eq!(got, acked, "the leader serves every acknowledged record at its offset, Raft's entries left out");
+
+    brokers[leader].kill();
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let (new_leader, _) = {
+        let (l, base) = produce_to_leader(&brokers, &rest, topic, "after");
+        acked.insert(base, "after-v0".into());
+        (l, base)
+    };
+    for n in 0..10 {
+        let tag = format!("b{n}");
+        let (l, base) = produce_to_leader(&brokers, &rest, topic, &tag);
+        assert_eq!(l, new_leader);
+        acked.insert(base, format!("{tag}-v0"));
+    }
+    let got = read_all(&brokers[new_leader].addr(), topic, acked.len());
+    assert_eq!(got, acked, "every acknowledged record survives the leader's kill, once, at its offset");
+    for &i in &rest {
+        brokers[i].stop();
     }
 }

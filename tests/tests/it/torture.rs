@@ -51,6 +51,8 @@ use sluice_tests::Broker;
 
 use crate::common::*;
 
+mod txn;
+
 /// (offset, (partition, sequence) parsed from the key, value intact)
 type Seen = (i64, Option<(i32, u64)>, bool);
 
