@@ -57,10 +57,14 @@ thread_local! {
     /// How this shard sends forwarded proposals and their answers (set by net at start).
     static LINK: RefCell<Option<Rc<dyn ForwardLink>>> = const { RefCell::new(None) };
     /// Forwarded proposals waiting for the controller's answer, by request id.
-    static PENDING: RefCell<BTreeMap<u64, oneshot::Sender<Result<(Offset, Offset), String>>>> =
+    static PENDING: RefCell<BTreeMap<u64, oneshot::Sender<ForwardAnswer>>> =
         const { RefCell::new(BTreeMap::new()) };
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
+
+/// The controller's answer to a forwarded proposal: the committed offsets (first batch's base,
+/// last batch's last) or why not.
+type ForwardAnswer = Result<(Offset, Offset), String>;
 
 /// Refused batches remembered (a change waits for its own batches only briefly).
 const REFUSED_KEPT: usize = 1024;
@@ -205,7 +209,7 @@ pub(super) async fn propose(r: &Rc<Replicas>, records: &[MetadataRecord]) -> Res
 
 /// Proposes batches in order on the leader: the first batch's base offset and the last
 /// batch's last offset.
-async fn propose_here(r: &Replicas, batches: Vec<Bytes>) -> Result<(Offset, Offset), String> {
+async fn propose_here(r: &Replicas, batches: Vec<Bytes>) -> ForwardAnswer {
     let mut range: Option<(Offset, Offset)> = None;
     for b in batches {
         let c = r.propose(GroupId::METADATA, b).await.map_err(|e| e.to_string())?;
@@ -302,7 +306,7 @@ pub fn on_forwarded(shard: &Rc<Shard>, from: i32, kind: Forwarded, payload: Byte
 }
 
 /// Checks a forwarded request (every batch a valid metadata batch) and proposes it.
-async fn answer_forward(r: &Replicas, payload: &[u8]) -> Option<(u64, Result<(Offset, Offset), String>)> {
+async fn answer_forward(r: &Replicas, payload: &[u8]) -> Option<(u64, ForwardAnswer)> {
     let id = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
     let mut rest = &payload[8..];
     let mut batches = Vec::new();
@@ -324,7 +328,7 @@ async fn answer_forward(r: &Replicas, payload: &[u8]) -> Option<(u64, Result<(Of
     Some((id, propose_here(r, batches).await))
 }
 
-fn parse_reply(payload: &[u8]) -> Option<(u64, Result<(Offset, Offset), String>)> {
+fn parse_reply(payload: &[u8]) -> Option<(u64, ForwardAnswer)> {
     let id = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
     match *payload.get(8)? {
         0 => {

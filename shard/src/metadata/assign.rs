@@ -106,7 +106,7 @@ mod tests {
         #[test]
         fn replicas_are_distinct_and_leaders_even(n in 1usize..7, rf_pick in 0usize..7, parts in 1usize..60, seed in any::<u32>()) {
             let rf = 1 + rf_pick % n;
-            let brokers: Vec<i32> = (0..n).map(|i| i as i32 * 10 + 1).collect();
+            let brokers: Vec<i32> = (0..n).map(|i| i32::try_from(i).unwrap() * 10 + 1).collect();
             let a = assign(&brokers, rf, 0, parts, seed).unwrap();
             let mut leaders = vec![0usize; n];
             for r in &a {

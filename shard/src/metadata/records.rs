@@ -567,7 +567,7 @@ mod tests {
     fn a_huge_topic_is_split_and_packed_into_bounded_batches() {
         let n = usize::try_from(MAX_PARTITIONS_PER_TOPIC).unwrap();
         let replicas: Vec<Vec<Node>> =
-            (0..n).map(|p| vec![(p % 5) as i32, ((p + 1) % 5) as i32, ((p + 2) % 5) as i32]).collect();
+            (0..n).map(|p| (0..3).map(|k| i32::try_from((p + k) % 5).unwrap()).collect()).collect();
         let t = TopicCreated {
             name: "big".into(),
             id: [9; 16],
