@@ -52,6 +52,16 @@ FAILOVER_TIMEOUT = 60.0
 TOOL_TIMEOUT = 120
 
 
+# --- what sluice does not do yet ----------------------------------------------------
+
+def pending_on_sluice(c, why):
+    """Skips a test on sluice while #18 lacks what it needs (it runs on Kafka, and on sluice
+    with SLUICE_REPLICATION_TESTS=1): on main the data partitions of an RF=3 topic are described
+    everywhere but not yet Raft groups, so a dead leader is never replaced."""
+    if c.side == "sluice" and os.environ.get("SLUICE_REPLICATION_TESTS") != "1":
+        pytest.skip(f"sluice: {why} (#18, not built yet; SLUICE_REPLICATION_TESTS=1 runs it)")
+
+
 # --- fixtures ------------------------------------------------------------------
 
 def _cluster(request, tmp_path, side, netns=False):
@@ -372,6 +382,7 @@ def consumer_caught_up(cluster, topic, reader, timeout=60.0):
 
 
 def test_kill_leaders_librdkafka(cluster):
+    pending_on_sluice(cluster, "no failover for data partitions")
     topic = f"repl-rdk-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic)
     history = History()
@@ -393,6 +404,7 @@ def test_kill_leaders_librdkafka(cluster):
 
 
 def test_kill_leaders_java(cluster, tmp_path):
+    pending_on_sluice(cluster, "no failover for data partitions")
     topic = f"repl-java-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic)
     history = History()
@@ -438,6 +450,7 @@ def elect_preferred(bootstrap, topic, partition):
 
 
 def test_cut_off_leader(ns_cluster):
+    pending_on_sluice(ns_cluster, "data partitions are not Raft groups")
     cluster = ns_cluster
     parts = 3
     topic = f"repl-cut-{uuid.uuid4().hex[:8]}"
@@ -545,6 +558,7 @@ def test_cli_describe(cluster):
 
 
 def test_cli_leader_election(cluster):
+    pending_on_sluice(cluster, "leader changes are not written to the metadata log")
     topic = f"repl-elect-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=1)
     preferred = cluster.partitions(topic)[0].replicas[0]
@@ -569,6 +583,7 @@ def test_cli_leader_election(cluster):
 
 
 def test_cli_reassign(cluster, tmp_path):
+    pending_on_sluice(cluster, "no partition reassignment APIs")
     from confluent_kafka import Producer
     topic = f"repl-move-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=1, rf=2, min_isr=1)
