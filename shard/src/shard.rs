@@ -318,6 +318,7 @@ impl Shard {
                 fail_the_rest(&wanted, &mut failed, &e);
             }
         }
+        self.open_replicas_of(&snapshot).await;
         if failed.is_empty() {
             Ok(())
         } else {
@@ -337,6 +338,11 @@ impl Shard {
             dead.into_iter().filter_map(|tp| logs.remove(&tp).map(|o| (tp, o.log))).collect()
         };
         for (tp, log) in gone {
+            if let Some(r) = self.replicas() {
+                if let Some(group) = r.group_of(&tp) {
+                    r.close_replica(group);
+                }
+            }
             self.txn_partitions.remove(&tp);
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
@@ -344,6 +350,34 @@ impl Shard {
             // Freeing a large partition's extents can take a while: off the shard's thread.
             if let Err(e) = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
                 tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
+            }
+        }
+    }
+
+    /// Opens the replicas of the current snapshot (see [`Shard::open_replicas_of`]) once the
+    /// replication runtime is installed: the start-up recovery ran before it was.
+    pub async fn open_replicas(&self) {
+        let _permit = self.install_lock.acquire_permit(1).await.expect("the install semaphore never closes");
+        let snapshot = self.metadata();
+        self.open_replicas_of(&snapshot).await;
+    }
+
+    /// Makes every open log of a partition with more than one replica (this broker among
+    /// them) the replica of its Raft group — topic number and partition — whose members are
+    /// the partition's replicas. Logs of single-replica partitions, and every log on a broker
+    /// without a replication runtime, keep the direct path.
+    async fn open_replicas_of(&self, snapshot: &MetadataSnapshot) {
+        let Some(r) = self.replicas() else { return };
+        let me = self.config.node_id;
+        for (tp, group, members) in replicated(snapshot, me) {
+            if r.group_of(&tp).is_some() {
+                continue;
+            }
+            let Some(log) = self.log(&tp) else { continue };
+            let members: Vec<sluice_core::cluster::NodeId> =
+                members.into_iter().map(sluice_core::cluster::NodeId).collect();
+            if let Err(e) = r.open_replica(log, tp.clone(), group, &members).await {
+                tracing::error!(partition = %tp, %group, error = %e, "cannot open the partition's replica");
             }
         }
     }
@@ -579,6 +613,23 @@ fn run_with(slot: crate::msg::TaskSlot, work: impl std::future::Future<Output = 
 fn owns(snapshot: &MetadataSnapshot, shard: ShardId, tp: &TopicPartition, topic_id: &[u8; 16]) -> bool {
     snapshot.topics.get(&tp.topic).is_some_and(|t| &t.id == topic_id)
         && snapshot.owner(&tp.topic, tp.partition) == Some(shard)
+}
+
+/// The partitions of `snapshot` with more than one replica, `me` among them: each with its
+/// Raft group (topic number, partition) and its replicas (node ids).
+fn replicated(snapshot: &MetadataSnapshot, me: i32) -> Vec<(TopicPartition, crate::raft::GroupId, Vec<i32>)> {
+    let mut out = Vec::new();
+    for (name, repl) in &snapshot.replication {
+        for (p, state) in repl.partitions.iter().enumerate() {
+            if state.replicas.len() < 2 || !state.replicas.contains(&me) {
+                continue;
+            }
+            let (Ok(pi), Ok(pu)) = (i32::try_from(p), u32::try_from(p)) else { break };
+            let group = crate::raft::GroupId::partition(repl.number, pu);
+            out.push((TopicPartition::new(name.clone(), pi), group, state.replicas.clone()));
+        }
+    }
+    out
 }
 
 /// Marks every `wanted` partition not already in `failed` as failed with `e` (the data

@@ -87,6 +87,16 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
         sluice_shard::admin::cluster::set_link(Rc::new(ForwardLinks(net.clone())));
         sluice_shard::admin::cluster::start(&shard, &r);
     }
+    sluice_shard::admin::cluster::follow_leaders(&shard, &r);
+    {
+        // The start-up recovery opened this shard's logs before the runtime existed.
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            shard.recovered().await;
+            shard.open_replicas().await;
+        })
+        .detach();
+    }
     #[cfg(feature = "fault-injection")]
     {
         spawn_raft_probe(net, &r);
@@ -156,6 +166,7 @@ pub fn spawn_raft_probe(net: &Rc<PeerNet>, r: &Rc<sluice_shard::replica::Replica
 pub fn spawn_test_replication(net: &Rc<PeerNet>, r: &Rc<sluice_shard::replica::Replicas>) {
     let Ok(prefix) = std::env::var("SLUICE_TEST_REPLICATE_PREFIX") else { return };
     let (shard, r) = (net.shard.clone(), r.clone());
+    let me = net.identity.node_id.0;
     let members: Vec<NodeId> = net.identity.voters.iter().map(|v| v.id).collect();
     glommio::spawn_local(async move {
         while !shard.is_stopping() {
@@ -167,6 +178,10 @@ pub fn spawn_test_replication(net: &Rc<PeerNet>, r: &Rc<sluice_shard::replica::R
                     let tp =
                         sluice_core::TopicPartition { topic: name.clone(), partition: sluice_core::PartitionId(part) };
                     if usize::from(*owner) != shard.id.index() || r.group_of(&tp).is_some() {
+                        continue;
+                    }
+                    // Replicated through the metadata log: the real path opens it.
+                    if meta.partition(name, tp.partition, me).is_some_and(|s| s.replicas.len() > 1) {
                         continue;
                     }
                     let Some(log) = shard.log(&tp) else { continue };

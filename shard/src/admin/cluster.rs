@@ -19,13 +19,21 @@
 //!   on every broker), saves the snapshot with the new `applied_offset` (the snapshot file is
 //!   the checkpoint: a restart replays only what follows) and publishes it to every shard,
 //!   which opens the logs of the replicas placed here and drops those of deleted topics.
+//! - Leader changes of data partitions ([`follow_leaders`], on every shard with a runtime):
+//!   when this broker wins a data group's election (a new term), its shard queues a
+//!   `PartitionChanged` (leader = this broker, epoch = the term, ISR = the leader's in-sync
+//!   replicas once followers answered, all replicas if it knows none), unless the snapshot
+//!   already records that epoch or a newer one. Shard 0 proposes the queue through
+//!   [`propose`] (here or forwarded to the controller), retrying a bounded number of times;
+//!   apply refuses an epoch older than the recorded one, so a late record never overwrites a
+//!   newer leader. Every broker's Metadata then names the new leader.
 //! - [`controller`] is the group-0 leader as shard 0 last saw it, readable from any shard
 //!   (one broker per process).
 
 use super::{log_failures, publish, save};
 use crate::error::PartitionError;
 use crate::metadata::apply::{apply_all, Local};
-use crate::metadata::records::{decode_batch, to_batches, MetadataRecord};
+use crate::metadata::records::{decode_batch, to_batches, MetadataRecord, PartitionChanged};
 use crate::placement::recent_load;
 use crate::raft::GroupId;
 use crate::replica::Replicas;
@@ -87,6 +95,100 @@ pub fn set_link(link: Rc<dyn ForwardLink>) {
     LINK.with(|l| *l.borrow_mut() = Some(link));
 }
 
+/// Leadership wins of this broker's data groups waiting for shard 0 to record them (every
+/// shard of the process pushes; one broker per process).
+static WON: std::sync::Mutex<Vec<PartitionChanged>> = std::sync::Mutex::new(Vec::new());
+
+/// How long a new leader waits for its followers before reading its ISR.
+const ISR_SETTLE_MS: u64 = 500;
+/// How often shard 0 looks for leadership wins to record.
+const WON_POLL_MS: u64 = 50;
+/// Attempts to record one leadership win.
+const WON_ATTEMPTS: u32 = 20;
+
+/// On every shard with a replication runtime: queues a `PartitionChanged` for each data group
+/// this broker comes to lead (module docs).
+pub fn follow_leaders(shard: &Rc<Shard>, r: &Rc<Replicas>) {
+    let (shard_w, r_w) = (Rc::downgrade(shard), Rc::downgrade(r));
+    let me = r.node();
+    r.on_leader_change(Box::new(move |group, leader, epoch| {
+        if group == GroupId::METADATA || leader != Some(me) {
+            return;
+        }
+        let (shard_w, r_w) = (shard_w.clone(), r_w.clone());
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(ISR_SETTLE_MS)).await;
+            let (Some(shard), Some(r)) = (shard_w.upgrade(), r_w.upgrade()) else { return };
+            if let Some(c) = leader_change(&shard, &r, group, epoch) {
+                tracing::info!(partition = c.partition, epoch = c.leader_epoch, isr = ?c.isr, "recording a leader change");
+                WON.lock().expect("no panics while holding WON").push(c);
+            }
+        })
+        .detach();
+    }));
+}
+
+/// The record of this broker leading `group` at `epoch`, if it still does and the snapshot
+/// records an older epoch.
+fn leader_change(
+    shard: &Shard,
+    r: &Replicas,
+    group: GroupId,
+    epoch: sluice_core::LeaderEpoch,
+) -> Option<PartitionChanged> {
+    let (leader, now) = r.leader(group)?;
+    if leader != Some(r.node()) || now != epoch {
+        return None; // lost it meanwhile: the newer leader records itself
+    }
+    let tp = r.partition_of(group)?;
+    let snap = shard.metadata();
+    let id = snap.topics.get(&tp.topic)?.id;
+    let state = snap.partition(&tp.topic, tp.partition, r.node().0)?;
+    if epoch.0 <= state.leader_epoch {
+        return None;
+    }
+    let mut isr: Vec<i32> = r.isr(group).unwrap_or_default().into_iter().map(|n| n.0).collect();
+    isr.retain(|n| state.replicas.contains(n));
+    if isr.is_empty() {
+        isr = state.replicas.clone();
+    }
+    Some(PartitionChanged { id, partition: tp.partition.0, leader: r.node().0, leader_epoch: epoch.0, isr })
+}
+
+/// Shard 0: records queued leadership wins, forever.
+async fn record_leaders(shard: Rc<Shard>, r: Rc<Replicas>) {
+    let mut retry: Vec<(PartitionChanged, u32)> = Vec::new();
+    while !shard.is_stopping() {
+        glommio::timer::sleep(Duration::from_millis(WON_POLL_MS)).await;
+        let fresh = std::mem::take(&mut *WON.lock().expect("no panics while holding WON"));
+        retry.extend(fresh.into_iter().map(|c| (c, 0)));
+        for (c, tries) in std::mem::take(&mut retry) {
+            if !still_newer(&shard, &c) {
+                continue;
+            }
+            if let Err(e) = propose(&r, &[MetadataRecord::PartitionChanged(c.clone())]).await {
+                if tries + 1 < WON_ATTEMPTS {
+                    tracing::debug!(error = %e, "recording a leader change failed; retrying");
+                    retry.push((c, tries + 1));
+                } else {
+                    tracing::warn!(error = %e, "a leader change was not recorded");
+                }
+            }
+        }
+    }
+}
+
+/// Whether the snapshot still records an older epoch for `c`'s partition (same topic id).
+fn still_newer(shard: &Shard, c: &PartitionChanged) -> bool {
+    let snap = shard.metadata();
+    let Some(name) = snap.topic_by_id(&c.id) else { return false };
+    let Some(repl) = snap.replication.get(name) else { return false };
+    usize::try_from(c.partition)
+        .ok()
+        .and_then(|p| repl.partitions.get(p))
+        .is_some_and(|p| p.leader_epoch < c.leader_epoch)
+}
+
 /// The controller (the metadata log's leader), if one is known.
 pub fn controller() -> Option<i32> {
     let c = CONTROLLER.load(Ordering::Relaxed);
@@ -114,6 +216,7 @@ pub fn start(shard: &Rc<Shard>, r: &Rc<Replicas>) {
     }));
     applied().advance(shard.metadata().applied_offset);
     glommio::spawn_local(applier(shard.clone(), r.clone())).detach();
+    glommio::spawn_local(record_leaders(shard.clone(), r.clone())).detach();
 }
 
 /// Applies committed metadata batches in order, forever (see the module docs).

@@ -272,6 +272,11 @@ impl Replicas {
         self.driver.borrow().in_sync(group).map(|ids| ids.into_iter().map(cluster_node).collect())
     }
 
+    /// The partition of a data group of this shard (None: the metadata log or no such group).
+    pub fn partition_of(&self, group: GroupId) -> Option<TopicPartition> {
+        self.groups.borrow().get(&group).and_then(|g| g.tp.clone())
+    }
+
     /// The partition log of a group.
     pub fn log(&self, group: GroupId) -> Option<Rc<PartitionLog>> {
         self.groups.borrow().get(&group).map(|g| g.log.clone())
