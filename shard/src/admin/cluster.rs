@@ -298,10 +298,11 @@ fn refused(base: i64) {
 pub(super) async fn propose(r: &Rc<Replicas>, records: &[MetadataRecord]) -> Result<(), PartitionError> {
     let batches: Vec<Bytes> = to_batches(records, sluice_core::clock::now_ms()).into_iter().map(Bytes::from).collect();
     let (first, last) = if r.is_leader(GroupId::METADATA) {
-        propose_here(r, batches).await.map_err(|e| not_controller(r, &e))?
+        propose_here(r, batches).await.map_err(|e| not_controller(r, &e))
     } else {
-        forward(r, batches).await?
-    };
+        forward(r, batches).await
+    }
+    .inspect_err(|e| tracing::info!(error = %e, "a metadata proposal failed"))?;
     wait_applied(last).await?;
     let conflicted = REFUSED.with(|q| q.borrow().iter().any(|b| (first.0..=last.0).contains(b)));
     if conflicted {
@@ -324,6 +325,10 @@ async fn propose_here(r: &Replicas, batches: Vec<Bytes>) -> ForwardAnswer {
 /// Sends `batches` to the metadata log's leader and waits for its answer.
 async fn forward(r: &Replicas, batches: Vec<Bytes>) -> Result<(Offset, Offset), PartitionError> {
     let leader = wait_leader(r).await?;
+    if leader == r.node().0 {
+        // Elected here while waiting for a leader.
+        return propose_here(r, batches).await.map_err(|e| not_controller(r, &e));
+    }
     let link = LINK.with(|l| l.borrow().clone()).ok_or_else(|| not_controller(r, "no link to the controller"))?;
     let id = NEXT_ID.with(|n| {
         let id = n.get();
