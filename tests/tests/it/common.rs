@@ -246,11 +246,16 @@ pub fn block_on<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
 /// Creates `topic` with `partitions` partitions via CreateTopics and waits
 /// until metadata shows it with that many partitions.
 pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
+    create_topic_rf(addr, topic, partitions, 1);
+}
+
+/// Creates `topic` with `partitions` partitions of `rf` replicas each, through `addr`.
+pub fn create_topic_rf(addr: &str, topic: &str, partitions: i32, rf: i32) {
     let admin = admin(addr);
     let opts = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(20)))
         .operation_timeout(Some(Duration::from_secs(10)));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
     let res = block_on(admin.create_topics([&new], &opts), OP_TIMEOUT)
         .unwrap_or_else(|| panic!("CreateTopics({topic}) did not complete within {OP_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("CreateTopics({topic}) failed: {e}"));

@@ -194,12 +194,10 @@ fn read_all(addr: &str, topic: &str, n: usize) -> BTreeMap<i64, String> {
 fn a_replicated_partition_acks_on_the_leader_refuses_on_followers_and_fails_over() {
     let _slot = crate::common::shared_slot();
     let ports = free_ports(3);
-    let env = [("SLUICE_TEST_REPLICATE_PREFIX", "repl-")];
-    let mut brokers: Vec<Broker> = (0..3).map(|i| member_with(i, &ports, &env)).collect();
+    let mut brokers: Vec<Broker> = (0..3).map(|i| member_with(i, &ports, &[])).collect();
     let topic = "repl-data";
-    for b in &brokers {
-        create_topic(&b.addr(), topic, 1);
-    }
+    // One CreateTopics through the metadata log: every broker opens its replica.
+    create_topic_rf(&brokers[0].addr(), topic, 1, 3);
     let all = [0, 1, 2];
     let mut acked: BTreeMap<i64, String> = BTreeMap::new();
     let (leader, base) = produce_to_leader(&brokers, &all, topic, "first");
