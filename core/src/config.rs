@@ -51,6 +51,16 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
     pub offsets_topic_num_partitions: i32,
+    /// Replicas of each `__consumer_offsets` partition in a cluster (Kafka's
+    /// `offsets.topic.replication.factor`), at most the cluster's members; the topic is created
+    /// once that many brokers are live.
+    pub offsets_topic_replication_factor: i16,
+    /// Replicas of each `__transaction_state` partition in a cluster (Kafka's
+    /// `transaction.state.log.replication.factor`), as `offsets_topic_replication_factor`.
+    pub transaction_state_replication_factor: i16,
+    /// Replicas of each partition of an auto-created topic, and of a CreateTopics that leaves
+    /// the factor to the broker (Kafka's `default.replication.factor`).
+    pub default_replication_factor: i16,
     /// Connections the broker accepts in total (0: unlimited), counted across all shards.
     pub max_connections: usize,
     /// Connections accepted from one IP address (0: unlimited, Kafka's default), counted
@@ -149,6 +159,9 @@ impl Default for BrokerConfig {
             group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
+            offsets_topic_replication_factor: 3,
+            transaction_state_replication_factor: 3,
+            default_replication_factor: 1,
             log_retention_check_interval_ms: 300_000,
             listen_retry_ms: crate::limits::DEFAULT_LISTEN_RETRY_MS,
             producer_id_expiration_ms: crate::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
@@ -535,6 +548,9 @@ impl BrokerConfig {
     /// Classic groups and the offsets topic.
     fn validate_groups(&self) -> Result<(), ConfigError> {
         in_range("offsets_topic_num_partitions", self.offsets_topic_num_partitions, 1..=1000)?;
+        in_range("offsets_topic_replication_factor", self.offsets_topic_replication_factor, 1..=i16::MAX)?;
+        in_range("transaction_state_replication_factor", self.transaction_state_replication_factor, 1..=i16::MAX)?;
+        in_range("default_replication_factor", self.default_replication_factor, 1..=i16::MAX)?;
         if self.group_min_session_timeout_ms < 1
             || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
         {

@@ -52,6 +52,8 @@ pub fn code(e: &PartitionError) -> i16 {
 pub fn group_code(e: &GroupError) -> i16 {
     let k = match e {
         GroupError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => K::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => K::CoordinatorLoadInProgress,
         GroupError::UnknownMemberId => K::UnknownMemberId,
         GroupError::IllegalGeneration => K::IllegalGeneration,
         GroupError::RebalanceInProgress => K::RebalanceInProgress,
@@ -83,6 +85,7 @@ pub fn txn_code(e: &TxnError, fenced_code: bool) -> i16 {
     let k = match e {
         TxnError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
         TxnError::CoordinatorLoadInProgress => K::CoordinatorLoadInProgress,
+        TxnError::NotCoordinator => K::NotCoordinator,
         TxnError::InvalidRequest(_) => K::InvalidRequest,
         TxnError::InvalidTransactionTimeout(_) => K::InvalidTransactionTimeout,
         TxnError::ProducerFenced if fenced_code => K::ProducerFenced,

@@ -282,9 +282,13 @@ fn load_metadata(config: &BrokerConfig, cores: usize) -> Result<MetadataSnapshot
     if moved > 0 {
         tracing::warn!(partitions = moved, cores, "partitions placed on shards that no longer exist were moved");
     }
-    let added = sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
-    let added_txn =
-        sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
+    // A cluster member's internal topics are created once, through the metadata log, when a
+    // coordinator is first looked for (`sluice_shard::internal::ensure_topic`).
+    let lone = config.controller_quorum_voters.is_empty();
+    let added =
+        lone && sluice_shard::admin::ensure_offsets_topic(&mut snapshot, cores, config.offsets_topic_num_partitions);
+    let added_txn = lone
+        && sluice_shard::admin::ensure_transaction_topic(&mut snapshot, cores, config.transaction_state_num_partitions);
     if moved > 0 || added || added_txn || adopted {
         snapshot.save(&config.data_dir).map_err(|e| e.to_string())?;
     }

@@ -454,8 +454,8 @@ impl Shard {
             tracing::error!(partition = %tp, error = %e, "cannot rebuild transaction state");
             result = Err(PartitionError::from(e));
         }
-        if tp.topic == crate::groups::OFFSETS_TOPIC {
-            match self.groups.load(&log).await {
+        if tp.topic == crate::groups::OFFSETS_TOPIC && crate::internal::loads_at_open(self, tp) {
+            match self.groups.load(&log, || true).await {
                 Ok(pending) => self.txns.restore_staged(pending),
                 Err(e) => {
                     tracing::error!(partition = %tp, error = %e, "cannot load group offsets");
@@ -475,7 +475,10 @@ impl Shard {
         log: &PartitionLog,
     ) -> Result<(), sluice_storage::StorageError> {
         if tp.topic == crate::txn::TXN_TOPIC {
-            return self.txns.load(log).await;
+            if !crate::internal::loads_at_open(self, tp) {
+                return Ok(()); // loaded when this broker is elected its leader
+            }
+            return self.txns.load(log, || true).await;
         }
         if log.high_watermark() > log.log_start() {
             let txns = crate::txn::partition::rebuild(log).await?;

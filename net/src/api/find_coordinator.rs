@@ -5,8 +5,10 @@
 //! their topic as Kafka does (Java `hashCode` modulo the partition count), and answered with
 //! that partition's leader from the metadata snapshot at its client address (this broker at
 //! the address of the listener the client came in on), batched from v4 (the shard that runs
-//! the group or transaction is found by that broker when the request comes). A key whose
-//! topic does not exist yet, or whose partition has no live leader, gets
+//! the group or transaction is found by that broker when the request comes). In a cluster, a
+//! missing topic is first created through the controller
+//! ([`sluice_shard::internal::ensure_topic`], as Kafka creates it on the first lookup). A key
+//! whose topic does not exist (yet), or whose partition has no live leader, gets
 //! COORDINATOR_NOT_AVAILABLE (clients retry); other key types INVALID_REQUEST.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
@@ -31,6 +33,14 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: FindCoordinatorRequest = decode_body(&req)?;
         let brokers = ctx.brokers();
+        if let Some(topic) = topic_of(body.key_type) {
+            if ctx.shard.metadata().topics.get(topic).is_none() {
+                let live = brokers.iter().map(|b| b.node_id.0).collect();
+                if let Err(why) = sluice_shard::internal::ensure_topic(&ctx.shard, topic, live).await {
+                    tracing::debug!(topic, %why, "internal topic not created yet");
+                }
+            }
+        }
         let meta = ctx.shard.metadata();
         let find = |key: &str| coordinator(&meta, &brokers, ctx.node_id().0, body.key_type, key);
         let resp = if req.version >= 4 {
@@ -78,12 +88,19 @@ impl Found {
     }
 }
 
+/// The internal topic of a coordinator key type.
+fn topic_of(key_type: i8) -> Option<&'static str> {
+    match key_type {
+        0 => Some(OFFSETS_TOPIC),
+        1 => Some(TXN_TOPIC),
+        _ => None,
+    }
+}
+
 /// The coordinator of `key`: the live leader of its partition of the coordinator's topic.
 fn coordinator(meta: &MetadataSnapshot, brokers: &[BrokerEndpoint], me: i32, key_type: i8, key: &str) -> Found {
-    let topic = match key_type {
-        0 => OFFSETS_TOPIC,
-        1 => TXN_TOPIC,
-        other => return Found::error(ResponseError::InvalidRequest, format!("unknown coordinator key type {other}")),
+    let Some(topic) = topic_of(key_type) else {
+        return Found::error(ResponseError::InvalidRequest, format!("unknown coordinator key type {key_type}"));
     };
     let Some(t) = meta.topics.get(topic) else {
         return Found::error(ResponseError::CoordinatorNotAvailable, format!("the topic {topic} does not exist yet"));

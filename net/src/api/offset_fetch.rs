@@ -33,9 +33,8 @@ async fn fetch_one(
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> Result<(OffsetList, Vec<(String, i32)>), GroupError> {
-    let list =
-        groups::call(&ctx.shard, group_id, groups::OffsetFetchRequest { group_id: group_id.to_string(), topics })
-            .await?;
+    let list = groups::ask(&ctx.shard, group_id, groups::OffsetFetchRequest { group_id: group_id.to_string(), topics })
+        .await?;
     let pending = if require_stable {
         let req = PendingOffsetsRequest { group_id: group_id.to_string() };
         txn::on_group(&ctx.shard, group_id, req).await.map_err(|_| GroupError::CoordinatorNotAvailable)?

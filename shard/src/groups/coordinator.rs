@@ -15,10 +15,10 @@ use super::{
     EachResult, GroupCall, GroupDescription, GroupError, GroupListing, JoinRequest, JoinResponse, MemberRef,
     OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
-use crate::internal::append_internal;
+use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
 use crate::msg::Call;
 use crate::shard::Shard;
-use sluice_core::{PartitionId, ShardId};
+use sluice_core::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -35,6 +35,52 @@ pub struct Coordinator {
     next_member: Cell<u64>,
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
+    /// The replicated `__consumer_offsets` partitions of this shard this broker leads
+    /// (`crate::internal`); single-replica ones are not tracked.
+    leadership: RefCell<Leadership>,
+}
+
+/// The group an operation is about (None: every group of the shard).
+fn group_of(call: &GroupCall) -> Option<&str> {
+    Some(match call {
+        GroupCall::Join(c) => &c.req.group_id,
+        GroupCall::Sync(c) => &c.req.group_id,
+        GroupCall::Heartbeat(c) => &c.req.0.group_id,
+        GroupCall::Leave(c) => &c.req.group_id,
+        GroupCall::Commit(c) => &c.req.member.group_id,
+        GroupCall::FetchOffsets(c) => &c.req.group_id,
+        GroupCall::Describe(c) => &c.req.0,
+        GroupCall::Delete(c) => &c.req.0,
+        GroupCall::DeleteOffsets(c) => &c.req.group_id,
+        GroupCall::List(_) => return None,
+        GroupCall::ConsumerHeartbeat(c) => &c.req.group_id,
+        GroupCall::ConsumerDescribe(c) => &c.req.0,
+    })
+}
+
+/// Answers a call this coordinator refuses (not the leader of the group's partition, or still
+/// loading it). DescribeGroups' answer carries no error: its reply is dropped, which the
+/// caller sees as COORDINATOR_NOT_AVAILABLE (retriable, as the others).
+fn refuse(call: GroupCall, why: Refusal) {
+    let e = GroupError::from(why);
+    match call {
+        GroupCall::Join(c) => drop(c.reply.send(Err(e))),
+        GroupCall::Sync(c) => drop(c.reply.send(Err(e))),
+        GroupCall::Heartbeat(c) => drop(c.reply.send(Err(e))),
+        GroupCall::Leave(c) => drop(c.reply.send(Err(e))),
+        GroupCall::Commit(c) => drop(c.reply.send(Err(e))),
+        GroupCall::FetchOffsets(c) => drop(c.reply.send(Err(e))),
+        GroupCall::Delete(c) => drop(c.reply.send(Err(e))),
+        GroupCall::DeleteOffsets(c) => drop(c.reply.send(Err(e))),
+        GroupCall::ConsumerHeartbeat(c) => drop(c.reply.send(Err(e))),
+        GroupCall::ConsumerDescribe(c) => drop(c.reply.send(Err(e))),
+        GroupCall::Describe(_) | GroupCall::List(_) => {}
+    }
+}
+
+/// The `__consumer_offsets` partition of a group, given the topic's partition count.
+fn partition_of(group_id: &str, partitions: usize) -> TopicPartition {
+    TopicPartition::new(OFFSETS_TOPIC, super::offsets_partition(group_id, partitions))
 }
 
 fn limits(shard: &Shard) -> Limits {
@@ -108,7 +154,18 @@ impl Coordinator {
     }
 
     /// Runs one operation and sends its reply (a dropped receiver: the client went away).
+    /// Whether this shard coordinates `group_id` now (module `crate::internal`).
+    pub(crate) fn admits(&self, shard: &Shard, group_id: &str) -> Result<(), Refusal> {
+        let partitions = shard.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.shards.len());
+        crate::internal::check(shard, &partition_of(group_id, partitions), &self.leadership.borrow())
+    }
+
     pub async fn handle(&self, shard: &Rc<Shard>, call: GroupCall) {
+        if let Some(group_id) = group_of(&call) {
+            if let Err(why) = self.admits(shard, group_id) {
+                return refuse(call, why);
+            }
+        }
         match call {
             GroupCall::Join(Call { req, reply }) => drop(reply.send(self.join(shard, req).await)),
             GroupCall::Sync(Call { req, reply }) => drop(reply.send(self.sync(shard, req).await)),
@@ -117,7 +174,7 @@ impl Coordinator {
             GroupCall::Commit(Call { req, reply }) => {
                 drop(reply.send(self.commit(shard, req.member, req.offsets).await))
             }
-            GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(self.fetch(&req.group_id, req.topics))),
+            GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(Ok(self.fetch(&req.group_id, req.topics)))),
             GroupCall::Describe(Call { req, reply }) => drop(reply.send(self.describe(&req.0))),
             GroupCall::Delete(Call { req, reply }) => drop(reply.send(self.delete(shard, &req.0).await)),
             GroupCall::DeleteOffsets(Call { req, reply }) => {
@@ -255,32 +312,87 @@ impl Coordinator {
         (g.len() as u64, g.values().map(|g| (g.members.len() + consumer_members(g)) as u64).sum())
     }
 
-    /// Replays one `__consumer_offsets` partition into memory (when the shard opens it).
-    /// Returns the pending transactional offsets records met, in log order, for the shard's
-    /// transaction coordinator.
+    /// Replays one `__consumer_offsets` partition into memory (when the shard opens it, or
+    /// when this broker is elected its leader). Returns the pending transactional offsets
+    /// records met, in log order, for the shard's transaction coordinator. `current` is asked
+    /// before each chunk: false stops the replay (a newer load replaced this one).
     pub async fn load(
         &self,
         log: &PartitionLog,
+        current: impl Fn() -> bool,
     ) -> Result<Vec<table::PendingTxnOffsets>, sluice_storage::StorageError> {
-        let mut offset = log.log_start();
-        let end = log.high_watermark();
         let mut applied = 0u64;
         let mut pending = Vec::new();
-        while offset < end {
-            let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
-            if read.records.is_empty() {
-                break;
+        read_to_hw(log, |chunk| {
+            if !current() {
+                return false;
             }
-            let chunk = table::replay_batches(&mut self.groups.borrow_mut(), &read.records);
-            applied += chunk.applied;
-            pending.extend(chunk.pending);
-            self.skipped_records.set(self.skipped_records.get() + chunk.skipped);
-            // No whole batch at the start of what was read: nothing more can be replayed.
-            let Some(next) = chunk.next else { break };
-            offset = next;
-        }
+            let done = table::replay_batches(&mut self.groups.borrow_mut(), chunk);
+            applied += done.applied;
+            pending.extend(done.pending);
+            self.skipped_records.set(self.skipped_records.get() + done.skipped);
+            true
+        })
+        .await?;
         tracing::debug!(partition = log.name(), records = applied, "group coordinator state loaded");
         Ok(pending)
+    }
+
+    /// This broker was elected leader of offsets partition `p` at `epoch`: true when its load
+    /// starts (any state left from an earlier leadership is dropped first).
+    pub(crate) fn elected(&self, shard: &Shard, p: i32, epoch: LeaderEpoch) -> bool {
+        let start = self.leadership.borrow_mut().elected(p, epoch);
+        if start {
+            self.unload(shard, p);
+        }
+        start
+    }
+
+    /// Loads partition `p` as its leader at `epoch`: true when it is now coordinated here,
+    /// false when the leadership moved meanwhile.
+    pub(crate) async fn load_led(
+        &self,
+        shard: &Shard,
+        log: &PartitionLog,
+        p: i32,
+        epoch: LeaderEpoch,
+    ) -> Result<bool, sluice_storage::StorageError> {
+        let pending = self.load(log, || self.leadership.borrow().loading(p, epoch)).await?;
+        // Superseded: the loss or the newer election already dropped the partition's state,
+        // and this load applied nothing after that (it checks before every chunk).
+        if !self.leadership.borrow_mut().loaded(p, epoch) {
+            return Ok(false);
+        }
+        shard.txns.restore_staged(pending);
+        Ok(true)
+    }
+
+    /// Another broker leads offsets partition `p`: true when this shard dropped its state.
+    pub(crate) fn lost(&self, shard: &Shard, p: i32) -> bool {
+        let had = self.leadership.borrow_mut().lost(p);
+        if had {
+            self.unload(shard, p);
+        }
+        had
+    }
+
+    /// Drops every group of offsets partition `p` (their waiting joins and syncs are told to
+    /// rejoin) and the transactional offsets staged for them.
+    fn unload(&self, shard: &Shard, p: i32) {
+        let partitions = shard.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.shards.len());
+        let gone: Vec<String> = {
+            let mut groups = self.groups.borrow_mut();
+            let gone: Vec<String> =
+                groups.keys().filter(|g| super::offsets_partition(g, partitions) == p).cloned().collect();
+            for g in &gone {
+                groups.remove(g);
+            }
+            gone
+        };
+        shard.txns.drop_staged(|g| super::offsets_partition(g, partitions) == p);
+        if !gone.is_empty() {
+            tracing::debug!(partition = p, groups = gone.len(), "groups unloaded");
+        }
     }
 
     /// Expires silent members and finishes rebalances; every minute also expires the offsets

@@ -36,6 +36,10 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub enum GroupError {
     #[error("the group coordinator is not available")]
     CoordinatorNotAvailable,
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    #[error("the group coordinator is loading its state")]
+    CoordinatorLoadInProgress,
     #[error("unknown member id")]
     UnknownMemberId,
     #[error("illegal generation")]
@@ -244,7 +248,7 @@ pub enum GroupCall {
     Heartbeat(Call<HeartbeatRequest, Result<(), GroupError>>),
     Leave(Call<LeaveRequest, EachResult>),
     Commit(Call<CommitRequest, EachResult>),
-    FetchOffsets(Call<OffsetFetchRequest, OffsetList>),
+    FetchOffsets(Call<OffsetFetchRequest, Result<OffsetList, GroupError>>),
     Describe(Call<DescribeRequest, Option<GroupDescription>>),
     Delete(Call<DeleteRequest, Result<(), GroupError>>),
     DeleteOffsets(Call<OffsetDeleteRequest, EachResult>),
@@ -259,7 +263,7 @@ operations!(GroupCall {
     HeartbeatRequest => Heartbeat: Result<(), GroupError>,
     LeaveRequest => Leave: EachResult,
     CommitRequest => Commit: EachResult,
-    OffsetFetchRequest => FetchOffsets: OffsetList,
+    OffsetFetchRequest => FetchOffsets: Result<OffsetList, GroupError>,
     DescribeRequest => Describe: Option<GroupDescription>,
     DeleteRequest => Delete: Result<(), GroupError>,
     OffsetDeleteRequest => DeleteOffsets: EachResult,

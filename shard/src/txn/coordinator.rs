@@ -17,13 +17,13 @@ use super::{
 };
 use crate::groups::store as groups_store;
 use crate::groups::OffsetToCommit;
-use crate::internal::append_internal;
+use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
 use crate::msg::{Acks, ProduceItem};
 use crate::shard::Shard;
 use bytes::Bytes;
 use sluice_core::batch;
 use sluice_core::clock::now_ms;
-use sluice_core::{Offset, TopicPartition};
+use sluice_core::{LeaderEpoch, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -44,6 +44,43 @@ pub struct TxnCoordinator {
     /// the group's `__consumer_offsets` partition (the whole set, `groups::store`) before it is
     /// answered, and replayed with the groups at start ([`Self::restore_staged`]).
     staged: RefCell<HashMap<(String, i64), Vec<OffsetToCommit>>>,
+    /// The replicated `__transaction_state` partitions of this shard this broker leads
+    /// (`crate::internal`); single-replica ones are not tracked.
+    leadership: RefCell<Leadership>,
+}
+
+/// Whether the coordinator of this call's transactional id (or, for staged offsets, of its
+/// group) answers here.
+fn admitted(shard: &Shard, call: &TxnCall) -> Result<(), Refusal> {
+    let id = match call {
+        TxnCall::Init(c) => &c.req.transactional_id,
+        TxnCall::Add(c) => &c.req.transactional_id,
+        TxnCall::End(c) => &c.req.transactional_id,
+        TxnCall::StageOffsets(c) => return shard.groups.admits(shard, &c.req.group_id),
+        TxnCall::CompleteOffsets(c) => return shard.groups.admits(shard, &c.req.group_id),
+        TxnCall::PendingOffsets(c) => return shard.groups.admits(shard, &c.req.group_id),
+        TxnCall::Describe(_) | TxnCall::List(_) => return Ok(()),
+    };
+    let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(id, txn_partitions(shard)));
+    crate::internal::check(shard, &tp, &shard.txns.leadership.borrow())
+}
+
+fn txn_partitions(shard: &Shard) -> usize {
+    shard.metadata().topics.get(TXN_TOPIC).map_or(0, |t| t.shards.len())
+}
+
+/// Answers a refused call with the refusal.
+fn refuse(call: TxnCall, why: Refusal) {
+    let e = TxnError::from(why);
+    match call {
+        TxnCall::Init(c) => drop(c.reply.send(Err(e))),
+        TxnCall::Add(c) => drop(c.reply.send(Err(e))),
+        TxnCall::End(c) => drop(c.reply.send(Err(e))),
+        TxnCall::StageOffsets(c) => drop(c.reply.send(Err(e))),
+        TxnCall::CompleteOffsets(c) => drop(c.reply.send(Err(e))),
+        TxnCall::PendingOffsets(c) => drop(c.reply.send(Err(e))),
+        TxnCall::Describe(_) | TxnCall::List(_) => {}
+    }
 }
 
 /// Marks an id busy for as long as it lives.
@@ -67,6 +104,9 @@ impl TxnCoordinator {
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, call: TxnCall) {
+        if let Err(why) = admitted(shard, &call) {
+            return refuse(call, why);
+        }
         match call {
             TxnCall::Init(c) => drop(c.reply.send(self.init(shard, c.req).await)),
             TxnCall::Add(c) => drop(c.reply.send(self.add(shard, c.req).await)),
@@ -295,48 +335,105 @@ impl TxnCoordinator {
         self.txns.borrow().get(id).cloned()
     }
 
-    /// Replays one `__transaction_state` partition into memory (when the shard opens it).
-    pub async fn load(&self, log: &PartitionLog) -> Result<(), sluice_storage::StorageError> {
-        let mut offset = log.log_start();
-        let end = log.high_watermark();
+    /// Replays one `__transaction_state` partition into memory (when the shard opens it, or
+    /// when this broker is elected its leader). `current` is asked before each chunk: false
+    /// stops the replay (a newer load replaced this one).
+    pub async fn load(
+        &self,
+        log: &PartitionLog,
+        current: impl Fn() -> bool,
+    ) -> Result<(), sluice_storage::StorageError> {
         let mut applied = 0u64;
-        while offset < end {
-            let read = log.read(offset, sluice_core::limits::OFFSETS_LOAD_READ_BYTES).await?;
-            if read.records.is_empty() {
-                break;
+        read_to_hw(log, |chunk| {
+            if !current() {
+                return false;
             }
-            let mut pos = 0;
-            while pos < read.records.len() {
-                let Ok(h) = batch::BatchHeader::parse(&read.records[pos..]) else { break };
-                let bytes = &read.records[pos..(pos + h.total_len()).min(read.records.len())];
-                match batch::records(bytes) {
-                    Ok(recs) => {
-                        for r in recs {
-                            match r.key.and_then(|k| store::decode(k, r.value.unwrap_or(&[]))) {
-                                Some((id, Some(meta))) => {
-                                    state::install(
-                                        &mut self.txns.borrow_mut(),
-                                        Change { transactional_id: id, meta },
-                                        true,
-                                    );
-                                    applied += 1;
-                                }
-                                Some((id, None)) => {
-                                    self.txns.borrow_mut().remove(&id);
-                                    applied += 1;
-                                }
-                                None => self.skipped_records.set(self.skipped_records.get() + 1),
-                            }
-                        }
-                    }
-                    Err(_) => self.skipped_records.set(self.skipped_records.get() + 1),
-                }
-                offset = Offset(h.last_offset() + 1);
-                pos += h.total_len();
-            }
-        }
+            applied += self.replay(chunk);
+            true
+        })
+        .await?;
         tracing::debug!(partition = log.name(), records = applied, "transaction coordinator state loaded");
         Ok(())
+    }
+
+    /// Applies whole batches of transaction-log records; returns how many applied.
+    fn replay(&self, chunk: &[u8]) -> u64 {
+        let mut applied = 0u64;
+        let mut pos = 0;
+        while pos < chunk.len() {
+            let Ok(h) = batch::BatchHeader::parse(&chunk[pos..]) else { break };
+            let bytes = &chunk[pos..(pos + h.total_len()).min(chunk.len())];
+            match batch::records(bytes) {
+                Ok(recs) => {
+                    for r in recs {
+                        match r.key.and_then(|k| store::decode(k, r.value.unwrap_or(&[]))) {
+                            Some((id, Some(meta))) => {
+                                state::install(
+                                    &mut self.txns.borrow_mut(),
+                                    Change { transactional_id: id, meta },
+                                    true,
+                                );
+                                applied += 1;
+                            }
+                            Some((id, None)) => {
+                                self.txns.borrow_mut().remove(&id);
+                                applied += 1;
+                            }
+                            None => self.skipped_records.set(self.skipped_records.get() + 1),
+                        }
+                    }
+                }
+                Err(_) => self.skipped_records.set(self.skipped_records.get() + 1),
+            }
+            pos += h.total_len();
+        }
+        applied
+    }
+
+    /// This broker was elected leader of transaction-log partition `p` at `epoch`: true when
+    /// its load starts (any state left from an earlier leadership is dropped first).
+    pub(crate) fn elected(&self, shard: &Shard, p: i32, epoch: LeaderEpoch) -> bool {
+        let start = self.leadership.borrow_mut().elected(p, epoch);
+        if start {
+            self.unload(shard, p);
+        }
+        start
+    }
+
+    /// Loads partition `p` as its leader at `epoch`: true when it is now coordinated here,
+    /// false when the leadership moved meanwhile (the loss or the newer election dropped the
+    /// state, and this load applied nothing after that: it checks before every chunk).
+    pub(crate) async fn load_led(
+        &self,
+        log: &PartitionLog,
+        p: i32,
+        epoch: LeaderEpoch,
+    ) -> Result<bool, sluice_storage::StorageError> {
+        self.load(log, || self.leadership.borrow().loading(p, epoch)).await?;
+        Ok(self.leadership.borrow_mut().loaded(p, epoch))
+    }
+
+    /// Another broker leads transaction-log partition `p`: true when this shard dropped its
+    /// state.
+    pub(crate) fn lost(&self, shard: &Shard, p: i32) -> bool {
+        let had = self.leadership.borrow_mut().lost(p);
+        if had {
+            self.unload(shard, p);
+        }
+        had
+    }
+
+    /// Drops the transactional ids of partition `p` (an operation in flight on one fails at
+    /// its next write: this broker no longer leads the partition).
+    fn unload(&self, shard: &Shard, p: i32) {
+        let partitions = txn_partitions(shard);
+        self.txns.borrow_mut().retain(|id, _| super::txn_partition(id, partitions) != p);
+    }
+
+    /// Drops the offsets staged for the groups `of` picks (their partition left this shard's
+    /// group coordinator).
+    pub(crate) fn drop_staged(&self, of: impl Fn(&str) -> bool) {
+        self.staged.borrow_mut().retain(|(g, _), _| !of(g));
     }
 
     /// Aborts timed-out transactions, completes Prepare states left unfinished, and removes

@@ -34,6 +34,8 @@ pub enum TxnError {
     CoordinatorNotAvailable,
     #[error("the transaction coordinator is loading its state")]
     CoordinatorLoadInProgress,
+    #[error("this broker is not the transactional id's coordinator")]
+    NotCoordinator,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("transaction timeout {0} ms is not positive or above transaction_max_timeout_ms")]

@@ -10,6 +10,7 @@ mod acks;
 mod admin;
 mod affinity;
 mod cluster;
+mod coordinator_failover;
 mod create_rollback;
 mod damaged;
 mod hostile;
