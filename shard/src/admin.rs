@@ -64,7 +64,8 @@ where
     run(shard, change).await?
 }
 
-/// Creates, with the broker defaults, those of `names` that do not exist yet.
+/// Creates, with the broker defaults (`num_partitions`, `default_replication_factor` over the
+/// live members in a cluster), those of `names` that do not exist yet.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     let topics = names
         .into_iter()
@@ -140,6 +141,8 @@ pub(crate) struct Placing<'a> {
     pub node: i32,
     /// The live brokers replicas may be assigned to (this one alone without a cluster).
     pub brokers: &'a [i32],
+    /// The broker's `default_replication_factor` (a topic created with -1 gets it).
+    pub default_replication_factor: i16,
 }
 
 impl Placing<'_> {
@@ -377,13 +380,18 @@ async fn apply_change<C: MetadataChange>(shard: &Rc<Shard>, change: C) -> C::Rep
     // Placement weighs each shard's recent append rate, asked for only when partitions are added.
     let rates = if C::ADDS_PARTITIONS { recent_load(shard).await } else { Vec::new() };
     let node = shard.config.node_id;
-    let brokers = assignable_brokers(node, change.brokers());
+    let brokers = match shard.replicas() {
+        // Auto-creation names no brokers: in a cluster, the members this shard hears from.
+        Some(r) if change.brokers().is_empty() => r.live_members().into_iter().map(|n| n.0).collect(),
+        _ => assignable_brokers(node, change.brokers()),
+    };
     let placing = Placing {
         n_shards: shard.n_shards,
         default_partitions: shard.config.num_partitions,
         rates: &rates,
         node,
         brokers: &brokers,
+        default_replication_factor: shard.config.default_replication_factor,
     };
     if let Some(r) = shard.replicas() {
         return in_cluster(shard, &r, change, &placing).await;
@@ -608,7 +616,7 @@ fn create_one(
         )));
     }
     let rf = match t.replication_factor {
-        -1 => 1,
+        -1 => usize::try_from(placing.default_replication_factor).unwrap_or(1),
         rf => usize::try_from(rf).map_err(|_| {
             PartitionError::InvalidReplicationFactor("Replication factor must be larger than 0.".to_string())
         })?,

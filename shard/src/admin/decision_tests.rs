@@ -7,7 +7,8 @@ use crate::metadata::TopicMeta;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-const PLACING: Placing<'static> = Placing { n_shards: 3, default_partitions: 2, rates: &[], node: 0, brokers: &[0] };
+const PLACING: Placing<'static> =
+    Placing { n_shards: 3, default_partitions: 2, rates: &[], node: 0, brokers: &[0], default_replication_factor: 1 };
 
 /// Applies a decision's records, as the lone broker does.
 fn applied(s: &mut MetadataSnapshot, records: Vec<MetadataRecord>, placing: &Placing<'_>) {
@@ -249,7 +250,7 @@ proptest! {
     /// and keeps every count within bounds.
     #[test]
     fn placement_only_adds(n_shards in 1usize..6, steps in proptest::collection::vec((0u8..4, 1i32..9), 1..20)) {
-        let placing = Placing { n_shards, default_partitions: 1, rates: &[], node: 0, brokers: &[0] };
+        let placing = Placing { n_shards, default_partitions: 1, rates: &[], node: 0, brokers: &[0], default_replication_factor: 1 };
         let mut s = MetadataSnapshot::default();
         for (topic, grow) in steps {
             let name = format!("t{topic}");
@@ -272,7 +273,14 @@ proptest! {
 #[test]
 fn a_cluster_spreads_replicas_and_refuses_a_factor_above_its_brokers() {
     let brokers = [1, 2, 3];
-    let placing = Placing { n_shards: 2, default_partitions: 1, rates: &[], node: 2, brokers: &brokers };
+    let placing = Placing {
+        n_shards: 2,
+        default_partitions: 1,
+        rates: &[],
+        node: 2,
+        brokers: &brokers,
+        default_replication_factor: 1,
+    };
     let mut s = MetadataSnapshot::default();
     let t = NewTopic { replication_factor: 3, ..new_topic("r3", 3) };
     let c = create_one(&mut s, t, false, &placing).unwrap();
@@ -298,4 +306,27 @@ fn a_cluster_spreads_replicas_and_refuses_a_factor_above_its_brokers() {
     let mine = s.replication["r1"].partitions.iter().filter(|p| p.replicas == vec![2]).count();
     assert_eq!(hosted, mine, "only this broker's replicas are placed here");
     assert_eq!(s.replication["r1"].number, 2);
+}
+
+#[test]
+fn a_topic_without_a_factor_takes_the_brokers_default() {
+    let brokers = [0, 1, 2];
+    let placing = Placing {
+        n_shards: 1,
+        default_partitions: 2,
+        rates: &[],
+        node: 0,
+        brokers: &brokers,
+        default_replication_factor: 3,
+    };
+    let mut s = MetadataSnapshot::default();
+    let c = create_one(&mut s, new_topic("auto", -1), false, &placing).unwrap();
+    assert_eq!(c.replicas.len(), 2, "num_partitions");
+    assert!(c.replicas.iter().all(|r| r.len() == 3), "default_replication_factor: {:?}", c.replicas);
+    let one = Placing { default_replication_factor: 1, ..placing };
+    let c = create_one(&mut s, new_topic("auto1", -1), false, &one).unwrap();
+    assert!(c.replicas.iter().all(|r| r.len() == 1), "Kafka's default of 1");
+    let four = Placing { default_replication_factor: 4, ..one };
+    let e = create_one(&mut s, new_topic("auto4", -1), false, &four).unwrap_err();
+    assert!(matches!(e, PartitionError::InvalidReplicationFactor(_)), "{e:?}");
 }

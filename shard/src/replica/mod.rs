@@ -163,6 +163,15 @@ impl Replicas {
         self.me
     }
 
+    /// The cluster members this shard's peer links hear from now, this broker among them, in
+    /// node-id order.
+    pub fn live_members(&self) -> Vec<ClusterNode> {
+        let mut v: Vec<ClusterNode> = self.peers.iter().copied().filter(|p| self.transport.is_live(*p)).collect();
+        v.push(self.me);
+        v.sort();
+        v
+    }
+
     fn wake(&self) {
         let _ = self.kick.try_send(());
     }
