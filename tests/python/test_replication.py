@@ -475,11 +475,12 @@ def test_cut_off_leader(ns_cluster):
         for off, k, v in recs:
             history.read(f"cut-node-{old}", 0, off, k, v)
         # 2. the majority elects another leader and acknowledges
-        new = wait_until(lambda: next((lead for lead in [cluster.leader_of(topic, 0, o) for o in others]
-                                       if lead in others), None),
-                         FAILOVER_TIMEOUT, interval=0.2,
-                         what=f"a leader of partition 0 among {others} (they say "
-                              f"{[cluster.leader_of(topic, 0, o) for o in others]})")
+        # (a 1-tuple: node 0 is a valid leader, and wait_until waits for a truthy value)
+        new, = wait_until(lambda: next(((lead,) for lead in [cluster.leader_of(topic, 0, o) for o in others]
+                                        if lead in others), None),
+                          FAILOVER_TIMEOUT, interval=0.2,
+                          what=f"a leader of partition 0 among {others} (they say "
+                               f"{[cluster.leader_of(topic, 0, o) for o in others]})")
         before = {p: history.acked_in(p) for p in range(parts)}
         wait_acks(history, [0], before, f"from the majority's new leader {new} during the cut")
         # 3. heal: the old leader catches up (back in the ISR) and the topic is whole again
