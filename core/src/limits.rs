@@ -420,6 +420,9 @@ pub const RAFT_PEER_SILENCE_TICKS: usize = 2;
 /// silent, in their rank order (rotated per group; the first campaigns at the next tick), so
 /// they do not split the vote; also the least pause before such a replica campaigns again.
 pub const RAFT_ORPHAN_STAGGER_TICKS: usize = 2;
+/// Quick campaigns (after a short staggered pause) an orphaned group makes before it falls
+/// back to Raft's own election timeouts.
+pub const RAFT_ORPHAN_QUICK_CAMPAIGNS: u32 = 5;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_PEER_SILENCE_TICKS >= 2, "the clock feeds liveness once per tick");
 const _: () = assert!(RAFT_ORPHAN_STAGGER_TICKS >= 1 && RAFT_ORPHAN_STAGGER_TICKS < RAFT_ELECTION_TICKS);

@@ -25,7 +25,8 @@
 //!   every heartbeat interval it had nothing else to send) or being heard again after such a
 //!   silence: every group with a replica on that broker wakes.
 //! - Proposals resolve exactly once: Ok when their index commits with their term, Err when
-//!   that index commits with another term (the entry was overwritten) or the group goes away.
+//!   that index commits with another term, or as soon as a new leader's entries replace
+//!   theirs in this replica's log (overwritten: it can never commit), or the group goes away.
 //! - Election timeouts are drawn from the driver's own seeded generator (in [election,
 //!   2 × election) ticks, as raft-rs does), redrawn whenever a group's election clock restarts,
 //!   so a run is replayable from its seeds (raft-rs's own draw uses the thread's RNG).
@@ -120,6 +121,17 @@ pub enum Event {
     Failed { group: GroupId, error: LogFault },
 }
 
+/// A group whose leader's broker fell silent (see [`hurry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Orphan {
+    /// Ticks this replica waits before it campaigns: its rank among the live replicas times
+    /// the stagger.
+    stagger: usize,
+    /// Quick campaigns left before the group falls back to Raft's own election timeouts (no
+    /// quorum may be reachable: no need to campaign every few ticks for long).
+    quick_left: u32,
+}
+
 /// A leader's view of its followers (see [`Driver::progress`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -157,10 +169,8 @@ struct Group<L: ReplicaLog> {
     hw: Offset,
     leader: Option<NodeId>,
     term: Term,
-    /// Set while the broker of this group's last leader is silent and no other leader is known:
-    /// the ticks this replica waits before it campaigns (its rank among the live replicas
-    /// times the stagger).
-    orphan: Option<usize>,
+    /// Set while the broker of this group's last leader is silent and no other leader is known.
+    orphan: Option<Orphan>,
     /// Ready numbers handed to raft-rs but not yet persisted, with the messages to release then.
     unsynced: VecDeque<(u64, u64, Vec<Message>)>,
 }
@@ -437,7 +447,10 @@ impl<L: ReplicaLog> Driver<L> {
             let r = &g.raw.raft;
             if r.state != StateRole::Leader && fell_silent.contains(&r.leader_id) && cs.voters.contains(&self.id.0) {
                 let rank = orphan_rank(*gid, self.id.0, &cs.voters, &silent);
-                g.orphan = Some(rank * self.cfg.orphan_stagger_ticks);
+                g.orphan = Some(Orphan {
+                    stagger: rank * self.cfg.orphan_stagger_ticks,
+                    quick_left: limits::RAFT_ORPHAN_QUICK_CAMPAIGNS,
+                });
             }
         }
     }
@@ -469,6 +482,9 @@ impl<L: ReplicaLog> Driver<L> {
             }
             // Errors: a response from a peer no longer in the group, or a local type; dropped.
             let _ = g.raw.step(m.to_raft());
+            if g.raw.raft.state != StateRole::Leader && !g.pending.is_empty() {
+                fail_lost(g);
+            }
             redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
         }
     }
@@ -655,7 +671,7 @@ fn orphan_rank(group: GroupId, me: u64, voters: &[u64], silent: &BTreeSet<u64>) 
 /// (when a campaign restarted its clock). A group that sees a live leader again, or leads,
 /// stops being orphaned. Pre-vote still applies: a replica that hears the leader refuses.
 fn hurry<L: ReplicaLog>(g: &mut Group<L>, silent: &BTreeSet<u64>, rng: &mut SplitMix, election: usize) {
-    let Some(stagger) = g.orphan else { return };
+    let Some(Orphan { stagger, quick_left }) = g.orphan else { return };
     let r = &mut g.raw.raft;
     if r.state == StateRole::Leader || (r.leader_id != raft::INVALID_ID && !silent.contains(&r.leader_id)) {
         g.orphan = None;
@@ -663,6 +679,13 @@ fn hurry<L: ReplicaLog>(g: &mut Group<L>, silent: &BTreeSet<u64>, rng: &mut Spli
     }
     if r.election_elapsed < election {
         let first = r.state == StateRole::Follower && r.leader_id != raft::INVALID_ID;
+        if !first {
+            if quick_left == 0 {
+                g.orphan = None;
+                return;
+            }
+            g.orphan = Some(Orphan { stagger, quick_left: quick_left - 1 });
+        }
         let pause = if first { 1 } else { 1 + stagger + rng.below(0, 3) };
         r.election_elapsed = election;
         r.set_randomized_election_timeout((election + stagger + pause).min(2 * election - 1));
@@ -708,6 +731,25 @@ fn resolve<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {
         };
         let _ = p.tx.send(result);
     }
+}
+
+/// On a replica that no longer leads: fails at once the proposals whose entry a new leader's
+/// log replaced (the term at their index is another, or their index is past the truncated
+/// log's end): by log matching they can never commit. Without this they would wait until an
+/// entry committed at their index, which may be never when nothing more is written (a
+/// producer waiting for their answers writes nothing more).
+fn fail_lost<L: ReplicaLog>(g: &mut Group<L>) {
+    let log = &g.raw.raft.raft_log;
+    let mut kept = VecDeque::with_capacity(g.pending.len());
+    for p in g.pending.drain(..) {
+        match log.term(p.index.0) {
+            Ok(t) if t != p.term.0 => {
+                let _ = p.tx.send(Err(ProposeError::Overwritten));
+            }
+            _ => kept.push_back(p),
+        }
+    }
+    g.pending = kept;
 }
 
 fn fail_all(pending: &mut VecDeque<Pending>, e: &ProposeError) {
