@@ -472,7 +472,15 @@ impl PartitionLog {
         let pos = st.active().size;
         assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
         let header = self.stamp_into_tail(&mut st, bytes, header, base, log_append_time);
-        let entry = Entry::new(&header, base, pos);
+        Ok(self.commit_append(st, &header, pos))
+    }
+
+    /// The end of every append, once the batch (stamped with `next_offset` as its base) is in
+    /// the tail at `pos`: its entry in the active segment, its producer state, the new log
+    /// end; the borrow ends and the writer is kicked.
+    fn commit_append(&self, mut st: std::cell::RefMut<'_, State>, header: &BatchHeader, pos: u64) -> AppendInfo {
+        let base = st.next_offset;
+        let entry = Entry::new(header, base, pos);
         let last = entry.last;
         self.add_entry(&mut st, entry);
         let (id, epoch, sequence, delta) =
@@ -482,13 +490,13 @@ impl PartitionLog {
         let log_start = st.log_start;
         drop(st);
         let _ = self.kick.try_send(());
-        Ok(AppendInfo {
+        AppendInfo {
             base_offset: Offset(base),
             last_offset: Offset(last),
             log_start: Offset(log_start),
             duplicate: false,
             generation: self.generation.get(),
-        })
+        }
     }
 
     /// Copies a batch to the end of the tail, stamped with its base offset and the leader

@@ -42,23 +42,7 @@ impl PartitionLog {
         let pos = st.active().size;
         assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
         st.tail.extend_from_slice(bytes);
-        let entry = Entry::new(&header, base, pos);
-        let last = entry.last;
-        self.add_entry(&mut st, entry);
-        let (id, epoch, sequence, delta) =
-            (header.producer_id, header.producer_epoch, header.base_sequence, header.last_offset_delta);
-        st.producers.record(id, epoch, sequence, delta, base, last);
-        st.next_offset = last + 1;
-        let log_start = st.log_start;
-        drop(st);
-        let _ = self.kick.try_send(());
-        Ok(AppendInfo {
-            base_offset: Offset(base),
-            last_offset: Offset(last),
-            log_start: Offset(log_start),
-            duplicate: false,
-            generation: self.generation.get(),
-        })
+        Ok(self.commit_append(st, &header, pos))
     }
 
     /// The idempotent-producer check of `header` against the batches in this log (a leader
