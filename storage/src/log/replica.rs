@@ -69,19 +69,10 @@ impl PartitionLog {
             return Err(unsupported("not a batch boundary known in memory"));
         };
         let pos = entry.pos;
-        let seg = st.active_mut();
-        seg.max_timestamp_before(off);
-        seg.dense.truncate(i);
-        seg.size = pos;
-        seg.next_offset = off;
-        seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
-        let base = seg.base;
-        seg.index.times.retain(|(_, r)| base + i64::from(*r) < off);
+        st.cut_active(i, off, pos);
         if st.roll_at.is_some_and(|at| at >= pos) {
             st.roll_at = None;
         }
-        st.next_offset = off;
-        st.producers.forget_from(off);
         if pos >= st.tail_start {
             let keep = usize::try_from(pos - st.tail_start).expect("the tail is in memory");
             st.tail.truncate(keep);
