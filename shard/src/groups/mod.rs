@@ -216,6 +216,9 @@ pub struct CommitRequest {
 pub struct OffsetFetchRequest {
     pub group_id: String,
     pub topics: Option<Vec<(String, Vec<i32>)>>,
+    /// OffsetFetch v9's member id and epoch (KIP-848); `None` with a negative epoch: not a
+    /// member (an admin, or an older client), nothing checked.
+    pub member: (Option<String>, i32),
 }
 
 /// DescribeGroups of one group id.

@@ -13,6 +13,7 @@ mod cluster;
 mod coordinator_failover;
 mod create_rollback;
 mod damaged;
+mod group_offsets;
 mod hostile;
 mod invalid_batch;
 mod long_poll;
