@@ -112,6 +112,9 @@ pub struct BrokerConfig {
     /// A peer not heard from for this long is marked offline (left out of Metadata) and its
     /// connection dropped (Kafka's `broker.session.timeout.ms`).
     pub peer_session_timeout_ms: u64,
+    /// A follower not caught up with its leader's log end for this long leaves the partition's
+    /// ISR (Kafka's `replica.lag.time.max.ms`); it rejoins once caught up again.
+    pub replica_lag_time_max_ms: u64,
     /// Named listeners, Kafka's `listeners` (`NAME://ip:port,...`); empty: one PLAINTEXT
     /// listener on `listen`. When set, `listen` and `advertised_listen` are not used.
     pub listeners: String,
@@ -182,6 +185,7 @@ impl Default for BrokerConfig {
             cluster_id: String::new(),
             peer_heartbeat_interval_ms: crate::limits::DEFAULT_PEER_HEARTBEAT_INTERVAL_MS,
             peer_session_timeout_ms: crate::limits::DEFAULT_PEER_SESSION_TIMEOUT_MS,
+            replica_lag_time_max_ms: crate::limits::DEFAULT_REPLICA_LAG_TIME_MAX_MS,
             listeners: String::new(),
             advertised_listeners: String::new(),
             listener_security_protocol_map: String::new(),
@@ -461,6 +465,14 @@ impl BrokerConfig {
                 expected: format!("between {} and {}", beat.start(), beat.end()),
             });
         }
+        let lag = crate::limits::MIN_REPLICA_LAG_TIME_MAX_MS..=crate::limits::MAX_REPLICA_LAG_TIME_MAX_MS;
+        if !lag.contains(&self.replica_lag_time_max_ms) {
+            return Err(ConfigError::Invalid {
+                key: "replica_lag_time_max_ms",
+                value: self.replica_lag_time_max_ms.to_string(),
+                expected: format!("between {} and {}", lag.start(), lag.end()),
+            });
+        }
         let session = self.peer_heartbeat_interval_ms.saturating_mul(2)..=crate::limits::MAX_PEER_SESSION_TIMEOUT_MS;
         if !session.contains(&self.peer_session_timeout_ms) {
             return Err(ConfigError::Invalid {
@@ -714,7 +726,8 @@ mod tests {
             (BrokerConfig { controller_quorum_voters: "2@h".into(), ..member.clone() }, "no ':port'"),
             (BrokerConfig { controller_quorum_voters: String::new(), ..member.clone() }, "when peer_listen is set"),
             (BrokerConfig { peer_heartbeat_interval_ms: 1, ..member.clone() }, "peer_heartbeat_interval_ms"),
-            (BrokerConfig { peer_session_timeout_ms: 600, ..member.clone() }, "peer_session_timeout_ms"),
+            (BrokerConfig { peer_session_timeout_ms: 150, ..member.clone() }, "peer_session_timeout_ms"),
+            (BrokerConfig { replica_lag_time_max_ms: 1, ..member.clone() }, "replica_lag_time_max_ms"),
         ];
         for (c, want) in cases {
             let e = c.validate(2).unwrap_err().to_string();

@@ -413,7 +413,35 @@ pub const RAFT_WINDOW_BATCHES: usize = 4096;
 /// pending, or a follower whose leader's broker was heard within an election timeout
 /// (shard/src/raft/driver.rs).
 pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
+/// Ticks a peer's links may be not live before the runtime's driver treats the peer as silent
+/// (its links' session timeout already passed): the groups it led campaign at once.
+pub const RAFT_PEER_SILENCE_TICKS: usize = 2;
+/// Ticks between the campaigns of the live replicas of a group whose leader's broker fell
+/// silent, in their rank order (rotated per group; the first campaigns at the next tick), so
+/// they do not split the vote; also the least pause before such a replica campaigns again.
+pub const RAFT_ORPHAN_STAGGER_TICKS: usize = 2;
+/// Quick campaigns (after a short staggered pause) an orphaned group makes before it falls
+/// back to Raft's own election timeouts.
+pub const RAFT_ORPHAN_QUICK_CAMPAIGNS: u32 = 5;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
+const _: () = assert!(RAFT_PEER_SILENCE_TICKS >= 2, "the clock feeds liveness once per tick");
+const _: () = assert!(RAFT_ORPHAN_STAGGER_TICKS >= 1 && RAFT_ORPHAN_STAGGER_TICKS < RAFT_ELECTION_TICKS);
+/// Default of `replica_lag_time_max_ms` (Kafka's `replica.lag.time.max.ms`, 30000): a
+/// follower that has not caught up with its leader's log end for this long leaves the ISR.
+pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
+/// How often a data group's leader compares its followers' progress with the ISR recorded in
+/// the metadata log (a change is proposed with the same leader epoch).
+pub const ISR_CHECK_INTERVAL_MS: u64 = 200;
+/// Partition changes (leaders, ISR) shard 0 holds waiting to be recorded in the metadata log
+/// (one per partition; beyond it a change is dropped and its leader sends it again).
+pub const PARTITION_CHANGES_QUEUED: usize = 65_536;
+/// Bounds of `replica_lag_time_max_ms`.
+pub const MIN_REPLICA_LAG_TIME_MAX_MS: u64 = 2 * ISR_CHECK_INTERVAL_MS;
+pub const MAX_REPLICA_LAG_TIME_MAX_MS: u64 = 3_600_000;
+const _: () = assert!(
+    MIN_REPLICA_LAG_TIME_MAX_MS <= DEFAULT_REPLICA_LAG_TIME_MAX_MS
+        && DEFAULT_REPLICA_LAG_TIME_MAX_MS <= MAX_REPLICA_LAG_TIME_MAX_MS
+);
 const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
 const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
 /// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).
@@ -443,10 +471,13 @@ pub const PEER_RECONNECT_MIN_BACKOFF_MS: u64 = 50;
 /// Longest pause between two dials of the same broker.
 pub const PEER_RECONNECT_MAX_BACKOFF_MS: u64 = 2_000;
 /// Default of `peer_heartbeat_interval_ms` (Kafka's `broker.heartbeat.interval.ms` is 2000;
-/// Redpanda's Raft heartbeat is 150).
-pub const DEFAULT_PEER_HEARTBEAT_INTERVAL_MS: u64 = 500;
-/// Default of `peer_session_timeout_ms` (Kafka's `broker.session.timeout.ms` is 9000).
-pub const DEFAULT_PEER_SESSION_TIMEOUT_MS: u64 = 3_000;
+/// Redpanda's Raft heartbeat is 150). One heartbeat per broker pair and shard stands for
+/// every Raft group between them (quiet groups send none), so it can be short.
+pub const DEFAULT_PEER_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Default of `peer_session_timeout_ms` (Kafka's `broker.session.timeout.ms` is 9000): how
+/// long before a silent peer's groups elect new leaders, the bulk of the failover time (#18
+/// targets a failover under 1 s).
+pub const DEFAULT_PEER_SESSION_TIMEOUT_MS: u64 = 500;
 /// Smallest `peer_heartbeat_interval_ms` accepted.
 pub const MIN_PEER_HEARTBEAT_INTERVAL_MS: u64 = 10;
 /// Largest `peer_session_timeout_ms` accepted.

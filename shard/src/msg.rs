@@ -281,6 +281,8 @@ pub enum ShardMsg {
     Metrics {
         reply: oneshot::Sender<crate::metrics::ShardMetrics>,
     },
+    /// The cluster layer's messages (partition changes to record, controller announcements).
+    Cluster(crate::admin::cluster::ClusterMsg),
     /// From shard 0: install this snapshot (open/close owned logs), then answer with the
     /// partitions that could not be opened.
     Publish {
@@ -301,7 +303,8 @@ impl ShardMsg {
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
             | ShardMsg::TxnViews { .. }
-            | ShardMsg::Publish { .. } => true,
+            | ShardMsg::Publish { .. }
+            | ShardMsg::Cluster(_) => true,
             // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);
             // group and admin operations wait for members or send to other shards.
             // Transaction operations write markers on other shards.

@@ -587,6 +587,7 @@ impl Shard {
             }),
             ShardMsg::Metrics { reply } => drop(reply.send(crate::metrics::local(self))),
             ShardMsg::LogSizes { reply } => drop(reply.send(self.log_sizes())),
+            ShardMsg::Cluster(m) => crate::admin::cluster::on_message(m),
             ShardMsg::Publish { snapshot, reply } => run_with(slot, async move {
                 // A shard still recovering at start installs this after its recovery.
                 shard.recovered().await;

@@ -250,6 +250,10 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
         // Reopened (not clean: every index loaded or rescanned), the log serves the same.
         let (log, _) = PartitionLog::open(&dir, "t-0", config, false).await.unwrap();
         assert_eq!(read_all(&log, "reopened").await, expected, "after reopening");
+        // The cleaner checkpoint: the reopened log resumes where the last pass ended, so
+        // nothing is due (without it the whole sealed part would be dirty again).
+        assert_eq!(std::fs::read_to_string(dir.join("cleaner-offset-checkpoint")).unwrap(), format!("{upto}\n"));
+        assert_eq!(log.compact(&cfg, now).await.unwrap(), None, "a restart cleans nothing again");
         // Rescanning a cleaned sealed segment (its index lost) keeps every batch past the gaps.
         log.close().await.unwrap();
         drop(log);
@@ -269,6 +273,19 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
         }
         let (log, _) = PartitionLog::open(&dir, "t-0", config, false).await.unwrap();
         assert_eq!(read_all(&log, "rebuilt").await, expected, "after rebuilding the indexes");
+        // A truncation below the checkpoint takes it back: the offsets appended again are dirty.
+        let cut = expected.iter().map(|e| e.0).filter(|o| *o < upto).nth(2).unwrap();
+        log.truncate_to(sluice_core::Offset(cut)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("cleaner-offset-checkpoint")).unwrap(), format!("{cut}\n"));
+        for r in 0..ROUNDS {
+            for k in 0..KEYS {
+                let b = one(&format!("k{k}"), Some("again"), TS + i64::try_from(r).unwrap());
+                last = Some(log.append(&b, &batch::validate(&b).unwrap(), None).unwrap());
+            }
+            log.wait_durable(last.as_ref().unwrap()).await.unwrap();
+        }
+        let stats = log.compact(&cfg, now).await.unwrap().expect("the appended segments are dirty");
+        assert_eq!(stats.first_dirty, cut, "{stats:?}");
         log.close().await.unwrap();
     });
 }

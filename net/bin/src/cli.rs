@@ -161,12 +161,15 @@ pub struct ServeArgs {
     /// The cluster id every member shares (22 URL-safe base64 characters)
     #[arg(long)]
     pub cluster_id: Option<String>,
-    /// Heartbeat interval to each peer, in ms [default: 500]
+    /// Heartbeat interval to each peer, in ms [default: 100]
     #[arg(long)]
     pub peer_heartbeat_interval_ms: Option<u64>,
-    /// A peer silent this long is marked offline, in ms [default: 3000]
+    /// A peer silent this long is marked offline, in ms [default: 500]
     #[arg(long)]
     pub peer_session_timeout_ms: Option<u64>,
+    /// A follower not caught up for this long leaves the ISR, in ms [default: 30000]
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -214,6 +217,9 @@ impl ServeArgs {
         }
         if let Some(t) = self.peer_session_timeout_ms {
             config.peer_session_timeout_ms = t;
+        }
+        if let Some(t) = self.replica_lag_time_max_ms {
+            config.replica_lag_time_max_ms = t;
         }
     }
 }

@@ -25,7 +25,8 @@
 //!   every heartbeat interval it had nothing else to send) or being heard again after such a
 //!   silence: every group with a replica on that broker wakes.
 //! - Proposals resolve exactly once: Ok when their index commits with their term, Err when
-//!   that index commits with another term (the entry was overwritten) or the group goes away.
+//!   that index commits with another term, or as soon as a new leader's entries replace
+//!   theirs in this replica's log (overwritten: it can never commit), or the group goes away.
 //! - Election timeouts are drawn from the driver's own seeded generator (in [election,
 //!   2 × election) ticks, as raft-rs does), redrawn whenever a group's election clock restarts,
 //!   so a run is replayable from its seeds (raft-rs's own draw uses the thread's RNG).
@@ -52,6 +53,11 @@ pub struct DriverConfig {
     pub max_size_per_msg: u64,
     pub window_batches: usize,
     pub idle_ticks_before_quiet: u32,
+    /// Ticks without hearing a peer before it counts as silent (its groups wake, and those it
+    /// led campaign at once).
+    pub peer_silence_ticks: usize,
+    /// Ticks between the campaigns of the replicas of a group whose leader fell silent.
+    pub orphan_stagger_ticks: usize,
     /// Seeds the driver's election-timeout draws (a simulation replays from it).
     pub seed: u64,
 }
@@ -65,6 +71,8 @@ impl Default for DriverConfig {
             max_size_per_msg: limits::RAFT_MAX_SIZE_PER_MSG,
             window_batches: limits::RAFT_WINDOW_BATCHES,
             idle_ticks_before_quiet: limits::RAFT_IDLE_TICKS_BEFORE_QUIET,
+            peer_silence_ticks: limits::RAFT_ELECTION_TICKS,
+            orphan_stagger_ticks: limits::RAFT_ORPHAN_STAGGER_TICKS,
             seed: 0x5eed,
         }
     }
@@ -113,6 +121,26 @@ pub enum Event {
     Failed { group: GroupId, error: LogFault },
 }
 
+/// A group whose leader's broker fell silent (see [`hurry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Orphan {
+    /// Ticks this replica waits before it campaigns: its rank among the live replicas times
+    /// the stagger.
+    stagger: usize,
+    /// Quick campaigns left before the group falls back to Raft's own election timeouts (no
+    /// quorum may be reachable: no need to campaign every few ticks for long).
+    quick_left: u32,
+}
+
+/// A leader's view of its followers (see [`Driver::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub last: u64,
+    pub committed: u64,
+    /// Every voter (the leader included) and the last index known to match the leader's log.
+    pub matched: Vec<(NodeId, u64)>,
+}
+
 /// Messages of one round for one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutBatch {
@@ -141,6 +169,8 @@ struct Group<L: ReplicaLog> {
     hw: Offset,
     leader: Option<NodeId>,
     term: Term,
+    /// Set while the broker of this group's last leader is silent and no other leader is known.
+    orphan: Option<Orphan>,
     /// Ready numbers handed to raft-rs but not yet persisted, with the messages to release then.
     unsynced: VecDeque<(u64, u64, Vec<Message>)>,
 }
@@ -190,6 +220,7 @@ impl SplitMix {
 impl<L: ReplicaLog> Driver<L> {
     pub fn new(id: NodeId, cfg: DriverConfig, logger: slog::Logger) -> Driver<L> {
         assert!(cfg.heartbeat_ticks < cfg.election_ticks, "heartbeats come before elections");
+        assert!(cfg.peer_silence_ticks >= 1 && cfg.orphan_stagger_ticks >= 1, "silence and stagger take ticks");
         Driver {
             id,
             cfg,
@@ -245,6 +276,7 @@ impl<L: ReplicaLog> Driver<L> {
             hw,
             leader: None,
             term: Term(0),
+            orphan: None,
             unsynced: VecDeque::new(),
         };
         redraw_timeout(&mut g, &mut self.rng, self.cfg.election_ticks);
@@ -310,6 +342,21 @@ impl<L: ReplicaLog> Driver<L> {
         Some(out)
     }
 
+    /// On the leader: its last index, its commit index and each voter's matched index (itself
+    /// included), for the ISR's lag tracking; None when not the leader.
+    pub fn progress(&self, group: GroupId) -> Option<Progress> {
+        let g = self.groups.get(&group)?;
+        let r = &g.raw.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        let voters = r.prs().conf().voters().ids();
+        let mut matched: Vec<(NodeId, u64)> =
+            r.prs().iter().filter(|(id, _)| voters.contains(**id)).map(|(id, p)| (NodeId(*id), p.matched)).collect();
+        matched.sort();
+        Some(Progress { last: r.raft_log.last_index(), committed: r.raft_log.committed, matched })
+    }
+
     pub fn high_watermark(&self, group: GroupId) -> Option<Offset> {
         self.groups.get(&group).map(|g| g.hw)
     }
@@ -356,7 +403,9 @@ impl<L: ReplicaLog> Driver<L> {
         self.now += 1;
         self.check_peers();
         let e = self.cfg.election_ticks;
+        let silent: BTreeSet<u64> = self.peers.iter().filter(|(_, p)| p.silent).map(|(id, _)| id.0).collect();
         for g in self.groups.values_mut().filter(|g| !g.quiet) {
+            hurry(g, &silent, &mut self.rng, e);
             g.raw.tick();
             redraw_timeout(g, &mut self.rng, e);
             let idle = can_be_quiet(g, &self.peers, self.now, self.cfg.election_ticks);
@@ -368,24 +417,40 @@ impl<L: ReplicaLog> Driver<L> {
         self.keepalives();
     }
 
-    /// Peers silent for an election timeout, or heard again after one, wake their groups.
+    /// Peers silent for `peer_silence_ticks`, or heard again after that, wake their groups;
+    /// the groups a newly silent peer led are orphaned: their replicas here campaign soon,
+    /// staggered by rank.
     fn check_peers(&mut self) {
-        let timeout = u64::try_from(self.cfg.election_ticks).expect("small");
+        let timeout = u64::try_from(self.cfg.peer_silence_ticks).expect("small");
         let mut changed = BTreeSet::new();
+        let mut fell_silent = BTreeSet::new();
         for (&id, p) in self.peers.iter_mut() {
             let silent = self.now.saturating_sub(p.last_heard) >= timeout;
             if silent != p.silent {
                 p.silent = silent;
                 changed.insert(id.0);
+                if silent {
+                    fell_silent.insert(id.0);
+                }
             }
         }
         if changed.is_empty() {
             return;
         }
-        for g in self.groups.values_mut() {
+        let silent: BTreeSet<u64> = self.peers.iter().filter(|(_, p)| p.silent).map(|(id, _)| id.0).collect();
+        for (gid, g) in self.groups.iter_mut() {
             let cs = g.raw.raft.prs().conf().to_conf_state();
-            if members(&cs).iter().any(|m| changed.contains(m)) {
-                wake(g);
+            if !members(&cs).iter().any(|m| changed.contains(m)) {
+                continue;
+            }
+            wake(g);
+            let r = &g.raw.raft;
+            if r.state != StateRole::Leader && fell_silent.contains(&r.leader_id) && cs.voters.contains(&self.id.0) {
+                let rank = orphan_rank(*gid, self.id.0, &cs.voters, &silent);
+                g.orphan = Some(Orphan {
+                    stagger: rank * self.cfg.orphan_stagger_ticks,
+                    quick_left: limits::RAFT_ORPHAN_QUICK_CAMPAIGNS,
+                });
             }
         }
     }
@@ -417,6 +482,9 @@ impl<L: ReplicaLog> Driver<L> {
             }
             // Errors: a response from a peer no longer in the group, or a local type; dropped.
             let _ = g.raw.step(m.to_raft());
+            if g.raw.raft.state != StateRole::Leader && !g.pending.is_empty() {
+                fail_lost(g);
+            }
             redraw_timeout(g, &mut self.rng, self.cfg.election_ticks);
         }
     }
@@ -587,6 +655,43 @@ fn is_idle_traffic(m: &RaftMsg) -> bool {
     }
 }
 
+/// This replica's place among the live voters of a group (rotated by the group, so the first
+/// to campaign differs from group to group and leaders spread).
+fn orphan_rank(group: GroupId, me: u64, voters: &[u64], silent: &BTreeSet<u64>) -> usize {
+    let mut live: Vec<u64> = voters.iter().copied().filter(|v| !silent.contains(v)).collect();
+    live.sort_unstable();
+    let Some(pos) = live.iter().position(|v| *v == me) else { return 0 };
+    let shift = usize::try_from(group.0 % u64::try_from(live.len()).expect("small")).expect("below the length");
+    (pos + live.len() - shift) % live.len()
+}
+
+/// An orphaned group (its leader's broker silent, no other leader known) campaigns soon: its
+/// leader lease is given up (so it grants others' pre-votes at once) and its election timeout
+/// set to pass after its stagger (the first campaign) or after the stagger plus a short pause
+/// (when a campaign restarted its clock). A group that sees a live leader again, or leads,
+/// stops being orphaned. Pre-vote still applies: a replica that hears the leader refuses.
+fn hurry<L: ReplicaLog>(g: &mut Group<L>, silent: &BTreeSet<u64>, rng: &mut SplitMix, election: usize) {
+    let Some(Orphan { stagger, quick_left }) = g.orphan else { return };
+    let r = &mut g.raw.raft;
+    if r.state == StateRole::Leader || (r.leader_id != raft::INVALID_ID && !silent.contains(&r.leader_id)) {
+        g.orphan = None;
+        return;
+    }
+    if r.election_elapsed < election {
+        let first = r.state == StateRole::Follower && r.leader_id != raft::INVALID_ID;
+        if !first {
+            if quick_left == 0 {
+                g.orphan = None;
+                return;
+            }
+            g.orphan = Some(Orphan { stagger, quick_left: quick_left - 1 });
+        }
+        let pause = if first { 1 } else { 1 + stagger + rng.below(0, 3) };
+        r.election_elapsed = election;
+        r.set_randomized_election_timeout((election + stagger + pause).min(2 * election - 1));
+    }
+}
+
 fn wake<L: ReplicaLog>(g: &mut Group<L>) {
     g.quiet = false;
     g.idle_ticks = 0;
@@ -628,8 +733,49 @@ fn resolve<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {
     }
 }
 
+/// On a replica that no longer leads: fails at once the proposals whose entry a new leader's
+/// log replaced (the term at their index is another, or their index is past the truncated
+/// log's end): by log matching they can never commit. Without this they would wait until an
+/// entry committed at their index, which may be never when nothing more is written (a
+/// producer waiting for their answers writes nothing more).
+fn fail_lost<L: ReplicaLog>(g: &mut Group<L>) {
+    let log = &g.raw.raft.raft_log;
+    let mut kept = VecDeque::with_capacity(g.pending.len());
+    for p in g.pending.drain(..) {
+        match log.term(p.index.0) {
+            Ok(t) if t != p.term.0 => {
+                let _ = p.tx.send(Err(ProposeError::Overwritten));
+            }
+            _ => kept.push_back(p),
+        }
+    }
+    g.pending = kept;
+}
+
 fn fail_all(pending: &mut VecDeque<Pending>, e: &ProposeError) {
     for p in pending.drain(..) {
         let _ = p.tx.send(Err(e.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_replicas_rank_differently_and_skip_silent_voters() {
+        let voters = [1, 2, 3];
+        let silent: BTreeSet<u64> = [1].into_iter().collect();
+        for g in 0..6u64 {
+            let ranks: BTreeSet<usize> =
+                [2, 3].iter().map(|me| orphan_rank(GroupId(g), *me, &voters, &silent)).collect();
+            assert_eq!(ranks, [0, 1].into_iter().collect(), "group {g}: one campaigns first, the other next");
+        }
+        // The first to campaign changes with the group, so leaders spread.
+        let firsts: BTreeSet<u64> =
+            (0..6u64).map(|g| if orphan_rank(GroupId(g), 2, &voters, &silent) == 0 { 2 } else { 3 }).collect();
+        assert_eq!(firsts.len(), 2);
+        // A replica that is not a voter (or is silent itself) ranks first: it cannot win anyway.
+        assert_eq!(orphan_rank(GroupId(1), 9, &voters, &silent), 0);
     }
 }

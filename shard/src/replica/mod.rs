@@ -81,6 +81,14 @@ pub trait RaftTransport {
     fn is_live(&self, node: ClusterNode) -> bool;
 }
 
+/// A leader's view of its followers: last index, commit index, matched index per voter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub last: u64,
+    pub committed: u64,
+    pub matched: Vec<(ClusterNode, u64)>,
+}
+
 /// Called on every leader or term change: group, leader (cluster node id), epoch.
 pub type LeaderListener = Box<dyn Fn(GroupId, Option<ClusterNode>, LeaderEpoch)>;
 
@@ -139,8 +147,13 @@ impl Replicas {
         shard: usize,
         transport: Rc<dyn RaftTransport>,
     ) -> Rc<Replicas> {
-        let cfg =
-            DriverConfig { seed: 0x5eed ^ (u64::from(me.0.unsigned_abs()) << 16) ^ shard as u64, ..Default::default() };
+        let cfg = DriverConfig {
+            seed: 0x5eed ^ (u64::from(me.0.unsigned_abs()) << 16) ^ shard as u64,
+            // Liveness comes from the links' sessions, fed every tick: a peer whose links are
+            // down is silent at the next tick, and the groups it led campaign at once.
+            peer_silence_ticks: limits::RAFT_PEER_SILENCE_TICKS,
+            ..Default::default()
+        };
         let logger = crate::raft::logger::logger();
         let (kick, rx) = local_channel::new_bounded(1);
         let r = Rc::new(Replicas {
@@ -270,6 +283,28 @@ impl Replicas {
     /// log matches up to the commit index); None elsewhere.
     pub fn isr(&self, group: GroupId) -> Option<Vec<ClusterNode>> {
         self.driver.borrow().in_sync(group).map(|ids| ids.into_iter().map(cluster_node).collect())
+    }
+
+    /// On the leader: the group's last index, commit index and every voter's matched index
+    /// (cluster node ids); None elsewhere.
+    pub fn progress(&self, group: GroupId) -> Option<Progress> {
+        let p = self.driver.borrow().progress(group)?;
+        Some(Progress {
+            last: p.last,
+            committed: p.committed,
+            matched: p.matched.into_iter().map(|(n, m)| (cluster_node(n), m)).collect(),
+        })
+    }
+
+    /// Whether `node`'s links are live (this broker always is).
+    pub fn is_live(&self, node: ClusterNode) -> bool {
+        node == self.me || self.transport.is_live(node)
+    }
+
+    /// The data groups of this shard this broker leads.
+    pub fn led_groups(&self) -> Vec<GroupId> {
+        let d = self.driver.borrow();
+        self.groups.borrow().iter().filter(|(g, i)| i.tp.is_some() && d.is_leader(**g)).map(|(g, _)| *g).collect()
     }
 
     /// The partition of a data group of this shard (None: the metadata log or no such group).

@@ -10,7 +10,9 @@
 //! DeleteRecords) is not replaced in memory, and its file, if the swap recreated it, lies below
 //! the log start and goes at the next retention check. Readers that planned a read before the
 //! swap keep their old file (its descriptor outlives the rename). Its cached chunks are
-//! forgotten.
+//! forgotten. Where a pass ended is written durably to `cleaner-offset-checkpoint` after its
+//! swap, so a restart starts at the first dirty offset instead of cleaning the whole sealed
+//! part again.
 
 use super::read::read_exact;
 use super::*;
@@ -97,7 +99,10 @@ impl PartitionLog {
             stats.segments_rewritten = news.len();
             tracing::info!(partition = %self.name, ?stats, "compacted");
         }
+        // The checkpoint follows the swap (durable before it): a crash between the two cleans
+        // the same range again, which changes nothing.
         self.first_dirty.set(upto);
+        self.write_offset_file(CLEANER_CHECKPOINT_FILE, upto).await?;
         Ok(Some(stats))
     }
 

@@ -179,6 +179,23 @@ impl SyncTarget for PartitionLog {
 }
 
 impl State {
+    /// Cuts the active segment's in-memory state before its `keep`-th per-batch entry, the
+    /// batch at offset `offset` and position `pos` (a batch boundary): entries, size, sparse
+    /// index, max timestamp, log end and the producer state of the batches cut. The tail and
+    /// the write marks are the caller's.
+    pub(super) fn cut_active(&mut self, keep: usize, offset: i64, pos: u64) {
+        let seg = self.active_mut();
+        seg.max_timestamp_before(offset);
+        seg.dense.truncate(keep);
+        seg.size = pos;
+        seg.next_offset = offset;
+        seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
+        let base = seg.base;
+        seg.index.times.retain(|(_, r)| base + i64::from(*r) < offset);
+        self.next_offset = offset;
+        self.producers.forget_from(offset);
+    }
+
     /// Drops the oldest durable per-batch entries of the active segment when it holds twice
     /// [`DENSE_ENTRIES_KEPT`] (amortised: one drain per `DENSE_ENTRIES_KEPT` batches).
     pub(super) fn trim_dense(&mut self, durable: i64) {
@@ -202,23 +219,15 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     // The durable end of the active segment (a roll waits for its old segment to be durable,
     // so the durable end is always in the active one).
     let end = st.flushed_pos;
-    let seg = st.active_mut();
-    let keep = seg.dense.partition_point(|x| x.base < durable);
-    debug_assert!(seg.dense.get(keep).is_none_or(|x| x.pos == end), "the durable end is a batch boundary");
-    seg.max_timestamp_before(durable);
-    seg.dense.truncate(keep);
-    seg.size = end;
-    seg.next_offset = durable;
-    seg.index.offsets.retain(|(_, p)| u64::from(*p) < end);
-    let base = seg.base;
-    seg.index.times.retain(|(_, r)| base + i64::from(*r) < durable);
-    st.next_offset = durable;
+    let dense = &st.active().dense;
+    let keep = dense.partition_point(|x| x.base < durable);
+    debug_assert!(dense.get(keep).is_none_or(|x| x.pos == end), "the durable end is a batch boundary");
+    st.cut_active(keep, durable, end);
     st.written_pos = end;
     // A roll point is never durable: it went with the batches.
     st.roll_at = None;
     let tail_len = usize::try_from(end - st.tail_start).expect("the tail is in memory");
     st.tail.truncate(tail_len);
-    st.producers.forget_from(durable);
     drop(st);
     log.written.reset(durable);
     log.generation.set(WriteGeneration(log.generation.get().0 + 1));

@@ -336,9 +336,14 @@ impl PartitionLog {
         }
         let mut bases = segment::list(disk, dir).await?;
         remove_empty_last_segment(disk, dir, &mut bases).await?;
-        let [log_start_file, producers_file] =
-            disk.read_files([dir.join(LOG_START_FILE), dir.join(crate::producers::SNAPSHOT_FILE)]).await;
-        let stored_log_start = parse_log_start(log_start_file.ok());
+        let [log_start_file, producers_file, checkpoint_file] = disk
+            .read_files([
+                dir.join(LOG_START_FILE),
+                dir.join(crate::producers::SNAPSHOT_FILE),
+                dir.join(CLEANER_CHECKPOINT_FILE),
+            ])
+            .await;
+        let stored_log_start = parse_offset_file(log_start_file.ok());
         let interval = config.index_interval_bytes.max(1);
         let (segments, cut) = open_segments(disk, dir, &bases, stored_log_start, clean, interval, now).await?;
         let (tail_start, tail) = read_tail(segments.last().expect("at least one segment")).await?;
@@ -353,7 +358,14 @@ impl PartitionLog {
                 state.producers = p;
             }
         }
-        Ok((Self::start(name, dir, disk, config, state), cut))
+        let log = Self::start(name, dir, disk, config, state);
+        // Where the last compaction pass ended (a value past the log end after a crash or
+        // a truncation is taken back to it).
+        if let Some(cleaned) = parse_offset_file(checkpoint_file.ok()) {
+            let (start, end) = (log.log_start().0, log.log_end().0);
+            log.first_dirty.set(cleaned.clamp(start, end));
+        }
+        Ok((log, cut))
     }
 
     /// The log around its recovered state, with its flusher running.
@@ -472,7 +484,15 @@ impl PartitionLog {
         let pos = st.active().size;
         assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
         let header = self.stamp_into_tail(&mut st, bytes, header, base, log_append_time);
-        let entry = Entry::new(&header, base, pos);
+        Ok(self.commit_append(st, &header, pos))
+    }
+
+    /// The end of every append, once the batch (stamped with `next_offset` as its base) is in
+    /// the tail at `pos`: its entry in the active segment, its producer state, the new log
+    /// end; the borrow ends and the writer is kicked.
+    fn commit_append(&self, mut st: std::cell::RefMut<'_, State>, header: &BatchHeader, pos: u64) -> AppendInfo {
+        let base = st.next_offset;
+        let entry = Entry::new(header, base, pos);
         let last = entry.last;
         self.add_entry(&mut st, entry);
         let (id, epoch, sequence, delta) =
@@ -482,13 +502,13 @@ impl PartitionLog {
         let log_start = st.log_start;
         drop(st);
         let _ = self.kick.try_send(());
-        Ok(AppendInfo {
+        AppendInfo {
             base_offset: Offset(base),
             last_offset: Offset(last),
             log_start: Offset(log_start),
             duplicate: false,
             generation: self.generation.get(),
-        })
+        }
     }
 
     /// Copies a batch to the end of the tail, stamped with its base offset and the leader
@@ -623,6 +643,10 @@ const TAIL_KEEP_CAPACITY: usize = 256 * 1024;
 /// File holding a partition's log start offset once DeleteRecords or retention moved it.
 const LOG_START_FILE: &str = "log-start-offset";
 
+/// File holding where the last compaction pass ended (Kafka's cleaner-offset-checkpoint, one
+/// per partition here): the first dirty offset after a restart.
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
 /// Opens a log's segments (`bases`, sorted): every one but the last sealed, the last active
 /// (recovered, `clean` as at open); a new empty segment at the stored log start when there is
 /// none. With the bytes recovery cut from the active segment.
@@ -701,6 +725,7 @@ async fn remove_empty_last_segment(disk: &Disk, dir: &Path, bases: &mut Vec<i64>
     Ok(())
 }
 
-fn parse_log_start(file: Option<Vec<u8>>) -> Option<i64> {
+/// The offset in a small text file (`log-start-offset`, `cleaner-offset-checkpoint`).
+fn parse_offset_file(file: Option<Vec<u8>>) -> Option<i64> {
     String::from_utf8(file?).ok()?.trim().parse().ok()
 }

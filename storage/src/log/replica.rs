@@ -42,23 +42,7 @@ impl PartitionLog {
         let pos = st.active().size;
         assert_eq!(pos, st.tail_start + st.tail.len() as u64, "tail out of step with the segment end");
         st.tail.extend_from_slice(bytes);
-        let entry = Entry::new(&header, base, pos);
-        let last = entry.last;
-        self.add_entry(&mut st, entry);
-        let (id, epoch, sequence, delta) =
-            (header.producer_id, header.producer_epoch, header.base_sequence, header.last_offset_delta);
-        st.producers.record(id, epoch, sequence, delta, base, last);
-        st.next_offset = last + 1;
-        let log_start = st.log_start;
-        drop(st);
-        let _ = self.kick.try_send(());
-        Ok(AppendInfo {
-            base_offset: Offset(base),
-            last_offset: Offset(last),
-            log_start: Offset(log_start),
-            duplicate: false,
-            generation: self.generation.get(),
-        })
+        Ok(self.commit_append(st, &header, pos))
     }
 
     /// The idempotent-producer check of `header` against the batches in this log (a leader
@@ -85,19 +69,10 @@ impl PartitionLog {
             return Err(unsupported("not a batch boundary known in memory"));
         };
         let pos = entry.pos;
-        let seg = st.active_mut();
-        seg.max_timestamp_before(off);
-        seg.dense.truncate(i);
-        seg.size = pos;
-        seg.next_offset = off;
-        seg.index.offsets.retain(|(_, p)| u64::from(*p) < pos);
-        let base = seg.base;
-        seg.index.times.retain(|(_, r)| base + i64::from(*r) < off);
+        st.cut_active(i, off, pos);
         if st.roll_at.is_some_and(|at| at >= pos) {
             st.roll_at = None;
         }
-        st.next_offset = off;
-        st.producers.forget_from(off);
         if pos >= st.tail_start {
             let keep = usize::try_from(pos - st.tail_start).expect("the tail is in memory");
             st.tail.truncate(keep);

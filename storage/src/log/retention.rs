@@ -30,7 +30,13 @@ impl PartitionLog {
     }
 
     async fn persist_log_start(&self, value: i64) -> Result<(), StorageError> {
-        let path = self.dir.join(LOG_START_FILE);
+        self.write_offset_file(LOG_START_FILE, value).await
+    }
+
+    /// Replaces the small file `name` of the partition's directory with `value`, durably
+    /// (temporary file, fsync, rename, directory fsync).
+    pub(super) async fn write_offset_file(&self, name: &str, value: i64) -> Result<(), StorageError> {
+        let path = self.dir.join(name);
         self.disk
             .write_file_off_thread(&path, format!("{value}\n").into_bytes(), true)
             .await
@@ -105,6 +111,11 @@ impl PartitionLog {
         }
         self.written.reset(offset.0);
         self.durable.reset(offset.0);
+        // Offsets appended again after the cut are dirty.
+        if offset.0 < self.first_dirty.get() {
+            self.first_dirty.set(offset.0);
+            self.write_offset_file(CLEANER_CHECKPOINT_FILE, offset.0).await?;
+        }
         Ok(())
     }
 

@@ -23,46 +23,25 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 const SESSION_MS: u64 = 1000;
 /// Generous bound for a membership change to show (session timeout plus scheduling slack on a
 /// loaded 2-core machine).
 const CHANGE_DEADLINE: Duration = Duration::from_secs(15);
 
-/// Free loopback ports (bound then released; the kernel does not hand them out again at once).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-fn voters(peer_ports: &[u16]) -> String {
-    peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
-}
-
 /// Starts broker `node` of a cluster whose members listen for peers on `peer_ports`.
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    let dir = tempfile::Builder::new().prefix("sluice-it-cluster-").tempdir().expect("temp dir");
-    let node_id = node.to_string();
-    let peer = format!("127.0.0.1:{}", peer_ports[node]);
-    let voters = voters(peer_ports);
-    let session = SESSION_MS.to_string();
-    let args = [
-        "--node-id",
-        &node_id,
-        "--peer-listen",
-        &peer,
-        "--controller-quorum-voters",
-        &voters,
-        "--cluster-id",
-        CLUSTER_ID,
-        "--peer-heartbeat-interval-ms",
-        "100",
-        "--peer-session-timeout-ms",
-        &session,
-        "--metrics-listen",
-        "",
-    ];
-    Broker::start_with(dir, 1, &args)
+    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-cluster-", session_ms: SESSION_MS, env: &[] })
+}
+
+/// Starts three members and waits until each lists all three; returns them and that list.
+fn start_three() -> (Vec<Broker>, BTreeSet<(i32, u16)>) {
+    let peers = free_ports(3);
+    let brokers: Vec<Broker> = (0..3).map(|i| member(i, &peers)).collect();
+    let all: BTreeSet<(i32, u16)> = brokers.iter().enumerate().map(|(i, b)| (i as i32, b.port())).collect();
+    for b in &brokers {
+        wait_for_brokers(&b.addr(), &all, "all three up");
+    }
+    (brokers, all)
 }
 
 /// Broker ids and ports in a Metadata answer from `addr` (librdkafka).
@@ -106,11 +85,8 @@ fn wait_for_brokers(addr: &str, want: &BTreeSet<(i32, u16)>, what: &str) -> Dura
 #[test]
 fn three_brokers_see_each_other_and_drop_a_killed_one_until_it_returns() {
     let _slot = shared_slot();
-    let peers = free_ports(3);
-    let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &peers)).collect();
-    let all: BTreeSet<(i32, u16)> = brokers.iter().enumerate().map(|(i, b)| (i as i32, b.port())).collect();
+    let (mut brokers, all) = start_three();
     for b in &brokers {
-        wait_for_brokers(&b.addr(), &all, "all three up");
         assert!(b.ready_line().contains("node_id="), "{}", b.ready_line());
     }
     let (cluster_id, described) = describe_cluster(brokers[1].port());
@@ -188,12 +164,7 @@ fn wait_described(
 #[test]
 fn an_rf3_topic_is_described_alike_everywhere_and_survives_a_members_kill() {
     let _slot = shared_slot();
-    let peers = free_ports(3);
-    let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &peers)).collect();
-    let all: BTreeSet<(i32, u16)> = brokers.iter().enumerate().map(|(i, b)| (i as i32, b.port())).collect();
-    for b in &brokers {
-        wait_for_brokers(&b.addr(), &all, "all three up");
-    }
+    let (mut brokers, _) = start_three();
     // librdkafka sends CreateTopics to the controller Metadata names.
     let topic = topic_name("rf3");
     let admin = admin(&brokers[1].addr());

@@ -704,3 +704,55 @@ pub fn record_batch_at(offsets: &[i64], tag: &str) -> Bytes {
         .expect("encode record batch");
     buf.freeze()
 }
+
+// ---------------------------------------------------------------------------
+// Clusters of brokers on loopback
+
+/// The cluster id every multi-broker test uses.
+pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+
+/// Free loopback ports (bound then released; the kernel does not hand them out again at once).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// `--controller-quorum-voters` for members `0..n` listening for peers on `peer_ports`.
+pub fn voters(peer_ports: &[u16]) -> String {
+    peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+}
+
+/// What differs between the suites' cluster members.
+pub struct MemberOpts<'a> {
+    /// Prefix of the member's temporary data directory.
+    pub dir_prefix: &'a str,
+    /// `--peer-session-timeout-ms`.
+    pub session_ms: u64,
+    /// Extra environment of the broker process.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// Starts broker `node` (one core) of a cluster whose members listen for peers on
+/// `peer_ports`, heartbeats every 100 ms, no metrics listener.
+pub fn cluster_member(node: usize, peer_ports: &[u16], opts: &MemberOpts<'_>) -> sluice_tests::Broker {
+    let dir = tempfile::Builder::new().prefix(opts.dir_prefix).tempdir().expect("temp dir");
+    let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
+    let (voters, session) = (voters(peer_ports), opts.session_ms.to_string());
+    let args = [
+        "--node-id",
+        &node_id,
+        "--peer-listen",
+        &peer,
+        "--controller-quorum-voters",
+        &voters,
+        "--cluster-id",
+        CLUSTER_ID,
+        "--peer-heartbeat-interval-ms",
+        "100",
+        "--peer-session-timeout-ms",
+        &session,
+        "--metrics-listen",
+        "",
+    ];
+    sluice_tests::Broker::start_with_env(dir, 1, &args, opts.env)
+}

@@ -17,40 +17,15 @@ use sluice_tests::Broker;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 const DEADLINE: Duration = Duration::from_secs(30);
 const LOG_BYTES: usize = 16 << 20;
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
     member_with(node, peer_ports, &[("SLUICE_TEST_RAFT_PROBE", "1")])
 }
 
 fn member_with(node: usize, peer_ports: &[u16], env: &[(&str, &str)]) -> Broker {
-    let dir = tempfile::Builder::new().prefix("sluice-it-repl-").tempdir().expect("temp dir");
-    let voters = peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
-    let args = [
-        "--node-id",
-        &node_id,
-        "--peer-listen",
-        &peer,
-        "--controller-quorum-voters",
-        &voters,
-        "--cluster-id",
-        CLUSTER_ID,
-        "--peer-heartbeat-interval-ms",
-        "100",
-        "--peer-session-timeout-ms",
-        "1000",
-        "--metrics-listen",
-        "",
-    ];
-    Broker::start_with_env(dir, 1, &args, env)
+    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-repl-", session_ms: 1000, env })
 }
 
 /// The committed batches a broker's probe read in its latest run, in order: (offset, crc).
