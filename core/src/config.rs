@@ -142,7 +142,19 @@ pub struct BrokerConfig {
     /// its connection is closed at its next request (Kafka's `connections.max.reauth.ms`;
     /// 0: sessions never expire).
     pub connections_max_reauth_ms: u64,
+    /// Kafka's `authorizer.class.name`: empty (no authorizer: every request is allowed and
+    /// the ACL APIs answer SECURITY_DISABLED) or [`STANDARD_AUTHORIZER`] (ACLs are enforced).
+    pub authorizer_class_name: String,
+    /// Principals (`User:name`) allowed everything, as Kafka's `super.users`.
+    pub super_users: Vec<String>,
+    /// Kafka's `allow.everyone.if.no.acl.found`: a resource no ACL names is open to all.
+    pub allow_everyone_if_no_acl_found: bool,
 }
+
+/// The authorizer `authorizer_class_name` may name (Kafka's KRaft authorizer); the ZooKeeper
+/// era's `kafka.security.authorizer.AclAuthorizer` is accepted as the same.
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+const ACL_AUTHORIZER: &str = "kafka.security.authorizer.AclAuthorizer";
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -193,6 +205,9 @@ impl Default for BrokerConfig {
             tls: Default::default(),
             sasl: Default::default(),
             connections_max_reauth_ms: 0,
+            authorizer_class_name: String::new(),
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }
@@ -586,8 +601,36 @@ impl BrokerConfig {
         )
     }
 
+    /// Whether ACLs are enforced (an authorizer is configured).
+    pub fn authorizer_enabled(&self) -> bool {
+        !self.authorizer_class_name.trim().is_empty()
+    }
+
+    /// The authorizer's class and the super users' principal form.
+    fn validate_authorizer(&self) -> Result<(), ConfigError> {
+        let class = self.authorizer_class_name.trim();
+        if !class.is_empty() && class != STANDARD_AUTHORIZER && class != ACL_AUTHORIZER {
+            return Err(ConfigError::Invalid {
+                key: "authorizer_class_name",
+                value: class.to_string(),
+                expected: format!("empty or {STANDARD_AUTHORIZER}"),
+            });
+        }
+        for u in &self.super_users {
+            if !u.split_once(':').is_some_and(|(t, n)| !t.is_empty() && !n.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key: "super_users",
+                    value: u.clone(),
+                    expected: "principals of the form User:name".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Connection timeouts: idle, listen retry, request bodies, re-authentication.
     fn validate_connections(&self) -> Result<(), ConfigError> {
+        self.validate_authorizer()?;
         if self.connections_max_idle_ms == 0 {
             return Err(ConfigError::Invalid {
                 key: "connections_max_idle_ms",

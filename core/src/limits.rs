@@ -539,6 +539,11 @@ pub const SCRAM_SALT_BYTES: usize = 16;
 pub const SCRAM_NONCE_BYTES: usize = 24;
 /// SCRAM users the broker stores at most.
 pub const MAX_SCRAM_USERS: usize = 10_000;
+/// ACL bindings the cluster stores at most (every shard holds them all, indexed).
+pub const MAX_ACLS: usize = 100_000;
+/// ACL bindings one CreateAcls request may add, or one DeleteAcls filter remove (each is one
+/// metadata record).
+pub const MAX_ACLS_PER_REQUEST: usize = 1_000;
 /// How often a shard checks whether the TLS certificate, key or CA files changed (their
 /// modification times), when it accepts a TLS connection; a change is loaded for the next
 /// handshakes.

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod conn;
 pub mod errors;
 pub mod frame;

@@ -106,6 +106,8 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
         AdminCall::AlterConfigs(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::CreatePartitions(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::AllocateProducerId(Call { reply, .. }) => drop(reply.send(next_producer_id(shard).await)),
+        AdminCall::CreateAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::DeleteAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
     }
 }
 
@@ -803,4 +805,5 @@ mod tests {
 #[cfg(test)]
 mod decision_tests;
 
+pub mod acls;
 pub mod cluster;

@@ -62,6 +62,15 @@ pub enum PartitionError {
     /// the client retries.
     #[error("replication: {0}")]
     NotCommitted(String),
+    /// The principal may not do this to the topic (the ACLs).
+    #[error("Topic authorization failed.")]
+    TopicAuthorizationFailed,
+    /// The principal may not do this to the cluster (the ACLs).
+    #[error("Cluster authorization failed.")]
+    ClusterAuthorizationFailed,
+    /// The principal may not use the transactional id (the ACLs).
+    #[error("Transactional Id authorization failed.")]
+    TransactionalIdAuthorizationFailed,
 }
 
 impl From<sluice_storage::StorageError> for PartitionError {

@@ -176,6 +176,18 @@ pub struct CreatePartitions {
     pub brokers: Vec<i32>,
 }
 
+/// Add ACL bindings (checked concrete by the caller). One result per binding, in order.
+#[derive(Debug)]
+pub struct CreateAcls {
+    pub acls: Vec<crate::metadata::acl::Acl>,
+}
+
+/// Remove the ACL bindings each filter selects. One result (the bindings removed) per filter.
+#[derive(Debug)]
+pub struct DeleteAcls {
+    pub filters: Vec<crate::metadata::acl::AclFilter>,
+}
+
 /// A metadata change for shard 0 (the only one that executes them), with its typed reply.
 #[derive(Debug)]
 pub enum AdminCall {
@@ -184,6 +196,8 @@ pub enum AdminCall {
     AllocateProducerId(Call<AllocateProducerId, Result<i64, PartitionError>>),
     AlterConfigs(Call<AlterConfigs, Result<(), PartitionError>>),
     CreatePartitions(Call<CreatePartitions, Result<(), PartitionError>>),
+    CreateAcls(Call<CreateAcls, Vec<Result<(), PartitionError>>>),
+    DeleteAcls(Call<DeleteAcls, Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>>),
 }
 
 operations!(AdminCall {
@@ -192,6 +206,8 @@ operations!(AdminCall {
     AllocateProducerId => AllocateProducerId: Result<i64, PartitionError>,
     AlterConfigs => AlterConfigs: Result<(), PartitionError>,
     CreatePartitions => CreatePartitions: Result<(), PartitionError>,
+    CreateAcls => CreateAcls: Vec<Result<(), PartitionError>>,
+    DeleteAcls => DeleteAcls: Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>,
 });
 
 /// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).

@@ -82,7 +82,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 credential: Credential::from_salted(hash, u.salt.to_vec(), &u.salted_password, iterations),
             });
         }
-        let results = apply(&ctx, per_user);
+        let results = if crate::authz::Authz::new(&ctx, &req).cluster(sluice_shard::metadata::acl::op::ALTER) {
+            apply(&ctx, per_user)
+        } else {
+            let refused = (K::ClusterAuthorizationFailed.code(), "Cluster authorization failed.");
+            apply(&ctx, per_user.into_keys().map(|u| (u, Err(refused))).collect())
+        };
         let resp = AlterUserScramCredentialsResponse::default().with_results(results);
         Ok(reply_now(respond(&req, &resp)))
     }

@@ -55,7 +55,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             })
             .collect();
         let brokers = ctx.brokers().into_iter().map(|b| b.node_id.0).collect();
-        let results = create_topics(&ctx.shard, topics, body.validate_only, brokers).await;
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let (topics, allowed) = authz.split_creatable(topics);
+        let created = create_topics(&ctx.shard, topics, body.validate_only, brokers).await;
+        let results = crate::authz::Authz::merge_refused(allowed, created);
         let v = req.version;
         let topics = names
             .into_iter()

@@ -17,7 +17,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: DeleteGroupsRequest = decode_body(&req)?;
         let mut results = Vec::with_capacity(body.groups_names.len());
+        let authz = crate::authz::Authz::new(&ctx, &req);
         for g in body.groups_names {
+            if !authz.group(sluice_shard::metadata::acl::op::DELETE, &g.0) {
+                let code = kafka_protocol::ResponseError::GroupAuthorizationFailed.code();
+                results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(code));
+                continue;
+            }
             let r = groups::ask(&ctx.shard, &g.0, DeleteRequest(g.0.to_string())).await;
             results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(group_result_code(&r)));
         }

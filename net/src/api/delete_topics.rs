@@ -33,7 +33,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             body.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
         };
         let known: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
-        let mut results = delete_topics(&ctx.shard, known).await.into_iter();
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let allowed: Vec<bool> =
+            known.iter().map(|n| authz.topic(sluice_shard::metadata::acl::op::DELETE, n)).collect();
+        let known = known.into_iter().zip(&allowed).filter(|(_, a)| **a).map(|(n, _)| n).collect();
+        let deleted = delete_topics(&ctx.shard, known).await;
+        let mut results = crate::authz::Authz::merge_refused(allowed, deleted).into_iter();
         let v = req.version;
         let responses = wanted
             .into_iter()

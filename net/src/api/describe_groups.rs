@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResp
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_shard::groups::{self, DescribeRequest};
+use sluice_shard::metadata::acl::op::DESCRIBE;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -22,9 +23,23 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: DescribeGroupsRequest = decode_body(&req)?;
         let v = req.version;
         let mut described = Vec::with_capacity(body.groups.len());
+        let authz = crate::authz::Authz::new(&ctx, &req);
         for g in body.groups {
+            if !authz.group(DESCRIBE, &g.0) {
+                let refused = DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_authorized_operations(i32::MIN);
+                described.push(refused);
+                continue;
+            }
             let answer = groups::call(&ctx.shard, &g.0, DescribeRequest(g.0.to_string())).await;
-            let base = DescribedGroup::default().with_group_id(g).with_authorized_operations(i32::MIN);
+            let ops = if v >= 3 && body.include_authorized_operations {
+                authz.operations(sluice_shard::metadata::acl::resource::GROUP, &g.0)
+            } else {
+                i32::MIN
+            };
+            let base = DescribedGroup::default().with_group_id(g).with_authorized_operations(ops);
             let d = match answer {
                 Ok(Some(d)) => base
                     .with_error_code(0)

@@ -27,6 +27,11 @@ pub const SPEC: ApiSpec = ApiSpec {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: DescribeUserScramCredentialsRequest = decode_body(&req)?;
+        if !crate::authz::Authz::new(&ctx, &req).cluster(sluice_shard::metadata::acl::op::DESCRIBE) {
+            let resp = DescribeUserScramCredentialsResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code());
+            return Ok(reply_now(respond(&req, &resp)));
+        }
         let all = ctx.listener.sasl.scram.describe();
         let asked: Vec<String> = match body.users {
             Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),

@@ -75,7 +75,8 @@ async fn answer(ctx: Rc<Ctx>, req: Request, body: FetchRequest, plan: Plan) -> R
     };
     let asked = non_negative(body.max_bytes).min(MAX_FETCH_RESPONSE_BYTES);
     let max_bytes = asked.min(budget_left(&ctx));
-    let Layout { topics, items, early } = lay_out(&ctx, wanted, max_bytes);
+    let authz = crate::authz::Authz::new(&ctx, &req);
+    let Layout { topics, items, early } = lay_out(&ctx, &authz, wanted, max_bytes);
     let mut results: Vec<Option<PartitionRead>> = early.into_iter().map(|e| e.map(Err)).collect();
     let (read, views) = read(&ctx, &body, items, max_bytes, results.len()).await;
     // From here to the writer taking the frame nothing awaits, so no other response
@@ -109,7 +110,12 @@ struct Layout {
 
 /// Groups the wanted partitions by topic (consecutive ones of the same topic share an entry)
 /// and names a read for each partition of a known topic, at most `max_bytes` each.
-fn lay_out(ctx: &Ctx, wanted: Vec<(Wanted, Option<Answered>)>, max_bytes: usize) -> Layout {
+fn lay_out(
+    ctx: &Ctx,
+    authz: &crate::authz::Authz,
+    wanted: Vec<(Wanted, Option<Answered>)>,
+    max_bytes: usize,
+) -> Layout {
     let mut out = Layout { topics: Vec::new(), items: Vec::new(), early: Vec::new() };
     for (w, before) in wanted {
         let index = out.early.len();
@@ -123,6 +129,9 @@ fn lay_out(ctx: &Ctx, wanted: Vec<(Wanted, Option<Answered>)>, max_bytes: usize)
         let (name, parts) = out.topics.last_mut().expect("pushed");
         match name {
             None => out.early.push(Some(PartitionError::UnknownTopicId)),
+            Some(n) if !authz.topic(sluice_shard::metadata::acl::op::READ, n) => {
+                out.early.push(Some(PartitionError::TopicAuthorizationFailed))
+            }
             Some(n) => {
                 out.early.push(None);
                 out.items.push(FetchItem {

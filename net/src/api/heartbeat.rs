@@ -15,6 +15,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: HeartbeatRequest = decode_body(&req)?;
         let group_id = body.group_id.0.to_string();
+        if !crate::authz::Authz::new(&ctx, &req).group(sluice_shard::metadata::acl::op::READ, &group_id) {
+            return Ok(reply_now(respond(
+                &req,
+                &HeartbeatResponse::default()
+                    .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()),
+            )));
+        }
         let member = MemberRef {
             group_id: group_id.clone(),
             generation_id: body.generation_id,

@@ -30,7 +30,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .with_producer_epoch(-1)
         };
         let txn_id = body.transactional_id.as_ref().map(|t| t.0.to_string()).filter(|t| !t.is_empty());
-        let resp = if let Some(transactional_id) = txn_id {
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let resp = if let Some(refused) = authz.init_producer_id_refusal(txn_id.as_deref()) {
+            failed(crate::errors::code(&refused))
+        } else if let Some(transactional_id) = txn_id {
             let given =
                 (req.version >= 3 && body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
             let request = InitRequest {

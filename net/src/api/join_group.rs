@@ -6,7 +6,7 @@
 //! a join waiting for other members never blocks the connection. What the group keeps
 //! (protocol metadata, ids) is copied out of the request frame, never sliced from it.
 
-use super::{respond, ApiSpec, Ctx, Reply};
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
@@ -24,6 +24,15 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: JoinGroupRequest = decode_body(&req)?;
         let v = req.version;
         let group_id = body.group_id.0.to_string();
+        if !crate::authz::Authz::new(&ctx, &req).group(sluice_shard::metadata::acl::op::READ, &group_id) {
+            return Ok(reply_now(respond(
+                &req,
+                &JoinGroupResponse::default()
+                    .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
+                    .with_generation_id(-1)
+                    .with_protocol_name(if v >= 7 { None } else { Some(StrBytes::default()) }),
+            )));
+        }
         let join = JoinRequest {
             group_id: group_id.clone(),
             session_timeout_ms: body.session_timeout_ms,

@@ -18,6 +18,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: LeaveGroupRequest = decode_body(&req)?;
         let group_id = body.group_id.0.to_string();
+        if !crate::authz::Authz::new(&ctx, &req).group(sluice_shard::metadata::acl::op::READ, &group_id) {
+            let resp = LeaveGroupResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+            return Ok(reply_now(respond(&req, &resp)));
+        }
         let members: Vec<(String, Option<String>)> = if req.version >= 3 {
             body.members
                 .iter()

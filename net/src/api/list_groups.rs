@@ -20,9 +20,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let v = req.version;
         let states: Vec<String> = body.states_filter.iter().map(|s| s.to_lowercase()).collect();
         let types: Vec<String> = body.types_filter.iter().map(|s| s.to_lowercase()).collect();
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let all = authz.cluster(sluice_shard::metadata::acl::op::DESCRIBE);
         let listed = groups::list_all(&ctx.shard)
             .await
             .into_iter()
+            .filter(|g| all || authz.group(sluice_shard::metadata::acl::op::DESCRIBE, &g.group_id))
             .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
             .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
             .map(|g| {

@@ -51,6 +51,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             }
         }
         let mut results = results.into_iter();
+        let authz = crate::authz::Authz::new(&ctx, &req);
         let topics = body
             .topics
             .into_iter()
@@ -60,6 +61,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .iter()
                     .map(|p| {
                         let (_, r) = results.next().expect("one result per partition");
+                        let r =
+                            r.and_then(|ok| match authz.topic(sluice_shard::metadata::acl::op::DESCRIBE, &t.name.0) {
+                                true => Ok(ok),
+                                false => Err(sluice_shard::PartitionError::TopicAuthorizationFailed),
+                            });
                         let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                         match r {
                             // Nothing found (an empty log for MAX_TIMESTAMP, no record at or

@@ -12,6 +12,7 @@
 //! at epoch 0. The controller named is the view's (the metadata log's leader, or this broker).
 
 use super::{reply_now, respond, topic_name, uuid, ApiSpec, Ctx, Reply};
+use crate::authz::Authz;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -24,6 +25,7 @@ use kafka_protocol::ResponseError;
 use sluice_core::cluster::NodeId;
 use sluice_core::PartitionId;
 use sluice_shard::admin::auto_create;
+use sluice_shard::metadata::acl::{op::DESCRIBE, resource, CLUSTER_NAME};
 use sluice_shard::metadata::validate_topic_name;
 use sluice_shard::{MetadataSnapshot, TopicMeta};
 use std::rc::Rc;
@@ -46,12 +48,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .collect();
         let may_create =
             ctx.shard.config.auto_create_topics_enable && (req.version < 4 || body.allow_auto_topic_creation);
+        let authz = crate::authz::Authz::new(&ctx, &req);
         if may_create && !all {
             let meta = ctx.shard.metadata();
             let missing: Vec<String> = requested
                 .iter()
                 .filter_map(|(n, _)| n.clone())
-                .filter(|n| !meta.topics.contains_key(n) && validate_topic_name(n).is_ok())
+                .filter(|n| !meta.topics.contains_key(n) && validate_topic_name(n).is_ok() && authz.may_create(n))
                 .collect();
             if !missing.is_empty() {
                 auto_create(&ctx.shard, missing).await;
@@ -62,15 +65,24 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let live = |n: i32| ctx.cluster.is_live(NodeId(n), now);
         let d = Describer { meta: &meta, v: req.version, me: ctx.node_id().0, live: &live };
         let topics = if all {
-            meta.topics.iter().map(|(n, t)| d.topic(n, t)).collect()
+            meta.topics.iter().filter(|(n, _)| authz.topic(DESCRIBE, n)).map(|(n, t)| d.topic(n, t)).collect()
         } else {
             requested
                 .iter()
                 .map(|(name, id)| match name.as_deref().and_then(|n| meta.topics.get(n).map(|t| (n, t))) {
+                    _ if name.as_deref().is_some_and(|n| !authz.topic(DESCRIBE, n)) => {
+                        refused_topic(name.as_deref().unwrap_or_default())
+                    }
                     Some((n, t)) => d.topic(n, t),
                     None => missing_topic(name.as_deref(), id, req.version),
                 })
                 .collect()
+        };
+        let topics = with_operations(&authz, topics, req.version >= 8 && body.include_topic_authorized_operations);
+        let cluster_ops = if (8..=10).contains(&req.version) && body.include_cluster_authorized_operations {
+            authz.operations(resource::CLUSTER, CLUSTER_NAME)
+        } else {
+            i32::MIN
         };
         let controller = BrokerId(ctx.cluster.controller().0);
         let brokers = ctx
@@ -90,7 +102,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .with_cluster_id((req.version >= 2).then(|| StrBytes::from_string(meta.cluster_id.clone())))
             .with_controller_id(if req.version >= 1 { controller } else { BrokerId(-1) })
             .with_topics(topics)
-            .with_cluster_authorized_operations(i32::MIN);
+            .with_cluster_authorized_operations(cluster_ops);
         Ok(reply_now(respond(&req, &resp)))
     }
     .boxed_local()
@@ -132,6 +144,27 @@ impl Describer<'_> {
             .with_isr_nodes(ids(&state.isr))
             .with_offline_replicas(if self.v >= 5 { ids(&offline) } else { vec![] })
     }
+}
+
+/// A requested topic the principal may not describe (whether or not it exists).
+fn refused_topic(name: &str) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(uuid::Uuid::nil())
+        .with_partitions(vec![])
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+/// Fills in each described topic's authorized operations when the client asked (v8+).
+fn with_operations(authz: &Authz, mut topics: Vec<MetadataResponseTopic>, asked: bool) -> Vec<MetadataResponseTopic> {
+    if asked {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.topic_authorized_operations = authz.operations(resource::TOPIC, &name);
+        }
+    }
+    topics
 }
 
 fn missing_topic(name: Option<&str>, id: &uuid::Uuid, v: i16) -> MetadataResponseTopic {

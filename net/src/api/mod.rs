@@ -14,11 +14,14 @@ pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -153,6 +156,9 @@ pub const APIS: &[ApiSpec] = &[
     sasl_authenticate::SPEC,
     describe_user_scram_credentials::SPEC,
     alter_user_scram_credentials::SPEC,
+    describe_acls::SPEC,
+    create_acls::SPEC,
+    delete_acls::SPEC,
 ];
 
 /// The handler entry for an API key, if implemented (whatever the version).

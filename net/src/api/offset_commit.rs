@@ -29,14 +29,22 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             member_id: body.member_id.to_string(),
             group_instance_id: body.group_instance_id.map(|s| s.to_string()),
         };
-        let offsets = offsets_to_commit(body.topics.iter().map(|t| (&t.name, &t.partitions[..])));
+        let refused =
+            crate::authz::Authz::new(&ctx, &req).commit_refusals(&group_id, body.topics.iter().map(|t| &*t.name.0));
+        let allowed = body.topics.iter().zip(&refused).filter(|(_, r)| r.is_none()).map(|(t, _)| t);
+        let offsets = offsets_to_commit(allowed.map(|t| (&t.name, &t.partitions[..])));
         let reply = async move {
             let n = offsets.len();
-            let result = groups::ask(&ctx.shard, &group_id, CommitRequest { member, offsets }).await;
+            let result = if n == 0 && refused.iter().all(Option::is_some) {
+                Ok(Vec::new())
+            } else {
+                groups::ask(&ctx.shard, &group_id, CommitRequest { member, offsets }).await
+            };
             let codes: Vec<i16> = match result {
                 Ok(each) => each.iter().map(group_result_code).collect(),
                 Err(e) => vec![group_result_code::<()>(&Err(e)); n],
             };
+            let codes = crate::authz::with_refusals(&refused, body.topics.iter().map(|t| t.partitions.len()), codes);
             let partitions = |t: &OffsetCommitRequestTopic| t.partitions.iter().map(|p| p.partition_index).collect();
             let topics = answer_each(body.topics, codes, partitions, |t, parts| {
                 let parts = parts.into_iter().map(|(index, code)| {

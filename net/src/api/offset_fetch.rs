@@ -69,17 +69,42 @@ fn by_topic((list, pending): (OffsetList, Vec<(String, i32)>)) -> Vec<(String, V
     out
 }
 
+const GROUP_AUTHORIZATION_FAILED: i16 = kafka_protocol::ResponseError::GroupAuthorizationFailed.code();
+
+/// Committed offsets of topics the principal may not describe are answered
+/// TOPIC_AUTHORIZATION_FAILED, without the offset.
+fn hide_topics(authz: &crate::authz::Authz, topics: Vec<(String, Vec<Row>)>) -> Vec<(String, Vec<Row>)> {
+    let code = kafka_protocol::ResponseError::TopicAuthorizationFailed.code();
+    topics
+        .into_iter()
+        .map(|(t, rows)| match authz.topic(sluice_shard::metadata::acl::op::DESCRIBE, &t) {
+            true => (t, rows),
+            false => (t, rows.into_iter().map(|(p, ..)| (p, -1, -1, None, code)).collect()),
+        })
+        .collect()
+}
+
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: OffsetFetchRequest = decode_body(&req)?;
         let v = req.version;
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let by_topic = |list| hide_topics(&authz, by_topic(list));
+        let group_ok = |g: &str| authz.group(sluice_shard::metadata::acl::op::DESCRIBE, g);
         let resp = if v >= 8 {
             let mut groups_out = Vec::with_capacity(body.groups.len());
             for g in body.groups {
                 let topics =
                     g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
                 let member = (g.member_id.map(|m| m.to_string()), g.member_epoch);
-                let result = fetch_one(&ctx, &g.group_id.0, topics, member, body.require_stable).await;
+                let result = match group_ok(&g.group_id.0) {
+                    true => fetch_one(&ctx, &g.group_id.0, topics, member, body.require_stable).await,
+                    false => {
+                        let refused = OffsetFetchResponseGroup::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+                        groups_out.push(refused.with_group_id(GroupId(g.group_id.0)));
+                        continue;
+                    }
+                };
                 let group = match result {
                     Ok(list) => OffsetFetchResponseGroup::default().with_error_code(0).with_topics(
                         by_topic(list)
@@ -110,6 +135,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         } else {
             let topics =
                 body.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+            if !group_ok(&body.group_id.0) {
+                let resp = OffsetFetchResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+                return Ok(reply_now(respond(&req, &resp)));
+            }
             match fetch_one(&ctx, &body.group_id.0, topics, (None, -1), v >= 7 && body.require_stable).await {
                 Ok(list) => OffsetFetchResponse::default().with_error_code(0).with_topics(
                     by_topic(list)

@@ -100,10 +100,17 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         };
         let names: Vec<Option<String>> =
             body.topic_data.iter().map(|t| topic_name(&ctx, &t.name.0, &t.topic_id)).collect();
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let denied = authz.produce_refusals(body.transactional_id.as_ref().map(|t| &*t.0), &names);
         if ctx.shard.config.auto_create_topics_enable && acks.is_ok() {
-            create_missing(&ctx, &names).await;
+            let creatable: Vec<Option<String>> = names
+                .iter()
+                .zip(&denied)
+                .map(|(n, d)| n.clone().filter(|n| d.is_none() && authz.may_create(n)))
+                .collect();
+            create_missing(&ctx, &creatable).await;
         }
-        let Prepared { slots, early, items } = prepare(&ctx, &acks, body.topic_data, names);
+        let Prepared { slots, early, items } = prepare(&ctx, &acks, body.topic_data, names, denied);
         let acks = acks.unwrap_or(Acks::All);
         let pending = produce(&ctx.shard, acks, items).await;
         let (correlation_id, version) = (req.correlation_id, req.version);
@@ -148,9 +155,10 @@ fn prepare(
     acks: &Result<Acks, PartitionError>,
     topic_data: Vec<TopicProduceData>,
     names: Vec<Option<String>>,
+    denied: Vec<Option<PartitionError>>,
 ) -> Prepared {
     let mut out = Prepared { slots: Vec::with_capacity(topic_data.len()), early: Vec::new(), items: Vec::new() };
-    for (topic, name) in topic_data.into_iter().zip(names) {
+    for ((topic, name), denied) in topic_data.into_iter().zip(names).zip(denied) {
         let mut slot = TopicSlot {
             name: topic.name.clone(),
             id: topic.topic_id,
@@ -159,6 +167,10 @@ fn prepare(
         for p in topic.partition_data {
             let index = out.early.len();
             slot.partitions.push((p.index, index));
+            if let Some(e) = &denied {
+                out.early.push(Some(e.clone()));
+                continue;
+            }
             match prepare_partition(ctx, acks, name.as_deref(), index, p) {
                 Ok(item) => {
                     out.items.push(item);

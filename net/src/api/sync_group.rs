@@ -3,7 +3,7 @@
 //! Contract: the assignments the group keeps are copied out of the request frame, never
 //! sliced from it, so a frame's trailing bytes do not live as long as the member.
 
-use super::{respond, ApiSpec, Ctx, Reply};
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
@@ -20,6 +20,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: SyncGroupRequest = decode_body(&req)?;
         let v = req.version;
         let group_id = body.group_id.0.to_string();
+        if !crate::authz::Authz::new(&ctx, &req).group(sluice_shard::metadata::acl::op::READ, &group_id) {
+            return Ok(reply_now(respond(
+                &req,
+                &SyncGroupResponse::default()
+                    .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()),
+            )));
+        }
         let sync = SyncRequest {
             group_id: group_id.clone(),
             generation_id: body.generation_id,

@@ -49,6 +49,8 @@ pub enum ApplyError {
     StaleEpoch { got: i32, recorded: i32 },
     #[error("node {0} is not a replica of the partition")]
     NotAReplica(i32),
+    #[error("more than MAX_ACLS ACLs")]
+    TooManyAcls,
     #[error("producer ids from {first} were handed out already (next block starts at {next})")]
     ProducerIdsReused { first: i64, next: i64 },
 }
@@ -75,6 +77,17 @@ pub fn apply(snap: &mut MetadataSnapshot, record: &MetadataRecord, local: &Local
                 return Err(ApplyError::ProducerIdsReused { first: *first, next: snap.next_producer_id_block });
             }
             snap.next_producer_id_block = first.checked_add(*size).expect("checked at decode");
+            Ok(())
+        }
+        MetadataRecord::AclCreated(a) => {
+            if !snap.acls.contains(a) && snap.acls.len() >= sluice_core::limits::MAX_ACLS {
+                return Err(ApplyError::TooManyAcls);
+            }
+            snap.acls.insert(a.clone());
+            Ok(())
+        }
+        MetadataRecord::AclRemoved(a) => {
+            snap.acls.remove(a);
             Ok(())
         }
     }

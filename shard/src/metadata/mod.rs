@@ -14,6 +14,7 @@
 //! by a lone broker before replication) is this broker's alone: one replica, this broker,
 //! leader at epoch 0.
 
+pub mod acl;
 pub mod apply;
 pub mod assign;
 pub mod records;
@@ -83,6 +84,20 @@ pub struct MetadataSnapshot {
     /// Offset of the last metadata log record applied (-1: none; a lone broker's changes are
     /// applied without a log and leave it as it is).
     pub applied_offset: i64,
+    /// The ACLs (cluster metadata, like topics: changed by metadata records).
+    pub acls: std::collections::BTreeSet<acl::Acl>,
+}
+
+/// A version-2 snapshot (before ACLs), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct SnapshotV2 {
+    version: u64,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    next_producer_id_block: i64,
+    replication: BTreeMap<String, TopicReplication>,
+    next_topic_number: u32,
+    applied_offset: i64,
 }
 
 /// A version-1 snapshot (before replication), read to be converted.
@@ -95,7 +110,7 @@ struct SnapshotV1 {
 }
 
 const MAGIC: &[u8; 4] = b"SLMD";
-const FILE_VERSION: u32 = 2;
+const FILE_VERSION: u32 = 3;
 const HEADER: usize = 4 + 4 + 4 + 8;
 
 /// Why metadata could not be loaded or saved.
@@ -208,7 +223,7 @@ impl MetadataSnapshot {
             return Err("bad magic".into());
         }
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
-        if version != FILE_VERSION && version != 1 {
+        if version != FILE_VERSION && version != 1 && version != 2 {
             return Err(format!("unknown metadata format {version}, expected {FILE_VERSION}"));
         }
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
@@ -230,7 +245,23 @@ impl MetadataSnapshot {
                 replication: BTreeMap::new(),
                 next_topic_number: 1,
                 applied_offset: -1,
+                acls: Default::default(),
             });
+        }
+        if version == 2 {
+            let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            let snap = MetadataSnapshot {
+                version: v2.version,
+                cluster_id: v2.cluster_id,
+                topics: v2.topics,
+                next_producer_id_block: v2.next_producer_id_block,
+                replication: v2.replication,
+                next_topic_number: v2.next_topic_number,
+                applied_offset: v2.applied_offset,
+                acls: Default::default(),
+            };
+            snap.check()?;
+            return Ok(snap);
         }
         let snap = rkyv::from_bytes::<MetadataSnapshot, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
         snap.check()?;
@@ -366,6 +397,15 @@ mod tests {
             },
         );
         s.version = 3;
+        s.acls.insert(acl::Acl {
+            resource_type: acl::resource::TOPIC,
+            name: "orders".into(),
+            pattern_type: acl::pattern::LITERAL,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: acl::op::READ,
+            permission: acl::permission::ALLOW,
+        });
         s.save(d.path()).unwrap();
         let back = MetadataSnapshot::load_or_init(d.path()).unwrap();
         assert_eq!(back, s);
@@ -398,9 +438,30 @@ mod tests {
         let p = s.partition("old", PartitionId(1), 4).unwrap();
         assert_eq!((p.replicas, p.leader, p.leader_epoch, p.isr), (vec![4], 4, 0, vec![4]));
         assert_eq!(s.partition("old", PartitionId(2), 4), None);
-        // Saved again, it is a version-2 file that reads back the same.
+        // Saved again, it is a current-version file that reads back the same.
         s.save(d.path()).unwrap();
         assert_eq!(MetadataSnapshot::load_or_init(d.path()).unwrap(), s);
+    }
+
+    #[test]
+    fn a_version_2_file_is_read_without_acls() {
+        let d = tempfile::tempdir().unwrap();
+        let topic = TopicMeta { id: [3; 16], shards: vec![0], configs: BTreeMap::new() };
+        let v2 = SnapshotV2 {
+            version: 4,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            topics: BTreeMap::from([("t".to_string(), topic.clone())]),
+            next_producer_id_block: 1000,
+            replication: BTreeMap::new(),
+            next_topic_number: 2,
+            applied_offset: 7,
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v2).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(2, &payload)).unwrap();
+        let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!((s.version, s.applied_offset, s.next_topic_number, s.topics["t"].clone()), (4, 7, 2, topic));
+        assert!(s.acls.is_empty());
     }
 
     #[test]

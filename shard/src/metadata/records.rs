@@ -85,6 +85,11 @@ pub enum MetadataRecord {
         first: i64,
         size: i64,
     },
+    /// An ACL binding was added (KRaft's `AccessControlEntryRecord`; a binding that exists
+    /// already is left as it is).
+    AclCreated(super::acl::Acl),
+    /// An ACL binding was removed (KRaft's `RemoveAccessControlEntryRecord`).
+    AclRemoved(super::acl::Acl),
 }
 
 const TOPIC_CREATED: u8 = 1;
@@ -93,6 +98,8 @@ const TOPIC_DELETED: u8 = 3;
 const CONFIG_CHANGED: u8 = 4;
 const PARTITION_CHANGED: u8 = 5;
 const PRODUCER_IDS_ALLOCATED: u8 = 6;
+const ACL_CREATED: u8 = 7;
+const ACL_REMOVED: u8 = 8;
 /// Every record type is at version 0.
 const RECORD_VERSION: u8 = 0;
 
@@ -159,6 +166,14 @@ pub fn encode(record: &MetadataRecord) -> Vec<u8> {
             w.i64(*first);
             w.i64(*size);
         }
+        MetadataRecord::AclCreated(a) => {
+            w.head(ACL_CREATED);
+            w.acl(a);
+        }
+        MetadataRecord::AclRemoved(a) => {
+            w.head(ACL_REMOVED);
+            w.acl(a);
+        }
     }
     w.0
 }
@@ -172,7 +187,7 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
     }
     let kind = r.u8("record type")?;
     let version = r.u8("record version")?;
-    if !(TOPIC_CREATED..=PRODUCER_IDS_ALLOCATED).contains(&kind) {
+    if !(TOPIC_CREATED..=ACL_REMOVED).contains(&kind) {
         return Err(RecordError::UnknownType(kind));
     }
     if version != RECORD_VERSION {
@@ -228,6 +243,8 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
             }
             MetadataRecord::ProducerIdsAllocated { broker, first, size }
         }
+        ACL_CREATED => MetadataRecord::AclCreated(r.acl()?),
+        ACL_REMOVED => MetadataRecord::AclRemoved(r.acl()?),
         _ => unreachable!("record types checked above"),
     };
     match bytes.len() - r.pos {
@@ -354,6 +371,14 @@ impl Writer {
         self.len(replicas.len());
         replicas.iter().for_each(|r| self.nodes(r));
     }
+    fn acl(&mut self, a: &super::acl::Acl) {
+        for code in [a.resource_type, a.pattern_type, a.operation, a.permission] {
+            self.0.extend_from_slice(&code.to_be_bytes());
+        }
+        self.str(&a.name);
+        self.str(&a.principal);
+        self.str(&a.host);
+    }
     fn configs(&mut self, configs: &BTreeMap<String, String>) {
         self.len(configs.len());
         for (k, v) in configs {
@@ -407,6 +432,22 @@ impl<'a> Reader<'a> {
         let n = self.count(what, max, 1)?;
         let bytes = self.take(n, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Invalid("a string is not UTF-8"))
+    }
+    fn acl(&mut self) -> Result<super::acl::Acl, RecordError> {
+        let mut code = |what| self.u8(what).map(|b| i8::from_be_bytes([b]));
+        let (resource_type, pattern_type) = (code("resource type")?, code("pattern type")?);
+        let (operation, permission) = (code("operation")?, code("permission")?);
+        let acl = super::acl::Acl {
+            resource_type,
+            pattern_type,
+            operation,
+            permission,
+            name: self.str("resource name", METADATA_RECORD_MAX_STRING_BYTES)?,
+            principal: self.str("principal", METADATA_RECORD_MAX_STRING_BYTES)?,
+            host: self.str("host", METADATA_RECORD_MAX_STRING_BYTES)?,
+        };
+        acl.check().map_err(|_| RecordError::Invalid("malformed ACL"))?;
+        Ok(acl)
     }
     fn topic_name(&mut self) -> Result<String, RecordError> {
         let name = self.str("topic name", MAX_TOPIC_NAME_LEN)?;
@@ -497,6 +538,24 @@ mod tests {
                 )),
             (node(), 0..i64::MAX / 2, 1..1_000_000i64)
                 .prop_map(|(broker, first, size)| MetadataRecord::ProducerIdsAllocated { broker, first, size }),
+            (2..=7i8, "[a-z*-]{1,20}", 3..=4i8, "User:[a-z*]{1,10}", "[0-9.*]{1,15}", 2..=14i8, 2..=3i8, any::<bool>())
+                .prop_map(|(resource_type, name, pattern_type, principal, host, operation, permission, add)| {
+                    let name = if resource_type == 4 { "kafka-cluster".to_string() } else { name };
+                    let a = crate::metadata::acl::Acl {
+                        resource_type,
+                        name,
+                        pattern_type,
+                        principal,
+                        host,
+                        operation,
+                        permission,
+                    };
+                    if add {
+                        MetadataRecord::AclCreated(a)
+                    } else {
+                        MetadataRecord::AclRemoved(a)
+                    }
+                }),
         ]
     }
 

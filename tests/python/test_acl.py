@@ -1,0 +1,203 @@
+"""ACLs (issue #24) with real clients: Kafka's `kafka-acls` (org.apache.kafka.tools.AclCommand),
+confluent-kafka's AdminClient, Producer and Consumer (librdkafka).
+
+The broker runs the standard authorizer with `User:admin` (a PLAIN user) as super user; `alice`
+is a SCRAM-SHA-256 user with no ACLs until a test grants them. Certificates, listeners and the
+SCRAM setup come from test_security.py.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
+                                   NewTopic, ResourcePatternType, ResourceType)
+
+from support import unique_topic
+from test_security import add_scram_users, certs, client_conf, java_tool, listeners_of, start  # noqa: F401
+
+TIMEOUT = 30
+AUTHZ = ('authorizer_class_name = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"\n'
+         'super_users = ["User:admin"]\n')
+
+
+def admin_conf(lst, certs):
+    return client_conf(lst["SASL_PLAINTEXT"], certs, "SASL_PLAINTEXT", **{
+        "sasl.mechanism": "PLAIN", "sasl.username": "admin", "sasl.password": "admin-secret"})
+
+
+def alice_conf(lst, certs, **extra):
+    return client_conf(lst["SASL_PLAINTEXT"], certs, "SASL_PLAINTEXT", **{
+        "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "alice", "sasl.password": "alice-secret", **extra})
+
+
+def secured(broker_factory, tmp_path, certs, extra=AUTHZ):
+    b, lst = start(broker_factory, tmp_path, certs, plain_users={"admin": "admin-secret"}, extra=extra)
+    admin = AdminClient(admin_conf(lst, certs))
+    ups_admin = admin_conf(lst, certs)
+    add_scram_users_as(ups_admin, {"alice": "alice-secret"})
+    return b, lst, admin
+
+
+def add_scram_users_as(conf, users):
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+    admin = AdminClient(conf)
+    ups = [UserScramCredentialUpsertion(u, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), p.encode())
+           for u, p in users.items()]
+    for _, fut in admin.alter_user_scram_credentials(ups).items():
+        fut.result(timeout=TIMEOUT)
+
+
+def create_topics(admin, *names):
+    for _, fut in admin.create_topics([NewTopic(n, 1, 1) for n in names]).items():
+        fut.result(timeout=TIMEOUT)
+
+
+def produce_error(conf, topic):
+    """Produces one message; the delivery error code (None when delivered)."""
+    out = []
+    p = Producer({**conf, "message.timeout.ms": 10000})
+    p.produce(topic, b"x", on_delivery=lambda err, msg: out.append(err))
+    p.flush(TIMEOUT)
+    assert out, "no delivery report"
+    return None if out[0] is None else out[0].code()
+
+
+def consume_error(conf, topic, group):
+    """Subscribes and polls until a message or an error arrives: the error code, or None."""
+    c = Consumer({**conf, "group.id": group, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        for _ in range(200):
+            if time.monotonic() > deadline:
+                break
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                return m.error().code()
+            return None
+    finally:
+        c.close()
+    raise AssertionError("neither a message nor an error")
+
+
+def acl(rt, name, principal, op, perm=AclPermissionType.ALLOW, pattern=ResourcePatternType.LITERAL):
+    return AclBinding(rt, name, pattern, principal, "*", op, perm)
+
+
+def add_acls(admin, *bindings):
+    for _, fut in admin.create_acls(list(bindings)).items():
+        fut.result(timeout=TIMEOUT)
+
+
+def kafka_acls(lst, tmp_path, *args, user=("PLAIN", "admin", "admin-secret")):
+    mechanism, name, password = user
+    module = "plain.PlainLoginModule" if mechanism == "PLAIN" else "scram.ScramLoginModule"
+    props = tmp_path / f"{name}.properties"
+    props.write_text(f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={mechanism}\n"
+                     f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+                     f'username="{name}" password="{password}";\n')
+    return java_tool("org.apache.kafka.tools.AclCommand", "--bootstrap-server", lst["SASL_PLAINTEXT"],
+                     "--command-config", str(props), *args)
+
+
+def test_a_principal_without_acls_is_refused_until_kafka_acls_adds_them(broker_factory, tmp_path, certs):
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    topic = unique_topic("acl")
+    create_topics(admin, topic)
+    alice = alice_conf(lst, certs)
+    assert produce_error(alice, topic) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Creating topics needs CREATE: CreateTopics is refused.
+    alice_admin = AdminClient(alice)
+    fut = alice_admin.create_topics([NewTopic(unique_topic("alice-new"), 1, 1)])
+    err = list(fut.values())[0].exception(timeout=TIMEOUT)
+    assert err is not None and err.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+
+    res = kafka_acls(lst, tmp_path, "--add", "--allow-principal", "User:alice", "--operation", "Write",
+                     "--topic", topic)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert produce_error(alice, topic) is None
+
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    assert consume_error(alice, topic, group) in (KafkaError.GROUP_AUTHORIZATION_FAILED,
+                                                  KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    for args in (["--topic", topic], ["--group", group]):
+        res = kafka_acls(lst, tmp_path, "--add", "--allow-principal", "User:alice", "--operation", "Read", *args)
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert consume_error(alice, topic, group) is None
+
+    res = kafka_acls(lst, tmp_path, "--list", "--topic", topic)
+    out = res.stdout.decode()
+    assert res.returncode == 0 and "User:alice" in out and "WRITE" in out and "READ" in out, out
+
+    # Deny beats allow.
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.READ, AclPermissionType.DENY))
+    group2 = f"g3-{uuid.uuid4().hex[:6]}"
+    add_acls(admin, acl(ResourceType.GROUP, group2, "User:alice", AclOperation.READ))
+    assert consume_error(alice, topic, group2) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert b.alive()
+
+
+def test_prefixed_acls_metadata_hiding_describe_delete_and_restart(broker_factory, tmp_path, certs):
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    pre = f"pay-{uuid.uuid4().hex[:6]}-"
+    mine, other = pre + "in", unique_topic("other")
+    create_topics(admin, mine, other)
+    add_acls(admin, acl(ResourceType.TOPIC, pre, "User:alice", AclOperation.WRITE,
+                        pattern=ResourcePatternType.PREFIXED))
+    alice = alice_conf(lst, certs)
+    assert produce_error(alice, mine) is None
+    assert produce_error(alice, other) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Metadata lists only the topics alice may describe (WRITE implies DESCRIBE).
+    alice_admin = AdminClient(alice)
+    listed = set(alice_admin.list_topics(timeout=TIMEOUT).topics)
+    assert mine in listed and other not in listed, listed
+    assert other in set(admin.list_topics(timeout=TIMEOUT).topics)
+
+    # DescribeAcls with a MATCH filter finds the prefixed binding for the topic's name.
+    match = AclBindingFilter(ResourceType.TOPIC, mine, ResourcePatternType.MATCH, None, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+    found = admin.describe_acls(match).result(timeout=TIMEOUT)
+    assert [(f.name, f.resource_pattern_type, f.principal, f.operation) for f in found] == [
+        (pre, ResourcePatternType.PREFIXED, "User:alice", AclOperation.WRITE)], found
+
+    # A principal without DESCRIBE on the cluster may not list ACLs.
+    res = kafka_acls(lst, tmp_path, "--list", user=("SCRAM-SHA-256", "alice", "alice-secret"))
+    out = (res.stdout + res.stderr).decode()
+    assert res.returncode != 0 or "ClusterAuthorizationException" in out, out[-3000:]
+    assert "ClusterAuthorizationException" in out, out[-3000:]
+
+    # ACLs survive a restart.
+    cfg = [a for a in b.proc.args if a.endswith(".toml")][0]
+    b2 = broker_factory.restart(b, config=Path(cfg))
+    lst2 = listeners_of(b2)
+    admin2 = AdminClient(admin_conf(lst2, certs))
+    assert len(admin2.describe_acls(match).result(timeout=TIMEOUT)) == 1
+    alice2 = alice_conf(lst2, certs)
+    assert produce_error(alice2, mine) is None
+
+    # DeleteAcls removes it; alice is refused again.
+    futures = admin2.delete_acls([match])
+    deleted = futures[match].result(timeout=TIMEOUT)
+    assert [d.name for d in deleted] == [pre]
+    assert admin2.describe_acls(match).result(timeout=TIMEOUT) == []
+    assert produce_error(alice2, mine) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_without_an_authorizer_everything_is_allowed_and_acl_apis_are_disabled(broker_factory, tmp_path, certs):
+    b, lst, admin = secured(broker_factory, tmp_path, certs, extra="")
+    topic = unique_topic("open")
+    assert produce_error(alice_conf(lst, certs), topic) is None
+    res = kafka_acls(lst, tmp_path, "--list")
+    out = (res.stdout + res.stderr).decode()
+    assert "SecurityDisabledException" in out or "No Authorizer is configured" in out, out[-3000:]
+    err = list(admin.create_acls([acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.READ)]).values())[0]
+    e = err.exception(timeout=TIMEOUT)
+    assert e is not None and e.args[0].code() == KafkaError.SECURITY_DISABLED, e
