@@ -14,6 +14,7 @@ mod create_rollback;
 mod damaged;
 mod hostile;
 mod invalid_batch;
+mod leader_epochs;
 mod long_poll;
 mod malformed;
 mod offsets;
