@@ -4,7 +4,8 @@
 //! does; a null topic list means every partition the group has committed. With
 //! `require_stable` (v7+), a partition with offsets staged by a transaction not yet ended
 //! answers UNSTABLE_OFFSET_COMMIT and offset -1, as Kafka does (the client retries until the
-//! transaction ends).
+//! transaction ends). v9's member id and epoch are checked against a KIP-848 group's members
+//! (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for the group); none and epoch -1 checks nothing.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
@@ -31,11 +32,11 @@ async fn fetch_one(
     ctx: &Ctx,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: (Option<String>, i32),
     require_stable: bool,
 ) -> Result<(OffsetList, Vec<(String, i32)>), GroupError> {
-    let list =
-        groups::call(&ctx.shard, group_id, groups::OffsetFetchRequest { group_id: group_id.to_string(), topics })
-            .await?;
+    let req = groups::OffsetFetchRequest { group_id: group_id.to_string(), topics, member };
+    let list = groups::ask(&ctx.shard, group_id, req).await?;
     let pending = if require_stable {
         let req = PendingOffsetsRequest { group_id: group_id.to_string() };
         txn::on_group(&ctx.shard, group_id, req).await.map_err(|_| GroupError::CoordinatorNotAvailable)?
@@ -77,7 +78,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             for g in body.groups {
                 let topics =
                     g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-                let result = fetch_one(&ctx, &g.group_id.0, topics, body.require_stable).await;
+                let member = (g.member_id.map(|m| m.to_string()), g.member_epoch);
+                let result = fetch_one(&ctx, &g.group_id.0, topics, member, body.require_stable).await;
                 let group = match result {
                     Ok(list) => OffsetFetchResponseGroup::default().with_error_code(0).with_topics(
                         by_topic(list)
@@ -108,7 +110,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         } else {
             let topics =
                 body.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-            match fetch_one(&ctx, &body.group_id.0, topics, v >= 7 && body.require_stable).await {
+            match fetch_one(&ctx, &body.group_id.0, topics, (None, -1), v >= 7 && body.require_stable).await {
                 Ok(list) => OffsetFetchResponse::default().with_error_code(0).with_topics(
                     by_topic(list)
                         .into_iter()

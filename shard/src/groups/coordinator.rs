@@ -117,7 +117,7 @@ impl Coordinator {
             GroupCall::Commit(Call { req, reply }) => {
                 drop(reply.send(self.commit(shard, req.member, req.offsets).await))
             }
-            GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(self.fetch(&req.group_id, req.topics))),
+            GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(self.fetch(req))),
             GroupCall::Describe(Call { req, reply }) => drop(reply.send(self.describe(&req.0))),
             GroupCall::Delete(Call { req, reply }) => drop(reply.send(self.delete(shard, &req.0).await)),
             GroupCall::DeleteOffsets(Call { req, reply }) => {
@@ -190,8 +190,10 @@ impl Coordinator {
         Ok(())
     }
 
-    fn fetch(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> OffsetList {
-        table::fetch(&self.groups.borrow(), group_id, topics)
+    fn fetch(&self, req: super::OffsetFetchRequest) -> Result<OffsetList, GroupError> {
+        let groups = self.groups.borrow();
+        table::check_fetch(&groups, &req.group_id, req.member.0.as_deref(), req.member.1)?;
+        Ok(table::fetch(&groups, &req.group_id, req.topics))
     }
 
     fn describe(&self, group_id: &str) -> Option<GroupDescription> {

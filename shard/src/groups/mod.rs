@@ -212,6 +212,9 @@ pub struct CommitRequest {
 pub struct OffsetFetchRequest {
     pub group_id: String,
     pub topics: Option<Vec<(String, Vec<i32>)>>,
+    /// OffsetFetch v9's member id and epoch (KIP-848); `None` with a negative epoch: not a
+    /// member (an admin, or an older client), nothing checked.
+    pub member: (Option<String>, i32),
 }
 
 /// DescribeGroups of one group id.
@@ -244,7 +247,7 @@ pub enum GroupCall {
     Heartbeat(Call<HeartbeatRequest, Result<(), GroupError>>),
     Leave(Call<LeaveRequest, EachResult>),
     Commit(Call<CommitRequest, EachResult>),
-    FetchOffsets(Call<OffsetFetchRequest, OffsetList>),
+    FetchOffsets(Call<OffsetFetchRequest, Result<OffsetList, GroupError>>),
     Describe(Call<DescribeRequest, Option<GroupDescription>>),
     Delete(Call<DeleteRequest, Result<(), GroupError>>),
     DeleteOffsets(Call<OffsetDeleteRequest, EachResult>),
@@ -259,7 +262,7 @@ operations!(GroupCall {
     HeartbeatRequest => Heartbeat: Result<(), GroupError>,
     LeaveRequest => Leave: EachResult,
     CommitRequest => Commit: EachResult,
-    OffsetFetchRequest => FetchOffsets: OffsetList,
+    OffsetFetchRequest => FetchOffsets: Result<OffsetList, GroupError>,
     DescribeRequest => Describe: Option<GroupDescription>,
     DeleteRequest => Delete: Result<(), GroupError>,
     OffsetDeleteRequest => DeleteOffsets: EachResult,

@@ -94,6 +94,25 @@ pub(crate) fn check_commit(groups: &Groups, member: &MemberRef) -> Result<(), Gr
     }
 }
 
+/// May this OffsetFetch (v9, with a member) read the group's offsets? As Kafka: without a
+/// member id and with a negative epoch nothing is checked; a KIP-848 group wants one of its
+/// members at its current epoch (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH); a classic group or
+/// one that does not exist checks nothing (its offsets, if any, are answered).
+pub(crate) fn check_fetch(
+    groups: &Groups,
+    group_id: &str,
+    member_id: Option<&str>,
+    epoch: i32,
+) -> Result<(), GroupError> {
+    if member_id.is_none() && epoch < 0 {
+        return Ok(());
+    }
+    match groups.get(group_id) {
+        Some(Group { consumer: Some(c), .. }) => c.validate_member(member_id, epoch),
+        _ => Ok(()),
+    }
+}
+
 /// What an accepted commit writes and, once durable, applies.
 pub(crate) struct CommitPlan {
     /// One per offset, in request order.

@@ -409,7 +409,14 @@ impl ConsumerGroup {
         if epoch < 0 && self.members.is_empty() {
             return Ok(());
         }
-        let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
+        self.validate_member(Some(member_id), epoch)
+    }
+
+    /// OffsetFetch v9 from a member, and OffsetCommit's check: it must be one of them
+    /// (UNKNOWN_MEMBER_ID), at its current epoch (STALE_MEMBER_EPOCH), as Kafka's
+    /// `ConsumerGroup.validateOffsetFetch` / `validateOffsetCommit`.
+    pub fn validate_member(&self, member_id: Option<&str>, epoch: i32) -> Result<(), GroupError> {
+        let m = member_id.and_then(|id| self.members.get(id)).ok_or(GroupError::UnknownMemberId)?;
         if m.epoch.0 != epoch {
             return Err(GroupError::StaleMemberEpoch);
         }

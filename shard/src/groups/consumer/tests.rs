@@ -303,6 +303,17 @@ fn commits_need_the_current_member_epoch() {
 }
 
 #[test]
+fn offset_fetch_from_a_member_wants_its_current_epoch() {
+    let (mut gs, now, t) = (Groups::new(), Instant::now(), topics(&[("a", 1)]));
+    hb(&mut gs, join_req("m1", &["a"]), now, &t).unwrap();
+    let g = group(&gs);
+    assert_eq!(g.validate_member(Some("m1"), 1), Ok(()));
+    assert_eq!(g.validate_member(Some("m1"), 2), Err(GroupError::StaleMemberEpoch));
+    assert_eq!(g.validate_member(Some("m2"), 1), Err(GroupError::UnknownMemberId));
+    assert_eq!(g.validate_member(None, 1), Err(GroupError::UnknownMemberId));
+}
+
+#[test]
 fn the_record_round_trips_and_bad_bytes_are_refused() {
     let (mut gs, now, t) = (Groups::new(), Instant::now(), topics(&[("a", 3), ("b", 2)]));
     hb(&mut gs, static_join("s1", "i1"), now, &t).unwrap();

@@ -127,6 +127,9 @@ fn commits_are_checked_then_planned_then_applied() {
     let all: Vec<(String, i32)> = fetch(&groups, "g", None).into_iter().map(|(t, p, _)| (t, p)).collect();
     assert_eq!(all, vec![("t".into(), 0), ("t".into(), 1)], "all offsets, sorted");
     assert!(fetch(&groups, "other", None).is_empty());
+    // OffsetFetch v9's member fields are checked only against KIP-848 groups.
+    assert_eq!(check_fetch(&groups, "g", Some("x"), 3), Ok(()), "a classic group checks nothing");
+    assert_eq!(check_fetch(&groups, "other", Some("x"), 3), Ok(()), "nor a missing one");
     // An Empty group that has offsets still takes them; a member's commit needs the group.
     assert_eq!(check_commit(&groups, &member("g", "", -1)), Ok(()));
     assert_eq!(check_commit(&groups, &member("g", "a", 1)), Err(GroupError::UnknownMemberId));
