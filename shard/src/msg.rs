@@ -273,6 +273,12 @@ pub enum ShardMsg {
         items: Vec<(usize, TopicPartition, Offset)>,
         reply: oneshot::Sender<Vec<(usize, Result<Offset, PartitionError>)>>,
     },
+    /// ElectLeaders (preferred): ask owned replicated partitions' groups to move leadership to
+    /// the node named with each (`replica::elect`).
+    TransferLeaders {
+        items: Vec<(usize, TopicPartition, i32)>,
+        reply: oneshot::Sender<Vec<(usize, Result<(), PartitionError>)>>,
+    },
     /// Sizes of every log this shard owns (DescribeLogDirs).
     LogSizes {
         reply: oneshot::Sender<Vec<(TopicPartition, u64)>>,
@@ -301,6 +307,7 @@ impl ShardMsg {
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
             | ShardMsg::TxnViews { .. }
+            | ShardMsg::TransferLeaders { .. }
             | ShardMsg::Publish { .. } => true,
             // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);
             // group and admin operations wait for members or send to other shards.

@@ -44,6 +44,7 @@
 //! [`Replicas::open_replica`], [`Replicas::close_replica`], [`Replicas::leader`],
 //! [`Replicas::isr`].
 
+pub mod elect;
 pub mod epochs;
 pub mod produce;
 

@@ -12,6 +12,7 @@ mod affinity;
 mod cluster;
 mod create_rollback;
 mod damaged;
+mod elect_leaders;
 mod group_offsets;
 mod hostile;
 mod invalid_batch;
