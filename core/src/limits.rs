@@ -395,6 +395,12 @@ pub const RAFT_ELECTION_TICKS: usize = 10;
 pub const RAFT_HEARTBEAT_TICKS: usize = 2;
 /// Length of one Raft tick in milliseconds (election timeout: 10 × 100 ms = 1 to 2 s).
 pub const RAFT_TICK_MS: u64 = 100;
+
+/// ElectLeaders waits at most this long (and at most the request's timeout) for the metadata
+/// snapshot to name the preferred replicas leaders.
+pub const ELECT_LEADERS_MAX_WAIT_MS: u64 = 30_000;
+/// How often ElectLeaders looks at the snapshot while it waits.
+pub const ELECT_LEADERS_POLL_MS: u64 = 50;
 /// Append messages a leader may have unacknowledged per follower per group.
 pub const RAFT_MAX_INFLIGHT_MSGS: usize = 256;
 /// Largest total entry size of one append message (raft-rs `max_size_per_msg`).

@@ -52,9 +52,10 @@ pub enum PartitionError {
     /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
     #[error("{isr} in-sync replicas, min.insync.replicas is {min}")]
     NotEnoughReplicas { isr: usize, min: usize },
-    /// The request's leader epoch is older than the partition's.
+    /// The request's leader epoch is older than the partition's; the leader this broker
+    /// knows (KIP-951 hint).
     #[error("leader epoch {got} is older than the current {current}")]
-    FencedLeaderEpoch { got: i32, current: i32 },
+    FencedLeaderEpoch { got: i32, current: i32, leader: Option<i32> },
     /// The request's leader epoch is newer than this broker knows.
     #[error("leader epoch {got} is newer than the current {current}")]
     UnknownLeaderEpoch { got: i32, current: i32 },

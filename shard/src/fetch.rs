@@ -64,7 +64,12 @@ pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> 
             let b = bound(&item);
             in_flight += b;
             let log = shard.log(&item.tp);
-            let read = match crate::replica::check_leader(shard, &item.tp) {
+            // An unknown partition is answered as unknown (`read_one`) before any epoch check.
+            let checked = match log {
+                Some(_) => crate::replica::epochs::check(shard, &item.tp, item.current_leader_epoch),
+                None => Ok(()),
+            };
+            let read = match checked {
                 Ok(()) => read_one(log, item).boxed_local(),
                 Err(e) => async move { (item.index, Err(e)) }.boxed_local(),
             };
@@ -76,9 +81,11 @@ pub async fn read_local(shard: &Shard, items: Vec<FetchItem>, budget: usize) -> 
         out.push(r);
     }
     for item in items {
-        let r = match shard.log(&item.tp) {
-            None => Err(PartitionError::UnknownTopicOrPartition),
-            Some(log) => {
+        let checked = crate::replica::epochs::check(shard, &item.tp, item.current_leader_epoch);
+        let r = match (shard.log(&item.tp), checked) {
+            (None, _) => Err(PartitionError::UnknownTopicOrPartition),
+            (Some(_), Err(e)) => Err(e),
+            (Some(log), Ok(())) => {
                 Ok(LogRead { records: Bytes::new(), high_watermark: log.high_watermark(), log_start: log.log_start() })
             }
         };

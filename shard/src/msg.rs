@@ -63,6 +63,9 @@ pub struct FetchItem {
     pub tp: TopicPartition,
     pub offset: Offset,
     pub max_bytes: usize,
+    /// The leader epoch the client believes current (-1: none), checked as Kafka does
+    /// (`replica::epochs::check`).
+    pub current_leader_epoch: i32,
 }
 
 pub type FetchResult = (usize, Result<LogRead, PartitionError>);
@@ -74,10 +77,23 @@ pub struct ListOffsetsItem {
     pub tp: TopicPartition,
     /// A timestamp, or Kafka's specials: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local.
     pub timestamp: i64,
+    /// The leader epoch the client believes current (-1: none), checked as Kafka does
+    /// (`replica::epochs::check`).
+    pub current_leader_epoch: i32,
+    /// OffsetForLeaderEpoch: answer the end offset of this epoch instead of `timestamp`.
+    pub epoch_end_of: Option<i32>,
 }
 
-/// (offset, timestamp) found, Kafka-style: (-1, -1) when nothing matches.
-pub type ListOffsetsResult = (usize, Result<(Offset, i64), PartitionError>);
+/// What a ListOffsets (or OffsetForLeaderEpoch) lookup found, Kafka-style: offset and
+/// timestamp -1 when nothing matches; the leader epoch of the batch found (-1: unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub offset: Offset,
+    pub timestamp: i64,
+    pub leader_epoch: i32,
+}
+
+pub type ListOffsetsResult = (usize, Result<Found, PartitionError>);
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -273,6 +289,12 @@ pub enum ShardMsg {
         items: Vec<(usize, TopicPartition, Offset)>,
         reply: oneshot::Sender<Vec<(usize, Result<Offset, PartitionError>)>>,
     },
+    /// ElectLeaders (preferred): ask owned replicated partitions' groups to move leadership to
+    /// the node named with each (`replica::elect`).
+    TransferLeaders {
+        items: Vec<(usize, TopicPartition, i32)>,
+        reply: oneshot::Sender<Vec<(usize, Result<(), PartitionError>)>>,
+    },
     /// Sizes of every log this shard owns (DescribeLogDirs).
     LogSizes {
         reply: oneshot::Sender<Vec<(TopicPartition, u64)>>,
@@ -303,6 +325,7 @@ impl ShardMsg {
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
             | ShardMsg::TxnViews { .. }
+            | ShardMsg::TransferLeaders { .. }
             | ShardMsg::Publish { .. }
             | ShardMsg::Cluster(_) => true,
             // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);

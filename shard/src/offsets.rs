@@ -12,11 +12,13 @@
 //! Offsets before the log start are never answered. (-1, -1) when nothing matches.
 
 use crate::error::PartitionError;
-use crate::msg::{ListOffsetsItem, ListOffsetsResult, ShardMsg};
+use crate::msg::{Found, ListOffsetsItem, ListOffsetsResult, ShardMsg};
+use crate::replica::epochs;
 use crate::route::{self, group_by_owner};
 use crate::shard::Shard;
 use futures::future::join_all;
 use sluice_core::{Offset, TopicPartition};
+use sluice_storage::log::PartitionLog;
 use std::rc::Rc;
 
 pub const LATEST: i64 = -1;
@@ -26,7 +28,10 @@ pub const EARLIEST_LOCAL: i64 = -4;
 pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
 pub const LATEST_TIERED: i64 = -6;
 
-/// Answers on the owner.
+/// Answers on the owner. The client's current leader epoch and this broker's leadership are
+/// checked first (`replica::epochs::check`); the epoch answered is the current one for the
+/// latest offset (Kafka answers its leader epoch) and the epoch of the batch holding the
+/// offset otherwise.
 pub async fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -34,27 +39,40 @@ pub async fn list_local(shard: &Shard, items: Vec<ListOffsetsItem>) -> Vec<ListO
             out.push((item.index, Err(PartitionError::UnknownTopicOrPartition)));
             continue;
         };
-        if let Err(e) = crate::replica::check_leader(shard, &item.tp) {
+        if let Err(e) = epochs::check(shard, &item.tp, item.current_leader_epoch) {
             out.push((item.index, Err(e)));
             continue;
         }
-        let none = (Offset(-1), -1);
-        let answer = match item.timestamp {
-            LATEST | LATEST_TIERED => Ok((log.high_watermark(), -1)),
-            EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => Ok((log.log_start(), -1)),
-            MAX_TIMESTAMP => log
-                .max_timestamp()
-                .await
-                .map(|m| m.map(|(o, t, _)| (o, t)).unwrap_or(none))
-                .map_err(PartitionError::from),
-            ts if ts >= 0 => {
-                log.offset_for_timestamp(ts).await.map(|r| r.unwrap_or(none)).map_err(PartitionError::from)
-            }
-            other => Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))),
-        };
+        if let Some(epoch) = item.epoch_end_of {
+            let (offset, epoch) = epochs::end_of(shard, &item.tp, &log, epoch);
+            out.push((item.index, Ok(Found { offset, timestamp: -1, leader_epoch: epoch.0 })));
+            continue;
+        }
+        let answer = lookup(&log, item.timestamp).await.map(|(offset, timestamp)| {
+            let leader_epoch = match item.timestamp {
+                _ if offset.0 < 0 => -1,
+                LATEST | LATEST_TIERED => epochs::current(shard, &item.tp),
+                _ => epochs::epoch_at(shard, &item.tp, offset),
+            };
+            Found { offset, timestamp, leader_epoch }
+        });
         out.push((item.index, answer));
     }
     out
+}
+
+/// (offset, timestamp) for a ListOffsets timestamp (module docs); (-1, -1) when none matches.
+async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(Offset, i64), PartitionError> {
+    let none = (Offset(-1), -1);
+    match timestamp {
+        LATEST | LATEST_TIERED => Ok((log.high_watermark(), -1)),
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => Ok((log.log_start(), -1)),
+        MAX_TIMESTAMP => {
+            log.max_timestamp().await.map(|m| m.map(|(o, t, _)| (o, t)).unwrap_or(none)).map_err(PartitionError::from)
+        }
+        ts if ts >= 0 => log.offset_for_timestamp(ts).await.map(|r| r.unwrap_or(none)).map_err(PartitionError::from),
+        other => Err(PartitionError::InvalidRequest(format!("invalid timestamp {other}"))),
+    }
 }
 
 /// DeleteRecords on the owner: -1 means the high watermark.

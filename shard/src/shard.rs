@@ -578,6 +578,9 @@ impl Shard {
             ShardMsg::WaitForData { items, deadline, reply } => {
                 glommio::spawn_local(crate::fetch::serve_wait(shard, items, deadline, reply)).detach();
             }
+            ShardMsg::TransferLeaders { items, reply } => {
+                drop(reply.send(crate::replica::elect::transfer_local(&shard, items)));
+            }
             ShardMsg::ListOffsets { items, reply } => run_with(slot, async move {
                 drop(reply.send(crate::offsets::list_local(&shard, items).await));
             }),

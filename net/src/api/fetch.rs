@@ -7,6 +7,11 @@
 //! Apart from the session lookup (first phase, in request order), everything happens in the
 //! second phase, so a waiting fetch never holds up the connection's other requests.
 //!
+//! Leaders: each partition's owner checks the client's `current_leader_epoch` and its own
+//! leadership (`sluice_shard::replica::epochs`); NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH
+//! carry KIP-951's `CurrentLeader` (v12+) and the response those leaders' `NodeEndpoints`
+//! (v16+, `leader_hints`).
+//!
 //! Memory: an answer is also cut to what is left of the shard's response budget
 //! (`max_response_bytes_per_shard` minus the response bytes the shard already holds unwritten,
 //! `metrics::response_bytes_held`), checked when the reads start (bounding them) and again when
@@ -21,14 +26,14 @@
 mod committed;
 mod session;
 
-use super::{topic_name, ApiSpec, Ctx, Reply};
+use super::{leader_hints, topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code;
 use crate::frame::{decode_body, FrameError, Request};
 use crate::response::{encode_with_records, Frame};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use session::{Answered, Plan, Wanted, FINAL_EPOCH};
 use sluice_core::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS, MAX_PARTITION_READ_BYTES};
@@ -88,13 +93,30 @@ async fn answer(ctx: Rc<Ctx>, req: Request, body: FetchRequest, plan: Plan) -> R
     let mut out = Answer { results, views, incremental, version: req.version, ..Answer::default() };
     let responses: Vec<_> = topics.into_iter().filter_map(|(_, parts)| out.topic(parts)).collect();
     session::answered(session_id, &out.answers);
+    let node_endpoints = if req.version >= 16 { node_endpoints(&ctx, &responses) } else { Vec::new() };
     let resp = FetchResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(0)
         .with_session_id(session_id)
-        .with_responses(responses);
+        .with_responses(responses)
+        .with_node_endpoints(node_endpoints);
     // The record sets are written from where the reads left them, not copied.
     encode_with_records(req.correlation_id, req.version, &resp, &out.records).map(Some)
+}
+
+/// KIP-951 (v16+): the endpoints of the leaders named in `CurrentLeader` hints.
+fn node_endpoints(ctx: &Ctx, responses: &[FetchableTopicResponse]) -> Vec<NodeEndpoint> {
+    let named = responses.iter().flat_map(|t| &t.partitions).map(|p| p.current_leader.leader_id.0);
+    leader_hints::endpoints(ctx, named)
+        .into_iter()
+        .map(|(id, host, port)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(kafka_protocol::protocol::StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(None)
+        })
+        .collect()
 }
 
 /// One partition's read, or why it has none.
@@ -139,6 +161,7 @@ fn lay_out(
                     tp: TopicPartition::new(n.clone(), w.partition),
                     offset: Offset(w.fetch_offset),
                     max_bytes: non_negative(w.max_bytes).min(MAX_PARTITION_READ_BYTES).min(max_bytes),
+                    current_leader_epoch: w.current_leader_epoch,
                 });
             }
         }
@@ -272,8 +295,17 @@ impl Answer {
 /// OFFSET_OUT_OF_RANGE and reset). Aborted transactions are an empty list for a partition
 /// Kafka refuses before reading (unknown topic, partition or topic id) and null for one whose
 /// read failed (`ReplicaManager.createLogReadResult`).
+///
+/// NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH name the leader this broker knows in
+/// `CurrentLeader` (KIP-951, a tagged field from v12), as Kafka's `KafkaApis.handleFetchRequest`.
 fn error_partition(base: PartitionData, e: &PartitionError) -> PartitionData {
     let refused_before_read = matches!(e, PartitionError::UnknownTopicOrPartition | PartitionError::UnknownTopicId);
+    let base = match leader_hints::hint(e) {
+        Some((id, epoch)) => {
+            base.with_current_leader(LeaderIdAndEpoch::default().with_leader_id(BrokerId(id)).with_leader_epoch(epoch))
+        }
+        None => base,
+    };
     base.with_error_code(code(e))
         .with_high_watermark(-1)
         .with_last_stable_offset(-1)

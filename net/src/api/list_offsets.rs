@@ -2,7 +2,10 @@
 //!
 //! Contract: see `sluice_shard::offsets` for what each timestamp means; answers come from the
 //! partitions' owners, one message per remote owner. With isolation level read_committed (v2+),
-//! latest (-1) is the last stable offset, as Kafka answers.
+//! latest (-1) is the last stable offset, as Kafka answers. v4+: the client's current leader
+//! epoch is checked on the owner (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH), and the leader
+//! epoch answered is the partition's current one for latest and the epoch of the batch found
+//! otherwise (`sluice_shard::offsets`).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code;
@@ -30,6 +33,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     index: items.len(),
                     tp: TopicPartition::new(t.name.0.to_string(), p.partition_index),
                     timestamp: p.timestamp,
+                    current_leader_epoch: if req.version >= 4 { p.current_leader_epoch } else { -1 },
+                    epoch_end_of: None,
                 });
             }
         }
@@ -45,8 +50,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let mut results = list_offsets(&ctx.shard, items).await;
         if !latest.is_empty() {
             for (index, view) in views(&ctx.shard, latest).await {
-                if let (Ok(view), Some((_, Ok((offset, _))))) = (view, results.iter_mut().find(|(i, _)| *i == index)) {
-                    offset.0 = offset.0.min(view.last_stable_offset);
+                if let (Ok(view), Some((_, Ok(found)))) = (view, results.iter_mut().find(|(i, _)| *i == index)) {
+                    found.offset.0 = found.offset.0.min(view.last_stable_offset);
                 }
             }
         }
@@ -70,11 +75,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         match r {
                             // Nothing found (an empty log for MAX_TIMESTAMP, no record at or
                             // after a timestamp): Kafka answers offset, timestamp and epoch -1.
-                            Ok((offset, ts)) => base
+                            Ok(found) => base
                                 .with_error_code(0)
-                                .with_offset(offset.0)
-                                .with_timestamp(ts)
-                                .with_leader_epoch(if req.version >= 4 && offset.0 >= 0 { 0 } else { -1 }),
+                                .with_offset(found.offset.0)
+                                .with_timestamp(found.timestamp)
+                                .with_leader_epoch(if req.version >= 4 { found.leader_epoch } else { -1 }),
                             Err(e) => {
                                 base.with_error_code(code(&e)).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1)
                             }

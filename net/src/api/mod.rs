@@ -28,6 +28,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -35,6 +36,7 @@ pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
+pub mod leader_hints;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
@@ -144,6 +146,7 @@ pub const APIS: &[ApiSpec] = &[
     create_partitions::SPEC,
     incremental_alter_configs::SPEC,
     describe_cluster::SPEC,
+    elect_leaders::SPEC,
     add_partitions_to_txn::SPEC,
     add_offsets_to_txn::SPEC,
     end_txn::SPEC,

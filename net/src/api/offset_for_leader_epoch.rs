@@ -1,8 +1,12 @@
 //! OffsetForLeaderEpoch (key 23), versions 2–4: the end offset of a leader epoch.
 //!
-//! Contract: every batch so far was written in epoch 0 (one broker, no leader changes), so
-//! epoch 0 ends at the log end; a later epoch is unknown (-1, -1); a client that believes the
-//! current epoch is newer than 0 gets UNKNOWN_LEADER_EPOCH.
+//! Contract: answered on the partition's owner, only by its leader, after the client's current
+//! leader epoch is checked (`sluice_shard::replica::epochs`: FENCED_LEADER_EPOCH older,
+//! UNKNOWN_LEADER_EPOCH newer, NOT_LEADER_OR_FOLLOWER on a follower). A replicated partition
+//! answers from its epoch history (the largest epoch at or below the one asked and where the
+//! next one starts, the log end for the latest: Kafka's `endOffsetFor`). An unreplicated
+//! partition wrote every batch in epoch 0: epoch 0 ends at the high watermark, a later epoch
+//! is unknown (-1, -1).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code;
@@ -11,7 +15,6 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use kafka_protocol::ResponseError;
 use sluice_core::TopicPartition;
 use sluice_shard::msg::ListOffsetsItem;
 use sluice_shard::offsets::{list_offsets, LATEST};
@@ -30,6 +33,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     index: items.len(),
                     tp: TopicPartition::new(t.topic.0.to_string(), p.partition),
                     timestamp: LATEST,
+                    current_leader_epoch: p.current_leader_epoch,
+                    epoch_end_of: Some(p.leader_epoch),
                 });
             }
         }
@@ -46,14 +51,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                             let base = EpochEndOffset::default().with_partition(p.partition);
                             match end {
                                 Err(e) => base.with_error_code(code(&e)).with_leader_epoch(-1).with_end_offset(-1),
-                                Ok(_) if p.current_leader_epoch > 0 => base
-                                    .with_error_code(ResponseError::UnknownLeaderEpoch.code())
-                                    .with_leader_epoch(-1)
-                                    .with_end_offset(-1),
-                                Ok(_) if p.leader_epoch > 0 => {
-                                    base.with_error_code(0).with_leader_epoch(-1).with_end_offset(-1)
-                                }
-                                Ok((end, _)) => base.with_error_code(0).with_leader_epoch(0).with_end_offset(end.0),
+                                Ok(found) => base
+                                    .with_error_code(0)
+                                    .with_leader_epoch(found.leader_epoch)
+                                    .with_end_offset(found.offset.0),
                             }
                         })
                         .collect(),

@@ -12,17 +12,19 @@
 //! reason as error message (v8+; Kafka sends none for these), and nothing of it is stored; the
 //! request's other partitions are unaffected. Appends are issued in the first phase, so pipelined produce
 //! requests on one connection land in order. acks=0 requests get no response.
+//! NOT_LEADER_OR_FOLLOWER names the leader the partition's owner knows in KIP-951's
+//! `CurrentLeader`, and the response carries its `NodeEndpoints` (v10+, `leader_hints`).
 
-use super::{topic_name, ApiSpec, Ctx, Reply};
+use super::{leader_hints, topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
 use crate::frame::{decode_body, encode_response, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{keyless_records, split_batches, BatchError, BatchHeader};
 use sluice_core::limits::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
@@ -123,7 +125,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             if acks == Acks::None {
                 return Ok(None);
             }
-            let resp = response(slots, results, version);
+            let mut resp = response(slots, results, version);
+            if version >= 10 {
+                resp.node_endpoints = node_endpoints(&ctx, &resp);
+            }
             encode_response(correlation_id, version, &resp).map(|f| Some(f.into()))
         }
         .boxed_local();
@@ -239,6 +244,21 @@ fn response(
     ProduceResponse::default().with_responses(responses).with_throttle_time_ms(0)
 }
 
+/// KIP-951 (v10+): the endpoints of the leaders named in `CurrentLeader` hints.
+fn node_endpoints(ctx: &Ctx, resp: &ProduceResponse) -> Vec<NodeEndpoint> {
+    let named = resp.responses.iter().flat_map(|t| &t.partition_responses).map(|p| p.current_leader.leader_id.0);
+    leader_hints::endpoints(ctx, named)
+        .into_iter()
+        .map(|(id, host, port)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(None)
+        })
+        .collect()
+}
+
 fn partition_response(partition: i32, r: &Result<Appended, PartitionError>, version: i16) -> PartitionProduceResponse {
     let (code, message) = code_and_message(r);
     let (base, start, append_time) = match r {
@@ -257,7 +277,17 @@ fn partition_response(partition: i32, r: &Result<Appended, PartitionError>, vers
             .collect(),
         _ => Vec::new(),
     };
+    // KIP-951 (a tagged field from v10): only NOT_LEADER_OR_FOLLOWER names the leader, as in
+    // Kafka's `KafkaApis.handleProduceRequest`.
+    let current_leader = match r {
+        Err(e @ PartitionError::NotLeaderOrFollower { .. }) if version >= 10 => leader_hints::hint(e),
+        _ => None,
+    };
+    let current_leader = current_leader.map_or_else(LeaderIdAndEpoch::default, |(id, epoch)| {
+        LeaderIdAndEpoch::default().with_leader_id(BrokerId(id)).with_leader_epoch(epoch)
+    });
     PartitionProduceResponse::default()
+        .with_current_leader(current_leader)
         .with_index(partition)
         .with_record_errors(record_errors)
         .with_error_code(code)

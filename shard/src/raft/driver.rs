@@ -371,6 +371,15 @@ impl<L: ReplicaLog> Driver<L> {
         self.propose_entry(group, Entry { data: batch, ..Default::default() })
     }
 
+    /// Asks the group's leader to hand leadership to `to` (raft-rs's leadership transfer; a
+    /// follower forwards the request to the leader it knows). False for no such group.
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> bool {
+        let Some(g) = self.groups.get_mut(&group) else { return false };
+        g.raw.transfer_leader(to.0);
+        wake(g);
+        true
+    }
+
     /// Proposes a membership change on the leader.
     pub fn propose_conf_change(&mut self, group: GroupId, cc: &ConfChangeSpec) -> Result<ProposalHandle, ProposeError> {
         let e = Entry { entry_type: EntryType::EntryConfChangeV2, data: cc.to_entry_data(), ..Default::default() };
@@ -472,7 +481,10 @@ impl<L: ReplicaLog> Driver<L> {
             p.last_heard = now;
         }
         for m in msgs {
-            if m.from != from || m.to != self.id {
+            // A follower forwards a leadership-transfer request with the transferee as sender
+            // (raft-rs's `step_follower`): the only message whose sender is not the broker's.
+            let forwarded = m.kind == MsgKind::TransferLeader;
+            if (m.from != from && !forwarded) || m.to != self.id {
                 continue; // misaddressed: never step it
             }
             let Some(g) = self.groups.get_mut(&m.group) else { continue };

@@ -10,8 +10,10 @@
 //!   protobuf bytes in the entry data, which [`ConfChangeSpec::to_entry_data`] writes (encoding,
 //!   never parsing). Only bytes this process encoded itself are parsed back
 //!   ([`ConfChangeSpec::from_local_entry_data`]).
-//! - Message contexts are not carried (sluice never sets them); a message type that is local to
-//!   a node (hup, beat, unreachable, ...) has no wire form.
+//! - Message contexts are not carried, except raft-rs's leadership-transfer campaign mark
+//!   (`CAMPAIGN_TRANSFER`, as the `transfer` flag: without it voters inside their leader lease
+//!   ignore the transferee's vote request); a message type that is local to a node (hup, beat,
+//!   unreachable, ...) has no wire form.
 
 use super::types::{GroupId, NodeId};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -259,6 +261,8 @@ pub struct RaftMsg {
     pub commit: u64,
     pub commit_term: u64,
     pub reject: bool,
+    /// The message carries raft-rs's `CAMPAIGN_TRANSFER` context (a transferee's campaign).
+    pub transfer: bool,
     pub reject_hint: u64,
     pub request_snapshot: u64,
     pub priority: i64,
@@ -295,6 +299,7 @@ impl RaftMsg {
             commit: m.commit,
             commit_term: m.commit_term,
             reject: m.reject,
+            transfer: m.context[..] == *raft::CAMPAIGN_TRANSFER,
             reject_hint: m.reject_hint,
             request_snapshot: m.request_snapshot,
             priority: m.priority,
@@ -322,6 +327,9 @@ impl RaftMsg {
         };
         if let Some(s) = &self.snapshot {
             m.set_snapshot(snapshot_to_raft(s));
+        }
+        if self.transfer {
+            m.context = raft::CAMPAIGN_TRANSFER.into();
         }
         m
     }
@@ -431,7 +439,7 @@ fn encode_msg(out: &mut BytesMut, m: &RaftMsg) {
         out.put_u64(v);
     }
     out.put_i64(m.priority);
-    out.put_u8(u8::from(m.reject));
+    out.put_u8(u8::from(m.reject) | (u8::from(m.transfer) << 1));
     out.put_u32(u32::try_from(m.entries.len()).expect("entries per message are bounded"));
     for e in &m.entries {
         out.put_u64(e.term);
@@ -489,7 +497,10 @@ fn decode_msg(r: &mut Reader) -> Result<RaftMsg, WireError> {
     let [term, log_term, index, commit, commit_term, reject_hint, request_snapshot] =
         [r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?];
     let priority = i64::from_be_bytes(r.u64()?.to_be_bytes());
-    let reject = flag(r)?;
+    let (reject, transfer) = match r.u8()? {
+        bits @ 0..=3 => (bits & 1 != 0, bits & 2 != 0),
+        _ => return Err(WireError::Invalid("message flags")),
+    };
     let n = r.count(RAFT_MAX_ENTRIES_PER_MSG)?;
     let entries = (0..n).map(|_| decode_entry(r)).collect::<Result<Vec<_>, _>>()?;
     let snapshot = if flag(r)? { Some(decode_snapshot(r)?) } else { None };
@@ -504,6 +515,7 @@ fn decode_msg(r: &mut Reader) -> Result<RaftMsg, WireError> {
         commit,
         commit_term,
         reject,
+        transfer,
         reject_hint,
         request_snapshot,
         priority,
@@ -545,6 +557,7 @@ mod tests {
             commit: 16,
             commit_term: 3,
             reject: false,
+            transfer: true,
             reject_hint: 0,
             request_snapshot: 0,
             priority: -2,

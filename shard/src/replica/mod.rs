@@ -44,6 +44,8 @@
 //! [`Replicas::open_replica`], [`Replicas::close_replica`], [`Replicas::leader`],
 //! [`Replicas::isr`].
 
+pub mod elect;
+pub mod epochs;
 pub mod produce;
 
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};

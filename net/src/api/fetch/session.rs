@@ -51,6 +51,9 @@ pub struct Wanted {
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: i32,
+    /// The leader epoch the client believes current (-1: none); an incremental fetch that
+    /// lists the partition again updates it, as Kafka's `CachedPartition`.
+    pub current_leader_epoch: i32,
 }
 
 /// What a partition's last answer in a session told the client.
@@ -112,6 +115,7 @@ pub fn wanted(topics: &[FetchTopic]) -> Vec<Wanted> {
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
             });
         }
     }
