@@ -380,6 +380,16 @@ impl<L: ReplicaLog> Driver<L> {
         true
     }
 
+    /// Starts an election for `group` now (a new group's preferred replica, so that the first
+    /// leader is the assignment's first replica, as Kafka's controller makes it). Pre-vote
+    /// still applies. False for no such group or a failed step.
+    pub fn campaign(&mut self, group: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&group) else { return false };
+        let ok = g.raw.campaign().is_ok();
+        wake(g);
+        ok
+    }
+
     /// Proposes a membership change on the leader.
     pub fn propose_conf_change(&mut self, group: GroupId, cc: &ConfChangeSpec) -> Result<ProposalHandle, ProposeError> {
         let e = Entry { entry_type: EntryType::EntryConfChangeV2, data: cc.to_entry_data(), ..Default::default() };

@@ -237,6 +237,9 @@ impl Replicas {
         };
         let mut klog = KafkaLog::new(log.clone());
         let cap = limits::RAFT_WINDOW_BATCHES;
+        // A group created here (no saved state) whose first member is this broker campaigns at
+        // once: the first leader is the preferred replica, as Kafka's controller makes it.
+        let preferred_fresh = saved.is_none() && members.first() == Some(&self.node());
         let mut store = match saved {
             Some(rec) => {
                 let state = PersistedState::from_record(rec);
@@ -256,6 +259,9 @@ impl Replicas {
         let hw = store.high_watermark(crate::raft::RaftIndex(commit)).expect("the commit index is in the window");
         log.set_replicated(hw.min(log.durable_end()));
         self.driver.borrow_mut().add_group(group, store).map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        if preferred_fresh {
+            self.driver.borrow_mut().campaign(group);
+        }
         if let Some(tp) = &tp {
             self.by_tp.borrow_mut().insert(tp.clone(), group);
         }
