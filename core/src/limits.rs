@@ -117,6 +117,13 @@ pub const FETCH_SESSION_PARTITIONS_PER_SHARD: usize = 200_000;
 /// Largest records section the broker decompresses to read records in a compressed batch
 /// (ListOffsets MAX_TIMESTAMP); a larger one is an error, never an allocation.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Attempts to reserve a producer-id block through the metadata log (each attempt waits for
+/// the log to be applied; another broker's concurrent reservation makes one fail).
+pub const PRODUCER_ID_BLOCK_ATTEMPTS: usize = 5;
+/// `segment.bytes` of the internal topics (`__consumer_offsets`, `__transaction_state`), as
+/// Kafka's `offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`: segments
+/// seal (and so can be compacted) long before the 1 GiB default would.
+pub const INTERNAL_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 /// Bytes of keys (plus `COMPACTION_KEY_MAP_ENTRY_OVERHEAD` each) one compaction pass may hold
 /// in its key map (Kafka: `log.cleaner.dedupe.buffer.size`); a pass whose dirty keys do not fit
 /// cleans up to the last segment whose keys did, and the next pass goes on from there.

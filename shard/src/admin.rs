@@ -119,6 +119,11 @@ async fn next_producer_id(shard: &Rc<Shard>) -> Result<i64, PartitionError> {
         shard.producer_ids.set((next + 1, end));
         return Ok(next);
     }
+    if let Some(r) = shard.replicas() {
+        let start = reserve_in_cluster(shard, &r).await?;
+        shard.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK));
+        return Ok(start);
+    }
     let mut snap = (*shard.metadata()).clone();
     let start = snap.next_producer_id_block;
     let block =
@@ -130,6 +135,28 @@ async fn next_producer_id(shard: &Rc<Shard>) -> Result<i64, PartitionError> {
     log_failures(&publish(shard, snap).await, "after reserving producer ids");
     shard.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK));
     Ok(start)
+}
+
+/// Reserves a producer-id block through the metadata log (every broker hands out ids from
+/// blocks the log gave it, so no two brokers share one): decided on the caught-up snapshot;
+/// a block another broker reserved first is refused at apply, and the reservation is tried
+/// again on the newer snapshot, a bounded number of times.
+async fn reserve_in_cluster(shard: &Rc<Shard>, r: &Rc<Replicas>) -> Result<i64, PartitionError> {
+    let mut last = PartitionError::NotController("no producer-id block reserved".into());
+    for _ in 0..sluice_core::limits::PRODUCER_ID_BLOCK_ATTEMPTS {
+        if let Err(e) = cluster::caught_up(r).await {
+            last = e;
+            continue;
+        }
+        let first = shard.metadata().next_producer_id_block;
+        let block =
+            MetadataRecord::ProducerIdsAllocated { broker: shard.config.node_id, first, size: PRODUCER_ID_BLOCK };
+        match cluster::propose(r, &[block]).await {
+            Ok(()) => return Ok(first),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// What a change places its new partitions with.
@@ -664,11 +691,7 @@ fn ensure_compacted_topic(snap: &mut MetadataSnapshot, n_shards: usize, name: &s
     let shards = place(&load, n).into_iter().map(|s| s.0).collect();
     snap.topics.insert(
         name.to_string(),
-        TopicMeta {
-            id: new_topic_id(),
-            shards,
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
-        },
+        TopicMeta { id: new_topic_id(), shards, configs: crate::internal::internal_topic_configs() },
     );
     snap.version += 1;
     true

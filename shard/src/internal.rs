@@ -244,7 +244,7 @@ pub async fn ensure_topic(shard: &Rc<Shard>, topic: &str, live: Vec<i32>) -> Res
         name: topic.to_string(),
         partitions,
         replication_factor: rf,
-        configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        configs: internal_topic_configs(),
     };
     match crate::admin::create_topics(shard, vec![new], false, live).await.pop() {
         Some(Ok(_)) | Some(Err(crate::PartitionError::TopicAlreadyExists(_))) => Ok(()),
@@ -371,6 +371,15 @@ impl From<Refusal> for TxnError {
             Refusal::LoadInProgress => TxnError::CoordinatorLoadInProgress,
         }
     }
+}
+
+/// The configs an internal topic is created with: compacted, with Kafka's 100 MiB segments.
+pub(crate) fn internal_topic_configs() -> std::collections::BTreeMap<String, String> {
+    [
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), sluice_core::limits::INTERNAL_TOPIC_SEGMENT_BYTES.to_string()),
+    ]
+    .into()
 }
 
 #[cfg(test)]

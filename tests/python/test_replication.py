@@ -381,10 +381,6 @@ def consumer_caught_up(cluster, topic, reader, timeout=60.0):
 
 
 def test_kill_leaders_librdkafka(cluster):
-    pending_on_sluice(cluster, "failover, ISR and acks pass, but the consumer that runs through the kills "
-                               "stalls: OffsetForLeaderEpoch answers UNKNOWN_LEADER_EPOCH to any epoch > 0, so "
-                               "the client's position validation after a leader change never succeeds "
-                               "(leader-epoch checks, #18)")
     topic = f"repl-rdk-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic)
     history = History()
@@ -406,10 +402,6 @@ def test_kill_leaders_librdkafka(cluster):
 
 
 def test_kill_leaders_java(cluster, tmp_path):
-    pending_on_sluice(cluster, "failover, ISR and acks pass, but the consumer that runs through the kills "
-                               "stalls: OffsetForLeaderEpoch answers UNKNOWN_LEADER_EPOCH to any epoch > 0, so "
-                               "the client's position validation after a leader change never succeeds "
-                               "(leader-epoch checks, #18)")
     topic = f"repl-java-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic)
     history = History()
@@ -455,9 +447,6 @@ def elect_preferred(bootstrap, topic, partition):
 
 
 def test_cut_off_leader(ns_cluster):
-    pending_on_sluice(ns_cluster, "everything up to the preferred election passes (no ack from the cut-off "
-                                  "leader, a new leader acknowledges, the old one back in the ISR after healing, "
-                                  "the final read); ElectLeaders is not implemented yet (#18)")
     cluster = ns_cluster
     parts = 3
     topic = f"repl-cut-{uuid.uuid4().hex[:8]}"
@@ -566,7 +555,6 @@ def test_cli_describe(cluster):
 
 
 def test_cli_leader_election(cluster):
-    pending_on_sluice(cluster, "kafka-leader-election needs ElectLeaders, not implemented yet")
     topic = f"repl-elect-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=1)
     preferred = cluster.partitions(topic)[0].replicas[0]
