@@ -34,7 +34,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: FindCoordinatorRequest = decode_body(&req)?;
         let brokers = ctx.brokers();
         if let Some(topic) = topic_of(body.key_type) {
-            if ctx.shard.metadata().topics.get(topic).is_none() {
+            if !ctx.shard.metadata().topics.contains_key(topic) {
                 let live = brokers.iter().map(|b| b.node_id.0).collect();
                 if let Err(why) = sluice_shard::internal::ensure_topic(&ctx.shard, topic, live).await {
                     tracing::debug!(topic, %why, "internal topic not created yet");
