@@ -756,3 +756,18 @@ pub fn cluster_member(node: usize, peer_ports: &[u16], opts: &MemberOpts<'_>) ->
     ];
     sluice_tests::Broker::start_with_env(dir, 1, &args, opts.env)
 }
+
+/// One request/response exchange at `version` on a fresh connection (40 s read timeout).
+pub fn call<Q, A>(port: u16, key: kafka_protocol::messages::ApiKey, version: i16, req: &Q) -> A
+where
+    Q: Encodable + kafka_protocol::protocol::HeaderVersion,
+    A: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+{
+    let mut s = raw_connect(port);
+    s.set_read_timeout(Some(Duration::from_secs(40))).expect("timeout");
+    let frame = encode_request(key as i16, version, Q::header_version(version), 1, req);
+    let resp = roundtrip(&mut s, &frame).expect("round trip");
+    let mut buf = bytes::Bytes::from(resp);
+    kafka_protocol::messages::ResponseHeader::decode(&mut buf, A::header_version(version)).expect("response header");
+    A::decode(&mut buf, version).expect("response body")
+}

@@ -17,37 +17,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_tests::Broker;
 use std::time::Duration;
 
-const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 /// Bound for a cluster change to show (elections, the session timeout, scheduling slack on a
 /// loaded 2-core machine).
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    let dir = tempfile::Builder::new().prefix("sluice-it-coord-").tempdir().expect("temp dir");
-    let voters = peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
-    let args = [
-        "--node-id",
-        &node_id,
-        "--peer-listen",
-        &peer,
-        "--controller-quorum-voters",
-        &voters,
-        "--cluster-id",
-        CLUSTER_ID,
-        "--peer-heartbeat-interval-ms",
-        "100",
-        "--peer-session-timeout-ms",
-        "1000",
-        "--metrics-listen",
-        "",
-    ];
-    Broker::start_with(dir, 1, &args)
+    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-coord-", session_ms: 1000, env: &[] })
 }
 
 /// FindCoordinator v2 for `group` on the broker on `port`: (error code, node id).

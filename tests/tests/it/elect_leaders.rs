@@ -8,57 +8,17 @@
 //! Contract: every broker is stopped by its harness; every wait has a deadline.
 
 use crate::common::*;
-use bytes::Bytes;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use sluice_tests::Broker;
 use std::time::{Duration, Instant};
 
-const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 const DEADLINE: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 6;
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    let dir = tempfile::Builder::new().prefix("sluice-it-elect-").tempdir().expect("temp dir");
-    let voters = peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
-    let args = [
-        "--node-id",
-        &node_id,
-        "--peer-listen",
-        &peer,
-        "--controller-quorum-voters",
-        &voters,
-        "--cluster-id",
-        CLUSTER_ID,
-        "--peer-heartbeat-interval-ms",
-        "100",
-        "--peer-session-timeout-ms",
-        "1000",
-        "--metrics-listen",
-        "",
-    ];
-    Broker::start_with_env(dir, 1, &args, &[])
-}
-
-fn call<Q, A>(port: u16, key: ApiKey, version: i16, req: &Q) -> A
-where
-    Q: Encodable + HeaderVersion,
-    A: Decodable + HeaderVersion,
-{
-    let mut s = raw_connect(port);
-    s.set_read_timeout(Some(Duration::from_secs(40))).expect("timeout");
-    let frame = encode_request(key as i16, version, Q::header_version(version), 1, req);
-    let resp = roundtrip(&mut s, &frame).expect("round trip");
-    let mut buf = Bytes::from(resp);
-    ResponseHeader::decode(&mut buf, A::header_version(version)).expect("response header");
-    A::decode(&mut buf, version).expect("response body")
+    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-elect-", session_ms: 1000, env: &[] })
 }
 
 /// Per partition: (leader, leader epoch, first replica, ISR).

@@ -10,65 +10,24 @@
 //! Contract: every broker is stopped by its harness; every wait has a deadline.
 
 use crate::common::*;
-use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{BaseRecord, Producer};
 use sluice_tests::Broker;
 use std::time::{Duration, Instant};
 
-const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 const DEADLINE: Duration = Duration::from_secs(30);
 const NOT_LEADER: i16 = 6;
 const FENCED: i16 = 74;
 const UNKNOWN_EPOCH: i16 = 75;
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    let dir = tempfile::Builder::new().prefix("sluice-it-epochs-").tempdir().expect("temp dir");
-    let voters = peer_ports.iter().enumerate().map(|(i, p)| format!("{i}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
-    let args = [
-        "--node-id",
-        &node_id,
-        "--peer-listen",
-        &peer,
-        "--controller-quorum-voters",
-        &voters,
-        "--cluster-id",
-        CLUSTER_ID,
-        "--peer-heartbeat-interval-ms",
-        "100",
-        "--peer-session-timeout-ms",
-        "1000",
-        "--metrics-listen",
-        "",
-    ];
-    Broker::start_with_env(dir, 1, &args, &[])
-}
-
-/// One request/response exchange at `version` on a fresh connection.
-fn call<Q, A>(port: u16, key: ApiKey, version: i16, req: &Q) -> A
-where
-    Q: Encodable + HeaderVersion,
-    A: Decodable + HeaderVersion,
-{
-    let mut s = raw_connect(port);
-    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-    let frame = encode_request(key as i16, version, Q::header_version(version), 1, req);
-    let resp = roundtrip(&mut s, &frame).expect("round trip");
-    let mut buf = Bytes::from(resp);
-    ResponseHeader::decode(&mut buf, A::header_version(version)).expect("response header");
-    A::decode(&mut buf, version).expect("response body")
+    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-epochs-", session_ms: 1000, env: &[] })
 }
 
 fn name(s: &str) -> TopicName {
