@@ -13,7 +13,6 @@ use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, ResponseHeader,
 };
 use kafka_protocol::protocol::Decodable;
-use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use sluice_net::peer::wire::{encode_frame, Header, Hello, PREAMBLE, WIRE_VERSION};
 use sluice_tests::{sluice_bin, Broker};
@@ -167,11 +166,7 @@ fn an_rf3_topic_is_described_alike_everywhere_and_survives_a_members_kill() {
     let (mut brokers, _) = start_three();
     // librdkafka sends CreateTopics to the controller Metadata names.
     let topic = topic_name("rf3");
-    let admin = admin(&brokers[1].addr());
-    let opts = rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(20)));
-    let new = NewTopic::new(&topic, 3, TopicReplication::Fixed(3));
-    let res = block_on(admin.create_topics([&new], &opts), OP_TIMEOUT).expect("CreateTopics in time");
-    assert!(matches!(res.as_deref(), Ok([Ok(_)])), "CreateTopics: {res:?}");
+    create_topic_rf(&brokers[1].addr(), &topic, 3, 3);
     let full = |d: &(i32, Vec<PartitionView>)| {
         d.1.len() == 3 && d.1.iter().all(|p| p.0 == 0 && p.3.len() == 3 && p.4.len() == 3 && p.5.is_empty())
     };

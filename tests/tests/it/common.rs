@@ -249,21 +249,45 @@ pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
     create_topic_rf(addr, topic, partitions, 1);
 }
 
-/// Creates `topic` with `partitions` partitions of `rf` replicas each, through `addr`.
+/// Creates `topic` with `partitions` partitions of `rf` replicas each, through `addr`. A
+/// cluster that is still forming (no controller known yet, or fewer live brokers than `rf`)
+/// answers NOT_CONTROLLER / INVALID_REPLICATION_FACTOR, as Kafka does while brokers register:
+/// those are retried for up to 30 s.
 pub fn create_topic_rf(addr: &str, topic: &str, partitions: i32, rf: i32) {
+    let res = sluice_tests::retry_until(Duration::from_secs(30), 60, Duration::from_millis(500), || {
+        match try_create_topic(addr, topic, partitions, rf) {
+            Err((
+                _,
+                rdkafka::types::RDKafkaErrorCode::NotController
+                | rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor,
+            )) => None,
+            other => Some(other),
+        }
+    })
+    .unwrap_or_else(|| panic!("CreateTopics({topic}): the cluster never took it within 30 s"));
+    if let Err((t, e)) = &res {
+        panic!("CreateTopics({t}) returned error {e:?}");
+    }
+    wait_for_partitions(addr, topic, partitions as usize);
+}
+
+/// One CreateTopics of `topic` through `addr`: its per-topic result.
+pub fn try_create_topic(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    rf: i32,
+) -> Result<String, (String, rdkafka::types::RDKafkaErrorCode)> {
     let admin = admin(addr);
     let opts = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(20)))
         .operation_timeout(Some(Duration::from_secs(10)));
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
-    let res = block_on(admin.create_topics([&new], &opts), OP_TIMEOUT)
+    let mut res = block_on(admin.create_topics([&new], &opts), OP_TIMEOUT)
         .unwrap_or_else(|| panic!("CreateTopics({topic}) did not complete within {OP_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("CreateTopics({topic}) failed: {e}"));
     assert_eq!(res.len(), 1, "CreateTopics result count: {res:?}");
-    if let Err((t, e)) = &res[0] {
-        panic!("CreateTopics({t}) returned error {e:?}");
-    }
-    wait_for_partitions(addr, topic, partitions as usize);
+    res.remove(0)
 }
 
 /// Waits until the broker's metadata lists `topic` with `n` partitions, each
