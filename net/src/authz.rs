@@ -114,6 +114,19 @@ impl Authz {
         self.cluster(op::IDEMPOTENT_WRITE) || self.any_of_type(op::WRITE, resource::TOPIC)
     }
 
+    /// Why an ACL API (CreateAcls, DescribeAcls, DeleteAcls) is refused before it reads its
+    /// bindings, with Kafka's messages: no authorizer (SECURITY_DISABLED), or no `operation`
+    /// on the cluster (CLUSTER_AUTHORIZATION_FAILED).
+    pub fn acl_api_refusal(&self, operation: i8) -> Option<(K, &'static str)> {
+        if !self.enabled() {
+            Some((K::SecurityDisabled, "No Authorizer is configured."))
+        } else if !self.cluster(operation) {
+            Some((K::ClusterAuthorizationFailed, "Cluster authorization failed."))
+        } else {
+            None
+        }
+    }
+
     /// Whether the principal may create the topic (CREATE on the cluster or on the topic).
     pub fn may_create(&self, topic: &str) -> bool {
         self.cluster(op::CREATE) || self.topic(op::CREATE, topic)

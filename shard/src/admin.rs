@@ -213,13 +213,17 @@ pub(crate) trait MetadataChange {
     /// The reply once saving the changed snapshot failed with `err`: nothing was applied.
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply;
     /// The reply once the change to the topics in `undone` was taken back (`after` is the
-    /// snapshot the change had made); `reason` is the error for such a topic.
+    /// snapshot the change had made); `reason` is the error for such a topic. By default the
+    /// reply stands: a change that opens no partitions (a deletion, an ACL change) has nothing
+    /// a failed install could take back.
     fn rolled_back(
         reply: Self::Reply,
-        after: &MetadataSnapshot,
-        undone: &BTreeSet<String>,
-        reason: impl Fn(&str) -> PartitionError,
-    ) -> Self::Reply;
+        _after: &MetadataSnapshot,
+        _undone: &BTreeSet<String>,
+        _reason: impl Fn(&str) -> PartitionError,
+    ) -> Self::Reply {
+        reply
+    }
 }
 
 /// Per-topic replies once the change was not saved: what succeeded fails with `err`.
@@ -293,16 +297,6 @@ impl MetadataChange for DeleteTopics {
 
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
         each_failed(reply, err)
-    }
-
-    /// A deletion opens nothing: a failure to install it is not this change's to take back.
-    fn rolled_back(
-        reply: Self::Reply,
-        _: &MetadataSnapshot,
-        _: &BTreeSet<String>,
-        _: impl Fn(&str) -> PartitionError,
-    ) -> Self::Reply {
-        reply
     }
 }
 

@@ -33,14 +33,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: CreateAclsRequest = decode_body(&req)?;
         let authz = Authz::new(&ctx, &req);
         let n = body.creations.len();
-        let refusal = if !authz.enabled() {
-            Some(failed(K::SecurityDisabled.code(), "No Authorizer is configured.".into()))
-        } else if !authz.cluster(op::ALTER) {
-            Some(failed(K::ClusterAuthorizationFailed.code(), "Cluster authorization failed.".into()))
-        } else {
-            None
-        };
-        if let Some(r) = refusal {
+        if let Some((code, why)) = authz.acl_api_refusal(op::ALTER) {
+            let r = failed(code.code(), why.into());
             let resp = CreateAclsResponse::default().with_results(vec![r; n]);
             return Ok(reply_now(respond(&req, &resp)));
         }

@@ -42,14 +42,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: DeleteAclsRequest = decode_body(&req)?;
         let authz = Authz::new(&ctx, &req);
         let n = body.filters.len();
-        let refusal = if !authz.enabled() {
-            Some(failed(K::SecurityDisabled.code(), "No Authorizer is configured.".into()))
-        } else if !authz.cluster(op::ALTER) {
-            Some(failed(K::ClusterAuthorizationFailed.code(), "Cluster authorization failed.".into()))
-        } else {
-            None
-        };
-        if let Some(r) = refusal {
+        if let Some((code, why)) = authz.acl_api_refusal(op::ALTER) {
+            let r = failed(code.code(), why.into());
             let resp = DeleteAclsResponse::default().with_filter_results(vec![r; n]);
             return Ok(reply_now(respond(&req, &resp)));
         }

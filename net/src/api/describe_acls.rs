@@ -41,10 +41,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             operation: b.operation,
             permission: b.permission_type,
         };
-        let resp = if !authz.enabled() {
-            refused(K::SecurityDisabled, "No Authorizer is configured.".into())
-        } else if !authz.cluster(op::DESCRIBE) {
-            refused(K::ClusterAuthorizationFailed, "Cluster authorization failed.".into())
+        let resp = if let Some((code, why)) = authz.acl_api_refusal(op::DESCRIBE) {
+            refused(code, why.into())
         } else if let Err(e) = filter.check() {
             refused(K::InvalidRequest, e.to_string())
         } else {

@@ -62,15 +62,6 @@ impl MetadataChange for CreateAcls {
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
         each_failed(reply, err)
     }
-
-    fn rolled_back(
-        reply: Self::Reply,
-        _: &MetadataSnapshot,
-        _: &BTreeSet<String>,
-        _: impl Fn(&str) -> PartitionError,
-    ) -> Self::Reply {
-        reply
-    }
 }
 
 impl MetadataChange for DeleteAcls {
@@ -94,14 +85,5 @@ impl MetadataChange for DeleteAcls {
 
     fn not_saved(reply: Self::Reply, err: &PartitionError) -> Self::Reply {
         each_failed(reply, err)
-    }
-
-    fn rolled_back(
-        reply: Self::Reply,
-        _: &MetadataSnapshot,
-        _: &BTreeSet<String>,
-        _: impl Fn(&str) -> PartitionError,
-    ) -> Self::Reply {
-        reply
     }
 }
