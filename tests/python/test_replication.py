@@ -304,9 +304,28 @@ class Reader:
 
 def end_offsets(bootstrap, topic, partitions=PARTITIONS) -> dict:
     from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import KafkaError, KafkaException
+    moving = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH}
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:8]}"})
+    deadline = time.monotonic() + 30
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1] for p in range(partitions)}
+        out = {}
+        for p in range(partitions):
+            # librdkafka asks once, so a leader change in between (NOT_LEADER_FOR_PARTITION, as
+            # Kafka answers it too) is retried here on fresh metadata, as its consumer would.
+            for _ in range(100):
+                try:
+                    out[p] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1]
+                    break
+                except KafkaException as e:
+                    if e.args[0].code() not in moving or time.monotonic() > deadline:
+                        raise
+                    c.list_topics(topic, timeout=10)
+                    time.sleep(0.2)
+            else:
+                raise AssertionError(f"partition {p}: no high watermark after 100 tries")
+        return out
     finally:
         c.close()
 

@@ -159,7 +159,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub controller_quorum_voters: Option<String>,
     /// The cluster id every member shares (22 URL-safe base64 characters)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
     /// Heartbeat interval to each peer, in ms [default: 100]
     #[arg(long)]
@@ -221,5 +221,22 @@ impl ServeArgs {
         if let Some(t) = self.replica_lag_time_max_ms {
             config.replica_lag_time_max_ms = t;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_id_may_start_with_a_hyphen() {
+        // URL-safe base64 ids begin with '-' one time in 64 (Kafka's StorageTool makes them too).
+        let cli = Cli::try_parse_from(["sluice", "serve", "--cluster-id", "-RTh-7YzRgyh5KacOP8saQ"]);
+        let cli = cli.expect("a leading hyphen is part of the value");
+        let id = match cli.command {
+            Some(Command::Serve(a)) => a.cluster_id,
+            _ => cli.serve.cluster_id,
+        };
+        assert_eq!(id.as_deref(), Some("-RTh-7YzRgyh5KacOP8saQ"));
     }
 }
