@@ -455,6 +455,23 @@ const _: () = assert!(
     MIN_REPLICA_LAG_TIME_MAX_MS <= DEFAULT_REPLICA_LAG_TIME_MAX_MS
         && DEFAULT_REPLICA_LAG_TIME_MAX_MS <= MAX_REPLICA_LAG_TIME_MAX_MS
 );
+/// How long a coordinator waits for its replicated append to `__consumer_offsets` or
+/// `__transaction_state` to commit before it answers COORDINATOR_NOT_AVAILABLE (retriable;
+/// Kafka's `offsets.commit.timeout.ms`, 5000).
+pub const COORDINATOR_APPEND_TIMEOUT_MS: u64 = 5_000;
+/// Default of `leader_imbalance_check_interval_seconds` (Kafka's
+/// `leader.imbalance.check.interval.seconds`, 300).
+pub const DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: u64 = 300;
+/// Largest `leader_imbalance_check_interval_seconds` accepted (a day).
+pub const MAX_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: u64 = 86_400;
+/// Default of `leader_imbalance_per_broker_percentage` (Kafka's
+/// `leader.imbalance.per.broker.percentage`, 10).
+pub const DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE: u32 = 10;
+const _: () = assert!(
+    DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS >= 1
+        && DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS <= MAX_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS
+);
+const _: () = assert!(DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE <= 100);
 const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
 const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
 /// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).

@@ -47,6 +47,7 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
         // Retriable: the client sends it again (to the new leader).
         PartitionError::NotCommitted(_) => K::NotLeaderOrFollower,
+        PartitionError::RequestTimedOut(_) => K::RequestTimedOut,
     };
     k.code()
 }

@@ -63,6 +63,10 @@ pub enum PartitionError {
     /// the client retries.
     #[error("replication: {0}")]
     NotCommitted(String),
+    /// A replicated write not committed within the request's timeout (Kafka's delayed produce
+    /// expiring); it may still commit later.
+    #[error("not replicated within {0} ms")]
+    RequestTimedOut(u64),
     /// The principal may not do this to the topic (the ACLs).
     #[error("Topic authorization failed.")]
     TopicAuthorizationFailed,

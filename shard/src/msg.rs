@@ -43,6 +43,10 @@ pub struct ProduceItem {
     pub index: usize,
     pub tp: TopicPartition,
     pub batches: Vec<(BatchHeader, Bytes)>,
+    /// How long a replicated partition's batches may wait for their commit before the answer
+    /// is REQUEST_TIMED_OUT (the Produce request's `timeout_ms`, Kafka's delayed produce);
+    /// None: until they commit or are overwritten.
+    pub commit_wait_ms: Option<u64>,
 }
 
 /// Where a produced partition's data landed.

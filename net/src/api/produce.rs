@@ -112,7 +112,13 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect();
             create_missing(&ctx, &creatable).await;
         }
-        let Prepared { slots, early, items } = prepare(&ctx, &acks, body.topic_data, names, denied);
+        // Kafka's delayed produce: a replicated write not committed within the request's
+        // timeout is answered REQUEST_TIMED_OUT (it may still commit; the client retries).
+        let commit_wait_ms = Some(u64::try_from(body.timeout_ms).unwrap_or(0));
+        let Prepared { slots, early, mut items } = prepare(&ctx, &acks, body.topic_data, names, denied);
+        for i in &mut items {
+            i.commit_wait_ms = commit_wait_ms;
+        }
         let acks = acks.unwrap_or(Acks::All);
         let pending = produce(&ctx.shard, acks, items).await;
         let (correlation_id, version) = (req.correlation_id, req.version);
@@ -210,7 +216,7 @@ fn prepare_partition(
                 if is_compacted(ctx, name) {
                     check_keys(&batches, &tp)?;
                 }
-                Ok(ProduceItem { index, tp, batches })
+                Ok(ProduceItem { index, tp, batches, commit_wait_ms: None })
             }
             Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
             Err(e) => Err(PartitionError::CorruptBatch(e)),

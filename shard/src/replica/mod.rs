@@ -47,6 +47,7 @@
 pub mod elect;
 pub mod epochs;
 pub mod produce;
+pub mod rebalance;
 
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
 use crate::raft::kafkalog::{KafkaLog, SyncWork};

@@ -493,6 +493,7 @@ async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result
             index,
             tp: TopicPartition::new(t.clone(), *p),
             batches: vec![(header, marker.clone())],
+            commit_wait_ms: None,
         })
         .collect();
     let targets: Vec<TopicPartition> = items.iter().map(|i| i.tp.clone()).collect();

@@ -180,7 +180,11 @@ pub async fn call<O: Operation<TxnCall>>(
     transactional_id: &str,
     op: O,
 ) -> Result<O::Reply, TxnError> {
-    let owner = coordinator_shard(shard, transactional_id).ok_or(TxnError::CoordinatorNotAvailable)?;
+    // No replica of the id's partition here: another broker coordinates it (Kafka's
+    // NOT_COORDINATOR); before the topic exists, COORDINATOR_NOT_AVAILABLE.
+    let exists = shard.metadata().topics.contains_key(TXN_TOPIC);
+    let missing = if exists { TxnError::NotCoordinator } else { TxnError::CoordinatorNotAvailable };
+    let owner = coordinator_shard(shard, transactional_id).ok_or(missing)?;
     on_shard(shard, owner, op).await
 }
 
@@ -197,7 +201,10 @@ pub async fn on_group<T, O>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<
 where
     O: Operation<TxnCall, Reply = Result<T, TxnError>>,
 {
-    let owner = crate::groups::coordinator_shard(shard, group_id).ok_or(TxnError::CoordinatorNotAvailable)?;
+    let owner = crate::groups::coordinator_shard(shard, group_id).ok_or_else(|| match crate::groups::not_hosted(shard) {
+        crate::groups::GroupError::NotCoordinator => TxnError::NotCoordinator,
+        _ => TxnError::CoordinatorNotAvailable,
+    })?;
     on_shard(shard, owner, op).await?
 }
 

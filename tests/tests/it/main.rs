@@ -10,6 +10,7 @@ mod acks;
 mod admin;
 mod affinity;
 mod cluster;
+mod cluster_ops;
 mod coordinator_failover;
 mod create_rollback;
 mod damaged;
