@@ -1,7 +1,8 @@
 //! Cluster behaviours of #18 as Kafka 4.x has them, on three real brokers:
 //! - automatic preferred-leader rebalance (`auto_leader_rebalance_enable`): a killed broker's
 //!   partitions fail over; once it is back and in sync, leadership returns to it;
-//! - ElectLeaders sent to a broker holding no replica of the partition is forwarded and works;
+//! - ElectLeaders sent to a broker holding no replica of the partition is forwarded and works
+//!   (four brokers, three replicas);
 //! - Produce acks=all on a leader whose followers are stopped (SIGSTOP: cut off) is answered
 //!   REQUEST_TIMED_OUT after the request's `timeout_ms` (Kafka's delayed produce), and what was
 //!   acknowledged before and after is all there once the followers are back;
@@ -53,11 +54,16 @@ fn member(node: usize, peer_ports: &[u16], config: &Path) -> Broker {
 
 /// Three brokers sharing a config file of `toml`; the file's directory lives as long as they.
 fn cluster(toml: &str) -> (Vec<Broker>, Vec<u16>, tempfile::TempDir) {
+    cluster_of(3, toml)
+}
+
+/// `n` brokers sharing a config file of `toml`.
+fn cluster_of(n: usize, toml: &str) -> (Vec<Broker>, Vec<u16>, tempfile::TempDir) {
     let conf_dir = tempfile::Builder::new().prefix("sluice-it-ops-conf-").tempdir().expect("temp dir");
     let path = conf_dir.path().join("sluice.toml");
     std::fs::write(&path, toml).expect("config written");
-    let ports = free_ports(3);
-    let brokers = (0..3).map(|i| member(i, &ports, &path)).collect();
+    let ports = free_ports(n);
+    let brokers = (0..n).map(|i| member(i, &ports, &path)).collect();
     (brokers, ports, conf_dir)
 }
 
@@ -67,7 +73,8 @@ fn name(s: &str) -> TopicName {
 
 /// Per partition: (leader, first replica, replicas, ISR), as the broker on `port` knows it.
 fn partitions(port: u16, topic: &str) -> Vec<(i32, i32, Vec<i32>, Vec<i32>)> {
-    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(topic)))]));
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(topic)))]));
     let r: MetadataResponse = call(port, ApiKey::Metadata, 12, &req);
     let mut out: Vec<_> = r.topics[0]
         .partitions
@@ -131,7 +138,8 @@ fn a_returning_broker_takes_its_preferred_leaders_back() {
 /// ElectLeaders v2 (preferred) of `topic`'s `partition` sent to `port`: the error code.
 fn elect(port: u16, topic: &str, partition: i32) -> i16 {
     let tps = vec![TopicPartitions::default().with_topic(name(topic)).with_partitions(vec![partition])];
-    let req = ElectLeadersRequest::default().with_election_type(0).with_topic_partitions(Some(tps)).with_timeout_ms(30_000);
+    let req =
+        ElectLeadersRequest::default().with_election_type(0).with_topic_partitions(Some(tps)).with_timeout_ms(30_000);
     let r: ElectLeadersResponse = call(port, ApiKey::ElectLeaders, 2, &req);
     r.replica_election_results[0].partition_result[0].error_code
 }
@@ -139,17 +147,21 @@ fn elect(port: u16, topic: &str, partition: i32) -> i16 {
 #[test]
 fn elect_leaders_through_a_broker_without_a_replica_is_forwarded() {
     let _slot = shared_slot();
-    let (mut brokers, _ports, _conf) = cluster("auto_leader_rebalance_enable = false\n");
+    // Four brokers and three replicas: each partition has a broker without a replica, and
+    // losing one replica leaves a majority to elect another leader.
+    let (mut brokers, _ports, _conf) = cluster_of(4, "auto_leader_rebalance_enable = false\n");
     let topic = "ops-forward";
-    create_topic_rf(&brokers[0].addr(), topic, 3, 2);
+    create_topic_rf(&brokers[0].addr(), topic, 4, 3);
     let settled = wait_partitions(brokers[0].port(), topic, "leaders settled", all_in_sync);
     // A partition whose preferred replica is broker 0, and the broker without a replica of it.
     let (p, (_, _, replicas, _)) =
         settled.iter().enumerate().find(|(_, (_, pref, ..))| *pref == 0).expect("broker 0 is preferred somewhere");
     let p = i32::try_from(p).expect("few partitions");
-    let outsider = (0..3).find(|n| !replicas.contains(n)).expect("RF 2 of 3 brokers");
+    let outsider = (0..4).find(|n| !replicas.contains(n)).expect("RF 3 of 4 brokers");
     brokers[0].kill();
-    wait_partitions(brokers[1].port(), topic, "failover off broker 0", |s| s[p as usize].0 >= 0 && s[p as usize].0 != 0);
+    wait_partitions(brokers[1].port(), topic, "failover off broker 0", |s| {
+        s[p as usize].0 >= 0 && s[p as usize].0 != 0
+    });
     brokers[0].start_again_same_port();
     // No automatic rebalance: broker 0 stays a follower once back in sync.
     wait_partitions(brokers[1].port(), topic, "broker 0 back in sync", |s| s[p as usize].3.contains(&0));
@@ -229,7 +241,10 @@ fn acks_all_on_a_leader_cut_off_times_out_and_loses_nothing() {
     for tag in ["before", "after"] {
         assert_eq!(values.iter().filter(|v| v.starts_with(tag)).count(), 1, "{tag} exactly once: {values:?}");
     }
-    assert!(values.iter().filter(|v| v.starts_with("cut")).count() <= 1, "the timed-out write at most once: {values:?}");
+    assert!(
+        values.iter().filter(|v| v.starts_with("cut")).count() <= 1,
+        "the timed-out write at most once: {values:?}"
+    );
     for b in &mut brokers {
         b.stop();
     }
