@@ -32,7 +32,10 @@ pub fn to_take_back(meta: &MetadataSnapshot, me: i32, percentage: u32) -> Vec<To
             preferred += 1;
             if state.leader != me {
                 let Ok(p) = i32::try_from(p) else { continue };
-                elsewhere.push((TopicPartition { topic: topic.clone(), partition: PartitionId(p) }, state.isr.contains(&me)));
+                elsewhere.push((
+                    TopicPartition { topic: topic.clone(), partition: PartitionId(p) },
+                    state.isr.contains(&me),
+                ));
             }
         }
     }

@@ -201,10 +201,11 @@ pub async fn on_group<T, O>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<
 where
     O: Operation<TxnCall, Reply = Result<T, TxnError>>,
 {
-    let owner = crate::groups::coordinator_shard(shard, group_id).ok_or_else(|| match crate::groups::not_hosted(shard) {
-        crate::groups::GroupError::NotCoordinator => TxnError::NotCoordinator,
-        _ => TxnError::CoordinatorNotAvailable,
-    })?;
+    let owner =
+        crate::groups::coordinator_shard(shard, group_id).ok_or_else(|| match crate::groups::not_hosted(shard) {
+            crate::groups::GroupError::NotCoordinator => TxnError::NotCoordinator,
+            _ => TxnError::CoordinatorNotAvailable,
+        })?;
     on_shard(shard, owner, op).await?
 }
 
