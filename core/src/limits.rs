@@ -508,6 +508,11 @@ pub const DEFAULT_PEER_HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// long before a silent peer's groups elect new leaders, the bulk of the failover time (#18
 /// targets a failover under 1 s).
 pub const DEFAULT_PEER_SESSION_TIMEOUT_MS: u64 = 500;
+/// Sessions (`peer_session_timeout_ms`) a peer may stay silent and still be listed to clients
+/// (Metadata's brokers, not an offline replica, DescribeCluster, FindCoordinator): one late
+/// heartbeat of a busy broker must not drop it from Metadata. Raft's failover still starts
+/// after one session.
+pub const PEER_LISTED_SESSIONS: u32 = 3;
 /// Smallest `peer_heartbeat_interval_ms` accepted.
 pub const MIN_PEER_HEARTBEAT_INTERVAL_MS: u64 = 10;
 /// Largest `peer_session_timeout_ms` accepted.
