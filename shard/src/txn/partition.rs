@@ -71,6 +71,12 @@ impl PartitionTxns {
         self.aborted.iter().filter(|a| a.marker_offset >= from && a.first_offset < to).copied().collect()
     }
 
+    /// Forgets the aborted transactions whose marker is at one of `markers`: compaction left no
+    /// batch of them (Kafka leaves such a transaction out of the cleaned transaction index).
+    pub fn forget_aborted(&mut self, markers: &[i64]) {
+        self.aborted.retain(|a| !markers.contains(&a.marker_offset));
+    }
+
     /// Forgets aborted transactions whose marker is below `log_start` (deleted data).
     pub fn forget_below(&mut self, log_start: i64) {
         self.aborted.retain(|a| a.marker_offset >= log_start);
@@ -182,6 +188,16 @@ impl Registry {
             self.parts.borrow_mut().remove(tp);
         } else {
             self.parts.borrow_mut().insert(tp.clone(), txns);
+        }
+    }
+
+    /// Forgets aborted transactions compaction emptied (see [`PartitionTxns::forget_aborted`]).
+    pub fn forget_aborted(&self, tp: &sluice_core::TopicPartition, markers: &[i64]) {
+        if markers.is_empty() {
+            return;
+        }
+        if let Some(p) = self.parts.borrow_mut().get_mut(tp) {
+            p.forget_aborted(markers);
         }
     }
 

@@ -125,6 +125,8 @@ pub struct CleanedTxns {
     ongoing_committed: HashSet<i64>,
     /// A segment of the pass went unread: no marker may go from there on.
     blind: bool,
+    /// Offsets of the ABORT markers met with no batch of their transaction left.
+    emptied_aborts: Vec<i64>,
 }
 
 impl CleanedTxns {
@@ -160,6 +162,13 @@ impl CleanedTxns {
         }
     }
 
+    /// The offsets of the ABORT markers whose transaction had no batch left in what was
+    /// traversed: readers need no aborted-transaction entry for them any more (Kafka leaves
+    /// them out of the cleaned transaction index).
+    pub fn emptied_aborts(&self) -> &[i64] {
+        &self.emptied_aborts
+    }
+
     /// The pass skips a segment (too large to read whole): markers after it may belong to
     /// transactions whose batches went unseen, so none is discarded from now on.
     pub fn lose_sight(&mut self) {
@@ -173,7 +182,13 @@ impl CleanedTxns {
             true // an emptied marker, cleaned before
         } else {
             match marker_type(batch) {
-                Some(false) => !self.ongoing_aborted.remove(&h.producer_id).unwrap_or(false),
+                Some(false) => {
+                    let empty = !self.ongoing_aborted.remove(&h.producer_id).unwrap_or(false);
+                    if empty && !self.blind {
+                        self.emptied_aborts.push(h.base_offset);
+                    }
+                    empty
+                }
                 Some(true) => !self.ongoing_committed.remove(&h.producer_id),
                 None => false,
             }
@@ -254,6 +269,7 @@ mod tests {
         let mut t = CleanedTxns::new(aborted);
         assert!(t.on_control(&h(&m), &m));
         assert!(t.on_control(&h(&commit), &commit));
+        assert_eq!(t.emptied_aborts(), &[3], "the emptied aborted transaction needs no index entry");
         // A later transaction of the same producer is not taken for the aborted one.
         let later = data(5, 1, 1, true);
         assert!(!t.on_batch(&h(&later)));

@@ -31,7 +31,7 @@ use sluice_core::batch::BatchHeader;
 use sluice_core::limits::{COMPACTION_MAX_SEGMENT_BYTES, OFFSETS_LOAD_READ_BYTES};
 
 /// What a pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CompactStats {
     /// Offsets `[first_dirty, cleaned_upto)` were deduplicated.
     pub first_dirty: i64,
@@ -41,6 +41,11 @@ pub struct CompactStats {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub records_removed: u64,
+    /// Marker offsets of the aborted transactions with no batch left in the log: the owner's
+    /// aborted-transaction index drops them (their marker may go at a later pass, and a
+    /// read_committed reader told of an aborted transaction whose marker it never meets would
+    /// skip the producer's later batches).
+    pub aborted_gone: Vec<i64>,
 }
 
 /// A sealed segment as the pass sees it.
@@ -119,6 +124,7 @@ impl PartitionLog {
         };
         let mut cleaned_txns = CleanedTxns::new(txns.aborted);
         let news = self.clean_segments(&sealed, upto, &ctx, &mut cleaned_txns, interval, &mut stats).await?;
+        stats.aborted_gone = cleaned_txns.emptied_aborts().to_vec();
         if !news.is_empty() {
             self.install(&news, interval, now_ms).await?;
             stats.segments_rewritten = news.len();
