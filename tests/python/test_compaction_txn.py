@@ -11,7 +11,7 @@ overwriting the same keys, commits another; after compaction the aborted records
 from the log (read_uncommitted no longer sees them) while the committed latest values stay,
 read_committed and read_uncommitted consumers agree, the last stable offset equals the
 high watermark (no transaction left hanging by a removed marker), and the same holds after
-a restart, after which the same producer commits again (its sequence and epoch intact).
+a restart, after which the same transactional id commits again.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def test_compaction_removes_aborted_transactions_and_keeps_committed_ones(broker
     for k in range(5):
         plain.produce(topic, key=f"k{k}".encode(), value=b"base", partition=0)
     assert plain.flush(30) == 0
-    p = txn_producer(broker.bootstrap, unique_topic("tx"))
+    txid = unique_topic("tx")
+    p = txn_producer(broker.bootstrap, txid)
     transaction(p, topic, [(f"k{k}", "committed-1") for k in range(5)], commit=True)
     transaction(p, topic, [(f"k{k}", f"aborted-{k}") for k in range(5)], commit=False)
     transaction(p, topic, [("k5", "committed-3")], commit=True)
@@ -215,10 +216,11 @@ def test_compaction_removes_aborted_transactions_and_keeps_committed_ones(broker
     fill(plain, topic, 300, 100)
     check_views(broker.bootstrap, topic, want, compacted=True)
     # After a restart (the transaction index rebuilt from the compacted log): the same, and
-    # the producer commits again (its state survived).
+    # the transactional id goes on (the restarted broker listens on a new port: a new client
+    # with the same transactional.id, whose InitProducerId bumps the epoch).
     broker = broker_factory.restart(broker, config=tmp_path / "sluice-compaction-txn.toml")
     check_views(broker.bootstrap, topic, want, compacted=True)
-    transaction(p, topic, [("k6", "after-restart")], commit=True)
+    p2 = txn_producer(broker.bootstrap, txid)
+    transaction(p2, topic, [("k6", "after-restart")], commit=True)
     want[b"k6"] = b"after-restart"
     check_views(broker.bootstrap, topic, want, compacted=True)
-    p.flush(5)

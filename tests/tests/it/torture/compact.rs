@@ -59,17 +59,17 @@ fn value_of(p: i32, k: u64, version: u64) -> String {
 type Write = (i32, u64, u64);
 
 #[derive(Default)]
-struct Ctx {
+struct CompactCtx {
     /// (write, offset) of every acknowledged write; failures are only counted.
     acked: Mutex<Vec<(Write, i64)>>,
     reports: AtomicU64,
 }
 
-impl ClientContext for Ctx {
+impl ClientContext for CompactCtx {
     fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
 }
 
-impl ProducerContext for Ctx {
+impl ProducerContext for CompactCtx {
     type DeliveryOpaque = Box<Write>;
     fn delivery(&self, r: &DeliveryResult<'_>, w: Box<Write>) {
         if let Ok(m) = r {
@@ -79,7 +79,7 @@ impl ProducerContext for Ctx {
     }
 }
 
-fn producer(addr: &str) -> ThreadedProducer<Ctx> {
+fn producer(addr: &str) -> ThreadedProducer<CompactCtx> {
     ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("broker.address.family", "v4")
@@ -89,7 +89,7 @@ fn producer(addr: &str) -> ThreadedProducer<Ctx> {
         .set("message.timeout.ms", "60000")
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "500")
-        .create_with_context(Ctx::default())
+        .create_with_context(CompactCtx::default())
         .expect("create producer")
 }
 
@@ -103,7 +103,7 @@ struct KeyState {
 
 /// Produces round-robin over every (partition, key) from `next` versions on, until stopped;
 /// returns how many were sent and the next versions.
-fn produce(p: &ThreadedProducer<Ctx>, topic: &str, stop: &AtomicBool, next: &mut [u64]) -> u64 {
+fn produce(p: &ThreadedProducer<CompactCtx>, topic: &str, stop: &AtomicBool, next: &mut [u64]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut sent = 0u64;
     let mut i = 0usize;
@@ -115,21 +115,21 @@ fn produce(p: &ThreadedProducer<Ctx>, topic: &str, stop: &AtomicBool, next: &mut
         let value = value_of(part, k, version);
         let v = version.to_string();
         let headers = OwnedHeaders::new().insert(Header { key: "v", value: Some(v.as_bytes()) });
-        let mut rec =
-            BaseRecord::with_opaque_to(topic, Box::new((part, k, version))).partition(part).key(&key).headers(headers);
-        if !is_tombstone(version) {
-            rec = rec.payload(&value);
-        }
-        match p.send(rec) {
+        let rec = BaseRecord::with_opaque_to(topic, Box::new((part, k, version))).partition(part).key(&key).headers(headers);
+        // A tombstone has no payload (null value).
+        let res = if is_tombstone(version) {
+            p.send(rec).map_err(|(e, _)| e)
+        } else {
+            p.send(rec.payload(&value)).map_err(|(e, _)| e)
+        };
+        match res {
             Ok(()) => {
                 next[slot] += 1;
                 sent += 1;
                 i += 1;
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                thread::sleep(Duration::from_millis(1))
-            }
-            Err((e, _)) => panic!("send: {e}"),
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("send: {e}"),
         }
     }
     sent
