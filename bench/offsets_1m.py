@@ -224,6 +224,10 @@ def wait_compacted(data: Path, timeout: float = 300) -> float:
     raise RuntimeError(f"{part.name} not compacted up to its active segment within {timeout} s")
 
 
+def note(msg: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def run_mode(mode: str, args, work: Path) -> str:
     data = work / f"data-{mode}"
     config = work / f"{mode}.toml"
@@ -234,9 +238,12 @@ def run_mode(mode: str, args, work: Path) -> str:
     try:
         create_topic(b.bootstrap, args.partitions)
         alter_segment_bytes(b.bootstrap, args.segment_bytes)
+        note(f"{mode}: committing")
         took = commit_all(b.port, args.commits, args.partitions)
+        note(f"{mode}: committed in {took:.1f} s")
         waited = wait_compacted(data) if mode == "compact" else 0.0
         code = b.stop()
+        note(f"{mode}: stopped")
         if code != 0:
             raise RuntimeError(f"broker exit {code} after SIGTERM; see {log}")
         dirs = offsets_dirs(data)
