@@ -115,9 +115,9 @@ pub fn clean_batch(
     let can_discard = if h.is_control() { txns.on_control(h, batch) } else { txns.on_batch(h) };
     let discard_records =
         if h.is_control() { can_discard && delete_horizon(h).is_some_and(|t| t <= ctx.now_ms) } else { can_discard };
-    let retention = if h.producer_id >= 0 && is_last_of_producer(h, ctx.producers) {
-        Retention::RetainEmpty
-    } else if h.last_offset() + 1 == ctx.upper_bound {
+    // An active producer's last entry keeps its sequence and epoch; the batch ending at the
+    // pass's bound keeps the last offset it covers.
+    let retention = if is_last_of_producer(h, ctx.producers) || h.last_offset() + 1 == ctx.upper_bound {
         Retention::RetainEmpty
     } else if discard_records {
         Retention::Delete

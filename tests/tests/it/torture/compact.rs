@@ -115,7 +115,8 @@ fn produce(p: &ThreadedProducer<CompactCtx>, topic: &str, stop: &AtomicBool, nex
         let value = value_of(part, k, version);
         let v = version.to_string();
         let headers = OwnedHeaders::new().insert(Header { key: "v", value: Some(v.as_bytes()) });
-        let rec = BaseRecord::with_opaque_to(topic, Box::new((part, k, version))).partition(part).key(&key).headers(headers);
+        let rec =
+            BaseRecord::with_opaque_to(topic, Box::new((part, k, version))).partition(part).key(&key).headers(headers);
         // A tombstone has no payload (null value).
         let res = if is_tombstone(version) {
             p.send(rec).map_err(|(e, _)| e)
