@@ -10,8 +10,8 @@ For each mode, a fresh single broker (`sluice serve --cores 2`, fresh data dir):
   its segments seal and can be compacted (the default, Kafka's 100 MiB, holds ~0.7 M commits
   in its active segment, which is never compacted);
 - COMMITS OffsetCommit requests (v2, one partition each, rotating over PARTITIONS partitions
-  of one topic, offsets increasing; generation -1: a simple consumer's commits), 800 in
-  flight over 4 connections, every answer checked (error 0);
+  of one topic, offsets increasing; generation -1: a simple consumer's commits), up to 800 in
+  flight over 4 connections (each partition's commits in order on one), every answer checked;
 - `nocompact`: the compactor's timer (`log_retention_check_interval_ms`) is an hour, so
   nothing is compacted; `compact`: it runs every second, and the script waits (up to 300 s)
   until the group's `__consumer_offsets` partition's cleaner checkpoint reaches its active
@@ -140,31 +140,37 @@ def create_topic(bootstrap: str, partitions: int) -> None:
 
 
 def commit_all(port: int, commits: int, partitions: int, window: int = 200, conns: int = 4) -> float:
-    """Sends `commits` commits; returns the seconds taken."""
+    """Sends `commits` commits; returns the seconds taken. A partition's commits all go over
+    one connection (partition % conns), in order: the broker orders the requests of one
+    connection, not those of several, so the last commit sent is the one that stays."""
     socks = [socket.create_connection(("127.0.0.1", port), timeout=120) for _ in range(conns)]
     t0 = time.monotonic()
-    n, corr = 0, 0
-    try:
-        for _ in range(commits):
-            if n >= commits:
-                break
-            sent = []
-            for s in socks:
-                k = min(window, commits - n)
-                if k <= 0:
-                    break
-                buf = bytearray()
-                for _ in range(k):
-                    corr += 1
-                    buf += frame(8, 2, corr, commit_body(n % partitions, n // partitions + 1))
-                    n += 1
+    corr = 0
+    pending = [bytearray() for _ in range(conns)]
+    counts = [0] * conns
+
+    def flush() -> None:
+        for s, buf in zip(socks, pending):
+            if buf:
                 s.sendall(buf)
-                sent.append((s, k))
-            for s, k in sent:
-                for _ in range(k):
-                    code = commit_error(recv_frame(s))
-                    if code != 0:
-                        raise RuntimeError(f"OffsetCommit answered error {code} after {n} commits")
+        for i, s in enumerate(socks):
+            for _ in range(counts[i]):
+                code = commit_error(recv_frame(s))
+                if code != 0:
+                    raise RuntimeError(f"OffsetCommit answered error {code}")
+            pending[i].clear()
+            counts[i] = 0
+
+    try:
+        for n in range(commits):
+            p = n % partitions
+            c = p % conns
+            corr += 1
+            pending[c] += frame(8, 2, corr, commit_body(p, n // partitions + 1))
+            counts[c] += 1
+            if counts[c] >= window:
+                flush()
+        flush()
     finally:
         for s in socks:
             s.close()
