@@ -293,7 +293,7 @@ def test_transactions_and_consumer_groups_need_their_acls(broker_factory, tmp_pa
     add_acls(admin, acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.WRITE))
 
     def transaction():
-        p = Producer({**alice, "transactional.id": txn, "transaction.timeout.ms": 10000})
+        p = Producer({**alice, "transactional.id": txn, "transaction.timeout.ms": 30000})
         try:
             p.init_transactions(TIMEOUT)
             p.begin_transaction()
