@@ -1,6 +1,6 @@
 // Drives the APIs ACLs guard with Kafka's Java Admin client, printing one line per call:
 // `NAME OK [detail]` or `NAME <exception class>`; used by test_acl.py.
-// Usage: AclAdmin BOOTSTRAP CLIENT_PROPERTIES probe TOPIC GROUP TRANSACTIONAL_ID
+// Usage: AclAdmin BOOTSTRAP CLIENT_PROPERTIES probe TOPIC GROUP TRANSACTIONAL_ID [BROKER_ID]
 //        AclAdmin BOOTSTRAP CLIENT_PROPERTIES acls PRINCIPAL TOPIC
 import java.io.FileInputStream;
 import java.util.Collection;
@@ -54,18 +54,18 @@ public class AclAdmin {
         props.put("default.api.timeout.ms", "20000");
         try (Admin admin = Admin.create(props)) {
             if (args[2].equals("probe")) {
-                probe(admin, args[3], args[4], args[5]);
+                probe(admin, args[3], args[4], args[5], args.length > 6 ? Integer.parseInt(args[6]) : 0);
             } else {
                 acls(admin, args[3], args[4]);
             }
         }
     }
 
-    static void probe(Admin admin, String topic, String group, String txn) {
+    static void probe(Admin admin, String topic, String group, String txn, int broker) {
         long s = 30;
         TopicPartition tp = new TopicPartition(topic, 0);
         ConfigResource t = new ConfigResource(ConfigResource.Type.TOPIC, topic);
-        ConfigResource b = new ConfigResource(ConfigResource.Type.BROKER, "0");
+        ConfigResource b = new ConfigResource(ConfigResource.Type.BROKER, Integer.toString(broker));
         call("describeConfigsTopic", () -> admin.describeConfigs(List.of(t)).all().get(s, TimeUnit.SECONDS).size());
         call("describeConfigsBroker", () -> admin.describeConfigs(List.of(b)).all().get(s, TimeUnit.SECONDS).size());
         AlterConfigOp set = new AlterConfigOp(new ConfigEntry("retention.ms", "600000"), AlterConfigOp.OpType.SET);
@@ -73,7 +73,7 @@ public class AclAdmin {
         call("createPartitions", () -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(2))).all().get(s, TimeUnit.SECONDS));
         call("deleteRecords", () -> admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(0))).all().get(s, TimeUnit.SECONDS));
         call("deleteConsumerGroupOffsets", () -> admin.deleteConsumerGroupOffsets(group, Set.of(tp)).all().get(s, TimeUnit.SECONDS));
-        call("describeLogDirs", () -> admin.describeLogDirs(List.of(0)).allDescriptions().get(s, TimeUnit.SECONDS).size());
+        call("describeLogDirs", () -> admin.describeLogDirs(List.of(broker)).allDescriptions().get(s, TimeUnit.SECONDS).size());
         call("electLeaders", () -> admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all().get(s, TimeUnit.SECONDS));
         call("describeClusterOperations", () -> {
             Set<AclOperation> ops = admin.describeCluster(new DescribeClusterOptions().includeAuthorizedOperations(true))

@@ -243,6 +243,7 @@ def test_config_partition_record_log_dir_election_and_txn_apis_are_checked(broke
     topic, group, txn = unique_topic("acl-api"), f"g-{uuid.uuid4().hex[:6]}", f"tx-{uuid.uuid4().hex[:6]}"
     create_topics(admin, topic)
     before = run_acl_admin(lst, tmp_path, "probe", topic, group, txn)
+    # Apache Kafka 4.4 answers exactly this (same program, same ACLs; run by hand, 2026-12-06).
     assert before == {
         "describeConfigsTopic": "TopicAuthorizationException",
         "describeConfigsBroker": "ClusterAuthorizationException",
@@ -263,12 +264,20 @@ def test_config_partition_record_log_dir_election_and_txn_apis_are_checked(broke
         res = kafka_acls(lst, tmp_path, "--add", "--allow-principal", "User:alice", *g)
         assert res.returncode == 0, res.stderr.decode()[-3000:]
     after = run_acl_admin(lst, tmp_path, "probe", topic, group, txn)
-    assert not [v for v in after.values() if "Authorization" in v], after
-    for name in ("describeConfigsTopic", "describeConfigsBroker", "incrementalAlterConfigs", "createPartitions",
-                 "deleteRecords", "describeLogDirs"):
-        assert after[name].startswith("OK"), after
-    assert after["describeClusterOperations"] == "OK [ALTER, DESCRIBE, DESCRIBE_CONFIGS]", after
-    assert after["describeTransactions"] == "TransactionalIdNotFoundException", after
+    # What Apache Kafka 4.4 answers to the same calls and ACLs (run by hand, 2026-12-06).
+    assert after == {
+        "describeConfigsTopic": "OK 1",
+        "describeConfigsBroker": "OK 1",
+        "incrementalAlterConfigs": "OK",
+        "createPartitions": "OK",
+        "deleteRecords": "OK",
+        "deleteConsumerGroupOffsets": "GroupIdNotFoundException",
+        "describeLogDirs": "OK 1",
+        "electLeaders": "ElectionNotNeededException",
+        "describeClusterOperations": "OK [ALTER, DESCRIBE, DESCRIBE_CONFIGS]",
+        "describeTransactions": "TransactionalIdNotFoundException",
+        "listTransactions": "OK 0",
+    }, after
     assert b.alive()
 
 

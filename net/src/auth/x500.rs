@@ -111,7 +111,7 @@ fn string_value(value: &Tlv<'_>) -> Option<String> {
         0x0c | 0x13 | 0x16 => std::str::from_utf8(value.content).ok().map(str::to_string),
         // TeletexString: Java reads it as ISO-8859-1.
         0x14 => Some(value.content.iter().map(|b| char::from(*b)).collect()),
-        0x1e if value.content.len() % 2 == 0 => {
+        0x1e if value.content.len().is_multiple_of(2) => {
             let units = value.content.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
             char::decode_utf16(units).collect::<Result<String, _>>().ok()
         }
@@ -154,9 +154,12 @@ mod tests {
     /// DER of one element.
     fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
-        match content.len() {
-            n @ 0..=0x7f => out.push(n as u8),
-            n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        match u8::try_from(content.len()) {
+            Ok(n) if n <= 0x7f => out.push(n),
+            _ => {
+                out.push(0x82);
+                out.extend_from_slice(&u16::try_from(content.len()).expect("test element").to_be_bytes());
+            }
         }
         out.extend_from_slice(content);
         out
