@@ -99,6 +99,8 @@ pub fn txn_code(e: &TxnError, fenced_code: bool) -> i16 {
         TxnError::TransactionalIdNotFound => K::TransactionalIdNotFound,
         // The transaction log could not be written: retriable for clients.
         TxnError::Storage(_) => K::CoordinatorNotAvailable,
+        TxnError::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
+        TxnError::GroupAuthorizationFailed => K::GroupAuthorizationFailed,
     };
     k.code()
 }

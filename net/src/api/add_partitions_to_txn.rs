@@ -5,7 +5,9 @@
 //! Every partition gets the same code: success, or the transaction-level error (PRODUCER_FENCED
 //! from v2, INVALID_PRODUCER_EPOCH before; CONCURRENT_TRANSACTIONS while the previous end is
 //! being completed; INVALID_PRODUCER_ID_MAPPING). Unknown partitions get
-//! UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as Kafka answers. Version 4
+//! UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as Kafka answers; so do
+//! topics without WRITE (and internal topics: TOPIC_AUTHORIZATION_FAILED), and every partition
+//! is TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id. Version 4
 //! (batched, broker to broker, verify-only) is not offered.
 
 use super::per_partition::answer_each;
@@ -21,6 +23,8 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 use kafka_protocol::ResponseError;
 use sluice_core::PartitionId;
+use sluice_shard::admin::is_internal;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::{self, AddRequest};
 use std::rc::Rc;
 
@@ -38,11 +42,24 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .collect();
         let reply = async move {
             let meta = ctx.shard.metadata();
-            let unknown: Vec<bool> = partitions.iter().map(|(t, p)| meta.owner(t, PartitionId(*p)).is_none()).collect();
-            let codes: Vec<i16> = if unknown.iter().any(|u| *u) {
-                let u = ResponseError::UnknownTopicOrPartition.code();
+            let authz = crate::authz::Authz::new(&ctx, &req);
+            // As Kafka: WRITE on the transactional id, then WRITE on each topic (never on an
+            // internal one), then the partition must exist.
+            let refusal = |(t, p): &(String, i32)| {
+                if is_internal(t) || !authz.topic(op::WRITE, t) {
+                    Some(ResponseError::TopicAuthorizationFailed.code())
+                } else if meta.owner(t, PartitionId(*p)).is_none() {
+                    Some(ResponseError::UnknownTopicOrPartition.code())
+                } else {
+                    None
+                }
+            };
+            let refused: Vec<Option<i16>> = partitions.iter().map(refusal).collect();
+            let codes: Vec<i16> = if !authz.transactional_id(op::WRITE, &transactional_id) {
+                vec![ResponseError::TransactionalIdAuthorizationFailed.code(); partitions.len()]
+            } else if refused.iter().any(|r| r.is_some()) {
                 let skipped = ResponseError::OperationNotAttempted.code();
-                unknown.iter().map(|bad| if *bad { u } else { skipped }).collect()
+                refused.iter().map(|r| r.unwrap_or(skipped)).collect()
             } else {
                 let request = AddRequest {
                     transactional_id: transactional_id.clone(),

@@ -52,6 +52,12 @@ pub enum TxnError {
     TransactionalIdNotFound,
     #[error("storage error: {0}")]
     Storage(String),
+    /// Refused by the authorizer before reaching the coordinator (no WRITE on the id).
+    #[error("Transactional Id authorization failed.")]
+    TransactionalIdAuthorizationFailed,
+    /// Refused by the authorizer before reaching the coordinator (no READ on the group).
+    #[error("Group authorization failed.")]
+    GroupAuthorizationFailed,
 }
 
 /// InitProducerId with a transactional id: the producer id and epoch to use.
