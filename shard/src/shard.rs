@@ -594,6 +594,7 @@ impl Shard {
             ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
             ShardMsg::Txn(call) => run_with(slot, async move { shard.txns.handle(&shard, call).await }),
             ShardMsg::TxnViews { items, reply } => drop(reply.send(crate::txn::view::views_local(self, items))),
+            ShardMsg::TxnOpen { items, reply } => drop(reply.send(crate::txn::verify::open_local(self, items))),
             ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
                 drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
             }),

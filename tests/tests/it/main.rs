@@ -27,4 +27,5 @@ mod restart;
 mod shutdown;
 mod startup;
 mod torture;
+mod txn_verify;
 mod wire;
