@@ -150,7 +150,10 @@ fn refusal(e: &TxnError, version: i16) -> PartitionError {
         TxnError::ConcurrentTransactions => PartitionError::TxnNotVerified("CONCURRENT_TRANSACTIONS"),
         TxnError::CoordinatorLoadInProgress => PartitionError::TxnNotVerified("COORDINATOR_LOAD_IN_PROGRESS"),
         TxnError::NotCoordinator => PartitionError::TxnNotVerified("NOT_COORDINATOR"),
+        // The two authorization refusals are the handlers' own, never a verification's answer.
         TxnError::CoordinatorNotAvailable
+        | TxnError::TransactionalIdAuthorizationFailed
+        | TxnError::GroupAuthorizationFailed
         | TxnError::Storage(_)
         | TxnError::InvalidTransactionTimeout(_)
         | TxnError::TransactionalIdNotFound => PartitionError::TxnNotVerified("COORDINATOR_NOT_AVAILABLE"),
