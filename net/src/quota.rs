@@ -249,15 +249,17 @@ mod tests {
     }
 
     #[test]
-    fn a_steady_rate_at_the_quota_is_not_throttled_and_twice_it_is() {
+    fn a_steady_rate_under_the_quota_is_not_throttled_and_twice_it_is() {
+        // (Exactly at the quota Kafka's measure briefly reads a little over it, each time a
+        // new sample starts while the ring still holds num + 1 samples: so does this one.)
         let mut r = Rate::default();
         let mut throttled = 0;
         for t in 0..60_000i64 {
             if t % 100 == 0 {
-                throttled += r.record_and_throttle(W, 100.0, t, 1000.0);
+                throttled += r.record_and_throttle(W, 90.0, t, 1000.0);
             }
         }
-        assert_eq!(throttled, 0, "1,000 bytes/s against a 1,000/s quota");
+        assert_eq!(throttled, 0, "900 bytes/s against a 1,000/s quota");
         let mut r = Rate::default();
         let mut last = 0;
         for t in 0..60_000i64 {
