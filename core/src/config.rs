@@ -158,6 +158,10 @@ pub struct BrokerConfig {
     pub super_users: Vec<String>,
     /// Kafka's `allow.everyone.if.no.acl.found`: a resource no ACL names is open to all.
     pub allow_everyone_if_no_acl_found: bool,
+    /// Client quotas: samples a rate is measured over (Kafka's `quota.window.num`).
+    pub quota_window_num: u32,
+    /// Client quotas: length of one sample (Kafka's `quota.window.size.seconds`).
+    pub quota_window_size_seconds: u32,
 }
 
 /// The authorizer `authorizer_class_name` may name (Kafka's KRaft authorizer); the ZooKeeper
@@ -220,6 +224,8 @@ impl Default for BrokerConfig {
             authorizer_class_name: String::new(),
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            quota_window_num: crate::limits::DEFAULT_QUOTA_WINDOW_NUM,
+            quota_window_size_seconds: crate::limits::DEFAULT_QUOTA_WINDOW_SIZE_SECONDS,
         }
     }
 }
@@ -666,6 +672,9 @@ impl BrokerConfig {
             });
         }
         in_range("connections_max_reauth_ms", self.connections_max_reauth_ms, 0..=crate::limits::MAX_REAUTH_MS)?;
+        in_range("quota_window_num", self.quota_window_num, 1..=crate::limits::MAX_QUOTA_WINDOW_NUM)?;
+        let window = 1..=crate::limits::MAX_QUOTA_WINDOW_SIZE_SECONDS;
+        in_range("quota_window_size_seconds", self.quota_window_size_seconds, window)?;
         in_range("listen_retry_ms", self.listen_retry_ms, 0..=crate::limits::MAX_LISTEN_RETRY_MS)?;
         let body = crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS;
         if !body.contains(&self.request_body_timeout_ms) {

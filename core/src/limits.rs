@@ -579,6 +579,30 @@ pub const MAX_ACLS: usize = 100_000;
 /// ACL bindings one CreateAcls request may add, or one DeleteAcls filter remove (each is one
 /// metadata record).
 pub const MAX_ACLS_PER_REQUEST: usize = 1_000;
+/// Client-quota entities (users, client ids, pairs, defaults) the cluster stores at most
+/// (every shard holds them all).
+pub const MAX_QUOTA_ENTITIES: usize = 100_000;
+/// Entries one AlterClientQuotas request may hold (each entry's keys are at most the three
+/// quota keys: one metadata record each).
+pub const MAX_QUOTA_ALTERATIONS_PER_REQUEST: usize = 1_000;
+/// Client-quota rates a shard measures at once (one per quota kind and user / client id
+/// sharing a quota); a rate unused for `QUOTA_SENSOR_IDLE_MS` is dropped (Kafka's
+/// `InactiveSensorExpirationTimeSeconds`), and at the cap the least recently used one goes.
+pub const MAX_QUOTA_SENSORS_PER_SHARD: usize = 100_000;
+pub const QUOTA_SENSOR_IDLE_MS: i64 = 3_600_000;
+/// Kafka's `quota.window.num` and `quota.window.size.seconds`: defaults and bounds.
+pub const DEFAULT_QUOTA_WINDOW_NUM: u32 = 11;
+pub const MAX_QUOTA_WINDOW_NUM: u32 = 100;
+pub const DEFAULT_QUOTA_WINDOW_SIZE_SECONDS: u32 = 1;
+pub const MAX_QUOTA_WINDOW_SIZE_SECONDS: u32 = 3_600;
+/// Longest a connection stays muted for one throttle (a byte-rate throttle is not bounded
+/// by Kafka; this only keeps a wrong quota from muting a client for days).
+pub const MAX_QUOTA_THROTTLE_MS: i64 = 3_600_000;
+
+const _: () = assert!(DEFAULT_QUOTA_WINDOW_NUM <= MAX_QUOTA_WINDOW_NUM);
+const _: () = assert!(DEFAULT_QUOTA_WINDOW_SIZE_SECONDS <= MAX_QUOTA_WINDOW_SIZE_SECONDS);
+const _: () = assert!((MAX_QUOTA_WINDOW_NUM as i64) * (MAX_QUOTA_WINDOW_SIZE_SECONDS as i64) * 1000 < i32::MAX as i64);
+
 /// How often a shard checks whether the TLS certificate, key or CA files changed (their
 /// modification times), when it accepts a TLS connection; a change is loaded for the next
 /// handshakes.

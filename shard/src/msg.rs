@@ -208,6 +208,21 @@ pub struct DeleteAcls {
     pub filters: Vec<crate::metadata::acl::AclFilter>,
 }
 
+/// One AlterClientQuotas entry: an entity (checked by the caller) and its key operations
+/// (a value sets the key, `None` removes it).
+#[derive(Debug, Clone)]
+pub struct QuotaAlteration {
+    pub entity: crate::metadata::quota::QuotaEntity,
+    pub ops: Vec<(String, Option<f64>)>,
+}
+
+/// Set or remove client quotas (or only check them). One result per entry, in order.
+#[derive(Debug)]
+pub struct AlterClientQuotas {
+    pub entries: Vec<QuotaAlteration>,
+    pub validate_only: bool,
+}
+
 /// A metadata change for shard 0 (the only one that executes them), with its typed reply.
 #[derive(Debug)]
 pub enum AdminCall {
@@ -218,6 +233,7 @@ pub enum AdminCall {
     CreatePartitions(Call<CreatePartitions, Result<(), PartitionError>>),
     CreateAcls(Call<CreateAcls, Vec<Result<(), PartitionError>>>),
     DeleteAcls(Call<DeleteAcls, Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>>),
+    AlterClientQuotas(Call<AlterClientQuotas, Vec<Result<(), PartitionError>>>),
 }
 
 operations!(AdminCall {
@@ -228,6 +244,7 @@ operations!(AdminCall {
     CreatePartitions => CreatePartitions: Result<(), PartitionError>,
     CreateAcls => CreateAcls: Vec<Result<(), PartitionError>>,
     DeleteAcls => DeleteAcls: Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>,
+    AlterClientQuotas => AlterClientQuotas: Vec<Result<(), PartitionError>>,
 });
 
 /// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).

@@ -17,6 +17,9 @@
 //! With a transactional id, a transactional batch is appended only to a partition of the
 //! producer's open transaction (KIP-890 part 1, `sluice_shard::txn::verify`), verified before
 //! any append of the request is issued.
+//! Client quotas: the request's size counts against the client's `producer_byte_rate`; the
+//! answer carries the larger of that throttle and the request-time one in `throttle_time_ms`
+//! and the connection is muted for it (`crate::quota`).
 
 use super::{leader_hints, topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -33,6 +36,7 @@ use sluice_core::batch::{keyless_records, split_batches, BatchError, BatchHeader
 use sluice_core::limits::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
 use sluice_core::TopicPartition;
 use sluice_shard::admin::auto_create;
+use sluice_shard::metadata::quota::QuotaKind;
 use sluice_shard::msg::{Acks, Appended, ProduceItem};
 use sluice_shard::produce::produce;
 use sluice_shard::txn::verify::{self as txn_verify, VerifyItem};
@@ -98,6 +102,11 @@ struct TopicSlot {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ProduceRequest = decode_body(&req)?;
+        // The client's producer_byte_rate quota counts the whole request (Kafka's
+        // `request.sizeInBytes`); over it, the connection is muted (KIP-219).
+        let byte_throttle = crate::quota::record(&ctx, req.client_id.as_deref(), QuotaKind::Produce, req.size as f64);
+        crate::quota::mute(&ctx, byte_throttle);
+        let request_throttle = req.request_throttle_ms.clone();
         let acks = match body.acks {
             0 => Ok(Acks::None),
             1 => Ok(Acks::Leader),
@@ -144,6 +153,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 return Ok(None);
             }
             let mut resp = response(slots, results, version);
+            resp.throttle_time_ms = byte_throttle.max(request_throttle.get());
             if version >= 10 {
                 resp.node_endpoints = node_endpoints(&ctx, &resp);
             }

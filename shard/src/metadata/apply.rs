@@ -51,6 +51,8 @@ pub enum ApplyError {
     NotAReplica(i32),
     #[error("more than MAX_ACLS ACLs")]
     TooManyAcls,
+    #[error("more than MAX_QUOTA_ENTITIES quota entities")]
+    TooManyQuotaEntities,
     #[error("producer ids from {first} were handed out already (next block starts at {next})")]
     ProducerIdsReused { first: i64, next: i64 },
 }
@@ -90,7 +92,34 @@ pub fn apply(snap: &mut MetadataSnapshot, record: &MetadataRecord, local: &Local
             snap.acls.remove(a);
             Ok(())
         }
+        MetadataRecord::QuotaChanged { entity, key, value } => quota(snap, entity, key, *value),
     }
+}
+
+/// Sets or removes one quota of an entity; an entity without quotas left is forgotten.
+fn quota(
+    snap: &mut MetadataSnapshot,
+    entity: &super::quota::QuotaEntity,
+    key: &str,
+    value: Option<super::quota::QuotaValue>,
+) -> Result<(), ApplyError> {
+    match value {
+        Some(v) => {
+            if !snap.quotas.contains_key(entity) && snap.quotas.len() >= sluice_core::limits::MAX_QUOTA_ENTITIES {
+                return Err(ApplyError::TooManyQuotaEntities);
+            }
+            snap.quotas.entry(entity.clone()).or_default().insert(key.to_string(), v);
+        }
+        None => {
+            if let Some(q) = snap.quotas.get_mut(entity) {
+                q.remove(key);
+                if q.is_empty() {
+                    snap.quotas.remove(entity);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies records in order, skipping (and returning) those that do not fit; bumps the

@@ -17,6 +17,7 @@
 pub mod acl;
 pub mod apply;
 pub mod assign;
+pub mod quota;
 pub mod records;
 
 use rkyv::rancor;
@@ -86,6 +87,21 @@ pub struct MetadataSnapshot {
     pub applied_offset: i64,
     /// The ACLs (cluster metadata, like topics: changed by metadata records).
     pub acls: std::collections::BTreeSet<acl::Acl>,
+    /// Client quotas by entity (cluster metadata: changed by `QuotaChanged` records).
+    pub quotas: quota::Quotas,
+}
+
+/// A version-3 snapshot (before client quotas), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct SnapshotV3 {
+    version: u64,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    next_producer_id_block: i64,
+    replication: BTreeMap<String, TopicReplication>,
+    next_topic_number: u32,
+    applied_offset: i64,
+    acls: std::collections::BTreeSet<acl::Acl>,
 }
 
 /// A version-2 snapshot (before ACLs), read to be converted.
@@ -110,7 +126,7 @@ struct SnapshotV1 {
 }
 
 const MAGIC: &[u8; 4] = b"SLMD";
-const FILE_VERSION: u32 = 3;
+const FILE_VERSION: u32 = 4;
 const HEADER: usize = 4 + 4 + 4 + 8;
 
 /// Why metadata could not be loaded or saved.
@@ -223,7 +239,7 @@ impl MetadataSnapshot {
             return Err("bad magic".into());
         }
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
-        if version != FILE_VERSION && version != 1 && version != 2 {
+        if !(1..=FILE_VERSION).contains(&version) {
             return Err(format!("unknown metadata format {version}, expected {FILE_VERSION}"));
         }
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
@@ -246,6 +262,7 @@ impl MetadataSnapshot {
                 next_topic_number: 1,
                 applied_offset: -1,
                 acls: Default::default(),
+                quotas: Default::default(),
             });
         }
         if version == 2 {
@@ -259,6 +276,23 @@ impl MetadataSnapshot {
                 next_topic_number: v2.next_topic_number,
                 applied_offset: v2.applied_offset,
                 acls: Default::default(),
+                quotas: Default::default(),
+            };
+            snap.check()?;
+            return Ok(snap);
+        }
+        if version == 3 {
+            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            let snap = MetadataSnapshot {
+                version: v3.version,
+                cluster_id: v3.cluster_id,
+                topics: v3.topics,
+                next_producer_id_block: v3.next_producer_id_block,
+                replication: v3.replication,
+                next_topic_number: v3.next_topic_number,
+                applied_offset: v3.applied_offset,
+                acls: v3.acls,
+                quotas: Default::default(),
             };
             snap.check()?;
             return Ok(snap);
@@ -406,6 +440,10 @@ mod tests {
             operation: acl::op::READ,
             permission: acl::permission::ALLOW,
         });
+        s.quotas.insert(
+            quota::QuotaEntity { user: Some(quota::EntityName::Named("alice".into())), client_id: None },
+            BTreeMap::from([(quota::PRODUCER_BYTE_RATE.to_string(), quota::QuotaValue::new(1024.0))]),
+        );
         s.save(d.path()).unwrap();
         let back = MetadataSnapshot::load_or_init(d.path()).unwrap();
         assert_eq!(back, s);
@@ -462,6 +500,24 @@ mod tests {
         let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
         assert_eq!((s.version, s.applied_offset, s.next_topic_number, s.topics["t"].clone()), (4, 7, 2, topic));
         assert!(s.acls.is_empty());
+    }
+
+    #[test]
+    fn a_version_3_file_is_read_without_quotas() {
+        let d = tempfile::tempdir().unwrap();
+        let v3 = SnapshotV3 {
+            version: 5,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            next_topic_number: 1,
+            applied_offset: -1,
+            ..Default::default()
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v3).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(3, &payload)).unwrap();
+        let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!(s.version, 5);
+        assert!(s.quotas.is_empty());
     }
 
     #[test]
