@@ -41,6 +41,8 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::TopicAuthorizationFailed => K::TopicAuthorizationFailed,
         PartitionError::ClusterAuthorizationFailed => K::ClusterAuthorizationFailed,
         PartitionError::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
+        PartitionError::InvalidReplicaAssignment(_) => K::InvalidReplicaAssignment,
+        PartitionError::NoReassignmentInProgress => K::NoReassignmentInProgress,
         PartitionError::NotLeaderOrFollower { .. } => K::NotLeaderOrFollower,
         PartitionError::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
         PartitionError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,

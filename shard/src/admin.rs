@@ -108,6 +108,8 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
         AdminCall::AllocateProducerId(Call { reply, .. }) => drop(reply.send(next_producer_id(shard).await)),
         AdminCall::CreateAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::DeleteAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterReassignments(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::CompleteReassignment(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
     }
 }
 
@@ -824,3 +826,4 @@ mod decision_tests;
 
 pub mod acls;
 pub mod cluster;
+pub mod reassign;

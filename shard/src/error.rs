@@ -72,6 +72,12 @@ pub enum PartitionError {
     /// The principal may not use the transactional id (the ACLs).
     #[error("Transactional Id authorization failed.")]
     TransactionalIdAuthorizationFailed,
+    /// A reassignment's target replicas are not valid (unknown broker, listed twice, empty).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A reassignment was cancelled where none is in progress.
+    #[error("no reassignment is in progress")]
+    NoReassignmentInProgress,
 }
 
 impl From<sluice_storage::StorageError> for PartitionError {

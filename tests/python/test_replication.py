@@ -598,7 +598,6 @@ def test_cli_leader_election(cluster):
 
 
 def test_cli_reassign(cluster, tmp_path):
-    pending_on_sluice(cluster, "no partition reassignment APIs")
     from confluent_kafka import Producer
     topic = f"repl-move-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=1, rf=2, min_isr=1)

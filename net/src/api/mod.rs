@@ -29,6 +29,8 @@ pub mod describe_log_dirs;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
+pub mod alter_partition_reassignments;
+pub mod list_partition_reassignments;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -147,6 +149,8 @@ pub const APIS: &[ApiSpec] = &[
     incremental_alter_configs::SPEC,
     describe_cluster::SPEC,
     elect_leaders::SPEC,
+    alter_partition_reassignments::SPEC,
+    list_partition_reassignments::SPEC,
     add_partitions_to_txn::SPEC,
     add_offsets_to_txn::SPEC,
     end_txn::SPEC,
