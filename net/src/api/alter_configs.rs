@@ -116,10 +116,9 @@ pub fn not_alterable(me: i32, resource_type: i8, name: &str, keys: &[String]) ->
     let refuse = |e: ResponseError, m: String| (e.code(), Some(m));
     let list = || format!("[{}]", keys.join(", "));
     match resource_type {
-        RESOURCE_BROKER if !name.is_empty() && name != me.to_string() => refuse(
-            ResponseError::InvalidRequest,
-            format!("Unexpected broker id, expected {me}, but received {name}"),
-        ),
+        RESOURCE_BROKER if !name.is_empty() && name != me.to_string() => {
+            refuse(ResponseError::InvalidRequest, format!("Unexpected broker id, expected {me}, but received {name}"))
+        }
         RESOURCE_BROKER if keys.is_empty() => (0, None),
         RESOURCE_BROKER => refuse(
             ResponseError::InvalidRequest,

@@ -50,7 +50,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
 
 fn ongoing(
     ctx: &Ctx,
-    topics: Option<Vec<kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics>>,
+    topics: Option<
+        Vec<kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics>,
+    >,
 ) -> Vec<OngoingTopicReassignment> {
     let meta = ctx.shard.metadata();
     let named: Vec<(String, Vec<i32>)> = match topics {

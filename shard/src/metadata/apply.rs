@@ -369,10 +369,13 @@ mod tests {
         assert!(!p.moving());
         assert_eq!((p.leader, p.raft_origin().to_vec()), (-1, vec![0, 1]), "the origin stays; leader 0 left");
         assert_eq!(cluster_part(&on0), cluster_part(&on2));
-        let unknown = MetadataRecord::ReplicasChanged(ReplicasChanged { partition: 3, ..match done {
-            MetadataRecord::ReplicasChanged(c) => c,
-            _ => unreachable!(),
-        } });
+        let unknown = MetadataRecord::ReplicasChanged(ReplicasChanged {
+            partition: 3,
+            ..match done {
+                MetadataRecord::ReplicasChanged(c) => c,
+                _ => unreachable!(),
+            }
+        });
         assert_eq!(apply(&mut on0, &unknown, &local(0, 2)), Err(ApplyError::UnknownPartition(3)));
     }
 

@@ -566,7 +566,9 @@ mod tests {
     }
 
     fn data(base: i64) -> Bytes {
-        let mut b = bytes::BytesMut::from(&sluice_core::batch::build(&[sluice_core::batch::Record { key: None, value: b"v" }], 0)[..]);
+        let mut b = bytes::BytesMut::from(
+            &sluice_core::batch::build(&[sluice_core::batch::Record { key: None, value: b"v" }], 0)[..],
+        );
         sluice_core::batch::stamp(&mut b, base, 1);
         b.freeze()
     }

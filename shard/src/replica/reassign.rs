@@ -52,7 +52,10 @@ pub enum Step {
     AddLearners(Vec<i32>),
     TransferTo(i32),
     /// Promote these learners and remove these members, in one change.
-    Change { promote: Vec<i32>, remove: Vec<i32> },
+    Change {
+        promote: Vec<i32>,
+        remove: Vec<i32>,
+    },
     Complete,
 }
 
