@@ -47,13 +47,16 @@ pub async fn complete(shard: &Rc<Shard>, c: CompleteReassignment) -> Result<(), 
     run(shard, c).await?
 }
 
+/// A decided move: (replicas, adding, removing, ISR) of the record.
+pub type Moved = (Vec<i32>, Vec<i32>, Vec<i32>, Vec<i32>);
+
 /// The record that moves `p` to `target` (None: nothing to record).
 pub fn decide(
     p: &PartitionState,
     target: Option<&[i32]>,
     members: &[i32],
     allow_rf_change: bool,
-) -> Result<Option<(Vec<i32>, Vec<i32>, Vec<i32>, Vec<i32>)>, PartitionError> {
+) -> Result<Option<Moved>, PartitionError> {
     let target: Vec<i32> = match target {
         Some(t) => {
             check_target(t, members)?;
