@@ -202,6 +202,24 @@ impl Authz {
         }
     }
 
+    /// DescribeConfigs' (DESCRIBE_CONFIGS) or Alter/IncrementalAlterConfigs' (ALTER_CONFIGS)
+    /// refusal of one config resource, as Kafka's ConfigHelper and ControllerApis: BROKER (4),
+    /// BROKER_LOGGER (8) and CLIENT_METRICS (16) on the cluster, TOPIC (2) and GROUP (32) on
+    /// the resource itself; another type is left to the handler (it answers INVALID_REQUEST).
+    pub fn config_refusal(&self, operation: i8, resource_type: i8, name: &str) -> Option<K> {
+        match resource_type {
+            4 | 8 | 16 if !self.cluster(operation) => Some(K::ClusterAuthorizationFailed),
+            2 if !self.topic(operation, name) => Some(K::TopicAuthorizationFailed),
+            32 if !self.group(operation, name) => Some(K::GroupAuthorizationFailed),
+            _ => None,
+        }
+    }
+
+    /// The topics of `topics` that are not allowed `operation`.
+    pub fn refused_topics<'a>(&self, operation: i8, topics: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+        topics.filter(|t| !self.topic(operation, t)).collect()
+    }
+
     /// Kafka's authorized-operations bitfield for one resource.
     pub fn operations(&self, resource_type: i8, name: &str) -> i32 {
         supported(resource_type)
@@ -225,6 +243,18 @@ pub fn with_refusals(refused: &[Option<i16>], partitions: impl Iterator<Item = u
         }
     }
     out
+}
+
+/// Kafka's default message of an authorization error (`Errors.message()`), which Kafka sends
+/// where it answers one without a message of its own.
+pub fn denied_message(e: K) -> &'static str {
+    match e {
+        K::TopicAuthorizationFailed => "Topic authorization failed.",
+        K::GroupAuthorizationFailed => "Group authorization failed.",
+        K::ClusterAuthorizationFailed => "Cluster authorization failed.",
+        K::TransactionalIdAuthorizationFailed => "Transactional Id authorization failed.",
+        _ => "Authorization failed.",
+    }
 }
 
 /// The operations Kafka reports for a resource type (`AclEntry.supportedOperations`).

@@ -155,6 +155,7 @@ pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
         }
         Some(acceptor) => match crate::tls::handshake(acceptor, stream).await {
             Ok(tls) => {
+                certificate_principal(&ctx, &tls);
                 let (reader, writer) = tls.split();
                 serve_stream(ctx, reader, Out::Tls(writer), peer).await;
             }
@@ -162,6 +163,18 @@ pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
         },
     }
     metrics::connection(-1);
+}
+
+/// On an SSL listener the client is its certificate's subject (Kafka's default principal
+/// builder), or stays ANONYMOUS without one; on SASL_SSL the SASL user is the principal.
+fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpStream>) {
+    if ctx.listener.protocol.sasl() {
+        return;
+    }
+    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    if let Some(name) = cert.and_then(|c| crate::auth::x500::subject_name(c)) {
+        ctx.session.borrow_mut().principal = Some(name);
+    }
 }
 
 async fn serve_stream<R: AsyncRead + Unpin>(ctx: Rc<Ctx>, reader: R, out: Out, peer: Option<SocketAddr>) {

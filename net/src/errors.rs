@@ -43,6 +43,11 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
         PartitionError::InvalidReplicaAssignment(_) => K::InvalidReplicaAssignment,
         PartitionError::NoReassignmentInProgress => K::NoReassignmentInProgress,
+        PartitionError::NotInTransaction => K::InvalidTxnState,
+        PartitionError::TransactionAbortable => K::TransactionAbortable,
+        PartitionError::TxnNotVerified(_) => K::NotEnoughReplicas,
+        PartitionError::InvalidProducerIdMapping => K::InvalidProducerIdMapping,
+        PartitionError::ConcurrentTransactions => K::ConcurrentTransactions,
         PartitionError::NotLeaderOrFollower { .. } => K::NotLeaderOrFollower,
         PartitionError::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
         PartitionError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
@@ -101,6 +106,8 @@ pub fn txn_code(e: &TxnError, fenced_code: bool) -> i16 {
         TxnError::TransactionalIdNotFound => K::TransactionalIdNotFound,
         // The transaction log could not be written: retriable for clients.
         TxnError::Storage(_) => K::CoordinatorNotAvailable,
+        TxnError::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
+        TxnError::GroupAuthorizationFailed => K::GroupAuthorizationFailed,
     };
     k.code()
 }

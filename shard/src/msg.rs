@@ -314,6 +314,11 @@ pub enum ShardMsg {
         items: Vec<crate::txn::view::ViewItem>,
         reply: oneshot::Sender<Vec<crate::txn::view::ViewResult>>,
     },
+    /// Whether owned partitions hold a producer's open transaction (KIP-890 verification).
+    TxnOpen {
+        items: Vec<crate::txn::verify::VerifyItem>,
+        reply: oneshot::Sender<Vec<crate::route::Tagged<bool>>>,
+    },
     /// Move the log start offsets of owned partitions forward (DeleteRecords).
     DeleteRecords {
         items: Vec<(usize, TopicPartition, Offset)>,
@@ -355,6 +360,7 @@ impl ShardMsg {
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
             | ShardMsg::TxnViews { .. }
+            | ShardMsg::TxnOpen { .. }
             | ShardMsg::TransferLeaders { .. }
             | ShardMsg::Publish { .. }
             | ShardMsg::Cluster(_) => true,

@@ -524,20 +524,26 @@ impl Shard {
     /// retention, on the same timer, so the two never overlap on a log). Passes run one log at
     /// a time and yield to the shard's other tasks between segments.
     async fn compact_logs(&self) {
-        let due: Vec<(Rc<PartitionLog>, sluice_storage::compact::CompactionConfig)> = {
+        type Due = (TopicPartition, Rc<PartitionLog>, sluice_storage::compact::CompactionConfig);
+        let due: Vec<Due> = {
             let meta = self.metadata();
             self.logs
                 .borrow()
                 .iter()
                 .filter_map(|(tp, o)| {
                     let configs = &meta.topics.get(&tp.topic)?.configs;
-                    Some((o.log.clone(), compaction_config(configs, &self.topic_defaults)?))
+                    Some((tp.clone(), o.log.clone(), compaction_config(configs, &self.topic_defaults)?))
                 })
                 .collect()
         };
-        for (log, cfg) in due {
+        for (tp, log, cfg) in due {
             match log.compact(&cfg, sluice_core::clock::now_ms()).await {
-                Ok(Some(stats)) => tracing::debug!(partition = log.name(), ?stats, "compaction pass"),
+                Ok(Some(stats)) => {
+                    // Aborted transactions compaction emptied leave the read_committed index
+                    // before their markers can go (a later pass).
+                    self.txn_partitions.forget_aborted(&tp, &stats.aborted_gone);
+                    tracing::debug!(partition = log.name(), ?stats, "compaction pass");
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(partition = log.name(), error = %e, "compaction failed"),
             }
@@ -588,6 +594,7 @@ impl Shard {
             ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
             ShardMsg::Txn(call) => run_with(slot, async move { shard.txns.handle(&shard, call).await }),
             ShardMsg::TxnViews { items, reply } => drop(reply.send(crate::txn::view::views_local(self, items))),
+            ShardMsg::TxnOpen { items, reply } => drop(reply.send(crate::txn::verify::open_local(self, items))),
             ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
                 drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
             }),

@@ -204,6 +204,23 @@ impl Producers {
         });
     }
 
+    /// Each active (unexpired) producer's last entry, for log compaction: the last offset of
+    /// its last remembered batch of the current epoch, or none when a marker bumped the epoch
+    /// since (Kafka's `lastRecordsOfActiveProducers`).
+    pub fn last_records(&self, now_ms: i64) -> HashMap<i64, crate::compact::txn::LastRecord> {
+        self.map
+            .iter()
+            .filter(|(_, e)| !e.expired(now_ms, self.expiration_ms))
+            .map(|(id, e)| {
+                let last = crate::compact::txn::LastRecord {
+                    last_data_offset: e.batches.back().map(|b| b.last_offset),
+                    epoch: e.epoch,
+                };
+                (*id, last)
+            })
+            .collect()
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
     }

@@ -1,14 +1,16 @@
 //! Log compaction on segments the real engine wrote: keyed records with many overwrites and
 //! tombstones are appended with a small `segment.bytes`, the sealed segments are cleaned
 //! (storage/src/compact) and swapped in on the real disk, and what remains is checked: the last
-//! record of each key in the cleaned range, at its original offset, tombstones only while
-//! inside `delete.retention.ms`, offsets increasing with gaps, every batch CRC-valid.
+//! record of each key in the cleaned range, at its original offset, tombstones kept at their
+//! first cleaning (which stamps their delete horizon) and removed by a pass after it, offsets
+//! increasing with gaps, every batch CRC-valid.
 
 use sluice_core::batch::{self, compute_crc, Record};
 use sluice_storage::codec::uncompressed;
-use sluice_storage::compact::clean::{clean_segment, CleanContext};
+use sluice_storage::compact::clean::{clean_segment, delete_horizon, CleanContext};
 use sluice_storage::compact::keymap::KeyMap;
 use sluice_storage::compact::swap::{swap_in, NewSegment, SWAP_MARKER};
+use sluice_storage::compact::txn::CleanedTxns;
 use sluice_storage::compact::{batches, plan, CompactionConfig, SegmentInfo};
 use sluice_storage::{Disk, LogConfig, PartitionLog};
 use std::collections::BTreeMap;
@@ -104,16 +106,26 @@ fn overwrites_and_tombstones_leave_the_last_value_per_key() {
         assert_eq!((p.first_dirty, p.clean_upto), (sealed[0].0, active_base));
 
         let mut map = KeyMap::new();
+        let mut txns = CleanedTxns::default();
         for (_, bytes) in &sealed {
-            assert!(map.add_segment(bytes).unwrap());
+            assert!(map.add_segment(bytes, &mut txns).unwrap());
         }
-        // Tombstones written before TS + 30 are past the horizon, later ones are not.
-        let horizon = TS + 30;
-        let ctx = CleanContext { map: &map, tombstone_horizon: horizon };
+        // The first cleaning keeps every latest tombstone and stamps its batch with the delete
+        // horizon now + delete.retention.ms, however old the tombstone's own timestamp.
+        let now = TS + 1_000;
+        let producers = std::collections::HashMap::new();
+        let ctx = CleanContext {
+            map: &map,
+            now_ms: now,
+            delete_retention_ms: 970,
+            upper_bound: i64::MAX,
+            producers: &producers,
+        };
         let mut new_segments = Vec::new();
         let mut kept = Vec::new();
+        let mut txns = CleanedTxns::default();
         for (base, bytes) in &sealed {
-            let out = clean_segment(bytes, &ctx).unwrap();
+            let out = clean_segment(bytes, &ctx, &mut txns).unwrap();
             assert!(out.bytes.len() <= bytes.len());
             kept.extend(records(&out.bytes));
             // Every batch is CRC-valid and keeps an original batch's base and last offset.
@@ -122,27 +134,45 @@ fn overwrites_and_tombstones_leave_the_last_value_per_key() {
             for (h, b) in batches(&out.bytes).unwrap() {
                 batch::validate(b).unwrap();
                 assert!(before.contains(&(h.base_offset, h.last_offset())));
+                let tombstones = records(b).iter().any(|r| r.2.is_none());
+                assert_eq!(delete_horizon(&h), tombstones.then_some(now + 970), "batch at {}", h.base_offset);
             }
             new_segments.push(NewSegment::with_indexes(*base, out.bytes, 512).unwrap());
         }
-        // Expected: the last record of each key in the sealed range; a tombstone only if it is
-        // newer than the horizon.
+        // Expected: the last record of each key in the sealed range, tombstones included.
         let all: Vec<_> = sealed.iter().flat_map(|(_, b)| records(b)).collect();
         let mut latest: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
         for (o, k, v) in &all {
             latest.insert(k.clone(), (*o, v.clone()));
         }
-        let ts_of = |o: i64| TS + o / i64::try_from(KEYS).unwrap();
-        let mut expected: Vec<(i64, String, Option<String>)> = latest
-            .into_iter()
-            .filter(|(_, (o, v))| v.is_some() || ts_of(*o) > horizon)
-            .map(|(k, (o, v))| (o, k, v))
-            .collect();
+        let mut expected: Vec<(i64, String, Option<String>)> =
+            latest.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
         expected.sort();
         assert_eq!(kept, expected);
         assert!(kept.windows(2).all(|w| w[0].0 < w[1].0), "offsets increase");
         assert!(kept.len() < all.len() / 4, "most records went: {} of {}", kept.len(), all.len());
-        assert!(kept.iter().any(|(_, k, v)| k == "k0" && v.is_none()), "a recent tombstone stays");
+        assert!(kept.iter().any(|(_, k, v)| k == "k0" && v.is_none()), "the tombstone stays at its first cleaning");
+        // A pass at the horizon removes the tombstones and nothing else; one before it nothing.
+        let mut map2 = KeyMap::new();
+        let cleaned: Vec<Vec<u8>> = new_segments.iter().map(|s| s.log.clone()).collect();
+        for b in &cleaned {
+            assert!(map2.add_segment(b, &mut CleanedTxns::default()).unwrap());
+        }
+        let again = |now_ms| {
+            let ctx = CleanContext {
+                map: &map2,
+                now_ms,
+                delete_retention_ms: 970,
+                upper_bound: i64::MAX,
+                producers: &producers,
+            };
+            let mut t = CleanedTxns::default();
+            cleaned.iter().flat_map(|b| records(&clean_segment(b, &ctx, &mut t).unwrap().bytes)).collect::<Vec<_>>()
+        };
+        assert_eq!(again(now + 969), kept);
+        let live: Vec<_> = kept.iter().filter(|r| r.2.is_some()).cloned().collect();
+        assert!(live.len() < kept.len());
+        assert_eq!(again(now + 970), live);
 
         // Swap them in on the real disk: the files hold the cleaned bytes, nothing is left over.
         swap_in(&Disk::Real, &dir, &new_segments).await.unwrap();
@@ -208,7 +238,7 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
             min_cleanable_dirty_ratio: 0.5,
             ..CompactionConfig::default()
         };
-        let now = TS + 1_000; // tombstone horizon TS + 30
+        let now = TS + 1_000; // tombstones' delete horizon: now + 970
         let stats = log.compact(&cfg, now).await.unwrap().expect("a fresh log is due a pass");
         assert!(stats.segments_rewritten > 0 && stats.records_removed > 0, "{stats:?}");
         // A segment sealed in the background after the first pass makes a second one due; then
@@ -231,12 +261,8 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
         for (o, k, v) in before.iter().filter(|(o, _, _)| *o < upto) {
             latest.insert(k.clone(), (*o, v.clone()));
         }
-        let ts_of = |o: i64| TS + o / i64::try_from(KEYS).unwrap();
-        let mut expected: Vec<_> = latest
-            .into_iter()
-            .filter(|(_, (o, v))| v.is_some() || ts_of(*o) > TS + 30)
-            .map(|(k, (o, v))| (o, k, v))
-            .collect();
+        // Every tombstone stays at its first cleaning, whatever its own timestamp.
+        let mut expected: Vec<_> = latest.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
         expected.sort();
         expected.extend(before.iter().filter(|(o, _, _)| *o >= upto).cloned());
         assert_eq!(read_all(&log, "after").await, expected, "after the pass");
@@ -286,6 +312,144 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
         }
         let stats = log.compact(&cfg, now).await.unwrap().expect("the appended segments are dirty");
         assert_eq!(stats.first_dirty, cut, "{stats:?}");
+        log.close().await.unwrap();
+    });
+}
+
+/// A transactional record of producer `pid` (epoch 0) with sequence `seq`.
+fn txn_one(key: &str, value: &str, pid: i64, seq: i32, ts: i64) -> Vec<u8> {
+    let mut b = one(key, Some(value), ts);
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A COMMIT (`commit`) or ABORT marker of producer `pid` (epoch 0), as the coordinator writes it.
+fn txn_marker(pid: i64, commit: bool, ts: i64) -> Vec<u8> {
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&i16::from(commit).to_be_bytes());
+    let mut b = batch::build(&[Record { key: Some(&key), value: &[0u8; 6] }], ts);
+    b[21..23].copy_from_slice(&0x30i16.to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// (offset, is a control batch, record count) of every batch the log serves.
+async fn batch_shapes(log: &PartitionLog) -> Vec<(i64, bool, i32)> {
+    let mut out = Vec::new();
+    let mut next = log.log_start().0;
+    for _ in 0..10_000 {
+        if next >= log.high_watermark().0 {
+            break;
+        }
+        let r = log.read(sluice_core::Offset(next), 1 << 20).await.unwrap();
+        for (h, _) in batches(&r.records).unwrap() {
+            out.push((h.base_offset, h.is_control(), h.records_count));
+            next = h.last_offset() + 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn aborted_transactions_go_committed_ones_stay_and_open_ones_bound_the_pass() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 2 * 1024, index_interval_bytes: 512, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&dir, "t-0", config, false).await.unwrap();
+        let append = |b: Vec<u8>| log.append(&b, &batch::validate(&b).unwrap(), None).unwrap();
+        // Fillers, each durable before the next (segments roll between writes).
+        let fill = async |from: usize, n: usize| {
+            for i in from..from + n {
+                let a = append(one(&format!("f{i}"), Some("filler-value-filler-value"), TS));
+                log.wait_durable(&a).await.unwrap();
+            }
+        };
+        // Plain k0..k3 = "plain"; producer 1 overwrites them in a transaction it aborts;
+        // producer 2 overwrites k0, k1 in one it commits; producer 3 writes k3 in one still open.
+        for k in 0..4 {
+            append(one(&format!("k{k}"), Some("plain"), TS));
+        }
+        for k in 0..4i32 {
+            append(txn_one(&format!("k{k}"), "aborted", 1, k, TS));
+        }
+        let abort_at = append(txn_marker(1, false, TS)).base_offset.0;
+        for k in 0..2i32 {
+            append(txn_one(&format!("k{k}"), "committed", 2, k, TS));
+        }
+        append(txn_marker(2, true, TS));
+        fill(0, 60).await;
+        let open_first = append(txn_one("k3", "open", 3, 0, TS)).base_offset.0;
+        fill(60, 60).await;
+        assert!(log.segment_sizes().len() >= 4, "{:?}", log.segment_sizes());
+        let cfg = CompactionConfig {
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 100,
+            min_cleanable_dirty_ratio: 0.0,
+            ..CompactionConfig::default()
+        };
+        let now = TS + 1_000;
+        let stats = log.compact(&cfg, now).await.unwrap().expect("a pass");
+        assert!(stats.cleaned_upto <= open_first, "the pass ends before the open transaction: {stats:?}");
+        let values = |recs: &[(i64, String, Option<String>)]| -> BTreeMap<String, String> {
+            recs.iter().filter(|r| r.1.starts_with('k')).map(|r| (r.1.clone(), r.2.clone().unwrap())).collect()
+        };
+        let after = read_all(&log, "after").await;
+        assert!(!after.iter().any(|r| r.2.as_deref() == Some("aborted")), "aborted records removed");
+        let mut want: BTreeMap<String, String> =
+            [("k0", "committed"), ("k1", "committed"), ("k2", "plain"), ("k3", "open")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(values(&after), want, "an aborted overwrite does not hide the value before it");
+        // The aborted transaction's last batch is producer 1's last entry: kept, emptied (its
+        // sequence and epoch survive); so its ABORT marker stays too (a batch of it is left).
+        let marker_at = |shapes: &[(i64, bool, i32)], o: i64| shapes.iter().any(|s| s.0 == o && s.1);
+        let shapes = batch_shapes(&log).await;
+        assert!(shapes.contains(&(abort_at - 1, false, 0)), "{shapes:?}");
+        assert!(marker_at(&shapes, abort_at));
+        // Producer 1 writes on (idempotent, not transactional); producer 3 commits; more data
+        // seals both: the next passes clean past the formerly open transaction, remove the
+        // emptied batch, then stamp the ABORT marker, which goes at the first pass past its
+        // horizon. The COMMIT markers stay (their data does).
+        let mut p1 = one("k9", Some("p1"), TS);
+        p1[43..51].copy_from_slice(&1i64.to_be_bytes());
+        p1[51..53].copy_from_slice(&0i16.to_be_bytes());
+        p1[53..57].copy_from_slice(&4i32.to_be_bytes());
+        let crc = compute_crc(&p1);
+        p1[17..21].copy_from_slice(&crc.to_be_bytes());
+        append(p1);
+        want.insert("k9".into(), "p1".into());
+        append(txn_marker(3, true, TS));
+        fill(120, 60).await;
+        let s2 = log.compact(&cfg, now).await.unwrap().expect("dirty again");
+        assert!(s2.cleaned_upto > open_first, "{s2:?}");
+        let shapes = batch_shapes(&log).await;
+        assert!(!shapes.iter().any(|s| s.0 == abort_at - 1), "{shapes:?}");
+        assert!(marker_at(&shapes, abort_at), "kept in the pass that removed its last batch");
+        fill(180, 60).await;
+        log.compact(&cfg, now).await.unwrap().expect("dirty again");
+        assert!(marker_at(&batch_shapes(&log).await, abort_at), "stamped, not removed before its horizon");
+        fill(240, 60).await;
+        log.compact(&cfg, now + 100).await.unwrap().expect("dirty again");
+        let shapes = batch_shapes(&log).await;
+        assert!(!marker_at(&shapes, abort_at), "the ABORT marker went after its horizon: {shapes:?}");
+        let commits = shapes.iter().filter(|s| s.1).count();
+        assert_eq!(commits, 2, "the COMMIT markers stay: {shapes:?}");
+        assert_eq!(values(&read_all(&log, "later").await), want);
+        // Reopened after a crash-like close: the same.
+        log.close().await.unwrap();
+        drop(log);
+        let (log, _) = PartitionLog::open(&dir, "t-0", config, false).await.unwrap();
+        assert_eq!(values(&read_all(&log, "reopened").await), want);
         log.close().await.unwrap();
     });
 }

@@ -304,6 +304,17 @@ class Cluster:
     def _spawn(self, node: Node) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _popen_logged(node: Node, header: str, stdout) -> None:
+        """Starts the node's next run with a header line in its log; stderr always goes to the log,
+        stdout to `stdout` (None: the log too)."""
+        node.runs += 1
+        with open(node.log_path, "ab") as log:
+            log.write(f"--- run {node.runs} at {time.strftime('%T')}{header}\n".encode())
+            log.flush()
+            node.proc = subprocess.Popen(node.argv, stdin=subprocess.DEVNULL,
+                                         stdout=log if stdout is None else stdout, stderr=log)
+
     def _wait_ready(self, node: Node, timeout: float) -> None:
         raise NotImplementedError
 
@@ -431,11 +442,7 @@ class SluiceCluster(Cluster):
             self.nodes[i] = Node(i, hosts[i], client[i], argv, self.work / f"broker-{i}.log")
 
     def _spawn(self, node: Node) -> None:
-        node.runs += 1
-        with open(node.log_path, "ab") as log:
-            log.write(f"--- run {node.runs} at {time.strftime('%T')}: {' '.join(node.argv)}\n".encode())
-            log.flush()
-            node.proc = subprocess.Popen(node.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        self._popen_logged(node, f": {' '.join(node.argv)}", subprocess.PIPE)
         q: Queue = Queue()
         node.ready_q = q
 
@@ -548,11 +555,7 @@ group.initial.rebalance.delay.ms=0
             self.nodes[i] = Node(i, hosts[i], client[i], argv, self.work / f"kafka-{i}.log")
 
     def _spawn(self, node: Node) -> None:
-        node.runs += 1
-        with open(node.log_path, "ab") as log:
-            log.write(f"--- run {node.runs} at {time.strftime('%T')}\n".encode())
-            log.flush()
-            node.proc = subprocess.Popen(node.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self._popen_logged(node, "", None)
         node.started_marker = node.log_path.read_text(errors="replace").count("Kafka Server started")
 
     def _wait_ready(self, node: Node, timeout: float) -> None:

@@ -201,3 +201,202 @@ def test_without_an_authorizer_everything_is_allowed_and_acl_apis_are_disabled(b
     err = list(admin.create_acls([acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.READ)]).values())[0]
     e = err.exception(timeout=TIMEOUT)
     assert e is not None and e.args[0].code() == KafkaError.SECURITY_DISABLED, e
+
+
+# --- the other APIs, the Java Admin client, the TLS principal ------------------------------
+
+def run_acl_admin(lst, tmp_path, *args, user=("SCRAM-SHA-256", "alice", "alice-secret")) -> dict:
+    """AclAdmin.java (Kafka's Java Admin client) as `user`: {call name: outcome}."""
+    import os
+    import shutil
+    import subprocess
+
+    from support import KAFKA_LIBS
+    classes = tmp_path / "acl-classes"
+    if not (classes / "AclAdmin.class").exists():
+        javac = shutil.which("javac")
+        assert javac, "javac not on PATH"
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "AclAdmin.java")
+        res = subprocess.run([javac, "-d", str(classes), "-cp", f"{KAFKA_LIBS}{os.sep}*", src],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+    mechanism, name, password = user
+    module = "plain.PlainLoginModule" if mechanism == "PLAIN" else "scram.ScramLoginModule"
+    props = tmp_path / f"java-{name}.properties"
+    props.write_text(f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={mechanism}\n"
+                     f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+                     f'username="{name}" password="{password}";\n')
+    cmd = ["java", "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=off",
+           "-cp", f"{KAFKA_LIBS}{os.sep}*{os.pathsep}{classes}", "AclAdmin", lst["SASL_PLAINTEXT"], str(props), *args]
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    out = {}
+    for line in res.stdout.decode().splitlines():
+        name_, _, outcome = line.partition(" ")
+        out[name_] = outcome
+    return out
+
+
+def test_config_partition_record_log_dir_election_and_txn_apis_are_checked(broker_factory, tmp_path, certs):
+    """Each API refused for alice without ACLs (the error Kafka gives), allowed after kafka-acls --add."""
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    topic, group, txn = unique_topic("acl-api"), f"g-{uuid.uuid4().hex[:6]}", f"tx-{uuid.uuid4().hex[:6]}"
+    create_topics(admin, topic)
+    before = run_acl_admin(lst, tmp_path, "probe", topic, group, txn)
+    # Apache Kafka 4.4 answers exactly this (same program, same ACLs; run by hand, 2026-12-06).
+    assert before == {
+        "describeConfigsTopic": "TopicAuthorizationException",
+        "describeConfigsBroker": "ClusterAuthorizationException",
+        "incrementalAlterConfigs": "TopicAuthorizationException",
+        "createPartitions": "TopicAuthorizationException",
+        "deleteRecords": "TopicAuthorizationException",
+        "deleteConsumerGroupOffsets": "GroupAuthorizationException",
+        "describeLogDirs": "ClusterAuthorizationException",
+        "electLeaders": "ClusterAuthorizationException",
+        "describeClusterOperations": "OK []",
+        "describeTransactions": "TransactionalIdAuthorizationException",
+        "listTransactions": "OK 0",
+    }, before
+    grants = [["--operation", "All", "--topic", topic], ["--operation", "All", "--group", group],
+              ["--operation", "Describe", "--transactional-id", txn],
+              ["--operation", "Describe", "--operation", "Alter", "--operation", "DescribeConfigs", "--cluster"]]
+    for g in grants:
+        res = kafka_acls(lst, tmp_path, "--add", "--allow-principal", "User:alice", *g)
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+    after = run_acl_admin(lst, tmp_path, "probe", topic, group, txn)
+    # What Apache Kafka 4.4 answers to the same calls and ACLs (run by hand, 2026-12-06).
+    assert after == {
+        "describeConfigsTopic": "OK 1",
+        "describeConfigsBroker": "OK 1",
+        "incrementalAlterConfigs": "OK",
+        "createPartitions": "OK",
+        "deleteRecords": "OK",
+        "deleteConsumerGroupOffsets": "GroupIdNotFoundException",
+        "describeLogDirs": "OK 1",
+        "electLeaders": "ElectionNotNeededException",
+        "describeClusterOperations": "OK [ALTER, DESCRIBE, DESCRIBE_CONFIGS]",
+        "describeTransactions": "TransactionalIdNotFoundException",
+        "listTransactions": "OK 0",
+    }, after
+    assert b.alive()
+
+
+def test_java_admin_creates_describes_and_deletes_acls(broker_factory, tmp_path, certs):
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    topic = unique_topic("java-acl")
+    out = run_acl_admin(lst, tmp_path, "acls", "User:bob", topic, user=("PLAIN", "admin", "admin-secret"))
+    assert out == {"createAcls": "OK", "describeAcls": f"OK [User:bob:READ:{topic}]",
+                   "deleteAcls": f"OK [User:bob:READ:{topic}]", "describeAclsAfter": "OK []"}, out
+    # alice has no ALTER on the cluster: CreateAcls is refused.
+    refused = run_acl_admin(lst, tmp_path, "acls", "User:bob", topic)
+    assert refused["createAcls"] == "ClusterAuthorizationException", refused
+    assert refused["describeAcls"] == "ClusterAuthorizationException", refused
+
+
+def test_transactions_and_consumer_groups_need_their_acls(broker_factory, tmp_path, certs):
+    """A transactional producer and a KIP-848 consumer (librdkafka) as alice."""
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    topic, txn = unique_topic("acl-txn"), f"tx-{uuid.uuid4().hex[:6]}"
+    create_topics(admin, topic)
+    alice = alice_conf(lst, certs)
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.WRITE))
+
+    def transaction():
+        p = Producer({**alice, "transactional.id": txn, "transaction.timeout.ms": 30000})
+        try:
+            p.init_transactions(TIMEOUT)
+            p.begin_transaction()
+            p.produce(topic, b"t")
+            p.commit_transaction(TIMEOUT)
+            return None
+        except KafkaException as e:
+            return e.args[0].code()
+
+    assert transaction() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    add_acls(admin, acl(ResourceType.TRANSACTIONAL_ID, txn, "User:alice", AclOperation.WRITE))
+    assert transaction() is None
+
+    group = f"g848-{uuid.uuid4().hex[:6]}"
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.READ))
+    assert consume_error({**alice, "group.protocol": "consumer"}, topic, group) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    add_acls(admin, acl(ResourceType.GROUP, group, "User:alice", AclOperation.READ))
+    assert consume_error({**alice, "group.protocol": "consumer"}, topic, group) is None
+    assert b.alive()
+
+
+def test_a_tls_client_certificate_is_the_principal(broker_factory, tmp_path, certs):
+    b, lst = start(broker_factory, tmp_path, certs, client_auth="requested", plain_users={"admin": "admin-secret"},
+                   extra=AUTHZ)
+    admin = AdminClient(admin_conf(lst, certs))
+    topic = unique_topic("cert")
+    create_topics(admin, topic)
+    with_cert = client_conf(lst["SSL"], certs, "SSL", **{"ssl.certificate.location": str(certs / "client.pem"),
+                                                          "ssl.key.location": str(certs / "client.key")})
+    without = client_conf(lst["SSL"], certs, "SSL")
+    assert produce_error(with_cert, topic) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The subject of client.pem is /CN=client: Kafka's principal is User:CN=client.
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:CN=client", AclOperation.WRITE))
+    assert produce_error(with_cert, topic) is None
+    assert produce_error(without, topic) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:ANONYMOUS", AclOperation.WRITE))
+    assert produce_error(without, topic) is None
+    assert b.alive()
+
+
+def find_coordinator_v0(address: str, group: str) -> int:
+    """The error code of a raw FindCoordinator v0 for `group` sent to one broker."""
+    import socket
+    import struct
+
+    from support import recv_frame, request_frame
+    host, port = address.rsplit(":", 1)
+    key = group.encode()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request_frame(10, 0, 7, struct.pack(">h", len(key)) + key))
+        payload = recv_frame(s)
+    assert payload is not None, f"{address} closed the connection"
+    (correlation, code) = struct.unpack(">ih", payload[:6])
+    assert correlation == 7
+    return code
+
+
+def test_an_acl_created_through_one_broker_is_enforced_by_all_three(tmp_path):
+    from cluster_support import SluiceCluster
+    cfg = tmp_path / "authz.toml"
+    cfg.write_text(AUTHZ.replace('super_users = ["User:admin"]', "allow_everyone_if_no_acl_found = true"))
+
+    class Secured(SluiceCluster):
+        def plan(self):
+            super().plan()
+            for n in self.nodes.values():
+                n.argv += ["--config", str(cfg)]
+
+    c = Secured(tmp_path / "cluster").start()
+    try:
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        addresses = [c.nodes[i].address for i in c.ids]
+        # No ACL on the group: everyone may (allow_everyone_if_no_acl_found); the coordinator
+        # may still be coming up, so only "not refused" is asserted.
+        assert all(find_coordinator_v0(a, group) != KafkaError.GROUP_AUTHORIZATION_FAILED for a in addresses)
+        admin = AdminClient({"bootstrap.servers": addresses[0]})
+        deny = acl(ResourceType.GROUP, group, "User:ANONYMOUS", AclOperation.DESCRIBE, AclPermissionType.DENY)
+        deadline = time.monotonic() + TIMEOUT
+        for _ in range(60):
+            try:
+                add_acls(admin, deny)
+                break
+            except KafkaException:
+                assert time.monotonic() < deadline, "CreateAcls did not succeed"
+                time.sleep(0.5)
+        for a in addresses:
+            codes = []
+            for _ in range(100):
+                codes.append(find_coordinator_v0(a, group))
+                if codes[-1] == KafkaError.GROUP_AUTHORIZATION_FAILED or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert codes[-1] == KafkaError.GROUP_AUTHORIZATION_FAILED, (a, codes)
+        assert not c.crashed()
+    finally:
+        c.stop_all()

@@ -2,7 +2,8 @@
 //! the open transaction, so the offsets TxnOffsetCommit stages become visible at its commit.
 //!
 //! Contract: answered after the coordinator's new state is durable. PRODUCER_FENCED from v2,
-//! INVALID_PRODUCER_EPOCH before.
+//! INVALID_PRODUCER_EPOCH before. As Kafka: TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE
+//! on the transactional id, then GROUP_AUTHORIZATION_FAILED without READ on the group.
 
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::txn_result_code;
@@ -11,6 +12,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey};
 use sluice_shard::groups::{offsets_partition, OFFSETS_TOPIC};
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::{self, AddRequest, TxnError};
 use std::rc::Rc;
 
@@ -24,7 +26,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             let transactional_id = body.transactional_id.0.to_string();
             let group = body.group_id.0.to_string();
             let partitions = ctx.shard.metadata().topics.get(OFFSETS_TOPIC).map(|t| t.shards.len()).unwrap_or(0);
-            let result = if partitions == 0 {
+            let authz = crate::authz::Authz::new(&ctx, &req);
+            let result = if !authz.transactional_id(op::WRITE, &transactional_id) {
+                Err(TxnError::TransactionalIdAuthorizationFailed)
+            } else if !authz.group(op::READ, &group) {
+                Err(TxnError::GroupAuthorizationFailed)
+            } else if partitions == 0 {
                 Err(TxnError::CoordinatorNotAvailable)
             } else {
                 let request = AddRequest {

@@ -20,6 +20,7 @@
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
+use crate::authz::Authz;
 use crate::errors::code_and_message;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
@@ -30,6 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::topic_config::GROUP_DEFS;
 use sluice_shard::admin::change;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::msg::{AlterConfigs, ConfigChange, ConfigOp};
 use sluice_shard::PartitionError;
 use std::rc::Rc;
@@ -40,6 +42,7 @@ pub const SPEC: ApiSpec =
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: AlterConfigsRequest = decode_body(&req)?;
+        let authz = Authz::new(&ctx, &req);
         let mut responses = Vec::with_capacity(body.resources.len());
         for r in body.resources {
             let changes = r
@@ -53,7 +56,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect();
             let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
             let target = Resource { resource_type: r.resource_type, name: &r.resource_name, keys };
-            let (code, message) = alter(&ctx, target, Ok(changes), true, body.validate_only).await;
+            let (code, message) = alter(&ctx, &authz, target, Ok(changes), true, body.validate_only).await;
             responses.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)
@@ -80,14 +83,23 @@ pub struct Resource<'a> {
 /// The (error code, message) of altering one resource, for AlterConfigs and
 /// IncrementalAlterConfigs alike: a topic's `changes` are applied by shard 0 (all its configs
 /// replaced when `replace_all`), or refused with the error reading them gave; any other
-/// resource's keys are answered by [`not_alterable`].
+/// resource's keys are answered by [`not_alterable`]. Without ALTER_CONFIGS on the resource (on
+/// the cluster for a broker) it is refused first, as Kafka's controller does.
 pub async fn alter(
     ctx: &Ctx,
+    authz: &Authz,
     target: Resource<'_>,
     changes: Result<Vec<ConfigChange>, PartitionError>,
     replace_all: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
+    // Kafka checks a broker resource's name on the broker before the controller authorizes.
+    let other_broker = target.resource_type == RESOURCE_BROKER && !target.name.is_empty() && target.name != "0";
+    if let Some(e) =
+        authz.config_refusal(op::ALTER_CONFIGS, target.resource_type, target.name).filter(|_| !other_broker)
+    {
+        return (e.code(), Some(crate::authz::denied_message(e).to_string()));
+    }
     if target.resource_type != RESOURCE_TOPIC {
         let mut keys = target.keys;
         if target.resource_type == RESOURCE_BROKER {

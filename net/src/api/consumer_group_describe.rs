@@ -3,7 +3,10 @@
 //!
 //! Contract: a group that does not exist or is a classic group answers GROUP_ID_NOT_FOUND (the
 //! admin client then falls back to DescribeGroups), as Kafka does. v1 adds each member's type
-//! (1: a consumer-protocol member; sluice has no mixed groups).
+//! (1: a consumer-protocol member; sluice has no mixed groups). Authorization as Kafka 4.4: a
+//! group without DESCRIBE is GROUP_AUTHORIZATION_FAILED (listed first), a group assigning a
+//! topic the principal may not describe TOPIC_AUTHORIZATION_FAILED; authorized operations
+//! when asked.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
@@ -15,9 +18,11 @@ use kafka_protocol::messages::consumer_group_describe_response::{
 };
 use kafka_protocol::messages::{ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use sluice_shard::groups::{
     self, Assignment, ConsumerDescribeRequest, ConsumerGroupDescription, ConsumerMemberDescription,
 };
+use sluice_shard::metadata::acl::{op, resource};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -34,12 +39,20 @@ const MEMBER_TYPE_CONSUMER: i8 = 1;
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ConsumerGroupDescribeRequest = decode_body(&req)?;
-        let mut described = Vec::with_capacity(body.group_ids.len());
-        for g in body.group_ids {
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        // Kafka lists the groups refused DESCRIBE first (code alone), then the others.
+        let (allowed, refused): (Vec<_>, Vec<_>) =
+            body.group_ids.into_iter().partition(|g| authz.group(op::DESCRIBE, &g.0));
+        let code = ResponseError::GroupAuthorizationFailed.code();
+        let mut described: Vec<DescribedGroup> =
+            refused.into_iter().map(|g| DescribedGroup::default().with_group_id(g).with_error_code(code)).collect();
+        for g in allowed {
             let id = g.0.to_string();
             let base = DescribedGroup::default().with_group_id(g).with_authorized_operations(i32::MIN);
             let d = match groups::ask(&ctx.shard, &id, ConsumerDescribeRequest(id.clone())).await {
-                Ok(d) => described_group(&ctx, base, d, req.version),
+                Ok(d) => {
+                    authorized(&authz, described_group(&ctx, base, d, req.version), body.include_authorized_operations)
+                }
                 Err(e) => base
                     .with_error_code(group_code(&e))
                     .with_error_message(Some(StrBytes::from_string(format!("group {id}: {e}")))),
@@ -49,6 +62,30 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply_now(respond(&req, &ConsumerGroupDescribeResponse::default().with_groups(described))))
     }
     .boxed_local()
+}
+
+/// As Kafka 4.4: a group whose members' assignments name a topic the principal may not
+/// describe is answered TOPIC_AUTHORIZATION_FAILED without members; the others carry their
+/// authorized operations when asked.
+fn authorized(authz: &crate::authz::Authz, d: DescribedGroup, include_operations: bool) -> DescribedGroup {
+    let mut topics = d.members.iter().flat_map(|m| {
+        m.assignment.topic_partitions.iter().chain(&m.target_assignment.topic_partitions).map(|tp| &*tp.topic_name.0)
+    });
+    if topics.any(|t| !authz.topic(op::DESCRIBE, t)) {
+        return DescribedGroup::default()
+            .with_group_id(d.group_id)
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "The group has described topic(s) that the client is not authorized to describe.",
+            )));
+    }
+    match include_operations {
+        true => {
+            let ops = authz.operations(resource::GROUP, &d.group_id.0);
+            d.with_authorized_operations(ops)
+        }
+        false => d,
+    }
 }
 
 fn described_group(ctx: &Ctx, base: DescribedGroup, d: ConsumerGroupDescription, version: i16) -> DescribedGroup {

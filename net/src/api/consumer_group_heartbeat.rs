@@ -6,9 +6,12 @@
 //! unknown id is dropped from the owned partitions, as Kafka ignores topics it no longer
 //! knows) and the assignment is answered with ids. v1 clients bring their own member id
 //! (KIP-1082); a v0 client joining without one gets the coordinator's. The answer is sent
-//! after the group's record is durable when the heartbeat changed the group.
+//! after the group's record is durable when the heartbeat changed the group. As Kafka 4.4: READ
+//! on the group (else GROUP_AUTHORIZATION_FAILED) and DESCRIBE on each subscribed topic name
+//! (else TOPIC_AUTHORIZATION_FAILED), both answered with the code alone; topics a regular
+//! expression matches are not filtered by ACLs (Kafka leaves them out of the subscription).
 
-use super::{respond, ApiSpec, Ctx, Reply};
+use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
@@ -16,7 +19,9 @@ use futures::FutureExt;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment as WireAssignment, TopicPartitions};
 use kafka_protocol::messages::{ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use sluice_shard::groups::{self, Assignment, ConsumerHeartbeatRequest, ConsumerHeartbeatResponse, GroupError};
+use sluice_shard::metadata::acl::op;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -30,6 +35,10 @@ pub const SPEC: ApiSpec = ApiSpec {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ConsumerGroupHeartbeatRequest = decode_body(&req)?;
+        if let Some(e) = refusal(&ctx, &req, &body) {
+            // Kafka answers the code alone.
+            return Ok(reply_now(respond(&req, &ConsumerGroupHeartbeatResponse::default().with_error_code(e.code()))));
+        }
         let beat = to_request(&ctx, &req, body);
         let reply = async move {
             let group_id = beat.group_id.clone();
@@ -39,6 +48,20 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply.boxed_local() as Reply)
     }
     .boxed_local()
+}
+
+/// Kafka's refusal of a heartbeat: READ on the group, then DESCRIBE on every topic the
+/// subscription names (a regular expression's topics are not filtered by ACLs here).
+fn refusal(ctx: &Ctx, req: &Request, body: &ConsumerGroupHeartbeatRequest) -> Option<ResponseError> {
+    let authz = crate::authz::Authz::new(ctx, req);
+    if !authz.group(op::READ, &body.group_id.0) {
+        return Some(ResponseError::GroupAuthorizationFailed);
+    }
+    let names = body.subscribed_topic_names.iter().flatten().map(|t| &*t.0);
+    match authz.refused_topics(op::DESCRIBE, names).is_empty() {
+        true => None,
+        false => Some(ResponseError::TopicAuthorizationFailed),
+    }
 }
 
 fn to_request(ctx: &Ctx, req: &Request, body: ConsumerGroupHeartbeatRequest) -> ConsumerHeartbeatRequest {

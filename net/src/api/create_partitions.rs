@@ -1,5 +1,6 @@
 //! CreatePartitions (key 37), versions 0–3: grows topics; new partitions are placed on the
-//! least loaded shards and opened before the answer.
+//! least loaded shards and opened before the answer. A topic without ALTER is refused
+//! TOPIC_AUTHORIZATION_FAILED (no message, as Kafka's controller).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -10,6 +11,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_shard::admin::change;
+use sluice_shard::metadata::acl;
 use sluice_shard::msg::CreatePartitions;
 use std::rc::Rc;
 
@@ -21,7 +23,14 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: CreatePartitionsRequest = decode_body(&req)?;
         let mut results = Vec::with_capacity(body.topics.len());
         let brokers: Vec<i32> = ctx.brokers().into_iter().map(|b| b.node_id.0).collect();
+        let authz = crate::authz::Authz::new(&ctx, &req);
         for t in body.topics {
+            if !authz.topic(acl::op::ALTER, &t.name.0) {
+                // Kafka's controller answers the code alone.
+                let code = kafka_protocol::ResponseError::TopicAuthorizationFailed.code();
+                results.push(CreatePartitionsTopicResult::default().with_name(t.name).with_error_code(code));
+                continue;
+            }
             let op = CreatePartitions {
                 topic: t.name.0.to_string(),
                 count: t.count,

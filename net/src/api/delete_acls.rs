@@ -16,7 +16,7 @@ use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, Del
 use kafka_protocol::messages::{ApiKey, DeleteAclsRequest, DeleteAclsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as K;
-use sluice_shard::metadata::acl::{op, Acl, AclFilter};
+use sluice_shard::metadata::acl::{op, Acl};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -50,15 +50,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let mut results: Vec<Option<DeleteAclsFilterResult>> = Vec::with_capacity(n);
         let mut valid = Vec::new();
         for f in body.filters {
-            let filter = AclFilter {
-                resource_type: f.resource_type_filter,
-                name: f.resource_name_filter.map(|s| s.to_string()),
-                pattern_type: f.pattern_type_filter,
-                principal: f.principal_filter.map(|s| s.to_string()),
-                host: f.host_filter.map(|s| s.to_string()),
-                operation: f.operation,
-                permission: f.permission_type,
-            };
+            let filter = super::describe_acls::acl_filter(
+                (f.resource_type_filter, f.resource_name_filter, f.pattern_type_filter),
+                (f.principal_filter, f.host_filter),
+                (f.operation, f.permission_type),
+            );
             match filter.check() {
                 Ok(()) => {
                     results.push(None);

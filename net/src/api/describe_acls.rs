@@ -32,15 +32,11 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let b: DescribeAclsRequest = decode_body(&req)?;
         let authz = Authz::new(&ctx, &req);
-        let filter = AclFilter {
-            resource_type: b.resource_type_filter,
-            name: b.resource_name_filter.map(|s| s.to_string()),
-            pattern_type: b.pattern_type_filter,
-            principal: b.principal_filter.map(|s| s.to_string()),
-            host: b.host_filter.map(|s| s.to_string()),
-            operation: b.operation,
-            permission: b.permission_type,
-        };
+        let filter = acl_filter(
+            (b.resource_type_filter, b.resource_name_filter, b.pattern_type_filter),
+            (b.principal_filter, b.host_filter),
+            (b.operation, b.permission_type),
+        );
         let resp = if let Some((code, why)) = authz.acl_api_refusal(op::DESCRIBE) {
             refused(code, why.into())
         } else if let Err(e) = filter.check() {
@@ -51,6 +47,24 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply_now(respond(&req, &resp)))
     }
     .boxed_local()
+}
+
+/// The filter of a DescribeAcls request or a DeleteAcls filter (the same fields in both):
+/// (resource type, name, pattern type), (principal, host), (operation, permission).
+pub(crate) fn acl_filter(
+    resource: (i8, Option<StrBytes>, i8),
+    who: (Option<StrBytes>, Option<StrBytes>),
+    what: (i8, i8),
+) -> AclFilter {
+    AclFilter {
+        resource_type: resource.0,
+        name: resource.1.map(|s| s.to_string()),
+        pattern_type: resource.2,
+        principal: who.0.map(|s| s.to_string()),
+        host: who.1.map(|s| s.to_string()),
+        operation: what.0,
+        permission: what.1,
+    }
 }
 
 fn describe(ctx: &Ctx, filter: &AclFilter) -> Vec<DescribeAclsResource> {

@@ -7,11 +7,14 @@
 //! STATIC_BROKER_CONFIG (4). A GROUP resource (any group name, as Kafka answers) lists Kafka
 //! 4.4's group configs (KIP-848/932/1071) at their defaults, DEFAULT_CONFIG with the broker
 //! synonym; sluice has classic groups only, so they are marked read-only (they cannot be set).
+//! With an authorizer, a resource without DESCRIBE_CONFIGS (on the cluster for a broker) is
+//! answered CLUSTER_/TOPIC_/GROUP_AUTHORIZATION_FAILED with no configs, after the others.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
@@ -20,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::config::BrokerConfig;
 use sluice_core::topic_config::{self, Kind};
+use sluice_shard::metadata::acl::op;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -194,8 +198,23 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: DescribeConfigsRequest = decode_body(&req)?;
         let shape = Shape { version: req.version, synonyms: body.include_synonyms, docs: body.include_documentation };
-        let results = body
-            .resources
+        // Kafka answers the resources it refused after the others (ConfigHelper).
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let deny =
+            |r: &DescribeConfigsResource| authz.config_refusal(op::DESCRIBE_CONFIGS, r.resource_type, &r.resource_name);
+        let (allowed, refused): (Vec<_>, Vec<_>) = body.resources.into_iter().partition(|r| deny(r).is_none());
+        let refused: Vec<DescribeConfigsResult> = refused
+            .into_iter()
+            .map(|r| {
+                let e = deny(&r).unwrap_or(ResponseError::ClusterAuthorizationFailed);
+                DescribeConfigsResult::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name)
+                    .with_error_code(e.code())
+                    .with_error_message(Some(StrBytes::from_static_str(crate::authz::denied_message(e))))
+            })
+            .collect();
+        let results = allowed
             .into_iter()
             .map(|r| {
                 let base = DescribeConfigsResult::default()
@@ -216,6 +235,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     ),
                 }
             })
+            .chain(refused)
             .collect();
         Ok(reply_now(respond(&req, &DescribeConfigsResponse::default().with_results(results))))
     }

@@ -1,5 +1,6 @@
 //! DescribeLogDirs (key 35), versions 1–4: the data directory, its partitions and their sizes
 //! (asked from every shard), and from v4 the filesystem's total and free bytes.
+//! Without DESCRIBE on the cluster: no directories and CLUSTER_AUTHORIZATION_FAILED (v3+), as Kafka.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -10,6 +11,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::offsets::log_sizes;
 use std::rc::Rc;
 
@@ -33,6 +35,11 @@ fn fs_space(dir: &std::path::Path) -> (i64, i64) {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: DescribeLogDirsRequest = decode_body(&req)?;
+        if !crate::authz::Authz::new(&ctx, &req).cluster(op::DESCRIBE) {
+            // As Kafka: no log dirs, and the code from v3 (where the field exists).
+            let code = kafka_protocol::ResponseError::ClusterAuthorizationFailed.code();
+            return Ok(reply_now(respond(&req, &DescribeLogDirsResponse::default().with_error_code(code))));
+        }
         let wanted = body.topics.map(|ts| {
             ts.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect::<Vec<(String, Vec<i32>)>>()
         });

@@ -2,7 +2,8 @@
 //! (`kafka-transactions.sh describe`).
 //!
 //! Contract: each id is asked of its coordinator shard; an unknown id gets
-//! TRANSACTIONAL_ID_NOT_FOUND.
+//! TRANSACTIONAL_ID_NOT_FOUND. As Kafka: an id without DESCRIBE is answered
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, and only topics the principal may describe are listed.
 
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::txn_code;
@@ -14,6 +15,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::{self, DescribeRequest, TxnError};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -26,12 +28,23 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let body: DescribeTransactionsRequest = decode_body(&req)?;
         let reply = async move {
             let mut states = Vec::with_capacity(body.transactional_ids.len());
+            let authz = crate::authz::Authz::new(&ctx, &req);
             for id in body.transactional_ids {
                 let name = id.0.to_string();
+                if !authz.transactional_id(op::DESCRIBE, &name) {
+                    let code = kafka_protocol::ResponseError::TransactionalIdAuthorizationFailed.code();
+                    states.push(TransactionState::default().with_transactional_id(id).with_error_code(code));
+                    continue;
+                }
                 let result = match txn::call(&ctx.shard, &name, DescribeRequest { ids: vec![name.clone()] }).await {
                     Ok(mut d) => d.pop().map(|d| d.result).unwrap_or(Err(TxnError::TransactionalIdNotFound)),
                     Err(e) => Err(e),
                 };
+                // Only the partitions of topics the principal may describe, as Kafka.
+                let result = result.map(|mut m| {
+                    m.partitions.retain(|(t, _)| authz.topic(op::DESCRIBE, t));
+                    m
+                });
                 states.push(describe(id, result));
             }
             let resp = DescribeTransactionsResponse::default().with_transaction_states(states);

@@ -16,6 +16,8 @@
 //!   ELIGIBLE_LEADERS_NOT_AVAILABLE (Kafka's answer when no replica may be elected).
 //!
 //! For a null partition list, partitions answered ELECTION_NOT_NEEDED are left out, as Kafka.
+//! Without ALTER on the cluster everything is CLUSTER_AUTHORIZATION_FAILED (Kafka's message
+//! names the whole request; sluice's says "Request is not authorized.").
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -49,6 +51,9 @@ struct Item {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ElectLeadersRequest = decode_body(&req)?;
+        if !crate::authz::Authz::new(&ctx, &req).cluster(sluice_shard::metadata::acl::op::ALTER) {
+            return Ok(reply_now(respond(&req, &refused(&body))));
+        }
         let kind = if req.version >= 1 { body.election_type } else { PREFERRED };
         let all = body.topic_partitions.is_none();
         let mut items = named(&ctx, body.topic_partitions);
@@ -183,6 +188,20 @@ fn response(items: Vec<Item>, all: bool, version: i16) -> ElectLeadersResponse {
     } else {
         resp
     }
+}
+
+/// Kafka's answer without ALTER on the cluster: CLUSTER_AUTHORIZATION_FAILED at the top and
+/// for every partition named (none for a null list).
+fn refused(body: &ElectLeadersRequest) -> ElectLeadersResponse {
+    let code = ResponseError::ClusterAuthorizationFailed.code();
+    let message = || Some(StrBytes::from_static_str("Request is not authorized."));
+    let topics = body.topic_partitions.iter().flatten().map(|t| {
+        let partitions = t.partitions.iter().map(|p| {
+            PartitionResult::default().with_partition_id(*p).with_error_code(code).with_error_message(message())
+        });
+        ReplicaElectionResult::default().with_topic(t.topic.clone()).with_partition_result(partitions.collect())
+    });
+    ElectLeadersResponse::default().with_error_code(code).with_replica_election_results(topics.collect())
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! is durable (staged group offsets made visible at a commit), and the Complete state is
 //! durable; a read_committed consumer therefore sees the whole transaction once the producer
 //! has its answer. A retry after completion succeeds. PRODUCER_FENCED from v2,
-//! INVALID_PRODUCER_EPOCH before.
+//! INVALID_PRODUCER_EPOCH before. TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the
+//! transactional id, as Kafka.
 
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::txn_result_code;
@@ -13,7 +14,8 @@ use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse, ProducerId};
-use sluice_shard::txn::{self, EndRequest};
+use sluice_shard::metadata::acl::op;
+use sluice_shard::txn::{self, EndRequest, TxnError};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::EndTxn, name: "EndTxn", min_version: 0, max_version: 4, handle };
@@ -29,7 +31,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 epoch: body.producer_epoch,
                 commit: body.committed,
             };
-            let result = txn::ask(&ctx.shard, &transactional_id, request).await;
+            let result = match crate::authz::Authz::new(&ctx, &req).transactional_id(op::WRITE, &transactional_id) {
+                true => txn::ask(&ctx.shard, &transactional_id, request).await,
+                false => Err(TxnError::TransactionalIdAuthorizationFailed),
+            };
             if let Err(e) = &result {
                 tracing::debug!(transactional_id = %transactional_id, error = %e, "EndTxn refused");
             }

@@ -9,7 +9,9 @@
 //! missing topic is first created through the controller
 //! ([`sluice_shard::internal::ensure_topic`], as Kafka creates it on the first lookup). A key
 //! whose topic does not exist (yet), or whose partition has no live leader, gets
-//! COORDINATOR_NOT_AVAILABLE (clients retry); other key types INVALID_REQUEST.
+//! COORDINATOR_NOT_AVAILABLE (clients retry); other key types INVALID_REQUEST. With an
+//! authorizer, a key without DESCRIBE on its group or transactional id is answered
+//! GROUP_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka (and its topic is not created for it).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -22,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::PartitionId;
 use sluice_shard::groups::{offsets_partition, OFFSETS_TOPIC};
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::TXN_TOPIC;
 use sluice_shard::MetadataSnapshot;
 use std::rc::Rc;
@@ -33,7 +36,18 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     async move {
         let body: FindCoordinatorRequest = decode_body(&req)?;
         let brokers = ctx.brokers();
-        if let Some(topic) = topic_of(body.key_type) {
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let refusal = |key: &str| match body.key_type {
+            0 if !authz.group(op::DESCRIBE, key) => Some(ResponseError::GroupAuthorizationFailed),
+            1 if !authz.transactional_id(op::DESCRIBE, key) => Some(ResponseError::TransactionalIdAuthorizationFailed),
+            _ => None,
+        };
+        let keys: Vec<&str> = match req.version >= 4 {
+            true => body.coordinator_keys.iter().map(|k| &**k).collect(),
+            false => vec![&*body.key],
+        };
+        let any_allowed = keys.iter().any(|k| refusal(k).is_none());
+        if let Some(topic) = topic_of(body.key_type).filter(|_| any_allowed) {
             if !ctx.shard.metadata().topics.contains_key(topic) {
                 let live = brokers.iter().map(|b| b.node_id.0).collect();
                 if let Err(why) = sluice_shard::internal::ensure_topic(&ctx.shard, topic, live).await {
@@ -42,7 +56,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             }
         }
         let meta = ctx.shard.metadata();
-        let find = |key: &str| coordinator(&meta, &brokers, ctx.node_id().0, body.key_type, key);
+        // Kafka answers a refused key with its code alone from v4, with the code's message before.
+        let find = |key: &str| match refusal(key) {
+            Some(e) if req.version >= 4 => Found { message: None, ..Found::error(e, String::new()) },
+            Some(e) => Found::error(e, crate::authz::denied_message(e).to_string()),
+            None => coordinator(&meta, &brokers, ctx.node_id().0, body.key_type, key),
+        };
         let resp = if req.version >= 4 {
             let coordinators = body
                 .coordinator_keys

@@ -25,6 +25,7 @@ pub const SPEC: ApiSpec = ApiSpec {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: IncrementalAlterConfigsRequest = decode_body(&req)?;
+        let authz = crate::authz::Authz::new(&ctx, &req);
         let mut responses = Vec::with_capacity(body.resources.len());
         for r in body.resources {
             let changes: Result<Vec<ConfigChange>, PartitionError> = r
@@ -45,7 +46,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect();
             let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
             let target = Resource { resource_type: r.resource_type, name: &r.resource_name, keys };
-            let (code, message) = alter(&ctx, target, changes, false, body.validate_only).await;
+            let (code, message) = alter(&ctx, &authz, target, changes, false, body.validate_only).await;
             responses.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)

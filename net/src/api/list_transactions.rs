@@ -2,7 +2,8 @@
 //! filtered by state and producer id (`kafka-transactions.sh list`).
 //!
 //! Contract: state filters Kafka does not know are returned in `unknown_state_filters`.
-//! Version 2's duration filter and the transactional id pattern are not offered.
+//! Version 2's duration filter and the transactional id pattern are not offered. Only ids the
+//! principal may DESCRIBE are listed, as Kafka.
 
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -13,6 +14,7 @@ use kafka_protocol::messages::{
     ApiKey, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::{self, ListRequest};
 use std::rc::Rc;
 
@@ -47,8 +49,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 };
                 txn::list_all(&ctx.shard, request).await
             };
+            let authz = crate::authz::Authz::new(&ctx, &req);
             let states = listed
                 .into_iter()
+                .filter(|(id, _, _)| authz.transactional_id(op::DESCRIBE, id))
                 .map(|(id, pid, state)| {
                     TransactionState::default()
                         .with_transactional_id(TransactionalId(StrBytes::from_string(id)))

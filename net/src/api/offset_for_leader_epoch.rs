@@ -6,7 +6,8 @@
 //! answers from its epoch history (the largest epoch at or below the one asked and where the
 //! next one starts, the log end for the latest: Kafka's `endOffsetFor`). An unreplicated
 //! partition wrote every batch in epoch 0: epoch 0 ends at the high watermark, a later epoch
-//! is unknown (-1, -1).
+//! is unknown (-1, -1). A topic the client may not DESCRIBE (without CLUSTER_ACTION on the
+//! cluster) is answered TOPIC_AUTHORIZATION_FAILED, -1, -1 per partition, as Kafka.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::code;
@@ -16,8 +17,10 @@ use futures::FutureExt;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use sluice_core::TopicPartition;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::msg::ListOffsetsItem;
 use sluice_shard::offsets::{list_offsets, LATEST};
+use sluice_shard::PartitionError;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -26,8 +29,12 @@ pub const SPEC: ApiSpec =
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: OffsetForLeaderEpochRequest = decode_body(&req)?;
+        // CLUSTER_ACTION (replicas) or DESCRIBE on the topic (KIP-320 consumers), as Kafka.
+        let authz = crate::authz::Authz::new(&ctx, &req);
+        let replica = authz.cluster(op::CLUSTER_ACTION);
+        let allowed: Vec<bool> = body.topics.iter().map(|t| replica || authz.topic(op::DESCRIBE, &t.topic.0)).collect();
         let mut items = Vec::new();
-        for t in &body.topics {
+        for t in body.topics.iter().zip(&allowed).filter(|(_, a)| **a).map(|(t, _)| t) {
             for p in &t.partitions {
                 items.push(ListOffsetsItem {
                     index: items.len(),
@@ -42,12 +49,16 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let topics = body
             .topics
             .into_iter()
-            .map(|t| {
+            .zip(allowed)
+            .map(|(t, allowed)| {
                 OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(
                     t.partitions
                         .iter()
                         .map(|p| {
-                            let (_, end) = ends.next().expect("one answer per partition");
+                            let end = match allowed {
+                                true => ends.next().expect("one answer per partition").1,
+                                false => Err(PartitionError::TopicAuthorizationFailed),
+                            };
                             let base = EpochEndOffset::default().with_partition(p.partition);
                             match end {
                                 Err(e) => base.with_error_code(code(&e)).with_leader_epoch(-1).with_end_offset(-1),

@@ -14,6 +14,9 @@
 //! requests on one connection land in order. acks=0 requests get no response.
 //! NOT_LEADER_OR_FOLLOWER names the leader the partition's owner knows in KIP-951's
 //! `CurrentLeader`, and the response carries its `NodeEndpoints` (v10+, `leader_hints`).
+//! With a transactional id, a transactional batch is appended only to a partition of the
+//! producer's open transaction (KIP-890 part 1, `sluice_shard::txn::verify`), verified before
+//! any append of the request is issued.
 
 use super::{leader_hints, topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -32,6 +35,7 @@ use sluice_core::TopicPartition;
 use sluice_shard::admin::auto_create;
 use sluice_shard::msg::{Acks, Appended, ProduceItem};
 use sluice_shard::produce::produce;
+use sluice_shard::txn::verify::{self as txn_verify, VerifyItem};
 use sluice_shard::PartitionError;
 use sluice_storage::codec::{uncompressed, CodecError};
 use std::rc::Rc;
@@ -112,7 +116,15 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect();
             create_missing(&ctx, &creatable).await;
         }
-        let Prepared { slots, early, items } = prepare(&ctx, &acks, body.topic_data, names, denied);
+        let Prepared { slots, mut early, mut items } = prepare(&ctx, &acks, body.topic_data, names, denied);
+        if let Some(id) = body.transactional_id.as_ref().filter(|_| !items.is_empty()) {
+            // KIP-890 part 1: transactional batches only into partitions of the transaction.
+            let refused = txn_verify::check(&ctx.shard, &id.0, transactional_items(&items), req.version).await;
+            for (index, e) in refused {
+                early[index] = Some(e);
+                items.retain(|i| i.index != index);
+            }
+        }
         let acks = acks.unwrap_or(Acks::All);
         let pending = produce(&ctx.shard, acks, items).await;
         let (correlation_id, version) = (req.correlation_id, req.version);
@@ -136,6 +148,26 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     }
     .boxed_local()
 }
+
+/// The partitions whose batch is transactional, with its producer id and epoch.
+fn transactional_items(items: &[ProduceItem]) -> Vec<VerifyItem> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let (h, _) = i.batches.first()?;
+            let transactional = h.attributes & TRANSACTIONAL_ATTRIBUTE != 0 && h.producer_id >= 0;
+            transactional.then(|| VerifyItem {
+                index: i.index,
+                tp: i.tp.clone(),
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+            })
+        })
+        .collect()
+}
+
+/// Attribute bit of a transactional batch.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
 
 /// Auto-creates the named topics that do not exist yet.
 async fn create_missing(ctx: &Rc<Ctx>, names: &[Option<String>]) {

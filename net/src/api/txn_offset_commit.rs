@@ -4,7 +4,10 @@
 //!
 //! Contract: one code per partition; a partition that does not exist gets
 //! UNKNOWN_TOPIC_OR_PARTITION. The member's generation (v3+) is not checked (Kafka checks it).
-//! Version 5 (transaction version 2) is not offered.
+//! Version 5 (transaction version 2) is not offered. Authorization as Kafka: every partition
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id, else
+//! GROUP_AUTHORIZATION_FAILED without READ on the group, else TOPIC_AUTHORIZATION_FAILED for the
+//! partitions of a topic without READ.
 
 use super::per_partition::{answer_each, offsets_to_commit};
 use super::{respond, ApiSpec, Ctx, Reply};
@@ -17,6 +20,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use kafka_protocol::ResponseError;
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::{self, StageOffsetsRequest};
 use std::rc::Rc;
 
@@ -29,12 +34,42 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let group_id = body.group_id.0.to_string();
         let offsets = offsets_to_commit(body.topics.iter().map(|t| (&t.name, &t.partitions[..])));
         let reply = async move {
+            let authz = crate::authz::Authz::new(&ctx, &req);
+            // As Kafka: WRITE on the transactional id, READ on the group (each refusal answered
+            // for every partition), then READ on each topic.
+            let whole = if !authz.transactional_id(op::WRITE, &body.transactional_id.0) {
+                Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+            } else if !authz.group(op::READ, &group_id) {
+                Some(ResponseError::GroupAuthorizationFailed.code())
+            } else {
+                None
+            };
+            let refused: Vec<Option<i16>> = body
+                .topics
+                .iter()
+                .map(|t| {
+                    whole.or_else(|| {
+                        (!authz.topic(op::READ, &t.name.0)).then(|| ResponseError::TopicAuthorizationFailed.code())
+                    })
+                })
+                .collect();
+            let offsets: Vec<_> = offsets
+                .into_iter()
+                .filter(|o| {
+                    let i = body.topics.iter().position(|t| *t.name.0 == *o.topic).unwrap_or(0);
+                    refused.get(i).is_some_and(|r| r.is_none())
+                })
+                .collect();
             let n = offsets.len();
             let request = StageOffsetsRequest { group_id: group_id.clone(), producer_id: body.producer_id.0, offsets };
-            let codes: Vec<i16> = match txn::on_group(&ctx.shard, &group_id, request).await {
-                Ok(each) => each.iter().map(group_result_code).collect(),
-                Err(e) => vec![txn_code(&e, req.version >= 3); n],
+            let codes: Vec<i16> = match n {
+                0 => Vec::new(),
+                _ => match txn::on_group(&ctx.shard, &group_id, request).await {
+                    Ok(each) => each.iter().map(group_result_code).collect(),
+                    Err(e) => vec![txn_code(&e, req.version >= 3); n],
+                },
             };
+            let codes = crate::authz::with_refusals(&refused, body.topics.iter().map(|t| t.partitions.len()), codes);
             let partitions = |t: &TxnOffsetCommitRequestTopic| t.partitions.iter().map(|p| p.partition_index).collect();
             let topics = answer_each(body.topics, codes, partitions, |t, parts| {
                 let parts = parts.into_iter().map(|(index, code)| {

@@ -17,6 +17,7 @@
 
 pub mod store;
 pub mod user_cmd;
+pub mod x500;
 
 use crate::sasl::scram::{ClientFirst, ServerFirst};
 use crate::sasl::{plain, Mechanism, SaslError};

@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod partition;
 pub mod state;
 pub mod store;
+pub mod verify;
 pub mod view;
 
 use crate::groups::OffsetToCommit;
@@ -52,6 +53,12 @@ pub enum TxnError {
     TransactionalIdNotFound,
     #[error("storage error: {0}")]
     Storage(String),
+    /// Refused by the authorizer before reaching the coordinator (no WRITE on the id).
+    #[error("Transactional Id authorization failed.")]
+    TransactionalIdAuthorizationFailed,
+    /// Refused by the authorizer before reaching the coordinator (no READ on the group).
+    #[error("Group authorization failed.")]
+    GroupAuthorizationFailed,
 }
 
 /// InitProducerId with a transactional id: the producer id and epoch to use.
@@ -72,6 +79,16 @@ pub struct AddRequest {
     pub epoch: i16,
     pub partitions: Vec<(String, i32)>,
     pub group: Option<String>,
+}
+
+/// AddPartitionsToTxn v4 with `verify_only` (KIP-890 part 1): which of the partitions are in
+/// the producer's open transaction. Changes nothing.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub partitions: Vec<(String, i32)>,
 }
 
 /// EndTxn.
@@ -142,6 +159,7 @@ pub type StageResult = Result<Vec<Result<(), crate::groups::GroupError>>, TxnErr
 pub enum TxnCall {
     Init(Call<InitRequest, Result<(i64, i16), TxnError>>),
     Add(Call<AddRequest, Result<(), TxnError>>),
+    Verify(Call<VerifyRequest, Result<Vec<bool>, TxnError>>),
     End(Call<EndRequest, Result<(), TxnError>>),
     Describe(Call<DescribeRequest, Vec<TxnDescription>>),
     List(Call<ListRequest, Vec<TxnListing>>),
@@ -153,6 +171,7 @@ pub enum TxnCall {
 operations!(TxnCall {
     InitRequest => Init: Result<(i64, i16), TxnError>,
     AddRequest => Add: Result<(), TxnError>,
+    VerifyRequest => Verify: Result<Vec<bool>, TxnError>,
     EndRequest => End: Result<(), TxnError>,
     DescribeRequest => Describe: Vec<TxnDescription>,
     ListRequest => List: Vec<TxnListing>,

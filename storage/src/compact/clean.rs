@@ -7,27 +7,42 @@
 //! for byte.
 
 use super::keymap::KeyMap;
+use super::txn::{is_last_of_producer, CleanedTxns, LastRecord};
 use super::{batches, CompactError};
 use crate::codec::{compressed, uncompressed};
-use sluice_core::batch::{compute_crc, records_with_spans, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use sluice_core::batch::{compute_crc, records_with_spans, BatchHeader, RecordCursor, HEADER_LEN, LOG_OVERHEAD};
+use std::collections::HashMap;
+
+/// Attribute bit of a batch whose base timestamp is its delete horizon (KIP-534).
+pub const DELETE_HORIZON_FLAG: i16 = 0x40;
+/// Attribute bit of a LogAppendTime batch.
+const LOG_APPEND_TIME: i16 = 0x08;
 
 /// What decides a pass's retention, besides the records themselves.
 #[derive(Debug)]
 pub struct CleanContext<'a> {
     /// Last offsets of the keys of the dirty range.
     pub map: &'a KeyMap,
-    /// Tombstones in batches whose max timestamp is at or before this are removed.
-    pub tombstone_horizon: i64,
+    /// The time of the pass: tombstones and markers whose batch's delete horizon is at or
+    /// before it go.
+    pub now_ms: i64,
+    /// `delete.retention.ms`: a batch given a delete horizon by this pass gets `now_ms` + this.
+    pub delete_retention_ms: i64,
+    /// The pass's upper bound (Kafka's first uncleanable offset): the batch ending right
+    /// before it is kept, emptied if need be, so the last offset it covers stays known.
+    pub upper_bound: i64,
+    /// Active producers' last entries: the batch holding one is kept, emptied if need be.
+    pub producers: &'a HashMap<i64, LastRecord>,
 }
 
 /// What became of one batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every record stays: the batch is copied as it is.
+    /// Every record stays and no delete horizon is to be stamped: copied as it is.
     Kept,
-    /// Some records stay (or none, for a producer's batch): the rebuilt batch.
+    /// Some records stay (or none, for a batch kept empty): the rebuilt batch.
     Rewritten(Vec<u8>),
-    /// No record stays.
+    /// The batch goes.
     Removed,
 }
 
@@ -40,12 +55,13 @@ pub struct Cleaned {
     pub records_removed: u64,
 }
 
-/// Cleans every batch of `segment` (a segment file's bytes).
-pub fn clean_segment(segment: &[u8], ctx: &CleanContext<'_>) -> Result<Cleaned, CompactError> {
+/// Cleans every batch of `segment` (a segment file's bytes); `txns` carries the pass's
+/// transactions from segment to segment.
+pub fn clean_segment(segment: &[u8], ctx: &CleanContext<'_>, txns: &mut CleanedTxns) -> Result<Cleaned, CompactError> {
     let mut out = Cleaned { bytes: Vec::with_capacity(segment.len()), ..Cleaned::default() };
     for (h, batch) in batches(segment)? {
         let before = u64::try_from(h.records_count).unwrap_or(0);
-        match clean_batch(batch, &h, ctx)? {
+        match clean_batch(batch, &h, ctx, txns)? {
             Outcome::Kept => {
                 out.bytes.extend_from_slice(batch);
                 out.records_kept += before;
@@ -62,18 +78,56 @@ pub fn clean_segment(segment: &[u8], ctx: &CleanContext<'_>) -> Result<Cleaned, 
     Ok(out)
 }
 
-/// Whether a record stays (Kafka's `shouldRetainRecord`).
+/// The batch's delete horizon, when one was stamped (its base timestamp then).
+pub fn delete_horizon(h: &BatchHeader) -> Option<i64> {
+    (h.attributes & DELETE_HORIZON_FLAG != 0).then_some(h.base_timestamp)
+}
+
+/// Whether a record of a data batch stays (Kafka's `Cleaner.shouldRetainRecord`): the latest
+/// of its key, and a value or a tombstone not yet past its batch's delete horizon.
 fn retain(h: &BatchHeader, offset: i64, key: Option<&[u8]>, tombstone: bool, ctx: &CleanContext<'_>) -> bool {
     let Some(key) = key else { return false };
     let latest = ctx.map.latest(key).is_none_or(|l| offset >= l);
-    latest && (!tombstone || h.max_timestamp > ctx.tombstone_horizon)
+    latest && (!tombstone || delete_horizon(h).is_none_or(|t| ctx.now_ms < t))
 }
 
-/// Cleans one CRC-checked batch.
-pub fn clean_batch(batch: &[u8], h: &BatchHeader, ctx: &CleanContext<'_>) -> Result<Outcome, CompactError> {
-    if h.is_control() {
-        return Ok(Outcome::Kept);
+/// Kafka's `BatchRetention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retention {
+    /// The batch goes whatever its records.
+    Delete,
+    /// Kept, emptied if no record stays.
+    RetainEmpty,
+    /// Goes if no record stays.
+    DeleteEmpty,
+}
+
+/// Cleans one CRC-checked batch (Kafka's `checkBatchRetention`, `shouldRetainRecord` and
+/// `MemoryRecords.filterTo`).
+pub fn clean_batch(
+    batch: &[u8],
+    h: &BatchHeader,
+    ctx: &CleanContext<'_>,
+    txns: &mut CleanedTxns,
+) -> Result<Outcome, CompactError> {
+    // Markers piggy-back on the tombstones' delete horizon: never removed before it, and never
+    // while a batch of their transaction is left.
+    let can_discard = if h.is_control() { txns.on_control(h, batch) } else { txns.on_batch(h) };
+    let discard_records =
+        if h.is_control() { can_discard && delete_horizon(h).is_some_and(|t| t <= ctx.now_ms) } else { can_discard };
+    // An active producer's last entry keeps its sequence and epoch; the batch ending at the
+    // pass's bound keeps the last offset it covers.
+    let retention = if is_last_of_producer(h, ctx.producers) || h.last_offset() + 1 == ctx.upper_bound {
+        Retention::RetainEmpty
+    } else if discard_records {
+        Retention::Delete
+    } else {
+        Retention::DeleteEmpty
+    };
+    if retention == Retention::Delete {
+        return Ok(Outcome::Removed);
     }
+    let marker_for_empty_txn = can_discard && h.is_control();
     let plain_owned;
     let plain: &[u8] = if h.compression() == 0 {
         batch
@@ -84,57 +138,121 @@ pub fn clean_batch(batch: &[u8], h: &BatchHeader, ctx: &CleanContext<'_>) -> Res
     let recs = records_with_spans(plain)?;
     let kept: Vec<_> = recs
         .iter()
-        .filter(|(r, _)| retain(h, h.base_offset + i64::from(r.offset_delta), r.key, r.value.is_none(), ctx))
+        .filter(|(r, _)| {
+            !discard_records
+                && (h.is_control()
+                    || retain(h, h.base_offset + i64::from(r.offset_delta), r.key, r.value.is_none(), ctx))
+        })
         .collect();
-    if kept.len() == recs.len() {
+    if kept.is_empty() {
+        return Ok(match retention {
+            Retention::RetainEmpty => Outcome::Rewritten(empty_batch(batch, h)?),
+            _ => Outcome::Removed,
+        });
+    }
+    let tombstones = kept.iter().any(|(r, _)| r.value.is_none());
+    let new_horizon = ((tombstones || marker_for_empty_txn) && delete_horizon(h).is_none())
+        .then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms.max(0)));
+    if kept.len() == recs.len() && new_horizon.is_none() {
         return Ok(Outcome::Kept);
     }
-    if kept.is_empty() && h.producer_id < 0 {
-        return Ok(Outcome::Removed);
-    }
+    // A new delete horizon becomes the base timestamp: every record's delta is rewritten so
+    // that its timestamp stays what it was.
+    let base_ts = new_horizon.unwrap_or(h.base_timestamp);
     let mut body = Vec::with_capacity(plain.len() - HEADER_LEN);
-    let mut max_delta = None;
+    let mut max_ts = None;
     for (r, span) in &kept {
-        body.extend_from_slice(&plain[span.clone()]);
-        max_delta = max_delta.max(Some(r.timestamp_delta));
+        let ts = h.base_timestamp.saturating_add(r.timestamp_delta);
+        max_ts = max_ts.max(Some(ts));
+        if base_ts == h.base_timestamp {
+            body.extend_from_slice(&plain[span.clone()]);
+        } else {
+            rebase_record(&plain[span.clone()], ts.saturating_sub(base_ts), &mut body)?;
+        }
     }
-    let codec = if kept.is_empty() { 0 } else { h.compression() };
-    let body = compressed(&body, codec)?;
-    rebuild(batch, h, codec, &body, kept.len(), max_delta)
+    let body = compressed(&body, h.compression())?;
+    let stamped = Stamp { codec: h.compression(), base_ts, horizon: new_horizon.is_some(), max_ts, count: kept.len() };
+    rebuild(batch, h, &stamped, &body).map(Outcome::Rewritten)
 }
 
-/// The batch with `body` as its records section: `count` records, codec bits `codec`, the max
-/// timestamp recomputed from the kept records (CreateTime; LogAppendTime keeps the batch's),
-/// the CRC recomputed; every other header field as it was.
-fn rebuild(
-    batch: &[u8],
-    h: &BatchHeader,
+/// How [`rebuild`] fills a batch's header.
+struct Stamp {
     codec: i16,
-    body: &[u8],
+    base_ts: i64,
+    /// Set the delete-horizon flag (`base_ts` is the horizon).
+    horizon: bool,
+    /// The kept records' max timestamp (CreateTime batches take it; LogAppendTime keep theirs).
+    max_ts: Option<i64>,
     count: usize,
-    max_delta: Option<i64>,
-) -> Result<Outcome, CompactError> {
+}
+
+/// A record (its length varint included) with `ts_delta` as its timestamp delta.
+fn rebase_record(record: &[u8], ts_delta: i64, out: &mut Vec<u8>) -> Result<(), CompactError> {
+    let mut cur = RecordCursor::new(record, 0);
+    let _len = cur.varint()?;
+    let attributes = cur.bytes(1)?[0];
+    let _old_delta = cur.varint()?;
+    let rest = &record[cur.pos()..];
+    let mut rec = Vec::with_capacity(record.len() + 10);
+    rec.push(attributes);
+    put_varint(&mut rec, ts_delta);
+    rec.extend_from_slice(rest);
+    put_varint(out, i64::try_from(rec.len()).map_err(|_| CompactError::TooLarge(0))?);
+    out.extend_from_slice(&rec);
+    Ok(())
+}
+
+/// Zig-zag varint (the records' encoding).
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)).cast_unsigned();
+    while z >= 0x80 {
+        out.push(u8::try_from(z & 0x7f).expect("7 bits") | 0x80);
+        z >>= 7;
+    }
+    out.push(u8::try_from(z).expect("7 bits"));
+}
+
+/// A batch emptied of its records but kept (Kafka's `DefaultRecordBatch.writeEmptyHeader`):
+/// same offsets, producer fields, leader epoch and type bits; no records, no codec, no delete
+/// horizon; both timestamps its max timestamp.
+fn empty_batch(batch: &[u8], h: &BatchHeader) -> Result<Vec<u8>, CompactError> {
+    let attributes = h.attributes & !(0x07 | DELETE_HORIZON_FLAG);
+    let mut b = batch[..HEADER_LEN].to_vec();
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[27..35].copy_from_slice(&h.max_timestamp.to_be_bytes());
+    let h2 = BatchHeader { attributes, base_timestamp: h.max_timestamp, ..*h };
+    rebuild(&b, &h2, &Stamp { codec: 0, base_ts: h.max_timestamp, horizon: false, max_ts: None, count: 0 }, &[])
+}
+
+/// The batch with `body` as its records section and its header filled from `s`: length,
+/// codec bits, delete-horizon flag and base timestamp, max timestamp (CreateTime), count,
+/// CRC recomputed; every other header field as it was.
+fn rebuild(batch: &[u8], h: &BatchHeader, s: &Stamp, body: &[u8]) -> Result<Vec<u8>, CompactError> {
     let too_large = || CompactError::TooLarge(0);
     let mut b = Vec::with_capacity(HEADER_LEN + body.len());
     b.extend_from_slice(&batch[..HEADER_LEN]);
     b.extend_from_slice(body);
     let len = i32::try_from(b.len() - LOG_OVERHEAD).map_err(|_| too_large())?;
     b[8..12].copy_from_slice(&len.to_be_bytes());
-    let attributes = (h.attributes & !0x07) | codec;
-    b[21..23].copy_from_slice(&attributes.to_be_bytes());
-    let log_append_time = h.attributes & 0x08 != 0;
-    if let (false, Some(d)) = (log_append_time, max_delta) {
-        b[35..43].copy_from_slice(&h.base_timestamp.saturating_add(d).to_be_bytes());
+    let mut attributes = (h.attributes & !0x07) | s.codec;
+    if s.horizon {
+        attributes |= DELETE_HORIZON_FLAG;
     }
-    let n = i32::try_from(count).map_err(|_| too_large())?;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[27..35].copy_from_slice(&s.base_ts.to_be_bytes());
+    if let (false, Some(ts)) = (h.attributes & LOG_APPEND_TIME != 0, s.max_ts) {
+        b[35..43].copy_from_slice(&ts.to_be_bytes());
+    }
+    let n = i32::try_from(s.count).map_err(|_| too_large())?;
     b[57..61].copy_from_slice(&n.to_be_bytes());
     let crc = compute_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(Outcome::Rewritten(b))
+    Ok(b)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::txn::AbortedTxn;
     use super::*;
     use sluice_core::batch::{build, records, stamp, validate, Record};
 
@@ -191,10 +309,8 @@ mod tests {
             body.extend_from_slice(&rec);
         }
         let h = BatchHeader::parse(&b).unwrap();
-        match rebuild(&b, &h, 0, &body, recs.len(), None).unwrap() {
-            Outcome::Rewritten(x) => x,
-            _ => unreachable!(),
-        }
+        let st = Stamp { codec: 0, base_ts: h.base_timestamp, horizon: false, max_ts: None, count: recs.len() };
+        rebuild(&b, &h, &st, &body).unwrap()
     }
 
     fn varint(out: &mut Vec<u8>, v: i64) {
@@ -209,10 +325,8 @@ mod tests {
     fn recompress(b: &[u8], codec: i16) -> Vec<u8> {
         let h = BatchHeader::parse(b).unwrap();
         let body = compressed(&b[HEADER_LEN..], codec).unwrap();
-        match rebuild(b, &h, codec, &body, usize::try_from(h.records_count).unwrap(), None).unwrap() {
-            Outcome::Rewritten(x) => x,
-            _ => unreachable!(),
-        }
+        let count = usize::try_from(h.records_count).unwrap();
+        rebuild(b, &h, &Stamp { codec, base_ts: h.base_timestamp, horizon: false, max_ts: None, count }, &body).unwrap()
     }
 
     /// (offset, key, value) of every record of a segment.
@@ -229,10 +343,15 @@ mod tests {
         out
     }
 
-    fn pass(seg: &[u8], horizon: i64) -> Cleaned {
+    /// A pass over `seg` alone at `now` (delete.retention.ms 100, no producer, no bound).
+    fn pass(seg: &[u8], now: i64) -> Cleaned {
         let mut map = KeyMap::new();
-        assert!(map.add_segment(seg).unwrap());
-        clean_segment(seg, &CleanContext { map: &map, tombstone_horizon: horizon }).unwrap()
+        assert!(map.add_segment(seg, &mut CleanedTxns::default()).unwrap());
+        clean_segment(seg, &ctx(&map, now, &HashMap::new()), &mut CleanedTxns::default()).unwrap()
+    }
+
+    fn ctx<'a>(map: &'a KeyMap, now: i64, producers: &'a HashMap<i64, LastRecord>) -> CleanContext<'a> {
+        CleanContext { map, now_ms: now, delete_retention_ms: 100, upper_bound: i64::MAX, producers }
     }
 
     #[test]
@@ -278,66 +397,259 @@ mod tests {
         assert_eq!(contents(&out.bytes).iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3]);
     }
 
+    /// Delete horizon (the flag and base timestamp) of every batch.
+    fn horizons(seg: &[u8]) -> Vec<Option<i64>> {
+        batches(seg).unwrap().iter().map(|(h, _)| delete_horizon(h)).collect()
+    }
+
+    /// (offset, timestamp) of every record.
+    fn timestamps(seg: &[u8]) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        for (h, b) in batches(seg).unwrap() {
+            for r in records(&uncompressed(b, &h).unwrap()).unwrap() {
+                out.push((h.base_offset + i64::from(r.offset_delta), h.base_timestamp + r.timestamp_delta));
+            }
+        }
+        out
+    }
+
     #[test]
-    fn tombstones_stay_until_the_horizon_then_go() {
-        let seg =
-            segment(&[(&[(Some("a"), Some("1")), (Some("b"), Some("1"))], 100, 0), (&[(Some("a"), None)], 200, 0)]);
-        // Horizon before the tombstone's batch: the tombstone stays, the value it deletes goes.
-        let out = pass(&seg, 150);
-        assert_eq!(contents(&out.bytes), vec![(1, Some("b".into()), Some("1".into())), (2, Some("a".into()), None)]);
-        // Horizon past it: the tombstone goes too, and a second pass changes nothing more.
-        let out = pass(&seg, 200);
-        assert_eq!(contents(&out.bytes), vec![(1, Some("b".into()), Some("1".into()))]);
-        let again = pass(&out.bytes, 200);
-        assert_eq!(again.bytes, out.bytes);
-        assert_eq!(again.records_removed, 0);
+    fn a_tombstone_gets_a_delete_horizon_at_its_first_cleaning_and_goes_after_it() {
+        for codec in [0i16, 3] {
+            let seg = segment(&[
+                (&[(Some("a"), Some("1")), (Some("b"), Some("1"))], 100, codec),
+                (&[(Some("a"), None), (Some("c"), Some("1"))], 200, codec),
+            ]);
+            // First cleaning, long after the record's own timestamp: the tombstone stays, the
+            // value it deletes goes, and its batch is stamped with now + delete.retention.ms.
+            let out = pass(&seg, 10_000);
+            assert_eq!(
+                contents(&out.bytes),
+                vec![
+                    (1, Some("b".into()), Some("1".into())),
+                    (2, Some("a".into()), None),
+                    (3, Some("c".into()), Some("1".into()))
+                ]
+            );
+            assert_eq!(horizons(&out.bytes), vec![None, Some(10_100)], "codec {codec}");
+            let (h, _) = &batches(&out.bytes).unwrap()[1];
+            assert_eq!(h.attributes & DELETE_HORIZON_FLAG, DELETE_HORIZON_FLAG);
+            assert_eq!((h.compression(), h.max_timestamp), (codec, 200));
+            // Records keep their timestamps (the deltas are rewritten against the horizon).
+            assert_eq!(timestamps(&out.bytes), vec![(1, 100), (2, 200), (3, 200)]);
+            // Before the horizon a pass changes nothing; at it the tombstone goes, the rest stays.
+            let again = pass(&out.bytes, 10_099);
+            assert_eq!((&again.bytes, again.records_removed), (&out.bytes, 0));
+            let after = pass(&out.bytes, 10_100);
+            assert_eq!(
+                contents(&after.bytes),
+                vec![(1, Some("b".into()), Some("1".into())), (3, Some("c".into()), Some("1".into()))]
+            );
+            assert_eq!(timestamps(&after.bytes), vec![(1, 100), (3, 200)]);
+            assert_eq!(pass(&after.bytes, 20_000).bytes, after.bytes, "nothing more to do");
+        }
+    }
+
+    #[test]
+    fn a_batch_without_tombstones_gets_no_horizon() {
+        let seg = segment(&[(&[(Some("a"), Some("1")), (Some("a"), Some("2"))], 100, 0)]);
+        let out = pass(&seg, 10_000);
+        assert_eq!(horizons(&out.bytes), vec![None]);
+        assert_eq!(batches(&out.bytes).unwrap()[0].0.base_timestamp, 100);
     }
 
     #[test]
     fn keyless_records_are_dropped_and_keys_outside_the_map_kept() {
         let seg = segment(&[(&[(None, Some("x")), (Some("k"), Some("1"))], 100, 0)]);
         let empty = KeyMap::new();
-        let out = clean_segment(&seg, &CleanContext { map: &empty, tombstone_horizon: 0 }).unwrap();
+        let none = HashMap::new();
+        let out = clean_segment(&seg, &ctx(&empty, 0, &none), &mut CleanedTxns::default()).unwrap();
         assert_eq!(contents(&out.bytes), vec![(1, Some("k".into()), Some("1".into()))]);
     }
 
+    /// Gives a segment's first batch (of `len` bytes) producer id `pid` and sequence 0.
+    fn with_producer(seg: &mut [u8], len: usize, pid: i64) {
+        seg[43..51].copy_from_slice(&pid.to_be_bytes());
+        seg[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = compute_crc(&seg[..len]);
+        seg[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
     #[test]
-    fn a_producers_emptied_batch_stays_empty_and_control_batches_stay() {
+    fn an_emptied_batch_stays_only_as_its_producers_last_or_at_the_bound() {
         let mut seg = segment(&[(&[(Some("a"), Some("1"))], 100, 0), (&[(Some("a"), Some("2"))], 100, 0)]);
         let first_len = batches(&seg).unwrap()[0].1.len();
-        // Give the first batch a producer id (43..51) and sequence (53..57), CRC fixed.
-        seg[43..51].copy_from_slice(&7i64.to_be_bytes());
-        seg[53..57].copy_from_slice(&0i32.to_be_bytes());
-        let crc = compute_crc(&seg[..first_len]);
-        seg[17..21].copy_from_slice(&crc.to_be_bytes());
-        let out = pass(&seg, 0);
+        with_producer(&mut seg, first_len, 7);
+        let mut map = KeyMap::new();
+        map.add_segment(&seg, &mut CleanedTxns::default()).unwrap();
+        // Producer 7's last data offset is 0: its emptied batch stays, with no record.
+        let last = HashMap::from([(7, LastRecord { last_data_offset: Some(0), epoch: 0 })]);
+        let out = clean_segment(&seg, &ctx(&map, 0, &last), &mut CleanedTxns::default()).unwrap();
         let bs = batches(&out.bytes).unwrap();
         assert_eq!(bs.len(), 2);
         assert_eq!((bs[0].0.producer_id, bs[0].0.records_count, bs[0].0.last_offset()), (7, 0, 0));
+        assert_eq!((bs[0].0.base_timestamp, bs[0].0.max_timestamp), (100, 100));
         assert_eq!(contents(&out.bytes), vec![(1, Some("a".into()), Some("2".into()))]);
-        // A control batch (attribute bit 0x20) is never touched, whatever the map says.
-        let mut control = segment(&[(&[(Some("a"), Some("0"))], 100, 0)]);
-        control[22] |= 0x20;
-        let crc = compute_crc(&control);
-        control[17..21].copy_from_slice(&crc.to_be_bytes());
-        let map = {
-            let mut m = KeyMap::new();
-            m.add_segment(&seg).unwrap();
-            m
-        };
-        let h = validate(&control).unwrap();
-        let ctx = CleanContext { map: &map, tombstone_horizon: 1_000 };
-        assert_eq!(clean_batch(&control, &h, &ctx).unwrap(), Outcome::Kept);
+        // A producer with later batches (or none known): the emptied batch goes.
+        let later = HashMap::from([(7, LastRecord { last_data_offset: Some(5), epoch: 0 })]);
+        let out = clean_segment(&seg, &ctx(&map, 0, &later), &mut CleanedTxns::default()).unwrap();
+        assert_eq!(batches(&out.bytes).unwrap().len(), 1);
+        // The batch ending at the pass's upper bound stays, emptied, whoever wrote it.
+        let none = HashMap::new();
+        let plain = segment(&[(&[(Some("a"), Some("1"))], 100, 0), (&[(Some("b"), Some("1"))], 100, 0)]);
+        let mut map = KeyMap::new();
+        let later_a = segment(&[(&[(Some("z"), Some("0")), (Some("z"), Some("0")), (Some("a"), Some("9"))], 100, 0)]);
+        map.add_segment(&later_a, &mut CleanedTxns::default()).unwrap();
+        let mut c = ctx(&map, 0, &none);
+        c.upper_bound = 1;
+        let out = clean_segment(&plain, &c, &mut CleanedTxns::default()).unwrap();
+        let bs = batches(&out.bytes).unwrap();
+        assert_eq!((bs.len(), bs[0].0.records_count, bs[0].0.base_offset), (2, 0, 0));
+    }
+
+    /// A transactional batch of producer `pid` at `base` with the given records.
+    fn txn_batch(recs: &[Rec<'_>], base: i64, pid: i64) -> Vec<u8> {
+        let mut b = build_with_nulls(recs, 100);
+        b[21..23].copy_from_slice(&super::super::txn::TRANSACTIONAL.to_be_bytes());
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        stamp(&mut b, base, 0);
+        b
+    }
+
+    /// A COMMIT or ABORT marker of `pid` at `base`.
+    fn marker(base: i64, pid: i64, commit: bool) -> Vec<u8> {
+        let mut key = [0u8; 4];
+        key[2..4].copy_from_slice(&i16::from(commit).to_be_bytes());
+        let mut b = build(&[Record { key: Some(&key), value: &[0u8; 6] }], 100);
+        b[21..23].copy_from_slice(&(super::super::txn::TRANSACTIONAL | 0x20).to_be_bytes());
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        stamp(&mut b, base, 0);
+        b
+    }
+
+    /// (base offset, count, control, delete horizon) of every batch.
+    fn shape(seg: &[u8]) -> Vec<(i64, i32, bool, Option<i64>)> {
+        batches(seg)
+            .unwrap()
+            .iter()
+            .map(|(h, _)| (h.base_offset, h.records_count, h.is_control(), delete_horizon(h)))
+            .collect()
+    }
+
+    /// One pass over `seg` at `now`, with `aborted` and no active producer.
+    fn txn_pass(seg: &[u8], now: i64, aborted: &[AbortedTxn]) -> Vec<u8> {
+        let mut map = KeyMap::new();
+        assert!(map.add_segment(seg, &mut CleanedTxns::new(aborted.to_vec())).unwrap());
+        let none = HashMap::new();
+        clean_segment(seg, &ctx(&map, now, &none), &mut CleanedTxns::new(aborted.to_vec())).unwrap().bytes
+    }
+
+    #[test]
+    fn aborted_records_go_and_markers_go_after_their_horizon() {
+        // 0: "a"=1 plain; 1-2: producer 1's transaction (a=2, b=2), aborted at 3; 4: producer 2's
+        // transaction (c=1), committed at 5; 6: b=3 plain.
+        let seg: Vec<u8> = [
+            segment(&[(&[(Some("a"), Some("1"))], 100, 0)]),
+            txn_batch(&[(Some("a"), Some("2")), (Some("b"), Some("2"))], 1, 1),
+            marker(3, 1, false),
+            txn_batch(&[(Some("c"), Some("1"))], 4, 2),
+            marker(5, 2, true),
+            {
+                let mut b = segment(&[(&[(Some("b"), Some("3"))], 100, 0)]);
+                stamp(&mut b, 6, 0);
+                b
+            },
+        ]
+        .concat();
+        let aborted = [AbortedTxn { producer_id: 1, first_offset: 1, marker_offset: 3 }];
+        // The aborted a=2 must not shadow a=1 in the key map: a=1 stays, the aborted batch goes;
+        // the ABORT marker (its transaction emptied) stays, stamped; the COMMIT stays as is (its
+        // transaction's batch is there).
+        let once = txn_pass(&seg, 1_000, &aborted);
+        assert_eq!(
+            contents(&once),
+            vec![
+                (0, Some("a".into()), Some("1".into())),
+                (3, Some(String::from_utf8(vec![0, 0, 0, 0]).unwrap()), Some(String::from_utf8(vec![0; 6]).unwrap())),
+                (4, Some("c".into()), Some("1".into())),
+                (5, Some(String::from_utf8(vec![0, 0, 0, 1]).unwrap()), Some(String::from_utf8(vec![0; 6]).unwrap())),
+                (6, Some("b".into()), Some("3".into())),
+            ]
+        );
+        assert_eq!(
+            shape(&once),
+            vec![(0, 1, false, None), (3, 1, true, None), (4, 1, false, None), (5, 1, true, None), (6, 1, false, None)],
+            "the ABORT marker stays as it is in the pass that saw its transaction's data"
+        );
+        // The next pass finds the transaction empty: the marker is stamped with its horizon;
+        // before it the marker stays, at it the marker goes. The COMMIT stays while its data does.
+        let twice = txn_pass(&once, 1_000, &aborted);
+        assert_eq!(
+            shape(&twice),
+            vec![
+                (0, 1, false, None),
+                (3, 1, true, Some(1_100)),
+                (4, 1, false, None),
+                (5, 1, true, None),
+                (6, 1, false, None)
+            ]
+        );
+        assert_eq!(txn_pass(&twice, 1_099, &aborted), twice);
+        let thrice = txn_pass(&twice, 1_100, &aborted);
+        assert_eq!(
+            shape(&thrice),
+            vec![(0, 1, false, None), (4, 1, false, None), (5, 1, true, None), (6, 1, false, None)]
+        );
+        // The committed data overwritten by a later plain record: the COMMIT is stamped at the
+        // pass after the one that removed the data, and removed after its horizon.
+        let mut c2 = segment(&[(&[(Some("c"), Some("2"))], 100, 0)]);
+        stamp(&mut c2, 7, 0);
+        let more = [thrice, c2].concat();
+        let p4 = txn_pass(&more, 2_000, &[]);
+        assert_eq!(shape(&p4), vec![(0, 1, false, None), (5, 1, true, None), (6, 1, false, None), (7, 1, false, None)]);
+        let p5 = txn_pass(&p4, 2_000, &[]);
+        assert_eq!(
+            shape(&p5),
+            vec![(0, 1, false, None), (5, 1, true, Some(2_100)), (6, 1, false, None), (7, 1, false, None)]
+        );
+        let p6 = txn_pass(&p5, 2_100, &[]);
+        assert_eq!(shape(&p6), vec![(0, 1, false, None), (6, 1, false, None), (7, 1, false, None)]);
+    }
+
+    #[test]
+    fn a_producers_last_marker_stays_empty() {
+        let seg = [marker(0, 1, false), segment(&[(&[(Some("a"), Some("1"))], 100, 0)])].concat();
+        let mut seg = seg;
+        let n = batches(&seg).unwrap()[0].1.len();
+        stamp(&mut seg[n..], 1, 0);
+        let mut map = KeyMap::new();
+        map.add_segment(&seg, &mut CleanedTxns::default()).unwrap();
+        let last = HashMap::from([(1, LastRecord { last_data_offset: None, epoch: 0 })]);
+        let once = clean_segment(&seg, &ctx(&map, 0, &last), &mut CleanedTxns::default()).unwrap().bytes;
+        assert_eq!(shape(&once), vec![(0, 1, true, Some(100)), (1, 1, false, None)]);
+        let twice = clean_segment(&once, &ctx(&map, 100, &last), &mut CleanedTxns::default()).unwrap().bytes;
+        assert_eq!(shape(&twice), vec![(0, 0, true, None), (1, 1, false, None)], "kept, emptied: the producer's epoch");
+        let none = HashMap::new();
+        let gone = clean_segment(&twice, &ctx(&map, 200, &none), &mut CleanedTxns::default()).unwrap().bytes;
+        assert_eq!(shape(&gone), vec![(1, 1, false, None)], "an emptied marker goes once its producer is not active");
     }
 
     #[test]
     fn a_small_key_map_takes_whole_segments_only() {
         let one = segment(&[(&[(Some("aaaa"), Some("1")), (Some("bbbb"), Some("1"))], 100, 0)]);
         let mut map = KeyMap::with_budget(2 * (4 + sluice_core::limits::COMPACTION_KEY_MAP_ENTRY_OVERHEAD));
-        assert!(map.add_segment(&one).unwrap());
+        let t = &mut CleanedTxns::default();
+        assert!(map.add_segment(&one, t).unwrap());
         let other = segment(&[(&[(Some("cccc"), Some("1"))], 100, 0)]);
-        assert!(!map.add_segment(&other).unwrap());
+        assert!(!map.add_segment(&other, t).unwrap());
         assert_eq!(map.len(), 2, "a refused segment adds nothing");
-        assert!(map.add_segment(&one).unwrap(), "known keys take no room");
+        assert!(map.add_segment(&one, t).unwrap(), "known keys take no room");
     }
 }

@@ -4,9 +4,11 @@
 //! Contract: the map holds at most `COMPACTION_KEY_MAP_BYTES` (keys plus a fixed overhead per
 //! entry). Batches are added in offset order, a segment at a time; [`KeyMap::add_segment`]
 //! adds a whole segment or, when its new keys do not fit, nothing (the map is left as it was
-//! before the segment), so a pass always covers whole segments. Keyless records and control
-//! batches add nothing. Compressed batches are decompressed with their codec.
+//! before the segment), so a pass always covers whole segments. Keyless records, control
+//! batches and the batches of aborted transactions add nothing (an aborted record must not
+//! hide the committed value before it). Compressed batches are decompressed with their codec.
 
+use super::txn::CleanedTxns;
 use super::{batches, CompactError};
 use crate::codec::uncompressed;
 use sluice_core::batch::records;
@@ -45,14 +47,19 @@ impl KeyMap {
     }
 
     /// Adds every keyed record of the segment's batches (`segment`: a segment file's bytes,
-    /// batches with their stored base offsets). `Ok(false)`: the segment's keys do not fit; the
-    /// map is unchanged.
-    pub fn add_segment(&mut self, segment: &[u8]) -> Result<bool, CompactError> {
+    /// batches with their stored base offsets); `txns` tells the batches of aborted transactions
+    /// (it follows the map's range in offset order). `Ok(false)`: the segment's keys do not fit;
+    /// the map is unchanged.
+    pub fn add_segment(&mut self, segment: &[u8], txns: &mut CleanedTxns) -> Result<bool, CompactError> {
         let mut seg: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut new_bytes = 0usize;
         for (h, batch) in batches(segment)? {
             if h.is_control() {
+                txns.on_control(&h, batch);
                 continue;
+            }
+            if txns.on_batch(&h) {
+                continue; // aborted
             }
             let plain;
             let body: &[u8] = if h.compression() == 0 {

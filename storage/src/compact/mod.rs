@@ -6,17 +6,20 @@
 //! - [`plan`] decides when a log is cleaned and the offsets a pass covers; the active segment
 //!   is never cleaned.
 //! - [`keymap::KeyMap`] holds, for the dirty range, each key's last offset.
-//! - [`clean::clean_segment`] rewrites one segment: a record is kept when the key map does not
-//!   know its key or knows this very offset (or a later one than the map covers); keyless
-//!   records are dropped; a tombstone (null value) that is the latest of its key is kept while
-//!   its batch is newer than the tombstone horizon (`delete.retention.ms`), then dropped.
+//! - [`clean::clean_segment`] rewrites one segment as Kafka 4's cleaner does: a record is kept
+//!   when the key map does not know its key or knows this very offset (or a later one than the
+//!   map covers); keyless records are dropped; the records of aborted transactions are dropped
+//!   ([`txn::CleanedTxns`]); a tombstone (null value) that is the latest of its key is kept
+//!   until its batch's delete horizon (KIP-534: the first pass that keeps a tombstone, or finds
+//!   a transaction marker whose transaction has no batch left, stamps the batch with the
+//!   delete-horizon attribute bit and base timestamp = now + `delete.retention.ms`, record
+//!   timestamps unchanged), and goes at the first pass after it; such a marker goes likewise.
 //!   Offsets never change: a rewritten batch keeps its base offset, last offset delta,
-//!   partition leader epoch, producer id, epoch and base sequence; its records keep their
-//!   offset and timestamp deltas (so offsets have gaps after compaction), its codec is kept
-//!   (decompressed, filtered, recompressed) and its CRC recomputed. A batch left with no record
-//!   is removed, unless it carries a producer id (kept empty, as Kafka keeps it, so the
-//!   producer's last sequence survives a restart). Control batches (transaction markers) are
-//!   kept untouched.
+//!   partition leader epoch, producer id, epoch and base sequence, so offsets have gaps after
+//!   compaction; its codec is kept (decompressed, filtered, recompressed) and its CRC
+//!   recomputed. A batch left with no record goes, unless it holds an active producer's last
+//!   entry or ends at the pass's upper bound: then it stays empty (Kafka's `RETAIN_EMPTY`,
+//!   so the producer's last sequence and epoch survive).
 //! - [`swap::swap_in`] replaces a pass's segments crash-safely (`.cleaned` files, a swap marker
 //!   as the commit point, renames), and [`swap::recover_swap`] finishes or discards a swap
 //!   interrupted by a crash.
@@ -25,6 +28,7 @@ pub mod clean;
 pub mod keymap;
 pub mod plan;
 pub mod swap;
+pub mod txn;
 
 pub use plan::{plan, CleanPlan, CompactionConfig, SegmentInfo};
 

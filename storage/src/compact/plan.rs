@@ -18,7 +18,8 @@ pub struct CompactionConfig {
     pub min_compaction_lag_ms: i64,
     /// `max.compaction.lag.ms`: a record older than this makes its log eligible whatever its ratio.
     pub max_compaction_lag_ms: i64,
-    /// `delete.retention.ms`: how long tombstones are kept once their batch is this old.
+    /// `delete.retention.ms`: how long tombstones and emptied transactions' markers stay after
+    /// the pass that stamps their batch's delete horizon.
     pub delete_retention_ms: i64,
 }
 
@@ -112,11 +113,6 @@ fn end_of(sealed: &[SegmentInfo], sealed_end: i64, s: &SegmentInfo) -> i64 {
     sealed.iter().map(|n| n.base).find(|b| *b > s.base).unwrap_or(sealed_end)
 }
 
-/// The time before which a tombstone's batch must lie for the tombstone to be removed.
-pub fn tombstone_horizon(now_ms: i64, cfg: &CompactionConfig) -> i64 {
-    now_ms.saturating_sub(cfg.delete_retention_ms.max(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,10 +179,5 @@ mod tests {
         let p = plan(&s, 30, 0, Some(15), 10_000, &cfg(0.0)).unwrap();
         assert_eq!(p.clean_upto, 10);
         assert_eq!(plan(&s, 30, 0, Some(5), 10_000, &cfg(0.0)), None);
-    }
-
-    #[test]
-    fn tombstones_leave_after_delete_retention() {
-        assert_eq!(tombstone_horizon(10_000, &cfg(0.5)), 9_000);
     }
 }

@@ -13,18 +13,25 @@
 //! forgotten. Where a pass ended is written durably to `cleaner-offset-checkpoint` after its
 //! swap, so a restart starts at the first dirty offset instead of cleaning the whole sealed
 //! part again.
+//!
+//! Transactions: before cleaning, the log is read from its start (through the read path, up
+//! to the high watermark) until every transaction begun before the pass's end is resolved, so
+//! the pass knows the aborted transactions and ends before the oldest open one (the last
+//! stable offset, as Kafka's first uncleanable offset). The log itself is the source, so a
+//! replica's pass and a pass after a restart decide alike.
 
 use super::read::read_exact;
 use super::*;
 use crate::compact::clean::{clean_segment, CleanContext};
 use crate::compact::keymap::KeyMap;
-use crate::compact::plan::tombstone_horizon;
 use crate::compact::swap::{swap_in, NewSegment};
+use crate::compact::txn::{AbortedTxn, CleanedTxns, Scan};
 use crate::compact::{plan, CompactError, CompactionConfig, SegmentInfo};
-use sluice_core::limits::COMPACTION_MAX_SEGMENT_BYTES;
+use sluice_core::batch::BatchHeader;
+use sluice_core::limits::{COMPACTION_MAX_SEGMENT_BYTES, OFFSETS_LOAD_READ_BYTES};
 
 /// What a pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CompactStats {
     /// Offsets `[first_dirty, cleaned_upto)` were deduplicated.
     pub first_dirty: i64,
@@ -34,6 +41,11 @@ pub struct CompactStats {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub records_removed: u64,
+    /// Marker offsets of the aborted transactions with no batch left in the log: the owner's
+    /// aborted-transaction index drops them (their marker may go at a later pass, and a
+    /// read_committed reader told of an aborted transaction whose marker it never meets would
+    /// skip the producer's later batches).
+    pub aborted_gone: Vec<i64>,
 }
 
 /// A sealed segment as the pass sees it.
@@ -81,19 +93,38 @@ impl PartitionLog {
             .iter()
             .map(|s| SegmentInfo { base: s.base, bytes: s.size, first_ts: s.max_ts, max_ts: s.max_ts })
             .collect();
-        let Some(p) = plan(&infos, sealed_end, first_dirty, None, now_ms, cfg) else { return Ok(None) };
-        let (map, upto) = self.key_map(&sealed, p.first_dirty, p.clean_upto).await?;
+        // Never past the high watermark, nor into an open transaction (the last stable offset).
+        let hwm = Some(self.high_watermark().0);
+        let Some(p) = plan(&infos, sealed_end, first_dirty, hwm, now_ms, cfg) else { return Ok(None) };
+        let txns = self.txn_scan(p.clean_upto).await?;
+        let p = match txns.first_unstable().filter(|f| *f < p.clean_upto) {
+            None => p,
+            Some(lso) => match plan(&infos, sealed_end, first_dirty, Some(lso), now_ms, cfg) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        let (map, upto) = self.key_map(&sealed, p.first_dirty, p.clean_upto, &txns.aborted).await?;
         if upto <= p.first_dirty {
             return Ok(None);
         }
-        let ctx = CleanContext { map: &map, tombstone_horizon: tombstone_horizon(now_ms, cfg) };
+        let producers = self.state.borrow().producers.last_records(now_ms);
+        let ctx = CleanContext {
+            map: &map,
+            now_ms,
+            delete_retention_ms: cfg.delete_retention_ms,
+            upper_bound: p.clean_upto,
+            producers: &producers,
+        };
         let mut stats = CompactStats {
             first_dirty: p.first_dirty,
             cleaned_upto: upto,
             dirty_ratio: p.dirty_ratio,
             ..CompactStats::default()
         };
-        let news = self.clean_segments(&sealed, upto, &ctx, interval, &mut stats).await?;
+        let mut cleaned_txns = CleanedTxns::new(txns.aborted);
+        let news = self.clean_segments(&sealed, upto, &ctx, &mut cleaned_txns, interval, &mut stats).await?;
+        stats.aborted_gone = cleaned_txns.emptied_aborts().to_vec();
         if !news.is_empty() {
             self.install(&news, interval, now_ms).await?;
             stats.segments_rewritten = news.len();
@@ -132,16 +163,20 @@ impl PartitionLog {
         sealed: &[Sealed],
         first_dirty: i64,
         clean_upto: i64,
+        aborted: &[AbortedTxn],
     ) -> Result<(KeyMap, i64), StorageError> {
         let mut map = KeyMap::new();
         let mut upto = first_dirty;
-        for s in sealed.iter().filter(|s| s.next > first_dirty && s.next <= clean_upto) {
+        let dirty = || sealed.iter().filter(|s| s.next > first_dirty && s.next <= clean_upto);
+        let start = dirty().next().map_or(first_dirty, |s| s.base);
+        let mut txns = CleanedTxns::new(aborted.iter().filter(|a| a.marker_offset >= start).copied().collect());
+        for s in dirty() {
             if s.size > COMPACTION_MAX_SEGMENT_BYTES {
                 break;
             }
             let bytes = self.read_sealed(s).await?;
             glommio::yield_if_needed().await;
-            if !map.add_segment(&bytes).map_err(|e| compact_error(&self.name, e))? {
+            if !map.add_segment(&bytes, &mut txns).map_err(|e| compact_error(&self.name, e))? {
                 break;
             }
             upto = s.next;
@@ -149,21 +184,28 @@ impl PartitionLog {
         Ok((map, upto))
     }
 
-    /// Cleans the sealed segments that end at or below `upto` with `ctx`: the ones whose bytes
-    /// changed (with the offset each ends at), counted in `stats`.
+    /// Cleans the sealed segments that end at or below `upto` with `ctx`, in offset order from
+    /// the log's first segment (`txns` follows them): the ones whose bytes changed (with the
+    /// offset each ends at), counted in `stats`. A segment too large to read whole is left as
+    /// it is, and from there on no marker is removed (its transactions' batches went unseen).
     async fn clean_segments(
         &self,
         sealed: &[Sealed],
         upto: i64,
         ctx: &CleanContext<'_>,
+        txns: &mut CleanedTxns,
         interval: u64,
         stats: &mut CompactStats,
     ) -> Result<Vec<(i64, NewSegment)>, StorageError> {
         let mut news = Vec::new();
-        for s in sealed.iter().filter(|s| s.next <= upto && s.size <= COMPACTION_MAX_SEGMENT_BYTES) {
+        for s in sealed.iter().filter(|s| s.next <= upto) {
+            if s.size > COMPACTION_MAX_SEGMENT_BYTES {
+                txns.lose_sight();
+                continue;
+            }
             let bytes = self.read_sealed(s).await?;
             glommio::yield_if_needed().await;
-            let out = clean_segment(&bytes, ctx).map_err(|e| compact_error(&self.name, e))?;
+            let out = clean_segment(&bytes, ctx, txns).map_err(|e| compact_error(&self.name, e))?;
             glommio::yield_if_needed().await;
             if out.bytes[..] == bytes[..] {
                 continue;
@@ -176,6 +218,34 @@ impl PartitionLog {
             news.push((s.next, new));
         }
         Ok(news)
+    }
+
+    /// The log's transactions from its start, read until every transaction begun before `upto`
+    /// is resolved (or the high watermark): the aborted ones, and those still open.
+    async fn txn_scan(&self, upto: i64) -> Result<Scan, StorageError> {
+        let mut scan = Scan::default();
+        let mut offset = self.log_start().0;
+        let end = self.high_watermark().0;
+        while offset < end && (offset < upto || scan.open_before(upto)) {
+            let read = self.read(Offset(offset), OFFSETS_LOAD_READ_BYTES).await?;
+            let mut pos = 0;
+            let before = offset;
+            while pos + sluice_core::batch::HEADER_LEN <= read.records.len() {
+                let h = BatchHeader::parse(&read.records[pos..]).map_err(|e| compact_error(&self.name, e.into()))?;
+                let stop = pos + h.total_len();
+                if stop > read.records.len() {
+                    break;
+                }
+                scan.observe(&h, &read.records[pos..stop]);
+                offset = offset.max(h.last_offset() + 1);
+                pos = stop;
+            }
+            if offset == before {
+                break; // nothing read: the rest is not readable yet
+            }
+            glommio::yield_if_needed().await;
+        }
+        Ok(scan)
     }
 
     /// Swaps the cleaned segments in, on disk (crash-safe) and then in memory: each replaces

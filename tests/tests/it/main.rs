@@ -28,4 +28,5 @@ mod restart;
 mod shutdown;
 mod startup;
 mod torture;
+mod txn_verify;
 mod wire;

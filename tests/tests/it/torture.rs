@@ -51,6 +51,7 @@ use sluice_tests::Broker;
 
 use crate::common::*;
 
+mod compact;
 mod txn;
 
 /// (offset, (partition, sequence) parsed from the key, value intact)
