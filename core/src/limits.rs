@@ -445,6 +445,12 @@ pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// How often a data group's leader compares its followers' progress with the ISR recorded in
 /// the metadata log (a change is proposed with the same leader epoch).
 pub const ISR_CHECK_INTERVAL_MS: u64 = 200;
+/// How often a data group's leader takes the next step of a reassignment in progress (add
+/// learners, promote, remove, record completion).
+pub const REASSIGN_CHECK_INTERVAL_MS: u64 = 200;
+/// How long a leader waits before asking again to record a reassignment complete.
+pub const REASSIGN_RESEND_MS: u64 = 2_000;
+const _: () = assert!(REASSIGN_CHECK_INTERVAL_MS < REASSIGN_RESEND_MS);
 /// Partition changes (leaders, ISR) shard 0 holds waiting to be recorded in the metadata log
 /// (one per partition; beyond it a change is dropped and its leader sends it again).
 pub const PARTITION_CHANGES_QUEUED: usize = 65_536;

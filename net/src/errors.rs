@@ -41,6 +41,8 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::TopicAuthorizationFailed => K::TopicAuthorizationFailed,
         PartitionError::ClusterAuthorizationFailed => K::ClusterAuthorizationFailed,
         PartitionError::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
+        PartitionError::InvalidReplicaAssignment(_) => K::InvalidReplicaAssignment,
+        PartitionError::NoReassignmentInProgress => K::NoReassignmentInProgress,
         PartitionError::NotInTransaction => K::InvalidTxnState,
         PartitionError::TransactionAbortable => K::TransactionAbortable,
         PartitionError::TxnNotVerified(_) => K::NotEnoughReplicas,

@@ -109,6 +109,8 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
         AdminCall::CreateAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::DeleteAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::AlterClientQuotas(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterReassignments(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::CompleteReassignment(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
     }
 }
 
@@ -826,3 +828,4 @@ mod decision_tests;
 pub mod acls;
 pub mod cluster;
 pub mod quotas;
+pub mod reassign;

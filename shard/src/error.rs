@@ -76,6 +76,12 @@ pub enum PartitionError {
     /// The principal may not use the transactional id (the ACLs).
     #[error("Transactional Id authorization failed.")]
     TransactionalIdAuthorizationFailed,
+    /// A reassignment's target replicas are not valid (unknown broker, listed twice, empty).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A reassignment was cancelled where none is in progress.
+    #[error("no reassignment is in progress")]
+    NoReassignmentInProgress,
     /// A transactional batch for a partition not in its producer's transaction (Produce up to
     /// v10; KIP-890 part 1).
     #[error("Partition was not added to the transaction")]

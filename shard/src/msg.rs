@@ -223,6 +223,32 @@ pub struct AlterClientQuotas {
     pub validate_only: bool,
 }
 
+/// Start, change or cancel (`target` None) partition reassignments (AlterPartitionReassignments).
+/// One result per item, in order.
+#[derive(Debug)]
+pub struct AlterReassignments {
+    pub items: Vec<ReassignTarget>,
+    /// Every broker of the cluster (a target naming another is refused).
+    pub members: Vec<i32>,
+    /// KIP-860: false refuses a target of another replication factor.
+    pub allow_rf_change: bool,
+}
+
+/// One partition of AlterPartitionReassignments: its target replicas, None to cancel.
+#[derive(Debug, Clone)]
+pub struct ReassignTarget {
+    pub tp: sluice_core::TopicPartition,
+    pub target: Option<Vec<i32>>,
+}
+
+/// A reassignment's Raft membership change is done: record the target as the replicas.
+#[derive(Debug)]
+pub struct CompleteReassignment {
+    pub tp: sluice_core::TopicPartition,
+    pub target: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
 /// A metadata change for shard 0 (the only one that executes them), with its typed reply.
 #[derive(Debug)]
 pub enum AdminCall {
@@ -234,6 +260,8 @@ pub enum AdminCall {
     CreateAcls(Call<CreateAcls, Vec<Result<(), PartitionError>>>),
     DeleteAcls(Call<DeleteAcls, Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>>),
     AlterClientQuotas(Call<AlterClientQuotas, Vec<Result<(), PartitionError>>>),
+    AlterReassignments(Call<AlterReassignments, Vec<Result<(), PartitionError>>>),
+    CompleteReassignment(Call<CompleteReassignment, Result<(), PartitionError>>),
 }
 
 operations!(AdminCall {
@@ -245,6 +273,8 @@ operations!(AdminCall {
     CreateAcls => CreateAcls: Vec<Result<(), PartitionError>>,
     DeleteAcls => DeleteAcls: Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>,
     AlterClientQuotas => AlterClientQuotas: Vec<Result<(), PartitionError>>,
+    AlterReassignments => AlterReassignments: Vec<Result<(), PartitionError>>,
+    CompleteReassignment => CompleteReassignment: Result<(), PartitionError>,
 });
 
 /// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).

@@ -351,6 +351,12 @@ def read_everything(bootstrap, topic, history, partitions=PARTITIONS, timeout=90
                 out[m.partition()].append((m.offset(), m.key(), m.value()))
                 history.read("final", m.partition(), m.offset(), m.key(), m.value())
                 nxt[m.partition()] = m.offset() + 1
+            # Offsets may end in batches that hold no record for the client (control batches:
+            # transaction markers, sluice's Raft membership changes): the consumer's position
+            # moves past them, so it says how far the read got.
+            for tp in c.position([TopicPartition(topic, p) for p in range(partitions)]):
+                if tp.offset >= 0:
+                    nxt[tp.partition] = max(nxt[tp.partition], tp.offset)
     finally:
         c.close()
     short = {p: (nxt[p], ends[p]) for p in range(partitions) if nxt[p] < ends[p]}
@@ -598,7 +604,6 @@ def test_cli_leader_election(cluster):
 
 
 def test_cli_reassign(cluster, tmp_path):
-    pending_on_sluice(cluster, "no partition reassignment APIs")
     from confluent_kafka import Producer
     topic = f"repl-move-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=1, rf=2, min_isr=1)

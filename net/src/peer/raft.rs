@@ -89,6 +89,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
         sluice_shard::admin::cluster::start(&shard, &r);
     }
     sluice_shard::admin::cluster::follow_leaders(&shard, &r);
+    sluice_shard::replica::reassign::follow(&shard, &r);
     sluice_shard::internal::follow(&shard, &r);
     sluice_shard::replica::rebalance::start(&shard, &r);
     {

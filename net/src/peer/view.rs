@@ -63,6 +63,15 @@ impl ClusterView {
         sluice_shard::admin::cluster::controller().map_or(self.me.node_id, NodeId)
     }
 
+    /// Every cluster member, live or not, this broker among them, in node-id order.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.members.borrow().keys().copied().collect();
+        v.push(self.me.node_id);
+        v.sort();
+        v.dedup();
+        v
+    }
+
     pub fn me(&self) -> &BrokerEndpoint {
         &self.me
     }

@@ -50,14 +50,96 @@ pub struct PartitionState {
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// A reassignment in progress: replicas joining (Kafka's `addingReplicas`)...
+    pub adding: Vec<i32>,
+    /// ...and replicas leaving (`removingReplicas`); both empty when none is.
+    pub removing: Vec<i32>,
+    /// The voters the partition's Raft group was created with (every replica bootstraps its
+    /// group with them), recorded when its replicas first change; empty: `replicas` still are.
+    pub origin: Vec<i32>,
 }
 
 impl PartitionState {
     /// A new partition: its preferred leader leads at epoch 0, every replica in sync.
     pub fn new(replicas: Vec<i32>) -> PartitionState {
         let leader = *replicas.first().expect("a partition has at least one replica");
-        PartitionState { isr: replicas.clone(), replicas, leader, leader_epoch: 0 }
+        PartitionState {
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+            origin: Vec::new(),
+        }
     }
+
+    /// Whether a reassignment is in progress.
+    pub fn moving(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (the replicas without those leaving,
+    /// in order); the replicas when none is.
+    pub fn target(&self) -> Vec<i32> {
+        self.replicas.iter().copied().filter(|n| !self.removing.contains(n)).collect()
+    }
+
+    /// The voters a new replica of the partition's Raft group starts from.
+    pub fn raft_origin(&self) -> &[i32] {
+        if self.origin.is_empty() {
+            &self.replicas
+        } else {
+            &self.origin
+        }
+    }
+}
+
+/// A version-3 partition state (before reassignments), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+struct PartitionStateV3 {
+    replicas: Vec<i32>,
+    leader: i32,
+    leader_epoch: i32,
+    isr: Vec<i32>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+struct TopicReplicationV3 {
+    number: u32,
+    partitions: Vec<PartitionStateV3>,
+}
+
+impl TopicReplicationV3 {
+    fn convert(self) -> TopicReplication {
+        let partitions = self
+            .partitions
+            .into_iter()
+            .map(|p| PartitionState {
+                replicas: p.replicas,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                isr: p.isr,
+                adding: Vec::new(),
+                removing: Vec::new(),
+                origin: Vec::new(),
+            })
+            .collect();
+        TopicReplication { number: self.number, partitions }
+    }
+}
+
+/// A version-3 snapshot (before reassignments and client quotas), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct SnapshotV3 {
+    version: u64,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    next_producer_id_block: i64,
+    replication: BTreeMap<String, TopicReplicationV3>,
+    next_topic_number: u32,
+    applied_offset: i64,
+    acls: std::collections::BTreeSet<acl::Acl>,
 }
 
 /// The cluster-wide part of a topic that a lone broker's snapshot may lack.
@@ -91,19 +173,6 @@ pub struct MetadataSnapshot {
     pub quotas: quota::Quotas,
 }
 
-/// A version-3 snapshot (before client quotas), read to be converted.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-struct SnapshotV3 {
-    version: u64,
-    cluster_id: String,
-    topics: BTreeMap<String, TopicMeta>,
-    next_producer_id_block: i64,
-    replication: BTreeMap<String, TopicReplication>,
-    next_topic_number: u32,
-    applied_offset: i64,
-    acls: std::collections::BTreeSet<acl::Acl>,
-}
-
 /// A version-2 snapshot (before ACLs), read to be converted.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 struct SnapshotV2 {
@@ -111,7 +180,7 @@ struct SnapshotV2 {
     cluster_id: String,
     topics: BTreeMap<String, TopicMeta>,
     next_producer_id_block: i64,
-    replication: BTreeMap<String, TopicReplication>,
+    replication: BTreeMap<String, TopicReplicationV3>,
     next_topic_number: u32,
     applied_offset: i64,
 }
@@ -272,7 +341,7 @@ impl MetadataSnapshot {
                 cluster_id: v2.cluster_id,
                 topics: v2.topics,
                 next_producer_id_block: v2.next_producer_id_block,
-                replication: v2.replication,
+                replication: v2.replication.into_iter().map(|(n, r)| (n, r.convert())).collect(),
                 next_topic_number: v2.next_topic_number,
                 applied_offset: v2.applied_offset,
                 acls: Default::default(),
@@ -288,7 +357,7 @@ impl MetadataSnapshot {
                 cluster_id: v3.cluster_id,
                 topics: v3.topics,
                 next_producer_id_block: v3.next_producer_id_block,
-                replication: v3.replication,
+                replication: v3.replication.into_iter().map(|(n, r)| (n, r.convert())).collect(),
                 next_topic_number: v3.next_topic_number,
                 applied_offset: v3.applied_offset,
                 acls: v3.acls,
@@ -479,6 +548,29 @@ mod tests {
         // Saved again, it is a current-version file that reads back the same.
         s.save(d.path()).unwrap();
         assert_eq!(MetadataSnapshot::load_or_init(d.path()).unwrap(), s);
+    }
+
+    #[test]
+    fn a_version_3_file_is_read_without_reassignments() {
+        let d = tempfile::tempdir().unwrap();
+        let topic = TopicMeta { id: [3; 16], shards: vec![0], configs: BTreeMap::new() };
+        let p = PartitionStateV3 { replicas: vec![1, 2], leader: 2, leader_epoch: 5, isr: vec![2] };
+        let v3 = SnapshotV3 {
+            version: 4,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            topics: BTreeMap::from([("t".to_string(), topic)]),
+            replication: BTreeMap::from([("t".to_string(), TopicReplicationV3 { number: 1, partitions: vec![p] })]),
+            next_topic_number: 2,
+            applied_offset: 7,
+            ..Default::default()
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v3).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(3, &payload)).unwrap();
+        let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        let p = s.partition("t", PartitionId(0), 9).unwrap();
+        assert_eq!((p.replicas.clone(), p.leader, p.leader_epoch, p.isr.clone()), (vec![1, 2], 2, 5, vec![2]));
+        assert!(!p.moving() && p.raft_origin() == [1, 2]);
     }
 
     #[test]

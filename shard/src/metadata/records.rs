@@ -66,6 +66,21 @@ pub struct PartitionChanged {
     pub isr: Vec<Node>,
 }
 
+/// A partition's replica set changed (KRaft's `PartitionChangeRecord` with `replicas`,
+/// `addingReplicas`, `removingReplicas`): a reassignment started (the replicas are the target
+/// followed by the replicas leaving, `adding` and `removing` say which), was replaced or
+/// cancelled, or completed (`adding` and `removing` empty, the replicas the target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicasChanged {
+    pub id: [u8; 16],
+    pub partition: i32,
+    pub replicas: Vec<Node>,
+    pub adding: Vec<Node>,
+    pub removing: Vec<Node>,
+    /// The ISR from now on (a subset of `replicas`).
+    pub isr: Vec<Node>,
+}
+
 /// One metadata log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -97,6 +112,8 @@ pub enum MetadataRecord {
         key: String,
         value: Option<super::quota::QuotaValue>,
     },
+    /// A partition reassignment started, changed or completed.
+    ReplicasChanged(ReplicasChanged),
 }
 
 const TOPIC_CREATED: u8 = 1;
@@ -108,6 +125,7 @@ const PRODUCER_IDS_ALLOCATED: u8 = 6;
 const ACL_CREATED: u8 = 7;
 const ACL_REMOVED: u8 = 8;
 const QUOTA_CHANGED: u8 = 9;
+const REPLICAS_CHANGED: u8 = 10;
 /// Every record type is at version 0.
 const RECORD_VERSION: u8 = 0;
 
@@ -195,6 +213,15 @@ pub fn encode(record: &MetadataRecord) -> Vec<u8> {
                 }
             }
         }
+        MetadataRecord::ReplicasChanged(c) => {
+            w.head(REPLICAS_CHANGED);
+            w.id(&c.id);
+            w.i32(c.partition);
+            w.nodes(&c.replicas);
+            w.nodes(&c.adding);
+            w.nodes(&c.removing);
+            w.nodes(&c.isr);
+        }
     }
     w.0
 }
@@ -208,7 +235,7 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
     }
     let kind = r.u8("record type")?;
     let version = r.u8("record version")?;
-    if !(TOPIC_CREATED..=QUOTA_CHANGED).contains(&kind) {
+    if !(TOPIC_CREATED..=REPLICAS_CHANGED).contains(&kind) {
         return Err(RecordError::UnknownType(kind));
     }
     if version != RECORD_VERSION {
@@ -267,6 +294,29 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
         ACL_CREATED => MetadataRecord::AclCreated(r.acl()?),
         ACL_REMOVED => MetadataRecord::AclRemoved(r.acl()?),
         QUOTA_CHANGED => r.quota()?,
+        REPLICAS_CHANGED => {
+            let id = r.id()?;
+            let partition = r.i32("partition")?;
+            if !(0..MAX_PARTITIONS_PER_TOPIC).contains(&partition) {
+                return Err(RecordError::Invalid("partition out of range"));
+            }
+            let c = ReplicasChanged {
+                id,
+                partition,
+                replicas: r.nodes(false)?,
+                adding: r.nodes(true)?,
+                removing: r.nodes(true)?,
+                isr: r.nodes(true)?,
+            };
+            let within = |ns: &[Node]| ns.iter().all(|n| c.replicas.contains(n));
+            if !within(&c.adding) || !within(&c.removing) || !within(&c.isr) {
+                return Err(RecordError::Invalid("adding, removing or ISR replicas outside the replicas"));
+            }
+            if c.adding.iter().any(|n| c.removing.contains(n)) {
+                return Err(RecordError::Invalid("a replica both added and removed"));
+            }
+            MetadataRecord::ReplicasChanged(c)
+        }
         _ => unreachable!("record types checked above"),
     };
     match bytes.len() - r.pos {
@@ -639,6 +689,15 @@ mod tests {
                         value: value.map(QuotaValue::new),
                     }
                 }),
+            (id, 0..1000i32, proptest::collection::btree_set(node(), 1..6), 0..6usize, 0..6usize).prop_map(
+                |(id, partition, set, a, r)| {
+                    let replicas: Vec<Node> = set.into_iter().collect();
+                    let adding: Vec<Node> = replicas.iter().copied().take(a.min(replicas.len() / 2)).collect();
+                    let removing: Vec<Node> = replicas.iter().rev().copied().take(r.min(replicas.len() / 2)).collect();
+                    let isr = replicas.iter().copied().filter(|n| !adding.contains(n)).collect();
+                    MetadataRecord::ReplicasChanged(ReplicasChanged { id, partition, replicas, adding, removing, isr })
+                }
+            ),
         ]
     }
 

@@ -23,6 +23,7 @@ mod long_poll;
 mod malformed;
 mod offsets;
 mod produce_consume;
+mod reassign;
 mod replication;
 mod restart;
 mod shutdown;
