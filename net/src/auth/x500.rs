@@ -10,12 +10,13 @@
 //! sluice's, as Java: relative names last-encoded first, separated by `,`; the values of a
 //! multi-valued one joined by `+` in DER `SET OF` order (their encoded order in a DER
 //! certificate); the keywords CN, C, L, ST, O, OU, STREET, DC and UID, any other attribute as
-//! its dotted OID; a string value (UTF8String, PrintableString, TeletexString read as
-//! ISO-8859-1, IA5String, BMPString) with `,=+<>#;"\` and a leading or trailing space escaped
-//! by `\`; any other value, and every value of an OID-named attribute, as `#` and the lowercase
-//! hex of its DER encoding. A value of a universal type the DER decoder does not know
-//! (GeneralString, UniversalString, GraphicString) makes the certificate unreadable here
-//! (`None`).
+//! its dotted OID; a string value (UTF8String, PrintableString, TeletexString, IA5String,
+//! BMPString: the contents of each read as UTF-8, as Java does, invalid bytes as U+FFFD) with
+//! `,=+<>#;"\` escaped by `\`, NUL as `\00`, and every leading and trailing space or carriage
+//! return escaped by `\`; any other value, and every value of an OID-named attribute, as `#` and
+//! the lowercase hex of its DER encoding. A value of a universal type the DER decoder does not
+//! know (GeneralString, UniversalString, GraphicString) makes the certificate unreadable here
+//! (`None`), where Java would print it.
 
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::der::oid::ObjectIdentifier;
@@ -60,31 +61,34 @@ fn attribute(ava: &AttributeTypeAndValue) -> Option<String> {
     })
 }
 
-/// The text of a string-typed value.
+/// The text of a string-typed value: Java reads the contents of each of these types as UTF-8
+/// (invalid sequences become U+FFFD), a BMPString's and a TeletexString's too.
 fn string_value(tag: Tag, content: &[u8]) -> Option<String> {
     match tag {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String => {
-            std::str::from_utf8(content).ok().map(str::to_string)
-        }
-        // TeletexString: Java reads it as ISO-8859-1.
-        Tag::TeletexString => Some(content.iter().map(|b| char::from(*b)).collect()),
-        Tag::BmpString if content.len().is_multiple_of(2) => {
-            let units = content.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-            char::decode_utf16(units).collect::<Result<String, _>>().ok()
+        Tag::Utf8String | Tag::PrintableString | Tag::TeletexString | Tag::Ia5String | Tag::BmpString => {
+            Some(String::from_utf8_lossy(content).into_owned())
         }
         _ => None,
     }
 }
 
-/// RFC 2253 escaping as Java does it.
+/// RFC 2253 escaping as Java's `AVA.toRFC2253String` does it: `\` before each of `,=+<>#;"\`,
+/// `\00` for NUL, and `\` before every leading and trailing space or carriage return.
 fn escape(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let blank = |c: &&char| **c == ' ' || **c == '\r';
+    let lead = chars.iter().take_while(blank).count();
+    let trail = chars.len() - chars.iter().rev().take_while(blank).count();
     let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        if ",=+<>#;\"\\".contains(c) || (c == ' ' && (i == 0 || i == last)) {
+    for (i, c) in chars.into_iter().enumerate() {
+        if ",=+<>#;\"\\".contains(c) || i < lead || i >= trail {
             out.push('\\');
         }
-        out.push(c);
+        if c == '\0' {
+            out.push_str("\\00");
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -179,11 +183,16 @@ mod tests {
 
     #[test]
     fn multi_valued_bmp_teletex_and_non_string_values() {
+        // JDK 17 printed `CN=\^M\ x,CN=\ \ a^Ab\ \ ` (^M: CR, ^A: U+0001): every leading and
+        // trailing blank escaped.
+        let blanks = cert(&[rdn(&[0x55, 4, 3], 0x0c, b"  a\x01b  "), rdn(&[0x55, 4, 3], 0x0c, b"\r x")]);
+        assert_eq!(subject_name(&blanks).as_deref(), Some("CN=\\\r\\ x,CN=\\ \\ a\u{1}b\\ \\ "));
         // A multi-valued name's values in DER order (the shorter encoding first).
         let multi =
             tlv(SET, &[ava(&[0x55, 4, 11], 0x14, &[0xe9]), ava(&[0x55, 4, 3], 0x1e, &[0, b'a', 0, b'+'])].concat());
         let c = cert(&[multi, rdn(&[0x55, 4, 10], 0x02, &[0x05])]);
-        assert_eq!(subject_name(&c).as_deref(), Some("O=#020105,OU=\u{e9}+CN=a\\+"));
+        // What `new X500Principal(name).getName()` printed for this Name (JDK 17).
+        assert_eq!(subject_name(&c).as_deref(), Some("O=#020105,OU=\u{fffd}+CN=\\00a\\00\\+"));
         assert_eq!(subject_name(&cert(&[])).as_deref(), Some(""));
     }
 
