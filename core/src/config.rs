@@ -125,6 +125,15 @@ pub struct BrokerConfig {
     /// A follower not caught up with its leader's log end for this long leaves the partition's
     /// ISR (Kafka's `replica.lag.time.max.ms`); it rejoins once caught up again.
     pub replica_lag_time_max_ms: u64,
+    /// Kafka's `auto.leader.rebalance.enable`: every broker moves the leadership of the
+    /// partitions whose preferred (first) replica it is back to itself once its leader
+    /// imbalance exceeds `leader_imbalance_per_broker_percentage`.
+    pub auto_leader_rebalance_enable: bool,
+    /// Kafka's `leader.imbalance.check.interval.seconds`: how often that imbalance is checked.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Kafka's `leader.imbalance.per.broker.percentage`: the share (percent) of a broker's
+    /// preferred partitions led elsewhere above which their leadership moves back.
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Named listeners, Kafka's `listeners` (`NAME://ip:port,...`); empty: one PLAINTEXT
     /// listener on `listen`. When set, `listen` and `advertised_listen` are not used.
     pub listeners: String,
@@ -149,6 +158,10 @@ pub struct BrokerConfig {
     pub super_users: Vec<String>,
     /// Kafka's `allow.everyone.if.no.acl.found`: a resource no ACL names is open to all.
     pub allow_everyone_if_no_acl_found: bool,
+    /// Client quotas: samples a rate is measured over (Kafka's `quota.window.num`).
+    pub quota_window_num: u32,
+    /// Client quotas: length of one sample (Kafka's `quota.window.size.seconds`).
+    pub quota_window_size_seconds: u32,
 }
 
 /// The authorizer `authorizer_class_name` may name (Kafka's KRaft authorizer); the ZooKeeper
@@ -199,6 +212,9 @@ impl Default for BrokerConfig {
             peer_heartbeat_interval_ms: crate::limits::DEFAULT_PEER_HEARTBEAT_INTERVAL_MS,
             peer_session_timeout_ms: crate::limits::DEFAULT_PEER_SESSION_TIMEOUT_MS,
             replica_lag_time_max_ms: crate::limits::DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: crate::limits::DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS,
+            leader_imbalance_per_broker_percentage: crate::limits::DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
             listeners: String::new(),
             advertised_listeners: String::new(),
             listener_security_protocol_map: String::new(),
@@ -208,6 +224,8 @@ impl Default for BrokerConfig {
             authorizer_class_name: String::new(),
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            quota_window_num: crate::limits::DEFAULT_QUOTA_WINDOW_NUM,
+            quota_window_size_seconds: crate::limits::DEFAULT_QUOTA_WINDOW_SIZE_SECONDS,
         }
     }
 }
@@ -486,6 +504,21 @@ impl BrokerConfig {
                 expected: format!("between {} and {}", lag.start(), lag.end()),
             });
         }
+        let check = 1..=crate::limits::MAX_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS;
+        if !check.contains(&self.leader_imbalance_check_interval_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "leader_imbalance_check_interval_seconds",
+                value: self.leader_imbalance_check_interval_seconds.to_string(),
+                expected: format!("between {} and {}", check.start(), check.end()),
+            });
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(ConfigError::Invalid {
+                key: "leader_imbalance_per_broker_percentage",
+                value: self.leader_imbalance_per_broker_percentage.to_string(),
+                expected: "between 0 and 100".to_string(),
+            });
+        }
         let session = self.peer_heartbeat_interval_ms.saturating_mul(2)..=crate::limits::MAX_PEER_SESSION_TIMEOUT_MS;
         if !session.contains(&self.peer_session_timeout_ms) {
             return Err(ConfigError::Invalid {
@@ -639,6 +672,9 @@ impl BrokerConfig {
             });
         }
         in_range("connections_max_reauth_ms", self.connections_max_reauth_ms, 0..=crate::limits::MAX_REAUTH_MS)?;
+        in_range("quota_window_num", self.quota_window_num, 1..=crate::limits::MAX_QUOTA_WINDOW_NUM)?;
+        let window = 1..=crate::limits::MAX_QUOTA_WINDOW_SIZE_SECONDS;
+        in_range("quota_window_size_seconds", self.quota_window_size_seconds, window)?;
         in_range("listen_retry_ms", self.listen_retry_ms, 0..=crate::limits::MAX_LISTEN_RETRY_MS)?;
         let body = crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS;
         if !body.contains(&self.request_body_timeout_ms) {
@@ -744,6 +780,14 @@ mod tests {
             (BrokerConfig { peer_heartbeat_interval_ms: 1, ..member.clone() }, "peer_heartbeat_interval_ms"),
             (BrokerConfig { peer_session_timeout_ms: 150, ..member.clone() }, "peer_session_timeout_ms"),
             (BrokerConfig { replica_lag_time_max_ms: 1, ..member.clone() }, "replica_lag_time_max_ms"),
+            (
+                BrokerConfig { leader_imbalance_check_interval_seconds: 0, ..member.clone() },
+                "leader_imbalance_check_interval_seconds",
+            ),
+            (
+                BrokerConfig { leader_imbalance_per_broker_percentage: 101, ..member.clone() },
+                "leader_imbalance_per_broker_percentage",
+            ),
         ];
         for (c, want) in cases {
             let e = c.validate(2).unwrap_err().to_string();

@@ -445,6 +445,12 @@ pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// How often a data group's leader compares its followers' progress with the ISR recorded in
 /// the metadata log (a change is proposed with the same leader epoch).
 pub const ISR_CHECK_INTERVAL_MS: u64 = 200;
+/// How often a data group's leader takes the next step of a reassignment in progress (add
+/// learners, promote, remove, record completion).
+pub const REASSIGN_CHECK_INTERVAL_MS: u64 = 200;
+/// How long a leader waits before asking again to record a reassignment complete.
+pub const REASSIGN_RESEND_MS: u64 = 2_000;
+const _: () = assert!(REASSIGN_CHECK_INTERVAL_MS < REASSIGN_RESEND_MS);
 /// Partition changes (leaders, ISR) shard 0 holds waiting to be recorded in the metadata log
 /// (one per partition; beyond it a change is dropped and its leader sends it again).
 pub const PARTITION_CHANGES_QUEUED: usize = 65_536;
@@ -455,6 +461,23 @@ const _: () = assert!(
     MIN_REPLICA_LAG_TIME_MAX_MS <= DEFAULT_REPLICA_LAG_TIME_MAX_MS
         && DEFAULT_REPLICA_LAG_TIME_MAX_MS <= MAX_REPLICA_LAG_TIME_MAX_MS
 );
+/// How long a coordinator waits for its replicated append to `__consumer_offsets` or
+/// `__transaction_state` to commit before it answers COORDINATOR_NOT_AVAILABLE (retriable;
+/// Kafka's `offsets.commit.timeout.ms`, 5000).
+pub const COORDINATOR_APPEND_TIMEOUT_MS: u64 = 5_000;
+/// Default of `leader_imbalance_check_interval_seconds` (Kafka's
+/// `leader.imbalance.check.interval.seconds`, 300).
+pub const DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: u64 = 300;
+/// Largest `leader_imbalance_check_interval_seconds` accepted (a day).
+pub const MAX_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: u64 = 86_400;
+/// Default of `leader_imbalance_per_broker_percentage` (Kafka's
+/// `leader.imbalance.per.broker.percentage`, 10).
+pub const DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE: u32 = 10;
+const _: () = assert!(
+    DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS >= 1
+        && DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS <= MAX_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS
+);
+const _: () = assert!(DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE <= 100);
 const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
 const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
 /// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).
@@ -491,6 +514,11 @@ pub const DEFAULT_PEER_HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// long before a silent peer's groups elect new leaders, the bulk of the failover time (#18
 /// targets a failover under 1 s).
 pub const DEFAULT_PEER_SESSION_TIMEOUT_MS: u64 = 500;
+/// Sessions (`peer_session_timeout_ms`) a peer may stay silent and still be listed to clients
+/// (Metadata's brokers, not an offline replica, DescribeCluster, FindCoordinator): one late
+/// heartbeat of a busy broker must not drop it from Metadata. Raft's failover still starts
+/// after one session.
+pub const PEER_LISTED_SESSIONS: u32 = 3;
 /// Smallest `peer_heartbeat_interval_ms` accepted.
 pub const MIN_PEER_HEARTBEAT_INTERVAL_MS: u64 = 10;
 /// Largest `peer_session_timeout_ms` accepted.
@@ -557,6 +585,30 @@ pub const MAX_ACLS: usize = 100_000;
 /// ACL bindings one CreateAcls request may add, or one DeleteAcls filter remove (each is one
 /// metadata record).
 pub const MAX_ACLS_PER_REQUEST: usize = 1_000;
+/// Client-quota entities (users, client ids, pairs, defaults) the cluster stores at most
+/// (every shard holds them all).
+pub const MAX_QUOTA_ENTITIES: usize = 100_000;
+/// Entries one AlterClientQuotas request may hold (each entry's keys are at most the three
+/// quota keys: one metadata record each).
+pub const MAX_QUOTA_ALTERATIONS_PER_REQUEST: usize = 1_000;
+/// Client-quota rates a shard measures at once (one per quota kind and user / client id
+/// sharing a quota); a rate unused for `QUOTA_SENSOR_IDLE_MS` is dropped (Kafka's
+/// `InactiveSensorExpirationTimeSeconds`), and at the cap the least recently used one goes.
+pub const MAX_QUOTA_SENSORS_PER_SHARD: usize = 100_000;
+pub const QUOTA_SENSOR_IDLE_MS: i64 = 3_600_000;
+/// Kafka's `quota.window.num` and `quota.window.size.seconds`: defaults and bounds.
+pub const DEFAULT_QUOTA_WINDOW_NUM: u32 = 11;
+pub const MAX_QUOTA_WINDOW_NUM: u32 = 100;
+pub const DEFAULT_QUOTA_WINDOW_SIZE_SECONDS: u32 = 1;
+pub const MAX_QUOTA_WINDOW_SIZE_SECONDS: u32 = 3_600;
+/// Longest a connection stays muted for one throttle (a byte-rate throttle is not bounded
+/// by Kafka; this only keeps a wrong quota from muting a client for days).
+pub const MAX_QUOTA_THROTTLE_MS: i64 = 3_600_000;
+
+const _: () = assert!(DEFAULT_QUOTA_WINDOW_NUM <= MAX_QUOTA_WINDOW_NUM);
+const _: () = assert!(DEFAULT_QUOTA_WINDOW_SIZE_SECONDS <= MAX_QUOTA_WINDOW_SIZE_SECONDS);
+const _: () = assert!((MAX_QUOTA_WINDOW_NUM as i64) * (MAX_QUOTA_WINDOW_SIZE_SECONDS as i64) * 1000 < i32::MAX as i64);
+
 /// How often a shard checks whether the TLS certificate, key or CA files changed (their
 /// modification times), when it accepts a TLS connection; a change is loaded for the next
 /// handshakes.

@@ -32,6 +32,10 @@
 //! `max_response_bytes_per_shard` leaves (`api/fetch.rs`), so the frames held for clients
 //! that do not read stay bounded per shard. There is no write timeout: such a client keeps its
 //! connection, and what it holds, until it leaves.
+//! Client quotas (KIP-219): a handler that finds its client over a quota mutes the
+//! connection (`Ctx::muted_until`); the reader then reads no further frame until the throttle
+//! ends (the answer itself goes out at once, carrying `throttle_time_ms`). Every request's
+//! first phase is timed against the client's `request_percentage` quota (`request_quota`).
 //! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
 //! connection only (after logging why); an unknown API key or version is answered with
 //! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
@@ -261,6 +265,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let Some(len) = usize::try_from(size).ok().filter(|l| (1..=MAX_REQUEST_BYTES).contains(l)) else {
             return Err(ConnError::BadSize(size));
         };
+        // A client over its quota is muted (KIP-219): no further request is read until then.
+        if stop_or(ctx, wait_unmuted(ctx).map(Ok)).await?.is_none() {
+            return Ok(()); // the shard is stopping
+        }
         let authenticated = ctx.session.borrow().authenticated();
         if !authenticated && len > MAX_SASL_REQUEST_BYTES {
             return Err(ConnError::UnauthenticatedTooLarge(len));
@@ -413,9 +421,37 @@ async fn first_phase(
                 corr = req.correlation_id,
                 client = req.client_id.as_deref().unwrap_or(""),
             );
-            (spec.handle)(ctx.clone(), req).instrument(span).await?
+            // Timed for the request quota only when some quota is set (no cost otherwise).
+            let quota = (!ctx.shard.metadata().quotas.is_empty() && !is_sasl(req.api_key))
+                .then(|| (req.request_throttle_ms.clone(), req.client_id.clone(), std::time::Instant::now()));
+            let reply = (spec.handle)(ctx.clone(), req).instrument(span).await?;
+            if let Some((throttle, client_id, started)) = quota {
+                throttle.set(request_quota(ctx, client_id, started.elapsed()));
+            }
+            reply
         }
     })
+}
+
+/// Records a request's first-phase time against the client's `request_percentage` quota and
+/// mutes the connection when it is over; returns the throttle (ms).
+fn request_quota(ctx: &Ctx, client_id: Option<String>, took: Duration) -> i32 {
+    let kind = sluice_shard::metadata::quota::QuotaKind::Request;
+    let ms = crate::quota::record(ctx, client_id.as_deref(), kind, crate::quota::request_percentage(took));
+    crate::quota::mute(ctx, ms);
+    ms
+}
+
+/// Waits until the connection is no longer muted by a quota throttle.
+async fn wait_unmuted(ctx: &Ctx) {
+    while let Some(until) = ctx.muted_until.get() {
+        let now = std::time::Instant::now();
+        if until <= now {
+            ctx.muted_until.set(None);
+            return;
+        }
+        glommio::timer::sleep(until - now).await;
+    }
 }
 
 /// Runs a request's second phase (its own task, so it finishes even while the writer waits

@@ -41,12 +41,20 @@ pub fn code(e: &PartitionError) -> i16 {
         PartitionError::TopicAuthorizationFailed => K::TopicAuthorizationFailed,
         PartitionError::ClusterAuthorizationFailed => K::ClusterAuthorizationFailed,
         PartitionError::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
+        PartitionError::InvalidReplicaAssignment(_) => K::InvalidReplicaAssignment,
+        PartitionError::NoReassignmentInProgress => K::NoReassignmentInProgress,
+        PartitionError::NotInTransaction => K::InvalidTxnState,
+        PartitionError::TransactionAbortable => K::TransactionAbortable,
+        PartitionError::TxnNotVerified(_) => K::NotEnoughReplicas,
+        PartitionError::InvalidProducerIdMapping => K::InvalidProducerIdMapping,
+        PartitionError::ConcurrentTransactions => K::ConcurrentTransactions,
         PartitionError::NotLeaderOrFollower { .. } => K::NotLeaderOrFollower,
         PartitionError::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
         PartitionError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
         PartitionError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
         // Retriable: the client sends it again (to the new leader).
         PartitionError::NotCommitted(_) => K::NotLeaderOrFollower,
+        PartitionError::RequestTimedOut(_) => K::RequestTimedOut,
     };
     k.code()
 }

@@ -20,6 +20,11 @@ pub struct Request {
     pub body: Bytes,
     /// The client's address, when known (DescribeGroups shows it).
     pub peer: Option<std::net::SocketAddr>,
+    /// The frame's size (header and body, without the size prefix): what a produce quota counts.
+    pub size: usize,
+    /// The request-time quota's throttle for this request (ms), known once its first phase
+    /// ran (set by the connection); Produce and Fetch answer it in `throttle_time_ms`.
+    pub request_throttle_ms: std::rc::Rc<std::cell::Cell<i32>>,
 }
 
 /// Why a frame could not be handled; the connection is closed after logging it.
@@ -56,6 +61,7 @@ pub fn peek_prefix(frame: &[u8]) -> Result<HeaderPrefix, FrameError> {
 /// Decodes the full request header of a known API and version.
 pub fn parse_header(key: ApiKey, mut frame: Bytes) -> Result<Request, FrameError> {
     let prefix = peek_prefix(&frame)?;
+    let size = frame.len();
     let header_version = key.request_header_version(prefix.version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| FrameError::Decode { what: "request header", why: e.to_string() })?;
@@ -66,6 +72,8 @@ pub fn parse_header(key: ApiKey, mut frame: Bytes) -> Result<Request, FrameError
         client_id: header.client_id.map(|s| s.to_string()),
         body: frame,
         peer: None,
+        size,
+        request_throttle_ms: Default::default(),
     })
 }
 

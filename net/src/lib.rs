@@ -5,7 +5,7 @@
 //! ApiVersions ([`api`]), encoding responses ([`response`]), the one mapping from every typed
 //! error to a Kafka error code ([`errors`]), the metrics and readiness endpoint
 //! ([`metrics_http`]), the allocator the binary installs ([`huge_alloc`]), the broker-to-broker transport and
-//! cluster view ([`peer`]), and security:
+//! cluster view ([`peer`]), client quotas ([`quota`]), and security:
 //! TLS ([`tls`]), SASL mechanisms ([`sasl`]) and connection sessions and credentials ([`auth`]).
 //!
 //! Contract: server side only. It does not depend on the client side (sluice-client in bench/:
@@ -24,6 +24,7 @@ pub mod frame;
 pub mod huge_alloc;
 pub mod metrics_http;
 pub mod peer;
+pub mod quota;
 pub mod response;
 pub mod sasl;
 pub mod send;

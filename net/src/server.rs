@@ -405,6 +405,7 @@ impl ShardBase {
             session: std::cell::RefCell::new(auth::Session::new(listener.protocol)),
             cluster: self.cluster.clone(),
             peers: self.peers.clone(),
+            muted_until: Default::default(),
         })
     }
 }

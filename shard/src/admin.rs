@@ -108,6 +108,9 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
         AdminCall::AllocateProducerId(Call { reply, .. }) => drop(reply.send(next_producer_id(shard).await)),
         AdminCall::CreateAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::DeleteAcls(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterClientQuotas(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterReassignments(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::CompleteReassignment(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
     }
 }
 
@@ -824,3 +827,5 @@ mod decision_tests;
 
 pub mod acls;
 pub mod cluster;
+pub mod quotas;
+pub mod reassign;

@@ -63,6 +63,10 @@ pub enum PartitionError {
     /// the client retries.
     #[error("replication: {0}")]
     NotCommitted(String),
+    /// A replicated write not committed within the request's timeout (Kafka's delayed produce
+    /// expiring); it may still commit later.
+    #[error("not replicated within {0} ms")]
+    RequestTimedOut(u64),
     /// The principal may not do this to the topic (the ACLs).
     #[error("Topic authorization failed.")]
     TopicAuthorizationFailed,
@@ -72,6 +76,28 @@ pub enum PartitionError {
     /// The principal may not use the transactional id (the ACLs).
     #[error("Transactional Id authorization failed.")]
     TransactionalIdAuthorizationFailed,
+    /// A reassignment's target replicas are not valid (unknown broker, listed twice, empty).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A reassignment was cancelled where none is in progress.
+    #[error("no reassignment is in progress")]
+    NoReassignmentInProgress,
+    /// A transactional batch for a partition not in its producer's transaction (Produce up to
+    /// v10; KIP-890 part 1).
+    #[error("Partition was not added to the transaction")]
+    NotInTransaction,
+    /// The same, from Produce v11: the client aborts the transaction.
+    #[error("Partition was not added to the transaction")]
+    TransactionAbortable,
+    /// The coordinator could not verify the partition (the error named); the client retries.
+    #[error("Unable to verify the partition has been added to the transaction. Underlying error: {0}")]
+    TxnNotVerified(&'static str),
+    /// The producer id is not the transactional id's.
+    #[error("The producer attempted to use a producer id which is not currently assigned to its transactional id.")]
+    InvalidProducerIdMapping,
+    /// The transaction is being ended (Produce v12+).
+    #[error("The producer attempted to update a transaction while another concurrent operation on the same transaction was ongoing.")]
+    ConcurrentTransactions,
 }
 
 impl From<sluice_storage::StorageError> for PartitionError {

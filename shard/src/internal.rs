@@ -8,7 +8,8 @@
 //!   the partition of the topic the caller names, on this shard, and returns only once the
 //!   batch is durable: appended and fdatasync'd on a single-replica partition, proposed to the
 //!   partition's Raft group and committed on a replicated one (answered NOT_COORDINATOR when
-//!   this broker does not lead it). A topic not created yet, or a partition this shard does
+//!   this broker does not lead it; a commit not reached within `COORDINATOR_APPEND_TIMEOUT_MS`
+//!   is [`InternalError::TimedOut`], never a hang). A topic not created yet, or a partition this shard does
 //!   not hold, is [`InternalError::Unavailable`]; the caller maps the errors to its own.
 //! - [`read_to_hw`] hands its callback every whole data batch of a partition from the log
 //!   start to the high watermark (the commit point of a replicated partition), in order, in
@@ -36,6 +37,7 @@ use crate::replica::Replicas;
 use crate::shard::Shard;
 use crate::txn::TxnError;
 use bytes::Bytes;
+use futures::FutureExt;
 use sluice_core::batch::{self, BatchHeader, Record};
 use sluice_core::clock::now_ms;
 use sluice_core::{LeaderEpoch, Offset, TopicPartition};
@@ -52,6 +54,10 @@ pub enum InternalError {
     NotCoordinator,
     /// The batch was refused or could not be made durable.
     Storage(String),
+    /// The replicated batch did not commit within `COORDINATOR_APPEND_TIMEOUT_MS` (it may
+    /// still commit later); answered COORDINATOR_NOT_AVAILABLE, retriable, as Kafka's
+    /// coordinators answer an append that timed out.
+    TimedOut,
 }
 
 /// Appends `records` (key, value) as one batch to the partition of internal `topic` that
@@ -73,7 +79,14 @@ pub async fn append_internal(
     let bytes = batch::build(&recs, now_ms());
     let header = batch::validate(&bytes).map_err(|e| InternalError::Storage(e.to_string()))?;
     if let Some((r, group)) = shard.replicas().and_then(|r| r.group_of(&tp).map(|g| (r, g))) {
-        return r.propose(group, Bytes::from(bytes)).await.map(|_| ()).map_err(|e| match e {
+        let commit = r.propose(group, Bytes::from(bytes)).boxed_local();
+        let limit = std::time::Duration::from_millis(sluice_core::limits::COORDINATOR_APPEND_TIMEOUT_MS);
+        let expired = glommio::timer::sleep(limit).boxed_local();
+        let committed = match futures::future::select(commit, expired).await {
+            futures::future::Either::Left((committed, _)) => committed,
+            futures::future::Either::Right(_) => return Err(InternalError::TimedOut),
+        };
+        return committed.map(|_| ()).map_err(|e| match e {
             crate::raft::driver::ProposeError::NotLeader { .. } => InternalError::NotCoordinator,
             other => InternalError::Storage(other.to_string()),
         });
@@ -338,7 +351,7 @@ fn hand_over(shard: &Rc<Shard>, tp: &TopicPartition, kind: Kind) {
 impl From<InternalError> for GroupError {
     fn from(e: InternalError) -> Self {
         match e {
-            InternalError::Unavailable => GroupError::CoordinatorNotAvailable,
+            InternalError::Unavailable | InternalError::TimedOut => GroupError::CoordinatorNotAvailable,
             InternalError::NotCoordinator => GroupError::NotCoordinator,
             InternalError::Storage(e) => GroupError::Storage(e),
         }
@@ -348,7 +361,7 @@ impl From<InternalError> for GroupError {
 impl From<InternalError> for TxnError {
     fn from(e: InternalError) -> Self {
         match e {
-            InternalError::Unavailable => TxnError::CoordinatorNotAvailable,
+            InternalError::Unavailable | InternalError::TimedOut => TxnError::CoordinatorNotAvailable,
             InternalError::NotCoordinator => TxnError::NotCoordinator,
             InternalError::Storage(e) => TxnError::Storage(e),
         }

@@ -43,6 +43,10 @@ pub struct ProduceItem {
     pub index: usize,
     pub tp: TopicPartition,
     pub batches: Vec<(BatchHeader, Bytes)>,
+    /// How long a replicated partition's batches may wait for their commit before the answer
+    /// is REQUEST_TIMED_OUT (the Produce request's `timeout_ms`, Kafka's delayed produce);
+    /// None: until they commit or are overwritten.
+    pub commit_wait_ms: Option<u64>,
 }
 
 /// Where a produced partition's data landed.
@@ -204,6 +208,47 @@ pub struct DeleteAcls {
     pub filters: Vec<crate::metadata::acl::AclFilter>,
 }
 
+/// One AlterClientQuotas entry: an entity (checked by the caller) and its key operations
+/// (a value sets the key, `None` removes it).
+#[derive(Debug, Clone)]
+pub struct QuotaAlteration {
+    pub entity: crate::metadata::quota::QuotaEntity,
+    pub ops: Vec<(String, Option<f64>)>,
+}
+
+/// Set or remove client quotas (or only check them). One result per entry, in order.
+#[derive(Debug)]
+pub struct AlterClientQuotas {
+    pub entries: Vec<QuotaAlteration>,
+    pub validate_only: bool,
+}
+
+/// Start, change or cancel (`target` None) partition reassignments (AlterPartitionReassignments).
+/// One result per item, in order.
+#[derive(Debug)]
+pub struct AlterReassignments {
+    pub items: Vec<ReassignTarget>,
+    /// Every broker of the cluster (a target naming another is refused).
+    pub members: Vec<i32>,
+    /// KIP-860: false refuses a target of another replication factor.
+    pub allow_rf_change: bool,
+}
+
+/// One partition of AlterPartitionReassignments: its target replicas, None to cancel.
+#[derive(Debug, Clone)]
+pub struct ReassignTarget {
+    pub tp: sluice_core::TopicPartition,
+    pub target: Option<Vec<i32>>,
+}
+
+/// A reassignment's Raft membership change is done: record the target as the replicas.
+#[derive(Debug)]
+pub struct CompleteReassignment {
+    pub tp: sluice_core::TopicPartition,
+    pub target: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
 /// A metadata change for shard 0 (the only one that executes them), with its typed reply.
 #[derive(Debug)]
 pub enum AdminCall {
@@ -214,6 +259,9 @@ pub enum AdminCall {
     CreatePartitions(Call<CreatePartitions, Result<(), PartitionError>>),
     CreateAcls(Call<CreateAcls, Vec<Result<(), PartitionError>>>),
     DeleteAcls(Call<DeleteAcls, Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>>),
+    AlterClientQuotas(Call<AlterClientQuotas, Vec<Result<(), PartitionError>>>),
+    AlterReassignments(Call<AlterReassignments, Vec<Result<(), PartitionError>>>),
+    CompleteReassignment(Call<CompleteReassignment, Result<(), PartitionError>>),
 }
 
 operations!(AdminCall {
@@ -224,6 +272,9 @@ operations!(AdminCall {
     CreatePartitions => CreatePartitions: Result<(), PartitionError>,
     CreateAcls => CreateAcls: Vec<Result<(), PartitionError>>,
     DeleteAcls => DeleteAcls: Vec<Result<Vec<crate::metadata::acl::Acl>, PartitionError>>,
+    AlterClientQuotas => AlterClientQuotas: Vec<Result<(), PartitionError>>,
+    AlterReassignments => AlterReassignments: Vec<Result<(), PartitionError>>,
+    CompleteReassignment => CompleteReassignment: Result<(), PartitionError>,
 });
 
 /// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).
@@ -284,6 +335,11 @@ pub enum ShardMsg {
         items: Vec<crate::txn::view::ViewItem>,
         reply: oneshot::Sender<Vec<crate::txn::view::ViewResult>>,
     },
+    /// Whether owned partitions hold a producer's open transaction (KIP-890 verification).
+    TxnOpen {
+        items: Vec<crate::txn::verify::VerifyItem>,
+        reply: oneshot::Sender<Vec<crate::route::Tagged<bool>>>,
+    },
     /// Move the log start offsets of owned partitions forward (DeleteRecords).
     DeleteRecords {
         items: Vec<(usize, TopicPartition, Offset)>,
@@ -325,6 +381,7 @@ impl ShardMsg {
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
             | ShardMsg::TxnViews { .. }
+            | ShardMsg::TxnOpen { .. }
             | ShardMsg::TransferLeaders { .. }
             | ShardMsg::Publish { .. }
             | ShardMsg::Cluster(_) => true,

@@ -96,17 +96,30 @@ fn produce_replicated(
     log: Rc<sluice_storage::PartitionLog>,
     min_insync: usize,
 ) -> LocalBoxFuture<'static, ProduceResult> {
-    let index = item.index;
+    let (index, limit) = (item.index, item.commit_wait_ms);
     let proposed = r.produce_on_leader(group, acks, &item.batches, min_insync);
     async move {
         let done = |base_offset| Appended { base_offset, log_start: log.log_start(), log_append_time: -1 };
         match (proposed, acks) {
             (Err(e), _) => (index, Err(e)),
             (Ok(_), Acks::None) => (index, Ok(done(Offset(-1)))),
-            (Ok(wait), _) => (index, wait.await.map(done)),
+            (Ok(wait), _) => (index, within(wait, limit).await.map(done)),
         }
     }
     .boxed_local()
+}
+
+/// `wait`'s outcome, or REQUEST_TIMED_OUT once `limit` ms passed (None: no limit).
+async fn within(
+    wait: LocalBoxFuture<'static, Result<Offset, PartitionError>>,
+    limit: Option<u64>,
+) -> Result<Offset, PartitionError> {
+    let Some(ms) = limit else { return wait.await };
+    let expired = glommio::timer::sleep(std::time::Duration::from_millis(ms)).boxed_local();
+    match futures::future::select(wait, expired).await {
+        futures::future::Either::Left((outcome, _)) => outcome,
+        futures::future::Either::Right(_) => Err(PartitionError::RequestTimedOut(ms)),
+    }
 }
 
 /// The topic's `min.insync.replicas` (or the broker default; 1 when unset).

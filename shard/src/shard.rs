@@ -594,6 +594,7 @@ impl Shard {
             ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
             ShardMsg::Txn(call) => run_with(slot, async move { shard.txns.handle(&shard, call).await }),
             ShardMsg::TxnViews { items, reply } => drop(reply.send(crate::txn::view::views_local(self, items))),
+            ShardMsg::TxnOpen { items, reply } => drop(reply.send(crate::txn::verify::open_local(self, items))),
             ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
                 drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
             }),
@@ -629,7 +630,9 @@ fn owns(snapshot: &MetadataSnapshot, shard: ShardId, tp: &TopicPartition, topic_
 }
 
 /// The partitions of `snapshot` with more than one replica, `me` among them: each with its
-/// Raft group (topic number, partition) and its replicas (node ids).
+/// Raft group (topic number, partition) and the voters a new replica of the group starts with
+/// (its replicas, or the group's origin voters once a reassignment changed them: a joining
+/// replica replays the log's membership changes from there).
 fn replicated(snapshot: &MetadataSnapshot, me: i32) -> Vec<(TopicPartition, crate::raft::GroupId, Vec<i32>)> {
     let mut out = Vec::new();
     for (name, repl) in &snapshot.replication {
@@ -639,7 +642,7 @@ fn replicated(snapshot: &MetadataSnapshot, me: i32) -> Vec<(TopicPartition, crat
             }
             let (Ok(pi), Ok(pu)) = (i32::try_from(p), u32::try_from(p)) else { break };
             let group = crate::raft::GroupId::partition(repl.number, pu);
-            out.push((TopicPartition::new(name.clone(), pi), group, state.replicas.clone()));
+            out.push((TopicPartition::new(name.clone(), pi), group, state.raft_origin().to_vec()));
         }
     }
     out

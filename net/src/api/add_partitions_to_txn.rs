@@ -1,5 +1,7 @@
-//! AddPartitionsToTxn (key 24), versions 0–3: the client's partitions join its open
-//! transaction (the transaction starts with the first).
+//! AddPartitionsToTxn (key 24), versions 0–5: the client's partitions join its open
+//! transaction (the transaction starts with the first); v4+ is the brokers' batched form
+//! (KIP-890 part 1): several transactions per request, each either added or, with
+//! `verify_only`, checked (is each partition in the open transaction? nothing changes).
 //!
 //! Contract: answered after the coordinator's new state is durable in `__transaction_state`.
 //! Every partition gets the same code: success, or the transaction-level error (PRODUCER_FENCED
@@ -7,8 +9,11 @@
 //! being completed; INVALID_PRODUCER_ID_MAPPING). Unknown partitions get
 //! UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as Kafka answers; so do
 //! topics without WRITE (and internal topics: TOPIC_AUTHORIZATION_FAILED), and every partition
-//! is TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id. Version 4
-//! (batched, broker to broker, verify-only) is not offered.
+//! is TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id. v4+ (batched,
+//! broker to broker) needs CLUSTER_ACTION on the cluster when an authorizer is configured
+//! (top-level CLUSTER_AUTHORIZATION_FAILED, as Kafka); a verified partition not in the
+//! transaction gets TRANSACTION_ABORTABLE from v5, INVALID_TXN_STATE in v4; transaction-level
+//! errors go to every partition of that transaction.
 
 use super::per_partition::answer_each;
 use super::{respond, ApiSpec, Ctx, Reply};
@@ -16,24 +21,46 @@ use crate::errors::txn_code;
 use crate::frame::{decode_body, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 use kafka_protocol::ResponseError;
 use sluice_core::PartitionId;
 use sluice_shard::admin::is_internal;
 use sluice_shard::metadata::acl::op;
-use sluice_shard::txn::{self, AddRequest};
+use sluice_shard::txn::{self, AddRequest, VerifyRequest};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
-    ApiSpec { key: ApiKey::AddPartitionsToTxn, name: "AddPartitionsToTxn", min_version: 0, max_version: 3, handle };
+    ApiSpec { key: ApiKey::AddPartitionsToTxn, name: "AddPartitionsToTxn", min_version: 0, max_version: 5, handle };
+
+/// The first version of the brokers' batched form.
+const FIRST_BATCHED_VERSION: i16 = 4;
+/// The first version whose answer may carry TRANSACTION_ABORTABLE.
+const FIRST_ABORTABLE_VERSION: i16 = 5;
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: AddPartitionsToTxnRequest = decode_body(&req)?;
+        if req.version >= FIRST_BATCHED_VERSION {
+            let allowed = crate::authz::Authz::new(&ctx, &req).cluster(op::CLUSTER_ACTION);
+            let reply = async move {
+                let resp = if allowed {
+                    let mut results = Vec::with_capacity(body.transactions.len());
+                    for t in body.transactions {
+                        results.push(batched(&ctx, t, req.version).await);
+                    }
+                    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+                } else {
+                    AddPartitionsToTxnResponse::default()
+                        .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                };
+                respond(&req, &resp).map(|f| Some(f.into()))
+            };
+            return Ok(reply.boxed_local() as Reply);
+        }
         let transactional_id = body.v3_and_below_transactional_id.0.to_string();
         let partitions: Vec<(String, i32)> = body
             .v3_and_below_topics
@@ -89,4 +116,55 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply.boxed_local() as Reply)
     }
     .boxed_local()
+}
+
+/// One transaction of a batched (v4+) request: its partitions added, or verified.
+async fn batched(ctx: &Ctx, t: AddPartitionsToTxnTransaction, version: i16) -> AddPartitionsToTxnResult {
+    let id = t.transactional_id.0.to_string();
+    let partitions: Vec<(String, i32)> =
+        t.topics.iter().flat_map(|tp| tp.partitions.iter().map(move |p| (tp.name.0.to_string(), *p))).collect();
+    let meta = ctx.shard.metadata();
+    let unknown: Vec<bool> = partitions.iter().map(|(t, p)| meta.owner(t, PartitionId(*p)).is_none()).collect();
+    let codes: Vec<i16> = if unknown.iter().any(|u| *u) {
+        let u = ResponseError::UnknownTopicOrPartition.code();
+        let skipped = ResponseError::OperationNotAttempted.code();
+        unknown.iter().map(|bad| if *bad { u } else { skipped }).collect()
+    } else if t.verify_only {
+        let request = VerifyRequest {
+            transactional_id: id.clone(),
+            producer_id: t.producer_id.0,
+            epoch: t.producer_epoch,
+            partitions: partitions.clone(),
+        };
+        let not_in = if version >= FIRST_ABORTABLE_VERSION {
+            ResponseError::TransactionAbortable.code()
+        } else {
+            ResponseError::InvalidTxnState.code()
+        };
+        match txn::ask(&ctx.shard, &id, request).await {
+            Ok(member) => member.into_iter().map(|m| if m { 0 } else { not_in }).collect(),
+            Err(e) => vec![txn_code(&e, true); partitions.len()],
+        }
+    } else {
+        let request = AddRequest {
+            transactional_id: id.clone(),
+            producer_id: t.producer_id.0,
+            epoch: t.producer_epoch,
+            partitions: partitions.clone(),
+            group: None,
+        };
+        let code = match txn::ask(&ctx.shard, &id, request).await {
+            Ok(()) => 0,
+            Err(e) => txn_code(&e, true),
+        };
+        vec![code; partitions.len()]
+    };
+    let of = |tp: &AddPartitionsToTxnTopic| tp.partitions.clone();
+    let topics = answer_each(t.topics, codes, of, |tp, parts| {
+        let parts = parts.into_iter().map(|(index, code)| {
+            AddPartitionsToTxnPartitionResult::default().with_partition_index(index).with_partition_error_code(code)
+        });
+        AddPartitionsToTxnTopicResult::default().with_name(tp.name).with_results_by_partition(parts.collect())
+    });
+    AddPartitionsToTxnResult::default().with_transactional_id(t.transactional_id).with_topic_results(topics)
 }

@@ -6,9 +6,15 @@
 //! BROKER and GROUP resources (here and in IncrementalAlterConfigs, [`not_alterable`]): sluice
 //! applies neither, so every key is refused with the error Kafka 4.x gives a key it cannot
 //! apply. A broker's keys: INVALID_REQUEST "Cannot update these configs dynamically: [keys]"
-//! (sluice's broker configs all come from its config file; Kafka accepts its dynamic ones); a
-//! broker id other than 0: INVALID_REQUEST "Unexpected broker id, expected 0, but received N".
-//! A group's keys: INVALID_CONFIG "Unknown group config name: k" for a key Kafka does not know,
+//! (sluice's broker configs all come from its config file; Kafka accepts its dynamic ones),
+//! except IncrementalAlterConfigs' DELETE of a key, which removes a dynamic value sluice never
+//! holds: nothing to do, no error (as Kafka answers deleting an unset dynamic config;
+//! `kafka-reassign-partitions --verify` clears the replication throttles so); a broker id
+//! other than this broker's: INVALID_REQUEST "Unexpected broker id, expected ME, but received N".
+//! A topic's replication throttles (`leader.replication.throttled.replicas`,
+//! `follower.replication.throttled.replicas`): sluice does not throttle replication and never
+//! holds them, so their DELETE (IncrementalAlterConfigs) is dropped as done and setting them is
+//! refused as any unknown key. A group's keys: INVALID_CONFIG "Unknown group config name: k" for a key Kafka does not know,
 //! else INVALID_CONFIG naming the keys (sluice has classic groups only: the KIP-848/932/1071
 //! group configs do not apply). No keys: nothing to change, no error.
 
@@ -64,6 +70,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     .boxed_local()
 }
 
+/// Kafka's topic-level replication throttles (module docs).
+const THROTTLE_KEYS: &[&str] = &["leader.replication.throttled.replicas", "follower.replication.throttled.replicas"];
+
 /// A resource whose configs a request alters: its type, name and the keys it names.
 pub struct Resource<'a> {
     pub resource_type: i8,
@@ -92,8 +101,17 @@ pub async fn alter(
         return (e.code(), Some(crate::authz::denied_message(e).to_string()));
     }
     if target.resource_type != RESOURCE_TOPIC {
-        return not_alterable(target.resource_type, target.name, &target.keys);
+        let mut keys = target.keys;
+        if target.resource_type == RESOURCE_BROKER {
+            if let Ok(changes) = &changes {
+                keys = changes.iter().filter(|c| c.op != ConfigOp::Delete).map(|c| c.key.clone()).collect();
+            }
+        }
+        return not_alterable(ctx.node_id().0, target.resource_type, target.name, &keys);
     }
+    let changes = changes.map(|cs| {
+        cs.into_iter().filter(|c| !(c.op == ConfigOp::Delete && THROTTLE_KEYS.contains(&c.key.as_str()))).collect()
+    });
     let result = match changes {
         Ok(changes) => {
             let op = AlterConfigs { topic: target.name.to_string(), changes, replace_all, validate_only };
@@ -106,12 +124,12 @@ pub async fn alter(
 
 /// The answer to altering `keys` of a non-topic resource, which sluice never applies: Kafka's
 /// error code and message for keys it cannot apply, or no error when there is nothing to do.
-pub fn not_alterable(resource_type: i8, name: &str, keys: &[String]) -> (i16, Option<String>) {
+pub fn not_alterable(me: i32, resource_type: i8, name: &str, keys: &[String]) -> (i16, Option<String>) {
     let refuse = |e: ResponseError, m: String| (e.code(), Some(m));
     let list = || format!("[{}]", keys.join(", "));
     match resource_type {
-        RESOURCE_BROKER if !name.is_empty() && name != "0" => {
-            refuse(ResponseError::InvalidRequest, format!("Unexpected broker id, expected 0, but received {name}"))
+        RESOURCE_BROKER if !name.is_empty() && name != me.to_string() => {
+            refuse(ResponseError::InvalidRequest, format!("Unexpected broker id, expected {me}, but received {name}"))
         }
         RESOURCE_BROKER if keys.is_empty() => (0, None),
         RESOURCE_BROKER => refuse(
@@ -150,15 +168,16 @@ mod tests {
 
     #[test]
     fn broker_and_group_answers_are_kafkas() {
-        let (code, msg) = not_alterable(RESOURCE_BROKER, "0", &keys(&["auto.create.topics.enable"]));
+        let (code, msg) = not_alterable(0, RESOURCE_BROKER, "0", &keys(&["auto.create.topics.enable"]));
         assert_eq!(code, 42);
         assert!(msg.unwrap().starts_with("Cannot update these configs dynamically: [auto.create.topics.enable]"));
-        assert_eq!(not_alterable(RESOURCE_BROKER, "", &[]), (0, None));
-        let (code, msg) = not_alterable(RESOURCE_BROKER, "7", &keys(&["log.retention.ms"]));
+        assert_eq!(not_alterable(0, RESOURCE_BROKER, "", &[]), (0, None));
+        let (code, msg) = not_alterable(0, RESOURCE_BROKER, "7", &keys(&["log.retention.ms"]));
         assert_eq!((code, msg.unwrap()), (42, "Unexpected broker id, expected 0, but received 7".to_string()));
-        let (code, msg) = not_alterable(RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms", "foo"]));
+        assert_eq!(not_alterable(7, RESOURCE_BROKER, "7", &[]), (0, None), "this broker's own id");
+        let (code, msg) = not_alterable(0, RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms", "foo"]));
         assert_eq!((code, msg.unwrap()), (40, "Unknown group config name: foo".to_string()));
-        assert_eq!(not_alterable(RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms"])).0, 40);
-        assert_eq!(not_alterable(RESOURCE_GROUP, "", &[]).0, 42);
+        assert_eq!(not_alterable(0, RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms"])).0, 40);
+        assert_eq!(not_alterable(0, RESOURCE_GROUP, "", &[]).0, 42);
     }
 }

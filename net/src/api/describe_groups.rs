@@ -33,7 +33,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 described.push(refused);
                 continue;
             }
-            let answer = groups::call(&ctx.shard, &g.0, DescribeRequest(g.0.to_string())).await;
+            let answer = groups::ask(&ctx.shard, &g.0, DescribeRequest(g.0.to_string())).await;
             let ops = if v >= 3 && body.include_authorized_operations {
                 authz.operations(sluice_shard::metadata::acl::resource::GROUP, &g.0)
             } else {

@@ -7,8 +7,9 @@
 //! - PREFERRED (type 0; v0 is always preferred): ELECTION_NOT_NEEDED when the first replica of
 //!   the assignment leads; PREFERRED_LEADER_NOT_AVAILABLE when it is not live or not in the
 //!   ISR; otherwise the partition's Raft group is asked to transfer leadership to it
-//!   (`sluice_shard::replica::elect`, through this broker's replica: a partition with no
-//!   replica here answers PREFERRED_LEADER_NOT_AVAILABLE), and the answer waits until the
+//!   (`sluice_shard::replica::elect`, through this broker's replica; a broker with no replica
+//!   of the partition forwards the request to the preferred replica's broker, `peer::elect`,
+//!   as a Kafka broker forwards it to the controller), and the answer waits until the
 //!   snapshot names it leader (the new leader records itself in the metadata log), at most
 //!   the request's timeout capped at `ELECT_LEADERS_MAX_WAIT_MS` (REQUEST_TIMED_OUT after);
 //! - UNCLEAN (type 1): Raft never elects a replica that may lack committed entries, so there
@@ -136,8 +137,13 @@ async fn elect(ctx: &Rc<Ctx>, items: &mut [Item], timeout_ms: i32) {
         return;
     }
     for (at, started) in transfer(&ctx.shard, asked).await {
-        if started.is_err() {
-            let why = "no replica of the partition on the broker asked".to_string();
+        // No replica here: the preferred replica's broker starts the transfer (peer::elect).
+        let forwarded = started.is_ok() || {
+            let (tp, to) = (&items[at].tp, items[at].preferred);
+            ctx.peers.as_ref().is_some_and(|net| crate::peer::elect::forward(net, NodeId(to), tp, to))
+        };
+        if !forwarded {
+            let why = format!("node {} could not be asked to lead", items[at].preferred);
             items[at].outcome = Some((ResponseError::PreferredLeaderNotAvailable.code(), Some(why)));
         }
     }

@@ -22,6 +22,9 @@
 //!
 //! read_committed (isolation level 1, see `committed`): answers stop at each partition's last
 //! stable offset and list its aborted transactions.
+//!
+//! Client quotas (`throttled`): an answer is at most a quota window's worth of the client's
+//! `consumer_byte_rate`; a throttled fetch is answered empty with `throttle_time_ms`, as Kafka.
 
 mod committed;
 mod session;
@@ -39,6 +42,7 @@ use session::{Answered, Plan, Wanted, FINAL_EPOCH};
 use sluice_core::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS, MAX_PARTITION_READ_BYTES};
 use sluice_core::{Offset, TopicPartition};
 use sluice_shard::fetch::{fetch, trim, FetchPlan};
+use sluice_shard::metadata::quota::QuotaKind;
 use sluice_shard::metrics;
 use sluice_shard::msg::{FetchItem, FetchResult};
 use sluice_shard::txn::partition::TxnView;
@@ -78,7 +82,13 @@ async fn answer(ctx: Rc<Ctx>, req: Request, body: FetchRequest, plan: Plan) -> R
             return encode_with_records(req.correlation_id, req.version, &resp, &[]).map(Some);
         }
     };
+    let client_id = req.client_id.clone();
     let asked = non_negative(body.max_bytes).min(MAX_FETCH_RESPONSE_BYTES);
+    // Kafka's `getMaxValueInQuotaWindow`: no more than a quota window's worth in one answer.
+    let asked = match crate::quota::max_in_window(&ctx, client_id.as_deref(), QuotaKind::Fetch) {
+        Some(most) => asked.min(most),
+        None => asked,
+    };
     let max_bytes = asked.min(budget_left(&ctx));
     let authz = crate::authz::Authz::new(&ctx, &req);
     let Layout { topics, items, early } = lay_out(&ctx, &authz, wanted, max_bytes);
@@ -92,7 +102,6 @@ async fn answer(ctx: Rc<Ctx>, req: Request, body: FetchRequest, plan: Plan) -> R
     count_topic_bytes(&topics, &results);
     let mut out = Answer { results, views, incremental, version: req.version, ..Answer::default() };
     let responses: Vec<_> = topics.into_iter().filter_map(|(_, parts)| out.topic(parts)).collect();
-    session::answered(session_id, &out.answers);
     let node_endpoints = if req.version >= 16 { node_endpoints(&ctx, &responses) } else { Vec::new() };
     let resp = FetchResponse::default()
         .with_throttle_time_ms(0)
@@ -101,7 +110,35 @@ async fn answer(ctx: Rc<Ctx>, req: Request, body: FetchRequest, plan: Plan) -> R
         .with_responses(responses)
         .with_node_endpoints(node_endpoints);
     // The record sets are written from where the reads left them, not copied.
-    encode_with_records(req.correlation_id, req.version, &resp, &out.records).map(Some)
+    let frame = encode_with_records(req.correlation_id, req.version, &resp, &out.records)?;
+    if let Some(throttled) = throttled(&ctx, &req, client_id.as_deref(), session_id, frame.len()) {
+        return throttled.map(Some);
+    }
+    session::answered(session_id, &out.answers);
+    Ok(Some(frame))
+}
+
+/// Client quotas, as Kafka's `handleFetchRequest`: the answer's size counts against the
+/// client's `consumer_byte_rate`; when that or the request-time quota throttles, the size is
+/// taken back, the connection muted, and the answer is empty with `throttle_time_ms` (the
+/// session, if any, is kept and its partitions are answered again by the next fetch).
+fn throttled(
+    ctx: &Ctx,
+    req: &Request,
+    client_id: Option<&str>,
+    session_id: i32,
+    bytes: usize,
+) -> Option<Result<Frame, FrameError>> {
+    let size = bytes as f64;
+    let bandwidth = crate::quota::record(ctx, client_id, QuotaKind::Fetch, size);
+    let throttle = bandwidth.max(req.request_throttle_ms.get());
+    if throttle == 0 {
+        return None;
+    }
+    crate::quota::unrecord(ctx, client_id, QuotaKind::Fetch, size);
+    crate::quota::mute(ctx, throttle);
+    let resp = FetchResponse::default().with_throttle_time_ms(throttle).with_error_code(0).with_session_id(session_id);
+    Some(encode_with_records(req.correlation_id, req.version, &resp, &[]))
 }
 
 /// KIP-951 (v16+): the endpoints of the leaders named in `CurrentLeader` hints.

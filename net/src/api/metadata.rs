@@ -62,7 +62,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         }
         let meta = ctx.shard.metadata();
         let now = std::time::Instant::now();
-        let live = |n: i32| ctx.cluster.is_live(NodeId(n), now);
+        let live = |n: i32| ctx.cluster.is_listed(NodeId(n), now);
         let d = Describer { meta: &meta, v: req.version, me: ctx.node_id().0, live: &live };
         let topics = if all {
             meta.topics.iter().filter(|(n, _)| authz.topic(DESCRIBE, n)).map(|(n, t)| d.topic(n, t)).collect()

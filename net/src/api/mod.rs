@@ -9,7 +9,9 @@
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_client_quotas;
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_describe;
@@ -22,6 +24,7 @@ pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_acls;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -40,6 +43,7 @@ pub mod leader_hints;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
@@ -80,6 +84,9 @@ pub struct Ctx {
     pub cluster: Rc<crate::peer::ClusterView>,
     /// This shard's part of the broker-to-broker transport (`None`: a lone broker).
     pub peers: Option<Rc<crate::peer::PeerNet>>,
+    /// Until when a client quota mutes the connection (KIP-219; `crate::quota::mute`): its
+    /// reader starts no request before then.
+    pub muted_until: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl Ctx {
@@ -147,6 +154,8 @@ pub const APIS: &[ApiSpec] = &[
     incremental_alter_configs::SPEC,
     describe_cluster::SPEC,
     elect_leaders::SPEC,
+    alter_partition_reassignments::SPEC,
+    list_partition_reassignments::SPEC,
     add_partitions_to_txn::SPEC,
     add_offsets_to_txn::SPEC,
     end_txn::SPEC,
@@ -162,6 +171,8 @@ pub const APIS: &[ApiSpec] = &[
     describe_acls::SPEC,
     create_acls::SPEC,
     delete_acls::SPEC,
+    describe_client_quotas::SPEC,
+    alter_client_quotas::SPEC,
 ];
 
 /// The handler entry for an API key, if implemented (whatever the version).

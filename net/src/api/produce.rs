@@ -14,6 +14,12 @@
 //! requests on one connection land in order. acks=0 requests get no response.
 //! NOT_LEADER_OR_FOLLOWER names the leader the partition's owner knows in KIP-951's
 //! `CurrentLeader`, and the response carries its `NodeEndpoints` (v10+, `leader_hints`).
+//! With a transactional id, a transactional batch is appended only to a partition of the
+//! producer's open transaction (KIP-890 part 1, `sluice_shard::txn::verify`), verified before
+//! any append of the request is issued.
+//! Client quotas: the request's size counts against the client's `producer_byte_rate`; the
+//! answer carries the larger of that throttle and the request-time one in `throttle_time_ms`
+//! and the connection is muted for it (`crate::quota`).
 
 use super::{leader_hints, topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -30,8 +36,10 @@ use sluice_core::batch::{keyless_records, split_batches, BatchError, BatchHeader
 use sluice_core::limits::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
 use sluice_core::TopicPartition;
 use sluice_shard::admin::auto_create;
+use sluice_shard::metadata::quota::QuotaKind;
 use sluice_shard::msg::{Acks, Appended, ProduceItem};
 use sluice_shard::produce::produce;
+use sluice_shard::txn::verify::{self as txn_verify, VerifyItem};
 use sluice_shard::PartitionError;
 use sluice_storage::codec::{uncompressed, CodecError};
 use std::rc::Rc;
@@ -94,6 +102,11 @@ struct TopicSlot {
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ProduceRequest = decode_body(&req)?;
+        // The client's producer_byte_rate quota counts the whole request (Kafka's
+        // `request.sizeInBytes`); over it, the connection is muted (KIP-219).
+        let byte_throttle = crate::quota::record(&ctx, req.client_id.as_deref(), QuotaKind::Produce, req.size as f64);
+        crate::quota::mute(&ctx, byte_throttle);
+        let request_throttle = req.request_throttle_ms.clone();
         let acks = match body.acks {
             0 => Ok(Acks::None),
             1 => Ok(Acks::Leader),
@@ -112,7 +125,21 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 .collect();
             create_missing(&ctx, &creatable).await;
         }
-        let Prepared { slots, early, items } = prepare(&ctx, &acks, body.topic_data, names, denied);
+        // Kafka's delayed produce: a replicated write not committed within the request's
+        // timeout is answered REQUEST_TIMED_OUT (it may still commit; the client retries).
+        let commit_wait_ms = Some(u64::try_from(body.timeout_ms).unwrap_or(0));
+        let Prepared { slots, mut early, mut items } = prepare(&ctx, &acks, body.topic_data, names, denied);
+        for i in &mut items {
+            i.commit_wait_ms = commit_wait_ms;
+        }
+        if let Some(id) = body.transactional_id.as_ref().filter(|_| !items.is_empty()) {
+            // KIP-890 part 1: transactional batches only into partitions of the transaction.
+            let refused = txn_verify::check(&ctx.shard, &id.0, transactional_items(&items), req.version).await;
+            for (index, e) in refused {
+                early[index] = Some(e);
+                items.retain(|i| i.index != index);
+            }
+        }
         let acks = acks.unwrap_or(Acks::All);
         let pending = produce(&ctx.shard, acks, items).await;
         let (correlation_id, version) = (req.correlation_id, req.version);
@@ -126,6 +153,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 return Ok(None);
             }
             let mut resp = response(slots, results, version);
+            resp.throttle_time_ms = byte_throttle.max(request_throttle.get());
             if version >= 10 {
                 resp.node_endpoints = node_endpoints(&ctx, &resp);
             }
@@ -136,6 +164,26 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
     }
     .boxed_local()
 }
+
+/// The partitions whose batch is transactional, with its producer id and epoch.
+fn transactional_items(items: &[ProduceItem]) -> Vec<VerifyItem> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let (h, _) = i.batches.first()?;
+            let transactional = h.attributes & TRANSACTIONAL_ATTRIBUTE != 0 && h.producer_id >= 0;
+            transactional.then(|| VerifyItem {
+                index: i.index,
+                tp: i.tp.clone(),
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+            })
+        })
+        .collect()
+}
+
+/// Attribute bit of a transactional batch.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
 
 /// Auto-creates the named topics that do not exist yet.
 async fn create_missing(ctx: &Rc<Ctx>, names: &[Option<String>]) {
@@ -210,7 +258,7 @@ fn prepare_partition(
                 if is_compacted(ctx, name) {
                     check_keys(&batches, &tp)?;
                 }
-                Ok(ProduceItem { index, tp, batches })
+                Ok(ProduceItem { index, tp, batches, commit_wait_ms: None })
             }
             Err(BatchError::TooLarge(n)) => Err(PartitionError::BatchTooLarge(n)),
             Err(e) => Err(PartitionError::CorruptBatch(e)),

@@ -25,6 +25,7 @@
 //!   connections receive.
 
 pub mod accept;
+pub mod elect;
 pub mod link;
 pub mod raft;
 pub mod view;

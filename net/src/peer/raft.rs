@@ -77,6 +77,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
             PayloadKind::MetadataForwardReply => {
                 return on_forwarded(&forwarded_to, d.from.0, Forwarded::Reply, d.frame.payload)
             }
+            PayloadKind::ElectPreferred => return super::elect::on_elect(&forwarded_to, d.from, d.frame),
         }
         if let Some(r) = weak.upgrade() {
             r.receive(d.from, d.frame.payload);
@@ -88,7 +89,9 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
         sluice_shard::admin::cluster::start(&shard, &r);
     }
     sluice_shard::admin::cluster::follow_leaders(&shard, &r);
+    sluice_shard::replica::reassign::follow(&shard, &r);
     sluice_shard::internal::follow(&shard, &r);
+    sluice_shard::replica::rebalance::start(&shard, &r);
     {
         // The start-up recovery opened this shard's logs before the runtime existed.
         let shard = shard.clone();

@@ -3,8 +3,10 @@
 //! Contract: shard-local (no locks, no sharing between threads): each shard's copy is updated
 //! only by messages its own links receive (a peer's `Welcome` gives its client address, every
 //! `HeartbeatAck` renews its session). A member is live while its last message is at most
-//! `session_timeout` old; this broker is always live. [`ClusterView::brokers`] lists the live
-//! members in node-id order, which is what Metadata, DescribeCluster and FindCoordinator
+//! `session_timeout` old (Raft's failover follows that); it stays *listed* to clients while
+//! heard within `PEER_LISTED_SESSIONS` sessions, so one late heartbeat of a busy broker does
+//! not drop it from Metadata. This broker is always live. [`ClusterView::brokers`] lists the
+//! listed members in node-id order, which is what Metadata, DescribeCluster and FindCoordinator
 //! answer, and [`ClusterView::controller`] the controller they name. Borrows never cross an
 //! `.await`.
 
@@ -61,6 +63,15 @@ impl ClusterView {
         sluice_shard::admin::cluster::controller().map_or(self.me.node_id, NodeId)
     }
 
+    /// Every cluster member, live or not, this broker among them, in node-id order.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.members.borrow().keys().copied().collect();
+        v.push(self.me.node_id);
+        v.sort();
+        v.dedup();
+        v
+    }
+
     pub fn me(&self) -> &BrokerEndpoint {
         &self.me
     }
@@ -90,12 +101,25 @@ impl ClusterView {
         m.client.is_some() && m.last_heard.is_some_and(|t| now.saturating_duration_since(t) <= self.session_timeout)
     }
 
-    /// Live brokers, this one included, in node-id order.
+    /// Whether clients are told `node` is up (Metadata's brokers, not an offline replica):
+    /// heard within `PEER_LISTED_SESSIONS` sessions. Raft's failover follows [`Self::is_live`]
+    /// (one session); a busy broker whose heartbeats were late once stays listed, as a Kafka
+    /// broker stays unfenced until its longer session lapses.
+    pub fn is_listed(&self, node: NodeId, now: Instant) -> bool {
+        node == self.me.node_id || self.members.borrow().get(&node).is_some_and(|m| self.listed(m, now))
+    }
+
+    fn listed(&self, m: &Member, now: Instant) -> bool {
+        let grace = self.session_timeout.saturating_mul(sluice_core::limits::PEER_LISTED_SESSIONS);
+        m.client.is_some() && m.last_heard.is_some_and(|t| now.saturating_duration_since(t) <= grace)
+    }
+
+    /// Listed brokers ([`Self::is_listed`]), this one included, in node-id order.
     pub fn brokers(&self, now: Instant) -> Vec<BrokerEndpoint> {
         let members = self.members.borrow();
         let mut out: Vec<BrokerEndpoint> = members
             .iter()
-            .filter(|(_, m)| self.live(m, now))
+            .filter(|(_, m)| self.listed(m, now))
             .filter_map(|(id, m)| m.client.clone().map(|(host, port)| BrokerEndpoint { node_id: *id, host, port }))
             .collect();
         out.push(self.me.clone());
@@ -143,8 +167,12 @@ mod tests {
         assert!(v.transitions(t0).is_empty());
         let later = t0 + Duration::from_millis(150);
         v.heard(NodeId(2), later);
+        assert!(!v.is_live(NodeId(0), later), "one session missed: not live for Raft");
+        assert!(v.is_listed(NodeId(0), later), "still listed to clients within the grace");
+        let gone = t0 + Duration::from_millis(100 * u64::from(sluice_core::limits::PEER_LISTED_SESSIONS) + 50);
+        v.heard(NodeId(2), gone);
         assert_eq!(
-            v.brokers(later).iter().map(|b| (b.node_id.0, b.port)).collect::<Vec<_>>(),
+            v.brokers(gone).iter().map(|b| (b.node_id.0, b.port)).collect::<Vec<_>>(),
             vec![(1, 9092), (2, 9002)]
         );
         assert_eq!(v.transitions(later), vec![Transition::Offline(NodeId(0))]);

@@ -30,6 +30,9 @@ pub enum PayloadKind {
     MetadataForward,
     /// The controller's answer to a `MetadataForward`.
     MetadataForwardReply,
+    /// A preferred leader election forwarded to a broker holding a replica of the partition
+    /// (`peer::elect`).
+    ElectPreferred,
 }
 
 /// Where on the receiving broker a data frame goes.

@@ -59,8 +59,8 @@ fn group_of(call: &GroupCall) -> Option<&str> {
 }
 
 /// Answers a call this coordinator refuses (not the leader of the group's partition, or still
-/// loading it). DescribeGroups' answer carries no error: its reply is dropped, which the
-/// caller sees as COORDINATOR_NOT_AVAILABLE (retriable, as the others).
+/// loading it): NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS, DescribeGroups included, as
+/// Kafka answers; ListGroups lists what this coordinator has.
 fn refuse(call: GroupCall, why: Refusal) {
     let e = GroupError::from(why);
     match call {
@@ -74,7 +74,8 @@ fn refuse(call: GroupCall, why: Refusal) {
         GroupCall::DeleteOffsets(c) => drop(c.reply.send(Err(e))),
         GroupCall::ConsumerHeartbeat(c) => drop(c.reply.send(Err(e))),
         GroupCall::ConsumerDescribe(c) => drop(c.reply.send(Err(e))),
-        GroupCall::Describe(_) | GroupCall::List(_) => {}
+        GroupCall::Describe(c) => drop(c.reply.send(Err(e))),
+        GroupCall::List(_) => {}
     }
 }
 
@@ -175,7 +176,7 @@ impl Coordinator {
                 drop(reply.send(self.commit(shard, req.member, req.offsets).await))
             }
             GroupCall::FetchOffsets(Call { req, reply }) => drop(reply.send(self.fetch(req))),
-            GroupCall::Describe(Call { req, reply }) => drop(reply.send(self.describe(&req.0))),
+            GroupCall::Describe(Call { req, reply }) => drop(reply.send(Ok(self.describe(&req.0)))),
             GroupCall::Delete(Call { req, reply }) => drop(reply.send(self.delete(shard, &req.0).await)),
             GroupCall::DeleteOffsets(Call { req, reply }) => {
                 drop(reply.send(self.delete_offsets(shard, &req.group_id, req.partitions).await))

@@ -252,7 +252,7 @@ pub enum GroupCall {
     Leave(Call<LeaveRequest, EachResult>),
     Commit(Call<CommitRequest, EachResult>),
     FetchOffsets(Call<OffsetFetchRequest, Result<OffsetList, GroupError>>),
-    Describe(Call<DescribeRequest, Option<GroupDescription>>),
+    Describe(Call<DescribeRequest, Result<Option<GroupDescription>, GroupError>>),
     Delete(Call<DeleteRequest, Result<(), GroupError>>),
     DeleteOffsets(Call<OffsetDeleteRequest, EachResult>),
     List(Call<ListRequest, Vec<GroupListing>>),
@@ -267,7 +267,7 @@ operations!(GroupCall {
     LeaveRequest => Leave: EachResult,
     CommitRequest => Commit: EachResult,
     OffsetFetchRequest => FetchOffsets: Result<OffsetList, GroupError>,
-    DescribeRequest => Describe: Option<GroupDescription>,
+    DescribeRequest => Describe: Result<Option<GroupDescription>, GroupError>,
     DeleteRequest => Delete: Result<(), GroupError>,
     OffsetDeleteRequest => DeleteOffsets: EachResult,
     ListRequest => List: Vec<GroupListing>,
@@ -296,8 +296,19 @@ pub fn coordinator_shard(shard: &Shard, group_id: &str) -> Option<ShardId> {
 
 /// Runs an operation on the group's coordinator shard.
 pub async fn call<O: Operation<GroupCall>>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<O::Reply, GroupError> {
-    let owner = coordinator_shard(shard, group_id).ok_or(GroupError::CoordinatorNotAvailable)?;
+    let owner = coordinator_shard(shard, group_id).ok_or_else(|| not_hosted(shard))?;
     on_shard(shard, owner, op).await
+}
+
+/// Why a group has no coordinator shard on this broker: NOT_COORDINATOR when the offsets topic
+/// exists (its partition has no replica here, so another broker coordinates it, as Kafka
+/// answers a broker that is not the coordinator), COORDINATOR_NOT_AVAILABLE before it exists.
+pub fn not_hosted(shard: &Shard) -> GroupError {
+    if shard.metadata().topics.contains_key(OFFSETS_TOPIC) {
+        GroupError::NotCoordinator
+    } else {
+        GroupError::CoordinatorNotAvailable
+    }
 }
 
 /// [`call`] for an operation whose reply is itself a result: one error either way.

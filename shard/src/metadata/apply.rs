@@ -11,7 +11,7 @@
 //! controller decided on an older state, or a leader reported a stale epoch): every broker
 //! refuses it the same way and skips it. Placement of an existing partition never changes.
 
-use super::records::{MetadataRecord, PartitionChanged, PartitionsAdded, TopicCreated};
+use super::records::{MetadataRecord, PartitionChanged, PartitionsAdded, ReplicasChanged, TopicCreated};
 use super::{MetadataSnapshot, PartitionState, TopicMeta, TopicReplication, NOT_HOSTED};
 use crate::placement::place_by_load;
 use sluice_core::limits::MAX_PARTITIONS_PER_TOPIC;
@@ -51,6 +51,8 @@ pub enum ApplyError {
     NotAReplica(i32),
     #[error("more than MAX_ACLS ACLs")]
     TooManyAcls,
+    #[error("more than MAX_QUOTA_ENTITIES quota entities")]
+    TooManyQuotaEntities,
     #[error("producer ids from {first} were handed out already (next block starts at {next})")]
     ProducerIdsReused { first: i64, next: i64 },
 }
@@ -90,7 +92,35 @@ pub fn apply(snap: &mut MetadataSnapshot, record: &MetadataRecord, local: &Local
             snap.acls.remove(a);
             Ok(())
         }
+        MetadataRecord::QuotaChanged { entity, key, value } => quota(snap, entity, key, *value),
+        MetadataRecord::ReplicasChanged(c) => replicas_changed(snap, c, local),
     }
+}
+
+/// Sets or removes one quota of an entity; an entity without quotas left is forgotten.
+fn quota(
+    snap: &mut MetadataSnapshot,
+    entity: &super::quota::QuotaEntity,
+    key: &str,
+    value: Option<super::quota::QuotaValue>,
+) -> Result<(), ApplyError> {
+    match value {
+        Some(v) => {
+            if !snap.quotas.contains_key(entity) && snap.quotas.len() >= sluice_core::limits::MAX_QUOTA_ENTITIES {
+                return Err(ApplyError::TooManyQuotaEntities);
+            }
+            snap.quotas.entry(entity.clone()).or_default().insert(key.to_string(), v);
+        }
+        None => {
+            if let Some(q) = snap.quotas.get_mut(entity) {
+                q.remove(key);
+                if q.is_empty() {
+                    snap.quotas.remove(entity);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies records in order, skipping (and returning) those that do not fit; bumps the
@@ -190,6 +220,40 @@ fn change(snap: &mut MetadataSnapshot, c: &PartitionChanged) -> Result<(), Apply
     p.leader = c.leader;
     p.leader_epoch = c.leader_epoch;
     p.isr = c.isr.clone();
+    Ok(())
+}
+
+/// A partition's replica set changed (a reassignment started, changed or completed): the
+/// group's origin voters are kept from before the first change, a leader no longer a replica
+/// is forgotten (the Raft group elects and records another), and this broker places the
+/// partition on one of its shards when it became a replica here, or marks it not hosted when
+/// it no longer is one (the shard then closes the replica and deletes its files).
+fn replicas_changed(snap: &mut MetadataSnapshot, c: &ReplicasChanged, local: &Local<'_>) -> Result<(), ApplyError> {
+    let name = name_of(snap, &c.id)?;
+    let load = snap.partitions_per_shard(local.n_shards);
+    let repl = snap.replication.get_mut(&name).ok_or(ApplyError::NotReplicated)?;
+    let at = usize::try_from(c.partition)
+        .ok()
+        .filter(|p| *p < repl.partitions.len())
+        .ok_or(ApplyError::UnknownPartition(c.partition))?;
+    let p = &mut repl.partitions[at];
+    if p.origin.is_empty() {
+        p.origin = p.replicas.clone();
+    }
+    p.replicas = c.replicas.clone();
+    p.adding = c.adding.clone();
+    p.removing = c.removing.clone();
+    p.isr = c.isr.clone();
+    if !p.replicas.contains(&p.leader) {
+        p.leader = -1;
+    }
+    let shards = &mut snap.topics.get_mut(&name).expect("found by id").shards;
+    let here = c.replicas.contains(&local.node);
+    if here && shards[at] == NOT_HOSTED {
+        shards[at] = place_by_load(&load, local.rates, 1)[0].0;
+    } else if !here {
+        shards[at] = NOT_HOSTED;
+    }
     Ok(())
 }
 
@@ -294,6 +358,54 @@ mod tests {
         assert_eq!(apply(&mut s, &ids(999, 1000), &l), Err(ApplyError::ProducerIdsReused { first: 999, next: 1000 }));
         apply(&mut s, &ids(1000, 1000), &l).unwrap();
         assert_eq!(s.next_producer_id_block, 2000);
+    }
+
+    #[test]
+    fn a_reassignment_places_joining_replicas_and_unplaces_leaving_ones() {
+        let mut on2 = MetadataSnapshot::default();
+        let mut on0 = MetadataSnapshot::default();
+        let t = created("m", 1, 1, &[&[0, 1]]);
+        apply(&mut on2, &t, &local(2, 2)).expect("fits");
+        apply(&mut on0, &t, &local(0, 2)).expect("fits");
+        assert_eq!(on2.topics["m"].shards, vec![NOT_HOSTED]);
+        let start = MetadataRecord::ReplicasChanged(ReplicasChanged {
+            id: [1; 16],
+            partition: 0,
+            replicas: vec![1, 2, 0],
+            adding: vec![2],
+            removing: vec![0],
+            isr: vec![0, 1],
+        });
+        apply(&mut on2, &start, &local(2, 2)).expect("fits");
+        apply(&mut on0, &start, &local(0, 2)).expect("fits");
+        assert_ne!(on2.topics["m"].shards, vec![NOT_HOSTED], "the joining replica is placed");
+        assert_ne!(on0.topics["m"].shards, vec![NOT_HOSTED], "the leaving one stays until done");
+        let p = on2.partition("m", sluice_core::PartitionId(0), 2).expect("exists");
+        assert!(p.moving());
+        assert_eq!((p.target(), p.raft_origin().to_vec()), (vec![1, 2], vec![0, 1]));
+        let done = MetadataRecord::ReplicasChanged(ReplicasChanged {
+            id: [1; 16],
+            partition: 0,
+            replicas: vec![1, 2],
+            adding: vec![],
+            removing: vec![],
+            isr: vec![1, 2],
+        });
+        apply(&mut on2, &done, &local(2, 2)).expect("fits");
+        apply(&mut on0, &done, &local(0, 2)).expect("fits");
+        assert_eq!(on0.topics["m"].shards, vec![NOT_HOSTED], "the left replica is no longer hosted");
+        let p = on0.partition("m", sluice_core::PartitionId(0), 0).expect("exists");
+        assert!(!p.moving());
+        assert_eq!((p.leader, p.raft_origin().to_vec()), (-1, vec![0, 1]), "the origin stays; leader 0 left");
+        assert_eq!(cluster_part(&on0), cluster_part(&on2));
+        let unknown = MetadataRecord::ReplicasChanged(ReplicasChanged {
+            partition: 3,
+            ..match done {
+                MetadataRecord::ReplicasChanged(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(apply(&mut on0, &unknown, &local(0, 2)), Err(ApplyError::UnknownPartition(3)));
     }
 
     #[test]

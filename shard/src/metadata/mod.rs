@@ -17,6 +17,7 @@
 pub mod acl;
 pub mod apply;
 pub mod assign;
+pub mod quota;
 pub mod records;
 
 use rkyv::rancor;
@@ -49,14 +50,96 @@ pub struct PartitionState {
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// A reassignment in progress: replicas joining (Kafka's `addingReplicas`)...
+    pub adding: Vec<i32>,
+    /// ...and replicas leaving (`removingReplicas`); both empty when none is.
+    pub removing: Vec<i32>,
+    /// The voters the partition's Raft group was created with (every replica bootstraps its
+    /// group with them), recorded when its replicas first change; empty: `replicas` still are.
+    pub origin: Vec<i32>,
 }
 
 impl PartitionState {
     /// A new partition: its preferred leader leads at epoch 0, every replica in sync.
     pub fn new(replicas: Vec<i32>) -> PartitionState {
         let leader = *replicas.first().expect("a partition has at least one replica");
-        PartitionState { isr: replicas.clone(), replicas, leader, leader_epoch: 0 }
+        PartitionState {
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+            origin: Vec::new(),
+        }
     }
+
+    /// Whether a reassignment is in progress.
+    pub fn moving(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (the replicas without those leaving,
+    /// in order); the replicas when none is.
+    pub fn target(&self) -> Vec<i32> {
+        self.replicas.iter().copied().filter(|n| !self.removing.contains(n)).collect()
+    }
+
+    /// The voters a new replica of the partition's Raft group starts from.
+    pub fn raft_origin(&self) -> &[i32] {
+        if self.origin.is_empty() {
+            &self.replicas
+        } else {
+            &self.origin
+        }
+    }
+}
+
+/// A version-3 partition state (before reassignments), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+struct PartitionStateV3 {
+    replicas: Vec<i32>,
+    leader: i32,
+    leader_epoch: i32,
+    isr: Vec<i32>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+struct TopicReplicationV3 {
+    number: u32,
+    partitions: Vec<PartitionStateV3>,
+}
+
+impl TopicReplicationV3 {
+    fn convert(self) -> TopicReplication {
+        let partitions = self
+            .partitions
+            .into_iter()
+            .map(|p| PartitionState {
+                replicas: p.replicas,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                isr: p.isr,
+                adding: Vec::new(),
+                removing: Vec::new(),
+                origin: Vec::new(),
+            })
+            .collect();
+        TopicReplication { number: self.number, partitions }
+    }
+}
+
+/// A version-3 snapshot (before reassignments and client quotas), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct SnapshotV3 {
+    version: u64,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    next_producer_id_block: i64,
+    replication: BTreeMap<String, TopicReplicationV3>,
+    next_topic_number: u32,
+    applied_offset: i64,
+    acls: std::collections::BTreeSet<acl::Acl>,
 }
 
 /// The cluster-wide part of a topic that a lone broker's snapshot may lack.
@@ -86,6 +169,8 @@ pub struct MetadataSnapshot {
     pub applied_offset: i64,
     /// The ACLs (cluster metadata, like topics: changed by metadata records).
     pub acls: std::collections::BTreeSet<acl::Acl>,
+    /// Client quotas by entity (cluster metadata: changed by `QuotaChanged` records).
+    pub quotas: quota::Quotas,
 }
 
 /// A version-2 snapshot (before ACLs), read to be converted.
@@ -95,7 +180,7 @@ struct SnapshotV2 {
     cluster_id: String,
     topics: BTreeMap<String, TopicMeta>,
     next_producer_id_block: i64,
-    replication: BTreeMap<String, TopicReplication>,
+    replication: BTreeMap<String, TopicReplicationV3>,
     next_topic_number: u32,
     applied_offset: i64,
 }
@@ -110,7 +195,7 @@ struct SnapshotV1 {
 }
 
 const MAGIC: &[u8; 4] = b"SLMD";
-const FILE_VERSION: u32 = 3;
+const FILE_VERSION: u32 = 4;
 const HEADER: usize = 4 + 4 + 4 + 8;
 
 /// Why metadata could not be loaded or saved.
@@ -223,7 +308,7 @@ impl MetadataSnapshot {
             return Err("bad magic".into());
         }
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
-        if version != FILE_VERSION && version != 1 && version != 2 {
+        if !(1..=FILE_VERSION).contains(&version) {
             return Err(format!("unknown metadata format {version}, expected {FILE_VERSION}"));
         }
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
@@ -246,6 +331,7 @@ impl MetadataSnapshot {
                 next_topic_number: 1,
                 applied_offset: -1,
                 acls: Default::default(),
+                quotas: Default::default(),
             });
         }
         if version == 2 {
@@ -255,10 +341,27 @@ impl MetadataSnapshot {
                 cluster_id: v2.cluster_id,
                 topics: v2.topics,
                 next_producer_id_block: v2.next_producer_id_block,
-                replication: v2.replication,
+                replication: v2.replication.into_iter().map(|(n, r)| (n, r.convert())).collect(),
                 next_topic_number: v2.next_topic_number,
                 applied_offset: v2.applied_offset,
                 acls: Default::default(),
+                quotas: Default::default(),
+            };
+            snap.check()?;
+            return Ok(snap);
+        }
+        if version == 3 {
+            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            let snap = MetadataSnapshot {
+                version: v3.version,
+                cluster_id: v3.cluster_id,
+                topics: v3.topics,
+                next_producer_id_block: v3.next_producer_id_block,
+                replication: v3.replication.into_iter().map(|(n, r)| (n, r.convert())).collect(),
+                next_topic_number: v3.next_topic_number,
+                applied_offset: v3.applied_offset,
+                acls: v3.acls,
+                quotas: Default::default(),
             };
             snap.check()?;
             return Ok(snap);
@@ -406,6 +509,10 @@ mod tests {
             operation: acl::op::READ,
             permission: acl::permission::ALLOW,
         });
+        s.quotas.insert(
+            quota::QuotaEntity { user: Some(quota::EntityName::Named("alice".into())), client_id: None },
+            BTreeMap::from([(quota::PRODUCER_BYTE_RATE.to_string(), quota::QuotaValue::new(1024.0))]),
+        );
         s.save(d.path()).unwrap();
         let back = MetadataSnapshot::load_or_init(d.path()).unwrap();
         assert_eq!(back, s);
@@ -444,6 +551,29 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_file_is_read_without_reassignments() {
+        let d = tempfile::tempdir().unwrap();
+        let topic = TopicMeta { id: [3; 16], shards: vec![0], configs: BTreeMap::new() };
+        let p = PartitionStateV3 { replicas: vec![1, 2], leader: 2, leader_epoch: 5, isr: vec![2] };
+        let v3 = SnapshotV3 {
+            version: 4,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            topics: BTreeMap::from([("t".to_string(), topic)]),
+            replication: BTreeMap::from([("t".to_string(), TopicReplicationV3 { number: 1, partitions: vec![p] })]),
+            next_topic_number: 2,
+            applied_offset: 7,
+            ..Default::default()
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v3).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(3, &payload)).unwrap();
+        let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        let p = s.partition("t", PartitionId(0), 9).unwrap();
+        assert_eq!((p.replicas.clone(), p.leader, p.leader_epoch, p.isr.clone()), (vec![1, 2], 2, 5, vec![2]));
+        assert!(!p.moving() && p.raft_origin() == [1, 2]);
+    }
+
+    #[test]
     fn a_version_2_file_is_read_without_acls() {
         let d = tempfile::tempdir().unwrap();
         let topic = TopicMeta { id: [3; 16], shards: vec![0], configs: BTreeMap::new() };
@@ -462,6 +592,24 @@ mod tests {
         let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
         assert_eq!((s.version, s.applied_offset, s.next_topic_number, s.topics["t"].clone()), (4, 7, 2, topic));
         assert!(s.acls.is_empty());
+    }
+
+    #[test]
+    fn a_version_3_file_is_read_without_quotas() {
+        let d = tempfile::tempdir().unwrap();
+        let v3 = SnapshotV3 {
+            version: 5,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            next_topic_number: 1,
+            applied_offset: -1,
+            ..Default::default()
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v3).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(3, &payload)).unwrap();
+        let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!(s.version, 5);
+        assert!(s.quotas.is_empty());
     }
 
     #[test]

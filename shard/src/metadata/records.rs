@@ -13,7 +13,8 @@
 //! (`METADATA_PARTITIONS_PER_RECORD`). Pure functions, no I/O.
 //!
 //! The records follow KRaft's (`TopicRecord` + `PartitionRecord`s, `RemoveTopicRecord`,
-//! `ConfigRecord`, `PartitionChangeRecord`, `ProducerIdsRecord`) with two differences: a
+//! `ConfigRecord`, `PartitionChangeRecord`, `ProducerIdsRecord`, the ACL records,
+//! `ClientQuotaRecord`) with two differences: a
 //! created topic carries its cluster-wide number (the Raft group id's topic part), and a
 //! partition change carries the leader epoch explicitly, since with Raft per partition the
 //! epoch is the partition group's term, decided by that group and only reported here.
@@ -65,6 +66,21 @@ pub struct PartitionChanged {
     pub isr: Vec<Node>,
 }
 
+/// A partition's replica set changed (KRaft's `PartitionChangeRecord` with `replicas`,
+/// `addingReplicas`, `removingReplicas`): a reassignment started (the replicas are the target
+/// followed by the replicas leaving, `adding` and `removing` say which), was replaced or
+/// cancelled, or completed (`adding` and `removing` empty, the replicas the target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicasChanged {
+    pub id: [u8; 16],
+    pub partition: i32,
+    pub replicas: Vec<Node>,
+    pub adding: Vec<Node>,
+    pub removing: Vec<Node>,
+    /// The ISR from now on (a subset of `replicas`).
+    pub isr: Vec<Node>,
+}
+
 /// One metadata log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -90,6 +106,14 @@ pub enum MetadataRecord {
     AclCreated(super::acl::Acl),
     /// An ACL binding was removed (KRaft's `RemoveAccessControlEntryRecord`).
     AclRemoved(super::acl::Acl),
+    /// A client quota was set (`value`) or removed (`None`) (KRaft's `ClientQuotaRecord`).
+    QuotaChanged {
+        entity: super::quota::QuotaEntity,
+        key: String,
+        value: Option<super::quota::QuotaValue>,
+    },
+    /// A partition reassignment started, changed or completed.
+    ReplicasChanged(ReplicasChanged),
 }
 
 const TOPIC_CREATED: u8 = 1;
@@ -100,6 +124,8 @@ const PARTITION_CHANGED: u8 = 5;
 const PRODUCER_IDS_ALLOCATED: u8 = 6;
 const ACL_CREATED: u8 = 7;
 const ACL_REMOVED: u8 = 8;
+const QUOTA_CHANGED: u8 = 9;
+const REPLICAS_CHANGED: u8 = 10;
 /// Every record type is at version 0.
 const RECORD_VERSION: u8 = 0;
 
@@ -174,6 +200,28 @@ pub fn encode(record: &MetadataRecord) -> Vec<u8> {
             w.head(ACL_REMOVED);
             w.acl(a);
         }
+        MetadataRecord::QuotaChanged { entity, key, value } => {
+            w.head(QUOTA_CHANGED);
+            w.entity_side(entity.user.as_ref());
+            w.entity_side(entity.client_id.as_ref());
+            w.str(key);
+            match value {
+                None => w.u8(0),
+                Some(v) => {
+                    w.u8(1);
+                    w.0.extend_from_slice(&v.bits().to_be_bytes());
+                }
+            }
+        }
+        MetadataRecord::ReplicasChanged(c) => {
+            w.head(REPLICAS_CHANGED);
+            w.id(&c.id);
+            w.i32(c.partition);
+            w.nodes(&c.replicas);
+            w.nodes(&c.adding);
+            w.nodes(&c.removing);
+            w.nodes(&c.isr);
+        }
     }
     w.0
 }
@@ -187,7 +235,7 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
     }
     let kind = r.u8("record type")?;
     let version = r.u8("record version")?;
-    if !(TOPIC_CREATED..=ACL_REMOVED).contains(&kind) {
+    if !(TOPIC_CREATED..=REPLICAS_CHANGED).contains(&kind) {
         return Err(RecordError::UnknownType(kind));
     }
     if version != RECORD_VERSION {
@@ -245,6 +293,30 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
         }
         ACL_CREATED => MetadataRecord::AclCreated(r.acl()?),
         ACL_REMOVED => MetadataRecord::AclRemoved(r.acl()?),
+        QUOTA_CHANGED => r.quota()?,
+        REPLICAS_CHANGED => {
+            let id = r.id()?;
+            let partition = r.i32("partition")?;
+            if !(0..MAX_PARTITIONS_PER_TOPIC).contains(&partition) {
+                return Err(RecordError::Invalid("partition out of range"));
+            }
+            let c = ReplicasChanged {
+                id,
+                partition,
+                replicas: r.nodes(false)?,
+                adding: r.nodes(true)?,
+                removing: r.nodes(true)?,
+                isr: r.nodes(true)?,
+            };
+            let within = |ns: &[Node]| ns.iter().all(|n| c.replicas.contains(n));
+            if !within(&c.adding) || !within(&c.removing) || !within(&c.isr) {
+                return Err(RecordError::Invalid("adding, removing or ISR replicas outside the replicas"));
+            }
+            if c.adding.iter().any(|n| c.removing.contains(n)) {
+                return Err(RecordError::Invalid("a replica both added and removed"));
+            }
+            MetadataRecord::ReplicasChanged(c)
+        }
         _ => unreachable!("record types checked above"),
     };
     match bytes.len() - r.pos {
@@ -379,6 +451,17 @@ impl Writer {
         self.str(&a.principal);
         self.str(&a.host);
     }
+    /// An entity's user or client-id side: 0 absent, 1 the default, 2 a name.
+    fn entity_side(&mut self, side: Option<&super::quota::EntityName>) {
+        match side {
+            None => self.u8(0),
+            Some(super::quota::EntityName::Default) => self.u8(1),
+            Some(super::quota::EntityName::Named(n)) => {
+                self.u8(2);
+                self.str(n);
+            }
+        }
+    }
     fn configs(&mut self, configs: &BTreeMap<String, String>) {
         self.len(configs.len());
         for (k, v) in configs {
@@ -448,6 +531,41 @@ impl<'a> Reader<'a> {
         };
         acl.check().map_err(|_| RecordError::Invalid("malformed ACL"))?;
         Ok(acl)
+    }
+    fn entity_side(&mut self) -> Result<Option<super::quota::EntityName>, RecordError> {
+        use super::quota::EntityName;
+        match self.u8("quota entity")? {
+            0 => Ok(None),
+            1 => Ok(Some(EntityName::Default)),
+            2 => match self.str("quota entity name", METADATA_RECORD_MAX_STRING_BYTES)? {
+                n if n.is_empty() => Err(RecordError::Invalid("an empty quota entity name")),
+                n => Ok(Some(EntityName::Named(n))),
+            },
+            _ => Err(RecordError::Invalid("unknown quota entity kind")),
+        }
+    }
+    fn quota(&mut self) -> Result<MetadataRecord, RecordError> {
+        use super::quota::{is_known_key, QuotaEntity, QuotaValue};
+        let entity = QuotaEntity { user: self.entity_side()?, client_id: self.entity_side()? };
+        if entity.user.is_none() && entity.client_id.is_none() {
+            return Err(RecordError::Invalid("a quota entity without user or client id"));
+        }
+        let key = self.str("quota key", METADATA_RECORD_MAX_STRING_BYTES)?;
+        if !is_known_key(&key) {
+            return Err(RecordError::Invalid("unknown quota key"));
+        }
+        let value = match self.u8("quota value")? {
+            0 => None,
+            1 => {
+                let v = f64::from_bits(u64::from_be_bytes(self.take(8, "quota value")?.try_into().expect("8 bytes")));
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(RecordError::Invalid("a quota value that is not positive"));
+                }
+                Some(QuotaValue::new(v))
+            }
+            _ => return Err(RecordError::Invalid("bad quota value marker")),
+        };
+        Ok(MetadataRecord::QuotaChanged { entity, key, value })
     }
     fn topic_name(&mut self) -> Result<String, RecordError> {
         let name = self.str("topic name", MAX_TOPIC_NAME_LEN)?;
@@ -556,6 +674,30 @@ mod tests {
                         MetadataRecord::AclRemoved(a)
                     }
                 }),
+            (0..3u8, 0..3u8, "[a-z0-9._-]{1,12}", 0..3usize, proptest::option::of(1.0f64..1e12))
+                .prop_filter("an entity", |(u, c, ..)| *u != 0 || *c != 0)
+                .prop_map(|(u, c, name, key, value)| {
+                    use crate::metadata::quota::{EntityName, QuotaEntity, QuotaKind, QuotaValue};
+                    let side = |k: u8| match k {
+                        0 => None,
+                        1 => Some(EntityName::Default),
+                        _ => Some(EntityName::Named(name.clone())),
+                    };
+                    MetadataRecord::QuotaChanged {
+                        entity: QuotaEntity { user: side(u), client_id: side(c) },
+                        key: QuotaKind::ALL[key].key().to_string(),
+                        value: value.map(QuotaValue::new),
+                    }
+                }),
+            (id, 0..1000i32, proptest::collection::btree_set(node(), 1..6), 0..6usize, 0..6usize).prop_map(
+                |(id, partition, set, a, r)| {
+                    let replicas: Vec<Node> = set.into_iter().collect();
+                    let adding: Vec<Node> = replicas.iter().copied().take(a.min(replicas.len() / 2)).collect();
+                    let removing: Vec<Node> = replicas.iter().rev().copied().take(r.min(replicas.len() / 2)).collect();
+                    let isr = replicas.iter().copied().filter(|n| !adding.contains(n)).collect();
+                    MetadataRecord::ReplicasChanged(ReplicasChanged { id, partition, replicas, adding, removing, isr })
+                }
+            ),
         ]
     }
 

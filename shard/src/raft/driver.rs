@@ -141,6 +141,20 @@ pub struct Progress {
     pub matched: Vec<(NodeId, u64)>,
 }
 
+/// A leader's view of its group's configuration (see [`Driver::membership`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// In joint consensus (leaving it is automatic).
+    pub joint: bool,
+    /// A proposed configuration change is not applied yet.
+    pub change_pending: bool,
+    pub committed: u64,
+    /// Every member's matched index (the leader's own included).
+    pub matched: Vec<(NodeId, u64)>,
+}
+
 /// Messages of one round for one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutBatch {
@@ -355,6 +369,28 @@ impl<L: ReplicaLog> Driver<L> {
             r.prs().iter().filter(|(id, _)| voters.contains(**id)).map(|(id, p)| (NodeId(*id), p.matched)).collect();
         matched.sort();
         Some(Progress { last: r.raft_log.last_index(), committed: r.raft_log.committed, matched })
+    }
+
+    /// On the leader: the group's configuration and every member's progress (learners
+    /// included), for membership changes; None when not the leader.
+    pub fn membership(&self, group: GroupId) -> Option<Membership> {
+        let g = self.groups.get(&group)?;
+        let r = &g.raw.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        let cs = r.prs().conf().to_conf_state();
+        let mut matched: Vec<(NodeId, u64)> = r.prs().iter().map(|(id, p)| (NodeId(*id), p.matched)).collect();
+        matched.sort();
+        let ids = |v: &[u64]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
+        Some(Membership {
+            voters: ids(&cs.voters),
+            learners: ids(&cs.learners),
+            joint: !cs.voters_outgoing.is_empty() || !cs.learners_next.is_empty(),
+            change_pending: r.pending_conf_index > r.raft_log.applied,
+            committed: r.raft_log.committed,
+            matched,
+        })
     }
 
     pub fn high_watermark(&self, group: GroupId) -> Option<Offset> {
@@ -585,9 +621,11 @@ impl<L: ReplicaLog> Driver<L> {
     fn apply(&mut self, id: GroupId, committed: Vec<Entry>) -> Result<(), LogFault> {
         let Some(last) = committed.last().map(|e| e.index) else { return Ok(()) };
         let g = self.groups.get_mut(&id).expect("listed");
+        let mut new_members = BTreeSet::new();
         for e in &committed {
             if e.entry_type == EntryType::EntryConfChangeV2 {
                 apply_conf_change(g, e);
+                new_members.extend(members(&g.raw.raft.prs().conf().to_conf_state()));
             }
             resolve(g, e);
         }
@@ -599,6 +637,10 @@ impl<L: ReplicaLog> Driver<L> {
             self.events.push(Event::HighWatermark { group: id, hw });
         }
         g.raw.mut_store().compact(RaftIndex(last));
+        // A replica that joined the group is a peer whose silence counts from now.
+        for m in new_members {
+            self.add_peer(m);
+        }
         Ok(())
     }
 

@@ -47,6 +47,8 @@
 pub mod elect;
 pub mod epochs;
 pub mod produce;
+pub mod rebalance;
+pub mod reassign;
 
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
 use crate::raft::kafkalog::{KafkaLog, SyncWork};
@@ -524,8 +526,12 @@ pub fn check_leader(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<
     Err(crate::error::PartitionError::NotLeaderOrFollower { leader: leader.map(|l| l.0), epoch: epoch.0 })
 }
 
-/// `records` (whole batches) without sluice's Raft control batches (type 0x5352); the bytes
-/// are copied only when there is one to drop.
+/// `records` (whole batches) without sluice's Raft control batches (type 0x5352), except the
+/// last batch of the read when it is one: a consumer advances its position past the control
+/// batches it is given (as past transaction markers), so a log ending in Raft control batches
+/// (a new leader's empty entry, a reassignment's membership changes) must show the client the
+/// last of them, or its position would stay below the high watermark forever. The bytes are
+/// copied only when there is one to drop.
 pub fn strip_raft_control(records: Bytes) -> Bytes {
     let mut spans = Vec::new();
     let mut p = 0usize;
@@ -533,7 +539,8 @@ pub fn strip_raft_control(records: Bytes) -> Bytes {
     while p < records.len() {
         let Ok(h) = BatchHeader::parse(&records[p..]) else { break };
         let end = (p + h.total_len()).min(records.len());
-        if h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]) {
+        let last = end == records.len();
+        if h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]) && !last {
             dropped = true;
         } else {
             spans.push((p, end));
@@ -548,4 +555,44 @@ pub fn strip_raft_control(records: Bytes) -> Bytes {
         out.extend_from_slice(&records[a..b]);
     }
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::Entry;
+
+    fn noop(base: i64) -> Bytes {
+        crate::raft::control::entry_to_batch(&Entry { term: 1, ..Default::default() }, Offset(base)).expect("a noop")
+    }
+
+    fn data(base: i64) -> Bytes {
+        let mut b = bytes::BytesMut::from(
+            &sluice_core::batch::build(&[sluice_core::batch::Record { key: None, value: b"v" }], 0)[..],
+        );
+        sluice_core::batch::stamp(&mut b, base, 1);
+        b.freeze()
+    }
+
+    fn bases(records: &Bytes) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut p = 0;
+        while p < records.len() {
+            let h = BatchHeader::parse(&records[p..]).expect("whole batches");
+            out.push(h.base_offset);
+            p += h.total_len();
+        }
+        out
+    }
+
+    #[test]
+    fn raft_control_batches_are_dropped_but_the_last_of_a_read_stays() {
+        let read: Bytes = [noop(0), data(1), noop(2), noop(3), data(4)].concat().into();
+        assert_eq!(bases(&strip_raft_control(read)), vec![1, 4]);
+        // A log ending in control batches: the client is shown the last, so it moves past them.
+        let read: Bytes = [data(0), noop(1), noop(2)].concat().into();
+        assert_eq!(bases(&strip_raft_control(read)), vec![0, 2]);
+        let read: Bytes = [data(0), data(1)].concat().into();
+        assert_eq!(bases(&strip_raft_control(read.clone())), vec![0, 1]);
+    }
 }

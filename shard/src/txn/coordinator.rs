@@ -55,6 +55,7 @@ fn admitted(shard: &Shard, call: &TxnCall) -> Result<(), Refusal> {
     let id = match call {
         TxnCall::Init(c) => &c.req.transactional_id,
         TxnCall::Add(c) => &c.req.transactional_id,
+        TxnCall::Verify(c) => &c.req.transactional_id,
         TxnCall::End(c) => &c.req.transactional_id,
         TxnCall::StageOffsets(c) => return shard.groups.admits(shard, &c.req.group_id),
         TxnCall::CompleteOffsets(c) => return shard.groups.admits(shard, &c.req.group_id),
@@ -75,6 +76,7 @@ fn refuse(call: TxnCall, why: Refusal) {
     match call {
         TxnCall::Init(c) => drop(c.reply.send(Err(e))),
         TxnCall::Add(c) => drop(c.reply.send(Err(e))),
+        TxnCall::Verify(c) => drop(c.reply.send(Err(e))),
         TxnCall::End(c) => drop(c.reply.send(Err(e))),
         TxnCall::StageOffsets(c) => drop(c.reply.send(Err(e))),
         TxnCall::CompleteOffsets(c) => drop(c.reply.send(Err(e))),
@@ -110,6 +112,7 @@ impl TxnCoordinator {
         match call {
             TxnCall::Init(c) => drop(c.reply.send(self.init(shard, c.req).await)),
             TxnCall::Add(c) => drop(c.reply.send(self.add(shard, c.req).await)),
+            TxnCall::Verify(c) => drop(c.reply.send(self.verify(&c.req))),
             TxnCall::End(c) => drop(c.reply.send(self.end(shard, c.req).await)),
             TxnCall::Describe(c) => drop(c.reply.send(self.describe(c.req))),
             TxnCall::List(c) => drop(c.reply.send(self.list(&c.req))),
@@ -263,6 +266,16 @@ impl TxnCoordinator {
             self.persist(shard, c).await?;
         }
         Ok(())
+    }
+
+    /// The verify-only path: answered from the table, no claim (Kafka checks no pending
+    /// state either: the append on the partition is the final check).
+    fn verify(&self, req: &super::VerifyRequest) -> Result<Vec<bool>, TxnError> {
+        let r = state::verify(&self.txns.borrow(), &req.transactional_id, req.producer_id, req.epoch, &req.partitions);
+        if let Err(e) = &r {
+            tracing::debug!(transactional_id = %req.transactional_id, error = %e, "partition verification refused");
+        }
+        r
     }
 
     async fn end(&self, shard: &Rc<Shard>, req: EndRequest) -> Result<(), TxnError> {
@@ -493,6 +506,7 @@ async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result
             index,
             tp: TopicPartition::new(t.clone(), *p),
             batches: vec![(header, marker.clone())],
+            commit_wait_ms: None,
         })
         .collect();
     let targets: Vec<TopicPartition> = items.iter().map(|i| i.tp.clone()).collect();

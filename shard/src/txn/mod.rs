@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod partition;
 pub mod state;
 pub mod store;
+pub mod verify;
 pub mod view;
 
 use crate::groups::OffsetToCommit;
@@ -78,6 +79,16 @@ pub struct AddRequest {
     pub epoch: i16,
     pub partitions: Vec<(String, i32)>,
     pub group: Option<String>,
+}
+
+/// AddPartitionsToTxn v4 with `verify_only` (KIP-890 part 1): which of the partitions are in
+/// the producer's open transaction. Changes nothing.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub partitions: Vec<(String, i32)>,
 }
 
 /// EndTxn.
@@ -148,6 +159,7 @@ pub type StageResult = Result<Vec<Result<(), crate::groups::GroupError>>, TxnErr
 pub enum TxnCall {
     Init(Call<InitRequest, Result<(i64, i16), TxnError>>),
     Add(Call<AddRequest, Result<(), TxnError>>),
+    Verify(Call<VerifyRequest, Result<Vec<bool>, TxnError>>),
     End(Call<EndRequest, Result<(), TxnError>>),
     Describe(Call<DescribeRequest, Vec<TxnDescription>>),
     List(Call<ListRequest, Vec<TxnListing>>),
@@ -159,6 +171,7 @@ pub enum TxnCall {
 operations!(TxnCall {
     InitRequest => Init: Result<(i64, i16), TxnError>,
     AddRequest => Add: Result<(), TxnError>,
+    VerifyRequest => Verify: Result<Vec<bool>, TxnError>,
     EndRequest => End: Result<(), TxnError>,
     DescribeRequest => Describe: Vec<TxnDescription>,
     ListRequest => List: Vec<TxnListing>,
@@ -186,7 +199,11 @@ pub async fn call<O: Operation<TxnCall>>(
     transactional_id: &str,
     op: O,
 ) -> Result<O::Reply, TxnError> {
-    let owner = coordinator_shard(shard, transactional_id).ok_or(TxnError::CoordinatorNotAvailable)?;
+    // No replica of the id's partition here: another broker coordinates it (Kafka's
+    // NOT_COORDINATOR); before the topic exists, COORDINATOR_NOT_AVAILABLE.
+    let exists = shard.metadata().topics.contains_key(TXN_TOPIC);
+    let missing = if exists { TxnError::NotCoordinator } else { TxnError::CoordinatorNotAvailable };
+    let owner = coordinator_shard(shard, transactional_id).ok_or(missing)?;
     on_shard(shard, owner, op).await
 }
 
@@ -203,7 +220,11 @@ pub async fn on_group<T, O>(shard: &Rc<Shard>, group_id: &str, op: O) -> Result<
 where
     O: Operation<TxnCall, Reply = Result<T, TxnError>>,
 {
-    let owner = crate::groups::coordinator_shard(shard, group_id).ok_or(TxnError::CoordinatorNotAvailable)?;
+    let owner =
+        crate::groups::coordinator_shard(shard, group_id).ok_or_else(|| match crate::groups::not_hosted(shard) {
+            crate::groups::GroupError::NotCoordinator => TxnError::NotCoordinator,
+            _ => TxnError::CoordinatorNotAvailable,
+        })?;
     on_shard(shard, owner, op).await?
 }
 

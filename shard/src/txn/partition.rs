@@ -25,8 +25,8 @@ pub struct Aborted {
 
 #[derive(Debug, Default, Clone)]
 pub struct PartitionTxns {
-    /// Producer id → first offset of its open transaction here.
-    open: BTreeMap<i64, i64>,
+    /// Producer id → first offset and epoch of its open transaction here.
+    open: BTreeMap<i64, (i64, i16)>,
     /// In marker order (so by marker offset).
     aborted: Vec<Aborted>,
 }
@@ -52,10 +52,10 @@ impl PartitionTxns {
             return;
         }
         if !h.is_control() {
-            self.open.entry(h.producer_id).or_insert(base);
+            self.open.entry(h.producer_id).or_insert((base, h.producer_epoch));
             return;
         }
-        let Some(first) = self.open.remove(&h.producer_id) else { return };
+        let Some((first, _)) = self.open.remove(&h.producer_id) else { return };
         if marker_type(bytes) == Some(false) {
             self.aborted.push(Aborted { producer_id: h.producer_id, first_offset: first, marker_offset: base });
         }
@@ -63,7 +63,7 @@ impl PartitionTxns {
 
     /// The last stable offset, given the high watermark.
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
-        self.open.values().copied().min().map_or(high_watermark, |first| first.min(high_watermark))
+        self.open.values().map(|(first, _)| *first).min().map_or(high_watermark, |first| first.min(high_watermark))
     }
 
     /// Aborted transactions whose data overlaps `[from, to)` (Kafka's `collectAbortedTxns`).
@@ -84,7 +84,14 @@ impl PartitionTxns {
 
     /// Open transactions here: (producer id, first offset).
     pub fn open(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
-        self.open.iter().map(|(p, o)| (*p, *o))
+        self.open.iter().map(|(p, (o, _))| (*p, *o))
+    }
+
+    /// Whether the producer has an open transaction here at this epoch: its partition was
+    /// verified (or added) when the transaction's first batch came (KIP-890 part 1), so later
+    /// batches need no verification (Kafka's `UnifiedLog.hasOngoingTransaction`).
+    pub fn has_open(&self, producer_id: i64, epoch: i16) -> bool {
+        self.open.get(&producer_id).is_some_and(|(_, e)| *e == epoch)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,6 +145,7 @@ mod tests {
         let (h2, b2) = data(2);
         p.observe(&h2, 5, &b2);
         assert_eq!(p.last_stable_offset(6), 3, "the oldest open transaction holds the LSO");
+        assert!(p.has_open(1, 0) && !p.has_open(1, 1) && !p.has_open(3, 0), "by producer and epoch");
         let abort = build_marker(1, 0, false, 0, 0);
         let ha = batch::validate(&abort).expect("a marker is a valid batch");
         assert!(ha.is_control());
@@ -180,6 +188,11 @@ impl Registry {
             return;
         }
         self.parts.borrow_mut().entry(tp.clone()).or_default().observe(h, base, bytes);
+    }
+
+    /// See [`PartitionTxns::has_open`].
+    pub fn has_open(&self, tp: &sluice_core::TopicPartition, producer_id: i64, epoch: i16) -> bool {
+        self.parts.borrow().get(tp).is_some_and(|p| p.has_open(producer_id, epoch))
     }
 
     /// Installs the state a scan of the log rebuilt (at open).

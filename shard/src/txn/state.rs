@@ -246,6 +246,28 @@ pub fn add(
     Ok(Some(Change { transactional_id: id.to_string(), meta }))
 }
 
+/// AddPartitionsToTxn v4's verify-only path (Kafka
+/// `TransactionCoordinator.handleVerifyPartitionsInTransaction`, KIP-890 part 1): whether each
+/// partition is in the producer's open transaction. Nothing changes. The producer must be the
+/// id's current one (INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED), and a transaction being
+/// ended answers CONCURRENT_TRANSACTIONS.
+pub fn verify(
+    txns: &Txns,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Result<Vec<bool>, TxnError> {
+    if id.is_empty() {
+        return Err(TxnError::InvalidRequest("empty transactional id".into()));
+    }
+    let m = check_producer(txns, id, producer_id, epoch)?;
+    if m.state.is_prepare() {
+        return Err(TxnError::ConcurrentTransactions);
+    }
+    Ok(partitions.iter().map(|p| m.partitions.contains(p)).collect())
+}
+
 /// What EndTxn needs done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndStep {

@@ -259,3 +259,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn verify_answers_membership_without_changing_anything() {
+    let mut txns = Txns::new();
+    let input = InitInput {
+        transactional_id: "t",
+        timeout_ms: 1000,
+        given: None,
+        new_producer_id: 7,
+        now_ms: 0,
+        max_timeout_ms: 60_000,
+    };
+    let InitStep::Write(c) = init(&txns, &input).expect("init") else { panic!("a new id is written") };
+    install(&mut txns, c, false);
+    let a = ("a".to_string(), 0);
+    let b = ("b".to_string(), 1);
+    assert_eq!(verify(&txns, "t", 7, 0, std::slice::from_ref(&a)), Ok(vec![false]), "nothing added yet");
+    let c = add(&txns, "t", 7, 0, std::slice::from_ref(&a), None, 1).expect("add").expect("a change");
+    install(&mut txns, c, false);
+    let before = txns.clone();
+    assert_eq!(verify(&txns, "t", 7, 0, &[a.clone(), b.clone()]), Ok(vec![true, false]));
+    assert_eq!(txns, before, "verification changes nothing");
+    assert_eq!(verify(&txns, "t", 8, 0, std::slice::from_ref(&a)), Err(TxnError::InvalidProducerIdMapping));
+    assert_eq!(verify(&txns, "t", 7, 1, std::slice::from_ref(&a)), Err(TxnError::ProducerFenced));
+    assert_eq!(verify(&txns, "nope", 7, 0, std::slice::from_ref(&a)), Err(TxnError::InvalidProducerIdMapping));
+    let EndStep::Prepare(p) = end(&txns, "t", 7, 0, true, 2).expect("end") else { panic!("prepare") };
+    install(&mut txns, p.clone(), false);
+    assert_eq!(verify(&txns, "t", 7, 0, std::slice::from_ref(&a)), Err(TxnError::ConcurrentTransactions));
+    install(&mut txns, Change { transactional_id: "t".into(), meta: complete(&p.meta, 3) }, false);
+    assert_eq!(verify(&txns, "t", 7, 0, &[a]), Ok(vec![false]), "the ended transaction no longer has it");
+}
