@@ -47,8 +47,8 @@
 pub mod elect;
 pub mod epochs;
 pub mod produce;
-pub mod rebalance;
 pub mod reassign;
+pub mod rebalance;
 
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
 use crate::raft::kafkalog::{KafkaLog, SyncWork};

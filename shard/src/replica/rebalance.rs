@@ -80,7 +80,15 @@ mod tests {
     use crate::metadata::{PartitionState, TopicReplication};
 
     fn state(replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionState {
-        PartitionState { replicas: replicas.to_vec(), leader, leader_epoch: 1, isr: isr.to_vec(), adding: Vec::new(), removing: Vec::new(), origin: Vec::new() }
+        PartitionState {
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 1,
+            isr: isr.to_vec(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+            origin: Vec::new(),
+        }
     }
 
     fn snapshot(parts: Vec<PartitionState>) -> MetadataSnapshot {
