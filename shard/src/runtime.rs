@@ -211,9 +211,12 @@ where
     if !failed {
         crate::groups::coordinator::spawn_sweeper(shard.clone());
         crate::txn::coordinator::spawn_sweeper(shard.clone());
-        spawn_retention(shard.clone());
+        let retention = spawn_retention(shard.clone());
         spawn_producer_expiry(shard.clone());
         serve(shard.clone(), payload).await;
+        // A retention or compaction pass in flight may be waiting on the blocking pool: the
+        // executor must outlive it (glommio aborts a blocking job whose executor is gone).
+        let _ = retention.await;
     }
     drained.arrive_and_wait(n).await;
     tracing::debug!(shard = %shard.id, stages = %crate::metrics::stage_summary(), "per-stage latency");
@@ -285,8 +288,9 @@ fn stop_on_signal(mut signals: signal_hook::iterator::Signals, stops: Vec<onesho
 }
 
 /// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops, and
-/// drops the metrics series of deleted topics.
-fn spawn_retention(shard: Rc<Shard>) {
+/// drops the metrics series of deleted topics. The task ends at the first check after the shard
+/// starts stopping (a pass in flight finishes its current log first).
+fn spawn_retention(shard: Rc<Shard>) -> glommio::task::JoinHandle<()> {
     glommio::spawn_local(async move {
         let every = Duration::from_millis(
             shard.config.log_retention_check_interval_ms.max(sluice_core::limits::MIN_TIMER_INTERVAL_MS),
@@ -303,7 +307,7 @@ fn spawn_retention(shard: Rc<Shard>) {
             }
         }
     })
-    .detach();
+    .detach()
 }
 
 /// Removes producer state older than `producer_id_expiration_ms` from this shard's partitions

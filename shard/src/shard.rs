@@ -537,6 +537,9 @@ impl Shard {
                 .collect()
         };
         for (tp, log, cfg) in due {
+            if self.is_stopping() {
+                return;
+            }
             match log.compact(&cfg, sluice_core::clock::now_ms()).await {
                 Ok(Some(stats)) => {
                     // Aborted transactions compaction emptied leave the read_committed index

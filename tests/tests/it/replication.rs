@@ -159,6 +159,9 @@ fn read_all(addr: &str, topic: &str, n: usize) -> BTreeMap<i64, String> {
     let c = consumer(addr);
     assign(&c, topic, &[(0, rdkafka::Offset::Beginning)]);
     let (got, errors) = consume_n(&c, n, Duration::from_secs(20));
+    // A killed broker stays in Metadata for a few peer sessions (Kafka keeps one for its 9 s
+    // session), so librdkafka may report failed connections to it; they are not data errors.
+    let errors: Vec<&String> = errors.iter().filter(|e| !e.contains("BrokerTransportFailure")).collect();
     assert!(errors.is_empty(), "consumer errors: {errors:?}");
     got.into_iter()
         .map(|m| (m.offset, String::from_utf8_lossy(m.msg.payload.as_deref().unwrap_or_default()).into_owned()))
