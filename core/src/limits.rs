@@ -643,3 +643,7 @@ const _: () = assert!(
 /// How long the controller waits for the metadata log to be applied (before deciding a
 /// change, and after proposing it) before answering NOT_CONTROLLER (clients retry).
 pub const METADATA_APPLY_TIMEOUT_MS: u64 = 30_000;
+
+/// At shutdown, how long a shard's executor waits for its jobs on the blocking thread pool
+/// (Raft state writes, metadata saves) before it ends.
+pub const SHUTDOWN_BLOCKING_SETTLE_MS: u64 = 10_000;

@@ -397,7 +397,7 @@ fn assignable_brokers(node: i32, live: &[i32]) -> Vec<i32> {
 /// Saves a snapshot in the data directory (on the blocking pool).
 async fn save(shard: &Shard, snap: MetadataSnapshot) -> Result<(), String> {
     let dir = shard.config.data_dir.clone();
-    glommio::executor().spawn_blocking(move || snap.save(&dir).map_err(|e| e.to_string())).await
+    sluice_storage::disk::blocking(move || snap.save(&dir).map_err(|e| e.to_string())).await
 }
 
 /// Applies a change to the current snapshot; when it changed anything, saves and publishes

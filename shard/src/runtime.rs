@@ -223,6 +223,13 @@ where
     let failed = shard.close_all().await;
     close_failures.fetch_add(failed, Ordering::AcqRel);
     closed.arrive_and_wait(n).await;
+    // Tasks still running (a Raft state write, a metadata save) may have a job on the blocking
+    // pool; the executor must outlive it.
+    let max = Duration::from_millis(sluice_core::limits::SHUTDOWN_BLOCKING_SETTLE_MS);
+    let left = sluice_storage::disk::settle(max).await;
+    if left > 0 {
+        tracing::warn!(shard = %shard.id, jobs = left, "blocking jobs still running at shutdown");
+    }
 }
 
 /// A shard's start-up: storage settings, the direct-I/O probe, then opening (recovering) the

@@ -348,7 +348,7 @@ impl Shard {
             let dir = log.dir().to_path_buf();
             drop(log);
             // Freeing a large partition's extents can take a while: off the shard's thread.
-            if let Err(e) = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+            if let Err(e) = sluice_storage::disk::blocking(move || std::fs::remove_dir_all(&dir)).await {
                 tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
             }
         }

@@ -232,8 +232,7 @@ impl Replicas {
         let dir = log.dir().to_path_buf();
         let saved = {
             let d = dir.clone();
-            glommio::executor()
-                .spawn_blocking(move || sluice_storage::raft_state::read(&d))
+            sluice_storage::disk::blocking(move || sluice_storage::raft_state::read(&d))
                 .await
                 .map_err(|e| ReplicaError::State(e.to_string()))?
         };
@@ -501,15 +500,13 @@ async fn write_state(
 ) -> Result<(), ReplicaError> {
     let Some(state) = state else { return Ok(()) };
     let dir = dir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || sluice_storage::raft_state::write(&dir, &state))
+    sluice_storage::disk::blocking(move || sluice_storage::raft_state::write(&dir, &state))
         .await
         .map_err(|e| ReplicaError::State(e.to_string()))
 }
 
 async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
-    glommio::executor()
-        .spawn_blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all()))
+    sluice_storage::disk::blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all()))
         .await
         .map_err(|e| ReplicaError::State(e.to_string()))
 }

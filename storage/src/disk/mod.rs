@@ -159,9 +159,46 @@ impl Disk {
     }
 }
 
-/// Runs `f` on the executor's blocking thread pool.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+thread_local! {
+    /// Jobs this executor has on its blocking pool and not yet taken back (see `settle`).
+    static BLOCKING_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one blocking job in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> InFlight {
+        BLOCKING_IN_FLIGHT.with(|n| n.set(n.get() + 1));
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        BLOCKING_IN_FLIGHT.with(|n| n.set(n.get().checked_sub(1).expect("a blocking job is counted once")));
+    }
+}
+
+/// Runs `f` on the executor's blocking thread pool. Every blocking job of the process goes
+/// through here, so that `settle` can wait for them before an executor ends.
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let _counted = InFlight::start();
     glommio::executor().spawn_blocking(f).await
+}
+
+/// Waits (at most `max`) until this executor has no blocking job in flight. An executor must
+/// not end while one runs: glommio's pool thread then fails to hand back the result and
+/// panics, which aborts the whole process. Returns the jobs still in flight at the deadline.
+pub async fn settle(max: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + max;
+    loop {
+        let left = BLOCKING_IN_FLIGHT.with(|n| n.get());
+        if left == 0 || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 fn write_real_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
