@@ -334,24 +334,25 @@ impl MetadataSnapshot {
                 quotas: Default::default(),
             });
         }
-        if version == 2 {
-            let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
-            let snap = MetadataSnapshot {
-                version: v2.version,
-                cluster_id: v2.cluster_id,
-                topics: v2.topics,
-                next_producer_id_block: v2.next_producer_id_block,
-                replication: v2.replication.into_iter().map(|(n, r)| (n, r.convert())).collect(),
-                next_topic_number: v2.next_topic_number,
-                applied_offset: v2.applied_offset,
-                acls: Default::default(),
-                quotas: Default::default(),
-            };
-            snap.check()?;
-            return Ok(snap);
-        }
-        if version == 3 {
-            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+        let v3 = match version {
+            2 => {
+                let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+                Some(SnapshotV3 {
+                    version: v2.version,
+                    cluster_id: v2.cluster_id,
+                    topics: v2.topics,
+                    next_producer_id_block: v2.next_producer_id_block,
+                    replication: v2.replication,
+                    next_topic_number: v2.next_topic_number,
+                    applied_offset: v2.applied_offset,
+                    acls: Default::default(),
+                })
+            }
+            3 => Some(rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        if let Some(v3) = v3 {
+            // Versions 2 and 3 differ only by the ACLs; both convert here.
             let snap = MetadataSnapshot {
                 version: v3.version,
                 cluster_id: v3.cluster_id,
