@@ -29,7 +29,11 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Starts broker `node` of a cluster whose members listen for peers on `peer_ports`.
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-cluster-", session_ms: SESSION_MS, env: &[] })
+    cluster_member(
+        node,
+        peer_ports,
+        &MemberOpts { dir_prefix: "sluice-it-cluster-", session_ms: SESSION_MS, env: &[], config: None },
+    )
 }
 
 /// Starts three members and waits until each lists all three; returns them and that list.

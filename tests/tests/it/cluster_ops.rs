@@ -27,29 +27,8 @@ const NOT_COORDINATOR: i16 = 16;
 
 /// Broker `node` of a three-broker cluster with the given config file.
 fn member(node: usize, peer_ports: &[u16], config: &Path) -> Broker {
-    let dir = tempfile::Builder::new().prefix("sluice-it-ops-").tempdir().expect("temp dir");
-    let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
-    let voters = voters(peer_ports);
-    let config = config.to_str().expect("utf-8 path");
-    let args = [
-        "--node-id",
-        &node_id,
-        "--peer-listen",
-        &peer,
-        "--controller-quorum-voters",
-        &voters,
-        "--cluster-id",
-        CLUSTER_ID,
-        "--peer-heartbeat-interval-ms",
-        "100",
-        "--peer-session-timeout-ms",
-        "1000",
-        "--metrics-listen",
-        "",
-        "--config",
-        config,
-    ];
-    Broker::start_with(dir, 1, &args)
+    let opts = MemberOpts { dir_prefix: "sluice-it-ops-", session_ms: 1000, env: &[], config: Some(config) };
+    cluster_member(node, peer_ports, &opts)
 }
 
 /// Three brokers sharing a config file of `toml`; the file's directory lives as long as they.

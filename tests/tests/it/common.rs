@@ -754,6 +754,8 @@ pub struct MemberOpts<'a> {
     pub session_ms: u64,
     /// Extra environment of the broker process.
     pub env: &'a [(&'a str, &'a str)],
+    /// A config file (`--config`), if any.
+    pub config: Option<&'a std::path::Path>,
 }
 
 /// Starts broker `node` (one core) of a cluster whose members listen for peers on
@@ -762,7 +764,7 @@ pub fn cluster_member(node: usize, peer_ports: &[u16], opts: &MemberOpts<'_>) ->
     let dir = tempfile::Builder::new().prefix(opts.dir_prefix).tempdir().expect("temp dir");
     let (node_id, peer) = (node.to_string(), format!("127.0.0.1:{}", peer_ports[node]));
     let (voters, session) = (voters(peer_ports), opts.session_ms.to_string());
-    let args = [
+    let mut args = vec![
         "--node-id",
         &node_id,
         "--peer-listen",
@@ -778,6 +780,9 @@ pub fn cluster_member(node: usize, peer_ports: &[u16], opts: &MemberOpts<'_>) ->
         "--metrics-listen",
         "",
     ];
+    if let Some(config) = opts.config {
+        args.extend(["--config", config.to_str().expect("utf-8 path")]);
+    }
     sluice_tests::Broker::start_with_env(dir, 1, &args, opts.env)
 }
 

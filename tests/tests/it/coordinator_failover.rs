@@ -22,7 +22,11 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-coord-", session_ms: 1000, env: &[] })
+    cluster_member(
+        node,
+        peer_ports,
+        &MemberOpts { dir_prefix: "sluice-it-coord-", session_ms: 1000, env: &[], config: None },
+    )
 }
 
 /// FindCoordinator v2 for `group` on the broker on `port`: (error code, node id).

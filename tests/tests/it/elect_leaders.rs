@@ -18,7 +18,11 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 6;
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-elect-", session_ms: 1000, env: &[] })
+    cluster_member(
+        node,
+        peer_ports,
+        &MemberOpts { dir_prefix: "sluice-it-elect-", session_ms: 1000, env: &[], config: None },
+    )
 }
 
 /// Per partition: (leader, leader epoch, first replica, ISR).

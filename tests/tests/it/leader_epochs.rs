@@ -27,7 +27,11 @@ const FENCED: i16 = 74;
 const UNKNOWN_EPOCH: i16 = 75;
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-epochs-", session_ms: 1000, env: &[] })
+    cluster_member(
+        node,
+        peer_ports,
+        &MemberOpts { dir_prefix: "sluice-it-epochs-", session_ms: 1000, env: &[], config: None },
+    )
 }
 
 fn name(s: &str) -> TopicName {

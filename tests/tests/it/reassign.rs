@@ -18,7 +18,11 @@ const DEADLINE: Duration = Duration::from_secs(90);
 const RECORDS: usize = 2_000;
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
-    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-reassign-", session_ms: 1000, env: &[] })
+    cluster_member(
+        node,
+        peer_ports,
+        &MemberOpts { dir_prefix: "sluice-it-reassign-", session_ms: 1000, env: &[], config: None },
+    )
 }
 
 fn name(s: &str) -> TopicName {

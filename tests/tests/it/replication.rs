@@ -25,7 +25,7 @@ fn member(node: usize, peer_ports: &[u16]) -> Broker {
 }
 
 fn member_with(node: usize, peer_ports: &[u16], env: &[(&str, &str)]) -> Broker {
-    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-repl-", session_ms: 1000, env })
+    cluster_member(node, peer_ports, &MemberOpts { dir_prefix: "sluice-it-repl-", session_ms: 1000, env, config: None })
 }
 
 /// The committed batches a broker's probe read in its latest run, in order: (offset, crc).
