@@ -8,7 +8,7 @@ it (a record processed twice — the failure exactly-once prevents — would sho
 the expected one; with the record cache off every update is written).
 
 - Run to completion: the counts are exact.
-- SIGKILLed mid-run (after the first committed output, with input left to process) and
+- SIGKILLed mid-run (after the first committed output, right after more input arrived) and
   restarted with the same application id and state dir: the open transaction of the killed
   instance is aborted (fenced by the new instance's InitProducerId), the store is restored from
   its changelog, and the counts are still exact.
@@ -174,9 +174,17 @@ def test_streams_killed_mid_run_restarts_with_exact_counts(broker_factory, tmp_p
             assert not app.errors(), app.explain()
             reader.poll_for(0.5)
         assert reader.records >= 200, f"no output from the first instance\n{app.explain()}"
+        # The first instance may already have caught up with the first lines (sluice is fast
+        # enough for that), so more input goes in right before the kill: a word count of them
+        # needs two transactions (through the repartition topic) at a 100 ms commit interval,
+        # which cannot have committed in the moment between the flush and the SIGKILL.
+        tail, counts_tail = make_lines(LINES, LINES // 2)
+        produce_lines(b.bootstrap, src, tail)
         app.kill()
+        reader.poll_for(2)
+        counts1 += counts_tail
         assert reader.last != dict(counts1), "the first instance finished before it was killed"
-        second, counts2 = make_lines(LINES, LINES // 2)
+        second, counts2 = make_lines(LINES + LINES // 2, LINES // 2)
         produce_lines(b.bootstrap, src, second)
         expected = counts1 + counts2
         app = StreamsApp(tmp_path, b.bootstrap, app_id, src, dst, state)
