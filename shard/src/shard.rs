@@ -124,6 +124,10 @@ pub fn compaction_config(
         min_compaction_lag_ms: long("min.compaction.lag.ms", d.min_compaction_lag_ms),
         max_compaction_lag_ms: long("max.compaction.lag.ms", d.max_compaction_lag_ms),
         delete_retention_ms: long("delete.retention.ms", d.delete_retention_ms),
+        max_index_bytes: u64::try_from(long("segment.index.bytes", 0))
+            .ok()
+            .filter(|b| *b > 0)
+            .unwrap_or(d.max_index_bytes),
     })
 }
 

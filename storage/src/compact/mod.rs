@@ -20,12 +20,16 @@
 //!   recomputed. A batch left with no record goes, unless it holds an active producer's last
 //!   entry or ends at the pass's upper bound: then it stays empty (Kafka's `RETAIN_EMPTY`,
 //!   so the producer's last sequence and epoch survive).
+//! - [`merge`] groups adjacent cleaned segments whose summed sizes stay within `segment.bytes`
+//!   and `segment.index.bytes` (Kafka's `groupSegmentsBySize`); a group is rewritten as one
+//!   segment at its first base.
 //! - [`swap::swap_in`] replaces a pass's segments crash-safely (`.cleaned` files, a swap marker
-//!   as the commit point, renames), and [`swap::recover_swap`] finishes or discards a swap
-//!   interrupted by a crash.
+//!   as the commit point, renames, then the merged-away segments' files removed), and
+//!   [`swap::recover_swap`] finishes or discards a swap interrupted by a crash.
 
 pub mod clean;
 pub mod keymap;
+pub mod merge;
 pub mod plan;
 pub mod swap;
 pub mod txn;

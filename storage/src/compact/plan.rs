@@ -21,6 +21,8 @@ pub struct CompactionConfig {
     /// `delete.retention.ms`: how long tombstones and emptied transactions' markers stay after
     /// the pass that stamps their batch's delete horizon.
     pub delete_retention_ms: i64,
+    /// `segment.index.bytes`: a segment merged from several stays within it (each index).
+    pub max_index_bytes: u64,
 }
 
 impl Default for CompactionConfig {
@@ -33,6 +35,7 @@ impl Default for CompactionConfig {
             min_compaction_lag_ms: default_i64("min.compaction.lag.ms"),
             max_compaction_lag_ms: default_i64("max.compaction.lag.ms"),
             delete_retention_ms: default_i64("delete.retention.ms"),
+            max_index_bytes: u64::try_from(default_i64("segment.index.bytes")).unwrap_or(u64::MAX),
         }
     }
 }
@@ -127,6 +130,7 @@ mod tests {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             delete_retention_ms: 1000,
+            max_index_bytes: 1 << 20,
         }
     }
 

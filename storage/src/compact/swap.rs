@@ -1,19 +1,24 @@
 //! Swapping cleaned segments in for the old ones so that a crash at any point leaves either
-//! every old segment or every new one of a pass, never a mix, with their index files.
+//! every old segment or every new one of a pass, never a mix, with their index files. A pass
+//! that merges segments replaces the first of each group and removes the others.
 //!
 //! Contract, [`swap_in`] (the steps, in order):
 //! 1. each new segment's `.log`, `.index` and `.timeindex` is written as `<name>.cleaned`
 //!    and fsync'd; then the directory is fsync'd;
-//! 2. the swap marker (`compaction.swap`: the bases of the pass and a CRC-32) is written
-//!    durably (temporary file, fsync, rename, directory fsync): the commit point;
-//! 3. every `.cleaned` file is renamed over its final name; the directory is fsync'd;
+//! 2. the swap marker (`compaction.swap`: the bases of the new segments, the bases of the
+//!    segments merged into them, and a CRC-32) is written durably (temporary file, fsync,
+//!    rename, directory fsync): the commit point;
+//! 3. every `.cleaned` file is renamed over its final name; the merged-away segments' three
+//!    files are removed; the directory is fsync'd;
 //! 4. the marker is removed and the directory fsync'd.
 //!
 //! [`recover_swap`] runs when a log opens, before its segments are listed: with a valid marker
-//! it finishes step 3 (renaming the `.cleaned` files still there) and removes the marker; with
-//! no marker (or one that fails its CRC: it never became durable) it removes every `.cleaned`
-//! file. A crash before step 2 therefore leaves the old segments, from step 2 on the new ones.
-//! `.cleaned` names never end in `.log`, so segment listing never sees them.
+//! it finishes step 3 (renaming the `.cleaned` files still there, removing the merged-away
+//! files still there) and removes the marker; with no marker (or one that fails its CRC: it
+//! never became durable) it removes every `.cleaned` file. A crash before step 2 therefore
+//! leaves the old segments, from step 2 on the new ones. `.cleaned` names never end in `.log`,
+//! so segment listing never sees them. A marker written by an older build (version 1: new
+//! bases only) is read as a swap that merged nothing.
 
 use super::{batches, CompactError};
 use crate::disk::Disk;
@@ -26,7 +31,8 @@ use std::path::{Path, PathBuf};
 pub const SWAP_MARKER: &str = "compaction.swap";
 /// Suffix of a cleaned file not swapped in yet.
 pub const CLEANED_SUFFIX: &str = ".cleaned";
-const MARKER_MAGIC: &str = "sluice-compaction-swap 1";
+const MARKER_MAGIC_V1: &str = "sluice-compaction-swap 1";
+const MARKER_MAGIC: &str = "sluice-compaction-swap 2";
 
 /// One cleaned segment's three files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +62,14 @@ impl NewSegment {
     }
 }
 
+/// The files a swap changes: the segments written (each replacing the segment at its base, or
+/// new at that base) and the bases of the segments merged into them (removed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwapPlan {
+    pub replaced: Vec<i64>,
+    pub removed: Vec<i64>,
+}
+
 /// What [`recover_swap`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwapRecovery {
@@ -78,18 +92,21 @@ fn cleaned(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{CLEANED_SUFFIX}"))
 }
 
-fn encode_marker(bases: &[i64]) -> Vec<u8> {
+fn encode_marker(plan: &SwapPlan) -> Vec<u8> {
     let mut text = format!("{MARKER_MAGIC}\n");
-    for b in bases {
-        text.push_str(&format!("{b}\n"));
+    for b in &plan.replaced {
+        text.push_str(&format!("new {b}\n"));
+    }
+    for b in &plan.removed {
+        text.push_str(&format!("gone {b}\n"));
     }
     let crc = crc32fast::hash(text.as_bytes());
     text.push_str(&format!("crc {crc:08x}\n"));
     text.into_bytes()
 }
 
-/// The bases a marker names, or `None` when it is not a whole, valid marker.
-fn decode_marker(bytes: &[u8]) -> Option<Vec<i64>> {
+/// The swap a marker names, or `None` when it is not a whole, valid marker.
+fn decode_marker(bytes: &[u8]) -> Option<SwapPlan> {
     let text = std::str::from_utf8(bytes).ok()?;
     let (body, crc_line) = text.trim_end_matches('\n').rsplit_once('\n')?;
     let crc = u32::from_str_radix(crc_line.strip_prefix("crc ")?, 16).ok()?;
@@ -98,16 +115,33 @@ fn decode_marker(bytes: &[u8]) -> Option<Vec<i64>> {
         return None;
     }
     let mut lines = body.lines();
-    (lines.next()? == MARKER_MAGIC).then_some(())?;
-    lines.map(|l| l.parse().ok()).collect()
+    let mut plan = SwapPlan::default();
+    match lines.next()? {
+        MARKER_MAGIC_V1 => {
+            plan.replaced = lines.map(|l| l.parse().ok()).collect::<Option<_>>()?;
+        }
+        MARKER_MAGIC => {
+            for l in lines {
+                match l.split_once(' ')? {
+                    ("new", b) => plan.replaced.push(b.parse().ok()?),
+                    ("gone", b) => plan.removed.push(b.parse().ok()?),
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(plan)
 }
 
 fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
     move |e| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
-/// Replaces the segments at the bases of `segs` (which must exist, sealed) with `segs`.
-pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment]) -> io::Result<()> {
+/// Replaces the segments at the bases of `segs` (sealed; or, for a merge, absent) with `segs`
+/// and removes the sealed segments at the bases in `removed` (merged into `segs`).
+pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment], removed: &[i64]) -> io::Result<()> {
+    assert!(removed.iter().all(|r| segs.iter().all(|s| s.base != *r)), "a merged-away segment is not also written");
     for s in segs {
         let [log, index, time] = final_names(s.base);
         for (name, bytes) in [(log, &s.log), (index, &s.index), (time, &s.timeindex)] {
@@ -117,20 +151,29 @@ pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment]) -> io::Result
     }
     disk.sync_dir(dir).await?;
     let marker = dir.join(SWAP_MARKER);
-    let bases: Vec<i64> = segs.iter().map(|s| s.base).collect();
-    disk.write_file_off_thread(&marker, encode_marker(&bases), true).await.map_err(io_at("write", &marker))?;
-    finish(disk, dir, &bases).await
+    let plan = SwapPlan { replaced: segs.iter().map(|s| s.base).collect(), removed: removed.to_vec() };
+    disk.write_file_off_thread(&marker, encode_marker(&plan), true).await.map_err(io_at("write", &marker))?;
+    finish(disk, dir, &plan).await
 }
 
-/// Steps 3 and 4: every `.cleaned` file still there over its final name, then the marker away.
-async fn finish(disk: &Disk, dir: &Path, bases: &[i64]) -> io::Result<()> {
+/// Steps 3 and 4: every `.cleaned` file still there over its final name, every merged-away
+/// file still there removed, then the marker away.
+async fn finish(disk: &Disk, dir: &Path, plan: &SwapPlan) -> io::Result<()> {
     let present = disk.list(dir).await?;
-    for base in bases {
+    let listed = |p: &Path| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| present.iter().any(|n| n == f));
+    for base in &plan.replaced {
         for name in final_names(*base) {
             let from = cleaned(dir, &name);
-            let listed = from.file_name().and_then(|f| f.to_str()).is_some_and(|f| present.iter().any(|p| p == f));
-            if listed {
+            if listed(&from) {
                 disk.rename_off_thread(&from, &dir.join(&name)).await.map_err(io_at("rename", &from))?;
+            }
+        }
+    }
+    for base in &plan.removed {
+        for name in final_names(*base) {
+            let path = dir.join(&name);
+            if listed(&path) {
+                disk.remove_file_off_thread(&path).await.map_err(io_at("remove", &path))?;
             }
         }
     }
@@ -145,15 +188,15 @@ pub async fn recover_swap(disk: &Disk, dir: &Path) -> io::Result<SwapRecovery> {
     let names = disk.list(dir).await?;
     let has_marker = names.iter().any(|n| n == SWAP_MARKER);
     let marker = dir.join(SWAP_MARKER);
-    let bases = if has_marker {
+    let plan = if has_marker {
         let [bytes] = disk.read_files([marker.clone()]).await;
         decode_marker(&bytes?)
     } else {
         None
     };
-    if let Some(bases) = bases {
-        finish(disk, dir, &bases).await?;
-        return Ok(SwapRecovery::Completed(bases.len()));
+    if let Some(plan) = plan {
+        finish(disk, dir, &plan).await?;
+        return Ok(SwapRecovery::Completed(plan.replaced.len()));
     }
     let stale: Vec<&String> = names.iter().filter(|n| n.ends_with(CLEANED_SUFFIX)).collect();
     for n in &stale {
@@ -197,8 +240,9 @@ mod tests {
 
     #[test]
     fn markers_round_trip_and_damage_is_seen() {
-        let m = encode_marker(&[0, 4096, 9_000_000_000]);
-        assert_eq!(decode_marker(&m), Some(vec![0, 4096, 9_000_000_000]));
+        let plan = SwapPlan { replaced: vec![0, 4096, 9_000_000_000], removed: vec![100, 200] };
+        let m = encode_marker(&plan);
+        assert_eq!(decode_marker(&m), Some(plan));
         // (Only the final newline may go: the content is whole without it.)
         for cut in 0..m.len() - 1 {
             assert_eq!(decode_marker(&m[..cut]), None, "a prefix of {cut} bytes");
@@ -206,5 +250,13 @@ mod tests {
         let mut bad = m.clone();
         bad[26] ^= 1;
         assert_eq!(decode_marker(&bad), None);
+    }
+
+    #[test]
+    fn a_version_1_marker_is_a_swap_that_merged_nothing() {
+        let mut text = format!("{MARKER_MAGIC_V1}\n0\n4096\n");
+        let crc = crc32fast::hash(text.as_bytes());
+        text.push_str(&format!("crc {crc:08x}\n"));
+        assert_eq!(decode_marker(text.as_bytes()), Some(SwapPlan { replaced: vec![0, 4096], removed: vec![] }));
     }
 }

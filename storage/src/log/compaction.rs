@@ -1,10 +1,13 @@
 //! One compaction pass over a live log ([`PartitionLog::compact`]): plan, key map, cleaning of
-//! the sealed segments up to the pass's end, crash-safe swap, then the in-memory segments
-//! replaced.
+//! the sealed segments up to the pass's end, adjacent cleaned segments grouped to merge
+//! (within `segment.bytes`, at most `COMPACTION_MAX_SEGMENT_BYTES`, and `segment.index.bytes`),
+//! crash-safe swap, then the in-memory segments replaced.
 //!
 //! Contract: the active segment is never read or changed. Segments are read whole, one at a
 //! time (memory: one segment of at most `COMPACTION_MAX_SEGMENT_BYTES`, its cleaned copy and
-//! the key map; a larger segment ends the key map's range and is not rewritten). Only segments whose bytes changed are swapped.
+//! the key map; a larger segment ends the key map's range and is not rewritten, nor merged).
+//! Only segments whose bytes changed, and groups of merged segments, are swapped; the rewrites
+//! of a pass are held in memory until the swap.
 //! The caller runs passes one at a time per log, in turn with retention (the shard's timer
 //! runs both, one after the other); a segment that left the log while the pass ran (retention,
 //! DeleteRecords) is not replaced in memory, and its file, if the swap recreated it, lies below
@@ -24,6 +27,7 @@ use super::read::read_exact;
 use super::*;
 use crate::compact::clean::{clean_segment, CleanContext};
 use crate::compact::keymap::KeyMap;
+use crate::compact::merge::{Group, Grouper, MergeLimits, Piece};
 use crate::compact::swap::{swap_in, NewSegment};
 use crate::compact::txn::{AbortedTxn, CleanedTxns, Scan};
 use crate::compact::{plan, CompactError, CompactionConfig, SegmentInfo};
@@ -38,6 +42,8 @@ pub struct CompactStats {
     pub cleaned_upto: i64,
     pub dirty_ratio: f64,
     pub segments_rewritten: usize,
+    /// Segments merged into the one before them (so the log has this many fewer).
+    pub segments_merged: usize,
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub records_removed: u64,
@@ -46,6 +52,20 @@ pub struct CompactStats {
     /// read_committed reader told of an aborted transaction whose marker it never meets would
     /// skip the producer's later batches).
     pub aborted_gone: Vec<i64>,
+}
+
+/// One rewrite of a pass: `new` replaces the segments at `bases` (the first is `new.base`;
+/// more than one when adjacent cleaned segments merge), up to offset `next`.
+struct Rewrite {
+    next: i64,
+    bases: Vec<i64>,
+    new: NewSegment,
+}
+
+/// A cleaned segment waiting in the open merge group.
+struct CleanedSeg {
+    changed: bool,
+    new: NewSegment,
 }
 
 /// A sealed segment as the pass sees it.
@@ -123,11 +143,17 @@ impl PartitionLog {
             ..CompactStats::default()
         };
         let mut cleaned_txns = CleanedTxns::new(txns.aborted);
-        let news = self.clean_segments(&sealed, upto, &ctx, &mut cleaned_txns, interval, &mut stats).await?;
+        let limits = MergeLimits {
+            max_log_bytes: self.config.get().segment_bytes.min(COMPACTION_MAX_SEGMENT_BYTES),
+            max_index_bytes: cfg.max_index_bytes,
+        };
+        let pass = CleanPass { ctx: &ctx, upto, interval, limits };
+        let news = self.clean_segments(&sealed, &pass, &mut cleaned_txns, &mut stats).await?;
         stats.aborted_gone = cleaned_txns.emptied_aborts().to_vec();
         if !news.is_empty() {
             self.install(&news, interval, now_ms).await?;
             stats.segments_rewritten = news.len();
+            stats.segments_merged = news.iter().map(|r| r.bases.len() - 1).sum();
             tracing::info!(partition = %self.name, ?stats, "compacted");
         }
         // The checkpoint follows the swap (durable before it): a crash between the two cleans
@@ -184,40 +210,70 @@ impl PartitionLog {
         Ok((map, upto))
     }
 
-    /// Cleans the sealed segments that end at or below `upto` with `ctx`, in offset order from
-    /// the log's first segment (`txns` follows them): the ones whose bytes changed (with the
-    /// offset each ends at), counted in `stats`. A segment too large to read whole is left as
-    /// it is, and from there on no marker is removed (its transactions' batches went unseen).
+    /// Cleans the sealed segments that end at or below `pass.upto` with `pass.ctx`, in offset
+    /// order from the log's first segment (`txns` follows them), and groups adjacent cleaned
+    /// segments to merge (`crate::compact::merge`): the rewrites, each a segment whose bytes
+    /// changed or a merged group, counted in `stats`. A segment too large to read whole is left
+    /// as it is (it joins no group), and from there on no marker is removed (its transactions'
+    /// batches went unseen). Memory: the rewrites, and the open group's unchanged members.
     async fn clean_segments(
         &self,
         sealed: &[Sealed],
-        upto: i64,
-        ctx: &CleanContext<'_>,
+        pass: &CleanPass<'_>,
         txns: &mut CleanedTxns,
-        interval: u64,
         stats: &mut CompactStats,
-    ) -> Result<Vec<(i64, NewSegment)>, StorageError> {
+    ) -> Result<Vec<Rewrite>, StorageError> {
         let mut news = Vec::new();
-        for s in sealed.iter().filter(|s| s.next <= upto) {
+        let mut grouper: Grouper<CleanedSeg> = Grouper::new(pass.limits);
+        for s in sealed.iter().filter(|s| s.next <= pass.upto) {
             if s.size > COMPACTION_MAX_SEGMENT_BYTES {
                 txns.lose_sight();
+                news.extend(self.rewrite(grouper.skip(), pass.interval)?);
                 continue;
             }
             let bytes = self.read_sealed(s).await?;
             glommio::yield_if_needed().await;
-            let out = clean_segment(&bytes, ctx, txns).map_err(|e| compact_error(&self.name, e))?;
+            let out = clean_segment(&bytes, pass.ctx, txns).map_err(|e| compact_error(&self.name, e))?;
             glommio::yield_if_needed().await;
-            if out.bytes[..] == bytes[..] {
-                continue;
+            let changed = out.bytes[..] != bytes[..];
+            if changed {
+                stats.bytes_before += s.size;
+                stats.bytes_after += u64::try_from(out.bytes.len()).unwrap_or(u64::MAX);
+                stats.records_removed += out.records_removed;
             }
-            stats.bytes_before += s.size;
-            stats.bytes_after += u64::try_from(out.bytes.len()).unwrap_or(u64::MAX);
-            stats.records_removed += out.records_removed;
             let new =
-                NewSegment::with_indexes(s.base, out.bytes, interval).map_err(|e| compact_error(&self.name, e))?;
-            news.push((s.next, new));
+                NewSegment::with_indexes(s.base, out.bytes, pass.interval).map_err(|e| compact_error(&self.name, e))?;
+            let len = |v: &Vec<u8>| u64::try_from(v.len()).unwrap_or(u64::MAX);
+            let piece = Piece {
+                base: s.base,
+                next: s.next,
+                log_bytes: len(&new.log),
+                index_bytes: len(&new.index),
+                timeindex_bytes: len(&new.timeindex),
+            };
+            news.extend(self.rewrite(grouper.push(piece, CleanedSeg { changed, new }), pass.interval)?);
         }
+        news.extend(self.rewrite(grouper.close(), pass.interval)?);
         Ok(news)
+    }
+
+    /// The rewrite of a closed merge group: none for a single unchanged segment, the segment
+    /// for a single changed one, else the members' cleaned bytes one after the other as one
+    /// segment at the first base, its indexes rebuilt.
+    fn rewrite(&self, group: Option<Group<CleanedSeg>>, interval: u64) -> Result<Option<Rewrite>, StorageError> {
+        let Some(mut group) = group else { return Ok(None) };
+        let next = group.last().expect("a group has members").0.next;
+        if group.len() == 1 {
+            let (_, c) = group.pop().expect("one member");
+            return Ok(c.changed.then(|| Rewrite { next, bases: vec![c.new.base], new: c.new }));
+        }
+        let bases: Vec<i64> = group.iter().map(|(p, _)| p.base).collect();
+        let mut log = Vec::with_capacity(group.iter().map(|(_, c)| c.new.log.len()).sum());
+        for (_, c) in &group {
+            log.extend_from_slice(&c.new.log);
+        }
+        let new = NewSegment::with_indexes(bases[0], log, interval).map_err(|e| compact_error(&self.name, e))?;
+        Ok(Some(Rewrite { next, bases, new }))
     }
 
     /// The log's transactions from its start, read until every transaction begun before `upto`
@@ -248,23 +304,50 @@ impl PartitionLog {
         Ok(scan)
     }
 
-    /// Swaps the cleaned segments in, on disk (crash-safe) and then in memory: each replaces
-    /// the segment with its base unless that one left the log meanwhile, and the replaced
-    /// file's cached chunks are forgotten.
-    async fn install(&self, news: &[(i64, NewSegment)], interval: u64, now_ms: i64) -> Result<(), StorageError> {
-        let segs: Vec<NewSegment> = news.iter().map(|(_, n)| n.clone()).collect();
-        swap_in(&self.disk, &self.dir, &segs)
+    /// Swaps the rewrites in, on disk (crash-safe) and then in memory. A rewrite goes in only
+    /// while every segment it replaces is still a sealed segment of the log (a truncation
+    /// during the pass may have cut into them; retention runs in turn with compaction, so it
+    /// cannot have removed them): a rewrite whose segments changed is dropped before the swap.
+    /// In memory each rewrite's segments are replaced by the one it wrote, and the replaced
+    /// files' cached chunks are forgotten.
+    async fn install(&self, news: &[Rewrite], interval: u64, now_ms: i64) -> Result<(), StorageError> {
+        let present = |r: &Rewrite| {
+            let st = self.state.borrow();
+            let sealed = &st.segments[..st.segments.len() - 1];
+            let i = sealed.partition_point(|x| x.base < r.bases[0]);
+            sealed.len() >= i + r.bases.len()
+                && sealed[i..i + r.bases.len()].iter().zip(&r.bases).all(|(x, b)| x.base == *b)
+                && sealed[i + r.bases.len() - 1].next_offset == r.next
+        };
+        let news: Vec<&Rewrite> = news.iter().filter(|r| present(r)).collect();
+        let segs: Vec<NewSegment> = news.iter().map(|r| r.new.clone()).collect();
+        let removed: Vec<i64> = news.iter().flat_map(|r| r.bases[1..].iter().copied()).collect();
+        if segs.is_empty() {
+            return Ok(());
+        }
+        swap_in(&self.disk, &self.dir, &segs, &removed)
             .await
             .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
-        for (next, n) in news {
-            let seg = Segment::open_sealed(&self.disk, &self.dir, n.base, *next, interval, now_ms).await?;
+        for r in news {
+            let seg = Segment::open_sealed(&self.disk, &self.dir, r.new.base, r.next, interval, now_ms).await?;
             let mut st = self.state.borrow_mut();
             let last = st.segments.len() - 1;
-            if let Some(i) = st.segments[..last].iter().position(|x| x.base == n.base) {
-                let old = std::mem::replace(&mut st.segments[i], seg);
-                crate::cache::invalidate(old.file.key());
+            let Some(i) = st.segments[..last].iter().position(|x| x.base == r.new.base) else { continue };
+            let n = st.segments[i..last].iter().take_while(|x| r.bases.contains(&x.base)).count();
+            let old: Vec<Segment> = st.segments.splice(i..i + n, [seg]).collect();
+            for o in old {
+                crate::cache::invalidate(o.file.key());
             }
         }
         Ok(())
     }
+}
+
+/// What every segment of a pass is cleaned and merged with.
+struct CleanPass<'a> {
+    ctx: &'a CleanContext<'a>,
+    /// The pass cleans the sealed segments ending at or below this offset.
+    upto: i64,
+    interval: u64,
+    limits: MergeLimits,
 }
