@@ -2,6 +2,8 @@
 //
 // Usage: StreamsWordCount <bootstrap> <application.id> <input topic> <output topic> <state dir>
 //        [processing.guarantee, default exactly_once_v2: at_least_once shows what the test catches]
+//        [name=value ...: more Streams configs, e.g. topic.segment.bytes=4096 for the internal
+//         topics (test_compaction_apps.py)]
 //
 // Reads lines from the input topic, splits them on spaces, counts every word (a KTable backed by
 // a RocksDB store and its changelog, through a repartition topic) and writes each new count to
@@ -38,6 +40,10 @@ public class StreamsWordCount {
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.MAX_POLL_RECORDS_CONFIG), 50);
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
         props.put(StreamsConfig.producerPrefix("transaction.timeout.ms"), 10000);
+        for (int i = 6; i < args.length; i++) {
+            String[] kv = args[i].split("=", 2);
+            props.put(kv[0], kv[1]);
+        }
 
         StreamsBuilder builder = new StreamsBuilder();
         builder.stream(input, Consumed.with(Serdes.String(), Serdes.String()))

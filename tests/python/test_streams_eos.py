@@ -38,7 +38,7 @@ GUARANTEE = os.environ.get("SLUICE_STREAMS_GUARANTEE", "exactly_once_v2")
 class StreamsApp:
     """One StreamsWordCount JVM; stdout collected on a thread."""
 
-    def __init__(self, workdir, bootstrap, app_id, src, dst, state_dir):
+    def __init__(self, workdir, bootstrap, app_id, src, dst, state_dir, extra=()):
         javac, jvm = shutil.which("javac"), shutil.which("java")
         assert javac and jvm, "java/javac not on PATH"
         assert any(KAFKA_LIBS.glob("kafka-streams-*.jar")), f"no kafka-streams jar in {KAFKA_LIBS}; run tests/run"
@@ -53,7 +53,7 @@ class StreamsApp:
         self.proc = subprocess.Popen(
             [jvm, "-Xmx384m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
              "-cp", f"{workdir}{os.pathsep}{cp}", "StreamsWordCount", bootstrap, app_id, src, dst, str(state_dir),
-             GUARANTEE],
+             GUARANTEE, *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "wb"))
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

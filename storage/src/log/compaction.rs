@@ -44,6 +44,9 @@ pub struct CompactStats {
     pub segments_rewritten: usize,
     /// Segments merged into the one before them (so the log has this many fewer).
     pub segments_merged: usize,
+    /// Bytes of the sealed segments the pass read whole to clean them (Kafka's cleaner reports
+    /// the same, "MB of log processed").
+    pub bytes_read: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub records_removed: u64,
@@ -94,6 +97,8 @@ impl PartitionLog {
                 s.compaction_bytes_after += st.bytes_after;
                 s.compaction_records_removed += st.records_removed;
                 let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(partition = %self.name, bytes_read = st.bytes_read, seconds, "compaction pass");
                 s.compaction_max_pass_us = s.compaction_max_pass_us.max(us);
                 s.compaction_last_dirty_ratio = st.dirty_ratio;
             }
@@ -232,6 +237,7 @@ impl PartitionLog {
                 continue;
             }
             let bytes = self.read_sealed(s).await?;
+            stats.bytes_read += s.size;
             glommio::yield_if_needed().await;
             let out = clean_segment(&bytes, pass.ctx, txns).map_err(|e| compact_error(&self.name, e))?;
             glommio::yield_if_needed().await;

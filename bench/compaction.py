@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""bench/compaction.py: log compaction throughput and produce p99, sluice against Apache Kafka (issue #23).
+
+    .venv/bin/python bench/compaction.py [--sides "sluice kafka"] [--mb 256] [--keys 1000]
+        [--value-bytes 1024] [--segment-bytes 16777216] [--rate 2000] [--rate-secs 20]
+        [--timeout 600] [--kafka-libs bench/.kafka/libs-4.4.0] [--sluice PATH] [--work DIR]
+
+For each side, a fresh single broker (sluice: `sluice serve --cores 2`, compactor timer 1 s;
+Kafka: a single-node KRaft broker from the jars `bench/compare` fetches, `log.cleaner.backoff.ms`
+1000 and its other cleaner settings at their defaults), then:
+
+1. Throughput. MB megabytes of records (VALUE_BYTES each, KEYS distinct keys, round robin) go
+   to a one-partition topic with `cleanup.policy=compact`, `segment.bytes`=SEGMENT_BYTES,
+   `min.cleanable.dirty.ratio`=0.01, `min.compaction.lag.ms`=0 (confluent-kafka, acks=all).
+   The script waits until the cleaner has been quiet for 10 s after the produce (at most
+   TIMEOUT s), and sums what every cleaning reported: Kafka's cleaner log (`LogCleaner`
+   at INFO, "N MB of log processed in S seconds"), sluice's `compaction pass` log lines
+   (`bytes_read`, `seconds`: the sealed segments a pass read whole to clean, and its duration).
+   MB/s = MB processed / seconds cleaning.
+2. Produce p99. Two runs of RATE-SECS seconds each: a fixed-rate producer (RATE records/s of
+   VALUE_BYTES, acks=all, linger.ms=0, confluent-kafka; latency = librdkafka's per-message
+   produce-to-ack latency) writes to a `cleanup.policy=delete` topic while a background
+   producer writes the same volume of few-key records either to another delete topic
+   (`nocompact`) or to a compacted topic with dirty ratio 0.01 (`compact`, so the cleaner runs
+   throughout). p50/p99/max of the fixed-rate producer per run.
+
+Prints one line per side and measurement, then the sluice/Kafka throughput ratio and, per
+side, the p99 with compaction against without (the issue's targets: ≥ 2× Kafka's cleaning
+throughput; p99 with compaction within 10% of without). Every broker started is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_RE = re.compile(r"^sluice ready listen=(\S+):(\d+) cores=(\d+) data_dir=(.+)$")
+SLUICE_PASS_RE = re.compile(r"compaction pass.*?bytes_read=(\d+).*?seconds=([\d.]+)")
+KAFKA_PASS_RE = re.compile(r"([\d,]+\.\d+) MB of log processed in ([\d,]+\.\d+) seconds")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sluice:
+    name = "sluice"
+
+    def __init__(self, binary: Path, work: Path):
+        data, self.log = work / "data-sluice", work / "sluice.log"
+        cfg = work / "sluice.toml"
+        cfg.write_text("log_retention_check_interval_ms = 1000\n")
+        args = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data), "--cores", "2",
+                "--config", str(cfg)]
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        self.port = None
+        ready = threading.Event()
+
+        def pump():
+            for raw in self.proc.stdout:
+                m = READY_RE.match(raw.decode(errors="replace").rstrip("\n"))
+                if m and self.port is None:
+                    self.port = int(m.group(2))
+                    ready.set()
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(120):
+            self.stop()
+            raise RuntimeError(f"sluice: no ready line within 120 s; see {self.log}")
+
+    def passes(self) -> list:
+        """(bytes, seconds) of every compaction pass logged so far."""
+        text = self.log.read_text(errors="replace")
+        return [(int(b), float(s)) for b, s in SLUICE_PASS_RE.findall(text)]
+
+    def stop(self):
+        stop_pid(self.proc)
+
+
+class Kafka:
+    name = "kafka"
+
+    def __init__(self, libs: Path, work: Path):
+        if not any(libs.glob("kafka-server-*.jar")):
+            raise RuntimeError(f"no Kafka jars in {libs}: run bench/compare --quick once (it fetches them)")
+        self.port, cport = free_port(), free_port()
+        props, data = work / "kafka.properties", work / "data-kafka"
+        self.log, self.cleaner_log = work / "kafka.log", work / "kafka-cleaner.log"
+        props.write_text("\n".join([
+            "process.roles=broker,controller", "node.id=1", f"controller.quorum.voters=1@127.0.0.1:{cport}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}", "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data}", "num.partitions=1", "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1", "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0", "log.cleaner.backoff.ms=1000",
+        ]) + "\n")
+        log4j = work / "log4j2.properties"
+        log4j.write_text("\n".join([
+            "status = warn",
+            "appender.file.type = File", "appender.file.name = cleaner", f"appender.file.fileName = {self.cleaner_log}",
+            "appender.file.layout.type = PatternLayout", "appender.file.layout.pattern = %d %p %c %m%n",
+            "rootLogger.level = warn", "rootLogger.appenderRef.file.ref = cleaner",
+            "logger.c1.name = kafka.log.LogCleaner", "logger.c1.level = info",
+            "logger.c2.name = org.apache.kafka.storage.internals.log.LogCleaner", "logger.c2.level = info",
+        ]) + "\n")
+        java, cp = os.environ.get("JAVA", "java"), f"{libs}{os.sep}*"
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        subprocess.run([java, "-Xmx512m", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster,
+                        "-c", str(props)], check=True, capture_output=True, timeout=120)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([java, "-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                                          f"-Dlog4j2.configurationFile={log4j}", "-cp", cp, "kafka.Kafka", str(props)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"kafka exited; see {self.log}")
+                time.sleep(0.5)
+        else:
+            self.stop()
+            raise RuntimeError(f"kafka: port not open within 120 s; see {self.log}")
+
+    def passes(self) -> list:
+        if not self.cleaner_log.exists():
+            return []
+        text = self.cleaner_log.read_text(errors="replace")
+        return [(int(float(mb.replace(",", "")) * 1024 * 1024), float(s.replace(",", "")))
+                for mb, s in KAFKA_PASS_RE.findall(text)]
+
+    def stop(self):
+        stop_pid(self.proc)
+
+
+def stop_pid(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+
+
+def create(bootstrap: str, name: str, config: dict) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config=config)])[name].result(60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        t = admin.list_topics(topic=name, timeout=5).topics.get(name)
+        if t is not None and t.error is None and len(t.partitions) == 1:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"topic {name} not in metadata")
+
+
+def compacted(segment_bytes: int) -> dict:
+    return {"cleanup.policy": "compact", "segment.bytes": str(segment_bytes), "min.cleanable.dirty.ratio": "0.01",
+            "min.compaction.lag.ms": "0"}
+
+
+def produce_bulk(bootstrap: str, topic: str, total_bytes: int, keys: int, value_bytes: int,
+                 stop: threading.Event | None = None, rate_bytes: float | None = None) -> int:
+    """Writes records of few keys until `total_bytes` (or `stop`), at most `rate_bytes` per second."""
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 1 << 20,
+                  "queue.buffering.max.kbytes": 65536})
+    value, sent, start = os.urandom(value_bytes), 0, time.monotonic()
+    i = 0
+    while sent < total_bytes and not (stop and stop.is_set()):
+        try:
+            p.produce(topic, key=f"key-{i % keys}".encode(), value=value)
+        except BufferError:
+            p.poll(0.05)
+            continue
+        i, sent = i + 1, sent + value_bytes
+        if rate_bytes and sent > rate_bytes * (time.monotonic() - start):
+            p.poll(0.01)
+        elif i % 1000 == 0:
+            p.poll(0)
+    if p.flush(120) != 0:
+        raise RuntimeError("records left unsent after 120 s")
+    return sent
+
+
+def wait_quiet(broker, quiet_s: float, timeout_s: float) -> list:
+    """The cleaner's passes once none was added for `quiet_s` (at most `timeout_s`)."""
+    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        got = broker.passes()
+        if got != last:
+            last, since = got, time.monotonic()
+        elif got and time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.5)
+    return broker.passes()
+
+
+def fixed_rate(bootstrap: str, topic: str, rate: int, secs: float, value_bytes: int) -> dict:
+    from confluent_kafka import Producer
+    lat, errors = [], []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            lat.append(msg.latency())
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    value, start, n = os.urandom(value_bytes), time.monotonic(), 0
+    while time.monotonic() - start < secs:
+        while n < rate * (time.monotonic() - start):
+            p.produce(topic, key=f"r{n}".encode(), value=value, on_delivery=cb)
+            n += 1
+        p.poll(0.001)
+    p.flush(60)
+    lat.sort()
+    if not lat:
+        return {"sent": n, "errors": len(errors)}
+    q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] * 1000  # noqa: E731
+    return {"sent": n, "acked": len(lat), "errors": len(errors), "p50_ms": round(q(0.5), 2),
+            "p99_ms": round(q(0.99), 2), "max_ms": round(lat[-1] * 1000, 2)}
+
+
+def run_side(side: str, args, work: Path) -> dict:
+    wdir = work / side
+    wdir.mkdir(parents=True, exist_ok=True)
+    broker = Sluice(args.sluice, wdir) if side == "sluice" else Kafka(args.kafka_libs, wdir)
+    out = {}
+    try:
+        boot = f"127.0.0.1:{broker.port}"
+        create(boot, "bench-compact", compacted(args.segment_bytes))
+        t0 = time.monotonic()
+        sent = produce_bulk(boot, "bench-compact", args.mb << 20, args.keys, args.value_bytes)
+        produce_s = time.monotonic() - t0
+        passes = wait_quiet(broker, 10, args.timeout)
+        mb = sum(b for b, _ in passes) / (1 << 20)
+        secs = sum(s for _, s in passes)
+        out["throughput"] = {"produced_mb": round(sent / (1 << 20), 1), "produce_s": round(produce_s, 1),
+                             "passes": len(passes), "cleaned_mb": round(mb, 1), "cleaning_s": round(secs, 2),
+                             "mb_per_s": round(mb / secs, 1) if secs > 0 else None}
+        print(side, "throughput", out["throughput"], flush=True)
+        for mode in ("nocompact", "compact"):
+            target = f"bench-lat-{mode}"
+            create(boot, target, {"cleanup.policy": "delete"})
+            bg_topic = f"bench-bg-{mode}"
+            create(boot, bg_topic, compacted(args.segment_bytes) if mode == "compact" else {"cleanup.policy": "delete"})
+            stop = threading.Event()
+            rate_bytes = args.rate * args.value_bytes
+            bg = threading.Thread(target=produce_bulk, daemon=True,
+                                  args=(boot, bg_topic, 1 << 40, args.keys, args.value_bytes, stop, rate_bytes))
+            bg.start()
+            time.sleep(2)
+            out[mode] = fixed_rate(boot, target, args.rate, args.rate_secs, args.value_bytes)
+            stop.set()
+            bg.join(180)
+            print(side, mode, out[mode], flush=True)
+    finally:
+        broker.stop()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sides", default="sluice kafka")
+    ap.add_argument("--mb", type=int, default=256)
+    ap.add_argument("--keys", type=int, default=1000)
+    ap.add_argument("--value-bytes", type=int, default=1024)
+    ap.add_argument("--segment-bytes", type=int, default=16 << 20)
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--rate-secs", type=float, default=20)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--kafka-libs", type=Path, default=ROOT / "bench/.kafka/libs-4.4.0")
+    ap.add_argument("--sluice", type=Path, default=Path(os.environ.get("SLUICE_BIN", ROOT / "target/release/sluice")))
+    ap.add_argument("--work", type=Path)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="sluice-compaction-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work dir {work}; nproc {os.cpu_count()}; load {os.getloadavg()}", flush=True)
+    results = {side: run_side(side, args, work) for side in args.sides.split()}
+    tp = {s: r["throughput"]["mb_per_s"] for s, r in results.items()}
+    if tp.get("sluice") and tp.get("kafka"):
+        print(f"cleaning throughput sluice/kafka: {tp['sluice'] / tp['kafka']:.2f}x (target >= 2x)")
+    for side, r in results.items():
+        a, b = r["nocompact"].get("p99_ms"), r["compact"].get("p99_ms")
+        if a and b:
+            print(f"{side}: produce p99 with compaction {b} ms, without {a} ms: {b / a:.2f}x (target <= 1.10x)")
+
+
+if __name__ == "__main__":
+    main()
