@@ -24,7 +24,7 @@ from support import metrics_address, scrape, total, unique_topic, wait_until
 from test_compaction import consume_all, create
 
 KEYS = 10
-ROUNDS = 250
+ROUNDS = 400
 
 
 def segment_files(part: Path) -> dict:
@@ -68,7 +68,7 @@ def test_cleaned_segments_merge_and_still_serve_every_latest_value(broker_factor
     end = produce(broker.bootstrap, topic)
     part = Path(broker.data_dir) / f"{topic}-0"
     before = segment_files(part)
-    assert len(before["log"]) >= 20, before["log"]
+    assert len(before["log"]) >= 15, before["log"]
     before_records = consume_all(broker.bootstrap, topic, end)
     assert len(before_records) == end, "nothing compacted before the restart"
 
@@ -78,9 +78,12 @@ def test_cleaned_segments_merge_and_still_serve_every_latest_value(broker_factor
         files = segment_files(part)
         return files if len(files["log"]) <= 3 else None
     after = wait_until(merged, 60, interval=0.2, what="the cleaned segments merged")
-    # Every segment left has its index files; nothing of a swap is left over.
+    # Every sealed segment left has its index files (the active one writes them when it rolls),
+    # no index file is left of a merged-away segment, nothing of a swap is left over.
     stems = lambda names: {n.rsplit(".", 1)[0] for n in names}  # noqa: E731
-    assert stems(after["log"]) == stems(after["index"]) == stems(after["timeindex"]), after
+    sealed = stems(after["log"][:-1])
+    assert sealed <= stems(after["index"]) <= stems(after["log"]), after
+    assert sealed <= stems(after["timeindex"]) <= stems(after["log"]), after
     assert not list(part.glob("*.cleaned")) and not (part / "compaction.swap").exists()
     # The first sealed segment keeps the log's first base; every other base was a base before.
     assert after["log"][0] == before["log"][0]
