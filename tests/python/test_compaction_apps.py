@@ -3,7 +3,7 @@
 Kafka Connect (4.x runtime from Maven Central, distributed mode): a worker runs
 CompactSource (compiled here; one task writing "pos=<n> gen=<g>" records with the
 source offset {"pos": n}) with its config, offset and status topics created
-beforehand as compacted topics with 4 KiB segments, dirty ratio 0.01 and no
+beforehand as compacted topics with 1 KiB segments, dirty ratio 0.01 and no
 compaction lag.  The connector's config is replaced GENERATIONS times (each a
 connector config, task configs and a commit record in the config topic) while
 offsets are flushed every 200 ms.  The worker is stopped; once the broker has
@@ -124,37 +124,43 @@ def test_streams_restores_its_state_from_a_compacted_changelog(broker_factory, t
 
 
 
-GENERATIONS = 12
+GENERATIONS = 20
 CONNECT_DEADLINE = 120
 
 
 def create_compacted(bootstrap: str, name: str, partitions: int) -> None:
     from test_compaction import create
     create(bootstrap, name, partitions, {
-        "cleanup.policy": "compact", "segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01",
+        "cleanup.policy": "compact", "segment.bytes": "1024", "min.cleanable.dirty.ratio": "0.01",
         "min.compaction.lag.ms": "0", "delete.retention.ms": "0",
     })
 
 
 def read_topic(bootstrap: str, topic: str, partitions: int = 1) -> list:
-    """(offset, key, value) of every record of a topic, from its start to its end."""
+    """(offset, key, value) of every record of a topic, from its start to its high watermark when
+    the read began (a topic still written to has no end)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("rt"), "enable.auto.commit": False,
                   "enable.partition.eof": True})
     try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        out, eof = [], set()
+        out, done = [], {p for p, end in ends.items() if end == 0}
         deadline = time.monotonic() + 30
-        while len(eof) < partitions:
-            assert time.monotonic() < deadline, f"{topic} not read to its end: {eof}"
+        while len(done) < partitions:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} not read up to {ends}: {len(out)} records, position {c.position(tps)}")
             m = c.poll(0.5)
             if m is None:
                 continue
             if m.error():
                 assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                eof.add(m.partition())
+                done.add(m.partition())
                 continue
-            eof.discard(m.partition())
-            out.append((m.offset(), m.key(), m.value()))
+            if m.offset() < ends[m.partition()]:
+                out.append((m.offset(), m.key(), m.value()))
+            if m.offset() >= ends[m.partition()] - 1:
+                done.add(m.partition())
         return out
     finally:
         c.close()
@@ -203,7 +209,7 @@ class ConnectWorker:
         ]) + "\n")
         self.log = workdir / f"connect-{time.time_ns()}.log"
         self.proc = subprocess.Popen(
-            [jvm, "-Xmx384m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            [jvm, "-Xmx384m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
              "-cp", f"{classes}{os.pathsep}{cp}", "org.apache.kafka.connect.cli.ConnectDistributed", str(props)],
             stdin=subprocess.DEVNULL, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
 
@@ -265,8 +271,12 @@ def test_connect_restarts_from_its_compacted_topics(broker_factory, tmp_path):
             assert status in (200, 201), status
             time.sleep(0.5)
         last = f"g{GENERATIONS - 1}"
-        wait_until(lambda: any(gen == last for _, gen in positions(read_topic(b.bootstrap, data))), 60,
-                   interval=0.5, what=f"records of generation {last}")
+        try:
+            wait_until(lambda: any(gen == last for _, gen in positions(read_topic(b.bootstrap, data))), 60,
+                       interval=0.5, what=f"records of generation {last}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nstatus {worker.rest('GET', f'/connectors/{name}/status')}\n"
+                                 f"{worker.explain()}") from None
         time.sleep(4)  # more records and offset flushes under the last config
         worker.stop()
         written = len(read_topic(b.bootstrap, data))
@@ -281,7 +291,12 @@ def test_connect_restarts_from_its_compacted_topics(broker_factory, tmp_path):
             # the offset topic (its active segment, never compacted, may hold most of them).
             done = len(cfg_recs) < (cfg_recs[-1][0] + 1) // 2 and len(off_recs) < off_recs[-1][0] + 1
             return (cfg_recs, off_recs) if done else None
-        cfg_recs, off_recs = wait_until(compacted, 60, interval=1, what="the config and offset topics compacted")
+        try:
+            cfg_recs, off_recs = wait_until(compacted, 60, interval=1, what="the config and offset topics compacted")
+        except AssertionError as e:
+            cfg_recs, off_recs = read_topic(b.bootstrap, topics["config"]), read_topic(b.bootstrap, topics["offset"])
+            raise AssertionError(f"{e}: config {len(cfg_recs)} records up to {cfg_recs[-1][0]}, "
+                                 f"offset {len(off_recs)} up to {off_recs[-1][0]}") from None
         committed = json.loads(off_recs[-1][2])["pos"]
         assert 0 < committed <= top, (committed, top)
         m = scrape(metrics_address(b))
