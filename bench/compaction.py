@@ -226,7 +226,11 @@ def fixed_rate(bootstrap: str, topic: str, rate: int, secs: float, value_bytes: 
         else:
             lat.append(msg.latency())
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
-    value, start, n = os.urandom(value_bytes), time.monotonic(), 0
+    value = os.urandom(value_bytes)
+    for i in range(10):  # warm-up, not measured: metadata, connection
+        p.produce(topic, key=f"w{i}".encode(), value=value)
+    p.flush(60)
+    start, n = time.monotonic(), 0
     while time.monotonic() - start < secs:
         while n < rate * (time.monotonic() - start):
             p.produce(topic, key=f"r{n}".encode(), value=value, on_delivery=cb)
