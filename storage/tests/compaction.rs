@@ -289,9 +289,9 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
         assert_eq!(std::fs::read_to_string(dir.join("cleaner-offset-checkpoint")).unwrap(), format!("{upto}\n"));
         assert_eq!(log.compact(&cfg, now).await.unwrap(), None, "a restart cleans nothing again");
         // More records roll more segments after the merged one (below, its index goes).
-        for r in 0..10 {
+        for r in 0..10i64 {
             for k in 0..KEYS {
-                let b = one(&format!("k{k}"), Some("more"), TS + i64::try_from(r).unwrap());
+                let b = one(&format!("k{k}"), Some("more"), TS + r);
                 last = Some(log.append(&b, &batch::validate(&b).unwrap(), None).unwrap());
             }
             log.wait_durable(last.as_ref().unwrap()).await.unwrap();

@@ -9,7 +9,6 @@ use sluice_storage::disk::sim::{SimDisk, Survival, Tear};
 use sluice_storage::Disk;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 mod common;
 use common::run;
