@@ -29,7 +29,7 @@
 
 use super::super::group::{Group, Limits, Member, State};
 use super::super::{GroupError, JoinRequest, JoinResponse, SyncRequest, SyncResponse};
-use super::{protocol, Assignment, ConsumerGroup, ConsumerMember, GroupEpoch, MemberEpoch, MemberState, Settings, Topics};
+use super::{protocol, ConsumerGroup, ConsumerMember, GroupEpoch, MemberEpoch, MemberState, Settings, Topics};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -449,6 +449,6 @@ impl ConsumerGroup {
 
 /// Partitions of an assignment, as (topic, partition) pairs (tests).
 #[cfg(test)]
-pub(crate) fn pairs(a: &Assignment) -> BTreeSet<(String, i32)> {
+pub(crate) fn pairs(a: &super::Assignment) -> BTreeSet<(String, i32)> {
     a.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect()
 }
