@@ -222,7 +222,8 @@ impl Coordinator {
             let mut groups = self.groups.borrow_mut();
             let c = groups.get_mut(&group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
             let before = consumer::record::encode(c);
-            let resp = c.classic_join(req, new_id, Instant::now(), &topics, &consumer_settings(shard), &limits(shard))?;
+            let resp =
+                c.classic_join(req, new_id, Instant::now(), &topics, &consumer_settings(shard), &limits(shard))?;
             c.check_invariants();
             (resp, consumer::record::encode(c) != before)
         };
@@ -260,7 +261,8 @@ impl Coordinator {
         if self.is_consumer_group(group_id) {
             let (results, changed) = {
                 let mut groups = self.groups.borrow_mut();
-                let c = groups.get_mut(group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
+                let c =
+                    groups.get_mut(group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
                 c.classic_leave(members)
             };
             if changed {

@@ -141,7 +141,13 @@ pub(crate) fn upgrade(g: &mut Group, s: &Settings, now: Instant) -> Result<(), G
 /// Downgrade, after `left` (a member using the consumer protocol) left or was fenced: when
 /// every remaining member uses the classic protocol and the policy allows, the group becomes
 /// a classic group and rebalances. Whether it did.
-pub(crate) fn maybe_downgrade(g: &mut Group, left_consumer_member: bool, s: &Settings, now: Instant, limits: &Limits) -> bool {
+pub(crate) fn maybe_downgrade(
+    g: &mut Group,
+    left_consumer_member: bool,
+    s: &Settings,
+    now: Instant,
+    limits: &Limits,
+) -> bool {
     let Some(c) = g.consumer.as_ref() else { return false };
     if !left_consumer_member
         || !s.migration.downgrade_enabled()
@@ -281,7 +287,13 @@ impl ConsumerGroup {
 
     /// The member a classic join is about: a static member coming back under a new id takes
     /// over its instance (the old id is fenced), a known member is itself, anyone else is new.
-    fn classic_admit(&mut self, req: &JoinRequest, id: String, now: Instant, s: &Settings) -> Result<String, GroupError> {
+    fn classic_admit(
+        &mut self,
+        req: &JoinRequest,
+        id: String,
+        now: Instant,
+        s: &Settings,
+    ) -> Result<String, GroupError> {
         if let Some(inst) = req.group_instance_id.as_deref() {
             if let Some(old) = self.static_member(inst).map(|m| m.id.clone()) {
                 if old == id {
@@ -366,9 +378,7 @@ impl ConsumerGroup {
         let target = self.target.get(id).cloned().unwrap_or_default();
         let held = self.held_by_others(id);
         target.iter().any(|(t, ps)| {
-            ps.iter().any(|p| {
-                !m.assigned.get(t).is_some_and(|a| a.contains(p)) && held.contains(&(t.clone(), *p))
-            })
+            ps.iter().any(|p| !m.assigned.get(t).is_some_and(|a| a.contains(p)) && held.contains(&(t.clone(), *p)))
         })
     }
 
@@ -425,7 +435,10 @@ impl ConsumerGroup {
 
     /// LeaveGroup of classic members (without a member id: the static member of that instance,
     /// an admin removing it); one result each. Whether any left.
-    pub(crate) fn classic_leave(&mut self, members: &[(String, Option<String>)]) -> (Vec<Result<(), GroupError>>, bool) {
+    pub(crate) fn classic_leave(
+        &mut self,
+        members: &[(String, Option<String>)],
+    ) -> (Vec<Result<(), GroupError>>, bool) {
         let mut any = false;
         let results = members
             .iter()

@@ -194,7 +194,10 @@ fn classic_requests_are_checked_as_kafka_checks_them() {
     let s = settings();
     let r = cg(&mut gs).classic_join(classic_join("k1", &Assignment::new()), "x".into(), now, &t, &s, &limits());
     let generation = r.unwrap().generation_id;
-    assert_eq!(cg(&mut gs).classic_sync(&sync_req("k1", generation + 1), now).map(|_| ()), Err(GroupError::IllegalGeneration));
+    assert_eq!(
+        cg(&mut gs).classic_sync(&sync_req("k1", generation + 1), now).map(|_| ()),
+        Err(GroupError::IllegalGeneration)
+    );
     assert_eq!(cg(&mut gs).classic_heartbeat("k1", None, generation + 1, now), Err(GroupError::IllegalGeneration));
     assert_eq!(cg(&mut gs).classic_heartbeat("zz", None, generation, now), Err(GroupError::UnknownMemberId));
     assert_eq!(cg(&mut gs).classic_heartbeat("n1", None, 2, now), Err(GroupError::UnknownMemberId), "not classic");
@@ -236,7 +239,10 @@ fn a_static_classic_member_restarting_takes_over_its_instance() {
     stale.member_id = "k1".into();
     let r = cg(&mut gs).classic_join(stale, "x".into(), now, &t, &s, &limits());
     assert_eq!(r.map(|_| ()), Err(GroupError::FencedInstanceId));
-    assert_eq!(cg(&mut gs).classic_heartbeat("k1", Some("i1"), second.generation_id, now), Err(GroupError::FencedInstanceId));
+    assert_eq!(
+        cg(&mut gs).classic_heartbeat("k1", Some("i1"), second.generation_id, now),
+        Err(GroupError::FencedInstanceId)
+    );
 }
 
 #[test]
@@ -297,7 +303,9 @@ fn classic_members_expire_by_their_own_timers_and_an_expired_kip848_member_downg
     let (mut gs, now, t) = (Groups::new(), Instant::now(), topics(&[("a", 6)]));
     hb(&mut gs, join_req("n1", &["a"]), now, &t).unwrap();
     // k1 joins but never syncs: removed after its 20 s rebalance timeout.
-    cg(&mut gs).classic_join(classic_join("k1", &Assignment::new()), "x".into(), now, &t, &settings(), &limits()).unwrap();
+    cg(&mut gs)
+        .classic_join(classic_join("k1", &Assignment::new()), "x".into(), now, &t, &settings(), &limits())
+        .unwrap();
     hb(&mut gs, beat_req("n1", 2, None), now + Duration::from_secs(15), &t).ok();
     tick(&mut gs, now + Duration::from_secs(21), &settings(), &limits());
     assert!(!group(&gs).members.contains_key("k1"), "sync timeout");

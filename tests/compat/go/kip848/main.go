@@ -57,8 +57,9 @@ func member(ctx context.Context, bootstrap, topic, group string, nextGen bool, s
 		kgo.HeartbeatInterval(500 * time.Millisecond),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
-			_ = cl.CommitMarkedOffsets(ctx)
+			_ = cl.CommitUncommittedOffsets(ctx)
 		}),
+		kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, nil)),
 	}
 	if nextGen {
 		opts = append(opts, kgo.ServerSideBalancer())
@@ -76,9 +77,8 @@ func member(ctx context.Context, bootstrap, topic, group string, nextGen bool, s
 			fs := cl.PollFetches(mctx)
 			fs.EachRecord(func(r *kgo.Record) {
 				s.add(string(r.Value))
-				cl.MarkCommitRecords(r)
 			})
-			if err := cl.CommitMarkedOffsets(mctx); err != nil && mctx.Err() == nil {
+			if err := cl.CommitUncommittedOffsets(mctx); err != nil && mctx.Err() == nil {
 				fmt.Printf("kip848: commit error (records are consumed again): %v\n", err)
 			}
 		}
