@@ -35,7 +35,9 @@
 //! Client quotas (KIP-219): a handler that finds its client over a quota mutes the
 //! connection (`Ctx::muted_until`); the reader then reads no further frame until the throttle
 //! ends (the answer itself goes out at once, carrying `throttle_time_ms`). Every request's
-//! first phase is timed against the client's `request_percentage` quota (`request_quota`).
+//! first phase (SASL's excepted) is timed against the client's `request_percentage` quota
+//! (`request_quota`); its throttle goes into the answer's `throttle_time_ms` here, for every
+//! API whose response has one (`throttled`, `response::with_throttle`).
 //! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
 //! connection only (after logging why); an unknown API key or version is answered with
 //! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
@@ -424,11 +426,16 @@ async fn first_phase(
             // Timed for the request quota only when some quota is set (no cost otherwise).
             let quota = (!ctx.shard.metadata().quotas.is_empty() && !is_sasl(req.api_key))
                 .then(|| (req.request_throttle_ms.clone(), req.client_id.clone(), std::time::Instant::now()));
+            let version = req.version;
             let reply = (spec.handle)(ctx.clone(), req).instrument(span).await?;
-            if let Some((throttle, client_id, started)) = quota {
-                throttle.set(request_quota(ctx, client_id, started.elapsed()));
+            match quota {
+                Some((throttle, client_id, started)) => {
+                    let ms = request_quota(ctx, client_id, started.elapsed());
+                    throttle.set(ms);
+                    throttled(reply, spec.key, version, ms)
+                }
+                None => reply,
             }
-            reply
         }
     })
 }
@@ -440,6 +447,15 @@ fn request_quota(ctx: &Ctx, client_id: Option<String>, took: Duration) -> i32 {
     let ms = crate::quota::record(ctx, client_id.as_deref(), kind, crate::quota::request_percentage(took));
     crate::quota::mute(ctx, ms);
     ms
+}
+
+/// The reply with the request-time throttle in its `throttle_time_ms`, whatever the API (the
+/// one place it is filled in: `response::with_throttle`).
+fn throttled(reply: Reply, key: ApiKey, version: i16, ms: i32) -> Reply {
+    if ms <= 0 {
+        return reply;
+    }
+    async move { reply.await.map(|f| f.map(|f| crate::response::with_throttle(f, key, version, ms))) }.boxed_local()
 }
 
 /// Waits until the connection is no longer muted by a quota throttle.
