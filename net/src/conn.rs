@@ -160,27 +160,33 @@ pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
             serve_stream(ctx, reader, Out::Plain { writer, fd }, peer).await;
         }
         Some(acceptor) => match crate::tls::handshake(acceptor, stream).await {
-            Ok(tls) => {
-                certificate_principal(&ctx, &tls);
-                let (reader, writer) = tls.split();
-                serve_stream(ctx, reader, Out::Tls(writer), peer).await;
-            }
+            Ok(tls) => match certificate_principal(&ctx, &tls) {
+                Ok(()) => {
+                    let (reader, writer) = tls.split();
+                    serve_stream(ctx, reader, Out::Tls(writer), peer).await;
+                }
+                Err(why) => tracing::info!(client = ?peer, listener = %ctx.listener.name, why, "closing connection"),
+            },
             Err(e) => tracing::info!(client = ?peer, listener = %ctx.listener.name, error = %e, "closing connection"),
         },
     }
     metrics::connection(-1);
 }
 
-/// On an SSL listener the client is its certificate's subject (Kafka's default principal
-/// builder), or stays ANONYMOUS without one; on SASL_SSL the SASL user is the principal.
-fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpStream>) {
+/// On an SSL listener the client is its certificate's subject mapped by
+/// `principal_mapping_rules` (Kafka's default principal builder), or stays ANONYMOUS without
+/// one; on SASL_SSL the SASL user is the principal. `Err` (the connection is closed, as Kafka
+/// fails the authentication) when no mapping rule applies to the subject.
+fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpStream>) -> Result<(), String> {
     if ctx.listener.protocol.sasl() {
-        return;
+        return Ok(());
     }
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-    if let Some(name) = cert.and_then(|c| crate::auth::x500::subject_name(c)) {
+    if let Some(dn) = cert.and_then(|c| crate::auth::x500::subject_name(c)) {
+        let name = ctx.listener.principal_mapper.map(&dn).ok_or_else(|| format!("no principal mapping rule applies to {dn}"))?;
         ctx.session.borrow_mut().principal = Some(name);
     }
+    Ok(())
 }
 
 async fn serve_stream<R: AsyncRead + Unpin>(ctx: Rc<Ctx>, reader: R, out: Out, peer: Option<SocketAddr>) {
