@@ -1,5 +1,6 @@
 """Client quotas in a 3-broker sluice cluster: quotas are cluster metadata (QuotaChanged records
-committed through the metadata log), so a quota set with Kafka's `kafka-configs` through one
+committed through the metadata log), so a quota set with Kafka's Java Admin client
+(alterClientQuotas, the request `kafka-configs` sends; ClientQuotas.java) through one
 broker throttles a librdkafka producer writing to a partition led by another broker, and it
 still does after that broker restarts.
 """
@@ -14,7 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster_support import SluiceCluster, _stop_proc
 from support import unique_topic, wait_until
-from test_quotas import kafka_configs, pytestmark  # noqa: F401  (pytestmark: needs kafka-configs)
+from test_quotas_request import client_quotas
 
 PARTITIONS = 6
 QUOTA = 20_000  # bytes per second
@@ -78,21 +79,13 @@ def test_a_quota_set_through_one_broker_throttles_on_another_and_survives_its_re
         assert partition is not None, f"every partition is led by broker {first}: {leaders}"
 
         # Set through the first broker (forwarded to the controller if it is not it).
-        entity = ["--entity-type", "clients", "--entity-name", "qc-slow"]
-        outs = []
-        for _ in range(5):
-            rc, out = kafka_configs(c.nodes[first].address, "--alter", "--add-config",
-                                    f"producer_byte_rate={QUOTA}", *entity)
-            outs.append(out)
-            if rc == 0:
-                break
-            time.sleep(1)
-        assert rc == 0, outs
+        assert client_quotas(c.nodes[first].address, "set", "clients", "qc-slow", "producer_byte_rate",
+                             str(QUOTA)).strip() == "OK"
         # Every broker describes it.
         for i in c.ids:
-            got = wait_until(lambda i=i: "producer_byte_rate=20000.0" in kafka_configs(
-                c.nodes[i].address, "--describe", *entity)[1], TIMEOUT, interval=1, what=f"broker {i} has the quota")
-            assert got
+            wait_until(lambda i=i: "producer_byte_rate=20000.0" in client_quotas(
+                c.nodes[i].address, "describe", "clients", "qc-slow"), TIMEOUT, interval=1,
+                what=f"broker {i} has the quota")
 
         bootstrap = c.nodes[first].address
         throttles, acked = produce_until_throttled(bootstrap, topic, partition, leader, "qc-slow", 30)

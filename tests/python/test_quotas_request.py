@@ -1,7 +1,8 @@
 """Request-time quotas (`request_percentage`, Kafka's ClientRequestQuotaManager) with real clients.
 
 A librdkafka (confluent-kafka) client that hammers the broker with Metadata and ListOffsets
-requests under a tiny `request_percentage` quota (set by Kafka's `kafka-configs`) is throttled:
+requests under a tiny `request_percentage` quota (set with the Java Admin client's alterClientQuotas,
+ClientQuotas.java: the AlterClientQuotas request `kafka-configs` sends) is throttled:
 the broker's `throttle_time_ms` in those answers reaches it as throttle events. Before the
 answers of every API carried the throttle, only Produce and Fetch did, and this client saw none.
 Another client id on the same broker is not throttled.
@@ -12,15 +13,28 @@ With Kafka's default sampling (11 windows of 1 s) a client's first burst is meas
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from support import create_topic, unique_topic
-from test_quotas import Throttles, pytestmark, set_quota  # noqa: F401  (pytestmark: needs kafka-configs)
+from support import KAFKA_LIBS, create_topic, unique_topic
+from test_quotas import Throttles
 
 HAMMER_S = 30.0
 MAX_REQUESTS = 5000
+
+
+def client_quotas(bootstrap: str, *args) -> str:
+    """ClientQuotas.java (Kafka's Java Admin client): `set clients|users NAME KEY VALUE` or
+    `describe clients|users NAME`; its output (the call must succeed)."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ClientQuotas.java")
+    r = subprocess.run(["java", "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=off",
+                        "-cp", f"{KAFKA_LIBS}{os.sep}*", src, bootstrap, *args],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
+    assert r.returncode == 0, (r.stdout.decode() + r.stderr.decode())[-3000:]
+    return r.stdout.decode()
 
 
 def hammer(bootstrap: str, topic: str, client_id: str, seconds: float, want_throttled: int):
@@ -48,7 +62,8 @@ def test_a_client_over_its_request_percentage_is_throttled_on_metadata_and_list_
     b = broker_factory.start()
     topic = unique_topic("quota-r")
     create_topic(b.bootstrap, topic, 1)
-    set_quota(b.bootstrap, ["--entity-type", "clients", "--entity-name", "hammer"], "request_percentage=0.01")
+    assert client_quotas(b.bootstrap, "set", "clients", "hammer", "request_percentage", "0.01").strip() == "OK"
+    assert "request_percentage=0.01" in client_quotas(b.bootstrap, "describe", "clients", "hammer")
 
     sent, throttles = hammer(b.bootstrap, topic, "hammer", HAMMER_S, want_throttled=3)
     print(f"hammer: {sent} requests; throttle events {len(throttles.events)}, "
