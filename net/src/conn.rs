@@ -183,7 +183,11 @@ fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpS
     }
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
     if let Some(dn) = cert.and_then(|c| crate::auth::x500::subject_name(c)) {
-        let name = ctx.listener.principal_mapper.map(&dn).ok_or_else(|| format!("no principal mapping rule applies to {dn}"))?;
+        let name = ctx
+            .listener
+            .principal_mapper
+            .map(&dn)
+            .ok_or_else(|| format!("no principal mapping rule applies to {dn}"))?;
         ctx.session.borrow_mut().principal = Some(name);
     }
     Ok(())

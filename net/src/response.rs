@@ -17,8 +17,8 @@
 
 use crate::frame::FrameError;
 use bytes::buf::UninitSlice;
-use kafka_protocol::messages::ApiKey;
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
@@ -95,13 +95,39 @@ fn throttle_first_from(key: ApiKey) -> Option<i16> {
         Fetch | FindCoordinator | Heartbeat | LeaveGroup | SyncGroup | DescribeGroups | ListGroups | DeleteTopics => 1,
         ListOffsets | JoinGroup | CreateTopics | OffsetForLeaderEpoch => 2,
         Metadata | OffsetCommit | OffsetFetch => 3,
-        DeleteRecords | InitProducerId | AddPartitionsToTxn | AddOffsetsToTxn | EndTxn | TxnOffsetCommit
-        | DescribeAcls | CreateAcls | DeleteAcls | DescribeConfigs | AlterConfigs | AlterReplicaLogDirs
-        | DescribeLogDirs | CreatePartitions | DeleteGroups | ElectLeaders | IncrementalAlterConfigs
-        | AlterPartitionReassignments | ListPartitionReassignments | DescribeClientQuotas | AlterClientQuotas
-        | DescribeUserScramCredentials | AlterUserScramCredentials | DescribeCluster | DescribeProducers
-        | DescribeTransactions | ListTransactions | ConsumerGroupHeartbeat | ConsumerGroupDescribe
-        | DescribeTopicPartitions | GetTelemetrySubscriptions | PushTelemetry | UpdateFeatures => 0,
+        DeleteRecords
+        | InitProducerId
+        | AddPartitionsToTxn
+        | AddOffsetsToTxn
+        | EndTxn
+        | TxnOffsetCommit
+        | DescribeAcls
+        | CreateAcls
+        | DeleteAcls
+        | DescribeConfigs
+        | AlterConfigs
+        | AlterReplicaLogDirs
+        | DescribeLogDirs
+        | CreatePartitions
+        | DeleteGroups
+        | ElectLeaders
+        | IncrementalAlterConfigs
+        | AlterPartitionReassignments
+        | ListPartitionReassignments
+        | DescribeClientQuotas
+        | AlterClientQuotas
+        | DescribeUserScramCredentials
+        | AlterUserScramCredentials
+        | DescribeCluster
+        | DescribeProducers
+        | DescribeTransactions
+        | ListTransactions
+        | ConsumerGroupHeartbeat
+        | ConsumerGroupDescribe
+        | DescribeTopicPartitions
+        | GetTelemetrySubscriptions
+        | PushTelemetry
+        | UpdateFeatures => 0,
         _ => return None,
     })
 }

@@ -283,10 +283,14 @@ mod tests {
 
     #[test]
     fn rules_apply_in_order_with_groups_and_case() {
-        let rules = "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/,RULE:^CN=(.*?),OU=(.*?),O=(.*?),L=(.*?),ST=(.*?),C=(.*?)$/$1@$2/L,\
+        let rules =
+            "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/,RULE:^CN=(.*?),OU=(.*?),O=(.*?),L=(.*?),ST=(.*?),C=(.*?)$/$1@$2/L,\
                      RULE:^.*[Cc][Nn]=([a-zA-Z0-9.]*).*$/$1/U, DEFAULT";
         assert_eq!(map(rules, "CN=kafka-server1,OU=ServiceUsers,O=Org,C=US").as_deref(), Some("kafka-server1"));
-        assert_eq!(map(rules, "CN=Duke,OU=JavaSoft,O=Sun Microsystems,L=Santa Clara,ST=CA,C=US").as_deref(), Some("duke@javasoft"));
+        assert_eq!(
+            map(rules, "CN=Duke,OU=JavaSoft,O=Sun Microsystems,L=Santa Clara,ST=CA,C=US").as_deref(),
+            Some("duke@javasoft")
+        );
         assert_eq!(map(rules, "OU=x,cn=Test.user,O=y").as_deref(), Some("TEST.USER"));
         assert_eq!(map(rules, "OU=no common name").as_deref(), Some("OU=no common name"));
     }
