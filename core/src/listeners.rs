@@ -85,6 +85,10 @@ pub struct TlsConfig {
     /// CA certificates client certificates are checked against (needed for client_auth).
     pub ca_file: Option<PathBuf>,
     pub client_auth: ClientAuth,
+    /// Kafka's `ssl.principal.mapping.rules`: how a client certificate's subject name becomes
+    /// the principal on an SSL listener (`DEFAULT`, `RULE:pattern/replacement/[LU]`, comma
+    /// separated; unset is `DEFAULT`). Checked when the broker starts.
+    pub principal_mapping_rules: Option<String>,
 }
 
 /// The `[sasl]` table (Kafka's `sasl.enabled.mechanisms` and the JAAS PLAIN users).

@@ -35,7 +35,9 @@
 //! Client quotas (KIP-219): a handler that finds its client over a quota mutes the
 //! connection (`Ctx::muted_until`); the reader then reads no further frame until the throttle
 //! ends (the answer itself goes out at once, carrying `throttle_time_ms`). Every request's
-//! first phase is timed against the client's `request_percentage` quota (`request_quota`).
+//! first phase (SASL's excepted) is timed against the client's `request_percentage` quota
+//! (`request_quota`); its throttle goes into the answer's `throttle_time_ms` here, for every
+//! API whose response has one (`throttled`, `response::with_throttle`).
 //! A frame whose size is out of range, or whose header or body cannot be decoded, closes this
 //! connection only (after logging why); an unknown API key or version is answered with
 //! UNSUPPORTED_VERSION and the connection stays open. On shutdown the reader stops at a frame
@@ -158,27 +160,37 @@ pub async fn serve(ctx: Rc<Ctx>, stream: TcpStream) {
             serve_stream(ctx, reader, Out::Plain { writer, fd }, peer).await;
         }
         Some(acceptor) => match crate::tls::handshake(acceptor, stream).await {
-            Ok(tls) => {
-                certificate_principal(&ctx, &tls);
-                let (reader, writer) = tls.split();
-                serve_stream(ctx, reader, Out::Tls(writer), peer).await;
-            }
+            Ok(tls) => match certificate_principal(&ctx, &tls) {
+                Ok(()) => {
+                    let (reader, writer) = tls.split();
+                    serve_stream(ctx, reader, Out::Tls(writer), peer).await;
+                }
+                Err(why) => tracing::info!(client = ?peer, listener = %ctx.listener.name, why, "closing connection"),
+            },
             Err(e) => tracing::info!(client = ?peer, listener = %ctx.listener.name, error = %e, "closing connection"),
         },
     }
     metrics::connection(-1);
 }
 
-/// On an SSL listener the client is its certificate's subject (Kafka's default principal
-/// builder), or stays ANONYMOUS without one; on SASL_SSL the SASL user is the principal.
-fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpStream>) {
+/// On an SSL listener the client is its certificate's subject mapped by
+/// `principal_mapping_rules` (Kafka's default principal builder), or stays ANONYMOUS without
+/// one; on SASL_SSL the SASL user is the principal. `Err` (the connection is closed, as Kafka
+/// fails the authentication) when no mapping rule applies to the subject.
+fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpStream>) -> Result<(), String> {
     if ctx.listener.protocol.sasl() {
-        return;
+        return Ok(());
     }
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-    if let Some(name) = cert.and_then(|c| crate::auth::x500::subject_name(c)) {
+    if let Some(dn) = cert.and_then(|c| crate::auth::x500::subject_name(c)) {
+        let name = ctx
+            .listener
+            .principal_mapper
+            .map(&dn)
+            .ok_or_else(|| format!("no principal mapping rule applies to {dn}"))?;
         ctx.session.borrow_mut().principal = Some(name);
     }
+    Ok(())
 }
 
 async fn serve_stream<R: AsyncRead + Unpin>(ctx: Rc<Ctx>, reader: R, out: Out, peer: Option<SocketAddr>) {
@@ -424,11 +436,16 @@ async fn first_phase(
             // Timed for the request quota only when some quota is set (no cost otherwise).
             let quota = (!ctx.shard.metadata().quotas.is_empty() && !is_sasl(req.api_key))
                 .then(|| (req.request_throttle_ms.clone(), req.client_id.clone(), std::time::Instant::now()));
+            let version = req.version;
             let reply = (spec.handle)(ctx.clone(), req).instrument(span).await?;
-            if let Some((throttle, client_id, started)) = quota {
-                throttle.set(request_quota(ctx, client_id, started.elapsed()));
+            match quota {
+                Some((throttle, client_id, started)) => {
+                    let ms = request_quota(ctx, client_id, started.elapsed());
+                    throttle.set(ms);
+                    throttled(reply, spec.key, version, ms)
+                }
+                None => reply,
             }
-            reply
         }
     })
 }
@@ -440,6 +457,15 @@ fn request_quota(ctx: &Ctx, client_id: Option<String>, took: Duration) -> i32 {
     let ms = crate::quota::record(ctx, client_id.as_deref(), kind, crate::quota::request_percentage(took));
     crate::quota::mute(ctx, ms);
     ms
+}
+
+/// The reply with the request-time throttle in its `throttle_time_ms`, whatever the API (the
+/// one place it is filled in: `response::with_throttle`).
+fn throttled(reply: Reply, key: ApiKey, version: i16, ms: i32) -> Reply {
+    if ms <= 0 {
+        return reply;
+    }
+    async move { reply.await.map(|f| f.map(|f| crate::response::with_throttle(f, key, version, ms))) }.boxed_local()
 }
 
 /// Waits until the connection is no longer muted by a quota throttle.

@@ -23,7 +23,8 @@ pub struct Request {
     /// The frame's size (header and body, without the size prefix): what a produce quota counts.
     pub size: usize,
     /// The request-time quota's throttle for this request (ms), known once its first phase
-    /// ran (set by the connection); Produce and Fetch answer it in `throttle_time_ms`.
+    /// ran (set by the connection); the connection writes it into every answer that has a
+    /// `throttle_time_ms` (`response::with_throttle`), Produce's handler into its own.
     pub request_throttle_ms: std::rc::Rc<std::cell::Cell<i32>>,
 }
 

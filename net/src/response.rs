@@ -7,10 +7,18 @@
 //! encoder writes that lies inside one of the given `records` is taken as a slice of it
 //! (`Bytes::slice_ref`, a reference count) rather than copied. The bytes on the wire are the
 //! same either way (a unit test compares them).
+//!
+//! [`with_throttle`] writes a quota throttle into an encoded response's `throttle_time_ms`
+//! (keeping a larger value a handler already put there), for every API whose response has the
+//! field at that version: the one place the request-time quota reaches every answer (Kafka's
+//! `sendResponseMaybeThrottle`). Produce is the exception: its field follows the partitions, so
+//! its handler fills it. A unit test checks the field positions against the encoder for every
+//! API and version sluice serves.
 
 use crate::frame::FrameError;
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
@@ -66,6 +74,131 @@ impl From<Bytes> for Frame {
     fn from(b: Bytes) -> Frame {
         Frame { parts: vec![b] }
     }
+}
+
+/// Where `throttle_time_ms` is in a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThrottleField {
+    /// Not in this API or version (or filled in by the handler: Produce).
+    Absent,
+    /// At this byte offset from the start of the body.
+    At(usize),
+    /// After a variable-length part: the body is decoded, changed and encoded again.
+    Reencode,
+}
+
+/// The first version of each API whose response starts with `throttle_time_ms` (Kafka's
+/// message schemas).
+fn throttle_first_from(key: ApiKey) -> Option<i16> {
+    use ApiKey::*;
+    Some(match key {
+        Fetch | FindCoordinator | Heartbeat | LeaveGroup | SyncGroup | DescribeGroups | ListGroups | DeleteTopics => 1,
+        ListOffsets | JoinGroup | CreateTopics | OffsetForLeaderEpoch => 2,
+        Metadata | OffsetCommit | OffsetFetch => 3,
+        DeleteRecords
+        | InitProducerId
+        | AddPartitionsToTxn
+        | AddOffsetsToTxn
+        | EndTxn
+        | TxnOffsetCommit
+        | DescribeAcls
+        | CreateAcls
+        | DeleteAcls
+        | DescribeConfigs
+        | AlterConfigs
+        | AlterReplicaLogDirs
+        | DescribeLogDirs
+        | CreatePartitions
+        | DeleteGroups
+        | ElectLeaders
+        | IncrementalAlterConfigs
+        | AlterPartitionReassignments
+        | ListPartitionReassignments
+        | DescribeClientQuotas
+        | AlterClientQuotas
+        | DescribeUserScramCredentials
+        | AlterUserScramCredentials
+        | DescribeCluster
+        | DescribeProducers
+        | DescribeTransactions
+        | ListTransactions
+        | ConsumerGroupHeartbeat
+        | ConsumerGroupDescribe
+        | DescribeTopicPartitions
+        | GetTelemetrySubscriptions
+        | PushTelemetry
+        | UpdateFeatures => 0,
+        _ => return None,
+    })
+}
+
+fn throttle_field(key: ApiKey, version: i16) -> ThrottleField {
+    match key {
+        // ErrorCode, then ThrottleTimeMs.
+        ApiKey::OffsetDelete => ThrottleField::At(2),
+        // ErrorCode, ApiKeys, then ThrottleTimeMs (v1+).
+        ApiKey::ApiVersions if version >= 1 => ThrottleField::Reencode,
+        _ => match throttle_first_from(key) {
+            Some(first) if version >= first => ThrottleField::At(0),
+            _ => ThrottleField::Absent,
+        },
+    }
+}
+
+/// `frame` (a response of `key` at `version`) with `throttle_time_ms` raised to `ms` when the
+/// response has the field; unchanged otherwise.
+pub fn with_throttle(frame: Frame, key: ApiKey, version: i16, ms: i32) -> Frame {
+    if ms <= 0 {
+        return frame;
+    }
+    let header = match key.response_header_version(version) {
+        0 => 4,
+        // Correlation id and the header's (empty) tagged fields.
+        _ => 5,
+    };
+    let body = 4 + header;
+    match throttle_field(key, version) {
+        ThrottleField::Absent => frame,
+        ThrottleField::At(at) => raise_i32(frame, body, at, ms),
+        ThrottleField::Reencode => reencode_api_versions(frame, version, ms),
+    }
+}
+
+/// Raises the big-endian i32 `offset` bytes into the body (which starts at `body`) to `ms`, in
+/// the frame's first part (it holds the header and the start of the body: only record sets
+/// are split off). A flexible header's tagged fields are empty (sluice writes none).
+fn raise_i32(mut frame: Frame, body: usize, offset: usize, ms: i32) -> Frame {
+    let at = body + offset;
+    let Some(first) = frame.parts.first() else { return frame };
+    let tags_empty = body == 8 || first.get(body - 1) == Some(&0);
+    if first.len() < at + 4 || !tags_empty {
+        debug_assert!(false, "a response too short for its throttle_time_ms, or with header tags");
+        return frame;
+    }
+    let old = i32::from_be_bytes([first[at], first[at + 1], first[at + 2], first[at + 3]]);
+    if old >= ms {
+        return frame;
+    }
+    let mut b = BytesMut::from(&first[..]);
+    b[at..at + 4].copy_from_slice(&ms.to_be_bytes());
+    frame.parts[0] = b.freeze();
+    frame
+}
+
+/// ApiVersions' throttle follows its list of APIs: decode, change, encode (a small answer,
+/// sent once per connection).
+fn reencode_api_versions(frame: Frame, version: i16, ms: i32) -> Frame {
+    use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::protocol::Decodable;
+    let mut bytes = frame.to_bytes();
+    if bytes.len() < 8 {
+        return frame;
+    }
+    let correlation_id = i32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let mut body = bytes.split_off(8);
+    let Ok(mut resp) = ApiVersionsResponse::decode(&mut body, version) else { return frame };
+    resp.throttle_time_ms = resp.throttle_time_ms.max(ms);
+    crate::frame::encode_response(correlation_id, version, &resp).map(Frame::from).unwrap_or(frame)
 }
 
 /// Encodes a response (size prefix, header, body) whose long byte strings found in `records`
@@ -246,6 +379,64 @@ mod tests {
         // A part that may be a slice of a cache chunk counts as the chunk; others as themselves.
         assert_eq!(f.held_bytes(), 100 + chunk + 2 * chunk);
         assert_eq!(f.len(), 100 + min + 2 * chunk);
+    }
+
+    /// For every API sluice serves and every version: raising the throttle of an encoded
+    /// answer gives the bytes of the answer encoded with that throttle (or the same bytes when
+    /// the version has no such field).
+    #[test]
+    fn with_throttle_writes_the_field_of_every_api_and_version() {
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::Encodable;
+        fn check<T: Default + Encodable + HeaderVersion>(key: ApiKey, set: fn(T, i32) -> T) {
+            let spec = crate::api::APIS.iter().find(|s| s.key == key).expect("served");
+            for v in spec.min_version..=spec.max_version {
+                let plain = encode_response(7, v, &set(T::default(), 3)).unwrap();
+                let want = encode_response(7, v, &set(T::default(), 4321)).unwrap();
+                let got = with_throttle(Frame::from(plain.clone()), key, v, 4321).to_bytes();
+                assert_eq!(got, want, "{key:?} v{v}");
+                // A larger throttle already there stays.
+                let kept = with_throttle(Frame::from(want.clone()), key, v, 5).to_bytes();
+                assert_eq!(kept, want, "{key:?} v{v}");
+            }
+        }
+        macro_rules! all {
+            ($($key:ident => $ty:ty),* $(,)?) => {{
+                $(check::<$ty>(ApiKey::$key, |r, ms| r.with_throttle_time_ms(ms));)*
+                vec![$(ApiKey::$key),*]
+            }};
+        }
+        let checked = all![
+            Fetch => FetchResponse, ListOffsets => ListOffsetsResponse, Metadata => MetadataResponse,
+            ApiVersions => ApiVersionsResponse, CreateTopics => CreateTopicsResponse,
+            DeleteTopics => DeleteTopicsResponse, OffsetCommit => OffsetCommitResponse,
+            OffsetFetch => OffsetFetchResponse, FindCoordinator => FindCoordinatorResponse,
+            JoinGroup => JoinGroupResponse, Heartbeat => HeartbeatResponse, LeaveGroup => LeaveGroupResponse,
+            SyncGroup => SyncGroupResponse, DescribeGroups => DescribeGroupsResponse,
+            ListGroups => ListGroupsResponse, DeleteGroups => DeleteGroupsResponse,
+            OffsetDelete => OffsetDeleteResponse, InitProducerId => InitProducerIdResponse,
+            DeleteRecords => DeleteRecordsResponse, OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
+            DescribeConfigs => DescribeConfigsResponse, AlterConfigs => AlterConfigsResponse,
+            DescribeLogDirs => DescribeLogDirsResponse, CreatePartitions => CreatePartitionsResponse,
+            IncrementalAlterConfigs => IncrementalAlterConfigsResponse, DescribeCluster => DescribeClusterResponse,
+            ElectLeaders => ElectLeadersResponse, AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+            ListPartitionReassignments => ListPartitionReassignmentsResponse,
+            AddPartitionsToTxn => AddPartitionsToTxnResponse, AddOffsetsToTxn => AddOffsetsToTxnResponse,
+            EndTxn => EndTxnResponse, TxnOffsetCommit => TxnOffsetCommitResponse,
+            DescribeTransactions => DescribeTransactionsResponse, ListTransactions => ListTransactionsResponse,
+            ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
+            ConsumerGroupDescribe => ConsumerGroupDescribeResponse,
+            DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+            AlterUserScramCredentials => AlterUserScramCredentialsResponse, DescribeAcls => DescribeAclsResponse,
+            CreateAcls => CreateAclsResponse, DeleteAcls => DeleteAclsResponse,
+            DescribeClientQuotas => DescribeClientQuotasResponse, AlterClientQuotas => AlterClientQuotasResponse,
+        ];
+        // Every API served is checked, but Produce (its handler fills the field) and the SASL
+        // APIs (no such field).
+        for spec in crate::api::APIS {
+            let exempt = matches!(spec.key, ApiKey::Produce | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+            assert!(exempt || checked.contains(&spec.key), "{:?} not checked", spec.key);
+        }
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let _lock = sluice_storage::format::lock_data_dir(&config.data_dir).map_err(|e| format!("data directory: {e}"))?;
     let snapshot = load_metadata(&config, cores)?;
     let sasl = sasl_settings(&config, &specs)?;
+    let mapper = principal_mapper(&config.tls)?;
     let clean_start = take_clean_marker(&config.data_dir)?;
     raise_open_file_limit();
     let bound = bind_listeners(&specs, cores, Duration::from_millis(config.listen_retry_ms))?;
@@ -104,7 +105,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     );
     let connections = Arc::new(Connections::new(config.max_connections, config.max_connections_per_ip));
     let tls = config.tls.clone();
-    let payloads: Vec<Payload> = per_shard_listeners(bound, cores, &tls, &sasl)
+    let payloads: Vec<Payload> = per_shard_listeners(bound, cores, &tls, &sasl, &mapper)
         .into_iter()
         .zip(peer_setups.iter_mut())
         .enumerate()
@@ -154,6 +155,7 @@ struct ShardListener {
     advertised: (String, u16),
     tls: Option<TlsConfig>,
     sasl: Arc<auth::SaslSettings>,
+    principal_mapper: Arc<auth::mapping::PrincipalMapper>,
     socket: Socket,
 }
 
@@ -183,12 +185,20 @@ fn sasl_settings(config: &BrokerConfig, specs: &[ListenerSpec]) -> Result<Arc<au
     }))
 }
 
+/// The TLS certificate principal mapping (`[tls] principal_mapping_rules`, Kafka's
+/// `ssl.principal.mapping.rules`; `DEFAULT` when unset): rules that do not parse fail the start.
+fn principal_mapper(tls: &TlsConfig) -> Result<Arc<auth::mapping::PrincipalMapper>, String> {
+    let Some(rules) = &tls.principal_mapping_rules else { return Ok(Arc::default()) };
+    auth::mapping::PrincipalMapper::parse(rules).map(Arc::new).map_err(|e| e.to_string())
+}
+
 /// Deals the listeners' sockets out: shard `i` gets socket `i` of every listener.
 fn per_shard_listeners(
     bound: Vec<BoundListener>,
     cores: usize,
     tls: &TlsConfig,
     sasl: &Arc<auth::SaslSettings>,
+    principal_mapper: &Arc<auth::mapping::PrincipalMapper>,
 ) -> Vec<Vec<ShardListener>> {
     let mut shards: Vec<Vec<ShardListener>> = (0..cores).map(|_| Vec::with_capacity(bound.len())).collect();
     for b in bound {
@@ -200,6 +210,7 @@ fn per_shard_listeners(
                 advertised: advertised.clone(),
                 tls: b.spec.protocol.tls().then(|| tls.clone()),
                 sasl: sasl.clone(),
+                principal_mapper: principal_mapper.clone(),
                 socket,
             });
         }
@@ -374,6 +385,7 @@ async fn serve_shard(shard: Rc<Shard>, cluster: Rc<ClusterView>, payload: Payloa
             protocol: l.protocol,
             tls,
             sasl: l.sasl,
+            principal_mapper: l.principal_mapper,
             advertised_host: l.advertised.0,
             advertised_port: i32::from(l.advertised.1),
         });

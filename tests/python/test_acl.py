@@ -17,7 +17,8 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    NewTopic, ResourcePatternType, ResourceType)
 
 from support import unique_topic
-from test_security import add_scram_users, certs, client_conf, java_tool, listeners_of, start  # noqa: F401
+from test_security import (add_scram_users, certs, client_conf, expect_auth_failure, java_tool,  # noqa: F401
+                           listeners_of, sec_config, start)
 
 TIMEOUT = 30
 AUTHZ = ('authorizer_class_name = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"\n'
@@ -342,6 +343,52 @@ def test_a_tls_client_certificate_is_the_principal(broker_factory, tmp_path, cer
     add_acls(admin, acl(ResourceType.TOPIC, topic, "User:ANONYMOUS", AclOperation.WRITE))
     assert produce_error(without, topic) is None
     assert b.alive()
+
+
+# Kafka's ssl.principal.mapping.rules: CN=client becomes CLIENT@CERTS (upper-cased), any other
+# subject stays as it is. TOML literal string: the rules as written for Kafka.
+MAPPING = "principal_mapping_rules = 'RULE:^CN=([a-z]+)$/$1@certs/U, DEFAULT'"
+
+
+def test_ssl_principal_mapping_rules_give_the_acl_principal(broker_factory, tmp_path, certs):
+    b, lst = start(broker_factory, tmp_path, certs, client_auth="requested", plain_users={"admin": "admin-secret"},
+                   extra=AUTHZ, tls_extra=MAPPING)
+    admin = AdminClient(admin_conf(lst, certs))
+    mapped, raw = unique_topic("mapped"), unique_topic("raw")
+    create_topics(admin, mapped, raw)
+    with_cert = client_conf(lst["SSL"], certs, "SSL", **{"ssl.certificate.location": str(certs / "client.pem"),
+                                                          "ssl.key.location": str(certs / "client.key")})
+    add_acls(admin, acl(ResourceType.TOPIC, mapped, "User:CLIENT@CERTS", AclOperation.WRITE),
+             acl(ResourceType.TOPIC, raw, "User:CN=client", AclOperation.WRITE))
+    # The mapped principal's ACL allows; the raw subject's ACL no longer names this client.
+    assert produce_error(with_cert, mapped) is None
+    assert produce_error(with_cert, raw) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert b.alive()
+
+
+def test_a_certificate_no_mapping_rule_applies_to_is_refused(broker_factory, tmp_path, certs):
+    b, lst = start(broker_factory, tmp_path, certs, client_auth="requested",
+                   tls_extra="principal_mapping_rules = 'RULE:^CN=nobody$/x/'")
+    with_cert = client_conf(lst["SSL"], certs, "SSL", **{"ssl.certificate.location": str(certs / "client.pem"),
+                                                          "ssl.key.location": str(certs / "client.key")})
+    expect_auth_failure(with_cert)
+    # Without a certificate there is no subject to map: ANONYMOUS, served.
+    assert produce_error(client_conf(lst["SSL"], certs, "SSL"), unique_topic("anon")) is None
+    assert b.alive()
+
+
+def test_bad_principal_mapping_rules_fail_the_start(tmp_path, certs):
+    import subprocess
+
+    from conftest import SLUICE_BIN
+    cfg = sec_config(tmp_path, certs, tls_extra="principal_mapping_rules = 'DEFAULT, RULE:^CN=(.*$/$1/'")
+    r = subprocess.run([str(SLUICE_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+                        "--cores", "1", "--config", str(cfg)], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=60)
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode != 0, out
+    assert "ssl.principal.mapping.rules: invalid rule `RULE:^CN=(.*$/$1/`" in out, out
+    assert "sluice ready" not in out, out
 
 
 def find_coordinator_v0(address: str, group: str) -> int:

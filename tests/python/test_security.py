@@ -72,7 +72,9 @@ def listeners_of(broker) -> dict:
     return out
 
 
-def start(broker_factory, tmp_path, certs: Path, client_auth="none", plain_users=None, extra=""):
+def sec_config(tmp_path, certs: Path, client_auth="none", plain_users=None, extra="", tls_extra="") -> Path:
+    """The config file of a broker with the four listeners; `extra` at the top level, `tls_extra`
+    in the [tls] table."""
     users = plain_users or {"alice": "alice-secret"}
     cfg = tmp_path / f"sec-{uuid.uuid4().hex[:6]}.toml"
     cfg.write_text(
@@ -83,7 +85,13 @@ def start(broker_factory, tmp_path, certs: Path, client_auth="none", plain_users
         f'key_file = "{certs / "server.key"}"\n'
         f'ca_file = "{certs / "ca.pem"}"\n'
         f'client_auth = "{client_auth}"\n'
+        f"{tls_extra}\n"
         "[sasl.plain_users]\n" + "".join(f'{u} = "{p}"\n' for u, p in users.items()))
+    return cfg
+
+
+def start(broker_factory, tmp_path, certs: Path, client_auth="none", plain_users=None, extra="", tls_extra=""):
+    cfg = sec_config(tmp_path, certs, client_auth, plain_users, extra, tls_extra)
     b = broker_factory.start(config=cfg)
     lst = listeners_of(b)
     assert set(lst) == {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}, b.stdout_lines

@@ -15,6 +15,7 @@
 //! Chosen(SCRAM) --Authenticate(client-first)--> ScramFirstSent --Authenticate(final ok)-->
 //! Authenticated; any failure --> Failed (closing). Authenticated --Handshake--> Chosen.
 
+pub mod mapping;
 pub mod store;
 pub mod user_cmd;
 pub mod x500;
@@ -38,6 +39,8 @@ pub struct Listener {
     pub protocol: SecurityProtocol,
     pub tls: Option<crate::tls::TlsReloader>,
     pub sasl: Arc<SaslSettings>,
+    /// How an SSL listener's client certificate subject becomes the principal's name.
+    pub principal_mapper: Arc<mapping::PrincipalMapper>,
     /// Host and port advertised to clients that came in on this listener.
     pub advertised_host: String,
     pub advertised_port: i32,
