@@ -165,6 +165,9 @@ def test_txn_markers_on_every_broker(cluster):
             for i in range(PER_PARTITION):
                 p.produce(t, value=f"{tag}-{t}-{q}-{i}".encode(), partition=q)
         commit = n % 3 != 2
+        # Sent before the end: an abort purges records still queued in the client, and the
+        # aborted records must be in the logs for the read_uncommitted check below.
+        assert p.flush(60) == 0, f"transaction {tag}: records not delivered in 60 s"
         try:
             if commit:
                 p.send_offsets_to_transaction([TopicPartition(wide, 0, 1000 + n)], group_meta, 30)
@@ -188,7 +191,12 @@ def test_txn_markers_on_every_broker(cluster):
     raw = read_all(cluster.bootstrap, tps, "read_uncommitted", len(every), 60, settle=1.0)
     assert sorted(raw) == every, f"read_uncommitted saw {len(raw)} of {len(every)} records"
     want_offset = 1000 + int(committed[-1][1:])
-    got = gc.committed([TopicPartition(wide, 0)], timeout=30)[0].offset
+    def committed_offset():  # NOT_COORDINATOR while the group's coordinator moves: asked again
+        try:
+            return [gc.committed([TopicPartition(wide, 0)], timeout=10)[0].offset]
+        except KafkaException:
+            return None
+    got = wait_until(committed_offset, 60, interval=0.5, what=f"group {group}'s committed offset")[0]
     gc.close()
     assert got == want_offset, f"group {group} committed offset {got}, the last committed transaction sent {want_offset}"
     print(f"coordinator node {coordinator}, group {group}; committed {committed}, aborted {aborted}")

@@ -257,7 +257,8 @@ pub async fn deliver(
         let done = join_all(sends).await;
         partitions = waiting;
         for (d, e, outcome) in done {
-            let Some(o) = outcome.filter(|o| o.partitions.len() == e.partitions.len() && o.groups.len() == e.groups.len())
+            let Some(o) =
+                outcome.filter(|o| o.partitions.len() == e.partitions.len() && o.groups.len() == e.groups.len())
             else {
                 why = format!("no answer from {d:?}");
                 partitions.extend(e.partitions);
@@ -360,7 +361,12 @@ async fn drain(my_shard: usize, node: i32) {
         }
         let entries: Vec<MarkerEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
         let outcomes = request(node, reply_shard, &entries).await;
-        tracing::debug!(node, transactions = entries.len(), answered = outcomes.is_some(), "transaction markers sent to a broker");
+        tracing::debug!(
+            node,
+            transactions = entries.len(),
+            answered = outcomes.is_some(),
+            "transaction markers sent to a broker"
+        );
         let mut outcomes = outcomes.filter(|o| o.len() == batch.len()).map(Vec::into_iter);
         for (_, reply) in batch {
             let _ = reply.send(outcomes.as_mut().and_then(Iterator::next));
@@ -406,7 +412,12 @@ pub fn on_request(shard: &Rc<Shard>, from: i32, payload: Bytes) {
     glommio::spawn_local(async move {
         let outcomes = write_local(&shard, &entries).await;
         let written = outcomes.iter().flat_map(|o| &o.partitions).filter(|o| **o == Outcome::Written).count();
-        tracing::debug!(from, transactions = entries.len(), written, "transaction markers written for another broker's coordinator");
+        tracing::debug!(
+            from,
+            transactions = entries.len(),
+            written,
+            "transaction markers written for another broker's coordinator"
+        );
         let sent = link().is_some_and(|l| l.send(from, reply_shard, MarkerFrame::Reply, encode_reply(id, &outcomes)));
         if !sent {
             tracing::debug!(from, "transaction marker reply not sent (the coordinator retries)");
