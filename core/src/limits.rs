@@ -218,6 +218,17 @@ pub const OFFSETS_LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
 /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s): the precision of
 /// transaction timeouts.
 pub const TXN_SWEEP_INTERVAL_MS: u64 = 1000;
+/// Rounds of marker writes an EndTxn (or a sweep's completion) tries before it leaves the
+/// transaction prepared for the next sweep, and the pause between rounds (metadata is read
+/// again each round: a leader may have moved).
+pub const TXN_MARKER_ATTEMPTS: u32 = 5;
+pub const TXN_MARKER_RETRY_MS: u64 = 100;
+/// How long a coordinator waits for another broker's answer to its markers (the receiver
+/// bounds its own replicated appends by `COORDINATOR_APPEND_TIMEOUT_MS`).
+pub const TXN_MARKER_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Transactions' markers carried by one broker-to-broker marker request (Kafka's
+/// coordinator likewise sends one WriteTxnMarkers per broker with every pending marker).
+pub const TXN_MARKERS_PER_REQUEST: usize = 1024;
 /// Default of `transaction_max_timeout_ms` (Kafka's `transaction.max.timeout.ms`, 15 minutes).
 pub const DEFAULT_TRANSACTION_MAX_TIMEOUT_MS: u64 = 900_000;
 /// Default of `transactional_id_expiration_ms` (Kafka's `transactional.id.expiration.ms`, 7 days).
@@ -465,6 +476,7 @@ const _: () = assert!(
 /// `__transaction_state` to commit before it answers COORDINATOR_NOT_AVAILABLE (retriable;
 /// Kafka's `offsets.commit.timeout.ms`, 5000).
 pub const COORDINATOR_APPEND_TIMEOUT_MS: u64 = 5_000;
+const _: () = assert!(COORDINATOR_APPEND_TIMEOUT_MS < TXN_MARKER_REQUEST_TIMEOUT_MS);
 /// Default of `leader_imbalance_check_interval_seconds` (Kafka's
 /// `leader.imbalance.check.interval.seconds`, 300).
 pub const DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: u64 = 300;

@@ -668,9 +668,6 @@ def test_txn_coordinator_kill(cluster):
     recover (retriable errors retried, abortable ones aborted and the transaction redone; no
     fatal error), and a read_committed consumer must see every committed transaction exactly
     once and nothing of an aborted one."""
-    pending_on_sluice(cluster, "COMMIT/ABORT markers are written only through the coordinator broker's own "
-                               "replicas (no WriteTxnMarkers to other brokers' leaders): the first commit in a "
-                               "3-broker cluster never completes")
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     topic = f"repl-txn-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=3)

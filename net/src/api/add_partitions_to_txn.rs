@@ -75,7 +75,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             let refusal = |(t, p): &(String, i32)| {
                 if is_internal(t) || !authz.topic(op::WRITE, t) {
                     Some(ResponseError::TopicAuthorizationFailed.code())
-                } else if meta.owner(t, PartitionId(*p)).is_none() {
+                } else if meta.partition(t, PartitionId(*p), -1).is_none() {
                     Some(ResponseError::UnknownTopicOrPartition.code())
                 } else {
                     None
@@ -124,7 +124,7 @@ async fn batched(ctx: &Ctx, t: AddPartitionsToTxnTransaction, version: i16) -> A
     let partitions: Vec<(String, i32)> =
         t.topics.iter().flat_map(|tp| tp.partitions.iter().map(move |p| (tp.name.0.to_string(), *p))).collect();
     let meta = ctx.shard.metadata();
-    let unknown: Vec<bool> = partitions.iter().map(|(t, p)| meta.owner(t, PartitionId(*p)).is_none()).collect();
+    let unknown: Vec<bool> = partitions.iter().map(|(t, p)| meta.partition(t, PartitionId(*p), -1).is_none()).collect();
     let codes: Vec<i16> = if unknown.iter().any(|u| *u) {
         let u = ResponseError::UnknownTopicOrPartition.code();
         let skipped = ResponseError::OperationNotAttempted.code();

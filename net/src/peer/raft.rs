@@ -78,6 +78,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
                 return on_forwarded(&forwarded_to, d.from.0, Forwarded::Reply, d.frame.payload)
             }
             PayloadKind::ElectPreferred => return super::elect::on_elect(&forwarded_to, d.from, d.frame),
+            PayloadKind::TxnMarkers | PayloadKind::TxnMarkersReply => return super::txn::on_frame(&forwarded_to, d),
         }
         if let Some(r) = weak.upgrade() {
             r.receive(d.from, d.frame.payload);
@@ -91,6 +92,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
     sluice_shard::admin::cluster::follow_leaders(&shard, &r);
     sluice_shard::replica::reassign::follow(&shard, &r);
     sluice_shard::internal::follow(&shard, &r);
+    super::txn::install(net, &r);
     sluice_shard::replica::rebalance::start(&shard, &r);
     {
         // The start-up recovery opened this shard's logs before the runtime existed.

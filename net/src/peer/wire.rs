@@ -33,6 +33,11 @@ pub enum PayloadKind {
     /// A preferred leader election forwarded to a broker holding a replica of the partition
     /// (`peer::elect`).
     ElectPreferred,
+    /// Transaction markers a coordinator sends to the leaders of its transactions' partitions
+    /// (Kafka's WriteTxnMarkers, `peer::txn`).
+    TxnMarkers,
+    /// The leaders' answer to a `TxnMarkers`.
+    TxnMarkersReply,
 }
 
 /// Where on the receiving broker a data frame goes.

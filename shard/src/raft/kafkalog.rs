@@ -79,6 +79,11 @@ impl KafkaLog {
         SyncWork { log: self.log.clone(), append: self.last_append.take(), state: self.pending_state.take() }
     }
 
+    /// The cached batches whose base offset is in `[from, to)`, in order.
+    pub fn cached_between(&self, from: Offset, to: Offset) -> Vec<(Offset, Bytes)> {
+        self.cache.range(from..to).map(|(o, b)| (*o, b.clone())).collect()
+    }
+
     /// Batches no longer in the window leave the cache.
     pub fn forget_below(&mut self, offset: Offset) {
         self.cache = self.cache.split_off(&offset);

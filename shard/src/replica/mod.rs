@@ -95,6 +95,9 @@ pub struct Progress {
 
 /// Called on every leader or term change: group, leader (cluster node id), epoch.
 pub type LeaderListener = Box<dyn Fn(GroupId, Option<ClusterNode>, LeaderEpoch)>;
+/// Called with a data partition's batches (base offset, bytes) newly below its high watermark,
+/// in offset order (the transaction index of the partition follows them).
+pub type CommitListener = Box<dyn Fn(&TopicPartition, &[(Offset, Bytes)])>;
 
 /// Why a replica could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,7 @@ pub struct Replicas {
     kick: LocalSender<()>,
     groups: RefCell<BTreeMap<GroupId, GroupInfo>>,
     listeners: RefCell<Vec<LeaderListener>>,
+    commit_listeners: RefCell<Vec<CommitListener>>,
     /// The group of each replicated partition of this shard.
     by_tp: RefCell<HashMap<TopicPartition, GroupId>>,
     /// Idempotent producers' proposals not yet resolved, by (group, producer id).
@@ -168,6 +172,7 @@ impl Replicas {
             kick,
             groups: RefCell::new(BTreeMap::new()),
             listeners: RefCell::new(Vec::new()),
+            commit_listeners: RefCell::new(Vec::new()),
             by_tp: RefCell::new(HashMap::new()),
             inflight: RefCell::new(HashMap::new()),
         });
@@ -345,6 +350,28 @@ impl Replicas {
         self.listeners.borrow_mut().push(f);
     }
 
+    /// Registers a callback for data batches reaching the high watermark.
+    pub fn on_commit(&self, f: CommitListener) {
+        self.commit_listeners.borrow_mut().push(f);
+    }
+
+    /// Hands the batches of a data group in `[from, to)` to the commit listeners (from the
+    /// window's cache: a batch is there from its append until the window trims it, which
+    /// happens only below the applied index).
+    fn notify_committed(&self, group: GroupId, from: Offset, to: Offset) {
+        if self.commit_listeners.borrow().is_empty() || from >= to {
+            return;
+        }
+        let Some(tp) = self.groups.borrow().get(&group).and_then(|g| g.tp.clone()) else { return };
+        let batches = match self.driver.borrow_mut().store_mut(group) {
+            Some(s) => s.log_mut().cached_between(from, to),
+            None => return,
+        };
+        for f in self.commit_listeners.borrow().iter() {
+            f(&tp, &batches);
+        }
+    }
+
     /// Proposes `batch` on the leader; resolves at commit (module docs).
     pub async fn propose(&self, group: GroupId, batch: Bytes) -> Result<Committed, ProposeError> {
         let handle = self.driver.borrow_mut().propose(group, batch)?;
@@ -425,7 +452,9 @@ impl Replicas {
             match e {
                 Event::HighWatermark { group, hw } => {
                     if let Some(log) = self.log(group) {
+                        let from = log.high_watermark();
                         log.advance_commit(hw);
+                        self.notify_committed(group, from, log.high_watermark());
                     }
                 }
                 Event::Leader { group, leader, term } => {

@@ -18,9 +18,7 @@ use super::{
 use crate::groups::store as groups_store;
 use crate::groups::OffsetToCommit;
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
-use crate::msg::{Acks, ProduceItem};
 use crate::shard::Shard;
-use bytes::Bytes;
 use sluice_core::batch;
 use sluice_core::clock::now_ms;
 use sluice_core::{LeaderEpoch, TopicPartition};
@@ -149,7 +147,7 @@ impl TxnCoordinator {
             let mut staged = self.staged.borrow_mut();
             let list = staged.entry((req.group_id.clone(), req.producer_id)).or_default();
             for o in req.offsets {
-                if meta.owner(&o.topic, sluice_core::PartitionId(o.partition)).is_none() {
+                if meta.partition(&o.topic, sluice_core::PartitionId(o.partition), -1).is_none() {
                     results.push(Err(crate::groups::GroupError::UnknownTopicOrPartition));
                     continue;
                 }
@@ -294,7 +292,8 @@ impl TxnCoordinator {
     /// Sends the markers of a durable Prepare state, then makes its Complete state durable.
     async fn complete(&self, shard: &Rc<Shard>, prepared: Change) -> Result<(), TxnError> {
         let commit = prepared.meta.state == TxnState::PrepareCommit;
-        send_markers(shard, &prepared.meta, commit).await?;
+        let coordinator_epoch = coordinator_epoch(shard, &prepared.transactional_id);
+        super::markers::deliver(shard, &prepared.meta, commit, coordinator_epoch).await?;
         let done = Change {
             transactional_id: prepared.transactional_id.clone(),
             meta: state::complete(&prepared.meta, now_ms()),
@@ -491,49 +490,12 @@ impl TxnCoordinator {
     }
 }
 
-/// Appends COMMIT or ABORT markers to every partition of the transaction (through their owners'
-/// produce path, acks=all) and completes the groups' transactional offsets.
-async fn send_markers(shard: &Rc<Shard>, meta: &TxnMeta, commit: bool) -> Result<(), TxnError> {
-    let marker =
-        Bytes::from(super::partition::build_marker(meta.producer_id, meta.producer_epoch, commit, 0, now_ms()));
-    let header = batch::validate(&marker).map_err(|e| TxnError::Storage(e.to_string()))?;
-    let items: Vec<ProduceItem> = meta
-        .partitions
-        .iter()
-        .filter(|(t, _)| t != crate::groups::OFFSETS_TOPIC)
-        .enumerate()
-        .map(|(index, (t, p))| ProduceItem {
-            index,
-            tp: TopicPartition::new(t.clone(), *p),
-            batches: vec![(header, marker.clone())],
-            commit_wait_ms: None,
-        })
-        .collect();
-    let targets: Vec<TopicPartition> = items.iter().map(|i| i.tp.clone()).collect();
-    let results = crate::produce::produce(shard, Acks::All, items).await.await;
-    for (index, r) in results {
-        match r {
-            Ok(_) => {}
-            // A partition deleted since it was added has no data to mark. One the metadata
-            // still has is not open yet (its shard still recovers at start): the marker must
-            // not be skipped, the transaction stays prepared and the sweep retries.
-            Err(crate::PartitionError::UnknownTopicOrPartition)
-                if targets.get(index).is_none_or(|tp| !partition_exists(shard, tp)) => {}
-            Err(e) => return Err(TxnError::Storage(format!("writing a transaction marker: {e}"))),
-        }
-    }
-    for group in &meta.groups {
-        let request = CompleteOffsetsRequest { group_id: group.clone(), producer_id: meta.producer_id, commit };
-        super::on_group(shard, group, request)
-            .await
-            .map_err(|e| TxnError::Storage(format!("completing the offsets of group {group}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// Whether the metadata has the partition (the marker's target).
-fn partition_exists(shard: &Shard, tp: &TopicPartition) -> bool {
-    shard.metadata().owner(&tp.topic, tp.partition).is_some()
+/// The leader epoch of the id's transaction-log partition (Kafka's coordinator epoch, written
+/// in each marker); 0 for a lone broker.
+fn coordinator_epoch(shard: &Shard, transactional_id: &str) -> i32 {
+    let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(transactional_id, txn_partitions(shard)));
+    let me = shard.replicas().map_or(0, |r| r.node().0);
+    shard.metadata().partition(&tp.topic, tp.partition, me).map_or(0, |s| s.leader_epoch.max(0))
 }
 
 /// Appends records to the id's transaction-log partition and waits until they are durable.

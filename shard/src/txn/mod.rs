@@ -11,6 +11,7 @@
 //! transactions are kept by its owner ([`partition::PartitionTxns`]).
 
 pub mod coordinator;
+pub mod markers;
 pub mod partition;
 pub mod state;
 pub mod store;

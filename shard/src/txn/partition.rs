@@ -29,6 +29,10 @@ pub struct PartitionTxns {
     open: BTreeMap<i64, (i64, i16)>,
     /// In marker order (so by marker offset).
     aborted: Vec<Aborted>,
+    /// The offset after the last transactional batch observed: a batch below it was seen
+    /// already (a replicated partition's committed batches may follow a scan that read past
+    /// the commit point at open).
+    next: i64,
 }
 
 /// The marker type of a control batch (`Some(true)` commit, `Some(false)` abort), read from
@@ -48,9 +52,10 @@ impl PartitionTxns {
     /// Takes one batch of the log (`base` is its stored base offset; `bytes` the whole batch,
     /// needed for control batches only).
     pub fn observe(&mut self, h: &BatchHeader, base: i64, bytes: &[u8]) {
-        if h.producer_id < 0 || h.attributes & TRANSACTIONAL == 0 {
+        if h.producer_id < 0 || h.attributes & TRANSACTIONAL == 0 || base < self.next {
             return;
         }
+        self.next = base + (h.last_offset() - h.base_offset) + 1;
         if !h.is_control() {
             self.open.entry(h.producer_id).or_insert((base, h.producer_epoch));
             return;
@@ -230,6 +235,22 @@ impl Registry {
         let lso = p.last_stable_offset(high_watermark);
         TxnView { last_stable_offset: lso, aborted: p.aborted_between(from, lso) }
     }
+}
+
+/// Feeds each replicated partition's transaction index with its batches as they commit (a
+/// replicated partition's appends are Raft entries: on the leader and the followers alike the
+/// index follows the committed log, so a follower elected leader answers the same LSO and
+/// aborted transactions; the LSO never passes the high watermark anyway).
+pub fn follow_commits(shard: &std::rc::Rc<crate::shard::Shard>, r: &crate::replica::Replicas) {
+    let weak = std::rc::Rc::downgrade(shard);
+    r.on_commit(Box::new(move |tp, batches| {
+        let Some(shard) = weak.upgrade() else { return };
+        for (base, bytes) in batches {
+            if let Ok(h) = BatchHeader::parse(bytes) {
+                shard.txn_partitions.observe(tp, &h, base.0, bytes);
+            }
+        }
+    }));
 }
 
 /// Rebuilds a partition's transactions by reading its whole log (at open, after a crash or a
