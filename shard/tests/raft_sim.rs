@@ -216,8 +216,8 @@ impl World {
         let mut d = Driver::new(n.id, cfg, logger::logger());
         for (&g, disk) in &n.disks {
             let rec = disk.borrow().recover();
-            let store =
-                GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, self.p.window).expect("memory logs do not fail");
+            let store = GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, self.p.window)
+                .expect("memory logs do not fail");
             d.add_group(g, store).expect("a reopened group");
         }
         n.driver = Some(d);

@@ -119,6 +119,10 @@ pub trait ReplicaLog {
     fn forget_below(&mut self, _offset: Offset) {}
     /// The log's first offset (batches below it were deleted, or the log was reset there).
     fn log_start(&self) -> Offset;
+    /// Bytes of the window's batches the log keeps in memory.
+    fn cached_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A catch-up read raft-rs waits for: what to read, and raft-rs's context to hand back.
@@ -364,12 +368,22 @@ impl<L: ReplicaLog> GroupStore<L> {
     }
 
     /// Trims the window to its bound, never past `applied` (and so the commit index).
+    /// Also trims while the log's cache of the window holds more than `RAFT_WINDOW_BYTES`.
     pub fn compact(&mut self, applied: RaftIndex) {
         let over = self.window.len().saturating_sub(self.cap);
-        if over == 0 {
-            return;
+        let mut upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits"));
+        let excess = self.log.cached_bytes().saturating_sub(sluice_core::limits::RAFT_WINDOW_BYTES);
+        if excess > 0 {
+            let mut freed = 0;
+            for m in self.window.iter_from(self.window.first_index()) {
+                if freed >= excess || m.index > applied {
+                    break;
+                }
+                freed += self.log.read(m.base, m.pos).map_or(0, |b| b.len());
+                upto = upto.max(m.index);
+            }
         }
-        let upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits")).min(applied);
+        let upto = upto.min(applied);
         if upto > self.window.floor().index {
             self.window.trim_to(upto);
             self.log.forget_below(self.window.floor().next_offset);
@@ -510,7 +524,11 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
             if idx == 0 {
                 return Ok(0);
             }
-            return self.old.get(RaftIndex(idx)).map(|b| b.0.term.0).ok_or(raft::Error::Store(StorageError::Unavailable));
+            return self
+                .old
+                .get(RaftIndex(idx))
+                .map(|b| b.0.term.0)
+                .ok_or(raft::Error::Store(StorageError::Unavailable));
         }
         self.window.term(RaftIndex(idx)).map(|t| t.0).ok_or(raft::Error::Store(StorageError::Unavailable))
     }

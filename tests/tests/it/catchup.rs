@@ -113,7 +113,8 @@ fn read_all(addr: &str, topic: &str, n: usize) -> BTreeMap<i64, String> {
 /// ElectLeaders v2 (preferred) for partition 0: its error code.
 fn elect_preferred(port: u16, topic: &str) -> i16 {
     let tps = vec![TopicPartitions::default().with_topic(name(topic)).with_partitions(vec![0])];
-    let req = ElectLeadersRequest::default().with_election_type(0).with_topic_partitions(Some(tps)).with_timeout_ms(30_000);
+    let req =
+        ElectLeadersRequest::default().with_election_type(0).with_topic_partitions(Some(tps)).with_timeout_ms(30_000);
     let r: ElectLeadersResponse = call(port, ApiKey::ElectLeaders, 2, &req);
     assert_eq!(r.error_code, 0);
     r.replica_election_results[0].partition_result[0].error_code
