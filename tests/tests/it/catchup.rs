@@ -59,6 +59,34 @@ fn wait_settled(port: u16, topic: &str, isr_len: usize, what: &str) -> (i32, Vec
     }
 }
 
+/// Produces one probe batch `{tag}` to whichever live broker accepts it (the leader; the others
+/// answer NOT_LEADER_OR_FOLLOWER while leadership settles), until the deadline: (leader
+/// index, offset, value).
+fn settle_leader(brokers: &[Broker], live: &[usize], topic: &str, tag: &str) -> (usize, i64, String) {
+    let start = Instant::now();
+    loop {
+        for &i in live {
+            let mut s = raw_connect(brokers[i].port());
+            let data =
+                vec![PartitionProduceData::default().with_index(0).with_records(Some(record_batch_at(&[0], tag)))];
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default().with_name(name(topic)).with_partition_data(data)]);
+            let Ok(resp) = roundtrip(&mut s, &encode_request(0, PRODUCE_VERSION, 2, 1, &req)) else { continue };
+            let mut buf = Bytes::from(resp);
+            ResponseHeader::decode(&mut buf, 1).expect("header");
+            let r = ProduceResponse::decode(&mut buf, PRODUCE_VERSION).expect("produce response");
+            let p = &r.responses[0].partition_responses[0];
+            if p.error_code == 0 {
+                return (i, p.base_offset, format!("{tag}-v0"));
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "no broker of {live:?} accepted {tag}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `n` acks=all Produce requests of one one-record batch each to partition 0 on `port` (the
 /// leader), `IN_FLIGHT` at a time on one connection: value `{tag}{i}-v0` → acknowledged offset.
 fn produce_batches(port: u16, topic: &str, tag: &str, n: usize) -> BTreeMap<i64, String> {
@@ -127,26 +155,23 @@ fn a_leader_killed_for_three_windows_catches_up_and_serves_every_record() {
     let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &ports)).collect();
     let topic = "catchup-data";
     create_topic_rf(&brokers[0].addr(), topic, 1, 3);
-    let (leader, replicas, _) = wait_settled(brokers[0].port(), topic, 3, "after creation");
+    let (_, replicas, _) = wait_settled(brokers[0].port(), topic, 3, "after creation");
     let preferred = replicas[0];
-    let mut acked = produce_batches(brokers[leader as usize].port(), topic, "a", 100);
+    let (leader, off, value) = settle_leader(&brokers, &[0, 1, 2], topic, "first");
+    let mut acked = BTreeMap::from([(off, value)]);
+    acked.extend(produce_batches(brokers[leader].port(), topic, "a", 100));
 
     // The preferred replica (the first leader, or a follower if leadership moved) is killed;
     // the two others take more than three windows of batches.
     brokers[preferred as usize].kill();
     let rest: Vec<usize> = (0..3).filter(|&i| i != preferred as usize).collect();
-    let start = Instant::now();
-    let new_leader = loop {
-        let (l, _, _) = described(brokers[rest[0]].port(), topic);
-        if l >= 0 && l != preferred {
-            break l;
-        }
-        assert!(start.elapsed() < DEADLINE, "no leader after the kill");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (new_leader, off, value) = settle_leader(&brokers, &rest, topic, "after");
+    acked.insert(off, value);
+    let (_, _, isr) = wait_settled(brokers[rest[0]].port(), topic, 2, "after the kill");
+    assert!(!isr.contains(&preferred), "the killed broker left the ISR: {isr:?}");
     let behind = 3 * WINDOW + 200;
     let started = Instant::now();
-    acked.extend(produce_batches(brokers[new_leader as usize].port(), topic, "b", behind));
+    acked.extend(produce_batches(brokers[new_leader].port(), topic, "b", behind));
     eprintln!("{behind} batches acknowledged in {:?} while broker {preferred} was down", started.elapsed());
 
     // It returns, catches up (back in the ISR) and leads after a preferred election.
@@ -201,9 +226,12 @@ fn a_replica_added_to_a_partition_longer_than_the_window_catches_up() {
     let topic = "catchup-reassign";
     create_topic_rf(&brokers[0].addr(), topic, 1, 2);
     let port = brokers[0].port();
-    let (leader, replicas, _) = wait_settled(port, topic, 2, "after creation");
+    let (_, replicas, _) = wait_settled(port, topic, 2, "after creation");
     let spare = (0..3).find(|n| !replicas.contains(n)).expect("a broker without a replica");
-    let acked = produce_batches(brokers[leader as usize].port(), topic, "r", WINDOW + 500);
+    let live: Vec<usize> = replicas.iter().map(|&r| r as usize).collect();
+    let (leader, off, value) = settle_leader(&brokers, &live, topic, "first");
+    let mut acked = BTreeMap::from([(off, value)]);
+    acked.extend(produce_batches(brokers[leader].port(), topic, "r", WINDOW + 500));
 
     // The new replica comes first in the target: a preferred election then makes it the
     // leader, and every record is read back from it.
