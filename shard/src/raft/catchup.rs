@@ -118,7 +118,7 @@ impl OldScan {
             }
             self.out.verified = true;
         }
-        if self.index.0 % limits::RAFT_CATCHUP_ANCHOR_STRIDE == 0 {
+        if self.index.0.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) {
             self.out.anchors.push((self.index, base));
         }
         if self.index >= self.plan.want && self.kept_bytes < self.max_bytes {
