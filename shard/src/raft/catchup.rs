@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn counting_from_the_origin_finds_each_index_and_checks_the_floor() {
-        let spec: Vec<(u64, usize)> = (0..50).map(|i| (1 + i / 20, 1 + (i as usize % 3))).collect();
+        let spec: Vec<(u64, usize)> = (0..50u64).map(|i| (1 + i / 20, 1 + usize::try_from(i % 3).unwrap())).collect();
         let l = log(&spec);
         let floor = floor_after(&l, 40, &spec);
         let mut old = OldBatches::default();
