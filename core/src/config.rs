@@ -13,6 +13,29 @@ use thiserror::Error;
 use crate::cluster::{check_cluster_id, parse_voters, NodeId, Voter};
 use crate::limits::{MAX_PARTITIONS_PER_TOPIC, MIN_RESPONSE_BYTES_PER_SHARD};
 
+/// Which online conversions between a classic group and a KIP-848 consumer group are allowed
+/// (Kafka's `group.consumer.migration.policy`): upgrade when a `group.protocol=consumer` member
+/// joins a classic group with members, downgrade when the last such member leaves a group whose
+/// other members use the classic protocol.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPolicy {
+    #[default]
+    Bidirectional,
+    Upgrade,
+    Downgrade,
+    Disabled,
+}
+
+impl MigrationPolicy {
+    pub fn upgrade_enabled(self) -> bool {
+        matches!(self, MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade)
+    }
+    pub fn downgrade_enabled(self) -> bool {
+        matches!(self, MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade)
+    }
+}
+
 /// Everything the broker needs to start. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +70,9 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// KIP-848 consumer groups: members a group may have (`group.consumer.max.size`).
     pub group_consumer_max_size: usize,
+    /// Online conversion between classic and KIP-848 consumer groups
+    /// (`group.consumer.migration.policy`): `bidirectional`, `upgrade`, `downgrade` or `disabled`.
+    pub group_consumer_migration_policy: MigrationPolicy,
     /// Committed offsets of a group without members expire after this (`offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
@@ -185,6 +211,7 @@ impl Default for BrokerConfig {
             group_consumer_session_timeout_ms: crate::limits::DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS,
             group_consumer_heartbeat_interval_ms: crate::limits::DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
             group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS,
+            group_consumer_migration_policy: MigrationPolicy::Bidirectional,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             offsets_topic_replication_factor: 3,

@@ -8,6 +8,8 @@
 //   ASSIGNED p,p,...   REVOKED p,p,...   REC partition offset value   COMMITTED n   ERROR text
 //   TPS topic:p,...  (after each change: every topic-partition owned)
 // A TOPIC written re:REGEX subscribes with a broker-side regex (SubscriptionPattern, RE2/J).
+// An ASSIGNOR written classic:STRATEGY makes a classic-protocol member (group.protocol=classic,
+// partition.assignment.strategy STRATEGY, e.g. cooperative-sticky), for mixed groups.
 // It stops (closing the consumer, which leaves the group) when STOP_FILE exists or after
 // MAX_MS; the exit code is 0 unless an exception escaped.
 
@@ -41,8 +43,17 @@ public class Kip848Consumer {
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
-        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
-        p.put(ConsumerConfig.GROUP_REMOTE_ASSIGNOR_CONFIG, assignor);
+        if (assignor.startsWith("classic:")) {
+            String strategy = assignor.substring(8);
+            p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+            p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG,
+                strategy.equals("range") ? RangeAssignor.class.getName() : CooperativeStickyAssignor.class.getName());
+            p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "10000");
+            p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
+        } else {
+            p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+            p.put(ConsumerConfig.GROUP_REMOTE_ASSIGNOR_CONFIG, assignor);
+        }
         if (args.length > 6) p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, args[6]);
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");

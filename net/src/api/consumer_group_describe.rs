@@ -35,6 +35,8 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 /// KIP-1099's member type of a consumer-protocol member.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+/// KIP-1099: a member using the classic protocol inside a consumer group (mixed membership).
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
@@ -109,7 +111,11 @@ fn member(ctx: &Ctx, m: ConsumerMemberDescription, version: i16) -> Member {
         .with_subscribed_topic_regex(m.regex.map(StrBytes::from_string))
         .with_assignment(wire_assignment(ctx, &m.assignment))
         .with_target_assignment(wire_assignment(ctx, &m.target))
-        .with_member_type(if version >= 1 { MEMBER_TYPE_CONSUMER } else { -1 })
+        .with_member_type(match (version >= 1, m.classic) {
+            (false, _) => -1,
+            (true, true) => MEMBER_TYPE_CLASSIC,
+            (true, false) => MEMBER_TYPE_CONSUMER,
+        })
 }
 
 fn wire_assignment(ctx: &Ctx, a: &Assignment) -> WireAssignment {

@@ -103,6 +103,7 @@ fn consumer_settings(shard: &Shard) -> consumer::Settings {
         session_timeout: Duration::from_millis(u64::try_from(c.group_consumer_session_timeout_ms).unwrap_or(0)),
         heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
         max_size: c.group_consumer_max_size,
+        migration: c.group_consumer_migration_policy,
     }
 }
 
@@ -171,7 +172,9 @@ impl Coordinator {
             GroupCall::Join(Call { req, reply }) => drop(reply.send(self.join(shard, req).await)),
             GroupCall::Sync(Call { req, reply }) => drop(reply.send(self.sync(shard, req).await)),
             GroupCall::Heartbeat(Call { req, reply }) => drop(reply.send(self.heartbeat(req.0))),
-            GroupCall::Leave(Call { req, reply }) => drop(reply.send(self.leave(shard, &req.group_id, &req.members))),
+            GroupCall::Leave(Call { req, reply }) => {
+                drop(reply.send(self.leave(shard, &req.group_id, &req.members).await))
+            }
             GroupCall::Commit(Call { req, reply }) => {
                 drop(reply.send(self.commit(shard, req.member, req.offsets).await))
             }
@@ -191,14 +194,52 @@ impl Coordinator {
         }
     }
 
-    async fn join(&self, shard: &Shard, req: JoinRequest) -> Result<JoinResponse, GroupError> {
+    /// A KIP-848 group with members (classic requests to it go to [`consumer::classic`]).
+    fn is_consumer_group(&self, group_id: &str) -> bool {
+        self.groups.borrow().get(group_id).and_then(|g| g.consumer.as_ref()).is_some_and(|c| !c.members.is_empty())
+    }
+
+    async fn join(&self, shard: &Rc<Shard>, req: JoinRequest) -> Result<JoinResponse, GroupError> {
         let new_id = self.new_member_id(shard, &req.client_id);
+        if self.is_consumer_group(&req.group_id) {
+            return self.classic_join_to_consumer_group(shard, req, new_id).await;
+        }
         let step = table::join(&mut self.groups.borrow_mut(), req, new_id, Instant::now(), &limits(shard));
         wait(step).await
     }
 
+    /// JoinGroup of a classic member of a KIP-848 group: answered once the group's record is
+    /// durable (when the join changed it).
+    async fn classic_join_to_consumer_group(
+        &self,
+        shard: &Rc<Shard>,
+        req: JoinRequest,
+        new_id: String,
+    ) -> Result<JoinResponse, GroupError> {
+        let group_id = req.group_id.clone();
+        let topics = consumer_topics(shard);
+        let (resp, changed) = {
+            let mut groups = self.groups.borrow_mut();
+            let c = groups.get_mut(&group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
+            let before = consumer::record::encode(c);
+            let resp =
+                c.classic_join(req, new_id, Instant::now(), &topics, &consumer_settings(shard), &limits(shard))?;
+            c.check_invariants();
+            (resp, consumer::record::encode(c) != before)
+        };
+        if changed {
+            write(shard, &group_id, self.consumer_record(&group_id)).await?;
+        }
+        Ok(resp)
+    }
+
     async fn sync(&self, shard: &Rc<Shard>, req: SyncRequest) -> Result<SyncResponse, GroupError> {
         let group_id = req.group_id.clone();
+        if self.is_consumer_group(&group_id) {
+            let mut groups = self.groups.borrow_mut();
+            let c = groups.get_mut(&group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
+            return c.classic_sync(&req, Instant::now());
+        }
         let (step, record) = table::sync(&mut self.groups.borrow_mut(), req, Instant::now());
         if let Some(r) = record {
             let records = vec![(store::group_key(&group_id), store::group_value(&r))];
@@ -208,10 +249,27 @@ impl Coordinator {
     }
 
     fn heartbeat(&self, m: MemberRef) -> Result<(), GroupError> {
-        table::heartbeat(&mut self.groups.borrow_mut(), &m, Instant::now())
+        let mut groups = self.groups.borrow_mut();
+        if let Some(c) = groups.get_mut(&m.group_id).and_then(|g| g.consumer.as_mut()).filter(|c| !c.members.is_empty())
+        {
+            return c.classic_heartbeat(&m.member_id, m.group_instance_id.as_deref(), m.generation_id, Instant::now());
+        }
+        table::heartbeat(&mut groups, &m, Instant::now())
     }
 
-    fn leave(&self, shard: &Shard, group_id: &str, members: &[(String, Option<String>)]) -> EachResult {
+    async fn leave(&self, shard: &Rc<Shard>, group_id: &str, members: &[(String, Option<String>)]) -> EachResult {
+        if self.is_consumer_group(group_id) {
+            let (results, changed) = {
+                let mut groups = self.groups.borrow_mut();
+                let c =
+                    groups.get_mut(group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
+                c.classic_leave(members)
+            };
+            if changed {
+                write(shard, group_id, self.consumer_record(group_id)).await?;
+            }
+            return Ok(results);
+        }
         table::leave(&mut self.groups.borrow_mut(), group_id, members, Instant::now(), &limits(shard))
     }
 
@@ -291,6 +349,7 @@ impl Coordinator {
             Instant::now(),
             &topics,
             &consumer_settings(shard),
+            &limits(shard),
         )?;
         if beat.changed {
             write(shard, &group_id, self.consumer_record(&group_id)).await?;
@@ -405,8 +464,8 @@ impl Coordinator {
         let retention_ms =
             i64::try_from(shard.config.offsets_retention_minutes).unwrap_or(i64::MAX).saturating_mul(60_000);
         let horizon = expire_offsets.then(|| now_ms().saturating_sub(retention_ms));
-        let session = consumer_settings(shard).session_timeout;
-        let changed = consumer::tick(&mut self.groups.borrow_mut(), Instant::now(), session);
+        let changed =
+            consumer::tick(&mut self.groups.borrow_mut(), Instant::now(), &consumer_settings(shard), &limits(shard));
         for (group, value) in changed {
             let records = vec![(store::consumer_key(&group), value)];
             write_later(shard, group, records, "the consumer group's expired members");

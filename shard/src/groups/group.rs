@@ -139,7 +139,7 @@ impl Group {
 
     /// Each member votes for its most preferred candidate; the most votes win (ties: earliest
     /// candidate).
-    fn select_protocol(&self) -> Option<String> {
+    pub(crate) fn select_protocol(&self) -> Option<String> {
         let candidates = self.candidates();
         let mut votes = vec![0usize; candidates.len()];
         for m in &self.members {

@@ -16,10 +16,12 @@
 //! after every change (debug builds): no partition is held by two members.
 
 pub(crate) mod assignor;
+pub(crate) mod classic;
+pub(crate) mod protocol;
 pub(crate) mod reconcile;
 pub(crate) mod record;
 
-use super::group::Group;
+use super::group::{Group, Limits};
 use super::table::Groups;
 use super::GroupError;
 use assignor::Assignor;
@@ -137,6 +139,8 @@ pub(crate) struct ConsumerMember {
     pub last_seen: Instant,
     /// When a member that must revoke partitions is fenced if it has not (its rebalance timeout).
     pub revoke_deadline: Option<Instant>,
+    /// Set for a member using the classic protocol (JoinGroup/SyncGroup/Heartbeat, [`classic`]).
+    pub classic: Option<classic::ClassicMeta>,
 }
 
 impl ConsumerMember {
@@ -158,6 +162,15 @@ impl ConsumerMember {
             revoking: Assignment::new(),
             last_seen: now,
             revoke_deadline: None,
+            classic: None,
+        }
+    }
+
+    /// Whether the member's session (or its revocation, sync or rejoin deadline) ran out.
+    fn expired(&self, now: Instant, session: Duration) -> bool {
+        match &self.classic {
+            Some(c) => c.expired(self.last_seen, now),
+            None => now > self.last_seen + session || self.revoke_deadline.is_some_and(|d| now > d),
         }
     }
 
@@ -187,6 +200,7 @@ pub(crate) struct Settings {
     pub session_timeout: Duration,
     pub heartbeat_interval_ms: i32,
     pub max_size: usize,
+    pub migration: sluice_core::config::MigrationPolicy,
 }
 
 /// ConsumerGroupHeartbeat, as the coordinator needs it.
@@ -234,6 +248,8 @@ pub struct ConsumerMemberDescription {
     pub regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
+    /// The member uses the classic protocol (JoinGroup/SyncGroup/Heartbeat).
+    pub classic: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -364,18 +380,20 @@ impl ConsumerGroup {
         }
     }
 
-    /// Removes members whose session or revocation deadline passed; whether any was.
-    pub fn tick(&mut self, now: Instant, session: Duration) -> bool {
-        let expired: Vec<String> = self
+    /// Removes members whose session or revocation (classic: sync or rejoin) deadline passed:
+    /// (whether any was, whether one of them used the consumer protocol).
+    pub fn tick(&mut self, now: Instant, session: Duration) -> (bool, bool) {
+        let expired: Vec<(String, bool)> = self
             .members
             .values()
-            .filter(|m| now > m.last_seen + session || m.revoke_deadline.is_some_and(|d| now > d))
-            .map(|m| m.id.clone())
+            .filter(|m| m.expired(now, session))
+            .map(|m| (m.id.clone(), m.classic.is_none()))
             .collect();
-        for id in &expired {
+        for (id, _) in &expired {
+            tracing::info!(member = %id, "consumer group member expired");
             self.remove(id);
         }
-        !expired.is_empty()
+        (!expired.is_empty(), expired.iter().any(|(_, consumer)| *consumer))
     }
 
     pub fn describe(&self) -> ConsumerGroupDescription {
@@ -398,6 +416,7 @@ impl ConsumerGroup {
                     regex: m.regex.as_ref().map(|r| r.source.clone()),
                     assignment: m.assigned.clone(),
                     target: self.target.get(&m.id).cloned().unwrap_or_default(),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         }
@@ -413,12 +432,13 @@ impl ConsumerGroup {
     }
 
     /// OffsetFetch v9 from a member, and OffsetCommit's check: it must be one of them
-    /// (UNKNOWN_MEMBER_ID), at its current epoch (STALE_MEMBER_EPOCH), as Kafka's
+    /// (UNKNOWN_MEMBER_ID), at its current epoch (STALE_MEMBER_EPOCH; ILLEGAL_GENERATION for a
+    /// classic member, whose generation is its member epoch), as Kafka's
     /// `ConsumerGroup.validateOffsetFetch` / `validateOffsetCommit`.
     pub fn validate_member(&self, member_id: Option<&str>, epoch: i32) -> Result<(), GroupError> {
         let m = member_id.and_then(|id| self.members.get(id)).ok_or(GroupError::UnknownMemberId)?;
         if m.epoch.0 != epoch {
-            return Err(GroupError::StaleMemberEpoch);
+            return Err(if m.classic.is_some() { GroupError::IllegalGeneration } else { GroupError::StaleMemberEpoch });
         }
         Ok(())
     }
@@ -465,20 +485,31 @@ fn validate_join(req: &ConsumerHeartbeatRequest) -> Result<(), GroupError> {
     Ok(())
 }
 
-/// The consumer group of an id; with `create`, made if missing, and an empty classic group
-/// becomes one (its offsets kept). A classic group with members is not a consumer group.
-fn group_of<'a>(groups: &'a mut Groups, id: &str, create: bool) -> Result<&'a mut ConsumerGroup, GroupError> {
+/// The group of an id, as a consumer group; with `create` (a join), made if missing, an empty
+/// classic group becomes one (its offsets kept), and a classic group with members is upgraded
+/// if the migration policy allows ([`classic::upgrade`]; GROUP_ID_NOT_FOUND otherwise).
+fn group_of<'a>(
+    groups: &'a mut Groups,
+    id: &str,
+    create: bool,
+    s: &Settings,
+    now: Instant,
+) -> Result<&'a mut Group, GroupError> {
     if create && !groups.contains_key(id) {
         groups.insert(id.to_string(), Group::new(id));
     }
     let g = groups.get_mut(id).ok_or(GroupError::GroupIdNotFound)?;
     if g.consumer.is_none() {
-        if !create || !g.members.is_empty() {
+        if !create {
             return Err(GroupError::GroupIdNotFound);
         }
-        g.consumer = Some(ConsumerGroup::default());
+        if g.members.is_empty() {
+            g.consumer = Some(ConsumerGroup::default());
+        } else {
+            classic::upgrade(g, s, now)?;
+        }
     }
-    g.consumer.as_mut().ok_or(GroupError::GroupIdNotFound)
+    Ok(g)
 }
 
 /// What a heartbeat did: the answer, and whether the group's durable state changed.
@@ -496,11 +527,13 @@ pub(crate) fn heartbeat(
     now: Instant,
     topics: &Topics,
     s: &Settings,
+    limits: &Limits,
 ) -> Result<Beat, GroupError> {
     validate(&req)?;
     let regex = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()).map(compile).transpose()?;
     let epoch = MemberEpoch(req.member_epoch);
-    let g = group_of(groups, &req.group_id, epoch == MemberEpoch::JOIN)?;
+    let group = group_of(groups, &req.group_id, epoch == MemberEpoch::JOIN, s, now)?;
+    let g = group.consumer.as_mut().ok_or(GroupError::GroupIdNotFound)?;
     let before = record::fingerprint(g, &req.member_id);
     let response = match epoch {
         MemberEpoch::LEAVE | MemberEpoch::LEAVE_STATIC => g.leave(&req)?,
@@ -508,6 +541,9 @@ pub(crate) fn heartbeat(
     };
     g.check_invariants();
     let changed = record::fingerprint(g, &response.member_id) != before;
+    if epoch == MemberEpoch::LEAVE && classic::maybe_downgrade(group, true, s, now, limits) {
+        return Ok(Beat { response, changed: true });
+    }
     Ok(Beat { response, changed })
 }
 
@@ -645,6 +681,7 @@ impl ConsumerGroup {
     ) -> bool {
         let Some(m) = self.members.get_mut(id) else { return false };
         m.last_seen = now;
+        m.classic = None;
         m.client_id.clone_from(&req.client_id);
         m.client_host.clone_from(&req.client_host);
         if req.rack_id.is_some() {
@@ -679,14 +716,20 @@ pub(crate) fn describe(groups: &Groups, id: &str) -> Result<ConsumerGroupDescrip
     Ok(g.describe())
 }
 
-/// The sweep of consumer groups: the groups whose members expired, with their new record.
-pub(crate) fn tick(groups: &mut Groups, now: Instant, session: Duration) -> Vec<(String, Vec<u8>)> {
+/// The sweep of consumer groups: the groups whose members expired, with their new record (a
+/// tombstone, empty, when the group was downgraded to a classic group).
+pub(crate) fn tick(groups: &mut Groups, now: Instant, s: &Settings, limits: &Limits) -> Vec<(String, Vec<u8>)> {
     let mut changed = Vec::new();
     for g in groups.values_mut() {
-        if let Some(c) = g.consumer.as_mut() {
-            if c.tick(now, session) {
-                changed.push((g.id.clone(), record::encode(c)));
-            }
+        let Some(c) = g.consumer.as_mut() else { continue };
+        let (expired, consumer_member) = c.tick(now, s.session_timeout);
+        if !expired {
+            continue;
+        }
+        if classic::maybe_downgrade(g, consumer_member, s, now, limits) {
+            changed.push((g.id.clone(), Vec::new()));
+        } else if let Some(c) = g.consumer.as_ref() {
+            changed.push((g.id.clone(), record::encode(c)));
         }
     }
     changed

@@ -10,7 +10,8 @@
 //!             | members (u32 n, [member]) | target (u32 n, [member id, assignment])
 //! member:     id | instance? | rack? | client id | client host | rebalance timeout i32
 //!             | topic names (u32 n, [name]) | regex? | assignor? | epoch i32 | previous epoch i32
-//!             | state u8 | assigned | revoking
+//!             | state u8 | assigned | revoking | v1+: classic (u8 0 | u8 1 + session timeout i32
+//!             | protocols (u32 n, [name, metadata (u32 len + bytes)]))
 //! assignment: u32 n, [topic, u32 m, [partition i32]]
 //! string: u32 len + UTF-8; optional (?): u8 0 | u8 1 + string.  Big-endian.
 //! ```
@@ -19,13 +20,15 @@
 //! read whole; counts are checked against the bytes left before allocating. Session timers
 //! restart at load (`now`): a member's session runs from the coordinator's start.
 
+use super::classic::ClassicMeta;
 use super::{
     compile, Assignment, ConsumerGroup, ConsumerMember, GroupEpoch, MemberEpoch, MemberState, TopicInfo, Topics,
 };
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-const VERSION: u8 = 0;
+/// Version 1 adds the classic protocol metadata of members (mixed groups); 0 is still read.
+const VERSION: u8 = 1;
 
 struct W(Vec<u8>);
 
@@ -78,6 +81,19 @@ impl W {
         self.0.push(m.state.code());
         self.assignment(&m.assigned);
         self.assignment(&m.revoking);
+        match &m.classic {
+            None => self.0.push(0),
+            Some(c) => {
+                self.0.push(1);
+                self.i32(c.session_timeout_ms);
+                self.u32(c.protocols.len());
+                for (name, meta) in &c.protocols {
+                    self.str(name);
+                    self.u32(meta.len());
+                    self.0.extend_from_slice(meta);
+                }
+            }
+        }
     }
 }
 
@@ -163,7 +179,23 @@ impl R<'_> {
         }
         Some(a)
     }
-    fn member(&mut self, now: Instant) -> Option<ConsumerMember> {
+    fn classic(&mut self) -> Option<Option<ClassicMeta>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => {
+                let session_timeout_ms = self.i32()?;
+                let mut protocols = Vec::new();
+                for _ in 0..self.count()? {
+                    let name = self.str()?;
+                    let n = self.count()?;
+                    protocols.push((name, bytes::Bytes::copy_from_slice(self.take(n)?)));
+                }
+                Some(Some(ClassicMeta { session_timeout_ms, protocols, join_deadline: None, sync_deadline: None }))
+            }
+            _ => None,
+        }
+    }
+    fn member(&mut self, now: Instant, version: u8) -> Option<ConsumerMember> {
         let mut m = ConsumerMember::new(self.str()?, now);
         m.instance_id = self.opt()?;
         m.rack_id = self.opt()?;
@@ -181,7 +213,10 @@ impl R<'_> {
         m.state = MemberState::from_code(self.u8()?)?;
         m.assigned = self.assignment()?;
         m.revoking = self.assignment()?;
-        if m.state == MemberState::UnrevokedPartitions {
+        if version >= 1 {
+            m.classic = self.classic()?;
+        }
+        if m.classic.is_none() && m.state == MemberState::UnrevokedPartitions {
             let timeout = u64::try_from(m.rebalance_timeout_ms).unwrap_or(0);
             m.revoke_deadline = Some(now + std::time::Duration::from_millis(timeout));
         }
@@ -192,7 +227,8 @@ impl R<'_> {
 /// A group from its record value; `now` starts the members' sessions.
 pub(crate) fn decode(bytes: &[u8], now: Instant) -> Option<ConsumerGroup> {
     let mut r = R(bytes);
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if version > VERSION {
         return None;
     }
     let mut g = ConsumerGroup { epoch: GroupEpoch(r.i32()?), target_epoch: GroupEpoch(r.i32()?), ..Default::default() };
@@ -204,7 +240,7 @@ pub(crate) fn decode(bytes: &[u8], now: Instant) -> Option<ConsumerGroup> {
     }
     g.metadata = metadata;
     for _ in 0..r.count()? {
-        let m = r.member(now)?;
+        let m = r.member(now, version)?;
         g.members.insert(m.id.clone(), m);
     }
     let mut target = BTreeMap::new();

@@ -22,7 +22,16 @@ fn topics(list: &[(&str, i32)]) -> Topics {
 }
 
 fn settings() -> Settings {
-    Settings { session_timeout: Duration::from_secs(45), heartbeat_interval_ms: 5000, max_size: 10 }
+    Settings {
+        session_timeout: Duration::from_secs(45),
+        heartbeat_interval_ms: 5000,
+        max_size: 10,
+        migration: sluice_core::config::MigrationPolicy::Bidirectional,
+    }
+}
+
+pub(super) fn limits() -> Limits {
+    Limits { initial_delay: Duration::ZERO, min_session: 1000, max_session: 300_000 }
 }
 
 fn join_req(member: &str, subs: &[&str]) -> ConsumerHeartbeatRequest {
@@ -56,7 +65,7 @@ fn hb(
     now: Instant,
     t: &Topics,
 ) -> Result<ConsumerHeartbeatResponse, GroupError> {
-    heartbeat(groups, req, "server-id".into(), now, t, &settings()).map(|b| b.response)
+    heartbeat(groups, req, "server-id".into(), now, t, &settings(), &limits()).map(|b| b.response)
 }
 
 fn parts(a: &Assignment) -> usize {
@@ -215,9 +224,9 @@ fn silent_members_expire_and_members_that_do_not_revoke_are_fenced() {
     let mut r = join_req("m2", &["a"]);
     r.rebalance_timeout_ms = 1000;
     hb(&mut gs, r, later, &t).unwrap();
-    assert!(!tick(&mut gs, later, Duration::from_secs(45)).iter().any(|(g, _)| g == G));
+    assert!(!tick(&mut gs, later, &settings(), &limits()).iter().any(|(g, _)| g == G));
     // m1 never heartbeats again: expired after 45 s; its partitions go to m2.
-    let changed = tick(&mut gs, now + Duration::from_secs(46), Duration::from_secs(45));
+    let changed = tick(&mut gs, now + Duration::from_secs(46), &settings(), &limits());
     assert_eq!(changed.len(), 1);
     assert!(!group(&gs).members.contains_key("m1"));
     let e = group(&gs).epoch.0;
@@ -227,7 +236,7 @@ fn silent_members_expire_and_members_that_do_not_revoke_are_fenced() {
     hb(&mut gs, join_req("m3", &["a"]), later, &t).unwrap();
     hb(&mut gs, beat_req("m2", e, None), later, &t).unwrap();
     assert_eq!(group(&gs).members["m2"].state, MemberState::UnrevokedPartitions);
-    tick(&mut gs, later + Duration::from_millis(1500), Duration::from_secs(45));
+    tick(&mut gs, later + Duration::from_millis(1500), &settings(), &limits());
     assert!(!group(&gs).members.contains_key("m2"), "fenced at its rebalance timeout");
 }
 
@@ -494,3 +503,6 @@ fn classic_apis_see_a_consumer_group_as_kafka_does() {
     assert_eq!(hb(&mut gs, join_req("m2", &["a"]), now, &t), Err(GroupError::GroupIdNotFound));
     assert_eq!(describe(&gs, G).map(|_| ()), Err(GroupError::GroupIdNotFound));
 }
+
+#[path = "classic_tests.rs"]
+mod classic_tests;
