@@ -745,6 +745,7 @@ fn a_new_groups_preferred_replica_leads_even_when_its_first_campaign_is_lost() {
         p_disk_fault: 0.0,
         p_propose: 0.0,
         p_sync: 1.0,
+        window: WINDOW,
     };
     let mut w = World::with(11, StdRng::seed_from_u64(11), p);
     let preferred = |k: usize| k % 3;
