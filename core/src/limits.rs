@@ -428,10 +428,26 @@ pub const RAFT_MAX_MSGS_PER_BATCH: usize = 65_536;
 /// Most entries one decoded append message may carry.
 pub const RAFT_MAX_ENTRIES_PER_MSG: usize = 4096;
 /// Recent batches per partition whose (index, term, offsets, position) stay in memory (the
-/// index ↔ offset window, 40 bytes each); below it a lagging follower gets a snapshot (copy by
-/// offset). At 100,000 partitions this bound is too generous (about 16 GB): trimming to the
+/// index ↔ offset window, 40 bytes each); below it a lagging follower is fed from the segments
+/// (`RAFT_CATCHUP_*`). At 100,000 partitions this bound is too generous (about 16 GB): trimming to the
 /// slowest follower's matched index is the planned refinement.
 pub const RAFT_WINDOW_BATCHES: usize = 4096;
+/// Bytes of the window's batches a partition keeps in memory (read back for raft-rs without
+/// waiting); past it the window is trimmed (never past the applied index) even below
+/// `RAFT_WINDOW_BATCHES` batches: what is older is read from the segments (catch-up).
+pub const RAFT_WINDOW_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of batches below the Raft window a leader reads from its segments in one catch-up
+/// read for a follower far behind, and at most keeps cached per group to answer raft-rs from
+/// (the batches of one read; the next read replaces them).
+pub const RAFT_CATCHUP_READ_BYTES: usize = 1024 * 1024;
+/// Batches between two remembered (index, offset) anchors below the window: a catch-up read
+/// starts from the nearest anchor at or below the index asked and counts batch headers on.
+pub const RAFT_CATCHUP_ANCHOR_STRIDE: u64 = 1024;
+/// Anchors a group remembers below its window (16 bytes each); past it every other one goes.
+pub const RAFT_CATCHUP_MAX_ANCHORS: usize = 1024;
+/// Catch-up requests a group keeps waiting for a read (one per lagging follower is enough;
+/// more are dropped and raft-rs asks again).
+pub const RAFT_CATCHUP_MAX_REQUESTS: usize = 8;
 /// Consecutive idle ticks after which a Raft group goes quiet (is no longer ticked and sends no
 /// heartbeats): idle is a leader with every voter matched, everything committed and nothing
 /// pending, or a follower whose leader's broker was heard within an election timeout
@@ -492,6 +508,9 @@ const _: () = assert!(
 const _: () = assert!(DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE <= 100);
 const _: () = assert!(RAFT_MAX_SIZE_PER_MSG <= MAX_REQUEST_BYTES as u64);
 const _: () = assert!(RAFT_WINDOW_BATCHES >= RAFT_MAX_ENTRIES_PER_MSG);
+const _: () = assert!(RAFT_CATCHUP_READ_BYTES as u64 >= RAFT_MAX_SIZE_PER_MSG);
+const _: () = assert!(RAFT_WINDOW_BYTES >= RAFT_CATCHUP_READ_BYTES);
+const _: () = assert!(RAFT_CATCHUP_MAX_ANCHORS >= 2 && RAFT_CATCHUP_ANCHOR_STRIDE >= 1);
 /// Largest raft-state file accepted at open (term, vote, commit, floor, conf state, epochs).
 pub const MAX_RAFT_STATE_FILE_BYTES: usize = 1024 * 1024;
 

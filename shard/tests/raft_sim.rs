@@ -29,7 +29,7 @@ use sluice_core::Offset;
 use sluice_shard::raft::driver::{Driver, DriverConfig, Event, ProposalHandle, ReadyRound};
 use sluice_shard::raft::memlog::{MemDisk, MemLog};
 use sluice_shard::raft::store::GroupStore;
-use sluice_shard::raft::{control, logger, wire, GroupId, NodeId, Term};
+use sluice_shard::raft::{catchup, control, logger, wire, GroupId, NodeId, Term};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
@@ -49,6 +49,9 @@ struct Params {
     p_disk_fault: f64,
     p_propose: f64,
     p_sync: f64,
+    /// The Raft window (batches): small in half the runs, so followers that were down or cut
+    /// off catch up from below the leader's window (catch-up reads, `raft/catchup.rs`).
+    window: usize,
 }
 
 impl Params {
@@ -66,6 +69,7 @@ impl Params {
             p_disk_fault: rng.gen_range(0.0..0.002),
             p_propose: rng.gen_range(0.2..1.0),
             p_sync: rng.gen_range(0.5..1.0),
+            window: if rng.gen_bool(0.5) { rng.gen_range(4..16) } else { WINDOW },
         }
     }
 }
@@ -122,6 +126,7 @@ struct Stats {
     terms: u64,
     failed_proposals: u64,
     truncated_on_crash: u64,
+    catchup_reads: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -132,6 +137,7 @@ impl std::ops::AddAssign for Stats {
         self.terms += o.terms;
         self.failed_proposals += o.failed_proposals;
         self.truncated_on_crash += o.truncated_on_crash;
+        self.catchup_reads += o.catchup_reads;
     }
 }
 
@@ -194,7 +200,7 @@ impl World {
         let mut d = Driver::new(n.id, cfg, logger::logger());
         for &g in &self.groups {
             let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-            let store = GroupStore::create(MemLog(disk.clone()), voters(self.p.nodes), Offset(0), WINDOW);
+            let store = GroupStore::create(MemLog(disk.clone()), voters(self.p.nodes), Offset(0), self.p.window);
             disk.borrow_mut().sync().expect("no fault armed");
             d.add_group(g, store).expect("a new group");
             n.disks.insert(g, disk);
@@ -210,8 +216,8 @@ impl World {
         let mut d = Driver::new(n.id, cfg, logger::logger());
         for (&g, disk) in &n.disks {
             let rec = disk.borrow().recover();
-            let store =
-                GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, WINDOW).expect("memory logs do not fail");
+            let store = GroupStore::open(MemLog(disk.clone()), rec.state, rec.found, self.p.window)
+                .expect("memory logs do not fail");
             d.add_group(g, store).expect("a reopened group");
         }
         n.driver = Some(d);
@@ -347,12 +353,32 @@ impl World {
             if let Some(r) = round {
                 self.nodes[i].unsynced.push_back(r);
             }
+            self.catch_up(i);
             if !self.sync_some(i) {
                 return;
             }
         }
         self.drain_events(i);
         self.send(i);
+    }
+
+    /// Makes the catch-up reads the broker's groups asked for (from the in-memory log, a few
+    /// batches at a time so long catch-ups take several reads), or leaves them for a later
+    /// step; raft-rs sends the appends it waited for when a read is handed back.
+    fn catch_up(&mut self, i: usize) {
+        if self.rng.gen_bool(0.3) {
+            return;
+        }
+        let reads = self.nodes[i].driver.as_mut().expect("up").take_catchup_reads();
+        for (g, read) in reads {
+            let disk = self.nodes[i].disks.get(&g).expect("hosted").clone();
+            let out = catchup::scan_batches(read.plan, disk.borrow().batches(), 600);
+            if let Err(e) = &out {
+                self.fail(format!("group {g}: catch-up read failed: {e}"));
+            }
+            self.stats.catchup_reads += 1;
+            self.nodes[i].driver.as_mut().expect("up").catchup_done(g, read, out);
+        }
     }
 
     /// Syncs the pending rounds (all, or none this time). False when the broker crashed.
@@ -654,6 +680,7 @@ fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
         p_disk_fault: 0.0,
         p_propose: 0.0,
         p_sync: 1.0,
+        window: WINDOW,
     };
     let mut w = World::with(7, StdRng::seed_from_u64(7), p);
     w.settle();
@@ -718,6 +745,7 @@ fn a_new_groups_preferred_replica_leads_even_when_its_first_campaign_is_lost() {
         p_disk_fault: 0.0,
         p_propose: 0.0,
         p_sync: 1.0,
+        window: WINDOW,
     };
     let mut w = World::with(11, StdRng::seed_from_u64(11), p);
     let preferred = |k: usize| k % 3;

@@ -33,7 +33,8 @@
 //! - The high watermark of a group is the offset after the batch of its applied index (applied
 //!   ≤ committed and ≤ durable here); it is reported when it grows.
 
-use super::store::{GroupStore, LogFault, ReplicaLog};
+use super::catchup::{ScanError, ScanOutcome};
+use super::store::{CatchupRead, GroupStore, LogFault, ReplicaLog};
 use super::types::{GroupId, NodeId, RaftIndex, Term};
 use super::wire::{ConfChangeSpec, MsgKind, RaftMsg};
 use bytes::Bytes;
@@ -697,6 +698,28 @@ impl<L: ReplicaLog> Driver<L> {
             fail_all(&mut g.pending, &ProposeError::GroupStopped);
         }
         self.events.push(Event::Failed { group: id, error });
+    }
+
+    /// The catch-up reads below the window that raft-rs waits for, every group's (the caller
+    /// makes each and hands it back with [`Driver::catchup_done`]).
+    pub fn take_catchup_reads(&mut self) -> Vec<(GroupId, CatchupRead)> {
+        let mut out = Vec::new();
+        for (&id, g) in &mut self.groups {
+            out.extend(g.raw.mut_store().take_catchup_reads().into_iter().map(|r| (id, r)));
+        }
+        out
+    }
+
+    /// A catch-up read finished: its batches are installed and raft-rs sends the appends it
+    /// waited for (nothing when the group went away meanwhile).
+    pub fn catchup_done(&mut self, group: GroupId, read: CatchupRead, result: Result<ScanOutcome, ScanError>) {
+        let Some(g) = self.groups.get_mut(&group) else { return };
+        if let Err(e) = &result {
+            tracing::warn!(%group, error = %e, "catch-up read below the window failed");
+        }
+        g.raw.mut_store().install_catchup(&read.plan, result);
+        wake(g);
+        g.raw.on_entries_fetched(read.ctx);
     }
 
     /// This round's batches, one per destination broker (empty ones are keepalives).

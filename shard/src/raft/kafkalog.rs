@@ -7,16 +7,17 @@
 //! - Reads raft-rs asks for (entries to send to followers) never wait: every batch of the
 //!   window is kept in memory here (`cache`, by base offset) from its append (or, at open,
 //!   read back before the group starts) until the window trims it. raft-rs therefore never
-//!   sees `Unavailable` for an entry in the window, and below the window it gets `Compacted`
-//!   and sends a snapshot (store.rs). The cache is bounded by the window (`RAFT_WINDOW_BATCHES`
-//!   batches) — for a metadata log that is small; for data partitions a byte budget (and
-//!   raft-rs's async `LogTemporarilyUnavailable` fetch from the file) is left to do.
+//!   sees `Unavailable` for an entry in the window. Below the window the batches are read
+//!   back from the segments on demand ([`read_catchup`], catch-up: `catchup.rs`). The cache
+//!   is bounded by the window: `RAFT_WINDOW_BATCHES` batches and `RAFT_WINDOW_BYTES` (the
+//!   store trims the window, never past the applied index, while either is exceeded).
 //! - Truncation is the log's synchronous cut (`PartitionLog::cut_at`; the file work follows
-//!   in its writer). A reset (snapshot install) is refused (LogFault: the group stops):
-//!   copying a leader's log below its window is not built yet.
+//!   in its writer). A reset (snapshot install) is refused (LogFault: the group stops): a
+//!   leader sends a snapshot only when catch-up cannot serve (its log start moved).
 //! - The Raft state handed over by the store is kept as `pending_state` until the runtime
 //!   writes it (tmp + fsync + rename + directory fsync) in the same round as the log sync.
 
+use super::catchup::{OldScan, ScanError, ScanOutcome, ScanPlan};
 use super::store::{LogFault, PersistedState, ReplicaLog};
 use super::types::Term;
 use bytes::Bytes;
@@ -27,10 +28,45 @@ use sluice_storage::raft_state::RaftStateRecord;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+/// Makes a catch-up read below the window: reads the log from the plan's anchor in chunks of
+/// `RAFT_CATCHUP_READ_BYTES` (direct reads of the segments, never past the durable end) and
+/// counts batches until the scan has what it wants (`catchup.rs`).
+pub async fn read_catchup(log: &PartitionLog, plan: ScanPlan) -> Result<ScanOutcome, ScanError> {
+    let chunk = sluice_core::limits::RAFT_CATCHUP_READ_BYTES;
+    let mut scan = OldScan::new(plan, chunk);
+    while !scan.is_done() {
+        let at = scan.next_offset();
+        let r = log.read_durable(at, chunk).await.map_err(|e| ScanError::Io(e.to_string()))?;
+        if r.records.is_empty() {
+            return Err(scan.end_of_log());
+        }
+        let mut rest = r.records;
+        let mut fed = false;
+        while !rest.is_empty() && !scan.is_done() {
+            let whole = BatchHeader::parse(&rest).ok().filter(|h| h.total_len() <= rest.len());
+            let Some(h) = whole else {
+                if fed {
+                    break; // a read may end inside a batch: the next one starts at it
+                }
+                return Err(ScanError::BadBatch(format!("no whole batch at offset {at}")));
+            };
+            let b = rest.split_to(h.total_len());
+            if h.last_offset() < at.0 {
+                continue; // the read began at a batch holding an earlier offset
+            }
+            scan.feed(b)?;
+            fed = true;
+        }
+    }
+    Ok(scan.finish())
+}
+
 /// A partition log as a Raft replica's storage.
 pub struct KafkaLog {
     pub log: Rc<PartitionLog>,
     cache: BTreeMap<Offset, Bytes>,
+    /// Bytes in `cache`.
+    cache_bytes: usize,
     last_append: Option<AppendInfo>,
     pending_state: Option<RaftStateRecord>,
 }
@@ -44,7 +80,7 @@ pub struct SyncWork {
 
 impl KafkaLog {
     pub fn new(log: Rc<PartitionLog>) -> KafkaLog {
-        KafkaLog { log, cache: BTreeMap::new(), last_append: None, pending_state: None }
+        KafkaLog { log, cache: BTreeMap::new(), cache_bytes: 0, last_append: None, pending_state: None }
     }
 
     /// Reads every batch from `from` to the durable end into the cache; returns each batch's
@@ -66,7 +102,7 @@ impl KafkaLog {
                     let term = Term::from_epoch(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
                     let base = Offset(h.base_offset);
                     found.push((term, base, Offset(h.last_offset()), 0));
-                    self.cache.insert(base, b);
+                    self.cache_insert(base, b);
                 }
                 at = Offset(h.last_offset() + 1);
             }
@@ -86,21 +122,31 @@ impl KafkaLog {
 
     /// Batches no longer in the window leave the cache.
     pub fn forget_below(&mut self, offset: Offset) {
-        self.cache = self.cache.split_off(&offset);
+        let keep = self.cache.split_off(&offset);
+        self.cache_bytes -= self.cache.values().map(Bytes::len).sum::<usize>();
+        self.cache = keep;
+    }
+
+    fn cache_insert(&mut self, base: Offset, b: Bytes) {
+        self.cache_bytes += b.len();
+        if let Some(old) = self.cache.insert(base, b) {
+            self.cache_bytes -= old.len();
+        }
     }
 }
 
 impl ReplicaLog for KafkaLog {
     fn append(&mut self, batch: Bytes) -> Result<u64, LogFault> {
         let info = self.log.append_replica(&batch).map_err(|e| LogFault::Io(e.to_string()))?;
-        self.cache.insert(info.base_offset, batch);
+        self.cache_insert(info.base_offset, batch);
         self.last_append = Some(info);
         Ok(0)
     }
 
     fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault> {
         self.log.cut_at(offset).map_err(|e| LogFault::Io(e.to_string()))?;
-        let _ = self.cache.split_off(&offset);
+        let cut = self.cache.split_off(&offset);
+        self.cache_bytes -= cut.values().map(Bytes::len).sum::<usize>();
         if self.last_append.is_some_and(|a| a.base_offset >= offset) {
             self.last_append = None;
         }
@@ -121,5 +167,13 @@ impl ReplicaLog for KafkaLog {
 
     fn forget_below(&mut self, offset: Offset) {
         KafkaLog::forget_below(self, offset);
+    }
+
+    fn log_start(&self) -> Offset {
+        self.log.log_start()
+    }
+
+    fn cached_bytes(&self) -> usize {
+        self.cache_bytes
     }
 }

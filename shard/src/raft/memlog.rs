@@ -100,6 +100,16 @@ impl MemDisk {
     pub fn log_start(&self) -> Offset {
         self.start
     }
+
+    /// Moves the log start (DeleteRecords or retention), dropping the batches below it.
+    pub fn set_log_start(&mut self, start: Offset) {
+        let keep = self.current.partition_point(|(b, _)| *b < start);
+        self.current.drain(..keep);
+        self.same = self.same.saturating_sub(keep);
+        self.durable = self.current[..self.same].to_vec();
+        self.start = start;
+        self.durable_start = start;
+    }
 }
 
 /// A [`ReplicaLog`] on a shared [`MemDisk`].
@@ -143,5 +153,9 @@ impl ReplicaLog for MemLog {
 
     fn save_state(&mut self, state: &PersistedState) {
         self.0.borrow_mut().state = state.clone();
+    }
+
+    fn log_start(&self) -> Offset {
+        self.0.borrow().start
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`types`]: node, group, term and index newtypes.
 //! - [`window`]: the index ↔ offset window (one Raft entry = one Kafka batch).
+//! - [`catchup`]: a follower far behind fed from the log below the window (index ↔ offset
+//!   by counting batch headers from an anchor).
 //! - [`control`]: entries that are not Kafka data (a new leader's empty entry, membership
 //!   changes) as sluice control batches.
 //! - [`store`]: a replica's storage for raft-rs over a [`store::ReplicaLog`] (the real
@@ -15,6 +17,7 @@
 //!
 //! Contract: sans-I/O — nothing here opens sockets, files or timers; the shard drives it.
 
+pub mod catchup;
 pub mod control;
 pub mod driver;
 pub mod kafkalog;

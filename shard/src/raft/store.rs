@@ -17,12 +17,20 @@
 //!   the saved state may be newer than the log, and a saved commit index must never cover
 //!   entries the log may not have (or may have in an older, overwritten form).
 //! - The window trims its front only at or below the commit index, keeping at most `cap`
-//!   batches; a follower needing older entries gets a snapshot (below).
-//! - Snapshot: its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this
-//!   epoch history". A follower installs it by restarting its log empty at `next_offset` (as
-//!   Kafka's follower does when the leader's log start passed its end). Copying the leader's
-//!   batches below that offset (so the follower keeps a full copy) is not built yet.
+//!   batches. A follower needing older entries is fed from the log (catch-up, `catchup.rs`):
+//!   while the log starts at offset 0 the store answers raft-rs for every index from 1 —
+//!   `first_index` is 1, `entries` below the window answers from the batches of the last
+//!   catch-up read or returns `LogTemporarilyUnavailable` and records a read request (only
+//!   for raft-rs's asynchronous `SendAppend` context), which the runtime takes
+//!   ([`GroupStore::take_catchup_reads`]), makes, and hands back
+//!   ([`GroupStore::install_catchup`]) before calling raft-rs's `on_entries_fetched`.
+//! - Snapshot: raft-rs sends one only when the old entries cannot be served (the log does not
+//!   start at offset 0 — DeleteRecords or retention moved it — or a catch-up check failed).
+//!   Its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this epoch
+//!   history". A follower installs it by restarting its log empty at `next_offset` (as Kafka's
+//!   follower does when the leader's log start passed its end); the partition log refuses it.
 
+use super::catchup::{OldBatches, ScanError, ScanOutcome, ScanPlan};
 use super::control::{self, ControlError};
 use super::types::{RaftIndex, Term};
 use super::window::{BatchMeta, Floor, Window};
@@ -32,6 +40,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use sluice_core::{LeaderEpoch, Offset};
 use sluice_storage::epochs::EpochHistory;
 use sluice_storage::raft_state::RaftStateRecord;
+use std::cell::RefCell;
 
 /// A write to the replica's log failed: the group stops and is reopened from what is durable
 /// (fail-stop, as a crash).
@@ -108,6 +117,18 @@ pub trait ReplicaLog {
     /// The window no longer holds batches below `offset` (a log caching the window's batches
     /// may drop them).
     fn forget_below(&mut self, _offset: Offset) {}
+    /// The log's first offset (batches below it were deleted, or the log was reset there).
+    fn log_start(&self) -> Offset;
+    /// Bytes of the window's batches the log keeps in memory.
+    fn cached_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// A catch-up read raft-rs waits for: what to read, and raft-rs's context to hand back.
+pub struct CatchupRead {
+    pub plan: ScanPlan,
+    pub ctx: GetEntriesContext,
 }
 
 /// What a snapshot means: the leader's log below `next_offset`, with its epoch history.
@@ -157,6 +178,12 @@ pub struct GroupStore<L: ReplicaLog> {
     synced: RaftIndex,
     /// The state changed in a way that must be saved (not only the commit index).
     dirty: bool,
+    /// Below the window: anchors and the batches of the last catch-up read.
+    old: OldBatches,
+    /// Catch-up reads raft-rs asked for (first index wanted, context), not yet taken.
+    old_requests: RefCell<Vec<(RaftIndex, GetEntriesContext)>>,
+    /// First indexes of the catch-up reads under way.
+    old_in_flight: RefCell<Vec<RaftIndex>>,
 }
 
 impl<L: ReplicaLog> GroupStore<L> {
@@ -177,6 +204,9 @@ impl<L: ReplicaLog> GroupStore<L> {
             cap,
             synced: floor.index,
             dirty: false,
+            old: OldBatches::default(),
+            old_requests: RefCell::new(Vec::new()),
+            old_in_flight: RefCell::new(Vec::new()),
         }
     }
 
@@ -200,6 +230,9 @@ impl<L: ReplicaLog> GroupStore<L> {
             cap,
             synced,
             dirty: true,
+            old: OldBatches::default(),
+            old_requests: RefCell::new(Vec::new()),
+            old_in_flight: RefCell::new(Vec::new()),
         };
         if let Some(at) = stop {
             s.log.truncate_to(at)?;
@@ -323,6 +356,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             SnapshotData::decode(&snap.data).ok_or(LogFault::Entry(ControlError::BadControl("snapshot data")))?;
         assert!(md.index >= self.hard.commit, "a snapshot never goes back past the commit index");
         self.log.reset_to(data.next_offset)?;
+        self.old.clear();
         self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
         self.epochs = data.epochs;
         self.conf = md.get_conf_state().clone();
@@ -334,12 +368,22 @@ impl<L: ReplicaLog> GroupStore<L> {
     }
 
     /// Trims the window to its bound, never past `applied` (and so the commit index).
+    /// Also trims while the log's cache of the window holds more than `RAFT_WINDOW_BYTES`.
     pub fn compact(&mut self, applied: RaftIndex) {
         let over = self.window.len().saturating_sub(self.cap);
-        if over == 0 {
-            return;
+        let mut upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits"));
+        let excess = self.log.cached_bytes().saturating_sub(sluice_core::limits::RAFT_WINDOW_BYTES);
+        if excess > 0 {
+            let mut freed = 0;
+            for m in self.window.iter_from(self.window.first_index()) {
+                if freed >= excess || m.index > applied {
+                    break;
+                }
+                freed += self.log.read(m.base, m.pos).map_or(0, |b| b.len());
+                upto = upto.max(m.index);
+            }
         }
-        let upto = RaftIndex(self.window.floor().index.0 + u64::try_from(over).expect("fits")).min(applied);
+        let upto = upto.min(applied);
         if upto > self.window.floor().index {
             self.window.trim_to(upto);
             self.log.forget_below(self.window.floor().next_offset);
@@ -363,6 +407,72 @@ impl<L: ReplicaLog> GroupStore<L> {
         self.dirty = false;
     }
 
+    /// Batches below the window can be served from the log.
+    fn old_servable(&self) -> bool {
+        self.old.servable(self.log.log_start())
+    }
+
+    /// Entries from `low` (below the window) out of the last catch-up read, when it holds
+    /// `low` and the term of `low - 1` is known (raft-rs sends it with them).
+    fn old_entries(&self, low: u64, high: u64) -> Option<raft::Result<Vec<Entry>>> {
+        let prev = RaftIndex(low - 1);
+        let prev_known = prev.0 == 0 || self.old.get(prev).is_some() || prev >= self.window.floor().index;
+        if !prev_known || self.old.get(RaftIndex(low)).is_none() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let most = sluice_core::limits::RAFT_MAX_ENTRIES_PER_MSG; // what a receiver decodes
+        for (m, b) in self.old.iter_from(RaftIndex(low)).take_while(|(m, _)| m.index.0 < high).take(most) {
+            match control::batch_to_entry(m.index.0, m.term, b.clone()) {
+                Ok(e) => out.push(e),
+                Err(e) => return Some(Err(raft::Error::Store(StorageError::Other(Box::new(e))))),
+            }
+        }
+        Some(Ok(out))
+    }
+
+    /// Records that raft-rs waits for the entries from `low` (below the window).
+    fn request_old(&self, low: u64, ctx: GetEntriesContext) {
+        let want = RaftIndex(low.saturating_sub(1).max(1));
+        let mut reqs = self.old_requests.borrow_mut();
+        let known = reqs.iter().any(|(w, _)| *w == want) || self.old_in_flight.borrow().contains(&want);
+        if !known && reqs.len() < sluice_core::limits::RAFT_CATCHUP_MAX_REQUESTS {
+            reqs.push((want, ctx));
+        }
+    }
+
+    /// The catch-up reads raft-rs waits for (each then under way until installed).
+    pub fn take_catchup_reads(&mut self) -> Vec<CatchupRead> {
+        let reqs = std::mem::take(self.old_requests.get_mut());
+        let floor = self.window.floor();
+        let mut out = Vec::with_capacity(reqs.len());
+        for (want, ctx) in reqs {
+            if want > floor.index || !self.old_servable() {
+                // The window moved down (a snapshot) or serving stopped: raft-rs asks again.
+                continue;
+            }
+            self.old_in_flight.get_mut().push(want);
+            out.push(CatchupRead { plan: self.old.plan(want, floor), ctx });
+        }
+        out
+    }
+
+    /// A catch-up read's result: its batches answer raft-rs from now; a failed check stops
+    /// catch-up for this group (raft-rs falls back to a snapshot).
+    pub fn install_catchup(&mut self, plan: &ScanPlan, result: Result<ScanOutcome, ScanError>) {
+        self.old_in_flight.get_mut().retain(|w| *w != plan.want);
+        match result {
+            Ok(out) => self.old.install(out),
+            Err(ScanError::Io(_)) => {}
+            Err(_) => self.old.disable(),
+        }
+    }
+
+    /// Bytes of old batches held for catch-up.
+    pub fn catchup_bytes(&self) -> usize {
+        self.old.cached_bytes()
+    }
+
     fn entry_at(&self, meta: &BatchMeta) -> raft::Result<Entry> {
         let b = self.log.read(meta.base, meta.pos).ok_or(raft::Error::Store(StorageError::Unavailable))?;
         control::batch_to_entry(meta.index.0, meta.term, b)
@@ -380,10 +490,22 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _: GetEntriesContext,
+        ctx: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         if low < self.window.first_index().0 {
-            return Err(raft::Error::Store(StorageError::Compacted));
+            if !self.old_servable() {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            if let Some(got) = self.old_entries(low, high) {
+                let mut out = got?;
+                raft::util::limit_size(&mut out, max_size.into());
+                return Ok(out);
+            }
+            if !ctx.can_async() {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            self.request_old(low, ctx);
+            return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
         }
         assert!(high <= self.window.last_index().0 + 1, "entries past the last index asked");
         let mut out = Vec::new();
@@ -396,12 +518,25 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
         if idx < self.window.floor().index.0 {
-            return Err(raft::Error::Store(StorageError::Compacted));
+            if !self.old_servable() {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            if idx == 0 {
+                return Ok(0);
+            }
+            return self
+                .old
+                .get(RaftIndex(idx))
+                .map(|b| b.0.term.0)
+                .ok_or(raft::Error::Store(StorageError::Unavailable));
         }
         self.window.term(RaftIndex(idx)).map(|t| t.0).ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
+        if self.old_servable() {
+            return Ok(1);
+        }
         Ok(self.window.first_index().0)
     }
 
@@ -517,9 +652,10 @@ mod tests {
         let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 1)).collect();
         s.append_entries(&entries).expect("appends");
         s.compact(RaftIndex(2));
-        assert_eq!(s.first_index().expect("infallible"), 3, "never past the applied index");
+        assert_eq!(s.window().first_index(), RaftIndex(3), "never past the applied index");
         s.compact(RaftIndex(8));
-        assert_eq!(s.first_index().expect("infallible"), 6);
+        assert_eq!(s.window().first_index(), RaftIndex(6));
+        assert_eq!(s.first_index().expect("infallible"), 1, "older entries are read from the log");
         assert_eq!(s.term(5).expect("the floor's term"), 1);
         assert!(matches!(
             s.entries(4, 6, None, GetEntriesContext::empty(false)),
@@ -530,6 +666,80 @@ mod tests {
         let rec = disk.borrow().recover();
         assert_eq!(rec.state.floor, Floor { index: RaftIndex(5), term: Term(1), next_offset: Offset(5) });
         assert_eq!(rec.found.len(), 3);
+    }
+
+    #[test]
+    fn entries_below_the_window_are_read_from_the_log_then_served() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        let entries: Vec<Entry> = (1..=30).map(|i| entry(i, 1 + i / 10, usize::try_from(i % 3).unwrap())).collect();
+        s.append_entries(&entries).expect("appends");
+        s.set_hard_state(HardState { term: 4, vote: 1, commit: 30, ..Default::default() });
+        s.compact(RaftIndex(30));
+        assert_eq!(s.window().first_index(), RaftIndex(27));
+        // Below the window: raft-rs's asynchronous context gets "temporarily unavailable" and
+        // one read is recorded (asked twice, read once).
+        for _ in 0..2 {
+            assert!(matches!(
+                s.entries(5, 12, None, GetEntriesContext::empty(true)),
+                Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+            ));
+        }
+        assert_eq!(s.term(4), Err(raft::Error::Store(StorageError::Unavailable)));
+        let reads = s.take_catchup_reads();
+        assert_eq!(reads.len(), 1);
+        let read = reads.into_iter().next().expect("one");
+        assert_eq!(read.plan.want, RaftIndex(4), "the entry before the first one is read too (its term)");
+        assert!(s.take_catchup_reads().is_empty());
+        // Under way: asking again records nothing new.
+        let _ = s.entries(5, 12, None, GetEntriesContext::empty(true));
+        assert!(s.take_catchup_reads().is_empty());
+        let out = crate::raft::catchup::scan_batches(read.plan, disk.borrow().batches(), 1 << 20).expect("scans");
+        s.install_catchup(&read.plan, Ok(out));
+        let got = s.entries(5, 12, None, GetEntriesContext::empty(true)).expect("served from the read");
+        assert_eq!(got.len(), 7);
+        for (g, want) in got.iter().zip(&entries[4..11]) {
+            assert_eq!((g.index, g.term, g.data.is_empty()), (want.index, want.term, want.data.is_empty()));
+            if !want.data.is_empty() {
+                assert_eq!(&g.data[61..], &want.data[61..], "the records as appended");
+            }
+        }
+        assert_eq!(s.term(4), Ok(1));
+        assert_eq!(s.term(0), Ok(0));
+        // Not for the synchronous contexts.
+        assert!(matches!(
+            s.entries(3, 12, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        // A log that no longer starts at 0 cannot be counted from the origin: a snapshot.
+        disk.borrow_mut().set_log_start(Offset(3));
+        assert_eq!(s.first_index().expect("infallible"), 27);
+        assert!(matches!(
+            s.entries(5, 12, None, GetEntriesContext::empty(true)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+    }
+
+    #[test]
+    fn a_failed_catch_up_check_falls_back_to_the_snapshot() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 2);
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, 1)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.set_hard_state(HardState { term: 1, vote: 1, commit: 10, ..Default::default() });
+        s.compact(RaftIndex(10));
+        let _ = s.entries(3, 5, None, GetEntriesContext::empty(true));
+        let read = s.take_catchup_reads().into_iter().next().expect("a read");
+        let mut holed = disk.borrow().batches().to_vec();
+        holed.remove(1);
+        let r = crate::raft::catchup::scan_batches(read.plan, &holed, 1 << 20);
+        assert!(r.is_err());
+        s.install_catchup(&read.plan, r);
+        assert_eq!(s.first_index().expect("infallible"), 9);
+        assert!(matches!(
+            s.entries(3, 5, None, GetEntriesContext::empty(true)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
     }
 
     #[test]

@@ -25,6 +25,10 @@
 //!   A frame that cannot be queued is dropped (Raft retransmits).
 //! - High watermark: the driver's `HighWatermark` events advance the log's commit mark
 //!   (`PartitionLog::advance_commit`); readers see only below it.
+//! - Catch-up: entries raft-rs wants below a group's window (a follower far behind) are read
+//!   from the segments by one catch-up task per shard, one read at a time (asynchronous
+//!   direct reads, never blocking the shard), and handed back to the driver, which sends the
+//!   appends raft-rs waited for (`raft/catchup.rs`).
 //!
 //! Metadata log API (shard 0 only, see [`Replicas::metadata`]):
 //! - [`Replicas::propose`]`(GroupId::METADATA, batch)`: `batch` is one valid Kafka v2 record
@@ -51,8 +55,8 @@ pub mod reassign;
 pub mod rebalance;
 
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
-use crate::raft::kafkalog::{KafkaLog, SyncWork};
-use crate::raft::store::{GroupStore, PersistedState};
+use crate::raft::kafkalog::{read_catchup, KafkaLog, SyncWork};
+use crate::raft::store::{CatchupRead, GroupStore, PersistedState};
 use crate::raft::{wire, Driver, DriverConfig, GroupId, NodeId};
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -133,6 +137,9 @@ pub struct Replicas {
     by_tp: RefCell<HashMap<TopicPartition, GroupId>>,
     /// Idempotent producers' proposals not yet resolved, by (group, producer id).
     inflight: RefCell<HashMap<(GroupId, i64), VecDeque<produce::Inflight>>>,
+    /// Catch-up reads below the window waiting for the catch-up task, in order.
+    catchup: RefCell<VecDeque<(GroupId, CatchupRead)>>,
+    catchup_kick: LocalSender<()>,
 }
 
 /// Raft's id of a cluster node.
@@ -164,6 +171,7 @@ impl Replicas {
         };
         let logger = crate::raft::logger::logger();
         let (kick, rx) = local_channel::new_bounded(1);
+        let (catchup_kick, catchup_rx) = local_channel::new_bounded(1);
         let r = Rc::new(Replicas {
             me,
             peers: members.iter().copied().filter(|m| *m != me).collect(),
@@ -175,8 +183,11 @@ impl Replicas {
             commit_listeners: RefCell::new(Vec::new()),
             by_tp: RefCell::new(HashMap::new()),
             inflight: RefCell::new(HashMap::new()),
+            catchup: RefCell::new(VecDeque::new()),
+            catchup_kick,
         });
         glommio::spawn_local(rounds(r.clone(), rx)).detach();
+        glommio::spawn_local(catchup(Rc::downgrade(&r), catchup_rx)).detach();
         glommio::spawn_local(clock(Rc::downgrade(&r))).detach();
         r
     }
@@ -473,6 +484,15 @@ impl Replicas {
         }
     }
 
+    /// Queues the catch-up reads raft-rs asked for during the last steps.
+    fn queue_catchup(&self) {
+        let reads = self.driver.borrow_mut().take_catchup_reads();
+        if !reads.is_empty() {
+            self.catchup.borrow_mut().extend(reads);
+            let _ = self.catchup_kick.try_send(());
+        }
+    }
+
     fn sync_work(&self) -> Vec<(PathBuf, SyncWork)> {
         let ids: Vec<GroupId> = self.groups.borrow().keys().copied().collect();
         let mut d = self.driver.borrow_mut();
@@ -490,6 +510,7 @@ async fn rounds(r: Rc<Replicas>, rx: LocalReceiver<()>) {
             let round = r.driver.borrow_mut().collect_ready();
             r.send_outbox();
             r.handle_events();
+            r.queue_catchup();
             let Some(round) = round else { break };
             let work = r.sync_work();
             let syncs = work.into_iter().map(|(dir, w)| async move {
@@ -506,6 +527,26 @@ async fn rounds(r: Rc<Replicas>, rx: LocalReceiver<()>) {
             r.driver.borrow_mut().on_synced(round.id);
             r.send_outbox();
             r.handle_events();
+        }
+    }
+}
+
+/// Catch-up reads below the window (module docs), one at a time per shard: the memory they
+/// take is one read's (`RAFT_CATCHUP_READ_BYTES`) plus each group's last answer. Ends when
+/// the runtime is dropped.
+async fn catchup(r: std::rc::Weak<Replicas>, rx: LocalReceiver<()>) {
+    while rx.recv().await.is_some() {
+        loop {
+            let Some(r) = r.upgrade() else { return };
+            let Some((group, read)) = r.catchup.borrow_mut().pop_front() else { break };
+            let log = r.groups.borrow().get(&group).map(|g| g.log.clone());
+            let Some(log) = log else { continue };
+            let result = read_catchup(&log, read.plan).await;
+            if let Ok(out) = &result {
+                tracing::debug!(%group, batches = out.kept.len(), from = ?out.kept.first().map(|b| b.0.index), "catch-up read");
+            }
+            r.driver.borrow_mut().catchup_done(group, read, result);
+            r.wake();
         }
     }
 }

@@ -9,6 +9,7 @@ mod failure;
 mod acks;
 mod admin;
 mod affinity;
+mod catchup;
 mod cluster;
 mod cluster_ops;
 mod coordinator_failover;

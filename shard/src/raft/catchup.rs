@@ -1,0 +1,342 @@
+//! Catch-up below the window: a follower far behind (down while the leader appended more than
+//! the window, or a new replica fed from index 1) is sent the batches below the leader's
+//! window, read back from the segments through raft-rs's asynchronous entry fetch.
+//!
+//! Contract:
+//! - Raft index ↔ offset below the window is found by counting batch headers from a known
+//!   point: an *anchor* (index, base offset of the batch at that index). The origin anchor is
+//!   index 1 at offset 0, valid while the log starts at offset 0 (a group's log starts empty
+//!   at offset 0 and every index is one batch); others are remembered from earlier scans
+//!   (one every `RAFT_CATCHUP_ANCHOR_STRIDE` batches, at most `RAFT_CATCHUP_MAX_ANCHORS`).
+//! - A scan ([`OldScan`]) checks what it counts: each batch must start where the previous one
+//!   ended, its epoch must not go back, and a scan that reaches the window's floor must land
+//!   exactly on it (same index, term and next offset). The first scan from the origin always
+//!   runs to the floor to check the origin; a failed check disables catch-up for the group
+//!   (raft-rs then gets `Compacted`, the old snapshot path) — the log does not start with the
+//!   group, or compaction or a deletion removed batches.
+//! - Memory: a scan keeps at most `max_bytes` of batches (at least one), as slices of the
+//!   chunks it reads; the group keeps the batches of its last scan ([`OldBatches`]) until the
+//!   next one replaces them.
+//! - Nothing here waits: the runtime reads the log (asynchronously) and feeds the batches in.
+
+use super::types::{RaftIndex, Term};
+use super::window::{BatchMeta, Floor};
+use bytes::Bytes;
+use sluice_core::batch::BatchHeader;
+use sluice_core::{limits, LeaderEpoch, Offset};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Why a scan below the window stopped without an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("a batch below the window is unreadable: {0}")]
+    BadBatch(String),
+    #[error("batches below the window do not follow each other at index {index} (expected offset {expected}, found {found})")]
+    Gap { index: u64, expected: Offset, found: Offset },
+    #[error("counting batches below the window does not land on the floor (index {index})")]
+    FloorMismatch { index: u64 },
+    #[error("the log ended before the floor at index {index}")]
+    Short { index: u64 },
+    #[error("log read failed: {0}")]
+    Io(String),
+}
+
+/// A read the runtime must make for a group: count from `start` (index, offset), keep the
+/// batches from `want` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanPlan {
+    pub start: (RaftIndex, Offset),
+    pub want: RaftIndex,
+    pub floor: Floor,
+    /// Count on to the floor (checks the origin anchor).
+    pub verify: bool,
+}
+
+/// What a finished scan found.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOutcome {
+    pub kept: Vec<(BatchMeta, Bytes)>,
+    pub anchors: Vec<(RaftIndex, Offset)>,
+    /// The scan reached the floor and landed on it.
+    pub verified: bool,
+}
+
+/// One scan below the window (module docs).
+#[derive(Debug)]
+pub struct OldScan {
+    plan: ScanPlan,
+    index: RaftIndex,
+    next: Offset,
+    last_term: Term,
+    max_bytes: usize,
+    kept_bytes: usize,
+    out: ScanOutcome,
+}
+
+impl OldScan {
+    pub fn new(plan: ScanPlan, max_bytes: usize) -> OldScan {
+        assert!(plan.start.0 .0 >= 1 && plan.start.0 <= plan.want, "a scan starts at or below what it keeps");
+        assert!(plan.want <= plan.floor.index, "a scan keeps batches below the window");
+        OldScan {
+            plan,
+            index: plan.start.0,
+            next: plan.start.1,
+            last_term: Term(0),
+            max_bytes,
+            kept_bytes: 0,
+            out: ScanOutcome::default(),
+        }
+    }
+
+    /// Where the next read starts.
+    pub fn next_offset(&self) -> Offset {
+        self.next
+    }
+
+    /// The scan needs no more batches.
+    pub fn is_done(&self) -> bool {
+        self.index > self.plan.floor.index || (self.kept_bytes >= self.max_bytes && !self.plan.verify)
+    }
+
+    /// Feeds the next batch of the log (whole, in order).
+    pub fn feed(&mut self, batch: Bytes) -> Result<(), ScanError> {
+        assert!(!self.is_done(), "a finished scan is fed no more");
+        let h = BatchHeader::parse(&batch).map_err(|e| ScanError::BadBatch(e.to_string()))?;
+        let base = Offset(h.base_offset);
+        if base != self.next || h.last_offset() < h.base_offset {
+            return Err(ScanError::Gap { index: self.index.0, expected: self.next, found: base });
+        }
+        let term = Term::from_epoch(LeaderEpoch(h.partition_leader_epoch))
+            .ok_or_else(|| ScanError::BadBatch(format!("epoch {}", h.partition_leader_epoch)))?;
+        if term < self.last_term {
+            return Err(ScanError::BadBatch(format!("epoch goes back at index {}", self.index.0)));
+        }
+        let meta = BatchMeta { index: self.index, term, base, last: Offset(h.last_offset()), pos: 0 };
+        if self.index == self.plan.floor.index {
+            if term != self.plan.floor.term || meta.next_offset() != self.plan.floor.next_offset {
+                return Err(ScanError::FloorMismatch { index: self.index.0 });
+            }
+            self.out.verified = true;
+        }
+        if self.index.0.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) {
+            self.out.anchors.push((self.index, base));
+        }
+        if self.index >= self.plan.want && self.kept_bytes < self.max_bytes {
+            self.kept_bytes += batch.len();
+            self.out.kept.push((meta, batch));
+        }
+        self.last_term = term;
+        self.index = self.index.next();
+        self.next = meta.next_offset();
+        Ok(())
+    }
+
+    /// The log ended (nothing more to read before the durable end).
+    pub fn end_of_log(&self) -> ScanError {
+        ScanError::Short { index: self.index.0 }
+    }
+
+    pub fn finish(mut self) -> ScanOutcome {
+        assert!(self.is_done(), "a scan finishes when it needs nothing more");
+        // The batch after the last kept one is an anchor too: the next read starts there.
+        self.out.anchors.push((self.index, self.next));
+        self.out
+    }
+}
+
+/// A group's state below its window: anchors, the batches of the last scan, and the reads
+/// raft-rs asked for.
+#[derive(Debug, Default)]
+pub struct OldBatches {
+    batches: VecDeque<(BatchMeta, Bytes)>,
+    anchors: BTreeMap<RaftIndex, Offset>,
+    verified: bool,
+    disabled: bool,
+}
+
+impl OldBatches {
+    /// Batches below the window can be served (the origin is usable, no check failed).
+    pub fn servable(&self, log_start: Offset) -> bool {
+        !self.disabled && log_start == Offset(0)
+    }
+
+    /// The cached batch at `index`.
+    pub fn get(&self, index: RaftIndex) -> Option<&(BatchMeta, Bytes)> {
+        let first = self.batches.front()?.0.index;
+        let i = usize::try_from(index.0.checked_sub(first.0)?).ok()?;
+        self.batches.get(i)
+    }
+
+    /// The cached batches from `from` on, in order.
+    pub fn iter_from(&self, from: RaftIndex) -> impl Iterator<Item = &(BatchMeta, Bytes)> {
+        let skip = self.batches.front().map_or(0, |f| from.0.saturating_sub(f.0.index.0));
+        self.batches.iter().skip(usize::try_from(skip).unwrap_or(usize::MAX))
+    }
+
+    /// The read to make so that `want` (and the batches after it) are cached.
+    pub fn plan(&self, want: RaftIndex, floor: Floor) -> ScanPlan {
+        let origin = (RaftIndex(1), Offset(0));
+        let start = self.anchors.range(..=want).next_back().map_or(origin, |(i, o)| (*i, *o));
+        let start = match self.batches.front() {
+            Some((m, _)) if m.index <= want && m.index > start.0 => (m.index, m.base),
+            _ => start,
+        };
+        ScanPlan { start, want, floor, verify: !self.verified }
+    }
+
+    /// Takes a scan's outcome: its batches replace the cached ones; its anchors are kept.
+    pub fn install(&mut self, out: ScanOutcome) {
+        if out.verified {
+            self.verified = true;
+        }
+        for (i, o) in out.anchors {
+            self.anchors.insert(i, o);
+        }
+        while self.anchors.len() > limits::RAFT_CATCHUP_MAX_ANCHORS {
+            let keys: Vec<RaftIndex> = self.anchors.keys().copied().skip(1).step_by(2).collect();
+            for k in keys {
+                self.anchors.remove(&k);
+            }
+        }
+        self.batches = out.kept.into_iter().collect();
+        for w in self.batches.iter().zip(self.batches.iter().skip(1)) {
+            assert_eq!(w.0 .0.index.next(), w.1 .0.index, "cached batches are contiguous");
+        }
+    }
+
+    /// A check failed: nothing below the window is served any more (raft-rs sends a snapshot).
+    pub fn disable(&mut self) {
+        self.disabled = true;
+        self.batches.clear();
+    }
+
+    /// Everything is forgotten (the log was reset to a snapshot).
+    pub fn clear(&mut self) {
+        *self = OldBatches { disabled: self.disabled, ..Default::default() };
+    }
+
+    /// Anchors at or past `from` are dropped (the log is cut there).
+    pub fn cut_from(&mut self, from: RaftIndex) {
+        let _ = self.anchors.split_off(&from);
+        while self.batches.back().is_some_and(|b| b.0.index >= from) {
+            self.batches.pop_back();
+        }
+    }
+
+    pub fn cached_bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.1.len()).sum()
+    }
+}
+
+/// Runs a scan over batches already in memory (the simulation's log, unit tests).
+pub fn scan_batches(plan: ScanPlan, log: &[(Offset, Bytes)], max_bytes: usize) -> Result<ScanOutcome, ScanError> {
+    let mut scan = OldScan::new(plan, max_bytes);
+    let mut i = log.partition_point(|(b, _)| *b < scan.next_offset());
+    while !scan.is_done() {
+        let Some((_, b)) = log.get(i) else { return Err(scan.end_of_log()) };
+        scan.feed(b.clone())?;
+        i += 1;
+    }
+    Ok(scan.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A log of batches of `sizes` records with epochs `terms`, from offset 0.
+    fn log(batches: &[(u64, usize)]) -> Vec<(Offset, Bytes)> {
+        let mut out = Vec::new();
+        let mut next = 0i64;
+        for &(term, n) in batches {
+            let recs: Vec<_> = (0..n).map(|_| sluice_core::batch::Record { key: None, value: b"v" }).collect();
+            let mut b = sluice_core::batch::build(&recs, 0);
+            sluice_core::batch::stamp(&mut b, next, i32::try_from(term).unwrap());
+            out.push((Offset(next), Bytes::from(b)));
+            next += i64::try_from(n).unwrap();
+        }
+        out
+    }
+
+    fn floor_after(l: &[(Offset, Bytes)], index: usize, terms: &[(u64, usize)]) -> Floor {
+        let (base, _) = l[index - 1];
+        Floor {
+            index: RaftIndex(u64::try_from(index).unwrap()),
+            term: Term(terms[index - 1].0),
+            next_offset: Offset(base.0 + i64::try_from(terms[index - 1].1).unwrap()),
+        }
+    }
+
+    #[test]
+    fn counting_from_the_origin_finds_each_index_and_checks_the_floor() {
+        let spec: Vec<(u64, usize)> = (0..50u64).map(|i| (1 + i / 20, 1 + usize::try_from(i % 3).unwrap())).collect();
+        let l = log(&spec);
+        let floor = floor_after(&l, 40, &spec);
+        let mut old = OldBatches::default();
+        let plan = old.plan(RaftIndex(10), floor);
+        assert_eq!(plan.start, (RaftIndex(1), Offset(0)));
+        assert!(plan.verify);
+        let out = scan_batches(plan, &l, 200).expect("scans");
+        assert!(out.verified, "the first scan runs to the floor");
+        assert_eq!(out.kept[0].0.index, RaftIndex(10));
+        assert_eq!(out.kept[0].0.base, l[9].0);
+        old.install(out);
+        let (m, b) = old.get(RaftIndex(11)).expect("cached");
+        assert_eq!((m.base, b), (l[10].0, &l[10].1));
+        assert_eq!(m.term, Term(1));
+        // A later plan starts from what is cached, without checking again.
+        let last = old.iter_from(RaftIndex(10)).last().expect("some").0;
+        let plan = old.plan(last.index.next(), floor);
+        assert!(!plan.verify);
+        assert!(plan.start.0 > RaftIndex(1));
+        let out = scan_batches(plan, &l, 200).expect("scans");
+        assert_eq!(out.kept[0].0.index, last.index.next());
+        assert_eq!(out.kept[0].0.base, last.next_offset());
+    }
+
+    #[test]
+    fn a_log_that_does_not_start_with_the_group_fails_the_check() {
+        let spec: Vec<(u64, usize)> = (0..30).map(|_| (1, 2)).collect();
+        let l = log(&spec);
+        // The floor says index 20 ends at offset 40 (20 batches of 2): claim index 19 instead.
+        let mut floor = floor_after(&l, 20, &spec);
+        floor.index = RaftIndex(19);
+        let plan = OldBatches::default().plan(RaftIndex(2), floor);
+        assert_eq!(scan_batches(plan, &l, 1 << 20).unwrap_err(), ScanError::FloorMismatch { index: 19 });
+        // A batch missing in the middle (compaction removed it) is a gap.
+        let mut holed = l.clone();
+        holed.remove(5);
+        let plan = OldBatches::default().plan(RaftIndex(2), floor_after(&l, 20, &spec));
+        assert!(matches!(scan_batches(plan, &holed, 1 << 20), Err(ScanError::Gap { index: 6, .. })));
+    }
+
+    proptest! {
+        /// Whatever the batch sizes, the byte bound and the index asked, a scan keeps the
+        /// batches at the indexes asked (their offsets those of the log), at most the bound
+        /// plus one batch, and a scan started from any anchor it left finds the same batches.
+        #[test]
+        fn scans_map_indexes_to_the_log(sizes in proptest::collection::vec(1usize..5, 2..200),
+                                        want in 1usize..200, max in 1usize..4000) {
+            let spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
+            let l = log(&spec);
+            let floor_idx = l.len();
+            let want = want.min(floor_idx);
+            let floor = floor_after(&l, floor_idx, &spec);
+            let mut old = OldBatches::default();
+            let out = scan_batches(old.plan(RaftIndex(want as u64), floor), &l, max).expect("scans");
+            prop_assert!(out.verified);
+            let biggest = l.iter().map(|b| b.1.len()).max().unwrap();
+            prop_assert!(out.kept.iter().map(|b| b.1.len()).sum::<usize>() < max + biggest);
+            for (k, (m, b)) in out.kept.iter().enumerate() {
+                let i = want - 1 + k;
+                prop_assert_eq!(m.index, RaftIndex(i as u64 + 1));
+                prop_assert_eq!(m.base, l[i].0);
+                prop_assert_eq!(b, &l[i].1);
+            }
+            old.install(out);
+            let again = scan_batches(old.plan(RaftIndex(want as u64), floor), &l, max).expect("scans");
+            prop_assert_eq!(again.kept.first().map(|b| b.0), old.get(RaftIndex(want as u64)).map(|b| b.0));
+        }
+    }
+}
