@@ -170,3 +170,23 @@ mod tests {
         assert_eq!(code(&PartitionError::NotController(String::new())), 41);
     }
 }
+
+/// A share-partition's refusal of an acknowledgement (KIP-932).
+pub fn share_ack_code(e: &sluice_shard::share::partition::AckError) -> i16 {
+    use sluice_shard::share::partition::AckError;
+    let k = match e {
+        AckError::InvalidRecordState => K::InvalidRecordState,
+        AckError::InvalidRange => K::InvalidRequest,
+    };
+    k.code()
+}
+
+/// A share session's refusal of a ShareFetch or ShareAcknowledge (KIP-932).
+pub fn share_session_code(e: sluice_shard::share::SessionError) -> i16 {
+    use sluice_shard::share::SessionError;
+    let k = match e {
+        SessionError::NotFound => K::ShareSessionNotFound,
+        SessionError::InvalidEpoch => K::InvalidShareSessionEpoch,
+    };
+    k.code()
+}
