@@ -61,9 +61,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         let tp = TopicPartition::new(name.clone(), p.partition_index);
                         let r = share::offsets(&ctx.shard, &group, vec![(0, tp)], Some(Some(p.start_offset))).await;
                         match r.into_iter().next().map(|(_, r)| r) {
-                            Some(Err(e)) => {
-                                part.with_error_code(code(&e)).with_error_message(Some(StrBytes::from_string(e.to_string())))
-                            }
+                            Some(Err(e)) => part
+                                .with_error_code(code(&e))
+                                .with_error_message(Some(StrBytes::from_string(e.to_string()))),
                             _ => part,
                         }
                     };

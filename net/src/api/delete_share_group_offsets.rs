@@ -62,7 +62,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                         let r = share::offsets(&ctx.shard, &group, items, Some(None)).await;
                         let out = out.with_topic_id(super::uuid(id));
                         match r.into_iter().find_map(|(_, r)| r.err()) {
-                            Some(e) => out.with_error_code(code(&e)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                            Some(e) => out
+                                .with_error_code(code(&e))
+                                .with_error_message(Some(StrBytes::from_string(e.to_string()))),
                             None => out,
                         }
                     }

@@ -16,7 +16,9 @@ use kafka_protocol::messages::describe_share_group_offsets_response::{
     DescribeShareGroupOffsetsResponseGroup as Group, DescribeShareGroupOffsetsResponsePartition as Partition,
     DescribeShareGroupOffsetsResponseTopic as Topic,
 };
-use kafka_protocol::messages::{ApiKey, DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::TopicPartition;
@@ -49,9 +51,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     );
                     continue;
                 }
-                let asked: Option<Vec<(String, Vec<i32>)>> = g
-                    .topics
-                    .map(|ts| ts.into_iter().map(|t| (t.topic_name.0.to_string(), t.partitions)).collect());
+                let asked: Option<Vec<(String, Vec<i32>)>> =
+                    g.topics.map(|ts| ts.into_iter().map(|t| (t.topic_name.0.to_string(), t.partitions)).collect());
                 let topics = describe(&ctx, &authz, &name, asked).await;
                 groups.push(Group::default().with_group_id(g.group_id).with_topics(topics));
             }
@@ -103,7 +104,10 @@ async fn describe(
                 .with_error_code(code(&e))
                 .with_error_message(Some(StrBytes::from_string(e.to_string()))),
         };
-        by_topic.entry(tp.topic.clone()).or_default().push(p.with_partition_index(tp.partition.0).with_leader_epoch(-1));
+        by_topic
+            .entry(tp.topic.clone())
+            .or_default()
+            .push(p.with_partition_index(tp.partition.0).with_leader_epoch(-1));
     }
     for tp in refused {
         by_topic.entry(tp.topic.clone()).or_default().push(

@@ -59,8 +59,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     answers.entry(tp).or_default().error = (ResponseError::TopicAuthorizationFailed.code(), None);
                     continue;
                 }
-                let batches =
-                    ack_batches(p.acknowledgement_batches.iter().map(|b| (&b.first_offset, &b.last_offset, &b.acknowledge_types)));
+                let batches = ack_batches(
+                    p.acknowledgement_batches.iter().map(|b| (&b.first_offset, &b.last_offset, &b.acknowledge_types)),
+                );
                 acks.push((tp, batches));
             }
         }

@@ -32,7 +32,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ShareFetch, name: "ShareFetch", min_version: 1, max_version: 1, handle };
+pub const SPEC: ApiSpec =
+    ApiSpec { key: ApiKey::ShareFetch, name: "ShareFetch", min_version: 1, max_version: 1, handle };
 
 /// Records per ShareFetch when the client names no limit.
 const DEFAULT_MAX_RECORDS: usize = 500;
@@ -101,7 +102,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 share::release(&ctx.shard, &group, &member);
             } else {
                 let wait = Duration::from_millis(u64::try_from(body.max_wait_ms).unwrap_or(0));
-                let max_records = usize::try_from(body.max_records).ok().filter(|n| *n > 0).unwrap_or(DEFAULT_MAX_RECORDS);
+                let max_records =
+                    usize::try_from(body.max_records).ok().filter(|n| *n > 0).unwrap_or(DEFAULT_MAX_RECORDS);
                 let default_bytes = usize::try_from(body.max_bytes).unwrap_or(0);
                 let items: Vec<AcquireItem> = fetch_parts
                     .into_iter()
@@ -122,9 +124,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
 }
 
 /// The wire's acknowledgement batches (an unknown type makes the batch refused as a range).
-pub(super) fn ack_batches<'a>(
-    batches: impl IntoIterator<Item = (&'a i64, &'a i64, &'a Vec<i8>)>,
-) -> Vec<AckBatch> {
+pub(super) fn ack_batches<'a>(batches: impl IntoIterator<Item = (&'a i64, &'a i64, &'a Vec<i8>)>) -> Vec<AckBatch> {
     batches
         .into_iter()
         .map(|(first, last, types)| AckBatch {
@@ -151,8 +151,7 @@ pub(super) async fn apply_acks(
         return;
     }
     let tps: Vec<TopicPartition> = acks.iter().map(|(tp, _)| tp.clone()).collect();
-    let items =
-        acks.into_iter().enumerate().map(|(index, (tp, batches))| AckItem { index, tp, batches }).collect();
+    let items = acks.into_iter().enumerate().map(|(index, (tp, batches))| AckItem { index, tp, batches }).collect();
     for (i, r) in share::acknowledge(&ctx.shard, group, member, items).await {
         let e = match r {
             Ok(Ok(())) => (0, None),
@@ -220,7 +219,7 @@ fn response(ctx: &Ctx, answers: Answers, lock_ms: i32) -> ShareFetchResponse {
             .with_acknowledge_error_code(p.ack_error.0)
             .with_acknowledge_error_message(p.ack_error.1.map(StrBytes::from_string))
             .with_current_leader(LeaderIdAndEpoch::default().with_leader_id(-1).with_leader_epoch(-1))
-            .with_records(p.records)
+            .with_records(Some(p.records.unwrap_or_default()))
             .with_acquired_records(p.acquired);
         by_topic.entry(tp.topic).or_default().push(d);
     }

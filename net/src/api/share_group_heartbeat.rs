@@ -35,7 +35,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             member_id: body.member_id.to_string(),
             member_epoch: body.member_epoch,
             rack_id: body.rack_id.map(|s| s.to_string()),
-            subscribed_topic_names: body.subscribed_topic_names.map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+            subscribed_topic_names: body
+                .subscribed_topic_names
+                .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
             client_id: req.client_id.clone().unwrap_or_default(),
             client_host: req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         };
