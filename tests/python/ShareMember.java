@@ -2,7 +2,7 @@
 // group and prints one line per record received: "REC <offset> <deliveryCount> <value>".
 // Modes: "accept" (implicit acknowledgement: each poll accepts the previous one's records),
 // "hold" (after the first records, prints HOLDING and never polls again: its acquisition
-// locks must expire). Stops when the stop file exists or after maxMs; close() sends the last
+// locks must expire), "slow" (as accept, 50 records a poll and 200 ms of work after each). Stops when the stop file exists or after maxMs; close() sends the last
 // acknowledgements.
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -24,6 +24,9 @@ public class ShareMember {
         props.put("group.id", group);
         props.put("key.deserializer", StringDeserializer.class.getName());
         props.put("value.deserializer", StringDeserializer.class.getName());
+        if (mode.equals("slow")) {
+            props.put("max.poll.records", "50");
+        }
         long end = System.currentTimeMillis() + maxMs;
         try (KafkaShareConsumer<String, String> c = new KafkaShareConsumer<>(props)) {
             c.subscribe(List.of(topic));
@@ -39,6 +42,9 @@ public class ShareMember {
                 }
                 System.out.print(out);
                 System.out.flush();
+                if (mode.equals("slow") && !recs.isEmpty()) {
+                    Thread.sleep(200);
+                }
                 if (mode.equals("hold") && !recs.isEmpty()) {
                     System.out.println("HOLDING");
                     System.out.flush();

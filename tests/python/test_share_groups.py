@@ -127,11 +127,6 @@ def values_of(members) -> set:
     return {v for m in members for (_, _, v) in m.records()}
 
 
-def stop_all(members):
-    for m in members:
-        m.kill() if m.proc.poll() is None and m.stop_file.exists() else m.stop()
-
-
 @pytest.fixture
 def members():
     started = []
@@ -204,26 +199,34 @@ def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sc
     sent = produce(broker.bootstrap, topic, 1, n, "r")
     want = set(v.decode() for v in sent.values())
     cp = compile_member(tmp_path)
-    first = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"a{i}") for i in range(3)]
+    # Slow members (50 records a poll, 200 ms of work each), so the kill lands mid-way.
+    first = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"a{i}", mode="slow") for i in range(3)]
     members.extend(first)
     wait_until(lambda: len(values_of(first)) >= n // 3, WAIT, interval=0.2, what="a third delivered")
+    # Acknowledged before this point: the start offset only grows until the kill.
+    spso = wait_until(lambda: start_offset(broker, group, topic), WAIT, interval=0.5, what="a start offset above 0")
+    assert spso < n, "every record was acknowledged before the kill: the test would prove nothing"
     broker.stop(signal.SIGKILL)
     for m in first:
         m.kill()
     before = {off for m in first for (off, _, _) in m.records()}
     broker = broker_factory.start(broker.data_dir, config=sconfig)
-    spso = start_offset(broker, group, topic)
-    assert spso > 0, "no acknowledgement survived the kill"
     second = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"b{i}") for i in range(3)]
     members.extend(second)
+    # Membership is not stored (members rejoin); the share-partition's start offset is.
+    wait_until(lambda: all(m.has("SUBSCRIBED") for m in second), WAIT, what="members subscribed")
+    recovered = wait_until(lambda: share_groups(broker, "--describe", "--group", group).returncode == 0
+                           and start_offset(broker, group, topic), WAIT, interval=0.5, what="the group back")
+    assert recovered >= spso, f"the start offset went back from {spso} to {recovered} across the kill"
     wait_until(lambda: values_of(first) | values_of(second) >= want, WAIT, interval=0.5, what="every record delivered")
     after = {off for m in second for (off, _, _) in m.records()}
     again = before & after
     # Only records not yet acknowledged at the kill (in flight, at most the record-lock
     # limit) may come again; everything below the recovered start offset never does.
     assert len(again) <= MAX_LOCKS, f"{len(again)} records delivered again after the restart"
-    assert not any(off < spso for off in after), "an acknowledged record was delivered again"
-    print(f"delivered before the kill {len(before)}, recovered SPSO {spso}, delivered again {len(again)}")
+    assert after and not any(off < spso for off in after), "an acknowledged record was delivered again"
+    print(f"delivered before the kill {len(before)}, start offset read before the kill {spso}, "
+          f"after the restart {recovered}, delivered again {len(again)}")
     wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
     for m in second:
         assert m.stop() == 0, m.stderr()
