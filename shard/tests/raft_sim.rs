@@ -699,3 +699,50 @@ fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
     let after = w.acked.values().map(Vec::len).sum::<usize>();
     assert!(after >= before + w.groups.len(), "the surviving majority commits in every group");
 }
+
+/// A new group's first leader is its preferred replica even when that replica's first vote
+/// requests are lost (the other brokers had not opened the group yet): it campaigns again
+/// quickly, while the others wait their longest election timeout before their first campaign.
+#[test]
+fn a_new_groups_preferred_replica_leads_even_when_its_first_campaign_is_lost() {
+    let p = Params {
+        nodes: 3,
+        groups: 12,
+        steps: 0,
+        p_drop: 0.0,
+        p_dup: 0.0,
+        max_delay: 1,
+        p_crash: 0.0,
+        p_cut: 0.0,
+        p_heal: 0.0,
+        p_disk_fault: 0.0,
+        p_propose: 0.0,
+        p_sync: 1.0,
+    };
+    let mut w = World::with(11, StdRng::seed_from_u64(11), p);
+    let preferred = |k: usize| k % 3;
+    for (k, &g) in w.groups.clone().iter().enumerate() {
+        for i in 0..3 {
+            let d = w.nodes[i].driver.as_mut().expect("up");
+            if i == preferred(k) {
+                assert!(d.campaign_first(g));
+            } else {
+                assert!(d.defer_first_campaign(g));
+            }
+        }
+    }
+    for i in 0..3 {
+        w.run_node(i);
+    }
+    w.net.clear(); // the first vote requests find no group and are dropped
+    let leader = |w: &World, g: GroupId| (0..3).find(|&i| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g)));
+    for _ in 0..100 {
+        w.step(false);
+        if w.groups.iter().all(|&g| leader(&w, g).is_some()) {
+            break;
+        }
+    }
+    let got: Vec<Option<usize>> = w.groups.iter().map(|&g| leader(&w, g)).collect();
+    let want: Vec<Option<usize>> = (0..w.groups.len()).map(|k| Some(preferred(k))).collect();
+    assert_eq!(got, want, "every group is led by its preferred replica");
+}

@@ -426,6 +426,27 @@ impl<L: ReplicaLog> Driver<L> {
         ok
     }
 
+    /// A new group's preferred replica: campaigns now, and again after a short pause (a few
+    /// times, as an orphaned group does) while no leader is known: its first vote requests may
+    /// reach replicas that have not opened the group yet and drop them. False for no such
+    /// group or a failed step.
+    pub fn campaign_first(&mut self, group: GroupId) -> bool {
+        let stagger = self.cfg.orphan_stagger_ticks;
+        let Some(g) = self.groups.get_mut(&group) else { return false };
+        g.orphan = Some(Orphan { stagger, quick_left: limits::RAFT_ORPHAN_QUICK_CAMPAIGNS });
+        self.campaign(group)
+    }
+
+    /// A new group's other replicas: their first campaign waits the longest election timeout,
+    /// so the preferred replica's quick campaigns win and the first leader is the assignment's
+    /// first replica. False for no such group.
+    pub fn defer_first_campaign(&mut self, group: GroupId) -> bool {
+        let e = self.cfg.election_ticks;
+        let Some(g) = self.groups.get_mut(&group) else { return false };
+        g.raw.raft.set_randomized_election_timeout(2 * e - 1);
+        true
+    }
+
     /// Proposes a membership change on the leader.
     pub fn propose_conf_change(&mut self, group: GroupId, cc: &ConfChangeSpec) -> Result<ProposalHandle, ProposeError> {
         let e = Entry { entry_type: EntryType::EntryConfChangeV2, data: cc.to_entry_data(), ..Default::default() };

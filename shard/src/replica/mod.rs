@@ -239,8 +239,11 @@ impl Replicas {
         let mut klog = KafkaLog::new(log.clone());
         let cap = limits::RAFT_WINDOW_BATCHES;
         // A group created here (no saved state) whose first member is this broker campaigns at
-        // once: the first leader is the preferred replica, as Kafka's controller makes it.
-        let preferred_fresh = saved.is_none() && members.first() == Some(&self.node());
+        // once, and again soon while no leader is known; its other members wait their longest
+        // election timeout first: the first leader is the preferred replica, as Kafka's
+        // controller makes it.
+        let fresh = saved.is_none();
+        let preferred_fresh = fresh && members.first() == Some(&self.node());
         let mut store = match saved {
             Some(rec) => {
                 let state = PersistedState::from_record(rec);
@@ -261,7 +264,9 @@ impl Replicas {
         log.set_replicated(hw.min(log.durable_end()));
         self.driver.borrow_mut().add_group(group, store).map_err(|e| ReplicaError::Raft(e.to_string()))?;
         if preferred_fresh {
-            self.driver.borrow_mut().campaign(group);
+            self.driver.borrow_mut().campaign_first(group);
+        } else if fresh {
+            self.driver.borrow_mut().defer_first_campaign(group);
         }
         if let Some(tp) = &tp {
             self.by_tp.borrow_mut().insert(tp.clone(), group);

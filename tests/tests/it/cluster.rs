@@ -174,7 +174,9 @@ fn an_rf3_topic_is_described_alike_everywhere_and_survives_a_members_kill() {
     let full = |d: &(i32, Vec<PartitionView>)| {
         d.1.len() == 3 && d.1.iter().all(|p| p.0 == 0 && p.3.len() == 3 && p.4.len() == 3 && p.5.is_empty())
     };
-    let seen: Vec<_> = brokers.iter().map(|b| wait_described(b.port(), &topic, "created", full)).collect();
+    // Epoch 0 is the creation's assignment; from 1 on a Raft leader recorded itself.
+    let elected = |d: &(i32, Vec<PartitionView>)| full(d) && d.1.iter().all(|p| p.2 >= 1);
+    let seen: Vec<_> = brokers.iter().map(|b| wait_described(b.port(), &topic, "created", elected)).collect();
     assert!(seen.iter().all(|d| *d == seen[0]), "every broker says the same: {seen:?}");
     let (controller, parts) = &seen[0];
     assert!((0..3).contains(controller));
