@@ -296,32 +296,57 @@ impl BrokerConfig {
     /// `limits`, and a group size between 1 and `MAX_CONSUMER_GROUP_MEMBERS`.
     fn validate_share_groups(&self) -> Result<(), ConfigError> {
         use crate::limits::*;
-        let bad = |key: &'static str, value: String, expected: String| Err(ConfigError::Invalid { key, value, expected });
+        let bad =
+            |key: &'static str, value: String, expected: String| Err(ConfigError::Invalid { key, value, expected });
         let session = self.group_share_session_timeout_ms;
         if !(1..=MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS).contains(&session) {
-            return bad("group_share_session_timeout_ms", session.to_string(), format!("between 1 and {MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS}"));
+            return bad(
+                "group_share_session_timeout_ms",
+                session.to_string(),
+                format!("between 1 and {MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS}"),
+            );
         }
         let hb = self.group_share_heartbeat_interval_ms;
         if hb < MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS || hb >= session {
             return bad("group_share_heartbeat_interval_ms", hb.to_string(), format!("at least {MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS} and below group_share_session_timeout_ms ({session})"));
         }
         if !(1..=MAX_SHARE_GROUP_MEMBERS).contains(&self.group_share_max_size) {
-            return bad("group_share_max_size", self.group_share_max_size.to_string(), format!("between 1 and {MAX_SHARE_GROUP_MEMBERS}"));
+            return bad(
+                "group_share_max_size",
+                self.group_share_max_size.to_string(),
+                format!("between 1 and {MAX_SHARE_GROUP_MEMBERS}"),
+            );
         }
         let lock = self.group_share_record_lock_duration_ms;
         if !(MIN_SHARE_RECORD_LOCK_DURATION_MS..=MAX_SHARE_RECORD_LOCK_DURATION_MS).contains(&lock) {
-            return bad("group_share_record_lock_duration_ms", lock.to_string(), format!("between {MIN_SHARE_RECORD_LOCK_DURATION_MS} and {MAX_SHARE_RECORD_LOCK_DURATION_MS}"));
+            return bad(
+                "group_share_record_lock_duration_ms",
+                lock.to_string(),
+                format!("between {MIN_SHARE_RECORD_LOCK_DURATION_MS} and {MAX_SHARE_RECORD_LOCK_DURATION_MS}"),
+            );
         }
         let limit = self.group_share_delivery_count_limit;
         if !(MIN_SHARE_DELIVERY_COUNT_LIMIT..=MAX_SHARE_DELIVERY_COUNT_LIMIT).contains(&limit) {
-            return bad("group_share_delivery_count_limit", limit.to_string(), format!("between {MIN_SHARE_DELIVERY_COUNT_LIMIT} and {MAX_SHARE_DELIVERY_COUNT_LIMIT}"));
+            return bad(
+                "group_share_delivery_count_limit",
+                limit.to_string(),
+                format!("between {MIN_SHARE_DELIVERY_COUNT_LIMIT} and {MAX_SHARE_DELIVERY_COUNT_LIMIT}"),
+            );
         }
         let locks = self.group_share_partition_max_record_locks;
         if !(MIN_SHARE_PARTITION_RECORD_LOCKS..=MAX_SHARE_PARTITION_RECORD_LOCKS).contains(&locks) {
-            return bad("group_share_partition_max_record_locks", locks.to_string(), format!("between {MIN_SHARE_PARTITION_RECORD_LOCKS} and {MAX_SHARE_PARTITION_RECORD_LOCKS}"));
+            return bad(
+                "group_share_partition_max_record_locks",
+                locks.to_string(),
+                format!("between {MIN_SHARE_PARTITION_RECORD_LOCKS} and {MAX_SHARE_PARTITION_RECORD_LOCKS}"),
+            );
         }
         if !["latest", "earliest"].contains(&self.share_auto_offset_reset.as_str()) {
-            return bad("share_auto_offset_reset", self.share_auto_offset_reset.clone(), "\"latest\" or \"earliest\"".into());
+            return bad(
+                "share_auto_offset_reset",
+                self.share_auto_offset_reset.clone(),
+                "\"latest\" or \"earliest\"".into(),
+            );
         }
         Ok(())
     }

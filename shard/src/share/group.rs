@@ -150,7 +150,9 @@ impl ShareGroup {
                     return Err(GroupError::GroupMaxSizeReached);
                 }
                 let Some(names) = &req.subscribed_topic_names else {
-                    return Err(GroupError::InvalidRequest("SubscribedTopicNames must be set in first request.".into()));
+                    return Err(GroupError::InvalidRequest(
+                        "SubscribedTopicNames must be set in first request.".into(),
+                    ));
                 };
                 let mut names = names.clone();
                 names.sort();
@@ -205,10 +207,12 @@ impl ShareGroup {
         self.topics_seen = topics.clone();
         let wanted: BTreeSet<&String> = self.members.values().flat_map(|m| m.topics.iter()).collect();
         // Each partition (in topic order) with the members subscribed to its topic.
-        let mut targets: BTreeMap<String, Assignment> = self.members.keys().map(|k| (k.clone(), Assignment::new())).collect();
+        let mut targets: BTreeMap<String, Assignment> =
+            self.members.keys().map(|k| (k.clone(), Assignment::new())).collect();
         for name in wanted {
             let Some(&count) = topics.get(name) else { continue };
-            let subs: Vec<&String> = self.members.iter().filter(|(_, m)| m.topics.contains(name)).map(|(k, _)| k).collect();
+            let subs: Vec<&String> =
+                self.members.iter().filter(|(_, m)| m.topics.contains(name)).map(|(k, _)| k).collect();
             if subs.is_empty() || count <= 0 {
                 continue;
             }

@@ -106,16 +106,46 @@ pub struct AckItem {
 /// An operation on share-group state, run on the shard owning that state.
 #[derive(Debug)]
 pub enum ShareCall {
-    Heartbeat { req: HeartbeatRequest, reply: oneshot::Sender<Result<HeartbeatResponse, GroupError>> },
-    Describe { group_id: String, reply: oneshot::Sender<Option<GroupDescription>> },
-    List { reply: oneshot::Sender<Vec<GroupListing>> },
-    Delete { group_id: String, reply: oneshot::Sender<Result<bool, GroupError>> },
-    Acquire { group_id: String, member_id: String, items: Vec<AcquireItem>, max_records: usize, reply: oneshot::Sender<Vec<Tagged<Acquired>>> },
-    Acknowledge { group_id: String, member_id: String, items: Vec<AckItem>, reply: oneshot::Sender<Vec<Tagged<Result<(), AckError>>>> },
-    Release { group_id: String, member_id: String },
+    Heartbeat {
+        req: HeartbeatRequest,
+        reply: oneshot::Sender<Result<HeartbeatResponse, GroupError>>,
+    },
+    Describe {
+        group_id: String,
+        reply: oneshot::Sender<Option<GroupDescription>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<GroupListing>>,
+    },
+    Delete {
+        group_id: String,
+        reply: oneshot::Sender<Result<bool, GroupError>>,
+    },
+    Acquire {
+        group_id: String,
+        member_id: String,
+        items: Vec<AcquireItem>,
+        max_records: usize,
+        reply: oneshot::Sender<Vec<Tagged<Acquired>>>,
+    },
+    Acknowledge {
+        group_id: String,
+        member_id: String,
+        items: Vec<AckItem>,
+        reply: oneshot::Sender<Vec<Tagged<Result<(), AckError>>>>,
+    },
+    Release {
+        group_id: String,
+        member_id: String,
+    },
     /// Start offsets (`None`: not initialized); with `set`, first moves them (`Some(None)`:
     /// forget the share-partition).
-    Offsets { group_id: String, items: Vec<(usize, TopicPartition)>, set: Option<Option<i64>>, reply: oneshot::Sender<Vec<Tagged<Option<i64>>>> },
+    Offsets {
+        group_id: String,
+        items: Vec<(usize, TopicPartition)>,
+        set: Option<Option<i64>>,
+        reply: oneshot::Sender<Vec<Tagged<Option<i64>>>>,
+    },
 }
 
 /// Runs a call on this shard (the owner of the state it names).
@@ -165,14 +195,18 @@ pub async fn heartbeat(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<Heart
 pub async fn describe(shard: &Rc<Shard>, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
     let to = coordinator(shard, group_id)?;
     let group_id = group_id.to_string();
-    on_shard(shard, to, |reply| ShareCall::Describe { group_id, reply }).await.ok_or(GroupError::CoordinatorNotAvailable)
+    on_shard(shard, to, |reply| ShareCall::Describe { group_id, reply })
+        .await
+        .ok_or(GroupError::CoordinatorNotAvailable)
 }
 
 /// Every share group of every shard (for ListGroups).
 pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
     let mut all = Vec::new();
     for s in 0..shard.n_shards {
-        all.extend(on_shard(shard, crate::shard::shard_id(s), |reply| ShareCall::List { reply }).await.unwrap_or_default());
+        all.extend(
+            on_shard(shard, crate::shard::shard_id(s), |reply| ShareCall::List { reply }).await.unwrap_or_default(),
+        );
     }
     all
 }
@@ -398,11 +432,8 @@ async fn acquire_local(
     let mut left = max_records;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let r = if left == 0 {
-            Ok(Acquired::default())
-        } else {
-            acquire_one(shard, group_id, &member, &item, left).await
-        };
+        let r =
+            if left == 0 { Ok(Acquired::default()) } else { acquire_one(shard, group_id, &member, &item, left).await };
         if let Ok(a) = &r {
             let n: i64 = a.ranges.iter().map(|(f, l, _)| l - f + 1).sum();
             left = left.saturating_sub(usize::try_from(n).unwrap_or(0));
@@ -457,7 +488,11 @@ async fn acknowledge_local(
     let mut touched = Vec::new();
     for item in items {
         if ensure(shard, group_id, &item.tp, false).await.is_none() {
-            let e = if shard.log(&item.tp).is_some() { Ok(Err(AckError::InvalidRecordState)) } else { Err(PartitionError::UnknownTopicOrPartition) };
+            let e = if shard.log(&item.tp).is_some() {
+                Ok(Err(AckError::InvalidRecordState))
+            } else {
+                Err(PartitionError::UnknownTopicOrPartition)
+            };
             out.push((item.index, e));
             continue;
         }
@@ -562,13 +597,19 @@ pub async fn acquire(
     items: Vec<AcquireItem>,
     max_records: usize,
 ) -> Vec<Tagged<Acquired>> {
-    per_owner(shard, items, |i| &i.tp, |i| i.index, |items, reply| ShareCall::Acquire {
-        group_id: group_id.to_string(),
-        member_id: member_id.to_string(),
+    per_owner(
+        shard,
         items,
-        max_records,
-        reply,
-    })
+        |i| &i.tp,
+        |i| i.index,
+        |items, reply| ShareCall::Acquire {
+            group_id: group_id.to_string(),
+            member_id: member_id.to_string(),
+            items,
+            max_records,
+            reply,
+        },
+    )
     .await
 }
 
@@ -579,12 +620,18 @@ pub async fn acknowledge(
     member_id: &str,
     items: Vec<AckItem>,
 ) -> Vec<Tagged<Result<(), AckError>>> {
-    per_owner(shard, items, |i| &i.tp, |i| i.index, |items, reply| ShareCall::Acknowledge {
-        group_id: group_id.to_string(),
-        member_id: member_id.to_string(),
+    per_owner(
+        shard,
         items,
-        reply,
-    })
+        |i| &i.tp,
+        |i| i.index,
+        |items, reply| ShareCall::Acknowledge {
+            group_id: group_id.to_string(),
+            member_id: member_id.to_string(),
+            items,
+            reply,
+        },
+    )
     .await
 }
 
@@ -595,12 +642,13 @@ pub async fn offsets(
     items: Vec<(usize, TopicPartition)>,
     set: Option<Option<i64>>,
 ) -> Vec<Tagged<Option<i64>>> {
-    per_owner(shard, items, |i| &i.1, |i| i.0, |items, reply| ShareCall::Offsets {
-        group_id: group_id.to_string(),
+    per_owner(
+        shard,
         items,
-        set,
-        reply,
-    })
+        |i| &i.1,
+        |i| i.0,
+        |items, reply| ShareCall::Offsets { group_id: group_id.to_string(), items, set, reply },
+    )
     .await
 }
 
