@@ -58,7 +58,17 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     }
                     None => out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                     Some((id, n)) => {
-                        let items = (0..n).map(|p| (p, TopicPartition::new(name.clone(), p as i32))).collect();
+                        let items = (0..n)
+                            .map(|p| {
+                                (
+                                    p,
+                                    TopicPartition::new(
+                                        name.clone(),
+                                        i32::try_from(p).expect("a partition index is an i32"),
+                                    ),
+                                )
+                            })
+                            .collect();
                         let r = share::offsets(&ctx.shard, &group, items, Some(None)).await;
                         let out = out.with_topic_id(super::uuid(id));
                         match r.into_iter().find_map(|(_, r)| r.err()) {

@@ -75,7 +75,7 @@ async fn describe(
         meta.topics
             .iter()
             .filter(|(n, _)| !n.starts_with("__"))
-            .map(|(n, t)| (n.clone(), (0..t.shards.len()).map(|p| p as i32).collect()))
+            .map(|(n, t)| (n.clone(), (0..t.shards.len()).filter_map(|p| i32::try_from(p).ok()).collect()))
             .collect()
     });
     let mut tps = Vec::new();

@@ -220,11 +220,16 @@ impl ShareGroup {
             if n >= subs.len() {
                 for p in 0..n {
                     let who = subs[p % subs.len()];
-                    targets.get_mut(who).expect("member").entry(name.clone()).or_default().insert(p as i32);
+                    targets.get_mut(who).expect("member").entry(name.clone()).or_default().insert(partition_index(p));
                 }
             } else {
                 for (i, who) in subs.iter().enumerate() {
-                    targets.get_mut(*who).expect("member").entry(name.clone()).or_default().insert((i % n) as i32);
+                    targets
+                        .get_mut(*who)
+                        .expect("member")
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(partition_index(i % n));
                 }
             }
         }
@@ -265,6 +270,11 @@ impl ShareGroup {
     pub fn subscribed(&self) -> BTreeSet<String> {
         self.members.values().flat_map(|m| m.topics.iter().cloned()).collect()
     }
+}
+
+/// A partition index below a topic's partition count (an i32).
+fn partition_index(p: usize) -> i32 {
+    i32::try_from(p).expect("below the partition count, an i32")
 }
 
 #[cfg(test)]

@@ -230,7 +230,10 @@ fn all_partitions(shard: &Shard) -> Vec<TopicPartition> {
     let meta = shard.metadata();
     meta.topics
         .iter()
-        .flat_map(|(name, t)| (0..t.shards.len()).map(move |p| TopicPartition::new(name.clone(), p as i32)))
+        .flat_map(|(name, t)| {
+            (0..t.shards.len())
+                .map(move |p| TopicPartition::new(name.clone(), i32::try_from(p).expect("a partition index is an i32")))
+        })
         .collect()
 }
 
