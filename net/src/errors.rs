@@ -155,22 +155,6 @@ pub fn code_and_message<T>(r: &Result<T, PartitionError>) -> (i16, Option<String
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_are_kafkas() {
-        assert_eq!(code(&PartitionError::UnknownTopicOrPartition), 3);
-        assert_eq!(code(&PartitionError::CorruptBatch(BatchError::BadMagic(1))), 2);
-        let mismatch = sluice_core::batch::InvalidRecord::CountMismatch { last_offset_delta: 5, count: 1 };
-        assert_eq!(code(&PartitionError::CorruptBatch(BatchError::Invalid(mismatch))), 87);
-        assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
-        assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
-        assert_eq!(code(&PartitionError::NotController(String::new())), 41);
-    }
-}
-
 /// A share-partition's refusal of an acknowledgement (KIP-932).
 pub fn share_ack_code(e: &sluice_shard::share::partition::AckError) -> i16 {
     use sluice_shard::share::partition::AckError;
@@ -189,4 +173,20 @@ pub fn share_session_code(e: sluice_shard::share::SessionError) -> i16 {
         SessionError::InvalidEpoch => K::InvalidShareSessionEpoch,
     };
     k.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_kafkas() {
+        assert_eq!(code(&PartitionError::UnknownTopicOrPartition), 3);
+        assert_eq!(code(&PartitionError::CorruptBatch(BatchError::BadMagic(1))), 2);
+        let mismatch = sluice_core::batch::InvalidRecord::CountMismatch { last_offset_delta: 5, count: 1 };
+        assert_eq!(code(&PartitionError::CorruptBatch(BatchError::Invalid(mismatch))), 87);
+        assert_eq!(code(&PartitionError::Storage("disk full".into())), 56);
+        assert_eq!(code(&PartitionError::InvalidReplicationFactor(String::new())), 38);
+        assert_eq!(code(&PartitionError::NotController(String::new())), 41);
+    }
 }
