@@ -73,6 +73,26 @@ pub struct BrokerConfig {
     /// Online conversion between classic and KIP-848 consumer groups
     /// (`group.consumer.migration.policy`): `bidirectional`, `upgrade`, `downgrade` or `disabled`.
     pub group_consumer_migration_policy: MigrationPolicy,
+    /// Share groups (KIP-932): a member silent this long is removed
+    /// (`group.share.session.timeout.ms`).
+    pub group_share_session_timeout_ms: i32,
+    /// Share groups: the heartbeat interval given to members (`group.share.heartbeat.interval.ms`).
+    pub group_share_heartbeat_interval_ms: i32,
+    /// Share groups: members a group may have (`group.share.max.size`).
+    pub group_share_max_size: usize,
+    /// Share groups: how long a member holds records it acquired before they are delivered
+    /// again (`group.share.record.lock.duration.ms`).
+    pub group_share_record_lock_duration_ms: i32,
+    /// Share groups: deliveries of a record before it is archived
+    /// (`group.share.delivery.count.limit`).
+    pub group_share_delivery_count_limit: i32,
+    /// Share groups: in-flight records per share-partition
+    /// (`group.share.partition.max.record.locks`).
+    pub group_share_partition_max_record_locks: usize,
+    /// Share groups: where a share-partition starts when first fetched, "latest" (the high
+    /// watermark) or "earliest" (the log start). Kafka's group config
+    /// `share.auto.offset.reset`, here for every share group of the broker.
+    pub share_auto_offset_reset: String,
     /// Committed offsets of a group without members expire after this (`offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
     /// Partitions of the internal `__consumer_offsets` topic; fixed once it exists.
@@ -212,6 +232,13 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: crate::limits::DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
             group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS,
             group_consumer_migration_policy: MigrationPolicy::Bidirectional,
+            group_share_session_timeout_ms: crate::limits::DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS,
+            group_share_heartbeat_interval_ms: crate::limits::DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+            group_share_max_size: crate::limits::DEFAULT_SHARE_GROUP_MEMBERS,
+            group_share_record_lock_duration_ms: crate::limits::DEFAULT_SHARE_RECORD_LOCK_DURATION_MS,
+            group_share_delivery_count_limit: crate::limits::DEFAULT_SHARE_DELIVERY_COUNT_LIMIT,
+            group_share_partition_max_record_locks: crate::limits::DEFAULT_SHARE_PARTITION_RECORD_LOCKS,
+            share_auto_offset_reset: "latest".to_string(),
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_num_partitions: 16,
             offsets_topic_replication_factor: 3,
@@ -294,6 +321,63 @@ pub enum ConfigError {
 impl BrokerConfig {
     /// The KIP-848 settings: heartbeat interval below the session timeout, both within
     /// `limits`, and a group size between 1 and `MAX_CONSUMER_GROUP_MEMBERS`.
+    fn validate_share_groups(&self) -> Result<(), ConfigError> {
+        use crate::limits::*;
+        let bad =
+            |key: &'static str, value: String, expected: String| Err(ConfigError::Invalid { key, value, expected });
+        let session = self.group_share_session_timeout_ms;
+        if !(1..=MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS).contains(&session) {
+            return bad(
+                "group_share_session_timeout_ms",
+                session.to_string(),
+                format!("between 1 and {MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS}"),
+            );
+        }
+        let hb = self.group_share_heartbeat_interval_ms;
+        if hb < MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS || hb >= session {
+            return bad("group_share_heartbeat_interval_ms", hb.to_string(), format!("at least {MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS} and below group_share_session_timeout_ms ({session})"));
+        }
+        if !(1..=MAX_SHARE_GROUP_MEMBERS).contains(&self.group_share_max_size) {
+            return bad(
+                "group_share_max_size",
+                self.group_share_max_size.to_string(),
+                format!("between 1 and {MAX_SHARE_GROUP_MEMBERS}"),
+            );
+        }
+        let lock = self.group_share_record_lock_duration_ms;
+        if !(MIN_SHARE_RECORD_LOCK_DURATION_MS..=MAX_SHARE_RECORD_LOCK_DURATION_MS).contains(&lock) {
+            return bad(
+                "group_share_record_lock_duration_ms",
+                lock.to_string(),
+                format!("between {MIN_SHARE_RECORD_LOCK_DURATION_MS} and {MAX_SHARE_RECORD_LOCK_DURATION_MS}"),
+            );
+        }
+        let limit = self.group_share_delivery_count_limit;
+        if !(MIN_SHARE_DELIVERY_COUNT_LIMIT..=MAX_SHARE_DELIVERY_COUNT_LIMIT).contains(&limit) {
+            return bad(
+                "group_share_delivery_count_limit",
+                limit.to_string(),
+                format!("between {MIN_SHARE_DELIVERY_COUNT_LIMIT} and {MAX_SHARE_DELIVERY_COUNT_LIMIT}"),
+            );
+        }
+        let locks = self.group_share_partition_max_record_locks;
+        if !(MIN_SHARE_PARTITION_RECORD_LOCKS..=MAX_SHARE_PARTITION_RECORD_LOCKS).contains(&locks) {
+            return bad(
+                "group_share_partition_max_record_locks",
+                locks.to_string(),
+                format!("between {MIN_SHARE_PARTITION_RECORD_LOCKS} and {MAX_SHARE_PARTITION_RECORD_LOCKS}"),
+            );
+        }
+        if !["latest", "earliest"].contains(&self.share_auto_offset_reset.as_str()) {
+            return bad(
+                "share_auto_offset_reset",
+                self.share_auto_offset_reset.clone(),
+                "\"latest\" or \"earliest\"".into(),
+            );
+        }
+        Ok(())
+    }
+
     fn validate_consumer_groups(&self) -> Result<(), ConfigError> {
         use crate::limits::{
             MAX_CONSUMER_GROUP_MEMBERS, MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS, MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
@@ -572,6 +656,7 @@ impl BrokerConfig {
         self.validate_transactions()?;
         self.validate_groups()?;
         self.validate_consumer_groups()?;
+        self.validate_share_groups()?;
         self.topic_defaults()?;
         self.validate_connections()?;
         if self.data_dir.as_os_str().is_empty() {

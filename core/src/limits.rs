@@ -208,6 +208,30 @@ pub const MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 100;
 /// Members of one KIP-848 consumer group (the default and the largest `group_consumer_max_size`):
 /// each heartbeat's reconciliation walks every member's partitions.
 pub const MAX_CONSUMER_GROUP_MEMBERS: usize = 1_000;
+/// Share groups (KIP-932, Kafka's defaults and bounds): members per group (`group.share.max.size`
+/// default 200, at most 1,000), the acquisition lock (`group.share.record.lock.duration.ms`
+/// 30 s, 1 s–1 h in Kafka; 100 ms allowed here so tests can expire locks quickly), deliveries
+/// before a record is archived (`group.share.delivery.count.limit` 5, 2–10), and in-flight
+/// records per share-partition (`group.share.partition.max.record.locks` 2,000, 100–10,000;
+/// bounds the per-partition state and its state file).
+pub const DEFAULT_SHARE_GROUP_MEMBERS: usize = 200;
+pub const MAX_SHARE_GROUP_MEMBERS: usize = 1_000;
+pub const DEFAULT_SHARE_RECORD_LOCK_DURATION_MS: i32 = 30_000;
+pub const MIN_SHARE_RECORD_LOCK_DURATION_MS: i32 = 100;
+pub const MAX_SHARE_RECORD_LOCK_DURATION_MS: i32 = 3_600_000;
+pub const DEFAULT_SHARE_DELIVERY_COUNT_LIMIT: i32 = 5;
+pub const MIN_SHARE_DELIVERY_COUNT_LIMIT: i32 = 2;
+pub const MAX_SHARE_DELIVERY_COUNT_LIMIT: i32 = 10;
+pub const DEFAULT_SHARE_PARTITION_RECORD_LOCKS: usize = 2_000;
+pub const MIN_SHARE_PARTITION_RECORD_LOCKS: usize = 100;
+pub const MAX_SHARE_PARTITION_RECORD_LOCKS: usize = 10_000;
+/// Share sessions (ShareFetch/ShareAcknowledge epochs) one shard keeps; a new one beyond is
+/// refused (Kafka's `max.share.session.cache.size`... per broker; here per shard).
+pub const MAX_SHARE_SESSIONS_PER_SHARD: usize = 1_000;
+/// Longest a ShareFetch waits between looks at its share-partitions when nothing was
+/// acquirable (records also become available when a lock expires, which no log append
+/// signals).
+pub const SHARE_FETCH_POLL_MS: u64 = 50;
 /// Longest KIP-848 subscription regex accepted (bytes), and the compiled size cap handed to
 /// the `regex` crate, so one heartbeat cannot make the broker build a huge automaton.
 pub const MAX_SUBSCRIPTION_REGEX_BYTES: usize = 4096;
@@ -370,7 +394,15 @@ const _: () = assert!(
     "expired offsets are removed at least once per shortest retention"
 );
 const _: () = assert!(
-    MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS
+    DEFAULT_SHARE_GROUP_MEMBERS <= MAX_SHARE_GROUP_MEMBERS
+        && MIN_SHARE_RECORD_LOCK_DURATION_MS <= DEFAULT_SHARE_RECORD_LOCK_DURATION_MS
+        && DEFAULT_SHARE_RECORD_LOCK_DURATION_MS <= MAX_SHARE_RECORD_LOCK_DURATION_MS
+        && MIN_SHARE_DELIVERY_COUNT_LIMIT <= DEFAULT_SHARE_DELIVERY_COUNT_LIMIT
+        && DEFAULT_SHARE_DELIVERY_COUNT_LIMIT <= MAX_SHARE_DELIVERY_COUNT_LIMIT
+        && MAX_SHARE_DELIVERY_COUNT_LIMIT <= u16::MAX as i32
+        && MIN_SHARE_PARTITION_RECORD_LOCKS <= DEFAULT_SHARE_PARTITION_RECORD_LOCKS
+        && DEFAULT_SHARE_PARTITION_RECORD_LOCKS <= MAX_SHARE_PARTITION_RECORD_LOCKS
+        && MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS
         && DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
         && DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS <= MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS
 );

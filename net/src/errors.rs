@@ -155,6 +155,26 @@ pub fn code_and_message<T>(r: &Result<T, PartitionError>) -> (i16, Option<String
     }
 }
 
+/// A share-partition's refusal of an acknowledgement (KIP-932).
+pub fn share_ack_code(e: &sluice_shard::share::partition::AckError) -> i16 {
+    use sluice_shard::share::partition::AckError;
+    let k = match e {
+        AckError::InvalidRecordState => K::InvalidRecordState,
+        AckError::InvalidRange => K::InvalidRequest,
+    };
+    k.code()
+}
+
+/// A share session's refusal of a ShareFetch or ShareAcknowledge (KIP-932).
+pub fn share_session_code(e: sluice_shard::share::SessionError) -> i16 {
+    use sluice_shard::share::SessionError;
+    let k = match e {
+        SessionError::NotFound => K::ShareSessionNotFound,
+        SessionError::InvalidEpoch => K::InvalidShareSessionEpoch,
+    };
+    k.code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub mod replica;
 pub mod route;
 pub mod runtime;
 pub mod shard;
+pub mod share;
 pub mod txn;
 
 pub use error::PartitionError;

@@ -328,6 +328,8 @@ pub enum ShardMsg {
     Admin(AdminCall),
     /// To a group's coordinator shard: run a group operation.
     Group(crate::groups::GroupCall),
+    /// To the shard owning share-group state (KIP-932): membership, share-partitions.
+    Share(crate::share::ShareCall),
     /// To a transaction (or group) coordinator shard: run a transaction operation.
     Txn(crate::txn::TxnCall),
     /// Read-committed views (last stable offset, aborted transactions) of owned partitions.
@@ -388,7 +390,12 @@ impl ShardMsg {
             // A long poll lasts up to max_wait (one per waiting fetch, `fetch::serve_wait`);
             // group and admin operations wait for members or send to other shards.
             // Transaction operations write markers on other shards.
-            ShardMsg::WaitForData { .. } | ShardMsg::Admin(_) | ShardMsg::Group(_) | ShardMsg::Txn(_) => false,
+            // Share-group work waits for state-file writes (and releases fan out to every shard).
+            ShardMsg::WaitForData { .. }
+            | ShardMsg::Admin(_)
+            | ShardMsg::Group(_)
+            | ShardMsg::Txn(_)
+            | ShardMsg::Share(_) => false,
         }
     }
 }

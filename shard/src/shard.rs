@@ -159,6 +159,9 @@ pub struct Shard {
     pub(crate) groups: crate::groups::coordinator::Coordinator,
     /// Transactional ids coordinated by this shard (and groups' staged transactional offsets).
     pub(crate) txns: crate::txn::coordinator::TxnCoordinator,
+    /// Share groups this shard coordinates, share-partitions it owns, share sessions of its
+    /// connections (KIP-932).
+    pub(crate) share: crate::share::ShareState,
     /// Open and aborted transactions of the partitions this shard owns.
     pub(crate) txn_partitions: crate::txn::partition::Registry,
     /// 0 while running, 1 once shutdown began.
@@ -197,6 +200,7 @@ impl Shard {
             producer_ids: Cell::new((0, 0)),
             groups: Default::default(),
             txns: Default::default(),
+            share: Default::default(),
             txn_partitions: Default::default(),
             stopping: Watermark::new(0),
             install_lock: glommio::sync::Semaphore::new(1),
@@ -599,6 +603,7 @@ impl Shard {
             }),
             ShardMsg::Admin(call) => run_with(slot, async move { crate::admin::execute(&shard, call).await }),
             ShardMsg::Group(call) => run_with(slot, async move { shard.groups.handle(&shard, call).await }),
+            ShardMsg::Share(call) => run_with(slot, crate::share::handle(shard, call)),
             ShardMsg::Txn(call) => run_with(slot, async move { shard.txns.handle(&shard, call).await }),
             ShardMsg::TxnViews { items, reply } => drop(reply.send(crate::txn::view::views_local(self, items))),
             ShardMsg::TxnOpen { items, reply } => drop(reply.send(crate::txn::verify::open_local(self, items))),

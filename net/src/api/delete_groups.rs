@@ -1,4 +1,5 @@
-//! DeleteGroups (key 42), versions 0–2: removes empty groups and their committed offsets.
+//! DeleteGroups (key 42), versions 0–2: removes empty groups and their committed offsets (a
+//! share group: its share-partitions' state on every owner).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_result_code;
@@ -24,7 +25,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(code));
                 continue;
             }
-            let r = groups::ask(&ctx.shard, &g.0, DeleteRequest(g.0.to_string())).await;
+            // A share group (KIP-932) first; else the classic/consumer groups.
+            let r = match sluice_shard::share::delete(&ctx.shard, &g.0).await {
+                Ok(true) => Ok(()),
+                Ok(false) => groups::ask(&ctx.shard, &g.0, DeleteRequest(g.0.to_string())).await,
+                Err(e) => Err(e),
+            };
             results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(group_result_code(&r)));
         }
         Ok(reply_now(respond(&req, &DeleteGroupsResponse::default().with_results(results))))

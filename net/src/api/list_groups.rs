@@ -1,5 +1,5 @@
 //! ListGroups (key 16), versions 0–5: every group on every shard, filtered by state (v4+)
-//! and type (v5+: "classic", or "consumer" for KIP-848 groups).
+//! and type (v5+: "classic", "consumer" for KIP-848 groups, "share" for KIP-932 share groups).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::frame::{decode_body, FrameError, Request};
@@ -22,8 +22,9 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         let types: Vec<String> = body.types_filter.iter().map(|s| s.to_lowercase()).collect();
         let authz = crate::authz::Authz::new(&ctx, &req);
         let all = authz.cluster(sluice_shard::metadata::acl::op::DESCRIBE);
-        let listed = groups::list_all(&ctx.shard)
-            .await
+        let mut found = groups::list_all(&ctx.shard).await;
+        found.extend(sluice_shard::share::list_all(&ctx.shard).await);
+        let listed = found
             .into_iter()
             .filter(|g| all || authz.group(sluice_shard::metadata::acl::op::DESCRIBE, &g.group_id))
             .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))

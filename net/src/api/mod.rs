@@ -12,6 +12,7 @@ pub mod add_partitions_to_txn;
 pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_share_group_offsets;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_describe;
@@ -22,6 +23,7 @@ pub mod create_topics;
 pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
+pub mod delete_share_group_offsets;
 pub mod delete_topics;
 pub mod describe_acls;
 pub mod describe_client_quotas;
@@ -29,6 +31,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_share_group_offsets;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
@@ -54,6 +57,10 @@ pub mod per_partition;
 pub mod produce;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
+pub mod share_acknowledge;
+pub mod share_fetch;
+pub mod share_group_describe;
+pub mod share_group_heartbeat;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -164,6 +171,13 @@ pub const APIS: &[ApiSpec] = &[
     list_transactions::SPEC,
     consumer_group_heartbeat::SPEC,
     consumer_group_describe::SPEC,
+    share_group_heartbeat::SPEC,
+    share_group_describe::SPEC,
+    share_fetch::SPEC,
+    share_acknowledge::SPEC,
+    describe_share_group_offsets::SPEC,
+    alter_share_group_offsets::SPEC,
+    delete_share_group_offsets::SPEC,
     sasl_handshake::SPEC,
     sasl_authenticate::SPEC,
     describe_user_scram_credentials::SPEC,

@@ -1,0 +1,344 @@
+//! Share-group membership (KIP-932) on the group's coordinator shard: ShareGroupHeartbeat and
+//! ShareGroupDescribe decided without I/O.
+//!
+//! Contract: a share group has a group epoch, bumped whenever a member joins or leaves or the
+//! subscribed topics or their partition counts change; every heartbeat brings a member to the
+//! group epoch at once (share groups need no revocation: several members may consume one
+//! partition, records are handed out by the share-partitions). The assignment is computed
+//! from the sorted member ids: with at least as many partitions as members, the partitions are
+//! spread round robin; with more members than partitions, member `i` gets partition
+//! `i mod partitions`, so every partition has a member and members share partitions evenly.
+//! A member silent for the session timeout is removed. Membership is not stored: members
+//! rejoin after a restart (as their heartbeat gets UNKNOWN_MEMBER_ID).
+
+use crate::groups::{Assignment, GroupError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Topics the assignment can use: name → partition count.
+pub type TopicCounts = BTreeMap<String, i32>;
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub rack_id: Option<String>,
+    pub subscribed_topic_names: Option<Vec<String>>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatResponse {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// Sent when it changed for this member (or on join).
+    pub assignment: Option<Assignment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub assignment: Assignment,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    rack_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    topics: Vec<String>,
+    epoch: i32,
+    assignment: Assignment,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ShareGroup {
+    epoch: i32,
+    members: BTreeMap<String, Member>,
+    /// The topic metadata the current assignment was computed with.
+    topics_seen: TopicCounts,
+}
+
+/// Settings a heartbeat needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub session_timeout: Duration,
+    pub heartbeat_interval_ms: i32,
+    pub max_members: usize,
+}
+
+impl ShareGroup {
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else {
+            "Stable"
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn member_ids(&self) -> impl Iterator<Item = &String> {
+        self.members.keys()
+    }
+
+    /// Removes members silent for longer than the session timeout; returns them.
+    pub fn expire(&mut self, now: Instant, s: &Settings, topics: &TopicCounts) -> Vec<String> {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) > s.session_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            self.members.remove(id);
+        }
+        if !gone.is_empty() {
+            self.rebalance(topics);
+        }
+        gone
+    }
+
+    /// One heartbeat. Returns the answer and the members that left (whose acquired records
+    /// the share-partitions release).
+    pub fn heartbeat(
+        &mut self,
+        req: &HeartbeatRequest,
+        now: Instant,
+        s: &Settings,
+        topics: &TopicCounts,
+    ) -> Result<(HeartbeatResponse, Vec<String>), GroupError> {
+        if req.member_id.is_empty() {
+            return Err(GroupError::InvalidRequest("MemberId can't be empty.".into()));
+        }
+        let mut left = self.expire(now, s, topics);
+        if req.member_epoch == -1 {
+            if self.members.remove(&req.member_id).is_some() {
+                self.rebalance(topics);
+                left.push(req.member_id.clone());
+            }
+            let resp = HeartbeatResponse {
+                member_id: req.member_id.clone(),
+                member_epoch: -1,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            };
+            return Ok((resp, left));
+        }
+        let known = self.members.contains_key(&req.member_id);
+        match (known, req.member_epoch) {
+            (false, 0) => {
+                if self.members.len() >= s.max_members {
+                    return Err(GroupError::GroupMaxSizeReached);
+                }
+                let Some(names) = &req.subscribed_topic_names else {
+                    return Err(GroupError::InvalidRequest(
+                        "SubscribedTopicNames must be set in first request.".into(),
+                    ));
+                };
+                let mut names = names.clone();
+                names.sort();
+                names.dedup();
+                let m = Member {
+                    rack_id: req.rack_id.clone(),
+                    client_id: req.client_id.clone(),
+                    client_host: req.client_host.clone(),
+                    topics: names,
+                    epoch: 0,
+                    assignment: Assignment::new(),
+                    last_seen: now,
+                };
+                self.members.insert(req.member_id.clone(), m);
+                self.rebalance(topics);
+            }
+            (false, _) => return Err(GroupError::UnknownMemberId),
+            (true, e) => {
+                let m = self.members.get_mut(&req.member_id).expect("known");
+                if e != 0 && e != m.epoch {
+                    return Err(GroupError::FencedMemberEpoch);
+                }
+                m.last_seen = now;
+                let mut changed = false;
+                if let Some(names) = &req.subscribed_topic_names {
+                    let mut names = names.clone();
+                    names.sort();
+                    names.dedup();
+                    if names != m.topics {
+                        m.topics = names;
+                        changed = true;
+                    }
+                }
+                if changed || &self.topics_seen != topics || e == 0 {
+                    self.rebalance(topics);
+                }
+            }
+        }
+        let m = self.members.get_mut(&req.member_id).expect("present");
+        let bumped = m.epoch != req.member_epoch || req.member_epoch == 0;
+        let resp = HeartbeatResponse {
+            member_id: req.member_id.clone(),
+            member_epoch: m.epoch,
+            heartbeat_interval_ms: s.heartbeat_interval_ms,
+            assignment: bumped.then(|| m.assignment.clone()),
+        };
+        Ok((resp, left))
+    }
+
+    /// Recomputes every member's assignment and brings the changed ones to a new group epoch.
+    fn rebalance(&mut self, topics: &TopicCounts) {
+        self.topics_seen = topics.clone();
+        let wanted: BTreeSet<&String> = self.members.values().flat_map(|m| m.topics.iter()).collect();
+        // Each partition (in topic order) with the members subscribed to its topic.
+        let mut targets: BTreeMap<String, Assignment> =
+            self.members.keys().map(|k| (k.clone(), Assignment::new())).collect();
+        for name in wanted {
+            let Some(&count) = topics.get(name) else { continue };
+            let subs: Vec<&String> =
+                self.members.iter().filter(|(_, m)| m.topics.contains(name)).map(|(k, _)| k).collect();
+            if subs.is_empty() || count <= 0 {
+                continue;
+            }
+            let n = usize::try_from(count).expect("positive");
+            if n >= subs.len() {
+                for p in 0..n {
+                    let who = subs[p % subs.len()];
+                    targets.get_mut(who).expect("member").entry(name.clone()).or_default().insert(partition_index(p));
+                }
+            } else {
+                for (i, who) in subs.iter().enumerate() {
+                    targets
+                        .get_mut(*who)
+                        .expect("member")
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(partition_index(i % n));
+                }
+            }
+        }
+        let changed = self.members.iter().any(|(k, m)| targets.get(k) != Some(&m.assignment) || m.epoch == 0);
+        if changed || self.epoch == 0 {
+            self.epoch = self.epoch.saturating_add(1);
+        }
+        for (k, m) in self.members.iter_mut() {
+            let t = targets.remove(k).unwrap_or_default();
+            if t != m.assignment || m.epoch == 0 {
+                m.assignment = t;
+                m.epoch = self.epoch;
+            }
+        }
+    }
+
+    pub fn describe(&self) -> GroupDescription {
+        GroupDescription {
+            state: self.state(),
+            group_epoch: self.epoch,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.topics.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The partitions any member subscribes to (for offsets descriptions).
+    pub fn subscribed(&self) -> BTreeSet<String> {
+        self.members.values().flat_map(|m| m.topics.iter().cloned()).collect()
+    }
+}
+
+/// A partition index below a topic's partition count (an i32).
+fn partition_index(p: usize) -> i32 {
+    i32::try_from(p).expect("below the partition count, an i32")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings { session_timeout: Duration::from_secs(45), heartbeat_interval_ms: 5000, max_members: 10 }
+    }
+
+    fn join(id: &str, topics: &[&str]) -> HeartbeatRequest {
+        HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: id.into(),
+            member_epoch: 0,
+            rack_id: None,
+            subscribed_topic_names: Some(topics.iter().map(|s| s.to_string()).collect()),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+        }
+    }
+
+    #[test]
+    fn members_share_a_single_partition() {
+        let now = Instant::now();
+        let topics: TopicCounts = [("t".to_string(), 1)].into();
+        let mut g = ShareGroup::default();
+        let (a, _) = g.heartbeat(&join("a", &["t"]), now, &settings(), &topics).unwrap();
+        let (b, _) = g.heartbeat(&join("b", &["t"]), now, &settings(), &topics).unwrap();
+        let one: Assignment = [("t".to_string(), [0].into())].into();
+        assert_eq!(a.assignment, Some(one.clone()));
+        assert_eq!(b.assignment, Some(one));
+        // A heartbeat at the current epoch gets no assignment.
+        let mut hb = join("a", &["t"]);
+        hb.member_epoch = a.member_epoch;
+        hb.subscribed_topic_names = None;
+        let (a2, _) = g.heartbeat(&hb, now, &settings(), &topics).unwrap();
+        assert_eq!(a2.assignment, None);
+        assert_eq!(a2.member_epoch, a.member_epoch);
+        // A wrong epoch is fenced, an unknown member refused.
+        hb.member_epoch = 99;
+        assert_eq!(g.heartbeat(&hb, now, &settings(), &topics).unwrap_err(), GroupError::FencedMemberEpoch);
+        hb.member_id = "zz".into();
+        assert_eq!(g.heartbeat(&hb, now, &settings(), &topics).unwrap_err(), GroupError::UnknownMemberId);
+    }
+
+    #[test]
+    fn partitions_spread_over_members_and_leavers_go() {
+        let now = Instant::now();
+        let topics: TopicCounts = [("t".to_string(), 4)].into();
+        let mut g = ShareGroup::default();
+        g.heartbeat(&join("a", &["t"]), now, &settings(), &topics).unwrap();
+        g.heartbeat(&join("b", &["t"]), now, &settings(), &topics).unwrap();
+        let d = g.describe();
+        let all: Vec<BTreeSet<i32>> = d.members.iter().map(|m| m.assignment["t"].clone()).collect();
+        assert_eq!(all, vec![[0, 2].into(), [1, 3].into()]);
+        let mut leave = join("b", &[]);
+        leave.member_epoch = -1;
+        let (_, left) = g.heartbeat(&leave, now, &settings(), &topics).unwrap();
+        assert_eq!(left, vec!["b".to_string()]);
+        assert_eq!(g.describe().members[0].assignment["t"].len(), 4);
+        // Silent members expire.
+        let gone = g.expire(now + Duration::from_secs(46), &settings(), &topics);
+        assert_eq!(gone, vec!["a".to_string()]);
+        assert_eq!(g.state(), "Empty");
+    }
+}

@@ -1,0 +1,719 @@
+//! Share groups (KIP-932, "queues for Kafka"): membership on the group's coordinator shard,
+//! share-partition state on the shard that owns the partition, share sessions on the shard the
+//! client's connection landed on. No locks: every piece of state has one owning shard and is
+//! reached with a typed [`ShareCall`] over the mesh.
+//!
+//! Contract: a share group's membership ([`group::ShareGroup`]) lives on the shard that would
+//! coordinate a classic group of that id (`groups::coordinator_shard`). A share-partition
+//! ([`partition::SharePartition`]) is created on the owner of the partition the first time a
+//! member fetches it (SPSO from the broker's `share_auto_offset_reset`: the high watermark for
+//! "latest", the log start for "earliest"), or read back from its state file ([`store`]). Its
+//! state is written durably when it is created and after every acknowledgement, before the
+//! acknowledgement is answered; acquisitions are not written (after a restart, records that
+//! were acquired are available again with the delivery count last written). When a member
+//! leaves or is expired, every shard releases the records it held. A share session (ShareFetch
+//! / ShareAcknowledge epochs) lives on the shard of the connection that opened it.
+
+pub mod group;
+pub mod partition;
+pub mod store;
+
+use crate::error::PartitionError;
+use crate::groups::{self, GroupError, GroupListing};
+use crate::msg::ShardMsg;
+use crate::route::{self, Tagged};
+use crate::shard::Shard;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::join_all;
+use group::{GroupDescription, HeartbeatRequest, HeartbeatResponse, Settings, ShareGroup, TopicCounts};
+use partition::{AckError, AckType, AcquiredRange, Limits, SharePartition};
+use sluice_core::{Offset, ShardId, TopicPartition};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A share-partition's key on its owner shard.
+type PartKey = (String, TopicPartition);
+
+/// One share session: its next expected epoch and the partitions it fetches.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub next_epoch: i32,
+    pub partitions: BTreeSet<TopicPartition>,
+}
+
+/// Why a share session refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionError {
+    NotFound,
+    InvalidEpoch,
+}
+
+/// One shard's share-group state (each map holds what this shard owns).
+pub struct ShareState {
+    groups: RefCell<BTreeMap<String, ShareGroup>>,
+    partitions: RefCell<HashMap<PartKey, SharePartition>>,
+    sessions: RefCell<HashMap<(String, String), Session>>,
+    /// One state-file write at a time on this shard (later states never lose a race).
+    writer: glommio::sync::Semaphore,
+}
+
+impl Default for ShareState {
+    fn default() -> Self {
+        ShareState {
+            groups: Default::default(),
+            partitions: Default::default(),
+            sessions: Default::default(),
+            writer: glommio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+/// One partition of a ShareFetch, for its owner.
+#[derive(Debug, Clone)]
+pub struct AcquireItem {
+    pub index: usize,
+    pub tp: TopicPartition,
+    pub max_bytes: usize,
+}
+
+/// What a member got from one partition: whole batches from the log and the offsets in them
+/// that are its to process.
+#[derive(Debug, Clone, Default)]
+pub struct Acquired {
+    pub records: Bytes,
+    pub ranges: Vec<AcquiredRange>,
+}
+
+/// One acknowledgement batch of one partition.
+#[derive(Debug, Clone)]
+pub struct AckBatch {
+    pub first: i64,
+    pub last: i64,
+    pub types: Vec<AckType>,
+}
+
+/// One partition's acknowledgements, for its owner.
+#[derive(Debug, Clone)]
+pub struct AckItem {
+    pub index: usize,
+    pub tp: TopicPartition,
+    pub batches: Vec<AckBatch>,
+}
+
+/// An operation on share-group state, run on the shard owning that state.
+#[derive(Debug)]
+pub enum ShareCall {
+    Heartbeat {
+        req: HeartbeatRequest,
+        reply: oneshot::Sender<Result<HeartbeatResponse, GroupError>>,
+    },
+    Describe {
+        group_id: String,
+        reply: oneshot::Sender<Option<GroupDescription>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<GroupListing>>,
+    },
+    Delete {
+        group_id: String,
+        reply: oneshot::Sender<Result<bool, GroupError>>,
+    },
+    Acquire {
+        group_id: String,
+        member_id: String,
+        items: Vec<AcquireItem>,
+        max_records: usize,
+        reply: oneshot::Sender<Vec<Tagged<Acquired>>>,
+    },
+    Acknowledge {
+        group_id: String,
+        member_id: String,
+        items: Vec<AckItem>,
+        reply: oneshot::Sender<Vec<Tagged<Result<(), AckError>>>>,
+    },
+    Release {
+        group_id: String,
+        member_id: String,
+    },
+    /// Start offsets (`None`: not initialized); with `set`, first moves them (`Some(None)`:
+    /// forget the share-partition).
+    Offsets {
+        group_id: String,
+        items: Vec<(usize, TopicPartition)>,
+        set: Option<Option<i64>>,
+        reply: oneshot::Sender<Vec<Tagged<Option<i64>>>>,
+    },
+}
+
+/// Runs a call on this shard (the owner of the state it names).
+pub async fn handle(shard: Rc<Shard>, call: ShareCall) {
+    match call {
+        ShareCall::Heartbeat { req, reply } => drop(reply.send(heartbeat_local(&shard, req))),
+        ShareCall::Describe { group_id, reply } => drop(reply.send(describe_local(&shard, &group_id))),
+        ShareCall::List { reply } => drop(reply.send(list_local(&shard))),
+        ShareCall::Delete { group_id, reply } => drop(reply.send(delete_local(&shard, &group_id))),
+        ShareCall::Acquire { group_id, member_id, items, max_records, reply } => {
+            drop(reply.send(acquire_local(&shard, &group_id, &member_id, items, max_records).await))
+        }
+        ShareCall::Acknowledge { group_id, member_id, items, reply } => {
+            drop(reply.send(acknowledge_local(&shard, &group_id, &member_id, items).await))
+        }
+        ShareCall::Release { group_id, member_id } => release_local(&shard, &group_id, &member_id),
+        ShareCall::Offsets { group_id, items, set, reply } => {
+            drop(reply.send(offsets_local(&shard, &group_id, items, set).await))
+        }
+    }
+}
+
+async fn on_shard<R>(shard: &Rc<Shard>, to: ShardId, make: impl FnOnce(oneshot::Sender<R>) -> ShareCall) -> Option<R> {
+    let (tx, rx) = oneshot::channel();
+    let call = make(tx);
+    if to == shard.id {
+        handle(shard.clone(), call).await;
+    } else {
+        shard.send(to, ShardMsg::Share(call)).await.ok()?;
+    }
+    rx.await.ok()
+}
+
+fn coordinator(shard: &Shard, group_id: &str) -> Result<ShardId, GroupError> {
+    groups::coordinator_shard(shard, group_id).ok_or_else(|| groups::not_hosted(shard))
+}
+
+// ---- membership (coordinator shard) ----
+
+/// ShareGroupHeartbeat.
+pub async fn heartbeat(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<HeartbeatResponse, GroupError> {
+    let to = coordinator(shard, &req.group_id)?;
+    on_shard(shard, to, |reply| ShareCall::Heartbeat { req, reply }).await.ok_or(GroupError::CoordinatorNotAvailable)?
+}
+
+/// ShareGroupDescribe of one group (`None`: no such share group).
+pub async fn describe(shard: &Rc<Shard>, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
+    let to = coordinator(shard, group_id)?;
+    let group_id = group_id.to_string();
+    on_shard(shard, to, |reply| ShareCall::Describe { group_id, reply })
+        .await
+        .ok_or(GroupError::CoordinatorNotAvailable)
+}
+
+/// Every share group of every shard (for ListGroups).
+pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
+    let mut all = Vec::new();
+    for s in 0..shard.n_shards {
+        all.extend(
+            on_shard(shard, crate::shard::shard_id(s), |reply| ShareCall::List { reply }).await.unwrap_or_default(),
+        );
+    }
+    all
+}
+
+/// DeleteGroups of a share group: `Ok(false)` when there is no such share group; its
+/// share-partitions' state is forgotten everywhere.
+pub async fn delete(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupError> {
+    let to = coordinator(shard, group_id)?;
+    let g = group_id.to_string();
+    let found = on_shard(shard, to, |reply| ShareCall::Delete { group_id: g, reply })
+        .await
+        .ok_or(GroupError::CoordinatorNotAvailable)??;
+    if found {
+        let items: Vec<(usize, TopicPartition)> = all_partitions(shard).into_iter().enumerate().collect();
+        offsets(shard, group_id, items, Some(None)).await;
+    }
+    Ok(found)
+}
+
+fn all_partitions(shard: &Shard) -> Vec<TopicPartition> {
+    let meta = shard.metadata();
+    meta.topics
+        .iter()
+        .flat_map(|(name, t)| {
+            (0..t.shards.len())
+                .map(move |p| TopicPartition::new(name.clone(), i32::try_from(p).expect("a partition index is an i32")))
+        })
+        .collect()
+}
+
+fn settings(shard: &Shard) -> Settings {
+    let c = &shard.config;
+    Settings {
+        session_timeout: Duration::from_millis(u64::try_from(c.group_share_session_timeout_ms).unwrap_or(45_000)),
+        heartbeat_interval_ms: c.group_share_heartbeat_interval_ms,
+        max_members: c.group_share_max_size,
+    }
+}
+
+fn topic_counts(shard: &Shard) -> TopicCounts {
+    let meta = shard.metadata();
+    meta.topics
+        .iter()
+        .filter(|(name, _)| !name.starts_with("__"))
+        .map(|(name, t)| (name.clone(), i32::try_from(t.shards.len()).expect("partition count fits an i32")))
+        .collect()
+}
+
+fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<HeartbeatResponse, GroupError> {
+    let topics = topic_counts(shard);
+    let (resp, left) = {
+        let mut groups = shard.share.groups.borrow_mut();
+        let g = groups.entry(req.group_id.clone()).or_default();
+        g.heartbeat(&req, Instant::now(), &settings(shard), &topics)?
+    };
+    for member in left {
+        broadcast_release(shard, &req.group_id, &member);
+    }
+    Ok(resp)
+}
+
+fn describe_local(shard: &Rc<Shard>, group_id: &str) -> Option<GroupDescription> {
+    expire_local(shard, group_id);
+    shard.share.groups.borrow().get(group_id).map(|g| g.describe())
+}
+
+fn expire_local(shard: &Rc<Shard>, group_id: &str) {
+    let topics = topic_counts(shard);
+    let left = match shard.share.groups.borrow_mut().get_mut(group_id) {
+        Some(g) => g.expire(Instant::now(), &settings(shard), &topics),
+        None => return,
+    };
+    for member in left {
+        broadcast_release(shard, group_id, &member);
+    }
+}
+
+fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
+    let ids: Vec<String> = shard.share.groups.borrow().keys().cloned().collect();
+    for id in &ids {
+        expire_local(shard, id);
+    }
+    shard
+        .share
+        .groups
+        .borrow()
+        .iter()
+        .map(|(id, g)| GroupListing {
+            group_id: id.clone(),
+            protocol_type: "share".to_string(),
+            state: g.state(),
+            group_type: "share",
+        })
+        .collect()
+}
+
+fn delete_local(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupError> {
+    expire_local(shard, group_id);
+    let mut groups = shard.share.groups.borrow_mut();
+    match groups.get(group_id) {
+        None => Ok(false),
+        Some(g) if !g.is_empty() => Err(GroupError::NonEmptyGroup),
+        Some(_) => {
+            groups.remove(group_id);
+            Ok(true)
+        }
+    }
+}
+
+/// Tells every shard that `member` left `group_id` (fire and forget).
+fn broadcast_release(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
+    for s in 0..shard.n_shards {
+        let to = crate::shard::shard_id(s);
+        let (g, m) = (group_id.to_string(), member_id.to_string());
+        if to == shard.id {
+            release_local(shard, &g, &m);
+        } else {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = shard.send(to, ShardMsg::Share(ShareCall::Release { group_id: g, member_id: m })).await;
+            })
+            .detach();
+        }
+    }
+}
+
+// ---- share-partitions (owner shard) ----
+
+fn limits(shard: &Shard) -> Limits {
+    let c = &shard.config;
+    Limits {
+        lock: Duration::from_millis(u64::try_from(c.group_share_record_lock_duration_ms).unwrap_or(30_000)),
+        delivery_count_limit: u16::try_from(c.group_share_delivery_count_limit).unwrap_or(5),
+        max_locks: c.group_share_partition_max_record_locks,
+    }
+}
+
+fn state_path(shard: &Shard, group_id: &str, tp: &TopicPartition) -> Option<std::path::PathBuf> {
+    let meta = shard.metadata();
+    let id = meta.topics.get(&tp.topic)?.id;
+    Some(store::file(shard.data_dir(), group_id, &id, tp.partition.0))
+}
+
+/// Makes sure the share-partition is in memory (read back from its file, or created from the
+/// reset policy and written). `None`: this shard has no such partition.
+async fn ensure(shard: &Rc<Shard>, group_id: &str, tp: &TopicPartition, create: bool) -> Option<()> {
+    let key = (group_id.to_string(), tp.clone());
+    if shard.share.partitions.borrow().contains_key(&key) {
+        return Some(());
+    }
+    let path = state_path(shard, group_id, tp)?;
+    let log = shard.log(tp)?;
+    let p2 = path.clone();
+    let stored = sluice_storage::disk::blocking(move || store::read(&p2)).await;
+    let fresh = stored.is_none();
+    let part = match stored {
+        Some(s) => SharePartition::restore(s.spso, &s.entries, limits(shard)),
+        None if !create => return None,
+        None => {
+            let start = match shard.config.share_auto_offset_reset.as_str() {
+                "earliest" => log.log_start().0,
+                _ => log.high_watermark().0,
+            };
+            SharePartition::new(start, limits(shard))
+        }
+    };
+    // Another task may have loaded it meanwhile: keep the first.
+    let inserted = {
+        let mut parts = shard.share.partitions.borrow_mut();
+        match parts.contains_key(&key) {
+            true => false,
+            false => {
+                parts.insert(key.clone(), part);
+                true
+            }
+        }
+    };
+    if inserted && fresh {
+        // The SPSO chosen now must survive a restart (else "latest" would move it).
+        let _ = persist(shard, &key).await;
+    }
+    Some(())
+}
+
+/// Writes the share-partition's current state durably.
+async fn persist(shard: &Rc<Shard>, key: &PartKey) -> Result<(), PartitionError> {
+    let _permit = shard.share.writer.acquire_permit(1).await.map_err(|_| PartitionError::ShuttingDown)?;
+    let Some(path) = state_path(shard, &key.0, &key.1) else { return Ok(()) };
+    let stored = match shard.share.partitions.borrow().get(key) {
+        Some(p) => {
+            let (spso, entries) = p.durable();
+            store::Stored { spso, entries }
+        }
+        None => return Ok(()),
+    };
+    sluice_storage::disk::blocking(move || store::write(&path, &stored))
+        .await
+        .map_err(|e| PartitionError::Storage(e.to_string()))
+}
+
+/// The last offset of the last whole batch in `records` (None: no whole batch).
+fn last_offset(records: &[u8]) -> Option<i64> {
+    let mut at = 0usize;
+    let mut last = None;
+    while records.len() >= at + 27 {
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().ok()?);
+        let len = usize::try_from(i32::from_be_bytes(records[at + 8..at + 12].try_into().ok()?)).ok()?;
+        let delta = i64::from(i32::from_be_bytes(records[at + 23..at + 27].try_into().ok()?));
+        if records.len() < at + 12 + len {
+            break;
+        }
+        last = Some(base + delta);
+        at += 12 + len;
+    }
+    last
+}
+
+async fn acquire_local(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    member_id: &str,
+    items: Vec<AcquireItem>,
+    max_records: usize,
+) -> Vec<Tagged<Acquired>> {
+    let member: Rc<str> = Rc::from(member_id);
+    let mut left = max_records;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let r =
+            if left == 0 { Ok(Acquired::default()) } else { acquire_one(shard, group_id, &member, &item, left).await };
+        if let Ok(a) = &r {
+            let n: i64 = a.ranges.iter().map(|(f, l, _)| l - f + 1).sum();
+            left = left.saturating_sub(usize::try_from(n).unwrap_or(0));
+        }
+        out.push((item.index, r));
+    }
+    out
+}
+
+async fn acquire_one(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    member: &Rc<str>,
+    item: &AcquireItem,
+    max_records: usize,
+) -> Result<Acquired, PartitionError> {
+    crate::replica::check_leader(shard, &item.tp)?;
+    let log = shard.log(&item.tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    ensure(shard, group_id, &item.tp, true).await.ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let key = (group_id.to_string(), item.tp.clone());
+    let now = Instant::now();
+    let start = {
+        let mut parts = shard.share.partitions.borrow_mut();
+        let p = parts.get_mut(&key).ok_or(PartitionError::UnknownTopicOrPartition)?;
+        p.skip_below(log.log_start().0);
+        p.next_fetch_offset(now, log.high_watermark().0)
+    };
+    let Some(start) = start else { return Ok(Acquired::default()) };
+    let mut read = log.read(Offset(start), item.max_bytes).await.map_err(PartitionError::from)?;
+    if log.is_replicated() {
+        read.records = crate::replica::strip_raft_control(std::mem::take(&mut read.records));
+    }
+    let Some(last) = last_offset(&read.records) else { return Ok(Acquired::default()) };
+    let ranges = {
+        let mut parts = shard.share.partitions.borrow_mut();
+        let p = parts.get_mut(&key).ok_or(PartitionError::UnknownTopicOrPartition)?;
+        p.acquire(member, start, last, read.high_watermark.0, max_records, Instant::now())
+    };
+    if ranges.is_empty() {
+        return Ok(Acquired::default());
+    }
+    Ok(Acquired { records: read.records, ranges })
+}
+
+async fn acknowledge_local(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    member_id: &str,
+    items: Vec<AckItem>,
+) -> Vec<Tagged<Result<(), AckError>>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut touched = Vec::new();
+    for item in items {
+        if ensure(shard, group_id, &item.tp, false).await.is_none() {
+            let e = if shard.log(&item.tp).is_some() {
+                Ok(Err(AckError::InvalidRecordState))
+            } else {
+                Err(PartitionError::UnknownTopicOrPartition)
+            };
+            out.push((item.index, e));
+            continue;
+        }
+        let key = (group_id.to_string(), item.tp.clone());
+        let now = Instant::now();
+        let mut result = Ok(());
+        if let Some(p) = shard.share.partitions.borrow_mut().get_mut(&key) {
+            for b in &item.batches {
+                if let Err(e) = p.acknowledge(member_id, b.first, b.last, &b.types, now) {
+                    result = Err(e);
+                }
+            }
+        }
+        touched.push((out.len(), key));
+        out.push((item.index, Ok(result)));
+    }
+    // Durable before answered.
+    for (i, key) in touched {
+        if let Err(e) = persist(shard, &key).await {
+            out[i].1 = Err(e);
+        }
+    }
+    out
+}
+
+fn release_local(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
+    for ((g, _), p) in shard.share.partitions.borrow_mut().iter_mut() {
+        if g == group_id {
+            p.release_member(member_id);
+        }
+    }
+}
+
+async fn offsets_local(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    items: Vec<(usize, TopicPartition)>,
+    set: Option<Option<i64>>,
+) -> Vec<Tagged<Option<i64>>> {
+    let mut out = Vec::with_capacity(items.len());
+    for (index, tp) in items {
+        let key = (group_id.to_string(), tp.clone());
+        let known = ensure(shard, group_id, &tp, false).await.is_some();
+        let r = match set {
+            None => Ok(shard.share.partitions.borrow().get(&key).map(|p| p.spso())),
+            Some(None) => {
+                shard.share.partitions.borrow_mut().remove(&key);
+                match state_path(shard, group_id, &tp) {
+                    Some(path) => sluice_storage::disk::blocking(move || store::remove(&path))
+                        .await
+                        .map(|_| None)
+                        .map_err(|e| PartitionError::Storage(e.to_string())),
+                    None => Ok(None),
+                }
+            }
+            Some(Some(at)) => {
+                if !known {
+                    shard.share.partitions.borrow_mut().insert(key.clone(), SharePartition::new(at, limits(shard)));
+                }
+                if let Some(p) = shard.share.partitions.borrow_mut().get_mut(&key) {
+                    p.reset_to(at);
+                }
+                persist(shard, &key).await.map(|_| Some(at))
+            }
+        };
+        out.push((index, r));
+    }
+    out
+}
+
+// ---- routing of partition operations ----
+
+async fn per_owner<T, R: 'static>(
+    shard: &Rc<Shard>,
+    items: Vec<T>,
+    tp: impl Fn(&T) -> &TopicPartition,
+    index: impl Fn(&T) -> usize,
+    make: impl Fn(Vec<T>, oneshot::Sender<Vec<Tagged<R>>>) -> ShareCall,
+) -> Vec<Tagged<R>> {
+    let grouped = route::group_by_owner(shard, items, tp);
+    let mut out: Vec<Tagged<R>> = route::unknown(grouped.unknown, &index);
+    let mut parts = Vec::new();
+    for (owner, items) in grouped.by_owner {
+        let indexes: Vec<usize> = items.iter().map(&index).collect();
+        let call = on_shard(shard, owner, |reply| make(items, reply));
+        parts.push(async move {
+            call.await.unwrap_or_else(|| indexes.into_iter().map(|i| (i, Err(PartitionError::ShuttingDown))).collect())
+        });
+    }
+    for part in join_all(parts).await {
+        out.extend(part);
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// Acquires records of the listed partitions for a member (ShareFetch).
+pub async fn acquire(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    member_id: &str,
+    items: Vec<AcquireItem>,
+    max_records: usize,
+) -> Vec<Tagged<Acquired>> {
+    per_owner(
+        shard,
+        items,
+        |i| &i.tp,
+        |i| i.index,
+        |items, reply| ShareCall::Acquire {
+            group_id: group_id.to_string(),
+            member_id: member_id.to_string(),
+            items,
+            max_records,
+            reply,
+        },
+    )
+    .await
+}
+
+/// Applies a member's acknowledgements (answered once durable).
+pub async fn acknowledge(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    member_id: &str,
+    items: Vec<AckItem>,
+) -> Vec<Tagged<Result<(), AckError>>> {
+    per_owner(
+        shard,
+        items,
+        |i| &i.tp,
+        |i| i.index,
+        |items, reply| ShareCall::Acknowledge {
+            group_id: group_id.to_string(),
+            member_id: member_id.to_string(),
+            items,
+            reply,
+        },
+    )
+    .await
+}
+
+/// Start offsets of a group's share-partitions; with `set`, moves (or forgets) them first.
+pub async fn offsets(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    items: Vec<(usize, TopicPartition)>,
+    set: Option<Option<i64>>,
+) -> Vec<Tagged<Option<i64>>> {
+    per_owner(
+        shard,
+        items,
+        |i| &i.1,
+        |i| i.0,
+        |items, reply| ShareCall::Offsets { group_id: group_id.to_string(), items, set, reply },
+    )
+    .await
+}
+
+/// Releases, on every shard, the records a member holds (its share session closed).
+pub fn release(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
+    broadcast_release(shard, group_id, member_id);
+}
+
+// ---- share sessions (the connection's shard) ----
+
+/// Opens (epoch 0), continues (epoch > 0) or closes (epoch -1) a member's share session on
+/// this shard. Returns the session's partitions after `add` and `forget` (a closed session:
+/// the ones it had).
+pub fn session(
+    shard: &Shard,
+    group_id: &str,
+    member_id: &str,
+    epoch: i32,
+    add: &[TopicPartition],
+    forget: &[TopicPartition],
+) -> Result<Vec<TopicPartition>, SessionError> {
+    let key = (group_id.to_string(), member_id.to_string());
+    let mut sessions = shard.share.sessions.borrow_mut();
+    if epoch == 0 {
+        if sessions.len() >= sluice_core::limits::MAX_SHARE_SESSIONS_PER_SHARD && !sessions.contains_key(&key) {
+            return Err(SessionError::NotFound);
+        }
+        let s = Session { next_epoch: 1, partitions: add.iter().cloned().collect() };
+        let out = s.partitions.iter().cloned().collect();
+        sessions.insert(key, s);
+        return Ok(out);
+    }
+    let s = sessions.get_mut(&key).ok_or(SessionError::NotFound)?;
+    if epoch == -1 {
+        let s = sessions.remove(&key).expect("present");
+        return Ok(s.partitions.into_iter().collect());
+    }
+    if epoch != s.next_epoch {
+        return Err(SessionError::InvalidEpoch);
+    }
+    s.next_epoch = s.next_epoch.checked_add(1).unwrap_or(1);
+    s.partitions.extend(add.iter().cloned());
+    for f in forget {
+        s.partitions.remove(f);
+    }
+    Ok(s.partitions.iter().cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_offset_of_whole_batches() {
+        let mut b = vec![0u8; 61 + 61];
+        for (at, base, delta) in [(0usize, 10i64, 4i32), (61, 15, 2)] {
+            b[at..at + 8].copy_from_slice(&base.to_be_bytes());
+            b[at + 8..at + 12].copy_from_slice(&49i32.to_be_bytes());
+            b[at + 23..at + 27].copy_from_slice(&delta.to_be_bytes());
+        }
+        assert_eq!(last_offset(&b), Some(17));
+        assert_eq!(last_offset(&b[..100]), Some(14));
+        assert_eq!(last_offset(&b[..20]), None);
+    }
+}
