@@ -124,6 +124,13 @@ fn throttle_first_from(key: ApiKey) -> Option<i16> {
         | ListTransactions
         | ConsumerGroupHeartbeat
         | ConsumerGroupDescribe
+        | ShareGroupHeartbeat
+        | ShareGroupDescribe
+        | ShareFetch
+        | ShareAcknowledge
+        | DescribeShareGroupOffsets
+        | AlterShareGroupOffsets
+        | DeleteShareGroupOffsets
         | DescribeTopicPartitions
         | GetTelemetrySubscriptions
         | PushTelemetry
@@ -430,6 +437,11 @@ mod tests {
             AlterUserScramCredentials => AlterUserScramCredentialsResponse, DescribeAcls => DescribeAclsResponse,
             CreateAcls => CreateAclsResponse, DeleteAcls => DeleteAclsResponse,
             DescribeClientQuotas => DescribeClientQuotasResponse, AlterClientQuotas => AlterClientQuotasResponse,
+            ShareGroupHeartbeat => ShareGroupHeartbeatResponse, ShareGroupDescribe => ShareGroupDescribeResponse,
+            ShareFetch => ShareFetchResponse, ShareAcknowledge => ShareAcknowledgeResponse,
+            DescribeShareGroupOffsets => DescribeShareGroupOffsetsResponse,
+            AlterShareGroupOffsets => AlterShareGroupOffsetsResponse,
+            DeleteShareGroupOffsets => DeleteShareGroupOffsetsResponse,
         ];
         // Every API served is checked, but Produce (its handler fills the field) and the SASL
         // APIs (no such field).
