@@ -662,12 +662,9 @@ fn raft_sim() {
     );
 }
 
-/// A group with every voter matched goes quiet (not ticked, no heartbeats: brokers exchange
-/// only empty keepalive batches); a leader's broker dying wakes its groups on the others, which
-/// elect new leaders and commit again.
-#[test]
-fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
-    let p = Params {
+/// Three brokers, twelve groups, no faults, no random proposals, every write synced.
+fn calm_params() -> Params {
+    Params {
         nodes: 3,
         groups: 12,
         steps: 0,
@@ -681,8 +678,15 @@ fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
         p_propose: 0.0,
         p_sync: 1.0,
         window: WINDOW,
-    };
-    let mut w = World::with(7, StdRng::seed_from_u64(7), p);
+    }
+}
+
+/// A group with every voter matched goes quiet (not ticked, no heartbeats: brokers exchange
+/// only empty keepalive batches); a leader's broker dying wakes its groups on the others, which
+/// elect new leaders and commit again.
+#[test]
+fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
+    let mut w = World::with(7, StdRng::seed_from_u64(7), calm_params());
     w.settle();
     for _ in 0..200 {
         w.step(false);
@@ -732,22 +736,7 @@ fn idle_groups_go_quiet_and_wake_when_a_broker_dies() {
 /// quickly, while the others wait their longest election timeout before their first campaign.
 #[test]
 fn a_new_groups_preferred_replica_leads_even_when_its_first_campaign_is_lost() {
-    let p = Params {
-        nodes: 3,
-        groups: 12,
-        steps: 0,
-        p_drop: 0.0,
-        p_dup: 0.0,
-        max_delay: 1,
-        p_crash: 0.0,
-        p_cut: 0.0,
-        p_heal: 0.0,
-        p_disk_fault: 0.0,
-        p_propose: 0.0,
-        p_sync: 1.0,
-        window: WINDOW,
-    };
-    let mut w = World::with(11, StdRng::seed_from_u64(11), p);
+    let mut w = World::with(11, StdRng::seed_from_u64(11), calm_params());
     let preferred = |k: usize| k % 3;
     for (k, &g) in w.groups.clone().iter().enumerate() {
         for i in 0..3 {
