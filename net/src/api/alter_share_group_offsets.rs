@@ -19,7 +19,6 @@ use kafka_protocol::messages::{AlterShareGroupOffsetsRequest, AlterShareGroupOff
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::TopicPartition;
-use sluice_shard::groups::GroupError;
 use sluice_shard::metadata::acl::op;
 use sluice_shard::share;
 use std::collections::BTreeMap;
@@ -42,13 +41,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             if !authz.group(op::ALTER, &group) {
                 return top(&req, ResponseError::GroupAuthorizationFailed.code(), None);
             }
-            match share::describe(&ctx.shard, &group).await {
-                Err(e) => return top(&req, group_code(&e), Some(e.to_string())),
-                Ok(Some(d)) if !d.members.is_empty() => {
-                    let e = GroupError::NonEmptyGroup;
-                    return top(&req, group_code(&e), Some(e.to_string()));
-                }
-                Ok(_) => {}
+            if let Err(e) = share::require_empty(&ctx.shard, &group).await {
+                return top(&req, group_code(&e), Some(e.to_string()));
             }
             let mut by_topic: BTreeMap<String, Vec<Partition>> = BTreeMap::new();
             for t in body.topics {

@@ -17,7 +17,6 @@ use kafka_protocol::messages::{ApiKey, DeleteShareGroupOffsetsRequest, DeleteSha
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::TopicPartition;
-use sluice_shard::groups::GroupError;
 use sluice_shard::metadata::acl::op;
 use sluice_shard::share;
 use std::rc::Rc;
@@ -39,13 +38,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             if !authz.group(op::DELETE, &group) {
                 return top(&req, ResponseError::GroupAuthorizationFailed.code(), None);
             }
-            match share::describe(&ctx.shard, &group).await {
-                Err(e) => return top(&req, group_code(&e), Some(e.to_string())),
-                Ok(Some(d)) if !d.members.is_empty() => {
-                    let e = GroupError::NonEmptyGroup;
-                    return top(&req, group_code(&e), Some(e.to_string()));
-                }
-                Ok(_) => {}
+            if let Err(e) = share::require_empty(&ctx.shard, &group).await {
+                return top(&req, group_code(&e), Some(e.to_string()));
             }
             let mut responses = Vec::with_capacity(body.topics.len());
             for t in body.topics {

@@ -200,6 +200,15 @@ pub async fn describe(shard: &Rc<Shard>, group_id: &str) -> Result<Option<GroupD
         .ok_or(GroupError::CoordinatorNotAvailable)
 }
 
+/// Ok when `group_id` has no members (or is not a share group): offsets may then be altered
+/// or deleted; NON_EMPTY_GROUP otherwise, or the coordinator's error.
+pub async fn require_empty(shard: &Rc<Shard>, group_id: &str) -> Result<(), GroupError> {
+    match describe(shard, group_id).await? {
+        Some(d) if !d.members.is_empty() => Err(GroupError::NonEmptyGroup),
+        _ => Ok(()),
+    }
+}
+
 /// Every share group of every shard (for ListGroups).
 pub async fn list_all(shard: &Rc<Shard>) -> Vec<GroupListing> {
     let mut all = Vec::new();
