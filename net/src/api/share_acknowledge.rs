@@ -8,7 +8,7 @@
 //! answers its own code (INVALID_RECORD_STATE for records not acquired by the member, e.g.
 //! after their lock expired). READ on the group and on each topic, as Kafka.
 
-use super::share_fetch::{ack_batches, apply_acks, Answers};
+use super::share_fetch::{ack_batches, apply_acks, reader, Answers};
 use super::{respond, ApiSpec, Ctx, Reply};
 use crate::errors::share_session_code;
 use crate::frame::{decode_body, FrameError, Request};
@@ -32,15 +32,11 @@ pub const SPEC: ApiSpec =
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ShareAcknowledgeRequest = decode_body(&req)?;
-        let group = body.group_id.as_ref().map(|g| g.0.to_string()).unwrap_or_default();
-        let member = body.member_id.as_ref().map(|m| m.to_string()).unwrap_or_default();
-        if group.is_empty() || member.is_empty() {
-            return Ok(top_error(&req, ResponseError::InvalidRequest.code()));
-        }
         let authz = crate::authz::Authz::new(&ctx, &req);
-        if !authz.group(op::READ, &group) {
-            return Ok(top_error(&req, ResponseError::GroupAuthorizationFailed.code()));
-        }
+        let (group, member) = match reader(&authz, body.group_id.as_ref(), body.member_id.as_ref()) {
+            Ok(named) => named,
+            Err(code) => return Ok(top_error(&req, code)),
+        };
         let epoch = body.share_session_epoch;
         if epoch == 0 {
             return Ok(top_error(&req, share_session_code(SessionError::InvalidEpoch)));

@@ -52,15 +52,11 @@ pub(super) type Answers = BTreeMap<TopicPartition, Part>;
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         let body: ShareFetchRequest = decode_body(&req)?;
-        let group = body.group_id.as_ref().map(|g| g.0.to_string()).unwrap_or_default();
-        let member = body.member_id.as_ref().map(|m| m.to_string()).unwrap_or_default();
-        if group.is_empty() || member.is_empty() {
-            return Ok(top_error(&req, ResponseError::InvalidRequest.code()));
-        }
         let authz = crate::authz::Authz::new(&ctx, &req);
-        if !authz.group(op::READ, &group) {
-            return Ok(top_error(&req, ResponseError::GroupAuthorizationFailed.code()));
-        }
+        let (group, member) = match reader(&authz, body.group_id.as_ref(), body.member_id.as_ref()) {
+            Ok(named) => named,
+            Err(code) => return Ok(top_error(&req, code)),
+        };
         let meta = ctx.shard.metadata();
         let mut answers = Answers::new();
         let mut add = Vec::new();
@@ -231,6 +227,24 @@ fn response(ctx: &Ctx, answers: Answers, lock_ms: i32) -> ShareFetchResponse {
         })
         .collect();
     ShareFetchResponse::default().with_acquisition_lock_timeout_ms(lock_ms).with_responses(responses)
+}
+
+/// The group and member a ShareFetch or ShareAcknowledge names, once both are given and the
+/// principal may read the group; the top-level error code otherwise.
+pub(super) fn reader(
+    authz: &crate::authz::Authz,
+    group: Option<&kafka_protocol::messages::GroupId>,
+    member: Option<&StrBytes>,
+) -> Result<(String, String), i16> {
+    let group = group.map(|g| g.0.to_string()).unwrap_or_default();
+    let member = member.map(|m| m.to_string()).unwrap_or_default();
+    if group.is_empty() || member.is_empty() {
+        return Err(ResponseError::InvalidRequest.code());
+    }
+    if !authz.group(op::READ, &group) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    Ok((group, member))
 }
 
 fn top_error(req: &Request, code: i16) -> Reply {
