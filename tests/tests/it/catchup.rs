@@ -9,7 +9,6 @@
 
 use crate::common::*;
 use bytes::Bytes;
-use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -203,21 +202,6 @@ fn a_leader_killed_for_three_windows_catches_up_and_serves_every_record() {
     }
 }
 
-/// AlterPartitionReassignments v1 for partition 0: its error code.
-fn alter(port: u16, topic: &str, target: Vec<i32>) -> i16 {
-    let p = ReassignablePartition::default()
-        .with_partition_index(0)
-        .with_replicas(Some(target.into_iter().map(BrokerId).collect()));
-    let t = ReassignableTopic::default().with_name(name(topic)).with_partitions(vec![p]);
-    let req = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_allow_replication_factor_change(true)
-        .with_topics(vec![t]);
-    let r: AlterPartitionReassignmentsResponse = call(port, ApiKey::AlterPartitionReassignments, 1, &req);
-    assert_eq!(r.error_code, 0, "top-level error {:?}", r.error_message);
-    r.responses[0].partitions[0].error_code
-}
-
 #[test]
 fn a_replica_added_to_a_partition_longer_than_the_window_catches_up() {
     let _slot = shared_slot();
@@ -237,7 +221,7 @@ fn a_replica_added_to_a_partition_longer_than_the_window_catches_up() {
     // leader, and every record is read back from it.
     let mut target = vec![spare];
     target.extend(&replicas);
-    assert_eq!(alter(port, topic, target.clone()), 0);
+    assert_eq!(alter_reassignment(port, topic, 0, Some(target.clone())), 0);
     let start = Instant::now();
     loop {
         let (_, r, mut isr) = described(port, topic);

@@ -800,3 +800,23 @@ where
     kafka_protocol::messages::ResponseHeader::decode(&mut buf, A::header_version(version)).expect("response header");
     A::decode(&mut buf, version).expect("response body")
 }
+
+/// AlterPartitionReassignments v1 for one partition of `topic` (None cancels): its error code.
+pub fn alter_reassignment(port: u16, topic: &str, partition: i32, target: Option<Vec<i32>>) -> i16 {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId, TopicName,
+    };
+    let p = ReassignablePartition::default()
+        .with_partition_index(partition)
+        .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()));
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
+    let t = ReassignableTopic::default().with_name(name).with_partitions(vec![p]);
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_allow_replication_factor_change(true)
+        .with_topics(vec![t]);
+    let r: AlterPartitionReassignmentsResponse = call(port, ApiKey::AlterPartitionReassignments, 1, &req);
+    assert_eq!(r.error_code, 0, "top-level error {:?}", r.error_message);
+    r.responses[0].partitions[0].error_code
+}

@@ -8,7 +8,6 @@
 //! Contract: every broker is stopped by its harness; every wait has a deadline.
 
 use crate::common::*;
-use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use sluice_tests::Broker;
@@ -35,21 +34,6 @@ fn described(port: u16, topic: &str) -> (Vec<i32>, Vec<i32>, i32) {
     let r: MetadataResponse = call(port, ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(Some(vec![t])));
     let p = &r.topics[0].partitions[0];
     (p.replica_nodes.iter().map(|n| n.0).collect(), p.isr_nodes.iter().map(|n| n.0).collect(), p.leader_id.0)
-}
-
-/// AlterPartitionReassignments v1 for one partition: its error code.
-fn alter(port: u16, topic: &str, partition: i32, target: Option<Vec<i32>>) -> i16 {
-    let p = ReassignablePartition::default()
-        .with_partition_index(partition)
-        .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()));
-    let t = ReassignableTopic::default().with_name(name(topic)).with_partitions(vec![p]);
-    let req = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_allow_replication_factor_change(true)
-        .with_topics(vec![t]);
-    let r: AlterPartitionReassignmentsResponse = call(port, ApiKey::AlterPartitionReassignments, 1, &req);
-    assert_eq!(r.error_code, 0, "top-level error {:?}", r.error_message);
-    r.responses[0].partitions[0].error_code
 }
 
 /// ListPartitionReassignments (all partitions): (topic, partition, replicas, adding, removing).
@@ -104,16 +88,20 @@ fn a_moved_replica_holds_every_acknowledged_record_after_the_old_one_dies() {
     drop(p);
 
     // The controller's refusals, as Kafka answers them.
-    assert_eq!(alter(port, topic, 0, Some(vec![staying, 9])), 39, "unknown broker: INVALID_REPLICA_ASSIGNMENT");
-    assert_eq!(alter(port, topic, 0, Some(vec![staying, staying])), 39, "listed twice");
-    assert_eq!(alter(port, topic, 0, Some(vec![])), 39, "empty");
-    assert_eq!(alter(port, topic, 0, None), 85, "cancel without one: NO_REASSIGNMENT_IN_PROGRESS");
-    assert_eq!(alter(port, "no-such-topic", 0, Some(target.clone())), 3, "UNKNOWN_TOPIC_OR_PARTITION");
-    assert_eq!(alter(port, topic, 7, Some(target.clone())), 3, "unknown partition");
+    assert_eq!(
+        alter_reassignment(port, topic, 0, Some(vec![staying, 9])),
+        39,
+        "unknown broker: INVALID_REPLICA_ASSIGNMENT"
+    );
+    assert_eq!(alter_reassignment(port, topic, 0, Some(vec![staying, staying])), 39, "listed twice");
+    assert_eq!(alter_reassignment(port, topic, 0, Some(vec![])), 39, "empty");
+    assert_eq!(alter_reassignment(port, topic, 0, None), 85, "cancel without one: NO_REASSIGNMENT_IN_PROGRESS");
+    assert_eq!(alter_reassignment(port, "no-such-topic", 0, Some(target.clone())), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(alter_reassignment(port, topic, 7, Some(target.clone())), 3, "unknown partition");
     assert!(listed(port).is_empty(), "nothing in progress yet");
 
     // The move, asked of a broker that is not the controller necessarily (forwarded).
-    assert_eq!(alter(brokers[spare as usize].port(), topic, 0, Some(target.clone())), 0);
+    assert_eq!(alter_reassignment(brokers[spare as usize].port(), topic, 0, Some(target.clone())), 0);
     let in_progress = listed(port);
     eprintln!("listed right after the move started: {in_progress:?}");
     for (t, p, r, adding, removing) in &in_progress {
