@@ -468,6 +468,12 @@ pub const RAFT_WINDOW_BATCHES: usize = 4096;
 /// waiting); past it the window is trimmed (never past the applied index) even below
 /// `RAFT_WINDOW_BATCHES` batches: what is older is read from the segments (catch-up).
 pub const RAFT_WINDOW_BYTES: usize = 16 * 1024 * 1024;
+/// A trim moves the window's floor without saving the Raft state file; the state is saved once
+/// the floor moved this many batches (or `RAFT_FLOOR_SAVE_BYTES`) since the last save. A reopen
+/// after a crash reads at most this much more of the log than the window holds.
+pub const RAFT_FLOOR_SAVE_BATCHES: usize = 1024;
+/// Bytes of batches the floor may move past before the state is saved (see above).
+pub const RAFT_FLOOR_SAVE_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of batches below the Raft window a leader reads from its segments in one catch-up
 /// read for a follower far behind, and at most keeps cached per group to answer raft-rs from
 /// (the batches of one read; the next read replaces them).

@@ -10,8 +10,12 @@
 //!   (a follower's conflicting suffix, never at or below the floor, which is committed).
 //! - The persisted state ([`PersistedState`]: term, vote, commit, conf state, floor, epoch
 //!   history) is handed to the log ([`ReplicaLog::save_state`]) whenever term, vote, conf
-//!   state, floor or epochs change; the log makes it durable with its next sync. The commit
-//!   index alone is saved lazily (raft recomputes it), and what is saved is at most the last
+//!   state or epochs change; the log makes it durable with its next sync. The commit index
+//!   alone is saved lazily (raft recomputes it), and so is the floor moved by a trim of the
+//!   window (saved once it moved `RAFT_FLOOR_SAVE_BATCHES` batches or `RAFT_FLOOR_SAVE_BYTES`
+//!   bytes: a reopen rebuilds from an older floor, reading that much more of the log; each
+//!   save costs two fsyncs, which every round paid once the window was full). What is saved
+//!   of the commit index is at most the last
 //!   index known durable in the log as it is now ([`GroupStore::mark_synced`], lowered by a
 //!   truncation): the state file and the log are not synced in a fixed order, so after a crash
 //!   the saved state may be newer than the log, and a saved commit index must never cover
@@ -178,6 +182,9 @@ pub struct GroupStore<L: ReplicaLog> {
     synced: RaftIndex,
     /// The state changed in a way that must be saved (not only the commit index).
     dirty: bool,
+    /// How far (batches, bytes) the window's floor moved since the state was last handed to
+    /// the log: a trim alone is saved lazily (module docs).
+    unsaved_trim: (usize, usize),
     /// Below the window: anchors and the batches of the last catch-up read.
     old: OldBatches,
     /// Catch-up reads raft-rs asked for (first index wanted, context), not yet taken.
@@ -204,6 +211,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             cap,
             synced: floor.index,
             dirty: false,
+            unsaved_trim: (0, 0),
             old: OldBatches::default(),
             old_requests: RefCell::new(Vec::new()),
             old_in_flight: RefCell::new(Vec::new()),
@@ -230,6 +238,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             cap,
             synced,
             dirty: true,
+            unsaved_trim: (0, 0),
             old: OldBatches::default(),
             old_requests: RefCell::new(Vec::new()),
             old_in_flight: RefCell::new(Vec::new()),
@@ -385,8 +394,26 @@ impl<L: ReplicaLog> GroupStore<L> {
         }
         let upto = upto.min(applied);
         if upto > self.window.floor().index {
+            let (window, log) = (&self.window, &self.log);
+            let trimmed = window.iter_from(window.first_index()).take_while(|m| m.index <= upto);
+            let bytes: usize = trimmed.map(|m| log.read(m.base, m.pos).map_or(0, |b| b.len())).sum();
+            let batches = usize::try_from(upto.0 - window.floor().index.0).expect("a window's length fits");
             self.window.trim_to(upto);
             self.log.forget_below(self.window.floor().next_offset);
+            self.note_trim(batches, bytes);
+        }
+    }
+
+    /// A trim alone need not be durable before the next round: a reopen from an older floor
+    /// rebuilds the window from further back. It is saved once the floor moved
+    /// `RAFT_FLOOR_SAVE_BATCHES` batches or `RAFT_FLOOR_SAVE_BYTES` bytes, which bounds what a
+    /// reopen reads again, instead of with every round (a state file write is two fsyncs).
+    fn note_trim(&mut self, batches: usize, bytes: usize) {
+        self.unsaved_trim.0 += batches;
+        self.unsaved_trim.1 += bytes;
+        if self.unsaved_trim.0 >= sluice_core::limits::RAFT_FLOOR_SAVE_BATCHES
+            || self.unsaved_trim.1 >= sluice_core::limits::RAFT_FLOOR_SAVE_BYTES
+        {
             self.dirty = true;
         }
     }
@@ -405,6 +432,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             PersistedState { hard, conf: self.conf.clone(), floor: self.window.floor(), epochs: self.epochs.clone() };
         self.log.save_state(&state);
         self.dirty = false;
+        self.unsaved_trim = (0, 0);
     }
 
     /// Batches below the window can be served from the log.
@@ -666,6 +694,33 @@ mod tests {
         let rec = disk.borrow().recover();
         assert_eq!(rec.state.floor, Floor { index: RaftIndex(5), term: Term(1), next_offset: Offset(5) });
         assert_eq!(rec.found.len(), 3);
+    }
+
+    #[test]
+    fn a_trim_alone_is_saved_lazily_and_a_reopen_from_the_older_floor_rebuilds() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 3);
+        let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 1)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.mark_synced(RaftIndex(8));
+        s.set_hard_state(HardState { term: 1, vote: 1, commit: 8, ..Default::default() });
+        s.save_if_dirty();
+        let before = disk.borrow().recover().state.floor;
+        s.compact(RaftIndex(8));
+        assert_eq!(s.window().first_index(), RaftIndex(6));
+        s.save_if_dirty();
+        assert_eq!(disk.borrow().recover().state.floor, before, "a small trim is not saved");
+        let r = reopen(&disk, 3);
+        assert_eq!((r.window().first_index(), r.last_index().expect("infallible")), (RaftIndex(1), 8));
+        assert_eq!(r.window().index_of_offset(Offset(6)), Some(RaftIndex(7)), "indexes as before the reopen");
+        // Past the bound, the next round saves the floor.
+        let many = sluice_core::limits::RAFT_FLOOR_SAVE_BATCHES as u64;
+        let more: Vec<Entry> = (9..=8 + many).map(|i| entry(i, 1, 1)).collect();
+        s.append_entries(&more).expect("appends");
+        s.mark_synced(RaftIndex(8 + many));
+        s.compact(RaftIndex(8 + many));
+        s.save_if_dirty();
+        assert_eq!(disk.borrow().recover().state.floor.index, RaftIndex(5 + many));
     }
 
     #[test]
