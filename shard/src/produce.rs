@@ -12,7 +12,7 @@ use crate::route::{self, group_by_owner};
 use crate::shard::Shard;
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
-use sluice_core::Offset;
+use sluice_core::{Offset, TopicPartition};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -30,7 +30,8 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
         };
         if let Some((r, group)) = replicas.as_ref().and_then(|r| r.group_of(&item.tp).map(|g| (r, g))) {
             let min_insync = min_insync_replicas(&meta, &shard.topic_defaults, &item.tp.topic);
-            waits.push(produce_replicated(r, group, acks, item, log, min_insync));
+            let isr = recorded_isr(&meta, &item.tp);
+            waits.push(produce_replicated(r, group, acks, item, log, (isr, min_insync)));
             continue;
         }
         let mut first: Option<Offset> = None;
@@ -94,10 +95,10 @@ fn produce_replicated(
     acks: Acks,
     item: ProduceItem,
     log: Rc<sluice_storage::PartitionLog>,
-    min_insync: usize,
+    (isr, min_insync): (&[i32], usize),
 ) -> LocalBoxFuture<'static, ProduceResult> {
     let (index, limit) = (item.index, item.commit_wait_ms);
-    let proposed = r.produce_on_leader(group, acks, &item.batches, min_insync);
+    let proposed = r.produce_on_leader(group, acks, &item.batches, isr, min_insync);
     async move {
         let done = |base_offset| Appended { base_offset, log_start: log.log_start(), log_append_time: -1 };
         match (proposed, acks) {
@@ -120,6 +121,14 @@ async fn within(
         futures::future::Either::Left((outcome, _)) => outcome,
         futures::future::Either::Right(_) => Err(PartitionError::RequestTimedOut(ms)),
     }
+}
+
+/// The partition's ISR as the metadata log records it (followers within
+/// `replica_lag_time_max_ms` of the leader, `admin/cluster.rs`); empty when none is recorded.
+fn recorded_isr<'m>(meta: &'m MetadataSnapshot, tp: &TopicPartition) -> &'m [i32] {
+    let p = usize::try_from(tp.partition.0).ok();
+    let state = meta.replication.get(&tp.topic).and_then(|r| r.partitions.get(p?));
+    state.map_or(&[], |s| s.isr.as_slice())
 }
 
 /// The topic's `min.insync.replicas` (or the broker default; 1 when unset).

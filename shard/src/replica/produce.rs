@@ -5,7 +5,11 @@
 //! - [`Replicas::produce_on_leader`] does every check and every proposal synchronously (so
 //!   pipelined requests keep their order in the log) and returns a future that only waits.
 //! - Refused at once: on a non-leader (NOT_LEADER_OR_FOLLOWER with the known leader and epoch),
-//!   and with acks=all when fewer replicas are in sync than `min.insync.replicas`.
+//!   and with acks=all when fewer replicas are in sync than `min.insync.replicas`. In sync, as
+//!   for Kafka's leader, means in the ISR the metadata log records (followers within
+//!   `replica_lag_time_max_ms`), less brokers whose links are down; not Raft's instantaneous
+//!   view (a follower whose matched index trails the commit index for a moment, or whose
+//!   `recent_active` flag was just reset, which refused requests under load).
 //! - Idempotent producers: a batch is checked against the proposals of its producer still in
 //!   flight on this leader (a retry of one of them waits for that proposal's outcome; a gap is
 //!   OUT_OF_ORDER_SEQUENCE), else against the producer state of the leader's log (appended
@@ -24,6 +28,7 @@ use bytes::Bytes;
 use futures::future::{LocalBoxFuture, Shared};
 use futures::FutureExt;
 use sluice_core::batch::BatchHeader;
+use sluice_core::cluster::NodeId as ClusterNode;
 use sluice_core::{LeaderEpoch, Offset};
 use sluice_storage::producers::SeqCheck;
 use sluice_storage::PartitionLog;
@@ -71,6 +76,7 @@ impl Replicas {
         group: GroupId,
         acks: Acks,
         batches: &[(BatchHeader, Bytes)],
+        recorded_isr: &[i32],
         min_insync: usize,
     ) -> Result<LocalBoxFuture<'static, Result<Offset, PartitionError>>, PartitionError> {
         let log = self.log(group).ok_or(PartitionError::UnknownTopicOrPartition)?;
@@ -79,7 +85,7 @@ impl Replicas {
             return Err(PartitionError::NotLeaderOrFollower { leader: leader.map(|l| l.0), epoch: epoch.0 });
         }
         if acks == Acks::All {
-            let isr = self.isr(group).map_or(0, |v| v.len());
+            let isr = recorded_isr.iter().filter(|n| self.is_live(ClusterNode(**n))).count();
             if isr < min_insync {
                 return Err(PartitionError::NotEnoughReplicas { isr, min: min_insync });
             }
