@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 const PRODUCE_VERSION: i16 = 9;
 const CREATE_TOPICS_VERSION: i16 = 5;
+/// How many failed answers a connection names on stderr (error code and message) before it only
+/// counts them: enough to say why a run had errors without flooding the log.
+const SHOWN_ERRORS_PER_CONNECTION: u32 = 3;
 
 #[derive(Debug, Args, Clone)]
 pub struct ProduceArgs {
@@ -336,10 +339,18 @@ fn spawn_receiver(
 ) -> glommio::Task<Result<Histogram<u64>, ClientError>> {
     glommio::spawn_local(async move {
         let mut h = histogram();
+        let mut shown = 0;
         while let Some((corr, scheduled)) = queue.recv().await {
             let resp = rx.recv::<ProduceRequest>(corr, PRODUCE_VERSION).await?;
-            let failed = resp.responses.iter().flat_map(|t| t.partition_responses.iter()).any(|p| p.error_code != 0);
-            if failed {
+            let failed = resp.responses.iter().flat_map(|t| t.partition_responses.iter()).find(|p| p.error_code != 0);
+            if let Some(p) = failed {
+                if shown < SHOWN_ERRORS_PER_CONNECTION {
+                    shown += 1;
+                    eprintln!(
+                        "sluice bench: partition {} answered error code {} ({:?})",
+                        p.index, p.error_code, p.error_message
+                    );
+                }
                 progress.errors.fetch_add(1, Ordering::Relaxed);
             } else {
                 progress.add(n, n * record_size);
