@@ -297,8 +297,19 @@ fn stop_on_signal(mut signals: signal_hook::iterator::Signals, stops: Vec<onesho
 /// Deletes expired segments every `log_retention_check_interval_ms` until the shard stops, and
 /// drops the metrics series of deleted topics. The task ends at the first check after the shard
 /// starts stopping (a pass in flight finishes its current log first).
+///
+/// The task runs in the shard's background task queue (`BACKGROUND_TASK_QUEUE_SHARES` against
+/// the default queue's 1000, latency not important): when a compaction pass and request tasks
+/// are runnable together, the requests' queue runs first (glommio schedules the queue with the
+/// least share-weighted runtime), and a pass pauses every `COMPACTION_SLICE_MICROS` so the
+/// shard polls its I/O (`sluice_storage::compact::Pace`).
 fn spawn_retention(shard: Rc<Shard>) -> glommio::task::JoinHandle<()> {
-    glommio::spawn_local(async move {
+    let background = glommio::executor().create_task_queue(
+        glommio::Shares::Static(sluice_core::limits::BACKGROUND_TASK_QUEUE_SHARES),
+        glommio::Latency::NotImportant,
+        "background",
+    );
+    let task = async move {
         let every = Duration::from_millis(
             shard.config.log_retention_check_interval_ms.max(sluice_core::limits::MIN_TIMER_INTERVAL_MS),
         );
@@ -313,8 +324,8 @@ fn spawn_retention(shard: Rc<Shard>) -> glommio::task::JoinHandle<()> {
                 Either::Right(_) => return,
             }
         }
-    })
-    .detach()
+    };
+    glommio::spawn_local_into(task, background).expect("the background task queue was just created").detach()
 }
 
 /// Removes producer state older than `producer_id_expiration_ms` from this shard's partitions

@@ -530,7 +530,8 @@ impl Shard {
 
     /// One compaction pass, when due, on every owned log of a compacted topic (after
     /// retention, on the same timer, so the two never overlap on a log). Passes run one log at
-    /// a time and yield to the shard's other tasks between segments.
+    /// a time, in the shard's background task queue (`runtime.rs`), and pause every
+    /// `COMPACTION_SLICE_MICROS` so requests wait for them at most about that long.
     async fn compact_logs(&self) {
         type Due = (TopicPartition, Rc<PartitionLog>, sluice_storage::compact::CompactionConfig);
         let due: Vec<Due> = {

@@ -472,3 +472,61 @@ fn aborted_transactions_go_committed_ones_stay_and_open_ones_bound_the_pass() {
         log.close().await.unwrap();
     });
 }
+
+/// A pass over megabytes of segments lets the executor's other tasks run while it works
+/// (`compact::Pace`: a short sleep after every slice of work). On the simulated disk, whose
+/// operations complete at once, a pass that never paused would go from start to end without
+/// another task of its executor getting the thread (glommio yields only when a task awaits
+/// something pending, or after its 100 ms preemption timer).
+#[test]
+fn a_pass_lets_the_executors_other_tasks_run() {
+    use sluice_storage::disk::sim::SimDisk;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    run(|| async {
+        let disk = Disk::Sim(SimDisk::new());
+        let dir = std::path::Path::new("/sim/t-0");
+        let config = LogConfig { segment_bytes: 1 << 20, index_interval_bytes: 4096, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open_on(&disk, dir, "t-0", config, false).await.unwrap();
+        // About 4 MiB: batches of 32 records of 100 bytes over 16 keys.
+        let value = vec![7u8; 100];
+        let keys: Vec<String> = (0..16).map(|k| format!("k{k}")).collect();
+        let mut last = None;
+        for i in 0..1_000i64 {
+            let recs: Vec<Record<'_>> =
+                (0..32).map(|j| Record { key: Some(keys[j % 16].as_bytes()), value: &value }).collect();
+            let b = batch::build(&recs, TS + i);
+            last = Some(log.append(&b, &batch::validate(&b).unwrap(), None).unwrap());
+            if i % 100 == 99 {
+                log.wait_durable(last.as_ref().unwrap()).await.unwrap();
+            }
+        }
+        log.wait_durable(last.as_ref().unwrap()).await.unwrap();
+        assert!(log.segment_sizes().len() >= 3, "sealed segments to clean: {:?}", log.segment_sizes());
+        let (ticks, done) = (Rc::new(Cell::new(0u32)), Rc::new(Cell::new(false)));
+        let ticker = glommio::spawn_local({
+            let (ticks, done) = (ticks.clone(), done.clone());
+            async move {
+                // Bounded: the pass ends long before 600 s of 100 µs sleeps.
+                for _ in 0..6_000_000 {
+                    glommio::timer::sleep(std::time::Duration::from_micros(100)).await;
+                    if done.get() {
+                        return;
+                    }
+                    ticks.set(ticks.get() + 1);
+                }
+            }
+        });
+        let cfg = CompactionConfig {
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
+            ..CompactionConfig::default()
+        };
+        let stats = log.compact(&cfg, TS + 1_000).await.unwrap().expect("a fresh log is due a pass");
+        done.set(true);
+        ticker.await;
+        assert!(stats.bytes_read >= 2 << 20 && stats.records_removed > 0, "{stats:?}");
+        assert!(ticks.get() > 0, "another task ran while the pass cleaned {} bytes", stats.bytes_read);
+        log.close().await.unwrap();
+    });
+}

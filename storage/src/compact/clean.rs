@@ -8,7 +8,7 @@
 
 use super::keymap::KeyMap;
 use super::txn::{is_last_of_producer, CleanedTxns, LastRecord};
-use super::{batches, CompactError};
+use super::{Batches, CompactError};
 use crate::codec::{compressed, uncompressed};
 use sluice_core::batch::{compute_crc, records_with_spans, BatchHeader, RecordCursor, HEADER_LEN, LOG_OVERHEAD};
 use std::collections::HashMap;
@@ -53,13 +53,42 @@ pub struct Cleaned {
     pub bytes: Vec<u8>,
     pub records_kept: u64,
     pub records_removed: u64,
+    /// The bytes differ from the segment's (a batch was rewritten or removed, or the segment
+    /// ended in zero padding).
+    pub changed: bool,
 }
 
 /// Cleans every batch of `segment` (a segment file's bytes); `txns` carries the pass's
 /// transactions from segment to segment.
 pub fn clean_segment(segment: &[u8], ctx: &CleanContext<'_>, txns: &mut CleanedTxns) -> Result<Cleaned, CompactError> {
-    let mut out = Cleaned { bytes: Vec::with_capacity(segment.len()), ..Cleaned::default() };
-    for (h, batch) in batches(segment)? {
+    let mut c = SegmentCleaner::new(segment);
+    while c.step(ctx, txns)? {}
+    Ok(c.finish())
+}
+
+/// [`clean_segment`] one batch at a time ([`SegmentCleaner::step`]), so the caller can yield
+/// between batches.
+#[derive(Debug)]
+pub struct SegmentCleaner<'a> {
+    batches: Batches<'a>,
+    input_len: usize,
+    out: Cleaned,
+}
+
+impl<'a> SegmentCleaner<'a> {
+    pub fn new(segment: &'a [u8]) -> SegmentCleaner<'a> {
+        SegmentCleaner {
+            batches: Batches::new(segment),
+            input_len: segment.len(),
+            out: Cleaned { bytes: Vec::with_capacity(segment.len()), ..Cleaned::default() },
+        }
+    }
+
+    /// Cleans the next batch; `Ok(false)` when there was none left.
+    pub fn step(&mut self, ctx: &CleanContext<'_>, txns: &mut CleanedTxns) -> Result<bool, CompactError> {
+        let Some(next) = self.batches.next() else { return Ok(false) };
+        let (h, batch) = next?;
+        let out = &mut self.out;
         let before = u64::try_from(h.records_count).unwrap_or(0);
         match clean_batch(batch, &h, ctx, txns)? {
             Outcome::Kept => {
@@ -71,11 +100,27 @@ pub fn clean_segment(segment: &[u8], ctx: &CleanContext<'_>, txns: &mut CleanedT
                 out.bytes.extend_from_slice(&b);
                 out.records_kept += kept;
                 out.records_removed += before.saturating_sub(kept);
+                out.changed = true;
             }
-            Outcome::Removed => out.records_removed += before,
+            Outcome::Removed => {
+                out.records_removed += before;
+                out.changed = true;
+            }
         }
+        Ok(true)
     }
-    Ok(out)
+
+    /// The cleaned bytes so far (a step appends at most one batch).
+    pub fn written(&self) -> &[u8] {
+        &self.out.bytes
+    }
+
+    /// The cleaned segment (after the last [`SegmentCleaner::step`]).
+    pub fn finish(mut self) -> Cleaned {
+        // Kept batches are copied byte for byte: same length, same bytes.
+        self.out.changed |= self.out.bytes.len() != self.input_len;
+        self.out
+    }
 }
 
 /// The batch's delete horizon, when one was stamped (its base timestamp then).
@@ -252,6 +297,7 @@ fn rebuild(batch: &[u8], h: &BatchHeader, s: &Stamp, body: &[u8]) -> Result<Vec<
 
 #[cfg(test)]
 mod tests {
+    use super::super::batches;
     use super::super::txn::AbortedTxn;
     use super::*;
     use sluice_core::batch::{build, records, stamp, validate, Record};

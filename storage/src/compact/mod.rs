@@ -38,6 +38,39 @@ pub use plan::{plan, CleanPlan, CompactionConfig, SegmentInfo};
 
 use crate::codec::CodecError;
 use sluice_core::batch::{validate, BatchError, BatchHeader, LOG_OVERHEAD};
+use sluice_core::limits::{COMPACTION_PAUSE_MICROS, COMPACTION_SLICE_MICROS};
+use std::time::{Duration, Instant};
+
+/// Keeps a pass from holding the shard's thread for long: [`Pace::tick`], called between
+/// units of work (a batch), ends a slice of `COMPACTION_SLICE_MICROS` with a sleep of
+/// `COMPACTION_PAUSE_MICROS`. The sleep leaves the task pending, so the executor runs its
+/// other tasks and polls its rings (new requests, completed writes and syncs) before the pass
+/// goes on; without it a pass could hold the thread until glommio's preemption timer
+/// (100 ms) made `yield_if_needed` yield.
+#[derive(Debug)]
+pub struct Pace {
+    since: Instant,
+}
+
+impl Default for Pace {
+    fn default() -> Pace {
+        Pace::new()
+    }
+}
+
+impl Pace {
+    pub fn new() -> Pace {
+        Pace { since: Instant::now() }
+    }
+
+    /// Sleeps when the current slice is used up; else returns at once.
+    pub async fn tick(&mut self) {
+        if self.since.elapsed() >= Duration::from_micros(COMPACTION_SLICE_MICROS) {
+            glommio::timer::sleep(Duration::from_micros(COMPACTION_PAUSE_MICROS)).await;
+            self.since = Instant::now();
+        }
+    }
+}
 
 /// Why a segment could not be compacted (it is then left as it is).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,21 +88,60 @@ pub enum CompactError {
 /// The batches of a segment's bytes, each CRC-checked, up to the end or the zero padding of
 /// its last aligned write.
 pub fn batches(segment: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, CompactError> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos + LOG_OVERHEAD <= segment.len() {
-        let rest = &segment[pos..];
+    Batches::new(segment).collect()
+}
+
+/// [`batches`] one batch at a time (each CRC-checked when it is reached), so a caller can
+/// yield between batches; after an error it yields nothing more.
+#[derive(Debug)]
+pub struct Batches<'a> {
+    segment: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> Batches<'a> {
+    pub fn new(segment: &'a [u8]) -> Batches<'a> {
+        Batches { segment, pos: 0, done: false }
+    }
+
+    /// The position of the next batch (the bytes consumed so far).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = Result<(BatchHeader, &'a [u8]), CompactError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let pos = self.pos;
+        if self.done || pos + LOG_OVERHEAD > self.segment.len() {
+            return None;
+        }
+        let rest = &self.segment[pos..];
         let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
         if len == 0 && rest[..LOG_OVERHEAD].iter().all(|b| *b == 0) {
-            break; // zero padding
+            self.done = true;
+            return None; // zero padding
         }
-        let total =
-            usize::try_from(len).ok().and_then(|l| l.checked_add(LOG_OVERHEAD)).filter(|t| *t <= rest.len()).ok_or(
-                CompactError::Batch { pos, err: BatchError::Truncated { have: rest.len(), need: LOG_OVERHEAD } },
-            )?;
-        let h = validate(&rest[..total]).map_err(|err| CompactError::Batch { pos, err })?;
-        out.push((h, &rest[..total]));
-        pos += total;
+        let total = usize::try_from(len).ok().and_then(|l| l.checked_add(LOG_OVERHEAD)).filter(|t| *t <= rest.len());
+        let Some(total) = total else {
+            self.done = true;
+            return Some(Err(CompactError::Batch {
+                pos,
+                err: BatchError::Truncated { have: rest.len(), need: LOG_OVERHEAD },
+            }));
+        };
+        match validate(&rest[..total]) {
+            Ok(h) => {
+                self.pos += total;
+                Some(Ok((h, &rest[..total])))
+            }
+            Err(err) => {
+                self.done = true;
+                Some(Err(CompactError::Batch { pos, err }))
+            }
+        }
     }
-    Ok(out)
 }

@@ -4,7 +4,8 @@
 //!
 //! Contract, [`swap_in`] (the steps, in order):
 //! 1. each new segment's `.log`, `.index` and `.timeindex` is written as `<name>.cleaned`
-//!    and fsync'd; then the directory is fsync'd;
+//!    and fsync'd (the `.log` through direct I/O, a chunk at a time, cut to its length, then
+//!    fdatasync'd); then the directory is fsync'd;
 //! 2. the swap marker (`compaction.swap`: the bases of the new segments, the bases of the
 //!    segments merged into them, and a CRC-32) is written durably (temporary file, fsync,
 //!    rename, directory fsync): the commit point;
@@ -20,10 +21,12 @@
 //! so segment listing never sees them. A marker written by an older build (version 1: new
 //! bases only) is read as a swap that merged nothing.
 
-use super::{batches, CompactError};
-use crate::disk::Disk;
+use super::{batches, CompactError, Pace};
+use crate::disk::{align_up, Disk};
 use crate::format::segment_file_name;
 use crate::index::{position, relative_offset, IndexCursor, SparseIndex};
+use sluice_core::batch::BatchHeader;
+use sluice_core::limits::COMPACTION_WRITE_CHUNK_BYTES;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -47,18 +50,49 @@ impl NewSegment {
     /// The cleaned `log` bytes of the segment at `base`, with its sparse indexes built as the
     /// append path builds them (an entry per `interval` bytes; offsets relative to `base`).
     pub fn with_indexes(base: i64, log: Vec<u8>, interval: u64) -> Result<NewSegment, CompactError> {
-        let mut idx = SparseIndex::default();
-        let mut cursor = IndexCursor::new();
-        let mut pos = 0usize;
-        for (h, b) in batches(&log)? {
-            let too_large = || CompactError::TooLarge(pos);
-            let rel = relative_offset(base, h.base_offset).map_err(|_| too_large())?;
-            let at = position(u64::try_from(pos).map_err(|_| too_large())?).map_err(|_| too_large())?;
-            let len = u32::try_from(b.len()).map_err(|_| too_large())?;
-            cursor.add(&mut idx, interval.max(1), rel, at, h.max_timestamp, len);
-            pos += b.len();
+        let mut ix = Indexer::new(base, interval);
+        for b in batches(&log)? {
+            let (h, b) = b;
+            ix.add(&h, b.len())?;
         }
-        Ok(NewSegment { base, index: idx.encode_offsets(), timeindex: idx.encode_times(), log })
+        Ok(ix.finish(log))
+    }
+}
+
+/// Builds a new segment's sparse indexes a batch at a time, as the append path does (an entry
+/// per `interval` bytes; offsets relative to `base`), from the headers of the batches written
+/// one after the other from position 0.
+#[derive(Debug)]
+pub struct Indexer {
+    base: i64,
+    interval: u64,
+    idx: SparseIndex,
+    cursor: IndexCursor,
+    pos: usize,
+}
+
+impl Indexer {
+    pub fn new(base: i64, interval: u64) -> Indexer {
+        Indexer { base, interval: interval.max(1), idx: SparseIndex::default(), cursor: IndexCursor::new(), pos: 0 }
+    }
+
+    /// The next batch of the segment: its header and length.
+    pub fn add(&mut self, h: &BatchHeader, len: usize) -> Result<(), CompactError> {
+        let pos = self.pos;
+        let too_large = || CompactError::TooLarge(pos);
+        let rel = relative_offset(self.base, h.base_offset).map_err(|_| too_large())?;
+        let at = position(u64::try_from(pos).map_err(|_| too_large())?).map_err(|_| too_large())?;
+        let n = u32::try_from(len).map_err(|_| too_large())?;
+        self.cursor.add(&mut self.idx, self.interval, rel, at, h.max_timestamp, n);
+        self.pos += len;
+        Ok(())
+    }
+
+    /// The segment, `log` being the bytes of every batch added, in order (and nothing else
+    /// but, from an old segment, zero padding).
+    pub fn finish(self, log: Vec<u8>) -> NewSegment {
+        assert!(self.pos <= log.len(), "the indexes cover batches of the segment");
+        NewSegment { base: self.base, index: self.idx.encode_offsets(), timeindex: self.idx.encode_times(), log }
     }
 }
 
@@ -141,19 +175,71 @@ fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io
 /// Replaces the segments at the bases of `segs` (sealed; or, for a merge, absent) with `segs`
 /// and removes the sealed segments at the bases in `removed` (merged into `segs`).
 pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment], removed: &[i64]) -> io::Result<()> {
+    swap_in_owned(disk, dir, segs.to_vec(), removed, &mut Pace::new()).await
+}
+
+/// [`swap_in`] taking the segments' bytes (none is copied whole on the caller's thread), and
+/// writing each `.log` through direct I/O `COMPACTION_WRITE_CHUNK_BYTES` at a time, one write
+/// in flight, paced with `pace` between writes (so a pass never queues a whole segment's write
+/// on the device ahead of the shard's appends), then its fdatasync.
+pub async fn swap_in_owned(
+    disk: &Disk,
+    dir: &Path,
+    segs: Vec<NewSegment>,
+    removed: &[i64],
+    pace: &mut Pace,
+) -> io::Result<()> {
     assert!(removed.iter().all(|r| segs.iter().all(|s| s.base != *r)), "a merged-away segment is not also written");
+    let plan = SwapPlan { replaced: segs.iter().map(|s| s.base).collect(), removed: removed.to_vec() };
     for s in segs {
         let [log, index, time] = final_names(s.base);
-        for (name, bytes) in [(log, &s.log), (index, &s.index), (time, &s.timeindex)] {
+        let path = cleaned(dir, &log);
+        write_log(disk, &path, &s.log, pace).await.map_err(io_at("write", &path))?;
+        drop(s.log);
+        for (name, bytes) in [(index, s.index), (time, s.timeindex)] {
             let path = cleaned(dir, &name);
-            disk.write_file_off_thread(&path, bytes.clone(), true).await.map_err(io_at("write", &path))?;
+            disk.write_file_off_thread(&path, bytes, true).await.map_err(io_at("write", &path))?;
         }
     }
     disk.sync_dir(dir).await?;
     let marker = dir.join(SWAP_MARKER);
-    let plan = SwapPlan { replaced: segs.iter().map(|s| s.base).collect(), removed: removed.to_vec() };
     disk.write_file_off_thread(&marker, encode_marker(&plan), true).await.map_err(io_at("write", &marker))?;
     finish(disk, dir, &plan).await
+}
+
+/// Writes `bytes` as the new file `path` (a stale one of a failed pass is replaced) and makes
+/// it durable: aligned direct-I/O writes of at most `COMPACTION_WRITE_CHUNK_BYTES`, the file
+/// cut to the exact length, fdatasync.
+async fn write_log(disk: &Disk, path: &Path, bytes: &[u8], pace: &mut Pace) -> io::Result<()> {
+    let file = match disk.open(path, true).await {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            disk.remove_file_off_thread(path).await?;
+            disk.open(path, true).await?
+        }
+        other => other?,
+    };
+    let len = u64::try_from(bytes.len()).map_err(io::Error::other)?;
+    if len > 0 {
+        file.reserve(align_up(len)).await?;
+    }
+    let mut pos = 0usize;
+    for chunk in bytes.chunks(COMPACTION_WRITE_CHUNK_BYTES) {
+        let n = usize::try_from(align_up(u64::try_from(chunk.len()).map_err(io::Error::other)?))
+            .map_err(io::Error::other)?;
+        let mut buf = file.alloc(n);
+        let b = buf.as_mut();
+        b[..chunk.len()].copy_from_slice(chunk);
+        b[chunk.len()..].fill(0);
+        let at = u64::try_from(pos).map_err(io::Error::other)?;
+        let wrote = file.write_buf(at, buf).await?;
+        if wrote != n {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {wrote} of {n} bytes")));
+        }
+        pos += chunk.len();
+        pace.tick().await;
+    }
+    file.truncate(len).await?;
+    file.fdatasync().await
 }
 
 /// Steps 3 and 4: every `.cleaned` file still there over its final name, every merged-away

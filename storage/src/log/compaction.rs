@@ -25,14 +25,14 @@
 
 use super::read::read_exact;
 use super::*;
-use crate::compact::clean::{clean_segment, CleanContext};
-use crate::compact::keymap::KeyMap;
+use crate::compact::clean::{CleanContext, SegmentCleaner};
+use crate::compact::keymap::{KeyMap, SegmentKeys};
 use crate::compact::merge::{Group, Grouper, MergeLimits, Piece};
-use crate::compact::swap::{swap_in, NewSegment};
+use crate::compact::swap::{swap_in_owned, Indexer, NewSegment};
 use crate::compact::txn::{AbortedTxn, CleanedTxns, Scan};
-use crate::compact::{plan, CompactError, CompactionConfig, SegmentInfo};
+use crate::compact::{plan, Batches, CompactError, CompactionConfig, Pace, SegmentInfo};
 use sluice_core::batch::BatchHeader;
-use sluice_core::limits::{COMPACTION_MAX_SEGMENT_BYTES, OFFSETS_LOAD_READ_BYTES};
+use sluice_core::limits::{COMPACTION_MAX_SEGMENT_BYTES, COMPACTION_READ_CHUNK_BYTES, OFFSETS_LOAD_READ_BYTES};
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -121,7 +121,8 @@ impl PartitionLog {
         // Never past the high watermark, nor into an open transaction (the last stable offset).
         let hwm = Some(self.high_watermark().0);
         let Some(p) = plan(&infos, sealed_end, first_dirty, hwm, now_ms, cfg) else { return Ok(None) };
-        let txns = self.txn_scan(p.clean_upto).await?;
+        let mut pace = Pace::new();
+        let txns = self.txn_scan(p.clean_upto, &mut pace).await?;
         let p = match txns.first_unstable().filter(|f| *f < p.clean_upto) {
             None => p,
             Some(lso) => match plan(&infos, sealed_end, first_dirty, Some(lso), now_ms, cfg) {
@@ -129,7 +130,7 @@ impl PartitionLog {
                 None => return Ok(None),
             },
         };
-        let (map, upto) = self.key_map(&sealed, p.first_dirty, p.clean_upto, &txns.aborted).await?;
+        let (map, upto) = self.key_map(&sealed, p.first_dirty, p.clean_upto, &txns.aborted, &mut pace).await?;
         if upto <= p.first_dirty {
             return Ok(None);
         }
@@ -153,12 +154,12 @@ impl PartitionLog {
             max_index_bytes: cfg.max_index_bytes,
         };
         let pass = CleanPass { ctx: &ctx, upto, interval, limits };
-        let news = self.clean_segments(&sealed, &pass, &mut cleaned_txns, &mut stats).await?;
+        let news = self.clean_segments(&sealed, &pass, &mut cleaned_txns, &mut stats, &mut pace).await?;
         stats.aborted_gone = cleaned_txns.emptied_aborts().to_vec();
         if !news.is_empty() {
-            self.install(&news, interval, now_ms).await?;
             stats.segments_rewritten = news.len();
             stats.segments_merged = news.iter().map(|r| r.bases.len() - 1).sum();
+            self.install(news, interval, now_ms, &mut pace).await?;
             tracing::info!(partition = %self.name, ?stats, "compacted");
         }
         // The checkpoint follows the swap (durable before it): a crash between the two cleans
@@ -179,11 +180,20 @@ impl PartitionLog {
         (sealed, st.segments[n].base)
     }
 
-    /// A sealed segment's bytes, read whole.
-    async fn read_sealed(&self, s: &Sealed) -> Result<Bytes, StorageError> {
+    /// A sealed segment's bytes, read whole, `COMPACTION_READ_CHUNK_BYTES` at a time (one
+    /// read in flight, paced between reads), so the device never has a whole segment's read
+    /// queued ahead of the shard's appends and syncs.
+    async fn read_sealed(&self, s: &Sealed, pace: &mut Pace) -> Result<Bytes, StorageError> {
         let len = usize::try_from(s.size)
             .map_err(|_| StorageError::io("read", &self.name, std::io::Error::other("segment too large")))?;
-        read_exact(&s.file, &self.name, 0, len).await
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let n = COMPACTION_READ_CHUNK_BYTES.min(len - out.len());
+            let pos = u64::try_from(out.len()).expect("usize fits u64");
+            out.extend_from_slice(&read_exact(&s.file, &self.name, pos, n).await?);
+            pace.tick().await;
+        }
+        Ok(Bytes::from(out))
     }
 
     /// The key map of the dirty segments after `first_dirty` up to `clean_upto`: whole
@@ -195,6 +205,7 @@ impl PartitionLog {
         first_dirty: i64,
         clean_upto: i64,
         aborted: &[AbortedTxn],
+        pace: &mut Pace,
     ) -> Result<(KeyMap, i64), StorageError> {
         let mut map = KeyMap::new();
         let mut upto = first_dirty;
@@ -205,11 +216,21 @@ impl PartitionLog {
             if s.size > COMPACTION_MAX_SEGMENT_BYTES {
                 break;
             }
-            let bytes = self.read_sealed(s).await?;
-            glommio::yield_if_needed().await;
-            if !map.add_segment(&bytes, &mut txns).map_err(|e| compact_error(&self.name, e))? {
+            let bytes = self.read_sealed(s, pace).await?;
+            let mut keys = SegmentKeys::default();
+            let mut fits = true;
+            for b in Batches::new(&bytes) {
+                let (h, batch) = b.map_err(|e| compact_error(&self.name, e))?;
+                if !map.add_batch(&mut keys, &h, batch, &mut txns).map_err(|e| compact_error(&self.name, e))? {
+                    fits = false;
+                    break;
+                }
+                pace.tick().await;
+            }
+            if !fits {
                 break;
             }
+            map.commit(keys);
             upto = s.next;
         }
         Ok((map, upto))
@@ -227,28 +248,40 @@ impl PartitionLog {
         pass: &CleanPass<'_>,
         txns: &mut CleanedTxns,
         stats: &mut CompactStats,
+        pace: &mut Pace,
     ) -> Result<Vec<Rewrite>, StorageError> {
         let mut news = Vec::new();
         let mut grouper: Grouper<CleanedSeg> = Grouper::new(pass.limits);
+        let err = |e| compact_error(&self.name, e);
         for s in sealed.iter().filter(|s| s.next <= pass.upto) {
             if s.size > COMPACTION_MAX_SEGMENT_BYTES {
                 txns.lose_sight();
-                news.extend(self.rewrite(grouper.skip(), pass.interval)?);
+                news.extend(self.rewrite(grouper.skip(), pass.interval, pace).await?);
                 continue;
             }
-            let bytes = self.read_sealed(s).await?;
+            let bytes = self.read_sealed(s, pace).await?;
             stats.bytes_read += s.size;
-            glommio::yield_if_needed().await;
-            let out = clean_segment(&bytes, pass.ctx, txns).map_err(|e| compact_error(&self.name, e))?;
-            glommio::yield_if_needed().await;
-            let changed = out.bytes[..] != bytes[..];
-            if changed {
+            // Cleaned a batch at a time, the new segment's indexes built as its batches come.
+            let mut cleaner = SegmentCleaner::new(&bytes);
+            let mut ix = Indexer::new(s.base, pass.interval);
+            let mut at = 0;
+            while cleaner.step(pass.ctx, txns).map_err(err)? {
+                let written = cleaner.written();
+                if written.len() > at {
+                    let h = BatchHeader::parse(&written[at..]).map_err(|e| err(e.into()))?;
+                    ix.add(&h, h.total_len()).map_err(err)?;
+                    at += h.total_len();
+                }
+                pace.tick().await;
+            }
+            let out = cleaner.finish();
+            if out.changed {
                 stats.bytes_before += s.size;
                 stats.bytes_after += u64::try_from(out.bytes.len()).unwrap_or(u64::MAX);
                 stats.records_removed += out.records_removed;
             }
-            let new =
-                NewSegment::with_indexes(s.base, out.bytes, pass.interval).map_err(|e| compact_error(&self.name, e))?;
+            let changed = out.changed;
+            let new = ix.finish(out.bytes);
             let len = |v: &Vec<u8>| u64::try_from(v.len()).unwrap_or(u64::MAX);
             let piece = Piece {
                 base: s.base,
@@ -257,16 +290,21 @@ impl PartitionLog {
                 index_bytes: len(&new.index),
                 timeindex_bytes: len(&new.timeindex),
             };
-            news.extend(self.rewrite(grouper.push(piece, CleanedSeg { changed, new }), pass.interval)?);
+            news.extend(self.rewrite(grouper.push(piece, CleanedSeg { changed, new }), pass.interval, pace).await?);
         }
-        news.extend(self.rewrite(grouper.close(), pass.interval)?);
+        news.extend(self.rewrite(grouper.close(), pass.interval, pace).await?);
         Ok(news)
     }
 
     /// The rewrite of a closed merge group: none for a single unchanged segment, the segment
     /// for a single changed one, else the members' cleaned bytes one after the other as one
-    /// segment at the first base, its indexes rebuilt.
-    fn rewrite(&self, group: Option<Group<CleanedSeg>>, interval: u64) -> Result<Option<Rewrite>, StorageError> {
+    /// segment at the first base, its indexes rebuilt (a batch at a time, paced).
+    async fn rewrite(
+        &self,
+        group: Option<Group<CleanedSeg>>,
+        interval: u64,
+        pace: &mut Pace,
+    ) -> Result<Option<Rewrite>, StorageError> {
         let Some(mut group) = group else { return Ok(None) };
         let next = group.last().expect("a group has members").0.next;
         if group.len() == 1 {
@@ -275,16 +313,29 @@ impl PartitionLog {
         }
         let bases: Vec<i64> = group.iter().map(|(p, _)| p.base).collect();
         let mut log = Vec::with_capacity(group.iter().map(|(_, c)| c.new.log.len()).sum());
+        let mut ix = Indexer::new(bases[0], interval);
         for (_, c) in &group {
-            log.extend_from_slice(&c.new.log);
+            // The members' bytes are this pass's cleaned output: whole batches, no padding.
+            let mut pos = 0;
+            while pos < c.new.log.len() {
+                let h = BatchHeader::parse(&c.new.log[pos..]).map_err(|e| compact_error(&self.name, e.into()))?;
+                let b = c
+                    .new
+                    .log
+                    .get(pos..pos + h.total_len())
+                    .ok_or_else(|| compact_error(&self.name, CompactError::TooLarge(pos)))?;
+                ix.add(&h, b.len()).map_err(|e| compact_error(&self.name, e))?;
+                log.extend_from_slice(b);
+                pos += b.len();
+                pace.tick().await;
+            }
         }
-        let new = NewSegment::with_indexes(bases[0], log, interval).map_err(|e| compact_error(&self.name, e))?;
-        Ok(Some(Rewrite { next, bases, new }))
+        Ok(Some(Rewrite { next, bases, new: ix.finish(log) }))
     }
 
     /// The log's transactions from its start, read until every transaction begun before `upto`
     /// is resolved (or the high watermark): the aborted ones, and those still open.
-    async fn txn_scan(&self, upto: i64) -> Result<Scan, StorageError> {
+    async fn txn_scan(&self, upto: i64, pace: &mut Pace) -> Result<Scan, StorageError> {
         let mut scan = Scan::default();
         let mut offset = self.log_start().0;
         let end = self.high_watermark().0;
@@ -301,11 +352,11 @@ impl PartitionLog {
                 scan.observe(&h, &read.records[pos..stop]);
                 offset = offset.max(h.last_offset() + 1);
                 pos = stop;
+                pace.tick().await;
             }
             if offset == before {
                 break; // nothing read: the rest is not readable yet
             }
-            glommio::yield_if_needed().await;
         }
         Ok(scan)
     }
@@ -316,7 +367,13 @@ impl PartitionLog {
     /// cannot have removed them): a rewrite whose segments changed is dropped before the swap.
     /// In memory each rewrite's segments are replaced by the one it wrote, and the replaced
     /// files' cached chunks are forgotten.
-    async fn install(&self, news: &[Rewrite], interval: u64, now_ms: i64) -> Result<(), StorageError> {
+    async fn install(
+        &self,
+        news: Vec<Rewrite>,
+        interval: u64,
+        now_ms: i64,
+        pace: &mut Pace,
+    ) -> Result<(), StorageError> {
         let present = |r: &Rewrite| {
             let st = self.state.borrow();
             let sealed = &st.segments[..st.segments.len() - 1];
@@ -325,21 +382,22 @@ impl PartitionLog {
                 && sealed[i..i + r.bases.len()].iter().zip(&r.bases).all(|(x, b)| x.base == *b)
                 && sealed[i + r.bases.len() - 1].next_offset == r.next
         };
-        let news: Vec<&Rewrite> = news.iter().filter(|r| present(r)).collect();
-        let segs: Vec<NewSegment> = news.iter().map(|r| r.new.clone()).collect();
-        let removed: Vec<i64> = news.iter().flat_map(|r| r.bases[1..].iter().copied()).collect();
+        let (news, segs): (Vec<(i64, Vec<i64>)>, Vec<NewSegment>) =
+            news.into_iter().filter(|r| present(r)).map(|r| ((r.next, r.bases), r.new)).unzip();
+        let removed: Vec<i64> = news.iter().flat_map(|(_, bases)| bases[1..].iter().copied()).collect();
         if segs.is_empty() {
             return Ok(());
         }
-        swap_in(&self.disk, &self.dir, &segs, &removed)
+        let firsts: Vec<i64> = segs.iter().map(|s| s.base).collect();
+        swap_in_owned(&self.disk, &self.dir, segs, &removed, pace)
             .await
             .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
-        for r in news {
-            let seg = Segment::open_sealed(&self.disk, &self.dir, r.new.base, r.next, interval, now_ms).await?;
+        for ((next, bases), base) in news.into_iter().zip(firsts) {
+            let seg = Segment::open_sealed(&self.disk, &self.dir, base, next, interval, now_ms).await?;
             let mut st = self.state.borrow_mut();
             let last = st.segments.len() - 1;
-            let Some(i) = st.segments[..last].iter().position(|x| x.base == r.new.base) else { continue };
-            let n = st.segments[i..last].iter().take_while(|x| r.bases.contains(&x.base)).count();
+            let Some(i) = st.segments[..last].iter().position(|x| x.base == base) else { continue };
+            let n = st.segments[i..last].iter().take_while(|x| bases.contains(&x.base)).count();
             let old: Vec<Segment> = st.segments.splice(i..i + n, [seg]).collect();
             for o in old {
                 crate::cache::invalidate(o.file.key());
