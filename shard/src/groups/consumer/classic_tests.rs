@@ -330,7 +330,6 @@ fn classic_members_expire_by_their_own_timers_and_an_expired_kip848_member_downg
             "x".into(),
             now,
             &t,
-            &super::open(),
             &settings(),
             &limits(),
         )
