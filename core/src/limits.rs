@@ -256,6 +256,12 @@ pub const SHARE_FETCH_POLL_MS: u64 = 50;
 /// the `regex` crate, so one heartbeat cannot make the broker build a huge automaton.
 pub const MAX_SUBSCRIPTION_REGEX_BYTES: usize = 4096;
 pub const MAX_SUBSCRIPTION_REGEX_COMPILED_BYTES: usize = 1 << 20;
+/// KIP-848 regex subscriptions: a group's regexes are not resolved again sooner than this
+/// after a resolution (Kafka's `REGEX_BATCH_REFRESH_MIN_INTERVAL_MS`), and are resolved again
+/// at least this often (Kafka's internal `group.consumer.regex.refresh.interval.ms` default),
+/// so ACL changes reach the subscription.
+pub const CONSUMER_GROUP_REGEX_REFRESH_MIN_INTERVAL_MS: u64 = 10_000;
+pub const CONSUMER_GROUP_REGEX_REFRESH_INTERVAL_MS: u64 = 600_000;
 pub const OFFSETS_LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
 /// How often each shard's transaction coordinator aborts timed-out transactions, completes
 /// unfinished ones and expires idle transactional ids (Kafka's

@@ -11,7 +11,8 @@
 // An ASSIGNOR written classic:STRATEGY makes a classic-protocol member (group.protocol=classic,
 // partition.assignment.strategy STRATEGY, e.g. cooperative-sticky), for mixed groups.
 // It stops (closing the consumer, which leaves the group) when STOP_FILE exists or after
-// MAX_MS; the exit code is 0 unless an exception escaped.
+// MAX_MS; the exit code is 0 unless an exception escaped. The environment variable
+// KIP848_CLIENT_PROPERTIES may name a properties file of further client settings (security).
 
 import java.nio.file.*;
 import java.time.Duration;
@@ -60,6 +61,12 @@ public class Kip848Consumer {
         p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "50");
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        String extra = System.getenv("KIP848_CLIENT_PROPERTIES");
+        if (extra != null) {
+            try (java.io.Reader r = Files.newBufferedReader(Paths.get(extra))) {
+                p.load(r);
+            }
+        }
         try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
             ConsumerRebalanceListener listener = new ConsumerRebalanceListener() {
                 public void onPartitionsRevoked(Collection<TopicPartition> tps) {

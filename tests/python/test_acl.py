@@ -8,15 +8,18 @@ SCRAM setup come from test_security.py.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    NewTopic, ResourcePatternType, ResourceType)
 
-from support import unique_topic
+from support import unique_topic, wait_until
 from test_security import (add_scram_users, certs, client_conf, expect_auth_failure, java_tool,  # noqa: F401
                            listeners_of, sec_config, start)
 
@@ -107,6 +110,143 @@ def kafka_acls(lst, tmp_path, *args, user=("PLAIN", "admin", "admin-secret")):
                      f'username="{name}" password="{password}";\n')
     return java_tool("org.apache.kafka.tools.AclCommand", "--bootstrap-server", lst["SASL_PLAINTEXT"],
                      "--command-config", str(props), *args)
+
+
+KIP848 = ("group_initial_rebalance_delay_ms = 0\n"
+          "group_consumer_session_timeout_ms = 6000\n"
+          "group_consumer_heartbeat_interval_ms = 500\n")
+
+
+def java_scram_props(tmp_path, user: str, password: str) -> Path:
+    props = tmp_path / f"{user}-consumer.properties"
+    props.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                     f'username="{user}" password="{password}";\n')
+    return props
+
+
+def test_kip848_regex_subscription_gets_only_the_topics_its_principal_may_describe(
+        broker_factory, tmp_path, certs, monkeypatch):
+    """Java consumers (group.protocol=consumer, subscribe(SubscriptionPattern)) of two principals,
+    each in its own group, with one regex matching three topics: each is assigned only the
+    topics its principal may describe (Kafka's TopicRegexResolver filters the regex's topics by
+    DESCRIBE with the context of the member whose heartbeat resolves it)."""
+    b, lst, admin = secured(broker_factory, tmp_path, certs, extra=AUTHZ + KIP848)
+    add_scram_users_as(admin_conf(lst, certs), {"bob": "bob-secret"})
+    regex_acl_scenario(admin, lst["SASL_PLAINTEXT"], tmp_path, monkeypatch)
+    assert b.alive()
+
+
+@pytest.mark.skipif(os.environ.get("SLUICE_COMPARE_KAFKA") != "1",
+                    reason="the Apache Kafka side runs with SLUICE_COMPARE_KAFKA=1")
+def test_kip848_regex_subscription_acl_filtering_on_apache_kafka(tmp_path, monkeypatch):
+    """The same scenario against one Apache Kafka 4.x KRaft node (bench/.kafka/libs-*) with the
+    StandardAuthorizer and a SASL_PLAINTEXT (SCRAM-SHA-256) listener: how the harness itself is
+    validated."""
+    from cluster_support import KafkaCluster, free_port
+
+    class SecuredKafka(KafkaCluster):
+        def plan(self):
+            super().plan()
+            self.sasl = f"127.0.0.1:{free_port()}"
+            props = self.work / "kafka-1.properties"
+            text = props.read_text()
+            for key in ("listeners=", "advertised.listeners="):
+                line = next(x for x in text.splitlines() if x.startswith(key))
+                text = text.replace(line, f"{line},SASL_PLAINTEXT://{self.sasl}")
+            text = text.replace("listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                                "SASL_PLAINTEXT:SASL_PLAINTEXT")
+            text += ("sasl.enabled.mechanisms=SCRAM-SHA-256\n"
+                     "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+                     "org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+                     "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
+                     "super.users=User:ANONYMOUS\n"
+                     "group.consumer.min.heartbeat.interval.ms=500\n"
+                     "group.consumer.heartbeat.interval.ms=500\n")
+            props.write_text(text)
+
+    c = SecuredKafka(tmp_path / "kafka", brokers=1)
+    try:
+        c.start()
+        plain = f"127.0.0.1:{c.nodes[1].port}"
+        add_scram_users_as({"bootstrap.servers": plain}, {"alice": "alice-secret", "bob": "bob-secret"})
+        regex_acl_scenario(AdminClient({"bootstrap.servers": plain}), c.sasl, tmp_path, monkeypatch)
+    finally:
+        c.stop_all()
+
+
+def regex_acl_scenario(admin, sasl_bootstrap: str, tmp_path, monkeypatch):
+    """alice and bob (SCRAM-SHA-256 users) each consume with one Java KIP-848 member in their own
+    group, subscribed to the regex BASE-.*; alice may read BASE-a1 and BASE-shared, bob
+    BASE-shared and BASE-b1. Each must be assigned exactly its own topics."""
+    from test_kip848 import JavaMember, compile_member
+    base = unique_topic("rxacl")
+    a1, shared, b1 = f"{base}-a1", f"{base}-shared", f"{base}-b1"
+    for _, fut in admin.create_topics([NewTopic(a1, 2, 1), NewTopic(shared, 1, 1), NewTopic(b1, 1, 1)]).items():
+        fut.result(timeout=TIMEOUT)
+    g_alice, g_bob = f"ga-{uuid.uuid4().hex[:6]}", f"gb-{uuid.uuid4().hex[:6]}"
+    add_acls(admin,
+             acl(ResourceType.GROUP, g_alice, "User:alice", AclOperation.READ),
+             acl(ResourceType.TOPIC, a1, "User:alice", AclOperation.READ),
+             acl(ResourceType.TOPIC, shared, "User:alice", AclOperation.READ),
+             acl(ResourceType.GROUP, g_bob, "User:bob", AclOperation.READ),
+             acl(ResourceType.TOPIC, b1, "User:bob", AclOperation.READ),
+             acl(ResourceType.TOPIC, shared, "User:bob", AclOperation.READ))
+    cp = compile_member(tmp_path)
+    members = []
+    try:
+        for user, group in (("alice", g_alice), ("bob", g_bob)):
+            monkeypatch.setenv("KIP848_CLIENT_PROPERTIES", str(java_scram_props(tmp_path, user, f"{user}-secret")))
+            members.append(JavaMember(cp, tmp_path, sasl_bootstrap, f"re:{base}-.*", group, user))
+        monkeypatch.delenv("KIP848_CLIENT_PROPERTIES")
+        wants = [{(a1, 0), (a1, 1), (shared, 0)}, {(shared, 0), (b1, 0)}]
+        for m, want in zip(members, wants):
+            try:
+                wait_until(lambda: m.topic_partitions() == want, 60, what=f"{m.name}'s assignment {want}")
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{m.explain()}") from None
+        assert not [line for m in members for line in m.lines if line.startswith("ERROR")], \
+            "\n".join(m.explain() for m in members)
+    finally:
+        for m in members:
+            m.stop()
+
+
+def test_authorized_operations_of_topics_cluster_and_groups_when_asked(broker_factory, tmp_path, certs):
+    """KIP-430's authorized operations as librdkafka's admin test (0081) asks for them:
+    DescribeTopics (Metadata), DescribeCluster and DescribeConsumerGroups with
+    include_authorized_operations, for the super user (every operation of the resource type) and
+    for alice with READ on one topic and one group (READ and the DESCRIBE it implies)."""
+    from confluent_kafka import TopicCollection, TopicPartition
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    topic, group = unique_topic("ops"), f"g-{uuid.uuid4().hex[:6]}"
+    create_topics(admin, topic)
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:alice", AclOperation.READ),
+             acl(ResourceType.GROUP, group, "User:alice", AclOperation.READ))
+    alice = alice_conf(lst, certs)
+    c = Consumer({**alice, "group.id": group})
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)  # the group exists
+    finally:
+        c.close()
+    alice_admin = AdminClient(alice)
+    op = AclOperation
+    topic_ops = {op.READ, op.WRITE, op.CREATE, op.DESCRIBE, op.DELETE, op.ALTER, op.DESCRIBE_CONFIGS,
+                 op.ALTER_CONFIGS}
+    cluster_ops = {op.CREATE, op.CLUSTER_ACTION, op.DESCRIBE_CONFIGS, op.ALTER_CONFIGS, op.IDEMPOTENT_WRITE,
+                   op.ALTER, op.DESCRIBE}
+    group_ops = {op.READ, op.DESCRIBE, op.DELETE, op.DESCRIBE_CONFIGS, op.ALTER_CONFIGS}
+    for who, client, want_topic, want_cluster, want_group in (
+            ("admin", admin, topic_ops, cluster_ops, group_ops),
+            ("alice", alice_admin, {op.READ, op.DESCRIBE}, set(), {op.READ, op.DESCRIBE})):
+        t = client.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic]
+        assert set(t.result(timeout=TIMEOUT).authorized_operations or []) == want_topic, who
+        cl = client.describe_cluster(include_authorized_operations=True).result(timeout=TIMEOUT)
+        assert set(cl.authorized_operations or []) == want_cluster, who
+        g = client.describe_consumer_groups([group], include_authorized_operations=True)[group]
+        assert set(g.result(timeout=TIMEOUT).authorized_operations or []) == want_group, who
+    assert b.alive()
 
 
 def test_a_principal_without_acls_is_refused_until_kafka_acls_adds_them(broker_factory, tmp_path, certs):

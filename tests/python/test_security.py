@@ -297,6 +297,76 @@ def test_scram_credentials_are_stored_salted_and_survive_a_restart(broker_factor
     assert roundtrip(conf, unique_topic("scram-restart"), n=1) == ["v0"]
 
 
+def test_sluice_user_adds_lists_and_deletes_users_of_a_stopped_broker(broker_factory, tmp_path, certs):
+    """`sluice user` (SCRAM users of a stopped broker's data dir, password from stdin): a user
+    added before the start authenticates; the command refuses while the broker runs; a deleted
+    user is gone after a restart."""
+    from conftest import SLUICE_BIN
+    data = tmp_path / "user-data"
+
+    def user(*args, password=None):
+        stdin = f"{password}\n".encode() if password else b""
+        return subprocess.run([str(SLUICE_BIN), "user", "--data-dir", str(data), *args], input=stdin,
+                              capture_output=True, timeout=60)
+
+    r = user("add", "carol", "--mechanism", "SCRAM-SHA-512", "--iterations", "8192", password="carol-pass-1")
+    assert r.returncode == 0, r.stderr.decode()
+    r = user("list")
+    assert r.returncode == 0 and r.stdout.decode().strip() == "carol SCRAM-SHA-512(iterations=8192)", r
+    assert b"carol-pass-1" not in (data / "scram-credentials").read_bytes()
+    assert user("add", "dave", password=None).returncode == 1, "no password on stdin"
+    cfg = sec_config(tmp_path, certs)
+    b = broker_factory.start(data, config=cfg)
+    lst = listeners_of(b)
+    conf = client_conf(lst["SASL_PLAINTEXT"], certs, "SASL_PLAINTEXT", **{
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "carol", "sasl.password": "carol-pass-1"})
+    assert roundtrip(conf, unique_topic("sluice-user"), n=1) == ["v0"]
+    r = user("list")
+    assert r.returncode == 1 and b"AlterUserScramCredentials" in r.stderr, r
+    assert b.stop() == 0
+    r = user("delete", "carol", "--mechanism", "SCRAM-SHA-512")
+    assert r.returncode == 0, r.stderr.decode()
+    assert user("list").stdout.decode().strip() == ""
+    b2 = broker_factory.start(data, config=cfg)
+    conf["bootstrap.servers"] = listeners_of(b2)["SASL_PLAINTEXT"]
+    err = expect_auth_failure(conf)
+    assert "Authentication failed" in err or "SASL authentication error" in err, err
+
+
+def config_command_libs():
+    """A directory with Kafka's core jar (kafka.admin.ConfigCommand): tests/run's kafka-libs, or
+    the server jars of bench/.kafka/libs-* (SLUICE_KAFKA_LIBS); None without."""
+    from cluster_support import kafka_server_libs
+    return KAFKA_LIBS if any(KAFKA_LIBS.glob("kafka_2.13-*.jar")) else kafka_server_libs()
+
+
+@pytest.mark.skipif(config_command_libs() is None, reason="no Kafka core jar (kafka.admin.ConfigCommand): "
+                    "tests/run installs it from tests/java/pom.xml")
+def test_kafka_configs_adds_describes_and_deletes_scram_users(broker_factory, tmp_path, certs):
+    """Kafka's own `kafka-configs --entity-type users` (ConfigCommand) as docs/security.md shows
+    it: add SCRAM-SHA-256 credentials, describe them, log in, delete them."""
+    b, lst = start(broker_factory, tmp_path, certs)
+
+    def configs(*args):
+        cmd = [JAVA, "-Xmx256m", "-cp", f"{config_command_libs()}{os.sep}*", "kafka.admin.ConfigCommand",
+               "--bootstrap-server", lst["PLAINTEXT"], *args]
+        r = run(cmd, timeout=90)
+        assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]
+        return r.stdout.decode()
+
+    user = ["--entity-type", "users", "--entity-name", "erin"]
+    configs("--alter", "--add-config", "SCRAM-SHA-256=[iterations=8192,password=erin-secret]", *user)
+    out = configs("--describe", *user)
+    assert "SCRAM-SHA-256=iterations=8192" in out, out
+    conf = client_conf(lst["SASL_PLAINTEXT"], certs, "SASL_PLAINTEXT", **{
+        "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "erin", "sasl.password": "erin-secret"})
+    assert roundtrip(conf, unique_topic("kafka-configs-scram"), n=1) == ["v0"]
+    configs("--alter", "--delete-config", "SCRAM-SHA-256", *user)
+    assert "SCRAM-SHA-256" not in configs("--describe", *user)
+    err = expect_auth_failure(conf)
+    assert "Authentication failed" in err or "SASL authentication error" in err, err
+
+
 def test_before_authentication_only_sasl_requests_are_answered(broker_factory, tmp_path, certs):
     b, lst = start(broker_factory, tmp_path, certs)
     host, port = lst["SASL_PLAINTEXT"].rsplit(":", 1)

@@ -8,8 +8,10 @@
 //! (KIP-1082); a v0 client joining without one gets the coordinator's. The answer is sent
 //! after the group's record is durable when the heartbeat changed the group. As Kafka 4.4: READ
 //! on the group (else GROUP_AUTHORIZATION_FAILED) and DESCRIBE on each subscribed topic name
-//! (else TOPIC_AUTHORIZATION_FAILED), both answered with the code alone; topics a regular
-//! expression matches are not filtered by ACLs (Kafka leaves them out of the subscription).
+//! (else TOPIC_AUTHORIZATION_FAILED), both answered with the code alone. The connection's
+//! principal and address go with the heartbeat: when it resolves the group's regular
+//! expressions, the coordinator leaves out the matched topics that principal may not DESCRIBE
+//! (Kafka's `TopicRegexResolver`; `sluice_shard::groups::consumer`).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
 use crate::errors::group_code;
@@ -51,7 +53,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
 }
 
 /// Kafka's refusal of a heartbeat: READ on the group, then DESCRIBE on every topic the
-/// subscription names (a regular expression's topics are not filtered by ACLs here).
+/// subscription names (a regular expression's topics are filtered by the coordinator).
 fn refusal(ctx: &Ctx, req: &Request, body: &ConsumerGroupHeartbeatRequest) -> Option<ResponseError> {
     let authz = crate::authz::Authz::new(ctx, req);
     if !authz.group(op::READ, &body.group_id.0) {
@@ -88,6 +90,8 @@ fn to_request(ctx: &Ctx, req: &Request, body: ConsumerGroupHeartbeatRequest) -> 
         owned,
         client_id: req.client_id.clone().unwrap_or_default(),
         client_host: req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        principal: format!("User:{}", ctx.session.borrow().principal.as_deref().unwrap_or("ANONYMOUS")),
+        client_address: req.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         version: req.version,
     }
 }

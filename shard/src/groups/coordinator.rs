@@ -104,6 +104,34 @@ fn consumer_settings(shard: &Shard) -> consumer::Settings {
         heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
         max_size: c.group_consumer_max_size,
         migration: c.group_consumer_migration_policy,
+        regex_refresh_interval: Duration::from_millis(sluice_core::limits::CONSUMER_GROUP_REGEX_REFRESH_INTERVAL_MS),
+    }
+}
+
+/// Whether `principal` connecting from `address` may DESCRIBE a topic, by this shard's copy of
+/// the ACLs: the check a KIP-848 regex resolution applies with the context of the member whose
+/// heartbeat resolves it (Kafka's `TopicRegexResolver`). Everything is allowed without an
+/// authorizer; the ACL index is built only if a resolution asks.
+fn describe_check(shard: &Shard, principal: String, address: String) -> impl Fn(&str) -> bool + '_ {
+    use crate::metadata::acl::{op, resource, AclIndex, AuthorizerSettings, Requester};
+    let enabled = shard.config.authorizer_enabled();
+    let meta = shard.metadata();
+    let config = &shard.config;
+    let index: std::cell::OnceCell<(AclIndex, AuthorizerSettings)> = std::cell::OnceCell::new();
+    let principal = if principal.is_empty() { "User:ANONYMOUS".to_string() } else { principal };
+    move |topic: &str| {
+        if !enabled {
+            return true;
+        }
+        let (index, settings) = index.get_or_init(|| {
+            let settings = AuthorizerSettings {
+                super_users: config.super_users.clone(),
+                allow_everyone_if_no_acl_found: config.allow_everyone_if_no_acl_found,
+            };
+            (AclIndex::new(&meta.acls), settings)
+        });
+        let who = Requester { principal: &principal, host: &address };
+        index.authorize(settings, who, op::DESCRIBE, resource::TOPIC, topic)
     }
 }
 
@@ -342,12 +370,16 @@ impl Coordinator {
         let group_id = req.group_id.clone();
         let new_id = self.new_member_id(shard, &req.client_id);
         let topics = consumer_topics(shard);
+        let may_describe = describe_check(shard, req.principal.clone(), req.client_address.clone());
+        let rx =
+            consumer::RegexContext { may_describe: &may_describe, topics_version: shard.metadata().next_topic_number };
         let beat = consumer::heartbeat(
             &mut self.groups.borrow_mut(),
             req,
             new_id,
             Instant::now(),
             &topics,
+            &rx,
             &consumer_settings(shard),
             &limits(shard),
         )?;

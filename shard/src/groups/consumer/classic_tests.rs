@@ -134,7 +134,16 @@ fn the_migration_policy_and_the_protocol_type_can_refuse_the_upgrade() {
     for policy in [MigrationPolicy::Disabled, MigrationPolicy::Downgrade] {
         let mut gs = Groups::new();
         classic_group(&mut gs, now);
-        let r = heartbeat(&mut gs, join_req("n1", &["a"]), "x".into(), now, &t, &settings_with(policy), &limits());
+        let r = heartbeat(
+            &mut gs,
+            join_req("n1", &["a"]),
+            "x".into(),
+            now,
+            &t,
+            &super::open(),
+            &settings_with(policy),
+            &limits(),
+        );
         assert_eq!(r.map(|_| ()), Err(GroupError::GroupIdNotFound), "{policy:?}");
         assert_eq!(gs[G].members.len(), 2, "still classic");
     }
@@ -150,6 +159,7 @@ fn the_migration_policy_and_the_protocol_type_can_refuse_the_upgrade() {
         "x".into(),
         now,
         &t,
+        &super::open(),
         &settings_with(MigrationPolicy::Upgrade),
         &limits(),
     );
@@ -265,7 +275,8 @@ fn the_last_kip848_member_leaving_downgrades_the_group_which_rebalances() {
     hb(&mut gs, join_req("n1", &["a"]), now, &t).unwrap();
     // The classic members' generation (they rejoin at once, not after ILLEGAL_GENERATION).
     let epoch = group(&gs).members["c1"].epoch.0;
-    let r = heartbeat(&mut gs, beat_req("n1", -1, None), "x".into(), now, &t, &settings(), &limits()).unwrap();
+    let r = heartbeat(&mut gs, beat_req("n1", -1, None), "x".into(), now, &t, &super::open(), &settings(), &limits())
+        .unwrap();
     assert!(r.changed);
     let g = &gs[G];
     assert!(g.consumer.is_none(), "a classic group again");
@@ -285,7 +296,17 @@ fn no_downgrade_when_the_policy_refuses_or_kip848_members_remain() {
         let mut gs = Groups::new();
         classic_group(&mut gs, now);
         hb(&mut gs, join_req("n1", &["a"]), now, &t).unwrap();
-        heartbeat(&mut gs, beat_req("n1", -1, None), "x".into(), now, &t, &settings_with(policy), &limits()).unwrap();
+        heartbeat(
+            &mut gs,
+            beat_req("n1", -1, None),
+            "x".into(),
+            now,
+            &t,
+            &super::open(),
+            &settings_with(policy),
+            &limits(),
+        )
+        .unwrap();
         assert!(gs[G].consumer.is_some(), "{policy:?}");
     }
     let mut gs = Groups::new();
@@ -304,7 +325,14 @@ fn classic_members_expire_by_their_own_timers_and_an_expired_kip848_member_downg
     hb(&mut gs, join_req("n1", &["a"]), now, &t).unwrap();
     // k1 joins but never syncs: removed after its 20 s rebalance timeout.
     cg(&mut gs)
-        .classic_join(classic_join("k1", &Assignment::new()), "x".into(), now, &t, &settings(), &limits())
+        .classic_join(
+            classic_join("k1", &Assignment::new()),
+            "x".into(),
+            now,
+            &t,
+            &settings(),
+            &limits(),
+        )
         .unwrap();
     hb(&mut gs, beat_req("n1", 2, None), now + Duration::from_secs(15), &t).ok();
     tick(&mut gs, now + Duration::from_secs(21), &settings(), &limits());

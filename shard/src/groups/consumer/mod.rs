@@ -28,6 +28,11 @@ use assignor::Assignor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// Regexes are not resolved again sooner than this after a resolution (Kafka's
+/// `REGEX_BATCH_REFRESH_MIN_INTERVAL_MS`), so a burst of new topics costs one rebalance.
+const REGEX_REFRESH_MIN_INTERVAL: Duration =
+    Duration::from_millis(sluice_core::limits::CONSUMER_GROUP_REGEX_REFRESH_MIN_INTERVAL_MS);
+
 /// Partitions by topic name.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
 pub(crate) type TopicPartition = (String, i32);
@@ -174,13 +179,9 @@ impl ConsumerMember {
         }
     }
 
-    /// The existing topics this member subscribes to (by name or by regex).
-    fn subscribed(&self, topics: &Topics) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self.topics.iter().filter(|t| topics.contains_key(*t)).cloned().collect();
-        if let Some(re) = &self.regex {
-            out.extend(topics.keys().filter(|t| re.compiled.is_match(t.as_bytes())).cloned());
-        }
-        out
+    /// The source of the member's subscription regex, if any.
+    fn regex_source(&self) -> Option<&str> {
+        self.regex.as_ref().map(|r| r.source.as_str())
     }
 
     /// Back to epoch 0 with nothing owned (a rejoin after being fenced).
@@ -201,6 +202,18 @@ pub(crate) struct Settings {
     pub heartbeat_interval_ms: i32,
     pub max_size: usize,
     pub migration: sluice_core::config::MigrationPolicy,
+    /// Regexes are resolved again at least this often (Kafka's
+    /// `group.consumer.regex.refresh.interval.ms`), so ACL changes are picked up.
+    pub regex_refresh_interval: Duration,
+}
+
+/// What resolving the group's regexes on a heartbeat reads besides the topics (Kafka's request
+/// context and metadata image): whether the member that sent the heartbeat may DESCRIBE a
+/// topic (Kafka's `TopicRegexResolver` filters with that member's principal and address), and
+/// the metadata's topic-creation counter (a resolution older than the newest topic is redone).
+pub(crate) struct RegexContext<'a> {
+    pub may_describe: &'a dyn Fn(&str) -> bool,
+    pub topics_version: u32,
 }
 
 /// ConsumerGroupHeartbeat, as the coordinator needs it.
@@ -219,6 +232,10 @@ pub struct ConsumerHeartbeatRequest {
     pub owned: Option<Assignment>,
     pub client_id: String,
     pub client_host: String,
+    /// The connection's principal (`User:<name>`; empty: `User:ANONYMOUS`) and IP address:
+    /// the context the group's regexes are resolved with when this heartbeat resolves them.
+    pub principal: String,
+    pub client_address: String,
     /// The request version (v1+: the client generates its member id).
     pub version: i16,
 }
@@ -270,6 +287,14 @@ pub(crate) struct ConsumerGroup {
     pub target: BTreeMap<String, Assignment>,
     /// Metadata of the subscribed topics when the epoch was last bumped.
     pub metadata: Topics,
+    /// Each regex a member subscribes with, resolved (Kafka's `ResolvedRegularExpression`):
+    /// the topics it matched that the member whose heartbeat resolved it may DESCRIBE. Shared
+    /// by every member with the same regex; a regex missing here contributes no topic yet.
+    pub resolved: BTreeMap<String, BTreeSet<String>>,
+    /// The metadata's topic-creation counter when the regexes were last resolved.
+    pub resolved_version: u32,
+    /// When they were last resolved (a load counts as a resolution when it brought some).
+    pub resolved_at: Option<Instant>,
 }
 
 impl ConsumerGroup {
@@ -306,7 +331,7 @@ impl ConsumerGroup {
 
     /// Topics subscribed by some member, by name (for OffsetDelete's GROUP_SUBSCRIBED_TO_TOPIC).
     pub fn subscribed_topics(&self, topics: &Topics) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed(topics)).collect();
+        let mut out: BTreeSet<String> = self.members.values().flat_map(|m| self.subscription(m, topics)).collect();
         out.extend(self.members.values().flat_map(|m| m.topics.iter().cloned()));
         out
     }
@@ -315,9 +340,87 @@ impl ConsumerGroup {
         self.epoch = self.epoch.bumped();
     }
 
+    /// The existing topics a member subscribes to: its topic names, and the topics its regex
+    /// resolved to ([`ConsumerGroup::resolved`], nothing while unresolved).
+    fn subscription(&self, m: &ConsumerMember, topics: &Topics) -> BTreeSet<String> {
+        let by_regex = m.regex_source().and_then(|r| self.resolved.get(r)).into_iter().flatten();
+        m.topics.iter().chain(by_regex).filter(|t| topics.contains_key(*t)).cloned().collect()
+    }
+
+    /// How many members subscribe with each regex.
+    fn subscribed_regexes(&self) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for r in self.members.values().filter_map(ConsumerMember::regex_source) {
+            *out.entry(r).or_default() += 1;
+        }
+        out
+    }
+
+    /// Kafka's `maybeUpdateRegularExpressions` after a heartbeat of member `id` whose regex was
+    /// `old`: a regex no other member has is resolved now; otherwise every regex is resolved
+    /// again when the last resolution is older than [`REGEX_REFRESH_MIN_INTERVAL`] and a regex
+    /// is unresolved, a topic was created since, or the refresh interval passed. Kafka runs the
+    /// resolution on an executor and applies it at its next event; here it is synchronous (a
+    /// linear-time match of each regex against the topic names). Whether the resolved topics
+    /// changed (an epoch bump).
+    fn maybe_resolve(
+        &mut self,
+        id: &str,
+        old: Option<&str>,
+        topics: &Topics,
+        rx: &RegexContext<'_>,
+        s: &Settings,
+        now: Instant,
+    ) -> bool {
+        let new = self.members.get(id).and_then(ConsumerMember::regex_source);
+        let subscribed = self.subscribed_regexes();
+        let mut required = new.is_some() && old != new && new.and_then(|n| subscribed.get(n)) == Some(&1);
+        if subscribed.is_empty() {
+            self.resolved.clear();
+            return false;
+        }
+        if self.resolved_at.is_some_and(|at| now <= at + REGEX_REFRESH_MIN_INTERVAL) {
+            return false;
+        }
+        required |= subscribed.keys().any(|r| !self.resolved.contains_key(*r))
+            || self.resolved_version < rx.topics_version
+            || self.resolved_at.is_none_or(|at| now > at + s.regex_refresh_interval);
+        required && self.resolve(topics, rx, now)
+    }
+
+    /// Resolves every subscribed regex against the topic names and leaves out, from all of
+    /// them, each matched topic the heartbeat's sender may not DESCRIBE (Kafka's
+    /// `filterTopicDescribeAuthorizedTopics`). Whether some regex's topics changed.
+    fn resolve(&mut self, topics: &Topics, rx: &RegexContext<'_>, now: Instant) -> bool {
+        let mut regexes: BTreeMap<&str, &SubscriptionRegex> = BTreeMap::new();
+        for r in self.members.values().filter_map(|m| m.regex.as_ref()) {
+            regexes.entry(r.source.as_str()).or_insert(r);
+        }
+        let mut out: BTreeMap<String, BTreeSet<String>> =
+            regexes.keys().map(|r| (r.to_string(), BTreeSet::new())).collect();
+        for name in topics.keys() {
+            for (source, r) in &regexes {
+                if r.compiled.is_match(name.as_bytes()) {
+                    out.entry(source.to_string()).or_default().insert(name.clone());
+                }
+            }
+        }
+        let matched: BTreeSet<&String> = out.values().flatten().collect();
+        let denied: BTreeSet<String> = matched.into_iter().filter(|t| !(rx.may_describe)(t)).cloned().collect();
+        for ts in out.values_mut() {
+            ts.retain(|t| !denied.contains(t));
+        }
+        let changed = out.iter().any(|(r, ts)| self.resolved.get(r).map_or(!ts.is_empty(), |old| old != ts));
+        tracing::debug!(regexes = ?out.keys().collect::<Vec<_>>(), topics = topics.len(), denied = denied.len(), changed, "regular expressions resolved");
+        self.resolved = out;
+        self.resolved_version = rx.topics_version;
+        self.resolved_at = Some(now);
+        changed
+    }
+
     /// Bumps the epoch when the metadata of the subscribed topics changed.
     fn refresh_metadata(&mut self, topics: &Topics) {
-        let subscribed: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed(topics)).collect();
+        let subscribed: BTreeSet<String> = self.members.values().flat_map(|m| self.subscription(m, topics)).collect();
         let now: Topics = subscribed.into_iter().filter_map(|t| topics.get(&t).map(|i| (t, i.clone()))).collect();
         if now != self.metadata {
             self.metadata = now;
@@ -330,7 +433,7 @@ impl ConsumerGroup {
         if self.target_epoch >= self.epoch {
             return;
         }
-        let subs = self.members.iter().map(|(id, m)| (id.clone(), m.subscribed(&self.metadata))).collect();
+        let subs = self.members.iter().map(|(id, m)| (id.clone(), self.subscription(m, &self.metadata))).collect();
         let counts = self.metadata.iter().map(|(t, i)| (t.clone(), i.partitions)).collect();
         self.target = assignor::assign(self.assignor(), &subs, &counts, &self.target);
         self.target_epoch = self.epoch;
@@ -377,6 +480,9 @@ impl ConsumerGroup {
         if self.members.remove(id).is_some() {
             self.target.remove(id);
             self.bump();
+            // A regex no member subscribes with any more is forgotten (Kafka's tombstone).
+            let used: BTreeSet<String> = self.subscribed_regexes().keys().map(|r| r.to_string()).collect();
+            self.resolved.retain(|r, _| used.contains(r));
         }
     }
 
@@ -526,6 +632,7 @@ pub(crate) fn heartbeat(
     new_id: String,
     now: Instant,
     topics: &Topics,
+    rx: &RegexContext<'_>,
     s: &Settings,
     limits: &Limits,
 ) -> Result<Beat, GroupError> {
@@ -537,7 +644,7 @@ pub(crate) fn heartbeat(
     let before = record::fingerprint(g, &req.member_id);
     let response = match epoch {
         MemberEpoch::LEAVE | MemberEpoch::LEAVE_STATIC => g.leave(&req)?,
-        _ => g.beat(req, regex, new_id, now, topics, s)?,
+        _ => g.beat(req, regex, new_id, now, (topics, rx), s)?,
     };
     g.check_invariants();
     let changed = record::fingerprint(g, &response.member_id) != before;
@@ -577,13 +684,17 @@ impl ConsumerGroup {
         regex: Option<SubscriptionRegex>,
         new_id: String,
         now: Instant,
-        topics: &Topics,
+        (topics, rx): (&Topics, &RegexContext<'_>),
         s: &Settings,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
         let joining = req.member_epoch == MemberEpoch::JOIN.0;
         let start = self.epoch;
         let id = if joining { self.admit(&req, new_id, now, s)? } else { self.check(&req)? };
+        let old_regex = self.members.get(&id).and_then(|m| m.regex_source().map(str::to_string));
         if self.update(&id, &req, regex, now) {
+            self.bump();
+        }
+        if self.maybe_resolve(&id, old_regex.as_deref(), topics, rx, s, now) {
             self.bump();
         }
         self.refresh_metadata(topics);

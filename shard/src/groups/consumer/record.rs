@@ -8,6 +8,7 @@
 //! ```text
 //! group:      version u8 (=0) | epoch i32 | target epoch i32 | topics (u32 n, [name, id 16B, partitions i32])
 //!             | members (u32 n, [member]) | target (u32 n, [member id, assignment])
+//!             | v2+: resolved regexes (u32 n, [regex, u32 m, [topic]]) | topic counter u32
 //! member:     id | instance? | rack? | client id | client host | rebalance timeout i32
 //!             | topic names (u32 n, [name]) | regex? | assignor? | epoch i32 | previous epoch i32
 //!             | state u8 | assigned | revoking | v1+: classic (u8 0 | u8 1 + session timeout i32
@@ -18,7 +19,9 @@
 //!
 //! Contract: [`decode`] never panics on any bytes and returns `None` for anything it cannot
 //! read whole; counts are checked against the bytes left before allocating. Session timers
-//! restart at load (`now`): a member's session runs from the coordinator's start.
+//! restart at load (`now`): a member's session runs from the coordinator's start. The regexes'
+//! resolution (Kafka persists it too, as ConsumerGroupRegularExpression records) is kept with
+//! its topic counter; its time is not, so a loaded resolution counts as made at load.
 
 use super::classic::ClassicMeta;
 use super::{
@@ -27,8 +30,9 @@ use super::{
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// Version 1 adds the classic protocol metadata of members (mixed groups); 0 is still read.
-const VERSION: u8 = 1;
+/// Version 1 adds the classic protocol metadata of members (mixed groups), version 2 the
+/// resolved regexes; 0 and 1 are still read.
+const VERSION: u8 = 2;
 
 struct W(Vec<u8>);
 
@@ -117,6 +121,15 @@ pub(crate) fn encode(g: &ConsumerGroup) -> Vec<u8> {
         w.str(id);
         w.assignment(a);
     }
+    w.u32(g.resolved.len());
+    for (regex, topics) in &g.resolved {
+        w.str(regex);
+        w.u32(topics.len());
+        for t in topics {
+            w.str(t);
+        }
+    }
+    w.0.extend_from_slice(&g.resolved_version.to_be_bytes());
     w.0
 }
 
@@ -249,5 +262,17 @@ pub(crate) fn decode(bytes: &[u8], now: Instant) -> Option<ConsumerGroup> {
         target.insert(id, r.assignment()?);
     }
     g.target = target;
+    if version >= 2 {
+        for _ in 0..r.count()? {
+            let regex = r.str()?;
+            let mut topics = std::collections::BTreeSet::new();
+            for _ in 0..r.count()? {
+                topics.insert(r.str()?);
+            }
+            g.resolved.insert(regex, topics);
+        }
+        g.resolved_version = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
+        g.resolved_at = (!g.resolved.is_empty()).then_some(now);
+    }
     r.0.is_empty().then_some(g)
 }

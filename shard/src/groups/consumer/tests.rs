@@ -27,7 +27,17 @@ fn settings() -> Settings {
         heartbeat_interval_ms: 5000,
         max_size: 10,
         migration: sluice_core::config::MigrationPolicy::Bidirectional,
+        regex_refresh_interval: Duration::from_secs(600),
     }
+}
+
+fn allow_all(_: &str) -> bool {
+    true
+}
+
+/// The regex context of a sender that may describe everything, topic counter 0.
+pub(super) fn open() -> RegexContext<'static> {
+    RegexContext { may_describe: &allow_all, topics_version: 0 }
 }
 
 pub(super) fn limits() -> Limits {
@@ -65,7 +75,29 @@ fn hb(
     now: Instant,
     t: &Topics,
 ) -> Result<ConsumerHeartbeatResponse, GroupError> {
-    heartbeat(groups, req, "server-id".into(), now, t, &settings(), &limits()).map(|b| b.response)
+    hb_as(groups, req, now, t, &open())
+}
+
+fn hb_as(
+    groups: &mut Groups,
+    req: ConsumerHeartbeatRequest,
+    now: Instant,
+    t: &Topics,
+    rx: &RegexContext<'_>,
+) -> Result<ConsumerHeartbeatResponse, GroupError> {
+    heartbeat(groups, req, "server-id".into(), now, t, rx, &settings(), &limits()).map(|b| b.response)
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn regex_join(member: &str, regex: &str) -> ConsumerHeartbeatRequest {
+    ConsumerHeartbeatRequest {
+        subscribed_topic_names: None,
+        subscribed_topic_regex: Some(regex.into()),
+        ..join_req(member, &[])
+    }
 }
 
 fn parts(a: &Assignment) -> usize {
@@ -249,10 +281,66 @@ fn new_partitions_and_new_matching_topics_bump_the_epoch() {
     r.subscribed_topic_regex = Some("a|b.*".into());
     let r = hb(&mut gs, r, now, &t1).unwrap();
     assert_eq!(r.assignment, Some(asg(&[("a", &[0])])), "full match: not 'other'");
+    // A new partition counts at once; a new topic only once the regex is resolved again, which
+    // is at least 10 s after the last resolution (Kafka's batching of regex refreshes).
     let t2 = topics(&[("a", 2), ("other", 1), ("bee", 1)]);
-    let r = hb(&mut gs, beat_req("m1", 1, None), now, &t2).unwrap();
+    let created = RegexContext { topics_version: 1, ..open() };
+    let r = hb_as(&mut gs, beat_req("m1", 1, None), now + Duration::from_secs(1), &t2, &created).unwrap();
     assert_eq!(r.member_epoch, 2);
+    assert_eq!(r.assignment, Some(asg(&[("a", &[0, 1])])));
+    let r = hb_as(&mut gs, beat_req("m1", 2, None), now + Duration::from_secs(11), &t2, &created).unwrap();
+    assert_eq!(r.member_epoch, 3);
     assert_eq!(r.assignment, Some(asg(&[("a", &[0, 1]), ("bee", &[0])])));
+}
+
+#[test]
+fn a_regex_leaves_out_the_topics_its_resolver_may_not_describe() {
+    let (mut gs, now) = (Groups::new(), Instant::now());
+    let t = topics(&[("pay-eu", 2), ("pay-us", 1), ("pay-secret", 1), ("other", 1)]);
+    let alice = |t: &str| t != "pay-secret";
+    let r =
+        hb_as(&mut gs, regex_join("m1", "pay-.*"), now, &t, &RegexContext { may_describe: &alice, topics_version: 0 })
+            .unwrap();
+    assert_eq!(r.assignment, Some(asg(&[("pay-eu", &[0, 1]), ("pay-us", &[0])])));
+    assert_eq!(group(&gs).resolved["pay-.*"], names(&["pay-eu", "pay-us"]));
+    // A second member with the same regex shares the resolution made with alice's context
+    // (Kafka resolves per group and regex), whatever it may describe itself.
+    let bob = |t: &str| t == "pay-us";
+    hb_as(&mut gs, regex_join("m2", "pay-.*"), now, &t, &RegexContext { may_describe: &bob, topics_version: 0 })
+        .unwrap();
+    let all: BTreeSet<String> = group(&gs).target.values().flat_map(|a| a.keys().cloned()).collect();
+    assert_eq!(all, names(&["pay-eu", "pay-us"]));
+    // A new regex waits for the 10 s since the last resolution; then every regex is resolved
+    // again with the context of the member whose heartbeat does it.
+    let bob_rx = RegexContext { may_describe: &bob, topics_version: 0 };
+    let r = hb_as(&mut gs, regex_join("m3", "pay-(us|secret)"), now + Duration::from_secs(1), &t, &bob_rx).unwrap();
+    assert!(!group(&gs).resolved.contains_key("pay-(us|secret)"));
+    assert_eq!(r.assignment, Some(Assignment::new()));
+    hb_as(&mut gs, beat_req("m3", r.member_epoch, None), now + Duration::from_secs(11), &t, &bob_rx).unwrap();
+    assert_eq!(group(&gs).resolved["pay-.*"], names(&["pay-us"]));
+    assert_eq!(group(&gs).resolved["pay-(us|secret)"], names(&["pay-us"]));
+    let all: BTreeSet<String> = group(&gs).target.values().flat_map(|a| a.keys().cloned()).collect();
+    assert_eq!(all, names(&["pay-us"]));
+}
+
+#[test]
+fn a_later_resolution_picks_up_an_acl_change() {
+    let (mut gs, now) = (Groups::new(), Instant::now());
+    let t = topics(&[("x-1", 1), ("x-2", 1)]);
+    let before = |t: &str| t == "x-1";
+    let rx = RegexContext { may_describe: &before, topics_version: 0 };
+    let r = hb_as(&mut gs, regex_join("m1", "x-.*"), now, &t, &rx).unwrap();
+    assert_eq!(r.assignment, Some(asg(&[("x-1", &[0])])));
+    // DESCRIBE on x-2 granted: nothing changes before the refresh interval, then x-2 comes.
+    let mut e = r.member_epoch;
+    let r = hb_as(&mut gs, beat_req("m1", e, None), now + Duration::from_secs(30), &t, &open()).unwrap();
+    assert_eq!(r.member_epoch, e, "no refresh: no new topic and the interval has not passed");
+    e = r.member_epoch;
+    let r = hb_as(&mut gs, beat_req("m1", e, None), now + Duration::from_secs(601), &t, &open()).unwrap();
+    assert_eq!(r.assignment, Some(asg(&[("x-1", &[0]), ("x-2", &[0])])));
+    // The last member with the regex leaves: its resolution goes.
+    hb(&mut gs, beat_req("m1", -1, None), now + Duration::from_secs(602), &t).unwrap();
+    assert!(group(&gs).resolved.is_empty());
 }
 
 #[test]
@@ -334,6 +422,7 @@ fn the_record_round_trips_and_bad_bytes_are_refused() {
     let back = record::decode(&bytes, now).unwrap();
     assert_eq!(record::encode(&back), bytes);
     assert_eq!(back.members["m2"].regex.as_ref().unwrap().source, "b");
+    assert_eq!(back.resolved["b"], names(&["b"]), "the regex's resolution is kept");
     for cut in 0..bytes.len() {
         assert!(record::decode(&bytes[..cut], now).is_none(), "cut at {cut}");
     }
