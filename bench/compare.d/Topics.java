@@ -65,8 +65,8 @@ public class Topics {
                     int missing = 0;
                     try {
                         for (var d : admin.describeTopics(rest).allTopicNames().get(30, TimeUnit.SECONDS).values())
-                            for (var p : d.partitions())
-                                if (p.leader() == null || p.leader().isEmpty()) missing++;
+                            for (var pi : d.partitions())
+                                if (pi.leader() == null || pi.leader().isEmpty()) missing++;
                     } catch (Exception e) {
                         missing = -1;
                     }
