@@ -1,7 +1,8 @@
 // Creates or deletes topics in one AdminClient call, for bench/compare (run as a single-file
 // source program: java -cp 'libs/*' Topics.java BOOTSTRAP create NAME:PARTITIONS[:k=v,...]...
 // or ... delete NAME...; -Drf=N sets the replication factor, default 1). Exits non-zero on any failure; an existing topic is an error too,
-// so a run never measures leftovers.
+// so a run never measures leftovers. `... leaders NAME...` waits (at most 180 s) until every
+// partition of the named topics has a leader in Metadata (after a broker restart).
 import java.util.*;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.*;
@@ -9,7 +10,7 @@ import org.apache.kafka.clients.admin.*;
 public class Topics {
     public static void main(String[] args) throws Exception {
         if (args.length < 3) {
-            System.err.println("usage: Topics BOOTSTRAP create NAME:PARTITIONS[:k=v,...]... | delete NAME...");
+            System.err.println("usage: Topics BOOTSTRAP create NAME:PARTITIONS[:k=v,...]... | delete NAME... | leaders NAME...");
             System.exit(2);
         }
         Properties p = new Properties();
@@ -56,6 +57,22 @@ public class Topics {
                     if (have >= want) break;
                     if (System.currentTimeMillis() > deadline)
                         throw new RuntimeException("only " + have + " of " + want + " partition logs after 180 s");
+                    Thread.sleep(250);
+                }
+            } else if (args[1].equals("leaders")) {
+                long deadline = System.currentTimeMillis() + 180_000;
+                while (true) {
+                    int missing = 0;
+                    try {
+                        for (var d : admin.describeTopics(rest).allTopicNames().get(30, TimeUnit.SECONDS).values())
+                            for (var pi : d.partitions())
+                                if (pi.leader() == null || pi.leader().isEmpty()) missing++;
+                    } catch (Exception e) {
+                        missing = -1;
+                    }
+                    if (missing == 0) break;
+                    if (System.currentTimeMillis() > deadline)
+                        throw new RuntimeException("partitions without a leader after 180 s: " + missing);
                     Thread.sleep(250);
                 }
             } else if (args[1].equals("delete")) {

@@ -1,5 +1,7 @@
 //! The consume workload: T threads, one connection each, fetching their share of a topic's
-//! partitions from offset 0 until the expected number of records arrived.
+//! partitions from offset 0 until the expected number of records arrived. With `--consumers N`
+//! there are N such readers at once, each reading `--records` records of every partition from
+//! offset 0 (N × T threads; as N consumers in N groups would): the report is their aggregate.
 //!
 //! Latency is end-to-end from each batch's max timestamp (set by the producer at send time,
 //! millisecond precision) to its arrival; when run after the producer finished it measures
@@ -14,7 +16,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_core::batch::{BatchHeader, LOG_OVERHEAD};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub struct ConsumeArgs {
     /// Consumer threads (one connection each; at least one per leader of the topic).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Independent consumers reading the topic at once, each reading `--records` records from
+    /// offset 0 (with `--threads` threads each); records/s in the report is their aggregate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=sluice_core::limits::CLIENT_MAX_CONSUMERS as i64))]
+    pub consumers: u16,
     /// Fetch max_bytes.
     #[arg(long, default_value_t = 52_428_800)]
     pub max_bytes: i32,
@@ -55,18 +61,23 @@ pub fn run(args: ConsumeArgs) -> Result<Report, String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let threads = args.threads.clamp(1, leaders.len());
+    let consumers = u64::from(args.consumers);
     let progress = Arc::new(Progress::default());
-    let printer = progress.spawn_printer("consume", args.records);
+    let printer = progress.spawn_printer("consume", args.records * consumers);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout_secs);
     let mut handles = Vec::new();
-    for (addr, mine) in crate::route::split(&leaders, threads) {
-        let (args, progress) = (args.clone(), progress.clone());
-        handles.push(
-            LocalExecutorBuilder::new(Placement::Unbound)
-                .spawn(move || async move { consume_conn(args, addr, mine, progress, deadline).await })
-                .map_err(|e| e.to_string())?,
-        );
+    for _ in 0..consumers {
+        // This consumer's own count: its threads stop when it has read `--records`.
+        let mine = Arc::new(AtomicU64::new(0));
+        for (addr, parts) in crate::route::split(&leaders, threads) {
+            let (args, progress, mine) = (args.clone(), progress.clone(), mine.clone());
+            handles.push(
+                LocalExecutorBuilder::new(Placement::Unbound)
+                    .spawn(move || async move { consume_conn(args, addr, parts, progress, mine, deadline).await })
+                    .map_err(|e| e.to_string())?,
+            );
+        }
     }
     let mut h = histogram();
     for t in handles {
@@ -91,8 +102,12 @@ pub fn run(args: ConsumeArgs) -> Result<Report, String> {
     );
     report.errors = progress.errors.load(Ordering::Relaxed);
     report.json = args.json;
-    if report.records < args.records {
-        eprintln!("sluice bench: consumed {} of {} records before the deadline", report.records, args.records);
+    if report.records < args.records * consumers {
+        eprintln!(
+            "sluice bench: consumed {} of {} records before the deadline",
+            report.records,
+            args.records * consumers
+        );
     }
     Ok(report)
 }
@@ -102,13 +117,14 @@ async fn consume_conn(
     addr: String,
     partitions: Vec<i32>,
     progress: Arc<Progress>,
+    consumer_records: Arc<AtomicU64>,
     deadline: Instant,
 ) -> Result<Histogram<u64>, ClientError> {
     let (mut tx, mut rx) = client::connect(&addr).await?;
     let mut offsets = vec![0i64; partitions.len()];
     let mut h = histogram();
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
-    while progress.records.load(Ordering::Relaxed) < args.records && Instant::now() < deadline {
+    while consumer_records.load(Ordering::Relaxed) < args.records && Instant::now() < deadline {
         let parts = partitions
             .iter()
             .zip(&offsets)
@@ -147,6 +163,7 @@ async fn consume_conn(
                     if hd.last_offset() >= offsets[i] {
                         let n = hd.records_count.max(0) as u64;
                         progress.add(n, hd.total_len() as u64);
+                        consumer_records.fetch_add(n, Ordering::Relaxed);
                         let lat_us = (now - hd.max_timestamp).max(0) as u64 * 1000;
                         h.saturating_record_n(lat_us, n);
                         offsets[i] = hd.last_offset() + 1;

@@ -36,11 +36,11 @@ pub struct BenchArgs {
 pub enum Workload {
     /// Produce records as fast as possible or at a fixed rate; reports ack latency.
     Produce(produce::ProduceArgs),
-    /// Consume records from the beginning of a topic; reports end-to-end latency from each
-    /// batch's timestamp.
+    /// Consume records from the beginning of a topic (`--consumers N`: N independent readers
+    /// of every record at once); reports end-to-end latency from each batch's timestamp.
     Consume(consume::ConsumeArgs),
-    /// Measure this machine's ceilings: O_DIRECT write throughput, fdatasync latency and
-    /// loopback TCP throughput (bounded; cleans up its files).
+    /// Measure this machine's ceilings: O_DIRECT write and read throughput, fdatasync
+    /// latency and loopback TCP throughput (bounded; cleans up its files).
     Limits(limits::LimitsArgs),
 }
 

@@ -4,6 +4,12 @@
 //! - **disk write**: sequential O_DIRECT writes (glommio `DmaFile`, io_uring, the same path
 //!   sluice's flusher uses) of `--write-block-kib` each, `--queue-depth` in flight, `--write-mib`
 //!   in total to a fresh file in `--dir`, plus the final `fdatasync` (time until durable);
+//! - **disk read**: sequential O_DIRECT reads (glommio `DmaFile::read_at`, io_uring, the call
+//!   sluice's segment reads make) of `--read-block-kib` each, `--read-queue-depth` in flight,
+//!   of a file of `--read-mib` written for the purpose just before (with O_DIRECT writes and an
+//!   fdatasync, not timed), so neither the page cache nor sluice's read cache serves it (a
+//!   virtual disk's host may still cache it: the figure is what the guest gets); capped by
+//!   `--read-max-secs`;
 //! - **append + fdatasync**: `--syncs` rounds of one `--sync-bytes` aligned append then one
 //!   `fdatasync`, each round timed (p50/p99/p99.9/max), i.e. one acks=all group commit with a
 //!   single small batch; `fdatasync` alone is timed too;
@@ -39,6 +45,19 @@ pub struct LimitsArgs {
     /// Sequential write: writes in flight.
     #[arg(long, default_value_t = 4)]
     pub queue_depth: usize,
+    /// Sequential read: MiB written to a fresh file, then read back with O_DIRECT (0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    pub read_mib: u64,
+    /// Sequential read: KiB per read (a multiple of 4).
+    #[arg(long, default_value_t = 1024)]
+    pub read_block_kib: usize,
+    /// Sequential read: reads in flight.
+    #[arg(long, default_value_t = 4)]
+    pub read_queue_depth: usize,
+    /// Sequential read: stops after this many seconds (the file is written first, untimed,
+    /// under `--max-secs`).
+    #[arg(long, default_value_t = 15)]
+    pub read_max_secs: u64,
     /// Append + fdatasync rounds (0 skips it).
     #[arg(long, default_value_t = 2000)]
     pub syncs: u64,
@@ -146,26 +165,23 @@ fn fill(bytes: &mut [u8], seed: u64) {
     }
 }
 
-/// Sequential O_DIRECT write of `write_mib`, `queue_depth` writes in flight, then fdatasync.
-async fn disk_write(args: &LimitsArgs) -> Result<Limit, String> {
-    let path = scratch(&args.dir, "write");
-    let _cleanup = Cleanup(path.clone());
-    let file = open_new(&path).await?;
-    let block = args.write_block_kib * 1024;
-    let mut buf = file.alloc_dma_buffer(block);
-    fill(buf.as_bytes_mut(), 0x5eed);
-    let buf = Rc::new(buf);
-    let blocks = (args.write_mib * 1024 * 1024).div_ceil(block as u64);
-    let qd = args.queue_depth.max(1) as u64;
-    let cap = Duration::from_secs(args.max_secs);
-    let start = Instant::now();
-    let mut written = 0u64;
-    let mut capped = false;
-    // `qd` workers, each writing every qd-th block: at most qd writes in flight, in order.
+/// Writes `blocks` copies of `buf` sequentially from offset 0, `qd` writes in flight, until
+/// done or `cap` after `start`; returns (bytes written, stopped by the cap).
+async fn write_blocks(
+    file: &DmaFile,
+    path: &Path,
+    buf: &Rc<glommio::io::DmaBuffer>,
+    blocks: u64,
+    qd: u64,
+    start: Instant,
+    cap: Duration,
+) -> Result<(u64, bool), String> {
+    let block = buf.len();
+    // `qd` workers, each taking the next block: at most qd writes in flight, in order.
     let next = Rc::new(std::cell::Cell::new(0u64));
     let workers: Vec<_> = (0..qd)
         .map(|_| {
-            let (file, buf, next, path) = (&file, buf.clone(), next.clone(), &path);
+            let (buf, next) = (buf.clone(), next.clone());
             async move {
                 let mut done = 0u64;
                 loop {
@@ -186,11 +202,29 @@ async fn disk_write(args: &LimitsArgs) -> Result<Limit, String> {
             }
         })
         .collect();
+    let (mut written, mut capped) = (0u64, false);
     for r in futures::future::join_all(workers).await {
         let (done, stopped) = r?;
         written += done;
         capped |= stopped;
     }
+    Ok((written, capped))
+}
+
+/// Sequential O_DIRECT write of `write_mib`, `queue_depth` writes in flight, then fdatasync.
+async fn disk_write(args: &LimitsArgs) -> Result<Limit, String> {
+    let path = scratch(&args.dir, "write");
+    let _cleanup = Cleanup(path.clone());
+    let file = open_new(&path).await?;
+    let block = args.write_block_kib * 1024;
+    let mut buf = file.alloc_dma_buffer(block);
+    fill(buf.as_bytes_mut(), 0x5eed);
+    let buf = Rc::new(buf);
+    let blocks = (args.write_mib * 1024 * 1024).div_ceil(block as u64);
+    let qd = args.queue_depth.max(1) as u64;
+    let start = Instant::now();
+    let (written, capped) =
+        write_blocks(&file, &path, &buf, blocks, qd, start, Duration::from_secs(args.max_secs)).await?;
     file.fdatasync().await.map_err(|e| format!("fdatasync {}: {e}", path.display()))?;
     let elapsed = start.elapsed();
     let _ = file.close().await;
@@ -199,6 +233,82 @@ async fn disk_write(args: &LimitsArgs) -> Result<Limit, String> {
         format!("{} MiB in {} KiB writes, {} in flight, + final fdatasync", written >> 20, args.write_block_kib, qd),
         written,
         written / block as u64,
+        elapsed,
+        capped,
+    ))
+}
+
+/// Sequential O_DIRECT read of a `read_mib` file written (untimed) just before, with
+/// `read_queue_depth` reads of `read_block_kib` in flight: the device's read ceiling as
+/// sluice's segment reads see it (glommio `DmaFile::read_at` over io_uring, no page cache).
+async fn disk_read(args: &LimitsArgs) -> Result<Limit, String> {
+    let path = scratch(&args.dir, "read");
+    let _cleanup = Cleanup(path.clone());
+    let block = args.read_block_kib * 1024;
+    let blocks = (args.read_mib * 1024 * 1024).div_ceil(block as u64);
+    let qd = args.read_queue_depth.max(1) as u64;
+    let file = open_new(&path).await?;
+    let mut buf = file.alloc_dma_buffer(block);
+    fill(buf.as_bytes_mut(), 0xbead);
+    let buf = Rc::new(buf);
+    let (size, _) =
+        write_blocks(&file, &path, &buf, blocks, qd, Instant::now(), Duration::from_secs(args.max_secs)).await?;
+    file.fdatasync().await.map_err(|e| format!("fdatasync {}: {e}", path.display()))?;
+    let _ = file.close().await;
+    let file = OpenOptions::new()
+        .read(true)
+        .dma_open(&path)
+        .await
+        .map_err(|e| format!("opening {} with O_DIRECT for reading: {e}", path.display()))?;
+    let blocks = size / block as u64;
+    let cap = Duration::from_secs(args.read_max_secs);
+    let next = Rc::new(std::cell::Cell::new(0u64));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..qd)
+        .map(|_| {
+            let (file, next, path, expect) = (&file, next.clone(), &path, &buf);
+            async move {
+                let mut done = 0u64;
+                loop {
+                    let i = next.get();
+                    if i >= blocks || start.elapsed() > cap {
+                        return Ok::<_, String>((done, i < blocks));
+                    }
+                    next.set(i + 1);
+                    let r = file
+                        .read_at(i * block as u64, block)
+                        .await
+                        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                    if r.len() != block {
+                        return Err(format!("short O_DIRECT read ({} of {block} bytes)", r.len()));
+                    }
+                    // A cheap check that the device returned what was written.
+                    if r[..64] != expect.as_bytes()[..64] {
+                        return Err(format!("read back different bytes at {} of {}", i * block as u64, path.display()));
+                    }
+                    done += block as u64;
+                }
+            }
+        })
+        .collect();
+    let (mut read, mut capped) = (0u64, false);
+    for r in futures::future::join_all(workers).await {
+        let (done, stopped) = r?;
+        read += done;
+        capped |= stopped;
+    }
+    let elapsed = start.elapsed();
+    let _ = file.close().await;
+    Ok(limit(
+        "disk: O_DIRECT sequential read",
+        format!(
+            "{} MiB in {} KiB reads, {} in flight, of a file written just before",
+            read >> 20,
+            args.read_block_kib,
+            qd
+        ),
+        read,
+        read / block as u64,
         elapsed,
         capped,
     ))
@@ -300,12 +410,15 @@ fn measure(args: &LimitsArgs) -> Result<LimitsReport, String> {
     if args.write_block_kib == 0 || args.write_block_kib & 3 != 0 {
         return Err("--write-block-kib must be a positive multiple of 4".into());
     }
+    if args.read_block_kib == 0 || args.read_block_kib & 3 != 0 {
+        return Err("--read-block-kib must be a positive multiple of 4".into());
+    }
     if args.sync_bytes == 0 || args.sync_bytes & 4095 != 0 {
         return Err("--sync-bytes must be a positive multiple of 4096".into());
     }
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("creating {}: {e}", args.dir.display()))?;
     let mut limits = Vec::new();
-    if args.write_mib > 0 || args.syncs > 0 {
+    if args.write_mib > 0 || args.read_mib > 0 || args.syncs > 0 {
         let a = args.clone();
         let disk = LocalExecutorBuilder::new(Placement::Unbound)
             .name("limits-disk")
@@ -313,6 +426,9 @@ fn measure(args: &LimitsArgs) -> Result<LimitsReport, String> {
                 let mut out = Vec::new();
                 if a.write_mib > 0 {
                     out.push(disk_write(&a).await?);
+                }
+                if a.read_mib > 0 {
+                    out.push(disk_read(&a).await?);
                 }
                 if a.syncs > 0 {
                     let (round, sync) = disk_sync(&a).await?;
@@ -394,6 +510,10 @@ mod tests {
             write_mib: 2,
             write_block_kib: 256,
             queue_depth: 2,
+            read_mib: 3,
+            read_block_kib: 1024,
+            read_queue_depth: 2,
+            read_max_secs: 60,
             syncs: 5,
             sync_bytes: 4096,
             tcp_mib: 2,
@@ -406,15 +526,17 @@ mod tests {
             names,
             [
                 "disk: O_DIRECT sequential write",
+                "disk: O_DIRECT sequential read",
                 "disk: append + fdatasync round",
                 "disk: fdatasync alone",
                 "tcp: loopback, one stream"
             ]
         );
         assert_eq!(report.limits[0].bytes, 2 << 20);
-        assert_eq!(report.limits[1].bytes, 5 * 4096);
-        assert!(report.limits[1].max_ms > 0.0);
-        assert_eq!(report.limits[3].bytes, 2 << 20);
+        assert_eq!(report.limits[1].bytes, 3 << 20);
+        assert_eq!(report.limits[2].bytes, 5 * 4096);
+        assert!(report.limits[2].max_ms > 0.0);
+        assert_eq!(report.limits[4].bytes, 2 << 20);
         assert!(report.limits.iter().all(|l| !l.capped));
         assert_eq!(std::fs::read_dir(&dir).expect("dir exists").count(), 0, "scratch files left behind");
         std::fs::remove_dir(&dir).expect("remove test dir");
@@ -427,6 +549,10 @@ mod tests {
             write_mib: 0,
             write_block_kib: 6,
             queue_depth: 1,
+            read_mib: 0,
+            read_block_kib: 1024,
+            read_queue_depth: 1,
+            read_max_secs: 1,
             syncs: 0,
             sync_bytes: 4096,
             tcp_mib: 0,
@@ -435,6 +561,9 @@ mod tests {
         };
         assert!(measure(&args).unwrap_err().contains("--write-block-kib"));
         args.write_block_kib = 4;
+        args.read_block_kib = 10;
+        assert!(measure(&args).unwrap_err().contains("--read-block-kib"));
+        args.read_block_kib = 4;
         args.sync_bytes = 100;
         assert!(measure(&args).unwrap_err().contains("--sync-bytes"));
     }

@@ -335,6 +335,9 @@ pub const CLIENT_REQUEST_TIMEOUT_MS: i32 = 30_000;
 pub const CLIENT_FETCH_MAX_WAIT_MS: i32 = 500;
 /// Largest latency the load generator's histograms record (µs); longer ones count as this.
 pub const CLIENT_LATENCY_HISTOGRAM_MAX_US: u64 = 600_000_000;
+/// Most independent readers `sluice bench consume --consumers` runs at once (each is a thread
+/// per connection and may hold a whole fetch answer, up to its `--max-bytes`).
+pub const CLIENT_MAX_CONSUMERS: u16 = 32;
 /// Lines read from stdin by `sluice produce` that may wait for the sender.
 pub const CLIENT_STDIN_LINES_QUEUED: usize = 4096;
 /// `partition_max_bytes` of `sluice consume`'s fetches (Kafka's consumer
