@@ -431,6 +431,7 @@ mod tests {
             AddPartitionsToTxn => AddPartitionsToTxnResponse, AddOffsetsToTxn => AddOffsetsToTxnResponse,
             EndTxn => EndTxnResponse, TxnOffsetCommit => TxnOffsetCommitResponse,
             DescribeTransactions => DescribeTransactionsResponse, ListTransactions => ListTransactionsResponse,
+            DescribeProducers => DescribeProducersResponse,
             ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
             ConsumerGroupDescribe => ConsumerGroupDescribeResponse,
             DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
@@ -443,10 +444,13 @@ mod tests {
             AlterShareGroupOffsets => AlterShareGroupOffsetsResponse,
             DeleteShareGroupOffsets => DeleteShareGroupOffsetsResponse,
         ];
-        // Every API served is checked, but Produce (its handler fills the field) and the SASL
-        // APIs (no such field).
+        // Every API served is checked, but Produce (its handler fills the field), the SASL
+        // APIs and WriteTxnMarkers (no such field).
         for spec in crate::api::APIS {
-            let exempt = matches!(spec.key, ApiKey::Produce | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+            let exempt = matches!(
+                spec.key,
+                ApiKey::Produce | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::WriteTxnMarkers
+            );
             assert!(exempt || checked.contains(&spec.key), "{:?} not checked", spec.key);
         }
     }

@@ -337,6 +337,11 @@ pub enum ShardMsg {
         items: Vec<crate::txn::view::ViewItem>,
         reply: oneshot::Sender<Vec<crate::txn::view::ViewResult>>,
     },
+    /// The active producers of owned partitions (DescribeProducers).
+    TxnProducers {
+        items: Vec<crate::txn::producers::ProducersItem>,
+        reply: oneshot::Sender<Vec<crate::txn::producers::ProducersResult>>,
+    },
     /// Whether owned partitions hold a producer's open transaction (KIP-890 verification).
     TxnOpen {
         items: Vec<crate::txn::verify::VerifyItem>,
@@ -383,6 +388,7 @@ impl ShardMsg {
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
             | ShardMsg::TxnViews { .. }
+            | ShardMsg::TxnProducers { .. }
             | ShardMsg::TxnOpen { .. }
             | ShardMsg::TransferLeaders { .. }
             | ShardMsg::Publish { .. }

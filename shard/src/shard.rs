@@ -488,8 +488,10 @@ impl Shard {
             }
             return self.txns.load(log, || true).await;
         }
+        log.on_cut(self.txn_partitions.cut_listener(tp));
         if log.high_watermark() > log.log_start() {
-            let txns = crate::txn::partition::rebuild(log).await?;
+            let mut txns = crate::txn::partition::rebuild(log).await?;
+            crate::txn::partition::settle_unless_replicated(&mut txns, &self.metadata(), tp);
             self.txn_partitions.install(tp, txns);
         }
         Ok(())
@@ -607,6 +609,9 @@ impl Shard {
             ShardMsg::Share(call) => run_with(slot, crate::share::handle(shard, call)),
             ShardMsg::Txn(call) => run_with(slot, async move { shard.txns.handle(&shard, call).await }),
             ShardMsg::TxnViews { items, reply } => drop(reply.send(crate::txn::view::views_local(self, items))),
+            ShardMsg::TxnProducers { items, reply } => {
+                drop(reply.send(crate::txn::producers::describe_local(self, items)))
+            }
             ShardMsg::TxnOpen { items, reply } => drop(reply.send(crate::txn::verify::open_local(self, items))),
             ShardMsg::DeleteRecords { items, reply } => run_with(slot, async move {
                 drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));

@@ -81,6 +81,15 @@ pub fn add_seq(base: i32, delta: i32) -> i32 {
     }
 }
 
+/// One producer's state, as DescribeProducers reports it ([`Producers::describe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_ms: i64,
+}
+
 /// One partition's producer state.
 #[derive(Debug)]
 pub struct Producers {
@@ -219,6 +228,25 @@ impl Producers {
                 (*id, last)
             })
             .collect()
+    }
+
+    /// Every unexpired producer's state as DescribeProducers answers it (Kafka's
+    /// `activeProducers`): id, epoch, the last sequence of its last remembered batch (-1 when
+    /// none), and when it last wrote here (ms since the epoch). In producer id order.
+    pub fn describe(&self, now_ms: i64) -> Vec<ProducerSummary> {
+        let mut out: Vec<ProducerSummary> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !e.expired(now_ms, self.expiration_ms))
+            .map(|(id, e)| ProducerSummary {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last),
+                last_ms: e.last_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn clear(&mut self) {
@@ -377,6 +405,26 @@ mod tests {
         // A fencing abort's marker carries a bumped epoch: the old epoch is refused after it.
         p.record(7, 1, -1, 0, 104, 104);
         assert!(matches!(p.check(&header(7, 0, 3, 1)), Err(SeqError::FencedEpoch { current: 1, .. })));
+    }
+
+    #[test]
+    fn describe_lists_unexpired_producers_with_their_last_sequence() {
+        let mut p = Producers::new(1000);
+        p.record_at(7, 2, range(0, 4, 10), 100);
+        p.record_at(7, 2, range(5, 2, 15), 200);
+        p.record_at(3, 0, range(0, 1, 18), 150);
+        p.record_at(9, 1, SeqRange { first: -1, last: -1, base_offset: 19, last_offset: 19 }, 50);
+        let d = p.describe(1100);
+        assert_eq!(
+            d,
+            vec![
+                ProducerSummary { producer_id: 3, epoch: 0, last_sequence: 0, last_ms: 150 },
+                ProducerSummary { producer_id: 7, epoch: 2, last_sequence: 6, last_ms: 200 },
+            ],
+            "by id; a marker-only producer has no sequence; producer 9 expired at 1050"
+        );
+        assert_eq!(p.describe(60)[0], ProducerSummary { producer_id: 3, epoch: 0, last_sequence: 0, last_ms: 150 });
+        assert_eq!(p.describe(60).iter().find(|s| s.producer_id == 9).map(|s| s.last_sequence), Some(-1));
     }
 
     #[test]

@@ -10,13 +10,18 @@ A producer that dies mid-transaction, with the broker killed (SIGKILL) and resta
 coordinator's state is replayed and the open transaction is aborted at its timeout, after which
 read_committed consumers read past it and never see its records. Kafka's
 kafka-transactions.sh (TransactionsCommand) lists and describes an open, then committed,
-transaction.
+transaction; and with a transactional producer SIGKILLed mid-transaction (10 min timeout), so a
+read_committed consumer is stuck at the last stable offset, `describe-producers` shows the open
+transaction's start offset (DescribeProducers), `find-hanging` runs (nothing hanging: the
+coordinator still has it, as on Kafka) and `abort --start-offset` ends it (WriteTxnMarkers), after
+which the consumer reads on (the same scenario in a cluster: test_txn_cluster.py).
 """
 
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -307,3 +312,107 @@ def test_staged_offsets_are_unstable_durable_and_recovered(broker_factory, tbrok
     finally:
         member.close()
     assert committed_offset(b.bootstrap, group, src, "read_committed", 10) == 9
+
+
+# --- kafka-transactions.sh describe-producers / find-hanging / abort (WriteTxnMarkers) -----------
+
+HANG_SCRIPT = r"""
+import os, signal, sys
+from confluent_kafka import Producer
+bootstrap, topic, partition, txid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+p = Producer({"bootstrap.servers": bootstrap, "transactional.id": txid,
+              "transaction.timeout.ms": 600000, "linger.ms": 5})
+p.init_transactions(60)
+p.begin_transaction()
+for i in range(3):
+    p.produce(topic, value=f"hung{i}".encode(), partition=partition)
+assert p.flush(60) == 0
+print("sent", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def tool_at(bootstrap, *args):
+    """kafka-transactions.sh (TransactionsCommand) against `bootstrap`."""
+    jvm = shutil.which("java")
+    assert jvm and any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no java or Kafka tools jars in {KAFKA_LIBS}"
+    cmd = [jvm, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", f"{KAFKA_LIBS}{os.sep}*",
+           "org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", bootstrap, *args]
+    return subprocess.run(cmd, capture_output=True, timeout=JAVA_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+def table(res) -> list:
+    """The data rows of a TransactionsCommand table (its first line is the header)."""
+    lines = [line.split() for line in res.stdout.decode().splitlines() if line.strip()]
+    return lines[1:]
+
+
+def plain_offset(bootstrap, topic, partition, value) -> int:
+    got = []
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": False, "acks": "all"})
+    p.produce(topic, value=value, partition=partition, on_delivery=lambda e, m: got.append((e, m)))
+    assert p.flush(30) == 0 and got and got[0][0] is None, got
+    return got[0][1].offset()
+
+
+def abort_a_hanging_transaction(data_bootstrap, tool_bootstrap, topic, partition):
+    """A transactional producer (transaction.timeout.ms 10 min) is SIGKILLed with records sent
+    in an open transaction: a read_committed consumer stops at its first offset (the last
+    stable offset). kafka-transactions.sh describe-producers shows the open transaction's start
+    offset; find-hanging finds nothing hanging (the coordinator still has the transaction
+    open in that partition: Kafka answers the same); `abort --start-offset` writes the ABORT
+    marker (WriteTxnMarkers to the partition's leader) and the consumer reads on, never seeing
+    the aborted records. `tool_bootstrap` may name another broker than the leader."""
+    txid = unique_topic("hangtool")
+    before = plain_offset(data_bootstrap, topic, partition, b"before")
+    res = subprocess.run([sys.executable, "-c", HANG_SCRIPT, data_bootstrap, topic, str(partition), txid],
+                         capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == -signal.SIGKILL and b"sent" in res.stdout, explain(res)
+    after = plain_offset(data_bootstrap, topic, partition, b"after")
+
+    c = Consumer({"bootstrap.servers": data_bootstrap, "group.id": unique_topic("hangrd"),
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        seen = []
+
+        def poll_for(value, seconds):
+            deadline = time.time() + seconds
+            while time.time() < deadline and value not in seen:
+                m = c.poll(0.2)
+                if m is not None and not m.error():
+                    seen.append(m.value().decode())
+            return value in seen
+
+        assert poll_for("before", 30), seen
+        assert not poll_for("after", 2), f"read_committed passed an open transaction: {seen}"
+
+        res = tool_at(tool_bootstrap, "describe-producers", "--topic", topic, "--partition", str(partition))
+        assert res.returncode == 0, explain(res)
+        open_rows = [r for r in table(res) if r[-1] != "None"]
+        assert len(open_rows) == 1, explain(res)
+        producer_id, epoch, coordinator_epoch, last_seq, _, start = open_rows[0]
+        assert before < int(start) < after and int(last_seq) == 2, explain(res)
+
+        res = tool_at(tool_bootstrap, "find-hanging", "--topic", topic, "--max-transaction-timeout", "0")
+        assert res.returncode == 0 and table(res) == [], explain(res)
+
+        res = tool_at(tool_bootstrap, "abort", "--topic", topic, "--partition", str(partition),
+                      "--start-offset", start)
+        assert res.returncode == 0, explain(res)
+        assert poll_for("after", 30), f"read_committed still stuck after the abort: {seen}"
+        assert seen == ["before", "after"], seen
+
+        res = tool_at(tool_bootstrap, "describe-producers", "--topic", topic, "--partition", str(partition))
+        assert res.returncode == 0, explain(res)
+        rows = {r[0]: r for r in table(res)}
+        assert rows[producer_id][-1] == "None", explain(res)
+        return {"producer": open_rows[0], "after_abort": rows[producer_id]}
+    finally:
+        c.close()
+
+
+def test_kafka_transactions_tool_aborts_a_hanging_transaction(tbroker):
+    topic = unique_topic("hangab")
+    create_topic(tbroker.bootstrap, topic, 2)
+    abort_a_hanging_transaction(tbroker.bootstrap, tbroker.bootstrap, topic, 1)

@@ -17,8 +17,16 @@ a real client (confluent-kafka / librdkafka).
     offset of every partition passes it (records written after it reach a read_committed
     consumer on every partition).
 
+  test_txn_tool_aborts_a_hanging_transaction_on_another_broker: test_transactions.py's
+    `kafka-transactions.sh` scenario (describe-producers, find-hanging, abort of a SIGKILLed
+    producer's open transaction) on an RF=3 partition, the tool bootstrapped from a broker that
+    does not lead it: the ABORT marker goes to the leader (WriteTxnMarkers) and is written
+    through Raft.
+
 Bounds: every loop has a count and a deadline; every broker and client process is stopped by
-PID. Sides: sluice only (Kafka is the reference of test_replication.py's transaction test).
+PID. Sides: sluice; the tool test also against a three-broker Apache Kafka cluster with
+SLUICE_COMPARE_KAFKA=1 (Kafka's server jars: bench/.kafka/libs-* or SLUICE_KAFKA_LIBS):
+  SLUICE_COMPARE_KAFKA=1 .venv/bin/pytest -q tests/python/test_txn_cluster.py -k 'hanging and kafka'
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ def internal_leader(cluster, topic: str, key: str) -> int:
 
 @pytest.fixture
 def cluster(request, tmp_path):
-    c = make_cluster("sluice", tmp_path / "cluster")
+    c = make_cluster(getattr(request, "param", "sluice"), tmp_path / "cluster")
     try:
         c.start()
     except BaseException:
@@ -263,3 +271,22 @@ def test_txn_coordinator_sigkill_mid_transaction(cluster):
     again = read_all(cluster.bootstrap, tps, "read_committed", parts, 60)
     assert sorted(v for _, _, v in again) == sorted(f"after-{q}" for q in range(parts)), again
     print(f"coordinator node {coordinator} killed; node {new} aborted the transaction")
+
+
+SIDES = [
+    "sluice",
+    pytest.param("kafka", marks=[
+        pytest.mark.skipif(os.environ.get("SLUICE_COMPARE_KAFKA") != "1",
+                           reason="the Apache Kafka side runs with SLUICE_COMPARE_KAFKA=1"),
+        pytest.mark.timeout(900)]),
+]
+
+
+@pytest.mark.parametrize("cluster", SIDES, indirect=True)
+def test_txn_tool_aborts_a_hanging_transaction_on_another_broker(cluster):
+    from test_transactions import abort_a_hanging_transaction
+    topic = f"txn-hang-{uuid.uuid4().hex[:6]}"
+    leaders = create_topic(cluster, topic, 1, 3, 2)
+    elsewhere = [i for i in cluster.ids if i != leaders[0]]
+    got = abort_a_hanging_transaction(cluster.bootstrap, cluster.bootstrap_of(elsewhere[:1]), topic, 0)
+    print(f"side answers: {got}")

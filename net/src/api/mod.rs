@@ -31,6 +31,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_share_group_offsets;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
@@ -63,6 +64,7 @@ pub mod share_group_describe;
 pub mod share_group_heartbeat;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use crate::frame::{encode_response, FrameError, Request};
 use crate::response::Frame;
@@ -169,6 +171,8 @@ pub const APIS: &[ApiSpec] = &[
     txn_offset_commit::SPEC,
     describe_transactions::SPEC,
     list_transactions::SPEC,
+    describe_producers::SPEC,
+    write_txn_markers::SPEC,
     consumer_group_heartbeat::SPEC,
     consumer_group_describe::SPEC,
     share_group_heartbeat::SPEC,

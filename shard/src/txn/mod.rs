@@ -13,6 +13,7 @@
 pub mod coordinator;
 pub mod markers;
 pub mod partition;
+pub mod producers;
 pub mod state;
 pub mod store;
 pub mod verify;

@@ -8,9 +8,23 @@
 //! offset of the oldest open transaction, or the high watermark when none is open; it never
 //! exceeds the high watermark. Aborted entries below the log start are dropped by
 //! [`PartitionTxns::forget_below`].
+//!
+//! A Raft cut of a replicated partition's uncommitted end (a follower's conflicting suffix,
+//! `PartitionLog::cut_at`) rolls the state back to the cut ([`PartitionTxns::truncate_to`], as
+//! Kafka's `ProducerStateManager.truncateAndReload` and `LogSegment.truncateTo` roll back its
+//! producer state and transaction index): transactions whose first batch was cut are
+//! forgotten, aborted entries whose marker was cut are dropped, and a transaction whose marker
+//! was cut but whose data was not is open again. The state that needs comes from the
+//! transactions ended by the batches above the last settled offset ([`Ended`]); batches at
+//! or below an offset that every later observation passed are never cut (they were appended to
+//! a log Raft does not cut, or committed), and at most `RAFT_WINDOW_BATCHES` batches are
+//! uncommitted, which bounds what is kept. Only the open scan (the rebuild at open, which
+//! reads the durable log, committed or not) leaves unsettled entries; every later observation
+//! settles what lies below it.
 
 use sluice_core::batch::{self, BatchHeader};
-use std::collections::BTreeMap;
+use sluice_core::limits::RAFT_WINDOW_BATCHES;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Attribute bit of a transactional batch.
 const TRANSACTIONAL: i16 = 0x10;
@@ -23,6 +37,15 @@ pub struct Aborted {
     pub marker_offset: i64,
 }
 
+/// A transaction a marker ended, kept while the marker may still be cut (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ended {
+    producer_id: i64,
+    epoch: i16,
+    first_offset: i64,
+    marker_offset: i64,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct PartitionTxns {
     /// Producer id → first offset and epoch of its open transaction here.
@@ -33,6 +56,9 @@ pub struct PartitionTxns {
     /// already (a replicated partition's committed batches may follow a scan that read past
     /// the commit point at open).
     next: i64,
+    /// Transactions ended by markers not yet settled, in marker order (at most
+    /// `RAFT_WINDOW_BATCHES`): what a cut reopens.
+    ended: VecDeque<Ended>,
 }
 
 /// The marker type of a control batch (`Some(true)` commit, `Some(false)` abort), read from
@@ -60,10 +86,43 @@ impl PartitionTxns {
             self.open.entry(h.producer_id).or_insert((base, h.producer_epoch));
             return;
         }
-        let Some((first, _)) = self.open.remove(&h.producer_id) else { return };
+        let Some((first, epoch)) = self.open.remove(&h.producer_id) else { return };
         if marker_type(bytes) == Some(false) {
             self.aborted.push(Aborted { producer_id: h.producer_id, first_offset: first, marker_offset: base });
         }
+        if self.ended.len() == RAFT_WINDOW_BATCHES {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(Ended { producer_id: h.producer_id, epoch, first_offset: first, marker_offset: base });
+    }
+
+    /// Everything below `offset` stays: forgets what a cut would need to undo there.
+    pub fn settle_below(&mut self, offset: i64) {
+        while self.ended.front().is_some_and(|e| e.marker_offset < offset) {
+            self.ended.pop_front();
+        }
+    }
+
+    /// Rolls the state back to the log cut at `offset` (module docs): as if only the batches
+    /// below it had been observed.
+    pub fn truncate_to(&mut self, offset: i64) {
+        if self.next <= offset {
+            return; // no transactional batch at or above the cut was taken
+        }
+        while let Some(e) = self.ended.back().copied().filter(|e| e.marker_offset >= offset) {
+            self.ended.pop_back();
+            if e.first_offset < offset {
+                let reopened = self.open.insert(e.producer_id, (e.first_offset, e.epoch));
+                debug_assert!(
+                    reopened.is_none_or(|(first, _)| first >= offset),
+                    "one open transaction per producer below the cut"
+                );
+            }
+        }
+        self.open.retain(|_, (first, _)| *first < offset);
+        self.aborted.retain(|a| a.marker_offset < offset);
+        self.next = offset;
+        debug_assert!(self.open.values().all(|(first, _)| *first < offset));
     }
 
     /// The last stable offset, given the high watermark.
@@ -92,6 +151,11 @@ impl PartitionTxns {
         self.open.iter().map(|(p, (o, _))| (*p, *o))
     }
 
+    /// Open transactions here: (producer id, first offset, epoch of its first batch).
+    pub fn open_with_epochs(&self) -> Vec<(i64, i64, i16)> {
+        self.open.iter().map(|(p, (o, e))| (*p, *o, *e)).collect()
+    }
+
     /// Whether the producer has an open transaction here at this epoch: its partition was
     /// verified (or added) when the transaction's first batch came (KIP-890 part 1), so later
     /// batches need no verification (Kafka's `UnifiedLog.hasOngoingTransaction`).
@@ -100,7 +164,7 @@ impl PartitionTxns {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.open.is_empty() && self.aborted.is_empty()
+        self.open.is_empty() && self.aborted.is_empty() && self.ended.is_empty()
     }
 }
 
@@ -171,12 +235,164 @@ mod tests {
         p.observe(&h1, 20, &b1);
         assert_eq!(p.last_stable_offset(15), 15);
     }
+
+    fn marker(pid: i64, commit: bool) -> (BatchHeader, Vec<u8>) {
+        let b = build_marker(pid, 0, commit, 0, 0);
+        (batch::validate(&b).expect("valid"), b)
+    }
+
+    #[test]
+    fn a_cut_forgets_transactions_begun_above_it_and_takes_new_batches_there() {
+        let mut p = PartitionTxns::default();
+        let (h1, b1) = data(1);
+        let (h2, b2) = data(2);
+        p.observe(&h1, 0, &b1);
+        p.observe(&h2, 5, &b2); // the uncommitted tail the open scan read
+        assert_eq!(p.last_stable_offset(10), 0);
+        p.truncate_to(5);
+        assert_eq!(p.open().collect::<Vec<_>>(), vec![(1, 0)], "producer 2's batch was cut");
+        // The new leader's batch at the same offset is taken (it was not seen before).
+        let (h3, b3) = data(3);
+        p.observe(&h3, 5, &b3);
+        assert_eq!(p.open().collect::<Vec<_>>(), vec![(1, 0), (3, 5)]);
+        p.truncate_to(0);
+        assert!(p.is_empty(), "everything cut");
+        assert_eq!(p.last_stable_offset(0), 0);
+    }
+
+    #[test]
+    fn a_cut_marker_reopens_its_transaction_and_drops_its_abort() {
+        let mut p = PartitionTxns::default();
+        let (h1, b1) = data(1);
+        let (h2, b2) = data(2);
+        p.observe(&h1, 0, &b1);
+        p.observe(&h2, 1, &b2);
+        let (ha, ba) = marker(1, false);
+        p.observe(&ha, 2, &ba);
+        let (hc, bc) = marker(2, true);
+        p.observe(&hc, 3, &bc);
+        assert_eq!(p.last_stable_offset(4), 4);
+        assert_eq!(p.aborted_between(0, 4).len(), 1);
+        // The commit of producer 2 is cut: its transaction is open again; the abort stays.
+        p.truncate_to(3);
+        assert_eq!(p.open().collect::<Vec<_>>(), vec![(2, 1)]);
+        assert!(p.has_open(2, 0), "with its epoch");
+        assert_eq!(p.last_stable_offset(3), 1);
+        assert_eq!(p.aborted_between(0, 3), vec![Aborted { producer_id: 1, first_offset: 0, marker_offset: 2 }]);
+        // The abort is cut too: producer 1's transaction is open again, not aborted.
+        p.truncate_to(2);
+        assert_eq!(p.open().collect::<Vec<_>>(), vec![(1, 0), (2, 1)]);
+        assert!(p.aborted_between(0, 10).is_empty());
+        // A new marker from the new leader ends it again.
+        let (ha2, ba2) = marker(1, true);
+        p.observe(&ha2, 2, &ba2);
+        assert_eq!(p.open().collect::<Vec<_>>(), vec![(2, 1)]);
+        assert!(p.aborted_between(0, 10).is_empty(), "committed this time");
+    }
+
+    #[test]
+    fn settled_markers_are_no_longer_kept_and_a_cut_above_changes_nothing() {
+        let mut p = PartitionTxns::default();
+        let (h1, b1) = data(1);
+        let (hc, bc) = marker(1, false);
+        p.observe(&h1, 0, &b1);
+        p.observe(&hc, 1, &bc);
+        p.settle_below(2);
+        assert!(p.ended.is_empty());
+        let before = p.aborted_between(0, 10);
+        p.truncate_to(2);
+        assert_eq!(p.aborted_between(0, 10), before, "nothing at or above the cut");
+        assert!(p.open().next().is_none());
+        // A registry settles below every batch it takes.
+        let r = Registry::default();
+        let tp = sluice_core::TopicPartition::new("t", 0);
+        r.install(&tp, {
+            let mut q = PartitionTxns::default();
+            q.observe(&h1, 0, &b1);
+            q.observe(&hc, 1, &bc);
+            q
+        });
+        let (h2, b2) = data(2);
+        r.observe(&tp, &h2, 2, &b2);
+        assert!(r.parts.borrow()[&tp].ended.is_empty());
+        assert_eq!(r.open_of(&tp), vec![(2, 2, 0)]);
+        // The cut listener a log calls rolls the registry's partition back.
+        (r.cut_listener(&tp))(sluice_core::Offset(2));
+        assert!(r.open_of(&tp).is_empty());
+    }
+
+    /// A log of transactional batches: (producer, None for data or Some(commit) for a marker).
+    type Op = (i64, Option<bool>);
+
+    fn observe_op(p: &mut PartitionTxns, offset: i64, op: Op) {
+        let (h, b) = match op.1 {
+            None => data(op.0),
+            Some(commit) => marker(op.0, commit),
+        };
+        p.observe(&h, offset, &b);
+    }
+
+    proptest::proptest! {
+        /// Appends, cuts (never below what was settled: Raft never cuts committed batches) and
+        /// settles in any order leave the same state as observing the resulting log afresh.
+        #[test]
+        fn cuts_leave_the_state_of_the_log_that_remains(
+            steps in proptest::collection::vec((0u8..10, 1i64..4, proptest::bool::ANY, 0usize..40), 1..80)
+        ) {
+            let mut p = PartitionTxns::default();
+            let mut log: Vec<Op> = Vec::new();
+            let mut settled = 0usize;
+            for (kind, pid, commit, at) in steps {
+                match kind {
+                    0..=4 => log.push((pid, None)),
+                    5 | 6 => log.push((pid, Some(commit))),
+                    7 | 8 => {
+                        let cut = settled + at % (log.len() - settled + 1);
+                        log.truncate(cut);
+                        p.truncate_to(i64::try_from(cut).expect("small"));
+                        continue;
+                    }
+                    _ => {
+                        settled = settled.max(at.min(log.len()));
+                        p.settle_below(i64::try_from(settled).expect("small"));
+                        continue;
+                    }
+                }
+                let offset = log.len() - 1;
+                observe_op(&mut p, i64::try_from(offset).expect("small"), log[offset]);
+            }
+            let mut fresh = PartitionTxns::default();
+            for (offset, op) in log.iter().enumerate() {
+                observe_op(&mut fresh, i64::try_from(offset).expect("small"), *op);
+            }
+            proptest::prop_assert_eq!(p.open_with_epochs(), fresh.open_with_epochs());
+            proptest::prop_assert_eq!(p.aborted_between(0, i64::MAX), fresh.aborted_between(0, i64::MAX));
+            let end = i64::try_from(log.len()).expect("small");
+            proptest::prop_assert_eq!(p.last_stable_offset(end), fresh.last_stable_offset(end));
+        }
+    }
+
+    #[test]
+    fn at_most_a_raft_window_of_ended_transactions_is_kept() {
+        let mut p = PartitionTxns::default();
+        let (h1, b1) = data(1);
+        let (hc, bc) = marker(1, true);
+        let n = i64::try_from(RAFT_WINDOW_BATCHES).expect("fits") + 10;
+        for i in 0..n {
+            p.observe(&h1, 2 * i, &b1);
+            p.observe(&hc, 2 * i + 1, &bc);
+        }
+        assert_eq!(p.ended.len(), RAFT_WINDOW_BATCHES);
+    }
 }
 
 /// Every partition's transactions on one shard (its owned partitions only).
+type Parts = std::cell::RefCell<std::collections::HashMap<sluice_core::TopicPartition, PartitionTxns>>;
+
 #[derive(Debug, Default)]
 pub struct Registry {
-    parts: std::cell::RefCell<std::collections::HashMap<sluice_core::TopicPartition, PartitionTxns>>,
+    /// Shared with the partitions' cut listeners ([`Registry::cut_listener`]).
+    parts: std::rc::Rc<Parts>,
 }
 
 /// What a read_committed answer needs of one partition.
@@ -192,7 +408,34 @@ impl Registry {
         if h.producer_id < 0 || h.attributes & TRANSACTIONAL == 0 {
             return;
         }
-        self.parts.borrow_mut().entry(tp.clone()).or_default().observe(h, base, bytes);
+        let mut parts = self.parts.borrow_mut();
+        let p = parts.entry(tp.clone()).or_default();
+        p.observe(h, base, bytes);
+        // Appended to a log Raft does not cut, or committed: nothing below stays uncertain.
+        p.settle_below(base);
+    }
+
+    /// The open transactions of a partition: (producer id, first offset, epoch).
+    pub fn open_of(&self, tp: &sluice_core::TopicPartition) -> Vec<(i64, i64, i16)> {
+        self.parts.borrow().get(tp).map(PartitionTxns::open_with_epochs).unwrap_or_default()
+    }
+
+    /// Rolls a partition's state back to a cut of its log at `offset` (see
+    /// [`PartitionTxns::truncate_to`]).
+    pub fn truncate(&self, tp: &sluice_core::TopicPartition, offset: i64) {
+        truncate_in(&self.parts, tp, offset);
+    }
+
+    /// What the partition's log calls on a Raft cut of its end (`PartitionLog::on_cut`): the
+    /// partition's state follows the cut at once.
+    pub fn cut_listener(&self, tp: &sluice_core::TopicPartition) -> sluice_storage::log::CutListener {
+        let parts = std::rc::Rc::downgrade(&self.parts);
+        let tp = tp.clone();
+        Box::new(move |offset| {
+            if let Some(parts) = parts.upgrade() {
+                truncate_in(&parts, &tp, offset.0);
+            }
+        })
     }
 
     /// See [`PartitionTxns::has_open`].
@@ -234,6 +477,33 @@ impl Registry {
         p.forget_below(log_start);
         let lso = p.last_stable_offset(high_watermark);
         TxnView { last_stable_offset: lso, aborted: p.aborted_between(from, lso) }
+    }
+}
+
+/// After the open scan: a partition with one replica is never cut by Raft, so nothing of its
+/// scan needs keeping for a cut ([`PartitionTxns::settle_below`]); a replicated one keeps what
+/// its uncommitted tail may need until later observations settle it.
+pub fn settle_unless_replicated(
+    txns: &mut PartitionTxns,
+    snapshot: &crate::metadata::MetadataSnapshot,
+    tp: &sluice_core::TopicPartition,
+) {
+    let replicas = snapshot
+        .replication
+        .get(&tp.topic)
+        .and_then(|r| r.partitions.get(usize::try_from(tp.partition.0).ok()?))
+        .map_or(1, |state| state.replicas.len());
+    if replicas < 2 {
+        txns.settle_below(i64::MAX);
+    }
+}
+
+fn truncate_in(parts: &Parts, tp: &sluice_core::TopicPartition, offset: i64) {
+    let mut parts = parts.borrow_mut();
+    let Some(p) = parts.get_mut(tp) else { return };
+    p.truncate_to(offset);
+    if p.is_empty() {
+        parts.remove(tp);
     }
 }
 

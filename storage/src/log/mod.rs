@@ -278,7 +278,12 @@ pub struct PartitionLog {
     replicated: Cell<bool>,
     /// The replicated high watermark (Raft's applied index); unused otherwise.
     commit: Watermark,
+    /// Called with the offset of every Raft cut of the log's end ([`PartitionLog::on_cut`]).
+    cut_listeners: RefCell<Vec<CutListener>>,
 }
+
+/// What a cut of a replicated log's uncommitted end tells its observers: the offset cut at.
+pub type CutListener = Box<dyn Fn(Offset)>;
 
 /// What a read must fetch once the state borrow is released.
 enum ReadPlan {
@@ -388,6 +393,7 @@ impl PartitionLog {
             first_dirty: Cell::new(log_start),
             replicated: Cell::new(false),
             commit: Watermark::new(next_offset),
+            cut_listeners: RefCell::new(Vec::new()),
         });
         let handle = glommio::spawn_local(flusher(log.clone(), rx)).detach();
         *log.flusher.borrow_mut() = Some(handle);
@@ -415,6 +421,25 @@ impl PartitionLog {
     /// older than `now_ms`; returns how many (the shard's periodic expiry calls it).
     pub fn expire_producers(&self, now_ms: i64) -> usize {
         self.state.borrow_mut().producers.expire(now_ms)
+    }
+
+    /// Registers `f` to learn of every cut of this log's end ([`PartitionLog::cut_at`]: a Raft
+    /// follower's uncommitted suffix removed), right after the cut, synchronously: state
+    /// derived from the log above the cut (a partition's transaction index) follows it.
+    pub fn on_cut(&self, f: CutListener) {
+        self.cut_listeners.borrow_mut().push(f);
+    }
+
+    /// Tells the cut listeners (no borrow of the log's state is held).
+    fn notify_cut(&self, offset: Offset) {
+        for f in self.cut_listeners.borrow().iter() {
+            f(offset);
+        }
+    }
+
+    /// The state of every unexpired producer of this log (DescribeProducers).
+    pub fn describe_producers(&self, now_ms: i64) -> Vec<crate::producers::ProducerSummary> {
+        self.state.borrow().producers.describe(now_ms)
     }
 
     /// The high watermark: end of the durable (and therefore visible) log; for a replicated

@@ -16,7 +16,8 @@
 //!   tail no longer holds and truncates the file at the cut, so stale bytes past the new end
 //!   never follow a batch written later. A cut that is not durable yet may be undone by a
 //!   crash (the old batches come back): Raft allows that (they were never committed, and the
-//!   leader cuts them again), and the replica's saved commit index never covers them.
+//!   leader cuts them again), and the replica's saved commit index never covers them. The
+//!   log's cut listeners ([`PartitionLog::on_cut`]) are told at once.
 //! - [`PartitionLog::set_replicated`] makes readers, `wait_beyond`, ListOffsets and the
 //!   high watermark use the commit mark ([`PartitionLog::advance_commit`]: the offset after
 //!   Raft's applied index, which is at most the local durable end) instead of the durable end.
@@ -93,6 +94,7 @@ impl PartitionLog {
         self.written.fail_waiters();
         self.durable.fail_waiters();
         assert!(!self.replicated.get() || self.commit.get() <= off, "{}: a cut below the committed end", self.name);
+        self.notify_cut(offset);
         let _ = self.kick.try_send(());
         Ok(())
     }
