@@ -65,7 +65,7 @@ public class Transactions {
     }
 
     /// The producer epoch the transaction coordinator holds for `txid` (DescribeTransactions).
-    static short epoch(Admin admin, String txid) throws Exception {
+    static int epoch(Admin admin, String txid) throws Exception {
         return admin.describeTransactions(List.of(txid)).description(txid).get().producerEpoch();
     }
 
@@ -156,7 +156,7 @@ public class Transactions {
                 ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
                 try (KafkaProducer<String, String> p = producer(bootstrap, txid); Admin admin = Admin.create(ap)) {
                     p.initTransactions();
-                    epochs.add((int) epoch(admin, txid));
+                    epochs.add(epoch(admin, txid));
                     for (int t = 0; t < 4; t++) {
                         p.beginTransaction();
                         send(p, topic, (t % 2 == 0 ? "c" : "a") + t + "-", 5);
@@ -166,7 +166,7 @@ public class Transactions {
                             p.flush();
                             p.abortTransaction();
                         }
-                        epochs.add((int) epoch(admin, txid));
+                        epochs.add(epoch(admin, txid));
                     }
                 }
                 System.out.println("epochs: " + epochs);
