@@ -12,8 +12,8 @@ use crate::frame::{encode_response, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -54,8 +54,10 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .with_name(name())
             .with_min_version(0)
             .with_max_version(sluice_core::limits::MAX_TRANSACTION_VERSION);
-        let finalized =
-            FinalizedFeatureKey::default().with_name(name()).with_min_version_level(level).with_max_version_level(level);
+        let finalized = FinalizedFeatureKey::default()
+            .with_name(name())
+            .with_min_version_level(level)
+            .with_max_version_level(level);
         let body = ApiVersionsResponse::default()
             .with_error_code(0)
             .with_api_keys(advertised())

@@ -25,8 +25,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
-use sluice_shard::metadata::acl::op;
 use sluice_shard::groups::{offsets_partition, OFFSETS_TOPIC};
+use sluice_shard::metadata::acl::op;
 use sluice_shard::txn::verify::{coordinate, CoordinatorCall};
 use sluice_shard::txn::{self, StageOffsetsRequest, TxnError};
 use std::rc::Rc;

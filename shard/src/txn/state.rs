@@ -337,8 +337,11 @@ pub fn end(txns: &Txns, id: &str, input: &EndInput) -> Result<EndStep, TxnError>
     let (pid, epoch, commit) = (input.producer_id, input.epoch, input.commit);
     // A retry of a version 2 end that bumped the epoch, or that moved to a new producer id.
     let retry_bumped = m.tv2 && m.producer_id == pid && epoch.checked_add(1) == Some(m.producer_epoch);
-    let retry_overflow =
-        m.tv2 && m.previous_producer_id == pid && epoch_exhausted(epoch) && m.producer_epoch == 0 && !m.state.is_prepare();
+    let retry_overflow = m.tv2
+        && m.previous_producer_id == pid
+        && epoch_exhausted(epoch)
+        && m.producer_epoch == 0
+        && !m.state.is_prepare();
     if m.producer_id != pid && !retry_overflow {
         return Err(TxnError::InvalidProducerIdMapping);
     }

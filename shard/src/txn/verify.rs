@@ -23,21 +23,21 @@
 
 use super::markers::{self, Dest, MarkerFrame, MarkerWireError, Reader};
 use super::{AddRequest, TxnError, VerifyRequest, TXN_TOPIC};
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::channel::oneshot;
-use futures::future::{select, Either};
-use sluice_core::limits::TXN_VERIFY_REQUEST_TIMEOUT_MS;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::time::Duration;
 use crate::error::PartitionError;
 use crate::msg::ShardMsg;
 use crate::route::{self, group_by_owner, Tagged};
 use crate::shard::Shard;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::channel::oneshot;
 use futures::future::{join_all, LocalBoxFuture};
+use futures::future::{select, Either};
 use futures::FutureExt;
+use sluice_core::limits::TXN_VERIFY_REQUEST_TIMEOUT_MS;
 use sluice_core::TopicPartition;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// The first Produce version whose client understands TRANSACTION_ABORTABLE (Kafka's
 /// `GENERIC_ERROR_SUPPORTED`).

@@ -218,11 +218,8 @@ fn leaders(port: u16, topic: &str) -> Vec<i32> {
     let t = metadata_request::MetadataRequestTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))));
     let r: MetadataResponse = call(port, ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(Some(vec![t])));
-    let mut out: Vec<(i32, i32)> = r
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)))
-        .collect();
+    let mut out: Vec<(i32, i32)> =
+        r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0))).collect();
     out.sort_unstable();
     out.into_iter().map(|(_, l)| l).collect()
 }
