@@ -146,6 +146,11 @@ pub struct BrokerConfig {
     /// A transactional id without an open transaction is forgotten this long after its last
     /// update (Kafka's `transactional.id.expiration.ms`).
     pub transactional_id_expiration_ms: u64,
+    /// The finalized `transaction.version` feature ApiVersions advertises (Kafka 4.x finalizes
+    /// 2 on a new cluster): 2 lets Java clients 4.x use KIP-890 part 2 (an epoch bump per
+    /// transaction, partitions added by Produce v12, EndTxn v5, TxnOffsetCommit v5); 1 keeps
+    /// them on the version 1 protocol. Older clients use version 1 either way.
+    pub transaction_version: i16,
     /// Partitions of the internal `__transaction_state` topic; fixed once it exists.
     pub transaction_state_num_partitions: i32,
     /// Broker-level defaults for topic configs, by topic config name (`retention.ms`) or by
@@ -257,6 +262,7 @@ impl Default for BrokerConfig {
             read_cache_bytes_per_shard: None,
             transaction_max_timeout_ms: crate::limits::DEFAULT_TRANSACTION_MAX_TIMEOUT_MS,
             transactional_id_expiration_ms: crate::limits::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+            transaction_version: crate::limits::DEFAULT_TRANSACTION_VERSION,
             transaction_state_num_partitions: crate::limits::DEFAULT_TRANSACTION_STATE_NUM_PARTITIONS,
             topic_defaults: BTreeMap::new(),
             node_id: 0,
@@ -705,6 +711,7 @@ impl BrokerConfig {
     fn validate_transactions(&self) -> Result<(), ConfigError> {
         in_range("transaction_state_num_partitions", self.transaction_state_num_partitions, 1..=1000)?;
         in_range("transaction_max_timeout_ms", self.transaction_max_timeout_ms, 1..=i32::MAX as u64)?;
+        in_range("transaction_version", self.transaction_version, 1..=crate::limits::MAX_TRANSACTION_VERSION)?;
         in_range(
             "transactional_id_expiration_ms",
             self.transactional_id_expiration_ms,

@@ -279,6 +279,15 @@ pub const TXN_MARKER_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Transactions' markers carried by one broker-to-broker marker request (Kafka's
 /// coordinator likewise sends one WriteTxnMarkers per broker with every pending marker).
 pub const TXN_MARKERS_PER_REQUEST: usize = 1024;
+/// How long a partition leader waits for the answer of a transaction coordinator on another
+/// broker when it verifies (or adds) a transactional batch's partition (KIP-890); unanswered,
+/// the produce gets NOT_ENOUGH_REPLICAS and the client retries.
+pub const TXN_VERIFY_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Default of `transaction_version`: the finalized `transaction.version` feature, 2 as Kafka
+/// 4.x finalizes on a new cluster (KIP-890 part 2).
+pub const DEFAULT_TRANSACTION_VERSION: i16 = 2;
+/// Highest `transaction.version` this broker implements (its supported range is 0..=this).
+pub const MAX_TRANSACTION_VERSION: i16 = 2;
 /// Default of `transaction_max_timeout_ms` (Kafka's `transaction.max.timeout.ms`, 15 minutes).
 pub const DEFAULT_TRANSACTION_MAX_TIMEOUT_MS: u64 = 900_000;
 /// Default of `transactional_id_expiration_ms` (Kafka's `transactional.id.expiration.ms`, 7 days).

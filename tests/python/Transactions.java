@@ -5,9 +5,14 @@
 //   Transactions commit-abort BOOTSTRAP TOPIC GROUP
 //   Transactions fence BOOTSTRAP TOPIC
 //   Transactions hang BOOTSTRAP TOPIC TXID      (begins a transaction, sends, then halts)
+//   Transactions epochs BOOTSTRAP TOPIC BUMP    (commit, abort, commit, abort; the producer epoch
+//                                                DescribeTransactions gives after each: BUMP=1
+//                                                expects +1 per transaction, 0 a constant one)
 
 import java.time.Duration;
 import java.util.*;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.consumer.*;
 import org.apache.kafka.clients.producer.*;
 import org.apache.kafka.common.KafkaException;
@@ -57,6 +62,11 @@ public class Transactions {
 
     static void send(KafkaProducer<String, String> p, String topic, String prefix, int n) {
         for (int i = 0; i < n; i++) p.send(new ProducerRecord<>(topic, 0, "k" + i, prefix + i));
+    }
+
+    /// The producer epoch the transaction coordinator holds for `txid` (DescribeTransactions).
+    static int epoch(Admin admin, String txid) throws Exception {
+        return admin.describeTransactions(List.of(txid)).description(txid).get().producerEpoch();
     }
 
     static boolean check(boolean ok, String what) {
@@ -136,6 +146,38 @@ public class Transactions {
                 System.out.println("read_committed: " + committed);
                 ok &= check(committed.size() == 4 && committed.stream().allMatch(v -> v.startsWith("live")),
                         "read_committed sees only the second producer's transaction");
+                break;
+            }
+            case "epochs": {
+                boolean bump = args[3].equals("1");
+                String txid = "txn-epochs-" + topic;
+                List<Integer> epochs = new ArrayList<>();
+                Properties ap = new Properties();
+                ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+                try (KafkaProducer<String, String> p = producer(bootstrap, txid); Admin admin = Admin.create(ap)) {
+                    p.initTransactions();
+                    epochs.add(epoch(admin, txid));
+                    for (int t = 0; t < 4; t++) {
+                        p.beginTransaction();
+                        send(p, topic, (t % 2 == 0 ? "c" : "a") + t + "-", 5);
+                        if (t % 2 == 0) {
+                            p.commitTransaction();
+                        } else {
+                            p.flush();
+                            p.abortTransaction();
+                        }
+                        epochs.add(epoch(admin, txid));
+                    }
+                }
+                System.out.println("epochs: " + epochs);
+                boolean steps = true;
+                for (int i = 1; i < epochs.size(); i++) {
+                    steps &= epochs.get(i) == epochs.get(i - 1) + (bump ? 1 : 0);
+                }
+                ok &= check(steps, (bump ? "every commit and abort bumps" : "no end bumps") + " the producer epoch " + epochs);
+                List<String> committed = readAll(bootstrap, topic, "read_committed");
+                ok &= check(committed.size() == 10 && committed.stream().allMatch(v -> v.startsWith("c")),
+                        "read_committed sees the two committed transactions only (" + committed.size() + ")");
                 break;
             }
             case "hang": {

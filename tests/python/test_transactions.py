@@ -100,6 +100,23 @@ def test_java_second_producer_fences_the_first(tbroker, tmp_path):
     assert sorted(read_values(tbroker.bootstrap, topic, "read_committed")) == [f"live{i}" for i in range(4)]
 
 
+def test_java_transaction_version_2_bumps_the_epoch_per_transaction(broker_factory, tbroker, tmp_path):
+    """KIP-890 part 2: sluice finalizes `transaction.version` 2 by default, so the Java 4.x
+    producer runs transaction version 2 (implicit partition adds, EndTxn v5): the coordinator's
+    producer epoch grows by one at every commit and abort. With `transaction_version = 1` the
+    same program keeps its epoch (version 1), and both see exactly the committed records."""
+    topic = unique_topic("jtv2")
+    create_topic(tbroker.bootstrap, topic, 1)
+    res = java(tmp_path, "epochs", tbroker.bootstrap, topic, "1")
+    assert res.returncode == 0, explain(res)
+    cfg = tmp_path / "sluice-tv1.toml"
+    cfg.write_text(BROKER_CONFIG + "transaction_version = 1\n")
+    tv1 = broker_factory.start(config=cfg)
+    create_topic(tv1.bootstrap, topic, 1)
+    res = java(tmp_path, "epochs", tv1.bootstrap, topic, "0")
+    assert res.returncode == 0, explain(res)
+
+
 def txn_producer(bootstrap, txid, timeout_ms=10000):
     p = Producer({"bootstrap.servers": bootstrap, "transactional.id": txid,
                   "transaction.timeout.ms": timeout_ms, "linger.ms": 5})

@@ -40,6 +40,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     epoch: body.producer_epoch,
                     partitions: vec![(OFFSETS_TOPIC.to_string(), offsets_partition(&group, partitions))],
                     group: Some(group),
+                    tv2: false,
                 };
                 txn::ask(&ctx.shard, &transactional_id, request).await
             };

@@ -13,7 +13,10 @@
 //! broker to broker) needs CLUSTER_ACTION on the cluster when an authorizer is configured
 //! (top-level CLUSTER_AUTHORIZATION_FAILED, as Kafka); a verified partition not in the
 //! transaction gets TRANSACTION_ABORTABLE from v5, INVALID_TXN_STATE in v4; transaction-level
-//! errors go to every partition of that transaction.
+//! errors go to every partition of that transaction. A batched add (not `verify_only`) comes
+//! from a partition leader for a client of transaction version 2 (Produce v12): the
+//! transaction is then one of version 2 (its EndTxn bumps the epoch). sluice's own leaders ask
+//! over the peer links (`sluice_shard::txn::verify`); this path serves other callers.
 
 use super::per_partition::answer_each;
 use super::{respond, ApiSpec, Ctx, Reply};
@@ -94,6 +97,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     epoch: body.v3_and_below_producer_epoch,
                     partitions: partitions.clone(),
                     group: None,
+                    tv2: false,
                 };
                 let code = match txn::ask(&ctx.shard, &transactional_id, request).await {
                     Ok(()) => 0,
@@ -152,6 +156,8 @@ async fn batched(ctx: &Ctx, t: AddPartitionsToTxnTransaction, version: i16) -> A
             epoch: t.producer_epoch,
             partitions: partitions.clone(),
             group: None,
+            // A broker adds partitions only for a client of transaction version 2 (Produce v12).
+            tv2: true,
         };
         let code = match txn::ask(&ctx.shard, &id, request).await {
             Ok(()) => 0,

@@ -1,14 +1,19 @@
 //! ApiVersions (key 18), versions 0–4: the list of APIs and versions, generated from the table.
 //!
 //! Contract: a request for a version above 4 is answered at version 0 with UNSUPPORTED_VERSION
-//! and the full list, as Kafka does, so the client can retry with a version we speak.
+//! and the full list, as Kafka does, so the client can retry with a version we speak. From v3
+//! the features are given as Kafka 4.x gives them: `transaction.version` supported 0–2 and
+//! finalized at the configured `transaction_version` (default 2: Java clients 4.x then run
+//! KIP-890 part 2), at a finalized-features epoch of 1 (clients read the features only from an
+//! epoch ≥ 0).
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply, APIS};
 use crate::frame::{encode_response, FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
@@ -34,11 +39,32 @@ pub fn unsupported_version(correlation_id: i32) -> Result<bytes::Bytes, FrameErr
     encode_response(correlation_id, 0, &body)
 }
 
-fn handle(_ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
+/// Kafka's name of the transaction protocol feature (KIP-890).
+const TRANSACTION_VERSION: &str = "transaction.version";
+/// The epoch of the finalized features (Kafka's metadata offset of their last change; fixed
+/// here: the level only changes with a restart).
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
+
+fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
         // The body carries only the client's software name and version; we do not need them.
-        let body =
-            ApiVersionsResponse::default().with_error_code(0).with_api_keys(advertised()).with_throttle_time_ms(0);
+        let level = ctx.shard.config.transaction_version;
+        let name = || StrBytes::from_static_str(TRANSACTION_VERSION);
+        let supported = SupportedFeatureKey::default()
+            .with_name(name())
+            .with_min_version(0)
+            .with_max_version(sluice_core::limits::MAX_TRANSACTION_VERSION);
+        let finalized = FinalizedFeatureKey::default()
+            .with_name(name())
+            .with_min_version_level(level)
+            .with_max_version_level(level);
+        let body = ApiVersionsResponse::default()
+            .with_error_code(0)
+            .with_api_keys(advertised())
+            .with_throttle_time_ms(0)
+            .with_supported_features(vec![supported])
+            .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+            .with_finalized_features(vec![finalized]);
         Ok(reply_now(respond(&req, &body)))
     }
     .boxed_local()

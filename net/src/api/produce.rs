@@ -16,7 +16,9 @@
 //! `CurrentLeader`, and the response carries its `NodeEndpoints` (v10+, `leader_hints`).
 //! With a transactional id, a transactional batch is appended only to a partition of the
 //! producer's open transaction (KIP-890 part 1, `sluice_shard::txn::verify`), verified before
-//! any append of the request is issued.
+//! any append of the request is issued, with the transactional id's coordinator wherever it is
+//! (this broker or another, over the peer links); from v12 (transaction version 2, KIP-890
+//! part 2) a partition not yet in the transaction is added to it instead.
 //! Client quotas: the request's size counts against the client's `producer_byte_rate`; the
 //! answer carries the larger of that throttle and the request-time one in `throttle_time_ms`
 //! and the connection is muted for it (`crate::quota`).

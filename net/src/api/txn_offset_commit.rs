@@ -1,10 +1,14 @@
-//! TxnOffsetCommit (key 28), versions 0–4: offsets a transaction commits for a group, staged
+//! TxnOffsetCommit (key 28), versions 0–5: offsets a transaction commits for a group, staged
 //! by the group's coordinator until the transaction ends (made durable and visible at its
 //! COMMIT, dropped at its ABORT).
 //!
 //! Contract: one code per partition; a partition that does not exist gets
 //! UNKNOWN_TOPIC_OR_PARTITION. The member's generation (v3+) is not checked (Kafka checks it).
-//! Version 5 (transaction version 2) is not offered. Authorization as Kafka: every partition
+//! Version 5 is transaction version 2 (KIP-890 part 2): its client sends no AddOffsetsToTxn, so
+//! the group (its `__consumer_offsets` partition) is first added to the producer's transaction
+//! by the transactional id's coordinator, here or on its broker (`txn::verify::coordinate`, as
+//! Kafka's group coordinator asks through `AddPartitionsToTxnManager`); a refusal (fenced,
+//! concurrent, not available) is answered for every partition. Authorization as Kafka: every partition
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id, else
 //! GROUP_AUTHORIZATION_FAILED without READ on the group, else TOPIC_AUTHORIZATION_FAILED for the
 //! partitions of a topic without READ.
@@ -21,12 +25,17 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
+use sluice_shard::groups::{offsets_partition, OFFSETS_TOPIC};
 use sluice_shard::metadata::acl::op;
-use sluice_shard::txn::{self, StageOffsetsRequest};
+use sluice_shard::txn::verify::{coordinate, CoordinatorCall};
+use sluice_shard::txn::{self, StageOffsetsRequest, TxnError};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
-    ApiSpec { key: ApiKey::TxnOffsetCommit, name: "TxnOffsetCommit", min_version: 0, max_version: 4, handle };
+    ApiSpec { key: ApiKey::TxnOffsetCommit, name: "TxnOffsetCommit", min_version: 0, max_version: 5, handle };
+
+/// The first version of transaction version 2: the group joins the transaction implicitly.
+const FIRST_TV2_VERSION: i16 = 5;
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
@@ -61,10 +70,16 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 })
                 .collect();
             let n = offsets.len();
+            let joined = if n > 0 && req.version >= FIRST_TV2_VERSION {
+                join_transaction(&ctx, &body, &group_id).await
+            } else {
+                Ok(())
+            };
             let request = StageOffsetsRequest { group_id: group_id.clone(), producer_id: body.producer_id.0, offsets };
-            let codes: Vec<i16> = match n {
-                0 => Vec::new(),
-                _ => match txn::on_group(&ctx.shard, &group_id, request).await {
+            let codes: Vec<i16> = match (n, joined) {
+                (0, _) => Vec::new(),
+                (_, Err(e)) => vec![txn_code(&e, true); n],
+                (_, Ok(())) => match txn::on_group(&ctx.shard, &group_id, request).await {
                     Ok(each) => each.iter().map(group_result_code).collect(),
                     Err(e) => vec![txn_code(&e, req.version >= 3); n],
                 },
@@ -82,4 +97,26 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         Ok(reply.boxed_local() as Reply)
     }
     .boxed_local()
+}
+
+/// Transaction version 2: adds the group's `__consumer_offsets` partition (and the group) to
+/// the producer's transaction on the transactional id's coordinator, wherever it is.
+async fn join_transaction(ctx: &Ctx, body: &TxnOffsetCommitRequest, group_id: &str) -> Result<(), TxnError> {
+    let partitions = ctx.shard.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.shards.len());
+    if partitions == 0 {
+        return Err(TxnError::CoordinatorNotAvailable);
+    }
+    let call = CoordinatorCall {
+        transactional_id: body.transactional_id.0.to_string(),
+        producer_id: body.producer_id.0,
+        epoch: body.producer_epoch,
+        partitions: vec![(OFFSETS_TOPIC.to_string(), offsets_partition(group_id, partitions))],
+        add: true,
+        group: Some(group_id.to_string()),
+    };
+    let result = coordinate(&ctx.shard, call).await.map(|_| ());
+    if let Err(e) = &result {
+        tracing::debug!(group = group_id, error = %e, "TxnOffsetCommit v5: the group could not join the transaction");
+    }
+    result
 }

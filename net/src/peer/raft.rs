@@ -78,7 +78,10 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
                 return on_forwarded(&forwarded_to, d.from.0, Forwarded::Reply, d.frame.payload)
             }
             PayloadKind::ElectPreferred => return super::elect::on_elect(&forwarded_to, d.from, d.frame),
-            PayloadKind::TxnMarkers | PayloadKind::TxnMarkersReply => return super::txn::on_frame(&forwarded_to, d),
+            PayloadKind::TxnMarkers
+            | PayloadKind::TxnMarkersReply
+            | PayloadKind::TxnVerify
+            | PayloadKind::TxnVerifyReply => return super::txn::on_frame(&forwarded_to, d),
         }
         if let Some(r) = weak.upgrade() {
             r.receive(d.from, d.frame.payload);

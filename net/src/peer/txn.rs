@@ -1,5 +1,6 @@
 //! Transaction markers between brokers: the transport of `sluice_shard::txn::markers` over
-//! the peer links.
+//! the peer links; also the partition leaders' verification calls to a transaction coordinator
+//! on another broker (`sluice_shard::txn::verify`, same transport, same reasons).
 //!
 //! Contract: a coordinator shard's marker request for broker N goes to shard 0 of N as one
 //! `PayloadKind::TxnMarkers` frame (queued at once or not at all: the coordinator then retries
@@ -15,6 +16,7 @@ use super::{Delivery, PayloadKind, PeerFrame, PeerNet, Route};
 use bytes::Bytes;
 use sluice_core::cluster::NodeId;
 use sluice_shard::txn::markers::{self, MarkerFrame, MarkerLink};
+use sluice_shard::txn::verify;
 use sluice_shard::Shard;
 use std::rc::Rc;
 
@@ -25,6 +27,8 @@ impl MarkerLink for Links {
         let kind = match kind {
             MarkerFrame::Request => PayloadKind::TxnMarkers,
             MarkerFrame::Reply => PayloadKind::TxnMarkersReply,
+            MarkerFrame::VerifyRequest => PayloadKind::TxnVerify,
+            MarkerFrame::VerifyReply => PayloadKind::TxnVerifyReply,
         };
         let frame = PeerFrame { kind, route: Route::Shard(to_shard), payload };
         match self.0.try_send(NodeId(to), frame) {
@@ -48,6 +52,8 @@ pub fn on_frame(shard: &Rc<Shard>, d: Delivery) {
     match d.frame.kind {
         PayloadKind::TxnMarkers => markers::on_request(shard, d.from.0, d.frame.payload),
         PayloadKind::TxnMarkersReply => markers::on_reply(d.from.0, d.frame.payload),
+        PayloadKind::TxnVerify => verify::on_request(shard, d.from.0, d.frame.payload),
+        PayloadKind::TxnVerifyReply => verify::on_reply(d.from.0, d.frame.payload),
         other => tracing::debug!(from = %d.from, kind = ?other, "not a transaction marker frame"),
     }
 }

@@ -38,6 +38,12 @@ pub enum PayloadKind {
     TxnMarkers,
     /// The leaders' answer to a `TxnMarkers`.
     TxnMarkersReply,
+    /// A partition leader asks the transaction coordinator's broker to verify (or, for
+    /// transaction version 2, add) a transactional batch's partitions (Kafka's
+    /// AddPartitionsToTxn from a broker, `sluice_shard::txn::verify`).
+    TxnVerify,
+    /// The coordinator's answer to a `TxnVerify`.
+    TxnVerifyReply,
 }
 
 /// Where on the receiving broker a data frame goes.

@@ -10,7 +10,7 @@
 //! CONCURRENT_TRANSACTIONS, which clients retry. Every `RefCell` borrow ends before an
 //! `.await`. A Prepare state left by a crash or a failed marker is completed by the sweep.
 
-use super::state::{self, Change, EndStep, InitInput, InitStep, TxnMeta, TxnState, Txns};
+use super::state::{self, Change, EndInput, EndStep, InitInput, InitStep, TxnMeta, TxnState, Txns};
 use super::{
     store, AddRequest, CompleteOffsetsRequest, DescribeRequest, EndRequest, InitRequest, ListRequest,
     StageOffsetsRequest, StageResult, TxnCall, TxnDescription, TxnError, TxnListing, TXN_TOPIC,
@@ -241,7 +241,7 @@ impl TxnCoordinator {
 
     /// Whether InitProducerId needs a new producer id (unknown id, or epoch exhausted).
     fn needs_fresh_id(&self, id: &str) -> bool {
-        self.txns.borrow().get(id).is_none_or(|m| m.producer_epoch >= i16::MAX - 1)
+        self.txns.borrow().get(id).is_none_or(|m| state::epoch_exhausted(m.producer_epoch))
     }
 
     async fn add(&self, shard: &Rc<Shard>, req: AddRequest) -> Result<(), TxnError> {
@@ -258,6 +258,7 @@ impl TxnCoordinator {
             req.epoch,
             &req.partitions,
             req.group.as_deref(),
+            req.tv2,
             now_ms(),
         )?;
         if let Some(c) = change {
@@ -276,17 +277,34 @@ impl TxnCoordinator {
         r
     }
 
-    async fn end(&self, shard: &Rc<Shard>, req: EndRequest) -> Result<(), TxnError> {
-        let _busy = self.claim(&req.transactional_id)?;
-        let step =
-            state::end(&self.txns.borrow(), &req.transactional_id, req.producer_id, req.epoch, req.commit, now_ms())?;
-        match step {
-            EndStep::AlreadyDone => Ok(()),
-            EndStep::Prepare(c) => {
-                self.persist(shard, c.clone()).await?;
-                self.complete(shard, c).await
+    /// EndTxn: answered with the producer id and epoch the producer goes on with (bumped by a
+    /// version 2 end, a new id when its epoch was exhausted).
+    async fn end(&self, shard: &Rc<Shard>, req: EndRequest) -> Result<(i64, i16), TxnError> {
+        let id = &req.transactional_id;
+        let _busy = self.claim(id)?;
+        let new_producer_id = if state::end_needs_fresh_id(&self.txns.borrow(), id, req.tv2) {
+            crate::admin::allocate_producer_id(shard).await.map_err(|e| TxnError::Storage(e.to_string()))?
+        } else {
+            -1
+        };
+        let input = EndInput {
+            producer_id: req.producer_id,
+            epoch: req.epoch,
+            commit: req.commit,
+            tv2: req.tv2,
+            new_producer_id,
+            now_ms: now_ms(),
+        };
+        let step = state::end(&self.txns.borrow(), id, &input)?;
+        if let EndStep::Prepare(c) = step {
+            if c.meta.producer_epoch != req.epoch {
+                tracing::debug!(transactional_id = %id, producer_id = c.meta.producer_id, epoch = c.meta.producer_epoch, next_producer_id = c.meta.next_producer_id, "transaction version 2 end: the producer epoch is bumped");
             }
+            self.persist(shard, c.clone()).await?;
+            self.complete(shard, c).await?;
         }
+        let next = self.txns.borrow().get(id).map(|m| (m.producer_id, m.producer_epoch));
+        next.ok_or(TxnError::InvalidProducerIdMapping)
     }
 
     /// Sends the markers of a durable Prepare state, then makes its Complete state durable.

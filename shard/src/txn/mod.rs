@@ -1,4 +1,4 @@
-//! Transactions (KIP-98, transaction version 1): routing to the transaction coordinator shard,
+//! Transactions (KIP-98, and KIP-890's transaction version 2 for the clients that use it): routing to the transaction coordinator shard,
 //! the operations and their answers, and each partition's transaction index.
 //!
 //! Contract: every transactional id belongs to the shard that owns its partition of the
@@ -81,6 +81,9 @@ pub struct AddRequest {
     pub epoch: i16,
     pub partitions: Vec<(String, i32)>,
     pub group: Option<String>,
+    /// From a client of transaction version 2 (KIP-890 part 2: AddPartitionsToTxn v5 from a
+    /// partition leader for Produce v12, TxnOffsetCommit v5): its EndTxn will bump the epoch.
+    pub tv2: bool,
 }
 
 /// AddPartitionsToTxn v4 with `verify_only` (KIP-890 part 1): which of the partitions are in
@@ -93,13 +96,16 @@ pub struct VerifyRequest {
     pub partitions: Vec<(String, i32)>,
 }
 
-/// EndTxn.
+/// EndTxn; answered with the producer id and epoch the producer goes on with (the same ones
+/// in transaction version 1; from EndTxn v5, `tv2`, the epoch bumped, or a new producer id
+/// when the epoch is exhausted).
 #[derive(Debug, Clone)]
 pub struct EndRequest {
     pub transactional_id: String,
     pub producer_id: i64,
     pub epoch: i16,
     pub commit: bool,
+    pub tv2: bool,
 }
 
 /// DescribeTransactions: one answer per id.
@@ -162,7 +168,7 @@ pub enum TxnCall {
     Init(Call<InitRequest, Result<(i64, i16), TxnError>>),
     Add(Call<AddRequest, Result<(), TxnError>>),
     Verify(Call<VerifyRequest, Result<Vec<bool>, TxnError>>),
-    End(Call<EndRequest, Result<(), TxnError>>),
+    End(Call<EndRequest, Result<(i64, i16), TxnError>>),
     Describe(Call<DescribeRequest, Vec<TxnDescription>>),
     List(Call<ListRequest, Vec<TxnListing>>),
     StageOffsets(Call<StageOffsetsRequest, StageResult>),
@@ -174,7 +180,7 @@ operations!(TxnCall {
     InitRequest => Init: Result<(i64, i16), TxnError>,
     AddRequest => Add: Result<(), TxnError>,
     VerifyRequest => Verify: Result<Vec<bool>, TxnError>,
-    EndRequest => End: Result<(), TxnError>,
+    EndRequest => End: Result<(i64, i16), TxnError>,
     DescribeRequest => Describe: Vec<TxnDescription>,
     ListRequest => List: Vec<TxnListing>,
     StageOffsetsRequest => StageOffsets: StageResult,

@@ -1,14 +1,19 @@
 //! The transactions of one coordinator shard and every decision about them, without I/O:
 //! what InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, the completion of the
 //! markers, the timeout sweep and replay do to the table (Kafka's `TransactionCoordinator` and
-//! `TransactionMetadata`, transaction version 1).
+//! `TransactionMetadata`): transaction version 1, and version 2 (KIP-890 part 2) for the
+//! transactions its clients run — every EndTxn bumps the producer epoch (the markers carry the
+//! bumped one, fencing every older epoch exactly), and an exhausted epoch moves the producer to
+//! a new producer id at the end of the transaction.
 //!
 //! Contract: nothing here reads the clock or touches storage; time comes in as `now_ms`.
 //! Every change is returned as the new [`TxnMeta`] to write ([`Change`]); the caller makes it
 //! durable in `__transaction_state` and only then installs it with [`install`], so what the
 //! table holds is always what a replay would rebuild. States move only along
 //! Empty → Ongoing → PrepareCommit/PrepareAbort → CompleteCommit/CompleteAbort → Ongoing/Empty
-//! (asserted in [`install`]).
+//! (asserted in [`install`]); in version 2 an EndTxn may also end a transaction that never got
+//! a partition (Empty/Complete → Prepare, no markers), since its client adds partitions
+//! through the produce and cannot know whether one got through.
 
 use super::TxnError;
 use std::collections::{BTreeSet, HashMap};
@@ -71,8 +76,7 @@ impl TxnState {
         match next {
             Empty => matches!(self, Empty | CompleteCommit | CompleteAbort),
             Ongoing => matches!(self, Empty | Ongoing | CompleteCommit | CompleteAbort),
-            PrepareCommit => self == Ongoing,
-            PrepareAbort => matches!(self, Ongoing),
+            PrepareCommit | PrepareAbort => matches!(self, Ongoing | Empty | CompleteCommit | CompleteAbort),
             CompleteCommit => self == PrepareCommit,
             CompleteAbort => self == PrepareAbort,
         }
@@ -95,6 +99,21 @@ pub struct TxnMeta {
     /// When the open transaction started (its first AddPartitions), -1 when none.
     pub start_ms: i64,
     pub update_ms: i64,
+    /// The transaction is run by a client of transaction version 2 (Kafka's
+    /// `clientTransactionVersion`): its EndTxn bumps the epoch, and a retried EndTxn presents
+    /// the epoch before the bump.
+    pub tv2: bool,
+    /// The producer id before an exhausted epoch moved the producer to a new one (-1: none), so
+    /// a retried EndTxn with the old id is recognised.
+    pub previous_producer_id: i64,
+    /// While a version 2 transaction whose epoch is exhausted ends: the producer id it moves to
+    /// at its Complete state (-1: none).
+    pub next_producer_id: i64,
+}
+
+/// An epoch a producer may not be given: `i16::MAX` stays free so a fence can always bump.
+pub fn epoch_exhausted(epoch: i16) -> bool {
+    epoch >= i16::MAX - 1
 }
 
 /// Every transactional id of one coordinator shard.
@@ -148,13 +167,17 @@ pub fn init(txns: &Txns, input: &InitInput<'_>) -> Result<InitStep, TxnError> {
             groups: BTreeSet::new(),
             start_ms: -1,
             update_ms: input.now_ms,
+            tv2: false,
+            previous_producer_id: -1,
+            next_producer_id: -1,
         };
         return Ok(InitStep::Write(Change { transactional_id: id, meta }));
     };
     if let Some((pid, epoch)) = input.given {
         // KIP-360: only the current producer (or a retry of its last InitProducerId) may
         // recover; anyone else is a zombie.
-        let current = pid == m.producer_id && (epoch == m.producer_epoch || epoch == m.last_producer_epoch);
+        let current = (pid == m.producer_id && (epoch == m.producer_epoch || epoch == m.last_producer_epoch))
+            || (pid == m.previous_producer_id && epoch_exhausted(epoch));
         if !current {
             return Err(TxnError::ProducerFenced);
         }
@@ -170,7 +193,8 @@ pub fn init(txns: &Txns, input: &InitInput<'_>) -> Result<InitStep, TxnError> {
         }
         TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
             let mut meta = m.clone();
-            if m.producer_epoch >= i16::MAX - 1 {
+            if epoch_exhausted(m.producer_epoch) {
+                meta.previous_producer_id = m.producer_id;
                 meta.producer_id = input.new_producer_id;
                 meta.producer_epoch = 0;
                 meta.last_producer_epoch = -1;
@@ -193,9 +217,13 @@ pub fn init(txns: &Txns, input: &InitInput<'_>) -> Result<InitStep, TxnError> {
 /// the markers carry the new epoch): InitProducerId over an open transaction, or its timeout.
 fn prepare_abort_fenced(m: &TxnMeta, now_ms: i64) -> TxnMeta {
     let mut meta = m.clone();
-    if m.producer_epoch < i16::MAX - 1 {
+    // Version 2 bumps twice, as Kafka's fence followed by its abort's own bump: the fenced
+    // client's retried EndTxn (epoch + 1 expected) is refused, not taken for a retry.
+    let bumps: i16 = if m.tv2 { 2 } else { 1 };
+    let target = m.producer_epoch.saturating_add(bumps).min(i16::MAX - 1);
+    if target > m.producer_epoch {
         meta.last_producer_epoch = m.producer_epoch;
-        meta.producer_epoch = m.producer_epoch + 1;
+        meta.producer_epoch = target;
     }
     meta.state = TxnState::PrepareAbort;
     meta.update_ms = now_ms;
@@ -213,7 +241,9 @@ fn check_producer(txns: &Txns, id: &str, producer_id: i64, epoch: i16) -> Result
     Ok(m.clone())
 }
 
-/// AddPartitionsToTxn / AddOffsetsToTxn: `None` when nothing changes (already added).
+/// AddPartitionsToTxn / AddOffsetsToTxn (and, `tv2`, the adds of transaction version 2:
+/// Produce v12, TxnOffsetCommit v5): `None` when nothing changes (already added).
+#[allow(clippy::too_many_arguments)] // the request's fields, each a plain value
 pub fn add(
     txns: &Txns,
     id: &str,
@@ -221,6 +251,7 @@ pub fn add(
     epoch: i16,
     partitions: &[(String, i32)],
     group: Option<&str>,
+    tv2: bool,
     now_ms: i64,
 ) -> Result<Option<Change>, TxnError> {
     let m = check_producer(txns, id, producer_id, epoch)?;
@@ -228,7 +259,7 @@ pub fn add(
         return Err(TxnError::ConcurrentTransactions);
     }
     let known = partitions.iter().all(|p| m.partitions.contains(p)) && group.is_none_or(|g| m.groups.contains(g));
-    if m.state == TxnState::Ongoing && known {
+    if m.state == TxnState::Ongoing && known && (m.tv2 || !tv2) {
         return Ok(None);
     }
     let mut meta = m;
@@ -236,7 +267,9 @@ pub fn add(
         meta.partitions.clear();
         meta.groups.clear();
         meta.start_ms = now_ms;
+        meta.tv2 = false;
     }
+    meta.tv2 |= tv2;
     meta.state = TxnState::Ongoing;
     meta.partitions.extend(partitions.iter().cloned());
     if let Some(g) = group {
@@ -277,31 +310,90 @@ pub enum EndStep {
     AlreadyDone,
 }
 
-/// EndTxn (Kafka `TransactionCoordinator.handleEndTransaction`, version 1).
-pub fn end(
-    txns: &Txns,
-    id: &str,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    now_ms: i64,
-) -> Result<EndStep, TxnError> {
-    let m = check_producer(txns, id, producer_id, epoch)?;
-    match (m.state, commit) {
-        (TxnState::Ongoing, _) => {
-            let mut meta = m;
-            meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
-            meta.update_ms = now_ms;
-            Ok(EndStep::Prepare(Change { transactional_id: id.to_string(), meta }))
+/// An EndTxn request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndInput {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    /// EndTxn v5+: the client runs transaction version 2 (the epoch is bumped).
+    pub tv2: bool,
+    /// A fresh producer id when a version 2 end exhausts the epoch ([`end_needs_fresh_id`]),
+    /// else -1.
+    pub new_producer_id: i64,
+    pub now_ms: i64,
+}
+
+/// Whether this EndTxn moves the producer to a new producer id (its epoch is exhausted).
+pub fn end_needs_fresh_id(txns: &Txns, id: &str, tv2: bool) -> bool {
+    tv2 && txns.get(id).is_some_and(|m| !m.state.is_prepare() && epoch_exhausted(m.producer_epoch))
+}
+
+/// EndTxn (Kafka `TransactionCoordinator.handleEndTransaction`, versions 1 and 2). In version
+/// 2 the Prepare state carries the epoch bumped (and, the epoch exhausted, the producer id to
+/// move to), and a retry presents the epoch before the bump.
+pub fn end(txns: &Txns, id: &str, input: &EndInput) -> Result<EndStep, TxnError> {
+    let m = txns.get(id).ok_or(TxnError::InvalidProducerIdMapping)?;
+    let (pid, epoch, commit) = (input.producer_id, input.epoch, input.commit);
+    // A retry of a version 2 end that bumped the epoch, or that moved to a new producer id.
+    let retry_bumped = m.tv2 && m.producer_id == pid && epoch.checked_add(1) == Some(m.producer_epoch);
+    let retry_overflow = m.tv2
+        && m.previous_producer_id == pid
+        && epoch_exhausted(epoch)
+        && m.producer_epoch == 0
+        && !m.state.is_prepare();
+    if m.producer_id != pid && !retry_overflow {
+        return Err(TxnError::InvalidProducerIdMapping);
+    }
+    let current = m.producer_id == pid && epoch == m.producer_epoch;
+    let valid = match m.state {
+        TxnState::Ongoing | TxnState::Empty => current,
+        TxnState::PrepareCommit | TxnState::PrepareAbort => current || retry_bumped,
+        TxnState::CompleteCommit | TxnState::CompleteAbort => current || retry_bumped || retry_overflow,
+    };
+    if !valid {
+        return Err(TxnError::ProducerFenced);
+    }
+    let done = (m.state == TxnState::CompleteCommit && commit) || (m.state == TxnState::CompleteAbort && !commit);
+    match m.state {
+        TxnState::Ongoing => Ok(EndStep::Prepare(Change { transactional_id: id.to_string(), meta: prepare(m, input) })),
+        // Version 2: a transaction whose partitions never reached the coordinator (its client
+        // cannot tell) ends with no marker, the epoch bumped all the same.
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort if input.tv2 && current => {
+            Ok(EndStep::Prepare(Change { transactional_id: id.to_string(), meta: prepare(m, input) }))
         }
-        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(EndStep::AlreadyDone),
-        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => Err(TxnError::ConcurrentTransactions),
+        TxnState::CompleteCommit | TxnState::CompleteAbort if done => Ok(EndStep::AlreadyDone),
+        TxnState::PrepareCommit if commit => Err(TxnError::ConcurrentTransactions),
+        TxnState::PrepareAbort if !commit => Err(TxnError::ConcurrentTransactions),
         _ => Err(TxnError::InvalidTxnState(format!(
             "EndTxn({}) in state {}",
             if commit { "commit" } else { "abort" },
             m.state.name()
         ))),
     }
+}
+
+/// The Prepare state of an EndTxn (module docs).
+fn prepare(m: &TxnMeta, input: &EndInput) -> TxnMeta {
+    let mut meta = m.clone();
+    meta.state = if input.commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+    meta.update_ms = input.now_ms;
+    if m.state != TxnState::Ongoing {
+        meta.partitions.clear();
+        meta.groups.clear();
+        meta.start_ms = input.now_ms;
+    }
+    if input.tv2 {
+        meta.tv2 = true;
+        meta.last_producer_epoch = m.producer_epoch;
+        // At most i16::MAX: the markers of the last transaction of an exhausted id carry it.
+        meta.producer_epoch = m.producer_epoch.saturating_add(1);
+        if epoch_exhausted(m.producer_epoch) {
+            assert!(input.new_producer_id >= 0, "an exhausted epoch's end gets a fresh producer id");
+            meta.next_producer_id = input.new_producer_id;
+        }
+    }
+    meta
 }
 
 /// The Complete state following a Prepare one, once every marker is written.
@@ -312,6 +404,14 @@ pub fn complete(prepared: &TxnMeta, now_ms: i64) -> TxnMeta {
         TxnState::PrepareAbort => TxnState::CompleteAbort,
         other => panic!("complete() of a transaction in state {}", other.name()),
     };
+    if prepared.next_producer_id >= 0 {
+        // Version 2, epoch exhausted: the producer goes on with the new id at epoch 0 (the
+        // last epoch it saw stays the one before the bump).
+        meta.previous_producer_id = prepared.producer_id;
+        meta.producer_id = prepared.next_producer_id;
+        meta.producer_epoch = 0;
+        meta.next_producer_id = -1;
+    }
     meta.partitions.clear();
     meta.groups.clear();
     meta.start_ms = -1;

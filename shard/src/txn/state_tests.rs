@@ -39,17 +39,44 @@ fn write(txns: &mut Txns, c: Option<Change>) {
     }
 }
 
-/// Runs EndTxn to completion (prepare, markers assumed written, complete).
-fn finish(txns: &mut Txns, id: &str, pid: i64, epoch: i16, commit: bool, now: i64) -> Result<(), TxnError> {
-    match end(txns, id, pid, epoch, commit, now)? {
-        EndStep::AlreadyDone => Ok(()),
+/// AddPartitionsToTxn of a version 1 client.
+fn add1(
+    txns: &Txns,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+    group: Option<&str>,
+    now: i64,
+) -> Result<Option<Change>, TxnError> {
+    add(txns, id, pid, epoch, partitions, group, false, now)
+}
+
+fn end_input(pid: i64, epoch: i16, commit: bool, tv2: bool, new_pid: i64, now: i64) -> EndInput {
+    EndInput { producer_id: pid, epoch, commit, tv2, new_producer_id: new_pid, now_ms: now }
+}
+
+/// EndTxn of a version 1 client.
+fn end1(txns: &Txns, id: &str, pid: i64, epoch: i16, commit: bool, now: i64) -> Result<EndStep, TxnError> {
+    end(txns, id, &end_input(pid, epoch, commit, false, -1, now))
+}
+
+/// Runs EndTxn to completion (prepare, markers assumed written, complete): the producer id and
+/// epoch the client goes on with.
+fn finish_with(txns: &mut Txns, id: &str, input: &EndInput) -> Result<(i64, i16), TxnError> {
+    match end(txns, id, input)? {
+        EndStep::AlreadyDone => {}
         EndStep::Prepare(c) => {
-            let done = complete(&c.meta, now);
+            let done = complete(&c.meta, input.now_ms);
             install(txns, c.clone(), false);
             install(txns, Change { transactional_id: id.into(), meta: done }, false);
-            Ok(())
         }
     }
+    Ok((txns[id].producer_id, txns[id].producer_epoch))
+}
+
+fn finish(txns: &mut Txns, id: &str, pid: i64, epoch: i16, commit: bool, now: i64) -> Result<(), TxnError> {
+    finish_with(txns, id, &end_input(pid, epoch, commit, false, -1, now)).map(|_| ())
 }
 
 #[test]
@@ -65,26 +92,26 @@ fn first_init_gives_epoch_zero_then_bumps() {
 fn commit_walks_the_states() {
     let mut t = Txns::new();
     apply_init(&mut t, "a", None, 7, 0).unwrap();
-    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, 10).unwrap();
+    let c = add1(&t, "a", 7, 0, &[tp("x", 0)], None, 10).unwrap();
     write(&mut t, c);
     assert_eq!(t["a"].state, TxnState::Ongoing);
     assert_eq!(t["a"].start_ms, 10);
     // Adding the same partition again changes nothing.
-    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 0)], None, 11).unwrap(), None);
-    let EndStep::Prepare(p) = end(&t, "a", 7, 0, true, 12).unwrap() else { panic!("prepare expected") };
+    assert_eq!(add1(&t, "a", 7, 0, &[tp("x", 0)], None, 11).unwrap(), None);
+    let EndStep::Prepare(p) = end1(&t, "a", 7, 0, true, 12).unwrap() else { panic!("prepare expected") };
     assert_eq!(p.meta.state, TxnState::PrepareCommit);
     install(&mut t, p.clone(), false);
     // While markers are in flight: retries and new adds must wait.
-    assert_eq!(end(&t, "a", 7, 0, true, 13), Err(TxnError::ConcurrentTransactions));
-    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 1)], None, 13), Err(TxnError::ConcurrentTransactions));
+    assert_eq!(end1(&t, "a", 7, 0, true, 13), Err(TxnError::ConcurrentTransactions));
+    assert_eq!(add1(&t, "a", 7, 0, &[tp("x", 1)], None, 13), Err(TxnError::ConcurrentTransactions));
     install(&mut t, Change { transactional_id: "a".into(), meta: complete(&p.meta, 14) }, false);
     assert_eq!(t["a"].state, TxnState::CompleteCommit);
     assert!(t["a"].partitions.is_empty());
     // A retried commit succeeds; an abort now is a state error.
-    assert_eq!(end(&t, "a", 7, 0, true, 15), Ok(EndStep::AlreadyDone));
-    assert!(matches!(end(&t, "a", 7, 0, false, 15), Err(TxnError::InvalidTxnState(_))));
+    assert_eq!(end1(&t, "a", 7, 0, true, 15), Ok(EndStep::AlreadyDone));
+    assert!(matches!(end1(&t, "a", 7, 0, false, 15), Err(TxnError::InvalidTxnState(_))));
     // The next transaction starts from CompleteCommit.
-    let c = add(&t, "a", 7, 0, &[tp("y", 0)], None, 20).unwrap();
+    let c = add1(&t, "a", 7, 0, &[tp("y", 0)], None, 20).unwrap();
     write(&mut t, c);
     assert_eq!(t["a"].partitions.iter().cloned().collect::<Vec<_>>(), vec![tp("y", 0)]);
 }
@@ -93,14 +120,14 @@ fn commit_walks_the_states() {
 fn end_without_a_transaction_is_a_state_error() {
     let mut t = Txns::new();
     apply_init(&mut t, "a", None, 7, 0).unwrap();
-    assert!(matches!(end(&t, "a", 7, 0, true, 1), Err(TxnError::InvalidTxnState(_))));
+    assert!(matches!(end1(&t, "a", 7, 0, true, 1), Err(TxnError::InvalidTxnState(_))));
 }
 
 #[test]
 fn a_second_init_fences_the_first_producer() {
     let mut t = Txns::new();
     apply_init(&mut t, "a", None, 7, 0).unwrap();
-    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, 1).unwrap();
+    let c = add1(&t, "a", 7, 0, &[tp("x", 0)], None, 1).unwrap();
     write(&mut t, c);
     // The new instance finds an open transaction: it is aborted with the epoch bumped first.
     let step = apply_init(&mut t, "a", None, 99, 2).unwrap();
@@ -111,9 +138,9 @@ fn a_second_init_fences_the_first_producer() {
     apply_init(&mut t, "a", None, 99, 4).unwrap();
     assert_eq!((t["a"].producer_id, t["a"].producer_epoch, t["a"].state), (7, 2, TxnState::Empty));
     // The old producer (epoch 0) is fenced everywhere.
-    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 0)], None, 5), Err(TxnError::ProducerFenced));
-    assert_eq!(end(&t, "a", 7, 0, true, 5), Err(TxnError::ProducerFenced));
-    assert_eq!(add(&t, "a", 8, 2, &[tp("x", 0)], None, 5), Err(TxnError::InvalidProducerIdMapping));
+    assert_eq!(add1(&t, "a", 7, 0, &[tp("x", 0)], None, 5), Err(TxnError::ProducerFenced));
+    assert_eq!(end1(&t, "a", 7, 0, true, 5), Err(TxnError::ProducerFenced));
+    assert_eq!(add1(&t, "a", 8, 2, &[tp("x", 0)], None, 5), Err(TxnError::InvalidProducerIdMapping));
 }
 
 #[test]
@@ -144,7 +171,7 @@ fn exhausted_epoch_takes_a_new_producer_id() {
 fn timeouts_abort_and_fence() {
     let mut t = Txns::new();
     apply_init(&mut t, "a", None, 7, 0).unwrap();
-    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, 1_000).unwrap();
+    let c = add1(&t, "a", 7, 0, &[tp("x", 0)], None, 1_000).unwrap();
     write(&mut t, c);
     assert!(timed_out(&t, 61_000).is_empty(), "not past the 60 s timeout yet");
     let due = timed_out(&t, 61_001);
@@ -154,7 +181,7 @@ fn timeouts_abort_and_fence() {
     assert_eq!(pending_completion(&t).len(), 1);
     install(&mut t, Change { transactional_id: "a".into(), meta: complete(&due[0].meta, 61_002) }, false);
     assert_eq!(t["a"].state, TxnState::CompleteAbort);
-    assert_eq!(end(&t, "a", 7, 0, true, 61_003), Err(TxnError::ProducerFenced));
+    assert_eq!(end1(&t, "a", 7, 0, true, 61_003), Err(TxnError::ProducerFenced));
 }
 
 #[test]
@@ -172,7 +199,7 @@ fn idle_ids_expire_but_open_transactions_do_not() {
     let mut t = Txns::new();
     apply_init(&mut t, "idle", None, 1, 0).unwrap();
     apply_init(&mut t, "open", None, 2, 0).unwrap();
-    let c = add(&t, "open", 2, 0, &[tp("x", 0)], None, 0).unwrap();
+    let c = add1(&t, "open", 2, 0, &[tp("x", 0)], None, 0).unwrap();
     write(&mut t, c);
     assert!(expired(&t, 999, 1_000).is_empty());
     assert_eq!(expired(&t, 1_000, 1_000), vec!["idle".to_string()]);
@@ -232,7 +259,7 @@ proptest! {
                     }
                 }
                 Op::Add(p) => if let Some((pid, e)) = client {
-                    if let Ok(c) = add(&t, "a", pid, e, &[tp("x", p)], None, now) { write(&mut t, c); }
+                    if let Ok(c) = add1(&t, "a", pid, e, &[tp("x", p)], None, now) { write(&mut t, c); }
                 },
                 Op::End(commit) => if let Some((pid, e)) = client {
                     let _ = finish(&mut t, "a", pid, e, commit, now);
@@ -276,7 +303,7 @@ fn verify_answers_membership_without_changing_anything() {
     let a = ("a".to_string(), 0);
     let b = ("b".to_string(), 1);
     assert_eq!(verify(&txns, "t", 7, 0, std::slice::from_ref(&a)), Ok(vec![false]), "nothing added yet");
-    let c = add(&txns, "t", 7, 0, std::slice::from_ref(&a), None, 1).expect("add").expect("a change");
+    let c = add1(&txns, "t", 7, 0, std::slice::from_ref(&a), None, 1).expect("add").expect("a change");
     install(&mut txns, c, false);
     let before = txns.clone();
     assert_eq!(verify(&txns, "t", 7, 0, &[a.clone(), b.clone()]), Ok(vec![true, false]));
@@ -284,9 +311,153 @@ fn verify_answers_membership_without_changing_anything() {
     assert_eq!(verify(&txns, "t", 8, 0, std::slice::from_ref(&a)), Err(TxnError::InvalidProducerIdMapping));
     assert_eq!(verify(&txns, "t", 7, 1, std::slice::from_ref(&a)), Err(TxnError::ProducerFenced));
     assert_eq!(verify(&txns, "nope", 7, 0, std::slice::from_ref(&a)), Err(TxnError::InvalidProducerIdMapping));
-    let EndStep::Prepare(p) = end(&txns, "t", 7, 0, true, 2).expect("end") else { panic!("prepare") };
+    let EndStep::Prepare(p) = end1(&txns, "t", 7, 0, true, 2).expect("end") else { panic!("prepare") };
     install(&mut txns, p.clone(), false);
     assert_eq!(verify(&txns, "t", 7, 0, std::slice::from_ref(&a)), Err(TxnError::ConcurrentTransactions));
     install(&mut txns, Change { transactional_id: "t".into(), meta: complete(&p.meta, 3) }, false);
     assert_eq!(verify(&txns, "t", 7, 0, &[a]), Ok(vec![false]), "the ended transaction no longer has it");
+}
+
+// --- transaction version 2 (KIP-890 part 2) -------------------------------------------------
+
+/// A version 2 client's transaction on partition x-0: added (as the produce does), then ended.
+fn tv2_round(t: &mut Txns, pid: i64, epoch: i16, commit: bool, new_pid: i64, now: i64) -> (i64, i16) {
+    let c = add(t, "a", pid, epoch, &[tp("x", 0)], None, true, now).expect("add");
+    write(t, c);
+    assert!(t["a"].tv2);
+    finish_with(t, "a", &end_input(pid, epoch, commit, true, new_pid, now)).expect("end")
+}
+
+#[test]
+fn tv2_bumps_the_epoch_at_every_end_and_fences_the_previous_one() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, true, 1).unwrap();
+    write(&mut t, c);
+    let EndStep::Prepare(p) = end(&t, "a", &end_input(7, 0, true, true, -1, 2)).unwrap() else { panic!("prepare") };
+    assert_eq!((p.meta.producer_epoch, p.meta.last_producer_epoch), (1, 0), "the markers carry the bumped epoch");
+    install(&mut t, p.clone(), false);
+    // While the markers are written, the retry (old epoch) waits; the old epoch is fenced.
+    assert_eq!(end(&t, "a", &end_input(7, 0, true, true, -1, 3)), Err(TxnError::ConcurrentTransactions));
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&p.meta, 3) }, false);
+    assert_eq!((t["a"].producer_id, t["a"].producer_epoch, t["a"].state), (7, 1, TxnState::CompleteCommit));
+    // A retried EndTxn presents the epoch before the bump: done, nothing written.
+    assert_eq!(end(&t, "a", &end_input(7, 0, true, true, -1, 4)), Ok(EndStep::AlreadyDone));
+    assert!(matches!(end(&t, "a", &end_input(7, 0, false, true, -1, 4)), Err(TxnError::InvalidTxnState(_))));
+    // The old epoch cannot add or verify any more (a zombie's late batch).
+    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 0)], None, true, 5), Err(TxnError::ProducerFenced));
+    assert_eq!(verify(&t, "a", 7, 0, &[tp("x", 0)]), Err(TxnError::ProducerFenced));
+    // The next transactions go on with the epoch each end answered.
+    assert_eq!(tv2_round(&mut t, 7, 1, false, -1, 6), (7, 2));
+    assert_eq!(t["a"].state, TxnState::CompleteAbort);
+    assert_eq!(tv2_round(&mut t, 7, 2, true, -1, 7), (7, 3));
+    assert_eq!(end(&t, "a", &end_input(7, 1, true, true, -1, 8)), Err(TxnError::ProducerFenced), "two ends ago");
+}
+
+#[test]
+fn tv2_an_exhausted_epoch_moves_to_a_new_producer_id_at_the_end() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    t.get_mut("a").unwrap().producer_epoch = i16::MAX - 2;
+    assert_eq!(tv2_round(&mut t, 7, i16::MAX - 2, true, -1, 1), (7, i16::MAX - 1));
+    let c = add(&t, "a", 7, i16::MAX - 1, &[tp("x", 0)], None, true, 2).unwrap();
+    write(&mut t, c);
+    assert!(end_needs_fresh_id(&t, "a", true));
+    assert!(!end_needs_fresh_id(&t, "a", false), "version 1 ends do not bump");
+    let EndStep::Prepare(p) = end(&t, "a", &end_input(7, i16::MAX - 1, true, true, 9, 3)).unwrap() else {
+        panic!("prepare")
+    };
+    assert_eq!((p.meta.producer_id, p.meta.producer_epoch, p.meta.next_producer_id), (7, i16::MAX, 9));
+    install(&mut t, p.clone(), false);
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&p.meta, 4) }, false);
+    let m = &t["a"];
+    assert_eq!((m.producer_id, m.producer_epoch, m.previous_producer_id, m.next_producer_id), (9, 0, 7, -1));
+    // The retry with the old id and epoch is recognised; anything else of the old id is not.
+    assert_eq!(end(&t, "a", &end_input(7, i16::MAX - 1, true, true, -1, 5)), Ok(EndStep::AlreadyDone));
+    assert_eq!(end(&t, "a", &end_input(7, 3, true, true, -1, 5)), Err(TxnError::InvalidProducerIdMapping));
+    assert_eq!(tv2_round(&mut t, 9, 0, true, -1, 6), (9, 1));
+}
+
+#[test]
+fn tv2_a_timed_out_transaction_fences_its_producer_exactly() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let c = add(&t, "a", 7, 0, &[tp("x", 0)], None, true, 1_000).unwrap();
+    write(&mut t, c);
+    let due = timed_out(&t, 62_000);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].meta.producer_epoch, 2, "fence and abort: two bumps, as Kafka");
+    install(&mut t, due[0].clone(), false);
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&due[0].meta, 62_001) }, false);
+    // The producer's own abort (epoch 0) is no retry of an end that bumped once: fenced.
+    assert_eq!(end(&t, "a", &end_input(7, 0, false, true, -1, 62_002)), Err(TxnError::ProducerFenced));
+    assert_eq!(add(&t, "a", 7, 0, &[tp("x", 0)], None, true, 62_002), Err(TxnError::ProducerFenced));
+}
+
+#[test]
+fn tv2_an_end_without_partitions_bumps_the_epoch_and_writes_no_marker() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    // The client's produce never reached the coordinator; it aborts (Empty state).
+    let EndStep::Prepare(p) = end(&t, "a", &end_input(7, 0, false, true, -1, 1)).unwrap() else { panic!("prepare") };
+    assert!(p.meta.partitions.is_empty() && p.meta.groups.is_empty());
+    assert_eq!(p.meta.producer_epoch, 1);
+    install(&mut t, p.clone(), false);
+    install(&mut t, Change { transactional_id: "a".into(), meta: complete(&p.meta, 2) }, false);
+    assert_eq!((t["a"].producer_epoch, t["a"].state), (1, TxnState::CompleteAbort));
+    // A version 1 client in the same situation gets Kafka's state error.
+    let mut v1 = Txns::new();
+    apply_init(&mut v1, "a", None, 7, 0).unwrap();
+    assert!(matches!(end1(&v1, "a", 7, 0, false, 1), Err(TxnError::InvalidTxnState(_))));
+}
+
+#[test]
+fn tv2_offsets_join_the_transaction_through_txn_offset_commit() {
+    let mut t = Txns::new();
+    apply_init(&mut t, "a", None, 7, 0).unwrap();
+    let offsets = tp("__consumer_offsets", 3);
+    let c = add(&t, "a", 7, 0, std::slice::from_ref(&offsets), Some("g"), true, 1).unwrap();
+    write(&mut t, c);
+    assert!(t["a"].groups.contains("g") && t["a"].partitions.contains(&offsets) && t["a"].tv2);
+    assert_eq!(add(&t, "a", 7, 0, &[offsets], Some("g"), true, 2), Ok(None), "already in: nothing to write");
+}
+
+proptest! {
+    /// A version 2 client that always goes on with what EndTxn answered: every end's markers
+    /// carry a higher epoch (or a new producer id) than every batch before it, a client never
+    /// holds an epoch older than the table's, and an older epoch is always refused.
+    #[test]
+    fn tv2_random_transactions_bump_the_epoch_at_every_end(
+        ops in proptest::collection::vec((any::<bool>(), any::<bool>(), 0..3i32), 1..40),
+        start_epoch in prop_oneof![Just(0i16), Just(i16::MAX - 5)],
+    ) {
+        let mut t = Txns::new();
+        apply_init(&mut t, "a", None, 7, 0).unwrap();
+        t.get_mut("a").unwrap().producer_epoch = start_epoch;
+        let mut client = (7i64, start_epoch);
+        let mut next_pid = 100i64;
+        for (i, (produce, commit, p)) in ops.into_iter().enumerate() {
+            let now = i64::try_from(i).unwrap() + 1;
+            if produce {
+                let c = add(&t, "a", client.0, client.1, &[tp("x", p)], None, true, now);
+                prop_assert!(c.is_ok(), "the current producer adds: {:?}", c);
+                write(&mut t, c.unwrap());
+            }
+            let new_pid = if end_needs_fresh_id(&t, "a", true) { next_pid += 1; next_pid } else { -1 };
+            let before = client;
+            let EndStep::Prepare(prep) = end(&t, "a", &end_input(client.0, client.1, commit, true, new_pid, now)).unwrap() else {
+                return Err(TestCaseError::fail("a fresh end prepares"));
+            };
+            prop_assert!(prep.meta.producer_epoch > before.1, "markers fence the epoch the batches used");
+            install(&mut t, prep.clone(), false);
+            install(&mut t, Change { transactional_id: "a".into(), meta: complete(&prep.meta, now) }, false);
+            client = (t["a"].producer_id, t["a"].producer_epoch);
+            prop_assert!(client.0 != before.0 || client.1 == before.1 + 1);
+            prop_assert!(client.0 == before.0 || client.1 == 0);
+            prop_assert!(!epoch_exhausted(client.1) || client.1 == i16::MAX - 1);
+            prop_assert_eq!(add(&t, "a", before.0, before.1, &[tp("x", 0)], None, true, now).err().is_some(), true);
+            // The retry of this end is answered done.
+            prop_assert_eq!(end(&t, "a", &end_input(before.0, before.1, commit, true, -1, now)), Ok(EndStep::AlreadyDone));
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //! Contract: key = version (i16, 0) | transactional id (i16 length, UTF-8), as Kafka's key;
 //! value = version (i16, 0) | producer id i64 | epoch i16 | last epoch i16 | timeout i32 |
 //! state u8 | start ms i64 | update ms i64 | partitions (i32 count, then topic as i16 length +
-//! UTF-8 and partition i32) | groups (i32 count, then i16 length + UTF-8). An empty value is a
-//! tombstone (the id expired). Decoding never panics: a record that does not parse is `None`
+//! UTF-8 and partition i32) | groups (i32 count, then i16 length + UTF-8); version 1 (written
+//! only for a transaction version 2 state) adds tv2 u8 | previous producer id i64 | next
+//! producer id i64. An empty value is a tombstone (the id expired). Decoding never panics: a record that does not parse is `None`
 //! and is counted by the caller, never applied.
 
 use super::state::{TxnMeta, TxnState};
@@ -30,9 +31,17 @@ pub fn key(transactional_id: &str) -> Vec<u8> {
     out
 }
 
+/// The value version that carries the transaction version 2 fields.
+const VALUE_V1: i16 = 1;
+
+fn needs_v1(m: &TxnMeta) -> bool {
+    m.tv2 || m.previous_producer_id >= 0 || m.next_producer_id >= 0
+}
+
 pub fn value(m: &TxnMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&VERSION.to_be_bytes());
+    let version = if needs_v1(m) { VALUE_V1 } else { VERSION };
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&m.producer_id.to_be_bytes());
     out.extend_from_slice(&m.producer_epoch.to_be_bytes());
     out.extend_from_slice(&m.last_producer_epoch.to_be_bytes());
@@ -50,6 +59,11 @@ pub fn value(m: &TxnMeta) -> Vec<u8> {
     out.extend_from_slice(&n.to_be_bytes());
     for g in &m.groups {
         put_str(&mut out, g);
+    }
+    if version == VALUE_V1 {
+        out.push(u8::from(m.tv2));
+        out.extend_from_slice(&m.previous_producer_id.to_be_bytes());
+        out.extend_from_slice(&m.next_producer_id.to_be_bytes());
     }
     out
 }
@@ -101,7 +115,8 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<(String, Option<TxnMeta>)> {
         return Some((id, None));
     }
     let mut v = Reader { buf: value };
-    if v.i16()? != VERSION {
+    let version = v.i16()?;
+    if version != VERSION && version != VALUE_V1 {
         return None;
     }
     let producer_id = v.i64()?;
@@ -120,6 +135,8 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<(String, Option<TxnMeta>)> {
     for _ in 0..v.count()? {
         groups.insert(v.str()?);
     }
+    let (tv2, previous_producer_id, next_producer_id) =
+        if version == VALUE_V1 { (v.u8()? != 0, v.i64()?, v.i64()?) } else { (false, -1, -1) };
     let meta = TxnMeta {
         producer_id,
         producer_epoch,
@@ -130,6 +147,9 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<(String, Option<TxnMeta>)> {
         groups,
         start_ms,
         update_ms,
+        tv2,
+        previous_producer_id,
+        next_producer_id,
     };
     Some((id, Some(meta)))
 }
@@ -150,8 +170,18 @@ mod tests {
             groups: ["g".to_string()].into(),
             start_ms: 10,
             update_ms: 20,
+            tv2: false,
+            previous_producer_id: -1,
+            next_producer_id: -1,
         };
         let (k, v) = (key("tx-1"), value(&m));
+        assert_eq!(&v[..2], &[0, 0], "a version 1 state keeps the version 0 value");
+        let v2 = TxnMeta { tv2: true, previous_producer_id: 41, next_producer_id: 43, ..m.clone() };
+        let w = value(&v2);
+        assert_eq!(decode(&k, &w), Some(("tx-1".to_string(), Some(v2))));
+        for cut in 0..w.len() {
+            assert_eq!(decode(&k, &w[..cut]).and_then(|(_, m)| m), None, "cut at {cut}");
+        }
         assert_eq!(decode(&k, &v), Some(("tx-1".to_string(), Some(m))));
         assert_eq!(decode(&k, &[]), Some(("tx-1".to_string(), None)));
         for cut in 0..v.len() {

@@ -1,35 +1,49 @@
-//! KIP-890 part 1: a transactional batch is appended only to a partition that is in its
-//! producer's open transaction (Kafka's `ReplicaManager.appendRecords` with
-//! `transaction.partition.verification.enable`, its default).
+//! KIP-890: a transactional batch is appended only to a partition that is in its producer's
+//! open transaction (Kafka's `ReplicaManager.appendRecords` with
+//! `transaction.partition.verification.enable`, its default): part 1 verifies it, part 2
+//! (transaction version 2, Produce v12+) adds it.
 //!
 //! Contract: [`check`] runs before the produce's appends are issued (the connection's next
 //! request waits, so order is kept). A partition whose owner already holds an open transaction
 //! of the producer at the batch's epoch needs nothing more (its first batch was verified or
 //! added: Kafka's `hasOngoingTransaction`; the owners' open-transaction state is the cache, one
 //! entry per open transaction, dropped by the marker); the others are verified with the
-//! transactional id's coordinator (AddPartitionsToTxn's verify-only path), one call per request.
-//! The refusals are Kafka 4.x's for the produce version (`AddPartitionsToTxnManager`,
-//! `ReplicaManager`): not in the transaction → INVALID_TXN_STATE up to Produce v10,
-//! TRANSACTION_ABORTABLE from v11; a fenced producer → INVALID_PRODUCER_EPOCH; a coordinator
-//! that cannot answer (and CONCURRENT_TRANSACTIONS up to v11) → NOT_ENOUGH_REPLICAS, which every
-//! client retries. A coordinator on another broker is not asked (no broker-to-broker call yet):
-//! the batch is appended unverified, as Kafka does when the coordinator cannot verify.
+//! transactional id's coordinator (AddPartitionsToTxn's verify-only path), or added to the
+//! transaction from Produce v12 (Kafka's `addPartition` operation: the client of transaction
+//! version 2 sends no AddPartitionsToTxn), one call per request, wherever the coordinator is
+//! ([`coordinate`]): its shard here, or the broker leading the id's `__transaction_state`
+//! partition, asked over the peer links (one `TxnVerify` frame, answered by one
+//! `TxnVerifyReply` to the asking shard within `TXN_VERIFY_REQUEST_TIMEOUT_MS`; Kafka's leader
+//! sends AddPartitionsToTxn v4+ to the coordinator's client listener). The refusals are Kafka
+//! 4.x's for the produce version (`AddPartitionsToTxnManager`, `ReplicaManager`): not in the
+//! transaction → INVALID_TXN_STATE up to Produce v10, TRANSACTION_ABORTABLE from v11; a fenced
+//! producer → INVALID_PRODUCER_EPOCH; a coordinator that cannot answer, is not known, moved or
+//! is unreachable (and CONCURRENT_TRANSACTIONS up to v11) → NOT_ENOUGH_REPLICAS, which every
+//! client retries.
 
-use super::{TxnError, VerifyRequest};
+use super::markers::{self, Dest, MarkerFrame, MarkerWireError, Reader};
+use super::{AddRequest, TxnError, VerifyRequest, TXN_TOPIC};
 use crate::error::PartitionError;
 use crate::msg::ShardMsg;
 use crate::route::{self, group_by_owner, Tagged};
 use crate::shard::Shard;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::channel::oneshot;
 use futures::future::{join_all, LocalBoxFuture};
+use futures::future::{select, Either};
 use futures::FutureExt;
+use sluice_core::limits::TXN_VERIFY_REQUEST_TIMEOUT_MS;
 use sluice_core::TopicPartition;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// The first Produce version whose client understands TRANSACTION_ABORTABLE (Kafka's
 /// `GENERIC_ERROR_SUPPORTED`).
 const FIRST_ABORTABLE_PRODUCE_VERSION: i16 = 11;
-/// The first Produce version of transaction version 2 (Kafka's `ADD_PARTITION`): it gets
-/// CONCURRENT_TRANSACTIONS as it is.
+/// The first Produce version of transaction version 2 (Kafka's `ADD_PARTITION`): its
+/// partitions are added to the transaction, and it gets CONCURRENT_TRANSACTIONS as it is.
 const FIRST_TV2_PRODUCE_VERSION: i16 = 12;
 
 /// One partition of a produce whose batch is transactional.
@@ -95,13 +109,15 @@ pub async fn check(
     for (producer_id, epoch) in producers {
         let of: Vec<&&VerifyItem> =
             needed.iter().filter(|i| i.producer_id == producer_id && i.epoch == epoch).collect();
-        let request = VerifyRequest {
+        let request = CoordinatorCall {
             transactional_id: transactional_id.to_string(),
             producer_id,
             epoch,
             partitions: of.iter().map(|i| (i.tp.topic.to_string(), i.tp.partition.0)).collect(),
+            add: version >= FIRST_TV2_PRODUCE_VERSION,
+            group: None,
         };
-        match super::ask(shard, transactional_id, request).await {
+        match coordinate(shard, request).await {
             Ok(member) => {
                 for (item, ok) in of.iter().zip(member) {
                     if !ok {
@@ -109,12 +125,6 @@ pub async fn check(
                         refused.push((item.index, not_in_transaction(version)));
                     }
                 }
-            }
-            Err(TxnError::NotCoordinator) => {
-                tracing::debug!(
-                    transactional_id,
-                    "the transaction coordinator is on another broker: batch not verified"
-                );
             }
             Err(e) => {
                 tracing::debug!(transactional_id, error = %e, "transactional batch not verified");
@@ -160,6 +170,251 @@ fn refusal(e: &TxnError, version: i16) -> PartitionError {
     }
 }
 
+/// A verification (or, for transaction version 2, an addition) of partitions of a producer's
+/// transaction, as the partition leader asks the coordinator (Kafka's AddPartitionsToTxn v4+
+/// from a broker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorCall {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub partitions: Vec<(String, i32)>,
+    /// Add the partitions (Produce v12, TxnOffsetCommit v5) rather than only check them.
+    pub add: bool,
+    /// With `add`: the group whose offsets the transaction commits (its `__consumer_offsets`
+    /// partition is in `partitions`).
+    pub group: Option<String>,
+}
+
+/// Runs the call on the transactional id's coordinator wherever it is (module docs): whether
+/// each partition is in the transaction (an addition answers all true).
+pub async fn coordinate(shard: &Rc<Shard>, call: CoordinatorCall) -> Result<Vec<bool>, TxnError> {
+    match run_here(shard, call.clone()).await {
+        Err(TxnError::NotCoordinator) => {}
+        other => return other,
+    }
+    let partitions = shard.metadata().topics.get(TXN_TOPIC).map_or(0, |t| t.shards.len());
+    if partitions == 0 {
+        return Err(TxnError::CoordinatorNotAvailable);
+    }
+    let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(&call.transactional_id, partitions));
+    match markers::dest_of(shard, &tp) {
+        Some(Ok(Dest::Broker(node))) => ask_remote(shard, node, &call).await,
+        _ => Err(TxnError::NotCoordinator),
+    }
+}
+
+/// The call on this broker's coordinator shard of the id (never forwarded further).
+async fn run_here(shard: &Rc<Shard>, call: CoordinatorCall) -> Result<Vec<bool>, TxnError> {
+    let id = call.transactional_id.clone();
+    if call.add {
+        let n = call.partitions.len();
+        let request = AddRequest {
+            transactional_id: call.transactional_id,
+            producer_id: call.producer_id,
+            epoch: call.epoch,
+            partitions: call.partitions,
+            group: call.group,
+            tv2: true,
+        };
+        super::ask(shard, &id, request).await.map(|()| vec![true; n])
+    } else {
+        let request = VerifyRequest {
+            transactional_id: call.transactional_id,
+            producer_id: call.producer_id,
+            epoch: call.epoch,
+            partitions: call.partitions,
+        };
+        super::ask(shard, &id, request).await
+    }
+}
+
+thread_local! {
+    /// Calls to other brokers waiting for their reply, by request id.
+    static WAITING: RefCell<HashMap<u64, oneshot::Sender<Result<Vec<bool>, TxnError>>>> = RefCell::new(HashMap::new());
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Sends the call to broker `node` and waits for its answer (NOT_COORDINATOR-like
+/// COORDINATOR_NOT_AVAILABLE when it cannot be sent or is not answered in time).
+async fn ask_remote(shard: &Rc<Shard>, node: i32, call: &CoordinatorCall) -> Result<Vec<bool>, TxnError> {
+    let link = markers::link().ok_or(TxnError::CoordinatorNotAvailable)?;
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    let (tx, rx) = oneshot::channel();
+    WAITING.with(|w| w.borrow_mut().insert(id, tx));
+    let reply_shard = u16::try_from(shard.id.index()).expect("shard ids fit u16");
+    let sent = link.send(node, markers::REQUEST_SHARD, MarkerFrame::VerifyRequest, encode_call(id, reply_shard, call));
+    let answer = if sent {
+        let limit = glommio::timer::sleep(Duration::from_millis(TXN_VERIFY_REQUEST_TIMEOUT_MS));
+        match select(rx, Box::pin(limit)).await {
+            Either::Left((Ok(r), _)) => Some(r),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    WAITING.with(|w| w.borrow_mut().remove(&id));
+    let answer = answer.unwrap_or(Err(TxnError::CoordinatorNotAvailable));
+    tracing::debug!(node, transactional_id = %call.transactional_id, add = call.add, ok = answer.is_ok(), "transaction coordinator on another broker asked");
+    match answer {
+        Ok(v) if v.len() != call.partitions.len() => Err(TxnError::CoordinatorNotAvailable),
+        other => other,
+    }
+}
+
+/// A call from broker `from`'s partition leader: answered by this broker's coordinator.
+pub fn on_request(shard: &Rc<Shard>, from: i32, payload: Bytes) {
+    let (id, reply_shard, call) = match decode_call(&payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(from, error = %e, "undecodable transaction verification request dropped");
+            return;
+        }
+    };
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let answer = run_here(&shard, call).await;
+        let sent = markers::link()
+            .is_some_and(|l| l.send(from, reply_shard, MarkerFrame::VerifyReply, encode_answer(id, &answer)));
+        if !sent {
+            tracing::debug!(from, "transaction verification reply not sent (the produce is retried)");
+        }
+    })
+    .detach();
+}
+
+/// The answer to one of this shard's calls.
+pub fn on_reply(from: i32, payload: Bytes) {
+    match decode_answer(&payload) {
+        Ok((id, answer)) => {
+            if let Some(tx) = WAITING.with(|w| w.borrow_mut().remove(&id)) {
+                let _ = tx.send(answer);
+            }
+        }
+        Err(e) => tracing::warn!(from, error = %e, "undecodable transaction verification reply dropped"),
+    }
+}
+
+// --- wire format (the markers' conventions: big-endian, version byte, checked counts) ---
+
+/// `version | id | reply shard | add | transactional id | producer id | epoch | group (0/1,
+/// name) | count | (topic, partition)…`.
+pub fn encode_call(id: u64, reply_shard: u16, c: &CoordinatorCall) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(markers::WIRE_VERSION);
+    b.put_u64(id);
+    b.put_u16(reply_shard);
+    b.put_u8(u8::from(c.add));
+    markers::put_name(&mut b, &c.transactional_id);
+    b.put_i64(c.producer_id);
+    b.put_i16(c.epoch);
+    match &c.group {
+        Some(g) => {
+            b.put_u8(1);
+            markers::put_name(&mut b, g);
+        }
+        None => b.put_u8(0),
+    }
+    b.put_u32(u32::try_from(c.partitions.len()).expect("a request's partitions fit u32"));
+    for (t, p) in &c.partitions {
+        markers::put_name(&mut b, t);
+        b.put_i32(*p);
+    }
+    b.freeze()
+}
+
+/// See [`encode_call`].
+pub fn decode_call(b: &[u8]) -> Result<(u64, u16, CoordinatorCall), MarkerWireError> {
+    let mut r = Reader(b);
+    r.version()?;
+    let id = r.u64()?;
+    let reply_shard = r.u16()?;
+    let add = r.u8()? != 0;
+    let transactional_id = r.name()?;
+    let producer_id = i64::from_be_bytes(r.array()?);
+    let epoch = i16::from_be_bytes(r.array()?);
+    let group = if r.u8()? != 0 { Some(r.name()?) } else { None };
+    let n = r.count(2 + 4)?;
+    let mut partitions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = r.name()?;
+        partitions.push((t, i32::from_be_bytes(r.array()?)));
+    }
+    r.end()?;
+    Ok((id, reply_shard, CoordinatorCall { transactional_id, producer_id, epoch, partitions, add, group }))
+}
+
+fn error_code(e: &TxnError) -> u8 {
+    match e {
+        TxnError::NotCoordinator => 1,
+        TxnError::CoordinatorLoadInProgress => 3,
+        TxnError::ProducerFenced => 4,
+        TxnError::InvalidProducerIdMapping => 5,
+        TxnError::ConcurrentTransactions => 6,
+        TxnError::InvalidTxnState(_) => 7,
+        TxnError::InvalidRequest(_) => 8,
+        TxnError::CoordinatorNotAvailable
+        | TxnError::InvalidTransactionTimeout(_)
+        | TxnError::TransactionalIdNotFound
+        | TxnError::Storage(_)
+        | TxnError::TransactionalIdAuthorizationFailed
+        | TxnError::GroupAuthorizationFailed => 2,
+    }
+}
+
+fn error_of(code: u8) -> Option<TxnError> {
+    Some(match code {
+        1 => TxnError::NotCoordinator,
+        2 => TxnError::CoordinatorNotAvailable,
+        3 => TxnError::CoordinatorLoadInProgress,
+        4 => TxnError::ProducerFenced,
+        5 => TxnError::InvalidProducerIdMapping,
+        6 => TxnError::ConcurrentTransactions,
+        7 => TxnError::InvalidTxnState("refused by the coordinator".into()),
+        8 => TxnError::InvalidRequest("refused by the coordinator".into()),
+        _ => return None,
+    })
+}
+
+/// `version | id | code (0: answered) | count | one byte per partition (1: in the transaction)`.
+pub fn encode_answer(id: u64, answer: &Result<Vec<bool>, TxnError>) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(markers::WIRE_VERSION);
+    b.put_u64(id);
+    match answer {
+        Ok(v) => {
+            b.put_u8(0);
+            b.put_u32(u32::try_from(v.len()).expect("one per partition"));
+            b.extend(v.iter().map(|m| u8::from(*m)));
+        }
+        Err(e) => {
+            b.put_u8(error_code(e));
+            b.put_u32(0);
+        }
+    }
+    b.freeze()
+}
+
+/// See [`encode_answer`].
+pub fn decode_answer(b: &[u8]) -> Result<(u64, Result<Vec<bool>, TxnError>), MarkerWireError> {
+    let mut r = Reader(b);
+    r.version()?;
+    let id = r.u64()?;
+    let code = r.u8()?;
+    let n = r.count(1)?;
+    let member: Vec<bool> = r.take(n)?.iter().map(|m| *m != 0).collect();
+    r.end()?;
+    let answer = match code {
+        0 => Ok(member),
+        c => Err(error_of(c).ok_or(MarkerWireError::Code(c))?),
+    };
+    Ok((id, answer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +431,37 @@ mod tests {
             refusal(&TxnError::CoordinatorLoadInProgress, 12),
             PartitionError::TxnNotVerified("COORDINATOR_LOAD_IN_PROGRESS")
         );
+        assert_eq!(refusal(&TxnError::NotCoordinator, 9), PartitionError::TxnNotVerified("NOT_COORDINATOR"));
+    }
+
+    #[test]
+    fn calls_and_answers_between_brokers_round_trip_and_damage_is_refused() {
+        let call = CoordinatorCall {
+            transactional_id: "tx-é".into(),
+            producer_id: 42,
+            epoch: 7,
+            partitions: vec![("t".into(), 3), ("__consumer_offsets".into(), 11)],
+            add: true,
+            group: Some("g".into()),
+        };
+        let b = encode_call(5, 1, &call);
+        assert_eq!(decode_call(&b), Ok((5, 1, call.clone())));
+        for cut in 0..b.len() {
+            assert!(decode_call(&b[..cut]).is_err(), "a call cut at {cut} bytes must not decode");
+        }
+        let plain = CoordinatorCall { add: false, group: None, ..call };
+        assert_eq!(decode_call(&encode_call(6, 0, &plain)), Ok((6, 0, plain)));
+        for answer in [
+            Ok(vec![true, false]),
+            Err(TxnError::ProducerFenced),
+            Err(TxnError::NotCoordinator),
+            Err(TxnError::ConcurrentTransactions),
+            Err(TxnError::CoordinatorNotAvailable),
+        ] {
+            assert_eq!(decode_answer(&encode_answer(9, &answer)), Ok((9, answer)));
+        }
+        let mut bad = encode_answer(9, &Err(TxnError::ProducerFenced)).to_vec();
+        bad[9] = 200;
+        assert_eq!(decode_answer(&bad), Err(MarkerWireError::Code(200)));
     }
 }

@@ -3,6 +3,11 @@
 //! v10, TRANSACTION_ABORTABLE from v11), across shards (two cores), also after a commit of the
 //! same producer epoch (the verification cache ends with the transaction's marker); and
 //! AddPartitionsToTxn v4/v5's batched verify-only path answers membership.
+//!
+//! In a 3-broker cluster, a partition led by another broker than the transactional id's
+//! coordinator verifies over the peer links the same way (a "hanging" batch is refused), and a
+//! client of transaction version 2 (Produce v12, EndTxn v5) gets its partition added by the
+//! produce, its epoch bumped by every end, and its previous epoch fenced.
 
 use crate::common::*;
 use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
@@ -17,6 +22,12 @@ const TXN_ID: &str = "verify-txn";
 const INVALID_TXN_STATE: i16 = 48;
 const TRANSACTION_ABORTABLE: i16 = 120;
 const PRODUCER_FENCED: i16 = 90;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+/// Answers a produce retries: NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS (a coordinator not
+/// reachable yet), CONCURRENT_TRANSACTIONS.
+const PRODUCE_RETRIABLE: [i16; 3] = [6, 19, 51];
+/// Bound for the cluster to form and its internal topics to get leaders.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
 
 fn txn_batch(pid: i64, epoch: i16, sequence: i32) -> bytes::Bytes {
     let record = Record {
@@ -140,7 +151,8 @@ fn transactional_batches_only_into_partitions_of_the_transaction() {
     assert_eq!(produce(port, 9, &topic, 1, txn_batch(pid, epoch, 0)), INVALID_TXN_STATE);
     assert_eq!(produce(port, 10, &topic, 2, txn_batch(pid, epoch, 0)), INVALID_TXN_STATE);
     assert_eq!(produce(port, 11, &topic, 3, txn_batch(pid, epoch, 0)), TRANSACTION_ABORTABLE);
-    assert_eq!(produce(port, 12, &topic, 3, txn_batch(pid, epoch, 0)), TRANSACTION_ABORTABLE);
+    // Produce v12 is transaction version 2: the partition is added by the produce itself.
+    assert_eq!(produce(port, 12, &topic, 3, txn_batch(pid, epoch, 0)), 0);
 
     // The brokers' verify-only path: membership, nothing added.
     assert_eq!(verify_only(port, 4, pid, epoch, &topic, &[0, 1]), vec![0, INVALID_TXN_STATE]);
@@ -174,4 +186,116 @@ fn transactional_batches_only_into_partitions_of_the_transaction() {
     ]);
     let resp: ProduceResponse = call(port, ApiKey::Produce, 9, &req);
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// Produces like [`produce`], again while the answer is retriable (bounded).
+fn produce_settled(port: u16, version: i16, topic: &str, partition: i32, batch: bytes::Bytes) -> i16 {
+    let deadline = Instant::now() + CLUSTER_DEADLINE;
+    loop {
+        let code = produce(port, version, topic, partition, batch.clone());
+        if !PRODUCE_RETRIABLE.contains(&code) || Instant::now() > deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// EndTxn at `version`: (error code, producer id, epoch) once no longer retriable.
+fn end_txn(port: u16, version: i16, pid: i64, epoch: i16, commit: bool) -> (i16, (i64, i16)) {
+    retry(|| {
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(TXN_ID.into())))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        let resp: EndTxnResponse = call(port, ApiKey::EndTxn, version, &req);
+        (resp.error_code, (resp.producer_id.0, resp.producer_epoch))
+    })
+}
+
+/// The leader of each partition of `topic` as the broker on `port` describes it (-1: none).
+fn leaders(port: u16, topic: &str) -> Vec<i32> {
+    let t = metadata_request::MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))));
+    let r: MetadataResponse = call(port, ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(Some(vec![t])));
+    let mut out: Vec<(i32, i32)> =
+        r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0))).collect();
+    out.sort_unstable();
+    out.into_iter().map(|(_, l)| l).collect()
+}
+
+#[test]
+fn a_coordinator_on_another_broker_verifies_and_transaction_version_2_adds_and_fences() {
+    let _slot = shared_slot();
+    let peer_ports = free_ports(3);
+    let opts = MemberOpts { dir_prefix: "sluice-it-txnv-", session_ms: 1000, env: &[], config: None };
+    let brokers: Vec<Broker> = (0..3).map(|i| cluster_member(i, &peer_ports, &opts)).collect();
+    let port_of = |node: i32| brokers[usize::try_from(node).expect("a node id")].port();
+
+    // The transactional id's coordinator (the transaction topic is created on first use).
+    let coordinator = sluice_tests::retry_until(CLUSTER_DEADLINE, 600, Duration::from_millis(100), || {
+        let req = FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_coordinator_keys(vec![StrBytes::from_string(TXN_ID.into())]);
+        let resp: FindCoordinatorResponse = call(brokers[0].port(), ApiKey::FindCoordinator, 4, &req);
+        let c = &resp.coordinators[0];
+        (c.error_code == 0 && c.node_id.0 >= 0).then_some(c.node_id.0)
+    })
+    .expect("a transaction coordinator within the deadline");
+    let coord = port_of(coordinator);
+    let (code, (pid, epoch)) = retry(|| {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(TXN_ID.into()))))
+            .with_transaction_timeout_ms(60_000);
+        let resp: InitProducerIdResponse = call(coord, ApiKey::InitProducerId, 4, &req);
+        (resp.error_code, (resp.producer_id.0, resp.producer_epoch))
+    });
+    assert_eq!(code, 0, "InitProducerId at the coordinator (node {coordinator})");
+
+    // A partition another broker leads.
+    let topic = topic_name("txn_verify_cluster");
+    create_topic_rf(&brokers[0].addr(), &topic, 6, 1);
+    let (partition, leader) = sluice_tests::retry_until(CLUSTER_DEADLINE, 600, Duration::from_millis(100), || {
+        let l = leaders(coord, &topic);
+        let p = l.iter().position(|n| *n >= 0 && *n != coordinator)?;
+        Some((i32::try_from(p).expect("a partition index"), l[p]))
+    })
+    .expect("a partition led by another broker than the coordinator");
+    let port = port_of(leader);
+
+    // A hanging write (no AddPartitionsToTxn) is refused by the leader after asking the
+    // coordinator's broker, as Kafka refuses it.
+    assert_eq!(produce_settled(port, 9, &topic, partition, txn_batch(pid, epoch, 0)), INVALID_TXN_STATE);
+    assert_eq!(produce_settled(port, 11, &topic, partition, txn_batch(pid, epoch, 0)), TRANSACTION_ABORTABLE);
+    // Added: accepted; an epoch the coordinator never gave: fenced.
+    let (code, _) = retry(|| {
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(TXN_ID.into())))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(vec![partition])]);
+        let resp: AddPartitionsToTxnResponse = call(coord, ApiKey::AddPartitionsToTxn, 3, &req);
+        (resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, ())
+    });
+    assert_eq!(code, 0, "AddPartitionsToTxn");
+    assert_eq!(produce_settled(port, 9, &topic, partition, txn_batch(pid, epoch, 0)), 0);
+    assert_eq!(produce_settled(port, 9, &topic, partition, txn_batch(pid, epoch, 1)), 0);
+    assert_eq!(produce_settled(port, 9, &topic, partition, txn_batch(pid, epoch + 1, 0)), INVALID_PRODUCER_EPOCH);
+    assert_eq!(end_txn(coord, 3, pid, epoch, true).0, 0, "EndTxn v3 (the epoch is kept)");
+    assert_eq!(produce_settled(port, 11, &topic, partition, txn_batch(pid, epoch, 2)), TRANSACTION_ABORTABLE);
+
+    // Transaction version 2: Produce v12 adds the partition itself; EndTxn v5 bumps the epoch.
+    assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, epoch, 2)), 0, "added by the produce");
+    assert_eq!(end_txn(coord, 5, pid, epoch, true), (0, (pid, epoch + 1)), "EndTxn v5 answers the bumped epoch");
+    assert_eq!(end_txn(coord, 5, pid, epoch, true), (0, (pid, epoch + 1)), "a retried end is answered again");
+    // The previous epoch is fenced: a zombie's late batch, and its next transaction.
+    assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, epoch, 3)), INVALID_PRODUCER_EPOCH);
+    // The producer goes on with the new epoch (sequences start again at 0).
+    let next = epoch + 1;
+    assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, next, 0)), 0);
+    assert_eq!(end_txn(coord, 5, pid, next, false), (0, (pid, next + 1)), "an abort bumps too");
+    assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, next, 1)), INVALID_PRODUCER_EPOCH);
+    assert_eq!(end_txn(coord, 5, pid, epoch, true).0, PRODUCER_FENCED, "an end of two transactions ago");
 }
