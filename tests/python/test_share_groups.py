@@ -8,7 +8,8 @@ five members SIGKILLed while it holds acquired records: they are delivered again
 others with a delivery count above 1 once the acquisition lock expires, none lost; the broker
 SIGKILLed mid-way and restarted: the group is listed and described (its membership is stored
 in __consumer_offsets) before any member rejoins, acknowledged records are not delivered again
-beyond the records that were in flight, none lost.
+beyond the records that were in flight, none lost; franz-go's share consumer
+(tests/compat/go/share) as three members of one group.
 
 The broker runs with share_auto_offset_reset = "earliest", a 3 s acquisition lock and a 6 s
 share session timeout so the tests take seconds.
@@ -239,3 +240,20 @@ def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sc
     for m in second:
         assert m.stop() == 0, m.stderr()
 
+
+def test_franz_go_share_members(broker_factory, sconfig, tmp_path):
+    """franz-go v1.22's share-group consumer (kgo.ShareGroup, tests/compat/go/share): three
+    members on one partition, every record delivered, none to two members at once at delivery
+    count 1, no acknowledgement error. Needs Go (skipped without it)."""
+    from support import REPO, run
+    if shutil.which("go") is None:
+        pytest.skip("go not installed")
+    out = tmp_path / "share-go"
+    r = run(["go", "build", "-C", str(REPO / "tests" / "compat" / "go"), "-o", str(out), "./share"], timeout=600)
+    assert r.returncode == 0, f"go build failed:\n{r.stderr.decode()[-3000:]}"
+    broker = broker_factory.start(config=sconfig)
+    r = run([str(out), "-bootstrap", broker.bootstrap, "-records", "3000", "-members", "3", "-timeout", "90s"],
+            timeout=150)
+    text = r.stdout.decode()
+    print(text[-2000:])
+    assert r.returncode == 0 and "share: PASS" in text, f"{text[-3000:]}\n{r.stderr.decode()[-3000:]}"
