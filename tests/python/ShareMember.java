@@ -2,16 +2,23 @@
 // group and prints one line per record received: "REC <offset> <deliveryCount> <value>".
 // Modes: "accept" (implicit acknowledgement: each poll accepts the previous one's records),
 // "hold" (after the first records, prints HOLDING and never polls again: its acquisition
-// locks must expire), "slow" (as accept, 50 records a poll and 200 ms of work after each). Stops when the stop file exists or after maxMs; close() sends the last
-// acknowledgements.
+// locks must expire), "slow" (as accept, 50 records a poll and 200 ms of work after each),
+// "sync" (explicit acknowledgement: 50 records a poll, each accepted, then commitSync; prints
+// "ACKED <offset>..." when the broker answered the acknowledgements without error, else
+// "ACKFAIL <offset>... <error>", then 100 ms of work). Stops when the stop file exists or after
+// maxMs; close() sends the last acknowledgements.
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaShareConsumer;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.TopicIdPartition;
 import org.apache.kafka.common.serialization.StringDeserializer;
 
 public class ShareMember {
@@ -24,8 +31,11 @@ public class ShareMember {
         props.put("group.id", group);
         props.put("key.deserializer", StringDeserializer.class.getName());
         props.put("value.deserializer", StringDeserializer.class.getName());
-        if (mode.equals("slow")) {
+        if (mode.equals("slow") || mode.equals("sync")) {
             props.put("max.poll.records", "50");
+        }
+        if (mode.equals("sync")) {
+            props.put("share.acknowledgement.mode", "explicit");
         }
         long end = System.currentTimeMillis() + maxMs;
         try (KafkaShareConsumer<String, String> c = new KafkaShareConsumer<>(props)) {
@@ -42,6 +52,35 @@ public class ShareMember {
                 }
                 System.out.print(out);
                 System.out.flush();
+                if (mode.equals("sync") && !recs.isEmpty()) {
+                    for (ConsumerRecord<String, String> r : recs) {
+                        c.acknowledge(r);
+                    }
+                    String error = null;
+                    try {
+                        Map<TopicIdPartition, Optional<KafkaException>> res = c.commitSync();
+                        if (res.isEmpty()) {
+                            error = "no-result";
+                        }
+                        for (Optional<KafkaException> e : res.values()) {
+                            if (e.isPresent()) {
+                                error = e.get().getClass().getSimpleName();
+                            }
+                        }
+                    } catch (KafkaException e) {
+                        error = e.getClass().getSimpleName();
+                    }
+                    StringBuilder a = new StringBuilder(error == null ? "ACKED" : "ACKFAIL");
+                    for (ConsumerRecord<String, String> r : recs) {
+                        a.append(' ').append(r.offset());
+                    }
+                    if (error != null) {
+                        a.append(' ').append(error);
+                    }
+                    System.out.println(a);
+                    System.out.flush();
+                    Thread.sleep(100);
+                }
                 if (mode.equals("slow") && !recs.isEmpty()) {
                     Thread.sleep(200);
                 }

@@ -6,8 +6,10 @@ count 1 and all acknowledged (the share-partition start offset reaches the end o
 with kafka-share-groups, ShareGroupCommand, which also lists and describes the group); one of
 five members SIGKILLed while it holds acquired records: they are delivered again to the
 others with a delivery count above 1 once the acquisition lock expires, none lost; the broker
-SIGKILLed mid-way and restarted: acknowledged records are not delivered again beyond the
-records that were in flight, none lost.
+SIGKILLed mid-way and restarted: the group is listed and described (its membership is stored
+in __consumer_offsets) before any member rejoins, acknowledged records are not delivered again
+beyond the records that were in flight, none lost; franz-go's share consumer
+(tests/compat/go/share) as three members of one group.
 
 The broker runs with share_auto_offset_reset = "earliest", a 3 s acquisition lock and a 6 s
 share session timeout so the tests take seconds.
@@ -211,9 +213,16 @@ def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sc
         m.kill()
     before = {off for m in first for (off, _, _) in m.records()}
     broker = broker_factory.start(broker.data_dir, config=sconfig)
+    # The membership is stored: the group is known before any member comes back.
+    listed = share_groups(broker, "--list")
+    assert listed.returncode == 0 and group in listed.stdout.decode().split(), explain(listed)
+    described = share_groups(broker, "--describe", "--group", group)
+    assert described.returncode == 0 and [r for r in table(described, "GROUP") if r["TOPIC"] == topic], \
+        explain(described)
     second = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"b{i}") for i in range(3)]
     members.extend(second)
-    # Membership is not stored (members rejoin); the share-partition's start offset is.
+    # The killed members' ids are still in the group until their sessions time out; the new
+    # members join beside them. The share-partition's start offset is stored too.
     wait_until(lambda: all(m.has("SUBSCRIBED") for m in second), WAIT, what="members subscribed")
     recovered = wait_until(lambda: share_groups(broker, "--describe", "--group", group).returncode == 0
                            and start_offset(broker, group, topic), WAIT, interval=0.5, what="the group back")
@@ -230,3 +239,21 @@ def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sc
     wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
     for m in second:
         assert m.stop() == 0, m.stderr()
+
+
+def test_franz_go_share_members(broker_factory, sconfig, tmp_path):
+    """franz-go v1.22's share-group consumer (kgo.ShareGroup, tests/compat/go/share): three
+    members on one partition, every record delivered, none to two members at once at delivery
+    count 1, no acknowledgement error. Needs Go (skipped without it)."""
+    from support import REPO, run
+    if shutil.which("go") is None:
+        pytest.skip("go not installed")
+    out = tmp_path / "share-go"
+    r = run(["go", "build", "-C", str(REPO / "tests" / "compat" / "go"), "-o", str(out), "./share"], timeout=600)
+    assert r.returncode == 0, f"go build failed:\n{r.stderr.decode()[-3000:]}"
+    broker = broker_factory.start(config=sconfig)
+    r = run([str(out), "-bootstrap", broker.bootstrap, "-records", "3000", "-members", "3", "-timeout", "90s"],
+            timeout=150)
+    text = r.stdout.decode()
+    print(text[-2000:])
+    assert r.returncode == 0 and "share: PASS" in text, f"{text[-3000:]}\n{r.stderr.decode()[-3000:]}"

@@ -96,6 +96,7 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
     sluice_shard::replica::reassign::follow(&shard, &r);
     sluice_shard::internal::follow(&shard, &r);
     super::txn::install(net, &r);
+    sluice_shard::share::replicated::follow_commits(&shard, &r);
     sluice_shard::replica::rebalance::start(&shard, &r);
     {
         // The start-up recovery opened this shard's logs before the runtime existed.

@@ -35,6 +35,8 @@ pub struct Coordinator {
     next_member: Cell<u64>,
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
+    /// Share group records met while loading, for `share` to adopt (in log order).
+    pub share_loaded: RefCell<Vec<(String, Option<Vec<u8>>)>>,
     /// The replicated `__consumer_offsets` partitions of this shard this broker leads
     /// (`crate::internal`); single-replica ones are not tracked.
     leadership: RefCell<Leadership>,
@@ -424,6 +426,7 @@ impl Coordinator {
             let done = table::replay_batches(&mut self.groups.borrow_mut(), chunk);
             applied += done.applied;
             pending.extend(done.pending);
+            self.share_loaded.borrow_mut().extend(done.share);
             self.skipped_records.set(self.skipped_records.get() + done.skipped);
             true
         })

@@ -11,6 +11,8 @@
 //! pending transactional offsets key: 3u8 | group (u16 len, bytes) | producer id i64
 //! pending transactional offsets value: count u32 | count x (topic (u16 len, bytes) |
 //!               partition i32 | offset i64 | leader epoch i32 | metadata (i32 len, -1 = null, bytes))
+//! share group key: 4u8 | group (u16 len, bytes)
+//! share group value: a KIP-932 share group's membership, see `share::group`
 //! tombstone:    an empty value (offset deleted or expired; group deleted; transaction ended)
 //! ```
 //!
@@ -38,6 +40,11 @@ pub enum Entry {
     },
     /// A KIP-848 consumer group's record (decoded by `consumer::record`).
     Consumer {
+        group: String,
+        value: Option<Vec<u8>>,
+    },
+    /// A share group's membership (decoded by `share::group`; None: deleted).
+    Share {
         group: String,
         value: Option<Vec<u8>>,
     },
@@ -101,6 +108,12 @@ pub fn group_value(g: &GroupRecord) -> Vec<u8> {
 
 pub fn consumer_key(group: &str) -> Vec<u8> {
     let mut k = vec![2u8];
+    put_str(&mut k, group);
+    k
+}
+
+pub fn share_key(group: &str) -> Vec<u8> {
+    let mut k = vec![4u8];
     put_str(&mut k, group);
     k
 }
@@ -227,6 +240,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             Some(Entry::Group { group, value })
         }
         2 => Some(Entry::Consumer { group, value: value.map(<[u8]>::to_vec) }),
+        4 => Some(Entry::Share { group, value: value.map(<[u8]>::to_vec) }),
         3 => {
             let producer_id = k.i64()?;
             let value = match value {

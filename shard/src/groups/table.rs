@@ -319,6 +319,8 @@ pub(crate) fn apply(groups: &mut Groups, e: Entry) -> Option<PendingTxnOffsets> 
             groups.remove(&group);
         }
         Entry::Consumer { group, value } => apply_consumer(groups, group, value),
+        // Share groups live in `share`: replay_batches hands their records back.
+        Entry::Share { .. } => {}
         Entry::TxnOffsets { .. } => unreachable!("handed back above"),
     }
     None
@@ -348,6 +350,8 @@ pub(crate) struct Replayed {
     pub next: Option<Offset>,
     /// Pending transactional offsets records, in log order.
     pub pending: Vec<PendingTxnOffsets>,
+    /// Share group records (group, value or None for a tombstone), in log order.
+    pub share: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Replays the record batches in `bytes` (a read of the offsets partition, whole batches
@@ -362,6 +366,10 @@ pub(crate) fn replay_batches(groups: &mut Groups, bytes: &[u8]) -> Replayed {
             Ok(recs) => {
                 for r in recs {
                     match r.key.and_then(|k| store::decode(k, r.value)) {
+                        Some(Entry::Share { group, value }) => {
+                            done.share.push((group, value));
+                            done.applied += 1;
+                        }
                         Some(e) => {
                             done.pending.extend(apply(groups, e));
                             done.applied += 1;

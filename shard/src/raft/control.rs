@@ -26,6 +26,9 @@ pub const SLUICE_RAFT_CONTROL_TYPE: i16 = 0x5352;
 
 const KIND_NOOP: u8 = 0;
 const KIND_CONF_CHANGE: u8 = 1;
+/// A share-partition's durable state (`share::replicated`): a normal entry whose data is this
+/// control batch, stored as is by every replica and skipped by fetch like the other kinds.
+const KIND_SHARE_STATE: u8 = 2;
 
 /// Why an entry could not become a batch, or a stored batch an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +73,21 @@ fn control_batch(kind: u8, payload: &[u8]) -> BytesMut {
     BytesMut::from(&b[..])
 }
 
+/// The control batch carrying a share-partition's state `payload` (proposed as a normal
+/// entry's data; see `share::replicated`).
+pub fn share_state_batch(payload: &[u8]) -> Bytes {
+    control_batch(KIND_SHARE_STATE, payload).freeze()
+}
+
+/// The payload of a share-state control batch (None: any other batch).
+pub fn share_state_payload(h: &BatchHeader, b: &[u8]) -> Option<Vec<u8>> {
+    if !h.is_control() {
+        return None;
+    }
+    let mut v = control_payload(b).ok()?;
+    (v.first() == Some(&KIND_SHARE_STATE)).then(|| v.split_off(1))
+}
+
 /// Whether a stored batch is one of sluice's Raft control batches (fetch skips these).
 pub fn is_raft_control(h: &BatchHeader, batch_bytes: &[u8]) -> bool {
     h.is_control() && control_payload(batch_bytes).is_ok()
@@ -99,6 +117,7 @@ pub fn batch_to_entry(index: u64, term: Term, b: Bytes) -> Result<Entry, Control
     };
     match value.split_first() {
         Some((&KIND_NOOP, [])) => {}
+        Some((&KIND_SHARE_STATE, _)) => e.data = b,
         Some((&KIND_CONF_CHANGE, spec)) => {
             let cc = ConfChangeSpec::from_bytes(spec).map_err(|_| ControlError::BadControl("conf change"))?;
             e.entry_type = EntryType::EntryConfChangeV2;
@@ -150,6 +169,20 @@ mod tests {
         let back = batch_to_entry(2, Term(2), b).expect("back");
         assert_eq!(back.entry_type, EntryType::EntryConfChangeV2);
         assert_eq!(ConfChangeSpec::from_local_entry_data(&back.data), Some(spec));
+    }
+
+    #[test]
+    fn a_share_state_entry_is_stored_as_is_and_skipped_by_fetch() {
+        let b = share_state_batch(b"state");
+        let e = Entry { term: 3, data: b.clone(), ..Default::default() };
+        let stored = entry_to_batch(&e, Offset(9)).expect("valid");
+        let h = batch::validate(&stored).expect("valid control batch");
+        assert!(is_raft_control(&h, &stored));
+        assert_eq!(share_state_payload(&h, &stored).as_deref(), Some(&b"state"[..]));
+        let back = batch_to_entry(4, Term(3), stored.clone()).expect("readable");
+        assert_eq!((back.entry_type, back.data), (EntryType::EntryNormal, stored));
+        let noop = entry_to_batch(&Entry { term: 3, ..Default::default() }, Offset(10)).expect("noop");
+        assert_eq!(share_state_payload(&batch::validate(&noop).expect("valid"), &noop), None);
     }
 
     #[test]

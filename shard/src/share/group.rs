@@ -8,8 +8,16 @@
 //! from the sorted member ids: with at least as many partitions as members, the partitions are
 //! spread round robin; with more members than partitions, member `i` gets partition
 //! `i mod partitions`, so every partition has a member and members share partitions evenly.
-//! A member silent for the session timeout is removed. Membership is not stored: members
-//! rejoin after a restart (as their heartbeat gets UNKNOWN_MEMBER_ID).
+//! A member silent for the session timeout is removed.
+//!
+//! Stored form ([`ShareGroup::encode`], the value of the group's `4u8 | group` record in
+//! `__consumer_offsets`, written by the coordinator whenever a heartbeat changed it, as Kafka
+//! writes its share group metadata records there): version u8 (1), group epoch i32, the
+//! topics seen (count u32, then name (u16 length, bytes), partition count i32), the members
+//! (count u32, then id, rack (u8 0: none, 1: then the string), client id, client host, topics (count u32,
+//! names), member epoch i32, assignment (count u32, then topic, partitions (count u32, i32
+//! each)))). Strings have a u16 length unless said; every count is checked against the bytes
+//! left before anything is allocated. A loaded member's session restarts at the load.
 
 use crate::groups::{Assignment, GroupError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -272,6 +280,122 @@ impl ShareGroup {
     }
 }
 
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&u16::try_from(b.len()).expect("cut to u16::MAX").to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).expect("counts bounded by the group size").to_be_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = usize::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?));
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    /// A count of items of at least `min` bytes each, checked against the bytes left.
+    fn count(&mut self, min: usize) -> Option<usize> {
+        let n = usize::try_from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)).ok()?;
+        (n.checked_mul(min)? <= self.0.len()).then_some(n)
+    }
+}
+
+const RECORD_VERSION: u8 = 1;
+
+impl ShareGroup {
+    /// The stored form (module docs); the members' last heartbeat times are not in it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        put_count(&mut out, self.topics_seen.len());
+        for (name, n) in &self.topics_seen {
+            put_str(&mut out, name);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        put_count(&mut out, self.members.len());
+        for (id, m) in &self.members {
+            put_str(&mut out, id);
+            match &m.rack_id {
+                None => out.push(0),
+                Some(r) => {
+                    out.push(1);
+                    put_str(&mut out, r);
+                }
+            }
+            put_str(&mut out, &m.client_id);
+            put_str(&mut out, &m.client_host);
+            put_count(&mut out, m.topics.len());
+            for t in &m.topics {
+                put_str(&mut out, t);
+            }
+            out.extend_from_slice(&m.epoch.to_be_bytes());
+            put_count(&mut out, m.assignment.len());
+            for (t, parts) in &m.assignment {
+                put_str(&mut out, t);
+                put_count(&mut out, parts.len());
+                for p in parts {
+                    out.extend_from_slice(&p.to_be_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a stored form; every member counts as seen at `now`. None: unreadable.
+    pub fn decode(b: &[u8], now: Instant) -> Option<ShareGroup> {
+        let mut r = Reader(b);
+        if r.take(1)?[0] != RECORD_VERSION {
+            return None;
+        }
+        let epoch = r.i32()?;
+        let mut topics_seen = TopicCounts::new();
+        for _ in 0..r.count(6)? {
+            let name = r.str()?;
+            topics_seen.insert(name, r.i32()?);
+        }
+        let mut members = BTreeMap::new();
+        for _ in 0..r.count(2 + 1 + 2 + 2 + 4 + 4 + 4)? {
+            let id = r.str()?;
+            let rack_id = match r.take(1)?[0] {
+                0 => None,
+                1 => Some(r.str()?),
+                _ => return None,
+            };
+            let client_id = r.str()?;
+            let client_host = r.str()?;
+            let mut topics = Vec::new();
+            for _ in 0..r.count(2)? {
+                topics.push(r.str()?);
+            }
+            let member_epoch = r.i32()?;
+            let mut assignment = Assignment::new();
+            for _ in 0..r.count(2 + 4)? {
+                let t = r.str()?;
+                let mut parts = BTreeSet::new();
+                for _ in 0..r.count(4)? {
+                    parts.insert(r.i32()?);
+                }
+                assignment.insert(t, parts);
+            }
+            let m = Member { rack_id, client_id, client_host, topics, epoch: member_epoch, assignment, last_seen: now };
+            members.insert(id, m);
+        }
+        r.0.is_empty().then_some(ShareGroup { epoch, members, topics_seen })
+    }
+}
+
 /// A partition index below a topic's partition count (an i32).
 fn partition_index(p: usize) -> i32 {
     i32::try_from(p).expect("below the partition count, an i32")
@@ -319,6 +443,36 @@ mod tests {
         assert_eq!(g.heartbeat(&hb, now, &settings(), &topics).unwrap_err(), GroupError::FencedMemberEpoch);
         hb.member_id = "zz".into();
         assert_eq!(g.heartbeat(&hb, now, &settings(), &topics).unwrap_err(), GroupError::UnknownMemberId);
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_and_refuses_damage() {
+        let now = Instant::now();
+        let topics: TopicCounts = [("t".to_string(), 3)].into();
+        let mut g = ShareGroup::default();
+        g.heartbeat(&join("a", &["t"]), now, &settings(), &topics).unwrap();
+        let mut b = join("b", &["t"]);
+        b.rack_id = Some("r1".into());
+        g.heartbeat(&b, now, &settings(), &topics).unwrap();
+        let bytes = g.encode();
+        let back = ShareGroup::decode(&bytes, now).expect("readable");
+        assert_eq!(back.encode(), bytes);
+        let (d, e) = (g.describe(), back.describe());
+        assert_eq!((d.group_epoch, d.members.len()), (e.group_epoch, e.members.len()));
+        assert_eq!(e.members[1].rack_id.as_deref(), Some("r1"));
+        assert_eq!(e.members[0].assignment, d.members[0].assignment);
+        for cut in 0..bytes.len() {
+            assert!(ShareGroup::decode(&bytes[..cut], now).is_none(), "cut at {cut}");
+        }
+        let mut huge = bytes.clone();
+        huge[5..9].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(ShareGroup::decode(&huge, now).is_none());
+        // A loaded member keeps its epoch: its next heartbeat is not fenced.
+        let mut hb = join("a", &[]);
+        hb.member_epoch = d.members[0].member_epoch;
+        hb.subscribed_topic_names = None;
+        let mut loaded = back;
+        assert!(loaded.heartbeat(&hb, now, &settings(), &topics).is_ok());
     }
 
     #[test]

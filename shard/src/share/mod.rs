@@ -9,13 +9,16 @@
 //! member fetches it (SPSO from the broker's `share_auto_offset_reset`: the high watermark for
 //! "latest", the log start for "earliest"), or read back from its state file ([`store`]). Its
 //! state is written durably when it is created and after every acknowledgement, before the
-//! acknowledgement is answered; acquisitions are not written (after a restart, records that
+//! acknowledgement is answered — to the local file on a lone broker, through the partition's
+//! Raft log when the partition is replicated ([`replicated`]: every replica applies it, so a
+//! new leader has it); acquisitions are not written (after a restart, records that
 //! were acquired are available again with the delivery count last written). When a member
 //! leaves or is expired, every shard releases the records it held. A share session (ShareFetch
 //! / ShareAcknowledge epochs) lives on the shard of the connection that opened it.
 
 pub mod group;
 pub mod partition;
+pub mod replicated;
 pub mod store;
 
 use crate::error::PartitionError;
@@ -58,6 +61,11 @@ pub struct ShareState {
     sessions: RefCell<HashMap<(String, String), Session>>,
     /// One state-file write at a time on this shard (later states never lose a race).
     writer: glommio::sync::Semaphore,
+    /// Replicated partitions this broker leads and serves share-partitions of: the leader
+    /// epoch in which it caught up with the state records committed before it (`replicated`).
+    ready: RefCell<HashMap<TopicPartition, i32>>,
+    /// Committed state waiting for its file write (`replicated`: the latest one per key).
+    pending: RefCell<HashMap<PartKey, store::Stored>>,
 }
 
 impl Default for ShareState {
@@ -67,6 +75,8 @@ impl Default for ShareState {
             partitions: Default::default(),
             sessions: Default::default(),
             writer: glommio::sync::Semaphore::new(1),
+            ready: Default::default(),
+            pending: Default::default(),
         }
     }
 }
@@ -151,10 +161,10 @@ pub enum ShareCall {
 /// Runs a call on this shard (the owner of the state it names).
 pub async fn handle(shard: Rc<Shard>, call: ShareCall) {
     match call {
-        ShareCall::Heartbeat { req, reply } => drop(reply.send(heartbeat_local(&shard, req))),
+        ShareCall::Heartbeat { req, reply } => drop(reply.send(heartbeat_local(&shard, req).await)),
         ShareCall::Describe { group_id, reply } => drop(reply.send(describe_local(&shard, &group_id))),
         ShareCall::List { reply } => drop(reply.send(list_local(&shard))),
-        ShareCall::Delete { group_id, reply } => drop(reply.send(delete_local(&shard, &group_id))),
+        ShareCall::Delete { group_id, reply } => drop(reply.send(delete_local(&shard, &group_id).await)),
         ShareCall::Acquire { group_id, member_id, items, max_records, reply } => {
             drop(reply.send(acquire_local(&shard, &group_id, &member_id, items, max_records).await))
         }
@@ -264,20 +274,56 @@ fn topic_counts(shard: &Shard) -> TopicCounts {
         .collect()
 }
 
-fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<HeartbeatResponse, GroupError> {
+/// Takes in the share group records the coordinator met while loading `__consumer_offsets`
+/// (at start, or when this broker was elected leader of an offsets partition), in log order.
+fn adopt_loaded(shard: &Shard) {
+    let loaded = std::mem::take(&mut *shard.groups.share_loaded.borrow_mut());
+    if loaded.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let mut groups = shard.share.groups.borrow_mut();
+    for (id, value) in loaded {
+        match value.and_then(|v| ShareGroup::decode(&v, now)) {
+            Some(g) => {
+                groups.insert(id, g);
+            }
+            None => {
+                groups.remove(&id);
+            }
+        }
+    }
+}
+
+/// Writes a share group's record (its stored form, or a tombstone when `value` is empty) to
+/// its `__consumer_offsets` partition; Ok once durable (committed, in a cluster).
+async fn write_group(shard: &Rc<Shard>, group_id: &str, value: Vec<u8>) -> Result<(), GroupError> {
+    groups::coordinator::write(shard, group_id, vec![(groups::store::share_key(group_id), value)]).await
+}
+
+async fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<HeartbeatResponse, GroupError> {
+    adopt_loaded(shard);
     let topics = topic_counts(shard);
-    let (resp, left) = {
+    let (resp, left, record) = {
         let mut groups = shard.share.groups.borrow_mut();
         let g = groups.entry(req.group_id.clone()).or_default();
-        g.heartbeat(&req, Instant::now(), &settings(shard), &topics)?
+        let before = g.encode();
+        let (resp, left) = g.heartbeat(&req, Instant::now(), &settings(shard), &topics)?;
+        let after = g.encode();
+        (resp, left, (after != before).then_some(after))
     };
     for member in left {
         broadcast_release(shard, &req.group_id, &member);
+    }
+    // Membership changes are durable before they are answered (as a KIP-848 group's).
+    if let Some(value) = record {
+        write_group(shard, &req.group_id, value).await?;
     }
     Ok(resp)
 }
 
 fn describe_local(shard: &Rc<Shard>, group_id: &str) -> Option<GroupDescription> {
+    adopt_loaded(shard);
     expire_local(shard, group_id);
     shard.share.groups.borrow().get(group_id).map(|g| g.describe())
 }
@@ -294,6 +340,7 @@ fn expire_local(shard: &Rc<Shard>, group_id: &str) {
 }
 
 fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
+    adopt_loaded(shard);
     let ids: Vec<String> = shard.share.groups.borrow().keys().cloned().collect();
     for id in &ids {
         expire_local(shard, id);
@@ -312,17 +359,19 @@ fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
         .collect()
 }
 
-fn delete_local(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupError> {
+async fn delete_local(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupError> {
+    adopt_loaded(shard);
     expire_local(shard, group_id);
-    let mut groups = shard.share.groups.borrow_mut();
-    match groups.get(group_id) {
-        None => Ok(false),
-        Some(g) if !g.is_empty() => Err(GroupError::NonEmptyGroup),
-        Some(_) => {
-            groups.remove(group_id);
-            Ok(true)
-        }
+    {
+        let mut groups = shard.share.groups.borrow_mut();
+        match groups.get(group_id) {
+            None => return Ok(false),
+            Some(g) if !g.is_empty() => return Err(GroupError::NonEmptyGroup),
+            Some(_) => groups.remove(group_id),
+        };
     }
+    write_group(shard, group_id, Vec::new()).await?;
+    Ok(true)
 }
 
 /// Tells every shard that `member` left `group_id` (fire and forget).
@@ -400,17 +449,23 @@ async fn ensure(shard: &Rc<Shard>, group_id: &str, tp: &TopicPartition, create: 
     Some(())
 }
 
-/// Writes the share-partition's current state durably.
+/// The share-partition's durable state now (None: not in memory).
+fn snapshot(shard: &Shard, key: &PartKey) -> Option<store::Stored> {
+    let parts = shard.share.partitions.borrow();
+    let (spso, entries) = parts.get(key)?.durable();
+    Some(store::Stored { spso, entries })
+}
+
+/// Writes the share-partition's current state durably: through the partition's Raft log
+/// when it is replicated (answered at commit), else to its local file.
 async fn persist(shard: &Rc<Shard>, key: &PartKey) -> Result<(), PartitionError> {
+    if replicated::group_of(shard, &key.1).is_some() {
+        let Some(state) = snapshot(shard, key) else { return Ok(()) };
+        return replicated::propose(shard, key, state).await;
+    }
     let _permit = shard.share.writer.acquire_permit(1).await.map_err(|_| PartitionError::ShuttingDown)?;
     let Some(path) = state_path(shard, &key.0, &key.1) else { return Ok(()) };
-    let stored = match shard.share.partitions.borrow().get(key) {
-        Some(p) => {
-            let (spso, entries) = p.durable();
-            store::Stored { spso, entries }
-        }
-        None => return Ok(()),
-    };
+    let Some(stored) = snapshot(shard, key) else { return Ok(()) };
     sluice_storage::disk::blocking(move || store::write(&path, &stored))
         .await
         .map_err(|e| PartitionError::Storage(e.to_string()))
@@ -462,7 +517,7 @@ async fn acquire_one(
     item: &AcquireItem,
     max_records: usize,
 ) -> Result<Acquired, PartitionError> {
-    crate::replica::check_leader(shard, &item.tp)?;
+    leading(shard, &item.tp).await?;
     let log = shard.log(&item.tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
     ensure(shard, group_id, &item.tp, true).await.ok_or(PartitionError::UnknownTopicOrPartition)?;
     let key = (group_id.to_string(), item.tp.clone());
@@ -475,13 +530,18 @@ async fn acquire_one(
     };
     let Some(start) = start else { return Ok(Acquired::default()) };
     let mut read = log.read(Offset(start), item.max_bytes).await.map_err(PartitionError::from)?;
+    let mut skipped = Vec::new();
     if log.is_replicated() {
+        skipped = replicated::control_spans(&read.records);
         read.records = crate::replica::strip_raft_control(std::mem::take(&mut read.records));
     }
     let Some(last) = last_offset(&read.records) else { return Ok(Acquired::default()) };
     let ranges = {
         let mut parts = shard.share.partitions.borrow_mut();
         let p = parts.get_mut(&key).ok_or(PartitionError::UnknownTopicOrPartition)?;
+        for &(a, b) in &skipped {
+            p.skip(a, b);
+        }
         p.acquire(member, start, last, read.high_watermark.0, max_records, Instant::now())
     };
     if ranges.is_empty() {
@@ -499,6 +559,10 @@ async fn acknowledge_local(
     let mut out = Vec::with_capacity(items.len());
     let mut touched = Vec::new();
     for item in items {
+        if let Err(e) = leading(shard, &item.tp).await {
+            out.push((item.index, Err(e)));
+            continue;
+        }
         if ensure(shard, group_id, &item.tp, false).await.is_none() {
             let e = if shard.log(&item.tp).is_some() {
                 Ok(Err(AckError::InvalidRecordState))
@@ -528,6 +592,13 @@ async fn acknowledge_local(
         }
     }
     out
+}
+
+/// Ok when this broker may change `tp`'s share-partitions (it leads a replicated partition
+/// and caught up, or the partition is not replicated).
+async fn leading(shard: &Rc<Shard>, tp: &TopicPartition) -> Result<(), PartitionError> {
+    crate::replica::check_leader(shard, tp)?;
+    replicated::ready(shard, tp).await
 }
 
 fn release_local(shard: &Rc<Shard>, group_id: &str, member_id: &str) {

@@ -185,6 +185,30 @@ impl SharePartition {
         (self.speo() < high_watermark && self.records.len() < self.limits.max_locks).then(|| self.speo())
     }
 
+    /// Marks the never-delivered offsets of `[first, last]` done without delivering them:
+    /// batches that are not records for the members (the partition's own Raft control
+    /// batches, among them the share state written after each acknowledgement — delivering
+    /// those would make every acknowledgement feed the next).
+    pub fn skip(&mut self, first: i64, last: i64) {
+        let mut offset = first.max(self.spso);
+        while offset <= last {
+            let i = usize::try_from(offset - self.spso).expect("offset at or above the SPSO");
+            if i >= self.limits.max_locks {
+                break;
+            }
+            while self.records.len() <= i {
+                self.records.push_back(InFlight::new());
+            }
+            let r = &mut self.records[i];
+            if r.state == RecordState::Available && r.delivery_count == 0 {
+                r.state = RecordState::Acknowledged;
+            }
+            offset += 1;
+        }
+        self.advance();
+        self.check();
+    }
+
     /// Acquires for `member` up to `max_records` deliverable records in `[from, to]` (the
     /// offsets the read batches cover), below `high_watermark`.
     pub fn acquire(
@@ -341,6 +365,19 @@ mod tests {
 
     fn m(s: &str) -> Rc<str> {
         Rc::from(s)
+    }
+
+    #[test]
+    fn skipped_offsets_are_never_delivered_and_delivered_ones_stay() {
+        let now = Instant::now();
+        let mut p = SharePartition::new(0, limits());
+        assert_eq!(p.acquire(&m("a"), 0, 1, 10, 10, now), vec![(0, 1, 1)]);
+        p.skip(1, 2);
+        p.skip(4, 4);
+        assert_eq!((p.spso(), p.speo()), (0, 5), "offset 1 is acquired, 2 and 4 are done");
+        assert_eq!(p.acquire(&m("b"), 0, 5, 10, 10, now), vec![(3, 3, 1), (5, 5, 1)]);
+        p.acknowledge("a", 0, 1, &[AckType::Accept], now).unwrap();
+        assert_eq!(p.spso(), 3);
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! from its reset policy, logged). Writes run on the blocking pool one at a time per shard
 //! ([`Writer`]), so a later state never loses a race against an earlier one.
 //!
+//! In a cluster the same state also travels through the partition's Raft log as a
+//! [`StateRecord`] ([`encode_record`]: version u8 (1), group (u16 length, bytes), topic id,
+//! partition i32, spso i64, then runs of consecutive offsets with one state and count: count
+//! u32, then count × (first i64, length u32, state u8, delivery count u16); the batch's CRC
+//! covers it). Decoding checks every length against the bytes left and refuses more than
+//! `MAX_SHARE_PARTITION_RECORD_LOCKS` entries before anything is allocated.
+//!
 //! Layout: `b"SLSH"`, version u8 (1), spso i64, count u32, then count × (offset i64, state u8,
 //! delivery count u16), then CRC-32 (IEEE) of everything before it; integers big-endian.
 
@@ -122,6 +129,87 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A share-partition's state as the partition's Raft log carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    pub group: String,
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    pub state: Stored,
+}
+
+const RECORD_VERSION: u8 = 1;
+const RUN: usize = 8 + 4 + 1 + 2;
+
+/// Runs of consecutive offsets with the same state and count: (first, length, state, count).
+fn runs(entries: &[(i64, RecordState, u16)]) -> Vec<(i64, u32, RecordState, u16)> {
+    let mut out: Vec<(i64, u32, RecordState, u16)> = Vec::new();
+    for &(o, st, c) in entries {
+        match out.last_mut() {
+            Some(r) if r.0 + i64::from(r.1) == o && r.2 == st && r.3 == c => r.1 += 1,
+            _ => out.push((o, 1, st, c)),
+        }
+    }
+    out
+}
+
+pub fn encode_record(r: &StateRecord) -> Vec<u8> {
+    let runs = runs(&r.state.entries);
+    let g = r.group.as_bytes();
+    let mut out = Vec::with_capacity(1 + 2 + g.len() + 16 + 4 + 8 + 4 + runs.len() * RUN);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&u16::try_from(g.len()).expect("group ids are bounded by the protocol").to_be_bytes());
+    out.extend_from_slice(g);
+    out.extend_from_slice(&r.topic_id);
+    out.extend_from_slice(&r.partition.to_be_bytes());
+    out.extend_from_slice(&r.state.spso.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(runs.len()).expect("runs bounded by the record-lock limit").to_be_bytes());
+    for (first, len, st, c) in runs {
+        out.extend_from_slice(&first.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.push(st.code());
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    out
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = b.split_at_checked(n)?;
+    *b = rest;
+    Some(head)
+}
+
+pub fn decode_record(mut b: &[u8]) -> Option<StateRecord> {
+    let b = &mut b;
+    if take(b, 1)?[0] != RECORD_VERSION {
+        return None;
+    }
+    let glen = usize::from(u16::from_be_bytes(take(b, 2)?.try_into().ok()?));
+    let group = String::from_utf8(take(b, glen)?.to_vec()).ok()?;
+    let topic_id: [u8; 16] = take(b, 16)?.try_into().ok()?;
+    let partition = i32::from_be_bytes(take(b, 4)?.try_into().ok()?);
+    let spso = i64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+    let n = usize::try_from(u32::from_be_bytes(take(b, 4)?.try_into().ok()?)).ok()?;
+    if b.len() != n.checked_mul(RUN)? {
+        return None;
+    }
+    let max = sluice_core::limits::MAX_SHARE_PARTITION_RECORD_LOCKS;
+    let mut entries = Vec::new();
+    for _ in 0..n {
+        let first = i64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+        let len = usize::try_from(u32::from_be_bytes(take(b, 4)?.try_into().ok()?)).ok()?;
+        let st = RecordState::from_code(take(b, 1)?[0])?;
+        let c = u16::from_be_bytes(take(b, 2)?.try_into().ok()?);
+        if first < spso || len == 0 || entries.len() + len > max {
+            return None;
+        }
+        for k in 0..len {
+            entries.push((first.checked_add(i64::try_from(k).ok()?)?, st, c));
+        }
+    }
+    Some(StateRecord { group, topic_id, partition, state: Stored { spso, entries } })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +230,23 @@ mod tests {
         remove(&p).unwrap();
         assert_eq!(read(&p), None);
         assert!(file(dir.path(), &"x".repeat(300), &[0; 16], 0).to_string_lossy().contains("/h"));
+    }
+
+    #[test]
+    fn a_state_record_round_trips_in_runs_and_refuses_damage() {
+        let entries = (100..160)
+            .map(|o| (o, if o < 150 { RecordState::Acknowledged } else { RecordState::Available }, 1))
+            .chain([(161, RecordState::Archived, 5)])
+            .collect();
+        let r =
+            StateRecord { group: "g".into(), topic_id: [3; 16], partition: 2, state: Stored { spso: 100, entries } };
+        let b = encode_record(&r);
+        assert_eq!(b.len(), 1 + 2 + 1 + 16 + 4 + 8 + 4 + 3 * RUN, "three runs");
+        assert_eq!(decode_record(&b), Some(r));
+        assert_eq!(decode_record(&b[..b.len() - 1]), None);
+        let mut huge = b.clone();
+        let at = 1 + 2 + 1 + 16 + 4 + 8 + 4 + 8;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode_record(&huge), None);
     }
 }

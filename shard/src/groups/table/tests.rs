@@ -386,7 +386,10 @@ fn replay_applies_what_decodes_and_skips_the_rest() {
     bytes.extend_from_slice(&[0, 0, 0]); // a cut tail: no header
     let mut groups = Groups::new();
     let done = replay_batches(&mut groups, &bytes);
-    assert_eq!(done, Replayed { applied: 2, skipped: 2, next: Some(sluice_core::Offset(6)), pending: Vec::new() });
+    assert_eq!(
+        done,
+        Replayed { applied: 2, skipped: 2, next: Some(sluice_core::Offset(6)), pending: Vec::new(), share: Vec::new() }
+    );
     assert_eq!(groups["g"].offsets[&("t".to_string(), 0)], c);
     assert_eq!(groups["g"].generation, 3);
     assert_eq!(replay_batches(&mut groups, &[1, 2, 3]), Replayed::default(), "nothing to walk");
