@@ -586,9 +586,37 @@ async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
         .map_err(|e| ReplicaError::State(e.to_string()))
 }
 
+/// Whether `tp` is to be a Raft group on this broker (a cluster member holding one of its
+/// several replicas, as the metadata says) whose group is not open (yet, or any more). Its log
+/// then takes no write and serves no read: from the log's opening (at start, or when the
+/// partition arrives) until its group is open the log is not in step with any Raft window, a
+/// direct append there would be acknowledged without being replicated (and lost), and the next
+/// replicated append would not find the window's end at the log's end.
+pub fn awaiting_group(shard: &crate::shard::Shard, tp: &TopicPartition) -> bool {
+    if shard.config.controller_quorum_voters.is_empty() {
+        return false;
+    }
+    if shard.replicas().is_some_and(|r| r.group_of(tp).is_some()) {
+        return false;
+    }
+    let me = shard.config.node_id;
+    let snap = shard.metadata();
+    let state = snap.replication.get(&tp.topic).and_then(|r| r.partitions.get(usize::try_from(tp.partition.0).ok()?));
+    state.is_some_and(|p| p.replicas.len() >= 2 && p.replicas.contains(&me))
+}
+
+/// NOT_LEADER_OR_FOLLOWER (no leader known) for a partition [`awaiting_group`] here.
+pub fn check_open(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<(), crate::error::PartitionError> {
+    if awaiting_group(shard, tp) {
+        return Err(crate::error::PartitionError::NotLeaderOrFollower { leader: None, epoch: -1 });
+    }
+    Ok(())
+}
+
 /// NOT_LEADER_OR_FOLLOWER (with the known leader) for a replicated partition this broker does
-/// not lead; Ok for any other partition.
+/// not lead, or whose group is not open here ([`awaiting_group`]); Ok for any other partition.
 pub fn check_leader(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<(), crate::error::PartitionError> {
+    check_open(shard, tp)?;
     let Some(r) = shard.replicas() else { return Ok(()) };
     let Some(group) = r.group_of(tp) else { return Ok(()) };
     if r.is_leader(group) {
