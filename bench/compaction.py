@@ -98,7 +98,9 @@ class Kafka:
             raise RuntimeError(f"no Kafka jars in {libs}: run bench/compare --quick once (it fetches them)")
         self.port, cport = free_port(), free_port()
         props, data = work / "kafka.properties", work / "data-kafka"
-        self.log, self.cleaner_log = work / "kafka.log", work / "kafka-cleaner.log"
+        # The jars bench/compare fetches bind slf4j-simple (INFO to stdout), so the cleaner's
+        # "MB of log processed" lines are in the broker's own output.
+        self.log = work / "kafka.log"
         props.write_text("\n".join([
             "process.roles=broker,controller", "node.id=1", f"controller.quorum.voters=1@127.0.0.1:{cport}",
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}",
@@ -110,22 +112,13 @@ class Kafka:
             "share.coordinator.state.topic.replication.factor=1", "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0", "log.cleaner.backoff.ms=1000",
         ]) + "\n")
-        log4j = work / "log4j2.properties"
-        log4j.write_text("\n".join([
-            "status = warn",
-            "appender.file.type = File", "appender.file.name = cleaner", f"appender.file.fileName = {self.cleaner_log}",
-            "appender.file.layout.type = PatternLayout", "appender.file.layout.pattern = %d %p %c %m%n",
-            "rootLogger.level = warn", "rootLogger.appenderRef.file.ref = cleaner",
-            "logger.c1.name = kafka.log.LogCleaner", "logger.c1.level = info",
-            "logger.c2.name = org.apache.kafka.storage.internals.log.LogCleaner", "logger.c2.level = info",
-        ]) + "\n")
         java, cp = os.environ.get("JAVA", "java"), f"{libs}{os.sep}*"
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run([java, "-Xmx512m", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster,
                         "-c", str(props)], check=True, capture_output=True, timeout=120)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([java, "-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                                          f"-Dlog4j2.configurationFile={log4j}", "-cp", cp, "kafka.Kafka", str(props)],
+                                          "-cp", cp, "kafka.Kafka", str(props)],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -141,9 +134,9 @@ class Kafka:
             raise RuntimeError(f"kafka: port not open within 120 s; see {self.log}")
 
     def passes(self) -> list:
-        if not self.cleaner_log.exists():
+        if not self.log.exists():
             return []
-        text = self.cleaner_log.read_text(errors="replace")
+        text = self.log.read_text(errors="replace")
         return [(int(float(mb.replace(",", "")) * 1024 * 1024), float(s.replace(",", "")))
                 for mb, s in KAFKA_PASS_RE.findall(text)]
 
