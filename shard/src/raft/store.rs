@@ -784,10 +784,7 @@ mod tests {
         assert_eq!(s.first_index().expect("infallible"), 9);
         // The log still starts at 0 (compaction's gaps failed the check): no snapshot, which
         // would drop what lies below the window.
-        assert!(matches!(
-            s.snapshot(0, 2),
-            Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
-        ));
+        assert!(matches!(s.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
         assert!(matches!(
             s.entries(3, 5, None, GetEntriesContext::empty(true)),
             Err(raft::Error::Store(StorageError::Compacted))

@@ -51,7 +51,9 @@ pub(super) async fn install(r: Rc<Replicas>, group: GroupId, state: RaftStateRec
     r.installing.borrow_mut().remove(&group);
     match result {
         Ok(()) => tracing::info!(%group, partition = %tp, start = start.0, "snapshot installed; the replica goes on"),
-        Err(e) => tracing::error!(%group, partition = %tp, error = %e, "snapshot install failed; the replica stays stopped"),
+        Err(e) => {
+            tracing::error!(%group, partition = %tp, error = %e, "snapshot install failed; the replica stays stopped")
+        }
     }
 }
 

@@ -103,7 +103,11 @@ fn probe(port: u16, topic: &str, partition: i32, tag: &str) -> Option<(i16, i64)
 /// The idempotent acks=all producer: sends `v{i}` to partition `i % PARTS` every
 /// `PRODUCE_EVERY` until `stop`, then flushes. Returns (records sent, delivery reports, client
 /// errors).
-fn produce_until(bootstrap: String, topic: &'static str, stop: Arc<AtomicBool>) -> (usize, Vec<Delivered>, Vec<String>) {
+fn produce_until(
+    bootstrap: String,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (usize, Vec<Delivered>, Vec<String>) {
     let p = producer_with(
         &bootstrap,
         "all",
@@ -199,7 +203,12 @@ fn brokers_killed_and_restarted_at_once_under_an_idempotent_producer_lose_nothin
         assert!(b.is_running(), "broker {i} died: {}", b.log_tail(8192));
     }
     let failed: Vec<&Delivered> = delivered.iter().filter(|d| d.error.is_some()).collect();
-    assert!(failed.is_empty(), "{} deliveries failed, first {:?}; client errors {errors:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed, first {:?}; client errors {errors:?}",
+        failed.len(),
+        failed.first()
+    );
     assert_eq!(delivered.len(), sent, "a delivery report for every record (the producer went on)");
     let fatal: Vec<&String> = errors.iter().filter(|e| e.contains("Fatal") || e.contains("flush")).collect();
     assert!(fatal.is_empty(), "producer errors: {fatal:?}");
@@ -247,8 +256,12 @@ fn big_batch(tag: &str, size: usize) -> Bytes {
         headers: Default::default(),
     };
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode record batch");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("encode record batch");
     buf.freeze()
 }
 
