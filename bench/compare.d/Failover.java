@@ -3,9 +3,11 @@
 //
 // An idempotent Java producer (acks=all) sends RATE records/s round-robin over TOPIC's
 // partitions for the whole run. KILLS times: wait until every partition has a leader and a
-// full ISR, pick the leader of partition (k mod partitions), note the time T, run
-// `CONTROL kill NODE` (which kill -9s that broker), and wait until every partition that node
-// led has acknowledged a record produced after T: that wait is the failover time of the kill
+// full ISR, pick the leader of partition (k mod partitions), run `CONTROL kill NODE` (which
+// kill -9s that broker and prints `killed-at-ms T`, the instant of its kill -9: T is not taken
+// before the control script starts, whose start-up takes tens of milliseconds during which
+// the old leader still acknowledges), and wait until every partition that node led has
+// acknowledged a record produced after T: that wait is the failover time of the kill
 // (the last of its partitions to recover; the first is printed too). Then `CONTROL start NODE`
 // restarts the broker. Prints one line per kill and, at the end, p50/p99/max and the
 // producer's error count. Everything is bounded: a kill whose partitions do not recover in
@@ -20,7 +22,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 public class Failover {
     static final ConcurrentHashMap<Integer, Long> firstAckAfter = new ConcurrentHashMap<>();
-    static volatile long killedAt = Long.MAX_VALUE;
+    /** While a kill is measured: every acknowledgement as {partition, producedAt, ackedAt}. */
+    static final ConcurrentLinkedQueue<long[]> acks = new ConcurrentLinkedQueue<>();
+    static volatile boolean measuring = false;
     static final AtomicLong errors = new AtomicLong(), acked = new AtomicLong();
 
     public static void main(String[] a) throws Exception {
@@ -54,12 +58,16 @@ public class Failover {
                     Set<Integer> led = new HashSet<>();
                     leaders.forEach((p, l) -> { if (l == victim) led.add(p); });
                     firstAckAfter.clear();
-                    long t = System.currentTimeMillis();
-                    killedAt = t;
-                    run(control, "kill", victim);
+                    acks.clear();
+                    measuring = true;
+                    long t = killedAtMs(run(control, "kill", victim));
                     long deadline = t + 60_000;
-                    while (System.currentTimeMillis() < deadline && !firstAckAfter.keySet().containsAll(led)) Thread.sleep(2);
-                    killedAt = Long.MAX_VALUE;
+                    while (System.currentTimeMillis() < deadline && !firstAckAfter.keySet().containsAll(led)) {
+                        for (long[] ack; (ack = acks.poll()) != null; )
+                            if (ack[1] > t) firstAckAfter.merge((int) ack[0], ack[2], Long::min);
+                        Thread.sleep(2);
+                    }
+                    measuring = false;
                     if (firstAckAfter.keySet().containsAll(led)) {
                         long last = led.stream().mapToLong(firstAckAfter::get).max().getAsLong() - t;
                         long first = led.stream().mapToLong(firstAckAfter::get).min().getAsLong() - t;
@@ -100,7 +108,7 @@ public class Failover {
             producer.send(new ProducerRecord<>(topic, p, null, value), (md, e) -> {
                 if (e != null) { errors.incrementAndGet(); return; }
                 acked.incrementAndGet();
-                if (producedAt > killedAt) firstAckAfter.putIfAbsent(p, System.currentTimeMillis());
+                if (measuring) acks.add(new long[] {p, producedAt, System.currentTimeMillis()});
             });
             n++;
         }
@@ -131,8 +139,19 @@ public class Failover {
         }
     }
 
-    static void run(String control, String verb, int node) throws Exception {
-        Process p = new ProcessBuilder("bash", control, verb, String.valueOf(node)).inheritIO().start();
+    /** Runs `CONTROL VERB NODE`; returns what it printed on stdout. */
+    static String run(String control, String verb, int node) throws Exception {
+        Process p = new ProcessBuilder("bash", control, verb, String.valueOf(node))
+            .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        String out = new String(p.getInputStream().readAllBytes());
         if (!p.waitFor(120, TimeUnit.SECONDS) || p.exitValue() != 0) throw new RuntimeException(control + " " + verb + " " + node + " failed");
+        return out;
+    }
+
+    /** The `killed-at-ms T` line of the control script's kill. */
+    static long killedAtMs(String out) {
+        for (String line : out.split("\n"))
+            if (line.startsWith("killed-at-ms ")) return Long.parseLong(line.substring(13).trim());
+        throw new RuntimeException("the control script's kill printed no killed-at-ms line: " + out);
     }
 }

@@ -91,6 +91,9 @@ pub async fn append_internal(
             other => InternalError::Storage(other.to_string()),
         });
     }
+    if crate::replica::awaiting_group(shard, &tp) {
+        return Err(InternalError::NotCoordinator);
+    }
     let info = log.append(&bytes, &header, None).map_err(|e| InternalError::Storage(e.to_string()))?;
     log.wait_durable(&info).await.map_err(|e| InternalError::Storage(e.to_string()))
 }
@@ -217,6 +220,7 @@ impl Leadership {
 /// a partition that is not a Raft group here, else as `leadership` says.
 pub fn check(shard: &Shard, tp: &TopicPartition, leadership: &Leadership) -> Result<(), Refusal> {
     match shard.replicas().and_then(|r| r.group_of(tp)) {
+        None if crate::replica::awaiting_group(shard, tp) => Err(Refusal::NotCoordinator),
         None => Ok(()),
         Some(_) => leadership.check(tp.partition.0),
     }

@@ -75,7 +75,8 @@ async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(Offset, i64), Par
     }
 }
 
-/// DeleteRecords on the owner: -1 means the high watermark.
+/// DeleteRecords on the owner: -1 means the high watermark. A replicated partition's leader
+/// only (NOT_LEADER_OR_FOLLOWER elsewhere, as Kafka answers); it moves its own log start.
 pub async fn delete_records_local(
     shard: &Shard,
     items: Vec<(usize, TopicPartition, Offset)>,
@@ -84,10 +85,13 @@ pub async fn delete_records_local(
     for (index, tp, offset) in items {
         let r = match shard.log(&tp) {
             None => Err(PartitionError::UnknownTopicOrPartition),
-            Some(log) => {
-                let to = if offset.0 == -1 { log.high_watermark() } else { offset };
-                log.delete_records_before(to).await.map_err(PartitionError::from)
-            }
+            Some(log) => match crate::replica::check_leader(shard, &tp) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let to = if offset.0 == -1 { log.high_watermark() } else { offset };
+                    log.delete_records_before(to).await.map_err(PartitionError::from)
+                }
+            },
         };
         out.push((index, r));
     }

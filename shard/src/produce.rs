@@ -34,6 +34,10 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
             waits.push(produce_replicated(r, group, acks, item, log, (isr, min_insync)));
             continue;
         }
+        if let Err(e) = crate::replica::check_open(shard, &item.tp) {
+            waits.push(async move { (item.index, Err(e)) }.boxed_local());
+            continue;
+        }
         let mut first: Option<Offset> = None;
         let mut last = None;
         let mut log_start = Offset(0);

@@ -7,6 +7,12 @@
 //!   directory: after a crash the file is the old or the new state, whole.
 //! - [`decode`] checks the magic, version, every count against the bytes left, the epoch order
 //!   and a CRC32C of everything before it; a file that fails is an error, never a guess.
+//! - A snapshot install (the replica's log restarted empty at the snapshot's offset) is made
+//!   atomic by an install record: [`write_install`] writes the new state, durably, as
+//!   `raft-state.install` before the log is touched; [`commit_install`] renames it over
+//!   `raft-state` once the log was reset. Whoever opens the replica and finds an install
+//!   record ([`read_install`]) redoes the reset and commits it: after a crash the replica is
+//!   its old log with its old state, or the new empty log with the new state.
 //! - Plain `std::fs` (blocking): the file is a few hundred bytes, written when a term, vote,
 //!   conf state, floor or epoch changes; the shard wiring may move it onto the DMA file API.
 
@@ -162,9 +168,39 @@ pub fn write(dir: &Path, state: &RaftStateRecord) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Name of the install record (module docs).
+pub const INSTALL_NAME: &str = "raft-state.install";
+const INSTALL_TMP_NAME: &str = "raft-state.install.tmp";
+
+/// Writes the install record of `state` atomically and durably (module docs).
+pub fn write_install(dir: &Path, state: &RaftStateRecord) -> std::io::Result<()> {
+    let tmp = dir.join(INSTALL_TMP_NAME);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&state.encode())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(INSTALL_NAME))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The install record in `dir`, None when there is none (module docs).
+pub fn read_install(dir: &Path) -> std::io::Result<Option<RaftStateRecord>> {
+    read_named(dir, INSTALL_NAME)
+}
+
+/// Makes the install record the replica's state (module docs).
+pub fn commit_install(dir: &Path) -> std::io::Result<()> {
+    std::fs::rename(dir.join(INSTALL_NAME), dir.join(FILE_NAME))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The state in `dir`, None when the partition has none yet.
 pub fn read(dir: &Path) -> std::io::Result<Option<RaftStateRecord>> {
-    let bytes = match std::fs::read(dir.join(FILE_NAME)) {
+    read_named(dir, FILE_NAME)
+}
+
+fn read_named(dir: &Path, name: &str) -> std::io::Result<Option<RaftStateRecord>> {
+    let bytes = match std::fs::read(dir.join(name)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -191,6 +227,21 @@ mod tests {
                 .expect("ascending"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_install_record_replaces_the_state_only_when_committed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(dir.path(), &sample()).expect("writes");
+        let mut new = sample();
+        new.floor_index = 90;
+        new.floor_next_offset = Offset(4000);
+        write_install(dir.path(), &new).expect("writes the install record");
+        assert_eq!(read(dir.path()).expect("reads"), Some(sample()), "the state is the old one until committed");
+        assert_eq!(read_install(dir.path()).expect("reads"), Some(new.clone()));
+        commit_install(dir.path()).expect("commits");
+        assert_eq!(read(dir.path()).expect("reads"), Some(new));
+        assert_eq!(read_install(dir.path()).expect("reads"), None);
     }
 
     #[test]

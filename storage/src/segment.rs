@@ -42,6 +42,12 @@ fn index_paths(log: &Path) -> (PathBuf, PathBuf) {
     (log.with_extension("index"), log.with_extension("timeindex"))
 }
 
+/// Every file of the segment whose log file is `log`.
+pub(crate) fn all_paths(log: &Path) -> [PathBuf; 3] {
+    let (ip, tp) = index_paths(log);
+    [log.to_path_buf(), ip, tp]
+}
+
 /// A segment's sparse index from its index files (`ip`, `tp`), when both read and decode for
 /// a segment of `size` bytes.
 async fn read_index(disk: &Disk, ip: &Path, tp: &Path, size: u64) -> Option<SparseIndex> {

@@ -5,7 +5,8 @@
 //! and a crash (simulated disk: synced only, everything, random subsets, at every operation)
 //! leave is the kept prefix and, past it, only whole batches appended at those offsets;
 //! `set_replicated`/`advance_commit` bound reads, long polls and the high watermark by the
-//! commit mark, which never moves back.
+//! commit mark, which never moves back; `reset_empty_at` restarts the log at an offset (a
+//! Raft snapshot install), also from the state a crash part-way through an earlier one left.
 
 use sluice_core::batch::{self, compute_crc, Record};
 use sluice_core::Offset;
@@ -407,5 +408,68 @@ fn a_crash_around_cuts_keeps_the_acknowledged_log_and_only_whole_appended_batche
         }
         eprintln!("{} crash images recovered", seen.images.len());
         assert!(seen.images.len() >= 8 * 13);
+    });
+}
+
+/// A log of several segments (8 KiB each), every batch durable: its end.
+async fn several_segments(log: &PartitionLog) -> i64 {
+    for _ in 0..60 {
+        let last = log.append_replica(&stamped(log.log_end().0, 1, "s", 1, 1000)).unwrap();
+        log.wait_durable(&last).await.unwrap();
+        if log.segment_count() > 3 {
+            break;
+        }
+    }
+    assert!(log.segment_count() > 3, "the log rolled");
+    log.log_end().0
+}
+
+#[test]
+fn reset_empty_at_restarts_the_log_at_an_offset_from_any_partial_reset() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().to_path_buf();
+    run(move || async move {
+        let small = LogConfig { segment_bytes: 8 * 1024, ..config() };
+        // k: how many of the old segments a crash during an earlier reset had removed (their
+        // files go in name order); the reset on the log reopened from that state finishes it.
+        for k in 0..=4usize {
+            let dir = root.join(format!("r-{k}"));
+            let (log, _) = PartitionLog::open(&dir, "r", small, false).await.unwrap();
+            let end = several_segments(&log).await;
+            log.close().await.unwrap();
+            let mut logs: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            for p in logs.iter().take(k) {
+                std::fs::remove_file(p).unwrap();
+            }
+            let (log, _) = PartitionLog::open(&dir, "r", small, false).await.unwrap();
+            let start = end + 1000;
+            log.reset_empty_at(Offset(start)).await.unwrap();
+            assert_eq!((log.log_start().0, log.log_end().0, log.high_watermark().0), (start, start, start));
+            assert_eq!(log.segment_count(), 1, "k={k}");
+            match log.read(Offset(start - 1), 1 << 20).await {
+                Err(StorageError::OffsetOutOfRange { .. }) => {}
+                other => panic!("a read below the new start (k={k}): {other:?}"),
+            }
+            let sent = append_n(&log, 5, 4, "new", 300);
+            let lb = stamped(log.log_end().0, 4, "last", 1, 10);
+            let last = log.append_replica(&lb).unwrap();
+            log.wait_durable(&last).await.unwrap();
+            let mut all = sent;
+            all.push(lb);
+            let new_end = last.last_offset.0 + 1;
+            assert_eq!(read_all(&log, start, new_end, false).await, all, "k={k}");
+            log.close().await.unwrap();
+            for clean in [true, false] {
+                let (log, _) = PartitionLog::open(&dir, "r", small, clean).await.unwrap();
+                assert_eq!((log.log_start().0, log.log_end().0), (start, new_end), "reopen k={k} clean={clean}");
+                assert_eq!(read_all(&log, start, new_end, false).await, all, "reopen k={k} clean={clean}");
+                log.close().await.unwrap();
+            }
+        }
     });
 }

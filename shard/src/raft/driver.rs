@@ -345,12 +345,17 @@ impl<L: ReplicaLog> Driver<L> {
         }
         let committed = r.raft_log.committed;
         let voters = r.prs().conf().voters().ids();
+        // Liveness is the driver's own (the peer links heard from the broker within
+        // `peer_silence_ticks`), not raft-rs's `recent_active`: raft-rs clears that flag on
+        // every follower at each quorum check (once per election timeout) until the follower's
+        // next message, so an acks=all produce arriving in between met NOT_ENOUGH_REPLICAS
+        // with every follower alive and caught up (and the idempotent producer's later
+        // batches in flight OUT_OF_ORDER_SEQUENCE_NUMBER).
+        let live = |id: u64| self.peers.get(&NodeId(id)).is_some_and(|p| !p.silent);
         let mut out: Vec<NodeId> = r
             .prs()
             .iter()
-            .filter(|(id, p)| {
-                voters.contains(**id) && (**id == self.id.0 || (p.recent_active && p.matched >= committed))
-            })
+            .filter(|(id, p)| voters.contains(**id) && (**id == self.id.0 || (live(**id) && p.matched >= committed)))
             .map(|(id, _)| NodeId(*id))
             .collect();
         out.sort();
@@ -595,6 +600,10 @@ impl<L: ReplicaLog> Driver<L> {
         let mut rd = g.raw.ready();
         let mut out = rd.take_messages();
         if !rd.snapshot().is_empty() {
+            // The state installed with the snapshot carries the Ready's term and vote.
+            if let Some(hs) = rd.hs() {
+                g.raw.mut_store().set_hard_state(hs.clone());
+            }
             g.raw.mut_store().apply_snapshot(rd.snapshot())?;
         }
         g.raw.mut_store().append_entries(rd.entries())?;

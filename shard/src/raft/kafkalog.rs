@@ -12,8 +12,10 @@
 //!   is bounded by the window: `RAFT_WINDOW_BATCHES` batches and `RAFT_WINDOW_BYTES` (the
 //!   store trims the window, never past the applied index, while either is exceeded).
 //! - Truncation is the log's synchronous cut (`PartitionLog::cut_at`; the file work follows
-//!   in its writer). A reset (snapshot install) is refused (LogFault: the group stops): a
-//!   leader sends a snapshot only when catch-up cannot serve (its log start moved).
+//!   in its writer). A reset (snapshot install, sent by a leader only when catch-up cannot
+//!   serve: its log start moved) stops the group with [`LogFault::Install`] and the new
+//!   state: the runtime restarts the log at the snapshot's offset, durably, and reopens the
+//!   group (`replica::install`).
 //! - The Raft state handed over by the store is kept as `pending_state` until the runtime
 //!   writes it (tmp + fsync + rename + directory fsync) in the same round as the log sync.
 
@@ -157,8 +159,9 @@ impl ReplicaLog for KafkaLog {
         self.cache.get(&base).cloned()
     }
 
-    fn reset_to(&mut self, start: Offset) -> Result<(), LogFault> {
-        Err(LogFault::Io(format!("{}: installing a snapshot at {start} is not supported yet", self.log.name())))
+    fn reset_to(&mut self, start: Offset, state: &PersistedState) -> Result<(), LogFault> {
+        assert_eq!(state.floor.next_offset, start, "the state's floor is the snapshot's offset");
+        Err(LogFault::Install(Box::new(state.to_record())))
     }
 
     fn save_state(&mut self, state: &PersistedState) {

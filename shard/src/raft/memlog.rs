@@ -31,6 +31,8 @@ pub struct MemDisk {
     same: usize,
     /// The next sync fails.
     pub fail_next_sync: bool,
+    /// Snapshots installed on this disk (for the simulation's statistics).
+    pub installs: u64,
 }
 
 /// What a reopen finds.
@@ -101,6 +103,15 @@ impl MemDisk {
         self.start
     }
 
+    /// DeleteRecords: the log start moves to `to` (durably); the batches below it stay, as a
+    /// segment keeps them until retention removes it (the window and a reopen still read
+    /// them, as the real log's replica reads do).
+    pub fn delete_records(&mut self, to: Offset) {
+        assert!(to >= self.start, "the log start only moves forward");
+        self.start = to;
+        self.durable_start = to;
+    }
+
     /// Moves the log start (DeleteRecords or retention), dropping the batches below it.
     pub fn set_log_start(&mut self, start: Offset) {
         let keep = self.current.partition_point(|(b, _)| *b < start);
@@ -143,11 +154,18 @@ impl ReplicaLog for MemLog {
         d.current.get(i).filter(|(b, _)| *b == base).map(|(_, bytes)| bytes.clone())
     }
 
-    fn reset_to(&mut self, start: Offset) -> Result<(), LogFault> {
+    /// A snapshot install, durable at once with its state: the real log makes the install
+    /// atomic through its install record (`replica/install.rs`).
+    fn reset_to(&mut self, start: Offset, state: &PersistedState) -> Result<(), LogFault> {
         let mut d = self.0.borrow_mut();
         d.current.clear();
+        d.durable.clear();
         d.start = start;
+        d.durable_start = start;
         d.same = 0;
+        d.state = state.clone();
+        d.durable_state = state.clone();
+        d.installs += 1;
         Ok(())
     }
 

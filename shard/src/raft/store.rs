@@ -30,9 +30,16 @@
 //!   ([`GroupStore::install_catchup`]) before calling raft-rs's `on_entries_fetched`.
 //! - Snapshot: raft-rs sends one only when the old entries cannot be served (the log does not
 //!   start at offset 0 — DeleteRecords or retention moved it — or a catch-up check failed).
+//!   It is taken at the first committed point of the window at or after the log start
+//!   ([`GroupStore::snapshot_point`]: the follower's log then starts where the leader's does,
+//!   or at the window's floor when the log start lies below the window). None is given while
+//!   the log starts at 0 (a failed catch-up check, compaction's gaps): it would drop what the
+//!   leader still has below its window.
 //!   Its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this epoch
 //!   history". A follower installs it by restarting its log empty at `next_offset` (as Kafka's
-//!   follower does when the leader's log start passed its end); the partition log refuses it.
+//!   follower does when the leader's log start passed its end): the in-memory log at once, the
+//!   real partition log by stopping the group with [`LogFault::Install`] and the new state,
+//!   which the runtime makes durable, installs and reopens (`replica::install`).
 
 use super::catchup::{OldBatches, ScanError, ScanOutcome, ScanPlan};
 use super::control::{self, ControlError};
@@ -54,6 +61,11 @@ pub enum LogFault {
     Io(String),
     #[error(transparent)]
     Entry(#[from] ControlError),
+    /// The log cannot restart at a snapshot's offset at once (the real partition log: its files
+    /// change asynchronously): the group stops and the runtime installs the snapshot — this
+    /// state, whose floor is the snapshot — then reopens the group (`replica::install`).
+    #[error("a snapshot to install: the log restarts empty at {}", .0.floor_next_offset)]
+    Install(Box<RaftStateRecord>),
 }
 
 /// The state saved with the log (the raft-state file of a real partition).
@@ -114,8 +126,9 @@ pub trait ReplicaLog {
     fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault>;
     /// The batch starting at `base` (at `pos`), when it can be read without waiting.
     fn read(&self, base: Offset, pos: u64) -> Option<Bytes>;
-    /// Drops everything; the log restarts empty at `start` (a snapshot was installed).
-    fn reset_to(&mut self, start: Offset) -> Result<(), LogFault>;
+    /// Drops everything; the log restarts empty at `start` (a snapshot was installed), its
+    /// state `state` (saved as usual afterwards), or answers [`LogFault::Install`] with it.
+    fn reset_to(&mut self, start: Offset, state: &PersistedState) -> Result<(), LogFault>;
     /// Records the Raft state to make durable with the next sync.
     fn save_state(&mut self, state: &PersistedState);
     /// The window no longer holds batches below `offset` (a log caching the window's batches
@@ -364,7 +377,12 @@ impl<L: ReplicaLog> GroupStore<L> {
         let data =
             SnapshotData::decode(&snap.data).ok_or(LogFault::Entry(ControlError::BadControl("snapshot data")))?;
         assert!(md.index >= self.hard.commit, "a snapshot never goes back past the commit index");
-        self.log.reset_to(data.next_offset)?;
+        let floor = Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset };
+        let mut hard = self.hard.clone();
+        hard.term = hard.term.max(md.term);
+        hard.commit = md.index;
+        let state = PersistedState { hard, conf: md.get_conf_state().clone(), floor, epochs: data.epochs.clone() };
+        self.log.reset_to(data.next_offset, &state)?;
         self.old.clear();
         self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
         self.epochs = data.epochs;
@@ -433,6 +451,22 @@ impl<L: ReplicaLog> GroupStore<L> {
         self.log.save_state(&state);
         self.dirty = false;
         self.unsaved_trim = (0, 0);
+    }
+
+    /// Where a snapshot is taken (its index, at most `commit`): the first point of the window
+    /// (its floor, or the end of one of its batches) at or after the log start `start`, so
+    /// the follower's log restarts where the leader's log starts (or at the first batch
+    /// boundary after it), and gets every later batch by ordinary appends; `commit` when the
+    /// window holds no such point.
+    fn snapshot_point(&self, commit: RaftIndex, start: Offset) -> RaftIndex {
+        if self.window.floor().next_offset >= start {
+            return self.window.floor().index;
+        }
+        self.window
+            .iter_from(self.window.first_index())
+            .take_while(|m| m.index <= commit)
+            .find(|m| m.next_offset() >= start)
+            .map_or(commit, |m| m.index)
     }
 
     /// Batches below the window can be served from the log.
@@ -573,8 +607,20 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let index = RaftIndex(self.hard.commit.min(self.window.last_index().0));
-        if index.0 < request_index {
+        let commit = RaftIndex(self.hard.commit.min(self.window.last_index().0));
+        if commit.0 < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let start = self.log.log_start();
+        if start == Offset(0) {
+            // Catch-up failed on a log that still starts at 0 (compaction left gaps in it): a
+            // snapshot would restart the follower at the window and drop what the leader
+            // still has below it (a compacted topic's keys); the follower waits instead.
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let index = self.snapshot_point(commit, start).max(RaftIndex(request_index));
+        if index.0 == 0 {
+            // raft-rs refuses an empty snapshot (index 0): nothing to send yet.
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         let term = self.window.term(index).expect("the commit index is in the window or its floor");
@@ -791,6 +837,9 @@ mod tests {
         assert!(r.is_err());
         s.install_catchup(&read.plan, r);
         assert_eq!(s.first_index().expect("infallible"), 9);
+        // The log still starts at 0 (compaction's gaps failed the check): no snapshot, which
+        // would drop what lies below the window.
+        assert!(matches!(s.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
         assert!(matches!(
             s.entries(3, 5, None, GetEntriesContext::empty(true)),
             Err(raft::Error::Store(StorageError::Compacted))
@@ -831,11 +880,18 @@ mod tests {
 
     #[test]
     fn a_snapshot_restarts_the_log_at_its_offset() {
-        let (_, mut leader) = new_store();
+        let (leader_disk, mut leader) = new_store();
         let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 2, 2)).collect();
         leader.append_entries(&entries).expect("appends");
         leader.set_hard_state(HardState { term: 2, vote: 1, commit: 4, ..Default::default() });
-        let snap = leader.snapshot(3, 2).expect("a snapshot at the commit index");
+        // Taken where the leader's log starts: at the end of the batch holding offset 5...
+        leader_disk.borrow_mut().set_log_start(Offset(6));
+        let at_start = leader.snapshot(0, 2).expect("a snapshot at the log start");
+        assert_eq!(at_start.get_metadata().index, 3);
+        assert_eq!(SnapshotData::decode(&at_start.data).map(|d| d.next_offset), Some(Offset(6)));
+        // ...or at the first batch boundary after it.
+        leader_disk.borrow_mut().set_log_start(Offset(7));
+        let snap = leader.snapshot(3, 2).expect("a snapshot at the log start");
         assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (4, 2));
         assert!(leader.snapshot(5, 2).is_err(), "nothing committed that far");
 

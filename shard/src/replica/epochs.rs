@@ -44,7 +44,10 @@ fn replica(shard: &Shard, tp: &TopicPartition) -> Option<(std::rc::Rc<Replicas>,
 
 /// Kafka's `localLogWithEpochOrThrow` for a leader-only request (module docs).
 pub fn check(shard: &Shard, tp: &TopicPartition, requested: i32) -> Result<(), PartitionError> {
-    let Some((r, group)) = replica(shard, tp) else { return compare(requested, UNREPLICATED_EPOCH, None) };
+    let Some((r, group)) = replica(shard, tp) else {
+        super::check_open(shard, tp)?;
+        return compare(requested, UNREPLICATED_EPOCH, None);
+    };
     let (leader, epoch) = r.leader(group).unwrap_or((None, LeaderEpoch(-1)));
     let leader = leader.map(|l| l.0);
     compare(requested, epoch.0, leader)?;

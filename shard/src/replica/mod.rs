@@ -50,13 +50,14 @@
 
 pub mod elect;
 pub mod epochs;
+mod install;
 pub mod produce;
 pub mod reassign;
 pub mod rebalance;
 
 use crate::raft::driver::{Committed, Event, OutBatch, ProposeError};
 use crate::raft::kafkalog::{read_catchup, KafkaLog, SyncWork};
-use crate::raft::store::{CatchupRead, GroupStore, PersistedState};
+use crate::raft::store::{CatchupRead, GroupStore, LogFault, PersistedState};
 use crate::raft::{wire, Driver, DriverConfig, GroupId, NodeId};
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -140,6 +141,9 @@ pub struct Replicas {
     /// Catch-up reads below the window waiting for the catch-up task, in order.
     catchup: RefCell<VecDeque<(GroupId, CatchupRead)>>,
     catchup_kick: LocalSender<()>,
+    /// Groups stopped to install a snapshot (`install.rs`): opened again by the install only.
+    installing: RefCell<std::collections::BTreeSet<GroupId>>,
+    this: std::rc::Weak<Replicas>,
 }
 
 /// Raft's id of a cluster node.
@@ -172,7 +176,9 @@ impl Replicas {
         let logger = crate::raft::logger::logger();
         let (kick, rx) = local_channel::new_bounded(1);
         let (catchup_kick, catchup_rx) = local_channel::new_bounded(1);
-        let r = Rc::new(Replicas {
+        let r = Rc::new_cyclic(|this| Replicas {
+            this: this.clone(),
+            installing: RefCell::new(std::collections::BTreeSet::new()),
             me,
             peers: members.iter().copied().filter(|m| *m != me).collect(),
             driver: RefCell::new(Driver::new(raft_id(me), cfg, logger)),
@@ -232,6 +238,9 @@ impl Replicas {
         group: GroupId,
         replicas: &[ClusterNode],
     ) -> Result<(), ReplicaError> {
+        if self.installing.borrow().contains(&group) {
+            return Ok(()); // the install opens it when done
+        }
         self.open_group(group, Some(tp), log, replicas).await
     }
 
@@ -246,6 +255,9 @@ impl Replicas {
             return Err(ReplicaError::AlreadyOpen(group));
         }
         let dir = log.dir().to_path_buf();
+        if tp.is_some() {
+            install::redo(&log).await?;
+        }
         let saved = {
             let d = dir.clone();
             sluice_storage::disk::blocking(move || sluice_storage::raft_state::read(&d))
@@ -291,6 +303,11 @@ impl Replicas {
         tracing::info!(%group, members = ?members, "raft group opened");
         self.wake();
         Ok(())
+    }
+
+    /// Whether `group` is a data partition's (not the metadata log).
+    fn is_data(&self, group: GroupId) -> bool {
+        self.groups.borrow().get(&group).is_some_and(|g| g.tp.is_some())
     }
 
     /// Stops replicating `group` here (its log stays, readable up to its high watermark).
@@ -476,6 +493,11 @@ impl Replicas {
                         f(group, node, epoch);
                     }
                 }
+                Event::Failed { group, error: LogFault::Install(state) } if self.is_data(group) => {
+                    if let Some(r) = self.this.upgrade() {
+                        glommio::spawn_local(install::install(r, group, *state)).detach();
+                    }
+                }
                 Event::Failed { group, error } => {
                     tracing::error!(%group, %error, "raft group stopped after a log failure");
                     self.close_replica(group);
@@ -586,9 +608,37 @@ async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
         .map_err(|e| ReplicaError::State(e.to_string()))
 }
 
+/// Whether `tp` is to be a Raft group on this broker (a cluster member holding one of its
+/// several replicas, as the metadata says) whose group is not open (yet, or any more). Its log
+/// then takes no write and serves no read: from the log's opening (at start, or when the
+/// partition arrives) until its group is open the log is not in step with any Raft window, a
+/// direct append there would be acknowledged without being replicated (and lost), and the next
+/// replicated append would not find the window's end at the log's end.
+pub fn awaiting_group(shard: &crate::shard::Shard, tp: &TopicPartition) -> bool {
+    if shard.config.controller_quorum_voters.is_empty() {
+        return false;
+    }
+    if shard.replicas().is_some_and(|r| r.group_of(tp).is_some()) {
+        return false;
+    }
+    let me = shard.config.node_id;
+    let snap = shard.metadata();
+    let state = snap.replication.get(&tp.topic).and_then(|r| r.partitions.get(usize::try_from(tp.partition.0).ok()?));
+    state.is_some_and(|p| p.replicas.len() >= 2 && p.replicas.contains(&me))
+}
+
+/// NOT_LEADER_OR_FOLLOWER (no leader known) for a partition [`awaiting_group`] here.
+pub fn check_open(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<(), crate::error::PartitionError> {
+    if awaiting_group(shard, tp) {
+        return Err(crate::error::PartitionError::NotLeaderOrFollower { leader: None, epoch: -1 });
+    }
+    Ok(())
+}
+
 /// NOT_LEADER_OR_FOLLOWER (with the known leader) for a replicated partition this broker does
-/// not lead; Ok for any other partition.
+/// not lead, or whose group is not open here ([`awaiting_group`]); Ok for any other partition.
 pub fn check_leader(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<(), crate::error::PartitionError> {
+    check_open(shard, tp)?;
     let Some(r) = shard.replicas() else { return Ok(()) };
     let Some(group) = r.group_of(tp) else { return Ok(()) };
     if r.is_leader(group) {

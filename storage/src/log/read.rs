@@ -19,13 +19,21 @@ impl PartitionLog {
     /// Reads whole durable batches starting with the one containing `from`, up to `max_bytes`
     /// (at least one batch, however large), from one segment.
     pub async fn read(&self, from: Offset, max_bytes: usize) -> Result<LogRead, StorageError> {
-        self.read_below(from, max_bytes, self.visible().get()).await
+        self.read_below(from, max_bytes, self.visible().get(), false).await
     }
 
-    /// [`PartitionLog::read`] below `hwm` (at most the durable end).
-    pub(super) async fn read_below(&self, from: Offset, max_bytes: usize, hwm: i64) -> Result<LogRead, StorageError> {
+    /// [`PartitionLog::read`] below `hwm` (at most the durable end); `below_start`: also below
+    /// the log start, while the segment holding `from` is still there (the Raft replica's own
+    /// reads: its window may begin below a log start DeleteRecords moved).
+    pub(super) async fn read_below(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        hwm: i64,
+        below_start: bool,
+    ) -> Result<LogRead, StorageError> {
         debug_assert!(hwm <= self.durable.get(), "reads stay below the durable end");
-        let Some((plan, log_start)) = self.plan_read(from.0, hwm, max_bytes)? else {
+        let Some((plan, log_start)) = self.plan_read(from.0, hwm, max_bytes, below_start)? else {
             // `from` is the high watermark: nothing to read yet.
             return Ok(LogRead { records: Bytes::new(), high_watermark: Offset(hwm), log_start: self.log_start() });
         };
@@ -45,7 +53,8 @@ impl PartitionLog {
                     // never skipped over: it comes back and fails its check below.)
                     Ok(got) if got.bytes.is_empty() => {
                         let next = next.expect("only a sealed segment's scan comes back empty");
-                        return Box::pin(self.read_below(Offset(next.max(from.0 + 1)), max_bytes, hwm)).await;
+                        let next = Offset(next.max(from.0 + 1));
+                        return Box::pin(self.read_below(next, max_bytes, hwm, below_start)).await;
                     }
                     other => other,
                 }
@@ -65,9 +74,16 @@ impl PartitionLog {
 
     /// What a read of `from` must fetch once the state borrow is released, with the log start;
     /// `None` when `from` is the high watermark (nothing to read).
-    fn plan_read(&self, from: i64, hwm: i64, max_bytes: usize) -> Result<Option<(ReadPlan, i64)>, StorageError> {
+    fn plan_read(
+        &self,
+        from: i64,
+        hwm: i64,
+        max_bytes: usize,
+        below_start: bool,
+    ) -> Result<Option<(ReadPlan, i64)>, StorageError> {
         let st = self.state.borrow();
-        if from < st.log_start || from > hwm {
+        let kept = below_start && st.segments.first().is_some_and(|s| s.base <= from);
+        if (from < st.log_start && !kept) || from > hwm {
             return Err(StorageError::OffsetOutOfRange { requested: from, start: st.log_start, end: hwm });
         }
         if from == hwm {

@@ -22,6 +22,14 @@
 //!   high watermark use the commit mark ([`PartitionLog::advance_commit`]: the offset after
 //!   Raft's applied index, which is at most the local durable end) instead of the durable end.
 //!   A log with one replica never calls it: its high watermark stays the durable end.
+//! - [`PartitionLog::reset_empty_at`] restarts the log empty at an offset (a Raft snapshot
+//!   installed on a replica the leader's log start passed, as Kafka's follower truncates
+//!   fully and starts at the leader's log start): the old segments' files are removed, a new
+//!   active segment is created at the offset and the log start made durable there, then the
+//!   state in memory moves at once (new write generation, every waiter failed). It is not
+//!   atomic on disk: a crash part-way leaves old segments, or none, or the new one; the
+//!   caller makes the install atomic by redoing it at open from its own durable record
+//!   (`raft_state::write_install`).
 
 use super::*;
 
@@ -99,6 +107,48 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Restarts the log empty at `start` (see the module contract). Nothing may be appended
+    /// meanwhile (the replica's Raft group is stopped).
+    pub async fn reset_empty_at(&self, start: Offset) -> Result<(), StorageError> {
+        let mut paths = vec![self.dir.join(crate::producers::SNAPSHOT_FILE)];
+        for s in &self.state.borrow().segments {
+            crate::cache::invalidate(s.file.key());
+            paths.extend(segment::all_paths(&s.path));
+        }
+        // An open descriptor stays valid for readers in flight (it outlives the unlink).
+        for p in paths {
+            if let Err(e) = self.disk.remove_file_off_thread(&p).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StorageError::io("remove", p.display(), e));
+                }
+            }
+        }
+        let seg = Segment::create(&self.disk, &self.dir, start.0, now_ms()).await?;
+        self.write_offset_file(LOG_START_FILE, start.0).await?;
+        self.write_offset_file(CLEANER_CHECKPOINT_FILE, start.0).await?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments = vec![seg];
+            st.next_offset = start.0;
+            st.log_start = start.0;
+            st.flushed_pos = 0;
+            st.written_pos = 0;
+            st.tail_start = 0;
+            st.tail.clear();
+            st.producers.clear();
+            st.roll_at = None;
+            st.pending_cut = None;
+            st.tail_hole = None;
+        }
+        self.generation.set(WriteGeneration(self.generation.get().0 + 1));
+        for w in [&self.written, &self.durable, &self.commit] {
+            w.fail_waiters();
+            w.reset(start.0);
+        }
+        self.first_dirty.set(start.0);
+        Ok(())
+    }
+
     /// Readers now see only what [`PartitionLog::advance_commit`] allows, starting at `commit`.
     pub fn set_replicated(&self, commit: Offset) {
         assert!(commit.0 <= self.durable.get(), "{}: a commit past the durable end", self.name);
@@ -123,9 +173,11 @@ impl PartitionLog {
         Offset(self.durable.get())
     }
 
-    /// Reads whole batches up to the durable end (the replica's own log, committed or not).
+    /// Reads whole batches up to the durable end (the replica's own log, committed or not),
+    /// also below the log start while its segment is kept (the window rebuilt at open may
+    /// begin below a log start DeleteRecords moved).
     pub async fn read_durable(&self, from: Offset, max_bytes: usize) -> Result<LogRead, StorageError> {
-        self.read_below(from, max_bytes, self.durable.get()).await
+        self.read_below(from, max_bytes, self.durable.get(), true).await
     }
 
     /// The writer's part of a cut: loads the tail's missing bytes and truncates the file at the

@@ -25,6 +25,7 @@ mod malformed;
 mod offsets;
 mod produce_consume;
 mod reassign;
+mod rejoin;
 mod replication;
 mod restart;
 mod shutdown;
