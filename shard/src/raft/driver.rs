@@ -39,7 +39,7 @@ use super::types::{GroupId, NodeId, RaftIndex, Term};
 use super::wire::{ConfChangeSpec, MsgKind, RaftMsg};
 use bytes::Bytes;
 use futures::channel::oneshot;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use sluice_core::limits;
 use sluice_core::Offset;
@@ -188,6 +188,10 @@ struct Group<L: ReplicaLog> {
     orphan: Option<Orphan>,
     /// Ready numbers handed to raft-rs but not yet persisted, with the messages to release then.
     unsynced: VecDeque<(u64, u64, Vec<Message>)>,
+    /// The index of a snapshot installed by a Ready not yet persisted: once it is, the applied
+    /// index moves up to it (raft-rs restores `committed`, never `applied`, and checks the
+    /// entries between them when it campaigns).
+    snapshot_to_apply: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -293,6 +297,7 @@ impl<L: ReplicaLog> Driver<L> {
             term: Term(0),
             orphan: None,
             unsynced: VecDeque::new(),
+            snapshot_to_apply: None,
         };
         redraw_timeout(&mut g, &mut self.rng, self.cfg.election_ticks);
         self.groups.insert(group, g);
@@ -600,11 +605,14 @@ impl<L: ReplicaLog> Driver<L> {
         let mut rd = g.raw.ready();
         let mut out = rd.take_messages();
         if !rd.snapshot().is_empty() {
-            // The state installed with the snapshot carries the Ready's term and vote.
+            // The state installed with the snapshot carries the Ready's term and vote (not its
+            // commit index, which may already be past the snapshot: set with the entries below).
             if let Some(hs) = rd.hs() {
-                g.raw.mut_store().set_hard_state(hs.clone());
+                let commit = g.raw.store().hard_state().commit;
+                g.raw.mut_store().set_hard_state(HardState { commit, ..hs.clone() });
             }
             g.raw.mut_store().apply_snapshot(rd.snapshot())?;
+            g.snapshot_to_apply = Some(rd.snapshot().get_metadata().index);
         }
         g.raw.mut_store().append_entries(rd.entries())?;
         if let Some(hs) = rd.hs() {
@@ -621,6 +629,7 @@ impl<L: ReplicaLog> Driver<L> {
             g.unsynced.push_back((round, number, persisted));
         } else {
             g.raw.on_persist_ready(number);
+            apply_persisted_snapshot(g);
             out.extend(persisted);
         }
         self.apply(id, committed)?;
@@ -640,6 +649,7 @@ impl<L: ReplicaLog> Driver<L> {
             while g.unsynced.front().is_some_and(|u| u.0 <= id) {
                 let (_, number, msgs) = g.unsynced.pop_front().expect("checked");
                 g.raw.on_persist_ready(number);
+                apply_persisted_snapshot(g);
                 out.extend(msgs);
             }
             let persisted = RaftIndex(g.raw.raft.raft_log.persisted);
@@ -837,6 +847,19 @@ fn apply_conf_change<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {
 }
 
 /// Resolves the proposals at or below a committed entry.
+/// Moves the applied index up to an installed snapshot once it is persisted (see
+/// `snapshot_to_apply`); raft-rs requires applied <= min(persisted, committed).
+fn apply_persisted_snapshot<L: ReplicaLog>(g: &mut Group<L>) {
+    let Some(index) = g.snapshot_to_apply else { return };
+    let log = &g.raw.raft.raft_log;
+    if log.persisted >= index && log.committed >= index {
+        if log.applied < index {
+            g.raw.advance_apply_to(index);
+        }
+        g.snapshot_to_apply = None;
+    }
+}
+
 fn resolve<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {
     while g.pending.front().is_some_and(|p| p.index.0 <= e.index) {
         let p = g.pending.pop_front().expect("checked");
