@@ -144,6 +144,8 @@ impl PartitionTxns {
     /// Forgets aborted transactions whose marker is below `log_start` (deleted data).
     pub fn forget_below(&mut self, log_start: i64) {
         self.aborted.retain(|a| a.marker_offset >= log_start);
+        // Nothing below the log start can be cut any more.
+        self.settle_below(log_start);
     }
 
     /// Open transactions here: (producer id, first offset).
@@ -229,7 +231,7 @@ mod tests {
         assert_eq!(p.aborted_between(0, 8), vec![Aborted { producer_id: 1, first_offset: 3, marker_offset: 6 }]);
         assert!(p.aborted_between(7, 8).is_empty(), "data wholly before the range");
         assert!(p.aborted_between(0, 3).is_empty(), "data wholly after the range");
-        p.forget_below(7);
+        p.forget_below(8);
         assert!(p.is_empty());
         // The LSO never passes the high watermark.
         p.observe(&h1, 20, &b1);
