@@ -474,7 +474,8 @@ const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "ti
 const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
 const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);
 const _: () = assert!(COMPACTION_PAUSE_MICROS >= 1 && COMPACTION_PAUSE_MICROS < COMPACTION_SLICE_MICROS);
-const _: () = assert!(COMPACTION_READ_CHUNK_BYTES % 4096 == 0 && COMPACTION_WRITE_CHUNK_BYTES % 4096 == 0);
+const _: () =
+    assert!(COMPACTION_READ_CHUNK_BYTES.is_multiple_of(4096) && COMPACTION_WRITE_CHUNK_BYTES.is_multiple_of(4096));
 const _: () = assert!(BACKGROUND_TASK_QUEUE_SHARES >= 1);
 
 // ---- Replication (Raft per partition, #18; shard/src/raft/) ----

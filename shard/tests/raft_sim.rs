@@ -618,7 +618,7 @@ impl World {
                 for (id, base) in self.acked.get(g).into_iter().flatten() {
                     // A log restarted by a snapshot lacks what lies below its start.
                     let restarted_past = *base < disk.log_start() && disk.installs > 0;
-                    if seen.get(id) != Some(base) && !(restarted_past && !seen.contains_key(id)) {
+                    if seen.get(id) != Some(base) && (!restarted_past || seen.contains_key(id)) {
                         panic!(
                             "seed {}: {g}: acknowledged proposal {id} (at {base}) is at {:?} on {}",
                             self.seed,

@@ -229,9 +229,12 @@ async fn run_here(shard: &Rc<Shard>, call: CoordinatorCall) -> Result<Vec<bool>,
     }
 }
 
+/// Where a broker's reply to one verification call goes.
+type ReplyTo = oneshot::Sender<Result<Vec<bool>, TxnError>>;
+
 thread_local! {
     /// Calls to other brokers waiting for their reply, by request id.
-    static WAITING: RefCell<HashMap<u64, oneshot::Sender<Result<Vec<bool>, TxnError>>>> = RefCell::new(HashMap::new());
+    static WAITING: RefCell<HashMap<u64, ReplyTo>> = RefCell::new(HashMap::new());
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
 

@@ -626,6 +626,7 @@ pub(crate) struct Beat {
 }
 
 /// ConsumerGroupHeartbeat. `new_id` is used when a v0 client joins without a member id.
+#[allow(clippy::too_many_arguments)] // the request, the clock and the coordinator's read-only context
 pub(crate) fn heartbeat(
     groups: &mut Groups,
     req: ConsumerHeartbeatRequest,
