@@ -334,13 +334,21 @@ def test_sluice_user_adds_lists_and_deletes_users_of_a_stopped_broker(broker_fac
 
 
 def config_command_libs():
-    """A directory with Kafka's core jar (kafka.admin.ConfigCommand): tests/run's kafka-libs, or
-    the server jars of bench/.kafka/libs-* (SLUICE_KAFKA_LIBS); None without."""
+    """(directory, class) of Kafka's `kafka-configs` (ConfigCommand: `kafka.admin` in the core
+    jar before Kafka 4.4, `org.apache.kafka.tools` after) in tests/run's kafka-libs or the server
+    jars of bench/.kafka/libs-* (SLUICE_KAFKA_LIBS); None without."""
+    import zipfile
     from cluster_support import kafka_server_libs
-    return KAFKA_LIBS if any(KAFKA_LIBS.glob("kafka_2.13-*.jar")) else kafka_server_libs()
+    for libs in (KAFKA_LIBS, kafka_server_libs()):
+        for jar in sorted(libs.glob("kafka*.jar")) if libs else []:
+            names = set(zipfile.ZipFile(jar).namelist())
+            for cls in ("org.apache.kafka.tools.ConfigCommand", "kafka.admin.ConfigCommand"):
+                if cls.replace(".", "/") + ".class" in names:
+                    return libs, cls
+    return None
 
 
-@pytest.mark.skipif(config_command_libs() is None, reason="no Kafka core jar (kafka.admin.ConfigCommand): "
+@pytest.mark.skipif(config_command_libs() is None, reason="no Kafka tools jar (ConfigCommand): "
                     "tests/run installs it from tests/java/pom.xml")
 def test_kafka_configs_adds_describes_and_deletes_scram_users(broker_factory, tmp_path, certs):
     """Kafka's own `kafka-configs --entity-type users` (ConfigCommand) as docs/security.md shows
@@ -348,7 +356,7 @@ def test_kafka_configs_adds_describes_and_deletes_scram_users(broker_factory, tm
     b, lst = start(broker_factory, tmp_path, certs)
 
     def configs(*args):
-        cmd = [JAVA, "-Xmx256m", "-cp", f"{config_command_libs()}{os.sep}*", "kafka.admin.ConfigCommand",
+        cmd = [JAVA, "-Xmx256m", "-cp", f"{config_command_libs()[0]}{os.sep}*", config_command_libs()[1],
                "--bootstrap-server", lst["PLAINTEXT"], *args]
         r = run(cmd, timeout=90)
         assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]
