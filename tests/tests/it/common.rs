@@ -630,6 +630,35 @@ pub fn encode_request<B: Encodable>(
     buf.to_vec()
 }
 
+/// One acks=all Produce (v9) of `batch` to `topic`/`partition` on `port`, over a fresh
+/// connection that waits at most `read_timeout` for the answer: (error code, base offset), or
+/// None when the broker could not be reached or did not answer.
+pub fn produce_acks_all(
+    port: u16,
+    (topic, partition): (&str, i32),
+    batch: Bytes,
+    timeout_ms: i32,
+    read_timeout: Duration,
+) -> Option<(i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+    const VERSION: i16 = 9;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(read_timeout)).ok()?;
+    let data = vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))];
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(timeout_ms).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(data),
+    ]);
+    let resp = roundtrip(&mut s, &encode_request(0, VERSION, 2, 1, &req)).ok()?;
+    let mut buf = Bytes::from(resp);
+    ResponseHeader::decode(&mut buf, 1).ok()?;
+    let r = ProduceResponse::decode(&mut buf, VERSION).ok()?;
+    let p = r.responses.first()?.partition_responses.first()?.clone();
+    Some((p.error_code, p.base_offset))
+}
+
 /// Writes `frame` and reads one response frame (without its size prefix).
 pub fn roundtrip(s: &mut TcpStream, frame: &[u8]) -> io::Result<Vec<u8>> {
     s.write_all(frame)?;

@@ -18,7 +18,6 @@
 
 use crate::common::*;
 use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::consumer::Consumer as _;
@@ -37,7 +36,6 @@ const PROBE_FOR: Duration = Duration::from_millis(1500);
 /// Records the producer sends at most (one every `PRODUCE_EVERY`).
 const MAX_RECORDS: usize = 40_000;
 const PRODUCE_EVERY: Duration = Duration::from_millis(2);
-const PRODUCE_VERSION: i16 = 9;
 
 fn member(node: usize, peer_ports: &[u16]) -> Broker {
     cluster_member(
@@ -83,21 +81,7 @@ fn wait_settled(brokers: &[Broker], topic: &str, what: &str) -> Vec<i32> {
 /// One acks=all Produce of a one-record batch `{tag}-v0` to `partition` on `port`: (error
 /// code, base offset); None when the broker did not answer.
 fn probe(port: u16, topic: &str, partition: i32, tag: &str) -> Option<(i16, i64)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let data =
-        vec![PartitionProduceData::default().with_index(partition).with_records(Some(record_batch_at(&[0], tag)))];
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(data),
-    ]);
-    let resp = roundtrip(&mut s, &encode_request(0, PRODUCE_VERSION, 2, 1, &req)).ok()?;
-    let mut buf = Bytes::from(resp);
-    ResponseHeader::decode(&mut buf, 1).ok()?;
-    let r = ProduceResponse::decode(&mut buf, PRODUCE_VERSION).ok()?;
-    let p = r.responses.first()?.partition_responses.first()?.clone();
-    Some((p.error_code, p.base_offset))
+    produce_acks_all(port, (topic, partition), record_batch_at(&[0], tag), 5_000, Duration::from_secs(10))
 }
 
 /// The idempotent acks=all producer: sends `v{i}` to partition `i % PARTS` every
@@ -267,20 +251,7 @@ fn big_batch(tag: &str, size: usize) -> Bytes {
 
 /// One acks=all Produce of `batch` to partition 0 on `port`: (error code, base offset).
 fn produce_batch(port: u16, topic: &str, batch: Bytes) -> Option<(i16, i64)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let data = vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))];
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(20_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(data),
-    ]);
-    let resp = roundtrip(&mut s, &encode_request(0, PRODUCE_VERSION, 2, 1, &req)).ok()?;
-    let mut buf = Bytes::from(resp);
-    ResponseHeader::decode(&mut buf, 1).ok()?;
-    let r = ProduceResponse::decode(&mut buf, PRODUCE_VERSION).ok()?;
-    let p = r.responses.first()?.partition_responses.first()?.clone();
-    Some((p.error_code, p.base_offset))
+    produce_acks_all(port, (topic, 0), batch, 20_000, Duration::from_secs(30))
 }
 
 /// Produces a small record `{tag}-v0` to partition 0 through whichever of `live` accepts it

@@ -9,10 +9,6 @@
 //! every wait has a deadline.
 
 use crate::common::*;
-use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice_tests::Broker;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -117,24 +113,9 @@ fn the_metadata_log_commits_on_every_broker_and_survives_the_leaders_kill() {
     }
 }
 
-const PRODUCE_VERSION: i16 = 9;
-
 /// One acks=all produce of a one-record batch tagged `tag` to partition 0: (error code, base).
 fn produce_one(port: u16, topic: &str, tag: &str) -> Option<(i16, i64)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let data = vec![PartitionProduceData::default().with_index(0).with_records(Some(record_batch_at(&[0], tag)))];
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(data),
-    ]);
-    let resp = roundtrip(&mut s, &encode_request(0, PRODUCE_VERSION, 2, 1, &req)).ok()?;
-    let mut buf = Bytes::from(resp);
-    ResponseHeader::decode(&mut buf, 1).ok()?;
-    let r = ProduceResponse::decode(&mut buf, PRODUCE_VERSION).ok()?;
-    let p = r.responses.first()?.partition_responses.first()?.clone();
-    Some((p.error_code, p.base_offset))
+    produce_acks_all(port, (topic, 0), record_batch_at(&[0], tag), 10_000, Duration::from_secs(10))
 }
 
 /// Produces `tag` to whichever of `live` accepts it (the leader), until `deadline`; the others
