@@ -34,6 +34,17 @@ pub struct Stored {
     pub entries: Vec<(i64, RecordState, u16)>,
 }
 
+impl Stored {
+    /// The state record that forgets a share-partition (DeleteShareGroupOffsets, DeleteGroups):
+    /// SPSO -1, no entries (Kafka's "uninitialized" start offset); replicas drop their copy and
+    /// their file when they apply it.
+    pub const FORGOTTEN: Stored = Stored { spso: -1, entries: Vec::new() };
+
+    pub fn is_forgotten(&self) -> bool {
+        self.spso < 0
+    }
+}
+
 /// The state directory under the broker's data directory.
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("share-state")
