@@ -371,9 +371,12 @@ pub fn sweep(shard: &Rc<Shard>) {
         if shard.groups.admits(shard, &id).is_err() {
             continue;
         }
-        if let Some(value) = expire_members(shard, &id) {
+        if expire_members(shard, &id).is_some() {
             let shard = shard.clone();
             glommio::spawn_local(async move {
+                // The group as it is when the write starts (a heartbeat may have changed it
+                // since; a deleted group: its tombstone again).
+                let value = shard.share.groups.borrow().get(&id).map(ShareGroup::encode).unwrap_or_default();
                 if let Err(e) = write_group(&shard, &id, value).await {
                     tracing::warn!(group = %id, error = %e, "could not record the share group's expired members");
                 }
