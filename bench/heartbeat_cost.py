@@ -2,8 +2,14 @@
 """The broker CPU one KIP-848 heartbeat costs, for choosing sluice's default
 `group_consumer_heartbeat_interval_ms` (issue #22; ARCHITECTURE.md, "Consumer groups").
 
-    .venv/bin/python bench/heartbeat_cost.py --bootstrap HOST:PORT --pid BROKER_PID --topic T
+    .venv/bin/python bench/heartbeat_cost.py [--sluice target/release/sluice] [--partitions 60]
         [--members 1000] [--seconds 10] [--in-flight 64]
+    .venv/bin/python bench/heartbeat_cost.py --bootstrap HOST:PORT --pid BROKER_PID --topic T ...
+
+Without --bootstrap it starts SLUICE itself (`serve --cores 1`, so one shard answers every
+heartbeat, on a free loopback port and a fresh data dir under /tmp, removed at the end),
+creates a topic of PARTITIONS partitions (confluent-kafka's AdminClient) and stops the broker
+by PID when done.
 
 Contract: MEMBERS raw ConsumerGroupHeartbeat v1 clients (client-generated member ids, one
 group, subscribed to TOPIC, which must exist) join, then heartbeat as a well-behaved client
@@ -19,6 +25,9 @@ Loopback only; every wait is bounded (a stalled phase exits with an error).
 import argparse
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import socket
 import struct
 import sys
@@ -195,15 +204,69 @@ def round_trip(conns, members, in_flight, deadline):
     return changed, epochs
 
 
+def start_sluice(binary, partitions):
+    """(process, bootstrap, topic, data dir) of a fresh one-core broker with a topic."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    work = tempfile.mkdtemp(prefix="sluice-hb-cost.")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cfg = os.path.join(work, "sluice.toml")
+    with open(cfg, "w") as f:
+        f.write('metrics_listen = ""\ngroup_consumer_session_timeout_ms = 120000\n')
+    log = open(os.path.join(work, "sluice.log"), "wb")
+    proc = subprocess.Popen([binary, "serve", "--cores", "1", "--config", cfg, "--listen", f"127.0.0.1:{port}",
+                             "--data-dir", os.path.join(work, "data")], stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT)
+    bootstrap = f"127.0.0.1:{port}"
+    for _ in range(300):
+        with open(os.path.join(work, "sluice.log"), "rb") as f:
+            if any(line.startswith(b"sluice ready") for line in f):
+                break
+        if proc.poll() is not None:
+            sys.exit(f"heartbeat_cost: sluice exited, see {work}/sluice.log")
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        sys.exit("heartbeat_cost: sluice did not start")
+    topic = "hb-cost"
+    fut = AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, partitions, 1)])[topic]
+    fut.result(timeout=60)
+    return proc, bootstrap, topic, work
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--pid", type=int, required=True)
-    ap.add_argument("--topic", required=True)
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--pid", type=int)
+    ap.add_argument("--topic")
+    ap.add_argument("--sluice", default="target/release/sluice")
+    ap.add_argument("--partitions", type=int, default=60)
     ap.add_argument("--members", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--in-flight", type=int, default=64)
     a = ap.parse_args()
+    proc = work = None
+    if a.bootstrap is None:
+        proc, a.bootstrap, a.topic, work = start_sluice(a.sluice, a.partitions)
+        a.pid = proc.pid
+    elif a.pid is None or a.topic is None:
+        sys.exit("heartbeat_cost: --bootstrap needs --pid and --topic")
+    try:
+        measure(a)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(a):
     host, port = a.bootstrap.rsplit(":", 1)
     conns = [Conn((host, int(port))) for _ in range(4)]
     group = f"hb-cost-{uuid.uuid4().hex[:8]}"

@@ -244,6 +244,15 @@ mod tests {
     }
 
     #[test]
+    fn the_forgetting_record_round_trips_and_no_real_state_is_forgotten() {
+        let r = StateRecord { group: "g".into(), topic_id: [3; 16], partition: 2, state: Stored::FORGOTTEN };
+        let back = decode_record(&encode_record(&r)).expect("a forgetting record decodes");
+        assert!(back.state.is_forgotten());
+        assert_eq!(back, r);
+        assert!(!Stored { spso: 0, entries: Vec::new() }.is_forgotten(), "SPSO 0 is a real start offset");
+    }
+
+    #[test]
     fn a_state_record_round_trips_in_runs_and_refuses_damage() {
         let entries = (100..160)
             .map(|o| (o, if o < 150 { RecordState::Acknowledged } else { RecordState::Available }, 1))
