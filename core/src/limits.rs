@@ -216,13 +216,25 @@ pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
 /// How often each shard removes committed offsets older than `offsets_retention_minutes`.
 pub const OFFSETS_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Bytes read at a time when a shard replays a `__consumer_offsets` partition at open.
-/// KIP-848 consumer groups (Kafka's defaults): `group.consumer.session.timeout.ms` 45 s,
-/// `group.consumer.heartbeat.interval.ms` 5 s; the largest session timeout accepted (Kafka's
-/// `group.consumer.max.session.timeout.ms` default, 60 s, widened to 30 min as for classic
-/// groups) and the smallest heartbeat interval (Kafka's minimum, 1 s, lowered to 100 ms so
-/// tests can run short rebalances).
+/// KIP-848 consumer groups: the session timeout (Kafka's `group.consumer.session.timeout.ms`,
+/// 45 s), the heartbeat interval given to members (Kafka's
+/// `group.consumer.heartbeat.interval.ms` is 5 s; sluice's default is 1 s, because a member
+/// hears of a new target only at its next heartbeat, so the interval bounds rebalance time,
+/// while a heartbeat that changes nothing costs the shard-local coordinator a few
+/// microseconds: see ARCHITECTURE.md, "Consumer groups"), the largest session timeout
+/// accepted (Kafka's `group.consumer.max.session.timeout.ms` default, 60 s, widened to 30 min
+/// as for classic groups) and the smallest heartbeat interval (Kafka's minimum, 1 s, lowered to
+/// 100 ms so tests can run short rebalances).
 pub const DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 45_000;
-pub const DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 5_000;
+pub const DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 1_000;
+/// A KIP-848 member waiting for partitions other members still have to revoke (state
+/// UNRELEASED_PARTITIONS) is given the heartbeat interval divided by this (at least
+/// [`MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS`]) until it has them, so it picks them up soon
+/// after they are freed; the Java client adopts the interval of every answer.
+pub const CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR: i32 = 5;
+/// Share groups' heartbeat interval (Kafka's `group.share.heartbeat.interval.ms`, 5 s): no
+/// revocation round trip, so a shorter one would not speed up a share group's rebalance much.
+pub const DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 5_000;
 pub const MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 1_800_000;
 pub const MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 100;
 /// Members of one KIP-848 consumer group (the default and the largest `group_consumer_max_size`):
@@ -442,6 +454,9 @@ const _: () = assert!(
         && DEFAULT_SHARE_PARTITION_RECORD_LOCKS <= MAX_SHARE_PARTITION_RECORD_LOCKS
         && MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS
         && DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+        && MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS
+        && DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+        && CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR >= 1
         && DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS <= MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS
 );
 const _: () = assert!(OFFSETS_LOAD_READ_BYTES >= MAX_BATCH_BYTES, "a replay read returns at least one whole batch");

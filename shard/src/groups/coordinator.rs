@@ -16,6 +16,7 @@ use super::{
     OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
+use crate::metadata::MetadataSnapshot;
 use crate::msg::Call;
 use crate::shard::Shard;
 use sluice_core::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
@@ -40,6 +41,9 @@ pub struct Coordinator {
     /// The replicated `__consumer_offsets` partitions of this shard this broker leads
     /// (`crate::internal`); single-replica ones are not tracked.
     leadership: RefCell<Leadership>,
+    /// The topics a KIP-848 heartbeat sees, built once per metadata snapshot (a snapshot is
+    /// replaced, never changed, and the weak pointer keeps its address from being reused).
+    topics: RefCell<Option<(std::rc::Weak<MetadataSnapshot>, Rc<consumer::Topics>)>>,
 }
 
 /// The group an operation is about (None: every group of the shard).
@@ -178,6 +182,20 @@ fn write_later(shard: &Rc<Shard>, group_id: String, records: Records, what: &'st
 }
 
 impl Coordinator {
+    /// [`consumer_topics`] of the current metadata snapshot, built again only when the
+    /// snapshot changed: a heartbeat does not copy every topic name of the cluster.
+    fn consumer_topics(&self, shard: &Shard) -> Rc<consumer::Topics> {
+        let meta = shard.metadata();
+        if let Some((seen, topics)) = self.topics.borrow().as_ref() {
+            if std::rc::Weak::ptr_eq(seen, &Rc::downgrade(&meta)) {
+                return topics.clone();
+            }
+        }
+        let topics = Rc::new(consumer_topics(shard));
+        *self.topics.borrow_mut() = Some((Rc::downgrade(&meta), topics.clone()));
+        topics
+    }
+
     fn new_member_id(&self, shard: &Shard, client_id: &str) -> String {
         let n = self.next_member.get() + 1;
         self.next_member.set(n);
@@ -370,8 +388,9 @@ impl Coordinator {
         req: ConsumerHeartbeatRequest,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
         let group_id = req.group_id.clone();
-        let new_id = self.new_member_id(shard, &req.client_id);
-        let topics = consumer_topics(shard);
+        // Only a v0 join without a member id takes one from the server.
+        let new_id = if req.member_id.is_empty() { self.new_member_id(shard, &req.client_id) } else { String::new() };
+        let topics = self.consumer_topics(shard);
         let may_describe = describe_check(shard, req.principal.clone(), req.client_address.clone());
         let rx =
             consumer::RegexContext { may_describe: &may_describe, topics_version: shard.metadata().next_topic_number };
@@ -505,6 +524,7 @@ impl Coordinator {
             let records = vec![(store::consumer_key(&group), value)];
             write_later(shard, group, records, "the consumer group's expired members");
         }
+        crate::share::sweep(shard);
         let expired = table::tick(&mut self.groups.borrow_mut(), Instant::now(), &limits(shard), horizon);
         for (group, keys) in expired {
             let records = table::expiry_records(&group, &keys);

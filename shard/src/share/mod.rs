@@ -162,8 +162,8 @@ pub enum ShareCall {
 pub async fn handle(shard: Rc<Shard>, call: ShareCall) {
     match call {
         ShareCall::Heartbeat { req, reply } => drop(reply.send(heartbeat_local(&shard, req).await)),
-        ShareCall::Describe { group_id, reply } => drop(reply.send(describe_local(&shard, &group_id))),
-        ShareCall::List { reply } => drop(reply.send(list_local(&shard))),
+        ShareCall::Describe { group_id, reply } => drop(reply.send(describe_local(&shard, &group_id).await)),
+        ShareCall::List { reply } => drop(reply.send(list_local(&shard).await)),
         ShareCall::Delete { group_id, reply } => drop(reply.send(delete_local(&shard, &group_id).await)),
         ShareCall::Acquire { group_id, member_id, items, max_records, reply } => {
             drop(reply.send(acquire_local(&shard, &group_id, &member_id, items, max_records).await))
@@ -322,28 +322,75 @@ async fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<Hea
     Ok(resp)
 }
 
-fn describe_local(shard: &Rc<Shard>, group_id: &str) -> Option<GroupDescription> {
+async fn describe_local(shard: &Rc<Shard>, group_id: &str) -> Option<GroupDescription> {
     adopt_loaded(shard);
-    expire_local(shard, group_id);
+    expire_local(shard, group_id).await;
     shard.share.groups.borrow().get(group_id).map(|g| g.describe())
 }
 
-fn expire_local(shard: &Rc<Shard>, group_id: &str) {
+/// Removes the group's members whose session ran out and releases their records on every
+/// shard; returns the group's new stored form when some were removed (None: no change).
+fn expire_members(shard: &Rc<Shard>, group_id: &str) -> Option<Vec<u8>> {
     let topics = topic_counts(shard);
-    let left = match shard.share.groups.borrow_mut().get_mut(group_id) {
-        Some(g) => g.expire(Instant::now(), &settings(shard), &topics),
-        None => return,
+    let (left, value) = {
+        let mut groups = shard.share.groups.borrow_mut();
+        let g = groups.get_mut(group_id)?;
+        let left = g.expire(Instant::now(), &settings(shard), &topics);
+        let value = (!left.is_empty()).then(|| g.encode());
+        (left, value)
     };
     for member in left {
         broadcast_release(shard, group_id, &member);
     }
+    value
 }
 
-fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
+/// [`expire_members`], and the removal made durable (as a heartbeat's), so a restart or a
+/// coordinator failover does not bring the expired members back. A failed write is logged:
+/// the members are gone from memory all the same, as after a heartbeat's failed write.
+async fn expire_local(shard: &Rc<Shard>, group_id: &str) {
+    if let Some(value) = expire_members(shard, group_id) {
+        if let Err(e) = write_group(shard, group_id, value).await {
+            tracing::warn!(group = %group_id, error = %e, "could not record the share group's expired members");
+        }
+    }
+}
+
+/// The periodic sweep of this shard's share groups (run with the group coordinator's, every
+/// `GROUP_SWEEP_INTERVAL_MS`): members silent for the session timeout are removed and the
+/// change written, even when nobody heartbeats, describes or lists the group any more (Kafka
+/// expires share group members with a timer too). Groups this shard does not coordinate now
+/// (a lost leadership) are left alone.
+pub fn sweep(shard: &Rc<Shard>) {
+    if shard.share.groups.borrow().is_empty() && shard.groups.share_loaded.borrow().is_empty() {
+        return;
+    }
+    adopt_loaded(shard);
+    let ids: Vec<String> = shard.share.groups.borrow().keys().cloned().collect();
+    for id in ids {
+        if shard.groups.admits(shard, &id).is_err() {
+            continue;
+        }
+        if expire_members(shard, &id).is_some() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                // The group as it is when the write starts (a heartbeat may have changed it
+                // since; a deleted group: its tombstone again).
+                let value = shard.share.groups.borrow().get(&id).map(ShareGroup::encode).unwrap_or_default();
+                if let Err(e) = write_group(&shard, &id, value).await {
+                    tracing::warn!(group = %id, error = %e, "could not record the share group's expired members");
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+async fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
     adopt_loaded(shard);
     let ids: Vec<String> = shard.share.groups.borrow().keys().cloned().collect();
     for id in &ids {
-        expire_local(shard, id);
+        expire_local(shard, id).await;
     }
     shard
         .share
@@ -361,7 +408,7 @@ fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
 
 async fn delete_local(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupError> {
     adopt_loaded(shard);
-    expire_local(shard, group_id);
+    expire_local(shard, group_id).await;
     {
         let mut groups = shard.share.groups.borrow_mut();
         match groups.get(group_id) {
@@ -621,16 +668,7 @@ async fn offsets_local(
         let known = ensure(shard, group_id, &tp, false).await.is_some();
         let r = match set {
             None => Ok(shard.share.partitions.borrow().get(&key).map(|p| p.spso())),
-            Some(None) => {
-                shard.share.partitions.borrow_mut().remove(&key);
-                match state_path(shard, group_id, &tp) {
-                    Some(path) => sluice_storage::disk::blocking(move || store::remove(&path))
-                        .await
-                        .map(|_| None)
-                        .map_err(|e| PartitionError::Storage(e.to_string())),
-                    None => Ok(None),
-                }
-            }
+            Some(None) => forget(shard, &key, known).await.map(|()| None),
             Some(Some(at)) => {
                 if !known {
                     shard.share.partitions.borrow_mut().insert(key.clone(), SharePartition::new(at, limits(shard)));
@@ -644,6 +682,22 @@ async fn offsets_local(
         out.push((index, r));
     }
     out
+}
+
+/// Forgets a share-partition (DeleteShareGroupOffsets, DeleteGroups; `known`: this shard had
+/// its state). A replicated partition's is forgotten by its leader through the partition's
+/// Raft log, so every replica forgets it ([`replicated::forget`]; NOT_LEADER_OR_FOLLOWER on
+/// another replica, as AlterShareGroupOffsets); else here, in memory and its file.
+async fn forget(shard: &Rc<Shard>, key: &PartKey, known: bool) -> Result<(), PartitionError> {
+    if replicated::group_of(shard, &key.1).is_some() {
+        leading(shard, &key.1).await?;
+        return if known { replicated::forget(shard, key).await } else { Ok(()) };
+    }
+    shard.share.partitions.borrow_mut().remove(key);
+    let Some(path) = state_path(shard, &key.0, &key.1) else { return Ok(()) };
+    sluice_storage::disk::blocking(move || store::remove(&path))
+        .await
+        .map_err(|e| PartitionError::Storage(e.to_string()))
 }
 
 // ---- routing of partition operations ----
