@@ -68,7 +68,7 @@ struct Params {
 
 impl Params {
     fn draw(seed: u64, rng: &mut StdRng) -> Params {
-        let mut links = StdRng::seed_from_u64(seed ^ 0x11_4e5_d0e5);
+        let mut links = StdRng::seed_from_u64(seed ^ 0x5eed_11e5);
         let link_reports = links.gen_bool(0.5);
         Params {
             link_reports,
@@ -352,20 +352,19 @@ impl World {
         if !self.p.link_reports {
             return;
         }
-        let n = self.nodes.len();
-        for i in 0..n {
-            for j in 0..n {
-                let (a, b) = (self.nodes[i].id, self.nodes[j].id);
-                let down = self.nodes[j].driver.is_none() || self.cut.contains(&pair(a, b));
-                if i != j && down {
-                    if let Some(d) = self.nodes[i].driver.as_mut() {
-                        d.peer_down(b);
-                    }
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let up: Vec<bool> = self.nodes.iter().map(|n| n.driver.is_some()).collect();
+        for node in &mut self.nodes {
+            let me = node.id;
+            let Some(d) = node.driver.as_mut() else { continue };
+            for (&b, &b_up) in ids.iter().zip(&up) {
+                if b != me && (!b_up || self.cut.contains(&pair(me, b))) {
+                    d.peer_down(b);
                 }
             }
         }
         if faults && self.links_rng.gen_bool(self.p.p_flap) {
-            let i = self.links_rng.gen_range(0..n);
+            let i = self.links_rng.gen_range(0..self.nodes.len());
             let b = NodeId(self.links_rng.gen_range(1..=self.p.nodes));
             if let Some(d) = self.nodes[i].driver.as_mut() {
                 d.peer_down(b);
