@@ -1,6 +1,7 @@
 //! The replication runtime on real brokers: the metadata log (Raft group 0 on shard 0 of
 //! every member) elects a leader, commits proposals that every broker reads back in the same
-//! order, and after kill -9 of its leader elects another that commits again.
+//! order, and after kill -9 of its leader elects another that commits again — without waiting
+//! for the dead broker's peer session to lapse (its closed connections count at once).
 //!
 //! Contract: uses the test-only probe of the fault-injection build
 //! (`SLUICE_TEST_RAFT_PROBE=1`: shard 0 proposes a batch every 100 ms while it leads the
