@@ -548,15 +548,17 @@ pub const RAFT_CATCHUP_MAX_REQUESTS: usize = 8;
 /// pending, or a follower whose leader's broker was heard within an election timeout
 /// (shard/src/raft/driver.rs).
 pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
-/// Ticks a peer's links may be not live before the runtime's driver treats the peer as silent
-/// (its links' session timeout already passed): the groups it led campaign at once.
+/// Ticks without hearing a peer before the driver treats it as silent. The runtime feeds
+/// liveness every tick and reports a peer whose links are down (closed connection, or session
+/// timeout passed) at once (`Driver::peer_down`), so this only bounds silence the transport
+/// did not report.
 pub const RAFT_PEER_SILENCE_TICKS: usize = 2;
 /// Ticks between the campaigns of the live replicas of a group whose leader's broker fell
 /// silent, in their rank order (rotated per group; the first campaigns at the next tick), so
 /// they do not split the vote; also the least pause before such a replica campaigns again.
 pub const RAFT_ORPHAN_STAGGER_TICKS: usize = 2;
-/// Quick campaigns (after a short staggered pause) an orphaned group makes before it falls
-/// back to Raft's own election timeouts.
+/// Quick campaigns (the first one included, each after a short staggered pause) an orphaned
+/// group makes before it falls back to Raft's own election timeouts.
 pub const RAFT_ORPHAN_QUICK_CAMPAIGNS: u32 = 5;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_PEER_SILENCE_TICKS >= 2, "the clock feeds liveness once per tick");
