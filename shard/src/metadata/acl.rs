@@ -405,7 +405,8 @@ mod tests {
     /// [`AclIndex::authorize`] must agree with.
     fn reference(acls: &BTreeSet<Acl>, who: Requester<'_>, operation: i8, resource_type: i8, name: &str) -> bool {
         let applies = |a: &&Acl| {
-            (a.principal == who.principal || a.principal == WILDCARD_PRINCIPAL) && (a.host == WILDCARD || a.host == who.host)
+            (a.principal == who.principal || a.principal == WILDCARD_PRINCIPAL)
+                && (a.host == WILDCARD || a.host == who.host)
         };
         let matching: Vec<&Acl> = acls
             .iter()
