@@ -135,18 +135,36 @@ pub const COMPACTION_MAX_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 /// Bytes counted per key-map entry besides the key (hash table slot, offset, allocation).
 pub const COMPACTION_KEY_MAP_ENTRY_OVERHEAD: usize = 48;
 /// Longest stretch a compaction pass runs on its shard's thread before it pauses (for
-/// `COMPACTION_PAUSE_MICROS`) so the shard polls its I/O and runs its request tasks: a pass
-/// checks the clock after every batch it maps, cleans, merges or scans, and every chunk it
-/// reads, so a produce request waits at most about this long (plus one batch's work) for a
-/// pass. Issue #23: produce p99 with compaction running within 10% of without.
+/// `COMPACTION_PAUSE_MICROS`) so the shard polls its I/O and runs its request tasks, while the
+/// shard has other work: a pass checks the clock after every batch it maps, cleans, merges or
+/// scans, and every chunk it reads, so a produce request waits at most about this long (plus
+/// one batch's work) for a pass. Issue #23: produce p99 with compaction running within 10% of
+/// without.
 pub const COMPACTION_SLICE_MICROS: u64 = 250;
+/// Longest slice of a compaction pass on a shard with nothing else to do: each pause that ran
+/// no other task doubles the slice up to this, the first pause that did brings it back to
+/// `COMPACTION_SLICE_MICROS` (so a request arriving at an idle shard waits at most this long,
+/// once). Pauses cost cleaning throughput (each is a park and a timer, tens of µs on a VM).
+pub const COMPACTION_IDLE_SLICE_MICROS: u64 = 1_000;
 /// How long a compaction pass sleeps at the end of each slice (a real sleep, so the executor
-/// polls its rings before the pass goes on; the cost to cleaning throughput is about this over
-/// `COMPACTION_SLICE_MICROS` when the shard is otherwise idle).
+/// polls its rings before the pass goes on; the cost to cleaning throughput is about the
+/// sleep's real length over the slice).
 pub const COMPACTION_PAUSE_MICROS: u64 = 10;
-/// A compaction pass reads a sealed segment this much at a time (one read in flight), so a
-/// whole segment's read never sits on the device ahead of the shard's appends and syncs.
+/// A compaction pass reads a sealed segment this much at a time, `COMPACTION_READS_IN_FLIGHT`
+/// reads at once, so a whole segment's read never sits on the device ahead of the shard's
+/// appends and syncs.
 pub const COMPACTION_READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Reads of `COMPACTION_READ_CHUNK_BYTES` a compaction pass has in flight at once (one alone
+/// leaves the device idle between a read's completion and the next's submission).
+pub const COMPACTION_READS_IN_FLIGHT: usize = 2;
+/// Bytes of the dirty segments a compaction pass read to build its key map that it keeps in
+/// memory to clean them (instead of reading them a second time); the first dirty segments are
+/// kept until this is reached.
+pub const COMPACTION_REUSE_BYTES: u64 = 64 * 1024 * 1024;
+/// A compaction pass's transaction scan of a sealed segment reads only batch headers (and
+/// control batches whole): a read of this much at the next header when the batch before was
+/// large, of `COMPACTION_READ_CHUNK_BYTES` when it was small (its neighbours likely follow).
+pub const COMPACTION_SCAN_WINDOW_BYTES: usize = 64 * 1024;
 /// A compaction swap writes each cleaned `.log` this much at a time (direct I/O, one write in
 /// flight), for the same reason.
 pub const COMPACTION_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
@@ -489,6 +507,12 @@ const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "ti
 const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
 const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);
 const _: () = assert!(COMPACTION_PAUSE_MICROS >= 1 && COMPACTION_PAUSE_MICROS < COMPACTION_SLICE_MICROS);
+const _: () = assert!(COMPACTION_IDLE_SLICE_MICROS >= COMPACTION_SLICE_MICROS);
+const _: () = assert!(COMPACTION_READS_IN_FLIGHT >= 1 && COMPACTION_READS_IN_FLIGHT <= 8);
+const _: () = assert!(COMPACTION_REUSE_BYTES <= 2 * COMPACTION_MAX_SEGMENT_BYTES);
+// A window holds at least a batch header (sluice_core::batch::HEADER_LEN, 61 bytes).
+const _: () =
+    assert!(COMPACTION_SCAN_WINDOW_BYTES >= 4096 && COMPACTION_SCAN_WINDOW_BYTES <= COMPACTION_READ_CHUNK_BYTES);
 const _: () =
     assert!(COMPACTION_READ_CHUNK_BYTES.is_multiple_of(4096) && COMPACTION_WRITE_CHUNK_BYTES.is_multiple_of(4096));
 const _: () = assert!(BACKGROUND_TASK_QUEUE_SHARES >= 1);
