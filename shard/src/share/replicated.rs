@@ -119,7 +119,7 @@ fn apply(shard: &Rc<Shard>, tp: &TopicPartition, bytes: &Bytes) {
     }
     let key: PartKey = (rec.group, tp.clone());
     if !authoritative(shard, tp) {
-        let p = super::partition::SharePartition::restore(rec.state.spso, &rec.state.entries, limits(shard));
+        let p = super::partition::SharePartition::restore(rec.state.spso, &rec.state.entries, limits(shard, &key.0));
         shard.share.partitions.borrow_mut().insert(key.clone(), p);
     }
     queue_file(shard, key, rec.topic_id, rec.state);
