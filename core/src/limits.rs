@@ -792,6 +792,24 @@ const _: () = assert!(
         <= MAX_BATCH_BYTES,
     "the largest metadata record fits one batch"
 );
+/// Groups with dynamic group configs (IncrementalAlterConfigs on a GROUP resource) the
+/// metadata holds at most; one more is refused. Each group's set is one metadata record, so
+/// it shares the topic records' bounds (`METADATA_RECORD_MAX_CONFIGS` keys,
+/// `METADATA_RECORD_MAX_STRING_BYTES` per name or value).
+pub const MAX_GROUPS_WITH_CONFIGS: usize = 100_000;
+/// Kafka 4.4's broker bounds on dynamic group configs (`group.consumer.min/max.heartbeat.interval.ms`,
+/// `group.consumer.min/max.session.timeout.ms`, the same for share and streams groups,
+/// `group.share.min/max.record.lock.duration.ms`, `group.share.min/max.delivery.count.limit`,
+/// `group.share.min/max.partition.max.record.locks`, `group.streams.max.standby.replicas`):
+/// a group's value outside them is refused with INVALID_CONFIG, as Kafka does.
+pub const GROUP_CONFIG_MIN_HEARTBEAT_INTERVAL_MS: i64 = 5_000;
+pub const GROUP_CONFIG_MAX_HEARTBEAT_INTERVAL_MS: i64 = 15_000;
+pub const GROUP_CONFIG_MIN_SESSION_TIMEOUT_MS: i64 = 45_000;
+pub const GROUP_CONFIG_MAX_SESSION_TIMEOUT_MS: i64 = 60_000;
+pub const GROUP_CONFIG_MIN_RECORD_LOCK_DURATION_MS: i64 = 15_000;
+pub const GROUP_CONFIG_MAX_RECORD_LOCK_DURATION_MS: i64 = 60_000;
+pub const GROUP_CONFIG_MAX_STANDBY_REPLICAS: i64 = 2;
+
 /// How long the controller waits for the metadata log to be applied (before deciding a
 /// change, and after proposing it) before answering NOT_CONTROLLER (clients retry).
 pub const METADATA_APPLY_TIMEOUT_MS: u64 = 30_000;

@@ -111,6 +111,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
         AdminCall::AlterClientQuotas(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::AlterReassignments(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::CompleteReassignment(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterGroupConfigs(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
     }
 }
 
@@ -827,5 +828,6 @@ mod decision_tests;
 
 pub mod acls;
 pub mod cluster;
+pub mod group_configs;
 pub mod quotas;
 pub mod reassign;

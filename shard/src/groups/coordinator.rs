@@ -103,11 +103,14 @@ fn consumer_members(g: &super::group::Group) -> usize {
     g.consumer.as_ref().map_or(0, |c| c.members.len())
 }
 
-fn consumer_settings(shard: &Shard) -> consumer::Settings {
+/// The KIP-848 settings of a group: its group configs (`consumer.heartbeat.interval.ms`,
+/// `consumer.session.timeout.ms`) over the broker's.
+fn consumer_settings(shard: &Shard, group_id: &str) -> consumer::Settings {
     let c = &shard.config;
+    let g = crate::group_config::for_group(shard, group_id);
     consumer::Settings {
-        session_timeout: Duration::from_millis(u64::try_from(c.group_consumer_session_timeout_ms).unwrap_or(0)),
-        heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
+        session_timeout: Duration::from_millis(u64::try_from(g.consumer_session_timeout_ms).unwrap_or(0)),
+        heartbeat_interval_ms: g.consumer_heartbeat_interval_ms,
         max_size: c.group_consumer_max_size,
         migration: c.group_consumer_migration_policy,
         regex_refresh_interval: Duration::from_millis(sluice_core::limits::CONSUMER_GROUP_REGEX_REFRESH_INTERVAL_MS),
@@ -270,8 +273,14 @@ impl Coordinator {
             let mut groups = self.groups.borrow_mut();
             let c = groups.get_mut(&group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
             let before = consumer::record::encode(c);
-            let resp =
-                c.classic_join(req, new_id, Instant::now(), &topics, &consumer_settings(shard), &limits(shard))?;
+            let resp = c.classic_join(
+                req,
+                new_id,
+                Instant::now(),
+                &topics,
+                &consumer_settings(shard, &group_id),
+                &limits(shard),
+            )?;
             c.check_invariants();
             (resp, consumer::record::encode(c) != before)
         };
@@ -401,7 +410,7 @@ impl Coordinator {
             Instant::now(),
             &topics,
             &rx,
-            &consumer_settings(shard),
+            &consumer_settings(shard, &group_id),
             &limits(shard),
         )?;
         if beat.changed {
@@ -518,8 +527,12 @@ impl Coordinator {
         let retention_ms =
             i64::try_from(shard.config.offsets_retention_minutes).unwrap_or(i64::MAX).saturating_mul(60_000);
         let horizon = expire_offsets.then(|| now_ms().saturating_sub(retention_ms));
-        let changed =
-            consumer::tick(&mut self.groups.borrow_mut(), Instant::now(), &consumer_settings(shard), &limits(shard));
+        let changed = consumer::tick(
+            &mut self.groups.borrow_mut(),
+            Instant::now(),
+            &|group_id: &str| consumer_settings(shard, group_id),
+            &limits(shard),
+        );
         for (group, value) in changed {
             let records = vec![(store::consumer_key(&group), value)];
             write_later(shard, group, records, "the consumer group's expired members");

@@ -6,7 +6,7 @@
 //! Contract: a share group's membership ([`group::ShareGroup`]) lives on the shard that would
 //! coordinate a classic group of that id (`groups::coordinator_shard`). A share-partition
 //! ([`partition::SharePartition`]) is created on the owner of the partition the first time a
-//! member fetches it (SPSO from the broker's `share_auto_offset_reset`: the high watermark for
+//! member fetches it (SPSO from the group's `share.auto.offset.reset`, else the broker's: the high watermark for
 //! "latest", the log start for "earliest"), or read back from its state file ([`store`]). Its
 //! state is written durably when it is created and after every acknowledgement, before the
 //! acknowledgement is answered — to the local file on a lone broker, through the partition's
@@ -256,12 +256,13 @@ fn all_partitions(shard: &Shard) -> Vec<TopicPartition> {
         .collect()
 }
 
-fn settings(shard: &Shard) -> Settings {
-    let c = &shard.config;
+/// The membership settings of a share group (its group configs over the broker's).
+fn settings(shard: &Shard, group_id: &str) -> Settings {
+    let g = crate::group_config::for_group(shard, group_id);
     Settings {
-        session_timeout: Duration::from_millis(u64::try_from(c.group_share_session_timeout_ms).unwrap_or(45_000)),
-        heartbeat_interval_ms: c.group_share_heartbeat_interval_ms,
-        max_members: c.group_share_max_size,
+        session_timeout: Duration::from_millis(u64::try_from(g.share_session_timeout_ms).unwrap_or(45_000)),
+        heartbeat_interval_ms: g.share_heartbeat_interval_ms,
+        max_members: shard.config.group_share_max_size,
     }
 }
 
@@ -308,7 +309,7 @@ async fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<Hea
         let mut groups = shard.share.groups.borrow_mut();
         let g = groups.entry(req.group_id.clone()).or_default();
         let before = g.encode();
-        let (resp, left) = g.heartbeat(&req, Instant::now(), &settings(shard), &topics)?;
+        let (resp, left) = g.heartbeat(&req, Instant::now(), &settings(shard, &req.group_id), &topics)?;
         let after = g.encode();
         (resp, left, (after != before).then_some(after))
     };
@@ -335,7 +336,7 @@ fn expire_members(shard: &Rc<Shard>, group_id: &str) -> Option<Vec<u8>> {
     let (left, value) = {
         let mut groups = shard.share.groups.borrow_mut();
         let g = groups.get_mut(group_id)?;
-        let left = g.expire(Instant::now(), &settings(shard), &topics);
+        let left = g.expire(Instant::now(), &settings(shard, group_id), &topics);
         let value = (!left.is_empty()).then(|| g.encode());
         (left, value)
     };
@@ -440,12 +441,13 @@ fn broadcast_release(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
 
 // ---- share-partitions (owner shard) ----
 
-fn limits(shard: &Shard) -> Limits {
-    let c = &shard.config;
+/// The share-partition settings of a share group (its group configs over the broker's).
+fn limits(shard: &Shard, group_id: &str) -> Limits {
+    let g = crate::group_config::for_group(shard, group_id);
     Limits {
-        lock: Duration::from_millis(u64::try_from(c.group_share_record_lock_duration_ms).unwrap_or(30_000)),
-        delivery_count_limit: u16::try_from(c.group_share_delivery_count_limit).unwrap_or(5),
-        max_locks: c.group_share_partition_max_record_locks,
+        lock: Duration::from_millis(u64::try_from(g.share_record_lock_duration_ms).unwrap_or(30_000)),
+        delivery_count_limit: u16::try_from(g.share_delivery_count_limit).unwrap_or(5),
+        max_locks: g.share_partition_max_record_locks,
     }
 }
 
@@ -468,14 +470,14 @@ async fn ensure(shard: &Rc<Shard>, group_id: &str, tp: &TopicPartition, create: 
     let stored = sluice_storage::disk::blocking(move || store::read(&p2)).await;
     let fresh = stored.is_none();
     let part = match stored {
-        Some(s) => SharePartition::restore(s.spso, &s.entries, limits(shard)),
+        Some(s) => SharePartition::restore(s.spso, &s.entries, limits(shard, group_id)),
         None if !create => return None,
         None => {
-            let start = match shard.config.share_auto_offset_reset.as_str() {
+            let start = match crate::group_config::for_group(shard, group_id).share_auto_offset_reset.as_str() {
                 "earliest" => log.log_start().0,
                 _ => log.high_watermark().0,
             };
-            SharePartition::new(start, limits(shard))
+            SharePartition::new(start, limits(shard, group_id))
         }
     };
     // Another task may have loaded it meanwhile: keep the first.
@@ -569,9 +571,12 @@ async fn acquire_one(
     ensure(shard, group_id, &item.tp, true).await.ok_or(PartitionError::UnknownTopicOrPartition)?;
     let key = (group_id.to_string(), item.tp.clone());
     let now = Instant::now();
+    let settings = limits(shard, group_id);
     let start = {
         let mut parts = shard.share.partitions.borrow_mut();
         let p = parts.get_mut(&key).ok_or(PartitionError::UnknownTopicOrPartition)?;
+        // The group's configs may have changed since the share-partition was loaded.
+        p.set_limits(settings);
         p.skip_below(log.log_start().0);
         p.next_fetch_offset(now, log.high_watermark().0)
     };
@@ -671,7 +676,11 @@ async fn offsets_local(
             Some(None) => forget(shard, &key, known).await.map(|()| None),
             Some(Some(at)) => {
                 if !known {
-                    shard.share.partitions.borrow_mut().insert(key.clone(), SharePartition::new(at, limits(shard)));
+                    shard
+                        .share
+                        .partitions
+                        .borrow_mut()
+                        .insert(key.clone(), SharePartition::new(at, limits(shard, group_id)));
                 }
                 if let Some(p) = shard.share.partitions.borrow_mut().get_mut(&key) {
                     p.reset_to(at);

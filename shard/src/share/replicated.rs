@@ -133,7 +133,7 @@ fn apply(shard: &Rc<Shard>, tp: &TopicPartition, bytes: &Bytes) {
     if rec.state.is_forgotten() {
         shard.share.partitions.borrow_mut().remove(&key);
     } else if !authoritative(shard, tp) {
-        let p = super::partition::SharePartition::restore(rec.state.spso, &rec.state.entries, limits(shard));
+        let p = super::partition::SharePartition::restore(rec.state.spso, &rec.state.entries, limits(shard, &key.0));
         shard.share.partitions.borrow_mut().insert(key.clone(), p);
     }
     queue_file(shard, key, rec.topic_id, rec.state);

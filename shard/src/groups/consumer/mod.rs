@@ -877,16 +877,23 @@ pub(crate) fn describe(groups: &Groups, id: &str) -> Result<ConsumerGroupDescrip
 }
 
 /// The sweep of consumer groups: the groups whose members expired, with their new record (a
-/// tombstone, empty, when the group was downgraded to a classic group).
-pub(crate) fn tick(groups: &mut Groups, now: Instant, s: &Settings, limits: &Limits) -> Vec<(String, Vec<u8>)> {
+/// tombstone, empty, when the group was downgraded to a classic group). `settings`: a group's
+/// settings by id (its group configs over the broker's).
+pub(crate) fn tick(
+    groups: &mut Groups,
+    now: Instant,
+    settings: &dyn Fn(&str) -> Settings,
+    limits: &Limits,
+) -> Vec<(String, Vec<u8>)> {
     let mut changed = Vec::new();
     for g in groups.values_mut() {
         let Some(c) = g.consumer.as_mut() else { continue };
+        let s = settings(&g.id);
         let (expired, consumer_member) = c.tick(now, s.session_timeout);
         if !expired {
             continue;
         }
-        if classic::maybe_downgrade(g, consumer_member, s, now, limits) {
+        if classic::maybe_downgrade(g, consumer_member, &s, now, limits) {
             changed.push((g.id.clone(), Vec::new()));
         } else if let Some(c) = g.consumer.as_ref() {
             changed.push((g.id.clone(), record::encode(c)));

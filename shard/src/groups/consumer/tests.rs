@@ -294,9 +294,9 @@ fn silent_members_expire_and_members_that_do_not_revoke_are_fenced() {
     let mut r = join_req("m2", &["a"]);
     r.rebalance_timeout_ms = 1000;
     hb(&mut gs, r, later, &t).unwrap();
-    assert!(!tick(&mut gs, later, &settings(), &limits()).iter().any(|(g, _)| g == G));
+    assert!(!tick(&mut gs, later, &|_: &str| settings(), &limits()).iter().any(|(g, _)| g == G));
     // m1 never heartbeats again: expired after 45 s; its partitions go to m2.
-    let changed = tick(&mut gs, now + Duration::from_secs(46), &settings(), &limits());
+    let changed = tick(&mut gs, now + Duration::from_secs(46), &|_: &str| settings(), &limits());
     assert_eq!(changed.len(), 1);
     assert!(!group(&gs).members.contains_key("m1"));
     let e = group(&gs).epoch.0;
@@ -306,7 +306,7 @@ fn silent_members_expire_and_members_that_do_not_revoke_are_fenced() {
     hb(&mut gs, join_req("m3", &["a"]), later, &t).unwrap();
     hb(&mut gs, beat_req("m2", e, None), later, &t).unwrap();
     assert_eq!(group(&gs).members["m2"].state, MemberState::UnrevokedPartitions);
-    tick(&mut gs, later + Duration::from_millis(1500), &settings(), &limits());
+    tick(&mut gs, later + Duration::from_millis(1500), &|_: &str| settings(), &limits());
     assert!(!group(&gs).members.contains_key("m2"), "fenced at its rebalance timeout");
 }
 
