@@ -803,6 +803,11 @@ pub const MAX_GROUPS_WITH_CONFIGS: usize = 100_000;
 /// `group.share.min/max.partition.max.record.locks`, `group.streams.max.standby.replicas`):
 /// a group's value outside them is refused with INVALID_CONFIG, as Kafka does.
 pub const GROUP_CONFIG_MIN_HEARTBEAT_INTERVAL_MS: i64 = 5_000;
+/// sluice's lower bound for a KIP-848 group's `consumer.heartbeat.interval.ms`
+/// (`group.consumer.min.heartbeat.interval.ms`): its own default interval, which is 1 s where
+/// Kafka's is 5 s (see [`DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS`]), so a group can be
+/// set back to the broker's default.
+pub const GROUP_CONFIG_MIN_CONSUMER_HEARTBEAT_INTERVAL_MS: i64 = DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS as i64;
 pub const GROUP_CONFIG_MAX_HEARTBEAT_INTERVAL_MS: i64 = 15_000;
 pub const GROUP_CONFIG_MIN_SESSION_TIMEOUT_MS: i64 = 45_000;
 pub const GROUP_CONFIG_MAX_SESSION_TIMEOUT_MS: i64 = 60_000;

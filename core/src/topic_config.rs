@@ -49,7 +49,7 @@ pub const GROUP_DEFS: &[Def] = &[
     },
     Def {
         name: "consumer.heartbeat.interval.ms",
-        default: "5000",
+        default: "1000",
         broker_synonym: "group.consumer.heartbeat.interval.ms",
         kind: Kind::Int { min: 1 },
         doc: "The heartbeat interval given to the members of a consumer group.",
@@ -431,7 +431,8 @@ fn group_bounds(name: &str) -> Option<(i64, &'static str, i64, &'static str)> {
     );
     Some(match name {
         "consumer.heartbeat.interval.ms" => {
-            (hb.0, "group.consumer.min.heartbeat.interval.ms", hb.1, "group.consumer.max.heartbeat.interval.ms")
+            let min = GROUP_CONFIG_MIN_CONSUMER_HEARTBEAT_INTERVAL_MS;
+            (min, "group.consumer.min.heartbeat.interval.ms", hb.1, "group.consumer.max.heartbeat.interval.ms")
         }
         "consumer.session.timeout.ms" => {
             (st.0, "group.consumer.min.session.timeout.ms", st.1, "group.consumer.max.session.timeout.ms")
@@ -555,7 +556,7 @@ mod tests {
         assert!(validate_group(&set(&[("share.auto.offset.reset", "earliest")])).is_ok());
         assert!(validate_group(&set(&[("consumer.heartbeat.interval.ms", "6000")])).is_ok());
         assert_eq!(
-            validate_group(&set(&[("consumer.heartbeat.interval.ms", "4999")])).unwrap_err(),
+            validate_group(&set(&[("consumer.heartbeat.interval.ms", "999")])).unwrap_err(),
             "consumer.heartbeat.interval.ms must be greater than or equal to group.consumer.min.heartbeat.interval.ms"
         );
         assert_eq!(
