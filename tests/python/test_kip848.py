@@ -15,7 +15,6 @@ rebalances of these tests take seconds (sluice's group_consumer_* settings).
 """
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -302,51 +301,3 @@ def test_librdkafka_consumer_protocol(kbroker):
     finally:
         for c in consumers:
             c.close()
-
-
-# The Java client logs (INFO) every heartbeat interval it adopts from an answer
-# (AbstractHeartbeatRequestManager: "received heartbeat interval {}ms from the group coordinator").
-LOG_INTERVALS = ("-Dorg.slf4j.simpleLogger.log.org.apache.kafka.clients.consumer.internals=info",)
-
-
-def adopted_intervals(member) -> list:
-    text = member.err_path.read_text(errors="replace")
-    return [int(ms) for ms in re.findall(r"received heartbeat interval (\d+)ms", text)]
-
-
-def test_java_member_waiting_for_revocations_is_told_to_heartbeat_sooner(broker_factory, tmp_path):
-    """The second member's partitions are the first's until it revokes them: the second is given
-    a fifth of the heartbeat interval while it waits (UNRELEASED_PARTITIONS), so it takes them
-    soon after the revocation instead of up to a whole interval later, and the normal interval
-    once it has them; the first member, which only revokes, never gets the short one. Asserts
-    the intervals the real client adopted and the split, not how long anything took."""
-    hb_ms = 2000
-    cfg = tmp_path / "sluice-kip848-interval.toml"
-    cfg.write_text("group_initial_rebalance_delay_ms = 0\n"
-                   "group_consumer_session_timeout_ms = 10000\n"
-                   f"group_consumer_heartbeat_interval_ms = {hb_ms}\n")
-    broker = broker_factory.start(config=cfg)
-    topic, group, n = unique_topic("k848i"), unique_topic("g848i"), 4
-    create_topic(broker.bootstrap, topic, n)
-    cp = compile_member(tmp_path)
-    first = JavaMember(cp, tmp_path, broker.bootstrap, topic, group, "first", jvm=LOG_INTERVALS)
-    members = [first]
-    try:
-        wait_split(members, n)
-        second = JavaMember(cp, tmp_path, broker.bootstrap, topic, group, "second", jvm=LOG_INTERVALS)
-        members.append(second)
-        owned = wait_split(members, n)
-        assert [len(o) for o in owned] == [2, 2], owned
-        why = lambda: "\n".join(m.explain() for m in members)  # noqa: E731
-        wait_until(lambda: adopted_intervals(second)[-1:] == [hb_ms], WAIT,
-                   what=f"the second member back at {hb_ms} ms")
-        got = adopted_intervals(second)
-        assert hb_ms // 5 in got, f"second member adopted {got}\n{why()}"
-        assert got.index(hb_ms // 5) < len(got) - 1, f"second member adopted {got}\n{why()}"
-        assert hb_ms // 5 not in adopted_intervals(first), f"first member adopted {adopted_intervals(first)}"
-        for m in members:
-            assert m.stop() == 0, m.explain()
-    finally:
-        for m in members:
-            if m.proc.poll() is None:
-                m.kill()
