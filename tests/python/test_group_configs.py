@@ -17,7 +17,7 @@ import pytest
 from support import create_topic, unique_topic, wait_until
 from test_groups import produce
 from test_security import config_command_libs
-from test_share_groups import ShareMember, compile_member, values_of
+from test_share_groups import ShareMember, compile_member, members, values_of  # noqa: F401 (members: fixture)
 
 JAVA = "java"
 BROKER_CONFIG = (
@@ -53,14 +53,6 @@ def sconfig(tmp_path):
     cfg = tmp_path / "sluice-gconf.toml"
     cfg.write_text(BROKER_CONFIG)
     return cfg
-
-
-@pytest.fixture
-def members():
-    started = []
-    yield started
-    for m in started:
-        m.kill()
 
 
 def test_kafka_configs_sets_describes_refuses_deletes_and_keeps_group_configs(broker_factory, sconfig):

@@ -9,25 +9,16 @@ released records a leaving member had delivered and acknowledged) fails the test
 delivers such a run with no redelivery (bench/share, ShareBench.java).
 """
 
-import pytest
 
 from support import create_topic, unique_topic, wait_until
 from test_groups import produce
-from test_share_groups import ShareMember, compile_member, values_of
+from test_share_groups import ShareMember, compile_member, members, values_of  # noqa: F401 (members: fixture)
 
 BROKER_CONFIG = (
     'share_auto_offset_reset = "earliest"\n'
     "group_share_session_timeout_ms = 6000\n"
     "group_share_heartbeat_interval_ms = 500\n"
 )
-
-
-@pytest.fixture
-def members():
-    started = []
-    yield started
-    for m in started:
-        m.kill()
 
 
 def test_five_members_stopped_one_by_one_get_every_record_once(broker_factory, tmp_path, members):
