@@ -104,24 +104,13 @@ impl MetadataChange for AlterGroupConfigs {
 mod tests {
     use super::*;
 
-    fn placing() -> Placing<'static> {
-        Placing {
-            n_shards: 1,
-            default_partitions: 1,
-            rates: &[],
-            node: 0,
-            brokers: &[0],
-            default_replication_factor: 1,
-        }
-    }
-
     fn op(key: &str, op: ConfigOp, value: Option<&str>) -> ConfigChange {
         ConfigChange { key: key.into(), op, value: value.map(str::to_string) }
     }
 
     fn alter(snap: &mut MetadataSnapshot, changes: Vec<ConfigChange>, replace_all: bool) -> (bool, usize) {
         let change = AlterGroupConfigs { group: "g".into(), changes, replace_all, validate_only: false };
-        let (r, recs) = change.apply(snap, &placing());
+        let (r, recs) = change.apply(snap, &Placing::lone());
         (r.is_ok(), recs.len())
     }
 
@@ -135,7 +124,7 @@ mod tests {
             replace_all: false,
             validate_only: true,
         };
-        let (r, recs) = check.apply(&mut snap, &placing());
+        let (r, recs) = check.apply(&mut snap, &Placing::lone());
         assert!(r.is_ok() && recs.is_empty() && snap.group_configs.is_empty(), "validate only");
         assert_eq!(alter(&mut snap, vec![earliest.clone()], false), (true, 1));
         assert_eq!(snap.group_configs["g"]["share.auto.offset.reset"], "earliest");
