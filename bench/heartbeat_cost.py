@@ -231,8 +231,8 @@ def start_sluice(binary, partitions):
         proc.kill()
         sys.exit("heartbeat_cost: sluice did not start")
     topic = "hb-cost"
-    fut = AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, partitions, 1)])[topic]
-    fut.result(timeout=60)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the future resolves
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=60)
     return proc, bootstrap, topic, work
 
 
