@@ -137,6 +137,11 @@ pub struct BrokerConfig {
     /// (0: fail at once). Covers a restart right after a crash, while the kernel still holds
     /// the dead broker's sockets.
     pub listen_retry_ms: u64,
+    /// How long an idle shard keeps polling for work (cross-core messages, I/O completions)
+    /// before it parks its thread in the kernel (glommio's `spin_before_park`; 0: park at once).
+    /// Spinning shortens the wake-up of a request that arrives just after the shard went idle,
+    /// at the cost of up to this much CPU per idle period.
+    pub shard_spin_before_park_us: u64,
     /// A producer's idempotence state in a partition is forgotten this long after its last
     /// write there (Kafka's `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
@@ -251,6 +256,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             log_retention_check_interval_ms: 300_000,
             listen_retry_ms: crate::limits::DEFAULT_LISTEN_RETRY_MS,
+            shard_spin_before_park_us: crate::limits::DEFAULT_SHARD_SPIN_BEFORE_PARK_US,
             producer_id_expiration_ms: crate::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             max_connections: 100_000,
             max_connections_per_ip: 0,
@@ -795,6 +801,8 @@ impl BrokerConfig {
         let window = 1..=crate::limits::MAX_QUOTA_WINDOW_SIZE_SECONDS;
         in_range("quota_window_size_seconds", self.quota_window_size_seconds, window)?;
         in_range("listen_retry_ms", self.listen_retry_ms, 0..=crate::limits::MAX_LISTEN_RETRY_MS)?;
+        let spin = 0..=crate::limits::MAX_SHARD_SPIN_BEFORE_PARK_US;
+        in_range("shard_spin_before_park_us", self.shard_spin_before_park_us, spin)?;
         let body = crate::limits::MIN_REQUEST_BODY_TIMEOUT_MS..=crate::limits::MAX_REQUEST_BODY_TIMEOUT_MS;
         if !body.contains(&self.request_body_timeout_ms) {
             return Err(ConfigError::Invalid {

@@ -210,6 +210,11 @@ pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS: u64 = 600_000;
 /// positive int); in milliseconds it fits an i64 with room to spare.
 pub const MIN_OFFSETS_RETENTION_MINUTES: u64 = 1;
 pub const MAX_OFFSETS_RETENTION_MINUTES: u64 = i32::MAX as u64;
+/// Default of `shard_spin_before_park_us`: an idle shard parks at once (see BENCHMARKS.md,
+/// "Spinning before parking", for what spinning changed).
+pub const DEFAULT_SHARD_SPIN_BEFORE_PARK_US: u64 = 0;
+/// Largest `shard_spin_before_park_us` accepted (10 ms: beyond that a shard is a busy loop).
+pub const MAX_SHARD_SPIN_BEFORE_PARK_US: u64 = 10_000;
 /// Largest `listen_retry_ms` accepted.
 pub const MAX_LISTEN_RETRY_MS: u64 = 600_000;
 /// First pause between binds of a port in use; it doubles up to the maximum below.

@@ -154,6 +154,7 @@ where
         let serve = serve.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("sluice")
+            .spin_before_park(Duration::from_micros(config.shard_spin_before_park_us))
             .spawn(move || shard_main(start, payload, serve))
             .map_err(|e| RuntimeError::Spawn { shard: i, cpu, why: e.to_string() })?;
         handles.push(handle);

@@ -23,6 +23,7 @@ def test_bad_config_files_name_the_key(tmp_path):
         "wrong type": ('listen = "127.0.0.1:0"\ncores = "two"\n', ["cores", "line 2"]),
         "out of range": ('listen = "127.0.0.1:0"\nnum_partitions = 0\n', ["num_partitions", "0"]),
         "bad address": ('listen = "nowhere"\n', ["listen", "nowhere"]),
+        "spin out of range": ('shard_spin_before_park_us = 10001\n', ["shard_spin_before_park_us", "10001"]),
         "bad topic default": ('[topic_defaults]\n"retention.ms" = "soon"\n', ["retention.ms", "soon"]),
     }
     for name, (text, words) in cases.items():
