@@ -418,6 +418,7 @@ impl ShardBase {
             cluster: self.cluster.clone(),
             peers: self.peers.clone(),
             muted_until: Default::default(),
+            share_conn: sluice_shard::share::connect(&self.shard),
         })
     }
 }
@@ -704,8 +705,12 @@ async fn accept_loop(base: ShardBase, on: Rc<auth::Listener>, socket: Socket, co
                 };
                 let (ctx, live) = (base.connection(&on), live.clone());
                 live.set(live.get() + 1);
+                let (shard, share_conn) = (ctx.shard.clone(), ctx.share_conn);
                 glommio::spawn_local(async move {
                     crate::conn::serve(ctx, stream).await;
+                    // As Kafka: a dropped connection closes its share sessions and releases
+                    // their members' acquired records.
+                    sluice_shard::share::disconnect(&shard, share_conn);
                     drop(slot);
                     live.set(live.get() - 1);
                 })

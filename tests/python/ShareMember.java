@@ -5,8 +5,10 @@
 // locks must expire), "slow" (as accept, 50 records a poll and 200 ms of work after each),
 // "sync" (explicit acknowledgement: 50 records a poll, each accepted, then commitSync; prints
 // "ACKED <offset>..." when the broker answered the acknowledgements without error, else
-// "ACKFAIL <offset>... <error>", then 100 ms of work). Stops when the stop file exists or after
-// maxMs; close() sends the last acknowledgements.
+// "ACKFAIL <offset>... <error>", then 100 ms of work), "commit" (as accept, and commitSync()
+// before close: in implicit mode the Java client's close() does not accept the records of the
+// last poll, it leaves them to be released with the session, on Kafka as on sluice). Stops when
+// the stop file exists or after maxMs; close() sends the acknowledgements made so far.
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -92,6 +94,9 @@ public class ShareMember {
                     }
                     return;
                 }
+            }
+            if (mode.equals("commit")) {
+                c.commitSync();
             }
         }
         System.out.println("CLOSED");

@@ -9,8 +9,11 @@ others with a delivery count above 1 once the acquisition lock expires, none los
 SIGKILLed mid-way and restarted: the group is listed and described (its membership is stored
 in __consumer_offsets) before any member rejoins, acknowledged records are not delivered again
 beyond the records that were in flight, none lost; a member removed by the session timeout
-stays removed across a broker restart (the removal is stored); franz-go's share consumer
-(tests/compat/go/share) as three members of one group.
+stays removed across a broker restart (the removal is stored); a member SIGKILLed while holding
+records frees them when its connection drops (as Kafka), not when their locks expire; members
+closing one after the other (committing first) while the others poll: no record reaches two
+applications, none lost; franz-go's share consumer (tests/compat/go/share) as three members of
+one group.
 
 The broker runs with share_auto_offset_reset = "earliest", a 3 s acquisition lock and a 6 s
 share session timeout so the tests take seconds.
@@ -192,6 +195,94 @@ def test_member_killed_while_holding_records_they_are_redelivered(broker_factory
     wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
     for m in survivors:
         assert m.stop() == 0, m.stderr()
+
+
+def long_lock_config(tmp_path):
+    """A broker whose acquisition locks and member sessions outlast the test: records held by a
+    killed member can only come back through its dropped connection."""
+    cfg = tmp_path / "sluice-share-long-lock.toml"
+    cfg.write_text('share_auto_offset_reset = "earliest"\n'
+                   "group_share_record_lock_duration_ms = 120000\n"
+                   "group_share_session_timeout_ms = 120000\n"
+                   "group_share_heartbeat_interval_ms = 500\n")
+    return cfg
+
+
+def test_member_killed_its_records_come_back_when_its_connection_drops(broker_factory, tmp_path, members):
+    """As Kafka (its share session cache releases a dropped connection's sessions): a member
+    SIGKILLed while holding records frees them when its connection drops, long before their
+    acquisition lock (120 s here) or its group session would. They come again with delivery
+    count 2 (Kafka 4.4 keeps the count on this release), none lost, nothing else twice."""
+    broker = broker_factory.start(config=long_lock_config(tmp_path))
+    topic, group = unique_topic("share"), unique_topic("sg")
+    create_topic(broker.bootstrap, topic, 1)
+    n = 2000
+    sent = produce(broker.bootstrap, topic, 1, n, "d")
+    want = set(v.decode() for v in sent.values())
+    cp = compile_member(tmp_path)
+    victim = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "victim", mode="hold")
+    members.append(victim)
+    wait_until(lambda: victim.has("HOLDING"), WAIT, what="the victim holding records")
+    held = {off for (off, _, _) in victim.records()}
+    assert held
+    survivor = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "survivor")
+    members.append(survivor)
+    # The survivor polls (it got records the victim does not hold) before the kill, so what
+    # follows measures the release, not its start.
+    wait_until(lambda: survivor.records(), WAIT, interval=0.2, what="the survivor receiving records")
+    victim.kill()
+    killed = time.monotonic()
+    wait_until(lambda: values_of([survivor]) >= want, 30.0, interval=0.2,
+               what="the victim's records delivered to the survivor (30 s, a quarter of their lock)")
+    print(f"held {len(held)}, back {time.monotonic() - killed:.1f} s after the kill")
+    got = survivor.records()
+    again = {off: c for (off, c, _) in got if off in held}
+    assert set(again) == held, f"{len(held - set(again))} held records not delivered again"
+    assert all(c == 2 for c in again.values()), f"delivery counts of redelivered records: {set(again.values())}"
+    offsets = [off for (off, _, _) in got]
+    assert len(offsets) == len(set(offsets)), "the survivor got a record twice"
+    # Records the victim's client had fetched but not yet returned from poll come back at
+    # count 2 as well; every other record at 1.
+    assert all(c in (1, 2) for (_, c, _) in got), "a record came with a count above 2"
+    wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
+    assert survivor.stop() == 0, survivor.stderr()
+
+
+def test_members_closing_while_others_poll_deliver_no_record_twice(broker_factory, sconfig, tmp_path, members):
+    """bench/share's ending: members close one after the other while the others still poll.
+    Each commits (accepts its last poll's records) before close, so no record reaches two
+    applications and none is lost; the share-partition start offset reaches the end. Records
+    a closing member had acquired but not yet returned from poll are released with its session
+    and may come to another member at delivery count 2 (as on Kafka 4.4), never twice to an
+    application."""
+    broker = broker_factory.start(config=sconfig)
+    topic, group = unique_topic("share"), unique_topic("sg")
+    create_topic(broker.bootstrap, topic, 1)
+    n = 8000
+    sent = produce(broker.bootstrap, topic, 1, n, "c")
+    want = set(v.decode() for v in sent.values())
+    cp = compile_member(tmp_path)
+    group_members = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"c{i}", mode="commit")
+                     for i in range(4)]
+    members.extend(group_members)
+    # Close three of the four at a quarter, half and three quarters of the records.
+    for i, m in enumerate(group_members[:3]):
+        wait_until(lambda: len(values_of(group_members)) >= (i + 1) * n // 4, WAIT, interval=0.1,
+                   what=f"{i + 1} quarter(s) delivered")
+        assert m.stop() == 0, m.stderr()
+    last = group_members[3]
+    wait_until(lambda: values_of(group_members) >= want, WAIT, interval=0.5, what="every record delivered")
+    wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
+    assert last.stop() == 0, last.stderr()
+    seen: dict = {}
+    for m in group_members:
+        for (off, _, _) in m.records():
+            seen.setdefault(off, []).append(m.name)
+    twice = {off: who for off, who in seen.items() if len(who) > 1}
+    assert not twice, f"{len(twice)} records reached two applications, e.g. {sorted(twice.items())[:3]}"
+    assert len(seen) == n
+    redelivered = sum(1 for m in group_members for (_, c, _) in m.records() if c > 1)
+    print(f"records at delivery count > 1 (acquired, never returned by a closing member): {redelivered}")
 
 
 def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sconfig, tmp_path, members):

@@ -96,6 +96,9 @@ pub struct Ctx {
     /// Until when a client quota mutes the connection (KIP-219; `crate::quota::mute`): its
     /// reader starts no request before then.
     pub muted_until: std::cell::Cell<Option<std::time::Instant>>,
+    /// The connection as this shard's share sessions know it: the sessions it opens are
+    /// closed when it ends (`sluice_shard::share::disconnect`).
+    pub share_conn: sluice_shard::share::ConnId,
 }
 
 impl Ctx {

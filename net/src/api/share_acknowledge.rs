@@ -41,7 +41,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
         if epoch == 0 {
             return Ok(top_error(&req, share_session_code(SessionError::InvalidEpoch)));
         }
-        if let Err(e) = share::session(&ctx.shard, &group, &member, epoch, &[], &[]) {
+        let step = share::sessions::Step { conn: ctx.share_conn, epoch, add: &[], forget: &[] };
+        if let Err(e) = share::session(&ctx.shard, &group, &member, step) {
             return Ok(top_error(&req, share_session_code(e)));
         }
         let meta = ctx.shard.metadata();

@@ -5,7 +5,8 @@
 //! the request is read, in connection order: epoch 0 opens one with the listed partitions,
 //! a positive epoch must be the session's next (else INVALID_SHARE_SESSION_EPOCH, or
 //! SHARE_SESSION_NOT_FOUND) and adds the listed partitions and drops the forgotten ones, -1
-//! closes it (acknowledgements only; the member's acquired records are released). The
+//! closes it (acknowledgements only; the member's acquired records are released, as they are
+//! when the connection that opened the session ends). The
 //! acknowledgements carried are applied and durable before the answer
 //! (`acknowledge_error_code` per partition); then the session's partitions are acquired on
 //! their owners, at most `max_records` records, waiting up to `max_wait_ms` (looking again
@@ -87,7 +88,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             .collect();
         drop(meta);
         let epoch = body.share_session_epoch;
-        let session = share::session(&ctx.shard, &group, &member, epoch, &add, &forget);
+        let step = share::sessions::Step { conn: ctx.share_conn, epoch, add: &add, forget: &forget };
+        let session = share::session(&ctx.shard, &group, &member, step);
         let fetch_parts = match session {
             Err(e) => return Ok(top_error(&req, share_session_code(e))),
             Ok(ps) => ps,

@@ -14,11 +14,15 @@
 //! new leader has it); acquisitions are not written (after a restart, records that
 //! were acquired are available again with the delivery count last written). When a member
 //! leaves or is expired, every shard releases the records it held. A share session (ShareFetch
-//! / ShareAcknowledge epochs) lives on the shard of the connection that opened it.
+//! / ShareAcknowledge epochs, [`sessions`]) lives on the shard of the connection that opened it;
+//! when it closes (epoch -1) or that connection ends, the member's acquired records are released
+//! on every shard (Kafka's release on session close and on a dropped connection; the delivery
+//! count stays as it is, as Kafka's).
 
 pub mod group;
 pub mod partition;
 pub mod replicated;
+pub mod sessions;
 pub mod store;
 
 use crate::error::PartitionError;
@@ -33,32 +37,20 @@ use group::{GroupDescription, HeartbeatRequest, HeartbeatResponse, Settings, Sha
 use partition::{AckError, AckType, AcquiredRange, Limits, SharePartition};
 use sluice_core::{Offset, ShardId, TopicPartition};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// A share-partition's key on its owner shard.
 type PartKey = (String, TopicPartition);
 
-/// One share session: its next expected epoch and the partitions it fetches.
-#[derive(Debug, Clone, Default)]
-pub struct Session {
-    pub next_epoch: i32,
-    pub partitions: BTreeSet<TopicPartition>,
-}
-
-/// Why a share session refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionError {
-    NotFound,
-    InvalidEpoch,
-}
+pub use sessions::{ConnId, SessionError};
 
 /// One shard's share-group state (each map holds what this shard owns).
 pub struct ShareState {
     groups: RefCell<BTreeMap<String, ShareGroup>>,
     partitions: RefCell<HashMap<PartKey, SharePartition>>,
-    sessions: RefCell<HashMap<(String, String), Session>>,
+    sessions: RefCell<sessions::Sessions>,
     /// One state-file write at a time on this shard (later states never lose a race).
     writer: glommio::sync::Semaphore,
     /// Replicated partitions this broker leads and serves share-partitions of: the leader
@@ -805,42 +797,30 @@ pub fn release(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
 
 // ---- share sessions (the connection's shard) ----
 
+/// A new connection on this shard, for its share sessions.
+pub fn connect(shard: &Shard) -> ConnId {
+    shard.share.sessions.borrow_mut().connect()
+}
+
 /// Opens (epoch 0), continues (epoch > 0) or closes (epoch -1) a member's share session on
-/// this shard. Returns the session's partitions after `add` and `forget` (a closed session:
-/// the ones it had).
+/// this shard, for connection `conn`. Returns the session's partitions after `add` and `forget`
+/// (a closed session: the ones it had).
 pub fn session(
     shard: &Shard,
     group_id: &str,
     member_id: &str,
-    epoch: i32,
-    add: &[TopicPartition],
-    forget: &[TopicPartition],
+    step: sessions::Step<'_>,
 ) -> Result<Vec<TopicPartition>, SessionError> {
-    let key = (group_id.to_string(), member_id.to_string());
-    let mut sessions = shard.share.sessions.borrow_mut();
-    if epoch == 0 {
-        if sessions.len() >= sluice_core::limits::MAX_SHARE_SESSIONS_PER_SHARD && !sessions.contains_key(&key) {
-            return Err(SessionError::NotFound);
-        }
-        let s = Session { next_epoch: 1, partitions: add.iter().cloned().collect() };
-        let out = s.partitions.iter().cloned().collect();
-        sessions.insert(key, s);
-        return Ok(out);
+    shard.share.sessions.borrow_mut().step(group_id, member_id, step)
+}
+
+/// Connection `conn` ended: its share sessions are closed and their members' acquired records
+/// released on every shard, as when a session closes.
+pub fn disconnect(shard: &Rc<Shard>, conn: ConnId) {
+    let gone = shard.share.sessions.borrow_mut().disconnect(conn);
+    for (group_id, member_id) in gone {
+        broadcast_release(shard, &group_id, &member_id);
     }
-    let s = sessions.get_mut(&key).ok_or(SessionError::NotFound)?;
-    if epoch == -1 {
-        let s = sessions.remove(&key).expect("present");
-        return Ok(s.partitions.into_iter().collect());
-    }
-    if epoch != s.next_epoch {
-        return Err(SessionError::InvalidEpoch);
-    }
-    s.next_epoch = s.next_epoch.checked_add(1).unwrap_or(1);
-    s.partitions.extend(add.iter().cloned());
-    for f in forget {
-        s.partitions.remove(f);
-    }
-    Ok(s.partitions.iter().cloned().collect())
 }
 
 #[cfg(test)]
