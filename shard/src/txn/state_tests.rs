@@ -473,7 +473,8 @@ fn between_an_answered_end_and_its_completion_the_id_waits() {
     for tv2 in [false, true] {
         let mut t = Txns::new();
         apply_init(&mut t, "x", None, 7, 0).expect("init");
-        write(&mut t, add(&t, "x", 7, 0, &[tp("a", 0)], None, tv2, 1).expect("add"));
+        let added = add(&t, "x", 7, 0, &[tp("a", 0)], None, tv2, 1).expect("add");
+        write(&mut t, added);
         let EndStep::Prepare(c) = end(&t, "x", &end_input(7, 0, true, tv2, -1, 2)).expect("end") else {
             panic!("an open transaction's end prepares")
         };
