@@ -16,7 +16,9 @@ Kafka: a single-node KRaft broker from the jars `bench/compare` fetches, `log.cl
    TIMEOUT s), and sums what every cleaning reported: Kafka's cleaner log (`LogCleaner`
    at INFO, "N MB of log processed in S seconds"), sluice's `compaction pass` log lines
    (`bytes_read`, `seconds`: the sealed segments a pass read whole to clean, and its duration).
-   MB/s = MB processed / seconds cleaning.
+   MB/s = MB processed / seconds cleaning. For sluice, also the seconds per phase of its passes
+   (`phases_s`: transaction scan, key map, cleaning, swap; `read` is the part of map and clean
+   spent waiting for segment reads).
 2. Produce p99. After a discarded warm-up run (5 s), two runs of RATE-SECS seconds each: a fixed-rate producer (RATE records/s of
    VALUE_BYTES, acks=all, linger.ms=0, confluent-kafka; latency = librdkafka's per-message
    produce-to-ack latency) writes to a `cleanup.policy=delete` topic while a background
@@ -47,6 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 READY_RE = re.compile(r"^sluice ready listen=(\S+):(\d+) cores=(\d+) data_dir=(.+)$")
 SLUICE_PASS_RE = re.compile(r"compaction pass.*?bytes_read=(\d+).*?seconds=([\d.]+)")
+# The phases of a sluice pass (storage/src/log/compaction.rs `PassTimes`), on the same line.
+SLUICE_PHASE_RE = re.compile(r"\b(scan|map|clean|swap|read)_s=([0-9.eE+-]+)")
 KAFKA_PASS_RE = re.compile(r"([\d,]+\.\d+) MB of log processed in ([\d,]+\.\d+) seconds")
 
 
@@ -85,6 +89,15 @@ class Sluice:
         """(bytes, seconds) of every compaction pass logged so far."""
         text = self.log.read_text(errors="replace")
         return [(int(b), float(s)) for b, s in SLUICE_PASS_RE.findall(text)]
+
+    def phases(self) -> dict:
+        """Seconds per phase summed over every compaction pass logged so far."""
+        out = {}
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "compaction pass" in line:
+                for name, secs in SLUICE_PHASE_RE.findall(line):
+                    out[name] = out.get(name, 0.0) + float(secs)
+        return {k: round(v, 3) for k, v in out.items()}
 
     def stop(self):
         stop_pid(self.proc)
@@ -255,6 +268,8 @@ def run_side(side: str, args, work: Path) -> dict:
         out["throughput"] = {"produced_mb": round(sent / (1 << 20), 1), "produce_s": round(produce_s, 1),
                              "passes": len(passes), "cleaned_mb": round(mb, 1), "cleaning_s": round(secs, 2),
                              "mb_per_s": round(mb / secs, 1) if secs > 0 else None}
+        if hasattr(broker, "phases"):
+            out["throughput"]["phases_s"] = broker.phases()
         print(side, "throughput", out["throughput"], flush=True)
         # A discarded warm-up run first: the first fixed-rate run otherwise carries the
         # broker's (and, for Kafka, the JIT's) warm-up, which made 'nocompact' look worse than

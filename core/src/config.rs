@@ -238,7 +238,7 @@ impl Default for BrokerConfig {
             group_consumer_max_size: crate::limits::MAX_CONSUMER_GROUP_MEMBERS,
             group_consumer_migration_policy: MigrationPolicy::Bidirectional,
             group_share_session_timeout_ms: crate::limits::DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS,
-            group_share_heartbeat_interval_ms: crate::limits::DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+            group_share_heartbeat_interval_ms: crate::limits::DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS,
             group_share_max_size: crate::limits::DEFAULT_SHARE_GROUP_MEMBERS,
             group_share_record_lock_duration_ms: crate::limits::DEFAULT_SHARE_RECORD_LOCK_DURATION_MS,
             group_share_delivery_count_limit: crate::limits::DEFAULT_SHARE_DELIVERY_COUNT_LIMIT,

@@ -135,18 +135,36 @@ pub const COMPACTION_MAX_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 /// Bytes counted per key-map entry besides the key (hash table slot, offset, allocation).
 pub const COMPACTION_KEY_MAP_ENTRY_OVERHEAD: usize = 48;
 /// Longest stretch a compaction pass runs on its shard's thread before it pauses (for
-/// `COMPACTION_PAUSE_MICROS`) so the shard polls its I/O and runs its request tasks: a pass
-/// checks the clock after every batch it maps, cleans, merges or scans, and every chunk it
-/// reads, so a produce request waits at most about this long (plus one batch's work) for a
-/// pass. Issue #23: produce p99 with compaction running within 10% of without.
+/// `COMPACTION_PAUSE_MICROS`) so the shard polls its I/O and runs its request tasks, while the
+/// shard has other work: a pass checks the clock after every batch it maps, cleans, merges or
+/// scans, and every chunk it reads, so a produce request waits at most about this long (plus
+/// one batch's work) for a pass. Issue #23: produce p99 with compaction running within 10% of
+/// without.
 pub const COMPACTION_SLICE_MICROS: u64 = 250;
+/// Longest slice of a compaction pass on a shard with nothing else to do: each pause that ran
+/// no other task doubles the slice up to this, the first pause that did brings it back to
+/// `COMPACTION_SLICE_MICROS` (so a request arriving at an idle shard waits at most this long,
+/// once). Pauses cost cleaning throughput (each is a park and a timer, tens of µs on a VM).
+pub const COMPACTION_IDLE_SLICE_MICROS: u64 = 1_000;
 /// How long a compaction pass sleeps at the end of each slice (a real sleep, so the executor
-/// polls its rings before the pass goes on; the cost to cleaning throughput is about this over
-/// `COMPACTION_SLICE_MICROS` when the shard is otherwise idle).
+/// polls its rings before the pass goes on; the cost to cleaning throughput is about the
+/// sleep's real length over the slice).
 pub const COMPACTION_PAUSE_MICROS: u64 = 10;
-/// A compaction pass reads a sealed segment this much at a time (one read in flight), so a
-/// whole segment's read never sits on the device ahead of the shard's appends and syncs.
+/// A compaction pass reads a sealed segment this much at a time, `COMPACTION_READS_IN_FLIGHT`
+/// reads at once, so a whole segment's read never sits on the device ahead of the shard's
+/// appends and syncs.
 pub const COMPACTION_READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Reads of `COMPACTION_READ_CHUNK_BYTES` a compaction pass has in flight at once (one alone
+/// leaves the device idle between a read's completion and the next's submission).
+pub const COMPACTION_READS_IN_FLIGHT: usize = 2;
+/// Bytes of the dirty segments a compaction pass read to build its key map that it keeps in
+/// memory to clean them (instead of reading them a second time); the first dirty segments are
+/// kept until this is reached.
+pub const COMPACTION_REUSE_BYTES: u64 = 64 * 1024 * 1024;
+/// A compaction pass's transaction scan of a sealed segment reads only batch headers (and
+/// control batches whole): a read of this much at the next header when the batch before was
+/// large, of `COMPACTION_READ_CHUNK_BYTES` when it was small (its neighbours likely follow).
+pub const COMPACTION_SCAN_WINDOW_BYTES: usize = 64 * 1024;
 /// A compaction swap writes each cleaned `.log` this much at a time (direct I/O, one write in
 /// flight), for the same reason.
 pub const COMPACTION_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
@@ -216,13 +234,25 @@ pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
 /// How often each shard removes committed offsets older than `offsets_retention_minutes`.
 pub const OFFSETS_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Bytes read at a time when a shard replays a `__consumer_offsets` partition at open.
-/// KIP-848 consumer groups (Kafka's defaults): `group.consumer.session.timeout.ms` 45 s,
-/// `group.consumer.heartbeat.interval.ms` 5 s; the largest session timeout accepted (Kafka's
-/// `group.consumer.max.session.timeout.ms` default, 60 s, widened to 30 min as for classic
-/// groups) and the smallest heartbeat interval (Kafka's minimum, 1 s, lowered to 100 ms so
-/// tests can run short rebalances).
+/// KIP-848 consumer groups: the session timeout (Kafka's `group.consumer.session.timeout.ms`,
+/// 45 s), the heartbeat interval given to members (Kafka's
+/// `group.consumer.heartbeat.interval.ms` is 5 s; sluice's default is 1 s, because a member
+/// hears of a new target only at its next heartbeat, so the interval bounds rebalance time,
+/// while a heartbeat that changes nothing costs the shard-local coordinator a few
+/// microseconds: see ARCHITECTURE.md, "Consumer groups"), the largest session timeout
+/// accepted (Kafka's `group.consumer.max.session.timeout.ms` default, 60 s, widened to 30 min
+/// as for classic groups) and the smallest heartbeat interval (Kafka's minimum, 1 s, lowered to
+/// 100 ms so tests can run short rebalances).
 pub const DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 45_000;
-pub const DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 5_000;
+pub const DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 1_000;
+/// A KIP-848 member waiting for partitions other members still have to revoke (state
+/// UNRELEASED_PARTITIONS) is given the heartbeat interval divided by this (at least
+/// [`MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS`]) until it has them, so it picks them up soon
+/// after they are freed; the Java client adopts the interval of every answer.
+pub const CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR: i32 = 5;
+/// Share groups' heartbeat interval (Kafka's `group.share.heartbeat.interval.ms`, 5 s): no
+/// revocation round trip, so a shorter one would not speed up a share group's rebalance much.
+pub const DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 5_000;
 pub const MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS: i32 = 1_800_000;
 pub const MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 100;
 /// Members of one KIP-848 consumer group (the default and the largest `group_consumer_max_size`):
@@ -450,6 +480,9 @@ const _: () = assert!(
         && DEFAULT_SHARE_PARTITION_RECORD_LOCKS <= MAX_SHARE_PARTITION_RECORD_LOCKS
         && MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS
         && DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+        && MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS
+        && DEFAULT_SHARE_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS
+        && CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR >= 1
         && DEFAULT_CONSUMER_GROUP_SESSION_TIMEOUT_MS <= MAX_CONSUMER_GROUP_SESSION_TIMEOUT_MS
 );
 const _: () = assert!(OFFSETS_LOAD_READ_BYTES >= MAX_BATCH_BYTES, "a replay read returns at least one whole batch");
@@ -482,6 +515,12 @@ const _: () = assert!(DEFAULT_TRANSACTION_MAX_TIMEOUT_MS <= i32::MAX as u64, "ti
 const _: () = assert!(COMPACTION_KEY_MAP_BYTES >= 2 * MAX_BATCH_BYTES);
 const _: () = assert!(COMPACTION_MAX_SEGMENT_BYTES >= MAX_BATCH_BYTES as u64);
 const _: () = assert!(COMPACTION_PAUSE_MICROS >= 1 && COMPACTION_PAUSE_MICROS < COMPACTION_SLICE_MICROS);
+const _: () = assert!(COMPACTION_IDLE_SLICE_MICROS >= COMPACTION_SLICE_MICROS);
+const _: () = assert!(COMPACTION_READS_IN_FLIGHT >= 1 && COMPACTION_READS_IN_FLIGHT <= 8);
+const _: () = assert!(COMPACTION_REUSE_BYTES <= 2 * COMPACTION_MAX_SEGMENT_BYTES);
+// A window holds at least a batch header (sluice_core::batch::HEADER_LEN, 61 bytes).
+const _: () =
+    assert!(COMPACTION_SCAN_WINDOW_BYTES >= 4096 && COMPACTION_SCAN_WINDOW_BYTES <= COMPACTION_READ_CHUNK_BYTES);
 const _: () =
     assert!(COMPACTION_READ_CHUNK_BYTES.is_multiple_of(4096) && COMPACTION_WRITE_CHUNK_BYTES.is_multiple_of(4096));
 const _: () = assert!(BACKGROUND_TASK_QUEUE_SHARES >= 1);
@@ -541,15 +580,17 @@ pub const RAFT_CATCHUP_MAX_REQUESTS: usize = 8;
 /// pending, or a follower whose leader's broker was heard within an election timeout
 /// (shard/src/raft/driver.rs).
 pub const RAFT_IDLE_TICKS_BEFORE_QUIET: u32 = 64;
-/// Ticks a peer's links may be not live before the runtime's driver treats the peer as silent
-/// (its links' session timeout already passed): the groups it led campaign at once.
+/// Ticks without hearing a peer before the driver treats it as silent. The runtime feeds
+/// liveness every tick and reports a peer whose links are down (closed connection, or session
+/// timeout passed) at once (`Driver::peer_down`), so this only bounds silence the transport
+/// did not report.
 pub const RAFT_PEER_SILENCE_TICKS: usize = 2;
 /// Ticks between the campaigns of the live replicas of a group whose leader's broker fell
 /// silent, in their rank order (rotated per group; the first campaigns at the next tick), so
 /// they do not split the vote; also the least pause before such a replica campaigns again.
 pub const RAFT_ORPHAN_STAGGER_TICKS: usize = 2;
-/// Quick campaigns (after a short staggered pause) an orphaned group makes before it falls
-/// back to Raft's own election timeouts.
+/// Quick campaigns (the first one included, each after a short staggered pause) an orphaned
+/// group makes before it falls back to Raft's own election timeouts.
 pub const RAFT_ORPHAN_QUICK_CAMPAIGNS: u32 = 5;
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_PEER_SILENCE_TICKS >= 2, "the clock feeds liveness once per tick");
@@ -761,6 +802,29 @@ const _: () = assert!(
         <= MAX_BATCH_BYTES,
     "the largest metadata record fits one batch"
 );
+/// Groups with dynamic group configs (IncrementalAlterConfigs on a GROUP resource) the
+/// metadata holds at most; one more is refused. Each group's set is one metadata record, so
+/// it shares the topic records' bounds (`METADATA_RECORD_MAX_CONFIGS` keys,
+/// `METADATA_RECORD_MAX_STRING_BYTES` per name or value).
+pub const MAX_GROUPS_WITH_CONFIGS: usize = 100_000;
+/// Kafka 4.4's broker bounds on dynamic group configs (`group.consumer.min/max.heartbeat.interval.ms`,
+/// `group.consumer.min/max.session.timeout.ms`, the same for share and streams groups,
+/// `group.share.min/max.record.lock.duration.ms`, `group.share.min/max.delivery.count.limit`,
+/// `group.share.min/max.partition.max.record.locks`, `group.streams.max.standby.replicas`):
+/// a group's value outside them is refused with INVALID_CONFIG, as Kafka does.
+pub const GROUP_CONFIG_MIN_HEARTBEAT_INTERVAL_MS: i64 = 5_000;
+/// sluice's lower bound for a KIP-848 group's `consumer.heartbeat.interval.ms`
+/// (`group.consumer.min.heartbeat.interval.ms`): its own default interval, which is 1 s where
+/// Kafka's is 5 s (see [`DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS`]), so a group can be
+/// set back to the broker's default.
+pub const GROUP_CONFIG_MIN_CONSUMER_HEARTBEAT_INTERVAL_MS: i64 = DEFAULT_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS as i64;
+pub const GROUP_CONFIG_MAX_HEARTBEAT_INTERVAL_MS: i64 = 15_000;
+pub const GROUP_CONFIG_MIN_SESSION_TIMEOUT_MS: i64 = 45_000;
+pub const GROUP_CONFIG_MAX_SESSION_TIMEOUT_MS: i64 = 60_000;
+pub const GROUP_CONFIG_MIN_RECORD_LOCK_DURATION_MS: i64 = 15_000;
+pub const GROUP_CONFIG_MAX_RECORD_LOCK_DURATION_MS: i64 = 60_000;
+pub const GROUP_CONFIG_MAX_STANDBY_REPLICAS: i64 = 2;
+
 /// How long the controller waits for the metadata log to be applied (before deciding a
 /// change, and after proposing it) before answering NOT_CONTROLLER (clients retry).
 pub const METADATA_APPLY_TIMEOUT_MS: u64 = 30_000;

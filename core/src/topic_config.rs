@@ -37,8 +37,8 @@ pub struct Def {
 
 /// Group configs (KIP-848 consumer groups, KIP-932 share groups, KIP-1071 streams groups) with
 /// Apache Kafka 4.4's defaults and broker synonyms, as its DescribeConfigs answers them for a
-/// GROUP resource. sluice has classic groups only: none of these applies to it, so they are
-/// described (at their defaults) but cannot be set.
+/// GROUP resource. Set per group with IncrementalAlterConfigs (checked by [`validate_group`]);
+/// sluice applies the consumer- and share-group ones it implements (`sluice_shard::group_config`).
 pub const GROUP_DEFS: &[Def] = &[
     Def {
         name: "consumer.assignment.interval.ms",
@@ -49,7 +49,7 @@ pub const GROUP_DEFS: &[Def] = &[
     },
     Def {
         name: "consumer.heartbeat.interval.ms",
-        default: "5000",
+        default: "1000",
         broker_synonym: "group.consumer.heartbeat.interval.ms",
         kind: Kind::Int { min: 1 },
         doc: "The heartbeat interval given to the members of a consumer group.",
@@ -375,7 +375,13 @@ pub fn default_i64(name: &str) -> i64 {
 /// Checks a value for a key; the error names both.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let def = lookup(name).ok_or_else(|| format!("unknown topic config `{name}`"))?;
-    let bad = |expected: String| Err(format!("invalid value {value:?} for topic config `{name}`: expected {expected}"));
+    check_kind(def, value)
+        .map_err(|expected| format!("invalid value {value:?} for topic config `{name}`: expected {expected}"))
+}
+
+/// Checks a value against its definition's kind; the error says what was expected.
+fn check_kind(def: &Def, value: &str) -> Result<(), String> {
+    let bad = |expected: String| Err(expected);
     match def.kind {
         Kind::Long { min } => match value.trim().parse::<i64>() {
             Ok(v) if v >= min => Ok(()),
@@ -411,6 +417,102 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// The definition of a group config, if `name` is one.
+pub fn lookup_group(name: &str) -> Option<&'static Def> {
+    GROUP_DEFS.iter().find(|d| d.name == name)
+}
+
+/// Kafka's broker bounds on a group config (inclusive), with the broker configs that hold them.
+fn group_bounds(name: &str) -> Option<(i64, &'static str, i64, &'static str)> {
+    use crate::limits::*;
+    let (hb, st) = (
+        (GROUP_CONFIG_MIN_HEARTBEAT_INTERVAL_MS, GROUP_CONFIG_MAX_HEARTBEAT_INTERVAL_MS),
+        (GROUP_CONFIG_MIN_SESSION_TIMEOUT_MS, GROUP_CONFIG_MAX_SESSION_TIMEOUT_MS),
+    );
+    Some(match name {
+        "consumer.heartbeat.interval.ms" => {
+            let min = GROUP_CONFIG_MIN_CONSUMER_HEARTBEAT_INTERVAL_MS;
+            (min, "group.consumer.min.heartbeat.interval.ms", hb.1, "group.consumer.max.heartbeat.interval.ms")
+        }
+        "consumer.session.timeout.ms" => {
+            (st.0, "group.consumer.min.session.timeout.ms", st.1, "group.consumer.max.session.timeout.ms")
+        }
+        "share.heartbeat.interval.ms" => {
+            (hb.0, "group.share.min.heartbeat.interval.ms", hb.1, "group.share.max.heartbeat.interval.ms")
+        }
+        "share.session.timeout.ms" => {
+            (st.0, "group.share.min.session.timeout.ms", st.1, "group.share.max.session.timeout.ms")
+        }
+        "streams.heartbeat.interval.ms" => {
+            (hb.0, "group.streams.min.heartbeat.interval.ms", hb.1, "group.streams.max.heartbeat.interval.ms")
+        }
+        "streams.session.timeout.ms" => {
+            (st.0, "group.streams.min.session.timeout.ms", st.1, "group.streams.max.session.timeout.ms")
+        }
+        "share.record.lock.duration.ms" => (
+            GROUP_CONFIG_MIN_RECORD_LOCK_DURATION_MS,
+            "group.share.min.record.lock.duration.ms",
+            GROUP_CONFIG_MAX_RECORD_LOCK_DURATION_MS,
+            "group.share.max.record.lock.duration.ms",
+        ),
+        "share.delivery.count.limit" => (
+            i64::from(MIN_SHARE_DELIVERY_COUNT_LIMIT),
+            "group.share.min.delivery.count.limit",
+            i64::from(MAX_SHARE_DELIVERY_COUNT_LIMIT),
+            "group.share.max.delivery.count.limit",
+        ),
+        "share.partition.max.record.locks" => (
+            MIN_SHARE_PARTITION_RECORD_LOCKS as i64,
+            "group.share.min.partition.max.record.locks",
+            MAX_SHARE_PARTITION_RECORD_LOCKS as i64,
+            "group.share.max.partition.max.record.locks",
+        ),
+        "streams.num.standby.replicas" => {
+            (0, "0", GROUP_CONFIG_MAX_STANDBY_REPLICAS, "group.streams.max.standby.replicas")
+        }
+        _ => return None,
+    })
+}
+
+/// Checks a group's whole set of configs (the values it would hold after a change), as
+/// Kafka's `GroupConfig.validate`: every key known, every value of its type, within the
+/// broker's bounds, and each group type's heartbeat interval below its session timeout (the
+/// unset one at its default). The error is Kafka's message.
+pub fn validate_group(set: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in set {
+        let def = lookup_group(name).ok_or_else(|| format!("Unknown group config name: {name}"))?;
+        // A free string or list (a dead-letter topic, rack tags): any value; `by_duration:` takes an ISO duration.
+        let free = matches!(def.kind, Kind::OneOf([]) | Kind::ListOf([]))
+            || (name == "share.auto.offset.reset" && value.starts_with("by_duration:"));
+        if !free {
+            check_kind(def, value)
+                .map_err(|expected| format!("Invalid value {value} for configuration {name}: expected {expected}"))?;
+        }
+        if let Some((min, min_name, max, max_name)) = group_bounds(name) {
+            let v: i64 = value.trim().parse().map_err(|_| format!("Invalid value {value} for configuration {name}"))?;
+            if v < min {
+                return Err(format!("{name} must be greater than or equal to {min_name}"));
+            }
+            if v > max {
+                return Err(format!("{name} must be less than or equal to {max_name}"));
+            }
+        }
+    }
+    for kind in ["consumer", "share", "streams"] {
+        let (hb, st) = (format!("{kind}.heartbeat.interval.ms"), format!("{kind}.session.timeout.ms"));
+        let get = |k: &str| -> i64 { effective_group(set, k).and_then(|v| v.trim().parse().ok()).unwrap_or(0) };
+        if (set.contains_key(&hb) || set.contains_key(&st)) && get(&hb) >= get(&st) {
+            return Err(format!("{st} must be greater than {hb}"));
+        }
+    }
+    Ok(())
+}
+
+/// A group's value for `name`: its own, or Kafka's default.
+pub fn effective_group<'a>(set: &'a std::collections::BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    set.get(name).map(String::as_str).or_else(|| lookup_group(name).map(|d| d.default))
+}
+
 /// A topic's effective value for `name`: its own, or the default.
 pub fn effective<'a>(set: &'a std::collections::BTreeMap<String, String>, name: &str) -> Option<&'a str> {
     set.get(name).map(String::as_str).or_else(|| lookup(name).map(|d| d.default))
@@ -444,6 +546,29 @@ mod tests {
         for d in DEFS {
             assert!(validate(d.name, d.default).is_ok(), "default of {} must be valid", d.name);
         }
+    }
+
+    #[test]
+    fn group_configs_are_checked_as_kafka_does() {
+        let set = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(validate_group(&set(&[("share.auto.offset.reset", "earliest")])).is_ok());
+        assert!(validate_group(&set(&[("consumer.heartbeat.interval.ms", "6000")])).is_ok());
+        assert_eq!(
+            validate_group(&set(&[("consumer.heartbeat.interval.ms", "999")])).unwrap_err(),
+            "consumer.heartbeat.interval.ms must be greater than or equal to group.consumer.min.heartbeat.interval.ms"
+        );
+        assert_eq!(
+            validate_group(&set(&[("share.record.lock.duration.ms", "60001")])).unwrap_err(),
+            "share.record.lock.duration.ms must be less than or equal to group.share.max.record.lock.duration.ms"
+        );
+        assert!(validate_group(&set(&[("share.auto.offset.reset", "soon")])).is_err());
+        assert!(validate_group(&set(&[("share.delivery.count.limit", "x")])).is_err());
+        assert_eq!(validate_group(&set(&[("nope", "1")])).unwrap_err(), "Unknown group config name: nope");
+        let defaults: std::collections::BTreeMap<String, String> =
+            GROUP_DEFS.iter().map(|d| (d.name.to_string(), d.default.to_string())).collect();
+        assert_eq!(validate_group(&defaults), Ok(()), "Kafka's defaults are valid");
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: AdminCall) {
         AdminCall::AlterClientQuotas(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::AlterReassignments(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
         AdminCall::CompleteReassignment(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
+        AdminCall::AlterGroupConfigs(Call { req, reply }) => drop(reply.send(apply_change(shard, req).await)),
     }
 }
 
@@ -178,6 +179,20 @@ pub(crate) struct Placing<'a> {
 }
 
 impl Placing<'_> {
+    /// A lone one-shard broker (node 0) placing nothing: for tests of changes that add no
+    /// partitions.
+    #[cfg(test)]
+    pub(crate) fn lone() -> Placing<'static> {
+        Placing {
+            n_shards: 1,
+            default_partitions: 1,
+            rates: &[],
+            node: 0,
+            brokers: &[0],
+            default_replication_factor: 1,
+        }
+    }
+
     fn local(&self) -> Local<'_> {
         Local { node: self.node, n_shards: self.n_shards, rates: self.rates }
     }
@@ -827,5 +842,6 @@ mod decision_tests;
 
 pub mod acls;
 pub mod cluster;
+pub mod group_configs;
 pub mod quotas;
 pub mod reassign;

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod error;
 pub mod fetch;
+pub mod group_config;
 pub mod groups;
 pub mod internal;
 pub mod metadata;

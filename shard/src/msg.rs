@@ -186,6 +186,15 @@ pub struct AlterConfigs {
     pub validate_only: bool,
 }
 
+/// Change a group's dynamic configs (all of them when `replace_all`, as AlterConfigs does).
+#[derive(Debug)]
+pub struct AlterGroupConfigs {
+    pub group: String,
+    pub changes: Vec<ConfigChange>,
+    pub replace_all: bool,
+    pub validate_only: bool,
+}
+
 /// Grow a topic to `count` partitions.
 #[derive(Debug)]
 pub struct CreatePartitions {
@@ -262,6 +271,7 @@ pub enum AdminCall {
     AlterClientQuotas(Call<AlterClientQuotas, Vec<Result<(), PartitionError>>>),
     AlterReassignments(Call<AlterReassignments, Vec<Result<(), PartitionError>>>),
     CompleteReassignment(Call<CompleteReassignment, Result<(), PartitionError>>),
+    AlterGroupConfigs(Call<AlterGroupConfigs, Result<(), PartitionError>>),
 }
 
 operations!(AdminCall {
@@ -275,6 +285,7 @@ operations!(AdminCall {
     AlterClientQuotas => AlterClientQuotas: Vec<Result<(), PartitionError>>,
     AlterReassignments => AlterReassignments: Vec<Result<(), PartitionError>>,
     CompleteReassignment => CompleteReassignment: Result<(), PartitionError>,
+    AlterGroupConfigs => AlterGroupConfigs: Result<(), PartitionError>,
 });
 
 /// How IncrementalAlterConfigs changes one key (AlterConfigs uses `Set` only).

@@ -2,7 +2,8 @@
 //! groups on in-memory logs, driven by one seeded PRNG.
 //!
 //! Faults: messages lost, delayed (so reordered) and duplicated; links cut between brokers and
-//! healed; brokers crashed (each log keeps its synced image plus, at random, a prefix of what
+//! healed (in half the runs the brokers are told at once that a link is down, and sometimes
+//! about a link that only flapped: the runtime's fast-failover path, `Driver::peer_down`); brokers crashed (each log keeps its synced image plus, at random, a prefix of what
 //! was written after it, and either the last synced or the newest Raft state) and restarted;
 //! sync failures (a disk fault stops the broker, as the driver's fail-stop policy says); Ready
 //! rounds left unsynced across steps. Every message crosses the real wire encoding.
@@ -39,6 +40,12 @@ use std::rc::Rc;
 /// The shape and fault rates of one run (drawn from the seed).
 #[derive(Debug, Clone, Copy)]
 struct Params {
+    /// Brokers are told at once when their links to a broker drop (a cut, a crash), every
+    /// step while it lasts, as the runtime's transport tells its driver (`Driver::peer_down`);
+    /// and at random about a link that dropped alone for a moment (`p_flap`). Drawn from a
+    /// generator of its own, so the runs without it are the runs of before it.
+    link_reports: bool,
+    p_flap: f64,
     nodes: u64,
     groups: u32,
     steps: u64,
@@ -60,8 +67,12 @@ struct Params {
 }
 
 impl Params {
-    fn draw(rng: &mut StdRng) -> Params {
+    fn draw(seed: u64, rng: &mut StdRng) -> Params {
+        let mut links = StdRng::seed_from_u64(seed ^ 0x5eed_11e5);
+        let link_reports = links.gen_bool(0.5);
         Params {
+            link_reports,
+            p_flap: if link_reports { links.gen_range(0.0..0.01) } else { 0.0 },
             nodes: if rng.gen_bool(0.8) { 3 } else { 5 },
             groups: rng.gen_range(2..=8),
             steps: 1500,
@@ -118,6 +129,8 @@ struct World {
     /// (contiguous, except where a broker's log restarted at a snapshot beyond it).
     canon: BTreeMap<GroupId, BTreeMap<Offset, Bytes>>,
     leaders: BTreeMap<(GroupId, Term), NodeId>,
+    /// Draws the link flaps (its own generator: see `Params::link_reports`).
+    links_rng: StdRng,
     proposals: Vec<Proposal>,
     acked: BTreeMap<GroupId, Vec<(u64, Offset)>>,
     next_id: u64,
@@ -136,6 +149,7 @@ struct Stats {
     catchup_reads: u64,
     deletes: u64,
     installs: u64,
+    flaps: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -149,6 +163,7 @@ impl std::ops::AddAssign for Stats {
         self.catchup_reads += o.catchup_reads;
         self.deletes += o.deletes;
         self.installs += o.installs;
+        self.flaps += o.flaps;
     }
 }
 
@@ -161,7 +176,7 @@ fn voters(n: u64) -> Vec<u64> {
 impl World {
     fn new(seed: u64) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
-        let p = Params::draw(&mut rng);
+        let p = Params::draw(seed, &mut rng);
         World::with(seed, rng, p)
     }
 
@@ -179,6 +194,7 @@ impl World {
             cut: BTreeSet::new(),
             canon: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            links_rng: StdRng::seed_from_u64(seed ^ 0xf1a9),
             proposals: Vec::new(),
             acked: BTreeMap::new(),
             next_id: 1,
@@ -262,7 +278,11 @@ impl World {
             self.inject_faults();
         }
         self.restart_due();
+        // The runtime checks its links before it steps a received frame and again right
+        // before each tick.
+        self.report_links(faults);
         self.deliver();
+        self.report_links(false);
         if faults || self.rng.gen_bool(0.3) {
             self.maybe_propose();
         }
@@ -322,6 +342,35 @@ impl World {
         }
         disk.borrow_mut().delete_records(to);
         self.stats.deletes += 1;
+    }
+
+    /// With `link_reports`: each broker up is told about every broker its links to are down
+    /// (cut off, or crashed: a dead broker's connections close at once), as the runtime's
+    /// clock tells its driver every tick; while faults run, now and then about a link that
+    /// only dropped for a moment (a flap: nothing is cut).
+    fn report_links(&mut self, faults: bool) {
+        if !self.p.link_reports {
+            return;
+        }
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let up: Vec<bool> = self.nodes.iter().map(|n| n.driver.is_some()).collect();
+        for node in &mut self.nodes {
+            let me = node.id;
+            let Some(d) = node.driver.as_mut() else { continue };
+            for (&b, &b_up) in ids.iter().zip(&up) {
+                if b != me && (!b_up || self.cut.contains(&pair(me, b))) {
+                    d.peer_down(b);
+                }
+            }
+        }
+        if faults && self.links_rng.gen_bool(self.p.p_flap) {
+            let i = self.links_rng.gen_range(0..self.nodes.len());
+            let b = NodeId(self.links_rng.gen_range(1..=self.p.nodes));
+            if let Some(d) = self.nodes[i].driver.as_mut() {
+                d.peer_down(b);
+                self.stats.flaps += 1;
+            }
+        }
     }
 
     fn restart_due(&mut self) {
@@ -719,6 +768,8 @@ fn raft_sim() {
 /// Three brokers, twelve groups, no faults, no random proposals, every write synced.
 fn calm_params() -> Params {
     Params {
+        link_reports: false,
+        p_flap: 0.0,
         nodes: 3,
         groups: 12,
         steps: 0,
@@ -845,4 +896,119 @@ fn a_healthy_groups_leader_counts_every_voter_in_sync_at_every_step() {
         checked += 1;
     }
     assert!(checked > 250, "the leader stayed: {checked} steps checked");
+}
+
+/// The groups each broker leads, by broker index.
+fn led_by(w: &World, i: usize) -> Vec<GroupId> {
+    w.groups.iter().copied().filter(|&g| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g))).collect()
+}
+
+/// A leader cut off from both other brokers while alive (not a crash), its links reported
+/// down on every side at once: the other two elect new leaders for its groups within a few
+/// ticks (well before an election timeout: the fast path), the old leader steps down within
+/// two election timeouts (check-quorum), at most one leader per term throughout (the World
+/// checks every step), and nothing it took after the cut is ever acknowledged.
+#[test]
+fn a_cut_off_leaders_groups_elect_within_a_few_ticks_and_it_steps_down() {
+    let mut p = calm_params();
+    p.link_reports = true;
+    let mut w = World::with(13, StdRng::seed_from_u64(13), p);
+    w.settle();
+    for _ in 0..200 {
+        w.step(false); // idle: every group quiet, the worst case for waking
+    }
+    let victim = (0..3).max_by_key(|&i| led_by(&w, i).len()).expect("three brokers");
+    let led = led_by(&w, victim);
+    assert!(!led.is_empty());
+    let vid = w.nodes[victim].id;
+    let term_before: BTreeMap<GroupId, Term> = led
+        .iter()
+        .map(|&g| (g, w.nodes[victim].driver.as_ref().and_then(|d| d.leader(g)).expect("hosted").1))
+        .collect();
+    for b in 1..=3 {
+        w.cut.insert(pair(vid, NodeId(b)));
+    }
+    let stale_from = w.next_id;
+    for &g in &led {
+        assert!(w.propose_on(victim, g), "the old leader still takes proposals");
+    }
+    let stale_to = w.next_id;
+    let others = |w: &World, g: GroupId| {
+        (0..3).find(|&i| i != victim && w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g)))
+    };
+    let mut elected_after = None;
+    for t in 1..=40u64 {
+        w.step(false);
+        if led.iter().all(|&g| others(&w, g).is_some()) {
+            elected_after = Some(t);
+            break;
+        }
+    }
+    let election = u64::try_from(DriverConfig::default().election_ticks).expect("small");
+    let elected_after = elected_after.expect("the majority side elected leaders for every group");
+    assert!(elected_after < election, "new leaders after {elected_after} ticks: not before an election timeout");
+    for &g in &led {
+        let i = others(&w, g).expect("elected");
+        let term = w.nodes[i].driver.as_ref().and_then(|d| d.leader(g)).expect("hosted").1;
+        assert!(term > term_before[&g], "{g}: a new term");
+    }
+    let mut stepped_down = false;
+    for _ in 0..(3 * election) {
+        w.step(false);
+        if led_by(&w, victim).is_empty() {
+            stepped_down = true;
+            break;
+        }
+    }
+    assert!(stepped_down, "the cut-off leader stepped down (check-quorum)");
+    w.settle();
+    w.final_check();
+    let acked_stale: Vec<u64> =
+        w.acked.values().flatten().map(|(id, _)| *id).filter(|id| (stale_from..stale_to).contains(id)).collect();
+    assert!(acked_stale.is_empty(), "proposals the cut-off leader took were acknowledged: {acked_stale:?}");
+}
+
+/// One follower told, again and again, that its links to a leader are down while the other
+/// follower still hears that leader (and messages still flow): that follower's quick
+/// campaigns are pre-votes the others ignore (check-quorum's lease), so no term changes, the
+/// leader keeps every group and proposals keep committing.
+#[test]
+fn a_link_reported_down_on_one_follower_alone_changes_no_leader() {
+    let mut w = World::with(17, StdRng::seed_from_u64(17), calm_params());
+    w.settle();
+    for _ in 0..200 {
+        w.step(false);
+    }
+    let leader = (0..3).max_by_key(|&i| led_by(&w, i).len()).expect("three brokers");
+    let led = led_by(&w, leader);
+    assert!(!led.is_empty());
+    let lid = w.nodes[leader].id;
+    let follower = (leader + 1) % 3;
+    let terms = |w: &World| -> Vec<Term> {
+        led.iter()
+            .flat_map(|&g| w.nodes.iter().map(move |n| n.driver.as_ref().and_then(|d| d.leader(g)).expect("hosted").1))
+            .collect()
+    };
+    let before = terms(&w);
+    let acked_before = w.acked.values().map(Vec::len).sum::<usize>();
+    for step in 0..60 {
+        if step % 5 == 0 {
+            for &g in &led {
+                w.propose_on(leader, g);
+            }
+        }
+        // `World::step` without faults, the follower told of the leader's links right before
+        // each tick, as the runtime's clock tells its driver.
+        w.now += 1;
+        w.deliver();
+        w.nodes[follower].driver.as_mut().expect("up").peer_down(lid);
+        for i in 0..3 {
+            w.run_node(i);
+        }
+        w.poll_proposals();
+        assert_eq!(terms(&w), before, "step {step}: a term changed");
+        assert_eq!(led_by(&w, leader), led, "step {step}: the leader lost a group");
+    }
+    let acked_after = w.acked.values().map(Vec::len).sum::<usize>();
+    assert!(acked_after >= acked_before + led.len() * 8, "proposals kept committing: {acked_before} → {acked_after}");
 }

@@ -530,3 +530,72 @@ fn a_pass_lets_the_executors_other_tasks_run() {
         log.close().await.unwrap();
     });
 }
+
+/// A plain record `key` → `prefix` padded with 'x' to make a batch of exactly `n` bytes.
+fn exact(key: &str, prefix: &str, n: usize) -> Vec<u8> {
+    for pad in (n.saturating_sub(200)..n).rev() {
+        let b = one(key, Some(&format!("{prefix}{}", "x".repeat(pad))), TS);
+        if b.len() == n {
+            return b;
+        }
+    }
+    panic!("no batch of {n} bytes");
+}
+
+/// The pass's transaction scan reads sealed segments by their batch headers
+/// (`COMPACTION_SCAN_WINDOW_BYTES` after a large batch, `COMPACTION_READ_CHUNK_BYTES` after a
+/// small one) and control batches whole. Here the ABORT marker of a transaction straddles the
+/// end of a 1 MiB window (its header inside, its record past it), among batches large and
+/// small: the aborted record must still go, and the value it overwrote stay.
+#[test]
+fn the_header_scan_finds_a_marker_across_its_window_end() {
+    use sluice_core::limits::{COMPACTION_READ_CHUNK_BYTES, COMPACTION_SCAN_WINDOW_BYTES};
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 2 << 20, index_interval_bytes: 4096, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&dir, "t-0", config, false).await.unwrap();
+        let append = |b: Vec<u8>| log.append(&b, &batch::validate(&b).unwrap(), None).unwrap();
+        let w = COMPACTION_SCAN_WINDOW_BYTES;
+        // [0, 1000): k0 = plain (small: the first window, of w bytes at 0, covers the next header).
+        append(exact("k0", "plain", 1000));
+        // A small batch across that window's end: the next read is a 1 MiB window at its end.
+        let second = w + 464 - 1000;
+        assert!(second < w);
+        append(exact("f-a", "filler", second));
+        let window_at = w + 464;
+        // Producer 1 overwrites k0 in a transaction; fillers large and small; its ABORT marker
+        // starts 70 bytes before the 1 MiB window's end (a header is 61 bytes, the marker 78).
+        let aborted = txn_one("k0", "aborted", 1, 0, TS);
+        let marker = txn_marker(1, false, TS);
+        assert_eq!(marker.len(), 78);
+        let marker_at = window_at + COMPACTION_READ_CHUNK_BYTES - 70;
+        let mut pos = window_at + aborted.len();
+        append(aborted);
+        for i in 0..4 {
+            append(exact(&format!("f-b{i}"), "filler", 200_000));
+            pos += 200_000;
+        }
+        append(exact("f-c", "filler", marker_at - pos));
+        let abort_at = append(marker).base_offset.0;
+        // More after it, so the window is a whole 1 MiB; then enough to seal the segment.
+        for i in 0..12 {
+            let a = append(exact(&format!("f-d{i}"), "filler", 300_000));
+            log.wait_durable(&a).await.unwrap();
+        }
+        assert!(log.segment_sizes().len() >= 3, "{:?}", log.segment_sizes());
+        let cfg = CompactionConfig {
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.0,
+            ..CompactionConfig::default()
+        };
+        let stats = log.compact(&cfg, TS + 1_000).await.unwrap().expect("a pass");
+        assert!(stats.cleaned_upto > abort_at, "the aborted transaction was seen resolved: {stats:?}");
+        let after = read_all(&log, "after").await;
+        let k0: Vec<&Option<String>> = after.iter().filter(|r| r.1 == "k0").map(|r| &r.2).collect();
+        assert_eq!(k0.len(), 1, "{k0:?}");
+        assert!(k0[0].as_deref().is_some_and(|v| v.starts_with("plain")), "the aborted overwrite went");
+        assert!(!after.iter().any(|r| r.2.as_deref().is_some_and(|v| v.starts_with("aborted"))));
+        log.close().await.unwrap();
+    });
+}

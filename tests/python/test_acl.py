@@ -587,3 +587,42 @@ def test_an_acl_created_through_one_broker_is_enforced_by_all_three(tmp_path):
         assert not c.crashed()
     finally:
         c.stop_all()
+
+
+def sluice_bench(*args, timeout=30):
+    """`sluice bench ARGS --json`: (exit code, the JSON report or None, stderr's tail)."""
+    import json
+    import subprocess
+    from conftest import SLUICE_BIN
+    r = subprocess.run([str(SLUICE_BIN), "bench", *args, "--json"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout)
+    lines = r.stdout.decode().strip().splitlines()
+    report = json.loads(lines[-1]) if lines else None
+    return r.returncode, report, r.stderr.decode(errors="replace")[-2000:]
+
+
+def test_bench_acl_premise_sluice_bench_is_checked_as_anonymous_and_allowed_by_one_acl(
+        broker_factory, tmp_path, certs):
+    """What bench/acl's configurations rely on: `sluice bench` over PLAINTEXT is User:ANONYMOUS,
+    refused without an ACL, and one literal ALL ACL on its topic lets it create, produce and
+    fetch, also with prefixed ACLs of other principals on prefixes of the topic's name (a DENY
+    among them) that every check matches by resource and then rejects by principal."""
+    b, lst, admin = secured(broker_factory, tmp_path, certs)
+    topic = unique_topic("aclbench")
+    common = ["--broker", lst["PLAINTEXT"], "--topic", topic, "--timeout-secs", "15"]
+    rc, report, err = sluice_bench("produce", *common, "--partitions", "2", "--records", "200")
+    assert rc != 0 or (report and report["errors"] > 0), (rc, report, err)
+    others = [acl(ResourceType.TOPIC, topic[:n], f"User:svc-{n}", AclOperation.WRITE,
+                  perm=AclPermissionType.DENY if n % 2 else AclPermissionType.ALLOW,
+                  pattern=ResourcePatternType.PREFIXED) for n in range(1, len(topic) + 1)]
+    add_acls(admin, acl(ResourceType.TOPIC, topic, "User:ANONYMOUS", AclOperation.ALL), *others)
+    rc, report, err = sluice_bench("produce", *common, "--partitions", "2", "--records", "2000")
+    assert rc == 0 and report["records"] >= 2000 and report["errors"] == 0, (rc, report, err)
+    rc, report, err = sluice_bench("consume", *common, "--records", "2000")
+    assert rc == 0 and report["records"] >= 2000 and report["errors"] == 0, (rc, report, err)
+    # A DENY for ANONYMOUS on a prefix of the name wins over the literal ALLOW.
+    add_acls(admin, acl(ResourceType.TOPIC, topic[:3], "User:ANONYMOUS", AclOperation.WRITE,
+                        perm=AclPermissionType.DENY, pattern=ResourcePatternType.PREFIXED))
+    rc, report, err = sluice_bench("produce", *common, "--partitions", "2", "--records", "200")
+    assert rc != 0 or (report and report["errors"] > 0), (rc, report, err)
+    assert b.alive()

@@ -5,7 +5,9 @@ members of one group, one SIGKILLed while it owns partitions (its partitions mov
 others after the session timeout; every record consumed; the group's commits reach the end
 offsets); kafka-consumer-groups (ConsumerGroupCommand) --describe and --state while it runs;
 static members (group.instance.id) leaving and coming back to the same partitions without
-moving the others'; the group kept across a broker kill -9 and restart; librdkafka with
+moving the others'; a joining member that waits for partitions another member must revoke
+being given a fifth of the heartbeat interval until it has them (read from the Java client's
+own log of the intervals it adopts); the group kept across a broker kill -9 and restart; librdkafka with
 group.protocol=consumer.
 
 The broker runs with a 6 s consumer session timeout and a 500 ms heartbeat interval so the
@@ -57,10 +59,10 @@ def compile_member(workdir) -> str:
 class JavaMember:
     """One Kip848Consumer process; its output lines are collected as they come."""
 
-    def __init__(self, cp, workdir, bootstrap, topic, group, name, assignor="uniform", instance=None):
+    def __init__(self, cp, workdir, bootstrap, topic, group, name, assignor="uniform", instance=None, jvm=()):
         self.name = name
         self.stop_file = workdir / f"stop-{name}-{time.monotonic_ns()}"
-        args = ["java", "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", cp, "Kip848Consumer",
+        args = ["java", "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", *jvm, "-cp", cp, "Kip848Consumer",
                 bootstrap, topic, group, assignor, str(self.stop_file), str(MEMBER_MAX_MS)]
         if instance:
             args.append(instance)

@@ -8,7 +8,8 @@ five members SIGKILLed while it holds acquired records: they are delivered again
 others with a delivery count above 1 once the acquisition lock expires, none lost; the broker
 SIGKILLed mid-way and restarted: the group is listed and described (its membership is stored
 in __consumer_offsets) before any member rejoins, acknowledged records are not delivered again
-beyond the records that were in flight, none lost; franz-go's share consumer
+beyond the records that were in flight, none lost; a member removed by the session timeout
+stays removed across a broker restart (the removal is stored); franz-go's share consumer
 (tests/compat/go/share) as three members of one group.
 
 The broker runs with share_auto_offset_reset = "earliest", a 3 s acquisition lock and a 6 s
@@ -239,6 +240,42 @@ def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sc
     wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
     for m in second:
         assert m.stop() == 0, m.stderr()
+
+
+def member_count(broker, group) -> int:
+    """#MEMBERS of the share group, from kafka-share-groups --describe --state."""
+    res = share_groups(broker, "--describe", "--group", group, "--state")
+    assert res.returncode == 0, explain(res)
+    rows = table(res, "GROUP")
+    assert len(rows) == 1, explain(res)
+    return int(rows[0]["#MEMBERS"])
+
+
+def test_expired_member_stays_gone_after_a_restart(broker_factory, tmp_path, members):
+    """A member SIGKILLed (no leave) is removed when its session times out, and the removal is
+    written like a heartbeat's change: after a broker restart the group has no member. The
+    restarted broker has a long session timeout, so a member brought back from an unwritten
+    state would still be listed when the group is described."""
+    short = tmp_path / "sluice-share-short.toml"
+    short.write_text('share_auto_offset_reset = "earliest"\n'
+                     "group_share_session_timeout_ms = 2000\n"
+                     "group_share_heartbeat_interval_ms = 500\n")
+    long = tmp_path / "sluice-share-long.toml"
+    long.write_text('share_auto_offset_reset = "earliest"\n'
+                    "group_share_session_timeout_ms = 60000\n"
+                    "group_share_heartbeat_interval_ms = 500\n")
+    broker = broker_factory.start(config=short)
+    topic, group = unique_topic("share"), unique_topic("sg")
+    create_topic(broker.bootstrap, topic, 1)
+    cp = compile_member(tmp_path)
+    victim = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "victim")
+    members.append(victim)
+    wait_until(lambda: victim.has("SUBSCRIBED"), WAIT, what="the member subscribed")
+    wait_until(lambda: member_count(broker, group) == 1, WAIT, interval=0.5, what="one member in the group")
+    victim.kill()
+    wait_until(lambda: member_count(broker, group) == 0, WAIT, interval=0.5, what="the silent member expired")
+    broker = broker_factory.restart(broker, config=long)
+    assert member_count(broker, group) == 0, "the expired member came back with the restart"
 
 
 def test_franz_go_share_members(broker_factory, sconfig, tmp_path):

@@ -3,9 +3,14 @@
 //! Contract: every key is validated first (INVALID_CONFIG names the key); keys not in the
 //! request return to their defaults, as Kafka's non-incremental AlterConfigs does.
 //!
-//! BROKER and GROUP resources (here and in IncrementalAlterConfigs, [`not_alterable`]): sluice
-//! applies neither, so every key is refused with the error Kafka 4.x gives a key it cannot
-//! apply. A broker's keys: INVALID_REQUEST "Cannot update these configs dynamically: [keys]"
+//! A GROUP resource (here and in IncrementalAlterConfigs): the group's dynamic configs, changed
+//! through the metadata (`sluice_shard::admin::group_configs`: SET and DELETE, the whole set
+//! checked with Kafka's rules and the broker's bounds, INVALID_CONFIG with Kafka's message
+//! otherwise; an empty group name is INVALID_REQUEST), whether or not the group exists, as
+//! Kafka. The group and share code read them (`sluice_shard::group_config`).
+//!
+//! BROKER resources ([`not_alterable`]): sluice applies none, so every key is refused with the
+//! error Kafka 4.x gives a key it cannot apply. A broker's keys: INVALID_REQUEST "Cannot update these configs dynamically: [keys]"
 //! (sluice's broker configs all come from its config file; Kafka accepts its dynamic ones),
 //! except IncrementalAlterConfigs' DELETE of a key, which removes a dynamic value sluice never
 //! holds: nothing to do, no error (as Kafka answers deleting an unset dynamic config;
@@ -14,9 +19,7 @@
 //! A topic's replication throttles (`leader.replication.throttled.replicas`,
 //! `follower.replication.throttled.replicas`): sluice does not throttle replication and never
 //! holds them, so their DELETE (IncrementalAlterConfigs) is dropped as done and setting them is
-//! refused as any unknown key. A group's keys: INVALID_CONFIG "Unknown group config name: k" for a key Kafka does not know,
-//! else INVALID_CONFIG naming the keys (sluice has classic groups only: the KIP-848/932/1071
-//! group configs do not apply). No keys: nothing to change, no error.
+//! refused as any unknown key.
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};
@@ -29,8 +32,8 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_core::topic_config::GROUP_DEFS;
 use sluice_shard::admin::change;
+use sluice_shard::admin::group_configs::alter_group_configs;
 use sluice_shard::metadata::acl::op;
 use sluice_shard::msg::{AlterConfigs, ConfigChange, ConfigOp};
 use sluice_shard::PartitionError;
@@ -82,8 +85,8 @@ pub struct Resource<'a> {
 
 /// The (error code, message) of altering one resource, for AlterConfigs and
 /// IncrementalAlterConfigs alike: a topic's `changes` are applied by shard 0 (all its configs
-/// replaced when `replace_all`), or refused with the error reading them gave; any other
-/// resource's keys are answered by [`not_alterable`]. Without ALTER_CONFIGS on the resource (on
+/// replaced when `replace_all`), or refused with the error reading them gave; a group's the
+/// same way (`alter_group_configs`); a broker's keys are answered by [`not_alterable`]. Without ALTER_CONFIGS on the resource (on
 /// the cluster for a broker) it is refused first, as Kafka's controller does.
 pub async fn alter(
     ctx: &Ctx,
@@ -99,6 +102,24 @@ pub async fn alter(
         authz.config_refusal(op::ALTER_CONFIGS, target.resource_type, target.name).filter(|_| !other_broker)
     {
         return (e.code(), Some(crate::authz::denied_message(e).to_string()));
+    }
+    if target.resource_type == RESOURCE_GROUP {
+        if target.name.is_empty() {
+            return (ResponseError::InvalidRequest.code(), Some("Group name must not be empty".into()));
+        }
+        let result = match changes {
+            Ok(changes) => {
+                let group = target.name.to_string();
+                alter_group_configs(&ctx.shard, group, changes, replace_all, validate_only).await
+            }
+            Err(e) => Err(e),
+        };
+        // Kafka's message as it is (no "invalid config: " prefix).
+        return match result {
+            Err(PartitionError::InvalidConfig(m)) => (ResponseError::InvalidConfig.code(), Some(m)),
+            Err(PartitionError::InvalidRequest(m)) => (ResponseError::InvalidRequest.code(), Some(m)),
+            other => code_and_message(&other),
+        };
     }
     if target.resource_type != RESOURCE_TOPIC {
         let mut keys = target.keys;
@@ -139,21 +160,6 @@ pub fn not_alterable(me: i32, resource_type: i8, name: &str, keys: &[String]) ->
                 list()
             ),
         ),
-        RESOURCE_GROUP if name.is_empty() => {
-            refuse(ResponseError::InvalidRequest, "Group name must not be empty".into())
-        }
-        RESOURCE_GROUP => match keys.iter().find(|k| !GROUP_DEFS.iter().any(|d| d.name == k.as_str())) {
-            Some(unknown) => refuse(ResponseError::InvalidConfig, format!("Unknown group config name: {unknown}")),
-            None if keys.is_empty() => (0, None),
-            None => refuse(
-                ResponseError::InvalidConfig,
-                format!(
-                    "Cannot set group configs {}: sluice has classic groups only (no KIP-848 consumer, share or \
-                     streams groups), to which they do not apply",
-                    list()
-                ),
-            ),
-        },
         other => refuse(ResponseError::InvalidRequest, format!("resource type {other} cannot be altered")),
     }
 }
@@ -167,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn broker_and_group_answers_are_kafkas() {
+    fn broker_answers_are_kafkas() {
         let (code, msg) = not_alterable(0, RESOURCE_BROKER, "0", &keys(&["auto.create.topics.enable"]));
         assert_eq!(code, 42);
         assert!(msg.unwrap().starts_with("Cannot update these configs dynamically: [auto.create.topics.enable]"));
@@ -175,9 +181,5 @@ mod tests {
         let (code, msg) = not_alterable(0, RESOURCE_BROKER, "7", &keys(&["log.retention.ms"]));
         assert_eq!((code, msg.unwrap()), (42, "Unexpected broker id, expected 0, but received 7".to_string()));
         assert_eq!(not_alterable(7, RESOURCE_BROKER, "7", &[]), (0, None), "this broker's own id");
-        let (code, msg) = not_alterable(0, RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms", "foo"]));
-        assert_eq!((code, msg.unwrap()), (40, "Unknown group config name: foo".to_string()));
-        assert_eq!(not_alterable(0, RESOURCE_GROUP, "g", &keys(&["consumer.session.timeout.ms"])).0, 40);
-        assert_eq!(not_alterable(0, RESOURCE_GROUP, "", &[]).0, 42);
     }
 }

@@ -5,8 +5,10 @@
 //! a value set on the topic has source TOPIC_CONFIG (1), otherwise DEFAULT_CONFIG (5) with the
 //! broker-level synonym; broker configs that come from sluice's configuration have source
 //! STATIC_BROKER_CONFIG (4). A GROUP resource (any group name, as Kafka answers) lists Kafka
-//! 4.4's group configs (KIP-848/932/1071) at their defaults, DEFAULT_CONFIG with the broker
-//! synonym; sluice has classic groups only, so they are marked read-only (they cannot be set).
+//! 4.4's group configs (KIP-848/932/1071): a value set on the group (IncrementalAlterConfigs)
+//! has source DYNAMIC_GROUP_CONFIG (8) with the broker-level synonym after it, the others the
+//! broker's value (STATIC_BROKER_CONFIG when sluice's config file sets it apart from Kafka's
+//! default, else DEFAULT_CONFIG) under the broker synonym.
 //! With an authorizer, a resource without DESCRIBE_CONFIGS (on the cluster for a broker) is
 //! answered CLUSTER_/TOPIC_/GROUP_AUTHORIZATION_FAILED with no configs, after the others.
 
@@ -35,6 +37,7 @@ pub const RESOURCE_GROUP: i8 = 32;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_DYNAMIC_GROUP: i8 = 8;
 
 fn config_type(kind: Kind) -> i8 {
     match kind {
@@ -177,19 +180,49 @@ fn fixed_broker_entries(c: &BrokerConfig, listen: String) -> Vec<Entry> {
     ]
 }
 
-/// A group's configs: Kafka's group configs at their defaults (none applies to sluice's
-/// classic groups, so none can be set: read-only).
-fn group_entries() -> Vec<Entry> {
+/// The broker's value of a group config: sluice's setting where it has one (with its source),
+/// else Kafka's default.
+fn group_broker_value(c: &BrokerConfig, d: &topic_config::Def) -> (String, i8) {
+    let b = sluice_shard::group_config::resolve(c, None);
+    let mine = match d.name {
+        "consumer.heartbeat.interval.ms" => Some(b.consumer_heartbeat_interval_ms.to_string()),
+        "consumer.session.timeout.ms" => Some(b.consumer_session_timeout_ms.to_string()),
+        "share.heartbeat.interval.ms" => Some(b.share_heartbeat_interval_ms.to_string()),
+        "share.session.timeout.ms" => Some(b.share_session_timeout_ms.to_string()),
+        "share.record.lock.duration.ms" => Some(b.share_record_lock_duration_ms.to_string()),
+        "share.delivery.count.limit" => Some(b.share_delivery_count_limit.to_string()),
+        "share.partition.max.record.locks" => Some(b.share_partition_max_record_locks.to_string()),
+        "share.auto.offset.reset" => Some(b.share_auto_offset_reset),
+        _ => None,
+    };
+    match mine {
+        Some(v) if v != d.default => (v, SOURCE_STATIC_BROKER),
+        _ => (d.default.to_string(), SOURCE_DEFAULT),
+    }
+}
+
+/// A group's configs: its own (`set`) over the broker's values.
+fn group_entries(c: &BrokerConfig, set: Option<&std::collections::BTreeMap<String, String>>) -> Vec<Entry> {
     topic_config::GROUP_DEFS
         .iter()
-        .map(|d| Entry {
-            name: d.name.into(),
-            value: d.default.into(),
-            source: SOURCE_DEFAULT,
-            synonyms: vec![(d.broker_synonym.into(), d.default.into(), SOURCE_DEFAULT)],
-            kind: config_type(d.kind),
-            doc: d.doc,
-            read_only: true,
+        .map(|d| {
+            let (value, source) = group_broker_value(c, d);
+            let broker = (d.broker_synonym.to_string(), value.clone(), source);
+            let (value, source, synonyms) = match set.and_then(|s| s.get(d.name)) {
+                Some(v) => {
+                    (v.clone(), SOURCE_DYNAMIC_GROUP, vec![(d.name.into(), v.clone(), SOURCE_DYNAMIC_GROUP), broker])
+                }
+                None => (value, source, vec![broker]),
+            };
+            Entry {
+                name: d.name.into(),
+                value,
+                source,
+                synonyms,
+                kind: config_type(d.kind),
+                doc: d.doc,
+                read_only: false,
+            }
         })
         .collect()
 }
@@ -258,7 +291,7 @@ fn entries_of(ctx: &Ctx, resource_type: i8, name: &str) -> Result<Vec<Entry>, (R
         RESOURCE_GROUP if name.is_empty() => {
             Err((ResponseError::InvalidRequest, "Group name must not be empty".to_string()))
         }
-        RESOURCE_GROUP => Ok(group_entries()),
+        RESOURCE_GROUP => Ok(group_entries(&ctx.shard.config, ctx.shard.metadata().group_configs.get(name))),
         other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
     }
 }

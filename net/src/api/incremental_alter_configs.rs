@@ -1,6 +1,8 @@
 //! IncrementalAlterConfigs (key 44), versions 0–1: SET, DELETE, APPEND and SUBTRACT on topic
-//! configs; other keys keep their values. BROKER and GROUP resources: see
-//! `alter_configs::not_alterable` (refused with Kafka's errors; sluice applies neither).
+//! configs, SET and DELETE on a group's dynamic configs; other keys keep their values.
+//!
+//! Contract: each resource is answered by `alter_configs::alter` (its module docs: topics and
+//! groups through the metadata, BROKER keys refused with Kafka's errors).
 
 use super::alter_configs::{alter, Resource};
 use super::{reply_now, respond, ApiSpec, Ctx, Reply};

@@ -111,7 +111,7 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                     .collect();
                 acquire(&ctx, &group, &member, items, max_records, wait, &mut answers).await;
             }
-            let lock_ms = ctx.shard.config.group_share_record_lock_duration_ms;
+            let lock_ms = sluice_shard::group_config::for_group(&ctx.shard, &group).share_record_lock_duration_ms;
             respond(&req, &response(&ctx, answers, lock_ms)).map(|f| Some(f.into()))
         };
         Ok(reply.boxed_local() as Reply)

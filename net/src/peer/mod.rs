@@ -212,6 +212,12 @@ impl PeerNet {
         *self.handler.borrow_mut() = Some(handler);
     }
 
+    /// Whether this shard's link to `to` is connected now (handshake done, no read or write
+    /// failed since: a peer that died closed it at once).
+    pub fn link_up(&self, to: NodeId) -> bool {
+        self.links.get(&to).is_some_and(|l| l.is_connected())
+    }
+
     /// Queues `frame` for `to` at once, or says why not.
     pub fn try_send(&self, to: NodeId, frame: PeerFrame) -> Result<(), SendError> {
         let l = self.links.get(&to).ok_or(SendError::UnknownNode(to))?;

@@ -36,8 +36,11 @@ impl sluice_shard::replica::RaftTransport for RaftLinks {
         }
     }
 
+    /// Heard within a session, and this shard's link to it connected: a kill -9 closes the
+    /// dead broker's connections at once, so Raft's failover starts without waiting for the
+    /// session to lapse (frames to it could not be queued anyway, `try_send`).
     fn is_live(&self, node: NodeId) -> bool {
-        self.0.view.is_live(node, std::time::Instant::now())
+        self.0.link_up(node) && self.0.view.is_live(node, std::time::Instant::now())
     }
 }
 

@@ -119,23 +119,12 @@ mod tests {
     use super::*;
     use crate::metadata::quota::{EntityName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
 
-    fn placing() -> Placing<'static> {
-        Placing {
-            n_shards: 1,
-            default_partitions: 1,
-            rates: &[],
-            node: 0,
-            brokers: &[0],
-            default_replication_factor: 1,
-        }
-    }
-
     fn user(n: &str) -> QuotaEntity {
         QuotaEntity { user: Some(EntityName::Named(n.into())), client_id: None }
     }
 
     fn alter(snap: &mut MetadataSnapshot, entries: Vec<QuotaAlteration>, validate_only: bool) -> (Vec<bool>, usize) {
-        let (r, recs) = AlterClientQuotas { entries, validate_only }.apply(snap, &placing());
+        let (r, recs) = AlterClientQuotas { entries, validate_only }.apply(snap, &Placing::lone());
         (r.iter().map(|r| r.is_ok()).collect(), recs.len())
     }
 

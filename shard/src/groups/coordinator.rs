@@ -16,6 +16,7 @@ use super::{
     OffsetList, OffsetToCommit, SyncRequest, SyncResponse, OFFSETS_TOPIC,
 };
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
+use crate::metadata::MetadataSnapshot;
 use crate::msg::Call;
 use crate::shard::Shard;
 use sluice_core::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
@@ -40,6 +41,9 @@ pub struct Coordinator {
     /// The replicated `__consumer_offsets` partitions of this shard this broker leads
     /// (`crate::internal`); single-replica ones are not tracked.
     leadership: RefCell<Leadership>,
+    /// The topics a KIP-848 heartbeat sees, built once per metadata snapshot (a snapshot is
+    /// replaced, never changed, and the weak pointer keeps its address from being reused).
+    topics: RefCell<Option<(std::rc::Weak<MetadataSnapshot>, Rc<consumer::Topics>)>>,
 }
 
 /// The group an operation is about (None: every group of the shard).
@@ -99,11 +103,14 @@ fn consumer_members(g: &super::group::Group) -> usize {
     g.consumer.as_ref().map_or(0, |c| c.members.len())
 }
 
-fn consumer_settings(shard: &Shard) -> consumer::Settings {
+/// The KIP-848 settings of a group: its group configs (`consumer.heartbeat.interval.ms`,
+/// `consumer.session.timeout.ms`) over the broker's.
+fn consumer_settings(shard: &Shard, group_id: &str) -> consumer::Settings {
     let c = &shard.config;
+    let g = crate::group_config::for_group(shard, group_id);
     consumer::Settings {
-        session_timeout: Duration::from_millis(u64::try_from(c.group_consumer_session_timeout_ms).unwrap_or(0)),
-        heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
+        session_timeout: Duration::from_millis(u64::try_from(g.consumer_session_timeout_ms).unwrap_or(0)),
+        heartbeat_interval_ms: g.consumer_heartbeat_interval_ms,
         max_size: c.group_consumer_max_size,
         migration: c.group_consumer_migration_policy,
         regex_refresh_interval: Duration::from_millis(sluice_core::limits::CONSUMER_GROUP_REGEX_REFRESH_INTERVAL_MS),
@@ -178,6 +185,20 @@ fn write_later(shard: &Rc<Shard>, group_id: String, records: Records, what: &'st
 }
 
 impl Coordinator {
+    /// [`consumer_topics`] of the current metadata snapshot, built again only when the
+    /// snapshot changed: a heartbeat does not copy every topic name of the cluster.
+    fn consumer_topics(&self, shard: &Shard) -> Rc<consumer::Topics> {
+        let meta = shard.metadata();
+        if let Some((seen, topics)) = self.topics.borrow().as_ref() {
+            if std::rc::Weak::ptr_eq(seen, &Rc::downgrade(&meta)) {
+                return topics.clone();
+            }
+        }
+        let topics = Rc::new(consumer_topics(shard));
+        *self.topics.borrow_mut() = Some((Rc::downgrade(&meta), topics.clone()));
+        topics
+    }
+
     fn new_member_id(&self, shard: &Shard, client_id: &str) -> String {
         let n = self.next_member.get() + 1;
         self.next_member.set(n);
@@ -252,8 +273,14 @@ impl Coordinator {
             let mut groups = self.groups.borrow_mut();
             let c = groups.get_mut(&group_id).and_then(|g| g.consumer.as_mut()).ok_or(GroupError::UnknownMemberId)?;
             let before = consumer::record::encode(c);
-            let resp =
-                c.classic_join(req, new_id, Instant::now(), &topics, &consumer_settings(shard), &limits(shard))?;
+            let resp = c.classic_join(
+                req,
+                new_id,
+                Instant::now(),
+                &topics,
+                &consumer_settings(shard, &group_id),
+                &limits(shard),
+            )?;
             c.check_invariants();
             (resp, consumer::record::encode(c) != before)
         };
@@ -370,8 +397,9 @@ impl Coordinator {
         req: ConsumerHeartbeatRequest,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
         let group_id = req.group_id.clone();
-        let new_id = self.new_member_id(shard, &req.client_id);
-        let topics = consumer_topics(shard);
+        // Only a v0 join without a member id takes one from the server.
+        let new_id = if req.member_id.is_empty() { self.new_member_id(shard, &req.client_id) } else { String::new() };
+        let topics = self.consumer_topics(shard);
         let may_describe = describe_check(shard, req.principal.clone(), req.client_address.clone());
         let rx =
             consumer::RegexContext { may_describe: &may_describe, topics_version: shard.metadata().next_topic_number };
@@ -382,7 +410,7 @@ impl Coordinator {
             Instant::now(),
             &topics,
             &rx,
-            &consumer_settings(shard),
+            &consumer_settings(shard, &group_id),
             &limits(shard),
         )?;
         if beat.changed {
@@ -499,12 +527,17 @@ impl Coordinator {
         let retention_ms =
             i64::try_from(shard.config.offsets_retention_minutes).unwrap_or(i64::MAX).saturating_mul(60_000);
         let horizon = expire_offsets.then(|| now_ms().saturating_sub(retention_ms));
-        let changed =
-            consumer::tick(&mut self.groups.borrow_mut(), Instant::now(), &consumer_settings(shard), &limits(shard));
+        let changed = consumer::tick(
+            &mut self.groups.borrow_mut(),
+            Instant::now(),
+            &|group_id: &str| consumer_settings(shard, group_id),
+            &limits(shard),
+        );
         for (group, value) in changed {
             let records = vec![(store::consumer_key(&group), value)];
             write_later(shard, group, records, "the consumer group's expired members");
         }
+        crate::share::sweep(shard);
         let expired = table::tick(&mut self.groups.borrow_mut(), Instant::now(), &limits(shard), horizon);
         for (group, keys) in expired {
             let records = table::expiry_records(&group, &keys);

@@ -12,6 +12,9 @@
 //! `allow_everyone_if_no_acl_found` default; any DENY matching principal (or `User:*`), host
 //! (or `*`) and operation (or ALL) → denied; any such ALLOW, where READ, WRITE, DELETE and
 //! ALTER also allow DESCRIBE and ALTER_CONFIGS allows DESCRIBE_CONFIGS → allowed; else denied.
+//! The index finds a resource's ACLs with one hash lookup for its name, one for the wildcard
+//! and one per distinct prefix length (up to the name's) among the prefixed ACLs of its type,
+//! so a check's cost does not grow with ACLs on other names.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -216,7 +219,24 @@ pub struct AuthorizerSettings {
 struct ByType {
     /// Literal ACLs by resource name (the wildcard `*` under its own name).
     literal: HashMap<String, Vec<Acl>>,
-    prefixed: Vec<Acl>,
+    /// Prefixed ACLs by prefix.
+    prefixed: HashMap<String, Vec<Acl>>,
+    /// The distinct byte lengths of the keys of `prefixed`, ascending: a check looks up the
+    /// name's prefix of each such length, instead of testing every prefixed ACL.
+    prefix_lens: Vec<usize>,
+}
+
+impl ByType {
+    /// The prefixed ACLs whose prefix starts `name`: one hash lookup per distinct prefix
+    /// length up to the name's (a handful in practice), whatever the number of ACLs.
+    fn prefixed_matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Acl> + 'a {
+        self.prefix_lens
+            .iter()
+            .take_while(move |l| **l <= name.len())
+            .filter_map(move |l| name.get(..*l))
+            .filter_map(move |p| self.prefixed.get(p))
+            .flatten()
+    }
 }
 
 /// The ACLs of a snapshot indexed for authorization (built once per published snapshot).
@@ -230,11 +250,11 @@ impl AclIndex {
         let mut by_type: HashMap<i8, ByType> = HashMap::new();
         for a in acls {
             let t = by_type.entry(a.resource_type).or_default();
-            if a.pattern_type == pattern::PREFIXED {
-                t.prefixed.push(a.clone());
-            } else {
-                t.literal.entry(a.name.clone()).or_default().push(a.clone());
-            }
+            let by_name = if a.pattern_type == pattern::PREFIXED { &mut t.prefixed } else { &mut t.literal };
+            by_name.entry(a.name.clone()).or_default().push(a.clone());
+        }
+        for t in by_type.values_mut() {
+            t.prefix_lens = t.prefixed.keys().map(String::len).collect::<BTreeSet<_>>().into_iter().collect();
         }
         AclIndex { by_type }
     }
@@ -244,7 +264,7 @@ impl AclIndex {
         let t = self.by_type.get(&resource_type);
         let exact = t.and_then(|t| t.literal.get(name)).into_iter().flatten();
         let wild = t.filter(|_| name != WILDCARD).and_then(|t| t.literal.get(WILDCARD)).into_iter().flatten();
-        let prefixed = t.into_iter().flat_map(|t| t.prefixed.iter()).filter(move |a| name.starts_with(&a.name));
+        let prefixed = t.into_iter().flat_map(move |t| t.prefixed_matching(name));
         exact.chain(wild).chain(prefixed)
     }
 
@@ -318,7 +338,7 @@ impl AclIndex {
         t.literal
             .values()
             .flatten()
-            .chain(t.prefixed.iter())
+            .chain(t.prefixed.values().flatten())
             .filter(applies)
             .any(|a| a.permission == permission::ALLOW && allow_implies(a.operation, operation))
     }
@@ -379,6 +399,74 @@ mod tests {
         assert!(!ix.authorize(&s, a, op::READ, resource::GROUP, "g"), "another host");
         assert!(ix.authorize_any(&s, a, op::WRITE, resource::TOPIC));
         assert!(!ix.authorize_any(&s, a, op::CREATE, resource::TOPIC));
+    }
+
+    /// The decision as the module docs state it, over every ACL (no index): what
+    /// [`AclIndex::authorize`] must agree with.
+    fn reference(acls: &BTreeSet<Acl>, who: Requester<'_>, operation: i8, resource_type: i8, name: &str) -> bool {
+        let applies = |a: &&Acl| {
+            (a.principal == who.principal || a.principal == WILDCARD_PRINCIPAL)
+                && (a.host == WILDCARD || a.host == who.host)
+        };
+        let matching: Vec<&Acl> = acls
+            .iter()
+            .filter(|a| a.resource_type == resource_type)
+            .filter(|a| match a.pattern_type {
+                pattern::PREFIXED => name.starts_with(&a.name),
+                _ => a.name == name || a.name == WILDCARD,
+            })
+            .collect();
+        if matching.is_empty() {
+            return false;
+        }
+        let denied = matching
+            .iter()
+            .copied()
+            .filter(applies)
+            .any(|a| a.permission == permission::DENY && (a.operation == op::ALL || a.operation == operation));
+        !denied
+            && matching
+                .iter()
+                .copied()
+                .filter(applies)
+                .any(|a| a.permission == permission::ALLOW && allow_implies(a.operation, operation))
+    }
+
+    proptest::proptest! {
+        /// The prefix-length index finds exactly the ACLs a scan of every ACL finds, for names
+        /// and prefixes over a small alphabet (so that they often share prefixes) including a
+        /// two-byte character (prefix lengths that end inside it must not match).
+        #[test]
+        fn index_agrees_with_a_scan_of_every_acl(
+            acls in proptest::collection::vec(
+                ("[ab\u{e9}*]{1,4}", proptest::bool::ANY, 0..3usize, proptest::bool::ANY, proptest::bool::ANY, 3i8..=8),
+                0..40,
+            ),
+            names in proptest::collection::vec("[ab\u{e9}]{0,5}", 1..8),
+            operation in 3i8..=8,
+        ) {
+            let principals = ["User:alice", "User:bob", WILDCARD_PRINCIPAL];
+            let set: BTreeSet<Acl> = acls
+                .into_iter()
+                .map(|(name, prefixed, p, deny, topic, operation)| Acl {
+                    resource_type: if topic { resource::TOPIC } else { resource::GROUP },
+                    name,
+                    pattern_type: if prefixed { pattern::PREFIXED } else { pattern::LITERAL },
+                    principal: principals[p].into(),
+                    host: "*".into(),
+                    operation,
+                    permission: if deny { permission::DENY } else { permission::ALLOW },
+                })
+                .collect();
+            let ix = AclIndex::new(&set);
+            let s = AuthorizerSettings::default();
+            for name in &names {
+                for rt in [resource::TOPIC, resource::GROUP] {
+                    let got = ix.authorize(&s, alice(), operation, rt, name);
+                    proptest::prop_assert_eq!(got, reference(&set, alice(), operation, rt, name), "{} {}", rt, name);
+                }
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum ApplyError {
     TooManyAcls,
     #[error("more than MAX_QUOTA_ENTITIES quota entities")]
     TooManyQuotaEntities,
+    #[error("more than MAX_GROUPS_WITH_CONFIGS groups with configs")]
+    TooManyGroupConfigs,
     #[error("producer ids from {first} were handed out already (next block starts at {next})")]
     ProducerIdsReused { first: i64, next: i64 },
 }
@@ -94,7 +96,27 @@ pub fn apply(snap: &mut MetadataSnapshot, record: &MetadataRecord, local: &Local
         }
         MetadataRecord::QuotaChanged { entity, key, value } => quota(snap, entity, key, *value),
         MetadataRecord::ReplicasChanged(c) => replicas_changed(snap, c, local),
+        MetadataRecord::GroupConfigChanged { group, configs } => group_configs(snap, group, configs),
     }
+}
+
+/// Replaces a group's dynamic configs; a group left without any is forgotten.
+fn group_configs(
+    snap: &mut MetadataSnapshot,
+    group: &str,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApplyError> {
+    if configs.is_empty() {
+        snap.group_configs.remove(group);
+        return Ok(());
+    }
+    if !snap.group_configs.contains_key(group)
+        && snap.group_configs.len() >= sluice_core::limits::MAX_GROUPS_WITH_CONFIGS
+    {
+        return Err(ApplyError::TooManyGroupConfigs);
+    }
+    snap.group_configs.insert(group.to_string(), configs.clone());
+    Ok(())
 }
 
 /// Sets or removes one quota of an entity; an entity without quotas left is forgotten.

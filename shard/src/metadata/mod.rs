@@ -171,6 +171,23 @@ pub struct MetadataSnapshot {
     pub acls: std::collections::BTreeSet<acl::Acl>,
     /// Client quotas by entity (cluster metadata: changed by `QuotaChanged` records).
     pub quotas: quota::Quotas,
+    /// Dynamic group configs by group id (IncrementalAlterConfigs on a GROUP; changed by
+    /// `GroupConfigChanged` records); a group without any has no entry.
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A version-4 snapshot (before group configs), read to be converted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct SnapshotV4 {
+    version: u64,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    next_producer_id_block: i64,
+    replication: BTreeMap<String, TopicReplication>,
+    next_topic_number: u32,
+    applied_offset: i64,
+    acls: std::collections::BTreeSet<acl::Acl>,
+    quotas: quota::Quotas,
 }
 
 /// A version-2 snapshot (before ACLs), read to be converted.
@@ -195,7 +212,7 @@ struct SnapshotV1 {
 }
 
 const MAGIC: &[u8; 4] = b"SLMD";
-const FILE_VERSION: u32 = 4;
+const FILE_VERSION: u32 = 5;
 const HEADER: usize = 4 + 4 + 4 + 8;
 
 /// Why metadata could not be loaded or saved.
@@ -332,6 +349,7 @@ impl MetadataSnapshot {
                 applied_offset: -1,
                 acls: Default::default(),
                 quotas: Default::default(),
+                group_configs: Default::default(),
             });
         }
         let v3 = match version {
@@ -363,6 +381,24 @@ impl MetadataSnapshot {
                 applied_offset: v3.applied_offset,
                 acls: v3.acls,
                 quotas: Default::default(),
+                group_configs: Default::default(),
+            };
+            snap.check()?;
+            return Ok(snap);
+        }
+        if version == 4 {
+            let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            let snap = MetadataSnapshot {
+                version: v4.version,
+                cluster_id: v4.cluster_id,
+                topics: v4.topics,
+                next_producer_id_block: v4.next_producer_id_block,
+                replication: v4.replication,
+                next_topic_number: v4.next_topic_number,
+                applied_offset: v4.applied_offset,
+                acls: v4.acls,
+                quotas: v4.quotas,
+                group_configs: BTreeMap::new(),
             };
             snap.check()?;
             return Ok(snap);
@@ -611,6 +647,33 @@ mod tests {
         let s = MetadataSnapshot::load_or_init(d.path()).unwrap();
         assert_eq!(s.version, 5);
         assert!(s.quotas.is_empty());
+    }
+
+    #[test]
+    fn a_version_4_file_is_read_without_group_configs() {
+        let d = tempfile::tempdir().unwrap();
+        let mut quotas = quota::Quotas::default();
+        let entity = quota::QuotaEntity { user: Some(quota::EntityName::Default), client_id: None };
+        quotas.entry(entity.clone()).or_default().insert("producer_byte_rate".into(), quota::QuotaValue::new(5.0));
+        let v4 = SnapshotV4 {
+            version: 6,
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            next_topic_number: 1,
+            applied_offset: -1,
+            quotas,
+            ..Default::default()
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v4).unwrap();
+        std::fs::create_dir_all(d.path().join("meta")).unwrap();
+        std::fs::write(d.path().join("meta/metadata.bin"), framed(4, &payload)).unwrap();
+        let mut s = MetadataSnapshot::load_or_init(d.path()).unwrap();
+        assert_eq!(s.version, 6);
+        assert_eq!(s.quotas[&entity]["producer_byte_rate"].get(), 5.0);
+        assert!(s.group_configs.is_empty());
+        // Group configs survive a save and load.
+        s.group_configs.insert("g".into(), [("share.auto.offset.reset".to_string(), "earliest".to_string())].into());
+        s.save(d.path()).unwrap();
+        assert_eq!(MetadataSnapshot::load_or_init(d.path()).unwrap(), s);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! The records follow KRaft's (`TopicRecord` + `PartitionRecord`s, `RemoveTopicRecord`,
 //! `ConfigRecord`, `PartitionChangeRecord`, `ProducerIdsRecord`, the ACL records,
-//! `ClientQuotaRecord`) with two differences: a
+//! `ClientQuotaRecord`, `ConfigRecord` of a GROUP as `GroupConfigChanged`) with two differences: a
 //! created topic carries its cluster-wide number (the Raft group id's topic part), and a
 //! partition change carries the leader epoch explicitly, since with Raft per partition the
 //! epoch is the partition group's term, decided by that group and only reported here.
@@ -114,6 +114,12 @@ pub enum MetadataRecord {
     },
     /// A partition reassignment started, changed or completed.
     ReplicasChanged(ReplicasChanged),
+    /// A group's dynamic configs, all of them (the new set replaces the old; empty: none
+    /// left). KRaft's `ConfigRecord`s with resource type GROUP.
+    GroupConfigChanged {
+        group: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 const TOPIC_CREATED: u8 = 1;
@@ -126,6 +132,7 @@ const ACL_CREATED: u8 = 7;
 const ACL_REMOVED: u8 = 8;
 const QUOTA_CHANGED: u8 = 9;
 const REPLICAS_CHANGED: u8 = 10;
+const GROUP_CONFIG_CHANGED: u8 = 11;
 /// Every record type is at version 0.
 const RECORD_VERSION: u8 = 0;
 
@@ -222,6 +229,11 @@ pub fn encode(record: &MetadataRecord) -> Vec<u8> {
             w.nodes(&c.removing);
             w.nodes(&c.isr);
         }
+        MetadataRecord::GroupConfigChanged { group, configs } => {
+            w.head(GROUP_CONFIG_CHANGED);
+            w.str(group);
+            w.configs(configs);
+        }
     }
     w.0
 }
@@ -235,7 +247,7 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
     }
     let kind = r.u8("record type")?;
     let version = r.u8("record version")?;
-    if !(TOPIC_CREATED..=REPLICAS_CHANGED).contains(&kind) {
+    if !(TOPIC_CREATED..=GROUP_CONFIG_CHANGED).contains(&kind) {
         return Err(RecordError::UnknownType(kind));
     }
     if version != RECORD_VERSION {
@@ -316,6 +328,13 @@ pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
                 return Err(RecordError::Invalid("a replica both added and removed"));
             }
             MetadataRecord::ReplicasChanged(c)
+        }
+        GROUP_CONFIG_CHANGED => {
+            let group = r.str("group id", METADATA_RECORD_MAX_STRING_BYTES)?;
+            if group.is_empty() {
+                return Err(RecordError::Invalid("an empty group id"));
+            }
+            MetadataRecord::GroupConfigChanged { group, configs: r.configs()? }
         }
         _ => unreachable!("record types checked above"),
     };
@@ -650,6 +669,8 @@ mod tests {
             }),
             id.prop_map(|id| MetadataRecord::TopicDeleted { id }),
             (id, configs()).prop_map(|(id, configs)| MetadataRecord::ConfigChanged { id, configs }),
+            ("[ -~]{1,30}", configs())
+                .prop_map(|(group, configs)| MetadataRecord::GroupConfigChanged { group, configs }),
             (id, 0..1000i32, prop_oneof![Just(-1), node()], 0..i32::MAX, proptest::collection::btree_set(node(), 0..4))
                 .prop_map(|(id, partition, leader, leader_epoch, isr)| MetadataRecord::PartitionChanged(
                     PartitionChanged { id, partition, leader, leader_epoch, isr: isr.into_iter().collect() }

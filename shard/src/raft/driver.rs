@@ -20,10 +20,16 @@
 //!   known leader whose broker was heard within an election timeout. Any message or proposal
 //!   for a group wakes it (it ticks again); all but the traffic of an idle group (heartbeats,
 //!   their responses, appends without entries and accepted append responses) also restart its
-//!   idle count, so an idle group's last heartbeats do not keep it awake; so does a peer broker falling silent for an election timeout (each
-//!   batch, even empty, counts as hearing it; the driver sends an empty batch to each peer
-//!   every heartbeat interval it had nothing else to send) or being heard again after such a
-//!   silence: every group with a replica on that broker wakes.
+//!   idle count, so an idle group's last heartbeats do not keep it awake; so does a peer
+//!   broker falling silent for `peer_silence_ticks` (each batch, even empty, counts as hearing
+//!   it; the driver sends an empty batch to each peer every heartbeat interval it had nothing
+//!   else to send), or at once when the caller reports its links down
+//!   ([`Driver::peer_down`]), or being heard again after such a silence: every group with a
+//!   replica on that broker wakes.
+//! - Fast failover: the groups a newly silent broker led are orphaned on this replica: it
+//!   gives up its leader lease and campaigns after its rank's stagger, a few quick times at
+//!   most (see `hurry`). Pre-vote and check-quorum stay on, so a replica that still hears the
+//!   leader ignores such a campaign and no term is bumped by a report that was wrong.
 //! - Proposals resolve exactly once: Ok when their index commits with their term, Err when
 //!   that index commits with another term, or as soon as a new leader's entries replace
 //!   theirs in this replica's log (overwritten: it can never commit), or the group goes away.
@@ -490,7 +496,7 @@ impl<L: ReplicaLog> Driver<L> {
         self.now += 1;
         self.check_peers();
         let e = self.cfg.election_ticks;
-        let silent: BTreeSet<u64> = self.peers.iter().filter(|(_, p)| p.silent).map(|(id, _)| id.0).collect();
+        let silent = self.silent_peers();
         for g in self.groups.values_mut().filter(|g| !g.quiet) {
             hurry(g, &silent, &mut self.rng, e);
             g.raw.tick();
@@ -504,10 +510,41 @@ impl<L: ReplicaLog> Driver<L> {
         self.keepalives();
     }
 
+    /// The transport reports every link to broker `node` down (a killed broker's connections
+    /// close at once, long before its heartbeats are missed): the peer is silent now, without
+    /// waiting `peer_silence_ticks`. The groups it led are orphaned here at once and give up
+    /// their leader lease now (their first campaign comes at the next tick, staggered by rank
+    /// as for any silence), so a pre-vote from a replica that saw the same drop a moment
+    /// earlier is granted instead of ignored. Called again while the links stay down it keeps
+    /// the peer silent (messages received from it meanwhile do not make it heard: this broker
+    /// cannot answer it). Safety does not rest on it: a wrong report only starts a pre-vote,
+    /// which a replica still hearing the leader ignores (see ARCHITECTURE.md, "Fast failover").
+    pub fn peer_down(&mut self, node: NodeId) {
+        let timeout = u64::try_from(self.cfg.peer_silence_ticks).expect("small");
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&node) else { return };
+        p.last_heard = p.last_heard.min(now.saturating_sub(timeout));
+        if p.silent || now.saturating_sub(p.last_heard) < timeout {
+            return; // already silent, or too early in this driver's life to be
+        }
+        let orphaned = self.check_peers();
+        let silent = self.silent_peers();
+        let e = self.cfg.election_ticks;
+        for gid in orphaned {
+            if let Some(g) = self.groups.get_mut(&gid) {
+                hurry(g, &silent, &mut self.rng, e);
+            }
+        }
+    }
+
+    fn silent_peers(&self) -> BTreeSet<u64> {
+        self.peers.iter().filter(|(_, p)| p.silent).map(|(id, _)| id.0).collect()
+    }
+
     /// Peers silent for `peer_silence_ticks`, or heard again after that, wake their groups;
     /// the groups a newly silent peer led are orphaned: their replicas here campaign soon,
-    /// staggered by rank.
-    fn check_peers(&mut self) {
+    /// staggered by rank. Returns the groups orphaned.
+    fn check_peers(&mut self) -> Vec<GroupId> {
         let timeout = u64::try_from(self.cfg.peer_silence_ticks).expect("small");
         let mut changed = BTreeSet::new();
         let mut fell_silent = BTreeSet::new();
@@ -521,10 +558,11 @@ impl<L: ReplicaLog> Driver<L> {
                 }
             }
         }
+        let mut orphaned = Vec::new();
         if changed.is_empty() {
-            return;
+            return orphaned;
         }
-        let silent: BTreeSet<u64> = self.peers.iter().filter(|(_, p)| p.silent).map(|(id, _)| id.0).collect();
+        let silent = self.silent_peers();
         for (gid, g) in self.groups.iter_mut() {
             let cs = g.raw.raft.prs().conf().to_conf_state();
             if !members(&cs).iter().any(|m| changed.contains(m)) {
@@ -538,8 +576,10 @@ impl<L: ReplicaLog> Driver<L> {
                     stagger: rank * self.cfg.orphan_stagger_ticks,
                     quick_left: limits::RAFT_ORPHAN_QUICK_CAMPAIGNS,
                 });
+                orphaned.push(*gid);
             }
         }
+        orphaned
     }
 
     /// An empty batch to every peer that got nothing for a heartbeat interval.
@@ -805,14 +845,16 @@ fn hurry<L: ReplicaLog>(g: &mut Group<L>, silent: &BTreeSet<u64>, rng: &mut Spli
         return;
     }
     if r.election_elapsed < election {
-        let first = r.state == StateRole::Follower && r.leader_id != raft::INVALID_ID;
-        if !first {
-            if quick_left == 0 {
-                g.orphan = None;
-                return;
-            }
-            g.orphan = Some(Orphan { stagger, quick_left: quick_left - 1 });
+        // Every quick campaign counts, the first too: a replica told again and again that the
+        // leader's links are down while its messages still arrive (one direction of a link
+        // down) re-arms its first campaign each time it follows the leader again; a bound keeps
+        // that to a few refused pre-votes.
+        if quick_left == 0 {
+            g.orphan = None;
+            return;
         }
+        g.orphan = Some(Orphan { stagger, quick_left: quick_left - 1 });
+        let first = r.state == StateRole::Follower && r.leader_id != raft::INVALID_ID;
         let pause = if first { 1 } else { 1 + stagger + rng.below(0, 3) };
         r.election_elapsed = election;
         r.set_randomized_election_timeout((election + stagger + pause).min(2 * election - 1));

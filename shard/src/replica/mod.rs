@@ -16,8 +16,10 @@
 //!   the whole broker (panic: restart at once, reopen from what is durable).
 //! - Clock: a tick task ticks the driver every `RAFT_TICK_MS` (the driver ticks only active
 //!   groups). Peer liveness comes from the transport ([`RaftTransport::is_live`]: the peer
-//!   links' heartbeats), fed to the driver as an empty batch each tick, so the driver's empty
-//!   keepalive batches are not sent.
+//!   links' heartbeats and connection state), fed to the driver each tick: a live peer as an
+//!   empty batch, so the driver's empty keepalive batches are not sent; a peer whose links are
+//!   down (a killed broker's connections close at once) as `Driver::peer_down`, also checked
+//!   before each received frame is stepped, so the groups it led start electing within a tick.
 //! - Traffic: each round's messages to one broker are split by the route of their group on the
 //!   receiving broker — `Shard(0)` for the metadata log (group 0, hosted by shard 0 of every
 //!   broker), the partition otherwise (the receiver's placement finds the owner shard) — and
@@ -86,7 +88,8 @@ pub enum RaftRoute {
 pub trait RaftTransport {
     /// Queues an encoded batch of Raft messages for broker `to`; false when it was dropped.
     fn send(&self, to: ClusterNode, route: RaftRoute, payload: Bytes) -> bool;
-    /// The peer's links heard from it recently.
+    /// The peer's links heard from it recently and are connected now (a connection closed by
+    /// the peer — a killed broker's — makes it not live at once).
     fn is_live(&self, node: ClusterNode) -> bool;
 }
 
@@ -444,10 +447,37 @@ impl Replicas {
     pub fn receive(&self, from: ClusterNode, payload: Bytes) {
         match wire::decode_batch(payload) {
             Ok(msgs) => {
-                self.driver.borrow_mut().receive(raft_id(from), msgs);
+                let mut d = self.driver.borrow_mut();
+                // Links found down since the last tick count before these messages are
+                // stepped: a pre-vote from a replica that saw a leader's links drop first is
+                // then judged without the lease of that dead leader (driver `peer_down`).
+                self.report_down_peers(&mut d);
+                d.receive(raft_id(from), msgs);
+                drop(d);
                 self.wake();
             }
             Err(e) => tracing::debug!(%from, error = %e, "undecodable raft batch dropped"),
+        }
+    }
+
+    /// Feeds the transport's liveness to the driver: a live peer counts as heard (an empty
+    /// batch), a peer whose links are down is reported down at once.
+    fn feed_liveness(&self, d: &mut Driver<KafkaLog>) {
+        for p in &self.peers {
+            if self.transport.is_live(*p) {
+                d.receive(raft_id(*p), Vec::new());
+            } else {
+                d.peer_down(raft_id(*p));
+            }
+        }
+    }
+
+    /// Reports the peers whose links are down (see [`Driver::peer_down`]).
+    fn report_down_peers(&self, d: &mut Driver<KafkaLog>) {
+        for p in &self.peers {
+            if !self.transport.is_live(*p) {
+                d.peer_down(raft_id(*p));
+            }
         }
     }
 
@@ -580,11 +610,7 @@ async fn clock(r: std::rc::Weak<Replicas>) {
         let Some(r) = r.upgrade() else { return };
         {
             let mut d = r.driver.borrow_mut();
-            for p in &r.peers {
-                if r.transport.is_live(*p) {
-                    d.receive(raft_id(*p), Vec::new());
-                }
-            }
+            r.feed_liveness(&mut d);
             d.tick();
         }
         r.wake();

@@ -6,7 +6,7 @@
 //! Contract: a share group's membership ([`group::ShareGroup`]) lives on the shard that would
 //! coordinate a classic group of that id (`groups::coordinator_shard`). A share-partition
 //! ([`partition::SharePartition`]) is created on the owner of the partition the first time a
-//! member fetches it (SPSO from the broker's `share_auto_offset_reset`: the high watermark for
+//! member fetches it (SPSO from the group's `share.auto.offset.reset`, else the broker's: the high watermark for
 //! "latest", the log start for "earliest"), or read back from its state file ([`store`]). Its
 //! state is written durably when it is created and after every acknowledgement, before the
 //! acknowledgement is answered — to the local file on a lone broker, through the partition's
@@ -162,8 +162,8 @@ pub enum ShareCall {
 pub async fn handle(shard: Rc<Shard>, call: ShareCall) {
     match call {
         ShareCall::Heartbeat { req, reply } => drop(reply.send(heartbeat_local(&shard, req).await)),
-        ShareCall::Describe { group_id, reply } => drop(reply.send(describe_local(&shard, &group_id))),
-        ShareCall::List { reply } => drop(reply.send(list_local(&shard))),
+        ShareCall::Describe { group_id, reply } => drop(reply.send(describe_local(&shard, &group_id).await)),
+        ShareCall::List { reply } => drop(reply.send(list_local(&shard).await)),
         ShareCall::Delete { group_id, reply } => drop(reply.send(delete_local(&shard, &group_id).await)),
         ShareCall::Acquire { group_id, member_id, items, max_records, reply } => {
             drop(reply.send(acquire_local(&shard, &group_id, &member_id, items, max_records).await))
@@ -256,12 +256,13 @@ fn all_partitions(shard: &Shard) -> Vec<TopicPartition> {
         .collect()
 }
 
-fn settings(shard: &Shard) -> Settings {
-    let c = &shard.config;
+/// The membership settings of a share group (its group configs over the broker's).
+fn settings(shard: &Shard, group_id: &str) -> Settings {
+    let g = crate::group_config::for_group(shard, group_id);
     Settings {
-        session_timeout: Duration::from_millis(u64::try_from(c.group_share_session_timeout_ms).unwrap_or(45_000)),
-        heartbeat_interval_ms: c.group_share_heartbeat_interval_ms,
-        max_members: c.group_share_max_size,
+        session_timeout: Duration::from_millis(u64::try_from(g.share_session_timeout_ms).unwrap_or(45_000)),
+        heartbeat_interval_ms: g.share_heartbeat_interval_ms,
+        max_members: shard.config.group_share_max_size,
     }
 }
 
@@ -308,7 +309,7 @@ async fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<Hea
         let mut groups = shard.share.groups.borrow_mut();
         let g = groups.entry(req.group_id.clone()).or_default();
         let before = g.encode();
-        let (resp, left) = g.heartbeat(&req, Instant::now(), &settings(shard), &topics)?;
+        let (resp, left) = g.heartbeat(&req, Instant::now(), &settings(shard, &req.group_id), &topics)?;
         let after = g.encode();
         (resp, left, (after != before).then_some(after))
     };
@@ -322,28 +323,75 @@ async fn heartbeat_local(shard: &Rc<Shard>, req: HeartbeatRequest) -> Result<Hea
     Ok(resp)
 }
 
-fn describe_local(shard: &Rc<Shard>, group_id: &str) -> Option<GroupDescription> {
+async fn describe_local(shard: &Rc<Shard>, group_id: &str) -> Option<GroupDescription> {
     adopt_loaded(shard);
-    expire_local(shard, group_id);
+    expire_local(shard, group_id).await;
     shard.share.groups.borrow().get(group_id).map(|g| g.describe())
 }
 
-fn expire_local(shard: &Rc<Shard>, group_id: &str) {
+/// Removes the group's members whose session ran out and releases their records on every
+/// shard; returns the group's new stored form when some were removed (None: no change).
+fn expire_members(shard: &Rc<Shard>, group_id: &str) -> Option<Vec<u8>> {
     let topics = topic_counts(shard);
-    let left = match shard.share.groups.borrow_mut().get_mut(group_id) {
-        Some(g) => g.expire(Instant::now(), &settings(shard), &topics),
-        None => return,
+    let (left, value) = {
+        let mut groups = shard.share.groups.borrow_mut();
+        let g = groups.get_mut(group_id)?;
+        let left = g.expire(Instant::now(), &settings(shard, group_id), &topics);
+        let value = (!left.is_empty()).then(|| g.encode());
+        (left, value)
     };
     for member in left {
         broadcast_release(shard, group_id, &member);
     }
+    value
 }
 
-fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
+/// [`expire_members`], and the removal made durable (as a heartbeat's), so a restart or a
+/// coordinator failover does not bring the expired members back. A failed write is logged:
+/// the members are gone from memory all the same, as after a heartbeat's failed write.
+async fn expire_local(shard: &Rc<Shard>, group_id: &str) {
+    if let Some(value) = expire_members(shard, group_id) {
+        if let Err(e) = write_group(shard, group_id, value).await {
+            tracing::warn!(group = %group_id, error = %e, "could not record the share group's expired members");
+        }
+    }
+}
+
+/// The periodic sweep of this shard's share groups (run with the group coordinator's, every
+/// `GROUP_SWEEP_INTERVAL_MS`): members silent for the session timeout are removed and the
+/// change written, even when nobody heartbeats, describes or lists the group any more (Kafka
+/// expires share group members with a timer too). Groups this shard does not coordinate now
+/// (a lost leadership) are left alone.
+pub fn sweep(shard: &Rc<Shard>) {
+    if shard.share.groups.borrow().is_empty() && shard.groups.share_loaded.borrow().is_empty() {
+        return;
+    }
+    adopt_loaded(shard);
+    let ids: Vec<String> = shard.share.groups.borrow().keys().cloned().collect();
+    for id in ids {
+        if shard.groups.admits(shard, &id).is_err() {
+            continue;
+        }
+        if expire_members(shard, &id).is_some() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                // The group as it is when the write starts (a heartbeat may have changed it
+                // since; a deleted group: its tombstone again).
+                let value = shard.share.groups.borrow().get(&id).map(ShareGroup::encode).unwrap_or_default();
+                if let Err(e) = write_group(&shard, &id, value).await {
+                    tracing::warn!(group = %id, error = %e, "could not record the share group's expired members");
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+async fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
     adopt_loaded(shard);
     let ids: Vec<String> = shard.share.groups.borrow().keys().cloned().collect();
     for id in &ids {
-        expire_local(shard, id);
+        expire_local(shard, id).await;
     }
     shard
         .share
@@ -361,7 +409,7 @@ fn list_local(shard: &Rc<Shard>) -> Vec<GroupListing> {
 
 async fn delete_local(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupError> {
     adopt_loaded(shard);
-    expire_local(shard, group_id);
+    expire_local(shard, group_id).await;
     {
         let mut groups = shard.share.groups.borrow_mut();
         match groups.get(group_id) {
@@ -393,12 +441,13 @@ fn broadcast_release(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
 
 // ---- share-partitions (owner shard) ----
 
-fn limits(shard: &Shard) -> Limits {
-    let c = &shard.config;
+/// The share-partition settings of a share group (its group configs over the broker's).
+fn limits(shard: &Shard, group_id: &str) -> Limits {
+    let g = crate::group_config::for_group(shard, group_id);
     Limits {
-        lock: Duration::from_millis(u64::try_from(c.group_share_record_lock_duration_ms).unwrap_or(30_000)),
-        delivery_count_limit: u16::try_from(c.group_share_delivery_count_limit).unwrap_or(5),
-        max_locks: c.group_share_partition_max_record_locks,
+        lock: Duration::from_millis(u64::try_from(g.share_record_lock_duration_ms).unwrap_or(30_000)),
+        delivery_count_limit: u16::try_from(g.share_delivery_count_limit).unwrap_or(5),
+        max_locks: g.share_partition_max_record_locks,
     }
 }
 
@@ -421,14 +470,14 @@ async fn ensure(shard: &Rc<Shard>, group_id: &str, tp: &TopicPartition, create: 
     let stored = sluice_storage::disk::blocking(move || store::read(&p2)).await;
     let fresh = stored.is_none();
     let part = match stored {
-        Some(s) => SharePartition::restore(s.spso, &s.entries, limits(shard)),
+        Some(s) => SharePartition::restore(s.spso, &s.entries, limits(shard, group_id)),
         None if !create => return None,
         None => {
-            let start = match shard.config.share_auto_offset_reset.as_str() {
+            let start = match crate::group_config::for_group(shard, group_id).share_auto_offset_reset.as_str() {
                 "earliest" => log.log_start().0,
                 _ => log.high_watermark().0,
             };
-            SharePartition::new(start, limits(shard))
+            SharePartition::new(start, limits(shard, group_id))
         }
     };
     // Another task may have loaded it meanwhile: keep the first.
@@ -522,9 +571,12 @@ async fn acquire_one(
     ensure(shard, group_id, &item.tp, true).await.ok_or(PartitionError::UnknownTopicOrPartition)?;
     let key = (group_id.to_string(), item.tp.clone());
     let now = Instant::now();
+    let settings = limits(shard, group_id);
     let start = {
         let mut parts = shard.share.partitions.borrow_mut();
         let p = parts.get_mut(&key).ok_or(PartitionError::UnknownTopicOrPartition)?;
+        // The group's configs may have changed since the share-partition was loaded.
+        p.set_limits(settings);
         p.skip_below(log.log_start().0);
         p.next_fetch_offset(now, log.high_watermark().0)
     };
@@ -621,19 +673,14 @@ async fn offsets_local(
         let known = ensure(shard, group_id, &tp, false).await.is_some();
         let r = match set {
             None => Ok(shard.share.partitions.borrow().get(&key).map(|p| p.spso())),
-            Some(None) => {
-                shard.share.partitions.borrow_mut().remove(&key);
-                match state_path(shard, group_id, &tp) {
-                    Some(path) => sluice_storage::disk::blocking(move || store::remove(&path))
-                        .await
-                        .map(|_| None)
-                        .map_err(|e| PartitionError::Storage(e.to_string())),
-                    None => Ok(None),
-                }
-            }
+            Some(None) => forget(shard, &key, known).await.map(|()| None),
             Some(Some(at)) => {
                 if !known {
-                    shard.share.partitions.borrow_mut().insert(key.clone(), SharePartition::new(at, limits(shard)));
+                    shard
+                        .share
+                        .partitions
+                        .borrow_mut()
+                        .insert(key.clone(), SharePartition::new(at, limits(shard, group_id)));
                 }
                 if let Some(p) = shard.share.partitions.borrow_mut().get_mut(&key) {
                     p.reset_to(at);
@@ -644,6 +691,22 @@ async fn offsets_local(
         out.push((index, r));
     }
     out
+}
+
+/// Forgets a share-partition (DeleteShareGroupOffsets, DeleteGroups; `known`: this shard had
+/// its state). A replicated partition's is forgotten by its leader through the partition's
+/// Raft log, so every replica forgets it ([`replicated::forget`]; NOT_LEADER_OR_FOLLOWER on
+/// another replica, as AlterShareGroupOffsets); else here, in memory and its file.
+async fn forget(shard: &Rc<Shard>, key: &PartKey, known: bool) -> Result<(), PartitionError> {
+    if replicated::group_of(shard, &key.1).is_some() {
+        leading(shard, &key.1).await?;
+        return if known { replicated::forget(shard, key).await } else { Ok(()) };
+    }
+    shard.share.partitions.borrow_mut().remove(key);
+    let Some(path) = state_path(shard, &key.0, &key.1) else { return Ok(()) };
+    sluice_storage::disk::blocking(move || store::remove(&path))
+        .await
+        .map_err(|e| PartitionError::Storage(e.to_string()))
 }
 
 // ---- routing of partition operations ----

@@ -133,6 +133,13 @@ impl SharePartition {
         p
     }
 
+    /// Runs with new settings from now on (the group's configs changed): locks taken later
+    /// last the new duration, records in flight keep theirs; a lower record-lock limit takes
+    /// effect as the in-flight records are done.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = Limits { max_locks: limits.max_locks.max(self.records.len()), ..limits };
+    }
+
     /// The share-partition start offset.
     pub fn spso(&self) -> i64 {
         self.spso

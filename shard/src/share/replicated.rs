@@ -18,6 +18,9 @@
 //!   log had when it was first asked in its epoch ([`ready`]): every state record the previous
 //!   leaders committed is then applied; from then on its own memory is the newest state and
 //!   the records it commits are not applied to it again.
+//! - Forgetting a share-partition (DeleteShareGroupOffsets, DeleteGroups) is a state record
+//!   too, SPSO -1 ([`forget`]): every replica drops its copy and removes its file, so a later
+//!   leader does not serve the forgotten state. Only the partition's leader proposes it.
 //! - Fetch never gives these batches to clients (they are Raft control batches), and a share
 //!   fetch marks their offsets done without delivering them.
 
@@ -62,6 +65,15 @@ pub(super) async fn propose(shard: &Rc<Shard>, key: &PartKey, state: store::Stor
         shard.share.partitions.borrow_mut().remove(key);
     }
     result
+}
+
+/// Forgets a share-partition on every replica: proposes [`store::Stored::FORGOTTEN`] (Ok once
+/// committed; each replica, this one included, drops its copy and its file when it applies
+/// it, in order with the state records before and after it).
+pub(super) async fn forget(shard: &Rc<Shard>, key: &PartKey) -> Result<(), PartitionError> {
+    propose(shard, key, store::Stored::FORGOTTEN).await?;
+    shard.share.partitions.borrow_mut().remove(key);
+    Ok(())
 }
 
 /// Ok when this broker leads `tp` and has applied every state record committed before its
@@ -118,15 +130,18 @@ fn apply(shard: &Rc<Shard>, tp: &TopicPartition, bytes: &Bytes) {
         return;
     }
     let key: PartKey = (rec.group, tp.clone());
-    if !authoritative(shard, tp) {
-        let p = super::partition::SharePartition::restore(rec.state.spso, &rec.state.entries, limits(shard));
+    if rec.state.is_forgotten() {
+        shard.share.partitions.borrow_mut().remove(&key);
+    } else if !authoritative(shard, tp) {
+        let p = super::partition::SharePartition::restore(rec.state.spso, &rec.state.entries, limits(shard, &key.0));
         shard.share.partitions.borrow_mut().insert(key.clone(), p);
     }
     queue_file(shard, key, rec.topic_id, rec.state);
 }
 
-/// Writes the latest committed state of a share-partition to its local file (one write per
-/// share-partition queued at a time; a newer state replaces a queued one).
+/// Writes the latest committed state of a share-partition to its local file, or removes the
+/// file for a forgotten one (one write per share-partition queued at a time; a newer state
+/// replaces a queued one).
 fn queue_file(shard: &Rc<Shard>, key: PartKey, topic_id: [u8; 16], state: store::Stored) {
     let fresh = shard.share.pending.borrow_mut().insert(key.clone(), state).is_none();
     if !fresh {
@@ -137,7 +152,8 @@ fn queue_file(shard: &Rc<Shard>, key: PartKey, topic_id: [u8; 16], state: store:
         let Ok(_permit) = shard.share.writer.acquire_permit(1).await else { return };
         let Some(state) = shard.share.pending.borrow_mut().remove(&key) else { return };
         let path = store::file(shard.data_dir(), &key.0, &topic_id, key.1.partition.0);
-        if let Err(e) = sluice_storage::disk::blocking(move || store::write(&path, &state)).await {
+        let io = move || if state.is_forgotten() { store::remove(&path) } else { store::write(&path, &state) };
+        if let Err(e) = sluice_storage::disk::blocking(io).await {
             tracing::warn!(partition = ?key.1, group = %key.0, error = %e, "share state file not written");
         }
     })

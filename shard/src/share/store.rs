@@ -34,6 +34,17 @@ pub struct Stored {
     pub entries: Vec<(i64, RecordState, u16)>,
 }
 
+impl Stored {
+    /// The state record that forgets a share-partition (DeleteShareGroupOffsets, DeleteGroups):
+    /// SPSO -1, no entries (Kafka's "uninitialized" start offset); replicas drop their copy and
+    /// their file when they apply it.
+    pub const FORGOTTEN: Stored = Stored { spso: -1, entries: Vec::new() };
+
+    pub fn is_forgotten(&self) -> bool {
+        self.spso < 0
+    }
+}
+
 /// The state directory under the broker's data directory.
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("share-state")
@@ -230,6 +241,15 @@ mod tests {
         remove(&p).unwrap();
         assert_eq!(read(&p), None);
         assert!(file(dir.path(), &"x".repeat(300), &[0; 16], 0).to_string_lossy().contains("/h"));
+    }
+
+    #[test]
+    fn the_forgetting_record_round_trips_and_no_real_state_is_forgotten() {
+        let r = StateRecord { group: "g".into(), topic_id: [3; 16], partition: 2, state: Stored::FORGOTTEN };
+        let back = decode_record(&encode_record(&r)).expect("a forgetting record decodes");
+        assert!(back.state.is_forgotten());
+        assert_eq!(back, r);
+        assert!(!Stored { spso: 0, entries: Vec::new() }.is_forgotten(), "SPSO 0 is a real start offset");
     }
 
     #[test]

@@ -38,18 +38,26 @@ pub use plan::{plan, CleanPlan, CompactionConfig, SegmentInfo};
 
 use crate::codec::CodecError;
 use sluice_core::batch::{validate, BatchError, BatchHeader, LOG_OVERHEAD};
-use sluice_core::limits::{COMPACTION_PAUSE_MICROS, COMPACTION_SLICE_MICROS};
+use sluice_core::limits::{COMPACTION_IDLE_SLICE_MICROS, COMPACTION_PAUSE_MICROS, COMPACTION_SLICE_MICROS};
 use std::time::{Duration, Instant};
 
 /// Keeps a pass from holding the shard's thread for long: [`Pace::tick`], called between
-/// units of work (a batch), ends a slice of `COMPACTION_SLICE_MICROS` with a sleep of
+/// units of work (a batch, a chunk read), ends a slice with a sleep of
 /// `COMPACTION_PAUSE_MICROS`. The sleep leaves the task pending, so the executor runs its
 /// other tasks and polls its rings (new requests, completed writes and syncs) before the pass
 /// goes on; without it a pass could hold the thread until glommio's preemption timer
 /// (100 ms) made `yield_if_needed` yield.
+///
+/// The slice adapts: `COMPACTION_SLICE_MICROS` while the shard has other work, doubled at
+/// every pause during which no other task ran, up to `COMPACTION_IDLE_SLICE_MICROS` (each
+/// pause parks the thread on a timer, which costs an idle shard's pass throughput). Whether
+/// another task ran is read from the executor's counters
+/// (`glommio::executor().executor_stats()`, which resets them: nothing else in sluice reads
+/// them).
 #[derive(Debug)]
 pub struct Pace {
     since: Instant,
+    slice: Duration,
 }
 
 impl Default for Pace {
@@ -60,15 +68,41 @@ impl Default for Pace {
 
 impl Pace {
     pub fn new() -> Pace {
-        Pace { since: Instant::now() }
+        Pace { since: Instant::now(), slice: Duration::from_micros(COMPACTION_SLICE_MICROS) }
     }
 
     /// Sleeps when the current slice is used up; else returns at once.
     pub async fn tick(&mut self) {
-        if self.since.elapsed() >= Duration::from_micros(COMPACTION_SLICE_MICROS) {
-            glommio::timer::sleep(Duration::from_micros(COMPACTION_PAUSE_MICROS)).await;
-            self.since = Instant::now();
+        if self.since.elapsed() < self.slice {
+            return;
         }
+        tasks_executed(); // resets the count
+        glommio::timer::sleep(Duration::from_micros(COMPACTION_PAUSE_MICROS)).await;
+        self.slice = next_slice(self.slice, tasks_executed());
+        self.since = Instant::now();
+    }
+
+    /// The current slice (tests).
+    pub fn slice(&self) -> Duration {
+        self.slice
+    }
+}
+
+/// Tasks the executor ran since its counters were last read (they are reset).
+fn tasks_executed() -> u64 {
+    glommio::executor().executor_stats().tasks_executed()
+}
+
+/// The slice after a pause during which the executor ran `ran` tasks: the count read at the
+/// pause's end holds the pass's own run that began the pause (the executor adds a queue's runs
+/// when the queue stops running, after the pass read the count), not the wake-up reading it.
+/// Doubled, up to `COMPACTION_IDLE_SLICE_MICROS`, when the pass was alone; back to
+/// `COMPACTION_SLICE_MICROS` when another task ran.
+pub fn next_slice(slice: Duration, ran: u64) -> Duration {
+    if ran <= 1 {
+        (slice * 2).min(Duration::from_micros(COMPACTION_IDLE_SLICE_MICROS))
+    } else {
+        Duration::from_micros(COMPACTION_SLICE_MICROS)
     }
 }
 
@@ -98,11 +132,19 @@ pub struct Batches<'a> {
     segment: &'a [u8],
     pos: usize,
     done: bool,
+    /// Check each batch's CRC (off for bytes this pass already checked, held in memory).
+    crc: bool,
 }
 
 impl<'a> Batches<'a> {
     pub fn new(segment: &'a [u8]) -> Batches<'a> {
-        Batches { segment, pos: 0, done: false }
+        Batches { segment, pos: 0, done: false, crc: true }
+    }
+
+    /// [`Batches::new`] over bytes whose batches a [`Batches::new`] of this pass already
+    /// CRC-checked (the same bytes, kept in memory since): every other check is made again.
+    pub fn checked_before(segment: &'a [u8]) -> Batches<'a> {
+        Batches { segment, pos: 0, done: false, crc: false }
     }
 
     /// The position of the next batch (the bytes consumed so far).
@@ -133,7 +175,8 @@ impl<'a> Iterator for Batches<'a> {
                 err: BatchError::Truncated { have: rest.len(), need: LOG_OVERHEAD },
             }));
         };
-        match validate(&rest[..total]) {
+        let checked = if self.crc { validate(&rest[..total]) } else { BatchHeader::parse(&rest[..total]) };
+        match checked {
             Ok(h) => {
                 self.pos += total;
                 Some(Ok((h, &rest[..total])))
@@ -143,5 +186,26 @@ impl<'a> Iterator for Batches<'a> {
                 Some(Err(CompactError::Batch { pos, err }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slice_grows_while_the_pass_is_alone_and_drops_back_when_not() {
+        let busy = Duration::from_micros(COMPACTION_SLICE_MICROS);
+        let idle = Duration::from_micros(COMPACTION_IDLE_SLICE_MICROS);
+        assert_eq!(next_slice(busy, 1), busy * 2, "only the pass's own run: doubled");
+        assert_eq!(next_slice(busy, 0), busy * 2);
+        let mut s = busy;
+        for _ in 0..64 {
+            s = next_slice(s, 1);
+            assert!(s <= idle);
+        }
+        assert_eq!(s, idle, "capped");
+        assert_eq!(next_slice(s, 2), busy, "another task ran: back to the short slice");
+        assert_eq!(next_slice(busy, 50), busy);
     }
 }

@@ -4,8 +4,9 @@
 //! crash-safe swap, then the in-memory segments replaced.
 //!
 //! Contract: the active segment is never read or changed. Segments are read whole, one at a
-//! time (memory: one segment of at most `COMPACTION_MAX_SEGMENT_BYTES`, its cleaned copy and
-//! the key map; a larger segment ends the key map's range and is not rewritten, nor merged).
+//! time (memory: one segment of at most `COMPACTION_MAX_SEGMENT_BYTES`, its cleaned copy, the
+//! key map, and up to `COMPACTION_REUSE_BYTES` of dirty segments the key map read, kept for the
+//! cleaning; a larger segment ends the key map's range and is not rewritten, nor merged).
 //! Only segments whose bytes changed, and groups of merged segments, are swapped; the rewrites
 //! of a pass are held in memory until the swap.
 //! The caller runs passes one at a time per log, in turn with retention (the shard's timer
@@ -17,11 +18,12 @@
 //! swap, so a restart starts at the first dirty offset instead of cleaning the whole sealed
 //! part again.
 //!
-//! Transactions: before cleaning, the log is read from its start (through the read path, up
-//! to the high watermark) until every transaction begun before the pass's end is resolved, so
-//! the pass knows the aborted transactions and ends before the oldest open one (the last
-//! stable offset, as Kafka's first uncleanable offset). The log itself is the source, so a
-//! replica's pass and a pass after a restart decide alike.
+//! Transactions: before cleaning, the log is read from its start (the sealed segments below
+//! the high watermark by their batch headers, control batches whole; beyond them through the
+//! read path, up to the high watermark) until every transaction begun before the pass's end
+//! is resolved, so the pass knows the aborted transactions and ends before the oldest open one
+//! (the last stable offset, as Kafka's first uncleanable offset). The log itself is the source,
+//! so a replica's pass and a pass after a restart decide alike.
 
 use super::read::read_exact;
 use super::*;
@@ -29,10 +31,16 @@ use crate::compact::clean::{CleanContext, SegmentCleaner};
 use crate::compact::keymap::{KeyMap, SegmentKeys};
 use crate::compact::merge::{Group, Grouper, MergeLimits, Piece};
 use crate::compact::swap::{swap_in_owned, Indexer, NewSegment};
+use crate::compact::txn::TRANSACTIONAL;
 use crate::compact::txn::{AbortedTxn, CleanedTxns, Scan};
 use crate::compact::{plan, Batches, CompactError, CompactionConfig, Pace, SegmentInfo};
-use sluice_core::batch::BatchHeader;
-use sluice_core::limits::{COMPACTION_MAX_SEGMENT_BYTES, COMPACTION_READ_CHUNK_BYTES, OFFSETS_LOAD_READ_BYTES};
+use sluice_core::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use sluice_core::limits::{
+    COMPACTION_MAX_SEGMENT_BYTES, COMPACTION_READS_IN_FLIGHT, COMPACTION_READ_CHUNK_BYTES, COMPACTION_REUSE_BYTES,
+    COMPACTION_SCAN_WINDOW_BYTES, OFFSETS_LOAD_READ_BYTES,
+};
+use std::collections::HashMap;
+use std::time::Instant;
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,6 +63,24 @@ pub struct CompactStats {
     /// read_committed reader told of an aborted transaction whose marker it never meets would
     /// skip the producer's later batches).
     pub aborted_gone: Vec<i64>,
+    /// Where the pass's time went.
+    pub times: PassTimes,
+}
+
+/// Seconds a pass spent in each of its phases (`compaction pass` log line; BENCHMARKS.md's
+/// compaction profile).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PassTimes {
+    /// Transaction scan (batch headers from the log start).
+    pub scan: f64,
+    /// Key map of the dirty segments (their reads included).
+    pub map: f64,
+    /// Cleaning and grouping (reads of the segments not kept from the key map included).
+    pub clean: f64,
+    /// Swap: writing, syncing and renaming the new segments, reopening them.
+    pub swap: f64,
+    /// Of `map` and `clean`: waiting for segment reads (and the pauses between them).
+    pub read: f64,
 }
 
 /// One rewrite of a pass: `new` replaces the segments at `bases` (the first is `new.base`;
@@ -98,7 +124,18 @@ impl PartitionLog {
                 s.compaction_records_removed += st.records_removed;
                 let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 let seconds = started.elapsed().as_secs_f64();
-                tracing::info!(partition = %self.name, bytes_read = st.bytes_read, seconds, "compaction pass");
+                let t = st.times;
+                tracing::info!(
+                    partition = %self.name,
+                    bytes_read = st.bytes_read,
+                    seconds,
+                    scan_s = t.scan,
+                    map_s = t.map,
+                    clean_s = t.clean,
+                    swap_s = t.swap,
+                    read_s = t.read,
+                    "compaction pass"
+                );
                 s.compaction_max_pass_us = s.compaction_max_pass_us.max(us);
                 s.compaction_last_dirty_ratio = st.dirty_ratio;
             }
@@ -122,7 +159,15 @@ impl PartitionLog {
         let hwm = Some(self.high_watermark().0);
         let Some(p) = plan(&infos, sealed_end, first_dirty, hwm, now_ms, cfg) else { return Ok(None) };
         let mut pace = Pace::new();
-        let txns = self.txn_scan(p.clean_upto, &mut pace).await?;
+        let mut times = PassTimes::default();
+        let mut clock = Instant::now();
+        let mut lap = |t: &mut f64| {
+            let now = Instant::now();
+            *t += now.duration_since(clock).as_secs_f64();
+            clock = now;
+        };
+        let txns = self.txn_scan(&sealed, p.clean_upto, &mut pace).await?;
+        lap(&mut times.scan);
         let p = match txns.first_unstable().filter(|f| *f < p.clean_upto) {
             None => p,
             Some(lso) => match plan(&infos, sealed_end, first_dirty, Some(lso), now_ms, cfg) {
@@ -130,7 +175,9 @@ impl PartitionLog {
                 None => return Ok(None),
             },
         };
-        let (map, upto) = self.key_map(&sealed, p.first_dirty, p.clean_upto, &txns.aborted, &mut pace).await?;
+        let (map, upto, reuse) =
+            self.key_map(&sealed, p.first_dirty, p.clean_upto, &txns.aborted, &mut pace, &mut times.read).await?;
+        lap(&mut times.map);
         if upto <= p.first_dirty {
             return Ok(None);
         }
@@ -154,18 +201,25 @@ impl PartitionLog {
             max_index_bytes: cfg.max_index_bytes,
         };
         let pass = CleanPass { ctx: &ctx, upto, interval, limits };
-        let news = self.clean_segments(&sealed, &pass, &mut cleaned_txns, &mut stats, &mut pace).await?;
+        let news = self
+            .clean_segments(&sealed, &pass, reuse, &mut cleaned_txns, &mut stats, &mut pace, &mut times.read)
+            .await?;
+        lap(&mut times.clean);
         stats.aborted_gone = cleaned_txns.emptied_aborts().to_vec();
         if !news.is_empty() {
             stats.segments_rewritten = news.len();
             stats.segments_merged = news.iter().map(|r| r.bases.len() - 1).sum();
             self.install(news, interval, now_ms, &mut pace).await?;
-            tracing::info!(partition = %self.name, ?stats, "compacted");
         }
         // The checkpoint follows the swap (durable before it): a crash between the two cleans
         // the same range again, which changes nothing.
         self.first_dirty.set(upto);
         self.write_offset_file(CLEANER_CHECKPOINT_FILE, upto).await?;
+        lap(&mut times.swap);
+        stats.times = times;
+        if stats.segments_rewritten > 0 {
+            tracing::info!(partition = %self.name, ?stats, "compacted");
+        }
         Ok(Some(stats))
     }
 
@@ -180,25 +234,37 @@ impl PartitionLog {
         (sealed, st.segments[n].base)
     }
 
-    /// A sealed segment's bytes, read whole, `COMPACTION_READ_CHUNK_BYTES` at a time (one
-    /// read in flight, paced between reads), so the device never has a whole segment's read
-    /// queued ahead of the shard's appends and syncs.
-    async fn read_sealed(&self, s: &Sealed, pace: &mut Pace) -> Result<Bytes, StorageError> {
+    /// A sealed segment's bytes, read whole, `COMPACTION_READ_CHUNK_BYTES` at a time with
+    /// `COMPACTION_READS_IN_FLIGHT` reads in flight (paced between rounds), so the device never
+    /// has a whole segment's read queued ahead of the shard's appends and syncs. `waited`: the
+    /// seconds it took are added to it.
+    async fn read_sealed(&self, s: &Sealed, pace: &mut Pace, waited: &mut f64) -> Result<Bytes, StorageError> {
+        let started = Instant::now();
         let len = usize::try_from(s.size)
             .map_err(|_| StorageError::io("read", &self.name, std::io::Error::other("segment too large")))?;
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
-            let n = COMPACTION_READ_CHUNK_BYTES.min(len - out.len());
-            let pos = u64::try_from(out.len()).expect("usize fits u64");
-            out.extend_from_slice(&read_exact(&s.file, &self.name, pos, n).await?);
+            let at = out.len();
+            let reads = (0..COMPACTION_READS_IN_FLIGHT)
+                .map(|i| at + i * COMPACTION_READ_CHUNK_BYTES)
+                .take_while(|pos| *pos < len)
+                .map(|pos| {
+                    let n = COMPACTION_READ_CHUNK_BYTES.min(len - pos);
+                    read_exact(&s.file, &self.name, u64::try_from(pos).expect("usize fits u64"), n)
+                });
+            for chunk in futures::future::try_join_all(reads).await? {
+                out.extend_from_slice(&chunk);
+            }
             pace.tick().await;
         }
+        *waited += started.elapsed().as_secs_f64();
         Ok(Bytes::from(out))
     }
 
     /// The key map of the dirty segments after `first_dirty` up to `clean_upto`: whole
     /// segments, as many as fit (a segment over `COMPACTION_MAX_SEGMENT_BYTES` ends it); with
-    /// the offset it reaches.
+    /// the offset it reaches, and the bytes of the first mapped segments (by base, up to
+    /// `COMPACTION_REUSE_BYTES`), kept for the cleaning so it does not read them again.
     async fn key_map(
         &self,
         sealed: &[Sealed],
@@ -206,9 +272,12 @@ impl PartitionLog {
         clean_upto: i64,
         aborted: &[AbortedTxn],
         pace: &mut Pace,
-    ) -> Result<(KeyMap, i64), StorageError> {
+        waited: &mut f64,
+    ) -> Result<(KeyMap, i64, HashMap<i64, Bytes>), StorageError> {
         let mut map = KeyMap::new();
         let mut upto = first_dirty;
+        let mut reuse = HashMap::new();
+        let mut kept = 0u64;
         let dirty = || sealed.iter().filter(|s| s.next > first_dirty && s.next <= clean_upto);
         let start = dirty().next().map_or(first_dirty, |s| s.base);
         let mut txns = CleanedTxns::new(aborted.iter().filter(|a| a.marker_offset >= start).copied().collect());
@@ -216,7 +285,7 @@ impl PartitionLog {
             if s.size > COMPACTION_MAX_SEGMENT_BYTES {
                 break;
             }
-            let bytes = self.read_sealed(s, pace).await?;
+            let bytes = self.read_sealed(s, pace, waited).await?;
             let mut keys = SegmentKeys::default();
             let mut fits = true;
             for b in Batches::new(&bytes) {
@@ -232,8 +301,12 @@ impl PartitionLog {
             }
             map.commit(keys);
             upto = s.next;
+            if kept + s.size <= COMPACTION_REUSE_BYTES {
+                kept += s.size;
+                reuse.insert(s.base, bytes);
+            }
         }
-        Ok((map, upto))
+        Ok((map, upto, reuse))
     }
 
     /// Cleans the sealed segments that end at or below `pass.upto` with `pass.ctx`, in offset
@@ -242,13 +315,18 @@ impl PartitionLog {
     /// changed or a merged group, counted in `stats`. A segment too large to read whole is left
     /// as it is (it joins no group), and from there on no marker is removed (its transactions'
     /// batches went unseen). Memory: the rewrites, and the open group's unchanged members.
+    /// `reuse`: segments' bytes the key map read (and CRC-checked), by base, cleaned without a
+    /// second read or check.
+    #[allow(clippy::too_many_arguments)]
     async fn clean_segments(
         &self,
         sealed: &[Sealed],
         pass: &CleanPass<'_>,
+        mut reuse: HashMap<i64, Bytes>,
         txns: &mut CleanedTxns,
         stats: &mut CompactStats,
         pace: &mut Pace,
+        waited: &mut f64,
     ) -> Result<Vec<Rewrite>, StorageError> {
         let mut news = Vec::new();
         let mut grouper: Grouper<CleanedSeg> = Grouper::new(pass.limits);
@@ -259,10 +337,16 @@ impl PartitionLog {
                 news.extend(self.rewrite(grouper.skip(), pass.interval, pace).await?);
                 continue;
             }
-            let bytes = self.read_sealed(s, pace).await?;
+            let kept = reuse.remove(&s.base);
+            let checked = kept.is_some();
+            let bytes = match kept {
+                Some(b) => b,
+                None => self.read_sealed(s, pace, waited).await?,
+            };
             stats.bytes_read += s.size;
             // Cleaned a batch at a time, the new segment's indexes built as its batches come.
-            let mut cleaner = SegmentCleaner::new(&bytes);
+            let mut cleaner =
+                if checked { SegmentCleaner::checked_before(&bytes) } else { SegmentCleaner::new(&bytes) };
             let mut ix = Indexer::new(s.base, pass.interval);
             let mut at = 0;
             while cleaner.step(pass.ctx, txns).map_err(err)? {
@@ -334,16 +418,29 @@ impl PartitionLog {
     }
 
     /// The log's transactions from its start, read until every transaction begun before `upto`
-    /// is resolved (or the high watermark): the aborted ones, and those still open.
-    async fn txn_scan(&self, upto: i64, pace: &mut Pace) -> Result<Scan, StorageError> {
+    /// is resolved (or the high watermark): the aborted ones, and those still open. The sealed
+    /// segments wholly below the high watermark (`sealed`, the pass's) are scanned by their
+    /// batch headers ([`PartitionLog::scan_headers`]); the rest, if the scan must go on, through
+    /// the read path.
+    async fn txn_scan(&self, sealed: &[Sealed], upto: i64, pace: &mut Pace) -> Result<Scan, StorageError> {
         let mut scan = Scan::default();
         let mut offset = self.log_start().0;
         let end = self.high_watermark().0;
-        while offset < end && (offset < upto || scan.open_before(upto)) {
+        let more = |offset: i64, scan: &Scan| offset < end && (offset < upto || scan.open_before(upto));
+        for s in sealed {
+            if !more(offset, &scan) || s.next > end {
+                break;
+            }
+            if s.next > offset {
+                self.scan_headers(s, offset, &mut scan, pace).await?;
+                offset = s.next;
+            }
+        }
+        while more(offset, &scan) {
             let read = self.read(Offset(offset), OFFSETS_LOAD_READ_BYTES).await?;
             let mut pos = 0;
             let before = offset;
-            while pos + sluice_core::batch::HEADER_LEN <= read.records.len() {
+            while pos + HEADER_LEN <= read.records.len() {
                 let h = BatchHeader::parse(&read.records[pos..]).map_err(|e| compact_error(&self.name, e.into()))?;
                 let stop = pos + h.total_len();
                 if stop > read.records.len() {
@@ -359,6 +456,59 @@ impl PartitionLog {
             }
         }
         Ok(scan)
+    }
+
+    /// Feeds `scan` the batches of the sealed segment `s` (wholly below the high watermark, so
+    /// in its file) that end at or after `from`, reading their headers only, and control batches
+    /// whole (a data batch's records say nothing about its transaction): a read of
+    /// `COMPACTION_SCAN_WINDOW_BYTES` at a header after a large batch, of
+    /// `COMPACTION_READ_CHUNK_BYTES` after a small one (the next headers are likely in it). Stops
+    /// at the zero padding a crash may leave at a segment's end; a header that does not parse,
+    /// or a batch running past the segment's size, fails the pass.
+    async fn scan_headers(&self, s: &Sealed, from: i64, scan: &mut Scan, pace: &mut Pace) -> Result<(), StorageError> {
+        let err = |e: CompactError| compact_error(&self.name, e);
+        let size = usize::try_from(s.size).map_err(|_| err(CompactError::TooLarge(0)))?;
+        let mut window = Bytes::new();
+        let mut window_at = 0usize;
+        let mut want = COMPACTION_SCAN_WINDOW_BYTES;
+        let mut pos = 0usize;
+        // Every round moves `pos` on by a whole batch (at least a header) or ends.
+        while pos + LOG_OVERHEAD <= size {
+            if pos + HEADER_LEN.min(size - pos) > window_at + window.len() {
+                window =
+                    read_exact(&s.file, &self.name, u64::try_from(pos).expect("usize fits u64"), want.min(size - pos))
+                        .await?;
+                window_at = pos;
+            }
+            let rest = &window[pos - window_at..];
+            if rest[..LOG_OVERHEAD].iter().all(|b| *b == 0) {
+                break; // zero padding
+            }
+            let h = BatchHeader::parse(rest).map_err(|e| err(CompactError::Batch { pos, err: e }))?;
+            let total = h.total_len();
+            if total > size - pos {
+                let e = sluice_core::batch::BatchError::Truncated { have: size - pos, need: total };
+                return Err(err(CompactError::Batch { pos, err: e }));
+            }
+            if h.last_offset() >= from && h.producer_id >= 0 && h.attributes & TRANSACTIONAL != 0 {
+                if !h.is_control() {
+                    scan.observe(&h, &rest[..HEADER_LEN]);
+                } else if total <= rest.len() {
+                    scan.observe(&h, &rest[..total]);
+                } else {
+                    let at = u64::try_from(pos).expect("usize fits u64");
+                    scan.observe(&h, &read_exact(&s.file, &self.name, at, total).await?);
+                }
+            }
+            want = if total < COMPACTION_SCAN_WINDOW_BYTES {
+                COMPACTION_READ_CHUNK_BYTES
+            } else {
+                COMPACTION_SCAN_WINDOW_BYTES
+            };
+            pos += total;
+            pace.tick().await;
+        }
+        Ok(())
     }
 
     /// Swaps the rewrites in, on disk (crash-safe) and then in memory. A rewrite goes in only

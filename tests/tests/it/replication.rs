@@ -1,6 +1,7 @@
 //! The replication runtime on real brokers: the metadata log (Raft group 0 on shard 0 of
 //! every member) elects a leader, commits proposals that every broker reads back in the same
-//! order, and after kill -9 of its leader elects another that commits again.
+//! order, and after kill -9 of its leader elects another that commits again — without waiting
+//! for the dead broker's peer session to lapse (its closed connections count at once).
 //!
 //! Contract: uses the test-only probe of the fault-injection build
 //! (`SLUICE_TEST_RAFT_PROBE=1`: shard 0 proposes a batch every 100 ms while it leads the
@@ -189,6 +190,42 @@ fn a_replicated_partition_acks_on_the_leader_refuses_on_followers_and_fails_over
     }
     let got = read_all(&brokers[new_leader].addr(), topic, acked.len());
     assert_eq!(got, acked, "every acknowledged record survives the leader's kill, once, at its offset");
+    for &i in &rest {
+        brokers[i].stop();
+    }
+}
+
+/// A kill -9 closes the dead broker's connections at once: the survivors' peer links see the
+/// close, Raft counts the broker silent at once (`Driver::peer_down`) and the metadata log
+/// elects a new leader within about a tick — here with a peer session of 10 s, which the
+/// election no longer waits for (before, it started only once the session lapsed).
+#[test]
+fn a_killed_leaders_closed_links_start_the_election_before_its_session_lapses() {
+    let _slot = crate::common::shared_slot();
+    let ports = free_ports(3);
+    let env = [("SLUICE_TEST_RAFT_PROBE", "1")];
+    let opts = MemberOpts { dir_prefix: "sluice-it-repl-", session_ms: 10_000, env: &env, config: None };
+    let mut brokers: Vec<Broker> = (0..3).map(|i| cluster_member(i, &ports, &opts)).collect();
+    let all = [0, 1, 2];
+    wait_committed(&brokers, &all, 5, "before the kill");
+    let (old_leader, old_epoch) = leader(&brokers[0]).expect("broker 0 saw a leader");
+    let old = usize::try_from(old_leader).expect("a node id");
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
+    let killed = Instant::now();
+    brokers[old].kill();
+    let elected = loop {
+        let views: Vec<Option<(i32, i32)>> = rest.iter().map(|&i| leader(&brokers[i])).collect();
+        if views.iter().all(|v| v.is_some_and(|(n, e)| n != old_leader && e > old_epoch)) {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(8), "no new leader 8 s after the kill: {views:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(elected < Duration::from_secs(5), "a new leader {elected:?} after the kill: the election waited");
+    let before = rest.iter().map(|&i| committed(&brokers[i]).len()).max().unwrap_or(0);
+    wait_committed(&brokers, &rest, before + 3, "after the leader's kill");
+    assert_same_history(&brokers, &rest);
+    eprintln!("new metadata leader {elected:?} after the kill (peer session 10 s)");
     for &i in &rest {
         brokers[i].stop();
     }

@@ -328,7 +328,7 @@ fn classic_members_expire_by_their_own_timers_and_an_expired_kip848_member_downg
         .classic_join(classic_join("k1", &Assignment::new()), "x".into(), now, &t, &settings(), &limits())
         .unwrap();
     hb(&mut gs, beat_req("n1", 2, None), now + Duration::from_secs(15), &t).ok();
-    tick(&mut gs, now + Duration::from_secs(21), &settings(), &limits());
+    tick(&mut gs, now + Duration::from_secs(21), &|_: &str| settings(), &limits());
     assert!(!group(&gs).members.contains_key("k1"), "sync timeout");
     // k2 joins and syncs, then goes silent: its own 10 s session, not the 45 s of KIP-848.
     let later = now + Duration::from_secs(30);
@@ -337,7 +337,7 @@ fn classic_members_expire_by_their_own_timers_and_an_expired_kip848_member_downg
     rejoin(&mut gs, "k2", &Assignment::new(), later, &t);
     let k2 = &group(&gs).members["k2"];
     assert_eq!(k2.classic.as_ref().map(|c| c.sync_deadline), Some(None));
-    tick(&mut gs, later + Duration::from_secs(11), &settings(), &limits());
+    tick(&mut gs, later + Duration::from_secs(11), &|_: &str| settings(), &limits());
     assert!(!group(&gs).members.contains_key("k2"), "session timeout");
     // k3 stays; n1 goes silent past 45 s: the group is classic again.
     let later = later + Duration::from_secs(12);
@@ -347,7 +347,7 @@ fn classic_members_expire_by_their_own_timers_and_an_expired_kip848_member_downg
         let e = group(&gs).members["k3"].epoch.0;
         let _ = cg(&mut gs).classic_heartbeat("k3", None, e, at);
     }
-    let changed = tick(&mut gs, now + Duration::from_secs(76), &settings(), &limits());
+    let changed = tick(&mut gs, now + Duration::from_secs(76), &|_: &str| settings(), &limits());
     assert_eq!(changed, vec![(G.to_string(), Vec::new())], "a tombstone of the consumer group's record");
     assert!(gs[G].consumer.is_none());
     assert_eq!(gs[G].members.len(), 1);

@@ -199,12 +199,35 @@ impl ConsumerMember {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub session_timeout: Duration,
+    /// The interval given to a member with nothing to wait for (`group_consumer_heartbeat_interval_ms`).
     pub heartbeat_interval_ms: i32,
     pub max_size: usize,
     pub migration: sluice_core::config::MigrationPolicy,
     /// Regexes are resolved again at least this often (Kafka's
     /// `group.consumer.regex.refresh.interval.ms`), so ACL changes are picked up.
     pub regex_refresh_interval: Duration,
+}
+
+impl Settings {
+    /// The heartbeat interval a member in `state` is given. A member waiting for partitions
+    /// that others still hold (UNRELEASED_PARTITIONS) gets the interval divided by
+    /// `CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR` (at least the smallest interval accepted,
+    /// at most the normal one), so it takes them soon after their owners report them revoked;
+    /// every other member gets the normal interval. The Java client adopts the interval of
+    /// every answer (`HeartbeatRequestState.updateHeartbeatIntervalMs`). Members that must
+    /// revoke need no short interval: the client heartbeats at once when its revocation is done.
+    pub fn interval_for(&self, state: MemberState) -> i32 {
+        use sluice_core::limits::{
+            CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR, MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS,
+        };
+        match state {
+            MemberState::UnreleasedPartitions => (self.heartbeat_interval_ms
+                / CONSUMER_GROUP_RECONCILING_INTERVAL_DIVISOR)
+                .max(MIN_CONSUMER_GROUP_HEARTBEAT_INTERVAL_MS)
+                .min(self.heartbeat_interval_ms),
+            MemberState::Stable | MemberState::UnrevokedPartitions => self.heartbeat_interval_ms,
+        }
+    }
 }
 
 /// What resolving the group's regexes on a heartbeat reads besides the topics (Kafka's request
@@ -418,11 +441,31 @@ impl ConsumerGroup {
         changed
     }
 
-    /// Bumps the epoch when the metadata of the subscribed topics changed.
+    /// Bumps the epoch when the metadata of the subscribed topics changed. Runs on every
+    /// heartbeat, so it copies no topic unless something changed, and looks at a subscription
+    /// once for a run of members with the same one (usually every member has the same).
     fn refresh_metadata(&mut self, topics: &Topics) {
-        let subscribed: BTreeSet<String> = self.members.values().flat_map(|m| self.subscription(m, topics)).collect();
-        let now: Topics = subscribed.into_iter().filter_map(|t| topics.get(&t).map(|i| (t, i.clone()))).collect();
-        if now != self.metadata {
+        let changed = {
+            let mut names: BTreeSet<&str> = BTreeSet::new();
+            let mut last: Option<(&[String], Option<&str>)> = None;
+            for m in self.members.values() {
+                let key = (m.topics.as_slice(), m.regex_source());
+                if last == Some(key) {
+                    continue;
+                }
+                last = Some(key);
+                names.extend(m.topics.iter().map(String::as_str));
+                if let Some(ts) = m.regex_source().and_then(|r| self.resolved.get(r)) {
+                    names.extend(ts.iter().map(String::as_str));
+                }
+            }
+            let present: Vec<(&str, &TopicInfo)> =
+                names.iter().filter_map(|t| topics.get(*t).map(|i| (*t, i))).collect();
+            let same =
+                present.len() == self.metadata.len() && present.iter().all(|(t, i)| self.metadata.get(*t) == Some(*i));
+            (!same).then(|| present.iter().map(|(t, i)| (t.to_string(), (*i).clone())).collect::<Topics>())
+        };
+        if let Some(now) = changed {
             self.metadata = now;
             self.bump();
         }
@@ -450,11 +493,16 @@ impl ConsumerGroup {
         out
     }
 
-    /// One reconciliation step of a member; whether its assignment changed.
+    /// One reconciliation step of a member; whether its assignment changed. A member that is
+    /// Stable at the target epoch has nothing to do (the step would not change it): answered
+    /// without looking at the other members, as most heartbeats are.
     fn reconcile(&mut self, id: &str, owned: Option<&Assignment>, now: Instant) -> bool {
+        let epoch = self.target_epoch.as_member();
+        if self.members.get(id).is_none_or(|m| m.state == MemberState::Stable && m.epoch == epoch) {
+            return false;
+        }
         let held = self.held_by_others(id);
         let partitions = self.target.get(id).cloned().unwrap_or_default();
-        let epoch = self.target_epoch.as_member();
         let Some(m) = self.members.get_mut(id) else { return false };
         let before = m.assigned.clone();
         reconcile::step(m, &reconcile::Target { partitions: &partitions, epoch, held_by_others: &held, owned, now });
@@ -711,7 +759,7 @@ impl ConsumerGroup {
         Ok(ConsumerHeartbeatResponse {
             member_id: id,
             member_epoch: m.epoch.0,
-            heartbeat_interval_ms: s.heartbeat_interval_ms,
+            heartbeat_interval_ms: s.interval_for(m.state),
             assignment: (changed || full).then(|| m.assigned.clone()),
         })
     }
@@ -829,16 +877,23 @@ pub(crate) fn describe(groups: &Groups, id: &str) -> Result<ConsumerGroupDescrip
 }
 
 /// The sweep of consumer groups: the groups whose members expired, with their new record (a
-/// tombstone, empty, when the group was downgraded to a classic group).
-pub(crate) fn tick(groups: &mut Groups, now: Instant, s: &Settings, limits: &Limits) -> Vec<(String, Vec<u8>)> {
+/// tombstone, empty, when the group was downgraded to a classic group). `settings`: a group's
+/// settings by id (its group configs over the broker's).
+pub(crate) fn tick(
+    groups: &mut Groups,
+    now: Instant,
+    settings: &dyn Fn(&str) -> Settings,
+    limits: &Limits,
+) -> Vec<(String, Vec<u8>)> {
     let mut changed = Vec::new();
     for g in groups.values_mut() {
         let Some(c) = g.consumer.as_mut() else { continue };
+        let s = settings(&g.id);
         let (expired, consumer_member) = c.tick(now, s.session_timeout);
         if !expired {
             continue;
         }
-        if classic::maybe_downgrade(g, consumer_member, s, now, limits) {
+        if classic::maybe_downgrade(g, consumer_member, &s, now, limits) {
             changed.push((g.id.clone(), Vec::new()));
         } else if let Some(c) = g.consumer.as_ref() {
             changed.push((g.id.clone(), record::encode(c)));

@@ -149,6 +149,44 @@ fn partitions_move_only_after_their_owner_revoked_them() {
 }
 
 #[test]
+fn a_member_waiting_for_revocations_heartbeats_sooner_until_it_has_its_partitions() {
+    let (mut gs, now, t) = (Groups::new(), Instant::now(), topics(&[("a", 4)]));
+    let r = hb(&mut gs, join_req("m1", &["a"]), now, &t).unwrap();
+    assert_eq!(r.heartbeat_interval_ms, 5000, "nothing to wait for: the normal interval");
+    // m2 joins: what it is due is still m1's, so it is told to come back five times sooner.
+    let r = hb(&mut gs, join_req("m2", &["a"]), now, &t).unwrap();
+    assert_eq!((r.member_epoch, r.heartbeat_interval_ms), (2, 1000));
+    // m1 hears of its revocation (normal interval: the client heartbeats when it is done).
+    let r = hb(&mut gs, beat_req("m1", 1, None), now, &t).unwrap();
+    let kept = r.assignment.clone().unwrap();
+    assert_eq!((r.member_epoch, parts(&kept), r.heartbeat_interval_ms), (1, 2, 5000));
+    // m2 comes back before m1 revoked: still nothing, still the short interval.
+    let r = hb(&mut gs, beat_req("m2", 2, None), now, &t).unwrap();
+    assert_eq!((r.assignment, r.heartbeat_interval_ms), (None, 1000));
+    // m1 reports the revocation: it reaches epoch 2 and its old partitions are free at once...
+    let r = hb(&mut gs, beat_req("m1", 1, Some(kept.clone())), now, &t).unwrap();
+    assert_eq!((r.member_epoch, r.heartbeat_interval_ms), (2, 5000));
+    assert!(group(&gs).members["m1"].revoking.is_empty());
+    // ...and m2's next heartbeat gets them, with the normal interval back.
+    let r = hb(&mut gs, beat_req("m2", 2, None), now, &t).unwrap();
+    let got = r.assignment.unwrap();
+    assert_eq!((parts(&got), r.heartbeat_interval_ms), (2, 5000));
+    assert!(reconcile::intersect(&got, &kept).is_empty(), "{got:?} {kept:?}");
+    assert_eq!(group(&gs).state_name(), "Stable");
+}
+
+#[test]
+fn the_short_interval_stays_within_the_accepted_bounds() {
+    let with = |ms: i32| Settings { heartbeat_interval_ms: ms, ..settings() };
+    assert_eq!(with(1000).interval_for(MemberState::UnreleasedPartitions), 200);
+    assert_eq!(with(300).interval_for(MemberState::UnreleasedPartitions), 100, "at least the minimum");
+    assert_eq!(with(100).interval_for(MemberState::UnreleasedPartitions), 100);
+    for state in [MemberState::Stable, MemberState::UnrevokedPartitions] {
+        assert_eq!(with(1000).interval_for(state), 1000);
+    }
+}
+
+#[test]
 fn fencing_errors_as_kafka_answers_them() {
     let (mut gs, now, t) = (Groups::new(), Instant::now(), topics(&[("a", 2)]));
     assert_eq!(hb(&mut gs, beat_req("m1", 1, None), now, &t), Err(GroupError::GroupIdNotFound));
@@ -256,9 +294,9 @@ fn silent_members_expire_and_members_that_do_not_revoke_are_fenced() {
     let mut r = join_req("m2", &["a"]);
     r.rebalance_timeout_ms = 1000;
     hb(&mut gs, r, later, &t).unwrap();
-    assert!(!tick(&mut gs, later, &settings(), &limits()).iter().any(|(g, _)| g == G));
+    assert!(!tick(&mut gs, later, &|_: &str| settings(), &limits()).iter().any(|(g, _)| g == G));
     // m1 never heartbeats again: expired after 45 s; its partitions go to m2.
-    let changed = tick(&mut gs, now + Duration::from_secs(46), &settings(), &limits());
+    let changed = tick(&mut gs, now + Duration::from_secs(46), &|_: &str| settings(), &limits());
     assert_eq!(changed.len(), 1);
     assert!(!group(&gs).members.contains_key("m1"));
     let e = group(&gs).epoch.0;
@@ -268,7 +306,7 @@ fn silent_members_expire_and_members_that_do_not_revoke_are_fenced() {
     hb(&mut gs, join_req("m3", &["a"]), later, &t).unwrap();
     hb(&mut gs, beat_req("m2", e, None), later, &t).unwrap();
     assert_eq!(group(&gs).members["m2"].state, MemberState::UnrevokedPartitions);
-    tick(&mut gs, later + Duration::from_millis(1500), &settings(), &limits());
+    tick(&mut gs, later + Duration::from_millis(1500), &|_: &str| settings(), &limits());
     assert!(!group(&gs).members.contains_key("m2"), "fenced at its rebalance timeout");
 }
 
@@ -542,6 +580,11 @@ proptest! {
                 let g = group(&gs);
                 prop_assert!(!held_twice(g));
             }
+        }
+        // Settled: everyone is back to the normal interval.
+        for (id, c) in clients.clone() {
+            let r = hb(&mut gs, beat_req(&id, c.epoch, Some(c.owned)), now, &t);
+            prop_assert_eq!(r.map(|r| r.heartbeat_interval_ms), Ok(5000));
         }
         if let Some(g) = gs.get(G).and_then(|g| g.consumer.as_ref()) {
             if !clients.is_empty() {
