@@ -6,14 +6,16 @@
 //! Contract: a state change is appended to the id's `__transaction_state` partition and
 //! fdatasync'd before it enters the table, is answered, or is acted on (markers are sent only
 //! for a durable Prepare state; Complete is written only after every marker is durable). One
-//! operation per id runs at a time (`busy`); another one meanwhile gets
-//! CONCURRENT_TRANSACTIONS, which clients retry. EndTxn is answered once its Prepare state is
+//! operation per id runs at a time (`busy`). EndTxn is answered once its Prepare state is
 //! durable, as Kafka answers it; its markers and Complete state are then written by a task
 //! that keeps the id busy until the Complete state is durable (or the markers failed: the
 //! sweep retries). An add (AddPartitionsToTxn, AddOffsetsToTxn, a version 2 implicit add)
-//! arriving meanwhile waits for that task, at most `TXN_ADD_WAIT_FOR_END_MS`, before it
-//! claims the id (Kafka's broker retries such a produce's add for up to 100 ms). Every
-//! `RefCell` borrow ends before an `.await`. A Prepare state left by a crash or a failed
+//! finding the id busy — that task, or another add: a version 2 producer's partitions on
+//! several brokers are added by each leader at once — queues for it, at most
+//! `TXN_ADD_WAIT_MS` in all, and is answered CONCURRENT_TRANSACTIONS only past that (Kafka's
+//! broker retries such a produce's add for up to 100 ms, 20 ms apart); InitProducerId, EndTxn
+//! and the sweep get CONCURRENT_TRANSACTIONS (or skip the id) at once, which clients retry.
+//! Every `RefCell` borrow ends before an `.await`. A Prepare state left by a crash or a failed
 //! marker is completed by the sweep.
 
 use super::state::{self, Change, EndInput, EndStep, InitInput, InitStep, TxnMeta, TxnState, Txns};
@@ -26,15 +28,14 @@ use crate::groups::OffsetToCommit;
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
 use crate::shard::Shard;
 use futures::channel::oneshot;
-use futures::future::{select, Shared};
-use futures::FutureExt;
+use futures::future::select;
 use sluice_core::batch;
 use sluice_core::clock::now_ms;
-use sluice_core::limits::TXN_ADD_WAIT_FOR_END_MS;
+use sluice_core::limits::TXN_ADD_WAIT_MS;
 use sluice_core::{LeaderEpoch, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -43,11 +44,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(sluice_core::limits::TXN_SWE
 #[derive(Default)]
 pub struct TxnCoordinator {
     txns: RefCell<Txns>,
-    /// Ids with an operation in flight (an answered EndTxn's completion included).
-    busy: Rc<RefCell<HashSet<String>>>,
-    /// Ids whose answered EndTxn is still writing its markers and Complete state, each with a
-    /// signal that resolves when that completion ends (well or not).
-    ending: Rc<RefCell<HashMap<String, EndSignal>>>,
+    /// Ids with an operation in flight (an answered EndTxn's completion included), each with
+    /// the adds queued for it (woken when it ends).
+    busy: Rc<RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>>,
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
     /// Offsets TxnOffsetCommit staged, by (group, producer id), for the groups this shard
@@ -97,51 +96,60 @@ fn refuse(call: TxnCall, why: Refusal) {
 }
 
 /// Marks an id busy for as long as it lives (owned: an answered EndTxn's completion task
-/// takes it over).
+/// takes it over); dropping it frees the id and wakes the adds queued for it.
 struct Busy {
-    set: Rc<RefCell<HashSet<String>>>,
+    set: Rc<RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>>,
     id: String,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.set.borrow_mut().remove(&self.id);
-    }
-}
-
-/// Resolves when an answered EndTxn's completion ends (its sender is dropped).
-type EndSignal = Shared<oneshot::Receiver<()>>;
-
-/// An answered EndTxn's completion in flight: the id's entry in `ending` for as long as it
-/// lives; dropping it removes the entry, then wakes the adds waiting for it.
-struct Ending {
-    map: Rc<RefCell<HashMap<String, EndSignal>>>,
-    id: String,
-    _done: oneshot::Sender<()>,
-}
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        self.map.borrow_mut().remove(&self.id);
+        let queued = self.set.borrow_mut().remove(&self.id).unwrap_or_default();
+        for waiter in queued {
+            let _ = waiter.send(());
+        }
     }
 }
 
 impl TxnCoordinator {
     fn claim(&self, id: &str) -> Result<Busy, TxnError> {
-        if !self.busy.borrow_mut().insert(id.to_string()) {
+        let mut busy = self.busy.borrow_mut();
+        if busy.contains_key(id) {
             return Err(TxnError::ConcurrentTransactions);
         }
+        busy.insert(id.to_string(), Vec::new());
         Ok(Busy { set: self.busy.clone(), id: id.to_string() })
     }
 
-    /// Waits, at most `TXN_ADD_WAIT_FOR_END_MS`, for the completion of the id's answered
-    /// EndTxn, if one is in flight (module docs).
-    async fn after_end(&self, id: &str) {
-        let Some(done) = self.ending.borrow().get(id).cloned() else { return };
-        let waited = Instant::now();
-        let limit = Box::pin(glommio::timer::sleep(Duration::from_millis(TXN_ADD_WAIT_FOR_END_MS)));
-        let ended = matches!(select(done, limit).await, futures::future::Either::Left(_));
-        tracing::debug!(transactional_id = %id, ended, waited_us = micros(waited), "add waited for the previous end's markers");
+    /// Claims the id for an add, queuing behind the operation in flight on it (an answered
+    /// EndTxn's completion, another add) for at most `TXN_ADD_WAIT_MS` in all (module docs).
+    async fn claim_for_add(&self, id: &str) -> Result<Busy, TxnError> {
+        let started = Instant::now();
+        let limit = Duration::from_millis(TXN_ADD_WAIT_MS);
+        let mut waits = 0u32;
+        loop {
+            let refused = match self.claim(id) {
+                Ok(busy) => {
+                    if waits > 0 {
+                        tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add queued for the id's operation in flight");
+                    }
+                    return Ok(busy);
+                }
+                Err(e) => e,
+            };
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add still finds the id busy: CONCURRENT_TRANSACTIONS");
+                return Err(refused);
+            }
+            let (wake, woken) = oneshot::channel();
+            if let Some(queue) = self.busy.borrow_mut().get_mut(id) {
+                queue.push(wake);
+            }
+            waits += 1;
+            // Woken when the operation ends, or at the limit (the claim above then answers).
+            let _ = select(woken, Box::pin(glommio::timer::sleep(left))).await;
+        }
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, call: TxnCall) {
@@ -291,8 +299,7 @@ impl TxnCoordinator {
         {
             return Err(TxnError::InvalidRequest("name too long".into()));
         }
-        self.after_end(&req.transactional_id).await;
-        let _busy = self.claim(&req.transactional_id)?;
+        let _busy = self.claim_for_add(&req.transactional_id).await?;
         let started = Instant::now();
         let change = state::add(
             &self.txns.borrow(),
@@ -358,17 +365,13 @@ impl TxnCoordinator {
     }
 
     /// Writes the markers and the Complete state of an answered EndTxn's durable Prepare state
-    /// in a task of its own, which keeps the id busy (`busy`, handed over by the EndTxn) and
-    /// its entry in `ending` until it is done. A failure leaves the Prepare state to the sweep.
+    /// in a task of its own, which keeps the id busy (`busy`, handed over by the EndTxn) until
+    /// it is done, then wakes the adds queued meanwhile. A failure leaves the Prepare state to
+    /// the sweep.
     fn complete_later(&self, shard: &Rc<Shard>, busy: Busy, prepared: Change) {
-        let (done, signal) = oneshot::channel();
-        let id = prepared.transactional_id.clone();
-        self.ending.borrow_mut().insert(id.clone(), signal.shared());
-        let ending = Ending { map: self.ending.clone(), id, _done: done };
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            // Dropped in this order: the id is free before the waiting adds wake.
-            let (_busy, _ending) = (busy, ending);
+            let _busy = busy;
             if let Err(e) = shard.txns.complete(&shard, prepared.clone()).await {
                 tracing::warn!(transactional_id = %prepared.transactional_id, error = %e, "could not complete an answered transaction end; the sweep retries");
             }
