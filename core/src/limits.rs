@@ -308,6 +308,16 @@ pub const TXN_SWEEP_INTERVAL_MS: u64 = 1000;
 /// again each round: a leader may have moved).
 pub const TXN_MARKER_ATTEMPTS: u32 = 5;
 pub const TXN_MARKER_RETRY_MS: u64 = 100;
+/// How long an AddPartitionsToTxn, AddOffsetsToTxn or transaction version 2 implicit add
+/// (Produce v12, TxnOffsetCommit v5) queues on the coordinator behind the operation in flight
+/// on its transactional id — the markers and Complete state of the id's previous transaction,
+/// whose EndTxn was already answered, or another add (a version 2 producer's partitions on
+/// several brokers are added by each leader at the same moment) — before it is answered
+/// CONCURRENT_TRANSACTIONS (which clients retry after their backoff, 100 ms for the Java
+/// client). Kafka 4.x retries such a produce's add on the broker for up to
+/// `add.partitions.to.txn.retry.backoff.max.ms`, 100 ms by default, 20 ms apart; sluice queues
+/// the add and runs it as soon as the id is free.
+pub const TXN_ADD_WAIT_MS: u64 = 100;
 /// How long a coordinator waits for another broker's answer to its markers (the receiver
 /// bounds its own replicated appends by `COORDINATOR_APPEND_TIMEOUT_MS`).
 pub const TXN_MARKER_REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -619,6 +629,9 @@ const _: () = assert!(
 /// Kafka's `offsets.commit.timeout.ms`, 5000).
 pub const COORDINATOR_APPEND_TIMEOUT_MS: u64 = 5_000;
 const _: () = assert!(COORDINATOR_APPEND_TIMEOUT_MS < TXN_MARKER_REQUEST_TIMEOUT_MS);
+// An add queues for its id's operation in flight less than the client's default request
+// timeout (30 s).
+const _: () = assert!(TXN_ADD_WAIT_MS >= 1 && TXN_ADD_WAIT_MS < 30_000);
 /// Default of `leader_imbalance_check_interval_seconds` (Kafka's
 /// `leader.imbalance.check.interval.seconds`, 300).
 pub const DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: u64 = 300;

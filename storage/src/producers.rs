@@ -155,7 +155,13 @@ impl Producers {
         if let Some(b) = e.batches.iter().find(|b| b.first == h.base_sequence && b.last == last) {
             return Ok(SeqCheck::Duplicate { base_offset: b.base_offset, last_offset: b.last_offset });
         }
-        let expected = e.batches.back().map(|b| add_seq(b.last, 1)).unwrap_or(h.base_sequence);
+        // No batch remembered at this epoch: a transaction marker set it (a version 2 end bumps
+        // the epoch at every commit and abort, and a fencing abort does too; an entry left with
+        // no batch otherwise is forgotten), so the epoch's first batch starts at sequence 0, as
+        // Kafka's `checkSequence` wants it (last sequence NO_SEQUENCE, the epoch known). Taking
+        // any sequence here let a producer's later batch of the new epoch in before its
+        // refused first one, which then could never be appended (issue #21).
+        let expected = e.batches.back().map_or(0, |b| add_seq(b.last, 1));
         if h.base_sequence == expected {
             Ok(SeqCheck::Append)
         } else {
@@ -405,6 +411,29 @@ mod tests {
         // A fencing abort's marker carries a bumped epoch: the old epoch is refused after it.
         p.record(7, 1, -1, 0, 104, 104);
         assert!(matches!(p.check(&header(7, 0, 3, 1)), Err(SeqError::FencedEpoch { current: 1, .. })));
+    }
+
+    #[test]
+    fn after_a_marker_bumped_the_epoch_its_first_batch_starts_at_zero() {
+        // Transaction version 2: the COMMIT marker of the transaction at epoch 4 carries epoch
+        // 5, the epoch the producer's next transaction writes with, sequences from 0.
+        let mut p = Producers::default();
+        p.record(7, 4, 0, 16, 100, 116);
+        p.record(7, 5, -1, 0, 117, 117);
+        // A later batch of the new epoch must wait for the first (the first was refused, say
+        // CONCURRENT_TRANSACTIONS, and is retried): taking it would leave the first out of
+        // order for ever.
+        assert!(matches!(p.check(&header(7, 5, 6, 11)), Err(SeqError::OutOfOrder { expected: 0, got: 6, .. })));
+        assert_eq!(p.check(&header(7, 5, 0, 6)), Ok(SeqCheck::Append));
+        p.record(7, 5, 0, 5, 118, 123);
+        assert_eq!(p.check(&header(7, 5, 6, 11)), Ok(SeqCheck::Append));
+        // The same after a snapshot round trip of the marker-only state.
+        let mut q = Producers::default();
+        q.record(7, 5, -1, 0, 117, 117);
+        let q = decode_snapshot(&encode_snapshot(118, &q), 118, 86_400_000).expect("snapshot");
+        assert!(matches!(q.check(&header(7, 5, 6, 11)), Err(SeqError::OutOfOrder { expected: 0, .. })));
+        // A producer this partition knows nothing of is still accepted at any sequence.
+        assert_eq!(Producers::default().check(&header(8, 5, 6, 11)), Ok(SeqCheck::Append));
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //   Transactions epochs BOOTSTRAP TOPIC BUMP    (commit, abort, commit, abort; the producer epoch
 //                                                DescribeTransactions gives after each: BUMP=1
 //                                                expects +1 per transaction, 0 a constant one)
+//   Transactions many BOOTSTRAP TOPIC PARTITIONS TXNS PER_TXN
+//                                               (TXNS short transactions, one right after the
+//                                                other, of PER_TXN records round-robin over the
+//                                                partitions in small batches, every fifth
+//                                                aborted; then a read_committed consumer of
+//                                                every partition must read exactly the
+//                                                committed records, once each)
 
 import java.time.Duration;
 import java.util.*;
@@ -67,6 +74,76 @@ public class Transactions {
     /// The producer epoch the transaction coordinator holds for `txid` (DescribeTransactions).
     static int epoch(Admin admin, String txid) throws Exception {
         return admin.describeTransactions(List.of(txid)).description(txid).get().producerEpoch();
+    }
+
+    /// `many`: the transactions, then the read_committed check (module comment).
+    static boolean many(String bootstrap, String topic, int partitions, int txns, int perTxn) {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "txn-many-" + topic);
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "30000");
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
+        // Several batches per partition and transaction, sent without waiting for each other
+        // (up to 5 requests in flight per broker): a later batch may reach its leader while
+        // the transaction's first one is being refused and retried.
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+        p.put(ProducerConfig.BATCH_SIZE_CONFIG, "400");
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        Set<String> committed = new HashSet<>();
+        long t0 = System.nanoTime();
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            producer.initTransactions();
+            for (int t = 0; t < txns; t++) {
+                boolean commit = t % 5 != 4;
+                List<String> values = new ArrayList<>();
+                producer.beginTransaction();
+                for (int i = 0; i < perTxn; i++) {
+                    String v = (commit ? "c" : "a") + t + "-" + i + "-" + "x".repeat(100);
+                    producer.send(new ProducerRecord<>(topic, i % partitions, null, v));
+                    values.add(v);
+                }
+                if (commit) {
+                    producer.commitTransaction();
+                    committed.addAll(values);
+                } else {
+                    producer.flush();
+                    producer.abortTransaction();
+                }
+            }
+        } catch (KafkaException e) {
+            System.out.println("FAILED the transactions: " + e);
+            return false;
+        }
+        System.out.printf("transactions %d in %d ms%n", txns, (System.nanoTime() - t0) / 1_000_000);
+        Properties c = new Properties();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        c.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        List<String> seen = new ArrayList<>();
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int q = 0; q < partitions; q++) tps.add(new TopicPartition(topic, q));
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (seen.size() < committed.size() && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) seen.add(r.value());
+            }
+            // A little longer: anything more would be a duplicate or an aborted record.
+            long settle = System.currentTimeMillis() + 1_000;
+            while (System.currentTimeMillis() < settle) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) seen.add(r.value());
+            }
+        }
+        Set<String> distinct = new HashSet<>(seen);
+        return check(distinct.equals(committed) && seen.size() == committed.size(),
+                "read_committed read " + seen.size() + " records (" + distinct.size() + " distinct, "
+                        + seen.stream().filter(v -> v.startsWith("a")).count() + " aborted), "
+                        + committed.size() + " committed");
     }
 
     static boolean check(boolean ok, String what) {
@@ -178,6 +255,11 @@ public class Transactions {
                 List<String> committed = readAll(bootstrap, topic, "read_committed");
                 ok &= check(committed.size() == 10 && committed.stream().allMatch(v -> v.startsWith("c")),
                         "read_committed sees the two committed transactions only (" + committed.size() + ")");
+                break;
+            }
+            case "many": {
+                ok &= many(bootstrap, topic, Integer.parseInt(args[3]), Integer.parseInt(args[4]),
+                        Integer.parseInt(args[5]));
                 break;
             }
             case "hang": {

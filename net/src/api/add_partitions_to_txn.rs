@@ -6,7 +6,8 @@
 //! Contract: answered after the coordinator's new state is durable in `__transaction_state`.
 //! Every partition gets the same code: success, or the transaction-level error (PRODUCER_FENCED
 //! from v2, INVALID_PRODUCER_EPOCH before; CONCURRENT_TRANSACTIONS while the previous end is
-//! being completed; INVALID_PRODUCER_ID_MAPPING). Unknown partitions get
+//! being completed or another add of the id is being written — after the coordinator queued
+//! the add behind it for up to `TXN_ADD_WAIT_MS`; INVALID_PRODUCER_ID_MAPPING). Unknown partitions get
 //! UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as Kafka answers; so do
 //! topics without WRITE (and internal topics: TOPIC_AUTHORIZATION_FAILED), and every partition
 //! is TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id. v4+ (batched,

@@ -4,10 +4,13 @@
 //! producer id and epoch to go on with — a new producer id at epoch 0 when the epoch is
 //! exhausted. A retry of a v5 end presents the epoch before the bump and is answered success.
 //!
-//! Contract: answered once the Prepare state is durable, every partition's COMMIT/ABORT marker
-//! is durable (staged group offsets made visible at a commit), and the Complete state is
-//! durable; a read_committed consumer therefore sees the whole transaction once the producer
-//! has its answer. A retry after completion succeeds. PRODUCER_FENCED from v2,
+//! Contract: answered once the Prepare state is durable, as Kafka answers it; every
+//! partition's COMMIT/ABORT marker (staged group offsets made visible at a commit) and the
+//! Complete state are written afterwards, so a read_committed consumer sees the transaction a
+//! few milliseconds after the producer has its answer, whole (the last stable offset moves only
+//! at the marker), and a crash meanwhile leaves the durable Prepare state for the coordinator's
+//! sweep to complete. Until then the id's next operations wait briefly on the coordinator, then
+//! get CONCURRENT_TRANSACTIONS (retried by clients). A retry after completion succeeds. PRODUCER_FENCED from v2,
 //! INVALID_PRODUCER_EPOCH before. TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the
 //! transactional id, as Kafka.
 

@@ -6,9 +6,17 @@
 //! Contract: a state change is appended to the id's `__transaction_state` partition and
 //! fdatasync'd before it enters the table, is answered, or is acted on (markers are sent only
 //! for a durable Prepare state; Complete is written only after every marker is durable). One
-//! operation per id runs at a time (`busy`); another one meanwhile gets
-//! CONCURRENT_TRANSACTIONS, which clients retry. Every `RefCell` borrow ends before an
-//! `.await`. A Prepare state left by a crash or a failed marker is completed by the sweep.
+//! operation per id runs at a time (`busy`). EndTxn is answered once its Prepare state is
+//! durable, as Kafka answers it; its markers and Complete state are then written by a task
+//! that keeps the id busy until the Complete state is durable (or the markers failed: the
+//! sweep retries). An add (AddPartitionsToTxn, AddOffsetsToTxn, a version 2 implicit add)
+//! finding the id busy — that task, or another add: a version 2 producer's partitions on
+//! several brokers are added by each leader at once — queues for it, at most
+//! `TXN_ADD_WAIT_MS` in all, and is answered CONCURRENT_TRANSACTIONS only past that (Kafka's
+//! broker retries such a produce's add for up to 100 ms, 20 ms apart); InitProducerId, EndTxn
+//! and the sweep get CONCURRENT_TRANSACTIONS (or skip the id) at once, which clients retry.
+//! Every `RefCell` borrow ends before an `.await`. A Prepare state left by a crash or a failed
+//! marker is completed by the sweep.
 
 use super::state::{self, Change, EndInput, EndStep, InitInput, InitStep, TxnMeta, TxnState, Txns};
 use super::{
@@ -19,22 +27,26 @@ use crate::groups::store as groups_store;
 use crate::groups::OffsetToCommit;
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
 use crate::shard::Shard;
+use futures::channel::oneshot;
+use futures::future::select;
 use sluice_core::batch;
 use sluice_core::clock::now_ms;
+use sluice_core::limits::TXN_ADD_WAIT_MS;
 use sluice_core::{LeaderEpoch, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SWEEP_EVERY: Duration = Duration::from_millis(sluice_core::limits::TXN_SWEEP_INTERVAL_MS);
 
 #[derive(Default)]
 pub struct TxnCoordinator {
     txns: RefCell<Txns>,
-    /// Ids with an operation in flight.
-    busy: RefCell<HashSet<String>>,
+    /// Ids with an operation in flight (an answered EndTxn's completion included), each with
+    /// the adds queued for it (woken when it ends).
+    busy: Rc<RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>>,
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
     /// Offsets TxnOffsetCommit staged, by (group, producer id), for the groups this shard
@@ -83,24 +95,61 @@ fn refuse(call: TxnCall, why: Refusal) {
     }
 }
 
-/// Marks an id busy for as long as it lives.
-struct Busy<'a> {
-    set: &'a RefCell<HashSet<String>>,
+/// Marks an id busy for as long as it lives (owned: an answered EndTxn's completion task
+/// takes it over); dropping it frees the id and wakes the adds queued for it.
+struct Busy {
+    set: Rc<RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>>,
     id: String,
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.set.borrow_mut().remove(&self.id);
+        let queued = self.set.borrow_mut().remove(&self.id).unwrap_or_default();
+        for waiter in queued {
+            let _ = waiter.send(());
+        }
     }
 }
 
 impl TxnCoordinator {
-    fn claim(&self, id: &str) -> Result<Busy<'_>, TxnError> {
-        if !self.busy.borrow_mut().insert(id.to_string()) {
+    fn claim(&self, id: &str) -> Result<Busy, TxnError> {
+        let mut busy = self.busy.borrow_mut();
+        if busy.contains_key(id) {
             return Err(TxnError::ConcurrentTransactions);
         }
-        Ok(Busy { set: &self.busy, id: id.to_string() })
+        busy.insert(id.to_string(), Vec::new());
+        Ok(Busy { set: self.busy.clone(), id: id.to_string() })
+    }
+
+    /// Claims the id for an add, queuing behind the operation in flight on it (an answered
+    /// EndTxn's completion, another add) for at most `TXN_ADD_WAIT_MS` in all (module docs).
+    async fn claim_for_add(&self, id: &str) -> Result<Busy, TxnError> {
+        let started = Instant::now();
+        let limit = Duration::from_millis(TXN_ADD_WAIT_MS);
+        let mut waits = 0u32;
+        loop {
+            let refused = match self.claim(id) {
+                Ok(busy) => {
+                    if waits > 0 {
+                        tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add queued for the id's operation in flight");
+                    }
+                    return Ok(busy);
+                }
+                Err(e) => e,
+            };
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add still finds the id busy: CONCURRENT_TRANSACTIONS");
+                return Err(refused);
+            }
+            let (wake, woken) = oneshot::channel();
+            if let Some(queue) = self.busy.borrow_mut().get_mut(id) {
+                queue.push(wake);
+            }
+            waits += 1;
+            // Woken when the operation ends, or at the limit (the claim above then answers).
+            let _ = select(woken, Box::pin(glommio::timer::sleep(left))).await;
+        }
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, call: TxnCall) {
@@ -250,7 +299,8 @@ impl TxnCoordinator {
         {
             return Err(TxnError::InvalidRequest("name too long".into()));
         }
-        let _busy = self.claim(&req.transactional_id)?;
+        let _busy = self.claim_for_add(&req.transactional_id).await?;
+        let started = Instant::now();
         let change = state::add(
             &self.txns.borrow(),
             &req.transactional_id,
@@ -263,6 +313,7 @@ impl TxnCoordinator {
         )?;
         if let Some(c) = change {
             self.persist(shard, c).await?;
+            tracing::debug!(transactional_id = %req.transactional_id, persist_us = micros(started), "partitions added to the transaction");
         }
         Ok(())
     }
@@ -277,11 +328,13 @@ impl TxnCoordinator {
         r
     }
 
-    /// EndTxn: answered with the producer id and epoch the producer goes on with (bumped by a
-    /// version 2 end, a new id when its epoch was exhausted).
+    /// EndTxn: answered once the Prepare state is durable (its markers and Complete state are
+    /// written afterwards, [`Self::complete_later`]), with the producer id and epoch the
+    /// producer goes on with (bumped by a version 2 end, a new id when its epoch was
+    /// exhausted).
     async fn end(&self, shard: &Rc<Shard>, req: EndRequest) -> Result<(i64, i16), TxnError> {
         let id = &req.transactional_id;
-        let _busy = self.claim(id)?;
+        let busy = self.claim(id)?;
         let new_producer_id = if state::end_needs_fresh_id(&self.txns.borrow(), id, req.tv2) {
             crate::admin::allocate_producer_id(shard).await.map_err(|e| TxnError::Storage(e.to_string()))?
         } else {
@@ -296,28 +349,57 @@ impl TxnCoordinator {
             now_ms: now_ms(),
         };
         let step = state::end(&self.txns.borrow(), id, &input)?;
-        if let EndStep::Prepare(c) = step {
-            if c.meta.producer_epoch != req.epoch {
-                tracing::debug!(transactional_id = %id, producer_id = c.meta.producer_id, epoch = c.meta.producer_epoch, next_producer_id = c.meta.next_producer_id, "transaction version 2 end: the producer epoch is bumped");
-            }
-            self.persist(shard, c.clone()).await?;
-            self.complete(shard, c).await?;
+        let EndStep::Prepare(c) = step else {
+            let next = self.txns.borrow().get(id).map(|m| (m.producer_id, m.producer_epoch));
+            return next.ok_or(TxnError::InvalidProducerIdMapping);
+        };
+        if c.meta.producer_epoch != req.epoch {
+            tracing::debug!(transactional_id = %id, producer_id = c.meta.producer_id, epoch = c.meta.producer_epoch, next_producer_id = c.meta.next_producer_id, "transaction version 2 end: the producer epoch is bumped");
         }
-        let next = self.txns.borrow().get(id).map(|m| (m.producer_id, m.producer_epoch));
-        next.ok_or(TxnError::InvalidProducerIdMapping)
+        let started = Instant::now();
+        self.persist(shard, c.clone()).await?;
+        tracing::debug!(transactional_id = %id, prepare_us = micros(started), "EndTxn answered: the Prepare state is durable");
+        let answer = state::next_producer(&c.meta);
+        self.complete_later(shard, busy, c);
+        Ok(answer)
+    }
+
+    /// Writes the markers and the Complete state of an answered EndTxn's durable Prepare state
+    /// in a task of its own, which keeps the id busy (`busy`, handed over by the EndTxn) until
+    /// it is done, then wakes the adds queued meanwhile. A failure leaves the Prepare state to
+    /// the sweep.
+    fn complete_later(&self, shard: &Rc<Shard>, busy: Busy, prepared: Change) {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let _busy = busy;
+            if let Err(e) = shard.txns.complete(&shard, prepared.clone()).await {
+                tracing::warn!(transactional_id = %prepared.transactional_id, error = %e, "could not complete an answered transaction end; the sweep retries");
+            }
+        })
+        .detach();
     }
 
     /// Sends the markers of a durable Prepare state, then makes its Complete state durable.
     async fn complete(&self, shard: &Rc<Shard>, prepared: Change) -> Result<(), TxnError> {
         let commit = prepared.meta.state == TxnState::PrepareCommit;
         let coordinator_epoch = coordinator_epoch(shard, &prepared.transactional_id);
+        fault::delay_markers().await;
+        let started = Instant::now();
         super::markers::deliver(shard, &prepared.meta, commit, coordinator_epoch).await?;
+        let markers_us = micros(started);
         let done = Change {
             transactional_id: prepared.transactional_id.clone(),
             meta: state::complete(&prepared.meta, now_ms()),
         };
         self.persist(shard, done).await?;
-        tracing::debug!(transactional_id = %prepared.transactional_id, commit, "transaction completed");
+        tracing::debug!(
+            transactional_id = %prepared.transactional_id,
+            commit,
+            partitions = prepared.meta.partitions.len(),
+            markers_us,
+            complete_us = micros(started).saturating_sub(markers_us),
+            "transaction completed"
+        );
         Ok(())
     }
 
@@ -514,6 +596,34 @@ fn coordinator_epoch(shard: &Shard, transactional_id: &str) -> i32 {
     let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(transactional_id, txn_partitions(shard)));
     let me = shard.replicas().map_or(0, |r| r.node().0);
     shard.metadata().partition(&tp.topic, tp.partition, me).map_or(0, |s| s.leader_epoch.max(0))
+}
+
+/// Microseconds since `t` (for the debug timings of a transaction's path).
+fn micros(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Test-only fault hook (cargo feature `fault-injection`, as `crate::metrics::fault`):
+/// `SLUICE_FAULT_TXN_MARKER_DELAY_MS=<ms>`, read once per shard, delays every completion's
+/// markers by that long, so tests can act between a durable Prepare state and its markers.
+mod fault {
+    #[cfg(feature = "fault-injection")]
+    thread_local!(static DELAY_MS: u64 = std::env::var("SLUICE_FAULT_TXN_MARKER_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0));
+
+    /// Sleeps the configured delay (nothing without the feature or the variable).
+    pub(super) async fn delay_markers() {
+        #[cfg(feature = "fault-injection")]
+        {
+            let ms = DELAY_MS.with(|d| *d);
+            if ms > 0 {
+                tracing::warn!(delay_ms = ms, "fault injection: transaction markers delayed");
+                glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        }
+    }
 }
 
 /// Appends records to the id's transaction-log partition and waits until they are durable.

@@ -419,6 +419,17 @@ pub fn complete(prepared: &TxnMeta, now_ms: i64) -> TxnMeta {
     meta
 }
 
+/// The producer id and epoch the producer goes on with once `prepared` completes: EndTxn's
+/// answer, given as soon as the Prepare state is durable (before the markers, as Kafka
+/// answers), so it must be what [`complete`] will install.
+pub fn next_producer(prepared: &TxnMeta) -> (i64, i16) {
+    if prepared.next_producer_id >= 0 {
+        (prepared.next_producer_id, 0)
+    } else {
+        (prepared.producer_id, prepared.producer_epoch)
+    }
+}
+
 /// Open transactions past their timeout, as the PrepareAbort (epoch bumped) to write for each.
 pub fn timed_out(txns: &Txns, now_ms: i64) -> Vec<Change> {
     let mut out: Vec<Change> = txns

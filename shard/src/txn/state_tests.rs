@@ -68,8 +68,11 @@ fn finish_with(txns: &mut Txns, id: &str, input: &EndInput) -> Result<(i64, i16)
         EndStep::AlreadyDone => {}
         EndStep::Prepare(c) => {
             let done = complete(&c.meta, input.now_ms);
+            let answered = next_producer(&c.meta);
             install(txns, c.clone(), false);
             install(txns, Change { transactional_id: id.into(), meta: done }, false);
+            // EndTxn is answered at the Prepare state: the answer is what completing installs.
+            assert_eq!(answered, (txns[id].producer_id, txns[id].producer_epoch));
         }
     }
     Ok((txns[id].producer_id, txns[id].producer_epoch))
@@ -459,5 +462,33 @@ proptest! {
             // The retry of this end is answered done.
             prop_assert_eq!(end(&t, "a", &end_input(before.0, before.1, commit, true, -1, now)), Ok(EndStep::AlreadyDone));
         }
+    }
+}
+
+#[test]
+fn between_an_answered_end_and_its_completion_the_id_waits() {
+    // EndTxn is answered once the Prepare state is durable; until the markers and the Complete
+    // state are written, the next transaction's operations are CONCURRENT_TRANSACTIONS (the
+    // coordinator holds an add for a while first), and they go on once it completes.
+    for tv2 in [false, true] {
+        let mut t = Txns::new();
+        apply_init(&mut t, "x", None, 7, 0).expect("init");
+        let added = add(&t, "x", 7, 0, &[tp("a", 0)], None, tv2, 1).expect("add");
+        write(&mut t, added);
+        let EndStep::Prepare(c) = end(&t, "x", &end_input(7, 0, true, tv2, -1, 2)).expect("end") else {
+            panic!("an open transaction's end prepares")
+        };
+        let answer = next_producer(&c.meta);
+        assert_eq!(answer, (7, i16::from(tv2)), "version 2 goes on with the bumped epoch");
+        install(&mut t, c.clone(), false);
+        let (pid, epoch) = answer;
+        assert_eq!(add(&t, "x", pid, epoch, &[tp("a", 0)], None, tv2, 3), Err(TxnError::ConcurrentTransactions));
+        assert_eq!(verify(&t, "x", pid, epoch, &[tp("a", 0)]), Err(TxnError::ConcurrentTransactions));
+        assert_eq!(end(&t, "x", &end_input(7, 0, true, tv2, -1, 3)), Err(TxnError::ConcurrentTransactions));
+        assert!(matches!(init(&t, &init_input("x", None, -1, 3)), Err(TxnError::ConcurrentTransactions)));
+        assert_eq!(pending_completion(&t), vec![c.clone()], "a crash here leaves it to the sweep");
+        install(&mut t, Change { transactional_id: "x".into(), meta: complete(&c.meta, 4) }, false);
+        let next = add(&t, "x", pid, epoch, &[tp("a", 0)], None, tv2, 5).expect("the next transaction");
+        assert_eq!(next.map(|c| c.meta.state), Some(TxnState::Ongoing));
     }
 }

@@ -8,9 +8,15 @@
 //! coordinator verifies over the peer links the same way (a "hanging" batch is refused), and a
 //! client of transaction version 2 (Produce v12, EndTxn v5) gets its partition added by the
 //! produce, its epoch bumped by every end, and its previous epoch fenced.
+//!
+//! EndTxn is answered once the Prepare state is durable and the markers follow, as on Kafka: a
+//! batch of the ended transaction's epoch that comes before the partition's marker still joins
+//! (and ends with) that transaction, so the refusals after an end are checked once the marker
+//! is written ([`await_markers`]: the partition's last stable offset reached its end).
 
 use crate::common::*;
 use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -68,6 +74,31 @@ fn produce(port: u16, version: i16, topic: &str, partition: i32, batch: bytes::B
                 .with_records(Some(batch))])]);
     let resp: ProduceResponse = call(port, ApiKey::Produce, version, &req);
     resp.responses[0].partition_responses[0].error_code
+}
+
+/// The latest offset of `topic`-`partition` for `isolation` (0 read_uncommitted: the high
+/// watermark; 1 read_committed: the last stable offset).
+fn latest(port: u16, topic: &str, partition: i32, isolation: i8) -> i64 {
+    let part = ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(-1);
+    let req =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(isolation).with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![part]),
+        ]);
+    let r: ListOffsetsResponse = call(port, ApiKey::ListOffsets, 5, &req);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "ListOffsets of {topic}-{partition}");
+    p.offset
+}
+
+/// Waits (bounded) until the partition's last stable offset reaches its high watermark: the
+/// markers of the transaction whose EndTxn was just answered are written.
+fn await_markers(port: u16, topic: &str, partition: i32) {
+    let written = sluice_tests::retry_until(Duration::from_secs(10), 200, Duration::from_millis(20), || {
+        (latest(port, topic, partition, 1) == latest(port, topic, partition, 0)).then_some(())
+    });
+    assert!(written.is_some(), "the marker of {topic}-{partition} not written within 10 s of the EndTxn answer");
 }
 
 /// Retries a coordinator call while it answers a retriable coordinator error (the
@@ -172,7 +203,11 @@ fn transactional_batches_only_into_partitions_of_the_transaction() {
         (resp.error_code, ())
     });
     assert_eq!(code, 0, "EndTxn commit");
-    assert_eq!(produce(port, 9, &topic, 0, txn_batch(pid, epoch, 2)), INVALID_TXN_STATE, "a new transaction");
+    await_markers(port, &topic, 0);
+    // Partition 0's marker may be written before partition 3's and the Complete state: until
+    // then the coordinator answers the verification CONCURRENT_TRANSACTIONS, which a Produce
+    // v9 gets as NOT_ENOUGH_REPLICAS (retried, as Kafka's clients do).
+    assert_eq!(produce_settled(port, 9, &topic, 0, txn_batch(pid, epoch, 2)), INVALID_TXN_STATE, "a new transaction");
     assert_eq!(add(vec![0, 1]), 0);
     assert_eq!(produce(port, 9, &topic, 0, txn_batch(pid, epoch, 2)), 0);
     assert_eq!(produce(port, 9, &topic, 1, txn_batch(pid, epoch, 0)), 0);
@@ -284,18 +319,21 @@ fn a_coordinator_on_another_broker_verifies_and_transaction_version_2_adds_and_f
     assert_eq!(produce_settled(port, 9, &topic, partition, txn_batch(pid, epoch, 1)), 0);
     assert_eq!(produce_settled(port, 9, &topic, partition, txn_batch(pid, epoch + 1, 0)), INVALID_PRODUCER_EPOCH);
     assert_eq!(end_txn(coord, 3, pid, epoch, true).0, 0, "EndTxn v3 (the epoch is kept)");
+    await_markers(port, &topic, partition);
     assert_eq!(produce_settled(port, 11, &topic, partition, txn_batch(pid, epoch, 2)), TRANSACTION_ABORTABLE);
 
     // Transaction version 2: Produce v12 adds the partition itself; EndTxn v5 bumps the epoch.
     assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, epoch, 2)), 0, "added by the produce");
     assert_eq!(end_txn(coord, 5, pid, epoch, true), (0, (pid, epoch + 1)), "EndTxn v5 answers the bumped epoch");
     assert_eq!(end_txn(coord, 5, pid, epoch, true), (0, (pid, epoch + 1)), "a retried end is answered again");
+    await_markers(port, &topic, partition);
     // The previous epoch is fenced: a zombie's late batch, and its next transaction.
     assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, epoch, 3)), INVALID_PRODUCER_EPOCH);
     // The producer goes on with the new epoch (sequences start again at 0).
     let next = epoch + 1;
     assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, next, 0)), 0);
     assert_eq!(end_txn(coord, 5, pid, next, false), (0, (pid, next + 1)), "an abort bumps too");
+    await_markers(port, &topic, partition);
     assert_eq!(produce_settled(port, 12, &topic, partition, txn_batch(pid, next, 1)), INVALID_PRODUCER_EPOCH);
     assert_eq!(end_txn(coord, 5, pid, epoch, true).0, PRODUCER_FENCED, "an end of two transactions ago");
 }
