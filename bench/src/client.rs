@@ -1,7 +1,10 @@
 //! A minimal pipelined Kafka client over a glommio TCP stream.
 //!
 //! Contract: requests are written in order with increasing correlation ids; responses are
-//! read in order (Kafka answers in request order) and checked against the expected id.
+//! read in order (Kafka answers in request order) and checked against the expected id. The
+//! calls themselves wait as long as the broker takes; [`bounded`] caps one step (the load
+//! generator caps every connect, send and answer with it), failing with
+//! [`ClientError::Stalled`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -16,6 +19,21 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("no {what} within {ms} ms: the broker is stalled or unreachable")]
+    Stalled { what: &'static str, ms: u64 },
+}
+
+/// `step`, or [`ClientError::Stalled`] naming `what` if it has not finished within `limit`.
+pub async fn bounded<T>(
+    limit: std::time::Duration,
+    what: &'static str,
+    step: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    futures_lite::future::or(step, async {
+        glommio::timer::sleep(limit).await;
+        Err(ClientError::Stalled { what, ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX) })
+    })
+    .await
 }
 
 /// The writing half: encodes and sends requests.

@@ -5,7 +5,8 @@
 //!
 //! Latency is end-to-end from each batch's max timestamp (set by the producer at send time,
 //! millisecond precision) to its arrival; when run after the producer finished it measures
-//! the age of the data instead.
+//! the age of the data instead. A broker that stops answering fails the run: every connect
+//! and fetch must finish within `--request-timeout-ms` ([`crate::client::bounded`]).
 
 use crate::client::{self, ClientError};
 use crate::report::{histogram, Progress, Report};
@@ -48,14 +49,29 @@ pub struct ConsumeArgs {
     pub partition_max_bytes: i32,
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Fail the run when the broker has not answered a fetch (or accepted the connection)
+    /// within this many milliseconds.
+    #[arg(long, default_value_t = sluice_core::limits::CLIENT_RESPONSE_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: ConsumeArgs) -> Result<Report, String> {
+    if args.request_timeout_ms == 0 {
+        return Err("--request-timeout-ms must be at least 1".into());
+    }
     let (broker, topic) = (args.broker.clone(), args.topic.clone());
+    let limit = Duration::from_millis(args.request_timeout_ms);
     let leaders = LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move { crate::route::leader_addrs(&broker, &topic).await })
+        .spawn(move || async move {
+            client::bounded(
+                limit,
+                "answer while finding the topic's leaders",
+                crate::route::leader_addrs(&broker, &topic),
+            )
+            .await
+        })
         .map_err(|e| e.to_string())?
         .join()
         .map_err(|e| e.to_string())?
@@ -83,10 +99,7 @@ pub fn run(args: ConsumeArgs) -> Result<Report, String> {
     for t in handles {
         match t.join().map_err(|e| e.to_string())? {
             Ok(part) => h.add(part).expect("same bounds"),
-            Err(e) => {
-                eprintln!("sluice bench: consumer failed: {e}");
-                progress.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(e) => progress.connection_failed("consumer", &e),
         }
     }
     let elapsed = start.elapsed();
@@ -101,6 +114,7 @@ pub fn run(args: ConsumeArgs) -> Result<Report, String> {
         "batch timestamp → fetched (end to end, ms precision)",
     );
     report.errors = progress.errors.load(Ordering::Relaxed);
+    report.failed_connections = progress.failed_connections.load(Ordering::Relaxed);
     report.json = args.json;
     if report.records < args.records * consumers {
         eprintln!(
@@ -120,7 +134,8 @@ async fn consume_conn(
     consumer_records: Arc<AtomicU64>,
     deadline: Instant,
 ) -> Result<Histogram<u64>, ClientError> {
-    let (mut tx, mut rx) = client::connect(&addr).await?;
+    let limit = Duration::from_millis(args.request_timeout_ms);
+    let (mut tx, mut rx) = client::bounded(limit, "connection", client::connect(&addr)).await?;
     let mut offsets = vec![0i64; partitions.len()];
     let mut h = histogram();
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
@@ -142,7 +157,9 @@ async fn consume_conn(
             .with_max_bytes(args.max_bytes)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(parts)]);
-        let resp = client::call(&mut tx, &mut rx, &req, FETCH_VERSION).await?;
+        let resp =
+            client::bounded(limit, "answer to a Fetch request", client::call(&mut tx, &mut rx, &req, FETCH_VERSION))
+                .await?;
         let now = sluice_core::clock::now_ms();
         for t in &resp.responses {
             for p in &t.partitions {

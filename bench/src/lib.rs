@@ -54,6 +54,10 @@ pub fn run(args: BenchArgs) -> i32 {
     match result {
         Ok(report) => {
             report.print();
+            if report.failed_connections > 0 {
+                eprintln!("sluice bench: {} connection(s) failed: the run is incomplete", report.failed_connections);
+                return 1;
+            }
             0
         }
         Err(e) => {

@@ -3,6 +3,8 @@
 //!
 //! Latency is measured from the moment a request was *scheduled* to be sent (not when it was
 //! sent), so a broker that falls behind a fixed rate is charged for the queueing it causes.
+//! A broker that stops answering fails the run: every connect, send and answer must finish
+//! within `--request-timeout-ms` ([`crate::client::bounded`]).
 
 use crate::client::{self, ClientError};
 use crate::report::{histogram, Progress, Report};
@@ -68,6 +70,10 @@ pub struct ProduceArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Fail the run when the broker has not answered a request (or taken one from the socket,
+    /// or accepted the connection) within this many milliseconds.
+    #[arg(long, default_value_t = sluice_core::limits::CLIENT_RESPONSE_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -169,14 +175,21 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     if args.connections == 0 || args.threads == 0 || args.batch_records == 0 || args.partitions < 1 {
         return Err("--connections, --threads, --batch-records and --partitions must be at least 1".into());
     }
+    if args.request_timeout_ms == 0 {
+        return Err("--request-timeout-ms must be at least 1".into());
+    }
     let threads = args.threads.min(args.connections);
     let leaders = {
         let (broker, topic, parts, rf) =
             (args.broker.clone(), args.topic.clone(), args.partitions, args.replication_factor);
+        let limit = Duration::from_millis(args.request_timeout_ms);
         LocalExecutorBuilder::new(Placement::Unbound)
             .spawn(move || async move {
-                ensure_topic(&broker, &topic, parts, rf).await?;
-                crate::route::leader_addrs(&broker, &topic).await
+                client::bounded(limit, "answer while creating the topic and finding its leaders", async {
+                    ensure_topic(&broker, &topic, parts, rf).await?;
+                    crate::route::leader_addrs(&broker, &topic).await
+                })
+                .await
             })
             .map_err(|e| e.to_string())?
             .join()
@@ -215,6 +228,7 @@ pub fn run(args: ProduceArgs) -> Result<Report, String> {
     }
     let mut report = Report::new(&name, records, bytes, elapsed, &h, what);
     report.errors = progress.errors.load(Ordering::Relaxed);
+    report.failed_connections = progress.failed_connections.load(Ordering::Relaxed);
     report.json = args.json;
     Ok(report)
 }
@@ -257,10 +271,7 @@ fn spawn_thread(run: ConnRun, conns: Vec<Conn>) -> Result<ExecutorJoinHandle<His
             for t in tasks {
                 match t.await {
                     Ok(part) => h.add(part).expect("same bounds"),
-                    Err(e) => {
-                        eprintln!("sluice bench: producer connection failed: {e}");
-                        run.progress.errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(e) => run.progress.connection_failed("producer connection", &e),
                 }
             }
             h
@@ -270,14 +281,16 @@ fn spawn_thread(run: ConnRun, conns: Vec<Conn>) -> Result<ExecutorJoinHandle<His
 
 async fn produce_conn(run: ConnRun, conn: Conn) -> Result<Histogram<u64>, ClientError> {
     let ConnRun { args, acks, progress, start, deadline } = run;
-    let (mut tx, rx) = client::connect(&conn.addr).await?;
+    let limit = Duration::from_millis(args.request_timeout_ms);
+    let (mut tx, rx) = client::bounded(limit, "connection", client::connect(&conn.addr)).await?;
     let value = payload(args.payload, args.record_size, conn.partitions[0] as u64);
     let records: Vec<Record<'_>> = (0..args.batch_records).map(|_| Record { key: None, value: &value }).collect();
     let mut batch = crate::codec::compress_batch(batch::build(&records, now_ms()), args.compression)
         .map_err(|e| ClientError::Protocol(format!("compressing a batch: {e}")))?;
     let n = args.batch_records as u64;
     let (qtx, qrx) = local_channel::new_bounded::<(i32, Instant)>(args.in_flight.max(1));
-    let receiver = (acks != 0).then(|| spawn_receiver(rx, qrx, progress.clone(), n, args.record_size as u64));
+    let answers = Answers { queue: qrx, progress: progress.clone(), n, record_size: args.record_size as u64, limit };
+    let receiver = (acks != 0).then(|| spawn_receiver(rx, answers));
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
     for i in 0..conn.requests {
         let scheduled = match conn.interval {
@@ -304,11 +317,17 @@ async fn produce_conn(run: ConnRun, conn: Conn) -> Result<Histogram<u64>, Client
                     .with_index(partition)
                     .with_records(Some(Bytes::copy_from_slice(&batch))),
             ])]);
-        let corr = tx.send(&req, PRODUCE_VERSION).await?;
+        let corr = client::bounded(limit, "room on the socket for a request", tx.send(&req, PRODUCE_VERSION)).await?;
         if acks == 0 {
             progress.add(n, n * args.record_size as u64);
-        } else if qtx.send((corr, scheduled)).await.is_err() {
-            break; // the receiver failed; its error is returned below
+        } else {
+            // The queue is full while the receiver waits for an answer, so this wait is bounded
+            // like the answer: glommio 0.9's bounded channel keeps a sender waiting for room
+            // after its receiver is gone.
+            let queued = qtx.send((corr, scheduled));
+            if !client::bounded(limit, "answer to a Produce request", async { Ok(queued.await.is_ok()) }).await? {
+                break; // the receiver failed; its error is returned below
+            }
         }
     }
     drop(qtx);
@@ -327,21 +346,27 @@ fn restamp(batch: &mut [u8]) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// The task reading a connection's answers in the order `queue` names them (correlation id
-/// and when each request was scheduled), counting records of batches of `n` records of
-/// `record_size` bytes; it returns the latencies.
-fn spawn_receiver(
-    mut rx: client::Receiver,
+/// What a connection's receiver reads: the answers `queue` names in order (correlation id and
+/// when each request was scheduled), each due within `limit`, to requests of one batch of `n`
+/// records of `record_size` bytes.
+struct Answers {
     queue: LocalReceiver<(i32, Instant)>,
     progress: Arc<Progress>,
     n: u64,
     record_size: u64,
-) -> glommio::Task<Result<Histogram<u64>, ClientError>> {
+    limit: Duration,
+}
+
+/// The task reading a connection's answers and counting their records; it returns the
+/// latencies, or fails when an answer is late by more than the limit (a stalled broker).
+fn spawn_receiver(mut rx: client::Receiver, answers: Answers) -> glommio::Task<Result<Histogram<u64>, ClientError>> {
+    let Answers { queue, progress, n, record_size, limit } = answers;
     glommio::spawn_local(async move {
         let mut h = histogram();
         let mut shown = 0;
         while let Some((corr, scheduled)) = queue.recv().await {
-            let resp = rx.recv::<ProduceRequest>(corr, PRODUCE_VERSION).await?;
+            let answer = rx.recv::<ProduceRequest>(corr, PRODUCE_VERSION);
+            let resp = client::bounded(limit, "answer to a Produce request", answer).await?;
             let failed = resp.responses.iter().flat_map(|t| t.partition_responses.iter()).find(|p| p.error_code != 0);
             if let Some(p) = failed {
                 if shown < SHOWN_ERRORS_PER_CONNECTION {

@@ -27,6 +27,9 @@ pub struct Report {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub errors: u64,
+    /// Connections that failed (refused, lost, or stalled past `--request-timeout-ms`): the
+    /// run is incomplete and `sluice bench` exits 1.
+    pub failed_connections: u64,
     #[serde(skip)]
     pub json: bool,
 }
@@ -48,6 +51,7 @@ impl Report {
             p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
             errors: 0,
+            failed_connections: 0,
             json: false,
         }
     }
@@ -84,6 +88,8 @@ pub struct Progress {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
+    /// Connections that failed (each also counts in `errors`).
+    pub failed_connections: AtomicU64,
     pub done: AtomicBool,
 }
 
@@ -91,6 +97,13 @@ impl Progress {
     pub fn add(&self, records: u64, bytes: u64) {
         self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A connection failed: reported on stderr, counted as an error and as a failed connection.
+    pub fn connection_failed(&self, what: &str, e: &dyn std::fmt::Display) {
+        eprintln!("sluice bench: {what} failed: {e}");
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.failed_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prints a progress line on stderr every second until `done`.

@@ -384,6 +384,11 @@ pub const CLIENT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
 /// `timeout_ms` the client side (load generator and admin commands) puts in its CreateTopics,
 /// CreatePartitions and Produce requests (Kafka's client `request.timeout.ms` default).
 pub const CLIENT_REQUEST_TIMEOUT_MS: i32 = 30_000;
+/// How long the load generator (`sluice bench produce|consume`, `--request-timeout-ms`) waits
+/// for one answer, or to hand one request to the socket, before it fails the run as stalled:
+/// the requests' own `timeout_ms` plus room for queueing and transfer (Kafka's clients give up
+/// after `request.timeout.ms`).
+pub const CLIENT_RESPONSE_TIMEOUT_MS: u64 = 45_000;
 /// `max_wait_ms` of the load generator's and `sluice consume`'s fetches (Kafka's consumer
 /// `fetch.max.wait.ms` default).
 pub const CLIENT_FETCH_MAX_WAIT_MS: i32 = 500;
@@ -499,6 +504,11 @@ const _: () = assert!(LISTEN_BACKLOG >= 1 && METRICS_LISTEN_BACKLOG >= 1);
 const _: () = assert!(ACCEPT_RETRY_PAUSE_MS < ACCEPT_WARNING_INTERVAL_MS);
 const _: () = assert!(SHUTDOWN_POLL_MS < SHUTDOWN_GRACE_MS);
 const _: () = assert!(CLIENT_FETCH_MAX_WAIT_MS >= 0 && CLIENT_FETCH_MAX_WAIT_MS <= MAX_FETCH_WAIT_MS);
+const _: () = assert!(
+    CLIENT_RESPONSE_TIMEOUT_MS > CLIENT_REQUEST_TIMEOUT_MS as u64
+        && CLIENT_RESPONSE_TIMEOUT_MS > CLIENT_FETCH_MAX_WAIT_MS as u64,
+    "the load generator waits longer than the broker may take to answer"
+);
 const _: () = assert!(
     CLIENT_FETCH_PARTITION_MAX_BYTES >= 1
         && CLIENT_FETCH_PARTITION_MAX_BYTES <= CLIENT_FETCH_MAX_BYTES

@@ -8,10 +8,11 @@
 //! `SECURITY_HANDSHAKE_TIMEOUT_MS`; anything else, or a failed authentication (once its answer
 //! is written), closes the connection. The reader decodes a frame,
 //! runs the handler's first phase to completion (so work is issued in request order), and
-//! starts the second phase as its own task, except a Fetch's, which the writer runs when it
+//! starts the second phase as its own task (detached, `sluice_shard::task`: it runs to the end
+//! even if the connection closes first), except a Fetch's, which the writer runs when it
 //! gets to it (so a connection runs one fetch at a time: its reads in flight and its answer
 //! held); the writer awaits the answers in order and writes them. At most `MAX_IN_FLIGHT_PER_CONNECTION` requests are read but not answered:
-//! past that the reader stops reading.
+//! past that the reader stops reading, and ends if the writer ends first (a write failed).
 //! Memory: the reader reserves budget for a frame's announced size (waiting for room) before
 //! it reads or allocates any of its body, in two parts held for different times:
 //! - the connection's part (`MAX_IN_FLIGHT_BYTES_PER_CONNECTION`) until the reply is written
@@ -47,7 +48,7 @@ use crate::api::{self, Ctx, Reply};
 use crate::frame::{parse_header, peek_prefix, unsupported_response, FrameError, HeaderPrefix};
 use crate::response::Frame;
 use bytes::{Bytes, BytesMut};
-use futures::future::{select, Either, LocalBoxFuture};
+use futures::future::{select, Either, Fuse, FusedFuture, LocalBoxFuture};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, WriteHalf};
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -60,6 +61,7 @@ use sluice_core::limits::{
     SMALL_REQUESTS_RESERVE_PER_SHARD,
 };
 use sluice_shard::metrics::{self, Stage};
+use sluice_shard::task::spawn_awaited;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -79,6 +81,14 @@ struct Queued {
 struct Answer {
     frame: Result<Option<Frame>, FrameError>,
     _held: Option<metrics::HeldResponse>,
+}
+
+impl Answer {
+    /// The answer of a second phase run as its own task; `None` when that task was dropped
+    /// unfinished (its executor stopping), which closes the connection.
+    fn or_lost(answer: Option<Answer>) -> Answer {
+        answer.unwrap_or(Answer { frame: Err(FrameError::Unanswered), _held: None })
+    }
 }
 
 impl Drop for Queued {
@@ -195,12 +205,42 @@ fn certificate_principal(ctx: &Ctx, tls: &futures_rustls::server::TlsStream<TcpS
 
 async fn serve_stream<R: AsyncRead + Unpin>(ctx: Rc<Ctx>, reader: R, out: Out, peer: Option<SocketAddr>) {
     let (tx, rx) = local_channel::new_bounded::<Queued>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = glommio::spawn_local(write_loop(out, rx, peer));
-    if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), &tx, peer).await {
+    // The writer runs Fetch second phases, which wait on remote shards: no glommio `Task`
+    // (sluice_shard::task).
+    let mut writer = spawn_awaited(write_loop(out, rx, peer)).boxed_local().fuse();
+    let to_writer = ToWriter { tx: &tx, writer: &mut writer };
+    if let Err(why) = read_loop(&ctx, BufReader::with_capacity(READ_BUFFER, reader), to_writer, peer).await {
         tracing::warn!(client = ?peer, shard = %ctx.shard.id, error = %why, "closing connection");
     }
     drop(tx);
-    writer.await;
+    if !writer.is_terminated() {
+        let _ = writer.await;
+    }
+}
+
+/// The writer task's end (`None` if it was dropped unfinished).
+type WriterEnd = Fuse<LocalBoxFuture<'static, Option<()>>>;
+
+/// Where the reader hands requests to the writer: its queue, and its end.
+struct ToWriter<'a> {
+    tx: &'a LocalSender<Queued>,
+    writer: &'a mut WriterEnd,
+}
+
+impl ToWriter<'_> {
+    /// Queues a request for the writer; `false` if the writer is gone (a write failed). Waits
+    /// for room only while the writer runs: glommio 0.9's bounded channel keeps a sender
+    /// waiting for room after its receiver is gone, which left the reader of a connection
+    /// reset with a full queue waiting forever, holding the connection and its budget.
+    async fn queue(&mut self, queued: Queued) -> bool {
+        if self.writer.is_terminated() {
+            return false;
+        }
+        match select(self.tx.send(queued).boxed_local(), &mut *self.writer).await {
+            Either::Left((sent, _)) => sent.is_ok(),
+            Either::Right(_) => false,
+        }
+    }
 }
 
 /// Where a connection's answers go: the socket itself (vectored sends of the frames' parts),
@@ -268,7 +308,7 @@ async fn read_body<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, size: usize)
 async fn read_loop<R: AsyncRead + Unpin>(
     ctx: &Rc<Ctx>,
     mut reader: BufReader<R>,
-    tx: &LocalSender<Queued>,
+    mut to_writer: ToWriter<'_>,
     peer: Option<SocketAddr>,
 ) -> Result<(), ConnError> {
     let budget = Rc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES_PER_CONNECTION as u64));
@@ -312,13 +352,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let Reserved { connection, shard } = reserved;
         let second = second_phase(reply, shard, api, received);
         // A Fetch runs when the writer gets to it, so a connection runs one fetch at a time
-        // (reads in flight, answers held); any other second phase runs now.
+        // (reads in flight, answers held); any other second phase runs now, as a task that
+        // remote shards wake (no glommio `Task`: sluice_shard::task).
         let answer = match spec.map(|s| s.key) {
             Some(ApiKey::Fetch) => second.boxed_local(),
-            _ => glommio::spawn_local(second).boxed_local(),
+            _ => spawn_awaited(second).map(Answer::or_lost).boxed_local(),
         };
         metrics::inflight(1);
-        if tx.send(Queued { answer, _connection: connection }).await.is_err() {
+        if !to_writer.queue(Queued { answer, _connection: connection }).await {
             return Ok(()); // the writer is gone (write error): nothing left to do
         }
         if ctx.session.borrow().closing() {

@@ -37,6 +37,8 @@ pub enum FrameError {
     Decode { what: &'static str, why: String },
     #[error("cannot encode response: {0}")]
     Encode(String),
+    #[error("the request's task ended without an answer (its shard is stopping)")]
+    Unanswered,
 }
 
 /// The fixed prefix every request header starts with.

@@ -32,6 +32,7 @@ pub mod route;
 pub mod runtime;
 pub mod shard;
 pub mod share;
+pub mod task;
 pub mod txn;
 
 pub use error::PartitionError;

@@ -63,3 +63,38 @@ def test_bench_compressed_batches_are_read_by_a_real_client(broker):
         c.close()
         assert len(values) == 640, (codec, len(values))
         assert all(len(v) == 300 and v.isascii() for v in values), codec
+
+
+def test_bench_fails_fast_when_the_broker_stalls(broker):
+    """A broker that stops answering (SIGSTOP: connections stay open, nothing is read or
+    answered) makes `sluice bench produce` fail within --request-timeout-ms, naming the stall,
+    instead of hanging until --timeout-secs (as a crashed broker's producer once did for 5 min)."""
+    import os
+    import signal
+    import time
+
+    topic = unique_topic("bench-stall")
+    p = subprocess.Popen([str(SLUICE_BIN), "bench", "produce", "--broker", broker.bootstrap, "--topic", topic,
+                          "--partitions", "4", "--records", "100000000", "--rate", "5000", "--acks", "1",
+                          "--timeout-secs", "120", "--request-timeout-ms", "2000", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    stopped = None
+    try:
+        time.sleep(3)  # topic created, records flowing (progress lines every second)
+        assert p.poll() is None, p.communicate()[1].decode(errors="replace")[-2000:]
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        out, err = p.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        if stopped is not None:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = err.decode(errors="replace")
+    assert p.returncode == 1, (p.returncode, text[-2000:])
+    assert "within 2000 ms: the broker is stalled or unreachable" in text, text[-2000:]
+    assert took < 15, (took, text[-2000:])
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["failed_connections"] >= 1 and 0 < report["records"] < 100000000, report

@@ -142,3 +142,42 @@ def test_never_reading_fetch_flood_is_bounded(broker):
           f"(after close {after} KiB)")
     assert problem is None, f"side client while a client floods Fetch without reading: {problem}"
     assert during - before < 512 * 1024, f"broker RSS grew {during - before} KiB during the flood"
+
+
+def test_connection_is_released_when_a_flooding_client_resets(broker_factory):
+    """A client pipelines Fetch requests without reading until the broker's per-connection
+    queue is full and the writer is blocked on the socket, then resets the connection: the
+    writer fails, and the reader (waiting for room in the full queue) must end too, releasing
+    the connection and the budget its queued requests hold."""
+    from support import metrics_address, scrape, total
+
+    broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
+    metrics = metrics_address(broker)
+    topic = unique_topic("reset")
+    create_topic(broker.bootstrap, topic, 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1"})
+    for i in range(2000):
+        p.produce(topic, value=bytes([i % 256]) * 2000, partition=0)
+    assert p.flush(30) == 0
+    others = total(scrape(metrics), "sluice_connections")
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    frame = fetch_v4_request(1, topic, 0, 0, max_wait_ms=0)
+    blocked_since, deadline = None, time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if s.send(frame) < len(frame):
+                time.sleep(0.005)
+            blocked_since = None
+        except BlockingIOError:
+            blocked_since = blocked_since or time.monotonic()
+            if time.monotonic() - blocked_since > 1:
+                break  # the broker stopped reading: its queue is full
+            time.sleep(0.005)
+    assert total(scrape(metrics), "sluice_connections") == others + 1
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST
+    wait_until(lambda: total(scrape(metrics), "sluice_connections") == others, 10,
+               what="the reset connection to be released")
+    assert round_trip(broker.bootstrap, "after-reset") is None

@@ -34,6 +34,7 @@ fn lost(addr: &str, e: ClientError) -> AdminError {
     match e {
         ClientError::Io(e) => AdminError::Connect(format!("connection to {addr} failed: {e}")),
         ClientError::Protocol(m) => AdminError::Other(format!("{addr}: {m}")),
+        e @ ClientError::Stalled { .. } => AdminError::Connect(format!("{addr}: {e}")),
     }
 }
 
@@ -123,6 +124,7 @@ fn io_text(e: ClientError) -> String {
     match e {
         ClientError::Io(e) => e.to_string(),
         ClientError::Protocol(m) => m,
+        e @ ClientError::Stalled { .. } => e.to_string(),
     }
 }
 
