@@ -25,7 +25,14 @@ kafka_init() { # nodes round
         voters+="${voters:+,}$i@127.0.0.1:${cports[i]}"
         KAFKA_BOOT+="${KAFKA_BOOT:+,}127.0.0.1:${KAFKA_PORTS[i]}"
     done
-    id=$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # A cluster id that starts with "-" reads as an option to kafka-storage (1 in 64 ids, as
+    # Kafka's own Uuid.randomUuid avoids): draw again.
+    id=$(python3 -c 'import base64,uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"):
+        print(i)
+        break')
     for i in $(seq 1 "$n"); do
         cat >"$WORK/kafka-$i.properties" <<EOF
 process.roles=broker,controller
