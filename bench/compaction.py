@@ -126,7 +126,9 @@ class Kafka:
             "group.initial.rebalance.delay.ms=0", "log.cleaner.backoff.ms=1000",
         ]) + "\n")
         java, cp = os.environ.get("JAVA", "java"), f"{libs}{os.sep}*"
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster = "-"
+        while cluster.startswith("-"):  # "-..." reads as an option to kafka-storage (1 id in 64)
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run([java, "-Xmx512m", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster,
                         "-c", str(props)], check=True, capture_output=True, timeout=120)
         with open(self.log, "ab") as out:

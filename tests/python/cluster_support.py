@@ -50,6 +50,16 @@ STOP_TIMEOUT = 15.0
 _PICKED: set = set()
 
 
+def kraft_cluster_id() -> str:
+    """A random KRaft cluster id (base64 of 16 random bytes, as `kafka-storage random-uuid`)
+    that does not start with "-": such an id reads as an option on the command lines of
+    kafka-storage and `sluice serve` (1 in 64 ids), which failed a cluster start now and then."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now, below the kernel's ephemeral range (ip_local_port_range, 32768+ by
     default), so that no client connection takes it as its source port while a killed node is
@@ -426,8 +436,7 @@ class SluiceCluster(Cluster):
 
     def plan(self) -> None:
         assert SLUICE_BIN.exists(), f"broker binary not found at {SLUICE_BIN}; build it or set SLUICE_BIN"
-        raw = uuid.uuid4().bytes
-        cluster_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        cluster_id = kraft_cluster_id()
         hosts = {i: (self.lab.addr(i) if self.lab else "127.0.0.1") for i in self.ids}
         client = {i: (9092 if self.lab else free_port()) for i in self.ids}
         peer = {i: (9093 if self.lab else free_port()) for i in self.ids}
@@ -524,7 +533,7 @@ class KafkaCluster(Cluster):
         client = {i: (9092 if self.lab else free_port()) for i in self.ids}
         ctrl = {i: (9093 if self.lab else free_port()) for i in self.ids}
         voters = ",".join(f"{i}@{hosts[i]}:{ctrl[i]}" for i in self.ids)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kraft_cluster_id()
         for i in self.ids:
             props = self.work / f"kafka-{i}.properties"
             props.write_text(f"""process.roles=broker,controller
