@@ -168,12 +168,13 @@ def test_three_members_split_one_partition_and_acknowledge_all(broker_factory, s
         assert m.stop() == 0, m.stderr()
 
 
-def test_member_killed_while_holding_records_they_are_redelivered(broker_factory, sconfig, tmp_path, members):
-    broker = broker_factory.start(config=sconfig)
+def victim_holding(broker, tmp_path, members, n, prefix):
+    """A one-partition topic of N records and a share member ("victim", in `members`) that
+    acquired some and holds them unacknowledged: (topic, group, the values sent, the Java class
+    path, the victim, the offsets it holds)."""
     topic, group = unique_topic("share"), unique_topic("sg")
     create_topic(broker.bootstrap, topic, 1)
-    n = 20_000
-    sent = produce(broker.bootstrap, topic, 1, n, "k")
+    sent = produce(broker.bootstrap, topic, 1, n, prefix)
     want = set(v.decode() for v in sent.values())
     cp = compile_member(tmp_path)
     victim = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "victim", mode="hold")
@@ -181,6 +182,13 @@ def test_member_killed_while_holding_records_they_are_redelivered(broker_factory
     wait_until(lambda: victim.has("HOLDING"), WAIT, what="the victim holding records")
     held = {off for (off, _, _) in victim.records()}
     assert held
+    return topic, group, want, cp, victim, held
+
+
+def test_member_killed_while_holding_records_they_are_redelivered(broker_factory, sconfig, tmp_path, members):
+    broker = broker_factory.start(config=sconfig)
+    n = 20_000
+    topic, group, want, cp, victim, held = victim_holding(broker, tmp_path, members, n, "k")
     for i in range(4):
         members.append(ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"m{i}"))
     time.sleep(1.0)
@@ -214,17 +222,8 @@ def test_member_killed_its_records_come_back_when_its_connection_drops(broker_fa
     acquisition lock (120 s here) or its group session would. They come again with delivery
     count 2 (Kafka 4.4 keeps the count on this release), none lost, nothing else twice."""
     broker = broker_factory.start(config=long_lock_config(tmp_path))
-    topic, group = unique_topic("share"), unique_topic("sg")
-    create_topic(broker.bootstrap, topic, 1)
     n = 2000
-    sent = produce(broker.bootstrap, topic, 1, n, "d")
-    want = set(v.decode() for v in sent.values())
-    cp = compile_member(tmp_path)
-    victim = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "victim", mode="hold")
-    members.append(victim)
-    wait_until(lambda: victim.has("HOLDING"), WAIT, what="the victim holding records")
-    held = {off for (off, _, _) in victim.records()}
-    assert held
+    topic, group, want, cp, victim, held = victim_holding(broker, tmp_path, members, n, "d")
     survivor = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "survivor")
     members.append(survivor)
     # The survivor polls (it got records the victim does not hold) before the kill, so what
