@@ -18,6 +18,7 @@
 //! Every `RefCell` borrow ends before an `.await`. A Prepare state left by a crash or a failed
 //! marker is completed by the sweep.
 
+use super::busy::{Busy, IdLocks};
 use super::state::{self, Change, EndInput, EndStep, InitInput, InitStep, TxnMeta, TxnState, Txns};
 use super::{
     store, AddRequest, CompleteOffsetsRequest, DescribeRequest, EndRequest, InitRequest, ListRequest,
@@ -27,8 +28,6 @@ use crate::groups::store as groups_store;
 use crate::groups::OffsetToCommit;
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
 use crate::shard::Shard;
-use futures::channel::oneshot;
-use futures::future::select;
 use sluice_core::batch;
 use sluice_core::clock::now_ms;
 use sluice_core::limits::TXN_ADD_WAIT_MS;
@@ -46,7 +45,7 @@ pub struct TxnCoordinator {
     txns: RefCell<Txns>,
     /// Ids with an operation in flight (an answered EndTxn's completion included), each with
     /// the adds queued for it (woken when it ends).
-    busy: Rc<RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>>,
+    busy: IdLocks,
     /// Records that could not be decoded while loading (reported, never applied).
     pub skipped_records: Cell<u64>,
     /// Offsets TxnOffsetCommit staged, by (group, producer id), for the groups this shard
@@ -95,60 +94,26 @@ fn refuse(call: TxnCall, why: Refusal) {
     }
 }
 
-/// Marks an id busy for as long as it lives (owned: an answered EndTxn's completion task
-/// takes it over); dropping it frees the id and wakes the adds queued for it.
-struct Busy {
-    set: Rc<RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>>,
-    id: String,
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let queued = self.set.borrow_mut().remove(&self.id).unwrap_or_default();
-        for waiter in queued {
-            let _ = waiter.send(());
-        }
-    }
-}
-
 impl TxnCoordinator {
     fn claim(&self, id: &str) -> Result<Busy, TxnError> {
-        let mut busy = self.busy.borrow_mut();
-        if busy.contains_key(id) {
-            return Err(TxnError::ConcurrentTransactions);
-        }
-        busy.insert(id.to_string(), Vec::new());
-        Ok(Busy { set: self.busy.clone(), id: id.to_string() })
+        self.busy.claim(id)
     }
 
     /// Claims the id for an add, queuing behind the operation in flight on it (an answered
     /// EndTxn's completion, another add) for at most `TXN_ADD_WAIT_MS` in all (module docs).
     async fn claim_for_add(&self, id: &str) -> Result<Busy, TxnError> {
         let started = Instant::now();
-        let limit = Duration::from_millis(TXN_ADD_WAIT_MS);
-        let mut waits = 0u32;
-        loop {
-            let refused = match self.claim(id) {
-                Ok(busy) => {
-                    if waits > 0 {
-                        tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add queued for the id's operation in flight");
-                    }
-                    return Ok(busy);
+        match self.busy.claim_within(id, Duration::from_millis(TXN_ADD_WAIT_MS)).await {
+            Ok((busy, waits)) => {
+                if waits > 0 {
+                    tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add queued for the id's operation in flight");
                 }
-                Err(e) => e,
-            };
-            let left = limit.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                tracing::debug!(transactional_id = %id, waits, waited_us = micros(started), "add still finds the id busy: CONCURRENT_TRANSACTIONS");
-                return Err(refused);
+                Ok(busy)
             }
-            let (wake, woken) = oneshot::channel();
-            if let Some(queue) = self.busy.borrow_mut().get_mut(id) {
-                queue.push(wake);
+            Err(e) => {
+                tracing::debug!(transactional_id = %id, waited_us = micros(started), "add still finds the id busy: CONCURRENT_TRANSACTIONS");
+                Err(e)
             }
-            waits += 1;
-            // Woken when the operation ends, or at the limit (the claim above then answers).
-            let _ = select(woken, Box::pin(glommio::timer::sleep(left))).await;
         }
     }
 

@@ -10,6 +10,7 @@
 //! produce path; each partition's open transactions, last stable offset and aborted
 //! transactions are kept by its owner ([`partition::PartitionTxns`]).
 
+pub mod busy;
 pub mod coordinator;
 pub mod markers;
 pub mod partition;
