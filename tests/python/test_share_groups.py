@@ -168,15 +168,20 @@ def test_three_members_split_one_partition_and_acknowledge_all(broker_factory, s
         assert m.stop() == 0, m.stderr()
 
 
+def produced_topic(broker, tmp_path, n, prefix):
+    """A one-partition topic holding N records produced with PREFIX, and a new share group's
+    name: (topic, group, the values sent, the Java class path of ShareMember)."""
+    topic, group = unique_topic("share"), unique_topic("sg")
+    create_topic(broker.bootstrap, topic, 1)
+    sent = produce(broker.bootstrap, topic, 1, n, prefix)
+    return topic, group, set(v.decode() for v in sent.values()), compile_member(tmp_path)
+
+
 def victim_holding(broker, tmp_path, members, n, prefix):
     """A one-partition topic of N records and a share member ("victim", in `members`) that
     acquired some and holds them unacknowledged: (topic, group, the values sent, the Java class
     path, the victim, the offsets it holds)."""
-    topic, group = unique_topic("share"), unique_topic("sg")
-    create_topic(broker.bootstrap, topic, 1)
-    sent = produce(broker.bootstrap, topic, 1, n, prefix)
-    want = set(v.decode() for v in sent.values())
-    cp = compile_member(tmp_path)
+    topic, group, want, cp = produced_topic(broker, tmp_path, n, prefix)
     victim = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "victim", mode="hold")
     members.append(victim)
     wait_until(lambda: victim.has("HOLDING"), WAIT, what="the victim holding records")
@@ -255,12 +260,8 @@ def test_members_closing_while_others_poll_deliver_no_record_twice(broker_factor
     and may come to another member at delivery count 2 (as on Kafka 4.4), never twice to an
     application."""
     broker = broker_factory.start(config=sconfig)
-    topic, group = unique_topic("share"), unique_topic("sg")
-    create_topic(broker.bootstrap, topic, 1)
     n = 8000
-    sent = produce(broker.bootstrap, topic, 1, n, "c")
-    want = set(v.decode() for v in sent.values())
-    cp = compile_member(tmp_path)
+    topic, group, want, cp = produced_topic(broker, tmp_path, n, "c")
     group_members = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"c{i}", mode="commit")
                      for i in range(4)]
     members.extend(group_members)
@@ -286,12 +287,8 @@ def test_members_closing_while_others_poll_deliver_no_record_twice(broker_factor
 
 def test_broker_killed_acknowledged_records_stay_acknowledged(broker_factory, sconfig, tmp_path, members):
     broker = broker_factory.start(config=sconfig)
-    topic, group = unique_topic("share"), unique_topic("sg")
-    create_topic(broker.bootstrap, topic, 1)
     n = 20_000
-    sent = produce(broker.bootstrap, topic, 1, n, "r")
-    want = set(v.decode() for v in sent.values())
-    cp = compile_member(tmp_path)
+    topic, group, want, cp = produced_topic(broker, tmp_path, n, "r")
     # Slow members (50 records a poll, 200 ms of work each), so the kill lands mid-way.
     first = [ShareMember(cp, tmp_path, broker.bootstrap, topic, group, f"a{i}", mode="slow") for i in range(3)]
     members.extend(first)
