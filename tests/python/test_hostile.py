@@ -102,13 +102,19 @@ def test_stalled_max_size_frame_headers_do_not_starve_others(broker):
                           f"other clients: {problems}")
 
 
-def test_never_reading_fetch_flood_is_bounded(broker):
-    topic = unique_topic("flood")
+def filled_topic(broker, prefix):
+    """A one-partition topic holding 2,000 records of 2,000 bytes (about 4 MB to fetch)."""
+    topic = unique_topic(prefix)
     create_topic(broker.bootstrap, topic, 1)
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1"})
     for i in range(2000):
         p.produce(topic, value=bytes([i % 256]) * 2000, partition=0)
     assert p.flush(30) == 0
+    return topic
+
+
+def test_never_reading_fetch_flood_is_bounded(broker):
+    topic = filled_topic(broker, "flood")
     pid = broker.proc.pid
     before = rss_kib(pid)
     s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
@@ -153,12 +159,7 @@ def test_connection_is_released_when_a_flooding_client_resets(broker_factory):
 
     broker = broker_factory.start(extra_args=("--metrics-listen", "127.0.0.1:0"))
     metrics = metrics_address(broker)
-    topic = unique_topic("reset")
-    create_topic(broker.bootstrap, topic, 1)
-    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1"})
-    for i in range(2000):
-        p.produce(topic, value=bytes([i % 256]) * 2000, partition=0)
-    assert p.flush(30) == 0
+    topic = filled_topic(broker, "reset")
     others = total(scrape(metrics), "sluice_connections")
     s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
