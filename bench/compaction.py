@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/compaction.py [--sides "sluice kafka"] [--mb 256] [--keys 1000]
         [--value-bytes 1024] [--segment-bytes 16777216] [--rate 2000] [--rate-secs 20]
+        [--pairs 3] [--bg-segment-bytes 1048576]
         [--timeout 600] [--kafka-libs bench/.kafka/libs-4.4.0] [--sluice PATH] [--work DIR]
 
 For each side, a fresh single broker (sluice: `sluice serve --cores 2`, compactor timer 1 s;
@@ -19,12 +20,18 @@ Kafka: a single-node KRaft broker from the jars `bench/compare` fetches, `log.cl
    MB/s = MB processed / seconds cleaning. For sluice, also the seconds per phase of its passes
    (`phases_s`: transaction scan, key map, cleaning, swap; `read` is the part of map and clean
    spent waiting for segment reads).
-2. Produce p99. After a discarded warm-up run (5 s), two runs of RATE-SECS seconds each: a fixed-rate producer (RATE records/s of
-   VALUE_BYTES, acks=all, linger.ms=0, confluent-kafka; latency = librdkafka's per-message
-   produce-to-ack latency) writes to a `cleanup.policy=delete` topic while a background
-   producer writes the same volume of few-key records either to another delete topic
-   (`nocompact`) or to a compacted topic with dirty ratio 0.01 (`compact`, so the cleaner runs
-   throughout). p50/p99/max of the fixed-rate producer per run.
+2. Produce p99. After a discarded warm-up run (5 s), PAIRS pairs of runs of RATE-SECS seconds
+   each, in ABBA order (nocompact, compact, compact, nocompact, ...) so that drift over the run
+   falls on both: a fixed-rate producer (RATE records/s of VALUE_BYTES, acks=all, linger.ms=0,
+   confluent-kafka; latency = librdkafka's per-message produce-to-ack latency) writes to a
+   `cleanup.policy=delete` topic while a background producer writes the same volume of few-key
+   records (RATE × VALUE_BYTES per second) either to another delete topic (`nocompact`) or to a
+   compacted topic with dirty ratio 0.01 (`compact`); both background topics have
+   `segment.bytes`=BG-SEGMENT-BYTES (1 MiB: a segment rolls every half second, so the cleaner
+   has new dirty segments throughout). Each run prints p50/p99/max, and for `compact` the
+   cleaner's passes and seconds during it (`duty` = seconds cleaning / seconds of the run). The
+   p99 per mode is taken over the pooled latencies of all its runs (PAIRS × RATE × RATE-SECS
+   samples), so that one slow batch does not decide it.
 
 Prints one line per side and measurement, then the sluice/Kafka throughput ratio and, per
 side, the p99 with compaction against without (the issue's targets: ≥ 2× Kafka's cleaning
@@ -245,12 +252,17 @@ def fixed_rate(bootstrap: str, topic: str, rate: int, secs: float, value_bytes: 
             n += 1
         p.poll(0.001)
     p.flush(60)
-    lat.sort()
+    return {"sent": n, "errors": len(errors), **summary(lat)}, lat
+
+
+def summary(lat: list) -> dict:
+    """acked, p50/p99/max in ms of produce-to-ack latencies (seconds)."""
+    lat = sorted(lat)
     if not lat:
-        return {"sent": n, "errors": len(errors)}
+        return {"acked": 0}
     q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] * 1000  # noqa: E731
-    return {"sent": n, "acked": len(lat), "errors": len(errors), "p50_ms": round(q(0.5), 2),
-            "p99_ms": round(q(0.99), 2), "max_ms": round(lat[-1] * 1000, 2)}
+    return {"acked": len(lat), "p50_ms": round(q(0.5), 2), "p99_ms": round(q(0.99), 2),
+            "max_ms": round(lat[-1] * 1000, 2)}
 
 
 def run_side(side: str, args, work: Path) -> dict:
@@ -278,24 +290,44 @@ def run_side(side: str, args, work: Path) -> dict:
         # 'compact' on Kafka in the first full run (57 ms against 4.7 ms p99).
         create(boot, "bench-lat-warmup", {"cleanup.policy": "delete"})
         fixed_rate(boot, "bench-lat-warmup", args.rate, min(5.0, args.rate_secs), args.value_bytes)
-        for mode in ("nocompact", "compact"):
-            target = f"bench-lat-{mode}"
-            create(boot, target, {"cleanup.policy": "delete"})
-            bg_topic = f"bench-bg-{mode}"
-            create(boot, bg_topic, compacted(args.segment_bytes) if mode == "compact" else {"cleanup.policy": "delete"})
-            stop = threading.Event()
-            rate_bytes = args.rate * args.value_bytes
-            bg = threading.Thread(target=produce_bulk, daemon=True,
-                                  args=(boot, bg_topic, 1 << 40, args.keys, args.value_bytes, stop, rate_bytes))
-            bg.start()
-            time.sleep(2)
-            out[mode] = fixed_rate(boot, target, args.rate, args.rate_secs, args.value_bytes)
-            stop.set()
-            bg.join(180)
-            print(side, mode, out[mode], flush=True)
+        pooled = {"nocompact": [], "compact": []}
+        for i in range(args.pairs):
+            for mode in (("nocompact", "compact") if i % 2 == 0 else ("compact", "nocompact")):
+                res, lat = latency_run(broker, boot, mode, i, args)
+                pooled[mode] += lat
+                out.setdefault("runs", []).append(res)
+                print(side, mode, i, res, flush=True)
+        for mode, lat in pooled.items():
+            out[mode] = summary(lat)
+            print(side, mode, "pooled", out[mode], flush=True)
     finally:
         broker.stop()
     return out
+
+
+def latency_run(broker, boot: str, mode: str, i: int, args) -> tuple:
+    """One fixed-rate run beside a background producer to a compacted (or delete) topic."""
+    target, bg_topic = f"bench-lat-{mode}-{i}", f"bench-bg-{mode}-{i}"
+    create(boot, target, {"cleanup.policy": "delete"})
+    bg_config = compacted(args.bg_segment_bytes) if mode == "compact" else {
+        "cleanup.policy": "delete", "segment.bytes": str(args.bg_segment_bytes)}
+    create(boot, bg_topic, bg_config)
+    stop = threading.Event()
+    rate_bytes = args.rate * args.value_bytes
+    bg = threading.Thread(target=produce_bulk, daemon=True,
+                          args=(boot, bg_topic, 1 << 40, args.keys, args.value_bytes, stop, rate_bytes))
+    bg.start()
+    time.sleep(2)
+    before = broker.passes()
+    res, lat = fixed_rate(boot, target, args.rate, args.rate_secs, args.value_bytes)
+    during = broker.passes()[len(before):]
+    stop.set()
+    bg.join(180)
+    res = {"mode": mode, **res}
+    if mode == "compact":
+        secs = sum(s for _, s in during)
+        res.update(passes=len(during), cleaning_s=round(secs, 3), duty=round(secs / args.rate_secs, 3))
+    return res, lat
 
 
 def main() -> None:
@@ -307,6 +339,8 @@ def main() -> None:
     ap.add_argument("--segment-bytes", type=int, default=16 << 20)
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--rate-secs", type=float, default=20)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--bg-segment-bytes", type=int, default=1 << 20)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--kafka-libs", type=Path, default=ROOT / "bench/.kafka/libs-4.4.0")
     ap.add_argument("--sluice", type=Path, default=Path(os.environ.get("SLUICE_BIN", ROOT / "target/release/sluice")))
