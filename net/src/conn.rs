@@ -290,6 +290,8 @@ enum ConnError {
     SessionExpired,
     #[error("a {0}-byte request before SASL authentication (at most {MAX_SASL_REQUEST_BYTES})")]
     UnauthenticatedTooLarge(usize),
+    #[error("a Produce v{0} request: versions 0-2 are listed by ApiVersions (as Kafka 4.x lists them) but not served")]
+    RetiredProduceVersion(i16),
 }
 
 /// Reads a frame body of `size` bytes (its budget reserved), touching its memory at most one
@@ -340,6 +342,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let received = std::time::Instant::now();
         let prefix = peek_prefix(&frame)?;
         let spec = api::lookup(prefix.api_key).filter(|s| s.supports(prefix.version));
+        if retired_produce(&prefix) {
+            return Err(ConnError::RetiredProduceVersion(prefix.version));
+        }
         if !authenticated && !allowed_before_authentication(prefix.api_key) {
             return Err(ConnError::Unauthenticated(spec.map(|s| s.key), prefix.api_key));
         }
@@ -443,6 +448,13 @@ async fn read_body_in_time<R: AsyncRead + Unpin>(
         Either::Left((r, _)) => r.map_err(BodyError::Io),
         Either::Right(_) => Err(BodyError::Late),
     }
+}
+
+/// A Produce request of a version ApiVersions lists but nobody serves (0–2): Kafka 4.x closes
+/// the connection on it, so does sluice.
+fn retired_produce(prefix: &HeaderPrefix) -> bool {
+    prefix.api_key == ApiKey::Produce as i16
+        && (api::produce::ADVERTISED_MIN_VERSION..api::produce::SPEC.min_version).contains(&prefix.version)
 }
 
 /// A request's first phase, run to completion before the next frame is read (so work is

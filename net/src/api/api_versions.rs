@@ -5,7 +5,8 @@
 //! the features are given as Kafka 4.x gives them: `transaction.version` supported 0–2 and
 //! finalized at the configured `transaction_version` (default 2: Java clients 4.x then run
 //! KIP-890 part 2), at a finalized-features epoch of 1 (clients read the features only from an
-//! epoch ≥ 0).
+//! epoch ≥ 0). Produce is listed from version 0, as Kafka 4.x lists it
+//! (`produce::ADVERTISED_MIN_VERSION`), though versions 0–2 are not served.
 
 use super::{reply_now, respond, ApiSpec, Ctx, Reply, APIS};
 use crate::frame::{encode_response, FrameError, Request};
@@ -25,10 +26,18 @@ pub fn advertised() -> Vec<ApiVersion> {
         .map(|a| {
             ApiVersion::default()
                 .with_api_key(a.key as i16)
-                .with_min_version(a.min_version)
+                .with_min_version(advertised_min(a))
                 .with_max_version(a.max_version)
         })
         .collect()
+}
+
+/// The lowest version listed for `a`: its lowest served version, but for Produce.
+fn advertised_min(a: &ApiSpec) -> i16 {
+    match a.key {
+        ApiKey::Produce => super::produce::ADVERTISED_MIN_VERSION,
+        _ => a.min_version,
+    }
 }
 
 /// The answer to an ApiVersions request of a version we do not speak.

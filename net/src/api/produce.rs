@@ -22,6 +22,9 @@
 //! Client quotas: the request's size counts against the client's `producer_byte_rate`; the
 //! answer carries the larger of that throttle and the request-time one in `throttle_time_ms`
 //! and the connection is muted for it (`crate::quota`).
+//! ApiVersions advertises Produce from version 0 ([`ADVERTISED_MIN_VERSION`]), as Kafka 4.x
+//! does (KAFKA-18659), though only 3–13 are served: a request of version 0–2 closes the
+//! connection (`crate::conn`), as on Kafka 4.4.
 
 use super::{leader_hints, topic_name, ApiSpec, Ctx, Reply};
 use crate::errors::code_and_message;
@@ -47,6 +50,12 @@ use sluice_storage::codec::{uncompressed, CodecError};
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, name: "Produce", min_version: 3, max_version: 13, handle };
+
+/// The lowest Produce version ApiVersions lists. librdkafka before 2.x's fix for KAFKA-18659
+/// (kcat 1.7 with librdkafka 2.0, as Debian and Ubuntu ship it) enables gzip and snappy only
+/// when the broker lists Produce v2 ("MsgVer1"), and otherwise sends every batch uncompressed
+/// without a word; Kafka 4.x lists Produce from v0 for that reason and refuses v0–2 requests.
+pub const ADVERTISED_MIN_VERSION: i16 = 0;
 
 /// The topic's `max.message.bytes` (bounded by the broker's limit).
 fn max_batch(ctx: &Ctx, topic: &str) -> usize {
