@@ -26,6 +26,7 @@ mod offsets;
 mod produce_consume;
 mod reassign;
 mod rejoin;
+mod rf_change;
 mod replication;
 mod restart;
 mod shutdown;
