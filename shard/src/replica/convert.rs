@@ -165,7 +165,11 @@ pub async fn convert(log: &PartitionLog, voter: u64) -> Result<RaftStateRecord, 
     let start = log.log_start();
     let state = state_for(&count, start, voter);
     if start != Offset(0) {
-        tracing::warn!(partition = log.name(), start = start.0, "a partition whose log does not start at offset 0 becomes a Raft group: new replicas start at its log end");
+        tracing::warn!(
+            partition = log.name(),
+            start = start.0,
+            "a partition whose log does not start at offset 0 becomes a Raft group: new replicas start at its log end"
+        );
     }
     if count.gap {
         tracing::warn!(partition = log.name(), "a partition with gaps between its batches (compaction) becomes a Raft group: new replicas cannot catch up below its window");
