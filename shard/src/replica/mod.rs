@@ -642,7 +642,9 @@ async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
 }
 
 /// Whether `tp` is to be a Raft group on this broker (a cluster member holding one of its
-/// several replicas, as the metadata says) whose group is not open (yet, or any more). Its log
+/// replicas, the partition a Raft group as the metadata says: several replicas, or replicas
+/// changed by a reassignment, `PartitionState::raft_backed`) whose group is not open (yet, or
+/// any more: a single-replica partition being converted, `convert.rs`). Its log
 /// then takes no write and serves no read: from the log's opening (at start, or when the
 /// partition arrives) until its group is open the log is not in step with any Raft window, a
 /// direct append there would be acknowledged without being replicated (and lost), and the next
