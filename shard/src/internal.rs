@@ -234,7 +234,7 @@ pub fn loads_at_open(shard: &Shard, tp: &TopicPartition) -> bool {
         return true;
     }
     let me = shard.config.node_id;
-    shard.metadata().partition(&tp.topic, tp.partition, me).is_none_or(|p| p.replicas.len() < 2)
+    shard.metadata().partition(&tp.topic, tp.partition, me).is_none_or(|p| !p.raft_backed())
 }
 
 /// In a cluster: creates internal `topic` through the controller unless it exists (module

@@ -370,10 +370,13 @@ impl Shard {
         self.open_replicas_of(&snapshot).await;
     }
 
-    /// Makes every open log of a partition with more than one replica (this broker among
-    /// them) the replica of its Raft group — topic number and partition — whose members are
-    /// the partition's replicas. Logs of single-replica partitions, and every log on a broker
-    /// without a replication runtime, keep the direct path.
+    /// Makes every open log of a partition that is a Raft group (`PartitionState::
+    /// raft_backed`: more than one replica, or a reassignment changed its replicas; this
+    /// broker among them) the replica of its Raft group — topic number and partition — whose
+    /// members are the group's origin voters. A single-replica partition's log that already
+    /// holds batches is converted first (`replica::convert`). Logs of partitions created with
+    /// one replica and never reassigned, and every log on a broker without a replication
+    /// runtime, keep the direct path.
     async fn open_replicas_of(&self, snapshot: &MetadataSnapshot) {
         let Some(r) = self.replicas() else { return };
         let me = self.config.node_id;
@@ -647,7 +650,8 @@ fn owns(snapshot: &MetadataSnapshot, shard: ShardId, tp: &TopicPartition, topic_
         && snapshot.owner(&tp.topic, tp.partition) == Some(shard)
 }
 
-/// The partitions of `snapshot` with more than one replica, `me` among them: each with its
+/// The partitions of `snapshot` that are Raft groups (`raft_backed`), `me` among their
+/// replicas: each with its
 /// Raft group (topic number, partition) and the voters a new replica of the group starts with
 /// (its replicas, or the group's origin voters once a reassignment changed them: a joining
 /// replica replays the log's membership changes from there).
@@ -655,7 +659,7 @@ fn replicated(snapshot: &MetadataSnapshot, me: i32) -> Vec<(TopicPartition, crat
     let mut out = Vec::new();
     for (name, repl) in &snapshot.replication {
         for (p, state) in repl.partitions.iter().enumerate() {
-            if state.replicas.len() < 2 || !state.replicas.contains(&me) {
+            if !state.raft_backed() || !state.replicas.contains(&me) {
                 continue;
             }
             let (Ok(pi), Ok(pu)) = (i32::try_from(p), u32::try_from(p)) else { break };

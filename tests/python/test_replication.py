@@ -15,6 +15,8 @@ the harness is proven on, against a three-broker Apache Kafka 4.x KRaft cluster.
     election — it must serve every acknowledged record. Same history checks.
   test_cli_describe / test_cli_leader_election / test_cli_reassign: Kafka's kafka-topics
     --describe, kafka-leader-election and kafka-reassign-partitions against the cluster.
+  test_cli_rf_change: kafka-reassign-partitions raises an RF=1 partition to 3 replicas, the
+    original broker is kill -9'd, every record is read back, and it goes down to 1 elsewhere.
 
 Sides: "sluice" always; "kafka" only with SLUICE_COMPARE_KAFKA=1 (it needs Kafka's server jars
 from `bench/compare --quick`, or SLUICE_KAFKA_LIBS, and takes minutes). Bounds: every loop has a
@@ -636,6 +638,58 @@ def test_cli_reassign(cluster, tmp_path):
     final = read_everything(cluster.bootstrap, topic, history, partitions=1)
     errors = history.check(final)
     assert not errors and len(final[0]) == 200, (errors, len(final[0]))
+
+
+def test_cli_rf_change(cluster, tmp_path):
+    """RF 1 -> 3 -> 1 with kafka-reassign-partitions, as Kafka users raise a topic's replication
+    factor: the records of a single-replica partition reach two new replicas, survive the kill
+    -9 of the original broker, and the partition then goes back to one replica on another
+    broker."""
+    from confluent_kafka import Producer
+    topic = f"repl-rf-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, partitions=1, rf=1, min_isr=1)
+    owner = cluster.partitions(topic)[0].replicas[0]
+    others = [i for i in cluster.ids if i != owner]
+    history = History()
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all"})
+    for s in range(500):
+        p.produce(topic, key=f"k{s}".encode(), value=Value.make("rf", 0, s), partition=0,
+                  on_delivery=lambda err, m: history.acked(m.partition(), m.offset(), m.key(), m.value())
+                  if err is None else history.failed_write(0, m.value(), str(err)))
+    left = p.flush(60)
+    p.close()
+    del p
+    assert left == 0, f"{left} of 500 records undelivered after 60 s"
+    tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+
+    def move(target, name):
+        plan = tmp_path / name
+        plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
+        res = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan), "--execute")
+        assert res.returncode == 0, explain(res)
+        assert "Successfully started partition reassignment" in res.stdout.decode(), explain(res)
+
+        def verified():
+            r = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan),
+                           "--verify")
+            return r.returncode == 0 and f"Reassignment of partition {topic}-0 is completed" in r.stdout.decode()
+        wait_until(verified, 90, interval=1, what=f"kafka-reassign-partitions --verify: {topic}-0 moved to {target}")
+
+    move([others[0], others[1], owner], "up.json")
+    st = cluster.partitions(topic)[0]
+    assert sorted(st.replicas) == sorted(cluster.ids) and sorted(st.isr) == sorted(cluster.ids), st
+    cluster.kill(owner)
+    wait_until(lambda: cluster.leader_of(topic, 0, others[0]) in others, FAILOVER_TIMEOUT, interval=0.2,
+               what=f"a new leader among {others}")
+    final = read_everything(cluster.bootstrap, topic, history, partitions=1)
+    errors = history.check(final)
+    assert not errors and len(final[0]) == 500, (errors, len(final[0]))
+    move([others[1]], "down.json")
+    wait_until(lambda: getattr(cluster.partitions(topic, others[1]).get(0), "replicas", None) == [others[1]], 30,
+               interval=0.5,
+               what=f"{topic}-0 on node {others[1]} alone")
+    again = read_everything(cluster.bootstrap, topic, History(), partitions=1)
+    assert again == final, f"read from node {others[1]} alone differs: {len(again[0])} records"
 
 
 # --- transactions across a kill -9 of the transaction coordinator -----------------

@@ -9,8 +9,11 @@
 //! - a target that is empty, lists a broker twice or names a broker that is not a cluster
 //!   member: INVALID_REPLICA_ASSIGNMENT (Kafka's messages); a target of another size when the
 //!   request does not allow it (KIP-860): INVALID_REPLICATION_FACTOR;
-//! - a partition with a single replica, or a target of one (no Raft group to change: sluice
-//!   keeps the direct path for them): INVALID_REPLICA_ASSIGNMENT saying so;
+//! - a partition with a single replica is reassigned like any other (as Kafka does; it is how
+//!   a topic's replication factor is raised): the record makes it a Raft group, and its broker
+//!   converts its direct-path log into a one-voter group over the same batches
+//!   (`crate::replica::convert`) before the new replicas join; a target of one replica keeps a
+//!   one-voter Raft group (`PartitionState::raft_backed`);
 //! - a null target (cancel) where no reassignment is in progress: NO_REASSIGNMENT_IN_PROGRESS;
 //!   otherwise a cancel is a move back to the replicas the partition had before it (the
 //!   replicas that were joining become replicas leaving, so the Raft group drops them).
@@ -74,11 +77,6 @@ pub fn decide(
         // Cancel: back to the replicas that were there before the move.
         None => p.replicas.iter().copied().filter(|n| !p.adding.contains(n)).collect(),
     };
-    if p.replicas.len() < 2 || target.len() < 2 {
-        return Err(PartitionError::InvalidReplicaAssignment(
-            "sluice reassigns only partitions replicated on at least two brokers, to at least two".into(),
-        ));
-    }
     if !p.moving() && target == p.replicas {
         return Ok(None);
     }
@@ -215,12 +213,27 @@ mod tests {
         assert!(matches!(code(&[]), PartitionError::InvalidReplicaAssignment(m) if m.contains("empty")));
         assert!(matches!(code(&[1, 1]), PartitionError::InvalidReplicaAssignment(m) if m.contains("more than once")));
         assert!(matches!(code(&[1, 7]), PartitionError::InvalidReplicaAssignment(m) if m.contains("broker 7")));
-        assert!(matches!(code(&[1]), PartitionError::InvalidReplicaAssignment(_)), "a single replica");
         assert!(matches!(
             decide(&p, Some(&[0, 1, 2]), MEMBERS, false),
             Err(PartitionError::InvalidReplicationFactor(_))
         ));
         assert!(decide(&p, Some(&[0, 1, 2]), MEMBERS, true).unwrap().is_some());
+    }
+
+    #[test]
+    fn single_replica_partitions_move_and_a_target_may_be_one_replica() {
+        // RF 1 → 3: the old replica stays, two join.
+        let p = state(&[0], &[], &[]);
+        let (replicas, adding, removing, isr) = decide(&p, Some(&[0, 1, 2]), MEMBERS, true).unwrap().unwrap();
+        assert_eq!((replicas, adding, removing, isr), (vec![0, 1, 2], vec![1, 2], vec![], vec![0]));
+        // RF 1 → 1 elsewhere: one joins, one leaves.
+        let (replicas, adding, removing, _) = decide(&p, Some(&[3]), MEMBERS, false).unwrap().unwrap();
+        assert_eq!((replicas, adding, removing), (vec![3, 0], vec![3], vec![0]));
+        // RF 3 → 1.
+        let p = state(&[0, 1, 2], &[], &[]);
+        let (replicas, adding, removing, isr) = decide(&p, Some(&[1]), MEMBERS, true).unwrap().unwrap();
+        assert_eq!((replicas, adding, removing, isr), (vec![1, 0, 2], vec![], vec![0, 2], vec![0, 1, 2]));
+        assert!(matches!(decide(&p, Some(&[1]), MEMBERS, false), Err(PartitionError::InvalidReplicationFactor(_))));
     }
 
     #[test]

@@ -85,6 +85,14 @@ impl PartitionState {
         self.replicas.iter().copied().filter(|n| !self.removing.contains(n)).collect()
     }
 
+    /// Whether the partition is a Raft group in a cluster: it has several replicas, or its
+    /// replicas changed once (a reassignment made a single-replica partition a Raft group, or
+    /// moved a replicated one to one replica: it stays a one-voter group). A partition created
+    /// with one replica and never reassigned keeps the direct path.
+    pub fn raft_backed(&self) -> bool {
+        self.replicas.len() >= 2 || !self.origin.is_empty()
+    }
+
     /// The voters a new replica of the partition's Raft group starts from.
     pub fn raft_origin(&self) -> &[i32] {
         if self.origin.is_empty() {

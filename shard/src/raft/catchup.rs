@@ -106,7 +106,7 @@ impl OldScan {
         if base != self.next || h.last_offset() < h.base_offset {
             return Err(ScanError::Gap { index: self.index.0, expected: self.next, found: base });
         }
-        let term = Term::from_epoch(LeaderEpoch(h.partition_leader_epoch))
+        let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
             .ok_or_else(|| ScanError::BadBatch(format!("epoch {}", h.partition_leader_epoch)))?;
         if term < self.last_term {
             return Err(ScanError::BadBatch(format!("epoch goes back at index {}", self.index.0)));

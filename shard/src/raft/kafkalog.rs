@@ -101,7 +101,7 @@ impl KafkaLog {
                 let h = BatchHeader::parse(&rest).map_err(|e| LogFault::Io(e.to_string()))?;
                 let b = rest.split_to(h.total_len());
                 if h.base_offset >= at.0 {
-                    let term = Term::from_epoch(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
+                    let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
                     let base = Offset(h.base_offset);
                     found.push((term, base, Offset(h.last_offset()), 0));
                     self.cache_insert(base, b);

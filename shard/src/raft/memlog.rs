@@ -87,7 +87,7 @@ impl MemDisk {
             .filter(|(_, (base, _))| *base >= from)
             .map(|(i, (base, b))| {
                 let h = BatchHeader::parse(b).expect("the memory log holds parsed batches");
-                let term = Term::from_epoch(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
+                let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
                 (term, *base, Offset(h.last_offset()), u64::try_from(i).expect("fits"))
             })
             .collect();

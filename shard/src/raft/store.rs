@@ -312,8 +312,17 @@ impl<L: ReplicaLog> GroupStore<L> {
         self.window.high_watermark(commit)
     }
 
-    /// OffsetForLeaderEpoch on this replica.
+    /// OffsetForLeaderEpoch on this replica. Epoch 0 is the direct path's: the batches a
+    /// single-replica partition took before it became a Raft group (`replica::convert`). A
+    /// replica that received them from the converted group's leader stored them with epoch 1
+    /// (`Term::DIRECT`, the term they travel with), so where the history starts at epoch 1,
+    /// epoch 0 is answered as epoch 1: a consumer positioned on the direct path is not told
+    /// that the log diverged at its start. (Elsewhere no batch carries epoch 0, and no client
+    /// asks for it.)
     pub fn end_offset_for(&self, epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
+        let direct = Term::DIRECT.epoch().expect("fits");
+        let starts_direct = self.epochs.entries().first().is_some_and(|e| e.0 == direct);
+        let epoch = if epoch == LeaderEpoch(0) && starts_direct { direct } else { epoch };
         self.epochs.end_offset_for(epoch, self.window.next_offset())
     }
 
@@ -680,6 +689,17 @@ mod tests {
         assert!(back[0].data.is_empty());
         let h = sluice_core::batch::validate(&back[2].data).expect("a valid stamped batch");
         assert_eq!((h.base_offset, h.partition_leader_epoch, back[2].term), (4, 2, 2));
+    }
+
+    #[test]
+    fn the_direct_paths_epoch_is_answered_as_the_term_its_batches_travelled_with() {
+        let (_, mut s) = new_store();
+        // A converted partition's batches, as a new replica gets them (term 1), then term 3.
+        s.append_entries(&[entry(1, 1, 3), entry(2, 1, 2), entry(3, 3, 0), entry(4, 3, 1)]).expect("appends");
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(5))]);
+        assert_eq!(s.end_offset_for(LeaderEpoch(0)), (LeaderEpoch(1), Offset(5)), "not a divergence at 0");
+        assert_eq!(s.end_offset_for(LeaderEpoch(1)), (LeaderEpoch(1), Offset(5)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(1), Offset(5)));
     }
 
     #[test]

@@ -66,6 +66,23 @@ impl Term {
     pub fn from_epoch(epoch: LeaderEpoch) -> Option<Term> {
         u64::try_from(epoch.0).ok().map(Term)
     }
+
+    /// The term of a batch stored with `epoch` in a partition log: its epoch, except epoch 0,
+    /// which only batches written on the direct path carry (a single-replica partition's,
+    /// before it became a Raft group, `replica::convert`): they are entries of
+    /// [`Term::DIRECT`], since raft-rs takes term 0 for "no entry" (an entry of term 0 would
+    /// match a follower's missing entry and never be appended). None for a negative epoch.
+    pub fn of_stored(epoch: LeaderEpoch) -> Option<Term> {
+        match epoch.0 {
+            0 => Some(Term::DIRECT),
+            _ => Term::from_epoch(epoch),
+        }
+    }
+
+    /// The term of the batches a partition took on the direct path, and the first term of the
+    /// Raft group it became: its first election is term 2 (every Raft group's own terms start
+    /// at 1, so a direct batch and a term-1 entry are never in one group's log).
+    pub const DIRECT: Term = Term(1);
 }
 
 /// A Raft log index: the ordinal of a batch in a partition's log.
@@ -93,6 +110,14 @@ mod tests {
         assert_eq!(Term(7).epoch(), Some(LeaderEpoch(7)));
         assert_eq!(Term(u64::from(u32::MAX)).epoch(), None);
         assert_eq!(Term::from_epoch(LeaderEpoch(-1)), None);
+    }
+
+    #[test]
+    fn direct_path_batches_are_entries_of_term_one() {
+        assert_eq!(Term::of_stored(LeaderEpoch(0)), Some(Term::DIRECT));
+        assert_eq!(Term::of_stored(LeaderEpoch(1)), Some(Term(1)));
+        assert_eq!(Term::of_stored(LeaderEpoch(9)), Some(Term(9)));
+        assert_eq!(Term::of_stored(LeaderEpoch(-1)), None);
     }
 
     #[test]

@@ -50,6 +50,7 @@
 //! [`Replicas::open_replica`], [`Replicas::close_replica`], [`Replicas::leader`],
 //! [`Replicas::isr`].
 
+pub mod convert;
 pub mod elect;
 pub mod epochs;
 mod install;
@@ -261,19 +262,25 @@ impl Replicas {
         if tp.is_some() {
             install::redo(&log).await?;
         }
-        let saved = {
+        let mut saved = {
             let d = dir.clone();
             sluice_storage::disk::blocking(move || sluice_storage::raft_state::read(&d))
                 .await
                 .map_err(|e| ReplicaError::State(e.to_string()))?
         };
+        // A data replica with no Raft state over a log that holds batches, whose group starts
+        // from this broker alone, was a single-replica partition on the direct path: its
+        // batches become the group's first entries (`convert.rs`).
+        let fresh = saved.is_none();
+        if fresh && tp.is_some() && log.log_end() > Offset(0) && members == [self.node()] {
+            saved = Some(convert::convert(&log, raft_id(self.node()).0).await?);
+        }
         let mut klog = KafkaLog::new(log.clone());
         let cap = limits::RAFT_WINDOW_BATCHES;
         // A group created here (no saved state) whose first member is this broker campaigns at
         // once, and again soon while no leader is known; its other members wait their longest
         // election timeout first: the first leader is the preferred replica, as Kafka's
         // controller makes it.
-        let fresh = saved.is_none();
         let preferred_fresh = fresh && members.first() == Some(&self.node());
         let mut store = match saved {
             Some(rec) => {
@@ -635,7 +642,9 @@ async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
 }
 
 /// Whether `tp` is to be a Raft group on this broker (a cluster member holding one of its
-/// several replicas, as the metadata says) whose group is not open (yet, or any more). Its log
+/// replicas, the partition a Raft group as the metadata says: several replicas, or replicas
+/// changed by a reassignment, `PartitionState::raft_backed`) whose group is not open (yet, or
+/// any more: a single-replica partition being converted, `convert.rs`). Its log
 /// then takes no write and serves no read: from the log's opening (at start, or when the
 /// partition arrives) until its group is open the log is not in step with any Raft window, a
 /// direct append there would be acknowledged without being replicated (and lost), and the next
@@ -650,7 +659,7 @@ pub fn awaiting_group(shard: &crate::shard::Shard, tp: &TopicPartition) -> bool 
     let me = shard.config.node_id;
     let snap = shard.metadata();
     let state = snap.replication.get(&tp.topic).and_then(|r| r.partitions.get(usize::try_from(tp.partition.0).ok()?));
-    state.is_some_and(|p| p.replicas.len() >= 2 && p.replicas.contains(&me))
+    state.is_some_and(|p| p.raft_backed() && p.replicas.contains(&me))
 }
 
 /// NOT_LEADER_OR_FOLLOWER (no leader known) for a partition [`awaiting_group`] here.

@@ -490,12 +490,12 @@ pub fn settle_unless_replicated(
     snapshot: &crate::metadata::MetadataSnapshot,
     tp: &sluice_core::TopicPartition,
 ) {
-    let replicas = snapshot
+    let raft = snapshot
         .replication
         .get(&tp.topic)
         .and_then(|r| r.partitions.get(usize::try_from(tp.partition.0).ok()?))
-        .map_or(1, |state| state.replicas.len());
-    if replicas < 2 {
+        .is_some_and(crate::metadata::PartitionState::raft_backed);
+    if !raft {
         txns.settle_below(i64::MAX);
     }
 }

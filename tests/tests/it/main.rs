@@ -28,6 +28,7 @@ mod reassign;
 mod rejoin;
 mod replication;
 mod restart;
+mod rf_change;
 mod shutdown;
 mod startup;
 mod torture;
