@@ -17,7 +17,9 @@
 //! / ShareAcknowledge epochs, [`sessions`]) lives on the shard of the connection that opened it;
 //! when it closes (epoch -1) or that connection ends, the member's acquired records are released
 //! on every shard (Kafka's release on session close and on a dropped connection; the delivery
-//! count stays as it is, as Kafka's).
+//! count stays as it is, as Kafka's). The admin operations on share-partition state (read,
+//! reset, forget: [`offsets`]) run on each partition's leader; in a cluster the group's
+//! coordinator reaches the leaders on other brokers over the peer links ([`remote`]).
 
 pub mod group;
 pub mod partition;
