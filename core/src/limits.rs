@@ -287,6 +287,18 @@ pub const MAX_SHARE_SESSIONS_PER_SHARD: usize = 1_000;
 /// acquirable (records also become available when a lock expires, which no log append
 /// signals).
 pub const SHARE_FETCH_POLL_MS: u64 = 50;
+/// Share-partition state calls between brokers (`sluice_shard::share::remote`: the group
+/// coordinator's AlterShareGroupOffsets, DeleteShareGroupOffsets, DescribeShareGroupOffsets and
+/// DeleteGroups for partitions another broker leads; Kafka's Read/Write/DeleteShareGroupState
+/// to the share coordinator): partitions carried by one request, how long the caller waits for
+/// its answer (the leader bounds each replicated state write by `COORDINATOR_APPEND_TIMEOUT_MS`),
+/// and the rounds it tries, `SHARE_STATE_RETRY_MS` apart, re-reading the leaders each round.
+/// Three rounds of the timeout stay within the admin client's 30 s request timeout.
+pub const SHARE_STATE_PARTITIONS_PER_REQUEST: usize = 256;
+pub const SHARE_STATE_REQUEST_TIMEOUT_MS: u64 = 9_000;
+pub const SHARE_STATE_ATTEMPTS: u32 = 3;
+pub const SHARE_STATE_RETRY_MS: u64 = 100;
+const _: () = assert!(SHARE_STATE_ATTEMPTS as u64 * (SHARE_STATE_REQUEST_TIMEOUT_MS + SHARE_STATE_RETRY_MS) < 30_000);
 /// Longest KIP-848 subscription regex accepted (bytes), and the compiled size cap handed to
 /// the `regex` crate, so one heartbeat cannot make the broker build a huge automaton.
 pub const MAX_SUBSCRIPTION_REGEX_BYTES: usize = 4096;
@@ -639,6 +651,7 @@ const _: () = assert!(
 /// Kafka's `offsets.commit.timeout.ms`, 5000).
 pub const COORDINATOR_APPEND_TIMEOUT_MS: u64 = 5_000;
 const _: () = assert!(COORDINATOR_APPEND_TIMEOUT_MS < TXN_MARKER_REQUEST_TIMEOUT_MS);
+const _: () = assert!(COORDINATOR_APPEND_TIMEOUT_MS < SHARE_STATE_REQUEST_TIMEOUT_MS);
 // An add queues for its id's operation in flight less than the client's default request
 // timeout (30 s).
 const _: () = assert!(TXN_ADD_WAIT_MS >= 1 && TXN_ADD_WAIT_MS < 30_000);

@@ -3,7 +3,8 @@
 //!
 //! Contract: only while the group has no members (else NON_EMPTY_GROUP for the whole request,
 //! as Kafka's GROUP_NOT_EMPTY); each listed partition's in-flight state is dropped and its new
-//! start offset is durable on the partition's owner before the answer. ALTER on the group
+//! start offset is durable on the partition's owner before the answer (in a cluster, on its
+//! leader, wherever it is: `sluice_shard::share::remote`). ALTER on the group
 //! (else GROUP_AUTHORIZATION_FAILED), READ on each topic (else TOPIC_AUTHORIZATION_FAILED per
 //! partition).
 

@@ -2,8 +2,8 @@
 //! for whole topics (`kafka-share-groups --delete-offsets`).
 //!
 //! Contract: only while the group has no members (else NON_EMPTY_GROUP for the whole
-//! request); every partition's state file of each listed topic is removed on its owner before
-//! the answer (the next fetch starts the share-partition from the reset policy). DELETE on the
+//! request); every partition's state file of each listed topic is removed on its owner (in a
+//! cluster through each partition's leader, wherever it is) before the answer (the next fetch starts the share-partition from the reset policy). DELETE on the
 //! group (else GROUP_AUTHORIZATION_FAILED), READ on each topic (else
 //! TOPIC_AUTHORIZATION_FAILED for the topic).
 

@@ -1,5 +1,6 @@
 //! DescribeShareGroupOffsets (key 90), version 0 (as Kafka 4.x): the start offset (SPSO) of a
-//! share group's share-partitions, read on the partitions' owners.
+//! share group's share-partitions, read on the partitions' owners (in a cluster on each
+//! partition's leader, wherever it is: `sluice_shard::share::remote`).
 //!
 //! Contract: listed topics answer every listed partition (start offset -1 when the group has
 //! no state for it); with topics null, every partition of a non-internal topic the group has

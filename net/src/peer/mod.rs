@@ -28,6 +28,7 @@ pub mod accept;
 pub mod elect;
 pub mod link;
 pub mod raft;
+pub mod share;
 pub mod txn;
 pub mod view;
 pub mod wire;

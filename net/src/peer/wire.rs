@@ -44,6 +44,11 @@ pub enum PayloadKind {
     TxnVerify,
     /// The coordinator's answer to a `TxnVerify`.
     TxnVerifyReply,
+    /// A share group's coordinator asks a partition leader to read, reset or forget
+    /// share-partition state (Kafka's Read/Write/DeleteShareGroupState, `peer::share`).
+    ShareState,
+    /// The leader's answer to a `ShareState`.
+    ShareStateReply,
 }
 
 /// Where on the receiving broker a data frame goes.

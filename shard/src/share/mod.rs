@@ -17,10 +17,13 @@
 //! / ShareAcknowledge epochs, [`sessions`]) lives on the shard of the connection that opened it;
 //! when it closes (epoch -1) or that connection ends, the member's acquired records are released
 //! on every shard (Kafka's release on session close and on a dropped connection; the delivery
-//! count stays as it is, as Kafka's).
+//! count stays as it is, as Kafka's). The admin operations on share-partition state (read,
+//! reset, forget: [`offsets`]) run on each partition's leader; in a cluster the group's
+//! coordinator reaches the leaders on other brokers over the peer links ([`remote`]).
 
 pub mod group;
 pub mod partition;
+pub mod remote;
 pub mod replicated;
 pub mod sessions;
 pub mod store;
@@ -232,15 +235,21 @@ pub async fn delete(shard: &Rc<Shard>, group_id: &str) -> Result<bool, GroupErro
         .ok_or(GroupError::CoordinatorNotAvailable)??;
     if found {
         let items: Vec<(usize, TopicPartition)> = all_partitions(shard).into_iter().enumerate().collect();
-        offsets(shard, group_id, items, Some(None)).await;
+        let failed: Vec<_> =
+            offsets(shard, group_id, items, Some(None)).await.into_iter().filter_map(|(_, r)| r.err()).collect();
+        if let Some(e) = failed.first() {
+            tracing::warn!(group = %group_id, partitions = failed.len(), error = %e, "deleted share group's state not forgotten everywhere");
+        }
     }
     Ok(found)
 }
 
+/// Every partition of every topic a share group can consume (not the internal ones).
 fn all_partitions(shard: &Shard) -> Vec<TopicPartition> {
     let meta = shard.metadata();
     meta.topics
         .iter()
+        .filter(|(name, _)| !name.starts_with("__"))
         .flat_map(|(name, t)| {
             (0..t.shards.len())
                 .map(move |p| TopicPartition::new(name.clone(), i32::try_from(p).expect("a partition index is an i32")))
@@ -661,28 +670,44 @@ async fn offsets_local(
 ) -> Vec<Tagged<Option<i64>>> {
     let mut out = Vec::with_capacity(items.len());
     for (index, tp) in items {
-        let key = (group_id.to_string(), tp.clone());
-        let known = ensure(shard, group_id, &tp, false).await.is_some();
-        let r = match set {
-            None => Ok(shard.share.partitions.borrow().get(&key).map(|p| p.spso())),
-            Some(None) => forget(shard, &key, known).await.map(|()| None),
-            Some(Some(at)) => {
-                if !known {
-                    shard
-                        .share
-                        .partitions
-                        .borrow_mut()
-                        .insert(key.clone(), SharePartition::new(at, limits(shard, group_id)));
-                }
-                if let Some(p) = shard.share.partitions.borrow_mut().get_mut(&key) {
-                    p.reset_to(at);
-                }
-                persist(shard, &key).await.map(|_| Some(at))
-            }
-        };
-        out.push((index, r));
+        out.push((index, offsets_one(shard, group_id, tp, set).await));
     }
     out
+}
+
+/// One share-partition's start offset, read, moved or forgotten on its owner shard. In a
+/// cluster only its leader does it (NOT_LEADER_OR_FOLLOWER elsewhere, so the coordinator asks
+/// the leader): a follower's copy may be behind, and only the leader writes the state.
+async fn offsets_one(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    tp: TopicPartition,
+    set: Option<Option<i64>>,
+) -> Result<Option<i64>, PartitionError> {
+    if shard.replicas().is_some() {
+        leading(shard, &tp).await?;
+    }
+    let key = (group_id.to_string(), tp.clone());
+    let known = ensure(shard, group_id, &tp, false).await.is_some();
+    match set {
+        None => Ok(shard.share.partitions.borrow().get(&key).map(|p| p.spso())),
+        Some(None) => forget(shard, &key, known).await.map(|()| None),
+        Some(Some(at)) => {
+            // State is written only where the partition's log is.
+            shard.log(&tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
+            if !known {
+                shard
+                    .share
+                    .partitions
+                    .borrow_mut()
+                    .insert(key.clone(), SharePartition::new(at, limits(shard, group_id)));
+            }
+            if let Some(p) = shard.share.partitions.borrow_mut().get_mut(&key) {
+                p.reset_to(at);
+            }
+            persist(shard, &key).await.map(|_| Some(at))
+        }
+    }
 }
 
 /// Forgets a share-partition (DeleteShareGroupOffsets, DeleteGroups; `known`: this shard had
@@ -774,7 +799,21 @@ pub async fn acknowledge(
 }
 
 /// Start offsets of a group's share-partitions; with `set`, moves (or forgets) them first.
+/// In a cluster each partition's leader does it, wherever it is ([`remote`]).
 pub async fn offsets(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    items: Vec<(usize, TopicPartition)>,
+    set: Option<Option<i64>>,
+) -> Vec<Tagged<Option<i64>>> {
+    if shard.replicas().is_none() {
+        return offsets_here(shard, group_id, items, set).await;
+    }
+    remote::run(shard, group_id, items, remote::StateOp::of_set(set)).await
+}
+
+/// [`offsets`] on this broker's owner shards of the partitions.
+async fn offsets_here(
     shard: &Rc<Shard>,
     group_id: &str,
     items: Vec<(usize, TopicPartition)>,

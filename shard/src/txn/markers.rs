@@ -173,14 +173,14 @@ pub async fn write_local(shard: &Rc<Shard>, entries: &[MarkerEntry]) -> Vec<Entr
 
 /// Where a marker goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Dest {
+pub(crate) enum Dest {
     Here,
     Broker(i32),
 }
 
 /// What the metadata says of a partition's leader: None when the partition is gone, `Err`
 /// while no leader is known.
-pub(super) fn dest_of(shard: &Shard, tp: &TopicPartition) -> Option<Result<Dest, ()>> {
+pub(crate) fn dest_of(shard: &Shard, tp: &TopicPartition) -> Option<Result<Dest, ()>> {
     let Some(me) = shard.replicas().map(|r| r.node().0) else {
         // A lone broker: every partition is here (an unknown one is answered as such).
         return shard.metadata().partition(&tp.topic, tp.partition, 0).map(|_| Ok(Dest::Here));
@@ -313,7 +313,7 @@ pub enum MarkerFrame {
 
 /// The shard of a broker that takes marker requests (any shard could: the produce path routes
 /// each partition to its owner; shard 0 exists on every broker).
-pub(super) const REQUEST_SHARD: u16 = 0;
+pub(crate) const REQUEST_SHARD: u16 = 0;
 
 /// Entries waiting for a request to one broker, each with its caller's reply.
 type Queued = Vec<(MarkerEntry, oneshot::Sender<Option<EntryOutcome>>)>;
@@ -334,7 +334,7 @@ pub fn set_link(link: Rc<dyn MarkerLink>) {
     LINK.with(|l| *l.borrow_mut() = Some(link));
 }
 
-pub(super) fn link() -> Option<Rc<dyn MarkerLink>> {
+pub(crate) fn link() -> Option<Rc<dyn MarkerLink>> {
     LINK.with(|l| l.borrow().clone())
 }
 
@@ -443,7 +443,7 @@ pub fn on_reply(from: i32, payload: Bytes) {
 
 // --- wire format ---------------------------------------------------------------------
 
-pub(super) const WIRE_VERSION: u8 = 1;
+pub(crate) const WIRE_VERSION: u8 = 1;
 
 /// Why marker bytes from a peer do not decode.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -462,7 +462,7 @@ pub enum MarkerWireError {
     Trailing(usize),
 }
 
-pub(super) fn put_name(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_name(b: &mut BytesMut, s: &str) {
     let n = u16::try_from(s.len()).expect("topic and group names are shorter than 64 KiB");
     b.put_u16(n);
     b.put_slice(s.as_bytes());
@@ -508,10 +508,10 @@ pub fn encode_reply(id: u64, outcomes: &[EntryOutcome]) -> Bytes {
     b.freeze()
 }
 
-pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], MarkerWireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], MarkerWireError> {
         if self.0.len() < n {
             return Err(MarkerWireError::Truncated);
         }
@@ -519,23 +519,23 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Ok(head)
     }
-    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], MarkerWireError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], MarkerWireError> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
-    pub(super) fn u8(&mut self) -> Result<u8, MarkerWireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, MarkerWireError> {
         Ok(self.array::<1>()?[0])
     }
-    pub(super) fn u16(&mut self) -> Result<u16, MarkerWireError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, MarkerWireError> {
         self.array().map(u16::from_be_bytes)
     }
-    pub(super) fn u32(&mut self) -> Result<u32, MarkerWireError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, MarkerWireError> {
         self.array().map(u32::from_be_bytes)
     }
-    pub(super) fn u64(&mut self) -> Result<u64, MarkerWireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, MarkerWireError> {
         self.array().map(u64::from_be_bytes)
     }
     /// A count of items of at least `min_bytes` each, checked against the bytes left.
-    pub(super) fn count(&mut self, min_bytes: usize) -> Result<usize, MarkerWireError> {
+    pub(crate) fn count(&mut self, min_bytes: usize) -> Result<usize, MarkerWireError> {
         let c = self.u32()?;
         let n = usize::try_from(c).map_err(|_| MarkerWireError::Count(c))?;
         if n.checked_mul(min_bytes).is_none_or(|need| need > self.0.len()) {
@@ -543,17 +543,17 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
-    pub(super) fn name(&mut self) -> Result<String, MarkerWireError> {
+    pub(crate) fn name(&mut self) -> Result<String, MarkerWireError> {
         let n = usize::from(self.u16()?);
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| MarkerWireError::Name)
     }
-    pub(super) fn version(&mut self) -> Result<(), MarkerWireError> {
+    pub(crate) fn version(&mut self) -> Result<(), MarkerWireError> {
         match self.u8()? {
             WIRE_VERSION => Ok(()),
             v => Err(MarkerWireError::Version(v)),
         }
     }
-    pub(super) fn end(&self) -> Result<(), MarkerWireError> {
+    pub(crate) fn end(&self) -> Result<(), MarkerWireError> {
         if self.0.is_empty() {
             Ok(())
         } else {
