@@ -27,14 +27,21 @@
 //!   catch-up read or returns `LogTemporarilyUnavailable` and records a read request (only
 //!   for raft-rs's asynchronous `SendAppend` context), which the runtime takes
 //!   ([`GroupStore::take_catchup_reads`]), makes, and hands back
-//!   ([`GroupStore::install_catchup`]) before calling raft-rs's `on_entries_fetched`.
+//!   ([`GroupStore::install_catchup`]) before calling raft-rs's `on_entries_fetched`. A
+//!   read's answer is taken only by the log it was made of (`log_id`: new for every store and
+//!   every installed snapshot).
 //! - Snapshot: raft-rs sends one only when the old entries cannot be served (the log does not
 //!   start at offset 0 — DeleteRecords or retention moved it — or a catch-up check failed).
-//!   It is taken at the first committed point of the window at or after the log start
-//!   ([`GroupStore::snapshot_point`]: the follower's log then starts where the leader's does,
-//!   or at the window's floor when the log start lies below the window). None is given while
-//!   the log starts at 0 (a failed catch-up check, compaction's gaps): it would drop what the
-//!   leader still has below its window.
+//!   It is taken just before the batch holding the log start ([`GroupStore::snapshot_point`]:
+//!   the follower's log then restarts at that batch's base and gets it and every later batch
+//!   by appends, as Kafka's follower fetches from the leader's log start). Below the window
+//!   that batch is first located (a locate read from the log start to the floor, `catchup.rs`;
+//!   the snapshot answers `SnapshotTemporarilyUnavailable` meanwhile, and raft-rs asks again);
+//!   once located, the store answers raft-rs from it (`first_index`, the term before it from
+//!   the epoch history) and catch-up serves the batches from it. After a failed check the
+//!   snapshot is the window's floor. None is given while the log starts at 0 (a failed
+//!   catch-up check, compaction's gaps): it would drop what the leader still has below its
+//!   window.
 //!   Its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this epoch
 //!   history". A follower installs it by restarting its log empty at `next_offset` (as Kafka's
 //!   follower does when the leader's log start passed its end): the in-memory log at once, the
@@ -145,6 +152,8 @@ pub trait ReplicaLog {
 /// A catch-up read raft-rs waits for: what to read, and raft-rs's context to hand back.
 pub struct CatchupRead {
     pub plan: ReadPlan,
+    /// The log the read is for (`GroupStore::log_id`): a result for another one is dropped.
+    pub log_id: u64,
     pub ctx: GetEntriesContext,
 }
 
@@ -208,6 +217,16 @@ pub struct GroupStore<L: ReplicaLog> {
     locate_wanted: std::cell::Cell<Option<Offset>>,
     /// The log start a locate scan under way was asked for.
     locate_in_flight: Option<Offset>,
+    /// Which log this store's catch-up reads are of: new for every store (a group reopened
+    /// after an install is a new store over the same group id) and at every snapshot
+    /// installed, so the answer of a read made before is never taken as this log's.
+    log_id: u64,
+}
+
+/// A log id no store had (`GroupStore::log_id`).
+fn fresh_log_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<L: ReplicaLog> GroupStore<L> {
@@ -234,6 +253,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             old_in_flight: RefCell::new(Vec::new()),
             locate_wanted: std::cell::Cell::new(None),
             locate_in_flight: None,
+            log_id: fresh_log_id(),
         }
     }
 
@@ -263,6 +283,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             old_in_flight: RefCell::new(Vec::new()),
             locate_wanted: std::cell::Cell::new(None),
             locate_in_flight: None,
+            log_id: fresh_log_id(),
         };
         if let Some(at) = stop {
             s.log.truncate_to(at)?;
@@ -392,6 +413,10 @@ impl<L: ReplicaLog> GroupStore<L> {
         let state = PersistedState { hard, conf: md.get_conf_state().clone(), floor, epochs: data.epochs.clone() };
         self.log.reset_to(data.next_offset, &state)?;
         self.old.clear();
+        self.old_requests.get_mut().clear();
+        self.old_in_flight.get_mut().clear();
+        self.locate_in_flight = None;
+        self.log_id = fresh_log_id();
         self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
         self.epochs = data.epochs;
         self.conf = md.get_conf_state().clone();
@@ -542,6 +567,7 @@ impl<L: ReplicaLog> GroupStore<L> {
                 self.locate_in_flight = Some(s);
                 out.push(CatchupRead {
                     plan: ReadPlan::Locate(LocatePlan { log_start: s, floor }),
+                    log_id: self.log_id,
                     ctx: GetEntriesContext::empty(true),
                 });
             }
@@ -553,16 +579,21 @@ impl<L: ReplicaLog> GroupStore<L> {
                 continue;
             };
             self.old_in_flight.get_mut().push(want);
-            out.push(CatchupRead { plan: ReadPlan::Scan(self.old.plan(want, floor, origin)), ctx });
+            let plan = ReadPlan::Scan(self.old.plan(want, floor, origin));
+            out.push(CatchupRead { plan, log_id: self.log_id, ctx });
         }
         out
     }
 
     /// A catch-up read's result: its batches answer raft-rs from now; a located log start
     /// becomes the origin; a failed check stops catch-up for this group (raft-rs falls back
-    /// to a snapshot at the window's floor).
-    pub fn install_catchup(&mut self, plan: &ReadPlan, result: Result<ScanOutcome, ScanError>) {
-        match plan {
+    /// to a snapshot at the window's floor). The result of a read of another log (made before
+    /// a snapshot was installed) is dropped.
+    pub fn install_catchup(&mut self, read: &CatchupRead, result: Result<ScanOutcome, ScanError>) {
+        if read.log_id != self.log_id {
+            return;
+        }
+        match &read.plan {
             ReadPlan::Scan(p) => self.old_in_flight.get_mut().retain(|w| *w != p.want),
             ReadPlan::Locate(_) => self.locate_in_flight = None,
         }
@@ -864,7 +895,7 @@ mod tests {
         let _ = s.entries(5, 12, None, GetEntriesContext::empty(true));
         assert!(s.take_catchup_reads().is_empty());
         let out = crate::raft::catchup::scan_batches(read.plan, disk.borrow().batches(), 1 << 20).expect("scans");
-        s.install_catchup(&read.plan, Ok(out));
+        s.install_catchup(&read, Ok(out));
         let got = s.entries(5, 12, None, GetEntriesContext::empty(true)).expect("served from the read");
         assert_eq!(got.len(), 7);
         for (g, want) in got.iter().zip(&entries[4..11]) {
@@ -903,7 +934,7 @@ mod tests {
         holed.remove(1);
         let r = crate::raft::catchup::scan_batches(read.plan, &holed, 1 << 20);
         assert!(r.is_err());
-        s.install_catchup(&read.plan, r);
+        s.install_catchup(&read, r);
         assert_eq!(s.first_index().expect("infallible"), 9);
         // The log still starts at 0 (compaction's gaps failed the check): no snapshot, which
         // would drop what lies below the window.
@@ -984,7 +1015,7 @@ mod tests {
         let n = reads.len();
         for r in reads {
             let out = crate::raft::catchup::scan_batches(r.plan, disk.borrow().batches(), 1 << 20);
-            s.install_catchup(&r.plan, out);
+            s.install_catchup(&r, out);
         }
         n
     }
@@ -1080,7 +1111,7 @@ mod tests {
         assert_eq!(reads.len(), 1);
         let out = crate::raft::catchup::scan_batches(reads[0].plan, &holed, 1 << 20);
         assert!(out.is_err());
-        s.install_catchup(&reads[0].plan, out);
+        s.install_catchup(&reads[0], out);
         let snap = s.snapshot(0, 1).expect("the floor");
         assert_eq!(snap.get_metadata().index, 16);
     }

@@ -29,6 +29,7 @@ mod rejoin;
 mod replication;
 mod restart;
 mod shutdown;
+mod snapshot_install;
 mod startup;
 mod torture;
 mod txn_verify;
