@@ -133,6 +133,8 @@ struct World {
     links_rng: StdRng,
     proposals: Vec<Proposal>,
     acked: BTreeMap<GroupId, Vec<(u64, Offset)>>,
+    /// The highest offset DeleteRecords moved each group's log start to, on any broker.
+    deleted_to: BTreeMap<GroupId, Offset>,
     next_id: u64,
     stats: Stats,
 }
@@ -197,6 +199,7 @@ impl World {
             links_rng: StdRng::seed_from_u64(seed ^ 0xf1a9),
             proposals: Vec::new(),
             acked: BTreeMap::new(),
+            deleted_to: BTreeMap::new(),
             next_id: 1,
             stats: Stats::default(),
         };
@@ -324,7 +327,8 @@ impl World {
     }
 
     /// DeleteRecords on a data group's leader: its log start moves to its high watermark (at
-    /// most the end of the committed history checked so far, a batch boundary like it).
+    /// most the end of the committed history checked so far, a batch boundary like it), or to
+    /// any offset below it (inside a batch, as DeleteRecords allows).
     fn delete_records(&mut self) {
         let data: Vec<GroupId> = self.groups.iter().copied().filter(|g| *g != GroupId::METADATA).collect();
         if data.is_empty() {
@@ -337,10 +341,14 @@ impl World {
         let canon_end = self.canon.get(&g).and_then(|c| c.last_key_value()).map_or(Offset(0), |(_, b)| next_offset(b));
         let to = hw.min(canon_end);
         let disk = self.nodes[i].disks[&g].clone();
-        if to <= disk.borrow().log_start() {
+        let start = disk.borrow().log_start();
+        if to <= start {
             return;
         }
+        let to = if self.rng.gen_bool(0.5) { to } else { Offset(self.rng.gen_range(start.0 + 1..=to.0)) };
         disk.borrow_mut().delete_records(to);
+        let max = self.deleted_to.entry(g).or_insert(to);
+        *max = (*max).max(to);
         self.stats.deletes += 1;
     }
 
@@ -456,15 +464,11 @@ impl World {
         let reads = self.nodes[i].driver.as_mut().expect("up").take_catchup_reads();
         for (g, read) in reads {
             let disk = self.nodes[i].disks.get(&g).expect("hosted").clone();
-            // A read asked for before DeleteRecords moved the log start fails, as the real
-            // read below the log start does (the leader then sends a snapshot).
-            let moved = disk.borrow().log_start() > Offset(0);
-            let out = if moved {
-                Err(catchup::ScanError::Io("the log start moved".into()))
-            } else {
-                catchup::scan_batches(read.plan, disk.borrow().batches(), 600)
-            };
-            if let (Err(e), false) = (&out, moved) {
+            // DeleteRecords keeps the batches below the log start (as a segment keeps them until
+            // retention deletes it), so reads from a located log start and reads asked for
+            // before the log start moved both succeed.
+            let out = catchup::scan_batches(read.plan, disk.borrow().batches(), 600);
+            if let Err(e) = &out {
                 self.fail(format!("group {g}: catch-up read failed: {e}"));
             }
             self.stats.catchup_reads += 1;
@@ -657,6 +661,19 @@ impl World {
             for (g, disk) in &n.disks {
                 let disk = disk.borrow();
                 self.stats.installs += disk.installs;
+                // A snapshot restarts a log at the batch holding its leader's log start, never
+                // above it (the batches between the log start and the leader's window are sent
+                // too): never past what DeleteRecords moved a log start to.
+                if disk.installs > 0 {
+                    let deleted = self.deleted_to.get(g).copied().unwrap_or(Offset(0));
+                    assert!(
+                        disk.log_start() <= deleted,
+                        "seed {}: {g}: {} restarted at {} above every deleted offset ({deleted})",
+                        self.seed,
+                        n.id,
+                        disk.log_start()
+                    );
+                }
                 let mut seen: BTreeMap<u64, Offset> = BTreeMap::new();
                 for (base, b) in disk.batches() {
                     let Some(id) = payload_id(b) else { continue };

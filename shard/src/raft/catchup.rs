@@ -4,16 +4,25 @@
 //!
 //! Contract:
 //! - Raft index ↔ offset below the window is found by counting batch headers from a known
-//!   point: an *anchor* (index, base offset of the batch at that index). The origin anchor is
-//!   index 1 at offset 0, valid while the log starts at offset 0 (a group's log starts empty
-//!   at offset 0 and every index is one batch); others are remembered from earlier scans
-//!   (one every `RAFT_CATCHUP_ANCHOR_STRIDE` batches, at most `RAFT_CATCHUP_MAX_ANCHORS`).
+//!   point: an *anchor* (index, base offset of the batch at that index). The [`Origin`] is
+//!   the first anchor: index 1 at offset 0 while the log starts at offset 0 (a group's log
+//!   starts empty at offset 0 and every index is one batch); once the log start moved
+//!   (DeleteRecords, retention), the batch holding the log start, found by a *locate* scan
+//!   ([`LocateScan`]): it counts the batches from the one holding the log start up to the
+//!   window's floor, whose index is known, so the first one's index is the floor's minus the
+//!   count plus one. Other anchors are remembered from earlier scans (one every
+//!   `RAFT_CATCHUP_ANCHOR_STRIDE` batches, at most `RAFT_CATCHUP_MAX_ANCHORS`); none below the
+//!   origin is used.
 //! - A scan ([`OldScan`]) checks what it counts: each batch must start where the previous one
 //!   ended, its epoch must not go back, and a scan that reaches the window's floor must land
 //!   exactly on it (same index, term and next offset). The first scan from the origin always
 //!   runs to the floor to check the origin; a failed check disables catch-up for the group
 //!   (raft-rs then gets `Compacted`, the old snapshot path) — the log does not start with the
 //!   group, or compaction or a deletion removed batches.
+//! - A locate scan checks the same (batches follow each other, epochs never go back) and
+//!   must land exactly on the floor (its next offset and term) with no more batches than
+//!   the floor's index; it keeps no batch. A located origin is valid for the log start it was
+//!   found for only: a log start that moves again is located again.
 //! - Memory: a scan keeps at most `max_bytes` of batches (at least one), as slices of the
 //!   chunks it reads; the group keeps the batches of its last scan ([`OldBatches`]) until the
 //!   next one replaces them.
@@ -52,6 +61,46 @@ pub struct ScanPlan {
     pub verify: bool,
 }
 
+/// A locate scan (module docs): count from the batch holding `log_start` to the floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocatePlan {
+    pub log_start: Offset,
+    pub floor: Floor,
+}
+
+/// A read the runtime makes for a group below its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPlan {
+    /// Batches from an anchor on.
+    Scan(ScanPlan),
+    /// The index of the batch holding the log start.
+    Locate(LocatePlan),
+}
+
+/// Where counting below the window starts: the batch at `index` starts at `base`; the entry
+/// before it (index − 1, no longer in the log unless `index` is 1) has term `prev_term`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub index: RaftIndex,
+    pub base: Offset,
+    pub prev_term: Term,
+}
+
+impl Origin {
+    /// A log that still starts at offset 0: index 1 is its first batch.
+    pub const LOG_START_ZERO: Origin = Origin { index: RaftIndex(1), base: Offset(0), prev_term: Term(0) };
+}
+
+/// What a locate scan found: the batch holding `log_start` is at `index`, starts at `base`
+/// and has term `term`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    pub log_start: Offset,
+    pub index: RaftIndex,
+    pub base: Offset,
+    pub term: Term,
+}
+
 /// What a finished scan found.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOutcome {
@@ -59,6 +108,8 @@ pub struct ScanOutcome {
     pub anchors: Vec<(RaftIndex, Offset)>,
     /// The scan reached the floor and landed on it.
     pub verified: bool,
+    /// A locate scan's answer.
+    pub located: Option<Located>,
 }
 
 /// One scan below the window (module docs).
@@ -144,6 +195,150 @@ impl OldScan {
     }
 }
 
+/// A locate scan (module docs): counts the batches from the one holding the log start to the
+/// floor; keeps none.
+#[derive(Debug)]
+pub struct LocateScan {
+    plan: LocatePlan,
+    next: Offset,
+    /// Base and term of the batch holding the log start, once fed.
+    first: Option<(Offset, Term)>,
+    count: u64,
+    last_term: Term,
+    /// (batches counted before it, base) every `RAFT_CATCHUP_ANCHOR_STRIDE` batches.
+    rel_anchors: Vec<(u64, Offset)>,
+    done: bool,
+}
+
+impl LocateScan {
+    pub fn new(plan: LocatePlan) -> LocateScan {
+        assert!(plan.log_start < plan.floor.next_offset, "a locate scan ends at the floor, after the log start");
+        LocateScan {
+            plan,
+            next: plan.log_start,
+            first: None,
+            count: 0,
+            last_term: Term(0),
+            rel_anchors: Vec::new(),
+            done: false,
+        }
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.next
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feeds the next batch of the log (whole, in order; the first one holds the log start).
+    pub fn feed(&mut self, batch: Bytes) -> Result<(), ScanError> {
+        assert!(!self.done, "a finished scan is fed no more");
+        let h = BatchHeader::parse(&batch).map_err(|e| ScanError::BadBatch(e.to_string()))?;
+        let (base, last) = (Offset(h.base_offset), Offset(h.last_offset()));
+        let follows = match self.first {
+            None => base <= self.plan.log_start && last >= self.plan.log_start,
+            Some(_) => base == self.next,
+        };
+        if !follows || last < base {
+            return Err(ScanError::Gap { index: self.plan.floor.index.0, expected: self.next, found: base });
+        }
+        let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
+            .ok_or_else(|| ScanError::BadBatch(format!("epoch {}", h.partition_leader_epoch)))?;
+        if term < self.last_term {
+            return Err(ScanError::BadBatch(format!("epoch goes back at offset {}", base.0)));
+        }
+        self.first.get_or_insert((base, term));
+        if self.count.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) {
+            self.rel_anchors.push((self.count, base));
+            if self.rel_anchors.len() > limits::RAFT_CATCHUP_MAX_ANCHORS {
+                let thinned = self.rel_anchors.iter().copied().step_by(2).collect();
+                self.rel_anchors = thinned;
+            }
+        }
+        self.count += 1;
+        self.last_term = term;
+        self.next = Offset(last.0 + 1);
+        let floor = self.plan.floor;
+        let mismatch = ScanError::FloorMismatch { index: floor.index.0 };
+        if self.count > floor.index.0 || self.next > floor.next_offset {
+            return Err(mismatch);
+        }
+        if self.next == floor.next_offset {
+            if term != floor.term {
+                return Err(mismatch);
+            }
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    pub fn end_of_log(&self) -> ScanError {
+        ScanError::Short { index: self.plan.floor.index.0 }
+    }
+
+    pub fn finish(self) -> ScanOutcome {
+        assert!(self.done, "a locate scan finishes on the floor");
+        let (base, term) = self.first.expect("a finished scan was fed");
+        let index = RaftIndex(self.plan.floor.index.0 + 1 - self.count);
+        let anchors = self.rel_anchors.iter().map(|&(n, o)| (RaftIndex(index.0 + n), o)).collect();
+        let located = Located { log_start: self.plan.log_start, index, base, term };
+        ScanOutcome { kept: Vec::new(), anchors, verified: true, located: Some(located) }
+    }
+}
+
+/// Either scan, as the runtime drives it.
+#[derive(Debug)]
+pub enum Scanner {
+    Old(OldScan),
+    Locate(LocateScan),
+}
+
+impl Scanner {
+    pub fn new(plan: ReadPlan, max_bytes: usize) -> Scanner {
+        match plan {
+            ReadPlan::Scan(p) => Scanner::Old(OldScan::new(p, max_bytes)),
+            ReadPlan::Locate(p) => Scanner::Locate(LocateScan::new(p)),
+        }
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        match self {
+            Scanner::Old(s) => s.next_offset(),
+            Scanner::Locate(s) => s.next_offset(),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        match self {
+            Scanner::Old(s) => s.is_done(),
+            Scanner::Locate(s) => s.is_done(),
+        }
+    }
+
+    pub fn feed(&mut self, batch: Bytes) -> Result<(), ScanError> {
+        match self {
+            Scanner::Old(s) => s.feed(batch),
+            Scanner::Locate(s) => s.feed(batch),
+        }
+    }
+
+    pub fn end_of_log(&self) -> ScanError {
+        match self {
+            Scanner::Old(s) => s.end_of_log(),
+            Scanner::Locate(s) => s.end_of_log(),
+        }
+    }
+
+    pub fn finish(self) -> ScanOutcome {
+        match self {
+            Scanner::Old(s) => s.finish(),
+            Scanner::Locate(s) => s.finish(),
+        }
+    }
+}
+
 /// A group's state below its window: anchors, the batches of the last scan, and the reads
 /// raft-rs asked for.
 #[derive(Debug, Default)]
@@ -152,12 +347,36 @@ pub struct OldBatches {
     anchors: BTreeMap<RaftIndex, Offset>,
     verified: bool,
     disabled: bool,
+    /// The origin of a log whose start moved, and the log start it was found for.
+    located: Option<(Offset, Origin)>,
 }
 
 impl OldBatches {
+    /// Where counting starts for a log starting at `log_start`: None when no check failed
+    /// but the moved log start is not located yet, or a check failed.
+    pub fn origin(&self, log_start: Offset) -> Option<Origin> {
+        if self.disabled {
+            return None;
+        }
+        if log_start == Offset(0) {
+            return Some(Origin::LOG_START_ZERO);
+        }
+        self.located.filter(|(s, _)| *s == log_start).map(|(_, o)| o)
+    }
+
     /// Batches below the window can be served (the origin is usable, no check failed).
     pub fn servable(&self, log_start: Offset) -> bool {
-        !self.disabled && log_start == Offset(0)
+        self.origin(log_start).is_some()
+    }
+
+    /// A check failed: nothing below the window is served any more.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// A locate scan found the origin of the log starting at `log_start`.
+    pub fn set_located(&mut self, log_start: Offset, origin: Origin) {
+        self.located = Some((log_start, origin));
     }
 
     /// The cached batch at `index`.
@@ -173,10 +392,12 @@ impl OldBatches {
         self.batches.iter().skip(usize::try_from(skip).unwrap_or(usize::MAX))
     }
 
-    /// The read to make so that `want` (and the batches after it) are cached.
-    pub fn plan(&self, want: RaftIndex, floor: Floor) -> ScanPlan {
-        let origin = (RaftIndex(1), Offset(0));
-        let start = self.anchors.range(..=want).next_back().map_or(origin, |(i, o)| (*i, *o));
+    /// The read to make so that `want` (at or after `origin`, and the batches after it) are
+    /// cached.
+    pub fn plan(&self, want: RaftIndex, floor: Floor, origin: Origin) -> ScanPlan {
+        assert!(want >= origin.index, "nothing below the origin is read");
+        let first = (origin.index, origin.base);
+        let start = self.anchors.range(origin.index..=want).next_back().map_or(first, |(i, o)| (*i, *o));
         let start = match self.batches.front() {
             Some((m, _)) if m.index <= want && m.index > start.0 => (m.index, m.base),
             _ => start,
@@ -229,9 +450,13 @@ impl OldBatches {
 }
 
 /// Runs a scan over batches already in memory (the simulation's log, unit tests).
-pub fn scan_batches(plan: ScanPlan, log: &[(Offset, Bytes)], max_bytes: usize) -> Result<ScanOutcome, ScanError> {
-    let mut scan = OldScan::new(plan, max_bytes);
-    let mut i = log.partition_point(|(b, _)| *b < scan.next_offset());
+pub fn scan_batches(plan: ReadPlan, log: &[(Offset, Bytes)], max_bytes: usize) -> Result<ScanOutcome, ScanError> {
+    let mut scan = Scanner::new(plan, max_bytes);
+    // The first batch read is the one holding the scan's first offset.
+    let mut i = log.partition_point(|(b, _)| *b <= scan.next_offset()).saturating_sub(1);
+    if log.get(i).is_some_and(|(_, b)| BatchHeader::parse(b).is_ok_and(|h| h.last_offset() < scan.next_offset().0)) {
+        i += 1;
+    }
     while !scan.is_done() {
         let Some((_, b)) = log.get(i) else { return Err(scan.end_of_log()) };
         scan.feed(b.clone())?;
@@ -274,10 +499,10 @@ mod tests {
         let l = log(&spec);
         let floor = floor_after(&l, 40, &spec);
         let mut old = OldBatches::default();
-        let plan = old.plan(RaftIndex(10), floor);
+        let plan = old.plan(RaftIndex(10), floor, Origin::LOG_START_ZERO);
         assert_eq!(plan.start, (RaftIndex(1), Offset(0)));
         assert!(plan.verify);
-        let out = scan_batches(plan, &l, 200).expect("scans");
+        let out = scan_batches(ReadPlan::Scan(plan), &l, 200).expect("scans");
         assert!(out.verified, "the first scan runs to the floor");
         assert_eq!(out.kept[0].0.index, RaftIndex(10));
         assert_eq!(out.kept[0].0.base, l[9].0);
@@ -287,10 +512,10 @@ mod tests {
         assert_eq!(m.term, Term(1));
         // A later plan starts from what is cached, without checking again.
         let last = old.iter_from(RaftIndex(10)).last().expect("some").0;
-        let plan = old.plan(last.index.next(), floor);
+        let plan = old.plan(last.index.next(), floor, Origin::LOG_START_ZERO);
         assert!(!plan.verify);
         assert!(plan.start.0 > RaftIndex(1));
-        let out = scan_batches(plan, &l, 200).expect("scans");
+        let out = scan_batches(ReadPlan::Scan(plan), &l, 200).expect("scans");
         assert_eq!(out.kept[0].0.index, last.index.next());
         assert_eq!(out.kept[0].0.base, last.next_offset());
     }
@@ -302,13 +527,73 @@ mod tests {
         // The floor says index 20 ends at offset 40 (20 batches of 2): claim index 19 instead.
         let mut floor = floor_after(&l, 20, &spec);
         floor.index = RaftIndex(19);
-        let plan = OldBatches::default().plan(RaftIndex(2), floor);
-        assert_eq!(scan_batches(plan, &l, 1 << 20).unwrap_err(), ScanError::FloorMismatch { index: 19 });
+        let plan = OldBatches::default().plan(RaftIndex(2), floor, Origin::LOG_START_ZERO);
+        assert_eq!(
+            scan_batches(ReadPlan::Scan(plan), &l, 1 << 20).unwrap_err(),
+            ScanError::FloorMismatch { index: 19 }
+        );
         // A batch missing in the middle (compaction removed it) is a gap.
         let mut holed = l.clone();
         holed.remove(5);
-        let plan = OldBatches::default().plan(RaftIndex(2), floor_after(&l, 20, &spec));
-        assert!(matches!(scan_batches(plan, &holed, 1 << 20), Err(ScanError::Gap { index: 6, .. })));
+        let plan = OldBatches::default().plan(RaftIndex(2), floor_after(&l, 20, &spec), Origin::LOG_START_ZERO);
+        assert!(matches!(scan_batches(ReadPlan::Scan(plan), &holed, 1 << 20), Err(ScanError::Gap { index: 6, .. })));
+    }
+
+    /// The index of the batch holding `offset` in `l` (1-based) and its base.
+    fn holding(l: &[(Offset, Bytes)], offset: i64) -> (RaftIndex, Offset) {
+        let i = l.partition_point(|(b, _)| b.0 <= offset) - 1;
+        (RaftIndex(u64::try_from(i).unwrap() + 1), l[i].0)
+    }
+
+    #[test]
+    fn a_moved_log_start_is_located_by_counting_back_from_the_floor() {
+        let spec: Vec<(u64, usize)> = (0..60u64).map(|i| (1 + i / 25, 1 + usize::try_from(i % 4).unwrap())).collect();
+        let l = log(&spec);
+        let floor = floor_after(&l, 50, &spec);
+        // A log start inside a batch (DeleteRecords to any offset): the batch holding it.
+        let start = l[21].0 .0 + 1;
+        assert!(BatchHeader::parse(&l[21].1).unwrap().last_offset() >= start, "inside batch 22");
+        let out = scan_batches(ReadPlan::Locate(LocatePlan { log_start: Offset(start), floor }), &l, 1 << 20)
+            .expect("locates");
+        let located = out.located.expect("located");
+        assert_eq!((located.index, located.base), holding(&l, start));
+        assert_eq!(located.term, Term(1));
+        assert!(out.verified && out.kept.is_empty());
+        // Counting from there serves the batches at their indexes.
+        let mut old = OldBatches::default();
+        assert!(!old.servable(Offset(start)), "not before it is located");
+        old.install(out);
+        old.set_located(Offset(start), Origin { index: located.index, base: located.base, prev_term: Term(1) });
+        let origin = old.origin(Offset(start)).expect("located");
+        assert_eq!(old.origin(Offset(start + 1)), None, "located for that log start only");
+        let plan = old.plan(RaftIndex(30), floor, origin);
+        assert!(!plan.verify, "the locate checked the floor");
+        let out = scan_batches(ReadPlan::Scan(plan), &l, 300).expect("scans");
+        assert_eq!(out.kept[0].0.index, RaftIndex(30));
+        assert_eq!(out.kept[0].1, l[29].1);
+        // A log start at a batch boundary is the batch starting there.
+        let at = l[7].0;
+        let out = scan_batches(ReadPlan::Locate(LocatePlan { log_start: at, floor }), &l, 0).expect("locates");
+        assert_eq!(out.located.map(|x| (x.index, x.base)), Some((RaftIndex(8), at)));
+    }
+
+    #[test]
+    fn a_locate_that_does_not_land_on_the_floor_fails() {
+        let spec: Vec<(u64, usize)> = (0..30).map(|_| (1, 2)).collect();
+        let l = log(&spec);
+        let mut floor = floor_after(&l, 20, &spec);
+        floor.term = Term(2);
+        let plan = ReadPlan::Locate(LocatePlan { log_start: Offset(9), floor });
+        assert_eq!(scan_batches(plan, &l, 0).unwrap_err(), ScanError::FloorMismatch { index: 20 });
+        // More batches than the floor's index: the log does not end there as the window says.
+        let mut floor = floor_after(&l, 20, &spec);
+        floor.index = RaftIndex(3);
+        let plan = ReadPlan::Locate(LocatePlan { log_start: Offset(9), floor });
+        assert!(matches!(scan_batches(plan, &l, 0), Err(ScanError::FloorMismatch { .. })));
+        let mut holed = l.clone();
+        holed.remove(10);
+        let plan = ReadPlan::Locate(LocatePlan { log_start: Offset(9), floor: floor_after(&l, 20, &spec) });
+        assert!(matches!(scan_batches(plan, &holed, 0), Err(ScanError::Gap { .. })));
     }
 
     proptest! {
@@ -324,7 +609,7 @@ mod tests {
             let want = want.min(floor_idx);
             let floor = floor_after(&l, floor_idx, &spec);
             let mut old = OldBatches::default();
-            let out = scan_batches(old.plan(RaftIndex(want as u64), floor), &l, max).expect("scans");
+            let out = scan_batches(ReadPlan::Scan(old.plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO)), &l, max).expect("scans");
             prop_assert!(out.verified);
             let biggest = l.iter().map(|b| b.1.len()).max().unwrap();
             prop_assert!(out.kept.iter().map(|b| b.1.len()).sum::<usize>() < max + biggest);
@@ -335,8 +620,26 @@ mod tests {
                 prop_assert_eq!(b, &l[i].1);
             }
             old.install(out);
-            let again = scan_batches(old.plan(RaftIndex(want as u64), floor), &l, max).expect("scans");
+            let again = scan_batches(ReadPlan::Scan(old.plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO)), &l, max).expect("scans");
             prop_assert_eq!(again.kept.first().map(|b| b.0), old.get(RaftIndex(want as u64)).map(|b| b.0));
+        }
+
+        /// Whatever the batch sizes and the log start below the floor, a locate finds the
+        /// index and base of the batch holding the log start.
+        #[test]
+        fn a_locate_finds_the_batch_holding_any_log_start(sizes in proptest::collection::vec(1usize..5, 2..300),
+                                                         floor_at in 1usize..300, start in 0i64..1200) {
+            let spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 9, *n)).collect();
+            let l = log(&spec);
+            let floor = floor_after(&l, floor_at.min(l.len()), &spec);
+            let start = start % floor.next_offset.0;
+            let out = scan_batches(ReadPlan::Locate(LocatePlan { log_start: Offset(start), floor }), &l, 0)
+                .expect("locates");
+            let located = out.located.expect("located");
+            prop_assert_eq!((located.index, located.base), holding(&l, start));
+            for (i, o) in out.anchors {
+                prop_assert_eq!(l[usize::try_from(i.0).unwrap() - 1].0, o);
+            }
         }
     }
 }

@@ -776,7 +776,7 @@ impl<L: ReplicaLog> Driver<L> {
         if let Err(e) = &result {
             tracing::warn!(%group, error = %e, "catch-up read below the window failed");
         }
-        g.raw.mut_store().install_catchup(&read.plan, result);
+        g.raw.mut_store().install_catchup(&read, result);
         wake(g);
         g.raw.on_entries_fetched(read.ctx);
     }

@@ -19,7 +19,7 @@
 //! - The Raft state handed over by the store is kept as `pending_state` until the runtime
 //!   writes it (tmp + fsync + rename + directory fsync) in the same round as the log sync.
 
-use super::catchup::{OldScan, ScanError, ScanOutcome, ScanPlan};
+use super::catchup::{ReadPlan, ScanError, ScanOutcome, Scanner};
 use super::store::{LogFault, PersistedState, ReplicaLog};
 use super::types::Term;
 use bytes::Bytes;
@@ -32,10 +32,11 @@ use std::rc::Rc;
 
 /// Makes a catch-up read below the window: reads the log from the plan's anchor in chunks of
 /// `RAFT_CATCHUP_READ_BYTES` (direct reads of the segments, never past the durable end) and
-/// counts batches until the scan has what it wants (`catchup.rs`).
-pub async fn read_catchup(log: &PartitionLog, plan: ScanPlan) -> Result<ScanOutcome, ScanError> {
+/// counts batches until the scan has what it wants (`catchup.rs`; a locate scan starts at the
+/// batch holding the log start, read below it while its segment is kept).
+pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutcome, ScanError> {
     let chunk = sluice_core::limits::RAFT_CATCHUP_READ_BYTES;
-    let mut scan = OldScan::new(plan, chunk);
+    let mut scan = Scanner::new(plan, chunk);
     while !scan.is_done() {
         let at = scan.next_offset();
         let r = log.read_durable(at, chunk).await.map_err(|e| ScanError::Io(e.to_string()))?;

@@ -27,21 +27,28 @@
 //!   catch-up read or returns `LogTemporarilyUnavailable` and records a read request (only
 //!   for raft-rs's asynchronous `SendAppend` context), which the runtime takes
 //!   ([`GroupStore::take_catchup_reads`]), makes, and hands back
-//!   ([`GroupStore::install_catchup`]) before calling raft-rs's `on_entries_fetched`.
+//!   ([`GroupStore::install_catchup`]) before calling raft-rs's `on_entries_fetched`. A
+//!   read's answer is taken only by the log it was made of (`log_id`: new for every store and
+//!   every installed snapshot).
 //! - Snapshot: raft-rs sends one only when the old entries cannot be served (the log does not
 //!   start at offset 0 — DeleteRecords or retention moved it — or a catch-up check failed).
-//!   It is taken at the first committed point of the window at or after the log start
-//!   ([`GroupStore::snapshot_point`]: the follower's log then starts where the leader's does,
-//!   or at the window's floor when the log start lies below the window). None is given while
-//!   the log starts at 0 (a failed catch-up check, compaction's gaps): it would drop what the
-//!   leader still has below its window.
+//!   It is taken just before the batch holding the log start ([`GroupStore::snapshot_point`]:
+//!   the follower's log then restarts at that batch's base and gets it and every later batch
+//!   by appends, as Kafka's follower fetches from the leader's log start). Below the window
+//!   that batch is first located (a locate read from the log start to the floor, `catchup.rs`;
+//!   the snapshot answers `SnapshotTemporarilyUnavailable` meanwhile, and raft-rs asks again);
+//!   once located, the store answers raft-rs from it (`first_index`, the term before it from
+//!   the epoch history) and catch-up serves the batches from it. After a failed check the
+//!   snapshot is the window's floor. None is given while the log starts at 0 (a failed
+//!   catch-up check, compaction's gaps): it would drop what the leader still has below its
+//!   window.
 //!   Its data is [`SnapshotData`] — "the leader's log up to `next_offset`, with this epoch
 //!   history". A follower installs it by restarting its log empty at `next_offset` (as Kafka's
 //!   follower does when the leader's log start passed its end): the in-memory log at once, the
 //!   real partition log by stopping the group with [`LogFault::Install`] and the new state,
 //!   which the runtime makes durable, installs and reopens (`replica::install`).
 
-use super::catchup::{OldBatches, ScanError, ScanOutcome, ScanPlan};
+use super::catchup::{LocatePlan, OldBatches, Origin, ReadPlan, ScanError, ScanOutcome};
 use super::control::{self, ControlError};
 use super::types::{RaftIndex, Term};
 use super::window::{BatchMeta, Floor, Window};
@@ -144,7 +151,9 @@ pub trait ReplicaLog {
 
 /// A catch-up read raft-rs waits for: what to read, and raft-rs's context to hand back.
 pub struct CatchupRead {
-    pub plan: ScanPlan,
+    pub plan: ReadPlan,
+    /// The log the read is for (`GroupStore::log_id`): a result for another one is dropped.
+    pub log_id: u64,
     pub ctx: GetEntriesContext,
 }
 
@@ -204,6 +213,20 @@ pub struct GroupStore<L: ReplicaLog> {
     old_requests: RefCell<Vec<(RaftIndex, GetEntriesContext)>>,
     /// First indexes of the catch-up reads under way.
     old_in_flight: RefCell<Vec<RaftIndex>>,
+    /// A moved log start raft-rs needs located (for a snapshot), not yet taken.
+    locate_wanted: std::cell::Cell<Option<Offset>>,
+    /// The log start a locate scan under way was asked for.
+    locate_in_flight: Option<Offset>,
+    /// Which log this store's catch-up reads are of: new for every store (a group reopened
+    /// after an install is a new store over the same group id) and at every snapshot
+    /// installed, so the answer of a read made before is never taken as this log's.
+    log_id: u64,
+}
+
+/// A log id no store had (`GroupStore::log_id`).
+fn fresh_log_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<L: ReplicaLog> GroupStore<L> {
@@ -228,6 +251,9 @@ impl<L: ReplicaLog> GroupStore<L> {
             old: OldBatches::default(),
             old_requests: RefCell::new(Vec::new()),
             old_in_flight: RefCell::new(Vec::new()),
+            locate_wanted: std::cell::Cell::new(None),
+            locate_in_flight: None,
+            log_id: fresh_log_id(),
         }
     }
 
@@ -255,6 +281,9 @@ impl<L: ReplicaLog> GroupStore<L> {
             old: OldBatches::default(),
             old_requests: RefCell::new(Vec::new()),
             old_in_flight: RefCell::new(Vec::new()),
+            locate_wanted: std::cell::Cell::new(None),
+            locate_in_flight: None,
+            log_id: fresh_log_id(),
         };
         if let Some(at) = stop {
             s.log.truncate_to(at)?;
@@ -393,6 +422,10 @@ impl<L: ReplicaLog> GroupStore<L> {
         let state = PersistedState { hard, conf: md.get_conf_state().clone(), floor, epochs: data.epochs.clone() };
         self.log.reset_to(data.next_offset, &state)?;
         self.old.clear();
+        self.old_requests.get_mut().clear();
+        self.old_in_flight.get_mut().clear();
+        self.locate_in_flight = None;
+        self.log_id = fresh_log_id();
         self.window.reset(Floor { index: RaftIndex(md.index), term: Term(md.term), next_offset: data.next_offset });
         self.epochs = data.epochs;
         self.conf = md.get_conf_state().clone();
@@ -462,32 +495,49 @@ impl<L: ReplicaLog> GroupStore<L> {
         self.unsaved_trim = (0, 0);
     }
 
-    /// Where a snapshot is taken (its index, at most `commit`): the first point of the window
-    /// (its floor, or the end of one of its batches) at or after the log start `start`, so
-    /// the follower's log restarts where the leader's log starts (or at the first batch
-    /// boundary after it), and gets every later batch by ordinary appends; `commit` when the
-    /// window holds no such point.
-    fn snapshot_point(&self, commit: RaftIndex, start: Offset) -> RaftIndex {
-        if self.window.floor().next_offset >= start {
-            return self.window.floor().index;
+    /// Where a snapshot is taken (index, term, next offset; the index at most `commit`): just
+    /// before the batch holding the log start `start`, so the follower's log restarts at that
+    /// batch's base and gets it and every later batch by ordinary appends, as Kafka's follower
+    /// truncates fully and fetches from the leader's log start (the batch holding it, whole).
+    /// In the window: its floor or the end of one of its batches, the last such point at or
+    /// before `start`. Below the window: the located origin (catch-up serves the batches from
+    /// there); None while it is being located (a locate read is asked for). When catch-up
+    /// stopped for this group (a failed check), the window's floor: the batches between the
+    /// log start and the floor are then not copied.
+    fn snapshot_point(&self, commit: RaftIndex, start: Offset) -> Option<(RaftIndex, Term, Offset)> {
+        let floor = self.window.floor();
+        if start < floor.next_offset {
+            if let Some(o) = self.old.origin(start) {
+                return Some((RaftIndex(o.index.0 - 1), o.prev_term, o.base));
+            }
+            if self.old.is_disabled() {
+                return Some((floor.index, floor.term, floor.next_offset));
+            }
+            self.locate_wanted.set(Some(start));
+            return None;
         }
-        self.window
-            .iter_from(self.window.first_index())
-            .take_while(|m| m.index <= commit)
-            .find(|m| m.next_offset() >= start)
-            .map_or(commit, |m| m.index)
+        let mut best = (floor.index, floor.term, floor.next_offset);
+        for m in self.window.iter_from(self.window.first_index()).take_while(|m| m.index <= commit) {
+            if m.next_offset() > start {
+                break;
+            }
+            best = (m.index, m.term, m.next_offset());
+        }
+        Some(best)
     }
 
-    /// Batches below the window can be served from the log.
-    fn old_servable(&self) -> bool {
-        self.old.servable(self.log.log_start())
+    /// Where counting below the window starts for the log as it is now (None: nothing below
+    /// the window is served).
+    fn origin(&self) -> Option<Origin> {
+        self.old.origin(self.log.log_start())
     }
 
     /// Entries from `low` (below the window) out of the last catch-up read, when it holds
     /// `low` and the term of `low - 1` is known (raft-rs sends it with them).
-    fn old_entries(&self, low: u64, high: u64) -> Option<raft::Result<Vec<Entry>>> {
+    fn old_entries(&self, low: u64, high: u64, origin: Origin) -> Option<raft::Result<Vec<Entry>>> {
         let prev = RaftIndex(low - 1);
-        let prev_known = prev.0 == 0 || self.old.get(prev).is_some() || prev >= self.window.floor().index;
+        let prev_known =
+            prev.0 + 1 == origin.index.0 || self.old.get(prev).is_some() || prev >= self.window.floor().index;
         if !prev_known || self.old.get(RaftIndex(low)).is_none() {
             return None;
         }
@@ -503,8 +553,8 @@ impl<L: ReplicaLog> GroupStore<L> {
     }
 
     /// Records that raft-rs waits for the entries from `low` (below the window).
-    fn request_old(&self, low: u64, ctx: GetEntriesContext) {
-        let want = RaftIndex(low.saturating_sub(1).max(1));
+    fn request_old(&self, low: u64, ctx: GetEntriesContext, origin: Origin) {
+        let want = RaftIndex(low.saturating_sub(1).max(origin.index.0));
         let mut reqs = self.old_requests.borrow_mut();
         let known = reqs.iter().any(|(w, _)| *w == want) || self.old_in_flight.borrow().contains(&want);
         if !known && reqs.len() < sluice_core::limits::RAFT_CATCHUP_MAX_REQUESTS {
@@ -512,31 +562,75 @@ impl<L: ReplicaLog> GroupStore<L> {
         }
     }
 
-    /// The catch-up reads raft-rs waits for (each then under way until installed).
+    /// The catch-up reads raft-rs waits for (each then under way until installed), and the
+    /// locate read a snapshot waits for (its context asks raft-rs for nothing: raft-rs asks
+    /// for the snapshot again at its next attempt).
     pub fn take_catchup_reads(&mut self) -> Vec<CatchupRead> {
         let reqs = std::mem::take(self.old_requests.get_mut());
         let floor = self.window.floor();
-        let mut out = Vec::with_capacity(reqs.len());
-        for (want, ctx) in reqs {
-            if want > floor.index || !self.old_servable() {
-                // The window moved down (a snapshot) or serving stopped: raft-rs asks again.
-                continue;
+        let mut out = Vec::with_capacity(reqs.len() + 1);
+        let start = self.log.log_start();
+        if let Some(s) = self.locate_wanted.take() {
+            let needed = s == start && s < floor.next_offset && !self.old.is_disabled() && self.origin().is_none();
+            if needed && self.locate_in_flight.is_none() {
+                self.locate_in_flight = Some(s);
+                out.push(CatchupRead {
+                    plan: ReadPlan::Locate(LocatePlan { log_start: s, floor }),
+                    log_id: self.log_id,
+                    ctx: GetEntriesContext::empty(true),
+                });
             }
+        }
+        for (want, ctx) in reqs {
+            let Some(origin) = self.origin().filter(|o| want >= o.index && want <= floor.index) else {
+                // The window moved down (a snapshot), the log start moved or serving stopped:
+                // raft-rs asks again.
+                continue;
+            };
             self.old_in_flight.get_mut().push(want);
-            out.push(CatchupRead { plan: self.old.plan(want, floor), ctx });
+            let plan = ReadPlan::Scan(self.old.plan(want, floor, origin));
+            out.push(CatchupRead { plan, log_id: self.log_id, ctx });
         }
         out
     }
 
-    /// A catch-up read's result: its batches answer raft-rs from now; a failed check stops
-    /// catch-up for this group (raft-rs falls back to a snapshot).
-    pub fn install_catchup(&mut self, plan: &ScanPlan, result: Result<ScanOutcome, ScanError>) {
-        self.old_in_flight.get_mut().retain(|w| *w != plan.want);
+    /// A catch-up read's result: its batches answer raft-rs from now; a located log start
+    /// becomes the origin; a failed check stops catch-up for this group (raft-rs falls back
+    /// to a snapshot at the window's floor). The result of a read of another log (made before
+    /// a snapshot was installed) is dropped.
+    pub fn install_catchup(&mut self, read: &CatchupRead, result: Result<ScanOutcome, ScanError>) {
+        if read.log_id != self.log_id {
+            return;
+        }
+        match &read.plan {
+            ReadPlan::Scan(p) => self.old_in_flight.get_mut().retain(|w| *w != p.want),
+            ReadPlan::Locate(_) => self.locate_in_flight = None,
+        }
         match result {
-            Ok(out) => self.old.install(out),
+            Ok(out) => {
+                if let Some(l) = out.located {
+                    let origin = Origin { index: l.index, base: l.base, prev_term: self.term_before(l.base, l.term) };
+                    self.old.set_located(l.log_start, origin);
+                }
+                self.old.install(out);
+            }
             Err(ScanError::Io(_)) => {}
             Err(_) => self.old.disable(),
         }
+    }
+
+    /// The term of the batch ending just before `base`, from the epoch history (which keeps
+    /// every epoch's start: it is cut only at the log's end), at most `term` (the next
+    /// batch's). Raft needs it as the term of the entry before a located origin, which the log
+    /// may no longer hold; when the history does not reach that far, `term` stands in: a term
+    /// no lower than the real one and no higher than any later entry's, so an election still
+    /// prefers every replica holding a later committed entry.
+    fn term_before(&self, base: Offset, term: Term) -> Term {
+        let Some(before) = base.0.checked_sub(1).filter(|b| *b >= 0) else { return Term(0) };
+        let entries = self.epochs.entries();
+        let covering = entries.partition_point(|e| e.1 .0 <= before);
+        let epoch = covering.checked_sub(1).map(|i| entries[i].0);
+        epoch.and_then(Term::of_stored).map_or(term, |t| t.min(term))
     }
 
     /// Bytes of old batches held for catch-up.
@@ -564,10 +658,10 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
         ctx: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         if low < self.window.first_index().0 {
-            if !self.old_servable() {
+            let Some(origin) = self.origin().filter(|o| low >= o.index.0) else {
                 return Err(raft::Error::Store(StorageError::Compacted));
-            }
-            if let Some(got) = self.old_entries(low, high) {
+            };
+            if let Some(got) = self.old_entries(low, high, origin) {
                 let mut out = got?;
                 raft::util::limit_size(&mut out, max_size.into());
                 return Ok(out);
@@ -575,7 +669,7 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
             if !ctx.can_async() {
                 return Err(raft::Error::Store(StorageError::Compacted));
             }
-            self.request_old(low, ctx);
+            self.request_old(low, ctx, origin);
             return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
         }
         assert!(high <= self.window.last_index().0 + 1, "entries past the last index asked");
@@ -589,11 +683,11 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
         if idx < self.window.floor().index.0 {
-            if !self.old_servable() {
+            let Some(origin) = self.origin().filter(|o| idx + 1 >= o.index.0) else {
                 return Err(raft::Error::Store(StorageError::Compacted));
-            }
-            if idx == 0 {
-                return Ok(0);
+            };
+            if idx + 1 == origin.index.0 {
+                return Ok(origin.prev_term.0);
             }
             return self
                 .old
@@ -605,10 +699,8 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        if self.old_servable() {
-            return Ok(1);
-        }
-        Ok(self.window.first_index().0)
+        let window = self.window.first_index();
+        Ok(self.origin().map_or(window, |o| o.index.min(window)).0)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -627,13 +719,19 @@ impl<L: ReplicaLog> raft::Storage for GroupStore<L> {
             // still has below it (a compacted topic's keys); the follower waits instead.
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        let index = self.snapshot_point(commit, start).max(RaftIndex(request_index));
+        let Some((mut index, mut term, mut next_offset)) = self.snapshot_point(commit, start) else {
+            // The log start is being located (a catch-up read): raft-rs asks again later.
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        };
+        if request_index > index.0 {
+            index = RaftIndex(request_index);
+            term = self.window.term(index).expect("a requested snapshot index is in the window");
+            next_offset = self.window.high_watermark(index).expect("in the window");
+        }
         if index.0 == 0 {
             // raft-rs refuses an empty snapshot (index 0): nothing to send yet.
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        let term = self.window.term(index).expect("the commit index is in the window or its floor");
-        let next_offset = self.window.high_watermark(index).expect("in the window");
         let mut epochs = self.epochs.clone();
         epochs.truncate_from_end(next_offset);
         let mut md = SnapshotMetadata { index: index.0, term: term.0, ..Default::default() };
@@ -810,13 +908,14 @@ mod tests {
         let reads = s.take_catchup_reads();
         assert_eq!(reads.len(), 1);
         let read = reads.into_iter().next().expect("one");
-        assert_eq!(read.plan.want, RaftIndex(4), "the entry before the first one is read too (its term)");
+        let ReadPlan::Scan(plan) = read.plan else { panic!("a scan") };
+        assert_eq!(plan.want, RaftIndex(4), "the entry before the first one is read too (its term)");
         assert!(s.take_catchup_reads().is_empty());
         // Under way: asking again records nothing new.
         let _ = s.entries(5, 12, None, GetEntriesContext::empty(true));
         assert!(s.take_catchup_reads().is_empty());
         let out = crate::raft::catchup::scan_batches(read.plan, disk.borrow().batches(), 1 << 20).expect("scans");
-        s.install_catchup(&read.plan, Ok(out));
+        s.install_catchup(&read, Ok(out));
         let got = s.entries(5, 12, None, GetEntriesContext::empty(true)).expect("served from the read");
         assert_eq!(got.len(), 7);
         for (g, want) in got.iter().zip(&entries[4..11]) {
@@ -855,7 +954,7 @@ mod tests {
         holed.remove(1);
         let r = crate::raft::catchup::scan_batches(read.plan, &holed, 1 << 20);
         assert!(r.is_err());
-        s.install_catchup(&read.plan, r);
+        s.install_catchup(&read, r);
         assert_eq!(s.first_index().expect("infallible"), 9);
         // The log still starts at 0 (compaction's gaps failed the check): no snapshot, which
         // would drop what lies below the window.
@@ -904,27 +1003,136 @@ mod tests {
         let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 2, 2)).collect();
         leader.append_entries(&entries).expect("appends");
         leader.set_hard_state(HardState { term: 2, vote: 1, commit: 4, ..Default::default() });
-        // Taken where the leader's log starts: at the end of the batch holding offset 5...
+        // Taken where the leader's log starts: at the end of the batch before offset 6...
         leader_disk.borrow_mut().set_log_start(Offset(6));
         let at_start = leader.snapshot(0, 2).expect("a snapshot at the log start");
         assert_eq!(at_start.get_metadata().index, 3);
         assert_eq!(SnapshotData::decode(&at_start.data).map(|d| d.next_offset), Some(Offset(6)));
-        // ...or at the first batch boundary after it.
-        leader_disk.borrow_mut().set_log_start(Offset(7));
-        let snap = leader.snapshot(3, 2).expect("a snapshot at the log start");
-        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (4, 2));
+        // ...or, when the log start is inside a batch, before that batch (the follower gets it
+        // whole, as Kafka's follower fetches the batch holding the leader's log start).
+        leader_disk.borrow_mut().delete_records(Offset(7));
+        let snap = leader.snapshot(2, 2).expect("a snapshot at the log start");
+        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (3, 2));
+        assert_eq!(SnapshotData::decode(&snap.data).map(|d| d.next_offset), Some(Offset(6)));
         assert!(leader.snapshot(5, 2).is_err(), "nothing committed that far");
 
         let (disk, mut follower) = new_store();
         follower.append_entries(&[entry(1, 1, 1)]).expect("appends");
         follower.apply_snapshot(&snap).expect("installs");
-        assert_eq!(disk.borrow().log_start(), Offset(8));
+        assert_eq!(disk.borrow().log_start(), Offset(6));
         assert!(disk.borrow().batches().is_empty());
-        assert_eq!((follower.first_index().expect("infallible"), follower.last_index().expect("infallible")), (5, 4));
-        assert_eq!(follower.high_watermark(RaftIndex(4)), Some(Offset(8)));
+        assert_eq!((follower.first_index().expect("infallible"), follower.last_index().expect("infallible")), (4, 3));
+        assert_eq!(follower.high_watermark(RaftIndex(3)), Some(Offset(6)));
         assert_eq!(follower.epochs().entries(), &[(LeaderEpoch(2), Offset(0))]);
-        follower.append_entries(&[entry(5, 2, 1)]).expect("continues after the snapshot");
-        assert_eq!(follower.window().get(RaftIndex(5)).map(|m| m.base), Some(Offset(8)));
+        follower.append_entries(&[entry(4, 2, 2)]).expect("continues after the snapshot");
+        assert_eq!(follower.window().get(RaftIndex(4)).map(|m| (m.base, m.last)), Some((Offset(6), Offset(7))));
         assert_eq!(SnapshotData::decode(&snap.data[..3]), None);
+    }
+
+    /// Makes every catch-up read `s` asks for over the batches of `disk`; returns how many.
+    fn serve_reads(s: &mut GroupStore<MemLog>, disk: &Rc<RefCell<MemDisk>>) -> usize {
+        let reads = s.take_catchup_reads();
+        let n = reads.len();
+        for r in reads {
+            let out = crate::raft::catchup::scan_batches(r.plan, disk.borrow().batches(), 1 << 20);
+            s.install_catchup(&r, out);
+        }
+        n
+    }
+
+    #[test]
+    fn a_log_start_below_the_window_is_located_and_the_follower_gets_every_batch_from_it() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut leader = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        // 40 batches of 3 records; terms 1 to 4.
+        let entries: Vec<Entry> = (1..=40).map(|i| entry(i, 1 + i / 12, 3)).collect();
+        leader.append_entries(&entries).expect("appends");
+        leader.set_hard_state(HardState { term: 4, vote: 1, commit: 40, ..Default::default() });
+        leader.compact(RaftIndex(40));
+        assert_eq!(leader.window().floor().index, RaftIndex(36));
+        // DeleteRecords into batch 13 (offsets 36..=38), far below the window.
+        disk.borrow_mut().delete_records(Offset(37));
+        assert_eq!(leader.first_index().expect("infallible"), 37, "not located yet: the window");
+        // The snapshot waits for the log start to be located (one read, asked once).
+        for _ in 0..2 {
+            assert!(matches!(
+                leader.snapshot(0, 2),
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            ));
+        }
+        assert_eq!(serve_reads(&mut leader, &disk), 1);
+        assert_eq!(leader.first_index().expect("infallible"), 13, "the batch holding the log start");
+        // Batch 12 (term 2) is the entry before it; the snapshot is taken there.
+        assert_eq!(leader.term(12), Ok(2));
+        let snap = leader.snapshot(0, 2).expect("a snapshot before the log start's batch");
+        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (12, 2));
+        let data = SnapshotData::decode(&snap.data).expect("decodes");
+        assert_eq!(data.next_offset, Offset(36));
+        // Below the log start's batch: compacted (raft-rs sends the snapshot).
+        assert!(matches!(
+            leader.entries(5, 14, None, GetEntriesContext::empty(true)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+
+        // The follower installs it and is fed from index 13 on, through catch-up reads.
+        let fdisk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut follower = GroupStore::create(MemLog(fdisk.clone()), vec![1], Offset(0), 4);
+        follower.append_entries(&entries[..2]).expect("an old start");
+        follower.apply_snapshot(&snap).expect("installs");
+        assert_eq!(fdisk.borrow().log_start(), Offset(36));
+        let mut next = 13;
+        for _ in 0..100 {
+            if next > 40 {
+                break;
+            }
+            match leader.entries(next, 41, None, GetEntriesContext::empty(true)) {
+                Ok(got) => {
+                    assert_eq!(leader.term(next - 1), follower.term(next - 1), "log matching at {}", next - 1);
+                    follower.append_entries(&got).expect("appends");
+                    next += u64::try_from(got.len()).expect("fits");
+                }
+                Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable)) => {
+                    assert!(serve_reads(&mut leader, &disk) > 0, "a read for {next}");
+                }
+                Err(e) => panic!("entries from {next}: {e:?}"),
+            }
+        }
+        assert_eq!(next, 41);
+        let want: Vec<_> = disk.borrow().batches()[12..].iter().map(|(o, b)| (*o, b[61..].to_vec())).collect();
+        let got: Vec<_> = fdisk.borrow().batches().iter().map(|(o, b)| (*o, b[61..].to_vec())).collect();
+        assert_eq!(got, want, "the leader's batches from the one holding its log start, at their offsets");
+        assert_eq!(follower.epochs(), leader.epochs());
+    }
+
+    #[test]
+    fn a_moved_log_start_is_located_again_and_a_failed_locate_falls_back_to_the_floor() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        let entries: Vec<Entry> = (1..=20).map(|i| entry(i, 1, 2)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.set_hard_state(HardState { term: 1, vote: 1, commit: 20, ..Default::default() });
+        s.compact(RaftIndex(20));
+        disk.borrow_mut().delete_records(Offset(4));
+        assert!(s.snapshot(0, 1).is_err());
+        serve_reads(&mut s, &disk);
+        assert_eq!(s.first_index().expect("infallible"), 3);
+        disk.borrow_mut().delete_records(Offset(10));
+        assert_eq!(s.first_index().expect("infallible"), 17, "located for the old log start only");
+        assert!(s.snapshot(0, 1).is_err());
+        serve_reads(&mut s, &disk);
+        assert_eq!(s.first_index().expect("infallible"), 6);
+        // Retention removed the batches below offset 20 and a batch went missing in the middle
+        // (compaction): the locate fails and the snapshot falls back to the window's floor.
+        let mut holed = disk.borrow().batches().to_vec();
+        holed.remove(12);
+        disk.borrow_mut().delete_records(Offset(20));
+        assert!(s.snapshot(0, 1).is_err());
+        let reads = s.take_catchup_reads();
+        assert_eq!(reads.len(), 1);
+        let out = crate::raft::catchup::scan_batches(reads[0].plan, &holed, 1 << 20);
+        assert!(out.is_err());
+        s.install_catchup(&reads[0], out);
+        let snap = s.snapshot(0, 1).expect("the floor");
+        assert_eq!(snap.get_metadata().index, 16);
     }
 }

@@ -1,10 +1,11 @@
 //! A Raft snapshot installed on a data replica (#18). A leader whose log no longer starts at
 //! offset 0 (DeleteRecords, retention or compaction moved its start) cannot feed a follower
-//! that needs entries below its window (`raft/catchup.rs` counts batches from offset 0): it
-//! sends a snapshot instead — "my log up to offset X, at this Raft index and term, with this
-//! epoch history" (`raft/store.rs` `SnapshotData`). This replica then restarts its log empty
-//! at X, as Kafka's follower truncates fully and starts at the leader's log start offset when
-//! its fetch is out of range, and goes on with the leader's ordinary appends after it.
+//! that needs entries below the batch holding its log start: it sends a snapshot instead —
+//! "my log up to offset X, at this Raft index and term, with this epoch history"
+//! (`raft/store.rs` `SnapshotData`; X is the base of the batch holding the leader's log
+//! start). This replica then restarts its log empty at X, as Kafka's follower truncates fully
+//! and starts at the leader's log start offset when its fetch is out of range, and goes on
+//! with the leader's ordinary appends after it (from below the leader's window, catch-up).
 //!
 //! Contract:
 //! - [`install`]: the group stops (its partition refuses clients meanwhile:
@@ -18,8 +19,11 @@
 //!   becomes the state (`raft_state::commit_install`). A crash at any point therefore leaves
 //!   the old log with the old state (no record yet), or ends, at the next open, with the empty
 //!   log at X and the new state — never a log and a state that disagree.
-//! - Producer state is not transferred (Kafka's follower rebuilds it from the batches it
-//!   fetches): the replica knows the producers of the batches it gets after X.
+//! - Producer state and the transaction index are not transferred: the reset empties both
+//!   (`PartitionLog::reset_empty_at`: producers cleared, cut listeners told nothing is left)
+//!   and they are rebuilt from the batches the replica gets after X — the batch holding the
+//!   leader's log start and every later one — as Kafka's follower rebuilds them from what it
+//!   fetches after truncating fully.
 //! - A failure leaves the group stopped (the partition refuses clients here until the broker
 //!   restarts; its open redoes a recorded install).
 

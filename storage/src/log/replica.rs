@@ -26,7 +26,8 @@
 //!   installed on a replica the leader's log start passed, as Kafka's follower truncates
 //!   fully and starts at the leader's log start): the old segments' files are removed, a new
 //!   active segment is created at the offset and the log start made durable there, then the
-//!   state in memory moves at once (new write generation, every waiter failed). It is not
+//!   state in memory moves at once (new write generation, every waiter failed, producer state
+//!   emptied, the cut listeners told of a cut at offset 0: nothing of the old log is left). It is not
 //!   atomic on disk: a crash part-way leaves old segments, or none, or the new one; the
 //!   caller makes the install atomic by redoing it at open from its own durable record
 //!   (`raft_state::write_install`).
@@ -146,6 +147,10 @@ impl PartitionLog {
             w.reset(start.0);
         }
         self.first_dirty.set(start.0);
+        // Every batch is gone: the cut listeners (the transaction index) forget everything,
+        // as Kafka's `truncateFullyAndStartAt` empties the producer state and the transaction
+        // index; the batches appended from `start` on feed them again.
+        self.notify_cut(Offset(0));
         Ok(())
     }
 

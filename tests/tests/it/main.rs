@@ -30,6 +30,7 @@ mod replication;
 mod restart;
 mod rf_change;
 mod shutdown;
+mod snapshot_install;
 mod startup;
 mod torture;
 mod txn_verify;

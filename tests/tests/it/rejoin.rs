@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 const PARTS: i32 = 3;
 const KILLS: usize = 4;
 /// How long probes go to a restarted broker.
@@ -37,7 +37,7 @@ const PROBE_FOR: Duration = Duration::from_millis(1500);
 const MAX_RECORDS: usize = 40_000;
 const PRODUCE_EVERY: Duration = Duration::from_millis(2);
 
-fn member(node: usize, peer_ports: &[u16]) -> Broker {
+pub(crate) fn member(node: usize, peer_ports: &[u16]) -> Broker {
     cluster_member(
         node,
         peer_ports,
@@ -80,7 +80,7 @@ fn wait_settled(brokers: &[Broker], topic: &str, what: &str) -> Vec<i32> {
 
 /// One acks=all Produce of a one-record batch `{tag}-v0` to `partition` on `port`: (error
 /// code, base offset); None when the broker did not answer.
-fn probe(port: u16, topic: &str, partition: i32, tag: &str) -> Option<(i16, i64)> {
+pub(crate) fn probe(port: u16, topic: &str, partition: i32, tag: &str) -> Option<(i16, i64)> {
     produce_acks_all(port, (topic, partition), record_batch_at(&[0], tag), 5_000, Duration::from_secs(10))
 }
 
@@ -220,7 +220,7 @@ fn brokers_killed_and_restarted_at_once_under_an_idempotent_producer_lose_nothin
 }
 
 /// One uncompressed batch of one record whose value is `{tag}-` followed by `size` bytes.
-fn big_batch(tag: &str, size: usize) -> Bytes {
+pub(crate) fn big_batch(tag: &str, size: usize) -> Bytes {
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let mut value = format!("{tag}-").into_bytes();
     value.resize(value.len() + size, b'x');
@@ -250,13 +250,13 @@ fn big_batch(tag: &str, size: usize) -> Bytes {
 }
 
 /// One acks=all Produce of `batch` to partition 0 on `port`: (error code, base offset).
-fn produce_batch(port: u16, topic: &str, batch: Bytes) -> Option<(i16, i64)> {
+pub(crate) fn produce_batch(port: u16, topic: &str, batch: Bytes) -> Option<(i16, i64)> {
     produce_acks_all(port, (topic, 0), batch, 20_000, Duration::from_secs(30))
 }
 
 /// Produces a small record `{tag}-v0` to partition 0 through whichever of `live` accepts it
 /// (the leader), until the deadline: (leader index, offset, value).
-fn produce_to_leader(brokers: &[Broker], live: &[usize], topic: &str, tag: &str) -> (usize, i64, String) {
+pub(crate) fn produce_to_leader(brokers: &[Broker], live: &[usize], topic: &str, tag: &str) -> (usize, i64, String) {
     let start = Instant::now();
     loop {
         for &i in live {
@@ -270,7 +270,7 @@ fn produce_to_leader(brokers: &[Broker], live: &[usize], topic: &str, tag: &str)
 }
 
 /// Partition 0's (leader, replicas, ISR) as broker `port` describes it.
-fn partition0(port: u16, topic: &str) -> (i32, Vec<i32>, Vec<i32>) {
+pub(crate) fn partition0(port: u16, topic: &str) -> (i32, Vec<i32>, Vec<i32>) {
     let t = metadata_request::MetadataRequestTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))));
     let r: MetadataResponse = call(port, ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(Some(vec![t])));
@@ -280,7 +280,7 @@ fn partition0(port: u16, topic: &str) -> (i32, Vec<i32>, Vec<i32>) {
 
 /// DeleteRecords v2 of partition 0 up to `offset` (-1: the high watermark) on `port`: (error
 /// code, low watermark).
-fn delete_records(port: u16, topic: &str, offset: i64) -> (i16, i64) {
+pub(crate) fn delete_records(port: u16, topic: &str, offset: i64) -> (i16, i64) {
     use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
     let t = DeleteRecordsTopic::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))
@@ -292,7 +292,7 @@ fn delete_records(port: u16, topic: &str, offset: i64) -> (i16, i64) {
 }
 
 /// ElectLeaders v2 (preferred) for partition 0: its error code.
-fn elect_preferred(port: u16, topic: &str) -> i16 {
+pub(crate) fn elect_preferred(port: u16, topic: &str) -> i16 {
     use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
     let tps = vec![TopicPartitions::default()
         .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
@@ -307,8 +307,8 @@ fn elect_preferred(port: u16, topic: &str) -> i16 {
 /// Bytes of each large batch, and how many: together more than the Raft window's byte bound
 /// (`RAFT_WINDOW_BYTES`, 16 MiB in core/src/limits.rs), so the leader's window moves past the
 /// killed replica's end.
-const BIG_BATCH_BYTES: usize = 900_000;
-const BIG_BATCHES: usize = 22;
+pub(crate) const BIG_BATCH_BYTES: usize = 900_000;
+pub(crate) const BIG_BATCHES: usize = 22;
 
 #[test]
 fn a_replica_below_the_leaders_log_start_installs_a_snapshot_and_serves_from_there() {
