@@ -31,13 +31,13 @@ use kafka_protocol::messages::share_fetch_response::{
     AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
 };
 use kafka_protocol::messages::{ApiKey, ShareFetchRequest, ShareFetchResponse};
-use sluice_shard::route::Tagged;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::TopicPartition;
 use sluice_shard::metadata::acl::op;
+use sluice_shard::route::Tagged;
 use sluice_shard::share::partition::AckType;
-use sluice_shard::share::{self, AckBatch, AckItem, Acquired, AcquireItem};
+use sluice_shard::share::{self, AckBatch, AckItem, AcquireItem, Acquired};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};

@@ -82,11 +82,7 @@ pub fn fetch_response(req: &Request, body: &ShareFetchResponse) -> Result<Bytes,
 
 /// The response frame of a ShareAcknowledge of any served version; `lock_ms` is written from
 /// version 2 on.
-pub fn acknowledge_response(
-    req: &Request,
-    body: &ShareAcknowledgeResponse,
-    lock_ms: i32,
-) -> Result<Bytes, FrameError> {
+pub fn acknowledge_response(req: &Request, body: &ShareAcknowledgeResponse, lock_ms: i32) -> Result<Bytes, FrameError> {
     if req.version <= CODEC_VERSION {
         return encode_response(req.correlation_id, req.version, body);
     }
@@ -147,7 +143,10 @@ fn after_string(body: &[u8], at: usize) -> Result<usize, FrameError> {
             return Ok(end);
         }
     }
-    Err(FrameError::Decode { what: "request body", why: "a string's length is not a varint of 5 bytes or fewer".into() })
+    Err(FrameError::Decode {
+        what: "request body",
+        why: "a string's length is not a varint of 5 bytes or fewer".into(),
+    })
 }
 
 fn short(what: &str) -> FrameError {

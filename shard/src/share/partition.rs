@@ -501,9 +501,9 @@ mod tests {
         // Renewed twice within each lock: held for 50 s under a 30 s lock.
         let t1 = now + Duration::from_secs(25);
         assert_eq!(p.acknowledge("a", 0, 1, &[AckType::Renew], t1), Ok(()));
+        assert_eq!(p.durable(), durable, "a renewal stores nothing");
         let t2 = t1 + Duration::from_secs(25);
         assert_eq!(p.acknowledge("a", 0, 0, &[AckType::Renew], t2), Ok(()));
-        assert_eq!(p.durable(), durable, "a renewal stores nothing");
         // Offset 2 was not renewed: its lock ran out at 30 s and it went to "b".
         assert_eq!(p.acquire(&m("b"), 0, 9, 10, 1, t2), vec![(2, 2, 2)]);
         // Offset 1's renewal at 25 s lasted until 55 s; offset 0's until 80 s.
