@@ -250,7 +250,7 @@ mod tests {
         let want = unhex(ACK_RESPONSE);
         assert_eq!(&f[4..9], &[0, 0, 0, 9, 0]);
         assert_eq!(&f[9..], &want[..]);
-        assert_eq!(i32::from_be_bytes(f[..4].try_into().unwrap()) as usize, f.len() - 4);
+        assert_eq!(usize::try_from(i32::from_be_bytes(f[..4].try_into().unwrap())).unwrap(), f.len() - 4);
 
         let err = ShareAcknowledgeResponse::default()
             .with_error_code(42)
@@ -288,10 +288,10 @@ mod tests {
             for s in [&group, &member] {
                 let mut n = s.len() as u64 + 1;
                 while n >= 0x80 {
-                    body.extend_from_slice(&[(n as u8 & 0x7f) | 0x80]);
+                    body.extend_from_slice(&[u8::try_from(n & 0x7f).unwrap() | 0x80]);
                     n >>= 7;
                 }
-                body.extend_from_slice(&[n as u8]);
+                body.extend_from_slice(&[u8::try_from(n).unwrap()]);
                 body.extend_from_slice(s.as_bytes());
             }
             // The rest of Kafka's request after its own "g1" and "m-1".
