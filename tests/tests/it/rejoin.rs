@@ -310,6 +310,19 @@ pub(crate) fn elect_preferred(port: u16, topic: &str) -> i16 {
 pub(crate) const BIG_BATCH_BYTES: usize = 900_000;
 pub(crate) const BIG_BATCHES: usize = 22;
 
+/// The replicas of `topic`'s partition 0 once it has a leader and all three in its ISR.
+pub(crate) fn settled_replicas(brokers: &[Broker], topic: &str) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let (leader, replicas, isr) = partition0(brokers[0].port(), topic);
+        if leader >= 0 && isr.len() == 3 {
+            return replicas;
+        }
+        assert!(start.elapsed() < DEADLINE, "partition not settled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_replica_below_the_leaders_log_start_installs_a_snapshot_and_serves_from_there() {
     let _slot = shared_slot();
@@ -317,15 +330,7 @@ fn a_replica_below_the_leaders_log_start_installs_a_snapshot_and_serves_from_the
     let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &ports)).collect();
     let topic = "rejoin-snapshot";
     create_topic_rf(&brokers[0].addr(), topic, 1, 3);
-    let start = Instant::now();
-    let replicas = loop {
-        let (leader, replicas, isr) = partition0(brokers[0].port(), topic);
-        if leader >= 0 && isr.len() == 3 {
-            break replicas;
-        }
-        assert!(start.elapsed() < DEADLINE, "partition not settled");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let replicas = settled_replicas(&brokers, topic);
     let preferred = usize::try_from(replicas[0]).expect("a node id");
     produce_to_leader(&brokers, &[0, 1, 2], topic, "first");
 

@@ -23,8 +23,8 @@
 
 use crate::common::*;
 use crate::rejoin::{
-    big_batch, delete_records, elect_preferred, member, partition0, produce_batch, produce_to_leader, BIG_BATCHES,
-    BIG_BATCH_BYTES, DEADLINE,
+    big_batch, delete_records, elect_preferred, member, partition0, produce_batch, produce_to_leader, settled_replicas,
+    BIG_BATCHES, BIG_BATCH_BYTES, DEADLINE,
 };
 use bytes::Bytes;
 use kafka_protocol::messages::*;
@@ -121,15 +121,7 @@ fn a_replica_rebuilt_by_a_snapshot_has_every_record_and_producer_from_the_leader
     let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &ports)).collect();
     let topic = "snapshot-log-start";
     create_topic_rf(&brokers[0].addr(), topic, 1, 3);
-    let start = Instant::now();
-    let replicas = loop {
-        let (leader, replicas, isr) = partition0(brokers[0].port(), topic);
-        if leader >= 0 && isr.len() == 3 {
-            break replicas;
-        }
-        assert!(start.elapsed() < DEADLINE, "partition not settled");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let replicas = settled_replicas(&brokers, topic);
     let preferred = usize::try_from(replicas[0]).expect("a node id");
     brokers[preferred].kill();
     let rest: Vec<usize> = (0..3).filter(|&i| i != preferred).collect();
