@@ -48,6 +48,9 @@ use std::time::{Duration, Instant};
 /// goes on; without it a pass could hold the thread until glommio's preemption timer
 /// (100 ms) made `yield_if_needed` yield.
 ///
+/// A slice also ends early when a network receive of the shard completed (a request is
+/// waiting: [`request_arrived`]).
+///
 /// The slice adapts: `COMPACTION_SLICE_MICROS` while the shard has other work, doubled at
 /// every pause during which no other task ran, up to `COMPACTION_IDLE_SLICE_MICROS` (each
 /// pause parks the thread on a timer, which costs an idle shard's pass throughput). Whether
@@ -71,9 +74,10 @@ impl Pace {
         Pace { since: Instant::now(), slice: Duration::from_micros(COMPACTION_SLICE_MICROS) }
     }
 
-    /// Sleeps when the current slice is used up; else returns at once.
+    /// Sleeps when the current slice is used up, or at once when a request has arrived on
+    /// one of the shard's sockets ([`request_arrived`]); else returns at once.
     pub async fn tick(&mut self) {
-        if self.since.elapsed() < self.slice {
+        if self.since.elapsed() < self.slice && !request_arrived() {
             return;
         }
         tasks_executed(); // resets the count
@@ -86,6 +90,21 @@ impl Pace {
     pub fn slice(&self) -> Duration {
         self.slice
     }
+
+    /// A pace whose first slice is `slice` (tests).
+    pub fn with_slice(slice: Duration) -> Pace {
+        Pace { since: Instant::now(), slice }
+    }
+}
+
+/// Whether glommio's latency ring holds a completion: it carries every network receive and
+/// accept of the shard (glommio 0.9 `ring_for_source`), so a request that reached this shard
+/// during a slice ends the slice there and then instead of waiting up to
+/// `COMPACTION_IDLE_SLICE_MICROS` (issue #23). Two loads (`need_preempt`), cheap enough per
+/// batch. Not seen this way: wake-ups from other shards (glommio writes their eventfd only to
+/// a parked executor) and completed writes and syncs; those wait for the slice's end.
+fn request_arrived() -> bool {
+    glommio::executor().need_preempt()
 }
 
 /// Tasks the executor ran since its counters were last read (they are reset).
@@ -192,6 +211,49 @@ impl<'a> Iterator for Batches<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_ends_at_the_first_tick_after_a_request_reaches_the_shard() {
+        use futures::AsyncReadExt;
+        use std::io::Write;
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (go, wait) = std::sync::mpsc::channel::<()>();
+                let client = std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    wait.recv().unwrap();
+                    s.write_all(b"request").unwrap();
+                    wait.recv().ok(); // held open until the test ends
+                });
+                let mut stream = listener.accept().await.unwrap();
+                let got = std::rc::Rc::new(std::cell::Cell::new(false));
+                let seen = got.clone();
+                let reader = glommio::spawn_local(async move {
+                    let mut buf = [0u8; 16];
+                    let n = stream.read(&mut buf).await.unwrap();
+                    seen.set(n > 0);
+                });
+                glommio::timer::sleep(Duration::from_millis(5)).await; // the receive is armed
+                go.send(()).unwrap();
+                // A slice far longer than the test: only an arrived request can end it. The
+                // loop stands for a pass's CPU work between ticks (no await that is pending).
+                let mut pace = Pace::with_slice(Duration::from_secs(3600));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !got.get() {
+                    assert!(Instant::now() < deadline, "the request did not end the slice");
+                    std::hint::spin_loop();
+                    pace.tick().await;
+                }
+                reader.await;
+                drop(go);
+                client.join().unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     #[test]
     fn the_slice_grows_while_the_pass_is_alone_and_drops_back_when_not() {
