@@ -4,8 +4,10 @@
 //!
 //! Contract, [`swap_in`] (the steps, in order):
 //! 1. each new segment's `.log`, `.index` and `.timeindex` is written as `<name>.cleaned`
-//!    and fsync'd (the `.log` through direct I/O, a chunk at a time, cut to its length, then
-//!    fdatasync'd); then the directory is fsync'd;
+//!    through direct I/O, a chunk at a time, cut to its length, then fdatasync'd (no
+//!    temporary file and no directory fsync per file: a `.cleaned` file is never read before
+//!    the marker, and a crash before the marker discards them all); then the directory is
+//!    fsync'd once, which makes every `.cleaned` name durable;
 //! 2. the swap marker (`compaction.swap`: the bases of the new segments, the bases of the
 //!    segments merged into them, and a CRC-32) is written durably (temporary file, fsync,
 //!    rename, directory fsync): the commit point;
@@ -179,9 +181,9 @@ pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment], removed: &[i6
 }
 
 /// [`swap_in`] taking the segments' bytes (none is copied whole on the caller's thread), and
-/// writing each `.log` through direct I/O `COMPACTION_WRITE_CHUNK_BYTES` at a time, one write
-/// in flight, paced with `pace` between writes (so a pass never queues a whole segment's write
-/// on the device ahead of the shard's appends), then its fdatasync.
+/// writing each `.cleaned` file through direct I/O `COMPACTION_WRITE_CHUNK_BYTES` at a time,
+/// one write in flight, paced with `pace` between writes (so a pass never queues a whole
+/// segment's write on the device ahead of the shard's appends), then its fdatasync.
 pub async fn swap_in_owned(
     disk: &Disk,
     dir: &Path,
@@ -193,14 +195,13 @@ pub async fn swap_in_owned(
     let plan = SwapPlan { replaced: segs.iter().map(|s| s.base).collect(), removed: removed.to_vec() };
     for s in segs {
         let [log, index, time] = final_names(s.base);
-        let path = cleaned(dir, &log);
-        write_log(disk, &path, &s.log, pace).await.map_err(io_at("write", &path))?;
-        drop(s.log);
-        for (name, bytes) in [(index, s.index), (time, s.timeindex)] {
+        for (name, bytes) in [(log, s.log), (index, s.index), (time, s.timeindex)] {
             let path = cleaned(dir, &name);
-            disk.write_file_off_thread(&path, bytes, true).await.map_err(io_at("write", &path))?;
+            write_cleaned(disk, &path, &bytes, pace).await.map_err(io_at("write", &path))?;
         }
     }
+    // One directory fsync for every `.cleaned` name of the pass (issue #23: each sync of a
+    // pass is a journal commit the shard's produce fdatasyncs queue behind).
     disk.sync_dir(dir).await?;
     let marker = dir.join(SWAP_MARKER);
     disk.write_file_off_thread(&marker, encode_marker(&plan), true).await.map_err(io_at("write", &marker))?;
@@ -208,9 +209,10 @@ pub async fn swap_in_owned(
 }
 
 /// Writes `bytes` as the new file `path` (a stale one of a failed pass is replaced) and makes
-/// it durable: aligned direct-I/O writes of at most `COMPACTION_WRITE_CHUNK_BYTES`, the file
-/// cut to the exact length, fdatasync.
-async fn write_log(disk: &Disk, path: &Path, bytes: &[u8], pace: &mut Pace) -> io::Result<()> {
+/// its content durable (its name is made durable by the caller's directory fsync): aligned
+/// direct-I/O writes of at most `COMPACTION_WRITE_CHUNK_BYTES`, the file cut to the exact
+/// length, fdatasync. On the executor's own ring, so no trip to the blocking thread either.
+async fn write_cleaned(disk: &Disk, path: &Path, bytes: &[u8], pace: &mut Pace) -> io::Result<()> {
     let file = match disk.open(path, true).await {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             disk.remove_file_off_thread(path).await?;

@@ -14,9 +14,10 @@
 //! DeleteRecords) is not replaced in memory, and its file, if the swap recreated it, lies below
 //! the log start and goes at the next retention check. Readers that planned a read before the
 //! swap keep their old file (its descriptor outlives the rename). Its cached chunks are
-//! forgotten. Where a pass ended is written durably to `cleaner-offset-checkpoint` after its
-//! swap, so a restart starts at the first dirty offset instead of cleaning the whole sealed
-//! part again.
+//! forgotten. Where a pass ended is written to `cleaner-offset-checkpoint` after its swap
+//! (atomically, not synced: a checkpoint lost to a crash only makes the next pass clean again
+//! what it already cleaned), so a restart starts at the first dirty offset instead of cleaning
+//! the whole sealed part again.
 //!
 //! Transactions: before cleaning, the log is read from its start (the sealed segments below
 //! the high watermark by their batch headers, control batches whole; beyond them through the
@@ -214,13 +215,29 @@ impl PartitionLog {
         // The checkpoint follows the swap (durable before it): a crash between the two cleans
         // the same range again, which changes nothing.
         self.first_dirty.set(upto);
-        self.write_offset_file(CLEANER_CHECKPOINT_FILE, upto).await?;
+        self.write_checkpoint(upto).await?;
         lap(&mut times.swap);
         stats.times = times;
         if stats.segments_rewritten > 0 {
             tracing::info!(partition = %self.name, ?stats, "compacted");
         }
         Ok(Some(stats))
+    }
+
+    /// Replaces `cleaner-offset-checkpoint` with `upto` (temporary file and rename) without
+    /// syncing it: the checkpoint only spares work. A crash may leave the previous value, a
+    /// new name whose content never reached the device (read as no checkpoint), or the new
+    /// value; the first two make the next pass clean from an earlier offset, which changes
+    /// nothing but its cost, as a crash between swap and checkpoint always did. The rename
+    /// becomes durable with the next directory fsync or journal commit. Two syncs less per
+    /// pass (a file fsync and a directory fsync, each a journal commit that produce
+    /// fdatasyncs on the same device queue behind: issue #23).
+    async fn write_checkpoint(&self, upto: i64) -> Result<(), StorageError> {
+        let path = self.dir.join(CLEANER_CHECKPOINT_FILE);
+        self.disk
+            .write_file_off_thread(&path, format!("{upto}\n").into_bytes(), false)
+            .await
+            .map_err(|e| StorageError::io("write", path.display(), e))
     }
 
     /// The sealed segments (every one but the active one), and the active one's base.
