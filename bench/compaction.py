@@ -32,6 +32,13 @@ Kafka: a single-node KRaft broker from the jars `bench/compare` fetches, `log.cl
    cleaner's passes and seconds during it (`duty` = seconds cleaning / seconds of the run). The
    p99 per mode is taken over the pooled latencies of all its runs (PAIRS × RATE × RATE-SECS
    samples), so that one slow batch does not decide it.
+3. For sluice, the `compact` runs' latencies split by what a compaction pass was doing while
+   each record was in flight (`compact pooled by pass phase`): `cpu` (transaction scan, key
+   map, cleaning: CPU slices and segment reads), `swap` (writing and syncing the new
+   segments, renames, checkpoint) or `none`. The phases are placed from each `compaction pass`
+   line (its timestamp is the pass's end, then its `seconds` and phase seconds); a record's
+   send time is its ack time less its latency. Which class holds the slow records says which
+   part of a pass costs the produce p99.
 
 Prints one line per side and measurement, then the sluice/Kafka throughput ratio and, per
 side, the p99 with compaction against without (the issue's targets: ≥ 2× Kafka's cleaning
@@ -42,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import os
 import re
 import signal
@@ -106,8 +114,48 @@ class Sluice:
                     out[name] = out.get(name, 0.0) + float(secs)
         return {k: round(v, 3) for k, v in out.items()}
 
+    def pass_windows(self) -> list:
+        """(start, end of the CPU phases, end) in Unix seconds of every compaction pass logged so
+        far: the line is logged at the pass's end; scan, key map and cleaning come first (CPU
+        and segment reads), then the swap (writes, syncs, renames) and the checkpoint."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "compaction pass" not in line:
+                continue
+            m = SLUICE_PASS_RE.search(line)
+            ph = dict(SLUICE_PHASE_RE.findall(line))
+            try:
+                end = datetime.datetime.strptime(line[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+            except ValueError:
+                continue
+            start = end - float(m.group(2))
+            cpu_end = start + sum(float(ph.get(k, 0)) for k in ("scan", "map", "clean"))
+            out.append((start, cpu_end, end))
+        return out
+
     def stop(self):
         stop_pid(self.proc)
+
+
+def attribute(samples: list, windows: list) -> dict:
+    """Splits (sent_at, latency) samples by what a compaction pass was doing while each was in
+    flight: `swap` (its writes and syncs), `cpu` (scan, key map, cleaning: CPU and reads), or
+    `none` (no pass). A sample overlapping both counts as `swap`."""
+    classes = {"none": [], "cpu": [], "swap": []}
+    windows = sorted(windows)
+    for t0, lat in samples:
+        t1, cls = t0 + lat, "none"
+        for start, cpu_end, end in windows:
+            if start > t1:
+                break
+            if t0 <= end and t1 >= cpu_end:
+                cls = "swap"
+                break
+            if t0 <= cpu_end and t1 >= start:
+                cls = "cpu"
+        classes[cls].append(lat)
+    return classes
 
 
 class Kafka:
@@ -233,13 +281,14 @@ def wait_quiet(broker, quiet_s: float, timeout_s: float) -> list:
 
 def fixed_rate(bootstrap: str, topic: str, rate: int, secs: float, value_bytes: int) -> dict:
     from confluent_kafka import Producer
-    lat, errors = [], []
+    lat, errors, sent_at = [], [], []
 
     def cb(err, msg):
         if err is not None:
             errors.append(err)
         else:
             lat.append(msg.latency())
+            sent_at.append(time.time() - msg.latency())
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
     value = os.urandom(value_bytes)
     for i in range(10):  # warm-up, not measured: metadata, connection
@@ -252,7 +301,7 @@ def fixed_rate(bootstrap: str, topic: str, rate: int, secs: float, value_bytes: 
             n += 1
         p.poll(0.001)
     p.flush(60)
-    return {"sent": n, "errors": len(errors), **summary(lat)}, lat
+    return {"sent": n, "errors": len(errors), **summary(lat)}, list(zip(sent_at, lat))
 
 
 def summary(lat: list) -> dict:
@@ -291,15 +340,23 @@ def run_side(side: str, args, work: Path) -> dict:
         create(boot, "bench-lat-warmup", {"cleanup.policy": "delete"})
         fixed_rate(boot, "bench-lat-warmup", args.rate, min(5.0, args.rate_secs), args.value_bytes)
         pooled = {"nocompact": [], "compact": []}
+        samples = []
         for i in range(args.pairs):
             for mode in (("nocompact", "compact") if i % 2 == 0 else ("compact", "nocompact")):
                 res, lat = latency_run(broker, boot, mode, i, args)
-                pooled[mode] += lat
+                pooled[mode] += [x for _, x in lat]
+                if mode == "compact":
+                    samples += lat
                 out.setdefault("runs", []).append(res)
                 print(side, mode, i, res, flush=True)
         for mode, lat in pooled.items():
             out[mode] = summary(lat)
             print(side, mode, "pooled", out[mode], flush=True)
+        if hasattr(broker, "pass_windows"):
+            # Which part of a pass the slow produces of the compact runs overlapped.
+            by = attribute(samples, broker.pass_windows())
+            out["compact_by_phase"] = {k: summary(v) for k, v in by.items()}
+            print(side, "compact pooled by pass phase", out["compact_by_phase"], flush=True)
     finally:
         broker.stop()
     return out
