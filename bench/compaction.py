@@ -35,10 +35,10 @@ Kafka: a single-node KRaft broker from the jars `bench/compare` fetches, `log.cl
 3. For sluice, the `compact` runs' latencies split by what a compaction pass was doing while
    each record was in flight (`compact pooled by pass phase`): `cpu` (transaction scan, key
    map, cleaning: CPU slices and segment reads), `swap` (writing and syncing the new
-   segments, renames, checkpoint) or `none`. The phases are placed from each `compaction pass`
-   line (its timestamp is the pass's end, then its `seconds` and phase seconds); a record's
-   send time is its ack time less its latency. Which class holds the slow records says which
-   part of a pass costs the produce p99.
+   segments, renames, checkpoint), `after` (sent within 0.1 s after a pass ended) or `none`.
+   The phases are placed from each `compaction pass` line (its timestamp is the pass's end,
+   then its `seconds` and phase seconds); a record's send time is its ack time less its
+   latency. Which class holds the slow records says which part of a pass costs the p99.
 
 Prints one line per side and measurement, then the sluice/Kafka throughput ratio and, per
 side, the p99 with compaction against without (the issue's targets: ≥ 2× Kafka's cleaning
@@ -138,11 +138,17 @@ class Sluice:
         stop_pid(self.proc)
 
 
+# A record sent this long after a pass ended, overlapping none, is counted as `after`.
+AFTER_PASS_S = 0.1
+
+
 def attribute(samples: list, windows: list) -> dict:
     """Splits (sent_at, latency) samples by what a compaction pass was doing while each was in
-    flight: `swap` (its writes and syncs), `cpu` (scan, key map, cleaning: CPU and reads), or
-    `none` (no pass). A sample overlapping both counts as `swap`."""
-    classes = {"none": [], "cpu": [], "swap": []}
+    flight: `swap` (its writes and syncs), `cpu` (scan, key map, cleaning: CPU and reads),
+    `after` (no pass, but sent within AFTER_PASS_S of a pass's end: what a pass leaves behind,
+    e.g. records queued behind a delayed one, or the freeing of the replaced files' blocks in
+    the next journal commit), or `none`. A sample overlapping both phases counts as `swap`."""
+    classes = {"none": [], "after": [], "cpu": [], "swap": []}
     windows = sorted(windows)
     for t0, lat in samples:
         t1, cls = t0 + lat, "none"
@@ -154,6 +160,8 @@ def attribute(samples: list, windows: list) -> dict:
                 break
             if t0 <= cpu_end and t1 >= start:
                 cls = "cpu"
+            elif cls == "none" and end < t0 <= end + AFTER_PASS_S:
+                cls = "after"
         classes[cls].append(lat)
     return classes
 
