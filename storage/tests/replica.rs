@@ -166,7 +166,7 @@ fn cut_at_removes_the_tail_and_later_appends_reuse_its_offsets_across_a_reopen()
 
         // Cut below the in-memory page.
         let cut = batch::validate(&old[4]).unwrap().base_offset;
-        log.cut_at(Offset(cut)).unwrap();
+        log.cut_at(Offset(cut), 0).unwrap();
         assert_eq!(log.log_end().0, cut);
         assert!(log.durable_end().0 <= cut && log.high_watermark().0 <= cut);
         // Nothing at or above the cut is served.
@@ -176,14 +176,14 @@ fn cut_at_removes_the_tail_and_later_appends_reuse_its_offsets_across_a_reopen()
             other => panic!("a read past the cut: {other:?}"),
         }
         // A cut at the log end does nothing.
-        log.cut_at(Offset(cut)).unwrap();
+        log.cut_at(Offset(cut), 0).unwrap();
 
         // New batches of another epoch and other sizes at the same offsets, then a cut inside
         // the in-memory tail (not yet durable) and more appends.
         let mut sent = old[..4].to_vec();
         sent.extend(append_n(&log, 5, 2, "new", 700));
         let cut2 = batch::validate(&sent[7]).unwrap().base_offset;
-        log.cut_at(Offset(cut2)).unwrap();
+        log.cut_at(Offset(cut2), 0).unwrap();
         sent.truncate(7);
         sent.extend(append_n(&log, 3, 3, "newer", 300));
         let tail = stamped(log.log_end().0, 3, "tail", 2, 20);
@@ -229,7 +229,7 @@ fn cut_at_before_the_active_segment_is_refused() {
         }
         assert!(log.segment_count() > 2, "the log rolled");
         let end = log.log_end().0;
-        assert!(log.cut_at(Offset(1)).is_err(), "a cut in a sealed segment");
+        assert!(log.cut_at(Offset(1), 0).is_err(), "a cut in a sealed segment");
         assert_eq!(log.log_end().0, end, "a refused cut changes nothing");
         assert_eq!(read_all(&log, 0, end, false).await.len(), usize::try_from(end).unwrap());
         log.close().await.unwrap();
@@ -286,7 +286,7 @@ fn the_commit_mark_bounds_reads_and_never_moves_back() {
         assert_eq!(log.high_watermark().0, c2);
         // A cut above the commit mark keeps it.
         let c4 = end_of(&sent[..4]);
-        log.cut_at(Offset(c4)).unwrap();
+        log.cut_at(Offset(c4), 0).unwrap();
         assert_eq!(log.high_watermark().0, c2);
         log.advance_commit(Offset(c4));
         assert_eq!(read_all(&log, 0, c4, false).await, sent[..4].to_vec());
@@ -358,13 +358,13 @@ async fn cut_workload(sim: &Rc<SimDisk>) -> Seen {
     append_held(&log, sim, first.clone(), &mut seen, "first appends").await;
     assert_eq!(seen.acked, first);
     let cut = batch::validate(&first[3]).unwrap().base_offset;
-    log.cut_at(Offset(cut)).unwrap();
+    log.cut_at(Offset(cut), 0).unwrap();
     seen.acked.truncate(3);
     seen.snapshot(sim, "after the first cut");
     append_held(&log, sim, singles(cut, 2, "n", 4, 1300), &mut seen, "after the first cut").await;
     assert_eq!(seen.acked.len(), 7);
     let cut2 = cut + 2;
-    log.cut_at(Offset(cut2)).unwrap();
+    log.cut_at(Offset(cut2), 0).unwrap();
     seen.acked.truncate(5);
     seen.snapshot(sim, "after the second cut");
     append_held(&log, sim, singles(cut2, 3, "m", 3, 500), &mut seen, "after the second cut").await;

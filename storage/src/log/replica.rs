@@ -60,12 +60,16 @@ impl PartitionLog {
         Ok(self.state.borrow().producers.check(header)?)
     }
 
-    /// Cuts the log at `offset` now (see the module contract); the file follows in the writer.
-    pub fn cut_at(&self, offset: Offset) -> Result<(), StorageError> {
+    /// Cuts the log at `offset` now (see the module contract), keeping the first `rank`
+    /// batches that start there (control batches taking no offset); the file follows in the
+    /// writer.
+    pub fn cut_at(&self, offset: Offset, rank: u32) -> Result<(), StorageError> {
         let off = offset.0;
         let mut st = self.state.borrow_mut();
         assert!(off <= st.next_offset, "{}: cut past the log end", self.name);
-        if off == st.next_offset {
+        let seg = st.active();
+        let i = seg.dense.partition_point(|e| e.base < off) + usize::try_from(rank).expect("a rank fits usize");
+        if off == st.next_offset && i >= seg.dense.len() {
             return Ok(());
         }
         let unsupported = |why: &str| StorageError::WriteFailed(format!("{}: cut at {off}: {why}", self.name));
@@ -73,7 +77,6 @@ impl PartitionLog {
             return Err(unsupported("before the active segment (not supported yet)"));
         }
         let seg = st.active();
-        let i = seg.dense.partition_point(|e| e.base < off);
         let Some(entry) = seg.dense.get(i).filter(|e| e.base == off).copied() else {
             return Err(unsupported("not a batch boundary known in memory"));
         };
