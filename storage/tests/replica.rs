@@ -473,3 +473,62 @@ fn reset_empty_at_restarts_the_log_at_an_offset_from_any_partial_reset() {
         }
     });
 }
+
+/// A Raft control batch taking no offset (issue #18), stamped at `base` (the next batch's).
+fn no_offset(base: i64, epoch: i32, tag: &str) -> Vec<u8> {
+    let key = [0u8, 0, 0x53, 0x52];
+    let mut b = batch::build(&[Record { key: Some(&key), value: tag.as_bytes() }], 0);
+    b[21..23].copy_from_slice(&0x20i16.to_be_bytes()); // control
+    b[23..27].copy_from_slice(&(-1i32).to_be_bytes()); // lastOffsetDelta -1: no offset
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::stamp(&mut b, base, epoch);
+    b
+}
+
+#[test]
+fn batches_taking_no_offset_are_made_durable_read_cut_and_reopened_by_position() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("r-0");
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&dir, "r-0", config(), false).await.unwrap();
+        let data = append_n(&log, 3, 1, "d", 100);
+        let end = log.log_end().0;
+        // Two control batches at the log end: durable by position (their offsets say nothing).
+        let z1 = no_offset(end, 2, "z1");
+        let i1 = log.append_replica(&z1).unwrap();
+        assert_eq!((i1.base_offset.0, i1.last_offset.0, log.log_end().0), (end, end - 1, end));
+        log.wait_durable(&i1).await.unwrap();
+        let z2 = no_offset(end, 3, "z2");
+        let i2 = log.append_replica(&z2).unwrap();
+        log.wait_durable(&i2).await.unwrap();
+        // A replica's read at its durable end finds them.
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), [z1.clone(), z2.clone()].concat());
+        // A batch of data at the same base: a read from there starts at the first batch there.
+        let d = stamped(end, 3, "d2", 2, 50);
+        let i3 = log.append_replica(&d).unwrap();
+        log.wait_durable(&i3).await.unwrap();
+        assert_eq!(log.log_end().0, end + 2);
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), [z1.clone(), z2.clone(), d.clone()].concat());
+        let r = log.read_durable(Offset(end + 1), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), d, "an offset inside the data batch");
+        // Cut at (end, rank 1): z1 stays.
+        log.cut_at(Offset(end), 1).unwrap();
+        assert_eq!(log.log_end().0, end);
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), z1);
+        log.close().await.unwrap();
+        drop(log);
+        let (log, _) = PartitionLog::open(&dir, "r-0", config(), false).await.unwrap();
+        assert_eq!(log.log_end().0, end);
+        // A read takes the batches at its end that take no offset along.
+        let mut want = data.clone();
+        want.push(z1.clone());
+        assert_eq!(read_all(&log, 0, end, true).await, want);
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), z1, "the control batch is recovered");
+        log.close().await.unwrap();
+    });
+}

@@ -20,7 +20,6 @@
 //!   writes it (tmp + fsync + rename + directory fsync) in the same round as the log sync.
 
 use super::catchup::{OldScan, ScanError, ScanOutcome, ScanPlan};
-use super::control::Shape;
 use super::store::{LogFault, PersistedState, ReplicaLog};
 use super::types::Term;
 use bytes::Bytes;
@@ -175,7 +174,7 @@ impl ReplicaLog for KafkaLog {
         self.log.cut_at(offset, rank).map_err(|e| LogFault::Io(e.to_string()))?;
         let cut = self.cache.split_off(&(offset, rank));
         self.cache_bytes -= cut.values().map(Bytes::len).sum::<usize>();
-        if self.last_append.is_some_and(|a| a.base_offset > offset || (a.base_offset == offset && cut.len() > 0)) {
+        if self.last_append.is_some_and(|a| a.base_offset > offset || (a.base_offset == offset && !cut.is_empty())) {
             self.last_append = None;
         }
         Ok(())
@@ -183,12 +182,6 @@ impl ReplicaLog for KafkaLog {
 
     fn read(&self, base: Offset, rank: u32) -> Option<Bytes> {
         self.cache.get(&(base, rank)).cloned()
-    }
-
-    fn control_shape(&self) -> Shape {
-        // Until the storage engine makes a batch taking no offset durable on its own (its
-        // marks are offsets), control batches take one offset here.
-        Shape::OneOffset
     }
 
     fn reset_to(&mut self, start: Offset, state: &PersistedState) -> Result<(), LogFault> {

@@ -61,8 +61,8 @@ impl PartitionLog {
     }
 
     /// Cuts the log at `offset` now (see the module contract), keeping the first `rank`
-    /// batches that start there (control batches taking no offset); the file follows in the
-    /// writer.
+    /// batches that start there (Raft control batches taking no offset: several batches may
+    /// share a base offset); the file follows in the writer.
     pub fn cut_at(&self, offset: Offset, rank: u32) -> Result<(), StorageError> {
         let off = offset.0;
         let mut st = self.state.borrow_mut();
@@ -80,6 +80,12 @@ impl PartitionLog {
         let Some(entry) = seg.dense.get(i).filter(|e| e.base == off).copied() else {
             return Err(unsupported("not a batch boundary known in memory"));
         };
+        let run_start = i - usize::try_from(rank).expect("a rank fits usize");
+        if rank > 0 && run_start == 0 && seg.dense[0].pos > 0 {
+            // The entries before the known ones may hold more batches at `off`: the rank
+            // cannot be placed.
+            return Err(unsupported("a rank among batches not known in memory"));
+        }
         let pos = entry.pos;
         st.cut_active(i, off, pos);
         if st.roll_at.is_some_and(|at| at >= pos) {
@@ -96,6 +102,7 @@ impl PartitionLog {
         }
         st.written_pos = st.written_pos.min(pos);
         st.flushed_pos = st.flushed_pos.min(pos);
+        let bytes = i64::try_from(st.origin + st.flushed_pos).expect("a log's bytes fit i64");
         st.pending_cut = Some(st.pending_cut.map_or(pos, |p| p.min(pos)));
         drop(st);
         crate::cache::invalidate(self.state.borrow().active().file.key());
@@ -104,6 +111,8 @@ impl PartitionLog {
         self.durable.reset(self.durable.get().min(off));
         self.written.fail_waiters();
         self.durable.fail_waiters();
+        self.durable_bytes.reset(self.durable_bytes.get().min(bytes));
+        self.durable_bytes.fail_waiters();
         assert!(!self.replicated.get() || self.commit.get() <= off, "{}: a cut below the committed end", self.name);
         self.notify_cut(offset);
         let _ = self.kick.try_send(());
@@ -136,6 +145,7 @@ impl PartitionLog {
             st.log_start = start.0;
             st.flushed_pos = 0;
             st.written_pos = 0;
+            st.origin = 0;
             st.tail_start = 0;
             st.tail.clear();
             st.producers.clear();
@@ -148,6 +158,8 @@ impl PartitionLog {
             w.fail_waiters();
             w.reset(start.0);
         }
+        self.durable_bytes.fail_waiters();
+        self.durable_bytes.reset(0);
         self.first_dirty.set(start.0);
         Ok(())
     }
