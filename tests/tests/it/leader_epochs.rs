@@ -5,7 +5,8 @@
 //! whose current leader epoch is older with FENCED_LEADER_EPOCH and newer with
 //! UNKNOWN_LEADER_EPOCH on Fetch, ListOffsets and OffsetForLeaderEpoch; the epoch Metadata
 //! gives is the one those checks accept; and librdkafka consumes through all of it, across the
-//! leader's kill.
+//! leader's kill. The partition's offsets are Kafka's (issue #18): its first record is at
+//! offset 0 and a leader change takes no offset.
 //!
 //! Contract: every broker is stopped by its harness; every wait has a deadline.
 
@@ -232,7 +233,6 @@ fn offsets(c: &TestConsumer, n: usize) -> Vec<i64> {
 /// and a leader change takes no offset (Apache Kafka 4.4 answers exactly these numbers: one
 /// probe, five records, the leader's kill, one probe, three records → offsets 0..10).
 #[test]
-#[ignore = "issue #18: the partition log still writes Raft control batches taking one offset (KafkaLog::control_shape)"]
 fn a_replicated_partitions_first_record_is_at_offset_0_and_a_leader_change_takes_no_offset() {
     let _slot = shared_slot();
     let ports = free_ports(3);
