@@ -89,7 +89,7 @@ impl PartitionLog {
         // A replica's own read at its durable end may still find batches there taking no
         // offset (Raft control batches).
         let at_end = |st: &State| st.active().dense.last().is_none_or(|e| e.base < from);
-        if from == hwm && !(below_start && !at_end(&st)) {
+        if from == hwm && (!below_start || at_end(&st)) {
             return Ok(None);
         }
         let i = st.segment_for(from);
