@@ -397,7 +397,8 @@ mod tests {
         use kafka_protocol::protocol::Encodable;
         fn check<T: Default + Encodable + HeaderVersion>(key: ApiKey, set: fn(T, i32) -> T) {
             let spec = crate::api::APIS.iter().find(|s| s.key == key).expect("served");
-            for v in spec.min_version..=spec.max_version {
+            // Versions beyond the crate's are checked by their own module (`api::share_v2`).
+            for v in spec.min_version..=spec.max_version.min(key.valid_versions().max) {
                 let plain = encode_response(7, v, &set(T::default(), 3)).unwrap();
                 let want = encode_response(7, v, &set(T::default(), 4321)).unwrap();
                 let got = with_throttle(Frame::from(plain.clone()), key, v, 4321).to_bytes();

@@ -13,7 +13,9 @@ stays removed across a broker restart (the removal is stored); a member SIGKILLe
 records frees them when its connection drops (as Kafka), not when their locks expire; members
 closing one after the other (committing first) while the others poll: no record reaches two
 applications, none lost; franz-go's share consumer (tests/compat/go/share) as three members of
-one group.
+one group; version 2 of ShareFetch/ShareAcknowledge: a record held past several acquisition
+locks with RENEW acknowledgements (KIP-1222) and never redelivered, and
+share.acquire.mode=record_limit (KIP-1206) acquiring no more than max.poll.records=1 asks for.
 
 The broker runs with share_auto_offset_reset = "earliest", a 3 s acquisition lock and a 6 s
 share session timeout so the tests take seconds.
@@ -67,11 +69,13 @@ def compile_member(workdir) -> str:
 class ShareMember:
     """One ShareMember process; its output lines are collected as they come."""
 
-    def __init__(self, cp, workdir, bootstrap, topic, group, name, mode="accept"):
+    def __init__(self, cp, workdir, bootstrap, topic, group, name, mode="accept", hold_ms=None):
         self.name = name
         self.stop_file = workdir / f"stop-{name}-{time.monotonic_ns()}"
         args = ["java", "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", cp, "ShareMember",
                 bootstrap, topic, group, mode, str(self.stop_file), str(MEMBER_MAX_MS)]
+        if hold_ms is not None:
+            args.append(str(hold_ms))
         self.err_path = workdir / f"{name}-{time.monotonic_ns()}.stderr"
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
@@ -381,3 +385,63 @@ def test_franz_go_share_members(broker_factory, sconfig, tmp_path):
     text = r.stdout.decode()
     print(text[-2000:])
     assert r.returncode == 0 and "share: PASS" in text, f"{text[-3000:]}\n{r.stderr.decode()[-3000:]}"
+
+
+def test_renewed_record_is_held_past_its_lock_and_never_redelivered(broker_factory, sconfig, tmp_path, members):
+    """RENEW acknowledgements (KIP-1222; the Java client 4.4 sends them in ShareFetch and
+    ShareAcknowledge v2): a member holds one record for 3.5 acquisition locks (3 s each) by
+    renewing it, then accepts it. Its delivery count stays 1 each time the client hands it
+    back after a renewal, no other member ever gets it (its lock never ran out), the final
+    acceptance succeeds, and every record is acknowledged."""
+    broker = broker_factory.start(config=sconfig)
+    n = 20
+    topic, group, want, cp = produced_topic(broker, tmp_path, n, "r")
+    hold_ms = int(3.5 * LOCK_MS)
+    holder = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "holder", mode="renew", hold_ms=hold_ms)
+    members.append(holder)
+    first = wait_until(lambda: next((ln for ln in list(holder.lines) if ln.startswith("HOLD ")), None), WAIT,
+                       what="the holder holding a record")
+    held = int(first.split()[1])
+    other = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "other")
+    members.append(other)
+    done = wait_until(lambda: [ln for ln in list(holder.lines) if ln.startswith(("HELD-ACCEPTED", "ACKFAIL"))],
+                      hold_ms / 1000 + WAIT, interval=0.2, what="the holder accepting its held record")
+    assert done == [f"HELD-ACCEPTED {held}"], f"{done}\n{holder.lines[-40:]}\n{holder.stderr()}"
+    renewed = [ln.split() for ln in holder.lines if ln.startswith(f"RENEWED {held} ")]
+    assert len(renewed) >= 2, f"the client handed the renewed record back {len(renewed)} times"
+    assert {r[2] for r in renewed} == {"1"}, f"delivery counts after renewals: {renewed}"
+    wait_until(lambda: values_of([holder, other]) >= want, WAIT, interval=0.5, what="every record delivered")
+    assert held not in {off for (off, _, _) in other.records()}, "the renewed record went to another member"
+    assert {c for (off, c, _) in holder.records() if off == held} == {1}
+    wait_until(lambda: start_offset(broker, group, topic) == n, WAIT, interval=1.0, what="SPSO at the end offset")
+    for m in members:
+        assert m.stop() == 0, m.stderr()
+
+
+def test_record_limit_acquires_only_what_the_member_may_take(broker_factory, tmp_path, members):
+    """share.acquire.mode=record_limit (KIP-1206, ShareFetch v2) with max.poll.records=1: the
+    broker never acquires more records for a member than it asked for, even inside one batch
+    (the 20 records below are produced together). A member that takes one record and then
+    stops polling holds at most the one its poll returned and one its client fetched ahead; a
+    second member gets every other record at delivery count 1, one per poll, long before the
+    holder's locks (120 s) could expire."""
+    broker = broker_factory.start(config=long_lock_config(tmp_path))
+    n = 20
+    topic, group, want, cp = produced_topic(broker, tmp_path, n, "l")
+    holder = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "holder", mode="limit1hold")
+    members.append(holder)
+    wait_until(lambda: holder.has("HOLDING"), WAIT, what="the holder holding a record")
+    assert len(holder.records()) == 1 and holder.has("POLLED 1"), holder.lines
+    held = holder.records()[0][0]
+    other = ShareMember(cp, tmp_path, broker.bootstrap, topic, group, "other", mode="limit1")
+    members.append(other)
+    wait_until(lambda: len(other.records()) >= n - 2, WAIT, interval=0.2, what="the other records delivered")
+    time.sleep(1.0)
+    got = other.records()
+    polled = [int(ln.split()[1]) for ln in other.lines if ln.startswith("POLLED ")]
+    assert polled and max(polled) == 1, f"records per poll: {polled}"
+    assert held not in {off for (off, _, _) in got}
+    assert all(c == 1 for (_, c, _) in got), got
+    assert len(got) in (n - 2, n - 1), f"{len(got)} of {n}"
+    for m in members:
+        assert m.stop() == 0, m.stderr()

@@ -1,17 +1,22 @@
-//! ShareAcknowledge (key 79), version 1 (as Kafka 4.x): a member's acknowledgements of records
-//! it acquired, outside a ShareFetch (KIP-932).
+//! ShareAcknowledge (key 79), versions 1 and 2 (as Kafka 4.4): a member's acknowledgements of
+//! records it acquired, outside a ShareFetch (KIP-932; version 2 through `share_v2`).
 //!
 //! Contract: the share session must exist and the epoch be its next one (epoch 0 is
 //! INVALID_SHARE_SESSION_EPOCH: acknowledgements need an open session); -1 closes the session
 //! after the acknowledgements and releases the member's other acquired records. Each
 //! partition's acknowledgements are durable on its owner before the answer; each partition
 //! answers its own code (INVALID_RECORD_STATE for records not acquired by the member, e.g.
-//! after their lock expired). READ on the group and on each topic, as Kafka.
+//! after their lock expired; INVALID_REQUEST for batches Kafka refuses, checked before any is
+//! applied). READ on the group and on each topic, as Kafka. Version 2: with `IsRenewAck` the
+//! acknowledgements may be RENEW (KIP-1222: the records stay the member's under a new lock,
+//! nothing is written), and the answer carries the group's acquisition lock duration
+//! (`AcquisitionLockTimeoutMs`).
 
 use super::share_fetch::{ack_batches, apply_acks, reader, Answers};
-use super::{respond, ApiSpec, Ctx, Reply};
+use super::share_v2;
+use super::{ApiSpec, Ctx, Reply};
 use crate::errors::share_session_code;
-use crate::frame::{decode_body, FrameError, Request};
+use crate::frame::{FrameError, Request};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::share_acknowledge_response::{
@@ -27,11 +32,11 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub const SPEC: ApiSpec =
-    ApiSpec { key: ApiKey::ShareAcknowledge, name: "ShareAcknowledge", min_version: 1, max_version: 1, handle };
+    ApiSpec { key: ApiKey::ShareAcknowledge, name: "ShareAcknowledge", min_version: 1, max_version: 2, handle };
 
 fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, FrameError>> {
     async move {
-        let body: ShareAcknowledgeRequest = decode_body(&req)?;
+        let (body, renew): (ShareAcknowledgeRequest, bool) = share_v2::decode_acknowledge(&req)?;
         let authz = crate::authz::Authz::new(&ctx, &req);
         let (group, member) = match reader(&authz, body.group_id.as_ref(), body.member_id.as_ref()) {
             Ok(named) => named,
@@ -58,8 +63,12 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
                 }
                 let batches = ack_batches(
                     p.acknowledgement_batches.iter().map(|b| (&b.first_offset, &b.last_offset, &b.acknowledge_types)),
+                    renew,
                 );
-                acks.push((tp, batches));
+                match batches {
+                    Some(b) => acks.push((tp, b)),
+                    None => answers.entry(tp).or_default().error = (ResponseError::InvalidRequest.code(), None),
+                }
             }
         }
         drop(meta);
@@ -68,7 +77,8 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             if epoch == -1 {
                 share::release(&ctx.shard, &group, &member);
             }
-            respond(&req, &response(&ctx, answers)).map(|f| Some(f.into()))
+            let lock_ms = sluice_shard::group_config::for_group(&ctx.shard, &group).share_record_lock_duration_ms;
+            share_v2::acknowledge_response(&req, &response(&ctx, answers), lock_ms).map(|f| Some(f.into()))
         };
         Ok(reply.boxed_local() as Reply)
     }
@@ -99,5 +109,6 @@ fn response(ctx: &Ctx, answers: Answers) -> ShareAcknowledgeResponse {
 }
 
 fn top_error(req: &Request, code: i16) -> Reply {
-    super::reply_now(respond(req, &ShareAcknowledgeResponse::default().with_error_code(code)))
+    // Kafka answers a refused request with no lock timeout (0).
+    super::reply_now(share_v2::acknowledge_response(req, &ShareAcknowledgeResponse::default().with_error_code(code), 0))
 }

@@ -635,7 +635,10 @@ async fn acknowledge_local(
                 }
             }
         }
-        touched.push((out.len(), key));
+        // RENEW alone changes no stored state: nothing to write.
+        if item.batches.iter().any(|b| b.types.iter().any(|t| t.changes_durable_state())) {
+            touched.push((out.len(), key));
+        }
         out.push((item.index, Ok(result)));
     }
     // Durable before answered.

@@ -4,7 +4,8 @@
 //! Contract: the state covers offsets `[spso, speo)`; every offset below the share-partition
 //! start offset (SPSO) is done (acknowledged or archived), every offset at or above the end
 //! offset (SPEO) was never delivered. Each in-flight record is Available (to be delivered
-//! again), Acquired by one member until its acquisition lock expires, Acknowledged, or
+//! again), Acquired by one member until its acquisition lock expires (a RENEW acknowledgement
+//! starts the lock again), Acknowledged, or
 //! Archived (rejected, or its delivery count reached the limit). Time comes in as `now`;
 //! expired locks are released lazily, at the start of every operation. Invariants (checked
 //! after every change in debug builds): the first in-flight record is never done (the SPSO
@@ -52,6 +53,10 @@ pub enum AckType {
     Accept,
     Release,
     Reject,
+    /// 4 (KIP-1222, version 2 requests that say so): the member still works on the record; its
+    /// acquisition lock starts again, it stays acquired by the member with the same delivery
+    /// count.
+    Renew,
 }
 
 impl AckType {
@@ -61,8 +66,15 @@ impl AckType {
             1 => Some(AckType::Accept),
             2 => Some(AckType::Release),
             3 => Some(AckType::Reject),
+            4 => Some(AckType::Renew),
             _ => None,
         }
+    }
+
+    /// Whether applying it changes what [`SharePartition::durable`] holds (a renewal only
+    /// moves a lock, which is not stored).
+    pub fn changes_durable_state(self) -> bool {
+        self != AckType::Renew
     }
 }
 
@@ -261,6 +273,8 @@ impl SharePartition {
 
     /// Applies `member`'s acknowledgement of `[first, last]`: one type for the whole range, or
     /// one per offset. All or nothing: a record not acquired by `member` refuses the batch.
+    /// RENEW gives the record a new lock of the current duration from `now` (Kafka's
+    /// `SharePartition` renews the acquisition lock timer the same way).
     pub fn acknowledge(
         &mut self,
         member: &str,
@@ -284,9 +298,14 @@ impl SharePartition {
             }
         }
         let limit = self.limits.delivery_count_limit;
+        let renewed = now + self.limits.lock;
         for (k, r) in self.records.range_mut(start..start + width).enumerate() {
             let t = if types.len() == 1 { types[0] } else { types[k] };
             r.state = match t {
+                AckType::Renew => {
+                    r.deadline = Some(renewed);
+                    continue;
+                }
                 AckType::Accept | AckType::Gap => RecordState::Acknowledged,
                 AckType::Reject => RecordState::Archived,
                 AckType::Release if r.delivery_count >= limit => RecordState::Archived,
@@ -471,6 +490,135 @@ mod tests {
         q.acquire(&m("a"), 0, 0, 1, 100, now);
         assert_eq!(q.next_fetch_offset(now + Duration::from_secs(60), 1), None);
         assert_eq!(q.spso(), 1);
+    }
+
+    #[test]
+    fn renew_extends_the_lock_and_keeps_the_count() {
+        let now = Instant::now();
+        let mut p = SharePartition::new(0, limits());
+        assert_eq!(p.acquire(&m("a"), 0, 2, 10, 100, now), vec![(0, 2, 1)]);
+        let durable = p.durable();
+        // Renewed twice within each lock: held for 50 s under a 30 s lock.
+        let t1 = now + Duration::from_secs(25);
+        assert_eq!(p.acknowledge("a", 0, 1, &[AckType::Renew], t1), Ok(()));
+        assert_eq!(p.durable(), durable, "a renewal stores nothing");
+        let t2 = t1 + Duration::from_secs(25);
+        assert_eq!(p.acknowledge("a", 0, 0, &[AckType::Renew], t2), Ok(()));
+        // Offset 2 was not renewed: its lock ran out at 30 s and it went to "b".
+        assert_eq!(p.acquire(&m("b"), 0, 9, 10, 1, t2), vec![(2, 2, 2)]);
+        // Offset 1's renewal at 25 s lasted until 55 s; offset 0's until 80 s.
+        let t3 = now + Duration::from_secs(60);
+        assert_eq!(p.acknowledge("a", 1, 1, &[AckType::Accept], t3), Err(AckError::InvalidRecordState));
+        assert_eq!(p.acquire(&m("b"), 0, 9, 10, 1, t3), vec![(1, 1, 2)]);
+        assert_eq!(p.acknowledge("a", 0, 0, &[AckType::Accept], t3), Ok(()));
+        assert_eq!(p.spso(), 1);
+    }
+
+    #[test]
+    fn renew_is_refused_for_records_the_member_does_not_hold() {
+        let now = Instant::now();
+        let mut p = SharePartition::new(0, limits());
+        p.acquire(&m("a"), 0, 3, 10, 100, now);
+        assert_eq!(p.acknowledge("b", 0, 0, &[AckType::Renew], now), Err(AckError::InvalidRecordState));
+        let late = now + Duration::from_secs(31);
+        assert_eq!(p.acknowledge("a", 0, 0, &[AckType::Renew], late), Err(AckError::InvalidRecordState));
+        // One type per offset: renew, accept, release, renew, all at once.
+        let mut q = SharePartition::new(0, limits());
+        q.acquire(&m("a"), 0, 3, 10, 100, now);
+        let types = [AckType::Renew, AckType::Accept, AckType::Release, AckType::Renew];
+        assert_eq!(q.acknowledge("a", 0, 3, &types, now + Duration::from_secs(20)), Ok(()));
+        assert_eq!(q.counts(), (1, 2, 1));
+        assert_eq!(q.acquire(&m("b"), 0, 9, 10, 100, now + Duration::from_secs(45)), vec![(2, 2, 2), (4, 9, 1)]);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Acquire { member: u8, max: usize },
+            Ack { member: u8, first: u8, width: u8, kind: u8 },
+            Release { member: u8 },
+            Wait { secs: u8 },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..3, 1usize..6).prop_map(|(member, max)| Op::Acquire { member, max }),
+                (0u8..3, 0u8..20, 1u8..4, 0u8..5).prop_map(|(member, first, width, kind)| Op::Ack {
+                    member,
+                    first,
+                    width,
+                    kind
+                }),
+                (0u8..3).prop_map(|member| Op::Release { member }),
+                (0u8..20).prop_map(|secs| Op::Wait { secs }),
+            ]
+        }
+
+        proptest! {
+            /// Against a model of each offset (owner, lock deadline, delivery count): a
+            /// record renewed by its owner stays that owner's until the renewed deadline,
+            /// delivery counts never go down and grow only by acquisition, the SPSO never
+            /// goes back, and acknowledgements succeed exactly for records the member holds.
+            #[test]
+            fn renewals_hold_records_and_counts_only_grow(ops in proptest::collection::vec(op(), 1..60)) {
+                let lim = Limits { lock: Duration::from_secs(10), delivery_count_limit: 4, max_locks: 12 };
+                let mut p = SharePartition::new(0, lim);
+                let start = Instant::now();
+                let mut now = start;
+                let names = [m("a"), m("b"), m("c")];
+                // offset -> (owner, deadline) while acquired; offset -> count.
+                let mut held: std::collections::HashMap<i64, (u8, Instant)> = Default::default();
+                let mut counts: std::collections::HashMap<i64, u16> = Default::default();
+                let mut spso = 0;
+                for op in ops {
+                    held.retain(|_, (_, d)| *d > now);
+                    match op {
+                        Op::Acquire { member, max } => {
+                            for (f, l, c) in p.acquire(&names[member as usize], 0, 19, 20, max, now) {
+                                for o in f..=l {
+                                    prop_assert!(!held.contains_key(&o), "offset {} acquired twice", o);
+                                    let before = counts.get(&o).copied().unwrap_or(0);
+                                    prop_assert_eq!(c, before + 1);
+                                    counts.insert(o, c);
+                                    held.insert(o, (member, now + lim.lock));
+                                }
+                            }
+                        }
+                        Op::Ack { member, first, width, kind } => {
+                            let (first, last) = (i64::from(first), i64::from(first) + i64::from(width) - 1);
+                            let t = AckType::from_wire(kind as i8).unwrap();
+                            let mine = (first..=last).all(|o| held.get(&o).is_some_and(|(w, _)| *w == member));
+                            let r = p.acknowledge(&names[member as usize], first, last, &[t], now);
+                            prop_assert_eq!(r.is_ok(), mine, "{:?} of {}..={} by {}", t, first, last, member);
+                            if r.is_ok() {
+                                for o in first..=last {
+                                    if t == AckType::Renew {
+                                        held.insert(o, (member, now + lim.lock));
+                                    } else {
+                                        held.remove(&o);
+                                    }
+                                }
+                            }
+                        }
+                        Op::Release { member } => {
+                            p.release_member(&names[member as usize]);
+                            held.retain(|_, (w, _)| *w != member);
+                        }
+                        Op::Wait { secs } => now += Duration::from_secs(u64::from(secs)),
+                    }
+                    prop_assert!(p.spso() >= spso);
+                    spso = p.spso();
+                    // Expires the locks that ran out by now (as every operation does first).
+                    p.next_fetch_offset(now, 20);
+                    let (_, acquired, _) = p.counts();
+                    held.retain(|_, (_, d)| *d > now);
+                    prop_assert_eq!(acquired, held.len());
+                }
+            }
+        }
     }
 
     #[test]
