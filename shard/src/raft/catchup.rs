@@ -721,7 +721,7 @@ mod tests {
                 prop_assert_eq!(b, &l[i].1);
             }
             // Read in chunks, as the runtime reads, the same batches come at the same indexes.
-            let chunked = scan_in_chunks(OldBatches::default().plan(RaftIndex(want as u64), floor), &l, chunk)
+            let chunked = scan_in_chunks(OldBatches::default().plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO), &l, chunk)
                 .expect("scans in chunks");
             prop_assert!(chunked.verified);
             prop_assert_eq!(chunked.kept.first().map(|b| b.0), out.kept.first().map(|b| b.0));
