@@ -511,10 +511,12 @@ impl OldBatches {
 /// Runs a scan over batches already in memory (the simulation's log, unit tests).
 pub fn scan_batches(plan: ReadPlan, log: &[(Offset, Bytes)], max_bytes: usize) -> Result<ScanOutcome, ScanError> {
     let mut scan = Scanner::new(plan, max_bytes);
-    // The first batch read is the one holding the scan's first offset.
-    let mut i = log.partition_point(|(b, _)| *b <= scan.next_offset()).saturating_sub(1);
-    if log.get(i).is_some_and(|(_, b)| BatchHeader::parse(b).is_ok_and(|h| h.last_offset() < scan.next_offset().0)) {
-        i += 1;
+    // The first batch read is the first one starting at the scan's first offset (batches
+    // taking no offset share it with the batch after them), or the batch holding it.
+    let at = scan.next_offset();
+    let mut i = log.partition_point(|(b, _)| *b < at);
+    if i > 0 && BatchHeader::parse(&log[i - 1].1).is_ok_and(|h| h.last_offset() >= at.0) {
+        i -= 1;
     }
     while !scan.is_done() {
         let Some((_, b)) = log.get(i) else { return Err(scan.end_of_log()) };
