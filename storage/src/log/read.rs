@@ -86,7 +86,10 @@ impl PartitionLog {
         if (from < st.log_start && !kept) || from > hwm {
             return Err(StorageError::OffsetOutOfRange { requested: from, start: st.log_start, end: hwm });
         }
-        if from == hwm {
+        // A replica's own read at its durable end may still find batches there taking no
+        // offset (Raft control batches).
+        let at_end = |st: &State| st.active().dense.last().is_none_or(|e| e.base < from);
+        if from == hwm && (!below_start || at_end(&st)) {
             return Ok(None);
         }
         let i = st.segment_for(from);
@@ -184,9 +187,14 @@ fn dense_plan(st: &State, i: usize, from: i64, hwm: i64, max_bytes: usize) -> Re
     let seg = &st.segments[i];
     let active = i + 1 == st.segments.len();
     let d = &seg.dense;
-    let start = d.partition_point(|e| e.last < from);
-    let (end, total) = dense_run(d, start, hwm, max_bytes);
+    // From the batch holding `from`, or the first starting at it (a batch taking no offset
+    // starts at the offset of the batch after it).
+    let start = d.partition_point(|e| e.last < from && e.base < from);
     let read = |records| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(st.log_start) };
+    if start == d.len() {
+        return ReadPlan::Done(read(Bytes::new()));
+    }
+    let (end, total) = dense_run(d, start, hwm, max_bytes);
     if end == start {
         return ReadPlan::Done(read(Bytes::new()));
     }
@@ -455,7 +463,7 @@ impl Scan<'_> {
                 }
                 break;
             }
-            if h.last_offset() < self.from {
+            if h.last_offset() < self.from && h.base_offset < self.from {
                 self.skipped = Some((at + p as u64, len));
                 p += len;
                 self.prev_last = Some(h.last_offset());
