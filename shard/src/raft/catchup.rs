@@ -23,7 +23,11 @@
 //!   must land exactly on the floor (its next offset and term) with no more batches than
 //!   the floor's index; it keeps no batch. A located origin is valid for the log start it was
 //!   found for only: a log start that moves again is located again. Batches taking no offset
-//!   at the log start, before the batch holding it, are not counted (they are older entries).
+//!   at the log start, before the batch holding it, are not counted (they are older entries);
+//!   so the origin may not be the first batch at its base, and a scan from it starts its first
+//!   read at the log start, skipping those batches ([`Origin`]'s `read_at` and `skip`; a read
+//!   from inside a batch starts at that batch, past the ones before it at its base). The term
+//!   of the entry before the origin comes from the epoch history (`store.rs`).
 //! - A batch taking no offset (a Raft control batch, `control.rs`) shares its base with the
 //!   batches after it: an anchor is only taken at a batch that is the first at its base
 //!   offset (the batch before it takes offsets), so that reading from the anchor's offset
@@ -61,6 +65,11 @@ pub enum ScanError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanPlan {
     pub start: (RaftIndex, Offset),
+    /// Where the first read starts and how many batches starting there it skips, so that the
+    /// first batch fed is the one at `start`: `(start.1, 0)` from an anchor (the first batch at
+    /// its base); from a located origin, the log start and the batches taking no offset before
+    /// the origin at that offset ([`Origin`]).
+    pub first_read: (Offset, u32),
     pub want: RaftIndex,
     pub floor: Floor,
     /// Count on to the floor (checks the origin anchor).
@@ -84,27 +93,33 @@ pub enum ReadPlan {
 }
 
 /// Where counting below the window starts: the batch at `index` starts at `base`; the entry
-/// before it (index − 1, no longer in the log unless `index` is 1) has term `prev_term`.
+/// before it (index − 1, no longer in the log unless `index` is 1) has term `prev_term`. A read
+/// from `read_at` (the log start, at or after `base`) skipping `skip` batches at that offset
+/// starts at this batch: batches taking no offset may precede it at its base (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
     pub index: RaftIndex,
     pub base: Offset,
     pub prev_term: Term,
+    pub read_at: Offset,
+    pub skip: u32,
 }
 
 impl Origin {
     /// A log that still starts at offset 0: index 1 is its first batch.
-    pub const LOG_START_ZERO: Origin = Origin { index: RaftIndex(1), base: Offset(0), prev_term: Term(0) };
+    pub const LOG_START_ZERO: Origin =
+        Origin { index: RaftIndex(1), base: Offset(0), prev_term: Term(0), read_at: Offset(0), skip: 0 };
 }
 
 /// What a locate scan found: the batch holding `log_start` is at `index`, starts at `base`
-/// and has term `term`.
+/// and has term `term`; a read from `log_start` meets `skip` batches taking no offset before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
     pub log_start: Offset,
     pub index: RaftIndex,
     pub base: Offset,
     pub term: Term,
+    pub skip: u32,
 }
 
 /// What a finished scan found.
@@ -147,21 +162,35 @@ impl OldScan {
             last_term: Term(0),
             max_bytes,
             kept_bytes: 0,
-            prev_no_offset: false,
+            // Batches taking no offset may precede a start that is not an anchor's.
+            prev_no_offset: plan.first_read != (plan.start.1, 0),
             fed_at_next: 0,
             out: ScanOutcome::default(),
         }
     }
 
+    fn nothing_fed(&self) -> bool {
+        self.index == self.plan.start.0
+    }
+
     /// Where the next read starts.
     pub fn next_offset(&self) -> Offset {
-        self.next
+        if self.nothing_fed() {
+            self.plan.first_read.0
+        } else {
+            self.next
+        }
     }
 
     /// How many batches starting at [`OldScan::next_offset`] a read from there must skip
-    /// (they were fed already: batches taking no offset).
+    /// (they were fed already: batches taking no offset; or, for the first read, the batches
+    /// before the start).
     pub fn skip_at_next(&self) -> u32 {
-        self.fed_at_next
+        if self.nothing_fed() {
+            self.plan.first_read.1
+        } else {
+            self.fed_at_next
+        }
     }
 
     /// The scan needs no more batches.
@@ -240,6 +269,8 @@ pub struct LocateScan {
     prev_no_offset: bool,
     /// Batches taking no offset fed at `next` (a read from `next` returns them again).
     fed_at_next: u32,
+    /// Batches taking no offset passed over before the first (at the log start).
+    skipped: u32,
 }
 
 impl LocateScan {
@@ -255,6 +286,7 @@ impl LocateScan {
             done: false,
             prev_no_offset: false,
             fed_at_next: 0,
+            skipped: 0,
         }
     }
 
@@ -281,6 +313,7 @@ impl LocateScan {
             // An entry before the batch holding the log start (at the same base offset).
             self.prev_no_offset = true;
             self.fed_at_next += 1;
+            self.skipped += 1;
             return Ok(());
         }
         let follows = match self.first {
@@ -331,7 +364,7 @@ impl LocateScan {
         let (base, term) = self.first.expect("a finished scan was fed");
         let index = RaftIndex(self.plan.floor.index.0 + 1 - self.count);
         let anchors = self.rel_anchors.iter().map(|&(n, o)| (RaftIndex(index.0 + n), o)).collect();
-        let located = Located { log_start: self.plan.log_start, index, base, term };
+        let located = Located { log_start: self.plan.log_start, index, base, term, skip: self.skipped };
         ScanOutcome { kept: Vec::new(), anchors, verified: true, located: Some(located), front_is_anchor: false }
     }
 }
@@ -460,7 +493,8 @@ impl OldBatches {
             Some((m, _)) if m.index <= want && m.index > start.0 && self.front_is_anchor => (m.index, m.base),
             _ => start,
         };
-        ScanPlan { start, want, floor, verify: !self.verified }
+        let first_read = if start == first { (origin.read_at, origin.skip) } else { (start.1, 0) };
+        ScanPlan { start, first_read, want, floor, verify: !self.verified }
     }
 
     /// Takes a scan's outcome: its batches replace the cached ones; its anchors are kept.
@@ -512,12 +546,15 @@ impl OldBatches {
 pub fn scan_batches(plan: ReadPlan, log: &[(Offset, Bytes)], max_bytes: usize) -> Result<ScanOutcome, ScanError> {
     let mut scan = Scanner::new(plan, max_bytes);
     // The first batch read is the first one starting at the scan's first offset (batches
-    // taking no offset share it with the batch after them), or the batch holding it.
+    // taking no offset share it with the batch after them), or the batch holding it; then
+    // the batches there the scan skips.
     let at = scan.next_offset();
     let mut i = log.partition_point(|(b, _)| *b < at);
     if i > 0 && BatchHeader::parse(&log[i - 1].1).is_ok_and(|h| h.last_offset() >= at.0) {
         i -= 1;
     }
+    let skip = usize::try_from(scan.skip_at_next()).expect("fits");
+    i += log[i.min(log.len())..].iter().take(skip).take_while(|(b, _)| *b == at).count();
     while !scan.is_done() {
         let Some((_, b)) = log.get(i) else { return Err(scan.end_of_log()) };
         scan.feed(b.clone())?;
@@ -664,7 +701,16 @@ mod tests {
         let mut old = OldBatches::default();
         assert!(!old.servable(Offset(start)), "not before it is located");
         old.install(out);
-        old.set_located(Offset(start), Origin { index: located.index, base: located.base, prev_term: Term(1) });
+        old.set_located(
+            Offset(start),
+            Origin {
+                index: located.index,
+                base: located.base,
+                prev_term: Term(1),
+                read_at: Offset(start),
+                skip: located.skip,
+            },
+        );
         let origin = old.origin(Offset(start)).expect("located");
         assert_eq!(old.origin(Offset(start + 1)), None, "located for that log start only");
         let plan = old.plan(RaftIndex(30), floor, origin);
@@ -742,22 +788,45 @@ mod tests {
             }
         }
 
-        /// Whatever the batch sizes and the log start below the floor, a locate finds the
-        /// index and base of the batch holding the log start.
+        /// Whatever the batch sizes (batches taking no offset among them) and the log start
+        /// below the floor, a locate finds the index and base of the batch holding the log
+        /// start, and a scan from that origin feeds every batch at its index.
         #[test]
-        fn a_locate_finds_the_batch_holding_any_log_start(sizes in proptest::collection::vec(1usize..5, 2..300),
-                                                         floor_at in 1usize..300, start in 0i64..1200) {
+        fn a_locate_finds_the_batch_holding_any_log_start(sizes in proptest::collection::vec(0usize..5, 2..300),
+                                                         floor_at in 1usize..300, start in 0i64..1200,
+                                                         want_at in 0usize..300) {
             let spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 9, *n)).collect();
             let l = log(&spec);
-            let floor = floor_after(&l, floor_at.min(l.len()), &spec);
-            let start = start % floor.next_offset.0;
+            // The floor is a batch taking offsets (window.rs), after offset 0.
+            let takes = |i: usize| spec[i - 1].1 > 0 && l[i - 1].0 .0 + i64::try_from(spec[i - 1].1).unwrap() > 1;
+            let Some(floor_at) = (floor_at.min(l.len())..=l.len()).find(|&i| takes(i)) else { return Ok(()) };
+            let floor = floor_after(&l, floor_at, &spec);
+            let start = 1 + start % (floor.next_offset.0 - 1);
             let out = scan_batches(ReadPlan::Locate(LocatePlan { log_start: Offset(start), floor }), &l, 0)
                 .expect("locates");
             let located = out.located.expect("located");
             prop_assert_eq!((located.index, located.base), holding(&l, start));
-            for (i, o) in out.anchors {
-                prop_assert_eq!(l[usize::try_from(i.0).unwrap() - 1].0, o);
+            for (i, o) in &out.anchors {
+                prop_assert_eq!(l[usize::try_from(i.0).unwrap() - 1].0, *o);
             }
+            let mut old = OldBatches::default();
+            old.install(out);
+            let origin = Origin {
+                index: located.index,
+                base: located.base,
+                prev_term: Term(0),
+                read_at: Offset(start),
+                skip: located.skip,
+            };
+            old.set_located(Offset(start), origin);
+            let first = usize::try_from(located.index.0).unwrap();
+            let want = first + want_at % (floor_at + 1 - first);
+            let plan = old.plan(RaftIndex(u64::try_from(want).unwrap()), floor, origin);
+            let got = scan_batches(ReadPlan::Scan(plan), &l, 1 << 20).expect("scans from the origin");
+            for (m, b) in &got.kept {
+                prop_assert_eq!(b, &l[usize::try_from(m.index.0).unwrap() - 1].1, "index {}", m.index.0);
+            }
+            prop_assert_eq!(got.kept.first().map(|(m, _)| m.index.0), Some(u64::try_from(want).unwrap()));
         }
     }
 }

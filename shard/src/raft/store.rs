@@ -624,7 +624,8 @@ impl<L: ReplicaLog> GroupStore<L> {
         match result {
             Ok(out) => {
                 if let Some(l) = out.located {
-                    let origin = Origin { index: l.index, base: l.base, prev_term: self.term_before(l.base, l.term) };
+                    let prev_term = self.term_before(l.index, l.base, l.term);
+                    let origin = Origin { index: l.index, base: l.base, prev_term, read_at: l.log_start, skip: l.skip };
                     self.old.set_located(l.log_start, origin);
                 }
                 self.old.install(out);
@@ -634,16 +635,22 @@ impl<L: ReplicaLog> GroupStore<L> {
         }
     }
 
-    /// The term of the batch ending just before `base`, from the epoch history (which keeps
-    /// every epoch's start: it is cut only at the log's end), at most `term` (the next
-    /// batch's). Raft needs it as the term of the entry before a located origin, which the log
-    /// may no longer hold; when the history does not reach that far, `term` stands in: a term
-    /// no lower than the real one and no higher than any later entry's, so an election still
-    /// prefers every replica holding a later committed entry.
-    fn term_before(&self, base: Offset, term: Term) -> Term {
-        let Some(before) = base.0.checked_sub(1).filter(|b| *b >= 0) else { return Term(0) };
+    /// The term of the entry before the batch at `index` starting at `base`, from the epoch
+    /// history (which keeps every epoch's start: it is cut only at the log's end), at most
+    /// `term` (that batch's). That entry is a batch taking no offset at `base` or the batch
+    /// ending just before it; a new term's first entry takes no offset, so an epoch starting
+    /// at `base` means that entry is at `base` and has the latest such epoch, and otherwise
+    /// the epoch covering `base - 1` is its term. Raft needs it as the term of the entry before
+    /// a located origin, which the log may no longer hold; when the history does not reach
+    /// that far, `term` stands in: a term no lower than the real one and no higher than any
+    /// later entry's, so an election still prefers every replica holding a later committed
+    /// entry.
+    fn term_before(&self, index: RaftIndex, base: Offset, term: Term) -> Term {
+        if index.0 <= 1 {
+            return Term(0);
+        }
         let entries = self.epochs.entries();
-        let covering = entries.partition_point(|e| e.1 .0 <= before);
+        let covering = entries.partition_point(|e| e.1 <= base);
         let epoch = covering.checked_sub(1).map(|i| entries[i].0);
         epoch.and_then(Term::of_stored).map_or(term, |t| t.min(term))
     }
