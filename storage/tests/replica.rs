@@ -532,3 +532,43 @@ fn batches_taking_no_offset_are_made_durable_read_cut_and_reopened_by_position()
         log.close().await.unwrap();
     });
 }
+
+/// A read whose first batch takes no offset also takes the batch taking offsets after it,
+/// however large (Kafka answers the first batch of a fetch whole, KIP-74): otherwise a
+/// consumer at that offset, whose fetch drops Raft control batches, gets nothing forever.
+/// From the in-memory tail, the dense index and a reopened log's scan, across a chunk edge.
+#[test]
+fn a_read_starting_at_batches_taking_no_offset_takes_the_next_data_batch_whole() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("r-0");
+    run(move || async move {
+        let cfg = LogConfig { segment_bytes: 16 << 20, ..config() };
+        let (log, _) = PartitionLog::open(&dir, "r-0", cfg.clone(), false).await.unwrap();
+        log.set_replicated(Offset(0));
+        let small = append_n(&log, 3, 1, "d", 100);
+        let end = log.log_end().0;
+        let z = no_offset(end, 2, "z");
+        log.append_replica(&z).unwrap();
+        // Larger than the read's max and than a cache chunk, so it crosses a chunk edge.
+        let big = stamped(end, 2, "big", 3, 600 << 10);
+        let info = log.append_replica(&big).unwrap();
+        log.wait_durable(&info).await.unwrap();
+        let hw = info.last_offset.0 + 1;
+        log.advance_commit(Offset(hw));
+        let want = [z.clone(), big.clone()].concat();
+        let r = log.read(Offset(end), 1024).await.unwrap();
+        assert_eq!(r.records.len(), want.len(), "read at {end}");
+        assert_eq!(r.records.to_vec(), want);
+        assert_eq!(log.read_durable(Offset(end), 1024).await.unwrap().records.to_vec(), want, "durable");
+        log.close().await.unwrap();
+        drop(log);
+        let (log, _) = PartitionLog::open(&dir, "r-0", cfg, false).await.unwrap();
+        log.set_replicated(Offset(hw));
+        log.advance_commit(Offset(hw));
+        assert_eq!(log.read_durable(Offset(end), 1024).await.unwrap().records.to_vec(), want, "reopened");
+        assert_eq!(log.read(Offset(end), 1024).await.unwrap().records.to_vec(), want, "reopened, below the commit");
+        let got = read_all(&log, 0, end, false).await;
+        assert!(got.len() >= small.len() && got[..small.len()] == small[..], "the batches before are read as before");
+        log.close().await.unwrap();
+    });
+}
