@@ -113,6 +113,14 @@ impl BatchHeader {
         self.attributes & 0x20 != 0
     }
 
+    /// A control batch that takes no offset (`lastOffsetDelta` -1: its last offset is the one
+    /// before its base, which is the next batch's base). sluice's own Raft control batches
+    /// have this shape (`shard/src/raft/control.rs`); Kafka never writes one, and a client
+    /// may not produce one (every control batch is refused from clients).
+    pub fn takes_no_offset(&self) -> bool {
+        self.is_control() && self.last_offset_delta == -1
+    }
+
     /// Parses the header without checking the CRC. Needs at least [`HEADER_LEN`] bytes.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         let header = Self::decode(buf)?;
@@ -154,7 +162,7 @@ impl BatchHeader {
 
     /// Fields no batch may hold, whoever wrote it.
     fn check_ranges(&self) -> Result<(), InvalidRecord> {
-        if self.last_offset_delta < 0 {
+        if self.last_offset_delta < 0 && !self.takes_no_offset() {
             return Err(InvalidRecord::NegativeOffsetDelta(self.last_offset_delta));
         }
         if self.records_count < 0 {

@@ -533,7 +533,10 @@ impl World {
         let disk = disk.borrow();
         let canon = self.canon.entry(group).or_default();
         let mut end = None;
-        for (base, b) in disk.batches().iter().filter(|(base, _)| *base >= from).take_while(|(base, _)| *base < hw) {
+        // Batches taking no offset (Raft control batches) hold no record at any offset: the
+        // history is of the batches that take offsets.
+        let taking = disk.batches().iter().filter(|(_, b)| !takes_no_offset(b));
+        for (base, b) in taking.filter(|(base, _)| *base >= from).take_while(|(base, _)| *base < hw) {
             match canon.get(base) {
                 Some(cbytes) if cbytes == b => {}
                 Some(cbytes) => panic!(
@@ -728,6 +731,10 @@ fn describe(b: &Bytes) -> String {
         h.last_offset(),
         payload_id(b)
     )
+}
+
+fn takes_no_offset(b: &Bytes) -> bool {
+    BatchHeader::parse(b).expect("stored batches parse").takes_no_offset()
 }
 
 fn next_offset(b: &Bytes) -> Offset {

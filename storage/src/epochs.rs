@@ -33,11 +33,19 @@ impl EpochHistory {
     }
 
     /// Records that a batch of `epoch` starts at `start`. Returns false (and records nothing)
-    /// when the epoch is older than the latest one (a caller bug).
+    /// when the epoch is older than the latest one or starts before it (a caller bug). A newer
+    /// epoch starting where the latest one starts replaces it: the latest epoch took no
+    /// offset (a Raft leader whose only entries were control batches that take none), and
+    /// Kafka's leader-epoch cache drops such an entry too.
     pub fn assign(&mut self, epoch: LeaderEpoch, start: Offset) -> bool {
         match self.entries.last() {
             Some(&(e, _)) if e == epoch => true,
-            Some(&(e, s)) if e > epoch || s >= start => false,
+            Some(&(e, s)) if e > epoch || s > start => false,
+            Some(&(_, s)) if s == start => {
+                self.entries.pop();
+                self.entries.push((epoch, start));
+                true
+            }
             _ => {
                 self.entries.push((epoch, start));
                 true
@@ -86,6 +94,16 @@ mod tests {
 
     fn h(e: &[(i32, i64)]) -> EpochHistory {
         EpochHistory::from_entries(e.iter().map(|&(a, b)| (LeaderEpoch(a), Offset(b))).collect()).expect("ascending")
+    }
+
+    #[test]
+    fn a_newer_epoch_at_the_same_start_replaces_an_epoch_that_took_no_offset() {
+        let mut x = h(&[(1, 0), (2, 5)]);
+        assert!(x.assign(LeaderEpoch(3), Offset(5)));
+        assert_eq!(x, h(&[(1, 0), (3, 5)]));
+        assert!(!x.assign(LeaderEpoch(4), Offset(4)), "an epoch never starts before the latest");
+        assert!(!x.assign(LeaderEpoch(2), Offset(9)), "nor goes back");
+        assert_eq!(x.end_offset_for(LeaderEpoch(2), Offset(9)), (LeaderEpoch(1), Offset(5)));
     }
 
     #[test]

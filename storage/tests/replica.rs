@@ -166,7 +166,7 @@ fn cut_at_removes_the_tail_and_later_appends_reuse_its_offsets_across_a_reopen()
 
         // Cut below the in-memory page.
         let cut = batch::validate(&old[4]).unwrap().base_offset;
-        log.cut_at(Offset(cut)).unwrap();
+        log.cut_at(Offset(cut), 0).unwrap();
         assert_eq!(log.log_end().0, cut);
         assert!(log.durable_end().0 <= cut && log.high_watermark().0 <= cut);
         // Nothing at or above the cut is served.
@@ -176,14 +176,14 @@ fn cut_at_removes_the_tail_and_later_appends_reuse_its_offsets_across_a_reopen()
             other => panic!("a read past the cut: {other:?}"),
         }
         // A cut at the log end does nothing.
-        log.cut_at(Offset(cut)).unwrap();
+        log.cut_at(Offset(cut), 0).unwrap();
 
         // New batches of another epoch and other sizes at the same offsets, then a cut inside
         // the in-memory tail (not yet durable) and more appends.
         let mut sent = old[..4].to_vec();
         sent.extend(append_n(&log, 5, 2, "new", 700));
         let cut2 = batch::validate(&sent[7]).unwrap().base_offset;
-        log.cut_at(Offset(cut2)).unwrap();
+        log.cut_at(Offset(cut2), 0).unwrap();
         sent.truncate(7);
         sent.extend(append_n(&log, 3, 3, "newer", 300));
         let tail = stamped(log.log_end().0, 3, "tail", 2, 20);
@@ -229,7 +229,7 @@ fn cut_at_before_the_active_segment_is_refused() {
         }
         assert!(log.segment_count() > 2, "the log rolled");
         let end = log.log_end().0;
-        assert!(log.cut_at(Offset(1)).is_err(), "a cut in a sealed segment");
+        assert!(log.cut_at(Offset(1), 0).is_err(), "a cut in a sealed segment");
         assert_eq!(log.log_end().0, end, "a refused cut changes nothing");
         assert_eq!(read_all(&log, 0, end, false).await.len(), usize::try_from(end).unwrap());
         log.close().await.unwrap();
@@ -286,7 +286,7 @@ fn the_commit_mark_bounds_reads_and_never_moves_back() {
         assert_eq!(log.high_watermark().0, c2);
         // A cut above the commit mark keeps it.
         let c4 = end_of(&sent[..4]);
-        log.cut_at(Offset(c4)).unwrap();
+        log.cut_at(Offset(c4), 0).unwrap();
         assert_eq!(log.high_watermark().0, c2);
         log.advance_commit(Offset(c4));
         assert_eq!(read_all(&log, 0, c4, false).await, sent[..4].to_vec());
@@ -358,13 +358,13 @@ async fn cut_workload(sim: &Rc<SimDisk>) -> Seen {
     append_held(&log, sim, first.clone(), &mut seen, "first appends").await;
     assert_eq!(seen.acked, first);
     let cut = batch::validate(&first[3]).unwrap().base_offset;
-    log.cut_at(Offset(cut)).unwrap();
+    log.cut_at(Offset(cut), 0).unwrap();
     seen.acked.truncate(3);
     seen.snapshot(sim, "after the first cut");
     append_held(&log, sim, singles(cut, 2, "n", 4, 1300), &mut seen, "after the first cut").await;
     assert_eq!(seen.acked.len(), 7);
     let cut2 = cut + 2;
-    log.cut_at(Offset(cut2)).unwrap();
+    log.cut_at(Offset(cut2), 0).unwrap();
     seen.acked.truncate(5);
     seen.snapshot(sim, "after the second cut");
     append_held(&log, sim, singles(cut2, 3, "m", 3, 500), &mut seen, "after the second cut").await;
@@ -471,5 +471,104 @@ fn reset_empty_at_restarts_the_log_at_an_offset_from_any_partial_reset() {
                 log.close().await.unwrap();
             }
         }
+    });
+}
+
+/// A Raft control batch taking no offset (issue #18), stamped at `base` (the next batch's).
+fn no_offset(base: i64, epoch: i32, tag: &str) -> Vec<u8> {
+    let key = [0u8, 0, 0x53, 0x52];
+    let mut b = batch::build(&[Record { key: Some(&key), value: tag.as_bytes() }], 0);
+    b[21..23].copy_from_slice(&0x20i16.to_be_bytes()); // control
+    b[23..27].copy_from_slice(&(-1i32).to_be_bytes()); // lastOffsetDelta -1: no offset
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::stamp(&mut b, base, epoch);
+    b
+}
+
+#[test]
+fn batches_taking_no_offset_are_made_durable_read_cut_and_reopened_by_position() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("r-0");
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&dir, "r-0", config(), false).await.unwrap();
+        let data = append_n(&log, 3, 1, "d", 100);
+        let end = log.log_end().0;
+        // Two control batches at the log end: durable by position (their offsets say nothing).
+        let z1 = no_offset(end, 2, "z1");
+        let i1 = log.append_replica(&z1).unwrap();
+        assert_eq!((i1.base_offset.0, i1.last_offset.0, log.log_end().0), (end, end - 1, end));
+        log.wait_durable(&i1).await.unwrap();
+        let z2 = no_offset(end, 3, "z2");
+        let i2 = log.append_replica(&z2).unwrap();
+        log.wait_durable(&i2).await.unwrap();
+        // A replica's read at its durable end finds them.
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), [z1.clone(), z2.clone()].concat());
+        // A batch of data at the same base: a read from there starts at the first batch there.
+        let d = stamped(end, 3, "d2", 2, 50);
+        let i3 = log.append_replica(&d).unwrap();
+        log.wait_durable(&i3).await.unwrap();
+        assert_eq!(log.log_end().0, end + 2);
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), [z1.clone(), z2.clone(), d.clone()].concat());
+        let r = log.read_durable(Offset(end + 1), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), d, "an offset inside the data batch");
+        // Cut at (end, rank 1): z1 stays.
+        log.cut_at(Offset(end), 1).unwrap();
+        assert_eq!(log.log_end().0, end);
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), z1);
+        log.close().await.unwrap();
+        drop(log);
+        let (log, _) = PartitionLog::open(&dir, "r-0", config(), false).await.unwrap();
+        assert_eq!(log.log_end().0, end);
+        // A read takes the batches at its end that take no offset along.
+        let mut want = data.clone();
+        want.push(z1.clone());
+        assert_eq!(read_all(&log, 0, end, true).await, want);
+        let r = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(r.records.to_vec(), z1, "the control batch is recovered");
+        log.close().await.unwrap();
+    });
+}
+
+/// A read whose first batch takes no offset also takes the batch taking offsets after it,
+/// however large (Kafka answers the first batch of a fetch whole, KIP-74): otherwise a
+/// consumer at that offset, whose fetch drops Raft control batches, gets nothing forever.
+/// From the in-memory tail, the dense index and a reopened log's scan, across a chunk edge.
+#[test]
+fn a_read_starting_at_batches_taking_no_offset_takes_the_next_data_batch_whole() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("r-0");
+    run(move || async move {
+        let cfg = LogConfig { segment_bytes: 16 << 20, ..config() };
+        let (log, _) = PartitionLog::open(&dir, "r-0", cfg.clone(), false).await.unwrap();
+        log.set_replicated(Offset(0));
+        let small = append_n(&log, 3, 1, "d", 100);
+        let end = log.log_end().0;
+        let z = no_offset(end, 2, "z");
+        log.append_replica(&z).unwrap();
+        // Larger than the read's max and than a cache chunk, so it crosses a chunk edge.
+        let big = stamped(end, 2, "big", 3, 600 << 10);
+        let info = log.append_replica(&big).unwrap();
+        log.wait_durable(&info).await.unwrap();
+        let hw = info.last_offset.0 + 1;
+        log.advance_commit(Offset(hw));
+        let want = [z.clone(), big.clone()].concat();
+        let r = log.read(Offset(end), 1024).await.unwrap();
+        assert_eq!(r.records.len(), want.len(), "read at {end}");
+        assert_eq!(r.records.to_vec(), want);
+        assert_eq!(log.read_durable(Offset(end), 1024).await.unwrap().records.to_vec(), want, "durable");
+        log.close().await.unwrap();
+        drop(log);
+        let (log, _) = PartitionLog::open(&dir, "r-0", cfg, false).await.unwrap();
+        log.set_replicated(Offset(hw));
+        log.advance_commit(Offset(hw));
+        assert_eq!(log.read_durable(Offset(end), 1024).await.unwrap().records.to_vec(), want, "reopened");
+        assert_eq!(log.read(Offset(end), 1024).await.unwrap().records.to_vec(), want, "reopened, below the commit");
+        let got = read_all(&log, 0, end, false).await;
+        assert!(got.len() >= small.len() && got[..small.len()] == small[..], "the batches before are read as before");
+        log.close().await.unwrap();
     });
 }

@@ -22,7 +22,17 @@
 //! - A locate scan checks the same (batches follow each other, epochs never go back) and
 //!   must land exactly on the floor (its next offset and term) with no more batches than
 //!   the floor's index; it keeps no batch. A located origin is valid for the log start it was
-//!   found for only: a log start that moves again is located again.
+//!   found for only: a log start that moves again is located again. Batches taking no offset
+//!   at the log start, before the batch holding it, are not counted (they are older entries);
+//!   so the origin may not be the first batch at its base, and a scan from it starts its first
+//!   read at the log start, skipping those batches ([`Origin`]'s `read_at` and `skip`; a read
+//!   from inside a batch starts at that batch, past the ones before it at its base). The term
+//!   of the entry before the origin comes from the epoch history (`store.rs`).
+//! - A batch taking no offset (a Raft control batch, `control.rs`) shares its base with the
+//!   batches after it: an anchor is only taken at a batch that is the first at its base
+//!   offset (the batch before it takes offsets), so that reading from the anchor's offset
+//!   starts at the anchor's batch; a scan that reads again from where it stopped skips the
+//!   batches at that offset it was already fed ([`OldScan::skip_at_next`]).
 //! - Memory: a scan keeps at most `max_bytes` of batches (at least one), as slices of the
 //!   chunks it reads; the group keeps the batches of its last scan ([`OldBatches`]) until the
 //!   next one replaces them.
@@ -55,6 +65,11 @@ pub enum ScanError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanPlan {
     pub start: (RaftIndex, Offset),
+    /// Where the first read starts and how many batches starting there it skips, so that the
+    /// first batch fed is the one at `start`: `(start.1, 0)` from an anchor (the first batch at
+    /// its base); from a located origin, the log start and the batches taking no offset before
+    /// the origin at that offset ([`Origin`]).
+    pub first_read: (Offset, u32),
     pub want: RaftIndex,
     pub floor: Floor,
     /// Count on to the floor (checks the origin anchor).
@@ -78,27 +93,33 @@ pub enum ReadPlan {
 }
 
 /// Where counting below the window starts: the batch at `index` starts at `base`; the entry
-/// before it (index − 1, no longer in the log unless `index` is 1) has term `prev_term`.
+/// before it (index − 1, no longer in the log unless `index` is 1) has term `prev_term`. A read
+/// from `read_at` (the log start, at or after `base`) skipping `skip` batches at that offset
+/// starts at this batch: batches taking no offset may precede it at its base (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
     pub index: RaftIndex,
     pub base: Offset,
     pub prev_term: Term,
+    pub read_at: Offset,
+    pub skip: u32,
 }
 
 impl Origin {
     /// A log that still starts at offset 0: index 1 is its first batch.
-    pub const LOG_START_ZERO: Origin = Origin { index: RaftIndex(1), base: Offset(0), prev_term: Term(0) };
+    pub const LOG_START_ZERO: Origin =
+        Origin { index: RaftIndex(1), base: Offset(0), prev_term: Term(0), read_at: Offset(0), skip: 0 };
 }
 
 /// What a locate scan found: the batch holding `log_start` is at `index`, starts at `base`
-/// and has term `term`.
+/// and has term `term`; a read from `log_start` meets `skip` batches taking no offset before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
     pub log_start: Offset,
     pub index: RaftIndex,
     pub base: Offset,
     pub term: Term,
+    pub skip: u32,
 }
 
 /// What a finished scan found.
@@ -110,6 +131,8 @@ pub struct ScanOutcome {
     pub verified: bool,
     /// A locate scan's answer.
     pub located: Option<Located>,
+    /// The first kept batch is the first at its base offset (a scan may start there).
+    pub front_is_anchor: bool,
 }
 
 /// One scan below the window (module docs).
@@ -121,6 +144,10 @@ pub struct OldScan {
     last_term: Term,
     max_bytes: usize,
     kept_bytes: usize,
+    /// The last batch fed took no offset.
+    prev_no_offset: bool,
+    /// Batches fed that start at `next` (each taking no offset).
+    fed_at_next: u32,
     out: ScanOutcome,
 }
 
@@ -135,13 +162,35 @@ impl OldScan {
             last_term: Term(0),
             max_bytes,
             kept_bytes: 0,
+            // Batches taking no offset may precede a start that is not an anchor's.
+            prev_no_offset: plan.first_read != (plan.start.1, 0),
+            fed_at_next: 0,
             out: ScanOutcome::default(),
         }
     }
 
+    fn nothing_fed(&self) -> bool {
+        self.index == self.plan.start.0
+    }
+
     /// Where the next read starts.
     pub fn next_offset(&self) -> Offset {
-        self.next
+        if self.nothing_fed() {
+            self.plan.first_read.0
+        } else {
+            self.next
+        }
+    }
+
+    /// How many batches starting at [`OldScan::next_offset`] a read from there must skip
+    /// (they were fed already: batches taking no offset; or, for the first read, the batches
+    /// before the start).
+    pub fn skip_at_next(&self) -> u32 {
+        if self.nothing_fed() {
+            self.plan.first_read.1
+        } else {
+            self.fed_at_next
+        }
     }
 
     /// The scan needs no more batches.
@@ -154,7 +203,7 @@ impl OldScan {
         assert!(!self.is_done(), "a finished scan is fed no more");
         let h = BatchHeader::parse(&batch).map_err(|e| ScanError::BadBatch(e.to_string()))?;
         let base = Offset(h.base_offset);
-        if base != self.next || h.last_offset() < h.base_offset {
+        if base != self.next || h.last_offset() < h.base_offset - 1 {
             return Err(ScanError::Gap { index: self.index.0, expected: self.next, found: base });
         }
         let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
@@ -169,15 +218,20 @@ impl OldScan {
             }
             self.out.verified = true;
         }
-        if self.index.0.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) {
+        if self.index.0.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) && !self.prev_no_offset {
             self.out.anchors.push((self.index, base));
         }
         if self.index >= self.plan.want && self.kept_bytes < self.max_bytes {
+            if self.out.kept.is_empty() {
+                self.out.front_is_anchor = !self.prev_no_offset;
+            }
             self.kept_bytes += batch.len();
             self.out.kept.push((meta, batch));
         }
         self.last_term = term;
         self.index = self.index.next();
+        self.prev_no_offset = meta.takes_no_offset();
+        self.fed_at_next = if meta.takes_no_offset() { self.fed_at_next + 1 } else { 0 };
         self.next = meta.next_offset();
         Ok(())
     }
@@ -189,8 +243,11 @@ impl OldScan {
 
     pub fn finish(mut self) -> ScanOutcome {
         assert!(self.is_done(), "a scan finishes when it needs nothing more");
-        // The batch after the last kept one is an anchor too: the next read starts there.
-        self.out.anchors.push((self.index, self.next));
+        // The batch after the last kept one is an anchor too (the next read starts there),
+        // when it is the first at its offset.
+        if !self.prev_no_offset {
+            self.out.anchors.push((self.index, self.next));
+        }
         self.out
     }
 }
@@ -208,6 +265,12 @@ pub struct LocateScan {
     /// (batches counted before it, base) every `RAFT_CATCHUP_ANCHOR_STRIDE` batches.
     rel_anchors: Vec<(u64, Offset)>,
     done: bool,
+    /// The last batch fed (or passed over before the first) took no offset.
+    prev_no_offset: bool,
+    /// Batches taking no offset fed at `next` (a read from `next` returns them again).
+    fed_at_next: u32,
+    /// Batches taking no offset passed over before the first (at the log start).
+    skipped: u32,
 }
 
 impl LocateScan {
@@ -221,7 +284,15 @@ impl LocateScan {
             last_term: Term(0),
             rel_anchors: Vec::new(),
             done: false,
+            prev_no_offset: false,
+            fed_at_next: 0,
+            skipped: 0,
         }
+    }
+
+    /// How many batches at [`LocateScan::next_offset`] a read from there must skip.
+    pub fn skip_at_next(&self) -> u32 {
+        self.fed_at_next
     }
 
     pub fn next_offset(&self) -> Offset {
@@ -237,11 +308,19 @@ impl LocateScan {
         assert!(!self.done, "a finished scan is fed no more");
         let h = BatchHeader::parse(&batch).map_err(|e| ScanError::BadBatch(e.to_string()))?;
         let (base, last) = (Offset(h.base_offset), Offset(h.last_offset()));
+        let no_offset = last.0 < base.0;
+        if self.first.is_none() && no_offset && base <= self.plan.log_start {
+            // An entry before the batch holding the log start (at the same base offset).
+            self.prev_no_offset = true;
+            self.fed_at_next += 1;
+            self.skipped += 1;
+            return Ok(());
+        }
         let follows = match self.first {
             None => base <= self.plan.log_start && last >= self.plan.log_start,
             Some(_) => base == self.next,
         };
-        if !follows || last < base {
+        if !follows || last.0 < base.0 - 1 {
             return Err(ScanError::Gap { index: self.plan.floor.index.0, expected: self.next, found: base });
         }
         let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
@@ -250,13 +329,15 @@ impl LocateScan {
             return Err(ScanError::BadBatch(format!("epoch goes back at offset {}", base.0)));
         }
         self.first.get_or_insert((base, term));
-        if self.count.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) {
+        if self.count.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) && !self.prev_no_offset {
             self.rel_anchors.push((self.count, base));
             if self.rel_anchors.len() > limits::RAFT_CATCHUP_MAX_ANCHORS {
                 let thinned = self.rel_anchors.iter().copied().step_by(2).collect();
                 self.rel_anchors = thinned;
             }
         }
+        self.prev_no_offset = no_offset;
+        self.fed_at_next = if no_offset { self.fed_at_next + 1 } else { 0 };
         self.count += 1;
         self.last_term = term;
         self.next = Offset(last.0 + 1);
@@ -283,8 +364,8 @@ impl LocateScan {
         let (base, term) = self.first.expect("a finished scan was fed");
         let index = RaftIndex(self.plan.floor.index.0 + 1 - self.count);
         let anchors = self.rel_anchors.iter().map(|&(n, o)| (RaftIndex(index.0 + n), o)).collect();
-        let located = Located { log_start: self.plan.log_start, index, base, term };
-        ScanOutcome { kept: Vec::new(), anchors, verified: true, located: Some(located) }
+        let located = Located { log_start: self.plan.log_start, index, base, term, skip: self.skipped };
+        ScanOutcome { kept: Vec::new(), anchors, verified: true, located: Some(located), front_is_anchor: false }
     }
 }
 
@@ -307,6 +388,14 @@ impl Scanner {
         match self {
             Scanner::Old(s) => s.next_offset(),
             Scanner::Locate(s) => s.next_offset(),
+        }
+    }
+
+    /// How many batches at the next offset a read from there must skip (fed already).
+    pub fn skip_at_next(&self) -> u32 {
+        match self {
+            Scanner::Old(s) => s.skip_at_next(),
+            Scanner::Locate(s) => s.skip_at_next(),
         }
     }
 
@@ -345,6 +434,8 @@ impl Scanner {
 pub struct OldBatches {
     batches: VecDeque<(BatchMeta, Bytes)>,
     anchors: BTreeMap<RaftIndex, Offset>,
+    /// The first cached batch is the first at its base offset (a scan may start there).
+    front_is_anchor: bool,
     verified: bool,
     disabled: bool,
     /// The origin of a log whose start moved, and the log start it was found for.
@@ -399,10 +490,11 @@ impl OldBatches {
         let first = (origin.index, origin.base);
         let start = self.anchors.range(origin.index..=want).next_back().map_or(first, |(i, o)| (*i, *o));
         let start = match self.batches.front() {
-            Some((m, _)) if m.index <= want && m.index > start.0 => (m.index, m.base),
+            Some((m, _)) if m.index <= want && m.index > start.0 && self.front_is_anchor => (m.index, m.base),
             _ => start,
         };
-        ScanPlan { start, want, floor, verify: !self.verified }
+        let first_read = if start == first { (origin.read_at, origin.skip) } else { (start.1, 0) };
+        ScanPlan { start, first_read, want, floor, verify: !self.verified }
     }
 
     /// Takes a scan's outcome: its batches replace the cached ones; its anchors are kept.
@@ -419,6 +511,7 @@ impl OldBatches {
                 self.anchors.remove(&k);
             }
         }
+        self.front_is_anchor = out.front_is_anchor;
         self.batches = out.kept.into_iter().collect();
         for w in self.batches.iter().zip(self.batches.iter().skip(1)) {
             assert_eq!(w.0 .0.index.next(), w.1 .0.index, "cached batches are contiguous");
@@ -452,11 +545,16 @@ impl OldBatches {
 /// Runs a scan over batches already in memory (the simulation's log, unit tests).
 pub fn scan_batches(plan: ReadPlan, log: &[(Offset, Bytes)], max_bytes: usize) -> Result<ScanOutcome, ScanError> {
     let mut scan = Scanner::new(plan, max_bytes);
-    // The first batch read is the one holding the scan's first offset.
-    let mut i = log.partition_point(|(b, _)| *b <= scan.next_offset()).saturating_sub(1);
-    if log.get(i).is_some_and(|(_, b)| BatchHeader::parse(b).is_ok_and(|h| h.last_offset() < scan.next_offset().0)) {
-        i += 1;
+    // The first batch read is the first one starting at the scan's first offset (batches
+    // taking no offset share it with the batch after them), or the batch holding it; then
+    // the batches there the scan skips.
+    let at = scan.next_offset();
+    let mut i = log.partition_point(|(b, _)| *b < at);
+    if i > 0 && BatchHeader::parse(&log[i - 1].1).is_ok_and(|h| h.last_offset() >= at.0) {
+        i -= 1;
     }
+    let skip = usize::try_from(scan.skip_at_next()).expect("fits");
+    i += log[i.min(log.len())..].iter().take(skip).take_while(|(b, _)| *b == at).count();
     while !scan.is_done() {
         let Some((_, b)) = log.get(i) else { return Err(scan.end_of_log()) };
         scan.feed(b.clone())?;
@@ -470,18 +568,58 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A log of batches of `sizes` records with epochs `terms`, from offset 0.
+    /// A log of batches of `sizes` records with epochs `terms`, from offset 0 (0 records: a
+    /// Raft control batch taking no offset).
     fn log(batches: &[(u64, usize)]) -> Vec<(Offset, Bytes)> {
         let mut out = Vec::new();
         let mut next = 0i64;
         for &(term, n) in batches {
-            let recs: Vec<_> = (0..n).map(|_| sluice_core::batch::Record { key: None, value: b"v" }).collect();
-            let mut b = sluice_core::batch::build(&recs, 0);
-            sluice_core::batch::stamp(&mut b, next, i32::try_from(term).unwrap());
-            out.push((Offset(next), Bytes::from(b)));
+            let b = if n == 0 {
+                let e = raft::eraftpb::Entry { term, ..Default::default() };
+                crate::raft::control::entry_to_batch(&e, Offset(next), crate::raft::control::Shape::NoOffset)
+                    .expect("a control batch")
+            } else {
+                let recs: Vec<_> = (0..n).map(|_| sluice_core::batch::Record { key: None, value: b"v" }).collect();
+                let mut b = sluice_core::batch::build(&recs, 0);
+                sluice_core::batch::stamp(&mut b, next, i32::try_from(term).unwrap());
+                Bytes::from(b)
+            };
+            out.push((Offset(next), b));
             next += i64::try_from(n).unwrap();
         }
         out
+    }
+
+    /// A scan fed as the runtime's reader feeds it (`kafkalog::read_catchup`): reads of at
+    /// most `chunk` batches from the first batch starting at the scan's next offset, skipping
+    /// the batches there it was fed already.
+    fn scan_in_chunks(plan: ScanPlan, l: &[(Offset, Bytes)], chunk: usize) -> Result<ScanOutcome, ScanError> {
+        let mut scan = OldScan::new(plan, 1 << 30);
+        let mut size = chunk;
+        while !scan.is_done() {
+            let at = scan.next_offset();
+            let first = l.partition_point(|(b, _)| *b < at);
+            let read = &l[first..(first + size).min(l.len())];
+            let mut skip = scan.skip_at_next();
+            let mut fed = false;
+            for (base, b) in read {
+                if scan.is_done() {
+                    break;
+                }
+                if !fed && *base == at && skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                scan.feed(b.clone())?;
+                fed = true;
+            }
+            if !fed && read.len() < size {
+                return Err(scan.end_of_log());
+            }
+            // Every batch read was fed before: read more from the same offset.
+            size = if fed { chunk } else { size * 2 };
+        }
+        Ok(scan.finish())
     }
 
     fn floor_after(l: &[(Offset, Bytes)], index: usize, terms: &[(u64, usize)]) -> Floor {
@@ -563,7 +701,16 @@ mod tests {
         let mut old = OldBatches::default();
         assert!(!old.servable(Offset(start)), "not before it is located");
         old.install(out);
-        old.set_located(Offset(start), Origin { index: located.index, base: located.base, prev_term: Term(1) });
+        old.set_located(
+            Offset(start),
+            Origin {
+                index: located.index,
+                base: located.base,
+                prev_term: Term(1),
+                read_at: Offset(start),
+                skip: located.skip,
+            },
+        );
         let origin = old.origin(Offset(start)).expect("located");
         assert_eq!(old.origin(Offset(start + 1)), None, "located for that log start only");
         let plan = old.plan(RaftIndex(30), floor, origin);
@@ -601,9 +748,11 @@ mod tests {
         /// batches at the indexes asked (their offsets those of the log), at most the bound
         /// plus one batch, and a scan started from any anchor it left finds the same batches.
         #[test]
-        fn scans_map_indexes_to_the_log(sizes in proptest::collection::vec(1usize..5, 2..200),
-                                        want in 1usize..200, max in 1usize..4000) {
-            let spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
+        fn scans_map_indexes_to_the_log(sizes in proptest::collection::vec(0usize..5, 2..200),
+                                        want in 1usize..200, max in 1usize..4000, chunk in 1usize..6) {
+            let mut spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
+            // A floor takes offsets (`window.rs`).
+            spec.last_mut().unwrap().1 = 1;
             let l = log(&spec);
             let floor_idx = l.len();
             let want = want.min(floor_idx);
@@ -619,27 +768,65 @@ mod tests {
                 prop_assert_eq!(m.base, l[i].0);
                 prop_assert_eq!(b, &l[i].1);
             }
+            // Read in chunks, as the runtime reads, the same batches come at the same indexes.
+            let chunked = scan_in_chunks(OldBatches::default().plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO), &l, chunk)
+                .expect("scans in chunks");
+            prop_assert!(chunked.verified);
+            prop_assert_eq!(chunked.kept.first().map(|b| b.0), out.kept.first().map(|b| b.0));
+            for (a, _) in &chunked.anchors {
+                let i = usize::try_from(a.0).unwrap() - 1;
+                prop_assert!(i == 0 || i >= l.len() || l[i - 1].0 < l[i].0, "an anchor is the first batch at its offset");
+            }
             old.install(out);
             let again = scan_batches(ReadPlan::Scan(old.plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO)), &l, max).expect("scans");
             prop_assert_eq!(again.kept.first().map(|b| b.0), old.get(RaftIndex(want as u64)).map(|b| b.0));
+            for (a, o) in &again.anchors {
+                let i = usize::try_from(a.0).unwrap() - 1;
+                if i < l.len() {
+                    prop_assert_eq!(l[i].0, *o);
+                }
+            }
         }
 
-        /// Whatever the batch sizes and the log start below the floor, a locate finds the
-        /// index and base of the batch holding the log start.
+        /// Whatever the batch sizes (batches taking no offset among them) and the log start
+        /// below the floor, a locate finds the index and base of the batch holding the log
+        /// start, and a scan from that origin feeds every batch at its index.
         #[test]
-        fn a_locate_finds_the_batch_holding_any_log_start(sizes in proptest::collection::vec(1usize..5, 2..300),
-                                                         floor_at in 1usize..300, start in 0i64..1200) {
+        fn a_locate_finds_the_batch_holding_any_log_start(sizes in proptest::collection::vec(0usize..5, 2..300),
+                                                         floor_at in 1usize..300, start in 0i64..1200,
+                                                         want_at in 0usize..300) {
             let spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 9, *n)).collect();
             let l = log(&spec);
-            let floor = floor_after(&l, floor_at.min(l.len()), &spec);
-            let start = start % floor.next_offset.0;
+            // The floor is a batch taking offsets (window.rs), after offset 0.
+            let takes = |i: usize| spec[i - 1].1 > 0 && l[i - 1].0 .0 + i64::try_from(spec[i - 1].1).unwrap() > 1;
+            let Some(floor_at) = (floor_at.min(l.len())..=l.len()).find(|&i| takes(i)) else { return Ok(()) };
+            let floor = floor_after(&l, floor_at, &spec);
+            let start = 1 + start % (floor.next_offset.0 - 1);
             let out = scan_batches(ReadPlan::Locate(LocatePlan { log_start: Offset(start), floor }), &l, 0)
                 .expect("locates");
             let located = out.located.expect("located");
             prop_assert_eq!((located.index, located.base), holding(&l, start));
-            for (i, o) in out.anchors {
-                prop_assert_eq!(l[usize::try_from(i.0).unwrap() - 1].0, o);
+            for (i, o) in &out.anchors {
+                prop_assert_eq!(l[usize::try_from(i.0).unwrap() - 1].0, *o);
             }
+            let mut old = OldBatches::default();
+            old.install(out);
+            let origin = Origin {
+                index: located.index,
+                base: located.base,
+                prev_term: Term(0),
+                read_at: Offset(start),
+                skip: located.skip,
+            };
+            old.set_located(Offset(start), origin);
+            let first = usize::try_from(located.index.0).unwrap();
+            let want = first + want_at % (floor_at + 1 - first);
+            let plan = old.plan(RaftIndex(u64::try_from(want).unwrap()), floor, origin);
+            let got = scan_batches(ReadPlan::Scan(plan), &l, 1 << 20).expect("scans from the origin");
+            for (m, b) in &got.kept {
+                prop_assert_eq!(b, &l[usize::try_from(m.index.0).unwrap() - 1].1, "index {}", m.index.0);
+            }
+            prop_assert_eq!(got.kept.first().map(|(m, _)| m.index.0), Some(u64::try_from(want).unwrap()));
         }
     }
 }

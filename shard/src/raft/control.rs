@@ -1,17 +1,26 @@
 //! Raft entries as Kafka batches: every entry of a partition's Raft log is one batch of its
-//! Kafka log. A normal entry is the producer's batch itself; the two entries that are not Kafka
-//! data — a new leader's empty entry and a membership change — are control batches of one
-//! record whose key has a sluice-specific control type ([`SLUICE_RAFT_CONTROL_TYPE`]).
+//! Kafka log. A normal entry is the producer's batch itself; the entries that are not Kafka
+//! data — a new leader's empty entry, a membership change, a share-partition's state — are
+//! control batches of one record whose key has a sluice-specific control type
+//! ([`SLUICE_RAFT_CONTROL_TYPE`]).
 //!
 //! Contract:
-//! - Each entry takes at least one offset, so index ↔ offset stays a simple walk and a rebuild
-//!   from the log's headers finds every entry. Fetch must skip control batches of this type (as
-//!   Kafka clients skip control batches they do not know; the broker filters them anyway).
+//! - A leader's empty entry and a membership change **take no offset** when written with
+//!   [`Shape::NoOffset`]: `lastOffsetDelta` -1, its base offset the next batch's base (its one
+//!   record carries the payload; no client ever sees it). A share-partition's state batch
+//!   keeps one offset (its commit is noticed as the high watermark passing it). So a partition's first record is at
+//!   offset 0 and a leader change takes no offset, as in Kafka. Several batches may then share
+//!   a base offset: a run of zero-width control batches followed by the data batch at that
+//!   offset; the Raft index stays the batch's ordinal, and code that walks the log tells them
+//!   apart by their order ([`super::window`]). A log written before (every control batch one
+//!   offset, [`Shape::OneOffset`]) stays readable: both shapes are read back alike.
+//! - Fetch must skip control batches of this type (as Kafka clients skip control batches they
+//!   do not know; the broker filters them anyway).
 //! - [`entry_to_batch`] stamps the base offset and the leader epoch (= term), which lie
 //!   outside the CRC-covered bytes: a producer's batch is never re-checksummed.
 //! - A data batch from another broker is CRC-checked before it is stored.
-//! - A control batch is a function of its entry alone (timestamp 0, no producer), so every
-//!   replica stores the same bytes at the same offset.
+//! - A control batch is a function of its entry and the shape alone (timestamp 0, no
+//!   producer), so every replica stores the same bytes at the same offset.
 
 use super::types::Term;
 use super::wire::ConfChangeSpec;
@@ -41,18 +50,30 @@ pub enum ControlError {
     BadControl(&'static str),
 }
 
-/// The batch to store for `e`, stamped with `base` and its term as the leader epoch.
-pub fn entry_to_batch(e: &Entry, base: Offset) -> Result<Bytes, ControlError> {
+/// How many offsets a sluice control batch takes when it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// None (`lastOffsetDelta` -1): Kafka's offsets, the shape written now.
+    NoOffset,
+    /// One, as logs written before zero-width control batches have them.
+    OneOffset,
+}
+
+/// The batch to store for `e`, stamped with `base` and its term as the leader epoch; a
+/// control batch is written in `shape`.
+pub fn entry_to_batch(e: &Entry, base: Offset, shape: Shape) -> Result<Bytes, ControlError> {
     let epoch = Term(e.term).epoch().ok_or(ControlError::TermTooLarge(e.term))?;
     let mut b = match e.entry_type {
-        EntryType::EntryNormal if e.data.is_empty() => control_batch(KIND_NOOP, &[]),
+        EntryType::EntryNormal if e.data.is_empty() => control_batch(KIND_NOOP, &[], shape),
         EntryType::EntryNormal => {
+            // Data, or a share-state control batch, which keeps its one offset: its commit
+            // is seen by the commit listeners as the high watermark passing it.
             batch::validate(&e.data).map_err(|x| ControlError::BadBatch(x.to_string()))?;
             BytesMut::from(&e.data[..])
         }
         EntryType::EntryConfChangeV2 => {
             let cc = ConfChangeSpec::from_local_entry_data(&e.data).ok_or(ControlError::BadControl("conf change"))?;
-            control_batch(KIND_CONF_CHANGE, &cc.to_bytes())
+            control_batch(KIND_CONF_CHANGE, &cc.to_bytes(), shape)
         }
         EntryType::EntryConfChange => return Err(ControlError::BadControl("v1 conf change")),
     };
@@ -60,23 +81,34 @@ pub fn entry_to_batch(e: &Entry, base: Offset) -> Result<Bytes, ControlError> {
     Ok(b.freeze())
 }
 
-fn control_batch(kind: u8, payload: &[u8]) -> BytesMut {
+fn control_batch(kind: u8, payload: &[u8], shape: Shape) -> BytesMut {
     let mut key = [0u8; 4];
     key[2..4].copy_from_slice(&SLUICE_RAFT_CONTROL_TYPE.to_be_bytes());
     let mut value = Vec::with_capacity(1 + payload.len());
     value.push(kind);
     value.extend_from_slice(payload);
-    let mut b = batch::build(&[batch::Record { key: Some(&key), value: &value }], 0);
+    let mut b = BytesMut::from(&batch::build(&[batch::Record { key: Some(&key), value: &value }], 0)[..]);
     b[21..23].copy_from_slice(&0x20i16.to_be_bytes()); // attributes: control
-    let crc = batch::compute_crc(&b);
+    set_shape(&mut b, shape);
+    b
+}
+
+/// Sets a one-record control batch's `lastOffsetDelta` for `shape` and its CRC (which covers
+/// that field).
+fn set_shape(b: &mut BytesMut, shape: Shape) {
+    let delta: i32 = match shape {
+        Shape::NoOffset => -1,
+        Shape::OneOffset => 0,
+    };
+    b[23..27].copy_from_slice(&delta.to_be_bytes());
+    let crc = batch::compute_crc(b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    BytesMut::from(&b[..])
 }
 
 /// The control batch carrying a share-partition's state `payload` (proposed as a normal
-/// entry's data; see `share::replicated`).
+/// entry's data; see `share::replicated`; stored in the log's control shape).
 pub fn share_state_batch(payload: &[u8]) -> Bytes {
-    control_batch(KIND_SHARE_STATE, payload).freeze()
+    control_batch(KIND_SHARE_STATE, payload, Shape::OneOffset).freeze()
 }
 
 /// The payload of a share-state control batch (None: any other batch).
@@ -142,7 +174,7 @@ mod tests {
     #[test]
     fn a_data_batch_is_stamped_without_touching_its_crc() {
         let e = Entry { term: 7, index: 3, data: data_batch(3), ..Default::default() };
-        let b = entry_to_batch(&e, Offset(40)).expect("valid");
+        let b = entry_to_batch(&e, Offset(40), Shape::NoOffset).expect("valid");
         let h = batch::validate(&b).expect("crc still valid");
         assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (40, 7, 42));
         let back = batch_to_entry(3, Term(7), b.clone()).expect("readable");
@@ -150,13 +182,21 @@ mod tests {
     }
 
     #[test]
-    fn noop_and_conf_change_entries_are_control_batches() {
+    fn noop_and_conf_change_entries_are_control_batches_taking_no_offset() {
         let noop = Entry { term: 2, ..Default::default() };
-        let b = entry_to_batch(&noop, Offset(5)).expect("noop");
+        let b = entry_to_batch(&noop, Offset(5), Shape::NoOffset).expect("noop");
         let h = batch::validate(&b).expect("valid control batch");
-        assert!(h.is_control() && is_raft_control(&h, &b));
+        assert!(h.is_control() && is_raft_control(&h, &b) && h.takes_no_offset());
+        assert_eq!((h.base_offset, h.last_offset(), h.records_count), (5, 4, 1));
+        assert!(batch_to_entry(1, Term(2), b.clone()).expect("noop back").data.is_empty());
+        // As an older build wrote it: one offset, read back alike.
+        let old = entry_to_batch(&noop, Offset(5), Shape::OneOffset).expect("noop");
+        let h = batch::validate(&old).expect("valid control batch");
+        assert!(is_raft_control(&h, &old) && !h.takes_no_offset());
         assert_eq!((h.base_offset, h.last_offset()), (5, 5));
-        assert!(batch_to_entry(1, Term(2), b).expect("noop back").data.is_empty());
+        assert!(batch_to_entry(1, Term(2), old).expect("noop back").data.is_empty());
+        // A client may never produce one.
+        assert!(batch::validate_from_client(&b).is_err());
 
         let spec = ConfChangeSpec { transition: Transition::Auto, changes: vec![(ChangeKind::AddVoter, NodeId(4))] };
         let cc = Entry {
@@ -165,7 +205,8 @@ mod tests {
             data: spec.to_entry_data(),
             ..Default::default()
         };
-        let b = entry_to_batch(&cc, Offset(6)).expect("conf change");
+        let b = entry_to_batch(&cc, Offset(6), Shape::NoOffset).expect("conf change");
+        assert!(batch::validate(&b).expect("valid").takes_no_offset());
         let back = batch_to_entry(2, Term(2), b).expect("back");
         assert_eq!(back.entry_type, EntryType::EntryConfChangeV2);
         assert_eq!(ConfChangeSpec::from_local_entry_data(&back.data), Some(spec));
@@ -175,13 +216,13 @@ mod tests {
     fn a_share_state_entry_is_stored_as_is_and_skipped_by_fetch() {
         let b = share_state_batch(b"state");
         let e = Entry { term: 3, data: b.clone(), ..Default::default() };
-        let stored = entry_to_batch(&e, Offset(9)).expect("valid");
+        let stored = entry_to_batch(&e, Offset(9), Shape::NoOffset).expect("valid");
         let h = batch::validate(&stored).expect("valid control batch");
-        assert!(is_raft_control(&h, &stored));
+        assert!(is_raft_control(&h, &stored) && !h.takes_no_offset(), "a share state keeps its offset");
         assert_eq!(share_state_payload(&h, &stored).as_deref(), Some(&b"state"[..]));
         let back = batch_to_entry(4, Term(3), stored.clone()).expect("readable");
         assert_eq!((back.entry_type, back.data), (EntryType::EntryNormal, stored));
-        let noop = entry_to_batch(&Entry { term: 3, ..Default::default() }, Offset(10)).expect("noop");
+        let noop = entry_to_batch(&Entry { term: 3, ..Default::default() }, Offset(10), Shape::NoOffset).expect("noop");
         assert_eq!(share_state_payload(&batch::validate(&noop).expect("valid"), &noop), None);
     }
 
@@ -192,10 +233,10 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         e.data = Bytes::from(bad);
-        assert!(matches!(entry_to_batch(&e, Offset(0)), Err(ControlError::BadBatch(_))));
+        assert!(matches!(entry_to_batch(&e, Offset(0), Shape::NoOffset), Err(ControlError::BadBatch(_))));
         e.data = data_batch(1);
         e.term = u64::from(u32::MAX);
-        assert!(matches!(entry_to_batch(&e, Offset(0)), Err(ControlError::TermTooLarge(_))));
+        assert!(matches!(entry_to_batch(&e, Offset(0), Shape::NoOffset), Err(ControlError::TermTooLarge(_))));
         // A transaction marker (Kafka control type 0) is data, not a raft entry of ours.
         let h_bytes = crate::txn::partition::build_marker(1, 0, true, 0, 0);
         let h = batch::validate(&h_bytes).expect("valid");

@@ -37,14 +37,18 @@ use std::rc::Rc;
 pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutcome, ScanError> {
     let chunk = sluice_core::limits::RAFT_CATCHUP_READ_BYTES;
     let mut scan = Scanner::new(plan, chunk);
+    let mut size = chunk;
     while !scan.is_done() {
         let at = scan.next_offset();
-        let r = log.read_durable(at, chunk).await.map_err(|e| ScanError::Io(e.to_string()))?;
+        let r = log.read_durable(at, size).await.map_err(|e| ScanError::Io(e.to_string()))?;
+        let got = r.records.len();
         if r.records.is_empty() {
             return Err(scan.end_of_log());
         }
         let mut rest = r.records;
         let mut fed = false;
+        // Batches at `at` taking no offset that the scan was fed already.
+        let mut skip = scan.skip_at_next();
         while !rest.is_empty() && !scan.is_done() {
             let whole = BatchHeader::parse(&rest).ok().filter(|h| h.total_len() <= rest.len());
             let Some(h) = whole else {
@@ -54,12 +58,22 @@ pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutc
                 return Err(ScanError::BadBatch(format!("no whole batch at offset {at}")));
             };
             let b = rest.split_to(h.total_len());
-            if h.last_offset() < at.0 {
+            if h.base_offset < at.0 && h.last_offset() < at.0 {
                 continue; // the read began at a batch holding an earlier offset
+            }
+            if !fed && h.base_offset == at.0 && skip > 0 {
+                skip -= 1;
+                continue;
             }
             scan.feed(b)?;
             fed = true;
         }
+        if !fed && got < size {
+            return Err(scan.end_of_log());
+        }
+        // Every batch read was fed before (a run of batches taking no offset longer than the
+        // read): read more from the same offset.
+        size = if fed { chunk } else { size.saturating_mul(2) };
     }
     Ok(scan.finish())
 }
@@ -67,7 +81,8 @@ pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutc
 /// A partition log as a Raft replica's storage.
 pub struct KafkaLog {
     pub log: Rc<PartitionLog>,
-    cache: BTreeMap<Offset, Bytes>,
+    /// The window's batches by (base offset, rank there).
+    cache: BTreeMap<(Offset, u32), Bytes>,
     /// Bytes in `cache`.
     cache_bytes: usize,
     last_append: Option<AppendInfo>,
@@ -87,27 +102,36 @@ impl KafkaLog {
     }
 
     /// Reads every batch from `from` to the durable end into the cache; returns each batch's
-    /// (term, base, last, position) in order, as the window rebuild wants them.
+    /// (term, base, last, position) in order, as the window rebuild wants them. `from` is the
+    /// window's floor: every batch starting there or later is the window's (`window.rs`).
     pub async fn load_from(&mut self, from: Offset) -> Result<Vec<(Term, Offset, Offset, u64)>, LogFault> {
         let mut found = Vec::new();
         let mut at = from;
-        let end = self.log.durable_end();
-        while at < end {
+        // Batches taking no offset already taken at `at` (a read from `at` returns them again).
+        let mut seen_at = 0u32;
+        loop {
             let r = self.log.read_durable(at, 1 << 20).await.map_err(|e| LogFault::Io(e.to_string()))?;
-            if r.records.is_empty() {
-                break;
-            }
             let mut rest = r.records;
+            let mut took = false;
+            let mut skip = seen_at;
             while !rest.is_empty() {
                 let h = BatchHeader::parse(&rest).map_err(|e| LogFault::Io(e.to_string()))?;
                 let b = rest.split_to(h.total_len());
-                if h.base_offset >= at.0 {
-                    let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
-                    let base = Offset(h.base_offset);
-                    found.push((term, base, Offset(h.last_offset()), 0));
-                    self.cache_insert(base, b);
+                if h.base_offset < at.0 || (h.base_offset == at.0 && skip > 0) {
+                    skip = skip.saturating_sub(u32::from(h.base_offset == at.0));
+                    continue;
                 }
-                at = Offset(h.last_offset() + 1);
+                let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
+                let base = Offset(h.base_offset);
+                found.push((term, base, Offset(h.last_offset()), 0));
+                self.cache_insert(base, b);
+                took = true;
+                let next = Offset(h.last_offset() + 1);
+                seen_at = if next == at { seen_at + 1 } else { 0 };
+                at = next;
+            }
+            if !took {
+                break;
             }
         }
         Ok(found)
@@ -120,21 +144,22 @@ impl KafkaLog {
 
     /// The cached batches whose base offset is in `[from, to)`, in order.
     pub fn cached_between(&self, from: Offset, to: Offset) -> Vec<(Offset, Bytes)> {
-        self.cache.range(from..to).map(|(o, b)| (*o, b.clone())).collect()
+        self.cache.range((from, 0)..(to, 0)).map(|((o, _), b)| (*o, b.clone())).collect()
     }
 
     /// Batches no longer in the window leave the cache.
     pub fn forget_below(&mut self, offset: Offset) {
-        let keep = self.cache.split_off(&offset);
+        let keep = self.cache.split_off(&(offset, 0));
         self.cache_bytes -= self.cache.values().map(Bytes::len).sum::<usize>();
         self.cache = keep;
     }
 
+    /// Caches the batch appended (or found) at `base`, after the batches cached there.
     fn cache_insert(&mut self, base: Offset, b: Bytes) {
+        let rank = self.cache.range((base, 0)..=(base, u32::MAX)).count();
+        let rank = u32::try_from(rank).expect("a window's length fits u32");
         self.cache_bytes += b.len();
-        if let Some(old) = self.cache.insert(base, b) {
-            self.cache_bytes -= old.len();
-        }
+        self.cache.insert((base, rank), b);
     }
 }
 
@@ -146,18 +171,18 @@ impl ReplicaLog for KafkaLog {
         Ok(0)
     }
 
-    fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault> {
-        self.log.cut_at(offset).map_err(|e| LogFault::Io(e.to_string()))?;
-        let cut = self.cache.split_off(&offset);
+    fn truncate_to(&mut self, offset: Offset, rank: u32) -> Result<(), LogFault> {
+        self.log.cut_at(offset, rank).map_err(|e| LogFault::Io(e.to_string()))?;
+        let cut = self.cache.split_off(&(offset, rank));
         self.cache_bytes -= cut.values().map(Bytes::len).sum::<usize>();
-        if self.last_append.is_some_and(|a| a.base_offset >= offset) {
+        if self.last_append.is_some_and(|a| a.base_offset > offset || (a.base_offset == offset && !cut.is_empty())) {
             self.last_append = None;
         }
         Ok(())
     }
 
-    fn read(&self, base: Offset, _pos: u64) -> Option<Bytes> {
-        self.cache.get(&base).cloned()
+    fn read(&self, base: Offset, rank: u32) -> Option<Bytes> {
+        self.cache.get(&(base, rank)).cloned()
     }
 
     fn reset_to(&mut self, start: Offset, state: &PersistedState) -> Result<(), LogFault> {

@@ -140,17 +140,18 @@ impl ReplicaLog for MemLog {
         Ok(u64::try_from(d.current.len() - 1).expect("fits"))
     }
 
-    fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault> {
+    fn truncate_to(&mut self, offset: Offset, rank: u32) -> Result<(), LogFault> {
         let mut d = self.0.borrow_mut();
-        let keep = d.current.partition_point(|(base, _)| *base < offset);
+        let at = d.current.partition_point(|(base, _)| *base < offset);
+        let keep = (at + usize::try_from(rank).expect("fits")).min(d.current.len());
         d.current.truncate(keep);
         d.same = d.same.min(keep);
         Ok(())
     }
 
-    fn read(&self, base: Offset, _pos: u64) -> Option<Bytes> {
+    fn read(&self, base: Offset, rank: u32) -> Option<Bytes> {
         let d = self.0.borrow();
-        let i = d.current.partition_point(|(b, _)| *b < base);
+        let i = d.current.partition_point(|(b, _)| *b < base) + usize::try_from(rank).ok()?;
         d.current.get(i).filter(|(b, _)| *b == base).map(|(_, bytes)| bytes.clone())
     }
 

@@ -129,10 +129,17 @@ impl PersistedState {
 pub trait ReplicaLog {
     /// Appends a stamped batch at the log end; returns its position.
     fn append(&mut self, batch: Bytes) -> Result<u64, LogFault>;
-    /// Drops every batch at or after `offset` (a batch boundary).
-    fn truncate_to(&mut self, offset: Offset) -> Result<(), LogFault>;
-    /// The batch starting at `base` (at `pos`), when it can be read without waiting.
-    fn read(&self, base: Offset, pos: u64) -> Option<Bytes>;
+    /// Drops every batch at or after `offset` except the first `rank` batches starting there
+    /// (which take no offset): the batch boundary named (offset, rank) (`window.rs`).
+    fn truncate_to(&mut self, offset: Offset, rank: u32) -> Result<(), LogFault>;
+    /// The batch starting at `base` with rank `rank` there, when it can be read without
+    /// waiting.
+    fn read(&self, base: Offset, rank: u32) -> Option<Bytes>;
+    /// How the control batches this log stores are written: taking no offset, unless the
+    /// log cannot hold such batches yet.
+    fn control_shape(&self) -> control::Shape {
+        control::Shape::NoOffset
+    }
     /// Drops everything; the log restarts empty at `start` (a snapshot was installed), its
     /// state `state` (saved as usual afterwards), or answers [`LogFault::Install`] with it.
     fn reset_to(&mut self, start: Offset, state: &PersistedState) -> Result<(), LogFault>;
@@ -286,7 +293,8 @@ impl<L: ReplicaLog> GroupStore<L> {
             log_id: fresh_log_id(),
         };
         if let Some(at) = stop {
-            s.log.truncate_to(at)?;
+            let rank = s.window.rank_at_end();
+            s.log.truncate_to(at, rank)?;
         }
         s.rebuild_epochs();
         // The commit index is saved lazily: never ahead of the entries found.
@@ -371,10 +379,16 @@ impl<L: ReplicaLog> GroupStore<L> {
     fn truncate_from(&mut self, from: RaftIndex) -> Result<(), LogFault> {
         assert!(from.0 > self.hard.commit.min(self.window.last_index().0), "never truncate committed entries");
         self.synced = self.synced.min(RaftIndex(from.0 - 1));
-        let to = self.window.truncate_from(from);
-        self.log.truncate_to(to)?;
+        let (to, rank) = self.window.truncate_from(from);
+        self.log.truncate_to(to, rank)?;
         let before = self.epochs.clone();
         self.epochs.truncate_from_end(to);
+        // Batches kept at `to` (taking no offset) may have started an epoch there.
+        let kept: Vec<BatchMeta> =
+            self.window.iter_from(self.window.first_index()).filter(|m| m.base == to).copied().collect();
+        for m in kept {
+            self.assign_epoch(&m);
+        }
         self.dirty |= before != self.epochs;
         Ok(())
     }
@@ -382,7 +396,7 @@ impl<L: ReplicaLog> GroupStore<L> {
     fn append_one(&mut self, e: &Entry) -> Result<BatchMeta, LogFault> {
         assert_eq!(e.index, self.window.last_index().0 + 1, "entries are appended in order");
         let base = self.window.next_offset();
-        let b = control::entry_to_batch(e, base)?;
+        let b = control::entry_to_batch(e, base, self.log.control_shape())?;
         let h = sluice_core::batch::BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
         let pos = self.log.append(b)?;
         let meta =
@@ -448,18 +462,19 @@ impl<L: ReplicaLog> GroupStore<L> {
                 if freed >= excess || m.index > applied {
                     break;
                 }
-                freed += self.log.read(m.base, m.pos).map_or(0, |b| b.len());
+                freed += self.log.read(m.base, self.window.rank(m.index)).map_or(0, |b| b.len());
                 upto = upto.max(m.index);
             }
         }
         let upto = upto.min(applied);
         if upto > self.window.floor().index {
-            let (window, log) = (&self.window, &self.log);
-            let trimmed = window.iter_from(window.first_index()).take_while(|m| m.index <= upto);
-            let bytes: usize = trimmed.map(|m| log.read(m.base, m.pos).map_or(0, |b| b.len())).sum();
-            let batches = usize::try_from(upto.0 - window.floor().index.0).expect("a window's length fits");
+            let before = self.window.floor();
             self.window.trim_to(upto);
-            self.log.forget_below(self.window.floor().next_offset);
+            let after = self.window.floor();
+            let cached = self.log.cached_bytes();
+            self.log.forget_below(after.next_offset);
+            let bytes = cached - self.log.cached_bytes();
+            let batches = usize::try_from(after.index.0 - before.index.0).expect("a window's length fits");
             self.note_trim(batches, bytes);
         }
     }
@@ -609,7 +624,8 @@ impl<L: ReplicaLog> GroupStore<L> {
         match result {
             Ok(out) => {
                 if let Some(l) = out.located {
-                    let origin = Origin { index: l.index, base: l.base, prev_term: self.term_before(l.base, l.term) };
+                    let prev_term = self.term_before(l.index, l.base, l.term);
+                    let origin = Origin { index: l.index, base: l.base, prev_term, read_at: l.log_start, skip: l.skip };
                     self.old.set_located(l.log_start, origin);
                 }
                 self.old.install(out);
@@ -619,16 +635,22 @@ impl<L: ReplicaLog> GroupStore<L> {
         }
     }
 
-    /// The term of the batch ending just before `base`, from the epoch history (which keeps
-    /// every epoch's start: it is cut only at the log's end), at most `term` (the next
-    /// batch's). Raft needs it as the term of the entry before a located origin, which the log
-    /// may no longer hold; when the history does not reach that far, `term` stands in: a term
-    /// no lower than the real one and no higher than any later entry's, so an election still
-    /// prefers every replica holding a later committed entry.
-    fn term_before(&self, base: Offset, term: Term) -> Term {
-        let Some(before) = base.0.checked_sub(1).filter(|b| *b >= 0) else { return Term(0) };
+    /// The term of the entry before the batch at `index` starting at `base`, from the epoch
+    /// history (which keeps every epoch's start: it is cut only at the log's end), at most
+    /// `term` (that batch's). That entry is a batch taking no offset at `base` or the batch
+    /// ending just before it; a new term's first entry takes no offset, so an epoch starting
+    /// at `base` means that entry is at `base` and has the latest such epoch, and otherwise
+    /// the epoch covering `base - 1` is its term. Raft needs it as the term of the entry before
+    /// a located origin, which the log may no longer hold; when the history does not reach
+    /// that far, `term` stands in: a term no lower than the real one and no higher than any
+    /// later entry's, so an election still prefers every replica holding a later committed
+    /// entry.
+    fn term_before(&self, index: RaftIndex, base: Offset, term: Term) -> Term {
+        if index.0 <= 1 {
+            return Term(0);
+        }
         let entries = self.epochs.entries();
-        let covering = entries.partition_point(|e| e.1 .0 <= before);
+        let covering = entries.partition_point(|e| e.1 <= base);
         let epoch = covering.checked_sub(1).map(|i| entries[i].0);
         epoch.and_then(Term::of_stored).map_or(term, |t| t.min(term))
     }
@@ -639,7 +661,8 @@ impl<L: ReplicaLog> GroupStore<L> {
     }
 
     fn entry_at(&self, meta: &BatchMeta) -> raft::Result<Entry> {
-        let b = self.log.read(meta.base, meta.pos).ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        let rank = self.window.rank(meta.index);
+        let b = self.log.read(meta.base, rank).ok_or(raft::Error::Store(StorageError::Unavailable))?;
         control::batch_to_entry(meta.index.0, meta.term, b)
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
     }
@@ -777,16 +800,18 @@ mod tests {
         let (_, mut s) = new_store();
         let metas = s.append_entries(&[entry(1, 1, 0), entry(2, 1, 3), entry(3, 2, 2)]).expect("appends");
         let spans: Vec<_> = metas.iter().map(|m| (m.index.0, m.base.0, m.last.0)).collect();
-        assert_eq!(spans, vec![(1, 0, 0), (2, 1, 3), (3, 4, 5)]);
-        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(4))]);
-        assert_eq!(s.high_watermark(RaftIndex(2)), Some(Offset(4)));
-        assert_eq!(s.end_offset_for(LeaderEpoch(1)), (LeaderEpoch(1), Offset(4)));
-        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(2), Offset(6)));
+        // The new leader's empty entry takes no offset: the first record is at offset 0.
+        assert_eq!(spans, vec![(1, 0, -1), (2, 0, 2), (3, 3, 4)]);
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(3))]);
+        assert_eq!(s.high_watermark(RaftIndex(1)), Some(Offset(0)));
+        assert_eq!(s.high_watermark(RaftIndex(2)), Some(Offset(3)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(1)), (LeaderEpoch(1), Offset(3)));
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(2), Offset(5)));
         // raft-rs reads back what was appended: the empty entry, then the batches as stamped.
         let back = s.entries(1, 4, None, GetEntriesContext::empty(false)).expect("in the window");
         assert!(back[0].data.is_empty());
         let h = sluice_core::batch::validate(&back[2].data).expect("a valid stamped batch");
-        assert_eq!((h.base_offset, h.partition_leader_epoch, back[2].term), (4, 2, 2));
+        assert_eq!((h.base_offset, h.partition_leader_epoch, back[2].term), (3, 2, 2));
     }
 
     #[test]
@@ -806,10 +831,52 @@ mod tests {
         s.append_entries(&[entry(1, 1, 0), entry(2, 1, 3), entry(3, 2, 2), entry(4, 2, 1)]).expect("appends");
         s.append_entries(&[entry(3, 3, 1)]).expect("replaces index 3 on");
         assert_eq!(s.last_index().expect("infallible"), 3);
-        assert_eq!(s.window().next_offset(), Offset(5));
+        assert_eq!(s.window().next_offset(), Offset(4));
         assert_eq!(disk.borrow().batches().len(), 3);
-        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(4))]);
-        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(1), Offset(4)));
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(3))]);
+        assert_eq!(s.end_offset_for(LeaderEpoch(2)), (LeaderEpoch(1), Offset(3)));
+    }
+
+    #[test]
+    fn control_entries_take_no_offset_through_truncation_and_reopen() {
+        let (disk, mut s) = new_store();
+        // Leader 1's empty entry, two records, leaders 2 and 3's empty entries, one record.
+        let metas = s
+            .append_entries(&[entry(1, 1, 0), entry(2, 1, 2), entry(3, 2, 0), entry(4, 3, 0), entry(5, 3, 1)])
+            .expect("appends");
+        let spans: Vec<_> = metas.iter().map(|m| (m.base.0, m.last.0)).collect();
+        assert_eq!(spans, vec![(0, -1), (0, 1), (2, 1), (2, 1), (2, 2)], "leader changes take no offset");
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(2))]);
+        // Leader 4 keeps index 3 and replaces index 4 on: the log is cut at offset 2 after the
+        // one batch there that stays.
+        s.append_entries(&[entry(4, 4, 0), entry(5, 4, 1)]).expect("replaces index 4 on");
+        assert_eq!(disk.borrow().batches().len(), 5);
+        let terms: Vec<i32> = disk
+            .borrow()
+            .batches()
+            .iter()
+            .map(|(_, b)| sluice_core::batch::BatchHeader::parse(b).expect("parses").partition_leader_epoch)
+            .collect();
+        assert_eq!(terms, vec![1, 1, 2, 4, 4]);
+        assert_eq!(s.epochs().entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(4), Offset(2))]);
+        assert_eq!(s.window().index_of_offset(Offset(2)), Some(RaftIndex(5)));
+        let back = s.entries(3, 6, None, GetEntriesContext::empty(false)).expect("in the window");
+        assert_eq!(
+            back.iter().map(|e| (e.term, e.data.is_empty())).collect::<Vec<_>>(),
+            [(2, true), (4, true), (4, false)]
+        );
+        // A reopen finds the same entries at the same offsets.
+        s.mark_synced(RaftIndex(5));
+        s.set_hard_state(HardState { term: 4, vote: 1, commit: 5, ..Default::default() });
+        s.save_if_dirty();
+        disk.borrow_mut().sync().expect("no fault");
+        let r = reopen(&disk, 100);
+        assert_eq!(r.last_index().expect("infallible"), 5);
+        assert_eq!(r.window().next_offset(), Offset(3));
+        assert_eq!(r.window().rank(RaftIndex(4)), 1);
+        assert_eq!(r.epochs(), s.epochs());
+        let again = r.entries(3, 6, None, GetEntriesContext::empty(false)).expect("in the window");
+        assert_eq!(again, back);
     }
 
     #[test]

@@ -6,6 +6,14 @@
 //!   `floor.index + 1 ..= last_index()`, and each batch starts at the offset after the previous
 //!   one's last (`floor.next_offset` for the first), so every replica with the same prefix of
 //!   entries assigns the same offsets.
+//! - A batch may take no offset (a Raft control batch, `control.rs`: last = base - 1); it
+//!   shares its base offset with the batches after it up to the next one taking offsets. A
+//!   batch is therefore named in the log by its base offset and its rank among the batches
+//!   starting there ([`Window::rank`]): a truncation cuts at (offset, rank), a read asks for
+//!   (offset, rank).
+//! - The floor is never a batch that takes no offset (a trim stops before one): so every batch
+//!   starting at `floor.next_offset` or later is in the window, and a scan of the log from
+//!   `floor.next_offset` finds exactly the window's batches.
 //! - Terms never decrease along the window.
 //! - [`Floor`] is the entry just below the window (or the snapshot point): its index, term and
 //!   the offset after its batch. Trimming the front moves the floor up; truncating the back
@@ -33,6 +41,11 @@ impl BatchMeta {
     /// The offset after this batch.
     pub fn next_offset(&self) -> Offset {
         Offset(self.last.0 + 1)
+    }
+
+    /// The batch takes no offset (a Raft control batch: last = base - 1).
+    pub fn takes_no_offset(&self) -> bool {
+        self.last.0 < self.base.0
     }
 }
 
@@ -66,7 +79,7 @@ impl Window {
     ) -> (Window, Option<Offset>) {
         let mut w = Window::new(floor);
         for (term, base, last, pos) in found {
-            if base != w.next_offset() || last < base || term < w.last_term() {
+            if base != w.next_offset() || last.0 < base.0 - 1 || term < w.last_term() {
                 return (w, Some(base));
             }
             let index = w.last_index().next();
@@ -122,27 +135,51 @@ impl Window {
     pub fn push(&mut self, meta: BatchMeta) {
         assert_eq!(meta.index, self.last_index().next(), "indexes are contiguous");
         assert_eq!(meta.base, self.next_offset(), "a batch starts after the previous one");
-        assert!(meta.last >= meta.base, "a batch holds at least one record");
+        assert!(meta.last.0 >= meta.base.0 - 1, "a batch takes at least no offset");
         assert!(meta.term >= self.last_term(), "terms never decrease along the log");
         self.batches.push_back(meta);
     }
 
-    /// Drops `from` and every later batch; returns the offset the log must be truncated to
-    /// (the base of `from`). Panics when `from` is at or below the floor.
-    pub fn truncate_from(&mut self, from: RaftIndex) -> Offset {
+    /// Drops `from` and every later batch; returns where the log must be cut: the base of
+    /// `from` and its rank there (the batches at that offset before it, which take no offset,
+    /// stay). Panics when `from` is at or below the floor.
+    pub fn truncate_from(&mut self, from: RaftIndex) -> (Offset, u32) {
         assert!(from > self.floor.index, "never truncate a committed floor");
         let keep = usize::try_from(from.0 - self.first_index().0).expect("a window length fits usize");
-        let to = self.get(from).map_or(self.next_offset(), |b| b.base);
+        let to = self.get(from).map_or((self.next_offset(), self.rank_at_end()), |b| (b.base, self.rank(b.index)));
         self.batches.truncate(keep);
-        assert_eq!(self.next_offset(), to);
+        assert_eq!(self.next_offset(), to.0);
         to
     }
 
-    /// Moves the floor up to `upto` (dropping batches at or below it). The caller passes an
+    /// The rank of the batch at `index` among the batches starting at its base offset (the
+    /// number before it there, each taking no offset); 0 outside the window.
+    pub fn rank(&self, index: RaftIndex) -> u32 {
+        let Some(b) = self.get(index) else { return 0 };
+        let mut n = 0u32;
+        while let Some(prev) = index.0.checked_sub(u64::from(n) + 1).and_then(|i| self.get(RaftIndex(i))) {
+            if prev.base != b.base {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The rank the next appended batch will have: the batches at the log end taking no offset.
+    pub fn rank_at_end(&self) -> u32 {
+        let n = self.batches.iter().rev().take_while(|m| m.takes_no_offset()).count();
+        u32::try_from(n).expect("a window's length fits u32")
+    }
+
+    /// Moves the floor up to the last batch at or below `upto` that takes offsets (dropping
+    /// the batches up to it; a floor never takes no offset, module docs). The caller passes an
     /// index at or below the commit index.
     pub fn trim_to(&mut self, upto: RaftIndex) {
+        let target = self.batches.iter().take_while(|b| b.index <= upto).filter(|b| !b.takes_no_offset()).last();
+        let Some(target) = target.map(|b| b.index) else { return };
         while let Some(front) = self.batches.front() {
-            if front.index > upto {
+            if front.index > target {
                 break;
             }
             self.floor = Floor { index: front.index, term: front.term, next_offset: front.next_offset() };
@@ -182,6 +219,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The next batch of `records` records (0: a control batch taking no offset).
     fn meta(w: &Window, term: u64, records: i64) -> BatchMeta {
         let base = w.next_offset();
         BatchMeta { index: w.last_index().next(), term: Term(term), base, last: Offset(base.0 + records - 1), pos: 0 }
@@ -218,11 +256,11 @@ mod tests {
     #[test]
     fn truncation_returns_the_offset_to_cut_at() {
         let mut w = build(Floor::default(), &[(1, 2), (1, 3), (2, 4)]);
-        assert_eq!(w.truncate_from(RaftIndex(2)), Offset(2));
+        assert_eq!(w.truncate_from(RaftIndex(2)), (Offset(2), 0));
         assert_eq!(w.last_index(), RaftIndex(1));
         assert_eq!(w.next_offset(), Offset(2));
         // Truncating past the end is a no-op.
-        assert_eq!(w.truncate_from(RaftIndex(5)), Offset(2));
+        assert_eq!(w.truncate_from(RaftIndex(5)), (Offset(2), 0));
     }
 
     #[test]
@@ -246,29 +284,60 @@ mod tests {
         assert_eq!((w.last_index(), stop), (RaftIndex(4), Some(Offset(12))));
     }
 
+    #[test]
+    fn batches_taking_no_offset_share_the_next_ones_base_and_are_named_by_rank() {
+        // A new leader's entry (0 records), data, two elections without data, data.
+        let mut w = build(Floor::default(), &[(1, 0), (1, 3), (2, 0), (3, 0), (3, 2)]);
+        let bases: Vec<_> = w.iter_from(RaftIndex(1)).map(|b| (b.base.0, b.last.0)).collect();
+        assert_eq!(bases, vec![(0, -1), (0, 2), (3, 2), (3, 2), (3, 4)]);
+        assert_eq!((w.rank(RaftIndex(2)), w.rank(RaftIndex(4)), w.rank(RaftIndex(5))), (1, 1, 2));
+        assert_eq!(w.index_of_offset(Offset(0)), Some(RaftIndex(2)));
+        assert_eq!(w.index_of_offset(Offset(3)), Some(RaftIndex(5)));
+        assert_eq!(w.high_watermark(RaftIndex(1)), Some(Offset(0)), "the first record is at 0");
+        assert_eq!(w.high_watermark(RaftIndex(4)), Some(Offset(3)));
+        // A trim never leaves a floor taking no offset.
+        w.trim_to(RaftIndex(1));
+        assert_eq!(w.floor().index, RaftIndex(0));
+        w.trim_to(RaftIndex(4));
+        assert_eq!(w.floor(), Floor { index: RaftIndex(2), term: Term(1), next_offset: Offset(3) });
+        assert_eq!(w.truncate_from(RaftIndex(4)), (Offset(3), 1), "index 3 stays at offset 3");
+        assert_eq!(w.rank_at_end(), 1);
+    }
+
     proptest! {
         /// Trimming and truncating keep indexes and offsets contiguous, and a rebuild from the
-        /// floor over the remaining batches gives the same window.
+        /// floor over the remaining batches gives the same window; batches taking no offset
+        /// (size 0) are named by (base, rank) exactly as a log holding them in order finds them.
         #[test]
-        fn trim_truncate_rebuild(sizes in proptest::collection::vec((0u64..3, 1i64..20), 1..60),
+        fn trim_truncate_rebuild(sizes in proptest::collection::vec((0u64..3, 0i64..20), 1..60),
                                  trim in 0u64..70, cut in 0u64..70) {
             let mut w = Window::new(Floor::default());
             let mut term = 1;
+            let mut log = Vec::new();
             for (bump, n) in sizes {
                 term += bump;
                 let m = meta(&w, term, n);
                 w.push(m);
+                log.push(m);
             }
             w.trim_to(RaftIndex(trim));
+            let floor_batch = log.iter().find(|b| b.index == w.floor().index);
+            prop_assert!(floor_batch.is_none_or(|b| !b.takes_no_offset()), "a floor takes offsets");
+            for b in w.iter_from(w.first_index()) {
+                let at = log.partition_point(|x| x.base < b.base) + usize::try_from(w.rank(b.index)).unwrap();
+                prop_assert_eq!(log[at].index, b.index, "(base, rank) names the batch in the log");
+            }
             let from = RaftIndex(cut.max(w.floor().index.0 + 1));
-            let to = w.truncate_from(from);
+            let (to, rank) = w.truncate_from(from);
             prop_assert_eq!(to, w.next_offset());
+            let keep = log.partition_point(|x| x.base < to) + usize::try_from(rank).unwrap();
+            prop_assert_eq!(keep as u64, w.last_index().0, "the log cut keeps exactly the window");
             let found: Vec<_> = w.iter_from(w.first_index()).map(|b| (b.term, b.base, b.last, b.pos)).collect();
             let (r, stop) = Window::rebuild(w.floor(), found);
             prop_assert_eq!(stop, None);
             prop_assert_eq!(r.last_index(), w.last_index());
             prop_assert_eq!(r.next_offset(), w.next_offset());
-            for b in w.iter_from(w.first_index()) {
+            for b in w.iter_from(w.first_index()).filter(|b| !b.takes_no_offset()) {
                 prop_assert_eq!(r.index_of_offset(b.base), Some(b.index));
                 prop_assert_eq!(r.index_of_offset(b.last), Some(b.index));
             }

@@ -684,43 +684,56 @@ pub fn check_leader(shard: &crate::shard::Shard, tp: &TopicPartition) -> Result<
 }
 
 /// `records` (whole batches) without sluice's Raft control batches (type 0x5352), except the
-/// last batch of the read when it is one: a consumer advances its position past the control
-/// batches it is given (as past transaction markers), so a log ending in Raft control batches
-/// (a new leader's empty entry, a reassignment's membership changes) must show the client the
-/// last of them, or its position would stay below the high watermark forever. The bytes are
+/// last batch of the read when it is one that takes an offset (written by an older build,
+/// `raft::control`): a consumer advances its position past the control batches it is given
+/// (as past transaction markers), so a log ending in such batches must show the client the
+/// last of them, or its position would stay below the high watermark forever. A control
+/// batch taking no offset never holds a position back and is always dropped. The bytes are
 /// copied only when there is one to drop.
 pub fn strip_raft_control(records: Bytes) -> Bytes {
+    // (start, end, a Raft control batch, takes an offset) of each whole batch.
     let mut spans = Vec::new();
     let mut p = 0usize;
-    let mut dropped = false;
     while p < records.len() {
         let Ok(h) = BatchHeader::parse(&records[p..]) else { break };
         let end = (p + h.total_len()).min(records.len());
-        let last = end == records.len();
-        if h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]) && !last {
-            dropped = true;
-        } else {
-            spans.push((p, end));
-        }
+        let control = h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]);
+        spans.push((p, end, control, !h.takes_no_offset()));
         p = end;
     }
-    if !dropped {
+    // The last batch taking an offset stays, even a control batch (see above).
+    let last_taking = spans.iter().rposition(|s| s.3);
+    let keep = |i: usize, s: &(usize, usize, bool, bool)| !s.2 || Some(i) == last_taking;
+    if spans.iter().enumerate().all(|(i, s)| keep(i, s)) {
         return records;
     }
     let mut out = bytes::BytesMut::with_capacity(records.len());
-    for (a, b) in spans {
-        out.extend_from_slice(&records[a..b]);
+    for (i, s) in spans.iter().enumerate() {
+        if keep(i, s) {
+            out.extend_from_slice(&records[s.0..s.1]);
+        }
     }
+    // A cut batch after the whole ones (a read ends inside it) stays as it came.
+    out.extend_from_slice(&records[p.min(records.len())..]);
     out.freeze()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::control::Shape;
     use raft::eraftpb::Entry;
 
+    /// A leader's empty entry as an older build wrote it (taking one offset).
     fn noop(base: i64) -> Bytes {
-        crate::raft::control::entry_to_batch(&Entry { term: 1, ..Default::default() }, Offset(base)).expect("a noop")
+        let e = Entry { term: 1, ..Default::default() };
+        crate::raft::control::entry_to_batch(&e, Offset(base), Shape::OneOffset).expect("a noop")
+    }
+
+    /// A leader's empty entry as written now (taking no offset).
+    fn noop0(base: i64) -> Bytes {
+        let e = Entry { term: 1, ..Default::default() };
+        crate::raft::control::entry_to_batch(&e, Offset(base), Shape::NoOffset).expect("a noop")
     }
 
     fn data(base: i64) -> Bytes {
@@ -751,5 +764,17 @@ mod tests {
         assert_eq!(bases(&strip_raft_control(read)), vec![0, 2]);
         let read: Bytes = [data(0), data(1)].concat().into();
         assert_eq!(bases(&strip_raft_control(read.clone())), vec![0, 1]);
+    }
+
+    #[test]
+    fn raft_control_batches_taking_no_offset_are_always_dropped() {
+        // A new leader's entry before the first record, and one after the last.
+        let read: Bytes = [noop0(0), data(0), noop0(1), noop0(1), data(1), noop0(2)].concat().into();
+        assert_eq!(bases(&strip_raft_control(read)), vec![0, 1]);
+        // An old log's last control batch (one offset) still shows, the new one after it not.
+        let read: Bytes = [data(0), noop(1), noop0(2)].concat().into();
+        assert_eq!(bases(&strip_raft_control(read)), vec![0, 1]);
+        let read: Bytes = [data(0), noop(1)].concat().into();
+        assert_eq!(bases(&strip_raft_control(read)), vec![0, 1]);
     }
 }

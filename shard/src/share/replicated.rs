@@ -168,7 +168,8 @@ pub(super) fn control_spans(records: &[u8]) -> Vec<(i64, i64)> {
     while p < records.len() {
         let Ok(h) = BatchHeader::parse(&records[p..]) else { break };
         let end = (p + h.total_len()).min(records.len());
-        if h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]) {
+        let control = h.is_control() && crate::raft::control::is_raft_control(&h, &records[p..end]);
+        if control && !h.takes_no_offset() {
             out.push((h.base_offset, h.last_offset()));
         }
         p = end;
@@ -179,7 +180,7 @@ pub(super) fn control_spans(records: &[u8]) -> Vec<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::control::{entry_to_batch, share_state_batch};
+    use crate::raft::control::{entry_to_batch, share_state_batch, Shape};
     use raft::eraftpb::Entry;
     use sluice_core::batch;
     use sluice_core::Offset;
@@ -191,10 +192,11 @@ mod tests {
         let state = Entry { term: 1, data: share_state_batch(b"s"), ..Default::default() };
         let noop = Entry { term: 1, ..Default::default() };
         let mut all = Vec::new();
-        all.extend_from_slice(&entry_to_batch(&data, Offset(10)).expect("data"));
-        all.extend_from_slice(&entry_to_batch(&state, Offset(12)).expect("state"));
-        all.extend_from_slice(&entry_to_batch(&noop, Offset(13)).expect("noop"));
-        assert_eq!(control_spans(&all), vec![(12, 12), (13, 13)]);
+        all.extend_from_slice(&entry_to_batch(&data, Offset(10), Shape::NoOffset).expect("data"));
+        all.extend_from_slice(&entry_to_batch(&state, Offset(12), Shape::NoOffset).expect("state"));
+        all.extend_from_slice(&entry_to_batch(&noop, Offset(13), Shape::OneOffset).expect("old noop"));
+        all.extend_from_slice(&entry_to_batch(&noop, Offset(14), Shape::NoOffset).expect("noop"));
+        assert_eq!(control_spans(&all), vec![(12, 12), (13, 13)], "a noop taking no offset has none to mark");
         assert_eq!(control_spans(&all[..20]), Vec::<(i64, i64)>::new(), "a cut header: nothing");
     }
 }

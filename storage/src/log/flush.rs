@@ -130,10 +130,11 @@ impl SyncTarget for PartitionLog {
     fn take_sync_point(&self) -> Option<SyncPoint> {
         self.sync_queued.set(false);
         let written = self.written.get();
-        if written <= self.durable.get() {
+        let st = self.state.borrow();
+        // Bytes written past the durable ones with no offset (batches taking none) count too.
+        if written <= self.durable.get() && st.written_pos <= st.flushed_pos {
             return None;
         }
-        let st = self.state.borrow();
         Some(SyncPoint {
             file: st.active().file.clone(),
             pos: st.written_pos,
@@ -170,10 +171,16 @@ impl SyncTarget for PartitionLog {
                     st.tail.shrink_to(keep);
                 }
             }
-            st.trim_dense(point.offset);
+            st.trim_dense();
         }
         if point.offset > self.durable.get() {
             self.durable.advance(point.offset);
+        }
+        let st = self.state.borrow();
+        let bytes = i64::try_from(st.origin + st.flushed_pos).expect("a log's bytes fit i64");
+        drop(st);
+        if bytes > self.durable_bytes.get() {
+            self.durable_bytes.advance(bytes);
         }
     }
 }
@@ -198,13 +205,15 @@ impl State {
 
     /// Drops the oldest durable per-batch entries of the active segment when it holds twice
     /// [`DENSE_ENTRIES_KEPT`] (amortised: one drain per `DENSE_ENTRIES_KEPT` batches).
-    pub(super) fn trim_dense(&mut self, durable: i64) {
+    pub(super) fn trim_dense(&mut self) {
+        let flushed = self.flushed_pos;
         let seg = self.active_mut();
         let dense = &seg.dense;
         if dense.len() < 2 * DENSE_ENTRIES_KEPT {
             return;
         }
-        let durable_entries = dense.partition_point(|e| e.last < durable);
+        // Durable by position: a batch taking no offset is not durable for its offsets.
+        let durable_entries = dense.partition_point(|e| e.pos + u64::from(e.len) <= flushed);
         let drop = durable_entries.min(dense.len() - DENSE_ENTRIES_KEPT);
         seg.settle(drop);
     }
@@ -220,7 +229,9 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     // so the durable end is always in the active one).
     let end = st.flushed_pos;
     let dense = &st.active().dense;
-    let keep = dense.partition_point(|x| x.base < durable);
+    // The batches within the durable bytes stay (with batches taking no offset, an offset
+    // does not tell them apart).
+    let keep = dense.partition_point(|x| x.pos < end);
     debug_assert!(dense.get(keep).is_none_or(|x| x.pos == end), "the durable end is a batch boundary");
     st.cut_active(keep, durable, end);
     st.written_pos = end;
@@ -233,6 +244,7 @@ fn roll_back_to_durable(log: &PartitionLog, e: &StorageError) {
     log.generation.set(WriteGeneration(log.generation.get().0 + 1));
     log.written.fail_waiters();
     log.durable.fail_waiters();
+    log.durable_bytes.fail_waiters();
     tracing::error!(partition = %log.name, error = %e, rolled_back_offsets = lost, "append failed; rolled back to the last durable batch");
 }
 
@@ -268,8 +280,12 @@ async fn roll(log: &Rc<PartitionLog>, forced: bool) {
     }
     // The old segment's bytes become durable (the shard's next round) while the new file is
     // created: a crash between leaves an empty last segment, removed at open.
-    let (synced, created) =
-        futures::join!(log.durable.wait_for(roll_base), Segment::create(&log.disk, &log.dir, roll_base, now_ms()));
+    // Durable by position: batches taking no offset before the roll point count too.
+    let roll_bytes = i64::try_from(log.state.borrow().origin + roll_pos).expect("a log's bytes fit i64");
+    let (synced, created) = futures::join!(
+        log.durable_bytes.wait_for(roll_bytes),
+        Segment::create(&log.disk, &log.dir, roll_base, now_ms())
+    );
     if synced.is_err() || log.generation.get() != generation {
         // Rolled back: the roll point went with its batches.
         if let Ok(seg) = created {
@@ -347,7 +363,7 @@ fn swap_segment(log: &PartitionLog, new: Segment, roll_pos: u64, roll_base: i64)
     let mut roll_at = None;
     for mut e in moved {
         e.pos -= roll_pos;
-        if roll_at.is_none() && crate::index::fits(roll_base, e.last, e.pos + u64::from(e.len)).is_err() {
+        if roll_at.is_none() && crate::index::fits(roll_base, e.last.max(e.base), e.pos + u64::from(e.len)).is_err() {
             roll_at = Some(e.pos);
         }
         if roll_at.is_none() {
@@ -367,6 +383,7 @@ fn swap_segment(log: &PartitionLog, new: Segment, roll_pos: u64, roll_base: i64)
     st.tail_start = 0;
     st.flushed_pos = 0;
     st.written_pos = 0;
+    st.origin += roll_pos;
     Sealed { file: old_file, index_files, size: roll_pos }
 }
 

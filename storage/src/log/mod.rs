@@ -32,6 +32,11 @@
 //!   ([`AppendInfo`], carrying its generation), so a wait that starts after the rollback of
 //!   its append fails instead of being satisfied by a later batch at the same offsets.
 //! - Retention deletes whole sealed segments, never the active one, and moves the log start.
+//! - A Raft control batch taking no offset (`lastOffsetDelta` -1, only through
+//!   `append_replica`) shares its base with the batch after it: offsets cannot say it is
+//!   durable, so the log also marks its durable bytes (`durable_bytes`), a sync round is due
+//!   while written bytes pass the flushed ones, its wait and a roll wait on bytes, and
+//!   per-batch entries are kept and dropped by position.
 
 mod compaction;
 mod flush;
@@ -106,6 +111,9 @@ pub struct AppendInfo {
     pub duplicate: bool,
     /// The log's write generation when the batch was appended (see [`PartitionLog::wait_durable`]).
     pub generation: WriteGeneration,
+    /// The byte position (counted since the log was opened) of the batch's end: a batch
+    /// taking no offset (a Raft control batch) is durable when the durable bytes reach it.
+    pub end_pos: i64,
 }
 
 /// Counts the rollbacks of a log: a failed write or sync starts a new generation, and the
@@ -169,6 +177,9 @@ struct State {
     tail: Vec<u8>,
     producers: Producers,
     closing: bool,
+    /// The bytes of the segments rolled since the log was opened, before the active one: the
+    /// active segment's position `p` is the log's byte `origin + p` (`durable_bytes`).
+    origin: u64,
     /// Position in the active segment of the first batch that must go into the next segment
     /// (its offsets or its end do not fit this one's index); the flusher writes up to here,
     /// then rolls.
@@ -222,9 +233,10 @@ impl State {
             roll_at: None,
             pending_cut: None,
             tail_hole: None,
+            origin: 0,
         };
         state.rebuild_producers();
-        state.trim_dense(next_offset);
+        state.trim_dense();
         state
     }
 
@@ -263,6 +275,9 @@ pub struct PartitionLog {
     state: RefCell<State>,
     written: Watermark,
     durable: Watermark,
+    /// The durable bytes, as positions counted since the log was opened (`State::origin` +
+    /// `flushed_pos`): what makes a batch taking no offset durable (its offsets cannot).
+    durable_bytes: Watermark,
     /// Bumped by every rollback (failed write or sync, truncation).
     generation: Cell<WriteGeneration>,
     kick: LocalSender<()>,
@@ -376,6 +391,7 @@ impl PartitionLog {
     /// The log around its recovered state, with its flusher running.
     fn start(name: &str, dir: &Path, disk: &Disk, config: LogConfig, state: State) -> Rc<PartitionLog> {
         let (next_offset, log_start) = (state.next_offset, state.log_start);
+        let flushed = i64::try_from(state.origin + state.flushed_pos).expect("a log's bytes fit i64");
         let (kick, rx) = local_channel::new_bounded(1);
         let log = Rc::new(PartitionLog {
             name: name.to_string(),
@@ -385,6 +401,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             written: Watermark::new(next_offset),
             durable: Watermark::new(next_offset),
+            durable_bytes: Watermark::new(flushed),
             generation: Cell::new(WriteGeneration(0)),
             kick,
             flusher: RefCell::new(None),
@@ -503,6 +520,7 @@ impl PartitionLog {
                 log_start: Offset(st.log_start),
                 duplicate: true,
                 generation: self.generation.get(),
+                end_pos: 0,
             });
         }
         let base = st.next_offset;
@@ -519,6 +537,7 @@ impl PartitionLog {
         let base = st.next_offset;
         let entry = Entry::new(header, base, pos);
         let last = entry.last;
+        let end_pos = i64::try_from(st.origin + pos + u64::from(entry.len)).expect("a log's bytes fit i64");
         self.add_entry(&mut st, entry);
         let (id, epoch, sequence, delta) =
             (header.producer_id, header.producer_epoch, header.base_sequence, header.last_offset_delta);
@@ -533,6 +552,7 @@ impl PartitionLog {
             log_start: Offset(log_start),
             duplicate: false,
             generation: self.generation.get(),
+            end_pos,
         }
     }
 
@@ -565,7 +585,8 @@ impl PartitionLog {
         let (pos, last) = (entry.pos, entry.last);
         let end = pos + u64::from(entry.len);
         if st.roll_at.is_none() {
-            if let Err(e) = crate::index::fits(st.active().base, last, end) {
+            // A batch taking no offset (last = base - 1) spans its base in the index.
+            if let Err(e) = crate::index::fits(st.active().base, last.max(entry.base), end) {
                 tracing::debug!(partition = %self.name, reason = %e, "the next segment starts at this batch");
                 st.roll_at = Some(pos);
             }
@@ -594,6 +615,14 @@ impl PartitionLog {
     /// Completes when every append up to `appended` is fdatasync'd (acks=all); fails when a
     /// write or sync failed after the append, even if the wait starts later.
     pub async fn wait_durable(&self, appended: &AppendInfo) -> Result<(), StorageError> {
+        if appended.last_offset < appended.base_offset && !appended.duplicate {
+            // A batch taking no offset: durable when the bytes up to its end are.
+            if self.generation.get() != appended.generation {
+                return Err(StorageError::WriteFailed(format!("sync of {} failed", self.name)));
+            }
+            let failed = || StorageError::WriteFailed(format!("sync of {} failed", self.name));
+            return self.durable_bytes.wait_for(appended.end_pos).await.map_err(|_| failed());
+        }
         self.wait(&self.durable, appended, "sync").await
     }
 

@@ -86,7 +86,10 @@ impl PartitionLog {
         if (from < st.log_start && !kept) || from > hwm {
             return Err(StorageError::OffsetOutOfRange { requested: from, start: st.log_start, end: hwm });
         }
-        if from == hwm {
+        // A replica's own read at its durable end may still find batches there taking no
+        // offset (Raft control batches).
+        let at_end = |st: &State| st.active().dense.last().is_none_or(|e| e.base < from);
+        if from == hwm && (!below_start || at_end(&st)) {
             return Ok(None);
         }
         let i = st.segment_for(from);
@@ -184,9 +187,14 @@ fn dense_plan(st: &State, i: usize, from: i64, hwm: i64, max_bytes: usize) -> Re
     let seg = &st.segments[i];
     let active = i + 1 == st.segments.len();
     let d = &seg.dense;
-    let start = d.partition_point(|e| e.last < from);
-    let (end, total) = dense_run(d, start, hwm, max_bytes);
+    // From the batch holding `from`, or the first starting at it (a batch taking no offset
+    // starts at the offset of the batch after it).
+    let start = d.partition_point(|e| e.last < from && e.base < from);
     let read = |records| LogRead { records, high_watermark: Offset(hwm), log_start: Offset(st.log_start) };
+    if start == d.len() {
+        return ReadPlan::Done(read(Bytes::new()));
+    }
+    let (end, total) = dense_run(d, start, hwm, max_bytes);
     if end == start {
         return ReadPlan::Done(read(Bytes::new()));
     }
@@ -200,18 +208,21 @@ fn dense_plan(st: &State, i: usize, from: i64, hwm: i64, max_bytes: usize) -> Re
 }
 
 /// The end (exclusive) and byte length of the run of entries from `start` that one read
-/// takes: below `hwm`, up to `max_bytes` (at least one), staying within one cache chunk when
-/// more than one is taken.
+/// takes: below `hwm`, up to `max_bytes` (at least one batch taking offsets, with the batches
+/// taking none before it: a consumer is never answered only Raft control batches it cannot
+/// pass), staying within one cache chunk when more is taken.
 fn dense_run(d: &[Entry], start: usize, hwm: i64, max_bytes: usize) -> (usize, usize) {
     let mut end = start;
     let mut total = 0usize;
+    let mut has_data = false;
     let chunk = crate::cache::chunk_of(d[start].pos);
     while end < d.len() && d[end].last < hwm {
         let l = usize::try_from(d[end].len).expect("a batch length fits in usize");
-        if end > start && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk) {
+        if has_data && (total + l > max_bytes || crate::cache::chunk_of(d[end].pos + l as u64 - 1) != chunk) {
             break;
         }
         total += l;
+        has_data |= d[end].last >= d[end].base;
         end += 1;
     }
     (end, total)
@@ -431,13 +442,16 @@ impl Scan<'_> {
     }
 
     /// Walks the batches of `data` (read at file position `at`): skips those before `from`,
-    /// takes whole ones below the high watermark up to `max_bytes` (at least one), and stops at
-    /// the chunk's end, at padding, or at a batch that crosses the chunk's end.
+    /// takes whole ones below the high watermark up to `max_bytes` (at least one taking
+    /// offsets, with the batches taking none before it, as [`dense_run`]), and stops at the
+    /// chunk's end, at padding, or at a batch that crosses the chunk's end.
     async fn walk(&mut self, data: &[u8], at: u64) -> Result<Step, StorageError> {
         let (mut p, mut stop) = (0usize, 0usize);
         let mut first: Option<usize> = None;
         let mut need: Option<usize> = None;
         let mut padding = false;
+        // A batch taking offsets is among those taken.
+        let mut has_data = false;
         while p + LOG_OVERHEAD <= data.len() {
             let h = match self.parse(data, p, at)? {
                 Parsed::Header(h) => h,
@@ -450,12 +464,15 @@ impl Scan<'_> {
             let len = h.total_len();
             self.check_batch(&h, at + p as u64)?;
             if p + len > data.len() {
-                if first.is_none() {
-                    need = Some(len); // the next useful batch crosses the chunk: read it whole
+                match first {
+                    None => need = Some(len), // the next useful batch crosses the chunk: read it whole
+                    // Only batches taking no offset so far: read them and this one whole.
+                    Some(f) if !has_data => return Ok(Step::Next { p: f, need: Some(p - f + len) }),
+                    Some(_) => {}
                 }
                 break;
             }
-            if h.last_offset() < self.from {
+            if h.last_offset() < self.from && h.base_offset < self.from {
                 self.skipped = Some((at + p as u64, len));
                 p += len;
                 self.prev_last = Some(h.last_offset());
@@ -472,11 +489,12 @@ impl Scan<'_> {
                 check_skipped(self.file, self.name, self.skipped).await?;
             }
             let f = *first.get_or_insert(p);
-            if p > f && p + len - f > self.max_bytes {
+            if has_data && p + len - f > self.max_bytes {
                 break;
             }
             stop = p + len;
             p += len;
+            has_data |= !h.takes_no_offset();
             self.prev_last = Some(h.last_offset());
         }
         Ok(match first {

@@ -61,12 +61,16 @@ impl PartitionLog {
         Ok(self.state.borrow().producers.check(header)?)
     }
 
-    /// Cuts the log at `offset` now (see the module contract); the file follows in the writer.
-    pub fn cut_at(&self, offset: Offset) -> Result<(), StorageError> {
+    /// Cuts the log at `offset` now (see the module contract), keeping the first `rank`
+    /// batches that start there (Raft control batches taking no offset: several batches may
+    /// share a base offset); the file follows in the writer.
+    pub fn cut_at(&self, offset: Offset, rank: u32) -> Result<(), StorageError> {
         let off = offset.0;
         let mut st = self.state.borrow_mut();
         assert!(off <= st.next_offset, "{}: cut past the log end", self.name);
-        if off == st.next_offset {
+        let seg = st.active();
+        let i = seg.dense.partition_point(|e| e.base < off) + usize::try_from(rank).expect("a rank fits usize");
+        if off == st.next_offset && i >= seg.dense.len() {
             return Ok(());
         }
         let unsupported = |why: &str| StorageError::WriteFailed(format!("{}: cut at {off}: {why}", self.name));
@@ -74,10 +78,15 @@ impl PartitionLog {
             return Err(unsupported("before the active segment (not supported yet)"));
         }
         let seg = st.active();
-        let i = seg.dense.partition_point(|e| e.base < off);
         let Some(entry) = seg.dense.get(i).filter(|e| e.base == off).copied() else {
             return Err(unsupported("not a batch boundary known in memory"));
         };
+        let run_start = i - usize::try_from(rank).expect("a rank fits usize");
+        if rank > 0 && run_start == 0 && seg.dense[0].pos > 0 {
+            // The entries before the known ones may hold more batches at `off`: the rank
+            // cannot be placed.
+            return Err(unsupported("a rank among batches not known in memory"));
+        }
         let pos = entry.pos;
         st.cut_active(i, off, pos);
         if st.roll_at.is_some_and(|at| at >= pos) {
@@ -94,6 +103,7 @@ impl PartitionLog {
         }
         st.written_pos = st.written_pos.min(pos);
         st.flushed_pos = st.flushed_pos.min(pos);
+        let bytes = i64::try_from(st.origin + st.flushed_pos).expect("a log's bytes fit i64");
         st.pending_cut = Some(st.pending_cut.map_or(pos, |p| p.min(pos)));
         drop(st);
         crate::cache::invalidate(self.state.borrow().active().file.key());
@@ -102,6 +112,8 @@ impl PartitionLog {
         self.durable.reset(self.durable.get().min(off));
         self.written.fail_waiters();
         self.durable.fail_waiters();
+        self.durable_bytes.reset(self.durable_bytes.get().min(bytes));
+        self.durable_bytes.fail_waiters();
         assert!(!self.replicated.get() || self.commit.get() <= off, "{}: a cut below the committed end", self.name);
         self.notify_cut(offset);
         let _ = self.kick.try_send(());
@@ -134,6 +146,7 @@ impl PartitionLog {
             st.log_start = start.0;
             st.flushed_pos = 0;
             st.written_pos = 0;
+            st.origin = 0;
             st.tail_start = 0;
             st.tail.clear();
             st.producers.clear();
@@ -146,6 +159,8 @@ impl PartitionLog {
             w.fail_waiters();
             w.reset(start.0);
         }
+        self.durable_bytes.fail_waiters();
+        self.durable_bytes.reset(0);
         self.first_dirty.set(start.0);
         // Every batch is gone: the cut listeners (the transaction index) forget everything,
         // as Kafka's `truncateFullyAndStartAt` empties the producer state and the transaction

@@ -5,7 +5,8 @@
 //! whose current leader epoch is older with FENCED_LEADER_EPOCH and newer with
 //! UNKNOWN_LEADER_EPOCH on Fetch, ListOffsets and OffsetForLeaderEpoch; the epoch Metadata
 //! gives is the one those checks accept; and librdkafka consumes through all of it, across the
-//! leader's kill.
+//! leader's kill. The partition's offsets are Kafka's (issue #18): its first record is at
+//! offset 0 and a leader change takes no offset.
 //!
 //! Contract: every broker is stopped by its harness; every wait has a deadline.
 
@@ -214,6 +215,49 @@ fn followers_hint_the_leader_and_stale_or_future_epochs_are_refused_as_kafka_doe
     let got = values(&c, 11);
     let want: Vec<String> = std::iter::once("probe-v0".to_string()).chain((20..30).map(|i| format!("v{i}"))).collect();
     assert_eq!(got, want, "the consumer continues on the new leader");
+    drop(c);
+    for &i in &rest {
+        brokers[i].stop();
+    }
+}
+
+/// The offsets of `n` records polled from `c`.
+fn offsets(c: &TestConsumer, n: usize) -> Vec<i64> {
+    let (got, errors) = consume_n(c, n, DEADLINE);
+    let bad: Vec<_> = errors.iter().filter(|e| !e.contains("ransport") && !e.contains("Disconnected")).collect();
+    assert!(bad.is_empty(), "consumer errors: {bad:?}");
+    got.into_iter().map(|m| m.offset).collect()
+}
+
+/// Issue #18: a replicated partition's offsets are Kafka's — its first record is at offset 0
+/// and a leader change takes no offset (Apache Kafka 4.4 answers exactly these numbers: one
+/// probe, five records, the leader's kill, one probe, three records → offsets 0..10).
+#[test]
+fn a_replicated_partitions_first_record_is_at_offset_0_and_a_leader_change_takes_no_offset() {
+    let _slot = shared_slot();
+    let ports = free_ports(3);
+    let mut brokers: Vec<Broker> = (0..3).map(|i| member(i, &ports)).collect();
+    let topic = "epochs-offsets";
+    create_topic_rf(&brokers[0].addr(), topic, 1, 3);
+    let all = [0, 1, 2];
+    let (leader, epoch, _) = settled_leader(&brokers, &all, 0, topic); // one probe record
+    let lp = brokers[leader].port();
+    assert_eq!(list_offsets(lp, topic, -2, epoch).1, 0, "earliest");
+    assert_eq!(list_offsets(lp, topic, -1, epoch).1, 1, "latest after the probe");
+    send(&brokers[leader].addr(), topic, 0, 5);
+    assert_eq!(list_offsets(lp, topic, -1, epoch).1, 6, "latest after five more");
+    let c = consumer(&brokers[leader].addr());
+    assign(&c, topic, &[(0, rdkafka::Offset::Beginning)]);
+    assert_eq!(offsets(&c, 6), (0..6).collect::<Vec<i64>>(), "the first record is at offset 0");
+
+    brokers[leader].kill();
+    let rest: Vec<usize> = all.into_iter().filter(|&i| i != leader).collect();
+    let (new_leader, new_epoch, _) = settled_leader(&brokers, &rest, rest[0], topic); // one probe
+    send(&brokers[new_leader].addr(), topic, 5, 3);
+    let np = brokers[new_leader].port();
+    assert_eq!(list_offsets(np, topic, -2, new_epoch).1, 0, "earliest after the leader change");
+    assert_eq!(list_offsets(np, topic, -1, new_epoch).1, 10, "the leader change took no offset");
+    assert_eq!(offsets(&c, 4), (6..10).collect::<Vec<i64>>(), "offsets stay contiguous across it");
     drop(c);
     for &i in &rest {
         brokers[i].stop();
