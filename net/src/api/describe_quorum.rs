@@ -225,12 +225,12 @@ mod tests {
     }
 
     fn endpoints() -> Vec<VoterEndpoint> {
-        (0..3)
+        (0..3u16)
             .map(|n| VoterEndpoint {
-                node: n,
+                node: i32::from(n),
                 listener: PEER_LISTENER.into(),
                 host: "127.0.0.1".into(),
-                port: 9192 + n as u16,
+                port: 9192 + n,
             })
             .collect()
     }
@@ -271,7 +271,9 @@ mod tests {
             .collect();
         assert_eq!(
             nodes,
-            (0..3).map(|n| (n, "PEER".to_string(), "127.0.0.1".to_string(), 9192 + n as u16)).collect::<Vec<_>>()
+            (0..3u16)
+                .map(|n| (i32::from(n), "PEER".to_string(), "127.0.0.1".to_string(), 9192 + n))
+                .collect::<Vec<_>>()
         );
     }
 

@@ -272,7 +272,7 @@ mod tests {
                     .map(|e| match e {
                         Entry::Found { name, partitions } => {
                             seen.extend(partitions.clone().map(|p| (name.clone(), p)));
-                            partitions.len() as i32
+                            partitions.end - partitions.start
                         }
                         Entry::Missing(_) => 0,
                     })

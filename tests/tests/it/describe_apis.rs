@@ -94,7 +94,7 @@ fn every_member_answers_describe_quorum_with_the_leaders_view() {
     let r = describe_quorum(brokers[1].port(), 2);
     let nodes: Vec<_> =
         r.nodes.iter().map(|n| (n.node_id.0, n.listeners[0].name.to_string(), n.listeners[0].port)).collect();
-    let want: Vec<_> = peer_ports.iter().enumerate().map(|(i, p)| (i as i32, "PEER".to_string(), *p)).collect();
+    let want: Vec<_> = peer_ports.iter().zip(0..).map(|(p, i)| (i, "PEER".to_string(), *p)).collect();
     assert_eq!(nodes, want);
     // v0 has no timestamps; the rest is the same quorum.
     let v0 = quorum_of(&describe_quorum(brokers[2].port(), 0)).expect("v0 answer");
