@@ -735,6 +735,22 @@ const _: () = assert!(DEFAULT_PEER_HEARTBEAT_INTERVAL_MS >= MIN_PEER_HEARTBEAT_I
 const _: () = assert!(DEFAULT_PEER_SESSION_TIMEOUT_MS >= 2 * DEFAULT_PEER_HEARTBEAT_INTERVAL_MS);
 const _: () = assert!(DEFAULT_PEER_SESSION_TIMEOUT_MS <= MAX_PEER_SESSION_TIMEOUT_MS);
 
+// ---- DescribeQuorum and DescribeTopicPartitions (net/src/api) ----
+
+/// How long a broker waits for the metadata log's leader to answer a forwarded DescribeQuorum
+/// before it answers NOT_LEADER_OR_FOLLOWER (retriable: the admin client asks again).
+pub const DESCRIBE_QUORUM_FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// Forwarded DescribeQuorum requests one shard waits on at once; beyond, it answers
+/// NOT_LEADER_OR_FOLLOWER at once (retriable) instead of holding more.
+pub const DESCRIBE_QUORUM_FORWARDS_PER_SHARD: usize = 64;
+/// Partitions one DescribeTopicPartitions answer carries at most, whatever the request's
+/// `response_partition_limit` (Kafka's `max.request.partition.size.limit`, 2000); the rest
+/// follows the answer's cursor.
+pub const DESCRIBE_TOPIC_PARTITIONS_MAX_PARTITIONS: i32 = 2_000;
+// A forwarded answer comes well within the admin client's 30 s request timeout.
+const _: () = assert!(DESCRIBE_QUORUM_FORWARD_TIMEOUT_MS < 30_000);
+const _: () = assert!(DESCRIBE_TOPIC_PARTITIONS_MAX_PARTITIONS >= 1);
+
 // ---- `sluice cluster start` (net/bin) ----
 
 /// Brokers `sluice cluster start` runs at most.

@@ -373,6 +373,11 @@ pub enum ShardMsg {
     LogSizes {
         reply: oneshot::Sender<Vec<(TopicPartition, u64)>>,
     },
+    /// The metadata log's quorum, from the shard hosting it (DescribeQuorum;
+    /// `replica::quorum::describe`: None unless this broker leads it).
+    Quorum {
+        reply: oneshot::Sender<Option<crate::replica::quorum::QuorumState>>,
+    },
     /// This shard's metrics (for the metrics endpoint).
     Metrics {
         reply: oneshot::Sender<crate::metrics::ShardMetrics>,
@@ -398,6 +403,7 @@ impl ShardMsg {
             | ShardMsg::DeleteRecords { .. }
             | ShardMsg::LogSizes { .. }
             | ShardMsg::Metrics { .. }
+            | ShardMsg::Quorum { .. }
             | ShardMsg::TxnViews { .. }
             | ShardMsg::TxnProducers { .. }
             | ShardMsg::TxnOpen { .. }

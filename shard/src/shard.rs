@@ -620,6 +620,9 @@ impl Shard {
                 drop(reply.send(crate::offsets::delete_records_local(&shard, items).await));
             }),
             ShardMsg::Metrics { reply } => drop(reply.send(crate::metrics::local(self))),
+            ShardMsg::Quorum { reply } => {
+                drop(reply.send(self.replicas().and_then(|r| crate::replica::quorum::describe(&r))))
+            }
             ShardMsg::LogSizes { reply } => drop(reply.send(self.log_sizes())),
             ShardMsg::Cluster(m) => crate::admin::cluster::on_message(m),
             ShardMsg::Publish { snapshot, reply } => run_with(slot, async move {

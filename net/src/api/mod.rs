@@ -32,7 +32,9 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_quorum;
 pub mod describe_share_group_offsets;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
@@ -166,6 +168,8 @@ pub const APIS: &[ApiSpec] = &[
     create_partitions::SPEC,
     incremental_alter_configs::SPEC,
     describe_cluster::SPEC,
+    describe_quorum::SPEC,
+    describe_topic_partitions::SPEC,
     elect_leaders::SPEC,
     alter_partition_reassignments::SPEC,
     list_partition_reassignments::SPEC,

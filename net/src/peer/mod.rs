@@ -27,6 +27,7 @@
 pub mod accept;
 pub mod elect;
 pub mod link;
+pub mod quorum;
 pub mod raft;
 pub mod share;
 pub mod txn;

@@ -86,6 +86,9 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
             | PayloadKind::TxnVerify
             | PayloadKind::TxnVerifyReply => return super::txn::on_frame(&forwarded_to, d),
             PayloadKind::ShareState | PayloadKind::ShareStateReply => return super::share::on_frame(&forwarded_to, d),
+            PayloadKind::QuorumDescribe | PayloadKind::QuorumDescribeReply => {
+                return super::quorum::on_frame(&forwarded_to, d)
+            }
         }
         if let Some(r) = weak.upgrade() {
             r.receive(d.from, d.frame.payload);
@@ -95,12 +98,14 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
         r.open_metadata(shard.data_dir(), &members, shard.clean_start()).await.map_err(|e| e.to_string())?;
         sluice_shard::admin::cluster::set_link(Rc::new(ForwardLinks(net.clone())));
         sluice_shard::admin::cluster::start(&shard, &r);
+        sluice_shard::replica::quorum::spawn_sampler(&r);
     }
     sluice_shard::admin::cluster::follow_leaders(&shard, &r);
     sluice_shard::replica::reassign::follow(&shard, &r);
     sluice_shard::internal::follow(&shard, &r);
     super::txn::install(net, &r);
     super::share::install(net);
+    super::quorum::install(net);
     sluice_shard::share::replicated::follow_commits(&shard, &r);
     sluice_shard::replica::rebalance::start(&shard, &r);
     {

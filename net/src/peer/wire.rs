@@ -49,6 +49,10 @@ pub enum PayloadKind {
     ShareState,
     /// The leader's answer to a `ShareState`.
     ShareStateReply,
+    /// DescribeQuorum forwarded to the metadata log's leader (`peer::quorum`).
+    QuorumDescribe,
+    /// The leader's answer to a `QuorumDescribe`.
+    QuorumDescribeReply,
 }
 
 /// Where on the receiving broker a data frame goes.

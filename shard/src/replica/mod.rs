@@ -55,6 +55,7 @@ pub mod elect;
 pub mod epochs;
 mod install;
 pub mod produce;
+pub mod quorum;
 pub mod reassign;
 pub mod rebalance;
 

@@ -15,6 +15,7 @@ mod cluster_ops;
 mod coordinator_failover;
 mod create_rollback;
 mod damaged;
+mod describe_apis;
 mod elect_leaders;
 mod group_offsets;
 mod hostile;
