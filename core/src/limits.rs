@@ -340,6 +340,14 @@ pub const TXN_MARKERS_PER_REQUEST: usize = 1024;
 /// broker when it verifies (or adds) a transactional batch's partition (KIP-890); unanswered,
 /// the produce gets NOT_ENOUGH_REPLICAS and the client retries.
 pub const TXN_VERIFY_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Longest any call between brokers (`sluice_shard::peer::call`: transaction markers and
+/// verifications, share-partition state) waits for its answer: a client's default request
+/// timeout (30 s), since a client's request often waits on the call. Each kind's own wait is
+/// checked against it where the kind is declared.
+pub const PEER_CALL_MAX_TIMEOUT_MS: u64 = 30_000;
+const _: () =
+    assert!(TXN_MARKER_ATTEMPTS >= 1 && SHARE_STATE_ATTEMPTS >= 1, "a peer call's caller tries at least one round");
+const _: () = assert!(TXN_MARKERS_PER_REQUEST >= 1 && SHARE_STATE_PARTITIONS_PER_REQUEST >= 1);
 /// Default of `transaction_version`: the finalized `transaction.version` feature, 2 as Kafka
 /// 4.x finalizes on a new cluster (KIP-890 part 2).
 pub const DEFAULT_TRANSACTION_VERSION: i16 = 2;

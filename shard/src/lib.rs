@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod msg;
 pub mod offsets;
+pub mod peer;
 pub mod placement;
 pub mod produce;
 pub mod raft;

@@ -605,34 +605,49 @@ def test_cli_leader_election(cluster):
                what=f"every broker naming node {preferred} leader after the election")
 
 
-def test_cli_reassign(cluster, tmp_path):
+def produce_acked(cluster, topic: str, tag: str, n: int) -> History:
+    """`n` records to partition 0 of `topic` from an idempotent acks=all producer, every one
+    delivered within 60 s; the history of what was acknowledged."""
     from confluent_kafka import Producer
-    topic = f"repl-move-{uuid.uuid4().hex[:8]}"
-    create_topic(cluster, topic, partitions=1, rf=2, min_isr=1)
-    replicas = cluster.partitions(topic)[0].replicas
-    spare = next(i for i in cluster.ids if i not in replicas)
-    target = [replicas[1], spare]
     history = History()
     p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all"})
-    for s in range(200):
-        p.produce(topic, key=f"k{s}".encode(), value=Value.make("move", 0, s), partition=0,
+    for s in range(n):
+        p.produce(topic, key=f"k{s}".encode(), value=Value.make(tag, 0, s), partition=0,
                   on_delivery=lambda err, m: history.acked(m.partition(), m.offset(), m.key(), m.value())
                   if err is None else history.failed_write(0, m.value(), str(err)))
     left = p.flush(60)
     p.close()
     del p
-    assert left == 0, f"{left} of 200 records undelivered after 60 s"
-    plan = tmp_path / "reassign.json"
+    assert left == 0, f"{left} of {n} records undelivered after 60 s"
+    return history
+
+
+REASSIGN_TOOL = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+
+
+def reassign(cluster, plan, topic: str, target: list):
+    """kafka-reassign-partitions --execute moving partition 0 of `topic` to `target` (the plan
+    written to the path `plan`), then --verify until it reports the move completed."""
     plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
-    tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
-    res = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan), "--execute")
+    args = ("--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan))
+    res = kafka_tool(REASSIGN_TOOL, *args, "--execute")
     assert res.returncode == 0, explain(res)
     assert "Successfully started partition reassignment" in res.stdout.decode(), explain(res)
 
     def verified():
-        r = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan), "--verify")
+        r = kafka_tool(REASSIGN_TOOL, *args, "--verify")
         return r.returncode == 0 and f"Reassignment of partition {topic}-0 is completed" in r.stdout.decode()
     wait_until(verified, 90, interval=1, what=f"kafka-reassign-partitions --verify: {topic}-0 moved to {target}")
+
+
+def test_cli_reassign(cluster, tmp_path):
+    topic = f"repl-move-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, partitions=1, rf=2, min_isr=1)
+    replicas = cluster.partitions(topic)[0].replicas
+    spare = next(i for i in cluster.ids if i not in replicas)
+    target = [replicas[1], spare]
+    history = produce_acked(cluster, topic, "move", 200)
+    reassign(cluster, tmp_path / "reassign.json", topic, target)
     st = cluster.partitions(topic)[0]
     assert sorted(st.replicas) == sorted(target) and sorted(st.isr) == sorted(target), st
     final = read_everything(cluster.bootstrap, topic, history, partitions=1)
@@ -645,37 +660,12 @@ def test_cli_rf_change(cluster, tmp_path):
     factor: the records of a single-replica partition reach two new replicas, survive the kill
     -9 of the original broker, and the partition then goes back to one replica on another
     broker."""
-    from confluent_kafka import Producer
     topic = f"repl-rf-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, partitions=1, rf=1, min_isr=1)
     owner = cluster.partitions(topic)[0].replicas[0]
     others = [i for i in cluster.ids if i != owner]
-    history = History()
-    p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all"})
-    for s in range(500):
-        p.produce(topic, key=f"k{s}".encode(), value=Value.make("rf", 0, s), partition=0,
-                  on_delivery=lambda err, m: history.acked(m.partition(), m.offset(), m.key(), m.value())
-                  if err is None else history.failed_write(0, m.value(), str(err)))
-    left = p.flush(60)
-    p.close()
-    del p
-    assert left == 0, f"{left} of 500 records undelivered after 60 s"
-    tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
-
-    def move(target, name):
-        plan = tmp_path / name
-        plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
-        res = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan), "--execute")
-        assert res.returncode == 0, explain(res)
-        assert "Successfully started partition reassignment" in res.stdout.decode(), explain(res)
-
-        def verified():
-            r = kafka_tool(tool, "--bootstrap-server", cluster.bootstrap, "--reassignment-json-file", str(plan),
-                           "--verify")
-            return r.returncode == 0 and f"Reassignment of partition {topic}-0 is completed" in r.stdout.decode()
-        wait_until(verified, 90, interval=1, what=f"kafka-reassign-partitions --verify: {topic}-0 moved to {target}")
-
-    move([others[0], others[1], owner], "up.json")
+    history = produce_acked(cluster, topic, "rf", 500)
+    reassign(cluster, tmp_path / "up.json", topic, [others[0], others[1], owner])
     st = cluster.partitions(topic)[0]
     assert sorted(st.replicas) == sorted(cluster.ids) and sorted(st.isr) == sorted(cluster.ids), st
     cluster.kill(owner)
@@ -684,7 +674,7 @@ def test_cli_rf_change(cluster, tmp_path):
     final = read_everything(cluster.bootstrap, topic, history, partitions=1)
     errors = history.check(final)
     assert not errors and len(final[0]) == 500, (errors, len(final[0]))
-    move([others[1]], "down.json")
+    reassign(cluster, tmp_path / "down.json", topic, [others[1]])
     wait_until(lambda: getattr(cluster.partitions(topic, others[1]).get(0), "replicas", None) == [others[1]], 30,
                interval=0.5,
                what=f"{topic}-0 on node {others[1]} alone")

@@ -25,12 +25,11 @@
 //!   connections receive.
 
 pub mod accept;
+pub mod calls;
 pub mod elect;
 pub mod link;
 pub mod quorum;
 pub mod raft;
-pub mod share;
-pub mod txn;
 pub mod view;
 pub mod wire;
 

@@ -84,8 +84,9 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
             PayloadKind::TxnMarkers
             | PayloadKind::TxnMarkersReply
             | PayloadKind::TxnVerify
-            | PayloadKind::TxnVerifyReply => return super::txn::on_frame(&forwarded_to, d),
-            PayloadKind::ShareState | PayloadKind::ShareStateReply => return super::share::on_frame(&forwarded_to, d),
+            | PayloadKind::TxnVerifyReply
+            | PayloadKind::ShareState
+            | PayloadKind::ShareStateReply => return super::calls::on_frame(&forwarded_to, d),
             PayloadKind::QuorumDescribe | PayloadKind::QuorumDescribeReply => {
                 return super::quorum::on_frame(&forwarded_to, d)
             }
@@ -103,9 +104,9 @@ pub async fn start_replication(net: &Rc<PeerNet>) -> Result<Rc<sluice_shard::rep
     sluice_shard::admin::cluster::follow_leaders(&shard, &r);
     sluice_shard::replica::reassign::follow(&shard, &r);
     sluice_shard::internal::follow(&shard, &r);
-    super::txn::install(net, &r);
-    super::share::install(net);
+    super::calls::install(net);
     super::quorum::install(net);
+    sluice_shard::txn::partition::follow_commits(&shard, &r);
     sluice_shard::share::replicated::follow_commits(&shard, &r);
     sluice_shard::replica::rebalance::start(&shard, &r);
     {

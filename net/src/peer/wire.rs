@@ -34,7 +34,7 @@ pub enum PayloadKind {
     /// (`peer::elect`).
     ElectPreferred,
     /// Transaction markers a coordinator sends to the leaders of its transactions' partitions
-    /// (Kafka's WriteTxnMarkers, `peer::txn`).
+    /// (Kafka's WriteTxnMarkers, `peer::calls`).
     TxnMarkers,
     /// The leaders' answer to a `TxnMarkers`.
     TxnMarkersReply,
@@ -45,7 +45,7 @@ pub enum PayloadKind {
     /// The coordinator's answer to a `TxnVerify`.
     TxnVerifyReply,
     /// A share group's coordinator asks a partition leader to read, reset or forget
-    /// share-partition state (Kafka's Read/Write/DeleteShareGroupState, `peer::share`).
+    /// share-partition state (Kafka's Read/Write/DeleteShareGroupState, `peer::calls`).
     ShareState,
     /// The leader's answer to a `ShareState`.
     ShareStateReply,

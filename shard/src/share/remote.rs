@@ -6,10 +6,11 @@
 //!
 //! Contract:
 //! - [`run`] applies one [`StateOp`] to a group's share-partitions on each partition's leader as
-//!   this broker's metadata names it: those it leads here (through the owner shards, as on a
-//!   lone broker), the others in one [`StateCall`] per leader (at most
+//!   this broker's metadata names it (`peer::leaders`): those it leads here (through the owner
+//!   shards, as on a lone broker), the others in one [`StateCall`] per leader (at most
 //!   `SHARE_STATE_PARTITIONS_PER_REQUEST` partitions each, all sent at once) to shard 0 of that
-//!   broker over the peer links, answered by one reply frame routed to the asking shard. A
+//!   broker over the peer links (a `peer::call`), answered by one reply frame routed to the
+//!   asking shard. A
 //!   partition answered not-leader (a leader that moved, or none known yet), or whose call
 //!   could not be sent or was not answered within `SHARE_STATE_REQUEST_TIMEOUT_MS`, is tried
 //!   again after re-reading the metadata, up to `SHARE_STATE_ATTEMPTS` rounds
@@ -17,29 +18,31 @@
 //!   last error. Every other answer (including a partition the metadata does not have) is
 //!   final. The operations are idempotent (read, set to an offset, forget), so a call that
 //!   was carried out but whose answer was lost is safe to repeat.
-//! - [`on_request`] (the leader's side) answers every partition of a call: it applies the
-//!   operation to those this broker leads (never forwarding further) and answers
+//! - The leader's side (`StateCall`'s `PeerCall::serve`) answers every partition of a call: it
+//!   applies the operation to those this broker leads (never forwarding further) and answers
 //!   NOT_LEADER_OR_FOLLOWER, with the leader it knows, for the others.
-//! - The wire format is here ([`encode_call`], [`decode_call`], [`encode_answer`],
-//!   [`decode_answer`]) in the transaction markers' conventions: big-endian, a version byte,
-//!   every count checked against the bytes left before anything is allocated. The transport
-//!   (net's peer links, `peer::share`) carries it as opaque payloads ([`ShareLink`]).
+//! - The wire format of the call and its answer is here (`StateCall`'s `PeerCall::put`,
+//!   `take`, `put_answer`, `take_answer`) in `peer::wire`'s conventions: big-endian, a version
+//!   byte, every count checked against the bytes left before anything is allocated. The
+//!   transport (net's peer links, `peer::calls`) carries it as opaque payloads
+//!   (`peer::PeerLink`).
 
 use crate::error::PartitionError;
+use crate::peer::call::{call, PeerCall};
+use crate::peer::leaders::{by_leader, capped, leader_of, rounds, split_here, ByLeader, Leader, Round};
+use crate::peer::wire::{put_name, Reader, WireError};
+use crate::peer::CallKind;
 use crate::route::Tagged;
 use crate::shard::Shard;
-use crate::txn::markers::{self, Dest, MarkerWireError, Reader};
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::channel::oneshot;
-use futures::future::{join, join_all, select, Either};
+use bytes::{BufMut, BytesMut};
+use futures::future::{join, join_all};
 use sluice_core::limits::{
     SHARE_STATE_ATTEMPTS, SHARE_STATE_PARTITIONS_PER_REQUEST, SHARE_STATE_REQUEST_TIMEOUT_MS, SHARE_STATE_RETRY_MS,
 };
 use sluice_core::TopicPartition;
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// What is done to each share-partition of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,38 +86,6 @@ pub struct StateCall {
 /// A share-partition's start offset (`None`: the group has no state for it), or why not.
 pub type PartAnswer = Result<Option<i64>, PartitionError>;
 
-/// The peer transport as share-state calls use it (net implements it).
-pub trait ShareLink {
-    /// Queues `payload` for shard `to_shard` of broker `to`; false when it could not be queued.
-    fn send(&self, to: i32, to_shard: u16, kind: ShareFrame, payload: Bytes) -> bool;
-}
-
-/// What a share-state frame between brokers is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShareFrame {
-    Request,
-    Reply,
-}
-
-/// The shard of a broker that takes share-state calls (it routes each partition to its owner).
-const REQUEST_SHARD: u16 = 0;
-
-thread_local! {
-    static LINK: RefCell<Option<Rc<dyn ShareLink>>> = const { RefCell::new(None) };
-    /// Calls waiting for their reply, by request id.
-    static WAITING: RefCell<HashMap<u64, oneshot::Sender<Vec<PartAnswer>>>> = RefCell::new(HashMap::new());
-    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
-}
-
-/// Installs the transport to other brokers (every shard, at start, in a cluster).
-pub fn set_link(link: Rc<dyn ShareLink>) {
-    LINK.with(|l| *l.borrow_mut() = Some(link));
-}
-
-fn link() -> Option<Rc<dyn ShareLink>> {
-    LINK.with(|l| l.borrow().clone())
-}
-
 /// Whether a partition's answer is worth another round after re-reading the metadata (the
 /// leader moved, or none is known yet; a call not answered is tried again too).
 fn retriable(e: &PartitionError) -> bool {
@@ -136,28 +107,36 @@ enum Got {
     Lost,
 }
 
+/// The answer of a partition whose leader is not known here: gone (final) or none yet
+/// (tried again while rounds are left).
+fn unled(item: (usize, TopicPartition), gone: bool) -> Tagged<Option<i64>> {
+    let e = if gone {
+        PartitionError::UnknownTopicOrPartition
+    } else {
+        PartitionError::NotLeaderOrFollower { leader: None, epoch: -1 }
+    };
+    (item.0, Err(e))
+}
+
+/// Splits `items` by their leader as `leader` names it: this broker's, the other leaders',
+/// and those answered already (no such partition, no leader known).
+fn plan(items: Vec<(usize, TopicPartition)>, leader: impl Fn(&TopicPartition) -> Leader) -> Plan {
+    let ByLeader { to, not_known, gone } = by_leader(items, |(_, tp)| leader(tp));
+    let (here, remote) = split_here(to);
+    let answered = not_known.into_iter().map(|i| unled(i, false)).chain(gone.into_iter().map(|i| unled(i, true)));
+    Plan { here, remote, answered: answered.collect() }
+}
+
 /// Where one round sends each item.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan {
     here: Vec<(usize, TopicPartition)>,
     remote: BTreeMap<i32, Vec<(usize, TopicPartition)>>,
-    /// Answered already: no such partition (final), or no leader known (tried again).
     answered: Vec<Tagged<Option<i64>>>,
 }
 
-/// Splits `items` by the leader `dest` names (a pure function of it, for tests).
-fn plan(items: Vec<(usize, TopicPartition)>, dest: impl Fn(&TopicPartition) -> Option<Result<Dest, ()>>) -> Plan {
-    let mut p = Plan::default();
-    for (i, tp) in items {
-        match dest(&tp) {
-            None => p.answered.push((i, Err(PartitionError::UnknownTopicOrPartition))),
-            Some(Err(())) => p.answered.push((i, Err(PartitionError::NotLeaderOrFollower { leader: None, epoch: -1 }))),
-            Some(Ok(Dest::Here)) => p.here.push((i, tp)),
-            Some(Ok(Dest::Broker(n))) => p.remote.entry(n).or_default().push((i, tp)),
-        }
-    }
-    p
-}
+/// What is still to be asked, and what is answered for good.
+type Progress = (Vec<(usize, TopicPartition)>, Vec<Tagged<Option<i64>>>);
 
 /// The operation on every listed share-partition of the group, on its leader (module docs).
 pub async fn run(
@@ -167,45 +146,66 @@ pub async fn run(
     op: StateOp,
 ) -> Vec<Tagged<Option<i64>>> {
     let tps: HashMap<usize, TopicPartition> = items.iter().cloned().collect();
-    let mut pending = items;
-    let mut out: Vec<Tagged<Option<i64>>> = Vec::with_capacity(pending.len());
-    for attempt in 0..SHARE_STATE_ATTEMPTS {
-        if attempt > 0 {
-            glommio::timer::sleep(Duration::from_millis(SHARE_STATE_RETRY_MS)).await;
-        }
-        let Plan { here, remote, answered } = plan(std::mem::take(&mut pending), |tp| markers::dest_of(shard, tp));
-        let local = super::offsets_here(shard, group_id, here, op.as_set());
-        let calls = remote.into_iter().flat_map(|(node, items)| {
-            let chunks: Vec<Vec<(usize, TopicPartition)>> =
-                items.chunks(SHARE_STATE_PARTITIONS_PER_REQUEST).map(<[_]>::to_vec).collect();
-            chunks.into_iter().map(move |chunk| ask(shard, node, group_id, op, chunk))
-        });
-        let (local, remote) = join(local, join_all(calls)).await;
-        let last = attempt + 1 == SHARE_STATE_ATTEMPTS;
-        let got =
-            answered.into_iter().chain(local).map(|(i, r)| (i, Got::Answer(r))).chain(remote.into_iter().flatten());
-        for (i, g) in got {
-            let again = match &g {
-                Got::Answer(Err(e)) => retriable(e),
-                Got::Answer(Ok(_)) => false,
-                Got::Lost => true,
-            };
-            if again && !last {
-                tracing::debug!(group = %group_id, index = i, outcome = ?g, attempt, "share state call tried again");
-                pending.push((i, tps[&i].clone()));
-                continue;
-            }
-            out.push(match g {
-                Got::Answer(r) => (i, r),
-                Got::Lost => (i, Err(PartitionError::RequestTimedOut(SHARE_STATE_REQUEST_TIMEOUT_MS))),
-            });
-        }
+    let n = items.len();
+    let start: Progress = (items, Vec::with_capacity(n));
+    let end = rounds(SHARE_STATE_ATTEMPTS, SHARE_STATE_RETRY_MS, start, async |round, (pending, mut out)| {
+        let got = run_round(shard, group_id, op, pending).await;
+        let pending = settle(group_id, round, got, &tps, &mut out);
         if pending.is_empty() {
-            break;
+            ControlFlow::Break(out)
+        } else {
+            ControlFlow::Continue((pending, out))
         }
-    }
+    })
+    .await;
+    // The last round settles every item, so the rounds end with a break.
+    let mut out = end.unwrap_or_else(|(_, out)| out);
     out.sort_by_key(|(i, _)| *i);
     out
+}
+
+/// One round: this broker's partitions here, the others in calls to their leaders, at once.
+async fn run_round(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    op: StateOp,
+    pending: Vec<(usize, TopicPartition)>,
+) -> Vec<(usize, Got)> {
+    let Plan { here, remote, answered } = plan(pending, |tp| leader_of(shard, tp));
+    let local = super::offsets_here(shard, group_id, here, op.as_set());
+    let calls = capped(remote, SHARE_STATE_PARTITIONS_PER_REQUEST)
+        .into_iter()
+        .map(|(node, chunk)| ask(shard, node, group_id, op, chunk));
+    let (local, remote) = join(local, join_all(calls)).await;
+    answered.into_iter().chain(local).map(|(i, r)| (i, Got::Answer(r))).chain(remote.into_iter().flatten()).collect()
+}
+
+/// Puts the final outcomes of a round in `out`; returns the items to try again.
+fn settle(
+    group_id: &str,
+    round: Round,
+    got: Vec<(usize, Got)>,
+    tps: &HashMap<usize, TopicPartition>,
+    out: &mut Vec<Tagged<Option<i64>>>,
+) -> Vec<(usize, TopicPartition)> {
+    let mut pending = Vec::new();
+    for (i, g) in got {
+        let again = match &g {
+            Got::Answer(Err(e)) => retriable(e),
+            Got::Answer(Ok(_)) => false,
+            Got::Lost => true,
+        };
+        if again && !round.last {
+            tracing::debug!(group = %group_id, index = i, outcome = ?g, attempt = round.attempt, "share state call tried again");
+            pending.push((i, tps[&i].clone()));
+            continue;
+        }
+        out.push(match g {
+            Got::Answer(r) => (i, r),
+            Got::Lost => (i, Err(PartitionError::RequestTimedOut(SHARE_STATE_REQUEST_TIMEOUT_MS))),
+        });
+    }
+    pending
 }
 
 /// One call to broker `node` for `items`.
@@ -216,9 +216,10 @@ async fn ask(
     op: StateOp,
     items: Vec<(usize, TopicPartition)>,
 ) -> Vec<(usize, Got)> {
-    let call =
+    let c =
         StateCall { group_id: group_id.to_string(), op, partitions: items.iter().map(|(_, tp)| tp.clone()).collect() };
-    let answers = request(shard, node, &call).await.filter(|a| a.len() == items.len());
+    let reply_shard = u16::try_from(shard.id.index()).expect("shard ids fit u16");
+    let answers = call(node, reply_shard, &c).await.ok().filter(|a| a.len() == items.len());
     tracing::debug!(node, group = %group_id, ?op, partitions = items.len(), answered = answers.is_some(), "share state call to another broker");
     match answers {
         Some(a) => items.into_iter().map(|(i, _)| i).zip(a.into_iter().map(Got::Answer)).collect(),
@@ -226,56 +227,12 @@ async fn ask(
     }
 }
 
-async fn request(shard: &Rc<Shard>, node: i32, call: &StateCall) -> Option<Vec<PartAnswer>> {
-    let link = link()?;
-    let id = NEXT_ID.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    });
-    let (tx, rx) = oneshot::channel();
-    WAITING.with(|w| w.borrow_mut().insert(id, tx));
-    let reply_shard = u16::try_from(shard.id.index()).expect("shard ids fit u16");
-    let sent = link.send(node, REQUEST_SHARD, ShareFrame::Request, encode_call(id, reply_shard, call));
-    let answer = if sent {
-        let limit = glommio::timer::sleep(Duration::from_millis(SHARE_STATE_REQUEST_TIMEOUT_MS));
-        match select(rx, Box::pin(limit)).await {
-            Either::Left((r, _)) => r.ok(),
-            Either::Right(_) => None,
-        }
-    } else {
-        None
-    };
-    WAITING.with(|w| w.borrow_mut().remove(&id));
-    answer
-}
-
-/// The leader's side: a call from broker `from`'s group coordinator, answered for every
-/// partition (module docs).
-pub fn on_request(shard: &Rc<Shard>, from: i32, payload: Bytes) {
-    let (id, reply_shard, call) = match decode_call(&payload) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(from, error = %e, "undecodable share state call dropped");
-            return;
-        }
-    };
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        let answers = serve(&shard, call).await;
-        let sent = link().is_some_and(|l| l.send(from, reply_shard, ShareFrame::Reply, encode_answer(id, &answers)));
-        if !sent {
-            tracing::debug!(from, "share state reply not sent (the coordinator tries again)");
-        }
-    })
-    .detach();
-}
-
-/// Applies a call to the partitions this broker leads; NOT_LEADER_OR_FOLLOWER for the others.
+/// The leader's side: applies a call to the partitions this broker leads;
+/// NOT_LEADER_OR_FOLLOWER, with the leader it knows, for the others.
 async fn serve(shard: &Rc<Shard>, call: StateCall) -> Vec<PartAnswer> {
     let n = call.partitions.len();
     let items: Vec<(usize, TopicPartition)> = call.partitions.into_iter().enumerate().collect();
-    let Plan { here, remote, answered } = plan(items, |tp| markers::dest_of(shard, tp));
+    let Plan { here, remote, answered } = plan(items, |tp| leader_of(shard, tp));
     let mut out: Vec<Option<PartAnswer>> = vec![None; n];
     for (i, r) in answered {
         out[i] = Some(r);
@@ -291,66 +248,82 @@ async fn serve(shard: &Rc<Shard>, call: StateCall) -> Vec<PartAnswer> {
     out.into_iter().map(|r| r.unwrap_or(Err(PartitionError::ShuttingDown))).collect()
 }
 
-/// A reply to one of this shard's calls.
-pub fn on_reply(from: i32, payload: Bytes) {
-    match decode_answer(&payload) {
-        Ok((id, answers)) => {
-            if let Some(tx) = WAITING.with(|w| w.borrow_mut().remove(&id)) {
-                let _ = tx.send(answers);
-            }
-        }
-        Err(e) => tracing::warn!(from, error = %e, "undecodable share state reply dropped"),
-    }
-}
-
 // --- wire format ---------------------------------------------------------------------
 
-/// `version | id | reply shard | op (0 read, 1 reset, 2 forget) | offset | group | count |
-/// (topic, partition)…`.
-pub fn encode_call(id: u64, reply_shard: u16, c: &StateCall) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_u8(markers::WIRE_VERSION);
-    b.put_u64(id);
-    b.put_u16(reply_shard);
-    let (op, at) = match c.op {
-        StateOp::Read => (0u8, -1i64),
-        StateOp::Reset(at) => (1, at),
-        StateOp::Forget => (2, -1),
-    };
-    b.put_u8(op);
-    b.put_i64(at);
-    markers::put_name(&mut b, &c.group_id);
-    b.put_u32(u32::try_from(c.partitions.len()).expect("bounded by SHARE_STATE_PARTITIONS_PER_REQUEST"));
-    for tp in &c.partitions {
-        markers::put_name(&mut b, &tp.topic);
-        b.put_i32(tp.partition.0);
-    }
-    b.freeze()
-}
+impl PeerCall for StateCall {
+    type Answer = Vec<PartAnswer>;
+    const KIND: CallKind = CallKind::ShareState;
+    const TIMEOUT_MS: u64 = SHARE_STATE_REQUEST_TIMEOUT_MS;
 
-/// See [`encode_call`].
-pub fn decode_call(b: &[u8]) -> Result<(u64, u16, StateCall), MarkerWireError> {
-    let mut r = Reader(b);
-    r.version()?;
-    let id = r.u64()?;
-    let reply_shard = r.u16()?;
-    let code = r.u8()?;
-    let at = i64::from_be_bytes(r.array()?);
-    let op = match code {
-        0 => StateOp::Read,
-        1 => StateOp::Reset(at),
-        2 => StateOp::Forget,
-        c => return Err(MarkerWireError::Code(c)),
-    };
-    let group_id = r.name()?;
-    let n = r.count(2 + 4)?;
-    let mut partitions = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = r.name()?;
-        partitions.push(TopicPartition::new(t, i32::from_be_bytes(r.array()?)));
+    /// `op (0 read, 1 reset, 2 forget) | offset | group | count | (topic, partition)…`.
+    fn put(&self, b: &mut BytesMut) {
+        let (op, at) = match self.op {
+            StateOp::Read => (0u8, -1i64),
+            StateOp::Reset(at) => (1, at),
+            StateOp::Forget => (2, -1),
+        };
+        b.put_u8(op);
+        b.put_i64(at);
+        put_name(b, &self.group_id);
+        b.put_u32(u32::try_from(self.partitions.len()).expect("bounded by SHARE_STATE_PARTITIONS_PER_REQUEST"));
+        for tp in &self.partitions {
+            put_name(b, &tp.topic);
+            b.put_i32(tp.partition.0);
+        }
     }
-    r.end()?;
-    Ok((id, reply_shard, StateCall { group_id, op, partitions }))
+
+    fn take(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let code = r.u8()?;
+        let at = i64::from_be_bytes(r.array()?);
+        let op = match code {
+            0 => StateOp::Read,
+            1 => StateOp::Reset(at),
+            2 => StateOp::Forget,
+            c => return Err(WireError::Code(c)),
+        };
+        let group_id = r.name()?;
+        let n = r.count(2 + 4)?;
+        let mut partitions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = r.name()?;
+            partitions.push(TopicPartition::new(t, i32::from_be_bytes(r.array()?)));
+        }
+        Ok(StateCall { group_id, op, partitions })
+    }
+
+    /// `count | per partition: code, value, aux, message` ([`answer_parts`]).
+    fn put_answer(answers: &Vec<PartAnswer>, b: &mut BytesMut) {
+        b.put_u32(u32::try_from(answers.len()).expect("one per partition of a call"));
+        for a in answers {
+            let (code, value, aux, msg) = answer_parts(a);
+            b.put_u8(code);
+            b.put_i64(value);
+            b.put_i32(aux);
+            // A message longer than a name allows is cut at a character boundary.
+            let mut end = msg.len().min(usize::from(u16::MAX));
+            while !msg.is_char_boundary(end) {
+                end -= 1;
+            }
+            put_name(b, &msg[..end]);
+        }
+    }
+
+    fn take_answer(r: &mut Reader<'_>) -> Result<Vec<PartAnswer>, WireError> {
+        let n = r.count(ANSWER_FIXED_BYTES)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let code = r.u8()?;
+            let value = i64::from_be_bytes(r.array()?);
+            let aux = i32::from_be_bytes(r.array()?);
+            let msg = r.name()?;
+            out.push(answer_of(code, value, aux, msg)?);
+        }
+        Ok(out)
+    }
+
+    async fn serve(self, shard: Rc<Shard>, _from: i32) -> Vec<PartAnswer> {
+        serve(&shard, self).await
+    }
 }
 
 /// Bytes of one encoded answer without its message.
@@ -379,7 +352,7 @@ fn answer_parts(a: &PartAnswer) -> (u8, i64, i32, String) {
     }
 }
 
-fn answer_of(code: u8, value: i64, aux: i32, msg: String) -> Result<PartAnswer, MarkerWireError> {
+fn answer_of(code: u8, value: i64, aux: i32, msg: String) -> Result<PartAnswer, WireError> {
     Ok(match code {
         0 => Ok((value >= 0).then_some(value)),
         1 => Err(PartitionError::NotLeaderOrFollower {
@@ -391,52 +364,15 @@ fn answer_of(code: u8, value: i64, aux: i32, msg: String) -> Result<PartAnswer, 
         4 => Err(PartitionError::NotCommitted(msg)),
         5 => Err(PartitionError::Storage(msg)),
         6 => Err(PartitionError::ShuttingDown),
-        c => return Err(MarkerWireError::Code(c)),
+        c => return Err(WireError::Code(c)),
     })
-}
-
-/// `version | id | count | per partition: code, value, aux, message`.
-pub fn encode_answer(id: u64, answers: &[PartAnswer]) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_u8(markers::WIRE_VERSION);
-    b.put_u64(id);
-    b.put_u32(u32::try_from(answers.len()).expect("one per partition of a call"));
-    for a in answers {
-        let (code, value, aux, msg) = answer_parts(a);
-        b.put_u8(code);
-        b.put_i64(value);
-        b.put_i32(aux);
-        // A message longer than a name allows is cut at a character boundary.
-        let mut end = msg.len().min(usize::from(u16::MAX));
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        markers::put_name(&mut b, &msg[..end]);
-    }
-    b.freeze()
-}
-
-/// See [`encode_answer`].
-pub fn decode_answer(b: &[u8]) -> Result<(u64, Vec<PartAnswer>), MarkerWireError> {
-    let mut r = Reader(b);
-    r.version()?;
-    let id = r.u64()?;
-    let n = r.count(ANSWER_FIXED_BYTES)?;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let code = r.u8()?;
-        let value = i64::from_be_bytes(r.array()?);
-        let aux = i32::from_be_bytes(r.array()?);
-        let msg = r.name()?;
-        out.push(answer_of(code, value, aux, msg)?);
-    }
-    r.end()?;
-    Ok((id, out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::call::{decode_reply, decode_request, encode_reply, encode_request};
+    use crate::peer::leaders::Dest;
 
     fn tp(t: &str, p: i32) -> TopicPartition {
         TopicPartition::new(t, p)
@@ -446,19 +382,19 @@ mod tests {
     fn calls_round_trip_and_damage_is_refused() {
         for op in [StateOp::Read, StateOp::Reset(42), StateOp::Forget] {
             let call = StateCall { group_id: "g-é".into(), op, partitions: vec![tp("a", 0), tp("b", 7)] };
-            let b = encode_call(9, 1, &call);
-            assert_eq!(decode_call(&b), Ok((9, 1, call.clone())));
+            let b = encode_request(9, 1, &call);
+            assert_eq!(decode_request(&b), Ok((9, 1, call.clone())));
             for cut in 0..b.len() {
-                assert!(decode_call(&b[..cut]).is_err(), "a call cut at {cut} bytes must not decode");
+                assert!(decode_request::<StateCall>(&b[..cut]).is_err(), "a call cut at {cut} bytes must not decode");
             }
             let mut long = b.to_vec();
             long.push(0);
-            assert_eq!(decode_call(&long), Err(MarkerWireError::Trailing(1)));
+            assert_eq!(decode_request::<StateCall>(&long), Err(WireError::Trailing(1)));
         }
         let mut bad =
-            encode_call(1, 0, &StateCall { group_id: "g".into(), op: StateOp::Read, partitions: vec![] }).to_vec();
+            encode_request(1, 0, &StateCall { group_id: "g".into(), op: StateOp::Read, partitions: vec![] }).to_vec();
         bad[11] = 9;
-        assert_eq!(decode_call(&bad), Err(MarkerWireError::Code(9)));
+        assert_eq!(decode_request::<StateCall>(&bad), Err(WireError::Code(9)));
     }
 
     #[test]
@@ -474,17 +410,20 @@ mod tests {
             Err(PartitionError::Storage("disk full".into())),
             Err(PartitionError::ShuttingDown),
         ];
-        let b = encode_answer(3, &answers);
-        assert_eq!(decode_answer(&b), Ok((3, answers)));
+        let b = encode_reply::<StateCall>(3, &answers);
+        assert_eq!(decode_reply::<StateCall>(&b), Ok((3, answers)));
         for cut in 0..b.len() {
-            assert!(decode_answer(&b[..cut]).is_err(), "an answer cut at {cut} bytes must not decode");
+            assert!(decode_reply::<StateCall>(&b[..cut]).is_err(), "an answer cut at {cut} bytes must not decode");
         }
-        let mut huge = encode_answer(3, &[]).to_vec();
+        let mut huge = encode_reply::<StateCall>(3, &vec![]).to_vec();
         huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(decode_answer(&huge), Err(MarkerWireError::Count(u32::MAX)));
+        assert_eq!(decode_reply::<StateCall>(&huge), Err(WireError::Count(u32::MAX)));
         // Errors a share-state operation never gives travel as storage errors with their text.
-        let other = encode_answer(4, &[Err(PartitionError::InvalidRequest("x".into()))]);
-        assert_eq!(decode_answer(&other), Ok((4, vec![Err(PartitionError::Storage("invalid request: x".into()))])));
+        let other = encode_reply::<StateCall>(4, &vec![Err(PartitionError::InvalidRequest("x".into()))]);
+        assert_eq!(
+            decode_reply::<StateCall>(&other),
+            Ok((4, vec![Err(PartitionError::Storage("invalid request: x".into()))]))
+        );
     }
 
     #[test]
@@ -498,10 +437,10 @@ mod tests {
             (5, tp("t", 4)),
         ];
         let p = plan(items, |tp| match (tp.topic.as_str(), tp.partition.0) {
-            ("gone", _) => None,
-            (_, 0 | 3) => Some(Ok(Dest::Here)),
-            (_, 1 | 4) => Some(Ok(Dest::Broker(2))),
-            _ => Some(Err(())),
+            ("gone", _) => Leader::Gone,
+            (_, 0 | 3) => Leader::At(Dest::Here),
+            (_, 1 | 4) => Leader::At(Dest::Broker(2)),
+            _ => Leader::NotKnown,
         });
         assert_eq!(p.here, vec![(0, tp("t", 0)), (4, tp("t", 3))]);
         assert_eq!(p.remote.len(), 1);

@@ -12,7 +12,7 @@
 //! transaction from Produce v12 (Kafka's `addPartition` operation: the client of transaction
 //! version 2 sends no AddPartitionsToTxn), one call per request, wherever the coordinator is
 //! ([`coordinate`]): its shard here, or the broker leading the id's `__transaction_state`
-//! partition, asked over the peer links (one `TxnVerify` frame, answered by one
+//! partition, asked over the peer links (a `peer::call`: one `TxnVerify` frame, answered by one
 //! `TxnVerifyReply` to the asking shard within `TXN_VERIFY_REQUEST_TIMEOUT_MS`; Kafka's leader
 //! sends AddPartitionsToTxn v4+ to the coordinator's client listener). The refusals are Kafka
 //! 4.x's for the produce version (`AddPartitionsToTxnManager`, `ReplicaManager`): not in the
@@ -21,23 +21,21 @@
 //! is unreachable (and CONCURRENT_TRANSACTIONS up to v11) → NOT_ENOUGH_REPLICAS, which every
 //! client retries.
 
-use super::markers::{self, Dest, MarkerFrame, MarkerWireError, Reader};
 use super::{AddRequest, TxnError, VerifyRequest, TXN_TOPIC};
 use crate::error::PartitionError;
 use crate::msg::ShardMsg;
+use crate::peer::call::{call, CallError, PeerCall};
+use crate::peer::leaders::{leader_of, Dest, Leader};
+use crate::peer::wire::{put_name, Reader, WireError};
+use crate::peer::CallKind;
 use crate::route::{self, group_by_owner, Tagged};
 use crate::shard::Shard;
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::channel::oneshot;
+use bytes::{BufMut, BytesMut};
 use futures::future::{join_all, LocalBoxFuture};
-use futures::future::{select, Either};
 use futures::FutureExt;
 use sluice_core::limits::TXN_VERIFY_REQUEST_TIMEOUT_MS;
 use sluice_core::TopicPartition;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// The first Produce version whose client understands TRANSACTION_ABORTABLE (Kafka's
 /// `GENERIC_ERROR_SUPPORTED`).
@@ -198,9 +196,9 @@ pub async fn coordinate(shard: &Rc<Shard>, call: CoordinatorCall) -> Result<Vec<
         return Err(TxnError::CoordinatorNotAvailable);
     }
     let tp = TopicPartition::new(TXN_TOPIC, super::txn_partition(&call.transactional_id, partitions));
-    match markers::dest_of(shard, &tp) {
-        Some(Ok(Dest::Broker(node))) => ask_remote(shard, node, &call).await,
-        _ => Err(TxnError::NotCoordinator),
+    match leader_of(shard, &tp) {
+        Leader::At(Dest::Broker(node)) => ask_remote(shard, node, &call).await,
+        Leader::At(Dest::Here) | Leader::NotKnown | Leader::Gone => Err(TxnError::NotCoordinator),
     }
 }
 
@@ -229,127 +227,26 @@ async fn run_here(shard: &Rc<Shard>, call: CoordinatorCall) -> Result<Vec<bool>,
     }
 }
 
-/// Where a broker's reply to one verification call goes.
-type ReplyTo = oneshot::Sender<Result<Vec<bool>, TxnError>>;
-
-thread_local! {
-    /// Calls to other brokers waiting for their reply, by request id.
-    static WAITING: RefCell<HashMap<u64, ReplyTo>> = RefCell::new(HashMap::new());
-    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
-}
-
 /// Sends the call to broker `node` and waits for its answer (NOT_COORDINATOR-like
 /// COORDINATOR_NOT_AVAILABLE when it cannot be sent or is not answered in time).
-async fn ask_remote(shard: &Rc<Shard>, node: i32, call: &CoordinatorCall) -> Result<Vec<bool>, TxnError> {
-    let link = markers::link().ok_or(TxnError::CoordinatorNotAvailable)?;
-    let id = NEXT_ID.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    });
-    let (tx, rx) = oneshot::channel();
-    WAITING.with(|w| w.borrow_mut().insert(id, tx));
+async fn ask_remote(shard: &Rc<Shard>, node: i32, c: &CoordinatorCall) -> Result<Vec<bool>, TxnError> {
     let reply_shard = u16::try_from(shard.id.index()).expect("shard ids fit u16");
-    let sent = link.send(node, markers::REQUEST_SHARD, MarkerFrame::VerifyRequest, encode_call(id, reply_shard, call));
-    let answer = if sent {
-        let limit = glommio::timer::sleep(Duration::from_millis(TXN_VERIFY_REQUEST_TIMEOUT_MS));
-        match select(rx, Box::pin(limit)).await {
-            Either::Left((Ok(r), _)) => Some(r),
-            _ => None,
+    let answer = match call(node, reply_shard, c).await {
+        Ok(answer) => answer,
+        Err(CallError::NoLink) => return Err(TxnError::CoordinatorNotAvailable),
+        Err(e) => {
+            tracing::debug!(node, error = %e, "transaction verification call lost");
+            Err(TxnError::CoordinatorNotAvailable)
         }
-    } else {
-        None
     };
-    WAITING.with(|w| w.borrow_mut().remove(&id));
-    let answer = answer.unwrap_or(Err(TxnError::CoordinatorNotAvailable));
-    tracing::debug!(node, transactional_id = %call.transactional_id, add = call.add, ok = answer.is_ok(), "transaction coordinator on another broker asked");
+    tracing::debug!(node, transactional_id = %c.transactional_id, add = c.add, ok = answer.is_ok(), "transaction coordinator on another broker asked");
     match answer {
-        Ok(v) if v.len() != call.partitions.len() => Err(TxnError::CoordinatorNotAvailable),
+        Ok(v) if v.len() != c.partitions.len() => Err(TxnError::CoordinatorNotAvailable),
         other => other,
     }
 }
 
-/// A call from broker `from`'s partition leader: answered by this broker's coordinator.
-pub fn on_request(shard: &Rc<Shard>, from: i32, payload: Bytes) {
-    let (id, reply_shard, call) = match decode_call(&payload) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(from, error = %e, "undecodable transaction verification request dropped");
-            return;
-        }
-    };
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        let answer = run_here(&shard, call).await;
-        let sent = markers::link()
-            .is_some_and(|l| l.send(from, reply_shard, MarkerFrame::VerifyReply, encode_answer(id, &answer)));
-        if !sent {
-            tracing::debug!(from, "transaction verification reply not sent (the produce is retried)");
-        }
-    })
-    .detach();
-}
-
-/// The answer to one of this shard's calls.
-pub fn on_reply(from: i32, payload: Bytes) {
-    match decode_answer(&payload) {
-        Ok((id, answer)) => {
-            if let Some(tx) = WAITING.with(|w| w.borrow_mut().remove(&id)) {
-                let _ = tx.send(answer);
-            }
-        }
-        Err(e) => tracing::warn!(from, error = %e, "undecodable transaction verification reply dropped"),
-    }
-}
-
-// --- wire format (the markers' conventions: big-endian, version byte, checked counts) ---
-
-/// `version | id | reply shard | add | transactional id | producer id | epoch | group (0/1,
-/// name) | count | (topic, partition)…`.
-pub fn encode_call(id: u64, reply_shard: u16, c: &CoordinatorCall) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_u8(markers::WIRE_VERSION);
-    b.put_u64(id);
-    b.put_u16(reply_shard);
-    b.put_u8(u8::from(c.add));
-    markers::put_name(&mut b, &c.transactional_id);
-    b.put_i64(c.producer_id);
-    b.put_i16(c.epoch);
-    match &c.group {
-        Some(g) => {
-            b.put_u8(1);
-            markers::put_name(&mut b, g);
-        }
-        None => b.put_u8(0),
-    }
-    b.put_u32(u32::try_from(c.partitions.len()).expect("a request's partitions fit u32"));
-    for (t, p) in &c.partitions {
-        markers::put_name(&mut b, t);
-        b.put_i32(*p);
-    }
-    b.freeze()
-}
-
-/// See [`encode_call`].
-pub fn decode_call(b: &[u8]) -> Result<(u64, u16, CoordinatorCall), MarkerWireError> {
-    let mut r = Reader(b);
-    r.version()?;
-    let id = r.u64()?;
-    let reply_shard = r.u16()?;
-    let add = r.u8()? != 0;
-    let transactional_id = r.name()?;
-    let producer_id = i64::from_be_bytes(r.array()?);
-    let epoch = i16::from_be_bytes(r.array()?);
-    let group = if r.u8()? != 0 { Some(r.name()?) } else { None };
-    let n = r.count(2 + 4)?;
-    let mut partitions = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = r.name()?;
-        partitions.push((t, i32::from_be_bytes(r.array()?)));
-    }
-    r.end()?;
-    Ok((id, reply_shard, CoordinatorCall { transactional_id, producer_id, epoch, partitions, add, group }))
-}
+// --- wire format (`peer::wire`'s conventions: big-endian, version byte, checked counts) ---
 
 fn error_code(e: &TxnError) -> u8 {
     match e {
@@ -383,44 +280,82 @@ fn error_of(code: u8) -> Option<TxnError> {
     })
 }
 
-/// `version | id | code (0: answered) | count | one byte per partition (1: in the transaction)`.
-pub fn encode_answer(id: u64, answer: &Result<Vec<bool>, TxnError>) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_u8(markers::WIRE_VERSION);
-    b.put_u64(id);
-    match answer {
-        Ok(v) => {
-            b.put_u8(0);
-            b.put_u32(u32::try_from(v.len()).expect("one per partition"));
-            b.extend(v.iter().map(|m| u8::from(*m)));
+impl PeerCall for CoordinatorCall {
+    type Answer = Result<Vec<bool>, TxnError>;
+    const KIND: CallKind = CallKind::TxnVerify;
+    const TIMEOUT_MS: u64 = TXN_VERIFY_REQUEST_TIMEOUT_MS;
+
+    /// `add | transactional id | producer id | epoch | group (0/1, name) | count | (topic,
+    /// partition)…`.
+    fn put(&self, b: &mut BytesMut) {
+        b.put_u8(u8::from(self.add));
+        put_name(b, &self.transactional_id);
+        b.put_i64(self.producer_id);
+        b.put_i16(self.epoch);
+        match &self.group {
+            Some(g) => {
+                b.put_u8(1);
+                put_name(b, g);
+            }
+            None => b.put_u8(0),
         }
-        Err(e) => {
-            b.put_u8(error_code(e));
-            b.put_u32(0);
+        b.put_u32(u32::try_from(self.partitions.len()).expect("a request's partitions fit u32"));
+        for (t, p) in &self.partitions {
+            put_name(b, t);
+            b.put_i32(*p);
         }
     }
-    b.freeze()
-}
 
-/// See [`encode_answer`].
-pub fn decode_answer(b: &[u8]) -> Result<(u64, Result<Vec<bool>, TxnError>), MarkerWireError> {
-    let mut r = Reader(b);
-    r.version()?;
-    let id = r.u64()?;
-    let code = r.u8()?;
-    let n = r.count(1)?;
-    let member: Vec<bool> = r.take(n)?.iter().map(|m| *m != 0).collect();
-    r.end()?;
-    let answer = match code {
-        0 => Ok(member),
-        c => Err(error_of(c).ok_or(MarkerWireError::Code(c))?),
-    };
-    Ok((id, answer))
+    fn take(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let add = r.u8()? != 0;
+        let transactional_id = r.name()?;
+        let producer_id = i64::from_be_bytes(r.array()?);
+        let epoch = i16::from_be_bytes(r.array()?);
+        let group = if r.u8()? != 0 { Some(r.name()?) } else { None };
+        let n = r.count(2 + 4)?;
+        let mut partitions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = r.name()?;
+            partitions.push((t, i32::from_be_bytes(r.array()?)));
+        }
+        Ok(CoordinatorCall { transactional_id, producer_id, epoch, partitions, add, group })
+    }
+
+    /// `code (0: answered) | count | one byte per partition (1: in the transaction)`.
+    fn put_answer(answer: &Self::Answer, b: &mut BytesMut) {
+        match answer {
+            Ok(v) => {
+                b.put_u8(0);
+                b.put_u32(u32::try_from(v.len()).expect("one per partition"));
+                b.extend(v.iter().map(|m| u8::from(*m)));
+            }
+            Err(e) => {
+                b.put_u8(error_code(e));
+                b.put_u32(0);
+            }
+        }
+    }
+
+    fn take_answer(r: &mut Reader<'_>) -> Result<Self::Answer, WireError> {
+        let code = r.u8()?;
+        let n = r.count(1)?;
+        let member: Vec<bool> = r.take(n)?.iter().map(|m| *m != 0).collect();
+        Ok(match code {
+            0 => Ok(member),
+            c => Err(error_of(c).ok_or(WireError::Code(c))?),
+        })
+    }
+
+    /// Answered by this broker's coordinator of the id (never forwarded further).
+    async fn serve(self, shard: Rc<Shard>, _from: i32) -> Self::Answer {
+        run_here(&shard, self).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::call::{decode_reply, decode_request, encode_reply, encode_request};
 
     #[test]
     fn refusals_follow_the_produce_version_as_kafka() {
@@ -447,13 +382,13 @@ mod tests {
             add: true,
             group: Some("g".into()),
         };
-        let b = encode_call(5, 1, &call);
-        assert_eq!(decode_call(&b), Ok((5, 1, call.clone())));
+        let b = encode_request(5, 1, &call);
+        assert_eq!(decode_request(&b), Ok((5, 1, call.clone())));
         for cut in 0..b.len() {
-            assert!(decode_call(&b[..cut]).is_err(), "a call cut at {cut} bytes must not decode");
+            assert!(decode_request::<CoordinatorCall>(&b[..cut]).is_err(), "a call cut at {cut} bytes must not decode");
         }
         let plain = CoordinatorCall { add: false, group: None, ..call };
-        assert_eq!(decode_call(&encode_call(6, 0, &plain)), Ok((6, 0, plain)));
+        assert_eq!(decode_request(&encode_request(6, 0, &plain)), Ok((6, 0, plain)));
         for answer in [
             Ok(vec![true, false]),
             Err(TxnError::ProducerFenced),
@@ -461,10 +396,10 @@ mod tests {
             Err(TxnError::ConcurrentTransactions),
             Err(TxnError::CoordinatorNotAvailable),
         ] {
-            assert_eq!(decode_answer(&encode_answer(9, &answer)), Ok((9, answer)));
+            assert_eq!(decode_reply::<CoordinatorCall>(&encode_reply::<CoordinatorCall>(9, &answer)), Ok((9, answer)));
         }
-        let mut bad = encode_answer(9, &Err(TxnError::ProducerFenced)).to_vec();
+        let mut bad = encode_reply::<CoordinatorCall>(9, &Err(TxnError::ProducerFenced)).to_vec();
         bad[9] = 200;
-        assert_eq!(decode_answer(&bad), Err(MarkerWireError::Code(200)));
+        assert_eq!(decode_reply::<CoordinatorCall>(&bad), Err(WireError::Code(200)));
     }
 }
