@@ -46,7 +46,9 @@ fn call_frame(k: &PayloadKind) -> Option<Frame> {
         PayloadKind::Raft
         | PayloadKind::MetadataForward
         | PayloadKind::MetadataForwardReply
-        | PayloadKind::ElectPreferred => return None,
+        | PayloadKind::ElectPreferred
+        | PayloadKind::QuorumDescribe
+        | PayloadKind::QuorumDescribeReply => return None,
     };
     Some(Frame { kind, dir })
 }
