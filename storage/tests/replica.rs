@@ -543,7 +543,7 @@ fn a_read_starting_at_batches_taking_no_offset_takes_the_next_data_batch_whole()
     let dir = work.path().join("r-0");
     run(move || async move {
         let cfg = LogConfig { segment_bytes: 16 << 20, ..config() };
-        let (log, _) = PartitionLog::open(&dir, "r-0", cfg.clone(), false).await.unwrap();
+        let (log, _) = PartitionLog::open(&dir, "r-0", cfg, false).await.unwrap();
         log.set_replicated(Offset(0));
         let small = append_n(&log, 3, 1, "d", 100);
         let end = log.log_end().0;

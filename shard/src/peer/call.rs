@@ -100,11 +100,13 @@ pub enum CallError {
     Dropped,
 }
 
+/// This shard's calls waiting for their answer, by id: the kind and a
+/// `oneshot::Sender<C::Answer>`.
+type Waiting = HashMap<u64, (CallKind, Box<dyn Any>)>;
+
 thread_local! {
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
-    /// This shard's calls waiting for their answer, by id: the kind and a
-    /// `oneshot::Sender<C::Answer>`.
-    static WAITING: RefCell<HashMap<u64, (CallKind, Box<dyn Any>)>> = RefCell::new(HashMap::new());
+    static WAITING: RefCell<Waiting> = RefCell::new(HashMap::new());
 }
 
 /// Removes the waiter of call `id` when the wait ends, however it ends.
