@@ -444,13 +444,18 @@ mod tests {
             DescribeShareGroupOffsets => DescribeShareGroupOffsetsResponse,
             AlterShareGroupOffsets => AlterShareGroupOffsetsResponse,
             DeleteShareGroupOffsets => DeleteShareGroupOffsetsResponse,
+            DescribeTopicPartitions => DescribeTopicPartitionsResponse,
         ];
         // Every API served is checked, but Produce (its handler fills the field), the SASL
-        // APIs and WriteTxnMarkers (no such field).
+        // APIs, WriteTxnMarkers and DescribeQuorum (no such field).
         for spec in crate::api::APIS {
             let exempt = matches!(
                 spec.key,
-                ApiKey::Produce | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::WriteTxnMarkers
+                ApiKey::Produce
+                    | ApiKey::SaslHandshake
+                    | ApiKey::SaslAuthenticate
+                    | ApiKey::WriteTxnMarkers
+                    | ApiKey::DescribeQuorum
             );
             assert!(exempt || checked.contains(&spec.key), "{:?} not checked", spec.key);
         }
