@@ -6,10 +6,11 @@
 //!   leading it, and `None` everywhere else (a follower, another shard, no group 0): as a
 //!   KRaft controller that is not the leader answers NOT_LEADER_OR_FOLLOWER, the caller
 //!   forwards or says so. It takes the leader (this broker), the term as leader epoch, the high
-//!   watermark (the offset after the committed batches the log serves, the commit index as an
-//!   offset) and, per voter (every member; sluice has no observers), its log end offset: the
-//!   offset after the batch of its matched Raft index, -1 when that index lies below the
-//!   leader's window (a replica that far behind, or not heard since the election).
+//!   watermark (the commit index) and, per voter (every member; sluice has no observers), its
+//!   log end offset (its matched Raft index): the metadata log's offsets are its Raft indexes,
+//!   every entry taking one, as every record of Kafka's `__cluster_metadata` (its control
+//!   records included) does; the partitions' logs, whose Raft control batches take no offset,
+//!   would show 0 for a quorum that has committed only those.
 //! - Timestamps (ms since the epoch): the leader's own are now, as Kafka's. A follower's are
 //!   [`Tracker`]'s: sampled every `RAFT_TICK_MS` while this broker leads the metadata log
 //!   ([`spawn_sampler`]): last fetch = the last sample at which its peer links were live
@@ -23,7 +24,7 @@
 //!   before anything is allocated; trailing bytes refused).
 
 use super::Replicas;
-use crate::raft::{GroupId, RaftIndex};
+use crate::raft::GroupId;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::limits::{MAX_CLUSTER_MEMBERS, RAFT_TICK_MS};
 use std::cell::RefCell;
@@ -131,11 +132,10 @@ pub fn describe(r: &Replicas) -> Option<QuorumState> {
     let group = GroupId::METADATA;
     let p = r.progress(group)?;
     let (_, epoch) = r.leader(group)?;
-    let hw = r.log(group)?.high_watermark();
     let now = sluice_core::clock::now_ms();
-    let d = r.driver.borrow();
-    let store = d.store(group)?;
-    let end_of = |index: u64| store.high_watermark(RaftIndex(index)).map_or(-1, |o| o.0);
+    // Offsets of the metadata log are its Raft indexes: every entry takes one, as every record
+    // of Kafka's `__cluster_metadata` (its control records included) does.
+    let end_of = |index: u64| i64::try_from(index).unwrap_or(i64::MAX);
     let voters = TRACKER.with(|t| {
         let t = t.borrow();
         p.matched
@@ -156,7 +156,7 @@ pub fn describe(r: &Replicas) -> Option<QuorumState> {
             })
             .collect()
     });
-    Some(QuorumState { leader: r.me.0, leader_epoch: epoch.0, high_watermark: hw.0, voters })
+    Some(QuorumState { leader: r.me.0, leader_epoch: epoch.0, high_watermark: end_of(p.committed), voters })
 }
 
 /// [`describe`] on this broker's shard 0 (where the metadata log is), from any shard.
