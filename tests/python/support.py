@@ -3,6 +3,8 @@ Kafka frames, subprocesses with timeouts, and topic creation."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -38,6 +40,21 @@ def run(cmd: list, timeout: float, input: Optional[bytes] = None) -> subprocess.
     """Runs a command with a hard timeout; never raises on a non-zero exit."""
     return subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def kafka_tool(main_class: str, *args, timeout: float, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+    """One of Apache Kafka's command-line tools (its main class) from the Kafka jars, as
+    kafka-*.sh runs it."""
+    java = shutil.which("java")
+    assert java, "java not on PATH"
+    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
+    return run([java, "-Xmx256m", "-XX:+UseSerialGC", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args], timeout=timeout, input=input)
+
+
+def explain(res: subprocess.CompletedProcess) -> str:
+    """A tool's exit code and output tails, for an assertion message."""
+    return f"exit {res.returncode}\nstdout:\n{res.stdout.decode()[-3000:]}\nstderr:\n{res.stderr.decode()[-3000:]}"
 
 
 # --- raw Kafka framing -------------------------------------------------------

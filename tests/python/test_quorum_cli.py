@@ -21,14 +21,14 @@ loop a deadline; brokers are stopped by PID by the fixtures.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 
 import pytest
 
 from cluster_support import make_cluster
-from support import KAFKA_LIBS, run, wait_until
+import support
+from support import explain, wait_until
 
 KAFKA_SIDE = os.environ.get("SLUICE_COMPARE_KAFKA") == "1"
 SIDES = [
@@ -42,16 +42,8 @@ QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"
 TOPICS = "org.apache.kafka.tools.TopicCommand"
 
 
-def kafka_tool(main_class, *args):
-    java = shutil.which("java")
-    assert java, "java not on PATH"
-    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
-    return run([java, "-Xmx256m", "-XX:+UseSerialGC", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args], timeout=TOOL_TIMEOUT)
-
-
-def explain(res) -> str:
-    return f"exit {res.returncode}\nstdout:\n{res.stdout.decode()[-3000:]}\nstderr:\n{res.stderr.decode()[-3000:]}"
+def kafka_tool(main_class, *args, input=None):
+    return support.kafka_tool(main_class, *args, timeout=TOOL_TIMEOUT, input=input)
 
 
 @pytest.fixture(params=SIDES)

@@ -37,7 +37,8 @@ import pytest
 
 from cluster_support import make_cluster, netns_available, raw_fetch_all, raw_produce
 from history_check import History, Value
-from support import KAFKA_LIBS, run, wait_until
+import support
+from support import KAFKA_LIBS, explain, wait_until
 
 KAFKA_SIDE = os.environ.get("SLUICE_COMPARE_KAFKA") == "1"
 SIDES = [
@@ -541,15 +542,7 @@ def test_cut_off_leader(ns_cluster):
 # --- c. Kafka's CLI against the cluster ------------------------------------------------
 
 def kafka_tool(main_class, *args, input=None):
-    java = shutil.which("java")
-    assert java, "java not on PATH"
-    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
-    return run([java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args], timeout=TOOL_TIMEOUT, input=input)
-
-
-def explain(res) -> str:
-    return f"exit {res.returncode}\nstdout:\n{res.stdout.decode()[-3000:]}\nstderr:\n{res.stderr.decode()[-3000:]}"
+    return support.kafka_tool(main_class, *args, timeout=TOOL_TIMEOUT, input=input)
 
 
 def parse_describe(out: str) -> dict:
