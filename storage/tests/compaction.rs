@@ -120,6 +120,7 @@ fn overwrites_and_tombstones_leave_the_last_value_per_key() {
             delete_retention_ms: 970,
             upper_bound: i64::MAX,
             producers: &producers,
+            raft: false,
         };
         let mut new_segments = Vec::new();
         let mut kept = Vec::new();
@@ -165,6 +166,7 @@ fn overwrites_and_tombstones_leave_the_last_value_per_key() {
                 delete_retention_ms: 970,
                 upper_bound: i64::MAX,
                 producers: &producers,
+                raft: false,
             };
             let mut t = CleanedTxns::default();
             cleaned.iter().flat_map(|b| records(&clean_segment(b, &ctx, &mut t).unwrap().bytes)).collect::<Vec<_>>()

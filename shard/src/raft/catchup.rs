@@ -18,7 +18,8 @@
 //!   exactly on it (same index, term and next offset). The first scan from the origin always
 //!   runs to the floor to check the origin; a failed check disables catch-up for the group
 //!   (raft-rs then gets `Compacted`, the old snapshot path) — the log does not start with the
-//!   group, or compaction or a deletion removed batches.
+//!   group, or batches went missing without a gap batch counting them (a log compacted before
+//!   it became a Raft group's).
 //! - A locate scan checks the same (batches follow each other, epochs never go back) and
 //!   must land exactly on the floor (its next offset and term) with no more batches than
 //!   the floor's index; it keeps no batch. A located origin is valid for the log start it was
@@ -33,6 +34,11 @@
 //!   offset (the batch before it takes offsets), so that reading from the anchor's offset
 //!   starts at the anchor's batch; a scan that reads again from where it stopped skips the
 //!   batches at that offset it was already fed ([`OldScan::skip_at_next`]).
+//! - A gap batch (`sluice_core::control::gap_batch`: compaction removed the batches of its
+//!   entries) is counted as the entries it stands for; a scan keeps each of those entries as a
+//!   gap batch of one entry (all but the last taking no offset at the gap's base, the last
+//!   covering its offsets), so a follower stores one batch per entry and its offsets follow
+//!   the leader's. An anchor is only taken at a batch's first entry.
 //! - Memory: a scan keeps at most `max_bytes` of batches (at least one), as slices of the
 //!   chunks it reads; the group keeps the batches of its last scan ([`OldBatches`]) until the
 //!   next one replaces them.
@@ -211,29 +217,60 @@ impl OldScan {
         if term < self.last_term {
             return Err(ScanError::BadBatch(format!("epoch goes back at index {}", self.index.0)));
         }
+        let slots = sluice_core::control::gap_slots(&h, &batch).unwrap_or(1);
+        let last_index =
+            RaftIndex(self.index.0.checked_add(slots - 1).ok_or(ScanError::FloorMismatch { index: u64::MAX })?);
         let meta = BatchMeta { index: self.index, term, base, last: Offset(h.last_offset()), pos: 0 };
-        if self.index == self.plan.floor.index {
-            if term != self.plan.floor.term || meta.next_offset() != self.plan.floor.next_offset {
-                return Err(ScanError::FloorMismatch { index: self.index.0 });
+        let floor = self.plan.floor;
+        if (self.index..=last_index).contains(&floor.index) {
+            if last_index != floor.index || term != floor.term || meta.next_offset() != floor.next_offset {
+                return Err(ScanError::FloorMismatch { index: floor.index.0 });
             }
             self.out.verified = true;
         }
-        if self.index.0.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) && !self.prev_no_offset {
+        // An anchor is the first entry of a batch that is the first at its base offset.
+        let stride = limits::RAFT_CATCHUP_ANCHOR_STRIDE;
+        if last_index.0 / stride != (self.index.0 - 1) / stride && !self.prev_no_offset {
             self.out.anchors.push((self.index, base));
         }
-        if self.index >= self.plan.want && self.kept_bytes < self.max_bytes {
-            if self.out.kept.is_empty() {
-                self.out.front_is_anchor = !self.prev_no_offset;
-            }
-            self.kept_bytes += batch.len();
-            self.out.kept.push((meta, batch));
+        if slots == 1 {
+            self.keep(meta, batch, true);
+        } else {
+            self.keep_gap(&meta, last_index, h.partition_leader_epoch);
         }
         self.last_term = term;
-        self.index = self.index.next();
+        self.index = last_index.next();
         self.prev_no_offset = meta.takes_no_offset();
         self.fed_at_next = if meta.takes_no_offset() { self.fed_at_next + 1 } else { 0 };
         self.next = meta.next_offset();
         Ok(())
+    }
+
+    /// Keeps the entry `meta` (from `want` on, within the byte bound); `first` says it is its
+    /// batch's first entry.
+    fn keep(&mut self, meta: BatchMeta, batch: Bytes, first: bool) {
+        if meta.index >= self.plan.want && self.kept_bytes < self.max_bytes {
+            if self.out.kept.is_empty() {
+                self.out.front_is_anchor = first && !self.prev_no_offset;
+            }
+            self.kept_bytes += batch.len();
+            self.out.kept.push((meta, batch));
+        }
+    }
+
+    /// Keeps the entries `gap.index..=last` of a gap batch standing for them, one gap batch of
+    /// one entry each (`sluice_core::control`): every one but the last takes no offset at the
+    /// gap's base, the last covers the gap's offsets. `epoch`: the gap's stored leader epoch.
+    fn keep_gap(&mut self, gap: &BatchMeta, last: RaftIndex, epoch: i32) {
+        for i in gap.index.0.max(self.plan.want.0)..=last.0 {
+            if self.kept_bytes >= self.max_bytes {
+                break;
+            }
+            let end = if i == last.0 { gap.last } else { Offset(gap.base.0 - 1) };
+            let b = Bytes::from(sluice_core::control::gap_batch(gap.base.0, end.0, epoch, 1));
+            let meta = BatchMeta { index: RaftIndex(i), last: end, ..*gap };
+            self.keep(meta, b, i == gap.index.0);
+        }
     }
 
     /// The log ended (nothing more to read before the durable end).
@@ -329,7 +366,11 @@ impl LocateScan {
             return Err(ScanError::BadBatch(format!("epoch goes back at offset {}", base.0)));
         }
         self.first.get_or_insert((base, term));
-        if self.count.is_multiple_of(limits::RAFT_CATCHUP_ANCHOR_STRIDE) && !self.prev_no_offset {
+        // A gap batch counts the entries it stands for (`sluice_core::control`).
+        let slots = sluice_core::control::gap_slots(&h, &batch).unwrap_or(1);
+        let stride = limits::RAFT_CATCHUP_ANCHOR_STRIDE;
+        let crosses = self.count == 0 || (self.count + slots - 1) / stride != (self.count - 1) / stride;
+        if crosses && !self.prev_no_offset {
             self.rel_anchors.push((self.count, base));
             if self.rel_anchors.len() > limits::RAFT_CATCHUP_MAX_ANCHORS {
                 let thinned = self.rel_anchors.iter().copied().step_by(2).collect();
@@ -338,7 +379,7 @@ impl LocateScan {
         }
         self.prev_no_offset = no_offset;
         self.fed_at_next = if no_offset { self.fed_at_next + 1 } else { 0 };
-        self.count += 1;
+        self.count = self.count.saturating_add(slots);
         self.last_term = term;
         self.next = Offset(last.0 + 1);
         let floor = self.plan.floor;
@@ -743,6 +784,78 @@ mod tests {
         assert!(matches!(scan_batches(plan, &holed, 0), Err(ScanError::Gap { .. })));
     }
 
+    /// `l` (built by [`log`] from `spec`) after a compaction removed the batches `removed`
+    /// says: each run of removed batches of one term becomes one gap batch standing for them,
+    /// as `storage/src/compact/clean.rs` writes it.
+    fn compacted(l: &[(Offset, Bytes)], spec: &[(u64, usize)], removed: &[bool]) -> Vec<(Offset, Bytes)> {
+        let mut out = Vec::new();
+        let mut run: Option<(i64, i64, u64, u64)> = None; // base, last, term, slots
+        let flush = |run: &mut Option<(i64, i64, u64, u64)>, out: &mut Vec<(Offset, Bytes)>| {
+            if let Some((base, last, term, slots)) = run.take() {
+                let epoch = i32::try_from(term).unwrap();
+                out.push((Offset(base), Bytes::from(sluice_core::control::gap_batch(base, last, epoch, slots))));
+            }
+        };
+        for (i, (base, b)) in l.iter().enumerate() {
+            let (term, n) = spec[i];
+            let last = base.0 + i64::try_from(n).unwrap() - 1;
+            if !removed[i] {
+                flush(&mut run, &mut out);
+                out.push((*base, b.clone()));
+                continue;
+            }
+            match &mut run {
+                Some(r) if r.2 == term => {
+                    r.1 = last;
+                    r.3 += 1;
+                }
+                _ => {
+                    flush(&mut run, &mut out);
+                    run = Some((base.0, last, term, 1));
+                }
+            }
+        }
+        flush(&mut run, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_gap_batch_is_counted_as_its_entries_and_served_one_entry_at_a_time() {
+        let spec: Vec<(u64, usize)> = (0..40u64).map(|i| (1 + i / 15, 2)).collect();
+        let l = log(&spec);
+        // Batches 5..=12 (term 1) and 14..=17 (terms 1 and 2) removed.
+        let removed: Vec<bool> = (1..=40).map(|i| (5..=12).contains(&i) || (14..=17).contains(&i)).collect();
+        let c = compacted(&l, &spec, &removed);
+        assert_eq!(c.len(), 40 - 12 + 3, "one gap per run and term");
+        let floor = floor_after(&l, 30, &spec);
+        let plan = OldBatches::default().plan(RaftIndex(3), floor, Origin::LOG_START_ZERO);
+        let out = scan_batches(ReadPlan::Scan(plan), &c, 1 << 20).expect("counts through the gaps");
+        assert!(out.verified);
+        let idx: Vec<u64> = out.kept.iter().map(|(m, _)| m.index.0).collect();
+        assert_eq!(idx, (3..=30).collect::<Vec<_>>(), "every entry once, in order");
+        for (m, b) in &out.kept {
+            let i = usize::try_from(m.index.0).unwrap() - 1;
+            let h = BatchHeader::parse(b).unwrap();
+            assert_eq!(m.term, Term(spec[i].0), "entry {} keeps its term", m.index.0);
+            if removed[i] {
+                assert_eq!(sluice_core::control::gap_slots(&h, b), Some(1), "entry {} is a gap of one", m.index.0);
+            } else {
+                assert_eq!(b, &l[i].1, "entry {} is its batch", m.index.0);
+            }
+        }
+        // The offsets the entries take follow each other, as a follower stores them.
+        let mut next = out.kept[0].0.base;
+        for (m, _) in &out.kept {
+            assert_eq!(m.base, next, "entry {}", m.index.0);
+            next = m.next_offset();
+        }
+        assert_eq!(next, floor.next_offset);
+        // A locate from a log start inside a gap finds the gap's first entry.
+        let start = l[7].0;
+        let out = scan_batches(ReadPlan::Locate(LocatePlan { log_start: start, floor }), &c, 0).expect("locates");
+        assert_eq!(out.located.map(|x| (x.index, x.base)), Some((RaftIndex(5), l[4].0)));
+    }
+
     proptest! {
         /// Whatever the batch sizes, the byte bound and the index asked, a scan keeps the
         /// batches at the indexes asked (their offsets those of the log), at most the bound
@@ -785,6 +898,55 @@ mod tests {
                 if i < l.len() {
                     prop_assert_eq!(l[i].0, *o);
                 }
+            }
+        }
+
+        /// Whatever batches compaction removed (gap batches standing for them), a scan from
+        /// the origin, or from any anchor it left, keeps every entry at its index with its
+        /// term: a batch that stayed as it was, a removed one as a gap of one entry; their
+        /// offsets follow each other up to the floor.
+        #[test]
+        fn scans_count_gap_batches_as_their_entries(sizes in proptest::collection::vec(0usize..5, 2..200),
+                                                    removed in proptest::collection::vec(any::<bool>(), 200),
+                                                    want in 1usize..200, max in 1usize..4000, chunk in 1usize..6) {
+            let mut spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
+            spec.last_mut().unwrap().1 = 1;
+            let l = log(&spec);
+            let mut removed = removed[..l.len()].to_vec();
+            *removed.last_mut().unwrap() = false; // the floor stays
+            let c = compacted(&l, &spec, &removed);
+            let floor = floor_after(&l, l.len(), &spec);
+            let want = want.min(l.len());
+            let check = |out: &ScanOutcome, from: usize| -> Result<(), TestCaseError> {
+                let mut next = None;
+                for (k, (m, b)) in out.kept.iter().enumerate() {
+                    let i = from - 1 + k;
+                    prop_assert_eq!(m.index, RaftIndex(i as u64 + 1));
+                    prop_assert_eq!(m.term, Term(spec[i].0));
+                    if !removed[i] {
+                        prop_assert_eq!(b, &l[i].1);
+                    }
+                    if let Some(n) = next {
+                        prop_assert_eq!(m.base, n);
+                    }
+                    next = Some(m.next_offset());
+                }
+                Ok(())
+            };
+            let mut old = OldBatches::default();
+            let out = scan_batches(ReadPlan::Scan(old.plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO)), &c, max).expect("scans");
+            prop_assert!(out.verified);
+            check(&out, want)?;
+            prop_assert_eq!(out.kept.first().map(|b| b.0.index), Some(RaftIndex(want as u64)));
+            let chunked = scan_in_chunks(OldBatches::default().plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO), &c, chunk)
+                .expect("scans in chunks");
+            check(&chunked, want)?;
+            old.install(out);
+            // From the anchors and the cached batches, any later entry is found again.
+            for w in [want, (want + l.len()) / 2, l.len()] {
+                let again = scan_batches(ReadPlan::Scan(old.plan(RaftIndex(w as u64), floor, Origin::LOG_START_ZERO)), &c, max).expect("scans");
+                check(&again, w)?;
+                prop_assert_eq!(again.kept.first().map(|b| b.0.index), Some(RaftIndex(w as u64)));
             }
         }
 

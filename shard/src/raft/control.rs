@@ -14,6 +14,9 @@
 //!   offset; the Raft index stays the batch's ordinal, and code that walks the log tells them
 //!   apart by their order ([`super::window`]). A log written before (every control batch one
 //!   offset, [`Shape::OneOffset`]) stays readable: both shapes are read back alike.
+//! - A *gap* batch (`sluice_core::control::gap_batch`, the format's home) stands for entries
+//!   compaction removed: one entry of a gap (catch-up hands them out one at a time,
+//!   `catchup.rs`) is a normal entry whose data is a gap batch of one slot, stored as is.
 //! - Fetch must skip control batches of this type (as Kafka clients skip control batches they
 //!   do not know; the broker filters them anyway).
 //! - [`entry_to_batch`] stamps the base offset and the leader epoch (= term), which lie
@@ -29,15 +32,8 @@ use raft::eraftpb::{Entry, EntryType};
 use sluice_core::batch::{self, BatchHeader};
 use sluice_core::Offset;
 
-/// Control-record type of sluice's Raft control batches (Kafka uses 0–6; the value is far
-/// from Kafka's so a future Kafka type never collides).
-pub const SLUICE_RAFT_CONTROL_TYPE: i16 = 0x5352;
-
-const KIND_NOOP: u8 = 0;
-const KIND_CONF_CHANGE: u8 = 1;
-/// A share-partition's durable state (`share::replicated`): a normal entry whose data is this
-/// control batch, stored as is by every replica and skipped by fetch like the other kinds.
-const KIND_SHARE_STATE: u8 = 2;
+pub use sluice_core::control::SLUICE_RAFT_CONTROL_TYPE;
+use sluice_core::control::{KIND_CONF_CHANGE, KIND_GAP, KIND_NOOP, KIND_SHARE_STATE};
 
 /// Why an entry could not become a batch, or a stored batch an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,27 +78,11 @@ pub fn entry_to_batch(e: &Entry, base: Offset, shape: Shape) -> Result<Bytes, Co
 }
 
 fn control_batch(kind: u8, payload: &[u8], shape: Shape) -> BytesMut {
-    let mut key = [0u8; 4];
-    key[2..4].copy_from_slice(&SLUICE_RAFT_CONTROL_TYPE.to_be_bytes());
-    let mut value = Vec::with_capacity(1 + payload.len());
-    value.push(kind);
-    value.extend_from_slice(payload);
-    let mut b = BytesMut::from(&batch::build(&[batch::Record { key: Some(&key), value: &value }], 0)[..]);
-    b[21..23].copy_from_slice(&0x20i16.to_be_bytes()); // attributes: control
-    set_shape(&mut b, shape);
-    b
-}
-
-/// Sets a one-record control batch's `lastOffsetDelta` for `shape` and its CRC (which covers
-/// that field).
-fn set_shape(b: &mut BytesMut, shape: Shape) {
     let delta: i32 = match shape {
         Shape::NoOffset => -1,
         Shape::OneOffset => 0,
     };
-    b[23..27].copy_from_slice(&delta.to_be_bytes());
-    let crc = batch::compute_crc(b);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    BytesMut::from(&sluice_core::control::build(kind, payload, delta)[..])
 }
 
 /// The control batch carrying a share-partition's state `payload` (proposed as a normal
@@ -116,23 +96,17 @@ pub fn share_state_payload(h: &BatchHeader, b: &[u8]) -> Option<Vec<u8>> {
     if !h.is_control() {
         return None;
     }
-    let mut v = control_payload(b).ok()?;
+    let mut v = control_payload(h, b).ok()?;
     (v.first() == Some(&KIND_SHARE_STATE)).then(|| v.split_off(1))
 }
 
 /// Whether a stored batch is one of sluice's Raft control batches (fetch skips these).
 pub fn is_raft_control(h: &BatchHeader, batch_bytes: &[u8]) -> bool {
-    h.is_control() && control_payload(batch_bytes).is_ok()
+    h.is_control() && control_payload(h, batch_bytes).is_ok()
 }
 
-fn control_payload(b: &[u8]) -> Result<Vec<u8>, ControlError> {
-    let recs = batch::records(b).map_err(|_| ControlError::BadControl("records"))?;
-    let [r] = recs.as_slice() else { return Err(ControlError::BadControl("record count")) };
-    let key = r.key.ok_or(ControlError::BadControl("no key"))?;
-    if key.len() != 4 || i16::from_be_bytes([key[2], key[3]]) != SLUICE_RAFT_CONTROL_TYPE {
-        return Err(ControlError::BadControl("not a sluice raft control record"));
-    }
-    Ok(r.value.ok_or(ControlError::BadControl("no value"))?.to_vec())
+fn control_payload(h: &BatchHeader, b: &[u8]) -> Result<Vec<u8>, ControlError> {
+    sluice_core::control::payload(h, b).ok_or(ControlError::BadControl("not a sluice raft control record"))
 }
 
 /// The Raft entry a stored batch stands for.
@@ -140,7 +114,7 @@ pub fn batch_to_entry(index: u64, term: Term, b: Bytes) -> Result<Entry, Control
     let h = BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
     let mut e = Entry { index, term: term.0, ..Default::default() };
     // Data, including Kafka's own control batches (transaction markers).
-    let value = match (h.is_control(), control_payload(&b)) {
+    let value = match (h.is_control(), control_payload(&h, &b)) {
         (true, Ok(value)) => value,
         _ => {
             e.data = b;
@@ -149,7 +123,9 @@ pub fn batch_to_entry(index: u64, term: Term, b: Bytes) -> Result<Entry, Control
     };
     match value.split_first() {
         Some((&KIND_NOOP, [])) => {}
-        Some((&KIND_SHARE_STATE, _)) => e.data = b,
+        // Stored as is by every replica (a gap, `sluice_core::control`: catch-up hands one
+        // entry of it at a time).
+        Some((&KIND_SHARE_STATE | &KIND_GAP, _)) => e.data = b,
         Some((&KIND_CONF_CHANGE, spec)) => {
             let cc = ConfChangeSpec::from_bytes(spec).map_err(|_| ControlError::BadControl("conf change"))?;
             e.entry_type = EntryType::EntryConfChangeV2;

@@ -297,7 +297,7 @@ impl Replicas {
         };
         // The state as opened is durable before the group speaks.
         let work = store.log_mut().take_sync_work();
-        write_state(&dir, work.state).await?;
+        write_state(&dir, work.state, &log).await?;
         let commit = store.hard_state().commit;
         let hw = store.high_watermark(crate::raft::RaftIndex(commit)).expect("the commit index is in the window");
         log.set_replicated(hw.min(log.durable_end()));
@@ -579,7 +579,7 @@ async fn rounds(r: Rc<Replicas>, rx: LocalReceiver<()>) {
                         panic!("raft: sync of {} failed: {e}", w.log.name());
                     }
                 }
-                if let Err(e) = write_state(&dir, w.state).await {
+                if let Err(e) = write_state(&dir, w.state, &w.log).await {
                     panic!("raft: state of {} not written: {e}", w.log.name());
                 }
             });
@@ -625,15 +625,21 @@ async fn clock(r: std::rc::Weak<Replicas>) {
     }
 }
 
+/// Writes a group's state durably; then its log may be cleaned below the state's floor (the
+/// batches a reopen counts from the floor are never touched by compaction).
 async fn write_state(
     dir: &std::path::Path,
     state: Option<sluice_storage::raft_state::RaftStateRecord>,
+    log: &PartitionLog,
 ) -> Result<(), ReplicaError> {
     let Some(state) = state else { return Ok(()) };
     let dir = dir.to_path_buf();
+    let floor_next = state.floor_next_offset;
     sluice_storage::disk::blocking(move || sluice_storage::raft_state::write(&dir, &state))
         .await
-        .map_err(|e| ReplicaError::State(e.to_string()))
+        .map_err(|e| ReplicaError::State(e.to_string()))?;
+    log.set_clean_limit(floor_next);
+    Ok(())
 }
 
 async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {

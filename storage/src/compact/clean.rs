@@ -5,6 +5,14 @@
 //! offsets, producer fields and codec. The output is whole, CRC-valid v2 batches back to back,
 //! in the input's order, with no zero padding; a batch whose every record stays is copied byte
 //! for byte.
+//!
+//! A Raft group's log ([`CleanContext::raft`]) keeps count of its entries: each run of
+//! consecutive removed batches of one leader epoch (gap batches already in the segment
+//! included, with the entries they stand for) becomes one gap batch
+//! (`sluice_core::control::gap_batch`) covering the run's offsets and standing for its
+//! entries, so the segment's batches still follow each other offset after offset and counting
+//! them still finds every Raft index (`shard/src/raft/catchup.rs`). A run that is one gap batch
+//! alone is copied as it was. A run never spans segments (each segment ends its runs).
 
 use super::keymap::KeyMap;
 use super::txn::{is_last_of_producer, CleanedTxns, LastRecord};
@@ -33,6 +41,8 @@ pub struct CleanContext<'a> {
     pub upper_bound: i64,
     /// Active producers' last entries: the batch holding one is kept, emptied if need be.
     pub producers: &'a HashMap<i64, LastRecord>,
+    /// The log is a Raft group's: removed batches leave gap batches (module docs).
+    pub raft: bool,
 }
 
 /// What became of one batch.
@@ -73,6 +83,19 @@ pub struct SegmentCleaner<'a> {
     batches: Batches<'a>,
     input_len: usize,
     out: Cleaned,
+    /// The run of removed batches not written yet (Raft logs: module docs).
+    run: Option<Run<'a>>,
+}
+
+/// Consecutive removed batches of one leader epoch, to be written as one gap batch.
+#[derive(Debug)]
+struct Run<'a> {
+    base: i64,
+    last: i64,
+    epoch: i32,
+    slots: u64,
+    /// The run is this one gap batch of the input so far (copied as it was if nothing joins).
+    alone: Option<&'a [u8]>,
 }
 
 impl<'a> SegmentCleaner<'a> {
@@ -91,42 +114,97 @@ impl<'a> SegmentCleaner<'a> {
             batches,
             input_len,
             out: Cleaned { bytes: Vec::with_capacity(input_len), ..Cleaned::default() },
+            run: None,
         }
     }
 
-    /// Cleans the next batch; `Ok(false)` when there was none left.
+    /// Cleans the next batch; `Ok(false)` when there was none left (a pending gap is
+    /// written by the step that finds the end).
     pub fn step(&mut self, ctx: &CleanContext<'_>, txns: &mut CleanedTxns) -> Result<bool, CompactError> {
-        let Some(next) = self.batches.next() else { return Ok(false) };
+        let Some(next) = self.batches.next() else {
+            return Ok(self.end_run());
+        };
         let (h, batch) = next?;
-        let out = &mut self.out;
         let before = u64::try_from(h.records_count).unwrap_or(0);
+        if ctx.raft {
+            if let Some(slots) = sluice_core::control::gap_slots(&h, batch) {
+                self.join_run(&h, slots, Some(batch));
+                return Ok(true);
+            }
+        }
         match clean_batch(batch, &h, ctx, txns)? {
             Outcome::Kept => {
-                out.bytes.extend_from_slice(batch);
-                out.records_kept += before;
+                self.end_run();
+                self.out.bytes.extend_from_slice(batch);
+                self.out.records_kept += before;
             }
             Outcome::Rewritten(b) => {
+                self.end_run();
                 let kept = u64::try_from(i32::from_be_bytes(b[57..61].try_into().expect("4 bytes"))).unwrap_or(0);
+                let out = &mut self.out;
                 out.bytes.extend_from_slice(&b);
                 out.records_kept += kept;
                 out.records_removed += before.saturating_sub(kept);
                 out.changed = true;
             }
             Outcome::Removed => {
-                out.records_removed += before;
-                out.changed = true;
+                self.out.records_removed += before;
+                self.out.changed = true;
+                if ctx.raft {
+                    self.join_run(&h, 1, None);
+                }
             }
         }
         Ok(true)
     }
 
-    /// The cleaned bytes so far (a step appends at most one batch).
+    /// Adds a removed batch (or a gap batch, `gap` its bytes) standing for `slots` entries to
+    /// the run, ending the run first when its epoch differs or the batch does not follow it (a
+    /// hole an earlier cleaning left before the log became a Raft group's).
+    fn join_run(&mut self, h: &BatchHeader, slots: u64, gap: Option<&'a [u8]>) {
+        if self.run.as_ref().is_some_and(|r| r.epoch != h.partition_leader_epoch || h.base_offset != r.last + 1) {
+            self.end_run();
+        }
+        match &mut self.run {
+            None => {
+                self.run = Some(Run {
+                    base: h.base_offset,
+                    last: h.last_offset(),
+                    epoch: h.partition_leader_epoch,
+                    slots,
+                    alone: gap,
+                });
+            }
+            Some(r) => {
+                r.last = h.last_offset();
+                r.slots = r.slots.checked_add(slots).expect("entry counts fit u64");
+                r.alone = None;
+            }
+        }
+    }
+
+    /// Writes the pending run as one gap batch; whether there was one.
+    fn end_run(&mut self) -> bool {
+        let Some(r) = self.run.take() else { return false };
+        match r.alone {
+            Some(b) => self.out.bytes.extend_from_slice(b),
+            None => {
+                let b = sluice_core::control::gap_batch(r.base, r.last, r.epoch, r.slots);
+                self.out.bytes.extend_from_slice(&b);
+                self.out.changed = true;
+            }
+        }
+        true
+    }
+
+    /// The cleaned bytes so far (a step appends at most two batches: a gap, then the batch).
     pub fn written(&self) -> &[u8] {
         &self.out.bytes
     }
 
     /// The cleaned segment (after the last [`SegmentCleaner::step`]).
     pub fn finish(mut self) -> Cleaned {
+        self.end_run();
         // Kept batches are copied byte for byte: same length, same bytes.
         self.out.changed |= self.out.bytes.len() != self.input_len;
         self.out
@@ -407,7 +485,7 @@ mod tests {
     }
 
     fn ctx<'a>(map: &'a KeyMap, now: i64, producers: &'a HashMap<i64, LastRecord>) -> CleanContext<'a> {
-        CleanContext { map, now_ms: now, delete_retention_ms: 100, upper_bound: i64::MAX, producers }
+        CleanContext { map, now_ms: now, delete_retention_ms: 100, upper_bound: i64::MAX, producers, raft: false }
     }
 
     /// Random segments (keys from a small set, some tombstones, every codec, batches of 1 to 6
@@ -458,6 +536,75 @@ mod tests {
             while trusted.step(&c, &mut CleanedTxns::default()).unwrap() {}
             assert_eq!(trusted.finish(), out, "round {round}");
         }
+    }
+
+    /// A Raft pass over `seg` alone at `now`.
+    fn raft_pass(seg: &[u8], now: i64) -> Cleaned {
+        let mut map = KeyMap::new();
+        assert!(map.add_segment(seg, &mut CleanedTxns::default()).unwrap());
+        let none = HashMap::new();
+        let c = CleanContext { raft: true, ..ctx(&map, now, &none) };
+        clean_segment(seg, &c, &mut CleanedTxns::default()).unwrap()
+    }
+
+    /// (base, last, epoch, entries) of each batch: a gap batch stands for its entries.
+    fn entries(seg: &[u8]) -> Vec<(i64, i64, i32, u64)> {
+        let all = batches(seg).unwrap();
+        all.iter()
+            .map(|(h, b)| {
+                let n = sluice_core::control::gap_slots(h, b).unwrap_or(1);
+                (h.base_offset, h.last_offset(), h.partition_leader_epoch, n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_raft_log_keeps_count_of_its_removed_batches_in_gap_batches() {
+        let mut seg = segment(&[
+            (&[(Some("a"), Some("1"))], 100, 0),
+            (&[(Some("a"), Some("2")), (Some("b"), Some("1"))], 100, 0),
+            (&[(Some("b"), Some("2"))], 100, 0),
+            (&[(Some("a"), Some("3"))], 100, 0),
+            (&[(Some("c"), Some("1"))], 100, 0),
+            (&[(Some("c"), Some("2"))], 100, 0),
+            (&[(Some("c"), Some("3"))], 100, 0),
+            (&[(Some("b"), Some("3"))], 100, 0),
+        ]);
+        // Epochs 3, 3, 3, 3, 3, 4, 4, 4 (the segment helper stamps 3).
+        let mut pos = 0;
+        for (i, (h, _)) in batches(&seg.clone()).unwrap().iter().enumerate() {
+            if i >= 5 {
+                stamp(&mut seg[pos..], h.base_offset, 4);
+            }
+            pos += h.total_len();
+        }
+        let out = raft_pass(&seg, 1_000);
+        assert!(out.changed);
+        // Batches 1-3 (one run), 5 (epoch 3) then 6 (epoch 4: a run of its own) removed.
+        assert_eq!(
+            entries(&out.bytes),
+            vec![(0, 3, 3, 3), (4, 4, 3, 1), (5, 5, 3, 1), (6, 6, 4, 1), (7, 7, 4, 1), (8, 8, 4, 1)]
+        );
+        assert_eq!(entries(&out.bytes).iter().map(|e| e.3).sum::<u64>(), 8, "every entry counted");
+        let data: Vec<i64> =
+            batches(&out.bytes).unwrap().iter().filter(|(h, _)| !h.is_control()).map(|(h, _)| h.base_offset).collect();
+        assert_eq!(data, vec![4, 7, 8], "data as without Raft");
+        // Cleaning again changes nothing: a gap alone is copied as it was.
+        let again = raft_pass(&out.bytes, 1_000);
+        assert!(!again.changed);
+        assert_eq!(again.bytes, out.bytes);
+        // A removed batch next to a gap joins it.
+        let mut more = out.bytes.clone();
+        let mut b = build(&[Record { key: Some(b"c"), value: b"4" }], 100);
+        stamp(&mut b, 9, 4);
+        more.extend_from_slice(&b);
+        let joined = raft_pass(&more, 1_000);
+        assert_eq!(
+            entries(&joined.bytes),
+            vec![(0, 3, 3, 3), (4, 4, 3, 1), (5, 5, 3, 1), (6, 7, 4, 2), (8, 8, 4, 1), (9, 9, 4, 1)]
+        );
+        // Without Raft the removed batches leave holes.
+        assert_eq!(entries(&pass(&seg, 1_000).bytes).iter().map(|e| e.0).collect::<Vec<_>>(), vec![4, 7, 8]);
     }
 
     #[test]

@@ -156,8 +156,9 @@ impl PartitionLog {
             .iter()
             .map(|s| SegmentInfo { base: s.base, bytes: s.size, first_ts: s.max_ts, max_ts: s.max_ts })
             .collect();
-        // Never past the high watermark, nor into an open transaction (the last stable offset).
-        let hwm = Some(self.high_watermark().0);
+        // Never past the high watermark, nor into an open transaction (the last stable offset),
+        // nor, in a Raft group's log, past its persisted floor (`clean_limit`).
+        let hwm = Some(self.high_watermark().0.min(self.clean_limit.get().unwrap_or(i64::MAX)));
         let Some(p) = plan(&infos, sealed_end, first_dirty, hwm, now_ms, cfg) else { return Ok(None) };
         let mut pace = Pace::new();
         let mut times = PassTimes::default();
@@ -189,6 +190,7 @@ impl PartitionLog {
             delete_retention_ms: cfg.delete_retention_ms,
             upper_bound: p.clean_upto,
             producers: &producers,
+            raft: self.clean_limit.get().is_some(),
         };
         let mut stats = CompactStats {
             first_dirty: p.first_dirty,
@@ -368,7 +370,7 @@ impl PartitionLog {
             let mut at = 0;
             while cleaner.step(pass.ctx, txns).map_err(err)? {
                 let written = cleaner.written();
-                if written.len() > at {
+                while written.len() > at {
                     let h = BatchHeader::parse(&written[at..]).map_err(|e| err(e.into()))?;
                     ix.add(&h, h.total_len()).map_err(err)?;
                     at += h.total_len();

@@ -291,6 +291,10 @@ pub struct PartitionLog {
     first_dirty: Cell<i64>,
     /// A Raft replica's log (`replica.rs`): readers see up to `commit`, not `durable`.
     replicated: Cell<bool>,
+    /// A Raft group's log is cleaned only below this offset (the next offset of its persisted
+    /// floor: the batches a reopen counts from there stay as they are) and its cleaning
+    /// leaves gap batches (`compact/clean.rs`); None: not a Raft group's log.
+    clean_limit: Cell<Option<i64>>,
     /// The replicated high watermark (Raft's applied index); unused otherwise.
     commit: Watermark,
     /// Called with the offset of every Raft cut of the log's end ([`PartitionLog::on_cut`]).
@@ -356,11 +360,12 @@ impl PartitionLog {
         }
         let mut bases = segment::list(disk, dir).await?;
         remove_empty_last_segment(disk, dir, &mut bases).await?;
-        let [log_start_file, producers_file, checkpoint_file] = disk
+        let [log_start_file, producers_file, checkpoint_file, raft_state_file] = disk
             .read_files([
                 dir.join(LOG_START_FILE),
                 dir.join(crate::producers::SNAPSHOT_FILE),
                 dir.join(CLEANER_CHECKPOINT_FILE),
+                dir.join(crate::raft_state::FILE_NAME),
             ])
             .await;
         let stored_log_start = parse_offset_file(log_start_file.ok());
@@ -384,6 +389,11 @@ impl PartitionLog {
         if let Some(cleaned) = parse_offset_file(checkpoint_file.ok()) {
             let (start, end) = (log.log_start().0, log.log_end().0);
             log.first_dirty.set(cleaned.clamp(start, end));
+        }
+        // A Raft group's log: nothing is cleaned until its group opens and says where its
+        // persisted floor is (`set_clean_limit`).
+        if raft_state_file.is_ok() {
+            log.clean_limit.set(Some(log.log_start().0));
         }
         Ok((log, cut))
     }
@@ -409,6 +419,7 @@ impl PartitionLog {
             sealing: RefCell::new(None),
             first_dirty: Cell::new(log_start),
             replicated: Cell::new(false),
+            clean_limit: Cell::new(None),
             commit: Watermark::new(next_offset),
             cut_listeners: RefCell::new(Vec::new()),
         });

@@ -162,6 +162,9 @@ impl PartitionLog {
         self.durable_bytes.fail_waiters();
         self.durable_bytes.reset(0);
         self.first_dirty.set(start.0);
+        if self.clean_limit.get().is_some() {
+            self.clean_limit.set(Some(start.0));
+        }
         // Every batch is gone: the cut listeners (the transaction index) forget everything,
         // as Kafka's `truncateFullyAndStartAt` empties the producer state and the transaction
         // index; the batches appended from `start` on feed them again.
@@ -178,6 +181,13 @@ impl PartitionLog {
 
     pub fn is_replicated(&self) -> bool {
         self.replicated.get()
+    }
+
+    /// The Raft group's floor is durable with next offset `floor_next`: compaction may clean
+    /// below it, leaving gap batches (the field's docs). Never lowered but by a reset.
+    pub fn set_clean_limit(&self, floor_next: Offset) {
+        let now = self.clean_limit.get().unwrap_or(i64::MIN);
+        self.clean_limit.set(Some(now.max(floor_next.0)));
     }
 
     /// Raft applied up to `to` (exclusive): readers and long polls see it.
