@@ -10,29 +10,19 @@ The broker runs with `group_initial_rebalance_delay_ms = 0`; messages are
 produced per partition with confluent-kafka so the expected numbers are exact.
 """
 
-import os
-import shutil
 
 import pytest
 from confluent_kafka import Producer
 
-from support import KAFKA_LIBS, create_topic, run, unique_topic
+from support import create_topic, explain, unique_topic
+from support import kafka_tool as support_kafka_tool
 from test_groups import BROKER_CONFIG, produce
 
-JAVA = shutil.which("java")
 TOOL_TIMEOUT = 90
 
 
 def kafka_tool(main_class: str, *args, input=None):
-    assert JAVA, "java not on PATH"
-    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
-    cmd = [JAVA, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-           "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args]
-    return run(cmd, timeout=TOOL_TIMEOUT, input=input)
-
-
-def explain(res) -> str:
-    return f"exit {res.returncode}\nstdout:\n{res.stdout.decode()}\nstderr:\n{res.stderr.decode()[-3000:]}"
+    return support_kafka_tool(main_class, *args, timeout=TOOL_TIMEOUT, input=input)
 
 
 def groups(broker, *args):

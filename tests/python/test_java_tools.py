@@ -7,31 +7,21 @@ with idempotence off and acks=all, keyed lines; the console consumer
 the earliest offset without a group, for a fixed number of messages.
 """
 
-import os
-import shutil
 
 import pytest
 
-from support import KAFKA_LIBS, run, unique_topic
+from support import explain, unique_topic
+from support import kafka_tool as support_kafka_tool
 
-JAVA = shutil.which("java")
 TOOL_TIMEOUT = 90
 
 
 def kafka_tool(main_class: str, *args, input=None):
-    assert JAVA, "java not on PATH"
-    assert any(KAFKA_LIBS.glob("kafka-tools-*.jar")), f"no Kafka jars in {KAFKA_LIBS}; run tests/run"
-    cmd = [JAVA, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-           "-cp", f"{KAFKA_LIBS}{os.sep}*", main_class, *args]
-    return run(cmd, timeout=TOOL_TIMEOUT, input=input)
+    return support_kafka_tool(main_class, *args, timeout=TOOL_TIMEOUT, input=input)
 
 
 def topics(broker, *args):
     return kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", broker.bootstrap, *args)
-
-
-def explain(res) -> str:
-    return f"exit {res.returncode}\nstdout:\n{res.stdout.decode()}\nstderr:\n{res.stderr.decode()[-3000:]}"
 
 
 @pytest.fixture
