@@ -5,9 +5,12 @@ a broker config that runs the compactor every 200 ms, topics with 4 KiB segments
 0.01 and no compaction lag, so that each replica's compactor removes whole batches from its
 sealed segments (offsets with gaps) while Raft counts one entry per batch.
 
-  test_a_compacted_replicated_topic_survives_a_restart_of_every_broker[SIGTERM|SIGKILL]:
-    a few dozen keys updated thousands of times in batches of ~5 records (acks=all); once every
-    replica compacted, all three brokers are stopped (SIGTERM / kill -9) and restarted. A
+  test_a_compacted_replicated_topic_survives_a_restart_of_every_broker[how-shape]:
+    a few dozen keys updated thousands of times in batches of 5 records (acks=all) — or, shape
+    "beyond-the-window", more one-record batches than a Raft window holds, so that the floor
+    saved in the Raft state is above offset 0; once every replica compacted, all three brokers
+    are stopped (SIGTERM / kill -9) and restarted. Each replica's own files must still hold
+    every key's latest value and its log end. A
     consumer from the beginning must see every key with its latest acknowledged value, the high
     watermark must not go back, no offset may be read with two different records, and
     producing still works. (Suspected bug A: the Raft window rebuilt at open counts batch
@@ -250,6 +253,20 @@ def scan_segments(part: Path) -> dict:
     return out
 
 
+def raft_floor(part: Path) -> str:
+    """The Raft floor (index, next offset) and commit index saved in the partition's `raft-state`
+    file (storage/src/raft_state.rs, version 1: magic, version, term, vote, commit, floor index,
+    floor term, floor next offset, ...), for failure messages; read-only."""
+    try:
+        b = (part / "raft-state").read_bytes()
+        if b[:5] != b"SLRS\x01":
+            return "raft-state of an unknown version"
+        _term, _vote, commit, index, _fterm, nxt = struct.unpack_from(">QQQQQq", b, 5)
+        return f"raft floor index {index} at offset {nxt}, commit {commit}"
+    except (OSError, struct.error):
+        return "no raft-state"
+
+
 def replica_report(cluster, topic: str, acked: Acked) -> str:
     """One line per broker: what its segment files hold of the partition, and what is lost."""
     lines = []
@@ -262,7 +279,8 @@ def replica_report(cluster, topic: str, acked: Acked) -> str:
         cp = cluster.part_dir(i, topic) / "cleaner-offset-checkpoint"
         lines.append(f"  node {i}: {s['segments']} segments, {s['batches']} batches ({s['gaps']} offset gaps), "
                      f"{len(s['records'])} records, last offset {s['last']}, cleaner checkpoint "
-                     f"{cp.read_text().strip() if cp.exists() else None}; {len(absent)} keys absent, "
+                     f"{cp.read_text().strip() if cp.exists() else None}, "
+                     f"{raft_floor(cluster.part_dir(i, topic))}; {len(absent)} keys absent, "
                      f"{len(stale)} stale; first absent {sorted((o, k) for k, (o, _) in absent.items())[:4]}")
     return "per-replica segment files:\n" + "\n".join(lines)
 
@@ -343,6 +361,20 @@ def updates(tag: str, rounds: int = ROUNDS):
             yield f"key-{k:02d}".encode(), f"{tag}-key-{k:02d}-r{r:04d}-".encode() + b"x" * 20
 
 
+EARLY_KEYS = 30
+HOT_KEYS = 10
+HOT_BATCHES = RAFT_WINDOW_BATCHES + 1200  # one record each: the window holds at most 4096
+
+
+def window_workload(tag: str) -> tuple:
+    """(early, hot): keys written once, then HOT_BATCHES updates of HOT_KEYS keys — produced one
+    record per batch, more batches than a Raft window holds."""
+    early = [(f"early-{k:02d}".encode(), f"{tag}-early-{k:02d}-only-value".encode()) for k in range(EARLY_KEYS)]
+    hot = [(f"hot-{n % HOT_KEYS}".encode(), f"{tag}-hot-{n % HOT_KEYS}-v{n:05d}".encode())
+           for n in range(HOT_BATCHES)]
+    return early, hot
+
+
 def check_read(cluster, topic, history, acked, reader, hw_before) -> list:
     records = read_all(cluster, topic, history, reader)
     hw = end_offsets(cluster.bootstrap, topic, 1)[0]
@@ -370,14 +402,25 @@ def check_read_explained(cluster, topic, history, acked, reader, hw_before, cont
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_a_compacted_replicated_topic_survives_a_restart_of_every_broker(cluster, how):
+@pytest.mark.parametrize("how,shape", [
+    ("SIGTERM", "batches-of-5"),
+    ("SIGKILL", "batches-of-5"),
+    # more batches than the Raft window: the saved floor is above offset 0 at the restart
+    ("SIGKILL", "beyond-the-window"),
+])
+def test_a_compacted_replicated_topic_survives_a_restart_of_every_broker(cluster, how, shape):
     sig = signal.Signals[how]
     topic = f"rcompact-all-{uuid.uuid4().hex[:8]}"
     create_compacted_topic(cluster, topic)
     acked, history = Acked(), History()
-    produce(cluster, topic, updates("a"), acked, batch=5)
-    assert acked.count == KEYS * ROUNDS
+    if shape == "batches-of-5":
+        records = list(updates("a"))
+        produce(cluster, topic, records, acked, batch=5)
+    else:
+        early, hot = window_workload("a")
+        records = early + hot
+        produce(cluster, topic, records, acked, batch=1, timeout=120)
+    assert acked.count == len(records)
     # Every replica compacts on its own: wait until each has removed whole batches.
     wait_until(lambda: all(compacted_with_gaps(cluster, i, topic) for i in cluster.ids), 40, interval=0.5,
                what=f"every replica's compactor removing whole batches ({replica_report(cluster, topic, acked)})")
@@ -419,11 +462,6 @@ def test_a_compacted_replicated_topic_survives_a_restart_of_every_broker(cluster
 
 # --- 2. a follower down while its leader appends more than a window and compacts -----------
 
-EARLY_KEYS = 30
-HOT_KEYS = 10
-HOT_BATCHES = RAFT_WINDOW_BATCHES + 1200  # one record each: the window holds at most 4096
-
-
 @pytest.mark.timeout(180)
 def test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key(cluster, tmp_path):
     topic = f"rcompact-follow-{uuid.uuid4().hex[:8]}"
@@ -437,8 +475,7 @@ def test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key(clu
     cluster.kill(follower)
     wait_until(lambda: follower not in getattr(cluster.partitions(topic, leader).get(0), "isr", [follower]),
                HEALTH_TIMEOUT, interval=0.2, what=f"node {follower} out of the ISR while down")
-    early = [(f"early-{k:02d}".encode(), f"early-{k:02d}-only-value".encode()) for k in range(EARLY_KEYS)]
-    hot = [(f"hot-{n % HOT_KEYS}".encode(), f"hot-{n % HOT_KEYS}-v{n:05d}".encode()) for n in range(HOT_BATCHES)]
+    early, hot = window_workload("f")
     t0 = time.monotonic()
     produce(cluster, topic, early + hot, acked, batch=1, timeout=120)
     produced_s = time.monotonic() - t0
