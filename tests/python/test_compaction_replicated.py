@@ -27,6 +27,12 @@ that only compacts below its floor still compacts.
     see every early key and every hot key's latest value from it alone. (Bug B: catch-up below
     the leader's window counts batches and stops at compaction's gaps; the follower then gets
     nothing, or a snapshot at the window floor and misses every record below it.)
+  test_a_partition_moved_to_one_replica_survives_that_replicas_restart[SIGTERM|SIGKILL]:
+    not about compaction (found while writing the test above; its topic is cleanup.policy=delete,
+    as a compacted one fails on bug A first): an RF 3 partition reassigned to one of its followers alone
+    (kafka-reassign-partitions, RF 3 -> 1) must be led by it again, with every record, after
+    that broker's restart. (Bug C: the group reopens with its old three-voter membership and,
+    the two others having dropped the partition, never elects a leader.)
 
 On failure the message names what was lost (keys, offsets, high watermarks before and after),
 a per-broker scan of the partition's segment files and raft-state (read-only: batches, records,
@@ -127,11 +133,12 @@ def cluster(request, tmp_path):
 
 # --- topic, producer, reads ----------------------------------------------------------
 
-def create_compacted_topic(cluster, name: str) -> dict:
-    """An RF 3, min.insync.replicas 2, one-partition compacted topic; waits until healthy."""
+def create_compacted_topic(cluster, name: str, config: dict = TOPIC_CONFIG) -> dict:
+    """An RF 3, min.insync.replicas 2, one-partition topic (compacted unless `config` says
+    otherwise); waits until healthy."""
     from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    fut = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3, config=TOPIC_CONFIG)],
+    fut = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3, config=config)],
                               operation_timeout=30, request_timeout=30)[name]
     fut.result(timeout=60)
     del admin, fut
@@ -432,7 +439,7 @@ def test_a_compacted_replicated_topic_survives_a_restart_of_every_broker(cluster
     assert acked.count == len(records)
     # Every replica compacts on its own: wait until each has removed records.
     wait_until(lambda: all(compacted(cluster, i, topic, acked) for i in cluster.ids), 40, interval=0.5,
-               what=f"every replica's compactor removing whole batches ({replica_report(cluster, topic, acked)})")
+               what=f"every replica's compactor removing records ({replica_report(cluster, topic, acked)})")
     hw_before = end_offsets(cluster.bootstrap, topic, 1)[0]
     before = check_read(cluster, topic, history, acked, "before-restart", hw_before)
     assert len(before) < acked.count, f"compaction visible to a consumer: {len(before)} of {acked.count} records"
@@ -543,3 +550,47 @@ def test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key(clu
                           f"{log_evidence(cluster, topic)}")
     print(f"follower {follower} caught up: {len(after)} records, high watermark {hw}; produce took "
           f"{produced_s:.1f}s; events {cluster.events}")
+
+
+# --- 3. a partition moved to one replica, then that replica restarted ------------------------
+
+def group_log_lines(cluster, node_id: int, limit: int = 6) -> str:
+    """The last run's log lines of node `node_id` about Raft group t*-p0 (open, leader)."""
+    text = cluster.nodes[node_id].log_path.read_text(errors="replace")
+    last_run = text.split("--- run ")[-1]
+    lines = [ln for ln in last_run.splitlines() if "-p0" in ln and ("raft group" in ln or "raft leader" in ln)]
+    return "\n    ".join(lines[-limit:]) or "none"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_partition_moved_to_one_replica_survives_that_replicas_restart(cluster, tmp_path, how):
+    topic = f"rcompact-shrink-{uuid.uuid4().hex[:8]}"
+    # not compacted: the restart of a compacted one fails on bug A first
+    leader = create_compacted_topic(cluster, topic, {**TOPIC_CONFIG, "cleanup.policy": "delete"})[0]
+    target = next(i for i in cluster.partitions(topic)[0].replicas if i != leader)
+    acked, history = Acked(), History()
+    produce(cluster, topic, [(f"k{n % 20}".encode(), f"v{n}".encode()) for n in range(200)], acked, batch=5)
+    reassign(cluster, tmp_path / "to-one.json", topic, [target])
+    wait_until(lambda: (lambda s: s is not None and s.replicas == [target] and s.leader == target)(
+        cluster.partitions(topic, target).get(0)), HEALTH_TIMEOUT, interval=0.25,
+        what=f"{topic}-0 on node {target} alone (now {cluster.partitions(topic, target)})")
+    hw_before = end_offsets(cluster.bootstrap, topic, 1)[0]
+    before = check_read(cluster, topic, history, acked, "moved", hw_before)
+    floor_before = raft_floor(cluster.part_dir(target, topic))
+
+    cluster.stop(target, signal.Signals[how])
+    cluster.restart(target)
+    try:
+        wait_until(lambda: cluster.leader_of(topic, 0, target) == target and end_offsets(cluster.bootstrap, topic, 1),
+                   HEALTH_TIMEOUT, interval=0.5, what=f"node {target}, the only replica, leading {topic}-0 again")
+    except Exception as e:
+        raise AssertionError(
+            f"after RF 3 -> 1 onto node {target} and its {how} and restart, {topic}-0 has no leader: {e}\n"
+            f"  metadata now: {cluster.partitions(topic, target)}\n  node {target} before: {floor_before}; now: "
+            f"{raft_floor(cluster.part_dir(target, topic))}\n  node {target}'s Raft group after the restart:\n"
+            f"    {group_log_lines(cluster, target)}") from None
+    after = check_read_explained(cluster, topic, history, acked, "moved-restarted", hw_before,
+                                 f"node {target}, the only replica, after its {how} and restart")
+    assert [r[:2] for r in after] == [r[:2] for r in before], (
+        f"node {target} serves other records after its restart: {len(after)} records, {len(before)} before")
