@@ -1036,3 +1036,61 @@ fn a_link_reported_down_on_one_follower_alone_changes_no_leader() {
     let acked_after = w.acked.values().map(Vec::len).sum::<usize>();
     assert!(acked_after >= acked_before + led.len() * 8, "proposals kept committing: {acked_before} → {acked_after}");
 }
+
+/// A group shrunk to one voter (a reassignment to one replica: the other brokers drop theirs)
+/// reopens with that voter after a crash that loses everything not synced, and leads: the
+/// membership change's state is written in the round that applied it. It was left for the
+/// group's next Ready, which a one-voter group at rest never has, so the reopened group had
+/// its three old voters and no one left to vote for it.
+#[test]
+fn a_group_shrunk_to_one_voter_reopens_with_that_voter_after_a_crash() {
+    let mut w = World::with(7, StdRng::seed_from_u64(7), calm_params());
+    w.settle();
+    let g = w.groups[0];
+    let leads = |w: &World, i: usize| w.nodes[i].driver.as_ref().is_some_and(|d| d.is_leader(g));
+    let l = (0..3).find(|&i| leads(&w, i)).expect("a settled group has a leader");
+    let me = w.nodes[l].id;
+    let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let changes = others.iter().map(|&i| (wire::ChangeKind::RemoveNode, w.nodes[i].id)).collect();
+    let spec = wire::ConfChangeSpec { transition: wire::Transition::Auto, changes };
+    let _handle = w.nodes[l].driver.as_mut().expect("up").propose_conf_change(g, &spec).expect("proposed");
+    let alone = |w: &World| {
+        w.nodes[l]
+            .driver
+            .as_ref()
+            .and_then(|d| d.membership(g))
+            .is_some_and(|m| m.voters == vec![me] && !m.joint && !m.change_pending)
+    };
+    for _ in 0..300 {
+        if alone(&w) {
+            break;
+        }
+        w.step(false);
+    }
+    assert!(alone(&w), "the change applied: {:?}", w.nodes[l].driver.as_ref().and_then(|d| d.membership(g)));
+    for &i in &others {
+        w.nodes[i].driver.as_mut().expect("up").remove_group(g);
+    }
+    for _ in 0..20 {
+        w.step(false);
+    }
+    // A crash that keeps only what was synced, then a reopen.
+    let n = &mut w.nodes[l];
+    n.driver = None;
+    n.unsynced.clear();
+    for disk in n.disks.values() {
+        disk.borrow_mut().crash(0, false);
+    }
+    w.restart(l);
+    for _ in 0..300 {
+        if leads(&w, l) {
+            break;
+        }
+        w.step(false);
+    }
+    assert!(
+        leads(&w, l),
+        "the one voter leads after its reopen: {:?}",
+        w.nodes[l].driver.as_ref().and_then(|d| d.membership(g))
+    );
+}

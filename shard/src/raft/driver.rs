@@ -639,7 +639,8 @@ impl<L: ReplicaLog> Driver<L> {
         Some(ReadyRound { id: round, sync })
     }
 
-    /// Returns whether the group waits for the round's sync.
+    /// Returns whether the round must run for the group: it waits for the round's sync, or
+    /// handed its log a state to write.
     fn handle_ready(&mut self, id: GroupId, round: u64) -> Result<bool, LogFault> {
         let g = self.groups.get_mut(&id).expect("listed");
         let mut rd = g.raw.ready();
@@ -663,7 +664,7 @@ impl<L: ReplicaLog> Driver<L> {
         let persisted = rd.take_persisted_messages();
         let number = rd.number();
         g.raw.advance_append_async(rd);
-        g.raw.mut_store().save_if_dirty();
+        let saved_before = g.raw.mut_store().save_if_dirty();
         let waits = needs_sync || !g.unsynced.is_empty();
         if waits {
             g.unsynced.push_back((round, number, persisted));
@@ -673,9 +674,13 @@ impl<L: ReplicaLog> Driver<L> {
             out.extend(persisted);
         }
         self.apply(id, committed)?;
+        // A state handed to the log (before or after applying: a membership change, a floor
+        // moved far enough) is written with this round: a later Ready may never come (a one-voter group has nothing more
+        // to say), and a reopen would find the old voters.
+        let saved = self.groups.get_mut(&id).expect("listed").raw.mut_store().save_if_dirty();
         self.note_leader(id);
         self.route(id, out);
-        Ok(waits)
+        Ok(waits || saved_before || saved)
     }
 
     /// The caller made every log of round `id` (and of every earlier round) durable.

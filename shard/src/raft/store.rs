@@ -493,11 +493,14 @@ impl<L: ReplicaLog> GroupStore<L> {
         }
     }
 
-    /// Hands the state to the log when it changed; called once per Ready round.
-    pub fn save_if_dirty(&mut self) {
-        if self.dirty {
+    /// Hands the state to the log when it changed (called in each Ready round, before and
+    /// after the committed entries are applied); whether it did.
+    pub fn save_if_dirty(&mut self) -> bool {
+        let dirty = self.dirty;
+        if dirty {
             self.save();
         }
+        dirty
     }
 
     fn save(&mut self) {
