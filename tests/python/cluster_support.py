@@ -739,3 +739,25 @@ def raw_fetch_all(host: str, port: int, topic: str, partition: int, max_rounds: 
             out.extend(recs)
             offset = recs[-1][0] + 1
     return err, hw, out
+
+
+def run_cluster(request, c):
+    """A fixture's life of cluster `c`: started (stopped again if the start fails), yielded,
+    stopped; each node's log tail printed when the test failed, and the test failed when a node
+    died without the test stopping it. Use as `yield from run_cluster(request, c)`."""
+    import pytest
+    try:
+        c.start()
+    except BaseException:
+        c.stop_all()
+        raise
+    yield c
+    crashed = c.crashed()
+    c.stop_all()
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed or crashed:
+        print(f"events: {c.events}")
+        for i in c.ids:
+            print(f"--- node {i} log tail ---\n{c.log_tail(i, 60)}")
+    if crashed:
+        pytest.fail(f"nodes {crashed} died during the test without being stopped by it")

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_support import STOP_TIMEOUT, SluiceCluster, decode_batches
+from cluster_support import STOP_TIMEOUT, SluiceCluster, decode_batches, run_cluster
 from history_check import History
 from support import wait_until
 from test_replication import end_offsets, read_everything, reassign
@@ -113,22 +113,7 @@ class CompactingCluster(SluiceCluster):
 
 @pytest.fixture
 def cluster(request, tmp_path):
-    c = CompactingCluster(tmp_path / "cluster")
-    try:
-        c.start()
-    except BaseException:
-        c.stop_all()
-        raise
-    yield c
-    crashed = c.crashed()
-    c.stop_all()
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed or crashed:
-        print(f"events: {c.events}")
-        for i in c.ids:
-            print(f"--- node {i} log tail ---\n{c.log_tail(i, 60)}")
-    if crashed:
-        pytest.fail(f"nodes {crashed} died during the test without being stopped by it")
+    yield from run_cluster(request, CompactingCluster(tmp_path / "cluster"))
 
 
 # --- topic, producer, reads ----------------------------------------------------------

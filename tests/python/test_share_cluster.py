@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cluster_support import SluiceCluster
+from cluster_support import SluiceCluster, run_cluster
 from support import unique_topic, wait_until
 from test_groups import produce
 from test_java_groups import explain, table
@@ -58,22 +58,7 @@ class ShareCluster(SluiceCluster):
 def cluster(request, tmp_path):
     cfg = tmp_path / "sluice-share.toml"
     cfg.write_text(BROKER_CONFIG)
-    c = ShareCluster(tmp_path / "cluster", cfg)
-    try:
-        c.start()
-    except BaseException:
-        c.stop_all()
-        raise
-    yield c
-    crashed = c.crashed()
-    c.stop_all()
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed or crashed:
-        print(f"events: {c.events}")
-        for i in c.ids:
-            print(f"--- node {i} log tail ---\n{c.log_tail(i, 60)}")
-    if crashed:
-        pytest.fail(f"nodes {crashed} died during the test without being killed")
+    yield from run_cluster(request, ShareCluster(tmp_path / "cluster", cfg))
 
 
 @pytest.fixture

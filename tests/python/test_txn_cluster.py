@@ -55,7 +55,7 @@ import uuid
 
 import pytest
 
-from cluster_support import make_cluster
+from cluster_support import make_cluster, run_cluster
 from support import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -92,22 +92,7 @@ def slow_marker_cluster(request, tmp_path, monkeypatch):
 
 
 def running_cluster(request, tmp_path):
-    c = make_cluster(getattr(request, "param", "sluice"), tmp_path / "cluster")
-    try:
-        c.start()
-    except BaseException:
-        c.stop_all()
-        raise
-    yield c
-    crashed = c.crashed()
-    c.stop_all()
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed or crashed:
-        print(f"events: {c.events}")
-        for i in c.ids:
-            print(f"--- node {i} log tail ---\n{c.log_tail(i, 60)}")
-    if crashed:
-        pytest.fail(f"nodes {crashed} died during the test without being killed")
+    yield from run_cluster(request, make_cluster(getattr(request, "param", "sluice"), tmp_path / "cluster"))
 
 
 def create_topic(cluster, name, partitions, rf, min_isr):
