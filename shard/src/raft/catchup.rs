@@ -950,6 +950,45 @@ mod tests {
             }
         }
 
+        /// A follower whose log ends anywhere — inside a run compaction later removed on the
+        /// leader included — and stores the entries a scan hands out after it as a follower
+        /// stores them (`control::entry_to_batch` at its own log end) has every batch that
+        /// stayed at the leader's offsets, and ends at the floor's offset.
+        #[test]
+        fn a_follower_ending_anywhere_stores_the_gaps_at_the_leaders_offsets(
+            sizes in proptest::collection::vec(0usize..5, 2..150),
+            removed in proptest::collection::vec(any::<bool>(), 150),
+            had in 0usize..150) {
+            let mut spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
+            spec.last_mut().unwrap().1 = 1;
+            let l = log(&spec);
+            let mut removed = removed[..l.len()].to_vec();
+            *removed.last_mut().unwrap() = false;
+            let c = compacted(&l, &spec, &removed);
+            let floor = floor_after(&l, l.len(), &spec);
+            // The follower had the leader's first `had` batches as they were before compaction.
+            let had = had % l.len();
+            let mut next = if had == 0 { Offset(0) } else { Offset(BatchHeader::parse(&l[had - 1].1).unwrap().last_offset() + 1) };
+            let mut want = had + 1;
+            while want <= l.len() {
+                let plan = OldBatches::default().plan(RaftIndex(want as u64), floor, Origin::LOG_START_ZERO);
+                let out = scan_batches(ReadPlan::Scan(plan), &c, 300).expect("scans");
+                for (m, b) in &out.kept {
+                    let e = crate::raft::control::batch_to_entry(m.index.0, m.term, b.clone()).expect("an entry");
+                    let stored = crate::raft::control::entry_to_batch(&e, next, crate::raft::control::Shape::NoOffset)
+                        .expect("the follower stores it");
+                    let h = BatchHeader::parse(&stored).unwrap();
+                    let i = usize::try_from(m.index.0).unwrap() - 1;
+                    if !removed[i] {
+                        prop_assert_eq!(h.base_offset, l[i].0 .0, "entry {} at the leader's offset", m.index.0);
+                    }
+                    next = Offset(h.last_offset() + 1);
+                }
+                want = usize::try_from(out.kept.last().expect("a scan keeps one").0.index.0).unwrap() + 1;
+            }
+            prop_assert_eq!(next, floor.next_offset);
+        }
+
         /// Whatever the batch sizes (batches taking no offset among them) and the log start
         /// below the floor, a locate finds the index and base of the batch holding the log
         /// start, and a scan from that origin feeds every batch at its index.

@@ -16,7 +16,11 @@
 //!   offset, [`Shape::OneOffset`]) stays readable: both shapes are read back alike.
 //! - A *gap* batch (`sluice_core::control::gap_batch`, the format's home) stands for entries
 //!   compaction removed: one entry of a gap (catch-up hands them out one at a time,
-//!   `catchup.rs`) is a normal entry whose data is a gap batch of one slot, stored as is.
+//!   `catchup.rs`) is a normal entry whose data is a gap batch of one slot, stored as is but
+//!   for its last offset: one taking offsets ends where it ended on the leader (a follower
+//!   whose log ends inside the gap, having had some of the removed batches, stores the rest of
+//!   the gap); one taking none stays so. Offsets inside a gap may then differ between replicas
+//!   (no record lies there); every batch after it is at the same offsets on all.
 //! - Fetch must skip control batches of this type (as Kafka clients skip control batches they
 //!   do not know; the broker filters them anyway).
 //! - [`entry_to_batch`] stamps the base offset and the leader epoch (= term), which lie
@@ -64,8 +68,12 @@ pub fn entry_to_batch(e: &Entry, base: Offset, shape: Shape) -> Result<Bytes, Co
         EntryType::EntryNormal => {
             // Data, or a share-state control batch, which keeps its one offset: its commit
             // is seen by the commit listeners as the high watermark passing it.
-            batch::validate(&e.data).map_err(|x| ControlError::BadBatch(x.to_string()))?;
-            BytesMut::from(&e.data[..])
+            let h = batch::validate(&e.data).map_err(|x| ControlError::BadBatch(x.to_string()))?;
+            let mut b = BytesMut::from(&e.data[..]);
+            if sluice_core::control::gap_slots(&h, &e.data).is_some() {
+                end_gap_where_it_ended(&mut b, &h, base)?;
+            }
+            b
         }
         EntryType::EntryConfChangeV2 => {
             let cc = ConfChangeSpec::from_local_entry_data(&e.data).ok_or(ControlError::BadControl("conf change"))?;
@@ -75,6 +83,25 @@ pub fn entry_to_batch(e: &Entry, base: Offset, shape: Shape) -> Result<Bytes, Co
     };
     batch::stamp(&mut b, base.0, epoch.0);
     Ok(b.freeze())
+}
+
+/// A gap entry taking offsets ends at the offset it ended at on the leader, wherever this
+/// replica's log ends (`base`): a follower that had some of the removed batches (its log
+/// ends inside the gap) stores the rest of the gap, not the whole gap again after them. A
+/// gap entry taking no offset stays so. Sets `lastOffsetDelta` and the CRC.
+fn end_gap_where_it_ended(b: &mut BytesMut, h: &BatchHeader, base: Offset) -> Result<(), ControlError> {
+    if h.takes_no_offset() {
+        return Ok(());
+    }
+    let delta = h.last_offset() - base.0;
+    let delta = i32::try_from(delta)
+        .ok()
+        .filter(|d| *d >= -1)
+        .ok_or(ControlError::BadControl("a gap ending before the log end"))?;
+    b[23..27].copy_from_slice(&delta.to_be_bytes());
+    let crc = batch::compute_crc(b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 fn control_batch(kind: u8, payload: &[u8], shape: Shape) -> BytesMut {
@@ -186,6 +213,25 @@ mod tests {
         let back = batch_to_entry(2, Term(2), b).expect("back");
         assert_eq!(back.entry_type, EntryType::EntryConfChangeV2);
         assert_eq!(ConfChangeSpec::from_local_entry_data(&back.data), Some(spec));
+    }
+
+    #[test]
+    fn a_gap_entry_ends_where_it_ended_on_the_leader() {
+        // The last entry of a gap that covered offsets 10..=19 on the leader.
+        let gap = Bytes::from(sluice_core::control::gap_batch(10, 19, 3, 1));
+        let e = Entry { term: 3, data: gap, ..Default::default() };
+        for (base, last) in [(10, 19), (14, 19), (20, 19)] {
+            let b = entry_to_batch(&e, Offset(base), Shape::NoOffset).expect("stored");
+            let h = batch::validate(&b).expect("a valid batch, its CRC recomputed");
+            assert_eq!((h.base_offset, h.last_offset()), (base, last), "a log ending at {base}");
+            assert!(is_raft_control(&h, &b));
+        }
+        // A log already past the gap's end does not follow the leader's.
+        assert!(entry_to_batch(&e, Offset(21), Shape::NoOffset).is_err());
+        // A gap entry taking no offset stays so wherever it lands.
+        let zero = Entry { term: 3, data: Bytes::from(sluice_core::control::gap_batch(10, 9, 3, 1)), ..e };
+        let b = entry_to_batch(&zero, Offset(14), Shape::NoOffset).expect("stored");
+        assert!(batch::validate(&b).expect("valid").takes_no_offset());
     }
 
     #[test]
