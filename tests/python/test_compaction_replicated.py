@@ -18,8 +18,10 @@ that only compacts below its floor still compacts.
     producing still works. (Bug A: the Raft window rebuilt at open counts batch headers from
     the saved floor and stops at the first batch compaction removed: the log is cut there, or
     the replica cannot open at all.)
-  test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key: one follower is
-    stopped; the leader takes more one-record batches than its Raft window holds: keys written
+  test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key: the follower holds
+    20 updates of the hot keys (checked in its files), then is stopped; the leader takes 20 more
+    (all later removed, so the follower held batches the leader's compaction folds into gap
+    batches) and more one-record batches than its Raft window holds: keys written
     once early (their only value must survive compaction) and many updates of a few hot keys;
     the leader compacts; the follower returns, must rejoin the ISR, its own files must hold
     every key's latest value, and it is then made the partition's only replica
@@ -368,6 +370,10 @@ HOT_KEYS = 10
 HOT_BATCHES = RAFT_WINDOW_BATCHES + 1200  # one record each: the window holds at most 4096
 
 
+# Hot-key updates the follower of test 2 has before its stop (and as many after it).
+PRE_STOP = 20
+
+
 def window_workload(tag: str) -> tuple:
     """(early, hot): keys written once, then HOT_BATCHES updates of HOT_KEYS keys — produced one
     record per batch, more batches than a Raft window holds."""
@@ -472,17 +478,29 @@ def test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key(clu
     follower = next(i for i in st.replicas if i != leader)
     acked, history = Acked(), History()
     produce(cluster, topic, [(b"before", b"before-stop")], acked, batch=1)
+    # Updates of the hot keys on both sides of the stop: the leader's compaction removes them
+    # all (the hot keys are written again later), so the follower's log ends inside a run of
+    # removed batches: it has the first ones, the leader only a gap batch standing for all.
+    pre = [(f"hot-{n % HOT_KEYS}".encode(), f"f-pre-{n}".encode()) for n in range(2 * PRE_STOP)]
+    produce(cluster, topic, pre[:PRE_STOP], acked, batch=1)
+    def holds_pre():
+        try:
+            return scan_segments(cluster.part_dir(follower, topic))["last"] >= PRE_STOP
+        except FileNotFoundError:
+            return False  # a segment rolled or compacted away while it was read
+    wait_until(holds_pre, HEALTH_TIMEOUT, interval=0.1,
+               what=f"node {follower} holding the first {PRE_STOP} hot-key updates")
 
     cluster.kill(follower)
     wait_until(lambda: follower not in getattr(cluster.partitions(topic, leader).get(0), "isr", [follower]),
                HEALTH_TIMEOUT, interval=0.2, what=f"node {follower} out of the ISR while down")
     early, hot = window_workload("f")
     t0 = time.monotonic()
-    produce(cluster, topic, early + hot, acked, batch=1, timeout=120)
+    produce(cluster, topic, pre[PRE_STOP:] + early + hot, acked, batch=1, timeout=120)
     produced_s = time.monotonic() - t0
     cluster.note(f"{acked.count} records in one-record batches acknowledged in {produced_s:.1f}s "
                  f"while node {follower} was down")
-    assert acked.count == 1 + EARLY_KEYS + HOT_BATCHES
+    assert acked.count == 1 + 2 * PRE_STOP + EARLY_KEYS + HOT_BATCHES
     # The leader compacts: its sealed segments lose the superseded hot batches.
     wait_until(lambda: compacted(cluster, leader, topic, acked), 40, interval=0.5,
                what=f"the leader {leader} compacting ({replica_report(cluster, topic, acked)})")
