@@ -123,6 +123,20 @@ fn a_replica_rebuilt_by_a_snapshot_has_every_record_and_producer_from_the_leader
     create_topic_rf(&brokers[0].addr(), topic, 1, 3);
     let replicas = settled_replicas(&brokers, topic);
     let preferred = usize::try_from(replicas[0]).expect("a node id");
+    // The transactional producer first finds its coordinator while all three brokers run:
+    // __transaction_state is created with three replicas only while three brokers are listed
+    // (as Kafka creates it only with enough brokers registered); found after the kill, it
+    // raced the killed broker's delisting and timed out once in CI.
+    let all = brokers.iter().map(Broker::addr).collect::<Vec<_>>().join(",");
+    let txn = producer_with(
+        &all,
+        "all",
+        &[("transactional.id", "snapshot-install"), ("enable.idempotence", "true"), ("linger.ms", "2")],
+    );
+    let start = Instant::now();
+    while let Err(e) = txn.init_transactions(Duration::from_secs(10)) {
+        assert!(start.elapsed() < DEADLINE, "init transactions: {e}");
+    }
     brokers[preferred].kill();
     let rest: Vec<usize> = (0..3).filter(|&i| i != preferred).collect();
     let (leader, _, _) = produce_to_leader(&brokers, &rest, topic, "after-kill");
@@ -142,19 +156,11 @@ fn a_replica_rebuilt_by_a_snapshot_has_every_record_and_producer_from_the_leader
     assert_eq!(code, 0);
     let idem = producer_with(&bootstrap, "all", &[("enable.idempotence", "true"), ("linger.ms", "2")]);
     let idem_before = send_all(&idem, topic, "idem", IDEMPOTENT);
-    let txn = producer_with(
-        &bootstrap,
-        "all",
-        &[("transactional.id", "snapshot-install"), ("enable.idempotence", "true"), ("linger.ms", "2")],
-    );
     // A timeout is retriable (librdkafka resumes the call): the coordinator may be moving off
     // the killed broker.
-    let start = Instant::now();
-    while let Err(e) = txn.init_transactions(Duration::from_secs(10)) {
-        assert!(start.elapsed() < DEADLINE, "init transactions: {e}");
-    }
     txn.begin_transaction().expect("begin");
     send_all(&txn, topic, "aborted", ABORTED);
+    let start = Instant::now();
     while let Err(e) = txn.abort_transaction(Duration::from_secs(10)) {
         assert!(start.elapsed() < DEADLINE, "abort transaction: {e}");
     }
