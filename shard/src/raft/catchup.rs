@@ -819,6 +819,28 @@ mod tests {
         out
     }
 
+    /// A log of batches of `sizes` records (terms changing every 7 batches, the last one the
+    /// floor, taking one offset), and the same log after compaction removed the batches
+    /// `removed` marks (never the floor).
+    struct Case {
+        spec: Vec<(u64, usize)>,
+        l: Vec<(Offset, Bytes)>,
+        removed: Vec<bool>,
+        c: Vec<(Offset, Bytes)>,
+        floor: Floor,
+    }
+
+    fn compacted_case(sizes: &[usize], removed: &[bool]) -> Case {
+        let mut spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
+        spec.last_mut().unwrap().1 = 1;
+        let l = log(&spec);
+        let mut removed = removed[..l.len()].to_vec();
+        *removed.last_mut().unwrap() = false; // the floor stays
+        let c = compacted(&l, &spec, &removed);
+        let floor = floor_after(&l, l.len(), &spec);
+        Case { spec, l, removed, c, floor }
+    }
+
     #[test]
     fn a_gap_batch_is_counted_as_its_entries_and_served_one_entry_at_a_time() {
         let spec: Vec<(u64, usize)> = (0..40u64).map(|i| (1 + i / 15, 2)).collect();
@@ -909,13 +931,7 @@ mod tests {
         fn scans_count_gap_batches_as_their_entries(sizes in proptest::collection::vec(0usize..5, 2..200),
                                                     removed in proptest::collection::vec(any::<bool>(), 200),
                                                     want in 1usize..200, max in 1usize..4000, chunk in 1usize..6) {
-            let mut spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
-            spec.last_mut().unwrap().1 = 1;
-            let l = log(&spec);
-            let mut removed = removed[..l.len()].to_vec();
-            *removed.last_mut().unwrap() = false; // the floor stays
-            let c = compacted(&l, &spec, &removed);
-            let floor = floor_after(&l, l.len(), &spec);
+            let Case { spec, l, removed, c, floor } = compacted_case(&sizes, &removed);
             let want = want.min(l.len());
             let check = |out: &ScanOutcome, from: usize| -> Result<(), TestCaseError> {
                 let mut next = None;
@@ -959,13 +975,7 @@ mod tests {
             sizes in proptest::collection::vec(0usize..5, 2..150),
             removed in proptest::collection::vec(any::<bool>(), 150),
             had in 0usize..150) {
-            let mut spec: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, n)| (1 + i as u64 / 7, *n)).collect();
-            spec.last_mut().unwrap().1 = 1;
-            let l = log(&spec);
-            let mut removed = removed[..l.len()].to_vec();
-            *removed.last_mut().unwrap() = false;
-            let c = compacted(&l, &spec, &removed);
-            let floor = floor_after(&l, l.len(), &spec);
+            let Case { spec: _, l, removed, c, floor } = compacted_case(&sizes, &removed);
             // The follower had the leader's first `had` batches as they were before compaction.
             let had = had % l.len();
             let mut next = if had == 0 { Offset(0) } else { Offset(BatchHeader::parse(&l[had - 1].1).unwrap().last_offset() + 1) };
