@@ -217,7 +217,18 @@ def describe_loss(records: list, acked: Acked, what: str) -> str:
 
 def scan_segments(part: Path) -> dict:
     """Batches and records of a partition directory's `.log` files (stops at the first bytes
-    that are not a whole v2 batch: an active segment's preallocated or torn tail)."""
+    that are not a whole v2 batch: an active segment's preallocated or torn tail). The broker
+    compacts and rolls while the files are read, so a segment can vanish between the listing and
+    its read: the scan starts again from a fresh listing (a bounded number of times)."""
+    for _ in range(50):
+        try:
+            return _scan_segments_once(part)
+        except FileNotFoundError:
+            time.sleep(0.05)
+    return _scan_segments_once(part)
+
+
+def _scan_segments_once(part: Path) -> dict:
     out = {"segments": 0, "batches": 0, "records": [], "bases": [], "gaps": 0, "last": -1}
     if not part.is_dir():
         out["missing"] = True
@@ -484,10 +495,7 @@ def test_a_follower_down_while_its_leader_compacts_catches_up_with_every_key(clu
     pre = [(f"hot-{n % HOT_KEYS}".encode(), f"f-pre-{n}".encode()) for n in range(2 * PRE_STOP)]
     produce(cluster, topic, pre[:PRE_STOP], acked, batch=1)
     def holds_pre():
-        try:
-            return scan_segments(cluster.part_dir(follower, topic))["last"] >= PRE_STOP
-        except FileNotFoundError:
-            return False  # a segment rolled or compacted away while it was read
+        return scan_segments(cluster.part_dir(follower, topic))["last"] >= PRE_STOP
     wait_until(holds_pre, HEALTH_TIMEOUT, interval=0.1,
                what=f"node {follower} holding the first {PRE_STOP} hot-key updates")
 
