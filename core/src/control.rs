@@ -8,13 +8,19 @@
 //!   value is a kind byte then the kind's payload; timestamp 0, no producer. Kafka clients skip
 //!   control batches of a type they do not know, and fetch strips them anyway.
 //! - Kinds are numbered here, once, so two never collide: [`KIND_NOOP`],
-//!   [`KIND_CONF_CHANGE`], [`KIND_SHARE_STATE`], [`KIND_GAP`].
+//!   [`KIND_CONF_CHANGE`], [`KIND_SHARE_STATE`], [`KIND_GAP`], [`KIND_HOLE`].
 //! - A **gap** batch ([`gap_batch`]) stands for `slots` consecutive Raft entries that compaction
 //!   removed (`storage/src/compact/clean.rs`), all of one term (its leader epoch): it covers the
 //!   offsets those batches covered (`lastOffsetDelta` -1 when they covered none), so the
 //!   batches of the log still follow each other offset after offset, and counting batches to
 //!   find Raft indexes (`shard/src/raft/catchup.rs`) counts it as `slots` entries
 //!   ([`gap_slots`]). `slots` is at least 1.
+//! - A **hole** batch ([`hole_batch`]) covers offsets that hold no Raft entry at all: the
+//!   offsets a single-replica log's compaction removed before the log became a Raft group's
+//!   (`shard/src/replica/convert.rs`). The converted log has no batch there; a replica that
+//!   copies it writes a hole batch over them, so its own log still follows offset after offset
+//!   (recovery accepts no jump in an active segment) while its batches keep the leader's
+//!   offsets. It stands for no entry ([`entries_of`]: 0) and covers at least one offset.
 //! - [`build`] sets the CRC; a caller that changes `lastOffsetDelta` afterwards recomputes it.
 
 use crate::batch::{self, BatchHeader, Record};
@@ -31,6 +37,8 @@ pub const KIND_CONF_CHANGE: u8 = 1;
 pub const KIND_SHARE_STATE: u8 = 2;
 /// Entries compaction removed ([`gap_batch`]).
 pub const KIND_GAP: u8 = 3;
+/// Offsets with no entry ([`hole_batch`]).
+pub const KIND_HOLE: u8 = 4;
 
 /// Attribute bit of a control batch.
 const CONTROL: i16 = 0x20;
@@ -85,6 +93,34 @@ pub fn gap_slots(h: &BatchHeader, b: &[u8]) -> Option<u64> {
     }
 }
 
+/// A hole batch (module docs) of leader epoch `epoch` over offsets `base..=last` (at least
+/// one, at most `i32::MAX` + 1: a caller covers a longer hole with several).
+pub fn hole_batch(base: i64, last: i64, epoch: i32) -> Vec<u8> {
+    assert!(last >= base, "a hole covers at least one offset");
+    let delta = i32::try_from(last - base).expect("a hole batch covers at most i32::MAX + 1 offsets");
+    let mut b = build(KIND_HOLE, &[], delta);
+    batch::stamp(&mut b, base, epoch);
+    b
+}
+
+/// Whether `b` is a hole batch.
+pub fn is_hole(h: &BatchHeader, b: &[u8]) -> bool {
+    h.is_control() && payload(h, b).is_some_and(|v| v.first() == Some(&KIND_HOLE))
+}
+
+/// How many Raft entries a stored batch of a Raft group's log stands for: a gap batch its
+/// slots, a hole batch none, any other batch one.
+pub fn entries_of(h: &BatchHeader, b: &[u8]) -> u64 {
+    if !h.is_control() {
+        return 1;
+    }
+    match payload(h, b).as_deref().and_then(<[u8]>::split_first) {
+        Some((&KIND_GAP, n)) => n.try_into().map(u64::from_be_bytes).ok().filter(|n| *n >= 1).unwrap_or(1),
+        Some((&KIND_HOLE, _)) => 0,
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +143,25 @@ mod tests {
         let data = batch::build(&[Record { key: Some(b"k"), value: b"v" }], 0);
         assert_eq!(gap_slots(&batch::validate(&data).expect("valid"), &data), None);
         // A client may never produce one.
+        assert!(batch::validate_from_client(&b).is_err());
+    }
+
+    #[test]
+    fn a_hole_batch_covers_its_offsets_and_stands_for_no_entry() {
+        let b = hole_batch(40, 99, 1);
+        let h = batch::validate(&b).expect("a valid batch");
+        assert!(h.is_control() && is_hole(&h, &b));
+        assert_eq!((h.base_offset, h.last_offset(), h.partition_leader_epoch), (40, 99, 1));
+        assert_eq!((entries_of(&h, &b), gap_slots(&h, &b)), (0, None));
+        let one = hole_batch(7, 7, 2);
+        assert_eq!(batch::validate(&one).expect("valid").last_offset(), 7);
+        let g = gap_batch(100, 139, 7, 12);
+        let gh = batch::validate(&g).expect("valid");
+        assert_eq!((entries_of(&gh, &g), is_hole(&gh, &g)), (12, false));
+        let data = batch::build(&[Record { key: Some(b"k"), value: b"v" }], 0);
+        assert_eq!(entries_of(&batch::validate(&data).expect("valid"), &data), 1);
+        let noop = build(KIND_NOOP, &[], -1);
+        assert_eq!(entries_of(&batch::validate(&noop).expect("valid"), &noop), 1);
         assert!(batch::validate_from_client(&b).is_err());
     }
 }

@@ -605,3 +605,111 @@ def test_a_partition_moved_to_one_replica_survives_that_replicas_restart(cluster
                                  f"node {target}, the only replica, after its {how} and restart")
     assert [r[:2] for r in after] == [r[:2] for r in before], (
         f"node {target} serves other records after its restart: {len(after)} records, {len(before)} before")
+
+
+# --- 4. a single-replica compacted topic moved to another broker -----------------------------
+
+@pytest.mark.timeout(150)
+def test_a_single_replica_log_compacted_before_its_move_reaches_the_new_broker_whole(cluster, tmp_path):
+    """An RF 1 compacted topic, compacted on the direct path (its removed batches leave offset
+    holes, no gap batches), then moved to another broker with kafka-reassign-partitions: the
+    new replica must get every key's latest value at the same offsets, and the old broker's
+    copy is gone once the move completes."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    topic = f"rcompact-move1-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    config = {**TOPIC_CONFIG, "min.insync.replicas": "1"}
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config=config)],
+                        operation_timeout=30, request_timeout=30)[topic].result(timeout=60)
+    del admin
+    wait_until(lambda: cluster.healthy(topic, 1, 1), HEALTH_TIMEOUT, interval=0.25,
+               what=f"{topic}: a leader (now {cluster.partitions(topic)})")
+    source = cluster.partitions(topic)[0].replicas[0]
+    target = next(i for i in cluster.ids if i != source)
+    acked, history = Acked(), History()
+    # Hot keys updated in every round, and every 25 rounds five keys written once: compaction
+    # keeps those and the hot keys' last round, so holes open before, between and after them.
+    records = []
+    for r in range(150):
+        records += [(f"hot-{k:02d}".encode(), f"m-hot-{k:02d}-r{r:03d}-".encode() + b"x" * 20) for k in range(40)]
+        if r % 25 == 0:
+            records += [(f"once-{r:03d}-{k}".encode(), f"m-once-{r:03d}-{k}".encode()) for k in range(5)]
+    produce(cluster, topic, records, acked, batch=5)
+    wait_until(lambda: compacted(cluster, source, topic, acked), 40, interval=0.5,
+               what=f"node {source} compacting its single replica ({replica_report(cluster, topic, acked)})")
+    holes = scan_segments(cluster.part_dir(source, topic))["gaps"]
+    assert holes > 0, f"the direct path's compaction left no offset hole\n{replica_report(cluster, topic, acked)}"
+    hw_before = end_offsets(cluster.bootstrap, topic, 1)[0]
+    before = check_read(cluster, topic, history, acked, "before-move", hw_before)
+
+    reassign(cluster, tmp_path / "move.json", topic, [target])
+    wait_until(lambda: (lambda s: s is not None and s.replicas == [target] and s.leader == target)(
+        cluster.partitions(topic, target).get(0)), HEALTH_TIMEOUT, interval=0.25,
+        what=f"{topic}-0 on node {target} alone (now {cluster.partitions(topic, target)})")
+    after = check_read_explained(cluster, topic, history, acked, "after-move", hw_before,
+                                 f"after moving the compacted single replica from node {source} to {target}")
+    latest_before = {k: (o, v) for o, k, v in before}
+    latest_after = {k: (o, v) for o, k, v in after}
+    assert latest_after == latest_before, (
+        f"the moved replica serves other latest records: {len(latest_after)} keys, {len(latest_before)} before\n"
+        f"{replica_report(cluster, topic, acked)}\n{log_evidence(cluster, topic)}")
+    wait_replicas_hold_everything(cluster, topic, acked, hw_before - 1, "after the move", ids=[target])
+
+    # The copy reopens over the holes (its log covers them with hole batches) after a kill -9.
+    cluster.stop(target, signal.SIGKILL)
+    cluster.restart(target)
+    wait_until(lambda: cluster.leader_of(topic, 0, target) == target, HEALTH_TIMEOUT, interval=0.5,
+               what=f"node {target} leading {topic}-0 again after its restart")
+    again = check_read_explained(cluster, topic, history, acked, "after-restart", hw_before,
+                                 f"node {target}, the moved replica, after its SIGKILL and restart")
+    assert [r[:2] for r in again] == [r[:2] for r in after], "the moved replica serves other records after a restart"
+    produce(cluster, topic, [(b"after-restart", b"appended")], acked, batch=1)
+    check_read(cluster, topic, history, acked, "appended-after-restart", hw_before)
+
+
+# --- 5. a single-replica log whose start moved, moved to another broker ----------------------
+
+@pytest.mark.timeout(150)
+def test_a_single_replica_log_whose_start_moved_reaches_the_new_broker_from_its_log_start(cluster, tmp_path):
+    """An RF 1 topic (not compacted) whose log start DeleteRecords moved, then moved to another
+    broker: the new replica serves every record from the log start on, at the same offsets."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    topic = f"rcompact-move-start-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    config = {"segment.bytes": str(SEGMENT_BYTES), "min.insync.replicas": "1"}
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config=config)],
+                        operation_timeout=30, request_timeout=30)[topic].result(timeout=60)
+    wait_until(lambda: cluster.healthy(topic, 1, 1), HEALTH_TIMEOUT, interval=0.25,
+               what=f"{topic}: a leader (now {cluster.partitions(topic)})")
+    source = cluster.partitions(topic)[0].replicas[0]
+    target = next(i for i in cluster.ids if i != source)
+    acked, history = Acked(), History()
+    produce(cluster, topic, [(f"k{n}".encode(), f"v{n}".encode()) for n in range(2000)], acked, batch=5)
+    # DeleteRecords to an offset inside a batch (batches of 5 records).
+    start = 1203
+    res = admin.delete_records([TopicPartition(topic, 0, start)], request_timeout=30)
+    low = next(iter(res.values())).result(timeout=30).low_watermark
+    assert low == start, f"DeleteRecords answered low watermark {low}"
+    hw_before = end_offsets(cluster.bootstrap, topic, 1)[0]
+    before = read_all(cluster, topic, history, "before-move")
+    assert before and before[0][0] == start and len(before) == hw_before - start, (before[:2], len(before))
+
+    reassign(cluster, tmp_path / "move.json", topic, [target])
+    wait_until(lambda: (lambda s: s is not None and s.replicas == [target] and s.leader == target)(
+        cluster.partitions(topic, target).get(0)), HEALTH_TIMEOUT, interval=0.25,
+        what=f"{topic}-0 on node {target} alone (now {cluster.partitions(topic, target)})")
+    after = read_all(cluster, topic, history, "after-move")
+    from_start = [r for r in after if r[0] >= start]
+    assert from_start == before, (
+        f"after the move node {target} serves {len(from_start)} records from offset {start} "
+        f"(first {from_start[:2]}), {len(before)} before; {len(after)} in all\n{log_evidence(cluster, topic)}")
+    assert not history.conflicts, history.conflicts[:5]
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:8]}"})
+    low_after = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20)[0]
+    c.close()
+    # The copy's log start is not the original's: it holds the whole batch holding offset
+    # 1203 and a hole batch below it (see ARCHITECTURE.md, single-replica partitions).
+    print(f"after the move: low watermark {low_after} (was {start}), first record at {after[0][0]}")
+    del admin

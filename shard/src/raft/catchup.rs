@@ -209,15 +209,22 @@ impl OldScan {
         assert!(!self.is_done(), "a finished scan is fed no more");
         let h = BatchHeader::parse(&batch).map_err(|e| ScanError::BadBatch(e.to_string()))?;
         let base = Offset(h.base_offset);
-        if base != self.next || h.last_offset() < h.base_offset - 1 {
+        let term = stored_term(&h)?;
+        if !follows(&h, self.next) {
             return Err(ScanError::Gap { index: self.index.0, expected: self.next, found: base });
         }
-        let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
-            .ok_or_else(|| ScanError::BadBatch(format!("epoch {}", h.partition_leader_epoch)))?;
         if term < self.last_term {
             return Err(ScanError::BadBatch(format!("epoch goes back at index {}", self.index.0)));
         }
-        let slots = sluice_core::control::gap_slots(&h, &batch).unwrap_or(1);
+        let slots = sluice_core::control::entries_of(&h, &batch);
+        if slots == 0 {
+            // A hole batch: offsets, no entry.
+            self.last_term = term;
+            self.prev_no_offset = false;
+            self.fed_at_next = 0;
+            self.next = Offset(h.last_offset() + 1);
+            return Ok(());
+        }
         let last_index =
             RaftIndex(self.index.0.checked_add(slots - 1).ok_or(ScanError::FloorMismatch { index: u64::MAX })?);
         let meta = BatchMeta { index: self.index, term, base, last: Offset(h.last_offset()), pos: 0 };
@@ -353,21 +360,31 @@ impl LocateScan {
             self.skipped += 1;
             return Ok(());
         }
-        let follows = match self.first {
+        let term = stored_term(&h)?;
+        let in_order = match self.first {
             None => base <= self.plan.log_start && last >= self.plan.log_start,
-            Some(_) => base == self.next,
+            Some(_) => follows(&h, self.next),
         };
-        if !follows || last.0 < base.0 - 1 {
+        if !in_order || last.0 < base.0 - 1 {
             return Err(ScanError::Gap { index: self.plan.floor.index.0, expected: self.next, found: base });
         }
-        let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
-            .ok_or_else(|| ScanError::BadBatch(format!("epoch {}", h.partition_leader_epoch)))?;
         if term < self.last_term {
             return Err(ScanError::BadBatch(format!("epoch goes back at offset {}", base.0)));
         }
+        // A gap batch counts the entries it stands for, a hole batch none (`sluice_core::control`).
+        let slots = sluice_core::control::entries_of(&h, &batch);
+        if slots == 0 && self.first.is_none() {
+            // A hole batch holding the log start: the batch holding the next entry comes after it.
+            return Err(ScanError::Gap { index: self.plan.floor.index.0, expected: self.next, found: base });
+        }
+        if slots == 0 {
+            self.prev_no_offset = false;
+            self.fed_at_next = 0;
+            self.last_term = term;
+            self.next = Offset(last.0 + 1);
+            return self.check_floor(term);
+        }
         self.first.get_or_insert((base, term));
-        // A gap batch counts the entries it stands for (`sluice_core::control`).
-        let slots = sluice_core::control::gap_slots(&h, &batch).unwrap_or(1);
         let stride = limits::RAFT_CATCHUP_ANCHOR_STRIDE;
         let crosses = self.count == 0 || (self.count + slots - 1) / stride != (self.count - 1) / stride;
         if crosses && !self.prev_no_offset {
@@ -382,6 +399,11 @@ impl LocateScan {
         self.count = self.count.saturating_add(slots);
         self.last_term = term;
         self.next = Offset(last.0 + 1);
+        self.check_floor(term)
+    }
+
+    /// After a batch: the scan may not pass the floor; it is done on it.
+    fn check_floor(&mut self, term: Term) -> Result<(), ScanError> {
         let floor = self.plan.floor;
         let mismatch = ScanError::FloorMismatch { index: floor.index.0 };
         if self.count > floor.index.0 || self.next > floor.next_offset {
@@ -408,6 +430,23 @@ impl LocateScan {
         let located = Located { log_start: self.plan.log_start, index, base, term, skip: self.skipped };
         ScanOutcome { kept: Vec::new(), anchors, verified: true, located: Some(located), front_is_anchor: false }
     }
+}
+
+/// The term a stored batch's leader epoch stands for.
+fn stored_term(h: &BatchHeader) -> Result<Term, ScanError> {
+    Term::of_stored(LeaderEpoch(h.partition_leader_epoch))
+        .ok_or_else(|| ScanError::BadBatch(format!("epoch {}", h.partition_leader_epoch)))
+}
+
+/// Whether the batch `h` may follow a batch ending before `next`: it starts at `next`; or it
+/// is a data batch written on the direct path (leader epoch 0, which no Raft group writes: a
+/// single-replica log converted into a Raft group, `replica/convert.rs`) after offsets that
+/// compaction removed then, leaving no batch (the conversion counted the batches that
+/// remained). A copy of such a log covers the hole with a hole batch instead (`store.rs`).
+fn follows(h: &BatchHeader, next: Offset) -> bool {
+    let base = Offset(h.base_offset);
+    let direct_hole = base > next && h.partition_leader_epoch == 0 && !h.is_control();
+    (base == next || direct_hole) && h.last_offset() >= h.base_offset - 1
 }
 
 /// Either scan, as the runtime drives it.

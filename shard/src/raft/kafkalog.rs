@@ -102,7 +102,8 @@ impl KafkaLog {
     }
 
     /// Reads every batch from `from` to the durable end into the cache; returns each batch's
-    /// (term, base, last, position) in order, as the window rebuild wants them. `from` is the
+    /// (term, base, last, position) in order, as the window rebuild wants them (hole batches,
+    /// which stand for no entry, left out). `from` is the
     /// window's floor: every batch starting there or later is the window's (`window.rs`).
     pub async fn load_from(&mut self, from: Offset) -> Result<Vec<(Term, Offset, Offset, u64)>, LogFault> {
         let mut found = Vec::new();
@@ -123,7 +124,10 @@ impl KafkaLog {
                 }
                 let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();
                 let base = Offset(h.base_offset);
-                found.push((term, base, Offset(h.last_offset()), 0));
+                // A hole batch is no entry: the window does not list it (`store.rs`).
+                if !(h.is_control() && sluice_core::control::is_hole(&h, &b)) {
+                    found.push((term, base, Offset(h.last_offset()), 0));
+                }
                 self.cache_insert(base, b);
                 took = true;
                 let next = Offset(h.last_offset() + 1);

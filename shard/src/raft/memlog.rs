@@ -85,6 +85,10 @@ impl MemDisk {
             .iter()
             .enumerate()
             .filter(|(_, (base, _))| *base >= from)
+            .filter(|(_, (_, b))| {
+                let h = BatchHeader::parse(b).expect("the memory log holds parsed batches");
+                !sluice_core::control::is_hole(&h, b) // no entry (`store.rs`)
+            })
             .map(|(i, (base, b))| {
                 let h = BatchHeader::parse(b).expect("the memory log holds parsed batches");
                 let term = Term::of_stored(LeaderEpoch(h.partition_leader_epoch)).unwrap_or_default();

@@ -156,6 +156,22 @@ pub trait ReplicaLog {
     }
 }
 
+/// Where entry `e` is stored when the log ends at `next`: there, except a data batch of
+/// [`Term::DIRECT`] whose own base offset lies further on. Such an entry is a copy of a batch
+/// written on the direct path, read back with its base from a log that single-replica
+/// compaction left with a hole before it (`window.rs`); it keeps its offsets. A producer's
+/// batch is never placed: clients' batches have base offset 0 (`net/src/api/produce.rs`),
+/// and a Raft group's own entries are never of [`Term::DIRECT`].
+fn placement(e: &Entry, next: Offset) -> Offset {
+    if Term(e.term) != Term::DIRECT || e.entry_type != raft::eraftpb::EntryType::EntryNormal {
+        return next;
+    }
+    match sluice_core::batch::BatchHeader::parse(&e.data) {
+        Ok(h) if !h.is_control() && h.base_offset > next.0 => Offset(h.base_offset),
+        _ => next,
+    }
+}
+
 /// A catch-up read raft-rs waits for: what to read, and raft-rs's context to hand back.
 pub struct CatchupRead {
     pub plan: ReadPlan,
@@ -292,8 +308,9 @@ impl<L: ReplicaLog> GroupStore<L> {
             locate_in_flight: None,
             log_id: fresh_log_id(),
         };
-        if let Some(at) = stop {
-            let rank = s.window.rank_at_end();
+        if stop.is_some() {
+            // Cut where the window ends (a hole batch before the damaged batch goes too).
+            let (at, rank) = (s.window.next_offset(), s.window.rank_at_end());
             s.log.truncate_to(at, rank)?;
         }
         s.rebuild_epochs();
@@ -395,7 +412,8 @@ impl<L: ReplicaLog> GroupStore<L> {
 
     fn append_one(&mut self, e: &Entry) -> Result<BatchMeta, LogFault> {
         assert_eq!(e.index, self.window.last_index().0 + 1, "entries are appended in order");
-        let base = self.window.next_offset();
+        let base = placement(e, self.window.next_offset());
+        self.fill_hole(self.window.next_offset(), base, e.term)?;
         let b = control::entry_to_batch(e, base, self.log.control_shape())?;
         let h = sluice_core::batch::BatchHeader::parse(&b).map_err(|x| ControlError::BadBatch(x.to_string()))?;
         let pos = self.log.append(b)?;
@@ -404,6 +422,20 @@ impl<L: ReplicaLog> GroupStore<L> {
         self.window.push(meta);
         self.assign_epoch(&meta);
         Ok(meta)
+    }
+
+    /// Covers the offsets `from..to` (none when equal) with hole batches of `term`: a
+    /// direct-path batch after a hole goes at its own base (`placement`), and the log's
+    /// batches must still follow each other (`sluice_core::control::hole_batch`).
+    fn fill_hole(&mut self, from: Offset, to: Offset, term: u64) -> Result<(), LogFault> {
+        let epoch = Term(term).epoch().ok_or(ControlError::TermTooLarge(term))?;
+        let mut at = from.0;
+        while at < to.0 {
+            let last = (to.0 - 1).min(at.saturating_add(i64::from(i32::MAX)));
+            self.log.append(Bytes::from(sluice_core::control::hole_batch(at, last, epoch.0)))?;
+            at = last + 1;
+        }
+        Ok(())
     }
 
     /// Entries up to `index` are durable in the log as it is now (after a sync round).
@@ -1008,6 +1040,87 @@ mod tests {
             s.entries(5, 12, None, GetEntriesContext::empty(true)),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
+    }
+
+    /// A single-replica log compacted on the direct path (epoch 0, holes before offsets 40, 50
+    /// and 70, none before 51), as a conversion leaves it (`replica/convert.rs`).
+    fn holed_direct_log() -> (Vec<(Offset, Bytes)>, Floor) {
+        let mut log = Vec::new();
+        for (base, n) in [(40i64, 2usize), (50, 1), (51, 3), (70, 1)] {
+            let recs: Vec<_> = (0..n).map(|_| sluice_core::batch::Record { key: Some(b"k"), value: b"v" }).collect();
+            let mut b = sluice_core::batch::build(&recs, 0);
+            sluice_core::batch::stamp(&mut b, base, 0);
+            log.push((Offset(base), Bytes::from(b)));
+        }
+        (log, Floor { index: RaftIndex(4), term: Term::DIRECT, next_offset: Offset(71) })
+    }
+
+    /// The entries `1..=4` of a log as catch-up serves them (`catchup.rs`, `batch_to_entry`).
+    fn served(log: &[(Offset, Bytes)], floor: Floor) -> Vec<Entry> {
+        let plan = OldBatches::default().plan(RaftIndex(1), floor, Origin::LOG_START_ZERO);
+        let out =
+            crate::raft::catchup::scan_batches(ReadPlan::Scan(plan), log, 1 << 20).expect("the scan counts the holes");
+        assert!(out.verified, "the scan lands on the floor");
+        out.kept.into_iter().map(|(m, b)| control::batch_to_entry(m.index.0, m.term, b).expect("an entry")).collect()
+    }
+
+    #[test]
+    fn a_copy_of_a_log_compacted_before_it_was_a_raft_groups_keeps_its_offsets() {
+        let (leader, floor) = holed_direct_log();
+        let entries = served(&leader, floor);
+        assert_eq!(entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), [(1, 1), (2, 1), (3, 1), (4, 1)]);
+        let (disk, mut s) = new_store();
+        let metas = s.append_entries(&entries).expect("appends");
+        let spans: Vec<_> = metas.iter().map(|m| (m.base.0, m.last.0)).collect();
+        assert_eq!(spans, [(40, 41), (50, 50), (51, 53), (70, 70)], "the leader's offsets");
+        assert_eq!(s.window().next_offset(), Offset(71));
+        // The copy's log follows offset after offset: hole batches cover the holes.
+        let copy: Vec<(i64, i64, u64)> = disk
+            .borrow()
+            .batches()
+            .iter()
+            .map(|(_, b)| {
+                let h = sluice_core::batch::BatchHeader::parse(b).expect("parses");
+                (h.base_offset, h.last_offset(), sluice_core::control::entries_of(&h, b))
+            })
+            .collect();
+        assert_eq!(copy, [(0, 39, 0), (40, 41, 1), (42, 49, 0), (50, 50, 1), (51, 53, 1), (54, 69, 0), (70, 70, 1)]);
+        // Served again from the copy (a scan of its log; its window), the same entries (stored
+        // there with epoch 1, the term they travel with, where the original has 0).
+        let copy_floor = Floor { index: RaftIndex(4), term: Term::DIRECT, next_offset: Offset(71) };
+        let again = served(disk.borrow().batches(), copy_floor);
+        let from_window = s.entries(1, 5, None, GetEntriesContext::empty(false)).expect("in the window");
+        for other in [&again, &from_window] {
+            assert_eq!(
+                other.iter().map(|e| (e.index, e.term, e.data.slice(16..))).collect::<Vec<_>>(),
+                entries.iter().map(|e| (e.index, e.term, e.data.slice(16..))).collect::<Vec<_>>(),
+            );
+        }
+        // A reopen rebuilds the window over the holes.
+        s.mark_synced(RaftIndex(4));
+        s.set_hard_state(HardState { term: 2, vote: 1, commit: 4, ..Default::default() });
+        s.save_if_dirty();
+        disk.borrow_mut().sync().expect("no fault");
+        let r = reopen(&disk, 100);
+        assert_eq!((r.last_index().expect("infallible"), r.window().next_offset()), (4, Offset(71)));
+        assert_eq!(r.window().index_of_offset(Offset(51)), Some(RaftIndex(3)));
+        assert_eq!(r.window().index_of_offset(Offset(45)), None, "no entry in a hole");
+        // Entries of the group's own terms follow on at the log end.
+        let mut r = r;
+        let m = r.append_entries(&[entry(5, 2, 0), entry(6, 2, 2)]).expect("appends");
+        assert_eq!(m.iter().map(|m| (m.base.0, m.last.0)).collect::<Vec<_>>(), [(71, 70), (71, 72)]);
+    }
+
+    #[test]
+    fn a_group_entry_is_never_placed_by_its_batchs_base_offset() {
+        let (_, mut s) = new_store();
+        let mut data = sluice_core::batch::build(&[sluice_core::batch::Record { key: None, value: b"v" }], 0);
+        sluice_core::batch::stamp(&mut data, 500, 0);
+        // Term 2: a group's own entry (a producer's batch carries base 0; whatever it carries,
+        // the entry goes at the log end).
+        let e = Entry { index: 1, term: 2, data: Bytes::from(data), ..Default::default() };
+        let m = s.append_entries(&[e]).expect("appends");
+        assert_eq!((m[0].base, m[0].last), (Offset(0), Offset(0)));
     }
 
     #[test]

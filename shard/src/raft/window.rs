@@ -5,7 +5,11 @@
 //! - One Raft entry is one Kafka batch. Indexes are contiguous: the window holds indexes
 //!   `floor.index + 1 ..= last_index()`, and each batch starts at the offset after the previous
 //!   one's last (`floor.next_offset` for the first), so every replica with the same prefix of
-//!   entries assigns the same offsets.
+//!   entries assigns the same offsets. One exception: a data batch of [`Term::DIRECT`] (written
+//!   on the direct path before a single-replica log became a Raft group's) may start further
+//!   on, after offsets compaction removed then ([`Window::follows`]); every replica stores it
+//!   at that base (a copy's log covers the hole with a hole batch the window does not list,
+//!   `store.rs`), and a truncation of it cuts the log where the batch before it ended.
 //! - A batch may take no offset (a Raft control batch, `control.rs`: last = base - 1); it
 //!   shares its base offset with the batches after it up to the next one taking offsets. A
 //!   batch is therefore named in the log by its base offset and its rank among the batches
@@ -79,7 +83,7 @@ impl Window {
     ) -> (Window, Option<Offset>) {
         let mut w = Window::new(floor);
         for (term, base, last, pos) in found {
-            if base != w.next_offset() || last.0 < base.0 - 1 || term < w.last_term() {
+            if !w.follows(term, base, last) || last.0 < base.0 - 1 || term < w.last_term() {
                 return (w, Some(base));
             }
             let index = w.last_index().next();
@@ -131,24 +135,37 @@ impl Window {
         self.get(index).map(|b| b.term)
     }
 
+    /// Whether a batch of `term` over `base..=last` may come next: it starts at the next offset,
+    /// or it is a direct-path data batch after a hole (module docs).
+    pub fn follows(&self, term: Term, base: Offset, last: Offset) -> bool {
+        let next = self.next_offset();
+        base == next || (base > next && term == Term::DIRECT && last >= base)
+    }
+
     /// Adds the next batch. Panics when it does not follow the last one.
     pub fn push(&mut self, meta: BatchMeta) {
         assert_eq!(meta.index, self.last_index().next(), "indexes are contiguous");
-        assert_eq!(meta.base, self.next_offset(), "a batch starts after the previous one");
+        assert!(
+            self.follows(meta.term, meta.base, meta.last),
+            "a batch starts after the previous one ({:?} after {:?})",
+            meta,
+            self.next_offset()
+        );
         assert!(meta.last.0 >= meta.base.0 - 1, "a batch takes at least no offset");
         assert!(meta.term >= self.last_term(), "terms never decrease along the log");
         self.batches.push_back(meta);
     }
 
-    /// Drops `from` and every later batch; returns where the log must be cut: the base of
-    /// `from` and its rank there (the batches at that offset before it, which take no offset,
-    /// stay). Panics when `from` is at or below the floor.
+    /// Drops `from` and every later batch; returns where the log must be cut: where the batches
+    /// kept end and the batches taking no offset there that stay (the base of `from` and its
+    /// rank there, but before a hole: module docs). Panics when `from` is at or below the floor.
     pub fn truncate_from(&mut self, from: RaftIndex) -> (Offset, u32) {
         assert!(from > self.floor.index, "never truncate a committed floor");
         let keep = usize::try_from(from.0 - self.first_index().0).expect("a window length fits usize");
-        let to = self.get(from).map_or((self.next_offset(), self.rank_at_end()), |b| (b.base, self.rank(b.index)));
+        let named = self.get(from).map(|b| (b.base, self.rank(b.index)));
         self.batches.truncate(keep);
-        assert_eq!(self.next_offset(), to.0);
+        let to = (self.next_offset(), self.rank_at_end());
+        assert!(named.is_none_or(|(base, rank)| base > to.0 || (base, rank) == to), "a cut where the batches kept end");
         to
     }
 
@@ -261,6 +278,36 @@ mod tests {
         assert_eq!(w.next_offset(), Offset(2));
         // Truncating past the end is a no-op.
         assert_eq!(w.truncate_from(RaftIndex(5)), (Offset(2), 0));
+    }
+
+    #[test]
+    fn a_direct_batch_may_follow_a_hole_and_a_cut_there_ends_where_the_batch_before_ended() {
+        let direct = |index: u64, base: i64, last: i64| BatchMeta {
+            index: RaftIndex(index),
+            term: Term::DIRECT,
+            base: Offset(base),
+            last: Offset(last),
+            pos: 0,
+        };
+        let mut w = Window::new(Floor::default());
+        w.push(direct(1, 40, 41));
+        w.push(direct(2, 50, 50));
+        assert_eq!((w.next_offset(), w.index_of_offset(Offset(45))), (Offset(51), None));
+        // A group's own term never jumps.
+        assert!(!w.follows(Term(2), Offset(60), Offset(60)));
+        assert!(w.follows(Term(2), Offset(51), Offset(50)));
+        // Rebuilt from the headers alike; a jump of another term stops the rebuild.
+        let (r, stop) = Window::rebuild(
+            Floor::default(),
+            [
+                (Term::DIRECT, Offset(40), Offset(41), 0),
+                (Term::DIRECT, Offset(50), Offset(50), 1),
+                (Term(2), Offset(52), Offset(52), 2),
+            ],
+        );
+        assert_eq!((r.last_index(), stop), (RaftIndex(2), Some(Offset(52))));
+        assert_eq!(w.truncate_from(RaftIndex(2)), (Offset(42), 0), "the hole batch before it goes too");
+        assert_eq!(w.truncate_from(RaftIndex(1)), (Offset(0), 0));
     }
 
     #[test]

@@ -23,12 +23,17 @@
 //!   direct path). Direct batches carry epoch 0, which counts as term 1 wherever a stored
 //!   batch's term is read (`Term::of_stored`); the group's first election is term 2. New
 //!   replicas store their copies with epoch 1 (the term they receive them with).
-//! - A log whose start moved (DeleteRecords, retention) cannot be counted from offset 0: its
-//!   floor still lies at the log end (index at least 1), so a new replica gets a snapshot and
-//!   starts at the log end (the records before it stay on this replica only; logged).
-//! - A count that finds a gap (compaction removed batches) is not refused: the group opens,
-//!   but catch-up stops at the gap and a replica added to it never catches up (the
-//!   reassignment can be cancelled); logged.
+//! - A log whose start moved (DeleteRecords, retention) is counted from the batch holding its
+//!   start: that batch is entry 1, at its own base offset. Catch-up locates it (a locate scan,
+//!   `raft/catchup.rs`) and a new replica stores it at that base, below it one hole batch
+//!   (the copy's log still starts at 0: the log start is not carried from leader to follower,
+//!   ARCHITECTURE.md). An empty log whose start moved has floor index 1 at its start, so a new
+//!   replica is sent a snapshot there.
+//! - Offsets compaction removed on the direct path leave holes between the batches (no batch
+//!   covers them; [`Count::holes`]). The count is of the batches that remain, so the indexes
+//!   are theirs; catch-up accepts a hole before a batch of [`Term::DIRECT`] and a new replica
+//!   stores each such batch at its own base, covering the hole with a hole batch
+//!   (`raft/catchup.rs`, `raft/window.rs`, `raft/store.rs`): the copies keep the offsets.
 //! - The direct path of partitions never reassigned is untouched: this runs only when a
 //!   metadata change makes the partition a Raft group.
 
@@ -61,14 +66,14 @@ pub struct Count {
     /// The offset after the last batch counted.
     pub next: Offset,
     pub epochs: EpochHistory,
-    /// Batches did not follow each other somewhere (compaction): catch-up will stop there.
-    pub gap: bool,
+    /// Holes: offsets before a batch that no batch covers (compaction on the direct path).
+    pub holes: u64,
 }
 
 impl Count {
     /// An empty count of a log starting at `start`.
     pub fn new(start: Offset) -> Count {
-        Count { batches: 0, next: start, epochs: EpochHistory::default(), gap: false }
+        Count { batches: 0, next: start, epochs: EpochHistory::default(), holes: 0 }
     }
 
     /// Counts the next batch of the log (its header), in order.
@@ -79,7 +84,7 @@ impl Count {
         if back || h.last_offset() < h.base_offset {
             return Err(CountError::Overlap { expected: self.next.0, found: h.base_offset });
         }
-        self.gap |= !first && h.base_offset != self.next.0;
+        self.holes += u64::from(h.base_offset > self.next.0);
         let epoch = LeaderEpoch(h.partition_leader_epoch.max(0));
         let from = Offset(h.base_offset.max(self.next.0));
         if self.epochs.latest() != Some(epoch) && !self.epochs.assign(epoch, from) {
@@ -94,8 +99,8 @@ impl Count {
 /// The Raft state of a direct-path log converted into a one-voter group (module docs):
 /// `voter` is this broker's Raft id, `start` the log start.
 pub fn state_for(count: &Count, start: Offset, voter: u64) -> RaftStateRecord {
-    // A log that does not start at 0 is not counted from the origin: its floor must still be
-    // above index 0, so that a new replica is sent a snapshot, never index 1 at another offset.
+    // An empty log that does not start at 0 still has its floor above index 0, so that a new
+    // replica is sent a snapshot at its start rather than starting at offset 0.
     let floor_index = if start == Offset(0) { count.batches } else { count.batches.max(1) };
     let floor_term = if floor_index == 0 { 0 } else { Term::DIRECT.0 };
     RaftStateRecord {
@@ -164,16 +169,6 @@ pub async fn convert(log: &PartitionLog, voter: u64) -> Result<RaftStateRecord, 
     let count = count_log(log).await?;
     let start = log.log_start();
     let state = state_for(&count, start, voter);
-    if start != Offset(0) {
-        tracing::warn!(
-            partition = log.name(),
-            start = start.0,
-            "a partition whose log does not start at offset 0 becomes a Raft group: new replicas start at its log end"
-        );
-    }
-    if count.gap {
-        tracing::warn!(partition = log.name(), "a partition with gaps between its batches (compaction) becomes a Raft group: new replicas cannot catch up below its window");
-    }
     let dir = log.dir().to_path_buf();
     let s = state.clone();
     sluice_storage::disk::blocking(move || sluice_storage::raft_state::write(&dir, &s))
@@ -182,6 +177,8 @@ pub async fn convert(log: &PartitionLog, voter: u64) -> Result<RaftStateRecord, 
     tracing::info!(
         partition = log.name(),
         batches = count.batches,
+        holes = count.holes,
+        start = start.0,
         end = count.next.0,
         "a single-replica partition became a one-voter Raft group over its log"
     );
@@ -206,11 +203,15 @@ mod tests {
         for (base, n) in [(0, 3), (3, 1), (4, 5)] {
             c.feed(&batch(base, n, 0)).expect("in order");
         }
-        assert_eq!((c.batches, c.next, c.gap), (3, Offset(9), false));
+        assert_eq!((c.batches, c.next, c.holes), (3, Offset(9), 0));
         assert_eq!(c.epochs.entries(), &[(LeaderEpoch(0), Offset(0))]);
-        // A later batch may skip offsets (compaction): counted, flagged.
-        c.feed(&batch(12, 1, 0)).expect("a gap is counted");
-        assert!(c.gap);
+        // A later batch may skip offsets (compaction): counted, its hole too.
+        c.feed(&batch(12, 1, 0)).expect("a hole is counted");
+        assert_eq!((c.batches, c.next, c.holes), (4, Offset(13), 1));
+        // So may the first (compaction removed the log's first batches).
+        let mut front = Count::new(Offset(0));
+        front.feed(&batch(40, 2, 0)).expect("the first batch after a hole");
+        assert_eq!((front.batches, front.next, front.holes), (1, Offset(42), 1));
         assert!(matches!(c.feed(&batch(10, 1, 0)), Err(CountError::Overlap { .. })), "never backwards");
         assert!(matches!(c.feed(&batch(13, 1, -1)), Ok(())), "a negative epoch counts as 0");
     }
@@ -219,7 +220,7 @@ mod tests {
     fn a_log_may_start_inside_its_first_batch() {
         let mut c = Count::new(Offset(5));
         c.feed(&batch(3, 4, 0)).expect("holds offset 5");
-        assert_eq!((c.batches, c.next, c.gap), (1, Offset(7), false));
+        assert_eq!((c.batches, c.next, c.holes), (1, Offset(7), 0));
         assert_eq!(c.epochs.entries(), &[(LeaderEpoch(0), Offset(5))]);
         assert!(Count::new(Offset(5)).feed(&batch(0, 2, 0)).is_err(), "a batch wholly below the start");
     }

@@ -12,7 +12,9 @@
 //! (`sluice_core::control::gap_batch`) covering the run's offsets and standing for its
 //! entries, so the segment's batches still follow each other offset after offset and counting
 //! them still finds every Raft index (`shard/src/raft/catchup.rs`). A run that is one gap batch
-//! alone is copied as it was. A run never spans segments (each segment ends its runs).
+//! alone is copied as it was. A run never spans segments (each segment ends its runs). A hole
+//! batch (`sluice_core::control::hole_batch`: offsets holding no entry) is kept as it is and
+//! ends the run before it.
 
 use super::keymap::KeyMap;
 use super::txn::{is_last_of_producer, CleanedTxns, LastRecord};
@@ -129,6 +131,13 @@ impl<'a> SegmentCleaner<'a> {
         if ctx.raft {
             if let Some(slots) = sluice_core::control::gap_slots(&h, batch) {
                 self.join_run(&h, slots, Some(batch));
+                return Ok(true);
+            }
+            if sluice_core::control::is_hole(&h, batch) {
+                // Offsets with no entry (a copy of a log compacted before it was a Raft
+                // group's): kept as they are, so the batches still follow each other.
+                self.end_run();
+                self.out.bytes.extend_from_slice(batch);
                 return Ok(true);
             }
         }
@@ -552,7 +561,7 @@ mod tests {
         let all = batches(seg).unwrap();
         all.iter()
             .map(|(h, b)| {
-                let n = sluice_core::control::gap_slots(h, b).unwrap_or(1);
+                let n = sluice_core::control::entries_of(h, b);
                 (h.base_offset, h.last_offset(), h.partition_leader_epoch, n)
             })
             .collect()
@@ -605,6 +614,33 @@ mod tests {
         );
         // Without Raft the removed batches leave holes.
         assert_eq!(entries(&pass(&seg, 1_000).bytes).iter().map(|e| e.0).collect::<Vec<_>>(), vec![4, 7, 8]);
+    }
+
+    #[test]
+    fn a_hole_batch_is_kept_and_the_removed_batches_around_it_count_their_entries() {
+        // A copy of a log compacted before it was a Raft group's: a hole (offsets 1-9, no
+        // entry), then data. Keys a and b are written again later.
+        let mut seg = segment(&[(&[(Some("a"), Some("1"))], 100, 0)]);
+        seg.extend_from_slice(&sluice_core::control::hole_batch(1, 9, 3));
+        for (off, k, v) in [(10, "b", "1"), (11, "a", "2"), (12, "b", "2")] {
+            let mut b = build(&[Record { key: Some(k.as_bytes()), value: v.as_bytes() }], 100);
+            stamp(&mut b, off, 3);
+            seg.extend_from_slice(&b);
+        }
+        let out = raft_pass(&seg, 1_000);
+        assert_eq!(
+            entries(&out.bytes),
+            vec![(0, 0, 3, 1), (1, 9, 3, 0), (10, 10, 3, 1), (11, 11, 3, 1), (12, 12, 3, 1)]
+        );
+        let removed_first = batches(&out.bytes)
+            .unwrap()
+            .iter()
+            .filter(|(h, b)| sluice_core::control::gap_slots(h, b).is_some())
+            .count();
+        assert_eq!(removed_first, 2, "a (offset 0) and b (offset 10) removed, each its own gap: the hole parts them");
+        assert_eq!(entries(&out.bytes).iter().map(|e| e.3).sum::<u64>(), 4, "every entry counted, none for the hole");
+        let again = raft_pass(&out.bytes, 1_000);
+        assert_eq!(again.bytes, out.bytes, "cleaning again changes nothing");
     }
 
     #[test]
