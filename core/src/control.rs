@@ -8,7 +8,11 @@
 //!   value is a kind byte then the kind's payload; timestamp 0, no producer. Kafka clients skip
 //!   control batches of a type they do not know, and fetch strips them anyway.
 //! - Kinds are numbered here, once, so two never collide: [`KIND_NOOP`],
-//!   [`KIND_CONF_CHANGE`], [`KIND_SHARE_STATE`], [`KIND_GAP`], [`KIND_HOLE`].
+//!   [`KIND_CONF_CHANGE`], [`KIND_SHARE_STATE`], [`KIND_GAP`], [`KIND_HOLE`],
+//!   [`KIND_LOG_START`].
+//! - A **log start** batch ([`log_start_batch`]) is DeleteRecords on a Raft group: the leader
+//!   proposes it, and every replica moves its log start to the offset it carries once it is
+//!   committed (as Kafka's followers take the leader's log start offset). It takes no offset.
 //! - A **gap** batch ([`gap_batch`]) stands for `slots` consecutive Raft entries that compaction
 //!   removed (`storage/src/compact/clean.rs`), all of one term (its leader epoch): it covers the
 //!   offsets those batches covered (`lastOffsetDelta` -1 when they covered none), so the
@@ -39,6 +43,8 @@ pub const KIND_SHARE_STATE: u8 = 2;
 pub const KIND_GAP: u8 = 3;
 /// Offsets with no entry ([`hole_batch`]).
 pub const KIND_HOLE: u8 = 4;
+/// A replicated DeleteRecords ([`log_start_batch`]).
+pub const KIND_LOG_START: u8 = 5;
 
 /// Attribute bit of a control batch.
 const CONTROL: i16 = 0x20;
@@ -103,6 +109,22 @@ pub fn hole_batch(base: i64, last: i64, epoch: i32) -> Vec<u8> {
     b
 }
 
+/// The log start batch moving a Raft group's log start to `offset` (module docs).
+pub fn log_start_batch(offset: i64) -> Vec<u8> {
+    build(KIND_LOG_START, &offset.to_be_bytes(), -1)
+}
+
+/// The offset a log start batch moves the log start to; None for any other batch.
+pub fn log_start_of(h: &BatchHeader, b: &[u8]) -> Option<i64> {
+    if !h.is_control() {
+        return None;
+    }
+    match payload(h, b)?.split_first() {
+        Some((&KIND_LOG_START, n)) => n.try_into().ok().map(i64::from_be_bytes),
+        _ => None,
+    }
+}
+
 /// Whether `b` is a hole batch.
 pub fn is_hole(h: &BatchHeader, b: &[u8]) -> bool {
     h.is_control() && payload(h, b).is_some_and(|v| v.first() == Some(&KIND_HOLE))
@@ -162,6 +184,17 @@ mod tests {
         assert_eq!(entries_of(&batch::validate(&data).expect("valid"), &data), 1);
         let noop = build(KIND_NOOP, &[], -1);
         assert_eq!(entries_of(&batch::validate(&noop).expect("valid"), &noop), 1);
+        assert!(batch::validate_from_client(&b).is_err());
+    }
+
+    #[test]
+    fn a_log_start_batch_carries_its_offset_and_takes_none() {
+        let b = log_start_batch(83);
+        let h = batch::validate(&b).expect("a valid batch");
+        assert!(h.is_control() && h.takes_no_offset());
+        assert_eq!((log_start_of(&h, &b), entries_of(&h, &b), is_hole(&h, &b)), (Some(83), 1, false));
+        let g = gap_batch(100, 139, 7, 12);
+        assert_eq!(log_start_of(&batch::validate(&g).expect("valid"), &g), None);
         assert!(batch::validate_from_client(&b).is_err());
     }
 }

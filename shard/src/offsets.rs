@@ -76,7 +76,8 @@ async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(Offset, i64), Par
 }
 
 /// DeleteRecords on the owner: -1 means the high watermark. A replicated partition's leader
-/// only (NOT_LEADER_OR_FOLLOWER elsewhere, as Kafka answers); it moves its own log start.
+/// only (NOT_LEADER_OR_FOLLOWER elsewhere, as Kafka answers), and through its Raft group, so
+/// that every replica's log start moves.
 pub async fn delete_records_local(
     shard: &Shard,
     items: Vec<(usize, TopicPartition, Offset)>,
@@ -89,7 +90,12 @@ pub async fn delete_records_local(
                 Err(e) => Err(e),
                 Ok(()) => {
                     let to = if offset.0 == -1 { log.high_watermark() } else { offset };
-                    log.delete_records_before(to).await.map_err(PartitionError::from)
+                    let group = shard.replicas().and_then(|r| r.group_of(&tp).map(|g| (r, g)));
+                    match group {
+                        // Every replica's log start moves (`replica/delete_records.rs`).
+                        Some((r, g)) => r.delete_records_on_leader(g, &log, to).await,
+                        None => log.delete_records_before(to).await.map_err(PartitionError::from),
+                    }
                 }
             },
         };

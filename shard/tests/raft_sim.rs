@@ -135,6 +135,8 @@ struct World {
     acked: BTreeMap<GroupId, Vec<(u64, Offset)>>,
     /// The highest offset DeleteRecords moved each group's log start to, on any broker.
     deleted_to: BTreeMap<GroupId, Offset>,
+    /// The log start batches proposed (a replicated DeleteRecords): (group, offset).
+    log_starts: BTreeSet<(GroupId, Offset)>,
     next_id: u64,
     stats: Stats,
 }
@@ -152,6 +154,7 @@ struct Stats {
     deletes: u64,
     installs: u64,
     flaps: u64,
+    log_starts_applied: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -166,6 +169,7 @@ impl std::ops::AddAssign for Stats {
         self.deletes += o.deletes;
         self.installs += o.installs;
         self.flaps += o.flaps;
+        self.log_starts_applied += o.log_starts_applied;
     }
 }
 
@@ -198,6 +202,7 @@ impl World {
             leaders: BTreeMap::new(),
             links_rng: StdRng::seed_from_u64(seed ^ 0xf1a9),
             proposals: Vec::new(),
+            log_starts: BTreeSet::new(),
             acked: BTreeMap::new(),
             deleted_to: BTreeMap::new(),
             next_id: 1,
@@ -423,6 +428,9 @@ impl World {
     fn propose_on(&mut self, i: usize, g: GroupId) -> bool {
         let id = self.next_id;
         self.next_id += 1;
+        if id % 16 == 15 {
+            return self.propose_log_start(i, g);
+        }
         let records = self.rng.gen_range(1..=4);
         let b = data_batch(id, records);
         let d = self.nodes[i].driver.as_mut().expect("up");
@@ -433,6 +441,33 @@ impl World {
             }
             Err(_) => false,
         }
+    }
+
+    /// A replicated DeleteRecords up to the proposer's high watermark (its answer is not
+    /// waited for: every replica applying it is checked in `on_log_start`).
+    fn propose_log_start(&mut self, i: usize, g: GroupId) -> bool {
+        let to = self.nodes[i].hw.get(&g).copied().unwrap_or(Offset(0));
+        let b = Bytes::from(sluice_core::control::log_start_batch(to.0));
+        let d = self.nodes[i].driver.as_mut().expect("up");
+        let proposed = d.propose(g, b).is_ok();
+        if proposed {
+            self.log_starts.insert((g, to));
+        }
+        proposed
+    }
+
+    /// A replica applies a committed log start batch: one that was proposed, never above the
+    /// replica's high watermark (the event follows the round's high watermark).
+    fn on_log_start(&mut self, i: usize, group: GroupId, offset: Offset) {
+        let me = self.nodes[i].id;
+        if !self.log_starts.contains(&(group, offset)) {
+            self.fail(format!("{group}: {me} applied log start {offset}, never proposed"));
+        }
+        let hw = self.nodes[i].hw.get(&group).copied().unwrap_or(Offset(0));
+        if offset > hw {
+            self.fail(format!("{group}: {me} applied log start {offset} above its high watermark {hw}"));
+        }
+        self.stats.log_starts_applied += 1;
     }
 
     fn run_node(&mut self, i: usize) {
@@ -511,6 +546,7 @@ impl World {
                 }
                 Event::Leader { .. } => {}
                 Event::Failed { group, error } => self.fail(format!("{group} failed on {me}: {error}")),
+                Event::LogStart { group, offset } => self.on_log_start(i, group, offset),
             }
         }
     }
@@ -787,6 +823,9 @@ fn raft_sim() {
         seeds.len(),
         started.elapsed()
     );
+    if seeds.len() >= 20 {
+        assert!(stats.log_starts_applied > 0, "no replicated DeleteRecords was applied in {} seeds", seeds.len());
+    }
 }
 
 /// Three brokers, twelve groups, no faults, no random proposals, every write synced.

@@ -791,3 +791,42 @@ def test_txn_coordinator_kill(cluster):
         f"aborted {aborted}")
     print(f"{cluster.side}: {len(committed)} transactions committed, aborted {aborted}, "
           f"coordinator node {killed} killed; events {cluster.events}")
+
+
+def low_watermark(cluster, topic: str, node_id=None) -> int:
+    """ListOffsets earliest of partition 0 (through the bootstrap: the leader answers)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"lw-{uuid.uuid4().hex[:8]}"})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20, cached=False)[0]
+    finally:
+        c.close()
+
+
+def test_delete_records_survives_a_leader_change(cluster):
+    """DeleteRecords moves the partition's log start on every replica: after the leader's
+    kill -9 the new leader answers the same low watermark and serves no record below it (as
+    Kafka's followers take the leader's log start offset)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+    topic = f"repl-delrec-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, partitions=1)
+    history = produce_acked(cluster, topic, "delrec", 200)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    res = admin.delete_records([TopicPartition(topic, 0, 83)], request_timeout=30)
+    low = next(iter(res.values())).result(timeout=30).low_watermark
+    del admin, res
+    assert low == 83, f"{cluster.side}: DeleteRecords answered low watermark {low}"
+    leader = cluster.leader_of(topic, 0)
+    cluster.kill(leader)
+    other = next(i for i in cluster.ids if i != leader)
+    wait_until(lambda: cluster.leader_of(topic, 0, other) not in (-1, leader), HEALTH_TIMEOUT, interval=0.25,
+               what=f"a new leader of {topic}-0 after the kill of node {leader}")
+    new = cluster.leader_of(topic, 0, other)
+    lows = wait_until(lambda: (lambda w: (w,) if w >= 0 else None)(low_watermark(cluster, topic)), HEALTH_TIMEOUT,
+                      interval=0.5, what="a low watermark from the new leader")[0]
+    final = read_everything(cluster.bootstrap, topic, history, partitions=1)[0]
+    cluster.restart(leader)
+    assert lows == 83 and final and final[0][0] == 83, (
+        f"{cluster.side}: after DeleteRecords(83) and the kill of leader {leader}, new leader {new} answers "
+        f"low watermark {lows}, first record read at {final[0][0] if final else None}")

@@ -37,7 +37,7 @@ use sluice_core::batch::{self, BatchHeader};
 use sluice_core::Offset;
 
 pub use sluice_core::control::SLUICE_RAFT_CONTROL_TYPE;
-use sluice_core::control::{KIND_CONF_CHANGE, KIND_GAP, KIND_NOOP, KIND_SHARE_STATE};
+use sluice_core::control::{KIND_CONF_CHANGE, KIND_GAP, KIND_LOG_START, KIND_NOOP, KIND_SHARE_STATE};
 
 /// Why an entry could not become a batch, or a stored batch an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +152,8 @@ pub fn batch_to_entry(index: u64, term: Term, b: Bytes) -> Result<Entry, Control
         Some((&KIND_NOOP, [])) => {}
         // Stored as is by every replica (a gap, `sluice_core::control`: catch-up hands one
         // entry of it at a time).
-        Some((&KIND_SHARE_STATE | &KIND_GAP, _)) => e.data = b,
+        // (A log start batch too: each replica applies it at commit, `driver.rs`.)
+        Some((&KIND_SHARE_STATE | &KIND_GAP | &KIND_LOG_START, _)) => e.data = b,
         Some((&KIND_CONF_CHANGE, spec)) => {
             let cc = ConfChangeSpec::from_bytes(spec).map_err(|_| ControlError::BadControl("conf change"))?;
             e.entry_type = EntryType::EntryConfChangeV2;

@@ -126,6 +126,10 @@ pub enum Event {
     Leader { group: GroupId, leader: Option<NodeId>, term: Term },
     /// A log write failed: the group stopped; reopen it from its durable state.
     Failed { group: GroupId, error: LogFault },
+    /// A committed log start batch (a replicated DeleteRecords,
+    /// `sluice_core::control::log_start_batch`): this replica moves its log start to `offset`
+    /// (after the high watermark event of the same round, which covers every offset below it).
+    LogStart { group: GroupId, offset: Offset },
 }
 
 /// A group whose leader's broker fell silent (see [`hurry`]).
@@ -722,6 +726,9 @@ impl<L: ReplicaLog> Driver<L> {
             g.hw = hw;
             self.events.push(Event::HighWatermark { group: id, hw });
         }
+        for offset in committed.iter().filter_map(log_start_of) {
+            self.events.push(Event::LogStart { group: id, offset });
+        }
         g.raw.mut_store().compact(RaftIndex(last));
         // A replica that joined the group is a peer whose silence counts from now.
         for m in new_members {
@@ -905,6 +912,15 @@ fn apply_persisted_snapshot<L: ReplicaLog>(g: &mut Group<L>) {
         }
         g.snapshot_to_apply = None;
     }
+}
+
+/// The offset a committed entry moves the log start to, when it is a log start batch.
+fn log_start_of(e: &Entry) -> Option<Offset> {
+    if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
+        return None;
+    }
+    let h = sluice_core::batch::BatchHeader::parse(&e.data).ok().filter(|h| h.is_control())?;
+    sluice_core::control::log_start_of(&h, &e.data).map(Offset)
 }
 
 fn resolve<L: ReplicaLog>(g: &mut Group<L>, e: &Entry) {

@@ -51,6 +51,7 @@
 //! [`Replicas::isr`].
 
 pub mod convert;
+mod delete_records;
 pub mod elect;
 pub mod epochs;
 mod install;
@@ -148,6 +149,9 @@ pub struct Replicas {
     catchup_kick: LocalSender<()>,
     /// Groups stopped to install a snapshot (`install.rs`): opened again by the install only.
     installing: RefCell<std::collections::BTreeSet<GroupId>>,
+    /// Log start moves (replicated DeleteRecords) being applied, and the highest offset
+    /// waiting behind each (`delete_records.rs`: one at a time per group).
+    log_start_moves: RefCell<HashMap<GroupId, Option<Offset>>>,
     this: std::rc::Weak<Replicas>,
 }
 
@@ -184,6 +188,7 @@ impl Replicas {
         let r = Rc::new_cyclic(|this| Replicas {
             this: this.clone(),
             installing: RefCell::new(std::collections::BTreeSet::new()),
+            log_start_moves: RefCell::new(HashMap::new()),
             me,
             peers: members.iter().copied().filter(|m| *m != me).collect(),
             driver: RefCell::new(Driver::new(raft_id(me), cfg, logger)),
@@ -540,6 +545,7 @@ impl Replicas {
                     tracing::error!(%group, %error, "raft group stopped after a log failure");
                     self.close_replica(group);
                 }
+                Event::LogStart { group, offset } => self.move_log_start(group, offset),
             }
         }
     }

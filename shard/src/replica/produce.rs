@@ -58,7 +58,7 @@ fn last_seq(h: &BatchHeader) -> i32 {
     i32::try_from(sum % (i64::from(i32::MAX) + 1)).expect("below i32::MAX + 1")
 }
 
-fn propose_error(e: ProposeError) -> PartitionError {
+pub(super) fn propose_error(e: ProposeError) -> PartitionError {
     match e {
         ProposeError::NotLeader { leader, term } => PartitionError::NotLeaderOrFollower {
             leader: leader.map(|l| super::cluster_node(l).0),
