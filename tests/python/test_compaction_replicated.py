@@ -709,7 +709,8 @@ def test_a_single_replica_log_whose_start_moved_reaches_the_new_broker_from_its_
     c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:8]}"})
     low_after = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20)[0]
     c.close()
-    # The copy's log start is not the original's: it holds the whole batch holding offset
-    # 1203 and a hole batch below it (see ARCHITECTURE.md, single-replica partitions).
-    print(f"after the move: low watermark {low_after} (was {start}), first record at {after[0][0]}")
+    # The original proposed its log start once the converted group was its: the copy's log
+    # start moved there too (it holds the batch holding offset 1203 and a hole batch below).
+    assert low_after == start and after[0][0] == start, (
+        f"after the move the low watermark is {low_after} (was {start}), first record at {after[0][0]}")
     del admin

@@ -26,8 +26,8 @@
 //! - A log whose start moved (DeleteRecords, retention) is counted from the batch holding its
 //!   start: that batch is entry 1, at its own base offset. Catch-up locates it (a locate scan,
 //!   `raft/catchup.rs`) and a new replica stores it at that base, below it one hole batch
-//!   (the copy's log still starts at 0: a log start moved before the conversion is not carried
-//!   to the copies; a DeleteRecords after it is, `delete_records.rs`). An empty log whose start moved has floor index 1 at its start, so a new
+//!   (the original proposes its log start once it leads the converted group, so the copies
+//!   take it: `delete_records.rs`). An empty log whose start moved has floor index 1 at its start, so a new
 //!   replica is sent a snapshot there.
 //! - Offsets compaction removed on the direct path leave holes between the batches (no batch
 //!   covers them; [`Count::holes`]). The count is of the batches that remain, so the indexes

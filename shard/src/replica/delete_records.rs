@@ -13,6 +13,9 @@
 //!   apply later, as Kafka's DeleteRecords may complete after its timeout).
 //! - An offset at or below the log start answers the log start at once; one above the high
 //!   watermark is OFFSET_OUT_OF_RANGE, as on the direct path.
+//! - A single-replica log converted into a Raft group (`convert.rs`) whose start had moved
+//!   proposes its log start once its one voter leads ([`Replicas::carry_log_start`], within
+//!   `CONVERTED_LOG_START_WAIT_MS`), so replicas added later take it too.
 //! - Left out: a replica that crashes between the commit and its durable log start write
 //!   keeps its older log start until the next DeleteRecords (the batch is not applied again at
 //!   reopen); retention still moves each replica's start on its own.
@@ -28,17 +31,23 @@ use std::time::Duration;
 
 /// How often the leader looks whether its own log start moved after the commit.
 const APPLIED_POLL_MS: u64 = 2;
+/// How long a converted group waits for its first leadership to carry its log start.
+const CONVERTED_LOG_START_WAIT_MS: u64 = 10_000;
+/// How often it looks.
+const CONVERTED_POLL_MS: u64 = 50;
 
 impl Replicas {
     /// A committed log start batch: this replica's log start moves to `offset` (module docs).
     pub(super) fn move_log_start(&self, group: GroupId, offset: Offset) {
-        let mut moves = self.log_start_moves.borrow_mut();
-        if let Some(waiting) = moves.get_mut(&group) {
-            *waiting = Some(waiting.map_or(offset, |w| w.max(offset)));
-            return;
+        {
+            let mut moves = self.log_start_moves.borrow_mut();
+            if let Some(waiting) = moves.get_mut(&group) {
+                *waiting = Some(waiting.map_or(offset, |w| w.max(offset)));
+                return;
+            }
         }
         let (Some(log), Some(me)) = (self.log(group), self.this.upgrade()) else { return };
-        moves.insert(group, None);
+        self.log_start_moves.borrow_mut().insert(group, None);
         glommio::spawn_local(async move {
             let mut next = Some(offset);
             while let Some(to) = next {
@@ -46,12 +55,42 @@ impl Replicas {
                     Ok(start) => tracing::debug!(partition = log.name(), start = start.0, "log start moved (replicated DeleteRecords)"),
                     Err(e) => tracing::warn!(partition = log.name(), offset = to.0, error = %e, "replicated DeleteRecords not applied on this replica"),
                 }
-                let mut moves = me.log_start_moves.borrow_mut();
-                next = moves.get_mut(&group).and_then(Option::take);
+                next = me.log_start_moves.borrow_mut().get_mut(&group).and_then(Option::take);
                 if next.is_none() {
-                    moves.remove(&group);
+                    me.log_start_moves.borrow_mut().remove(&group);
                 }
             }
+        })
+        .detach();
+    }
+
+    /// A group just converted from a log whose start moved: once this broker leads it, the
+    /// log start is proposed (module docs; given up after `CONVERTED_LOG_START_WAIT_MS`).
+    pub(super) fn carry_log_start(&self, group: GroupId, log: std::rc::Rc<PartitionLog>) {
+        let Some(me) = self.this.upgrade() else { return };
+        glommio::spawn_local(async move {
+            for _ in 0..CONVERTED_LOG_START_WAIT_MS / CONVERTED_POLL_MS {
+                glommio::timer::sleep(Duration::from_millis(CONVERTED_POLL_MS)).await;
+                if !me.is_leader(group) {
+                    continue;
+                }
+                let start = log.log_start();
+                let batch = Bytes::from(sluice_core::control::log_start_batch(start.0));
+                let proposed = me.driver.borrow_mut().propose(group, batch).is_ok();
+                me.wake();
+                if proposed {
+                    tracing::info!(
+                        partition = log.name(),
+                        start = start.0,
+                        "log start of the converted partition proposed"
+                    );
+                    return;
+                }
+            }
+            tracing::warn!(
+                partition = log.name(),
+                "converted partition never led here: its log start stays on this replica"
+            );
         })
         .detach();
     }

@@ -278,7 +278,8 @@ impl Replicas {
         // from this broker alone, was a single-replica partition on the direct path: its
         // batches become the group's first entries (`convert.rs`).
         let fresh = saved.is_none();
-        if fresh && tp.is_some() && log.log_end() > Offset(0) && members == [self.node()] {
+        let converted = fresh && tp.is_some() && log.log_end() > Offset(0) && members == [self.node()];
+        if converted {
             saved = Some(convert::convert(&log, raft_id(self.node()).0).await?);
         }
         let mut klog = KafkaLog::new(log.clone());
@@ -314,6 +315,9 @@ impl Replicas {
         }
         if let Some(tp) = &tp {
             self.by_tp.borrow_mut().insert(tp.clone(), group);
+        }
+        if converted && log.log_start() > Offset(0) {
+            self.carry_log_start(group, log.clone());
         }
         self.groups.borrow_mut().insert(group, GroupInfo { tp, log });
         tracing::info!(%group, members = ?members, "raft group opened");
