@@ -39,6 +39,12 @@
 //!   gap batch of one entry (all but the last taking no offset at the gap's base, the last
 //!   covering its offsets), so a follower stores one batch per entry and its offsets follow
 //!   the leader's. An anchor is only taken at a batch's first entry.
+//! - A log converted from a single replica (`replica/convert.rs`) may have holes that
+//!   compaction left before the conversion: offsets no batch covers, standing for no entry (the
+//!   conversion counted the batches that remained). A scan accepts a hole before a data batch
+//!   of leader epoch 0 (written on the direct path; no Raft group writes epoch 0) and keeps it
+//!   with its own base; a replica stores it there (`store.rs`), covering the hole with a
+//!   *hole batch* (`sluice_core::control::hole_batch`), which a scan passes over as no entry.
 //! - Memory: a scan keeps at most `max_bytes` of batches (at least one), as slices of the
 //!   chunks it reads; the group keeps the batches of its last scan ([`OldBatches`]) until the
 //!   next one replaces them.
