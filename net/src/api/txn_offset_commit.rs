@@ -3,7 +3,11 @@
 //! COMMIT, dropped at its ABORT).
 //!
 //! Contract: one code per partition; a partition that does not exist gets
-//! UNKNOWN_TOPIC_OR_PARTITION. The member's generation (v3+) is not checked (Kafka checks it).
+//! UNKNOWN_TOPIC_OR_PARTITION. The consumer's group metadata (v3+: generation or member
+//! epoch, member id, instance id) is checked on the group's coordinator shard before anything
+//! is staged, as Kafka does (KIP-447: a zombie whose partitions a rebalance moved gets
+//! ILLEGAL_GENERATION, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID or FENCED_INSTANCE_ID for every
+//! partition, and its producer aborts; `groups::table::check_txn_commit`).
 //! Version 5 is transaction version 2 (KIP-890 part 2): its client sends no AddOffsetsToTxn, so
 //! the group (its `__consumer_offsets` partition) is first added to the producer's transaction
 //! by the transactional id's coordinator, here or on its broker (`txn::verify::coordinate`, as
@@ -75,7 +79,14 @@ fn handle(ctx: Rc<Ctx>, req: Request) -> LocalBoxFuture<'static, Result<Reply, F
             } else {
                 Ok(())
             };
-            let request = StageOffsetsRequest { group_id: group_id.clone(), producer_id: body.producer_id.0, offsets };
+            let member = sluice_shard::groups::MemberRef {
+                group_id: group_id.clone(),
+                generation_id: body.generation_id,
+                member_id: body.member_id.to_string(),
+                group_instance_id: body.group_instance_id.as_ref().map(|i| i.to_string()),
+            };
+            let request =
+                StageOffsetsRequest { group_id: group_id.clone(), producer_id: body.producer_id.0, offsets, member };
             let codes: Vec<i16> = match (n, joined) {
                 (0, _) => Vec::new(),
                 (_, Err(e)) => vec![txn_code(&e, true); n],

@@ -185,6 +185,11 @@ fn write_later(shard: &Rc<Shard>, group_id: String, records: Records, what: &'st
 }
 
 impl Coordinator {
+    /// TxnOffsetCommit's member check on this shard (`table::check_txn_commit`).
+    pub fn check_txn_commit(&self, member: &MemberRef) -> Result<(), GroupError> {
+        table::check_txn_commit(&self.groups.borrow(), member)
+    }
+
     /// [`consumer_topics`] of the current metadata snapshot, built again only when the
     /// snapshot changed: a heartbeat does not copy every topic name of the cluster.
     fn consumer_topics(&self, shard: &Shard) -> Rc<consumer::Topics> {

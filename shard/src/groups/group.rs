@@ -428,6 +428,23 @@ impl Group {
         Ok(())
     }
 
+    /// TxnOffsetCommit's checks (Kafka's `validateOffsetCommit` for a transactional commit,
+    /// KIP-447): a commit with a generation, a member id or an instance id must come from the
+    /// current member of the current generation (a zombie whose partitions a rebalance moved
+    /// is fenced); one without any is taken (a producer that does not use group management).
+    /// Unlike OffsetCommit, a rebalance's sync phase does not refuse it.
+    pub fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            self.check_member(member_id, instance, generation)?;
+        }
+        Ok(())
+    }
+
     /// SyncGroup. Returns true in the second field when the group became Stable.
     pub fn sync(&mut self, req: super::SyncRequest, now: Instant) -> (Step<SyncResponse>, bool) {
         let i = match self.check_member(&req.member_id, req.group_instance_id.as_deref(), req.generation_id) {

@@ -94,6 +94,19 @@ pub(crate) fn check_commit(groups: &Groups, member: &MemberRef) -> Result<(), Gr
     }
 }
 
+/// May this TxnOffsetCommit stage offsets? Kafka's `validateTransactionalOffsetCommit`
+/// (KIP-447): a group that does not exist takes it only without a generation
+/// (ILLEGAL_GENERATION); a classic group as [`super::group::Group::validate_txn_commit`]; a
+/// KIP-848 group as OffsetCommit (its member at its current epoch: STALE_MEMBER_EPOCH).
+pub(crate) fn check_txn_commit(groups: &Groups, member: &MemberRef) -> Result<(), GroupError> {
+    match groups.get(&member.group_id) {
+        None if member.generation_id < 0 => Ok(()),
+        None => Err(GroupError::IllegalGeneration),
+        Some(Group { consumer: Some(c), .. }) => c.validate_commit(&member.member_id, member.generation_id),
+        Some(g) => g.validate_txn_commit(&member.member_id, member.group_instance_id.as_deref(), member.generation_id),
+    }
+}
+
 /// May this OffsetFetch (v9, with a member) read the group's offsets? As Kafka: without a
 /// member id and with a negative epoch nothing is checked; a KIP-848 group wants one of its
 /// members at its current epoch (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH); a classic group or

@@ -155,6 +155,11 @@ impl TxnCoordinator {
     /// (a later one for the same partition replaces the earlier), and the producer's whole
     /// staged set for the group is durable in `__consumer_offsets` before the answer.
     async fn stage_offsets(&self, shard: &Shard, req: StageOffsetsRequest) -> StageResult {
+        if let Err(e) = shard.groups.check_txn_commit(&req.member) {
+            tracing::debug!(group = %req.group_id, producer_id = req.producer_id, member = %req.member.member_id,
+                generation = req.member.generation_id, error = %e, "transactional offsets refused: not the group's current member");
+            return Ok(vec![Err(e); req.offsets.len()]);
+        }
         let meta = shard.metadata();
         let mut results = Vec::with_capacity(req.offsets.len());
         let value = {

@@ -141,6 +141,9 @@ pub struct StageOffsetsRequest {
     pub group_id: String,
     pub producer_id: i64,
     pub offsets: Vec<OffsetToCommit>,
+    /// The consumer's group metadata (TxnOffsetCommit v3+; generation -1 and no member
+    /// before): checked against the group before anything is staged (KIP-447 fencing).
+    pub member: crate::groups::MemberRef,
 }
 
 /// The end of a transaction, on the group's coordinator shard: its staged offsets are

@@ -144,6 +144,14 @@ fn commits_of_a_stable_group() {
     assert_eq!(check_commit(&groups, &member("g", "a", 0)), Err(GroupError::IllegalGeneration));
     assert_eq!(check_commit(&groups, &member("g", "b", 1)), Err(GroupError::UnknownMemberId));
     assert_eq!(check_commit(&groups, &member("g", "", -1)), Err(GroupError::UnknownMemberId), "group has members");
+    // A transaction's commit (KIP-447): the same member and generation checks fence a zombie,
+    // but a producer without group metadata may commit while the group has members.
+    assert_eq!(check_txn_commit(&groups, &member("g", "a", 1)), Ok(()));
+    assert_eq!(check_txn_commit(&groups, &member("g", "a", 0)), Err(GroupError::IllegalGeneration));
+    assert_eq!(check_txn_commit(&groups, &member("g", "b", 1)), Err(GroupError::UnknownMemberId));
+    assert_eq!(check_txn_commit(&groups, &member("g", "", -1)), Ok(()));
+    assert_eq!(check_txn_commit(&groups, &member("none", "", -1)), Ok(()), "no group, no generation");
+    assert_eq!(check_txn_commit(&groups, &member("none", "a", 3)), Err(GroupError::IllegalGeneration));
 }
 
 #[test]
