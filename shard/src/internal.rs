@@ -78,7 +78,7 @@ pub async fn append_internal(
     let recs: Vec<Record<'_>> = records.iter().map(|(k, v)| Record { key: Some(k), value: v }).collect();
     let bytes = batch::build(&recs, now_ms());
     let header = batch::validate(&bytes).map_err(|e| InternalError::Storage(e.to_string()))?;
-    if let Some((r, group)) = shard.replicas().and_then(|r| r.group_of(&tp).map(|g| (r, g))) {
+    if let Some((r, group)) = crate::replica::group_of(shard, &tp) {
         let commit = r.propose(group, Bytes::from(bytes)).boxed_local();
         let limit = std::time::Duration::from_millis(sluice_core::limits::COORDINATOR_APPEND_TIMEOUT_MS);
         let expired = glommio::timer::sleep(limit).boxed_local();

@@ -90,8 +90,7 @@ pub async fn delete_records_local(
                 Err(e) => Err(e),
                 Ok(()) => {
                     let to = if offset.0 == -1 { log.high_watermark() } else { offset };
-                    let group = shard.replicas().and_then(|r| r.group_of(&tp).map(|g| (r, g)));
-                    match group {
+                    match crate::replica::group_of(shard, &tp) {
                         // Every replica's log start moves (`replica/delete_records.rs`).
                         Some((r, g)) => r.delete_records_on_leader(g, &log, to).await,
                         None => log.delete_records_before(to).await.map_err(PartitionError::from),

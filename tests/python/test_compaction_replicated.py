@@ -57,7 +57,7 @@ import pytest
 from cluster_support import STOP_TIMEOUT, SluiceCluster, decode_batches, run_cluster
 from history_check import History
 from support import wait_until
-from test_replication import end_offsets, read_everything, reassign
+from test_replication import end_offsets, low_watermark, read_everything, reassign
 
 RAFT_WINDOW_BATCHES = 4096  # core/src/limits.rs
 SEGMENT_BYTES = 4096
@@ -705,10 +705,7 @@ def test_a_single_replica_log_whose_start_moved_reaches_the_new_broker_from_its_
         f"after the move node {target} serves {len(from_start)} records from offset {start} "
         f"(first {from_start[:2]}), {len(before)} before; {len(after)} in all\n{log_evidence(cluster, topic)}")
     assert not history.conflicts, history.conflicts[:5]
-    from confluent_kafka import Consumer
-    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:8]}"})
-    low_after = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20)[0]
-    c.close()
+    low_after = low_watermark(cluster, topic)
     # The original proposed its log start once the converted group was its: the copy's log
     # start moved there too (it holds the batch holding offset 1203 and a hole batch below).
     assert low_after == start and after[0][0] == start, (

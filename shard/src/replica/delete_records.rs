@@ -110,14 +110,9 @@ impl Replicas {
             return Ok(start);
         }
         let batch = Bytes::from(sluice_core::control::log_start_batch(to.0));
-        let handle = self.driver.borrow_mut().propose(group, batch).map_err(super::produce::propose_error)?;
-        self.wake();
         let bound = limits::COORDINATOR_APPEND_TIMEOUT_MS;
         let applied = async move {
-            handle
-                .await
-                .unwrap_or(Err(crate::raft::driver::ProposeError::GroupStopped))
-                .map_err(super::produce::propose_error)?;
+            self.propose(group, batch).await.map_err(super::produce::propose_error)?;
             for _ in 0..bound / APPLIED_POLL_MS {
                 if log.log_start() >= to {
                     return Ok(log.log_start());

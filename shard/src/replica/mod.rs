@@ -658,6 +658,13 @@ async fn sync_dir(dir: PathBuf) -> Result<(), ReplicaError> {
         .map_err(|e| ReplicaError::State(e.to_string()))
 }
 
+/// The replication runtime and Raft group of `tp` when it is replicated on this shard.
+pub fn group_of(shard: &crate::shard::Shard, tp: &TopicPartition) -> Option<(Rc<Replicas>, GroupId)> {
+    let r = shard.replicas()?;
+    let g = r.group_of(tp)?;
+    Some((r, g))
+}
+
 /// Whether `tp` is to be a Raft group on this broker (a cluster member holding one of its
 /// replicas, the partition a Raft group as the metadata says: several replicas, or replicas
 /// changed by a reassignment, `PartitionState::raft_backed`) whose group is not open (yet, or

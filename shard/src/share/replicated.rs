@@ -26,7 +26,6 @@
 
 use super::{limits, store, PartKey};
 use crate::error::PartitionError;
-use crate::raft::GroupId;
 use crate::replica::Replicas;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -38,12 +37,7 @@ use sluice_core::TopicPartition;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// The replication runtime and Raft group of `tp` when it is replicated on this shard.
-pub(super) fn group_of(shard: &Shard, tp: &TopicPartition) -> Option<(Rc<Replicas>, GroupId)> {
-    let r = shard.replicas()?;
-    let g = r.group_of(tp)?;
-    Some((r, g))
-}
+pub(super) use crate::replica::group_of;
 
 /// Proposes the share-partition's durable state; Ok once committed. On failure the leader's
 /// in-memory share-partition is dropped (module contract).
