@@ -564,6 +564,13 @@ impl Shard {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(partition = log.name(), error = %e, "compaction failed"),
             }
+            // A replicated log cleans only below its group's saved floor: the group moves it
+            // up to the sealed segments, for the next pass.
+            if log.clean_wanted().is_some() {
+                if let Some((replicas, group)) = crate::replica::group_of(self, &tp) {
+                    replicas.want_clean(group);
+                }
+            }
         }
     }
 

@@ -18,7 +18,8 @@
 //!   and every broker's log holds every acknowledged proposal exactly once, at the offset its
 //!   acknowledgement gave, and nothing twice (below its log start only when a snapshot
 //!   restarted it there: in half the runs DeleteRecords moves data group leaders' log starts,
-//!   and followers needing what a leader no longer serves install its snapshot).
+//!   and followers needing what a leader no longer serves install its snapshot; in half the
+//!   runs compactors ask groups to move and save their floors, `Driver::want_clean`).
 //!
 //! Contract: a run depends only on its seed: a failure prints the seed and the command that
 //! replays it. Seeds: `SLUICE_SIM_SEEDS` (count, default 150: about 8 s in release), `SLUICE_SIM_SEED` (one seed);
@@ -64,6 +65,10 @@ struct Params {
     /// DeleteRecords on a data group's leader (in half the runs): its log start moves to its
     /// high watermark, and followers needing what it no longer serves get snapshots.
     p_delete: f64,
+    /// A replica's compactor asking its group to move the saved floor up to its sealed
+    /// segments (`Driver::want_clean`), in half the runs: floors move and are saved at any
+    /// point, and crashes reopen from them.
+    p_clean: f64,
 }
 
 impl Params {
@@ -87,6 +92,7 @@ impl Params {
             p_sync: rng.gen_range(0.5..1.0),
             window: if rng.gen_bool(0.5) { rng.gen_range(4..16) } else { WINDOW },
             p_delete: if rng.gen_bool(0.5) { rng.gen_range(0.0..0.004) } else { 0.0 },
+            p_clean: if rng.gen_bool(0.5) { rng.gen_range(0.0..0.02) } else { 0.0 },
         }
     }
 }
@@ -152,6 +158,7 @@ struct Stats {
     truncated_on_crash: u64,
     catchup_reads: u64,
     deletes: u64,
+    clean_wants: u64,
     installs: u64,
     flaps: u64,
     log_starts_applied: u64,
@@ -167,6 +174,7 @@ impl std::ops::AddAssign for Stats {
         self.truncated_on_crash += o.truncated_on_crash;
         self.catchup_reads += o.catchup_reads;
         self.deletes += o.deletes;
+        self.clean_wants += o.clean_wants;
         self.installs += o.installs;
         self.flaps += o.flaps;
         self.log_starts_applied += o.log_starts_applied;
@@ -329,6 +337,29 @@ impl World {
         if self.p.p_delete > 0.0 && self.rng.gen_bool(self.p.p_delete) {
             self.delete_records();
         }
+        if self.p.p_clean > 0.0 && self.rng.gen_bool(self.p.p_clean) {
+            self.want_clean();
+        }
+    }
+
+    /// A compactor on one broker wants a group's log cleaned up to an offset inside it (a
+    /// sealed segments' end, `ReplicaLog::clean_wanted`): the group moves its floor there once
+    /// applied and saves it at once.
+    fn want_clean(&mut self) {
+        let i = self.rng.gen_range(0..self.nodes.len());
+        let g = self.groups[self.rng.gen_range(0..self.groups.len())];
+        let Some(disk) = self.nodes[i].disks.get(&g).cloned() else { return };
+        let Some(d) = self.nodes[i].driver.as_mut() else { return };
+        let (start, end) = {
+            let d = disk.borrow();
+            (d.log_start(), log_end(&d))
+        };
+        if end <= start {
+            return;
+        }
+        disk.borrow_mut().clean_wanted = Some(Offset(self.rng.gen_range(start.0 + 1..=end.0)));
+        d.want_clean(g);
+        self.stats.clean_wants += 1;
     }
 
     /// DeleteRecords on a data group's leader: its log start moves to its high watermark (at
@@ -825,6 +856,7 @@ fn raft_sim() {
     );
     if seeds.len() >= 20 {
         assert!(stats.log_starts_applied > 0, "no replicated DeleteRecords was applied in {} seeds", seeds.len());
+        assert!(stats.clean_wants > 0, "no floor was moved for cleaning in {} seeds", seeds.len());
     }
 }
 
@@ -847,6 +879,7 @@ fn calm_params() -> Params {
         p_sync: 1.0,
         window: WINDOW,
         p_delete: 0.0,
+        p_clean: 0.0,
     }
 }
 

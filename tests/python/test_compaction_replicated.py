@@ -6,11 +6,14 @@ a broker config that runs the compactor every 200 ms, topics with 4 KiB segments
 sealed segments while Raft counts one entry per batch. Every workload takes more batches than
 a Raft window holds (`RAFT_WINDOW_BATCHES` = 4096, plus the 1,024 after which a moved floor is
 saved: core/src/limits.rs), so a replica's saved Raft floor is above offset 0 and a broker
-that only compacts below its floor still compacts.
+that only compacts below its floor still compacts — except the shape
+"fewer-batches-than-a-window", where only a floor moved up to the sealed segments lets them
+be cleaned.
 
   test_a_compacted_replicated_topic_survives_a_restart_of_every_broker[how-shape]:
     a few dozen keys updated thousands of times in batches of 5 records (acks=all), or (shape
-    "one-record-batches") keys written once then hot keys updated in one-record batches; once
+    "one-record-batches") keys written once then hot keys updated in one-record batches, or
+    (shape "fewer-batches-than-a-window") the same keys updated 40 times in batches of 5; once
     every replica compacted, all three brokers are stopped (SIGTERM / kill -9) and restarted.
     A consumer from the beginning must see every key with its latest acknowledged value, the
     high watermark must not go back, no offset may be read with two different records, each
@@ -376,6 +379,12 @@ def updates(tag: str, rounds: int = ROUNDS):
             yield f"key-{k:02d}".encode(), f"{tag}-key-{k:02d}-r{r:04d}-".encode() + b"x" * 20
 
 
+# 1,600 records in batches of 5: 320 batches, far fewer than a Raft window holds, in some 25
+# sealed segments: each replica's group moves its saved floor to the sealed segments' end so
+# they are cleaned, as Kafka cleans a sealed segment (before, nothing was cleaned below
+# ~5,000 batches).
+SMALL_ROUNDS = 40
+
 EARLY_KEYS = 30
 HOT_KEYS = 10
 HOT_BATCHES = RAFT_WINDOW_BATCHES + 1200  # one record each: the window holds at most 4096
@@ -425,6 +434,7 @@ def check_read_explained(cluster, topic, history, acked, reader, hw_before, cont
     ("SIGTERM", "batches-of-5"),
     ("SIGKILL", "batches-of-5"),
     ("SIGKILL", "one-record-batches"),
+    ("SIGKILL", "fewer-batches-than-a-window"),
 ])
 def test_a_compacted_replicated_topic_survives_a_restart_of_every_broker(cluster, how, shape):
     sig = signal.Signals[how]
@@ -433,6 +443,9 @@ def test_a_compacted_replicated_topic_survives_a_restart_of_every_broker(cluster
     acked, history = Acked(), History()
     if shape == "batches-of-5":
         records = list(updates("a"))
+        produce(cluster, topic, records, acked, batch=5)
+    elif shape == "fewer-batches-than-a-window":
+        records = list(updates("a", rounds=SMALL_ROUNDS))
         produce(cluster, topic, records, acked, batch=5)
     else:
         early, hot = window_workload("a")

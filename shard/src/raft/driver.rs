@@ -202,6 +202,8 @@ struct Group<L: ReplicaLog> {
     /// index moves up to it (raft-rs restores `committed`, never `applied`, and checks the
     /// entries between them when it campaigns).
     snapshot_to_apply: Option<u64>,
+    /// Its log asked for the floor to move so it can be cleaned ([`Driver::want_clean`]).
+    clean_due: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -308,6 +310,7 @@ impl<L: ReplicaLog> Driver<L> {
             orphan: None,
             unsynced: VecDeque::new(),
             snapshot_to_apply: None,
+            clean_due: false,
         };
         redraw_timeout(&mut g, &mut self.rng, self.cfg.election_ticks);
         self.groups.insert(group, g);
@@ -626,7 +629,7 @@ impl<L: ReplicaLog> Driver<L> {
     /// Writes every group's Ready; returns the groups to sync, or None when nothing to do.
     pub fn collect_ready(&mut self) -> Option<ReadyRound> {
         let round = self.next_round;
-        let mut sync = Vec::new();
+        let mut sync = self.trim_for_cleaning();
         let ids: Vec<GroupId> = self.groups.iter().filter(|(_, g)| g.raw.has_ready()).map(|(&id, _)| id).collect();
         for id in ids {
             match self.handle_ready(id, round) {
@@ -641,6 +644,30 @@ impl<L: ReplicaLog> Driver<L> {
         self.next_round += 1;
         self.rounds.push_back(round);
         Some(ReadyRound { id: round, sync })
+    }
+
+    /// The log of `id` wants its floor moved to be cleaned (`ReplicaLog::clean_wanted`): the
+    /// next round trims the window up to what the group applied and saves that floor, even
+    /// when the group is idle (a compacted partition whose last segment just rolled).
+    pub fn want_clean(&mut self, id: GroupId) {
+        if let Some(g) = self.groups.get_mut(&id) {
+            g.clean_due = true;
+        }
+    }
+
+    /// Trims the windows [`Driver::want_clean`] asked for; returns the groups with no Ready to
+    /// carry the floor so saved (they are synced for it alone).
+    fn trim_for_cleaning(&mut self) -> Vec<GroupId> {
+        let mut alone = Vec::new();
+        for (&id, g) in self.groups.iter_mut().filter(|(_, g)| g.clean_due) {
+            g.clean_due = false;
+            let applied = RaftIndex(g.raw.raft.raft_log.applied);
+            g.raw.mut_store().compact(applied);
+            if !g.raw.has_ready() && g.raw.mut_store().save_if_dirty() {
+                alone.push(id);
+            }
+        }
+        alone
     }
 
     /// Returns whether the round must run for the group: it waits for the round's sync, or

@@ -209,4 +209,8 @@ impl ReplicaLog for KafkaLog {
     fn cached_bytes(&self) -> usize {
         self.cache_bytes
     }
+
+    fn clean_wanted(&self) -> Option<Offset> {
+        self.log.clean_wanted()
+    }
 }

@@ -33,6 +33,8 @@ pub struct MemDisk {
     pub fail_next_sync: bool,
     /// Snapshots installed on this disk (for the simulation's statistics).
     pub installs: u64,
+    /// What `ReplicaLog::clean_wanted` answers (a compactor wanting sealed segments cleaned).
+    pub clean_wanted: Option<Offset>,
 }
 
 /// What a reopen finds.
@@ -180,5 +182,9 @@ impl ReplicaLog for MemLog {
 
     fn log_start(&self) -> Offset {
         self.0.borrow().start
+    }
+
+    fn clean_wanted(&self) -> Option<Offset> {
+        self.0.borrow().clean_wanted
     }
 }

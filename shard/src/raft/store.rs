@@ -21,7 +21,9 @@
 //!   the saved state may be newer than the log, and a saved commit index must never cover
 //!   entries the log may not have (or may have in an older, overwritten form).
 //! - The window trims its front only at or below the commit index, keeping at most `cap`
-//!   batches. A follower needing older entries is fed from the log (catch-up, `catchup.rs`):
+//!   batches, and further up to the offset a compacted log wants cleanable
+//!   ([`ReplicaLog::clean_wanted`]: its sealed segments' end), whose floor is then saved at
+//!   once (the log cleans only below its saved floor). A follower needing older entries is fed from the log (catch-up, `catchup.rs`):
 //!   while the log starts at offset 0 the store answers raft-rs for every index from 1 —
 //!   `first_index` is 1, `entries` below the window answers from the batches of the last
 //!   catch-up read or returns `LogTemporarilyUnavailable` and records a read request (only
@@ -153,6 +155,11 @@ pub trait ReplicaLog {
     /// Bytes of the window's batches the log keeps in memory.
     fn cached_bytes(&self) -> usize {
         0
+    }
+    /// The offset a compacted log would be cleaned up to were the persisted floor there (its
+    /// sealed segments' end), when past the floor: the window moves its floor there.
+    fn clean_wanted(&self) -> Option<Offset> {
+        None
     }
 }
 
@@ -498,7 +505,8 @@ impl<L: ReplicaLog> GroupStore<L> {
                 upto = upto.max(m.index);
             }
         }
-        let upto = upto.min(applied);
+        let wanted = self.clean_wanted();
+        let upto = upto.max(wanted.unwrap_or(RaftIndex(0))).min(applied);
         if upto > self.window.floor().index {
             let before = self.window.floor();
             self.window.trim_to(upto);
@@ -508,7 +516,22 @@ impl<L: ReplicaLog> GroupStore<L> {
             let bytes = cached - self.log.cached_bytes();
             let batches = usize::try_from(after.index.0 - before.index.0).expect("a window's length fits");
             self.note_trim(batches, bytes);
+            // The log waits for this floor to be durable before cleaning below it.
+            self.dirty |= wanted.is_some_and(|w| self.window.floor().index >= w);
         }
+    }
+
+    /// The last entry of the window ending at or before the offset the log wants cleanable
+    /// ([`ReplicaLog::clean_wanted`]), when past the floor: trimming the window to it (once
+    /// applied) and saving that floor lets compaction clean the sealed segments.
+    fn clean_wanted(&self) -> Option<RaftIndex> {
+        let want = self.log.clean_wanted()?;
+        if want <= self.window.floor().next_offset {
+            return None;
+        }
+        let first = self.window.first_index();
+        let end = self.window.iter_from(first).take_while(|m| m.next_offset() <= want);
+        end.filter(|m| !m.takes_no_offset()).last().map(|m| m.index)
     }
 
     /// A trim alone need not be durable before the next round: a reopen from an older floor
@@ -960,6 +983,33 @@ mod tests {
         let rec = disk.borrow().recover();
         assert_eq!(rec.state.floor, Floor { index: RaftIndex(5), term: Term(1), next_offset: Offset(5) });
         assert_eq!(rec.found.len(), 3);
+    }
+
+    #[test]
+    fn a_log_wanting_its_sealed_segments_cleaned_gets_its_floor_moved_and_saved_at_once() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 100);
+        // Entries 1..=8 of two records each: offsets 0..16.
+        let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 2)).collect();
+        s.append_entries(&entries).expect("appends");
+        s.mark_synced(RaftIndex(8));
+        s.set_hard_state(HardState { term: 1, vote: 1, commit: 8, ..Default::default() });
+        s.save_if_dirty();
+        s.compact(RaftIndex(8));
+        assert_eq!(s.window().first_index(), RaftIndex(1), "nothing wanted: a window under its cap stays");
+        // Sealed segments end at offset 9, inside entry 5 (offsets 8..10): the floor goes to
+        // entry 4's end, never into a batch, and is saved without waiting for 1,024 batches.
+        disk.borrow_mut().clean_wanted = Some(Offset(9));
+        s.compact(RaftIndex(3));
+        assert_eq!(s.window().floor().index, RaftIndex(3), "never past the applied index");
+        assert!(!s.save_if_dirty(), "a floor short of what is wanted waits for the next trim");
+        s.compact(RaftIndex(8));
+        assert_eq!(s.window().floor(), Floor { index: RaftIndex(4), term: Term(1), next_offset: Offset(8) });
+        assert!(s.save_if_dirty(), "the floor the log waits for is saved at once");
+        assert_eq!(disk.borrow().recover().state.floor.next_offset, Offset(8));
+        s.compact(RaftIndex(8));
+        assert!(!s.save_if_dirty(), "once the floor is there, nothing more is wanted");
+        assert_eq!(s.window().first_index(), RaftIndex(5));
     }
 
     #[test]

@@ -225,6 +225,12 @@ impl Replicas {
         let _ = self.kick.try_send(());
     }
 
+    /// The log of `group` wants its floor moved to be cleaned (`Driver::want_clean`).
+    pub fn want_clean(&self, group: GroupId) {
+        self.driver.borrow_mut().want_clean(group);
+        self.wake();
+    }
+
     /// Opens the metadata log (group 0) in `data_dir`, its voters `voters` (shard 0 only).
     pub async fn open_metadata(
         &self,

@@ -159,6 +159,9 @@ impl PartitionLog {
         // Never past the high watermark, nor into an open transaction (the last stable offset),
         // nor, in a Raft group's log, past its persisted floor (`clean_limit`).
         let hwm = Some(self.high_watermark().0.min(self.clean_limit.get().unwrap_or(i64::MAX)));
+        if self.clean_limit.get().is_some_and(|limit| limit < sealed_end) {
+            self.clean_wanted.set(sealed_end);
+        }
         let Some(p) = plan(&infos, sealed_end, first_dirty, hwm, now_ms, cfg) else { return Ok(None) };
         let mut pace = Pace::new();
         let mut times = PassTimes::default();

@@ -295,6 +295,10 @@ pub struct PartitionLog {
     /// floor: the batches a reopen counts from there stay as they are) and its cleaning
     /// leaves gap batches (`compact/clean.rs`); None: not a Raft group's log.
     clean_limit: Cell<Option<i64>>,
+    /// Where a Raft group's log would be cleaned up to were its floor there (the sealed
+    /// segments' end the last pass saw past `clean_limit`): its group moves its floor there
+    /// (`replica.rs` `clean_wanted`). 0: nothing wanted.
+    clean_wanted: Cell<i64>,
     /// The replicated high watermark (Raft's applied index); unused otherwise.
     commit: Watermark,
     /// Called with the offset of every Raft cut of the log's end ([`PartitionLog::on_cut`]).
@@ -420,6 +424,7 @@ impl PartitionLog {
             first_dirty: Cell::new(log_start),
             replicated: Cell::new(false),
             clean_limit: Cell::new(None),
+            clean_wanted: Cell::new(0),
             commit: Watermark::new(next_offset),
             cut_listeners: RefCell::new(Vec::new()),
         });

@@ -165,6 +165,7 @@ impl PartitionLog {
         if self.clean_limit.get().is_some() {
             self.clean_limit.set(Some(start.0));
         }
+        self.clean_wanted.set(0);
         // Every batch is gone: the cut listeners (the transaction index) forget everything,
         // as Kafka's `truncateFullyAndStartAt` empties the producer state and the transaction
         // index; the batches appended from `start` on feed them again.
@@ -188,6 +189,16 @@ impl PartitionLog {
     pub fn set_clean_limit(&self, floor_next: Offset) {
         let now = self.clean_limit.get().unwrap_or(i64::MIN);
         self.clean_limit.set(Some(now.max(floor_next.0)));
+    }
+
+    /// Where the last compaction pass would have cleaned up to (its sealed segments' end) had
+    /// the group's persisted floor been there: the group moves its floor that far once it
+    /// applied it, so a compacted replicated log is cleaned as soon as a segment is sealed, as
+    /// Kafka's is. None once the floor reached it.
+    pub fn clean_wanted(&self) -> Option<Offset> {
+        let wanted = self.clean_wanted.get();
+        let limit = self.clean_limit.get()?;
+        (wanted > limit).then_some(Offset(wanted))
     }
 
     /// Raft applied up to `to` (exclusive): readers and long polls see it.
