@@ -572,3 +572,53 @@ fn a_read_starting_at_batches_taking_no_offset_takes_the_next_data_batch_whole()
         log.close().await.unwrap();
     });
 }
+
+/// A segment that ends with batches taking no offset (a roll right after Raft control
+/// batches): the next segment starts at their offset. A replica's read from a batch boundary
+/// there, (offset, rank), finds them first, as they lie in the log, then the next segment's
+/// batches; a plain read at that offset starts in the next segment and misses them (Raft
+/// catch-up, which counts batches, numbered the next batch as the missed one, or skipped a
+/// batch it had not fed: a follower never caught up).
+#[test]
+fn a_read_from_a_boundary_finds_batches_taking_no_offset_that_end_the_segment_before() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("r-0");
+    run(move || async move {
+        let cfg = LogConfig { segment_bytes: 4096, ..config() };
+        let (log, _) = PartitionLog::open(&dir, "r-0", cfg, false).await.unwrap();
+        // One batch of data filling the segment but for a control batch's room.
+        let first = stamped(0, 1, "d", 1, 3990);
+        log.append_replica(&first).unwrap();
+        let end = log.log_end().0;
+        let z1 = no_offset(end, 2, "z1");
+        let z2 = no_offset(end, 2, "z2");
+        // z1 fills the segment: once written, the flusher rolls to a segment starting at `end`.
+        let i1 = log.append_replica(&z1).unwrap();
+        log.wait_durable(&i1).await.unwrap();
+        let rolled = dir.join(format!("{end:020}.log"));
+        for _ in 0..400 {
+            if rolled.exists() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        log.append_replica(&z2).unwrap();
+        let d = stamped(end, 2, "after", 1, 100);
+        let info = log.append_replica(&d).unwrap();
+        log.wait_durable(&info).await.unwrap();
+        let mut segs: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        segs.sort();
+        assert_eq!(segs, [format!("{:020}.log", 0), format!("{end:020}.log")], "a roll right after z1");
+        let at = |rank| log.read_durable_at(Offset(end), rank, 1 << 20);
+        assert_eq!(at(0).await.unwrap().records.to_vec(), z1, "the end of the segment before");
+        assert_eq!(at(1).await.unwrap().records.to_vec(), [z2.clone(), d.clone()].concat());
+        assert_eq!(at(2).await.unwrap().records.to_vec(), d);
+        let plain = log.read_durable(Offset(end), 1 << 20).await.unwrap();
+        assert_eq!(plain.records.to_vec(), [z2, d].concat(), "a plain read starts in the next segment");
+        log.close().await.unwrap();
+    });
+}

@@ -758,6 +758,6 @@ def run_cluster(request, c):
     if failed or crashed:
         print(f"events: {c.events}")
         for i in c.ids:
-            print(f"--- node {i} log tail ---\n{c.log_tail(i, 60)}")
+            print(f"--- {c.side} node {i} log tail ---\n{c.log_tail(i, 60)}")
     if crashed:
-        pytest.fail(f"nodes {crashed} died during the test without being stopped by it")
+        pytest.fail(f"{c.side} nodes {crashed} died during the test without being stopped by it")

@@ -32,6 +32,13 @@ be cleaned.
     see every early key and every hot key's latest value from it alone. (Bug B: catch-up below
     the leader's window counts batches and stops at compaction's gaps; the follower then gets
     nothing, or a snapshot at the window floor and misses every record below it.)
+  test_brokers_killed_one_after_another_while_a_compacted_topic_is_cleaned_lose_no_latest_value:
+    KILLS rounds (default 4; `SLUICE_RCOMPACT_KILLS` for more): updates of the same 40 keys,
+    then, after a random pause (seeded: the seed is printed), kill -9 of the leader or of a
+    follower while the replicas compact and move their floors, more updates while it is down,
+    its restart, a full ISR. Then a consumer from the beginning must see every key's latest
+    acknowledged value, no offset with two records, and every replica's own files must hold
+    every latest value.
   test_a_partition_moved_to_one_replica_survives_that_replicas_restart[SIGTERM|SIGKILL]:
     not about compaction (found while writing the test above; its topic is cleanup.policy=delete,
     as a compacted one fails on bug A first): an RF 3 partition reassigned to one of its followers alone
@@ -49,6 +56,8 @@ under pytest's tmp_path.
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import struct
 import time
@@ -724,3 +733,39 @@ def test_a_single_replica_log_whose_start_moved_reaches_the_new_broker_from_its_
     assert low_after == start and after[0][0] == start, (
         f"after the move the low watermark is {low_after} (was {start}), first record at {after[0][0]}")
     del admin
+
+
+# --- 6. brokers killed one after another while a small compacted topic is cleaned -----------
+
+KILLS = int(os.environ.get("SLUICE_RCOMPACT_KILLS", "4"))
+
+
+@pytest.mark.timeout(90 + 60 * KILLS)
+def test_brokers_killed_one_after_another_while_a_compacted_topic_is_cleaned_lose_no_latest_value(cluster):
+    seed = int(os.environ.get("SLUICE_RCOMPACT_SEED", str(random.randrange(1 << 30))))
+    print(f"seed {seed} (replay: SLUICE_RCOMPACT_SEED={seed})")
+    rng = random.Random(seed)
+    topic = f"rcompact-kills-{uuid.uuid4().hex[:8]}"
+    create_compacted_topic(cluster, topic)
+    acked, history = Acked(), History()
+    for n in range(KILLS):
+        # Some 14 segments of updates: sealed ones get cleaned (every 200 ms) and each
+        # replica moves its saved Raft floor up to them, while the kill comes.
+        produce(cluster, topic, updates(f"r{n}", rounds=SMALL_ROUNDS // 2), acked, batch=5)
+        leader = cluster.leader_of(topic, 0)
+        followers = [i for i in cluster.ids if i != leader]
+        victim = leader if n % 2 == 0 or leader < 0 else rng.choice(followers)
+        time.sleep(rng.uniform(0.0, 0.6))
+        cluster.stop(victim, signal.SIGKILL)
+        produce(cluster, topic, updates(f"d{n}", rounds=4), acked, batch=5)
+        cluster.restart(victim)
+        wait_until(lambda: cluster.healthy(topic, 1, 3), HEALTH_TIMEOUT, interval=0.25,
+                   what=f"{topic}: a full ISR after the kill -9 of node {victim} in round {n} "
+                        f"(now {cluster.partitions(topic)})\n{replica_report(cluster, topic, acked)}")
+    wait_until(lambda: all(compacted(cluster, i, topic, acked) for i in cluster.ids), 40, interval=0.5,
+               what=f"every replica's compactor removing records ({replica_report(cluster, topic, acked)})")
+    hw = end_offsets(cluster.bootstrap, topic, 1)[0]
+    assert hw == acked.max_offset + 1, f"high watermark {hw}, last acknowledged offset {acked.max_offset}"
+    check_read_explained(cluster, topic, history, acked, "after-kills", hw,
+                         f"after {KILLS} kill -9s (seed {seed})")
+    wait_replicas_hold_everything(cluster, topic, acked, acked.max_offset, f"after {KILLS} kill -9s (seed {seed})")

@@ -35,7 +35,7 @@ import uuid
 
 import pytest
 
-from cluster_support import make_cluster, netns_available, raw_fetch_all, raw_produce
+from cluster_support import make_cluster, netns_available, raw_fetch_all, raw_produce, run_cluster
 from history_check import History, Value
 import support
 from support import KAFKA_LIBS, explain, wait_until
@@ -66,18 +66,12 @@ def pending_on_sluice(c, why):
 
 # --- fixtures ------------------------------------------------------------------
 
-def _cluster(request, tmp_path, side, netns=False):
+def _new_cluster(tmp_path, side, netns=False):
     if netns:
         why = netns_available()
         if why:
             pytest.skip(why)
-    c = make_cluster(side, tmp_path / f"{side}-cluster", netns=netns)
-    try:
-        c.start()
-    except BaseException:
-        c.stop_all()
-        raise
-    return c
+    return make_cluster(side, tmp_path / f"{side}-cluster", netns=netns)
 
 
 @pytest.fixture(params=SIDES)
@@ -85,30 +79,14 @@ def side(request):
     return request.param
 
 
-def _teardown(request, c):
-    crashed = c.crashed()
-    c.stop_all()
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed or crashed:
-        print(f"events: {c.events}")
-        for i in c.ids:
-            print(f"--- {c.side} node {i} log tail ---\n{c.log_tail(i)}")
-    if crashed:
-        pytest.fail(f"{c.side} nodes {crashed} died during the test without being killed")
-
-
 @pytest.fixture
 def cluster(request, tmp_path, side):
-    c = _cluster(request, tmp_path, side)
-    yield c
-    _teardown(request, c)
+    yield from run_cluster(request, _new_cluster(tmp_path, side))
 
 
 @pytest.fixture
 def ns_cluster(request, tmp_path, side):
-    c = _cluster(request, tmp_path, side, netns=True)
-    yield c
-    _teardown(request, c)
+    yield from run_cluster(request, _new_cluster(tmp_path, side, netns=True))
 
 
 # --- clients -------------------------------------------------------------------

@@ -45,6 +45,11 @@
 //!   of leader epoch 0 (written on the direct path; no Raft group writes epoch 0) and keeps it
 //!   with its own base; a replica stores it there (`store.rs`), covering the hole with a
 //!   *hole batch* (`sluice_core::control::hole_batch`), which a scan passes over as no entry.
+//! - Compaction below the floor folds batches into gap batches while the group runs: anchors
+//!   and a located origin are valid for the log's layout they were found in only
+//!   ([`OldBatches::relayout`], `ReplicaLog::layout`); a read made across a layout change
+//!   keeps its batches when its checks passed and proves nothing when they failed (the store
+//!   drops it: `store.rs` `install_catchup`).
 //! - Memory: a scan keeps at most `max_bytes` of batches (at least one), as slices of the
 //!   chunks it reads; the group keeps the batches of its last scan ([`OldBatches`]) until the
 //!   next one replaces them.
@@ -526,6 +531,8 @@ pub struct OldBatches {
     disabled: bool,
     /// The origin of a log whose start moved, and the log start it was found for.
     located: Option<(Offset, Origin)>,
+    /// The log's layout the anchors and the located origin were found in.
+    layout: u64,
 }
 
 impl OldBatches {
@@ -613,6 +620,19 @@ impl OldBatches {
     /// Everything is forgotten (the log was reset to a snapshot).
     pub fn clear(&mut self) {
         *self = OldBatches { disabled: self.disabled, ..Default::default() };
+    }
+
+    /// The log's layout is now `layout` (`ReplicaLog::layout`): when compaction changed it,
+    /// the anchors and the located origin name batches that may now lie inside a gap batch,
+    /// so they are forgotten (found again by the next scans). The cached batches are still
+    /// the entries they were and stay.
+    pub fn relayout(&mut self, layout: u64) {
+        if layout != self.layout {
+            self.layout = layout;
+            self.anchors.clear();
+            self.located = None;
+            self.front_is_anchor = false;
+        }
     }
 
     /// Anchors at or past `from` are dropped (the log is cut there).

@@ -40,15 +40,15 @@ pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutc
     let mut size = chunk;
     while !scan.is_done() {
         let at = scan.next_offset();
-        let r = log.read_durable(at, size).await.map_err(|e| ScanError::Io(e.to_string()))?;
+        // From the batch boundary (at, rank): past the batches at `at` taking no offset the
+        // scan was fed already, wherever they lie (`PartitionLog::read_durable_at`).
+        let r = log.read_durable_at(at, scan.skip_at_next(), size).await.map_err(|e| ScanError::Io(e.to_string()))?;
         let got = r.records.len();
         if r.records.is_empty() {
             return Err(scan.end_of_log());
         }
         let mut rest = r.records;
         let mut fed = false;
-        // Batches at `at` taking no offset that the scan was fed already.
-        let mut skip = scan.skip_at_next();
         while !rest.is_empty() && !scan.is_done() {
             let whole = BatchHeader::parse(&rest).ok().filter(|h| h.total_len() <= rest.len());
             let Some(h) = whole else {
@@ -61,18 +61,13 @@ pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutc
             if h.base_offset < at.0 && h.last_offset() < at.0 {
                 continue; // the read began at a batch holding an earlier offset
             }
-            if !fed && h.base_offset == at.0 && skip > 0 {
-                skip -= 1;
-                continue;
-            }
             scan.feed(b)?;
             fed = true;
         }
         if !fed && got < size {
             return Err(scan.end_of_log());
         }
-        // Every batch read was fed before (a run of batches taking no offset longer than the
-        // read): read more from the same offset.
+        // Every batch read lay before `at`: read more from the same offset.
         size = if fed { chunk } else { size.saturating_mul(2) };
     }
     Ok(scan.finish())
@@ -212,5 +207,9 @@ impl ReplicaLog for KafkaLog {
 
     fn clean_wanted(&self) -> Option<Offset> {
         self.log.clean_wanted()
+    }
+
+    fn layout(&self) -> u64 {
+        self.log.layout()
     }
 }

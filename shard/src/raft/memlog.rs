@@ -35,6 +35,8 @@ pub struct MemDisk {
     pub installs: u64,
     /// What `ReplicaLog::clean_wanted` answers (a compactor wanting sealed segments cleaned).
     pub clean_wanted: Option<Offset>,
+    /// What `ReplicaLog::layout` answers: bumped by [`MemDisk::fold_into_gap`].
+    layout: u64,
 }
 
 /// What a reopen finds.
@@ -118,6 +120,29 @@ impl MemDisk {
         self.durable_start = to;
     }
 
+    /// Compaction as a replica's compactor does it below the Raft floor (tests): the durable
+    /// batches at positions `run`, all of one epoch, become one gap batch standing for their
+    /// entries (`sluice_core::control::gap_batch`); the layout changes.
+    pub fn fold_into_gap(&mut self, run: std::ops::Range<usize>) {
+        assert!(run.end <= self.same && run.len() >= 2, "a run of durable batches");
+        let headers: Vec<BatchHeader> =
+            self.current[run.clone()].iter().map(|(_, b)| BatchHeader::parse(b).expect("parsed at append")).collect();
+        let slots = self.current[run.clone()]
+            .iter()
+            .zip(&headers)
+            .map(|((_, b), h)| sluice_core::control::entries_of(h, b))
+            .sum();
+        let (first, last) = (&headers[0], headers.last().expect("a run"));
+        let gap =
+            sluice_core::control::gap_batch(first.base_offset, last.last_offset(), first.partition_leader_epoch, slots);
+        let tail = self.durable.split_off(self.same);
+        self.current.splice(run.clone(), [(Offset(first.base_offset), Bytes::from(gap))]);
+        self.same -= run.len() - 1;
+        self.durable = self.current[..self.same].to_vec();
+        self.durable.extend(tail);
+        self.layout += 1;
+    }
+
     /// Moves the log start (DeleteRecords or retention), dropping the batches below it.
     pub fn set_log_start(&mut self, start: Offset) {
         let keep = self.current.partition_point(|(b, _)| *b < start);
@@ -186,5 +211,9 @@ impl ReplicaLog for MemLog {
 
     fn clean_wanted(&self) -> Option<Offset> {
         self.0.borrow().clean_wanted
+    }
+
+    fn layout(&self) -> u64 {
+        self.0.borrow().layout
     }
 }

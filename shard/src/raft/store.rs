@@ -161,6 +161,11 @@ pub trait ReplicaLog {
     fn clean_wanted(&self) -> Option<Offset> {
         None
     }
+    /// Changes whenever batches below the window may have moved (compaction folded some into
+    /// gap batches): offsets remembered for catch-up no longer name batch starts.
+    fn layout(&self) -> u64 {
+        0
+    }
 }
 
 /// Where entry `e` is stored when the log ends at `next`: there, except a data batch of
@@ -184,6 +189,9 @@ pub struct CatchupRead {
     pub plan: ReadPlan,
     /// The log the read is for (`GroupStore::log_id`): a result for another one is dropped.
     pub log_id: u64,
+    /// The log's layout when the read was planned (`ReplicaLog::layout`): of a result read
+    /// while compaction moved batches only the batches are kept (raft-rs asks again on error).
+    pub layout: u64,
     pub ctx: GetEntriesContext,
 }
 
@@ -640,6 +648,8 @@ impl<L: ReplicaLog> GroupStore<L> {
     /// for the snapshot again at its next attempt).
     pub fn take_catchup_reads(&mut self) -> Vec<CatchupRead> {
         let reqs = std::mem::take(self.old_requests.get_mut());
+        let layout = self.log.layout();
+        self.old.relayout(layout);
         let floor = self.window.floor();
         let mut out = Vec::with_capacity(reqs.len() + 1);
         let start = self.log.log_start();
@@ -650,6 +660,7 @@ impl<L: ReplicaLog> GroupStore<L> {
                 out.push(CatchupRead {
                     plan: ReadPlan::Locate(LocatePlan { log_start: s, floor }),
                     log_id: self.log_id,
+                    layout,
                     ctx: GetEntriesContext::empty(true),
                 });
             }
@@ -662,7 +673,7 @@ impl<L: ReplicaLog> GroupStore<L> {
             };
             self.old_in_flight.get_mut().push(want);
             let plan = ReadPlan::Scan(self.old.plan(want, floor, origin));
-            out.push(CatchupRead { plan, log_id: self.log_id, ctx });
+            out.push(CatchupRead { plan, log_id: self.log_id, layout, ctx });
         }
         out
     }
@@ -679,7 +690,18 @@ impl<L: ReplicaLog> GroupStore<L> {
             ReadPlan::Scan(p) => self.old_in_flight.get_mut().retain(|w| *w != p.want),
             ReadPlan::Locate(_) => self.locate_in_flight = None,
         }
+        let moved = read.layout != self.log.layout();
         match result {
+            // Compaction moved batches while the read ran. Batches that followed each other
+            // are still the right entries (a gap batch counts the entries it folded), but the
+            // offsets found may no longer start batches; a failed check proves nothing.
+            Ok(mut out) if moved => {
+                out.anchors.clear();
+                out.front_is_anchor = false;
+                out.located = None;
+                self.old.install(out);
+            }
+            Err(_) if moved => {}
             Ok(out) => {
                 if let Some(l) = out.located {
                     let prev_term = self.term_before(l.index, l.base, l.term);
@@ -1090,6 +1112,48 @@ mod tests {
             s.entries(5, 12, None, GetEntriesContext::empty(true)),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
+    }
+
+    #[test]
+    fn catch_up_forgets_offsets_found_before_compaction_folded_their_batches() {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        // 40 entries of two records each: entry i holds offsets 2(i-1) and 2(i-1)+1.
+        let entries: Vec<Entry> = (1..=40).map(|i| entry(i, 1, 2)).collect();
+        s.append_entries(&entries).expect("appends");
+        disk.borrow_mut().sync().expect("syncs");
+        s.set_hard_state(HardState { term: 1, vote: 1, commit: 40, ..Default::default() });
+        s.compact(RaftIndex(40));
+        let asked = |s: &GroupStore<MemLog>, low| s.entries(low, 37, None, GetEntriesContext::empty(true));
+        let small_read = |s: &mut GroupStore<MemLog>, low| {
+            assert!(asked(s, low).is_err(), "below the window: read first");
+            let read = s.take_catchup_reads().pop().expect("a read");
+            let out = crate::raft::catchup::scan_batches(read.plan, disk.borrow().batches(), 200).expect("scans");
+            s.install_catchup(&read, Ok(out));
+        };
+        // The first read counts on to the floor (checking the origin); the next one, from the
+        // cached batches, keeps a few and leaves an anchor after them: entry 16 at offset 30.
+        small_read(&mut s, 10);
+        small_read(&mut s, 14);
+        // A read planned now, from that anchor, made after compaction folded entries 10..=20
+        // (offsets 18..40) into one gap batch, fails its check: not a reason to stop serving.
+        assert!(asked(&s, 20).is_err());
+        let stale = s.take_catchup_reads().pop().expect("a read");
+        let ReadPlan::Scan(plan) = stale.plan else { panic!("a scan") };
+        assert_eq!(plan.start, (RaftIndex(16), Offset(30)), "the read starts at the anchor");
+        disk.borrow_mut().fold_into_gap(9..20);
+        let failed = crate::raft::catchup::scan_batches(stale.plan, disk.borrow().batches(), 200);
+        assert!(matches!(failed, Err(ScanError::Gap { .. })), "{failed:?}");
+        s.install_catchup(&stale, failed);
+        assert!(!s.old.is_disabled(), "a read across compaction proves nothing wrong");
+        // Asked again: counted from the origin, through the gap.
+        assert!(asked(&s, 20).is_err());
+        assert_eq!(serve_reads(&mut s, &disk), 1);
+        let got = asked(&s, 20).expect("served after the fold");
+        let control = |e: &Entry| sluice_core::batch::BatchHeader::parse(&e.data).expect("a batch").is_control();
+        let got: Vec<(u64, bool)> = got.iter().map(|e| (e.index, control(e))).collect();
+        let want: Vec<(u64, bool)> = (20..37).map(|i| (i, i == 20)).collect();
+        assert_eq!(got, want, "entry 20 is the gap's last, later ones the records");
     }
 
     /// A single-replica log compacted on the direct path (epoch 0, holes before offsets 40, 50

@@ -561,6 +561,9 @@ impl PartitionLog {
             return Ok(());
         }
         let firsts: Vec<i64> = segs.iter().map(|s| s.base).collect();
+        // Readers that locate batches by offsets found before (Raft catch-up anchors) learn
+        // that batches may have moved, both while the files change and once the list did.
+        self.relayout();
         swap_in_owned(&self.disk, &self.dir, segs, &removed, pace)
             .await
             .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
@@ -575,7 +578,18 @@ impl PartitionLog {
                 crate::cache::invalidate(o.file.key());
             }
         }
+        self.relayout();
         Ok(())
+    }
+
+    fn relayout(&self) {
+        self.layout.set(self.layout.get() + 1);
+    }
+
+    /// Changes each time compaction rewrites batches (before and after a swap): a batch found
+    /// at an offset under one value may lie inside a gap batch under a later one.
+    pub fn layout(&self) -> u64 {
+        self.layout.get()
     }
 }
 

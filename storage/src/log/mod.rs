@@ -299,6 +299,8 @@ pub struct PartitionLog {
     /// segments' end the last pass saw past `clean_limit`): its group moves its floor there
     /// (`replica.rs` `clean_wanted`). 0: nothing wanted.
     clean_wanted: Cell<i64>,
+    /// Bumped by compaction around each swap ([`PartitionLog::layout`]).
+    layout: Cell<u64>,
     /// The replicated high watermark (Raft's applied index); unused otherwise.
     commit: Watermark,
     /// Called with the offset of every Raft cut of the log's end ([`PartitionLog::on_cut`]).
@@ -425,6 +427,7 @@ impl PartitionLog {
             replicated: Cell::new(false),
             clean_limit: Cell::new(None),
             clean_wanted: Cell::new(0),
+            layout: Cell::new(0),
             commit: Watermark::new(next_offset),
             cut_listeners: RefCell::new(Vec::new()),
         });

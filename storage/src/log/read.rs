@@ -22,6 +22,27 @@ impl PartitionLog {
         self.read_below(from, max_bytes, self.visible().get(), false).await
     }
 
+    /// The batches at `from` taking no offset that end the segment before the one starting at
+    /// `from` (a roll right after a Raft control batch leaves it there), CRC-checked; None
+    /// when there are none.
+    pub(super) async fn zero_width_tail_at(&self, from: Offset) -> Result<Option<Bytes>, StorageError> {
+        let (file, pos, end) = {
+            let st = self.state.borrow();
+            let i = st.segment_for(from.0);
+            if i == 0 || st.segments[i].base != from.0 || st.segments[i - 1].next_offset != from.0 {
+                return Ok(None);
+            }
+            let prev = &st.segments[i - 1];
+            (prev.file.clone(), prev.index.position_for_offset(prev.base, from.0), prev.size)
+        };
+        let hwm = self.durable.get();
+        let got = scan_read(&file, &self.name, pos, end, from.0, hwm, 1 << 20, true).await?;
+        if got.bytes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(checked(got, &self.name)?))
+    }
+
     /// [`PartitionLog::read`] below `hwm` (at most the durable end); `below_start`: also below
     /// the log start, while the segment holding `from` is still there (the Raft replica's own
     /// reads: its window may begin below a log start DeleteRecords moved).
