@@ -75,12 +75,7 @@ fn overwrites_and_tombstones_leave_the_last_value_per_key() {
         log.close().await.unwrap();
         drop(log);
 
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".log"))
-            .collect();
-        names.sort();
+        let names = common::segment_names(&dir);
         assert!(names.len() >= 4, "small segments: {names:?}");
         let sealed: Vec<(i64, Vec<u8>)> = names[..names.len() - 1]
             .iter()

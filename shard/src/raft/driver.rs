@@ -202,8 +202,6 @@ struct Group<L: ReplicaLog> {
     /// index moves up to it (raft-rs restores `committed`, never `applied`, and checks the
     /// entries between them when it campaigns).
     snapshot_to_apply: Option<u64>,
-    /// Its log asked for the floor to move so it can be cleaned ([`Driver::want_clean`]).
-    clean_due: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -226,6 +224,8 @@ pub struct Driver<L: ReplicaLog> {
     next_round: u64,
     /// Rounds collected and not yet synced, oldest first.
     rounds: VecDeque<u64>,
+    /// Groups whose log asked for the floor to move so it can be cleaned ([`Driver::want_clean`]).
+    clean_due: BTreeSet<GroupId>,
     rng: SplitMix,
 }
 
@@ -263,6 +263,7 @@ impl<L: ReplicaLog> Driver<L> {
             now: 0,
             next_round: 1,
             rounds: VecDeque::new(),
+            clean_due: BTreeSet::new(),
             rng: SplitMix(cfg.seed),
         }
     }
@@ -310,7 +311,6 @@ impl<L: ReplicaLog> Driver<L> {
             orphan: None,
             unsynced: VecDeque::new(),
             snapshot_to_apply: None,
-            clean_due: false,
         };
         redraw_timeout(&mut g, &mut self.rng, self.cfg.election_ticks);
         self.groups.insert(group, g);
@@ -650,17 +650,15 @@ impl<L: ReplicaLog> Driver<L> {
     /// next round trims the window up to what the group applied and saves that floor, even
     /// when the group is idle (a compacted partition whose last segment just rolled).
     pub fn want_clean(&mut self, id: GroupId) {
-        if let Some(g) = self.groups.get_mut(&id) {
-            g.clean_due = true;
-        }
+        self.clean_due.insert(id);
     }
 
     /// Trims the windows [`Driver::want_clean`] asked for; returns the groups with no Ready to
     /// carry the floor so saved (they are synced for it alone).
     fn trim_for_cleaning(&mut self) -> Vec<GroupId> {
         let mut alone = Vec::new();
-        for (&id, g) in self.groups.iter_mut().filter(|(_, g)| g.clean_due) {
-            g.clean_due = false;
+        for id in std::mem::take(&mut self.clean_due) {
+            let Some(g) = self.groups.get_mut(&id) else { continue };
             let applied = RaftIndex(g.raw.raft.raft_log.applied);
             g.raw.mut_store().compact(applied);
             if !g.raw.has_ready() && g.raw.mut_store().save_if_dirty() {

@@ -40,9 +40,11 @@ pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutc
     let mut size = chunk;
     while !scan.is_done() {
         let at = scan.next_offset();
-        // From the batch boundary (at, rank): past the batches at `at` taking no offset the
-        // scan was fed already, wherever they lie (`PartitionLog::read_durable_at`).
-        let r = log.read_durable_at(at, scan.skip_at_next(), size).await.map_err(|e| ScanError::Io(e.to_string()))?;
+        // From the batch boundary (at, rank), wherever the batches at `at` taking no offset
+        // lie (`PartitionLog::read_durable_at`); `skip`: those at the read's start the scan
+        // was fed already.
+        let (r, mut skip) =
+            log.read_durable_at(at, scan.skip_at_next(), size).await.map_err(|e| ScanError::Io(e.to_string()))?;
         let got = r.records.len();
         if r.records.is_empty() {
             return Err(scan.end_of_log());
@@ -61,13 +63,18 @@ pub async fn read_catchup(log: &PartitionLog, plan: ReadPlan) -> Result<ScanOutc
             if h.base_offset < at.0 && h.last_offset() < at.0 {
                 continue; // the read began at a batch holding an earlier offset
             }
+            if !fed && h.base_offset == at.0 && skip > 0 {
+                skip -= 1;
+                continue;
+            }
             scan.feed(b)?;
             fed = true;
         }
         if !fed && got < size {
             return Err(scan.end_of_log());
         }
-        // Every batch read lay before `at`: read more from the same offset.
+        // Every batch read was fed before (a run of batches taking no offset longer than the
+        // read) or lay before `at`: read more from the same offset.
         size = if fed { chunk } else { size.saturating_mul(2) };
     }
     Ok(scan.finish())

@@ -107,7 +107,7 @@ struct Sealed {
     file: Rc<SegFile>,
 }
 
-fn compact_error(name: &str, e: CompactError) -> StorageError {
+pub(super) fn compact_error(name: &str, e: CompactError) -> StorageError {
     StorageError::io("compact", name, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 

@@ -23,9 +23,13 @@ impl PartitionLog {
     }
 
     /// The batches at `from` taking no offset that end the segment before the one starting at
-    /// `from` (a roll right after a Raft control batch leaves it there), CRC-checked; None
-    /// when there are none.
-    pub(super) async fn zero_width_tail_at(&self, from: Offset) -> Result<Option<Bytes>, StorageError> {
+    /// `from` (a roll right after a Raft control batch leaves it there), CRC-checked, about
+    /// `max_bytes` of them at most; None when there are none.
+    pub(super) async fn zero_width_tail_at(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, StorageError> {
         let (file, pos, end) = {
             let st = self.state.borrow();
             let i = st.segment_for(from.0);
@@ -36,7 +40,7 @@ impl PartitionLog {
             (prev.file.clone(), prev.index.position_for_offset(prev.base, from.0), prev.size)
         };
         let hwm = self.durable.get();
-        let got = scan_read(&file, &self.name, pos, end, from.0, hwm, 1 << 20, true).await?;
+        let got = scan_read(&file, &self.name, pos, end, from.0, hwm, max_bytes, true).await?;
         if got.bytes.is_empty() {
             return Ok(None);
         }

@@ -222,45 +222,36 @@ impl PartitionLog {
     }
 
     /// A replica's read from the batch boundary (`from`, `rank`): the `rank`-th batch starting
-    /// at `from` (the batches before it there take no offset) and the batches after it, up to
-    /// about `max_bytes`, below the durable end. Batches at `from` taking no offset may end the
+    /// at `from` (the batches before it there take no offset) and the batches after it, below
+    /// the durable end; with the number of batches at `from` at the start of what is returned
+    /// that the caller must still pass over. Batches at `from` taking no offset may end the
     /// segment before the one starting at `from` (a roll right after a Raft control batch):
     /// they come first, as they lie in the log; a plain read at `from` starts in the later
-    /// segment and would miss them (Raft catch-up counts batches: it would number the next
-    /// batch as the one it missed, or skip a batch it did not feed).
-    pub async fn read_durable_at(&self, from: Offset, rank: u32, max_bytes: usize) -> Result<LogRead, StorageError> {
-        let mut rank = usize::try_from(rank).expect("a rank fits usize");
-        if let Some(tail) = self.zero_width_tail_at(from).await? {
-            let batches = whole_batches(&tail);
-            if let Some(&(at, _)) = batches.get(rank) {
-                let records = tail.slice(at..);
-                return Ok(LogRead {
-                    records,
+    /// segment and misses them (Raft catch-up counts batches: it would number the next batch
+    /// as the one it missed, or pass over a batch it was not fed).
+    pub async fn read_durable_at(
+        &self,
+        from: Offset,
+        rank: u32,
+        max_bytes: usize,
+    ) -> Result<(LogRead, u32), StorageError> {
+        let mut rank = rank;
+        if let Some(tail) = self.zero_width_tail_at(from, max_bytes).await? {
+            let lens = crate::compact::batches(&tail).map_err(|e| super::compaction::compact_error(&self.name, e))?;
+            let lens: Vec<usize> = lens.iter().map(|(_, b)| b.len()).collect();
+            let here = u32::try_from(lens.len()).expect("a read holds fewer than 2^32 batches");
+            if rank < here {
+                let at: usize = lens[..usize::try_from(rank).expect("fits")].iter().sum();
+                let read = LogRead {
+                    records: tail.slice(at..),
                     high_watermark: Offset(self.durable.get()),
                     log_start: self.log_start(),
-                });
+                };
+                return Ok((read, 0));
             }
-            rank -= batches.len();
+            rank -= here;
         }
-        let mut size = max_bytes;
-        for _ in 0..32 {
-            let mut read = self.read_durable(from, size).await?;
-            let whole = read.records.len();
-            let skip = whole_batches(&read.records)
-                .into_iter()
-                .take_while(|(_, h)| h.base_offset == from.0 && h.last_offset() < from.0)
-                .take(rank)
-                .last()
-                .map_or(0, |(p, h)| p + h.total_len());
-            read.records = read.records.slice(skip..);
-            // A run of batches taking no offset longer than the read: read more.
-            if read.records.is_empty() && skip > 0 && whole >= size {
-                size = size.saturating_mul(2);
-                continue;
-            }
-            return Ok(read);
-        }
-        Err(StorageError::io("read", &self.name, std::io::Error::other("a run of batches taking no offset too long")))
+        Ok((self.read_durable(from, max_bytes).await?, rank))
     }
 
     /// The writer's part of a cut: loads the tail's missing bytes and truncates the file at the
@@ -292,19 +283,4 @@ impl PartitionLog {
         }
         Ok(())
     }
-}
-
-/// The whole batches of `b`, in order, with their positions.
-fn whole_batches(b: &[u8]) -> Vec<(usize, BatchHeader)> {
-    let mut out = Vec::new();
-    let mut p = 0;
-    while let Ok(h) = BatchHeader::parse(&b[p..]) {
-        let len = h.total_len();
-        if len == 0 || p + len > b.len() {
-            break;
-        }
-        out.push((p, h));
-        p += len;
-    }
-    out
 }

@@ -11,6 +11,17 @@ pub fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F 
     LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap();
 }
 
+/// The names of the segment files (`*.log`) in `dir`, sorted.
+pub fn segment_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Deterministic sizes and sync points (seeded LCG).
 pub struct Lcg(pub u64);
 impl Lcg {
