@@ -159,7 +159,18 @@ pub async fn produce(
             parts.push(append_local(shard, acks, items));
         } else {
             let indexes = items.iter().map(|i| i.index).collect();
-            parts.push(route::ask(shard, owner, indexes, |reply| ShardMsg::Produce { acks, items, reply }).await);
+            let answer = route::ask(shard, owner, indexes, |reply| ShardMsg::Produce { acks, items, reply }).await;
+            // Counted as request-path I/O of this shard while the owner works: its answer
+            // comes as a wake-up from another thread, which a compaction pass here sees only
+            // when it pauses (so its slices stay short meanwhile).
+            let io = sluice_storage::inflight::Guard::start();
+            parts.push(
+                async move {
+                    let _io = io;
+                    answer.await
+                }
+                .boxed_local(),
+            );
         }
     }
     async move { in_request_order(unknown, join_all(parts).await) }.boxed_local()

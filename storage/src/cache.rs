@@ -247,6 +247,19 @@ pub(crate) async fn read(
     load_and_read(file, name, key, pos, len, final_end).await
 }
 
+/// `len` bytes at `pos` of file `key` (within one chunk) when the cache holds them, without a
+/// device read or a read-ahead: for a compaction pass, which reads sealed segments whole and
+/// so finds the ones just written in memory (their CRCs it checks itself).
+pub(crate) fn peek(key: u64, pos: u64, len: usize) -> Option<Bytes> {
+    let idx = chunk_of(pos);
+    if len == 0 || chunk_of(pos + len as u64 - 1) != idx {
+        return None;
+    }
+    let got = cached((key, idx), pos, len)?;
+    crate::stats::with(|s| s.memory_reads += 1);
+    Some(got.bytes)
+}
+
 /// `len` bytes at `pos` from the cached chunk `key`, when it holds them.
 fn cached(key: (u64, u64), pos: u64, len: usize) -> Option<Got> {
     let (base, at) = (key.1 * CHUNK, offset_in_chunk(pos));
@@ -655,6 +668,33 @@ mod tests {
                 invalidate(key);
                 invalidate(key + 1);
                 assert_eq!(held_bytes(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_peek_answers_from_cached_chunks_only_and_never_reads_the_device() {
+        let content: Vec<u8> = (0..CHUNK_BYTES + 5000).map(|i| (i % 241) as u8).collect();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let key = 77;
+                let read_bytes = || crate::stats::snapshot().bytes_read;
+                let before = read_bytes();
+                assert!(peek(key, 0, 4096).is_none(), "nothing cached yet");
+                write_through(key, 0, &content);
+                seal(key);
+                let whole = peek(key, 0, CHUNK_BYTES).expect("the first chunk, filled whole");
+                assert_eq!(&whole[..], &content[..CHUNK_BYTES]);
+                let tail = peek(key, CHUNK, 5000).expect("the sealed segment's last chunk");
+                assert_eq!(&tail[..], &content[CHUNK_BYTES..]);
+                assert!(peek(key, CHUNK, 5001).is_none(), "past what the chunk holds");
+                assert!(peek(key, CHUNK - 10, 20).is_none(), "across a chunk boundary");
+                assert!(peek(key, 0, 0).is_none());
+                invalidate(key);
+                assert!(peek(key, 0, 4096).is_none(), "forgotten with its file");
+                assert_eq!(read_bytes(), before, "no device read");
             })
             .unwrap()
             .join()

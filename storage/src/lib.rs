@@ -21,6 +21,7 @@ pub mod error;
 mod file;
 pub mod format;
 pub mod index;
+pub mod inflight;
 pub mod log;
 pub mod probe;
 pub mod producers;

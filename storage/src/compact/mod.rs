@@ -38,7 +38,10 @@ pub use plan::{plan, CleanPlan, CompactionConfig, SegmentInfo};
 
 use crate::codec::CodecError;
 use sluice_core::batch::{validate, BatchError, BatchHeader, LOG_OVERHEAD};
-use sluice_core::limits::{COMPACTION_IDLE_SLICE_MICROS, COMPACTION_PAUSE_MICROS, COMPACTION_SLICE_MICROS};
+use sluice_core::limits::{
+    COMPACTION_IDLE_SLICE_MICROS, COMPACTION_IO_PAUSE_MICROS, COMPACTION_IO_SLICE_MICROS, COMPACTION_PAUSE_MICROS,
+    COMPACTION_SLICE_MICROS,
+};
 use std::time::{Duration, Instant};
 
 /// Keeps a pass from holding the shard's thread for long: [`Pace::tick`], called between
@@ -49,7 +52,9 @@ use std::time::{Duration, Instant};
 /// (100 ms) made `yield_if_needed` yield.
 ///
 /// A slice also ends early when a network receive of the shard completed (a request is
-/// waiting: [`request_arrived`]).
+/// waiting: [`request_arrived`]), and is at most `COMPACTION_IO_SLICE_MICROS` while a write or
+/// sync of the shard's request path is in flight (its completion, which an acknowledgement
+/// waits for, is seen only when the pass pauses).
 ///
 /// The slice adapts: `COMPACTION_SLICE_MICROS` while the shard has other work, doubled at
 /// every pause during which no other task ran, up to `COMPACTION_IDLE_SLICE_MICROS` (each
@@ -77,13 +82,24 @@ impl Pace {
     /// Sleeps when the current slice is used up, or at once when a request has arrived on
     /// one of the shard's sockets ([`request_arrived`]); else returns at once.
     pub async fn tick(&mut self) {
-        if self.since.elapsed() < self.slice && !request_arrived() {
+        if self.since.elapsed() < self.current() && !request_arrived() {
             return;
         }
         tasks_executed(); // resets the count
-        glommio::timer::sleep(Duration::from_micros(COMPACTION_PAUSE_MICROS)).await;
+        glommio::timer::sleep(pause()).await;
         self.slice = next_slice(self.slice, tasks_executed());
         self.since = Instant::now();
+    }
+
+    /// The slice in force now: at most `COMPACTION_IO_SLICE_MICROS` while a write or sync of
+    /// the shard's request path is in flight ([`crate::inflight::pending`]), whose completion
+    /// some acknowledgement waits for and which the executor sees only when the pass pauses.
+    fn current(&self) -> Duration {
+        if crate::inflight::pending() {
+            self.slice.min(Duration::from_micros(COMPACTION_IO_SLICE_MICROS))
+        } else {
+            self.slice
+        }
     }
 
     /// The current slice (tests).
@@ -105,6 +121,17 @@ impl Pace {
 /// a parked executor) and completed writes and syncs; those wait for the slice's end.
 fn request_arrived() -> bool {
     glommio::executor().need_preempt()
+}
+
+/// How long a pause lasts: `COMPACTION_IO_PAUSE_MICROS` while the shard has request-path work
+/// pending (the thread parks that long, which leaves the core to the other threads of the
+/// host, clients included, at most half the time), else `COMPACTION_PAUSE_MICROS`.
+fn pause() -> Duration {
+    if crate::inflight::pending() {
+        Duration::from_micros(COMPACTION_IO_PAUSE_MICROS)
+    } else {
+        Duration::from_micros(COMPACTION_PAUSE_MICROS)
+    }
 }
 
 /// Tasks the executor ran since its counters were last read (they are reset).
@@ -249,6 +276,30 @@ mod tests {
                 }
                 drop(go);
                 client.join().unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_slice_is_short_while_a_write_or_sync_of_the_shard_is_in_flight() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+                let seen = ran.clone();
+                // Stands for the task a completed write wakes: it runs only when the pass pauses.
+                glommio::spawn_local(async move { seen.set(true) }).detach();
+                let io = crate::inflight::Guard::start();
+                let mut pace = Pace::with_slice(Duration::from_secs(3600));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !ran.get() {
+                    assert!(Instant::now() < deadline, "the in-flight write did not shorten the slice");
+                    std::hint::spin_loop();
+                    pace.tick().await;
+                }
+                drop(io);
+                assert!(!crate::inflight::pending());
             })
             .unwrap()
             .join()

@@ -258,7 +258,8 @@ impl PartitionLog {
 
     /// A sealed segment's bytes, read whole, `COMPACTION_READ_CHUNK_BYTES` at a time with
     /// `COMPACTION_READS_IN_FLIGHT` reads in flight (paced between rounds), so the device never
-    /// has a whole segment's read queued ahead of the shard's appends and syncs. `waited`: the
+    /// has a whole segment's read queued ahead of the shard's appends and syncs; a part the
+    /// read cache holds is taken from it (bytes known final, so the same as the file's). `waited`: the
     /// seconds it took are added to it.
     async fn read_sealed(&self, s: &Sealed, pace: &mut Pace, waited: &mut f64) -> Result<Bytes, StorageError> {
         let started = Instant::now();
@@ -272,7 +273,17 @@ impl PartitionLog {
                 .take_while(|pos| *pos < len)
                 .map(|pos| {
                     let n = COMPACTION_READ_CHUNK_BYTES.min(len - pos);
-                    read_exact(&s.file, &self.name, u64::try_from(pos).expect("usize fits u64"), n)
+                    let at = u64::try_from(pos).expect("usize fits u64");
+                    // Segments just sealed are usually still in the read cache (write-through):
+                    // taken from there, the pass queues no read beside the shard's produce
+                    // writes and syncs on the device.
+                    let held = crate::cache::peek(s.file.key(), at, n);
+                    async move {
+                        match held {
+                            Some(bytes) => Ok(bytes),
+                            None => read_exact(&s.file, &self.name, at, n).await,
+                        }
+                    }
                 });
             for chunk in futures::future::try_join_all(reads).await? {
                 out.extend_from_slice(&chunk);

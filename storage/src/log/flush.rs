@@ -98,7 +98,10 @@ async fn write_round(log: &Rc<PartitionLog>) -> bool {
         bytes[len..].fill(0);
         (buf, len, start, end_pos, end_offset)
     };
-    let result = file.write_buf(&h, start, buf, len).await;
+    let result = {
+        let _io = crate::inflight::Guard::start();
+        file.write_buf(&h, start, buf, len).await
+    };
     if log.generation.get() != generation {
         // A failed sync rolled the log back while this write ran: its bytes are void (the
         // next write starts again from the durable end).

@@ -553,6 +553,7 @@ impl PartitionLog {
     /// the tail at `pos`: its entry in the active segment, its producer state, the new log
     /// end; the borrow ends and the writer is kicked.
     fn commit_append(&self, mut st: std::cell::RefMut<'_, State>, header: &BatchHeader, pos: u64) -> AppendInfo {
+        crate::inflight::appended();
         let base = st.next_offset;
         let entry = Entry::new(header, base, pos);
         let last = entry.last;

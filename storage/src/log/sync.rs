@@ -103,6 +103,7 @@ async fn rounds(s: Rc<Syncer>) {
         // All submitted before the first is awaited: one io_uring submission for the round.
         // Each target gets its result when its own sync returns, not when the round ends.
         let issued = u64::try_from(points.len()).unwrap_or(u64::MAX);
+        let _io = crate::inflight::Guard::start();
         join_all(points.into_iter().map(|(target, point)| async move {
             let started = std::time::Instant::now();
             let result = point.file.fdatasync().await;
