@@ -146,11 +146,12 @@ pub const COMPACTION_SLICE_MICROS: u64 = 250;
 /// `COMPACTION_SLICE_MICROS` (so a request arriving at an idle shard waits at most this long,
 /// once). Pauses cost cleaning throughput (each is a park and a timer, tens of µs on a VM).
 pub const COMPACTION_IDLE_SLICE_MICROS: u64 = 1_000;
-/// Longest slice of a compaction pass while a partition write or sync of its shard is in
-/// flight: the completion is seen by the executor only when the pass pauses, and a produce's
-/// acknowledgement waits for two of them (its write, then its sync round), so each would
-/// otherwise wait up to a whole slice (issue #23: records in flight during a pass's CPU
-/// phases had a p50 of 2.2 ms against 0.5 ms).
+/// Longest slice of a compaction pass while its shard has request-path work pending (a
+/// partition write, a sync round or a forwarded produce in flight, or an append within
+/// `COMPACTION_ACTIVE_WINDOW_MICROS`): the executor sees their wake-ups only when the pass
+/// pauses, and a produce's acknowledgement waits for two of them (its write, then its sync
+/// round), so each would otherwise wait up to a whole slice (issue #23: records in flight
+/// during a pass's CPU phases had a p50 of 2.2 ms against 0.5 ms).
 pub const COMPACTION_IO_SLICE_MICROS: u64 = 50;
 /// How long after an append to one of its logs a shard counts as taking appends, so that a
 /// compaction pass there keeps `COMPACTION_IO_SLICE_MICROS` slices: the next produce may come

@@ -204,6 +204,12 @@ pub fn chunk_of(pos: u64) -> u64 {
     pos / CHUNK
 }
 
+/// The chunk holding all of the `len` bytes at `pos`; None when they are none or cross a chunk.
+fn one_chunk(pos: u64, len: usize) -> Option<u64> {
+    let idx = chunk_of(pos);
+    (len > 0 && chunk_of(pos + len as u64 - 1) == idx).then_some(idx)
+}
+
 /// Reads `len` bytes at `pos`, all below `final_end` (content that can no longer change;
 /// `growing` when it is an active segment's flushed end, which moves on), through the cache
 /// when the range lies within one chunk. A miss joins a load of the chunk
@@ -220,12 +226,11 @@ pub(crate) async fn read(
 ) -> Result<Got, StorageError> {
     let end = pos + len as u64;
     debug_assert!(end <= final_end, "reading bytes that are not final");
-    let idx = chunk_of(pos);
     // Ranges that cross a chunk, or reach bytes not known to be final, bypass the cache.
-    if len == 0 || chunk_of(end - 1) != idx || end > final_end {
+    let Some(idx) = one_chunk(pos, len).filter(|_| end <= final_end) else {
         crate::stats::with(|s| s.disk_reads += 1);
         return Ok(Got::unverified(read_direct(file, name, pos, len).await?, pos));
-    }
+    };
     let key = (file.key(), idx);
     read_ahead(file, idx, final_end);
     if let Some(got) = cached(key, pos, len) {
@@ -251,11 +256,7 @@ pub(crate) async fn read(
 /// device read or a read-ahead: for a compaction pass, which reads sealed segments whole and
 /// so finds the ones just written in memory (their CRCs it checks itself).
 pub(crate) fn peek(key: u64, pos: u64, len: usize) -> Option<Bytes> {
-    let idx = chunk_of(pos);
-    if len == 0 || chunk_of(pos + len as u64 - 1) != idx {
-        return None;
-    }
-    let got = cached((key, idx), pos, len)?;
+    let got = cached((key, one_chunk(pos, len)?), pos, len)?;
     crate::stats::with(|s| s.memory_reads += 1);
     Some(got.bytes)
 }

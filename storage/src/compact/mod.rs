@@ -52,9 +52,10 @@ use std::time::{Duration, Instant};
 /// (100 ms) made `yield_if_needed` yield.
 ///
 /// A slice also ends early when a network receive of the shard completed (a request is
-/// waiting: [`request_arrived`]), and is at most `COMPACTION_IO_SLICE_MICROS` while a write or
-/// sync of the shard's request path is in flight (its completion, which an acknowledgement
-/// waits for, is seen only when the pass pauses).
+/// waiting: [`request_arrived`]). While the shard has request-path work pending
+/// ([`crate::inflight::pending`]: a write, a sync or a forwarded produce in flight, or a recent
+/// append), whose wake-ups the executor sees only when the pass pauses, a slice is at most
+/// `COMPACTION_IO_SLICE_MICROS` and the pause after it `COMPACTION_IO_PAUSE_MICROS`.
 ///
 /// The slice adapts: `COMPACTION_SLICE_MICROS` while the shard has other work, doubled at
 /// every pause during which no other task ran, up to `COMPACTION_IDLE_SLICE_MICROS` (each
@@ -82,20 +83,22 @@ impl Pace {
     /// Sleeps when the current slice is used up, or at once when a request has arrived on
     /// one of the shard's sockets ([`request_arrived`]); else returns at once.
     pub async fn tick(&mut self) {
-        if self.since.elapsed() < self.current() && !request_arrived() {
+        // Read once: it sets both this slice's length and the pause that ends it.
+        let busy = crate::inflight::pending();
+        if self.since.elapsed() < self.current(busy) && !request_arrived() {
             return;
         }
         tasks_executed(); // resets the count
-        glommio::timer::sleep(pause()).await;
+        glommio::timer::sleep(pause(busy)).await;
         self.slice = next_slice(self.slice, tasks_executed());
         self.since = Instant::now();
     }
 
-    /// The slice in force now: at most `COMPACTION_IO_SLICE_MICROS` while a write or sync of
-    /// the shard's request path is in flight ([`crate::inflight::pending`]), whose completion
-    /// some acknowledgement waits for and which the executor sees only when the pass pauses.
-    fn current(&self) -> Duration {
-        if crate::inflight::pending() {
+    /// The slice in force now: at most `COMPACTION_IO_SLICE_MICROS` while the shard has
+    /// request-path work pending (`busy`, [`crate::inflight::pending`]), whose wake-ups the
+    /// executor sees only when the pass pauses.
+    fn current(&self, busy: bool) -> Duration {
+        if busy {
             self.slice.min(Duration::from_micros(COMPACTION_IO_SLICE_MICROS))
         } else {
             self.slice
@@ -124,10 +127,10 @@ fn request_arrived() -> bool {
 }
 
 /// How long a pause lasts: `COMPACTION_IO_PAUSE_MICROS` while the shard has request-path work
-/// pending (the thread parks that long, which leaves the core to the other threads of the
-/// host, clients included, at most half the time), else `COMPACTION_PAUSE_MICROS`.
-fn pause() -> Duration {
-    if crate::inflight::pending() {
+/// pending (`busy`: the thread parks that long, which leaves the core to the other threads of
+/// the host, clients included, at least half the time), else `COMPACTION_PAUSE_MICROS`.
+fn pause(busy: bool) -> Duration {
+    if busy {
         Duration::from_micros(COMPACTION_IO_PAUSE_MICROS)
     } else {
         Duration::from_micros(COMPACTION_PAUSE_MICROS)

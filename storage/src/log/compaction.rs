@@ -259,8 +259,8 @@ impl PartitionLog {
     /// A sealed segment's bytes, read whole, `COMPACTION_READ_CHUNK_BYTES` at a time with
     /// `COMPACTION_READS_IN_FLIGHT` reads in flight (paced between rounds), so the device never
     /// has a whole segment's read queued ahead of the shard's appends and syncs; a part the
-    /// read cache holds is taken from it (bytes known final, so the same as the file's). `waited`: the
-    /// seconds it took are added to it.
+    /// read cache holds is taken from it (bytes known final, so the same as the file's).
+    /// `waited`: the seconds it took are added to it.
     async fn read_sealed(&self, s: &Sealed, pace: &mut Pace, waited: &mut f64) -> Result<Bytes, StorageError> {
         let started = Instant::now();
         let len = usize::try_from(s.size)
