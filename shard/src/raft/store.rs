@@ -854,6 +854,14 @@ mod tests {
     use std::rc::Rc;
 
     /// An entry holding a data batch of `records` records (0: a leader's empty entry).
+    /// A store over an empty in-memory log starting at offset 0, with its disk (`cap`: the
+    /// window's capacity in entries).
+    fn mem_store(voters: Vec<u64>, cap: usize) -> (Rc<RefCell<MemDisk>>, GroupStore<MemLog>) {
+        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
+        let store = GroupStore::create(MemLog(disk.clone()), voters, Offset(0), cap);
+        (disk, store)
+    }
+
     fn entry(index: u64, term: u64, records: usize) -> Entry {
         let data = if records == 0 {
             Bytes::new()
@@ -865,8 +873,7 @@ mod tests {
     }
 
     fn new_store() -> (Rc<RefCell<MemDisk>>, GroupStore<MemLog>) {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let s = GroupStore::create(MemLog(disk.clone()), vec![1, 2, 3], Offset(0), 100);
+        let (disk, s) = mem_store(vec![1, 2, 3], 100);
         (disk, s)
     }
 
@@ -986,8 +993,7 @@ mod tests {
 
     #[test]
     fn the_window_trims_only_committed_entries_and_then_answers_compacted() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 3);
+        let (disk, mut s) = mem_store(vec![1], 3);
         let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 1)).collect();
         s.append_entries(&entries).expect("appends");
         s.compact(RaftIndex(2));
@@ -1009,8 +1015,7 @@ mod tests {
 
     #[test]
     fn a_log_wanting_its_sealed_segments_cleaned_gets_its_floor_moved_and_saved_at_once() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 100);
+        let (disk, mut s) = mem_store(vec![1], 100);
         // Entries 1..=8 of two records each: offsets 0..16.
         let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 2)).collect();
         s.append_entries(&entries).expect("appends");
@@ -1036,8 +1041,7 @@ mod tests {
 
     #[test]
     fn a_trim_alone_is_saved_lazily_and_a_reopen_from_the_older_floor_rebuilds() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 3);
+        let (disk, mut s) = mem_store(vec![1], 3);
         let entries: Vec<Entry> = (1..=8).map(|i| entry(i, 1, 1)).collect();
         s.append_entries(&entries).expect("appends");
         s.mark_synced(RaftIndex(8));
@@ -1063,8 +1067,7 @@ mod tests {
 
     #[test]
     fn entries_below_the_window_are_read_from_the_log_then_served() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        let (disk, mut s) = mem_store(vec![1], 4);
         let entries: Vec<Entry> = (1..=30).map(|i| entry(i, 1 + i / 10, usize::try_from(i % 3).unwrap())).collect();
         s.append_entries(&entries).expect("appends");
         s.set_hard_state(HardState { term: 4, vote: 1, commit: 30, ..Default::default() });
@@ -1116,8 +1119,7 @@ mod tests {
 
     #[test]
     fn catch_up_forgets_offsets_found_before_compaction_folded_their_batches() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        let (disk, mut s) = mem_store(vec![1], 4);
         // 40 entries of two records each: entry i holds offsets 2(i-1) and 2(i-1)+1.
         let entries: Vec<Entry> = (1..=40).map(|i| entry(i, 1, 2)).collect();
         s.append_entries(&entries).expect("appends");
@@ -1239,8 +1241,7 @@ mod tests {
 
     #[test]
     fn a_failed_catch_up_check_falls_back_to_the_snapshot() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 2);
+        let (disk, mut s) = mem_store(vec![1], 2);
         let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, 1)).collect();
         s.append_entries(&entries).expect("appends");
         s.set_hard_state(HardState { term: 1, vote: 1, commit: 10, ..Default::default() });
@@ -1339,8 +1340,7 @@ mod tests {
 
     #[test]
     fn a_log_start_below_the_window_is_located_and_the_follower_gets_every_batch_from_it() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut leader = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        let (disk, mut leader) = mem_store(vec![1], 4);
         // 40 batches of 3 records; terms 1 to 4.
         let entries: Vec<Entry> = (1..=40).map(|i| entry(i, 1 + i / 12, 3)).collect();
         leader.append_entries(&entries).expect("appends");
@@ -1403,8 +1403,7 @@ mod tests {
 
     #[test]
     fn a_moved_log_start_is_located_again_and_a_failed_locate_falls_back_to_the_floor() {
-        let disk = Rc::new(RefCell::new(MemDisk::new(Offset(0))));
-        let mut s = GroupStore::create(MemLog(disk.clone()), vec![1], Offset(0), 4);
+        let (disk, mut s) = mem_store(vec![1], 4);
         let entries: Vec<Entry> = (1..=20).map(|i| entry(i, 1, 2)).collect();
         s.append_entries(&entries).expect("appends");
         s.set_hard_state(HardState { term: 1, vote: 1, commit: 20, ..Default::default() });
