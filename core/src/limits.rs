@@ -59,10 +59,22 @@ pub const WRITE_THROUGH_CACHE_DIVISOR: usize = 4;
 /// Segment files one shard keeps open by default (`max_open_files_per_shard`); idle ones are
 /// closed, least recently used first, and reopened when used.
 pub const DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD: usize = 2048;
-/// Smallest step of space reserved ahead of a segment's writes (fallocate, size kept).
-pub const SEGMENT_RESERVE_MIN_BYTES: u64 = 64 * 1024;
-/// Largest step of space reserved ahead of a segment's writes; steps grow with the segment.
-pub const SEGMENT_RESERVE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Smallest step of space prepared (zeros written and synced) ahead of a segment's appends.
+pub const SEGMENT_PREPARE_MIN_BYTES: u64 = 256 * 1024;
+/// Largest step of space prepared ahead of a segment's appends; steps grow with the segment.
+/// A partition's last segment may hold this much past its data (zeros, cut at roll and close).
+pub const SEGMENT_PREPARE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes of one zero write while preparing: small, so that an append queued behind one at the
+/// device, or reaching into it, waits little.
+pub const SEGMENT_PREPARE_CHUNK_BYTES: u64 = 128 * 1024;
+/// A zero write waits until no request-path write or sync of its shard is in flight, checking
+/// every this many microseconds...
+pub const SEGMENT_PREPARE_IDLE_CHECK_MICROS: u64 = 100;
+/// ...for at most this many checks; then the file waits its turn again, and the shard's
+/// preparing task pauses `SEGMENT_PREPARE_BUSY_BACKOFF_MS` (appends meanwhile go on as plain
+/// appends).
+pub const SEGMENT_PREPARE_IDLE_CHECKS: u32 = 50;
+pub const SEGMENT_PREPARE_BUSY_BACKOFF_MS: u64 = 20;
 /// Per-batch entries of the active segment a partition keeps once they are durable (recent
 /// reads find their batch through them; older ones through the sparse index and a short scan).
 /// A log trims back to this many when it holds twice as many, so its memory does not grow
@@ -485,8 +497,11 @@ const _: () = assert!(
     (READ_AHEAD_CHUNKS_PER_SHARD + WRITE_THROUGH_CHUNKS_PER_SHARD) * 1024 * 1024 <= MIN_READ_CACHE_BYTES_PER_SHARD / 2,
     "chunks read ahead and filling leave most of the cache to chunks already read"
 );
-const _: () =
-    assert!(SEGMENT_RESERVE_MIN_BYTES <= SEGMENT_RESERVE_MAX_BYTES && SEGMENT_RESERVE_MIN_BYTES.is_multiple_of(4096));
+const _: () = assert!(
+    SEGMENT_PREPARE_MIN_BYTES <= SEGMENT_PREPARE_MAX_BYTES
+        && SEGMENT_PREPARE_MIN_BYTES.is_multiple_of(4096)
+        && SEGMENT_PREPARE_CHUNK_BYTES.is_multiple_of(4096)
+);
 const _: () = assert!(DEFAULT_LISTEN_RETRY_MS <= MAX_LISTEN_RETRY_MS);
 const _: () = assert!(MAX_OFFSETS_RETENTION_MINUTES.checked_mul(60_000).is_some());
 const _: () = assert!(DEFAULT_PRODUCER_ID_EXPIRATION_MS <= MAX_PRODUCER_ID_EXPIRATION_MS);

@@ -216,7 +216,7 @@ fn render_latencies(out: &mut String, shards: &[ShardMetrics]) {
         out,
         "sluice_stage_latency_seconds",
         "summary",
-        "Time spent per stage: decode, cross_core_hop, append, response.",
+        "Time spent per stage: decode, cross_core_hop, append, ack_wait (append to the ack level), response, write (segment write), sync_queue (written to its sync round).",
     );
     for s in shards {
         for (stage, h) in &s.stages {

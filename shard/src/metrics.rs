@@ -29,10 +29,12 @@ pub enum Stage {
     Append,
     /// Encoding and writing a response to the socket.
     Response,
+    /// From an append to the ack level it asked for (written for acks=1, durable for all).
+    AckWait,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Decode, Stage::CrossCoreHop, Stage::Append, Stage::Response];
+    pub const ALL: [Stage; 5] = [Stage::Decode, Stage::CrossCoreHop, Stage::Append, Stage::Response, Stage::AckWait];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +42,7 @@ impl Stage {
             Stage::CrossCoreHop => "cross_core_hop",
             Stage::Append => "append",
             Stage::Response => "response",
+            Stage::AckWait => "ack_wait",
         }
     }
 }
@@ -353,7 +356,12 @@ pub fn local(shard: &Shard) -> ShardMetrics {
         ShardMetrics {
             shard: shard.id.0,
             apis: r.apis.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-            stages: r.stages.iter().map(|(k, v)| (k.name(), v.clone())).collect(),
+            stages: r
+                .stages
+                .iter()
+                .map(|(k, v)| (k.name(), v.clone()))
+                .chain([("write", storage.write_us.clone()), ("sync_queue", storage.sync_queue_us.clone())])
+                .collect(),
             fsync_us: storage.fsync_us,
             topics: r.topics.iter().map(|(t, (i, o))| (t.clone(), *i, *o)).collect(),
             partitions: shard.owned_partitions() as u64,

@@ -74,11 +74,13 @@ pub fn append_local(shard: &Shard, acks: Acks, items: Vec<ProduceItem>) -> Local
                 };
                 // The wait may start after a failed flush rolled this append back: it names
                 // the append (with its write generation) so that case fails, never acks.
+                let waiting = std::time::Instant::now();
                 let waited = match acks {
                     Acks::None => Ok(()),
                     Acks::Leader => log.wait_written(&last).await,
                     Acks::All => log.wait_durable(&last).await,
                 };
+                crate::metrics::record_stage(crate::metrics::Stage::AckWait, waiting.elapsed());
                 (
                     index,
                     waited

@@ -52,6 +52,12 @@ pub fn pending() -> bool {
     IN_FLIGHT.with(|n| n.get() > 0) || recently_appended()
 }
 
+/// Whether a request-path write, sync or forwarded produce of this thread has not completed
+/// yet (the appends' window aside): what background writes that share the device wait out.
+pub fn io_in_flight() -> bool {
+    IN_FLIGHT.with(|n| n.get() > 0)
+}
+
 fn recently_appended() -> bool {
     let window = Duration::from_micros(COMPACTION_ACTIVE_WINDOW_MICROS);
     LAST_APPEND.with(|t| t.get().is_some_and(|at| at.elapsed() < window))

@@ -18,6 +18,7 @@ pub mod compact;
 pub mod disk;
 pub mod epochs;
 pub mod error;
+mod executor_local;
 mod file;
 pub mod format;
 pub mod index;

@@ -2,9 +2,10 @@
 //!
 //! Contract: [`scan`] reads batches from `start` and accepts one only if its length is sane,
 //! its magic is 2, its CRC-32C matches and its base offset is the one expected; it stops at the
-//! first batch that fails (or at the end). Bytes after the last valid batch are either zero
-//! padding (the partial last page of a direct-I/O write, harmless) or a torn or corrupt write,
-//! reported in [`Scanned::truncated_bytes`] for the caller to cut off.
+//! first batch that fails (or at the end). Bytes after the last valid batch are zeros (the
+//! partial last page of a direct-I/O write, or space prepared ahead of the appends: `file.rs`)
+//! or a torn or corrupt write, reported in [`Scanned::truncated_bytes`]; the caller cuts
+//! either off.
 
 use crate::file::SegFile;
 use crate::index::{IndexCursor, SparseIndex};
@@ -27,8 +28,11 @@ pub(crate) struct Scanned {
     pub entries: Vec<Entry>,
     pub end_pos: u64,
     pub next_offset: i64,
-    /// Non-zero bytes found after the last valid batch (a torn or corrupt tail).
+    /// The bytes after the last valid batch when the part of them read holds a non-zero byte
+    /// (a torn or corrupt tail); 0 when that part is zeros (padding or prepared space).
     pub truncated_bytes: u64,
+    /// The file's size when scanned.
+    pub file_size: u64,
 }
 
 /// Where to start and what to expect there.
@@ -79,7 +83,7 @@ pub(crate) async fn scan(
         cursor += need;
     }
     let truncated_bytes = reader.torn_after(cursor);
-    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes })
+    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes, file_size: reader.size })
 }
 
 /// The part of a segment file a scan has read and not passed yet.
@@ -141,15 +145,17 @@ impl Reader<'_> {
         &self.buf[at..at + in_buffer(need)]
     }
 
-    /// The bytes after `cursor` (the end of the valid batches) when any of them is not zero
-    /// padding: a torn or corrupt write; 0 otherwise.
+    /// The bytes after `cursor` (the end of the valid batches) when the part of them read
+    /// (the rest of the scan's last chunk) holds a non-zero byte: a torn or corrupt write; 0
+    /// otherwise. Zeros there are padding or prepared space, whatever follows unread: appends
+    /// are sequential, so a torn write starts at the end of the valid batches.
     fn torn_after(&self, cursor: u64) -> u64 {
         if cursor >= self.size {
             return 0;
         }
         let at = in_buffer(cursor.saturating_sub(self.buf_pos));
         let rest_in_buf = self.buf.get(at..).unwrap_or(&[]);
-        let dirty = rest_in_buf.iter().any(|b| *b != 0) || self.read_pos < self.size;
+        let dirty = rest_in_buf.iter().any(|b| *b != 0) || rest_in_buf.is_empty();
         if dirty {
             self.size - cursor
         } else {

@@ -12,6 +12,10 @@ pub struct StorageStats {
     /// Latency of the shard's sync rounds (all their fdatasyncs, submitted together),
     /// microseconds.
     pub fsync_us: Histogram<u64>,
+    /// Latency of the flushers' segment writes (one aligned direct-I/O write each), µs.
+    pub write_us: Histogram<u64>,
+    /// From a completed write registering for a sync round to that round's start, µs.
+    pub sync_queue_us: Histogram<u64>,
     /// Sync rounds of this shard, and the fdatasyncs they issued (one per log with written
     /// bytes): their ratio is the partitions one round covers.
     pub sync_rounds: u64,
@@ -43,6 +47,10 @@ impl Default for StorageStats {
     fn default() -> Self {
         StorageStats {
             fsync_us: Histogram::new_with_bounds(1, sluice_core::limits::FSYNC_HISTOGRAM_MAX_US, 3)
+                .expect("valid bounds"),
+            write_us: Histogram::new_with_bounds(1, sluice_core::limits::FSYNC_HISTOGRAM_MAX_US, 3)
+                .expect("valid bounds"),
+            sync_queue_us: Histogram::new_with_bounds(1, sluice_core::limits::FSYNC_HISTOGRAM_MAX_US, 3)
                 .expect("valid bounds"),
             sync_rounds: 0,
             syncs: 0,

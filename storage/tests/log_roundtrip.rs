@@ -190,3 +190,100 @@ fn expire_producers_forgets_state_older_than_the_configured_expiration() {
         log.close().await.unwrap();
     });
 }
+
+/// The bytes of the batches in `file` from its start, walking their length fields; panics
+/// unless the walk ends exactly at the file's end (no zeros or garbage after the last batch).
+fn batch_bytes_to_the_end(file: &Path) -> u64 {
+    let bytes = std::fs::read(file).unwrap();
+    let mut pos = 0usize;
+    while pos + 12 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        assert!(len > 0, "{}: zeros after the batches at {pos}", file.display());
+        pos += 12 + len;
+    }
+    assert_eq!(pos, bytes.len(), "{}: the last batch does not end the file", file.display());
+    pos as u64
+}
+
+/// Polls (bounded) until the active segment file holds a zero chunk past its `data` bytes (and
+/// the padding of their last page): the shard's preparing task wrote it.
+async fn wait_for_prepared_space(file: &Path, data: u64) -> u64 {
+    let want = data.div_ceil(4096) * 4096 + sluice_core::limits::SEGMENT_PREPARE_CHUNK_BYTES;
+    for _ in 0..400 {
+        let size = std::fs::metadata(file).unwrap().len();
+        if size >= want {
+            return size;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{}: no space prepared past {data} bytes within 2 s", file.display());
+}
+
+#[test]
+fn prepared_space_is_cut_by_recovery_after_a_crash_and_by_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let seg = d.join("00000000000000000000.log");
+    let (d1, seg1) = (d.clone(), seg.clone());
+    // The executor ends without closing the log: the files are left as a crash leaves them.
+    let data: u64 = (0..10u8).map(|t| batch_of(3, t).len() as u64).sum();
+    run(move || async move {
+        let (log, _) = PartitionLog::open(&d1, "t-0", LogConfig::default(), false).await.unwrap();
+        append_all(&log, 10).await;
+        wait_for_prepared_space(&seg1, data).await;
+        std::mem::forget(log);
+    });
+    run(move || async move {
+        let (log, cut) = PartitionLog::open(&d, "t-0", LogConfig::default(), false).await.unwrap();
+        assert_eq!(cut, 0, "zeros past the batches are not a torn tail");
+        assert_eq!(log.high_watermark(), Offset(30));
+        assert_eq!(batch_bytes_to_the_end(&seg), data, "recovery cut the prepared space");
+        let r = log.read(Offset(0), usize::MAX).await.unwrap();
+        let expect: Vec<Vec<u8>> = (0..10u8).map(|t| batch_of(3, t)).collect();
+        check_read(&r.records, &expect);
+        // Appends go on where the batches end, into space prepared again; a clean close cuts it.
+        let b = batch_of(2, 99);
+        let info = log.append(&b, &batch::validate(&b).unwrap(), None).unwrap();
+        assert_eq!(info.base_offset, Offset(30));
+        log.wait_durable(&info).await.unwrap();
+        wait_for_prepared_space(&seg, data + b.len() as u64).await;
+        log.close().await.unwrap();
+        assert_eq!(batch_bytes_to_the_end(&seg), data + b.len() as u64);
+    });
+}
+
+#[test]
+fn a_sealed_segment_ends_at_its_last_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 4096, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&d, "t-0", config, false).await.unwrap();
+        for tag in 0..60u8 {
+            let b = batch_of(3, tag);
+            let info = log.append(&b, &batch::validate(&b).unwrap(), None).unwrap();
+            // One durable batch at a time, with pauses for the preparing task between.
+            log.wait_durable(&info).await.unwrap();
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let mut logs: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        assert!(logs.len() >= 5, "rolled {} times", logs.len() - 1);
+        let active = logs.pop().unwrap();
+        let sealed: u64 = logs.iter().map(|p| batch_bytes_to_the_end(p)).sum();
+        assert!(std::fs::metadata(&active).unwrap().len() > 0);
+        log.close().await.unwrap();
+        drop(log);
+        let all = sealed + batch_bytes_to_the_end(&active);
+        let expect: u64 = (0..60u8).map(|t| batch_of(3, t).len() as u64).sum();
+        assert_eq!(all, expect);
+        let (log, cut) = PartitionLog::open(&d, "t-0", config, true).await.unwrap();
+        assert_eq!(cut, 0);
+        assert_eq!(log.high_watermark(), Offset(180));
+        log.close().await.unwrap();
+    });
+}

@@ -100,7 +100,11 @@ async fn write_round(log: &Rc<PartitionLog>) -> bool {
     };
     let result = {
         let _io = crate::inflight::Guard::start();
-        file.write_buf(&h, start, buf, len).await
+        let began = std::time::Instant::now();
+        let r = file.write_buf(&h, start, buf, len).await;
+        let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        crate::stats::with(|s| s.write_us.saturating_record(us));
+        r
     };
     if log.generation.get() != generation {
         // A failed sync rolled the log back while this write ran: its bytes are void (the
@@ -285,8 +289,10 @@ async fn roll(log: &Rc<PartitionLog>, forced: bool) {
     // created: a crash between leaves an empty last segment, removed at open.
     // Durable by position: batches taking no offset before the roll point count too.
     let roll_bytes = i64::try_from(log.state.borrow().origin + roll_pos).expect("a log's bytes fit i64");
-    let (synced, created) = futures::join!(
+    let old_file = log.state.borrow().active().file.clone();
+    let (synced, cut, created) = futures::join!(
         log.durable_bytes.wait_for(roll_bytes),
+        cut_prepared(&old_file, roll_pos),
         Segment::create(&log.disk, &log.dir, roll_base, now_ms())
     );
     if synced.is_err() || log.generation.get() != generation {
@@ -296,6 +302,14 @@ async fn roll(log: &Rc<PartitionLog>, forced: bool) {
         }
         return;
     }
+    // The sealed segment ends at its last batch on disk before the next one gets a byte.
+    let created = match (created, cut) {
+        (Ok(seg), Err(e)) => {
+            seg.remove_files().await;
+            Err(StorageError::io("cut the segment to its batches", &log.name, e))
+        }
+        (created, _) => created,
+    };
     let new = match created {
         Ok(s) => s,
         Err(e) if forced => {
@@ -321,6 +335,13 @@ async fn roll(log: &Rc<PartitionLog>, forced: bool) {
     .detach();
     *log.sealing.borrow_mut() = Some(handle);
     tracing::debug!(partition = %log.name, base = roll_base, "rolled to a new segment");
+}
+
+/// Cuts the space prepared past a segment's batches (`file.rs`), durably: the segment is
+/// sealed at `end`.
+async fn cut_prepared(file: &Rc<crate::file::SegFile>, end: u64) -> std::io::Result<()> {
+    file.truncate(end).await?;
+    file.fdatasync().await
 }
 
 /// What sealing a segment leaves to do off the write path.

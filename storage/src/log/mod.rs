@@ -693,6 +693,12 @@ impl PartitionLog {
                 (!st.producers.is_empty()).then(|| crate::producers::encode_snapshot(st.next_offset, &st.producers));
             (index_files, snapshot)
         };
+        // The active segment ends at its last batch (no prepared space past it: `file.rs`).
+        let (active, size) = {
+            let st = self.state.borrow();
+            (st.active().file.clone(), st.active().size)
+        };
+        active.truncate(size).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
         // Without per-file fsync: the caller syncs the filesystem once before leaving the
         // clean-shutdown marker, without which these files are not trusted.
         if let Some(files) = index_files {

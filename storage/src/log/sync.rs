@@ -51,33 +51,26 @@ struct Syncer {
     dirty: RefCell<Vec<Rc<dyn SyncTarget>>>,
     /// A round task is running (it drains `dirty` until it is empty).
     running: Cell<bool>,
+    /// When the first target of `dirty` registered (None while `dirty` is empty).
+    first_dirty_at: Cell<Option<std::time::Instant>>,
 }
 
 thread_local! {
-    /// The syncer of the executor running on this thread, by executor id (a test thread may
-    /// run several executors one after the other).
-    static SYNCER: RefCell<Option<(usize, Rc<Syncer>)>> = const { RefCell::new(None) };
+    /// The syncer of the executor running on this thread.
+    static SYNCER: crate::executor_local::Slot<Syncer> = const { RefCell::new(None) };
 }
 
 fn syncer() -> Rc<Syncer> {
-    let id = glommio::executor().id();
-    SYNCER.with(|s| {
-        let mut s = s.borrow_mut();
-        match &*s {
-            Some((owner, syncer)) if *owner == id => syncer.clone(),
-            _ => {
-                let syncer = Rc::new(Syncer::default());
-                *s = Some((id, syncer.clone()));
-                syncer
-            }
-        }
-    })
+    crate::executor_local::get(&SYNCER)
 }
 
 /// Registers `target` for the next round (the caller registers a target at most once until its
 /// point is taken) and starts the round task when none is running.
 pub(crate) fn request(target: Rc<dyn SyncTarget>) {
     let s = syncer();
+    if s.first_dirty_at.get().is_none() {
+        s.first_dirty_at.set(Some(std::time::Instant::now()));
+    }
     s.dirty.borrow_mut().push(target);
     if !s.running.replace(true) {
         glommio::spawn_local(rounds(s)).detach();
@@ -91,6 +84,10 @@ async fn rounds(s: Rc<Syncer>) {
         // poll) register first, so that this round covers them too.
         futures_lite::future::yield_now().await;
         let targets = std::mem::take(&mut *s.dirty.borrow_mut());
+        if let Some(at) = s.first_dirty_at.take() {
+            let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            crate::stats::with(|st| st.sync_queue_us.saturating_record(us));
+        }
         if targets.is_empty() {
             s.running.set(false);
             return;

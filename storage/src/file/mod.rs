@@ -1,18 +1,31 @@
 //! Segment files opened on demand, with a per-shard bound on open descriptors, and space
-//! reserved ahead of the writes.
+//! prepared ahead of the appends.
 //!
 //! Contract: a [`SegFile`] names one segment file; its descriptor is opened at the first
 //! operation and may be closed whenever the shard holds more than its limit of open segment
 //! files (least recently used first) — the next operation reopens it. An operation in progress
 //! keeps its descriptor until it ends, so the bound can be exceeded by the operations in
 //! flight, never by idle files. Each file has a process-unique key for the read cache, known
-//! without opening it. Writes reserve blocks ahead (fallocate, keeping the size) in steps that
-//! grow with the file, so a partition written once reserves little and a busy one reserves
-//! up to `SEGMENT_RESERVE_MAX_BYTES` at a time.
+//! without opening it.
+//!
+//! Prepared space: ahead of the appends ([`SegFile::write_buf`]), the shard's preparing task
+//! ([`preparer`]) writes zeros past the data in small chunks, each issued when none of the
+//! shard's request-path writes and syncs is in flight, and syncs them, in steps that grow with
+//! the file (up to `SEGMENT_PREPARE_MAX_BYTES`). An append into prepared space overwrites
+//! written blocks within the file's size: io_uring issues it inline (an append that extends
+//! the file goes to a kernel worker), and its fdatasync has no new size to write before the
+//! device flush (ARCHITECTURE.md, "Prepared segment space"). A shard that keeps the device
+//! busy prepares nothing (its appends extend the file, and the device is not asked to write
+//! twice). A zero chunk never overlaps data: it starts at or after the furthest append issued,
+//! and an append reaching into the chunk being written waits for it first. So the file may
+//! hold zeros past its last batch: recovery cuts them, a roll cuts the sealed segment to its
+//! batches before anything goes to the next one, and a clean close cuts the active one. A
+//! failed zero write stops preparing the file until it is cut (appends then extend it).
 
 use crate::disk::{align_up, Disk, Handle, WriteBuf};
+use crate::watermark::Watermark;
 use sluice_core::limits::{
-    DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD, SEGMENT_RESERVE_MAX_BYTES, SEGMENT_RESERVE_MIN_BYTES,
+    DEFAULT_MAX_OPEN_SEGMENT_FILES_PER_SHARD, SEGMENT_PREPARE_MAX_BYTES, SEGMENT_PREPARE_MIN_BYTES,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,13 +34,35 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod preparer;
+
 pub(crate) struct SegFile {
     disk: Disk,
     path: PathBuf,
     key: u64,
     handle: RefCell<Option<Rc<Handle>>>,
-    /// The file's blocks are reserved up to here (0: not known).
-    reserved: Cell<u64>,
+    prep: Prepared,
+}
+
+/// The space prepared ahead of a segment's appends (module doc).
+#[derive(Default)]
+struct Prepared {
+    /// The file holds written blocks (zeros or data) within its size up to here.
+    end: Cell<u64>,
+    /// The end of the furthest append issued.
+    data_end: Cell<u64>,
+    /// The zero chunk being written, if any.
+    chunk: Cell<Option<(u64, u64)>>,
+    /// Counts the zero chunks that completed, for an append waiting on one.
+    chunks_done: Watermark,
+    /// Where the space being prepared ends.
+    target: Cell<u64>,
+    /// The file is in the shard's preparing queue, or being prepared.
+    queued: Cell<bool>,
+    /// Bumped when the file is cut: a running task stops.
+    epoch: Cell<u64>,
+    /// A zero write failed: no more preparing until the file is cut.
+    failed: Cell<bool>,
 }
 
 struct OpenFiles {
@@ -79,7 +114,7 @@ impl SegFile {
     }
 
     fn new(disk: &Disk, path: PathBuf) -> SegFile {
-        SegFile { disk: disk.clone(), path, key: next_key(), handle: RefCell::new(None), reserved: Cell::new(0) }
+        SegFile { disk: disk.clone(), path, key: next_key(), handle: RefCell::new(None), prep: Prepared::default() }
     }
 
     pub fn disk(&self) -> &Disk {
@@ -155,34 +190,57 @@ impl SegFile {
         self.handle().await
     }
 
-    /// Writes `buf` through `h` (from [`SegFile::writer`]) at the aligned `pos`, reserving
-    /// space ahead first when the write reaches past what is reserved.
-    pub async fn write_buf(&self, h: &Handle, pos: u64, buf: WriteBuf, len: usize) -> io::Result<usize> {
+    /// Writes `buf` through `h` (from [`SegFile::writer`]) at the aligned `pos`, an append at
+    /// the end of the data: first waits for a zero chunk in flight that the write reaches
+    /// into, then starts preparing space ahead when due.
+    pub async fn write_buf(self: &Rc<Self>, h: &Rc<Handle>, pos: u64, buf: WriteBuf, len: usize) -> io::Result<usize> {
         let end = align_up(pos + len as u64);
-        if end > self.reserved.get() {
-            let step = end.clamp(SEGMENT_RESERVE_MIN_BYTES, SEGMENT_RESERVE_MAX_BYTES);
-            let want = align_up(end + step);
-            // Reserving is an optimisation: without it (a filesystem that cannot, or a full
-            // disk) the write itself says whether the bytes fit.
-            match h.reserve(want).await {
-                Ok(()) => self.reserved.set(want),
-                Err(e) => {
-                    tracing::debug!(file = %self.path.display(), error = %e, "could not reserve space ahead");
-                    self.reserved.set(end);
-                }
-            }
+        let p = &self.prep;
+        p.data_end.set(p.data_end.get().max(end));
+        while let Some((from, _)) = p.chunk.get().filter(|(from, _)| *from < end) {
+            let done = p.chunks_done.get();
+            let _ = p.chunks_done.wait_for(done + 1).await;
+            debug_assert!(p.chunk.get().is_none_or(|(f, _)| f != from), "a zero chunk waited for is still in flight");
         }
-        h.write_buf(pos, buf).await
+        self.prepare_ahead(end);
+        let wrote = h.write_buf(pos, buf).await;
+        if let Ok(n) = &wrote {
+            p.end.set(p.end.get().max(pos + *n as u64));
+        }
+        wrote
+    }
+
+    /// Queues the file for the shard's preparing task when the prepared space ends less than
+    /// half a step past `end` (unless queued already, or preparing it failed).
+    fn prepare_ahead(self: &Rc<Self>, end: u64) {
+        let p = &self.prep;
+        let step = end.clamp(SEGMENT_PREPARE_MIN_BYTES, SEGMENT_PREPARE_MAX_BYTES);
+        if p.failed.get() || end + step / 2 <= p.end.get() {
+            return;
+        }
+        p.target.set(p.target.get().max(align_up(end + step)));
+        if !p.queued.replace(true) {
+            preparer::queue(self.clone());
+        }
     }
 
     pub async fn fdatasync(self: &Rc<Self>) -> io::Result<()> {
         self.handle().await?.fdatasync().await
     }
 
-    /// Cuts the file to `len` bytes (this also releases blocks reserved beyond it).
+    /// Cuts the file to `len` bytes (this also drops the space prepared beyond it); a zero
+    /// chunk in flight completes first.
     pub async fn truncate(self: &Rc<Self>, len: u64) -> io::Result<()> {
+        let p = &self.prep;
+        p.epoch.set(p.epoch.get() + 1);
+        while p.chunk.get().is_some() {
+            let done = p.chunks_done.get();
+            let _ = p.chunks_done.wait_for(done + 1).await;
+        }
         self.handle().await?.truncate(len).await?;
-        self.reserved.set(0);
+        p.end.set(len);
+        p.data_end.set(len);
+        p.failed.set(false);
         Ok(())
     }
 }
