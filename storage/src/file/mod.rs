@@ -240,6 +240,9 @@ impl SegFile {
         self.handle().await?.truncate(len).await?;
         p.end.set(len);
         p.data_end.set(len);
+        // Nothing to prepare until the next append asks: a file still queued (a sealed or
+        // closed segment) must not get zeros past the cut.
+        p.target.set(len);
         p.failed.set(false);
         Ok(())
     }
@@ -251,5 +254,43 @@ impl Drop for SegFile {
             let key = self.key;
             let _ = OPEN.try_with(|o| o.borrow_mut().files.remove(&key));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_file_cut_while_queued_for_preparing_gets_no_zeros_past_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let f = SegFile::create(&Disk::Real, path).await.unwrap();
+                let h = f.writer().await.unwrap();
+                // A request-path write in flight: the preparing task finds no idle moment and
+                // puts the file back in its queue.
+                let busy = crate::inflight::Guard::start();
+                let mut buf = h.alloc(4096);
+                buf.as_mut().fill(1);
+                assert_eq!(f.write_buf(&h, 0, buf, 4096).await.unwrap(), 4096);
+                assert!(f.prep.queued.get(), "the append queued the file for preparing");
+                // Past one busy attempt: the file waits in the queue while the task backs off.
+                let attempt = sluice_core::limits::SEGMENT_PREPARE_IDLE_CHECKS as u64
+                    * sluice_core::limits::SEGMENT_PREPARE_IDLE_CHECK_MICROS;
+                glommio::timer::sleep(Duration::from_micros(2 * attempt)).await;
+                f.truncate(4096).await.unwrap();
+                drop(busy);
+                // Longer than a busy attempt and its back-off: the task has taken the file again.
+                glommio::timer::sleep(Duration::from_millis(4 * sluice_core::limits::SEGMENT_PREPARE_BUSY_BACKOFF_MS))
+                    .await;
+                assert!(!f.prep.queued.get(), "the preparing task took the file again");
+                assert_eq!(f.size().await.unwrap(), 4096);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
