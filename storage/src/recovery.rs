@@ -31,8 +31,6 @@ pub(crate) struct Scanned {
     /// The bytes after the last valid batch when the part of them read holds a non-zero byte
     /// (a torn or corrupt tail); 0 when that part is zeros (padding or prepared space).
     pub truncated_bytes: u64,
-    /// The file's size when scanned.
-    pub file_size: u64,
 }
 
 /// Where to start and what to expect there.
@@ -83,7 +81,7 @@ pub(crate) async fn scan(
         cursor += need;
     }
     let truncated_bytes = reader.torn_after(cursor);
-    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes, file_size: reader.size })
+    Ok(Scanned { entries, end_pos: cursor, next_offset, truncated_bytes })
 }
 
 /// The part of a segment file a scan has read and not passed yet.

@@ -180,7 +180,7 @@ impl Segment {
         let trusted = if trust_index { read_index(disk, &ip, &tp, size).await } else { None };
         let (index, s) = scan_active(&file, &shown, base, trusted.unwrap_or_default(), interval).await?;
         // A torn tail, or zeros past the batches (prepared space a crash left): cut either.
-        if s.truncated_bytes > 0 || s.file_size > crate::disk::align_up(s.end_pos) {
+        if s.truncated_bytes > 0 || size > crate::disk::align_up(s.end_pos) {
             file.truncate(s.end_pos).await.map_err(|e| StorageError::io("truncate", &shown, e))?;
             file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &shown, e))?;
         }

@@ -197,17 +197,23 @@ impl SegFile {
         let end = align_up(pos + len as u64);
         let p = &self.prep;
         p.data_end.set(p.data_end.get().max(end));
-        while let Some((from, _)) = p.chunk.get().filter(|(from, _)| *from < end) {
-            let done = p.chunks_done.get();
-            let _ = p.chunks_done.wait_for(done + 1).await;
-            debug_assert!(p.chunk.get().is_none_or(|(f, _)| f != from), "a zero chunk waited for is still in flight");
-        }
+        self.wait_for_chunk(|from| from < end).await;
         self.prepare_ahead(end);
         let wrote = h.write_buf(pos, buf).await;
         if let Ok(n) = &wrote {
             p.end.set(p.end.get().max(pos + *n as u64));
         }
         wrote
+    }
+
+    /// Waits while a zero chunk is in flight whose start `blocks` (one chunk at a time).
+    async fn wait_for_chunk(&self, blocks: impl Fn(u64) -> bool) {
+        let p = &self.prep;
+        while let Some((from, _)) = p.chunk.get().filter(|(from, _)| blocks(*from)) {
+            let done = p.chunks_done.get();
+            let _ = p.chunks_done.wait_for(done + 1).await;
+            debug_assert!(p.chunk.get().is_none_or(|(f, _)| f != from), "a zero chunk waited for is still in flight");
+        }
     }
 
     /// Queues the file for the shard's preparing task when the prepared space ends less than
@@ -233,10 +239,7 @@ impl SegFile {
     pub async fn truncate(self: &Rc<Self>, len: u64) -> io::Result<()> {
         let p = &self.prep;
         p.epoch.set(p.epoch.get() + 1);
-        while p.chunk.get().is_some() {
-            let done = p.chunks_done.get();
-            let _ = p.chunks_done.wait_for(done + 1).await;
-        }
+        self.wait_for_chunk(|_| true).await;
         self.handle().await?.truncate(len).await?;
         p.end.set(len);
         p.data_end.set(len);
