@@ -3,7 +3,7 @@
 //! Contract: [`scan`] reads batches from `start` and accepts one only if its length is sane,
 //! its magic is 2, its CRC-32C matches and its base offset is the one expected; it stops at the
 //! first batch that fails (or at the end). Bytes after the last valid batch are zeros (the
-//! partial last page of a direct-I/O write, or space prepared ahead of the appends: `file.rs`)
+//! partial last page of a direct-I/O write, or space prepared ahead of the appends: `file/mod.rs`)
 //! or a torn or corrupt write, reported in [`Scanned::truncated_bytes`]; the caller cuts
 //! either off.
 

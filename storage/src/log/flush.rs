@@ -337,7 +337,7 @@ async fn roll(log: &Rc<PartitionLog>, forced: bool) {
     tracing::debug!(partition = %log.name, base = roll_base, "rolled to a new segment");
 }
 
-/// Cuts the space prepared past a segment's batches (`file.rs`), durably: the segment is
+/// Cuts the space prepared past a segment's batches (`file/mod.rs`), durably: the segment is
 /// sealed at `end`.
 async fn cut_prepared(file: &Rc<crate::file::SegFile>, end: u64) -> std::io::Result<()> {
     file.truncate(end).await?;

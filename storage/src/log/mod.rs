@@ -693,7 +693,7 @@ impl PartitionLog {
                 (!st.producers.is_empty()).then(|| crate::producers::encode_snapshot(st.next_offset, &st.producers));
             (index_files, snapshot)
         };
-        // The active segment ends at its last batch (no prepared space past it: `file.rs`).
+        // The active segment ends at its last batch (no prepared space past it: `file/mod.rs`).
         let (active, size) = {
             let st = self.state.borrow();
             (st.active().file.clone(), st.active().size)
