@@ -219,7 +219,7 @@ pub const DEFS: &[Def] = &[
         default: "60000",
         broker_synonym: "log.segment.delete.delay.ms",
         kind: Kind::Long { min: 0 },
-        doc: "delay before a deleted segment file is removed",
+        doc: "a deleted segment's file waits this long under a .deleted name, then is freed in small steps",
     },
     Def {
         name: "flush.messages",

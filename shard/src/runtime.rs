@@ -246,6 +246,10 @@ async fn recover(
     sluice_storage::probe_direct_io(&config.data_dir).await.map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     shard.install(snapshot).await.map_err(|e| e.to_string())?;
+    // Partition directories deleted before a stop or a crash, not freed yet.
+    if shard.id.0 == 0 {
+        sluice_storage::reclaim::sweep_data_dir(&config.data_dir).await;
+    }
     tracing::info!(
         shard = %shard.id,
         partitions = shard.owned_partitions(),

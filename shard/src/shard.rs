@@ -86,6 +86,9 @@ pub fn log_config(
             -1
         },
         producer_id_expiration_ms,
+        file_delete_delay_ms: get("file.delete.delay.ms")
+            .map(|v| u64::try_from(v).unwrap_or(0))
+            .unwrap_or(d.file_delete_delay_ms),
     }
 }
 
@@ -354,9 +357,11 @@ impl Shard {
             self.txn_partitions.remove(&tp);
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
+            let delay = std::time::Duration::from_millis(log.config().file_delete_delay_ms);
             drop(log);
-            // Freeing a large partition's extents can take a while: off the shard's thread.
-            if let Err(e) = sluice_storage::disk::blocking(move || std::fs::remove_dir_all(&dir)).await {
+            // Its name goes at once; its files are freed in small steps after the topic's
+            // `file.delete.delay.ms` (`sluice_storage::reclaim`).
+            if let Err(e) = sluice_storage::reclaim::retire_dir(&dir, delay).await {
                 tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
             }
         }

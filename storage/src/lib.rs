@@ -27,6 +27,7 @@ pub mod log;
 pub mod probe;
 pub mod producers;
 pub mod raft_state;
+pub mod reclaim;
 mod recovery;
 mod segment;
 pub mod stats;

@@ -84,9 +84,8 @@ async fn scan_active(
     Ok((index, s))
 }
 
-/// Base offsets of the segments in `dir`, sorted.
-pub(crate) async fn list(disk: &Disk, dir: &Path) -> Result<Vec<i64>, StorageError> {
-    let names = disk.list(dir).await.map_err(|e| StorageError::io("list", dir.display(), e))?;
+/// Base offsets of the segments among the file names of a directory, sorted.
+pub(crate) fn bases(names: &[String]) -> Vec<i64> {
     let mut bases: Vec<i64> = names
         .iter()
         .filter_map(|name| {
@@ -95,7 +94,7 @@ pub(crate) async fn list(disk: &Disk, dir: &Path) -> Result<Vec<i64>, StorageErr
         })
         .collect();
     bases.sort_unstable();
-    Ok(bases)
+    bases
 }
 
 impl Segment {
@@ -282,19 +281,45 @@ impl Segment {
         }
     }
 
-    /// Removes the segment's files (and its chunks from the read cache).
-    /// Unlinking a large file frees its extents, which can take milliseconds: it runs off
-    /// the shard's thread.
+    /// Removes the segment's files (and its chunks from the read cache) at once: for a segment
+    /// that holds next to nothing (one just created). Others are [`Segment::retire`]d.
+    /// Unlinking a file runs off the shard's thread.
     pub async fn remove_files(&self) {
         // An open descriptor stays open for readers in flight (it outlives the unlink).
         crate::cache::invalidate(self.file.key());
-        let (ip, tp) = index_paths(&self.path);
-        for p in [&self.path, &ip, &tp] {
-            if let Err(e) = self.file.disk().remove_file_off_thread(p).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(file = %p.display(), error = %e, "could not remove a deleted segment's file");
-                }
-            }
+        for p in all_paths(&self.path) {
+            remove_quietly(self.file.disk(), &p).await;
+        }
+    }
+
+    /// Deletes the segment (retention, truncation): its chunks leave the read cache, its index
+    /// files are removed, and its log file goes to the shard's reclaiming task, which frees it
+    /// in small steps `delay` (`file.delete.delay.ms`) from now, once no reader holds it
+    /// (`crate::reclaim`).
+    pub async fn retire(&self, delay: std::time::Duration) {
+        retire_files(&self.file, &self.path, delay).await;
+    }
+}
+
+/// [`Segment::retire`] for the segment whose log file is `file` at `path`.
+pub(crate) async fn retire_files(file: &Rc<SegFile>, path: &Path, delay: std::time::Duration) {
+    crate::cache::invalidate(file.key());
+    let (ip, tp) = index_paths(path);
+    for p in [&ip, &tp] {
+        remove_quietly(file.disk(), p).await;
+    }
+    if let Err(e) = crate::reclaim::retire(file.disk(), path, delay, Rc::downgrade(file)).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "could not delete a segment's file");
+        }
+    }
+}
+
+/// Removes a file of a deleted segment; a failure other than its absence is logged.
+async fn remove_quietly(disk: &Disk, p: &Path) {
+    if let Err(e) = disk.remove_file_off_thread(p).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %p.display(), error = %e, "could not remove a deleted segment's file");
         }
     }
 }

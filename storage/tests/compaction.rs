@@ -172,7 +172,16 @@ fn overwrites_and_tombstones_leave_the_last_value_per_key() {
         assert_eq!(again(now + 970), live);
 
         // Swap them in on the real disk: the files hold the cleaned bytes, nothing is left over.
-        swap_in(&Disk::Real, &dir, &new_segments, &[]).await.unwrap();
+        let olds: Vec<Vec<u8>> =
+            new_segments.iter().map(|s| std::fs::read(dir.join(format!("{:020}.log", s.base))).unwrap()).collect();
+        let kept_files = swap_in(&Disk::Real, &dir, &new_segments, &[]).await.unwrap();
+        // Each replaced log file is kept under a `.deleted` name, for the reclaiming task.
+        assert_eq!(kept_files.len(), new_segments.len());
+        for ((base, path), (s, old)) in kept_files.iter().zip(new_segments.iter().zip(&olds)) {
+            assert_eq!(*base, s.base);
+            assert!(path.to_str().unwrap().ends_with(".deleted"));
+            assert_eq!(&std::fs::read(path).unwrap(), old);
+        }
         for s in &new_segments {
             assert_eq!(std::fs::read(dir.join(format!("{:020}.log", s.base))).unwrap(), s.log);
             assert_eq!(std::fs::read(dir.join(format!("{:020}.index", s.base))).unwrap(), s.index);
@@ -215,7 +224,12 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("t-0");
     run(move || async move {
-        let config = LogConfig { segment_bytes: 4 * 1024, index_interval_bytes: 512, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 4 * 1024,
+            index_interval_bytes: 512,
+            file_delete_delay_ms: 0,
+            ..LogConfig::default()
+        };
         let (log, _) = PartitionLog::open(&dir, "t-0", config, false).await.unwrap();
         let mut last = None;
         for r in 0..ROUNDS {
@@ -271,6 +285,19 @@ fn a_live_log_compacts_serves_gaps_and_reopens() {
         expected.sort();
         expected.extend(before.iter().filter(|(o, _, _)| *o >= upto).cloned());
         assert_eq!(read_all(&log, "after").await, expected, "after the pass");
+        // The replaced and merged-away files, kept under `.deleted` names, are freed.
+        let deleted = || {
+            let names = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok());
+            names.filter(|n| n.ends_with(".deleted")).count()
+        };
+        for _ in 0..500 {
+            if deleted() == 0 {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(deleted(), 0, "deleted segment files left after 5 s");
+        assert_eq!(read_all(&log, "after").await, expected, "after the old files were freed");
         // A read at an offset compaction removed answers the next batch kept.
         let removed = (0..upto).find(|o| !expected.iter().any(|e| e.0 == *o)).unwrap();
         let r = log.read(sluice_core::Offset(removed), 1 << 20).await.unwrap();

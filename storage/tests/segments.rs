@@ -150,6 +150,62 @@ fn retention_by_size_and_time_deletes_whole_sealed_segments() {
     });
 }
 
+/// Names in `dir` ending with `suffix`.
+fn names_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
+    let names = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok());
+    names.filter(|n| n.ends_with(suffix)).collect()
+}
+
+/// Waits (at most 5 s) until `dir` holds no `.deleted` file.
+async fn until_no_deleted_files(dir: &std::path::Path) {
+    for _ in 0..500 {
+        if names_ending(dir, ".deleted").is_empty() {
+            return;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("deleted segment files left: {:?}", names_ending(dir, ".deleted"));
+}
+
+#[test]
+fn a_deleted_segment_waits_its_delay_under_a_deleted_name_and_a_restart_frees_what_was_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let cfg =
+            LogConfig { retention_bytes: 20 * 1024, retention_ms: -1, file_delete_delay_ms: 300, ..small_segments() };
+        let (log, _) = PartitionLog::open(&d, "t-0", cfg, false).await.unwrap();
+        let now = 1_700_000_000_000;
+        append_n(&log, 80, now).await;
+        let logs = names_ending(&d, ".log").len();
+        let deleted = log.enforce_retention(now).await.unwrap();
+        assert!(deleted > 0);
+        // Out of the log's names at once (index files removed), the log files kept as Kafka keeps them.
+        assert_eq!(names_ending(&d, ".log").len(), logs - deleted);
+        let stems = |suffix: &str| -> Vec<String> {
+            names_ending(&d, suffix).iter().map(|n| n.trim_end_matches(suffix).to_string()).collect()
+        };
+        let live = stems(".log");
+        assert!(stems(".index").iter().all(|s| live.contains(s)), "index files of deleted segments were removed");
+        assert_eq!(names_ending(&d, ".deleted").len(), deleted);
+        glommio::timer::sleep(std::time::Duration::from_millis(150)).await;
+        assert_eq!(names_ending(&d, ".deleted").len(), deleted, "freed before file.delete.delay.ms");
+        until_no_deleted_files(&d).await;
+
+        // A long delay: the files are still there at the stop, and the next open frees them.
+        log.set_config(LogConfig { retention_ms: 1000, retention_bytes: -1, file_delete_delay_ms: 3_600_000, ..cfg });
+        let deleted = log.enforce_retention(now + 86_400_000).await.unwrap();
+        assert!(deleted > 0);
+        log.close().await.unwrap();
+        drop(log);
+        assert_eq!(names_ending(&d, ".deleted").len(), deleted);
+        let (log, _) = PartitionLog::open(&d, "t-0", cfg, true).await.unwrap();
+        assert_eq!(log.segment_count(), 1, "a .deleted file is never taken for a segment");
+        until_no_deleted_files(&d).await;
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn timestamp_lookup_has_record_precision() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,13 +11,16 @@
 //! 2. the swap marker (`compaction.swap`: the bases of the new segments, the bases of the
 //!    segments merged into them, and a CRC-32) is written durably (temporary file, fsync,
 //!    rename, directory fsync): the commit point;
-//! 3. every `.cleaned` file is renamed over its final name; the merged-away segments' three
-//!    files are removed; the directory is fsync'd;
+//! 3. every `.cleaned` file is renamed over its final name, the replaced log file first given
+//!    a second, `.deleted` name; the merged-away segments' index files are removed and their
+//!    log files renamed to `.deleted` names; the directory is fsync'd. The `.deleted` files
+//!    ([`Kept`]) are freed later by the shard's reclaiming task (`crate::reclaim`; the
+//!    simulated disk keeps none);
 //! 4. the marker is removed and the directory fsync'd.
 //!
 //! [`recover_swap`] runs when a log opens, before its segments are listed: with a valid marker
-//! it finishes step 3 (renaming the `.cleaned` files still there, removing the merged-away
-//! files still there) and removes the marker; with no marker (or one that fails its CRC: it
+//! it finishes step 3 (renaming the `.cleaned` files still there, removing or keeping the
+//! merged-away files still there) and removes the marker; with no marker (or one that fails its CRC: it
 //! never became durable) it removes every `.cleaned` file. A crash before step 2 therefore
 //! leaves the old segments, from step 2 on the new ones. `.cleaned` names never end in `.log`,
 //! so segment listing never sees them. A marker written by an older build (version 1: new
@@ -174,9 +177,14 @@ fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io
     move |e| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
+/// A replaced or merged-away log file kept under a `.deleted` name by a swap: the segment's
+/// base and the name.
+pub type Kept = (i64, PathBuf);
+
 /// Replaces the segments at the bases of `segs` (sealed; or, for a merge, absent) with `segs`
-/// and removes the sealed segments at the bases in `removed` (merged into `segs`).
-pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment], removed: &[i64]) -> io::Result<()> {
+/// and removes the sealed segments at the bases in `removed` (merged into `segs`). Returns
+/// the old log files kept under `.deleted` names, for the caller to queue.
+pub async fn swap_in(disk: &Disk, dir: &Path, segs: &[NewSegment], removed: &[i64]) -> io::Result<Vec<Kept>> {
     swap_in_owned(disk, dir, segs.to_vec(), removed, &mut Pace::new()).await
 }
 
@@ -190,7 +198,7 @@ pub async fn swap_in_owned(
     segs: Vec<NewSegment>,
     removed: &[i64],
     pace: &mut Pace,
-) -> io::Result<()> {
+) -> io::Result<Vec<Kept>> {
     assert!(removed.iter().all(|r| segs.iter().all(|s| s.base != *r)), "a merged-away segment is not also written");
     let plan = SwapPlan { replaced: segs.iter().map(|s| s.base).collect(), removed: removed.to_vec() };
     for s in segs {
@@ -244,23 +252,38 @@ async fn write_cleaned(disk: &Disk, path: &Path, bytes: &[u8], pace: &mut Pace) 
     file.fdatasync().await
 }
 
-/// Steps 3 and 4: every `.cleaned` file still there over its final name, every merged-away
-/// file still there removed, then the marker away.
-async fn finish(disk: &Disk, dir: &Path, plan: &SwapPlan) -> io::Result<()> {
+/// Steps 3 and 4: every `.cleaned` file still there over its final name (the log file it
+/// replaces kept under a `.deleted` name), every merged-away file still there removed (its
+/// log file kept likewise), then the marker away. Returns the kept files.
+async fn finish(disk: &Disk, dir: &Path, plan: &SwapPlan) -> io::Result<Vec<Kept>> {
     let present = disk.list(dir).await?;
     let listed = |p: &Path| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| present.iter().any(|n| n == f));
+    let mut kept = Vec::new();
     for base in &plan.replaced {
-        for name in final_names(*base) {
-            let from = cleaned(dir, &name);
-            if listed(&from) {
-                disk.rename_off_thread(&from, &dir.join(&name)).await.map_err(io_at("rename", &from))?;
+        for (i, name) in final_names(*base).into_iter().enumerate() {
+            let (from, to) = (cleaned(dir, &name), dir.join(&name));
+            if !listed(&from) {
+                continue; // renamed before a crash
             }
+            // Only while its `.cleaned` file is there does the final name hold the old file.
+            if i == 0 && listed(&to) {
+                let deleted = crate::reclaim::keep_replaced(disk, &to).await.map_err(io_at("link", &to))?;
+                kept.extend(deleted.map(|d| (*base, d)));
+            }
+            disk.rename_off_thread(&from, &to).await.map_err(io_at("rename", &from))?;
         }
     }
     for base in &plan.removed {
-        for name in final_names(*base) {
+        for (i, name) in final_names(*base).into_iter().enumerate() {
             let path = dir.join(&name);
-            if listed(&path) {
+            if !listed(&path) {
+                continue;
+            }
+            if i == 0 && disk.is_real() {
+                let deleted = crate::reclaim::deleted_name(&path);
+                disk.rename_off_thread(&path, &deleted).await.map_err(io_at("rename", &path))?;
+                kept.push((*base, deleted));
+            } else {
                 disk.remove_file_off_thread(&path).await.map_err(io_at("remove", &path))?;
             }
         }
@@ -268,7 +291,8 @@ async fn finish(disk: &Disk, dir: &Path, plan: &SwapPlan) -> io::Result<()> {
     disk.sync_dir(dir).await?;
     let marker = dir.join(SWAP_MARKER);
     disk.remove_file_off_thread(&marker).await.map_err(io_at("remove", &marker))?;
-    disk.sync_dir(dir).await
+    disk.sync_dir(dir).await?;
+    Ok(kept)
 }
 
 /// Finishes a committed swap or discards an uncommitted one (see the module contract).
@@ -283,6 +307,7 @@ pub async fn recover_swap(disk: &Disk, dir: &Path) -> io::Result<SwapRecovery> {
         None
     };
     if let Some(plan) = plan {
+        // The kept files are freed by the sweep that follows when the log opens.
         finish(disk, dir, &plan).await?;
         return Ok(SwapRecovery::Completed(plan.replaced.len()));
     }

@@ -187,10 +187,12 @@ pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
     glommio::executor().spawn_blocking(f).await
 }
 
-/// Waits (at most `max`) until this executor has no blocking job in flight. An executor must
-/// not end while one runs: glommio's pool thread then fails to hand back the result and
-/// panics, which aborts the whole process. Returns the jobs still in flight at the deadline.
+/// Waits (at most `max`) until this executor has no blocking job in flight, after ending its
+/// freeing of deleted segments (which would start more). An executor must not end while one
+/// runs: glommio's pool thread then fails to hand back the result and panics, which aborts the
+/// whole process. Returns the jobs still in flight at the deadline.
 pub async fn settle(max: std::time::Duration) -> usize {
+    crate::reclaim::stop();
     let deadline = std::time::Instant::now() + max;
     loop {
         let left = BLOCKING_IN_FLIGHT.with(|n| n.get());

@@ -575,9 +575,10 @@ impl PartitionLog {
         // Readers that locate batches by offsets found before (Raft catch-up anchors) learn
         // that batches may have moved, both while the files change and once the list did.
         self.relayout();
-        swap_in_owned(&self.disk, &self.dir, segs, &removed, pace)
+        let mut kept = swap_in_owned(&self.disk, &self.dir, segs, &removed, pace)
             .await
             .map_err(|e| StorageError::io("swap cleaned segments", self.dir.display(), e))?;
+        let delay = self.delete_delay();
         for ((next, bases), base) in news.into_iter().zip(firsts) {
             let seg = Segment::open_sealed(&self.disk, &self.dir, base, next, interval, now_ms).await?;
             let mut st = self.state.borrow_mut();
@@ -587,7 +588,15 @@ impl PartitionLog {
             let old: Vec<Segment> = st.segments.splice(i..i + n, [seg]).collect();
             for o in old {
                 crate::cache::invalidate(o.file.key());
+                // Its blocks are freed once no reader holds it (`crate::reclaim`).
+                if let Some(k) = kept.iter().position(|(b, _)| *b == o.base) {
+                    crate::reclaim::queue(kept.swap_remove(k).1, delay, Rc::downgrade(&o.file));
+                }
             }
+        }
+        // Kept files of segments no longer in the list (none expected): no reader to wait for.
+        for (_, path) in kept {
+            crate::reclaim::queue(path, delay, std::rc::Weak::new());
         }
         self.relayout();
         Ok(())

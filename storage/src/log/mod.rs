@@ -81,6 +81,9 @@ pub struct LogConfig {
     /// Forget a producer's state this long after its last write (`producer_id_expiration_ms`,
     /// fixed when the log opens).
     pub producer_id_expiration_ms: u64,
+    /// A deleted segment's file stays this long under a `.deleted` name before it is freed
+    /// (`file.delete.delay.ms`).
+    pub file_delete_delay_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -96,6 +99,7 @@ impl Default for LogConfig {
             retention_ms: default_i64("retention.ms"),
             retention_bytes: default_i64("retention.bytes"),
             producer_id_expiration_ms: sluice_core::limits::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            file_delete_delay_ms: u64::try_from(default_i64("file.delete.delay.ms")).unwrap_or(0),
         }
     }
 }
@@ -364,7 +368,9 @@ impl PartitionLog {
         if swap != crate::compact::swap::SwapRecovery::Nothing {
             tracing::info!(partition = name, ?swap, "recovered an interrupted compaction swap");
         }
-        let mut bases = segment::list(disk, dir).await?;
+        let names = disk.list(dir).await.map_err(|e| StorageError::io("list", dir.display(), e))?;
+        crate::reclaim::sweep(disk, dir, &names).await;
+        let mut bases = segment::bases(&names);
         remove_empty_last_segment(disk, dir, &mut bases).await?;
         let [log_start_file, producers_file, checkpoint_file, raft_state_file] = disk
             .read_files([

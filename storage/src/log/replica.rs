@@ -123,19 +123,19 @@ impl PartitionLog {
     /// Restarts the log empty at `start` (see the module contract). Nothing may be appended
     /// meanwhile (the replica's Raft group is stopped).
     pub async fn reset_empty_at(&self, start: Offset) -> Result<(), StorageError> {
-        let mut paths = vec![self.dir.join(crate::producers::SNAPSHOT_FILE)];
-        for s in &self.state.borrow().segments {
-            crate::cache::invalidate(s.file.key());
-            paths.extend(segment::all_paths(&s.path));
-        }
-        // An open descriptor stays valid for readers in flight (it outlives the unlink).
-        for p in paths {
-            if let Err(e) = self.disk.remove_file_off_thread(&p).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(StorageError::io("remove", p.display(), e));
-                }
+        let snapshot = self.dir.join(crate::producers::SNAPSHOT_FILE);
+        if let Err(e) = self.disk.remove_file_off_thread(&snapshot).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(StorageError::io("remove", snapshot.display(), e));
             }
         }
+        // Each segment's log file is freed later, once no reader holds it (`crate::reclaim`).
+        let old: Vec<_> = self.state.borrow().segments.iter().map(|s| (s.file.clone(), s.path.clone())).collect();
+        let delay = self.delete_delay();
+        for (file, path) in &old {
+            segment::retire_files(file, path, delay).await;
+        }
+        drop(old);
         let seg = Segment::create(&self.disk, &self.dir, start.0, now_ms()).await?;
         self.write_offset_file(LOG_START_FILE, start.0).await?;
         self.write_offset_file(CLEANER_CHECKPOINT_FILE, start.0).await?;

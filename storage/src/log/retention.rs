@@ -29,6 +29,11 @@ impl PartitionLog {
         Ok(Offset(st.log_start))
     }
 
+    /// How long a deleted segment's file waits before it is freed (`file.delete.delay.ms`).
+    pub(super) fn delete_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.get().file_delete_delay_ms)
+    }
+
     async fn persist_log_start(&self, value: i64) -> Result<(), StorageError> {
         self.write_offset_file(LOG_START_FILE, value).await
     }
@@ -79,9 +84,10 @@ impl PartitionLog {
             st.log_start = st.log_start.max(new_start);
             st.segments.drain(..n).collect()
         };
+        let delay = self.delete_delay();
         for s in &removed {
             tracing::info!(partition = %self.name, segment = s.base, bytes = s.size, "retention deleted a segment");
-            s.remove_files().await;
+            s.retire(delay).await;
         }
         Ok(removed.len())
     }
@@ -91,8 +97,9 @@ impl PartitionLog {
     pub async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
         let Some((seg_base, pos)) = self.batch_position(offset.0).await? else { return Ok(()) };
         let (drop_segments, active_file) = self.cut_state(offset.0, seg_base, pos);
+        let delay = self.delete_delay();
         for s in &drop_segments {
-            s.remove_files().await;
+            s.retire(delay).await;
         }
         crate::cache::invalidate(active_file.key());
         active_file.truncate(pos).await.map_err(|e| StorageError::io("truncate", &self.name, e))?;
