@@ -89,6 +89,8 @@ pub const SEGMENT_RECLAIM_POLL_MS: u64 = 1000;
 /// A deleted segment still held by a reader this long after its delay is unlinked without
 /// being cut first (its blocks are then freed when the reader lets go, all at once).
 pub const SEGMENT_RECLAIM_HOLDER_WAIT_MS: u64 = 60_000;
+/// A due file a reader still holds is looked at again this much later (the others go on).
+pub const SEGMENT_RECLAIM_HOLDER_RETRY_MS: u64 = 10;
 /// Per-batch entries of the active segment a partition keeps once they are durable (recent
 /// reads find their batch through them; older ones through the sparse index and a short scan).
 /// A log trims back to this many when it holds twice as many, so its memory does not grow

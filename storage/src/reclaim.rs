@@ -14,8 +14,10 @@
 //!   holds it: cut `SEGMENT_RECLAIM_STEP_BYTES` at a time, each cut in a moment with none of
 //!   the shard's request-path writes and syncs in flight (or after
 //!   `SEGMENT_RECLAIM_IDLE_CHECKS` checks, so a busy shard still frees its space), then
-//!   unlinked. A file still held `SEGMENT_RECLAIM_HOLDER_WAIT_MS` after its delay is unlinked
-//!   without cuts: a reader never sees a file shrink under it.
+//!   unlinked. A due file a reader still holds is looked at again
+//!   `SEGMENT_RECLAIM_HOLDER_RETRY_MS` later while the others go on; one still held
+//!   `SEGMENT_RECLAIM_HOLDER_WAIT_MS` after it was first found held is unlinked without cuts:
+//!   a reader never sees a file shrink under it.
 //! - [`retire_dir`] does the same for a closed partition's whole directory (renamed to a
 //!   `.deleted` name at once; each file freed as above; the directory removed after its last).
 //! - `.deleted` files found when a log opens, and `.deleted` directories in the data directory
@@ -29,8 +31,8 @@
 use crate::disk::{blocking, Disk};
 use crate::file::SegFile;
 use sluice_core::limits::{
-    SEGMENT_PREPARE_IDLE_CHECK_MICROS, SEGMENT_RECLAIM_HOLDER_WAIT_MS, SEGMENT_RECLAIM_IDLE_CHECKS,
-    SEGMENT_RECLAIM_POLL_MS, SEGMENT_RECLAIM_STEP_BYTES,
+    SEGMENT_PREPARE_IDLE_CHECK_MICROS, SEGMENT_RECLAIM_HOLDER_RETRY_MS, SEGMENT_RECLAIM_HOLDER_WAIT_MS,
+    SEGMENT_RECLAIM_IDLE_CHECKS, SEGMENT_RECLAIM_POLL_MS, SEGMENT_RECLAIM_STEP_BYTES,
 };
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -50,6 +52,8 @@ struct Entry {
     holder: Weak<SegFile>,
     /// The deleted directory the file is in, removed after its last file.
     dir: Option<Rc<DeletedDir>>,
+    /// When the task first found the file due but still held by a reader.
+    held_since: Option<Instant>,
 }
 
 /// A deleted partition directory and how many of its files are not freed yet.
@@ -124,7 +128,7 @@ pub(crate) async fn keep_replaced(disk: &Disk, path: &Path) -> io::Result<Option
 
 /// Queues a `.deleted` file, freed `delay` from now once `holder` is gone.
 pub(crate) fn queue(path: PathBuf, delay: Duration, holder: Weak<SegFile>) {
-    push(Entry { path, due: Instant::now() + delay, holder, dir: None });
+    push(Entry { path, due: Instant::now() + delay, holder, dir: None, held_since: None });
 }
 
 fn push(e: Entry) {
@@ -155,7 +159,7 @@ async fn queue_dir(dir: PathBuf, delay: Duration) -> io::Result<()> {
     }
     let due = Instant::now() + delay;
     for n in names {
-        push(Entry { path: dir.join(n), due, holder: Weak::new(), dir: Some(group.clone()) });
+        push(Entry { path: dir.join(n), due, holder: Weak::new(), dir: Some(group.clone()), held_since: None });
     }
     Ok(())
 }
@@ -215,8 +219,16 @@ async fn run(r: Rc<Reclaimer>) {
             continue;
         }
         let mut entry = r.queue.borrow_mut().swap_remove(i);
+        // A file a reader still holds waits its turn again, without holding up the others.
+        let held = entry.holder.strong_count() > 0;
+        let held_for = if held { now.duration_since(*entry.held_since.get_or_insert(now)) } else { Duration::ZERO };
+        if held && held_for < Duration::from_millis(SEGMENT_RECLAIM_HOLDER_WAIT_MS) {
+            entry.due = now + Duration::from_millis(SEGMENT_RECLAIM_HOLDER_RETRY_MS);
+            r.queue.borrow_mut().push(entry);
+            continue;
+        }
         let dir = entry.dir.take();
-        free(&r, entry).await;
+        free(&r, &entry.path, !held).await;
         if let Some(d) = dir {
             finish_dir(&r, &d).await;
         }
@@ -236,47 +248,33 @@ async fn finish_dir(r: &Reclaimer, d: &DeletedDir) {
     }
 }
 
-/// Frees one file: cut down in steps once no reader holds it, then unlinked.
-async fn free(r: &Reclaimer, e: Entry) {
-    let unheld = released(&e.holder).await;
-    if unheld {
-        let mut len = match file_len(r, &e.path).await {
+/// Frees one file: cut down in steps (when `cut_first`: no reader holds it), then unlinked.
+async fn free(r: &Reclaimer, path: &Path, cut_first: bool) {
+    if cut_first {
+        let mut len = match file_len(r, path).await {
             Some(Ok(n)) => n,
-            Some(Err(err)) => return warn(&e.path, "stat", &err),
+            Some(Err(err)) => return warn(path, "stat", &err),
             None => return,
         };
         while len > 0 {
             idle().await;
             len = len.saturating_sub(SEGMENT_RECLAIM_STEP_BYTES);
-            match cut(r, &e.path, len).await {
+            match cut(r, path, len).await {
                 Some(Ok(())) => {}
-                Some(Err(err)) => return warn(&e.path, "cut", &err),
+                Some(Err(err)) => return warn(path, "cut", &err),
                 None => return,
             }
         }
     } else {
-        tracing::warn!(file = %e.path.display(), "a deleted segment is still read; removing it without freeing it in steps");
+        tracing::warn!(file = %path.display(), "a deleted segment is still read; removing it without freeing it in steps");
     }
     if r.stopped.get() {
         return;
     }
-    let path = e.path.clone();
-    if let Err(err) = blocking(move || std::fs::remove_file(&path)).await {
-        warn(&e.path, "remove", &err);
+    let p = path.to_path_buf();
+    if let Err(err) = blocking(move || std::fs::remove_file(&p)).await {
+        warn(path, "remove", &err);
     }
-}
-
-/// Waits until no reader holds the file; false if one still did after
-/// `SEGMENT_RECLAIM_HOLDER_WAIT_MS`.
-async fn released(holder: &Weak<SegFile>) -> bool {
-    let deadline = Instant::now() + Duration::from_millis(SEGMENT_RECLAIM_HOLDER_WAIT_MS);
-    while holder.strong_count() > 0 {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    true
 }
 
 /// The file's size; `None` once the executor is ending.
@@ -353,13 +351,18 @@ mod tests {
         // Three cuts' worth of written blocks.
         let len = 2 * SEGMENT_RECLAIM_STEP_BYTES + 4096;
         std::fs::write(&path, vec![7u8; usize::try_from(len).unwrap()]).unwrap();
+        let other = dir.path().join("00000000000000000100.log");
+        std::fs::write(&other, b"y").unwrap();
         run(move || async move {
             let reader = SegFile::existing(&Disk::Real, path.clone());
             retire(&Disk::Real, &path, Duration::ZERO, Rc::downgrade(&reader)).await.unwrap();
             assert!(!path.exists(), "the segment's name is free at once");
             let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().path()).collect();
-            let [kept] = &names[..] else { panic!("{names:?}") };
+            let [kept] = &names.iter().filter(|p| **p != other).collect::<Vec<_>>()[..] else { panic!("{names:?}") };
+            // A file queued after it, no longer read, does not wait behind it.
+            retire(&Disk::Real, &other, Duration::ZERO, Weak::new()).await.unwrap();
             glommio::timer::sleep(Duration::from_millis(100)).await;
+            assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "the unheld file is freed");
             assert_eq!(std::fs::metadata(kept).unwrap().len(), len, "not cut while a reader holds it");
             drop(reader);
             assert!(gone(kept).await, "freed once the reader let go");
