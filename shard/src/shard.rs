@@ -356,12 +356,11 @@ impl Shard {
             }
             self.txn_partitions.remove(&tp);
             let _ = log.close().await;
-            let dir = log.dir().to_path_buf();
-            let delay = std::time::Duration::from_millis(log.config().file_delete_delay_ms);
-            drop(log);
             // Its name goes at once; its files are freed in small steps after the topic's
             // `file.delete.delay.ms` (`sluice_storage::reclaim`).
-            if let Err(e) = sluice_storage::reclaim::retire_dir(&dir, delay).await {
+            let retired = log.retire_dir().await;
+            drop(log);
+            if let Err(e) = retired {
                 tracing::warn!(partition = %tp, error = %e, "could not remove the directory of a deleted partition");
             }
         }

@@ -143,15 +143,16 @@ fn push(e: Entry) {
 /// renamed to `<dir>.<unique>.deleted` at once (its name is free for a new partition), then
 /// each file in it freed `delay` from now as a deleted segment's, and the directory removed
 /// after its last file.
-pub async fn retire_dir(dir: &Path, delay: Duration) -> io::Result<()> {
+/// `holders` names the segment files readers may still hold.
+pub(crate) async fn retire_dir(dir: &Path, delay: Duration, holders: Vec<(String, Weak<SegFile>)>) -> io::Result<()> {
     let (from, to) = (dir.to_path_buf(), deleted_name(dir));
     let path = to.clone();
     blocking(move || std::fs::rename(&from, &path)).await?;
-    queue_dir(to, delay).await
+    queue_dir(to, delay, holders).await
 }
 
-/// Queues every file of the deleted directory `dir`.
-async fn queue_dir(dir: PathBuf, delay: Duration) -> io::Result<()> {
+/// Queues every file of the deleted directory `dir`, each with its holder in `holders`.
+async fn queue_dir(dir: PathBuf, delay: Duration, mut holders: Vec<(String, Weak<SegFile>)>) -> io::Result<()> {
     let names = Disk::Real.list(&dir).await?;
     let group = Rc::new(DeletedDir { path: dir.clone(), left: Cell::new(names.len()) });
     if names.is_empty() {
@@ -159,7 +160,8 @@ async fn queue_dir(dir: PathBuf, delay: Duration) -> io::Result<()> {
     }
     let due = Instant::now() + delay;
     for n in names {
-        push(Entry { path: dir.join(n), due, holder: Weak::new(), dir: Some(group.clone()), held_since: None });
+        let holder = holders.iter().position(|(h, _)| *h == n).map_or_else(Weak::new, |i| holders.swap_remove(i).1);
+        push(Entry { path: dir.join(n), due, holder, dir: Some(group.clone()), held_since: None });
     }
     Ok(())
 }
@@ -174,7 +176,7 @@ pub async fn sweep_data_dir(data_dir: &Path) {
     for name in names.iter().filter(|n| is_deleted_name(n)) {
         let dir = data_dir.join(name);
         tracing::info!(dir = %dir.display(), "freeing a deleted partition directory left by the last run");
-        if let Err(e) = queue_dir(dir.clone(), Duration::ZERO).await {
+        if let Err(e) = queue_dir(dir.clone(), Duration::ZERO, Vec::new()).await {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot free a deleted partition directory");
         }
     }
@@ -381,7 +383,7 @@ mod tests {
         }
         let data_dir = data.path().to_path_buf();
         run(move || async move {
-            retire_dir(&dir, Duration::from_millis(200)).await.unwrap();
+            retire_dir(&dir, Duration::from_millis(200), Vec::new()).await.unwrap();
             assert!(!dir.exists(), "the partition's name is free at once");
             let deleted: Vec<_> = std::fs::read_dir(&data_dir)
                 .unwrap()

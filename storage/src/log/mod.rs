@@ -669,6 +669,21 @@ impl PartitionLog {
         }
     }
 
+    /// Deletes this closed log's directory (its partition deleted or moved away): renamed at
+    /// once, its files freed `file.delete.delay.ms` later in small steps, each once no reader
+    /// holds it (`crate::reclaim`).
+    pub async fn retire_dir(&self) -> std::io::Result<()> {
+        let holders = self
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .filter_map(|s| Some((s.path.file_name()?.to_str()?.to_string(), Rc::downgrade(&s.file))))
+            .collect();
+        let delay = std::time::Duration::from_millis(self.config.get().file_delete_delay_ms);
+        crate::reclaim::retire_dir(&self.dir, delay, holders).await
+    }
+
     /// Stops accepting appends, waits until everything appended is durable, stops the flusher,
     /// and writes the active segment's indexes and the producer snapshot (so a clean restart
     /// need not scan). Idempotent.
