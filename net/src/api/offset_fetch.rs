@@ -27,7 +27,10 @@ pub const SPEC: ApiSpec =
     ApiSpec { key: ApiKey::OffsetFetch, name: "OffsetFetch", min_version: 1, max_version: 9, handle };
 
 /// The group's committed offsets, and the partitions with transactional offsets pending
-/// (asked only when `require_stable`).
+/// (asked only when `require_stable`). The pending ones are asked first: a transaction's end
+/// commits its offsets to the group before it drops them from the pending set, so an answer
+/// never misses them in both (asked the other way round, an end between the two asks left
+/// the partition with no offset and no UNSTABLE_OFFSET_COMMIT).
 async fn fetch_one(
     ctx: &Ctx,
     group_id: &str,
@@ -35,14 +38,14 @@ async fn fetch_one(
     member: (Option<String>, i32),
     require_stable: bool,
 ) -> Result<(OffsetList, Vec<(String, i32)>), GroupError> {
-    let req = groups::OffsetFetchRequest { group_id: group_id.to_string(), topics, member };
-    let list = groups::ask(&ctx.shard, group_id, req).await?;
     let pending = if require_stable {
         let req = PendingOffsetsRequest { group_id: group_id.to_string() };
         txn::on_group(&ctx.shard, group_id, req).await.map_err(|_| GroupError::CoordinatorNotAvailable)?
     } else {
         Vec::new()
     };
+    let req = groups::OffsetFetchRequest { group_id: group_id.to_string(), topics, member };
+    let list = groups::ask(&ctx.shard, group_id, req).await?;
     Ok((list, pending))
 }
 
