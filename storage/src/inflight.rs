@@ -58,6 +58,19 @@ pub fn io_in_flight() -> bool {
     IN_FLIGHT.with(|n| n.get() > 0)
 }
 
+/// Waits until [`io_in_flight`] is false, checking every `SEGMENT_PREPARE_IDLE_CHECK_MICROS`
+/// at most `checks` times; whether it became false. What background writes and cuts that
+/// share the device wait for.
+pub(crate) async fn wait_for_no_io(checks: u32) -> bool {
+    for _ in 0..checks {
+        if !io_in_flight() {
+            return true;
+        }
+        glommio::timer::sleep(Duration::from_micros(sluice_core::limits::SEGMENT_PREPARE_IDLE_CHECK_MICROS)).await;
+    }
+    false
+}
+
 fn recently_appended() -> bool {
     let window = Duration::from_micros(COMPACTION_ACTIVE_WINDOW_MICROS);
     LAST_APPEND.with(|t| t.get().is_some_and(|at| at.elapsed() < window))

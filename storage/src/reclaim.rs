@@ -31,8 +31,8 @@
 use crate::disk::{blocking, Disk};
 use crate::file::SegFile;
 use sluice_core::limits::{
-    SEGMENT_PREPARE_IDLE_CHECK_MICROS, SEGMENT_RECLAIM_HOLDER_RETRY_MS, SEGMENT_RECLAIM_HOLDER_WAIT_MS,
-    SEGMENT_RECLAIM_IDLE_CHECKS, SEGMENT_RECLAIM_POLL_MS, SEGMENT_RECLAIM_STEP_BYTES,
+    SEGMENT_RECLAIM_HOLDER_RETRY_MS, SEGMENT_RECLAIM_HOLDER_WAIT_MS, SEGMENT_RECLAIM_IDLE_CHECKS,
+    SEGMENT_RECLAIM_POLL_MS, SEGMENT_RECLAIM_STEP_BYTES,
 };
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -304,14 +304,9 @@ fn warn(path: &Path, what: &str, err: &io::Error) {
 }
 
 /// Waits for a moment with none of the shard's request-path writes and syncs in flight, at
-/// most `SEGMENT_RECLAIM_IDLE_CHECKS` checks.
+/// most `SEGMENT_RECLAIM_IDLE_CHECKS` checks (then the cut goes anyway).
 async fn idle() {
-    for _ in 0..SEGMENT_RECLAIM_IDLE_CHECKS {
-        if !crate::inflight::io_in_flight() {
-            return;
-        }
-        glommio::timer::sleep(Duration::from_micros(SEGMENT_PREPARE_IDLE_CHECK_MICROS)).await;
-    }
+    crate::inflight::wait_for_no_io(SEGMENT_RECLAIM_IDLE_CHECKS).await;
 }
 
 #[cfg(test)]

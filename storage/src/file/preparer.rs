@@ -13,10 +13,7 @@
 //! per shard runs while the queue is not empty.
 
 use super::SegFile;
-use sluice_core::limits::{
-    SEGMENT_PREPARE_BUSY_BACKOFF_MS, SEGMENT_PREPARE_CHUNK_BYTES, SEGMENT_PREPARE_IDLE_CHECKS,
-    SEGMENT_PREPARE_IDLE_CHECK_MICROS,
-};
+use sluice_core::limits::{SEGMENT_PREPARE_BUSY_BACKOFF_MS, SEGMENT_PREPARE_CHUNK_BYTES, SEGMENT_PREPARE_IDLE_CHECKS};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -126,11 +123,5 @@ fn stop(file: &SegFile, why: &dyn std::fmt::Display) -> Outcome {
 /// Waits until none of the shard's request-path writes and syncs is in flight; false when
 /// that did not happen within the checks allowed.
 async fn idle() -> bool {
-    for _ in 0..SEGMENT_PREPARE_IDLE_CHECKS {
-        if !crate::inflight::io_in_flight() {
-            return true;
-        }
-        glommio::timer::sleep(Duration::from_micros(SEGMENT_PREPARE_IDLE_CHECK_MICROS)).await;
-    }
-    false
+    crate::inflight::wait_for_no_io(SEGMENT_PREPARE_IDLE_CHECKS).await
 }

@@ -680,8 +680,7 @@ impl PartitionLog {
             .iter()
             .filter_map(|s| Some((s.path.file_name()?.to_str()?.to_string(), Rc::downgrade(&s.file))))
             .collect();
-        let delay = std::time::Duration::from_millis(self.config.get().file_delete_delay_ms);
-        crate::reclaim::retire_dir(&self.dir, delay, holders).await
+        crate::reclaim::retire_dir(&self.dir, self.delete_delay(), holders).await
     }
 
     /// Stops accepting appends, waits until everything appended is durable, stops the flusher,
