@@ -7,9 +7,10 @@
 //! - [`retire`] takes a segment's log file out of its log's names at once: renamed to
 //!   `<name>.<unique>.deleted`, a name no scan takes for a segment, and queued with its topic's
 //!   `file.delete.delay.ms` (Kafka keeps a deleted segment under a `.deleted` name as long) and
-//!   a weak reference to the [`SegFile`] readers hold. [`keep_replaced`] does the same by a
-//!   hard link for a file about to be replaced by a rename (compaction's swap), and [`queue`]
-//!   then takes the link.
+//!   a weak reference to the [`SegFile`] readers hold. [`set_aside`] with [`Aside::Link`] gives
+//!   a file about to be replaced by a rename (compaction's swap) its `.deleted` name by a hard
+//!   link, and [`queue`] then takes the link. [`set_aside`] alone makes the choice between
+//!   the real disk and the simulated one.
 //! - The shard's reclaiming task frees a queued file once its delay has passed and no reader
 //!   holds it: cut `SEGMENT_RECLAIM_STEP_BYTES` at a time, each cut in a moment with none of
 //!   the shard's request-path writes and syncs in flight (or after
@@ -99,31 +100,41 @@ pub(crate) fn is_deleted_name(name: &str) -> bool {
     name.ends_with(SUFFIX)
 }
 
-/// Takes the file at `path` out of its log's names and queues it (module contract).
-pub(crate) async fn retire(disk: &Disk, path: &Path, delay: Duration, holder: Weak<SegFile>) -> io::Result<()> {
-    match disk {
-        Disk::Sim(_) => disk.remove_file_off_thread(path).await,
-        Disk::Real => {
+/// How [`set_aside`] gives a file its `.deleted` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Aside {
+    /// The file leaves its name (on the simulated disk: removed at once).
+    Rename,
+    /// The file keeps its name too, until a rename replaces it (on the simulated disk: left
+    /// as it is, and the rename frees it).
+    Link,
+}
+
+/// Gives the file at `path` a `.deleted` name ([`deleted_name`]) and returns it, or `None` on
+/// the simulated disk, where nothing is kept for later freeing. The one place that chooses
+/// between keeping a deleted file (the real disk) and dropping it (the simulated one).
+pub(crate) async fn set_aside(disk: &Disk, path: &Path, how: Aside) -> io::Result<Option<PathBuf>> {
+    match (disk, how) {
+        (Disk::Sim(_), Aside::Rename) => disk.remove_file_off_thread(path).await.map(|()| None),
+        (Disk::Sim(_), Aside::Link) => Ok(None),
+        (Disk::Real, Aside::Rename) => {
             let to = deleted_name(path);
-            disk.rename_off_thread(path, &to).await?;
-            queue(to, delay, holder);
-            Ok(())
+            disk.rename_off_thread(path, &to).await.map(|()| Some(to))
+        }
+        (Disk::Real, Aside::Link) => {
+            let (from, to) = (path.to_path_buf(), deleted_name(path));
+            let link = to.clone();
+            blocking(move || std::fs::hard_link(&from, &link)).await.map(|()| Some(to))
         }
     }
 }
 
-/// Gives the file at `path` a second, `.deleted` name before a rename replaces it, so that
-/// its blocks are not freed when its last descriptor closes. `None` on the simulated disk.
-pub(crate) async fn keep_replaced(disk: &Disk, path: &Path) -> io::Result<Option<PathBuf>> {
-    match disk {
-        Disk::Sim(_) => Ok(None),
-        Disk::Real => {
-            let (from, to) = (path.to_path_buf(), deleted_name(path));
-            let link = to.clone();
-            blocking(move || std::fs::hard_link(&from, &link)).await?;
-            Ok(Some(to))
-        }
+/// Takes the file at `path` out of its log's names and queues it (module contract).
+pub(crate) async fn retire(disk: &Disk, path: &Path, delay: Duration, holder: Weak<SegFile>) -> io::Result<()> {
+    if let Some(to) = set_aside(disk, path, Aside::Rename).await? {
+        queue(to, delay, holder);
     }
+    Ok(())
 }
 
 /// Queues a `.deleted` file, freed `delay` from now once `holder` is gone.
@@ -145,9 +156,8 @@ fn push(e: Entry) {
 /// after its last file.
 /// `holders` names the segment files readers may still hold.
 pub(crate) async fn retire_dir(dir: &Path, delay: Duration, holders: Vec<(String, Weak<SegFile>)>) -> io::Result<()> {
-    let (from, to) = (dir.to_path_buf(), deleted_name(dir));
-    let path = to.clone();
-    blocking(move || std::fs::rename(&from, &path)).await?;
+    let to = deleted_name(dir);
+    Disk::Real.rename_off_thread(dir, &to).await?;
     queue_dir(to, delay, holders).await
 }
 
@@ -252,12 +262,15 @@ async fn finish_dir(r: &Reclaimer, d: &DeletedDir) {
 
 /// Frees one file: cut down in steps (when `cut_first`: no reader holds it), then unlinked.
 async fn free(r: &Reclaimer, path: &Path, cut_first: bool) {
+    let started = Instant::now();
+    let mut bytes = 0;
     if cut_first {
         let mut len = match file_len(r, path).await {
             Some(Ok(n)) => n,
             Some(Err(err)) => return warn(path, "stat", &err),
             None => return,
         };
+        bytes = len;
         while len > 0 {
             idle().await;
             len = len.saturating_sub(SEGMENT_RECLAIM_STEP_BYTES);
@@ -273,9 +286,11 @@ async fn free(r: &Reclaimer, path: &Path, cut_first: bool) {
     if r.stopped.get() {
         return;
     }
-    let p = path.to_path_buf();
-    if let Err(err) = blocking(move || std::fs::remove_file(&p)).await {
-        warn(path, "remove", &err);
+    match Disk::Real.remove_file_off_thread(path).await {
+        Ok(()) => {
+            tracing::debug!(file = %path.display(), bytes, elapsed_ms = started.elapsed().as_millis(), "freed a deleted segment file")
+        }
+        Err(err) => warn(path, "remove", &err),
     }
 }
 

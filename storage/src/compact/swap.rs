@@ -30,6 +30,7 @@ use super::{batches, CompactError, Pace};
 use crate::disk::{align_up, Disk};
 use crate::format::segment_file_name;
 use crate::index::{position, relative_offset, IndexCursor, SparseIndex};
+use crate::reclaim::{set_aside, Aside};
 use sluice_core::batch::BatchHeader;
 use sluice_core::limits::COMPACTION_WRITE_CHUNK_BYTES;
 use std::io;
@@ -267,7 +268,7 @@ async fn finish(disk: &Disk, dir: &Path, plan: &SwapPlan) -> io::Result<Vec<Kept
             }
             // Only while its `.cleaned` file is there does the final name hold the old file.
             if i == 0 && listed(&to) {
-                let deleted = crate::reclaim::keep_replaced(disk, &to).await.map_err(io_at("link", &to))?;
+                let deleted = set_aside(disk, &to, Aside::Link).await.map_err(io_at("link", &to))?;
                 kept.extend(deleted.map(|d| (*base, d)));
             }
             disk.rename_off_thread(&from, &to).await.map_err(io_at("rename", &from))?;
@@ -279,10 +280,9 @@ async fn finish(disk: &Disk, dir: &Path, plan: &SwapPlan) -> io::Result<Vec<Kept
             if !listed(&path) {
                 continue;
             }
-            if i == 0 && disk.is_real() {
-                let deleted = crate::reclaim::deleted_name(&path);
-                disk.rename_off_thread(&path, &deleted).await.map_err(io_at("rename", &path))?;
-                kept.push((*base, deleted));
+            if i == 0 {
+                let deleted = set_aside(disk, &path, Aside::Rename).await.map_err(io_at("rename", &path))?;
+                kept.extend(deleted.map(|d| (*base, d)));
             } else {
                 disk.remove_file_off_thread(&path).await.map_err(io_at("remove", &path))?;
             }
