@@ -32,6 +32,12 @@ Kafka: a single-node KRaft broker from the jars `bench/compare` fetches, `log.cl
    cleaner's passes and seconds during it (`duty` = seconds cleaning / seconds of the run). The
    p99 per mode is taken over the pooled latencies of all its runs (PAIRS × RATE × RATE-SECS
    samples), so that one slow batch does not decide it.
+   The disk of this VM stalls for tens of milliseconds now and then on its own, so an
+   independent probe (bench/disk_probe.py: a 4 KiB O_DIRECT|O_DSYNC write every 5 ms, in a
+   process of its own) runs through the latency runs; each mode also prints how many of the
+   probe's stalls (writes over 10 ms) fell in its runs and its p99 without the records in
+   flight during one (`pooled outside the disk's stalls`). Stalls that compaction caused
+   would show as more stalls in the `compact` runs: both counts are printed beside the ratio.
 3. For sluice, the `compact` runs' latencies split by what a compaction pass was doing while
    each record was in flight (`compact pooled by pass phase`): `cpu` (transaction scan, key
    map, cleaning: CPU slices and segment reads), `swap` (writing and syncing the new
@@ -164,6 +170,21 @@ def attribute(samples: list, windows: list) -> dict:
                 cls = "after"
         classes[cls].append(lat)
     return classes
+
+
+class DiskProbe:
+    """bench/disk_probe.py in a process of its own for as long as the latency runs last."""
+
+    def __init__(self, path: Path):
+        self.proc = subprocess.Popen(["python3", str(ROOT / "bench/disk_probe.py"), str(path)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> list:
+        """(start, end) in Unix seconds of every stall the probe saw."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return [(float(a), float(b)) for line in out.splitlines() if line.startswith("stall ")
+                for a, b in [line.split()[1:3]]]
 
 
 class Kafka:
@@ -309,7 +330,20 @@ def fixed_rate(bootstrap: str, topic: str, rate: int, secs: float, value_bytes: 
             n += 1
         p.poll(0.001)
     p.flush(60)
-    return {"sent": n, "errors": len(errors), **summary(lat)}, list(zip(sent_at, lat))
+    return {"sent": n, "errors": len(errors), **summary(lat), "slow": slowest(list(zip(sent_at, lat)))}, \
+        list(zip(sent_at, lat))
+
+
+def slowest(samples: list, n: int = 5) -> list:
+    """The n slowest records as 'HH:MM:SS.mmm latency-ms' (UTC send time), to set beside the
+    broker's log."""
+    top = sorted(samples, key=lambda s: s[1], reverse=True)[:n]
+    return [f"{utc(t)} {lat * 1000:.1f}" for t, lat in sorted(top)]
+
+
+def utc(t: float) -> str:
+    """Unix seconds as HH:MM:SS.mmm UTC."""
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def summary(lat: list) -> dict:
@@ -346,20 +380,34 @@ def run_side(side: str, args, work: Path) -> dict:
         # broker's (and, for Kafka, the JIT's) warm-up, which made 'nocompact' look worse than
         # 'compact' on Kafka in the first full run (57 ms against 4.7 ms p99).
         create(boot, "bench-lat-warmup", {"cleanup.policy": "delete"})
+        probe = DiskProbe(wdir / "disk-probe.dat")
         fixed_rate(boot, "bench-lat-warmup", args.rate, min(5.0, args.rate_secs), args.value_bytes)
         pooled = {"nocompact": [], "compact": []}
+        spans = {"nocompact": [], "compact": []}
         samples = []
         for i in range(args.pairs):
             for mode in (("nocompact", "compact") if i % 2 == 0 else ("compact", "nocompact")):
                 res, lat = latency_run(broker, boot, mode, i, args)
-                pooled[mode] += [x for _, x in lat]
+                pooled[mode] += lat
+                spans[mode].append((min(t for t, _ in lat), max(t + x for t, x in lat)) if lat else (0, 0))
                 if mode == "compact":
                     samples += lat
                 out.setdefault("runs", []).append(res)
                 print(side, mode, i, res, flush=True)
+        stalls = probe.stop()
         for mode, lat in pooled.items():
-            out[mode] = summary(lat)
+            out[mode] = summary([x for _, x in lat])
             print(side, mode, "pooled", out[mode], flush=True)
+        # The disk's own stalls (module doc of bench/disk_probe.py), placed by the probe: how
+        # many fell in each mode's runs, and each mode's latencies without the records in
+        # flight during one.
+        for mode, lat in pooled.items():
+            hit = [w for w in stalls if any(a <= w[1] and w[0] <= b for a, b in spans[mode])]
+            clear = [x for t, x in lat if not any(t <= e and t + x >= b for b, e in hit)]
+            out[mode + "_outside_disk_stalls"] = {**summary(clear), "disk_stalls": len(hit),
+                                                   "disk_stall_ms": round(sum(e - b for b, e in hit) * 1000, 1),
+                                                   "stalls": [f"{utc(b)} {(e - b) * 1000:.1f}" for b, e in hit]}
+            print(side, mode, "pooled outside the disk's stalls", out[mode + "_outside_disk_stalls"], flush=True)
         if hasattr(broker, "pass_windows"):
             # Which part of a pass the slow produces of the compact runs overlapped.
             by = attribute(samples, broker.pass_windows())
@@ -422,6 +470,9 @@ def main() -> None:
         a, b = r["nocompact"].get("p99_ms"), r["compact"].get("p99_ms")
         if a and b:
             print(f"{side}: produce p99 with compaction {b} ms, without {a} ms: {b / a:.2f}x (target <= 1.10x)")
+        a, b = (r[m + "_outside_disk_stalls"].get("p99_ms") for m in ("nocompact", "compact"))
+        if a and b:
+            print(f"{side}: the same outside the disk's own stalls: {b} ms against {a} ms: {b / a:.2f}x")
 
 
 if __name__ == "__main__":
