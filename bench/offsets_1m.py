@@ -219,8 +219,12 @@ def offsets_dirs(data: Path) -> list:
     return sorted(d for d in data.iterdir() if d.name.startswith("__consumer_offsets-"))
 
 
-def size_bytes(dirs: list) -> int:
-    return sum(f.stat().st_size for d in dirs for f in d.iterdir() if f.is_file())
+def size_bytes(dirs: list, deleted: bool = False) -> int:
+    """Bytes of the live files in `dirs`, or (`deleted`) of the `.deleted` ones: segments
+    deleted or replaced by compaction, kept for `file.delete.delay.ms` (60 s) before they are
+    freed, and freed at once by a restart's sweep."""
+    return sum(f.stat().st_size for d in dirs for f in d.iterdir()
+               if f.is_file() and f.name.endswith(".deleted") == deleted)
 
 
 def group_partition(data: Path) -> Path:
@@ -238,6 +242,17 @@ def wait_compacted(data: Path, timeout: float = 300) -> float:
             return time.monotonic() - t0
         time.sleep(0.5)
     raise RuntimeError(f"{part.name} not compacted up to its active segment within {timeout} s")
+
+
+def wait_freed(dirs: list, secs: float = 10) -> int:
+    """Bytes of `.deleted` files still in `dirs` once a restart's sweep has had `secs` to free
+    them (0 as soon as all are gone)."""
+    deadline = time.monotonic() + secs
+    while True:
+        left = size_bytes([d for d in dirs if d.exists()], deleted=True)
+        if left == 0 or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
 
 
 def note(msg: str) -> None:
@@ -263,7 +278,7 @@ def run_mode(mode: str, args, work: Path) -> str:
         if code != 0:
             raise RuntimeError(f"broker exit {code} after SIGTERM; see {log}")
         dirs = offsets_dirs(data)
-        size = size_bytes(dirs)
+        size, kept = size_bytes(dirs), size_bytes(dirs, deleted=True)
         part = group_partition(data)
         segs = len(list(part.glob("*.log")))
         b = Broker(args.sluice, data, config, log)
@@ -271,10 +286,12 @@ def run_mode(mode: str, args, work: Path) -> str:
         want = expected_offsets(args.commits, args.partitions)
         fetched, served = fetch_after(b, args.partitions, want)
         wrong = "" if served == want else f" BUT OffsetFetch answered {served} where {want} was committed"
+        left = wait_freed(dirs)
         return (f"{mode}: {args.commits} commits in {took:.1f} s ({args.commits / took:,.0f}/s); "
                 f"waited {waited:.1f} s for compaction; __consumer_offsets on disk {size:,} bytes "
-                f"({size / 1048576:.1f} MiB; group partition {part.name}: {segs} segments); restart: ready line "
-                f"after {ready:.2f} s, committed offsets served after {fetched:.2f} s{wrong}")
+                f"({size / 1048576:.1f} MiB; group partition {part.name}: {segs} segments) and {kept:,} bytes "
+                f"of .deleted files awaiting file.delete.delay.ms ({left:,} left 10 s after the restart); "
+                f"restart: ready line after {ready:.2f} s, committed offsets served after {fetched:.2f} s{wrong}")
     finally:
         b.stop()
 
