@@ -178,13 +178,17 @@ class DiskProbe:
     def __init__(self, path: Path):
         self.proc = subprocess.Popen(["python3", str(ROOT / "bench/disk_probe.py"), str(path)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        self.stalls = None
 
     def stop(self) -> list:
-        """(start, end) in Unix seconds of every stall the probe saw."""
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return [(float(a), float(b)) for line in out.splitlines() if line.startswith("stall ")
-                for a, b in [line.split()[1:3]]]
+        """Stops the probe (once; later calls only answer again): (start, end) in Unix seconds
+        of every stall it saw."""
+        if self.stalls is None:
+            self.proc.send_signal(signal.SIGTERM)
+            out, _ = self.proc.communicate(timeout=30)
+            self.stalls = [(float(a), float(b)) for line in out.splitlines() if line.startswith("stall ")
+                           for a, b in [line.split()[1:3]]]
+        return self.stalls
 
 
 class Kafka:
@@ -361,6 +365,7 @@ def run_side(side: str, args, work: Path) -> dict:
     wdir.mkdir(parents=True, exist_ok=True)
     broker = Sluice(args.sluice, wdir) if side == "sluice" else Kafka(args.kafka_libs, wdir)
     out = {}
+    probe = None
     try:
         boot = f"127.0.0.1:{broker.port}"
         create(boot, "bench-compact", compacted(args.segment_bytes))
@@ -414,6 +419,8 @@ def run_side(side: str, args, work: Path) -> dict:
             out["compact_by_phase"] = {k: summary(v) for k, v in by.items()}
             print(side, "compact pooled by pass phase", out["compact_by_phase"], flush=True)
     finally:
+        if probe is not None:
+            probe.stop()  # when a run failed: the probe runs until stopped
         broker.stop()
     return out
 

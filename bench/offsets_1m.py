@@ -290,7 +290,8 @@ def run_mode(mode: str, args, work: Path) -> str:
         return (f"{mode}: {args.commits} commits in {took:.1f} s ({args.commits / took:,.0f}/s); "
                 f"waited {waited:.1f} s for compaction; __consumer_offsets on disk {size:,} bytes "
                 f"({size / 1048576:.1f} MiB; group partition {part.name}: {segs} segments) and {kept:,} bytes "
-                f"of .deleted files awaiting file.delete.delay.ms ({left:,} left 10 s after the restart); "
+                f"of .deleted files awaiting file.delete.delay.ms ({left:,} left within 10 s of the offsets "
+                f"being served after the restart); "
                 f"restart: ready line after {ready:.2f} s, committed offsets served after {fetched:.2f} s{wrong}")
     finally:
         b.stop()

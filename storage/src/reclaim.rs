@@ -263,14 +263,14 @@ async fn finish_dir(r: &Reclaimer, d: &DeletedDir) {
 /// Frees one file: cut down in steps (when `cut_first`: no reader holds it), then unlinked.
 async fn free(r: &Reclaimer, path: &Path, cut_first: bool) {
     let started = Instant::now();
-    let mut bytes = 0;
+    let mut bytes_cut = 0;
     if cut_first {
         let mut len = match file_len(r, path).await {
             Some(Ok(n)) => n,
             Some(Err(err)) => return warn(path, "stat", &err),
             None => return,
         };
-        bytes = len;
+        bytes_cut = len;
         while len > 0 {
             idle().await;
             len = len.saturating_sub(SEGMENT_RECLAIM_STEP_BYTES);
@@ -288,7 +288,7 @@ async fn free(r: &Reclaimer, path: &Path, cut_first: bool) {
     }
     match Disk::Real.remove_file_off_thread(path).await {
         Ok(()) => {
-            tracing::debug!(file = %path.display(), bytes, elapsed_ms = started.elapsed().as_millis(), "freed a deleted segment file")
+            tracing::debug!(file = %path.display(), bytes_cut, elapsed_ms = started.elapsed().as_millis(), "freed a deleted segment file")
         }
         Err(err) => warn(path, "remove", &err),
     }
