@@ -14,7 +14,10 @@ between the answer and the markers is seconds, not milliseconds, and check:
   and retries) and commits once they are written; nothing is lost or seen partially;
 - a broker SIGKILLed after the Prepare state is durable but before the markers completes the
   transaction after its restart (the coordinator's sweep), and the same transactional id goes
-  on.
+  on;
+- a broker SIGKILLed after the markers but before its sweep wrote the Complete state (it is
+  written by the next sweep, or replaced by the id's next change) sends the markers again after
+  its restart: the transaction stays committed, read once, and the id goes on.
 """
 
 import signal
@@ -26,6 +29,7 @@ from support import create_topic, unique_topic, wait_until
 
 BROKER_CONFIG = "group_initial_rebalance_delay_ms = 0\n"
 DELAY_VAR = "SLUICE_FAULT_TXN_MARKER_DELAY_MS"
+HOLD_VAR = "SLUICE_FAULT_TXN_HOLD_COMPLETE"
 
 
 def start(broker_factory, tmp_path, data_dir=None):
@@ -107,15 +111,33 @@ def test_end_txn_is_answered_before_its_markers(broker_factory, tmp_path, monkey
     assert sorted(got) == sorted([f"one-{i}" for i in range(10)] + [f"two-{i}" for i in range(10)]), got
 
 
+def commit_kept(bootstrap, topic, txid):
+    """A new producer of `txid` commits ten records "kept-0".. over the topic's 2 partitions."""
+    p = producer(bootstrap, txid)
+    p.begin_transaction()
+    send(p, topic, "kept-", 10, 2)
+    p.commit_transaction(30)
+
+
+def goes_on(bootstrap, topic, txid):
+    """After a restart: read_committed reads the kept records once, and a new instance of the
+    same transactional id commits another transaction."""
+    kept = [f"kept-{i}" for i in range(10)]
+    assert sorted(read_committed(bootstrap, topic, 2, want=10)) == sorted(kept)
+    p = producer(bootstrap, txid)
+    p.begin_transaction()
+    send(p, topic, "next-", 4, 2)
+    p.commit_transaction(30)
+    got = read_committed(bootstrap, topic, 2, want=14)
+    assert sorted(got) == sorted(kept + [f"next-{i}" for i in range(4)]), got
+
+
 def test_prepared_commit_completes_after_a_kill(broker_factory, tmp_path, monkeypatch):
     monkeypatch.setenv(DELAY_VAR, "600000")
     b = start(broker_factory, tmp_path)
     topic, txid = unique_topic("prep"), unique_topic("preptx")
     create_topic(b.bootstrap, topic, 2)
-    p = producer(b.bootstrap, txid)
-    p.begin_transaction()
-    send(p, topic, "kept-", 10, 2)
-    p.commit_transaction(30)
+    commit_kept(b.bootstrap, topic, txid)
     assert ends(b.bootstrap, topic, 2, "read_committed") == [0, 0], "markers written despite the delay"
     # PrepareCommit is durable and answered; the markers are not written. SIGKILL now.
     b.stop(signal.SIGKILL)
@@ -123,11 +145,27 @@ def test_prepared_commit_completes_after_a_kill(broker_factory, tmp_path, monkey
     b2 = start(broker_factory, tmp_path, data_dir=b.data_dir)
     wait_until(lambda: ends(b2.bootstrap, topic, 2, "read_committed") == [6, 6], timeout=15, interval=0.3,
                what="the prepared commit's markers after the restart")
-    assert sorted(read_committed(b2.bootstrap, topic, 2, want=10)) == sorted(f"kept-{i}" for i in range(10))
-    # The same transactional id goes on: a new instance commits another transaction.
-    p2 = producer(b2.bootstrap, txid)
-    p2.begin_transaction()
-    send(p2, topic, "next-", 4, 2)
-    p2.commit_transaction(30)
-    got = read_committed(b2.bootstrap, topic, 2, want=14)
-    assert sorted(got) == sorted([f"kept-{i}" for i in range(10)] + [f"next-{i}" for i in range(4)]), got
+    goes_on(b2.bootstrap, topic, txid)
+
+
+def test_commit_whose_complete_state_was_not_written_survives_a_kill(broker_factory, tmp_path, monkeypatch):
+    # The sweep writes a Complete state within a second of the markers; held back here so the
+    # kill surely comes before it.
+    monkeypatch.setenv(HOLD_VAR, "1")
+    b = start(broker_factory, tmp_path)
+    topic, txid = unique_topic("unwritten"), unique_topic("unwrittentx")
+    create_topic(b.bootstrap, topic, 2)
+    commit_kept(b.bootstrap, topic, txid)
+    # The markers are durable once the last stable offset reaches the high watermark.
+    wait_until(lambda: ends(b.bootstrap, topic, 2, "read_committed") == [6, 6], timeout=10, interval=0.1,
+               what="the commit's markers")
+    time.sleep(1.5)  # a sweep passes, holding the Complete state back
+    assert "Complete states held back" in b.stderr_tail(400), "not a fault-injection build"
+    b.stop(signal.SIGKILL)
+    monkeypatch.delenv(HOLD_VAR)
+    b2 = start(broker_factory, tmp_path, data_dir=b.data_dir)
+    # The log still held the Prepare state: the restart sends the markers again.
+    wait_until(lambda: f"transactional_id={txid}" in b2.stderr_tail(400)
+               and "completing an unfinished transaction" in b2.stderr_tail(400), timeout=10, interval=0.2,
+               what="the restart completing the transaction")
+    goes_on(b2.bootstrap, topic, txid)

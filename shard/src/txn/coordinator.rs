@@ -5,11 +5,17 @@
 //!
 //! Contract: a state change is appended to the id's `__transaction_state` partition and
 //! fdatasync'd before it enters the table, is answered, or is acted on (markers are sent only
-//! for a durable Prepare state; Complete is written only after every marker is durable). One
-//! operation per id runs at a time (`busy`). EndTxn is answered once its Prepare state is
-//! durable, as Kafka answers it; its markers and Complete state are then written by a task
-//! that keeps the id busy until the Complete state is durable (or the markers failed: the
-//! sweep retries). An add (AddPartitionsToTxn, AddOffsetsToTxn, a version 2 implicit add)
+//! for a durable Prepare state), with one exception: the Complete state. One operation per id
+//! runs at a time (`busy`). EndTxn is answered once its Prepare state is durable, as Kafka
+//! answers it; its markers are then written by a task that keeps the id busy until every
+//! marker is durable (or the markers failed: the sweep retries), then puts the Complete state
+//! in the table unwritten. The next sweep writes it, unless a later change of the id (the
+//! producer's next add, most often) was written first and replaced it. So a producer's next
+//! transaction does not wait for a Complete write, and its add is the only sync round between
+//! the markers and its records. A Complete state lost in a crash leaves the Prepare state in
+//! the log: the reload sends its markers again, which finds them written (markers are
+//! idempotent), and completes it — what a crash between the markers and the Complete write
+//! always did. An add (AddPartitionsToTxn, AddOffsetsToTxn, a version 2 implicit add)
 //! finding the id busy — that task, or another add: a version 2 producer's partitions on
 //! several brokers are added by each leader at once — queues for it, at most
 //! `TXN_ADD_WAIT_MS` in all, and is answered CONCURRENT_TRANSACTIONS only past that (Kafka's
@@ -28,13 +34,14 @@ use crate::groups::store as groups_store;
 use crate::groups::OffsetToCommit;
 use crate::internal::{append_internal, read_to_hw, Leadership, Refusal};
 use crate::shard::Shard;
+use futures::future::join_all;
 use sluice_core::batch;
 use sluice_core::clock::now_ms;
 use sluice_core::limits::TXN_ADD_WAIT_MS;
 use sluice_core::{LeaderEpoch, TopicPartition};
 use sluice_storage::PartitionLog;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +63,9 @@ pub struct TxnCoordinator {
     /// The replicated `__transaction_state` partitions of this shard this broker leads
     /// (`crate::internal`); single-replica ones are not tracked.
     leadership: RefCell<Leadership>,
+    /// Ids whose Complete state is in the table but not yet in the log (module docs): the
+    /// sweep writes it unless a later change of the id is written first.
+    unwritten: RefCell<BTreeSet<String>>,
 }
 
 /// Whether the coordinator of this call's transactional id (or, for staged offsets, of its
@@ -361,22 +371,49 @@ impl TxnCoordinator {
             transactional_id: prepared.transactional_id.clone(),
             meta: state::complete(&prepared.meta, now_ms()),
         };
-        self.persist(shard, done).await?;
+        state::install(&mut self.txns.borrow_mut(), done, false);
+        self.unwritten.borrow_mut().insert(prepared.transactional_id.clone());
         tracing::debug!(
             transactional_id = %prepared.transactional_id,
             commit,
             partitions = prepared.meta.partitions.len(),
             markers_us,
-            complete_us = micros(started).saturating_sub(markers_us),
-            "transaction completed"
+            "transaction completed (its Complete state is written by the sweep unless a later change comes first)"
         );
         Ok(())
     }
 
-    /// Makes a change durable, then installs it.
+    /// Writes the Complete states installed since the last sweep that no later change of
+    /// their id replaced, all at once (their appends share the partitions' sync rounds). An
+    /// id busy now is left for the next sweep; a write that fails leaves the Prepare state
+    /// in the log, whose markers a reload sends again (they are idempotent).
+    async fn write_completions(&self, shard: &Rc<Shard>) {
+        if fault::hold_completions(self.unwritten.borrow().len()) {
+            return;
+        }
+        let ids = std::mem::take(&mut *self.unwritten.borrow_mut());
+        let mut writes = Vec::new();
+        for id in ids {
+            let Ok(busy) = self.claim(&id) else {
+                self.unwritten.borrow_mut().insert(id);
+                continue;
+            };
+            let Some(meta) = self.get(&id).filter(|m| m.state.is_complete()) else { continue };
+            writes.push(async move {
+                let _busy = busy;
+                if let Err(e) = self.persist(shard, Change { transactional_id: id.clone(), meta }).await {
+                    tracing::debug!(transactional_id = %id, error = %e, "could not write a Complete state; a reload sends its markers again");
+                }
+            });
+        }
+        join_all(writes).await;
+    }
+
+    /// Makes a change durable, then installs it (it replaces an unwritten Complete state).
     async fn persist(&self, shard: &Shard, c: Change) -> Result<(), TxnError> {
         let records = vec![(store::key(&c.transactional_id), store::value(&c.meta))];
         write(shard, &c.transactional_id, records).await?;
+        self.unwritten.borrow_mut().remove(&c.transactional_id);
         state::install(&mut self.txns.borrow_mut(), c, false);
         Ok(())
     }
@@ -510,6 +547,7 @@ impl TxnCoordinator {
     fn unload(&self, shard: &Shard, p: i32) {
         let partitions = txn_partitions(shard);
         self.txns.borrow_mut().retain(|id, _| super::txn_partition(id, partitions) != p);
+        self.unwritten.borrow_mut().retain(|id| super::txn_partition(id, partitions) != p);
     }
 
     /// Drops the offsets staged for the groups `of` picks (their partition left this shard's
@@ -521,6 +559,7 @@ impl TxnCoordinator {
     /// Aborts timed-out transactions, completes Prepare states left unfinished, and removes
     /// ids idle past `transactional_id_expiration_ms`. Ids busy with a request are skipped.
     async fn sweep(&self, shard: &Rc<Shard>) {
+        self.write_completions(shard).await;
         let now = now_ms();
         let due = state::timed_out(&self.txns.borrow(), now);
         for c in due {
@@ -556,6 +595,7 @@ impl TxnCoordinator {
             }
             tracing::debug!(transactional_id = %id, "transactional id expired");
             self.txns.borrow_mut().remove(&id);
+            self.unwritten.borrow_mut().remove(&id);
         }
     }
 }
@@ -573,15 +613,33 @@ fn micros(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Test-only fault hook (cargo feature `fault-injection`, as `crate::metrics::fault`):
-/// `SLUICE_FAULT_TXN_MARKER_DELAY_MS=<ms>`, read once per shard, delays every completion's
-/// markers by that long, so tests can act between a durable Prepare state and its markers.
+/// Test-only fault hooks (cargo feature `fault-injection`, as `crate::metrics::fault`), read
+/// once per shard: `SLUICE_FAULT_TXN_MARKER_DELAY_MS=<ms>` delays every completion's markers by
+/// that long, so tests can act between a durable Prepare state and its markers;
+/// `SLUICE_FAULT_TXN_HOLD_COMPLETE=1` keeps the sweep from writing Complete states, so tests
+/// can act between the markers and the Complete write.
 mod fault {
     #[cfg(feature = "fault-injection")]
     thread_local!(static DELAY_MS: u64 = std::env::var("SLUICE_FAULT_TXN_MARKER_DELAY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0));
+    #[cfg(feature = "fault-injection")]
+    thread_local!(static HOLD: bool = std::env::var("SLUICE_FAULT_TXN_HOLD_COMPLETE").is_ok_and(|v| v == "1"));
+
+    /// Whether the sweep leaves the `unwritten` Complete states unwritten (false without the
+    /// feature or the variable).
+    pub(super) fn hold_completions(unwritten: usize) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if HOLD.with(|h| *h) {
+            if unwritten > 0 {
+                tracing::warn!(unwritten, "fault injection: Complete states held back");
+            }
+            return true;
+        }
+        let _ = unwritten;
+        false
+    }
 
     /// Sleeps the configured delay (nothing without the feature or the variable).
     pub(super) async fn delay_markers() {

@@ -70,6 +70,10 @@ impl TxnState {
         matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
     }
 
+    pub fn is_complete(self) -> bool {
+        matches!(self, TxnState::CompleteCommit | TxnState::CompleteAbort)
+    }
+
     /// Whether `self → next` is a transition Kafka allows.
     pub fn may_become(self, next: TxnState) -> bool {
         use TxnState::*;
