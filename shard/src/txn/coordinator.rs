@@ -13,9 +13,9 @@
 //! producer's next add, most often) was written first and replaced it. So a producer's next
 //! transaction does not wait for a Complete write, and its add is the only sync round between
 //! the markers and its records. A Complete state lost in a crash leaves the Prepare state in
-//! the log: the reload sends its markers again, which finds them written (markers are
-//! idempotent), and completes it — what a crash between the markers and the Complete write
-//! always did. An add (AddPartitionsToTxn, AddOffsetsToTxn, a version 2 implicit add)
+//! the log: the reload sends its markers again (a partition that has them gets a second,
+//! harmless one: it finds no open transaction of the producer) and completes it — what a
+//! crash between the markers and the Complete write always did. An add (AddPartitionsToTxn, AddOffsetsToTxn, a version 2 implicit add)
 //! finding the id busy — that task, or another add: a version 2 producer's partitions on
 //! several brokers are added by each leader at once — queues for it, at most
 //! `TXN_ADD_WAIT_MS` in all, and is answered CONCURRENT_TRANSACTIONS only past that (Kafka's
@@ -386,7 +386,7 @@ impl TxnCoordinator {
     /// Writes the Complete states installed since the last sweep that no later change of
     /// their id replaced, all at once (their appends share the partitions' sync rounds). An
     /// id busy now is left for the next sweep; a write that fails leaves the Prepare state
-    /// in the log, whose markers a reload sends again (they are idempotent).
+    /// in the log, whose markers a reload sends again (a second marker is harmless).
     async fn write_completions(&self, shard: &Rc<Shard>) {
         if fault::hold_completions(self.unwritten.borrow().len()) {
             return;
